@@ -1,0 +1,790 @@
+"""Typed, frozen configuration: YAML layers, environment overrides, secrets.
+
+Layers are deep-merged, later wins:
+
+1. ``config/default.yaml``
+2. ``config/{mode}.yaml`` when a mode is given (the mode also sets ``run.mode``)
+3. the user's configuration file, when given
+4. environment overrides ``KEEL_<SECTION>__<KEY>=value`` (the value is parsed
+   as YAML, so numbers, booleans and lists work; a comma-separated string is
+   accepted for tuple fields such as ``data.symbols``)
+
+The files in ``config/`` only document the defaults, which the schema below
+also carries, so a missing ``default.yaml`` or ``{mode}.yaml`` is not an
+error; a user file that does not exist is.
+
+Secrets never come from YAML. They come from the environment
+(``KEEL_BINANCE_API_KEY``, ``KEEL_BINANCE_API_SECRET``, ``KEEL_API_TOKEN``) or
+from a file named by ``KEEL_SECRET_FILE`` holding ``NAME=value`` lines with the
+same names; the environment wins over the file. They are held in `Secret`,
+whose ``repr`` is redacted.
+
+Relative paths (``run.output_dir``, ``data.root``, ``exchange.instruments``)
+are kept relative: they are interpreted against the working directory of the
+process that uses them.
+
+Every problem is raised as `ConfigurationError` naming the file (or
+environment variable) that set the bad value and its dotted key.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+import yaml
+from keel.core.errors import ConfigurationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError, core_schema
+
+__all__ = [
+    "BusConfig",
+    "DataConfig",
+    "ExchangeConfig",
+    "KeelConfig",
+    "LiveConfig",
+    "LoggingConfig",
+    "PaperConfig",
+    "PortfolioConfig",
+    "RiskConfig",
+    "RunConfig",
+    "Secret",
+    "Secrets",
+    "StrategyConfig",
+    "config_to_dict",
+    "load_config",
+]
+
+MODES = ("backtest", "paper", "live")
+REDACTED = "**********"
+SECRET_FILE_VARIABLE = "KEEL_SECRET_FILE"
+# Environment (and secret file) name -> field of `Secrets`.
+SECRET_VARIABLES = {
+    "KEEL_BINANCE_API_KEY": "binance_api_key",
+    "KEEL_BINANCE_API_SECRET": "binance_api_secret",
+    "KEEL_API_TOKEN": "api_token",
+}
+_ENV_PREFIX = "KEEL_"
+_ENV_SEPARATOR = "__"
+_DEFAULTS_SOURCE = "built-in defaults"
+_FILE_KEY = "(file)"
+
+
+class Secret:
+    """An immutable string whose ``repr`` and ``str`` never show the value.
+
+    Parameters
+    ----------
+    value
+        The secret text; must not be empty.
+
+    Examples
+    --------
+    >>> key = Secret("abc123")
+    >>> key
+    Secret('**********')
+    >>> key.reveal()
+    'abc123'
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if not isinstance(value, str) or value == "":
+            raise ValueError("a secret must be a non-empty string")
+        object.__setattr__(self, "_value", value)
+
+    def reveal(self) -> str:
+        """Return the secret text; pass it only to the code that needs it."""
+        return self._value
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Secret is immutable")
+
+    def __repr__(self) -> str:
+        return f"Secret('{REDACTED}')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        # Constant time, so a comparison against a token leaks no timing.
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> tuple[type[Secret], tuple[str]]:
+        return (Secret, (self._value,))
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: type[Any], handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        """Validate from a non-empty string or a `Secret`; dump redacted as JSON."""
+        from_string = core_schema.no_info_after_validator_function(
+            cls, core_schema.str_schema(min_length=1)
+        )
+        return core_schema.json_or_python_schema(
+            json_schema=from_string,
+            python_schema=core_schema.union_schema(
+                [core_schema.is_instance_schema(cls), from_string]
+            ),
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                lambda _: REDACTED, when_used="json"
+            ),
+        )
+
+
+Symbol = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Z0-9]+$"),
+]
+
+DEFAULT_SYMBOLS = (
+    "BTCUSDT",
+    "ETHUSDT",
+    "BNBUSDT",
+    "SOLUSDT",
+    "XRPUSDT",
+    "LINKUSDT",
+    "LTCUSDT",
+    "BCHUSDT",
+    "AVAXUSDT",
+    "SUIUSDT",
+)
+
+
+class _Section(BaseModel):
+    """Base of every configuration model: frozen, strict about keys, finite numbers."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+class RunConfig(_Section):
+    """How and where a run happens."""
+
+    mode: Literal["backtest", "paper", "live"] = Field(
+        "backtest", description="Run mode: backtest, paper or live."
+    )
+    seed: int = Field(7, ge=0, description="Seed of every random number generator.")
+    output_dir: Path = Field(
+        Path("runs"),
+        description="Folder for run results, relative to the working directory.",
+    )
+
+
+class DataConfig(_Section):
+    """Recorded market data: bars and funding rates."""
+
+    root: Path = Field(
+        Path("data"), description="Data folder, relative to the working directory."
+    )
+    bars: str = Field(
+        "ohlcv/binance_usdm_1m_2025-05",
+        min_length=1,
+        description="Folder under root holding {SYMBOL}_{interval}.csv.gz bar files.",
+    )
+    bar_interval: Literal["1m", "1h"] = Field("1m", description="Bar interval.")
+    funding: str = Field(
+        "funding/binance_usdm_funding_2025-03_06.csv.gz",
+        min_length=1,
+        description="Funding-rate file under root.",
+    )
+    symbols: tuple[Symbol, ...] = Field(
+        DEFAULT_SYMBOLS, min_length=1, description="Symbols to trade (upper case)."
+    )
+    start: datetime | None = Field(
+        None,
+        description="First bar time (UTC; a date means midnight); None = data start.",
+    )
+    end: datetime | None = Field(
+        None,
+        description="End of data, exclusive (UTC; a date means midnight); None = data end.",
+    )
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _split_symbols(cls, value: object) -> object:
+        """Accept ``"BTCUSDT,ETHUSDT"`` as well as a list; upper-case each name."""
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list | tuple):
+            return tuple(
+                item.strip().upper() if isinstance(item, str) else item
+                for item in value
+            )
+        return value
+
+    @field_validator("symbols")
+    @classmethod
+    def _unique_symbols(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        duplicates = sorted({symbol for symbol in value if value.count(symbol) > 1})
+        if duplicates:
+            raise PydanticCustomError(
+                "duplicate_symbols",
+                "duplicate symbols: {duplicates}",
+                {"duplicates": ", ".join(duplicates)},
+            )
+        return value
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _date_to_datetime(cls, value: object) -> object:
+        """Read a date (YAML parses ``2025-05-10`` into one) as midnight UTC."""
+        if isinstance(value, date) and not isinstance(value, datetime):
+            return datetime(value.year, value.month, value.day, tzinfo=UTC)
+        return value
+
+    @field_validator("start", "end")
+    @classmethod
+    def _to_utc(cls, value: datetime | None) -> datetime | None:
+        """Take a naive time as UTC and convert an aware one to UTC."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    @model_validator(mode="after")
+    def _end_after_start(self) -> Self:
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise PydanticCustomError(
+                "end_before_start",
+                "end ({end}) must be after start ({start})",
+                {
+                    "config_key": "end",
+                    "end": self.end.isoformat(),
+                    "start": self.start.isoformat(),
+                },
+            )
+        return self
+
+
+class BusConfig(_Section):
+    """The in-process event bus."""
+
+    capacity: int = Field(10000, ge=1, description="Maximum number of queued messages.")
+
+
+class StrategyConfig(_Section):
+    """The strategy to run and its parameters."""
+
+    name: Literal["moving_average_cross"] = Field(
+        "moving_average_cross", description="Strategy name."
+    )
+    fast_period: int = Field(20, ge=1, description="Bars in the fast moving average.")
+    slow_period: int = Field(60, ge=1, description="Bars in the slow moving average.")
+
+    @model_validator(mode="after")
+    def _fast_below_slow(self) -> Self:
+        if self.fast_period >= self.slow_period:
+            raise PydanticCustomError(
+                "fast_not_below_slow",
+                "fast_period ({fast}) must be less than slow_period ({slow})",
+                {
+                    "config_key": "fast_period",
+                    "fast": self.fast_period,
+                    "slow": self.slow_period,
+                },
+            )
+        return self
+
+
+class PortfolioConfig(_Section):
+    """Turning signals into target positions."""
+
+    gross_exposure: float = Field(
+        1.0, gt=0, le=10, description="Sum of absolute target notionals over equity."
+    )
+    rebalance_threshold: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="Fraction of target notional below which no order is sent.",
+    )
+
+
+class RiskConfig(_Section):
+    """Pre-trade risk limits."""
+
+    max_order_notional: Decimal = Field(
+        Decimal(50000), gt=0, description="Largest notional of one order (USDT)."
+    )
+    max_leverage: float = Field(
+        3.0, gt=0, description="Largest gross notional over equity."
+    )
+    max_position_notional: Decimal = Field(
+        Decimal(100000), gt=0, description="Largest notional of one position (USDT)."
+    )
+
+
+class ExchangeConfig(_Section):
+    """The simulated exchange and account settings."""
+
+    initial_balance: Decimal = Field(
+        Decimal(10000), gt=0, description="Starting wallet balance (USDT)."
+    )
+    leverage: int = Field(5, ge=1, le=125, description="Leverage set on each symbol.")
+    maker_fee: Decimal = Field(
+        Decimal("0.0002"),
+        ge=Decimal("-0.01"),
+        le=Decimal("0.01"),
+        description="Maker fee rate as a fraction (negative for a rebate).",
+    )
+    taker_fee: Decimal = Field(
+        Decimal("0.0005"),
+        ge=0,
+        le=Decimal("0.01"),
+        description="Taker fee rate as a fraction.",
+    )
+    slippage_bps: float = Field(
+        1.0, ge=0, description="Simulated slippage of market orders, basis points."
+    )
+    instruments: Path = Field(
+        Path("config/instruments.yaml"),
+        description="Instrument specifications file, relative to the working directory.",
+    )
+
+
+class PaperConfig(_Section):
+    """Paper trading on replayed data."""
+
+    speed: float = Field(
+        60.0, gt=0, description="Replay speed; 60 replays one 1m bar per second."
+    )
+    duration_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="Stop after this many wall-clock seconds; None = run to the end.",
+    )
+    status_interval_seconds: float = Field(
+        5.0, gt=0, description="Seconds between status lines."
+    )
+
+
+class LiveConfig(_Section):
+    """Live trading safeguards."""
+
+    confirm: bool = Field(False, description="Must be true to trade live.")
+    testnet: bool = Field(
+        True, description="Trade on the Binance testnet, not mainnet."
+    )
+
+
+class LoggingConfig(_Section):
+    """Log output."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Lowest level written."
+    )
+    format: Literal["auto", "console", "json"] = Field(
+        "auto", description="auto = console on a terminal, JSON lines otherwise."
+    )
+
+
+class Secrets(_Section):
+    """Credentials; set only from the environment or the secret file."""
+
+    binance_api_key: Secret | None = Field(None, description="Binance API key.")
+    binance_api_secret: Secret | None = Field(None, description="Binance API secret.")
+    api_token: Secret | None = Field(
+        None, description="Bearer token of the control API's state-changing routes."
+    )
+
+
+class KeelConfig(_Section):
+    """The whole configuration of one keel process."""
+
+    run: RunConfig = Field(default_factory=RunConfig, description="Run settings.")
+    data: DataConfig = Field(default_factory=DataConfig, description="Market data.")
+    bus: BusConfig = Field(default_factory=BusConfig, description="Event bus.")
+    strategy: StrategyConfig = Field(
+        default_factory=StrategyConfig, description="Strategy."
+    )
+    portfolio: PortfolioConfig = Field(
+        default_factory=PortfolioConfig, description="Portfolio construction."
+    )
+    risk: RiskConfig = Field(default_factory=RiskConfig, description="Risk limits.")
+    exchange: ExchangeConfig = Field(
+        default_factory=ExchangeConfig, description="Exchange and account."
+    )
+    paper: PaperConfig = Field(
+        default_factory=PaperConfig, description="Paper trading."
+    )
+    live: LiveConfig = Field(default_factory=LiveConfig, description="Live trading.")
+    logging: LoggingConfig = Field(
+        default_factory=LoggingConfig, description="Logging."
+    )
+    secrets: Secrets = Field(default_factory=Secrets, description="Credentials.")
+
+    @model_validator(mode="after")
+    def _live_needs_confirmation_and_keys(self) -> Self:
+        if self.run.mode != "live":
+            return self
+        if not self.live.confirm:
+            raise PydanticCustomError(
+                "live_not_confirmed",
+                "live mode needs live.confirm: true (in your configuration file, "
+                "or KEEL_LIVE__CONFIRM=true)",
+                {"config_key": "live.confirm"},
+            )
+        for field, variable in (
+            ("binance_api_key", "KEEL_BINANCE_API_KEY"),
+            ("binance_api_secret", "KEEL_BINANCE_API_SECRET"),
+        ):
+            if getattr(self.secrets, field) is None:
+                raise PydanticCustomError(
+                    "live_without_keys",
+                    "live mode needs {variable} in the environment or in the file "
+                    "named by KEEL_SECRET_FILE",
+                    {"config_key": f"secrets.{field}", "variable": variable},
+                )
+        return self
+
+
+def config_to_dict(config: KeelConfig) -> dict[str, Any]:
+    """Return the configuration as plain JSON-compatible data, secrets redacted.
+
+    Parameters
+    ----------
+    config
+        The configuration to dump.
+
+    Returns
+    -------
+    dict
+        Nested sections of strings, numbers, booleans and lists; a set secret
+        is ``"**********"``, an unset one ``None``.
+    """
+    return config.model_dump(mode="json")
+
+
+# Dotted key path (as a tuple) -> the source that set it; for a section, the
+# last source that touched it.
+_Provenance = dict[tuple[str, ...], str]
+
+
+def load_config(
+    mode: str | None = None,
+    config_file: str | Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    config_dir: Path | None = None,
+) -> KeelConfig:
+    """Load, merge and validate the configuration.
+
+    Parameters
+    ----------
+    mode
+        ``"backtest"``, ``"paper"`` or ``"live"``: also read
+        ``config/{mode}.yaml`` and set ``run.mode``.
+    config_file
+        A user configuration file merged over the ``config/`` files.
+    environ
+        The environment to read overrides and secrets from; defaults to
+        ``os.environ``.
+    config_dir
+        Folder holding ``default.yaml`` and the mode files; defaults to
+        ``./config`` when it exists, else the ``config`` folder of the
+        source tree.
+
+    Returns
+    -------
+    KeelConfig
+        The validated, frozen configuration.
+
+    Raises
+    ------
+    ConfigurationError
+        For the first problem found, naming the file or environment variable
+        that set the bad value and its dotted key.
+    """
+    environ = os.environ if environ is None else environ
+    merged: dict[str, Any] = {}
+    provenance: _Provenance = {("secrets",): "environment"}
+    for layer, source in _layers(mode, config_file, environ, config_dir):
+        _merge(merged, layer, source, provenance)
+    try:
+        config = KeelConfig.model_validate(merged)
+    except ValidationError as error:
+        raise _to_configuration_error(error, provenance) from None
+    if mode is not None and config.run.mode != mode:
+        raise ConfigurationError(
+            provenance[("run", "mode")],
+            "run.mode",
+            f"{config.run.mode!r} conflicts with the requested mode {mode!r}",
+        )
+    return config
+
+
+def _layers(
+    mode: str | None,
+    config_file: str | Path | None,
+    environ: Mapping[str, str],
+    config_dir: Path | None,
+) -> list[tuple[dict[str, Any], str]]:
+    """Return every layer, lowest priority first, with its source name."""
+    directory = _default_config_dir() if config_dir is None else config_dir
+    layers = _optional_file_layer(directory / "default.yaml")
+    if mode is not None:
+        if mode not in MODES:
+            raise ConfigurationError(
+                "mode argument",
+                "run.mode",
+                f"unknown mode {mode!r}; expected one of {', '.join(MODES)}",
+            )
+        layers += _optional_file_layer(directory / f"{mode}.yaml")
+        layers.append(({"run": {"mode": mode}}, f"requested mode {mode!r}"))
+    if config_file is not None:
+        layers.append((_read_yaml(Path(config_file)), str(config_file)))
+    layers += _environment_layers(environ)
+    layers += _secret_layers(environ)
+    return layers
+
+
+def _default_config_dir() -> Path:
+    local = Path.cwd() / "config"
+    if local.is_dir():
+        return local
+    return Path(__file__).resolve().parent.parent / "config"
+
+
+def _optional_file_layer(path: Path) -> list[tuple[dict[str, Any], str]]:
+    return [(_read_yaml(path), str(path))] if path.is_file() else []
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """Read one configuration file: a mapping of sections, no secrets."""
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigurationError(
+            source, _FILE_KEY, f"cannot read: {error.strerror}"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigurationError(
+            source, _FILE_KEY, _describe_yaml_error(error)
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigurationError(source, _FILE_KEY, "must be a mapping of sections")
+    _reject_secrets(data, source)
+    return data
+
+
+def _describe_yaml_error(error: yaml.YAMLError) -> str:
+    """Describe a YAML error on one line."""
+    problem = getattr(error, "problem", None) or "invalid YAML"
+    mark = getattr(error, "problem_mark", None)
+    if mark is None:
+        return problem
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+
+
+def _reject_secrets(data: dict[str, Any], source: str) -> None:
+    if "secrets" not in data:
+        return
+    section = data["secrets"]
+    names = sorted(section) if isinstance(section, dict) and section else []
+    key = f"secrets.{names[0]}" if names else "secrets"
+    raise ConfigurationError(
+        source,
+        key,
+        "secrets may not be set in a configuration file; set "
+        f"{', '.join(SECRET_VARIABLES)} in the environment or in the file named "
+        f"by {SECRET_FILE_VARIABLE}",
+    )
+
+
+def _environment_layers(environ: Mapping[str, str]) -> list[tuple[dict[str, Any], str]]:
+    """Turn ``KEEL_<SECTION>__<KEY>=value`` variables into layers, sorted by name."""
+    layers = []
+    for name in sorted(environ):
+        if not name.startswith(_ENV_PREFIX) or _ENV_SEPARATOR not in name:
+            continue
+        source = f"environment variable {name}"
+        path = name[len(_ENV_PREFIX) :].lower().split(_ENV_SEPARATOR)
+        if path[0] == "secrets":
+            raise ConfigurationError(
+                source,
+                ".".join(path),
+                f"set secrets with {', '.join(SECRET_VARIABLES)}",
+            )
+        layers.append(
+            (_nest(path, _parse_environment_value(environ[name], source, path)), source)
+        )
+    return layers
+
+
+def _parse_environment_value(text: str, source: str, path: list[str]) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigurationError(
+            source, ".".join(path), _describe_yaml_error(error)
+        ) from None
+
+
+def _nest(path: list[str], value: Any) -> dict[str, Any]:
+    """Return ``{"a": {"b": value}}`` for the path ``["a", "b"]``."""
+    for key in reversed(path):
+        value = {key: value}
+    return value
+
+
+def _secret_layers(environ: Mapping[str, str]) -> list[tuple[dict[str, Any], str]]:
+    """Return the secret file's secrets, then the environment's (which win)."""
+    layers = []
+    file_name = environ.get(SECRET_FILE_VARIABLE)
+    if file_name:
+        layers += _read_secret_file(Path(file_name))
+    for variable, field in SECRET_VARIABLES.items():
+        value = environ.get(variable)
+        # An empty variable (e.g. `KEY=${KEY:-}` in compose) counts as unset.
+        if value:
+            layers.append(
+                ({"secrets": {field: value}}, f"environment variable {variable}")
+            )
+    return layers
+
+
+def _read_secret_file(path: Path) -> list[tuple[dict[str, Any], str]]:
+    """Read ``NAME=value`` lines from a file that only its owner can read."""
+    source = str(path)
+    try:
+        mode = path.stat().st_mode
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise ConfigurationError(
+            source,
+            SECRET_FILE_VARIABLE,
+            f"cannot read the secret file: {error.strerror}",
+        ) from None
+    if os.name == "posix" and mode & 0o077:
+        raise ConfigurationError(
+            source,
+            SECRET_FILE_VARIABLE,
+            f"secret file is readable by group or others (mode {mode & 0o777:o}); "
+            f"run chmod 600 {source}",
+        )
+    return [
+        ({"secrets": secret}, source)
+        for number, line in enumerate(lines, start=1)
+        if (secret := _parse_secret_line(line, number, source))
+    ]
+
+
+def _parse_secret_line(line: str, number: int, source: str) -> dict[str, str]:
+    """Parse one secret-file line; blank lines and ``#`` comments give ``{}``."""
+    stripped = line.strip()
+    if not stripped or stripped.startswith("#"):
+        return {}
+    name, separator, value = stripped.partition("=")
+    name = name.strip()
+    # The line is never quoted in an error: it may hold a secret.
+    if not separator or name not in SECRET_VARIABLES:
+        raise ConfigurationError(
+            source,
+            f"line {number}",
+            f"expected NAME=value with NAME one of {', '.join(SECRET_VARIABLES)}",
+        )
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        value = value[1:-1]
+    return {SECRET_VARIABLES[name]: value} if value else {}
+
+
+def _merge(
+    target: dict[str, Any],
+    layer: Mapping[str, Any],
+    source: str,
+    provenance: _Provenance,
+    path: tuple[str, ...] = (),
+) -> None:
+    """Deep-merge ``layer`` into ``target`` in place, recording each key's source."""
+    provenance[path] = source
+    for key, value in layer.items():
+        key_path = (*path, str(key))
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value, source, provenance, key_path)
+        else:
+            target[key] = value
+            provenance[key_path] = source
+
+
+def _to_configuration_error(
+    error: ValidationError, provenance: _Provenance
+) -> ConfigurationError:
+    """Describe the first validation error with the source that caused it."""
+    detail = error.errors(include_url=False)[0]
+    path = tuple(_key_path(detail["loc"]))
+    named = (detail.get("ctx") or {}).get("config_key")
+    if named is None:
+        return ConfigurationError(
+            _source_of(path, provenance), ".".join(path), _describe(detail, path)
+        )
+    # A cross-field error belongs to the last source that touched its section.
+    key = path + tuple(named.split("."))
+    return ConfigurationError(
+        _source_of(key[:-1], provenance), ".".join(key), detail["msg"]
+    )
+
+
+def _key_path(location: tuple[int | str, ...]) -> list[str]:
+    """Keep the configuration keys of a pydantic location, drop validator tags.
+
+    Tags such as ``is-instance[Secret]`` name union members, not keys.
+    """
+    keys = []
+    for part in location:
+        if isinstance(part, str) and "[" in part:
+            break
+        keys.append(str(part))
+    return keys
+
+
+def _source_of(path: tuple[str, ...], provenance: _Provenance) -> str:
+    """Return the source of ``path``, else of its nearest recorded ancestor."""
+    for length in range(len(path), -1, -1):
+        if path[:length] in provenance:
+            return provenance[path[:length]]
+    return _DEFAULTS_SOURCE
+
+
+def _describe(detail: Mapping[str, Any], path: tuple[str, ...]) -> str:
+    """Return a one-line problem description, never showing a secret."""
+    if detail["type"] == "extra_forbidden":
+        return f"unknown key; expected one of: {', '.join(_known_keys(path[:-1]))}"
+    message = detail["msg"]
+    value = detail.get("input")
+    if path[:1] == ("secrets",) or isinstance(value, dict | list):
+        return message
+    return f"{message}, got {value!r}"
+
+
+def _known_keys(path: tuple[str, ...]) -> list[str]:
+    """Return the field names of the model at ``path``."""
+    model: type[BaseModel] = KeelConfig
+    for key in path:
+        model = model.model_fields[key].annotation  # type: ignore[assignment]
+    return list(model.model_fields)

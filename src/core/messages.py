@@ -1,0 +1,358 @@
+"""Commands and events: immutable msgspec structs that travel on the event bus.
+
+Commands are imperative and go to exactly one handler (``SubmitOrder``);
+events are past tense and go to every subscriber (``OrderFilled``). Every
+message carries an integer ``id`` and integer-nanosecond ``ts_event`` (when it
+happened) and ``ts_init`` (when keel created the message), and round-trips
+through JSON for the journal and the dashboard.
+
+Each message type names the bus lane it travels on (see :mod:`keel.core.bus`).
+Market data carries floats (it feeds numpy analytics); anything that reaches
+the exchange or the books (quantities, prices of orders and fills, money)
+carries :class:`~decimal.Decimal`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from decimal import Decimal
+from enum import Enum
+from typing import ClassVar, Union
+
+import msgspec
+
+from keel.core.fsm import ComponentState, TradingState
+from keel.core.orders import LiquiditySide, OrderSide, OrderType, TimeInForce
+
+
+class Lane(Enum):
+    """Bus lanes, each with its own overload policy."""
+
+    CONTROL = "control"
+    EXECUTION = "execution"
+    MARKET_DATA = "market_data"
+
+
+_message_ids = itertools.count(1)
+
+
+def next_message_id() -> int:
+    """Return the next message id of this process."""
+    return next(_message_ids)
+
+
+def reset_message_ids(start: int = 1) -> None:
+    """Restart message ids at ``start`` (a backtest does this for reproducible ids)."""
+    global _message_ids
+    _message_ids = itertools.count(start)
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True, tag=True, gc=False):
+    """Base of every command and event."""
+
+    lane: ClassVar[Lane] = Lane.EXECUTION
+    is_command: ClassVar[bool] = False
+
+    ts_event: int
+    ts_init: int
+    id: int = msgspec.field(default_factory=next_message_id)
+
+
+class Command(Message, frozen=True, kw_only=True, tag=True, gc=False):
+    """A request to one handler, named in the imperative."""
+
+    is_command: ClassVar[bool] = True
+
+
+class Event(Message, frozen=True, kw_only=True, tag=True, gc=False):
+    """A fact for every subscriber, named in the past tense."""
+
+
+class MarketDataEvent(Event, frozen=True, kw_only=True, tag=True, gc=False):
+    """Market data for one symbol; the bus may conflate these per (type, symbol)."""
+
+    lane: ClassVar[Lane] = Lane.MARKET_DATA
+    symbol: str
+
+
+# --- market data ----------------------------------------------------------------
+
+
+class BarClosed(MarketDataEvent, frozen=True, kw_only=True, tag=True, gc=False):
+    """A time bar closed; ``ts_event`` is its close time, ``open_time`` its open time (ns)."""
+
+    interval: str
+    open_time: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+
+class TradeTick(MarketDataEvent, frozen=True, kw_only=True, tag=True, gc=False):
+    """One trade printed on the venue."""
+
+    trade_id: str
+    price: float
+    quantity: float
+    aggressor_side: OrderSide
+
+
+class BookUpdated(MarketDataEvent, frozen=True, kw_only=True, tag=True, gc=False):
+    """The local order book changed; top levels as (price, quantity) pairs, best first."""
+
+    update_id: int
+    bids: tuple[tuple[float, float], ...]
+    asks: tuple[tuple[float, float], ...]
+
+
+class FundingRateUpdated(MarketDataEvent, frozen=True, kw_only=True, tag=True, gc=False):
+    """A funding rate settles at ``funding_time`` (ns) at ``mark_price``."""
+
+    funding_time: int
+    rate: Decimal
+    mark_price: Decimal | None
+
+
+# --- strategy and portfolio ------------------------------------------------------
+
+
+class SignalAction(Enum):
+    """What a strategy wants for a symbol."""
+
+    BUY = "BUY"
+    SELL = "SELL"
+    HOLD = "HOLD"
+
+
+class SignalGenerated(Event, frozen=True, kw_only=True, tag=True, gc=False):
+    """A strategy's view on a symbol; strength and confidence lie in [0, 1]."""
+
+    strategy: str
+    symbol: str
+    action: SignalAction
+    strength: float
+    confidence: float
+    stop_loss: float | None = None
+    take_profit: float | None = None
+
+
+class AllocationProposed(Event, frozen=True, kw_only=True, tag=True, gc=False):
+    """Target portfolio weights (signed fractions of equity) per symbol."""
+
+    weights: dict[str, float]
+    reason: str
+
+
+class Rebalance(Command, frozen=True, kw_only=True, tag=True, gc=False):
+    """Recompute the target allocation now."""
+
+    reason: str
+
+
+# --- risk ---------------------------------------------------------------------------
+
+
+class OrderApproved(Event, frozen=True, kw_only=True, tag=True, gc=False):
+    """The risk layer approved and sized an order for execution."""
+
+    symbol: str
+    side: OrderSide
+    quantity: Decimal
+    order_type: OrderType
+    price: Decimal | None
+    reduce_only: bool
+    strategy: str
+
+
+class OrderDenied(Event, frozen=True, kw_only=True, tag=True, gc=False):
+    """The risk layer refused an order locally; ``reason_code`` is machine-readable."""
+
+    symbol: str
+    side: OrderSide
+    quantity: Decimal
+    reason_code: str
+    reason: str
+    strategy: str
+
+
+class SetTradingState(Command, frozen=True, kw_only=True, tag=True, gc=False):
+    """Move the trading state (ACTIVE / REDUCING / HALTED)."""
+
+    lane: ClassVar[Lane] = Lane.CONTROL
+    state: TradingState
+    reason: str
+
+
+class TradingStateChanged(Event, frozen=True, kw_only=True, tag=True, gc=False):
+    """The trading state moved."""
+
+    lane: ClassVar[Lane] = Lane.CONTROL
+    previous: TradingState
+    state: TradingState
+    reason: str
+
+
+# --- execution ----------------------------------------------------------------------
+
+
+class SubmitOrder(Command, frozen=True, kw_only=True, tag=True, gc=False):
+    """Send a new order to the venue."""
+
+    client_order_id: str
+    symbol: str
+    side: OrderSide
+    order_type: OrderType
+    quantity: Decimal
+    price: Decimal | None = None
+    time_in_force: TimeInForce = TimeInForce.GTC
+    reduce_only: bool = False
+    stop_price: Decimal | None = None
+    strategy: str = "manual"
+
+
+class CancelOrder(Command, frozen=True, kw_only=True, tag=True, gc=False):
+    """Cancel one working order."""
+
+    client_order_id: str
+    symbol: str
+
+
+class CancelAllOrders(Command, frozen=True, kw_only=True, tag=True, gc=False):
+    """Cancel every working order (of one symbol, or all when ``symbol`` is None)."""
+
+    lane: ClassVar[Lane] = Lane.CONTROL
+    symbol: str | None
+    reason: str
+
+
+class OrderSubmitted(Event, frozen=True, kw_only=True, tag=True, gc=False):
+    """An order left keel for the venue."""
+
+    client_order_id: str
+    symbol: str
+
+
+class OrderAccepted(Event, frozen=True, kw_only=True, tag=True, gc=False):
+    """The venue acknowledged an order."""
+
+    client_order_id: str
+    venue_order_id: str
+    symbol: str
+
+
+class OrderRejected(Event, frozen=True, kw_only=True, tag=True, gc=False):
+    """The venue refused an order; ``code`` is the venue's error code."""
+
+    client_order_id: str
+    symbol: str
+    code: int
+    reason: str
+
+
+class OrderFilled(Event, frozen=True, kw_only=True, tag=True, gc=False):
+    """An order traded; ``commission`` is in the quote asset, positive means paid."""
+
+    client_order_id: str
+    venue_order_id: str
+    symbol: str
+    trade_id: str
+    side: OrderSide
+    last_quantity: Decimal
+    last_price: Decimal
+    commission: Decimal
+    liquidity_side: LiquiditySide
+    strategy: str = "manual"
+
+
+class OrderCanceled(Event, frozen=True, kw_only=True, tag=True, gc=False):
+    """The venue confirmed a cancel."""
+
+    client_order_id: str
+    symbol: str
+    reason: str = ""
+
+
+class OrderExpired(Event, frozen=True, kw_only=True, tag=True, gc=False):
+    """The venue expired an order (IOC, FOK or GTX leftovers)."""
+
+    client_order_id: str
+    symbol: str
+    reason: str = ""
+
+
+class PositionChanged(Event, frozen=True, kw_only=True, tag=True, gc=False):
+    """A position changed; ``quantity`` is signed (negative is short)."""
+
+    symbol: str
+    quantity: Decimal
+    entry_price: Decimal
+    realized_pnl: Decimal
+
+
+class FundingPaid(Event, frozen=True, kw_only=True, tag=True, gc=False):
+    """A funding payment settled; ``amount`` is credited to the wallet (negative: paid)."""
+
+    symbol: str
+    funding_time: int
+    rate: Decimal
+    mark_price: Decimal
+    position_quantity: Decimal
+    amount: Decimal
+
+
+class ComponentStateChanged(Event, frozen=True, kw_only=True, tag=True, gc=False):
+    """A component moved in its lifecycle."""
+
+    lane: ClassVar[Lane] = Lane.CONTROL
+    component: str
+    previous: ComponentState
+    state: ComponentState
+    reason: str = ""
+
+
+MESSAGE_TYPES: tuple[type[Message], ...] = (
+    BarClosed,
+    TradeTick,
+    BookUpdated,
+    FundingRateUpdated,
+    SignalGenerated,
+    AllocationProposed,
+    Rebalance,
+    OrderApproved,
+    OrderDenied,
+    SetTradingState,
+    TradingStateChanged,
+    SubmitOrder,
+    CancelOrder,
+    CancelAllOrders,
+    OrderSubmitted,
+    OrderAccepted,
+    OrderRejected,
+    OrderFilled,
+    OrderCanceled,
+    OrderExpired,
+    PositionChanged,
+    FundingPaid,
+    ComponentStateChanged,
+)
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Union[MESSAGE_TYPES])  # noqa: UP007 - a runtime union of a tuple
+
+
+def encode_message(message: Message) -> bytes:
+    """Serialize a message to JSON (with a ``type`` tag naming its class)."""
+    return _encoder.encode(message)
+
+
+def decode_message(data: bytes | str) -> Message:
+    """Rebuild a message from :func:`encode_message`'s JSON.
+
+    Raises
+    ------
+    msgspec.ValidationError
+        If the JSON is not a known message or a field has the wrong type.
+    """
+    return _decoder.decode(data)

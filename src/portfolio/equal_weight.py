@@ -1,0 +1,67 @@
+"""Equal-weight allocation of the strategies' directional views.
+
+The walking skeleton's portfolio construction: each symbol of the universe
+gets ``gross_exposure / N`` of equity, long when its latest signal is BUY,
+short when SELL, flat before its first signal or on HOLD. A new allocation is
+proposed whenever a signal changes a symbol's direction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from keel.core.bus import EventBus
+from keel.core.clock import Clock
+from keel.core.component import Component
+from keel.core.messages import AllocationProposed, SignalAction, SignalGenerated
+
+_DIRECTION = {SignalAction.BUY: 1, SignalAction.SELL: -1, SignalAction.HOLD: 0}
+
+
+class EqualWeightAllocator(Component):
+    """Turn signals into equal signed weights over a fixed universe.
+
+    Parameters
+    ----------
+    symbols
+        The universe; each symbol's weight is ``gross_exposure / len(symbols)``.
+    gross_exposure
+        Sum of absolute weights when every symbol has a direction (1.0 = 1x equity).
+    bus, clock
+        The event bus and the clock.
+    """
+
+    def __init__(self, symbols: Sequence[str], gross_exposure: float, bus: EventBus, clock: Clock) -> None:
+        super().__init__("portfolio.equal_weight", bus, clock)
+        if not symbols:
+            raise ValueError("the allocation universe is empty")
+        if not gross_exposure > 0:
+            raise ValueError(f"gross exposure must be positive, got {gross_exposure}")
+        self.symbols = tuple(symbols)
+        self.weight = gross_exposure / len(self.symbols)
+        self._direction = dict.fromkeys(self.symbols, 0)
+
+    def on_start(self) -> None:
+        """Subscribe to signals."""
+        self.bus.subscribe(SignalGenerated, self.on_signal, name=self.name)
+
+    def on_signal(self, signal: SignalGenerated) -> None:
+        """Record the signal's direction; propose weights if it changed."""
+        if signal.symbol not in self._direction:
+            return
+        direction = _DIRECTION[signal.action]
+        if self._direction[signal.symbol] == direction:
+            return
+        self._direction[signal.symbol] = direction
+        self.bus.publish(
+            AllocationProposed(
+                weights={s: d * self.weight for s, d in self._direction.items()},
+                reason=f"{signal.strategy} {signal.action.value} {signal.symbol}",
+                ts_event=signal.ts_event,
+                ts_init=self.clock.timestamp_ns(),
+            )
+        )
+
+    def weights(self) -> dict[str, float]:
+        """Return the current target weights."""
+        return {s: d * self.weight for s, d in self._direction.items()}

@@ -1,0 +1,332 @@
+"""Tests of keel.config: layering, provenance of errors, secrets."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from keel.config import KeelConfig, Secret, config_to_dict, load_config
+from keel.core.errors import ConfigurationError
+from pydantic import ValidationError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+LIVE_KEYS = {
+    "KEEL_BINANCE_API_KEY": "key-from-env-1234",
+    "KEEL_BINANCE_API_SECRET": "secret-from-env-5678",
+}
+
+
+def write(path: Path, text: str, mode: int = 0o644) -> Path:
+    path.write_text(text, encoding="utf-8")
+    path.chmod(mode)
+    return path
+
+
+def load(
+    mode: str | None = None, config_file: Path | None = None, **environ: str
+) -> KeelConfig:
+    return load_config(mode, config_file, environ=environ, config_dir=CONFIG_DIR)
+
+
+def load_error(
+    mode: str | None = None, config_file: Path | None = None, **environ: str
+) -> ConfigurationError:
+    with pytest.raises(ConfigurationError) as caught:
+        load(mode, config_file, **environ)
+    return caught.value
+
+
+# Defaults and modes
+
+
+def test_defaults_match_the_schema() -> None:
+    config = load()
+
+    assert config == KeelConfig()
+
+
+@pytest.mark.parametrize("mode", ["backtest", "paper"])
+def test_mode_loads_and_sets_run_mode(mode: str) -> None:
+    config = load(mode)
+
+    assert config.run.mode == mode
+
+
+def test_live_without_confirmation_names_live_confirm() -> None:
+    error = load_error("live", **LIVE_KEYS)
+
+    assert error.key == "live.confirm"
+    assert error.file == str(CONFIG_DIR / "live.yaml")
+
+
+def test_live_confirmed_without_keys_names_api_key(tmp_path: Path) -> None:
+    user = write(tmp_path / "user.yaml", "live:\n  confirm: true\n")
+
+    error = load_error("live", user)
+
+    assert error.key == "secrets.binance_api_key"
+    assert error.file == "environment"
+
+
+def test_live_confirmed_with_keys_loads(tmp_path: Path) -> None:
+    user = write(tmp_path / "user.yaml", "live:\n  confirm: true\n")
+
+    config = load("live", user, **LIVE_KEYS)
+
+    assert config.run.mode == "live"
+    assert config.live.testnet is True
+
+
+def test_unknown_mode_is_rejected() -> None:
+    error = load_error("bogus")
+
+    assert error.key == "run.mode"
+
+
+def test_file_contradicting_requested_mode_is_rejected(tmp_path: Path) -> None:
+    user = write(tmp_path / "user.yaml", "run:\n  mode: backtest\n")
+
+    error = load_error("paper", user)
+
+    assert (error.file, error.key) == (str(user), "run.mode")
+
+
+# Layering
+
+
+def test_user_file_is_deep_merged_over_defaults(tmp_path: Path) -> None:
+    user = write(tmp_path / "user.yaml", "risk:\n  max_leverage: 1.5\n")
+
+    config = load(config_file=user)
+
+    assert config.risk.max_leverage == 1.5
+    assert config.risk.max_order_notional == Decimal(50000)
+
+
+def test_environment_override_wins_over_files(tmp_path: Path) -> None:
+    user = write(tmp_path / "user.yaml", "risk:\n  max_leverage: 1.5\n")
+
+    config = load(config_file=user, KEEL_RISK__MAX_LEVERAGE="2")
+
+    assert config.risk.max_leverage == 2.0
+
+
+def test_comma_separated_environment_value_fills_a_tuple() -> None:
+    config = load(KEEL_DATA__SYMBOLS="BTCUSDT,ETHUSDT")
+
+    assert config.data.symbols == ("BTCUSDT", "ETHUSDT")
+
+
+def test_date_is_read_as_midnight_utc(tmp_path: Path) -> None:
+    user = write(
+        tmp_path / "user.yaml", "data:\n  start: 2025-05-10\n  end: '2025-05-12'\n"
+    )
+
+    config = load(config_file=user)
+
+    assert config.data.start == datetime(2025, 5, 10, tzinfo=UTC)
+    assert config.data.end == datetime(2025, 5, 12, tzinfo=UTC)
+
+
+def test_config_is_frozen() -> None:
+    config = load()
+
+    with pytest.raises(ValidationError):
+        config.risk.max_leverage = 10.0  # type: ignore[misc]
+
+
+# Errors name the file and key that caused them
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("risk:\n  max_levrage: 2\n", "risk.max_levrage"),
+        ("risk:\n  max-leverage: 2\n", "risk.max-leverage"),
+        ("riks:\n  max_leverage: 2\n", "riks"),
+    ],
+)
+def test_unknown_key_names_the_user_file_and_dotted_key(
+    tmp_path: Path, text: str, key: str
+) -> None:
+    user = write(tmp_path / "user.yaml", text)
+
+    error = load_error(config_file=user)
+
+    assert (error.file, error.key) == (str(user), key)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("risk:\n  max_leverage: lots\n", "risk.max_leverage"),
+        ("risk:\n  max_leverage: .nan\n", "risk.max_leverage"),
+        ("exchange:\n  maker_fee: .inf\n", "exchange.maker_fee"),
+        ("exchange:\n  taker_fee: NaN\n", "exchange.taker_fee"),
+        ("bus:\n  capacity: 0\n", "bus.capacity"),
+        ("data:\n  start: 2025-05-10\n  end: 2025-05-01\n", "data.end"),
+        ("strategy:\n  fast_period: 60\n  slow_period: 20\n", "strategy.fast_period"),
+    ],
+)
+def test_bad_value_names_the_user_file_and_key(
+    tmp_path: Path, text: str, key: str
+) -> None:
+    user = write(tmp_path / "user.yaml", text)
+
+    error = load_error(config_file=user)
+
+    assert (error.file, error.key) == (str(user), key)
+
+
+def test_cross_field_error_names_the_last_file_touching_the_section(
+    tmp_path: Path,
+) -> None:
+    # default.yaml sets fast_period 20; the user file makes it invalid.
+    user = write(tmp_path / "user.yaml", "strategy:\n  slow_period: 10\n")
+
+    error = load_error(config_file=user)
+
+    assert (error.file, error.key) == (str(user), "strategy.fast_period")
+
+
+def test_bad_environment_override_is_reported_as_the_source() -> None:
+    error = load_error(KEEL_RISK__MAX_LEVERAGE="-1")
+
+    assert error.file == "environment variable KEEL_RISK__MAX_LEVERAGE"
+    assert error.key == "risk.max_leverage"
+
+
+def test_yaml_syntax_error_names_the_file(tmp_path: Path) -> None:
+    user = write(tmp_path / "user.yaml", "risk: [unclosed\n")
+
+    error = load_error(config_file=user)
+
+    assert error.file == str(user)
+
+
+def test_missing_user_file_names_the_file(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.yaml"
+
+    error = load_error(config_file=missing)
+
+    assert error.file == str(missing)
+
+
+def test_error_message_is_one_line_with_file_and_key(tmp_path: Path) -> None:
+    user = write(tmp_path / "user.yaml", "risk:\n  max_levrage: 2\n")
+
+    message = str(load_error(config_file=user))
+
+    assert "\n" not in message
+    assert str(user) in message
+    assert "risk.max_levrage" in message
+
+
+# Secrets
+
+
+def test_secrets_come_from_the_environment() -> None:
+    config = load(**LIVE_KEYS, KEEL_API_TOKEN="token-from-env-9999")
+
+    assert config.secrets.binance_api_key == Secret("key-from-env-1234")
+    assert config.secrets.api_token is not None
+    assert config.secrets.api_token.reveal() == "token-from-env-9999"
+
+
+def test_secrets_come_from_a_private_secret_file(tmp_path: Path) -> None:
+    secret_file = write(
+        tmp_path / "keel.secrets",
+        "# keys\nKEEL_BINANCE_API_KEY=key-from-file-1234\n\nKEEL_BINANCE_API_SECRET='s-5678'\n",
+        mode=0o600,
+    )
+
+    config = load(KEEL_SECRET_FILE=str(secret_file))
+
+    assert config.secrets.binance_api_key == Secret("key-from-file-1234")
+    assert config.secrets.binance_api_secret == Secret("s-5678")
+
+
+def test_environment_secret_wins_over_secret_file(tmp_path: Path) -> None:
+    secret_file = write(
+        tmp_path / "keel.secrets", "KEEL_API_TOKEN=from-file\n", mode=0o600
+    )
+
+    config = load(KEEL_SECRET_FILE=str(secret_file), KEEL_API_TOKEN="from-env")
+
+    assert config.secrets.api_token == Secret("from-env")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+def test_world_readable_secret_file_is_rejected(tmp_path: Path) -> None:
+    secret_file = write(
+        tmp_path / "keel.secrets", "KEEL_API_TOKEN=t-1234\n", mode=0o644
+    )
+
+    error = load_error(KEEL_SECRET_FILE=str(secret_file))
+
+    assert error.file == str(secret_file)
+
+
+def test_unknown_name_in_secret_file_is_rejected_without_echoing_the_line(
+    tmp_path: Path,
+) -> None:
+    secret_file = write(
+        tmp_path / "keel.secrets", "BINANCE_KEY=leaky-value\n", mode=0o600
+    )
+
+    error = load_error(KEEL_SECRET_FILE=str(secret_file))
+
+    assert (error.file, error.key) == (str(secret_file), "line 1")
+    assert "leaky-value" not in str(error)
+
+
+def test_secret_in_a_yaml_file_is_rejected(tmp_path: Path) -> None:
+    user = write(tmp_path / "user.yaml", "secrets:\n  binance_api_key: yaml-key-1234\n")
+
+    error = load_error(config_file=user)
+
+    assert (error.file, error.key) == (str(user), "secrets.binance_api_key")
+    assert "yaml-key-1234" not in str(error)
+
+
+def test_secret_repr_and_str_hide_the_value() -> None:
+    secret = Secret("hunter2-value")
+
+    shown = repr(secret) + str(secret) + f"{secret}"
+
+    assert "hunter2-value" not in shown
+    assert secret.reveal() == "hunter2-value"
+
+
+def test_secret_is_equal_by_value_and_survives_pickling() -> None:
+    secret = Secret("abc")
+
+    copied = pickle.loads(pickle.dumps(secret))
+
+    assert copied == secret
+    assert secret != Secret("abd")
+
+
+def test_secret_is_immutable() -> None:
+    secret = Secret("abc")
+
+    with pytest.raises(AttributeError):
+        secret._value = "changed"  # type: ignore[misc]
+
+
+def test_config_repr_and_dumps_never_contain_secret_values() -> None:
+    config = load(**LIVE_KEYS)
+
+    shown = repr(config) + str(config) + config.model_dump_json()
+    dumped = config_to_dict(config)
+
+    for value in LIVE_KEYS.values():
+        assert value not in shown
+        assert value not in json.dumps(dumped)
+    assert dumped["secrets"]["binance_api_key"] == "**********"
+    assert dumped["secrets"]["api_token"] is None
