@@ -7,10 +7,12 @@ lane with latency metrics on and one trivial handler; the producer awaits
 reference is ``asyncio.Queue(10000)`` with one producer and one consumer task.
 
 Prints one JSON line: {"keel_bus_msgs_per_s", "asyncio_queue_msgs_per_s", "ratio", ...}.
+``--quick`` runs 20,000 messages once (a smoke test).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import statistics
@@ -99,9 +101,13 @@ async def run_queue(messages: list[BarClosed]) -> float:
 
 
 def main() -> None:
-    messages = make_messages(MESSAGES)
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="20,000 messages, one repeat")
+    args = parser.parse_args()
+    count, repeats = (20_000, 1) if args.quick else (MESSAGES, REPEATS)
+    messages = make_messages(count)
     keel_rates, queue_rates = [], []
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         keel_rates.append(asyncio.run(run_keel(messages)))
         queue_rates.append(asyncio.run(run_queue(messages)))
     keel_rate = statistics.median(keel_rates)
@@ -110,8 +116,8 @@ def main() -> None:
         json.dumps(
             {
                 "benchmark": "bus",
-                "messages": MESSAGES,
-                "repeats": REPEATS,
+                "messages": count,
+                "repeats": repeats,
                 "keel_bus_msgs_per_s": round(keel_rate),
                 "asyncio_queue_msgs_per_s": round(queue_rate),
                 "ratio": round(keel_rate / queue_rate, 3),

@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 import yaml
-from keel.core.errors import ConfigurationError
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -50,6 +49,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError, core_schema
+
+from keel.core.errors import ConfigurationError
 
 __all__ = [
     "BusConfig",

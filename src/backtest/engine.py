@@ -21,21 +21,13 @@ from typing import Any
 
 import structlog
 
-from keel.backtest.report import (
-    BARS_PER_YEAR,
-    FILL_COLUMNS,
-    ORDER_COLUMNS,
-    order_rows,
-    performance_metrics,
-    win_rate,
-    write_csv,
-)
 from keel.config import KeelConfig, config_to_dict, load_config
 from keel.core.bus import EventBus
-from keel.core.clock import NANOS_PER_MILLI, SimulatedClock
+from keel.core.clock import SimulatedClock
 from keel.core.instruments import load_instruments
 from keel.core.messages import BarClosed, Message, reset_message_ids
-from keel.integration.pipeline import Pipeline, build_pipeline
+from keel.integration.pipeline import Pipeline, build_feed, build_pipeline
+from keel.integration.reports import BARS_PER_YEAR, iso_time, run_metrics, write_run_records
 from keel.market_data.feeds import RecordedBarFeed
 from keel.strategy_engine.base import BaseStrategy
 
@@ -63,34 +55,14 @@ class BacktestResult(Mapping[str, Any]):
         return len(self.metrics)
 
     def write(self, output_dir: str | Path) -> Path:
-        """Write metrics.json, equity.csv, trades.csv, orders.csv and config.json; return the folder."""
+        """Write metrics.json, config.json, equity.csv, trades.csv and orders.csv; return the folder."""
         folder = Path(output_dir)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "metrics.json").write_text(json.dumps(self.metrics, indent=2, sort_keys=True) + "\n")
         (folder / "config.json").write_text(
             json.dumps(config_to_dict(self.config), indent=2, sort_keys=True, default=str) + "\n"
         )
-        recorder = self.pipeline.recorder
-        write_csv(
-            folder / "equity.csv",
-            ("ts_ms", "time_utc", "equity", "gross_exposure"),
-            (
-                (p.ts // NANOS_PER_MILLI, _iso(p.ts), _money(p.equity), _money(p.gross_exposure))
-                for p in recorder.equity
-            ),
-        )
-        write_csv(
-            folder / "trades.csv",
-            FILL_COLUMNS,
-            (
-                (
-                    f.ts_event, f.trade_id, f.client_order_id, f.symbol, f.side.value, f.last_quantity,
-                    f.last_price, f.commission, f.liquidity_side.value, f.strategy,
-                )
-                for f in recorder.fills
-            ),
-        )
-        write_csv(folder / "orders.csv", ORDER_COLUMNS, order_rows(self.pipeline.orders.orders.values()))
+        write_run_records(folder, self.pipeline)
         return folder
 
 
@@ -161,14 +133,7 @@ class BacktestEngine:
         config = self._effective_config(symbols, start, end, initial_capital)
         started = time.perf_counter()
         reset_message_ids()
-        feed = RecordedBarFeed(
-            config.data.root / config.data.bars,
-            config.data.symbols,
-            config.data.bar_interval,
-            config.data.root / config.data.funding,
-            start_ns=_to_ns(config.data.start),
-            end_ns=_to_ns(config.data.end),
-        )
+        feed = build_feed(config)
         handler_failures: list[str] = []
         bus = EventBus(
             config.bus.capacity,
@@ -176,7 +141,7 @@ class BacktestEngine:
         )
         clock = SimulatedClock(feed.summary.first_ns)
         instruments = load_instruments(config.exchange.instruments)
-        pipeline = build_pipeline(config, instruments, bus, clock, strategy=strategy, client_order_namespace="bt")
+        pipeline = build_pipeline(config, instruments, bus, clock, strategy=strategy, client_order_namespace="keel")
         pipeline.start()
         bus.drain()
         bars, events = self._replay(feed, pipeline, progress)
@@ -245,32 +210,15 @@ class BacktestEngine:
         feed: RecordedBarFeed,
         handler_failures: list[str],
     ) -> dict[str, Any]:
-        positions = pipeline.positions
-        curve = [float(p.equity) for p in pipeline.recorder.equity]
-        orders = pipeline.orders.orders.values()
-        metrics: dict[str, Any] = performance_metrics(curve, BARS_PER_YEAR[config.data.bar_interval])
+        metrics = run_metrics(pipeline, BARS_PER_YEAR[config.data.bar_interval])
         metrics.update(
             {
-                "initial_capital": float(positions.initial_capital),
-                "final_equity": float(positions.equity()),
-                "win_rate": win_rate(positions.closing_pnls),
-                "n_trades": positions.fills,
-                "n_orders": len(pipeline.orders.orders),
-                "n_orders_rejected": sum(1 for o in orders if o.status.value == "REJECTED"),
-                "n_orders_denied": len(pipeline.recorder.denials),
-                "fees_paid": float(positions.fees_paid),
-                "funding_paid": float(-positions.funding_received),
-                "fees_by_symbol": {s: float(v) for s, v in sorted(positions.fees_by_symbol.items())},
-                "funding_paid_by_symbol": {s: float(-v) for s, v in sorted(positions.funding_by_symbol.items())},
-                "realized_pnl": float(positions.realized_pnl()),
-                "unrealized_pnl": float(positions.unrealized_pnl()),
                 "bars_processed": bars,
                 "events_processed": events,
-                "bus_messages_dispatched": pipeline.bus.dispatched,
                 "handler_errors": len(handler_failures),
                 "symbols": list(config.data.symbols),
-                "start": _iso(feed.summary.first_ns),
-                "end": _iso(feed.summary.last_ns),
+                "start": iso_time(feed.summary.first_ns),
+                "end": iso_time(feed.summary.last_ns),
                 "bad_rows_dropped": sum(len(r.bad_rows) for r in feed.reports),
                 "data_gaps": sum(len(r.gaps) for r in feed.reports),
             }
@@ -289,15 +237,3 @@ def _to_datetime(value: str | date | datetime) -> datetime:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
-def _to_ns(value: datetime | None) -> int | None:
-    if value is None:
-        return None
-    return int(value.timestamp()) * 1_000_000_000 + value.microsecond * 1_000
-
-
-def _iso(ts: int) -> str:
-    return datetime.fromtimestamp(ts / 1e9, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _money(value: Decimal) -> str:
-    return format(value.quantize(Decimal("0.00000001")), "f")

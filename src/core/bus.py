@@ -147,6 +147,7 @@ class EventBus:
         self._idle = False
         self._wakeup: asyncio.Event | None = None
         self._space_waiters: list[asyncio.Future[None]] = []
+        self._idle_waiters: list[asyncio.Future[None]] = []
         self.published = 0
         self.dispatched = 0
         self.conflated = 0
@@ -350,9 +351,7 @@ class EventBus:
 
     def _release_waiters(self) -> None:
         waiters, self._space_waiters = self._space_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        _release(waiters)
 
     # --- asyncio loop ----------------------------------------------------------------
 
@@ -363,6 +362,10 @@ class EventBus:
         try:
             while self._running:
                 if not self.depth:
+                    if self._idle_waiters:
+                        _release(self._idle_waiters)
+                        self._idle_waiters = []
+                        continue
                     self._idle = True
                     self._wakeup.clear()
                     await self._wakeup.wait()
@@ -373,6 +376,21 @@ class EventBus:
             self._running = False
             self._idle = False
             self._release_waiters()
+            _release(self._idle_waiters)
+            self._idle_waiters = []
+
+    async def join(self) -> None:
+        """Wait until every queued message has been dispatched (drains inline when run() is not active)."""
+        if not self._running:
+            self.drain()
+            return
+        while self.depth:
+            waiter = asyncio.get_running_loop().create_future()
+            self._idle_waiters.append(waiter)
+            if self._idle:
+                self._idle = False
+                self._wakeup.set()  # type: ignore[union-attr]
+            await waiter
 
     def stop(self) -> None:
         """Ask :meth:`run` to return after the current batch."""
@@ -416,6 +434,12 @@ class EventBus:
             unhandled_commands=self.unhandled_commands,
             handler_latency_ns=latency,
         )
+
+
+def _release(waiters: list[asyncio.Future[None]]) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(None)
 
 
 def _handler_name(handler: Handler) -> str:

@@ -11,16 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-from abc import ABC, abstractmethod
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from itertools import count
 
 NANOS_PER_SECOND = 1_000_000_000
 NANOS_PER_MILLI = 1_000_000
 NANOS_PER_MINUTE = 60 * NANOS_PER_SECOND
 NANOS_PER_HOUR = 60 * NANOS_PER_MINUTE
+
+
+def datetime_to_ns(value: datetime) -> int:
+    """Return a timezone-aware datetime as integer nanoseconds since the epoch (exact)."""
+    if value.tzinfo is None:
+        raise ValueError(f"{value} has no time zone; keel times are UTC")
+    return int(value.timestamp()) * NANOS_PER_SECOND + value.microsecond * 1_000
 
 
 @dataclass(frozen=True, slots=True)

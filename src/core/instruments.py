@@ -24,6 +24,7 @@ from typing import Any
 
 import msgspec
 import yaml
+
 from keel.core.error_codes import BinanceErrorCode
 from keel.core.errors import ConfigurationError
 

@@ -131,7 +131,7 @@ class ClientOrderIdGenerator:
     __slots__ = ("_namespace", "_next")
 
     def __init__(self, namespace: str, next_sequence: int = 1) -> None:
-        if not _CLIENT_ID_PATTERN.match(namespace) or len(namespace) > 20 or "-" in namespace:
+        if not _CLIENT_ID_PATTERN.fullmatch(namespace) or len(namespace) > 20 or "-" in namespace:
             raise ValueError(
                 f"client order id namespace {namespace!r} must be 1-20 characters of [.A-Z:/a-z0-9_]"
             )

@@ -17,7 +17,7 @@ from decimal import Decimal
 from keel.api.simulated_exchange import SimulatedExchange
 from keel.config import KeelConfig
 from keel.core.bus import EventBus
-from keel.core.clock import Clock
+from keel.core.clock import Clock, datetime_to_ns
 from keel.core.component import Component
 from keel.core.instruments import Instrument
 from keel.core.messages import (
@@ -30,6 +30,7 @@ from keel.core.messages import (
 )
 from keel.core.orders import ClientOrderIdGenerator
 from keel.execution.order_manager import OrderManager
+from keel.market_data.feeds import RecordedBarFeed
 from keel.portfolio.equal_weight import EqualWeightAllocator
 from keel.risk_management.position_manager import PositionManager
 from keel.risk_management.risk_controller import RiskController
@@ -96,6 +97,19 @@ class Pipeline:
     def record_equity(self, ts: int) -> None:
         """Append the current equity and gross exposure to the curve."""
         self.recorder.equity.append(EquityPoint(ts, self.positions.equity(), self.positions.gross_exposure()))
+
+
+def build_feed(config: KeelConfig) -> RecordedBarFeed:
+    """Build the recorded feed of the configured symbols, interval, funding file and dates."""
+    data = config.data
+    return RecordedBarFeed(
+        data.root / data.bars,
+        data.symbols,
+        data.bar_interval,
+        data.root / data.funding,
+        start_ns=None if data.start is None else datetime_to_ns(data.start),
+        end_ns=None if data.end is None else datetime_to_ns(data.end),
+    )
 
 
 def build_strategy(config: KeelConfig) -> BaseStrategy:

@@ -4,10 +4,12 @@
 their normalization into keel's messages, the local order book (REST snapshot
 plus diff sync), bars, and the microstructure analyzers (order-book imbalance,
 VPIN, market impact, liquidity profile). For now it has the loaders of the
-recorded files (:mod:`keel.market_data.loaders`) and their inspection
-(:mod:`keel.market_data.inspection`).
+recorded files (:mod:`keel.market_data.loaders`), their inspection
+(:mod:`keel.market_data.inspection`) and the recorded bar-and-funding feed
+(:mod:`keel.market_data.feeds`).
 """
 
+from keel.market_data.feeds import FeedSummary, RecordedBarFeed
 from keel.market_data.inspection import inspect_paths, render_report
 from keel.market_data.loaders import (
     KINDS,
@@ -29,6 +31,8 @@ from keel.market_data.loaders import (
 )
 
 __all__ = [
+    "FeedSummary",
+    "RecordedBarFeed",
     "KINDS",
     "BadRow",
     "Gap",

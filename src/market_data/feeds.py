@@ -17,6 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
+
 from keel.core.clock import NANOS_PER_MILLI
 from keel.core.errors import MalformedDataError
 from keel.core.messages import BarClosed, FundingRateUpdated, MarketDataEvent

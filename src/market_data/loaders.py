@@ -67,8 +67,9 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
-from keel.core.errors import MalformedDataError
 from pandas.errors import ParserError
+
+from keel.core.errors import MalformedDataError
 
 KINDS = (
     "ohlcv",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from keel.core.error_codes import BinanceErrorCode, ErrorAction, parse_error_code
 
 KNOWN_VALUES = frozenset(int(code) for code in BinanceErrorCode)

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from hypothesis import assume, given
 from hypothesis import strategies as st
+
 from keel.core.error_codes import BinanceErrorCode
 from keel.core.errors import ConfigurationError
 from keel.core.instruments import (
@@ -280,29 +281,39 @@ def order(**changes: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("instrument", "changes", "code"),
     [
-        (BTC, {"side": "HOLD"}, BinanceErrorCode.INVALID_SIDE),
-        (BTC, {"market": True}, BinanceErrorCode.PARAM_NOT_REQUIRED),
-        (BTC, {"price": None}, BinanceErrorCode.MANDATORY_PARAM_EMPTY_OR_MALFORMED),
-        (BTC, {"price": Decimal("95000.123")}, BinanceErrorCode.BAD_PRECISION),
-        (BTC, {"quantity": Decimal("0.0025")}, BinanceErrorCode.BAD_PRECISION),
-        (BTC, {"price": Decimal("95000.15")}, BinanceErrorCode.PRICE_NOT_INCREASED_BY_TICK_SIZE),
-        (msgspec.structs.replace(BTC, step_size=Decimal("0.002")),
-         {"quantity": Decimal("0.004")}, BinanceErrorCode.QTY_NOT_INCREASED_BY_STEP_SIZE),
-        (msgspec.structs.replace(BTC, min_quantity=Decimal("0.010")),
-         {"quantity": Decimal("0.005")}, BinanceErrorCode.QTY_LESS_THAN_MIN_QTY),
-        (BTC, {"quantity": Decimal("1000.001")}, BinanceErrorCode.QTY_GREATER_THAN_MAX_QTY),
-        (BTC, {"price": Decimal("261.0"), "reference_price": Decimal(261),
-               "quantity": Decimal(1)}, BinanceErrorCode.PRICE_LESS_THAN_MIN_PRICE),
-        (BTC, {"price": Decimal("809484.1"), "reference_price": Decimal(809484)},
-         BinanceErrorCode.PRICE_GREATER_THAN_MAX_PRICE),
-        (BTC, {"price": Decimal("99750.1")}, BinanceErrorCode.PRICE_HIGHER_THAN_MULTIPLIER_UP),
-        (BTC, {"side": "SELL", "price": Decimal("90249.9")},
-         BinanceErrorCode.PRICE_LOWER_THAN_MULTIPLIER_DOWN),
-        (BTC, {"quantity": Decimal("0.001")}, BinanceErrorCode.MIN_NOTIONAL),
-        (BTC, {"price": None, "market": True, "quantity": Decimal("0.001")},
-         BinanceErrorCode.MIN_NOTIONAL),
+        pytest.param(BTC, {"side": "HOLD"}, BinanceErrorCode.INVALID_SIDE, id="side"),
+        pytest.param(BTC, {"market": True}, BinanceErrorCode.PARAM_NOT_REQUIRED,
+                     id="market-order-with-price"),
+        pytest.param(BTC, {"price": None}, BinanceErrorCode.MANDATORY_PARAM_EMPTY_OR_MALFORMED,
+                     id="limit-order-without-price"),
+        pytest.param(BTC, {"price": Decimal("95000.123")}, BinanceErrorCode.BAD_PRECISION,
+                     id="price-precision"),
+        pytest.param(BTC, {"quantity": Decimal("0.0025")}, BinanceErrorCode.BAD_PRECISION,
+                     id="quantity-precision"),
+        pytest.param(BTC, {"price": Decimal("95000.15")},
+                     BinanceErrorCode.PRICE_NOT_INCREASED_BY_TICK_SIZE, id="tick-size"),
+        pytest.param(msgspec.structs.replace(BTC, step_size=Decimal("0.002")),
+                     {"quantity": Decimal("0.004")},
+                     BinanceErrorCode.QTY_NOT_INCREASED_BY_STEP_SIZE, id="step-size"),
+        pytest.param(msgspec.structs.replace(BTC, min_quantity=Decimal("0.010")),
+                     {"quantity": Decimal("0.005")}, BinanceErrorCode.QTY_LESS_THAN_MIN_QTY,
+                     id="min-quantity"),
+        pytest.param(BTC, {"quantity": Decimal("1000.001")},
+                     BinanceErrorCode.QTY_GREATER_THAN_MAX_QTY, id="max-quantity"),
+        pytest.param(BTC, {"price": Decimal("261.0"), "reference_price": Decimal(261),
+                           "quantity": Decimal(1)},
+                     BinanceErrorCode.PRICE_LESS_THAN_MIN_PRICE, id="min-price"),
+        pytest.param(BTC, {"price": Decimal("809484.1"), "reference_price": Decimal(809484)},
+                     BinanceErrorCode.PRICE_GREATER_THAN_MAX_PRICE, id="max-price"),
+        pytest.param(BTC, {"price": Decimal("99750.1")},
+                     BinanceErrorCode.PRICE_HIGHER_THAN_MULTIPLIER_UP, id="buy-above-cap"),
+        pytest.param(BTC, {"side": "SELL", "price": Decimal("90249.9")},
+                     BinanceErrorCode.PRICE_LOWER_THAN_MULTIPLIER_DOWN, id="sell-below-floor"),
+        pytest.param(BTC, {"quantity": Decimal("0.001")}, BinanceErrorCode.MIN_NOTIONAL,
+                     id="limit-notional"),
+        pytest.param(BTC, {"price": None, "market": True, "quantity": Decimal("0.001")},
+                     BinanceErrorCode.MIN_NOTIONAL, id="market-notional-at-mark-price"),
     ],
-    ids=lambda value: value.name if isinstance(value, BinanceErrorCode) else "",
 )
 def test_check_order_names_the_violated_filter(instrument: Instrument, changes: dict[str, Any],
                                                code: BinanceErrorCode) -> None:
@@ -575,7 +586,7 @@ def list_fields(document: dict[str, Any]) -> None:
         (drop_instruments, "instruments"),
         (list_fields, "instruments.ENAUSDT"),
     ],
-    ids=lambda value: value.__name__ if callable(value) else "",
+    ids=lambda value: value.__name__ if callable(value) else None,
 )
 def test_load_instruments_names_the_broken_key(tmp_path: Path, breakage: Any, key: str) -> None:
     # Arrange

@@ -1,4 +1,4 @@
-"""Backtest and run reports: performance metrics and the CSV files written from a run.
+"""Run reports: performance metrics and the files written from a backtest or paper run.
 
 Metrics are computed from the equity curve sampled at every bar close:
 simple returns per bar, annualized with ``sqrt(bars per year)`` (crypto
@@ -13,12 +13,18 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from keel.core.orders import Order
+from keel.core.clock import NANOS_PER_MILLI
+from keel.core.orders import Order, OrderStatus
+
+if TYPE_CHECKING:
+    from keel.integration.pipeline import Pipeline
 
 MINUTES_PER_YEAR = 365 * 24 * 60
 BARS_PER_YEAR = {"1m": MINUTES_PER_YEAR, "1h": MINUTES_PER_YEAR // 60}
@@ -84,3 +90,63 @@ def order_rows(orders: Iterable[Order]) -> list[list[object]]:
 def _plain(value: Decimal) -> str:
     """Format a computed decimal without an exponent, at most 12 places."""
     return format(value.quantize(Decimal("1e-12")).normalize(), "f")
+
+
+def iso_time(ts: int) -> str:
+    """Format integer nanoseconds as an ISO-8601 UTC time to the second."""
+    return datetime.fromtimestamp(ts / 1e9, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def money(value: Decimal) -> str:
+    """Format an amount of USDT with 8 decimals."""
+    return format(value.quantize(Decimal("0.00000001")), "f")
+
+
+def write_run_records(folder: Path, pipeline: Pipeline) -> None:
+    """Write equity.csv, trades.csv and orders.csv of a run into ``folder``."""
+    recorder = pipeline.recorder
+    write_csv(
+        folder / "equity.csv",
+        ("ts_ms", "time_utc", "equity", "gross_exposure"),
+        ((p.ts // NANOS_PER_MILLI, iso_time(p.ts), money(p.equity), money(p.gross_exposure)) for p in recorder.equity),
+    )
+    write_csv(
+        folder / "trades.csv",
+        FILL_COLUMNS,
+        (
+            (
+                f.ts_event, f.trade_id, f.client_order_id, f.symbol, f.side.value, f.last_quantity,
+                f.last_price, f.commission, f.liquidity_side.value, f.strategy,
+            )
+            for f in recorder.fills
+        ),
+    )
+    write_csv(folder / "orders.csv", ORDER_COLUMNS, order_rows(pipeline.orders.orders.values()))
+
+
+def run_metrics(pipeline: Pipeline, bars_per_year: int) -> dict[str, Any]:
+    """Return the performance, trading and cost metrics of a run so far."""
+    positions = pipeline.positions
+    orders = pipeline.orders.orders.values()
+    metrics: dict[str, Any] = performance_metrics([float(p.equity) for p in pipeline.recorder.equity], bars_per_year)
+    metrics.update(
+        {
+            "initial_capital": float(positions.initial_capital),
+            "final_equity": float(positions.equity()),
+            "win_rate": win_rate(positions.closing_pnls),
+            "n_trades": positions.fills,
+            "n_orders": len(pipeline.orders.orders),
+            "n_orders_rejected": sum(1 for o in orders if o.status is OrderStatus.REJECTED),
+            "n_orders_denied": len(pipeline.recorder.denials),
+            "fees_paid": float(positions.fees_paid),
+            "funding_paid": float(-positions.funding_received),
+            "fees_by_symbol": {s: float(v) for s, v in sorted(positions.fees_by_symbol.items())},
+            "funding_paid_by_symbol": {s: float(-v) for s, v in sorted(positions.funding_by_symbol.items())},
+            "realized_pnl": float(positions.realized_pnl()),
+            "unrealized_pnl": float(positions.unrealized_pnl()),
+            "bus_messages_dispatched": pipeline.bus.dispatched,
+            "bus_high_water_mark": pipeline.bus.high_water_mark,
+            "trading_state": pipeline.risk.trading_state.value,
+        }
+    )
+    return metrics

@@ -1,0 +1,34 @@
+# keel: set-up and the two everyday commands. Only python3 (>= 3.11) is needed;
+# everything else is installed from the package registries into .venv.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.PHONY: run backtest test bench lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+# The main job on the embedded default: bundled real data replayed as a live
+# feed, simulated exchange, no keys, no network. Ctrl-C stops it cleanly.
+run: $(STAMP)
+	$(VENV)/bin/keel run --mode paper $(ARGS)
+
+backtest: $(STAMP)
+	$(VENV)/bin/keel backtest --output runs/backtest $(ARGS)
+
+test: $(STAMP)
+	$(VENV)/bin/pytest $(ARGS)
+
+bench: $(STAMP)
+	for script in benchmarks/bench_*.py; do $(VENV)/bin/python $$script; done
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .hypothesis

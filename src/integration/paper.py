@@ -1,0 +1,182 @@
+"""Paper trading: the pipeline in wall-clock time on a replayed feed and a simulated venue.
+
+:class:`PaperSession` replays the recorded feed on a
+:class:`~keel.core.clock.LiveClock` that starts at the data's first timestamp
+and runs ``speed`` times faster than the wall clock, through the asyncio bus
+loop, into the simulated exchange. It stops when the data ends, the duration
+elapses or :meth:`PaperSession.request_stop` is called (the CLI wires SIGINT
+and SIGTERM to it), and then shuts down cleanly: open orders canceled, the
+bus drained, components stopped, and the final state written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from keel.config import KeelConfig, config_to_dict
+from keel.core.bus import EventBus
+from keel.core.clock import LiveClock
+from keel.core.instruments import load_instruments
+from keel.core.messages import BarClosed, CancelAllOrders
+from keel.integration.pipeline import Pipeline, build_feed, build_pipeline
+from keel.integration.reports import BARS_PER_YEAR, iso_time, money, run_metrics, write_run_records
+from keel.market_data.feeds import RecordedBarFeed
+
+_log = structlog.get_logger("keel.paper")
+
+StatusCallback = Callable[[dict[str, Any]], None]
+
+
+class PaperSession:
+    """One paper-trading run over the replayed bundled data.
+
+    Parameters
+    ----------
+    config
+        The configuration (``paper`` section: speed, duration, status interval).
+    run_dir
+        Folder the final state and records are written to.
+    on_status
+        Called with :meth:`status` every ``paper.status_interval_seconds``.
+    """
+
+    def __init__(self, config: KeelConfig, run_dir: Path, on_status: StatusCallback | None = None) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self._on_status = on_status
+        self._stop = asyncio.Event()
+        self.stop_reason = ""
+        self.bars = 0
+        self.events = 0
+        self.handler_errors = 0
+        self.pipeline: Pipeline | None = None
+        self._feed_done = False
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the session to shut down cleanly (safe to call from a signal handler)."""
+        if not self._stop.is_set():
+            self.stop_reason = reason
+            self._stop.set()
+
+    async def run(self) -> dict[str, Any]:
+        """Run until the data ends, the duration elapses or a stop is requested; return the final status."""
+        config = self.config
+        feed = build_feed(config)
+        clock = LiveClock(origin_ns=feed.summary.first_ns, speed=config.paper.speed)
+        bus = EventBus(config.bus.capacity, on_handler_error=self._handler_failed)
+        pipeline = build_pipeline(config, load_instruments(config.exchange.instruments), bus, clock)
+        self.pipeline = pipeline
+        bus_task = asyncio.create_task(bus.run(), name="bus")
+        pipeline.start()
+        feed_task = asyncio.create_task(self._replay(feed, pipeline, clock), name="feed")
+        status_task = asyncio.create_task(self._report_status(), name="status")
+        duration = config.paper.duration_seconds
+        waiters = {feed_task, asyncio.create_task(self._stop.wait(), name="stop")}
+        done, _ = await asyncio.wait(waiters, timeout=duration, return_when=asyncio.FIRST_COMPLETED)
+        if feed_task in done:
+            feed_task.result()
+            self.request_stop("end of data")
+        elif not done:
+            self.request_stop(f"duration of {duration:g} s elapsed")
+        for task in (*waiters, status_task):
+            task.cancel()
+        await asyncio.gather(*waiters, status_task, return_exceptions=True)
+        await self._shutdown(pipeline, bus, bus_task)
+        final = self.status()
+        self._write(final)
+        return final
+
+    async def _replay(self, feed: RecordedBarFeed, pipeline: Pipeline, clock: LiveClock) -> None:
+        bus = pipeline.bus
+        pending_bar_ts: int | None = None
+        for event in feed:
+            ts = event.ts_event
+            if ts != pending_bar_ts:
+                if pending_bar_ts is not None:
+                    await bus.join()
+                    pipeline.record_equity(pending_bar_ts)
+                    pending_bar_ts = None
+                delay = clock.wall_seconds_until(ts)
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await bus.put(event)
+            self.events += 1
+            if event.__class__ is BarClosed:
+                self.bars += 1
+                pending_bar_ts = ts
+        await bus.join()
+        if pending_bar_ts is not None:
+            pipeline.record_equity(pending_bar_ts)
+        self._feed_done = True
+
+    async def _report_status(self) -> None:
+        interval = self.config.paper.status_interval_seconds
+        while True:
+            await asyncio.sleep(interval)
+            if self._on_status is not None:
+                self._on_status(self.status())
+
+    async def _shutdown(self, pipeline: Pipeline, bus: EventBus, bus_task: asyncio.Task[None]) -> None:
+        now = pipeline.clock.timestamp_ns()
+        open_orders = len(pipeline.orders.open_orders())
+        bus.publish(CancelAllOrders(symbol=None, reason=f"shutdown: {self.stop_reason}", ts_event=now, ts_init=now))
+        await bus.join()
+        pipeline.stop()
+        await bus.join()
+        bus.stop()
+        await bus_task
+        _log.info("paper session stopped", reason=self.stop_reason, canceled_orders=open_orders)
+
+    def status(self) -> dict[str, Any]:
+        """Return a snapshot: time, progress, equity, P&L, orders, bus and trading state."""
+        pipeline = self.pipeline
+        if pipeline is None:
+            return {"state": "STARTING"}
+        positions = pipeline.positions
+        equity = positions.equity()
+        return {
+            "time": iso_time(pipeline.clock.timestamp_ns()),
+            "bars": self.bars,
+            "events": self.events,
+            "equity": money(equity),
+            "pnl": money(equity - positions.initial_capital),
+            "gross_exposure": money(positions.gross_exposure()),
+            "orders": len(pipeline.orders.orders),
+            "open_orders": len(pipeline.orders.open_orders()),
+            "fills": positions.fills,
+            "bus_depth": pipeline.bus.depth,
+            "bus_high_water_mark": pipeline.bus.high_water_mark,
+            "handler_errors": self.handler_errors,
+            "trading_state": pipeline.risk.trading_state.value,
+            "feed_finished": self._feed_done,
+            "stop_reason": self.stop_reason,
+        }
+
+    def _write(self, final: dict[str, Any]) -> None:
+        pipeline = self.pipeline
+        assert pipeline is not None
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        state = {
+            "status": final,
+            "positions": {
+                s: {"quantity": str(p.quantity), "entry_price": str(p.entry_price), "realized_pnl": str(p.realized_pnl)}
+                for s, p in sorted(pipeline.positions.positions.items())
+            },
+            "open_orders": [o.client_order_id for o in pipeline.orders.open_orders()],
+            "trading_state": pipeline.risk.trading_state.value,
+            "metrics": run_metrics(pipeline, BARS_PER_YEAR[self.config.data.bar_interval]),
+        }
+        (self.run_dir / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+        (self.run_dir / "config.json").write_text(
+            json.dumps(config_to_dict(self.config), indent=2, sort_keys=True, default=str) + "\n"
+        )
+        write_run_records(self.run_dir, pipeline)
+
+    def _handler_failed(self, name: str, message: object, error: BaseException) -> None:
+        self.handler_errors += 1

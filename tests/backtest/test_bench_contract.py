@@ -1,0 +1,26 @@
+"""The benchmark scripts run and print one JSON line (their numbers are not asserted here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.mark.parametrize("script", ["bench_backtest.py", "bench_bus.py"])
+def test_benchmark_prints_one_json_line(script: str) -> None:
+    # Arrange
+    command = [sys.executable, str(BENCHMARKS / script), "--quick"]
+
+    # Act
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
+
+    # Assert
+    lines = completed.stdout.strip().splitlines()
+    assert len(lines) == 1
+    assert isinstance(json.loads(lines[0]), dict)

@@ -1,0 +1,109 @@
+"""The backtest engine on the bundled real data: outputs, determinism, the user's API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from keel.backtest import BacktestEngine
+from keel.config import load_config
+from keel.core.errors import MalformedDataError
+from keel.strategy_engine import MovingAverageCrossStrategy
+
+SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+
+
+def run_small(tmp_path: Path, name: str) -> Path:
+    engine = BacktestEngine(load_config("backtest"))
+    result = engine.run(symbols=SYMBOLS, start="2025-05-05", end="2025-05-08")
+    return result.write(tmp_path / name)
+
+
+def test_two_runs_write_byte_identical_trades_and_orders(tmp_path: Path) -> None:
+    # Arrange / Act
+    first = run_small(tmp_path, "first")
+    second = run_small(tmp_path, "second")
+
+    # Assert
+    for name in ("trades.csv", "orders.csv", "equity.csv"):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+    assert len((first / "trades.csv").read_text().splitlines()) > 10
+
+
+def test_metrics_json_has_the_documented_keys(tmp_path: Path) -> None:
+    # Arrange / Act
+    folder = run_small(tmp_path, "run")
+
+    # Assert
+    metrics = json.loads((folder / "metrics.json").read_text())
+    for key in (
+        "total_return", "sharpe_ratio", "sortino_ratio", "max_drawdown", "win_rate", "n_trades",
+        "fees_paid", "funding_paid", "bars_processed", "events_processed", "wall_seconds",
+    ):
+        assert key in metrics, key
+    assert metrics["bars_processed"] == 3 * 3 * 24 * 60
+    assert metrics["handler_errors"] == 0
+    assert metrics["n_trades"] > 0 and metrics["fees_paid"] > 0
+    assert 0.0 <= metrics["max_drawdown"] < 1.0
+
+
+def test_equity_curve_matches_the_final_metrics(tmp_path: Path) -> None:
+    # Arrange / Act
+    folder = run_small(tmp_path, "run")
+
+    # Assert
+    metrics = json.loads((folder / "metrics.json").read_text())
+    lines = (folder / "equity.csv").read_text().splitlines()
+    first_equity = float(lines[1].split(",")[2])
+    last_equity = float(lines[-1].split(",")[2])
+    assert first_equity == metrics["initial_capital"]
+    assert last_equity == pytest.approx(metrics["final_equity"], abs=1e-6)
+    assert metrics["total_return"] == pytest.approx(last_equity / first_equity - 1.0)
+
+
+def test_fees_in_metrics_equal_the_sum_of_fill_commissions(tmp_path: Path) -> None:
+    # Arrange / Act
+    folder = run_small(tmp_path, "run")
+
+    # Assert
+    metrics = json.loads((folder / "metrics.json").read_text())
+    rows = (folder / "trades.csv").read_text().splitlines()[1:]
+    commissions = sum(float(row.split(",")[7]) for row in rows)
+    assert metrics["fees_paid"] == pytest.approx(commissions, rel=1e-9)
+    assert metrics["n_trades"] == len(rows)
+
+
+def test_run_backtest_as_the_user_calls_it() -> None:
+    # Arrange
+    engine = BacktestEngine()
+    strategy = MovingAverageCrossStrategy(fast_period=10, slow_period=30)
+
+    # Act
+    results = asyncio.run(
+        engine.run_backtest(
+            strategy=strategy,
+            start_date="2025-05-10",
+            end_date="2025-05-11",
+            initial_capital=10000.0,
+            symbols=["BTCUSDT"],
+        )
+    )
+
+    # Assert
+    assert isinstance(results["total_return"], float)
+    assert isinstance(results["sharpe_ratio"], float)
+    assert isinstance(results["max_drawdown"], float)
+    assert results["initial_capital"] == 10000.0
+    assert results["bars_processed"] == 24 * 60
+
+
+def test_dates_outside_the_data_are_a_clear_error() -> None:
+    # Arrange
+    engine = BacktestEngine()
+
+    # Act / Assert
+    with pytest.raises(MalformedDataError, match="inside the requested dates"):
+        engine.run(symbols=["BTCUSDT"], start="2023-01-01", end="2024-01-01")

@@ -1,0 +1,293 @@
+"""Tests of keel.core.messages: JSON round trips, immutability, ids, kinds and lanes."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from keel.core.fsm import ComponentState, TradingState
+from keel.core.messages import (
+    MESSAGE_TYPES,
+    AllocationProposed,
+    BarClosed,
+    BookUpdated,
+    CancelAllOrders,
+    CancelOrder,
+    ComponentStateChanged,
+    FundingPaid,
+    FundingRateUpdated,
+    Lane,
+    Message,
+    OrderAccepted,
+    OrderApproved,
+    OrderCanceled,
+    OrderDenied,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+    OrderSubmitted,
+    PositionChanged,
+    Rebalance,
+    SetTradingState,
+    SignalAction,
+    SignalGenerated,
+    SubmitOrder,
+    TradeTick,
+    TradingStateChanged,
+    decode_message,
+    encode_message,
+    next_message_id,
+    reset_message_ids,
+)
+from keel.core.orders import LiquiditySide, OrderSide, OrderType, TimeInForce
+
+T0 = 1_740_787_200_000_000_000  # 2025-03-01T00:00:00Z
+T1 = T0 + 60_000_000_000
+
+
+def _examples() -> dict[type[Message], Message]:
+    """One realistic instance of every message type."""
+    common = {"ts_event": T1, "ts_init": T1 + 1_500}
+    return {
+        BarClosed: BarClosed(
+            symbol="BTCUSDT", interval="1m", open_time=T0, open=84_350.1, high=84_402.0,
+            low=84_301.5, close=84_390.2, volume=123.456, **common,
+        ),
+        TradeTick: TradeTick(
+            symbol="ETHUSDT", trade_id="4412093311", price=2_215.37, quantity=0.75,
+            aggressor_side=OrderSide.SELL, **common,
+        ),
+        BookUpdated: BookUpdated(
+            symbol="BTCUSDT", update_id=6_881_927_331,
+            bids=((84_390.1, 2.5), (84_390.0, 0.31)), asks=((84_390.2, 1.0),), **common,
+        ),
+        FundingRateUpdated: FundingRateUpdated(
+            symbol="BTCUSDT", funding_time=T0 + 8 * 3_600_000_000_000,
+            rate=Decimal("0.00010000"), mark_price=None, **common,
+        ),
+        SignalGenerated: SignalGenerated(
+            strategy="trend_following", symbol="SOLUSDT", action=SignalAction.BUY,
+            strength=0.8, confidence=0.65, stop_loss=140.5, take_profit=None, **common,
+        ),
+        AllocationProposed: AllocationProposed(
+            weights={"BTCUSDT": 0.4, "ETHUSDT": -0.15}, reason="scheduled rebalance", **common,
+        ),
+        Rebalance: Rebalance(reason="operator", **common),
+        OrderApproved: OrderApproved(
+            symbol="BTCUSDT", side=OrderSide.BUY, quantity=Decimal("0.015"),
+            order_type=OrderType.LIMIT, price=Decimal("84390.10"), reduce_only=False,
+            strategy="trend_following", **common,
+        ),
+        OrderDenied: OrderDenied(
+            symbol="BTCUSDT", side=OrderSide.SELL, quantity=Decimal("2.000"),
+            reason_code="MAX_LEVERAGE", reason="leverage 7.2 > 5", strategy="mean_reversion",
+            **common,
+        ),
+        SetTradingState: SetTradingState(
+            state=TradingState.HALTED, reason="emergency stop", **common,
+        ),
+        TradingStateChanged: TradingStateChanged(
+            previous=TradingState.ACTIVE, state=TradingState.REDUCING, reason="drawdown 8%",
+            **common,
+        ),
+        SubmitOrder: SubmitOrder(
+            client_order_id="bt-17", symbol="ETHUSDT", side=OrderSide.SELL,
+            order_type=OrderType.STOP_MARKET, quantity=Decimal("1.250"), price=None,
+            time_in_force=TimeInForce.GTX, reduce_only=True, stop_price=Decimal("2100.00"),
+            strategy="range_trading", **common,
+        ),
+        CancelOrder: CancelOrder(client_order_id="bt-17", symbol="ETHUSDT", **common),
+        CancelAllOrders: CancelAllOrders(symbol=None, reason="halt", **common),
+        OrderSubmitted: OrderSubmitted(client_order_id="bt-18", symbol="BTCUSDT", **common),
+        OrderAccepted: OrderAccepted(
+            client_order_id="bt-18", venue_order_id="389172635501", symbol="BTCUSDT", **common,
+        ),
+        OrderRejected: OrderRejected(
+            client_order_id="bt-19", symbol="BTCUSDT", code=-2019,
+            reason="Margin is insufficient.", **common,
+        ),
+        OrderFilled: OrderFilled(
+            client_order_id="bt-18", venue_order_id="389172635501", symbol="BTCUSDT",
+            trade_id="5561230", side=OrderSide.BUY, last_quantity=Decimal("0.010"),
+            last_price=Decimal("84390.10"), commission=Decimal("-0.00843901"),
+            liquidity_side=LiquiditySide.MAKER, strategy="trend_following", **common,
+        ),
+        OrderCanceled: OrderCanceled(client_order_id="bt-18", symbol="BTCUSDT", **common),
+        OrderExpired: OrderExpired(
+            client_order_id="bt-20", symbol="BTCUSDT", reason="IOC leftover", **common,
+        ),
+        PositionChanged: PositionChanged(
+            symbol="BTCUSDT", quantity=Decimal("-0.025"), entry_price=Decimal("84390.1"),
+            realized_pnl=Decimal("-12.34"), **common,
+        ),
+        FundingPaid: FundingPaid(
+            symbol="BTCUSDT", funding_time=T0, rate=Decimal("0.0001"),
+            mark_price=Decimal("84000.00"), position_quantity=Decimal("0.5"),
+            amount=Decimal("-4.2000"), **common,
+        ),
+        ComponentStateChanged: ComponentStateChanged(
+            component="risk_controller", previous=ComponentState.RUNNING,
+            state=ComponentState.DEGRADED, reason="handler raised", **common,
+        ),
+    }
+
+
+EXAMPLES = _examples()
+
+COMMANDS = {Rebalance, SetTradingState, SubmitOrder, CancelOrder, CancelAllOrders}
+CONTROL = {SetTradingState, TradingStateChanged, CancelAllOrders, ComponentStateChanged}
+MARKET_DATA = {BarClosed, TradeTick, BookUpdated, FundingRateUpdated}
+
+
+def test_there_is_one_example_per_message_type() -> None:
+    assert set(EXAMPLES) == set(MESSAGE_TYPES)
+    assert len(MESSAGE_TYPES) == len(set(MESSAGE_TYPES))
+
+
+@pytest.mark.parametrize("message_type", MESSAGE_TYPES, ids=lambda t: t.__name__)
+def test_every_message_type_round_trips_through_json(message_type: type[Message]) -> None:
+    original = EXAMPLES[message_type]
+
+    decoded = decode_message(encode_message(original))
+
+    assert type(decoded) is message_type
+    assert decoded == original
+    assert msgspec.structs.asdict(decoded) == msgspec.structs.asdict(original)
+
+
+@pytest.mark.parametrize("message_type", MESSAGE_TYPES, ids=lambda t: t.__name__)
+def test_the_json_is_tagged_with_the_type_name(message_type: type[Message]) -> None:
+    document = msgspec.json.decode(encode_message(EXAMPLES[message_type]))
+
+    assert document["type"] == message_type.__name__
+    assert document["id"] == EXAMPLES[message_type].id
+
+
+def test_decimals_keep_their_exact_digits_through_json() -> None:
+    fill = EXAMPLES[OrderFilled]
+
+    decoded = decode_message(encode_message(fill))
+
+    assert isinstance(decoded, OrderFilled)
+    assert isinstance(decoded.last_price, Decimal)
+    assert str(decoded.last_price) == "84390.10"
+    assert str(decoded.commission) == "-0.00843901"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    quantity=st.decimals(min_value=Decimal("0.001"), max_value=Decimal(10**6), places=3),
+    price=st.decimals(min_value=Decimal("0.0001"), max_value=Decimal(10**7), places=4),
+    commission=st.decimals(min_value=Decimal(-1000), max_value=Decimal(1000), places=8),
+)
+def test_fill_decimals_round_trip_exactly(quantity: Decimal, price: Decimal, commission: Decimal) -> None:
+    fill = OrderFilled(
+        client_order_id="p-1", venue_order_id="1", symbol="BTCUSDT", trade_id="9",
+        side=OrderSide.SELL, last_quantity=quantity, last_price=price, commission=commission,
+        liquidity_side=LiquiditySide.TAKER, ts_event=1, ts_init=2,
+    )
+
+    decoded = decode_message(encode_message(fill))
+
+    assert decoded == fill
+    assert isinstance(decoded, OrderFilled)
+    assert (str(decoded.last_quantity), str(decoded.last_price), str(decoded.commission)) == (
+        str(quantity), str(price), str(commission)
+    )
+
+
+@pytest.mark.parametrize("message_type", MESSAGE_TYPES, ids=lambda t: t.__name__)
+def test_messages_are_immutable(message_type: type[Message]) -> None:
+    message = EXAMPLES[message_type]
+
+    with pytest.raises(AttributeError):
+        message.ts_event = 0  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        message.id = 0  # type: ignore[misc]
+
+    assert message.ts_event == T1
+
+
+def test_ids_increase_and_reset_restarts_them() -> None:
+    first = OrderSubmitted(client_order_id="a-1", symbol="BTCUSDT", ts_event=1, ts_init=1)
+    second = OrderSubmitted(client_order_id="a-2", symbol="BTCUSDT", ts_event=1, ts_init=1)
+    assert second.id > first.id
+
+    reset_message_ids()
+    restarted = [
+        OrderSubmitted(client_order_id=f"b-{i}", symbol="BTCUSDT", ts_event=1, ts_init=1).id
+        for i in range(3)
+    ]
+    reset_message_ids(500)
+    from_500 = next_message_id()
+
+    assert restarted == [1, 2, 3]
+    assert from_500 == 500
+
+
+def test_an_explicit_id_is_kept() -> None:
+    message = OrderSubmitted(client_order_id="a-1", symbol="BTCUSDT", ts_event=1, ts_init=1, id=77)
+
+    assert message.id == 77
+    assert decode_message(encode_message(message)).id == 77
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"not json at all",
+        b"{",
+        b"[1, 2, 3]",
+        b'{"type": "NoSuchMessage", "ts_event": 1, "ts_init": 1, "id": 1}',
+        b'{"ts_event": 1, "ts_init": 1, "id": 1}',
+        b'{"type": "OrderSubmitted", "ts_event": 1, "ts_init": 1, "id": 1}',
+        b'{"type": "OrderSubmitted", "client_order_id": "a", "symbol": "B", "ts_event": "x", '
+        b'"ts_init": 1, "id": 1}',
+        b'{"type": "SetTradingState", "state": "PANIC", "reason": "", "ts_event": 1, '
+        b'"ts_init": 1, "id": 1}',
+    ],
+    ids=[
+        "empty", "garbage", "truncated", "array", "unknown-type", "untagged", "missing-fields",
+        "wrong-field-type", "bad-enum",
+    ],
+)
+def test_decoding_garbage_or_an_unknown_type_raises(data: bytes) -> None:
+    with pytest.raises(msgspec.DecodeError):
+        decode_message(data)
+
+
+def test_unknown_type_and_bad_fields_are_validation_errors() -> None:
+    with pytest.raises(msgspec.ValidationError):
+        decode_message(b'{"type": "NoSuchMessage", "ts_event": 1, "ts_init": 1, "id": 1}')
+    with pytest.raises(msgspec.ValidationError):
+        decode_message(
+            b'{"type": "OrderSubmitted", "client_order_id": "a", "ts_event": 1, "ts_init": 1, "id": 1}'
+        )
+
+
+@pytest.mark.parametrize("message_type", MESSAGE_TYPES, ids=lambda t: t.__name__)
+def test_commands_and_events_are_classified(message_type: type[Message]) -> None:
+    assert message_type.is_command is (message_type in COMMANDS)
+    assert EXAMPLES[message_type].is_command is (message_type in COMMANDS)
+
+
+@pytest.mark.parametrize("message_type", MESSAGE_TYPES, ids=lambda t: t.__name__)
+def test_every_type_travels_on_its_lane(message_type: type[Message]) -> None:
+    if message_type in CONTROL:
+        expected = Lane.CONTROL
+    elif message_type in MARKET_DATA:
+        expected = Lane.MARKET_DATA
+    else:
+        expected = Lane.EXECUTION
+
+    assert message_type.lane is expected
+    assert EXAMPLES[message_type].lane is expected
+
+
+def test_market_data_messages_carry_a_symbol() -> None:
+    for message_type in MARKET_DATA:
+        assert isinstance(EXAMPLES[message_type].symbol, str)  # type: ignore[attr-defined]

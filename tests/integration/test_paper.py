@@ -1,0 +1,110 @@
+"""Paper trading over the replayed bundled data, in wall-clock time (sped up)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from keel.backtest import BacktestEngine
+from keel.config import KeelConfig, load_config
+from keel.integration.paper import PaperSession
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def paper_config(**paper: object) -> KeelConfig:
+    config = load_config("paper", environ={})
+    data = config.data.model_copy(update={"symbols": ("BTCUSDT", "ETHUSDT"), "end": None})
+    data = data.model_validate({**data.model_dump(), "start": "2025-05-05T00:00:00Z", "end": "2025-05-05T06:00:00Z"})
+    return config.model_copy(update={"data": data, "paper": config.paper.model_copy(update=paper)})
+
+
+def test_paper_session_replays_to_the_end_and_writes_its_final_state(tmp_path: Path) -> None:
+    # Arrange: 6 hours of 1m bars at 36,000x replay in well under a second of data time per bar
+    config = paper_config(speed=36_000.0, status_interval_seconds=0.05)
+    statuses: list[dict[str, object]] = []
+    session = PaperSession(config, tmp_path / "run", on_status=statuses.append)
+
+    # Act
+    final = asyncio.run(session.run())
+
+    # Assert
+    assert final["stop_reason"] == "end of data"
+    assert final["bars"] == 2 * 6 * 60
+    assert final["open_orders"] == 0
+    assert final["handler_errors"] == 0
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert state["trading_state"] == "ACTIVE"
+    for name in ("orders.csv", "trades.csv", "equity.csv", "config.json"):
+        assert (tmp_path / "run" / name).exists()
+    assert statuses, "status callback never ran"
+
+
+def test_paper_and_backtest_place_the_same_orders(tmp_path: Path) -> None:
+    # Arrange
+    config = paper_config(speed=36_000.0)
+    session = PaperSession(config, tmp_path / "paper")
+
+    # Act
+    asyncio.run(session.run())
+    backtest = BacktestEngine(config).run()
+    backtest.write(tmp_path / "backtest")
+
+    # Assert: same client ids, sides, quantities, prices, statuses (timestamps differ: wall clock)
+    def orders(folder: Path) -> list[list[str]]:
+        rows = [line.split(",") for line in (folder / "orders.csv").read_text().splitlines()[1:]]
+        return [row[:14] for row in rows]
+
+    assert orders(tmp_path / "paper") == orders(tmp_path / "backtest")
+    assert len(orders(tmp_path / "backtest")) > 0
+
+
+def test_stop_request_cancels_open_orders_and_stops_cleanly(tmp_path: Path) -> None:
+    # Arrange: slow enough that the data cannot end before the stop
+    config = paper_config(speed=600.0)
+    session = PaperSession(config, tmp_path / "run")
+
+    async def run_then_stop() -> dict[str, object]:
+        task = asyncio.create_task(session.run())
+        while session.bars < 20:
+            await asyncio.sleep(0.01)
+        session.request_stop("operator")
+        return await task
+
+    # Act
+    final = asyncio.run(run_then_stop())
+
+    # Assert
+    assert final["stop_reason"] == "operator"
+    assert final["open_orders"] == 0
+    assert (tmp_path / "run" / "state.json").exists()
+
+
+def test_keel_run_stops_cleanly_on_sigint(tmp_path: Path) -> None:
+    # Arrange
+    environment = {**os.environ, "KEEL_RUN__OUTPUT_DIR": str(tmp_path), "KEEL_PAPER__STATUS_INTERVAL_SECONDS": "0.2"}
+    command = [sys.executable, "-m", "keel.cli", "run", "--mode", "paper", "--speed", "600", "--symbols", "BTCUSDT"]
+    process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    # Act: wait for the first status line, then interrupt
+    assert process.stdout is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if line.startswith("["):
+            break
+    process.send_signal(signal.SIGINT)
+    output, errors = process.communicate(timeout=60)
+
+    # Assert
+    assert process.returncode == 0, errors
+    assert "signal SIGINT" in output
+    runs = list(tmp_path.glob("paper-*/state.json"))
+    assert len(runs) == 1
+    assert json.loads(runs[0].read_text())["status"]["open_orders"] == 0

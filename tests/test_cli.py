@@ -1,0 +1,113 @@
+"""The keel command, run as a user runs it."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def keel(*arguments: str, environment: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "keel.cli", *arguments],
+        cwd=REPO,
+        env={**os.environ, **(environment or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_a_bad_config_file_exits_2_with_one_line_naming_file_and_key(tmp_path: Path) -> None:
+    # Arrange
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("risk:\n  max_leverage: -1\n")
+
+    # Act
+    completed = keel("backtest", "--config", str(bad), "--output", str(tmp_path / "out"))
+
+    # Assert
+    assert completed.returncode == 2
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert str(bad) in lines[0] and "risk.max_leverage" in lines[0]
+
+
+def test_an_unknown_key_exits_2(tmp_path: Path) -> None:
+    # Arrange
+    bad = tmp_path / "typo.yaml"
+    bad.write_text("risk:\n  max_levrage: 2\n")
+
+    # Act
+    completed = keel("run", "--mode", "paper", "--config", str(bad))
+
+    # Assert
+    assert completed.returncode == 2
+    assert "risk.max_levrage" in completed.stderr
+
+
+def test_a_bad_environment_override_exits_2_naming_the_variable(tmp_path: Path) -> None:
+    # Act
+    completed = keel("backtest", "--output", str(tmp_path), environment={"KEEL_BUS__CAPACITY": "zero"})
+
+    # Assert
+    assert completed.returncode == 2
+    assert "KEEL_BUS__CAPACITY" in completed.stderr
+
+
+def test_live_mode_without_confirmation_is_refused() -> None:
+    # Act
+    completed = keel("run", "--mode", "live")
+
+    # Assert
+    assert completed.returncode == 2
+    assert "live" in completed.stderr
+
+
+def test_backtest_command_writes_the_result_files(tmp_path: Path) -> None:
+    # Act
+    completed = keel(
+        "backtest", "--symbols", "BTCUSDT,ETHUSDT", "--start", "2025-05-05", "--end", "2025-05-06",
+        "--output", str(tmp_path / "out"),
+    )
+
+    # Assert
+    assert completed.returncode == 0, completed.stderr
+    summary = json.loads(completed.stdout.splitlines()[0])
+    assert summary["bars_processed"] == 2 * 24 * 60
+    for name in ("metrics.json", "equity.csv", "trades.csv", "orders.csv"):
+        assert (tmp_path / "out" / name).exists()
+
+
+def test_data_inspect_reports_bad_rows_and_gaps_of_a_corrupted_copy(tmp_path: Path) -> None:
+    # Arrange: the real BTCUSDT 1m file with a negative volume and 30 bars cut out
+    real = REPO / "data/ohlcv/binance_usdm_1m_2025-05/BTCUSDT_1m.csv.gz"
+    lines = gzip.decompress(real.read_bytes()).decode().splitlines()
+    fields = lines[10].split(",")
+    fields[5] = "-1"
+    lines[10] = ",".join(fields)
+    del lines[100:130]
+    corrupted = tmp_path / "BTCUSDT_1m.csv.gz"
+    corrupted.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+
+    # Act
+    completed = keel("data", "inspect", str(corrupted))
+
+    # Assert
+    assert completed.returncode == 0, completed.stderr
+    assert ":11:" in completed.stdout and "volume" in completed.stdout
+    assert "1 bad rows, 2 gaps" in completed.stdout
+
+
+def test_data_inspect_of_the_bundled_data_finds_no_problem() -> None:
+    # Act
+    completed = keel("data", "inspect", "data/ohlcv", "data/funding")
+
+    # Assert
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip().endswith("0 bad rows, 0 gaps")
