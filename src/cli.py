@@ -123,7 +123,9 @@ def _progress(label: str) -> Iterator[Any]:
 @click.option("--speed", type=float, help="Replay speed of the recorded feed (paper): 60 = one 1m bar per second.")
 @click.option("--duration", type=float, help="Stop after this many wall-clock seconds.")
 @click.option("--symbols", multiple=True, help="Symbols to trade (comma-separated or repeated).")
-def run(mode: str, config_file: str | None, speed: float | None, duration: float | None, symbols: tuple[str, ...]) -> None:
+def run(
+    mode: str, config_file: str | None, speed: float | None, duration: float | None, symbols: tuple[str, ...]
+) -> None:
     """Run the trading pipeline in wall-clock time until the data ends, the duration elapses or Ctrl-C."""
     overrides: dict[str, Any] = {}
     if speed is not None:
@@ -135,17 +137,17 @@ def run(mode: str, config_file: str | None, speed: float | None, duration: float
     config = _load(mode, config_file, overrides)
     if mode == "live":
         _fail(
-            "live trading needs the Binance Futures adapter, which this version does not have yet; "
-            "use --mode paper",
+            "live trading needs the Binance Futures adapter, which this version does not have yet; use --mode paper",
             EXIT_USAGE,
         )
     from keel.integration.paper import PaperSession
 
     run_dir = Path(config.run.output_dir) / f"paper-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
     session = PaperSession(config, run_dir, on_status=_print_status)
+    duration_seconds = config.paper.duration_seconds
+    until = "until the data ends" if duration_seconds is None else f"for {duration_seconds:g} s"
     click.echo(
-        f"keel paper run: {len(config.data.symbols)} symbols, replay speed {config.paper.speed:g}x, "
-        f"duration {'until the data ends' if config.paper.duration_seconds is None else f'{config.paper.duration_seconds:g} s'}; "
+        f"keel paper run: {len(config.data.symbols)} symbols, replay speed {config.paper.speed:g}x, {until}; "
         "Ctrl-C stops cleanly"
     )
     try:

@@ -91,12 +91,18 @@ def test_imports_follow_the_layer_order() -> None:
     ("module", "source", "expected"),
     [
         ("core/bad.py", "from keel.execution import OrderManager\n", "core/bad.py:1: core imports execution"),
-        ("strategy_engine/bad.py", "import keel.risk_management.risk_controller\n", "strategy_engine imports risk_management"),
+        (
+            "strategy_engine/bad.py",
+            "import keel.risk_management.risk_controller\n",
+            "strategy_engine imports risk_management",
+        ),
         ("market_data/bad.py", "from ..api import simulated_exchange\n", "market_data imports api"),
         ("portfolio/ok.py", "from keel.strategy_engine import BaseStrategy\n", None),
     ],
 )
-def test_checker_catches_an_import_against_the_order(tmp_path: Path, module: str, source: str, expected: str | None) -> None:
+def test_checker_catches_an_import_against_the_order(
+    tmp_path: Path, module: str, source: str, expected: str | None
+) -> None:
     # Arrange
     target = tmp_path / module
     target.parent.mkdir(parents=True)

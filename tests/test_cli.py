@@ -72,8 +72,15 @@ def test_live_mode_without_confirmation_is_refused() -> None:
 def test_backtest_command_writes_the_result_files(tmp_path: Path) -> None:
     # Act
     completed = keel(
-        "backtest", "--symbols", "BTCUSDT,ETHUSDT", "--start", "2025-05-05", "--end", "2025-05-06",
-        "--output", str(tmp_path / "out"),
+        "backtest",
+        "--symbols",
+        "BTCUSDT,ETHUSDT",
+        "--start",
+        "2025-05-05",
+        "--end",
+        "2025-05-06",
+        "--output",
+        str(tmp_path / "out"),
     )
 
     # Assert

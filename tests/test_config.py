@@ -10,9 +10,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
+
 from keel.config import KeelConfig, Secret, config_to_dict, load_config
 from keel.core.errors import ConfigurationError
-from pydantic import ValidationError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 LIVE_KEYS = {

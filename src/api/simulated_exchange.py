@@ -58,7 +58,7 @@ _BPS = Decimal("0.0001")
 class _WorkingOrder:
     """A venue-side order and how it may fill."""
 
-    __slots__ = ("order", "marketable", "bars_seen")
+    __slots__ = ("bars_seen", "marketable", "order")
 
     def __init__(self, order: Order, marketable: bool) -> None:
         self.order = order
@@ -238,9 +238,7 @@ class SimulatedExchange:
 
     async def open_orders(self, symbol: str | None = None) -> list[OrderStatusReport]:
         """Return the working orders."""
-        return [
-            _status_report(w.order) for w in self._working.values() if symbol is None or w.order.symbol == symbol
-        ]
+        return [_status_report(w.order) for w in self._working.values() if symbol is None or w.order.symbol == symbol]
 
     async def positions(self) -> list[PositionReport]:
         """Return the non-zero positions, marked at the last price."""
@@ -308,7 +306,10 @@ class SimulatedExchange:
         if command.reduce_only and not reduces:
             return BinanceErrorCode.REDUCE_ONLY_REJECT, "ReduceOnly Order is rejected."
         if command.time_in_force is TimeInForce.GTX and not market and self._is_marketable(command):
-            return BinanceErrorCode.GTX_ORDER_REJECT, "Due to the order could not be executed as maker, the Post Only order will be rejected."
+            return (
+                BinanceErrorCode.GTX_ORDER_REJECT,
+                "Due to the order could not be executed as maker, the Post Only order will be rejected.",
+            )
         if not reduces and self._required_margin(command, reference, held) > self.balance().available_balance:
             return BinanceErrorCode.MARGIN_NOT_SUFFICIENT, "Margin is insufficient."
         return None
@@ -319,9 +320,7 @@ class SimulatedExchange:
         return max(opening, ZERO) * price / self.leverage
 
     def _initial_margin(self) -> Decimal:
-        positions = sum(
-            (p.notional(self._last_price[s]) for s, p in self._positions.items() if p.quantity != 0), ZERO
-        )
+        positions = sum((p.notional(self._last_price[s]) for s, p in self._positions.items() if p.quantity != 0), ZERO)
         orders = sum(
             (
                 w.order.remaining_quantity * (w.order.price or self._last_price[w.order.symbol])
@@ -420,7 +419,9 @@ class SimulatedExchange:
         order.cancel(now, reason)
         del self._working[order.client_order_id]
         self._report(
-            OrderCanceled(client_order_id=order.client_order_id, symbol=order.symbol, reason=reason, ts_event=now, ts_init=now)
+            OrderCanceled(
+                client_order_id=order.client_order_id, symbol=order.symbol, reason=reason, ts_event=now, ts_init=now
+            )
         )
 
     def _reject(self, command: SubmitOrder, code: BinanceErrorCode, reason: str) -> None:
@@ -457,4 +458,3 @@ def _status_report(order: Order) -> OrderStatusReport:
         reduce_only=order.reduce_only,
         ts_last=order.ts_last,
     )
-

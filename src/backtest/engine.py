@@ -172,9 +172,7 @@ class BacktestEngine:
             update["exchange"] = self.config.exchange.model_copy(update={"initial_balance": initial_capital})
         return self.config.model_copy(update=update) if update else self.config
 
-    def _replay(
-        self, feed: RecordedBarFeed, pipeline: Pipeline, progress: ProgressCallback | None
-    ) -> tuple[int, int]:
+    def _replay(self, feed: RecordedBarFeed, pipeline: Pipeline, progress: ProgressCallback | None) -> tuple[int, int]:
         bus, clock = pipeline.bus, pipeline.clock
         assert isinstance(clock, SimulatedClock)
         total = feed.summary.bars + feed.summary.funding_events
@@ -235,5 +233,3 @@ def _to_datetime(value: str | date | datetime) -> datetime:
         return datetime(value.year, value.month, value.day, tzinfo=UTC)
     parsed = datetime.fromisoformat(value)
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-
-

@@ -22,7 +22,7 @@ class Position:
         The instrument.
     """
 
-    __slots__ = ("symbol", "quantity", "entry_price", "realized_pnl")
+    __slots__ = ("entry_price", "quantity", "realized_pnl", "symbol")
 
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol

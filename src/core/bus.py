@@ -50,7 +50,7 @@ _MARKET_DATA = Lane.MARKET_DATA
 class HandlerStats:
     """One subscription and its counters."""
 
-    __slots__ = ("name", "handler", "unmeasured_calls", "errors", "total_ns", "max_ns", "histogram")
+    __slots__ = ("errors", "handler", "histogram", "max_ns", "name", "total_ns", "unmeasured_calls")
 
     def __init__(self, name: str, handler: Handler) -> None:
         self.name = name
@@ -176,9 +176,7 @@ class EventBus:
         if not command_type.is_command:
             raise TypeError(f"{command_type.__name__} is an event: use subscribe()")
         if command_type in self._commands:
-            raise ValueError(
-                f"{command_type.__name__} already has a handler ({self._commands[command_type].name})"
-            )
+            raise ValueError(f"{command_type.__name__} already has a handler ({self._commands[command_type].name})")
         self._commands[command_type] = HandlerStats(name or _handler_name(handler), handler)
         self._routes.clear()
 
@@ -198,9 +196,9 @@ class EventBus:
         synchronous producer first drains the bus, and an asyncio producer
         gets :class:`BusFullError` and should ``await put()``.
         """
-        self.published += 1
         lane = message.lane
         if lane is _MARKET_DATA:
+            self.published += 1
             if self._market_count >= self.capacity and self._conflate(message):
                 return
             self._market_count += 1
@@ -208,9 +206,11 @@ class EventBus:
         elif lane is _EXECUTION:
             if self._execution_count >= self.capacity:
                 self._make_room(message)
+            self.published += 1
             self._execution_count += 1
             self._queue.append(message)
         else:
+            self.published += 1
             self._control.append(message)
         if self._dispatching:
             # Between drains the queue only grows, so drain() sees the peak;
@@ -224,9 +224,7 @@ class EventBus:
         """Queue a message, waiting while its lane is full (backpressure for producers)."""
         lane = message.lane
         if lane is not _CONTROL:
-            while (
-                self._market_count if lane is _MARKET_DATA else self._execution_count
-            ) >= self.capacity:
+            while (self._market_count if lane is _MARKET_DATA else self._execution_count) >= self.capacity:
                 waiter = asyncio.get_running_loop().create_future()
                 self._space_waiters.append(waiter)
                 await waiter
@@ -303,7 +301,7 @@ class EventBus:
                 for stats in route:
                     try:
                         stats.handler(message)
-                    except Exception as error:  # noqa: BLE001 - isolation is the point
+                    except Exception as error:
                         self._handler_failed(stats, message, error)
                     if measure:
                         now = clock()
@@ -347,7 +345,10 @@ class EventBus:
             error=repr(error),
         )
         if self._on_handler_error is not None:
-            self._on_handler_error(stats.name, message, error)
+            try:
+                self._on_handler_error(stats.name, message, error)
+            except Exception as callback_error:  # noqa: BLE001 - the bus must go on
+                _log.error("handler error callback raised", handler=stats.name, error=repr(callback_error))
 
     def _release_waiters(self) -> None:
         waiters, self._space_waiters = self._space_waiters, []
@@ -407,6 +408,7 @@ class EventBus:
 
     def metrics(self) -> BusMetrics:
         """Return a snapshot of the counters."""
+        self._note_depth()
         latency = {
             stats.name: {
                 "calls": stats.calls,

@@ -124,16 +124,20 @@ class Clock(ABC):
         """Arrange for ``timer`` to fire at ``timer.fire_at``."""
 
     def _fire(self, timer: _Timer) -> _Timer | None:
-        """Run a timer's callback; return its next occurrence, if any."""
-        timer.callback(TimeEvent(timer.name, timer.fire_at))
-        if timer.canceled:
-            return None
+        """Run a timer's callback; return its next occurrence, if any.
+
+        A timer keeps its registration sequence, so timers due at the same
+        time always fire in the order they were set.
+        """
         upcoming = timer.fire_at + timer.interval_ns
-        if timer.interval_ns == 0 or (timer.stop_at is not None and upcoming > timer.stop_at):
+        last = timer.interval_ns == 0 or (timer.stop_at is not None and upcoming > timer.stop_at)
+        if last:
+            # Free the name first so the callback may set a timer of the same name.
             self._timers.pop(timer.name, None)
+        timer.callback(TimeEvent(timer.name, timer.fire_at))
+        if last or timer.canceled:
             return None
         timer.fire_at = upcoming
-        timer.sequence = next(self._sequence)
         return timer
 
 
@@ -169,7 +173,8 @@ class SimulatedClock(Clock):
             timer = heapq.heappop(heap)
             if timer.canceled:
                 continue
-            self._now = timer.fire_at
+            # A timer set in the past fires now: the clock never goes back.
+            self._now = max(self._now, timer.fire_at)
             upcoming = self._fire(timer)
             fired += 1
             if upcoming is not None:
@@ -231,9 +236,7 @@ class LiveClock(Clock):
 
     def _schedule(self, timer: _Timer) -> None:
         loop = asyncio.get_running_loop()
-        self._handles[timer.name] = loop.call_later(
-            self.wall_seconds_until(timer.fire_at), self._on_due, timer
-        )
+        self._handles[timer.name] = loop.call_later(self.wall_seconds_until(timer.fire_at), self._on_due, timer)
 
     def _on_due(self, timer: _Timer) -> None:
         self._handles.pop(timer.name, None)

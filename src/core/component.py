@@ -52,8 +52,8 @@ class Component:
         self._move(ComponentState.RUNNING)
 
     def stop(self) -> None:
-        """Run :meth:`on_stop` and move to STOPPED."""
-        if self.state in (ComponentState.STOPPED, ComponentState.READY):
+        """Run :meth:`on_stop` and move to STOPPED (nothing to do if never started, stopped or faulted)."""
+        if self.state in (ComponentState.STOPPED, ComponentState.READY, ComponentState.FAULTED):
             return
         self._move(ComponentState.STOPPING)
         try:

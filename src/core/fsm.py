@@ -33,7 +33,7 @@ class StateMachine(Generic[S]):
         What the machine belongs to, used in error messages.
     """
 
-    __slots__ = ("_table", "_state", "_name")
+    __slots__ = ("_name", "_state", "_table")
 
     def __init__(self, table: TransitionTable[S], initial: S, name: str = "") -> None:
         if initial not in table:
@@ -61,9 +61,7 @@ class StateMachine(Generic[S]):
         """
         previous = self._state
         if target not in self._table[previous]:
-            raise InvalidTransitionError(
-                f"{self._name}: cannot move from {previous.name} to {target.name}"
-            )
+            raise InvalidTransitionError(f"{self._name}: cannot move from {previous.name} to {target.name}")
         self._state = target
         return previous
 
@@ -86,15 +84,9 @@ class ComponentState(Enum):
 
 COMPONENT_TRANSITIONS: TransitionTable[ComponentState] = {
     ComponentState.READY: frozenset({ComponentState.STARTING, ComponentState.FAULTED}),
-    ComponentState.STARTING: frozenset(
-        {ComponentState.RUNNING, ComponentState.STOPPING, ComponentState.FAULTED}
-    ),
-    ComponentState.RUNNING: frozenset(
-        {ComponentState.DEGRADED, ComponentState.STOPPING, ComponentState.FAULTED}
-    ),
-    ComponentState.DEGRADED: frozenset(
-        {ComponentState.RUNNING, ComponentState.STOPPING, ComponentState.FAULTED}
-    ),
+    ComponentState.STARTING: frozenset({ComponentState.RUNNING, ComponentState.STOPPING, ComponentState.FAULTED}),
+    ComponentState.RUNNING: frozenset({ComponentState.DEGRADED, ComponentState.STOPPING, ComponentState.FAULTED}),
+    ComponentState.DEGRADED: frozenset({ComponentState.RUNNING, ComponentState.STOPPING, ComponentState.FAULTED}),
     ComponentState.STOPPING: frozenset({ComponentState.STOPPED, ComponentState.FAULTED}),
     ComponentState.STOPPED: frozenset({ComponentState.STARTING}),
     ComponentState.FAULTED: frozenset(),

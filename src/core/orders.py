@@ -89,17 +89,11 @@ ORDER_TRANSITIONS: TransitionTable[OrderStatus] = {
             _S.EXPIRED,
         }
     ),
-    _S.ACCEPTED: frozenset(
-        {_S.PARTIALLY_FILLED, _S.FILLED, _S.PENDING_CANCEL, _S.CANCELED, _S.EXPIRED}
-    ),
-    _S.PARTIALLY_FILLED: frozenset(
-        {_S.PARTIALLY_FILLED, _S.FILLED, _S.PENDING_CANCEL, _S.CANCELED, _S.EXPIRED}
-    ),
+    _S.ACCEPTED: frozenset({_S.PARTIALLY_FILLED, _S.FILLED, _S.PENDING_CANCEL, _S.CANCELED, _S.EXPIRED}),
+    _S.PARTIALLY_FILLED: frozenset({_S.PARTIALLY_FILLED, _S.FILLED, _S.PENDING_CANCEL, _S.CANCELED, _S.EXPIRED}),
     # A fill can win the race against our cancel request; a refused cancel
     # (the order already traded away or the venue said no) goes back to working.
-    _S.PENDING_CANCEL: frozenset(
-        {_S.CANCELED, _S.PARTIALLY_FILLED, _S.FILLED, _S.ACCEPTED, _S.EXPIRED}
-    ),
+    _S.PENDING_CANCEL: frozenset({_S.CANCELED, _S.PARTIALLY_FILLED, _S.FILLED, _S.ACCEPTED, _S.EXPIRED}),
     # A trade executed just before the cancel can be reported after the cancel
     # confirmation. The order stays CANCELED (or EXPIRED) and the fill counts.
     _S.CANCELED: frozenset({_S.CANCELED}),
@@ -132,9 +126,7 @@ class ClientOrderIdGenerator:
 
     def __init__(self, namespace: str, next_sequence: int = 1) -> None:
         if not _CLIENT_ID_PATTERN.fullmatch(namespace) or len(namespace) > 20 or "-" in namespace:
-            raise ValueError(
-                f"client order id namespace {namespace!r} must be 1-20 characters of [.A-Z:/a-z0-9_]"
-            )
+            raise ValueError(f"client order id namespace {namespace!r} must be 1-20 characters of [.A-Z:/a-z0-9_]")
         if next_sequence < 1:
             raise ValueError(f"next_sequence must be >= 1, got {next_sequence}")
         self._namespace = namespace
@@ -146,8 +138,16 @@ class ClientOrderIdGenerator:
         return self._next
 
     def next_id(self) -> str:
-        """Return the next client order id and advance the sequence."""
+        """Return the next client order id and advance the sequence.
+
+        Raises
+        ------
+        OverflowError
+            If the id would exceed Binance's 36 characters (use a shorter namespace).
+        """
         client_order_id = f"{self._namespace}-{self._next}"
+        if len(client_order_id) > 36:
+            raise OverflowError(f"client order id {client_order_id!r} exceeds Binance's 36 characters")
         self._next += 1
         return client_order_id
 
@@ -176,26 +176,26 @@ class Order:
     """
 
     __slots__ = (
+        "_fsm",
+        "_notional",
+        "_trade_ids",
+        "average_price",
         "client_order_id",
-        "symbol",
-        "side",
+        "commission",
+        "filled_quantity",
         "order_type",
-        "quantity",
         "price",
-        "time_in_force",
+        "quantity",
+        "reason",
         "reduce_only",
+        "side",
         "stop_price",
         "strategy",
+        "symbol",
+        "time_in_force",
         "ts_init",
         "ts_last",
         "venue_order_id",
-        "filled_quantity",
-        "average_price",
-        "commission",
-        "reason",
-        "_fsm",
-        "_trade_ids",
-        "_notional",
     )
 
     def __init__(
@@ -301,9 +301,7 @@ class Order:
         self._move(OrderStatus.EXPIRED, ts)
         self.reason = reason
 
-    def apply_fill(
-        self, *, trade_id: str, quantity: Decimal, price: Decimal, commission: Decimal, ts: int
-    ) -> bool:
+    def apply_fill(self, *, trade_id: str, quantity: Decimal, price: Decimal, commission: Decimal, ts: int) -> bool:
         """Apply one fill; return False, changing nothing, if its trade id was already applied.
 
         Raises

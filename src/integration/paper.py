@@ -1,9 +1,12 @@
 """Paper trading: the pipeline in wall-clock time on a replayed feed and a simulated venue.
 
-:class:`PaperSession` replays the recorded feed on a
+:class:`PaperSession` paces the recorded feed by a
 :class:`~keel.core.clock.LiveClock` that starts at the data's first timestamp
-and runs ``speed`` times faster than the wall clock, through the asyncio bus
-loop, into the simulated exchange. It stops when the data ends, the duration
+and runs ``speed`` times faster than the wall clock, and pushes it through the
+asyncio bus loop into the simulated exchange. The components' own clock is
+the data's time, advanced by the feed as each event is due, so their timers
+(the rebalance schedule) fire between the same events as in a backtest and a
+replay places the same orders as the backtest of the same data. It stops when the data ends, the duration
 elapses or :meth:`PaperSession.request_stop` is called (the CLI wires SIGINT
 and SIGTERM to it), and then shuts down cleanly: open orders canceled, the
 bus drained, components stopped, and the final state written.
@@ -21,7 +24,7 @@ import structlog
 
 from keel.config import KeelConfig, config_to_dict
 from keel.core.bus import EventBus
-from keel.core.clock import LiveClock
+from keel.core.clock import LiveClock, SimulatedClock
 from keel.core.instruments import load_instruments
 from keel.core.messages import BarClosed, CancelAllOrders
 from keel.integration.pipeline import Pipeline, build_feed, build_pipeline
@@ -68,13 +71,14 @@ class PaperSession:
         """Run until the data ends, the duration elapses or a stop is requested; return the final status."""
         config = self.config
         feed = build_feed(config)
-        clock = LiveClock(origin_ns=feed.summary.first_ns, speed=config.paper.speed)
+        pace = LiveClock(origin_ns=feed.summary.first_ns, speed=config.paper.speed)
+        clock = SimulatedClock(feed.summary.first_ns)
         bus = EventBus(config.bus.capacity, on_handler_error=self._handler_failed)
         pipeline = build_pipeline(config, load_instruments(config.exchange.instruments), bus, clock)
         self.pipeline = pipeline
         bus_task = asyncio.create_task(bus.run(), name="bus")
         pipeline.start()
-        feed_task = asyncio.create_task(self._replay(feed, pipeline, clock), name="feed")
+        feed_task = asyncio.create_task(self._replay(feed, pipeline, clock, pace), name="feed")
         status_task = asyncio.create_task(self._report_status(), name="status")
         duration = config.paper.duration_seconds
         waiters = {feed_task, asyncio.create_task(self._stop.wait(), name="stop")}
@@ -92,7 +96,9 @@ class PaperSession:
         self._write(final)
         return final
 
-    async def _replay(self, feed: RecordedBarFeed, pipeline: Pipeline, clock: LiveClock) -> None:
+    async def _replay(
+        self, feed: RecordedBarFeed, pipeline: Pipeline, clock: SimulatedClock, pace: LiveClock
+    ) -> None:
         bus = pipeline.bus
         pending_bar_ts: int | None = None
         for event in feed:
@@ -102,9 +108,10 @@ class PaperSession:
                     await bus.join()
                     pipeline.record_equity(pending_bar_ts)
                     pending_bar_ts = None
-                delay = clock.wall_seconds_until(ts)
+                delay = pace.wall_seconds_until(ts)
                 if delay > 0:
                     await asyncio.sleep(delay)
+                clock.advance_to(ts)
             await bus.put(event)
             self.events += 1
             if event.__class__ is BarClosed:

@@ -149,7 +149,9 @@ def build_pipeline(
     symbols = config.data.symbols
     missing = [s for s in symbols if s not in instruments]
     if missing:
-        raise ValueError(f"no instrument specification for {', '.join(missing)}: add them to {config.exchange.instruments}")
+        raise ValueError(
+            f"no instrument specification for {', '.join(missing)}: add them to {config.exchange.instruments}"
+        )
     exchange = SimulatedExchange(
         {s: instruments[s] for s in symbols},
         clock,

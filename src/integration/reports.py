@@ -64,13 +64,35 @@ def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]
 
 
 ORDER_COLUMNS = (
-    "client_order_id", "venue_order_id", "symbol", "side", "order_type", "time_in_force", "quantity",
-    "price", "reduce_only", "status", "filled_quantity", "average_price", "commission", "strategy",
-    "ts_init", "ts_last", "reason",
+    "client_order_id",
+    "venue_order_id",
+    "symbol",
+    "side",
+    "order_type",
+    "time_in_force",
+    "quantity",
+    "price",
+    "reduce_only",
+    "status",
+    "filled_quantity",
+    "average_price",
+    "commission",
+    "strategy",
+    "ts_init",
+    "ts_last",
+    "reason",
 )
 FILL_COLUMNS = (
-    "ts_event", "trade_id", "client_order_id", "symbol", "side", "quantity", "price", "commission",
-    "liquidity_side", "strategy",
+    "ts_event",
+    "trade_id",
+    "client_order_id",
+    "symbol",
+    "side",
+    "quantity",
+    "price",
+    "commission",
+    "liquidity_side",
+    "strategy",
 )
 
 
@@ -78,10 +100,23 @@ def order_rows(orders: Iterable[Order]) -> list[list[object]]:
     """Return one CSV row per order."""
     return [
         [
-            o.client_order_id, o.venue_order_id or "", o.symbol, o.side.value, o.order_type.value,
-            o.time_in_force.value, o.quantity, "" if o.price is None else o.price, o.reduce_only,
-            o.status.value, o.filled_quantity, "" if o.average_price is None else _plain(o.average_price),
-            _plain(o.commission), o.strategy, o.ts_init, o.ts_last, o.reason,
+            o.client_order_id,
+            o.venue_order_id or "",
+            o.symbol,
+            o.side.value,
+            o.order_type.value,
+            o.time_in_force.value,
+            o.quantity,
+            "" if o.price is None else o.price,
+            o.reduce_only,
+            o.status.value,
+            o.filled_quantity,
+            "" if o.average_price is None else _plain(o.average_price),
+            _plain(o.commission),
+            o.strategy,
+            o.ts_init,
+            o.ts_last,
+            o.reason,
         ]
         for o in orders
     ]
@@ -115,8 +150,16 @@ def write_run_records(folder: Path, pipeline: Pipeline) -> None:
         FILL_COLUMNS,
         (
             (
-                f.ts_event, f.trade_id, f.client_order_id, f.symbol, f.side.value, f.last_quantity,
-                f.last_price, f.commission, f.liquidity_side.value, f.strategy,
+                f.ts_event,
+                f.trade_id,
+                f.client_order_id,
+                f.symbol,
+                f.side.value,
+                f.last_quantity,
+                f.last_price,
+                f.commission,
+                f.liquidity_side.value,
+                f.strategy,
             )
             for f in recorder.fills
         ),

@@ -31,13 +31,13 @@ from keel.market_data.loaders import (
 )
 
 __all__ = [
-    "FeedSummary",
-    "RecordedBarFeed",
     "KINDS",
     "BadRow",
+    "FeedSummary",
     "Gap",
     "LoadReport",
     "LoadedData",
+    "RecordedBarFeed",
     "detect_kind",
     "find_gaps",
     "inspect_paths",

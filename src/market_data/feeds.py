@@ -72,9 +72,7 @@ class RecordedBarFeed:
         end_ns: int | None = None,
     ) -> None:
         if interval not in INTERVAL_MS:
-            raise ValueError(
-                f"bar interval must be one of {sorted(INTERVAL_MS)}, got {interval!r}"
-            )
+            raise ValueError(f"bar interval must be one of {sorted(INTERVAL_MS)}, got {interval!r}")
         if not symbols:
             raise ValueError("a feed needs at least one symbol")
         self.interval = interval
@@ -82,26 +80,15 @@ class RecordedBarFeed:
         self.reports: list[LoadReport] = []
         interval_ns = INTERVAL_MS[interval] * NANOS_PER_MILLI
         columns = [
-            self._load_bars(Path(bars_dir), s, i, interval_ns, start_ns, end_ns)
-            for i, s in enumerate(self.symbols)
+            self._load_bars(Path(bars_dir), s, i, interval_ns, start_ns, end_ns) for i, s in enumerate(self.symbols)
         ]
-        self._bars = {
-            name: np.concatenate([c[name] for c in columns]) for name in columns[0]
-        }
+        self._bars = {name: np.concatenate([c[name] for c in columns]) for name in columns[0]}
         if len(self._bars["close_ns"]) == 0:
-            raise MalformedDataError(
-                f"no bars of {', '.join(self.symbols)} in {bars_dir} inside the requested dates"
-            )
+            raise MalformedDataError(f"no bars of {', '.join(self.symbols)} in {bars_dir} inside the requested dates")
         first = int(self._bars["close_ns"].min()) - interval_ns
         last = int(self._bars["close_ns"].max())
-        self._funding = (
-            self._load_funding(funding_file, first, last)
-            if funding_file is not None
-            else []
-        )
-        self.summary = FeedSummary(
-            self.symbols, len(self._bars["close_ns"]), len(self._funding), first, last
-        )
+        self._funding = self._load_funding(funding_file, first, last) if funding_file is not None else []
+        self.summary = FeedSummary(self.symbols, len(self._bars["close_ns"]), len(self._funding), first, last)
 
     def _load_bars(
         self,
@@ -114,9 +101,7 @@ class RecordedBarFeed:
     ) -> dict[str, np.ndarray]:
         path = folder / f"{symbol}_{self.interval}.csv.gz"
         if not path.exists():
-            raise MalformedDataError(
-                f"{path}: no {self.interval} bar file for {symbol}"
-            )
+            raise MalformedDataError(f"{path}: no {self.interval} bar file for {symbol}")
         loaded = load_ohlcv(path, symbol=symbol)
         self.reports.append(loaded.report)
         frame = loaded.frame
@@ -130,15 +115,10 @@ class RecordedBarFeed:
             "open_ns": open_ns[keep],
             "close_ns": open_ns[keep] + interval_ns,
             "symbol": np.full(int(keep.sum()), index, dtype=np.int64),
-            **{
-                name: frame[name].to_numpy(np.float64)[keep]
-                for name in ("open", "high", "low", "close", "volume")
-            },
+            **{name: frame[name].to_numpy(np.float64)[keep] for name in ("open", "high", "low", "close", "volume")},
         }
 
-    def _load_funding(
-        self, path: str | Path, first_ns: int, last_ns: int
-    ) -> list[tuple[int, int, float, float]]:
+    def _load_funding(self, path: str | Path, first_ns: int, last_ns: int) -> list[tuple[int, int, float, float]]:
         loaded = load_funding(path)
         self.reports.append(loaded.report)
         frame = loaded.frame
@@ -162,13 +142,9 @@ class RecordedBarFeed:
         funding_ts = np.array([row[0] for row in self._funding], dtype=np.int64)
         funding_symbol = np.array([row[1] for row in self._funding], dtype=np.int64)
         times = np.concatenate([bars["close_ns"], funding_ts])
-        kinds = np.concatenate(
-            [np.full(len(bars["close_ns"]), _BAR), np.full(len(funding_ts), _FUNDING)]
-        )
+        kinds = np.concatenate([np.full(len(bars["close_ns"]), _BAR), np.full(len(funding_ts), _FUNDING)])
         symbols = np.concatenate([bars["symbol"], funding_symbol])
-        positions = np.concatenate(
-            [np.arange(len(bars["close_ns"])), np.arange(len(funding_ts))]
-        )
+        positions = np.concatenate([np.arange(len(bars["close_ns"])), np.arange(len(funding_ts))])
         order = np.lexsort((symbols, kinds, times))
         names = self.symbols
         interval = self.interval
@@ -186,9 +162,7 @@ class RecordedBarFeed:
         ]
         open_ns, close_ns, opens, highs, lows, closes, volumes = columns
         bar_symbols = bars["symbol"].tolist()
-        for kind, position in zip(
-            kinds[order].tolist(), positions[order].tolist(), strict=True
-        ):
+        for kind, position in zip(kinds[order].tolist(), positions[order].tolist(), strict=True):
             if kind == _BAR:
                 ts = close_ns[position]
                 yield BarClosed(

@@ -88,9 +88,7 @@ class PositionManager(Component):
 
     def unrealized_pnl(self) -> Decimal:
         """Return the open positions' P&L at the last marks."""
-        return sum(
-            (p.unrealized_pnl(self.marks[s]) for s, p in self.positions.items() if p.quantity != 0), ZERO
-        )
+        return sum((p.unrealized_pnl(self.marks[s]) for s, p in self.positions.items() if p.quantity != 0), ZERO)
 
     def equity(self) -> Decimal:
         """Return capital + realized + unrealized - fees + funding."""

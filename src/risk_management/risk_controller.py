@@ -128,7 +128,9 @@ class RiskController(Component):
         equity = self._positions.equity()
         held = self._positions.quantity(symbol)
         if instrument is None:
-            self._deny(symbol, OrderSide.BUY, Decimal(0), DenialReason.UNKNOWN_INSTRUMENT, f"{symbol} has no instrument", ts)
+            self._deny(
+                symbol, OrderSide.BUY, Decimal(0), DenialReason.UNKNOWN_INSTRUMENT, f"{symbol} has no instrument", ts
+            )
             return
         if price is None:
             self._deny(symbol, OrderSide.BUY, Decimal(0), DenialReason.NO_PRICE, f"no price for {symbol} yet", ts)
@@ -168,19 +170,29 @@ class RiskController(Component):
             self._deny(symbol, side, quantity, DenialReason.TRADING_HALTED, "trading is halted", ts)
             return
         if state is TradingState.REDUCING and not reduces:
-            self._deny(symbol, side, quantity, DenialReason.REDUCE_ONLY_STATE, "only reducing orders while REDUCING", ts)
+            self._deny(
+                symbol, side, quantity, DenialReason.REDUCE_ONLY_STATE, "only reducing orders while REDUCING", ts
+            )
             return
         if not reduces and quantity * price < instrument.min_notional:
             self._deny(
-                symbol, side, quantity, DenialReason.BELOW_MIN_NOTIONAL,
-                f"notional {quantity * price:.2f} below the minimum {instrument.min_notional}", ts,
+                symbol,
+                side,
+                quantity,
+                DenialReason.BELOW_MIN_NOTIONAL,
+                f"notional {quantity * price:.2f} below the minimum {instrument.min_notional}",
+                ts,
             )
             return
         gross_after = self._positions.gross_exposure() - abs(held) * price + abs(after) * price
         if not reduces and gross_after > self.max_leverage * equity:
             self._deny(
-                symbol, side, quantity, DenialReason.MAX_LEVERAGE,
-                f"gross exposure {gross_after:.2f} would exceed {self.max_leverage}x equity {equity:.2f}", ts,
+                symbol,
+                side,
+                quantity,
+                DenialReason.MAX_LEVERAGE,
+                f"gross exposure {gross_after:.2f} would exceed {self.max_leverage}x equity {equity:.2f}",
+                ts,
             )
             return
         self.approved += 1

@@ -108,7 +108,7 @@ class StrategyRunner(Component):
         """Run the strategy on one bar; an exception degrades the runner, not the engine."""
         try:
             signal = self.strategy.on_bar(bar)
-        except Exception as error:  # noqa: BLE001 - strategy code is isolated
+        except Exception as error:
             self.errors += 1
             _log.error("strategy raised", strategy=self.strategy.name, bar_id=bar.id, error=repr(error))
             self.degrade(f"strategy raised on bar {bar.id}: {error!r}")

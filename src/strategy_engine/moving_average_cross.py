@@ -14,7 +14,7 @@ from keel.strategy_engine.base import BaseStrategy, StrategySignal
 
 
 class _RollingMean:
-    __slots__ = ("window", "values", "total")
+    __slots__ = ("total", "values", "window")
 
     def __init__(self, window: int) -> None:
         self.window = window

@@ -40,8 +40,17 @@ def test_metrics_json_has_the_documented_keys(tmp_path: Path) -> None:
     # Assert
     metrics = json.loads((folder / "metrics.json").read_text())
     for key in (
-        "total_return", "sharpe_ratio", "sortino_ratio", "max_drawdown", "win_rate", "n_trades",
-        "fees_paid", "funding_paid", "bars_processed", "events_processed", "wall_seconds",
+        "total_return",
+        "sharpe_ratio",
+        "sortino_ratio",
+        "max_drawdown",
+        "win_rate",
+        "n_trades",
+        "fees_paid",
+        "funding_paid",
+        "bars_processed",
+        "events_processed",
+        "wall_seconds",
     ):
         assert key in metrics, key
     assert metrics["bars_processed"] == 3 * 3 * 24 * 60

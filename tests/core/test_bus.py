@@ -17,6 +17,7 @@ from decimal import Decimal
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from keel.core.bus import BusFullError, EventBus
 from keel.core.errors import RetryLaterError
 from keel.core.fsm import TradingState
@@ -544,7 +545,7 @@ def test_async_publish_to_a_full_execution_lane_outside_a_handler_raises_bus_ful
             await asyncio.wait_for(runner, TIMEOUT_SECONDS)
         return bus, recorder, error
 
-    bus, recorder, error = asyncio.run(scenario())
+    _, recorder, error = asyncio.run(scenario())
 
     assert isinstance(error, BusFullError)
     assert isinstance(error, RetryLaterError)
@@ -623,7 +624,7 @@ def test_a_handler_publishing_into_a_full_lane_during_a_sync_drain_is_accepted()
 
 
 def test_metrics_report_depth_counts_and_handler_latency() -> None:
-    bus, recorder = recording_bus()
+    bus, _ = recording_bus()
     for sequence in range(5):
         bus.publish(submitted(sequence))
     for sequence in range(2):

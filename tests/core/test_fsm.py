@@ -14,6 +14,7 @@ from itertools import product
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from keel.core.errors import InvalidTransitionError
 from keel.core.fsm import (
     COMPONENT_TRANSITIONS,

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 import structlog
+
 from keel.config import Secret
 from keel.core.log import REDACTED, configure_logging, get_logger, redact_secrets
 

@@ -8,6 +8,7 @@ import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from keel.core.fsm import ComponentState, TradingState
 from keel.core.messages import (
     MESSAGE_TYPES,

@@ -14,6 +14,7 @@ from decimal import Decimal
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from keel.core.errors import InvalidTransitionError
 from keel.core.orders import (
     ClientOrderIdGenerator,

@@ -90,7 +90,9 @@ def test_keel_run_stops_cleanly_on_sigint(tmp_path: Path) -> None:
     # Arrange
     environment = {**os.environ, "KEEL_RUN__OUTPUT_DIR": str(tmp_path), "KEEL_PAPER__STATUS_INTERVAL_SECONDS": "0.2"}
     command = [sys.executable, "-m", "keel.cli", "run", "--mode", "paper", "--speed", "600", "--symbols", "BTCUSDT"]
-    process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
     # Act: wait for the first status line, then interrupt
     assert process.stdout is not None

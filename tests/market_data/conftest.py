@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from keel.market_data import BadRow, Gap
 
 EditLines = Callable[[list[str]], list[str]]

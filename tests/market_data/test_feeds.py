@@ -49,7 +49,11 @@ def test_bars_carry_the_recorded_values_with_close_time_as_event_time() -> None:
     assert isinstance(first, BarClosed)
     assert first.open_time == START and first.ts_event == START + MINUTE_NS
     assert (first.open, first.high, first.low, first.close, first.volume) == (
-        row["open"], row["high"], row["low"], row["close"], row["volume"],
+        row["open"],
+        row["high"],
+        row["low"],
+        row["close"],
+        row["volume"],
     )
     assert len(bars) == 10
 
@@ -63,8 +67,11 @@ def test_funding_events_hold_the_recorded_rate_and_mark_as_decimals() -> None:
     events = [e for e in feed if isinstance(e, FundingRateUpdated)]
 
     # Assert
-    expected = funding[(funding["symbol"] == "BTCUSDT") & (funding["time_ms"] >= START // 1_000_000)
-                       & (funding["time_ms"] <= (START + DAY_NS) // 1_000_000)]
+    expected = funding[
+        (funding["symbol"] == "BTCUSDT")
+        & (funding["time_ms"] >= START // 1_000_000)
+        & (funding["time_ms"] <= (START + DAY_NS) // 1_000_000)
+    ]
     assert len(events) == len(expected) == 3
     for event, (_, row) in zip(events, expected.iterrows(), strict=True):
         assert event.rate == Decimal(repr(row["funding_rate"]))

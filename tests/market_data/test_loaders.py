@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from keel.core.errors import MalformedDataError
 from keel.market_data import (
     BadRow,

@@ -1,0 +1,475 @@
+"""The order manager between the bus and the venue: ids, records, report de-duplication.
+
+Most tests run it against the simulated exchange fed real BTCUSDT / ETHUSDT 1m
+bars (``data/ohlcv/binance_usdm_1m_2025-05``); the rest use a hand-written fake
+venue that records what the order manager had done before each call.
+"""
+
+from __future__ import annotations
+
+import functools
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from keel.api.simulated_exchange import SimulatedExchange
+from keel.core.bus import EventBus
+from keel.core.clock import NANOS_PER_MILLI, SimulatedClock
+from keel.core.error_codes import BinanceErrorCode
+from keel.core.errors import RequestRejectedError
+from keel.core.instruments import Instrument, load_instruments
+from keel.core.messages import (
+    BarClosed,
+    CancelAllOrders,
+    CancelOrder,
+    ComponentStateChanged,
+    FundingPaid,
+    Message,
+    OrderAccepted,
+    OrderApproved,
+    OrderCanceled,
+    OrderFilled,
+    OrderSubmitted,
+    SubmitOrder,
+)
+from keel.core.orders import ClientOrderIdGenerator, OrderSide, OrderStatus, OrderType
+from keel.core.ports import BalanceReport, ExchangePort, OrderStatusReport, PositionReport, ReportHandler
+from keel.execution.order_manager import OrderManager
+from keel.market_data.loaders import load_ohlcv
+from keel.risk_management.position_manager import PositionManager
+
+ROOT = Path(__file__).resolve().parents[2]
+BARS_1M = ROOT / "data" / "ohlcv" / "binance_usdm_1m_2025-05"
+INSTRUMENTS_FILE = ROOT / "config" / "instruments.yaml"
+
+MINUTE_NS = 60_000 * NANOS_PER_MILLI
+BTC = "BTCUSDT"
+ETH = "ETHUSDT"
+
+
+@functools.cache
+def instruments() -> dict[str, Instrument]:
+    return load_instruments(INSTRUMENTS_FILE)
+
+
+@functools.cache
+def real_bars(symbol: str, count: int = 20) -> tuple[BarClosed, ...]:
+    frame = load_ohlcv(BARS_1M / f"{symbol}_1m.csv.gz").frame.head(count)
+    return tuple(
+        BarClosed(
+            symbol=symbol,
+            interval="1m",
+            open_time=int(r.open_time_ms) * NANOS_PER_MILLI,
+            open=float(r.open),
+            high=float(r.high),
+            low=float(r.low),
+            close=float(r.close),
+            volume=float(r.volume),
+            ts_event=int(r.open_time_ms) * NANOS_PER_MILLI + MINUTE_NS,
+            ts_init=int(r.open_time_ms) * NANOS_PER_MILLI + MINUTE_NS,
+        )
+        for r in frame.itertuples(index=False)
+    )
+
+
+def approved(
+    quantity: str, side: OrderSide = OrderSide.BUY, symbol: str = BTC, price: str | None = None
+) -> OrderApproved:
+    return OrderApproved(
+        symbol=symbol,
+        side=side,
+        quantity=Decimal(quantity),
+        order_type=OrderType.MARKET if price is None else OrderType.LIMIT,
+        price=None if price is None else Decimal(price),
+        reduce_only=False,
+        strategy="portfolio",
+        ts_event=0,
+        ts_init=0,
+    )
+
+
+class Desk:
+    """An OrderManager on a bus in front of a venue; every message on the bus is recorded."""
+
+    def __init__(self, exchange: Any, clock: SimulatedClock) -> None:
+        self.clock = clock
+        self.bus = EventBus()
+        self.exchange = exchange
+        if isinstance(exchange, SimulatedExchange):
+            # As in the pipeline: the venue sees a bar before anything else.
+            self.bus.subscribe(BarClosed, exchange.on_bar, name="exchange.bars")
+        self.orders = OrderManager(exchange, ClientOrderIdGenerator("keel"), self.bus, self.clock)
+        self.positions = PositionManager(Decimal("10000"), self.bus, self.clock)
+        self.seen: list[Message] = []
+        self.bus.subscribe_all(self._record)
+        self.orders.start()
+        self.positions.start()
+        self.bus.drain()
+
+    def _record(self, message: Message) -> None:
+        if not isinstance(message, ComponentStateChanged):
+            self.seen.append(message)
+
+    def publish(self, *messages: Message) -> None:
+        for message in messages:
+            if message.ts_event > self.clock.timestamp_ns():
+                self.clock.advance_to(message.ts_event)
+            self.bus.publish(message)
+        self.bus.drain()
+
+    def of_type(self, kind: type[Any]) -> list[Any]:
+        return [m for m in self.seen if isinstance(m, kind)]
+
+    def command(self, kind: type[Any], **fields: Any) -> Any:
+        now = self.clock.timestamp_ns()
+        return kind(ts_event=now, ts_init=now, **fields)
+
+
+def simulated_desk() -> Desk:
+    clock = SimulatedClock(real_bars(BTC)[0].open_time)
+    exchange = SimulatedExchange(instruments(), clock, initial_balance=Decimal("10000"), leverage=5)
+    desk = Desk(exchange, clock)
+    desk.publish(real_bars(BTC)[0], real_bars(ETH)[0])
+    desk.seen.clear()
+    return desk
+
+
+class FakeVenue:
+    """A hand-written ExchangePort: records calls and what the order manager held at each call."""
+
+    name = "fake"
+    is_synchronous = True
+
+    def __init__(self) -> None:
+        self.order_manager: OrderManager | None = None
+        self.handler: ReportHandler | None = None
+        self.submitted: list[SubmitOrder] = []
+        self.status_at_submit: list[OrderStatus | None] = []
+        self.cancels: list[tuple[str, str]] = []
+        self.cancel_alls: list[str | None] = []
+        self.submit_errors: list[Exception] = []
+        self.cancel_errors: list[Exception] = []
+
+    def set_report_handler(self, handler: ReportHandler) -> None:
+        self.handler = handler
+
+    async def submit_order(self, command: SubmitOrder) -> None:
+        assert self.order_manager is not None
+        order = self.order_manager.orders.get(command.client_order_id)
+        self.status_at_submit.append(None if order is None else order.status)
+        assert order is not None, f"{command.client_order_id} was sent before it was recorded"
+        self.submitted.append(command)
+        if self.submit_errors:
+            raise self.submit_errors.pop(0)
+
+    async def cancel_order(self, symbol: str, client_order_id: str) -> None:
+        self.cancels.append((symbol, client_order_id))
+        if self.cancel_errors:
+            raise self.cancel_errors.pop(0)
+
+    async def cancel_all_orders(self, symbol: str | None = None) -> None:
+        self.cancel_alls.append(symbol)
+
+    async def query_order(self, symbol: str, client_order_id: str) -> OrderStatusReport | None:
+        return None
+
+    async def open_orders(self, symbol: str | None = None) -> list[OrderStatusReport]:
+        return []
+
+    async def positions(self) -> list[PositionReport]:
+        return []
+
+    async def balances(self) -> BalanceReport:
+        zero = Decimal(0)
+        return BalanceReport(
+            asset="USDT", wallet_balance=zero, unrealized_pnl=zero, margin_balance=zero, available_balance=zero
+        )
+
+    async def exchange_info(self) -> dict[str, Instrument]:
+        return dict(instruments())
+
+    def accept(self, command: SubmitOrder) -> None:
+        assert self.handler is not None
+        self.handler(
+            OrderAccepted(
+                client_order_id=command.client_order_id,
+                venue_order_id="v-" + command.client_order_id,
+                symbol=command.symbol,
+                ts_event=0,
+                ts_init=0,
+            )
+        )
+
+
+def fake_desk() -> tuple[Desk, FakeVenue]:
+    venue = FakeVenue()
+    desk = Desk(venue, SimulatedClock(real_bars(BTC)[0].open_time))
+    venue.order_manager = desk.orders
+    return desk, venue
+
+
+# --- submission --------------------------------------------------------------------------------------
+
+
+def test_approved_orders_become_submit_commands_with_deterministic_client_ids() -> None:
+    # Arrange
+    desk = simulated_desk()
+
+    # Act
+    desk.publish(approved("0.002"), approved("0.003", OrderSide.SELL, ETH))
+
+    # Assert
+    commands = desk.of_type(SubmitOrder)
+    assert [c.client_order_id for c in commands] == ["keel-1", "keel-2"]
+    assert [(c.symbol, c.side, c.quantity, c.order_type) for c in commands] == [
+        (BTC, OrderSide.BUY, Decimal("0.002"), OrderType.MARKET),
+        (ETH, OrderSide.SELL, Decimal("0.003"), OrderType.MARKET),
+    ]
+    assert all(c.strategy == "portfolio" and c.price is None for c in commands)
+    assert list(desk.orders.orders) == ["keel-1", "keel-2"]
+
+
+def test_the_order_is_recorded_before_the_venue_is_called() -> None:
+    # Arrange
+    desk, venue = fake_desk()
+
+    # Act
+    desk.publish(approved("0.002"))
+
+    # Assert
+    assert venue.status_at_submit == [OrderStatus.SUBMITTED]
+    assert [c.client_order_id for c in venue.submitted] == ["keel-1"]
+    assert desk.bus.handler_errors == 0
+    assert isinstance(venue, ExchangePort)
+
+
+def test_submitted_then_accepted_then_filled_are_published_in_that_order() -> None:
+    # Arrange
+    desk = simulated_desk()
+    bars = real_bars(BTC)
+
+    # Act
+    desk.publish(approved("0.002"))
+    desk.publish(bars[1])
+
+    # Assert
+    execution = [m for m in desk.seen if isinstance(m, OrderSubmitted | OrderAccepted | OrderFilled)]
+    assert [type(m) for m in execution] == [OrderSubmitted, OrderAccepted, OrderFilled]
+    assert {m.client_order_id for m in execution} == {"keel-1"}
+    order = desk.orders.orders["keel-1"]
+    assert order.status is OrderStatus.FILLED
+    (fill,) = desk.of_type(OrderFilled)
+    assert order.average_price == fill.last_price
+    assert desk.orders.open_orders() == []
+    assert desk.positions.quantity(BTC) == Decimal("0.002")
+
+
+def test_a_repeated_submit_command_is_not_sent_twice() -> None:
+    # Arrange
+    desk, venue = fake_desk()
+    command = desk.command(
+        SubmitOrder,
+        client_order_id="manual-1",
+        symbol=BTC,
+        side=OrderSide.BUY,
+        order_type=OrderType.MARKET,
+        quantity=Decimal("0.002"),
+    )
+
+    # Act
+    desk.publish(command, command)
+
+    # Assert
+    assert [c.client_order_id for c in venue.submitted] == ["manual-1"]
+    assert len(desk.of_type(OrderSubmitted)) == 1
+
+
+# --- venue reports --------------------------------------------------------------------------------------
+
+
+def test_a_fill_reported_twice_is_published_once_and_counted() -> None:
+    # Arrange
+    desk = simulated_desk()
+    desk.publish(approved("0.002"))
+    desk.publish(real_bars(BTC)[1])
+    (fill,) = desk.of_type(OrderFilled)
+
+    # Act
+    desk.orders.on_report(fill)
+    desk.bus.drain()
+
+    # Assert
+    assert desk.orders.duplicate_fills == 1
+    assert desk.of_type(OrderFilled) == [fill]
+    assert desk.orders.orders["keel-1"].filled_quantity == Decimal("0.002")
+    assert desk.positions.quantity(BTC) == Decimal("0.002")
+    assert desk.positions.fills == 1
+
+
+def test_a_report_for_an_unknown_client_order_id_is_counted_not_published() -> None:
+    # Arrange
+    desk = simulated_desk()
+    stranger = OrderAccepted(client_order_id="elsewhere-7", venue_order_id="99", symbol=BTC, ts_event=0, ts_init=0)
+
+    # Act
+    desk.orders.on_report(stranger)
+    desk.bus.drain()
+
+    # Assert
+    assert desk.orders.unknown_reports == 1
+    assert desk.seen == []
+
+
+def test_funding_reports_pass_through_to_the_bus() -> None:
+    # Arrange
+    desk, _ = fake_desk()
+    payment = FundingPaid(
+        symbol=BTC,
+        funding_time=0,
+        rate=Decimal("0.00003745"),
+        mark_price=Decimal("95421.1"),
+        position_quantity=Decimal("0.010"),
+        amount=Decimal("-0.03573520195"),
+        ts_event=0,
+        ts_init=0,
+    )
+
+    # Act
+    desk.orders.on_report(payment)
+    desk.bus.drain()
+
+    # Assert
+    assert desk.of_type(FundingPaid) == [payment]
+    assert desk.positions.funding_received == Decimal("-0.03573520195")
+
+
+# --- cancels -----------------------------------------------------------------------------------------------
+
+
+def test_cancel_order_command_cancels_through_the_venue() -> None:
+    # Arrange
+    desk = simulated_desk()
+    desk.publish(approved("0.002", price="94000.0"))
+
+    # Act
+    desk.publish(desk.command(CancelOrder, client_order_id="keel-1", symbol=BTC))
+
+    # Assert
+    (canceled,) = desk.of_type(OrderCanceled)
+    assert canceled.client_order_id == "keel-1"
+    assert desk.orders.orders["keel-1"].status is OrderStatus.CANCELED
+    assert desk.orders.open_orders() == []
+    assert _run_now(desk.exchange.open_orders()) == []
+
+
+def test_cancel_all_orders_command_cancels_one_symbol_then_every_symbol() -> None:
+    # Arrange
+    desk = simulated_desk()
+    desk.publish(
+        approved("0.002", price="94000.0"),
+        approved("0.002", OrderSide.SELL, price="97000.0"),
+        approved("0.020", symbol=ETH, price="1800.00"),
+    )
+    assert [o.client_order_id for o in desk.orders.open_orders()] == ["keel-1", "keel-2", "keel-3"]
+
+    # Act
+    desk.publish(desk.command(CancelAllOrders, symbol=BTC, reason="flatten BTC"))
+    after_btc = [o.client_order_id for o in desk.orders.open_orders()]
+    desk.publish(desk.command(CancelAllOrders, symbol=None, reason="emergency stop"))
+
+    # Assert
+    assert after_btc == ["keel-3"]
+    assert [c.client_order_id for c in desk.of_type(OrderCanceled)] == ["keel-1", "keel-2", "keel-3"]
+    assert desk.orders.open_orders() == []
+    assert _run_now(desk.exchange.open_orders()) == []
+
+
+def test_cancel_all_orders_reaches_the_venue() -> None:
+    # Arrange
+    desk, venue = fake_desk()
+
+    # Act
+    desk.publish(desk.command(CancelAllOrders, symbol=None, reason="emergency stop"))
+
+    # Assert
+    assert venue.cancel_alls == [None]
+
+
+# --- venue errors -------------------------------------------------------------------------------------------
+
+
+def test_a_refused_cancel_is_counted_and_the_bus_goes_on() -> None:
+    # Arrange
+    desk, venue = fake_desk()
+    desk.publish(approved("0.002", price="94000.0"))
+    venue.accept(venue.submitted[0])
+    desk.bus.drain()
+    venue.cancel_errors.append(RequestRejectedError("Unknown order sent.", BinanceErrorCode.CANCEL_REJECTED))
+
+    # Act
+    desk.publish(desk.command(CancelOrder, client_order_id="keel-1", symbol=BTC))
+    desk.publish(approved("0.003"))
+
+    # Assert
+    assert venue.cancels == [(BTC, "keel-1")]
+    assert desk.orders.venue_errors == 1
+    assert desk.bus.handler_errors == 0
+    assert [c.client_order_id for c in venue.submitted] == ["keel-1", "keel-2"]
+
+
+def test_a_refused_submit_is_counted_and_the_bus_goes_on() -> None:
+    # Arrange
+    desk, venue = fake_desk()
+    venue.submit_errors.append(RequestRejectedError("Margin is insufficient.", BinanceErrorCode.MARGIN_NOT_SUFFICIENT))
+
+    # Act
+    desk.publish(approved("100"))
+    desk.publish(approved("0.002"))
+
+    # Assert
+    assert desk.orders.venue_errors == 1
+    assert desk.bus.handler_errors == 0
+    assert [c.client_order_id for c in venue.submitted] == ["keel-1", "keel-2"]
+
+
+def test_after_a_refused_cancel_the_order_is_working_again_and_can_be_canceled_again() -> None:
+    # Arrange: the venue refuses the first cancel (-2011), then accepts the second
+    desk, venue = fake_desk()
+    desk.publish(approved("0.002", price="94000.0"))
+    venue.accept(venue.submitted[0])
+    desk.bus.drain()
+    venue.cancel_errors.append(RequestRejectedError("Unknown order sent.", BinanceErrorCode.CANCEL_REJECTED))
+    desk.publish(desk.command(CancelOrder, client_order_id="keel-1", symbol=BTC))
+
+    # Act
+    status_after_refusal = desk.orders.orders["keel-1"].status
+    desk.publish(desk.command(CancelOrder, client_order_id="keel-1", symbol=BTC))
+
+    # Assert
+    assert desk.bus.handler_errors == 0
+    assert venue.cancels == [(BTC, "keel-1"), (BTC, "keel-1")]
+    assert status_after_refusal is OrderStatus.ACCEPTED
+
+
+def test_a_submit_refused_by_the_venue_leaves_no_open_order() -> None:
+    # Arrange
+    desk, venue = fake_desk()
+    venue.submit_errors.append(RequestRejectedError("Margin is insufficient.", BinanceErrorCode.MARGIN_NOT_SUFFICIENT))
+
+    # Act
+    desk.publish(approved("100"))
+
+    # Assert
+    order = desk.orders.orders["keel-1"]
+    assert order.status is OrderStatus.REJECTED
+    assert desk.orders.open_orders() == []
+
+
+def _run_now(coroutine: Any) -> Any:
+    """Drive a never-suspending coroutine of the simulated venue to its result."""
+    try:
+        coroutine.send(None)
+    except StopIteration as stop:
+        return stop.value
+    coroutine.close()
+    raise AssertionError("the simulated exchange suspended")
