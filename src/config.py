@@ -319,6 +319,11 @@ class PortfolioConfig(_Section):
         lt=1,
         description="Fraction of target notional below which no order is sent.",
     )
+    rebalance_interval_minutes: int = Field(
+        480,
+        ge=0,
+        description="Minutes between scheduled rebalances (aligned to UTC midnight); 0 disables them.",
+    )
 
 
 class RiskConfig(_Section):

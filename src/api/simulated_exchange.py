@@ -16,8 +16,10 @@ conservative ones of bar data:
   fills as a maker at its own price only when a later bar trades *through*
   it (the low strictly below a buy, the high strictly above a sell), never
   at a better price;
-- IOC and FOK limit orders get one bar: filled at the open if it crosses,
-  else expired; GTX (post-only) is rejected with -5022 if marketable on arrival;
+- IOC and FOK limit orders get one bar: one marketable on arrival fills at the
+  next open if that open still crosses its limit; any other expires there (it
+  could only have rested, which IOC/FOK never do); GTX (post-only) is rejected
+  with -5022 if marketable on arrival;
 - the last bar close stands in for the mark price between funding times
   (no 1m mark-price series is bundled); funding uses the recorded mark price.
 

@@ -347,7 +347,7 @@ class EventBus:
         if self._on_handler_error is not None:
             try:
                 self._on_handler_error(stats.name, message, error)
-            except Exception as callback_error:  # noqa: BLE001 - the bus must go on
+            except Exception as callback_error:
                 _log.error("handler error callback raised", handler=stats.name, error=repr(callback_error))
 
     def _release_waiters(self) -> None:

@@ -232,6 +232,8 @@ class OrderSubmitted(Event, frozen=True, kw_only=True, tag=True, gc=False):
 
     client_order_id: str
     symbol: str
+    side: OrderSide
+    quantity: Decimal
 
 
 class OrderAccepted(Event, frozen=True, kw_only=True, tag=True, gc=False):

@@ -10,7 +10,7 @@ can never double count a replayed or duplicated report.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import structlog
@@ -18,7 +18,8 @@ import structlog
 from keel.core.bus import EventBus
 from keel.core.clock import Clock
 from keel.core.component import Component
-from keel.core.errors import KeelError
+from keel.core.error_codes import BinanceErrorCode
+from keel.core.errors import KeelError, RequestRejectedError
 from keel.core.messages import (
     CancelAllOrders,
     CancelOrder,
@@ -33,7 +34,7 @@ from keel.core.messages import (
     OrderSubmitted,
     SubmitOrder,
 )
-from keel.core.orders import ClientOrderIdGenerator, Order, OrderType
+from keel.core.orders import ClientOrderIdGenerator, Order, OrderStatus, OrderType
 from keel.core.ports import ExchangePort
 
 _log = structlog.get_logger("keel.execution")
@@ -117,9 +118,20 @@ class OrderManager(Component):
         self.orders[order.client_order_id] = order
         order.submit(now)
         self.bus.publish(
-            OrderSubmitted(client_order_id=order.client_order_id, symbol=order.symbol, ts_event=now, ts_init=now)
+            OrderSubmitted(
+                client_order_id=order.client_order_id,
+                symbol=order.symbol,
+                side=order.side,
+                quantity=order.quantity,
+                ts_event=now,
+                ts_init=now,
+            )
         )
-        self._call(self.exchange.submit_order(command), f"submit {order.client_order_id}")
+        self._call(
+            self.exchange.submit_order(command),
+            f"submit {order.client_order_id}",
+            lambda error: self._submit_refused(order, error),
+        )
 
     def on_cancel(self, command: CancelOrder) -> None:
         """Send a cancel for a working order."""
@@ -128,7 +140,11 @@ class OrderManager(Component):
             _log.warning("cancel of an unknown or closed order ignored", client_order_id=command.client_order_id)
             return
         order.request_cancel(self.clock.timestamp_ns())
-        self._call(self.exchange.cancel_order(order.symbol, order.client_order_id), f"cancel {order.client_order_id}")
+        self._call(
+            self.exchange.cancel_order(order.symbol, order.client_order_id),
+            f"cancel {order.client_order_id}",
+            lambda error: self._cancel_refused(order, error),
+        )
 
     def on_cancel_all(self, command: CancelAllOrders) -> None:
         """Cancel every working order (of one symbol, or all)."""
@@ -172,28 +188,55 @@ class OrderManager(Component):
             order.expire(report.ts_event, report.reason)
         return True
 
+    # --- venue refusals -----------------------------------------------------------------
+
+    def _submit_refused(self, order: Order, error: BaseException) -> None:
+        """A definitive refusal rejects the order; anything else leaves it for the query that resolves it."""
+        if not isinstance(error, RequestRejectedError) or order.is_closed:
+            return
+        now = self.clock.timestamp_ns()
+        self.on_report(
+            OrderRejected(
+                client_order_id=order.client_order_id,
+                symbol=order.symbol,
+                code=error.code if error.code is not None else int(BinanceErrorCode.UNKNOWN),
+                reason=str(error),
+                ts_event=now,
+                ts_init=now,
+            )
+        )
+
+    def _cancel_refused(self, order: Order, error: BaseException) -> None:
+        """A refused cancel puts the order back to working (unless a report closed it meanwhile)."""
+        if isinstance(error, RequestRejectedError) and order.status is OrderStatus.PENDING_CANCEL:
+            order.cancel_refused(str(error), self.clock.timestamp_ns())
+
     # --- running venue calls ---------------------------------------------------------
 
-    def _call(self, call: Coroutine[Any, Any, None], what: str) -> None:
+    def _call(
+        self, call: Coroutine[Any, Any, None], what: str, on_error: Callable[[BaseException], None] | None = None
+    ) -> None:
         """Run a venue coroutine: inline for a synchronous venue, as a task otherwise."""
         if self.exchange.is_synchronous:
             try:
                 _run_to_completion(call)
             except KeelError as error:
-                self._venue_failed(what, error)
+                self._venue_failed(what, error, on_error)
             return
         task = asyncio.get_running_loop().create_task(call)
         self._tasks.add(task)
-        task.add_done_callback(lambda done: self._task_done(done, what))
+        task.add_done_callback(lambda done: self._task_done(done, what, on_error))
 
-    def _task_done(self, task: asyncio.Task[None], what: str) -> None:
+    def _task_done(self, task: asyncio.Task[None], what: str, on_error: Callable[[BaseException], None] | None) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            self._venue_failed(what, task.exception())  # type: ignore[arg-type]
+            self._venue_failed(what, task.exception(), on_error)  # type: ignore[arg-type]
 
-    def _venue_failed(self, what: str, error: BaseException) -> None:
+    def _venue_failed(self, what: str, error: BaseException, on_error: Callable[[BaseException], None] | None) -> None:
         self.venue_errors += 1
         _log.error("venue call failed", call=what, error=repr(error))
+        if on_error is not None:
+            on_error(error)
 
 
 def _run_to_completion(call: Coroutine[Any, Any, None]) -> None:

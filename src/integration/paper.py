@@ -96,9 +96,7 @@ class PaperSession:
         self._write(final)
         return final
 
-    async def _replay(
-        self, feed: RecordedBarFeed, pipeline: Pipeline, clock: SimulatedClock, pace: LiveClock
-    ) -> None:
+    async def _replay(self, feed: RecordedBarFeed, pipeline: Pipeline, clock: SimulatedClock, pace: LiveClock) -> None:
         bus = pipeline.bus
         pending_bar_ts: int | None = None
         for event in feed:

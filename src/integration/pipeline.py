@@ -17,7 +17,7 @@ from decimal import Decimal
 from keel.api.simulated_exchange import SimulatedExchange
 from keel.config import KeelConfig
 from keel.core.bus import EventBus
-from keel.core.clock import Clock, datetime_to_ns
+from keel.core.clock import NANOS_PER_MINUTE, Clock, datetime_to_ns
 from keel.core.component import Component
 from keel.core.instruments import Instrument
 from keel.core.messages import (
@@ -165,7 +165,13 @@ def build_pipeline(
     bus.subscribe(FundingRateUpdated, exchange.on_funding, name="exchange.simulated.funding")
     positions = PositionManager(capital, bus, clock)
     runner = StrategyRunner(strategy or build_strategy(config), bus, clock)
-    allocator = EqualWeightAllocator(symbols, config.portfolio.gross_exposure, bus, clock)
+    allocator = EqualWeightAllocator(
+        symbols,
+        config.portfolio.gross_exposure,
+        bus,
+        clock,
+        rebalance_interval_ns=config.portfolio.rebalance_interval_minutes * NANOS_PER_MINUTE,
+    )
     risk = RiskController(
         instruments,
         positions,

@@ -3,7 +3,9 @@
 The walking skeleton's portfolio construction: each symbol of the universe
 gets ``gross_exposure / N`` of equity, long when its latest signal is BUY,
 short when SELL, flat before its first signal or on HOLD. A new allocation is
-proposed whenever a signal changes a symbol's direction.
+proposed whenever a signal changes a symbol's direction, and on the rebalance
+schedule (a clock timer), so positions that drifted with prices are brought
+back to their targets.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from keel.core.bus import EventBus
-from keel.core.clock import Clock
+from keel.core.clock import Clock, TimeEvent
 from keel.core.component import Component
-from keel.core.messages import AllocationProposed, SignalAction, SignalGenerated
+from keel.core.messages import AllocationProposed, Rebalance, SignalAction, SignalGenerated
 
 _DIRECTION = {SignalAction.BUY: 1, SignalAction.SELL: -1, SignalAction.HOLD: 0}
 
@@ -27,11 +29,21 @@ class EqualWeightAllocator(Component):
         The universe; each symbol's weight is ``gross_exposure / len(symbols)``.
     gross_exposure
         Sum of absolute weights when every symbol has a direction (1.0 = 1x equity).
+    rebalance_interval_ns
+        Time between scheduled rebalances, aligned to the epoch; 0 for none.
     bus, clock
         The event bus and the clock.
     """
 
-    def __init__(self, symbols: Sequence[str], gross_exposure: float, bus: EventBus, clock: Clock) -> None:
+    def __init__(
+        self,
+        symbols: Sequence[str],
+        gross_exposure: float,
+        bus: EventBus,
+        clock: Clock,
+        *,
+        rebalance_interval_ns: int = 0,
+    ) -> None:
         super().__init__("portfolio.equal_weight", bus, clock)
         if not symbols:
             raise ValueError("the allocation universe is empty")
@@ -39,11 +51,26 @@ class EqualWeightAllocator(Component):
             raise ValueError(f"gross exposure must be positive, got {gross_exposure}")
         self.symbols = tuple(symbols)
         self.weight = gross_exposure / len(self.symbols)
+        self.rebalance_interval_ns = rebalance_interval_ns
         self._direction = dict.fromkeys(self.symbols, 0)
 
     def on_start(self) -> None:
-        """Subscribe to signals."""
+        """Subscribe to signals and rebalance commands; start the rebalance timer."""
         self.bus.subscribe(SignalGenerated, self.on_signal, name=self.name)
+        self.bus.register(Rebalance, self.on_rebalance, name=self.name)
+        if self.rebalance_interval_ns:
+            self.clock.set_timer(f"{self.name}.rebalance", self.rebalance_interval_ns, self._rebalance_due)
+
+    def on_stop(self) -> None:
+        """Stop the rebalance timer."""
+        self.clock.cancel_timer(f"{self.name}.rebalance")
+
+    def _rebalance_due(self, event: TimeEvent) -> None:
+        self.bus.publish(Rebalance(reason="scheduled", ts_event=event.ts, ts_init=self.clock.timestamp_ns()))
+
+    def on_rebalance(self, command: Rebalance) -> None:
+        """Propose the current weights again, so drifted positions go back to target."""
+        self._propose(f"rebalance ({command.reason})", command.ts_event)
 
     def on_signal(self, signal: SignalGenerated) -> None:
         """Record the signal's direction; propose weights if it changed."""
@@ -53,13 +80,11 @@ class EqualWeightAllocator(Component):
         if self._direction[signal.symbol] == direction:
             return
         self._direction[signal.symbol] = direction
+        self._propose(f"{signal.strategy} {signal.action.value} {signal.symbol}", signal.ts_event)
+
+    def _propose(self, reason: str, ts: int) -> None:
         self.bus.publish(
-            AllocationProposed(
-                weights={s: d * self.weight for s, d in self._direction.items()},
-                reason=f"{signal.strategy} {signal.action.value} {signal.symbol}",
-                ts_event=signal.ts_event,
-                ts_init=self.clock.timestamp_ns(),
-            )
+            AllocationProposed(weights=self.weights(), reason=reason, ts_event=ts, ts_init=self.clock.timestamp_ns())
         )
 
     def weights(self) -> dict[str, float]:

@@ -64,7 +64,12 @@ def bar(symbol: str, sequence: int) -> BarClosed:
 def submitted(sequence: int) -> OrderSubmitted:
     """An execution-lane event whose client order id carries the publish sequence."""
     return OrderSubmitted(
-        client_order_id=f"bt-{sequence}", symbol="BTCUSDT", ts_event=sequence, ts_init=sequence
+        client_order_id=f"bt-{sequence}",
+        symbol="BTCUSDT",
+        side=OrderSide.BUY,
+        quantity=Decimal("0.001"),
+        ts_event=sequence,
+        ts_init=sequence,
     )
 
 

@@ -102,7 +102,7 @@ def _examples() -> dict[type[Message], Message]:
         ),
         CancelOrder: CancelOrder(client_order_id="bt-17", symbol="ETHUSDT", **common),
         CancelAllOrders: CancelAllOrders(symbol=None, reason="halt", **common),
-        OrderSubmitted: OrderSubmitted(client_order_id="bt-18", symbol="BTCUSDT", **common),
+        OrderSubmitted: OrderSubmitted(client_order_id="bt-18", symbol="BTCUSDT", side=OrderSide.BUY, quantity=Decimal("0.5"), **common),
         OrderAccepted: OrderAccepted(
             client_order_id="bt-18", venue_order_id="389172635501", symbol="BTCUSDT", **common,
         ),
@@ -213,13 +213,13 @@ def test_messages_are_immutable(message_type: type[Message]) -> None:
 
 
 def test_ids_increase_and_reset_restarts_them() -> None:
-    first = OrderSubmitted(client_order_id="a-1", symbol="BTCUSDT", ts_event=1, ts_init=1)
-    second = OrderSubmitted(client_order_id="a-2", symbol="BTCUSDT", ts_event=1, ts_init=1)
+    first = OrderSubmitted(client_order_id="a-1", symbol="BTCUSDT", side=OrderSide.BUY, quantity=Decimal("0.5"), ts_event=1, ts_init=1)
+    second = OrderSubmitted(client_order_id="a-2", symbol="BTCUSDT", side=OrderSide.BUY, quantity=Decimal("0.5"), ts_event=1, ts_init=1)
     assert second.id > first.id
 
     reset_message_ids()
     restarted = [
-        OrderSubmitted(client_order_id=f"b-{i}", symbol="BTCUSDT", ts_event=1, ts_init=1).id
+        OrderSubmitted(client_order_id=f"b-{i}", symbol="BTCUSDT", side=OrderSide.BUY, quantity=Decimal("0.5"), ts_event=1, ts_init=1).id
         for i in range(3)
     ]
     reset_message_ids(500)
@@ -230,7 +230,7 @@ def test_ids_increase_and_reset_restarts_them() -> None:
 
 
 def test_an_explicit_id_is_kept() -> None:
-    message = OrderSubmitted(client_order_id="a-1", symbol="BTCUSDT", ts_event=1, ts_init=1, id=77)
+    message = OrderSubmitted(client_order_id="a-1", symbol="BTCUSDT", side=OrderSide.BUY, quantity=Decimal("0.5"), ts_event=1, ts_init=1, id=77)
 
     assert message.id == 77
     assert decode_message(encode_message(message)).id == 77

@@ -25,6 +25,7 @@ from keel.core.messages import (
     OrderApproved,
     OrderDenied,
     OrderFilled,
+    OrderSubmitted,
     SetTradingState,
     TradingStateChanged,
 )
@@ -124,10 +125,24 @@ class Desk:
         self.bus.publish(SetTradingState(state=state, reason="operator", ts_event=now, ts_init=now))
         self.bus.drain()
 
-    def fill(self, symbol: str, side: OrderSide, quantity: Decimal) -> None:
-        """Book a fill at the symbol's mark, commission-free, so equity stays at the capital."""
+    def fill(self, symbol: str, side: OrderSide, quantity: Decimal, *, submitted: bool = False) -> None:
+        """Book a fill at the symbol's mark, commission-free, so equity stays at the capital.
+
+        With ``submitted``, first publish the OrderSubmitted the order manager sends for an approved order.
+        """
         now = self.clock.timestamp_ns()
         trade = str(next(self._trade_ids))
+        if submitted:
+            self.bus.publish(
+                OrderSubmitted(
+                    client_order_id=f"fill-{trade}",
+                    symbol=symbol,
+                    side=side,
+                    quantity=quantity,
+                    ts_event=now,
+                    ts_init=now,
+                )
+            )
         self.bus.publish(
             OrderFilled(
                 client_order_id=f"fill-{trade}",
@@ -149,7 +164,7 @@ class Desk:
         """Fill every approved order not filled yet (a venue that fills at the mark)."""
         pending, self._filled = self.approved[self._filled :], len(self.approved)
         for order in pending:
-            self.fill(order.symbol, order.side, order.quantity)
+            self.fill(order.symbol, order.side, order.quantity, submitted=True)
 
 
 # --- sizing -----------------------------------------------------------------------------------------
