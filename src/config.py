@@ -134,21 +134,13 @@ class Secret:
         return (Secret, (self._value,))
 
     @classmethod
-    def __get_pydantic_core_schema__(
-        cls, source: type[Any], handler: GetCoreSchemaHandler
-    ) -> core_schema.CoreSchema:
+    def __get_pydantic_core_schema__(cls, source: type[Any], handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
         """Validate from a non-empty string or a `Secret`; dump redacted as JSON."""
-        from_string = core_schema.no_info_after_validator_function(
-            cls, core_schema.str_schema(min_length=1)
-        )
+        from_string = core_schema.no_info_after_validator_function(cls, core_schema.str_schema(min_length=1))
         return core_schema.json_or_python_schema(
             json_schema=from_string,
-            python_schema=core_schema.union_schema(
-                [core_schema.is_instance_schema(cls), from_string]
-            ),
-            serialization=core_schema.plain_serializer_function_ser_schema(
-                lambda _: REDACTED, when_used="json"
-            ),
+            python_schema=core_schema.union_schema([core_schema.is_instance_schema(cls), from_string]),
+            serialization=core_schema.plain_serializer_function_ser_schema(lambda _: REDACTED, when_used="json"),
         )
 
 
@@ -180,9 +172,7 @@ class _Section(BaseModel):
 class RunConfig(_Section):
     """How and where a run happens."""
 
-    mode: Literal["backtest", "paper", "live"] = Field(
-        "backtest", description="Run mode: backtest, paper or live."
-    )
+    mode: Literal["backtest", "paper", "live"] = Field("backtest", description="Run mode: backtest, paper or live.")
     seed: int = Field(7, ge=0, description="Seed of every random number generator.")
     output_dir: Path = Field(
         Path("runs"),
@@ -193,9 +183,7 @@ class RunConfig(_Section):
 class DataConfig(_Section):
     """Recorded market data: bars and funding rates."""
 
-    root: Path = Field(
-        Path("data"), description="Data folder, relative to the working directory."
-    )
+    root: Path = Field(Path("data"), description="Data folder, relative to the working directory.")
     bars: str = Field(
         "ohlcv/binance_usdm_1m_2025-05",
         min_length=1,
@@ -207,9 +195,7 @@ class DataConfig(_Section):
         min_length=1,
         description="Funding-rate file under root.",
     )
-    symbols: tuple[Symbol, ...] = Field(
-        DEFAULT_SYMBOLS, min_length=1, description="Symbols to trade (upper case)."
-    )
+    symbols: tuple[Symbol, ...] = Field(DEFAULT_SYMBOLS, min_length=1, description="Symbols to trade (upper case).")
     start: datetime | None = Field(
         None,
         description="First bar time (UTC; a date means midnight); None = data start.",
@@ -226,10 +212,7 @@ class DataConfig(_Section):
         if isinstance(value, str):
             value = value.split(",")
         if isinstance(value, list | tuple):
-            return tuple(
-                item.strip().upper() if isinstance(item, str) else item
-                for item in value
-            )
+            return tuple(item.strip().upper() if isinstance(item, str) else item for item in value)
         return value
 
     @field_validator("symbols")
@@ -286,9 +269,7 @@ class BusConfig(_Section):
 class StrategyConfig(_Section):
     """The strategy to run and its parameters."""
 
-    name: Literal["moving_average_cross"] = Field(
-        "moving_average_cross", description="Strategy name."
-    )
+    name: Literal["moving_average_cross"] = Field("moving_average_cross", description="Strategy name.")
     fast_period: int = Field(20, ge=1, description="Bars in the fast moving average.")
     slow_period: int = Field(60, ge=1, description="Bars in the slow moving average.")
 
@@ -310,9 +291,7 @@ class StrategyConfig(_Section):
 class PortfolioConfig(_Section):
     """Turning signals into target positions."""
 
-    gross_exposure: float = Field(
-        1.0, gt=0, le=10, description="Sum of absolute target notionals over equity."
-    )
+    gross_exposure: float = Field(1.0, gt=0, le=10, description="Sum of absolute target notionals over equity.")
     rebalance_threshold: float = Field(
         0.1,
         ge=0,
@@ -329,12 +308,8 @@ class PortfolioConfig(_Section):
 class RiskConfig(_Section):
     """Pre-trade risk limits."""
 
-    max_order_notional: Decimal = Field(
-        Decimal(50000), gt=0, description="Largest notional of one order (USDT)."
-    )
-    max_leverage: float = Field(
-        3.0, gt=0, description="Largest gross notional over equity."
-    )
+    max_order_notional: Decimal = Field(Decimal(50000), gt=0, description="Largest notional of one order (USDT).")
+    max_leverage: float = Field(3.0, gt=0, description="Largest gross notional over equity.")
     max_position_notional: Decimal = Field(
         Decimal(100000), gt=0, description="Largest notional of one position (USDT)."
     )
@@ -343,9 +318,7 @@ class RiskConfig(_Section):
 class ExchangeConfig(_Section):
     """The simulated exchange and account settings."""
 
-    initial_balance: Decimal = Field(
-        Decimal(10000), gt=0, description="Starting wallet balance (USDT)."
-    )
+    initial_balance: Decimal = Field(Decimal(10000), gt=0, description="Starting wallet balance (USDT).")
     leverage: int = Field(5, ge=1, le=125, description="Leverage set on each symbol.")
     maker_fee: Decimal = Field(
         Decimal("0.0002"),
@@ -359,9 +332,7 @@ class ExchangeConfig(_Section):
         le=Decimal("0.01"),
         description="Taker fee rate as a fraction.",
     )
-    slippage_bps: float = Field(
-        1.0, ge=0, description="Simulated slippage of market orders, basis points."
-    )
+    slippage_bps: float = Field(1.0, ge=0, description="Simulated slippage of market orders, basis points.")
     instruments: Path = Field(
         Path("config/instruments.yaml"),
         description="Instrument specifications file, relative to the working directory.",
@@ -371,34 +342,26 @@ class ExchangeConfig(_Section):
 class PaperConfig(_Section):
     """Paper trading on replayed data."""
 
-    speed: float = Field(
-        60.0, gt=0, description="Replay speed; 60 replays one 1m bar per second."
-    )
+    speed: float = Field(60.0, gt=0, description="Replay speed; 60 replays one 1m bar per second.")
     duration_seconds: float | None = Field(
         None,
         gt=0,
         description="Stop after this many wall-clock seconds; None = run to the end.",
     )
-    status_interval_seconds: float = Field(
-        5.0, gt=0, description="Seconds between status lines."
-    )
+    status_interval_seconds: float = Field(5.0, gt=0, description="Seconds between status lines.")
 
 
 class LiveConfig(_Section):
     """Live trading safeguards."""
 
     confirm: bool = Field(False, description="Must be true to trade live.")
-    testnet: bool = Field(
-        True, description="Trade on the Binance testnet, not mainnet."
-    )
+    testnet: bool = Field(True, description="Trade on the Binance testnet, not mainnet.")
 
 
 class LoggingConfig(_Section):
     """Log output."""
 
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        "INFO", description="Lowest level written."
-    )
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Lowest level written.")
     format: Literal["auto", "console", "json"] = Field(
         "auto", description="auto = console on a terminal, JSON lines otherwise."
     )
@@ -409,9 +372,7 @@ class Secrets(_Section):
 
     binance_api_key: Secret | None = Field(None, description="Binance API key.")
     binance_api_secret: Secret | None = Field(None, description="Binance API secret.")
-    api_token: Secret | None = Field(
-        None, description="Bearer token of the control API's state-changing routes."
-    )
+    api_token: Secret | None = Field(None, description="Bearer token of the control API's state-changing routes.")
 
 
 class KeelConfig(_Section):
@@ -420,23 +381,13 @@ class KeelConfig(_Section):
     run: RunConfig = Field(default_factory=RunConfig, description="Run settings.")
     data: DataConfig = Field(default_factory=DataConfig, description="Market data.")
     bus: BusConfig = Field(default_factory=BusConfig, description="Event bus.")
-    strategy: StrategyConfig = Field(
-        default_factory=StrategyConfig, description="Strategy."
-    )
-    portfolio: PortfolioConfig = Field(
-        default_factory=PortfolioConfig, description="Portfolio construction."
-    )
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig, description="Strategy.")
+    portfolio: PortfolioConfig = Field(default_factory=PortfolioConfig, description="Portfolio construction.")
     risk: RiskConfig = Field(default_factory=RiskConfig, description="Risk limits.")
-    exchange: ExchangeConfig = Field(
-        default_factory=ExchangeConfig, description="Exchange and account."
-    )
-    paper: PaperConfig = Field(
-        default_factory=PaperConfig, description="Paper trading."
-    )
+    exchange: ExchangeConfig = Field(default_factory=ExchangeConfig, description="Exchange and account.")
+    paper: PaperConfig = Field(default_factory=PaperConfig, description="Paper trading.")
     live: LiveConfig = Field(default_factory=LiveConfig, description="Live trading.")
-    logging: LoggingConfig = Field(
-        default_factory=LoggingConfig, description="Logging."
-    )
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
     secrets: Secrets = Field(default_factory=Secrets, description="Credentials.")
 
     @model_validator(mode="after")
@@ -446,8 +397,7 @@ class KeelConfig(_Section):
         if not self.live.confirm:
             raise PydanticCustomError(
                 "live_not_confirmed",
-                "live mode needs live.confirm: true (in your configuration file, "
-                "or KEEL_LIVE__CONFIRM=true)",
+                "live mode needs live.confirm: true (in your configuration file, or KEEL_LIVE__CONFIRM=true)",
                 {"config_key": "live.confirm"},
             )
         for field, variable in (
@@ -457,8 +407,7 @@ class KeelConfig(_Section):
             if getattr(self.secrets, field) is None:
                 raise PydanticCustomError(
                     "live_without_keys",
-                    "live mode needs {variable} in the environment or in the file "
-                    "named by KEEL_SECRET_FILE",
+                    "live mode needs {variable} in the environment or in the file named by KEEL_SECRET_FILE",
                     {"config_key": f"secrets.{field}", "variable": variable},
                 )
         return self
@@ -581,15 +530,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
-        raise ConfigurationError(
-            source, _FILE_KEY, f"cannot read: {error.strerror}"
-        ) from None
+        raise ConfigurationError(source, _FILE_KEY, f"cannot read: {error.strerror}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise ConfigurationError(
-            source, _FILE_KEY, _describe_yaml_error(error)
-        ) from None
+        raise ConfigurationError(source, _FILE_KEY, _describe_yaml_error(error)) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -636,9 +581,7 @@ def _environment_layers(environ: Mapping[str, str]) -> list[tuple[dict[str, Any]
                 ".".join(path),
                 f"set secrets with {', '.join(SECRET_VARIABLES)}",
             )
-        layers.append(
-            (_nest(path, _parse_environment_value(environ[name], source, path)), source)
-        )
+        layers.append((_nest(path, _parse_environment_value(environ[name], source, path)), source))
     return layers
 
 
@@ -646,9 +589,7 @@ def _parse_environment_value(text: str, source: str, path: list[str]) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise ConfigurationError(
-            source, ".".join(path), _describe_yaml_error(error)
-        ) from None
+        raise ConfigurationError(source, ".".join(path), _describe_yaml_error(error)) from None
 
 
 def _nest(path: list[str], value: Any) -> dict[str, Any]:
@@ -668,9 +609,7 @@ def _secret_layers(environ: Mapping[str, str]) -> list[tuple[dict[str, Any], str
         value = environ.get(variable)
         # An empty variable (e.g. `KEY=${KEY:-}` in compose) counts as unset.
         if value:
-            layers.append(
-                ({"secrets": {field: value}}, f"environment variable {variable}")
-            )
+            layers.append(({"secrets": {field: value}}, f"environment variable {variable}"))
     return layers
 
 
@@ -690,8 +629,7 @@ def _read_secret_file(path: Path) -> list[tuple[dict[str, Any], str]]:
         raise ConfigurationError(
             source,
             SECRET_FILE_VARIABLE,
-            f"secret file is readable by group or others (mode {mode & 0o777:o}); "
-            f"run chmod 600 {source}",
+            f"secret file is readable by group or others (mode {mode & 0o777:o}); run chmod 600 {source}",
         )
     return [
         ({"secrets": secret}, source)
@@ -738,22 +676,16 @@ def _merge(
             provenance[key_path] = source
 
 
-def _to_configuration_error(
-    error: ValidationError, provenance: _Provenance
-) -> ConfigurationError:
+def _to_configuration_error(error: ValidationError, provenance: _Provenance) -> ConfigurationError:
     """Describe the first validation error with the source that caused it."""
     detail = error.errors(include_url=False)[0]
     path = tuple(_key_path(detail["loc"]))
     named = (detail.get("ctx") or {}).get("config_key")
     if named is None:
-        return ConfigurationError(
-            _source_of(path, provenance), ".".join(path), _describe(detail, path)
-        )
+        return ConfigurationError(_source_of(path, provenance), ".".join(path), _describe(detail, path))
     # A cross-field error belongs to the last source that touched its section.
     key = path + tuple(named.split("."))
-    return ConfigurationError(
-        _source_of(key[:-1], provenance), ".".join(key), detail["msg"]
-    )
+    return ConfigurationError(_source_of(key[:-1], provenance), ".".join(key), detail["msg"])
 
 
 def _key_path(location: tuple[int | str, ...]) -> list[str]:

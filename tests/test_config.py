@@ -28,15 +28,11 @@ def write(path: Path, text: str, mode: int = 0o644) -> Path:
     return path
 
 
-def load(
-    mode: str | None = None, config_file: Path | None = None, **environ: str
-) -> KeelConfig:
+def load(mode: str | None = None, config_file: Path | None = None, **environ: str) -> KeelConfig:
     return load_config(mode, config_file, environ=environ, config_dir=CONFIG_DIR)
 
 
-def load_error(
-    mode: str | None = None, config_file: Path | None = None, **environ: str
-) -> ConfigurationError:
+def load_error(mode: str | None = None, config_file: Path | None = None, **environ: str) -> ConfigurationError:
     with pytest.raises(ConfigurationError) as caught:
         load(mode, config_file, **environ)
     return caught.value
@@ -124,9 +120,7 @@ def test_comma_separated_environment_value_fills_a_tuple() -> None:
 
 
 def test_date_is_read_as_midnight_utc(tmp_path: Path) -> None:
-    user = write(
-        tmp_path / "user.yaml", "data:\n  start: 2025-05-10\n  end: '2025-05-12'\n"
-    )
+    user = write(tmp_path / "user.yaml", "data:\n  start: 2025-05-10\n  end: '2025-05-12'\n")
 
     config = load(config_file=user)
 
@@ -152,9 +146,7 @@ def test_config_is_frozen() -> None:
         ("riks:\n  max_leverage: 2\n", "riks"),
     ],
 )
-def test_unknown_key_names_the_user_file_and_dotted_key(
-    tmp_path: Path, text: str, key: str
-) -> None:
+def test_unknown_key_names_the_user_file_and_dotted_key(tmp_path: Path, text: str, key: str) -> None:
     user = write(tmp_path / "user.yaml", text)
 
     error = load_error(config_file=user)
@@ -174,9 +166,7 @@ def test_unknown_key_names_the_user_file_and_dotted_key(
         ("strategy:\n  fast_period: 60\n  slow_period: 20\n", "strategy.fast_period"),
     ],
 )
-def test_bad_value_names_the_user_file_and_key(
-    tmp_path: Path, text: str, key: str
-) -> None:
+def test_bad_value_names_the_user_file_and_key(tmp_path: Path, text: str, key: str) -> None:
     user = write(tmp_path / "user.yaml", text)
 
     error = load_error(config_file=user)
@@ -253,9 +243,7 @@ def test_secrets_come_from_a_private_secret_file(tmp_path: Path) -> None:
 
 
 def test_environment_secret_wins_over_secret_file(tmp_path: Path) -> None:
-    secret_file = write(
-        tmp_path / "keel.secrets", "KEEL_API_TOKEN=from-file\n", mode=0o600
-    )
+    secret_file = write(tmp_path / "keel.secrets", "KEEL_API_TOKEN=from-file\n", mode=0o600)
 
     config = load(KEEL_SECRET_FILE=str(secret_file), KEEL_API_TOKEN="from-env")
 
@@ -264,9 +252,7 @@ def test_environment_secret_wins_over_secret_file(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
 def test_world_readable_secret_file_is_rejected(tmp_path: Path) -> None:
-    secret_file = write(
-        tmp_path / "keel.secrets", "KEEL_API_TOKEN=t-1234\n", mode=0o644
-    )
+    secret_file = write(tmp_path / "keel.secrets", "KEEL_API_TOKEN=t-1234\n", mode=0o644)
 
     error = load_error(KEEL_SECRET_FILE=str(secret_file))
 
@@ -276,9 +262,7 @@ def test_world_readable_secret_file_is_rejected(tmp_path: Path) -> None:
 def test_unknown_name_in_secret_file_is_rejected_without_echoing_the_line(
     tmp_path: Path,
 ) -> None:
-    secret_file = write(
-        tmp_path / "keel.secrets", "BINANCE_KEY=leaky-value\n", mode=0o600
-    )
+    secret_file = write(tmp_path / "keel.secrets", "BINANCE_KEY=leaky-value\n", mode=0o600)
 
     error = load_error(KEEL_SECRET_FILE=str(secret_file))
 

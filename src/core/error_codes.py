@@ -139,25 +139,17 @@ _MESSAGES: dict[BinanceErrorCode, str] = {
         "Too many requests; current limit is {} requests per minute. "
         "Please use the websocket for live updates to avoid polling the API."
     ),
-    _E.UNEXPECTED_RESP: (
-        "An unexpected response was received from the message bus. Execution status unknown."
-    ),
-    _E.TIMEOUT: (
-        "Timeout waiting for response from backend server. "
-        "Send status unknown; execution status unknown."
-    ),
+    _E.UNEXPECTED_RESP: ("An unexpected response was received from the message bus. Execution status unknown."),
+    _E.TIMEOUT: ("Timeout waiting for response from backend server. Send status unknown; execution status unknown."),
     _E.REQUEST_THROTTLED: (
-        "Request throttled by system-level protection. "
-        "Reduce-only/close-position orders are exempt. Please try again."
+        "Request throttled by system-level protection. Reduce-only/close-position orders are exempt. Please try again."
     ),
     _E.INVALID_MESSAGE: "INVALID_MESSAGE.",
     _E.UNKNOWN_ORDER_COMPOSITION: "Unsupported order combination.",
     _E.TOO_MANY_ORDERS: "Too many new orders.",
     _E.INVALID_TIMESTAMP: "Timestamp for this request is outside of the recvWindow.",
     _E.INVALID_SIGNATURE: "Signature for this request is not valid.",
-    _E.MANDATORY_PARAM_EMPTY_OR_MALFORMED: (
-        "Mandatory parameter '{}' was not sent, was empty/null, or malformed."
-    ),
+    _E.MANDATORY_PARAM_EMPTY_OR_MALFORMED: ("Mandatory parameter '{}' was not sent, was empty/null, or malformed."),
     _E.PARAM_NOT_REQUIRED: "Parameter '{}' sent when not required.",
     _E.BAD_PRECISION: "Precision is over the maximum defined for this asset.",
     _E.INVALID_TIF: "Invalid timeInForce.",
@@ -195,16 +187,10 @@ _MESSAGES: dict[BinanceErrorCode, str] = {
     _E.PRICE_LOWER_THAN_MULTIPLIER_DOWN: "Price is lower than mark price multiplier floor.",
     _E.POSITION_SIDE_NOT_MATCH: "Order's position side does not match user's setting.",
     _E.DUPLICATED_CLIENT_ORDER_ID: "clientOrderId is duplicated",
-    _E.MARKET_ORDER_REJECT: (
-        "The counterparty's best price does not meet the PERCENT_PRICE filter limit"
-    ),
+    _E.MARKET_ORDER_REJECT: ("The counterparty's best price does not meet the PERCENT_PRICE filter limit"),
     _E.MIN_NOTIONAL: "Order's notional must be no smaller than {} (unless you choose reduce only)",
-    _E.FOK_ORDER_REJECT: (
-        "Due to the order could not be filled immediately, the FOK order has been rejected."
-    ),
-    _E.GTX_ORDER_REJECT: (
-        "Due to the order could not be executed as maker, the Post Only order will be rejected."
-    ),
+    _E.FOK_ORDER_REJECT: ("Due to the order could not be filled immediately, the FOK order has been rejected."),
+    _E.GTX_ORDER_REJECT: ("Due to the order could not be executed as maker, the Post Only order will be rejected."),
 }
 
 # Codes not listed here are REJECTED: a definitive refusal of that request.

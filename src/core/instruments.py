@@ -234,13 +234,18 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True):
         _require_positive("reference_price", reference_price)
         if price is not None:
             _require_positive("price", price)
-        violations = self._violations(side, price, quantity, reference_price, market,
-                                      reduce_only)
+        violations = self._violations(side, price, quantity, reference_price, market, reduce_only)
         return next((violation for violation in violations if violation is not None), None)
 
-    def _violations(self, side: str, price: Decimal | None, quantity: Decimal,
-                    reference_price: Decimal, market: bool,
-                    reduce_only: bool) -> Iterator[FilterViolation | None]:
+    def _violations(
+        self,
+        side: str,
+        price: Decimal | None,
+        quantity: Decimal,
+        reference_price: Decimal,
+        market: bool,
+        reduce_only: bool,
+    ) -> Iterator[FilterViolation | None]:
         """Yield each check's outcome lazily, in the order Binance applies the filters."""
         yield _shape_violation(side, price, market)
         # Past the shape check, price is None exactly when the order is a MARKET order.
@@ -261,51 +266,52 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True):
     def _price_grid_violation(self, price: Decimal) -> FilterViolation | None:
         """Check the price's decimals and its place on the tick grid."""
         if _decimal_places(price) > self.price_precision:
-            return _violation(BinanceErrorCode.BAD_PRECISION,
-                              f"price {price} has more than {self.price_precision} decimals")
+            return _violation(
+                BinanceErrorCode.BAD_PRECISION, f"price {price} has more than {self.price_precision} decimals"
+            )
         if not _on_grid(price, self.min_price, self.tick_size):
-            return _violation(BinanceErrorCode.PRICE_NOT_INCREASED_BY_TICK_SIZE,
-                              f"price {price}, tick size {self.tick_size} from {self.min_price}")
+            return _violation(
+                BinanceErrorCode.PRICE_NOT_INCREASED_BY_TICK_SIZE,
+                f"price {price}, tick size {self.tick_size} from {self.min_price}",
+            )
         return None
 
     def _quantity_violation(self, quantity: Decimal, market: bool) -> FilterViolation | None:
         """Check the quantity's decimals, step grid and bounds."""
         step, minimum, maximum = self._lot_size(market)
         if _decimal_places(quantity) > self.quantity_precision:
-            return _violation(BinanceErrorCode.BAD_PRECISION,
-                              f"quantity {quantity} has more than "
-                              f"{self.quantity_precision} decimals")
+            return _violation(
+                BinanceErrorCode.BAD_PRECISION, f"quantity {quantity} has more than {self.quantity_precision} decimals"
+            )
         if not _on_grid(quantity, minimum, step):
-            return _violation(BinanceErrorCode.QTY_NOT_INCREASED_BY_STEP_SIZE,
-                              f"quantity {quantity}, step size {step} from {minimum}")
+            return _violation(
+                BinanceErrorCode.QTY_NOT_INCREASED_BY_STEP_SIZE, f"quantity {quantity}, step size {step} from {minimum}"
+            )
         if quantity < minimum:
-            return _violation(BinanceErrorCode.QTY_LESS_THAN_MIN_QTY,
-                              f"quantity {quantity} < {minimum}")
+            return _violation(BinanceErrorCode.QTY_LESS_THAN_MIN_QTY, f"quantity {quantity} < {minimum}")
         if quantity > maximum:
-            return _violation(BinanceErrorCode.QTY_GREATER_THAN_MAX_QTY,
-                              f"quantity {quantity} > {maximum}")
+            return _violation(BinanceErrorCode.QTY_GREATER_THAN_MAX_QTY, f"quantity {quantity} > {maximum}")
         return None
 
-    def _price_range_violation(self, price: Decimal, side: str,
-                               reference_price: Decimal) -> FilterViolation | None:
+    def _price_range_violation(self, price: Decimal, side: str, reference_price: Decimal) -> FilterViolation | None:
         """Check PRICE_FILTER's bounds, then PERCENT_PRICE around the mark price."""
         if price < self.min_price:
-            return _violation(BinanceErrorCode.PRICE_LESS_THAN_MIN_PRICE,
-                              f"price {price} < {self.min_price}")
+            return _violation(BinanceErrorCode.PRICE_LESS_THAN_MIN_PRICE, f"price {price} < {self.min_price}")
         if price > self.max_price:
-            return _violation(BinanceErrorCode.PRICE_GREATER_THAN_MAX_PRICE,
-                              f"price {price} > {self.max_price}")
+            return _violation(BinanceErrorCode.PRICE_GREATER_THAN_MAX_PRICE, f"price {price} > {self.max_price}")
         with localcontext(_EXACT):
             cap = reference_price * self.multiplier_up
             floor = reference_price * self.multiplier_down
         if side == "BUY" and price > cap:
-            return _violation(BinanceErrorCode.PRICE_HIGHER_THAN_MULTIPLIER_UP,
-                              f"BUY price {price} > mark {reference_price} x "
-                              f"{self.multiplier_up} = {cap}")
+            return _violation(
+                BinanceErrorCode.PRICE_HIGHER_THAN_MULTIPLIER_UP,
+                f"BUY price {price} > mark {reference_price} x {self.multiplier_up} = {cap}",
+            )
         if side == "SELL" and price < floor:
-            return _violation(BinanceErrorCode.PRICE_LOWER_THAN_MULTIPLIER_DOWN,
-                              f"SELL price {price} < mark {reference_price} x "
-                              f"{self.multiplier_down} = {floor}")
+            return _violation(
+                BinanceErrorCode.PRICE_LOWER_THAN_MULTIPLIER_DOWN,
+                f"SELL price {price} < mark {reference_price} x {self.multiplier_down} = {floor}",
+            )
         return None
 
     def _notional_violation(self, price: Decimal, quantity: Decimal) -> FilterViolation | None:
@@ -313,8 +319,7 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True):
         with localcontext(_EXACT):
             notional = price * quantity
         if notional < self.min_notional:
-            return _violation(BinanceErrorCode.MIN_NOTIONAL, f"notional {notional}",
-                              self.min_notional)
+            return _violation(BinanceErrorCode.MIN_NOTIONAL, f"notional {notional}", self.min_notional)
         return None
 
 
@@ -322,19 +327,26 @@ _FIELD_TYPES = {field.name: field.type for field in msgspec.structs.fields(Instr
 _DECIMAL_FIELDS = tuple(name for name, kind in _FIELD_TYPES.items() if kind is Decimal)
 _INTEGER_FIELDS = tuple(name for name, kind in _FIELD_TYPES.items() if kind is int)
 # The symbol is the YAML mapping's key, not a field inside it.
-_STRING_FIELDS = tuple(
-    name for name, kind in _FIELD_TYPES.items() if kind is str and name != "symbol"
-)
-_OPTIONAL_FIELDS = frozenset(
-    field.name for field in msgspec.structs.fields(Instrument) if not field.required
-)
+_STRING_FIELDS = tuple(name for name, kind in _FIELD_TYPES.items() if kind is str and name != "symbol")
+_OPTIONAL_FIELDS = frozenset(field.name for field in msgspec.structs.fields(Instrument) if not field.required)
 
 
-_POSITIVE_FIELDS = ("tick_size", "step_size", "market_step_size", "min_quantity",
-                    "market_min_quantity", "multiplier_up", "multiplier_down")
+_POSITIVE_FIELDS = (
+    "tick_size",
+    "step_size",
+    "market_step_size",
+    "min_quantity",
+    "market_min_quantity",
+    "multiplier_up",
+    "multiplier_down",
+)
 _NON_NEGATIVE_FIELDS = ("min_price", "min_notional")
-_BOUNDS = (("min_price", "max_price"), ("min_quantity", "max_quantity"),
-           ("market_min_quantity", "market_max_quantity"), ("multiplier_down", "multiplier_up"))
+_BOUNDS = (
+    ("min_price", "max_price"),
+    ("min_quantity", "max_quantity"),
+    ("market_min_quantity", "market_max_quantity"),
+    ("multiplier_down", "multiplier_up"),
+)
 
 
 def _check_types(instrument: Instrument) -> None:
@@ -408,8 +420,7 @@ def load_instruments(path: str | Path) -> dict[str, Instrument]:
     entries = document.get("instruments")
     if not isinstance(entries, dict) or not entries:
         raise ConfigurationError(file, "instruments", "missing, or not a mapping of symbols")
-    return {str(symbol): _parse_instrument(file, str(symbol), fields)
-            for symbol, fields in entries.items()}
+    return {str(symbol): _parse_instrument(file, str(symbol), fields) for symbol, fields in entries.items()}
 
 
 def _parse_instrument(file: str, symbol: str, fields: Any) -> Instrument:
@@ -450,7 +461,7 @@ def _parse_value(key: str, raw: Any) -> Decimal | int | str:
             raise TypeError(f"must be an integer, got {raw!r}")
         return raw
     if isinstance(raw, float):
-        raise TypeError(f"must be quoted (\"{raw}\") to stay an exact decimal")
+        raise TypeError(f'must be quoted ("{raw}") to stay an exact decimal')
     if not isinstance(raw, str | int):
         raise TypeError(f"must be a decimal number, got {raw!r}")
     try:

@@ -68,13 +68,9 @@ def configure_logging(
     """
     level = level.upper()
     if level not in LEVELS:
-        raise ValueError(
-            f"unknown log level {level!r}; expected one of {', '.join(LEVELS)}"
-        )
+        raise ValueError(f"unknown log level {level!r}; expected one of {', '.join(LEVELS)}")
     if format not in ("auto", "console", "json"):
-        raise ValueError(
-            f"unknown log format {format!r}; expected auto, console or json"
-        )
+        raise ValueError(f"unknown log format {format!r}; expected auto, console or json")
     stream = sys.stderr if stream is None else stream
     is_terminal = stream.isatty()
     use_json = format == "json" or (format == "auto" and not is_terminal)
@@ -107,9 +103,7 @@ def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     return structlog.stdlib.get_logger(name)
 
 
-def redact_secrets(
-    logger: WrappedLogger, method_name: str, event_dict: EventDict
-) -> EventDict:
+def redact_secrets(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
     """Replace secrets in an event, recursively, with ``"**********"``.
 
     A value is replaced when it has a ``reveal`` attribute (a secret type) or

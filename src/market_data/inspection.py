@@ -64,9 +64,7 @@ def render_report(report: LoadReport, max_listed: int = 5) -> str:
         f"  symbols: {', '.join(report.symbols) or '-'}",
     ]
     if report.empty_optional_fields:
-        counts = ", ".join(
-            f"{field} {count}" for field, count in report.empty_optional_fields
-        )
+        counts = ", ".join(f"{field} {count}" for field, count in report.empty_optional_fields)
         lines.append(f"  empty optional fields: {counts}")
     lines.append(f"  gaps: {len(report.gaps)}")
     lines.extend(_listed([_describe_gap(gap) for gap in report.gaps], max_listed))

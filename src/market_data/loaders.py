@@ -89,9 +89,7 @@ _INTERVAL_UNIT_MS = {
     "d": 86_400_000,
     "w": 604_800_000,
 }
-_OHLCV_FILE_NAME = re.compile(
-    r"(?P<symbol>[A-Z0-9]+)_(?P<count>\d+)(?P<unit>[smhdw])\.csv\.gz"
-)
+_OHLCV_FILE_NAME = re.compile(r"(?P<symbol>[A-Z0-9]+)_(?P<count>\d+)(?P<unit>[smhdw])\.csv\.gz")
 _SYMBOL_TOKEN = re.compile(r"[A-Z][A-Z0-9]{3,}")
 _EIGHT_HOURS_MS = 8 * 3_600_000
 
@@ -335,9 +333,7 @@ _FIXED_FORMATS = {
 # ---------------------------------------------------------------- public API
 
 
-def find_gaps(
-    open_time_ms: np.ndarray, interval_ms: int, symbol: str
-) -> tuple[Gap, ...]:
+def find_gaps(open_time_ms: np.ndarray, interval_ms: int, symbol: str) -> tuple[Gap, ...]:
     """Find the missing bars of one symbol's bar series.
 
     Parameters
@@ -361,8 +357,7 @@ def find_gaps(
     (where,) = np.nonzero(steps > interval_ms)
     missing = -(-steps[where] // interval_ms) - 1
     return tuple(
-        Gap(symbol, int(times[i]), int(times[i + 1]), int(count))
-        for i, count in zip(where, missing, strict=True)
+        Gap(symbol, int(times[i]), int(times[i + 1]), int(count)) for i, count in zip(where, missing, strict=True)
     )
 
 
@@ -581,9 +576,7 @@ def _read_header(path: str | Path) -> tuple[str, ...]:
     except FileNotFoundError as error:
         raise MalformedDataError(f"{path}: file not found") from error
     except (OSError, EOFError, zlib.error, UnicodeDecodeError) as error:
-        raise MalformedDataError(
-            f"{path}: not a readable gzip file ({error})"
-        ) from error
+        raise MalformedDataError(f"{path}: not a readable gzip file ({error})") from error
     if not line.strip():
         raise MalformedDataError(f"{path}: empty file, no header row")
     return tuple(line.rstrip("\r\n").split(","))
@@ -623,8 +616,7 @@ def _read_rows(path: str | Path, fmt: _Format) -> tuple[pd.DataFrame, bool]:
     header = _read_header(path)
     if header != fmt.header:
         raise MalformedDataError(
-            f"{path}: header {','.join(header)!r} is not the {fmt.kind} header "
-            f"{','.join(fmt.header)!r}"
+            f"{path}: header {','.join(header)!r} is not the {fmt.kind} header {','.join(fmt.header)!r}"
         )
     read_types = {"int": "Int64", "float": "float64", "bool": "str", "str": "str"}
     typed = {field.name: read_types[field.type] for field in fmt.fields}
@@ -637,13 +629,9 @@ def _read_rows(path: str | Path, fmt: _Format) -> tuple[pd.DataFrame, bool]:
 def _read_csv(path: str | Path, dtype: dict[str, str]) -> pd.DataFrame:
     # Blank lines are kept as empty rows so that row i is always line i + 2.
     try:
-        return pd.read_csv(
-            path, compression="gzip", dtype=dtype, skip_blank_lines=False
-        )
+        return pd.read_csv(path, compression="gzip", dtype=dtype, skip_blank_lines=False)
     except (OSError, EOFError, zlib.error, UnicodeDecodeError, ParserError) as error:
-        raise MalformedDataError(
-            f"{path}: cannot read the CSV rows ({str(error).strip()})"
-        ) from error
+        raise MalformedDataError(f"{path}: cannot read the CSV rows ({str(error).strip()})") from error
 
 
 # ---------------------------------------------------------------- validating
@@ -656,9 +644,7 @@ class _Problems:
         self.bad = np.zeros(size, dtype=bool)
         self.reasons = np.empty(size, dtype=object)
 
-    def add(
-        self, mask: np.ndarray, reason: str, values: pd.Series | None = None
-    ) -> None:
+    def add(self, mask: np.ndarray, reason: str, values: pd.Series | None = None) -> None:
         """Record ``reason`` where ``mask``; its ``{}`` shows the row's ``values``."""
         (rows,) = np.nonzero(mask & ~self.bad)
         if rows.size == 0:
@@ -695,53 +681,37 @@ def _as_str(raw: pd.Series, typed: bool) -> pd.Series:
 _PARSERS = {"int": _as_int, "float": _as_float, "bool": _as_bool, "str": _as_str}
 
 
-def _parse_field(
-    raw: pd.Series, field: _Field, typed: bool, problems: _Problems
-) -> pd.Series:
+def _parse_field(raw: pd.Series, field: _Field, typed: bool, problems: _Problems) -> pd.Series:
     """Return the field's values (NA where unparseable) and record parse problems."""
     missing = raw.isna().to_numpy()
     values = _PARSERS[field.type](raw, typed)
     if field.required:
         problems.add(missing, f"{field.name}: missing")
-    problems.add(
-        values.isna().to_numpy() & ~missing, f"{field.name}: unparseable {{!r}}", raw
-    )
+    problems.add(values.isna().to_numpy() & ~missing, f"{field.name}: unparseable {{!r}}", raw)
     if field.type == "float":
-        problems.add(
-            np.isinf(values.to_numpy()), f"{field.name}: not finite ({{}})", values
-        )
+        problems.add(np.isinf(values.to_numpy()), f"{field.name}: not finite ({{}})", values)
     return values
 
 
-def _check_values(
-    columns: dict[str, pd.Series], fmt: _Format, problems: _Problems
-) -> None:
+def _check_values(columns: dict[str, pd.Series], fmt: _Format, problems: _Problems) -> None:
     for field in fmt.fields:
         values = columns[field.name]
         if field.sign == "positive":
-            problems.add(
-                (values <= 0).to_numpy(), f"{field.name}: not positive ({{}})", values
-            )
+            problems.add((values <= 0).to_numpy(), f"{field.name}: not positive ({{}})", values)
         elif field.sign == "non_negative":
-            problems.add(
-                (values < 0).to_numpy(), f"{field.name}: negative ({{}})", values
-            )
+            problems.add((values < 0).to_numpy(), f"{field.name}: negative ({{}})", values)
         if field.choices:
             allowed = (values.isin(field.choices) | values.isna()).to_numpy()
             choices = " or ".join(field.choices)
             problems.add(~allowed, f"{field.name}: not {choices} ({{!r}})", values)
     if fmt.ohlc:
-        open_, high, low, close = (
-            columns[name].to_numpy() for name in ("open", "high", "low", "close")
-        )
+        open_, high, low, close = (columns[name].to_numpy() for name in ("open", "high", "low", "close"))
         problems.add(high < low, "high: below low")
         problems.add((open_ < low) | (open_ > high), "open: outside [low, high]")
         problems.add((close < low) | (close > high), "close: outside [low, high]")
 
 
-def _check_sequence(
-    columns: dict[str, pd.Series], fmt: _Format, problems: _Problems
-) -> None:
+def _check_sequence(columns: dict[str, pd.Series], fmt: _Format, problems: _Problems) -> None:
     """Flag rows whose sequence key does not advance past the last kept row's.
 
     A dropped row never raises the running maximum (its key is not above it),
@@ -758,18 +728,14 @@ def _check_sequence(
         previous = keys.cummax().shift(1, fill_value=lowest)
     else:
         groups = columns[fmt.symbol_field].iloc[rows].to_numpy()
-        previous = (
-            keys.groupby(groups).cummax().groupby(groups).shift(1, fill_value=lowest)
-        )
+        previous = keys.groupby(groups).cummax().groupby(groups).shift(1, fill_value=lowest)
     last_kept = pd.Series(np.zeros(problems.bad.size, dtype=np.int64))
     last_kept.iloc[rows] = previous.to_numpy()
     key_values = columns[name]
     size = problems.bad.size
     if fmt.strict_sequence:
         duplicate = _at(rows, keys == previous, size)
-        problems.add(
-            duplicate, f"{name}: duplicate of the last kept row ({{}})", key_values
-        )
+        problems.add(duplicate, f"{name}: duplicate of the last kept row ({{}})", key_values)
     earlier = _at(rows, keys < previous, size)
     problems.add(earlier, f"{name}: out of order (last kept row has {{}})", last_kept)
 
@@ -787,10 +753,7 @@ def _at(rows: np.ndarray, selected: pd.Series, size: int) -> np.ndarray:
 def _load(path: str | Path, fmt: _Format, symbol: str | None = None) -> LoadedData:
     raw, typed = _read_rows(path, fmt)
     problems = _Problems(len(raw))
-    columns = {
-        field.name: _parse_field(raw[field.name], field, typed, problems)
-        for field in fmt.fields
-    }
+    columns = {field.name: _parse_field(raw[field.name], field, typed, problems) for field in fmt.fields}
     _check_values(columns, fmt, problems)
     _check_sequence(columns, fmt, problems)
     frame = _kept_frame(columns, fmt, ~problems.bad)
@@ -802,8 +765,7 @@ def _load(path: str | Path, fmt: _Format, symbol: str | None = None) -> LoadedDa
         rows_read=len(raw),
         rows_kept=len(frame),
         bad_rows=tuple(
-            BadRow(str(path), int(row) + 2, str(problems.reasons[row]))
-            for row in np.flatnonzero(problems.bad)
+            BadRow(str(path), int(row) + 2, str(problems.reasons[row])) for row in np.flatnonzero(problems.bad)
         ),
         gaps=_gaps(frame, fmt, symbols),
         symbols=symbols,
@@ -818,9 +780,7 @@ def _load(path: str | Path, fmt: _Format, symbol: str | None = None) -> LoadedDa
     return LoadedData(frame, report)
 
 
-def _kept_frame(
-    columns: dict[str, pd.Series], fmt: _Format, keep: np.ndarray
-) -> pd.DataFrame:
+def _kept_frame(columns: dict[str, pd.Series], fmt: _Format, keep: np.ndarray) -> pd.DataFrame:
     kept = {}
     for field in fmt.fields:
         values = columns[field.name][keep].reset_index(drop=True)
@@ -832,9 +792,7 @@ def _kept_frame(
     return pd.DataFrame(kept)
 
 
-def _symbols(
-    path: str | Path, frame: pd.DataFrame, fmt: _Format, symbol: str | None
-) -> tuple[str, ...]:
+def _symbols(path: str | Path, frame: pd.DataFrame, fmt: _Format, symbol: str | None) -> tuple[str, ...]:
     if fmt.symbol_field is not None:
         return tuple(sorted(frame[fmt.symbol_field].unique()))
     if symbol is not None:
@@ -856,17 +814,11 @@ def _span(frame: pd.DataFrame, fmt: _Format) -> tuple[int | None, int | None]:
     return int(times.min()), int(times.max())
 
 
-def _gaps(
-    frame: pd.DataFrame, fmt: _Format, symbols: tuple[str, ...]
-) -> tuple[Gap, ...]:
+def _gaps(frame: pd.DataFrame, fmt: _Format, symbols: tuple[str, ...]) -> tuple[Gap, ...]:
     if fmt.bar_interval_ms is None:
         return ()
     times = frame[fmt.time_field].to_numpy()
     if fmt.symbol_field is None:
         return find_gaps(times, fmt.bar_interval_ms, symbols[0])
     by_symbol = frame[fmt.symbol_field].to_numpy()
-    return tuple(
-        gap
-        for name in symbols
-        for gap in find_gaps(times[by_symbol == name], fmt.bar_interval_ms, name)
-    )
+    return tuple(gap for name in symbols for gap in find_gaps(times[by_symbol == name], fmt.bar_interval_ms, name))

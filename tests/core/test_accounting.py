@@ -183,9 +183,7 @@ def _exact_context() -> Context:
     path=st.lists(st.tuples(_positions, _prices), min_size=1, max_size=30),
     mark=_prices,
 )
-def test_realized_plus_unrealized_equals_the_cash_flows(
-    path: list[tuple[int, Decimal]], mark: Decimal
-) -> None:
+def test_realized_plus_unrealized_equals_the_cash_flows(path: list[tuple[int, Decimal]], mark: Decimal) -> None:
     with localcontext(_exact_context()):
         position = Position("BTCUSDT")
         fills: list[tuple[Decimal, Decimal]] = []
@@ -198,9 +196,7 @@ def test_realized_plus_unrealized_equals_the_cash_flows(
 
         cash_flows = sum((-q * p for q, p in fills), D(0))
         assert position.quantity == sum((q for q, _ in fills), D(0))
-        assert position.realized_pnl + position.unrealized_pnl(mark) == (
-            cash_flows + position.quantity * mark
-        )
+        assert position.realized_pnl + position.unrealized_pnl(mark) == (cash_flows + position.quantity * mark)
         if position.quantity == 0:
             assert position.entry_price == 0
         else:

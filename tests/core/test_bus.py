@@ -180,8 +180,9 @@ def test_subscribe_is_per_exact_type() -> None:
     bus.subscribe(BarClosed, recorder.handler("bars"), name="bars")
 
     bus.publish(
-        TradeTick(symbol="BTCUSDT", trade_id="1", price=1.0, quantity=1.0,
-                  aggressor_side=OrderSide.BUY, ts_event=1, ts_init=1)
+        TradeTick(
+            symbol="BTCUSDT", trade_id="1", price=1.0, quantity=1.0, aggressor_side=OrderSide.BUY, ts_event=1, ts_init=1
+        )
     )
     bus.publish(bar("BTCUSDT", 7))
     bus.drain()
@@ -322,17 +323,13 @@ def test_a_raising_handler_does_not_stop_later_handlers_or_messages() -> None:
     dispatched = bus.drain()
 
     assert dispatched == 3
-    assert recorder.calls == [
-        (name, message) for message in messages for name in ("before", "after", "journal")
-    ]
+    assert recorder.calls == [(name, message) for message in messages for name in ("before", "after", "journal")]
     assert bus.handler_errors == 3
     assert bus.metrics().handler_errors == 3
     assert bus.metrics().handler_latency_ns["exploding_strategy"]["errors"] == 3
     assert bus.metrics().handler_latency_ns["after"]["errors"] == 0
     assert len(errors) == 3
-    for (name, message, error), expected_message, expected_error in zip(
-        errors, messages, raised, strict=True
-    ):
+    for (name, message, error), expected_message, expected_error in zip(errors, messages, raised, strict=True):
         assert name == "exploding_strategy"
         assert message is expected_message
         assert error is expected_error
@@ -520,8 +517,7 @@ async def _started(bus: EventBus) -> asyncio.Task[None]:
     running = asyncio.Event()
     bus.subscribe(OrderAccepted, lambda message: running.set(), name="warm_up")
     runner = asyncio.create_task(bus.run())
-    bus.publish(OrderAccepted(client_order_id="w-0", venue_order_id="0", symbol="BTCUSDT",
-                              ts_event=0, ts_init=0))
+    bus.publish(OrderAccepted(client_order_id="w-0", venue_order_id="0", symbol="BTCUSDT", ts_event=0, ts_init=0))
     await asyncio.wait_for(running.wait(), TIMEOUT_SECONDS)
     return runner
 
@@ -749,9 +745,7 @@ def _replay() -> list[tuple[str, str, int, int]]:
         if sequence % 50 == 49:
             bus.publish(halt(f"check {sequence}"))
     bus.drain()
-    return [
-        (name, type(message).__name__, message.id, message.ts_event) for name, message in recorder.calls
-    ]
+    return [(name, type(message).__name__, message.id, message.ts_event) for name, message in recorder.calls]
 
 
 def test_the_same_publishes_give_the_same_handler_calls() -> None:

@@ -33,8 +33,9 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TIMEOUT_SECONDS = 10.0
 
 
-def utc_ns(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0,
-           microsecond: int = 0) -> int:
+def utc_ns(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, microsecond: int = 0
+) -> int:
     moment = datetime(year, month, day, hour, minute, second, microsecond, tzinfo=UTC)
     return (moment - EPOCH) // timedelta(microseconds=1) * 1_000
 

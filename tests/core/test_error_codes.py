@@ -98,9 +98,7 @@ def test_codes_carry_binance_numbers(number: int, name: str) -> None:
         (BinanceErrorCode.CANCEL_REJECTED, ErrorAction.REJECTED),
     ],
 )
-def test_action_tells_the_caller_what_to_do(
-    code: BinanceErrorCode, action: ErrorAction
-) -> None:
+def test_action_tells_the_caller_what_to_do(code: BinanceErrorCode, action: ErrorAction) -> None:
     # Arrange: a code received from the venue
 
     # Act

@@ -64,9 +64,7 @@ def test_table_has_a_row_for_every_state_and_targets_only_its_own_states(name: s
 
 
 @pytest.mark.parametrize(("table", "source", "target"), ALLOWED)
-def test_every_listed_transition_is_accepted(
-    table: TransitionTable, source: Enum, target: Enum
-) -> None:
+def test_every_listed_transition_is_accepted(table: TransitionTable, source: Enum, target: Enum) -> None:
     machine = StateMachine(table, source, "test")
 
     assert machine.can_move(target)

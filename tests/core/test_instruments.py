@@ -35,10 +35,19 @@ MINUTE_BARS = DATA / "ohlcv" / "binance_usdm_1m_2025-05"
 HOUR_BARS = DATA / "ohlcv" / "binance_usdm_1h_2025-03"
 FUNDING = DATA / "funding" / "binance_usdm_funding_2025-03_06.csv.gz"
 BTC_TRADES = DATA / "trades" / "binance_usdm_BTCUSDT_2024-08-08_trades.csv.gz"
-MINUTE_SYMBOLS = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT",
-                  "LINKUSDT", "LTCUSDT", "BCHUSDT", "AVAXUSDT", "SUIUSDT"]
-HOUR_SYMBOLS = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT",
-                "ADAUSDT", "LINKUSDT", "LTCUSDT", "BCHUSDT"]
+MINUTE_SYMBOLS = [
+    "BTCUSDT",
+    "ETHUSDT",
+    "BNBUSDT",
+    "SOLUSDT",
+    "XRPUSDT",
+    "LINKUSDT",
+    "LTCUSDT",
+    "BCHUSDT",
+    "AVAXUSDT",
+    "SUIUSDT",
+]
+HOUR_SYMBOLS = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT", "LINKUSDT", "LTCUSDT", "BCHUSDT"]
 
 INSTRUMENTS = load_instruments(CONFIG)
 BTC = INSTRUMENTS["BTCUSDT"]
@@ -91,8 +100,14 @@ def accepted_limit_orders(draw: st.DrawFn) -> tuple[Instrument, dict[str, Any]]:
     smallest = max(smallest, instrument.min_quantity)
     quantity = smallest + draw(st.integers(0, 10_000)) * instrument.step_size
     assume(quantity <= instrument.max_quantity)
-    order = {"side": side, "price": price, "quantity": quantity,
-             "reference_price": reference, "market": False, "reduce_only": False}
+    order = {
+        "side": side,
+        "price": price,
+        "quantity": quantity,
+        "reference_price": reference,
+        "market": False,
+        "reduce_only": False,
+    }
     return instrument, order
 
 
@@ -131,13 +146,11 @@ def test_round_price_down_is_exact(data: st.DataObject) -> None:
     rounded = instrument.round_price(price, Rounding.DOWN)
 
     # Assert
-    assert Fraction(rounded) == exact_floor_on_grid(price, instrument.min_price,
-                                                    instrument.tick_size)
+    assert Fraction(rounded) == exact_floor_on_grid(price, instrument.min_price, instrument.tick_size)
 
 
 @given(instruments, st.integers(min_value=0, max_value=10**6), st.sampled_from(list(Rounding)))
-def test_round_price_keeps_a_grid_price(instrument: Instrument, steps: int,
-                                        rounding: Rounding) -> None:
+def test_round_price_keeps_a_grid_price(instrument: Instrument, steps: int, rounding: Rounding) -> None:
     # Arrange
     price = grid_price(instrument, steps)
 
@@ -160,8 +173,7 @@ def test_round_price_keeps_a_grid_price(instrument: Instrument, steps: int,
         ("ENAUSDT", "0.33333333", Rounding.NEAREST, "0.3333000"),
     ],
 )
-def test_round_price_examples(symbol: str, price: str, rounding: Rounding,
-                              expected: str) -> None:
+def test_round_price_examples(symbol: str, price: str, rounding: Rounding, expected: str) -> None:
     # Arrange
     instrument = INSTRUMENTS[symbol]
 
@@ -184,10 +196,8 @@ def test_round_price_below_the_grid_raises() -> None:
 # --- round_quantity ------------------------------------------------------------------------
 
 
-@given(instruments, st.booleans(),
-       st.decimals(min_value=Decimal("0.00000001"), max_value=Decimal(20000000), places=8))
-def test_round_quantity_rounds_down_onto_the_step_grid(instrument: Instrument, market: bool,
-                                                       quantity: Decimal) -> None:
+@given(instruments, st.booleans(), st.decimals(min_value=Decimal("0.00000001"), max_value=Decimal(20000000), places=8))
+def test_round_quantity_rounds_down_onto_the_step_grid(instrument: Instrument, market: bool, quantity: Decimal) -> None:
     # Arrange
     step = instrument.market_step_size if market else instrument.step_size
     minimum = instrument.market_min_quantity if market else instrument.min_quantity
@@ -209,12 +219,10 @@ def test_round_quantity_rounds_down_onto_the_step_grid(instrument: Instrument, m
 
 def test_round_quantity_uses_market_lot_size_for_market_orders() -> None:
     # Arrange: a LOT_SIZE step of 0.001 and a MARKET_LOT_SIZE step of 0.01
-    instrument = msgspec.structs.replace(BTC, market_step_size=Decimal("0.01"),
-                                         market_min_quantity=Decimal("0.01"))
+    instrument = msgspec.structs.replace(BTC, market_step_size=Decimal("0.01"), market_min_quantity=Decimal("0.01"))
 
     # Act
-    limit, market = (instrument.round_quantity(Decimal("0.0179"), market=flag)
-                     for flag in (False, True))
+    limit, market = (instrument.round_quantity(Decimal("0.0179"), market=flag) for flag in (False, True))
 
     # Assert
     assert (limit, market) == (Decimal("0.017"), Decimal("0.01"))
@@ -258,8 +266,7 @@ def test_percent_price_bounds_only_the_side_that_could_cross() -> None:
     # Arrange: a SELL far above the mark and a BUY far below it rest passively
     far_sell = {"side": "SELL", "price": Decimal("120000.0")}
     far_buy = {"side": "BUY", "price": Decimal("60000.0")}
-    common = {"quantity": Decimal("0.010"), "reference_price": Decimal(95000),
-              "market": False, "reduce_only": False}
+    common = {"quantity": Decimal("0.010"), "reference_price": Decimal(95000), "market": False, "reduce_only": False}
 
     # Act
     violations = [BTC.check_order(**far_sell, **common), BTC.check_order(**far_buy, **common)]
@@ -273,8 +280,14 @@ def test_percent_price_bounds_only_the_side_that_could_cross() -> None:
 
 def order(**changes: Any) -> dict[str, Any]:
     """A BTCUSDT BUY LIMIT that passes every filter, with the given changes."""
-    base = {"side": "BUY", "price": Decimal("95000.1"), "quantity": Decimal("0.002"),
-            "reference_price": Decimal(95000), "market": False, "reduce_only": False}
+    base = {
+        "side": "BUY",
+        "price": Decimal("95000.1"),
+        "quantity": Decimal("0.002"),
+        "reference_price": Decimal(95000),
+        "market": False,
+        "reduce_only": False,
+    }
     return {**base, **changes}
 
 
@@ -282,41 +295,63 @@ def order(**changes: Any) -> dict[str, Any]:
     ("instrument", "changes", "code"),
     [
         pytest.param(BTC, {"side": "HOLD"}, BinanceErrorCode.INVALID_SIDE, id="side"),
-        pytest.param(BTC, {"market": True}, BinanceErrorCode.PARAM_NOT_REQUIRED,
-                     id="market-order-with-price"),
-        pytest.param(BTC, {"price": None}, BinanceErrorCode.MANDATORY_PARAM_EMPTY_OR_MALFORMED,
-                     id="limit-order-without-price"),
-        pytest.param(BTC, {"price": Decimal("95000.123")}, BinanceErrorCode.BAD_PRECISION,
-                     id="price-precision"),
-        pytest.param(BTC, {"quantity": Decimal("0.0025")}, BinanceErrorCode.BAD_PRECISION,
-                     id="quantity-precision"),
-        pytest.param(BTC, {"price": Decimal("95000.15")},
-                     BinanceErrorCode.PRICE_NOT_INCREASED_BY_TICK_SIZE, id="tick-size"),
-        pytest.param(msgspec.structs.replace(BTC, step_size=Decimal("0.002")),
-                     {"quantity": Decimal("0.004")},
-                     BinanceErrorCode.QTY_NOT_INCREASED_BY_STEP_SIZE, id="step-size"),
-        pytest.param(msgspec.structs.replace(BTC, min_quantity=Decimal("0.010")),
-                     {"quantity": Decimal("0.005")}, BinanceErrorCode.QTY_LESS_THAN_MIN_QTY,
-                     id="min-quantity"),
-        pytest.param(BTC, {"quantity": Decimal("1000.001")},
-                     BinanceErrorCode.QTY_GREATER_THAN_MAX_QTY, id="max-quantity"),
-        pytest.param(BTC, {"price": Decimal("261.0"), "reference_price": Decimal(261),
-                           "quantity": Decimal(1)},
-                     BinanceErrorCode.PRICE_LESS_THAN_MIN_PRICE, id="min-price"),
-        pytest.param(BTC, {"price": Decimal("809484.1"), "reference_price": Decimal(809484)},
-                     BinanceErrorCode.PRICE_GREATER_THAN_MAX_PRICE, id="max-price"),
-        pytest.param(BTC, {"price": Decimal("99750.1")},
-                     BinanceErrorCode.PRICE_HIGHER_THAN_MULTIPLIER_UP, id="buy-above-cap"),
-        pytest.param(BTC, {"side": "SELL", "price": Decimal("90249.9")},
-                     BinanceErrorCode.PRICE_LOWER_THAN_MULTIPLIER_DOWN, id="sell-below-floor"),
-        pytest.param(BTC, {"quantity": Decimal("0.001")}, BinanceErrorCode.MIN_NOTIONAL,
-                     id="limit-notional"),
-        pytest.param(BTC, {"price": None, "market": True, "quantity": Decimal("0.001")},
-                     BinanceErrorCode.MIN_NOTIONAL, id="market-notional-at-mark-price"),
+        pytest.param(BTC, {"market": True}, BinanceErrorCode.PARAM_NOT_REQUIRED, id="market-order-with-price"),
+        pytest.param(
+            BTC, {"price": None}, BinanceErrorCode.MANDATORY_PARAM_EMPTY_OR_MALFORMED, id="limit-order-without-price"
+        ),
+        pytest.param(BTC, {"price": Decimal("95000.123")}, BinanceErrorCode.BAD_PRECISION, id="price-precision"),
+        pytest.param(BTC, {"quantity": Decimal("0.0025")}, BinanceErrorCode.BAD_PRECISION, id="quantity-precision"),
+        pytest.param(
+            BTC, {"price": Decimal("95000.15")}, BinanceErrorCode.PRICE_NOT_INCREASED_BY_TICK_SIZE, id="tick-size"
+        ),
+        pytest.param(
+            msgspec.structs.replace(BTC, step_size=Decimal("0.002")),
+            {"quantity": Decimal("0.004")},
+            BinanceErrorCode.QTY_NOT_INCREASED_BY_STEP_SIZE,
+            id="step-size",
+        ),
+        pytest.param(
+            msgspec.structs.replace(BTC, min_quantity=Decimal("0.010")),
+            {"quantity": Decimal("0.005")},
+            BinanceErrorCode.QTY_LESS_THAN_MIN_QTY,
+            id="min-quantity",
+        ),
+        pytest.param(
+            BTC, {"quantity": Decimal("1000.001")}, BinanceErrorCode.QTY_GREATER_THAN_MAX_QTY, id="max-quantity"
+        ),
+        pytest.param(
+            BTC,
+            {"price": Decimal("261.0"), "reference_price": Decimal(261), "quantity": Decimal(1)},
+            BinanceErrorCode.PRICE_LESS_THAN_MIN_PRICE,
+            id="min-price",
+        ),
+        pytest.param(
+            BTC,
+            {"price": Decimal("809484.1"), "reference_price": Decimal(809484)},
+            BinanceErrorCode.PRICE_GREATER_THAN_MAX_PRICE,
+            id="max-price",
+        ),
+        pytest.param(
+            BTC, {"price": Decimal("99750.1")}, BinanceErrorCode.PRICE_HIGHER_THAN_MULTIPLIER_UP, id="buy-above-cap"
+        ),
+        pytest.param(
+            BTC,
+            {"side": "SELL", "price": Decimal("90249.9")},
+            BinanceErrorCode.PRICE_LOWER_THAN_MULTIPLIER_DOWN,
+            id="sell-below-floor",
+        ),
+        pytest.param(BTC, {"quantity": Decimal("0.001")}, BinanceErrorCode.MIN_NOTIONAL, id="limit-notional"),
+        pytest.param(
+            BTC,
+            {"price": None, "market": True, "quantity": Decimal("0.001")},
+            BinanceErrorCode.MIN_NOTIONAL,
+            id="market-notional-at-mark-price",
+        ),
     ],
 )
-def test_check_order_names_the_violated_filter(instrument: Instrument, changes: dict[str, Any],
-                                               code: BinanceErrorCode) -> None:
+def test_check_order_names_the_violated_filter(
+    instrument: Instrument, changes: dict[str, Any], code: BinanceErrorCode
+) -> None:
     # Arrange
     candidate = order(**changes)
 
@@ -350,8 +385,7 @@ def test_min_notional_message_is_binance_wording_with_the_filter_value() -> None
     # Assert
     assert violation == FilterViolation(
         code=BinanceErrorCode.MIN_NOTIONAL,
-        message="Order's notional must be no smaller than 100 (unless you choose reduce only)"
-                " (notional 95.0001)",
+        message="Order's notional must be no smaller than 100 (unless you choose reduce only) (notional 95.0001)",
     )
 
 
@@ -367,9 +401,7 @@ def test_reduce_only_orders_are_exempt_from_min_notional() -> None:
 
 
 @given(accepted_limit_orders(), st.integers(min_value=1, max_value=9))
-def test_check_order_rejects_a_price_off_the_tick_grid(
-    case: tuple[Instrument, dict[str, Any]], tenths: int
-) -> None:
+def test_check_order_rejects_a_price_off_the_tick_grid(case: tuple[Instrument, dict[str, Any]], tenths: int) -> None:
     # Arrange: move an accepted price by a fraction of a tick
     instrument, accepted = case
     price = accepted["price"] + instrument.tick_size * tenths / 10
@@ -405,8 +437,7 @@ def test_check_order_rejects_a_notional_below_the_minimum(
 # --- input validation ---------------------------------------------------------------------
 
 
-BAD_NUMBERS = [Decimal("NaN"), Decimal("Infinity"), Decimal("-Infinity"), Decimal(0),
-               Decimal("-0.1")]
+BAD_NUMBERS = [Decimal("NaN"), Decimal("Infinity"), Decimal("-Infinity"), Decimal(0), Decimal("-0.1")]
 
 
 @pytest.mark.parametrize("bad", BAD_NUMBERS, ids=str)
@@ -423,8 +454,7 @@ def test_round_quantity_rejects_a_non_positive_or_non_finite_quantity(bad: Decim
 
 @pytest.mark.parametrize("argument", ["price", "quantity", "reference_price"])
 @pytest.mark.parametrize("bad", BAD_NUMBERS, ids=str)
-def test_check_order_rejects_a_bad_number_naming_the_argument(argument: str,
-                                                              bad: Decimal) -> None:
+def test_check_order_rejects_a_bad_number_naming_the_argument(argument: str, bad: Decimal) -> None:
     with pytest.raises(ValueError, match=argument):
         BTC.check_order(**order(**{argument: bad}))
 
@@ -446,8 +476,7 @@ def test_a_float_is_refused() -> None:
         ({"source": ""}, "source"),
     ],
 )
-def test_instrument_refuses_filters_binance_never_publishes(changes: dict[str, Any],
-                                                            field: str) -> None:
+def test_instrument_refuses_filters_binance_never_publishes(changes: dict[str, Any], field: str) -> None:
     with pytest.raises(ValueError, match=field):
         msgspec.structs.replace(BTC, **changes)
 

@@ -62,9 +62,7 @@ def test_stdlib_loggers_use_the_same_format_and_redaction() -> None:
     stream = io.StringIO()
     configure_logging(format="json", stream=stream)
 
-    logging.getLogger("third.party").warning(
-        "request %s", "sent", extra={"token": "tok-999"}
-    )
+    logging.getLogger("third.party").warning("request %s", "sent", extra={"token": "tok-999"})
 
     (line,) = json_lines(stream)
     assert line["logger"] == "third.party"

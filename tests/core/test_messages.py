@@ -54,84 +54,157 @@ def _examples() -> dict[type[Message], Message]:
     common = {"ts_event": T1, "ts_init": T1 + 1_500}
     return {
         BarClosed: BarClosed(
-            symbol="BTCUSDT", interval="1m", open_time=T0, open=84_350.1, high=84_402.0,
-            low=84_301.5, close=84_390.2, volume=123.456, **common,
+            symbol="BTCUSDT",
+            interval="1m",
+            open_time=T0,
+            open=84_350.1,
+            high=84_402.0,
+            low=84_301.5,
+            close=84_390.2,
+            volume=123.456,
+            **common,
         ),
         TradeTick: TradeTick(
-            symbol="ETHUSDT", trade_id="4412093311", price=2_215.37, quantity=0.75,
-            aggressor_side=OrderSide.SELL, **common,
+            symbol="ETHUSDT",
+            trade_id="4412093311",
+            price=2_215.37,
+            quantity=0.75,
+            aggressor_side=OrderSide.SELL,
+            **common,
         ),
         BookUpdated: BookUpdated(
-            symbol="BTCUSDT", update_id=6_881_927_331,
-            bids=((84_390.1, 2.5), (84_390.0, 0.31)), asks=((84_390.2, 1.0),), **common,
+            symbol="BTCUSDT",
+            update_id=6_881_927_331,
+            bids=((84_390.1, 2.5), (84_390.0, 0.31)),
+            asks=((84_390.2, 1.0),),
+            **common,
         ),
         FundingRateUpdated: FundingRateUpdated(
-            symbol="BTCUSDT", funding_time=T0 + 8 * 3_600_000_000_000,
-            rate=Decimal("0.00010000"), mark_price=None, **common,
+            symbol="BTCUSDT",
+            funding_time=T0 + 8 * 3_600_000_000_000,
+            rate=Decimal("0.00010000"),
+            mark_price=None,
+            **common,
         ),
         SignalGenerated: SignalGenerated(
-            strategy="trend_following", symbol="SOLUSDT", action=SignalAction.BUY,
-            strength=0.8, confidence=0.65, stop_loss=140.5, take_profit=None, **common,
+            strategy="trend_following",
+            symbol="SOLUSDT",
+            action=SignalAction.BUY,
+            strength=0.8,
+            confidence=0.65,
+            stop_loss=140.5,
+            take_profit=None,
+            **common,
         ),
         AllocationProposed: AllocationProposed(
-            weights={"BTCUSDT": 0.4, "ETHUSDT": -0.15}, reason="scheduled rebalance", **common,
+            weights={"BTCUSDT": 0.4, "ETHUSDT": -0.15},
+            reason="scheduled rebalance",
+            **common,
         ),
         Rebalance: Rebalance(reason="operator", **common),
         OrderApproved: OrderApproved(
-            symbol="BTCUSDT", side=OrderSide.BUY, quantity=Decimal("0.015"),
-            order_type=OrderType.LIMIT, price=Decimal("84390.10"), reduce_only=False,
-            strategy="trend_following", **common,
+            symbol="BTCUSDT",
+            side=OrderSide.BUY,
+            quantity=Decimal("0.015"),
+            order_type=OrderType.LIMIT,
+            price=Decimal("84390.10"),
+            reduce_only=False,
+            strategy="trend_following",
+            **common,
         ),
         OrderDenied: OrderDenied(
-            symbol="BTCUSDT", side=OrderSide.SELL, quantity=Decimal("2.000"),
-            reason_code="MAX_LEVERAGE", reason="leverage 7.2 > 5", strategy="mean_reversion",
+            symbol="BTCUSDT",
+            side=OrderSide.SELL,
+            quantity=Decimal("2.000"),
+            reason_code="MAX_LEVERAGE",
+            reason="leverage 7.2 > 5",
+            strategy="mean_reversion",
             **common,
         ),
         SetTradingState: SetTradingState(
-            state=TradingState.HALTED, reason="emergency stop", **common,
+            state=TradingState.HALTED,
+            reason="emergency stop",
+            **common,
         ),
         TradingStateChanged: TradingStateChanged(
-            previous=TradingState.ACTIVE, state=TradingState.REDUCING, reason="drawdown 8%",
+            previous=TradingState.ACTIVE,
+            state=TradingState.REDUCING,
+            reason="drawdown 8%",
             **common,
         ),
         SubmitOrder: SubmitOrder(
-            client_order_id="bt-17", symbol="ETHUSDT", side=OrderSide.SELL,
-            order_type=OrderType.STOP_MARKET, quantity=Decimal("1.250"), price=None,
-            time_in_force=TimeInForce.GTX, reduce_only=True, stop_price=Decimal("2100.00"),
-            strategy="range_trading", **common,
+            client_order_id="bt-17",
+            symbol="ETHUSDT",
+            side=OrderSide.SELL,
+            order_type=OrderType.STOP_MARKET,
+            quantity=Decimal("1.250"),
+            price=None,
+            time_in_force=TimeInForce.GTX,
+            reduce_only=True,
+            stop_price=Decimal("2100.00"),
+            strategy="range_trading",
+            **common,
         ),
         CancelOrder: CancelOrder(client_order_id="bt-17", symbol="ETHUSDT", **common),
         CancelAllOrders: CancelAllOrders(symbol=None, reason="halt", **common),
-        OrderSubmitted: OrderSubmitted(client_order_id="bt-18", symbol="BTCUSDT", side=OrderSide.BUY, quantity=Decimal("0.5"), **common),
+        OrderSubmitted: OrderSubmitted(
+            client_order_id="bt-18", symbol="BTCUSDT", side=OrderSide.BUY, quantity=Decimal("0.5"), **common
+        ),
         OrderAccepted: OrderAccepted(
-            client_order_id="bt-18", venue_order_id="389172635501", symbol="BTCUSDT", **common,
+            client_order_id="bt-18",
+            venue_order_id="389172635501",
+            symbol="BTCUSDT",
+            **common,
         ),
         OrderRejected: OrderRejected(
-            client_order_id="bt-19", symbol="BTCUSDT", code=-2019,
-            reason="Margin is insufficient.", **common,
+            client_order_id="bt-19",
+            symbol="BTCUSDT",
+            code=-2019,
+            reason="Margin is insufficient.",
+            **common,
         ),
         OrderFilled: OrderFilled(
-            client_order_id="bt-18", venue_order_id="389172635501", symbol="BTCUSDT",
-            trade_id="5561230", side=OrderSide.BUY, last_quantity=Decimal("0.010"),
-            last_price=Decimal("84390.10"), commission=Decimal("-0.00843901"),
-            liquidity_side=LiquiditySide.MAKER, strategy="trend_following", **common,
+            client_order_id="bt-18",
+            venue_order_id="389172635501",
+            symbol="BTCUSDT",
+            trade_id="5561230",
+            side=OrderSide.BUY,
+            last_quantity=Decimal("0.010"),
+            last_price=Decimal("84390.10"),
+            commission=Decimal("-0.00843901"),
+            liquidity_side=LiquiditySide.MAKER,
+            strategy="trend_following",
+            **common,
         ),
         OrderCanceled: OrderCanceled(client_order_id="bt-18", symbol="BTCUSDT", **common),
         OrderExpired: OrderExpired(
-            client_order_id="bt-20", symbol="BTCUSDT", reason="IOC leftover", **common,
+            client_order_id="bt-20",
+            symbol="BTCUSDT",
+            reason="IOC leftover",
+            **common,
         ),
         PositionChanged: PositionChanged(
-            symbol="BTCUSDT", quantity=Decimal("-0.025"), entry_price=Decimal("84390.1"),
-            realized_pnl=Decimal("-12.34"), **common,
+            symbol="BTCUSDT",
+            quantity=Decimal("-0.025"),
+            entry_price=Decimal("84390.1"),
+            realized_pnl=Decimal("-12.34"),
+            **common,
         ),
         FundingPaid: FundingPaid(
-            symbol="BTCUSDT", funding_time=T0, rate=Decimal("0.0001"),
-            mark_price=Decimal("84000.00"), position_quantity=Decimal("0.5"),
-            amount=Decimal("-4.2000"), **common,
+            symbol="BTCUSDT",
+            funding_time=T0,
+            rate=Decimal("0.0001"),
+            mark_price=Decimal("84000.00"),
+            position_quantity=Decimal("0.5"),
+            amount=Decimal("-4.2000"),
+            **common,
         ),
         ComponentStateChanged: ComponentStateChanged(
-            component="risk_controller", previous=ComponentState.RUNNING,
-            state=ComponentState.DEGRADED, reason="handler raised", **common,
+            component="risk_controller",
+            previous=ComponentState.RUNNING,
+            state=ComponentState.DEGRADED,
+            reason="handler raised",
+            **common,
         ),
     }
 
@@ -186,9 +259,17 @@ def test_decimals_keep_their_exact_digits_through_json() -> None:
 )
 def test_fill_decimals_round_trip_exactly(quantity: Decimal, price: Decimal, commission: Decimal) -> None:
     fill = OrderFilled(
-        client_order_id="p-1", venue_order_id="1", symbol="BTCUSDT", trade_id="9",
-        side=OrderSide.SELL, last_quantity=quantity, last_price=price, commission=commission,
-        liquidity_side=LiquiditySide.TAKER, ts_event=1, ts_init=2,
+        client_order_id="p-1",
+        venue_order_id="1",
+        symbol="BTCUSDT",
+        trade_id="9",
+        side=OrderSide.SELL,
+        last_quantity=quantity,
+        last_price=price,
+        commission=commission,
+        liquidity_side=LiquiditySide.TAKER,
+        ts_event=1,
+        ts_init=2,
     )
 
     decoded = decode_message(encode_message(fill))
@@ -196,7 +277,9 @@ def test_fill_decimals_round_trip_exactly(quantity: Decimal, price: Decimal, com
     assert decoded == fill
     assert isinstance(decoded, OrderFilled)
     assert (str(decoded.last_quantity), str(decoded.last_price), str(decoded.commission)) == (
-        str(quantity), str(price), str(commission)
+        str(quantity),
+        str(price),
+        str(commission),
     )
 
 
@@ -213,13 +296,24 @@ def test_messages_are_immutable(message_type: type[Message]) -> None:
 
 
 def test_ids_increase_and_reset_restarts_them() -> None:
-    first = OrderSubmitted(client_order_id="a-1", symbol="BTCUSDT", side=OrderSide.BUY, quantity=Decimal("0.5"), ts_event=1, ts_init=1)
-    second = OrderSubmitted(client_order_id="a-2", symbol="BTCUSDT", side=OrderSide.BUY, quantity=Decimal("0.5"), ts_event=1, ts_init=1)
+    first = OrderSubmitted(
+        client_order_id="a-1", symbol="BTCUSDT", side=OrderSide.BUY, quantity=Decimal("0.5"), ts_event=1, ts_init=1
+    )
+    second = OrderSubmitted(
+        client_order_id="a-2", symbol="BTCUSDT", side=OrderSide.BUY, quantity=Decimal("0.5"), ts_event=1, ts_init=1
+    )
     assert second.id > first.id
 
     reset_message_ids()
     restarted = [
-        OrderSubmitted(client_order_id=f"b-{i}", symbol="BTCUSDT", side=OrderSide.BUY, quantity=Decimal("0.5"), ts_event=1, ts_init=1).id
+        OrderSubmitted(
+            client_order_id=f"b-{i}",
+            symbol="BTCUSDT",
+            side=OrderSide.BUY,
+            quantity=Decimal("0.5"),
+            ts_event=1,
+            ts_init=1,
+        ).id
         for i in range(3)
     ]
     reset_message_ids(500)
@@ -230,7 +324,15 @@ def test_ids_increase_and_reset_restarts_them() -> None:
 
 
 def test_an_explicit_id_is_kept() -> None:
-    message = OrderSubmitted(client_order_id="a-1", symbol="BTCUSDT", side=OrderSide.BUY, quantity=Decimal("0.5"), ts_event=1, ts_init=1, id=77)
+    message = OrderSubmitted(
+        client_order_id="a-1",
+        symbol="BTCUSDT",
+        side=OrderSide.BUY,
+        quantity=Decimal("0.5"),
+        ts_event=1,
+        ts_init=1,
+        id=77,
+    )
 
     assert message.id == 77
     assert decode_message(encode_message(message)).id == 77
@@ -246,14 +348,19 @@ def test_an_explicit_id_is_kept() -> None:
         b'{"type": "NoSuchMessage", "ts_event": 1, "ts_init": 1, "id": 1}',
         b'{"ts_event": 1, "ts_init": 1, "id": 1}',
         b'{"type": "OrderSubmitted", "ts_event": 1, "ts_init": 1, "id": 1}',
-        b'{"type": "OrderSubmitted", "client_order_id": "a", "symbol": "B", "ts_event": "x", '
-        b'"ts_init": 1, "id": 1}',
-        b'{"type": "SetTradingState", "state": "PANIC", "reason": "", "ts_event": 1, '
-        b'"ts_init": 1, "id": 1}',
+        b'{"type": "OrderSubmitted", "client_order_id": "a", "symbol": "B", "ts_event": "x", "ts_init": 1, "id": 1}',
+        b'{"type": "SetTradingState", "state": "PANIC", "reason": "", "ts_event": 1, "ts_init": 1, "id": 1}',
     ],
     ids=[
-        "empty", "garbage", "truncated", "array", "unknown-type", "untagged", "missing-fields",
-        "wrong-field-type", "bad-enum",
+        "empty",
+        "garbage",
+        "truncated",
+        "array",
+        "unknown-type",
+        "untagged",
+        "missing-fields",
+        "wrong-field-type",
+        "bad-enum",
     ],
 )
 def test_decoding_garbage_or_an_unknown_type_raises(data: bytes) -> None:
@@ -265,9 +372,7 @@ def test_unknown_type_and_bad_fields_are_validation_errors() -> None:
     with pytest.raises(msgspec.ValidationError):
         decode_message(b'{"type": "NoSuchMessage", "ts_event": 1, "ts_init": 1, "id": 1}')
     with pytest.raises(msgspec.ValidationError):
-        decode_message(
-            b'{"type": "OrderSubmitted", "client_order_id": "a", "ts_event": 1, "ts_init": 1, "id": 1}'
-        )
+        decode_message(b'{"type": "OrderSubmitted", "client_order_id": "a", "ts_event": 1, "ts_init": 1, "id": 1}')
 
 
 @pytest.mark.parametrize("message_type", MESSAGE_TYPES, ids=lambda t: t.__name__)

@@ -392,9 +392,7 @@ _trade_ids = st.sampled_from([f"t{i}" for i in range(12)])
     order_quantity=st.integers(min_value=1, max_value=2000).map(lambda n: Decimal(n) / 1000),
     fills=st.lists(st.tuples(_trade_ids, _quantities, _prices), max_size=30),
 )
-def test_fill_accounting_matches_a_model(
-    order_quantity: Decimal, fills: list[tuple[str, Decimal, Decimal]]
-) -> None:
+def test_fill_accounting_matches_a_model(order_quantity: Decimal, fills: list[tuple[str, Decimal, Decimal]]) -> None:
     order = _order(quantity=str(order_quantity))
     order.submit(ts=1)
     order.accept("v", ts=2)
@@ -403,17 +401,20 @@ def test_fill_accounting_matches_a_model(
     for ts, (trade_id, quantity, price) in enumerate(fills, start=3):
         before = _snapshot(order)
         if trade_id in applied:
-            assert order.apply_fill(trade_id=trade_id, quantity=quantity, price=price,
-                                    commission=Decimal(0), ts=ts) is False
+            assert (
+                order.apply_fill(trade_id=trade_id, quantity=quantity, price=price, commission=Decimal(0), ts=ts)
+                is False
+            )
             assert _snapshot(order) == before
         elif sum(q for q, _ in applied.values()) + quantity > order_quantity:
             with pytest.raises(InvalidTransitionError):
-                order.apply_fill(trade_id=trade_id, quantity=quantity, price=price,
-                                 commission=Decimal(0), ts=ts)
+                order.apply_fill(trade_id=trade_id, quantity=quantity, price=price, commission=Decimal(0), ts=ts)
             assert _snapshot(order) == before
         else:
-            assert order.apply_fill(trade_id=trade_id, quantity=quantity, price=price,
-                                    commission=Decimal(0), ts=ts) is True
+            assert (
+                order.apply_fill(trade_id=trade_id, quantity=quantity, price=price, commission=Decimal(0), ts=ts)
+                is True
+            )
             applied[trade_id] = (quantity, price)
 
         filled = sum((q for q, _ in applied.values()), Decimal(0))
@@ -423,9 +424,7 @@ def test_fill_accounting_matches_a_model(
         if applied:
             notional = sum((q * p for q, p in applied.values()), Decimal(0))
             assert order.average_price == notional / filled
-            expected_status = (
-                OrderStatus.FILLED if filled == order_quantity else OrderStatus.PARTIALLY_FILLED
-            )
+            expected_status = OrderStatus.FILLED if filled == order_quantity else OrderStatus.PARTIALLY_FILLED
         else:
             assert order.average_price is None
             expected_status = OrderStatus.ACCEPTED
@@ -466,9 +465,7 @@ def test_a_resumed_generator_continues_where_the_journal_stopped() -> None:
     assert resumed.next_sequence == 43
 
 
-_namespace_chars = st.sampled_from(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:/"
-)
+_namespace_chars = st.sampled_from("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:/")
 
 
 @settings(max_examples=200, deadline=None)
@@ -499,7 +496,13 @@ def test_ids_match_binance_client_order_id_pattern(namespace: str, next_sequence
         "\nrun",
     ],
     ids=[
-        "empty", "dash", "too-long", "space", "non-ascii", "semicolon", "trailing-newline",
+        "empty",
+        "dash",
+        "too-long",
+        "space",
+        "non-ascii",
+        "semicolon",
+        "trailing-newline",
         "leading-newline",
     ],
 )

@@ -116,10 +116,7 @@ def corrupted_bars(data_dir: Path, copy_with_edit: CopyWithEdit) -> CorruptedBar
             ),
         ),
         gaps=(
-            *(
-                Gap("BTCUSDT", time_ms(line - 1), time_ms(line + 1), 1)
-                for line in (11, 21, 31, 41)
-            ),
+            *(Gap("BTCUSDT", time_ms(line - 1), time_ms(line + 1), 1) for line in (11, 21, 31, 41)),
             Gap("BTCUSDT", time_ms(1001), time_ms(1092), 90),
         ),
         rows_read=43199 - 90 + 2,

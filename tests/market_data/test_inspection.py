@@ -54,9 +54,7 @@ def test_render_report_of_a_clean_file(data_dir: Path) -> None:
 def test_render_report_shows_milliseconds_and_empty_optional_fields(
     data_dir: Path,
 ) -> None:
-    report = inspect_paths(
-        [data_dir / "funding" / "binance_usdm_funding_2025-03_06.csv.gz"]
-    )[0]
+    report = inspect_paths([data_dir / "funding" / "binance_usdm_funding_2025-03_06.csv.gz"])[0]
 
     lines = render_report(report).splitlines()
 
@@ -73,10 +71,7 @@ def test_render_report_lists_the_first_gaps_and_bad_rows(corrupted_bars) -> None
 
     file = str(corrupted_bars.path)
     start = lines.index("  gaps: 5")
-    assert (
-        lines[start + 1]
-        == "    BTCUSDT 2025-05-04T15:41:00.000Z .. 2025-05-04T15:43:00.000Z: 1 missing bar"
-    )
+    assert lines[start + 1] == "    BTCUSDT 2025-05-04T15:41:00.000Z .. 2025-05-04T15:43:00.000Z: 1 missing bar"
     assert lines[start + 3] == "    ... and 3 more"
     assert lines[start + 4 :] == [
         "  bad rows: 6",

@@ -80,9 +80,7 @@ INVENTORY = [
 
 
 def utc_seconds(text: str) -> int:
-    return int(
-        datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
-    )
+    return int(datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp())
 
 
 # ---------------------------------------------------------------- real files
@@ -187,9 +185,7 @@ def test_order_book_files_keep_update_ids_exact(data_dir: Path) -> None:
 
     assert snapshot["last_update_id"].unique().tolist() == [5123107852948]
     assert snapshot["side"].value_counts().to_dict() == {"b": 1000, "a": 1000}
-    assert diffs.iloc[0][
-        ["first_update_id", "last_update_id", "prev_last_update_id"]
-    ].tolist() == [
+    assert diffs.iloc[0][["first_update_id", "last_update_id", "prev_last_update_id"]].tolist() == [
         5123107832006,
         5123107837557,
         5123107831937,
@@ -254,9 +250,7 @@ def test_unparseable_value_drops_only_its_row_and_keeps_the_rest_exact(
     data_dir: Path, copy_with_edit, set_field
 ) -> None:
     source = data_dir / TRADES
-    path = copy_with_edit(
-        source, lambda lines: [*lines[:4], set_field(lines[4], 1, "abc"), *lines[5:]]
-    )
+    path = copy_with_edit(source, lambda lines: [*lines[:4], set_field(lines[4], 1, "abc"), *lines[5:]])
 
     frame, report = load_trades(path)
 
@@ -265,9 +259,7 @@ def test_unparseable_value_drops_only_its_row_and_keeps_the_rest_exact(
     pd.testing.assert_frame_equal(frame, original.drop(index=3).reset_index(drop=True))
 
 
-def test_trades_use_the_trade_id_for_order(
-    data_dir: Path, copy_with_edit, set_field
-) -> None:
+def test_trades_use_the_trade_id_for_order(data_dir: Path, copy_with_edit, set_field) -> None:
     def corrupt(lines: list[str]) -> list[str]:
         edited = [*lines[:3], lines[2], *lines[3:]]
         edited[10] = set_field(edited[10], 2, "-0.001")
@@ -288,9 +280,7 @@ def test_trades_use_the_trade_id_for_order(
     assert frame["trade_id"].is_unique
 
 
-def test_short_trades_variant_uses_its_id_column(
-    data_dir: Path, copy_with_edit
-) -> None:
+def test_short_trades_variant_uses_its_id_column(data_dir: Path, copy_with_edit) -> None:
     def short(lines: list[str]) -> list[str]:
         rows = [",".join(line.split(",")[:5]) for line in lines]
         return [rows[0].replace("trade_id", "agg_trade_id"), *rows[1:]]
@@ -311,9 +301,7 @@ def test_short_trades_variant_uses_its_id_column(
     assert report.rows_kept == 21313
 
 
-def test_funding_checks_order_per_symbol_and_requires_the_rate(
-    data_dir: Path, copy_with_edit, set_field
-) -> None:
+def test_funding_checks_order_per_symbol_and_requires_the_rate(data_dir: Path, copy_with_edit, set_field) -> None:
     def corrupt(lines: list[str]) -> list[str]:
         edited = [*lines[:3], lines[2], *lines[3:]]
         edited[5] = set_field(edited[5], 2, "")
@@ -332,9 +320,7 @@ def test_funding_checks_order_per_symbol_and_requires_the_rate(
     assert frame["funding_rate"].notna().all()
 
 
-def test_mark_price_klines_report_gaps_per_symbol(
-    data_dir: Path, copy_with_edit, set_field
-) -> None:
+def test_mark_price_klines_report_gaps_per_symbol(data_dir: Path, copy_with_edit, set_field) -> None:
     source = data_dir / MARK_PRICE_KLINES
     original = load_mark_price_klines(source).frame
 
@@ -356,26 +342,18 @@ def test_mark_price_klines_report_gaps_per_symbol(
     )
 
 
-def test_mark_price_stream_drops_a_repeated_event(
-    data_dir: Path, copy_with_edit
-) -> None:
+def test_mark_price_stream_drops_a_repeated_event(data_dir: Path, copy_with_edit) -> None:
     source = data_dir / MARK_PRICE_STREAM
     repeated = load_mark_price_stream(source).frame["event_time_ms"][6]
     path = copy_with_edit(source, lambda lines: [*lines[:8], lines[7], *lines[8:]])
 
     report = load_mark_price_stream(path).report
 
-    assert report.bad_rows == (
-        BadRow(
-            str(path), 9, f"event_time_ms: duplicate of the last kept row ({repeated})"
-        ),
-    )
+    assert report.bad_rows == (BadRow(str(path), 9, f"event_time_ms: duplicate of the last kept row ({repeated})"),)
     assert report.rows_kept == 514
 
 
-def test_depth_diffs_keep_shared_update_ids_and_drop_a_decrease(
-    data_dir: Path, copy_with_edit, set_field
-) -> None:
+def test_depth_diffs_keep_shared_update_ids_and_drop_a_decrease(data_dir: Path, copy_with_edit, set_field) -> None:
     def corrupt(lines: list[str]) -> list[str]:
         edited = [*lines[:3001], lines[1]]
         edited[9] = set_field(edited[9], 6, "x")
@@ -393,9 +371,7 @@ def test_depth_diffs_keep_shared_update_ids_and_drop_a_decrease(
     assert report.rows_kept == 3000 - 1
 
 
-def test_book_ticker_drops_a_repeated_update(
-    data_dir: Path, copy_with_edit, set_field
-) -> None:
+def test_book_ticker_drops_a_repeated_update(data_dir: Path, copy_with_edit, set_field) -> None:
     source = data_dir / ORDER_BOOK / "bbo.csv.gz"
     repeated = load_book_ticker(source).frame["update_id"][99]
 
@@ -415,9 +391,7 @@ def test_book_ticker_drops_a_repeated_update(
     assert report.rows_kept == 1000 - 1
 
 
-def test_book_snapshot_has_no_order_check_but_checks_values(
-    data_dir: Path, copy_with_edit, set_field
-) -> None:
+def test_book_snapshot_has_no_order_check_but_checks_values(data_dir: Path, copy_with_edit, set_field) -> None:
     def corrupt(lines: list[str]) -> list[str]:
         edited = [lines[0], *reversed(lines[1:])]
         edited[3] = set_field(edited[3], 6, "-1.0")
@@ -479,17 +453,13 @@ def test_loader_given_another_format_raises(data_dir: Path) -> None:
 
 def test_row_with_extra_fields_raises(data_dir: Path, copy_with_edit) -> None:
     source = data_dir / ONE_HOUR / "BTCUSDT_1h.csv.gz"
-    path = copy_with_edit(
-        source, lambda lines: [*lines[:3], lines[3] + ",1,2", *lines[4:]]
-    )
+    path = copy_with_edit(source, lambda lines: [*lines[:3], lines[3] + ",1,2", *lines[4:]])
 
     with pytest.raises(MalformedDataError, match="cannot read the CSV rows"):
         load_ohlcv(path)
 
 
-def test_ohlcv_file_name_without_interval_raises(
-    tmp_path: Path, data_dir: Path
-) -> None:
+def test_ohlcv_file_name_without_interval_raises(tmp_path: Path, data_dir: Path) -> None:
     path = tmp_path / "bars.csv.gz"
     path.write_bytes((data_dir / ONE_HOUR / "BTCUSDT_1h.csv.gz").read_bytes())
 

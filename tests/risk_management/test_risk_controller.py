@@ -23,6 +23,7 @@ from keel.core.messages import (
     AllocationProposed,
     BarClosed,
     OrderApproved,
+    OrderCanceled,
     OrderDenied,
     OrderFilled,
     OrderSubmitted,
@@ -458,3 +459,50 @@ def test_one_symbol_at_a_time_never_exceeds_max_leverage(
         desk.propose(**{symbol: weight})
         desk.fill_approved()
         assert desk.positions.gross_exposure() <= limit
+
+
+# --- orders approved and not yet filled ----------------------------------------------------------
+
+
+def test_a_second_allocation_before_the_fill_does_not_order_again() -> None:
+    # Arrange
+    desk = Desk()
+    desk.propose(BTCUSDT=0.5)
+
+    # Act: the same target again while the first order is unfilled, then after it filled
+    desk.propose(BTCUSDT=0.5)
+    desk.fill_approved()
+    desk.propose(BTCUSDT=0.5)
+
+    # Assert
+    assert len(desk.approved) == 1
+    assert desk.risk.pending(BTC) == 0
+
+
+def test_a_canceled_order_releases_its_pending_quantity() -> None:
+    # Arrange
+    desk = Desk()
+    desk.propose(BTCUSDT=0.5)
+    (approved,) = desk.approved
+    now = desk.clock.timestamp_ns()
+    desk.bus.publish(
+        OrderSubmitted(
+            client_order_id="keel-1",
+            symbol=BTC,
+            side=approved.side,
+            quantity=approved.quantity,
+            ts_event=now,
+            ts_init=now,
+        )
+    )
+    desk.bus.drain()
+    assert desk.risk.pending(BTC) == approved.quantity
+
+    # Act
+    desk.bus.publish(OrderCanceled(client_order_id="keel-1", symbol=BTC, ts_event=now, ts_init=now))
+    desk.bus.drain()
+    desk.propose(BTCUSDT=0.5)
+
+    # Assert
+    assert desk.risk.pending(BTC) == approved.quantity
+    assert len(desk.approved) == 2

@@ -1,0 +1,150 @@
+"""The skeleton's moving-average cross and the strategy runner, on real bars."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from keel.core.bus import EventBus
+from keel.core.clock import SimulatedClock
+from keel.core.fsm import ComponentState
+from keel.core.messages import BarClosed, SignalAction, SignalGenerated
+from keel.market_data.loaders import load_ohlcv
+from keel.strategy_engine import BaseStrategy, MovingAverageCrossStrategy, StrategyRunner, StrategySignal
+
+BARS = Path(__file__).resolve().parents[2] / "data/ohlcv/binance_usdm_1m_2025-05"
+MINUTE_NS = 60_000_000_000
+
+
+def real_bars(symbol: str, count: int, closes: list[float] | None = None) -> list[BarClosed]:
+    frame = load_ohlcv(BARS / f"{symbol}_1m.csv.gz").frame.iloc[:count]
+    bars = []
+    for i, row in enumerate(frame.itertuples(index=False)):
+        close = row.close if closes is None else closes[i]
+        open_ns = int(row.open_time_ms) * 1_000_000
+        bars.append(
+            BarClosed(
+                symbol=symbol,
+                interval="1m",
+                open_time=open_ns,
+                open=row.open,
+                high=max(row.high, close),
+                low=min(row.low, close),
+                close=close,
+                volume=row.volume,
+                ts_event=open_ns + MINUTE_NS,
+                ts_init=open_ns + MINUTE_NS,
+            )
+        )
+    return bars
+
+
+def signals_of(strategy: BaseStrategy, bars: list[BarClosed]) -> list[tuple[int, str]]:
+    out = []
+    for bar in bars:
+        signal = strategy.on_bar(bar)
+        if signal is not None:
+            out.append((bar.ts_event, signal.action))
+    return out
+
+
+def test_signals_follow_the_sign_of_fast_minus_slow_computed_in_batch() -> None:
+    # Arrange
+    bars = real_bars("BTCUSDT", 3000)
+    closes = np.array([b.close for b in bars])
+    fast = np.convolve(closes, np.ones(20) / 20, mode="valid")[40:]
+    slow = np.convolve(closes, np.ones(60) / 60, mode="valid")
+    direction = np.sign(fast - slow)
+    expected = []
+    previous = 0
+    for i, d in enumerate(direction):
+        if d != 0 and d != previous:
+            expected.append((bars[i + 59].ts_event, "BUY" if d > 0 else "SELL"))
+            previous = d
+
+    # Act
+    actual = signals_of(MovingAverageCrossStrategy(20, 60), bars)
+
+    # Assert
+    assert len(actual) > 10
+    assert actual == expected
+
+
+def test_no_signal_before_warmup() -> None:
+    # Arrange
+    strategy = MovingAverageCrossStrategy(5, 30)
+
+    # Act
+    actual = signals_of(strategy, real_bars("ETHUSDT", 29))
+
+    # Assert
+    assert actual == []
+    assert strategy.warmup_bars == 30
+
+
+def test_lookahead_signals_up_to_t_do_not_depend_on_later_bars() -> None:
+    # Arrange: the same real bars, then the tail after t replaced by a perturbed copy
+    bars = real_bars("SOLUSDT", 2000)
+    cut = 1200
+    rng = np.random.default_rng(7)
+    perturbed_closes = [b.close for b in bars[:cut]] + [b.close * (1 + rng.normal(0, 0.01)) for b in bars[cut:]]
+    perturbed = bars[:cut] + real_bars("SOLUSDT", 2000, perturbed_closes)[cut:]
+
+    # Act
+    stopped_at_t = signals_of(MovingAverageCrossStrategy(20, 60), bars[:cut])
+    full = signals_of(MovingAverageCrossStrategy(20, 60), bars)
+    changed_future = signals_of(MovingAverageCrossStrategy(20, 60), perturbed)
+
+    # Assert
+    t = bars[cut - 1].ts_event
+    assert [s for s in full if s[0] <= t] == stopped_at_t
+    assert [s for s in changed_future if s[0] <= t] == stopped_at_t
+
+
+def test_invalid_periods_are_refused() -> None:
+    with pytest.raises(ValueError, match="fast_period < slow_period"):
+        MovingAverageCrossStrategy(60, 20)
+
+
+def test_signal_values_are_validated() -> None:
+    with pytest.raises(ValueError, match="strength"):
+        StrategySignal("BTCUSDT", "BUY", 1.5, 0.5)
+    with pytest.raises(ValueError, match="action"):
+        StrategySignal("BTCUSDT", "LONG", 0.5, 0.5)
+
+
+class _Exploding(BaseStrategy):
+    def __init__(self) -> None:
+        super().__init__("exploding")
+        self.calls = 0
+
+    def on_bar(self, bar: BarClosed) -> StrategySignal | None:
+        self.calls += 1
+        if self.calls == 2:
+            raise ZeroDivisionError("bad strategy code")
+        return StrategySignal(bar.symbol, "BUY", 1.0, 0.5)
+
+
+def test_runner_publishes_signals_and_survives_a_raising_strategy() -> None:
+    # Arrange
+    bus = EventBus()
+    clock = SimulatedClock(0)
+    strategy = _Exploding()
+    runner = StrategyRunner(strategy, bus, clock)
+    signals: list[SignalGenerated] = []
+    bus.subscribe(SignalGenerated, signals.append)
+    runner.start()
+
+    # Act
+    for bar in real_bars("BTCUSDT", 3):
+        bus.publish(bar)
+        bus.drain()
+
+    # Assert
+    assert strategy.calls == 3
+    assert [s.action for s in signals] == [SignalAction.BUY, SignalAction.BUY]
+    assert runner.errors == 1
+    assert runner.state is ComponentState.DEGRADED
+    assert bus.handler_errors == 0
