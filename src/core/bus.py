@@ -129,7 +129,7 @@ class EventBus:
         if capacity < 1:
             raise ValueError(f"bus capacity must be >= 1, got {capacity}")
         self.capacity = capacity
-        self._on_handler_error = on_handler_error
+        self._error_listeners: list[HandlerErrorCallback] = [] if on_handler_error is None else [on_handler_error]
         self._measure = measure_latency
         self._batch_size = batch_size
         # Execution and market data share one deque, so publish order between
@@ -179,6 +179,10 @@ class EventBus:
             raise ValueError(f"{command_type.__name__} already has a handler ({self._commands[command_type].name})")
         self._commands[command_type] = HandlerStats(name or _handler_name(handler), handler)
         self._routes.clear()
+
+    def add_handler_error_listener(self, listener: HandlerErrorCallback) -> None:
+        """Also call ``listener(handler name, message, error)`` when a handler raises."""
+        self._error_listeners.append(listener)
 
     # --- publishing ----------------------------------------------------------------
 
@@ -344,9 +348,9 @@ class EventBus:
             message_id=message.id,
             error=repr(error),
         )
-        if self._on_handler_error is not None:
+        for listener in self._error_listeners:
             try:
-                self._on_handler_error(stats.name, message, error)
+                listener(stats.name, message, error)
             except Exception as callback_error:
                 _log.error("handler error callback raised", handler=stats.name, error=repr(callback_error))
 

@@ -23,6 +23,7 @@ from keel.core.instruments import Instrument
 from keel.core.messages import (
     BarClosed,
     FundingRateUpdated,
+    Message,
     OrderDenied,
     OrderFilled,
     OrderRejected,
@@ -93,6 +94,13 @@ class Pipeline:
         """Stop every component in reverse order."""
         for component in reversed(self.components):
             component.stop()
+
+    def handler_failed(self, handler: str, message: Message, error: BaseException) -> None:
+        """Mark the component that owns a failed bus handler degraded."""
+        for component in self.components:
+            if handler == component.name or handler.startswith(f"{component.name}."):
+                component.degrade(f"{handler} raised on message {message.id}: {error!r}")
+                return
 
     def record_equity(self, ts: int) -> None:
         """Append the current equity and gross exposure to the curve."""
@@ -185,4 +193,6 @@ def build_pipeline(
     orders = OrderManager(exchange, ClientOrderIdGenerator(client_order_namespace), bus, clock)
     recorder = RunRecorder()
     recorder.attach(bus)
-    return Pipeline(bus, clock, exchange, positions, runner, allocator, risk, orders, recorder)
+    pipeline = Pipeline(bus, clock, exchange, positions, runner, allocator, risk, orders, recorder)
+    bus.add_handler_error_listener(pipeline.handler_failed)
+    return pipeline

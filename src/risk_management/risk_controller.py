@@ -15,6 +15,7 @@ owns the trading state (ACTIVE / REDUCING / HALTED), moved by
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from decimal import Decimal
 from enum import Enum
@@ -51,6 +52,7 @@ class DenialReason(Enum):
     BELOW_MIN_NOTIONAL = "BELOW_MIN_NOTIONAL"
     MAX_LEVERAGE = "MAX_LEVERAGE"
     UNKNOWN_INSTRUMENT = "UNKNOWN_INSTRUMENT"
+    INVALID_TARGET = "INVALID_TARGET"
 
 
 class RiskController(Component):
@@ -174,6 +176,9 @@ class RiskController(Component):
         held = projected.get(symbol, ZERO)
         if instrument is None:
             self._deny(symbol, OrderSide.BUY, ZERO, DenialReason.UNKNOWN_INSTRUMENT, f"{symbol} has no instrument", ts)
+            return
+        if not math.isfinite(weight):
+            self._deny(symbol, OrderSide.BUY, ZERO, DenialReason.INVALID_TARGET, f"target weight is {weight}", ts)
             return
         if price is None:
             self._deny(symbol, OrderSide.BUY, ZERO, DenialReason.NO_PRICE, f"no price for {symbol} yet", ts)

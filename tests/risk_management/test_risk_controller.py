@@ -506,3 +506,15 @@ def test_a_canceled_order_releases_its_pending_quantity() -> None:
     # Assert
     assert desk.risk.pending(BTC) == approved.quantity
     assert len(desk.approved) == 2
+
+
+def test_a_non_finite_weight_is_denied_and_never_reaches_an_order() -> None:
+    # Arrange
+    desk = Desk()
+
+    # Act
+    desk.propose(BTCUSDT=float("nan"), ETHUSDT=float("inf"))
+
+    # Assert
+    assert desk.approved == []
+    assert [d.reason_code for d in desk.denied] == ["INVALID_TARGET", "INVALID_TARGET"]
