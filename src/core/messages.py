@@ -314,31 +314,20 @@ class ComponentStateChanged(Event, frozen=True, kw_only=True, tag=True, gc=False
     reason: str = ""
 
 
-MESSAGE_TYPES: tuple[type[Message], ...] = (
-    BarClosed,
-    TradeTick,
-    BookUpdated,
-    FundingRateUpdated,
-    SignalGenerated,
-    AllocationProposed,
-    Rebalance,
-    OrderApproved,
-    OrderDenied,
-    SetTradingState,
-    TradingStateChanged,
-    SubmitOrder,
-    CancelOrder,
-    CancelAllOrders,
-    OrderSubmitted,
-    OrderAccepted,
-    OrderRejected,
-    OrderFilled,
-    OrderCanceled,
-    OrderExpired,
-    PositionChanged,
-    FundingPaid,
-    ComponentStateChanged,
-)
+_BASES = (Message, Command, Event, MarketDataEvent)
+
+
+def _concrete_types(base: type[Message]) -> list[type[Message]]:
+    found = []
+    for subclass in base.__subclasses__():
+        if subclass not in _BASES:
+            found.append(subclass)
+        found.extend(_concrete_types(subclass))
+    return found
+
+
+MESSAGE_TYPES: tuple[type[Message], ...] = tuple(dict.fromkeys(_concrete_types(Message)))
+"""Every concrete message type defined in this module (the JSON decoder's union)."""
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Union[MESSAGE_TYPES])  # noqa: UP007 - a runtime union of a tuple
