@@ -5,7 +5,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: run backtest test bench lint clean
+.PHONY: run backtest test bench lint clean system-packages
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,11 @@ run: $(STAMP)
 backtest: $(STAMP)
 	$(VENV)/bin/keel backtest --output runs/backtest $(ARGS)
 
-test: $(STAMP)
+# Debian packages of the real servers the tests start (PostgreSQL).
+system-packages:
+	scripts/ensure-system-packages
+
+test: $(STAMP) system-packages
 	$(VENV)/bin/pytest $(ARGS)
 
 bench: $(STAMP)

@@ -1,0 +1,106 @@
+"""The database: an engine for SQLite (default) or PostgreSQL (psycopg 3), migrated by alembic.
+
+``sqlite:///runs/keel.db`` keeps everything in one file with no server;
+``postgresql+psycopg://user@host:5432/keel`` is for production and for several
+processes sharing one database. :meth:`Database.migrate` brings the schema to
+the newest revision of ``keel/persistence/migrations`` (new revisions are
+written by hand as ``versions/NNNN_name.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from keel.core.errors import ConfigurationError, RetryLaterError
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+class Database:
+    """One database, its engine and its sessions.
+
+    Parameters
+    ----------
+    url
+        SQLAlchemy URL: ``sqlite:///path/to/file.db`` or ``postgresql+psycopg://...``.
+        A SQLite file's folder is created when missing.
+    """
+
+    def __init__(self, url: str) -> None:
+        try:
+            parsed = make_url(url)
+        except Exception as error:
+            raise ConfigurationError("database url", "persistence.url", f"not a database URL: {error}") from None
+        self.backend = parsed.get_backend_name()
+        if self.backend not in ("sqlite", "postgresql"):
+            raise ConfigurationError("database url", "persistence.url", f"unsupported database {self.backend!r}")
+        if self.backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        self.url = parsed
+        self.engine: Engine = create_engine(parsed, future=True, **self._engine_options())
+        if self.backend == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def __repr__(self) -> str:
+        return f"Database({self.url.render_as_string(hide_password=True)})"
+
+    def _engine_options(self) -> dict[str, Any]:
+        if self.backend == "postgresql":
+            return {"pool_pre_ping": True}
+        return {}
+
+    def migrate(self) -> None:
+        """Upgrade the schema to the newest migration (a no-op when already there)."""
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    def table_names(self) -> list[str]:
+        """Return the tables that exist."""
+        return sorted(inspect(self.engine).get_table_names())
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """Yield a session that commits on success and rolls back on error.
+
+        Raises
+        ------
+        RetryLaterError
+            If the database cannot be reached.
+        """
+        session = self._sessions()
+        try:
+            yield session
+            session.commit()
+        except OSError as error:
+            session.rollback()
+            raise RetryLaterError(f"database {self!r} unreachable: {error}") from error
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
