@@ -21,7 +21,7 @@ run: $(STAMP)
 backtest: $(STAMP)
 	$(VENV)/bin/keel backtest --output runs/backtest $(ARGS)
 
-# Debian packages of the real servers the tests start (PostgreSQL).
+# Debian packages the tests run for real (PostgreSQL server, Chromium).
 system-packages:
 	scripts/ensure-system-packages
 

@@ -164,7 +164,32 @@ async def _run_paper(session: Any) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, session.request_stop, f"signal {signal.Signals(signum).name}")
-    return await session.run()
+    web = session.config.web
+    if not web.enabled:
+        return await session.run()
+    from keel.web import create_app, start_server, stop_server
+
+    token = session.config.secrets.api_token
+    app = create_app(
+        session.orchestrator,
+        api_token=None if token is None else token.reveal(),
+        audit=session.orchestrator.record_operator_action,
+        dashboard_interval_seconds=web.dashboard_interval_seconds,
+        control_requests_per_minute=web.control_requests_per_minute,
+    )
+    try:
+        server, task = await start_server(app, web.host, web.port)
+    except OSError as error:
+        _fail(f"cannot serve the web app on {web.host}:{web.port}: {error}; use --port or --no-web", EXIT_FAILURE)
+    click.echo(
+        f"dashboard: http://{web.host}:{server.port}/dashboard  (API docs: http://{web.host}:{server.port}/docs)"
+    )
+    if token is None:
+        click.echo("no API token set (KEEL_API_TOKEN): emergency stop and other control routes are refused")
+    try:
+        return await session.run()
+    finally:
+        await stop_server(server, task)
 
 
 def _print_status(status: dict[str, Any]) -> None:
@@ -196,6 +221,19 @@ def inspect(paths: tuple[str, ...]) -> None:
     bad = sum(len(r.bad_rows) for r in reports)
     gaps = sum(len(r.gaps) for r in reports)
     click.echo(f"{len(reports)} files, {sum(r.rows_kept for r in reports)} rows kept, {bad} bad rows, {gaps} gaps")
+
+
+@data.command("replay-book")
+@click.argument("session_dir", type=click.Path(exists=True, file_okay=False))
+def replay_book_command(session_dir: str) -> None:
+    """Rebuild a recorded session's order book and print its match rate against bookTicker as one JSON line."""
+    from keel.market_data.book_replay import replay_book
+
+    try:
+        report = replay_book(session_dir)
+    except MalformedDataError as error:
+        _fail(f"data error: {error}", EXIT_FAILURE)
+    click.echo(json.dumps(report.to_dict()))
 
 
 if __name__ == "__main__":

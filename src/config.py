@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import hmac
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -60,12 +60,14 @@ __all__ = [
     "LiveConfig",
     "LoggingConfig",
     "PaperConfig",
+    "PersistenceConfig",
     "PortfolioConfig",
     "RiskConfig",
     "RunConfig",
     "Secret",
     "Secrets",
     "StrategyConfig",
+    "WebConfig",
     "config_to_dict",
     "load_config",
 ]
@@ -266,12 +268,209 @@ class BusConfig(_Section):
     capacity: int = Field(10000, ge=1, description="Maximum number of queued messages.")
 
 
-class StrategyConfig(_Section):
-    """The strategy to run and its parameters."""
+def _require_order(low_key: str, low: float, high_key: str, high: float) -> None:
+    """Raise a cross-field error naming ``low_key`` unless ``low < high``."""
+    if low >= high:
+        raise PydanticCustomError(
+            "parameters_out_of_order",
+            "{low_key} ({low}) must be less than {high_key} ({high})",
+            {"config_key": low_key, "low_key": low_key, "low": low, "high_key": high_key, "high": high},
+        )
 
-    name: Literal["moving_average_cross"] = Field("moving_average_cross", description="Strategy name.")
-    fast_period: int = Field(20, ge=1, description="Bars in the fast moving average.")
-    slow_period: int = Field(60, ge=1, description="Bars in the slow moving average.")
+
+class TrendFollowingParameters(_Section):
+    """Trend following: Donchian breakouts in the EMA trend's direction, ATR stops."""
+
+    fast_period: int = Field(20, ge=5, le=100, description="Bars of the fast EMA.")
+    slow_period: int = Field(80, ge=10, le=500, description="Bars of the slow EMA.")
+    channel_period: int = Field(60, ge=10, le=500, description="Bars of the breakout channel and efficiency ratio.")
+    atr_period: int = Field(30, ge=5, le=200, description="Bars of the average true range.")
+    stop_atr_multiple: float = Field(3.0, ge=0.5, le=10.0, description="Trailing stop distance in ATRs.")
+    take_profit_atr_multiple: float = Field(8.0, ge=1.0, le=30.0, description="Take-profit distance in ATRs.")
+    min_trend_strength: float = Field(0.3, ge=0.0, le=1.0, description="Efficiency ratio needed to enter.")
+
+    @model_validator(mode="after")
+    def _fast_below_slow(self) -> Self:
+        _require_order("fast_period", self.fast_period, "slow_period", self.slow_period)
+        return self
+
+
+class MeanReversionParameters(_Section):
+    """Mean reversion: fade z-score extremes while the efficiency ratio says ranging."""
+
+    lookback: int = Field(60, ge=10, le=1000, description="Bars of the mean and standard deviation.")
+    entry_z: float = Field(2.0, ge=0.5, le=5.0, description="Z-score magnitude that opens a position.")
+    exit_z: float = Field(0.5, ge=0.0, le=3.0, description="Z-score magnitude under which it is closed.")
+    stop_z: float = Field(4.0, ge=1.0, le=10.0, description="Z-score magnitude that stops it out.")
+    trend_window: int = Field(120, ge=10, le=1000, description="Bars of the efficiency-ratio regime filter.")
+    max_trend_strength: float = Field(0.3, ge=0.01, le=1.0, description="Efficiency ratio above which no entry.")
+
+    @model_validator(mode="after")
+    def _bands_in_order(self) -> Self:
+        _require_order("exit_z", self.exit_z, "entry_z", self.entry_z)
+        _require_order("entry_z", self.entry_z, "stop_z", self.stop_z)
+        return self
+
+
+class RangeTradingParameters(_Section):
+    """Range trading: buy near support and sell near resistance of a detected channel."""
+
+    range_period: int = Field(120, ge=20, le=2000, description="Bars defining the channel.")
+    entry_band: float = Field(0.15, ge=0.01, le=0.45, description="Fraction of the range from an edge to enter.")
+    min_range_width: float = Field(0.004, ge=0.0005, le=0.1, description="Narrowest channel traded (relative).")
+    max_range_width: float = Field(0.05, ge=0.001, le=0.5, description="Widest channel still called a range.")
+    max_trend_strength: float = Field(0.25, ge=0.01, le=1.0, description="Efficiency ratio above which no range.")
+    stop_buffer: float = Field(0.25, ge=0.0, le=2.0, description="Stop distance beyond the edge, in range widths.")
+
+    @model_validator(mode="after")
+    def _widths_in_order(self) -> Self:
+        _require_order("min_range_width", self.min_range_width, "max_range_width", self.max_range_width)
+        return self
+
+
+class FundingArbitrageParameters(_Section):
+    """Funding arbitrage: hold the side that receives funding when the carry pays after fees."""
+
+    holding_intervals: int = Field(15, ge=1, le=90, description="Settlements a position is expected to collect.")
+    rate_half_life: float = Field(3.0, ge=0.5, le=30.0, description="Half-life of the predicted rate, settlements.")
+    min_edge: float = Field(0.0002, ge=0.0, le=0.01, description="Edge after fees needed to enter.")
+    fee_rate: float = Field(0.0005, ge=0.0, le=0.002, description="Fee per side, a fraction of notional.")
+    basis_weight: float = Field(0.5, ge=0.0, le=1.0, description="Share of the basis expected to converge.")
+    entry_window_minutes: int = Field(60, ge=1, le=480, description="Enter only this close to the next settlement.")
+    min_hold_rate: float = Field(0.0, ge=0.0, le=0.001, description="Predicted rate the held side must receive.")
+    stop_loss: float = Field(0.03, ge=0.002, le=0.2, description="Adverse move from entry that closes it.")
+    min_settlements: int = Field(3, ge=1, le=30, description="Settlements seen before the first trade.")
+    funding_interval_hours: int = Field(8, ge=1, le=8, description="Interval assumed until two settlements are seen.")
+    grace_minutes: int = Field(30, ge=1, le=240, description="How late a settlement may be before it is missing.")
+
+
+class StrategyParameters(_Section):
+    """Parameters of each strategy the manager can run."""
+
+    trend_following: TrendFollowingParameters = Field(
+        default_factory=TrendFollowingParameters, description="Trend following."
+    )
+    mean_reversion: MeanReversionParameters = Field(
+        default_factory=MeanReversionParameters, description="Mean reversion."
+    )
+    range_trading: RangeTradingParameters = Field(default_factory=RangeTradingParameters, description="Range trading.")
+    funding_arbitrage: FundingArbitrageParameters = Field(
+        default_factory=FundingArbitrageParameters, description="Funding arbitrage."
+    )
+
+
+class StrategyWeights(_Section):
+    """One row of the regime weight matrix: a non-negative weight per strategy."""
+
+    trend_following: float = Field(0.25, ge=0.0, description="Weight of trend following.")
+    mean_reversion: float = Field(0.25, ge=0.0, description="Weight of mean reversion.")
+    range_trading: float = Field(0.25, ge=0.0, description="Weight of range trading.")
+    funding_arbitrage: float = Field(0.25, ge=0.0, description="Weight of funding arbitrage.")
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> Self:
+        if not sum(self.model_dump().values()) > 0:
+            raise PydanticCustomError(
+                "all_weights_zero",
+                "at least one strategy needs a positive weight",
+                {"config_key": "trend_following"},
+            )
+        return self
+
+
+def _weights(trend: float, reversion: float, range_: float, funding: float) -> Callable[[], StrategyWeights]:
+    """Return a default factory of one row of the regime weight matrix."""
+    return lambda: StrategyWeights(
+        trend_following=trend, mean_reversion=reversion, range_trading=range_, funding_arbitrage=funding
+    )
+
+
+class RegimeWeights(_Section):
+    """The regime -> strategy weight matrix; ``unknown`` applies before the detector's first fit."""
+
+    trending: StrategyWeights = Field(default_factory=_weights(0.55, 0.05, 0.05, 0.35), description="Trending.")
+    mean_reverting: StrategyWeights = Field(
+        default_factory=_weights(0.05, 0.45, 0.3, 0.2), description="Mean-reverting."
+    )
+    high_volatility: StrategyWeights = Field(
+        default_factory=_weights(0.35, 0.1, 0.05, 0.5), description="High volatility."
+    )
+    low_volatility: StrategyWeights = Field(default_factory=_weights(0.1, 0.3, 0.4, 0.2), description="Low volatility.")
+    unknown: StrategyWeights = Field(
+        default_factory=_weights(0.25, 0.25, 0.25, 0.25), description="Before the detector's first fit."
+    )
+
+
+class RegimeDetectorConfig(_Section):
+    """The HMM + GARCH regime detector (one per symbol)."""
+
+    enabled: bool = Field(True, description="Detect regimes; false applies the unknown row always.")
+    trend_window: int = Field(120, ge=2, description="Bars of the efficiency-ratio feature.")
+    volatility_window: int = Field(60, ge=2, description="Bars of the realized-volatility feature.")
+    fit_window: int = Field(2880, ge=40, description="Bars the HMM and GARCH are fitted on.")
+    min_fit_bars: int = Field(1440, ge=40, description="Feature rows needed before the first fit.")
+    refit_interval: int = Field(1440, ge=1, description="Bars between refits.")
+    n_iter: int = Field(50, ge=1, description="EM iterations of the first fit.")
+    refit_n_iter: int = Field(10, ge=1, description="EM iterations of the warm-started refits.")
+    tol: float = Field(0.001, gt=0, description="EM convergence tolerance (log-likelihood gain).")
+    min_covar: float = Field(1.0e-5, gt=0, description="Floor of the HMM's variances.")
+    return_scale: float = Field(10000.0, gt=0, description="Return multiplier before the GARCH fit (bps).")
+    relabel_margin: float = Field(1.0, ge=0, description="How much better the naming rule must fit to rename.")
+
+    @model_validator(mode="after")
+    def _window_holds_a_fit(self) -> Self:
+        if self.fit_window < self.min_fit_bars:
+            raise PydanticCustomError(
+                "fit_window_too_short",
+                "fit_window ({window}) must be at least min_fit_bars ({minimum})",
+                {"config_key": "fit_window", "window": self.fit_window, "minimum": self.min_fit_bars},
+            )
+        return self
+
+
+StrategyName = Literal["trend_following", "mean_reversion", "range_trading", "funding_arbitrage"]
+
+
+class StrategyConfig(_Section):
+    """What trades: the strategy manager with its strategies, regime matrix and detector, or the MA cross."""
+
+    name: Literal["strategy_manager", "moving_average_cross"] = Field(
+        "strategy_manager",
+        description="strategy_manager (the strategies weighted by regime) or moving_average_cross (the example).",
+    )
+    fast_period: int = Field(20, ge=1, description="moving_average_cross: bars in the fast moving average.")
+    slow_period: int = Field(60, ge=1, description="moving_average_cross: bars in the slow moving average.")
+    strategies: tuple[StrategyName, ...] = Field(
+        ("trend_following", "mean_reversion", "range_trading", "funding_arbitrage"),
+        min_length=1,
+        description="Strategies the manager runs.",
+    )
+    parameters: StrategyParameters = Field(default_factory=StrategyParameters, description="Strategy parameters.")
+    regime_weights: RegimeWeights = Field(default_factory=RegimeWeights, description="Regime -> strategy weights.")
+    regime: RegimeDetectorConfig = Field(default_factory=RegimeDetectorConfig, description="Regime detector.")
+    min_signal: float = Field(0.05, ge=0.0, le=1.0, description="Smallest combined |score| that is a BUY or SELL.")
+    publish_step: float = Field(0.1, ge=0.0, description="Score change that makes a signal with the same action news.")
+    volatility_scaling: bool = Field(True, description="Scale confidence down when GARCH volatility is above normal.")
+    max_consecutive_errors: int = Field(10, ge=1, description="Errors in a row that switch a strategy off.")
+    history_bars: int = Field(20000, ge=100, description="Bars kept per symbol for the strategies.")
+
+    @field_validator("strategies", mode="before")
+    @classmethod
+    def _split_strategies(cls, value: object) -> object:
+        """Accept ``"trend_following,mean_reversion"`` as well as a list."""
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(","))
+        return value
+
+    @field_validator("strategies")
+    @classmethod
+    def _unique_strategies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        duplicates = sorted({name for name in value if value.count(name) > 1})
+        if duplicates:
+            raise PydanticCustomError(
+                "duplicate_strategies", "duplicate strategies: {duplicates}", {"duplicates": ", ".join(duplicates)}
+            )
+        return value
 
     @model_validator(mode="after")
     def _fast_below_slow(self) -> Self:
@@ -303,6 +502,34 @@ class PortfolioConfig(_Section):
         ge=0,
         description="Minutes between scheduled rebalances (aligned to UTC midnight); 0 disables them.",
     )
+    allocator: Literal["markowitz", "equal_weight"] = Field(
+        "markowitz", description="markowitz (the optimizer) or equal_weight (the skeleton's allocator)."
+    )
+    objective: Literal["max_sharpe", "min_volatility", "mean_variance", "efficient_return", "efficient_risk"] = Field(
+        "mean_variance", description="Optimizer objective."
+    )
+    covariance: Literal["sample", "ledoit_wolf", "ewma"] = Field("ledoit_wolf", description="Covariance estimator.")
+    covariance_halflife_bars: float = Field(240.0, gt=0, description="Half-life of the EWMA covariance, bars.")
+    risk_aversion: float = Field(100.0, gt=0, description="mean_variance risk aversion (per-bar units).")
+    target_return: float | None = Field(None, description="efficient_return target, per-bar return.")
+    target_volatility: float | None = Field(None, gt=0, description="efficient_risk target, per-bar volatility.")
+    max_weight: float = Field(0.3, gt=0, le=10, description="Largest absolute weight of one symbol.")
+    long_short: bool = Field(True, description="Allow short weights.")
+    net_exposure_limit: float = Field(1.0, ge=0, le=10, description="Largest absolute sum of weights.")
+    turnover_limit: float | None = Field(None, gt=0, description="Largest sum of weight changes per rebalance.")
+    transaction_cost: float = Field(0.0006, ge=0, lt=0.1, description="Cost of trading one unit of weight (fraction).")
+    holding_period_bars: int = Field(
+        30, ge=1, description="Bars a position is expected to be held; the cost is spread over them."
+    )
+    lookback_bars: int = Field(1440, ge=10, description="Bars of history the optimizer estimates from.")
+    min_history_bars: int = Field(60, ge=10, description="Bars a symbol needs before it gets a weight.")
+    signal_weight: float = Field(0.8, ge=0, le=1, description="Weight of the strategies' views in expected returns.")
+    information_coefficient: float = Field(0.05, gt=0, le=1, description="Scale of a view: IC x volatility x score.")
+    reduce_factor: float = Field(0.5, ge=0, lt=1, description="Targets are multiplied by this when risk reduces.")
+    strategy_halflife_bars: float = Field(1440.0, gt=0, description="Half-life of strategy performance, bars.")
+    strategy_floor: float = Field(0.05, ge=0, le=1, description="Smallest share of a strategy in the views.")
+    strategy_cap: float = Field(0.6, gt=0, le=1, description="Largest share of a strategy in the views.")
+    attribution_period_hours: int = Field(24, ge=1, description="Length of an attribution period, hours.")
 
 
 class RiskConfig(_Section):
@@ -313,6 +540,31 @@ class RiskConfig(_Section):
     max_position_notional: Decimal = Field(
         Decimal(100000), gt=0, description="Largest notional of one position (USDT)."
     )
+    max_net_leverage: float = Field(3.0, gt=0, description="Largest absolute net notional over equity.")
+    var_daily_pct: float = Field(0.05, gt=0, le=1, description="Largest daily VaR as a fraction of equity.")
+    var_confidence: float = Field(0.99, gt=0.5, lt=1, description="VaR confidence level.")
+    var_method: Literal["historical", "parametric", "ewma"] = Field(
+        "parametric", description="VaR method of the portfolio monitor (pre-trade checks are parametric)."
+    )
+    var_window_bars: int = Field(1440, ge=10, description="Bars of returns for VaR, volatility and Kelly.")
+    max_drawdown_pct: float = Field(0.25, gt=0, le=1, description="Drawdown that moves trading to REDUCING.")
+    halt_drawdown_pct: float = Field(0.35, gt=0, le=1, description="Drawdown that moves trading to HALTED.")
+    max_orders_per_minute: int = Field(120, ge=1, description="Most approved orders in a rolling minute.")
+    kelly_fraction: float = Field(0.25, gt=0, le=1, description="Share of full Kelly.")
+    atr_risk_pct: float = Field(0.05, gt=0, le=1, description="Equity lost at most on atr_multiple daily ATRs.")
+    atr_multiple: float = Field(3.0, gt=0, description="Daily ATRs of adverse move the ATR size survives.")
+    var_budget_pct: float = Field(0.05, gt=0, le=1, description="Largest daily VaR of one position over equity.")
+    liquidation_sigmas: float = Field(4.0, gt=0, description="Daily standard deviations kept from liquidation.")
+
+    @model_validator(mode="after")
+    def _halt_after_reduce(self) -> Self:
+        if self.halt_drawdown_pct < self.max_drawdown_pct:
+            raise PydanticCustomError(
+                "halt_before_reduce",
+                "halt_drawdown_pct ({halt}) must not be below max_drawdown_pct ({reduce})",
+                {"config_key": "halt_drawdown_pct", "halt": self.halt_drawdown_pct, "reduce": self.max_drawdown_pct},
+            )
+        return self
 
 
 class ExchangeConfig(_Section):
@@ -320,22 +572,42 @@ class ExchangeConfig(_Section):
 
     initial_balance: Decimal = Field(Decimal(10000), gt=0, description="Starting wallet balance (USDT).")
     leverage: int = Field(5, ge=1, le=125, description="Leverage set on each symbol.")
-    maker_fee: Decimal = Field(
-        Decimal("0.0002"),
+    maker_fee: Decimal | None = Field(
+        None,
         ge=Decimal("-0.01"),
         le=Decimal("0.01"),
-        description="Maker fee rate as a fraction (negative for a rebate).",
+        description="Maker fee rate of every symbol as a fraction (negative for a rebate); None = each instrument's.",
     )
-    taker_fee: Decimal = Field(
-        Decimal("0.0005"),
+    taker_fee: Decimal | None = Field(
+        None,
         ge=0,
         le=Decimal("0.01"),
-        description="Taker fee rate as a fraction.",
+        description="Taker fee rate of every symbol as a fraction; None = each instrument's.",
     )
     slippage_bps: float = Field(1.0, ge=0, description="Simulated slippage of market orders, basis points.")
     instruments: Path = Field(
         Path("config/instruments.yaml"),
         description="Instrument specifications file, relative to the working directory.",
+    )
+    margin_type: Literal["CROSSED", "ISOLATED"] = Field("CROSSED", description="Margin type set on each symbol.")
+    position_mode: Literal["ONE_WAY", "HEDGE"] = Field("ONE_WAY", description="Position mode of the account.")
+    participation_rate: Decimal | None = Field(
+        Decimal("0.1"),
+        gt=0,
+        le=1,
+        description="Largest share of a bar's volume the account may trade in it; None = no cap.",
+    )
+    latency_ms: float = Field(0.0, ge=0, description="Time a request takes to reach the simulated venue, ms.")
+    latency_jitter_ms: float = Field(
+        0.0, ge=0, description="Extra random latency, uniform in [0, this] ms, drawn from run.seed."
+    )
+    leverage_brackets: Path = Field(
+        Path("config/leverage_brackets.yaml"),
+        description="Leverage brackets and liquidation fees file, relative to the working directory.",
+    )
+    funding_interval_hours: dict[Symbol, Annotated[int, Field(ge=1, le=24)]] = Field(
+        default_factory=lambda: {"ENAUSDT": 4},
+        description="Funding interval of the symbols that do not settle every 8 hours.",
     )
 
 
@@ -367,6 +639,27 @@ class LoggingConfig(_Section):
     )
 
 
+class WebConfig(_Section):
+    """The operator web app served by ``keel run``."""
+
+    enabled: bool = Field(True, description="Serve the control API, dashboard and /metrics.")
+    host: str = Field("127.0.0.1", min_length=1, description="Address to listen on (loopback by default).")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0 picks a free one).")
+    dashboard_interval_seconds: float = Field(
+        0.5, gt=0, le=1, allow_inf_nan=False, description="Seconds between dashboard updates (at most 1)."
+    )
+    control_requests_per_minute: int = Field(30, ge=1, description="Rate limit of control routes per client.")
+
+
+class PersistenceConfig(_Section):
+    """Where state, the journal and the audit log are stored."""
+
+    url: str | None = Field(
+        None,
+        description="SQLAlchemy URL (sqlite:///file.db or postgresql+psycopg://...); none = runs/<run>/keel.db.",
+    )
+
+
 class Secrets(_Section):
     """Credentials; set only from the environment or the secret file."""
 
@@ -388,6 +681,8 @@ class KeelConfig(_Section):
     paper: PaperConfig = Field(default_factory=PaperConfig, description="Paper trading.")
     live: LiveConfig = Field(default_factory=LiveConfig, description="Live trading.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
+    web: WebConfig = Field(default_factory=WebConfig, description="Operator web app.")
+    persistence: PersistenceConfig = Field(default_factory=PersistenceConfig, description="Storage.")
     secrets: Secrets = Field(default_factory=Secrets, description="Credentials.")
 
     @model_validator(mode="after")

@@ -1,10 +1,32 @@
 """Exchange adapters behind :class:`~keel.core.ports.ExchangePort`.
 
 Holds :class:`SimulatedExchange`, the Binance USD-M venue simulated over
-recorded data for backtests and paper trading. The Binance Futures adapter
-(signed REST, WebSocket streams, user-data stream) comes with live trading.
+recorded bars, books, prints, mark prices and funding for backtests and paper
+trading, and its parts: the account with its margin and liquidation rules
+(:mod:`keel.api.account`), Binance's leverage brackets
+(:mod:`keel.api.brackets`), the liquidation and break-even formulas
+(:mod:`keel.api.margin`), the fill rules (:mod:`keel.api.matching`) and the
+venue's order record (:mod:`keel.api.venue_orders`). The Binance Futures
+adapter (signed REST, WebSocket streams, user-data stream) comes with live
+trading. Auto-deleveraging is not modelled.
 """
 
-from keel.api.simulated_exchange import SimulatedExchange
+from keel.api.account import Account
+from keel.api.brackets import LeverageSchedule, bracket_for, load_leverage_schedule, maintenance_margin, max_notional
+from keel.api.margin import Leg, break_even_price, liquidation_price
+from keel.api.simulated_exchange import LIQUIDATION_PREFIX, ExchangeState, SimulatedExchange
 
-__all__ = ["SimulatedExchange"]
+__all__ = [
+    "LIQUIDATION_PREFIX",
+    "Account",
+    "ExchangeState",
+    "Leg",
+    "LeverageSchedule",
+    "SimulatedExchange",
+    "bracket_for",
+    "break_even_price",
+    "liquidation_price",
+    "load_leverage_schedule",
+    "maintenance_margin",
+    "max_notional",
+]

@@ -6,6 +6,11 @@ publishes the event and drains the bus synchronously, so every component
 reacts exactly as it would live, in a deterministic order. The same
 configuration, data and seed give byte-identical ``trades.csv`` and
 ``orders.csv``.
+
+The simulated venue treats a held position whose funding time passes without
+a recorded rate as an error, so a run without an explicit end stops where the
+funding data of its symbols stops (the last recorded settlement plus one
+funding interval), not where the bars do.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from keel.core.messages import BarClosed, Message, reset_message_ids
 from keel.integration.pipeline import Pipeline, build_feed, build_pipeline
 from keel.integration.reports import BARS_PER_YEAR, iso_time, run_metrics, write_run_records
 from keel.market_data.feeds import RecordedBarFeed
+from keel.market_data.loaders import load_funding
 from keel.strategy_engine.base import BaseStrategy
 
 _log = structlog.get_logger("keel.backtest")
@@ -55,7 +61,7 @@ class BacktestResult(Mapping[str, Any]):
         return len(self.metrics)
 
     def write(self, output_dir: str | Path) -> Path:
-        """Write metrics.json, config.json, equity.csv, trades.csv and orders.csv; return the folder."""
+        """Write metrics.json, config.json, equity.csv, trades.csv, orders.csv, attribution.csv; return the folder."""
         folder = Path(output_dir)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "metrics.json").write_text(json.dumps(self.metrics, indent=2, sort_keys=True) + "\n")
@@ -165,6 +171,11 @@ class BacktestEngine:
             data["start"] = _to_datetime(start)
         if end is not None:
             data["end"] = _to_datetime(end)
+        elif self.config.data.end is None:
+            covered = funding_coverage_end(self.config, data.get("symbols", self.config.data.symbols))
+            first = data.get("start", self.config.data.start)
+            if covered is not None and (first is None or covered > first):
+                data["end"] = covered
         update: dict[str, Any] = {}
         if data:
             update["data"] = self.config.data.model_validate({**self.config.data.model_dump(), **data})
@@ -224,6 +235,26 @@ class BacktestEngine:
         if handler_failures:
             _log.error("handlers raised during the backtest", count=len(handler_failures), first=handler_failures[0])
         return metrics
+
+
+def funding_coverage_end(config: KeelConfig, symbols: tuple[str, ...]) -> datetime | None:
+    """Return when the funding data of ``symbols`` stops covering a held position (None: no funding at all).
+
+    That is the earliest, over the symbols, of the last recorded settlement
+    plus the symbol's funding interval; a symbol without any recorded funding
+    does not bound it (holding it through a funding time fails loudly instead).
+    """
+    data = config.data
+    frame = load_funding(data.root / data.funding).frame
+    ends = []
+    for symbol in symbols:
+        times = frame.loc[frame["symbol"] == symbol, "time_ms"]
+        if times.empty:
+            continue
+        hours = config.exchange.funding_interval_hours.get(symbol, 8)
+        last_hour_ms = int(times.max()) // 3_600_000 * 3_600_000
+        ends.append(last_hour_ms + hours * 3_600_000)
+    return datetime.fromtimestamp(min(ends) / 1000, tz=UTC) if ends else None
 
 
 def _to_datetime(value: str | date | datetime) -> datetime:

@@ -95,6 +95,14 @@ class BinanceErrorCode(IntEnum):
     DUPLICATED_CLIENT_ORDER_ID = -4116
     MARKET_ORDER_REJECT = -4131
     MIN_NOTIONAL = -4164
+    INVALID_LEVERAGE = -4028
+    NO_NEED_TO_CHANGE_MARGIN_TYPE = -4046
+    THERE_EXISTS_OPEN_ORDERS = -4047
+    THERE_EXISTS_QUANTITY = -4048
+    NO_NEED_TO_CHANGE_POSITION_SIDE = -4059
+    POSITION_SIDE_CHANGE_EXISTS_OPEN_ORDERS = -4067
+    POSITION_SIDE_CHANGE_EXISTS_QUANTITY = -4068
+    ISOLATED_LEVERAGE_REJECT_WITH_POSITION = -4161
     # 50xx - order execution issues
     FOK_ORDER_REJECT = -5021
     GTX_ORDER_REJECT = -5022
@@ -189,6 +197,16 @@ _MESSAGES: dict[BinanceErrorCode, str] = {
     _E.DUPLICATED_CLIENT_ORDER_ID: "clientOrderId is duplicated",
     _E.MARKET_ORDER_REJECT: ("The counterparty's best price does not meet the PERCENT_PRICE filter limit"),
     _E.MIN_NOTIONAL: "Order's notional must be no smaller than {} (unless you choose reduce only)",
+    _E.INVALID_LEVERAGE: "Leverage {} is not valid",
+    _E.NO_NEED_TO_CHANGE_MARGIN_TYPE: "No need to change margin type.",
+    _E.THERE_EXISTS_OPEN_ORDERS: "Margin type cannot be changed if there exists open orders.",
+    _E.THERE_EXISTS_QUANTITY: "Margin type cannot be changed if there exists position.",
+    _E.NO_NEED_TO_CHANGE_POSITION_SIDE: "No need to change position side.",
+    _E.POSITION_SIDE_CHANGE_EXISTS_OPEN_ORDERS: "Position side cannot be changed if there exists open orders.",
+    _E.POSITION_SIDE_CHANGE_EXISTS_QUANTITY: "Position side cannot be changed if there exists position.",
+    _E.ISOLATED_LEVERAGE_REJECT_WITH_POSITION: (
+        "Leverage reduction is not supported in Isolated Margin Mode with open positions"
+    ),
     _E.FOK_ORDER_REJECT: ("Due to the order could not be filled immediately, the FOK order has been rejected."),
     _E.GTX_ORDER_REJECT: ("Due to the order could not be executed as maker, the Post Only order will be rejected."),
 }

@@ -115,6 +115,96 @@ class FundingRateUpdated(MarketDataEvent, frozen=True, kw_only=True, tag=True, g
     mark_price: Decimal | None
 
 
+class BookTickerUpdated(MarketDataEvent, frozen=True, kw_only=True, tag=True, gc=False):
+    """The venue's best bid and offer changed (Binance ``bookTicker``).
+
+    ``update_id`` is in the same sequence as the depth stream's update ids.
+    """
+
+    update_id: int
+    bid_price: float
+    bid_quantity: float
+    ask_price: float
+    ask_quantity: float
+
+
+class MarkPriceUpdated(MarketDataEvent, frozen=True, kw_only=True, tag=True, gc=False):
+    """The venue's mark and index price and the funding rate now in force (Binance ``markPriceUpdate``).
+
+    ``next_funding_time`` (ns) is when ``funding_rate`` settles next.
+    """
+
+    mark_price: Decimal
+    index_price: Decimal
+    estimated_settle_price: Decimal
+    funding_rate: Decimal
+    next_funding_time: int
+
+
+class LiquidationReported(MarketDataEvent, frozen=True, kw_only=True, tag=True, gc=False):
+    """The venue liquidated a position (Binance ``forceOrder``): the liquidation order's latest state.
+
+    ``quantity`` is the order's size, ``filled_quantity`` what has traded so
+    far and ``last_filled_quantity`` the latest fill; ``status`` is Binance's
+    order status (``NEW``, ``PARTIALLY_FILLED``, ``FILLED``, ...).
+    """
+
+    side: OrderSide
+    price: float
+    average_price: float
+    quantity: float
+    last_filled_quantity: float
+    filled_quantity: float
+    status: str
+
+
+class FeedHealthChanged(MarketDataEvent, frozen=True, kw_only=True, tag=True, gc=False):
+    """A market-data stream of a symbol went stale (silent longer than allowed) or recovered.
+
+    ``silent_ns`` is how long the stream had been silent when this was decided.
+    """
+
+    stream: str
+    stale: bool
+    silent_ns: int
+    reason: str
+
+
+class MicrostructureSnapshot(MarketDataEvent, frozen=True, kw_only=True, tag=True, gc=False):
+    """The microstructure of one symbol as the analyzers see it now (conflatable: newest wins).
+
+    Book fields come from the last published book (``update_id``); depths
+    are base-asset quantities within ``depth_bps`` of the mid; imbalances and
+    ``book_pressure`` lie in [-1, 1] (positive: more bids). Trade-flow fields,
+    the impact estimate for ``impact_reference_quantity`` and the liquidity
+    profile fields are None until their analyzer has enough data.
+    """
+
+    update_id: int
+    mid_price: float
+    spread_bps: float
+    microprice: float
+    imbalance_1: float
+    imbalance_5: float
+    imbalance_10: float
+    depth_bps: float
+    bid_depth: float
+    ask_depth: float
+    book_pressure: float
+    bid_wall_price: float | None
+    ask_wall_price: float | None
+    vpin: float | None
+    order_flow_imbalance: float | None
+    kyle_lambda: float | None
+    realized_volatility: float | None
+    trade_burst: bool
+    sweep: bool
+    impact_reference_quantity: float
+    impact_bps: float | None
+    expected_volume_share: float | None
+    liquidity_score: float | None
+
+
 # --- strategy and portfolio ------------------------------------------------------
 
 
@@ -149,6 +239,55 @@ class Rebalance(Command, frozen=True, kw_only=True, tag=True, gc=False):
     """Recompute the target allocation now."""
 
     reason: str
+
+
+class MarketRegime(Enum):
+    """The state of a market as the regime detector labels it (UNKNOWN before its first fit)."""
+
+    TRENDING = "trending"
+    MEAN_REVERTING = "mean_reverting"
+    HIGH_VOLATILITY = "high_volatility"
+    LOW_VOLATILITY = "low_volatility"
+    UNKNOWN = "unknown"
+
+
+class RegimeChanged(Event, frozen=True, kw_only=True, tag=True, gc=False):
+    """The most likely regime of a symbol changed.
+
+    ``probabilities`` are the detector's filtered probabilities per regime
+    value; ``volatility`` is its one-bar-ahead volatility forecast (a fraction,
+    None before the first volatility fit).
+    """
+
+    symbol: str
+    previous: MarketRegime
+    regime: MarketRegime
+    probabilities: dict[str, float]
+    volatility: float | None = None
+
+
+class StrategyError(Event, frozen=True, kw_only=True, tag=True, gc=False):
+    """Strategy code raised on a bar of ``symbol``; the engine went on without its view.
+
+    ``disabled`` is true when the error made the strategy manager switch the
+    strategy off (too many consecutive errors).
+    """
+
+    strategy: str
+    symbol: str
+    error_type: str
+    message: str
+    disabled: bool = False
+
+
+class CorrelationJumped(Event, frozen=True, kw_only=True, tag=True, gc=False):
+    """The recent correlation of two symbols moved away from its longer-run value by more than the threshold."""
+
+    first: str
+    second: str
+    previous: float
+    current: float
+    threshold: float
 
 
 # --- risk ---------------------------------------------------------------------------
@@ -194,11 +333,66 @@ class TradingStateChanged(Event, frozen=True, kw_only=True, tag=True, gc=False):
     reason: str
 
 
+class RiskLimitsUpdated(Event, frozen=True, kw_only=True, tag=True, gc=False):
+    """The risk layer's limits, or the per-symbol weight caps they imply at the current equity, changed.
+
+    ``limits`` maps each limit's name (``max_leverage``, ``var_daily_pct``, ...)
+    to its value; ``position_weight_caps`` is the largest absolute weight
+    (position notional over equity) each symbol may reach; ``equity`` is the
+    equity the caps were computed at.
+    """
+
+    limits: dict[str, float]
+    position_weight_caps: dict[str, float]
+    equity: float
+    reason: str
+
+
+class RiskBreached(Event, frozen=True, kw_only=True, tag=True, gc=False):
+    """A portfolio risk limit was breached; ``limit`` names it, ``state`` is the trading state it led to."""
+
+    limit: str
+    value: float
+    threshold: float
+    state: TradingState
+    reason: str
+
+
 # --- execution ----------------------------------------------------------------------
 
 
+class PositionSide(Enum):
+    """Which position an order works on: BOTH in one-way mode, LONG or SHORT in hedge mode."""
+
+    BOTH = "BOTH"
+    LONG = "LONG"
+    SHORT = "SHORT"
+
+
+class WorkingType(Enum):
+    """The price a stop or take-profit order triggers on (Binance's ``workingType``)."""
+
+    MARK_PRICE = "MARK_PRICE"
+    CONTRACT_PRICE = "CONTRACT_PRICE"
+    """The last traded price."""
+
+
+class MarginType(Enum):
+    """How a symbol's positions are margined: from the shared wallet or from their own margin."""
+
+    CROSSED = "CROSSED"
+    ISOLATED = "ISOLATED"
+
+
 class SubmitOrder(Command, frozen=True, kw_only=True, tag=True, gc=False):
-    """Send a new order to the venue."""
+    """Send a new order to the venue.
+
+    ``stop_price`` triggers STOP_MARKET and TAKE_PROFIT_MARKET orders on the
+    ``working_type`` price. ``close_position`` (stop and take-profit orders
+    only) closes the whole position when triggered; the venue then ignores
+    ``quantity``, as Binance does. ``position_side`` is BOTH in one-way mode
+    and LONG or SHORT in hedge mode.
+    """
 
     client_order_id: str
     symbol: str
@@ -210,6 +404,9 @@ class SubmitOrder(Command, frozen=True, kw_only=True, tag=True, gc=False):
     reduce_only: bool = False
     stop_price: Decimal | None = None
     strategy: str = "manual"
+    position_side: PositionSide = PositionSide.BOTH
+    close_position: bool = False
+    working_type: WorkingType = WorkingType.CONTRACT_PRICE
 
 
 class CancelOrder(Command, frozen=True, kw_only=True, tag=True, gc=False):
@@ -302,6 +499,29 @@ class FundingPaid(Event, frozen=True, kw_only=True, tag=True, gc=False):
     mark_price: Decimal
     position_quantity: Decimal
     amount: Decimal
+
+
+class PositionLiquidated(Event, frozen=True, kw_only=True, tag=True, gc=False):
+    """The venue liquidated a position because its margin fell to the maintenance margin.
+
+    The venue's liquidation order (``client_order_id`` starts with ``autoclose-``)
+    closed ``quantity`` at ``price``; its fill is reported as an ``OrderFilled``
+    whose commission is the ``liquidation_fee``. ``insurance_fund_covered`` is
+    the loss beyond the margin that the insurance fund absorbed (the wallet
+    never goes below zero).
+    """
+
+    symbol: str
+    position_side: PositionSide
+    margin_type: MarginType
+    client_order_id: str
+    side: OrderSide
+    quantity: Decimal
+    price: Decimal
+    mark_price: Decimal
+    realized_pnl: Decimal
+    liquidation_fee: Decimal
+    insurance_fund_covered: Decimal
 
 
 class ComponentStateChanged(Event, frozen=True, kw_only=True, tag=True, gc=False):

@@ -73,6 +73,10 @@ class OrderManager(Component):
         self.bus.register(CancelOrder, self.on_cancel, name=self.name)
         self.bus.register(CancelAllOrders, self.on_cancel_all, name=self.name)
 
+    def next_client_order_id(self) -> str:
+        """Return a new client order id for an order this manager did not approve (an operator's)."""
+        return self._ids.next_id()
+
     def open_orders(self) -> list[Order]:
         """Return the orders that can still trade, oldest first."""
         return [order for order in self.orders.values() if not order.is_closed]

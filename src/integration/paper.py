@@ -27,9 +27,11 @@ from keel.core.bus import EventBus
 from keel.core.clock import LiveClock, SimulatedClock
 from keel.core.instruments import load_instruments
 from keel.core.messages import BarClosed, CancelAllOrders
+from keel.integration.orchestrator import TradingOrchestrator
 from keel.integration.pipeline import Pipeline, build_feed, build_pipeline
 from keel.integration.reports import BARS_PER_YEAR, iso_time, money, run_metrics, write_run_records
 from keel.market_data.feeds import RecordedBarFeed
+from keel.persistence import AuditLog, Database
 
 _log = structlog.get_logger("keel.paper")
 
@@ -58,8 +60,14 @@ class PaperSession:
         self.bars = 0
         self.events = 0
         self.handler_errors = 0
-        self.pipeline: Pipeline | None = None
         self._feed_done = False
+        self.feed = build_feed(config)
+        self.clock = SimulatedClock(self.feed.summary.first_ns)
+        bus = EventBus(config.bus.capacity, on_handler_error=self._handler_failed)
+        self.pipeline = build_pipeline(config, load_instruments(config.exchange.instruments), bus, self.clock)
+        self.database = Database(config.persistence.url or f"sqlite:///{run_dir / 'keel.db'}")
+        self.database.migrate()
+        self.orchestrator = TradingOrchestrator(self.pipeline, config, AuditLog(self.database))
 
     def request_stop(self, reason: str) -> None:
         """Ask the session to shut down cleanly (safe to call from a signal handler)."""
@@ -69,15 +77,12 @@ class PaperSession:
 
     async def run(self) -> dict[str, Any]:
         """Run until the data ends, the duration elapses or a stop is requested; return the final status."""
-        config = self.config
-        feed = build_feed(config)
+        config, feed, clock, pipeline = self.config, self.feed, self.clock, self.pipeline
+        bus = pipeline.bus
         pace = LiveClock(origin_ns=feed.summary.first_ns, speed=config.paper.speed)
-        clock = SimulatedClock(feed.summary.first_ns)
-        bus = EventBus(config.bus.capacity, on_handler_error=self._handler_failed)
-        pipeline = build_pipeline(config, load_instruments(config.exchange.instruments), bus, clock)
-        self.pipeline = pipeline
         bus_task = asyncio.create_task(bus.run(), name="bus")
         pipeline.start()
+        self.orchestrator.running = True
         feed_task = asyncio.create_task(self._replay(feed, pipeline, clock, pace), name="feed")
         status_task = asyncio.create_task(self._report_status(), name="status")
         duration = config.paper.duration_seconds
@@ -92,8 +97,10 @@ class PaperSession:
             task.cancel()
         await asyncio.gather(*waiters, status_task, return_exceptions=True)
         await self._shutdown(pipeline, bus, bus_task)
+        self.orchestrator.running = False
         final = self.status()
         self._write(final)
+        self.database.dispose()
         return final
 
     async def _replay(self, feed: RecordedBarFeed, pipeline: Pipeline, clock: SimulatedClock, pace: LiveClock) -> None:
@@ -141,8 +148,6 @@ class PaperSession:
     def status(self) -> dict[str, Any]:
         """Return a snapshot: time, progress, equity, P&L, orders, bus and trading state."""
         pipeline = self.pipeline
-        if pipeline is None:
-            return {"state": "STARTING"}
         positions = pipeline.positions
         equity = positions.equity()
         return {
@@ -165,7 +170,6 @@ class PaperSession:
 
     def _write(self, final: dict[str, Any]) -> None:
         pipeline = self.pipeline
-        assert pipeline is not None
         self.run_dir.mkdir(parents=True, exist_ok=True)
         state = {
             "status": final,

@@ -4,8 +4,12 @@
 configuration and subscribes them in an order that makes every run
 deterministic: the venue sees a bar first (orders placed on earlier bars fill
 at its open), then the position book marks to it, then strategies, the
-allocator, risk and execution react to it. :class:`RunRecorder` keeps the
-fills, denials and equity curve that reports are written from.
+allocator, risk and execution react to it. The venue also takes recorded
+books, prints and mark prices when the feed has them. Its reports go to the
+order manager, except the venue's own liquidation orders, which no order
+manager placed: their fills and ``PositionLiquidated`` go straight to the bus.
+:class:`RunRecorder` keeps the fills, denials, liquidations and equity curve
+that reports are written from.
 """
 
 from __future__ import annotations
@@ -14,29 +18,43 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from keel.api.simulated_exchange import SimulatedExchange
+from keel.api.brackets import load_leverage_schedule
+from keel.api.simulated_exchange import LIQUIDATION_PREFIX, SimulatedExchange
 from keel.config import KeelConfig
 from keel.core.bus import EventBus
-from keel.core.clock import NANOS_PER_MINUTE, Clock, datetime_to_ns
+from keel.core.clock import NANOS_PER_MILLI, NANOS_PER_MINUTE, Clock, datetime_to_ns
 from keel.core.component import Component
 from keel.core.instruments import Instrument
 from keel.core.messages import (
     BarClosed,
+    BookUpdated,
+    Event,
     FundingRateUpdated,
+    MarkPriceUpdated,
     Message,
     OrderDenied,
     OrderFilled,
     OrderRejected,
+    PositionLiquidated,
+    TradeTick,
     TradingStateChanged,
 )
 from keel.core.orders import ClientOrderIdGenerator
+from keel.core.ports import MarginType, PositionMode
 from keel.execution.order_manager import OrderManager
 from keel.market_data.feeds import RecordedBarFeed
-from keel.portfolio.equal_weight import EqualWeightAllocator
+from keel.portfolio import AdaptiveAllocator, EqualWeightAllocator, PerformanceAttributor, PortfolioOptimizer
+from keel.risk_management.limits import RiskLimits
 from keel.risk_management.position_manager import PositionManager
 from keel.risk_management.risk_controller import RiskController
-from keel.strategy_engine.base import BaseStrategy, StrategyRunner
-from keel.strategy_engine.moving_average_cross import MovingAverageCrossStrategy
+from keel.risk_management.sizing import PositionSizer
+from keel.strategy_engine import (
+    BaseStrategy,
+    MovingAverageCrossStrategy,
+    StrategyFactory,
+    StrategyManager,
+    StrategyRunner,
+)
 
 
 @dataclass(slots=True)
@@ -50,12 +68,13 @@ class EquityPoint:
 
 @dataclass(slots=True)
 class RunRecorder:
-    """Keep what a run report needs: fills, venue rejections, risk denials, equity."""
+    """Keep what a run report needs: fills, venue rejections, risk denials, liquidations, equity."""
 
     fills: list[OrderFilled] = field(default_factory=list)
     rejections: list[OrderRejected] = field(default_factory=list)
     denials: list[OrderDenied] = field(default_factory=list)
     trading_states: list[TradingStateChanged] = field(default_factory=list)
+    liquidations: list[PositionLiquidated] = field(default_factory=list)
     equity: list[EquityPoint] = field(default_factory=list)
 
     def attach(self, bus: EventBus) -> None:
@@ -64,6 +83,7 @@ class RunRecorder:
         bus.subscribe(OrderRejected, self.rejections.append, name="recorder.rejections")
         bus.subscribe(OrderDenied, self.denials.append, name="recorder.denials")
         bus.subscribe(TradingStateChanged, self.trading_states.append, name="recorder.trading_state")
+        bus.subscribe(PositionLiquidated, self.liquidations.append, name="recorder.liquidations")
 
 
 @dataclass(slots=True)
@@ -75,20 +95,33 @@ class Pipeline:
     exchange: SimulatedExchange
     positions: PositionManager
     strategy: StrategyRunner
-    allocator: EqualWeightAllocator
+    allocator: PortfolioOptimizer | EqualWeightAllocator
     risk: RiskController
     orders: OrderManager
     recorder: RunRecorder
+    attribution: PerformanceAttributor | None = None
 
     @property
     def components(self) -> tuple[Component, ...]:
         """Return the components in start order."""
-        return (self.positions, self.strategy, self.allocator, self.risk, self.orders)
+        core = (self.positions, self.strategy, self.allocator, self.risk, self.orders)
+        return core if self.attribution is None else (*core, self.attribution)
 
     def start(self) -> None:
-        """Start every component in order."""
+        """Start every component in order, then route the venue's reports."""
         for component in self.components:
             component.start()
+        self.exchange.set_report_handler(self.route_venue_report)
+
+    def route_venue_report(self, report: Event) -> None:
+        """Give the order manager the reports of its orders; publish the venue's liquidations directly."""
+        venue_originated = isinstance(report, PositionLiquidated) or (
+            isinstance(report, OrderFilled) and report.client_order_id.startswith(LIQUIDATION_PREFIX)
+        )
+        if venue_originated:
+            self.bus.publish(report)
+        else:
+            self.orders.on_report(report)
 
     def stop(self) -> None:
         """Stop every component in reverse order."""
@@ -120,10 +153,120 @@ def build_feed(config: KeelConfig) -> RecordedBarFeed:
     )
 
 
-def build_strategy(config: KeelConfig) -> BaseStrategy:
-    """Build the configured strategy."""
+def build_exchange(
+    config: KeelConfig, instruments: Mapping[str, Instrument], clock: Clock, capital: Decimal
+) -> SimulatedExchange:
+    """Build the simulated venue with the configured fees, margin, brackets, latency and seed."""
+    settings = config.exchange
+    return SimulatedExchange(
+        instruments,
+        clock,
+        initial_balance=capital,
+        leverage=settings.leverage,
+        slippage_bps=settings.slippage_bps,
+        maker_fee=settings.maker_fee,
+        taker_fee=settings.taker_fee,
+        schedule=load_leverage_schedule(settings.leverage_brackets),
+        margin_type=MarginType(settings.margin_type),
+        position_mode=PositionMode(settings.position_mode),
+        participation_rate=settings.participation_rate,
+        latency_ns=round(settings.latency_ms * NANOS_PER_MILLI),
+        latency_jitter_ns=round(settings.latency_jitter_ms * NANOS_PER_MILLI),
+        seed=config.run.seed,
+        funding_interval_hours=settings.funding_interval_hours,
+    )
+
+
+def build_strategy(config: KeelConfig) -> BaseStrategy | StrategyManager:
+    """Build the configured strategy: the regime-weighted strategy manager, or the moving-average cross."""
     settings = config.strategy
-    return MovingAverageCrossStrategy(fast_period=settings.fast_period, slow_period=settings.slow_period)
+    if settings.name == "moving_average_cross":
+        return MovingAverageCrossStrategy(fast_period=settings.fast_period, slow_period=settings.slow_period)
+    fee = config.exchange.taker_fee
+    return StrategyFactory.create_manager(settings.model_dump(), fee_rate=None if fee is None else float(fee))
+
+
+def build_allocator(config: KeelConfig, bus: EventBus, clock: Clock) -> PortfolioOptimizer | EqualWeightAllocator:
+    """Build the configured allocator: the Markowitz optimizer, or the skeleton's equal weights."""
+    settings = config.portfolio
+    interval = settings.rebalance_interval_minutes * NANOS_PER_MINUTE
+    symbols = config.data.symbols
+    if settings.allocator == "equal_weight":
+        return EqualWeightAllocator(symbols, settings.gross_exposure, bus, clock, rebalance_interval_ns=interval)
+    constraints = {
+        "long_short": settings.long_short,
+        "max_weight": settings.max_weight,
+        "gross_leverage": settings.gross_exposure,
+        "net_exposure": None,
+        "net_exposure_bounds": (-settings.net_exposure_limit, settings.net_exposure_limit),
+        "turnover": settings.turnover_limit,
+        # Trading costs are paid once and earned back over the holding period.
+        "transaction_cost": settings.transaction_cost / settings.holding_period_bars,
+    }
+    if settings.objective in ("max_sharpe", "min_volatility", "efficient_return", "efficient_risk"):
+        constraints.update(net_exposure=1.0, net_exposure_bounds=None)
+    return PortfolioOptimizer(
+        objective=settings.objective,
+        covariance=settings.covariance,
+        constraints=constraints,
+        risk_aversion=settings.risk_aversion,
+        target_return=settings.target_return,
+        target_volatility=settings.target_volatility,
+        halflife=settings.covariance_halflife_bars,
+        signal_weight=settings.signal_weight,
+        information_coefficient=settings.information_coefficient,
+        symbols=symbols,
+        lookback=settings.lookback_bars,
+        min_history=settings.min_history_bars,
+        rebalance_interval_ns=interval,
+        reduce_factor=settings.reduce_factor,
+        allocator=AdaptiveAllocator(
+            halflife=settings.strategy_halflife_bars, floor=settings.strategy_floor, cap=settings.strategy_cap
+        ),
+        bus=bus,
+        clock=clock,
+    )
+
+
+def build_risk(
+    config: KeelConfig, instruments: Mapping[str, Instrument], positions: PositionManager, bus: EventBus, clock: Clock
+) -> RiskController:
+    """Build the risk controller with the configured limits and sizer."""
+    risk = config.risk
+    limits = RiskLimits(
+        max_order_notional=float(risk.max_order_notional),
+        max_position_notional=float(risk.max_position_notional),
+        max_leverage=risk.max_leverage,
+        max_net_leverage=risk.max_net_leverage,
+        var_daily_pct=risk.var_daily_pct,
+        var_confidence=risk.var_confidence,
+        max_drawdown_pct=risk.max_drawdown_pct,
+        halt_drawdown_pct=risk.halt_drawdown_pct,
+        max_orders_per_window=risk.max_orders_per_minute,
+    )
+    sizer = PositionSizer(
+        kelly_fraction=risk.kelly_fraction,
+        atr_risk_pct=risk.atr_risk_pct,
+        atr_multiple=risk.atr_multiple,
+        var_budget_pct=risk.var_budget_pct,
+        var_confidence=risk.var_confidence,
+        leverage=config.exchange.leverage,
+        liquidation_sigmas=risk.liquidation_sigmas,
+    )
+    return RiskController(
+        instruments,
+        positions,
+        rebalance_threshold=config.portfolio.rebalance_threshold,
+        limits=limits,
+        sizer=sizer,
+        symbols=config.data.symbols,
+        var_method=risk.var_method,
+        var_window=risk.var_window_bars,
+        signal_weight=config.portfolio.signal_weight,
+        information_coefficient=config.portfolio.information_coefficient,
+        bus=bus,
+        clock=clock,
+    )
 
 
 def build_pipeline(
@@ -132,7 +275,7 @@ def build_pipeline(
     bus: EventBus,
     clock: Clock,
     *,
-    strategy: BaseStrategy | None = None,
+    strategy: BaseStrategy | StrategyManager | None = None,
     initial_capital: Decimal | None = None,
     client_order_namespace: str = "keel",
 ) -> Pipeline:
@@ -160,39 +303,21 @@ def build_pipeline(
         raise ValueError(
             f"no instrument specification for {', '.join(missing)}: add them to {config.exchange.instruments}"
         )
-    exchange = SimulatedExchange(
-        {s: instruments[s] for s in symbols},
-        clock,
-        initial_balance=capital,
-        leverage=config.exchange.leverage,
-        slippage_bps=config.exchange.slippage_bps,
-        maker_fee=config.exchange.maker_fee,
-        taker_fee=config.exchange.taker_fee,
-    )
+    exchange = build_exchange(config, {s: instruments[s] for s in symbols}, clock, capital)
     bus.subscribe(BarClosed, exchange.on_bar, name="exchange.simulated.bars")
+    bus.subscribe(BookUpdated, exchange.on_book, name="exchange.simulated.books")
+    bus.subscribe(TradeTick, exchange.on_trade, name="exchange.simulated.trades")
+    bus.subscribe(MarkPriceUpdated, exchange.on_mark_price, name="exchange.simulated.marks")
     bus.subscribe(FundingRateUpdated, exchange.on_funding, name="exchange.simulated.funding")
     positions = PositionManager(capital, bus, clock)
     runner = StrategyRunner(strategy or build_strategy(config), bus, clock)
-    allocator = EqualWeightAllocator(
-        symbols,
-        config.portfolio.gross_exposure,
-        bus,
-        clock,
-        rebalance_interval_ns=config.portfolio.rebalance_interval_minutes * NANOS_PER_MINUTE,
-    )
-    risk = RiskController(
-        instruments,
-        positions,
-        max_order_notional=config.risk.max_order_notional,
-        max_position_notional=config.risk.max_position_notional,
-        max_leverage=config.risk.max_leverage,
-        rebalance_threshold=config.portfolio.rebalance_threshold,
-        bus=bus,
-        clock=clock,
-    )
+    allocator = build_allocator(config, bus, clock)
+    risk = build_risk(config, instruments, positions, bus, clock)
     orders = OrderManager(exchange, ClientOrderIdGenerator(client_order_namespace), bus, clock)
     recorder = RunRecorder()
     recorder.attach(bus)
-    pipeline = Pipeline(bus, clock, exchange, positions, runner, allocator, risk, orders, recorder)
+    period = config.portfolio.attribution_period_hours * 60 * NANOS_PER_MINUTE
+    attribution = PerformanceAttributor(symbols, capital, period_ns=period, bus=bus, clock=clock)
+    pipeline = Pipeline(bus, clock, exchange, positions, runner, allocator, risk, orders, recorder, attribution)
     bus.add_handler_error_listener(pipeline.handler_failed)
     return pipeline

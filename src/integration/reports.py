@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from keel.core.clock import NANOS_PER_MILLI
+from keel.core.messages import PositionLiquidated
 from keel.core.orders import Order, OrderStatus
+from keel.portfolio.attribution import ATTRIBUTION_COLUMNS
 
 if TYPE_CHECKING:
     from keel.integration.pipeline import Pipeline
@@ -138,7 +140,7 @@ def money(value: Decimal) -> str:
 
 
 def write_run_records(folder: Path, pipeline: Pipeline) -> None:
-    """Write equity.csv, trades.csv and orders.csv of a run into ``folder``."""
+    """Write equity.csv, trades.csv, orders.csv and attribution.csv of a run into ``folder``."""
     recorder = pipeline.recorder
     write_csv(
         folder / "equity.csv",
@@ -165,6 +167,21 @@ def write_run_records(folder: Path, pipeline: Pipeline) -> None:
         ),
     )
     write_csv(folder / "orders.csv", ORDER_COLUMNS, order_rows(pipeline.orders.orders.values()))
+    if pipeline.attribution is not None:
+        write_csv(folder / "attribution.csv", ATTRIBUTION_COLUMNS, pipeline.attribution.rows())
+
+
+def liquidation_metrics(liquidations: Sequence[PositionLiquidated]) -> dict[str, Any]:
+    """Return the count, clearance fees and insurance-covered losses of the venue's liquidations, also per symbol."""
+    by_symbol: dict[str, int] = {}
+    for liquidation in liquidations:
+        by_symbol[liquidation.symbol] = by_symbol.get(liquidation.symbol, 0) + 1
+    return {
+        "liquidations": len(liquidations),
+        "liquidations_by_symbol": dict(sorted(by_symbol.items())),
+        "liquidation_fees": float(sum((x.liquidation_fee for x in liquidations), Decimal(0))),
+        "insurance_fund_covered": float(sum((x.insurance_fund_covered for x in liquidations), Decimal(0))),
+    }
 
 
 def run_metrics(pipeline: Pipeline, bars_per_year: int) -> dict[str, Any]:
@@ -185,6 +202,7 @@ def run_metrics(pipeline: Pipeline, bars_per_year: int) -> dict[str, Any]:
             "funding_paid": float(-positions.funding_received),
             "fees_by_symbol": {s: float(v) for s, v in sorted(positions.fees_by_symbol.items())},
             "funding_paid_by_symbol": {s: float(-v) for s, v in sorted(positions.funding_by_symbol.items())},
+            **liquidation_metrics(pipeline.recorder.liquidations),
             "realized_pnl": float(positions.realized_pnl()),
             "unrealized_pnl": float(positions.unrealized_pnl()),
             "bus_messages_dispatched": pipeline.bus.dispatched,

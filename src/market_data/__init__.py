@@ -1,16 +1,47 @@
 """Market data: everything between a data source and the strategies.
 
-``keel.market_data`` holds the feeds (recorded files and Binance streams),
-their normalization into keel's messages, the local order book (REST snapshot
-plus diff sync), bars, and the microstructure analyzers (order-book imbalance,
-VPIN, market impact, liquidity profile). For now it has the loaders of the
-recorded files (:mod:`keel.market_data.loaders`), their inspection
-(:mod:`keel.market_data.inspection`) and the recorded bar-and-funding feed
-(:mod:`keel.market_data.feeds`).
+``keel.market_data`` holds
+
+- the loaders and inspection of the recorded files (:mod:`~keel.market_data.loaders`,
+  :mod:`~keel.market_data.inspection`) and recorded order-book sessions
+  (:mod:`~keel.market_data.sessions`);
+- the feeds (:mod:`~keel.market_data.feeds`): recorded bars and funding,
+  recorded order-book sessions with trades and mark prices, merged by exchange
+  time, paced for paper mode;
+- normalization of Binance USD-M stream payloads
+  (:mod:`~keel.market_data.normalization`), the stream handler that keeps one
+  synced book per symbol (:mod:`~keel.market_data.stream_handler`) and feed
+  health (:mod:`~keel.market_data.feed_health`);
+- the local order book (:mod:`~keel.market_data.order_book`) and its check
+  against the venue's ``bookTicker`` (:mod:`~keel.market_data.book_replay`);
+- bars from trades (:mod:`~keel.market_data.bars`);
+- the microstructure analyzers: :class:`OrderBookAnalyzer`,
+  :class:`TickDataAnalyzer` (VPIN), :class:`MarketImpactModel`,
+  :class:`LiquidityProfiler`, and the :class:`MicrostructureEngine` that
+  publishes their ``MicrostructureSnapshot``.
 """
 
-from keel.market_data.feeds import FeedSummary, RecordedBarFeed
+from keel.market_data.bars import DollarBarAggregator, TimeBarAggregator, VolumeBarAggregator
+from keel.market_data.book_analyzer import BookMetrics, OrderBookAnalyzer
+from keel.market_data.book_replay import BookReplayReport, replay_book
+from keel.market_data.feed_health import FeedHealthMonitor
+from keel.market_data.feeds import (
+    FeedSummary,
+    MergedFeed,
+    RecordedBarFeed,
+    RecordedSessionFeed,
+    SessionFeedStatistics,
+    paced,
+)
+from keel.market_data.impact import (
+    ImpactCollector,
+    ImpactEstimate,
+    ImpactModelNotFittedError,
+    MarketConditions,
+    MarketImpactModel,
+)
 from keel.market_data.inspection import inspect_paths, render_report
+from keel.market_data.liquidity import ExecutionWindow, LiquidityProfiler
 from keel.market_data.loaders import (
     KINDS,
     BadRow,
@@ -29,15 +60,52 @@ from keel.market_data.loaders import (
     load_ohlcv,
     load_trades,
 )
+from keel.market_data.microstructure import MicrostructureEngine, SymbolAnalyzers
+from keel.market_data.normalization import BinanceUsdmNormalizer, DepthDiff, DepthSnapshot
+from keel.market_data.order_book import BookSyncState, BookUnavailableError, DiffResult, OrderBook, TopOfBook
+from keel.market_data.sessions import RecordedSession, load_session
+from keel.market_data.stream_handler import MarketStreamHandler
+from keel.market_data.tick_analyzer import TickDataAnalyzer, TradeFlowMetrics
 
 __all__ = [
     "KINDS",
     "BadRow",
+    "BinanceUsdmNormalizer",
+    "BookMetrics",
+    "BookReplayReport",
+    "BookSyncState",
+    "BookUnavailableError",
+    "DepthDiff",
+    "DepthSnapshot",
+    "DiffResult",
+    "DollarBarAggregator",
+    "ExecutionWindow",
+    "FeedHealthMonitor",
     "FeedSummary",
     "Gap",
+    "ImpactCollector",
+    "ImpactEstimate",
+    "ImpactModelNotFittedError",
+    "LiquidityProfiler",
     "LoadReport",
     "LoadedData",
+    "MarketConditions",
+    "MarketImpactModel",
+    "MarketStreamHandler",
+    "MergedFeed",
+    "MicrostructureEngine",
+    "OrderBook",
+    "OrderBookAnalyzer",
     "RecordedBarFeed",
+    "RecordedSession",
+    "RecordedSessionFeed",
+    "SessionFeedStatistics",
+    "SymbolAnalyzers",
+    "TickDataAnalyzer",
+    "TimeBarAggregator",
+    "TopOfBook",
+    "TradeFlowMetrics",
+    "VolumeBarAggregator",
     "detect_kind",
     "find_gaps",
     "inspect_paths",
@@ -49,6 +117,9 @@ __all__ = [
     "load_mark_price_klines",
     "load_mark_price_stream",
     "load_ohlcv",
+    "load_session",
     "load_trades",
+    "paced",
     "render_report",
+    "replay_book",
 ]

@@ -5,23 +5,44 @@ and the funding file, validates them with :mod:`keel.market_data.loaders`
 (bad rows dropped and reported, gaps reported, never filled) and yields
 ``BarClosed`` and ``FundingRateUpdated`` events ordered by exchange time. Ties
 are broken deterministically: bars before funding at the same instant, then
-by the symbol's position in the symbol list. A backtest drains the stream as
-fast as it can; paper mode paces it on a :class:`~keel.core.clock.LiveClock`.
+by the symbol's position in the symbol list.
+
+:class:`RecordedSessionFeed` replays a recorded order-book session: the depth
+snapshot and diffs rebuilt into a local :class:`~keel.market_data.order_book.OrderBook`
+(``BookUpdated`` after each applied diff event), the ``bookTicker`` stream
+(``BookTickerUpdated``), the trade tape (``TradeTick``) and optionally the 1s
+mark-price stream (``MarkPriceUpdated``). :class:`MergedFeed` merges any
+feeds (several symbols, bars and sessions) by exchange time.
+
+A backtest drains a feed as fast as it can; :func:`paced` replays one at
+wall-clock time times a speed factor (paper mode).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import asyncio
+import heapq
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
 
-from keel.core.clock import NANOS_PER_MILLI
+from keel.core.clock import NANOS_PER_MILLI, LiveClock
 from keel.core.errors import MalformedDataError
-from keel.core.messages import BarClosed, FundingRateUpdated, MarketDataEvent
+from keel.core.messages import (
+    BarClosed,
+    BookTickerUpdated,
+    FundingRateUpdated,
+    MarketDataEvent,
+    MarkPriceUpdated,
+    TradeTick,
+)
+from keel.core.orders import OrderSide
 from keel.market_data.loaders import LoadReport, load_funding, load_ohlcv
+from keel.market_data.order_book import DiffResult, OrderBook
+from keel.market_data.sessions import load_session
 
 INTERVAL_MS = {"1m": 60_000, "1h": 3_600_000}
 
@@ -190,3 +211,279 @@ class RecordedBarFeed:
             ts_event=ts,
             ts_init=ts,
         )
+
+
+_DIFF, _SNAPSHOT, _TICKER, _TRADE, _MARK = 0, 1, 2, 3, 4
+# At one exchange time: book events (snapshot, diffs, tickers) in update-id
+# order, then trades by trade id, then mark prices.
+_RANK = {_SNAPSHOT: 0, _DIFF: 0, _TICKER: 0, _TRADE: 1, _MARK: 2}
+
+
+@dataclass(frozen=True, slots=True)
+class SessionFeedStatistics:
+    """What a replay of a recorded session did (counts of events by outcome)."""
+
+    book_events: int
+    diffs_applied: int
+    diffs_dropped: int
+    gaps: int
+    crossed: int
+    malformed_diff_events: int
+    buffered: int
+    book_tickers: int
+    trades: int
+    mark_prices: int
+
+
+class RecordedSessionFeed:
+    """Replay a recorded order-book session, its trades and mark prices in exchange-time order.
+
+    Parameters
+    ----------
+    session_dir
+        A session folder of ``data/SOURCES.md`` (``snapshot.csv.gz``,
+        ``depth_diff.csv.gz``, ``bbo.csv.gz``), named
+        ``binance_{usdm|spot}_{SYMBOL}_{date}``.
+    trades_file
+        The session's trade tape, or None for no trades.
+    depth
+        Levels per side in each ``BookUpdated``.
+    mark_price_file
+        A 1s mark-price stream file to replay as ``MarkPriceUpdated``, or None.
+    tick_size
+        The price grid; inferred from the recorded prices when None.
+
+    Notes
+    -----
+    The snapshot is applied at its own exchange time; diff events before it
+    are buffered by the book (as a live client does) and replayed onto it, so
+    one ``BookUpdated`` follows the snapshot when a buffered event synced the
+    book. After that, one ``BookUpdated`` follows each applied diff event. A
+    crossed book is counted and not published; a malformed event or a broken
+    update-id chain leaves the book waiting for a snapshot (a recording has
+    only one), so nothing more is published for it. Event times are the
+    exchange's transaction times (``T``, else ``E``); ``ts_init`` equals
+    ``ts_event``.
+    """
+
+    def __init__(
+        self,
+        session_dir: Path,
+        trades_file: Path | None = None,
+        depth: int = 20,
+        *,
+        mark_price_file: Path | None = None,
+        tick_size: Decimal | None = None,
+    ) -> None:
+        if depth < 1:
+            raise ValueError(f"book depth must be >= 1, got {depth}")
+        self.session = load_session(session_dir, trades_file, mark_price_file, tick_size)
+        self.symbol = self.session.symbol
+        self.depth = depth
+        self.reports = self.session.reports
+        self.book = OrderBook(self.symbol, self.session.tick_size)
+        self._counts = dict.fromkeys(("book_events", "crossed", "malformed", "tickers", "trades", "marks"), 0)
+        self._kinds, self._positions, self._times = self._schedule()
+
+    @property
+    def first_ns(self) -> int:
+        """Return the exchange time of the first event."""
+        return int(self._times[0]) if self._times.size else self.session.snapshot.time_ns
+
+    @property
+    def last_ns(self) -> int:
+        """Return the exchange time of the last event."""
+        return int(self._times[-1]) if self._times.size else self.session.snapshot.time_ns
+
+    @property
+    def statistics(self) -> SessionFeedStatistics:
+        """Return the counts of the current (or last) replay."""
+        counts, book = self._counts, self.book
+        return SessionFeedStatistics(
+            book_events=counts["book_events"],
+            diffs_applied=book.applied,
+            diffs_dropped=book.dropped,
+            gaps=book.gaps,
+            crossed=counts["crossed"],
+            malformed_diff_events=counts["malformed"],
+            buffered=book.buffered,
+            book_tickers=counts["tickers"],
+            trades=counts["trades"],
+            mark_prices=counts["marks"],
+        )
+
+    def _schedule(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        session = self.session
+        parts = [
+            (_DIFF, session.diffs.time_ns, session.diffs.last_update_id),
+            (_SNAPSHOT, np.array([session.snapshot.time_ns]), np.array([session.snapshot.last_update_id])),
+            (_TICKER, session.book_ticker["time_ns"].to_numpy(), session.book_ticker["update_id"].to_numpy()),
+        ]
+        if session.trades is not None:
+            trade_ids = session.trades[session.trades.columns[4]].to_numpy(dtype=np.int64)
+            parts.append((_TRADE, session.trades["time_ns"].to_numpy(), trade_ids))
+        if session.mark_prices is not None:
+            times = session.mark_prices["time_ns"].to_numpy()
+            parts.append((_MARK, times, np.arange(len(times))))
+        kinds = np.concatenate([np.full(len(times), kind) for kind, times, _ in parts])
+        ranks = np.array([_RANK[kind] for kind in kinds.tolist()], dtype=np.int64)
+        times = np.concatenate([np.asarray(times, dtype=np.int64) for _, times, _ in parts])
+        sequence = np.concatenate([np.asarray(seq, dtype=np.int64) for _, _, seq in parts])
+        positions = np.concatenate([np.arange(len(times)) for _, times, _ in parts])
+        # Snapshot before a diff of the same update id at the same time.
+        kind_order = np.where(kinds == _SNAPSHOT, -1, kinds)
+        order = np.lexsort((kind_order, sequence, ranks, times))
+        return kinds[order], positions[order], times[order]
+
+    def __iter__(self) -> Iterator[MarketDataEvent]:
+        """Yield the session's events in exchange-time order (a fresh book each time)."""
+        session = self.session
+        self.book = book = OrderBook(self.symbol, session.tick_size)
+        counts = self._counts = dict.fromkeys(self._counts, 0)
+        diffs = session.diffs
+        first, last = diffs.first_update_id.tolist(), diffs.last_update_id.tolist()
+        previous = diffs.previous_update_id.tolist() if session.has_previous_update_id else None
+        bid_start, ask_start = diffs.bid_start.tolist(), diffs.ask_start.tolist()
+        malformed = diffs.malformed.tolist()
+        ticks, quantities = diffs.ticks, diffs.quantities
+        diff_times = diffs.time_ns.tolist()
+        applied = DiffResult.APPLIED
+        depth, symbol = self.depth, self.symbol
+        tickers = self._ticker_rows()
+        trades = self._trade_rows()
+        marks = self._mark_rows()
+        for kind, position in zip(self._kinds.tolist(), self._positions.tolist(), strict=True):
+            if kind == _DIFF:
+                if malformed[position]:
+                    counts["malformed"] += 1
+                    continue
+                bids, asks, end = bid_start[position], ask_start[position], bid_start[position + 1]
+                result = book.apply_diff_ticks(
+                    first[position],
+                    last[position],
+                    None if previous is None else previous[position],
+                    ticks[bids:asks],
+                    quantities[bids:asks],
+                    ticks[asks:end],
+                    quantities[asks:end],
+                )
+                if result is applied:
+                    ts = diff_times[position]
+                    if book.is_crossed():
+                        counts["crossed"] += 1
+                    else:
+                        counts["book_events"] += 1
+                        yield book.to_event(ts, ts, depth)
+            elif kind == _TICKER:
+                counts["tickers"] += 1
+                ts, update_id, bid, bid_quantity, ask, ask_quantity = tickers[position]
+                yield BookTickerUpdated(
+                    symbol=symbol,
+                    update_id=update_id,
+                    bid_price=bid,
+                    bid_quantity=bid_quantity,
+                    ask_price=ask,
+                    ask_quantity=ask_quantity,
+                    ts_event=ts,
+                    ts_init=ts,
+                )
+            elif kind == _TRADE:
+                counts["trades"] += 1
+                ts, trade_id, price, quantity, buyer_is_maker = trades[position]
+                yield TradeTick(
+                    symbol=symbol,
+                    trade_id=str(trade_id),
+                    price=price,
+                    quantity=quantity,
+                    aggressor_side=OrderSide.SELL if buyer_is_maker else OrderSide.BUY,
+                    ts_event=ts,
+                    ts_init=ts,
+                )
+            elif kind == _MARK:
+                counts["marks"] += 1
+                yield self._mark_event(marks[position])
+            else:
+                snapshot = session.snapshot
+                book.apply_snapshot_ticks(
+                    snapshot.last_update_id,
+                    snapshot.bid_ticks,
+                    snapshot.bid_quantities,
+                    snapshot.ask_ticks,
+                    snapshot.ask_quantities,
+                )
+                if book.is_synced and not book.is_crossed():
+                    counts["book_events"] += 1
+                    yield book.to_event(snapshot.time_ns, snapshot.time_ns, depth)
+
+    def _ticker_rows(self) -> list[tuple[int, int, float, float, float, float]]:
+        frame = self.session.book_ticker
+        columns = ("time_ns", "update_id", "bid_price", "bid_qty", "ask_price", "ask_qty")
+        return list(zip(*(frame[name].tolist() for name in columns), strict=True))
+
+    def _trade_rows(self) -> list[tuple[int, int, float, float, bool]]:
+        frame = self.session.trades
+        if frame is None:
+            return []
+        columns = ("time_ns", frame.columns[4], "price", "qty", "is_buyer_maker")
+        return list(zip(*(frame[name].tolist() for name in columns), strict=True))
+
+    def _mark_rows(self) -> list[tuple[int, float, float, float, float, int]]:
+        frame = self.session.mark_prices
+        if frame is None:
+            return []
+        columns = ("time_ns", "mark_price", "index_price", "est_settle_price", "funding_rate", "next_funding_time_ms")
+        return list(zip(*(frame[name].tolist() for name in columns), strict=True))
+
+    def _mark_event(self, row: tuple[int, float, float, float, float, int]) -> MarkPriceUpdated:
+        ts, mark, index, settle, rate, next_funding_ms = row
+        return MarkPriceUpdated(
+            symbol=self.symbol,
+            mark_price=Decimal(repr(mark)),
+            index_price=Decimal(repr(index)),
+            estimated_settle_price=Decimal(repr(settle)),
+            funding_rate=Decimal(repr(rate)),
+            next_funding_time=next_funding_ms * NANOS_PER_MILLI,
+            ts_event=ts,
+            ts_init=ts,
+        )
+
+
+class MergedFeed:
+    """Merge several feeds (each in time order) into one stream ordered by exchange time.
+
+    Parameters
+    ----------
+    feeds
+        Feeds or any iterables of market-data events, each already ordered by
+        ``ts_event``. Ties go to the feed listed first, then keep each feed's
+        own order, so a merge is deterministic.
+    """
+
+    def __init__(self, feeds: Sequence[Iterable[MarketDataEvent]]) -> None:
+        if not feeds:
+            raise ValueError("a merged feed needs at least one feed")
+        self.feeds = tuple(feeds)
+
+    def __iter__(self) -> Iterator[MarketDataEvent]:
+        """Yield every feed's events in (ts_event, feed position) order."""
+        streams = [((event.ts_event, index, event) for event in feed) for index, feed in enumerate(self.feeds)]
+        for _, _, event in heapq.merge(*streams, key=lambda item: (item[0], item[1])):
+            yield event
+
+
+async def paced(events: Iterable[MarketDataEvent], clock: LiveClock) -> AsyncIterator[MarketDataEvent]:
+    """Yield events when ``clock`` reaches their ``ts_event`` (paper mode's wall clock times speed).
+
+    Parameters
+    ----------
+    events
+        A time-ordered feed.
+    clock
+        A live clock started at (or before) the first event's time, running
+        ``speed`` times faster than the wall clock.
+    """
+    for event in events:
+        delay = clock.wall_seconds_until(event.ts_event)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        yield event

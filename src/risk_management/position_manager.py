@@ -1,21 +1,86 @@
-"""Positions, P&L, fees, funding and equity, kept from fills and funding events.
+"""Positions, P&L, fees, funding and equity, kept from fills and funding events, per symbol and per strategy.
 
 The :class:`PositionManager` is keel's own book: it changes only through
 ``OrderFilled`` and ``FundingPaid`` events (already de-duplicated by the order
-manager) and marks positions to the last bar close. The simulated venue keeps
-its own book with the same accounting (:class:`~keel.core.accounting.Position`);
-tests check the two agree.
+manager) and marks positions to the venue's mark price (``MarkPriceUpdated``)
+or, without one, the last bar close. The simulated venue keeps its own book
+with the same accounting (:class:`~keel.core.accounting.Position`); tests
+check the two agree.
+
+Each fill is also booked to its strategy's sub-book of the symbol (the fill's
+``strategy``). Sub-books of one symbol add up to its net position, and their
+realized plus unrealized P&L add up to the net position's (P&L is linear in
+the fills); realized P&L alone differs, since each sub-book averages its own
+entries. Funding is split across sub-books by their signed quantities, which
+is exact (a payment is ``-quantity x mark x rate``).
+
+Every fill is classified as a lifecycle step of the net position: OPEN (from
+flat), INCREASE, REDUCE, CLOSE (back to flat) or FLIP (through zero).
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
 from decimal import Decimal
+from enum import Enum
 
 from keel.core.accounting import ZERO, Position
 from keel.core.bus import EventBus
 from keel.core.clock import Clock
 from keel.core.component import Component
-from keel.core.messages import BarClosed, FundingPaid, OrderFilled, PositionChanged
+from keel.core.messages import BarClosed, FundingPaid, MarkPriceUpdated, OrderFilled, PositionChanged
+
+
+class PositionLifecycle(Enum):
+    """What a fill did to a net position."""
+
+    OPEN = "OPEN"
+    INCREASE = "INCREASE"
+    REDUCE = "REDUCE"
+    CLOSE = "CLOSE"
+    FLIP = "FLIP"
+
+
+def classify(before: Decimal, after: Decimal) -> PositionLifecycle:
+    """Return the lifecycle step of a position moving from ``before`` to ``after`` (signed quantities)."""
+    if before == 0:
+        return PositionLifecycle.OPEN
+    if after == 0:
+        return PositionLifecycle.CLOSE
+    if (before > 0) != (after > 0):
+        return PositionLifecycle.FLIP
+    return PositionLifecycle.INCREASE if abs(after) > abs(before) else PositionLifecycle.REDUCE
+
+
+@dataclass(frozen=True, slots=True)
+class PositionEvent:
+    """One fill's effect on a net position."""
+
+    ts: int
+    symbol: str
+    strategy: str
+    step: PositionLifecycle
+    quantity_before: Decimal
+    quantity_after: Decimal
+    price: Decimal
+    realized_pnl: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class PnL:
+    """P&L of a symbol or a strategy: realized, unrealized at the marks, fees paid, funding received."""
+
+    realized: Decimal
+    unrealized: Decimal
+    fees: Decimal
+    funding: Decimal
+
+    @property
+    def total(self) -> Decimal:
+        """Return realized + unrealized - fees + funding."""
+        return self.realized + self.unrealized - self.fees + self.funding
 
 
 class PositionManager(Component):
@@ -33,32 +98,69 @@ class PositionManager(Component):
         super().__init__("risk.positions", bus, clock)
         self.initial_capital = initial_capital
         self.positions: dict[str, Position] = {}
+        self.strategy_positions: dict[tuple[str, str], Position] = {}
         self.marks: dict[str, Decimal] = {}
+        self.settled_marks: dict[str, Decimal] = {}
+        self._mark_ts: int | None = None
         self.fees_paid = ZERO
         self.funding_received = ZERO
         self.fees_by_symbol: dict[str, Decimal] = {}
         self.funding_by_symbol: dict[str, Decimal] = {}
+        self.fees_by_strategy: dict[tuple[str, str], Decimal] = {}
+        self.funding_by_strategy: dict[tuple[str, str], Decimal] = {}
         self.closing_pnls: list[Decimal] = []
+        self.events: list[PositionEvent] = []
+        self.lifecycle_counts: Counter[PositionLifecycle] = Counter()
         self.fills = 0
 
     def on_start(self) -> None:
-        """Subscribe to fills, funding and bars."""
+        """Subscribe to fills, funding, bars and mark prices."""
         self.bus.subscribe(BarClosed, self.on_bar, name=f"{self.name}.mark")
+        self.bus.subscribe(MarkPriceUpdated, self.on_mark_price, name=f"{self.name}.mark_price")
         self.bus.subscribe(OrderFilled, self.on_fill, name=self.name)
         self.bus.subscribe(FundingPaid, self.on_funding, name=self.name)
 
     def on_bar(self, bar: BarClosed) -> None:
-        """Mark the symbol to the bar's close."""
+        """Mark the symbol to the bar's close; the first bar of a new time settles the previous marks."""
+        if bar.ts_event != self._mark_ts:
+            self.settled_marks = dict(self.marks)
+            self._mark_ts = bar.ts_event
         self.marks[bar.symbol] = Decimal(repr(bar.close))
 
+    def reference_marks(self) -> dict[str, Decimal]:
+        """Return the marks of the last completed bar time (the current mark for a symbol without one).
+
+        Bars of one time arrive one symbol after another, and in a paper run
+        the bars of one time may all arrive before anything reacts to the
+        first; decisions priced at these marks do not depend on that order.
+        """
+        return {symbol: self.settled_marks.get(symbol, mark) for symbol, mark in self.marks.items()}
+
+    def on_mark_price(self, update: MarkPriceUpdated) -> None:
+        """Mark the symbol to the venue's mark price."""
+        if update.mark_price.is_finite() and update.mark_price > 0:
+            self.marks[update.symbol] = update.mark_price
+
     def on_fill(self, fill: OrderFilled) -> None:
-        """Apply a fill to its position and publish the change."""
+        """Apply a fill to its position and its strategy's sub-book; publish the change."""
         position = self.positions.setdefault(fill.symbol, Position(fill.symbol))
-        realized = position.apply_fill(fill.last_quantity * fill.side.sign, fill.last_price)
+        signed = fill.last_quantity * fill.side.sign
+        before = position.quantity
+        realized = position.apply_fill(signed, fill.last_price)
+        key = (fill.strategy, fill.symbol)
+        self.strategy_positions.setdefault(key, Position(fill.symbol)).apply_fill(signed, fill.last_price)
         if realized != 0:
             self.closing_pnls.append(realized)
+        step = classify(before, position.quantity)
+        self.lifecycle_counts[step] += 1
+        self.events.append(
+            PositionEvent(
+                fill.ts_event, fill.symbol, fill.strategy, step, before, position.quantity, fill.last_price, realized
+            )
+        )
         self.fees_paid += fill.commission
         self.fees_by_symbol[fill.symbol] = self.fees_by_symbol.get(fill.symbol, ZERO) + fill.commission
+        self.fees_by_strategy[key] = self.fees_by_strategy.get(key, ZERO) + fill.commission
         self.fills += 1
         self.marks.setdefault(fill.symbol, fill.last_price)
         self.bus.publish(
@@ -73,9 +175,16 @@ class PositionManager(Component):
         )
 
     def on_funding(self, payment: FundingPaid) -> None:
-        """Book a funding payment."""
+        """Book a funding payment, split across the symbol's strategy sub-books by their quantities."""
         self.funding_received += payment.amount
         self.funding_by_symbol[payment.symbol] = self.funding_by_symbol.get(payment.symbol, ZERO) + payment.amount
+        books = [(key, p) for key, p in self.strategy_positions.items() if key[1] == payment.symbol and p.quantity != 0]
+        total = sum((p.quantity for _, p in books), ZERO)
+        if total == 0:
+            return
+        for key, book in books:
+            share = payment.amount * book.quantity / total
+            self.funding_by_strategy[key] = self.funding_by_strategy.get(key, ZERO) + share
 
     def quantity(self, symbol: str) -> Decimal:
         """Return the signed position in ``symbol`` (zero when flat)."""
@@ -86,14 +195,19 @@ class PositionManager(Component):
         """Return the P&L realized by closing trades, before fees and funding."""
         return sum((p.realized_pnl for p in self.positions.values()), ZERO)
 
-    def unrealized_pnl(self) -> Decimal:
-        """Return the open positions' P&L at the last marks."""
-        return sum((p.unrealized_pnl(self.marks[s]) for s, p in self.positions.items() if p.quantity != 0), ZERO)
+    def unrealized_pnl(self, marks: Mapping[str, Decimal] | None = None) -> Decimal:
+        """Return the open positions' P&L at the last marks (or at ``marks``)."""
+        prices = self.marks if marks is None else marks
+        return sum((p.unrealized_pnl(prices[s]) for s, p in self.positions.items() if p.quantity != 0), ZERO)
 
-    def equity(self) -> Decimal:
-        """Return capital + realized + unrealized - fees + funding."""
+    def equity(self, marks: Mapping[str, Decimal] | None = None) -> Decimal:
+        """Return capital + realized + unrealized - fees + funding, at the last marks (or at ``marks``)."""
         return (
-            self.initial_capital + self.realized_pnl() + self.unrealized_pnl() - self.fees_paid + self.funding_received
+            self.initial_capital
+            + self.realized_pnl()
+            + self.unrealized_pnl(marks)
+            - self.fees_paid
+            + self.funding_received
         )
 
     def gross_exposure(self) -> Decimal:
@@ -106,3 +220,32 @@ class PositionManager(Component):
         if position is None or position.quantity == 0:
             return ZERO
         return position.notional(self.marks[symbol])
+
+    def pnl_by_symbol(self) -> dict[str, PnL]:
+        """Return each symbol's P&L."""
+        return {
+            symbol: PnL(
+                position.realized_pnl,
+                position.unrealized_pnl(self.marks[symbol]) if position.quantity != 0 else ZERO,
+                self.fees_by_symbol.get(symbol, ZERO),
+                self.funding_by_symbol.get(symbol, ZERO),
+            )
+            for symbol, position in sorted(self.positions.items())
+        }
+
+    def pnl_by_strategy(self) -> dict[str, PnL]:
+        """Return each strategy's P&L summed over its sub-books.
+
+        The sub-books' realized plus unrealized P&L sum to the whole book's;
+        their realized parts alone need not.
+        """
+        totals: dict[str, list[Decimal]] = {}
+        for (strategy, symbol), book in sorted(self.strategy_positions.items()):
+            key = (strategy, symbol)
+            unrealized = book.unrealized_pnl(self.marks[symbol]) if book.quantity != 0 else ZERO
+            parts = totals.setdefault(strategy, [ZERO, ZERO, ZERO, ZERO])
+            parts[0] += book.realized_pnl
+            parts[1] += unrealized
+            parts[2] += self.fees_by_strategy.get(key, ZERO)
+            parts[3] += self.funding_by_strategy.get(key, ZERO)
+        return {strategy: PnL(*parts) for strategy, parts in totals.items()}

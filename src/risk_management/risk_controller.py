@@ -1,33 +1,59 @@
-"""Pre-trade risk: turn target weights into sized orders, or deny them with a reason.
+"""Pre-trade risk: turn target weights into sized orders, or deny them with a reason; watch the portfolio.
 
-The walking skeleton's :class:`RiskController` approves and sizes every
-order. On each allocation it projects every symbol's position as the booked
-position plus the orders already approved and not yet filled, computes the
-order that moves the projection to ``weight x equity / price``, rounds it down
-to the instrument's step, clips it to the per-order and per-position notional
-limits, and refuses it when the account's projected gross exposure would
-exceed its leverage limit or the trading state forbids it. Orders approved
-earlier in the same allocation count towards the limit of the next. Every
-refusal is an ``OrderDenied`` event with a :class:`DenialReason` code. It also
-owns the trading state (ACTIVE / REDUCING / HALTED), moved by
-``SetTradingState`` commands.
+The :class:`RiskController` approves and sizes every order. On each
+allocation it projects every symbol's position as the booked position plus
+the orders already approved and not yet filled, moves the projection towards
+``weight x equity / price`` clipped to the per-symbol limits (the
+:class:`~keel.risk_management.sizing.PositionSizer`'s Kelly, ATR, VaR-budget
+and liquidation-safety sizes and the per-position notional), rounds the order
+down to the instrument's step, clips it to the per-order notional, and checks,
+in this order: the trading state, the minimum notional, the order rate, the
+gross and net leverage and the daily VaR (parametric, on a cached covariance)
+of the account after the order. Orders approved earlier in the same
+allocation count towards the limits of the next. Orders that only reduce a
+position skip the minimum-notional, leverage and VaR checks. Every refusal
+is an ``OrderDenied`` event with a :class:`DenialReason` code.
+
+It also watches the portfolio once per bar time: equity and its drawdown
+from the peak, daily VaR and CVaR (historical, parametric or EWMA) and
+leverage. A breach publishes ``RiskBreached`` and moves the trading state
+(ACTIVE -> REDUCING on the drawdown, VaR or leverage limit, -> HALTED on the
+halt drawdown); a VaR or leverage breach clears by itself once back under the
+limit, a drawdown never does (an operator resumes with ``SetTradingState``).
+Limits change at run time with :meth:`RiskController.update_limits`, and
+every change (and every 5 % move of equity, which moves the per-symbol weight
+caps) is published as ``RiskLimitsUpdated`` for the optimizer.
+
+Orders are priced at the marks of the last completed bar time (see
+``PositionManager.reference_marks``), so approvals do not depend on the order
+in which the bars of one time arrive. The arithmetic of a check is in
+floats; quantities become exact Decimals on the step grid, rounded down with
+a margin so float error never rounds up.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
+from typing import Any
+
+import numpy as np
 
 from keel.core.accounting import ZERO
 from keel.core.bus import EventBus
-from keel.core.clock import Clock
+from keel.core.clock import NANOS_PER_SECOND, Clock
 from keel.core.component import Component
-from keel.core.fsm import TRADING_STATE_TRANSITIONS, StateMachine, TradingState
+from keel.core.fsm import TRADING_STATE_TRANSITIONS, ComponentState, StateMachine, TradingState
 from keel.core.instruments import Instrument
 from keel.core.messages import (
     AllocationProposed,
+    BarClosed,
+    MarketRegime,
     OrderApproved,
     OrderCanceled,
     OrderDenied,
@@ -35,11 +61,31 @@ from keel.core.messages import (
     OrderFilled,
     OrderRejected,
     OrderSubmitted,
+    RegimeChanged,
+    RiskBreached,
+    RiskLimitsUpdated,
     SetTradingState,
+    SignalAction,
+    SignalGenerated,
     TradingStateChanged,
 )
 from keel.core.orders import OrderSide, OrderType
+from keel.portfolio.returns import ReturnWindow
+from keel.risk_management.limits import RiskLimits
 from keel.risk_management.position_manager import PositionManager
+from keel.risk_management.sizing import PositionSizer, SizeLimits, StepGrid, kelly_fraction
+from keel.risk_management.var import (
+    VAR_METHODS,
+    EwmaCovariance,
+    historical_var,
+    normal_quantile,
+    parametric_var,
+)
+
+_SIGN = {SignalAction.BUY: 1.0, SignalAction.SELL: -1.0, SignalAction.HOLD: 0.0}
+_BARS_PER_DAY = {"1s": 86_400.0, "1m": 1_440.0, "5m": 288.0, "15m": 96.0, "1h": 24.0, "4h": 6.0, "1d": 1.0}
+_CAP_REPUBLISH = 0.05
+_AUTOMATIC = "risk"
 
 
 class DenialReason(Enum):
@@ -51,12 +97,63 @@ class DenialReason(Enum):
     NO_EQUITY = "NO_EQUITY"
     BELOW_MIN_NOTIONAL = "BELOW_MIN_NOTIONAL"
     MAX_LEVERAGE = "MAX_LEVERAGE"
+    MAX_NET_LEVERAGE = "MAX_NET_LEVERAGE"
+    VAR_LIMIT = "VAR_LIMIT"
+    ORDER_RATE_LIMIT = "ORDER_RATE_LIMIT"
     UNKNOWN_INSTRUMENT = "UNKNOWN_INSTRUMENT"
     INVALID_TARGET = "INVALID_TARGET"
 
 
+@dataclass(frozen=True, slots=True)
+class PortfolioState:
+    """Equity and signed notional exposure per symbol (negative is short), in USDT."""
+
+    equity: float
+    exposures: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def coerce(cls, value: PortfolioState | Mapping[str, Any]) -> PortfolioState:
+        """Accept a PortfolioState or a mapping ``{'equity': ..., 'positions': {symbol: notional}}``."""
+        if isinstance(value, PortfolioState):
+            return value
+        if "equity" not in value:
+            raise ValueError("a portfolio state needs 'equity' and 'positions' (signed notional per symbol)")
+        exposures = value.get("positions", value.get("exposures", {}))
+        return cls(float(value["equity"]), {str(s): float(v) for s, v in exposures.items()})
+
+    @property
+    def gross(self) -> float:
+        """Return the sum of absolute exposures."""
+        return sum(abs(v) for v in self.exposures.values())
+
+    @property
+    def net(self) -> float:
+        """Return longs minus shorts."""
+        return sum(self.exposures.values())
+
+
+@dataclass(frozen=True, slots=True)
+class RiskViolation:
+    """A limit a portfolio state breaks: its name, the measured value, the threshold, and a sentence."""
+
+    limit: str
+    value: float
+    threshold: float
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class VaREstimate:
+    """Daily VaR and CVaR of a portfolio in USDT, by one method, from ``observations`` bars."""
+
+    method: str
+    var: float
+    cvar: float
+    observations: int
+
+
 class RiskController(Component):
-    """Approve and size orders from target weights; hold the trading state.
+    """Approve and size orders from target weights; watch drawdown, VaR and leverage; hold the trading state.
 
     Parameters
     ----------
@@ -64,14 +161,30 @@ class RiskController(Component):
         Filters of every tradable symbol.
     positions
         keel's position book (equity, exposure, marks).
-    max_order_notional
-        Largest notional of one order (orders are clipped to it).
-    max_position_notional
-        Largest absolute position value per symbol (orders are clipped to it).
-    max_leverage
-        Largest gross exposure / equity after an order that adds exposure.
+    max_order_notional, max_position_notional, max_leverage
+        The skeleton's limits; ``limits`` overrides them when given.
     rebalance_threshold
         No order when the change is below this fraction of the target position.
+    limits
+        Every limit (see :class:`~keel.risk_management.limits.RiskLimits`).
+    sizer
+        The position sizer; a default one when None.
+    symbols
+        Symbols whose returns feed VaR and volatility; every instrument when None.
+    var_method
+        ``historical``, ``parametric`` or ``ewma`` for the portfolio monitor.
+    var_window
+        Bars of returns kept for VaR, volatility and expected returns.
+    min_var_observations
+        Bars needed before VaR is enforced.
+    covariance_refresh_bars
+        Bars between refreshes of the cached covariance.
+    ewma_decay
+        RiskMetrics lambda of the EWMA covariance.
+    signal_weight, information_coefficient
+        How the strategies' views enter the Kelly edge (as in the optimizer).
+    atr_period
+        Bars in the Wilder average true range.
     bus, clock
         The event bus and the clock.
     """
@@ -81,46 +194,137 @@ class RiskController(Component):
         instruments: Mapping[str, Instrument],
         positions: PositionManager,
         *,
-        max_order_notional: Decimal,
-        max_position_notional: Decimal,
-        max_leverage: float,
+        max_order_notional: Decimal | float | None = None,
+        max_position_notional: Decimal | float | None = None,
+        max_leverage: float | None = None,
         rebalance_threshold: float = 0.0,
+        limits: RiskLimits | None = None,
+        sizer: PositionSizer | None = None,
+        symbols: Sequence[str] | None = None,
+        var_method: str = "parametric",
+        var_window: int = 1440,
+        min_var_observations: int = 60,
+        covariance_refresh_bars: int = 60,
+        ewma_decay: float = 0.97,
+        signal_weight: float = 0.8,
+        information_coefficient: float = 0.05,
+        atr_period: int = 14,
         bus: EventBus,
         clock: Clock,
     ) -> None:
         super().__init__("risk.controller", bus, clock)
+        if var_method not in VAR_METHODS:
+            raise ValueError(f"unknown VaR method {var_method!r}; expected one of {', '.join(VAR_METHODS)}")
+        skeleton = {
+            "max_order_notional": max_order_notional,
+            "max_position_notional": max_position_notional,
+            "max_leverage": max_leverage,
+        }
+        base = limits if limits is not None else RiskLimits()
+        self.limits = base.updated({k: float(v) for k, v in skeleton.items() if v is not None})
+        self.rebalance_threshold = float(rebalance_threshold)
+        self.sizer = sizer if sizer is not None else PositionSizer()
+        self.var_method = var_method
+        self.min_var_observations = min_var_observations
+        self.covariance_refresh_bars = covariance_refresh_bars
+        self.signal_weight = signal_weight
+        self.information_coefficient = information_coefficient
+        self.atr_period = atr_period
         self._instruments = dict(instruments)
         self._positions = positions
-        self.max_order_notional = max_order_notional
-        self.max_position_notional = max_position_notional
-        self.max_leverage = Decimal(repr(max_leverage))
-        self.rebalance_threshold = Decimal(repr(rebalance_threshold))
         self._trading_state = StateMachine(TRADING_STATE_TRANSITIONS, TradingState.ACTIVE, "trading state")
+        self._state_owner = ""
         # Signed quantities approved but not yet sent, per symbol, and the
         # signed unfilled remainder of every working order, by client id.
         self._unsent: dict[str, Decimal] = {}
         self._working: dict[str, tuple[str, Decimal]] = {}
+        universe = tuple(symbols) if symbols is not None else tuple(self._instruments)
+        self._window = ReturnWindow(universe, var_window)
+        self._column = self._window.index
+        self._ewma = EwmaCovariance(len(universe), ewma_decay)
+        self._covariance = np.zeros((len(universe), len(universe)))
+        self._covariance_rows = -1
+        self._means = np.zeros(len(universe))
+        self._volatility = np.zeros(len(universe))
+        # Python-list copies for the per-order arithmetic (numpy scalar indexing costs microseconds).
+        self._mean_list = [0.0] * len(universe)
+        self._volatility_list = [0.0] * len(universe)
+        self._covariance_list: list[list[float]] = [[0.0] * len(universe) for _ in universe]
+        self._marks: dict[str, float] = {}
+        self._atr: dict[str, float] = {}
+        self._settled_atr: dict[str, float] = {}
+        self._previous_close: dict[str, float] = {}
+        self._views: dict[str, dict[str, float]] = {}
+        self._leaders: dict[str, str] = {}
+        self._grids: dict[str, StepGrid] = {}
+        self._regimes: dict[str, MarketRegime] = {}
+        self._bars_per_day = 1440.0
+        self._approvals: deque[int] = deque()
+        self._bar_ts: int | None = None
+        self._peak_equity = float(positions.initial_capital)
+        self.drawdown = 0.0
+        self._published_equity: float | None = None
+        self.last_var: VaREstimate | None = None
         self.approved = 0
         self.denied = 0
+        self.breaches = 0
+        self.approval_seconds = 0.0
+
+    # --- read-only views ----------------------------------------------------------------
 
     @property
     def trading_state(self) -> TradingState:
         """Return ACTIVE, REDUCING or HALTED."""
         return self._trading_state.state
 
+    @property
+    def max_order_notional(self) -> Decimal:
+        """Return the per-order notional limit (setting it is ``update_limits``)."""
+        return Decimal(repr(self.limits.max_order_notional))
+
+    @max_order_notional.setter
+    def max_order_notional(self, value: Decimal | float) -> None:
+        self.update_limits({"max_order_notional": value})
+
+    @property
+    def max_position_notional(self) -> Decimal:
+        """Return the per-position notional limit (setting it is ``update_limits``)."""
+        return Decimal(repr(self.limits.max_position_notional))
+
+    @max_position_notional.setter
+    def max_position_notional(self, value: Decimal | float) -> None:
+        self.update_limits({"max_position_notional": value})
+
+    @property
+    def max_leverage(self) -> Decimal:
+        """Return the gross leverage limit (setting it is ``update_limits``)."""
+        return Decimal(repr(self.limits.max_leverage))
+
+    @max_leverage.setter
+    def max_leverage(self, value: Decimal | float) -> None:
+        self.update_limits({"max_leverage": value})
+
+    def pending(self, symbol: str) -> Decimal:
+        """Return the signed quantity approved for ``symbol`` and not yet filled."""
+        working = sum((q for s, q in self._working.values() if s == symbol), ZERO)
+        return self._unsent.get(symbol, ZERO) + working
+
+    # --- lifecycle ------------------------------------------------------------------------
+
     def on_start(self) -> None:
-        """Subscribe to allocations and order events; handle trading-state commands."""
+        """Subscribe to allocations, bars, views, regimes and order events; publish the limits."""
+        self.bus.subscribe(BarClosed, self.on_bar, name=f"{self.name}.monitor")
+        self.bus.subscribe(SignalGenerated, self.on_signal, name=f"{self.name}.views")
+        self.bus.subscribe(RegimeChanged, self.on_regime, name=f"{self.name}.regimes")
         self.bus.subscribe(AllocationProposed, self.on_allocation, name=self.name)
         self.bus.subscribe(OrderSubmitted, self.on_submitted, name=f"{self.name}.pending")
         self.bus.subscribe(OrderFilled, self.on_filled, name=f"{self.name}.pending")
         for closed in (OrderCanceled, OrderExpired, OrderRejected):
             self.bus.subscribe(closed, self.on_closed, name=f"{self.name}.pending")
         self.bus.register(SetTradingState, self.on_set_trading_state, name=self.name)
+        self._publish_limits("start", self.clock.timestamp_ns())
 
-    def pending(self, symbol: str) -> Decimal:
-        """Return the signed quantity approved for ``symbol`` and not yet filled."""
-        working = sum((q for s, q in self._working.values() if s == symbol), ZERO)
-        return self._unsent.get(symbol, ZERO) + working
+    # --- pending orders ----------------------------------------------------------------------
 
     def on_submitted(self, submitted: OrderSubmitted) -> None:
         """Move an approved quantity from unsent to a working order."""
@@ -144,96 +348,438 @@ class RiskController(Component):
         """Release what a canceled, expired or rejected order will no longer fill."""
         self._working.pop(event.client_order_id, None)
 
-    def on_set_trading_state(self, command: SetTradingState) -> None:
-        """Move the trading state; a move to the current state changes nothing."""
-        if command.state is self.trading_state:
+    # --- market data, views, regimes ------------------------------------------------------------
+
+    def on_bar(self, bar: BarClosed) -> None:
+        """Update ATR and the return window; once per bar time, watch equity, drawdown, VaR and leverage."""
+        if self._bar_ts is not None and bar.ts_event != self._bar_ts:
+            self._watch(self._bar_ts)
+            self._settled_atr = dict(self._atr)
+        self._bar_ts = bar.ts_event
+        self._bars_per_day = _BARS_PER_DAY.get(bar.interval, self._bars_per_day)
+        if not all(math.isfinite(v) for v in (bar.high, bar.low, bar.close)) or bar.close <= 0:
             return
-        previous = self._trading_state.move(command.state)
+        self._marks[bar.symbol] = bar.close
+        self._update_atr(bar)
+        row = self._window.add_close(bar.symbol, bar.ts_event, bar.close)
+        if row is not None:
+            self._ewma.update(row)
+
+    def _update_atr(self, bar: BarClosed) -> None:
+        previous = self._previous_close.get(bar.symbol)
+        high, low = bar.high, bar.low
+        true_range = high - low if previous is None else max(high, previous) - min(low, previous)
+        atr = self._atr.get(bar.symbol)
+        self._atr[bar.symbol] = true_range if atr is None else atr + (true_range - atr) / self.atr_period
+        self._previous_close[bar.symbol] = bar.close
+
+    def on_signal(self, signal: SignalGenerated) -> None:
+        """Keep the strategy's view on the symbol (signed strength x confidence)."""
+        view = _SIGN[signal.action] * signal.strength * signal.confidence
+        if math.isfinite(view):
+            views = self._views.setdefault(signal.symbol, {})
+            views[signal.strategy] = view
+            self._leaders[signal.symbol] = max(sorted(views), key=lambda strategy: abs(views[strategy]))
+
+    def on_regime(self, change: RegimeChanged) -> None:
+        """Keep the symbol's regime for the Kelly multiplier."""
+        self._regimes[change.symbol] = change.regime
+
+    # --- portfolio monitor ----------------------------------------------------------------------
+
+    def _watch(self, ts: int) -> None:
+        equity = float(self._positions.equity())
+        self.update_drawdown(equity)
+        self._refresh_estimates()
+        state = self.portfolio_state(equity)
+        violations = self._state_violations(state)
+        self._enforce(violations, ts)
+        if self._published_equity is None or abs(equity / self._published_equity - 1.0) > _CAP_REPUBLISH:
+            self._publish_limits("equity moved", ts)
+
+    def update_drawdown(self, current_equity: float) -> float:
+        """Track the equity peak; return the drawdown from it as a fraction (0 at a new peak)."""
+        if current_equity > self._peak_equity:
+            self._peak_equity = current_equity
+        self.drawdown = 1.0 - current_equity / self._peak_equity if self._peak_equity > 0 else 0.0
+        return self.drawdown
+
+    def _refresh_estimates(self) -> None:
+        rows = self._window.rows_added
+        if len(self._window) < 2 or rows - self._covariance_rows < self.covariance_refresh_bars:
+            return
+        returns = self._window.returns()
+        self._covariance = np.atleast_2d(np.cov(returns, rowvar=False))
+        self._means = returns.mean(axis=0)
+        self._volatility = np.sqrt(np.clip(np.diag(self._covariance), 0.0, None))
+        self._mean_list = self._means.tolist()
+        self._volatility_list = self._volatility.tolist()
+        self._covariance_list = self._covariance.tolist()
+        self._covariance_rows = rows
+
+    def portfolio_state(self, equity: float | None = None) -> PortfolioState:
+        """Return equity and signed exposure per symbol at the last marks."""
+        book = self._positions
+        exposures = {
+            s: float(p.quantity * book.marks[s])
+            for s, p in book.positions.items()
+            if p.quantity != 0 and s in book.marks
+        }
+        return PortfolioState(float(book.equity()) if equity is None else equity, exposures)
+
+    def estimate_var(
+        self, state: PortfolioState | Mapping[str, Any] | None = None, method: str | None = None
+    ) -> VaREstimate:
+        """Return the daily VaR and CVaR of a portfolio state (the current one when None)."""
+        current = self.portfolio_state() if state is None else PortfolioState.coerce(state)
+        chosen = method or self.var_method
+        if chosen not in VAR_METHODS:
+            raise ValueError(f"unknown VaR method {chosen!r}; expected one of {', '.join(VAR_METHODS)}")
+        observations = len(self._window)
+        exposures = np.zeros(len(self._column))
+        for symbol, value in current.exposures.items():
+            column = self._column.get(symbol)
+            if column is not None:
+                exposures[column] = value
+        scale = math.sqrt(self._bars_per_day)
+        confidence = self.limits.var_confidence
+        if chosen == "historical":
+            var, cvar = historical_var(self._window.returns() @ exposures, confidence) if observations else (0.0, 0.0)
+        elif chosen == "parametric":
+            self._refresh_estimates()
+            var, cvar = parametric_var(exposures, self._covariance, confidence)
+        else:
+            var, cvar = parametric_var(exposures, self._ewma.covariance, confidence)
+        return VaREstimate(chosen, var * scale, cvar * scale, observations)
+
+    def check_var_limit(self, portfolio_state: PortfolioState | Mapping[str, Any] | None = None) -> list[RiskViolation]:
+        """Return the VaR limit breach of a portfolio state (empty when within it), as in the user's UC-3.2."""
+        state = self.portfolio_state() if portfolio_state is None else PortfolioState.coerce(portfolio_state)
+        if len(self._window) < self.min_var_observations or state.equity <= 0:
+            return []
+        estimate = self.estimate_var(state)
+        self.last_var = estimate
+        share = estimate.var / state.equity
+        limit = self.limits.var_daily_pct
+        if share <= limit:
+            return []
+        message = (
+            f"daily {self.limits.var_confidence:.0%} {estimate.method} VaR {share:.2%} of equity "
+            f"(CVaR {estimate.cvar / state.equity:.2%}) above the {limit:.2%} limit"
+        )
+        return [RiskViolation("var_daily_pct", share, limit, message)]
+
+    def check_leverage_limit(
+        self, portfolio_state: PortfolioState | Mapping[str, Any] | None = None
+    ) -> list[RiskViolation]:
+        """Return the gross and net leverage breaches of a portfolio state (empty when within them)."""
+        state = self.portfolio_state() if portfolio_state is None else PortfolioState.coerce(portfolio_state)
+        if state.equity <= 0:
+            return [RiskViolation("max_leverage", math.inf, self.limits.max_leverage, "equity is not positive")]
+        found = []
+        gross, net = state.gross / state.equity, abs(state.net) / state.equity
+        if gross > self.limits.max_leverage:
+            message = f"gross leverage {gross:.2f}x above the {self.limits.max_leverage:.2f}x limit"
+            found.append(RiskViolation("max_leverage", gross, self.limits.max_leverage, message))
+        if net > self.limits.max_net_leverage:
+            message = f"net leverage {net:.2f}x above the {self.limits.max_net_leverage:.2f}x limit"
+            found.append(RiskViolation("max_net_leverage", net, self.limits.max_net_leverage, message))
+        return found
+
+    def check_drawdown_limit(self) -> list[RiskViolation]:
+        """Return the drawdown breaches (halt first) of the tracked equity."""
+        limits = self.limits
+        for name, threshold in (
+            ("halt_drawdown_pct", limits.halt_drawdown_pct),
+            ("max_drawdown_pct", limits.max_drawdown_pct),
+        ):
+            if self.drawdown >= threshold:
+                message = f"drawdown {self.drawdown:.2%} from the equity peak reached the {threshold:.2%} limit"
+                return [RiskViolation(name, self.drawdown, threshold, message)]
+        return []
+
+    def _state_violations(self, state: PortfolioState) -> list[RiskViolation]:
+        return [*self.check_drawdown_limit(), *self.check_var_limit(state), *self.check_leverage_limit(state)]
+
+    def _enforce(self, violations: list[RiskViolation], ts: int) -> None:
+        """Move the trading state for breaches; clear an automatic REDUCING once nothing is breached."""
+        for violation in violations:
+            target = TradingState.HALTED if violation.limit == "halt_drawdown_pct" else TradingState.REDUCING
+            if self._escalates(target):
+                self.breaches += 1
+                self.bus.publish(
+                    RiskBreached(
+                        limit=violation.limit,
+                        value=violation.value,
+                        threshold=violation.threshold,
+                        state=target,
+                        reason=violation.message,
+                        ts_event=ts,
+                        ts_init=self.clock.timestamp_ns(),
+                    )
+                )
+                self._set_trading_state(target, violation.message, ts, owner=f"{_AUTOMATIC}:{violation.limit}")
+        if violations or self.trading_state is not TradingState.REDUCING or not self._state_owner:
+            return
+        clears = self._state_owner in (f"{_AUTOMATIC}:var_daily_pct", f"{_AUTOMATIC}:max_leverage")
+        if clears and self._recovered():
+            self._set_trading_state(TradingState.ACTIVE, "risk back within limits", ts, owner="")
+
+    def _escalates(self, target: TradingState) -> bool:
+        state = self.trading_state
+        if state is TradingState.HALTED:
+            return False
+        return not (state is TradingState.REDUCING and target is TradingState.REDUCING)
+
+    def _recovered(self) -> bool:
+        if self._state_owner.endswith("var_daily_pct") and self.last_var is not None:
+            equity = float(self._positions.equity())
+            recovered = self.limits.var_daily_pct * self.limits.var_recovery_fraction
+            return equity > 0 and self.last_var.var / equity <= recovered
+        return True
+
+    # --- limits ----------------------------------------------------------------------------------
+
+    def update_limits(self, changes: Mapping[str, Any]) -> RiskLimits:
+        """Replace limits by name at run time, as in the user's UC-1.2; publish and apply them now.
+
+        Raises
+        ------
+        ValueError
+            For an unknown limit name or a bad value (nothing changes then).
+        """
+        self.limits = self.limits.updated(changes)
+        self._sizer_refresh()
+        now = self.clock.timestamp_ns()
+        self._publish_limits(f"updated {', '.join(sorted(changes))}", now)
+        if self.state in (ComponentState.RUNNING, ComponentState.DEGRADED):
+            self._enforce(self._state_violations(self.portfolio_state()), now)
+        return self.limits
+
+    def _sizer_refresh(self) -> None:
+        if self.sizer.var_confidence != self.limits.var_confidence:
+            self.sizer = PositionSizer(
+                kelly_fraction=self.sizer.kelly_fraction,
+                atr_risk_pct=self.sizer.atr_risk_pct,
+                atr_multiple=self.sizer.atr_multiple,
+                var_budget_pct=self.sizer.var_budget_pct,
+                var_confidence=self.limits.var_confidence,
+                leverage=self.sizer.leverage,
+                liquidation_sigmas=self.sizer.liquidation_sigmas,
+                regime_multipliers=self.sizer.regime_multipliers,
+            )
+
+    def position_weight_caps(self, equity: float) -> dict[str, float]:
+        """Return each symbol's largest absolute weight: the sizer's and the per-position limit over equity."""
+        if not equity > 0:
+            return {}
+        caps = {}
+        for symbol in self._column:
+            price = self._marks.get(symbol)
+            notional = self.limits.max_position_notional
+            if price is not None:
+                expected = max(self._edge(symbol, 1.0), self._edge(symbol, -1.0))
+                notional = min(notional, self._size_limits(symbol, equity, expected, price).notional)
+            caps[symbol] = notional / equity
+        return caps
+
+    def _publish_limits(self, reason: str, ts: int) -> None:
+        equity = float(self._positions.equity())
+        self._published_equity = equity
         self.bus.publish(
-            TradingStateChanged(
-                previous=previous,
-                state=command.state,
-                reason=command.reason,
-                ts_event=command.ts_event,
+            RiskLimitsUpdated(
+                limits=self.limits.as_dict(),
+                position_weight_caps=self.position_weight_caps(equity),
+                equity=equity,
+                reason=reason,
+                ts_event=ts,
                 ts_init=self.clock.timestamp_ns(),
             )
         )
 
+    # --- Kelly and sizing ------------------------------------------------------------------------
+
+    def calculate_optimal_position_fraction(
+        self,
+        returns: Sequence[float] | np.ndarray,
+        regime: MarketRegime | str | None = None,
+        fractional: float | None = None,
+    ) -> float:
+        """Return the fractional Kelly leverage of a return series, shrunk by the regime's multiplier.
+
+        ``mean / variance`` of the returns times ``fractional`` (the sizer's
+        Kelly fraction when None) times the regime multiplier; 0 without an
+        edge or with fewer than 2 returns.
+        """
+        values = np.asarray(returns, dtype=np.float64)
+        if values.size < 2 or not np.isfinite(values).all():
+            return 0.0
+        label = regime if isinstance(regime, MarketRegime) else _regime(regime)
+        multiplier = self.sizer.regime_multipliers.get(label, 1.0)
+        fraction = self.sizer.kelly_fraction if fractional is None else fractional
+        return kelly_fraction(float(values.mean()), float(values.var(ddof=1)), fraction=fraction, multiplier=multiplier)
+
+    def _edge(self, symbol: str, direction: float) -> float:
+        """Return the per-bar expected return of ``symbol`` in ``direction``.
+
+        History blended with the views as the optimizer does
+        (:func:`keel.portfolio.estimators.blend_expected_returns`), with the
+        strategies' views averaged.
+        """
+        column = self._column.get(symbol)
+        if column is None:
+            return 0.0
+        mean = self._mean_list[column]
+        views = self._views.get(symbol)
+        if views:
+            score = max(-1.0, min(1.0, sum(views.values()) / len(views)))
+            implied = self.information_coefficient * self._volatility_list[column] * score
+            mean = (1.0 - self.signal_weight) * mean + self.signal_weight * implied
+        return direction * mean
+
+    def _size_limits(self, symbol: str, equity: float, expected: float, price: float) -> SizeLimits:
+        column = self._column.get(symbol)
+        volatility = self._volatility_list[column] if column is not None else 0.0
+        return self.sizer.limits(
+            equity=equity,
+            expected_return=expected,
+            volatility=volatility,
+            atr=self._settled_atr.get(symbol, self._atr.get(symbol, 0.0)),
+            price=price,
+            bars_per_day=self._bars_per_day,
+            regime=self._regimes.get(symbol, MarketRegime.UNKNOWN),
+        )
+
+    # --- trading state -----------------------------------------------------------------------------
+
+    def on_set_trading_state(self, command: SetTradingState) -> None:
+        """Move the trading state on an operator's command; a move to the current state changes nothing."""
+        self._set_trading_state(command.state, command.reason, command.ts_event, owner="")
+
+    def _set_trading_state(self, state: TradingState, reason: str, ts: int, *, owner: str) -> None:
+        if state is self.trading_state:
+            self._state_owner = owner
+            return
+        previous = self._trading_state.move(state)
+        self._state_owner = owner
+        self.bus.publish(
+            TradingStateChanged(
+                previous=previous, state=state, reason=reason, ts_event=ts, ts_init=self.clock.timestamp_ns()
+            )
+        )
+
+    # --- pre-trade approval ---------------------------------------------------------------------
+
     def on_allocation(self, allocation: AllocationProposed) -> None:
         """Size an order towards every symbol's target weight, in the allocation's order."""
-        projected = {s: self._positions.quantity(s) + self.pending(s) for s in self._positions.marks}
+        started = time.perf_counter()
+        context = _Allocation.of(self)
         for symbol, weight in allocation.weights.items():
-            self._rebalance(symbol, weight, projected, allocation.ts_event)
+            self._rebalance(symbol, weight, context, allocation.ts_event)
+        self.approval_seconds += time.perf_counter() - started
 
-    def _gross(self, projected: Mapping[str, Decimal]) -> Decimal:
-        marks = self._positions.marks
-        return sum((abs(q) * marks[s] for s, q in projected.items()), ZERO)
-
-    def _rebalance(self, symbol: str, weight: float, projected: dict[str, Decimal], ts: int) -> None:
+    def _rebalance(self, symbol: str, weight: float, context: _Allocation, ts: int) -> None:
         instrument = self._instruments.get(symbol)
-        price = self._positions.marks.get(symbol)
-        equity = self._positions.equity()
-        held = projected.get(symbol, ZERO)
         if instrument is None:
             self._deny(symbol, OrderSide.BUY, ZERO, DenialReason.UNKNOWN_INSTRUMENT, f"{symbol} has no instrument", ts)
             return
         if not math.isfinite(weight):
             self._deny(symbol, OrderSide.BUY, ZERO, DenialReason.INVALID_TARGET, f"target weight is {weight}", ts)
             return
+        price = context.prices.get(symbol)
         if price is None:
             self._deny(symbol, OrderSide.BUY, ZERO, DenialReason.NO_PRICE, f"no price for {symbol} yet", ts)
             return
+        equity = context.equity
         if equity <= 0:
             self._deny(symbol, OrderSide.BUY, ZERO, DenialReason.NO_EQUITY, f"equity is {equity}", ts)
             return
-        target = self._clip_position(Decimal(repr(weight)) * equity / price, price)
+        held = context.held.get(symbol, 0.0)
+        target = self._target_quantity(symbol, weight, equity, price)
         delta = target - held
         if delta == 0 or abs(delta) < self.rebalance_threshold * abs(target):
             return
         side = OrderSide.BUY if delta > 0 else OrderSide.SELL
-        quantity = instrument.round_quantity(min(abs(delta), self.max_order_notional / price), market=True)
-        if quantity <= 0:
+        wanted = min(abs(delta), self.limits.max_order_notional / price)
+        grid = self._grids.get(symbol)
+        if grid is None:
+            grid = self._grids[symbol] = StepGrid.of(instrument)
+        quantity, size = grid.floor_pair(wanted)
+        if size <= 0:
             return
-        after = held + quantity * side.sign
+        after = held + size if delta > 0 else held - size
         reduces = abs(after) < abs(held) and (after == 0 or (after > 0) == (held > 0))
-        gross_after = self._gross(projected) + (abs(after) - abs(held)) * price
-        refusal = self._refusal(instrument, quantity * price, reduces, gross_after, equity)
+        refusal = self._refusal(grid, symbol, size * price, reduces, context, held, after, price, ts)
         if refusal is not None:
             self._deny(symbol, side, quantity, *refusal, ts)
             return
-        projected[symbol] = after
-        self._unsent[symbol] = self._unsent.get(symbol, ZERO) + quantity * side.sign
+        context.apply(self, symbol, held, after, price)
+        self._unsent[symbol] = self._unsent.get(symbol, ZERO) + (quantity if delta > 0 else -quantity)
         self._approve(symbol, side, quantity, reduces, ts)
 
-    def _clip_position(self, target: Decimal, price: Decimal) -> Decimal:
-        limit = self.max_position_notional / price
+    def _target_quantity(self, symbol: str, weight: float, equity: float, price: float) -> float:
+        """Return the target position (base units) clipped to the per-position and sizer limits."""
+        target = weight * equity / price
+        notional = self.limits.max_position_notional
+        if target != 0:
+            column = self._column.get(symbol)
+            sizer_limit = self.sizer.max_notional(
+                equity,
+                self._edge(symbol, 1.0 if target > 0 else -1.0),
+                self._volatility_list[column] if column is not None else 0.0,
+                self._settled_atr.get(symbol, self._atr.get(symbol, 0.0)),
+                price,
+                math.sqrt(self._bars_per_day),
+                self.sizer.multiplier(self._regimes.get(symbol, MarketRegime.UNKNOWN)),
+            )
+            if sizer_limit < notional:
+                notional = sizer_limit
+        limit = notional / price
         return max(-limit, min(limit, target))
 
     def _refusal(
-        self, instrument: Instrument, notional: Decimal, reduces: bool, gross_after: Decimal, equity: Decimal
+        self,
+        grid: StepGrid,
+        symbol: str,
+        notional: float,
+        reduces: bool,
+        context: _Allocation,
+        held: float,
+        after: float,
+        price: float,
+        ts: int,
     ) -> tuple[DenialReason, str] | None:
         """Return why an order may not go out, or None when it may."""
         state = self.trading_state
         if state is TradingState.HALTED:
             return DenialReason.TRADING_HALTED, "trading is halted"
-        if reduces:
-            return None
-        if state is TradingState.REDUCING:
+        if not reduces and state is TradingState.REDUCING:
             return DenialReason.REDUCE_ONLY_STATE, "only reducing orders while REDUCING"
-        if notional < instrument.min_notional:
+        if not reduces and notional < grid.min_notional_float:
             return (
                 DenialReason.BELOW_MIN_NOTIONAL,
-                f"notional {notional:.2f} below the minimum {instrument.min_notional}",
+                f"notional {notional:.2f} below the minimum {grid.min_notional}",
             )
-        if gross_after > self.max_leverage * equity:
+        if self._rate_limited(ts):
+            limits = self.limits
             return (
-                DenialReason.MAX_LEVERAGE,
-                f"gross exposure {gross_after:.2f} would exceed {self.max_leverage}x equity {equity:.2f}",
+                DenialReason.ORDER_RATE_LIMIT,
+                f"{limits.max_orders_per_window} orders approved in the last {limits.rate_window_seconds:g} s",
             )
-        return None
+        if reduces:
+            return None
+        return context.exposure_refusal(self, symbol, held, after, price)
+
+    def _rate_limited(self, ts: int) -> bool:
+        window = int(self.limits.rate_window_seconds * NANOS_PER_SECOND)
+        approvals = self._approvals
+        while approvals and approvals[0] <= ts - window:
+            approvals.popleft()
+        return len(approvals) >= self.limits.max_orders_per_window
 
     def _approve(self, symbol: str, side: OrderSide, quantity: Decimal, reduces: bool, ts: int) -> None:
         self.approved += 1
+        self._approvals.append(ts)
         self.bus.publish(
             OrderApproved(
                 symbol=symbol,
@@ -242,11 +788,15 @@ class RiskController(Component):
                 order_type=OrderType.MARKET,
                 price=None,
                 reduce_only=reduces,
-                strategy="portfolio",
+                strategy=self._strategy_of(symbol),
                 ts_event=ts,
                 ts_init=self.clock.timestamp_ns(),
             )
         )
+
+    def _strategy_of(self, symbol: str) -> str:
+        """Return the strategy with the strongest view on the symbol (``portfolio`` when none has one)."""
+        return self._leaders.get(symbol, "portfolio")
 
     def _deny(
         self, symbol: str, side: OrderSide, quantity: Decimal, reason: DenialReason, detail: str, ts: int
@@ -259,8 +809,95 @@ class RiskController(Component):
                 quantity=quantity,
                 reason_code=reason.value,
                 reason=detail,
-                strategy="portfolio",
+                strategy=self._strategy_of(symbol),
                 ts_event=ts,
                 ts_init=self.clock.timestamp_ns(),
             )
         )
+
+
+class _Allocation:
+    """The projected account during one allocation, updated by each approval (floats)."""
+
+    __slots__ = ("equity", "gross", "held", "net", "prices", "sigma", "variance", "z")
+
+    def __init__(self, equity: float, prices: dict[str, float], held: dict[str, float]) -> None:
+        self.equity = equity
+        self.prices = prices
+        self.held = held
+        self.gross = sum(abs(q) * prices[s] for s, q in held.items() if s in prices)
+        self.net = sum(q * prices[s] for s, q in held.items() if s in prices)
+        self.sigma: list[float] = []
+        self.variance = 0.0
+        self.z = 0.0
+
+    @classmethod
+    def of(cls, risk: RiskController) -> _Allocation:
+        book = risk._positions
+        marks = book.reference_marks()
+        prices = {s: float(p) for s, p in marks.items()}
+        held = {s: float(book.quantity(s) + risk.pending(s)) for s in prices}
+        exposure = np.zeros(len(risk._column))
+        for symbol, quantity in held.items():
+            column = risk._column.get(symbol)
+            if column is not None:
+                exposure[column] = quantity * prices[symbol]
+        context = cls(float(book.equity(marks)), prices, held)
+        if len(risk._window) >= risk.min_var_observations:
+            risk._refresh_estimates()
+            sigma = risk._covariance @ exposure
+            context.sigma = sigma.tolist()
+            context.variance = float(exposure @ sigma)
+            context.z = normal_quantile(risk.limits.var_confidence)
+        return context
+
+    def exposure_refusal(
+        self, risk: RiskController, symbol: str, held: float, after: float, price: float
+    ) -> tuple[DenialReason, str] | None:
+        limits = risk.limits
+        change = (after - held) * price
+        gross = self.gross + (abs(after) - abs(held)) * price
+        if gross > limits.max_leverage * self.equity:
+            return (
+                DenialReason.MAX_LEVERAGE,
+                f"gross exposure {gross:.2f} would exceed {limits.max_leverage:g}x equity {self.equity:.2f}",
+            )
+        net = self.net + change
+        if abs(net) > limits.max_net_leverage * self.equity and abs(net) > abs(self.net):
+            return (
+                DenialReason.MAX_NET_LEVERAGE,
+                f"net exposure {net:.2f} would exceed {limits.max_net_leverage:g}x equity {self.equity:.2f}",
+            )
+        column = risk._column.get(symbol)
+        if column is None or not self.sigma:
+            return None
+        own = risk._covariance_list[column][column]
+        variance = self.variance + 2.0 * change * self.sigma[column] + change * change * own
+        daily = math.sqrt(max(0.0, variance) * risk._bars_per_day) * self.z
+        if daily > limits.var_daily_pct * self.equity and variance > self.variance:
+            return (
+                DenialReason.VAR_LIMIT,
+                f"daily VaR {daily:.2f} would exceed {limits.var_daily_pct:.2%} of equity {self.equity:.2f}",
+            )
+        return None
+
+    def apply(self, risk: RiskController, symbol: str, held: float, after: float, price: float) -> None:
+        change = (after - held) * price
+        self.gross += (abs(after) - abs(held)) * price
+        self.net += change
+        self.held[symbol] = after
+        column = risk._column.get(symbol)
+        if column is not None and self.sigma:
+            row = risk._covariance_list[column]
+            self.variance += 2.0 * change * self.sigma[column] + change * change * row[column]
+            self.sigma = [value + change * covariance for value, covariance in zip(self.sigma, row, strict=True)]
+
+
+def _regime(label: str | None) -> MarketRegime:
+    if label is None:
+        return MarketRegime.UNKNOWN
+    normalized = label.strip().lower()
+    for regime in MarketRegime:
+        if normalized in (regime.value, regime.name.lower()):
+            return regime
+    return MarketRegime.UNKNOWN

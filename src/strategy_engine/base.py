@@ -1,27 +1,41 @@
-"""The strategy contract: bars in, signals out, state from the past only.
+"""The strategy contract: market data up to now in, a signal out, state from the past only.
 
-A strategy is plain Python with no bus, clock or I/O: :meth:`BaseStrategy.on_bar`
-receives each closed bar of its symbols in time order and may return a
-:class:`StrategySignal`. :class:`StrategyRunner` is the component that feeds it
-from the bus, publishes its signals as ``SignalGenerated`` events, and keeps
-the engine running when strategy code raises.
+One contract serves the strategy developer and the event-driven engine:
+
+- :meth:`BaseStrategy.generate_signal` ``(market_data, current_index)`` is what
+  a strategy implements (UC-2.1): ``market_data`` maps ``symbol`` and the bar
+  and funding columns of :mod:`keel.strategy_engine.history` to arrays, and
+  the strategy may read only indexes ``<= current_index`` (funding rows only
+  up to that bar's ``timestamp``);
+- :meth:`BaseStrategy.on_bar` / :meth:`BaseStrategy.on_funding` adapt bus
+  events to it: they append to the strategy's own per-symbol history and
+  call ``generate_signal`` on its last bar. The :class:`~keel.strategy_engine.manager.StrategyManager`
+  shares one history per symbol between its strategies instead.
+
+:class:`IncrementalStrategy` is the base of strategies that keep O(1)
+per-bar state: it feeds them each bar once, in order, and rebuilds their
+state from the start of the data when called out of sequence, so a
+sequential run and random access give the same signals.
+
+Tunable parameters are declared in ``parameter_space``
+(:class:`~keel.strategy_engine.parameters.Parameter`) and validated when the
+strategy is built; ``warmup_bars`` declares how many bars a symbol needs
+before the strategy may signal on it.
 """
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-import structlog
+from keel.core.messages import BarClosed, FundingRateUpdated, SignalAction
+from keel.strategy_engine.history import SymbolHistory, bar_at
+from keel.strategy_engine.parameters import Parameter, validate_parameters
 
-from keel.core.bus import EventBus
-from keel.core.clock import Clock
-from keel.core.component import Component
-from keel.core.messages import BarClosed, SignalAction, SignalGenerated
-
-_log = structlog.get_logger("keel.strategy")
+_DIRECTIONS = {"BUY": 1, "SELL": -1, "HOLD": 0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,13 +47,13 @@ class StrategySignal:
     symbol
         The instrument.
     action
-        ``"BUY"``, ``"SELL"`` or ``"HOLD"``.
+        ``"BUY"``, ``"SELL"`` or ``"HOLD"`` (a :class:`~keel.core.messages.SignalAction` is accepted).
     strength
         How strongly to act, in [0, 1].
     confidence
         How sure the strategy is, in [0, 1].
     stop_loss, take_profit
-        Optional price levels.
+        Optional positive price levels.
     metadata
         Free-form details for reports.
     """
@@ -53,12 +67,29 @@ class StrategySignal:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.action not in SignalAction.__members__:
+        if isinstance(self.action, SignalAction):
+            object.__setattr__(self, "action", self.action.value)
+        if self.action not in _DIRECTIONS:
             raise ValueError(f"signal action must be BUY, SELL or HOLD, got {self.action!r}")
         for name in ("strength", "confidence"):
             value = getattr(self, name)
+            # NaN fails both comparisons, so it is refused here too.
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"signal {name} must lie in [0, 1], got {value!r}")
+        for name in ("stop_loss", "take_profit"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0.0):
+                raise ValueError(f"signal {name} must be a positive finite price or None, got {value!r}")
+
+    @property
+    def direction(self) -> int:
+        """Return +1 for BUY, -1 for SELL, 0 for HOLD."""
+        return _DIRECTIONS[self.action]
+
+    @property
+    def score(self) -> float:
+        """Return ``direction * strength * confidence``, in [-1, 1]."""
+        return _DIRECTIONS[self.action] * self.strength * self.confidence
 
 
 class BaseStrategy(ABC):
@@ -69,63 +100,165 @@ class BaseStrategy(ABC):
     name
         The strategy's name, used in signals, orders and reports.
     parameters
-        Its parameters, kept for reports and tuning.
+        Its parameters. When the class declares a ``parameter_space`` they are
+        validated against it and the missing ones take their defaults;
+        otherwise they are kept as given.
+
+    Raises
+    ------
+    ValueError, TypeError
+        If a declared parameter is unknown, out of range or of the wrong type.
     """
+
+    parameter_space: ClassVar[Mapping[str, Parameter]] = {}
+    """Tunable parameters: name -> type, range and default."""
+
+    history_capacity: ClassVar[int | None] = 100_000
+    """Bars per symbol kept by :meth:`on_bar`'s own history."""
 
     warmup_bars: int = 0
     """Bars a symbol needs before the strategy may signal on it."""
 
     def __init__(self, name: str, parameters: Mapping[str, Any] | None = None) -> None:
         self.name = name
-        self.parameters = dict(parameters or {})
+        given = dict(parameters or {})
+        self.parameters: dict[str, Any] = (
+            validate_parameters(name, self.parameter_space, given) if self.parameter_space else given
+        )
+        self._histories: dict[str, SymbolHistory] = {}
+
+    @classmethod
+    def default_parameters(cls) -> dict[str, int | float]:
+        """Return the declared parameters' defaults."""
+        return {name: spec.default for name, spec in cls.parameter_space.items()}
 
     @abstractmethod
+    def generate_signal(self, market_data: Mapping[str, Any], current_index: int) -> StrategySignal | None:
+        """Return the view on ``market_data["symbol"]`` at bar ``current_index``.
+
+        Read only bars ``<= current_index`` and funding rows settled by that
+        bar's ``timestamp``. None means "my view is unchanged"; a HOLD signal
+        means "flat".
+        """
+
     def on_bar(self, bar: BarClosed) -> StrategySignal | None:
-        """Update state with a closed bar; return a signal or None."""
+        """Append a closed bar to the symbol's history and return the signal on it."""
+        history = self._histories.get(bar.symbol)
+        if history is None:
+            history = self._histories[bar.symbol] = SymbolHistory(bar.symbol, self.history_capacity)
+        history.append_bar(bar.ts_event, bar.open, bar.high, bar.low, bar.close, bar.volume)
+        return self.generate_signal(history.view(), len(history) - 1)
+
+    def on_funding(self, event: FundingRateUpdated) -> None:
+        """Append a settled funding rate to the symbol's history."""
+        history = self._histories.get(event.symbol)
+        if history is None:
+            history = self._histories[event.symbol] = SymbolHistory(event.symbol, self.history_capacity)
+        history.append_funding(
+            event.funding_time,
+            float(event.rate),
+            None if event.mark_price is None else float(event.mark_price),
+        )
 
 
-class StrategyRunner(Component):
-    """Feed bars from the bus to a strategy and publish its signals.
+class SymbolState:
+    """Per-symbol state of an :class:`IncrementalStrategy`: the last bar it saw and its last signal."""
 
-    Parameters
-    ----------
-    strategy
-        The strategy to run.
-    bus, clock
-        The event bus and the clock.
+    __slots__ = ("bars", "last_key", "last_signal")
+
+    def __init__(self) -> None:
+        self.bars = 0
+        self.last_key: int | None = None
+        self.last_signal: StrategySignal | None = None
+
+
+class IncrementalStrategy(BaseStrategy):
+    """A strategy whose per-symbol state advances one bar at a time in O(1).
+
+    Subclasses implement :meth:`new_state` and :meth:`step`. A call for the
+    bar right after the last one seen (by ``timestamp``, or by index when the
+    data has no timestamps) costs one step; a repeated call returns the
+    previous answer; any other call rebuilds the symbol's state from the first
+    bar of ``market_data`` up to ``current_index``. A step whose view did not
+    change returns ``state.last_signal`` itself, so callers can tell "unchanged"
+    by identity and no signal is allocated.
     """
 
-    def __init__(self, strategy: BaseStrategy, bus: EventBus, clock: Clock) -> None:
-        super().__init__(f"strategy.{strategy.name}", bus, clock)
-        self.strategy = strategy
-        self.errors = 0
+    def __init__(self, name: str, parameters: Mapping[str, Any] | None = None) -> None:
+        super().__init__(name, parameters)
+        self._states: dict[str, SymbolState] = {}
 
-    def on_start(self) -> None:
-        """Subscribe to closed bars."""
-        self.bus.subscribe(BarClosed, self.on_bar, name=self.name)
+    @abstractmethod
+    def new_state(self) -> SymbolState:
+        """Return a fresh state for a symbol."""
 
-    def on_bar(self, bar: BarClosed) -> None:
-        """Run the strategy on one bar; an exception degrades the runner, not the engine."""
-        try:
-            signal = self.strategy.on_bar(bar)
-        except Exception as error:
-            self.errors += 1
-            _log.error("strategy raised", strategy=self.strategy.name, bar_id=bar.id, error=repr(error))
-            self.degrade(f"strategy raised on bar {bar.id}: {error!r}")
-            return
-        if signal is None:
-            return
-        now = self.clock.timestamp_ns()
-        self.bus.publish(
-            SignalGenerated(
-                strategy=self.strategy.name,
-                symbol=signal.symbol,
-                action=SignalAction(signal.action),
-                strength=signal.strength,
-                confidence=signal.confidence,
-                stop_loss=signal.stop_loss,
-                take_profit=signal.take_profit,
-                ts_event=bar.ts_event,
-                ts_init=now,
-            )
-        )
+    @abstractmethod
+    def step(
+        self,
+        state: SymbolState,
+        market_data: Mapping[str, Any],
+        index: int,
+        bar: tuple[int, float, float, float, float, float],
+    ) -> StrategySignal | None:
+        """Advance ``state`` by bar ``index`` (``bar`` is its key and OHLCV); return the signal on it."""
+
+    def generate_signal(self, market_data: Mapping[str, Any], current_index: int) -> StrategySignal | None:
+        """Advance the symbol's state to ``current_index`` and return the signal there."""
+        symbol = market_data["symbol"]
+        bar = bar_at(market_data, current_index)
+        state = self._states.get(symbol)
+        if state is not None and state.bars:
+            if bar[0] == state.last_key:
+                return state.last_signal
+            if not self._follows(state, market_data, current_index, bar[0]):
+                state = None
+        if state is None:
+            state = self._replay(market_data, current_index)
+            self._states[symbol] = state
+        return self._advance(state, market_data, current_index, bar)
+
+    def reset(self, symbol: str | None = None) -> None:
+        """Forget the state of one symbol (or of all)."""
+        if symbol is None:
+            self._states.clear()
+        else:
+            self._states.pop(symbol, None)
+
+    @staticmethod
+    def _follows(state: SymbolState, market_data: Mapping[str, Any], index: int, key: int) -> bool:
+        if index == 0 or state.last_key is None or key <= state.last_key:
+            return False
+        return bar_at(market_data, index - 1)[0] == state.last_key
+
+    def _replay(self, market_data: Mapping[str, Any], current_index: int) -> SymbolState:
+        state = self.new_state()
+        for index in range(current_index):
+            self._advance(state, market_data, index, bar_at(market_data, index))
+        return state
+
+    def _advance(
+        self,
+        state: SymbolState,
+        market_data: Mapping[str, Any],
+        index: int,
+        bar: tuple[int, float, float, float, float, float],
+    ) -> StrategySignal | None:
+        state.bars += 1
+        state.last_key = bar[0]
+        signal = self.step(state, market_data, index, bar)
+        state.last_signal = signal
+        return signal
+
+
+def hold(symbol: str, **metadata: Any) -> StrategySignal:
+    """Return a flat (HOLD) signal with zero strength and confidence."""
+    return StrategySignal(symbol, "HOLD", 0.0, 0.0, metadata=metadata)
+
+
+def clip01(value: float) -> float:
+    """Clip a number into [0, 1] (NaN becomes 0)."""
+    if value >= 1.0:
+        return 1.0
+    if value > 0.0:
+        return value
+    return 0.0

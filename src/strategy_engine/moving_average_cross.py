@@ -1,16 +1,20 @@
 """A moving-average cross: long while the fast mean is above the slow one, short below.
 
-The walking skeleton's strategy. Both means are simple moving averages of
-closes, kept incrementally per symbol in O(1) per bar; a signal is emitted
-only when the sign of ``fast - slow`` changes after warm-up.
+The walking skeleton's strategy, kept as the smallest example of an
+:class:`~keel.strategy_engine.base.IncrementalStrategy`. Both means are simple
+moving averages of closes, kept per symbol in O(1) per bar; a signal is
+emitted only when the sign of ``fast - slow`` changes after warm-up (None
+otherwise: the view is unchanged).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
-from keel.core.messages import BarClosed
-from keel.strategy_engine.base import BaseStrategy, StrategySignal
+from keel.strategy_engine.base import IncrementalStrategy, StrategySignal, SymbolState
+from keel.strategy_engine.parameters import Parameter
 
 
 class _RollingMean:
@@ -31,7 +35,17 @@ class _RollingMean:
         return self.total / self.window
 
 
-class MovingAverageCrossStrategy(BaseStrategy):
+class _CrossState(SymbolState):
+    __slots__ = ("direction", "fast", "slow")
+
+    def __init__(self, fast_period: int, slow_period: int) -> None:
+        super().__init__()
+        self.fast = _RollingMean(fast_period)
+        self.slow = _RollingMean(slow_period)
+        self.direction = 0
+
+
+class MovingAverageCrossStrategy(IncrementalStrategy):
     """Go long on a golden cross and short on a death cross, per symbol.
 
     Parameters
@@ -44,37 +58,46 @@ class MovingAverageCrossStrategy(BaseStrategy):
         The strategy's name.
     """
 
+    parameter_space: ClassVar[Mapping[str, Parameter]] = {
+        "fast_period": Parameter(int, 20, 1, 1000, "bars in the fast simple moving average"),
+        "slow_period": Parameter(int, 60, 2, 5000, "bars in the slow simple moving average"),
+    }
+
     def __init__(self, fast_period: int = 20, slow_period: int = 60, name: str = "ma_cross") -> None:
         if not 1 <= fast_period < slow_period:
             raise ValueError(
                 f"moving average cross needs 1 <= fast_period < slow_period, got {fast_period} and {slow_period}"
             )
         super().__init__(name, {"fast_period": fast_period, "slow_period": slow_period})
-        self.fast_period = fast_period
-        self.slow_period = slow_period
-        self.warmup_bars = slow_period
-        self._fast: dict[str, _RollingMean] = {}
-        self._slow: dict[str, _RollingMean] = {}
-        self._direction: dict[str, int] = {}
+        self.fast_period = self.parameters["fast_period"]
+        self.slow_period = self.parameters["slow_period"]
+        self.warmup_bars = self.slow_period
 
-    def on_bar(self, bar: BarClosed) -> StrategySignal | None:
-        """Update the symbol's means; signal when the cross direction changes."""
-        symbol = bar.symbol
-        fast = self._fast.get(symbol)
-        if fast is None:
-            fast = self._fast[symbol] = _RollingMean(self.fast_period)
-            self._slow[symbol] = _RollingMean(self.slow_period)
-        fast_mean = fast.update(bar.close)
-        slow_mean = self._slow[symbol].update(bar.close)
+    def new_state(self) -> _CrossState:
+        """Return empty means for a new symbol."""
+        return _CrossState(self.fast_period, self.slow_period)
+
+    def step(
+        self,
+        state: SymbolState,
+        market_data: Mapping[str, Any],
+        index: int,
+        bar: tuple[int, float, float, float, float, float],
+    ) -> StrategySignal | None:
+        """Update the means; signal when the cross direction changes."""
+        assert isinstance(state, _CrossState)
+        close = bar[4]
+        fast_mean = state.fast.update(close)
+        slow_mean = state.slow.update(close)
         if fast_mean is None or slow_mean is None or fast_mean == slow_mean:
             return None
         direction = 1 if fast_mean > slow_mean else -1
-        if self._direction.get(symbol) == direction:
+        if state.direction == direction:
             return None
-        self._direction[symbol] = direction
+        state.direction = direction
         spread = abs(fast_mean - slow_mean) / slow_mean
         return StrategySignal(
-            symbol=symbol,
+            symbol=market_data["symbol"],
             action="BUY" if direction > 0 else "SELL",
             strength=1.0,
             confidence=1.0,

@@ -12,7 +12,18 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
-@pytest.mark.parametrize("script", ["bench_backtest.py", "bench_bus.py"])
+@pytest.mark.parametrize(
+    "script",
+    [
+        "bench_backtest.py",
+        "bench_bus.py",
+        "bench_strategies.py",
+        "bench_market_data.py",
+        "bench_exchange.py",
+        "bench_portfolio.py",
+        "bench_risk.py",
+    ],
+)
 def test_benchmark_prints_one_json_line(script: str) -> None:
     # Arrange
     command = [sys.executable, str(BENCHMARKS / script), "--quick"]

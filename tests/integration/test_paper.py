@@ -89,7 +89,10 @@ def test_stop_request_cancels_open_orders_and_stops_cleanly(tmp_path: Path) -> N
 def test_keel_run_stops_cleanly_on_sigint(tmp_path: Path) -> None:
     # Arrange
     environment = {**os.environ, "KEEL_RUN__OUTPUT_DIR": str(tmp_path), "KEEL_PAPER__STATUS_INTERVAL_SECONDS": "0.2"}
-    command = [sys.executable, "-m", "keel.cli", "run", "--mode", "paper", "--speed", "600", "--symbols", "BTCUSDT"]
+    command = [
+        sys.executable, "-m", "keel.cli", "run", "--mode", "paper", "--speed", "600", "--symbols", "BTCUSDT",
+        "--port", "0",
+    ]
     process = subprocess.Popen(
         command, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

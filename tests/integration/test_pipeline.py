@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 
 from keel.config import load_config
 from keel.core.bus import EventBus
-from keel.core.clock import SimulatedClock
+from keel.core.clock import NANOS_PER_MILLI, SimulatedClock
 from keel.core.fsm import ComponentState
 from keel.core.instruments import load_instruments
-from keel.core.messages import BarClosed
+from keel.core.messages import BarClosed, FundingRateUpdated, PositionSide, SubmitOrder
+from keel.core.orders import OrderSide, OrderType
 from keel.integration.pipeline import build_pipeline
+from keel.market_data.feeds import RecordedBarFeed
 
 
 def test_a_raising_handler_degrades_its_component_and_the_run_goes_on() -> None:
@@ -47,3 +50,63 @@ def test_a_raising_handler_degrades_its_component_and_the_run_goes_on() -> None:
     assert pipeline.risk.state is ComponentState.DEGRADED
     assert pipeline.orders.state is ComponentState.RUNNING
     assert pipeline.positions.marks["BTCUSDT"] == Decimal("95502.7")
+
+
+def test_the_venues_liquidation_reaches_the_position_book_and_the_recorder() -> None:
+    # Arrange: BTCUSDT only, isolated at 100x; a 0.1 BTC long sent through the order manager on
+    # the real bars of 2025-05-04 (the strategies may trade too).
+    base = load_config("backtest", environ={})
+    config = base.model_copy(
+        update={
+            "data": base.data.model_copy(update={"symbols": ("BTCUSDT",)}),
+            "exchange": base.exchange.model_copy(update={"margin_type": "ISOLATED", "leverage": 100}),
+            "strategy": base.strategy.model_copy(
+                update={"name": "moving_average_cross", "fast_period": 900, "slow_period": 1000}
+            ),
+            "portfolio": base.portfolio.model_copy(update={"rebalance_interval_minutes": 0}),
+        }
+    )
+    root = Path(__file__).resolve().parents[2]
+    feed = RecordedBarFeed(
+        root / "data" / config.data.bars,
+        ("BTCUSDT",),
+        "1m",
+        root / "data" / config.data.funding,
+        end_ns=1_746_403_200_000 * NANOS_PER_MILLI,
+    )
+    events = list(feed)
+    clock = SimulatedClock(events[0].ts_event)
+    bus = EventBus()
+    pipeline = build_pipeline(config, load_instruments(root / "config" / "instruments.yaml"), bus, clock)
+    pipeline.start()
+    bus.drain()
+
+    # Act
+    for index, event in enumerate(events):
+        clock.advance_to(event.ts_event)
+        bus.publish(event)
+        bus.drain()
+        if index == 0:
+            bus.publish(
+                SubmitOrder(
+                    client_order_id="manual-1",
+                    symbol="BTCUSDT",
+                    side=OrderSide.BUY,
+                    order_type=OrderType.MARKET,
+                    quantity=Decimal("0.100"),
+                    ts_event=event.ts_event,
+                    ts_init=event.ts_event,
+                )
+            )
+            bus.drain()
+
+    # Assert: whatever else the strategies traded, every liquidation's fill reached the books
+    liquidations = pipeline.recorder.liquidations
+    assert liquidations and pipeline.recorder.fills[0].client_order_id == "manual-1"
+    fill_ids = [f.client_order_id for f in pipeline.recorder.fills]
+    assert all(liquidation.client_order_id in fill_ids for liquidation in liquidations)
+    assert pipeline.positions.quantity("BTCUSDT") == pipeline.exchange.account.quantity(("BTCUSDT", PositionSide.BOTH))
+    assert pipeline.positions.fees_paid == pipeline.exchange.fees_paid
+    assert any(isinstance(e, FundingRateUpdated) for e in events)
+    assert pipeline.positions.equity() == pipeline.exchange.balance().margin_balance
+    assert pipeline.orders.unknown_reports == 0

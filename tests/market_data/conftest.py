@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from keel.core.messages import BookUpdated, MarketDataEvent, TradeTick
 from keel.market_data import BadRow, Gap
+from keel.market_data.feeds import RecordedSessionFeed
 
 EditLines = Callable[[list[str]], list[str]]
 CopyWithEdit = Callable[[Path, EditLines], Path]
@@ -121,3 +123,23 @@ def corrupted_bars(data_dir: Path, copy_with_edit: CopyWithEdit) -> CorruptedBar
         ),
         rows_read=43199 - 90 + 2,
     )
+
+
+@pytest.fixture(scope="session")
+def btc_session_events(data_dir: Path) -> list[MarketDataEvent]:
+    """Every event of the real BTCUSDT 2024-08-08 session replay (books, book tickers, trades)."""
+    session = data_dir / "orderbook/binance_usdm_BTCUSDT_2024-08-08"
+    trades = data_dir / "trades/binance_usdm_BTCUSDT_2024-08-08_trades.csv.gz"
+    return list(RecordedSessionFeed(session, trades))
+
+
+@pytest.fixture(scope="session")
+def btc_books(btc_session_events: list[MarketDataEvent]) -> list[BookUpdated]:
+    """The session's published books."""
+    return [event for event in btc_session_events if isinstance(event, BookUpdated)]
+
+
+@pytest.fixture(scope="session")
+def btc_trades(btc_session_events: list[MarketDataEvent]) -> list[TradeTick]:
+    """The session's trades."""
+    return [event for event in btc_session_events if isinstance(event, TradeTick)]

@@ -1,16 +1,30 @@
-"""The recorded bar-and-funding feed on the bundled real data."""
+"""The recorded feeds on the bundled real data: bars and funding, order-book sessions, merging, pacing."""
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 
+import msgspec
+import pandas as pd
 import pytest
 
+from keel.core.clock import LiveClock
 from keel.core.errors import MalformedDataError
-from keel.core.messages import BarClosed, FundingRateUpdated
-from keel.market_data.feeds import RecordedBarFeed
-from keel.market_data.loaders import load_funding, load_ohlcv
+from keel.core.messages import (
+    BarClosed,
+    BookTickerUpdated,
+    BookUpdated,
+    FundingRateUpdated,
+    MarketDataEvent,
+    MarkPriceUpdated,
+    TradeTick,
+)
+from keel.core.orders import OrderSide
+from keel.market_data.feeds import MergedFeed, RecordedBarFeed, RecordedSessionFeed, paced
+from keel.market_data.loaders import load_funding, load_ohlcv, load_trades
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 BARS = DATA / "ohlcv/binance_usdm_1m_2025-05"
@@ -89,3 +103,177 @@ def test_a_range_without_bars_is_a_clear_error() -> None:
     # Act / Assert
     with pytest.raises(MalformedDataError, match="inside the requested dates"):
         RecordedBarFeed(BARS, ["BTCUSDT"], "1m", start_ns=0, end_ns=MINUTE_NS)
+
+
+# --- recorded order-book sessions ----------------------------------------------------------------
+
+SESSION = DATA / "orderbook/binance_usdm_BTCUSDT_2024-08-08"
+TRADES = DATA / "trades/binance_usdm_BTCUSDT_2024-08-08_trades.csv.gz"
+ETH_SESSION = DATA / "orderbook/binance_usdm_ETHUSDT_2024-08-08"
+ETH_TRADES = DATA / "trades/binance_usdm_ETHUSDT_2024-08-08_trades.csv.gz"
+SESSION_2023 = DATA / "orderbook/binance_usdm_BTCUSDT_2023-04-04"
+MARK_2023 = DATA / "funding/binance_usdm_BTCUSDT_2023-04-04_markprice_1s.csv.gz"
+
+
+@pytest.fixture(scope="module")
+def session_events() -> tuple[RecordedSessionFeed, list[MarketDataEvent]]:
+    feed = RecordedSessionFeed(SESSION, TRADES)
+    return feed, list(feed)
+
+
+def test_a_session_replays_every_kind_in_exchange_time_order(session_events) -> None:  # type: ignore[no-untyped-def]
+    # Arrange
+    feed, events = session_events
+
+    # Act
+    kinds = Counter(type(event) for event in events)
+
+    # Assert
+    assert [e.ts_event for e in events] == sorted(e.ts_event for e in events)
+    assert kinds[TradeTick] == 21_313
+    assert kinds[BookTickerUpdated] == 66_089
+    assert kinds[BookUpdated] == feed.statistics.diffs_applied == 6_551 - 4
+    assert feed.statistics.diffs_dropped == 4 and feed.statistics.gaps == 0 and feed.statistics.crossed == 0
+
+
+def test_book_events_are_uncrossed_sorted_and_follow_the_update_ids(session_events) -> None:  # type: ignore[no-untyped-def]
+    # Arrange
+    _, events = session_events
+
+    # Act
+    books = [e for e in events if isinstance(e, BookUpdated)]
+
+    # Assert
+    update_ids = [b.update_id for b in books]
+    assert update_ids == sorted(update_ids) and len(set(update_ids)) == len(update_ids)
+    for book in books:
+        bid_prices = [p for p, _ in book.bids]
+        ask_prices = [p for p, _ in book.asks]
+        assert bid_prices == sorted(bid_prices, reverse=True) and ask_prices == sorted(ask_prices)
+        assert bid_prices[0] < ask_prices[0]
+        assert len(book.bids) == len(book.asks) == 20
+
+
+def test_book_events_agree_with_the_book_ticker_of_the_same_update_id(session_events) -> None:  # type: ignore[no-untyped-def]
+    # Arrange
+    _, events = session_events
+    tickers = {e.update_id: e for e in events if isinstance(e, BookTickerUpdated)}
+
+    # Act
+    pairs = [(b, tickers[b.update_id]) for b in events if isinstance(b, BookUpdated) and b.update_id in tickers]
+
+    # Assert
+    assert len(pairs) == 629
+    for book, ticker in pairs:
+        assert book.bids[0] == (ticker.bid_price, ticker.bid_quantity)
+        assert book.asks[0] == (ticker.ask_price, ticker.ask_quantity)
+
+
+def test_trades_carry_the_aggressor_from_is_buyer_maker() -> None:
+    # Arrange
+    frame = load_trades(TRADES).frame
+    feed = RecordedSessionFeed(SESSION, TRADES)
+
+    # Act
+    trades = [e for e in feed if isinstance(e, TradeTick)]
+
+    # Assert
+    assert [t.trade_id for t in trades] == [str(i) for i in frame["trade_id"]]
+    sells = [t.aggressor_side is OrderSide.SELL for t in trades]
+    assert sells == frame["is_buyer_maker"].tolist()
+    assert [t.price for t in trades[:3]] == frame["price"].tolist()[:3]
+
+
+def test_two_replays_are_identical(session_events) -> None:  # type: ignore[no-untyped-def]
+    # Arrange
+    feed, first = session_events
+
+    # Act
+    second = list(feed)
+
+    # Assert
+    strip = [msgspec.structs.replace(e, id=0) for e in first]
+    assert strip == [msgspec.structs.replace(e, id=0) for e in second]
+
+
+def test_mark_prices_replay_with_their_funding_rate() -> None:
+    # Arrange
+    frame = pd.read_csv(MARK_2023, dtype=str)
+    feed = RecordedSessionFeed(SESSION_2023, mark_price_file=MARK_2023)
+
+    # Act
+    events = list(feed)
+    marks = [e for e in events if isinstance(e, MarkPriceUpdated)]
+
+    # Assert
+    assert len(marks) == len(frame) == 514
+    assert [m.mark_price for m in marks] == [Decimal(text) for text in frame["mark_price"]]
+    assert [m.funding_rate for m in marks] == [Decimal(text) for text in frame["funding_rate"]]
+    assert [m.index_price for m in marks] == [Decimal(text) for text in frame["index_price"]]
+    assert marks[0].next_funding_time == int(frame["next_funding_time_ms"].iloc[0]) * 1_000_000
+    assert [e.ts_event for e in events] == sorted(e.ts_event for e in events)
+    assert feed.statistics.gaps == 0 and feed.statistics.book_events == 16_110
+
+
+def test_a_damaged_diff_event_is_skipped_and_the_book_stops_until_a_snapshot(copy_with_edit, set_field) -> None:  # type: ignore[no-untyped-def]
+    # Arrange: the quantity of line 5001 of the diff file becomes NaN
+    folder = SESSION.name
+    damaged = copy_with_edit(
+        SESSION / "depth_diff.csv.gz", lambda lines: [*lines[:5000], set_field(lines[5000], 8, "NaN"), *lines[5001:]]
+    )
+    for name in ("snapshot.csv.gz", "bbo.csv.gz"):
+        copy_with_edit(SESSION / name, lambda lines: lines)
+    assert damaged.parent.name == folder
+    clean = RecordedSessionFeed(SESSION)
+    clean_books = [e for e in clean if isinstance(e, BookUpdated)]
+
+    # Act
+    feed = RecordedSessionFeed(damaged.parent)
+    books = [e for e in feed if isinstance(e, BookUpdated)]
+
+    # Assert
+    statistics = feed.statistics
+    assert statistics.malformed_diff_events == 1 and statistics.gaps == 1
+    assert 0 < len(books) < len(clean_books)
+    assert [(b.update_id, b.bids, b.asks) for b in books] == [
+        (b.update_id, b.bids, b.asks) for b in clean_books[: len(books)]
+    ]
+    assert feed.reports[1].bad_rows[0].line == 5001
+
+
+def test_feeds_of_several_symbols_and_kinds_merge_by_exchange_time() -> None:
+    # Arrange
+    btc = RecordedSessionFeed(SESSION, TRADES)
+    eth = RecordedSessionFeed(ETH_SESSION, ETH_TRADES)
+
+    # Act
+    merged = list(MergedFeed([btc, eth]))
+
+    # Assert
+    assert len(merged) == len(list(btc)) + len(list(eth))
+    keys = [e.ts_event for e in merged]
+    assert keys == sorted(keys)
+    assert {e.symbol for e in merged} == {"BTCUSDT", "ETHUSDT"}
+    same_time = [e.symbol for e in merged if e.ts_event == merged[500].ts_event]
+    assert same_time == sorted(same_time)
+
+
+def test_paced_replay_waits_for_each_event_time() -> None:
+    # Arrange
+    feed = RecordedBarFeed(BARS, ["BTCUSDT"], "1m", None, start_ns=START, end_ns=START + 30 * MINUTE_NS)
+    clock = LiveClock(origin_ns=START, speed=60 * 600)  # thirty minutes of bars in about 0.05 s
+
+    async def replay() -> list[tuple[int, int]]:
+        return [(event.ts_event, clock.timestamp_ns()) async for event in paced(feed, clock)]
+
+    # Act
+    seen = asyncio.run(replay())
+
+    # Assert
+    assert len(seen) == 30
+    assert all(now >= due for due, now in seen)
+
+
+def test_a_session_folder_with_another_name_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(MalformedDataError, match="must be named"):
+        RecordedSessionFeed(tmp_path)

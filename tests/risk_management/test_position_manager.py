@@ -11,6 +11,7 @@ import functools
 from decimal import Decimal
 from pathlib import Path
 
+import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,13 +23,14 @@ from keel.core.messages import (
     BarClosed,
     FundingPaid,
     FundingRateUpdated,
+    MarkPriceUpdated,
     OrderFilled,
     PositionChanged,
     SubmitOrder,
 )
 from keel.core.orders import LiquiditySide, OrderSide, OrderType
 from keel.market_data.loaders import load_funding, load_ohlcv
-from keel.risk_management.position_manager import PositionManager
+from keel.risk_management.position_manager import PositionLifecycle, PositionManager
 
 ROOT = Path(__file__).resolve().parents[2]
 BARS_1M = ROOT / "data" / "ohlcv" / "binance_usdm_1m_2025-05"
@@ -414,3 +416,108 @@ def test_position_and_fees_agree_with_the_exchange_for_random_real_fills(orders:
     # Summation order differs between the books (per fill vs per total); an average entry price
     # can be a repeating decimal, so the two may differ in the 28th significant digit only.
     assert abs(wired.manager.equity() - wired.exchange.balance().margin_balance) < Decimal("1e-18")
+
+
+# --- lifecycle and per-strategy books -------------------------------------------------------------
+
+
+def strategy_fill(bar: BarClosed, side: OrderSide, quantity: str, strategy: str) -> OrderFilled:
+    return msgspec.structs.replace(fill_at_open(bar, side, quantity), strategy=strategy)
+
+
+def test_each_fill_is_classified_as_a_lifecycle_step() -> None:
+    # Arrange
+    book = Book()
+    bars = real_bars(BTC)
+
+    # Act: open, increase, reduce, flip, close
+    book.publish(
+        fill_at_open(bars[1], OrderSide.BUY, "0.010"),
+        fill_at_open(bars[2], OrderSide.BUY, "0.005"),
+        fill_at_open(bars[3], OrderSide.SELL, "0.004"),
+        fill_at_open(bars[4], OrderSide.SELL, "0.020"),
+        fill_at_open(bars[5], OrderSide.BUY, "0.009"),
+    )
+
+    # Assert
+    assert [e.step for e in book.manager.events] == [
+        PositionLifecycle.OPEN,
+        PositionLifecycle.INCREASE,
+        PositionLifecycle.REDUCE,
+        PositionLifecycle.FLIP,
+        PositionLifecycle.CLOSE,
+    ]
+    assert [e.quantity_after for e in book.manager.events] == [
+        Decimal("0.010"),
+        Decimal("0.015"),
+        Decimal("0.011"),
+        Decimal("-0.009"),
+        Decimal("0.000"),
+    ]
+    assert book.manager.lifecycle_counts[PositionLifecycle.FLIP] == 1
+
+
+def test_a_mark_price_update_marks_positions_at_the_venue_mark() -> None:
+    # Arrange
+    book = Book()
+    bars = real_bars(BTC)
+    book.publish(fill_at_open(bars[1], OrderSide.BUY, "0.010"))
+    funding = first_btc_funding()
+    assert funding.mark_price is not None
+
+    # Act
+    book.publish(
+        MarkPriceUpdated(
+            symbol=BTC,
+            mark_price=funding.mark_price,
+            index_price=funding.mark_price,
+            estimated_settle_price=funding.mark_price,
+            funding_rate=funding.rate,
+            next_funding_time=funding.funding_time,
+            ts_event=funding.funding_time,
+            ts_init=funding.funding_time,
+        )
+    )
+
+    # Assert
+    assert book.manager.unrealized_pnl() == Decimal("0.010") * (funding.mark_price - money(bars[1].open))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    fills=st.lists(
+        st.tuples(
+            st.sampled_from(["trend", "mean_reversion", "funding"]),
+            st.sampled_from([OrderSide.BUY, OrderSide.SELL]),
+            st.integers(min_value=1, max_value=30),
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+    funded=st.booleans(),
+)
+def test_strategy_books_add_up_to_the_net_book(fills: list[tuple[str, OrderSide, int]], funded: bool) -> None:
+    # Arrange
+    book = Book()
+    bars = real_bars(BTC)
+    step = instruments()[BTC].market_step_size
+
+    # Act
+    for index, (strategy, side, steps) in enumerate(fills):
+        book.publish(strategy_fill(bars[index + 1], side, str(steps * step), strategy))
+    if funded:
+        book.publish(funding_paid(first_btc_funding(), book.manager.quantity(BTC)))
+    book.publish(bars[len(fills) + 1])
+
+    # Assert
+    manager = book.manager
+    net = manager.pnl_by_symbol()[BTC]
+    by_strategy = manager.pnl_by_strategy()
+    # Average entries can be repeating decimals: the books may differ in the 28th significant digit.
+    total = sum((p.realized + p.unrealized for p in by_strategy.values()), Decimal(0))
+    assert abs(total - (net.realized + net.unrealized)) < Decimal("1e-18")
+    assert sum((p.fees for p in by_strategy.values()), Decimal(0)) == manager.fees_paid
+    assert abs(sum((p.funding for p in by_strategy.values()), Decimal(0)) - manager.funding_received) < Decimal("1e-20")
+    assert sum((q.quantity for q in manager.strategy_positions.values()), Decimal(0)) == manager.quantity(BTC)
+    by_symbol = sum((p.total for p in manager.pnl_by_symbol().values()), Decimal(0))
+    assert abs(manager.equity() - manager.initial_capital - by_symbol) < Decimal("1e-18")

@@ -11,6 +11,7 @@ import functools
 from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,18 +23,25 @@ from keel.core.instruments import Instrument, load_instruments
 from keel.core.messages import (
     AllocationProposed,
     BarClosed,
+    MarketRegime,
     OrderApproved,
     OrderCanceled,
     OrderDenied,
     OrderFilled,
     OrderSubmitted,
+    RiskBreached,
+    RiskLimitsUpdated,
     SetTradingState,
+    SignalAction,
+    SignalGenerated,
     TradingStateChanged,
 )
 from keel.core.orders import LiquiditySide, OrderSide, OrderType
 from keel.market_data.loaders import load_ohlcv
+from keel.risk_management.limits import RiskLimits
 from keel.risk_management.position_manager import PositionManager
 from keel.risk_management.risk_controller import DenialReason, RiskController
+from keel.risk_management.sizing import PositionSizer
 
 ROOT = Path(__file__).resolve().parents[2]
 BARS_1M = ROOT / "data" / "ohlcv" / "binance_usdm_1m_2025-05"
@@ -88,6 +96,7 @@ class Desk:
         max_leverage: float = 10.0,
         rebalance_threshold: float = 0.0,
         symbols: tuple[str, ...] = (BTC, ETH),
+        **options: object,
     ) -> None:
         self.clock = SimulatedClock(first_bar(BTC).ts_event)
         self.bus = EventBus()
@@ -99,8 +108,10 @@ class Desk:
             max_position_notional=max_position_notional,
             max_leverage=max_leverage,
             rebalance_threshold=rebalance_threshold,
+            symbols=symbols,
             bus=self.bus,
             clock=self.clock,
+            **options,  # type: ignore[arg-type]
         )
         self.positions.start()
         self.risk.start()
@@ -152,7 +163,7 @@ class Desk:
                 trade_id=trade,
                 side=side,
                 last_quantity=quantity,
-                last_price=self.positions.marks[symbol],
+                last_price=self.positions.reference_marks()[symbol],
                 commission=Decimal(0),
                 liquidity_side=LiquiditySide.TAKER,
                 ts_event=now,
@@ -518,3 +529,368 @@ def test_a_non_finite_weight_is_denied_and_never_reaches_an_order() -> None:
     # Assert
     assert desk.approved == []
     assert [d.reason_code for d in desk.denied] == ["INVALID_TARGET", "INVALID_TARGET"]
+
+
+# --- limits, VaR, drawdown, rate, and the user's calls ------------------------------------------------
+
+
+@functools.cache
+def real_bars(symbol: str, count: int, start: int = 1) -> tuple[BarClosed, ...]:
+    frame = load_ohlcv(BARS_1M / f"{symbol}_1m.csv.gz").frame.iloc[start : start + count]
+    return tuple(
+        BarClosed(
+            symbol=symbol,
+            interval="1m",
+            open_time=int(r.open_time_ms) * NANOS_PER_MILLI,
+            open=float(r.open),
+            high=float(r.high),
+            low=float(r.low),
+            close=float(r.close),
+            volume=float(r.volume),
+            ts_event=int(r.open_time_ms) * NANOS_PER_MILLI + MINUTE_NS,
+            ts_init=int(r.open_time_ms) * NANOS_PER_MILLI + MINUTE_NS,
+        )
+        for r in frame.itertuples(index=False)
+    )
+
+
+def feed(desk: Desk, count: int, start: int = 1) -> None:
+    """Publish ``count`` real minutes of BTCUSDT and ETHUSDT bars (both start at 15:33 UTC), BTC first."""
+    for btc, eth in zip(real_bars(BTC, count, start), real_bars(ETH, count, start), strict=True):
+        assert btc.ts_event == eth.ts_event
+        desk.clock.advance_to(btc.ts_event)
+        desk.bus.publish(btc)
+        desk.bus.publish(eth)
+        desk.bus.drain()
+
+
+def buy_view(desk: Desk, symbol: str) -> None:
+    """A strong BUY view, so the Kelly edge of a long is positive whatever the recent drift."""
+    now = desk.clock.timestamp_ns()
+    desk.bus.publish(
+        SignalGenerated(
+            strategy="trend",
+            symbol=symbol,
+            action=SignalAction.BUY,
+            strength=1.0,
+            confidence=1.0,
+            ts_event=now,
+            ts_init=now,
+        )
+    )
+    desk.bus.drain()
+
+
+def collect(desk: Desk, kind: type) -> list:
+    found: list = []
+    desk.bus.subscribe(kind, found.append)
+    return found
+
+
+def test_update_limits_as_the_user_calls_it() -> None:
+    # Arrange
+    desk = Desk()
+    updates = collect(desk, RiskLimitsUpdated)
+
+    # Act
+    limits = desk.risk.update_limits({"max_drawdown_pct": 0.10, "var_daily_pct": 0.015, "max_leverage": 8.0})
+    desk.bus.drain()
+
+    # Assert
+    assert (limits.max_drawdown_pct, limits.var_daily_pct, limits.max_leverage) == (0.10, 0.015, 8.0)
+    assert desk.risk.limits is limits
+    (update,) = updates
+    assert update.limits["max_leverage"] == 8.0 and update.limits["var_daily_pct"] == 0.015
+    assert update.equity == float(CAPITAL)
+    assert set(update.position_weight_caps) >= {BTC, ETH}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"max_drawdown": 0.1}, "unknown risk limit max_drawdown"),
+        ({"var_daily_pct": 1.5}, "var_daily_pct is a fraction"),
+        ({"max_leverage": -2}, "max_leverage must be a positive"),
+        ({"max_leverage": "high"}, "max_leverage must be a number"),
+        ({"max_drawdown_pct": 0.5}, "halt_drawdown_pct"),
+    ],
+)
+def test_update_limits_refuses_bad_limits_and_keeps_the_old_ones(changes: dict, message: str) -> None:
+    # Arrange
+    desk = Desk()
+    before = desk.risk.limits
+
+    # Act / Assert
+    with pytest.raises(ValueError, match=message):
+        desk.risk.update_limits(changes)
+    assert desk.risk.limits is before
+
+
+def test_var_limit_denies_an_order_that_raises_daily_var_above_it() -> None:
+    # Arrange: 200 real minutes give the covariance; 1% daily VaR on 10,000 USDT is 100 USDT
+    desk = Desk(var_window=200, min_var_observations=60, covariance_refresh_bars=1)
+    feed(desk, 200)
+    desk.risk.update_limits({"var_daily_pct": 0.01})
+    buy_view(desk, BTC)
+
+    # Act
+    desk.propose(BTCUSDT=2.0)
+    desk.propose(BTCUSDT=0.05)
+
+    # Assert
+    (denied,) = desk.denied
+    assert denied.reason_code == DenialReason.VAR_LIMIT.value
+    (approved,) = desk.approved
+    assert approved.quantity * mark(BTC) < Decimal("1000")
+
+
+def test_net_leverage_limit_denies_a_second_long_but_allows_a_hedge() -> None:
+    # Arrange
+    desk = Desk(max_leverage=5.0, limits=RiskLimits(max_net_leverage=0.5))
+
+    # Act
+    desk.propose(BTCUSDT=0.4, ETHUSDT=0.4)
+    desk.fill_approved()
+    desk.propose(BTCUSDT=0.4, ETHUSDT=-0.4)
+
+    # Assert
+    assert [d.reason_code for d in desk.denied] == [DenialReason.MAX_NET_LEVERAGE.value]
+    assert [(a.symbol, a.side) for a in desk.approved] == [(BTC, OrderSide.BUY), (ETH, OrderSide.SELL)]
+
+
+def test_order_rate_limit_denies_beyond_the_window_and_frees_up_after_it() -> None:
+    # Arrange
+    desk = Desk(limits=RiskLimits(max_orders_per_window=2, rate_window_seconds=60))
+
+    # Act
+    desk.propose(BTCUSDT=0.2, ETHUSDT=0.2)
+    desk.propose(BTCUSDT=0.4)
+    desk.clock.advance_to(desk.clock.timestamp_ns() + 61 * 1_000_000_000)
+    desk.propose(BTCUSDT=0.4)
+
+    # Assert
+    assert [d.reason_code for d in desk.denied] == [DenialReason.ORDER_RATE_LIMIT.value]
+    assert len(desk.approved) == 3
+
+
+def test_drawdown_moves_trading_to_reducing_then_halted_with_reasons() -> None:
+    # Arrange: 5x long BTCUSDT from 15:34 UTC; BTC falls 2.2% from its high within the next 11 hours
+    desk = Desk(
+        limits=RiskLimits(max_drawdown_pct=0.01, halt_drawdown_pct=0.02, max_leverage=10.0, max_net_leverage=10.0)
+    )
+    breaches = collect(desk, RiskBreached)
+    desk.propose(BTCUSDT=5.0)
+    desk.fill_approved()
+
+    # Act
+    feed(desk, 700)
+
+    # Assert
+    assert [b.limit for b in breaches][:2] == ["max_drawdown_pct", "halt_drawdown_pct"]
+    assert [b.state for b in breaches][:2] == [TradingState.REDUCING, TradingState.HALTED]
+    assert [c.state for c in desk.state_changes] == [TradingState.REDUCING, TradingState.HALTED]
+    assert "drawdown" in desk.state_changes[0].reason
+    assert desk.risk.trading_state is TradingState.HALTED
+    assert desk.risk.drawdown >= 0.02
+
+
+def test_a_var_breach_reduces_and_clears_itself_when_the_limit_is_raised() -> None:
+    # Arrange: a 2x BTC position; its daily VaR is far above 0.5% of equity
+    desk = Desk(var_window=120, min_var_observations=60, covariance_refresh_bars=1)
+    breaches = collect(desk, RiskBreached)
+    desk.propose(BTCUSDT=2.0)
+    desk.fill_approved()
+    desk.risk.update_limits({"var_daily_pct": 0.005})
+    feed(desk, 121)
+
+    # Act
+    desk.risk.update_limits({"var_daily_pct": 0.9})
+    desk.bus.drain()
+
+    # Assert
+    assert breaches and breaches[0].limit == "var_daily_pct"
+    assert [c.state for c in desk.state_changes] == [TradingState.REDUCING, TradingState.ACTIVE]
+    assert desk.risk.trading_state is TradingState.ACTIVE
+
+
+def test_check_var_limit_with_a_portfolio_state_as_the_user_calls_it() -> None:
+    # Arrange
+    desk = Desk(var_window=300, min_var_observations=60, covariance_refresh_bars=1)
+    feed(desk, 300)
+    risk_controller = desk.risk
+    portfolio_state = {"equity": 10_000.0, "positions": {BTC: 40_000.0, ETH: -10_000.0}}
+
+    # Act
+    var_violations = risk_controller.check_var_limit(portfolio_state)
+    small = risk_controller.check_var_limit({"equity": 10_000.0, "positions": {BTC: 500.0}})
+    estimates = {m: risk_controller.estimate_var(portfolio_state, m) for m in ("historical", "parametric", "ewma")}
+
+    # Assert
+    (violation,) = var_violations
+    assert violation.limit == "var_daily_pct" and violation.value > violation.threshold
+    assert small == []
+    for estimate in estimates.values():
+        assert 0 < estimate.var <= estimate.cvar
+        assert estimate.observations == 299
+
+
+def test_historical_var_is_the_empirical_loss_quantile_of_the_window() -> None:
+    # Arrange
+    desk = Desk(var_window=300, min_var_observations=60)
+    feed(desk, 300)
+    closes = np.array([[b.close for b in real_bars(s, 300)] for s in (BTC, ETH)]).T
+    returns = closes[1:] / closes[:-1] - 1.0
+    exposures = np.array([10_000.0, 5_000.0])
+    pnl = returns @ exposures
+
+    # Act
+    estimate = desk.risk.estimate_var({"equity": 10_000.0, "positions": {BTC: 10_000.0, ETH: 5_000.0}}, "historical")
+
+    # Assert
+    worst = np.sort(pnl)[: int(np.ceil(len(pnl) * 0.01))]
+    assert estimate.var == pytest.approx(-worst.max() * np.sqrt(1440), rel=1e-12)
+    assert estimate.cvar == pytest.approx(-worst.mean() * np.sqrt(1440), rel=1e-12)
+
+
+def test_kelly_fraction_is_fractional_and_regime_aware() -> None:
+    # Arrange: the first 300 real BTCUSDT 1m returns
+    closes = np.array([b.close for b in real_bars(BTC, 301)])
+    returns = closes[1:] / closes[:-1] - 1.0
+    risk = Desk().risk
+
+    # Act
+    trending = risk.calculate_optimal_position_fraction(returns, regime="trending")
+    volatile = risk.calculate_optimal_position_fraction(returns, regime=MarketRegime.HIGH_VOLATILITY)
+    full = risk.calculate_optimal_position_fraction(returns, regime="TRENDING", fractional=1.0)
+    against = risk.calculate_optimal_position_fraction(-returns)
+
+    # Assert
+    edge = returns.mean() / returns.var(ddof=1)
+    assert (returns.mean() > 0) and trending == pytest.approx(0.25 * edge)
+    assert volatile == pytest.approx(0.5 * trending)
+    assert full == pytest.approx(edge)
+    assert against == 0.0
+
+
+def test_the_sizer_clips_the_target_to_its_smallest_limit() -> None:
+    # Arrange: a VaR budget of 0.2% of equity per position binds long before leverage
+    desk = Desk(
+        var_window=200, min_var_observations=60, covariance_refresh_bars=1, sizer=PositionSizer(var_budget_pct=0.002)
+    )
+    feed(desk, 200)
+    buy_view(desk, BTC)
+    now_mark = desk.positions.marks[BTC]
+
+    # Act
+    desk.propose(BTCUSDT=1.0)
+
+    # Assert
+    (approved,) = desk.approved
+    limits = desk.risk._size_limits(BTC, float(CAPITAL), desk.risk._edge(BTC, 1.0), float(now_mark))
+    assert limits.binding in ("var_budget", "kelly")
+    assert float(approved.quantity * now_mark) <= limits.notional * (1 + 1e-9)
+
+
+def test_approvals_carry_the_strongest_strategy_and_limits_are_published_at_start() -> None:
+    # Arrange
+    desk = Desk()
+    now = desk.clock.timestamp_ns()
+    for strategy, strength in (("trend", 0.9), ("mean_reversion", 0.3)):
+        desk.bus.publish(
+            SignalGenerated(
+                strategy=strategy,
+                symbol=BTC,
+                action=SignalAction.BUY,
+                strength=strength,
+                confidence=1.0,
+                ts_event=now,
+                ts_init=now,
+            )
+        )
+    desk.bus.drain()
+
+    # Act
+    desk.propose(BTCUSDT=0.3)
+
+    # Assert
+    (approved,) = desk.approved
+    assert approved.strategy == "trend"
+
+
+# --- properties: signals, prices and fills never take exposure above a cap ------------------------------
+
+actions = st.lists(
+    st.one_of(
+        st.tuples(st.just("bars"), st.integers(min_value=1, max_value=30)),
+        st.tuples(st.just("signal"), st.sampled_from([BTC, ETH]), st.sampled_from(list(SignalAction))),
+        st.tuples(st.just("allocate"), weights, weights),
+        st.tuples(st.just("fill"), st.floats(min_value=0.0, max_value=1.0)),
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sequence=actions, **limits)
+def test_no_sequence_of_signals_prices_and_fills_takes_exposure_above_a_cap_after_approval(
+    sequence: list[tuple], max_leverage: float, max_position_notional: Decimal, max_order_notional: Decimal
+) -> None:
+    # Arrange
+    desk = Desk(
+        max_leverage=max_leverage,
+        max_position_notional=max_position_notional,
+        max_order_notional=max_order_notional,
+        var_window=120,
+        min_var_observations=30,
+        covariance_refresh_bars=10,
+    )
+    minute = 1
+    leverage = Decimal(repr(max_leverage))
+
+    # Act / Assert
+    for action in sequence:
+        if action[0] == "bars":
+            feed(desk, action[1], minute)
+            minute += action[1]
+        elif action[0] == "signal":
+            now = desk.clock.timestamp_ns()
+            desk.bus.publish(
+                SignalGenerated(
+                    strategy="s",
+                    symbol=action[1],
+                    action=action[2],
+                    strength=1.0,
+                    confidence=0.7,
+                    ts_event=now,
+                    ts_init=now,
+                )
+            )
+            desk.bus.drain()
+        elif action[0] == "allocate":
+            # Approvals price orders at the marks of the last completed bar time; so does this check.
+            marks = desk.positions.reference_marks()
+            before = {s: abs(desk.positions.quantity(s)) * marks[s] for s in (BTC, ETH)}
+            gross_before = sum(before.values())
+            already = len(desk.approved)
+            desk.propose(BTCUSDT=action[1], ETHUSDT=action[2])
+            for order in desk.approved[already:]:
+                instrument = instruments()[order.symbol]
+                violation = instrument.check_order(
+                    side=order.side.value,
+                    price=None,
+                    quantity=order.quantity,
+                    reference_price=marks[order.symbol],
+                    market=True,
+                    reduce_only=order.reduce_only,
+                )
+                assert violation is None, violation
+                assert order.quantity * marks[order.symbol] <= max_order_notional
+            desk.fill_approved()
+            after = {s: abs(desk.positions.quantity(s)) * marks[s] for s in (BTC, ETH)}
+            for symbol in (BTC, ETH):
+                assert after[symbol] <= max(max_position_notional, before[symbol])
+            assert sum(after.values()) <= max(leverage * desk.positions.equity(marks), gross_before)
+        else:
+            fraction = Decimal(repr(action[1]))
+            desk.fill_approved() if fraction > Decimal("0.5") else None

@@ -1,8 +1,10 @@
-"""The skeleton's moving-average cross and the strategy runner, on real bars."""
+"""The skeleton's moving-average cross, kept as an example, and the runner of a single strategy, on real bars."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ import pytest
 from keel.core.bus import EventBus
 from keel.core.clock import SimulatedClock
 from keel.core.fsm import ComponentState
-from keel.core.messages import BarClosed, SignalAction, SignalGenerated
+from keel.core.messages import BarClosed, SignalAction, SignalGenerated, StrategyError
 from keel.market_data.loaders import load_ohlcv
 from keel.strategy_engine import BaseStrategy, MovingAverageCrossStrategy, StrategyRunner, StrategySignal
 
@@ -120,11 +122,11 @@ class _Exploding(BaseStrategy):
         super().__init__("exploding")
         self.calls = 0
 
-    def on_bar(self, bar: BarClosed) -> StrategySignal | None:
+    def generate_signal(self, market_data: Mapping[str, Any], current_index: int) -> StrategySignal | None:
         self.calls += 1
         if self.calls == 2:
             raise ZeroDivisionError("bad strategy code")
-        return StrategySignal(bar.symbol, "BUY", 1.0, 0.5)
+        return StrategySignal(market_data["symbol"], "BUY", 1.0, 0.5)
 
 
 def test_runner_publishes_signals_and_survives_a_raising_strategy() -> None:
@@ -134,7 +136,9 @@ def test_runner_publishes_signals_and_survives_a_raising_strategy() -> None:
     strategy = _Exploding()
     runner = StrategyRunner(strategy, bus, clock)
     signals: list[SignalGenerated] = []
+    errors: list[StrategyError] = []
     bus.subscribe(SignalGenerated, signals.append)
+    bus.subscribe(StrategyError, errors.append)
     runner.start()
 
     # Act
@@ -142,9 +146,32 @@ def test_runner_publishes_signals_and_survives_a_raising_strategy() -> None:
         bus.publish(bar)
         bus.drain()
 
-    # Assert
+    # Assert: the view of bar 1 stands through the error on bar 2, so only one signal is news
     assert strategy.calls == 3
-    assert [s.action for s in signals] == [SignalAction.BUY, SignalAction.BUY]
+    assert [(s.strategy, s.action, s.strength, s.confidence) for s in signals] == [
+        ("exploding", SignalAction.BUY, 1.0, 0.5)
+    ]
+    assert [(e.strategy, e.symbol, e.error_type, e.message) for e in errors] == [
+        ("exploding", "BTCUSDT", "ZeroDivisionError", "bad strategy code")
+    ]
     assert runner.errors == 1
     assert runner.state is ComponentState.DEGRADED
     assert bus.handler_errors == 0
+
+
+def test_the_cross_runs_through_the_runner_with_the_same_signals() -> None:
+    # Arrange
+    bus = EventBus()
+    runner = StrategyRunner(MovingAverageCrossStrategy(20, 60), bus, SimulatedClock(0))
+    published: list[SignalGenerated] = []
+    bus.subscribe(SignalGenerated, published.append)
+    runner.start()
+    bars = real_bars("ETHUSDT", 2000)
+
+    # Act
+    for bar in bars:
+        bus.publish(bar)
+        bus.drain()
+
+    # Assert
+    assert [(s.ts_event, s.action.value) for s in published] == signals_of(MovingAverageCrossStrategy(20, 60), bars)

@@ -1,0 +1,444 @@
+"""The simulated venue's account: wallets, positions, margin, funding and liquidation.
+
+Binance USD-M rules, in exact decimals:
+
+- one-way mode holds one BOTH position per symbol; hedge mode a LONG and a
+  SHORT one;
+- a CROSSED position draws on the cross wallet; an ISOLATED one has its own
+  wallet: opening moves ``notional / leverage`` into it from the cross wallet,
+  its fees, funding and realized P&L are booked in it, and reducing releases
+  its share back to the cross wallet;
+- initial margin is ``notional at mark / leverage``; maintenance margin comes
+  from the symbol's leverage brackets (:mod:`keel.api.brackets`);
+- a position is liquidated when its margin balance (isolated wallet plus its
+  unrealized P&L) reaches its maintenance margin; cross positions are
+  liquidated together when the cross margin balance reaches their summed
+  maintenance margin. The liquidation closes at the mark price, charges the
+  symbol's liquidation clearance fee (capped at the margin left), and a loss
+  beyond the margin is absorbed by the insurance fund: no wallet goes below zero.
+
+Auto-deleveraging (ADL) is not modelled: a liquidation always finds a counterparty.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+import msgspec
+
+from keel.api.brackets import LeverageSchedule, maintenance_margin, max_notional
+from keel.api.margin import Leg, break_even_price, liquidation_price
+from keel.core.accounting import ZERO, Position
+from keel.core.error_codes import BinanceErrorCode
+from keel.core.errors import MalformedDataError, RequestRejectedError
+from keel.core.ports import LeverageBracket, MarginType, PositionMode, PositionSide
+
+PositionKey = tuple[str, PositionSide]
+
+
+class VenuePosition:
+    """One position at the venue with the margin and cost basis Binance keeps for it."""
+
+    __slots__ = ("cost", "isolated_wallet", "key", "position")
+
+    def __init__(self, key: PositionKey) -> None:
+        self.key = key
+        self.position = Position(key[0])
+        self.isolated_wallet = ZERO
+        self.cost = ZERO
+
+    @property
+    def quantity(self) -> Decimal:
+        """Return the signed quantity."""
+        return self.position.quantity
+
+    def unrealized_pnl(self, mark: Decimal) -> Decimal:
+        """Return the P&L of the open quantity at ``mark``."""
+        return self.position.unrealized_pnl(mark)
+
+
+@dataclass(frozen=True, slots=True)
+class Liquidation:
+    """A position the account must liquidate now, and what closing it at the mark does."""
+
+    key: PositionKey
+    margin_type: MarginType
+    quantity: Decimal
+    mark_price: Decimal
+
+
+class PositionState(msgspec.Struct, frozen=True, kw_only=True):
+    """A position in an account snapshot."""
+
+    symbol: str
+    position_side: PositionSide
+    quantity: Decimal
+    entry_price: Decimal
+    realized_pnl: Decimal
+    isolated_wallet: Decimal
+    cost: Decimal
+
+
+class AccountState(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything an :class:`Account` holds, for snapshot and restore."""
+
+    cross_wallet: Decimal
+    position_mode: PositionMode
+    leverage: dict[str, int]
+    margin_types: dict[str, MarginType]
+    marks: dict[str, Decimal]
+    positions: list[PositionState]
+    fees_paid: Decimal
+    funding_received: Decimal
+    liquidation_fees: Decimal
+    insurance_fund_covered: Decimal
+
+
+class Account:
+    """A USD-M account in USDT: cross wallet, isolated wallets, positions and settings.
+
+    Parameters
+    ----------
+    symbols
+        The tradable symbols.
+    schedule
+        Leverage brackets and liquidation fees.
+    initial_balance
+        Starting cross wallet (USDT).
+    leverage
+        Starting leverage of every symbol.
+    margin_type, position_mode
+        Starting margin type of every symbol and the account's position mode.
+    """
+
+    def __init__(
+        self,
+        symbols: list[str],
+        schedule: LeverageSchedule,
+        initial_balance: Decimal,
+        leverage: int,
+        margin_type: MarginType = MarginType.CROSSED,
+        position_mode: PositionMode = PositionMode.ONE_WAY,
+    ) -> None:
+        self.schedule = schedule
+        for symbol in symbols:
+            max_notional(schedule.brackets(symbol), leverage)
+        self.cross_wallet = initial_balance
+        self.position_mode = position_mode
+        self.leverage = dict.fromkeys(symbols, leverage)
+        self.margin_types = dict.fromkeys(symbols, margin_type)
+        self.marks: dict[str, Decimal] = {}
+        self.positions: dict[PositionKey, VenuePosition] = {}
+        self.fees_paid = ZERO
+        self.funding_received = ZERO
+        self.liquidation_fees = ZERO
+        self.insurance_fund_covered = ZERO
+
+    # --- positions ------------------------------------------------------------------------------
+
+    def open_positions(self, symbol: str | None = None) -> Iterator[VenuePosition]:
+        """Yield the non-zero positions (of ``symbol``) in the order they were first opened."""
+        for venue_position in self.positions.values():
+            if venue_position.quantity != 0 and (symbol is None or venue_position.key[0] == symbol):
+                yield venue_position
+
+    def holds(self, symbol: str) -> bool:
+        """Return whether any position of ``symbol`` is open."""
+        return any(p.quantity != 0 and p.key[0] == symbol for p in self.positions.values())
+
+    def quantity(self, key: PositionKey) -> Decimal:
+        """Return the signed quantity of a position (zero when there is none)."""
+        venue_position = self.positions.get(key)
+        return ZERO if venue_position is None else venue_position.quantity
+
+    def apply_fill(self, key: PositionKey, signed_quantity: Decimal, price: Decimal, commission: Decimal) -> Decimal:
+        """Book a fill on a position: margin moves, cost basis, commission; return the realized P&L."""
+        venue_position = self.positions.setdefault(key, VenuePosition(key))
+        held = venue_position.quantity
+        closing = ZERO
+        if held != 0 and (held > 0) != (signed_quantity > 0):
+            closing = min(abs(signed_quantity), abs(held)) * (1 if signed_quantity > 0 else -1)
+        opening = signed_quantity - closing
+        closing_fee = commission * abs(closing) / abs(signed_quantity)
+        realized = ZERO
+        if closing != 0:
+            realized = self._close(venue_position, closing, price, closing_fee)
+        if opening != 0:
+            self._open(venue_position, opening, price, commission - closing_fee)
+        self.fees_paid += commission
+        return realized
+
+    def _open(self, venue_position: VenuePosition, signed_quantity: Decimal, price: Decimal, fee: Decimal) -> None:
+        symbol = venue_position.key[0]
+        venue_position.position.apply_fill(signed_quantity, price)
+        venue_position.cost += signed_quantity * price + fee
+        if self.margin_types[symbol] is MarginType.ISOLATED:
+            margin = abs(signed_quantity) * price / self.leverage[symbol]
+            self.cross_wallet -= margin
+            venue_position.isolated_wallet += margin - fee
+        else:
+            self.cross_wallet -= fee
+
+    def _close(self, venue_position: VenuePosition, signed_quantity: Decimal, price: Decimal, fee: Decimal) -> Decimal:
+        symbol = venue_position.key[0]
+        held = venue_position.quantity
+        realized = venue_position.position.apply_fill(signed_quantity, price)
+        remaining = venue_position.quantity
+        if remaining == 0:
+            venue_position.cost = ZERO
+        else:
+            venue_position.cost += signed_quantity * price + fee
+        if self.margin_types[symbol] is MarginType.ISOLATED:
+            venue_position.isolated_wallet += realized - fee
+            released = venue_position.isolated_wallet * abs(signed_quantity) / abs(held)
+            venue_position.isolated_wallet -= released
+            self.cross_wallet += released
+        else:
+            self.cross_wallet += realized - fee
+        return realized
+
+    # --- funding --------------------------------------------------------------------------------
+
+    def settle_funding(self, symbol: str, rate: Decimal, mark_price: Decimal) -> list[tuple[VenuePosition, Decimal]]:
+        """Pay or receive one funding settlement on every position of ``symbol``.
+
+        Binance: payment = position size x mark price x rate; longs pay a
+        positive rate. Returns each position with the amount credited.
+        """
+        settled = []
+        for venue_position in list(self.open_positions(symbol)):
+            amount = venue_position.position.funding_payment(rate, mark_price)
+            if self.margin_types[symbol] is MarginType.ISOLATED:
+                venue_position.isolated_wallet += amount
+            else:
+                self.cross_wallet += amount
+            self.funding_received += amount
+            settled.append((venue_position, amount))
+        return settled
+
+    # --- margin ---------------------------------------------------------------------------------
+
+    def mark(self, symbol: str) -> Decimal:
+        """Return the mark price of ``symbol``.
+
+        Raises
+        ------
+        MalformedDataError
+            If no price of ``symbol`` has been seen yet.
+        """
+        mark = self.marks.get(symbol)
+        if mark is None:
+            raise MalformedDataError(f"no mark price of {symbol} yet")
+        return mark
+
+    def notional(self, venue_position: VenuePosition) -> Decimal:
+        """Return the absolute value of a position at its mark."""
+        return abs(venue_position.quantity) * self.mark(venue_position.key[0])
+
+    def initial_margin(self, venue_position: VenuePosition) -> Decimal:
+        """Return ``notional at mark / leverage``."""
+        return self.notional(venue_position) / self.leverage[venue_position.key[0]]
+
+    def maintenance_margin(self, venue_position: VenuePosition) -> Decimal:
+        """Return the bracket's maintenance margin of a position at its mark."""
+        symbol = venue_position.key[0]
+        return maintenance_margin(self.schedule.brackets(symbol), self.notional(venue_position))
+
+    def unrealized_pnl(self, venue_position: VenuePosition) -> Decimal:
+        """Return a position's unrealized P&L at its mark."""
+        return venue_position.unrealized_pnl(self.mark(venue_position.key[0]))
+
+    def is_isolated(self, venue_position: VenuePosition) -> bool:
+        """Return whether the position is isolated."""
+        return self.margin_types[venue_position.key[0]] is MarginType.ISOLATED
+
+    def wallet_balance(self) -> Decimal:
+        """Return the cross wallet plus every isolated wallet."""
+        return self.cross_wallet + sum((p.isolated_wallet for p in self.positions.values()), ZERO)
+
+    def cross_margin_balance(self) -> Decimal:
+        """Return the cross wallet plus the unrealized P&L of the cross positions."""
+        unrealized = sum(
+            (self.unrealized_pnl(p) for p in self.open_positions() if not self.is_isolated(p)),
+            ZERO,
+        )
+        return self.cross_wallet + unrealized
+
+    def available_balance(self, order_margin: Decimal) -> Decimal:
+        """Return what new orders may use: cross margin balance less cross initial and order margin."""
+        cross_initial = sum((self.initial_margin(p) for p in self.open_positions() if not self.is_isolated(p)), ZERO)
+        return self.cross_margin_balance() - cross_initial - order_margin
+
+    def liquidation_price(self, venue_position: VenuePosition) -> Decimal | None:
+        """Return Binance's liquidation price of a position (shared by a symbol's cross positions)."""
+        symbol = venue_position.key[0]
+        brackets = self.schedule.brackets(symbol)
+        if self.is_isolated(venue_position):
+            leg = _leg(venue_position, brackets)
+            return liquidation_price([leg], venue_position.isolated_wallet)
+        own = [p for p in self.open_positions(symbol)]
+        others = [p for p in self.open_positions() if p.key[0] != symbol and not self.is_isolated(p)]
+        return liquidation_price(
+            [_leg(p, brackets) for p in own],
+            self.cross_wallet,
+            sum((self.maintenance_margin(p) for p in others), ZERO),
+            sum((self.unrealized_pnl(p) for p in others), ZERO),
+        )
+
+    def break_even_price(self, venue_position: VenuePosition) -> Decimal | None:
+        """Return the position's break-even price (entries, reductions and trading fees)."""
+        return break_even_price(venue_position.quantity, venue_position.cost)
+
+    # --- liquidation ----------------------------------------------------------------------------
+
+    def due_liquidations(self) -> list[Liquidation]:
+        """Return the positions whose margin has reached their maintenance margin, in a fixed order."""
+        due: list[Liquidation] = []
+        cross = []
+        for venue_position in self.open_positions():
+            if venue_position.key[0] not in self.marks:
+                continue
+            if not self.is_isolated(venue_position):
+                cross.append(venue_position)
+                continue
+            margin = venue_position.isolated_wallet + self.unrealized_pnl(venue_position)
+            if margin <= self.maintenance_margin(venue_position):
+                due.append(self._liquidation(venue_position, MarginType.ISOLATED))
+        if cross and all(p.key[0] in self.marks for p in cross):
+            maintenance = sum((self.maintenance_margin(p) for p in cross), ZERO)
+            if self.cross_margin_balance() <= maintenance:
+                due.extend(self._liquidation(p, MarginType.CROSSED) for p in cross)
+        return due
+
+    def _liquidation(self, venue_position: VenuePosition, margin_type: MarginType) -> Liquidation:
+        return Liquidation(
+            key=venue_position.key,
+            margin_type=margin_type,
+            quantity=venue_position.quantity,
+            mark_price=self.mark(venue_position.key[0]),
+        )
+
+    def liquidate(self, group: list[Liquidation], prices: list[Decimal]) -> list[tuple[Decimal, Decimal, Decimal]]:
+        """Close positions liquidated together; return (realized P&L, clearance fee, insurance-covered loss) of each.
+
+        ``group`` is one isolated position, or every cross position. The
+        clearance fee is the symbol's rate times the notional, but never more
+        than the margin left after the close (shared pro rata across a cross
+        group); a negative margin is reset to zero and the shortfall counted as
+        covered by the insurance fund.
+        """
+        realized = []
+        nominal_fees = []
+        for liquidation, price in zip(group, prices, strict=True):
+            venue_position = self.positions[liquidation.key]
+            nominal_fees.append(
+                abs(venue_position.quantity) * price * self.schedule.liquidation_fee(liquidation.key[0])
+            )
+            realized.append(venue_position.position.apply_fill(-venue_position.quantity, price))
+            venue_position.cost = ZERO
+        isolated = group[0].margin_type is MarginType.ISOLATED
+        if isolated:
+            venue_position = self.positions[group[0].key]
+            left = venue_position.isolated_wallet + realized[0]
+            venue_position.isolated_wallet = ZERO
+        else:
+            left = self.cross_wallet + sum(realized, ZERO)
+        fee = min(sum(nominal_fees, ZERO), max(left, ZERO))
+        covered = max(-left, ZERO)
+        remainder = max(left - fee, ZERO)
+        self.cross_wallet = self.cross_wallet + remainder if isolated else remainder
+        self.fees_paid += fee
+        self.liquidation_fees += fee
+        self.insurance_fund_covered += covered
+        total_nominal = sum(nominal_fees, ZERO)
+        shares = [n / total_nominal if total_nominal > 0 else Decimal(1) / len(group) for n in nominal_fees]
+        return [(r, fee * share, covered * share) for r, share in zip(realized, shares, strict=True)]
+
+    # --- settings -------------------------------------------------------------------------------
+
+    def max_notional(self, symbol: str, leverage: int | None = None) -> Decimal | None:
+        """Return the largest notional allowed at ``leverage`` (the symbol's current one when None)."""
+        return max_notional(self.schedule.brackets(symbol), self.leverage[symbol] if leverage is None else leverage)
+
+    def set_leverage(self, symbol: str, leverage: int, exposure: Decimal) -> None:
+        """Change a symbol's leverage after checking it against the brackets and the open exposure.
+
+        Raises
+        ------
+        RequestRejectedError
+            -4028 for a leverage the brackets do not offer, -2027 when the
+            exposure exceeds what it allows, -4161 when lowering it under an
+            open isolated position.
+        """
+        cap = max_notional(self.schedule.brackets(symbol), leverage)
+        if cap is not None and exposure > cap:
+            raise RequestRejectedError(
+                f"{symbol} exposure {exposure} > {cap} at {leverage}x: {BinanceErrorCode.MAX_LEVERAGE_RATIO.message}",
+                BinanceErrorCode.MAX_LEVERAGE_RATIO,
+            )
+        isolated_open = self.margin_types[symbol] is MarginType.ISOLATED and any(self.open_positions(symbol))
+        if isolated_open and leverage < self.leverage[symbol]:
+            code = BinanceErrorCode.ISOLATED_LEVERAGE_REJECT_WITH_POSITION
+            raise RequestRejectedError(f"{symbol}: {code.message}", code)
+        self.leverage[symbol] = leverage
+
+    # --- snapshot -------------------------------------------------------------------------------
+
+    def state(self) -> AccountState:
+        """Return everything the account holds."""
+        return AccountState(
+            cross_wallet=self.cross_wallet,
+            position_mode=self.position_mode,
+            leverage=dict(self.leverage),
+            margin_types=dict(self.margin_types),
+            marks=dict(self.marks),
+            positions=[
+                PositionState(
+                    symbol=key[0],
+                    position_side=key[1],
+                    quantity=p.quantity,
+                    entry_price=p.position.entry_price,
+                    realized_pnl=p.position.realized_pnl,
+                    isolated_wallet=p.isolated_wallet,
+                    cost=p.cost,
+                )
+                for key, p in self.positions.items()
+            ],
+            fees_paid=self.fees_paid,
+            funding_received=self.funding_received,
+            liquidation_fees=self.liquidation_fees,
+            insurance_fund_covered=self.insurance_fund_covered,
+        )
+
+    def restore(self, state: AccountState) -> None:
+        """Replace everything the account holds with ``state``."""
+        self.cross_wallet = state.cross_wallet
+        self.position_mode = state.position_mode
+        self.leverage = dict(state.leverage)
+        self.margin_types = dict(state.margin_types)
+        self.marks = dict(state.marks)
+        self.positions = {}
+        for saved in state.positions:
+            venue_position = VenuePosition((saved.symbol, saved.position_side))
+            venue_position.position.quantity = saved.quantity
+            venue_position.position.entry_price = saved.entry_price
+            venue_position.position.realized_pnl = saved.realized_pnl
+            venue_position.isolated_wallet = saved.isolated_wallet
+            venue_position.cost = saved.cost
+            self.positions[venue_position.key] = venue_position
+        self.fees_paid = state.fees_paid
+        self.funding_received = state.funding_received
+        self.liquidation_fees = state.liquidation_fees
+        self.insurance_fund_covered = state.insurance_fund_covered
+
+
+def _leg(venue_position: VenuePosition, brackets: Sequence[LeverageBracket]) -> Leg:
+    quantity = venue_position.quantity
+    return Leg(
+        direction=1 if quantity > 0 else -1,
+        size=abs(quantity),
+        entry_price=venue_position.position.entry_price,
+        brackets=brackets,
+    )

@@ -1,0 +1,327 @@
+"""The trading orchestrator: one running pipeline, operated.
+
+:class:`TradingOrchestrator` answers what an operator asks of a running system
+(``get_system_status()`` as in the user's UC-1.1, positions, orders, fills,
+risk use, allocations, the equity curve, metrics) and carries out operator
+commands over the bus: ``emergency_stop(reason, flatten)`` halts trading,
+cancels every open order and optionally closes every position with
+reduce-only market orders; ``resume(reason)`` returns to ACTIVE;
+``update_risk_limits`` changes limits at run time. The web app is written
+against these methods (:class:`keel.web.service.TradingService`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from keel.config import KeelConfig
+from keel.core.accounting import ZERO
+from keel.core.fsm import ComponentState, TradingState
+from keel.core.messages import CancelAllOrders, SetTradingState, SubmitOrder
+from keel.core.orders import Order, OrderSide, OrderType
+from keel.integration.pipeline import Pipeline
+from keel.integration.reports import iso_time
+from keel.persistence import AuditLog
+
+RISK_LIMITS = ("max_leverage", "max_order_notional", "max_position_notional")
+
+
+class UnknownStrategyError(KeyError):
+    """No strategy of that name runs here."""
+
+
+class TradingOrchestrator:
+    """Operate one running pipeline.
+
+    Parameters
+    ----------
+    pipeline
+        The wired (and started) components.
+    config
+        The run's configuration.
+    """
+
+    def __init__(self, pipeline: Pipeline, config: KeelConfig, audit_log: AuditLog | None = None) -> None:
+        self.pipeline = pipeline
+        self.config = config
+        self.audit_log = audit_log
+        self.running = False
+        self._peak = ZERO
+        self._seen_points = 0
+
+    # --- queries ----------------------------------------------------------------------
+
+    def get_system_status(self) -> dict[str, Any]:
+        """Return health, active strategies, equity, P&L, ROI, drawdown, exposure and trading state."""
+        positions = self.pipeline.positions
+        equity = positions.equity()
+        pnl = equity - positions.initial_capital
+        return {
+            "mode": self.config.run.mode,
+            "running": self.running,
+            "time": iso_time(self.pipeline.clock.timestamp_ns()),
+            "health": self.health(),
+            "components": {c.name: c.state.value for c in self.pipeline.components},
+            "trading_state": self.pipeline.risk.trading_state.value,
+            "active_strategies": [self.pipeline.strategy.strategy.name] if self._strategy_running() else [],
+            "equity": float(equity),
+            "pnl": float(pnl),
+            "current_roi": float(pnl / positions.initial_capital),
+            "drawdown": self.drawdown(),
+            "gross_exposure": float(positions.gross_exposure()),
+            "open_orders": len(self.pipeline.orders.open_orders()),
+            "fills": positions.fills,
+        }
+
+    status = get_system_status
+
+    def health(self) -> str:
+        """Return HEALTHY, DEGRADED (a component degraded) or UNHEALTHY (one faulted or stopped while running)."""
+        states = [c.state for c in self.pipeline.components]
+        if ComponentState.FAULTED in states or (self.running and ComponentState.STOPPED in states):
+            return "UNHEALTHY"
+        if ComponentState.DEGRADED in states or self.pipeline.bus.handler_errors:
+            return "DEGRADED"
+        return "HEALTHY"
+
+    def drawdown(self) -> float:
+        """Return the drawdown of equity from its running peak, as a positive fraction."""
+        points = self.pipeline.recorder.equity
+        for point in points[self._seen_points :]:
+            self._peak = max(self._peak, point.equity)
+        self._seen_points = len(points)
+        equity = self.pipeline.positions.equity()
+        peak = max(self._peak, equity, self.pipeline.positions.initial_capital)
+        return float((peak - equity) / peak) if peak > 0 else 0.0
+
+    def positions(self) -> list[dict[str, Any]]:
+        """Return every open position with its mark, notional and P&L."""
+        book = self.pipeline.positions
+        rows = []
+        for symbol, position in sorted(book.positions.items()):
+            if position.quantity == 0:
+                continue
+            mark = book.marks[symbol]
+            rows.append(
+                {
+                    "symbol": symbol,
+                    "quantity": str(position.quantity),
+                    "entry_price": str(position.entry_price),
+                    "mark_price": str(mark),
+                    "notional": float(position.notional(mark)),
+                    "unrealized_pnl": float(position.unrealized_pnl(mark)),
+                    "realized_pnl": float(position.realized_pnl),
+                }
+            )
+        return rows
+
+    def orders(self, open_only: bool = False) -> list[dict[str, Any]]:
+        """Return orders in submission order."""
+        orders = self.pipeline.orders.open_orders() if open_only else list(self.pipeline.orders.orders.values())
+        return [_order_row(order) for order in orders]
+
+    def trades(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Return the most recent fills, oldest first."""
+        return [
+            {
+                "time": iso_time(fill.ts_event),
+                "trade_id": fill.trade_id,
+                "client_order_id": fill.client_order_id,
+                "symbol": fill.symbol,
+                "side": fill.side.value,
+                "quantity": str(fill.last_quantity),
+                "price": str(fill.last_price),
+                "commission": str(fill.commission),
+                "liquidity_side": fill.liquidity_side.value,
+            }
+            for fill in self.pipeline.recorder.fills[-limit:]
+        ]
+
+    def risk(self) -> dict[str, Any]:
+        """Return risk use against limits and the trading state."""
+        risk = self.pipeline.risk
+        equity = self.pipeline.positions.equity()
+        gross = self.pipeline.positions.gross_exposure()
+        return {
+            "trading_state": risk.trading_state.value,
+            "leverage": float(gross / equity) if equity > 0 else None,
+            "max_leverage": float(risk.max_leverage),
+            "drawdown": self.drawdown(),
+            "max_drawdown": None,
+            "var": None,
+            "var_limit": None,
+            "max_order_notional": float(risk.max_order_notional),
+            "max_position_notional": float(risk.max_position_notional),
+            "orders_approved": risk.approved,
+            "orders_denied": risk.denied,
+        }
+
+    def strategies(self) -> list[dict[str, Any]]:
+        """Return each strategy with its state and parameters."""
+        runner = self.pipeline.strategy
+        return [
+            {
+                "name": runner.strategy.name,
+                "state": runner.state.value,
+                "enabled": runner.enabled,
+                "parameters": runner.strategy.parameters,
+                "errors": runner.errors,
+            }
+        ]
+
+    def allocations(self) -> dict[str, float]:
+        """Return the target weights."""
+        return self.pipeline.allocator.weights()
+
+    def equity_curve(self, limit: int = 2000) -> list[tuple[int, float]]:
+        """Return the most recent equity points as (ms, equity)."""
+        return [(p.ts // 1_000_000, float(p.equity)) for p in self.pipeline.recorder.equity[-limit:]]
+
+    def metrics(self) -> dict[str, Any]:
+        """Return the numbers /metrics exports."""
+        positions = self.pipeline.positions
+        bus = self.pipeline.bus.metrics()
+        statuses: dict[str, int] = {}
+        for order in self.pipeline.orders.orders.values():
+            statuses[order.status.value] = statuses.get(order.status.value, 0) + 1
+        slowest = max((s["p99_ns_upper_bound"] for s in bus.handler_latency_ns.values()), default=0)
+        equity = positions.equity()
+        return {
+            "bus": {
+                "depth": bus.depth,
+                "high_water_mark": bus.high_water_mark,
+                "capacity": bus.capacity,
+                "published": bus.published,
+                "dispatched": bus.dispatched,
+                "conflated": bus.conflated,
+                "handler_errors": bus.handler_errors,
+                "handler_latency_ns": bus.handler_latency_ns,
+                "slowest_p99_us": slowest / 1000,
+            },
+            "orders_by_status": statuses,
+            "fills": positions.fills,
+            "fees": float(positions.fees_paid),
+            "funding": float(-positions.funding_received),
+            "equity": float(equity),
+            "pnl": float(equity - positions.initial_capital),
+            "realized_pnl": float(positions.realized_pnl()),
+            "unrealized_pnl": float(positions.unrealized_pnl()),
+            "gross_exposure": float(positions.gross_exposure()),
+            "exposure": {s: float(positions.exposure(s)) for s in sorted(positions.positions)},
+            "var": None,
+            "trading_state": self.pipeline.risk.trading_state.value,
+        }
+
+    # --- operator commands --------------------------------------------------------------
+
+    def record_operator_action(self, actor: str, action: str, details: Mapping[str, Any], request_id: str = "") -> None:
+        """Write an operator action to the audit log (wall-clock time)."""
+        if self.audit_log is not None:
+            self.audit_log.record(time.time_ns(), actor, action, details, request_id)
+
+    async def emergency_stop(self, reason: str, flatten: bool = False) -> dict[str, Any]:
+        """Halt trading, cancel every open order and, with ``flatten``, close every position."""
+        bus, now = self.pipeline.bus, self.pipeline.clock.timestamp_ns()
+        canceled = len(self.pipeline.orders.open_orders())
+        bus.publish(SetTradingState(state=TradingState.HALTED, reason=reason, ts_event=now, ts_init=now))
+        bus.publish(CancelAllOrders(symbol=None, reason=f"emergency stop: {reason}", ts_event=now, ts_init=now))
+        flattening = self._flatten(reason, now) if flatten else []
+        await bus.join()
+        return {
+            "trading_state": self.pipeline.risk.trading_state.value,
+            "canceled_orders": canceled,
+            "flatten_orders": flattening,
+            "reason": reason,
+        }
+
+    def _flatten(self, reason: str, now: int) -> list[str]:
+        ids = []
+        for symbol, position in sorted(self.pipeline.positions.positions.items()):
+            held = position.quantity + self.pipeline.risk.pending(symbol)
+            if held == 0:
+                continue
+            client_order_id = self.pipeline.orders.next_client_order_id()
+            self.pipeline.bus.publish(
+                SubmitOrder(
+                    client_order_id=client_order_id,
+                    symbol=symbol,
+                    side=OrderSide.SELL if held > 0 else OrderSide.BUY,
+                    order_type=OrderType.MARKET,
+                    quantity=abs(held),
+                    reduce_only=True,
+                    strategy="emergency_flatten",
+                    ts_event=now,
+                    ts_init=now,
+                )
+            )
+            ids.append(client_order_id)
+        return ids
+
+    async def resume(self, reason: str) -> dict[str, Any]:
+        """Return trading to ACTIVE."""
+        now = self.pipeline.clock.timestamp_ns()
+        self.pipeline.bus.publish(SetTradingState(state=TradingState.ACTIVE, reason=reason, ts_event=now, ts_init=now))
+        await self.pipeline.bus.join()
+        return {"trading_state": self.pipeline.risk.trading_state.value, "reason": reason}
+
+    def update_risk_limits(self, limits: Mapping[str, float]) -> dict[str, Any]:
+        """Change risk limits now.
+
+        Raises
+        ------
+        ValueError
+            If a limit is unknown to this risk controller or not positive.
+        """
+        unknown = sorted(set(limits) - set(RISK_LIMITS))
+        if unknown:
+            supported = ", ".join(RISK_LIMITS)
+            raise ValueError(f"risk limits {', '.join(unknown)} are not supported here; supported: {supported}")
+        for name, value in limits.items():
+            if not value > 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        risk = self.pipeline.risk
+        for name, value in limits.items():
+            setattr(risk, name, Decimal(repr(float(value))))
+        return {name: float(getattr(risk, name)) for name in RISK_LIMITS}
+
+    def start_strategy(self, name: str) -> dict[str, Any]:
+        """Let a strategy's signals through again."""
+        runner = self._runner(name)
+        runner.enabled = True
+        return {"name": name, "enabled": True}
+
+    def stop_strategy(self, name: str) -> dict[str, Any]:
+        """Keep a strategy updating but publish none of its signals."""
+        runner = self._runner(name)
+        runner.enabled = False
+        return {"name": name, "enabled": False}
+
+    def _runner(self, name: str) -> Any:
+        runner = self.pipeline.strategy
+        if runner.strategy.name != name:
+            raise UnknownStrategyError(name)
+        return runner
+
+    def _strategy_running(self) -> bool:
+        runner = self.pipeline.strategy
+        return runner.enabled and runner.state in (ComponentState.RUNNING, ComponentState.DEGRADED)
+
+
+def _order_row(order: Order) -> dict[str, Any]:
+    return {
+        "client_order_id": order.client_order_id,
+        "symbol": order.symbol,
+        "side": order.side.value,
+        "type": order.order_type.value,
+        "quantity": str(order.quantity),
+        "price": None if order.price is None else str(order.price),
+        "status": order.status.value,
+        "filled_quantity": str(order.filled_quantity),
+        "average_price": None if order.average_price is None else str(order.average_price),
+        "reduce_only": order.reduce_only,
+        "strategy": order.strategy,
+        "time": iso_time(order.ts_init),
+    }

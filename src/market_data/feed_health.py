@@ -1,0 +1,124 @@
+"""Feed health: a stream that falls silent is reported stale, and reported again when it recovers.
+
+:class:`FeedHealthMonitor` watches the market-data events on the bus, per
+symbol and stream, on the component clock (simulated in backtests, wall
+clock live). Every ``check_interval_ns`` it publishes
+``FeedHealthChanged(stale=True)`` for each stream silent for longer than
+``stale_after_ns``; the next event of that stream publishes
+``FeedHealthChanged(stale=False)``. Streams named in ``expected`` are
+watched from the start, so one that never delivers is reported too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from keel.core.bus import EventBus
+from keel.core.clock import NANOS_PER_SECOND, Clock, TimeEvent
+from keel.core.component import Component
+from keel.core.messages import (
+    BarClosed,
+    BookTickerUpdated,
+    BookUpdated,
+    FeedHealthChanged,
+    LiquidationReported,
+    MarketDataEvent,
+    MarkPriceUpdated,
+    TradeTick,
+)
+
+STREAMS: dict[type[MarketDataEvent], str] = {
+    BookUpdated: "depth",
+    BookTickerUpdated: "bookTicker",
+    TradeTick: "trade",
+    BarClosed: "kline",
+    MarkPriceUpdated: "markPrice",
+    LiquidationReported: "forceOrder",
+}
+"""The stream name each watched event type counts for."""
+
+
+class FeedHealthMonitor(Component):
+    """Publish ``FeedHealthChanged`` when a stream goes stale or recovers (see module doc).
+
+    Parameters
+    ----------
+    name, bus, clock
+        As for every component.
+    stale_after_ns
+        Silence after which a stream is stale.
+    check_interval_ns
+        How often silence is checked.
+    expected
+        (symbol, stream) pairs to watch from the start.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        bus: EventBus,
+        clock: Clock,
+        stale_after_ns: int = 5 * NANOS_PER_SECOND,
+        check_interval_ns: int = NANOS_PER_SECOND,
+        expected: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        super().__init__(name, bus, clock)
+        if stale_after_ns <= 0 or check_interval_ns <= 0:
+            raise ValueError("stale_after_ns and check_interval_ns must be positive")
+        self.stale_after_ns = stale_after_ns
+        self.check_interval_ns = check_interval_ns
+        self._expected = tuple(expected)
+        self.last_seen: dict[tuple[str, str], int] = {}
+        self.stale: set[tuple[str, str]] = set()
+        self.stale_reports = 0
+
+    def on_start(self) -> None:
+        """Watch the market-data events and start the periodic check."""
+        now = self.clock.timestamp_ns()
+        for key in self._expected:
+            self.last_seen.setdefault(key, now)
+        for event_type, stream in STREAMS.items():
+            self.bus.subscribe(event_type, self._seen_handler(stream), name=f"{self.name}.{stream}")
+        self.clock.set_timer(
+            f"{self.name}.check", self.check_interval_ns, self.check, start_ns=now + self.check_interval_ns
+        )
+
+    def on_stop(self) -> None:
+        """Stop the periodic check."""
+        self.clock.cancel_timer(f"{self.name}.check")
+
+    def _seen_handler(self, stream: str):  # type: ignore[no-untyped-def]
+        def seen(event: MarketDataEvent) -> None:
+            key = (event.symbol, stream)
+            now = self.clock.timestamp_ns()
+            if key in self.stale:
+                self.stale.discard(key)
+                silent = now - self.last_seen.get(key, now)
+                self._publish(key, False, silent, f"{stream} resumed after {silent / NANOS_PER_SECOND:.1f} s")
+            self.last_seen[key] = now
+
+        return seen
+
+    def check(self, event: TimeEvent | None = None) -> None:
+        """Report every stream silent for longer than ``stale_after_ns`` (once per silence)."""
+        now = self.clock.timestamp_ns() if event is None else event.ts
+        for key, last in self.last_seen.items():
+            silent = now - last
+            if silent > self.stale_after_ns and key not in self.stale:
+                self.stale.add(key)
+                self.stale_reports += 1
+                self._publish(key, True, silent, f"no {key[1]} message for {silent / NANOS_PER_SECOND:.1f} s")
+
+    def _publish(self, key: tuple[str, str], stale: bool, silent_ns: int, reason: str) -> None:
+        now = self.clock.timestamp_ns()
+        self.bus.publish(
+            FeedHealthChanged(
+                symbol=key[0],
+                stream=key[1],
+                stale=stale,
+                silent_ns=silent_ns,
+                reason=reason,
+                ts_event=now,
+                ts_init=now,
+            )
+        )

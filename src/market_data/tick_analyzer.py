@@ -1,0 +1,458 @@
+"""Trade-flow microstructure: VPIN, order-flow imbalance, Kyle's lambda, realized volatility, bursts, sweeps.
+
+:class:`TickDataAnalyzer` updates on every trade (``on_trade``) and, for
+VPIN over long horizons, on bars (``on_bar``); each value at a trade uses
+that trade and earlier ones only. :func:`tick_metrics_batch` and
+:func:`bar_vpin_batch` are the plain vectorized references a test holds equal
+to the streaming values on the real tape and bars.
+
+Definitions (``N`` is a window length in trades):
+
+- VPIN: volume is cut into buckets of ``bucket_volume``; a trade larger than
+  the room left in a bucket spills into the next ones. VPIN is the mean of
+  ``|buy - sell| / bucket_volume`` over the last ``vpin_buckets`` full
+  buckets. Trades are classified by their aggressor (``aggressor``) or by
+  bulk volume classification (``bulk``: a share ``Phi(dp / sigma)`` of the
+  volume is buying, ``dp`` the price change since the previous trade or bar
+  and ``sigma`` the sample standard deviation of the last ``sigma_window``
+  changes, this one included). Bars are always classified in bulk.
+- order-flow imbalance: ``sum(signed quantity) / sum(quantity)`` over the last ``flow_window`` trades.
+- Kyle's lambda: the least-squares slope of the price change on the signed
+  quantity over the last ``lambda_window`` trades (price units per base unit).
+- realized volatility: ``sqrt(sum r^2)`` of the log returns between the last
+  ``volatility_window`` + 1 trades.
+- burst: at least ``burst_min_trades`` trades in the last ``burst_window_ns``
+  and ``burst_multiple`` times the session's mean rate over such a window.
+- sweep: the trade belongs to one taker order (same time and aggressor side
+  as the previous trade) that has reached ``sweep_levels`` distinct prices.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+from scipy.special import ndtr
+
+from keel.core.clock import NANOS_PER_SECOND
+from keel.core.messages import BarClosed, TradeTick
+from keel.core.orders import OrderSide
+
+_SQRT2 = math.sqrt(2.0)
+
+
+class TradeFlowMetrics(NamedTuple):
+    """Trade-flow state after one trade (None until a window has filled)."""
+
+    ts_event: int
+    vpin: float | None
+    order_flow_imbalance: float
+    kyle_lambda: float | None
+    realized_volatility: float | None
+    trade_burst: bool
+    sweep: bool
+
+
+class VolumeBuckets:
+    """Volume-synchronized buckets and the VPIN over the last ``window`` of them.
+
+    Parameters
+    ----------
+    bucket_volume
+        Volume per bucket (base units).
+    window
+        Full buckets VPIN averages over.
+    """
+
+    def __init__(self, bucket_volume: float, window: int) -> None:
+        if not bucket_volume > 0 or window < 1:
+            raise ValueError("bucket_volume must be positive and window at least 1")
+        self.bucket_volume = bucket_volume
+        self.window = window
+        self._buy = 0.0
+        self._filled = 0.0
+        self._imbalances: deque[float] = deque(maxlen=window)
+        self.buckets = 0
+        self.vpin: float | None = None
+
+    def add(self, buy: float, sell: float) -> None:
+        """Add classified volume, closing as many buckets as it fills (``vpin`` is None until ``window`` have)."""
+        total = buy + sell
+        if total <= 0:
+            return
+        buy_share = buy / total
+        size = self.bucket_volume
+        while total > 0:
+            take = min(total, size - self._filled)
+            self._buy += take * buy_share
+            self._filled += take
+            total -= take
+            if self._filled >= size * (1 - 1e-12):
+                self._imbalances.append(abs(2 * self._buy - self._filled) / size)
+                self.buckets += 1
+                self._buy = self._filled = 0.0
+                if len(self._imbalances) == self.window:
+                    self.vpin = math.fsum(self._imbalances) / self.window
+
+
+class _WindowSums:
+    """Sums of 1, 2 or 4 series over their last ``size`` values.
+
+    The sums are running totals, re-added exactly (``math.fsum``) every
+    ``size`` additions so rounding cannot drift.
+    """
+
+    __slots__ = ("a", "b", "c", "d", "pending", "size", "values")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.values: deque[tuple[float, ...]] = deque()
+        self.a = self.b = self.c = self.d = 0.0
+        self.pending = 0
+
+    @property
+    def count(self) -> int:
+        return len(self.values)
+
+    def _settle(self) -> None:
+        self.pending += 1
+        if self.pending >= self.size:
+            self.pending = 0
+            columns = list(zip(*self.values, strict=True))
+            sums = [math.fsum(column) for column in columns] + [0.0] * (4 - len(columns))
+            self.a, self.b, self.c, self.d = sums
+
+    def add1(self, a: float) -> None:
+        values = self.values
+        if len(values) == self.size:
+            self.a -= values.popleft()[0]
+        values.append((a,))
+        self.a += a
+        self._settle()
+
+    def add2(self, a: float, b: float) -> None:
+        values = self.values
+        if len(values) == self.size:
+            old = values.popleft()
+            self.a -= old[0]
+            self.b -= old[1]
+        values.append((a, b))
+        self.a += a
+        self.b += b
+        self._settle()
+
+    def add4(self, a: float, b: float, c: float, d: float) -> None:
+        values = self.values
+        if len(values) == self.size:
+            old = values.popleft()
+            self.a -= old[0]
+            self.b -= old[1]
+            self.c -= old[2]
+            self.d -= old[3]
+        values.append((a, b, c, d))
+        self.a += a
+        self.b += b
+        self.c += c
+        self.d += d
+        self._settle()
+
+
+def _normal_cdf(x: float) -> float:
+    return 0.5 * (1.0 + math.erf(x / _SQRT2))
+
+
+class TickDataAnalyzer:
+    """Trade-flow metrics of one symbol, updated per trade and per bar (see module doc).
+
+    Parameters
+    ----------
+    bucket_volume
+        VPIN bucket size, base units.
+    vpin_buckets
+        Buckets in the VPIN average.
+    classification
+        ``"aggressor"`` (exact, trades only) or ``"bulk"``.
+    sigma_window, flow_window, lambda_window, volatility_window
+        Window lengths (trades; bars for ``sigma_window`` on bars).
+    burst_window_ns, burst_multiple, burst_min_trades
+        Burst detection.
+    sweep_levels
+        Distinct prices one taker order must reach to count as a sweep.
+    """
+
+    def __init__(
+        self,
+        bucket_volume: float,
+        vpin_buckets: int = 50,
+        classification: str = "aggressor",
+        sigma_window: int = 100,
+        flow_window: int = 200,
+        lambda_window: int = 200,
+        volatility_window: int = 200,
+        burst_window_ns: int = NANOS_PER_SECOND,
+        burst_multiple: float = 3.0,
+        burst_min_trades: int = 20,
+        sweep_levels: int = 3,
+    ) -> None:
+        if classification not in ("aggressor", "bulk"):
+            raise ValueError(f"classification must be 'aggressor' or 'bulk', got {classification!r}")
+        if min(sigma_window, flow_window, lambda_window, volatility_window) < 2:
+            raise ValueError("every window must hold at least 2 observations")
+        self.classification = classification
+        self.buckets = VolumeBuckets(bucket_volume, vpin_buckets)
+        self.bar_buckets = VolumeBuckets(bucket_volume, vpin_buckets)
+        self.burst_window_ns = burst_window_ns
+        self.burst_multiple = burst_multiple
+        self.burst_min_trades = burst_min_trades
+        self.sweep_levels = sweep_levels
+        self._changes = deque(maxlen=sigma_window)
+        self._bar_changes = deque(maxlen=sigma_window)
+        self._flow = _WindowSums(flow_window)
+        self._lambda = _WindowSums(lambda_window)
+        self._returns = _WindowSums(volatility_window)
+        self._times: deque[int] = deque()
+        self._first_ts: int | None = None
+        self._trades = 0
+        self._last_price: float | None = None
+        self._last_bar_close: float | None = None
+        self._run_key: tuple[int, bool] | None = None
+        self._run_price = 0.0
+        self._run_levels = 0
+        self.last: TradeFlowMetrics | None = None
+
+    @property
+    def vpin(self) -> float | None:
+        """Return the trade VPIN, or the bar VPIN when no trade VPIN exists yet."""
+        trade_vpin = self.buckets.vpin
+        return trade_vpin if trade_vpin is not None else self.bar_buckets.vpin
+
+    def on_trade(self, trade: TradeTick) -> TradeFlowMetrics:
+        """Update with one trade and return the metrics after it."""
+        return self.update(trade.ts_event, trade.price, trade.quantity, trade.aggressor_side is OrderSide.SELL)
+
+    def update(self, ts: int, price: float, quantity: float, seller_aggressor: bool) -> TradeFlowMetrics:
+        """Update with one trade given as plain values (see :meth:`on_trade`)."""
+        previous = self._last_price
+        change = 0.0 if previous is None else price - previous
+        signed = -quantity if seller_aggressor else quantity
+        if previous is not None:
+            self._changes.append(change)
+            log_return = math.log(price / previous)
+            self._returns.add1(log_return * log_return)
+            self._lambda.add4(signed, change, signed * signed, signed * change)
+        if self.classification == "aggressor":
+            buy = 0.0 if seller_aggressor else quantity
+        else:
+            buy = quantity * self._bulk_buy_share(change, self._changes, previous is not None)
+        self.buckets.add(buy, quantity - buy)
+        self._flow.add2(signed, quantity)
+        self._last_price = price
+        returns = self._returns
+        metrics = TradeFlowMetrics(
+            ts,
+            self.buckets.vpin,
+            _ratio(self._flow),
+            _slope(self._lambda),
+            math.sqrt(max(returns.a, 0.0)) if len(returns.values) == returns.size else None,
+            self._burst(ts),
+            self._sweep(ts, seller_aggressor, price),
+        )
+        self.last = metrics
+        return metrics
+
+    def on_bar(self, bar: BarClosed) -> float | None:
+        """Add a bar's volume to the bar VPIN (bulk classification); return the bar VPIN."""
+        previous = self._last_bar_close
+        change = 0.0 if previous is None else bar.close - previous
+        if previous is not None:
+            self._bar_changes.append(change)
+        share = self._bulk_buy_share(change, self._bar_changes, previous is not None)
+        self.bar_buckets.add(bar.volume * share, bar.volume * (1.0 - share))
+        self._last_bar_close = bar.close
+        return self.bar_buckets.vpin
+
+    @staticmethod
+    def _bulk_buy_share(change: float, changes: deque[float], has_change: bool) -> float:
+        if not has_change or len(changes) < 2:
+            return 0.5
+        sigma = float(np.std(np.fromiter(changes, dtype=np.float64, count=len(changes)), ddof=1))
+        if sigma == 0.0:
+            return 0.5
+        return _normal_cdf(change / sigma)
+
+    def _burst(self, ts: int) -> bool:
+        times = self._times
+        times.append(ts)
+        horizon = ts - self.burst_window_ns
+        while times[0] <= horizon:
+            times.popleft()
+        if self._first_ts is None:
+            self._first_ts = ts
+        self._trades += 1
+        elapsed = ts - self._first_ts
+        if elapsed < self.burst_window_ns or len(times) < self.burst_min_trades:
+            return False
+        mean_per_window = self._trades * self.burst_window_ns / elapsed
+        return len(times) >= self.burst_multiple * mean_per_window
+
+    def _sweep(self, ts: int, seller_aggressor: bool, price: float) -> bool:
+        key = (ts, seller_aggressor)
+        if key != self._run_key:
+            self._run_key = key
+            self._run_levels = 1
+        elif price != self._run_price:
+            self._run_levels += 1
+        self._run_price = price
+        return self._run_levels >= self.sweep_levels
+
+    def calculate_vpin(self, tick_data: pd.DataFrame) -> float | None:
+        """Return the VPIN after a whole trade frame (``price``, ``qty``, ``is_buyer_maker``), batch style.
+
+        The frame is classified like the streaming analyzer and does not
+        touch this analyzer's state.
+        """
+        metrics = tick_metrics_batch(
+            tick_data["time_ms"].to_numpy(np.int64) * 1_000_000,
+            tick_data["price"].to_numpy(np.float64),
+            tick_data["qty"].to_numpy(np.float64),
+            tick_data["is_buyer_maker"].to_numpy(bool),
+            bucket_volume=self.buckets.bucket_volume,
+            vpin_buckets=self.buckets.window,
+            classification=self.classification,
+            sigma_window=self._changes.maxlen or 2,
+        )
+        last = metrics["vpin"][-1] if len(metrics["vpin"]) else np.nan
+        return None if np.isnan(last) else float(last)
+
+
+def _ratio(window: _WindowSums) -> float:
+    total = window.b
+    return window.a / total if total > 0 else 0.0
+
+
+def _slope(window: _WindowSums) -> float | None:
+    """Least-squares slope of y on x from the window's sums of x, y, x^2 and xy (None until full)."""
+    if len(window.values) < window.size:
+        return None
+    n = window.size
+    sum_x, sum_y, sum_xx, sum_xy = window.a, window.b, window.c, window.d
+    sxx = sum_xx - sum_x * sum_x / n
+    if sxx <= 1e-12 * max(sum_xx, 1e-300):
+        return None
+    return (sum_xy - sum_x * sum_y / n) / sxx
+
+
+# --- plain batch references ------------------------------------------------------------------
+
+
+def _bulk_shares(changes: np.ndarray, sigma_window: int) -> np.ndarray:
+    """Buy shares by bulk classification; ``changes[0]`` is the first observation (no change yet)."""
+    shares = np.full(len(changes), 0.5)
+    series = pd.Series(changes[1:])
+    sigma = series.rolling(sigma_window, min_periods=2).std(ddof=1).to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = changes[1:] / sigma
+    computed = np.where(np.isfinite(z) & (sigma > 0), ndtr(np.nan_to_num(z)), 0.5)
+    shares[1:] = computed
+    return shares
+
+
+def _vpin_series(buy: np.ndarray, volume: np.ndarray, bucket_volume: float, window: int) -> np.ndarray:
+    """VPIN after each observation, by cutting cumulative volume at bucket boundaries."""
+    cumulative = np.cumsum(volume)
+    cumulative_buy = np.cumsum(buy)
+    edges = np.arange(1, int(cumulative[-1] / bucket_volume * (1 + 1e-12)) + 1) * bucket_volume if len(volume) else []
+    edges = np.asarray(edges, dtype=np.float64)
+    # Buy volume up to each edge: interpolate inside the observation that crosses it.
+    index = np.searchsorted(cumulative, edges * (1 - 1e-12), side="left")
+    before = np.where(index > 0, cumulative[np.maximum(index - 1, 0)], 0.0)
+    before_buy = np.where(index > 0, cumulative_buy[np.maximum(index - 1, 0)], 0.0)
+    share = buy[index] / np.where(volume[index] > 0, volume[index], 1.0)
+    buy_at_edge = before_buy + (edges - before) * share
+    bucket_buy = np.diff(np.r_[0.0, buy_at_edge])
+    imbalance = np.abs(2 * bucket_buy - bucket_volume) / bucket_volume
+    result = np.full(len(volume), np.nan)
+    if len(imbalance) >= window:
+        means = np.convolve(imbalance, np.ones(window) / window, mode="valid")
+        closed_at = index[window - 1 :]
+        result[closed_at] = means
+        result = pd.Series(result).ffill().to_numpy()
+    return result
+
+
+def tick_metrics_batch(
+    ts: np.ndarray,
+    prices: np.ndarray,
+    quantities: np.ndarray,
+    seller_aggressor: np.ndarray,
+    bucket_volume: float,
+    vpin_buckets: int = 50,
+    classification: str = "aggressor",
+    sigma_window: int = 100,
+    flow_window: int = 200,
+    lambda_window: int = 200,
+    volatility_window: int = 200,
+    burst_window_ns: int = NANOS_PER_SECOND,
+    burst_multiple: float = 3.0,
+    burst_min_trades: int = 20,
+    sweep_levels: int = 3,
+) -> dict[str, np.ndarray]:
+    """Compute every :class:`TradeFlowMetrics` field after each trade at once (the plain reference).
+
+    Returns
+    -------
+    dict of str to ndarray
+        ``vpin``, ``order_flow_imbalance``, ``kyle_lambda``,
+        ``realized_volatility`` (NaN where the streaming value is None),
+        ``trade_burst`` and ``sweep`` (bool).
+    """
+    sign = np.where(seller_aggressor, -1.0, 1.0)
+    changes = np.r_[0.0, np.diff(prices)]
+    if classification == "aggressor":
+        buy = np.where(seller_aggressor, 0.0, quantities)
+    else:
+        buy = quantities * _bulk_shares(changes, sigma_window)
+    signed = pd.Series(sign * quantities)
+    flow = (
+        signed.rolling(flow_window, min_periods=1).sum()
+        / pd.Series(quantities).rolling(flow_window, min_periods=1).sum()
+    )
+    x = pd.Series(sign * quantities)[1:].reset_index(drop=True)
+    y = pd.Series(changes[1:])
+    covariance = x.rolling(lambda_window).cov(y, ddof=0)
+    variance = x.rolling(lambda_window).var(ddof=0)
+    slope = np.r_[np.nan, (covariance / variance.where(variance > 0)).to_numpy()]
+    returns = pd.Series(np.log(prices[1:] / prices[:-1]))
+    volatility = np.r_[np.nan, np.sqrt((returns**2).rolling(volatility_window).sum().to_numpy())]
+    count_in_window = np.arange(1, len(ts) + 1) - np.searchsorted(ts, ts - burst_window_ns, side="right")
+    elapsed = ts - ts[0] if len(ts) else ts
+    mean_per_window = np.arange(1, len(ts) + 1) * burst_window_ns / np.where(elapsed > 0, elapsed, 1)
+    burst = (
+        (elapsed >= burst_window_ns)
+        & (count_in_window >= burst_min_trades)
+        & (count_in_window >= burst_multiple * mean_per_window)
+    )
+    new_run = np.r_[True, (ts[1:] != ts[:-1]) | (seller_aggressor[1:] != seller_aggressor[:-1])]
+    run = np.cumsum(new_run)
+    level_change = np.r_[True, prices[1:] != prices[:-1]] | new_run
+    levels = pd.Series(level_change.astype(np.int64)).groupby(run).cumsum().to_numpy()
+    return {
+        "vpin": _vpin_series(buy, quantities, bucket_volume, vpin_buckets),
+        "order_flow_imbalance": flow.to_numpy(),
+        "kyle_lambda": slope,
+        "realized_volatility": volatility,
+        "trade_burst": burst,
+        "sweep": levels >= sweep_levels,
+    }
+
+
+def bar_vpin_batch(
+    closes: np.ndarray, volumes: np.ndarray, bucket_volume: float, vpin_buckets: int = 50, sigma_window: int = 100
+) -> np.ndarray:
+    """Bar VPIN (bulk classification) after each bar, the reference of :meth:`TickDataAnalyzer.on_bar`."""
+    changes = np.r_[0.0, np.diff(closes)]
+    buy = volumes * _bulk_shares(changes, sigma_window)
+    return _vpin_series(buy, volumes, bucket_volume, vpin_buckets)

@@ -1,0 +1,161 @@
+"""Covariance and expected-return estimators for the optimizer and the risk layer.
+
+Every estimator takes a ``(T, N)`` array of per-bar returns (rows in time
+order, one column per asset) and uses those rows only, so anything computed at
+time t from the rows up to t never sees later data.
+
+Covariance: the sample estimator, Ledoit-Wolf shrinkage towards a scaled
+identity (scikit-learn), and an exponentially weighted one (RiskMetrics-style,
+with a half-life in bars). Expected returns: the sample mean, or an
+exponentially weighted mean, blended with the strategies' views. A view of
+strength x confidence ``s`` in [-1, 1] on an asset of volatility ``sigma``
+becomes ``information_coefficient x sigma x s`` (Grinold's alpha = IC x
+volatility x score), in the same per-bar units as the history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import numpy as np
+from sklearn.covariance import LedoitWolf
+
+CovarianceMethod = Literal["sample", "ledoit_wolf", "ewma"]
+COVARIANCE_METHODS: tuple[str, ...] = ("sample", "ledoit_wolf", "ewma")
+
+
+def validate_returns(returns: np.ndarray, *, minimum_rows: int = 2) -> np.ndarray:
+    """Return ``returns`` as a finite float64 ``(T, N)`` array, or raise naming the problem.
+
+    Raises
+    ------
+    ValueError
+        If the array is not two-dimensional, has fewer than ``minimum_rows``
+        rows or no column, or holds NaN or infinity.
+    """
+    array = np.asarray(returns, dtype=np.float64)
+    if array.ndim != 2:
+        raise ValueError(f"returns must be a 2-D array (bars x assets), got shape {array.shape}")
+    rows, columns = array.shape
+    if columns == 0:
+        raise ValueError("returns have no asset column")
+    if rows < minimum_rows:
+        raise ValueError(f"returns need at least {minimum_rows} rows, got {rows}")
+    if not np.isfinite(array).all():
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        raise ValueError(f"returns hold {bad} NaN or infinite values; drop or fill those bars first")
+    return array
+
+
+def ewma_weights(rows: int, halflife: float) -> np.ndarray:
+    """Return weights summing to one that halve every ``halflife`` rows back from the last."""
+    if not halflife > 0:
+        raise ValueError(f"half-life must be positive, got {halflife}")
+    decay = 0.5 ** (1.0 / halflife)
+    weights = decay ** np.arange(rows - 1, -1, -1, dtype=np.float64)
+    return weights / weights.sum()
+
+
+def sample_covariance(returns: np.ndarray) -> np.ndarray:
+    """Return the unbiased sample covariance (``ddof=1``)."""
+    array = validate_returns(returns)
+    return np.atleast_2d(np.cov(array, rowvar=False, ddof=1))
+
+
+def ledoit_wolf_covariance(returns: np.ndarray) -> np.ndarray:
+    """Return scikit-learn's Ledoit-Wolf shrunk covariance."""
+    array = validate_returns(returns)
+    return np.atleast_2d(LedoitWolf().fit(array).covariance_)
+
+
+def ewma_covariance(returns: np.ndarray, halflife: float) -> np.ndarray:
+    """Return the exponentially weighted covariance around the weighted mean."""
+    array = validate_returns(returns)
+    weights = ewma_weights(len(array), halflife)
+    centered = array - weights @ array
+    return (centered * weights[:, None]).T @ centered
+
+
+def estimate_covariance(returns: np.ndarray, method: str = "ledoit_wolf", *, halflife: float = 240.0) -> np.ndarray:
+    """Return the covariance of ``returns`` by ``method`` (sample, ledoit_wolf or ewma)."""
+    if method == "sample":
+        return sample_covariance(returns)
+    if method == "ledoit_wolf":
+        return ledoit_wolf_covariance(returns)
+    if method == "ewma":
+        return ewma_covariance(returns, halflife)
+    raise ValueError(f"unknown covariance method {method!r}; expected one of {', '.join(COVARIANCE_METHODS)}")
+
+
+def mean_returns(returns: np.ndarray, *, halflife: float | None = None) -> np.ndarray:
+    """Return the sample mean per column, or the exponentially weighted mean when ``halflife`` is set."""
+    array = validate_returns(returns, minimum_rows=1)
+    if halflife is None:
+        return array.mean(axis=0)
+    return ewma_weights(len(array), halflife) @ array
+
+
+def signal_scores(
+    views: Mapping[str, Mapping[str, float]], budgets: Mapping[str, float], assets: Sequence[str]
+) -> np.ndarray:
+    """Combine the strategies' signed views into one score per asset.
+
+    Parameters
+    ----------
+    views
+        ``views[strategy][asset]``: signed strength x confidence in [-1, 1].
+    budgets
+        Each strategy's share of the signal (the adaptive allocator's weights);
+        a strategy without a budget gets an equal share of what is left.
+    assets
+        The column order of the result.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``sum over strategies of budget x view`` per asset, clipped to [-1, 1].
+    """
+    scores = np.zeros(len(assets))
+    if not views:
+        return scores
+    index = {asset: i for i, asset in enumerate(assets)}
+    unbudgeted = [s for s in views if s not in budgets]
+    rest = max(0.0, 1.0 - sum(budgets.get(s, 0.0) for s in views))
+    default = rest / len(unbudgeted) if unbudgeted else 0.0
+    for strategy in sorted(views):
+        budget = budgets.get(strategy, default)
+        for asset, view in views[strategy].items():
+            column = index.get(asset)
+            if column is not None:
+                scores[column] += budget * view
+    return np.clip(scores, -1.0, 1.0)
+
+
+def blend_expected_returns(
+    historical: np.ndarray,
+    scores: np.ndarray,
+    volatilities: np.ndarray,
+    *,
+    signal_weight: float,
+    information_coefficient: float,
+) -> np.ndarray:
+    """Blend historical means with signal-implied returns ``IC x volatility x score``.
+
+    Parameters
+    ----------
+    historical
+        Per-bar mean returns.
+    scores
+        Signed signal scores in [-1, 1] (0 where no strategy has a view).
+    volatilities
+        Per-bar return standard deviations.
+    signal_weight
+        Weight of the signal-implied returns in [0, 1]; 0 keeps history only.
+    information_coefficient
+        Correlation between scores and the next bar's standardized returns.
+    """
+    if not 0.0 <= signal_weight <= 1.0:
+        raise ValueError(f"signal weight must lie in [0, 1], got {signal_weight}")
+    implied = information_coefficient * volatilities * scores
+    return (1.0 - signal_weight) * historical + signal_weight * implied

@@ -1,0 +1,532 @@
+"""The portfolio optimizer: Markowitz weights from return history and the strategies' views.
+
+:class:`PortfolioOptimizer` is both a scikit-learn style estimator and a
+pipeline component.
+
+As an estimator, ``fit(returns)`` estimates the covariance (sample,
+Ledoit-Wolf or EWMA) and expected returns (history blended with the
+strategies' views), solves the configured objective under the configured
+constraints with a compiled :class:`~keel.portfolio.markowitz.MarkowitzProblem`
+(one per shape, re-solved with new numbers) and stores ``weights_``. When the
+solver fails it keeps the previous weights (or the current ones, or none) and
+records why in ``fallback_reason_``. ``await optimize_weights(returns_data=df,
+constraints={...}, objective=...)`` is the same as an awaitable returning an
+:class:`OptimizationResult` whose ``weights`` maps each column to its weight.
+
+As a component on the bus it keeps a rolling window of bar closes per symbol,
+the latest view of every strategy on every symbol (``SignalGenerated``:
+signed strength x confidence), the risk layer's per-symbol caps and equity
+(``RiskLimitsUpdated``) and the positions (``PositionChanged``); it
+re-optimizes when a symbol's combined view changes direction, on its schedule
+and on ``Rebalance``, and publishes ``AllocationProposed``. When the risk
+layer moves to REDUCING it proposes the current targets scaled down
+(:meth:`reduce_risk_exposure`). Views are weighted across strategies by an
+:class:`~keel.portfolio.adaptive.AdaptiveAllocator` fed with each strategy's
+per-bar return of following its views. Everything it uses at time t arrived
+at or before t.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from keel.core.bus import EventBus
+from keel.core.clock import Clock, SimulatedClock, TimeEvent
+from keel.core.component import Component
+from keel.core.fsm import TradingState
+from keel.core.messages import (
+    AllocationProposed,
+    BarClosed,
+    PositionChanged,
+    Rebalance,
+    RiskLimitsUpdated,
+    SignalAction,
+    SignalGenerated,
+    TradingStateChanged,
+)
+from keel.portfolio.adaptive import AdaptiveAllocator
+from keel.portfolio.estimators import (
+    COVARIANCE_METHODS,
+    blend_expected_returns,
+    estimate_covariance,
+    mean_returns,
+    signal_scores,
+    validate_returns,
+)
+from keel.portfolio.markowitz import (
+    OBJECTIVES,
+    MarkowitzProblem,
+    PortfolioConstraints,
+    ProblemInputs,
+    SolverFailedError,
+    structure_key,
+)
+
+_SIGN = {SignalAction.BUY: 1.0, SignalAction.SELL: -1.0, SignalAction.HOLD: 0.0}
+
+
+@dataclass(frozen=True, slots=True)
+class OptimizationResult:
+    """The outcome of one optimization.
+
+    ``expected_return``, ``volatility`` and ``sharpe_ratio`` are per bar of the
+    input returns; ``status`` is ``"optimal"`` or ``"fallback"`` (then
+    ``fallback_reason`` says why and ``weights`` are the previous ones).
+    """
+
+    weights: dict[str, float]
+    expected_return: float
+    volatility: float
+    sharpe_ratio: float
+    objective: str
+    status: str
+    fallback_reason: str
+    solve_seconds: float
+
+
+class PortfolioOptimizer(Component):
+    """Markowitz optimization with costs, caps and signal-blended expected returns.
+
+    Parameters
+    ----------
+    objective
+        ``max_sharpe``, ``min_volatility``, ``mean_variance``, ``efficient_return`` or ``efficient_risk``.
+    covariance
+        ``sample``, ``ledoit_wolf`` or ``ewma``.
+    constraints
+        A :class:`PortfolioConstraints` or a mapping of its fields.
+    risk_aversion
+        ``mean_variance``'s risk aversion (per-bar units).
+    target_return, target_volatility
+        Per-bar targets of ``efficient_return`` and ``efficient_risk``.
+    risk_free_rate
+        Per-bar rate subtracted from expected returns by ``max_sharpe``.
+    halflife
+        Half-life in bars of the EWMA covariance.
+    mean_halflife
+        Half-life of an exponentially weighted mean return; None for the plain mean.
+    signal_weight
+        Weight of the views in the expected returns, in [0, 1].
+    information_coefficient
+        Scale of a view: a score ``s`` implies ``IC x volatility x s`` per bar.
+    symbols
+        The universe traded on the bus (not needed for ``fit``).
+    lookback
+        Bars of history kept per symbol.
+    min_history
+        Bars a symbol needs before it gets a weight.
+    rebalance_interval_ns
+        Time between scheduled rebalances (epoch-aligned); 0 for none.
+    reduce_factor
+        What :meth:`reduce_risk_exposure` multiplies the targets by.
+    allocator
+        Shares of the strategies in the views; a default one when None.
+    bus, clock
+        The event bus and clock; private ones when used as a plain estimator.
+    """
+
+    def __init__(
+        self,
+        *,
+        objective: str = "max_sharpe",
+        covariance: str = "ledoit_wolf",
+        constraints: PortfolioConstraints | Mapping[str, Any] | None = None,
+        risk_aversion: float = 1.0,
+        target_return: float | None = None,
+        target_volatility: float | None = None,
+        risk_free_rate: float = 0.0,
+        halflife: float = 240.0,
+        mean_halflife: float | None = None,
+        signal_weight: float = 0.8,
+        information_coefficient: float = 0.05,
+        symbols: Sequence[str] = (),
+        lookback: int = 1440,
+        min_history: int = 60,
+        rebalance_interval_ns: int = 0,
+        reduce_factor: float = 0.5,
+        allocator: AdaptiveAllocator | None = None,
+        bus: EventBus | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__("portfolio.optimizer", bus or EventBus(), clock or SimulatedClock(0))
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
+        if covariance not in COVARIANCE_METHODS:
+            raise ValueError(f"unknown covariance {covariance!r}; expected one of {', '.join(COVARIANCE_METHODS)}")
+        if not 0.0 <= reduce_factor < 1.0:
+            raise ValueError(f"reduce_factor must lie in [0, 1), got {reduce_factor}")
+        if lookback < 2 or min_history < 2 or min_history > lookback + 1:
+            raise ValueError(f"need 2 <= min_history <= lookback + 1, got {min_history} and {lookback}")
+        self.objective = objective
+        self.covariance = covariance
+        self.constraints = PortfolioConstraints.from_mapping(
+            constraints if isinstance(constraints, Mapping) else None,
+            constraints if isinstance(constraints, PortfolioConstraints) else None,
+        )
+        self.risk_aversion = risk_aversion
+        self.target_return = target_return
+        self.target_volatility = target_volatility
+        self.risk_free_rate = risk_free_rate
+        self.halflife = halflife
+        self.mean_halflife = mean_halflife
+        self.signal_weight = signal_weight
+        self.information_coefficient = information_coefficient
+        self.symbols = tuple(symbols)
+        self.lookback = lookback
+        self.min_history = min_history
+        self.rebalance_interval_ns = rebalance_interval_ns
+        self.reduce_factor = reduce_factor
+        self.allocator = allocator if allocator is not None else AdaptiveAllocator()
+        self._problems: dict[tuple[object, ...], MarkowitzProblem] = {}
+        self._closes: dict[str, deque[tuple[int, float]]] = {s: deque(maxlen=lookback + 1) for s in self.symbols}
+        self._views: dict[str, dict[str, float]] = {}
+        self._direction: dict[str, float] = {}
+        self._caps: dict[str, float] = {}
+        self._limits: dict[str, float] = {}
+        self._equity: float | None = None
+        self._quantities: dict[str, float] = {}
+        self._targets: dict[str, float] = {}
+        self._bar_ts: int | None = None
+        self._strategy_bar: dict[str, float] = {}
+        self.fallbacks = 0
+        self.solves = 0
+
+    # --- estimator ------------------------------------------------------------------------
+
+    def fit(
+        self,
+        returns: pd.DataFrame | np.ndarray,
+        expected_returns: Sequence[float] | np.ndarray | None = None,
+        *,
+        current_weights: Sequence[float] | np.ndarray | None = None,
+        caps: Sequence[float] | np.ndarray | None = None,
+        constraints: PortfolioConstraints | None = None,
+        objective: str | None = None,
+    ) -> PortfolioOptimizer:
+        """Optimize weights for ``returns`` (bars x assets) and store them in ``weights_``.
+
+        Parameters
+        ----------
+        returns
+            Per-bar returns, one column per asset, rows in time order.
+        expected_returns
+            Per-bar expected returns; estimated from ``returns`` (and the views) when None.
+        current_weights
+            Weights held now, for turnover and costs; zeros when None.
+        caps
+            Per-asset largest absolute weight from the risk layer.
+        constraints, objective
+            Override the configured ones for this fit.
+
+        Returns
+        -------
+        PortfolioOptimizer
+            self, with ``weights_``, ``assets_``, ``expected_returns_``,
+            ``covariance_``, ``status_``, ``fallback_reason_`` and ``solve_seconds_``.
+        """
+        assets = [str(c) for c in returns.columns] if isinstance(returns, pd.DataFrame) else None
+        array = validate_returns(np.asarray(returns, dtype=np.float64))
+        n = array.shape[1]
+        assets = assets or [f"asset_{i}" for i in range(n)]
+        chosen = objective or self.objective
+        if chosen not in OBJECTIVES:
+            raise ValueError(f"unknown objective {chosen!r}; expected one of {', '.join(OBJECTIVES)}")
+        rules = constraints or self.constraints
+        covariance = estimate_covariance(array, self.covariance, halflife=self.halflife)
+        mu = self._expected_returns(array, assets, covariance, expected_returns)
+        current = _vector(current_weights, n, 0.0, "current_weights")
+        limit = _vector(caps, n, math.inf, "caps")
+        lower = np.maximum(rules.lower_bound, -limit)
+        upper = np.minimum(rules.max_weight, limit)
+        previous = self._previous_weights(assets, current)
+        started = time.perf_counter()
+        try:
+            weights = self._solve(chosen, rules, mu, covariance, lower, upper, current)
+            self.status_, self.fallback_reason_ = "optimal", ""
+        except SolverFailedError as error:
+            weights = previous
+            self.status_, self.fallback_reason_ = "fallback", str(error)
+            self.fallbacks += 1
+        self.solve_seconds_ = time.perf_counter() - started
+        self.assets_ = assets
+        self.objective_ = chosen
+        self.expected_returns_ = mu
+        self.covariance_ = covariance
+        self.weights_ = weights
+        return self
+
+    def _expected_returns(
+        self,
+        array: np.ndarray,
+        assets: list[str],
+        covariance: np.ndarray,
+        given: Sequence[float] | np.ndarray | None,
+    ) -> np.ndarray:
+        if given is not None:
+            mu = np.asarray(given, dtype=np.float64)
+            if mu.shape != (len(assets),) or not np.isfinite(mu).all():
+                raise ValueError(f"expected_returns must be {len(assets)} finite numbers, got shape {mu.shape}")
+            return mu
+        historical = mean_returns(array, halflife=self.mean_halflife)
+        scores = signal_scores(self._views, getattr(self.allocator, "weights_", {}), assets)
+        if not scores.any():
+            return historical
+        return blend_expected_returns(
+            historical,
+            scores,
+            np.sqrt(np.diag(covariance)),
+            signal_weight=self.signal_weight,
+            information_coefficient=self.information_coefficient,
+        )
+
+    def _previous_weights(self, assets: list[str], current: np.ndarray) -> np.ndarray:
+        if getattr(self, "assets_", None) == assets:
+            return np.array(self.weights_, dtype=np.float64)
+        return current.copy()
+
+    def _solve(
+        self,
+        objective: str,
+        rules: PortfolioConstraints,
+        mu: np.ndarray,
+        covariance: np.ndarray,
+        lower: np.ndarray,
+        upper: np.ndarray,
+        current: np.ndarray,
+    ) -> np.ndarray:
+        key = structure_key(len(mu), objective, rules)
+        problem = self._problems.get(key)
+        if problem is None:
+            problem = self._problems[key] = MarkowitzProblem(len(mu), objective, rules)
+        shift = self.risk_free_rate if objective == "max_sharpe" else 0.0
+        target = self.target_return if objective == "efficient_return" else self.target_volatility
+        inputs = ProblemInputs(
+            expected_returns=mu - shift,
+            covariance=covariance,
+            lower=lower,
+            upper=upper,
+            current_weights=current,
+            costs=np.full(len(mu), rules.transaction_cost),
+            risk_aversion=self.risk_aversion,
+            target=target,
+        )
+        self.solves += 1
+        return problem.solve(inputs, rules).weights
+
+    def result(self) -> OptimizationResult:
+        """Return the last fit as an :class:`OptimizationResult`."""
+        weights = np.asarray(self.weights_, dtype=np.float64)
+        expected = float(weights @ self.expected_returns_)
+        volatility = float(math.sqrt(max(0.0, weights @ self.covariance_ @ weights)))
+        excess = expected - (self.risk_free_rate if self.objective_ == "max_sharpe" else 0.0)
+        return OptimizationResult(
+            weights={asset: float(w) for asset, w in zip(self.assets_, weights, strict=True)},
+            expected_return=expected,
+            volatility=volatility,
+            sharpe_ratio=excess / volatility if volatility > 0 else 0.0,
+            objective=self.objective_,
+            status=self.status_,
+            fallback_reason=self.fallback_reason_,
+            solve_seconds=self.solve_seconds_,
+        )
+
+    async def optimize_weights(
+        self,
+        returns_data: pd.DataFrame,
+        constraints: PortfolioConstraints | Mapping[str, Any] | None = None,
+        objective: str | None = None,
+        expected_returns: Sequence[float] | np.ndarray | None = None,
+    ) -> OptimizationResult:
+        """Optimize weights for a frame of returns (one column per asset), as in the user's UC-3.1.
+
+        ``constraints`` is a mapping of :class:`PortfolioConstraints` fields
+        (``{'min_weight': 0.05, 'max_weight': 0.6}``) laid over the configured
+        constraints, or a full :class:`PortfolioConstraints`.
+        """
+        if not isinstance(returns_data, pd.DataFrame):
+            raise TypeError(f"returns_data must be a pandas DataFrame of returns, got {type(returns_data).__name__}")
+        rules = (
+            constraints
+            if isinstance(constraints, PortfolioConstraints)
+            else PortfolioConstraints.from_mapping(constraints, self.constraints)
+        )
+        return self.fit(returns_data, expected_returns, constraints=rules, objective=objective).result()
+
+    # --- component ------------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        """Subscribe to bars, views, positions, risk limits and trading states; start the schedule."""
+        self.bus.subscribe(BarClosed, self.on_bar, name=f"{self.name}.history")
+        self.bus.subscribe(SignalGenerated, self.on_signal, name=self.name)
+        self.bus.subscribe(PositionChanged, self.on_position, name=f"{self.name}.positions")
+        self.bus.subscribe(RiskLimitsUpdated, self.on_limits, name=f"{self.name}.limits")
+        self.bus.subscribe(TradingStateChanged, self.on_trading_state, name=f"{self.name}.state")
+        self.bus.register(Rebalance, self.on_rebalance, name=self.name)
+        if self.rebalance_interval_ns:
+            self.clock.set_timer(f"{self.name}.rebalance", self.rebalance_interval_ns, self._rebalance_due)
+
+    def on_stop(self) -> None:
+        """Stop the rebalance schedule."""
+        self.clock.cancel_timer(f"{self.name}.rebalance")
+
+    def _rebalance_due(self, event: TimeEvent) -> None:
+        self.bus.publish(Rebalance(reason="scheduled", ts_event=event.ts, ts_init=self.clock.timestamp_ns()))
+
+    def on_bar(self, bar: BarClosed) -> None:
+        """Keep the close; credit each strategy with the bar's return on its view."""
+        closes = self._closes.get(bar.symbol)
+        if closes is None or not math.isfinite(bar.close) or bar.close <= 0:
+            return
+        if self._bar_ts is not None and bar.ts_event != self._bar_ts:
+            self._close_strategy_bar()
+        self._bar_ts = bar.ts_event
+        if closes:
+            change = bar.close / closes[-1][1] - 1.0
+            for strategy, views in self._views.items():
+                view = views.get(bar.symbol, 0.0)
+                self._strategy_bar[strategy] = self._strategy_bar.get(strategy, 0.0) + view * change
+        closes.append((bar.ts_event, bar.close))
+
+    def _close_strategy_bar(self) -> None:
+        if self._views:
+            universe = len(self.symbols)
+            self.allocator.partial_fit({s: self._strategy_bar.get(s, 0.0) / universe for s in self._views})
+        self._strategy_bar = {}
+
+    def on_signal(self, signal: SignalGenerated) -> None:
+        """Record the strategy's view; re-optimize when the symbol's combined view changes direction."""
+        if signal.symbol not in self._closes:
+            return
+        view = _SIGN[signal.action] * signal.strength * signal.confidence
+        if not math.isfinite(view):
+            return
+        if signal.strategy not in self._views:
+            self.allocator.add_strategy(signal.strategy)
+        self._views.setdefault(signal.strategy, {})[signal.symbol] = view
+        combined = signal_scores(self._views, self.allocator.weights_, [signal.symbol])[0]
+        direction = float(np.sign(combined))
+        if self._direction.get(signal.symbol, 0.0) == direction:
+            return
+        self._direction[signal.symbol] = direction
+        self._propose(
+            self._optimized_targets(), f"{signal.strategy} {signal.action.value} {signal.symbol}", signal.ts_event
+        )
+
+    def on_position(self, change: PositionChanged) -> None:
+        """Keep the position quantity for the current weights."""
+        self._quantities[change.symbol] = float(change.quantity)
+
+    def on_limits(self, update: RiskLimitsUpdated) -> None:
+        """Take the risk layer's caps, limits and equity."""
+        self._caps = dict(update.position_weight_caps)
+        self._limits = dict(update.limits)
+        self._equity = update.equity if update.equity > 0 else None
+
+    def on_trading_state(self, change: TradingStateChanged) -> None:
+        """Scale the targets down when the risk layer starts reducing."""
+        if change.state is TradingState.REDUCING:
+            self._propose(self._reduced_targets(), f"reduce risk ({change.reason})", change.ts_event)
+
+    def on_rebalance(self, command: Rebalance) -> None:
+        """Re-optimize and propose."""
+        self._propose(self._optimized_targets(), f"rebalance ({command.reason})", command.ts_event)
+
+    async def rebalance_portfolio(self, reason: str = "operator") -> OptimizationResult | None:
+        """Re-optimize on the history held now and propose the weights, as in the user's UC-1.2.
+
+        Returns the optimization, or None while no symbol has ``min_history`` bars.
+        """
+        targets = self._optimized_targets()
+        self._propose(targets, f"rebalance ({reason})", self.clock.timestamp_ns())
+        return self.result() if hasattr(self, "weights_") and targets else None
+
+    async def reduce_risk_exposure(self, factor: float | None = None) -> dict[str, float]:
+        """Propose the current targets multiplied by ``factor`` (``reduce_factor`` when None); return them."""
+        targets = self._reduced_targets(factor)
+        self._propose(targets, "reduce risk exposure", self.clock.timestamp_ns())
+        return targets
+
+    def weights(self) -> dict[str, float]:
+        """Return the weights last proposed."""
+        return dict(self._targets)
+
+    def _reduced_targets(self, factor: float | None = None) -> dict[str, float]:
+        scale = self.reduce_factor if factor is None else factor
+        if not 0.0 <= scale < 1.0:
+            raise ValueError(f"a reduction factor must lie in [0, 1), got {scale}")
+        return {symbol: weight * scale for symbol, weight in self._targets.items()}
+
+    def _optimized_targets(self) -> dict[str, float]:
+        assets, closes = self._panel()
+        if not assets:
+            return {}
+        returns = closes[1:] / closes[:-1] - 1.0
+        equity = self._equity
+        marks = dict(zip(assets, closes[-1], strict=True))
+        current = [self._quantities.get(s, 0.0) * marks[s] / equity if equity else 0.0 for s in assets]
+        caps = [self._caps.get(s, math.inf) for s in assets]
+        self.fit(
+            pd.DataFrame(returns, columns=assets),
+            current_weights=current,
+            caps=caps,
+            constraints=self._risk_constraints(),
+        )
+        targets = dict.fromkeys(self.symbols, 0.0)
+        targets.update({s: float(w) for s, w in zip(assets, self.weights_, strict=True)})
+        return targets
+
+    def _risk_constraints(self) -> PortfolioConstraints:
+        """Tighten the gross leverage to the risk layer's limit."""
+        limit = self._limits.get("max_leverage")
+        rules = self.constraints
+        if limit is None or rules.gross_leverage is None or rules.gross_leverage <= limit:
+            return rules
+        return PortfolioConstraints.from_mapping({"gross_leverage": limit}, rules)
+
+    def _panel(self) -> tuple[list[str], np.ndarray]:
+        """Return the symbols with enough history and their closes on common, completed bar times.
+
+        The latest bar time is left out: its bars may still be arriving, and
+        which of them arrived first must not change the weights.
+        """
+        ready = [s for s in self.symbols if len(self._closes[s]) > self.min_history]
+        if not ready:
+            return [], np.empty((0, 0))
+        times = None
+        for symbol in ready:
+            stamps = np.fromiter((t for t, _ in self._closes[symbol] if t != self._bar_ts), dtype=np.int64)
+            times = stamps if times is None else np.intersect1d(times, stamps, assume_unique=True)
+        columns = []
+        for symbol in ready:
+            series = self._closes[symbol]
+            lookup = dict(series)
+            columns.append(np.array([lookup[t] for t in times], dtype=np.float64))
+        closes = np.column_stack(columns)
+        if len(closes) < self.min_history:
+            return [], np.empty((0, 0))
+        return ready, closes
+
+    def _propose(self, targets: dict[str, float], reason: str, ts: int) -> None:
+        if not targets:
+            return
+        self._targets = dict(targets)
+        self.bus.publish(
+            AllocationProposed(weights=dict(targets), reason=reason, ts_event=ts, ts_init=self.clock.timestamp_ns())
+        )
+
+
+def _vector(values: Sequence[float] | np.ndarray | None, n: int, default: float, name: str) -> np.ndarray:
+    if values is None:
+        return np.full(n, default)
+    array = np.asarray(values, dtype=np.float64)
+    if array.shape != (n,) or np.isnan(array).any():
+        raise ValueError(f"{name} must be {n} numbers, got shape {array.shape}")
+    return array

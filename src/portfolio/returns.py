@@ -1,0 +1,76 @@
+"""A rolling window of aligned per-bar returns, fed one bar close at a time.
+
+Bars of one time arrive one symbol after another; a row of returns is
+complete when the first bar of a later time arrives, and it is kept only if
+every symbol had a bar at that time (a symbol missing a bar leaves no row,
+and its next return spans the gap). Rows are kept in a ring buffer, so
+reading the window at time t uses bars up to t only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+
+class ReturnWindow:
+    """Rolling aligned per-bar returns of a fixed set of symbols.
+
+    Parameters
+    ----------
+    symbols
+        The columns.
+    size
+        Most rows kept.
+    """
+
+    def __init__(self, symbols: Sequence[str], size: int) -> None:
+        if size < 2:
+            raise ValueError(f"a return window needs at least 2 rows, got {size}")
+        self.symbols = tuple(symbols)
+        self.index = {s: i for i, s in enumerate(self.symbols)}
+        self.size = size
+        self._rows = np.zeros((size, len(self.symbols)))
+        self._count = 0
+        self._last_close = np.full(len(self.symbols), np.nan)
+        self._pending = np.full(len(self.symbols), np.nan)
+        self._pending_ts: int | None = None
+        self.rows_added = 0
+
+    def add_close(self, symbol: str, ts: int, close: float) -> np.ndarray | None:
+        """Record a bar close; return the completed row when this bar starts a new time, else None."""
+        column = self.index.get(symbol)
+        if column is None or not math.isfinite(close) or close <= 0:
+            return None
+        completed = None
+        if self._pending_ts is not None and ts != self._pending_ts:
+            completed = self._complete()
+        self._pending_ts = ts
+        self._pending[column] = close
+        return completed
+
+    def _complete(self) -> np.ndarray | None:
+        closes = self._pending
+        previous = self._last_close
+        self._pending = np.full(len(self.symbols), np.nan)
+        filled = ~np.isnan(closes)
+        row = None
+        if filled.all() and not np.isnan(previous).any():
+            row = closes / previous - 1.0
+            self._rows[self._count % self.size] = row
+            self._count += 1
+            self.rows_added += 1
+        self._last_close = np.where(filled, closes, previous)
+        return row
+
+    def returns(self) -> np.ndarray:
+        """Return the kept rows, oldest first."""
+        if self._count < self.size:
+            return self._rows[: self._count].copy()
+        start = self._count % self.size
+        return np.concatenate([self._rows[start:], self._rows[:start]])
+
+    def __len__(self) -> int:
+        return min(self._count, self.size)

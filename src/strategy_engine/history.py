@@ -1,0 +1,231 @@
+"""Per-symbol market history in the shape of the user's ``market_data`` dict.
+
+:class:`SymbolHistory` stores one symbol's closed bars and settled funding
+rates as numpy columns that grow by doubling and, when a capacity is set,
+keep only the most recent bars (amortized O(1) per bar). :class:`MarketData`
+is a read-only view of it that behaves like the dict a strategy developer's
+``generate_signal(market_data, current_index)`` receives (UC-2.1):
+
+========================  =====================================================
+key                       value
+========================  =====================================================
+``symbol``                the instrument, e.g. ``"BTCUSDT"``
+``timestamp``             bar close times, int64 nanoseconds (``ts_event``)
+``open`` … ``volume``     float64 bar columns
+``funding_time``          settlement times of funding rates, int64 ns
+``funding_rate``          settled rates, a fraction per funding interval
+``mark_price``            mark price at each settlement (NaN when not recorded)
+========================  =====================================================
+
+Arrays are read-only slices of what has been received: index ``i`` of the
+bar columns is the i-th bar kept, and funding rows are only those already
+settled, so nothing in a view lies in the future of its last bar.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+BAR_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
+FUNDING_COLUMNS = ("funding_time", "funding_rate", "mark_price")
+MARKET_DATA_KEYS = ("symbol", *BAR_COLUMNS, *FUNDING_COLUMNS)
+
+_INITIAL_CAPACITY = 256
+
+
+class _Columns:
+    """Named numpy columns appended row by row, optionally keeping only the last ``capacity`` rows."""
+
+    __slots__ = ("arrays", "capacity", "size", "start")
+
+    def __init__(self, dtypes: Mapping[str, type], capacity: int | None) -> None:
+        self.capacity = capacity
+        self.arrays = {name: np.empty(_INITIAL_CAPACITY, dtype=dtype) for name, dtype in dtypes.items()}
+        self.start = 0
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size - self.start
+
+    def append(self, values: tuple[Any, ...]) -> None:
+        arrays = self.arrays
+        if self.size == len(next(iter(arrays.values()))):
+            self._make_room()
+        position = self.size
+        for array, value in zip(arrays.values(), values, strict=True):
+            array[position] = value
+        self.size = position + 1
+        if self.capacity is not None and self.size - self.start > self.capacity:
+            self.start = self.size - self.capacity
+
+    def _make_room(self) -> None:
+        kept = self.size - self.start
+        length = len(next(iter(self.arrays.values())))
+        # Compact when at most half of the buffer is live, else double it.
+        new_length = length if kept <= length // 2 else 2 * length
+        for name, array in self.arrays.items():
+            fresh = np.empty(new_length, dtype=array.dtype)
+            fresh[:kept] = array[self.start : self.size]
+            self.arrays[name] = fresh
+        self.start, self.size = 0, kept
+
+    def column(self, name: str) -> np.ndarray:
+        view = self.arrays[name][self.start : self.size]
+        view.flags.writeable = False
+        return view
+
+
+class SymbolHistory:
+    """One symbol's bars and funding rates as columns, the most recent ``capacity`` bars kept.
+
+    Parameters
+    ----------
+    symbol
+        The instrument.
+    capacity
+        Bars kept (None: all); funding rows kept likewise up to ``capacity``.
+    """
+
+    def __init__(self, symbol: str, capacity: int | None = None) -> None:
+        if capacity is not None and capacity < 1:
+            raise ValueError(f"history capacity must be >= 1 or None, got {capacity}")
+        self.symbol = symbol
+        self._bars = _Columns(
+            {"timestamp": np.int64, **dict.fromkeys(BAR_COLUMNS[1:], np.float64)},
+            capacity,
+        )
+        self._funding = _Columns(
+            {"funding_time": np.int64, "funding_rate": np.float64, "mark_price": np.float64},
+            capacity,
+        )
+        self.last_timestamp: int | None = None
+        self.last_funding_time: int | None = None
+        # The two newest bars as Python tuples: strategies read them on every bar.
+        self._newest: tuple[int, float, float, float, float, float] | None = None
+        self._second_newest: tuple[int, float, float, float, float, float] | None = None
+
+    def __len__(self) -> int:
+        return len(self._bars)
+
+    def append_bar(self, timestamp: int, open_: float, high: float, low: float, close: float, volume: float) -> None:
+        """Append a closed bar (``timestamp`` is its close time, ns)."""
+        row = (timestamp, open_, high, low, close, volume)
+        self._bars.append(row)
+        self.last_timestamp = timestamp
+        self._second_newest = self._newest
+        self._newest = row
+
+    def append_funding(self, funding_time: int, rate: float, mark_price: float | None) -> None:
+        """Append a settled funding rate (``mark_price`` None when not recorded)."""
+        self._funding.append((funding_time, rate, math.nan if mark_price is None else mark_price))
+        self.last_funding_time = funding_time
+
+    def view(self) -> MarketData:
+        """Return a read-only ``market_data`` view of everything received so far."""
+        return MarketData(self)
+
+    def bar(self, index: int) -> tuple[int, float, float, float, float, float]:
+        """Return (timestamp, open, high, low, close, volume) of the index-th kept bar as Python numbers."""
+        bars = self._bars
+        count = len(bars)
+        if index == count - 1 and self._newest is not None:
+            return self._newest
+        if index == count - 2 and self._second_newest is not None:
+            return self._second_newest
+        if not 0 <= index < count:
+            raise IndexError(f"bar index {index} outside the {count} bars of {self.symbol}")
+        position = bars.start + index
+        arrays = bars.arrays
+        return (
+            int(arrays["timestamp"][position]),
+            float(arrays["open"][position]),
+            float(arrays["high"][position]),
+            float(arrays["low"][position]),
+            float(arrays["close"][position]),
+            float(arrays["volume"][position]),
+        )
+
+    def column(self, key: str) -> np.ndarray:
+        """Return a read-only column of bars or funding rows."""
+        if key in FUNDING_COLUMNS:
+            return self._funding.column(key)
+        return self._bars.column(key)
+
+
+class MarketData(Mapping[str, Any]):
+    """A read-only view of a :class:`SymbolHistory` with the keys of the user's ``market_data`` dict.
+
+    Parameters
+    ----------
+    history
+        The history it shows.
+    """
+
+    __slots__ = ("_history",)
+
+    def __init__(self, history: SymbolHistory) -> None:
+        self._history = history
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "symbol":
+            return self._history.symbol
+        if key not in MARKET_DATA_KEYS:
+            raise KeyError(key)
+        return self._history.column(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(MARKET_DATA_KEYS)
+
+    def __len__(self) -> int:
+        return len(MARKET_DATA_KEYS)
+
+    def bar(self, index: int) -> tuple[int, float, float, float, float, float]:
+        """Return (timestamp, open, high, low, close, volume) of bar ``index`` without slicing columns."""
+        return self._history.bar(index)
+
+    def bars(self) -> int:
+        """Return the number of bars in view."""
+        return len(self._history)
+
+    @property
+    def last_funding_time(self) -> int | None:
+        """Return the settlement time of the newest funding row (None before any)."""
+        return self._history.last_funding_time
+
+
+def bar_at(market_data: Mapping[str, Any], index: int) -> tuple[int, float, float, float, float, float]:
+    """Return (key, open, high, low, close, volume) of bar ``index`` of any ``market_data`` mapping.
+
+    The key is the bar's ``timestamp`` when the mapping has one, else the
+    index itself; a :class:`MarketData` view answers without slicing.
+
+    Raises
+    ------
+    KeyError
+        If ``close`` is missing (``open``, ``high``, ``low`` default to the
+        close and ``volume`` to 0 when absent).
+    IndexError
+        If ``index`` is outside the data.
+    """
+    if isinstance(market_data, MarketData):
+        return market_data.bar(index)
+    if index < 0:
+        raise IndexError(f"bar index must be >= 0, got {index}")
+    close = float(market_data["close"][index])
+    timestamp = market_data.get("timestamp")
+    open_ = market_data.get("open")
+    high = market_data.get("high")
+    low = market_data.get("low")
+    volume = market_data.get("volume")
+    return (
+        index if timestamp is None else int(timestamp[index]),
+        close if open_ is None else float(open_[index]),
+        close if high is None else float(high[index]),
+        close if low is None else float(low[index]),
+        close,
+        0.0 if volume is None else float(volume[index]),
+    )

@@ -1,0 +1,597 @@
+"""The strategy manager: every strategy on every symbol, weighted by the detected regime.
+
+:class:`StrategyManager` keeps one market history and one
+:class:`~keel.strategy_engine.regime.NoLookAheadRegimeDetector` per symbol and,
+on each closed bar:
+
+1. validates the bar (non-finite or non-positive prices, ``high < low``, an
+   open or close outside the range, negative volume, a time not after the
+   previous bar's: counted and skipped, never used);
+2. updates the regime detector;
+3. marks each strategy's previous view to the bar's return (its performance);
+4. runs each strategy's ``generate_signal`` inside a guard: an exception
+   becomes a :class:`StrategyFailure` (the runner publishes it as a
+   ``StrategyError`` event) and the strategy's last view stands; after
+   ``max_consecutive_errors`` failures in a row the strategy is switched off
+   for that symbol and its view dropped; the other strategies go on;
+5. combines the views. Each strategy's weight is the regime matrix row of
+   every regime averaged by the regime's filtered probability (the
+   ``unknown`` row before the detector's first fit), renormalized over the
+   strategies running on the symbol. Flat (HOLD) views abstain: with scores
+   ``d * strength * confidence`` the combined score is
+   ``net = sum(w * score) / sum(w of the strategies with a non-zero score)``,
+   so a lone view counts in full and opposed views net out by weight. Its
+   confidence is the weight-averaged confidence of the strategies agreeing
+   with its sign and its strength ``|net| / confidence`` (so
+   ``strength * confidence == |net|``).
+   With ``volatility_scaling`` the confidence is multiplied by
+   ``min(1, sqrt(long-run variance / forecast variance))`` of the GARCH. The
+   action is BUY (SELL) when the scaled ``net`` is at least ``min_signal``
+   (at most ``-min_signal``), else HOLD; stop-loss and take-profit come from the
+   largest agreeing contributor;
+6. decides whether the combined signal is news: a new action, or a score that
+   moved by at least ``publish_step`` since the last published one.
+
+The same code serves the user's call :meth:`StrategyManager.generate_trading_signals`
+(arrays of whole histories, processed bar by bar, incrementally when the
+arrays grow) and the bus (:meth:`StrategyManager.on_bar`, through
+:class:`~keel.strategy_engine.runner.StrategyRunner`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import structlog
+
+from keel.core.messages import BarClosed, FundingRateUpdated, MarketRegime
+from keel.strategy_engine.base import BaseStrategy, StrategySignal, clip01
+from keel.strategy_engine.funding_arbitrage import FundingArbitrageStrategy
+from keel.strategy_engine.history import BAR_COLUMNS, FUNDING_COLUMNS, SymbolHistory, bar_at
+from keel.strategy_engine.mean_reversion import MeanReversionStrategy
+from keel.strategy_engine.performance import StrategyPerformance
+from keel.strategy_engine.range_trading import RangeTradingStrategy
+from keel.strategy_engine.regime import REGIMES, UNKNOWN_STATE, NoLookAheadRegimeDetector, RegimeState
+from keel.strategy_engine.trend_following import TrendFollowingStrategy
+
+_log = structlog.get_logger("keel.strategy")
+
+RegimeWeights = Mapping[str, Mapping[str, float]]
+"""Regime value (``trending`` ... ``low_volatility``, ``unknown``) -> strategy name -> weight."""
+
+DEFAULT_REGIME_WEIGHTS: dict[str, dict[str, float]] = {
+    "trending": {"trend_following": 0.55, "mean_reversion": 0.05, "range_trading": 0.05, "funding_arbitrage": 0.35},
+    "mean_reverting": {"trend_following": 0.05, "mean_reversion": 0.45, "range_trading": 0.3, "funding_arbitrage": 0.2},
+    "high_volatility": {
+        "trend_following": 0.35,
+        "mean_reversion": 0.1,
+        "range_trading": 0.05,
+        "funding_arbitrage": 0.5,
+    },
+    "low_volatility": {"trend_following": 0.1, "mean_reversion": 0.3, "range_trading": 0.4, "funding_arbitrage": 0.2},
+    "unknown": {"trend_following": 0.25, "mean_reversion": 0.25, "range_trading": 0.25, "funding_arbitrage": 0.25},
+}
+"""The default regime -> strategy matrix (also in ``config/default.yaml``)."""
+
+REGIME_ROWS = (*(r.value for r in REGIMES), MarketRegime.UNKNOWN.value)
+"""The rows a regime matrix must have."""
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyFailure:
+    """A strategy raised on a bar of a symbol (``disabled``: it was switched off for that symbol)."""
+
+    strategy: str
+    symbol: str
+    error_type: str
+    message: str
+    disabled: bool
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerUpdate:
+    """What one bar produced: the combined signal when it is news, failures, a regime change."""
+
+    signal: StrategySignal | None = None
+    failures: tuple[StrategyFailure, ...] = ()
+    regime_change: tuple[MarketRegime, RegimeState] | None = None
+
+
+NO_UPDATE = ManagerUpdate()
+
+
+class _Combined(NamedTuple):
+    """The combined view of a symbol after a bar (made every bar; a signal is built from it on demand)."""
+
+    score: float
+    strength: float
+    confidence: float
+    factor: float
+    leader: int | None
+    weights: tuple[float, ...]
+    contributions: tuple[float, ...]
+
+    @property
+    def action(self) -> str:
+        return "BUY" if self.score > 0.0 else "SELL" if self.score < 0.0 else "HOLD"
+
+
+_FLAT = _Combined(0.0, 0.0, 0.0, 1.0, None, (), ())
+
+
+@dataclass(slots=True)
+class _SymbolBook:
+    """Everything the manager keeps for one symbol; per-strategy lists follow the manager's strategy order."""
+
+    history: SymbolHistory | None
+    detector: NoLookAheadRegimeDetector | None
+    views: list[StrategySignal | None]
+    scores: list[float]
+    consecutive_errors: list[int]
+    enabled: list[bool]
+    regime: RegimeState = UNKNOWN_STATE
+    combined: _Combined = _FLAT
+    published_action: str | None = None
+    published_score: float = 0.0
+    last_close: float | None = None
+    last_key: int | None = None
+    processed: int = 0
+    bars: int = 0
+    rejected_bars: int = 0
+    rejected_funding: int = 0
+
+
+class StrategyManager:
+    """Run strategies on every symbol and combine their views by regime.
+
+    Parameters
+    ----------
+    strategies
+        The strategies (names must be unique); the four production
+        strategies with default parameters when None.
+    regime_weights
+        The regime -> strategy weight matrix with a row for every regime of
+        :data:`REGIME_ROWS`; :data:`DEFAULT_REGIME_WEIGHTS` when None and the
+        strategies are the default ones, else equal weights.
+    detector_factory
+        Builds a symbol's regime detector; ``NoLookAheadRegimeDetector`` when
+        None. Pass ``False`` to run without regime detection (the ``unknown``
+        row always applies).
+    min_signal
+        Smallest combined ``|score|`` that is a BUY or SELL, in [0, 1].
+    publish_step
+        Change of the combined score that makes a new signal with the same action news.
+    volatility_scaling
+        Scale confidence down when the GARCH forecast is above its long-run level.
+    max_consecutive_errors
+        Failures in a row after which a strategy is switched off for a symbol.
+    fee_rate
+        Fee per unit of exposure change in the performance records.
+    history_bars
+        Bars kept per symbol for the strategies (None: all).
+    name
+        The manager's name (the ``strategy`` of the signals it publishes).
+    """
+
+    def __init__(
+        self,
+        strategies: Sequence[BaseStrategy] | None = None,
+        regime_weights: RegimeWeights | None = None,
+        detector_factory: Callable[[], NoLookAheadRegimeDetector] | bool | None = None,
+        *,
+        min_signal: float = 0.05,
+        publish_step: float = 0.1,
+        volatility_scaling: bool = True,
+        max_consecutive_errors: int = 10,
+        fee_rate: float = 0.0005,
+        history_bars: int | None = 20_000,
+        name: str = "strategy_manager",
+    ) -> None:
+        if strategies is None:
+            strategies = default_strategies()
+            if regime_weights is None:
+                regime_weights = DEFAULT_REGIME_WEIGHTS
+        self.strategies: tuple[BaseStrategy, ...] = tuple(strategies)
+        if not self.strategies:
+            raise ValueError("a strategy manager needs at least one strategy")
+        names = [s.name for s in self.strategies]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"strategy names must be unique, got {', '.join(duplicates)} more than once")
+        if not 0.0 <= min_signal <= 1.0:
+            raise ValueError(f"min_signal must lie in [0, 1], got {min_signal}")
+        if not publish_step >= 0.0:
+            raise ValueError(f"publish_step must be >= 0, got {publish_step}")
+        if max_consecutive_errors < 1:
+            raise ValueError(f"max_consecutive_errors must be >= 1, got {max_consecutive_errors}")
+        self.name = name
+        self.regime_weights = _checked_weights(regime_weights, names)
+        if detector_factory is None or detector_factory is True:
+            detector_factory = NoLookAheadRegimeDetector
+        self._detector_factory = detector_factory or None
+        self.min_signal = min_signal
+        self.publish_step = publish_step
+        self.volatility_scaling = volatility_scaling
+        self.max_consecutive_errors = max_consecutive_errors
+        self.fee_rate = fee_rate
+        self.history_bars = history_bars
+        self.performance = {n: StrategyPerformance() for n in (*names, name)}
+        self._performances = [self.performance[n] for n in names]
+        self._regime_columns = [tuple(self.regime_weights[r.value][n] for r in REGIMES) for n in names]
+        self._unknown_weights = [self.regime_weights[MarketRegime.UNKNOWN.value][n] for n in names]
+        self._books: dict[str, _SymbolBook] = {}
+        self.signals_published = 0
+
+    # --- the event-driven path ----------------------------------------------------
+
+    def on_bar(self, bar: BarClosed) -> ManagerUpdate:
+        """Process one closed bar of any symbol; return what it produced."""
+        book = self._book(bar.symbol, event_driven=True)
+        history = book.history
+        assert history is not None
+        values = (bar.open, bar.high, bar.low, bar.close, bar.volume)
+        if not _valid_bar(bar.ts_event, *values, history.last_timestamp):
+            book.rejected_bars += 1
+            return NO_UPDATE
+        history.append_bar(bar.ts_event, *values)
+        return self._process(book, bar.symbol, history.view(), len(history) - 1, bar.ts_event, bar.close, True)
+
+    def on_funding(self, event: FundingRateUpdated) -> None:
+        """Record a settled funding rate of a symbol (a non-finite or out-of-order one is counted and skipped)."""
+        book = self._book(event.symbol, event_driven=True)
+        history = book.history
+        assert history is not None
+        rate = float(event.rate)
+        mark = None if event.mark_price is None else float(event.mark_price)
+        previous = history.last_funding_time
+        in_order = previous is None or event.funding_time > previous
+        if not (math.isfinite(rate) and in_order and (mark is None or (math.isfinite(mark) and mark > 0))):
+            book.rejected_funding += 1
+            return
+        history.append_funding(event.funding_time, rate, mark)
+
+    # --- the user's call ----------------------------------------------------------
+
+    def generate_trading_signals(self, market_data: Mapping[str, Any]) -> list[StrategySignal]:
+        """Return the combined signal at the last bar of each symbol (UC-1.1).
+
+        Parameters
+        ----------
+        market_data
+            One symbol's data (a mapping with ``symbol``, ``close`` and
+            optionally ``timestamp``, ``open``, ``high``, ``low``, ``volume``,
+            ``funding_time``, ``funding_rate``, ``mark_price`` as arrays), or a
+            mapping of symbol -> such data. Each bar is processed once, in
+            order; a later call whose arrays extend the earlier ones
+            processes only the new bars.
+
+        Raises
+        ------
+        ValueError
+            If a symbol's data is empty, misses ``close``, has columns of
+            different lengths, or a non-finite or non-positive price (named
+            with its column and index).
+        """
+        per_symbol = {market_data["symbol"]: market_data} if "symbol" in market_data else dict(market_data)
+        signals = []
+        for symbol, data in per_symbol.items():
+            if not isinstance(data, Mapping) or data.get("symbol", symbol) != symbol:
+                raise ValueError(f"market data of {symbol} must be a mapping whose symbol is {symbol}")
+            view = {**data, "symbol": symbol}
+            length = _check_arrays(symbol, view)
+            book = self._book(symbol, event_driven=False)
+            start = self._resume_index(book, view, length)
+            if start == 0 and book.processed:
+                book = self._books[symbol] = self._new_book(symbol, event_driven=False)
+            for index in range(start, length):
+                key, _, _, _, close, _ = bar_at(view, index)
+                self._process(book, symbol, view, index, key, close, False)
+                book.last_key = key
+                book.processed = index + 1
+            signals.append(self._signal(book, symbol))
+        return signals
+
+    @staticmethod
+    def _resume_index(book: _SymbolBook, view: Mapping[str, Any], length: int) -> int:
+        """Return the first bar to process: after the last one seen when the data extends it, else 0."""
+        processed = book.processed
+        if book.last_key is not None and 0 < processed <= length and bar_at(view, processed - 1)[0] == book.last_key:
+            return processed
+        return 0
+
+    # --- status ---------------------------------------------------------------------
+
+    def get_system_status(self) -> dict[str, Any]:
+        """Return the strategies' health and performance, each symbol's regime and signal (UC-1.1)."""
+        books = sorted(self._books.items())
+        disabled = [[symbol for symbol, book in books if not book.enabled[i]] for i in range(len(self.strategies))]
+        active = [s.name for i, s in enumerate(self.strategies) if not books or len(disabled[i]) < len(books)]
+        return {
+            "health": "DEGRADED" if any(disabled) else "OK",
+            "active_strategies": len(active),
+            "strategies": {
+                s.name: {
+                    "type": type(s).__name__,
+                    "parameters": dict(s.parameters),
+                    "disabled_symbols": disabled[i],
+                    "performance": self.performance[s.name].as_dict(),
+                }
+                for i, s in enumerate(self.strategies)
+            },
+            "combined_performance": self.performance[self.name].as_dict(),
+            "symbols": {symbol: self._symbol_status(symbol, book) for symbol, book in books},
+            "bars_processed": sum(book.bars for _, book in books),
+            "rejected_bars": sum(book.rejected_bars for _, book in books),
+            "rejected_funding": sum(book.rejected_funding for _, book in books),
+            "signals_published": self.signals_published,
+        }
+
+    def regime(self, symbol: str) -> RegimeState:
+        """Return the latest regime view of a symbol (UNKNOWN before its first fit)."""
+        book = self._books.get(symbol)
+        return UNKNOWN_STATE if book is None else book.regime
+
+    def weights(self, symbol: str) -> dict[str, float]:
+        """Return the current strategy weights of a symbol (normalized over its running strategies)."""
+        book = self._books.get(symbol)
+        if book is None:
+            vector = self._weight_vector(UNKNOWN_STATE, [True] * len(self.strategies))
+        else:
+            vector = self._weight_vector(book.regime, book.enabled)
+        return {s.name: w for s, w in zip(self.strategies, vector, strict=True)}
+
+    def _symbol_status(self, symbol: str, book: _SymbolBook) -> dict[str, Any]:
+        regime = book.regime
+        combined = book.combined
+        return {
+            "bars": book.bars,
+            "rejected_bars": book.rejected_bars,
+            "regime": regime.regime.value,
+            "regime_probabilities": regime.as_dict(),
+            "volatility": regime.volatility,
+            "weights": self.weights(symbol),
+            "signal": {"action": combined.action, "strength": combined.strength, "confidence": combined.confidence},
+        }
+
+    # --- the shared core ----------------------------------------------------------
+
+    def _book(self, symbol: str, *, event_driven: bool) -> _SymbolBook:
+        book = self._books.get(symbol)
+        if book is None:
+            book = self._books[symbol] = self._new_book(symbol, event_driven=event_driven)
+        return book
+
+    def _new_book(self, symbol: str, *, event_driven: bool) -> _SymbolBook:
+        count = len(self.strategies)
+        return _SymbolBook(
+            history=SymbolHistory(symbol, self.history_bars) if event_driven else None,
+            detector=self._detector_factory() if self._detector_factory else None,
+            views=[None] * count,
+            scores=[0.0] * count,
+            consecutive_errors=[0] * count,
+            enabled=[True] * count,
+        )
+
+    def _process(
+        self,
+        book: _SymbolBook,
+        symbol: str,
+        market_data: Mapping[str, Any],
+        index: int,
+        ts: int,
+        close: float,
+        news_only: bool,
+    ) -> ManagerUpdate:
+        book.bars += 1
+        regime_change = self._update_regime(book, close)
+        previous_close = book.last_close
+        bar_return = 0.0 if previous_close is None else close / previous_close - 1.0
+        book.last_close = close
+        failures = self._run_strategies(book, symbol, market_data, index, ts)
+        fee_rate = self.fee_rate
+        for i, performance in enumerate(self._performances):
+            view = book.views[i]
+            score = 0.0 if view is None else view.score
+            performance.record(book.scores[i], bar_return, score, fee_rate)
+            book.scores[i] = score
+        combined = self._combine(book)
+        self.performance[self.name].record(book.combined.score, bar_return, combined.score, fee_rate)
+        book.combined = combined
+        signal = self._news(book, symbol) if news_only else None
+        if signal is None and not failures and regime_change is None:
+            return NO_UPDATE
+        return ManagerUpdate(signal, tuple(failures), regime_change)
+
+    def _update_regime(self, book: _SymbolBook, close: float) -> tuple[MarketRegime, RegimeState] | None:
+        if book.detector is None:
+            return None
+        previous = book.regime.regime
+        book.regime = book.detector.update(close)
+        return (previous, book.regime) if book.regime.regime is not previous else None
+
+    def _run_strategies(
+        self, book: _SymbolBook, symbol: str, market_data: Mapping[str, Any], index: int, ts: int
+    ) -> list[StrategyFailure]:
+        failures = []
+        views = book.views
+        for i, strategy in enumerate(self.strategies):
+            if not book.enabled[i]:
+                continue
+            try:
+                signal = strategy.generate_signal(market_data, index)
+                if signal is not None and signal is not views[i]:
+                    if not (isinstance(signal, StrategySignal) and signal.symbol == symbol):
+                        raise TypeError(
+                            f"generate_signal must return a StrategySignal of {symbol} or None, got {signal!r}"
+                        )
+                    views[i] = signal
+            except Exception as error:
+                failures.append(self._failed(i, book, symbol, ts, error))
+                continue
+            book.consecutive_errors[i] = 0
+        return failures
+
+    def _failed(self, i: int, book: _SymbolBook, symbol: str, ts: int, error: Exception) -> StrategyFailure:
+        name = self.strategies[i].name
+        book.consecutive_errors[i] += 1
+        self._performances[i].errors += 1
+        disabled = book.consecutive_errors[i] >= self.max_consecutive_errors
+        if disabled:
+            book.enabled[i] = False
+            book.views[i] = None
+        _log.error("strategy raised", strategy=name, symbol=symbol, ts=ts, error=repr(error), disabled=disabled)
+        return StrategyFailure(name, symbol, type(error).__name__, str(error), disabled, ts)
+
+    def _weight_vector(self, regime: RegimeState, enabled: Sequence[bool]) -> tuple[float, ...]:
+        probabilities = regime.probabilities
+        if probabilities is None:
+            raw = [w if on else 0.0 for w, on in zip(self._unknown_weights, enabled, strict=True)]
+        else:
+            p0, p1, p2, p3 = probabilities
+            raw = [
+                p0 * w0 + p1 * w1 + p2 * w2 + p3 * w3 if on else 0.0
+                for (w0, w1, w2, w3), on in zip(self._regime_columns, enabled, strict=True)
+            ]
+        total = sum(raw)
+        return tuple(w / total for w in raw) if total > 0.0 else tuple(0.0 for _ in raw)
+
+    def _combine(self, book: _SymbolBook) -> _Combined:
+        weights = self._weight_vector(book.regime, book.enabled)
+        scores = book.scores
+        factor = self._volatility_factor(book.regime)
+        # Flat views abstain: the vote is shared by the strategies that hold a position view.
+        voting = sum(w for w, score in zip(weights, scores, strict=True) if score != 0.0)
+        if not voting > 0.0:
+            return _Combined(0.0, 0.0, 0.0, factor, None, weights, tuple(0.0 for _ in scores))
+        contributions = tuple(w * score / voting for w, score in zip(weights, scores, strict=True))
+        net = sum(contributions)
+        if net == 0.0 or abs(net) * factor < self.min_signal:
+            return _Combined(0.0, 0.0, 0.0, factor, None, weights, contributions)
+        sign = 1 if net > 0.0 else -1
+        agreeing_weight = confidence = 0.0
+        leader = None
+        for i, view in enumerate(book.views):
+            if view is not None and view.direction == sign and weights[i] > 0.0:
+                agreeing_weight += weights[i]
+                confidence += weights[i] * view.confidence
+                if leader is None or abs(contributions[i]) > abs(contributions[leader]):
+                    leader = i
+        confidence /= agreeing_weight
+        strength = clip01(abs(net) / confidence)
+        confidence = clip01(confidence * factor)
+        return _Combined(sign * strength * confidence, strength, confidence, factor, leader, weights, contributions)
+
+    def _volatility_factor(self, regime: RegimeState) -> float:
+        if not self.volatility_scaling or regime.variance is None or regime.long_run_variance is None:
+            return 1.0
+        if not regime.variance > 0.0:
+            return 1.0
+        return min(1.0, math.sqrt(regime.long_run_variance / regime.variance))
+
+    def _news(self, book: _SymbolBook, symbol: str) -> StrategySignal | None:
+        combined = book.combined
+        action = combined.action
+        score = combined.score
+        if action == book.published_action and abs(score - book.published_score) < max(self.publish_step, 1e-12):
+            return None
+        if book.published_action is None and action == "HOLD":
+            # Nothing to say before the first view: flat is where every symbol starts.
+            return None
+        book.published_action = action
+        book.published_score = score
+        self.signals_published += 1
+        return self._signal(book, symbol)
+
+    def _signal(self, book: _SymbolBook, symbol: str) -> StrategySignal:
+        combined = book.combined
+        names = [s.name for s in self.strategies]
+        metadata = {
+            "regime": book.regime.regime.value,
+            "regime_probabilities": book.regime.as_dict(),
+            "weights": dict(zip(names, combined.weights, strict=True)),
+            "contributions": dict(zip(names, combined.contributions, strict=True)),
+            "volatility_factor": combined.factor,
+        }
+        leader = None if combined.leader is None else book.views[combined.leader]
+        return StrategySignal(
+            symbol,
+            combined.action,
+            combined.strength,
+            combined.confidence,
+            stop_loss=None if leader is None else leader.stop_loss,
+            take_profit=None if leader is None else leader.take_profit,
+            metadata=metadata,
+        )
+
+
+def default_strategies() -> list[BaseStrategy]:
+    """Return the four production strategies with their default parameters."""
+    return [
+        TrendFollowingStrategy(),
+        MeanReversionStrategy(),
+        RangeTradingStrategy(),
+        FundingArbitrageStrategy(),
+    ]
+
+
+def _checked_weights(weights: RegimeWeights | None, names: Sequence[str]) -> dict[str, dict[str, float]]:
+    if weights is None:
+        return {row: dict.fromkeys(names, 1.0) for row in REGIME_ROWS}
+    missing_rows = [row for row in REGIME_ROWS if row not in weights]
+    unknown_rows = sorted(set(weights) - set(REGIME_ROWS))
+    if missing_rows or unknown_rows:
+        raise ValueError(
+            f"the regime weight matrix needs exactly the rows {', '.join(REGIME_ROWS)}; "
+            f"missing {missing_rows or 'none'}, unknown {unknown_rows or 'none'}"
+        )
+    checked = {}
+    for row in REGIME_ROWS:
+        entries = dict(weights[row])
+        unknown = sorted(set(entries) - set(names))
+        if unknown:
+            raise ValueError(f"regime weights row {row} names unknown strategies {', '.join(unknown)}")
+        for name, value in entries.items():
+            if not (math.isfinite(value) and value >= 0.0):
+                raise ValueError(f"regime weight {row}.{name} must be finite and >= 0, got {value!r}")
+        if not sum(entries.values()) > 0.0:
+            raise ValueError(f"regime weights row {row} must give some strategy a positive weight")
+        checked[row] = {name: float(entries.get(name, 0.0)) for name in names}
+    return checked
+
+
+def _valid_bar(
+    ts: int, open_: float, high: float, low: float, close: float, volume: float, last_ts: int | None
+) -> bool:
+    if last_ts is not None and ts <= last_ts:
+        return False
+    if not all(math.isfinite(v) for v in (open_, high, low, close, volume)):
+        return False
+    return 0.0 < low <= min(open_, close) and max(open_, close) <= high and volume >= 0.0
+
+
+def _check_arrays(symbol: str, data: Mapping[str, Any]) -> int:
+    if "close" not in data:
+        raise ValueError(f"market data of {symbol} has no close column")
+    length = len(data["close"])
+    if length == 0:
+        raise ValueError(f"market data of {symbol} has no bars")
+    for key in BAR_COLUMNS:
+        if key in data and len(data[key]) != length:
+            raise ValueError(f"market data of {symbol}: column {key} has {len(data[key])} rows, close has {length}")
+    for key in ("open", "high", "low", "close"):
+        if key in data:
+            values = np.asarray(data[key], dtype=float)
+            bad = np.flatnonzero(~(np.isfinite(values) & (values > 0)))
+            if bad.size:
+                raise ValueError(
+                    f"market data of {symbol}: {key}[{bad[0]}] = {values[bad[0]]!r} is not a positive finite price"
+                )
+    funding_lengths = {key: len(data[key]) for key in FUNDING_COLUMNS if key in data}
+    if len(set(funding_lengths.values())) > 1:
+        raise ValueError(f"market data of {symbol}: funding columns have different lengths {funding_lengths}")
+    return length

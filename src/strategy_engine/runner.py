@@ -1,0 +1,119 @@
+"""The strategy engine on the bus: bars and funding in, signals, strategy errors and regime changes out.
+
+:class:`StrategyRunner` is the component that feeds a
+:class:`~keel.strategy_engine.manager.StrategyManager` (or a single strategy,
+which it wraps in a manager of one with no regime detection) from
+``BarClosed`` and ``FundingRateUpdated`` events and publishes what each bar
+produced: ``SignalGenerated`` when the combined view is news,
+``StrategyError`` for every strategy exception (the runner is marked
+degraded, the engine goes on) and ``RegimeChanged`` when a symbol's most
+likely regime changes.
+"""
+
+from __future__ import annotations
+
+from keel.core.bus import EventBus
+from keel.core.clock import Clock
+from keel.core.component import Component
+from keel.core.messages import (
+    BarClosed,
+    FundingRateUpdated,
+    RegimeChanged,
+    SignalAction,
+    SignalGenerated,
+    StrategyError,
+)
+from keel.strategy_engine.base import BaseStrategy
+from keel.strategy_engine.manager import ManagerUpdate, StrategyManager
+
+
+class StrategyRunner(Component):
+    """Run a strategy manager (or one strategy) on the bus.
+
+    Parameters
+    ----------
+    strategy
+        A :class:`StrategyManager`, or a strategy to run alone (its own
+        signals are published under its name, without regime weighting).
+    bus, clock
+        The event bus and the clock.
+    """
+
+    def __init__(self, strategy: BaseStrategy | StrategyManager, bus: EventBus, clock: Clock) -> None:
+        if isinstance(strategy, StrategyManager):
+            manager = strategy
+        else:
+            manager = StrategyManager(
+                [strategy],
+                detector_factory=False,
+                min_signal=0.0,
+                publish_step=0.0,
+                volatility_scaling=False,
+                name=strategy.name,
+            )
+        super().__init__(f"strategy.{manager.name}", bus, clock)
+        self.strategy = strategy
+        self.manager = manager
+        self.errors = 0
+
+    def on_start(self) -> None:
+        """Subscribe to closed bars and settled funding rates."""
+        self.bus.subscribe(BarClosed, self.on_bar, name=self.name)
+        self.bus.subscribe(FundingRateUpdated, self.manager.on_funding, name=f"{self.name}.funding")
+
+    def on_bar(self, bar: BarClosed) -> None:
+        """Run the strategies on one bar and publish what it produced."""
+        update = self.manager.on_bar(bar)
+        if update.failures:
+            self._publish_failures(update)
+        if update.regime_change is not None:
+            self._publish_regime_change(bar, update)
+        signal = update.signal
+        if signal is None:
+            return
+        self.bus.publish(
+            SignalGenerated(
+                strategy=self.manager.name,
+                symbol=signal.symbol,
+                action=SignalAction(signal.action),
+                strength=signal.strength,
+                confidence=signal.confidence,
+                stop_loss=signal.stop_loss,
+                take_profit=signal.take_profit,
+                ts_event=bar.ts_event,
+                ts_init=self.clock.timestamp_ns(),
+            )
+        )
+
+    def _publish_failures(self, update: ManagerUpdate) -> None:
+        now = self.clock.timestamp_ns()
+        for failure in update.failures:
+            self.errors += 1
+            self.bus.publish(
+                StrategyError(
+                    strategy=failure.strategy,
+                    symbol=failure.symbol,
+                    error_type=failure.error_type,
+                    message=failure.message,
+                    disabled=failure.disabled,
+                    ts_event=failure.ts,
+                    ts_init=now,
+                )
+            )
+        first = update.failures[0]
+        self.degrade(f"strategy {first.strategy} raised on {first.symbol}: {first.error_type}: {first.message}")
+
+    def _publish_regime_change(self, bar: BarClosed, update: ManagerUpdate) -> None:
+        assert update.regime_change is not None
+        previous, state = update.regime_change
+        self.bus.publish(
+            RegimeChanged(
+                symbol=bar.symbol,
+                previous=previous,
+                regime=state.regime,
+                probabilities=state.as_dict(),
+                volatility=state.volatility,
+                ts_event=bar.ts_event,
+                ts_init=self.clock.timestamp_ns(),
+            )
+        )

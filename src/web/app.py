@@ -1,0 +1,314 @@
+"""The operator web app: REST control API, the live dashboard, Prometheus metrics.
+
+:func:`create_app` builds a FastAPI app over a :class:`~keel.web.service.TradingService`.
+Read routes are open (the server binds to 127.0.0.1 by default); every
+state-changing route needs ``Authorization: Bearer <token>`` with the token
+from config or ``KEEL_API_TOKEN``. With no token configured those routes are
+refused (403) and :func:`create_app` logs it at start. Every operator action
+is written to the audit log; every response carries an ``X-Request-ID``;
+errors are JSON ``{"error": {"code", "message", "request_id"}}``; control
+routes are rate limited per client.
+"""
+
+# No `from __future__ import annotations` here: FastAPI resolves the route
+# signatures at run time, and they refer to names local to create_app.
+import asyncio
+import hmac
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import structlog
+from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from keel.integration.orchestrator import UnknownStrategyError
+from keel.web.metrics import render_metrics
+from keel.web.service import TradingService
+
+_log = structlog.get_logger("keel.web")
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+AuditCallback = Callable[[str, str, Mapping[str, Any], str], None]
+"""Called with (actor, action, details, request id) for every operator action."""
+
+
+class EmergencyStopRequest(BaseModel):
+    """Body of POST /api/v1/emergency-stop."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=500, description="Why trading is being stopped.")
+    flatten: bool = Field(False, description="Also close every position with market orders.")
+
+
+class ResumeRequest(BaseModel):
+    """Body of POST /api/v1/resume."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=500, description="Why trading may resume.")
+
+
+class RiskLimitsUpdate(BaseModel):
+    """Body of PUT /api/v1/risk/limits: the limits to change (at least one)."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_leverage: float | None = Field(None, gt=0, le=125, allow_inf_nan=False)
+    max_drawdown_pct: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
+    var_daily_pct: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
+    max_order_notional: float | None = Field(None, gt=0, le=1e12, allow_inf_nan=False)
+    max_position_notional: float | None = Field(None, gt=0, le=1e12, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _one_at_least(self) -> "RiskLimitsUpdate":
+        if not self.model_dump(exclude_none=True):
+            raise ValueError("name at least one limit to change")
+        return self
+
+
+class RateLimiter:
+    """A token bucket per client: ``per_minute`` requests, refilled continuously."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def allow(self, client: str) -> bool:
+        """Take one token for ``client``; return False when its bucket is empty."""
+        now = self._clock()
+        tokens, last = self._buckets.get(client, (float(self.per_minute), now))
+        tokens = min(float(self.per_minute), tokens + (now - last) * self.per_minute / 60.0)
+        if tokens < 1.0:
+            self._buckets[client] = (tokens, now)
+            return False
+        self._buckets[client] = (tokens - 1.0, now)
+        return True
+
+
+def _error(status: int, code: str, message: str, request_id: str) -> JSONResponse:
+    return JSONResponse(
+        status_code=status,
+        content={"error": {"code": code, "message": message, "request_id": request_id}},
+        headers={"X-Request-ID": request_id},
+    )
+
+
+def create_app(
+    service: TradingService,
+    *,
+    api_token: str | None,
+    audit: AuditCallback,
+    dashboard_interval_seconds: float = 0.5,
+    control_requests_per_minute: int = 30,
+) -> FastAPI:
+    """Build the web app.
+
+    Parameters
+    ----------
+    service
+        The running system.
+    api_token
+        The bearer token state-changing routes require; None refuses them all.
+    audit
+        Records every operator action.
+    dashboard_interval_seconds
+        How often the dashboard WebSocket pushes a snapshot.
+    control_requests_per_minute
+        Rate limit of state-changing routes per client.
+    """
+    app = FastAPI(title="keel", version="0.1.0", description="Control API and live dashboard of keel.")
+    limiter = RateLimiter(control_requests_per_minute)
+    if api_token is None:
+        _log.warning("no API token configured: every state-changing route is refused; set KEEL_API_TOKEN")
+
+    @app.middleware("http")
+    async def request_id(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        given = request.headers.get("X-Request-ID", "")
+        request.state.request_id = given if 0 < len(given) <= 64 and given.isprintable() else uuid.uuid4().hex
+        try:
+            response = await call_next(request)
+        except Exception as error:
+            _log.error("request failed", path=request.url.path, request_id=request.state.request_id, error=repr(error))
+            return _error(500, "internal_error", "the server failed; see its log", request.state.request_id)
+        response.headers["X-Request-ID"] = request.state.request_id
+        return response
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        code = {401: "unauthorized", 403: "forbidden", 404: "not_found", 429: "rate_limited"}.get(
+            error.status_code, "error"
+        )
+        response = _error(error.status_code, code, str(error.detail), _request_id(request))
+        if error.status_code == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
+        return _error(422, "invalid_request", problems, _request_id(request))
+
+    def operator(request: Request) -> str:
+        """Check the bearer token and the rate limit; return the acting client's name."""
+        if api_token is None:
+            raise HTTPException(403, "state-changing routes are disabled: no API token is configured (KEEL_API_TOKEN)")
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            raise HTTPException(401, "send Authorization: Bearer <token>")
+        if not hmac.compare_digest(given.encode(), api_token.encode()):
+            raise HTTPException(403, "the token is wrong")
+        client = request.client.host if request.client else "unknown"
+        if not limiter.allow(client):
+            raise HTTPException(429, f"at most {limiter.per_minute} control requests a minute")
+        return f"operator@{client}"
+
+    Operator = Annotated[str, Depends(operator)]
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        """Liveness and readiness for container probes (503 when not ready)."""
+        status = service.status()
+        ready = bool(status.get("running")) and status.get("health") != "UNHEALTHY"
+        body = {
+            "live": True,
+            "ready": ready,
+            "health": status.get("health"),
+            "trading_state": status.get("trading_state"),
+        }
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/api/v1/status")
+    async def get_status() -> dict[str, Any]:
+        """Health, trading state, equity, P&L, ROI, drawdown, exposure and active strategies."""
+        return service.status()
+
+    @app.get("/api/v1/positions")
+    async def get_positions() -> list[dict[str, Any]]:
+        """Open positions."""
+        return service.positions()
+
+    @app.get("/api/v1/orders")
+    async def get_orders(open_only: bool = False) -> list[dict[str, Any]]:
+        """Orders, newest last (``open_only`` for working orders)."""
+        return service.orders(open_only=open_only)
+
+    @app.get("/api/v1/trades")
+    async def get_trades(limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> list[dict[str, Any]]:
+        """The most recent fills, newest last."""
+        return service.trades(limit=limit)
+
+    @app.get("/api/v1/risk")
+    async def get_risk() -> dict[str, Any]:
+        """Risk use against limits and the trading state."""
+        return service.risk()
+
+    @app.get("/api/v1/strategies")
+    async def get_strategies() -> list[dict[str, Any]]:
+        """Strategies with their state and parameters."""
+        return service.strategies()
+
+    @app.get("/api/v1/allocations")
+    async def get_allocations() -> dict[str, float]:
+        """Target weights by symbol."""
+        return service.allocations()
+
+    @app.post("/api/v1/emergency-stop")
+    async def emergency_stop(
+        request: Request, body: Annotated[EmergencyStopRequest, Body()], actor: Operator
+    ) -> dict[str, Any]:
+        """Halt trading: cancel every open order, trading state HALTED, optionally flatten."""
+        outcome = await service.emergency_stop(body.reason, flatten=body.flatten)
+        audit(actor, "emergency_stop", {"reason": body.reason, "flatten": body.flatten}, _request_id(request))
+        return outcome
+
+    @app.post("/api/v1/resume")
+    async def resume(request: Request, body: Annotated[ResumeRequest, Body()], actor: Operator) -> dict[str, Any]:
+        """Return trading to ACTIVE after a halt."""
+        outcome = await service.resume(body.reason)
+        audit(actor, "resume", {"reason": body.reason}, _request_id(request))
+        return outcome
+
+    @app.put("/api/v1/risk/limits")
+    async def update_limits(
+        request: Request, body: Annotated[RiskLimitsUpdate, Body()], actor: Operator
+    ) -> dict[str, Any]:
+        """Change risk limits at run time."""
+        limits = body.model_dump(exclude_none=True)
+        try:
+            outcome = service.update_risk_limits(limits)
+        except ValueError as error:
+            raise HTTPException(422, str(error)) from None
+        audit(actor, "update_risk_limits", limits, _request_id(request))
+        return outcome
+
+    @app.post("/api/v1/strategies/{name}/start")
+    async def start_strategy(request: Request, name: str, actor: Operator) -> dict[str, Any]:
+        """Let a strategy trade again."""
+        return _strategy_action(service.start_strategy, name, "start_strategy", request, actor)
+
+    @app.post("/api/v1/strategies/{name}/stop")
+    async def stop_strategy(request: Request, name: str, actor: Operator) -> dict[str, Any]:
+        """Stop a strategy's signals."""
+        return _strategy_action(service.stop_strategy, name, "stop_strategy", request, actor)
+
+    def _strategy_action(
+        action: Callable[[str], dict[str, Any]], name: str, label: str, request: Request, actor: str
+    ) -> dict[str, Any]:
+        try:
+            outcome = action(name)
+        except UnknownStrategyError:
+            raise HTTPException(404, f"no strategy named {name!r}") from None
+        audit(actor, label, {"strategy": name}, _request_id(request))
+        return outcome
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        """Prometheus text format."""
+        body, content_type = render_metrics(service.metrics())
+        return Response(body, media_type=content_type)
+
+    @app.get("/dashboard", include_in_schema=False)
+    async def dashboard() -> FileResponse:
+        return FileResponse(STATIC / "dashboard.html")
+
+    @app.websocket("/ws/dashboard")
+    async def dashboard_feed(socket: WebSocket) -> None:
+        await socket.accept()
+        try:
+            await socket.send_json(dashboard_snapshot(service, full_curve=True))
+            while True:
+                await asyncio.sleep(dashboard_interval_seconds)
+                await socket.send_json(dashboard_snapshot(service, full_curve=False))
+        except WebSocketDisconnect:
+            return
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def dashboard_snapshot(service: TradingService, *, full_curve: bool) -> dict[str, Any]:
+    """Build one dashboard message: everything the page shows."""
+    curve = service.equity_curve(limit=2000 if full_curve else 1)
+    return {
+        "type": "snapshot",
+        "status": service.status(),
+        "risk": service.risk(),
+        "positions": service.positions(),
+        "allocations": service.allocations(),
+        "open_orders": service.orders(open_only=True)[-50:],
+        "recent_fills": service.trades(limit=20),
+        "equity_curve": [list(point) for point in curve],
+        "full_curve": full_curve,
+        "bus": service.metrics().get("bus", {}),
+    }
+
+
+def _request_id(request: Request) -> str:
+    return getattr(request.state, "request_id", "")

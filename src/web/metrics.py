@@ -1,0 +1,101 @@
+"""Prometheus exposition of a running system's numbers.
+
+:func:`render_metrics` turns :meth:`TradingService.metrics` into the
+Prometheus text format: the bus (depth, high-water mark, conflated and
+dispatched messages, handler errors and latency), orders by status, fills,
+fees, funding, P&L, equity, exposure per symbol, VaR, the trading state
+(one labelled gauge per state), feed staleness and exchange latency.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+TRADING_STATES = ("ACTIVE", "REDUCING", "HALTED")
+
+
+class _SnapshotCollector:
+    """A prometheus_client collector over one metrics snapshot."""
+
+    def __init__(self, snapshot: Mapping[str, Any]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self._snapshot
+        yield from _bus_metrics(snapshot.get("bus", {}))
+        orders = GaugeMetricFamily("keel_orders", "Orders by status.", labels=["status"])
+        for status, count in sorted(snapshot.get("orders_by_status", {}).items()):
+            orders.add_metric([status], count)
+        yield orders
+        yield CounterMetricFamily("keel_fills", "Fills applied.", value=snapshot.get("fills", 0))
+        yield CounterMetricFamily("keel_fees_paid_usdt", "Fees paid, USDT.", value=snapshot.get("fees", 0.0))
+        yield GaugeMetricFamily(
+            "keel_funding_paid_usdt", "Funding paid (negative: received), USDT.", value=snapshot.get("funding", 0.0)
+        )
+        for name in ("equity", "pnl", "realized_pnl", "unrealized_pnl", "gross_exposure"):
+            yield GaugeMetricFamily(
+                f"keel_{name}_usdt", f"{name.replace('_', ' ').capitalize()}, USDT.", value=snapshot.get(name, 0.0)
+            )
+        exposure = GaugeMetricFamily(
+            "keel_exposure_usdt", "Absolute position value by symbol, USDT.", labels=["symbol"]
+        )
+        for symbol, value in sorted(snapshot.get("exposure", {}).items()):
+            exposure.add_metric([symbol], value)
+        yield exposure
+        if snapshot.get("var") is not None:
+            yield GaugeMetricFamily("keel_value_at_risk_usdt", "One-day value at risk, USDT.", value=snapshot["var"])
+        state = GaugeMetricFamily("keel_trading_state", "1 for the current trading state.", labels=["state"])
+        for name in TRADING_STATES:
+            state.add_metric([name], 1.0 if snapshot.get("trading_state") == name else 0.0)
+        yield state
+        if snapshot.get("feed_staleness_seconds") is not None:
+            yield GaugeMetricFamily(
+                "keel_feed_staleness_seconds",
+                "Seconds since the last market data event.",
+                value=snapshot["feed_staleness_seconds"],
+            )
+        if snapshot.get("exchange_latency_seconds") is not None:
+            yield GaugeMetricFamily(
+                "keel_exchange_latency_seconds",
+                "Last measured exchange round trip.",
+                value=snapshot["exchange_latency_seconds"],
+            )
+
+
+def _bus_metrics(bus: Mapping[str, Any]) -> Iterator[Metric]:
+    for key, help_text in (
+        ("depth", "Messages queued on the event bus."),
+        ("high_water_mark", "Most messages ever queued on the event bus."),
+        ("capacity", "Bound of each bounded bus lane."),
+    ):
+        yield GaugeMetricFamily(f"keel_bus_{key}", help_text, value=bus.get(key, 0))
+    for key, help_text in (
+        ("published", "Messages published on the bus."),
+        ("dispatched", "Messages dispatched by the bus."),
+        ("conflated", "Market-data messages replaced by a newer one of the same symbol."),
+        ("handler_errors", "Handler calls that raised."),
+    ):
+        yield CounterMetricFamily(f"keel_bus_{key}", help_text, value=bus.get(key, 0))
+    mean = GaugeMetricFamily("keel_bus_handler_latency_mean_seconds", "Mean handler latency.", labels=["handler"])
+    worst = GaugeMetricFamily("keel_bus_handler_latency_max_seconds", "Largest handler latency.", labels=["handler"])
+    p99 = GaugeMetricFamily(
+        "keel_bus_handler_latency_p99_seconds", "Upper bound of the 99th percentile.", labels=["handler"]
+    )
+    calls = CounterMetricFamily("keel_bus_handler_calls", "Handler calls.", labels=["handler"])
+    for handler, stats in sorted(bus.get("handler_latency_ns", {}).items()):
+        mean.add_metric([handler], stats["mean_ns"] / 1e9)
+        worst.add_metric([handler], stats["max_ns"] / 1e9)
+        p99.add_metric([handler], stats["p99_ns_upper_bound"] / 1e9)
+        calls.add_metric([handler], stats["calls"])
+    yield from (mean, worst, p99, calls)
+
+
+def render_metrics(snapshot: Mapping[str, Any]) -> tuple[bytes, str]:
+    """Return (body, content type) of the Prometheus text exposition of ``snapshot``."""
+    registry = CollectorRegistry()
+    registry.register(_SnapshotCollector(snapshot))  # type: ignore[arg-type]
+    return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,114 @@
+"""TickDataAnalyzer on the real tape and bars: streaming equals the batch reference; no look-ahead."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from keel.core.messages import BarClosed, TradeTick
+from keel.core.orders import OrderSide
+from keel.market_data.feeds import RecordedBarFeed
+from keel.market_data.tick_analyzer import TickDataAnalyzer, TradeFlowMetrics, bar_vpin_batch, tick_metrics_batch
+
+DATA = Path(__file__).resolve().parents[2] / "data"
+TRADES = DATA / "trades/binance_usdm_BTCUSDT_2024-08-08_trades.csv.gz"
+FIELDS = ("vpin", "order_flow_imbalance", "kyle_lambda", "realized_volatility", "trade_burst", "sweep")
+
+
+def _streamed(trades: list[TradeTick], **parameters: object) -> list[TradeFlowMetrics]:
+    analyzer = TickDataAnalyzer(**parameters)  # type: ignore[arg-type]
+    return [analyzer.on_trade(trade) for trade in trades]
+
+
+def _columns(trades: list[TradeTick]) -> tuple[np.ndarray, ...]:
+    return (
+        np.array([t.ts_event for t in trades], dtype=np.int64),
+        np.array([t.price for t in trades]),
+        np.array([t.quantity for t in trades]),
+        np.array([t.aggressor_side is OrderSide.SELL for t in trades]),
+    )
+
+
+@pytest.mark.parametrize(("classification", "count"), [("aggressor", None), ("bulk", 4_000)])
+def test_streaming_equals_the_batch_reference_on_the_real_tape(
+    btc_trades: list[TradeTick], classification: str, count: int | None
+) -> None:
+    # Arrange
+    trades = btc_trades[:count]
+    parameters = {"bucket_volume": 5.0, "vpin_buckets": 20, "classification": classification}
+
+    # Act
+    streamed = _streamed(trades, **parameters)
+    batch = tick_metrics_batch(*_columns(trades), **parameters)  # type: ignore[arg-type]
+
+    # Assert
+    for name in FIELDS:
+        values = np.array([np.nan if getattr(m, name) is None else getattr(m, name) for m in streamed], dtype=float)
+        np.testing.assert_allclose(values, batch[name].astype(float), rtol=1e-7, atol=1e-10, err_msg=name)
+    assert streamed[-1].vpin is not None and 0 <= streamed[-1].vpin <= 1
+
+
+def test_bar_vpin_by_bulk_classification_equals_the_batch_reference_on_a_month_of_bars() -> None:
+    # Arrange
+    bars = [
+        b
+        for b in RecordedBarFeed(DATA / "ohlcv/binance_usdm_1m_2025-05", ["BTCUSDT"], "1m")
+        if isinstance(b, BarClosed)
+    ]
+    analyzer = TickDataAnalyzer(bucket_volume=2_000.0, vpin_buckets=50)
+
+    # Act
+    streamed = np.array([np.nan if (v := analyzer.on_bar(b)) is None else v for b in bars])
+    batch = bar_vpin_batch(np.array([b.close for b in bars]), np.array([b.volume for b in bars]), 2_000.0, 50)
+
+    # Assert
+    np.testing.assert_allclose(streamed, batch, rtol=1e-9, atol=1e-12)
+    assert analyzer.bar_buckets.buckets > 1_000 and 0 < analyzer.vpin < 1  # type: ignore[operator]
+
+
+def test_calculate_vpin_on_a_frame_equals_the_streaming_value(btc_trades: list[TradeTick]) -> None:
+    # Arrange
+    frame = pd.read_csv(TRADES)
+    analyzer = TickDataAnalyzer(bucket_volume=5.0, vpin_buckets=20)
+
+    # Act
+    batch_value = analyzer.calculate_vpin(frame)
+    streamed = _streamed(btc_trades, bucket_volume=5.0, vpin_buckets=20)[-1].vpin
+
+    # Assert
+    assert batch_value == pytest.approx(streamed, rel=1e-9)
+
+
+def test_lookahead_values_up_to_a_trade_ignore_later_trades(btc_trades: list[TradeTick]) -> None:
+    # Arrange: stop at trade 8000, or go on with later trades' sizes and sides perturbed
+    cut = 8_000
+    later = [
+        TradeTick(
+            symbol=t.symbol,
+            trade_id=t.trade_id,
+            price=t.price + 5,
+            quantity=t.quantity * 7,
+            aggressor_side=OrderSide.BUY,
+            ts_event=t.ts_event,
+            ts_init=t.ts_init,
+        )
+        for t in btc_trades[cut:]
+    ]
+
+    # Act
+    stopped = _streamed(btc_trades[:cut], bucket_volume=5.0)
+    continued = _streamed([*btc_trades[:cut], *later], bucket_volume=5.0)
+
+    # Assert
+    assert continued[:cut] == stopped
+    assert continued[cut + 300 :] != _streamed(btc_trades, bucket_volume=5.0)[cut + 300 :]
+
+
+def test_bad_parameters_are_refused() -> None:
+    with pytest.raises(ValueError, match="classification"):
+        TickDataAnalyzer(bucket_volume=1.0, classification="tick")
+    with pytest.raises(ValueError, match="bucket_volume"):
+        TickDataAnalyzer(bucket_volume=0.0)

@@ -1,0 +1,315 @@
+"""The compiled Markowitz problems against scipy's SLSQP and PyPortfolioOpt, on the bundled real returns.
+
+Hourly returns of the 10 symbols are sampled from the May 2025 1m closes
+(every mean is positive there, so long-only max Sharpe exists); the bundled
+March 2025 1h returns (almost every mean negative) exercise long/short and
+infeasible problems.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from pypfopt import EfficientFrontier
+from scipy.optimize import minimize
+
+from keel.portfolio.markowitz import (
+    MarkowitzProblem,
+    PortfolioConstraints,
+    ProblemInputs,
+    SolverFailedError,
+    covariance_factor,
+)
+
+TOLERANCE = 1e-4
+
+
+def inputs(
+    returns: pd.DataFrame,
+    rules: PortfolioConstraints,
+    *,
+    current: np.ndarray | None = None,
+    cost: float = 0.0,
+    risk_aversion: float = 1.0,
+    target: float | None = None,
+) -> ProblemInputs:
+    n = returns.shape[1]
+    return ProblemInputs(
+        expected_returns=returns.mean().to_numpy(),
+        covariance=returns.cov().to_numpy(),
+        lower=np.full(n, rules.lower_bound),
+        upper=np.full(n, rules.max_weight),
+        current_weights=np.zeros(n) if current is None else current,
+        costs=np.full(n, cost),
+        risk_aversion=risk_aversion,
+        target=target,
+    )
+
+
+def frontier(returns: pd.DataFrame, bounds: tuple[float, float]) -> EfficientFrontier:
+    return EfficientFrontier(returns.mean(), returns.cov(), weight_bounds=bounds, solver="CLARABEL")
+
+
+def pypfopt_weights(ef: EfficientFrontier) -> np.ndarray:
+    return np.array(list(ef.clean_weights(rounding=None).values()))
+
+
+def slsqp(objective, n: int, bounds: tuple[float, float], constraints: list[dict], ftol: float = 1e-15) -> np.ndarray:
+    result = minimize(
+        objective,
+        np.full(n, 1.0 / n),
+        method="SLSQP",
+        bounds=[bounds] * n,
+        constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0}, *constraints],
+        options={"ftol": ftol, "maxiter": 1000},
+    )
+    # SLSQP may stop at its precision limit ("positive directional derivative") on an optimal point:
+    # accept it when the point is feasible.
+    assert result.success or result.status == 8, result.message
+    assert abs(result.x.sum() - 1.0) < 1e-8
+    assert all(c["fun"](result.x) > -1e-7 for c in constraints)
+    return result.x
+
+
+def test_max_sharpe_matches_slsqp_and_pypfopt_on_real_hourly_returns(may_hourly: pd.DataFrame) -> None:
+    # Arrange
+    rules = PortfolioConstraints(min_weight=0.05, max_weight=0.6)
+    problem = MarkowitzProblem(10, "max_sharpe", rules)
+    mu, cov = may_hourly.mean().to_numpy(), may_hourly.cov().to_numpy()
+
+    # Act
+    ours = problem.solve(inputs(may_hourly, rules), rules).weights
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ef = frontier(may_hourly, (0.05, 0.6))
+        ef.max_sharpe(risk_free_rate=0.0)
+    theirs = pypfopt_weights(ef)
+    reference = slsqp(lambda w: -(mu @ w) / np.sqrt(w @ cov @ w), 10, (0.05, 0.6), [])
+
+    # Assert
+    assert np.abs(ours - theirs).max() < TOLERANCE
+    assert np.abs(ours - reference).max() < TOLERANCE
+    assert ours.sum() == pytest.approx(1.0, abs=1e-9)
+    assert ours.min() >= 0.05 - 1e-9 and ours.max() <= 0.6 + 1e-9
+
+
+@pytest.mark.parametrize("hours", [200, 400, 719])
+def test_re_solving_the_compiled_problem_equals_a_fresh_one(may_hourly: pd.DataFrame, hours: int) -> None:
+    # Arrange: one problem solved on a first window, then re-solved on another
+    rules = PortfolioConstraints(min_weight=0.0, max_weight=0.4)
+    reused = MarkowitzProblem(10, "max_sharpe", rules)
+    reused.solve(inputs(may_hourly.head(300), rules), rules)
+    window = may_hourly.head(hours)
+
+    # Act
+    again = reused.solve(inputs(window, rules), rules).weights
+    fresh = MarkowitzProblem(10, "max_sharpe", rules).solve(inputs(window, rules), rules).weights
+
+    # Assert
+    assert reused.solves == 2
+    assert np.abs(again - fresh).max() < 1e-7
+
+
+def test_min_volatility_matches_slsqp_and_pypfopt(march_hourly: pd.DataFrame) -> None:
+    # Arrange
+    rules = PortfolioConstraints(max_weight=0.5)
+    cov = march_hourly.cov().to_numpy()
+
+    # Act
+    ours = MarkowitzProblem(9, "min_volatility", rules).solve(inputs(march_hourly, rules), rules).weights
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ef = frontier(march_hourly, (0.0, 0.5))
+        ef.min_volatility()
+    reference = slsqp(lambda w: 1e4 * (w @ cov @ w), 9, (0.0, 0.5), [])
+
+    # Assert
+    assert np.abs(ours - pypfopt_weights(ef)).max() < TOLERANCE
+    assert np.abs(ours - reference).max() < TOLERANCE
+
+
+def test_mean_variance_matches_pypfopt_quadratic_utility_long_short(march_hourly: pd.DataFrame) -> None:
+    # Arrange: weights in [-1, 1], summing to one, risk aversion 200 (per-bar units)
+    rules = PortfolioConstraints(max_weight=1.0, long_short=True)
+
+    # Act
+    ours = (
+        MarkowitzProblem(9, "mean_variance", rules)
+        .solve(inputs(march_hourly, rules, risk_aversion=200.0), rules)
+        .weights
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ef = frontier(march_hourly, (-1.0, 1.0))
+        ef.max_quadratic_utility(risk_aversion=200.0)
+
+    # Assert
+    assert np.abs(ours - pypfopt_weights(ef)).max() < TOLERANCE
+    assert (ours < 0).any(), "negative expected returns should be shorted"
+
+
+def test_efficient_return_and_risk_match_slsqp_and_beat_pypfopt(may_hourly: pd.DataFrame) -> None:
+    # PyPortfolioOpt stops these two early here (weights summing to 0.9997 and 0.999998: its inputs are
+    # not rescaled, so Clarabel's tolerances are loose for variances of 1e-5); SLSQP is the reference.
+    # Arrange
+    rules = PortfolioConstraints(max_weight=0.5)
+    target_return = float(may_hourly.mean().median())
+    target_risk = float(may_hourly.std().min()) * 1.1
+    mu, cov = may_hourly.mean().to_numpy(), may_hourly.cov().to_numpy()
+
+    # Act
+    at_return = (
+        MarkowitzProblem(10, "efficient_return", rules)
+        .solve(inputs(may_hourly, rules, target=target_return), rules)
+        .weights
+    )
+    at_risk = (
+        MarkowitzProblem(10, "efficient_risk", rules)
+        .solve(inputs(may_hourly, rules, target=target_risk), rules)
+        .weights
+    )
+    least_variance = slsqp(
+        lambda w: 1e4 * (w @ cov @ w),
+        10,
+        (0.0, 0.5),
+        [{"type": "ineq", "fun": lambda w: 1e4 * (mu @ w - target_return)}],
+    )
+    most_return = slsqp(
+        lambda w: -1e4 * (mu @ w),
+        10,
+        (0.0, 0.5),
+        [{"type": "ineq", "fun": lambda w: 1e3 * (target_risk - np.sqrt(w @ cov @ w))}],
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ef_risk = frontier(may_hourly, (0.0, 0.5))
+        ef_risk.efficient_risk(target_risk)
+
+    # Assert
+    assert np.abs(at_return - least_variance).max() < TOLERANCE
+    assert np.abs(at_risk - most_return).max() < TOLERANCE
+    assert np.abs(at_risk - pypfopt_weights(ef_risk)).max() < 1e-3
+    assert mu @ at_risk >= mu @ pypfopt_weights(ef_risk)
+    assert np.sqrt(at_risk @ cov @ at_risk) <= target_risk * (1 + 1e-6)
+    assert mu @ at_return >= target_return * (1 - 1e-6)
+
+
+def test_costs_keep_the_current_weights_when_trading_costs_more_than_it_gains(may_hourly: pd.DataFrame) -> None:
+    # Arrange: hold equal weights; a cost of 1% per unit traded dwarfs hourly returns of ~1e-4
+    rules = PortfolioConstraints(max_weight=0.6, transaction_cost=0.01)
+    current = np.full(10, 0.1)
+    cheap = PortfolioConstraints(max_weight=0.6, transaction_cost=1e-7)
+
+    # Act
+    held = MarkowitzProblem(10, "max_sharpe", rules).solve(inputs(may_hourly, rules, current=current, cost=0.01), rules)
+    traded = MarkowitzProblem(10, "max_sharpe", cheap).solve(
+        inputs(may_hourly, cheap, current=current, cost=1e-7), cheap
+    )
+
+    # Assert
+    assert np.abs(held.weights - current).max() < 1e-6
+    assert np.abs(traded.weights - current).sum() > 0.1
+
+
+def test_turnover_limit_bounds_the_weight_change(may_hourly: pd.DataFrame) -> None:
+    # Arrange
+    rules = PortfolioConstraints(max_weight=0.6, turnover=0.2)
+    current = np.full(10, 0.1)
+
+    # Act
+    weights = MarkowitzProblem(10, "max_sharpe", rules).solve(inputs(may_hourly, rules, current=current), rules).weights
+
+    # Assert
+    assert np.abs(weights - current).sum() <= 0.2 + 1e-7
+    assert np.abs(weights - current).sum() > 0.19
+
+
+def test_gross_and_net_exposure_limits_hold_long_short(march_hourly: pd.DataFrame) -> None:
+    # Arrange: a free net exposure within [-0.5, 0.5] and gross leverage 1.5
+    rules = PortfolioConstraints(
+        long_short=True, max_weight=1.0, gross_leverage=1.5, net_exposure=None, net_exposure_bounds=(-0.5, 0.5)
+    )
+
+    # Act
+    weights = (
+        MarkowitzProblem(9, "mean_variance", rules)
+        .solve(inputs(march_hourly, rules, risk_aversion=20.0), rules)
+        .weights
+    )
+
+    # Assert
+    assert np.abs(weights).sum() <= 1.5 + 1e-7
+    assert -0.5 - 1e-7 <= weights.sum() <= 0.5 + 1e-7
+    assert np.abs(weights).sum() > 1.4, "a low risk aversion should use the leverage"
+
+
+def test_per_asset_caps_tighten_the_bounds(may_hourly: pd.DataFrame) -> None:
+    # Arrange: the risk layer caps ETHUSDT (the best performer) at 5%
+    rules = PortfolioConstraints(max_weight=0.6)
+    data = inputs(may_hourly, rules)
+    upper = data.upper.copy()
+    upper[1] = 0.05
+    capped = ProblemInputs(data.expected_returns, data.covariance, data.lower, upper, data.current_weights, data.costs)
+
+    # Act
+    weights = MarkowitzProblem(10, "max_sharpe", rules).solve(capped, rules).weights
+
+    # Assert
+    assert weights[1] <= 0.05 + 1e-9
+
+
+def test_long_only_max_sharpe_without_a_positive_return_is_a_solver_failure(march_hourly: pd.DataFrame) -> None:
+    # Arrange: in March 2025 every symbol but BNB lost; with 5% floors no long-only mix earns anything
+    rules = PortfolioConstraints(min_weight=0.05, max_weight=0.6)
+
+    # Act / Assert
+    with pytest.raises(SolverFailedError, match=r"(?i)infeasible"):
+        MarkowitzProblem(9, "max_sharpe", rules).solve(inputs(march_hourly, rules), rules)
+
+
+def test_max_sharpe_needs_a_fixed_positive_net_exposure() -> None:
+    # Act / Assert
+    with pytest.raises(ValueError, match="net_exposure"):
+        MarkowitzProblem(3, "max_sharpe", PortfolioConstraints(net_exposure=None))
+
+
+def test_bad_constraints_are_named() -> None:
+    # Act / Assert
+    with pytest.raises(ValueError, match=r"min_weight 0\.7 is above max_weight 0\.6"):
+        PortfolioConstraints(min_weight=0.7, max_weight=0.6)
+    with pytest.raises(ValueError, match="unknown constraint max_wieght"):
+        PortfolioConstraints.from_mapping({"max_wieght": 0.6})
+    with pytest.raises(ValueError, match="turnover must be positive"):
+        PortfolioConstraints(turnover=0.0)
+
+
+def test_a_covariance_with_nan_is_refused_before_the_solver(may_hourly: pd.DataFrame) -> None:
+    # Arrange
+    covariance = may_hourly.cov().to_numpy().copy()
+    covariance[2, 3] = np.nan
+
+    # Act / Assert
+    with pytest.raises(SolverFailedError, match="NaN"):
+        covariance_factor(covariance)
+
+
+def test_two_hundred_assets_from_lagged_real_returns_solve(make_minute_returns) -> None:
+    # Arrange: asset (symbol, j) = the symbol's 1m returns lagged by j days, j = 0..19 (real data only)
+    returns = make_minute_returns(21 * 1440).to_numpy()
+    blocks = [returns[20 * 1440 - j * 1440 : 21 * 1440 - j * 1440] for j in range(20)]
+    panel = np.hstack(blocks)
+    mu = panel.mean(axis=0)
+    n = panel.shape[1]
+    rules = PortfolioConstraints(max_weight=0.05)
+    data = ProblemInputs(mu, np.cov(panel, rowvar=False), np.zeros(n), np.full(n, 0.05), np.zeros(n), np.zeros(n))
+
+    # Act
+    solution = MarkowitzProblem(n, "max_sharpe", rules).solve(data, rules)
+
+    # Assert
+    assert n == 200
+    assert solution.weights.sum() == pytest.approx(1.0, abs=1e-7)
+    assert solution.weights.max() <= 0.05 + 1e-8

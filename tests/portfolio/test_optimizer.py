@@ -1,0 +1,269 @@
+"""PortfolioOptimizer: the user's calls, the estimator contract, fallback, and the component on a bus of real bars."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+import numpy as np
+import pandas as pd
+import pytest
+
+from keel.core.bus import EventBus
+from keel.core.clock import SimulatedClock
+from keel.core.fsm import TradingState
+from keel.core.messages import (
+    AllocationProposed,
+    BarClosed,
+    Rebalance,
+    RiskLimitsUpdated,
+    SignalAction,
+    SignalGenerated,
+    TradingStateChanged,
+)
+from keel.portfolio import PortfolioOptimizer
+
+SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+
+
+def test_optimize_weights_as_the_user_calls_it(may_hourly: pd.DataFrame) -> None:
+    # Arrange
+    optimizer = PortfolioOptimizer()
+
+    # Act
+    result = asyncio.run(
+        optimizer.optimize_weights(
+            returns_data=may_hourly, constraints={"min_weight": 0.05, "max_weight": 0.6}, objective="max_sharpe"
+        )
+    )
+
+    # Assert
+    assert set(result.weights) == set(may_hourly.columns)
+    assert sum(result.weights.values()) == pytest.approx(1.0, abs=1e-9)
+    assert all(0.05 - 1e-9 <= w <= 0.6 + 1e-9 for w in result.weights.values())
+    assert result.status == "optimal" and result.fallback_reason == ""
+    assert result.sharpe_ratio > 0 and result.volatility > 0
+
+
+def test_fit_returns_self_with_learned_attributes(may_hourly: pd.DataFrame) -> None:
+    # Arrange
+    optimizer = PortfolioOptimizer(objective="min_volatility", covariance="sample")
+
+    # Act
+    fitted = optimizer.fit(may_hourly)
+
+    # Assert
+    assert fitted is optimizer
+    assert optimizer.assets_ == list(may_hourly.columns)
+    assert optimizer.weights_.shape == (10,)
+    np.testing.assert_allclose(optimizer.covariance_, may_hourly.cov().to_numpy())
+    np.testing.assert_allclose(optimizer.expected_returns_, may_hourly.mean().to_numpy())
+
+
+@pytest.mark.parametrize("covariance", ["sample", "ledoit_wolf", "ewma"])
+def test_every_covariance_estimator_gives_a_valid_portfolio(may_hourly: pd.DataFrame, covariance: str) -> None:
+    # Act
+    weights = PortfolioOptimizer(covariance=covariance, constraints={"max_weight": 0.4}).fit(may_hourly).weights_
+
+    # Assert
+    assert weights.sum() == pytest.approx(1.0, abs=1e-8)
+    assert weights.min() >= -1e-9 and weights.max() <= 0.4 + 1e-9
+
+
+def test_solver_failure_keeps_the_previous_weights_and_says_why(
+    may_hourly: pd.DataFrame, march_hourly: pd.DataFrame
+) -> None:
+    # Arrange: the same 9 columns, first in May (feasible), then in March (no long-only portfolio earns)
+    columns = list(march_hourly.columns.intersection(may_hourly.columns))
+    optimizer = PortfolioOptimizer(constraints={"min_weight": 0.05, "max_weight": 0.6}, covariance="sample")
+    previous = optimizer.fit(may_hourly[columns]).weights_.copy()
+
+    # Act
+    optimizer.fit(march_hourly[columns])
+
+    # Assert
+    assert optimizer.status_ == "fallback"
+    assert "nfeasible" in optimizer.fallback_reason_
+    np.testing.assert_array_equal(optimizer.weights_, previous)
+    assert optimizer.fallbacks == 1
+
+
+def test_returns_with_nan_are_refused_with_a_clear_error(may_hourly: pd.DataFrame) -> None:
+    # Arrange
+    broken = may_hourly.copy()
+    broken.iloc[5, 2] = np.nan
+
+    # Act / Assert
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        PortfolioOptimizer().fit(broken)
+    with pytest.raises(ValueError, match="unknown objective"):
+        PortfolioOptimizer(objective="max_return")
+
+
+# --- the component ----------------------------------------------------------------------------
+
+
+class Desk:
+    """A started optimizer on a bus with real bars; proposals collected."""
+
+    def __init__(self, **parameters: object) -> None:
+        self.bus = EventBus()
+        self.clock = SimulatedClock(0)
+        settings = {
+            "objective": "mean_variance",
+            "constraints": {"long_short": True, "max_weight": 0.5, "net_exposure": None, "gross_leverage": 1.0},
+            "risk_aversion": 50.0,
+            "symbols": SYMBOLS,
+            "min_history": 30,
+            "lookback": 240,
+            **parameters,
+        }
+        self.optimizer = PortfolioOptimizer(bus=self.bus, clock=self.clock, **settings)  # type: ignore[arg-type]
+        self.proposals: list[AllocationProposed] = []
+        self.bus.subscribe(AllocationProposed, self.proposals.append)
+        self.optimizer.start()
+        self.bus.drain()
+
+    def feed(self, bars: tuple[BarClosed, ...]) -> None:
+        for bar in bars:
+            self.clock.advance_to(max(self.clock.timestamp_ns(), bar.ts_event))
+            self.bus.publish(bar)
+            self.bus.drain()
+
+    def signal(self, symbol: str, action: SignalAction, strategy: str = "trend") -> None:
+        now = self.clock.timestamp_ns()
+        self.bus.publish(
+            SignalGenerated(
+                strategy=strategy, symbol=symbol, action=action, strength=1.0, confidence=0.8, ts_event=now, ts_init=now
+            )
+        )
+        self.bus.drain()
+
+
+def test_a_view_changing_direction_proposes_optimized_weights(make_bars) -> None:
+    # Arrange
+    desk = Desk()
+    desk.feed(make_bars(SYMBOLS, 120))
+
+    # Act
+    desk.signal("ETHUSDT", SignalAction.BUY)
+    desk.signal("ETHUSDT", SignalAction.BUY)
+    desk.signal("SOLUSDT", SignalAction.SELL)
+
+    # Assert
+    assert len(desk.proposals) == 2
+    first, second = (p.weights for p in desk.proposals)
+    assert set(first) == set(SYMBOLS)
+    assert first["ETHUSDT"] > 0
+    assert second["SOLUSDT"] < first["SOLUSDT"]
+    assert sum(abs(w) for w in second.values()) <= 1.0 + 1e-7
+
+
+def test_risk_caps_and_leverage_limit_bound_the_proposal(make_bars) -> None:
+    # Arrange
+    desk = Desk()
+    desk.feed(make_bars(SYMBOLS, 120))
+    now = desk.clock.timestamp_ns()
+    desk.bus.publish(
+        RiskLimitsUpdated(
+            limits={"max_leverage": 0.6},
+            position_weight_caps={"ETHUSDT": 0.1},
+            equity=10_000.0,
+            reason="test",
+            ts_event=now,
+            ts_init=now,
+        )
+    )
+    desk.bus.drain()
+
+    # Act
+    desk.signal("ETHUSDT", SignalAction.BUY)
+
+    # Assert
+    weights = desk.proposals[-1].weights
+    assert abs(weights["ETHUSDT"]) <= 0.1 + 1e-8
+    assert sum(abs(w) for w in weights.values()) <= 0.6 + 1e-7
+
+
+def test_rebalance_reduce_and_the_reducing_state_as_the_user_calls_them(make_bars) -> None:
+    # Arrange
+    desk = Desk()
+    desk.feed(make_bars(SYMBOLS, 120))
+    desk.signal("BTCUSDT", SignalAction.BUY)
+
+    # Act
+    result = asyncio.run(desk.optimizer.rebalance_portfolio())
+    targets = desk.optimizer.weights()
+    reduced = asyncio.run(desk.optimizer.reduce_risk_exposure())
+    now = desk.clock.timestamp_ns()
+    desk.bus.publish(
+        TradingStateChanged(
+            previous=TradingState.ACTIVE, state=TradingState.REDUCING, reason="VaR", ts_event=now, ts_init=now
+        )
+    )
+    desk.bus.drain()
+
+    # Assert
+    assert result is not None and result.status == "optimal"
+    assert reduced == {s: w * 0.5 for s, w in targets.items()}
+    assert desk.proposals[-1].weights == {s: w * 0.25 for s, w in targets.items()}
+    assert desk.proposals[-1].reason.startswith("reduce risk")
+
+
+def test_scheduled_rebalance_proposes_on_the_timer(make_bars) -> None:
+    # Arrange
+    desk = Desk(rebalance_interval_ns=30 * 60_000_000_000)
+
+    # Act
+    desk.feed(make_bars(SYMBOLS, 125))
+
+    # Assert: the timers at minutes 30, 60, 90, 120 fire; the first one before 30 bars of history is empty
+    scheduled = [p for p in desk.proposals if "scheduled" in p.reason]
+    assert len(scheduled) >= 3
+
+
+def test_rebalance_command_is_handled(make_bars) -> None:
+    # Arrange
+    desk = Desk()
+    desk.feed(make_bars(SYMBOLS, 60))
+    now = desk.clock.timestamp_ns()
+
+    # Act
+    desk.bus.publish(Rebalance(reason="operator", ts_event=now, ts_init=now))
+    desk.bus.drain()
+
+    # Assert
+    assert desk.proposals[-1].reason == "rebalance (operator)"
+
+
+def run_allocations(bars: tuple[BarClosed, ...], signal_at: list[int]) -> list[tuple[int, dict[str, float]]]:
+    desk = Desk(risk_aversion=20_000.0)  # weights inside their bounds, so every input moves them
+    actions = [SignalAction.BUY, SignalAction.SELL]
+    for index, bar in enumerate(bars):
+        desk.feed((bar,))
+        if index in signal_at:
+            desk.signal(bar.symbol, actions[index % 2])
+    return [(p.ts_event, p.weights) for p in desk.proposals]
+
+
+def test_lookahead_allocations_up_to_t_ignore_later_bars(make_bars) -> None:
+    # Arrange: signals at fixed bars; the second run stops at t, the third has every later close doubled
+    bars = make_bars(SYMBOLS, 200)
+    signal_at = [150, 301, 452, 591]
+    cut = 460
+    t = bars[cut].ts_event
+    perturbed = bars[: cut + 1] + tuple(
+        msgspec.structs.replace(b, close=b.close * (1.05 if i % 2 else 0.95)) for i, b in enumerate(bars[cut + 1 :])
+    )
+
+    # Act
+    full = run_allocations(bars, signal_at)
+    stopped = run_allocations(bars[: cut + 1], signal_at)
+    changed = run_allocations(perturbed, signal_at)
+
+    # Assert
+    upto = [(ts, w) for ts, w in full if ts <= t]
+    assert len(upto) == 3
+    assert upto == stopped
+    assert upto == [(ts, w) for ts, w in changed if ts <= t]
+    assert full != changed, "later data should change later allocations"

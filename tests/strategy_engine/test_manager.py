@@ -1,0 +1,306 @@
+"""The strategy manager on real bars: regime weighting, the combined vote, isolation, performance, no look-ahead."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+from strategy_data import (
+    MAY_5,
+    MINUTE_NS,
+    events,
+    feed,
+    funding_within_bars,
+    index_at,
+    market_data,
+    perturbed,
+    truncated,
+)
+
+from keel.core.messages import BarClosed, MarketRegime
+from keel.strategy_engine import (
+    DEFAULT_REGIME_WEIGHTS,
+    REGIMES,
+    BaseStrategy,
+    FundingArbitrageStrategy,
+    MissingFundingDataError,
+    MovingAverageCrossStrategy,
+    NoLookAheadRegimeDetector,
+    StrategyManager,
+    StrategySignal,
+)
+
+SMALL_DETECTOR = {"min_fit_bars": 600, "fit_window": 900, "refit_interval": 400}
+
+
+def small_detector() -> NoLookAheadRegimeDetector:
+    return NoLookAheadRegimeDetector(**SMALL_DETECTOR)
+
+
+class _Fixed(BaseStrategy):
+    """A strategy that always holds the same view."""
+
+    def __init__(self, name: str, action: str, strength: float, confidence: float, stop: float | None = None) -> None:
+        super().__init__(name)
+        self.view = (action, strength, confidence, stop)
+
+    def generate_signal(self, market_data: Any, current_index: int) -> StrategySignal:
+        action, strength, confidence, stop = self.view
+        return StrategySignal(market_data["symbol"], action, strength, confidence, stop_loss=stop)
+
+
+class _Raising(BaseStrategy):
+    """A strategy with a bug: it raises on every bar."""
+
+    def __init__(self) -> None:
+        super().__init__("buggy")
+
+    def generate_signal(self, market_data: Any, current_index: int) -> StrategySignal:
+        raise ZeroDivisionError("division by zero in strategy code")
+
+
+def three_days(symbol: str) -> dict[str, Any]:
+    return funding_within_bars(market_data(symbol, start=index_at(symbol, MAY_5), count=3 * 1440))
+
+
+@pytest.fixture(scope="module")
+def run() -> tuple[StrategyManager, list[StrategySignal]]:
+    manager = StrategyManager(detector_factory=small_detector)
+    signals = manager.generate_trading_signals({s: three_days(s) for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT")})
+    return manager, signals
+
+
+def test_generate_trading_signals_gives_one_combined_signal_per_symbol(run: tuple) -> None:
+    # Arrange
+    manager, signals = run
+
+    # Act
+    status = manager.get_system_status()
+
+    # Assert
+    assert [s.symbol for s in signals] == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    for signal in signals:
+        assert set(signal.metadata) == {
+            "regime",
+            "regime_probabilities",
+            "weights",
+            "contributions",
+            "volatility_factor",
+        }
+        assert signal.metadata["regime"] in {r.value for r in REGIMES}
+    assert status["bars_processed"] == 3 * 3 * 1440
+    assert status["active_strategies"] == 4 and status["health"] == "OK"
+    assert set(status["symbols"]) == {"BTCUSDT", "ETHUSDT", "SOLUSDT"}
+    for name in ("trend_following", "mean_reversion", "range_trading", "funding_arbitrage"):
+        assert status["strategies"][name]["performance"]["bars"] == 3 * 3 * 1440
+    for name in ("trend_following", "mean_reversion", "range_trading"):
+        assert status["strategies"][name]["performance"]["exposure_changes"] > 0
+
+
+def test_weights_are_the_matrix_rows_averaged_by_regime_probability(run: tuple) -> None:
+    # Arrange
+    manager, _ = run
+    regime = manager.regime("ETHUSDT")
+    names = ["trend_following", "mean_reversion", "range_trading", "funding_arbitrage"]
+    raw = {
+        n: sum(p * DEFAULT_REGIME_WEIGHTS[r.value][n] for p, r in zip(regime.probabilities, REGIMES, strict=True))
+        for n in names
+    }
+
+    # Act
+    weights = manager.weights("ETHUSDT")
+
+    # Assert
+    assert regime.regime is not MarketRegime.UNKNOWN
+    assert weights == pytest.approx({n: w / sum(raw.values()) for n, w in raw.items()}, rel=1e-12)
+    assert manager.weights("XRPUSDT") == pytest.approx({n: 0.25 for n in names})
+
+
+def test_calling_again_with_longer_arrays_processes_only_the_new_bars() -> None:
+    # Arrange
+    data = three_days("SOLUSDT")
+    once = StrategyManager(detector_factory=small_detector)
+    growing = StrategyManager(detector_factory=small_detector)
+
+    # Act
+    expected = once.generate_trading_signals(data)
+    for count in (1000, 2500, 3 * 1440):
+        actual = growing.generate_trading_signals(truncated(data, count))
+
+    # Assert
+    assert actual == expected
+    assert growing.get_system_status()["bars_processed"] == once.get_system_status()["bars_processed"]
+
+
+def test_the_combined_signal_is_the_weighted_vote_of_the_views() -> None:
+    # Arrange: no regime detection, so the unknown row (equal weights) applies
+    strategies = [
+        _Fixed("a", "BUY", 0.8, 0.5, stop=90_000.0),
+        _Fixed("b", "BUY", 0.6, 1.0, stop=91_000.0),
+        _Fixed("c", "SELL", 1.0, 0.3),
+        _Fixed("d", "HOLD", 0.0, 0.0),
+    ]
+    manager = StrategyManager(strategies, detector_factory=False, min_signal=0.0)
+    data = market_data("BTCUSDT", count=5)
+
+    # Act
+    (signal,) = manager.generate_trading_signals(data)
+
+    # Assert
+    net = 0.25 * (0.8 * 0.5 + 0.6 * 1.0 - 1.0 * 0.3) / 0.75  # d holds no view: three share the vote
+    confidence = (0.5 + 1.0) / 2
+    assert signal.action == "BUY"
+    assert signal.confidence == pytest.approx(confidence)
+    assert signal.strength == pytest.approx(net / confidence)
+    assert signal.strength * signal.confidence == pytest.approx(net)
+    assert signal.stop_loss == 91_000.0  # the largest agreeing contribution is b's
+    assert signal.metadata["contributions"]["c"] == pytest.approx(-0.1)
+    assert signal.metadata["contributions"]["d"] == 0.0
+
+
+def test_a_vote_below_min_signal_is_hold() -> None:
+    # Arrange
+    strategies = [_Fixed("a", "BUY", 0.2, 0.2), _Fixed("b", "HOLD", 0.0, 0.0)]
+    manager = StrategyManager(strategies, detector_factory=False, min_signal=0.05)
+
+    # Act
+    (signal,) = manager.generate_trading_signals(market_data("BTCUSDT", count=5))
+
+    # Assert
+    assert (signal.action, signal.strength, signal.confidence) == ("HOLD", 0.0, 0.0)
+
+
+def test_a_raising_strategy_is_reported_then_switched_off_and_the_others_go_on() -> None:
+    # Arrange
+    manager = StrategyManager(
+        [_Raising(), MovingAverageCrossStrategy(5, 20)], detector_factory=False, max_consecutive_errors=3
+    )
+
+    # Act
+    updates = feed(manager, events("BTCUSDT", count=300))
+
+    # Assert
+    failures = [f for u in updates for f in u.failures]
+    assert [(f.strategy, f.error_type, f.disabled) for f in failures] == [
+        ("buggy", "ZeroDivisionError", False),
+        ("buggy", "ZeroDivisionError", False),
+        ("buggy", "ZeroDivisionError", True),
+    ]
+    assert sum(u.signal is not None for u in updates) > 3
+    status = manager.get_system_status()
+    assert status["health"] == "DEGRADED"
+    assert status["strategies"]["buggy"]["disabled_symbols"] == ["BTCUSDT"]
+    assert status["strategies"]["buggy"]["performance"]["errors"] == 3
+    assert status["active_strategies"] == 1
+
+
+def test_missing_funding_data_switches_off_funding_arbitrage_only() -> None:
+    # Arrange: bars without their funding settlements
+    data = market_data("BTCUSDT", start=index_at("BTCUSDT", MAY_5), count=900)
+    bars_only = [e for e in events("BTCUSDT", data=data) if isinstance(e, BarClosed)]
+    manager = StrategyManager(max_consecutive_errors=2, detector_factory=False)
+
+    # Act
+    updates = feed(manager, bars_only)
+
+    # Assert
+    failures = [f for u in updates for f in u.failures]
+    assert {f.strategy for f in failures} == {"funding_arbitrage"}
+    assert failures[0].error_type == MissingFundingDataError.__name__
+    # The first bar with no settlement for more than 8 h 30 min since the first bar.
+    assert failures[0].ts == data["timestamp"][0] + (8 * 60 + 31) * MINUTE_NS
+    assert failures[-1].disabled
+    assert manager.get_system_status()["active_strategies"] == 3
+
+
+def test_malformed_bars_are_counted_and_skipped() -> None:
+    # Arrange
+    good = [e for e in events("ETHUSDT", count=3) if isinstance(e, BarClosed)]
+    bad = [
+        BarClosed(**{**_fields(good[1]), "close": math.nan}),
+        BarClosed(**{**_fields(good[1]), "high": good[1].low - 1.0}),
+        BarClosed(**{**_fields(good[0])}),
+    ]
+    manager = StrategyManager(detector_factory=False)
+
+    # Act
+    manager.on_bar(good[0])
+    for bar in bad:
+        manager.on_bar(bar)
+    manager.on_bar(good[1])
+
+    # Assert
+    status = manager.get_system_status()
+    assert status["rejected_bars"] == 3
+    assert status["bars_processed"] == 2
+
+
+def test_performance_is_the_marked_to_market_exposure_less_fees() -> None:
+    # Arrange
+    data = market_data("SOLUSDT", count=2000)
+    manager = StrategyManager([MovingAverageCrossStrategy(10, 40)], detector_factory=False, fee_rate=0.0004)
+    alone = MovingAverageCrossStrategy(10, 40)
+    views = [alone.generate_signal(data, i) for i in range(2000)]
+    exposure, held, expected = np.zeros(2000), 0.0, 0.0
+    for i, view in enumerate(views):
+        held = view.score if view is not None else held
+        exposure[i] = held
+    returns = np.concatenate([[0.0], data["close"][1:] / data["close"][:-1] - 1.0])
+    previous = np.concatenate([[0.0], exposure[:-1]])
+    expected = float(np.sum(previous * returns) - 0.0004 * np.sum(np.abs(exposure - previous)))
+
+    # Act
+    manager.generate_trading_signals(data)
+
+    # Assert
+    performance = manager.performance["ma_cross"]
+    assert performance.total_return == pytest.approx(expected, rel=1e-9)
+    assert performance.bars == 2000
+
+
+def test_lookahead_manager_outputs_up_to_t_ignore_later_bars_and_settlements() -> None:
+    # Arrange
+    data = funding_within_bars(market_data("BTCUSDT", start=index_at("BTCUSDT", MAY_5), count=2 * 1440))
+    cut = 1700
+
+    # Act
+    stopped = feed(StrategyManager(detector_factory=small_detector), events("BTCUSDT", data=truncated(data, cut + 1)))
+    full = feed(StrategyManager(detector_factory=small_detector), events("BTCUSDT", data=data))
+    changed = feed(StrategyManager(detector_factory=small_detector), events("BTCUSDT", data=perturbed(data, cut)))
+
+    # Assert
+    assert sum(u.signal is not None for u in stopped) > 10
+    assert sum(u.regime_change is not None for u in stopped) > 3
+    assert full[: cut + 1] == stopped
+    assert changed[: cut + 1] == stopped
+    assert changed[cut + 1 :] != full[cut + 1 :]
+
+
+@pytest.mark.parametrize(
+    ("weights", "match"),
+    [
+        ({k: v for k, v in DEFAULT_REGIME_WEIGHTS.items() if k != "unknown"}, "missing"),
+        ({**DEFAULT_REGIME_WEIGHTS, "trending": {"momentum": 1.0}}, "unknown strategies momentum"),
+        ({**DEFAULT_REGIME_WEIGHTS, "trending": {"trend_following": -1.0}}, "finite and >= 0"),
+        ({**DEFAULT_REGIME_WEIGHTS, "trending": {"trend_following": 0.0}}, "positive weight"),
+    ],
+)
+def test_a_bad_weight_matrix_is_refused(weights: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        StrategyManager(regime_weights=weights)
+
+
+def test_duplicate_names_and_bad_market_data_are_refused() -> None:
+    with pytest.raises(ValueError, match="unique"):
+        StrategyManager([FundingArbitrageStrategy(), FundingArbitrageStrategy()])
+    data = market_data("BTCUSDT", count=10)
+    with pytest.raises(ValueError, match=r"close\[3\]"):
+        StrategyManager().generate_trading_signals({**data, "close": np.where(np.arange(10) == 3, -1.0, data["close"])})
+    with pytest.raises(ValueError, match="column high has 9 rows"):
+        StrategyManager().generate_trading_signals({**data, "high": data["high"][:9]})
+
+
+def _fields(bar: BarClosed) -> dict[str, Any]:
+    return {f: getattr(bar, f) for f in BarClosed.__struct_fields__ if f != "id"}

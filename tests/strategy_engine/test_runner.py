@@ -1,0 +1,72 @@
+"""The strategy engine on the bus: signals, regime changes and strategy errors published from real data."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from strategy_data import MAY_5, events, funding_within_bars, index_at, market_data
+
+from keel.core.bus import EventBus
+from keel.core.clock import SimulatedClock
+from keel.core.fsm import ComponentState
+from keel.core.messages import BarClosed, Message, RegimeChanged, SignalGenerated, StrategyError
+from keel.strategy_engine import NoLookAheadRegimeDetector, StrategyManager, StrategyRunner
+
+
+def run_on_bus(manager: StrategyManager, stream: list[Any]) -> tuple[StrategyRunner, list[Message]]:
+    bus = EventBus()
+    clock = SimulatedClock(stream[0].ts_event - 60_000_000_000)
+    runner = StrategyRunner(manager, bus, clock)
+    published: list[Message] = []
+    for kind in (SignalGenerated, RegimeChanged, StrategyError):
+        bus.subscribe(kind, published.append)
+    runner.start()
+    bus.drain()
+    for event in stream:
+        clock.advance_to(event.ts_event)
+        bus.publish(event)
+        bus.drain()
+    return runner, published
+
+
+def test_the_manager_publishes_news_signals_and_regime_changes() -> None:
+    # Arrange
+    data = funding_within_bars(market_data("ETHUSDT", start=index_at("ETHUSDT", MAY_5), count=2 * 1440))
+    manager = StrategyManager(
+        detector_factory=lambda: NoLookAheadRegimeDetector(min_fit_bars=600, fit_window=900, refit_interval=400)
+    )
+
+    # Act
+    runner, published = run_on_bus(manager, events("ETHUSDT", data=data))
+
+    # Assert
+    signals = [m for m in published if isinstance(m, SignalGenerated)]
+    changes = [m for m in published if isinstance(m, RegimeChanged)]
+    assert len(signals) == manager.signals_published > 10
+    assert {s.strategy for s in signals} == {"strategy_manager"}
+    assert all(0.0 <= s.strength <= 1.0 and 0.0 <= s.confidence <= 1.0 for s in signals)
+    assert len(changes) > 3
+    assert changes[-1].regime is manager.regime("ETHUSDT").regime
+    assert all(a.regime is b.previous for a, b in itertools.pairwise(changes))
+    assert abs(sum(changes[-1].probabilities.values()) - 1.0) < 1e-12
+    assert runner.name == "strategy.strategy_manager" and runner.state is ComponentState.RUNNING
+
+
+def test_missing_funding_is_published_as_strategy_errors_and_degrades_the_runner() -> None:
+    # Arrange: bars only, no settlements
+    stream = [e for e in events("BTCUSDT", start=index_at("BTCUSDT", MAY_5), count=700) if isinstance(e, BarClosed)]
+    manager = StrategyManager(detector_factory=False, max_consecutive_errors=3)
+
+    # Act
+    runner, published = run_on_bus(manager, stream)
+
+    # Assert
+    errors = [m for m in published if isinstance(m, StrategyError)]
+    assert [(e.strategy, e.error_type, e.disabled) for e in errors] == [
+        ("funding_arbitrage", "MissingFundingDataError", False),
+        ("funding_arbitrage", "MissingFundingDataError", False),
+        ("funding_arbitrage", "MissingFundingDataError", True),
+    ]
+    assert runner.errors == 3
+    assert runner.state is ComponentState.DEGRADED

@@ -1,0 +1,160 @@
+"""The control API against a real running paper session."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from keel.persistence import AuditLog, Database
+from conftest import TOKEN, bearer, running_session
+
+CONTROL_ROUTES = [
+    ("POST", "/api/v1/emergency-stop", {"reason": "test"}),
+    ("POST", "/api/v1/resume", {"reason": "test"}),
+    ("PUT", "/api/v1/risk/limits", {"max_leverage": 2.0}),
+    ("POST", "/api/v1/strategies/ma_cross/start", None),
+    ("POST", "/api/v1/strategies/ma_cross/stop", None),
+]
+
+
+def test_read_routes_describe_the_running_system(tmp_path: Path) -> None:
+    async def scenario() -> dict[str, object]:
+        async with running_session(tmp_path, min_bars=200) as (_, client):
+            return {path: (await client.get(path)) for path in (
+                "/health", "/api/v1/status", "/api/v1/positions", "/api/v1/orders", "/api/v1/trades",
+                "/api/v1/risk", "/api/v1/strategies", "/api/v1/allocations", "/docs", "/openapi.json",
+            )}
+
+    # Act
+    responses = asyncio.run(scenario())
+
+    # Assert
+    for path, response in responses.items():
+        assert response.status_code == 200, (path, response.text)
+        assert response.headers["X-Request-ID"]
+    status = responses["/api/v1/status"].json()
+    assert status["running"] is True and status["health"] == "HEALTHY" and status["trading_state"] == "ACTIVE"
+    assert status["active_strategies"] == ["ma_cross"]
+    assert {"equity", "pnl", "current_roi", "drawdown", "gross_exposure"} <= set(status)
+    assert responses["/health"].json()["ready"] is True
+    assert len(responses["/api/v1/trades"].json()) > 0
+    assert set(responses["/api/v1/allocations"].json()) == {"BTCUSDT", "ETHUSDT"}
+
+
+@pytest.mark.parametrize(("method", "path", "body"), CONTROL_ROUTES)
+@pytest.mark.parametrize(("headers", "expected"), [({}, 401), (bearer("wrong-token"), 403), ({"Authorization": "Basic abc"}, 401)])
+def test_every_state_changing_route_refuses_a_missing_or_wrong_token(
+    tmp_path: Path, method: str, path: str, body: dict | None, headers: dict[str, str], expected: int
+) -> None:
+    async def scenario() -> tuple[int, dict, str]:
+        async with running_session(tmp_path, min_bars=1) as (session, client):
+            response = await client.request(method, path, json=body, headers=headers)
+            return response.status_code, response.json(), session.orchestrator.risk()["trading_state"]
+
+    # Act
+    status, payload, trading_state = asyncio.run(scenario())
+
+    # Assert
+    assert status == expected
+    assert payload["error"]["code"] in ("unauthorized", "forbidden")
+    assert trading_state == "ACTIVE"
+
+
+@pytest.mark.parametrize(("method", "path", "body"), CONTROL_ROUTES)
+def test_without_a_configured_token_state_changing_routes_are_refused(
+    tmp_path: Path, method: str, path: str, body: dict | None
+) -> None:
+    async def scenario() -> int:
+        async with running_session(tmp_path, token=None, min_bars=1) as (_, client):
+            return (await client.request(method, path, json=body, headers=bearer())).status_code
+
+    assert asyncio.run(scenario()) == 403
+
+
+def test_emergency_stop_halts_cancels_and_is_audited_then_resume(tmp_path: Path) -> None:
+    async def scenario() -> tuple[dict, dict, dict, dict]:
+        async with running_session(tmp_path, min_bars=100) as (session, client):
+            stop = await client.post(
+                "/api/v1/emergency-stop", json={"reason": "Risk limit exceeded", "flatten": True}, headers=bearer()
+            )
+            await asyncio.sleep(0.3)
+            halted = (await client.get("/api/v1/status")).json()
+            orders_after = [o for o in (await client.get("/api/v1/orders")).json() if o["strategy"] != "emergency_flatten"]
+            resumed = (await client.post("/api/v1/resume", json={"reason": "checked"}, headers=bearer())).json()
+            return stop.json(), halted, {"new_orders": [o for o in orders_after if o["time"] > halted["time"]]}, resumed
+
+    # Act
+    stopped, halted, after, resumed = asyncio.run(scenario())
+
+    # Assert
+    assert stopped["trading_state"] == "HALTED"
+    assert halted["trading_state"] == "HALTED" and halted["open_orders"] == 0
+    assert after["new_orders"] == []
+    assert resumed["trading_state"] == "ACTIVE"
+    database = Database(f"sqlite:///{tmp_path / 'keel.db'}")
+    actions = [(e.action, e.actor.split("@")[0]) for e in AuditLog(database).entries()]
+    assert actions == [("emergency_stop", "operator"), ("resume", "operator")]
+
+
+def test_risk_limits_are_validated_and_applied(tmp_path: Path) -> None:
+    async def scenario() -> list[tuple[int, dict]]:
+        async with running_session(tmp_path, min_bars=1) as (_, client):
+            results = []
+            for body in ({"max_leverage": 2.5}, {"max_leverage": -1}, {"max_leverage": "a lot"}, {}, {"leverage": 2}):
+                response = await client.put("/api/v1/risk/limits", json=body, headers=bearer())
+                results.append((response.status_code, response.json()))
+            results.append((200, (await client.get("/api/v1/risk")).json()))
+            return results
+
+    # Act
+    results = asyncio.run(scenario())
+
+    # Assert
+    assert results[0][0] == 200 and results[0][1]["max_leverage"] == 2.5
+    assert [code for code, _ in results[1:5]] == [422, 422, 422, 422]
+    assert all(body["error"]["code"] == "invalid_request" for _, body in results[1:5])
+    assert results[5][1]["max_leverage"] == 2.5
+
+
+def test_strategies_stop_and_start_and_unknown_is_404(tmp_path: Path) -> None:
+    async def scenario() -> list[int | bool]:
+        async with running_session(tmp_path, min_bars=1) as (_, client):
+            stop = await client.post("/api/v1/strategies/ma_cross/stop", headers=bearer())
+            stopped = (await client.get("/api/v1/strategies")).json()[0]["enabled"]
+            start = await client.post("/api/v1/strategies/ma_cross/start", headers=bearer())
+            started = (await client.get("/api/v1/strategies")).json()[0]["enabled"]
+            missing = await client.post("/api/v1/strategies/nope/stop", headers=bearer())
+            return [stop.status_code, stopped, start.status_code, started, missing.status_code]
+
+    assert asyncio.run(scenario()) == [200, False, 200, True, 404]
+
+
+def test_control_routes_are_rate_limited(tmp_path: Path) -> None:
+    async def scenario() -> list[int]:
+        async with running_session(tmp_path, min_bars=1) as (_, client):
+            return [
+                (await client.put("/api/v1/risk/limits", json={"max_leverage": 3}, headers=bearer())).status_code
+                for _ in range(35)
+            ]
+
+    codes = asyncio.run(scenario())
+    assert codes[:30] == [200] * 30 and set(codes[30:]) == {429}
+
+
+def test_metrics_are_prometheus_text(tmp_path: Path) -> None:
+    async def scenario() -> str:
+        async with running_session(tmp_path, min_bars=200) as (_, client):
+            response = await client.get("/metrics")
+            assert response.headers["content-type"].startswith("text/plain")
+            return response.text
+
+    text = asyncio.run(scenario())
+    for name in (
+        "keel_bus_depth", "keel_bus_high_water_mark", "keel_bus_conflated_total", "keel_bus_handler_latency_p99_seconds",
+        'keel_orders{status="FILLED"}', "keel_fills_total", "keel_fees_paid_usdt_total", "keel_funding_paid_usdt",
+        "keel_pnl_usdt", "keel_equity_usdt", 'keel_trading_state{state="ACTIVE"} 1.0',
+    ):
+        assert name in text, name
+    assert TOKEN not in text

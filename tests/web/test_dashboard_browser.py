@@ -1,0 +1,86 @@
+"""A real browser on the dashboard of a running paper session (headless Debian Chromium, Playwright)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from conftest import TOKEN
+
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOTS = REPO / "runs" / "screenshots"
+CHROMIUM_ARGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+def chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.fail("Chromium is not installed: run the test command (make test), which installs it")
+    return path
+
+
+def start_paper_run(run_dir: Path) -> tuple[subprocess.Popen[str], str]:
+    environment = {
+        **os.environ,
+        "KEEL_API_TOKEN": TOKEN,
+        "KEEL_RUN__OUTPUT_DIR": str(run_dir),
+        "KEEL_STRATEGY__FAST_PERIOD": "3",
+        "KEEL_STRATEGY__SLOW_PERIOD": "8",
+        "KEEL_WEB__DASHBOARD_INTERVAL_SECONDS": "0.2",
+    }
+    command = [
+        sys.executable, "-m", "keel.cli", "run", "--mode", "paper", "--speed", "300", "--port", "0",
+        "--symbols", "BTCUSDT,ETHUSDT,SOLUSDT",
+    ]
+    process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        found = re.search(r"dashboard: (http://\S+/dashboard)", line)
+        if found:
+            return process, found.group(1)
+    process.kill()
+    pytest.fail("keel run never printed its dashboard address")
+
+
+def test_dashboard_shows_live_equity_and_the_emergency_stop_halts_trading(tmp_path: Path) -> None:
+    # Arrange
+    process, url = start_paper_run(tmp_path)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            expect(page.locator("#connection")).to_have_text("connected", timeout=20_000)
+            expect(page.locator("#trading-state")).to_have_text("ACTIVE")
+            first_equity = page.locator("#equity").inner_text()
+
+            # Act: wait for the equity to move, then stop with the token
+            expect(page.locator("#equity")).not_to_have_text(first_equity, timeout=30_000)
+            page.click("#emergency-stop")
+            page.fill("#stop-token", TOKEN)
+            page.fill("#stop-reason", "browser test")
+            page.click("#stop-confirm")
+
+            # Assert
+            expect(page.locator("#trading-state")).to_have_text("HALTED", timeout=10_000)
+            page.screenshot(path=str(SCREENSHOTS / "dashboard-halted.png"), full_page=True)
+            browser.close()
+    finally:
+        process.send_signal(2)
+        process.communicate(timeout=60)
+    assert process.returncode == 0
+    assert (SCREENSHOTS / "dashboard-halted.png").stat().st_size > 10_000
