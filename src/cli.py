@@ -123,11 +123,27 @@ def _progress(label: str) -> Iterator[Any]:
 @click.option("--speed", type=float, help="Replay speed of the recorded feed (paper): 60 = one 1m bar per second.")
 @click.option("--duration", type=float, help="Stop after this many wall-clock seconds.")
 @click.option("--symbols", multiple=True, help="Symbols to trade (comma-separated or repeated).")
+@click.option("--host", help="Address the web app listens on (default 127.0.0.1).")
+@click.option("--port", type=int, help="Port of the web app (default 8000; 0 picks a free one).")
+@click.option("--no-web", is_flag=True, help="Do not serve the control API and dashboard.")
 def run(
-    mode: str, config_file: str | None, speed: float | None, duration: float | None, symbols: tuple[str, ...]
+    mode: str,
+    config_file: str | None,
+    speed: float | None,
+    duration: float | None,
+    symbols: tuple[str, ...],
+    host: str | None,
+    port: int | None,
+    no_web: bool,
 ) -> None:
     """Run the trading pipeline in wall-clock time until the data ends, the duration elapses or Ctrl-C."""
     overrides: dict[str, Any] = {}
+    if host is not None:
+        overrides["web.host"] = host
+    if port is not None:
+        overrides["web.port"] = port
+    if no_web:
+        overrides["web.enabled"] = False
     if speed is not None:
         overrides["paper.speed"] = speed
     if duration is not None:

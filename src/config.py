@@ -281,12 +281,12 @@ def _require_order(low_key: str, low: float, high_key: str, high: float) -> None
 class TrendFollowingParameters(_Section):
     """Trend following: Donchian breakouts in the EMA trend's direction, ATR stops."""
 
-    fast_period: int = Field(20, ge=5, le=100, description="Bars of the fast EMA.")
-    slow_period: int = Field(80, ge=10, le=500, description="Bars of the slow EMA.")
-    channel_period: int = Field(60, ge=10, le=500, description="Bars of the breakout channel and efficiency ratio.")
-    atr_period: int = Field(30, ge=5, le=200, description="Bars of the average true range.")
-    stop_atr_multiple: float = Field(3.0, ge=0.5, le=10.0, description="Trailing stop distance in ATRs.")
-    take_profit_atr_multiple: float = Field(8.0, ge=1.0, le=30.0, description="Take-profit distance in ATRs.")
+    fast_period: int = Field(40, ge=5, le=100, description="Bars of the fast EMA.")
+    slow_period: int = Field(160, ge=10, le=500, description="Bars of the slow EMA.")
+    channel_period: int = Field(160, ge=10, le=500, description="Bars of the breakout channel and efficiency ratio.")
+    atr_period: int = Field(60, ge=5, le=200, description="Bars of the average true range.")
+    stop_atr_multiple: float = Field(4.0, ge=0.5, le=10.0, description="Trailing stop distance in ATRs.")
+    take_profit_atr_multiple: float = Field(12.0, ge=1.0, le=30.0, description="Take-profit distance in ATRs.")
     min_trend_strength: float = Field(0.3, ge=0.0, le=1.0, description="Efficiency ratio needed to enter.")
 
     @model_validator(mode="after")
@@ -298,12 +298,12 @@ class TrendFollowingParameters(_Section):
 class MeanReversionParameters(_Section):
     """Mean reversion: fade z-score extremes while the efficiency ratio says ranging."""
 
-    lookback: int = Field(60, ge=10, le=1000, description="Bars of the mean and standard deviation.")
-    entry_z: float = Field(2.0, ge=0.5, le=5.0, description="Z-score magnitude that opens a position.")
-    exit_z: float = Field(0.5, ge=0.0, le=3.0, description="Z-score magnitude under which it is closed.")
-    stop_z: float = Field(4.0, ge=1.0, le=10.0, description="Z-score magnitude that stops it out.")
-    trend_window: int = Field(120, ge=10, le=1000, description="Bars of the efficiency-ratio regime filter.")
-    max_trend_strength: float = Field(0.3, ge=0.01, le=1.0, description="Efficiency ratio above which no entry.")
+    lookback: int = Field(240, ge=10, le=1000, description="Bars of the mean and standard deviation.")
+    entry_z: float = Field(3.5, ge=0.5, le=5.0, description="Z-score magnitude that opens a position.")
+    exit_z: float = Field(0.0, ge=0.0, le=3.0, description="Z-score magnitude under which it is closed.")
+    stop_z: float = Field(6.0, ge=1.0, le=10.0, description="Z-score magnitude that stops it out.")
+    trend_window: int = Field(240, ge=10, le=1000, description="Bars of the efficiency-ratio regime filter.")
+    max_trend_strength: float = Field(0.2, ge=0.01, le=1.0, description="Efficiency ratio above which no entry.")
 
     @model_validator(mode="after")
     def _bands_in_order(self) -> Self:
@@ -315,12 +315,12 @@ class MeanReversionParameters(_Section):
 class RangeTradingParameters(_Section):
     """Range trading: buy near support and sell near resistance of a detected channel."""
 
-    range_period: int = Field(120, ge=20, le=2000, description="Bars defining the channel.")
-    entry_band: float = Field(0.15, ge=0.01, le=0.45, description="Fraction of the range from an edge to enter.")
-    min_range_width: float = Field(0.004, ge=0.0005, le=0.1, description="Narrowest channel traded (relative).")
-    max_range_width: float = Field(0.05, ge=0.001, le=0.5, description="Widest channel still called a range.")
-    max_trend_strength: float = Field(0.25, ge=0.01, le=1.0, description="Efficiency ratio above which no range.")
-    stop_buffer: float = Field(0.25, ge=0.0, le=2.0, description="Stop distance beyond the edge, in range widths.")
+    range_period: int = Field(1440, ge=20, le=2000, description="Bars defining the channel.")
+    entry_band: float = Field(0.1, ge=0.01, le=0.45, description="Fraction of the range from an edge to enter.")
+    min_range_width: float = Field(0.015, ge=0.0005, le=0.1, description="Narrowest channel traded (relative).")
+    max_range_width: float = Field(0.08, ge=0.001, le=0.5, description="Widest channel still called a range.")
+    max_trend_strength: float = Field(0.15, ge=0.01, le=1.0, description="Efficiency ratio above which no range.")
+    stop_buffer: float = Field(0.2, ge=0.0, le=2.0, description="Stop distance beyond the edge, in range widths.")
 
     @model_validator(mode="after")
     def _widths_in_order(self) -> Self:
@@ -453,6 +453,9 @@ class StrategyConfig(_Section):
     volatility_scaling: bool = Field(True, description="Scale confidence down when GARCH volatility is above normal.")
     max_consecutive_errors: int = Field(10, ge=1, description="Errors in a row that switch a strategy off.")
     history_bars: int = Field(20000, ge=100, description="Bars kept per symbol for the strategies.")
+    warmup_bars: int = Field(
+        1440, ge=0, description="Recorded bars before data.start the strategies see (untraded) to start warm."
+    )
 
     @field_validator("strategies", mode="before")
     @classmethod

@@ -524,6 +524,50 @@ class PositionLiquidated(Event, frozen=True, kw_only=True, tag=True, gc=False):
     insurance_fund_covered: Decimal
 
 
+class SlippageLimitBreached(Event, frozen=True, kw_only=True, tag=True, gc=False):
+    """A parent order's realized slippage against its arrival price crossed a limit.
+
+    ``slippage_bps`` is positive when the fills cost more than the arrival
+    price; ``action`` is what the router did (``slow_down``, ``go_passive``,
+    ``pause``).
+    """
+
+    parent_order_id: str
+    symbol: str
+    slippage_bps: float
+    limit_bps: float
+    action: str
+
+
+class ExecutionCompleted(Event, frozen=True, kw_only=True, tag=True, gc=False):
+    """A parent order finished; its transaction-cost analysis (bps are positive when they cost).
+
+    ``interval_vwap`` is the market's VWAP while the parent worked (None with no
+    prints); ``implementation_shortfall`` is in quote currency and includes the
+    fees and the opportunity cost of the unfilled quantity at ``final_price``.
+    """
+
+    parent_order_id: str
+    symbol: str
+    side: OrderSide
+    strategy: str
+    style: str
+    quantity: Decimal
+    filled_quantity: Decimal
+    arrival_price: Decimal
+    average_price: Decimal | None
+    final_price: Decimal
+    interval_vwap: Decimal | None
+    fees: Decimal
+    implementation_shortfall: Decimal
+    implementation_shortfall_bps: float
+    spread_paid_bps: float
+    estimated_impact_bps: float | None
+    realized_impact_bps: float
+    child_orders: int
+    reason: str
+
+
 class ComponentStateChanged(Event, frozen=True, kw_only=True, tag=True, gc=False):
     """A component moved in its lifecycle."""
 

@@ -5,6 +5,13 @@ ids. Each order is recorded before it is sent, moves only through the order
 state table, and every venue report passes through here before anything else
 sees it: a fill whose trade id was already applied is dropped, so positions
 can never double count a replayed or duplicated report.
+
+A submit whose outcome is unknown (a timeout, a lost response) is resolved by
+asking the venue about the same client order id: a known order takes the
+venue's status, an unknown one is sent again under the same id, which the
+venue's duplicate-id check makes safe. Account events that are not about
+keel's own orders (the venue's liquidation orders and ``PositionLiquidated``,
+funding) are published as they come.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from keel.core.bus import EventBus
 from keel.core.clock import Clock
 from keel.core.component import Component
 from keel.core.error_codes import BinanceErrorCode
-from keel.core.errors import KeelError, RequestRejectedError
+from keel.core.errors import AmbiguousOutcomeError, KeelError, RequestRejectedError, RetryLaterError
 from keel.core.messages import (
     CancelAllOrders,
     CancelOrder,
@@ -32,12 +39,18 @@ from keel.core.messages import (
     OrderFilled,
     OrderRejected,
     OrderSubmitted,
+    PositionLiquidated,
     SubmitOrder,
 )
 from keel.core.orders import ClientOrderIdGenerator, Order, OrderStatus, OrderType
-from keel.core.ports import ExchangePort
+from keel.core.ports import ExchangePort, OrderStatusReport
 
 _log = structlog.get_logger("keel.execution")
+
+VENUE_LIQUIDATION_PREFIX = "autoclose-"
+"""Binance's client order id prefix of the liquidation orders the venue itself places."""
+
+_AMBIGUOUS = (AmbiguousOutcomeError, RetryLaterError, TimeoutError)
 
 
 class OrderManager(Component):
@@ -51,10 +64,23 @@ class OrderManager(Component):
         The deterministic id generator.
     bus, clock
         The event bus and the clock.
+    route_approvals
+        Turn every ``OrderApproved`` into one order (True), or leave approvals
+        to a router that sends child orders through this manager (False).
+    max_resends
+        How many times an order the venue does not know after an ambiguous
+        submit is sent again under its own id before it is left unresolved.
     """
 
     def __init__(
-        self, exchange: ExchangePort, client_order_ids: ClientOrderIdGenerator, bus: EventBus, clock: Clock
+        self,
+        exchange: ExchangePort,
+        client_order_ids: ClientOrderIdGenerator,
+        bus: EventBus,
+        clock: Clock,
+        *,
+        route_approvals: bool = True,
+        max_resends: int = 3,
     ) -> None:
         super().__init__("execution.orders", bus, clock)
         self.exchange = exchange
@@ -63,12 +89,21 @@ class OrderManager(Component):
         self.duplicate_fills = 0
         self.unknown_reports = 0
         self.venue_errors = 0
+        self.venue_reports = 0
+        self.resends = 0
+        self.unresolved: set[str] = set()
+        self._route_approvals = route_approvals
+        self._max_resends = max_resends
+        self._commands: dict[str, SubmitOrder] = {}
+        self._resent: dict[str, int] = {}
+        self._fills: list[OrderFilled] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
     def on_start(self) -> None:
         """Take venue reports; handle approvals and order commands."""
         self.exchange.set_report_handler(self.on_report)
-        self.bus.subscribe(OrderApproved, self.on_approved, name=self.name)
+        if self._route_approvals:
+            self.bus.subscribe(OrderApproved, self.on_approved, name=self.name)
         self.bus.register(SubmitOrder, self.on_submit, name=self.name)
         self.bus.register(CancelOrder, self.on_cancel, name=self.name)
         self.bus.register(CancelAllOrders, self.on_cancel_all, name=self.name)
@@ -80,6 +115,17 @@ class OrderManager(Component):
     def open_orders(self) -> list[Order]:
         """Return the orders that can still trade, oldest first."""
         return [order for order in self.orders.values() if not order.is_closed]
+
+    def fills(self, client_order_id: str | None = None) -> list[OrderFilled]:
+        """Return the applied fills (of one order, or of every order), in the order they were applied."""
+        if client_order_id is None:
+            return list(self._fills)
+        return [fill for fill in self._fills if fill.client_order_id == client_order_id]
+
+    def resolve_unresolved(self) -> None:
+        """Query the venue again about every order whose submit outcome is still unknown."""
+        for client_order_id in sorted(self.unresolved):
+            self._resolve(self.orders[client_order_id])
 
     # --- commands ---------------------------------------------------------------------------
 
@@ -120,6 +166,7 @@ class OrderManager(Component):
             ts_init=now,
         )
         self.orders[order.client_order_id] = order
+        self._commands[order.client_order_id] = command
         order.submit(now)
         self.bus.publish(
             OrderSubmitted(
@@ -157,18 +204,36 @@ class OrderManager(Component):
     # --- venue reports ------------------------------------------------------------------
 
     def on_report(self, report: Event) -> None:
-        """Apply a venue report to its order and publish it, unless it is a duplicate."""
-        if isinstance(report, FundingPaid):
+        """Apply a venue report to its order and publish it, unless it is a duplicate.
+
+        Account events not about keel's orders (funding, the venue's own
+        liquidation orders and their fills) are published as they come.
+        """
+        if isinstance(report, FundingPaid | PositionLiquidated):
             self.bus.publish(report)
             return
         order = self.orders.get(report.client_order_id)  # type: ignore[attr-defined]
         if order is None:
+            if isinstance(report, OrderFilled) and report.client_order_id.startswith(VENUE_LIQUIDATION_PREFIX):
+                self.venue_reports += 1
+                self.bus.publish(report)
+                return
             self.unknown_reports += 1
             _log.warning("report for an unknown order", report=type(report).__name__, report_id=report.id)
             return
-        if not self._apply(order, report):
+        if self._is_resend_echo(order, report) or not self._apply(order, report):
             return
+        if isinstance(report, OrderFilled):
+            self._fills.append(report)
         self.bus.publish(report)
+
+    def _is_resend_echo(self, order: Order, report: Event) -> bool:
+        """A resend after an ambiguous submit that the venue refuses as a duplicate id: the first send arrived."""
+        return (
+            isinstance(report, OrderRejected)
+            and report.code == BinanceErrorCode.DUPLICATED_CLIENT_ORDER_ID
+            and order.client_order_id in self._resent
+        )
 
     def _apply(self, order: Order, report: Event) -> bool:
         if isinstance(report, OrderFilled):
@@ -195,7 +260,10 @@ class OrderManager(Component):
     # --- venue refusals -----------------------------------------------------------------
 
     def _submit_refused(self, order: Order, error: BaseException) -> None:
-        """A definitive refusal rejects the order; anything else leaves it for the query that resolves it."""
+        """A definitive refusal rejects the order; an ambiguous outcome is resolved by querying the venue."""
+        if isinstance(error, _AMBIGUOUS):
+            self._resolve(order)
+            return
         if not isinstance(error, RequestRejectedError) or order.is_closed:
             return
         now = self.clock.timestamp_ns()
@@ -209,6 +277,49 @@ class OrderManager(Component):
                 ts_init=now,
             )
         )
+
+    def _resolve(self, order: Order) -> None:
+        """Ask the venue about an order whose submit may or may not have reached it."""
+        self.unresolved.add(order.client_order_id)
+        self._call(self._query_and_settle(order), f"query {order.client_order_id}")
+
+    async def _query_and_settle(self, order: Order) -> None:
+        report = await self.exchange.query_order(order.symbol, order.client_order_id)
+        if report is None:
+            self._resend(order)
+            return
+        self.unresolved.discard(order.client_order_id)
+        self._settle(order, report)
+
+    def _resend(self, order: Order) -> None:
+        """Send the same command again under the same id (the venue refuses a second copy)."""
+        attempts = self._resent.get(order.client_order_id, 0)
+        if attempts >= self._max_resends or order.is_closed:
+            _log.error("order outcome unresolved", client_order_id=order.client_order_id, resends=attempts)
+            return
+        self._resent[order.client_order_id] = attempts + 1
+        self.resends += 1
+        self.unresolved.discard(order.client_order_id)
+        self._call(
+            self.exchange.submit_order(self._commands[order.client_order_id]),
+            f"resend {order.client_order_id}",
+            lambda error: self._submit_refused(order, error),
+        )
+
+    def _settle(self, order: Order, report: OrderStatusReport) -> None:
+        """Take the venue's status of an order keel only knew as submitted (its fills arrive as reports)."""
+        if order.status is not OrderStatus.SUBMITTED:
+            return
+        now = self.clock.timestamp_ns()
+        status = report.status
+        if status is OrderStatus.REJECTED:
+            order.reject("rejected (found by query)", now)
+            return
+        order.accept(report.venue_order_id, now)
+        if status is OrderStatus.CANCELED:
+            order.cancel(now, "canceled (found by query)")
+        elif status is OrderStatus.EXPIRED:
+            order.expire(now, "expired (found by query)")
 
     def _cancel_refused(self, order: Order, error: BaseException) -> None:
         """A refused cancel puts the order back to working (unless a report closed it meanwhile)."""

@@ -12,9 +12,9 @@ against these methods (:class:`keel.web.service.TradingService`).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping
-from decimal import Decimal
 from typing import Any
 
 from keel.config import KeelConfig
@@ -25,8 +25,6 @@ from keel.core.orders import Order, OrderSide, OrderType
 from keel.integration.pipeline import Pipeline
 from keel.integration.reports import iso_time
 from keel.persistence import AuditLog
-
-RISK_LIMITS = ("max_leverage", "max_order_notional", "max_position_notional")
 
 
 class UnknownStrategyError(KeyError):
@@ -141,20 +139,23 @@ class TradingOrchestrator:
         ]
 
     def risk(self) -> dict[str, Any]:
-        """Return risk use against limits and the trading state."""
+        """Return risk use against limits (VaR, leverage, drawdown) and the trading state."""
         risk = self.pipeline.risk
+        limits = risk.limits
         equity = self.pipeline.positions.equity()
         gross = self.pipeline.positions.gross_exposure()
+        var = risk.last_var
         return {
             "trading_state": risk.trading_state.value,
             "leverage": float(gross / equity) if equity > 0 else None,
-            "max_leverage": float(risk.max_leverage),
-            "drawdown": self.drawdown(),
-            "max_drawdown": None,
-            "var": None,
-            "var_limit": None,
-            "max_order_notional": float(risk.max_order_notional),
-            "max_position_notional": float(risk.max_position_notional),
+            "max_leverage": limits.max_leverage,
+            "drawdown": risk.drawdown,
+            "max_drawdown": limits.max_drawdown_pct,
+            "var": None if var is None else var.var,
+            "cvar": None if var is None else var.cvar,
+            "var_method": None if var is None else var.method,
+            "var_limit": limits.var_daily_pct * float(equity),
+            "limits": dataclasses.asdict(limits),
             "orders_approved": risk.approved,
             "orders_denied": risk.denied,
         }
@@ -211,7 +212,7 @@ class TradingOrchestrator:
             "unrealized_pnl": float(positions.unrealized_pnl()),
             "gross_exposure": float(positions.gross_exposure()),
             "exposure": {s: float(positions.exposure(s)) for s in sorted(positions.positions)},
-            "var": None,
+            "var": None if self.pipeline.risk.last_var is None else self.pipeline.risk.last_var.var,
             "trading_state": self.pipeline.risk.trading_state.value,
         }
 
@@ -268,24 +269,14 @@ class TradingOrchestrator:
         return {"trading_state": self.pipeline.risk.trading_state.value, "reason": reason}
 
     def update_risk_limits(self, limits: Mapping[str, float]) -> dict[str, Any]:
-        """Change risk limits now.
+        """Change risk limits now (as the user's UC-1.2 ``risk_controller.update_limits``).
 
         Raises
         ------
         ValueError
-            If a limit is unknown to this risk controller or not positive.
+            If a limit is unknown or its value invalid; nothing changes then.
         """
-        unknown = sorted(set(limits) - set(RISK_LIMITS))
-        if unknown:
-            supported = ", ".join(RISK_LIMITS)
-            raise ValueError(f"risk limits {', '.join(unknown)} are not supported here; supported: {supported}")
-        for name, value in limits.items():
-            if not value > 0:
-                raise ValueError(f"{name} must be positive, got {value}")
-        risk = self.pipeline.risk
-        for name, value in limits.items():
-            setattr(risk, name, Decimal(repr(float(value))))
-        return {name: float(getattr(risk, name)) for name in RISK_LIMITS}
+        return dataclasses.asdict(self.pipeline.risk.update_limits(limits))
 
     def start_strategy(self, name: str) -> dict[str, Any]:
         """Let a strategy's signals through again."""

@@ -110,7 +110,6 @@ class PaperSession:
             ts = event.ts_event
             if ts != pending_bar_ts:
                 if pending_bar_ts is not None:
-                    await bus.join()
                     pipeline.record_equity(pending_bar_ts)
                     pending_bar_ts = None
                 delay = pace.wall_seconds_until(ts)
@@ -118,6 +117,9 @@ class PaperSession:
                     await asyncio.sleep(delay)
                 clock.advance_to(ts)
             await bus.put(event)
+            # React to each event before the next, exactly as a backtest does,
+            # so a replay places the same orders as the backtest of the same data.
+            await bus.join()
             self.events += 1
             if event.__class__ is BarClosed:
                 self.bars += 1

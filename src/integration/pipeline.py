@@ -24,6 +24,7 @@ from keel.config import KeelConfig
 from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_MILLI, NANOS_PER_MINUTE, Clock, datetime_to_ns
 from keel.core.component import Component
+from keel.core.errors import MalformedDataError
 from keel.core.instruments import Instrument
 from keel.core.messages import (
     BarClosed,
@@ -42,7 +43,7 @@ from keel.core.messages import (
 from keel.core.orders import ClientOrderIdGenerator
 from keel.core.ports import MarginType, PositionMode
 from keel.execution.order_manager import OrderManager
-from keel.market_data.feeds import RecordedBarFeed
+from keel.market_data.feeds import INTERVAL_MS, RecordedBarFeed
 from keel.portfolio import AdaptiveAllocator, EqualWeightAllocator, PerformanceAttributor, PortfolioOptimizer
 from keel.risk_management.limits import RiskLimits
 from keel.risk_management.position_manager import PositionManager
@@ -175,6 +176,20 @@ def build_exchange(
         seed=config.run.seed,
         funding_interval_hours=settings.funding_interval_hours,
     )
+
+
+def build_warmup_feed(config: KeelConfig) -> RecordedBarFeed | None:
+    """Build the feed of the ``strategy.warmup_bars`` recorded bars before ``data.start`` (None: nothing before)."""
+    data, bars = config.data, config.strategy.warmup_bars
+    if data.start is None or bars == 0:
+        return None
+    start = datetime_to_ns(data.start)
+    span = bars * INTERVAL_MS[data.bar_interval] * NANOS_PER_MILLI
+    funding = data.root / data.funding
+    try:
+        return RecordedBarFeed(data.root / data.bars, data.symbols, data.bar_interval, funding, start - span, start)
+    except MalformedDataError:
+        return None  # the recording starts at data.start: the strategies warm up live
 
 
 def build_strategy(config: KeelConfig) -> BaseStrategy | StrategyManager:
@@ -311,6 +326,9 @@ def build_pipeline(
     bus.subscribe(FundingRateUpdated, exchange.on_funding, name="exchange.simulated.funding")
     positions = PositionManager(capital, bus, clock)
     runner = StrategyRunner(strategy or build_strategy(config), bus, clock)
+    warmup = build_warmup_feed(config)
+    if warmup is not None:
+        runner.warm_up(warmup)
     allocator = build_allocator(config, bus, clock)
     risk = build_risk(config, instruments, positions, bus, clock)
     orders = OrderManager(exchange, ClientOrderIdGenerator(client_order_namespace), bus, clock)

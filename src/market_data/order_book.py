@@ -36,7 +36,7 @@ import numpy as np
 from keel.core.errors import KeelError
 from keel.core.messages import BookUpdated
 from keel.core.orders import OrderSide
-from keel.market_data._kernels import OUTSIDE, apply_levels, top_levels
+from keel.market_data._kernels import CROSSED, OUTSIDE, apply_levels, top_levels, top_of_book
 
 _MAX_SPAN = 1 << 22
 _MARGIN_MIN = 4096
@@ -118,21 +118,29 @@ class _Side:
         self.update(ticks, quantities)
 
     def _allocate(self, low: int, high: int, centre: int) -> None:
+        """Move the levels to a new dense window holding [low, high] (plus a margin) and the old window.
+
+        Only :meth:`load` (from a cleared side) can get a window capped around ``centre``; :meth:`_grow`
+        only widens, so the old window's levels are copied as one block.
+        """
         margin = max(_MARGIN_MIN, (high - low) // 2)
         low, high = max(1, low - margin), high + margin
         if high - low + 1 > _MAX_SPAN:
             low = max(1, centre - _MAX_SPAN // 2)
             high = low + _MAX_SPAN - 1
-        present = dict(self.far)
-        if self.levels.size:
-            (indices,) = np.nonzero(self.levels)
-            present.update(zip((indices + self.base).tolist(), self.levels[indices].tolist(), strict=True))
+        old, old_base, far = self.levels, self.base, self.far
+        candidates = [self.best_index + old_base] if self.best_index >= 0 else []
         self.base, self.levels, self.far = low, np.zeros(high - low + 1, dtype=np.float64), {}
         self.far_best = None
-        for tick, quantity in present.items():
+        if old.size:
+            self.levels[old_base - low : old_base - low + old.size] = old
+        for tick, quantity in far.items():
             self._set_one(tick, quantity)
-        (indices,) = np.nonzero(self.levels)
-        self.best_index = (int(indices[-1]) if self.is_bid else int(indices[0])) if indices.size else -1
+        candidates.extend(tick for tick in far if low <= tick <= high)
+        if candidates:
+            self.best_index = (max(candidates) if self.is_bid else min(candidates)) - low
+        else:
+            self.best_index = -1
 
     def _set_one(self, tick: int, quantity: float) -> None:
         index = tick - self.base
@@ -269,6 +277,9 @@ class OrderBook:
         self.gaps = 0
         self.buffer_overflows = 0
         self.published_levels: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._published = np.zeros((4, 0))
+        self._published_ticks = np.zeros((2, 0), dtype=np.int64)
+        self._published_counts = (-1, -1)
 
     def __repr__(self) -> str:
         return (
@@ -566,16 +577,60 @@ class OrderBook:
         """
         if self.state is not BookSyncState.SYNCED:
             raise BookUnavailableError(f"{self.symbol} book is {self.state.value}: wait for a snapshot and resync")
+        bids, asks = self._bids, self._asks
+        out = self._published
+        depth = max(depth, 0)
+        if out.shape[1] != depth:
+            out = self._published = np.zeros((4, depth))
+            self._published_ticks = np.zeros((2, depth), dtype=np.int64)
+            self._published_counts = (-1, -1)
+        counts = top_of_book(
+            bids.levels,
+            bids.base,
+            bids.best_index,
+            bids.far_best or 0,
+            asks.levels,
+            asks.base,
+            asks.best_index,
+            asks.far_best or 0,
+            depth,
+            self._numerator,
+            self._denominator,
+            self._published_ticks,
+            out,
+        )
+        bid_count, ask_count = counts
+        if bid_count < 0:
+            if bid_count == CROSSED:
+                raise self._crossed_error()
+            return self._merged_event(ts_event, ts_init, depth)
+        if counts != self._published_counts:
+            self._published_counts = counts
+            self.published_levels = (out[0, :bid_count], out[1, :bid_count], out[2, :ask_count], out[3, :ask_count])
+        bid_prices, bid_quantities, ask_prices, ask_quantities = out.tolist()
+        if bid_count < depth:
+            bid_prices, bid_quantities = bid_prices[:bid_count], bid_quantities[:bid_count]
+        if ask_count < depth:
+            ask_prices, ask_quantities = ask_prices[:ask_count], ask_quantities[:ask_count]
+        return BookUpdated(
+            symbol=self.symbol,
+            update_id=self.last_update_id,
+            bids=tuple(zip(bid_prices, bid_quantities, strict=True)),
+            asks=tuple(zip(ask_prices, ask_quantities, strict=True)),
+            ts_event=ts_event,
+            ts_init=ts_init,
+        )
+
+    def _merged_event(self, ts_event: int, ts_init: int, depth: int) -> BookUpdated:
+        """Build the event of a book with levels outside the dense window (they are merged in by tick)."""
         if self.is_crossed():
-            raise BookUnavailableError(
-                f"{self.symbol} book is crossed at update {self.last_update_id} "
-                f"(bid {self._bids.best} >= ask {self._asks.best} ticks): resync from a new snapshot"
-            )
+            raise self._crossed_error()
         _, bid_prices, bid_quantities = self._bids.top(depth, self._numerator, self._denominator)
         bids = tuple(zip(bid_prices.tolist(), bid_quantities.tolist(), strict=True))
         _, ask_prices, ask_quantities = self._asks.top(depth, self._numerator, self._denominator)
         asks = tuple(zip(ask_prices.tolist(), ask_quantities.tolist(), strict=True))
         self.published_levels = (bid_prices, bid_quantities, ask_prices, ask_quantities)
+        self._published_counts = (-1, -1)
         return BookUpdated(
             symbol=self.symbol,
             update_id=self.last_update_id,
@@ -583,6 +638,12 @@ class OrderBook:
             asks=asks,
             ts_event=ts_event,
             ts_init=ts_init,
+        )
+
+    def _crossed_error(self) -> BookUnavailableError:
+        return BookUnavailableError(
+            f"{self.symbol} book is crossed at update {self.last_update_id} "
+            f"(bid {self._bids.best} >= ask {self._asks.best} ticks): resync from a new snapshot"
         )
 
 

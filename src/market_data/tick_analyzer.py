@@ -40,6 +40,26 @@ from scipy.special import ndtr
 from keel.core.clock import NANOS_PER_SECOND
 from keel.core.messages import BarClosed, TradeTick
 from keel.core.orders import OrderSide
+from keel.market_data._kernels import (
+    BURST_MIN_TRADES,
+    BURST_MULTIPLE,
+    BURST_WINDOW_NS,
+    FIRST_TS,
+    FLOAT_HEADER,
+    FLOW_SIZE,
+    INT_HEADER,
+    LAMBDA_SIZE,
+    NEEDS_ROOM,
+    OUT,
+    RETURNS_SIZE,
+    SWEEP_LEVELS,
+    TIMES_COUNT,
+    TIMES_HEAD,
+    TRADES,
+    trade_flow,
+)
+
+_TIMES_CAPACITY = 1024
 
 _SQRT2 = math.sqrt(2.0)
 
@@ -98,68 +118,6 @@ class VolumeBuckets:
                     self.vpin = math.fsum(self._imbalances) / self.window
 
 
-class _WindowSums:
-    """Sums of 1, 2 or 4 series over their last ``size`` values.
-
-    The sums are running totals, re-added exactly (``math.fsum``) every
-    ``size`` additions so rounding cannot drift.
-    """
-
-    __slots__ = ("a", "b", "c", "d", "pending", "size", "values")
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.values: deque[tuple[float, ...]] = deque()
-        self.a = self.b = self.c = self.d = 0.0
-        self.pending = 0
-
-    @property
-    def count(self) -> int:
-        return len(self.values)
-
-    def _settle(self) -> None:
-        self.pending += 1
-        if self.pending >= self.size:
-            self.pending = 0
-            columns = list(zip(*self.values, strict=True))
-            sums = [math.fsum(column) for column in columns] + [0.0] * (4 - len(columns))
-            self.a, self.b, self.c, self.d = sums
-
-    def add1(self, a: float) -> None:
-        values = self.values
-        if len(values) == self.size:
-            self.a -= values.popleft()[0]
-        values.append((a,))
-        self.a += a
-        self._settle()
-
-    def add2(self, a: float, b: float) -> None:
-        values = self.values
-        if len(values) == self.size:
-            old = values.popleft()
-            self.a -= old[0]
-            self.b -= old[1]
-        values.append((a, b))
-        self.a += a
-        self.b += b
-        self._settle()
-
-    def add4(self, a: float, b: float, c: float, d: float) -> None:
-        values = self.values
-        if len(values) == self.size:
-            old = values.popleft()
-            self.a -= old[0]
-            self.b -= old[1]
-            self.c -= old[2]
-            self.d -= old[3]
-        values.append((a, b, c, d))
-        self.a += a
-        self.b += b
-        self.c += c
-        self.d += d
-        self._settle()
-
-
 def _normal_cdf(x: float) -> float:
     return 0.5 * (1.0 + math.erf(x / _SQRT2))
 
@@ -201,7 +159,10 @@ class TickDataAnalyzer:
             raise ValueError(f"classification must be 'aggressor' or 'bulk', got {classification!r}")
         if min(sigma_window, flow_window, lambda_window, volatility_window) < 2:
             raise ValueError("every window must hold at least 2 observations")
+        if burst_window_ns <= 0:
+            raise ValueError(f"burst_window_ns must be positive, got {burst_window_ns}")
         self.classification = classification
+        self._aggressor = classification == "aggressor"
         self.buckets = VolumeBuckets(bucket_volume, vpin_buckets)
         self.bar_buckets = VolumeBuckets(bucket_volume, vpin_buckets)
         self.burst_window_ns = burst_window_ns
@@ -210,17 +171,16 @@ class TickDataAnalyzer:
         self.sweep_levels = sweep_levels
         self._changes = deque(maxlen=sigma_window)
         self._bar_changes = deque(maxlen=sigma_window)
-        self._flow = _WindowSums(flow_window)
-        self._lambda = _WindowSums(lambda_window)
-        self._returns = _WindowSums(volatility_window)
-        self._times: deque[int] = deque()
-        self._first_ts: int | None = None
-        self._trades = 0
-        self._last_price: float | None = None
+        # The per-trade windows, burst and sweep live in two buffers updated by a compiled kernel
+        # (see keel.market_data._kernels.trade_flow for their layout).
+        self._floats = np.zeros(FLOAT_HEADER + 2 * flow_window + 4 * lambda_window + volatility_window)
+        self._floats[BURST_MULTIPLE] = burst_multiple
+        self._results = self._floats[OUT : OUT + 5]
+        self._ints = np.zeros(INT_HEADER + _TIMES_CAPACITY, dtype=np.int64)
+        self._ints[[FLOW_SIZE, LAMBDA_SIZE, RETURNS_SIZE]] = flow_window, lambda_window, volatility_window
+        self._ints[[BURST_WINDOW_NS, BURST_MIN_TRADES, SWEEP_LEVELS]] = burst_window_ns, burst_min_trades, sweep_levels
+        self._last_price = math.nan
         self._last_bar_close: float | None = None
-        self._run_key: tuple[int, bool] | None = None
-        self._run_price = 0.0
-        self._run_levels = 0
         self.last: TradeFlowMetrics | None = None
 
     @property
@@ -236,32 +196,52 @@ class TickDataAnalyzer:
     def update(self, ts: int, price: float, quantity: float, seller_aggressor: bool) -> TradeFlowMetrics:
         """Update with one trade given as plain values (see :meth:`on_trade`)."""
         previous = self._last_price
-        change = 0.0 if previous is None else price - previous
-        signed = -quantity if seller_aggressor else quantity
-        if previous is not None:
-            self._changes.append(change)
-            log_return = math.log(price / previous)
-            self._returns.add1(log_return * log_return)
-            self._lambda.add4(signed, change, signed * signed, signed * change)
-        if self.classification == "aggressor":
+        if self._aggressor:
             buy = 0.0 if seller_aggressor else quantity
         else:
-            buy = quantity * self._bulk_buy_share(change, self._changes, previous is not None)
+            buy = quantity * self._trade_buy_share(price, previous)
         self.buckets.add(buy, quantity - buy)
-        self._flow.add2(signed, quantity)
         self._last_price = price
-        returns = self._returns
+        while trade_flow(self._floats, self._ints, ts, price, previous, quantity, seller_aggressor) == NEEDS_ROOM:
+            self._grow_times()
+        flow_imbalance, kyle_lambda, volatility, burst, sweep = self._results.tolist()
         metrics = TradeFlowMetrics(
             ts,
             self.buckets.vpin,
-            _ratio(self._flow),
-            _slope(self._lambda),
-            math.sqrt(max(returns.a, 0.0)) if len(returns.values) == returns.size else None,
-            self._burst(ts),
-            self._sweep(ts, seller_aggressor, price),
+            flow_imbalance,
+            None if kyle_lambda != kyle_lambda else kyle_lambda,
+            None if volatility != volatility else volatility,
+            burst > 0.0 if burst >= 0.0 else self._exact_burst(ts),
+            sweep > 0.0,
         )
         self.last = metrics
         return metrics
+
+    def _trade_buy_share(self, price: float, previous: float) -> float:
+        """Bulk-classify a trade against the previous one (NaN before the first)."""
+        has_change = previous == previous
+        change = price - previous if has_change else 0.0
+        if has_change:
+            self._changes.append(change)
+        return self._bulk_buy_share(change, self._changes, has_change)
+
+    def _grow_times(self) -> None:
+        """Double the ring of trade times in the burst window, oldest first."""
+        ints = self._ints
+        times = ints[INT_HEADER:]
+        order = (np.arange(ints[TIMES_COUNT]) + ints[TIMES_HEAD]) % times.size
+        grown = np.zeros(INT_HEADER + 2 * times.size, dtype=np.int64)
+        grown[:INT_HEADER] = ints[:INT_HEADER]
+        grown[INT_HEADER : INT_HEADER + order.size] = times[order]
+        grown[TIMES_HEAD] = 0
+        self._ints = grown
+
+    def _exact_burst(self, ts: int) -> bool:
+        """Decide a burst with Python's exact int division (the kernel's floats would round its operands)."""
+        ints = self._ints
+        elapsed = ts - int(ints[FIRST_TS])
+        mean_per_window = int(ints[TRADES]) * self.burst_window_ns / elapsed
+        return int(ints[TIMES_COUNT]) >= self.burst_multiple * mean_per_window
 
     def on_bar(self, bar: BarClosed) -> float | None:
         """Add a bar's volume to the bar VPIN (bulk classification); return the bar VPIN."""
@@ -283,31 +263,6 @@ class TickDataAnalyzer:
             return 0.5
         return _normal_cdf(change / sigma)
 
-    def _burst(self, ts: int) -> bool:
-        times = self._times
-        times.append(ts)
-        horizon = ts - self.burst_window_ns
-        while times[0] <= horizon:
-            times.popleft()
-        if self._first_ts is None:
-            self._first_ts = ts
-        self._trades += 1
-        elapsed = ts - self._first_ts
-        if elapsed < self.burst_window_ns or len(times) < self.burst_min_trades:
-            return False
-        mean_per_window = self._trades * self.burst_window_ns / elapsed
-        return len(times) >= self.burst_multiple * mean_per_window
-
-    def _sweep(self, ts: int, seller_aggressor: bool, price: float) -> bool:
-        key = (ts, seller_aggressor)
-        if key != self._run_key:
-            self._run_key = key
-            self._run_levels = 1
-        elif price != self._run_price:
-            self._run_levels += 1
-        self._run_price = price
-        return self._run_levels >= self.sweep_levels
-
     def calculate_vpin(self, tick_data: pd.DataFrame) -> float | None:
         """Return the VPIN after a whole trade frame (``price``, ``qty``, ``is_buyer_maker``), batch style.
 
@@ -326,23 +281,6 @@ class TickDataAnalyzer:
         )
         last = metrics["vpin"][-1] if len(metrics["vpin"]) else np.nan
         return None if np.isnan(last) else float(last)
-
-
-def _ratio(window: _WindowSums) -> float:
-    total = window.b
-    return window.a / total if total > 0 else 0.0
-
-
-def _slope(window: _WindowSums) -> float | None:
-    """Least-squares slope of y on x from the window's sums of x, y, x^2 and xy (None until full)."""
-    if len(window.values) < window.size:
-        return None
-    n = window.size
-    sum_x, sum_y, sum_xx, sum_xy = window.a, window.b, window.c, window.d
-    sxx = sum_xx - sum_x * sum_x / n
-    if sxx <= 1e-12 * max(sum_xx, 1e-300):
-        return None
-    return (sum_xy - sum_x * sum_y / n) / sxx
 
 
 # --- plain batch references ------------------------------------------------------------------

@@ -32,6 +32,9 @@ from keel.core.instruments import Instrument
 from keel.core.messages import MarketRegime
 from keel.risk_management.var import normal_quantile
 
+_MIN_VOLATILITY = 1e-12
+"""A per-bar volatility below this is no estimate (and its square underflows): no limit from it."""
+
 DEFAULT_REGIME_MULTIPLIERS: Mapping[MarketRegime, float] = {
     MarketRegime.TRENDING: 1.0,
     MarketRegime.LOW_VOLATILITY: 1.0,
@@ -211,7 +214,8 @@ class PositionSizer:
         expected_return
             Per-bar expected return in the position's direction.
         volatility
-            Per-bar return standard deviation (0 when unknown: no limit from it).
+            Per-bar return standard deviation (0 when unknown: no limit from it;
+            below 1e-12 counts as unknown).
         atr
             Average true range per bar, in price units (0 when unknown).
         price
@@ -225,7 +229,7 @@ class PositionSizer:
             return SizeLimits.of(0.0, 0.0, 0.0, 0.0)
         daily = math.sqrt(bars_per_day)
         multiplier = self.multiplier(regime)
-        if volatility > 0:
+        if volatility > _MIN_VOLATILITY:
             kelly = kelly_fraction(
                 expected_return, volatility * volatility, fraction=self.kelly_fraction, multiplier=multiplier
             )
@@ -265,7 +269,7 @@ class PositionSizer:
         if not equity > 0:
             return 0.0
         cap = self.leverage * equity
-        if volatility > 0:
+        if volatility > _MIN_VOLATILITY:
             if expected_return > 0 and expected_return != math.inf:
                 kelly = self.kelly_fraction * multiplier * expected_return / (volatility * volatility) * equity
             else:

@@ -5,8 +5,8 @@ One contract serves the strategy developer and the event-driven engine:
 - :meth:`BaseStrategy.generate_signal` ``(market_data, current_index)`` is what
   a strategy implements (UC-2.1): ``market_data`` maps ``symbol`` and the bar
   and funding columns of :mod:`keel.strategy_engine.history` to arrays, and
-  the strategy may read only indexes ``<= current_index`` (funding rows only
-  up to that bar's ``timestamp``);
+  the strategy may read only indexes ``<= current_index`` (and funding rows
+  settled before that bar's ``timestamp``);
 - :meth:`BaseStrategy.on_bar` / :meth:`BaseStrategy.on_funding` adapt bus
   events to it: they append to the strategy's own per-symbol history and
   call ``generate_signal`` on its last bar. The :class:`~keel.strategy_engine.manager.StrategyManager`
@@ -136,8 +136,8 @@ class BaseStrategy(ABC):
     def generate_signal(self, market_data: Mapping[str, Any], current_index: int) -> StrategySignal | None:
         """Return the view on ``market_data["symbol"]`` at bar ``current_index``.
 
-        Read only bars ``<= current_index`` and funding rows settled by that
-        bar's ``timestamp``. None means "my view is unchanged"; a HOLD signal
+        Read only bars ``<= current_index`` and funding rows settled before
+        that bar's ``timestamp``. None means "my view is unchanged"; a HOLD signal
         means "flat".
         """
 

@@ -122,6 +122,8 @@ class _Combined(NamedTuple):
 
 
 _FLAT = _Combined(0.0, 0.0, 0.0, 1.0, None, (), ())
+_REPUBLISH = "republish"
+"""A published action no signal has: the next signal is news."""
 
 
 @dataclass(slots=True)
@@ -331,6 +333,22 @@ class StrategyManager:
             "signals_published": self.signals_published,
         }
 
+    def reset_performance(self) -> None:
+        """Start every performance record afresh (after a warm-up on history)."""
+        self.performance = {n: StrategyPerformance() for n in self.performance}
+        self._performances = [self.performance[s.name] for s in self.strategies]
+        self.signals_published = 0
+
+    def republish(self) -> None:
+        """Make every symbol's next combined signal news, whatever it is (after a pause)."""
+        for book in self._books.values():
+            book.published_action = _REPUBLISH
+
+    @property
+    def parameters(self) -> dict[str, dict[str, Any]]:
+        """Return each strategy's parameters by strategy name."""
+        return {s.name: dict(s.parameters) for s in self.strategies}
+
     def regime(self, symbol: str) -> RegimeState:
         """Return the latest regime view of a symbol (UNKNOWN before its first fit)."""
         book = self._books.get(symbol)
@@ -362,7 +380,8 @@ class StrategyManager:
 
     def _book(self, symbol: str, *, event_driven: bool) -> _SymbolBook:
         book = self._books.get(symbol)
-        if book is None:
+        # A symbol fed by events and then by arrays (or the reverse) starts over.
+        if book is None or (book.history is not None) != event_driven:
             book = self._books[symbol] = self._new_book(symbol, event_driven=event_driven)
         return book
 

@@ -58,12 +58,12 @@ class MeanReversionStrategy(IncrementalStrategy):
     """
 
     parameter_space: ClassVar[Mapping[str, Parameter]] = {
-        "lookback": Parameter(int, 60, 10, 1000, "bars of the mean and standard deviation"),
-        "entry_z": Parameter(float, 2.0, 0.5, 5.0, "z-score magnitude that opens a position"),
-        "exit_z": Parameter(float, 0.5, 0.0, 3.0, "z-score magnitude under which the position is closed"),
-        "stop_z": Parameter(float, 4.0, 1.0, 10.0, "z-score magnitude that stops the position out"),
-        "trend_window": Parameter(int, 120, 10, 1000, "bars of the efficiency-ratio regime filter"),
-        "max_trend_strength": Parameter(float, 0.3, 0.01, 1.0, "efficiency ratio above which no entry is taken"),
+        "lookback": Parameter(int, 240, 10, 1000, "bars of the mean and standard deviation"),
+        "entry_z": Parameter(float, 3.5, 0.5, 5.0, "z-score magnitude that opens a position"),
+        "exit_z": Parameter(float, 0.0, 0.0, 3.0, "z-score magnitude under which the position is closed"),
+        "stop_z": Parameter(float, 6.0, 1.0, 10.0, "z-score magnitude that stops the position out"),
+        "trend_window": Parameter(int, 240, 10, 1000, "bars of the efficiency-ratio regime filter"),
+        "max_trend_strength": Parameter(float, 0.2, 0.01, 1.0, "efficiency ratio above which no entry is taken"),
     }
 
     def __init__(self, name: str = "mean_reversion", **parameters: Any) -> None:

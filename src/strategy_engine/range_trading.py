@@ -62,12 +62,12 @@ class RangeTradingStrategy(IncrementalStrategy):
     """
 
     parameter_space: ClassVar[Mapping[str, Parameter]] = {
-        "range_period": Parameter(int, 120, 20, 2000, "bars defining the channel and its efficiency ratio"),
-        "entry_band": Parameter(float, 0.15, 0.01, 0.45, "fraction of the range from an edge where entries happen"),
-        "min_range_width": Parameter(float, 0.004, 0.0005, 0.1, "narrowest channel traded, relative to its middle"),
-        "max_range_width": Parameter(float, 0.05, 0.001, 0.5, "widest channel still called a range"),
-        "max_trend_strength": Parameter(float, 0.25, 0.01, 1.0, "efficiency ratio above which it is not a range"),
-        "stop_buffer": Parameter(float, 0.25, 0.0, 2.0, "stop distance beyond the edge, in range widths"),
+        "range_period": Parameter(int, 1440, 20, 2000, "bars defining the channel and its efficiency ratio"),
+        "entry_band": Parameter(float, 0.1, 0.01, 0.45, "fraction of the range from an edge where entries happen"),
+        "min_range_width": Parameter(float, 0.015, 0.0005, 0.1, "narrowest channel traded, relative to its middle"),
+        "max_range_width": Parameter(float, 0.08, 0.001, 0.5, "widest channel still called a range"),
+        "max_trend_strength": Parameter(float, 0.15, 0.01, 1.0, "efficiency ratio above which it is not a range"),
+        "stop_buffer": Parameter(float, 0.2, 0.0, 2.0, "stop distance beyond the edge, in range widths"),
     }
 
     def __init__(self, name: str = "range_trading", **parameters: Any) -> None:

@@ -13,7 +13,7 @@ using only the bars up to that one:
   every ``refit_interval`` rows, warm-started from the previous fit. Between
   fits the filtered (forward) probabilities advance by one O(K^2) step per bar
   (:class:`GaussianHmmFilter`), not by re-running hmmlearn;
-- a zero-mean GARCH(1,1) is fitted by arch on the last ``garch_window``
+- a zero-mean GARCH(1,1) is fitted by arch on the last ``fit_window``
   returns (in basis points) on the same schedule, and its conditional
   variance advances by one step per bar (:class:`Garch11Filter`);
 - labels stay stable across refits: the first fit names its states by a fixed
@@ -34,10 +34,12 @@ previous model and is counted with its reason.
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import numpy as np
@@ -61,6 +63,9 @@ _EFFICIENCY, _VOLATILITY = 0, 1
 _LOG_2PI = math.log(2.0 * math.pi)
 # Realized variance floor (a 1e-6 bp move): log stays finite over flat windows.
 _VARIANCE_FLOOR = 1e-20
+# hmmlearn logs every EM step that loses likelihood or leaves a state unvisited; the detector
+# checks the fitted model itself and records a failed fit with its reason instead.
+_HMMLEARN_LOG = logging.getLogger("hmmlearn.base")
 
 
 class RegimeState(NamedTuple):
@@ -538,7 +543,7 @@ class NoLookAheadRegimeDetector:
             model.transmat_ = previous.transmat_.copy()
             model.means_ = previous.means_.copy()
             model.covars_ = previous._covars_.copy()
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
+        with warnings.catch_warnings(), np.errstate(all="ignore"), _quiet(_HMMLEARN_LOG):
             warnings.simplefilter("ignore")
             model.fit(features)
         _check_model(model)
@@ -594,6 +599,17 @@ class NoLookAheadRegimeDetector:
         probabilities = tuple(hmm_filter.probabilities)
         self.state_ = RegimeState(REGIMES[probabilities.index(max(probabilities))], probabilities, variance, long_run)
         return self.state_
+
+
+@contextmanager
+def _quiet(logger: logging.Logger) -> Iterator[None]:
+    """Silence a logger below ERROR for the duration of a block."""
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _initialize_by_quadrants(model: GaussianHMM, features: np.ndarray, min_covar: float) -> None:

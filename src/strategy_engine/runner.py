@@ -12,12 +12,15 @@ likely regime changes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from keel.core.bus import EventBus
 from keel.core.clock import Clock
 from keel.core.component import Component
 from keel.core.messages import (
     BarClosed,
     FundingRateUpdated,
+    Message,
     RegimeChanged,
     SignalAction,
     SignalGenerated,
@@ -37,6 +40,16 @@ class StrategyRunner(Component):
         signals are published under its name, without regime weighting).
     bus, clock
         The event bus and the clock.
+
+    Attributes
+    ----------
+    enabled : bool
+        False pauses trading: the strategies keep following the market (so
+        they resume without a new warm-up) but no ``SignalGenerated`` is
+        published; errors and regime changes still are. Setting it back to
+        True publishes each symbol's current view at its next bar.
+    errors : int
+        Strategy exceptions so far.
     """
 
     def __init__(self, strategy: BaseStrategy | StrategyManager, bus: EventBus, clock: Clock) -> None:
@@ -55,6 +68,38 @@ class StrategyRunner(Component):
         self.strategy = strategy
         self.manager = manager
         self.errors = 0
+        self._enabled = True
+
+    @property
+    def enabled(self) -> bool:
+        """Return whether signals are published."""
+        return self._enabled
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None:
+        """Pause or resume publishing; on resume every symbol's current view is published at its next bar."""
+        if value and not self._enabled:
+            self.manager.republish()
+        self._enabled = bool(value)
+
+    def warm_up(self, events: Iterable[Message]) -> int:
+        """Feed recorded history from before the run to the strategies without publishing; return its bars.
+
+        The strategies and regime detectors come out of it ready, the
+        performance records start afresh and every symbol's current view is
+        published at its next bar. Strategy errors during the warm-up are
+        counted in :attr:`errors` (and logged) but not published.
+        """
+        bars = 0
+        for event in events:
+            if isinstance(event, BarClosed):
+                self.errors += len(self.manager.on_bar(event).failures)
+                bars += 1
+            elif isinstance(event, FundingRateUpdated):
+                self.manager.on_funding(event)
+        self.manager.reset_performance()
+        self.manager.republish()
+        return bars
 
     def on_start(self) -> None:
         """Subscribe to closed bars and settled funding rates."""
@@ -62,14 +107,14 @@ class StrategyRunner(Component):
         self.bus.subscribe(FundingRateUpdated, self.manager.on_funding, name=f"{self.name}.funding")
 
     def on_bar(self, bar: BarClosed) -> None:
-        """Run the strategies on one bar and publish what it produced."""
+        """Run the strategies on one bar and publish what it produced (no signals while disabled)."""
         update = self.manager.on_bar(bar)
         if update.failures:
             self._publish_failures(update)
         if update.regime_change is not None:
             self._publish_regime_change(bar, update)
         signal = update.signal
-        if signal is None:
+        if signal is None or not self.enabled:
             return
         self.bus.publish(
             SignalGenerated(

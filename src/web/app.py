@@ -59,7 +59,9 @@ class RiskLimitsUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     max_leverage: float | None = Field(None, gt=0, le=125, allow_inf_nan=False)
+    max_net_leverage: float | None = Field(None, gt=0, le=125, allow_inf_nan=False)
     max_drawdown_pct: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
+    halt_drawdown_pct: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
     var_daily_pct: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
     max_order_notional: float | None = Field(None, gt=0, le=1e12, allow_inf_nan=False)
     max_position_notional: float | None = Field(None, gt=0, le=1e12, allow_inf_nan=False)

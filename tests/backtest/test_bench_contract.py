@@ -22,6 +22,7 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
         "bench_exchange.py",
         "bench_portfolio.py",
         "bench_risk.py",
+        "bench_execution.py",
     ],
 )
 def test_benchmark_prints_one_json_line(script: str) -> None:

@@ -32,8 +32,8 @@ def test_two_runs_write_byte_identical_trades_and_orders(tmp_path: Path) -> None
     # Assert
     for name in ("trades.csv", "orders.csv", "equity.csv"):
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
-    # The default strategy manager trades the three symbols a few times in three days.
-    assert len((first / "trades.csv").read_text().splitlines()) > 3
+    # The default strategy manager trades hour- to day-scale views: a few trades in three days.
+    assert len((first / "trades.csv").read_text().splitlines()) > 1
 
 
 def test_metrics_json_has_the_documented_keys(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from keel.core.messages import (
     CancelOrder,
     ComponentStateChanged,
     FundingPaid,
+    MarginType,
     Message,
     OrderAccepted,
     OrderApproved,
@@ -32,8 +33,17 @@ from keel.core.messages import (
     OrderSubmitted,
     SubmitOrder,
 )
-from keel.core.orders import ClientOrderIdGenerator, OrderSide, OrderStatus, OrderType
-from keel.core.ports import BalanceReport, ExchangePort, OrderStatusReport, PositionReport, ReportHandler
+from keel.core.orders import ClientOrderIdGenerator, Order, OrderSide, OrderStatus, OrderType
+from keel.core.ports import (
+    BalanceReport,
+    ExchangePort,
+    LeverageBracket,
+    OrderStatusReport,
+    PositionMode,
+    PositionReport,
+    ReportHandler,
+    SymbolConfiguration,
+)
 from keel.execution.order_manager import OrderManager
 from keel.market_data.loaders import load_ohlcv
 from keel.risk_management.position_manager import PositionManager
@@ -149,6 +159,8 @@ class FakeVenue:
         self.cancel_alls: list[str | None] = []
         self.submit_errors: list[Exception] = []
         self.cancel_errors: list[Exception] = []
+        self.margin_types: dict[str, MarginType] = {}
+        self.mode = PositionMode.ONE_WAY
 
     def set_report_handler(self, handler: ReportHandler) -> None:
         self.handler = handler
@@ -187,6 +199,25 @@ class FakeVenue:
 
     async def exchange_info(self) -> dict[str, Instrument]:
         return dict(instruments())
+
+    async def leverage_brackets(self, symbol: str | None = None) -> dict[str, tuple[LeverageBracket, ...]]:
+        return {}
+
+    async def set_leverage(self, symbol: str, leverage: int) -> SymbolConfiguration:
+        return SymbolConfiguration(symbol=symbol, leverage=leverage, margin_type=MarginType.CROSSED, max_notional=None)
+
+    async def set_margin_type(self, symbol: str, margin_type: MarginType) -> None:
+        self.margin_types[symbol] = margin_type
+
+    async def set_position_mode(self, mode: PositionMode) -> None:
+        self.mode = mode
+
+    async def position_mode(self) -> PositionMode:
+        return self.mode
+
+    async def symbol_configuration(self, symbol: str) -> SymbolConfiguration:
+        margin_type = self.margin_types.get(symbol, MarginType.CROSSED)
+        return SymbolConfiguration(symbol=symbol, leverage=5, margin_type=margin_type, max_notional=None)
 
     def accept(self, command: SubmitOrder) -> None:
         assert self.handler is not None
@@ -473,3 +504,160 @@ def _run_now(coroutine: Any) -> Any:
         return stop.value
     coroutine.close()
     raise AssertionError("the simulated exchange suspended")
+
+
+# --- ambiguous submits, venue-originated events, queries, and the state machine under random reports ---------
+
+
+class AmbiguousVenue(SimulatedExchange):
+    """The real simulated venue whose submit response is lost: the order may or may not have reached it."""
+
+    def __init__(self, *args: Any, reaches: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reaches = reaches
+        self.sent: list[str] = []
+
+    async def submit_order(self, command: SubmitOrder) -> None:
+        from keel.core.errors import AmbiguousOutcomeError
+
+        self.sent.append(command.client_order_id)
+        if self.reaches or len(self.sent) > 1:
+            self.submit(command)
+        if len(self.sent) == 1:
+            raise AmbiguousOutcomeError(f"submit {command.client_order_id}: timed out (-1007)")
+
+
+def ambiguous_desk(reaches: bool) -> tuple[Desk, AmbiguousVenue]:
+    bars = real_bars(BTC)
+    clock = SimulatedClock(bars[0].ts_event)
+    venue = AmbiguousVenue(instruments(), clock, initial_balance=Decimal("10000"), reaches=reaches)
+    desk = Desk(venue, clock)
+    venue.on_bar(bars[0])
+    return desk, venue
+
+
+def test_ambiguous_submit_that_reached_the_venue_is_resolved_by_query_without_resending():
+    # Arrange
+    desk, venue = ambiguous_desk(reaches=True)
+
+    # Act
+    desk.bus.publish(approved("0.010", price="90000"))
+    desk.bus.drain()
+
+    # Assert
+    assert venue.sent == ["keel-1"]
+    assert desk.orders.orders["keel-1"].status is not OrderStatus.SUBMITTED
+    assert desk.orders.resends == 0 and not desk.orders.unresolved
+
+
+def test_ambiguous_submit_that_never_arrived_is_resent_under_the_same_id():
+    # Arrange
+    desk, venue = ambiguous_desk(reaches=False)
+
+    # Act
+    desk.bus.publish(approved("0.010", price="90000"))
+    desk.bus.drain()
+
+    # Assert
+    assert venue.sent == ["keel-1", "keel-1"]
+    assert desk.orders.resends == 1
+    assert desk.orders.orders["keel-1"].venue_order_id is not None
+    assert len(desk.orders.orders) == 1
+
+
+def test_venue_liquidation_events_are_published_and_fills_are_queryable():
+    # Arrange
+    from keel.core.messages import PositionLiquidated, PositionSide
+    from keel.core.orders import LiquiditySide
+
+    fake_clock = SimulatedClock(0)
+    venue = SimulatedExchange(instruments(), fake_clock, initial_balance=Decimal("10000"))
+    desk = Desk(venue, fake_clock)
+    liquidated = PositionLiquidated(
+        symbol=BTC, position_side=PositionSide.BOTH, margin_type=MarginType.CROSSED, client_order_id="autoclose-1",
+        side=OrderSide.SELL, quantity=Decimal("0.5"), price=Decimal("76120.4"), mark_price=Decimal("76120.4"),
+        realized_pnl=Decimal("-10"), liquidation_fee=Decimal("5"), insurance_fund_covered=Decimal(0),
+        ts_event=1, ts_init=1,
+    )  # fmt: skip
+    fill = OrderFilled(
+        client_order_id="autoclose-1", venue_order_id="9", symbol=BTC, trade_id="t9", side=OrderSide.SELL,
+        last_quantity=Decimal("0.5"), last_price=Decimal("76120.4"), commission=Decimal("5"),
+        liquidity_side=LiquiditySide.TAKER, ts_event=1, ts_init=1,
+    )  # fmt: skip
+
+    # Act
+    desk.orders.on_report(fill)
+    desk.orders.on_report(liquidated)
+    desk.bus.drain()
+
+    # Assert
+    assert liquidated in desk.seen and fill in desk.seen
+    assert desk.orders.venue_reports == 1 and desk.orders.unknown_reports == 0
+    assert desk.orders.fills() == []
+
+
+def _report_strategy():
+    from hypothesis import strategies as st
+
+    return st.lists(
+        st.tuples(
+            st.sampled_from(["fill", "fill", "fill", "accept", "cancel", "expire", "reject"]),
+            st.sampled_from(["t1", "t2", "t3", "t4", "t5"]),
+            st.sampled_from(["0.001", "0.002", "0.003"]),
+        ),
+        max_size=25,
+    )
+
+
+def test_order_state_machine_survives_random_report_orders():
+    # Arrange
+    from hypothesis import given, settings
+
+    from keel.core.errors import InvalidTransitionError
+    from keel.core.messages import OrderExpired, OrderRejected
+    from keel.core.orders import LiquiditySide
+
+    @settings(max_examples=200, deadline=None)
+    @given(_report_strategy())
+    def check(reports: list[tuple[str, str, str]]) -> None:
+        bus, clock = EventBus(), SimulatedClock(0)
+        venue = SimulatedExchange(instruments(), clock, initial_balance=Decimal("10000"))
+        manager = OrderManager(venue, ClientOrderIdGenerator("keel"), bus, clock)
+        order_quantity = Decimal("0.005")
+        manager.orders["keel-1"] = order = Order(
+            client_order_id="keel-1", symbol=BTC, side=OrderSide.BUY, order_type=OrderType.MARKET,
+            quantity=order_quantity,
+        )  # fmt: skip
+        order.submit(0)
+        applied: dict[str, Decimal] = {}
+        common = {"client_order_id": "keel-1", "symbol": BTC, "ts_event": 1, "ts_init": 1}
+        for kind, trade_id, quantity in reports:
+            report = {
+                "fill": lambda t=trade_id, q=quantity: OrderFilled(
+                    venue_order_id="1", trade_id=t, side=OrderSide.BUY, last_quantity=Decimal(q),
+                    last_price=Decimal("60000"), commission=Decimal(0), liquidity_side=LiquiditySide.TAKER, **common,
+                ),
+                "accept": lambda: OrderAccepted(venue_order_id="1", **common),
+                "cancel": lambda: OrderCanceled(**common),
+                "expire": lambda: OrderExpired(**common),
+                "reject": lambda: OrderRejected(code=-2010, reason="insufficient margin", **common),
+            }[kind]()  # fmt: skip
+            before = (order.status, order.filled_quantity)
+            try:
+                manager.on_report(report)
+            except InvalidTransitionError:
+                # Act / Assert: a forbidden move changes nothing
+                assert (order.status, order.filled_quantity) == before
+                continue
+            if kind == "fill" and trade_id not in applied:
+                applied[trade_id] = Decimal(quantity)
+            # Assert: filled is exactly the distinct applied fills, never above the order, and the status agrees
+            assert order.filled_quantity == sum(applied.values(), Decimal(0)) <= order_quantity
+            if order.status is OrderStatus.FILLED:
+                assert order.filled_quantity == order_quantity
+            if order.status is OrderStatus.REJECTED:
+                assert order.filled_quantity == 0
+        assert len(manager.fills()) == len(applied)
+
+    # Act
+    check()

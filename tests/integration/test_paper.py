@@ -47,8 +47,15 @@ def test_paper_session_replays_to_the_end_and_writes_its_final_state(tmp_path: P
 
 
 def test_paper_and_backtest_place_the_same_orders(tmp_path: Path) -> None:
-    # Arrange
+    # Arrange: hour-scale strategy windows, so that six hours of bars hold trades
     config = paper_config(speed=36_000.0)
+    hourly = {
+        "trend_following": {"fast_period": 20, "slow_period": 80, "channel_period": 60, "atr_period": 30},
+        "mean_reversion": {"lookback": 60, "entry_z": 2.0, "exit_z": 0.5, "stop_z": 4.0, "trend_window": 120},
+        "range_trading": {"range_period": 120, "entry_band": 0.15, "min_range_width": 0.004},
+    }
+    strategy = config.strategy.model_validate({**config.strategy.model_dump(), "parameters": hourly})
+    config = config.model_copy(update={"strategy": strategy})
     session = PaperSession(config, tmp_path / "paper")
 
     # Act

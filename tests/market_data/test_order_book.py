@@ -344,3 +344,51 @@ def test_levels_match_a_plain_dictionary_book(updates, depth: int) -> None:  # t
     assert list(zip(top.ask_ticks.tolist(), top.ask_quantities.tolist(), strict=True)) == expected_asks
     assert book.best_bid_tick() == (expected_bids[0][0] if expected_bids else None)
     assert book.best_ask_tick() == (expected_asks[0][0] if expected_asks else None)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    updates=st.lists(
+        st.tuples(
+            st.lists(_level, max_size=8, unique_by=lambda x: x[0]),
+            st.lists(_level, max_size=8, unique_by=lambda x: x[0]),
+        ),
+        max_size=40,
+    ),
+    depths=st.lists(st.integers(0, 30), min_size=1, max_size=3),
+)
+def test_published_events_match_a_plain_dictionary_book(updates, depths: list[int]) -> None:  # type: ignore[no-untyped-def]
+    # Arrange
+    book = OrderBook("BTCUSDT", TICK)
+    book.apply_snapshot_ticks(1, np.array([599_990]), np.array([1.0]), np.array([600_500]), np.array([2.0]))
+    reference = {"b": {599_990: 1.0}, "a": {600_500: 2.0}}
+    last = 1
+
+    for bids, asks in updates:
+        arrays = [np.array([t for t, _ in side], dtype=np.int64) for side in (bids, asks)]
+        quantities = [np.array([q for _, q in side], dtype=np.float64) for side in (bids, asks)]
+        book.apply_diff_ticks(last, last + 1, last, arrays[0], quantities[0], arrays[1], quantities[1])
+        last += 1
+        for name, side in (("b", bids), ("a", asks)):
+            for tick, quantity in side:
+                if quantity:
+                    reference[name][tick] = quantity
+                else:
+                    reference[name].pop(tick, None)
+        crossed = bool(reference["b"]) and bool(reference["a"]) and max(reference["b"]) >= min(reference["a"])
+
+        for depth in depths:
+            # Act
+            if crossed:
+                with pytest.raises(BookUnavailableError, match="crossed"):
+                    book.to_event(last, last, depth)
+                continue
+            event = book.to_event(last, last, depth)
+
+            # Assert
+            expected_bids = [(float(TICK * t), q) for t, q in sorted(reference["b"].items(), reverse=True)[:depth]]
+            expected_asks = [(float(TICK * t), q) for t, q in sorted(reference["a"].items())[:depth]]
+            assert list(event.bids) == expected_bids and list(event.asks) == expected_asks
+            bid_prices, bid_quantities, ask_prices, ask_quantities = book.published_levels  # type: ignore[misc]
+            assert list(zip(bid_prices.tolist(), bid_quantities.tolist(), strict=True)) == expected_bids
+            assert list(zip(ask_prices.tolist(), ask_quantities.tolist(), strict=True)) == expected_asks

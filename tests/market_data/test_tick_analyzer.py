@@ -112,3 +112,29 @@ def test_bad_parameters_are_refused() -> None:
         TickDataAnalyzer(bucket_volume=1.0, classification="tick")
     with pytest.raises(ValueError, match="bucket_volume"):
         TickDataAnalyzer(bucket_volume=0.0)
+
+
+def test_a_long_burst_window_over_the_tape_played_twice_equals_the_batch_reference(
+    btc_trades: list[TradeTick],
+) -> None:
+    # Arrange: the real tape, then again right after it; a 5-minute window holds thousands of trades and
+    # trades x window passes 2**53, where only exact integer division decides a burst
+    ts, prices, quantities, sellers = _columns(btc_trades)
+    shift = int(ts[-1] - ts[0]) + 1
+    columns = (np.r_[ts, ts + shift], np.r_[prices, prices], np.r_[quantities, quantities], np.r_[sellers, sellers])
+    parameters = {"bucket_volume": 5.0, "burst_window_ns": 300_000_000_000, "burst_multiple": 1.0}
+    analyzer = TickDataAnalyzer(**parameters)  # type: ignore[arg-type]
+
+    # Act
+    streamed = [analyzer.update(int(t), float(p), float(q), bool(s)) for t, p, q, s in zip(*columns, strict=True)]
+    batch = tick_metrics_batch(*columns, **parameters)  # type: ignore[arg-type]
+
+    # Assert
+    bursts = np.array([m.trade_burst for m in streamed])
+    np.testing.assert_array_equal(bursts, batch["trade_burst"])
+    assert bursts[-5_000:].any() and not bursts.all()
+
+
+def test_a_burst_window_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="burst_window_ns"):
+        TickDataAnalyzer(bucket_volume=1.0, burst_window_ns=0)

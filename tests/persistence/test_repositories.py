@@ -233,7 +233,7 @@ def test_decimals_survive_storage_exactly(database: Database, values: list[Decim
 
 
 def test_a_bad_url_is_a_configuration_error() -> None:
-    with pytest.raises(ConfigurationError, match="persistence.url"):
+    with pytest.raises(ConfigurationError, match=r"persistence\.url"):
         Database("mysql://somewhere/keel")
     with pytest.raises(ConfigurationError, match="not a database URL"):
         Database("::::")

@@ -172,3 +172,20 @@ def funding_within_bars(data: dict[str, Any]) -> dict[str, Any]:
     first, last = data["timestamp"][0] - MINUTE_NS, data["timestamp"][-1]
     keep = (data["funding_time"] >= first) & (data["funding_time"] <= last)
     return {**data, **{key: data[key][keep] for key in ("funding_time", "funding_rate", "mark_price")}}
+
+
+def hourly_strategies() -> list[Any]:
+    """The four strategies with hour-scale windows: busy enough on a day or two of 1m bars to test with."""
+    from keel.strategy_engine import (
+        FundingArbitrageStrategy,
+        MeanReversionStrategy,
+        RangeTradingStrategy,
+        TrendFollowingStrategy,
+    )
+
+    return [
+        TrendFollowingStrategy(fast_period=20, slow_period=80, channel_period=60, atr_period=30),
+        MeanReversionStrategy(lookback=60, entry_z=2.0, exit_z=0.5, stop_z=4.0, trend_window=120),
+        RangeTradingStrategy(range_period=120, entry_band=0.15, min_range_width=0.004, max_trend_strength=0.25),
+        FundingArbitrageStrategy(),
+    ]

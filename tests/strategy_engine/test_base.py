@@ -94,13 +94,15 @@ def test_the_users_strategy_is_backtestable_as_written() -> None:
             start_date="2025-05-10",
             end_date="2025-05-11",
             initial_capital=10000.0,
-            symbols=["BTCUSDT"],
+            symbols=["BTCUSDT", "ETHUSDT", "SOLUSDT"],
         )
     )
 
     # Assert
-    assert results["bars_processed"] == 1440
+    runner = results.pipeline.strategy
+    assert results["bars_processed"] == 3 * 1440
     assert results["handler_errors"] == 0
+    assert runner.errors == 0 and runner.manager.signals_published > 50
     assert results["n_trades"] > 0
     assert isinstance(results["sharpe_ratio"], float)
 
@@ -108,9 +110,10 @@ def test_the_users_strategy_is_backtestable_as_written() -> None:
 def test_random_access_rebuilds_the_same_signals_as_a_sequential_run() -> None:
     # Arrange
     data = market_data("SOLUSDT", start=index_at("SOLUSDT", MAY_5), count=2000)
-    sequential = TrendFollowingStrategy()
+    hourly = {"fast_period": 20, "slow_period": 80, "channel_period": 60, "atr_period": 30}
+    sequential = TrendFollowingStrategy(**hourly)
     expected = [sequential.generate_signal(data, i) for i in range(2000)]
-    jumping = TrendFollowingStrategy()
+    jumping = TrendFollowingStrategy(**hourly)
 
     # Act
     picked = {i: jumping.generate_signal(data, i) for i in (1999, 700, 1500, 1501, 30)}

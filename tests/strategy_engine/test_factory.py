@@ -153,8 +153,14 @@ def test_configuration_defaults_are_the_codes_defaults() -> None:
 @pytest.mark.parametrize(
     ("text", "key"),
     [
-        ("strategy:\n  parameters:\n    trend_following:\n      fast_period: 90\n", "trend_following.fast_period"),
-        ("strategy:\n  parameters:\n    mean_reversion:\n      exit_z: 2.5\n", "mean_reversion.exit_z"),
+        (
+            "strategy:\n  parameters:\n    trend_following:\n      fast_period: 90\n      slow_period: 80\n",
+            "trend_following.fast_period",
+        ),
+        (
+            "strategy:\n  parameters:\n    mean_reversion:\n      entry_z: 2.0\n      exit_z: 3.0\n",
+            "mean_reversion.exit_z",
+        ),
         ("strategy:\n  regime:\n    fit_window: 100\n", "regime.fit_window"),
         ("strategy:\n  strategies: [trend_following, trend_following]\n", "strategy.strategies"),
         ("strategy:\n  regime_weights:\n    trending:\n      momentum: 1.0\n", "trending.momentum"),

@@ -13,6 +13,7 @@ from strategy_data import (
     events,
     feed,
     funding_within_bars,
+    hourly_strategies,
     index_at,
     market_data,
     perturbed,
@@ -265,10 +266,13 @@ def test_lookahead_manager_outputs_up_to_t_ignore_later_bars_and_settlements() -
     data = funding_within_bars(market_data("BTCUSDT", start=index_at("BTCUSDT", MAY_5), count=2 * 1440))
     cut = 1700
 
+    def make() -> StrategyManager:
+        return StrategyManager(hourly_strategies(), DEFAULT_REGIME_WEIGHTS, small_detector)
+
     # Act
-    stopped = feed(StrategyManager(detector_factory=small_detector), events("BTCUSDT", data=truncated(data, cut + 1)))
-    full = feed(StrategyManager(detector_factory=small_detector), events("BTCUSDT", data=data))
-    changed = feed(StrategyManager(detector_factory=small_detector), events("BTCUSDT", data=perturbed(data, cut)))
+    stopped = feed(make(), events("BTCUSDT", data=truncated(data, cut + 1)))
+    full = feed(make(), events("BTCUSDT", data=data))
+    changed = feed(make(), events("BTCUSDT", data=perturbed(data, cut)))
 
     # Assert
     assert sum(u.signal is not None for u in stopped) > 10

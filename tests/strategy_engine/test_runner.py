@@ -70,3 +70,73 @@ def test_missing_funding_is_published_as_strategy_errors_and_degrades_the_runner
     ]
     assert runner.errors == 3
     assert runner.state is ComponentState.DEGRADED
+
+
+def test_a_disabled_runner_follows_the_market_silently_and_republishes_on_resume() -> None:
+    # Arrange
+    data = funding_within_bars(market_data("SOLUSDT", start=index_at("SOLUSDT", MAY_5), count=1440))
+    stream = events("SOLUSDT", data=data)
+    bus = EventBus()
+    clock = SimulatedClock(stream[0].ts_event)
+    runner = StrategyRunner(StrategyManager(detector_factory=False), bus, clock)
+    published: list[SignalGenerated] = []
+    bus.subscribe(SignalGenerated, published.append)
+    runner.start()
+    runner.enabled = False
+
+    # Act
+    for event in stream:
+        clock.advance_to(event.ts_event)
+        bus.publish(event)
+        bus.drain()
+
+    paused = list(published)
+    runner.enabled = True
+    for event in events("SOLUSDT", start=index_at("SOLUSDT", MAY_5) + 1440, count=1):
+        clock.advance_to(event.ts_event)
+        bus.publish(event)
+        bus.drain()
+
+    # Assert
+    assert paused == []
+    assert [s.symbol for s in published] == ["SOLUSDT"]
+    assert runner.manager.signals_published > 1
+    assert runner.manager.get_system_status()["bars_processed"] == 1441
+    assert set(runner.manager.parameters) == {"trend_following", "mean_reversion", "range_trading", "funding_arbitrage"}
+
+
+def test_a_warm_up_on_history_leaves_the_strategies_where_a_live_run_would() -> None:
+    # Arrange: day one replayed as history, then half a day live; against all of it live
+    start = index_at("BTCUSDT", MAY_5)
+    history = events("BTCUSDT", start=start, count=1440)
+    live = events("BTCUSDT", start=start + 1440, count=720)
+
+    def manager() -> StrategyManager:
+        return StrategyManager(
+            detector_factory=lambda: NoLookAheadRegimeDetector(min_fit_bars=600, fit_window=900, refit_interval=400)
+        )
+
+    bus = EventBus()
+    clock = SimulatedClock(live[0].ts_event)
+    warmed = StrategyRunner(manager(), bus, clock)
+    published: list[SignalGenerated] = []
+    bus.subscribe(SignalGenerated, published.append)
+
+    # Act
+    consumed = warmed.warm_up(history)
+    bus.drain()
+    during_warm_up = list(published)
+    warmed.start()
+    for event in live:
+        clock.advance_to(event.ts_event)
+        bus.publish(event)
+        bus.drain()
+    reference, _ = run_on_bus(manager(), [*history, *live])
+
+    # Assert
+    assert consumed == 1440 and during_warm_up == []
+    assert published[0].ts_event == next(e for e in live if isinstance(e, BarClosed)).ts_event
+    status, expected = warmed.manager.get_system_status(), reference.manager.get_system_status()
+    assert status["symbols"] == expected["symbols"]
+    assert warmed.manager.regime("BTCUSDT") == reference.manager.regime("BTCUSDT")
+    assert status["combined_performance"]["bars"] == 720

@@ -17,9 +17,21 @@ def week() -> dict:
     return market_data("SOLUSDT", start=index_at("SOLUSDT", MAY_5), count=7 * 1440)
 
 
+# Hourly-scale settings: a week of 1m bars holds enough of their trades to check the rules on.
+PARAMETERS = {
+    "fast_period": 20,
+    "slow_period": 80,
+    "channel_period": 60,
+    "atr_period": 30,
+    "stop_atr_multiple": 3.0,
+    "take_profit_atr_multiple": 8.0,
+    "min_trend_strength": 0.3,
+}
+
+
 @pytest.fixture(scope="module")
 def views(week: dict) -> list:
-    return signals(TrendFollowingStrategy(), week)
+    return signals(TrendFollowingStrategy(**PARAMETERS), week)
 
 
 def efficiency(close: pd.Series, period: int) -> np.ndarray:
@@ -28,7 +40,7 @@ def efficiency(close: pd.Series, period: int) -> np.ndarray:
 
 def test_entries_are_breakouts_in_the_trends_direction_with_enough_efficiency(week: dict, views: list) -> None:
     # Arrange
-    p = TrendFollowingStrategy.default_parameters()
+    p = PARAMETERS
     close = pd.Series(week["close"])
     fast = close.ewm(span=p["fast_period"], adjust=False).mean().to_numpy()
     slow = close.ewm(span=p["slow_period"], adjust=False).mean().to_numpy()
@@ -51,7 +63,7 @@ def test_entries_are_breakouts_in_the_trends_direction_with_enough_efficiency(we
 
 def test_exits_are_a_stop_a_target_or_the_trend_turning(week: dict, views: list) -> None:
     # Arrange
-    p = TrendFollowingStrategy.default_parameters()
+    p = PARAMETERS
     close = pd.Series(week["close"])
     fast = close.ewm(span=p["fast_period"], adjust=False).mean().to_numpy()
     slow = close.ewm(span=p["slow_period"], adjust=False).mean().to_numpy()
@@ -96,9 +108,9 @@ def test_no_view_before_warmup(week: dict) -> None:
 
     # Assert
     assert early == [None] * (strategy.warmup_bars - 1)
-    assert strategy.warmup_bars == 80
+    assert strategy.warmup_bars == strategy.parameters["channel_period"] + 1
 
 
 def test_lookahead_trend_following_up_to_t_ignores_later_bars() -> None:
     data = market_data("BTCUSDT", start=index_at("BTCUSDT", MAY_5), count=3000)
-    assert_no_lookahead(TrendFollowingStrategy, data, cut=2000)
+    assert_no_lookahead(lambda: TrendFollowingStrategy(**PARAMETERS), data, cut=2000)

@@ -26,7 +26,7 @@ def session_config(speed: float = 3000.0) -> KeelConfig:
             "end": "2025-05-06T00:00:00Z",
         }
     )
-    strategy = config.strategy.model_copy(update={"fast_period": 3, "slow_period": 8})
+    strategy = config.strategy.model_copy(update={"name": "moving_average_cross", "fast_period": 3, "slow_period": 8})
     paper = config.paper.model_copy(update={"speed": speed, "status_interval_seconds": 3600.0})
     return config.model_copy(update={"data": data, "strategy": strategy, "paper": paper})
 
@@ -38,7 +38,9 @@ async def running_session(
     """Start a paper session and the app over it; stop both on exit."""
     session = PaperSession(session_config(speed), run_dir)
     app = create_app(
-        session.orchestrator, api_token=token, audit=session.orchestrator.record_operator_action,
+        session.orchestrator,
+        api_token=token,
+        audit=session.orchestrator.record_operator_action,
         dashboard_interval_seconds=0.05,
     )
     task = asyncio.create_task(session.run())

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from keel.persistence import AuditLog, Database
 from conftest import TOKEN, bearer, running_session
+from keel.persistence import AuditLog, Database
 
 CONTROL_ROUTES = [
     ("POST", "/api/v1/emergency-stop", {"reason": "test"}),
@@ -22,10 +22,21 @@ CONTROL_ROUTES = [
 def test_read_routes_describe_the_running_system(tmp_path: Path) -> None:
     async def scenario() -> dict[str, object]:
         async with running_session(tmp_path, min_bars=200) as (_, client):
-            return {path: (await client.get(path)) for path in (
-                "/health", "/api/v1/status", "/api/v1/positions", "/api/v1/orders", "/api/v1/trades",
-                "/api/v1/risk", "/api/v1/strategies", "/api/v1/allocations", "/docs", "/openapi.json",
-            )}
+            return {
+                path: (await client.get(path))
+                for path in (
+                    "/health",
+                    "/api/v1/status",
+                    "/api/v1/positions",
+                    "/api/v1/orders",
+                    "/api/v1/trades",
+                    "/api/v1/risk",
+                    "/api/v1/strategies",
+                    "/api/v1/allocations",
+                    "/docs",
+                    "/openapi.json",
+                )
+            }
 
     # Act
     responses = asyncio.run(scenario())
@@ -44,7 +55,9 @@ def test_read_routes_describe_the_running_system(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("method", "path", "body"), CONTROL_ROUTES)
-@pytest.mark.parametrize(("headers", "expected"), [({}, 401), (bearer("wrong-token"), 403), ({"Authorization": "Basic abc"}, 401)])
+@pytest.mark.parametrize(
+    ("headers", "expected"), [({}, 401), (bearer("wrong-token"), 403), ({"Authorization": "Basic abc"}, 401)]
+)
 def test_every_state_changing_route_refuses_a_missing_or_wrong_token(
     tmp_path: Path, method: str, path: str, body: dict | None, headers: dict[str, str], expected: int
 ) -> None:
@@ -75,13 +88,15 @@ def test_without_a_configured_token_state_changing_routes_are_refused(
 
 def test_emergency_stop_halts_cancels_and_is_audited_then_resume(tmp_path: Path) -> None:
     async def scenario() -> tuple[dict, dict, dict, dict]:
-        async with running_session(tmp_path, min_bars=100) as (session, client):
+        async with running_session(tmp_path, min_bars=100) as (_, client):
             stop = await client.post(
                 "/api/v1/emergency-stop", json={"reason": "Risk limit exceeded", "flatten": True}, headers=bearer()
             )
             await asyncio.sleep(0.3)
             halted = (await client.get("/api/v1/status")).json()
-            orders_after = [o for o in (await client.get("/api/v1/orders")).json() if o["strategy"] != "emergency_flatten"]
+            orders_after = [
+                o for o in (await client.get("/api/v1/orders")).json() if o["strategy"] != "emergency_flatten"
+            ]
             resumed = (await client.post("/api/v1/resume", json={"reason": "checked"}, headers=bearer())).json()
             return stop.json(), halted, {"new_orders": [o for o in orders_after if o["time"] > halted["time"]]}, resumed
 
@@ -152,9 +167,17 @@ def test_metrics_are_prometheus_text(tmp_path: Path) -> None:
 
     text = asyncio.run(scenario())
     for name in (
-        "keel_bus_depth", "keel_bus_high_water_mark", "keel_bus_conflated_total", "keel_bus_handler_latency_p99_seconds",
-        'keel_orders{status="FILLED"}', "keel_fills_total", "keel_fees_paid_usdt_total", "keel_funding_paid_usdt",
-        "keel_pnl_usdt", "keel_equity_usdt", 'keel_trading_state{state="ACTIVE"} 1.0',
+        "keel_bus_depth",
+        "keel_bus_high_water_mark",
+        "keel_bus_conflated_total",
+        "keel_bus_handler_latency_p99_seconds",
+        'keel_orders{status="FILLED"}',
+        "keel_fills_total",
+        "keel_fees_paid_usdt_total",
+        "keel_funding_paid_usdt",
+        "keel_pnl_usdt",
+        "keel_equity_usdt",
+        'keel_trading_state{state="ACTIVE"} 1.0',
     ):
         assert name in text, name
     assert TOKEN not in text

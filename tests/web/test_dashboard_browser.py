@@ -18,8 +18,14 @@ from conftest import TOKEN
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "runs" / "screenshots"
 CHROMIUM_ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 
@@ -35,15 +41,28 @@ def start_paper_run(run_dir: Path) -> tuple[subprocess.Popen[str], str]:
         **os.environ,
         "KEEL_API_TOKEN": TOKEN,
         "KEEL_RUN__OUTPUT_DIR": str(run_dir),
+        "KEEL_STRATEGY__NAME": "moving_average_cross",
         "KEEL_STRATEGY__FAST_PERIOD": "3",
         "KEEL_STRATEGY__SLOW_PERIOD": "8",
         "KEEL_WEB__DASHBOARD_INTERVAL_SECONDS": "0.2",
     }
     command = [
-        sys.executable, "-m", "keel.cli", "run", "--mode", "paper", "--speed", "300", "--port", "0",
-        "--symbols", "BTCUSDT,ETHUSDT,SOLUSDT",
+        sys.executable,
+        "-m",
+        "keel.cli",
+        "run",
+        "--mode",
+        "paper",
+        "--speed",
+        "300",
+        "--port",
+        "0",
+        "--symbols",
+        "BTCUSDT,ETHUSDT,SOLUSDT",
     ]
-    process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     assert process.stdout is not None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -1,0 +1,589 @@
+"""The smart order router: approved (parent) orders become child orders worked in one of five styles.
+
+AGGRESSIVE sends marketable IOC limits at a protection price (never a fill
+beyond it). PASSIVE posts GTX at or inside the touch, reprices as the book
+moves and falls back to AGGRESSIVE after its time limit. TWAP and VWAP follow a
+schedule of cumulative targets (seeded, randomized TWAP slices; VWAP from the
+liquidity profile's volume curve). ADAPTIVE chooses and keeps adjusting from
+urgency, spread, book imbalance, VPIN and the impact estimate. A parent has at
+most one live child; every child respects the instrument filters, the minimum
+notional and a rate limit, and is reduce-only when its parent is. The
+:class:`~keel.execution.slippage.SlippageController` slows, restrains or pauses
+a parent whose fills stray from its arrival price; a finished parent publishes
+its transaction-cost analysis as ``ExecutionCompleted``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from keel.core.bus import EventBus
+from keel.core.clock import Clock
+from keel.core.component import Component
+from keel.core.error_codes import BinanceErrorCode
+from keel.core.instruments import Instrument, Rounding
+from keel.core.messages import (
+    BarClosed,
+    BookUpdated,
+    CancelOrder,
+    ExecutionCompleted,
+    MicrostructureSnapshot,
+    OrderApproved,
+    OrderCanceled,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+    SlippageLimitBreached,
+    SubmitOrder,
+    TradeTick,
+)
+from keel.core.orders import OrderSide, OrderType, TimeInForce
+from keel.execution.algorithms import ExecutionStyle, MarketState, Slice, choose_style, twap_schedule, vwap_schedule
+from keel.execution.order_manager import OrderManager
+from keel.execution.slippage import SlippageAction, SlippageController
+from keel.execution.tca import BPS, Execution, implementation_shortfall, spread_paid_bps
+from keel.market_data.impact import MarketImpactModel
+from keel.market_data.liquidity import LiquidityProfiler
+
+NANOS_PER_SECOND = 1_000_000_000
+_MINUTES_PER_DAY = 1440
+
+
+@dataclass(frozen=True, slots=True)
+class RouterSettings:
+    """How the router works parents (the ``execution`` section of the configuration)."""
+
+    default_style: ExecutionStyle = ExecutionStyle.AGGRESSIVE
+    twap_horizon_seconds: float = 300.0
+    twap_slices: int = 10
+    size_jitter: float = 0.2
+    time_jitter: float = 0.2
+    passive_time_limit_seconds: float = 30.0
+    protection_bps: float = 10.0
+    max_orders_per_10s: int = 300
+    urgency: float = 0.5
+    pause_seconds: float = 10.0
+    slow_down_factor: float = 2.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.twap_horizon_seconds <= 0 or self.twap_slices < 1 or self.passive_time_limit_seconds <= 0:
+            raise ValueError("execution: twap_horizon_seconds, twap_slices and passive_time_limit_seconds must be > 0")
+        if self.protection_bps <= 0 or self.max_orders_per_10s < 1 or self.slow_down_factor < 1:
+            raise ValueError("execution: protection_bps > 0, max_orders_per_10s >= 1 and slow_down_factor >= 1 needed")
+        if not 0 <= self.urgency <= 1:
+            raise ValueError(f"execution: urgency must lie in [0, 1], got {self.urgency}")
+
+
+@dataclass(slots=True)
+class ParentOrder:
+    """One parent order and how far it got."""
+
+    parent_order_id: str
+    symbol: str
+    side: OrderSide
+    quantity: Decimal
+    reduce_only: bool
+    strategy: str
+    style: ExecutionStyle
+    passive: bool
+    schedule: list[Slice]
+    start_ns: int
+    arrival_price: Decimal
+    protection_price: Decimal
+    passive_deadline: int
+    end_ns: int
+    urgency: float
+    estimated_impact_bps: float | None
+    filled: Decimal = Decimal(0)
+    live_child: str | None = None
+    cancel_sent: bool = False
+    paused_until: int = 0
+    stretch: float = 1.0
+    children: list[str] = field(default_factory=list)
+    fills: list[Execution] = field(default_factory=list)
+    print_notional: float = 0.0
+    print_volume: float = 0.0
+
+    @property
+    def remaining(self) -> Decimal:
+        """Return the quantity still to trade."""
+        return self.quantity - self.filled
+
+    def target(self, now: int) -> Decimal:
+        """Return the cumulative quantity the schedule wants traded by ``now`` (schedule times stretched)."""
+        fraction = 0.0
+        for step in self.schedule:
+            if self.start_ns + (step.ts - self.start_ns) * self.stretch > now:
+                break
+            fraction = step.fraction
+        return self.quantity if fraction >= 1.0 else self.quantity * Decimal(repr(fraction))
+
+
+class SmartOrderRouter(Component):
+    """Turn approved orders into child orders and work them until done.
+
+    Parameters
+    ----------
+    orders
+        The order manager the children go through (build it with ``route_approvals=False``).
+    instruments
+        Filters of every tradable symbol.
+    settings
+        Styles, horizons, limits.
+    bus, clock
+        The event bus and the clock.
+    slippage
+        The slippage controller (default limits when None).
+    profiler
+        The liquidity profile VWAP schedules come from (fed 1m bars); needed for VWAP.
+    impact_model
+        A fitted impact model for the ADAPTIVE decision and the TCA's estimate; the
+        microstructure snapshot's estimate is used when None.
+    styles
+        The style of each strategy's approvals (``settings.default_style`` for the others).
+    """
+
+    def __init__(
+        self,
+        orders: OrderManager,
+        instruments: Mapping[str, Instrument],
+        settings: RouterSettings,
+        bus: EventBus,
+        clock: Clock,
+        *,
+        slippage: SlippageController | None = None,
+        profiler: LiquidityProfiler | None = None,
+        impact_model: MarketImpactModel | None = None,
+        styles: Mapping[str, ExecutionStyle] | None = None,
+    ) -> None:
+        super().__init__("execution.router", bus, clock)
+        self.orders = orders
+        self.instruments = dict(instruments)
+        self.settings = settings
+        self.slippage = slippage or SlippageController()
+        self.profiler = profiler
+        self.impact_model = impact_model
+        self.styles = dict(styles or {})
+        self.parents: dict[str, ParentOrder] = {}
+        self.completed: list[ExecutionCompleted] = []
+        self.throttled = 0
+        self._books: dict[str, BookUpdated] = {}
+        self._snapshots: dict[str, MicrostructureSnapshot] = {}
+        self._parent_of: dict[str, ParentOrder] = {}
+        self._sent: deque[int] = deque()
+        self._parent_ids = itertools.count(1)
+
+    def on_start(self) -> None:
+        """Take approvals, market data and the children's reports."""
+        self.bus.subscribe(OrderApproved, self.on_approved, name=f"{self.name}.approved")
+        self.bus.subscribe(BookUpdated, self.on_book, name=f"{self.name}.books")
+        self.bus.subscribe(TradeTick, self.on_trade, name=f"{self.name}.trades")
+        self.bus.subscribe(MicrostructureSnapshot, self.on_snapshot, name=f"{self.name}.snapshots")
+        self.bus.subscribe(OrderFilled, self.on_fill, name=f"{self.name}.fills")
+        for closed in (OrderCanceled, OrderExpired, OrderRejected):
+            self.bus.subscribe(closed, self.on_child_closed, name=f"{self.name}.{closed.__name__}")
+        if self.profiler is not None:
+            self.bus.subscribe(BarClosed, self.profiler.on_bar, name=f"{self.name}.profile")
+
+    # --- the user's API ------------------------------------------------------------------------
+
+    def execute(
+        self,
+        symbol: str,
+        side: OrderSide,
+        quantity: Decimal,
+        style: ExecutionStyle,
+        *,
+        reduce_only: bool = False,
+        strategy: str = "manual",
+        urgency: float | None = None,
+    ) -> ParentOrder:
+        """Start working a parent order in ``style`` and return it.
+
+        Raises
+        ------
+        ValueError
+            For an unknown symbol, a non-positive quantity, no book yet for the
+            symbol, or VWAP without a liquidity profile.
+        """
+        if symbol not in self.instruments:
+            raise ValueError(f"no instrument specification for {symbol}")
+        if not quantity.is_finite() or quantity <= 0:
+            raise ValueError(f"parent quantity must be positive, got {quantity}")
+        book = self._books.get(symbol)
+        if book is None:
+            raise ValueError(f"no order book of {symbol} yet: the router needs one to price child orders")
+        parent = self._new_parent(symbol, side, quantity, style, reduce_only, strategy, urgency, book)
+        self.parents[parent.parent_order_id] = parent
+        self.slippage.start(parent.parent_order_id, side.sign, parent.arrival_price)
+        self._work(parent, self.clock.timestamp_ns())
+        return parent
+
+    def execute_aggressive(self, symbol: str, side: OrderSide, quantity: Decimal, **options: object) -> ParentOrder:
+        """Take liquidity now with marketable limits at the protection price."""
+        return self.execute(symbol, side, quantity, ExecutionStyle.AGGRESSIVE, **options)  # type: ignore[arg-type]
+
+    def execute_passive(self, symbol: str, side: OrderSide, quantity: Decimal, **options: object) -> ParentOrder:
+        """Post at or inside the touch; take the rest after the passive time limit."""
+        return self.execute(symbol, side, quantity, ExecutionStyle.PASSIVE, **options)  # type: ignore[arg-type]
+
+    def execute_twap(self, symbol: str, side: OrderSide, quantity: Decimal, **options: object) -> ParentOrder:
+        """Trade in randomized equal slices over the TWAP horizon."""
+        return self.execute(symbol, side, quantity, ExecutionStyle.TWAP, **options)  # type: ignore[arg-type]
+
+    def execute_vwap(self, symbol: str, side: OrderSide, quantity: Decimal, **options: object) -> ParentOrder:
+        """Trade along the liquidity profile's volume curve over the horizon."""
+        return self.execute(symbol, side, quantity, ExecutionStyle.VWAP, **options)  # type: ignore[arg-type]
+
+    def execute_adaptive(self, symbol: str, side: OrderSide, quantity: Decimal, **options: object) -> ParentOrder:
+        """Let the market state choose the style, and keep adjusting it."""
+        return self.execute(symbol, side, quantity, ExecutionStyle.ADAPTIVE, **options)  # type: ignore[arg-type]
+
+    # --- bus handlers --------------------------------------------------------------------------
+
+    def on_approved(self, approved: OrderApproved) -> None:
+        """Work an approved order in its strategy's style."""
+        style = self.styles.get(approved.strategy, self.settings.default_style)
+        self.execute(
+            approved.symbol,
+            approved.side,
+            approved.quantity,
+            style,
+            reduce_only=approved.reduce_only,
+            strategy=approved.strategy,
+        )
+
+    def on_book(self, book: BookUpdated) -> None:
+        """Take the new book and work every parent of its symbol."""
+        if not book.bids or not book.asks:
+            return
+        self._books[book.symbol] = book
+        now = self.clock.timestamp_ns()
+        for parent in list(self.parents.values()):
+            if parent.symbol == book.symbol:
+                self._work(parent, now)
+
+    def on_trade(self, trade: TradeTick) -> None:
+        """Add a print to the interval VWAP of every working parent of its symbol."""
+        for parent in self.parents.values():
+            if parent.symbol == trade.symbol:
+                parent.print_notional += trade.price * trade.quantity
+                parent.print_volume += trade.quantity
+
+    def on_snapshot(self, snapshot: MicrostructureSnapshot) -> None:
+        """Keep the latest microstructure and re-decide the mode of ADAPTIVE parents."""
+        self._snapshots[snapshot.symbol] = snapshot
+        for parent in self.parents.values():
+            if parent.symbol == snapshot.symbol and parent.style is ExecutionStyle.ADAPTIVE:
+                choice = choose_style(parent.urgency, parent.side.sign, self._market_state(parent.symbol))
+                self._set_passive(parent, choice is not ExecutionStyle.AGGRESSIVE)
+
+    def on_fill(self, fill: OrderFilled) -> None:
+        """Book a child fill on its parent, then check the slippage limits."""
+        parent = self._parent_of.get(fill.client_order_id)
+        if parent is None or parent.parent_order_id not in self.parents:
+            return
+        book = self._books[parent.symbol]
+        mid = (_decimal(book.bids[0][0]) + _decimal(book.asks[0][0])) / 2
+        parent.filled += fill.last_quantity
+        parent.fills.append(Execution(fill.last_quantity, fill.last_price, fill.commission, mid))
+        self.slippage.record_fill(parent.parent_order_id, fill.last_quantity, fill.last_price)
+        self._release_if_closed(parent, fill.client_order_id)
+        self._restrain(parent, fill.ts_event)
+        self._work(parent, self.clock.timestamp_ns())
+
+    def on_child_closed(self, report: OrderCanceled | OrderExpired | OrderRejected) -> None:
+        """A child stopped working: free its parent for the next child."""
+        parent = self._parent_of.get(report.client_order_id)
+        if parent is None or parent.parent_order_id not in self.parents:
+            return
+        self._release_if_closed(parent, report.client_order_id)
+        if isinstance(report, OrderRejected) and report.code != BinanceErrorCode.GTX_ORDER_REJECT:
+            self._finish(parent, f"child rejected: {report.code} {report.reason}")
+            return
+        self._work(parent, self.clock.timestamp_ns())
+
+    # --- working a parent ----------------------------------------------------------------------
+
+    def _work(self, parent: ParentOrder, now: int) -> None:
+        if parent.parent_order_id not in self.parents:
+            return
+        instrument = self.instruments[parent.symbol]
+        if parent.remaining < instrument.min_quantity:
+            self._finish(parent, "filled")
+            return
+        if now >= parent.end_ns and parent.live_child is None:
+            self._finish(parent, "horizon ended")
+            return
+        if parent.passive and now >= parent.passive_deadline:
+            self._set_passive(parent, False)
+        if parent.live_child is not None:
+            self._maybe_reprice(parent)
+            return
+        if now < parent.paused_until:
+            return
+        quantity = self._child_quantity(parent, instrument, now)
+        if quantity is None:
+            return
+        self._send_child(parent, instrument, quantity, now)
+
+    def _child_quantity(self, parent: ParentOrder, instrument: Instrument, now: int) -> Decimal | None:
+        deficit = min(parent.target(now), parent.quantity) - parent.filled
+        if deficit <= 0:
+            return None
+        price = self._child_price(parent, instrument)
+        if price is None:
+            return None
+        quantity = instrument.round_quantity(deficit)
+        minimum = instrument.round_quantity(instrument.min_notional / price) + instrument.step_size
+        if quantity * price < instrument.min_notional:
+            quantity = min(minimum, instrument.round_quantity(parent.remaining))
+        if quantity <= 0 or (quantity * price < instrument.min_notional and not parent.reduce_only):
+            if parent.target(now) >= parent.quantity:
+                self._finish(parent, "remainder below the minimum notional")
+            return None
+        return quantity
+
+    def _child_price(self, parent: ParentOrder, instrument: Instrument) -> Decimal | None:
+        """Return the child's limit price, None while the touch is beyond the protection price."""
+        book = self._books[parent.symbol]
+        buy = parent.side is OrderSide.BUY
+        bid, ask = _decimal(book.bids[0][0]), _decimal(book.asks[0][0])
+        if not parent.passive:
+            touch = ask if buy else bid
+            beyond = touch > parent.protection_price if buy else touch < parent.protection_price
+            return None if beyond else parent.protection_price
+        inside = bid + instrument.tick_size if buy else ask - instrument.tick_size
+        if not bid < inside < ask:
+            inside = bid if buy else ask
+        return instrument.round_price(inside, Rounding.DOWN if buy else Rounding.UP)
+
+    def _send_child(self, parent: ParentOrder, instrument: Instrument, quantity: Decimal, now: int) -> None:
+        window_start = now - 10 * NANOS_PER_SECOND
+        while self._sent and self._sent[0] <= window_start:
+            self._sent.popleft()
+        if len(self._sent) >= self.settings.max_orders_per_10s:
+            self.throttled += 1
+            return
+        price = self._child_price(parent, instrument)
+        assert price is not None
+        client_order_id = self.orders.next_client_order_id()
+        parent.live_child = client_order_id
+        parent.cancel_sent = False
+        parent.children.append(client_order_id)
+        self._parent_of[client_order_id] = parent
+        self._sent.append(now)
+        self.bus.publish(
+            SubmitOrder(
+                client_order_id=client_order_id,
+                symbol=parent.symbol,
+                side=parent.side,
+                order_type=OrderType.LIMIT,
+                quantity=quantity,
+                price=price,
+                time_in_force=TimeInForce.GTX if parent.passive else TimeInForce.IOC,
+                reduce_only=parent.reduce_only,
+                strategy=parent.strategy,
+                ts_event=now,
+                ts_init=now,
+            )
+        )
+
+    def _maybe_reprice(self, parent: ParentOrder) -> None:
+        """Cancel a resting child whose price is no longer the one the book calls for (or after fallback)."""
+        child = self.orders.orders.get(parent.live_child or "")
+        if child is None or parent.cancel_sent or child.time_in_force is not TimeInForce.GTX:
+            return
+        wanted = self._child_price(parent, self.instruments[parent.symbol]) if parent.passive else None
+        if wanted != child.price:
+            parent.cancel_sent = True
+            now = self.clock.timestamp_ns()
+            self.bus.publish(
+                CancelOrder(client_order_id=child.client_order_id, symbol=parent.symbol, ts_event=now, ts_init=now)
+            )
+
+    def _set_passive(self, parent: ParentOrder, passive: bool) -> None:
+        if parent.passive != passive:
+            parent.passive = passive
+            if parent.live_child is not None:
+                self._maybe_reprice(parent)
+
+    def _release_if_closed(self, parent: ParentOrder, client_order_id: str) -> None:
+        child = self.orders.orders.get(client_order_id)
+        if parent.live_child == client_order_id and (child is None or child.is_closed):
+            parent.live_child = None
+            parent.cancel_sent = False
+
+    def _restrain(self, parent: ParentOrder, ts: int) -> None:
+        """Apply the slippage limits: stretch the schedule, post instead of take, or pause."""
+        action, limit = self.slippage.action(parent.parent_order_id)
+        if action is SlippageAction.NONE:
+            return
+        if action is SlippageAction.SLOW_DOWN and parent.stretch == 1.0:
+            parent.stretch = self.settings.slow_down_factor
+        elif action is SlippageAction.GO_PASSIVE and not parent.passive and ts < parent.passive_deadline:
+            self._set_passive(parent, True)
+        elif action is SlippageAction.PAUSE and parent.paused_until <= ts:
+            parent.paused_until = ts + round(self.settings.pause_seconds * NANOS_PER_SECOND)
+        else:
+            return
+        now = self.clock.timestamp_ns()
+        self.bus.publish(
+            SlippageLimitBreached(
+                parent_order_id=parent.parent_order_id,
+                symbol=parent.symbol,
+                slippage_bps=self.slippage.parent_slippage_bps(parent.parent_order_id),
+                limit_bps=limit,
+                action=action.value,
+                ts_event=ts,
+                ts_init=now,
+            )
+        )
+
+    # --- parents -------------------------------------------------------------------------------
+
+    def _new_parent(
+        self,
+        symbol: str,
+        side: OrderSide,
+        quantity: Decimal,
+        style: ExecutionStyle,
+        reduce_only: bool,
+        strategy: str,
+        urgency: float | None,
+        book: BookUpdated,
+    ) -> ParentOrder:
+        settings, now = self.settings, self.clock.timestamp_ns()
+        urgency = settings.urgency if urgency is None else urgency
+        instrument = self.instruments[symbol]
+        bid, ask = _decimal(book.bids[0][0]), _decimal(book.asks[0][0])
+        band = Decimal(repr(settings.protection_bps)) / BPS
+        buy = side is OrderSide.BUY
+        protection = instrument.round_price(
+            ask * (1 + band) if buy else bid * (1 - band), Rounding.DOWN if buy else Rounding.UP
+        )
+        impact = self._impact_bps(symbol, float(quantity), side)
+        chosen = style
+        if style is ExecutionStyle.ADAPTIVE:
+            chosen = choose_style(urgency, side.sign, self._market_state(symbol, impact))
+        horizon = round(settings.twap_horizon_seconds * NANOS_PER_SECOND)
+        passive_limit = round(settings.passive_time_limit_seconds * NANOS_PER_SECOND)
+        parent_order_id = f"P-{next(self._parent_ids)}"
+        schedule = self._schedule(chosen, now, horizon, parent_order_id)
+        timed = chosen in (ExecutionStyle.TWAP, ExecutionStyle.VWAP)
+        return ParentOrder(
+            parent_order_id=parent_order_id,
+            symbol=symbol,
+            side=side,
+            quantity=quantity,
+            reduce_only=reduce_only,
+            strategy=strategy,
+            style=style,
+            passive=chosen is ExecutionStyle.PASSIVE,
+            schedule=schedule,
+            start_ns=now,
+            arrival_price=(bid + ask) / 2,
+            protection_price=protection,
+            passive_deadline=now + passive_limit,
+            end_ns=schedule[-1].ts + passive_limit + (horizon if timed else passive_limit),
+            urgency=urgency,
+            estimated_impact_bps=impact,
+        )
+
+    def _schedule(self, style: ExecutionStyle, now: int, horizon: int, parent_order_id: str) -> list[Slice]:
+        settings = self.settings
+        if style is ExecutionStyle.TWAP:
+            seed = settings.seed * 1_000_003 + int(parent_order_id[2:])
+            return twap_schedule(
+                now, horizon, settings.twap_slices, seed=seed, size_jitter=settings.size_jitter,
+                time_jitter=settings.time_jitter,
+            )  # fmt: skip
+        if style is ExecutionStyle.VWAP:
+            if self.profiler is None:
+                raise ValueError("VWAP needs a liquidity profile: give the router a LiquidityProfiler fed 1m bars")
+            minutes = max(1, round(settings.twap_horizon_seconds / 60))
+            start_minute = (now // (60 * NANOS_PER_SECOND)) % _MINUTES_PER_DAY
+            return vwap_schedule(now, self.profiler.volume_schedule(int(start_minute), minutes))
+        return [Slice(now, 1.0)]
+
+    def _impact_bps(self, symbol: str, quantity: float, side: OrderSide) -> float | None:
+        book = self._books[symbol]
+        if self.impact_model is not None and hasattr(self.impact_model, "n_observations_"):
+            levels = book.asks if side is OrderSide.BUY else book.bids
+            depth = sum(q for _, q in levels)
+            mid = (book.bids[0][0] + book.asks[0][0]) / 2
+            spread = (book.asks[0][0] - book.bids[0][0]) / mid * 10_000
+            return self.impact_model.estimate_market_impact(
+                quantity, {"spread_bps": spread, "depth": depth}
+            ).expected_bps
+        snapshot = self._snapshots.get(symbol)
+        return None if snapshot is None else snapshot.impact_bps
+
+    def _market_state(self, symbol: str, impact_bps: float | None = None) -> MarketState:
+        snapshot = self._snapshots.get(symbol)
+        if snapshot is not None:
+            impact = snapshot.impact_bps if impact_bps is None else impact_bps
+            return MarketState(snapshot.spread_bps, snapshot.imbalance_5, snapshot.vpin, impact)
+        book = self._books[symbol]
+        (bid, bid_quantity), (ask, ask_quantity) = book.bids[0], book.asks[0]
+        mid = (bid + ask) / 2
+        imbalance = (bid_quantity - ask_quantity) / (bid_quantity + ask_quantity)
+        return MarketState((ask - bid) / mid * 10_000, imbalance, None, impact_bps)
+
+    def _finish(self, parent: ParentOrder, reason: str) -> None:
+        """Close a parent (cancelling its live child) and publish its transaction-cost analysis."""
+        if parent.live_child is not None and not parent.cancel_sent:
+            parent.cancel_sent = True
+            now = self.clock.timestamp_ns()
+            self.bus.publish(
+                CancelOrder(client_order_id=parent.live_child, symbol=parent.symbol, ts_event=now, ts_init=now)
+            )
+        del self.parents[parent.parent_order_id]
+        self.slippage.finish(parent.parent_order_id)
+        completed = self._analysis(parent, reason)
+        self.completed.append(completed)
+        self.bus.publish(completed)
+
+    def _analysis(self, parent: ParentOrder, reason: str) -> ExecutionCompleted:
+        book = self._books[parent.symbol]
+        final = (_decimal(book.bids[0][0]) + _decimal(book.asks[0][0])) / 2
+        sign, arrival, fills = parent.side.sign, parent.arrival_price, parent.fills
+        shortfall = implementation_shortfall(sign, parent.quantity, arrival, final, fills)
+        filled = parent.filled
+        average = None if filled == 0 else sum((f.price * f.quantity for f in fills), Decimal(0)) / filled
+        half_spread = (_decimal(book.asks[0][0]) - _decimal(book.bids[0][0])) / 2 / final * BPS
+        realized = 0.0 if average is None else float(sign * (average - arrival) / arrival * BPS - half_spread)
+        vwap = None if parent.print_volume <= 0 else _decimal(parent.print_notional / parent.print_volume)
+        now = self.clock.timestamp_ns()
+        return ExecutionCompleted(
+            parent_order_id=parent.parent_order_id,
+            symbol=parent.symbol,
+            side=parent.side,
+            strategy=parent.strategy,
+            style=parent.style.value,
+            quantity=parent.quantity,
+            filled_quantity=filled,
+            arrival_price=arrival,
+            average_price=average,
+            final_price=final,
+            interval_vwap=vwap,
+            fees=sum((f.fee for f in fills), Decimal(0)),
+            implementation_shortfall=shortfall,
+            implementation_shortfall_bps=float(shortfall / (arrival * parent.quantity) * BPS),
+            spread_paid_bps=spread_paid_bps(sign, fills),
+            estimated_impact_bps=parent.estimated_impact_bps,
+            realized_impact_bps=realized,
+            child_orders=len(parent.children),
+            reason=reason,
+            ts_event=now,
+            ts_init=now,
+        )
+
+
+def _decimal(value: float) -> Decimal:
+    return Decimal(repr(value))

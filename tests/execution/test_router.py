@@ -1,0 +1,217 @@
+"""The smart order router on the real BTCUSDT 2024-08-08 order-book session through the simulated exchange."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from keel.api.simulated_exchange import SimulatedExchange
+from keel.core.bus import EventBus
+from keel.core.clock import SimulatedClock
+from keel.core.messages import BookUpdated, ExecutionCompleted, MarketDataEvent, OrderFilled, TradeTick
+from keel.core.orders import ClientOrderIdGenerator, LiquiditySide, OrderSide
+from keel.execution.algorithms import ExecutionStyle, Slice, twap_schedule
+from keel.execution.order_manager import OrderManager
+from keel.execution.router import RouterSettings, SmartOrderRouter
+from keel.execution.tca import Execution, implementation_shortfall
+from keel.market_data.liquidity import LiquidityProfiler
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
+from venue_harness import real_bars, real_instruments, real_schedule, real_session
+
+BTC = "BTCUSDT"
+
+
+@functools.cache
+def session() -> tuple[MarketDataEvent, ...]:
+    return real_session()
+
+
+class Desk:
+    """Simulated venue, order manager and router on one bus, driven by the real session."""
+
+    def __init__(self, settings: RouterSettings, profiler: LiquidityProfiler | None = None) -> None:
+        events = session()
+        self.clock = SimulatedClock(events[0].ts_event)
+        self.bus = EventBus()
+        self.exchange = SimulatedExchange(
+            real_instruments(), self.clock, initial_balance=Decimal("1000000"), schedule=real_schedule(), leverage=5
+        )
+        self.bus.subscribe(BookUpdated, self.exchange.on_book, name="exchange.books")
+        self.bus.subscribe(TradeTick, self.exchange.on_trade, name="exchange.trades")
+        self.orders = OrderManager(self.exchange, ClientOrderIdGenerator("keel"), self.bus, self.clock,
+                                   route_approvals=False)  # fmt: skip
+        self.router = SmartOrderRouter(
+            self.orders, real_instruments(), settings, self.bus, self.clock, profiler=profiler
+        )
+        self.fills: list[OrderFilled] = []
+        self.bus.subscribe(OrderFilled, self.fills.append, name="test.fills")
+        self.orders.start()
+        self.router.start()
+        self.bus.drain()
+        self.position = 0
+
+    def play(self, start: int, stop: int, probe=None) -> None:
+        for event in session()[start:stop]:
+            self.clock.advance_to(max(self.clock.timestamp_ns(), event.ts_event))
+            self.bus.publish(event)
+            self.bus.drain()
+            if probe is not None:
+                probe(event.ts_event)
+
+    def completed(self) -> ExecutionCompleted:
+        assert len(self.router.completed) == 1
+        return self.router.completed[0]
+
+
+def first_book_index() -> int:
+    return next(i for i, e in enumerate(session()) if isinstance(e, BookUpdated))
+
+
+def test_twap_follows_its_schedule_within_one_slice_on_the_real_session():
+    # Arrange
+    settings = RouterSettings(twap_horizon_seconds=240, twap_slices=8, seed=7)
+    desk = Desk(settings)
+    start = first_book_index() + 1
+    desk.play(0, start)
+    parent = desk.router.execute_twap(BTC, OrderSide.BUY, Decimal("0.800"))
+    worst: list[Decimal] = []
+
+    def probe(ts: int) -> None:
+        if parent.parent_order_id in desk.router.parents:
+            worst.append(abs(parent.filled - parent.target(ts)))
+
+    # Act
+    desk.play(start, len(session()), probe)
+
+    # Assert
+    done = desk.completed()
+    assert done.filled_quantity == Decimal("0.800")
+    assert done.reason == "filled"
+    assert done.child_orders >= 8
+    one_slice = Decimal("0.800") / 8 * Decimal("1.5")  # the largest jittered slice
+    assert max(worst) <= one_slice
+    assert sorted(worst)[len(worst) // 2] <= Decimal("0.002")  # most of the time exactly on schedule
+
+
+def test_twap_schedule_is_seeded_sums_to_one_and_stays_within_bounds():
+    # Arrange
+    start, horizon = 1_000, 80_000_000_000
+
+    # Act
+    first = twap_schedule(start, horizon, 8, seed=3, size_jitter=0.2, time_jitter=0.2)
+    again = twap_schedule(start, horizon, 8, seed=3, size_jitter=0.2, time_jitter=0.2)
+    other = twap_schedule(start, horizon, 8, seed=4, size_jitter=0.2, time_jitter=0.2)
+
+    # Assert
+    assert first == again != other
+    assert first[-1].fraction == pytest.approx(1.0)
+    sizes = [b.fraction - a.fraction for a, b in zip([Slice(start, 0.0), *first], first, strict=False)]
+    assert all(0.8 / 1.2 / 8 <= s <= 1.2 / 0.8 / 8 for s in sizes)
+    assert all(abs(s.ts - (start + k * horizon / 8)) <= 0.2 * horizon / 8 for k, s in enumerate(first))
+
+
+def test_vwap_follows_the_liquidity_profile_volume_curve_on_the_real_session():
+    # Arrange
+    profiler = LiquidityProfiler(bucket_minutes=1)
+    for bar in real_bars(BTC, 600) + real_bars(BTC, 1440)[600:]:
+        profiler.on_bar(bar)
+    desk = Desk(RouterSettings(twap_horizon_seconds=240, protection_bps=50), profiler=profiler)
+    start = first_book_index() + 1
+    desk.play(0, start)
+    parent = desk.router.execute_vwap(BTC, OrderSide.SELL, Decimal("0.600"))
+    gaps: list[Decimal] = []
+    desk.play(
+        start, len(session()),
+        lambda ts: gaps.append(abs(parent.filled - parent.target(ts)))
+        if parent.parent_order_id in desk.router.parents else None,
+    )  # fmt: skip
+
+    # Assert
+    fractions = [s.fraction for s in parent.schedule]
+    assert len(fractions) == 4 and fractions[-1] == pytest.approx(1.0)
+    assert desk.completed().filled_quantity == Decimal("0.600")
+    largest_step = max(b - a for a, b in zip([0.0, *fractions], fractions, strict=False))
+    assert max(gaps) <= Decimal("0.600") * Decimal(repr(largest_step))
+
+
+def test_passive_children_never_take_liquidity():
+    # Arrange
+    desk = Desk(RouterSettings(passive_time_limit_seconds=120))
+    start = first_book_index() + 1
+    desk.play(0, start)
+
+    # Act
+    parent = desk.router.execute_passive(BTC, OrderSide.SELL, Decimal("0.500"))
+    passive_end = parent.passive_deadline
+    desk.play(start, len(session()))
+
+    # Assert
+    before_fallback = [f for f in desk.fills if f.ts_event < passive_end]
+    assert before_fallback, "the passive order should trade on the real tape within its time limit"
+    assert all(f.liquidity_side is LiquiditySide.MAKER for f in before_fallback)
+    assert len(desk.router.completed[0].parent_order_id) > 0
+
+
+def test_aggressive_children_never_fill_beyond_the_protection_price():
+    # Arrange: 40 BTC is far more than the top 20 levels hold within 2 bps
+    desk = Desk(RouterSettings(protection_bps=2.0, passive_time_limit_seconds=20))
+    start = first_book_index() + 1
+    desk.play(0, start)
+
+    # Act
+    parent = desk.router.execute_aggressive(BTC, OrderSide.BUY, Decimal("40.000"))
+    desk.play(start, start + 3000)
+
+    # Assert
+    assert desk.fills
+    assert all(f.last_price <= parent.protection_price for f in desk.fills)
+    assert all(f.liquidity_side is LiquiditySide.TAKER for f in desk.fills)
+    assert parent.protection_price <= parent.arrival_price * Decimal("1.0002") + Decimal("0.1")
+
+
+def test_adaptive_parent_finishes_and_reports_its_costs():
+    # Arrange
+    desk = Desk(RouterSettings(twap_horizon_seconds=120, twap_slices=4))
+    start = first_book_index() + 1
+    desk.play(0, start)
+
+    # Act
+    desk.router.execute_adaptive(BTC, OrderSide.BUY, Decimal("0.300"), urgency=0.9)
+    desk.play(start, len(session()))
+
+    # Assert
+    done = desk.completed()
+    assert done.filled_quantity == Decimal("0.300")
+    assert done.style == "ADAPTIVE"
+    assert done.fees > 0
+    assert done.interval_vwap is not None
+
+
+def test_implementation_shortfall_matches_a_hand_checked_case():
+    # Arrange: buy 1.000 at arrival mid 100; 0.6 at 100.5 (fee 0.03), 0.2 at 101 (fee 0.01); final mid 102
+    fills = [
+        Execution(Decimal("0.6"), Decimal("100.5"), Decimal("0.03"), Decimal("100.4")),
+        Execution(Decimal("0.2"), Decimal("101"), Decimal("0.01"), Decimal("100.9")),
+    ]
+
+    # Act
+    shortfall = implementation_shortfall(1, Decimal("1.000"), Decimal("100"), Decimal("102"), fills)
+
+    # Assert: 0.6*0.5 + 0.2*1 + fees 0.04 + unfilled 0.2 * (102 - 100) = 0.3 + 0.2 + 0.04 + 0.4
+    assert shortfall == Decimal("0.94")
+
+
+def test_router_style_defaults_to_the_strategy_mapping():
+    # Arrange
+    desk = Desk(RouterSettings())
+    desk.router.styles["slow"] = ExecutionStyle.TWAP
+
+    # Act / Assert
+    assert desk.router.styles.get("slow") is ExecutionStyle.TWAP
+    with pytest.raises(ValueError, match="no order book"):
+        desk.router.execute_twap(BTC, OrderSide.BUY, Decimal("0.1"))
