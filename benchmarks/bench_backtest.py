@@ -55,7 +55,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="one day, one repeat")
     args = parser.parse_args()
-    config = load_config("backtest", config_dir=ROOT / "config")
+    # The walking skeleton's pipeline: the moving-average cross and equal weights.
+    environment = {"KEEL_STRATEGY__NAME": "moving_average_cross", "KEEL_PORTFOLIO__ALLOCATOR": "equal_weight"}
+    config = load_config("backtest", config_dir=ROOT / "config", environ=environment)
     config = config.model_copy(update={"data": config.data.model_copy(update={"root": ROOT / "data"})})
     config = config.model_copy(
         update={"exchange": config.exchange.model_copy(update={"instruments": ROOT / "config/instruments.yaml"})}

@@ -614,6 +614,36 @@ class ExchangeConfig(_Section):
     )
 
 
+ExecutionStyleName = Literal["AGGRESSIVE", "PASSIVE", "TWAP", "VWAP", "ADAPTIVE"]
+
+
+class ExecutionConfig(_Section):
+    """How the smart order router works approved orders (the seed of TWAP randomization is run.seed)."""
+
+    default_style: ExecutionStyleName = Field(
+        "AGGRESSIVE",
+        description="Style of approvals whose strategy has none in styles. Bars have no book: only AGGRESSIVE "
+        "children fill promptly on bar data.",
+    )
+    styles: dict[str, ExecutionStyleName] = Field(
+        default_factory=dict, description="Execution style of each strategy's approvals, by strategy name."
+    )
+    twap_horizon_seconds: float = Field(300.0, gt=0, description="Horizon of TWAP and VWAP parents, seconds.")
+    twap_slices: int = Field(10, ge=1, description="Slices of a TWAP parent.")
+    size_jitter: float = Field(0.2, ge=0, lt=1, description="TWAP slice sizes scaled by a draw in [1 - j, 1 + j].")
+    time_jitter: float = Field(0.2, ge=0, lt=0.5, description="TWAP slice times moved by up to j of the interval.")
+    passive_time_limit_seconds: float = Field(
+        30.0, gt=0, description="Seconds a PASSIVE parent posts before it takes the rest."
+    )
+    protection_bps: float = Field(
+        10.0, gt=0, description="Band beyond the arrival touch no AGGRESSIVE child fills, basis points."
+    )
+    max_orders_per_10s: int = Field(300, ge=1, description="Most child orders the router sends in 10 seconds.")
+    urgency: float = Field(0.5, ge=0, le=1, description="Default urgency of ADAPTIVE parents, 0 (patient) to 1.")
+    pause_seconds: float = Field(10.0, gt=0, description="How long a slippage limit pauses a parent, seconds.")
+    slow_down_factor: float = Field(2.0, ge=1, description="How much a slippage limit stretches a schedule.")
+
+
 class PaperConfig(_Section):
     """Paper trading on replayed data."""
 
@@ -681,6 +711,7 @@ class KeelConfig(_Section):
     portfolio: PortfolioConfig = Field(default_factory=PortfolioConfig, description="Portfolio construction.")
     risk: RiskConfig = Field(default_factory=RiskConfig, description="Risk limits.")
     exchange: ExchangeConfig = Field(default_factory=ExchangeConfig, description="Exchange and account.")
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig, description="Order execution.")
     paper: PaperConfig = Field(default_factory=PaperConfig, description="Paper trading.")
     live: LiveConfig = Field(default_factory=LiveConfig, description="Live trading.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")

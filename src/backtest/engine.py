@@ -61,7 +61,7 @@ class BacktestResult(Mapping[str, Any]):
         return len(self.metrics)
 
     def write(self, output_dir: str | Path) -> Path:
-        """Write metrics.json, config.json, equity.csv, trades.csv, orders.csv, attribution.csv; return the folder."""
+        """Write metrics.json, config.json and the run's CSV files (tca.csv among them); return the folder."""
         folder = Path(output_dir)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "metrics.json").write_text(json.dumps(self.metrics, indent=2, sort_keys=True) + "\n")

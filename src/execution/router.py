@@ -11,6 +11,14 @@ notional and a rate limit, and is reduce-only when its parent is. The
 :class:`~keel.execution.slippage.SlippageController` slows, restrains or pauses
 a parent whose fills stray from its arrival price; a finished parent publishes
 its transaction-cost analysis as ``ExecutionCompleted``.
+
+A symbol without recorded books (a bar-driven backtest or paper run) is priced
+from its last bar close, used as both bid and ask, and its parents are worked
+at every bar. Bars carry no book, so on them only AGGRESSIVE children (an IOC
+limit at the protection price, filled at the next bar's open when that open
+lies within the band) fill promptly; PASSIVE and ADAPTIVE children would rest
+until a bar trades through them, and TWAP/VWAP slices are worked at bar
+frequency only.
 """
 
 from __future__ import annotations
@@ -173,6 +181,7 @@ class SmartOrderRouter(Component):
         self.completed: list[ExecutionCompleted] = []
         self.throttled = 0
         self._books: dict[str, BookUpdated] = {}
+        self._closes: dict[str, Decimal] = {}
         self._snapshots: dict[str, MicrostructureSnapshot] = {}
         self._parent_of: dict[str, ParentOrder] = {}
         self._sent: deque[int] = deque()
@@ -182,6 +191,7 @@ class SmartOrderRouter(Component):
         """Take approvals, market data and the children's reports."""
         self.bus.subscribe(OrderApproved, self.on_approved, name=f"{self.name}.approved")
         self.bus.subscribe(BookUpdated, self.on_book, name=f"{self.name}.books")
+        self.bus.subscribe(BarClosed, self.on_bar, name=f"{self.name}.bars")
         self.bus.subscribe(TradeTick, self.on_trade, name=f"{self.name}.trades")
         self.bus.subscribe(MicrostructureSnapshot, self.on_snapshot, name=f"{self.name}.snapshots")
         self.bus.subscribe(OrderFilled, self.on_fill, name=f"{self.name}.fills")
@@ -208,17 +218,16 @@ class SmartOrderRouter(Component):
         Raises
         ------
         ValueError
-            For an unknown symbol, a non-positive quantity, no book yet for the
-            symbol, or VWAP without a liquidity profile.
+            For an unknown symbol, a non-positive quantity, neither a book nor a
+            bar yet for the symbol, or VWAP without a liquidity profile.
         """
         if symbol not in self.instruments:
             raise ValueError(f"no instrument specification for {symbol}")
         if not quantity.is_finite() or quantity <= 0:
             raise ValueError(f"parent quantity must be positive, got {quantity}")
-        book = self._books.get(symbol)
-        if book is None:
-            raise ValueError(f"no order book of {symbol} yet: the router needs one to price child orders")
-        parent = self._new_parent(symbol, side, quantity, style, reduce_only, strategy, urgency, book)
+        if symbol not in self._books and symbol not in self._closes:
+            raise ValueError(f"no order book of {symbol} yet, nor a bar: the router needs one to price child orders")
+        parent = self._new_parent(symbol, side, quantity, style, reduce_only, strategy, urgency)
         self.parents[parent.parent_order_id] = parent
         self.slippage.start(parent.parent_order_id, side.sign, parent.arrival_price)
         self._work(parent, self.clock.timestamp_ns())
@@ -244,6 +253,11 @@ class SmartOrderRouter(Component):
         """Let the market state choose the style, and keep adjusting it."""
         return self.execute(symbol, side, quantity, ExecutionStyle.ADAPTIVE, **options)  # type: ignore[arg-type]
 
+    def parent_of(self, client_order_id: str) -> str | None:
+        """Return the id of the parent a child order belongs to (None for an order the router did not send)."""
+        parent = self._parent_of.get(client_order_id)
+        return None if parent is None else parent.parent_order_id
+
     # --- bus handlers --------------------------------------------------------------------------
 
     def on_approved(self, approved: OrderApproved) -> None:
@@ -268,6 +282,16 @@ class SmartOrderRouter(Component):
             if parent.symbol == book.symbol:
                 self._work(parent, now)
 
+    def on_bar(self, bar: BarClosed) -> None:
+        """Take the close of a symbol without recorded books as its price and work its parents."""
+        if bar.symbol in self._books:
+            return
+        self._closes[bar.symbol] = _decimal(bar.close)
+        now = self.clock.timestamp_ns()
+        for parent in list(self.parents.values()):
+            if parent.symbol == bar.symbol:
+                self._work(parent, now)
+
     def on_trade(self, trade: TradeTick) -> None:
         """Add a print to the interval VWAP of every working parent of its symbol."""
         for parent in self.parents.values():
@@ -288,8 +312,8 @@ class SmartOrderRouter(Component):
         parent = self._parent_of.get(fill.client_order_id)
         if parent is None or parent.parent_order_id not in self.parents:
             return
-        book = self._books[parent.symbol]
-        mid = (_decimal(book.bids[0][0]) + _decimal(book.asks[0][0])) / 2
+        bid, ask = self._touch(parent.symbol)
+        mid = (bid + ask) / 2
         parent.filled += fill.last_quantity
         parent.fills.append(Execution(fill.last_quantity, fill.last_price, fill.commission, mid))
         self.slippage.record_fill(parent.parent_order_id, fill.last_quantity, fill.last_price)
@@ -351,9 +375,8 @@ class SmartOrderRouter(Component):
 
     def _child_price(self, parent: ParentOrder, instrument: Instrument) -> Decimal | None:
         """Return the child's limit price, None while the touch is beyond the protection price."""
-        book = self._books[parent.symbol]
         buy = parent.side is OrderSide.BUY
-        bid, ask = _decimal(book.bids[0][0]), _decimal(book.asks[0][0])
+        bid, ask = self._touch(parent.symbol)
         if not parent.passive:
             touch = ask if buy else bid
             beyond = touch > parent.protection_price if buy else touch < parent.protection_price
@@ -456,12 +479,11 @@ class SmartOrderRouter(Component):
         reduce_only: bool,
         strategy: str,
         urgency: float | None,
-        book: BookUpdated,
     ) -> ParentOrder:
         settings, now = self.settings, self.clock.timestamp_ns()
         urgency = settings.urgency if urgency is None else urgency
         instrument = self.instruments[symbol]
-        bid, ask = _decimal(book.bids[0][0]), _decimal(book.asks[0][0])
+        bid, ask = self._touch(symbol)
         band = Decimal(repr(settings.protection_bps)) / BPS
         buy = side is OrderSide.BUY
         protection = instrument.round_price(
@@ -512,8 +534,8 @@ class SmartOrderRouter(Component):
         return [Slice(now, 1.0)]
 
     def _impact_bps(self, symbol: str, quantity: float, side: OrderSide) -> float | None:
-        book = self._books[symbol]
-        if self.impact_model is not None and hasattr(self.impact_model, "n_observations_"):
+        book = self._books.get(symbol)
+        if book is not None and self.impact_model is not None and hasattr(self.impact_model, "n_observations_"):
             levels = book.asks if side is OrderSide.BUY else book.bids
             depth = sum(q for _, q in levels)
             mid = (book.bids[0][0] + book.asks[0][0]) / 2
@@ -529,7 +551,9 @@ class SmartOrderRouter(Component):
         if snapshot is not None:
             impact = snapshot.impact_bps if impact_bps is None else impact_bps
             return MarketState(snapshot.spread_bps, snapshot.imbalance_5, snapshot.vpin, impact)
-        book = self._books[symbol]
+        book = self._books.get(symbol)
+        if book is None:
+            return MarketState(0.0, 0.0, None, impact_bps)  # a bar's close: no spread, no imbalance known
         (bid, bid_quantity), (ask, ask_quantity) = book.bids[0], book.asks[0]
         mid = (bid + ask) / 2
         imbalance = (bid_quantity - ask_quantity) / (bid_quantity + ask_quantity)
@@ -550,13 +574,13 @@ class SmartOrderRouter(Component):
         self.bus.publish(completed)
 
     def _analysis(self, parent: ParentOrder, reason: str) -> ExecutionCompleted:
-        book = self._books[parent.symbol]
-        final = (_decimal(book.bids[0][0]) + _decimal(book.asks[0][0])) / 2
+        bid, ask = self._touch(parent.symbol)
+        final = (bid + ask) / 2
         sign, arrival, fills = parent.side.sign, parent.arrival_price, parent.fills
         shortfall = implementation_shortfall(sign, parent.quantity, arrival, final, fills)
         filled = parent.filled
         average = None if filled == 0 else sum((f.price * f.quantity for f in fills), Decimal(0)) / filled
-        half_spread = (_decimal(book.asks[0][0]) - _decimal(book.bids[0][0])) / 2 / final * BPS
+        half_spread = (ask - bid) / 2 / final * BPS
         realized = 0.0 if average is None else float(sign * (average - arrival) / arrival * BPS - half_spread)
         vwap = None if parent.print_volume <= 0 else _decimal(parent.print_notional / parent.print_volume)
         now = self.clock.timestamp_ns()
@@ -583,6 +607,14 @@ class SmartOrderRouter(Component):
             ts_event=now,
             ts_init=now,
         )
+
+    def _touch(self, symbol: str) -> tuple[Decimal, Decimal]:
+        """Return the best bid and ask: the recorded book's, else the last bar close as both."""
+        book = self._books.get(symbol)
+        if book is not None:
+            return _decimal(book.bids[0][0]), _decimal(book.asks[0][0])
+        close = self._closes[symbol]
+        return close, close
 
 
 def _decimal(value: float) -> Decimal:

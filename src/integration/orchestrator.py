@@ -64,7 +64,7 @@ class TradingOrchestrator:
             "health": self.health(),
             "components": {c.name: c.state.value for c in self.pipeline.components},
             "trading_state": self.pipeline.risk.trading_state.value,
-            "active_strategies": [self.pipeline.strategy.strategy.name] if self._strategy_running() else [],
+            "active_strategies": self._active_strategies(),
             "equity": float(equity),
             "pnl": float(pnl),
             "current_roi": float(pnl / positions.initial_capital),
@@ -161,16 +161,20 @@ class TradingOrchestrator:
         }
 
     def strategies(self) -> list[dict[str, Any]]:
-        """Return each strategy with its state and parameters."""
+        """Return each strategy with its state, whether its signals count, parameters and performance."""
         runner = self.pipeline.strategy
+        manager = runner.manager
+        status = manager.get_system_status()["strategies"]
         return [
             {
-                "name": runner.strategy.name,
+                "name": strategy.name,
                 "state": runner.state.value,
-                "enabled": runner.enabled,
-                "parameters": runner.strategy.parameters,
-                "errors": runner.errors,
+                "enabled": runner.enabled and manager.strategy_enabled(strategy.name),
+                "parameters": dict(strategy.parameters),
+                "performance": status[strategy.name]["performance"],
+                "disabled_symbols": status[strategy.name]["disabled_symbols"],
             }
+            for strategy in manager.strategies
         ]
 
     def allocations(self) -> dict[str, float]:
@@ -279,26 +283,29 @@ class TradingOrchestrator:
         return dataclasses.asdict(self.pipeline.risk.update_limits(limits))
 
     def start_strategy(self, name: str) -> dict[str, Any]:
-        """Let a strategy's signals through again."""
-        runner = self._runner(name)
-        runner.enabled = True
-        return {"name": name, "enabled": True}
+        """Let a strategy's signals count again (``strategy_manager``: every signal is published again)."""
+        return self._set_strategy(name, True)
 
     def stop_strategy(self, name: str) -> dict[str, Any]:
-        """Keep a strategy updating but publish none of its signals."""
-        runner = self._runner(name)
-        runner.enabled = False
-        return {"name": name, "enabled": False}
+        """Keep a strategy updating but take it out of the vote (``strategy_manager``: publish no signal)."""
+        return self._set_strategy(name, False)
 
-    def _runner(self, name: str) -> Any:
+    def _set_strategy(self, name: str, enabled: bool) -> dict[str, Any]:
         runner = self.pipeline.strategy
-        if runner.strategy.name != name:
-            raise UnknownStrategyError(name)
-        return runner
+        if name == runner.manager.name and name not in {s.name for s in runner.manager.strategies}:
+            runner.enabled = enabled
+        else:
+            try:
+                runner.manager.set_strategy_enabled(name, enabled)
+            except KeyError:
+                raise UnknownStrategyError(name) from None
+        return {"name": name, "enabled": enabled}
 
-    def _strategy_running(self) -> bool:
+    def _active_strategies(self) -> list[str]:
         runner = self.pipeline.strategy
-        return runner.enabled and runner.state in (ComponentState.RUNNING, ComponentState.DEGRADED)
+        if not runner.enabled or runner.state not in (ComponentState.RUNNING, ComponentState.DEGRADED):
+            return []
+        return [s.name for s in runner.manager.strategies if runner.manager.strategy_enabled(s.name)]
 
 
 def _order_row(order: Order) -> dict[str, Any]:

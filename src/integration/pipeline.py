@@ -5,9 +5,11 @@ configuration and subscribes them in an order that makes every run
 deterministic: the venue sees a bar first (orders placed on earlier bars fill
 at its open), then the position book marks to it, then strategies, the
 allocator, risk and execution react to it. The venue also takes recorded
-books, prints and mark prices when the feed has them. Its reports go to the
-order manager, except the venue's own liquidation orders, which no order
-manager placed: their fills and ``PositionLiquidated`` go straight to the bus.
+books, prints and mark prices when the feed has them. Approved orders go to
+the smart order router, which works them as child orders through the order
+manager; every venue report goes to the order manager, which also publishes
+the account events no order of keel's caused (the venue's liquidations and
+their ``autoclose-`` fills, funding).
 :class:`RunRecorder` keeps the fills, denials, liquidations and equity curve
 that reports are written from.
 """
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from keel.api.brackets import load_leverage_schedule
-from keel.api.simulated_exchange import LIQUIDATION_PREFIX, SimulatedExchange
+from keel.api.simulated_exchange import SimulatedExchange
 from keel.config import KeelConfig
 from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_MILLI, NANOS_PER_MINUTE, Clock, datetime_to_ns
@@ -29,7 +31,7 @@ from keel.core.instruments import Instrument
 from keel.core.messages import (
     BarClosed,
     BookUpdated,
-    Event,
+    ExecutionCompleted,
     FundingRateUpdated,
     MarkPriceUpdated,
     Message,
@@ -42,7 +44,9 @@ from keel.core.messages import (
 )
 from keel.core.orders import ClientOrderIdGenerator
 from keel.core.ports import MarginType, PositionMode
+from keel.execution.algorithms import ExecutionStyle
 from keel.execution.order_manager import OrderManager
+from keel.execution.router import RouterSettings, SmartOrderRouter
 from keel.market_data.feeds import INTERVAL_MS, RecordedBarFeed
 from keel.portfolio import AdaptiveAllocator, EqualWeightAllocator, PerformanceAttributor, PortfolioOptimizer
 from keel.risk_management.limits import RiskLimits
@@ -69,13 +73,14 @@ class EquityPoint:
 
 @dataclass(slots=True)
 class RunRecorder:
-    """Keep what a run report needs: fills, venue rejections, risk denials, liquidations, equity."""
+    """Keep what a run report needs: fills, rejections, denials, liquidations, executions, equity."""
 
     fills: list[OrderFilled] = field(default_factory=list)
     rejections: list[OrderRejected] = field(default_factory=list)
     denials: list[OrderDenied] = field(default_factory=list)
     trading_states: list[TradingStateChanged] = field(default_factory=list)
     liquidations: list[PositionLiquidated] = field(default_factory=list)
+    executions: list[ExecutionCompleted] = field(default_factory=list)
     equity: list[EquityPoint] = field(default_factory=list)
 
     def attach(self, bus: EventBus) -> None:
@@ -85,6 +90,7 @@ class RunRecorder:
         bus.subscribe(OrderDenied, self.denials.append, name="recorder.denials")
         bus.subscribe(TradingStateChanged, self.trading_states.append, name="recorder.trading_state")
         bus.subscribe(PositionLiquidated, self.liquidations.append, name="recorder.liquidations")
+        bus.subscribe(ExecutionCompleted, self.executions.append, name="recorder.executions")
 
 
 @dataclass(slots=True)
@@ -98,6 +104,7 @@ class Pipeline:
     strategy: StrategyRunner
     allocator: PortfolioOptimizer | EqualWeightAllocator
     risk: RiskController
+    router: SmartOrderRouter
     orders: OrderManager
     recorder: RunRecorder
     attribution: PerformanceAttributor | None = None
@@ -105,24 +112,13 @@ class Pipeline:
     @property
     def components(self) -> tuple[Component, ...]:
         """Return the components in start order."""
-        core = (self.positions, self.strategy, self.allocator, self.risk, self.orders)
+        core = (self.positions, self.strategy, self.allocator, self.risk, self.router, self.orders)
         return core if self.attribution is None else (*core, self.attribution)
 
     def start(self) -> None:
-        """Start every component in order, then route the venue's reports."""
+        """Start every component in order (the order manager takes the venue's reports)."""
         for component in self.components:
             component.start()
-        self.exchange.set_report_handler(self.route_venue_report)
-
-    def route_venue_report(self, report: Event) -> None:
-        """Give the order manager the reports of its orders; publish the venue's liquidations directly."""
-        venue_originated = isinstance(report, PositionLiquidated) or (
-            isinstance(report, OrderFilled) and report.client_order_id.startswith(LIQUIDATION_PREFIX)
-        )
-        if venue_originated:
-            self.bus.publish(report)
-        else:
-            self.orders.on_report(report)
 
     def stop(self) -> None:
         """Stop every component in reverse order."""
@@ -284,6 +280,25 @@ def build_risk(
     )
 
 
+def build_router_settings(config: KeelConfig) -> RouterSettings:
+    """Build the router's settings from the ``execution`` section (TWAP randomization seeded by ``run.seed``)."""
+    settings = config.execution
+    return RouterSettings(
+        default_style=ExecutionStyle(settings.default_style),
+        twap_horizon_seconds=settings.twap_horizon_seconds,
+        twap_slices=settings.twap_slices,
+        size_jitter=settings.size_jitter,
+        time_jitter=settings.time_jitter,
+        passive_time_limit_seconds=settings.passive_time_limit_seconds,
+        protection_bps=settings.protection_bps,
+        max_orders_per_10s=settings.max_orders_per_10s,
+        urgency=settings.urgency,
+        pause_seconds=settings.pause_seconds,
+        slow_down_factor=settings.slow_down_factor,
+        seed=config.run.seed,
+    )
+
+
 def build_pipeline(
     config: KeelConfig,
     instruments: Mapping[str, Instrument],
@@ -331,11 +346,15 @@ def build_pipeline(
         runner.warm_up(warmup)
     allocator = build_allocator(config, bus, clock)
     risk = build_risk(config, instruments, positions, bus, clock)
-    orders = OrderManager(exchange, ClientOrderIdGenerator(client_order_namespace), bus, clock)
+    orders = OrderManager(exchange, ClientOrderIdGenerator(client_order_namespace), bus, clock, route_approvals=False)
+    styles = {name: ExecutionStyle(style) for name, style in config.execution.styles.items()}
+    router = SmartOrderRouter(
+        orders, {s: instruments[s] for s in symbols}, build_router_settings(config), bus, clock, styles=styles
+    )
     recorder = RunRecorder()
     recorder.attach(bus)
     period = config.portfolio.attribution_period_hours * 60 * NANOS_PER_MINUTE
     attribution = PerformanceAttributor(symbols, capital, period_ns=period, bus=bus, clock=clock)
-    pipeline = Pipeline(bus, clock, exchange, positions, runner, allocator, risk, orders, recorder, attribution)
+    pipeline = Pipeline(bus, clock, exchange, positions, runner, allocator, risk, router, orders, recorder, attribution)
     bus.add_handler_error_listener(pipeline.handler_failed)
     return pipeline

@@ -23,6 +23,7 @@ import numpy as np
 from keel.core.clock import NANOS_PER_MILLI
 from keel.core.messages import PositionLiquidated
 from keel.core.orders import Order, OrderStatus
+from keel.execution.tca import TCA_COLUMNS, tca_row
 from keel.portfolio.attribution import ATTRIBUTION_COLUMNS
 
 if TYPE_CHECKING:
@@ -129,6 +130,13 @@ def _plain(value: Decimal) -> str:
     return format(value.quantize(Decimal("1e-12")).normalize(), "f")
 
 
+def _cell(value: object) -> object:
+    """Write a missing value as an empty cell and a computed decimal without an exponent."""
+    if value is None:
+        return ""
+    return _plain(value) if isinstance(value, Decimal) else value
+
+
 def iso_time(ts: int) -> str:
     """Format integer nanoseconds as an ISO-8601 UTC time to the second."""
     return datetime.fromtimestamp(ts / 1e9, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -140,7 +148,10 @@ def money(value: Decimal) -> str:
 
 
 def write_run_records(folder: Path, pipeline: Pipeline) -> None:
-    """Write equity.csv, trades.csv, orders.csv and attribution.csv of a run into ``folder``."""
+    """Write equity.csv, trades.csv, orders.csv, tca.csv and attribution.csv of a run into ``folder``.
+
+    tca.csv holds one row per finished parent order (its transaction-cost analysis).
+    """
     recorder = pipeline.recorder
     write_csv(
         folder / "equity.csv",
@@ -167,6 +178,11 @@ def write_run_records(folder: Path, pipeline: Pipeline) -> None:
         ),
     )
     write_csv(folder / "orders.csv", ORDER_COLUMNS, order_rows(pipeline.orders.orders.values()))
+    write_csv(
+        folder / "tca.csv",
+        TCA_COLUMNS,
+        ([_cell(row[c]) for c in TCA_COLUMNS] for row in map(tca_row, recorder.executions)),
+    )
     if pipeline.attribution is not None:
         write_csv(folder / "attribution.csv", ATTRIBUTION_COLUMNS, pipeline.attribution.rows())
 

@@ -1,8 +1,13 @@
-"""Compiled inner loops of the order book and the book analyzer (numba).
+"""Compiled inner loops of the order book, the book analyzer and the trade-flow analyzer (numba).
 
-Each kernel has a plain counterpart it must agree with: the book's against a
-dictionary book (property test), the analyzer's against
-:func:`keel.market_data.book_analyzer.book_metrics_batch` on the real session.
+Each kernel has a plain counterpart it must agree with: the book's (levels and
+published top of book) against a dictionary book (property tests), the
+analyzer's against :func:`keel.market_data.book_analyzer.book_metrics_batch`
+on the real session, the trade flow's against
+:func:`keel.market_data.tick_analyzer.tick_metrics_batch` on the real tape, and
+:func:`exact_sum` against :func:`math.fsum`. Hot-path kernels take few array
+arguments (state packed in one float and one int buffer) because each argument
+costs dispatch time on every call.
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ from numba import njit
 OUTSIDE = -2
 """Returned by :func:`apply_levels` when a tick lies outside the dense window (nothing was changed)."""
 CROSSED = -1
-"""Returned by :func:`top_of_book` when the best bid is at or above the best ask."""
+"""Returned by :func:`top_of_book` and :func:`book_metrics` when the best bid is at or above the best ask."""
 MERGE = -2
 """Returned by :func:`top_of_book` when a level outside the dense windows belongs in the top."""
+EMPTY_SIDE = -3
+"""Returned by :func:`book_metrics` when a side has no level."""
 
 
 @njit(cache=True)
@@ -189,12 +196,17 @@ def book_metrics(
     wall_multiple: float,
     scratch: np.ndarray,
     out: np.ndarray,
-) -> None:
+) -> int:
     """Write into ``out`` (16 floats): mid, spread, spread_bps, microprice, imbalance 1/5/10, bid and ask
     depth, pressure, bid wall price and size, ask wall price and size (NaN: none), bid and ask visible
-    quantity. ``scratch`` holds 16 floats of working space.
+    quantity. ``scratch`` holds 16 floats of working space. Return 0, or EMPTY_SIDE or CROSSED (nothing
+    written).
     """
+    if bid_prices.size == 0 or ask_prices.size == 0:
+        return EMPTY_SIDE
     bid, ask = bid_prices[0], ask_prices[0]
+    if bid >= ask:
+        return CROSSED
     bid_quantity, ask_quantity = bid_quantities[0], ask_quantities[0]
     mid = (bid + ask) * 0.5
     spread = ask - bid
@@ -220,6 +232,7 @@ def book_metrics(
     out[13] = asks[6]
     out[14] = bids[7]
     out[15] = asks[7]
+    return 0
 
 
 @njit(cache=True)

@@ -31,7 +31,7 @@ from typing import NamedTuple
 import numpy as np
 
 from keel.core.messages import BookUpdated
-from keel.market_data._kernels import book_metrics
+from keel.market_data._kernels import CROSSED, EMPTY_SIDE, book_metrics
 
 IMBALANCE_LEVELS = (1, 5, 10)
 
@@ -151,12 +151,8 @@ class OrderBookAnalyzer:
         ValueError
             If a side is empty or the book is crossed.
         """
-        if not bid_prices.size or not ask_prices.size:
-            raise ValueError(f"book {update_id} has an empty side")
-        if bid_prices[0] >= ask_prices[0]:
-            raise ValueError(f"book {update_id} is crossed ({bid_prices[0]} >= {ask_prices[0]})")
         out = self._out
-        book_metrics(
+        status = book_metrics(
             bid_prices,
             bid_quantities,
             ask_prices,
@@ -167,18 +163,47 @@ class OrderBookAnalyzer:
             self._scratch,
             out,
         )
-        values = out.tolist()
-        bid_wall, bid_wall_quantity, ask_wall, ask_wall_quantity = values[10:14]
+        if status == EMPTY_SIDE:
+            raise ValueError(f"book {update_id} has an empty side")
+        if status == CROSSED:
+            raise ValueError(f"book {update_id} is crossed ({bid_prices[0]} >= {ask_prices[0]})")
+        (
+            mid,
+            spread,
+            spread_bps,
+            microprice,
+            imbalance_1,
+            imbalance_5,
+            imbalance_10,
+            bid_depth,
+            ask_depth,
+            pressure,
+            bid_wall,
+            bid_wall_quantity,
+            ask_wall,
+            ask_wall_quantity,
+            bid_visible,
+            ask_visible,
+        ) = out.tolist()
         metrics = BookMetrics(
             update_id,
             ts_event,
-            *values[:10],
+            mid,
+            spread,
+            spread_bps,
+            microprice,
+            imbalance_1,
+            imbalance_5,
+            imbalance_10,
+            bid_depth,
+            ask_depth,
+            pressure,
             None if bid_wall != bid_wall else bid_wall,
             None if bid_wall_quantity != bid_wall_quantity else bid_wall_quantity,
             None if ask_wall != ask_wall else ask_wall,
             None if ask_wall_quantity != ask_wall_quantity else ask_wall_quantity,
-            values[14],
-            values[15],
+            bid_visible,
+            ask_visible,
         )
         self.last = metrics
         return metrics

@@ -612,11 +612,12 @@ class OrderBook:
             bid_prices, bid_quantities = bid_prices[:bid_count], bid_quantities[:bid_count]
         if ask_count < depth:
             ask_prices, ask_quantities = ask_prices[:ask_count], ask_quantities[:ask_count]
+        # The lists are rows of one array cut to one count per side: equal lengths, no need to check them.
         return BookUpdated(
             symbol=self.symbol,
             update_id=self.last_update_id,
-            bids=tuple(zip(bid_prices, bid_quantities, strict=True)),
-            asks=tuple(zip(ask_prices, ask_quantities, strict=True)),
+            bids=tuple(zip(bid_prices, bid_quantities, strict=False)),
+            asks=tuple(zip(ask_prices, ask_quantities, strict=False)),
             ts_event=ts_event,
             ts_init=ts_init,
         )

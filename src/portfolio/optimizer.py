@@ -415,10 +415,11 @@ class PortfolioOptimizer(Component):
         direction = float(np.sign(combined))
         if self._direction.get(signal.symbol, 0.0) == direction:
             return
-        self._direction[signal.symbol] = direction
-        self._propose(
-            self._optimized_targets(), f"{signal.strategy} {signal.action.value} {signal.symbol}", signal.ts_event
-        )
+        targets = self._optimized_targets()
+        # Only a proposal consumes the change: a signal before enough history is seen again later.
+        if targets:
+            self._direction[signal.symbol] = direction
+        self._propose(targets, f"{signal.strategy} {signal.action.value} {signal.symbol}", signal.ts_event)
 
     def on_position(self, change: PositionChanged) -> None:
         """Keep the position quantity for the current weights."""

@@ -221,6 +221,7 @@ class StrategyManager:
         self.volatility_scaling = volatility_scaling
         self.max_consecutive_errors = max_consecutive_errors
         self.fee_rate = fee_rate
+        self._stopped = [False] * len(self.strategies)
         self.history_bars = history_bars
         self.performance = {n: StrategyPerformance() for n in (*names, name)}
         self._performances = [self.performance[n] for n in names]
@@ -319,6 +320,7 @@ class StrategyManager:
             "strategies": {
                 s.name: {
                     "type": type(s).__name__,
+                    "enabled": not self._stopped[i],
                     "parameters": dict(s.parameters),
                     "disabled_symbols": disabled[i],
                     "performance": self.performance[s.name].as_dict(),
@@ -479,8 +481,26 @@ class StrategyManager:
         total = sum(raw)
         return tuple(w / total for w in raw) if total > 0.0 else tuple(0.0 for _ in raw)
 
+    def set_strategy_enabled(self, name: str, enabled: bool) -> None:
+        """Let an operator stop (or restart) one strategy's vote; it keeps updating while stopped.
+
+        Raises
+        ------
+        KeyError
+            If no strategy has that name.
+        """
+        names = [s.name for s in self.strategies]
+        if name not in names:
+            raise KeyError(name)
+        self._stopped[names.index(name)] = not enabled
+
+    def strategy_enabled(self, name: str) -> bool:
+        """Return whether an operator left the strategy's vote on."""
+        return not self._stopped[[s.name for s in self.strategies].index(name)]
+
     def _combine(self, book: _SymbolBook) -> _Combined:
-        weights = self._weight_vector(book.regime, book.enabled)
+        voting = [on and not stopped for on, stopped in zip(book.enabled, self._stopped, strict=True)]
+        weights = self._weight_vector(book.regime, voting)
         scores = book.scores
         factor = self._volatility_factor(book.regime)
         # Flat views abstain: the vote is shared by the strategies that hold a position view.

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from keel.backtest import BacktestEngine
 from keel.backtest.engine import funding_coverage_end
 from keel.config import load_config
 from keel.core.errors import MalformedDataError
+from keel.execution.tca import TCA_COLUMNS
 from keel.strategy_engine import MovingAverageCrossStrategy
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
@@ -30,7 +33,7 @@ def test_two_runs_write_byte_identical_trades_and_orders(tmp_path: Path) -> None
     second = run_small(tmp_path, "second")
 
     # Assert
-    for name in ("trades.csv", "orders.csv", "equity.csv"):
+    for name in ("trades.csv", "orders.csv", "equity.csv", "tca.csv"):
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
     # The default strategy manager trades hour- to day-scale views: a few trades in three days.
     assert len((first / "trades.csv").read_text().splitlines()) > 1
@@ -93,6 +96,31 @@ def test_fees_in_metrics_equal_the_sum_of_fill_commissions(tmp_path: Path) -> No
     commissions = sum(float(row.split(",")[7]) for row in rows)
     assert metrics["fees_paid"] == pytest.approx(commissions, rel=1e-9)
     assert metrics["n_trades"] == len(rows)
+
+
+def test_tca_csv_has_one_row_per_parent_with_the_fees_of_its_fills(tmp_path: Path) -> None:
+    # Arrange
+    engine = BacktestEngine(load_config("backtest"))
+    result = engine.run(symbols=SYMBOLS, start="2025-05-05", end="2025-05-08")
+
+    # Act
+    folder = result.write(tmp_path / "run")
+
+    # Assert
+    with (folder / "tca.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    router = result.pipeline.router
+    assert tuple(rows[0]) == TCA_COLUMNS
+    assert [row["parent_order_id"] for row in rows] == [c.parent_order_id for c in router.completed]
+    assert len({row["parent_order_id"] for row in rows}) == len(rows) > 0
+    fees: dict[str, Decimal] = {}
+    for fill in result.pipeline.recorder.fills:
+        parent = router.parent_of(fill.client_order_id)
+        assert parent is not None, fill.client_order_id
+        fees[parent] = fees.get(parent, Decimal(0)) + fill.commission
+    for row in rows:
+        assert Decimal(row["fees"]) == fees.get(row["parent_order_id"], Decimal(0))
+    assert sum(Decimal(row["fees"]) for row in rows) == sum(fees.values())
 
 
 def test_run_backtest_as_the_user_calls_it() -> None:

@@ -7,6 +7,7 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from keel.api.simulated_exchange import SimulatedExchange
@@ -56,7 +57,10 @@ class Desk:
         self.position = 0
 
     def play(self, start: int, stop: int, probe=None) -> None:
-        for event in session()[start:stop]:
+        self.play_events(session()[start:stop], probe)
+
+    def play_events(self, events, probe=None) -> None:
+        for event in events:
             self.clock.advance_to(max(self.clock.timestamp_ns(), event.ts_event))
             self.bus.publish(event)
             self.bus.drain()
@@ -215,3 +219,57 @@ def test_router_style_defaults_to_the_strategy_mapping():
     assert desk.router.styles.get("slow") is ExecutionStyle.TWAP
     with pytest.raises(ValueError, match="no order book"):
         desk.router.execute_twap(BTC, OrderSide.BUY, Decimal("0.1"))
+
+
+def perturbed(event: MarketDataEvent) -> MarketDataEvent:
+    """Return the event with its prices moved up 1 %."""
+    if isinstance(event, BookUpdated):
+        bids = tuple((p * 1.01, q) for p, q in event.bids)
+        asks = tuple((p * 1.01, q) for p, q in event.asks)
+        return msgspec.structs.replace(event, bids=bids, asks=asks)
+    if isinstance(event, TradeTick):
+        return msgspec.structs.replace(event, price=event.price * 1.01)
+    return event
+
+
+def router_decisions(desk: Desk, until: int) -> list[tuple[object, ...]]:
+    """Return every child order the router sent up to ``until``: id, time, side, size, price, time in force."""
+    return [
+        (o.client_order_id, o.ts_init, o.side, o.quantity, o.price, o.time_in_force, o.reduce_only)
+        for o in desk.orders.orders.values()
+        if o.ts_init <= until
+    ]
+
+
+def run_twap_until(cut: int, tail: tuple[MarketDataEvent, ...]) -> Desk:
+    desk = Desk(RouterSettings(twap_horizon_seconds=240, twap_slices=8, seed=7))
+    start = first_book_index() + 1
+    desk.play(0, start)
+    desk.router.execute_twap(BTC, OrderSide.BUY, Decimal("0.800"))
+    desk.play(start, cut)
+    desk.play_events(tail)
+    return desk
+
+
+def test_router_decisions_have_no_lookahead():
+    # Arrange: stop two minutes into the TWAP, where the next event is strictly later
+    events = session()
+    start = first_book_index() + 1
+    cut = next(
+        i for i in range(start + 1, len(events))
+        if events[i].ts_event >= events[start].ts_event + 120 * 1_000_000_000
+        and events[i].ts_event > events[i - 1].ts_event
+    )  # fmt: skip
+    until = events[cut - 1].ts_event
+
+    # Act
+    stopped = run_twap_until(cut, ())
+    continued = run_twap_until(cut, events[cut:])
+    changed = run_twap_until(cut, tuple(perturbed(e) for e in events[cut:]))
+
+    # Assert
+    decided = router_decisions(stopped, until)
+    assert len(decided) >= 3
+    assert router_decisions(continued, until) == decided
+    assert router_decisions(changed, until) == decided
+    assert router_decisions(continued, events[-1].ts_event) != router_decisions(changed, events[-1].ts_event)

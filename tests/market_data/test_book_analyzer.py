@@ -96,3 +96,17 @@ def test_a_crossed_or_one_sided_book_is_refused(btc_books: list[BookUpdated]) ->
         OrderBookAnalyzer().update(crossed)
     with pytest.raises(ValueError, match="empty side"):
         OrderBookAnalyzer().update(one_sided)
+
+
+def test_the_compiled_path_refuses_a_crossed_or_one_sided_book(btc_books: list[BookUpdated]) -> None:
+    # Arrange
+    bid_prices, bid_quantities = (np.array(column) for column in zip(*btc_books[0].bids, strict=True))
+    ask_prices, ask_quantities = (np.array(column) for column in zip(*btc_books[0].asks, strict=True))
+    analyzer = OrderBookAnalyzer()
+
+    # Act / Assert
+    with pytest.raises(ValueError, match="crossed"):
+        analyzer.update_arrays(1, 1, ask_prices, ask_quantities, bid_prices, bid_quantities)
+    with pytest.raises(ValueError, match="empty side"):
+        analyzer.update_arrays(2, 1, bid_prices, bid_quantities, np.zeros(0), np.zeros(0))
+    assert analyzer.last is None
