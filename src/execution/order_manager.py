@@ -17,6 +17,7 @@ funding) are published as they come.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -89,6 +90,7 @@ class OrderManager(Component):
         self.duplicate_fills = 0
         self.unknown_reports = 0
         self.venue_errors = 0
+        self.venue_latency_seconds: float | None = None
         self.venue_reports = 0
         self.resends = 0
         self.unresolved: set[str] = set()
@@ -332,17 +334,22 @@ class OrderManager(Component):
         self, call: Coroutine[Any, Any, None], what: str, on_error: Callable[[BaseException], None] | None = None
     ) -> None:
         """Run a venue coroutine: inline for a synchronous venue, as a task otherwise."""
+        started = time.perf_counter()
         if self.exchange.is_synchronous:
             try:
                 _run_to_completion(call)
             except KeelError as error:
                 self._venue_failed(what, error, on_error)
+            self.venue_latency_seconds = time.perf_counter() - started
             return
         task = asyncio.get_running_loop().create_task(call)
         self._tasks.add(task)
-        task.add_done_callback(lambda done: self._task_done(done, what, on_error))
+        task.add_done_callback(lambda done: self._task_done(done, what, on_error, started))
 
-    def _task_done(self, task: asyncio.Task[None], what: str, on_error: Callable[[BaseException], None] | None) -> None:
+    def _task_done(
+        self, task: asyncio.Task[None], what: str, on_error: Callable[[BaseException], None] | None, started: float
+    ) -> None:
+        self.venue_latency_seconds = time.perf_counter() - started
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             self._venue_failed(what, task.exception(), on_error)  # type: ignore[arg-type]

@@ -20,7 +20,7 @@ from typing import Any
 from keel.config import KeelConfig
 from keel.core.accounting import ZERO
 from keel.core.fsm import ComponentState, TradingState
-from keel.core.messages import CancelAllOrders, SetTradingState, SubmitOrder
+from keel.core.messages import BarClosed, BookUpdated, CancelAllOrders, SetTradingState, SubmitOrder, TradeTick
 from keel.core.orders import Order, OrderSide, OrderType
 from keel.integration.pipeline import Pipeline
 from keel.integration.reports import iso_time
@@ -47,8 +47,18 @@ class TradingOrchestrator:
         self.config = config
         self.audit_log = audit_log
         self.running = False
+        self._last_market_data: float | None = None
+        for kind in (BarClosed, BookUpdated, TradeTick):
+            pipeline.bus.subscribe(kind, self._market_data_seen, name="orchestrator.feed_staleness")
         self._peak = ZERO
         self._seen_points = 0
+
+    def _market_data_seen(self, _event: BarClosed | BookUpdated | TradeTick) -> None:
+        self._last_market_data = time.monotonic()
+
+    def feed_staleness_seconds(self) -> float | None:
+        """Return wall-clock seconds since the last market data event (None before the first)."""
+        return None if self._last_market_data is None else time.monotonic() - self._last_market_data
 
     # --- queries ----------------------------------------------------------------------
 
@@ -218,6 +228,8 @@ class TradingOrchestrator:
             "exposure": {s: float(positions.exposure(s)) for s in sorted(positions.positions)},
             "var": None if self.pipeline.risk.last_var is None else self.pipeline.risk.last_var.var,
             "trading_state": self.pipeline.risk.trading_state.value,
+            "feed_staleness_seconds": self.feed_staleness_seconds(),
+            "exchange_latency_seconds": self.pipeline.orders.venue_latency_seconds,
         }
 
     # --- operator commands --------------------------------------------------------------

@@ -226,6 +226,7 @@ def build_allocator(config: KeelConfig, bus: EventBus, clock: Clock) -> Portfoli
         halflife=settings.covariance_halflife_bars,
         signal_weight=settings.signal_weight,
         information_coefficient=settings.information_coefficient,
+        cost_assumption=settings.transaction_cost,
         symbols=symbols,
         lookback=settings.lookback_bars,
         min_history=settings.min_history_bars,

@@ -45,6 +45,7 @@ from keel.core.fsm import TradingState
 from keel.core.messages import (
     AllocationProposed,
     BarClosed,
+    ExecutionCompleted,
     PositionChanged,
     Rebalance,
     RiskLimitsUpdated,
@@ -153,6 +154,8 @@ class PortfolioOptimizer(Component):
         rebalance_interval_ns: int = 0,
         reduce_factor: float = 0.5,
         allocator: AdaptiveAllocator | None = None,
+        cost_assumption: float | None = None,
+        cost_feedback_weight: float = 0.2,
         bus: EventBus | None = None,
         clock: Clock | None = None,
     ) -> None:
@@ -185,6 +188,13 @@ class PortfolioOptimizer(Component):
         self.rebalance_interval_ns = rebalance_interval_ns
         self.reduce_factor = reduce_factor
         self.allocator = allocator if allocator is not None else AdaptiveAllocator()
+        if cost_assumption is not None and not cost_assumption > 0:
+            raise ValueError(f"cost_assumption must be positive, got {cost_assumption}")
+        if not 0.0 < cost_feedback_weight <= 1.0:
+            raise ValueError(f"cost_feedback_weight must lie in (0, 1], got {cost_feedback_weight}")
+        self.cost_assumption = cost_assumption
+        self.cost_feedback_weight = cost_feedback_weight
+        self.measured_costs_: dict[str, float] = {}
         self._problems: dict[tuple[object, ...], MarkowitzProblem] = {}
         self._closes: dict[str, deque[tuple[int, float]]] = {s: deque(maxlen=lookback + 1) for s in self.symbols}
         self._views: dict[str, dict[str, float]] = {}
@@ -249,7 +259,7 @@ class PortfolioOptimizer(Component):
         previous = self._previous_weights(assets, current)
         started = time.perf_counter()
         try:
-            weights = self._solve(chosen, rules, mu, covariance, lower, upper, current)
+            weights = self._solve(chosen, rules, mu, covariance, lower, upper, current, assets)
             self.status_, self.fallback_reason_ = "optimal", ""
         except SolverFailedError as error:
             weights = previous
@@ -301,6 +311,7 @@ class PortfolioOptimizer(Component):
         lower: np.ndarray,
         upper: np.ndarray,
         current: np.ndarray,
+        assets: list[str],
     ) -> np.ndarray:
         key = structure_key(len(mu), objective, rules)
         problem = self._problems.get(key)
@@ -314,12 +325,30 @@ class PortfolioOptimizer(Component):
             lower=lower,
             upper=upper,
             current_weights=current,
-            costs=np.full(len(mu), rules.transaction_cost),
+            costs=self._cost_vector(rules.transaction_cost, assets),
             risk_aversion=self.risk_aversion,
             target=target,
         )
         self.solves += 1
         return problem.solve(inputs, rules).weights
+
+    def _cost_vector(self, assumed: float, assets: list[str]) -> np.ndarray:
+        """Return each asset's linear cost: the assumption, scaled by what execution measured for it."""
+        if self.cost_assumption is None:
+            return np.full(len(assets), assumed)
+        scale = [self.measured_costs_.get(asset, self.cost_assumption) / self.cost_assumption for asset in assets]
+        return assumed * np.asarray(scale, dtype=np.float64)
+
+    def on_execution(self, report: ExecutionCompleted) -> None:
+        """Learn a symbol's one-way cost from a finished parent's implementation shortfall (EWMA)."""
+        if report.filled_quantity <= 0 or not math.isfinite(report.implementation_shortfall_bps):
+            return
+        observed = max(0.0, report.implementation_shortfall_bps) / 1e4
+        previous = self.measured_costs_.get(report.symbol)
+        weight = self.cost_feedback_weight
+        self.measured_costs_[report.symbol] = (
+            observed if previous is None else (1 - weight) * previous + weight * observed
+        )
 
     def result(self) -> OptimizationResult:
         """Return the last fit as an :class:`OptimizationResult`."""
@@ -369,6 +398,7 @@ class PortfolioOptimizer(Component):
         self.bus.subscribe(PositionChanged, self.on_position, name=f"{self.name}.positions")
         self.bus.subscribe(RiskLimitsUpdated, self.on_limits, name=f"{self.name}.limits")
         self.bus.subscribe(TradingStateChanged, self.on_trading_state, name=f"{self.name}.state")
+        self.bus.subscribe(ExecutionCompleted, self.on_execution, name=f"{self.name}.costs")
         self.bus.register(Rebalance, self.on_rebalance, name=self.name)
         if self.rebalance_interval_ns:
             self.clock.set_timer(f"{self.name}.rebalance", self.rebalance_interval_ns, self._rebalance_due)

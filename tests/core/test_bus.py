@@ -298,7 +298,7 @@ def test_a_command_without_a_handler_is_counted_and_still_journaled() -> None:
 
 
 class Boom(Exception):
-    pass
+    """The failure a test handler raises."""
 
 
 def test_a_raising_handler_does_not_stop_later_handlers_or_messages() -> None:

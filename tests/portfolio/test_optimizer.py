@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 
 import msgspec
 import numpy as np
@@ -15,12 +16,14 @@ from keel.core.fsm import TradingState
 from keel.core.messages import (
     AllocationProposed,
     BarClosed,
+    ExecutionCompleted,
     Rebalance,
     RiskLimitsUpdated,
     SignalAction,
     SignalGenerated,
     TradingStateChanged,
 )
+from keel.core.orders import OrderSide
 from keel.portfolio import PortfolioOptimizer
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
@@ -267,3 +270,48 @@ def test_lookahead_allocations_up_to_t_ignore_later_bars(make_bars) -> None:
     assert upto == stopped
     assert upto == [(ts, w) for ts, w in changed if ts <= t]
     assert full != changed, "later data should change later allocations"
+
+
+def execution_report(symbol: str, shortfall_bps: float) -> ExecutionCompleted:
+    return ExecutionCompleted(
+        parent_order_id="parent-1",
+        symbol=symbol,
+        side=OrderSide.BUY,
+        strategy="portfolio",
+        style="AGGRESSIVE",
+        quantity=Decimal("1"),
+        filled_quantity=Decimal("1"),
+        arrival_price=Decimal("100"),
+        average_price=Decimal("100.5"),
+        final_price=Decimal("100.5"),
+        interval_vwap=None,
+        fees=Decimal("0.05"),
+        implementation_shortfall=Decimal("0.55"),
+        implementation_shortfall_bps=shortfall_bps,
+        spread_paid_bps=1.0,
+        estimated_impact_bps=None,
+        realized_impact_bps=4.0,
+        child_orders=1,
+        reason="filled",
+        ts_event=1,
+        ts_init=1,
+    )
+
+
+def test_measured_execution_costs_feed_back_into_the_cost_assumption(may_hourly: pd.DataFrame) -> None:
+    # Arrange: the same optimizer twice; one learns that BCHUSDT costs 20x the assumed 5 bps
+    constraints = {"transaction_cost": 0.0005, "max_weight": 0.6}
+    assumed = PortfolioOptimizer(objective="mean_variance", constraints=constraints, cost_assumption=0.0005)
+    informed = PortfolioOptimizer(objective="mean_variance", constraints=constraints, cost_assumption=0.0005)
+    informed.on_execution(execution_report("BCHUSDT", 100.0))
+    informed.on_execution(execution_report("BCHUSDT", 100.0))
+
+    # Act
+    plain = assumed.fit(may_hourly).weights_
+    costly = informed.fit(may_hourly).weights_
+
+    # Assert: the measured cost moves the allocation out of BCHUSDT
+    bch = list(may_hourly.columns).index("BCHUSDT")
+    assert informed.measured_costs_ == {"BCHUSDT": pytest.approx(0.01)}
+    assert plain[bch] == pytest.approx(0.4, abs=1e-4)
+    assert costly[bch] == pytest.approx(0.0, abs=1e-4)

@@ -178,6 +178,8 @@ def test_metrics_are_prometheus_text(tmp_path: Path) -> None:
         "keel_pnl_usdt",
         "keel_equity_usdt",
         'keel_trading_state{state="ACTIVE"} 1.0',
+        "keel_feed_staleness_seconds",
+        "keel_exchange_latency_seconds",
     ):
         assert name in text, name
     assert TOKEN not in text
