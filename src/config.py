@@ -689,7 +689,7 @@ class PersistenceConfig(_Section):
 
     url: str | None = Field(
         None,
-        description="SQLAlchemy URL (sqlite:///file.db or postgresql+psycopg://...); none = runs/<run>/keel.db.",
+        description="SQLAlchemy URL (sqlite:///file.db or postgresql+psycopg://...); none = <run.output_dir>/keel.db.",
     )
 
 

@@ -30,8 +30,9 @@ from keel.core.messages import BarClosed, CancelAllOrders
 from keel.integration.orchestrator import TradingOrchestrator
 from keel.integration.pipeline import Pipeline, build_feed, build_pipeline
 from keel.integration.reports import BARS_PER_YEAR, iso_time, money, run_metrics, write_run_records
+from keel.integration.state_manager import StateManager
 from keel.market_data.feeds import RecordedBarFeed
-from keel.persistence import AuditLog, Database
+from keel.persistence import AuditLog, Database, Journal
 
 _log = structlog.get_logger("keel.paper")
 
@@ -65,8 +66,10 @@ class PaperSession:
         self.clock = SimulatedClock(self.feed.summary.first_ns)
         bus = EventBus(config.bus.capacity, on_handler_error=self._handler_failed)
         self.pipeline = build_pipeline(config, load_instruments(config.exchange.instruments), bus, self.clock)
-        self.database = Database(config.persistence.url or f"sqlite:///{run_dir / 'keel.db'}")
+        # One database across runs (not per run folder): the journal is what a restart recovers from.
+        self.database = Database(config.persistence.url or f"sqlite:///{Path(config.run.output_dir) / 'keel.db'}")
         self.database.migrate()
+        self.state = StateManager(Journal(self.database), bus, self.clock)
         self.orchestrator = TradingOrchestrator(self.pipeline, config, AuditLog(self.database))
 
     def request_stop(self, reason: str) -> None:
@@ -82,6 +85,8 @@ class PaperSession:
         pace = LiveClock(origin_ns=feed.summary.first_ns, speed=config.paper.speed)
         bus_task = asyncio.create_task(bus.run(), name="bus")
         pipeline.start()
+        self.state.start()
+        await bus.join()
         self.orchestrator.running = True
         feed_task = asyncio.create_task(self._replay(feed, pipeline, clock, pace), name="feed")
         status_task = asyncio.create_task(self._report_status(), name="status")
@@ -142,6 +147,8 @@ class PaperSession:
         bus.publish(CancelAllOrders(symbol=None, reason=f"shutdown: {self.stop_reason}", ts_event=now, ts_init=now))
         await bus.join()
         pipeline.stop()
+        await bus.join()
+        self.state.stop()
         await bus.join()
         bus.stop()
         await bus_task

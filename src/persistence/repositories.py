@@ -66,6 +66,17 @@ class Journal:
         for sequence, payload in rows:
             yield sequence, decode_message(payload)
 
+    def latest(self, message_type: type[Message]) -> Message | None:
+        """Return the newest journaled message of one type, or None."""
+        with self._database.session() as session:
+            payload = session.scalar(
+                select(JournalEntry.payload)
+                .where(JournalEntry.message_type == message_type.__name__)
+                .order_by(JournalEntry.sequence.desc())
+                .limit(1)
+            )
+        return None if payload is None else decode_message(payload)
+
     def last_sequence(self) -> int:
         """Return the newest sequence, 0 for an empty journal."""
         with self._database.session() as session:

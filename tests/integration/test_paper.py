@@ -18,16 +18,17 @@ from keel.integration.paper import PaperSession
 REPO = Path(__file__).resolve().parents[2]
 
 
-def paper_config(**paper: object) -> KeelConfig:
+def paper_config(output_dir: Path, **paper: object) -> KeelConfig:
     config = load_config("paper", environ={})
     data = config.data.model_copy(update={"symbols": ("BTCUSDT", "ETHUSDT"), "end": None})
     data = data.model_validate({**data.model_dump(), "start": "2025-05-05T00:00:00Z", "end": "2025-05-05T06:00:00Z"})
-    return config.model_copy(update={"data": data, "paper": config.paper.model_copy(update=paper)})
+    run = config.run.model_copy(update={"output_dir": output_dir})
+    return config.model_copy(update={"data": data, "paper": config.paper.model_copy(update=paper), "run": run})
 
 
 def test_paper_session_replays_to_the_end_and_writes_its_final_state(tmp_path: Path) -> None:
     # Arrange: 6 hours of 1m bars at 36,000x replay in well under a second of data time per bar
-    config = paper_config(speed=36_000.0, status_interval_seconds=0.05)
+    config = paper_config(tmp_path, speed=36_000.0, status_interval_seconds=0.05)
     statuses: list[dict[str, object]] = []
     session = PaperSession(config, tmp_path / "run", on_status=statuses.append)
 
@@ -48,7 +49,7 @@ def test_paper_session_replays_to_the_end_and_writes_its_final_state(tmp_path: P
 
 def test_paper_and_backtest_place_the_same_orders(tmp_path: Path) -> None:
     # Arrange: hour-scale strategy windows, so that six hours of bars hold trades
-    config = paper_config(speed=36_000.0)
+    config = paper_config(tmp_path, speed=36_000.0)
     hourly = {
         "trend_following": {"fast_period": 20, "slow_period": 80, "channel_period": 60, "atr_period": 30},
         "mean_reversion": {"lookback": 60, "entry_z": 2.0, "exit_z": 0.5, "stop_z": 4.0, "trend_window": 120},
@@ -74,7 +75,7 @@ def test_paper_and_backtest_place_the_same_orders(tmp_path: Path) -> None:
 
 def test_stop_request_cancels_open_orders_and_stops_cleanly(tmp_path: Path) -> None:
     # Arrange: slow enough that the data cannot end before the stop
-    config = paper_config(speed=600.0)
+    config = paper_config(tmp_path, speed=600.0)
     session = PaperSession(config, tmp_path / "run")
 
     async def run_then_stop() -> dict[str, object]:
@@ -97,8 +98,18 @@ def test_keel_run_stops_cleanly_on_sigint(tmp_path: Path) -> None:
     # Arrange
     environment = {**os.environ, "KEEL_RUN__OUTPUT_DIR": str(tmp_path), "KEEL_PAPER__STATUS_INTERVAL_SECONDS": "0.2"}
     command = [
-        sys.executable, "-m", "keel.cli", "run", "--mode", "paper", "--speed", "600", "--symbols", "BTCUSDT",
-        "--port", "0",
+        sys.executable,
+        "-m",
+        "keel.cli",
+        "run",
+        "--mode",
+        "paper",
+        "--speed",
+        "600",
+        "--symbols",
+        "BTCUSDT",
+        "--port",
+        "0",
     ]
     process = subprocess.Popen(
         command, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

@@ -242,3 +242,21 @@ def test_a_bad_url_is_a_configuration_error() -> None:
 def test_the_repr_hides_the_password() -> None:
     database = Database("postgresql+psycopg://keel:hunter2@127.0.0.1:1/keel")
     assert "hunter2" not in repr(database)
+
+
+def test_the_journal_finds_the_newest_message_of_a_type(database: Database) -> None:
+    # Arrange
+    journal = Journal(database)
+    halted = TradingStateChanged(
+        previous=TradingState.ACTIVE, state=TradingState.HALTED, reason="stop", ts_event=1, ts_init=1
+    )
+    resumed = TradingStateChanged(
+        previous=TradingState.HALTED, state=TradingState.ACTIVE, reason="go", ts_event=2, ts_init=2
+    )
+
+    # Act
+    journal.append([halted, a_fill(), resumed, a_fill("2")])
+
+    # Assert
+    assert journal.latest(TradingStateChanged) == resumed
+    assert journal.latest(FundingPaid) is None

@@ -16,7 +16,8 @@ from keel.web import create_app
 TOKEN = "test-token-0123456789"
 
 
-def session_config(speed: float = 3000.0) -> KeelConfig:
+def session_config(output_dir: Path, speed: float = 3000.0) -> KeelConfig:
+    """Two symbols, one day, a fast moving-average cross; state and journal under ``output_dir``."""
     config = load_config("paper", environ={})
     data = config.data.model_validate(
         {
@@ -28,7 +29,8 @@ def session_config(speed: float = 3000.0) -> KeelConfig:
     )
     strategy = config.strategy.model_copy(update={"name": "moving_average_cross", "fast_period": 3, "slow_period": 8})
     paper = config.paper.model_copy(update={"speed": speed, "status_interval_seconds": 3600.0})
-    return config.model_copy(update={"data": data, "strategy": strategy, "paper": paper})
+    run = config.run.model_copy(update={"output_dir": output_dir})
+    return config.model_copy(update={"data": data, "strategy": strategy, "paper": paper, "run": run})
 
 
 @asynccontextmanager
@@ -36,7 +38,7 @@ async def running_session(
     run_dir: Path, *, token: str | None = TOKEN, min_bars: int = 40, speed: float = 3000.0
 ) -> AsyncIterator[tuple[PaperSession, httpx.AsyncClient]]:
     """Start a paper session and the app over it; stop both on exit."""
-    session = PaperSession(session_config(speed), run_dir)
+    session = PaperSession(session_config(run_dir, speed), run_dir)
     app = create_app(
         session.orchestrator,
         api_token=token,

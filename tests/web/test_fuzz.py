@@ -34,7 +34,8 @@ OPERATIONS = [
 
 @pytest.fixture(scope="module")
 def schema(tmp_path_factory: pytest.TempPathFactory) -> BaseSchema:
-    session = PaperSession(session_config(), Path(tmp_path_factory.mktemp("fuzz")))
+    folder = Path(tmp_path_factory.mktemp("fuzz"))
+    session = PaperSession(session_config(folder), folder)
     session.pipeline.start()
     session.pipeline.bus.drain()
     session.orchestrator.running = True
