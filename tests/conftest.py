@@ -1,7 +1,8 @@
-"""Fixtures shared across layers: real servers started on loopback for the tests that need them."""
+"""Fixtures shared across layers: the bundled real data as keel objects, and real servers on loopback."""
 
 from __future__ import annotations
 
+import functools
 import os
 import pwd
 import shutil
@@ -11,6 +12,53 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from keel.core.clock import NANOS_PER_MILLI
+from keel.core.instruments import Instrument, load_instruments
+from keel.core.messages import BarClosed
+from keel.market_data.loaders import load_ohlcv
+
+ROOT = Path(__file__).resolve().parents[1]
+BARS_1M = ROOT / "data" / "ohlcv" / "binance_usdm_1m_2025-05"
+INSTRUMENTS_FILE = ROOT / "config" / "instruments.yaml"
+MINUTE_NS = 60_000 * NANOS_PER_MILLI
+
+
+class RealData:
+    """The bundled real data of ``data/SOURCES.md`` as keel objects, each file read once per session."""
+
+    @staticmethod
+    @functools.cache
+    def instruments() -> dict[str, Instrument]:
+        """The instruments of config/instruments.yaml."""
+        return load_instruments(INSTRUMENTS_FILE)
+
+    @staticmethod
+    @functools.cache
+    def bars(symbol: str, count: int, start: int = 0) -> tuple[BarClosed, ...]:
+        """``count`` real 1m bars of ``symbol`` (May 2025) from row ``start``, closed at their close time."""
+        frame = load_ohlcv(BARS_1M / f"{symbol}_1m.csv.gz").frame.iloc[start : start + count]
+        return tuple(
+            BarClosed(
+                symbol=symbol,
+                interval="1m",
+                open_time=int(row.open_time_ms) * NANOS_PER_MILLI,
+                open=float(row.open),
+                high=float(row.high),
+                low=float(row.low),
+                close=float(row.close),
+                volume=float(row.volume),
+                ts_event=int(row.open_time_ms) * NANOS_PER_MILLI + MINUTE_NS,
+                ts_init=int(row.open_time_ms) * NANOS_PER_MILLI + MINUTE_NS,
+            )
+            for row in frame.itertuples(index=False)
+        )
+
+
+@pytest.fixture(scope="session")
+def real_data() -> RealData:
+    """The bundled real data: ``real_data.bars(symbol, count, start=0)``, ``real_data.instruments()``."""
+    return RealData()
 
 
 def _free_port() -> int:

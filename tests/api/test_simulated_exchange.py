@@ -8,21 +8,18 @@ fill price, fee and funding amount is worked out by hand from those rows.
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import Coroutine
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from venue_harness import ROOT, money, real_bars, real_funding, real_instruments, run_now
 
 from keel.api.simulated_exchange import SimulatedExchange
 from keel.core.clock import NANOS_PER_MILLI, SimulatedClock
 from keel.core.error_codes import BinanceErrorCode
 from keel.core.errors import MalformedDataError, RequestRejectedError
-from keel.core.instruments import Instrument, load_instruments
 from keel.core.messages import (
     BarClosed,
     Event,
@@ -36,17 +33,12 @@ from keel.core.messages import (
     SubmitOrder,
 )
 from keel.core.orders import LiquiditySide, OrderSide, OrderStatus, OrderType, TimeInForce
-from keel.market_data.loaders import load_funding, load_mark_price_klines, load_ohlcv
+from keel.market_data.loaders import load_mark_price_klines
 
-ROOT = Path(__file__).resolve().parents[2]
-BARS_1M = ROOT / "data" / "ohlcv" / "binance_usdm_1m_2025-05"
-FUNDING_FILE = ROOT / "data" / "funding" / "binance_usdm_funding_2025-03_06.csv.gz"
 MARK_KLINES_FILE = ROOT / "data" / "funding" / "binance_usdm_markprice_8h_2025-03_06.csv.gz"
-INSTRUMENTS_FILE = ROOT / "config" / "instruments.yaml"
 
 INITIAL_BALANCE = Decimal("10000")
 ONE_BPS = Decimal("0.0001")
-MINUTE_NS = 60_000 * NANOS_PER_MILLI
 EIGHT_HOURS_NS = 8 * 3_600_000 * NANOS_PER_MILLI
 
 T = TypeVar("T")
@@ -55,61 +47,9 @@ T = TypeVar("T")
 # --- real data ----------------------------------------------------------------------------
 
 
-@functools.cache
-def instruments() -> dict[str, Instrument]:
-    return load_instruments(INSTRUMENTS_FILE)
-
-
-@functools.cache
-def real_bars(symbol: str, count: int = 600) -> tuple[BarClosed, ...]:
-    """The first ``count`` real 1m bars of ``symbol`` as BarClosed events."""
-    frame = load_ohlcv(BARS_1M / f"{symbol}_1m.csv.gz").frame.head(count)
-    return tuple(
-        BarClosed(
-            symbol=symbol,
-            interval="1m",
-            open_time=int(row.open_time_ms) * NANOS_PER_MILLI,
-            open=float(row.open),
-            high=float(row.high),
-            low=float(row.low),
-            close=float(row.close),
-            volume=float(row.volume),
-            ts_event=int(row.open_time_ms) * NANOS_PER_MILLI + MINUTE_NS,
-            ts_init=int(row.open_time_ms) * NANOS_PER_MILLI + MINUTE_NS,
-        )
-        for row in frame.itertuples(index=False)
-    )
-
-
-@functools.cache
-def real_funding(symbol: str) -> tuple[FundingRateUpdated, ...]:
-    """Every recorded funding settlement of ``symbol`` (mark price None where the file has none)."""
-    frame = load_funding(FUNDING_FILE).frame
-    rows = frame[frame["symbol"] == symbol]
-    events = []
-    for row in rows.itertuples(index=False):
-        ts = int(row.time_ms) * NANOS_PER_MILLI
-        mark = float(row.mark_price)
-        events.append(
-            FundingRateUpdated(
-                symbol=symbol,
-                funding_time=ts,
-                rate=Decimal(repr(float(row.funding_rate))),
-                mark_price=None if mark != mark else Decimal(repr(mark)),
-                ts_event=ts,
-                ts_init=ts,
-            )
-        )
-    return tuple(events)
-
-
 def funding_inside(symbol: str, bars: tuple[BarClosed, ...]) -> list[FundingRateUpdated]:
     """The real funding settlements of ``symbol`` that fall inside the bars' span."""
     return [e for e in real_funding(symbol) if bars[0].open_time < e.funding_time <= bars[-1].ts_event]
-
-
-def money(value: float) -> Decimal:
-    return Decimal(repr(value))
 
 
 def taker_buy_price(open_price: float, slippage_bps: Decimal, tick: Decimal) -> Decimal:
@@ -127,16 +67,6 @@ def taker_sell_price(open_price: float, slippage_bps: Decimal, tick: Decimal) ->
 # --- harness -------------------------------------------------------------------------------
 
 
-def run_now(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Drive a coroutine of the synchronous venue to its result; it must never suspend."""
-    try:
-        coroutine.send(None)
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
-    coroutine.close()
-    raise AssertionError("the simulated exchange suspended although is_synchronous is True")
-
-
 class Venue:
     """A simulated exchange on a simulated clock, with every report collected."""
 
@@ -145,7 +75,7 @@ class Venue:
     ) -> None:
         self.clock = SimulatedClock(real_bars("BTCUSDT")[0].open_time if start_ns is None else start_ns)
         self.exchange = SimulatedExchange(
-            instruments(), self.clock, initial_balance=initial_balance, leverage=5, slippage_bps=slippage_bps
+            real_instruments(), self.clock, initial_balance=initial_balance, leverage=5, slippage_bps=slippage_bps
         )
         self.reports: list[Event] = []
         self.exchange.set_report_handler(self.reports.append)
@@ -220,7 +150,7 @@ BTC = "BTCUSDT"
 def test_market_buy_fills_at_the_next_open_plus_slippage_rounded_up_to_the_tick(venue: Venue) -> None:
     # Arrange
     bars = real_bars(BTC)
-    instrument = instruments()[BTC]
+    instrument = real_instruments()[BTC]
     venue.bar(bars[0])
     venue.submit(venue.market("m-1", OrderSide.BUY, "0.010"))
     filled_before_next_bar = venue.of_type(OrderFilled)
@@ -248,7 +178,7 @@ def test_market_buy_fills_at_the_next_open_plus_slippage_rounded_up_to_the_tick(
 def test_market_sell_fills_at_the_next_open_minus_slippage_rounded_down_to_the_tick(venue: Venue) -> None:
     # Arrange
     bars = real_bars(BTC)
-    instrument = instruments()[BTC]
+    instrument = real_instruments()[BTC]
     venue.bar(bars[0])
     venue.submit(venue.market("m-1", OrderSide.SELL, "0.004"))
 
@@ -267,7 +197,7 @@ def test_market_order_waits_for_the_bar_after_submission_whatever_the_slippage()
     # Arrange
     venue = Venue(slippage_bps=2.5)
     bars = real_bars(BTC)
-    instrument = instruments()[BTC]
+    instrument = real_instruments()[BTC]
     venue.bars(bars[:5])
     venue.submit(venue.market("m-1", OrderSide.BUY, "0.002"))
 
@@ -436,7 +366,7 @@ def test_real_enausdt_funding_row_without_mark_price_is_malformed_data_for_an_op
 
 def _step_violation_code() -> int:
     last = money(real_bars(BTC)[0].close)
-    violation = instruments()[BTC].check_order(
+    violation = real_instruments()[BTC].check_order(
         side="BUY", price=None, quantity=Decimal("0.0025"), reference_price=last, market=True, reduce_only=False
     )
     assert violation is not None
@@ -575,7 +505,7 @@ def test_resting_buy_fills_as_maker_at_its_price_only_when_a_bar_trades_below_it
     # Arrange: after bar 1 (close 95478.1) a buy rests at 95457.6; bars 2 and 3 touch it
     # (low == limit), bar 4 stays above, bar 5 trades through (low 95450.3).
     bars = real_bars(BTC)
-    instrument = instruments()[BTC]
+    instrument = real_instruments()[BTC]
     limit = Decimal("95457.6")
     assert money(bars[1].close) > limit
     assert money(bars[2].low) == limit and money(bars[3].low) == limit and money(bars[4].low) > limit
@@ -625,7 +555,7 @@ def test_resting_sell_fills_as_maker_at_its_price_only_when_a_bar_trades_above_i
 def test_marketable_limit_fills_as_taker_at_the_slipped_open_when_below_its_limit(venue: Venue) -> None:
     # Arrange
     bars = real_bars(BTC)
-    instrument = instruments()[BTC]
+    instrument = real_instruments()[BTC]
     limit = Decimal("95530.0")  # above the last close 95502.7: marketable
     venue.bar(bars[0])
     venue.submit(venue.limit("l-1", OrderSide.BUY, "0.002", limit))
@@ -645,7 +575,7 @@ def test_marketable_limit_fills_as_taker_at_the_slipped_open_when_below_its_limi
 def test_marketable_limit_fills_as_taker_at_its_limit_when_the_slipped_open_is_above_it(venue: Venue) -> None:
     # Arrange: the next open 95502.8 crosses 95505.0, the slipped open 95512.4 does not
     bars = real_bars(BTC)
-    instrument = instruments()[BTC]
+    instrument = real_instruments()[BTC]
     limit = Decimal("95505.0")
     assert money(bars[1].open) <= limit < taker_buy_price(bars[1].open, Decimal(1), instrument.tick_size)
     venue.bar(bars[0])
@@ -787,7 +717,7 @@ def test_cancel_all_of_one_symbol_then_of_every_symbol(venue: Venue) -> None:
 def test_queries_reflect_positions_orders_and_balances(venue: Venue) -> None:
     # Arrange
     bars = real_bars(BTC)
-    instrument = instruments()[BTC]
+    instrument = real_instruments()[BTC]
     venue.bar(bars[0])
     venue.submit(venue.market("q-1", OrderSide.BUY, "0.010"))
     venue.bar(bars[1])
@@ -887,7 +817,7 @@ def test_wallet_equals_initial_minus_fees_plus_realized_plus_funding(
     venue = Venue(initial_balance=Decimal("1000000"))
     bars = real_bars(BTC)[start : start + len(orders) + 1]
     funding = [e for e in funding_inside(BTC, real_bars(BTC)) if bars[0].ts_event < e.funding_time]
-    step = instruments()[BTC].market_step_size
+    step = real_instruments()[BTC].market_step_size
     book = ReferenceBook(Decimal("1000000"))
     expected_funding = Decimal(0)
     venue.bar(bars[0])

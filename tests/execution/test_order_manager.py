@@ -7,17 +7,18 @@ venue that records what the order manager had done before each call.
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Callable
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
+
+import pytest
 
 from keel.api.simulated_exchange import SimulatedExchange
 from keel.core.bus import EventBus
-from keel.core.clock import NANOS_PER_MILLI, SimulatedClock
+from keel.core.clock import SimulatedClock
 from keel.core.error_codes import BinanceErrorCode
 from keel.core.errors import RequestRejectedError
-from keel.core.instruments import Instrument, load_instruments
+from keel.core.instruments import Instrument
 from keel.core.messages import (
     BarClosed,
     CancelAllOrders,
@@ -45,41 +46,10 @@ from keel.core.ports import (
     SymbolConfiguration,
 )
 from keel.execution.order_manager import OrderManager
-from keel.market_data.loaders import load_ohlcv
 from keel.risk_management.position_manager import PositionManager
 
-ROOT = Path(__file__).resolve().parents[2]
-BARS_1M = ROOT / "data" / "ohlcv" / "binance_usdm_1m_2025-05"
-INSTRUMENTS_FILE = ROOT / "config" / "instruments.yaml"
-
-MINUTE_NS = 60_000 * NANOS_PER_MILLI
 BTC = "BTCUSDT"
 ETH = "ETHUSDT"
-
-
-@functools.cache
-def instruments() -> dict[str, Instrument]:
-    return load_instruments(INSTRUMENTS_FILE)
-
-
-@functools.cache
-def real_bars(symbol: str, count: int = 20) -> tuple[BarClosed, ...]:
-    frame = load_ohlcv(BARS_1M / f"{symbol}_1m.csv.gz").frame.head(count)
-    return tuple(
-        BarClosed(
-            symbol=symbol,
-            interval="1m",
-            open_time=int(r.open_time_ms) * NANOS_PER_MILLI,
-            open=float(r.open),
-            high=float(r.high),
-            low=float(r.low),
-            close=float(r.close),
-            volume=float(r.volume),
-            ts_event=int(r.open_time_ms) * NANOS_PER_MILLI + MINUTE_NS,
-            ts_init=int(r.open_time_ms) * NANOS_PER_MILLI + MINUTE_NS,
-        )
-        for r in frame.itertuples(index=False)
-    )
 
 
 def approved(
@@ -135,13 +105,19 @@ class Desk:
         return kind(ts_event=now, ts_init=now, **fields)
 
 
-def simulated_desk() -> Desk:
-    clock = SimulatedClock(real_bars(BTC)[0].open_time)
-    exchange = SimulatedExchange(instruments(), clock, initial_balance=Decimal("10000"), leverage=5)
-    desk = Desk(exchange, clock)
-    desk.publish(real_bars(BTC)[0], real_bars(ETH)[0])
-    desk.seen.clear()
-    return desk
+@pytest.fixture
+def simulated_desk(real_data) -> Callable[[], Desk]:
+    """Build a desk on the simulated exchange, marked by the first real BTCUSDT and ETHUSDT bars."""
+
+    def build() -> Desk:
+        clock = SimulatedClock(real_data.bars(BTC, 1)[0].open_time)
+        exchange = SimulatedExchange(real_data.instruments(), clock, initial_balance=Decimal("10000"), leverage=5)
+        desk = Desk(exchange, clock)
+        desk.publish(real_data.bars(BTC, 1)[0], real_data.bars(ETH, 1)[0])
+        desk.seen.clear()
+        return desk
+
+    return build
 
 
 class FakeVenue:
@@ -150,7 +126,8 @@ class FakeVenue:
     name = "fake"
     is_synchronous = True
 
-    def __init__(self) -> None:
+    def __init__(self, instruments: dict[str, Instrument]) -> None:
+        self.instruments = instruments
         self.order_manager: OrderManager | None = None
         self.handler: ReportHandler | None = None
         self.submitted: list[SubmitOrder] = []
@@ -198,7 +175,7 @@ class FakeVenue:
         )
 
     async def exchange_info(self) -> dict[str, Instrument]:
-        return dict(instruments())
+        return dict(self.instruments)
 
     async def leverage_brackets(self, symbol: str | None = None) -> dict[str, tuple[LeverageBracket, ...]]:
         return {}
@@ -232,17 +209,23 @@ class FakeVenue:
         )
 
 
-def fake_desk() -> tuple[Desk, FakeVenue]:
-    venue = FakeVenue()
-    desk = Desk(venue, SimulatedClock(real_bars(BTC)[0].open_time))
-    venue.order_manager = desk.orders
-    return desk, venue
+@pytest.fixture
+def fake_desk(real_data) -> Callable[[], tuple[Desk, FakeVenue]]:
+    """Build a desk on the hand-written fake venue, its clock at the first real BTCUSDT bar."""
+
+    def build() -> tuple[Desk, FakeVenue]:
+        venue = FakeVenue(real_data.instruments())
+        desk = Desk(venue, SimulatedClock(real_data.bars(BTC, 1)[0].open_time))
+        venue.order_manager = desk.orders
+        return desk, venue
+
+    return build
 
 
 # --- submission --------------------------------------------------------------------------------------
 
 
-def test_approved_orders_become_submit_commands_with_deterministic_client_ids() -> None:
+def test_approved_orders_become_submit_commands_with_deterministic_client_ids(simulated_desk) -> None:
     # Arrange
     desk = simulated_desk()
 
@@ -260,7 +243,7 @@ def test_approved_orders_become_submit_commands_with_deterministic_client_ids() 
     assert list(desk.orders.orders) == ["keel-1", "keel-2"]
 
 
-def test_the_order_is_recorded_before_the_venue_is_called() -> None:
+def test_the_order_is_recorded_before_the_venue_is_called(fake_desk) -> None:
     # Arrange
     desk, venue = fake_desk()
 
@@ -274,10 +257,10 @@ def test_the_order_is_recorded_before_the_venue_is_called() -> None:
     assert isinstance(venue, ExchangePort)
 
 
-def test_submitted_then_accepted_then_filled_are_published_in_that_order() -> None:
+def test_submitted_then_accepted_then_filled_are_published_in_that_order(real_data, simulated_desk) -> None:
     # Arrange
     desk = simulated_desk()
-    bars = real_bars(BTC)
+    bars = real_data.bars(BTC, 20)
 
     # Act
     desk.publish(approved("0.002"))
@@ -295,7 +278,7 @@ def test_submitted_then_accepted_then_filled_are_published_in_that_order() -> No
     assert desk.positions.quantity(BTC) == Decimal("0.002")
 
 
-def test_a_repeated_submit_command_is_not_sent_twice() -> None:
+def test_a_repeated_submit_command_is_not_sent_twice(fake_desk) -> None:
     # Arrange
     desk, venue = fake_desk()
     command = desk.command(
@@ -318,11 +301,11 @@ def test_a_repeated_submit_command_is_not_sent_twice() -> None:
 # --- venue reports --------------------------------------------------------------------------------------
 
 
-def test_a_fill_reported_twice_is_published_once_and_counted() -> None:
+def test_a_fill_reported_twice_is_published_once_and_counted(real_data, simulated_desk) -> None:
     # Arrange
     desk = simulated_desk()
     desk.publish(approved("0.002"))
-    desk.publish(real_bars(BTC)[1])
+    desk.publish(real_data.bars(BTC, 20)[1])
     (fill,) = desk.of_type(OrderFilled)
 
     # Act
@@ -337,7 +320,7 @@ def test_a_fill_reported_twice_is_published_once_and_counted() -> None:
     assert desk.positions.fills == 1
 
 
-def test_a_report_for_an_unknown_client_order_id_is_counted_not_published() -> None:
+def test_a_report_for_an_unknown_client_order_id_is_counted_not_published(simulated_desk) -> None:
     # Arrange
     desk = simulated_desk()
     stranger = OrderAccepted(client_order_id="elsewhere-7", venue_order_id="99", symbol=BTC, ts_event=0, ts_init=0)
@@ -351,7 +334,7 @@ def test_a_report_for_an_unknown_client_order_id_is_counted_not_published() -> N
     assert desk.seen == []
 
 
-def test_funding_reports_pass_through_to_the_bus() -> None:
+def test_funding_reports_pass_through_to_the_bus(fake_desk) -> None:
     # Arrange
     desk, _ = fake_desk()
     payment = FundingPaid(
@@ -377,7 +360,7 @@ def test_funding_reports_pass_through_to_the_bus() -> None:
 # --- cancels -----------------------------------------------------------------------------------------------
 
 
-def test_cancel_order_command_cancels_through_the_venue() -> None:
+def test_cancel_order_command_cancels_through_the_venue(simulated_desk) -> None:
     # Arrange
     desk = simulated_desk()
     desk.publish(approved("0.002", price="94000.0"))
@@ -393,7 +376,7 @@ def test_cancel_order_command_cancels_through_the_venue() -> None:
     assert _run_now(desk.exchange.open_orders()) == []
 
 
-def test_cancel_all_orders_command_cancels_one_symbol_then_every_symbol() -> None:
+def test_cancel_all_orders_command_cancels_one_symbol_then_every_symbol(simulated_desk) -> None:
     # Arrange
     desk = simulated_desk()
     desk.publish(
@@ -415,7 +398,7 @@ def test_cancel_all_orders_command_cancels_one_symbol_then_every_symbol() -> Non
     assert _run_now(desk.exchange.open_orders()) == []
 
 
-def test_cancel_all_orders_reaches_the_venue() -> None:
+def test_cancel_all_orders_reaches_the_venue(fake_desk) -> None:
     # Arrange
     desk, venue = fake_desk()
 
@@ -429,7 +412,7 @@ def test_cancel_all_orders_reaches_the_venue() -> None:
 # --- venue errors -------------------------------------------------------------------------------------------
 
 
-def test_a_refused_cancel_is_counted_and_the_bus_goes_on() -> None:
+def test_a_refused_cancel_is_counted_and_the_bus_goes_on(fake_desk) -> None:
     # Arrange
     desk, venue = fake_desk()
     desk.publish(approved("0.002", price="94000.0"))
@@ -448,7 +431,7 @@ def test_a_refused_cancel_is_counted_and_the_bus_goes_on() -> None:
     assert [c.client_order_id for c in venue.submitted] == ["keel-1", "keel-2"]
 
 
-def test_a_refused_submit_is_counted_and_the_bus_goes_on() -> None:
+def test_a_refused_submit_is_counted_and_the_bus_goes_on(fake_desk) -> None:
     # Arrange
     desk, venue = fake_desk()
     venue.submit_errors.append(RequestRejectedError("Margin is insufficient.", BinanceErrorCode.MARGIN_NOT_SUFFICIENT))
@@ -463,7 +446,7 @@ def test_a_refused_submit_is_counted_and_the_bus_goes_on() -> None:
     assert [c.client_order_id for c in venue.submitted] == ["keel-1", "keel-2"]
 
 
-def test_after_a_refused_cancel_the_order_is_working_again_and_can_be_canceled_again() -> None:
+def test_after_a_refused_cancel_the_order_is_working_again_and_can_be_canceled_again(fake_desk) -> None:
     # Arrange: the venue refuses the first cancel (-2011), then accepts the second
     desk, venue = fake_desk()
     desk.publish(approved("0.002", price="94000.0"))
@@ -482,7 +465,7 @@ def test_after_a_refused_cancel_the_order_is_working_again_and_can_be_canceled_a
     assert status_after_refusal is OrderStatus.ACCEPTED
 
 
-def test_a_submit_refused_by_the_venue_leaves_no_open_order() -> None:
+def test_a_submit_refused_by_the_venue_leaves_no_open_order(fake_desk) -> None:
     # Arrange
     desk, venue = fake_desk()
     venue.submit_errors.append(RequestRejectedError("Margin is insufficient.", BinanceErrorCode.MARGIN_NOT_SUFFICIENT))
@@ -527,16 +510,22 @@ class AmbiguousVenue(SimulatedExchange):
             raise AmbiguousOutcomeError(f"submit {command.client_order_id}: timed out (-1007)")
 
 
-def ambiguous_desk(reaches: bool) -> tuple[Desk, AmbiguousVenue]:
-    bars = real_bars(BTC)
-    clock = SimulatedClock(bars[0].ts_event)
-    venue = AmbiguousVenue(instruments(), clock, initial_balance=Decimal("10000"), reaches=reaches)
-    desk = Desk(venue, clock)
-    venue.on_bar(bars[0])
-    return desk, venue
+@pytest.fixture
+def ambiguous_desk(real_data) -> Callable[[bool], tuple[Desk, AmbiguousVenue]]:
+    """Build a desk on the venue whose first submit response is lost, marked by the first real BTCUSDT bar."""
+
+    def build(reaches: bool) -> tuple[Desk, AmbiguousVenue]:
+        (bar,) = real_data.bars(BTC, 1)
+        clock = SimulatedClock(bar.ts_event)
+        venue = AmbiguousVenue(real_data.instruments(), clock, initial_balance=Decimal("10000"), reaches=reaches)
+        desk = Desk(venue, clock)
+        venue.on_bar(bar)
+        return desk, venue
+
+    return build
 
 
-def test_ambiguous_submit_that_reached_the_venue_is_resolved_by_query_without_resending():
+def test_ambiguous_submit_that_reached_the_venue_is_resolved_by_query_without_resending(ambiguous_desk):
     # Arrange
     desk, venue = ambiguous_desk(reaches=True)
 
@@ -550,7 +539,7 @@ def test_ambiguous_submit_that_reached_the_venue_is_resolved_by_query_without_re
     assert desk.orders.resends == 0 and not desk.orders.unresolved
 
 
-def test_ambiguous_submit_that_never_arrived_is_resent_under_the_same_id():
+def test_ambiguous_submit_that_never_arrived_is_resent_under_the_same_id(ambiguous_desk):
     # Arrange
     desk, venue = ambiguous_desk(reaches=False)
 
@@ -565,13 +554,13 @@ def test_ambiguous_submit_that_never_arrived_is_resent_under_the_same_id():
     assert len(desk.orders.orders) == 1
 
 
-def test_venue_liquidation_events_are_published_and_fills_are_queryable():
+def test_venue_liquidation_events_are_published_and_fills_are_queryable(real_data):
     # Arrange
     from keel.core.messages import PositionLiquidated, PositionSide
     from keel.core.orders import LiquiditySide
 
     fake_clock = SimulatedClock(0)
-    venue = SimulatedExchange(instruments(), fake_clock, initial_balance=Decimal("10000"))
+    venue = SimulatedExchange(real_data.instruments(), fake_clock, initial_balance=Decimal("10000"))
     desk = Desk(venue, fake_clock)
     liquidated = PositionLiquidated(
         symbol=BTC, position_side=PositionSide.BOTH, margin_type=MarginType.CROSSED, client_order_id="autoclose-1",
@@ -609,7 +598,7 @@ def _report_strategy():
     )
 
 
-def test_order_state_machine_survives_random_report_orders():
+def test_order_state_machine_survives_random_report_orders(real_data):
     # Arrange
     from hypothesis import given, settings
 
@@ -621,7 +610,7 @@ def test_order_state_machine_survives_random_report_orders():
     @given(_report_strategy())
     def check(reports: list[tuple[str, str, str]]) -> None:
         bus, clock = EventBus(), SimulatedClock(0)
-        venue = SimulatedExchange(instruments(), clock, initial_balance=Decimal("10000"))
+        venue = SimulatedExchange(real_data.instruments(), clock, initial_balance=Decimal("10000"))
         manager = OrderManager(venue, ClientOrderIdGenerator("keel"), bus, clock)
         order_quantity = Decimal("0.005")
         manager.orders["keel-1"] = order = Order(

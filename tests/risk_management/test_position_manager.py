@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 from keel.api.simulated_exchange import SimulatedExchange
 from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_MILLI, SimulatedClock
-from keel.core.instruments import Instrument, load_instruments
 from keel.core.messages import (
     BarClosed,
     FundingPaid,
@@ -29,51 +28,24 @@ from keel.core.messages import (
     SubmitOrder,
 )
 from keel.core.orders import LiquiditySide, OrderSide, OrderType
-from keel.market_data.loaders import load_funding, load_ohlcv
+from keel.market_data.loaders import load_funding
 from keel.risk_management.position_manager import PositionLifecycle, PositionManager
 
 ROOT = Path(__file__).resolve().parents[2]
-BARS_1M = ROOT / "data" / "ohlcv" / "binance_usdm_1m_2025-05"
 FUNDING_FILE = ROOT / "data" / "funding" / "binance_usdm_funding_2025-03_06.csv.gz"
-INSTRUMENTS_FILE = ROOT / "config" / "instruments.yaml"
 
 CAPITAL = Decimal("10000")
 TAKER_FEE = Decimal("0.0005")
 MINUTE_NS = 60_000 * NANOS_PER_MILLI
+BAR_COUNT = 120
 BTC = "BTCUSDT"
 ETH = "ETHUSDT"
 
 
 @functools.cache
-def instruments() -> dict[str, Instrument]:
-    return load_instruments(INSTRUMENTS_FILE)
-
-
-@functools.cache
-def real_bars(symbol: str, count: int = 120) -> tuple[BarClosed, ...]:
-    frame = load_ohlcv(BARS_1M / f"{symbol}_1m.csv.gz").frame.head(count)
-    return tuple(
-        BarClosed(
-            symbol=symbol,
-            interval="1m",
-            open_time=int(r.open_time_ms) * NANOS_PER_MILLI,
-            open=float(r.open),
-            high=float(r.high),
-            low=float(r.low),
-            close=float(r.close),
-            volume=float(r.volume),
-            ts_event=int(r.open_time_ms) * NANOS_PER_MILLI + MINUTE_NS,
-            ts_init=int(r.open_time_ms) * NANOS_PER_MILLI + MINUTE_NS,
-        )
-        for r in frame.itertuples(index=False)
-    )
-
-
-@functools.cache
-def first_btc_funding() -> FundingRateUpdated:
-    """The real BTCUSDT settlement of 2025-05-04 16:00 UTC, inside the bars' span."""
+def first_btc_funding(bars: tuple[BarClosed, ...]) -> FundingRateUpdated:
+    """The real BTCUSDT settlement of 2025-05-04 16:00 UTC, inside the span of the real BTCUSDT ``bars``."""
     frame = load_funding(FUNDING_FILE).frame
-    bars = real_bars(BTC)
     rows = frame[(frame["symbol"] == BTC) & (frame["time_ms"] * NANOS_PER_MILLI > bars[0].open_time)]
     row = next(rows.itertuples(index=False))
     ts = int(row.time_ms) * NANOS_PER_MILLI
@@ -131,8 +103,8 @@ def funding_paid(funding: FundingRateUpdated, quantity: Decimal) -> FundingPaid:
 class Book:
     """A started PositionManager on its own bus, with PositionChanged collected."""
 
-    def __init__(self) -> None:
-        self.clock = SimulatedClock(real_bars(BTC)[0].open_time)
+    def __init__(self, real_data) -> None:
+        self.clock = SimulatedClock(real_data.bars(BTC, 1)[0].open_time)
         self.bus = EventBus()
         self.manager = PositionManager(CAPITAL, self.bus, self.clock)
         self.manager.start()
@@ -149,11 +121,11 @@ class Book:
 # --- booking from events -------------------------------------------------------------------------
 
 
-def test_fills_bars_and_funding_book_quantity_entry_pnl_fees_funding_and_equity() -> None:
+def test_fills_bars_and_funding_book_quantity_entry_pnl_fees_funding_and_equity(real_data) -> None:
     # Arrange
-    book = Book()
-    bars = real_bars(BTC)
-    funding = first_btc_funding()
+    book = Book(real_data)
+    bars = real_data.bars(BTC, BAR_COUNT)
+    funding = first_btc_funding(bars)
     fills = [
         fill_at_open(bars[1], OrderSide.BUY, "0.010"),  # 95502.8
         fill_at_open(bars[2], OrderSide.BUY, "0.006"),  # 95478.0
@@ -183,10 +155,10 @@ def test_fills_bars_and_funding_book_quantity_entry_pnl_fees_funding_and_equity(
     assert manager.exposure(BTC) == manager.gross_exposure() == Decimal("0.012") * Decimal("95421.1")
 
 
-def test_every_fill_publishes_the_position_change() -> None:
+def test_every_fill_publishes_the_position_change(real_data) -> None:
     # Arrange
-    book = Book()
-    bars = real_bars(BTC)
+    book = Book(real_data)
+    bars = real_data.bars(BTC, BAR_COUNT)
 
     # Act
     book.publish(
@@ -204,10 +176,10 @@ def test_every_fill_publishes_the_position_change() -> None:
     assert [c.ts_event for c in book.changes] == [bars[1].open_time, bars[2].open_time, bars[3].open_time]
 
 
-def test_a_fill_through_zero_realizes_the_closed_part_and_opens_the_rest_at_the_fill_price() -> None:
+def test_a_fill_through_zero_realizes_the_closed_part_and_opens_the_rest_at_the_fill_price(real_data) -> None:
     # Arrange
-    book = Book()
-    bars = real_bars(BTC)
+    book = Book(real_data)
+    bars = real_data.bars(BTC, BAR_COUNT)
     book.publish(fill_at_open(bars[1], OrderSide.BUY, "0.005"))
 
     # Act
@@ -222,10 +194,10 @@ def test_a_fill_through_zero_realizes_the_closed_part_and_opens_the_rest_at_the_
     assert manager.unrealized_pnl() == Decimal("-0.003") * (money(bars[7].close) - Decimal("95486.5"))
 
 
-def test_a_closed_position_has_no_unrealized_pnl_and_keeps_its_realized_pnl() -> None:
+def test_a_closed_position_has_no_unrealized_pnl_and_keeps_its_realized_pnl(real_data) -> None:
     # Arrange
-    book = Book()
-    bars = real_bars(BTC)
+    book = Book(real_data)
+    bars = real_data.bars(BTC, BAR_COUNT)
 
     # Act
     book.publish(
@@ -243,10 +215,10 @@ def test_a_closed_position_has_no_unrealized_pnl_and_keeps_its_realized_pnl() ->
     assert manager.equity() == CAPITAL + expected_realized - manager.fees_paid
 
 
-def test_unmarked_fill_is_marked_at_its_own_price_until_a_bar_arrives() -> None:
+def test_unmarked_fill_is_marked_at_its_own_price_until_a_bar_arrives(real_data) -> None:
     # Arrange
-    book = Book()
-    bars = real_bars(BTC)
+    book = Book(real_data)
+    bars = real_data.bars(BTC, BAR_COUNT)
 
     # Act
     book.publish(fill_at_open(bars[1], OrderSide.BUY, "0.010"))
@@ -259,10 +231,10 @@ def test_unmarked_fill_is_marked_at_its_own_price_until_a_bar_arrives() -> None:
     assert book.manager.unrealized_pnl() == Decimal("0.010") * (money(bars[1].close) - money(bars[1].open))
 
 
-def test_gross_exposure_sums_both_sides_of_several_symbols() -> None:
+def test_gross_exposure_sums_both_sides_of_several_symbols(real_data) -> None:
     # Arrange
-    book = Book()
-    btc, eth = real_bars(BTC), real_bars(ETH)
+    book = Book(real_data)
+    btc, eth = real_data.bars(BTC, BAR_COUNT), real_data.bars(ETH, BAR_COUNT)
 
     # Act
     book.publish(
@@ -286,10 +258,10 @@ def test_gross_exposure_sums_both_sides_of_several_symbols() -> None:
 class Wired:
     """Simulated exchange -> bus -> PositionManager, fed real bars and funding through the bus."""
 
-    def __init__(self) -> None:
-        self.clock = SimulatedClock(real_bars(BTC)[0].open_time)
+    def __init__(self, real_data) -> None:
+        self.clock = SimulatedClock(real_data.bars(BTC, 1)[0].open_time)
         self.bus = EventBus()
-        self.exchange = SimulatedExchange(instruments(), self.clock, initial_balance=CAPITAL, leverage=5)
+        self.exchange = SimulatedExchange(real_data.instruments(), self.clock, initial_balance=CAPITAL, leverage=5)
         self.exchange.set_report_handler(self.bus.publish)
         self.bus.subscribe(BarClosed, self.exchange.on_bar, name="exchange.bars")
         self.bus.subscribe(FundingRateUpdated, self.exchange.on_funding, name="exchange.funding")
@@ -344,12 +316,12 @@ def venue_position(exchange: SimulatedExchange) -> tuple[Decimal, Decimal]:
     return Decimal(0), Decimal(0)
 
 
-def test_books_agree_exactly_with_the_exchange_after_real_fills_and_funding() -> None:
+def test_books_agree_exactly_with_the_exchange_after_real_fills_and_funding(real_data) -> None:
     # Arrange: a long built in two fills, partly sold, through the real 16:00 funding,
     # flipped short, then closed.
-    wired = Wired()
-    bars = real_bars(BTC)
-    funding = first_btc_funding()
+    wired = Wired(real_data)
+    bars = real_data.bars(BTC, BAR_COUNT)
+    funding = first_btc_funding(bars)
     orders = {
         0: (OrderSide.BUY, Decimal("0.010")),
         1: (OrderSide.BUY, Decimal("0.006")),
@@ -392,11 +364,13 @@ def test_books_agree_exactly_with_the_exchange_after_real_fills_and_funding() ->
         max_size=40,
     )
 )
-def test_position_and_fees_agree_with_the_exchange_for_random_real_fills(orders: list[tuple[OrderSide, int]]) -> None:
+def test_position_and_fees_agree_with_the_exchange_for_random_real_fills(
+    orders: list[tuple[OrderSide, int]], real_data
+) -> None:
     # Arrange
-    wired = Wired()
-    bars = real_bars(BTC)
-    step = instruments()[BTC].market_step_size
+    wired = Wired(real_data)
+    bars = real_data.bars(BTC, BAR_COUNT)
+    step = real_data.instruments()[BTC].market_step_size
 
     # Act
     for index, (side, steps) in enumerate(orders):
@@ -425,10 +399,10 @@ def strategy_fill(bar: BarClosed, side: OrderSide, quantity: str, strategy: str)
     return msgspec.structs.replace(fill_at_open(bar, side, quantity), strategy=strategy)
 
 
-def test_each_fill_is_classified_as_a_lifecycle_step() -> None:
+def test_each_fill_is_classified_as_a_lifecycle_step(real_data) -> None:
     # Arrange
-    book = Book()
-    bars = real_bars(BTC)
+    book = Book(real_data)
+    bars = real_data.bars(BTC, BAR_COUNT)
 
     # Act: open, increase, reduce, flip, close
     book.publish(
@@ -457,12 +431,12 @@ def test_each_fill_is_classified_as_a_lifecycle_step() -> None:
     assert book.manager.lifecycle_counts[PositionLifecycle.FLIP] == 1
 
 
-def test_a_mark_price_update_marks_positions_at_the_venue_mark() -> None:
+def test_a_mark_price_update_marks_positions_at_the_venue_mark(real_data) -> None:
     # Arrange
-    book = Book()
-    bars = real_bars(BTC)
+    book = Book(real_data)
+    bars = real_data.bars(BTC, BAR_COUNT)
     book.publish(fill_at_open(bars[1], OrderSide.BUY, "0.010"))
-    funding = first_btc_funding()
+    funding = first_btc_funding(bars)
     assert funding.mark_price is not None
 
     # Act
@@ -496,17 +470,19 @@ def test_a_mark_price_update_marks_positions_at_the_venue_mark() -> None:
     ),
     funded=st.booleans(),
 )
-def test_strategy_books_add_up_to_the_net_book(fills: list[tuple[str, OrderSide, int]], funded: bool) -> None:
+def test_strategy_books_add_up_to_the_net_book(
+    fills: list[tuple[str, OrderSide, int]], funded: bool, real_data
+) -> None:
     # Arrange
-    book = Book()
-    bars = real_bars(BTC)
-    step = instruments()[BTC].market_step_size
+    book = Book(real_data)
+    bars = real_data.bars(BTC, BAR_COUNT)
+    step = real_data.instruments()[BTC].market_step_size
 
     # Act
     for index, (strategy, side, steps) in enumerate(fills):
         book.publish(strategy_fill(bars[index + 1], side, str(steps * step), strategy))
     if funded:
-        book.publish(funding_paid(first_btc_funding(), book.manager.quantity(BTC)))
+        book.publish(funding_paid(first_btc_funding(bars), book.manager.quantity(BTC)))
     book.publish(bars[len(fills) + 1])
 
     # Assert
