@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -250,7 +249,6 @@ def test_environment_secret_wins_over_secret_file(tmp_path: Path) -> None:
     assert config.secrets.api_token == Secret("from-env")
 
 
-@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
 def test_world_readable_secret_file_is_rejected(tmp_path: Path) -> None:
     secret_file = write(tmp_path / "keel.secrets", "KEEL_API_TOKEN=t-1234\n", mode=0o644)
 
