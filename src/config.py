@@ -59,6 +59,7 @@ __all__ = [
     "KeelConfig",
     "LiveConfig",
     "LoggingConfig",
+    "MonitorConfig",
     "PaperConfig",
     "PersistenceConfig",
     "PortfolioConfig",
@@ -684,6 +685,15 @@ class WebConfig(_Section):
     control_requests_per_minute: int = Field(30, ge=1, description="Rate limit of control routes per client.")
 
 
+class MonitorConfig(_Section):
+    """The system monitor of paper and live runs."""
+
+    stale_data_state: Literal["REDUCING", "HALTED", "none"] = Field(
+        "REDUCING", description="Trading state a stale market-data feed moves to (none: only report it)."
+    )
+    stale_after_bars: int = Field(3, ge=1, description="Bar intervals without a bar after which a feed is stale.")
+
+
 class PersistenceConfig(_Section):
     """Where state, the journal and the audit log are stored."""
 
@@ -717,6 +727,7 @@ class KeelConfig(_Section):
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
     web: WebConfig = Field(default_factory=WebConfig, description="Operator web app.")
     persistence: PersistenceConfig = Field(default_factory=PersistenceConfig, description="Storage.")
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig, description="System monitor.")
     secrets: Secrets = Field(default_factory=Secrets, description="Credentials.")
 
     @model_validator(mode="after")

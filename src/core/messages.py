@@ -568,6 +568,23 @@ class ExecutionCompleted(Event, frozen=True, kw_only=True, tag=True, gc=False):
     reason: str
 
 
+class SystemHealth(Enum):
+    """Overall health the system monitor reports."""
+
+    HEALTHY = "HEALTHY"
+    DEGRADED = "DEGRADED"
+    UNHEALTHY = "UNHEALTHY"
+
+
+class HealthChanged(Event, frozen=True, kw_only=True, tag=True, gc=False):
+    """The system monitor's verdict changed; ``reasons`` lists every open problem."""
+
+    lane: ClassVar[Lane] = Lane.CONTROL
+    previous: SystemHealth
+    health: SystemHealth
+    reasons: tuple[str, ...]
+
+
 class ComponentStateChanged(Event, frozen=True, kw_only=True, tag=True, gc=False):
     """A component moved in its lifecycle."""
 

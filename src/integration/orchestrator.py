@@ -20,10 +20,19 @@ from typing import Any
 from keel.config import KeelConfig
 from keel.core.accounting import ZERO
 from keel.core.fsm import ComponentState, TradingState
-from keel.core.messages import BarClosed, BookUpdated, CancelAllOrders, SetTradingState, SubmitOrder, TradeTick
+from keel.core.messages import (
+    BarClosed,
+    BookUpdated,
+    CancelAllOrders,
+    SetTradingState,
+    SubmitOrder,
+    SystemHealth,
+    TradeTick,
+)
 from keel.core.orders import Order, OrderSide, OrderType
 from keel.integration.pipeline import Pipeline
 from keel.integration.reports import iso_time
+from keel.integration.system_monitor import SystemMonitor, worst_health
 from keel.persistence import AuditLog
 
 
@@ -42,8 +51,15 @@ class TradingOrchestrator:
         The run's configuration.
     """
 
-    def __init__(self, pipeline: Pipeline, config: KeelConfig, audit_log: AuditLog | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        config: KeelConfig,
+        audit_log: AuditLog | None = None,
+        monitor: SystemMonitor | None = None,
+    ) -> None:
         self.pipeline = pipeline
+        self.monitor = monitor
         self.config = config
         self.audit_log = audit_log
         self.running = False
@@ -72,6 +88,7 @@ class TradingOrchestrator:
             "running": self.running,
             "time": iso_time(self.pipeline.clock.timestamp_ns()),
             "health": self.health(),
+            "health_reasons": self.health_reasons(),
             "components": {c.name: c.state.value for c in self.pipeline.components},
             "trading_state": self.pipeline.risk.trading_state.value,
             "active_strategies": self._active_strategies(),
@@ -87,13 +104,18 @@ class TradingOrchestrator:
     status = get_system_status
 
     def health(self) -> str:
-        """Return HEALTHY, DEGRADED (a component degraded) or UNHEALTHY (one faulted or stopped while running)."""
+        """Return HEALTHY, DEGRADED or UNHEALTHY: the monitor's verdict and the components' own states."""
         states = [c.state for c in self.pipeline.components]
+        verdicts = [SystemHealth.HEALTHY if self.monitor is None else self.monitor.health]
         if ComponentState.FAULTED in states or (self.running and ComponentState.STOPPED in states):
-            return "UNHEALTHY"
-        if ComponentState.DEGRADED in states or self.pipeline.bus.handler_errors:
-            return "DEGRADED"
-        return "HEALTHY"
+            verdicts.append(SystemHealth.UNHEALTHY)
+        if ComponentState.DEGRADED in states:
+            verdicts.append(SystemHealth.DEGRADED)
+        return worst_health(verdicts).value
+
+    def health_reasons(self) -> list[str]:
+        """Return the monitor's open problems, worst first."""
+        return [] if self.monitor is None else self.monitor.reasons()
 
     def drawdown(self) -> float:
         """Return the drawdown of equity from its running peak, as a positive fraction."""

@@ -24,14 +24,17 @@ import structlog
 
 from keel.config import KeelConfig, config_to_dict
 from keel.core.bus import EventBus
-from keel.core.clock import LiveClock, SimulatedClock
+from keel.core.clock import NANOS_PER_MILLI, LiveClock, SimulatedClock
+from keel.core.fsm import TradingState
 from keel.core.instruments import load_instruments
 from keel.core.messages import BarClosed, CancelAllOrders
 from keel.integration.orchestrator import TradingOrchestrator
 from keel.integration.pipeline import Pipeline, build_feed, build_pipeline
 from keel.integration.reports import BARS_PER_YEAR, iso_time, money, run_metrics, write_run_records
 from keel.integration.state_manager import StateManager
-from keel.market_data.feeds import RecordedBarFeed
+from keel.integration.system_monitor import SystemMonitor
+from keel.market_data.feed_health import FeedHealthMonitor
+from keel.market_data.feeds import INTERVAL_MS, RecordedBarFeed
 from keel.persistence import AuditLog, Database, Journal
 
 _log = structlog.get_logger("keel.paper")
@@ -70,7 +73,26 @@ class PaperSession:
         self.database = Database(config.persistence.url or f"sqlite:///{Path(config.run.output_dir) / 'keel.db'}")
         self.database.migrate()
         self.state = StateManager(Journal(self.database), bus, self.clock)
-        self.orchestrator = TradingOrchestrator(self.pipeline, config, AuditLog(self.database))
+        self.monitors = self._monitors(config, bus)
+        self.orchestrator = TradingOrchestrator(
+            self.pipeline, config, AuditLog(self.database), monitor=self.monitors[0]
+        )
+
+    def _monitors(self, config: KeelConfig, bus: EventBus) -> tuple[SystemMonitor, FeedHealthMonitor]:
+        """Build the system monitor and the bar-feed watchdog (silence counted in data time)."""
+        interval_ns = INTERVAL_MS[config.data.bar_interval] * NANOS_PER_MILLI
+        settings = config.monitor
+        trip = None if settings.stale_data_state == "none" else TradingState(settings.stale_data_state)
+        system = SystemMonitor(bus, self.clock, stale_data_state=trip, check_interval_ns=interval_ns)
+        feeds = FeedHealthMonitor(
+            "market_data.feed_health",
+            bus,
+            self.clock,
+            stale_after_ns=settings.stale_after_bars * interval_ns,
+            check_interval_ns=interval_ns,
+            expected=[(symbol, "kline") for symbol in config.data.symbols],
+        )
+        return system, feeds
 
     def request_stop(self, reason: str) -> None:
         """Ask the session to shut down cleanly (safe to call from a signal handler)."""
@@ -84,6 +106,8 @@ class PaperSession:
         bus = pipeline.bus
         pace = LiveClock(origin_ns=feed.summary.first_ns, speed=config.paper.speed)
         bus_task = asyncio.create_task(bus.run(), name="bus")
+        for monitor in self.monitors:
+            monitor.start()
         pipeline.start()
         self.state.start()
         await bus.join()
@@ -149,6 +173,8 @@ class PaperSession:
         pipeline.stop()
         await bus.join()
         self.state.stop()
+        for monitor in self.monitors:
+            monitor.stop()
         await bus.join()
         bus.stop()
         await bus_task

@@ -24,6 +24,7 @@ from keel.core.messages import (
     FeedHealthChanged,
     FundingPaid,
     FundingRateUpdated,
+    HealthChanged,
     Lane,
     LiquidationReported,
     MarginType,
@@ -52,6 +53,7 @@ from keel.core.messages import (
     SlippageLimitBreached,
     StrategyError,
     SubmitOrder,
+    SystemHealth,
     TradeTick,
     TradingStateChanged,
     decode_message,
@@ -369,13 +371,19 @@ def _examples() -> dict[type[Message], Message]:
             reason="handler raised",
             **common,
         ),
+        HealthChanged: HealthChanged(
+            previous=SystemHealth.HEALTHY,
+            health=SystemHealth.DEGRADED,
+            reasons=("feed BTCUSDT/bars stale for 180.0 s",),
+            **common,
+        ),
     }
 
 
 EXAMPLES = _examples()
 
 COMMANDS = {Rebalance, SetTradingState, SubmitOrder, CancelOrder, CancelAllOrders}
-CONTROL = {SetTradingState, TradingStateChanged, CancelAllOrders, ComponentStateChanged}
+CONTROL = {SetTradingState, TradingStateChanged, CancelAllOrders, ComponentStateChanged, HealthChanged}
 MARKET_DATA = {
     BarClosed,
     TradeTick,

@@ -1,0 +1,169 @@
+"""The system monitor: one verdict on the system's health, with reasons, and safety trips.
+
+:class:`SystemMonitor` listens to component lifecycles, feed health, risk
+breaches and the bus, and keeps every open problem with its severity. Its
+verdict is HEALTHY (no problem), DEGRADED (something works less well: a
+degraded component, a stale feed, a risk breach, handler errors) or UNHEALTHY
+(a component faulted, or stopped while the system runs); every change is
+published as ``HealthChanged``. By configuration it trips the trading state:
+a stale feed moves trading to ``stale_data_state`` (REDUCING by default), and
+back to ACTIVE when every feed has recovered, unless something else moved the
+state meanwhile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from keel.core.bus import EventBus
+from keel.core.clock import Clock, TimeEvent
+from keel.core.component import Component
+from keel.core.fsm import ComponentState, TradingState
+from keel.core.messages import (
+    ComponentStateChanged,
+    FeedHealthChanged,
+    HealthChanged,
+    RiskBreached,
+    SetTradingState,
+    SystemHealth,
+    TradingStateChanged,
+)
+
+_SEVERITY = {SystemHealth.HEALTHY: 0, SystemHealth.DEGRADED: 1, SystemHealth.UNHEALTHY: 2}
+
+
+class SystemMonitor(Component):
+    """Keep the system's open problems and publish its health.
+
+    Parameters
+    ----------
+    bus, clock
+        The event bus and the clock.
+    stale_data_state
+        Trading state a stale feed moves to (None: report only).
+    check_interval_ns
+        How often the bus's handler errors are checked.
+    """
+
+    def __init__(
+        self,
+        bus: EventBus,
+        clock: Clock,
+        *,
+        stale_data_state: TradingState | None = TradingState.REDUCING,
+        check_interval_ns: int = 60_000_000_000,
+    ) -> None:
+        super().__init__("integration.monitor", bus, clock)
+        self.stale_data_state = stale_data_state
+        self.check_interval_ns = check_interval_ns
+        self.health = SystemHealth.HEALTHY
+        self._problems: dict[str, tuple[SystemHealth, str]] = {}
+        self._stale: set[str] = set()
+        self._tripped = False
+        self._trading_state = TradingState.ACTIVE
+        self._handler_errors = 0
+
+    def on_start(self) -> None:
+        """Listen to lifecycles, feeds, breaches and trading states; check the bus on a timer."""
+        self.bus.subscribe(ComponentStateChanged, self.on_component, name=self.name)
+        self.bus.subscribe(FeedHealthChanged, self.on_feed, name=self.name)
+        self.bus.subscribe(RiskBreached, self.on_breach, name=self.name)
+        self.bus.subscribe(TradingStateChanged, self.on_trading_state, name=self.name)
+        self.clock.set_timer(f"{self.name}.bus", self.check_interval_ns, self.check_bus)
+
+    def on_stop(self) -> None:
+        """Stop the bus check."""
+        self.clock.cancel_timer(f"{self.name}.bus")
+
+    def reasons(self) -> list[str]:
+        """Return every open problem, worst first."""
+        ranked = sorted(self._problems.items(), key=lambda item: (-_SEVERITY[item[1][0]], item[0]))
+        return [reason for _, (_, reason) in ranked]
+
+    def on_component(self, change: ComponentStateChanged) -> None:
+        """FAULTED is unhealthy and DEGRADED degraded; a component back to RUNNING clears its problem."""
+        key = f"component {change.component}"
+        if change.state is ComponentState.FAULTED:
+            self._open(key, SystemHealth.UNHEALTHY, f"{change.component} faulted: {change.reason}")
+        elif change.state is ComponentState.DEGRADED:
+            self._open(key, SystemHealth.DEGRADED, f"{change.component} degraded: {change.reason}")
+        elif change.state in (ComponentState.RUNNING, ComponentState.STOPPED):
+            self._close(key)
+
+    def on_feed(self, change: FeedHealthChanged) -> None:
+        """A stale feed degrades health and trips the trading state; its recovery undoes both."""
+        key = f"feed {change.symbol}/{change.stream}"
+        if change.stale:
+            self._stale.add(key)
+            self._open(key, SystemHealth.DEGRADED, f"{key} stale: {change.reason}")
+            self._trip(f"{key} stale")
+        else:
+            self._stale.discard(key)
+            self._close(key)
+            if not self._stale:
+                self._untrip("every feed recovered")
+
+    def on_breach(self, breach: RiskBreached) -> None:
+        """Record a risk breach (the risk controller already moved the trading state)."""
+        self._open(
+            f"risk {breach.limit}",
+            SystemHealth.DEGRADED,
+            f"risk limit {breach.limit} breached: {breach.value:.6g} against {breach.threshold:.6g} ({breach.reason})",
+        )
+
+    def on_trading_state(self, change: TradingStateChanged) -> None:
+        """Follow the trading state; a move the monitor did not make ends its trip; ACTIVE clears breaches."""
+        self._trading_state = change.state
+        if self._tripped and not change.reason.startswith("monitor:"):
+            self._tripped = False
+        if change.state is TradingState.ACTIVE:
+            for key in [k for k in self._problems if k.startswith("risk ")]:
+                self._close(key)
+
+    def check_bus(self, _event: TimeEvent | None = None) -> None:
+        """Degrade while bus handlers keep raising; clear once a whole interval passes without an error."""
+        errors = self.bus.handler_errors
+        if errors > self._handler_errors:
+            self._open("bus", SystemHealth.DEGRADED, f"{errors - self._handler_errors} bus handler errors")
+        else:
+            self._close("bus")
+        self._handler_errors = errors
+
+    def _trip(self, reason: str) -> None:
+        target = self.stale_data_state
+        if target is None or self._trading_state is TradingState.HALTED or self._trading_state is target:
+            return
+        self._tripped = True
+        self._set_state(target, f"monitor: {reason}")
+
+    def _untrip(self, reason: str) -> None:
+        if self._tripped:
+            self._tripped = False
+            self._set_state(TradingState.ACTIVE, f"monitor: {reason}")
+
+    def _set_state(self, state: TradingState, reason: str) -> None:
+        now = self.clock.timestamp_ns()
+        self.bus.publish(SetTradingState(state=state, reason=reason, ts_event=now, ts_init=now))
+
+    def _open(self, key: str, severity: SystemHealth, reason: str) -> None:
+        self._problems[key] = (severity, reason)
+        self._publish_if_changed()
+
+    def _close(self, key: str) -> None:
+        if self._problems.pop(key, None) is not None:
+            self._publish_if_changed()
+
+    def _publish_if_changed(self) -> None:
+        worst = worst_health([severity for severity, _ in self._problems.values()])
+        if worst is self.health:
+            return
+        previous, self.health = self.health, worst
+        now = self.clock.timestamp_ns()
+        self.bus.publish(
+            HealthChanged(previous=previous, health=worst, reasons=tuple(self.reasons()), ts_event=now, ts_init=now)
+        )
+
+
+def worst_health(healths: Sequence[SystemHealth]) -> SystemHealth:
+    """Return the worst of several verdicts (HEALTHY for none)."""
+    return max(healths, key=_SEVERITY.__getitem__, default=SystemHealth.HEALTHY)

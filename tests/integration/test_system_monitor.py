@@ -1,0 +1,204 @@
+"""The system monitor: health with reasons, and the stale-data trip of the trading state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from keel.core.bus import EventBus
+from keel.core.clock import NANOS_PER_MINUTE, SimulatedClock
+from keel.core.fsm import ComponentState, TradingState
+from keel.core.messages import (
+    BarClosed,
+    ComponentStateChanged,
+    HealthChanged,
+    RiskBreached,
+    SetTradingState,
+    SystemHealth,
+    TradingStateChanged,
+)
+from keel.integration.system_monitor import SystemMonitor
+from keel.market_data.feed_health import FeedHealthMonitor
+from keel.market_data.loaders import load_ohlcv
+
+BARS = Path(__file__).resolve().parents[2] / "data/ohlcv/binance_usdm_1m_2025-05/BTCUSDT_1m.csv.gz"
+
+
+class TradingDesk:
+    """Stands in for the risk controller: applies SetTradingState and announces the change."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self.bus = bus
+        self.state = TradingState.ACTIVE
+        self.commands: list[SetTradingState] = []
+        bus.register(SetTradingState, self.on_command, name="desk")
+
+    def on_command(self, command: SetTradingState) -> None:
+        self.commands.append(command)
+        if command.state is not self.state:
+            previous, self.state = self.state, command.state
+            self.bus.publish(
+                TradingStateChanged(
+                    previous=previous, state=command.state, reason=command.reason, ts_event=0, ts_init=0
+                )
+            )
+
+
+def real_bars(count: int) -> list[BarClosed]:
+    frame = load_ohlcv(BARS).frame.iloc[:count]
+    return [
+        BarClosed(
+            symbol="BTCUSDT",
+            interval="1m",
+            open_time=int(r.open_time_ms) * 1_000_000,
+            open=r.open,
+            high=r.high,
+            low=r.low,
+            close=r.close,
+            volume=r.volume,
+            ts_event=int(r.open_time_ms) * 1_000_000 + NANOS_PER_MINUTE,
+            ts_init=int(r.open_time_ms) * 1_000_000 + NANOS_PER_MINUTE,
+        )
+        for r in frame.itertuples(index=False)
+    ]
+
+
+def wired() -> tuple[EventBus, SimulatedClock, SystemMonitor, TradingDesk, list[HealthChanged], list[BarClosed]]:
+    bars = real_bars(30)
+    bus = EventBus()
+    clock = SimulatedClock(bars[0].open_time)
+    desk = TradingDesk(bus)
+    monitor = SystemMonitor(bus, clock, check_interval_ns=NANOS_PER_MINUTE)
+    feeds = FeedHealthMonitor(
+        "feeds",
+        bus,
+        clock,
+        stale_after_ns=3 * NANOS_PER_MINUTE,
+        check_interval_ns=NANOS_PER_MINUTE,
+        expected=[("BTCUSDT", "kline")],
+    )
+    changes: list[HealthChanged] = []
+    bus.subscribe(HealthChanged, changes.append)
+    monitor.start()
+    feeds.start()
+    bus.drain()
+    return bus, clock, monitor, desk, changes, bars
+
+
+def replay(bus: EventBus, clock: SimulatedClock, bars: list[BarClosed]) -> None:
+    for bar in bars:
+        clock.advance_to(bar.ts_event)
+        bus.publish(bar)
+        bus.drain()
+
+
+def test_a_stale_feed_degrades_health_and_trips_reducing_until_it_recovers() -> None:
+    # Arrange
+    bus, clock, monitor, desk, changes, bars = wired()
+    replay(bus, clock, bars[:10])
+
+    # Act: five minutes of silence (a real outage would be hours), then the feed resumes
+    clock.advance_to(bars[9].ts_event + 5 * NANOS_PER_MINUTE)
+    bus.drain()
+    during = (monitor.health, desk.state, monitor.reasons())
+    replay(bus, clock, bars[15:17])
+
+    # Assert
+    assert during[0] is SystemHealth.DEGRADED and during[1] is TradingState.REDUCING
+    assert during[2][0].startswith("feed BTCUSDT/kline stale")
+    assert [c.state for c in desk.commands] == [TradingState.REDUCING, TradingState.ACTIVE]
+    assert monitor.health is SystemHealth.HEALTHY and desk.state is TradingState.ACTIVE
+    assert [(c.previous, c.health) for c in changes] == [
+        (SystemHealth.HEALTHY, SystemHealth.DEGRADED),
+        (SystemHealth.DEGRADED, SystemHealth.HEALTHY),
+    ]
+
+
+def test_an_operator_halt_is_never_undone_by_the_monitor() -> None:
+    # Arrange
+    bus, clock, _, desk, _, bars = wired()
+    replay(bus, clock, bars[:10])
+    bus.publish(SetTradingState(state=TradingState.HALTED, reason="operator", ts_event=0, ts_init=0))
+    bus.drain()
+
+    # Act
+    clock.advance_to(bars[9].ts_event + 5 * NANOS_PER_MINUTE)
+    bus.drain()
+    replay(bus, clock, bars[15:17])
+
+    # Assert
+    assert desk.state is TradingState.HALTED
+    assert [c.state for c in desk.commands] == [TradingState.HALTED]
+
+
+def test_a_faulted_component_is_unhealthy_and_a_breach_degraded_until_trading_resumes() -> None:
+    # Arrange
+    bus, _, monitor, _, changes, _ = wired()
+
+    # Act
+    bus.publish(
+        ComponentStateChanged(
+            component="risk.controller",
+            previous=ComponentState.RUNNING,
+            state=ComponentState.FAULTED,
+            reason="bug",
+            ts_event=0,
+            ts_init=0,
+        )
+    )
+    bus.publish(
+        RiskBreached(
+            limit="max_drawdown_pct",
+            value=0.3,
+            threshold=0.25,
+            state=TradingState.REDUCING,
+            reason="drawdown",
+            ts_event=0,
+            ts_init=0,
+        )
+    )
+    bus.drain()
+    faulted = (monitor.health, monitor.reasons())
+    bus.publish(
+        ComponentStateChanged(
+            component="risk.controller",
+            previous=ComponentState.FAULTED,
+            state=ComponentState.STOPPED,
+            reason="",
+            ts_event=0,
+            ts_init=0,
+        )
+    )
+    bus.publish(
+        TradingStateChanged(
+            previous=TradingState.REDUCING, state=TradingState.ACTIVE, reason="operator", ts_event=0, ts_init=0
+        )
+    )
+    bus.drain()
+
+    # Assert
+    assert faulted[0] is SystemHealth.UNHEALTHY
+    assert faulted[1][0] == "risk.controller faulted: bug" and faulted[1][1].startswith("risk limit max_drawdown_pct")
+    assert monitor.health is SystemHealth.HEALTHY
+    assert [c.health for c in changes] == [SystemHealth.UNHEALTHY, SystemHealth.DEGRADED, SystemHealth.HEALTHY]
+
+
+def test_handler_errors_degrade_until_a_clean_interval() -> None:
+    # Arrange: a handler that fails on the first three bars only
+    bus, clock, monitor, _, _, bars = wired()
+    failures = iter(range(3))
+
+    def flaky(_: BarClosed) -> None:
+        if next(failures, None) is not None:
+            raise ArithmeticError("bug")
+
+    bus.subscribe(BarClosed, flaky, name="flaky")
+
+    # Act
+    replay(bus, clock, bars[:3])
+    degraded = (monitor.health, monitor.reasons())
+    replay(bus, clock, bars[3:6])
+
+    # Assert
+    assert degraded[0] is SystemHealth.DEGRADED
+    assert len(degraded[1]) == 1 and degraded[1][0].endswith("bus handler errors")
+    assert monitor.health is SystemHealth.HEALTHY
