@@ -5,7 +5,9 @@ Book: the BTCUSDT 2024-08-08 session (books of 20 levels and prints, about
 order joins each side of the touch every 50 books (older ones canceled) and a
 small market order walks the book every 200 events. Bars: the 43k BTCUSDT 1m
 bars of May 2025 (with their funding); every 30 bars one market order and one
-resting limit (the previous one canceled).
+resting limit (the previous one canceled). The bar run is measured twice: in
+memory, and durable, with a :class:`~keel.api.venue_store.VenueStore` attached
+(one SQLite transaction per venue operation, in a temporary directory).
 
 The reference, measured in the same run, is a plain float implementation of
 the same fill rules (book walk, queue and trade-through checks) with no
@@ -21,6 +23,7 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Coroutine
 from datetime import UTC, datetime
@@ -31,6 +34,7 @@ from typing import Any
 
 from keel.api.brackets import load_leverage_schedule
 from keel.api.simulated_exchange import SimulatedExchange
+from keel.api.venue_store import VenueStore
 from keel.core.clock import SimulatedClock, datetime_to_ns
 from keel.core.instruments import load_instruments
 from keel.core.messages import BarClosed, BookUpdated, FundingRateUpdated, MarketDataEvent, SubmitOrder, TradeTick
@@ -171,8 +175,20 @@ def bar_events(quick: bool) -> list[BarClosed | FundingRateUpdated]:
     return list(feed)  # type: ignore[arg-type]
 
 
-def run_venue_bars(events: list[BarClosed | FundingRateUpdated]) -> float:
+def run_durable_venue_bars(events: list[BarClosed | FundingRateUpdated]) -> float:
+    """The bar run with every venue transaction committed to a venue store."""
+    with tempfile.TemporaryDirectory() as directory:
+        store = VenueStore(Path(directory) / "venue.sqlite")
+        try:
+            return run_venue_bars(events, store)
+        finally:
+            store.close()
+
+
+def run_venue_bars(events: list[BarClosed | FundingRateUpdated], store: VenueStore | None = None) -> float:
     exchange, clock, _ = venue(events[0].ts_event)
+    if store is not None:
+        store.attach(exchange)
     ids = count(1)
     bars = 0
     started = time.perf_counter()
@@ -232,6 +248,7 @@ def main() -> None:
     venue_book = statistics.median(us for us, _ in book_runs)
     plain_book = statistics.median(run_plain_book(events) for _ in range(repeats))
     venue_bars = statistics.median(run_venue_bars(bars) for _ in range(repeats))
+    durable_bars = statistics.median(run_durable_venue_bars(bars) for _ in range(repeats))
     plain_bars = statistics.median(run_plain_bars(bars) for _ in range(repeats))
     print(
         json.dumps(
@@ -244,6 +261,7 @@ def main() -> None:
                 "book_cost_ratio": round(venue_book / plain_book, 1),
                 "bars": sum(1 for e in bars if isinstance(e, BarClosed)),
                 "venue_us_per_bar": round(venue_bars, 2),
+                "durable_venue_us_per_bar": round(durable_bars, 2),
                 "plain_float_us_per_bar": round(plain_bars, 2),
                 "bar_cost_ratio": round(venue_bars / plain_bars, 1),
                 "repeats": repeats,

@@ -126,6 +126,7 @@ def _progress(label: str) -> Iterator[Any]:
 @click.option("--host", help="Address the web app listens on (default 127.0.0.1).")
 @click.option("--port", type=int, help="Port of the web app (default 8000; 0 picks a free one).")
 @click.option("--no-web", is_flag=True, help="Do not serve the control API and dashboard.")
+@click.option("--fresh", is_flag=True, help="Open a new paper account instead of recovering an unfinished session.")
 def run(
     mode: str,
     config_file: str | None,
@@ -135,9 +136,15 @@ def run(
     host: str | None,
     port: int | None,
     no_web: bool,
+    fresh: bool,
 ) -> None:
-    """Run the trading pipeline in wall-clock time until the data ends, the duration elapses or Ctrl-C."""
+    """Run the trading pipeline in wall-clock time until the data ends, the duration elapses or Ctrl-C.
+
+    An unfinished paper session (stopped or crashed) is recovered and continued unless ``--fresh``.
+    """
     overrides: dict[str, Any] = {}
+    if fresh:
+        overrides["paper.resume"] = False
     if host is not None:
         overrides["web.host"] = host
     if port is not None:
@@ -162,9 +169,10 @@ def run(
     session = PaperSession(config, run_dir, on_status=_print_status)
     duration_seconds = config.paper.duration_seconds
     until = "until the data ends" if duration_seconds is None else f"for {duration_seconds:g} s"
+    recovering = f"recovering session {session.plan.session}" if session.plan.recover else "fresh paper account"
     click.echo(
-        f"keel paper run: {len(config.data.symbols)} symbols, replay speed {config.paper.speed:g}x, {until}; "
-        "Ctrl-C stops cleanly"
+        f"keel paper run ({recovering}): {len(config.data.symbols)} symbols, replay speed {config.paper.speed:g}x, "
+        f"{until}; Ctrl-C stops cleanly"
     )
     try:
         final = asyncio.run(_run_paper(session))

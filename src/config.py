@@ -655,6 +655,14 @@ class PaperConfig(_Section):
         description="Stop after this many wall-clock seconds; None = run to the end.",
     )
     status_interval_seconds: float = Field(5.0, gt=0, description="Seconds between status lines.")
+    resume: bool = Field(
+        True, description="Recover an unfinished session (stopped or crashed) at start; false opens a new account."
+    )
+    venue_state_file: str = Field(
+        "paper-venue.db",
+        min_length=1,
+        description="The paper venue's own state file under run.output_dir (it outlives keel's process, as a venue).",
+    )
 
 
 class LiveConfig(_Section):
@@ -692,6 +700,10 @@ class MonitorConfig(_Section):
         "REDUCING", description="Trading state a stale market-data feed moves to (none: only report it)."
     )
     stale_after_bars: int = Field(3, ge=1, description="Bar intervals without a bar after which a feed is stale.")
+    reconciliation_mismatch_state: Literal["REDUCING", "HALTED", "none"] = Field(
+        "HALTED",
+        description="Trading state a reconciliation mismatch with the venue moves to (none: only report it).",
+    )
 
 
 class PersistenceConfig(_Section):
@@ -701,6 +713,10 @@ class PersistenceConfig(_Section):
         None,
         description="SQLAlchemy URL (sqlite:///file.db or postgresql+psycopg://...); none = <run.output_dir>/keel.db.",
     )
+    journal_flush_every: int = Field(
+        100, ge=1, description="Journaled events buffered per write (orders and control events are written at once)."
+    )
+    snapshot_every: int = Field(1000, ge=1, description="Journaled events between two state snapshots.")
 
 
 class Secrets(_Section):

@@ -18,6 +18,9 @@ Binance USD-M rules, in exact decimals:
   beyond the margin is absorbed by the insurance fund: no wallet goes below zero.
 
 Auto-deleveraging (ADL) is not modelled: a liquidation always finds a counterparty.
+
+:class:`AccountHistory` keeps the account's fills and funding payments
+(Binance's trade list and funding income).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from keel.api.margin import Leg, break_even_price, liquidation_price
 from keel.core.accounting import ZERO, Position
 from keel.core.error_codes import BinanceErrorCode
 from keel.core.errors import MalformedDataError, RequestRejectedError
+from keel.core.messages import FundingPaid, OrderFilled, next_message_id
 from keel.core.ports import LeverageBracket, MarginType, PositionMode, PositionSide
 
 PositionKey = tuple[str, PositionSide]
@@ -192,7 +196,9 @@ class Account:
             venue_position.cost += signed_quantity * price + fee
         if self.margin_types[symbol] is MarginType.ISOLATED:
             venue_position.isolated_wallet += realized - fee
-            released = venue_position.isolated_wallet * abs(signed_quantity) / abs(held)
+            wallet = venue_position.isolated_wallet
+            # A full close releases the whole wallet: the pro rata share could leave a rounding residue.
+            released = wallet if remaining == 0 else wallet * abs(signed_quantity) / abs(held)
             venue_position.isolated_wallet -= released
             self.cross_wallet += released
         else:
@@ -432,6 +438,61 @@ class Account:
         self.funding_received = state.funding_received
         self.liquidation_fees = state.liquidation_fees
         self.insurance_fund_covered = state.insurance_fund_covered
+
+
+class AccountHistory:
+    """The account's fills and funding payments in the order they happened, and which are not committed yet.
+
+    Binance's ``GET /fapi/v1/userTrades`` and ``GET /fapi/v1/income?incomeType=FUNDING_FEE``:
+    every fill of the account (the venue's own liquidation fills too) as the
+    :class:`~keel.core.messages.OrderFilled` the venue reported, and every
+    :class:`~keel.core.messages.FundingPaid`. The records carry message id 0
+    (a message id belongs to one process, so a snapshot must not hold it);
+    each query answers with copies under fresh message ids, as a venue's
+    REST response would.
+
+    Parameters
+    ----------
+    trades, funding
+        The history so far (from a snapshot), all of it committed.
+    """
+
+    __slots__ = ("_committed_funding", "_committed_trades", "funding", "trades")
+
+    def __init__(self, trades: Sequence[OrderFilled] = (), funding: Sequence[FundingPaid] = ()) -> None:
+        self.trades = list(trades)
+        self.funding = list(funding)
+        self._committed_trades = len(self.trades)
+        self._committed_funding = len(self.funding)
+
+    def record_trade(self, fill: OrderFilled) -> None:
+        """Add a fill the venue reported."""
+        self.trades.append(msgspec.structs.replace(fill, id=0))
+
+    def record_funding(self, payment: FundingPaid) -> None:
+        """Add a funding payment the venue reported."""
+        self.funding.append(msgspec.structs.replace(payment, id=0))
+
+    def trades_since(self, symbol: str | None, start_ns: int) -> list[OrderFilled]:
+        """Return the fills (of ``symbol``, or of every symbol) with ``ts_event >= start_ns``."""
+        return [
+            msgspec.structs.replace(t, id=next_message_id())
+            for t in self.trades
+            if t.ts_event >= start_ns and (symbol is None or t.symbol == symbol)
+        ]
+
+    def funding_since(self, start_ns: int) -> list[FundingPaid]:
+        """Return the funding payments with ``ts_event >= start_ns``."""
+        return [msgspec.structs.replace(f, id=next_message_id()) for f in self.funding if f.ts_event >= start_ns]
+
+    def uncommitted(self) -> tuple[list[OrderFilled], list[FundingPaid]]:
+        """Return the fills and funding payments added since the last :meth:`mark_committed`."""
+        return self.trades[self._committed_trades :], self.funding[self._committed_funding :]
+
+    def mark_committed(self) -> None:
+        """Mark the whole history as committed."""
+        self._committed_trades = len(self.trades)
+        self._committed_funding = len(self.funding)
 
 
 def _leg(venue_position: VenuePosition, brackets: Sequence[LeverageBracket]) -> Leg:

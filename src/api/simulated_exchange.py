@@ -23,7 +23,20 @@ It implements :class:`~keel.core.ports.ExchangePort` with Binance's semantics:
   arrival time, and an order matches only after it arrived. With zero latency
   every request is handled at once;
 - its whole state can be snapshot and restored, and the same data, settings
-  and seed give the same reports.
+  and seed give the same reports;
+- it keeps the account's fills and funding payments (Binance's trade list and
+  funding income) and the last market event it processed (its
+  :class:`MarketCursor`).
+
+Every public operation that changes the venue (a market event,
+:meth:`~SimulatedExchange.advance_to`, a request, a setting) is one
+transaction: its reports are held back until it is over, then the commit
+handler (:meth:`SimulatedExchange.set_commit_handler`) gets what it changed as
+a :class:`VenueCommit`, and only then are the reports delivered, in order. A
+durable store (:class:`keel.api.venue_store.VenueStore`) therefore never lags
+behind what a client was told, as with a real venue whose state survives its
+client's crash. A report handler that calls back into the venue starts a
+transaction of its own; its reports follow the ones still being delivered.
 
 Prices: the mark price is the recorded one (``MarkPriceUpdated``) when the
 feed has it, else the mid of the recorded book, else the last bar close; the
@@ -38,15 +51,17 @@ and :meth:`~SimulatedExchange.advance_to`, each with time-ordered events.
 
 from __future__ import annotations
 
+import functools
 import random
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Literal, NamedTuple
+from typing import Any, Concatenate, Literal, NamedTuple, ParamSpec, TypeVar
 
 import msgspec
 
-from keel.api.account import Account, AccountState, Liquidation, PositionKey, VenuePosition
+from keel.api.account import Account, AccountHistory, AccountState, Liquidation, PositionKey, VenuePosition
 from keel.api.brackets import LeverageSchedule, load_leverage_schedule
 from keel.api.matching import (
     BPS,
@@ -75,6 +90,7 @@ from keel.core.messages import (
     Event,
     FundingPaid,
     FundingRateUpdated,
+    MarketDataEvent,
     MarkPriceUpdated,
     OrderAccepted,
     OrderCanceled,
@@ -108,6 +124,9 @@ FUNDING_GRACE_NS = NANOS_PER_MINUTE
 DEFAULT_FUNDING_INTERVAL_HOURS = 8
 
 Rejection = tuple[BinanceErrorCode, str]
+MarketEventKind = Literal["bar", "book", "trade", "mark_price", "funding"]
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class _Request(msgspec.Struct, frozen=True, kw_only=True):
@@ -121,11 +140,44 @@ class _Request(msgspec.Struct, frozen=True, kw_only=True):
     client_order_id: str | None = None
 
 
-class ExchangeState(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything a :class:`SimulatedExchange` holds, as written by :meth:`SimulatedExchange.snapshot`."""
+class MarketCursor(msgspec.Struct, frozen=True):
+    """The last market event a venue processed; a restarted paper run resumes its recorded feed after it.
+
+    ``kind`` is ``"bar"``, ``"book"``, ``"trade"``, ``"mark_price"`` or ``"funding"``.
+    """
+
+    ts_event: int
+    kind: MarketEventKind
+    symbol: str
+
+    @classmethod
+    def of(cls, event: MarketDataEvent) -> MarketCursor:
+        """Return the cursor a venue records when it processes ``event``.
+
+        Raises
+        ------
+        ValueError
+            For an event the venue does not take (not a bar, book, print, mark price or funding rate).
+        """
+        kind = _CURSOR_KINDS.get(type(event))
+        if kind is None:
+            raise ValueError(f"the simulated exchange takes no {type(event).__name__} events")
+        return cls(event.ts_event, kind, event.symbol)
+
+
+_CURSOR_KINDS: dict[type[MarketDataEvent], MarketEventKind] = {
+    BarClosed: "bar",
+    BookUpdated: "book",
+    TradeTick: "trade",
+    MarkPriceUpdated: "mark_price",
+    FundingRateUpdated: "funding",
+}
+
+
+class VenueState(msgspec.Struct, frozen=True, kw_only=True):
+    """The venue's state apart from its order records and account history (every commit carries it whole)."""
 
     account: AccountState
-    orders: list[OrderState]
     working: list[str]
     in_flight: list[_Request]
     last_prices: dict[str, Decimal]
@@ -136,6 +188,47 @@ class ExchangeState(msgspec.Struct, frozen=True, kw_only=True):
     last_arrival: int
     next_ids: dict[str, int]
     random_state: list[object]
+    cursor: MarketCursor | None = None
+
+
+class ExchangeState(VenueState, frozen=True, kw_only=True):
+    """Everything a :class:`SimulatedExchange` holds, as written by :meth:`SimulatedExchange.snapshot`.
+
+    ``trades`` and ``funding`` are the account history (empty in snapshots
+    written before the venue kept it).
+    """
+
+    orders: list[OrderState]
+    trades: list[OrderFilled] = []
+    funding: list[FundingPaid] = []
+
+
+class VenueCommit(msgspec.Struct, frozen=True, kw_only=True):
+    """What one venue transaction changed, for a durable store.
+
+    Attributes
+    ----------
+    state
+        The venue's whole state apart from its orders and history.
+    orders
+        The orders the transaction closed and every working order, oldest
+        first. A closed order never changes again, so a store that upserts
+        these holds every order.
+    trades, funding
+        The account fills and funding payments the transaction added.
+    baseline
+        True when the commit holds the whole venue (every order, the whole
+        history): the store replaces what it held with it.
+    """
+
+    state: VenueState
+    orders: list[OrderState]
+    trades: list[OrderFilled]
+    funding: list[FundingPaid]
+    baseline: bool = False
+
+
+CommitHandler = Callable[[VenueCommit], None]
 
 
 class _BarPrices(NamedTuple):
@@ -149,6 +242,46 @@ class _Fill:
     quantity: Decimal
     price: Decimal
     liquidity: LiquiditySide
+
+
+def _transaction(
+    operation: Callable[Concatenate[SimulatedExchange, P], R],
+) -> Callable[Concatenate[SimulatedExchange, P], R]:
+    """Run a public operation as one venue transaction (inside another operation, as part of it)."""
+
+    @functools.wraps(operation)
+    def run(exchange: SimulatedExchange, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        if exchange._depth:
+            return operation(exchange, *args, **kwargs)
+        exchange._depth = 1
+        try:
+            return operation(exchange, *args, **kwargs)
+        finally:
+            exchange._depth = 0
+            if exchange._commit_handler is not None or exchange._pending:
+                exchange._end_transaction()
+
+    return run
+
+
+def _async_transaction(
+    operation: Callable[Concatenate[SimulatedExchange, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[SimulatedExchange, P], Coroutine[Any, Any, R]]:
+    """:func:`_transaction` of a coroutine method (the venue's coroutines never suspend)."""
+
+    @functools.wraps(operation)
+    async def run(exchange: SimulatedExchange, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        if exchange._depth:
+            return await operation(exchange, *args, **kwargs)
+        exchange._depth = 1
+        try:
+            return await operation(exchange, *args, **kwargs)
+        finally:
+            exchange._depth = 0
+            if exchange._commit_handler is not None or exchange._pending:
+                exchange._end_transaction()
+
+    return run
 
 
 class SimulatedExchange:
@@ -247,6 +380,15 @@ class SimulatedExchange:
         self._consumed: dict[tuple[str, OrderSide], dict[Decimal, Decimal]] = {}
         self._next_funding: dict[str, int] = {}
         self._next_ids = {"venue": 1, "trade": 1, "liquidation": 1}
+        self._cursor: MarketCursor | None = None
+        self._history = AccountHistory()
+        self._commit_handler: CommitHandler | None = None
+        self._committed: tuple[VenueState, list[OrderState]] | None = None
+        self._depth = 0
+        self._delivering = False
+        self._pending: deque[Event] = deque()
+        self._retired: list[VenueOrder] = []
+        self._random_state: list[object] | None = None
 
     # --- account figures --------------------------------------------------------------------------
 
@@ -265,12 +407,32 @@ class SimulatedExchange:
         """Return the net funding credited so far (negative: paid)."""
         return self.account.funding_received
 
+    @property
+    def cursor(self) -> MarketCursor | None:
+        """Return the last market event the venue processed (None before the first)."""
+        return self._cursor
+
     # --- market data ------------------------------------------------------------------------------
 
     def set_report_handler(self, handler: ReportHandler) -> None:
         """Install the callback that receives execution reports."""
         self._handler = handler
 
+    def set_commit_handler(self, handler: CommitHandler | None) -> None:
+        """Install the callback that makes each transaction durable (None removes it).
+
+        The handler is called at once with the whole venue (a
+        :class:`VenueCommit` with ``baseline=True``), then after every
+        transaction that changed anything with what it changed, before the
+        transaction's reports are delivered. If it raises, the reports wait
+        and the next commit carries the changes again. It must not call back
+        into the venue.
+        """
+        if handler is not None:
+            self._commit_baseline(handler)
+        self._commit_handler = handler
+
+    @_transaction
     def advance_to(self, ts: int) -> None:
         """Deliver the requests that reached the venue by ``ts`` and check every symbol's funding schedule.
 
@@ -283,6 +445,17 @@ class SimulatedExchange:
         self._deliver(ts)
         self._check_funding_schedule(ts, None)
 
+    @_transaction
+    def deliver_in_flight(self) -> None:
+        """Deliver every request still on its way, each at its own arrival time.
+
+        For when time passes without market data: a shutdown or a restart
+        outlasts any request's flight, as it would at a real venue.
+        """
+        if self._in_flight:
+            self._deliver(self._in_flight[-1].arrival)
+
+    @_transaction
     def on_bar(self, bar: BarClosed) -> None:
         """Match the symbol's orders against a new bar, then mark to its close.
 
@@ -293,6 +466,7 @@ class SimulatedExchange:
             recorded funding rate (checked after the bar is processed).
         """
         symbol = bar.symbol
+        self._cursor = MarketCursor(bar.ts_event, "bar", symbol)
         if symbol not in self._instruments:
             return
         self._deliver(bar.ts_event)
@@ -303,9 +477,11 @@ class SimulatedExchange:
                 self._set_mark(symbol, decimal_of(bar.close), bar.ts_event)
         self._check_funding_schedule(bar.ts_event, symbol)
 
+    @_transaction
     def on_book(self, book: BookUpdated) -> None:
         """Take a new top of the recorded book: queues, mark (mid), waiting takers."""
         symbol = book.symbol
+        self._cursor = MarketCursor(book.ts_event, "book", symbol)
         if symbol not in self._instruments or not book.bids or not book.asks:
             return
         self._deliver(book.ts_event)
@@ -323,9 +499,11 @@ class SimulatedExchange:
                 self._take_from_book(order, book.ts_event)
         self._check_funding_schedule(book.ts_event, symbol)
 
+    @_transaction
     def on_trade(self, trade: TradeTick) -> None:
         """Take a print: last price, last-price triggers, and fills of resting orders it reached."""
         symbol = trade.symbol
+        self._cursor = MarketCursor(trade.ts_event, "trade", symbol)
         if symbol not in self._instruments:
             return
         self._deliver(trade.ts_event)
@@ -347,8 +525,10 @@ class SimulatedExchange:
             ):
                 budget -= self._fill_from_print(order, price, budget, trade.ts_event)
 
+    @_transaction
     def on_mark_price(self, event: MarkPriceUpdated) -> None:
         """Take a recorded mark price; from now on it alone marks the symbol."""
+        self._cursor = MarketCursor(event.ts_event, "mark_price", event.symbol)
         if event.symbol not in self._instruments:
             return
         self._deliver(event.ts_event)
@@ -356,6 +536,7 @@ class SimulatedExchange:
         self._set_mark(event.symbol, event.mark_price, event.ts_event)
         self._check_funding_schedule(event.ts_event, event.symbol)
 
+    @_transaction
     def on_funding(self, event: FundingRateUpdated) -> None:
         """Settle funding of the symbol's open positions at the recorded rate and mark price.
 
@@ -365,6 +546,7 @@ class SimulatedExchange:
             If a position is open and the recorded mark price is missing.
         """
         symbol = event.symbol
+        self._cursor = MarketCursor(event.ts_event, "funding", symbol)
         if symbol not in self._instruments:
             return
         self._deliver(event.ts_event)
@@ -380,7 +562,7 @@ class SimulatedExchange:
         interval = self._funding_interval[symbol]
         self._next_funding[symbol] = event.funding_time - event.funding_time % interval + interval
         for venue_position, amount in self.account.settle_funding(symbol, event.rate, event.mark_price):
-            self._report(
+            self._report_funding(
                 FundingPaid(
                     symbol=symbol,
                     funding_time=event.funding_time,
@@ -400,10 +582,12 @@ class SimulatedExchange:
         """Send an order; it reaches the venue after the latency."""
         self.submit(command)
 
+    @_transaction
     def submit(self, command: SubmitOrder) -> None:
         """Synchronous body of :meth:`submit_order`."""
         self._send(_Request(arrival=0, sent=0, kind="submit", command=command))
 
+    @_async_transaction
     async def cancel_order(self, symbol: str, client_order_id: str) -> None:
         """Cancel a working order.
 
@@ -424,6 +608,7 @@ class SimulatedExchange:
             )
         self._send(_Request(arrival=0, sent=0, kind="cancel", symbol=symbol, client_order_id=client_order_id))
 
+    @_async_transaction
     async def cancel_all_orders(self, symbol: str | None = None) -> None:
         """Cancel every working order of ``symbol`` (or of every symbol)."""
         self._send(_Request(arrival=0, sent=0, kind="cancel_all", symbol=symbol))
@@ -482,6 +667,7 @@ class SimulatedExchange:
         symbols = list(self._instruments) if symbol is None else [self._known(symbol)]
         return {s: self._schedule.brackets(s) for s in symbols}
 
+    @_async_transaction
     async def set_leverage(self, symbol: str, leverage: int) -> SymbolConfiguration:
         """Change a symbol's leverage.
 
@@ -496,6 +682,7 @@ class SimulatedExchange:
         self.account.set_leverage(symbol, leverage, self._exposure(symbol))
         return self._configuration(symbol)
 
+    @_async_transaction
     async def set_margin_type(self, symbol: str, margin_type: MarginType) -> None:
         """Change a symbol's margin type.
 
@@ -513,6 +700,7 @@ class SimulatedExchange:
             _refuse(BinanceErrorCode.THERE_EXISTS_OPEN_ORDERS, symbol)
         self.account.margin_types[symbol] = margin_type
 
+    @_async_transaction
     async def set_position_mode(self, mode: PositionMode) -> None:
         """Change the account's position mode.
 
@@ -538,43 +726,49 @@ class SimulatedExchange:
         self._known(symbol)
         return self._configuration(symbol)
 
+    # --- ExchangePort: account history ----------------------------------------------------------
+
+    async def account_trades(self, symbol: str | None = None, start_ns: int = 0) -> list[OrderFilled]:
+        """Return the account's fills (of ``symbol``, or of every symbol) from ``start_ns`` on, as they happened.
+
+        The venue's own liquidation fills (client order id ``autoclose-...``) are included.
+        """
+        return self._history.trades_since(symbol, start_ns)
+
+    async def funding_payments(self, start_ns: int = 0) -> list[FundingPaid]:
+        """Return the funding payments from ``start_ns`` on, as they happened."""
+        return self._history.funding_since(start_ns)
+
     # --- snapshot ---------------------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
         """Return the venue's whole state as JSON (:class:`ExchangeState`); the report handler is not part of it."""
-        version, internal, gauss = self._random.getstate()
-        consumed = [
-            (symbol, side, price, quantity)
-            for (symbol, side), levels in sorted(
-                self._consumed.items(), key=lambda item: (item[0][0], item[0][1].value)
-            )
-            for price, quantity in sorted(levels.items())
-        ]
         state = ExchangeState(
-            account=self.account.state(),
+            **msgspec.structs.asdict(self._venue_state()),
             orders=[o.state() for o in self._orders.values()],
-            working=list(self._working),
-            in_flight=list(self._in_flight),
-            last_prices=dict(self._last_price),
-            marked_by_stream=sorted(self._marked_by_stream),
-            books=dict(self._books),
-            consumed=consumed,
-            next_funding=dict(self._next_funding),
-            last_arrival=self._last_arrival,
-            next_ids=dict(self._next_ids),
-            random_state=[version, list(internal), gauss],
+            trades=list(self._history.trades),
+            funding=list(self._history.funding),
         )
         return msgspec.json.encode(state)
 
     def restore(self, snapshot: bytes) -> None:
         """Replace the venue's state with a :meth:`snapshot` (instruments, fees and settings stay).
 
+        Reports not delivered yet (of the replaced state) are dropped; an
+        installed commit handler then gets the restored venue whole
+        (``baseline=True``).
+
         Raises
         ------
         msgspec.ValidationError
-            If ``snapshot`` is not a snapshot of this venue.
+            If ``snapshot`` is not a snapshot of a simulated exchange.
+        ValueError
+            If it is one of a venue trading other symbols.
         """
         state = msgspec.json.decode(snapshot, type=ExchangeState)
+        theirs, ours = sorted(state.account.leverage), sorted(self._instruments)
+        if theirs != ours:
+            raise ValueError(f"the snapshot is of a venue trading {theirs}, this one trades {ours}")
         self.account.restore(state.account)
         self._orders = {o.command.client_order_id: VenueOrder.from_state(o) for o in state.orders}
         self._working = {client_order_id: self._orders[client_order_id] for client_order_id in state.working}
@@ -590,6 +784,95 @@ class SimulatedExchange:
         self._next_ids = dict(state.next_ids)
         version, internal, gauss = state.random_state
         self._random.setstate((version, tuple(internal), gauss))  # type: ignore[arg-type]
+        self._random_state = None
+        self._cursor = state.cursor
+        self._history = AccountHistory(state.trades, state.funding)
+        self._retired.clear()
+        self._pending.clear()
+        if self._commit_handler is not None:
+            self._commit_baseline(self._commit_handler)
+
+    def _venue_state(self) -> VenueState:
+        if self._random_state is None:
+            version, internal, gauss = self._random.getstate()
+            self._random_state = [version, list(internal), gauss]
+        consumed = [
+            (symbol, side, price, quantity)
+            for (symbol, side), levels in sorted(
+                self._consumed.items(), key=lambda item: (item[0][0], item[0][1].value)
+            )
+            for price, quantity in sorted(levels.items())
+        ]
+        return VenueState(
+            account=self.account.state(),
+            working=list(self._working),
+            in_flight=list(self._in_flight),
+            last_prices=dict(self._last_price),
+            marked_by_stream=sorted(self._marked_by_stream),
+            books=dict(self._books),
+            consumed=consumed,
+            next_funding=dict(self._next_funding),
+            last_arrival=self._last_arrival,
+            next_ids=dict(self._next_ids),
+            random_state=self._random_state,
+            cursor=self._cursor,
+        )
+
+    # --- transactions -----------------------------------------------------------------------------
+
+    def _end_transaction(self) -> None:
+        """Commit what the transaction changed, then deliver the reports (unless a delivery is under way)."""
+        if self._commit_handler is not None:
+            self._commit(self._commit_handler)
+        if self._pending and not self._delivering:
+            self._deliver_reports()
+
+    def _commit(self, handler: CommitHandler) -> None:
+        state = self._venue_state()
+        working = [o.state() for o in self._working.values()]
+        trades, funding = self._history.uncommitted()
+        if self._retired or trades or funding or not self._is_committed(state, working):
+            retired = [o.state() for o in self._retired]
+            orders = sorted([*retired, *working], key=_acceptance_order)
+            handler(VenueCommit(state=state, orders=orders, trades=trades, funding=funding))
+            self._committed = (state, working)
+            self._retired.clear()
+            self._history.mark_committed()
+
+    def _is_committed(self, state: VenueState, working: list[OrderState]) -> bool:
+        """Return whether the last commit wrote this state (the cursor first: every market event moves it)."""
+        if self._committed is None:
+            return False
+        last_state, last_working = self._committed
+        return state.cursor == last_state.cursor and working == last_working and state == last_state
+
+    def _commit_baseline(self, handler: CommitHandler) -> None:
+        """Hand the whole venue to ``handler`` as one commit."""
+        state = self._venue_state()
+        handler(
+            VenueCommit(
+                state=state,
+                orders=[o.state() for o in self._orders.values()],
+                trades=list(self._history.trades),
+                funding=list(self._history.funding),
+                baseline=True,
+            )
+        )
+        self._committed = (state, [o.state() for o in self._working.values()])
+        self._retired.clear()
+        self._history.mark_committed()
+
+    def _deliver_reports(self) -> None:
+        """Hand the committed reports to the report handler in order, including those of nested transactions."""
+        self._delivering = True
+        try:
+            pending = self._pending
+            while pending:
+                report = pending.popleft()
+                if self._handler is not None:
+                    self._handler(report)
+        finally:
+            self._delivering = False
 
     # --- requests and latency ---------------------------------------------------------------------
 
@@ -600,7 +883,10 @@ class SimulatedExchange:
 
     def _send(self, request: _Request) -> None:
         now = self._clock.timestamp_ns()
-        delay = self._latency + (self._random.randint(0, self._jitter) if self._jitter else 0)
+        delay = self._latency
+        if self._jitter:
+            delay += self._random.randint(0, self._jitter)
+            self._random_state = None
         # Requests reach the venue in the order they were sent.
         arrival = max(now + delay, self._last_arrival)
         self._last_arrival = arrival
@@ -969,8 +1255,8 @@ class SimulatedExchange:
         self._track_funding_schedule(order.symbol, held_before, ts)
         order.record_fill(quantity, price, commission, ts)
         if not order.is_working:
-            del self._working[order.client_order_id]
-        self._report(
+            self._retire(order)
+        self._report_fill(
             OrderFilled(
                 client_order_id=order.client_order_id,
                 venue_order_id=order.venue_order_id,
@@ -1008,7 +1294,8 @@ class SimulatedExchange:
 
     def _close(self, order: VenueOrder, status: OrderStatus, ts: int, reason: str) -> None:
         order.move(status, ts, reason)
-        self._working.pop(order.client_order_id, None)
+        if order.client_order_id in self._working:
+            self._retire(order)
         event = OrderCanceled if status is OrderStatus.CANCELED else OrderExpired
         self._report(
             event(
@@ -1057,7 +1344,7 @@ class SimulatedExchange:
         client_order_id = f"{LIQUIDATION_PREFIX}{number}"
         side = OrderSide.SELL if liquidation.quantity > 0 else OrderSide.BUY
         now = self._clock.timestamp_ns()
-        self._report(
+        self._report_fill(
             OrderFilled(
                 client_order_id=client_order_id,
                 venue_order_id=f"liquidation-{number}",
@@ -1213,8 +1500,25 @@ class SimulatedExchange:
         )
 
     def _report(self, event: Event) -> None:
-        if self._handler is not None:
-            self._handler(event)
+        self._pending.append(event)
+
+    def _report_fill(self, fill: OrderFilled) -> None:
+        self._history.record_trade(fill)
+        self._pending.append(fill)
+
+    def _report_funding(self, payment: FundingPaid) -> None:
+        self._history.record_funding(payment)
+        self._pending.append(payment)
+
+    def _retire(self, order: VenueOrder) -> None:
+        """Take a closed order off the working list; the next commit writes it one last time."""
+        del self._working[order.client_order_id]
+        if self._commit_handler is not None:
+            self._retired.append(order)
+
+
+def _acceptance_order(order: OrderState) -> int:
+    return int(order.venue_order_id)
 
 
 def _rejection(code: BinanceErrorCode, detail: str, *fill: object) -> Rejection:

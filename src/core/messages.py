@@ -595,6 +595,48 @@ class ComponentStateChanged(Event, frozen=True, kw_only=True, tag=True, gc=False
     reason: str = ""
 
 
+class SessionStarted(Event, frozen=True, kw_only=True, tag=True, gc=False):
+    """A trading session began: fresh, or recovering an unfinished one (``recovered``)."""
+
+    lane: ClassVar[Lane] = Lane.CONTROL
+    session: int
+    mode: str
+    recovered: bool
+
+
+class SessionEnded(Event, frozen=True, kw_only=True, tag=True, gc=False):
+    """A trading session stopped; ``finished`` when it has nothing left to do (its data ended).
+
+    A session that stopped unfinished (an operator's stop, a crash: no event
+    at all) is recovered by the next start.
+    """
+
+    lane: ClassVar[Lane] = Lane.CONTROL
+    session: int
+    reason: str
+    finished: bool
+
+
+class ReconciliationCompleted(Event, frozen=True, kw_only=True, tag=True, gc=False):
+    """keel compared its recovered state with the venue's and took the venue's where they differed.
+
+    ``adopted_orders`` were at the venue but unknown to keel; ``resolved_orders``
+    were open in keel and settled by querying the venue (``never_sent_orders``
+    of them never reached it); ``missed_fills`` and ``missed_funding`` are
+    venue records keel had not applied. ``mismatches`` lists what the
+    reconciliation could not explain (a position or balance that still
+    differs): the system monitor halts trading on any.
+    """
+
+    lane: ClassVar[Lane] = Lane.CONTROL
+    adopted_orders: tuple[str, ...]
+    resolved_orders: tuple[str, ...]
+    never_sent_orders: tuple[str, ...]
+    missed_fills: int
+    missed_funding: int
+    mismatches: tuple[str, ...]
+
+
 _BASES = (Message, Command, Event, MarketDataEvent)
 
 

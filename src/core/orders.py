@@ -12,6 +12,8 @@ import re
 from decimal import Decimal
 from enum import Enum
 
+import msgspec
+
 from keel.core.errors import InvalidTransitionError
 from keel.core.fsm import StateMachine, TransitionTable
 
@@ -150,6 +152,36 @@ class ClientOrderIdGenerator:
             raise OverflowError(f"client order id {client_order_id!r} exceeds Binance's 36 characters")
         self._next += 1
         return client_order_id
+
+    def observe(self, client_order_id: str) -> None:
+        """Move past an id this namespace already issued (a restart resumes after the journal's ids)."""
+        namespace, _, sequence = client_order_id.rpartition("-")
+        if namespace == self._namespace and sequence.isdigit():
+            self._next = max(self._next, int(sequence) + 1)
+
+
+class OrderSnapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything an :class:`Order` holds, for the state manager's snapshots."""
+
+    client_order_id: str
+    symbol: str
+    side: OrderSide
+    order_type: OrderType
+    quantity: Decimal
+    price: Decimal | None
+    time_in_force: TimeInForce
+    reduce_only: bool
+    stop_price: Decimal | None
+    strategy: str
+    ts_init: int
+    ts_last: int
+    venue_order_id: str | None
+    status: OrderStatus
+    filled_quantity: Decimal
+    filled_notional: Decimal
+    commission: Decimal
+    reason: str
+    trade_ids: list[str]
 
 
 class Order:
@@ -332,6 +364,57 @@ class Order:
         self.average_price = self._notional / filled
         self.commission += commission
         return True
+
+    def snapshot(self) -> OrderSnapshot:
+        """Return the order's whole state."""
+        return OrderSnapshot(
+            client_order_id=self.client_order_id,
+            symbol=self.symbol,
+            side=self.side,
+            order_type=self.order_type,
+            quantity=self.quantity,
+            price=self.price,
+            time_in_force=self.time_in_force,
+            reduce_only=self.reduce_only,
+            stop_price=self.stop_price,
+            strategy=self.strategy,
+            ts_init=self.ts_init,
+            ts_last=self.ts_last,
+            venue_order_id=self.venue_order_id,
+            status=self.status,
+            filled_quantity=self.filled_quantity,
+            filled_notional=self._notional,
+            commission=self.commission,
+            reason=self.reason,
+            trade_ids=sorted(self._trade_ids),
+        )
+
+    @classmethod
+    def from_snapshot(cls, snapshot: OrderSnapshot) -> Order:
+        """Rebuild an order from :meth:`snapshot`."""
+        order = cls(
+            client_order_id=snapshot.client_order_id,
+            symbol=snapshot.symbol,
+            side=snapshot.side,
+            order_type=snapshot.order_type,
+            quantity=snapshot.quantity,
+            price=snapshot.price,
+            time_in_force=snapshot.time_in_force,
+            reduce_only=snapshot.reduce_only,
+            stop_price=snapshot.stop_price,
+            strategy=snapshot.strategy,
+            ts_init=snapshot.ts_init,
+        )
+        order.ts_last = snapshot.ts_last
+        order.venue_order_id = snapshot.venue_order_id
+        order.filled_quantity = snapshot.filled_quantity
+        order._notional = snapshot.filled_notional
+        order.average_price = snapshot.filled_notional / snapshot.filled_quantity if snapshot.filled_quantity else None
+        order.commission = snapshot.commission
+        order.reason = snapshot.reason
+        order._trade_ids = set(snapshot.trade_ids)
+        order._fsm = StateMachine(ORDER_TRANSITIONS, snapshot.status, f"order {snapshot.client_order_id}")
+        return order
 
     def _move(self, target: OrderStatus, ts: int) -> None:
         self._fsm.move(target)

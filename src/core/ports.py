@@ -12,6 +12,11 @@ Account settings follow Binance USD-M: leverage and margin type per symbol
 for the account (``POST /fapi/v1/positionSide/dual``), and the leverage
 brackets of ``GET /fapi/v1/leverageBracket``. A refused setting raises
 :class:`~keel.core.errors.RequestRejectedError` carrying Binance's code.
+
+The account history is Binance's trade list (``GET /fapi/v1/userTrades``) and
+funding income (``GET /fapi/v1/income?incomeType=FUNDING_FEE``), as the
+``OrderFilled`` and ``FundingPaid`` events the venue reported: what a client
+that missed reports (a crash, a dropped stream) reconciles against.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Protocol, runtime_checkable
 import msgspec
 
 from keel.core.instruments import Instrument
-from keel.core.messages import Event, MarginType, PositionSide, SubmitOrder, WorkingType
+from keel.core.messages import Event, FundingPaid, MarginType, OrderFilled, PositionSide, SubmitOrder, WorkingType
 from keel.core.orders import OrderSide, OrderStatus, OrderType, TimeInForce
 
 __all__ = [
@@ -194,3 +199,12 @@ class ExchangePort(Protocol):
 
     async def symbol_configuration(self, symbol: str) -> SymbolConfiguration:
         """Return a symbol's leverage, margin type and largest position at that leverage."""
+
+    async def account_trades(self, symbol: str | None = None, start_ns: int = 0) -> list[OrderFilled]:
+        """Return the account's fills (of ``symbol``, or of every symbol) with ``ts_event >= start_ns``, in order.
+
+        The venue's own liquidation fills (client order id ``autoclose-...``) are included.
+        """
+
+    async def funding_payments(self, start_ns: int = 0) -> list[FundingPaid]:
+        """Return the account's funding payments with ``ts_event >= start_ns``, in order."""

@@ -12,6 +12,12 @@ venue's status, an unknown one is sent again under the same id, which the
 venue's duplicate-id check makes safe. Account events that are not about
 keel's own orders (the venue's liquidation orders and ``PositionLiquidated``,
 funding) are published as they come.
+
+For crash recovery the manager writes every order ahead of its venue call
+(:meth:`OrderManager.set_write_ahead`), keeps the account's event log (its
+fills, the venue's liquidation fills, funding), rebuilds its records from a
+snapshot and the journal (:meth:`OrderManager.restore`, :meth:`OrderManager.replay`)
+and settles them with the venue (:meth:`OrderManager.reconcile`).
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import structlog
 
 from keel.core.bus import EventBus
@@ -33,6 +41,7 @@ from keel.core.messages import (
     CancelOrder,
     Event,
     FundingPaid,
+    Message,
     OrderAccepted,
     OrderApproved,
     OrderCanceled,
@@ -43,7 +52,7 @@ from keel.core.messages import (
     PositionLiquidated,
     SubmitOrder,
 )
-from keel.core.orders import ClientOrderIdGenerator, Order, OrderStatus, OrderType
+from keel.core.orders import ClientOrderIdGenerator, Order, OrderSnapshot, OrderStatus, OrderType
 from keel.core.ports import ExchangePort, OrderStatusReport
 
 _log = structlog.get_logger("keel.execution")
@@ -52,6 +61,32 @@ VENUE_LIQUIDATION_PREFIX = "autoclose-"
 """Binance's client order id prefix of the liquidation orders the venue itself places."""
 
 _AMBIGUOUS = (AmbiguousOutcomeError, RetryLaterError, TimeoutError)
+
+AccountEvent = OrderFilled | FundingPaid
+"""What changes the account's positions and balances: fills (keel's and the venue's own) and funding."""
+
+WriteAhead = Callable[[SubmitOrder], None]
+"""Makes an order durable before it is sent (the state manager's journal)."""
+
+
+class OrderBookkeeping(msgspec.Struct, frozen=True, kw_only=True):
+    """The order manager's whole state, for the state manager's snapshots."""
+
+    orders: list[OrderSnapshot]
+    commands: list[SubmitOrder]
+    account_events: list[AccountEvent]
+
+
+@dataclass(slots=True)
+class Reconciliation:
+    """What :meth:`OrderManager.reconcile` found and settled."""
+
+    adopted_orders: list[str] = field(default_factory=list)
+    resolved_orders: list[str] = field(default_factory=list)
+    never_sent_orders: list[str] = field(default_factory=list)
+    missed_fills: int = 0
+    missed_funding: int = 0
+    mismatches: list[str] = field(default_factory=list)
 
 
 class OrderManager(Component):
@@ -99,6 +134,10 @@ class OrderManager(Component):
         self._commands: dict[str, SubmitOrder] = {}
         self._resent: dict[str, int] = {}
         self._fills: list[OrderFilled] = []
+        self._account_events: list[AccountEvent] = []
+        self._venue_trade_ids: set[str] = set()
+        self._funding_keys: set[tuple[str, int]] = set()
+        self._write_ahead: WriteAhead | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     def on_start(self) -> None:
@@ -109,6 +148,14 @@ class OrderManager(Component):
         self.bus.register(SubmitOrder, self.on_submit, name=self.name)
         self.bus.register(CancelOrder, self.on_cancel, name=self.name)
         self.bus.register(CancelAllOrders, self.on_cancel_all, name=self.name)
+
+    def set_write_ahead(self, write_ahead: WriteAhead | None) -> None:
+        """Make every order durable through ``write_ahead`` before its venue call (None: no journal)."""
+        self._write_ahead = write_ahead
+
+    def account_events(self) -> list[AccountEvent]:
+        """Return every fill and funding payment applied to the account, in the order they were applied."""
+        return list(self._account_events)
 
     def next_client_order_id(self) -> str:
         """Return a new client order id for an order this manager did not approve (an operator's)."""
@@ -154,22 +201,9 @@ class OrderManager(Component):
             _log.warning("duplicate submit ignored", client_order_id=command.client_order_id)
             return
         now = self.clock.timestamp_ns()
-        order = Order(
-            client_order_id=command.client_order_id,
-            symbol=command.symbol,
-            side=command.side,
-            order_type=command.order_type,
-            quantity=command.quantity,
-            price=command.price if command.order_type is OrderType.LIMIT else None,
-            time_in_force=command.time_in_force,
-            reduce_only=command.reduce_only,
-            stop_price=command.stop_price,
-            strategy=command.strategy,
-            ts_init=now,
-        )
-        self.orders[order.client_order_id] = order
-        self._commands[order.client_order_id] = command
-        order.submit(now)
+        order = self._record(command, now)
+        if self._write_ahead is not None:
+            self._write_ahead(command)
         self.bus.publish(
             OrderSubmitted(
                 client_order_id=order.client_order_id,
@@ -185,6 +219,27 @@ class OrderManager(Component):
             f"submit {order.client_order_id}",
             lambda error: self._submit_refused(order, error),
         )
+
+    def _record(self, command: SubmitOrder, ts: int) -> Order:
+        """Create the order of a command, marked submitted."""
+        order = Order(
+            client_order_id=command.client_order_id,
+            symbol=command.symbol,
+            side=command.side,
+            order_type=command.order_type,
+            quantity=command.quantity,
+            price=command.price if command.order_type is OrderType.LIMIT else None,
+            time_in_force=command.time_in_force,
+            reduce_only=command.reduce_only,
+            stop_price=command.stop_price,
+            strategy=command.strategy,
+            ts_init=ts,
+        )
+        self.orders[order.client_order_id] = order
+        self._commands[order.client_order_id] = command
+        self._ids.observe(order.client_order_id)
+        order.submit(ts)
+        return order
 
     def on_cancel(self, command: CancelOrder) -> None:
         """Send a cancel for a working order."""
@@ -211,23 +266,45 @@ class OrderManager(Component):
         Account events not about keel's orders (funding, the venue's own
         liquidation orders and their fills) are published as they come.
         """
-        if isinstance(report, FundingPaid | PositionLiquidated):
+        if self._take(report):
             self.bus.publish(report)
-            return
+
+    def _take(self, report: Event) -> bool:
+        """Apply a report to keel's records; return whether it is new (and so to be published)."""
+        if isinstance(report, PositionLiquidated):
+            return True
+        if isinstance(report, FundingPaid):
+            return self._take_funding(report)
         order = self.orders.get(report.client_order_id)  # type: ignore[attr-defined]
         if order is None:
             if isinstance(report, OrderFilled) and report.client_order_id.startswith(VENUE_LIQUIDATION_PREFIX):
-                self.venue_reports += 1
-                self.bus.publish(report)
-                return
+                return self._take_venue_fill(report)
             self.unknown_reports += 1
             _log.warning("report for an unknown order", report=type(report).__name__, report_id=report.id)
-            return
+            return False
         if self._is_resend_echo(order, report) or not self._apply(order, report):
-            return
+            return False
         if isinstance(report, OrderFilled):
             self._fills.append(report)
-        self.bus.publish(report)
+            self._account_events.append(report)
+        return True
+
+    def _take_funding(self, payment: FundingPaid) -> bool:
+        key = (payment.symbol, payment.funding_time)
+        if key in self._funding_keys:
+            return False
+        self._funding_keys.add(key)
+        self._account_events.append(payment)
+        return True
+
+    def _take_venue_fill(self, fill: OrderFilled) -> bool:
+        if fill.trade_id in self._venue_trade_ids:
+            self.duplicate_fills += 1
+            return False
+        self._venue_trade_ids.add(fill.trade_id)
+        self._account_events.append(fill)
+        self.venue_reports += 1
+        return True
 
     def _is_resend_echo(self, order: Order, report: Event) -> bool:
         """A resend after an ambiguous submit that the venue refuses as a duplicate id: the first send arrived."""
@@ -258,6 +335,158 @@ class OrderManager(Component):
         elif isinstance(report, OrderExpired):
             order.expire(report.ts_event, report.reason)
         return True
+
+    # --- recovery ------------------------------------------------------------------------
+
+    def snapshot(self) -> OrderBookkeeping:
+        """Return the orders, their commands and the account's event log."""
+        return OrderBookkeeping(
+            orders=[order.snapshot() for order in self.orders.values()],
+            commands=list(self._commands.values()),
+            account_events=list(self._account_events),
+        )
+
+    def restore(self, bookkeeping: OrderBookkeeping) -> None:
+        """Replace the records with a :meth:`snapshot` (before the manager starts)."""
+        self.orders = {s.client_order_id: Order.from_snapshot(s) for s in bookkeeping.orders}
+        self._commands = {c.client_order_id: c for c in bookkeeping.commands}
+        self._account_events = []
+        self._fills = []
+        self._venue_trade_ids = set()
+        self._funding_keys = set()
+        for client_order_id in self.orders:
+            self._ids.observe(client_order_id)
+        for event in bookkeeping.account_events:
+            self._log_account_event(event)
+
+    def _log_account_event(self, event: AccountEvent) -> None:
+        self._account_events.append(event)
+        if isinstance(event, FundingPaid):
+            self._funding_keys.add((event.symbol, event.funding_time))
+        elif event.client_order_id in self.orders:
+            self._fills.append(event)
+        else:
+            self._venue_trade_ids.add(event.trade_id)
+
+    def replay(self, message: Message) -> AccountEvent | None:
+        """Apply one journaled message to the records, publishing nothing and calling no venue.
+
+        Returns the message when it is a new account event (for the positions
+        to replay too), None otherwise.
+        """
+        if isinstance(message, SubmitOrder):
+            if message.client_order_id not in self.orders:
+                self._record(message, message.ts_init)
+            return None
+        if isinstance(message, OrderAccepted | OrderRejected | OrderCanceled | OrderExpired | OrderFilled):
+            new = self._take(message)
+            return message if new and isinstance(message, OrderFilled) else None
+        if isinstance(message, FundingPaid):
+            return message if self._take(message) else None
+        return None
+
+    async def reconcile(self, since_ns: int) -> Reconciliation:
+        """Settle keel's orders and account events with the venue's (the venue is right).
+
+        Orders open in keel are queried: the venue's status and fills are
+        applied, and an order the venue does not know is closed as never sent.
+        Orders at the venue that keel does not know are adopted (and journaled
+        through the write-ahead). The venue's fills and funding since
+        ``since_ns`` that keel never applied are applied now. Everything
+        applied is published like any venue report.
+        """
+        result = Reconciliation()
+        venue = self.exchange
+        statuses: dict[str, OrderStatusReport | None] = {}
+        for order in self.open_orders():
+            statuses[order.client_order_id] = await venue.query_order(order.symbol, order.client_order_id)
+        for report in await venue.open_orders():
+            if report.client_order_id not in self.orders:
+                self._adopt(report, result)
+                statuses[report.client_order_id] = report
+        trades = await venue.account_trades(None, since_ns)
+        for trade in trades:
+            known = trade.client_order_id in self.orders or trade.client_order_id.startswith(VENUE_LIQUIDATION_PREFIX)
+            if not known:
+                report = await venue.query_order(trade.symbol, trade.client_order_id)
+                if report is None:
+                    result.mismatches.append(f"fill {trade.trade_id} of an order the venue cannot find")
+                    continue
+                self._adopt(report, result)
+                statuses[report.client_order_id] = report
+        for client_order_id, report in statuses.items():
+            if report is not None and self.orders[client_order_id].status is OrderStatus.SUBMITTED:
+                self._publish_settlement(OrderAccepted, client_order_id, venue_order_id=report.venue_order_id)
+        for trade in trades:
+            if (
+                trade.client_order_id in self.orders or trade.client_order_id.startswith(VENUE_LIQUIDATION_PREFIX)
+            ) and self._take(trade):
+                result.missed_fills += 1
+                self.bus.publish(trade)
+        for client_order_id, report in statuses.items():
+            self._close_settled(client_order_id, report, result)
+        for payment in await venue.funding_payments(since_ns):
+            if self._take(payment):
+                result.missed_funding += 1
+                self.bus.publish(payment)
+        return result
+
+    def _adopt(self, report: OrderStatusReport, result: Reconciliation) -> None:
+        """Take an order the venue has and keel does not: record and journal it."""
+        command = SubmitOrder(
+            client_order_id=report.client_order_id,
+            symbol=report.symbol,
+            side=report.side,
+            order_type=report.order_type,
+            quantity=report.quantity,
+            price=report.price,
+            time_in_force=report.time_in_force,
+            reduce_only=report.reduce_only,
+            stop_price=report.stop_price,
+            strategy="adopted",
+            ts_event=report.ts_last,
+            ts_init=self.clock.timestamp_ns(),
+        )
+        self._record(command, command.ts_init)
+        if self._write_ahead is not None:
+            self._write_ahead(command)
+        result.adopted_orders.append(report.client_order_id)
+        _log.warning("order adopted from the venue", client_order_id=report.client_order_id)
+
+    def _close_settled(self, client_order_id: str, report: OrderStatusReport | None, result: Reconciliation) -> None:
+        """Close an order the venue closed (or never had); note a fill total the fills do not explain."""
+        order = self.orders[client_order_id]
+        result.resolved_orders.append(client_order_id)
+        if report is None:
+            if not order.is_closed:
+                result.never_sent_orders.append(client_order_id)
+                self._publish_settlement(
+                    OrderRejected,
+                    client_order_id,
+                    code=int(BinanceErrorCode.NO_SUCH_ORDER),
+                    reason="the venue does not know the order after a restart: it was never sent",
+                )
+            return
+        if report.filled_quantity != order.filled_quantity:
+            result.mismatches.append(
+                f"order {client_order_id}: venue filled {report.filled_quantity}, its fills add up to "
+                f"{order.filled_quantity}"
+            )
+        if order.is_closed:
+            return
+        if report.status is OrderStatus.CANCELED:
+            self._publish_settlement(OrderCanceled, client_order_id, reason="canceled (found at restart)")
+        elif report.status is OrderStatus.EXPIRED:
+            self._publish_settlement(OrderExpired, client_order_id, reason="expired (found at restart)")
+        elif report.status is OrderStatus.REJECTED:
+            self._publish_settlement(
+                OrderRejected, client_order_id, code=int(BinanceErrorCode.UNKNOWN), reason="rejected (found at restart)"
+            )
+
+    def _publish_settlement(self, kind: type[Event], client_order_id: str, **fields: Any) -> None:
+        now = self.clock.timestamp_ns()
+        order = self.orders[client_order_id]
+        self.on_report(kind(client_order_id=client_order_id, symbol=order.symbol, ts_event=now, ts_init=now, **fields))  # type: ignore[call-arg]
 
     # --- venue refusals -----------------------------------------------------------------
 

@@ -48,7 +48,9 @@ from keel.core.messages import (
     SlippageLimitBreached,
     SubmitOrder,
     TradeTick,
+    TradingStateChanged,
 )
+from keel.core.fsm import TradingState
 from keel.core.orders import OrderSide, OrderType, TimeInForce
 from keel.execution.algorithms import ExecutionStyle, MarketState, Slice, choose_style, twap_schedule, vwap_schedule
 from keel.execution.order_manager import OrderManager
@@ -197,6 +199,7 @@ class SmartOrderRouter(Component):
         self.bus.subscribe(OrderFilled, self.on_fill, name=f"{self.name}.fills")
         for closed in (OrderCanceled, OrderExpired, OrderRejected):
             self.bus.subscribe(closed, self.on_child_closed, name=f"{self.name}.{closed.__name__}")
+        self.bus.subscribe(TradingStateChanged, self.on_trading_state, name=f"{self.name}.trading_state")
         if self.profiler is not None:
             self.bus.subscribe(BarClosed, self.profiler.on_bar, name=f"{self.name}.profile")
 
@@ -252,6 +255,13 @@ class SmartOrderRouter(Component):
     def execute_adaptive(self, symbol: str, side: OrderSide, quantity: Decimal, **options: object) -> ParentOrder:
         """Let the market state choose the style, and keep adjusting it."""
         return self.execute(symbol, side, quantity, ExecutionStyle.ADAPTIVE, **options)  # type: ignore[arg-type]
+
+    def cancel_parents(self, reason: str, symbol: str | None = None) -> int:
+        """Stop working every parent (of ``symbol``): no more children, live ones canceled; return how many."""
+        stopped = [p for p in self.parents.values() if symbol is None or p.symbol == symbol]
+        for parent in stopped:
+            self._finish(parent, reason)
+        return len(stopped)
 
     def parent_of(self, client_order_id: str) -> str | None:
         """Return the id of the parent a child order belongs to (None for an order the router did not send)."""
@@ -320,6 +330,11 @@ class SmartOrderRouter(Component):
         self._release_if_closed(parent, fill.client_order_id)
         self._restrain(parent, fill.ts_event)
         self._work(parent, self.clock.timestamp_ns())
+
+    def on_trading_state(self, change: TradingStateChanged) -> None:
+        """HALTED stops every parent: a halt must not be followed by the remainder of an old decision."""
+        if change.state is TradingState.HALTED:
+            self.cancel_parents(f"trading halted: {change.reason}")
 
     def on_child_closed(self, report: OrderCanceled | OrderExpired | OrderRejected) -> None:
         """A child stopped working: free its parent for the next child."""

@@ -10,32 +10,51 @@ replay places the same orders as the backtest of the same data. It stops when th
 elapses or :meth:`PaperSession.request_stop` is called (the CLI wires SIGINT
 and SIGTERM to it), and then shuts down cleanly: open orders canceled, the
 bus drained, components stopped, and the final state written.
+
+The paper account outlives the process, like a real venue's: the simulated
+venue commits its state to its own file (``paper.venue_state_file``) and
+keel journals everything to its database. A start after a session that did
+not finish (a stop, a crash, kill -9) recovers it
+(:mod:`keel.integration.recovery`): snapshot, journal, reconciliation with the
+venue, and the feed resumes after the venue's last market event. A start after
+a finished session (its data ended) opens a fresh paper account.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from keel.api import MarketCursor, VenueStore
 from keel.config import KeelConfig, config_to_dict
 from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_MILLI, LiveClock, SimulatedClock
 from keel.core.fsm import TradingState
 from keel.core.instruments import load_instruments
-from keel.core.messages import BarClosed, CancelAllOrders
+from keel.core.messages import BarClosed, CancelAllOrders, MarketDataEvent, SessionEnded, SessionStarted
 from keel.integration.orchestrator import TradingOrchestrator
-from keel.integration.pipeline import Pipeline, build_feed, build_pipeline
+from keel.integration.pipeline import Pipeline, build_exchange, build_feed, build_pipeline
+from keel.integration.recovery import (
+    SessionPlan,
+    capture_state,
+    events_after,
+    plan_session,
+    reconcile,
+    restore_state,
+)
 from keel.integration.reports import BARS_PER_YEAR, iso_time, money, run_metrics, write_run_records
 from keel.integration.state_manager import StateManager
 from keel.integration.system_monitor import SystemMonitor
 from keel.market_data.feed_health import FeedHealthMonitor
-from keel.market_data.feeds import INTERVAL_MS, RecordedBarFeed
-from keel.persistence import AuditLog, Database, Journal
+from keel.market_data.feeds import INTERVAL_MS
+from keel.persistence import AuditLog, Database, Journal, Snapshots
 
 _log = structlog.get_logger("keel.paper")
 
@@ -65,25 +84,84 @@ class PaperSession:
         self.events = 0
         self.handler_errors = 0
         self._feed_done = False
+        self.reconciliation: dict[str, Any] | None = None
+        output = Path(config.run.output_dir)
+        # One database across runs (not per run folder): the journal is what a restart recovers from.
+        self.database = Database(config.persistence.url or f"sqlite:///{output / 'keel.db'}")
+        self.database.migrate()
+        journal, snapshots = Journal(self.database), Snapshots(self.database)
+        instruments = load_instruments(config.exchange.instruments)
+        self.venue_store = VenueStore(output / config.paper.venue_state_file)
+        self.plan, cursor = self._plan(config, journal, instruments)
+        if cursor is not None:
+            config = _resumed_at(config, cursor)
         self.feed = build_feed(config)
         self.clock = SimulatedClock(self.feed.summary.first_ns)
+        self._events: Iterable[MarketDataEvent] = events_after(self.feed, cursor)
         bus = EventBus(config.bus.capacity, on_handler_error=self._handler_failed)
-        self.pipeline = build_pipeline(config, load_instruments(config.exchange.instruments), bus, self.clock)
-        # One database across runs (not per run folder): the journal is what a restart recovers from.
-        self.database = Database(config.persistence.url or f"sqlite:///{Path(config.run.output_dir) / 'keel.db'}")
-        self.database.migrate()
-        self.state = StateManager(Journal(self.database), bus, self.clock)
+        self.pipeline = build_pipeline(config, instruments, bus, self.clock)
+        if self.plan.recover:
+            self.venue_store.load_into(self.pipeline.exchange)
+        self.venue_store.attach(self.pipeline.exchange)
+        self.state = StateManager(
+            journal,
+            bus,
+            self.clock,
+            flush_every=config.persistence.journal_flush_every,
+            snapshots=snapshots,
+            capture=lambda: capture_state(self.pipeline),
+            snapshot_every=config.persistence.snapshot_every,
+        )
+        self.pipeline.orders.set_write_ahead(self.state.write_ahead)
+        if self.plan.recover:
+            restore_state(self.pipeline, journal, snapshots, self.plan)
         self.monitors = self._monitors(config, bus)
         self.orchestrator = TradingOrchestrator(
             self.pipeline, config, AuditLog(self.database), monitor=self.monitors[0]
         )
+
+    def _plan(
+        self, config: KeelConfig, journal: Journal, instruments: dict[str, Any]
+    ) -> tuple[SessionPlan, MarketCursor | None]:
+        """Recover the unfinished session with its venue's cursor, or open a fresh paper account."""
+        plan = plan_session(journal)
+        if plan.recover and not config.paper.resume:
+            _log.warning("a fresh paper account was asked for: the unfinished session is closed", session=plan.session)
+            journal.append([_closed(plan.session, "closed unfinished: a fresh paper account was asked for")])
+            plan = SessionPlan(session=plan.session + 1, recover=False)
+        if plan.recover:
+            probe = build_exchange(
+                config,
+                {s: instruments[s] for s in config.data.symbols},
+                SimulatedClock(0),
+                config.exchange.initial_balance,
+            )
+            if self.venue_store.load_into(probe):
+                _log.warning("recovering an unfinished paper session", session=plan.session)
+                return plan, probe.cursor
+            _log.warning(
+                "the unfinished session's paper venue state is gone: opening a fresh paper account",
+                session=plan.session,
+                venue_state=str(self.venue_store.path),
+            )
+            journal.append([_closed(plan.session, "closed unfinished: its paper venue state is gone")])
+            plan = SessionPlan(session=plan.session + 1, recover=False)
+        self.venue_store.reset()
+        return plan, None
 
     def _monitors(self, config: KeelConfig, bus: EventBus) -> tuple[SystemMonitor, FeedHealthMonitor]:
         """Build the system monitor and the bar-feed watchdog (silence counted in data time)."""
         interval_ns = INTERVAL_MS[config.data.bar_interval] * NANOS_PER_MILLI
         settings = config.monitor
         trip = None if settings.stale_data_state == "none" else TradingState(settings.stale_data_state)
-        system = SystemMonitor(bus, self.clock, stale_data_state=trip, check_interval_ns=interval_ns)
+        mismatch = (
+            None
+            if settings.reconciliation_mismatch_state == "none"
+            else TradingState(settings.reconciliation_mismatch_state)
+        )
+        system = SystemMonitor(
+            bus, self.clock, stale_data_state=trip, mismatch_state=mismatch, check_interval_ns=interval_ns
+        )
         feeds = FeedHealthMonitor(
             "market_data.feed_health",
             bus,
@@ -111,8 +189,24 @@ class PaperSession:
         pipeline.start()
         self.state.start()
         await bus.join()
+        if self.plan.recover:
+            completed = await reconcile(pipeline, self.plan.start_ts)
+            self.reconciliation = {
+                "adopted_orders": list(completed.adopted_orders),
+                "never_sent_orders": list(completed.never_sent_orders),
+                "missed_fills": completed.missed_fills,
+                "missed_funding": completed.missed_funding,
+                "mismatches": list(completed.mismatches),
+            }
+        now = clock.timestamp_ns()
+        bus.publish(
+            SessionStarted(
+                session=self.plan.session, mode="paper", recovered=self.plan.recover, ts_event=now, ts_init=now
+            )
+        )
+        await bus.join()
         self.orchestrator.running = True
-        feed_task = asyncio.create_task(self._replay(feed, pipeline, clock, pace), name="feed")
+        feed_task = asyncio.create_task(self._replay(self._events, pipeline, clock, pace), name="feed")
         status_task = asyncio.create_task(self._report_status(), name="status")
         duration = config.paper.duration_seconds
         waiters = {feed_task, asyncio.create_task(self._stop.wait(), name="stop")}
@@ -132,7 +226,9 @@ class PaperSession:
         self.database.dispose()
         return final
 
-    async def _replay(self, feed: RecordedBarFeed, pipeline: Pipeline, clock: SimulatedClock, pace: LiveClock) -> None:
+    async def _replay(
+        self, feed: Iterable[MarketDataEvent], pipeline: Pipeline, clock: SimulatedClock, pace: LiveClock
+    ) -> None:
         bus = pipeline.bus
         pending_bar_ts: int | None = None
         for event in feed:
@@ -146,13 +242,13 @@ class PaperSession:
                     await asyncio.sleep(delay)
                 clock.advance_to(ts)
             await bus.put(event)
-            # React to each event before the next, exactly as a backtest does,
-            # so a replay places the same orders as the backtest of the same data.
-            await bus.join()
             self.events += 1
             if event.__class__ is BarClosed:
                 self.bars += 1
                 pending_bar_ts = ts
+            # React to each event before the next, exactly as a backtest does,
+            # so a replay places the same orders as the backtest of the same data.
+            await bus.join()
         await bus.join()
         if pending_bar_ts is not None:
             pipeline.record_equity(pending_bar_ts)
@@ -168,7 +264,19 @@ class PaperSession:
     async def _shutdown(self, pipeline: Pipeline, bus: EventBus, bus_task: asyncio.Task[None]) -> None:
         now = pipeline.clock.timestamp_ns()
         open_orders = len(pipeline.orders.open_orders())
+        pipeline.router.cancel_parents(f"shutdown: {self.stop_reason}")
+        pipeline.exchange.deliver_in_flight()
+        await bus.join()
         bus.publish(CancelAllOrders(symbol=None, reason=f"shutdown: {self.stop_reason}", ts_event=now, ts_init=now))
+        await bus.join()
+        # Shutting down outlasts every request's flight: the cancels (and what they cancel) reach the venue.
+        pipeline.exchange.deliver_in_flight()
+        await bus.join()
+        bus.publish(
+            SessionEnded(
+                session=self.plan.session, reason=self.stop_reason, finished=self._feed_done, ts_event=now, ts_init=now
+            )
+        )
         await bus.join()
         pipeline.stop()
         await bus.join()
@@ -201,6 +309,9 @@ class PaperSession:
             "trading_state": pipeline.risk.trading_state.value,
             "feed_finished": self._feed_done,
             "stop_reason": self.stop_reason,
+            "session": self.plan.session,
+            "recovered": self.plan.recover,
+            "reconciliation": self.reconciliation,
         }
 
     def _write(self, final: dict[str, Any]) -> None:
@@ -221,6 +332,20 @@ class PaperSession:
             json.dumps(config_to_dict(self.config), indent=2, sort_keys=True, default=str) + "\n"
         )
         write_run_records(self.run_dir, pipeline)
+        self.venue_store.close()
 
     def _handler_failed(self, name: str, message: object, error: BaseException) -> None:
         self.handler_errors += 1
+
+
+def _resumed_at(config: KeelConfig, cursor: MarketCursor) -> KeelConfig:
+    """Return the configuration whose feed starts at the bar the venue's cursor is in."""
+    interval_ns = INTERVAL_MS[config.data.bar_interval] * NANOS_PER_MILLI
+    start = datetime.fromtimestamp((cursor.ts_event - interval_ns) / 1e9, tz=UTC)
+    return config.model_copy(update={"data": config.data.model_copy(update={"start": start})})
+
+
+def _closed(session: int, reason: str) -> SessionEnded:
+    """The end of a session that will not be recovered (stamped with the wall clock: no data time yet)."""
+    now = time.time_ns()
+    return SessionEnded(session=session, reason=reason, finished=True, ts_event=now, ts_init=now)

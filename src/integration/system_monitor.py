@@ -8,7 +8,9 @@ degraded component, a stale feed, a risk breach, handler errors) or UNHEALTHY
 published as ``HealthChanged``. By configuration it trips the trading state:
 a stale feed moves trading to ``stale_data_state`` (REDUCING by default), and
 back to ACTIVE when every feed has recovered, unless something else moved the
-state meanwhile.
+state meanwhile; a reconciliation mismatch with the venue after a restart is
+unhealthy and moves trading to ``mismatch_state`` (HALTED by default) until an
+operator resumes.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from keel.core.messages import (
     ComponentStateChanged,
     FeedHealthChanged,
     HealthChanged,
+    ReconciliationCompleted,
     RiskBreached,
     SetTradingState,
     SystemHealth,
@@ -41,6 +44,9 @@ class SystemMonitor(Component):
         The event bus and the clock.
     stale_data_state
         Trading state a stale feed moves to (None: report only).
+    mismatch_state
+        Trading state a reconciliation mismatch with the venue moves to (None:
+        report only). It stays until an operator resumes.
     check_interval_ns
         How often the bus's handler errors are checked.
     """
@@ -51,10 +57,12 @@ class SystemMonitor(Component):
         clock: Clock,
         *,
         stale_data_state: TradingState | None = TradingState.REDUCING,
+        mismatch_state: TradingState | None = TradingState.HALTED,
         check_interval_ns: int = 60_000_000_000,
     ) -> None:
         super().__init__("integration.monitor", bus, clock)
         self.stale_data_state = stale_data_state
+        self.mismatch_state = mismatch_state
         self.check_interval_ns = check_interval_ns
         self.health = SystemHealth.HEALTHY
         self._problems: dict[str, tuple[SystemHealth, str]] = {}
@@ -69,6 +77,7 @@ class SystemMonitor(Component):
         self.bus.subscribe(FeedHealthChanged, self.on_feed, name=self.name)
         self.bus.subscribe(RiskBreached, self.on_breach, name=self.name)
         self.bus.subscribe(TradingStateChanged, self.on_trading_state, name=self.name)
+        self.bus.subscribe(ReconciliationCompleted, self.on_reconciliation, name=self.name)
         self.clock.set_timer(f"{self.name}.bus", self.check_interval_ns, self.check_bus)
 
     def on_stop(self) -> None:
@@ -111,13 +120,26 @@ class SystemMonitor(Component):
             f"risk limit {breach.limit} breached: {breach.value:.6g} against {breach.threshold:.6g} ({breach.reason})",
         )
 
+    def on_reconciliation(self, completed: ReconciliationCompleted) -> None:
+        """A mismatch with the venue is unhealthy and moves the trading state (until an operator resumes)."""
+        if not completed.mismatches:
+            return
+        summary = "; ".join(completed.mismatches)
+        self._open("reconciliation", SystemHealth.UNHEALTHY, f"reconciliation mismatch: {summary}")
+        target = self.mismatch_state
+        if target is not None and self._trading_state is not TradingState.HALTED:
+            self._set_state(target, f"reconciliation mismatch with the venue: {summary}")
+
     def on_trading_state(self, change: TradingStateChanged) -> None:
-        """Follow the trading state; a move the monitor did not make ends its trip; ACTIVE clears breaches."""
+        """Follow the trading state; a move the monitor did not make ends its trip; ACTIVE clears acknowledged problems.
+
+        An operator's resume to ACTIVE closes risk breaches and reconciliation mismatches.
+        """
         self._trading_state = change.state
         if self._tripped and not change.reason.startswith("monitor:"):
             self._tripped = False
         if change.state is TradingState.ACTIVE:
-            for key in [k for k in self._problems if k.startswith("risk ")]:
+            for key in [k for k in self._problems if k.startswith("risk ") or k == "reconciliation"]:
                 self._close(key)
 
     def check_bus(self, _event: TimeEvent | None = None) -> None:

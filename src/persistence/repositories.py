@@ -68,14 +68,29 @@ class Journal:
 
     def latest(self, message_type: type[Message]) -> Message | None:
         """Return the newest journaled message of one type, or None."""
+        found = self.latest_entry(message_type)
+        return None if found is None else found[1]
+
+    def latest_entry(self, message_type: type[Message]) -> tuple[int, Message] | None:
+        """Return (sequence, message) of the newest journaled message of one type, or None."""
         with self._database.session() as session:
-            payload = session.scalar(
-                select(JournalEntry.payload)
+            row = session.execute(
+                select(JournalEntry.sequence, JournalEntry.payload)
                 .where(JournalEntry.message_type == message_type.__name__)
                 .order_by(JournalEntry.sequence.desc())
                 .limit(1)
-            )
-        return None if payload is None else decode_message(payload)
+            ).first()
+        return None if row is None else (row[0], decode_message(row[1]))
+
+    def entries_of(self, message_type: type[Message]) -> list[tuple[int, Message]]:
+        """Return (sequence, message) of every journaled message of one type, oldest first."""
+        with self._database.session() as session:
+            rows = session.execute(
+                select(JournalEntry.sequence, JournalEntry.payload)
+                .where(JournalEntry.message_type == message_type.__name__)
+                .order_by(JournalEntry.sequence)
+            ).all()
+        return [(sequence, decode_message(payload)) for sequence, payload in rows]
 
     def last_sequence(self) -> int:
         """Return the newest sequence, 0 for an empty journal."""
@@ -96,10 +111,15 @@ class Snapshots:
                 StateSnapshot(ts=ts, journal_sequence=journal_sequence, payload=json.dumps(state, sort_keys=True))
             )
 
-    def latest(self) -> tuple[int, dict[str, Any]] | None:
-        """Return (journal sequence, state) of the newest snapshot, or None."""
+    def latest(self, after_sequence: int = 0) -> tuple[int, dict[str, Any]] | None:
+        """Return (journal sequence, state) of the newest snapshot taken after ``after_sequence``, or None."""
         with self._database.session() as session:
-            row = session.execute(select(StateSnapshot).order_by(StateSnapshot.id.desc()).limit(1)).scalar_one_or_none()
+            row = session.execute(
+                select(StateSnapshot)
+                .where(StateSnapshot.journal_sequence > after_sequence)
+                .order_by(StateSnapshot.id.desc())
+                .limit(1)
+            ).scalar_one_or_none()
         return None if row is None else (row.journal_sequence, json.loads(row.payload))
 
 

@@ -143,6 +143,26 @@ class PositionManager(Component):
 
     def on_fill(self, fill: OrderFilled) -> None:
         """Apply a fill to its position and its strategy's sub-book; publish the change."""
+        position = self._apply_fill(fill)
+        self.bus.publish(
+            PositionChanged(
+                symbol=fill.symbol,
+                quantity=position.quantity,
+                entry_price=position.entry_price,
+                realized_pnl=position.realized_pnl,
+                ts_event=fill.ts_event,
+                ts_init=self.clock.timestamp_ns(),
+            )
+        )
+
+    def replay(self, event: OrderFilled | FundingPaid) -> None:
+        """Apply a recovered fill or funding payment without publishing (recovery rebuilds the books)."""
+        if isinstance(event, OrderFilled):
+            self._apply_fill(event)
+        else:
+            self.on_funding(event)
+
+    def _apply_fill(self, fill: OrderFilled) -> Position:
         position = self.positions.setdefault(fill.symbol, Position(fill.symbol))
         signed = fill.last_quantity * fill.side.sign
         before = position.quantity
@@ -163,16 +183,7 @@ class PositionManager(Component):
         self.fees_by_strategy[key] = self.fees_by_strategy.get(key, ZERO) + fill.commission
         self.fills += 1
         self.marks.setdefault(fill.symbol, fill.last_price)
-        self.bus.publish(
-            PositionChanged(
-                symbol=fill.symbol,
-                quantity=position.quantity,
-                entry_price=position.entry_price,
-                realized_pnl=position.realized_pnl,
-                ts_event=fill.ts_event,
-                ts_init=self.clock.timestamp_ns(),
-            )
-        )
+        return position
 
     def on_funding(self, payment: FundingPaid) -> None:
         """Book a funding payment, split across the symbol's strategy sub-books by their quantities."""

@@ -540,6 +540,15 @@ class RiskController(Component):
 
     # --- limits ----------------------------------------------------------------------------------
 
+    @property
+    def peak_equity(self) -> float:
+        """Return the highest equity seen (the drawdown's reference)."""
+        return self._peak_equity
+
+    def restore_peak_equity(self, peak: float) -> None:
+        """Put back the drawdown's reference after a restart (it never goes down)."""
+        self._peak_equity = max(self._peak_equity, peak)
+
     def update_limits(self, changes: Mapping[str, Any]) -> RiskLimits:
         """Replace limits by name at run time, as in the user's UC-1.2; publish and apply them now.
 

@@ -7,6 +7,9 @@ adding its factory (the Binance adapter's will point at the testnet and let
 real time pass in ``step``). Tests that need a recorded funding settlement or
 a market that moves far enough to liquidate run over :data:`VENUES_WITH_HISTORY`.
 
+The account history (trade list, funding income) must list exactly the
+fills and funding payments the venue reported.
+
 The simulated exchange runs here three ways, on real data: over the BTCUSDT
 1m bars of May 2025 with their funding rates, over the BTCUSDT 2024-08-08
 order book and trade tape, and over that book with 20 ms of latency.
@@ -207,6 +210,19 @@ def rejected_code(market: Market, command: SubmitOrder) -> int:
 
 def signed_fills(market: Market) -> Decimal:
     return sum((f.last_quantity * f.side.sign for f in of(market, OrderFilled)), Decimal(0))
+
+
+def trade_records(fills: list[OrderFilled]) -> list[tuple[object, ...]]:
+    """What a venue's trade list says about each fill (message ids are each process's own)."""
+    return [
+        (f.trade_id, f.client_order_id, f.symbol, f.side, f.last_quantity, f.last_price, f.commission, f.ts_event)
+        for f in fills
+    ]
+
+
+def funding_records(payments: list[FundingPaid]) -> list[tuple[object, ...]]:
+    """What a venue's funding income says about each payment."""
+    return [(p.symbol, p.funding_time, p.rate, p.position_quantity, p.amount) for p in payments]
 
 
 # --- orders -------------------------------------------------------------------------------------------
@@ -555,6 +571,50 @@ def test_conformance_balance_adds_up(make: MarketFactory) -> None:
     assert position.liquidation_price is not None and position.liquidation_price > position.entry_price
 
 
+# --- account history ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make", VENUES)
+def test_conformance_account_trades_are_the_fills_reported(make: MarketFactory) -> None:
+    # Arrange: a long opened, then partly closed
+    market = make()
+    entry = submit(market, OrderSide.BUY, "0.050")
+    settle(market, closed(market, entry))
+    reduce = submit(market, OrderSide.SELL, "0.020")
+    settle(market, closed(market, reduce))
+    reported = of(market, OrderFilled)
+    since = of(market, OrderFilled, reduce.client_order_id)[0].ts_event
+
+    # Act
+    trades = market.run(market.port.account_trades())
+    of_symbol = market.run(market.port.account_trades(BTC))
+    of_another = market.run(market.port.account_trades("ETHUSDT"))
+    later = market.run(market.port.account_trades(BTC, start_ns=since))
+
+    # Assert
+    assert trade_records(trades) == trade_records(reported) == trade_records(of_symbol)
+    assert {t.client_order_id for t in trades} == {entry.client_order_id, reduce.client_order_id}
+    assert of_another == []
+    assert trade_records(later) == trade_records([f for f in reported if f.ts_event >= since])
+
+
+@pytest.mark.parametrize("make", VENUES)
+def test_conformance_funding_payments_are_the_funding_reported(make: MarketFactory) -> None:
+    # Arrange: a long held until a settlement (where the recording reaches one) or for 600 steps
+    market = make()
+    entry = submit(market, OrderSide.BUY, "0.200")
+    settle(market, closed(market, entry))
+    settle(market, lambda: bool(of(market, FundingPaid)), steps=600)
+
+    # Act
+    payments = market.run(market.port.funding_payments())
+    later = market.run(market.port.funding_payments(start_ns=market.now() + 1))
+
+    # Assert
+    assert funding_records(payments) == funding_records(of(market, FundingPaid))
+    assert later == []
+
+
 # --- account settings ---------------------------------------------------------------------------------
 
 
@@ -600,10 +660,13 @@ def test_conformance_funding_is_paid_at_the_recorded_rate_and_mark(make: MarketF
     # Act
     settle(market, lambda: bool(of(market, FundingPaid)), steps=900)
 
-    # Assert: payment = size x mark x rate, paid by a long at a positive rate
+    # Assert: payment = size x mark x rate, paid by a long at a positive rate, and listed as funding income
     (paid, *_) = of(market, FundingPaid)
     assert paid.position_quantity == Decimal("0.200")
     assert paid.amount == -paid.position_quantity * paid.mark_price * paid.rate
+    listed = market.run(market.port.funding_payments(start_ns=paid.ts_event))
+    assert funding_records(listed[:1]) == funding_records([paid])
+    assert market.run(market.port.funding_payments(start_ns=paid.ts_event + 1)) == listed[1:]
 
 
 @pytest.mark.parametrize("make", VENUES_WITH_HISTORY)
@@ -636,5 +699,6 @@ def test_conformance_an_isolated_position_is_liquidated_when_its_mark_reaches_th
     assert liquidated.quantity == Decimal("0.100") and liquidated.margin_type is MarginType.ISOLATED
     fill = of(market, OrderFilled, liquidated.client_order_id)[0]
     assert fill.commission == liquidated.liquidation_fee and fill.last_quantity == liquidated.quantity
+    assert trade_records([fill])[0] in trade_records(market.run(market.port.account_trades(BTC)))
     sides = {p.position_side for p in market.run(market.port.positions())}
     assert liquidated.position_side not in sides

@@ -44,9 +44,12 @@ from keel.core.messages import (
     PositionLiquidated,
     PositionSide,
     Rebalance,
+    ReconciliationCompleted,
     RegimeChanged,
     RiskBreached,
     RiskLimitsUpdated,
+    SessionEnded,
+    SessionStarted,
     SetTradingState,
     SignalAction,
     SignalGenerated,
@@ -377,13 +380,33 @@ def _examples() -> dict[type[Message], Message]:
             reasons=("feed BTCUSDT/bars stale for 180.0 s",),
             **common,
         ),
+        SessionStarted: SessionStarted(session=3, mode="paper", recovered=True, **common),
+        SessionEnded: SessionEnded(session=3, reason="end of data", finished=True, **common),
+        ReconciliationCompleted: ReconciliationCompleted(
+            adopted_orders=("keel-18",),
+            resolved_orders=("keel-17", "keel-19"),
+            never_sent_orders=("keel-19",),
+            missed_fills=2,
+            missed_funding=0,
+            mismatches=(),
+            **common,
+        ),
     }
 
 
 EXAMPLES = _examples()
 
 COMMANDS = {Rebalance, SetTradingState, SubmitOrder, CancelOrder, CancelAllOrders}
-CONTROL = {SetTradingState, TradingStateChanged, CancelAllOrders, ComponentStateChanged, HealthChanged}
+CONTROL = {
+    SetTradingState,
+    TradingStateChanged,
+    CancelAllOrders,
+    ComponentStateChanged,
+    HealthChanged,
+    SessionStarted,
+    SessionEnded,
+    ReconciliationCompleted,
+}
 MARKET_DATA = {
     BarClosed,
     TradeTick,

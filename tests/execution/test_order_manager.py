@@ -165,6 +165,12 @@ class FakeVenue:
     async def open_orders(self, symbol: str | None = None) -> list[OrderStatusReport]:
         return []
 
+    async def account_trades(self, symbol: str | None = None, start_ns: int = 0) -> list[OrderFilled]:
+        return []
+
+    async def funding_payments(self, start_ns: int = 0) -> list[FundingPaid]:
+        return []
+
     async def positions(self) -> list[PositionReport]:
         return []
 
@@ -650,3 +656,141 @@ def test_order_state_machine_survives_random_report_orders(real_data):
 
     # Act
     check()
+
+
+# --- recovery: write-ahead, snapshot, journal replay, reconciliation ------------------------------------
+
+
+def test_every_order_is_written_ahead_before_the_venue_call(fake_desk) -> None:
+    # Arrange
+    desk, venue = fake_desk()
+    written: list[tuple[str, int]] = []
+    desk.orders.set_write_ahead(lambda command: written.append((command.client_order_id, len(venue.submitted))))
+
+    # Act
+    desk.publish(approved("0.002"), approved("0.003", side=OrderSide.SELL))
+
+    # Assert
+    assert written == [("keel-1", 0), ("keel-2", 1)]
+
+
+def _trade(desk: Desk, real_data: Any) -> list[Message]:
+    """Place and fill a few orders on real bars; return every message a journal would hold, commands included."""
+    journal: list[Message] = []
+    desk.orders.set_write_ahead(journal.append)
+    desk.bus.subscribe_all(lambda m: journal.append(m) if not isinstance(m, SubmitOrder) else None)
+    bars = real_data.bars(BTC, 6)
+    desk.publish(approved("0.004"), approved("0.010", side=OrderSide.SELL, price="200000"))
+    desk.publish(bars[1])
+    desk.publish(approved("0.002", side=OrderSide.SELL))
+    desk.publish(bars[2])
+    return journal
+
+
+def test_a_snapshot_restores_every_order_and_the_account_events(real_data, simulated_desk) -> None:
+    # Arrange
+    desk = simulated_desk()
+    _trade(desk, real_data)
+    snapshot = desk.orders.snapshot()
+
+    # Act
+    restored = simulated_desk()
+    restored.orders.restore(snapshot)
+
+    # Assert
+    assert restored.orders.snapshot() == snapshot
+    assert restored.orders.fills() == desk.orders.fills()
+    assert restored.orders.account_events() == desk.orders.account_events()
+    assert restored.orders.next_client_order_id() == "keel-4"
+
+
+def test_replaying_the_journal_rebuilds_the_orders_and_positions(real_data, simulated_desk) -> None:
+    # Arrange
+    desk = simulated_desk()
+    journal = _trade(desk, real_data)
+    rebuilt = simulated_desk()
+
+    # Act
+    for message in journal:
+        event = rebuilt.orders.replay(message)
+        if event is not None:
+            rebuilt.positions.replay(event)
+
+    # Assert
+    assert rebuilt.orders.snapshot() == desk.orders.snapshot()
+    assert rebuilt.positions.quantity(BTC) == desk.positions.quantity(BTC) == Decimal("0.002")
+    assert rebuilt.positions.fees_paid == desk.positions.fees_paid
+    assert rebuilt.seen == []
+
+
+def test_replaying_a_message_twice_changes_nothing(real_data, simulated_desk) -> None:
+    # Arrange
+    desk = simulated_desk()
+    journal = _trade(desk, real_data)
+    rebuilt = simulated_desk()
+    for message in journal:
+        rebuilt.orders.replay(message)
+
+    # Act
+    again = [rebuilt.orders.replay(message) for message in journal]
+
+    # Assert
+    assert again == [None] * len(journal)
+    assert rebuilt.orders.snapshot() == desk.orders.snapshot()
+
+
+def test_reconciliation_applies_what_the_journal_missed_and_closes_what_never_reached_the_venue(
+    real_data, simulated_desk
+) -> None:
+    # Arrange: the journal kept every order (written ahead) but lost the events buffered after the
+    # first fill; the venue went on. One more order was journaled but never left keel.
+    desk = simulated_desk()
+    journal = _trade(desk, real_data)
+    first_fill = next(i for i, m in enumerate(journal) if isinstance(m, OrderFilled))
+    kept = journal[: first_fill + 1] + [m for m in journal[first_fill + 1 :] if isinstance(m, SubmitOrder)]
+    restarted = Desk(desk.exchange, desk.clock)
+    for message in kept:
+        event = restarted.orders.replay(message)
+        if event is not None:
+            restarted.positions.replay(event)
+    never_sent = restarted.command(
+        SubmitOrder, client_order_id="keel-9", symbol=ETH, side=OrderSide.BUY, order_type=OrderType.MARKET,
+        quantity=Decimal("0.01"),
+    )  # fmt: skip
+    restarted.orders.replay(never_sent)
+
+    # Act
+    result = _run_now(restarted.orders.reconcile(0))
+    restarted.bus.drain()
+
+    # Assert
+    assert result.missed_fills == len(desk.orders.fills()) - 1
+    assert result.never_sent_orders == ["keel-9"] and result.adopted_orders == []
+    assert result.mismatches == []
+    assert restarted.orders.orders["keel-9"].status is OrderStatus.REJECTED
+    for client_order_id, order in desk.orders.orders.items():
+        mine = restarted.orders.orders[client_order_id]
+        assert (mine.status, mine.filled_quantity) == (order.status, order.filled_quantity)
+    assert restarted.positions.quantity(BTC) == desk.positions.quantity(BTC)
+
+
+def test_reconciliation_adopts_an_order_only_the_venue_knows(real_data, simulated_desk) -> None:
+    # Arrange: an order placed at the venue by someone else (another client id namespace).
+    desk = simulated_desk()
+    manual = desk.command(
+        SubmitOrder, client_order_id="web_1", symbol=BTC, side=OrderSide.BUY, order_type=OrderType.LIMIT,
+        quantity=Decimal("0.002"), price=Decimal("50000"),
+    )  # fmt: skip
+    desk.exchange.submit(manual)
+    restarted = Desk(desk.exchange, desk.clock)
+    journal: list[Message] = []
+    restarted.orders.set_write_ahead(journal.append)
+
+    # Act
+    result = _run_now(restarted.orders.reconcile(0))
+    restarted.bus.drain()
+
+    # Assert
+    assert result.adopted_orders == ["web_1"]
+    assert restarted.orders.orders["web_1"].status is OrderStatus.ACCEPTED
+    assert [m.client_order_id for m in journal] == ["web_1"]

@@ -11,6 +11,7 @@ from keel.core.messages import (
     BarClosed,
     ComponentStateChanged,
     HealthChanged,
+    ReconciliationCompleted,
     RiskBreached,
     SetTradingState,
     SystemHealth,
@@ -202,3 +203,64 @@ def test_handler_errors_degrade_until_a_clean_interval() -> None:
     assert degraded[0] is SystemHealth.DEGRADED
     assert len(degraded[1]) == 1 and degraded[1][0].endswith("bus handler errors")
     assert monitor.health is SystemHealth.HEALTHY
+
+
+def reconciled(*mismatches: str) -> ReconciliationCompleted:
+    return ReconciliationCompleted(
+        adopted_orders=(),
+        resolved_orders=("keel-4",),
+        never_sent_orders=(),
+        missed_fills=1,
+        missed_funding=0,
+        mismatches=mismatches,
+        ts_event=0,
+        ts_init=0,
+    )
+
+
+def test_a_reconciliation_mismatch_is_unhealthy_and_halts_until_an_operator_resumes() -> None:
+    # Arrange
+    bus, _, monitor, desk, _, _ = wired()
+
+    # Act
+    bus.publish(reconciled("position BTCUSDT: keel 0.004, venue 0.006"))
+    bus.drain()
+    during = (monitor.health, desk.state, monitor.reasons())
+    bus.publish(SetTradingState(state=TradingState.ACTIVE, reason="operator checked the venue", ts_event=0, ts_init=0))
+    bus.drain()
+
+    # Assert
+    assert during[0] is SystemHealth.UNHEALTHY and during[1] is TradingState.HALTED
+    assert during[2] == ["reconciliation mismatch: position BTCUSDT: keel 0.004, venue 0.006"]
+    assert desk.commands[0].reason.startswith("reconciliation mismatch with the venue")
+    assert monitor.health is SystemHealth.HEALTHY and desk.state is TradingState.ACTIVE
+
+
+def test_a_clean_reconciliation_changes_nothing() -> None:
+    # Arrange
+    bus, _, monitor, desk, changes, _ = wired()
+
+    # Act
+    bus.publish(reconciled())
+    bus.drain()
+
+    # Assert
+    assert monitor.health is SystemHealth.HEALTHY and desk.state is TradingState.ACTIVE
+    assert desk.commands == [] and changes == []
+
+
+def test_a_mismatch_is_only_reported_when_configured_so() -> None:
+    # Arrange
+    bus = EventBus()
+    desk = TradingDesk(bus)
+    monitor = SystemMonitor(bus, SimulatedClock(0), mismatch_state=None)
+    monitor.start()
+    bus.drain()
+
+    # Act
+    bus.publish(reconciled("wallet balance: keel 10000, venue 9990"))
+    bus.drain()
+
+    # Assert
+    assert monitor.health is SystemHealth.UNHEALTHY
+    assert desk.commands == []
