@@ -33,6 +33,7 @@ from keel.core.bus import EventBus
 from keel.core.clock import Clock
 from keel.core.component import Component
 from keel.core.error_codes import BinanceErrorCode
+from keel.core.fsm import TradingState
 from keel.core.instruments import Instrument, Rounding
 from keel.core.messages import (
     BarClosed,
@@ -50,7 +51,6 @@ from keel.core.messages import (
     TradeTick,
     TradingStateChanged,
 )
-from keel.core.fsm import TradingState
 from keel.core.orders import OrderSide, OrderType, TimeInForce
 from keel.execution.algorithms import ExecutionStyle, MarketState, Slice, choose_style, twap_schedule, vwap_schedule
 from keel.execution.order_manager import OrderManager

@@ -59,4 +59,3 @@ async def running_session(
 
 def bearer(token: str = TOKEN) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
