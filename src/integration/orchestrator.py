@@ -13,6 +13,7 @@ against these methods (:class:`keel.web.service.TradingService`).
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -33,7 +34,7 @@ from keel.core.orders import Order, OrderSide, OrderType
 from keel.integration.pipeline import Pipeline
 from keel.integration.reports import iso_time
 from keel.integration.system_monitor import SystemMonitor, worst_health
-from keel.persistence import AuditLog
+from keel.persistence import AuditLog, Settings
 
 
 class UnknownStrategyError(KeyError):
@@ -57,11 +58,13 @@ class TradingOrchestrator:
         config: KeelConfig,
         audit_log: AuditLog | None = None,
         monitor: SystemMonitor | None = None,
+        settings: Settings | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.monitor = monitor
         self.config = config
         self.audit_log = audit_log
+        self.settings = settings
         self.running = False
         self._last_market_data: float | None = None
         for kind in (BarClosed, BookUpdated, TradeTick):
@@ -314,7 +317,23 @@ class TradingOrchestrator:
         ValueError
             If a limit is unknown or its value invalid; nothing changes then.
         """
-        return dataclasses.asdict(self.pipeline.risk.update_limits(limits))
+        updated = dataclasses.asdict(self.pipeline.risk.update_limits(limits))
+        if self.settings is not None:
+            self.settings.save_risk_limits({name: updated[name] for name in limits}, "operator", time.time_ns())
+        return updated
+
+    def apply_saved_settings(self) -> None:
+        """Put back the risk limits and strategy switches operators set before a restart."""
+        if self.settings is None:
+            return
+        saved = self.settings.risk_limits()
+        if saved:
+            self.pipeline.risk.update_limits({name: float(value) for name, value in saved.items()})
+        for name, record in sorted(self.settings.strategies().items()):
+            try:
+                self._switch_strategy(name, record.enabled)
+            except UnknownStrategyError:
+                continue  # a strategy the current configuration no longer runs
 
     def start_strategy(self, name: str) -> dict[str, Any]:
         """Let a strategy's signals count again (``strategy_manager``: every signal is published again)."""
@@ -325,6 +344,18 @@ class TradingOrchestrator:
         return self._set_strategy(name, False)
 
     def _set_strategy(self, name: str, enabled: bool) -> dict[str, Any]:
+        self._switch_strategy(name, enabled)
+        if self.settings is not None:
+            self.settings.save_strategy(name, "strategy", self._strategy_parameters(name), enabled, time.time_ns())
+        return {"name": name, "enabled": enabled}
+
+    def _strategy_parameters(self, name: str) -> dict[str, Any]:
+        manager = self.pipeline.strategy.manager
+        strategy = next((s for s in manager.strategies if s.name == name), None)
+        parameters = {} if strategy is None else getattr(strategy, "parameters", {})
+        return json.loads(json.dumps(parameters, default=str))
+
+    def _switch_strategy(self, name: str, enabled: bool) -> None:
         runner = self.pipeline.strategy
         if name == runner.manager.name and name not in {s.name for s in runner.manager.strategies}:
             runner.enabled = enabled
@@ -333,7 +364,6 @@ class TradingOrchestrator:
                 runner.manager.set_strategy_enabled(name, enabled)
             except KeyError:
                 raise UnknownStrategyError(name) from None
-        return {"name": name, "enabled": enabled}
 
     def _active_strategies(self) -> list[str]:
         runner = self.pipeline.strategy

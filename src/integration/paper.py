@@ -54,7 +54,7 @@ from keel.integration.state_manager import StateManager
 from keel.integration.system_monitor import SystemMonitor
 from keel.market_data.feed_health import FeedHealthMonitor
 from keel.market_data.feeds import INTERVAL_MS
-from keel.persistence import AuditLog, Database, Journal, Snapshots
+from keel.persistence import AuditLog, Database, Journal, Settings, Snapshots
 
 _log = structlog.get_logger("keel.paper")
 
@@ -117,8 +117,9 @@ class PaperSession:
             restore_state(self.pipeline, journal, snapshots, self.plan)
         self.monitors = self._monitors(config, bus)
         self.orchestrator = TradingOrchestrator(
-            self.pipeline, config, AuditLog(self.database), monitor=self.monitors[0]
+            self.pipeline, config, AuditLog(self.database), monitor=self.monitors[0], settings=Settings(self.database)
         )
+        self.orchestrator.apply_saved_settings()
 
     def _plan(
         self, config: KeelConfig, journal: Journal, instruments: dict[str, Any]

@@ -13,7 +13,15 @@ import pytest
 from keel.api.simulated_exchange import SimulatedExchange
 from keel.core.bus import EventBus
 from keel.core.clock import SimulatedClock
-from keel.core.messages import BookUpdated, ExecutionCompleted, MarketDataEvent, OrderFilled, TradeTick
+from keel.core.fsm import TradingState
+from keel.core.messages import (
+    BookUpdated,
+    ExecutionCompleted,
+    MarketDataEvent,
+    OrderFilled,
+    TradeTick,
+    TradingStateChanged,
+)
 from keel.core.orders import ClientOrderIdGenerator, LiquiditySide, OrderSide
 from keel.execution.algorithms import ExecutionStyle, Slice, twap_schedule
 from keel.execution.order_manager import OrderManager
@@ -100,6 +108,31 @@ def test_twap_follows_its_schedule_within_one_slice_on_the_real_session():
     one_slice = Decimal("0.800") / 8 * Decimal("1.5")  # the largest jittered slice
     assert max(worst) <= one_slice
     assert sorted(worst)[len(worst) // 2] <= Decimal("0.002")  # most of the time exactly on schedule
+
+
+def test_a_halt_stops_every_parent_and_no_child_follows():
+    # Arrange: a TWAP parent is working on the real session
+    desk = Desk(RouterSettings(twap_horizon_seconds=240, twap_slices=8, seed=7))
+    start = first_book_index() + 1
+    desk.play(0, start)
+    parent = desk.router.execute_twap(BTC, OrderSide.BUY, Decimal("0.800"))
+    desk.play(start, start + 200)
+    sent_before = len(desk.orders.orders)
+
+    # Act
+    desk.bus.publish(
+        TradingStateChanged(
+            previous=TradingState.ACTIVE, state=TradingState.HALTED, reason="operator", ts_event=0, ts_init=0
+        )
+    )
+    desk.bus.drain()
+    desk.play(start + 200, len(session()))
+
+    # Assert
+    assert parent.parent_order_id not in desk.router.parents
+    assert desk.completed().reason == "trading halted: operator"
+    assert len(desk.orders.orders) == sent_before
+    assert desk.orders.open_orders() == []
 
 
 def test_twap_schedule_is_seeded_sums_to_one_and_stays_within_bounds():

@@ -5,7 +5,8 @@ BTCUSDT and ETHUSDT 1m bars and kills itself with SIGKILL at one chosen
 point: right after an order was written ahead to the journal (before the
 venue call), right after the venue committed a change (before keel heard of
 it), right after keel applied a venue report, right after a journal write,
-or right after a state snapshot. The venue's state lives in its own file, as
+or right after a state snapshot (the stress run also kills the restarted
+runs early, during or just after their reconciliation). The venue's state lives in its own file, as
 a real venue's would. The test then restarts the session in this process; it
 recovers (snapshot, journal, reconciliation) and runs to the end of the data.
 After that, keel and the venue must agree exactly: every venue order is
@@ -46,7 +47,15 @@ from keel.core.orders import OrderStatus
 from keel.integration.paper import PaperSession
 from keel.persistence import Database, Journal
 
-KILL_POINTS = ("before_write_ahead", "after_write_ahead", "venue_commit", "report", "journal_write", "snapshot")
+KILL_POINTS = (
+    "before_write_ahead",
+    "after_write_ahead",
+    "venue_commit",
+    "venue_order_commit",
+    "report",
+    "journal_write",
+    "snapshot",
+)
 """Where the child kills itself, each counted by occurrence."""
 
 REPORTS = (OrderAccepted, OrderFilled, OrderCanceled, OrderExpired, OrderRejected)
@@ -136,8 +145,11 @@ def instrument(session: PaperSession, killer: Killer) -> None:
 
     def venue_commit(change: Any) -> None:
         commit(change)
-        if change.trades or any(True for _ in change.orders):
-            killer.reached("venue_commit")
+        if change.baseline:
+            return  # the whole venue, written once as the wrapper is installed
+        killer.reached("venue_commit")
+        if change.trades or change.orders:
+            killer.reached("venue_order_commit")
 
     exchange.set_commit_handler(venue_commit)
     bus = session.pipeline.bus
@@ -242,11 +254,15 @@ def crash_and_recover(
     config = crash_config(tmp_path, latency_ms=latency_ms)
     counts = reference_counts(tmp_path_factory, latency_ms).by_point
     for attempt in range(crashes):
-        point = rng.choice([p for p in KILL_POINTS if counts.get(p, 0) > 0])
-        occurrence = rng.randint(1, counts[point])
-        exit_code = crash(config, tmp_path / "run", point, occurrence)
         if attempt == 0:
-            assert exit_code == -signal.SIGKILL, f"the run did not reach {point} #{occurrence}"
+            point = rng.choice([p for p in KILL_POINTS if counts.get(p, 0) > 0])
+            # Leave a later crash some of the run to happen in.
+            occurrence = rng.randint(1, max(1, counts[point] * (4 if crashes == 1 else 3) // 4))
+        else:
+            # A recovered run starts with its reconciliation: crash it there, or a little later.
+            point, occurrence = "venue_commit", rng.randint(1, 30)
+        exit_code = crash(config, tmp_path / "run", point, occurrence)
+        assert exit_code == -signal.SIGKILL, f"run {attempt + 1} did not reach {point} #{occurrence}"
     session = run_session(config, tmp_path / "run")
     assert session.plan.recover, "the restart did not recover the crashed session"
     assert_keel_agrees_with_the_venue(session, f"sqlite:///{tmp_path / 'keel.db'}")

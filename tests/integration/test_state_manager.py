@@ -73,3 +73,19 @@ def test_the_journal_holds_the_runs_state_changes_in_order(tmp_path: Path) -> No
     assert len({f.trade_id for f in fills}) == len(fills)
     assert session.state.journaled == len(entries)
     assert not any(isinstance(m, TradingStateChanged) for _, m in entries)
+
+
+def test_operator_limits_and_strategy_switches_survive_a_restart(tmp_path: Path) -> None:
+    # Arrange: an operator tightens leverage and stops a strategy, then the process stops
+    first = PaperSession(config_in(tmp_path), tmp_path / "first")
+    name = first.orchestrator.strategies()[0]["name"]
+    first.orchestrator.update_risk_limits({"max_leverage": 1.5})
+    first.orchestrator.stop_strategy(name)
+    asyncio.run(first.run())
+
+    # Act
+    second = PaperSession(config_in(tmp_path), tmp_path / "second")
+
+    # Assert
+    assert second.pipeline.risk.limits.max_leverage == 1.5
+    assert [s["enabled"] for s in second.orchestrator.strategies() if s["name"] == name] == [False]
