@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import random
 import signal
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from sqlalchemy import create_engine, text
 
 from keel.api.simulated_exchange import ExchangeState
 from keel.config import KeelConfig, load_config
@@ -64,7 +66,7 @@ CRASH_CASES = 54
 STRESS_CASES = 300
 
 
-def crash_config(output_dir: Path, *, latency_ms: float) -> KeelConfig:
+def crash_config(output_dir: Path, *, latency_ms: float, database_url: str | None = None) -> KeelConfig:
     """Six hours of real 1m bars of two symbols, a fast moving-average cross (about 150 orders), fast replay."""
     config = load_config("paper", environ={})
     data = config.data.model_validate(
@@ -83,7 +85,9 @@ def crash_config(output_dir: Path, *, latency_ms: float) -> KeelConfig:
             ),
             "exchange": config.exchange.model_copy(update={"latency_ms": latency_ms}),
             "paper": config.paper.model_copy(update={"speed": 1.0e9, "status_interval_seconds": 3600.0}),
-            "persistence": config.persistence.model_copy(update={"snapshot_every": 40, "journal_flush_every": 25}),
+            "persistence": config.persistence.model_copy(
+                update={"snapshot_every": 40, "journal_flush_every": 25, "url": database_url}
+            ),
             "portfolio": config.portfolio.model_copy(
                 update={"rebalance_interval_minutes": 15, "rebalance_threshold": 0.02}
             ),
@@ -225,8 +229,9 @@ def assert_keel_agrees_with_the_venue(session: PaperSession, database_url: str) 
         if client_order_id not in venue_ids:
             assert order.status in (OrderStatus.REJECTED, OrderStatus.DENIED), f"{order} is unknown to the venue"
             assert order.filled_quantity == 0
-    journal = Journal(Database(database_url))
-    session_journal = [m for _, m in journal.read(session.plan.first_sequence)]
+    database = Database(database_url)
+    session_journal = [m for _, m in Journal(database).read(session.plan.first_sequence)]
+    database.dispose()
     submitted = [m.client_order_id for m in session_journal if isinstance(m, SubmitOrder)]
     assert len(submitted) == len(set(submitted)), "an order was submitted twice"
     duplicate_ids = [
@@ -246,12 +251,20 @@ def assert_keel_agrees_with_the_venue(session: PaperSession, database_url: str) 
 
 
 def crash_and_recover(
-    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, seed: int, crashes: int = 1
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    seed: int,
+    crashes: int = 1,
+    database_url: str | None = None,
 ) -> PaperSession:
-    """Crash a session ``crashes`` times at random points, then recover it to the end; return the last session."""
+    """Crash a session ``crashes`` times at random points, then recover it to the end; return the last session.
+
+    keel's database is SQLite in ``tmp_path`` unless ``database_url`` names another.
+    """
     rng = random.Random(seed)
     latency_ms = rng.choice((0.0, 250.0))
-    config = crash_config(tmp_path, latency_ms=latency_ms)
+    database_url = database_url or f"sqlite:///{tmp_path / 'keel.db'}"
+    config = crash_config(tmp_path, latency_ms=latency_ms, database_url=database_url)
     counts = reference_counts(tmp_path_factory, latency_ms).by_point
     for attempt in range(crashes):
         if attempt == 0:
@@ -265,7 +278,7 @@ def crash_and_recover(
         assert exit_code == -signal.SIGKILL, f"run {attempt + 1} did not reach {point} #{occurrence}"
     session = run_session(config, tmp_path / "run")
     assert session.plan.recover, "the restart did not recover the crashed session"
-    assert_keel_agrees_with_the_venue(session, f"sqlite:///{tmp_path / 'keel.db'}")
+    assert_keel_agrees_with_the_venue(session, database_url)
     return session
 
 
@@ -277,6 +290,26 @@ def test_crash_at_a_random_point_loses_and_duplicates_nothing(
     session = crash_and_recover(tmp_path, tmp_path_factory, seed)
 
     # Assert (the agreement itself is asserted inside): the recovered run finished its data
+    assert session.status()["feed_finished"] is True
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_crash_recovery_on_postgresql_loses_and_duplicates_nothing(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, postgres_url: str, seed: int
+) -> None:
+    # Arrange: keel's journal on the real PostgreSQL server, in a database of its own
+    name = f"keel_crash_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+
+    # Act
+    session = crash_and_recover(
+        tmp_path, tmp_path_factory, 500 + seed, database_url=postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    )
+
+    # Assert
     assert session.status()["feed_finished"] is True
 
 
