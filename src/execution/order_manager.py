@@ -125,6 +125,7 @@ class OrderManager(Component):
         self.duplicate_fills = 0
         self.unknown_reports = 0
         self.venue_errors = 0
+        self.venue_unreachable = 0
         self.venue_latency_seconds: float | None = None
         self.venue_reports = 0
         self.resends = 0
@@ -585,6 +586,8 @@ class OrderManager(Component):
 
     def _venue_failed(self, what: str, error: BaseException, on_error: Callable[[BaseException], None] | None) -> None:
         self.venue_errors += 1
+        if isinstance(error, (*_AMBIGUOUS, ConnectionError)):
+            self.venue_unreachable += 1
         _log.error("venue call failed", call=what, error=repr(error))
         if on_error is not None:
             on_error(error)

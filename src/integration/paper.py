@@ -160,8 +160,14 @@ class PaperSession:
             if settings.reconciliation_mismatch_state == "none"
             else TradingState(settings.reconciliation_mismatch_state)
         )
+        orders = self.pipeline.orders
         system = SystemMonitor(
-            bus, self.clock, stale_data_state=trip, mismatch_state=mismatch, check_interval_ns=interval_ns
+            bus,
+            self.clock,
+            stale_data_state=trip,
+            mismatch_state=mismatch,
+            check_interval_ns=interval_ns,
+            venue_failures=lambda: orders.venue_unreachable,
         )
         feeds = FeedHealthMonitor(
             "market_data.feed_health",

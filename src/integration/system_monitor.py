@@ -1,10 +1,12 @@
 """The system monitor: one verdict on the system's health, with reasons, and safety trips.
 
 :class:`SystemMonitor` listens to component lifecycles, feed health, risk
-breaches and the bus, and keeps every open problem with its severity. Its
-verdict is HEALTHY (no problem), DEGRADED (something works less well: a
-degraded component, a stale feed, a risk breach, handler errors) or UNHEALTHY
-(a component faulted, or stopped while the system runs); every change is
+breaches, reconciliations, the bus and the venue's unanswered calls, and
+keeps every open problem with its severity. Its verdict is HEALTHY (no
+problem), DEGRADED (something works less well: a degraded component, a stale
+feed, a risk breach, handler errors, venue calls without an answer) or
+UNHEALTHY (a component faulted, or stopped while the system runs, or a
+reconciliation mismatch); every change is
 published as ``HealthChanged``. By configuration it trips the trading state:
 a stale feed moves trading to ``stale_data_state`` (REDUCING by default), and
 back to ACTIVE when every feed has recovered, unless something else moved the
@@ -15,7 +17,7 @@ operator resumes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from keel.core.bus import EventBus
 from keel.core.clock import Clock, TimeEvent
@@ -48,7 +50,10 @@ class SystemMonitor(Component):
         Trading state a reconciliation mismatch with the venue moves to (None:
         report only). It stays until an operator resumes.
     check_interval_ns
-        How often the bus's handler errors are checked.
+        How often the bus's handler errors and the venue's failures are checked.
+    venue_failures
+        Returns how many venue calls so far got no answer (timeouts, lost
+        connections); None: the venue is not watched.
     """
 
     def __init__(
@@ -59,6 +64,7 @@ class SystemMonitor(Component):
         stale_data_state: TradingState | None = TradingState.REDUCING,
         mismatch_state: TradingState | None = TradingState.HALTED,
         check_interval_ns: int = 60_000_000_000,
+        venue_failures: Callable[[], int] | None = None,
     ) -> None:
         super().__init__("integration.monitor", bus, clock)
         self.stale_data_state = stale_data_state
@@ -70,6 +76,8 @@ class SystemMonitor(Component):
         self._tripped = False
         self._trading_state = TradingState.ACTIVE
         self._handler_errors = 0
+        self._venue_failures = venue_failures
+        self._venue_failures_seen = 0
 
     def on_start(self) -> None:
         """Listen to lifecycles, feeds, breaches and trading states; check the bus on a timer."""
@@ -143,13 +151,23 @@ class SystemMonitor(Component):
                 self._close(key)
 
     def check_bus(self, _event: TimeEvent | None = None) -> None:
-        """Degrade while bus handlers keep raising; clear once a whole interval passes without an error."""
+        """Degrade while bus handlers keep raising or venue calls go unanswered; clear after a clean interval."""
         errors = self.bus.handler_errors
         if errors > self._handler_errors:
             self._open("bus", SystemHealth.DEGRADED, f"{errors - self._handler_errors} bus handler errors")
         else:
             self._close("bus")
         self._handler_errors = errors
+        if self._venue_failures is not None:
+            self._check_venue(self._venue_failures())
+
+    def _check_venue(self, failures: int) -> None:
+        if failures > self._venue_failures_seen:
+            unanswered = failures - self._venue_failures_seen
+            self._open("venue", SystemHealth.DEGRADED, f"venue unreachable: {unanswered} calls got no answer")
+        else:
+            self._close("venue")
+        self._venue_failures_seen = failures
 
     def _trip(self, reason: str) -> None:
         target = self.stale_data_state

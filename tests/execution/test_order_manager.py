@@ -543,6 +543,7 @@ def test_ambiguous_submit_that_reached_the_venue_is_resolved_by_query_without_re
     assert venue.sent == ["keel-1"]
     assert desk.orders.orders["keel-1"].status is not OrderStatus.SUBMITTED
     assert desk.orders.resends == 0 and not desk.orders.unresolved
+    assert desk.orders.venue_unreachable == 1
 
 
 def test_ambiguous_submit_that_never_arrived_is_resent_under_the_same_id(ambiguous_desk):

@@ -264,3 +264,25 @@ def test_a_mismatch_is_only_reported_when_configured_so() -> None:
     # Assert
     assert monitor.health is SystemHealth.UNHEALTHY
     assert desk.commands == []
+
+
+def test_unanswered_venue_calls_degrade_health_until_a_clean_interval() -> None:
+    # Arrange: the venue probe counts calls that got no answer
+    bus = EventBus()
+    clock = SimulatedClock(0)
+    unanswered = [0]
+    monitor = SystemMonitor(bus, clock, check_interval_ns=NANOS_PER_MINUTE, venue_failures=lambda: unanswered[0])
+    monitor.start()
+    bus.drain()
+
+    # Act
+    unanswered[0] = 2
+    clock.advance_to(NANOS_PER_MINUTE)
+    bus.drain()
+    during = (monitor.health, monitor.reasons())
+    clock.advance_to(2 * NANOS_PER_MINUTE)
+    bus.drain()
+
+    # Assert
+    assert during == (SystemHealth.DEGRADED, ["venue unreachable: 2 calls got no answer"])
+    assert monitor.health is SystemHealth.HEALTHY
