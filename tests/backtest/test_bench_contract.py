@@ -23,6 +23,7 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
         "bench_portfolio.py",
         "bench_risk.py",
         "bench_execution.py",
+        "bench_recovery.py",
     ],
 )
 def test_benchmark_prints_one_json_line(script: str) -> None:
