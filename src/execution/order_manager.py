@@ -398,39 +398,55 @@ class OrderManager(Component):
         """
         result = Reconciliation()
         venue = self.exchange
-        statuses: dict[str, OrderStatusReport | None] = {}
-        for order in self.open_orders():
-            statuses[order.client_order_id] = await venue.query_order(order.symbol, order.client_order_id)
-        for report in await venue.open_orders():
-            if report.client_order_id not in self.orders:
-                self._adopt(report, result)
-                statuses[report.client_order_id] = report
+        statuses = await self._venue_statuses(result)
         trades = await venue.account_trades(None, since_ns)
-        for trade in trades:
-            known = trade.client_order_id in self.orders or trade.client_order_id.startswith(VENUE_LIQUIDATION_PREFIX)
-            if not known:
-                report = await venue.query_order(trade.symbol, trade.client_order_id)
-                if report is None:
-                    result.mismatches.append(f"fill {trade.trade_id} of an order the venue cannot find")
-                    continue
-                self._adopt(report, result)
-                statuses[report.client_order_id] = report
+        await self._adopt_traded(trades, statuses, result)
         for client_order_id, report in statuses.items():
             if report is not None and self.orders[client_order_id].status is OrderStatus.SUBMITTED:
                 self._publish_settlement(OrderAccepted, client_order_id, venue_order_id=report.venue_order_id)
-        for trade in trades:
-            if (
-                trade.client_order_id in self.orders or trade.client_order_id.startswith(VENUE_LIQUIDATION_PREFIX)
-            ) and self._take(trade):
-                result.missed_fills += 1
-                self.bus.publish(trade)
+        result.missed_fills = sum(
+            self._apply_missed(trade) for trade in trades if self._is_known(trade.client_order_id)
+        )
         for client_order_id, report in statuses.items():
             self._close_settled(client_order_id, report, result)
-        for payment in await venue.funding_payments(since_ns):
-            if self._take(payment):
-                result.missed_funding += 1
-                self.bus.publish(payment)
+        result.missed_funding = sum(self._apply_missed(payment) for payment in await venue.funding_payments(since_ns))
         return result
+
+    async def _venue_statuses(self, result: Reconciliation) -> dict[str, OrderStatusReport | None]:
+        """Query every order open in keel; adopt the venue's open orders keel does not know."""
+        statuses: dict[str, OrderStatusReport | None] = {}
+        for order in self.open_orders():
+            statuses[order.client_order_id] = await self.exchange.query_order(order.symbol, order.client_order_id)
+        for report in await self.exchange.open_orders():
+            if report.client_order_id not in self.orders:
+                self._adopt(report, result)
+                statuses[report.client_order_id] = report
+        return statuses
+
+    async def _adopt_traded(
+        self, trades: list[OrderFilled], statuses: dict[str, OrderStatusReport | None], result: Reconciliation
+    ) -> None:
+        """Adopt the orders of venue trades keel does not know (closed ones the open-order query missed)."""
+        for trade in trades:
+            if self._is_known(trade.client_order_id):
+                continue
+            report = await self.exchange.query_order(trade.symbol, trade.client_order_id)
+            if report is None:
+                result.mismatches.append(f"fill {trade.trade_id} of an order the venue cannot find")
+                continue
+            self._adopt(report, result)
+            statuses[report.client_order_id] = report
+
+    def _is_known(self, client_order_id: str) -> bool:
+        """Whether reports of this order are keel's to apply (its own orders and the venue's liquidations)."""
+        return client_order_id in self.orders or client_order_id.startswith(VENUE_LIQUIDATION_PREFIX)
+
+    def _apply_missed(self, event: AccountEvent) -> bool:
+        """Apply and publish a venue record keel never applied; return whether it was missed."""
+        if not self._take(event):
+            return False
+        self.bus.publish(event)
+        return True
 
     def _adopt(self, report: OrderStatusReport, result: Reconciliation) -> None:
         """Take an order the venue has and keel does not: record and journal it."""

@@ -36,9 +36,7 @@ import structlog
 
 from keel.api import MarketCursor
 from keel.core.messages import (
-    BarClosed,
     CancelAllOrders,
-    FundingRateUpdated,
     MarketDataEvent,
     ReconciliationCompleted,
     SessionEnded,
@@ -54,8 +52,6 @@ _log = structlog.get_logger("keel.recovery")
 
 BALANCE_TOLERANCE = Decimal("0.00000001")
 """Largest wallet difference (USDT) that is rounding, not a mismatch."""
-
-_CURSOR_KINDS: dict[type[MarketDataEvent], str] = {BarClosed: "bar", FundingRateUpdated: "funding"}
 
 
 class RecoveredState(msgspec.Struct, frozen=True, kw_only=True):
@@ -185,14 +181,12 @@ def events_after(feed: Iterable[MarketDataEvent], cursor: MarketCursor | None) -
     Events of the cursor's time up to and including the cursor's own event
     were processed before the restart and are skipped.
     """
-    passed = cursor is None
-    for event in feed:
-        if not passed:
-            assert cursor is not None
-            if event.ts_event < cursor.ts_event:
-                continue
-            if event.ts_event == cursor.ts_event:
-                passed = _CURSOR_KINDS.get(type(event)) == cursor.kind and event.symbol == cursor.symbol
-                continue
-            passed = True
-        yield event
+    events = iter(feed)
+    if cursor is not None:
+        for event in events:
+            if event.ts_event > cursor.ts_event:
+                yield event
+                break
+            if event.ts_event == cursor.ts_event and MarketCursor.of(event) == cursor:
+                break
+    yield from events
