@@ -204,15 +204,6 @@ def reference_counts(tmp_path_factory: pytest.TempPathFactory, latency_ms: float
     return _COUNTS[latency_ms]
 
 
-def _run_now(coroutine: Any) -> Any:
-    try:
-        coroutine.send(None)
-    except StopIteration as stop:
-        return stop.value
-    coroutine.close()
-    raise AssertionError("the simulated exchange suspended")
-
-
 def assert_keel_agrees_with_the_venue(session: PaperSession, database_url: str) -> None:
     """0 lost orders, 0 duplicated orders, 0 duplicated fills, positions and wallet equal to the venue's."""
     pipeline = session.pipeline
@@ -238,11 +229,11 @@ def assert_keel_agrees_with_the_venue(session: PaperSession, database_url: str) 
         o for o in keel_orders.values() if str(int(BinanceErrorCode.DUPLICATED_CLIENT_ORDER_ID)) in o.reason
     ]
     assert duplicate_ids == []
-    venue_trades = _run_now(pipeline.exchange.account_trades())
+    venue_trades = asyncio.run(pipeline.exchange.account_trades())
     applied = [e.trade_id for e in pipeline.orders.account_events() if isinstance(e, OrderFilled)]
     assert len(applied) == len(set(applied)), "a fill was applied twice"
     assert sorted(applied) == sorted(t.trade_id for t in venue_trades), "keel's fills differ from the venue's"
-    venue_positions = {p.symbol: p.quantity for p in _run_now(pipeline.exchange.positions())}
+    venue_positions = {p.symbol: p.quantity for p in asyncio.run(pipeline.exchange.positions())}
     for symbol in {*venue_positions, *pipeline.positions.positions}:
         assert pipeline.positions.quantity(symbol) == venue_positions.get(symbol, 0), symbol
     reconciliations = [m for m in session_journal if isinstance(m, ReconciliationCompleted)]
