@@ -7,7 +7,7 @@ that says ``finished`` (an operator's stop, a crash) is recovered by the next
 start, in four steps:
 
 1. **Snapshot**: the newest state snapshot of the session (orders, the
-   account's fills and funding, the drawdown's peak) is loaded.
+   account's fills and funding, the drawdown's peak, the target weights) is loaded.
 2. **Journal**: every journaled event after it is replayed into the order
    records and positions. Replay is idempotent (fills by trade id, funding by
    funding time), so a snapshot taken ahead of its journal sequence is harmless.
@@ -36,6 +36,7 @@ import structlog
 
 from keel.api import MarketCursor
 from keel.core.messages import (
+    AllocationProposed,
     CancelAllOrders,
     MarketDataEvent,
     ReconciliationCompleted,
@@ -59,6 +60,7 @@ class RecoveredState(msgspec.Struct, frozen=True, kw_only=True):
 
     bookkeeping: OrderBookkeeping
     peak_equity: float
+    allocations: dict[str, float] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +93,11 @@ def plan_session(journal: Journal) -> SessionPlan:
 
 def capture_state(pipeline: Pipeline) -> dict[str, Any]:
     """Return the snapshot of a pipeline's recoverable state (JSON-ready)."""
-    state = RecoveredState(bookkeeping=pipeline.orders.snapshot(), peak_equity=pipeline.risk.peak_equity)
+    state = RecoveredState(
+        bookkeeping=pipeline.orders.snapshot(),
+        peak_equity=pipeline.risk.peak_equity,
+        allocations=pipeline.allocator.weights(),
+    )
     return json.loads(msgspec.json.encode(state))
 
 
@@ -110,8 +116,11 @@ def restore_state(pipeline: Pipeline, journal: Journal, snapshots: Snapshots, pl
         for event in state.bookkeeping.account_events:
             positions.replay(event)
         pipeline.risk.restore_peak_equity(state.peak_equity)
+        pipeline.allocator.restore_weights(state.allocations)
     replayed = 0
     for _sequence, message in journal.read(after):
+        if isinstance(message, AllocationProposed):
+            pipeline.allocator.restore_weights(message.weights)
         account_event = orders.replay(message)
         if account_event is not None:
             positions.replay(account_event)

@@ -1,6 +1,6 @@
 """The state manager: every event that changes trading state goes to the journal.
 
-:class:`StateManager` appends order lifecycle events, fills, positions,
+:class:`StateManager` appends target allocations, order lifecycle events, fills, positions,
 funding, liquidations, risk-limit changes and trading-state changes to the
 journal (:class:`keel.persistence.Journal`) in publish order. It buffers
 appends and flushes them in one transaction every ``flush_every`` events, at
@@ -29,6 +29,7 @@ from keel.core.clock import Clock
 from keel.core.component import Component
 from keel.core.fsm import TradingState
 from keel.core.messages import (
+    AllocationProposed,
     FundingPaid,
     Lane,
     Message,
@@ -53,6 +54,7 @@ from keel.persistence import Journal, Snapshots
 _log = structlog.get_logger("keel.state")
 
 JOURNALED = (
+    AllocationProposed,
     OrderSubmitted,
     OrderAccepted,
     OrderRejected,

@@ -10,7 +10,7 @@ back to their targets.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from keel.core.bus import EventBus
 from keel.core.clock import Clock, TimeEvent
@@ -90,3 +90,7 @@ class EqualWeightAllocator(Component):
     def weights(self) -> dict[str, float]:
         """Return the current target weights."""
         return {s: d * self.weight for s, d in self._direction.items()}
+
+    def restore_weights(self, weights: Mapping[str, float]) -> None:
+        """Put back the weights last proposed before a restart (nothing is published)."""
+        self._direction = {s: (w > 0) - (w < 0) for s, w in weights.items()}

@@ -489,6 +489,10 @@ class PortfolioOptimizer(Component):
         """Return the weights last proposed."""
         return dict(self._targets)
 
+    def restore_weights(self, weights: Mapping[str, float]) -> None:
+        """Put back the weights last proposed before a restart (nothing is published)."""
+        self._targets = dict(weights)
+
     def _reduced_targets(self, factor: float | None = None) -> dict[str, float]:
         scale = self.reduce_factor if factor is None else factor
         if not 0.0 <= scale < 1.0:

@@ -166,15 +166,17 @@ def test_a_session_stopped_early_is_resumed_by_the_next_start(paper_config_in) -
         return await task
 
     first = PaperSession(config, config.run.output_dir / "first")
-    asyncio.run(stop_after_bars(first, 60))
+    asyncio.run(stop_after_bars(first, 120))
     cursor = first.pipeline.exchange.cursor
     total = sum(1 for _ in build_feed(config))
 
     # Act
     second = PaperSession(config, config.run.output_dir / "second")
+    restored_weights = second.pipeline.allocator.weights()
     final = asyncio.run(second.run())
 
     # Assert
+    assert restored_weights == first.pipeline.allocator.weights() != {}
     assert second.plan.recover and second.plan.session == first.plan.session
     assert cursor is not None and second.feed.summary.first_ns <= cursor.ts_event
     assert final["feed_finished"] is True and final["reconciliation"]["mismatches"] == []
