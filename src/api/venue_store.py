@@ -158,6 +158,25 @@ class VenueStore:
             ) from error
         return True
 
+    def saved_state(self) -> VenueState | None:
+        """Return the stored venue's global state (its cursor, account...) without its orders; None when empty.
+
+        Raises
+        ------
+        OperatorActionRequiredError
+            If the stored state cannot be read.
+        """
+        try:
+            row = self._connection.execute("SELECT state FROM venue WHERE id = 1").fetchone()
+        except sqlite3.DatabaseError as error:
+            raise self._damaged(error) from error
+        if row is None:
+            return None
+        try:
+            return msgspec.json.decode(row[0], type=VenueState)
+        except msgspec.MsgspecError as error:
+            raise self._damaged(error) from error
+
     def reset(self) -> None:
         """Empty the store (a fresh paper account).
 

@@ -40,7 +40,7 @@ from keel.core.fsm import TradingState
 from keel.core.instruments import load_instruments
 from keel.core.messages import BarClosed, CancelAllOrders, MarketDataEvent, SessionEnded, SessionStarted
 from keel.integration.orchestrator import TradingOrchestrator
-from keel.integration.pipeline import Pipeline, build_exchange, build_feed, build_pipeline
+from keel.integration.pipeline import Pipeline, build_feed, build_pipeline
 from keel.integration.recovery import (
     SessionPlan,
     capture_state,
@@ -92,7 +92,7 @@ class PaperSession:
         journal, snapshots = Journal(self.database), Snapshots(self.database)
         instruments = load_instruments(config.exchange.instruments)
         self.venue_store = VenueStore(output / config.paper.venue_state_file)
-        self.plan, cursor = self._plan(config, journal, instruments)
+        self.plan, cursor = self._plan(config, journal)
         if cursor is not None:
             config = _resumed_at(config, cursor)
         self.feed = build_feed(config)
@@ -121,9 +121,7 @@ class PaperSession:
         )
         self.orchestrator.apply_saved_settings()
 
-    def _plan(
-        self, config: KeelConfig, journal: Journal, instruments: dict[str, Any]
-    ) -> tuple[SessionPlan, MarketCursor | None]:
+    def _plan(self, config: KeelConfig, journal: Journal) -> tuple[SessionPlan, MarketCursor | None]:
         """Recover the unfinished session with its venue's cursor, or open a fresh paper account."""
         plan = plan_session(journal)
         if plan.recover and not config.paper.resume:
@@ -131,15 +129,10 @@ class PaperSession:
             journal.append([_closed(plan.session, "closed unfinished: a fresh paper account was asked for")])
             plan = SessionPlan(session=plan.session + 1, recover=False)
         if plan.recover:
-            probe = build_exchange(
-                config,
-                {s: instruments[s] for s in config.data.symbols},
-                SimulatedClock(0),
-                config.exchange.initial_balance,
-            )
-            if self.venue_store.load_into(probe):
+            saved = self.venue_store.saved_state()
+            if saved is not None:
                 _log.warning("recovering an unfinished paper session", session=plan.session)
-                return plan, probe.cursor
+                return plan, saved.cursor
             _log.warning(
                 "the unfinished session's paper venue state is gone: opening a fresh paper account",
                 session=plan.session,

@@ -228,6 +228,23 @@ def test_a_closed_store_stops_following_and_reopens_with_what_it_held(tmp_path: 
     assert restored.exchange.snapshot() == at_close != venue.exchange.snapshot()
 
 
+def test_the_saved_state_holds_the_venues_cursor_without_loading_it(tmp_path: Path) -> None:
+    # Arrange
+    venue = fresh_venue()
+    store = VenueStore(tmp_path / "venue.sqlite")
+    before = store.saved_state()
+    store.attach(venue.exchange)
+    for index in range(12):
+        step(venue, index)
+
+    # Act
+    saved = store.saved_state()
+
+    # Assert
+    assert before is None
+    assert saved is not None and saved.cursor == venue.exchange.cursor is not None
+
+
 def test_an_empty_store_loads_nothing_and_reset_empties_a_store(tmp_path: Path) -> None:
     # Arrange
     path = tmp_path / "venue.sqlite"
