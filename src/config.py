@@ -455,7 +455,10 @@ class StrategyConfig(_Section):
     max_consecutive_errors: int = Field(10, ge=1, description="Errors in a row that switch a strategy off.")
     history_bars: int = Field(20000, ge=100, description="Bars kept per symbol for the strategies.")
     warmup_bars: int = Field(
-        1440, ge=0, description="Recorded bars before data.start the strategies see (untraded) to start warm."
+        1440,
+        ge=0,
+        description="Recorded bars before data.start the strategies, the risk estimates and the optimizer see "
+        "(untraded) to start warm.",
     )
 
     @field_validator("strategies", mode="before")

@@ -342,11 +342,16 @@ def build_pipeline(
     bus.subscribe(FundingRateUpdated, exchange.on_funding, name="exchange.simulated.funding")
     positions = PositionManager(capital, bus, clock)
     runner = StrategyRunner(strategy or build_strategy(config), bus, clock)
-    warmup = build_warmup_feed(config)
-    if warmup is not None:
-        runner.warm_up(warmup)
     allocator = build_allocator(config, bus, clock)
     risk = build_risk(config, instruments, positions, bus, clock)
+    warmup = build_warmup_feed(config)
+    if warmup is not None:
+        history = list(warmup)
+        runner.warm_up(history)
+        bars = [event for event in history if isinstance(event, BarClosed)]
+        risk.warm_up(bars)
+        if isinstance(allocator, PortfolioOptimizer):
+            allocator.warm_up(bars)
     orders = OrderManager(exchange, ClientOrderIdGenerator(client_order_namespace), bus, clock, route_approvals=False)
     styles = {name: ExecutionStyle(style) for name, style in config.execution.styles.items()}
     router = SmartOrderRouter(

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -409,6 +409,20 @@ class PortfolioOptimizer(Component):
 
     def _rebalance_due(self, event: TimeEvent) -> None:
         self.bus.publish(Rebalance(reason="scheduled", ts_event=event.ts, ts_init=self.clock.timestamp_ns()))
+
+    def warm_up(self, bars: Iterable[BarClosed]) -> int:
+        """Keep the closes of recorded bars from before the run (nothing is proposed); return how many.
+
+        The first allocation of the run then estimates from a full history.
+        """
+        count = 0
+        for bar in bars:
+            closes = self._closes.get(bar.symbol)
+            if closes is not None and math.isfinite(bar.close) and bar.close > 0:
+                closes.append((bar.ts_event, bar.close))
+                self._bar_ts = bar.ts_event
+                count += 1
+        return count
 
     def on_bar(self, bar: BarClosed) -> None:
         """Keep the close; credit each strategy with the bar's return on its view."""

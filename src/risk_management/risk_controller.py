@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
@@ -350,12 +350,32 @@ class RiskController(Component):
 
     # --- market data, views, regimes ------------------------------------------------------------
 
+    def warm_up(self, bars: Iterable[BarClosed]) -> int:
+        """Take recorded bars from before the run into ATR and the return window; return how many.
+
+        Nothing is watched or published: the VaR, covariance and ATR estimates
+        start the run ready instead of after ``min_var_observations`` bars.
+        """
+        count = 0
+        for bar in bars:
+            if self._bar_ts is not None and bar.ts_event != self._bar_ts:
+                self._settled_atr = dict(self._atr)
+            self._bar_ts = bar.ts_event
+            self._observe(bar)
+            count += 1
+        self._bar_ts = None
+        self._settled_atr = dict(self._atr)
+        return count
+
     def on_bar(self, bar: BarClosed) -> None:
         """Update ATR and the return window; once per bar time, watch equity, drawdown, VaR and leverage."""
         if self._bar_ts is not None and bar.ts_event != self._bar_ts:
             self._watch(self._bar_ts)
             self._settled_atr = dict(self._atr)
         self._bar_ts = bar.ts_event
+        self._observe(bar)
+
+    def _observe(self, bar: BarClosed) -> None:
         self._bars_per_day = _BARS_PER_DAY.get(bar.interval, self._bars_per_day)
         if not all(math.isfinite(v) for v in (bar.high, bar.low, bar.close)) or bar.close <= 0:
             return

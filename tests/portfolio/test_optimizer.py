@@ -162,6 +162,23 @@ def test_a_view_changing_direction_proposes_optimized_weights(make_bars) -> None
     assert sum(abs(w) for w in second.values()) <= 1.0 + 1e-7
 
 
+def test_a_warmed_up_optimizer_proposes_what_one_fed_the_same_bars_live_proposes(make_bars) -> None:
+    # Arrange
+    bars = make_bars(SYMBOLS, 120)
+    live, warmed = Desk(), Desk()
+    live.feed(bars)
+
+    # Act
+    count = warmed.optimizer.warm_up(bars)
+    warmed.clock.advance_to(live.clock.timestamp_ns())
+    for desk in (live, warmed):
+        desk.signal("ETHUSDT", SignalAction.BUY)
+
+    # Assert
+    assert count == len(bars)
+    assert [p.weights for p in warmed.proposals] == [p.weights for p in live.proposals] != []
+
+
 def test_risk_caps_and_leverage_limit_bound_the_proposal(make_bars) -> None:
     # Arrange
     desk = Desk()

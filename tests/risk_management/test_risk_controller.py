@@ -894,3 +894,28 @@ def test_no_sequence_of_signals_prices_and_fills_takes_exposure_above_a_cap_afte
         else:
             fraction = Decimal(repr(action[1]))
             desk.fill_approved() if fraction > Decimal("0.5") else None
+
+
+def test_warm_up_leaves_the_estimates_a_live_run_of_the_same_bars_leaves_and_publishes_nothing(real_data) -> None:
+    # Arrange: 120 real minutes of BTCUSDT and ETHUSDT after the desks' first bars, interleaved by time
+    history = sorted(
+        [*real_data.bars(BTC, 120, start=1), *real_data.bars(ETH, 120, start=1)],
+        key=lambda bar: (bar.ts_event, bar.symbol),
+    )
+    live, warmed = Desk(), Desk()
+    published: list[object] = []
+    warmed.bus.subscribe_all(published.append)
+
+    # Act
+    for bar in history:
+        live.bus.publish(bar)
+        live.bus.drain()
+    count = warmed.risk.warm_up(history)
+    warmed.bus.drain()
+
+    # Assert
+    assert count == len(history)
+    assert published == []
+    np.testing.assert_array_equal(warmed.risk._window.returns(), live.risk._window.returns())
+    assert warmed.risk._atr == live.risk._atr
+    assert len(warmed.risk._window) >= warmed.risk.min_var_observations
