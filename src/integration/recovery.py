@@ -20,7 +20,8 @@ start, in four steps:
    that placed them did not survive the restart); only then does trading resume.
 
 The feed resumes right after the last market event the venue processed (its
-:class:`~keel.api.MarketCursor`); the strategies warm up on the bars before it.
+:class:`~keel.api.MarketCursor`); the strategies, the risk estimates and the
+optimizer warm up on the recorded bars before it (``strategy.warmup_bars``).
 """
 
 from __future__ import annotations
