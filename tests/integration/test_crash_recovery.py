@@ -47,6 +47,7 @@ from keel.core.messages import (
 )
 from keel.core.orders import OrderStatus
 from keel.integration.paper import PaperSession
+from keel.integration.recovery import balance_mismatches
 from keel.persistence import Database, Journal
 
 KILL_POINTS = (
@@ -236,6 +237,7 @@ def assert_keel_agrees_with_the_venue(session: PaperSession, database_url: str) 
     venue_positions = {p.symbol: p.quantity for p in asyncio.run(pipeline.exchange.positions())}
     for symbol in {*venue_positions, *pipeline.positions.positions}:
         assert pipeline.positions.quantity(symbol) == venue_positions.get(symbol, 0), symbol
+    assert balance_mismatches(pipeline.positions, asyncio.run(pipeline.exchange.balances())) == []
     reconciliations = [m for m in session_journal if isinstance(m, ReconciliationCompleted)]
     assert reconciliations and all(r.mismatches == () for r in reconciliations)
     assert pipeline.risk.trading_state.value == "ACTIVE"

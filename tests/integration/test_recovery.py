@@ -14,12 +14,13 @@ from keel.core.bus import EventBus
 from keel.core.clock import SimulatedClock
 from keel.core.messages import (
     FundingRateUpdated,
+    OrderFilled,
     OrderSubmitted,
     SessionEnded,
     SessionStarted,
     SubmitOrder,
 )
-from keel.core.orders import OrderSide, OrderType
+from keel.core.orders import LiquiditySide, OrderSide, OrderType
 from keel.integration.paper import PaperSession
 from keel.integration.pipeline import build_feed
 from keel.integration.recovery import events_after, plan_session
@@ -194,3 +195,32 @@ def paper_config(folder: Path) -> KeelConfig:
     paper = config.paper.model_copy(update={"speed": 1.0e6})
     run = config.run.model_copy(update={"output_dir": folder})
     return config.model_copy(update={"data": data, "strategy": strategy, "paper": paper, "run": run})
+
+
+def test_a_position_the_venue_does_not_have_halts_trading_after_the_restart(paper_config_in) -> None:
+    # Arrange: an unfinished session, then a restart whose recovered books hold a fill the venue never made
+    config: KeelConfig = paper_config_in
+
+    async def stop_early(session: PaperSession) -> None:
+        task = asyncio.create_task(session.run())
+        while session.bars < 30 and not task.done():
+            await asyncio.sleep(0.001)
+        session.request_stop("operator")
+        await task
+
+    asyncio.run(stop_early(PaperSession(config, config.run.output_dir / "first")))
+    second = PaperSession(config, config.run.output_dir / "second")
+    phantom = OrderFilled(
+        client_order_id="keel-999", venue_order_id="0", symbol="BTCUSDT", trade_id="phantom", side=OrderSide.BUY,
+        last_quantity=Decimal("0.010"), last_price=Decimal("94000"), commission=Decimal(0),
+        liquidity_side=LiquiditySide.TAKER, ts_event=0, ts_init=0,
+    )  # fmt: skip
+    second.pipeline.positions.replay(phantom)
+
+    # Act
+    final = asyncio.run(second.run())
+
+    # Assert
+    assert final["reconciliation"]["mismatches"] == ["position BTCUSDT: keel 0.010, venue 0"]
+    assert final["trading_state"] == "HALTED"
+    assert second.monitors[0].health.value == "UNHEALTHY"
