@@ -4,15 +4,14 @@
 breaches, reconciliations, the bus and the venue's unanswered calls, and
 keeps every open problem with its severity. Its verdict is HEALTHY (no
 problem), DEGRADED (something works less well: a degraded component, a stale
-feed, a risk breach, handler errors, venue calls without an answer) or
-UNHEALTHY (a component faulted, or stopped while the system runs, or a
-reconciliation mismatch); every change is
-published as ``HealthChanged``. By configuration it trips the trading state:
-a stale feed moves trading to ``stale_data_state`` (REDUCING by default), and
-back to ACTIVE when every feed has recovered, unless something else moved the
-state meanwhile; a reconciliation mismatch with the venue after a restart is
-unhealthy and moves trading to ``mismatch_state`` (HALTED by default) until an
-operator resumes.
+feed, a risk breach, handler errors, an overloaded bus, venue calls without
+an answer) or UNHEALTHY (a component faulted, or stopped while the system
+runs, or a reconciliation mismatch); every change is published as
+``HealthChanged``. By configuration it trips the trading state: a stale feed
+moves trading to ``stale_data_state`` (REDUCING by default), and back to
+ACTIVE when every feed has recovered, unless something else moved the state
+meanwhile; a reconciliation mismatch with the venue after a restart moves
+trading to ``mismatch_state`` (HALTED by default) until an operator resumes.
 """
 
 from __future__ import annotations
@@ -76,6 +75,7 @@ class SystemMonitor(Component):
         self._tripped = False
         self._trading_state = TradingState.ACTIVE
         self._handler_errors = 0
+        self._conflated = 0
         self._venue_failures = venue_failures
         self._venue_failures_seen = 0
 
@@ -151,13 +151,26 @@ class SystemMonitor(Component):
                 self._close(key)
 
     def check_bus(self, _event: TimeEvent | None = None) -> None:
-        """Degrade while bus handlers keep raising or venue calls go unanswered; clear after a clean interval."""
+        """Degrade while handlers raise, market data is conflated or venue calls go unanswered.
+
+        Each problem clears after an interval without it.
+        """
         errors = self.bus.handler_errors
         if errors > self._handler_errors:
             self._open("bus", SystemHealth.DEGRADED, f"{errors - self._handler_errors} bus handler errors")
         else:
             self._close("bus")
         self._handler_errors = errors
+        conflated = self.bus.conflated
+        if conflated > self._conflated:
+            self._open(
+                "bus backlog",
+                SystemHealth.DEGRADED,
+                f"bus overloaded: {conflated - self._conflated} market-data messages conflated",
+            )
+        else:
+            self._close("bus backlog")
+        self._conflated = conflated
         if self._venue_failures is not None:
             self._check_venue(self._venue_failures())
 

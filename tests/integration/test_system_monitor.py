@@ -286,3 +286,27 @@ def test_unanswered_venue_calls_degrade_health_until_a_clean_interval() -> None:
     # Assert
     assert during == (SystemHealth.DEGRADED, ["venue unreachable: 2 calls got no answer"])
     assert monitor.health is SystemHealth.HEALTHY
+
+
+def test_an_overloaded_bus_that_conflates_market_data_degrades_health_until_it_keeps_up() -> None:
+    # Arrange: a bus with room for two market-data messages
+    bars = real_bars(6)
+    bus = EventBus(capacity=2)
+    clock = SimulatedClock(bars[0].ts_event)
+    monitor = SystemMonitor(bus, clock, check_interval_ns=NANOS_PER_MINUTE)
+    monitor.start()
+    bus.drain()
+
+    # Act: four bars of one symbol arrive before anything is dispatched
+    for bar in bars[:4]:
+        bus.publish(bar)
+    clock.advance_to(bars[0].ts_event + NANOS_PER_MINUTE)
+    bus.drain()
+    during = (monitor.health, monitor.reasons())
+    clock.advance_to(bars[0].ts_event + 2 * NANOS_PER_MINUTE)
+    bus.drain()
+
+    # Assert
+    assert during[0] is SystemHealth.DEGRADED
+    assert during[1][0].startswith("bus overloaded:")
+    assert monitor.health is SystemHealth.HEALTHY
