@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -291,6 +291,17 @@ class SmartOrderRouter(Component):
         for parent in list(self.parents.values()):
             if parent.symbol == book.symbol:
                 self._work(parent, now)
+
+    def warm_up(self, bars: Iterable[BarClosed]) -> int:
+        """Take recorded bars from before the run: the last closes as prices, the liquidity profile; return how many."""
+        count = 0
+        for bar in bars:
+            if bar.symbol not in self._books:
+                self._closes[bar.symbol] = _decimal(bar.close)
+            if self.profiler is not None:
+                self.profiler.on_bar(bar)
+            count += 1
+        return count
 
     def on_bar(self, bar: BarClosed) -> None:
         """Take the close of a symbol without recorded books as its price and work its parents."""

@@ -16,7 +16,7 @@ that reports are written from.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -33,6 +33,7 @@ from keel.core.messages import (
     BookUpdated,
     ExecutionCompleted,
     FundingRateUpdated,
+    MarketDataEvent,
     MarkPriceUpdated,
     Message,
     OrderDenied,
@@ -344,14 +345,6 @@ def build_pipeline(
     runner = StrategyRunner(strategy or build_strategy(config), bus, clock)
     allocator = build_allocator(config, bus, clock)
     risk = build_risk(config, instruments, positions, bus, clock)
-    warmup = build_warmup_feed(config)
-    if warmup is not None:
-        history = list(warmup)
-        runner.warm_up(history)
-        bars = [event for event in history if isinstance(event, BarClosed)]
-        risk.warm_up(bars)
-        if isinstance(allocator, PortfolioOptimizer):
-            allocator.warm_up(bars)
     orders = OrderManager(exchange, ClientOrderIdGenerator(client_order_namespace), bus, clock, route_approvals=False)
     styles = {name: ExecutionStyle(style) for name, style in config.execution.styles.items()}
     router = SmartOrderRouter(
@@ -362,5 +355,25 @@ def build_pipeline(
     period = config.portfolio.attribution_period_hours * 60 * NANOS_PER_MINUTE
     attribution = PerformanceAttributor(symbols, capital, period_ns=period, bus=bus, clock=clock)
     pipeline = Pipeline(bus, clock, exchange, positions, runner, allocator, risk, router, orders, recorder, attribution)
+    warmup = build_warmup_feed(config)
+    if warmup is not None:
+        warm_up(pipeline, list(warmup))
     bus.add_handler_error_listener(pipeline.handler_failed)
     return pipeline
+
+
+def warm_up(pipeline: Pipeline, history: Sequence[MarketDataEvent]) -> None:
+    """Feed recorded history from before the run to every component that estimates from it, trading nothing.
+
+    The strategies and regime detectors, the risk estimates (VaR, ATR), the
+    optimizer's history, the router's prices and the positions' marks all
+    start the run from the last recorded bars instead of from nothing.
+    """
+    pipeline.strategy.warm_up(history)
+    bars = [event for event in history if isinstance(event, BarClosed)]
+    pipeline.risk.warm_up(bars)
+    if isinstance(pipeline.allocator, PortfolioOptimizer):
+        pipeline.allocator.warm_up(bars)
+    pipeline.router.warm_up(bars)
+    for bar in bars:
+        pipeline.positions.on_bar(bar)

@@ -135,6 +135,32 @@ def test_a_halt_stops_every_parent_and_no_child_follows():
     assert desk.orders.open_orders() == []
 
 
+def test_a_router_warmed_up_on_recorded_bars_prices_children_before_the_first_live_bar():
+    # Arrange: a bar-driven router (no books) that has seen only history
+    clock = SimulatedClock(0)
+    bus = EventBus()
+    exchange = SimulatedExchange(
+        real_instruments(), clock, initial_balance=Decimal("1000000"), schedule=real_schedule()
+    )
+    orders = OrderManager(exchange, ClientOrderIdGenerator("keel"), bus, clock, route_approvals=False)
+    router = SmartOrderRouter(orders, real_instruments(), RouterSettings(), bus, clock)
+    orders.start()
+    router.start()
+    history = real_bars(BTC, 30)
+    clock.advance_to(history[-1].ts_event)
+
+    # Act
+    warmed = router.warm_up(history)
+    router.execute_aggressive(BTC, OrderSide.BUY, Decimal("0.010"))
+    bus.drain()
+
+    # Assert
+    (child,) = orders.orders.values()
+    close = Decimal(repr(history[-1].close))
+    assert warmed == 30
+    assert close < child.price <= close * Decimal("1.001")
+
+
 def test_twap_schedule_is_seeded_sums_to_one_and_stays_within_bounds():
     # Arrange
     start, horizon = 1_000, 80_000_000_000

@@ -240,7 +240,7 @@ def assert_keel_agrees_with_the_venue(session: PaperSession, database_url: str) 
     assert balance_mismatches(pipeline.positions, asyncio.run(pipeline.exchange.balances())) == []
     reconciliations = [m for m in session_journal if isinstance(m, ReconciliationCompleted)]
     assert reconciliations and all(r.mismatches == () for r in reconciliations)
-    assert pipeline.risk.trading_state.value == "ACTIVE"
+    assert pipeline.risk.trading_state.value != "HALTED", "a crash must not leave trading halted"
 
 
 def crash_and_recover(
@@ -271,6 +271,7 @@ def crash_and_recover(
         assert exit_code == -signal.SIGKILL, f"run {attempt + 1} did not reach {point} #{occurrence}"
     session = run_session(config, tmp_path / "run")
     assert session.plan.recover, "the restart did not recover the crashed session"
+    assert session.handler_errors == 0
     assert_keel_agrees_with_the_venue(session, database_url)
     return session
 
