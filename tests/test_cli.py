@@ -118,3 +118,20 @@ def test_data_inspect_of_the_bundled_data_finds_no_problem() -> None:
     # Assert
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip().endswith("0 bad rows, 0 gaps")
+
+
+def test_run_recovers_an_unfinished_paper_session_unless_fresh_is_asked_for(tmp_path: Path) -> None:
+    # Arrange: a paper run stopped by its duration long before its data ends
+    environment = {"KEEL_RUN__OUTPUT_DIR": str(tmp_path)}
+    options = ("run", "--mode", "paper", "--no-web", "--symbols", "BTCUSDT", "--speed", "1000000", "--duration", "1")
+    first = keel(*options, environment=environment)
+
+    # Act
+    again = keel(*options, environment=environment)
+    fresh = keel(*options, "--fresh", environment=environment)
+
+    # Assert
+    assert first.returncode == again.returncode == fresh.returncode == 0, fresh.stderr
+    assert "(fresh paper account)" in first.stdout
+    assert "(recovering session 1)" in again.stdout
+    assert "(fresh paper account)" in fresh.stdout
