@@ -65,6 +65,7 @@ class TradingOrchestrator:
         self.config = config
         self.audit_log = audit_log
         self.settings = settings
+        self.session: dict[str, Any] | None = None
         self.running = False
         self._last_market_data: float | None = None
         for kind in (BarClosed, BookUpdated, TradeTick):
@@ -82,7 +83,10 @@ class TradingOrchestrator:
     # --- queries ----------------------------------------------------------------------
 
     def get_system_status(self) -> dict[str, Any]:
-        """Return health, active strategies, equity, P&L, ROI, drawdown, exposure and trading state."""
+        """Return health, active strategies, equity, P&L, ROI, drawdown, exposure and trading state.
+
+        ``session`` says which session runs and, after a restart, what its reconciliation found.
+        """
         positions = self.pipeline.positions
         equity = positions.equity()
         pnl = equity - positions.initial_capital
@@ -102,6 +106,7 @@ class TradingOrchestrator:
             "gross_exposure": float(positions.gross_exposure()),
             "open_orders": len(self.pipeline.orders.open_orders()),
             "fills": positions.fills,
+            "session": self.session,
         }
 
     status = get_system_status

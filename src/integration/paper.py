@@ -198,6 +198,11 @@ class PaperSession:
                 "missed_funding": completed.missed_funding,
                 "mismatches": list(completed.mismatches),
             }
+        self.orchestrator.session = {
+            "number": self.plan.session,
+            "recovered": self.plan.recover,
+            "reconciliation": self.reconciliation,
+        }
         now = clock.timestamp_ns()
         bus.publish(
             SessionStarted(

@@ -181,6 +181,11 @@ def test_a_session_stopped_early_is_resumed_by_the_next_start(paper_config_in) -
     assert second.plan.recover and second.plan.session == first.plan.session
     assert cursor is not None and second.feed.summary.first_ns <= cursor.ts_event
     assert final["feed_finished"] is True and final["reconciliation"]["mismatches"] == []
+    assert second.orchestrator.get_system_status()["session"] == {
+        "number": first.plan.session,
+        "recovered": True,
+        "reconciliation": final["reconciliation"],
+    }
     assert first.events + second.events == total
     third = PaperSession(config, config.run.output_dir / "third")
     assert (third.plan.session, third.plan.recover) == (first.plan.session + 1, False)

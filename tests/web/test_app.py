@@ -49,6 +49,7 @@ def test_read_routes_describe_the_running_system(tmp_path: Path) -> None:
     assert status["running"] is True and status["health"] == "HEALTHY" and status["trading_state"] == "ACTIVE"
     assert status["active_strategies"] == ["ma_cross"]
     assert {"equity", "pnl", "current_roi", "drawdown", "gross_exposure"} <= set(status)
+    assert status["session"] == {"number": 1, "recovered": False, "reconciliation": None}
     assert responses["/health"].json()["ready"] is True
     assert len(responses["/api/v1/trades"].json()) > 0
     assert set(responses["/api/v1/allocations"].json()) == {"BTCUSDT", "ETHUSDT"}

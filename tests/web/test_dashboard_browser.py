@@ -85,6 +85,7 @@ def test_dashboard_shows_live_equity_and_the_emergency_stop_halts_trading(tmp_pa
             page.goto(url)
             expect(page.locator("#connection")).to_have_text("connected", timeout=20_000)
             expect(page.locator("#trading-state")).to_have_text("ACTIVE")
+            expect(page.locator("#session")).to_have_text("session 1")
             first_equity = page.locator("#equity").inner_text()
 
             # Act: wait for the equity to move, then stop with the token

@@ -51,11 +51,21 @@ function rows(element, items, columns) {
   element.innerHTML = items.map((item) => "<tr>" + columns.map((c) => `<td>${c(item)}</td>`).join("") + "</tr>").join("");
 }
 
+function sessionText(session) {
+  if (!session) return "";
+  if (!session.recovered) return `session ${session.number}`;
+  const r = session.reconciliation || {};
+  const problems = (r.mismatches || []).length;
+  return `session ${session.number}, recovered: ${r.missed_fills || 0} missed fills applied, ` +
+    (problems ? `${problems} mismatches` : "venue agrees");
+}
+
 function render(message) {
   const s = message.status;
   setBadge($("health"), s.health);
   setBadge($("trading-state"), s.trading_state);
   $("clock").textContent = s.time || "";
+  $("session").textContent = sessionText(s.session);
   $("equity").textContent = money(s.equity);
   $("pnl").textContent = money(s.pnl);
   $("pnl").className = "big " + (Number(s.pnl) >= 0 ? "positive" : "negative");
