@@ -88,7 +88,10 @@ function render(message) {
     (sym) => (message.allocations[sym] ?? 0).toFixed(3),
   ]);
   rows($("order-rows"), message.open_orders, [(o) => o.client_order_id, (o) => o.symbol, (o) => o.side, (o) => o.quantity, (o) => o.price ?? "market", (o) => o.status]);
-  rows($("fill-rows"), message.recent_fills.slice().reverse(), [(f) => f.time, (f) => f.symbol, (f) => f.side, (f) => f.quantity, (f) => f.price, (f) => f.commission]);
+  rows($("fill-rows"), message.recent_fills.slice().reverse(), [
+    (f) => String(f.time).slice(11, 19), (f) => f.symbol, (f) => f.side, (f) => f.quantity, (f) => f.price,
+    (f) => Number(f.commission).toFixed(4),
+  ]);
 
   const b = message.bus;
   $("bus").innerHTML = [
