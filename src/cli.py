@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 import click
 
 from keel.config import KeelConfig, load_config
-from keel.core.errors import ConfigurationError, MalformedDataError
+from keel.core.errors import ConfigurationError, MalformedDataError, OperatorActionRequiredError
 from keel.core.log import configure_logging
 
 EXIT_FAILURE = 1
@@ -166,7 +166,10 @@ def run(
     from keel.integration.paper import PaperSession
 
     run_dir = Path(config.run.output_dir) / f"paper-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
-    session = PaperSession(config, run_dir, on_status=_print_status)
+    try:
+        session = PaperSession(config, run_dir, on_status=_print_status)
+    except OperatorActionRequiredError as error:
+        _fail(str(error), EXIT_FAILURE)
     duration_seconds = config.paper.duration_seconds
     until = "until the data ends" if duration_seconds is None else f"for {duration_seconds:g} s"
     recovering = f"recovering session {session.plan.session}" if session.plan.recover else "fresh paper account"

@@ -123,15 +123,19 @@ def test_data_inspect_of_the_bundled_data_finds_no_problem() -> None:
 def test_run_recovers_an_unfinished_paper_session_unless_fresh_is_asked_for(tmp_path: Path) -> None:
     # Arrange: a paper run stopped by its duration long before its data ends
     environment = {"KEEL_RUN__OUTPUT_DIR": str(tmp_path)}
-    options = ("run", "--mode", "paper", "--no-web", "--symbols", "BTCUSDT", "--speed", "1000000", "--duration", "1")
-    first = keel(*options, environment=environment)
+    options = ("run", "--mode", "paper", "--no-web", "--speed", "1000000", "--duration", "1", "--symbols")
+    first = keel(*options, "BTCUSDT", environment=environment)
 
     # Act
-    again = keel(*options, environment=environment)
-    fresh = keel(*options, "--fresh", environment=environment)
+    again = keel(*options, "BTCUSDT", environment=environment)
+    fresh = keel(*options, "BTCUSDT", "--fresh", environment=environment)
+    other_symbol = keel(*options, "ETHUSDT", environment=environment)
 
     # Assert
     assert first.returncode == again.returncode == fresh.returncode == 0, fresh.stderr
     assert "(fresh paper account)" in first.stdout
     assert "(recovering session 1)" in again.stdout
     assert "(fresh paper account)" in fresh.stdout
+    assert other_symbol.returncode == 1
+    assert "paper-venue.db does not fit this venue" in other_symbol.stderr
+    assert "keel run --fresh" in other_symbol.stderr

@@ -154,7 +154,8 @@ class VenueStore:
         except ValueError as error:
             raise OperatorActionRequiredError(
                 f"the paper venue stored in {self.path} does not fit this venue ({error}): configure the same "
-                f"instruments, or {_FRESH_ACCOUNT}"
+                "instruments, or open a new paper account with `keel run --fresh` (its orders, positions and "
+                "balance are lost)"
             ) from error
         return True
 
