@@ -84,7 +84,6 @@ def timed_restore(config: KeelConfig, journal: Journal, snapshots: Snapshots, pl
 
 async def timed_reconcile(pipeline: Pipeline, since_ns: int) -> float:
     bus_task = asyncio.create_task(pipeline.bus.run())
-    await asyncio.sleep(0)  # let the bus loop start before anything waits on it
     pipeline.start()
     await pipeline.bus.join()
     started = time.perf_counter()

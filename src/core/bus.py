@@ -144,6 +144,7 @@ class EventBus:
         self._routes: dict[type, tuple[HandlerStats, ...]] = {}
         self._dispatching = False
         self._running = False
+        self._stop_requested = False
         self._idle = False
         self._wakeup: asyncio.Event | None = None
         self._space_waiters: list[asyncio.Future[None]] = []
@@ -361,9 +362,10 @@ class EventBus:
     # --- asyncio loop ----------------------------------------------------------------
 
     async def run(self) -> None:
-        """Dispatch in batches until :meth:`stop`; sleep while there is nothing to do."""
+        """Dispatch in batches until :meth:`stop` (also one called before the loop got to run)."""
         self._wakeup = asyncio.Event()
-        self._running = True
+        self._running = not self._stop_requested
+        self._stop_requested = False
         try:
             while self._running:
                 if not self.depth:
@@ -398,7 +400,8 @@ class EventBus:
             await waiter
 
     def stop(self) -> None:
-        """Ask :meth:`run` to return after the current batch."""
+        """Ask :meth:`run` to return after the current batch (or at once, if it has not started yet)."""
+        self._stop_requested = not self._running
         self._running = False
         if self._wakeup is not None:
             self._wakeup.set()

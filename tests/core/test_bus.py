@@ -754,3 +754,20 @@ def test_the_same_publishes_give_the_same_handler_calls() -> None:
 
     assert first == second
     assert len(first) > 400
+
+
+def test_a_stop_before_the_loop_starts_ends_the_loop_when_it_does() -> None:
+    # Arrange
+    bus = EventBus()
+
+    async def scenario() -> bool:
+        runner = asyncio.create_task(bus.run())
+        bus.stop()
+        await asyncio.wait([runner], timeout=5)
+        return runner.done()
+
+    # Act
+    finished = asyncio.run(scenario())
+
+    # Assert
+    assert finished
