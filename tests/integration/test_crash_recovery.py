@@ -24,7 +24,6 @@ import random
 import signal
 import uuid
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -185,23 +184,16 @@ def crash(config: KeelConfig, run_dir: Path, point: str, occurrence: int) -> int
     return child.exitcode
 
 
-@dataclass(frozen=True)
-class Counts:
-    """How often each kill point occurs in an uninterrupted run."""
-
-    by_point: dict[str, int]
+_COUNTS: dict[float, dict[str, int]] = {}
 
 
-_COUNTS: dict[float, Counts] = {}
-
-
-def reference_counts(tmp_path_factory: pytest.TempPathFactory, latency_ms: float) -> Counts:
+def reference_counts(tmp_path_factory: pytest.TempPathFactory, latency_ms: float) -> dict[str, int]:
     """Count the kill points of an uninterrupted run (once per latency)."""
     if latency_ms not in _COUNTS:
         folder = tmp_path_factory.mktemp(f"reference-{latency_ms:g}")
         killer = Killer("none", 0)
         run_session(crash_config(folder, latency_ms=latency_ms), folder / "run", killer)
-        _COUNTS[latency_ms] = Counts(dict(killer.seen))
+        _COUNTS[latency_ms] = dict(killer.seen)
     return _COUNTS[latency_ms]
 
 
@@ -258,7 +250,7 @@ def crash_and_recover(
     latency_ms = rng.choice((0.0, 250.0))
     database_url = database_url or f"sqlite:///{tmp_path / 'keel.db'}"
     config = crash_config(tmp_path, latency_ms=latency_ms, database_url=database_url)
-    counts = reference_counts(tmp_path_factory, latency_ms).by_point
+    counts = reference_counts(tmp_path_factory, latency_ms)
     for attempt in range(crashes):
         if attempt == 0:
             point = rng.choice([p for p in KILL_POINTS if counts.get(p, 0) > 0])
@@ -321,7 +313,7 @@ def test_crash_stress_repeated_kills_lose_and_duplicate_nothing(
 
 def test_an_uninterrupted_run_reaches_every_kill_point(tmp_path_factory: pytest.TempPathFactory) -> None:
     # Arrange, Act
-    counts = reference_counts(tmp_path_factory, 250.0).by_point
+    counts = reference_counts(tmp_path_factory, 250.0)
 
     # Assert: the crash cases above can hit every point of the lifecycle
     assert {point for point, count in counts.items() if count > 0} == set(KILL_POINTS)
