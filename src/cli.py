@@ -92,6 +92,8 @@ def backtest(
             result = BacktestEngine(config).run(progress=progress)
     except MalformedDataError as error:
         _fail(f"data error: {error}", EXIT_FAILURE)
+    except ConfigurationError as error:
+        _fail(f"configuration error: {error}", EXIT_USAGE)
     folder = result.write(output_dir)
     keys = ("total_return", "sharpe_ratio", "max_drawdown", "n_trades", "fees_paid", "bars_processed", "wall_seconds")
     click.echo(json.dumps({key: result[key] for key in keys}))
@@ -261,6 +263,168 @@ def replay_book_command(session_dir: str) -> None:
     except MalformedDataError as error:
         _fail(f"data error: {error}", EXIT_FAILURE)
     click.echo(json.dumps(report.to_dict()))
+
+
+@data.command("download")
+@click.option("--symbols", multiple=True, required=True, help="Symbols (comma-separated or repeated).")
+@click.option("--interval", default="1m", show_default=True, help="Kline interval (1m ... 1d, 1w).")
+@click.option("--start", required=True, help="First month, YYYY-MM.")
+@click.option("--end", required=True, help="Last month, YYYY-MM (inclusive).")
+@click.option(
+    "--kinds",
+    default="klines,funding,mark_price",
+    show_default=True,
+    help="Any of klines, funding, mark_price, agg_trades (comma-separated).",
+)
+@click.option("--to", "destination", required=True, type=click.Path(file_okay=False), help="Folder to write.")
+@click.option("--mark-interval", default="1h", show_default=True, help="Interval of the mark-price klines.")
+@click.option("--base-url", help="Archive address (default Binance's public data archive).")
+def download(
+    symbols: tuple[str, ...],
+    interval: str,
+    start: str,
+    end: str,
+    kinds: str,
+    destination: str,
+    mark_interval: str,
+    base_url: str | None,
+) -> None:
+    """Download Binance's public archive (checksums verified, resumable) and write it in keel's format."""
+    from keel.market_data import archive
+
+    names = _symbols(symbols) or ()
+    wanted = tuple(kind.strip() for kind in kinds.split(",") if kind.strip())
+    try:
+        files = archive.archive_files(
+            names,
+            interval,
+            archive.parse_month(start),
+            archive.parse_month(end),
+            wanted,
+            archive.today_utc(),
+            mark_interval,
+        )
+    except ValueError as error:
+        _fail(f"usage error: {error}", EXIT_USAGE)
+    folder = Path(destination)
+    result = archive.ArchiveResult()
+    source = archive.BinanceArchive(base_url or archive.DEFAULT_BASE_URL)
+    with _progress("download") as progress:
+        zips = source.download(files, folder / "archive", result, progress)
+    _finish_archive(archive, zips, folder, result)
+
+
+@data.command("import")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--to", "destination", required=True, type=click.Path(file_okay=False), help="Folder to write.")
+def import_command(paths: tuple[str, ...], destination: str) -> None:
+    """Write Binance archive zips or CSVs you already have (files or folders) in keel's format."""
+    from keel.market_data import archive
+
+    try:
+        sources = archive.check_sources([Path(path) for path in paths])
+    except MalformedDataError as error:
+        _fail(f"data error: {error}", EXIT_USAGE)
+    _finish_archive(archive, sources, Path(destination), archive.ArchiveResult())
+
+
+def _finish_archive(archive: Any, sources: list[Path], folder: Path, result: Any) -> None:
+    """Convert fetched or given archive files, write data.yaml, print what happened."""
+    try:
+        section = archive.convert_archive(sources, folder, result)
+    except archive.ArchiveError as error:
+        _fail(f"data error: {error}", EXIT_FAILURE)
+    if section:
+        archive.write_data_config(folder, section, result)
+    for path in result.missing:
+        click.echo(f"missing in the archive (a gap in the data): {path}", err=True)
+    for path, reason in result.failed:
+        click.echo(f"refused {path}: {reason}", err=True)
+    summary = {
+        "downloaded": len(result.downloaded),
+        "reused": len(result.reused),
+        "missing": len(result.missing),
+        "failed": len(result.failed),
+        "written": [str(path) for path in result.written],
+        "config": str(result.config) if result.config else None,
+    }
+    click.echo(json.dumps(summary))
+    if result.config:
+        click.echo(f"run it: keel backtest --config {result.config} --output runs/backtest")
+    if result.failed:
+        _fail(f"{len(result.failed)} files refused; run the command again to retry them", EXIT_FAILURE)
+
+
+@data.command("instruments")
+@click.option("--from", "source_file", type=click.Path(exists=True, dir_okay=False), help="Saved exchangeInfo JSON.")
+@click.option("--download", is_flag=True, help="Fetch GET /fapi/v1/exchangeInfo from binance.rest_url (public).")
+@click.option(
+    "--brackets", "brackets_file", type=click.Path(exists=True, dir_okay=False), help="Saved leverageBracket JSON."
+)
+@click.option("--symbols", multiple=True, help="Symbols to write (default: every trading perpetual).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML file layered over config/.")
+def instruments_command(
+    source_file: str | None,
+    download: bool,
+    brackets_file: str | None,
+    symbols: tuple[str, ...],
+    config_file: str | None,
+) -> None:
+    """Write exchange filters (and leverage brackets) of symbols into the configured instrument files."""
+    from keel.core import exchange_info
+
+    if bool(source_file) == download:
+        _fail("usage error: give exactly one of --from FILE or --download", EXIT_USAGE)
+    config = _load("backtest", config_file)
+    try:
+        if source_file:
+            answer = exchange_info.read_json(source_file)
+            source = f"exchangeInfo file {Path(source_file).resolve()}"
+        else:
+            answer, source = _download_exchange_info(config)
+        names = _symbols(symbols)
+        update = exchange_info.instruments_document(answer, names, source)
+        target = Path(config.exchange.instruments).resolve()
+        merged = exchange_info.merge_instruments(target, update)
+        header = f"# Binance USD-M instruments; written by keel data instruments from {source}.\n"
+        exchange_info.dump_yaml(target, header, {"instruments": merged})
+        written = [str(target)]
+        if brackets_file:
+            tables = exchange_info.brackets_document(
+                exchange_info.read_json(brackets_file), f"leverageBracket file {Path(brackets_file).resolve()}"
+            )
+            fees = exchange_info.liquidation_fees(answer, update)
+            brackets_target = Path(config.exchange.leverage_brackets).resolve()
+            document = exchange_info.merge_brackets(brackets_target, tables, fees)
+            exchange_info.dump_yaml(
+                brackets_target, "# Binance USD-M leverage brackets; see keel data instruments.\n", document
+            )
+            written.append(str(brackets_target))
+    except exchange_info.ExchangeInfoError as error:
+        _fail(f"exchange info error: {error}", EXIT_USAGE)
+    click.echo(json.dumps({"instruments": sorted(update), "written": written}))
+
+
+def _download_exchange_info(config: KeelConfig) -> tuple[Any, str]:
+    """Fetch the public exchangeInfo answer from the configured Binance REST address."""
+    import urllib.error
+    import urllib.request
+    from decimal import Decimal
+
+    from keel.core.exchange_info import ExchangeInfoError
+
+    url = f"{_rest_url(config).rstrip('/')}/fapi/v1/exchangeInfo"
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return json.loads(response.read(), parse_float=Decimal), f"GET {url}"
+    except (urllib.error.URLError, TimeoutError, OSError, ValueError) as error:
+        raise ExchangeInfoError(f"GET {url} failed ({error}); save the answer to a file and use --from") from error
+
+
+def _rest_url(config: KeelConfig) -> str:
+    binance = getattr(config, "binance", None)
+    url = getattr(binance, "rest_url", None)
+    return str(url) if url else "https://fapi.binance.com"
 
 
 if __name__ == "__main__":

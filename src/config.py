@@ -51,6 +51,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError, core_schema
 
 from keel.core.errors import ConfigurationError
+from keel.core.intervals import BarInterval, interval_ms
 
 __all__ = [
     "BusConfig",
@@ -192,11 +193,17 @@ class DataConfig(_Section):
         min_length=1,
         description="Folder under root holding {SYMBOL}_{interval}.csv.gz bar files.",
     )
-    bar_interval: Literal["1m", "1h"] = Field("1m", description="Bar interval.")
-    funding: str = Field(
+    bar_interval: BarInterval = Field("1m", description="Bar interval: any Binance kline interval from 1m to 1w.")
+    resample_from: BarInterval | None = Field(
+        None,
+        description="Read bar files of this finer interval and aggregate them into bar_interval bars; "
+        "None = files of bar_interval.",
+    )
+    funding: str | None = Field(
         "funding/binance_usdm_funding_2025-03_06.csv.gz",
         min_length=1,
-        description="Funding-rate file under root.",
+        description="Funding-rate file under root; none = no funding data: zero funding, and strategies that "
+        "need funding rates are kept out of the run.",
     )
     symbols: tuple[Symbol, ...] = Field(DEFAULT_SYMBOLS, min_length=1, description="Symbols to trade (upper case).")
     start: datetime | None = Field(
@@ -207,6 +214,27 @@ class DataConfig(_Section):
         None,
         description="End of data, exclusive (UTC; a date means midnight); None = data end.",
     )
+
+    @field_validator("funding", mode="before")
+    @classmethod
+    def _no_funding(cls, value: object) -> object:
+        """Read ``none`` (any case) as no funding data."""
+        if isinstance(value, str) and value.strip().lower() in ("none", "null", ""):
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _resample_divides(self) -> Self:
+        source = self.resample_from
+        if source is not None and (
+            interval_ms(self.bar_interval) % interval_ms(source) != 0 or source == self.bar_interval
+        ):
+            raise PydanticCustomError(
+                "resample_not_finer",
+                "resample_from ({source}) must be a finer interval that divides bar_interval ({interval})",
+                {"config_key": "resample_from", "source": source, "interval": self.bar_interval},
+            )
+        return self
 
     @field_validator("symbols", mode="before")
     @classmethod

@@ -315,6 +315,9 @@ class SimulatedExchange:
         Seed of the latency jitter.
     funding_interval_hours
         Funding interval of symbols that do not settle every 8 hours (ENAUSDT: 4).
+    expect_funding
+        Whether funding rates will be delivered; False (data without funding
+        records) settles no funding and does not require a rate at funding times.
 
     Raises
     ------
@@ -344,6 +347,7 @@ class SimulatedExchange:
         latency_jitter_ns: int = 0,
         seed: int = 0,
         funding_interval_hours: Mapping[str, int] | None = None,
+        expect_funding: bool = True,
     ) -> None:
         if latency_ns < 0 or latency_jitter_ns < 0:
             raise ValueError(f"latency must not be negative, got {latency_ns} + {latency_jitter_ns} ns")
@@ -379,6 +383,7 @@ class SimulatedExchange:
         self._books: dict[str, BookUpdated] = {}
         self._consumed: dict[tuple[str, OrderSide], dict[Decimal, Decimal]] = {}
         self._next_funding: dict[str, int] = {}
+        self._expect_funding = expect_funding
         self._next_ids = {"venue": 1, "trade": 1, "liquidation": 1}
         self._cursor: MarketCursor | None = None
         self._history = AccountHistory()
@@ -1381,6 +1386,8 @@ class SimulatedExchange:
     def _track_funding_schedule(self, symbol: str, held_before: Decimal, ts: int) -> None:
         """Expect the first funding time after a position is opened, and none once it is flat."""
         held = any(self.account.open_positions(symbol))
+        if not self._expect_funding:
+            return
         if not held:
             self._next_funding.pop(symbol, None)
         elif held_before == 0 and symbol not in self._next_funding:

@@ -230,6 +230,8 @@ class BacktestEngine:
                 "end": iso_time(feed.summary.last_ns),
                 "bad_rows_dropped": sum(len(r.bad_rows) for r in feed.reports),
                 "data_gaps": sum(len(r.gaps) for r in feed.reports),
+                "bar_interval": config.data.bar_interval,
+                "funding_data": "none" if config.data.funding is None else str(config.data.root / config.data.funding),
             }
         )
         if handler_failures:
@@ -245,6 +247,8 @@ def funding_coverage_end(config: KeelConfig, symbols: tuple[str, ...]) -> dateti
     does not bound it (holding it through a funding time fails loudly instead).
     """
     data = config.data
+    if data.funding is None:
+        return None
     frame = load_funding(data.root / data.funding).frame
     ends = []
     for symbol in symbols:

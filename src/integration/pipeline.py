@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 
 from keel.api.brackets import load_leverage_schedule
 from keel.api.simulated_exchange import SimulatedExchange
@@ -26,7 +27,7 @@ from keel.config import KeelConfig
 from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_MILLI, NANOS_PER_MINUTE, Clock, datetime_to_ns
 from keel.core.component import Component
-from keel.core.errors import MalformedDataError
+from keel.core.errors import ConfigurationError, MalformedDataError
 from keel.core.instruments import Instrument
 from keel.core.messages import (
     BarClosed,
@@ -109,6 +110,7 @@ class Pipeline:
     orders: OrderManager
     recorder: RunRecorder
     attribution: PerformanceAttributor | None = None
+    excluded_strategies: dict[str, str] = field(default_factory=dict)
 
     @property
     def components(self) -> tuple[Component, ...]:
@@ -145,10 +147,25 @@ def build_feed(config: KeelConfig) -> RecordedBarFeed:
         data.root / data.bars,
         data.symbols,
         data.bar_interval,
-        data.root / data.funding,
+        funding_file(config),
         start_ns=None if data.start is None else datetime_to_ns(data.start),
         end_ns=None if data.end is None else datetime_to_ns(data.end),
+        resample_from=data.resample_from,
     )
+
+
+def funding_file(config: KeelConfig) -> Path | None:
+    """Return the configured funding-rate file, or None when ``data.funding`` is none."""
+    data = config.data
+    return None if data.funding is None else data.root / data.funding
+
+
+def excluded_strategies(config: KeelConfig) -> dict[str, str]:
+    """Return the configured strategies the data cannot serve, each with the reason."""
+    if config.strategy.name != "strategy_manager" or config.data.funding is not None:
+        return {}
+    reason = "no funding data (data.funding: none): it trades funding rates"
+    return {name: reason for name in config.strategy.strategies if name == "funding_arbitrage"}
 
 
 def build_exchange(
@@ -172,6 +189,7 @@ def build_exchange(
         latency_jitter_ns=round(settings.latency_jitter_ms * NANOS_PER_MILLI),
         seed=config.run.seed,
         funding_interval_hours=settings.funding_interval_hours,
+        expect_funding=config.data.funding is not None,
     )
 
 
@@ -182,9 +200,16 @@ def build_warmup_feed(config: KeelConfig) -> RecordedBarFeed | None:
         return None
     start = datetime_to_ns(data.start)
     span = bars * INTERVAL_MS[data.bar_interval] * NANOS_PER_MILLI
-    funding = data.root / data.funding
     try:
-        return RecordedBarFeed(data.root / data.bars, data.symbols, data.bar_interval, funding, start - span, start)
+        return RecordedBarFeed(
+            data.root / data.bars,
+            data.symbols,
+            data.bar_interval,
+            funding_file(config),
+            start - span,
+            start,
+            resample_from=data.resample_from,
+        )
     except MalformedDataError:
         return None  # the recording starts at data.start: the strategies warm up live
 
@@ -195,7 +220,14 @@ def build_strategy(config: KeelConfig) -> BaseStrategy | StrategyManager:
     if settings.name == "moving_average_cross":
         return MovingAverageCrossStrategy(fast_period=settings.fast_period, slow_period=settings.slow_period)
     fee = config.exchange.taker_fee
-    return StrategyFactory.create_manager(settings.model_dump(), fee_rate=None if fee is None else float(fee))
+    manager_settings = settings.model_dump()
+    excluded = excluded_strategies(config)
+    manager_settings["strategies"] = [name for name in settings.strategies if name not in excluded]
+    if not manager_settings["strategies"]:
+        raise ConfigurationError(
+            "configuration", "strategy.strategies", f"nothing left to run: {'; '.join(excluded.values())}"
+        )
+    return StrategyFactory.create_manager(manager_settings, fee_rate=None if fee is None else float(fee))
 
 
 def build_allocator(config: KeelConfig, bus: EventBus, clock: Clock) -> PortfolioOptimizer | EqualWeightAllocator:
@@ -332,8 +364,11 @@ def build_pipeline(
     symbols = config.data.symbols
     missing = [s for s in symbols if s not in instruments]
     if missing:
-        raise ValueError(
-            f"no instrument specification for {', '.join(missing)}: add them to {config.exchange.instruments}"
+        raise ConfigurationError(
+            str(Path(config.exchange.instruments).resolve()),
+            f"instruments.{missing[0]}",
+            f"no instrument specification for {', '.join(missing)}; add it with: "
+            f"keel data instruments --from exchangeInfo.json --symbols {','.join(missing)} (or --download)",
         )
     exchange = build_exchange(config, {s: instruments[s] for s in symbols}, clock, capital)
     bus.subscribe(BarClosed, exchange.on_bar, name="exchange.simulated.bars")
@@ -355,6 +390,8 @@ def build_pipeline(
     period = config.portfolio.attribution_period_hours * 60 * NANOS_PER_MINUTE
     attribution = PerformanceAttributor(symbols, capital, period_ns=period, bus=bus, clock=clock)
     pipeline = Pipeline(bus, clock, exchange, positions, runner, allocator, risk, router, orders, recorder, attribution)
+    if strategy is None:
+        pipeline.excluded_strategies = excluded_strategies(config)
     warmup = build_warmup_feed(config)
     if warmup is not None:
         warm_up(pipeline, list(warmup))

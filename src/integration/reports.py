@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from keel.core.clock import NANOS_PER_MILLI
+from keel.core.intervals import INTERVAL_MS, bars_per_year
 from keel.core.messages import PositionLiquidated
 from keel.core.orders import Order, OrderStatus
 from keel.execution.tca import TCA_COLUMNS, tca_row
@@ -29,11 +30,10 @@ from keel.portfolio.attribution import ATTRIBUTION_COLUMNS
 if TYPE_CHECKING:
     from keel.integration.pipeline import Pipeline
 
-MINUTES_PER_YEAR = 365 * 24 * 60
-BARS_PER_YEAR = {"1m": MINUTES_PER_YEAR, "1h": MINUTES_PER_YEAR // 60}
+BARS_PER_YEAR = {name: bars_per_year(name) for name in INTERVAL_MS}
 
 
-def performance_metrics(equity: Sequence[float], bars_per_year: int) -> dict[str, float]:
+def performance_metrics(equity: Sequence[float], bars_per_year: float) -> dict[str, float]:
     """Return total_return, sharpe_ratio, sortino_ratio and max_drawdown of an equity curve."""
     values = np.asarray(equity, dtype=np.float64)
     if len(values) < 2 or values[0] <= 0:
@@ -200,7 +200,7 @@ def liquidation_metrics(liquidations: Sequence[PositionLiquidated]) -> dict[str,
     }
 
 
-def run_metrics(pipeline: Pipeline, bars_per_year: int) -> dict[str, Any]:
+def run_metrics(pipeline: Pipeline, bars_per_year: float) -> dict[str, Any]:
     """Return the performance, trading and cost metrics of a run so far."""
     positions = pipeline.positions
     orders = pipeline.orders.orders.values()
@@ -224,6 +224,7 @@ def run_metrics(pipeline: Pipeline, bars_per_year: int) -> dict[str, Any]:
             "bus_messages_dispatched": pipeline.bus.dispatched,
             "bus_high_water_mark": pipeline.bus.high_water_mark,
             "trading_state": pipeline.risk.trading_state.value,
+            "strategies_excluded": dict(sorted(pipeline.excluded_strategies.items())),
         }
     )
     return metrics

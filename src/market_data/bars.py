@@ -224,3 +224,43 @@ def time_bars_batch(ts: np.ndarray, prices: np.ndarray, quantities: np.ndarray, 
         bars[name] = bars[name].fillna(bars["close"])
     bars["volume"] = bars["volume"].fillna(0.0)
     return bars.rename_axis("open_time").reset_index()
+
+
+def resample_ohlcv(frame: pd.DataFrame, source_ms: int, target_ms: int) -> pd.DataFrame:
+    """Aggregate klines into klines of a longer interval, aligned to the epoch as Binance's are.
+
+    A target bar is built only from a complete set of source bars (open of the
+    first, highest high, lowest low, close of the last, summed volume); a
+    bucket with a source bar missing is left out, so it shows as a gap rather
+    than as a bar that never traded what it says.
+
+    Parameters
+    ----------
+    frame
+        ``open_time_ms, open, high, low, close, volume`` rows in time order.
+    source_ms, target_ms
+        The two intervals in ms; ``target_ms`` a multiple of ``source_ms``.
+
+    Returns
+    -------
+    DataFrame
+        The same columns, one row per complete target interval.
+    """
+    if target_ms % source_ms != 0:
+        raise ValueError(f"cannot resample {source_ms} ms bars into {target_ms} ms bars")
+    per_bucket = target_ms // source_ms
+    opens = frame["open_time_ms"].to_numpy(np.int64)
+    bucket = opens - opens % target_ms
+    grouped = frame.assign(bucket=bucket).groupby("bucket", sort=True)
+    bars = pd.DataFrame(
+        {
+            "open_time_ms": grouped["open_time_ms"].first().index.to_numpy(np.int64),
+            "open": grouped["open"].first().to_numpy(),
+            "high": grouped["high"].max().to_numpy(),
+            "low": grouped["low"].min().to_numpy(),
+            "close": grouped["close"].last().to_numpy(),
+            "volume": grouped["volume"].sum().to_numpy(),
+        }
+    )
+    complete = grouped["open_time_ms"].count().to_numpy() == per_bucket
+    return bars[complete].reset_index(drop=True)

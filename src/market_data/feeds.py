@@ -31,6 +31,7 @@ import numpy as np
 
 from keel.core.clock import NANOS_PER_MILLI, LiveClock
 from keel.core.errors import MalformedDataError
+from keel.core.intervals import INTERVAL_MS
 from keel.core.messages import (
     BarClosed,
     BookTickerUpdated,
@@ -40,11 +41,10 @@ from keel.core.messages import (
     TradeTick,
 )
 from keel.core.orders import OrderSide
+from keel.market_data.bars import resample_ohlcv
 from keel.market_data.loaders import LoadReport, load_funding, load_ohlcv
 from keel.market_data.order_book import DiffResult, OrderBook
 from keel.market_data.sessions import load_session
-
-INTERVAL_MS = {"1m": 60_000, "1h": 3_600_000}
 
 _BAR, _FUNDING = 0, 1
 
@@ -70,12 +70,15 @@ class RecordedBarFeed:
     symbols
         Symbols to replay, in tie-break order.
     interval
-        Bar interval, ``"1m"`` or ``"1h"``.
+        Bar interval, any of :data:`keel.core.intervals.INTERVAL_MS`.
     funding_file
         The funding-rate file (multi-symbol), or None for no funding events.
     start_ns, end_ns
         Keep bars that open at or after ``start_ns`` and close at or before
         ``end_ns`` (None: no bound); funding events inside the kept bars' span.
+    resample_from
+        Read ``{SYMBOL}_{resample_from}.csv.gz`` files of a finer interval and
+        aggregate them into ``interval`` bars (None: files of ``interval``).
 
     Raises
     ------
@@ -91,9 +94,15 @@ class RecordedBarFeed:
         funding_file: str | Path | None = None,
         start_ns: int | None = None,
         end_ns: int | None = None,
+        resample_from: str | None = None,
     ) -> None:
         if interval not in INTERVAL_MS:
-            raise ValueError(f"bar interval must be one of {sorted(INTERVAL_MS)}, got {interval!r}")
+            raise ValueError(f"bar interval must be one of {', '.join(INTERVAL_MS)}, got {interval!r}")
+        if resample_from is not None and (
+            resample_from not in INTERVAL_MS or INTERVAL_MS[interval] % INTERVAL_MS[resample_from] != 0
+        ):
+            raise ValueError(f"cannot resample {resample_from!r} bars into {interval!r} bars: not a finer divisor")
+        self.resample_from = resample_from
         if not symbols:
             raise ValueError("a feed needs at least one symbol")
         self.interval = interval
@@ -120,12 +129,15 @@ class RecordedBarFeed:
         start_ns: int | None,
         end_ns: int | None,
     ) -> dict[str, np.ndarray]:
-        path = folder / f"{symbol}_{self.interval}.csv.gz"
+        source = self.resample_from or self.interval
+        path = folder / f"{symbol}_{source}.csv.gz"
         if not path.exists():
-            raise MalformedDataError(f"{path}: no {self.interval} bar file for {symbol}")
+            raise MalformedDataError(f"{path.resolve()}: no {source} bar file for {symbol}")
         loaded = load_ohlcv(path, symbol=symbol)
         self.reports.append(loaded.report)
         frame = loaded.frame
+        if self.resample_from is not None:
+            frame = resample_ohlcv(frame, INTERVAL_MS[self.resample_from], INTERVAL_MS[self.interval])
         open_ns = frame["open_time_ms"].to_numpy(np.int64) * NANOS_PER_MILLI
         keep = np.ones(len(open_ns), dtype=bool)
         if start_ns is not None:

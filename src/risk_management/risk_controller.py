@@ -50,6 +50,7 @@ from keel.core.clock import NANOS_PER_SECOND, Clock
 from keel.core.component import Component
 from keel.core.fsm import TRADING_STATE_TRANSITIONS, ComponentState, StateMachine, TradingState
 from keel.core.instruments import Instrument
+from keel.core.intervals import INTERVAL_MS, bars_per_day
 from keel.core.messages import (
     AllocationProposed,
     BarClosed,
@@ -83,7 +84,7 @@ from keel.risk_management.var import (
 )
 
 _SIGN = {SignalAction.BUY: 1.0, SignalAction.SELL: -1.0, SignalAction.HOLD: 0.0}
-_BARS_PER_DAY = {"1s": 86_400.0, "1m": 1_440.0, "5m": 288.0, "15m": 96.0, "1h": 24.0, "4h": 6.0, "1d": 1.0}
+_BARS_PER_DAY = {"1s": 86_400.0} | {name: bars_per_day(name) for name in INTERVAL_MS}
 _CAP_REPUBLISH = 0.05
 _AUTOMATIC = "risk"
 
