@@ -172,6 +172,8 @@ def run(
         session = PaperSession(config, run_dir, on_status=_print_status)
     except OperatorActionRequiredError as error:
         _fail(str(error), EXIT_FAILURE)
+    except ConfigurationError as error:
+        _fail(f"configuration error: {error}", EXIT_USAGE)
     duration_seconds = config.paper.duration_seconds
     until = "until the data ends" if duration_seconds is None else f"for {duration_seconds:g} s"
     recovering = f"recovering session {session.plan.session}" if session.plan.recover else "fresh paper account"

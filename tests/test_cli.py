@@ -139,3 +139,83 @@ def test_run_recovers_an_unfinished_paper_session_unless_fresh_is_asked_for(tmp_
     assert other_symbol.returncode == 1
     assert "paper-venue.db does not fit this venue" in other_symbol.stderr
     assert "keel run --fresh" in other_symbol.stderr
+
+
+def test_data_download_writes_keel_data_and_a_config_layer_backtest_runs_as_it_is(tmp_path: Path) -> None:
+    # Arrange
+    sys.path.insert(0, str(REPO / "tests" / "market_data"))
+    from archive_server import real_archive, serve
+
+    folder = tmp_path / "research"
+
+    # Act
+    with serve(real_archive()) as url:
+        downloaded = keel(
+            "data", "download", "--symbols", "BTCUSDT", "--interval", "1m", "--start", "2025-05", "--end", "2025-06",
+            "--kinds", "klines,funding,mark_price", "--mark-interval", "8h", "--to", str(folder), "--base-url", url,
+        )  # fmt: skip
+    backtest = keel(
+        "backtest", "--config", str(folder / "data.yaml"), "--start", "2025-05-10", "--end", "2025-05-11",
+        "--output", str(tmp_path / "bt"),
+        environment={"KEEL_DATA__RESAMPLE_FROM": "1m", "KEEL_DATA__BAR_INTERVAL": "5m"},
+    )  # fmt: skip
+
+    # Assert
+    assert downloaded.returncode == 0, downloaded.stderr
+    summary = json.loads(downloaded.stdout.splitlines()[0])
+    assert summary["downloaded"] == 6 and summary["failed"] == 0 and summary["missing"] == 0
+    assert backtest.returncode == 0, backtest.stderr
+    metrics = json.loads((tmp_path / "bt" / "metrics.json").read_text())
+    assert metrics["symbols"] == ["BTCUSDT"] and metrics["bar_interval"] == "5m"
+    assert metrics["bars_processed"] == 288 and metrics["data_gaps"] == 0
+
+
+def test_data_import_converts_archive_files_a_user_already_has(tmp_path: Path) -> None:
+    # Arrange
+    sys.path.insert(0, str(REPO / "tests" / "market_data"))
+    from archive_server import real_archive
+
+    served = real_archive()
+    source = tmp_path / "zips"
+    for path, body in served.files.items():
+        if "/klines/" in path and path.endswith(".zip"):
+            (source / Path(path).name).parent.mkdir(parents=True, exist_ok=True)
+            (source / Path(path).name).write_bytes(body)
+
+    # Act
+    completed = keel("data", "import", str(source), "--to", str(tmp_path / "out"))
+
+    # Assert
+    assert completed.returncode == 0, completed.stderr
+    assert (tmp_path / "out" / "ohlcv" / "BTCUSDT_1m.csv.gz").exists()
+    assert "bar_interval: 1m" in (tmp_path / "out" / "data.yaml").read_text()
+
+
+def test_an_unknown_symbol_exits_2_naming_the_instruments_file_and_the_command(tmp_path: Path) -> None:
+    # Act
+    completed = keel("backtest", "--symbols", "DOGEUSDT", "--output", str(tmp_path))
+
+    # Assert
+    assert completed.returncode == 2
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert str(REPO / "config" / "instruments.yaml") in lines[0] and "keel data instruments" in lines[0]
+
+
+def test_data_instruments_adds_a_symbol_from_a_saved_exchange_info(tmp_path: Path) -> None:
+    # Arrange
+    instruments = tmp_path / "instruments.yaml"
+    instruments.write_text((REPO / "config" / "instruments.yaml").read_text())
+    layer = tmp_path / "layer.yaml"
+    layer.write_text(f"exchange:\n  instruments: {instruments}\n")
+    fixture = REPO / "tests" / "market_data" / "fixtures" / "exchange_info.json"
+
+    # Act
+    completed = keel("data", "instruments", "--from", str(fixture), "--symbols", "DOGEUSDT", "--config", str(layer))
+
+    # Assert
+    assert completed.returncode == 0, completed.stderr
+    from keel.core.instruments import load_instruments
+
+    loaded = load_instruments(instruments)
+    assert "DOGEUSDT" in loaded and "BTCUSDT" in loaded

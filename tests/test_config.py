@@ -313,3 +313,24 @@ def test_config_repr_and_dumps_never_contain_secret_values() -> None:
         assert value not in json.dumps(dumped)
     assert dumped["secrets"]["binance_api_key"] == "**********"
     assert dumped["secrets"]["api_token"] is None
+
+
+@pytest.mark.parametrize("value", ["none", "None", "null"])
+def test_funding_none_means_no_funding_data(value: str) -> None:
+    # Act
+    config = KeelConfig.model_validate({"data": {"funding": value}})
+
+    # Assert
+    assert config.data.funding is None
+
+
+def test_every_binance_interval_is_accepted_and_resampling_must_divide_it() -> None:
+    # Act
+    five = KeelConfig.model_validate({"data": {"bar_interval": "5m", "resample_from": "1m"}})
+
+    # Assert
+    assert five.data.bar_interval == "5m"
+    with pytest.raises(ValidationError, match="resample_from"):
+        KeelConfig.model_validate({"data": {"bar_interval": "5m", "resample_from": "3m"}})
+    with pytest.raises(ValidationError, match="bar_interval"):
+        KeelConfig.model_validate({"data": {"bar_interval": "7m"}})

@@ -31,7 +31,7 @@ from keel.core.bus import EventBus
 from keel.core.clock import SimulatedClock
 from keel.core.instruments import load_instruments
 from keel.core.messages import BarClosed, Message, reset_message_ids
-from keel.integration.pipeline import Pipeline, build_feed, build_pipeline
+from keel.integration.pipeline import Pipeline, build_feed, build_pipeline, require_instruments
 from keel.integration.reports import BARS_PER_YEAR, iso_time, run_metrics, write_run_records
 from keel.market_data.feeds import RecordedBarFeed
 from keel.market_data.loaders import load_funding
@@ -139,6 +139,8 @@ class BacktestEngine:
         config = self._effective_config(symbols, start, end, initial_capital)
         started = time.perf_counter()
         reset_message_ids()
+        instruments = load_instruments(config.exchange.instruments)
+        require_instruments(config, instruments)
         feed = build_feed(config)
         handler_failures: list[str] = []
         bus = EventBus(
@@ -146,7 +148,6 @@ class BacktestEngine:
             on_handler_error=lambda name, message, error: handler_failures.append(f"{name}: {error!r}"),
         )
         clock = SimulatedClock(feed.summary.first_ns)
-        instruments = load_instruments(config.exchange.instruments)
         pipeline = build_pipeline(config, instruments, bus, clock, strategy=strategy, client_order_namespace="keel")
         pipeline.start()
         bus.drain()

@@ -40,7 +40,7 @@ from keel.core.fsm import TradingState
 from keel.core.instruments import load_instruments
 from keel.core.messages import BarClosed, CancelAllOrders, MarketDataEvent, SessionEnded, SessionStarted
 from keel.integration.orchestrator import TradingOrchestrator
-from keel.integration.pipeline import Pipeline, build_feed, build_pipeline
+from keel.integration.pipeline import Pipeline, build_feed, build_pipeline, require_instruments
 from keel.integration.recovery import (
     SessionPlan,
     capture_state,
@@ -91,6 +91,7 @@ class PaperSession:
         self.database.migrate()
         journal, snapshots = Journal(self.database), Snapshots(self.database)
         instruments = load_instruments(config.exchange.instruments)
+        require_instruments(config, instruments)
         self.venue_store = VenueStore(output / config.paper.venue_state_file)
         self.plan, cursor = self._plan(config, journal)
         if cursor is not None:

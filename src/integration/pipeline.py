@@ -214,6 +214,25 @@ def build_warmup_feed(config: KeelConfig) -> RecordedBarFeed | None:
         return None  # the recording starts at data.start: the strategies warm up live
 
 
+def require_instruments(config: KeelConfig, instruments: Mapping[str, Instrument]) -> None:
+    """Raise naming the instruments file and the command that fills it unless every symbol has a specification.
+
+    Raises
+    ------
+    ConfigurationError
+        For a configured symbol without an instrument specification.
+    """
+    symbols = config.data.symbols
+    missing = [s for s in symbols if s not in instruments]
+    if missing:
+        raise ConfigurationError(
+            str(Path(config.exchange.instruments).resolve()),
+            f"instruments.{missing[0]}",
+            f"no instrument specification for {', '.join(missing)}; add it with: "
+            f"keel data instruments --from exchangeInfo.json --symbols {','.join(missing)} (or --download)",
+        )
+
+
 def build_strategy(config: KeelConfig) -> BaseStrategy | StrategyManager:
     """Build the configured strategy: the regime-weighted strategy manager, or the moving-average cross."""
     settings = config.strategy
@@ -362,14 +381,7 @@ def build_pipeline(
     """
     capital = config.exchange.initial_balance if initial_capital is None else initial_capital
     symbols = config.data.symbols
-    missing = [s for s in symbols if s not in instruments]
-    if missing:
-        raise ConfigurationError(
-            str(Path(config.exchange.instruments).resolve()),
-            f"instruments.{missing[0]}",
-            f"no instrument specification for {', '.join(missing)}; add it with: "
-            f"keel data instruments --from exchangeInfo.json --symbols {','.join(missing)} (or --download)",
-        )
+    require_instruments(config, instruments)
     exchange = build_exchange(config, {s: instruments[s] for s in symbols}, clock, capital)
     bus.subscribe(BarClosed, exchange.on_bar, name="exchange.simulated.bars")
     bus.subscribe(BookUpdated, exchange.on_book, name="exchange.simulated.books")

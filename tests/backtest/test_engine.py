@@ -172,3 +172,40 @@ def test_without_an_end_a_run_stops_where_the_funding_data_of_its_symbols_stops(
     assert eth == datetime(2025, 6, 15, 8, tzinfo=UTC)
     assert ena == datetime(2025, 6, 3, 12, tzinfo=UTC)
     assert funding_coverage_end(config, ("DOGEUSDT",)) is None
+
+
+def test_data_without_funding_runs_with_zero_funding_and_keeps_funding_arbitrage_out() -> None:
+    # Arrange
+    config = load_config("backtest")
+    config = config.model_copy(update={"data": config.data.model_copy(update={"funding": None})})
+
+    # Act
+    result = BacktestEngine(config).run(symbols=["BTCUSDT", "ETHUSDT"], start="2025-05-05", end="2025-05-07")
+
+    # Assert
+    assert result["handler_errors"] == 0
+    assert result["funding_data"] == "none" and result["funding_paid"] == 0.0
+    assert set(result["strategies_excluded"]) == {"funding_arbitrage"}
+    assert "funding_arbitrage" not in [s.name for s in result.pipeline.strategy.strategy.strategies]
+    assert result["n_trades"] > 0
+
+
+@pytest.mark.parametrize(("interval", "source", "bars"), [("5m", "1m", 2 * 288), ("1h", None, 2 * 24)])
+def test_other_intervals_run_natively_or_resampled_from_finer_files(
+    interval: str, source: str | None, bars: int
+) -> None:
+    # Arrange
+    config = load_config("backtest")
+    data = {"bar_interval": interval, "resample_from": source}
+    if source is None:
+        data["bars"] = "ohlcv/binance_usdm_1h_2025-03"
+    config = config.model_copy(update={"data": config.data.model_copy(update=data)})
+    start = "2025-05-05" if source else "2025-03-20"
+    end = "2025-05-07" if source else "2025-03-22"
+
+    # Act
+    result = BacktestEngine(config).run(symbols=["BTCUSDT"], start=start, end=end)
+
+    # Assert
+    assert result["bar_interval"] == interval and result["bars_processed"] == bars
+    assert result["handler_errors"] == 0

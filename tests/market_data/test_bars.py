@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,8 +14,11 @@ from keel.market_data.bars import (
     TimeBarAggregator,
     VolumeBarAggregator,
     interval_ns,
+    resample_ohlcv,
     time_bars_batch,
 )
+
+BARS_DIR = Path(__file__).resolve().parents[2] / "data" / "ohlcv" / "binance_usdm_1m_2025-05"
 
 
 def _feed(aggregator, trades: list[TradeTick]) -> list[BarClosed]:  # type: ignore[no-untyped-def]
@@ -95,3 +100,57 @@ def test_a_bad_interval_is_refused() -> None:
         TimeBarAggregator("BTCUSDT", "1x")
     with pytest.raises(ValueError, match="threshold"):
         VolumeBarAggregator("BTCUSDT", 0)
+
+
+def _plain_resample(frame: pd.DataFrame, source_ms: int, target_ms: int) -> list[tuple[float, ...]]:
+    """The reference: walk the rows, one bucket at a time."""
+    buckets: dict[int, list[tuple]] = {}
+    for row in frame.itertuples(index=False):
+        buckets.setdefault(row.open_time_ms - row.open_time_ms % target_ms, []).append(row)
+    out = []
+    for start, rows in sorted(buckets.items()):
+        if len(rows) == target_ms // source_ms:
+            out.append(
+                (
+                    start,
+                    rows[0].open,
+                    max(r.high for r in rows),
+                    min(r.low for r in rows),
+                    rows[-1].close,
+                    sum(r.volume for r in rows),
+                )
+            )
+    return out
+
+
+@pytest.mark.parametrize("target", ["5m", "15m", "1h", "4h"])
+def test_resampled_real_klines_equal_the_plain_reference(target: str) -> None:
+    # Arrange
+    from keel.core.intervals import INTERVAL_MS
+    from keel.market_data.loaders import load_ohlcv
+
+    frame = load_ohlcv(BARS_DIR / "ETHUSDT_1m.csv.gz").frame.iloc[:3000]
+
+    # Act
+    resampled = resample_ohlcv(frame, 60_000, INTERVAL_MS[target])
+
+    # Assert
+    expected = _plain_resample(frame, 60_000, INTERVAL_MS[target])
+    np.testing.assert_allclose(resampled.to_numpy(np.float64), np.array(expected, dtype=np.float64), rtol=1e-12)
+    assert (resampled["open_time_ms"] % INTERVAL_MS[target] == 0).all()
+
+
+def test_a_bucket_missing_a_source_bar_is_left_out_not_guessed() -> None:
+    # Arrange
+    from keel.market_data.loaders import load_ohlcv
+
+    frame = load_ohlcv(BARS_DIR / "BTCUSDT_1m.csv.gz").frame.iloc[:600]
+    aligned = frame[frame["open_time_ms"] % 3_600_000 == 0].index[0]
+    holed = frame.drop(index=aligned + 7)
+
+    # Act
+    resampled = resample_ohlcv(holed, 60_000, 3_600_000)
+
+    # Assert
+    assert int(frame["open_time_ms"][aligned]) not in set(resampled["open_time_ms"])
+    assert len(resampled) == len(resample_ohlcv(frame, 60_000, 3_600_000)) - 1
