@@ -33,10 +33,13 @@ of ``market_data``) and, per symbol and bar:
 
 The next settlement is the last one plus the funding interval, inferred from
 consecutive settlements (rounded to the hour; ``funding_interval_hours``
-until two are seen). Missing funding data is an error
-(:class:`MissingFundingDataError`): ``market_data`` without the funding
-columns, no settlement within an interval (plus ``grace_minutes``) of the
-symbol's first bar, or a settlement more than ``grace_minutes`` overdue.
+until two are seen). Until the symbol's first settlement the strategy waits
+(HOLD, ``settlements`` 0 in the metadata): recorded funding may start after
+the bars do (a warm-up before the funding file), and a strategy waits for the
+data it needs rather than being switched off for the run. Missing funding
+data is an error (:class:`MissingFundingDataError`): ``market_data`` without
+the funding columns, or, once settlements have started, one more than
+``grace_minutes`` overdue.
 Rows with a non-finite rate are counted and skipped; a settlement without a
 mark price contributes no basis.
 """
@@ -68,7 +71,6 @@ class _FundingState(SymbolState):
     __slots__ = (
         "basis",
         "direction",
-        "first_timestamp",
         "interval",
         "last_funding_time",
         "malformed_rows",
@@ -82,7 +84,6 @@ class _FundingState(SymbolState):
 
     def __init__(self, window: int) -> None:
         super().__init__()
-        self.first_timestamp: int | None = None
         self.last_funding_time: int | None = None
         self.interval: int | None = None
         self.settlements = 0
@@ -143,8 +144,6 @@ class FundingArbitrageStrategy(IncrementalStrategy):
         assert isinstance(state, _FundingState)
         timestamp, _, _, _, close, _ = bar
         symbol = market_data["symbol"]
-        if state.first_timestamp is None:
-            state.first_timestamp = timestamp
         settled = self._take_settlements(state, market_data, symbol, timestamp)
         self._check_not_overdue(state, symbol, timestamp)
         state.previous_close = close
@@ -228,12 +227,7 @@ class FundingArbitrageStrategy(IncrementalStrategy):
     def _check_not_overdue(self, state: _FundingState, symbol: str, now: int) -> None:
         grace = self.parameters["grace_minutes"] * _NANOS_PER_MINUTE
         if state.last_funding_time is None:
-            assert state.first_timestamp is not None
-            if now - state.first_timestamp > self._interval(state) + grace:
-                raise MissingFundingDataError(
-                    f"no funding rate of {symbol} settled between {_iso(state.first_timestamp)} and {_iso(now)}"
-                )
-            return
+            return  # the symbol's funding data has not started: wait for it
         due = state.last_funding_time + self._interval(state)
         if now > due + grace:
             raise MissingFundingDataError(

@@ -341,6 +341,21 @@ class StrategyManager:
         self._performances = [self.performance[s.name] for s in self.strategies]
         self.signals_published = 0
 
+    def enable_all(self) -> list[tuple[str, str]]:
+        """Switch every strategy back on for every symbol with a clean error count; return those that were off.
+
+        A warm-up on history never keeps a strategy off for the run: what
+        failed on data before the run gets the run's own chances.
+        """
+        enabled = []
+        for symbol, book in sorted(self._books.items()):
+            for i, strategy in enumerate(self.strategies):
+                if not book.enabled[i]:
+                    enabled.append((strategy.name, symbol))
+                book.enabled[i] = True
+                book.consecutive_errors[i] = 0
+        return enabled
+
     def republish(self) -> None:
         """Make every symbol's next combined signal news, whatever it is (after a pause)."""
         for book in self._books.values():

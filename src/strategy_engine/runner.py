@@ -88,7 +88,8 @@ class StrategyRunner(Component):
         The strategies and regime detectors come out of it ready, the
         performance records start afresh and every symbol's current view is
         published at its next bar. Strategy errors during the warm-up are
-        counted in :attr:`errors` (and logged) but not published.
+        counted in :attr:`errors` (and logged) but not published, and never
+        keep a strategy off for the run.
         """
         bars = 0
         for event in events:
@@ -98,6 +99,7 @@ class StrategyRunner(Component):
             elif isinstance(event, FundingRateUpdated):
                 self.manager.on_funding(event)
         self.manager.reset_performance()
+        self.manager.enable_all()
         self.manager.republish()
         return bars
 

@@ -109,20 +109,23 @@ def test_market_data_without_funding_columns_is_an_error() -> None:
         FundingArbitrageStrategy().generate_signal(bars_only, 0)
 
 
-def test_no_settlement_within_an_interval_of_the_first_bar_is_an_error() -> None:
-    # Arrange
-    data = market_data("BTCUSDT", count=600)
-    empty = {**data, **{k: data[k][:0] for k in ("funding_time", "funding_rate", "mark_price")}}
+def test_bars_before_the_first_settlement_wait_for_the_funding_data_and_trade_once_it_starts() -> None:
+    # Arrange: the funding data starts 10 h after the bars do (a warm-up before the funding file)
+    data = market_data("BTCUSDT", count=2400)
+    start = data["timestamp"][0] + 10 * 60 * MINUTE_NS
+    late = {
+        **data,
+        **{k: data[k][data["funding_time"] >= start] for k in ("funding_time", "funding_rate", "mark_price")},
+    }
     strategy = FundingArbitrageStrategy()
-    limit = 8 * 60 + 30
 
     # Act
-    quiet = [strategy.generate_signal(empty, i) for i in range(limit + 1)]
+    views = [strategy.generate_signal(late, i) for i in range(len(late["timestamp"]))]
 
     # Assert
-    assert all(v.action == "HOLD" for v in quiet)
-    with pytest.raises(MissingFundingDataError, match="no funding rate of BTCUSDT settled"):
-        strategy.generate_signal(empty, limit + 1)
+    before = [v for v, ts in zip(views, late["timestamp"], strict=True) if ts <= start]
+    assert all(v.action == "HOLD" and v.metadata["settlements"] == 0 for v in before)
+    assert views[-1].metadata["settlements"] > 0
 
 
 def test_a_non_finite_rate_is_counted_and_skipped_and_a_missing_mark_gives_no_basis(sol: dict) -> None:

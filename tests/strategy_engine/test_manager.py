@@ -20,7 +20,7 @@ from strategy_data import (
     truncated,
 )
 
-from keel.core.messages import BarClosed, MarketRegime
+from keel.core.messages import BarClosed, FundingRateUpdated, MarketRegime
 from keel.strategy_engine import (
     DEFAULT_REGIME_WEIGHTS,
     REGIMES,
@@ -197,8 +197,30 @@ def test_a_raising_strategy_is_reported_then_switched_off_and_the_others_go_on()
     assert status["active_strategies"] == 1
 
 
-def test_missing_funding_data_switches_off_funding_arbitrage_only() -> None:
-    # Arrange: bars without their funding settlements
+def test_funding_data_that_stops_switches_off_funding_arbitrage_only() -> None:
+    # Arrange: bars whose funding settlements stop after the first one
+    data = market_data("BTCUSDT", start=index_at("BTCUSDT", MAY_5), count=1500)
+    stream = events("BTCUSDT", data=data)
+    settlements = [e for e in stream if isinstance(e, FundingRateUpdated)]
+    cut = [e for e in stream if not isinstance(e, FundingRateUpdated) or e is settlements[0]]
+    manager = StrategyManager(max_consecutive_errors=2, detector_factory=False)
+
+    # Act
+    updates = feed(manager, cut)
+
+    # Assert
+    failures = [f for u in updates for f in u.failures]
+    assert {f.strategy for f in failures} == {"funding_arbitrage"}
+    assert failures[0].error_type == MissingFundingDataError.__name__
+    # The first bar more than 30 min after the second settlement was due.
+    settled_minute = settlements[0].funding_time // MINUTE_NS * MINUTE_NS
+    assert failures[0].ts == settled_minute + (8 * 60 + 31) * MINUTE_NS
+    assert failures[-1].disabled
+    assert manager.get_system_status()["active_strategies"] == 3
+
+
+def test_bars_before_any_funding_data_are_no_failure() -> None:
+    # Arrange: bars without their funding settlements (the funding file starts later)
     data = market_data("BTCUSDT", start=index_at("BTCUSDT", MAY_5), count=900)
     bars_only = [e for e in events("BTCUSDT", data=data) if isinstance(e, BarClosed)]
     manager = StrategyManager(max_consecutive_errors=2, detector_factory=False)
@@ -207,13 +229,8 @@ def test_missing_funding_data_switches_off_funding_arbitrage_only() -> None:
     updates = feed(manager, bars_only)
 
     # Assert
-    failures = [f for u in updates for f in u.failures]
-    assert {f.strategy for f in failures} == {"funding_arbitrage"}
-    assert failures[0].error_type == MissingFundingDataError.__name__
-    # The first bar with no settlement for more than 8 h 30 min since the first bar.
-    assert failures[0].ts == data["timestamp"][0] + (8 * 60 + 31) * MINUTE_NS
-    assert failures[-1].disabled
-    assert manager.get_system_status()["active_strategies"] == 3
+    assert [f for u in updates for f in u.failures] == []
+    assert manager.get_system_status()["active_strategies"] == 4
 
 
 def test_malformed_bars_are_counted_and_skipped() -> None:

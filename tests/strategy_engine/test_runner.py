@@ -10,8 +10,21 @@ from strategy_data import MAY_5, events, funding_within_bars, index_at, market_d
 from keel.core.bus import EventBus
 from keel.core.clock import SimulatedClock
 from keel.core.fsm import ComponentState
-from keel.core.messages import BarClosed, Message, RegimeChanged, SignalGenerated, StrategyError
-from keel.strategy_engine import NoLookAheadRegimeDetector, StrategyManager, StrategyRunner
+from keel.core.messages import (
+    BarClosed,
+    FundingRateUpdated,
+    Message,
+    RegimeChanged,
+    SignalGenerated,
+    StrategyError,
+)
+from keel.strategy_engine import (
+    BaseStrategy,
+    NoLookAheadRegimeDetector,
+    StrategyManager,
+    StrategyRunner,
+    StrategySignal,
+)
 
 
 def run_on_bus(manager: StrategyManager, stream: list[Any]) -> tuple[StrategyRunner, list[Message]]:
@@ -54,8 +67,10 @@ def test_the_manager_publishes_news_signals_and_regime_changes() -> None:
 
 
 def test_missing_funding_is_published_as_strategy_errors_and_degrades_the_runner() -> None:
-    # Arrange: bars only, no settlements
-    stream = [e for e in events("BTCUSDT", start=index_at("BTCUSDT", MAY_5), count=700) if isinstance(e, BarClosed)]
+    # Arrange: bars whose settlements stop after the first one
+    events_ = events("BTCUSDT", start=index_at("BTCUSDT", MAY_5), count=1500)
+    first = next(e for e in events_ if isinstance(e, FundingRateUpdated))
+    stream = [e for e in events_ if not isinstance(e, FundingRateUpdated) or e is first]
     manager = StrategyManager(detector_factory=False, max_consecutive_errors=3)
 
     # Act
@@ -140,3 +155,34 @@ def test_a_warm_up_on_history_leaves_the_strategies_where_a_live_run_would() -> 
     assert status["symbols"] == expected["symbols"]
     assert warmed.manager.regime("BTCUSDT") == reference.manager.regime("BTCUSDT")
     assert status["combined_performance"]["bars"] == 720
+
+
+class _FailsBefore(BaseStrategy):
+    """Raises on every bar before ``until`` (data it needs has not started), then holds."""
+
+    def __init__(self, until: int) -> None:
+        super().__init__("late_data")
+        self.until = until
+
+    def generate_signal(self, market_data: Any, current_index: int) -> StrategySignal:
+        if market_data["timestamp"][current_index] < self.until:
+            raise ValueError("the data this strategy needs has not started")
+        return StrategySignal(market_data["symbol"], "HOLD", 0.0, 0.0)
+
+
+def test_errors_during_the_warm_up_never_keep_a_strategy_off_for_the_run() -> None:
+    # Arrange
+    stream = [e for e in events("BTCUSDT", start=index_at("BTCUSDT", MAY_5), count=60) if isinstance(e, BarClosed)]
+    history, live = stream[:40], stream[40:]
+    manager = StrategyManager([_FailsBefore(until=live[0].ts_event)], detector_factory=False, max_consecutive_errors=3)
+    bus = EventBus()
+    runner = StrategyRunner(manager, bus, SimulatedClock(history[0].ts_event))
+
+    # Act
+    runner.warm_up(history)
+    status = manager.get_system_status()
+
+    # Assert
+    assert runner.errors == 3  # switched off during the warm-up after three in a row...
+    assert status["strategies"]["late_data"]["disabled_symbols"] == []  # ...and back on for the run
+    assert status["active_strategies"] == 1
