@@ -217,7 +217,12 @@ class SignalAction(Enum):
 
 
 class SignalGenerated(Event, frozen=True, kw_only=True, tag=True, gc=False):
-    """A strategy's view on a symbol; strength and confidence lie in [0, 1]."""
+    """A strategy's view on a symbol; strength and confidence lie in [0, 1].
+
+    ``contributions`` is, for a combined view (the strategy manager's), each
+    underlying strategy's signed share of the combined score: what orders the
+    view causes are attributed by.
+    """
 
     strategy: str
     symbol: str
@@ -226,6 +231,7 @@ class SignalGenerated(Event, frozen=True, kw_only=True, tag=True, gc=False):
     confidence: float
     stop_loss: float | None = None
     take_profit: float | None = None
+    contributions: dict[str, float] = msgspec.field(default_factory=dict)
 
 
 class AllocationProposed(Event, frozen=True, kw_only=True, tag=True, gc=False):

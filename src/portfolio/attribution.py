@@ -33,6 +33,13 @@ to the difference of the compounded returns.
 
 Costs: fees (fill commissions), funding (payments) and slippage (each fill
 against the mark when its order was submitted), per symbol and strategy.
+
+Strategies behind a combined view: a fill of the strategy manager's orders is
+booked to the strategies whose signals caused it. The part of a fill that
+reduces the symbol's position goes to the segments holding it, pro rata to
+their quantities; the part that opens or adds goes to the strategies of the
+symbol's latest combined signal that pointed the fill's way, pro rata to
+their contributions to it (to the manager itself before any did).
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ from typing import Any
 from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_HOUR, Clock, SimulatedClock
 from keel.core.component import Component
-from keel.core.messages import BarClosed, FundingPaid, OrderFilled, OrderSubmitted
+from keel.core.messages import BarClosed, FundingPaid, OrderFilled, OrderSubmitted, SignalGenerated
 
 CASH = "cash"
 Segment = tuple[str, str]
@@ -192,6 +199,7 @@ class PerformanceAttributor(Component):
         self._books: dict[Segment, _Book] = {}
         self._marks: dict[str, float] = {}
         self._decision_marks: dict[str, float] = {}
+        self._pointing: dict[tuple[str, str, float], dict[str, float]] = {}
         self._period_start: int | None = None
         self._start_marks: dict[str, float] = {}
         self._start_values: dict[Segment, float] = {}
@@ -207,6 +215,7 @@ class PerformanceAttributor(Component):
         self.bus.subscribe(BarClosed, self.on_bar, name=f"{self.name}.marks")
         self.bus.subscribe(OrderSubmitted, self.on_submitted, name=f"{self.name}.decisions")
         self.bus.subscribe(OrderFilled, self.on_fill, name=self.name)
+        self.bus.subscribe(SignalGenerated, self.on_signal, name=f"{self.name}.signals")
         self.bus.subscribe(FundingPaid, self.on_funding, name=f"{self.name}.funding")
 
     def on_bar(self, bar: BarClosed) -> None:
@@ -231,18 +240,42 @@ class PerformanceAttributor(Component):
         if mark is not None:
             self._decision_marks[submitted.client_order_id] = mark
 
+    def on_signal(self, signal: SignalGenerated) -> None:
+        """Remember, for each direction, the strategies of the latest combined view of a symbol pointing that way."""
+        for sign in (1.0, -1.0):
+            pointing = {s: c * sign for s, c in sorted(signal.contributions.items()) if c * sign > 0}
+            if pointing:
+                self._pointing[(signal.strategy, signal.symbol, sign)] = pointing
+
     def on_fill(self, fill: OrderFilled) -> None:
-        """Book the fill's cash flow, fee and slippage into its segment."""
-        book = self._books.setdefault((fill.strategy, fill.symbol), _Book())
+        """Book the fill's cash flow, fee and slippage into the segments of the strategies behind it."""
         quantity = float(fill.last_quantity) * fill.side.sign
         price = float(fill.last_price)
-        book.quantity += quantity
-        book.cash -= quantity * price
-        book.fees += float(fill.commission)
         decision = self._decision_marks.get(fill.client_order_id)
-        if decision is not None:
-            book.slippage += quantity * (price - decision)
+        for strategy, part in self._split(fill.strategy, fill.symbol, quantity):
+            book = self._books.setdefault((strategy, fill.symbol), _Book())
+            share = part / quantity
+            book.quantity += part
+            book.cash -= part * price
+            book.fees += float(fill.commission) * share
+            if decision is not None:
+                book.slippage += part * (price - decision)
         self._marks.setdefault(fill.symbol, price)
+
+    def _split(self, source: str, symbol: str, quantity: float) -> list[tuple[str, float]]:
+        """Return (strategy, signed quantity) parts of a fill: closing by holdings, opening by contributions."""
+        # Segments holding the other side of the fill: the fill closes them first.
+        held = {s: b.quantity for (s, sym), b in self._books.items() if sym == symbol and b.quantity * quantity < 0}
+        total_held = sum(held.values())
+        closing = -total_held if abs(total_held) < abs(quantity) else quantity
+        parts = {strategy: closing * (amount / total_held) for strategy, amount in held.items()}
+        opening = quantity - closing
+        if opening != 0:
+            pointing = self._pointing.get((source, symbol, 1.0 if opening > 0 else -1.0), {source: 1.0})
+            weight = sum(pointing.values())
+            for strategy, amount in pointing.items():
+                parts[strategy] = parts.get(strategy, 0.0) + opening * (amount / weight)
+        return [(strategy, part) for strategy, part in sorted(parts.items()) if part != 0]
 
     def on_funding(self, payment: FundingPaid) -> None:
         """Split a funding payment across the symbol's segments by their quantities."""

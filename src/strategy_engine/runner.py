@@ -127,6 +127,7 @@ class StrategyRunner(Component):
                 confidence=signal.confidence,
                 stop_loss=signal.stop_loss,
                 take_profit=signal.take_profit,
+                contributions={name: float(c) for name, c in signal.metadata.get("contributions", {}).items()},
                 ts_event=bar.ts_event,
                 ts_init=self.clock.timestamp_ns(),
             )

@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 import csv
 import functools
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keel.backtest import BacktestEngine
 from keel.backtest.engine import BacktestResult
 from keel.config import load_config
-from keel.portfolio.attribution import brinson_fachler, carino_coefficient
+from keel.core.messages import OrderFilled, SignalAction, SignalGenerated
+from keel.core.orders import LiquiditySide, OrderSide
+from keel.portfolio.attribution import PerformanceAttributor, brinson_fachler, carino_coefficient
 
 
 @functools.cache
@@ -75,8 +80,10 @@ def test_attribution_of_a_backtest_as_the_user_calls_it() -> None:
     by_symbol = sum(v["total"] for v in attribution["by_symbol"].values())
     by_strategy = sum(v["total"] for v in attribution["by_strategy"].values())
     assert by_symbol == pytest.approx(effects, abs=1e-12) and by_strategy == pytest.approx(effects, abs=1e-12)
-    traders = {fill.strategy for fill in result.pipeline.recorder.fills}
-    assert traders and set(attribution["by_strategy"]) >= traders | {"cash"}
+    assert "cash" in attribution["by_strategy"]
+    fees = sum(float(fill.commission) for fill in result.pipeline.recorder.fills)
+    assert attribution["costs"]["fees"] == pytest.approx(fees, abs=1e-9)
+    assert sum(v["fees"] for v in attribution["costs"]["by_strategy"].values()) == pytest.approx(fees, abs=1e-9)
 
 
 def test_costs_come_from_the_actual_fills_and_funding() -> None:
@@ -116,3 +123,94 @@ def test_attribution_csv_is_written_with_the_backtest(tmp_path: Path) -> None:
     # A symbol no strategy traded keeps its benchmark weight in a "none" segment.
     traders = {fill.strategy for fill in run().pipeline.recorder.fills}
     assert segments and {r["strategy"] for r in segments} <= traders | {"none"}
+
+
+def _signal(contributions: dict[str, float]) -> SignalGenerated:
+    return SignalGenerated(
+        strategy="strategy_manager",
+        symbol="BTCUSDT",
+        action=SignalAction.HOLD,
+        strength=0.0,
+        confidence=0.0,
+        contributions=contributions,
+        ts_event=0,
+        ts_init=0,
+    )
+
+
+def _fill(number: int, quantity: Decimal, price: str = "94000.0") -> OrderFilled:
+    return OrderFilled(
+        client_order_id=f"keel-{number}",
+        venue_order_id=str(number),
+        symbol="BTCUSDT",
+        trade_id=str(number),
+        side=OrderSide.BUY if quantity > 0 else OrderSide.SELL,
+        last_quantity=abs(quantity),
+        last_price=Decimal(price),
+        commission=abs(quantity) * Decimal(price) * Decimal("0.0005"),
+        liquidity_side=LiquiditySide.TAKER,
+        strategy="strategy_manager",
+        ts_event=0,
+        ts_init=0,
+    )
+
+
+def _holdings(attributor: PerformanceAttributor) -> dict[str, float]:
+    return {strategy: book.quantity for (strategy, _), book in attributor._books.items() if book.quantity}
+
+
+def test_fills_of_a_combined_view_are_booked_to_the_strategies_behind_it() -> None:
+    # Arrange
+    attributor = PerformanceAttributor(["BTCUSDT"], 10_000.0)
+    attributor.start()
+
+    # Act: trend (0.3) and range (0.1) point long, mean reversion short; then mean reversion alone points short
+    attributor.on_signal(_signal({"trend_following": 0.3, "range_trading": 0.1, "mean_reversion": -0.2}))
+    attributor.on_fill(_fill(1, Decimal("0.004")))
+    opened = _holdings(attributor)
+    attributor.on_signal(_signal({"trend_following": 0.0, "range_trading": 0.0, "mean_reversion": -0.4}))
+    attributor.on_fill(_fill(2, Decimal("-0.006")))
+
+    # Assert: the long is opened by the strategies pointing long; the sell closes it pro rata, then opens
+    # a short for mean reversion
+    assert opened == pytest.approx({"trend_following": 0.003, "range_trading": 0.001})
+    assert _holdings(attributor) == pytest.approx({"mean_reversion": -0.002})
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.dictionaries(
+                st.sampled_from(["trend_following", "mean_reversion", "range_trading"]),
+                st.floats(-1, 1, allow_nan=False),
+                max_size=3,
+            ),
+            st.integers(-50, 50).filter(bool),
+        ),
+        min_size=1,
+        max_size=25,
+    )
+)
+def test_splitting_fills_across_strategies_keeps_quantity_cash_and_fees(steps: list) -> None:
+    # Arrange
+    attributor = PerformanceAttributor(["BTCUSDT"], 10_000.0)
+    attributor.start()
+    net = Decimal(0)
+    fees = Decimal(0)
+
+    # Act
+    for number, (contributions, lots) in enumerate(steps):
+        attributor.on_signal(_signal(contributions))
+        fill = _fill(number, Decimal(lots) * Decimal("0.001"))
+        attributor.on_fill(fill)
+        net += Decimal(lots) * Decimal("0.001")
+        fees += fill.commission
+
+    # Assert
+    books = attributor._books.values()
+    assert sum(b.quantity for b in books) == pytest.approx(float(net), abs=1e-12)
+    assert sum(b.fees for b in books) == pytest.approx(float(fees), rel=1e-12)
+    assert sum(b.cash for b in books) == pytest.approx(-float(net) * 94000.0, abs=1e-6)
+    # No segment is left holding the other side of the net position beyond what contributions opened.
+    assert all(b.quantity * float(net) >= -1e-12 for b in books) or net == 0
