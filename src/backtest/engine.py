@@ -26,6 +26,7 @@ from typing import Any
 
 import structlog
 
+from keel.backtest.report import write_report
 from keel.config import KeelConfig, config_to_dict, load_config
 from keel.core.bus import EventBus
 from keel.core.clock import SimulatedClock
@@ -61,7 +62,7 @@ class BacktestResult(Mapping[str, Any]):
         return len(self.metrics)
 
     def write(self, output_dir: str | Path) -> Path:
-        """Write metrics.json, config.json and the run's CSV files (tca.csv among them); return the folder."""
+        """Write metrics.json, config.json, the CSV files (tca.csv among them) and report.html; return the folder."""
         folder = Path(output_dir)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "metrics.json").write_text(json.dumps(self.metrics, indent=2, sort_keys=True) + "\n")
@@ -69,6 +70,7 @@ class BacktestResult(Mapping[str, Any]):
             json.dumps(config_to_dict(self.config), indent=2, sort_keys=True, default=str) + "\n"
         )
         write_run_records(folder, self.pipeline)
+        write_report(folder, self)
         return folder
 
 

@@ -41,6 +41,7 @@ from keel.core.messages import (
     OrderFilled,
     OrderRejected,
     PositionLiquidated,
+    RegimeChanged,
     TradeTick,
     TradingStateChanged,
 )
@@ -83,6 +84,7 @@ class RunRecorder:
     trading_states: list[TradingStateChanged] = field(default_factory=list)
     liquidations: list[PositionLiquidated] = field(default_factory=list)
     executions: list[ExecutionCompleted] = field(default_factory=list)
+    regimes: list[RegimeChanged] = field(default_factory=list)
     equity: list[EquityPoint] = field(default_factory=list)
 
     def attach(self, bus: EventBus) -> None:
@@ -93,6 +95,7 @@ class RunRecorder:
         bus.subscribe(TradingStateChanged, self.trading_states.append, name="recorder.trading_state")
         bus.subscribe(PositionLiquidated, self.liquidations.append, name="recorder.liquidations")
         bus.subscribe(ExecutionCompleted, self.executions.append, name="recorder.executions")
+        bus.subscribe(RegimeChanged, self.regimes.append, name="recorder.regimes")
 
 
 @dataclass(slots=True)

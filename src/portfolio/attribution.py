@@ -452,6 +452,18 @@ class PerformanceAttributor(Component):
             "costs": self.costs(),
         }
 
+    def pnl_by_strategy(self) -> dict[str, dict[str, float]]:
+        """Return each strategy's P&L in USDT at the last marks: gross (before costs), fees, funding paid, net."""
+        totals: dict[str, dict[str, float]] = {}
+        for (strategy, symbol), book in sorted(self._books.items()):
+            mark = self._marks.get(symbol, 0.0)
+            entry = totals.setdefault(strategy, {"gross": 0.0, "fees": 0.0, "funding_paid": 0.0, "net": 0.0})
+            entry["gross"] += book.quantity * mark + book.cash
+            entry["fees"] += book.fees
+            entry["funding_paid"] -= book.funding
+            entry["net"] += book.value(mark)
+        return totals
+
     def costs(self) -> dict[str, Any]:
         """Return fees, funding paid and slippage in USDT: totals, by symbol and by strategy."""
         costs = {"by_symbol": _Costs(), "by_strategy": _Costs()}

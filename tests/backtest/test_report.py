@@ -1,0 +1,85 @@
+"""report.html of a real backtest, opened offline in a real browser (headless Debian Chromium, Playwright)."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from keel.backtest import BacktestEngine
+from keel.backtest.engine import BacktestResult
+from keel.backtest.report import render_report
+from keel.config import load_config
+
+REPO = Path(__file__).resolve().parents[2]
+SECTIONS = (
+    "Equity",
+    "Drawdown",
+    "Gross exposure",
+    "Profit and loss: gross, costs, net",
+    "Turnover",
+    "Monthly returns",
+    "Regimes",
+    "Attribution (Brinson-Fachler, linked over the run)",
+    "Transaction costs (per parent order)",
+    "Trades",
+)
+
+
+@functools.cache
+def week() -> BacktestResult:
+    """A week of the default pipeline on three bundled symbols."""
+    return BacktestEngine(load_config("backtest")).run(
+        symbols=["BTCUSDT", "ETHUSDT", "SOLUSDT"], start="2025-05-05", end="2025-05-12"
+    )
+
+
+def chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.fail("Chromium is not installed: run the test command (make test), which installs it")
+    return path
+
+
+def test_the_same_run_writes_the_same_report() -> None:
+    # Act
+    first, second = render_report(week()), render_report(week())
+
+    # Assert
+    assert first == second
+
+
+def test_report_opens_offline_and_every_section_renders(tmp_path: Path) -> None:
+    # Arrange
+    folder = week().write(tmp_path / "run")
+    requests: list[str] = []
+
+    # Act
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium(), args=["--headless=new", "--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1100, "height": 900})
+        page.on("request", lambda request: requests.append(request.url))
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto((folder / "report.html").as_uri())
+        headings = page.locator("h2").all_inner_texts()
+        charts = page.locator("svg")
+        sizes = [charts.nth(i).bounding_box() for i in range(charts.count())]
+        polylines = page.locator("polyline").count()
+        regime_bars = page.locator("svg[aria-label=regimes] rect").count()
+        trade_rows = page.locator("section:has(h2:text-is('Trades')) tbody tr").count()
+        strategies = page.locator("section:has(h2:text-is('Profit and loss: gross, costs, net')) td").all_inner_texts()
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        browser.close()
+
+    # Assert
+    assert requests == [(folder / "report.html").as_uri()]  # nothing but the file itself
+    assert errors == []
+    assert tuple(headings) == SECTIONS
+    assert polylines == 3 and all(box is not None and box["width"] > 500 for box in sizes)
+    assert regime_bars >= 3
+    assert trade_rows == len(week().pipeline.recorder.fills) > 0
+    assert "trend_following" in strategies
