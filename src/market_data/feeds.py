@@ -24,6 +24,7 @@ import asyncio
 import heapq
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -47,6 +48,43 @@ from keel.market_data.order_book import DiffResult, OrderBook
 from keel.market_data.sessions import load_session
 
 _BAR, _FUNDING = 0, 1
+
+
+class DataNotCoveredError(MalformedDataError):
+    """The requested dates lie outside the recorded data: download the missing data (the message says how)."""
+
+    def __init__(
+        self,
+        symbols: Sequence[str],
+        interval: str,
+        folder: Path,
+        recorded: Sequence[tuple[int, int]],
+        start_ns: int | None,
+        end_ns: int | None,
+    ) -> None:
+        start = _day(start_ns) if start_ns is not None else "the start"
+        end = _day(end_ns) if end_ns is not None else "the end"
+        covered = (
+            f"the files there cover {_day(min(r[0] for r in recorded))} to {_day(max(r[1] for r in recorded))}"
+            if recorded
+            else "the files there hold no bars"
+        )
+        first = datetime.fromtimestamp((start_ns or 0) // 1_000_000_000, tz=UTC)
+        last = datetime.fromtimestamp(((end_ns or start_ns or 0) - 1) // 1_000_000_000, tz=UTC)
+        target = f"data/binance-{first:%Y-%m}"
+        command = (
+            f"keel data download --symbols {','.join(symbols)} --interval {interval} --start {first:%Y-%m} "
+            f"--end {last:%Y-%m} --to {target}"
+        )
+        super().__init__(
+            f"no {interval} bars of {', '.join(symbols)} from {start} to {end} in {folder.resolve()}: {covered}. "
+            f"Fetch the missing data with `{command}` and run with --config {target}/data.yaml"
+        )
+        self.command = command
+
+
+def _day(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +141,7 @@ class RecordedBarFeed:
         ):
             raise ValueError(f"cannot resample {resample_from!r} bars into {interval!r} bars: not a finer divisor")
         self.resample_from = resample_from
+        self._recorded: list[tuple[int, int]] = []
         if not symbols:
             raise ValueError("a feed needs at least one symbol")
         self.interval = interval
@@ -114,7 +153,7 @@ class RecordedBarFeed:
         ]
         self._bars = {name: np.concatenate([c[name] for c in columns]) for name in columns[0]}
         if len(self._bars["close_ns"]) == 0:
-            raise MalformedDataError(f"no bars of {', '.join(self.symbols)} in {bars_dir} inside the requested dates")
+            raise DataNotCoveredError(self.symbols, interval, Path(bars_dir), self._recorded, start_ns, end_ns)
         first = int(self._bars["close_ns"].min()) - interval_ns
         last = int(self._bars["close_ns"].max())
         self._funding = self._load_funding(funding_file, first, last) if funding_file is not None else []
@@ -139,6 +178,8 @@ class RecordedBarFeed:
         if self.resample_from is not None:
             frame = resample_ohlcv(frame, INTERVAL_MS[self.resample_from], INTERVAL_MS[self.interval])
         open_ns = frame["open_time_ms"].to_numpy(np.int64) * NANOS_PER_MILLI
+        if len(open_ns):
+            self._recorded.append((int(open_ns[0]), int(open_ns[-1]) + interval_ns))
         keep = np.ones(len(open_ns), dtype=bool)
         if start_ns is not None:
             keep &= open_ns >= start_ns

@@ -147,13 +147,26 @@ def test_run_backtest_as_the_user_calls_it() -> None:
     assert results["bars_processed"] == 24 * 60
 
 
-def test_dates_outside_the_data_are_a_clear_error() -> None:
-    # Arrange
+def test_dates_outside_the_data_say_which_data_is_missing_and_how_to_fetch_it() -> None:
+    # Arrange: UC-2.2 as the review writes it, on dates keel does not bundle
     engine = BacktestEngine()
 
-    # Act / Assert
-    with pytest.raises(MalformedDataError, match="inside the requested dates"):
-        engine.run(symbols=["BTCUSDT"], start="2023-01-01", end="2024-01-01")
+    # Act
+    with pytest.raises(MalformedDataError) as raised:
+        asyncio.run(
+            engine.run_backtest(
+                strategy=MovingAverageCrossStrategy(fast_period=20, slow_period=60),
+                start_date="2023-01-01",
+                end_date="2024-01-01",
+                initial_capital=10000.0,
+            )
+        )
+
+    # Assert
+    message = str(raised.value)
+    assert "from 2023-01-01 00:00 to 2024-01-01 00:00" in message
+    assert "the files there cover 2025-05-04" in message
+    assert "keel data download --symbols BTCUSDT,ETHUSDT" in message and "--start 2023-01 --end 2023-12" in message
 
 
 def test_without_an_end_a_run_stops_where_the_funding_data_of_its_symbols_stops() -> None:
