@@ -101,7 +101,7 @@ def test_a_missing_symbol_file_is_a_clear_error() -> None:
 
 def test_a_range_without_bars_is_a_clear_error() -> None:
     # Act / Assert
-    with pytest.raises(MalformedDataError, match="the files there cover 2025-05-04 00:00 to 2025-06-0"):
+    with pytest.raises(MalformedDataError, match="the files there cover 2025-05-04 15:33 to 2025-06-03 15:32"):
         RecordedBarFeed(BARS, ["BTCUSDT"], "1m", start_ns=0, end_ns=MINUTE_NS)
 
 
