@@ -13,7 +13,9 @@ bus drained, components stopped, and the final state written.
 
 The paper account outlives the process, like a real venue's: the simulated
 venue commits its state to its own file (``paper.venue_state_file``) and
-keel journals everything to its database. A start after a session that did
+keel journals everything to its database (through a write-behind thread with
+a spill file under ``run.output_dir`` for outages; what a run left in the
+spill file is copied into the database before anything else). A start after a session that did
 not finish (a stop, a crash, kill -9) recovers it
 (:mod:`keel.integration.recovery`): snapshot, journal, reconciliation with the
 venue, and the feed resumes after the venue's last market event. A start after
