@@ -89,7 +89,6 @@ class PaperSession:
         self._feed_done = False
         self.reconciliation: dict[str, Any] | None = None
         output = Path(config.run.output_dir)
-        output.mkdir(parents=True, exist_ok=True)
         # One database across runs (not per run folder): the journal is what a restart recovers from.
         self.database = Database(config.persistence.url or f"sqlite:///{output / 'keel.db'}")
         self.database.migrate()
@@ -100,7 +99,9 @@ class PaperSession:
         if copied:
             _log.warning("journal entries spilled by the last run copied into the database", entries=copied)
         instruments = load_instruments(config.exchange.instruments)
-        self.venue_store = VenueStore(output / config.paper.venue_state_file)
+        venue_state = output / config.paper.venue_state_file
+        venue_state.parent.mkdir(parents=True, exist_ok=True)
+        self.venue_store = VenueStore(venue_state)
         self.plan, cursor = self._plan(config, journal)
         if cursor is not None:
             config = _resumed_at(config, cursor)

@@ -229,6 +229,8 @@ class StateManager(Component):
         """Store the captured state as of ``journal_sequence`` (everything journaled up to it)."""
         if self._snapshots is None or self._capture is None or self.writer is None:
             return
+        if not self.writer.available:
+            return  # it could not be stored: the next one is taken once the database is back
         self.writer.add_snapshot(self.clock.timestamp_ns(), journal_sequence, self._capture())
         self._since_snapshot = 0
         self.snapshots_taken += 1
