@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import create_engine, text
 
 from keel.config import KeelConfig, load_config
@@ -122,8 +123,9 @@ async def wait_until(condition: Callable[[], bool], seconds: float) -> bool:
     return True
 
 
-def test_database_down_mid_paper_run_reduces_within_a_second_then_returns_losing_nothing(
-    postgres_server, tmp_path: Path
+@pytest.mark.parametrize("outage_state", ["REDUCING", "HALTED"])
+def test_database_down_mid_paper_run_moves_the_trading_state_within_a_second_then_returns_losing_nothing(
+    postgres_server, tmp_path: Path, outage_state: str
 ) -> None:
     # Arrange: a paper run journaling to its own PostgreSQL server, in an output folder that does not exist yet
     config = config_in(tmp_path / "runs" / "paper")
@@ -131,6 +133,7 @@ def test_database_down_mid_paper_run_reduces_within_a_second_then_returns_losing
         update={
             "paper": config.paper.model_copy(update={"speed": 2_000.0}),
             "persistence": config.persistence.model_copy(update={"url": fresh_database_on(postgres_server.url)}),
+            "monitor": config.monitor.model_copy(update={"database_outage_state": outage_state}),
         }
     )
     session = PaperSession(config, tmp_path / "run")
@@ -142,7 +145,7 @@ def test_database_down_mid_paper_run_reduces_within_a_second_then_returns_losing
         assert await wait_until(lambda: session.bars >= 60, 30)
         stopping_at = time.monotonic()
         await asyncio.to_thread(postgres_server.stop, "immediate")
-        assert await wait_until(lambda: trading_state() == "REDUCING", 10)
+        assert await wait_until(lambda: trading_state() == outage_state, 10)
         seen["reduced_after"] = time.monotonic() - stopping_at
         seen["reasons"] = session.monitors[0].reasons()
         bars = session.bars
@@ -156,7 +159,7 @@ def test_database_down_mid_paper_run_reduces_within_a_second_then_returns_losing
     # Act
     final = asyncio.run(outage())
 
-    # Assert: REDUCING within a second of the stop command (its own time included), with the reason in
+    # Assert: the configured state within a second of the stop command (its own time included), with the reason in
     # health; back to ACTIVE once the journal caught up
     assert seen["reduced_after"] < 1.0
     assert any(reason.startswith("integration.state degraded: database unreachable") for reason in seen["reasons"])
@@ -174,7 +177,7 @@ def test_database_down_mid_paper_run_reduces_within_a_second_then_returns_losing
     assert sorted(commands) == sorted(session.pipeline.orders.orders) and len(commands) > 0
     assert len([m for _, m in entries if isinstance(m, OrderFilled)]) == final["fills"]
     states = [(m.state.value, m.reason.split(":")[0]) for _, m in entries if isinstance(m, TradingStateChanged)]
-    assert states == [("REDUCING", "monitor"), ("ACTIVE", "monitor")]
+    assert states == [(outage_state, "monitor"), ("ACTIVE", "monitor")]
     assert session.state.spill.is_empty()
     assert (tmp_path / "runs" / "paper" / config.paper.venue_state_file).exists()
     assert not any(o.status is OrderStatus.SUBMITTED for o in session.pipeline.orders.orders.values())
