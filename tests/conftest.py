@@ -6,6 +6,7 @@ import functools
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -108,6 +109,7 @@ class PostgresServer:
         self.port = _free_port()
         self._options = f"-p {self.port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off"
         self.running = False
+        self.paused = False
 
     @property
     def url(self) -> str:
@@ -144,6 +146,34 @@ class PostgresServer:
         )
         self.running = False
 
+    def pause(self) -> None:
+        """Freeze every process of the server (SIGSTOP): connections hang instead of failing."""
+        self._signal_all(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        """Let a paused server run again (SIGCONT)."""
+        self._signal_all(signal.SIGCONT)
+        self.paused = False
+
+    def _signal_all(self, signum: signal.Signals) -> None:
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        for pid in [postmaster, *_children(postmaster)]:
+            os.kill(pid, signum)
+
+
+def _children(parent: int) -> list[int]:
+    """The ids of a process's children (from /proc)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            children.append(int(stat.parent.name))
+    return children
+
 
 @pytest.fixture(scope="session")
 def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
@@ -168,9 +198,11 @@ def _dedicated_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Po
 
 @pytest.fixture
 def postgres_server(_dedicated_postgres: PostgresServer) -> Iterator[PostgresServer]:
-    """A PostgreSQL server of its own that a test may stop and start (running again after the test)."""
+    """A PostgreSQL server of its own that a test may stop, start, pause and resume (running again after the test)."""
     if not _dedicated_postgres.running:
         _dedicated_postgres.start()
     yield _dedicated_postgres
+    if _dedicated_postgres.paused:
+        _dedicated_postgres.resume()
     if not _dedicated_postgres.running:
         _dedicated_postgres.start()

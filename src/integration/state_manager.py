@@ -85,6 +85,9 @@ JOURNALED = (
 )
 """The events that change trading state, and so are journaled."""
 
+WATCH_INTERVAL_SECONDS = 0.25
+"""How often (wall clock) the state manager looks for a database call that hangs."""
+
 StateCapture = Callable[[], Mapping[str, Any]]
 """Returns the state a snapshot stores (JSON-serializable, built afresh: it is written from another thread)."""
 
@@ -153,6 +156,7 @@ class StateManager(Component):
         self._since_snapshot = 0
         self._availability: deque[str | None] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
 
     def on_start(self) -> None:
         """Start the journal writer; put back a trading state other than ACTIVE left by the last run."""
@@ -174,6 +178,7 @@ class StateManager(Component):
         except RuntimeError:
             self._loop = None
         self.writer.start()
+        self._watch()
         for kind in JOURNALED:
             self.bus.subscribe(kind, self.on_event, name=self.name)
         if self.snapshot_interval_ns is not None:
@@ -191,6 +196,9 @@ class StateManager(Component):
     def on_stop(self) -> None:
         """Write whatever is buffered (to the database, or the spill file) and stop the writer."""
         self.clock.cancel_timer(f"{self.name}.snapshot")
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         if self.writer is not None:
             self.writer.close()
         self.apply_database_changes()
@@ -252,6 +260,14 @@ class StateManager(Component):
                 self.degrade(f"{reason}; journal kept in {self.spill.path}")
             else:
                 self.recover("database reachable again; spill file copied into the journal")
+
+    def _watch(self) -> None:
+        """Every quarter second of wall-clock time: notice a database that hangs, apply availability changes."""
+        if self.writer is not None:
+            self.writer.watch()
+        self.apply_database_changes()
+        if self._loop is not None:
+            self._watchdog = self._loop.call_later(WATCH_INTERVAL_SECONDS, self._watch)
 
     def _availability_changed(self, reason: str | None) -> None:
         """Called from the writer's thread: pass the change to the trading loop's thread."""

@@ -18,8 +18,11 @@ outage is noticed without waiting for a write.
 :meth:`JournalWriter.add_durably` is an order's write-ahead: it returns only
 once the entries (and everything numbered before them) are in the database
 or in the spill file, waiting at most ``durable_timeout`` seconds for the
-database before it writes the spill file itself. The pending buffer is
-bounded: past ``capacity`` entries it goes to the spill file at once.
+database before it writes the spill file itself (and not at all again until
+the database took a write). A database that hangs instead of failing is an
+outage too: :meth:`JournalWriter.watch` reports it once a call has gone
+unanswered for ``stall_timeout`` seconds. The pending buffer is bounded:
+past ``capacity`` entries it goes to the spill file at once.
 """
 
 from __future__ import annotations
@@ -155,6 +158,8 @@ class JournalWriter:
         Seconds between two questions to the database (outage or idle).
     durable_timeout
         Seconds :meth:`add_durably` waits for the database before it writes the spill file itself.
+    stall_timeout
+        Seconds a database call may go unanswered before :meth:`watch` reports an outage.
     on_availability
         Called from the writer's thread with the reason of an outage, and with None when it ends.
     monotonic
@@ -173,13 +178,14 @@ class JournalWriter:
         capacity: int = 10_000,
         retry_interval: float = 0.5,
         durable_timeout: float = 0.5,
+        stall_timeout: float = 1.0,
         on_availability: AvailabilityCallback | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if flush_every < 1 or capacity < flush_every:
             raise ValueError(f"need 1 <= flush_every <= capacity, got {flush_every} and {capacity}")
-        if flush_interval <= 0 or retry_interval <= 0 or durable_timeout <= 0:
-            raise ValueError("flush_interval, retry_interval and durable_timeout must be positive")
+        if min(flush_interval, retry_interval, durable_timeout, stall_timeout) <= 0:
+            raise ValueError("flush_interval, retry_interval, durable_timeout and stall_timeout must be positive")
         self.journal = journal
         self.spill = spill
         self.snapshots = snapshots
@@ -188,6 +194,7 @@ class JournalWriter:
         self.capacity = capacity
         self.retry_interval = retry_interval
         self.durable_timeout = durable_timeout
+        self.stall_timeout = stall_timeout
         self.available = True
         self.outage: str | None = None
         self.written = 0
@@ -208,6 +215,8 @@ class JournalWriter:
         self._next_check = monotonic() + retry_interval
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._busy_since: float | None = None
+        self._stalled = False
 
     @property
     def last_sequence(self) -> int:
@@ -251,9 +260,10 @@ class JournalWriter:
             last = self._number(messages)
             threaded = self._thread is not None
             self._urgent = True
-            if threaded and self.available:
+            if threaded and self.available and not self._stalled:
                 self._wake.notify_all()
-                self._wake.wait_for(lambda: self._durable_through >= last, timeout=self.durable_timeout)
+                answered = self._wake.wait_for(lambda: self._durable_through >= last, timeout=self.durable_timeout)
+                self._stalled = not answered
         if not threaded:
             self.pump()
         with self._wake:
@@ -263,6 +273,12 @@ class JournalWriter:
             self._pending, self._oldest_at = [], None
         self._spill_here(unsafe)
         return last
+
+    def watch(self) -> None:
+        """Report an outage when a database call has gone unanswered for ``stall_timeout`` seconds."""
+        since = self._busy_since
+        if since is not None and self.available and self._monotonic() - since >= self.stall_timeout:
+            self._lost(TimeoutError(f"the database has not answered for {self.stall_timeout:g} s"))
 
     def add_snapshot(self, ts: int, journal_sequence: int, state: Mapping[str, Any]) -> None:
         """Store a snapshot after the entries up to ``journal_sequence`` (skipped while the database is out)."""
@@ -371,6 +387,7 @@ class JournalWriter:
             check = now >= self._next_check
             if check:
                 self._next_check = now + self.retry_interval
+            self._busy_since = now
         if self.available or check:
             self._reach(check and not batch)
         if batch:
@@ -379,6 +396,7 @@ class JournalWriter:
             self._save_snapshot(job)
         with self._wake:
             self._in_flight = []
+            self._busy_since = None
             self._wake.notify_all()
 
     def _reach(self, idle_probe: bool) -> None:
@@ -401,6 +419,7 @@ class JournalWriter:
                 self._lost(error)
             else:
                 self.written += len(batch)
+                self._stalled = False
                 self._durable(batch)
                 return
         try:
@@ -446,7 +465,7 @@ class JournalWriter:
     def _back(self) -> None:
         if self.available:
             return
-        self.available, self.outage = True, None
+        self.available, self.outage, self._stalled = True, None, False
         _log.warning("journal database reachable again: the spill file was copied", copied=self.copied)
         if self._on_availability is not None:
             self._on_availability(None)

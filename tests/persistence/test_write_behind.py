@@ -11,6 +11,7 @@ import functools
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -54,6 +55,23 @@ def order(n: int) -> SubmitOrder:
 
 def journaled(journal: Journal) -> list[tuple[int, Message]]:
     return list(journal.read())
+
+
+def poll_until(condition: Callable[[], bool], seconds: float) -> bool:
+    """Poll a condition of a real server and thread (no simulated time there) until it holds or time is up."""
+    deadline = time.monotonic() + seconds
+    pause = threading.Event()
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        pause.wait(0.02)
+    return True
+
+
+def watched(writer: JournalWriter, changes: list[str | None]) -> bool:
+    """Let the writer look for a hanging call (the state manager does so every quarter second); any report?"""
+    writer.watch()
+    return bool(changes)
 
 
 def fresh_database(server_url: str) -> Database:
@@ -227,4 +245,42 @@ def test_database_down_spills_the_journal_and_copies_it_back_once_and_in_order(p
     assert [m for _, m in entries] == [submitted(1), submitted(2), submitted(3), submitted(4), order(5), submitted(6)]
     assert spill.is_empty()
     assert writer.snapshots_skipped == 1 and snapshots.latest() is None
+    database.dispose()
+
+
+def test_database_down_by_hanging_is_noticed_and_write_aheads_stop_waiting_for_it(
+    postgres_server, tmp_path: Path
+) -> None:
+    # Arrange: the server's processes are frozen, so its connections hang instead of failing
+    database = fresh_database(postgres_server.url)
+    journal = Journal(database)
+    changes: list[str | None] = []
+    writer = JournalWriter(
+        journal, SpillFile(tmp_path / "spill.jsonl"), first_sequence=1, flush_interval=0.2, retry_interval=0.1,
+        durable_timeout=0.3, stall_timeout=1.0, on_availability=changes.append,
+    )  # fmt: skip
+    writer.start()
+    writer.add_durably([order(1)])
+    postgres_server.pause()
+    try:
+        # Act
+        paused_at = time.monotonic()
+        writer.add_durably([order(2)])
+        first_wait = time.monotonic() - paused_at
+        started = time.monotonic()
+        writer.add_durably([order(3)])
+        second_wait = time.monotonic() - started
+        assert poll_until(lambda: watched(writer, changes), 10)
+        noticed_after = time.monotonic() - paused_at
+    finally:
+        postgres_server.resume()
+    assert poll_until(lambda: None in changes, 20)
+    assert writer.flush(timeout=10)
+    writer.close()
+
+    # Assert: one bounded wait, none after it; the outage reported after the stall timeout; nothing lost or doubled
+    assert first_wait < 0.6 and second_wait < 0.1
+    assert 1.0 <= noticed_after < 2.0
+    assert changes[0] is not None and "has not answered" in changes[0] and changes[1:] == [None]
+    assert journaled(journal) == [(1, order(1)), (2, order(2)), (3, order(3))]
     database.dispose()
