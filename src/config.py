@@ -735,6 +735,10 @@ class MonitorConfig(_Section):
         "HALTED",
         description="Trading state a reconciliation mismatch with the venue moves to (none: only report it).",
     )
+    database_outage_state: Literal["REDUCING", "HALTED", "none"] = Field(
+        "REDUCING",
+        description="Trading state while the database cannot be reached (none: only report it); restored after.",
+    )
 
 
 class PersistenceConfig(_Section):
@@ -747,7 +751,21 @@ class PersistenceConfig(_Section):
     journal_flush_every: int = Field(
         100, ge=1, description="Journaled events buffered per write (orders and control events are written at once)."
     )
+    journal_flush_seconds: float = Field(
+        1.0, gt=0, le=60, allow_inf_nan=False, description="Longest wait (wall clock) of a journaled event."
+    )
     snapshot_every: int = Field(1000, ge=1, description="Journaled events between two state snapshots.")
+    snapshot_interval_seconds: float = Field(
+        900.0, gt=0, allow_inf_nan=False, description="Trading time between two state snapshots (also taken on time)."
+    )
+    journal_buffer: int = Field(
+        10_000, ge=1, description="Journaled events held in memory at most; past it they go to the spill file."
+    )
+    spill_file: str = Field(
+        "journal-spill.jsonl",
+        min_length=1,
+        description="File under run.output_dir where the journal goes while the database cannot be reached.",
+    )
 
 
 class Secrets(_Section):

@@ -6,6 +6,7 @@ import functools
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -84,38 +85,124 @@ def _as_postgres_user(command: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command]
 
 
-@pytest.fixture(scope="session")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Start a throwaway PostgreSQL server on 127.0.0.1 for the session; yield its URL."""
-    binaries = _postgres_bin()
-    root = tmp_path_factory.mktemp("postgres")
-    data, sockets = root / "data", root / "sockets"
-    sockets.mkdir()
-    if os.geteuid() == 0:
-        account = pwd.getpwnam("postgres")
-        for path in (root, sockets):
-            os.chown(path, account.pw_uid, account.pw_gid)
-        os.chmod(root.parent, 0o755)
-        os.chmod(root.parent.parent, 0o755)
-    subprocess.run(
-        _as_postgres_user([str(binaries / "initdb"), "-D", str(data), "-U", "keel", "--auth=trust", "-E", "UTF8"]),
-        check=True,
-        capture_output=True,
-    )
-    port = _free_port()
-    options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run(
-        _as_postgres_user(
-            [str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"]
-        ),
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield f"postgresql+psycopg://keel@127.0.0.1:{port}/postgres"
-    finally:
+class PostgresServer:
+    """A throwaway PostgreSQL server on 127.0.0.1 in its own folder, started and stopped on demand."""
+
+    def __init__(self, root: Path) -> None:
+        self.binaries = _postgres_bin()
+        self.root = root
+        self.data, sockets = root / "data", root / "sockets"
+        sockets.mkdir()
+        if os.geteuid() == 0:
+            account = pwd.getpwnam("postgres")
+            for path in (root, sockets):
+                os.chown(path, account.pw_uid, account.pw_gid)
+            os.chmod(root.parent, 0o755)
+            os.chmod(root.parent.parent, 0o755)
         subprocess.run(
-            _as_postgres_user([str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
+            _as_postgres_user(
+                [str(self.binaries / "initdb"), "-D", str(self.data), "-U", "keel", "--auth=trust", "-E", "UTF8"]
+            ),
+            check=True,
+            capture_output=True,
+        )
+        self.port = _free_port()
+        self._options = f"-p {self.port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self.running = False
+        self.paused = False
+
+    @property
+    def url(self) -> str:
+        """The URL of the server's ``postgres`` database."""
+        return f"postgresql+psycopg://keel@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        subprocess.run(
+            _as_postgres_user(
+                [
+                    str(self.binaries / "pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-o",
+                    self._options,
+                    "-l",
+                    str(self.root / "log"),
+                    "-w",
+                    "start",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+        )
+        self.running = True
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (``immediate``: as if it crashed) and wait until it is down."""
+        subprocess.run(
+            _as_postgres_user([str(self.binaries / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"]),
             check=False,
             capture_output=True,
         )
+        self.running = False
+
+    def pause(self) -> None:
+        """Freeze every process of the server (SIGSTOP): connections hang instead of failing."""
+        self._signal_all(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        """Let a paused server run again (SIGCONT)."""
+        self._signal_all(signal.SIGCONT)
+        self.paused = False
+
+    def _signal_all(self, signum: signal.Signals) -> None:
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        for pid in [postmaster, *_children(postmaster)]:
+            os.kill(pid, signum)
+
+
+def _children(parent: int) -> list[int]:
+    """The ids of a process's children (from /proc)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            children.append(int(stat.parent.name))
+    return children
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Start a throwaway PostgreSQL server on 127.0.0.1 for the session; yield its URL."""
+    server = PostgresServer(tmp_path_factory.mktemp("postgres"))
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def _dedicated_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    server = PostgresServer(tmp_path_factory.mktemp("postgres-controlled"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_server(_dedicated_postgres: PostgresServer) -> Iterator[PostgresServer]:
+    """A PostgreSQL server of its own that a test may stop, start, pause and resume (running again after the test)."""
+    if not _dedicated_postgres.running:
+        _dedicated_postgres.start()
+    yield _dedicated_postgres
+    if _dedicated_postgres.paused:
+        _dedicated_postgres.resume()
+    if not _dedicated_postgres.running:
+        _dedicated_postgres.start()

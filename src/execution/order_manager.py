@@ -6,10 +6,15 @@ state table, and every venue report passes through here before anything else
 sees it: a fill whose trade id was already applied is dropped, so positions
 can never double count a replayed or duplicated report.
 
-A submit whose outcome is unknown (a timeout, a lost response) is resolved by
-asking the venue about the same client order id: a known order takes the
-venue's status, an unknown one is sent again under the same id, which the
-venue's duplicate-id check makes safe. Account events that are not about
+A submit whose outcome is unknown (a timeout, a lost response, a lost
+connection, any failure that is not the venue's definitive refusal) is
+resolved by asking the venue about the same client order id: a known order
+takes the venue's status, an unknown one is sent again under the same id,
+which the venue's duplicate-id check makes safe. Until the venue answers, the
+order is in :attr:`OrderManager.unresolved`, asked about again every
+``resolve_interval_ns``. So every submit ends sent, rejected with a reason,
+or unresolved and asked about; an order that cannot be written ahead is
+rejected unsent. Account events that are not about
 keel's own orders (the venue's liquidation orders and ``PositionLiquidated``,
 funding) are published as they come.
 
@@ -32,10 +37,10 @@ import msgspec
 import structlog
 
 from keel.core.bus import EventBus
-from keel.core.clock import Clock
+from keel.core.clock import Clock, TimeEvent
 from keel.core.component import Component
 from keel.core.error_codes import BinanceErrorCode
-from keel.core.errors import AmbiguousOutcomeError, KeelError, RequestRejectedError, RetryLaterError
+from keel.core.errors import AmbiguousOutcomeError, RequestRejectedError, RetryLaterError
 from keel.core.messages import (
     CancelAllOrders,
     CancelOrder,
@@ -106,6 +111,9 @@ class OrderManager(Component):
     max_resends
         How many times an order the venue does not know after an ambiguous
         submit is sent again under its own id before it is left unresolved.
+    resolve_interval_ns
+        How long (clock time) after an unanswered query the venue is asked
+        again about the orders whose submit outcome is still unknown.
     """
 
     def __init__(
@@ -117,6 +125,7 @@ class OrderManager(Component):
         *,
         route_approvals: bool = True,
         max_resends: int = 3,
+        resolve_interval_ns: int = 5_000_000_000,
     ) -> None:
         super().__init__("execution.orders", bus, clock)
         self.exchange = exchange
@@ -132,6 +141,10 @@ class OrderManager(Component):
         self.unresolved: set[str] = set()
         self._route_approvals = route_approvals
         self._max_resends = max_resends
+        self._resolve_interval_ns = resolve_interval_ns
+        self._resolve_armed = False
+        self._querying: set[str] = set()
+        self._gave_up: set[str] = set()
         self._commands: dict[str, SubmitOrder] = {}
         self._resent: dict[str, int] = {}
         self._fills: list[OrderFilled] = []
@@ -149,6 +162,11 @@ class OrderManager(Component):
         self.bus.register(SubmitOrder, self.on_submit, name=self.name)
         self.bus.register(CancelOrder, self.on_cancel, name=self.name)
         self.bus.register(CancelAllOrders, self.on_cancel_all, name=self.name)
+
+    def on_stop(self) -> None:
+        """Stop asking the venue about unresolved orders."""
+        self.clock.cancel_timer(f"{self.name}.unresolved")
+        self._resolve_armed = False
 
     def set_write_ahead(self, write_ahead: WriteAhead | None) -> None:
         """Make every order durable through ``write_ahead`` before its venue call (None: no journal)."""
@@ -175,7 +193,11 @@ class OrderManager(Component):
     def resolve_unresolved(self) -> None:
         """Query the venue again about every order whose submit outcome is still unknown."""
         for client_order_id in sorted(self.unresolved):
-            self._resolve(self.orders[client_order_id])
+            order = self.orders[client_order_id]
+            if order.is_closed:
+                self.unresolved.discard(client_order_id)
+            else:
+                self._resolve(order)
 
     # --- commands ---------------------------------------------------------------------------
 
@@ -204,7 +226,12 @@ class OrderManager(Component):
         now = self.clock.timestamp_ns()
         order = self._record(command, now)
         if self._write_ahead is not None:
-            self._write_ahead(command)
+            try:
+                self._write_ahead(command)
+            except Exception as error:
+                _log.error("order not sent: it could not be written ahead", client_order_id=command.client_order_id)
+                self._reject(order, int(BinanceErrorCode.UNKNOWN), f"not sent: could not be recorded first ({error!r})")
+                return
         self.bus.publish(
             OrderSubmitted(
                 client_order_id=order.client_order_id,
@@ -508,31 +535,54 @@ class OrderManager(Component):
     # --- venue refusals -----------------------------------------------------------------
 
     def _submit_refused(self, order: Order, error: BaseException) -> None:
-        """A definitive refusal rejects the order; an ambiguous outcome is resolved by querying the venue."""
-        if isinstance(error, _AMBIGUOUS):
-            self._resolve(order)
+        """A definitive refusal rejects the order; any other failure may or may not have reached the venue: ask it."""
+        if order.is_closed:
             return
-        if not isinstance(error, RequestRejectedError) or order.is_closed:
+        if isinstance(error, RequestRejectedError):
+            code = error.code if error.code is not None else int(BinanceErrorCode.UNKNOWN)
+            self._reject(order, code, str(error))
             return
+        self._resolve(order)
+
+    def _reject(self, order: Order, code: int, reason: str) -> None:
         now = self.clock.timestamp_ns()
         self.on_report(
             OrderRejected(
                 client_order_id=order.client_order_id,
                 symbol=order.symbol,
-                code=error.code if error.code is not None else int(BinanceErrorCode.UNKNOWN),
-                reason=str(error),
+                code=code,
+                reason=reason,
                 ts_event=now,
                 ts_init=now,
             )
         )
 
     def _resolve(self, order: Order) -> None:
-        """Ask the venue about an order whose submit may or may not have reached it."""
-        self.unresolved.add(order.client_order_id)
-        self._call(self._query_and_settle(order), f"query {order.client_order_id}")
+        """Ask the venue about an order whose submit may or may not have reached it (again later, if unanswered)."""
+        client_order_id = order.client_order_id
+        self.unresolved.add(client_order_id)
+        self._arm_resolve_timer()
+        if client_order_id in self._querying:
+            return
+        self._querying.add(client_order_id)
+        self._call(self._query_and_settle(order), f"query {client_order_id}")
+
+    def _arm_resolve_timer(self) -> None:
+        if self._resolve_armed:
+            return
+        self._resolve_armed = True
+        name = f"{self.name}.unresolved"
+        self.clock.set_alert(name, self.clock.timestamp_ns() + self._resolve_interval_ns, self._on_resolve_timer)
+
+    def _on_resolve_timer(self, _event: TimeEvent) -> None:
+        self._resolve_armed = False
+        self.resolve_unresolved()
 
     async def _query_and_settle(self, order: Order) -> None:
-        report = await self.exchange.query_order(order.symbol, order.client_order_id)
+        try:
+            report = await self.exchange.query_order(order.symbol, order.client_order_id)
+        finally:
+            self._querying.discard(order.client_order_id)
         if report is None:
             self._resend(order)
             return
@@ -543,7 +593,9 @@ class OrderManager(Component):
         """Send the same command again under the same id (the venue refuses a second copy)."""
         attempts = self._resent.get(order.client_order_id, 0)
         if attempts >= self._max_resends or order.is_closed:
-            _log.error("order outcome unresolved", client_order_id=order.client_order_id, resends=attempts)
+            if order.client_order_id not in self._gave_up:
+                self._gave_up.add(order.client_order_id)
+                _log.error("order outcome unresolved", client_order_id=order.client_order_id, resends=attempts)
             return
         self._resent[order.client_order_id] = attempts + 1
         self.resends += 1
@@ -584,7 +636,7 @@ class OrderManager(Component):
         if self.exchange.is_synchronous:
             try:
                 _run_to_completion(call)
-            except KeelError as error:
+            except Exception as error:
                 self._venue_failed(what, error, on_error)
             self.venue_latency_seconds = time.perf_counter() - started
             return

@@ -13,7 +13,9 @@ bus drained, components stopped, and the final state written.
 
 The paper account outlives the process, like a real venue's: the simulated
 venue commits its state to its own file (``paper.venue_state_file``) and
-keel journals everything to its database. A start after a session that did
+keel journals everything to its database (through a write-behind thread with
+a spill file under ``run.output_dir`` for outages; what a run left in the
+spill file is copied into the database before anything else). A start after a session that did
 not finish (a stop, a crash, kill -9) recovers it
 (:mod:`keel.integration.recovery`): snapshot, journal, reconciliation with the
 venue, and the feed resumes after the venue's last market event. A start after
@@ -35,7 +37,7 @@ import structlog
 from keel.api import MarketCursor, VenueStore
 from keel.config import KeelConfig, config_to_dict
 from keel.core.bus import EventBus
-from keel.core.clock import NANOS_PER_MILLI, LiveClock, SimulatedClock
+from keel.core.clock import NANOS_PER_MILLI, NANOS_PER_SECOND, LiveClock, SimulatedClock
 from keel.core.fsm import TradingState
 from keel.core.instruments import load_instruments
 from keel.core.messages import BarClosed, CancelAllOrders, MarketDataEvent, SessionEnded, SessionStarted
@@ -55,6 +57,7 @@ from keel.integration.system_monitor import SystemMonitor
 from keel.market_data.feed_health import FeedHealthMonitor
 from keel.market_data.feeds import INTERVAL_MS
 from keel.persistence import AuditLog, Database, Journal, Settings, Snapshots
+from keel.persistence.write_behind import SpillFile, copy_spill
 
 _log = structlog.get_logger("keel.paper")
 
@@ -90,9 +93,16 @@ class PaperSession:
         self.database = Database(config.persistence.url or f"sqlite:///{output / 'keel.db'}")
         self.database.migrate()
         journal, snapshots = Journal(self.database), Snapshots(self.database)
+        # What the journal spilled while the database was out (the last run's end) goes in before recovery reads it.
+        spill = SpillFile(output / config.persistence.spill_file)
+        copied = copy_spill(journal, spill)
+        if copied:
+            _log.warning("journal entries spilled by the last run copied into the database", entries=copied)
         instruments = load_instruments(config.exchange.instruments)
         require_instruments(config, instruments)
-        self.venue_store = VenueStore(output / config.paper.venue_state_file)
+        venue_state = output / config.paper.venue_state_file
+        venue_state.parent.mkdir(parents=True, exist_ok=True)
+        self.venue_store = VenueStore(venue_state)
         self.plan, cursor = self._plan(config, journal)
         if cursor is not None:
             config = _resumed_at(config, cursor)
@@ -104,14 +114,19 @@ class PaperSession:
         if self.plan.recover:
             self.venue_store.load_into(self.pipeline.exchange)
         self.venue_store.attach(self.pipeline.exchange)
+        persistence = config.persistence
         self.state = StateManager(
             journal,
             bus,
             self.clock,
-            flush_every=config.persistence.journal_flush_every,
+            spill=spill,
+            flush_every=persistence.journal_flush_every,
+            flush_interval_seconds=persistence.journal_flush_seconds,
             snapshots=snapshots,
             capture=lambda: capture_state(self.pipeline),
-            snapshot_every=config.persistence.snapshot_every,
+            snapshot_every=persistence.snapshot_every,
+            snapshot_interval_ns=int(persistence.snapshot_interval_seconds * NANOS_PER_SECOND),
+            buffer_capacity=persistence.journal_buffer,
         )
         self.pipeline.orders.set_write_ahead(self.state.write_ahead)
         if self.plan.recover:
@@ -154,6 +169,7 @@ class PaperSession:
             if settings.reconciliation_mismatch_state == "none"
             else TradingState(settings.reconciliation_mismatch_state)
         )
+        outage = None if settings.database_outage_state == "none" else TradingState(settings.database_outage_state)
         orders = self.pipeline.orders
         system = SystemMonitor(
             bus,
@@ -162,6 +178,8 @@ class PaperSession:
             mismatch_state=mismatch,
             check_interval_ns=interval_ns,
             venue_failures=lambda: orders.venue_unreachable,
+            database_outage_state=outage,
+            database_component=self.state.name,
         )
         feeds = FeedHealthMonitor(
             "market_data.feed_health",

@@ -12,6 +12,11 @@ moves trading to ``stale_data_state`` (REDUCING by default), and back to
 ACTIVE when every feed has recovered, unless something else moved the state
 meanwhile; a reconciliation mismatch with the venue after a restart moves
 trading to ``mismatch_state`` (HALTED by default) until an operator resumes.
+A database outage (the journal's component, ``database_component``,
+DEGRADED) moves trading to ``database_outage_state`` (REDUCING by default),
+and back to the state it left once the database is back and the journal
+caught up (the component RUNNING again), unless something else moved the
+state meanwhile.
 """
 
 from __future__ import annotations
@@ -53,6 +58,10 @@ class SystemMonitor(Component):
     venue_failures
         Returns how many venue calls so far got no answer (timeouts, lost
         connections); None: the venue is not watched.
+    database_outage_state
+        Trading state a database outage moves to (None: report only).
+    database_component
+        The component whose DEGRADED state is a database outage (the journal's state manager).
     """
 
     def __init__(
@@ -64,6 +73,8 @@ class SystemMonitor(Component):
         mismatch_state: TradingState | None = TradingState.HALTED,
         check_interval_ns: int = 60_000_000_000,
         venue_failures: Callable[[], int] | None = None,
+        database_outage_state: TradingState | None = TradingState.REDUCING,
+        database_component: str = "integration.state",
     ) -> None:
         super().__init__("integration.monitor", bus, clock)
         self.stale_data_state = stale_data_state
@@ -78,6 +89,10 @@ class SystemMonitor(Component):
         self._conflated = 0
         self._venue_failures = venue_failures
         self._venue_failures_seen = 0
+        self.database_outage_state = database_outage_state
+        self.database_component = database_component
+        self._database_out = False
+        self._database_return: TradingState | None = None
 
     def on_start(self) -> None:
         """Listen to lifecycles, feeds, breaches and trading states; check the bus on a timer."""
@@ -106,6 +121,27 @@ class SystemMonitor(Component):
             self._open(key, SystemHealth.DEGRADED, f"{change.component} degraded: {change.reason}")
         elif change.state in (ComponentState.RUNNING, ComponentState.STOPPED):
             self._close(key)
+        if change.component == self.database_component:
+            self._on_database(change)
+
+    def _on_database(self, change: ComponentStateChanged) -> None:
+        """The journal's component DEGRADED is a database outage; back to RUNNING, the outage is over."""
+        if change.state is ComponentState.DEGRADED and not self._database_out:
+            self._database_out = True
+            self._database_trip(change.reason)
+        elif change.state is ComponentState.RUNNING and self._database_out:
+            self._database_out = False
+            back, self._database_return = self._database_return, None
+            if back is not None:
+                self._set_state(back, "monitor: database reachable again and the journal caught up")
+
+    def _database_trip(self, reason: str) -> None:
+        target = self.database_outage_state
+        current = self._trading_state
+        if target is None or current is target or current is TradingState.HALTED:
+            return
+        self._database_return = current
+        self._set_state(target, f"monitor: database: {reason}")
 
     def on_feed(self, change: FeedHealthChanged) -> None:
         """A stale feed degrades health and trips the trading state; its recovery undoes both."""
@@ -146,6 +182,8 @@ class SystemMonitor(Component):
         self._trading_state = change.state
         if self._tripped and not change.reason.startswith("monitor:"):
             self._tripped = False
+        if self._database_return is not None and not change.reason.startswith("monitor: database"):
+            self._database_return = None
         if change.state is TradingState.ACTIVE:
             for key in [k for k in self._problems if k.startswith("risk ") or k == "reconciliation"]:
                 self._close(key)
@@ -190,9 +228,16 @@ class SystemMonitor(Component):
         self._set_state(target, f"monitor: {reason}")
 
     def _untrip(self, reason: str) -> None:
-        if self._tripped:
-            self._tripped = False
-            self._set_state(TradingState.ACTIVE, f"monitor: {reason}")
+        if not self._tripped:
+            return
+        self._tripped = False
+        if self._database_out and self.database_outage_state is not None:
+            # The database is still out: its recovery returns to ACTIVE, not the feed's.
+            self._database_return = TradingState.ACTIVE
+            if self._trading_state is not self.database_outage_state:
+                self._set_state(self.database_outage_state, f"monitor: database: still unreachable ({reason})")
+            return
+        self._set_state(TradingState.ACTIVE, f"monitor: {reason}")
 
     def _set_state(self, state: TradingState, reason: str) -> None:
         now = self.clock.timestamp_ns()

@@ -24,6 +24,9 @@ from keel.core.errors import ConfigurationError, RetryLaterError
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
+CONNECT_TIMEOUT_SECONDS = 2
+"""How long a PostgreSQL connection attempt may take before it counts as failed."""
+
 
 class Database:
     """One database, its engine and its sessions.
@@ -56,7 +59,8 @@ class Database:
 
     def _engine_options(self) -> dict[str, Any]:
         if self.backend == "postgresql":
-            return {"pool_pre_ping": True}
+            # A server that is gone must fail a connection attempt quickly, not hang the writer.
+            return {"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT_SECONDS}}
         return {}
 
     def migrate(self) -> None:

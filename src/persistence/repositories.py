@@ -7,7 +7,7 @@ domain types (messages, orders, decimals), never in rows.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -30,6 +30,9 @@ from keel.persistence.models import (
     StrategyConfigRecord,
 )
 
+_ROWS_PER_INSERT = 500
+"""Journal rows per INSERT statement (within SQLite's and PostgreSQL's bound-parameter limits)."""
+
 
 class Journal:
     """The append-only log of events that changed the trading state."""
@@ -38,22 +41,40 @@ class Journal:
         self._database = database
 
     def append(self, messages: Iterable[Message]) -> int:
-        """Append messages in order; return the sequence of the last one (0 when none)."""
-        entries = [
-            JournalEntry(
-                ts_event=m.ts_event,
-                message_id=m.id,
-                message_type=type(m).__name__,
-                payload=encode_message(m).decode(),
-            )
-            for m in messages
-        ]
-        if not entries:
-            return self.last_sequence()
+        """Append messages in order after the newest entry; return the sequence of the last one (0 when none)."""
+        batch = list(messages)
         with self._database.session() as session:
-            session.add_all(entries)
-            session.flush()
-            return entries[-1].sequence
+            last = session.scalar(select(func.max(JournalEntry.sequence))) or 0
+            numbered = [(last + 1 + i, m) for i, m in enumerate(batch)]
+            for start in range(0, len(numbered), _ROWS_PER_INSERT):
+                session.execute(self._insert(numbered[start : start + _ROWS_PER_INSERT]))
+        return last + len(batch)
+
+    def write(self, entries: Sequence[tuple[int, Message]]) -> None:
+        """Store (sequence, message) entries numbered by the caller in one transaction.
+
+        An entry whose sequence is already stored is skipped, so writing the
+        same entries again (a retry after a lost commit acknowledgement, a
+        spill file replayed twice) stores each of them once.
+        """
+        if entries:
+            with self._database.session() as session:
+                for start in range(0, len(entries), _ROWS_PER_INSERT):
+                    session.execute(self._insert(entries[start : start + _ROWS_PER_INSERT]))
+
+    def _insert(self, entries: Sequence[tuple[int, Message]]) -> Any:
+        insert = postgresql_insert if self._database.backend == "postgresql" else sqlite_insert
+        rows = [
+            {
+                "sequence": sequence,
+                "ts_event": m.ts_event,
+                "message_id": m.id,
+                "message_type": type(m).__name__,
+                "payload": encode_message(m).decode(),
+            }
+            for sequence, m in entries
+        ]
+        return insert(JournalEntry).values(rows).on_conflict_do_nothing(index_elements=["sequence"])
 
     def read(self, after_sequence: int = 0) -> Iterator[tuple[int, Message]]:
         """Yield (sequence, message) for every entry after ``after_sequence``, in order."""

@@ -795,3 +795,138 @@ def test_reconciliation_adopts_an_order_only_the_venue_knows(real_data, simulate
     assert result.adopted_orders == ["web_1"]
     assert restarted.orders.orders["web_1"].status is OrderStatus.ACCEPTED
     assert [m.client_order_id for m in journal] == ["web_1"]
+
+
+# --- every failure on the submit path ends sent, rejected with a reason, or unresolved and asked about ---------
+
+
+class UnreachableVenue(FakeVenue):
+    """The fake venue whose calls fail as scripted: each submit and query pops its next error (None: it works)."""
+
+    def __init__(self, instruments: dict[str, Instrument]) -> None:
+        super().__init__(instruments)
+        self.query_errors: list[Exception | None] = []
+        self.queries: list[str] = []
+        self.delivered: set[str] = set()
+
+    async def submit_order(self, command: SubmitOrder) -> None:
+        error = self.submit_errors.pop(0) if self.submit_errors else None
+        self.submitted.append(command)
+        if error is not None:
+            raise error
+        self.delivered.add(command.client_order_id)
+
+    async def query_order(self, symbol: str, client_order_id: str) -> OrderStatusReport | None:
+        self.queries.append(client_order_id)
+        error = self.query_errors.pop(0) if self.query_errors else None
+        if error is not None:
+            raise error
+        return None
+
+
+RESOLVE_INTERVAL_NS = 5_000_000_000
+
+
+def unreachable_desk(real_data: Any) -> tuple[Desk, UnreachableVenue]:
+    venue = UnreachableVenue(real_data.instruments())
+    desk = Desk(venue, SimulatedClock(real_data.bars(BTC, 1)[0].open_time))
+    venue.order_manager = desk.orders
+    return desk, venue
+
+
+def later(desk: Desk, nanoseconds: int) -> None:
+    desk.clock.advance_to(desk.clock.timestamp_ns() + nanoseconds)
+    desk.bus.drain()
+
+
+def test_a_submit_whose_connection_broke_stays_unresolved_and_is_asked_about_until_the_venue_answers(
+    real_data,
+) -> None:
+    # Arrange: the submit's connection breaks, then the venue cannot be asked twice
+    desk, venue = unreachable_desk(real_data)
+    venue.submit_errors.append(ConnectionError("connection reset by peer"))
+    venue.query_errors.extend([TimeoutError("query timed out"), ConnectionError("connection refused")])
+
+    # Act
+    desk.publish(approved("0.002"))
+    after_submit = (desk.orders.orders["keel-1"].status, set(desk.orders.unresolved), len(venue.queries))
+    later(desk, RESOLVE_INTERVAL_NS)
+    after_first_retry = (set(desk.orders.unresolved), len(venue.queries))
+    later(desk, RESOLVE_INTERVAL_NS)
+
+    # Assert: unresolved while unanswered; once the venue says it does not know the order, it is sent again
+    assert after_submit == (OrderStatus.SUBMITTED, {"keel-1"}, 1)
+    assert after_first_retry == ({"keel-1"}, 2)
+    assert venue.queries == ["keel-1", "keel-1", "keel-1"]
+    assert [c.client_order_id for c in venue.submitted] == ["keel-1", "keel-1"]
+    assert venue.delivered == {"keel-1"} and not desk.orders.unresolved
+    assert desk.bus.handler_errors == 0
+
+
+def test_an_order_that_cannot_be_written_ahead_is_rejected_with_the_reason_and_never_sent(fake_desk) -> None:
+    # Arrange
+    desk, venue = fake_desk()
+
+    def unwritable(_command: SubmitOrder) -> None:
+        raise OSError("No space left on device: the spill file")
+
+    desk.orders.set_write_ahead(unwritable)
+
+    # Act
+    desk.publish(approved("0.002"))
+
+    # Assert
+    order = desk.orders.orders["keel-1"]
+    assert order.status is OrderStatus.REJECTED
+    assert order.reason is not None and "not sent" in order.reason and "No space left" in order.reason
+    assert venue.submitted == []
+    assert desk.orders.open_orders() == [] and desk.bus.handler_errors == 0
+
+
+def _failures():
+    from hypothesis import strategies as st
+
+    from keel.core.errors import AmbiguousOutcomeError, OperatorActionRequiredError, RetryLaterError
+
+    return st.sampled_from(
+        [
+            None,
+            ConnectionError("connection reset"),
+            TimeoutError("timed out"),
+            OSError("network unreachable"),
+            RuntimeError("adapter bug"),
+            RetryLaterError("-1003 too many requests"),
+            AmbiguousOutcomeError("-1007 timeout"),
+            OperatorActionRequiredError("-2015 invalid key"),
+            RequestRejectedError("Margin is insufficient.", BinanceErrorCode.MARGIN_NOT_SUFFICIENT),
+        ]
+    )
+
+
+def test_every_failure_on_the_submit_path_ends_sent_rejected_or_unresolved(real_data) -> None:
+    # Arrange
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.lists(_failures(), max_size=8), st.lists(_failures(), max_size=8), st.integers(1, 3))
+    def check(submit_errors: list[Exception | None], query_errors: list[Exception | None], orders: int) -> None:
+        desk, venue = unreachable_desk(real_data)
+        venue.submit_errors.extend(submit_errors)  # type: ignore[arg-type]
+        venue.query_errors.extend(query_errors)
+
+        # Act
+        for _ in range(orders):
+            desk.publish(approved("0.002"))
+        for _ in range(10):
+            later(desk, RESOLVE_INTERVAL_NS)
+
+            # Assert: at every step, each order is at the venue, rejected with a reason, or unresolved
+            for client_order_id, order in desk.orders.orders.items():
+                sent = client_order_id in venue.delivered
+                rejected = order.status is OrderStatus.REJECTED and bool(order.reason)
+                assert sent or rejected or client_order_id in desk.orders.unresolved, client_order_id
+        assert desk.bus.handler_errors == 0
+
+    # Act
+    check()

@@ -130,14 +130,13 @@ def instrument(session: PaperSession, killer: Killer) -> None:
         killer.reached("after_write_ahead")
 
     orders.set_write_ahead(write_ahead)
-    append = journal.append
+    write = journal.write
 
-    def journal_write(messages: Any) -> int:
-        sequence = append(messages)
+    def journal_write(entries: Any) -> None:
+        write(entries)
         killer.reached("journal_write")
-        return sequence
 
-    journal.append = journal_write  # type: ignore[method-assign]
+    journal.write = journal_write  # type: ignore[method-assign]
     save = session.state._snapshots.save  # type: ignore[union-attr]
 
     def snapshot(*args: Any) -> None:

@@ -13,7 +13,11 @@ from pathlib import Path
 
 from keel.backtest import BacktestEngine
 from keel.config import KeelConfig, load_config
+from keel.core.fsm import TradingState
+from keel.core.messages import SessionEnded, SessionStarted, TradingStateChanged
 from keel.integration.paper import PaperSession
+from keel.persistence import Database, Journal
+from keel.persistence.write_behind import SpillFile
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -131,3 +135,29 @@ def test_keel_run_stops_cleanly_on_sigint(tmp_path: Path) -> None:
     runs = list(tmp_path.glob("paper-*/state.json"))
     assert len(runs) == 1
     assert json.loads(runs[0].read_text())["status"]["open_orders"] == 0
+
+
+def test_what_a_run_left_in_the_spill_file_is_in_the_journal_before_the_next_start_reads_it(tmp_path: Path) -> None:
+    # Arrange: a run ended while the database was out: its last trading-state change is only in the spill file
+    config = paper_config(tmp_path, speed=36_000.0)
+    database = Database(f"sqlite:///{tmp_path / 'keel.db'}")
+    database.migrate()
+    journal = Journal(database)
+    last = journal.append([SessionStarted(session=1, mode="paper", recovered=False, ts_event=1, ts_init=1)])
+    halted = TradingStateChanged(
+        previous=TradingState.ACTIVE, state=TradingState.HALTED, reason="operator: checks", ts_event=2, ts_init=2
+    )
+    ended = SessionEnded(session=1, reason="end of data", finished=True, ts_event=3, ts_init=3)
+    spill = SpillFile(tmp_path / config.persistence.spill_file)
+    spill.append([(last + 1, halted), (last + 2, ended)])
+
+    # Act
+    session = PaperSession(config, tmp_path / "run")
+
+    # Assert
+    assert [m for _, m in journal.read(last)] == [halted, ended]
+    assert spill.is_empty()
+    assert session.plan.session == 2
+    assert session.state.last_trading_state() == halted
+    database.dispose()
+    session.database.dispose()

@@ -26,6 +26,7 @@ from keel.integration.pipeline import build_feed
 from keel.integration.recovery import events_after, plan_session
 from keel.integration.state_manager import StateManager
 from keel.persistence import Database, Journal, Snapshots
+from keel.persistence.write_behind import SpillFile
 
 
 def database_in(folder: Path) -> Database:
@@ -126,6 +127,7 @@ def test_write_ahead_journals_the_order_after_what_was_buffered_and_snapshots_fo
         journal,
         bus,
         clock,
+        spill=SpillFile(tmp_path / "spill.jsonl"),
         flush_every=50,
         snapshots=snapshots,
         capture=lambda: {"n": next(captured)},
@@ -152,7 +154,9 @@ def test_write_ahead_journals_the_order_after_what_was_buffered_and_snapshots_fo
     assert [m for _, m in journal.read()] == [submitted, command]
     assert state.snapshots_taken == 0
     state.write_ahead(command)
+    assert state.flush()
     assert snapshots.latest() == (3, {"n": 0})
+    state.stop()
 
 
 def test_a_session_stopped_early_is_resumed_by_the_next_start(paper_config_in) -> None:

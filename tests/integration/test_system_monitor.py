@@ -310,3 +310,85 @@ def test_an_overloaded_bus_that_conflates_market_data_degrades_health_until_it_k
     assert during[0] is SystemHealth.DEGRADED
     assert during[1][0].startswith("bus overloaded:")
     assert monitor.health is SystemHealth.HEALTHY
+
+
+def journal_component(state: ComponentState, reason: str = "") -> ComponentStateChanged:
+    previous = ComponentState.RUNNING if state is ComponentState.DEGRADED else ComponentState.DEGRADED
+    return ComponentStateChanged(
+        component="integration.state", previous=previous, state=state, reason=reason, ts_event=0, ts_init=0
+    )
+
+
+def test_database_down_degrades_health_and_reduces_until_it_is_back() -> None:
+    # Arrange
+    bus, _, monitor, desk, _, _ = wired()
+
+    # Act
+    bus.publish(journal_component(ComponentState.DEGRADED, "database unreachable: OperationalError: refused"))
+    bus.drain()
+    during = (monitor.health, desk.state, monitor.reasons())
+    bus.publish(journal_component(ComponentState.RUNNING, "database reachable again"))
+    bus.drain()
+
+    # Assert
+    assert during[0] is SystemHealth.DEGRADED and during[1] is TradingState.REDUCING
+    assert "database unreachable" in during[2][0]
+    assert [c.state for c in desk.commands] == [TradingState.REDUCING, TradingState.ACTIVE]
+    assert monitor.health is SystemHealth.HEALTHY and desk.state is TradingState.ACTIVE
+
+
+def test_database_down_halts_when_configured_so_and_returns_to_the_state_it_left() -> None:
+    # Arrange: trading was REDUCING (an operator's choice) when the database went down
+    bus, _, monitor, desk, _, _ = wired()
+    monitor.database_outage_state = TradingState.HALTED
+    bus.publish(SetTradingState(state=TradingState.REDUCING, reason="operator", ts_event=0, ts_init=0))
+    bus.drain()
+
+    # Act
+    bus.publish(journal_component(ComponentState.DEGRADED, "database unreachable"))
+    bus.drain()
+    during = desk.state
+    bus.publish(journal_component(ComponentState.RUNNING))
+    bus.drain()
+
+    # Assert
+    assert during is TradingState.HALTED
+    assert desk.state is TradingState.REDUCING
+
+
+def test_database_down_leaves_a_state_an_operator_set_during_the_outage() -> None:
+    # Arrange
+    bus, _, _, desk, _, _ = wired()
+    bus.publish(journal_component(ComponentState.DEGRADED, "database unreachable"))
+    bus.drain()
+
+    # Act: the operator halts during the outage; then the database comes back
+    bus.publish(SetTradingState(state=TradingState.HALTED, reason="operator", ts_event=0, ts_init=0))
+    bus.drain()
+    bus.publish(journal_component(ComponentState.RUNNING))
+    bus.drain()
+
+    # Assert
+    assert desk.state is TradingState.HALTED
+    assert [c.state for c in desk.commands] == [TradingState.REDUCING, TradingState.HALTED]
+
+
+def test_database_down_outlasting_a_stale_feed_keeps_trading_reduced_until_it_is_back() -> None:
+    # Arrange: the feed goes stale (REDUCING), then the database goes down (HALTED by configuration)
+    bus, clock, monitor, desk, _, bars = wired()
+    monitor.database_outage_state = TradingState.HALTED
+    replay(bus, clock, bars[:10])
+    clock.advance_to(bars[9].ts_event + 5 * NANOS_PER_MINUTE)
+    bus.drain()
+    bus.publish(journal_component(ComponentState.DEGRADED, "database unreachable"))
+    bus.drain()
+
+    # Act: the feed recovers while the database is still down, then the database returns
+    replay(bus, clock, bars[15:17])
+    while_database_down = desk.state
+    bus.publish(journal_component(ComponentState.RUNNING))
+    bus.drain()
+
+    # Assert
+    assert while_database_down is TradingState.HALTED
+    assert desk.state is TradingState.ACTIVE
