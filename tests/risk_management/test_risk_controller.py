@@ -137,10 +137,19 @@ class Desk:
         self.bus.publish(SetTradingState(state=state, reason="operator", ts_event=now, ts_init=now))
         self.bus.drain()
 
-    def fill(self, symbol: str, side: OrderSide, quantity: Decimal, *, submitted: bool = False) -> None:
+    def fill(
+        self,
+        symbol: str,
+        side: OrderSide,
+        quantity: Decimal,
+        *,
+        submitted: bool = False,
+        approval_id: int | None = None,
+    ) -> None:
         """Book a fill at the symbol's mark, commission-free, so equity stays at the capital.
 
-        With ``submitted``, first publish the OrderSubmitted the order manager sends for an approved order.
+        With ``submitted``, first publish the OrderSubmitted the order manager sends for the approved order
+        ``approval_id``.
         """
         now = self.clock.timestamp_ns()
         trade = str(next(self._trade_ids))
@@ -151,6 +160,7 @@ class Desk:
                     symbol=symbol,
                     side=side,
                     quantity=quantity,
+                    approval_id=approval_id,
                     ts_event=now,
                     ts_init=now,
                 )
@@ -176,7 +186,7 @@ class Desk:
         """Fill every approved order not filled yet (a venue that fills at the mark)."""
         pending, self._filled = self.approved[self._filled :], len(self.approved)
         for order in pending:
-            self.fill(order.symbol, order.side, order.quantity, submitted=True)
+            self.fill(order.symbol, order.side, order.quantity, submitted=True, approval_id=order.id)
 
 
 # --- sizing -----------------------------------------------------------------------------------------
@@ -502,6 +512,7 @@ def test_a_canceled_order_releases_its_pending_quantity() -> None:
             symbol=BTC,
             side=approved.side,
             quantity=approved.quantity,
+            approval_id=approved.id,
             ts_event=now,
             ts_init=now,
         )
@@ -674,9 +685,10 @@ def test_order_rate_limit_denies_beyond_the_window_and_frees_up_after_it() -> No
 
 
 def test_drawdown_moves_trading_to_reducing_then_halted_with_reasons() -> None:
-    # Arrange: 5x long BTCUSDT from 15:34 UTC; BTC falls 2.2% from its high within the next 11 hours
+    # Arrange: 5x long BTCUSDT (on a 10x account) from 15:34 UTC; BTC falls 2.2% from its high within the next 11 hours
     desk = Desk(
-        limits=RiskLimits(max_drawdown_pct=0.01, halt_drawdown_pct=0.02, max_leverage=10.0, max_net_leverage=10.0)
+        limits=RiskLimits(max_drawdown_pct=0.01, halt_drawdown_pct=0.02, max_leverage=10.0, max_net_leverage=10.0),
+        sizer=PositionSizer(leverage=10.0),
     )
     breaches = collect(desk, RiskBreached)
     desk.propose(BTCUSDT=5.0)
