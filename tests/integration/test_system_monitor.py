@@ -11,6 +11,7 @@ from keel.core.messages import (
     BarClosed,
     ComponentStateChanged,
     HealthChanged,
+    OrderRejected,
     ReconciliationCompleted,
     RiskBreached,
     SetTradingState,
@@ -310,3 +311,66 @@ def test_an_overloaded_bus_that_conflates_market_data_degrades_health_until_it_k
     assert during[0] is SystemHealth.DEGRADED
     assert during[1][0].startswith("bus overloaded:")
     assert monitor.health is SystemHealth.HEALTHY
+
+
+def reject(bus: EventBus, clock: SimulatedClock, number: int, code: int = -2022) -> None:
+    now = clock.timestamp_ns()
+    bus.publish(
+        OrderRejected(
+            client_order_id=f"keel-{number}",
+            symbol="ETHUSDT",
+            code=code,
+            reason="ReduceOnly Order is rejected.",
+            ts_event=now,
+            ts_init=now,
+        )
+    )
+    bus.drain()
+
+
+def test_repeated_venue_rejections_degrade_health_and_move_trading_until_an_operator_resumes() -> None:
+    # Arrange: two rejections more than the window apart, post-only rejections in between
+    bus = EventBus()
+    clock = SimulatedClock(0)
+    desk = TradingDesk(bus)
+    monitor = SystemMonitor(bus, clock, rejection_limit=3, rejection_window_ns=60 * NANOS_PER_MINUTE)
+    monitor.start()
+    bus.drain()
+    reject(bus, clock, 1)
+    clock.advance_to(clock.timestamp_ns() + 61 * NANOS_PER_MINUTE)
+    reject(bus, clock, 2)
+    for number in (3, 4, 5):
+        reject(bus, clock, number, code=-5022)
+    before = (monitor.health, desk.state)
+
+    # Act: two more within the hour of the second, then the operator resumes
+    reject(bus, clock, 6)
+    reject(bus, clock, 7)
+    during = (monitor.health, desk.state, monitor.reasons())
+    bus.publish(SetTradingState(state=TradingState.ACTIVE, reason="operator", ts_event=0, ts_init=0))
+    bus.drain()
+
+    # Assert
+    assert before == (SystemHealth.HEALTHY, TradingState.ACTIVE)
+    assert during[0] is SystemHealth.DEGRADED and during[1] is TradingState.REDUCING
+    assert during[2][0].startswith("the venue rejected 3 orders within 60 min, the last keel-7")
+    assert [c.state for c in desk.commands] == [TradingState.REDUCING, TradingState.ACTIVE]
+    assert monitor.health is SystemHealth.HEALTHY and desk.state is TradingState.ACTIVE
+
+
+def test_repeated_rejections_move_nothing_when_configured_to_report_only() -> None:
+    # Arrange
+    bus = EventBus()
+    clock = SimulatedClock(0)
+    desk = TradingDesk(bus)
+    monitor = SystemMonitor(bus, clock, rejection_limit=2, rejection_state=None)
+    monitor.start()
+    bus.drain()
+
+    # Act
+    reject(bus, clock, 1)
+    reject(bus, clock, 2)
+
+    # Assert
+    assert monitor.health is SystemHealth.DEGRADED
+    assert desk.commands == [] and desk.state is TradingState.ACTIVE
