@@ -7,7 +7,9 @@ schedule of cumulative targets (seeded, randomized TWAP slices; VWAP from the
 liquidity profile's volume curve). ADAPTIVE chooses and keeps adjusting from
 urgency, spread, book imbalance, VPIN and the impact estimate. A parent has at
 most one live child; every child respects the instrument filters, the minimum
-notional and a rate limit, and is reduce-only when its parent is. The
+notional and a rate limit, and is reduce-only when its parent is: then it is
+clipped, when it is sent, to the venue's position less the open reduce-only
+orders on its side, and a parent with nothing left to reduce ends. The
 :class:`~keel.execution.slippage.SlippageController` slows, restrains or pauses
 a parent whose fills stray from its arrival price; a finished parent publishes
 its transaction-cost analysis as ``ExecutionCompleted``.

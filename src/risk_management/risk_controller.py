@@ -10,9 +10,22 @@ down to the instrument's step, clips it to the per-order notional, and checks,
 in this order: the trading state, the minimum notional, the order rate, the
 gross and net leverage and the daily VaR (parametric, on a cached covariance)
 of the account after the order. Orders approved earlier in the same
-allocation count towards the limits of the next. Orders that only reduce a
-position skip the minimum-notional, leverage and VaR checks. Every refusal
-is an ``OrderDenied`` event with a :class:`DenialReason` code.
+allocation count towards the limits of the next. Orders that reduce the
+projected position skip the leverage and VaR checks.
+
+An order is reduce-only only when the venue will take it as one: it points
+against the *booked* position and fits in what the orders already on their
+way on that side leave of it (an order that only offsets an unfilled one is
+an ordinary order). Only reduce-only orders are exempt from the minimum
+notional; an ordinary order below it that has a small opposite position to
+work against closes that position reduce-only instead, and a position below
+the lot size, which no order can close, is written off (both reported once).
+Every ordinary order must fit the venue's initial margin at the account's
+leverage, and the order the venue last rejected is not approved again while
+the position it was rejected against has not moved. An approval counts as
+pending until its child orders reach the venue or its parent order ends
+(``ExecutionCompleted``), so what a parent never sent is not counted for ever.
+Every refusal is an ``OrderDenied`` event with a :class:`DenialReason` code.
 
 It also watches the portfolio once per bar time: equity and its drawdown
 from the peak, daily VaR and CVaR (historical, parametric or EWMA) and
