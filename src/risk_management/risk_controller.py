@@ -815,6 +815,11 @@ class RiskController(Component):
         if grid is None:
             grid = self._grids[symbol] = StepGrid.of(instrument)
         quantity, size = grid.floor_pair(wanted)
+        if wanted == abs(held):
+            # A close: the exact projected quantity, which the float rounding's margin would cut by a step
+            # on a position of thousands of steps, leaving dust behind.
+            quantity = abs(booked + self.pending(symbol))
+            size = float(quantity)
         if size <= 0:
             return
         room = self._reducible(symbol, side, booked)

@@ -1111,3 +1111,16 @@ def test_an_order_the_margin_does_not_cover_is_denied() -> None:
     assert denied.reason_code == DenialReason.INSUFFICIENT_MARGIN.value
     (approved,) = desk.approved
     assert approved.quantity == floor_to(Decimal("1.5") * CAPITAL / mark(BTC), "0.001")
+
+
+def test_a_zero_target_closes_a_position_of_thousands_of_steps_exactly() -> None:
+    # Arrange: 348.2 XRP is 3,482 steps of 0.1 (the float rounding's margin alone would leave 0.1 behind)
+    desk = Desk(symbols=(BTC, ETH, "XRPUSDT"))
+    desk.fill("XRPUSDT", OrderSide.BUY, Decimal("348.2"))
+
+    # Act
+    desk.propose(XRPUSDT=0.0)
+
+    # Assert
+    (closing,) = desk.approved
+    assert (closing.side, closing.quantity, closing.reduce_only) == (OrderSide.SELL, Decimal("348.2"), True)
