@@ -739,6 +739,14 @@ class MonitorConfig(_Section):
         "REDUCING",
         description="Trading state while the database cannot be reached (none: only report it); restored after.",
     )
+    rejections_before_alert: int = Field(
+        3, ge=1, description="Venue rejections within rejection_window_minutes that raise the health alert."
+    )
+    rejection_window_minutes: float = Field(60.0, gt=0, description="Window the venue rejections are counted in.")
+    rejection_state: Literal["REDUCING", "HALTED", "none"] = Field(
+        "REDUCING",
+        description="Trading state repeated venue rejections move to, until an operator resumes (none: only report).",
+    )
 
 
 class PersistenceConfig(_Section):

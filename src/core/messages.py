@@ -397,7 +397,9 @@ class SubmitOrder(Command, frozen=True, kw_only=True, tag=True, gc=False):
     ``working_type`` price. ``close_position`` (stop and take-profit orders
     only) closes the whole position when triggered; the venue then ignores
     ``quantity``, as Binance does. ``position_side`` is BOTH in one-way mode
-    and LONG or SHORT in hedge mode.
+    and LONG or SHORT in hedge mode. ``approval_id`` is the id of the
+    ``OrderApproved`` the order works (None for an order the risk layer did
+    not approve: an operator's, a flatten).
     """
 
     client_order_id: str
@@ -413,6 +415,7 @@ class SubmitOrder(Command, frozen=True, kw_only=True, tag=True, gc=False):
     position_side: PositionSide = PositionSide.BOTH
     close_position: bool = False
     working_type: WorkingType = WorkingType.CONTRACT_PRICE
+    approval_id: int | None = None
 
 
 class CancelOrder(Command, frozen=True, kw_only=True, tag=True, gc=False):
@@ -431,12 +434,13 @@ class CancelAllOrders(Command, frozen=True, kw_only=True, tag=True, gc=False):
 
 
 class OrderSubmitted(Event, frozen=True, kw_only=True, tag=True, gc=False):
-    """An order left keel for the venue."""
+    """An order left keel for the venue; ``approval_id`` as in its ``SubmitOrder``."""
 
     client_order_id: str
     symbol: str
     side: OrderSide
     quantity: Decimal
+    approval_id: int | None = None
 
 
 class OrderAccepted(Event, frozen=True, kw_only=True, tag=True, gc=False):
@@ -551,6 +555,9 @@ class ExecutionCompleted(Event, frozen=True, kw_only=True, tag=True, gc=False):
     ``interval_vwap`` is the market's VWAP while the parent worked (None with no
     prints); ``implementation_shortfall`` is in quote currency and includes the
     fees and the opportunity cost of the unfilled quantity at ``final_price``.
+    ``approval_id`` is the id of the ``OrderApproved`` the parent worked (None
+    for a parent started by hand): whatever of it was not sent is no longer
+    on its way.
     """
 
     parent_order_id: str
@@ -572,6 +579,7 @@ class ExecutionCompleted(Event, frozen=True, kw_only=True, tag=True, gc=False):
     realized_impact_bps: float
     child_orders: int
     reason: str
+    approval_id: int | None = None
 
 
 class SystemHealth(Enum):

@@ -31,11 +31,13 @@ import asyncio
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import msgspec
 import structlog
 
+from keel.core.accounting import ZERO
 from keel.core.bus import EventBus
 from keel.core.clock import Clock, TimeEvent
 from keel.core.component import Component
@@ -57,7 +59,7 @@ from keel.core.messages import (
     PositionLiquidated,
     SubmitOrder,
 )
-from keel.core.orders import ClientOrderIdGenerator, Order, OrderSnapshot, OrderStatus, OrderType
+from keel.core.orders import ClientOrderIdGenerator, Order, OrderSide, OrderSnapshot, OrderStatus, OrderType
 from keel.core.ports import ExchangePort, OrderStatusReport
 
 _log = structlog.get_logger("keel.execution")
@@ -151,6 +153,7 @@ class OrderManager(Component):
         self._account_events: list[AccountEvent] = []
         self._venue_trade_ids: set[str] = set()
         self._funding_keys: set[tuple[str, int]] = set()
+        self._net: dict[str, Decimal] = {}
         self._write_ahead: WriteAhead | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -190,6 +193,26 @@ class OrderManager(Component):
             return list(self._fills)
         return [fill for fill in self._fills if fill.client_order_id == client_order_id]
 
+    def position(self, symbol: str) -> Decimal:
+        """Return the signed position the venue holds in ``symbol``: the sum of every fill applied so far.
+
+        It moves with each venue report as it arrives, ahead of the bus that
+        carries the fills to the position book, so an order sized from it fits
+        the venue's state when it is sent.
+        """
+        return self._net.get(symbol, ZERO)
+
+    def open_reduce_only(self, symbol: str, side: OrderSide) -> Decimal:
+        """Return the unfilled quantity of the open reduce-only orders of ``symbol`` on ``side``."""
+        return sum(
+            (
+                order.remaining_quantity
+                for order in self.orders.values()
+                if order.reduce_only and order.symbol == symbol and order.side is side and not order.is_closed
+            ),
+            ZERO,
+        )
+
     def resolve_unresolved(self) -> None:
         """Query the venue again about every order whose submit outcome is still unknown."""
         for client_order_id in sorted(self.unresolved):
@@ -213,6 +236,7 @@ class OrderManager(Component):
                 price=approved.price,
                 reduce_only=approved.reduce_only,
                 strategy=approved.strategy,
+                approval_id=approved.id,
                 ts_event=approved.ts_event,
                 ts_init=self.clock.timestamp_ns(),
             )
@@ -238,6 +262,7 @@ class OrderManager(Component):
                 symbol=order.symbol,
                 side=order.side,
                 quantity=order.quantity,
+                approval_id=command.approval_id,
                 ts_event=now,
                 ts_init=now,
             )
@@ -315,7 +340,11 @@ class OrderManager(Component):
         if isinstance(report, OrderFilled):
             self._fills.append(report)
             self._account_events.append(report)
+            self._book(report)
         return True
+
+    def _book(self, fill: OrderFilled) -> None:
+        self._net[fill.symbol] = self._net.get(fill.symbol, ZERO) + fill.last_quantity * fill.side.sign
 
     def _take_funding(self, payment: FundingPaid) -> bool:
         key = (payment.symbol, payment.funding_time)
@@ -331,6 +360,7 @@ class OrderManager(Component):
             return False
         self._venue_trade_ids.add(fill.trade_id)
         self._account_events.append(fill)
+        self._book(fill)
         self.venue_reports += 1
         return True
 
@@ -382,6 +412,7 @@ class OrderManager(Component):
         self._fills = []
         self._venue_trade_ids = set()
         self._funding_keys = set()
+        self._net = {}
         for client_order_id in self.orders:
             self._ids.observe(client_order_id)
         for event in bookkeeping.account_events:
@@ -391,7 +422,9 @@ class OrderManager(Component):
         self._account_events.append(event)
         if isinstance(event, FundingPaid):
             self._funding_keys.add((event.symbol, event.funding_time))
-        elif event.client_order_id in self.orders:
+            return
+        self._book(event)
+        if event.client_order_id in self.orders:
             self._fills.append(event)
         else:
             self._venue_trade_ids.add(event.trade_id)

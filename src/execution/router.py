@@ -7,7 +7,9 @@ schedule of cumulative targets (seeded, randomized TWAP slices; VWAP from the
 liquidity profile's volume curve). ADAPTIVE chooses and keeps adjusting from
 urgency, spread, book imbalance, VPIN and the impact estimate. A parent has at
 most one live child; every child respects the instrument filters, the minimum
-notional and a rate limit, and is reduce-only when its parent is. The
+notional and a rate limit, and is reduce-only when its parent is: then it is
+clipped, when it is sent, to the venue's position less the open reduce-only
+orders on its side, and a parent with nothing left to reduce ends. The
 :class:`~keel.execution.slippage.SlippageController` slows, restrains or pauses
 a parent whose fills stray from its arrival price; a finished parent publishes
 its transaction-cost analysis as ``ExecutionCompleted``.
@@ -109,6 +111,7 @@ class ParentOrder:
     end_ns: int
     urgency: float
     estimated_impact_bps: float | None
+    approval_id: int | None = None
     filled: Decimal = Decimal(0)
     live_child: str | None = None
     cancel_sent: bool = False
@@ -215,8 +218,12 @@ class SmartOrderRouter(Component):
         reduce_only: bool = False,
         strategy: str = "manual",
         urgency: float | None = None,
+        approval_id: int | None = None,
     ) -> ParentOrder:
         """Start working a parent order in ``style`` and return it.
+
+        ``approval_id`` is the id of the ``OrderApproved`` it works (its child
+        orders and its ``ExecutionCompleted`` carry it).
 
         Raises
         ------
@@ -231,6 +238,7 @@ class SmartOrderRouter(Component):
         if symbol not in self._books and symbol not in self._closes:
             raise ValueError(f"no order book of {symbol} yet, nor a bar: the router needs one to price child orders")
         parent = self._new_parent(symbol, side, quantity, style, reduce_only, strategy, urgency)
+        parent.approval_id = approval_id
         self.parents[parent.parent_order_id] = parent
         self.slippage.start(parent.parent_order_id, side.sign, parent.arrival_price)
         self._work(parent, self.clock.timestamp_ns())
@@ -280,6 +288,7 @@ class SmartOrderRouter(Component):
             style,
             reduce_only=approved.reduce_only,
             strategy=approved.strategy,
+            approval_id=approved.id,
         )
 
     def on_book(self, book: BookUpdated) -> None:
@@ -397,7 +406,30 @@ class SmartOrderRouter(Component):
             if parent.target(now) >= parent.quantity:
                 self._finish(parent, "remainder below the minimum notional")
             return None
+        if parent.reduce_only:
+            return self._reducible(parent, instrument, quantity)
         return quantity
+
+    def _reducible(self, parent: ParentOrder, instrument: Instrument, quantity: Decimal) -> Decimal | None:
+        """Clip a reduce-only child to what the venue's position still leaves to reduce; finish the parent at none.
+
+        The position is the order manager's (every fill applied as the venue
+        reported it), less what the open reduce-only orders on the same side
+        will already take: a reduce-only order beyond it, or pointing the way
+        the position already goes, is one the venue rejects.
+        """
+        held = self.orders.position(parent.symbol)
+        opposite = held != 0 and (held > 0) != (parent.side is OrderSide.BUY)
+        working = self.orders.open_reduce_only(parent.symbol, parent.side)
+        room = abs(held) - working if opposite else Decimal(0)
+        clipped = instrument.round_quantity(min(quantity, room)) if room > 0 else Decimal(0)
+        if clipped < instrument.min_quantity:
+            self._finish(
+                parent,
+                f"nothing left to reduce: position {held}, reduce-only orders on the same side {working}",
+            )
+            return None
+        return clipped
 
     def _child_price(self, parent: ParentOrder, instrument: Instrument) -> Decimal | None:
         """Return the child's limit price, None while the touch is beyond the protection price."""
@@ -438,6 +470,7 @@ class SmartOrderRouter(Component):
                 time_in_force=TimeInForce.GTX if parent.passive else TimeInForce.IOC,
                 reduce_only=parent.reduce_only,
                 strategy=parent.strategy,
+                approval_id=parent.approval_id,
                 ts_event=now,
                 ts_init=now,
             )
@@ -630,6 +663,7 @@ class SmartOrderRouter(Component):
             realized_impact_bps=realized,
             child_orders=len(parent.children),
             reason=reason,
+            approval_id=parent.approval_id,
             ts_event=now,
             ts_init=now,
         )

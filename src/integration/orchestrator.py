@@ -286,8 +286,10 @@ class TradingOrchestrator:
 
     def _flatten(self, reason: str, now: int) -> list[str]:
         ids = []
-        for symbol, position in sorted(self.pipeline.positions.positions.items()):
-            held = position.quantity + self.pipeline.risk.pending(symbol)
+        for symbol in sorted(self.pipeline.positions.positions):
+            # The venue's position: every working order is canceled first, and a reduce-only order
+            # beyond the position (or against an order that never filled) is one the venue rejects.
+            held = self.pipeline.orders.position(symbol)
             if held == 0:
                 continue
             client_order_id = self.pipeline.orders.next_client_order_id()

@@ -37,7 +37,7 @@ import structlog
 from keel.api import MarketCursor, VenueStore
 from keel.config import KeelConfig, config_to_dict
 from keel.core.bus import EventBus
-from keel.core.clock import NANOS_PER_MILLI, NANOS_PER_SECOND, LiveClock, SimulatedClock
+from keel.core.clock import NANOS_PER_MILLI, NANOS_PER_MINUTE, NANOS_PER_SECOND, LiveClock, SimulatedClock
 from keel.core.fsm import TradingState
 from keel.core.instruments import load_instruments
 from keel.core.messages import BarClosed, CancelAllOrders, MarketDataEvent, SessionEnded, SessionStarted
@@ -180,6 +180,9 @@ class PaperSession:
             venue_failures=lambda: orders.venue_unreachable,
             database_outage_state=outage,
             database_component=self.state.name,
+            rejection_limit=settings.rejections_before_alert,
+            rejection_window_ns=round(settings.rejection_window_minutes * NANOS_PER_MINUTE),
+            rejection_state=None if settings.rejection_state == "none" else TradingState(settings.rejection_state),
         )
         feeds = FeedHealthMonitor(
             "market_data.feed_health",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -214,6 +215,7 @@ def run_metrics(pipeline: Pipeline, bars_per_year: float) -> dict[str, Any]:
             "n_orders": len(pipeline.orders.orders),
             "n_orders_rejected": sum(1 for o in orders if o.status is OrderStatus.REJECTED),
             "n_orders_denied": len(pipeline.recorder.denials),
+            "orders_denied_by_reason": dict(sorted(Counter(d.reason_code for d in pipeline.recorder.denials).items())),
             "fees_paid": float(positions.fees_paid),
             "funding_paid": float(-positions.funding_received),
             "fees_by_symbol": {s: float(v) for s, v in sorted(positions.fees_by_symbol.items())},

@@ -16,21 +16,29 @@ A database outage (the journal's component, ``database_component``,
 DEGRADED) moves trading to ``database_outage_state`` (REDUCING by default),
 and back to the state it left once the database is back and the journal
 caught up (the component RUNNING again), unless something else moved the
-state meanwhile.
+state meanwhile. ``rejection_limit`` venue rejections within
+``rejection_window_ns`` (post-only orders that would have taken liquidity do
+not count: the router reprices them) degrade health and move trading to
+``rejection_state`` (REDUCING by default) until an operator resumes: keel
+sends orders the venue should never reject, so repeated rejections mean its
+view of the account is wrong.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 
 from keel.core.bus import EventBus
 from keel.core.clock import Clock, TimeEvent
 from keel.core.component import Component
+from keel.core.error_codes import BinanceErrorCode
 from keel.core.fsm import ComponentState, TradingState
 from keel.core.messages import (
     ComponentStateChanged,
     FeedHealthChanged,
     HealthChanged,
+    OrderRejected,
     ReconciliationCompleted,
     RiskBreached,
     SetTradingState,
@@ -39,6 +47,8 @@ from keel.core.messages import (
 )
 
 _SEVERITY = {SystemHealth.HEALTHY: 0, SystemHealth.DEGRADED: 1, SystemHealth.UNHEALTHY: 2}
+_ROUTINE_REJECTIONS = frozenset({int(BinanceErrorCode.GTX_ORDER_REJECT)})
+_REJECTIONS = "venue rejections"
 
 
 class SystemMonitor(Component):
@@ -62,6 +72,11 @@ class SystemMonitor(Component):
         Trading state a database outage moves to (None: report only).
     database_component
         The component whose DEGRADED state is a database outage (the journal's state manager).
+    rejection_limit, rejection_window_ns
+        This many venue rejections within the window raise the alert.
+    rejection_state
+        Trading state repeated venue rejections move to (None: report only).
+        It stays until an operator resumes.
     """
 
     def __init__(
@@ -75,6 +90,9 @@ class SystemMonitor(Component):
         venue_failures: Callable[[], int] | None = None,
         database_outage_state: TradingState | None = TradingState.REDUCING,
         database_component: str = "integration.state",
+        rejection_limit: int = 3,
+        rejection_window_ns: int = 3_600_000_000_000,
+        rejection_state: TradingState | None = TradingState.REDUCING,
     ) -> None:
         super().__init__("integration.monitor", bus, clock)
         self.stale_data_state = stale_data_state
@@ -93,6 +111,12 @@ class SystemMonitor(Component):
         self.database_component = database_component
         self._database_out = False
         self._database_return: TradingState | None = None
+        if rejection_limit < 1 or rejection_window_ns <= 0:
+            raise ValueError("the rejection limit must be at least 1 and its window positive")
+        self.rejection_limit = rejection_limit
+        self.rejection_window_ns = rejection_window_ns
+        self.rejection_state = rejection_state
+        self._rejections: deque[int] = deque()
 
     def on_start(self) -> None:
         """Listen to lifecycles, feeds, breaches and trading states; check the bus on a timer."""
@@ -101,6 +125,7 @@ class SystemMonitor(Component):
         self.bus.subscribe(RiskBreached, self.on_breach, name=self.name)
         self.bus.subscribe(TradingStateChanged, self.on_trading_state, name=self.name)
         self.bus.subscribe(ReconciliationCompleted, self.on_reconciliation, name=self.name)
+        self.bus.subscribe(OrderRejected, self.on_rejection, name=self.name)
         self.clock.set_timer(f"{self.name}.bus", self.check_interval_ns, self.check_bus)
 
     def on_stop(self) -> None:
@@ -174,10 +199,32 @@ class SystemMonitor(Component):
         if target is not None and self._trading_state is not TradingState.HALTED:
             self._set_state(target, f"reconciliation mismatch with the venue: {summary}")
 
+    def on_rejection(self, rejected: OrderRejected) -> None:
+        """Count a venue rejection; too many within the window degrade health and move the trading state."""
+        if rejected.code in _ROUTINE_REJECTIONS:
+            return
+        now = self.clock.timestamp_ns()
+        window = self._rejections
+        window.append(now)
+        while window[0] <= now - self.rejection_window_ns:
+            window.popleft()
+        if len(window) < self.rejection_limit:
+            return
+        minutes = self.rejection_window_ns / 60_000_000_000
+        reason = (
+            f"the venue rejected {len(window)} orders within {minutes:g} min, the last {rejected.client_order_id} "
+            f"({rejected.symbol}): {rejected.code} {rejected.reason}"
+        )
+        self._open(_REJECTIONS, SystemHealth.DEGRADED, reason)
+        target = self.rejection_state
+        if target is not None and self._trading_state not in (target, TradingState.HALTED):
+            self._tripped = False  # a feed's recovery must not undo this move: only an operator does
+            self._set_state(target, f"monitor: {reason}")
+
     def on_trading_state(self, change: TradingStateChanged) -> None:
         """Follow the trading state; a move the monitor did not make ends its trip; ACTIVE clears acknowledged problems.
 
-        An operator's resume to ACTIVE closes risk breaches and reconciliation mismatches.
+        An operator's resume to ACTIVE closes risk breaches, reconciliation mismatches and repeated rejections.
         """
         self._trading_state = change.state
         if self._tripped and not change.reason.startswith("monitor:"):
@@ -185,8 +232,9 @@ class SystemMonitor(Component):
         if self._database_return is not None and not change.reason.startswith("monitor: database"):
             self._database_return = None
         if change.state is TradingState.ACTIVE:
-            for key in [k for k in self._problems if k.startswith("risk ") or k == "reconciliation"]:
+            for key in [k for k in self._problems if k.startswith("risk ") or k in ("reconciliation", _REJECTIONS)]:
                 self._close(key)
+            self._rejections.clear()
 
     def check_bus(self, _event: TimeEvent | None = None) -> None:
         """Degrade while handlers raise, market data is conflated or venue calls go unanswered.

@@ -10,9 +10,22 @@ down to the instrument's step, clips it to the per-order notional, and checks,
 in this order: the trading state, the minimum notional, the order rate, the
 gross and net leverage and the daily VaR (parametric, on a cached covariance)
 of the account after the order. Orders approved earlier in the same
-allocation count towards the limits of the next. Orders that only reduce a
-position skip the minimum-notional, leverage and VaR checks. Every refusal
-is an ``OrderDenied`` event with a :class:`DenialReason` code.
+allocation count towards the limits of the next. Orders that reduce the
+projected position skip the leverage and VaR checks.
+
+An order is reduce-only only when the venue will take it as one: it points
+against the *booked* position and fits in what the orders already on their
+way on that side leave of it (an order that only offsets an unfilled one is
+an ordinary order). Only reduce-only orders are exempt from the minimum
+notional; an ordinary order below it that has a small opposite position to
+work against closes that position reduce-only instead, and a position below
+the lot size, which no order can close, is written off (both reported once).
+Every ordinary order must fit the venue's initial margin at the account's
+leverage, and the order the venue last rejected is not approved again while
+the position it was rejected against has not moved. An approval counts as
+pending until its child orders reach the venue or its parent order ends
+(``ExecutionCompleted``), so what a parent never sent is not counted for ever.
+Every refusal is an ``OrderDenied`` event with a :class:`DenialReason` code.
 
 It also watches the portfolio once per bar time: equity and its drawdown
 from the peak, daily VaR and CVaR (historical, parametric or EWMA) and
@@ -48,12 +61,14 @@ from keel.core.accounting import ZERO
 from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_SECOND, Clock
 from keel.core.component import Component
+from keel.core.error_codes import BinanceErrorCode
 from keel.core.fsm import TRADING_STATE_TRANSITIONS, ComponentState, StateMachine, TradingState
 from keel.core.instruments import Instrument
 from keel.core.intervals import INTERVAL_MS, bars_per_day
 from keel.core.messages import (
     AllocationProposed,
     BarClosed,
+    ExecutionCompleted,
     MarketRegime,
     OrderApproved,
     OrderCanceled,
@@ -87,6 +102,10 @@ _SIGN = {SignalAction.BUY: 1.0, SignalAction.SELL: -1.0, SignalAction.HOLD: 0.0}
 _BARS_PER_DAY = {"1s": 86_400.0} | {name: bars_per_day(name) for name in INTERVAL_MS}
 _CAP_REPUBLISH = 0.05
 _AUTOMATIC = "risk"
+_POST_ONLY_REJECTED = int(BinanceErrorCode.GTX_ORDER_REJECT)
+# Share of equity the initial margin of positions and orders may take: the rest covers fees and the
+# limit child's protection band, priced a little beyond the mark the check uses.
+_MARGIN_HEADROOM = 0.95
 
 
 class DenialReason(Enum):
@@ -103,6 +122,30 @@ class DenialReason(Enum):
     ORDER_RATE_LIMIT = "ORDER_RATE_LIMIT"
     UNKNOWN_INSTRUMENT = "UNKNOWN_INSTRUMENT"
     INVALID_TARGET = "INVALID_TARGET"
+    INSUFFICIENT_MARGIN = "INSUFFICIENT_MARGIN"
+    VENUE_REJECTED = "VENUE_REJECTED"
+    DUST_WRITTEN_OFF = "DUST_WRITTEN_OFF"
+
+
+@dataclass(slots=True)
+class _Intent:
+    """An approved order's quantity not yet sent to the venue (its router sends it as child orders)."""
+
+    symbol: str
+    sign: int
+    unsent: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class _Rejection:
+    """The order the venue last rejected for a symbol, and the position it was rejected against."""
+
+    side: OrderSide
+    quantity: Decimal
+    reduce_only: bool
+    code: int
+    reason: str
+    booked: Decimal
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,10 +278,13 @@ class RiskController(Component):
         self._positions = positions
         self._trading_state = StateMachine(TRADING_STATE_TRANSITIONS, TradingState.ACTIVE, "trading state")
         self._state_owner = ""
-        # Signed quantities approved but not yet sent, per symbol, and the
+        # What approved orders have not sent yet, by approval id, and the
         # signed unfilled remainder of every working order, by client id.
-        self._unsent: dict[str, Decimal] = {}
+        self._intents: dict[int, _Intent] = {}
         self._working: dict[str, tuple[str, Decimal]] = {}
+        self._last_approval: dict[str, tuple[OrderSide, Decimal, bool]] = {}
+        self._rejections: dict[str, _Rejection] = {}
+        self._written_off: dict[str, Decimal] = {}
         universe = tuple(symbols) if symbols is not None else tuple(self._instruments)
         self._window = ReturnWindow(universe, var_window)
         self._column = self._window.index
@@ -308,7 +354,15 @@ class RiskController(Component):
     def pending(self, symbol: str) -> Decimal:
         """Return the signed quantity approved for ``symbol`` and not yet filled."""
         working = sum((q for s, q in self._working.values() if s == symbol), ZERO)
-        return self._unsent.get(symbol, ZERO) + working
+        unsent = sum((i.unsent * i.sign for i in self._intents.values() if i.symbol == symbol), ZERO)
+        return unsent + working
+
+    def committed(self, symbol: str, side: OrderSide) -> Decimal:
+        """Return the quantity of ``symbol`` on its way on ``side``: working orders' remainders and unsent approvals."""
+        sign = side.sign
+        working = sum((abs(q) for s, q in self._working.values() if s == symbol and (q > 0) == (sign > 0)), ZERO)
+        unsent = sum((i.unsent for i in self._intents.values() if i.symbol == symbol and i.sign == sign), ZERO)
+        return working + unsent
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -320,6 +374,7 @@ class RiskController(Component):
         self.bus.subscribe(AllocationProposed, self.on_allocation, name=self.name)
         self.bus.subscribe(OrderSubmitted, self.on_submitted, name=f"{self.name}.pending")
         self.bus.subscribe(OrderFilled, self.on_filled, name=f"{self.name}.pending")
+        self.bus.subscribe(ExecutionCompleted, self.on_execution, name=f"{self.name}.pending")
         for closed in (OrderCanceled, OrderExpired, OrderRejected):
             self.bus.subscribe(closed, self.on_closed, name=f"{self.name}.pending")
         self.bus.register(SetTradingState, self.on_set_trading_state, name=self.name)
@@ -328,10 +383,23 @@ class RiskController(Component):
     # --- pending orders ----------------------------------------------------------------------
 
     def on_submitted(self, submitted: OrderSubmitted) -> None:
-        """Move an approved quantity from unsent to a working order."""
+        """Move an approved quantity from unsent to a working order.
+
+        A child sent again for what an earlier child left unfilled takes
+        nothing more from its approval: the unsent part never goes below zero.
+        """
         signed = submitted.quantity * submitted.side.sign
-        self._unsent[submitted.symbol] = self._unsent.get(submitted.symbol, ZERO) - signed
         self._working[submitted.client_order_id] = (submitted.symbol, signed)
+        intent = self._intents.get(submitted.approval_id) if submitted.approval_id is not None else None
+        if intent is not None:
+            intent.unsent -= submitted.quantity
+            if intent.unsent <= 0:
+                del self._intents[submitted.approval_id]  # type: ignore[arg-type]
+
+    def on_execution(self, completed: ExecutionCompleted) -> None:
+        """A parent order finished: what it did not send of its approval is no longer on its way."""
+        if completed.approval_id is not None:
+            self._intents.pop(completed.approval_id, None)
 
     def on_filled(self, fill: OrderFilled) -> None:
         """Reduce the working order's remainder by the fill."""
@@ -346,8 +414,20 @@ class RiskController(Component):
             self._working[fill.client_order_id] = (symbol, remaining)
 
     def on_closed(self, event: OrderCanceled | OrderExpired | OrderRejected) -> None:
-        """Release what a canceled, expired or rejected order will no longer fill."""
-        self._working.pop(event.client_order_id, None)
+        """Release what a canceled, expired or rejected order will no longer fill; remember a venue rejection."""
+        working = self._working.pop(event.client_order_id, None)
+        if isinstance(event, OrderRejected) and working is not None and event.code != _POST_ONLY_REJECTED:
+            self._remember_rejection(event, *working)
+
+    def _remember_rejection(self, rejected: OrderRejected, symbol: str, signed: Decimal) -> None:
+        """Keep the rejected order's terms: the same order is not approved again against the same position."""
+        side = OrderSide.BUY if signed > 0 else OrderSide.SELL
+        terms = self._last_approval.get(symbol)
+        if terms is None or terms[0] is not side:
+            terms = (side, abs(signed), False)
+        self._rejections[symbol] = _Rejection(
+            *terms, code=rejected.code, reason=rejected.reason, booked=self._positions.quantity(symbol)
+        )
 
     # --- market data, views, regimes ------------------------------------------------------------
 
@@ -724,6 +804,7 @@ class RiskController(Component):
         if equity <= 0:
             self._deny(symbol, OrderSide.BUY, ZERO, DenialReason.NO_EQUITY, f"equity is {equity}", ts)
             return
+        booked = self._booked(symbol, instrument, context, ts)
         held = context.held.get(symbol, 0.0)
         target = self._target_quantity(symbol, weight, equity, price)
         delta = target - held
@@ -735,17 +816,84 @@ class RiskController(Component):
         if grid is None:
             grid = self._grids[symbol] = StepGrid.of(instrument)
         quantity, size = grid.floor_pair(wanted)
+        if wanted == abs(held):
+            # A close: the exact projected quantity, which the float rounding's margin would cut by a step
+            # on a position of thousands of steps, leaving dust behind.
+            quantity = abs(booked + self.pending(symbol))
+            size = float(quantity)
         if size <= 0:
             return
+        room = self._reducible(symbol, side, booked)
+        reduce_only = quantity <= room
+        if not reduce_only and size * price < grid.min_notional_float and room >= instrument.min_quantity:
+            detail = (
+                f"notional {size * price:.2f} below the minimum {grid.min_notional}: the {booked} left of the "
+                f"position is closed reduce-only instead"
+            )
+            self._deny(symbol, side, quantity, DenialReason.BELOW_MIN_NOTIONAL, detail, ts)
+            quantity, size, reduce_only = room, float(room), True
         after = held + size if delta > 0 else held - size
         reduces = abs(after) < abs(held) and (after == 0 or (after > 0) == (held > 0))
-        refusal = self._refusal(grid, symbol, size * price, reduces, context, held, after, price, ts)
+        refusal = self._repeated_rejection(symbol, side, quantity, reduce_only, booked) or self._refusal(
+            grid, symbol, size * price, reduces, reduce_only, context, held, after, price, ts
+        )
         if refusal is not None:
             self._deny(symbol, side, quantity, *refusal, ts)
             return
-        context.apply(self, symbol, held, after, price)
-        self._unsent[symbol] = self._unsent.get(symbol, ZERO) + (quantity if delta > 0 else -quantity)
-        self._approve(symbol, side, quantity, reduces, ts)
+        context.apply(self, symbol, held, after, price, 0.0 if reduce_only else self._opening(side, size, booked))
+        self._approve(symbol, side, quantity, reduce_only, ts)
+
+    def _booked(self, symbol: str, instrument: Instrument, context: _Allocation, ts: int) -> Decimal:
+        """Return the position booked in ``symbol``; dust below the lot size is written off (reported once).
+
+        No order can close a position smaller than the instrument's minimum
+        quantity, so it is left out of the projection instead of being
+        ordered against for ever.
+        """
+        booked = context.booked.get(symbol, ZERO)
+        if booked == 0 or abs(booked) >= instrument.min_quantity:
+            return booked
+        if self._written_off.get(symbol) != booked:
+            self._written_off[symbol] = booked
+            detail = f"position {booked} is below the lot size {instrument.min_quantity}: no order can close it"
+            side = OrderSide.SELL if booked > 0 else OrderSide.BUY
+            self._deny(symbol, side, abs(booked), DenialReason.DUST_WRITTEN_OFF, detail, ts)
+        context.held[symbol] = context.held.get(symbol, 0.0) - float(booked)
+        return ZERO
+
+    def _reducible(self, symbol: str, side: OrderSide, booked: Decimal) -> Decimal:
+        """Return how much a reduce-only order on ``side`` may take.
+
+        That is the booked position it points against, less what the orders on
+        the same side already on their way will take of it.
+        """
+        if booked == 0 or (booked > 0) == (side is OrderSide.BUY):
+            return ZERO
+        return max(ZERO, abs(booked) - self.committed(symbol, side))
+
+    def _opening(self, side: OrderSide, size: float, booked: Decimal) -> float:
+        """Return the part of an order that opens exposure at the venue (the venue holds margin for it)."""
+        held = float(booked)
+        if held == 0 or (held > 0) == (side is OrderSide.BUY):
+            return size
+        return max(0.0, size - abs(held))
+
+    def _repeated_rejection(
+        self, symbol: str, side: OrderSide, quantity: Decimal, reduce_only: bool, booked: Decimal
+    ) -> tuple[DenialReason, str] | None:
+        """Refuse the very order the venue rejected while the position it was rejected against has not moved."""
+        rejection = self._rejections.get(symbol)
+        if rejection is None:
+            return None
+        if rejection.booked != booked:
+            del self._rejections[symbol]
+            return None
+        if (rejection.side, rejection.quantity, rejection.reduce_only) != (side, quantity, reduce_only):
+            return None
+        return (
+            DenialReason.VENUE_REJECTED,
+            f"the venue rejected this order against the same position ({rejection.code}: {rejection.reason})",
+        )
 
     def _target_quantity(self, symbol: str, weight: float, equity: float, price: float) -> float:
         """Return the target position (base units) clipped to the per-position and sizer limits."""
@@ -773,6 +921,7 @@ class RiskController(Component):
         symbol: str,
         notional: float,
         reduces: bool,
+        reduce_only: bool,
         context: _Allocation,
         held: float,
         after: float,
@@ -785,7 +934,7 @@ class RiskController(Component):
             return DenialReason.TRADING_HALTED, "trading is halted"
         if not reduces and state is TradingState.REDUCING:
             return DenialReason.REDUCE_ONLY_STATE, "only reducing orders while REDUCING"
-        if not reduces and notional < grid.min_notional_float:
+        if not reduce_only and notional < grid.min_notional_float:
             return (
                 DenialReason.BELOW_MIN_NOTIONAL,
                 f"notional {notional:.2f} below the minimum {grid.min_notional}",
@@ -796,9 +945,17 @@ class RiskController(Component):
                 DenialReason.ORDER_RATE_LIMIT,
                 f"{limits.max_orders_per_window} orders approved in the last {limits.rate_window_seconds:g} s",
             )
+        if not reduce_only:
+            margin = context.margin_refusal(self, symbol, self._opening_of(symbol, held, after, context))
+            if margin is not None:
+                return margin
         if reduces:
             return None
         return context.exposure_refusal(self, symbol, held, after, price)
+
+    def _opening_of(self, symbol: str, held: float, after: float, context: _Allocation) -> float:
+        side = OrderSide.BUY if after > held else OrderSide.SELL
+        return self._opening(side, abs(after - held), context.booked.get(symbol, ZERO))
 
     def _rate_limited(self, ts: int) -> bool:
         window = int(self.limits.rate_window_seconds * NANOS_PER_SECOND)
@@ -807,22 +964,23 @@ class RiskController(Component):
             approvals.popleft()
         return len(approvals) >= self.limits.max_orders_per_window
 
-    def _approve(self, symbol: str, side: OrderSide, quantity: Decimal, reduces: bool, ts: int) -> None:
+    def _approve(self, symbol: str, side: OrderSide, quantity: Decimal, reduce_only: bool, ts: int) -> None:
         self.approved += 1
         self._approvals.append(ts)
-        self.bus.publish(
-            OrderApproved(
-                symbol=symbol,
-                side=side,
-                quantity=quantity,
-                order_type=OrderType.MARKET,
-                price=None,
-                reduce_only=reduces,
-                strategy=self._strategy_of(symbol),
-                ts_event=ts,
-                ts_init=self.clock.timestamp_ns(),
-            )
+        approved = OrderApproved(
+            symbol=symbol,
+            side=side,
+            quantity=quantity,
+            order_type=OrderType.MARKET,
+            price=None,
+            reduce_only=reduce_only,
+            strategy=self._strategy_of(symbol),
+            ts_event=ts,
+            ts_init=self.clock.timestamp_ns(),
         )
+        self._intents[approved.id] = _Intent(symbol, side.sign, quantity)
+        self._last_approval[symbol] = (side, quantity, reduce_only)
+        self.bus.publish(approved)
 
     def _strategy_of(self, symbol: str) -> str:
         """Return the strategy with the strongest view on the symbol (``portfolio`` when none has one)."""
@@ -849,12 +1007,16 @@ class RiskController(Component):
 class _Allocation:
     """The projected account during one allocation, updated by each approval (floats)."""
 
-    __slots__ = ("equity", "gross", "held", "net", "prices", "sigma", "variance", "z")
+    __slots__ = ("booked", "equity", "gross", "held", "margin", "net", "prices", "sigma", "variance", "z")
 
-    def __init__(self, equity: float, prices: dict[str, float], held: dict[str, float]) -> None:
+    def __init__(
+        self, equity: float, prices: dict[str, float], held: dict[str, float], booked: dict[str, Decimal]
+    ) -> None:
         self.equity = equity
         self.prices = prices
         self.held = held
+        self.booked = booked
+        self.margin = 0.0
         self.gross = sum(abs(q) * prices[s] for s, q in held.items() if s in prices)
         self.net = sum(q * prices[s] for s, q in held.items() if s in prices)
         self.sigma: list[float] = []
@@ -866,13 +1028,15 @@ class _Allocation:
         book = risk._positions
         marks = book.reference_marks()
         prices = {s: float(p) for s, p in marks.items()}
-        held = {s: float(book.quantity(s) + risk.pending(s)) for s in prices}
+        booked = {s: book.quantity(s) for s in prices}
+        held = {s: float(booked[s] + risk.pending(s)) for s in prices}
         exposure = np.zeros(len(risk._column))
         for symbol, quantity in held.items():
             column = risk._column.get(symbol)
             if column is not None:
                 exposure[column] = quantity * prices[symbol]
-        context = cls(float(book.equity(marks)), prices, held)
+        context = cls(float(book.equity(marks)), prices, held, booked)
+        context.margin = context.initial_margin(risk)
         if len(risk._window) >= risk.min_var_observations:
             risk._refresh_estimates()
             sigma = risk._covariance @ exposure
@@ -911,7 +1075,26 @@ class _Allocation:
             )
         return None
 
-    def apply(self, risk: RiskController, symbol: str, held: float, after: float, price: float) -> None:
+    def initial_margin(self, risk: RiskController) -> float:
+        """Return the venue's initial margin, at most: every position and every order on its way, at the leverage."""
+        total = 0.0
+        for symbol, price in self.prices.items():
+            on_the_way = risk.committed(symbol, OrderSide.BUY) + risk.committed(symbol, OrderSide.SELL)
+            total += float(abs(self.booked[symbol]) + on_the_way) * price
+        return total / risk.sizer.leverage
+
+    def margin_refusal(self, risk: RiskController, symbol: str, opening: float) -> tuple[DenialReason, str] | None:
+        required = opening * self.prices[symbol] / risk.sizer.leverage
+        if required <= 0 or self.margin + required <= _MARGIN_HEADROOM * self.equity:
+            return None
+        return (
+            DenialReason.INSUFFICIENT_MARGIN,
+            f"initial margin {self.margin + required:.2f} at {risk.sizer.leverage:g}x would exceed "
+            f"{_MARGIN_HEADROOM:.0%} of equity {self.equity:.2f}",
+        )
+
+    def apply(self, risk: RiskController, symbol: str, held: float, after: float, price: float, opening: float) -> None:
+        self.margin += opening * price / risk.sizer.leverage
         change = (after - held) * price
         self.gross += (abs(after) - abs(held)) * price
         self.net += change

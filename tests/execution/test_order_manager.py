@@ -703,6 +703,7 @@ def test_a_snapshot_restores_every_order_and_the_account_events(real_data, simul
     assert restored.orders.fills() == desk.orders.fills()
     assert restored.orders.account_events() == desk.orders.account_events()
     assert restored.orders.next_client_order_id() == "keel-4"
+    assert restored.orders.position(BTC) == desk.orders.position(BTC) == desk.positions.quantity(BTC)
 
 
 def test_replaying_the_journal_rebuilds_the_orders_and_positions(real_data, simulated_desk) -> None:
@@ -720,6 +721,7 @@ def test_replaying_the_journal_rebuilds_the_orders_and_positions(real_data, simu
     # Assert
     assert rebuilt.orders.snapshot() == desk.orders.snapshot()
     assert rebuilt.positions.quantity(BTC) == desk.positions.quantity(BTC) == Decimal("0.002")
+    assert rebuilt.orders.position(BTC) == Decimal("0.002")
     assert rebuilt.positions.fees_paid == desk.positions.fees_paid
     assert rebuilt.seen == []
 

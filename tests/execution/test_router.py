@@ -19,6 +19,8 @@ from keel.core.messages import (
     ExecutionCompleted,
     MarketDataEvent,
     OrderFilled,
+    OrderRejected,
+    PositionSide,
     TradeTick,
     TradingStateChanged,
 )
@@ -332,3 +334,49 @@ def test_router_decisions_have_no_lookahead():
     assert router_decisions(continued, until) == decided
     assert router_decisions(changed, until) == decided
     assert router_decisions(continued, events[-1].ts_event) != router_decisions(changed, events[-1].ts_event)
+
+
+def test_a_reduce_only_parent_never_sends_more_than_the_venue_position_left_to_reduce():
+    # Arrange: 0.100 BTC bought on the real session
+    desk = Desk(RouterSettings())
+    rejected: list[OrderRejected] = []
+    desk.bus.subscribe(OrderRejected, rejected.append, name="test.rejections")
+    start = first_book_index() + 1
+    desk.play(0, start)
+    desk.router.execute_aggressive(BTC, OrderSide.BUY, Decimal("0.100"))
+    desk.play(start, start + 500)
+    assert desk.orders.position(BTC) == Decimal("0.100")
+
+    # Act: a reduce-only SELL of three times the position
+    parent = desk.router.execute_aggressive(BTC, OrderSide.SELL, Decimal("0.300"), reduce_only=True)
+    desk.play(start + 500, start + 1000)
+
+    # Assert: one child of what was held, the position closed, the rest dropped with the reason
+    children = [desk.orders.orders[c] for c in parent.children]
+    assert [(c.quantity, c.reduce_only) for c in children] == [(Decimal("0.100"), True)]
+    assert rejected == []
+    assert desk.orders.position(BTC) == 0 == desk.exchange.account.quantity((BTC, PositionSide.BOTH))
+    done = desk.router.completed[-1]
+    assert done.filled_quantity == Decimal("0.100")
+    assert done.reason.startswith("nothing left to reduce")
+
+
+def test_a_reduce_only_parent_pointing_the_way_the_position_goes_sends_nothing():
+    # Arrange: flat, then long 0.050 BTC
+    desk = Desk(RouterSettings())
+    start = first_book_index() + 1
+    desk.play(0, start)
+
+    # Act: a reduce-only SELL while flat, then a reduce-only BUY while long
+    flat = desk.router.execute_aggressive(BTC, OrderSide.SELL, Decimal("0.100"), reduce_only=True)
+    desk.router.execute_aggressive(BTC, OrderSide.BUY, Decimal("0.050"))
+    desk.play(start, start + 500)
+    long = desk.router.execute_aggressive(BTC, OrderSide.BUY, Decimal("0.050"), reduce_only=True)
+
+    # Assert
+    assert flat.children == [] and long.children == []
+    reasons = [
+        c.reason for c in desk.router.completed if c.parent_order_id in (flat.parent_order_id, long.parent_order_id)
+    ]
+    assert len(reasons) == 2 and all(r.startswith("nothing left to reduce") for r in reasons)
+    assert all(o.status.value != "REJECTED" for o in desk.orders.orders.values())

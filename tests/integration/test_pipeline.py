@@ -5,12 +5,25 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
-from keel.config import load_config
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from keel.config import KeelConfig, load_config
 from keel.core.bus import EventBus
-from keel.core.clock import NANOS_PER_MILLI, SimulatedClock
-from keel.core.fsm import ComponentState
+from keel.core.clock import NANOS_PER_MILLI, NANOS_PER_MINUTE, SimulatedClock
+from keel.core.error_codes import BinanceErrorCode
+from keel.core.fsm import ComponentState, TradingState
 from keel.core.instruments import load_instruments
-from keel.core.messages import BarClosed, FundingRateUpdated, PositionSide, SubmitOrder
+from keel.core.messages import (
+    BarClosed,
+    FundingRateUpdated,
+    OrderRejected,
+    PositionSide,
+    SetTradingState,
+    SignalAction,
+    SignalGenerated,
+    SubmitOrder,
+)
 from keel.core.orders import OrderSide, OrderType
 from keel.integration.pipeline import build_pipeline
 from keel.market_data.feeds import RecordedBarFeed
@@ -110,3 +123,131 @@ def test_the_venues_liquidation_reaches_the_position_book_and_the_recorder() -> 
     assert any(isinstance(e, FundingRateUpdated) for e in events)
     assert pipeline.positions.equity() == pipeline.exchange.balance().margin_balance
     assert pipeline.orders.unknown_reports == 0
+
+
+# --- orders the venue never rejects ---------------------------------------------------------------
+
+_NEVER_REJECTED = {
+    int(BinanceErrorCode.REDUCE_ONLY_REJECT),
+    int(BinanceErrorCode.MIN_NOTIONAL),
+    int(BinanceErrorCode.MARGIN_NOT_SUFFICIENT),
+}
+_PROPERTY_SYMBOLS = ("BTCUSDT", "ETHUSDT", "XRPUSDT")
+_START_PRICES = {"BTCUSDT": 95502.7, "ETHUSDT": 1827.53, "XRPUSDT": 2.2}
+# 2025-05-05 00:00 UTC: a funding time; the runs end long before the next one.
+_PROPERTY_START_NS = 1_746_403_200_000 * NANOS_PER_MILLI
+
+_signals = st.lists(
+    st.tuples(st.sampled_from(_PROPERTY_SYMBOLS), st.sampled_from(list(SignalAction))), min_size=0, max_size=3
+)
+_steps = st.lists(
+    st.tuples(
+        st.lists(st.floats(-0.02, 0.02), min_size=3, max_size=3),  # each symbol's return over the bar
+        st.sampled_from([0.5, 20.0, 1e6]),  # volume: the venue fills 10% of it, so IOC children may expire
+        _signals,
+    ),
+    min_size=5,
+    max_size=40,
+)
+
+
+def _property_config(gross_exposure: float, leverage: int, max_leverage: float, style: str) -> KeelConfig:
+    base = load_config("backtest", environ={})
+    return base.model_copy(
+        update={
+            "data": base.data.model_copy(update={"symbols": _PROPERTY_SYMBOLS, "start": None, "end": None}),
+            "exchange": base.exchange.model_copy(update={"leverage": leverage}),
+            "strategy": base.strategy.model_copy(
+                update={"name": "moving_average_cross", "fast_period": 900, "slow_period": 1000, "warmup_bars": 0}
+            ),
+            "portfolio": base.portfolio.model_copy(
+                update={
+                    "allocator": "equal_weight",
+                    "gross_exposure": gross_exposure,
+                    "rebalance_threshold": 0.0,
+                    "rebalance_interval_minutes": 1,
+                }
+            ),
+            "risk": base.risk.model_copy(update={"max_leverage": max_leverage, "max_net_leverage": max_leverage}),
+            "execution": base.execution.model_copy(update={"default_style": style, "twap_horizon_seconds": 180.0}),
+        }
+    )
+
+
+def _bar(symbol: str, open_time: int, open_: float, close: float, volume: float) -> BarClosed:
+    return BarClosed(
+        symbol=symbol,
+        interval="1m",
+        open_time=open_time,
+        open=open_,
+        high=max(open_, close),
+        low=min(open_, close),
+        close=close,
+        volume=volume,
+        ts_event=open_time + NANOS_PER_MINUTE,
+        ts_init=open_time + NANOS_PER_MINUTE,
+    )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    steps=_steps,
+    gross_exposure=st.sampled_from([0.002, 0.01, 0.05, 0.5, 2.0, 4.0]),
+    leverage=st.sampled_from([1, 2, 5, 20]),
+    max_leverage=st.sampled_from([1.0, 3.0, 6.0]),
+    style=st.sampled_from(["AGGRESSIVE", "TWAP"]),
+)
+def test_random_targets_through_allocator_risk_and_router_are_never_rejected_by_the_venue(
+    steps: list[tuple[list[float], float, list[tuple[str, SignalAction]]]],
+    gross_exposure: float,
+    leverage: int,
+    max_leverage: float,
+    style: str,
+) -> None:
+    # Arrange: the pipeline as a backtest wires it, the equal-weight allocator rebalancing every minute
+    # (drifting prices make small orders, a small gross exposure dust-sized positions), signals at random.
+    config = _property_config(gross_exposure, leverage, max_leverage, style)
+    clock = SimulatedClock(_PROPERTY_START_NS)
+    bus = EventBus()
+    pipeline = build_pipeline(config, load_instruments(config.exchange.instruments), bus, clock)
+    rejected: list[OrderRejected] = []
+    bus.subscribe(OrderRejected, rejected.append, name="test.rejections")
+    pipeline.start()
+    bus.drain()
+    prices = dict(_START_PRICES)
+
+    def run_bar(index: int, returns: list[float], volume: float) -> None:
+        open_time = _PROPERTY_START_NS + index * NANOS_PER_MINUTE
+        clock.advance_to(open_time + NANOS_PER_MINUTE)
+        bus.drain()
+        for symbol, change in zip(_PROPERTY_SYMBOLS, returns, strict=True):
+            close = prices[symbol] * (1.0 + change)
+            bus.publish(_bar(symbol, open_time, prices[symbol], close, volume))
+            bus.drain()
+            prices[symbol] = close
+
+    # Act
+    for index, (returns, volume, signals) in enumerate(steps):
+        run_bar(index, returns, volume)
+        for symbol, action in signals:
+            now = clock.timestamp_ns()
+            bus.publish(
+                SignalGenerated(
+                    strategy="random", symbol=symbol, action=action, strength=1.0, confidence=1.0, ts_event=now,
+                    ts_init=now,
+                )
+            )  # fmt: skip
+            bus.drain()
+    now = clock.timestamp_ns()
+    bus.publish(SetTradingState(state=TradingState.HALTED, reason="end of the test", ts_event=now, ts_init=now))
+    bus.drain()
+    for index in range(len(steps), len(steps) + 2):
+        run_bar(index, [0.0, 0.0, 0.0], 1e6)
+
+    # Assert: no order the venue should never reject was rejected; after a halt nothing stays on its way;
+    # the position book agrees with the venue.
+    assert [(r.code, r.reason) for r in rejected if r.code in _NEVER_REJECTED] == []
+    for symbol in _PROPERTY_SYMBOLS:
+        assert pipeline.risk.pending(symbol) == 0
+        venue = pipeline.exchange.account.quantity((symbol, PositionSide.BOTH))
+        assert pipeline.positions.quantity(symbol) == pipeline.orders.position(symbol) == venue

@@ -11,6 +11,7 @@ from keel.core.messages import (
     BarClosed,
     ComponentStateChanged,
     HealthChanged,
+    OrderRejected,
     ReconciliationCompleted,
     RiskBreached,
     SetTradingState,
@@ -337,6 +338,51 @@ def test_database_down_degrades_health_and_reduces_until_it_is_back() -> None:
     assert monitor.health is SystemHealth.HEALTHY and desk.state is TradingState.ACTIVE
 
 
+def reject(bus: EventBus, clock: SimulatedClock, number: int, code: int = -2022) -> None:
+    now = clock.timestamp_ns()
+    bus.publish(
+        OrderRejected(
+            client_order_id=f"keel-{number}",
+            symbol="ETHUSDT",
+            code=code,
+            reason="ReduceOnly Order is rejected.",
+            ts_event=now,
+            ts_init=now,
+        )
+    )
+    bus.drain()
+
+
+def test_repeated_venue_rejections_degrade_health_and_move_trading_until_an_operator_resumes() -> None:
+    # Arrange: two rejections more than the window apart, post-only rejections in between
+    bus = EventBus()
+    clock = SimulatedClock(0)
+    desk = TradingDesk(bus)
+    monitor = SystemMonitor(bus, clock, rejection_limit=3, rejection_window_ns=60 * NANOS_PER_MINUTE)
+    monitor.start()
+    bus.drain()
+    reject(bus, clock, 1)
+    clock.advance_to(clock.timestamp_ns() + 61 * NANOS_PER_MINUTE)
+    reject(bus, clock, 2)
+    for number in (3, 4, 5):
+        reject(bus, clock, number, code=-5022)
+    before = (monitor.health, desk.state)
+
+    # Act: two more within the hour of the second, then the operator resumes
+    reject(bus, clock, 6)
+    reject(bus, clock, 7)
+    during = (monitor.health, desk.state, monitor.reasons())
+    bus.publish(SetTradingState(state=TradingState.ACTIVE, reason="operator", ts_event=0, ts_init=0))
+    bus.drain()
+
+    # Assert
+    assert before == (SystemHealth.HEALTHY, TradingState.ACTIVE)
+    assert during[0] is SystemHealth.DEGRADED and during[1] is TradingState.REDUCING
+    assert during[2][0].startswith("the venue rejected 3 orders within 60 min, the last keel-7")
+    assert [c.state for c in desk.commands] == [TradingState.REDUCING, TradingState.ACTIVE]
+    assert monitor.health is SystemHealth.HEALTHY and desk.state is TradingState.ACTIVE
+
+
 def test_database_down_halts_when_configured_so_and_returns_to_the_state_it_left() -> None:
     # Arrange: trading was REDUCING (an operator's choice) when the database went down
     bus, _, monitor, desk, _, _ = wired()
@@ -392,3 +438,21 @@ def test_database_down_outlasting_a_stale_feed_keeps_trading_reduced_until_it_is
     # Assert
     assert while_database_down is TradingState.HALTED
     assert desk.state is TradingState.ACTIVE
+
+
+def test_repeated_rejections_move_nothing_when_configured_to_report_only() -> None:
+    # Arrange
+    bus = EventBus()
+    clock = SimulatedClock(0)
+    desk = TradingDesk(bus)
+    monitor = SystemMonitor(bus, clock, rejection_limit=2, rejection_state=None)
+    monitor.start()
+    bus.drain()
+
+    # Act
+    reject(bus, clock, 1)
+    reject(bus, clock, 2)
+
+    # Assert
+    assert monitor.health is SystemHealth.DEGRADED
+    assert desk.commands == [] and desk.state is TradingState.ACTIVE

@@ -23,11 +23,13 @@ from keel.core.instruments import Instrument, load_instruments
 from keel.core.messages import (
     AllocationProposed,
     BarClosed,
+    ExecutionCompleted,
     MarketRegime,
     OrderApproved,
     OrderCanceled,
     OrderDenied,
     OrderFilled,
+    OrderRejected,
     OrderSubmitted,
     RiskBreached,
     RiskLimitsUpdated,
@@ -137,10 +139,19 @@ class Desk:
         self.bus.publish(SetTradingState(state=state, reason="operator", ts_event=now, ts_init=now))
         self.bus.drain()
 
-    def fill(self, symbol: str, side: OrderSide, quantity: Decimal, *, submitted: bool = False) -> None:
+    def fill(
+        self,
+        symbol: str,
+        side: OrderSide,
+        quantity: Decimal,
+        *,
+        submitted: bool = False,
+        approval_id: int | None = None,
+    ) -> None:
         """Book a fill at the symbol's mark, commission-free, so equity stays at the capital.
 
-        With ``submitted``, first publish the OrderSubmitted the order manager sends for an approved order.
+        With ``submitted``, first publish the OrderSubmitted the order manager sends for the approved order
+        ``approval_id``.
         """
         now = self.clock.timestamp_ns()
         trade = str(next(self._trade_ids))
@@ -151,6 +162,7 @@ class Desk:
                     symbol=symbol,
                     side=side,
                     quantity=quantity,
+                    approval_id=approval_id,
                     ts_event=now,
                     ts_init=now,
                 )
@@ -176,7 +188,7 @@ class Desk:
         """Fill every approved order not filled yet (a venue that fills at the mark)."""
         pending, self._filled = self.approved[self._filled :], len(self.approved)
         for order in pending:
-            self.fill(order.symbol, order.side, order.quantity, submitted=True)
+            self.fill(order.symbol, order.side, order.quantity, submitted=True, approval_id=order.id)
 
 
 # --- sizing -----------------------------------------------------------------------------------------
@@ -502,6 +514,7 @@ def test_a_canceled_order_releases_its_pending_quantity() -> None:
             symbol=BTC,
             side=approved.side,
             quantity=approved.quantity,
+            approval_id=approved.id,
             ts_event=now,
             ts_init=now,
         )
@@ -674,9 +687,10 @@ def test_order_rate_limit_denies_beyond_the_window_and_frees_up_after_it() -> No
 
 
 def test_drawdown_moves_trading_to_reducing_then_halted_with_reasons() -> None:
-    # Arrange: 5x long BTCUSDT from 15:34 UTC; BTC falls 2.2% from its high within the next 11 hours
+    # Arrange: 5x long BTCUSDT (on a 10x account) from 15:34 UTC; BTC falls 2.2% from its high within the next 11 hours
     desk = Desk(
-        limits=RiskLimits(max_drawdown_pct=0.01, halt_drawdown_pct=0.02, max_leverage=10.0, max_net_leverage=10.0)
+        limits=RiskLimits(max_drawdown_pct=0.01, halt_drawdown_pct=0.02, max_leverage=10.0, max_net_leverage=10.0),
+        sizer=PositionSizer(leverage=10.0),
     )
     breaches = collect(desk, RiskBreached)
     desk.propose(BTCUSDT=5.0)
@@ -919,3 +933,194 @@ def test_warm_up_leaves_the_estimates_a_live_run_of_the_same_bars_leaves_and_pub
     np.testing.assert_array_equal(warmed.risk._window.returns(), live.risk._window.returns())
     assert warmed.risk._atr == live.risk._atr
     assert len(warmed.risk._window) >= warmed.risk.min_var_observations
+
+
+# --- orders the venue never rejects ----------------------------------------------------------------
+
+
+def submit(desk: Desk, approved: OrderApproved, client_order_id: str) -> None:
+    """Publish the OrderSubmitted of an approved order that reached the venue and has not filled."""
+    now = desk.clock.timestamp_ns()
+    desk.bus.publish(
+        OrderSubmitted(
+            client_order_id=client_order_id,
+            symbol=approved.symbol,
+            side=approved.side,
+            quantity=approved.quantity,
+            approval_id=approved.id,
+            ts_event=now,
+            ts_init=now,
+        )
+    )
+    desk.bus.drain()
+
+
+def completed(desk: Desk, approved: OrderApproved, filled: Decimal) -> None:
+    """Publish the ExecutionCompleted of the router's parent order that worked ``approved``."""
+    now = desk.clock.timestamp_ns()
+    price = desk.positions.reference_marks()[approved.symbol]
+    desk.bus.publish(
+        ExecutionCompleted(
+            parent_order_id="P-1",
+            symbol=approved.symbol,
+            side=approved.side,
+            strategy=approved.strategy,
+            style="AGGRESSIVE",
+            quantity=approved.quantity,
+            filled_quantity=filled,
+            arrival_price=price,
+            average_price=None,
+            final_price=price,
+            interval_vwap=None,
+            fees=Decimal(0),
+            implementation_shortfall=Decimal(0),
+            implementation_shortfall_bps=0.0,
+            spread_paid_bps=0.0,
+            estimated_impact_bps=None,
+            realized_impact_bps=0.0,
+            child_orders=0,
+            reason="horizon ended",
+            approval_id=approved.id,
+            ts_event=now,
+            ts_init=now,
+        )
+    )
+    desk.bus.drain()
+
+
+def test_reduce_only_is_decided_against_the_booked_position_not_the_orders_still_working() -> None:
+    # Arrange: a BUY of 2.735 ETH is at the venue, unfilled; nothing is booked yet
+    desk = Desk()
+    desk.propose(ETHUSDT=0.5)
+    (opening,) = desk.approved
+    submit(desk, opening, "keel-1")
+
+    # Act: a lower target before the fill
+    desk.propose(ETHUSDT=0.1)
+
+    # Assert: the SELL lowers the projection, but at the venue there is nothing to reduce
+    selling = desk.approved[1]
+    assert selling.side is OrderSide.SELL
+    assert selling.quantity == floor_to(Decimal("2.735") - Decimal("0.1") * CAPITAL / mark(ETH), "0.001")
+    assert selling.reduce_only is False
+
+
+def test_a_reduce_only_order_leaves_what_the_orders_already_on_their_way_take() -> None:
+    # Arrange: long 1.000 ETH; a reduce-only SELL of about half of it is at the venue, unfilled
+    desk = Desk()
+    desk.fill(ETH, OrderSide.BUY, Decimal("1.000"))
+    desk.propose(ETHUSDT=float(Decimal("0.5") * mark(ETH) / CAPITAL))
+    (first,) = desk.approved
+    submit(desk, first, "keel-1")
+
+    # Act: a short target: the next SELL would flip the position once the first one fills
+    desk.propose(ETHUSDT=float(Decimal("-0.3") * mark(ETH) / CAPITAL))
+
+    # Assert
+    second = desk.approved[1]
+    assert first.side is OrderSide.SELL and first.reduce_only is True
+    assert second.side is OrderSide.SELL and second.quantity > Decimal("1.000") - first.quantity
+    assert second.reduce_only is False
+
+
+def test_dust_below_the_minimum_notional_is_closed_reduce_only_once_with_the_reason() -> None:
+    # Arrange: short 0.001 ETH (1.83 USDT; ETHUSDT's minimum notional is 20)
+    desk = Desk()
+    desk.fill(ETH, OrderSide.SELL, Decimal("0.001"))
+    small = float(Decimal("15") / CAPITAL)  # a 15 USDT long: below the minimum notional too
+
+    # Act
+    desk.propose(ETHUSDT=small)
+    desk.fill_approved()
+    desk.propose(ETHUSDT=small)
+
+    # Assert: the dust was closed by one reduce-only BUY; the opening order is denied each time
+    (closing,) = desk.approved
+    assert (closing.side, closing.quantity, closing.reduce_only) == (OrderSide.BUY, Decimal("0.001"), True)
+    assert desk.positions.quantity(ETH) == 0
+    assert [d.reason_code for d in desk.denied] == [DenialReason.BELOW_MIN_NOTIONAL.value] * 2
+    assert "closed reduce-only" in desk.denied[0].reason and "-0.001" in desk.denied[0].reason
+
+
+def test_a_position_below_the_lot_size_is_written_off_once() -> None:
+    # Arrange: 0.0004 ETH held, below ETHUSDT's minimum quantity 0.001: no order can close it
+    desk = Desk()
+    desk.fill(ETH, OrderSide.BUY, Decimal("0.0004"))
+
+    # Act
+    desk.propose(ETHUSDT=0.0)
+    desk.propose(ETHUSDT=0.0)
+
+    # Assert
+    assert desk.approved == []
+    (written_off,) = desk.denied
+    assert written_off.reason_code == DenialReason.DUST_WRITTEN_OFF.value
+    assert written_off.quantity == Decimal("0.0004") and written_off.side is OrderSide.SELL
+
+
+def test_what_a_finished_parent_order_never_sent_stops_counting_as_pending() -> None:
+    # Arrange: an approved BUY whose parent order ended without sending anything
+    desk = Desk()
+    desk.propose(BTCUSDT=0.5)
+    (first,) = desk.approved
+    assert desk.risk.pending(BTC) == first.quantity
+
+    # Act
+    completed(desk, first, Decimal(0))
+    desk.propose(BTCUSDT=0.5)
+
+    # Assert
+    assert desk.risk.pending(BTC) == first.quantity
+    assert [a.quantity for a in desk.approved] == [first.quantity, first.quantity]
+
+
+def test_the_order_the_venue_rejected_is_not_approved_again_against_the_same_position() -> None:
+    # Arrange: the venue rejected the first BUY
+    desk = Desk()
+    desk.propose(ETHUSDT=0.5)
+    (first,) = desk.approved
+    submit(desk, first, "keel-1")
+    now = desk.clock.timestamp_ns()
+    desk.bus.publish(
+        OrderRejected(client_order_id="keel-1", symbol=ETH, code=-2019, reason="Margin is insufficient.",
+                      ts_event=now, ts_init=now)
+    )  # fmt: skip
+    desk.bus.drain()
+
+    # Act: the same target, then the same target once the position moved
+    desk.propose(ETHUSDT=0.5)
+    desk.fill(ETH, OrderSide.BUY, Decimal("0.100"))
+    desk.propose(ETHUSDT=0.5)
+
+    # Assert
+    (repeated,) = desk.denied
+    assert repeated.reason_code == DenialReason.VENUE_REJECTED.value and "-2019" in repeated.reason
+    assert [a.quantity for a in desk.approved] == [first.quantity, first.quantity - Decimal("0.100")]
+
+
+def test_an_order_the_margin_does_not_cover_is_denied() -> None:
+    # Arrange: a 2x account, risk allowing 10x gross
+    desk = Desk(limits=RiskLimits(max_leverage=10.0, max_net_leverage=10.0), sizer=PositionSizer(leverage=2.0))
+
+    # Act
+    desk.propose(BTCUSDT=3.0)
+    desk.propose(BTCUSDT=1.5)
+
+    # Assert: 3x (clipped to the 2x the account allows) needs all the equity as margin; 1.5x fits
+    (denied,) = desk.denied
+    assert denied.reason_code == DenialReason.INSUFFICIENT_MARGIN.value
+    (approved,) = desk.approved
+    assert approved.quantity == floor_to(Decimal("1.5") * CAPITAL / mark(BTC), "0.001")
+
+
+def test_a_zero_target_closes_a_position_of_thousands_of_steps_exactly() -> None:
+    # Arrange: 348.2 XRP is 3,482 steps of 0.1 (the float rounding's margin alone would leave 0.1 behind)
+    desk = Desk(symbols=(BTC, ETH, "XRPUSDT"))
+    desk.fill("XRPUSDT", OrderSide.BUY, Decimal("348.2"))
+
+    # Act
+    desk.propose(XRPUSDT=0.0)
+
+    # Assert
+    (closing,) = desk.approved
+    assert (closing.side, closing.quantity, closing.reduce_only) == (OrderSide.SELL, Decimal("348.2"), True)
