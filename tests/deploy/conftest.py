@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from docker_harness import (  # noqa: E402
+from docker_harness import (
     ROOT,
     BuiltImage,
     DockerUnavailableError,

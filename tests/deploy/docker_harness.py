@@ -161,6 +161,7 @@ def ensure_keel_image(base: str) -> BuiltImage:
             capture_output=True,
             timeout=1500,
         )
+        _remove_other_tags("keel-test", keep=tag)
     seconds = 0.0 if reused else time.monotonic() - started
     size = int(docker("image", "inspect", "--format", "{{.Size}}", tag).stdout.strip())
     return BuiltImage(tag=tag, base=base, size_bytes=size, build_seconds=seconds, reused=reused)
@@ -173,10 +174,16 @@ def _input_files() -> list[Path]:
         if path.is_file():
             files.append(path)
         else:
-            files.extend(
-                p for p in sorted(path.rglob("*")) if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
-            )
+            files.extend(p for p in sorted(path.rglob("*")) if p.is_file() and "__pycache__" not in p.parts)
     return files
+
+
+def _remove_other_tags(repository: str, keep: str) -> None:
+    """Remove the images of ``repository`` other than ``keep``: each change of the code builds a new one."""
+    tags = docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", repository).stdout.split()
+    for tag in tags:
+        if tag != keep:
+            docker("rmi", tag, check=False)
 
 
 def _image_exists(tag: str) -> bool:
