@@ -55,6 +55,7 @@ from keel.integration.system_monitor import SystemMonitor
 from keel.market_data.feed_health import FeedHealthMonitor
 from keel.market_data.feeds import INTERVAL_MS
 from keel.persistence import AuditLog, Database, Journal, Settings, Snapshots
+from keel.persistence.backup import AccountLock
 
 _log = structlog.get_logger("keel.paper")
 
@@ -88,6 +89,8 @@ class PaperSession:
         output = Path(config.run.output_dir)
         # One database across runs (not per run folder): the journal is what a restart recovers from.
         self.database = Database(config.persistence.url or f"sqlite:///{output / 'keel.db'}")
+        # One writer per account: a second run (or a restore) on this database is refused while this one lives.
+        self.account_lock = AccountLock(self.database).acquire()
         self.database.migrate()
         journal, snapshots = Journal(self.database), Snapshots(self.database)
         instruments = load_instruments(config.exchange.instruments)
@@ -229,6 +232,7 @@ class PaperSession:
         final = self.status()
         self._write(final)
         self.database.dispose()
+        self.account_lock.release()
         return final
 
     async def _replay(
