@@ -270,7 +270,7 @@ def backup() -> None:
 
 def _backup_options(command: Any) -> Any:
     command = click.option(
-        "--dir", "backup_dir", type=click.Path(file_okay=False), help="Backup folder (<run.output_dir>/backups)."
+        "--dir", "backup_dir", type=click.Path(file_okay=False), help="Backup folder (default persistence.backup_dir)."
     )(command)
     command = click.option(
         "--config", "config_file", type=click.Path(dir_okay=False), help="YAML file layered over config/."
@@ -279,16 +279,10 @@ def _backup_options(command: Any) -> Any:
 
 
 def _backup_manager(mode: str, config_file: str | None, backup_dir: str | None) -> Any:
-    from keel.persistence.backup import BackupManager
+    from keel.integration.paper import backup_manager
 
-    config = _load(mode, config_file)
-    output = Path(config.run.output_dir)
-    return BackupManager(
-        config.persistence.url or f"sqlite:///{output / 'keel.db'}",
-        Path(backup_dir) if backup_dir else output / "backups",
-        config=config.model_dump(mode="json", exclude={"secrets"}),
-        venue_state_file=output / config.paper.venue_state_file if mode == "paper" else None,
-    )
+    config = _load(mode, config_file, {"persistence.backup_dir": backup_dir} if backup_dir else None)
+    return backup_manager(config)
 
 
 @backup.command("create")

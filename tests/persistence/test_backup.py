@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from keel.config import KeelConfig, load_config
-from keel.integration.paper import PaperSession
+from keel.integration.paper import PaperSession, backup_manager
 from keel.persistence import Database, Journal, Snapshots
 from keel.persistence.backup import AccountInUseError, AccountLock, BackupError, BackupManager
 
@@ -215,3 +215,29 @@ def test_the_stored_configuration_holds_no_secrets(database: Database, tmp_path:
     stored = "".join(path.read_text(errors="replace") for path in info.path.iterdir())
     assert "backup-secret-token-93b1" not in stored
     assert json.loads((info.path / "config.json").read_text())["run"]["mode"] == "paper"
+
+
+def test_a_run_takes_scheduled_backups_and_keeps_the_newest(database: Database, tmp_path: Path) -> None:
+    # Arrange
+    config = _config(database, tmp_path / "runs")
+    persistence = config.persistence.model_copy(update={"backup_interval_hours": 0.3 / 3600, "backup_keep": 2})
+    config = config.model_copy(update={"persistence": persistence})
+
+    async def scenario() -> list[str]:
+        session = PaperSession(config, tmp_path / "runs" / "scheduled")
+        task = asyncio.create_task(session.run())
+        while len(session.backups) < 3 and not task.done():
+            await asyncio.sleep(0.05)
+        session.request_stop("test")
+        await task
+        return session.backups
+
+    # Act
+    taken = asyncio.run(scenario())
+    manager = backup_manager(config)
+    kept = [info.name for info in manager.list()]
+
+    # Assert
+    assert len(taken) >= 3
+    assert kept == taken[-2:]
+    assert [manager.verify(name).name for name in kept] == kept
