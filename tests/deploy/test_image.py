@@ -169,6 +169,11 @@ def test_the_image_runs_paper_trading_on_postgresql_and_recovers_a_halt_after_do
     after_status = wait_for("the restarted container's session to run", keel_container.running_status)
     after_orders = keel_container.get("/api/v1/orders").json()
     live = keel_container.get("/health/live")
+    backup = docker("exec", keel_container.current, "keel", "backup", "create", check=False)
+    listed = docker("exec", keel_container.current, "keel", "backup", "list", check=False)
+    name = listed.stdout.split()[0] if listed.stdout else ""
+    verified = docker("exec", keel_container.current, "keel", "backup", "verify", name, check=False)
+    restore = docker("exec", keel_container.current, "keel", "backup", "restore", name, check=False)
     first_stdout, first_stderr = keel_container.logs(first)
 
     # Assert: the API and metrics served, the halt took
@@ -189,6 +194,11 @@ def test_the_image_runs_paper_trading_on_postgresql_and_recovers_a_halt_after_do
     submitted, filled = _journaled(keel_container.database_url)
     assert submitted == before_ids
     assert sorted(filled) == sorted(fill["trade_id"] for fill in before["trades"])
+    # pg_dump in the image backs the account up while it runs; a restore is refused while it runs
+    assert backup.returncode == 0, backup.stderr
+    assert verified.returncode == 0, verified.stderr
+    assert restore.returncode == 1
+    assert "holds this account" in restore.stderr
     # JSON log lines when not on a terminal, and the token never in them
     log_lines = [line for line in first_stderr.splitlines() if line.strip()]
     assert log_lines and all(json.loads(line)["level"] for line in log_lines)
