@@ -107,11 +107,9 @@ def _mirror_in(text: str, *, deb822: bool) -> str | None:
                 return fields["URIs"].split()[0].rstrip("/")
         return None
     for line in text.splitlines():
-        parts = line.split("#", 1)[0].split()
-        if len(parts) >= 3 and parts[0] == "deb":
-            words = [p for p in parts[1:] if not p.startswith("[")]
-            if len(words) >= 2 and words[1] == SUITE:
-                return words[0].rstrip("/")
+        parts = re.sub(r"\[[^\]]*\]", " ", line.split("#", 1)[0]).split()
+        if len(parts) >= 3 and parts[0] == "deb" and parts[2] == SUITE:
+            return parts[1].rstrip("/")
     return None
 
 
