@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +22,18 @@ pytestmark = pytest.mark.docker
 
 TOKEN = "docker-test-token-5f2c9e"
 READY_TIMEOUT_SECONDS = 180.0
+# Mounted at /etc/keel/keel.yaml: two symbols, a fast moving-average cross on equal weights.
+CONFIG_FILE = """
+data:
+  symbols: [BTCUSDT, ETHUSDT]
+strategy:
+  name: moving_average_cross
+  fast_period: 3
+  slow_period: 8
+portfolio:
+  allocator: equal_weight
+  rebalance_threshold: 0.01
+"""
 
 
 def _free_port() -> int:
@@ -50,6 +63,7 @@ class KeelContainer:
 
     image: BuiltImage
     database_url: str
+    config_file: Path
     volume: str = field(default_factory=lambda: f"keel-test-{uuid.uuid4().hex[:12]}")
     port: int = field(default_factory=_free_port)
     names: list[str] = field(default_factory=list)
@@ -70,12 +84,6 @@ class KeelContainer:
             "KEEL_WEB__PORT": str(self.port),
             "KEEL_API_TOKEN": TOKEN,
             "KEEL_PERSISTENCE__URL": self.database_url,
-            "KEEL_DATA__SYMBOLS": "BTCUSDT,ETHUSDT",
-            "KEEL_STRATEGY__NAME": "moving_average_cross",
-            "KEEL_STRATEGY__FAST_PERIOD": "3",
-            "KEEL_STRATEGY__SLOW_PERIOD": "8",
-            "KEEL_PORTFOLIO__ALLOCATOR": "equal_weight",
-            "KEEL_PORTFOLIO__REBALANCE_THRESHOLD": "0.01",
             "KEEL_PAPER__SPEED": "1200",
             "KEEL_PERSISTENCE__SNAPSHOT_EVERY": "50",
         }
@@ -88,6 +96,7 @@ class KeelContainer:
             "--read-only",
             "--tmpfs=/tmp",
             f"--volume={self.volume}:/var/lib/keel",
+            f"--volume={self.config_file}:/etc/keel/keel.yaml:ro",
             *flags,
             self.image.tag,
         )
@@ -123,8 +132,11 @@ class KeelContainer:
 
 
 @pytest.fixture
-def keel_container(keel_image: BuiltImage, keel_database: str) -> Iterator[KeelContainer]:
-    container = KeelContainer(keel_image, keel_database)
+def keel_container(keel_image: BuiltImage, keel_database: str, tmp_path: Path) -> Iterator[KeelContainer]:
+    config_file = tmp_path / "keel.yaml"
+    config_file.write_text(CONFIG_FILE)
+    config_file.chmod(0o644)
+    container = KeelContainer(keel_image, keel_database, config_file)
     try:
         yield container
     finally:
@@ -159,6 +171,7 @@ def test_the_image_runs_paper_trading_on_postgresql_and_recovers_a_halt_after_do
         "status": keel_container.get("/api/v1/status").json(),
         "orders": keel_container.get("/api/v1/orders").json(),
         "trades": keel_container.get("/api/v1/trades?limit=10000").json(),
+        "allocations": keel_container.get("/api/v1/allocations").json(),
     }
     first = keel_container.current
 
@@ -177,6 +190,7 @@ def test_the_image_runs_paper_trading_on_postgresql_and_recovers_a_halt_after_do
     first_stdout, first_stderr = keel_container.logs(first)
 
     # Assert: the API and metrics served, the halt took
+    assert set(before["allocations"]) == {"BTCUSDT", "ETHUSDT"}
     assert metrics.status_code == 200
     assert "keel_trading_state" in metrics.text and "keel_fills_total" in metrics.text
     assert halted.status_code == 200, halted.text
