@@ -5,7 +5,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: run backtest test bench lint clean system-packages
+.PHONY: run backtest test bench lint clean system-packages image
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ system-packages:
 
 test: $(STAMP) system-packages
 	$(VENV)/bin/pytest $(ARGS)
+
+# The container image (deploy/Dockerfile); IMAGE_ARGS for more, e.g. --build-arg BASE=...
+IMAGE ?= keel:latest
+IMAGE_ARGS ?=
+image:
+	deploy/build-image -t $(IMAGE) $(IMAGE_ARGS)
 
 bench: $(STAMP)
 	for script in benchmarks/bench_*.py; do $(VENV)/bin/python $$script; done

@@ -429,5 +429,88 @@ def _rest_url(config: KeelConfig) -> str:
     return str(url) if url else "https://fapi.binance.com"
 
 
+@main.group()
+def backup() -> None:
+    """Back up and restore the account's database, latest snapshot and configuration."""
+
+
+def _backup_options(command: Any) -> Any:
+    command = click.option(
+        "--dir", "backup_dir", type=click.Path(file_okay=False), help="Backup folder (default persistence.backup_dir)."
+    )(command)
+    command = click.option(
+        "--config", "config_file", type=click.Path(dir_okay=False), help="YAML file layered over config/."
+    )(command)
+    return click.option("--mode", type=click.Choice(["paper", "live"]), default="paper", show_default=True)(command)
+
+
+def _backup_manager(mode: str, config_file: str | None, backup_dir: str | None) -> Any:
+    from keel.integration.paper import backup_manager
+
+    config = _load(mode, config_file, {"persistence.backup_dir": backup_dir} if backup_dir else None)
+    return backup_manager(config)
+
+
+@backup.command("create")
+@_backup_options
+@click.option("--keep", type=click.IntRange(min=1), help="Then keep only the newest N backups.")
+@click.option("--max-age-days", type=click.FloatRange(min=0), help="Then delete backups older than this.")
+def backup_create(
+    mode: str, config_file: str | None, backup_dir: str | None, keep: int | None, max_age_days: float | None
+) -> None:
+    """Write a backup (consistent while a run trades), then apply the retention given."""
+    from datetime import timedelta
+
+    from keel.persistence.backup import BackupError
+
+    manager = _backup_manager(mode, config_file, backup_dir)
+    try:
+        info = manager.create()
+    except BackupError as error:
+        _fail(f"backup failed: {error}", EXIT_FAILURE)
+    click.echo(f"created {info.name} in {info.path} (journal sequence {info.journal_sequence})")
+    max_age = None if max_age_days is None else timedelta(days=max_age_days)
+    for name in manager.prune(keep=keep, max_age=max_age):
+        click.echo(f"deleted {name} (retention)")
+
+
+@backup.command("list")
+@_backup_options
+def backup_list(mode: str, config_file: str | None, backup_dir: str | None) -> None:
+    """List the backups, oldest first."""
+    for info in _backup_manager(mode, config_file, backup_dir).list():
+        size = sum(int(f["bytes"]) for f in info.files.values())
+        created = info.created_at.isoformat()
+        click.echo(f"{info.name}  {created}  {info.backend}  journal {info.journal_sequence}  {size} B")
+
+
+@backup.command("verify")
+@_backup_options
+@click.argument("name")
+def backup_verify(mode: str, config_file: str | None, backup_dir: str | None, name: str) -> None:
+    """Re-check a backup's checksums and test-restore it into a scratch database."""
+    from keel.persistence.backup import BackupError
+
+    try:
+        info = _backup_manager(mode, config_file, backup_dir).verify(name)
+    except BackupError as error:
+        _fail(f"backup refused: {error}", EXIT_FAILURE)
+    click.echo(f"{info.name}: {len(info.files)} files match their SHA-256 and the database restores")
+
+
+@backup.command("restore")
+@_backup_options
+@click.argument("name")
+def backup_restore(mode: str, config_file: str | None, backup_dir: str | None, name: str) -> None:
+    """Replace the account's database (and paper venue) with a backup; refused while a run holds the account."""
+    from keel.persistence.backup import AccountInUseError, BackupError
+
+    try:
+        info = _backup_manager(mode, config_file, backup_dir).restore(name)
+    except (BackupError, AccountInUseError) as error:
+        _fail(f"restore refused: {error}", EXIT_FAILURE)
+    click.echo(f"restored {info.name} (journal sequence {info.journal_sequence}); the next keel run recovers from it")
+
+
 if __name__ == "__main__":
     main()

@@ -774,6 +774,14 @@ class PersistenceConfig(_Section):
         min_length=1,
         description="File under run.output_dir where the journal goes while the database cannot be reached.",
     )
+    backup_interval_hours: float | None = Field(
+        None, gt=0, description="Hours between backups taken during a run (keel backup create); none = no schedule."
+    )
+    backup_keep: int | None = Field(10, ge=1, description="Newest backups kept by each scheduled backup; none = all.")
+    backup_max_age_days: float | None = Field(
+        None, gt=0, description="Scheduled backups delete backups older than this (the newest stays); none = no limit."
+    )
+    backup_dir: Path | None = Field(None, description="Backup folder; none = <run.output_dir>/backups.")
 
 
 class Secrets(_Section):

@@ -219,3 +219,24 @@ def test_data_instruments_adds_a_symbol_from_a_saved_exchange_info(tmp_path: Pat
 
     loaded = load_instruments(instruments)
     assert "DOGEUSDT" in loaded and "BTCUSDT" in loaded
+
+
+def test_backup_create_list_verify_restore_and_a_corrupted_backup_refused(tmp_path: Path) -> None:
+    # Arrange: an account with a stopped paper session
+    environment = {"KEEL_RUN__OUTPUT_DIR": str(tmp_path)}
+    keel("run", "--mode", "paper", "--no-web", "--speed", "1000000", "--duration", "1", environment=environment)
+
+    # Act
+    created = keel("backup", "create", "--keep", "1", environment=environment)
+    listed = keel("backup", "list", environment=environment)
+    name = listed.stdout.split()[0]
+    verified = keel("backup", "verify", name, environment=environment)
+    restored = keel("backup", "restore", name, environment=environment)
+    (tmp_path / "backups" / name / "config.json").write_text("{}")
+    refused = keel("backup", "restore", name, environment=environment)
+
+    # Assert
+    assert created.returncode == listed.returncode == verified.returncode == restored.returncode == 0, created.stderr
+    assert len(listed.stdout.strip().splitlines()) == 1
+    assert refused.returncode == 1
+    assert "config.json does not match its SHA-256" in refused.stderr

@@ -260,6 +260,7 @@ class TradingOrchestrator:
             "trading_state": self.pipeline.risk.trading_state.value,
             "feed_staleness_seconds": self.feed_staleness_seconds(),
             "exchange_latency_seconds": self.pipeline.orders.venue_latency_seconds,
+            "reconciliation_mismatches": len(((self.session or {}).get("reconciliation") or {}).get("mismatches", ())),
         }
 
     # --- operator commands --------------------------------------------------------------

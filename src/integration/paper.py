@@ -28,7 +28,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ from keel.integration.system_monitor import SystemMonitor
 from keel.market_data.feed_health import FeedHealthMonitor
 from keel.market_data.feeds import INTERVAL_MS
 from keel.persistence import AuditLog, Database, Journal, Settings, Snapshots
+from keel.persistence.backup import AccountLock, BackupError, BackupManager
 from keel.persistence.write_behind import SpillFile, copy_spill
 
 _log = structlog.get_logger("keel.paper")
@@ -88,9 +89,12 @@ class PaperSession:
         self.handler_errors = 0
         self._feed_done = False
         self.reconciliation: dict[str, Any] | None = None
+        self.backups: list[str] = []
         output = Path(config.run.output_dir)
         # One database across runs (not per run folder): the journal is what a restart recovers from.
         self.database = Database(config.persistence.url or f"sqlite:///{output / 'keel.db'}")
+        # One writer per account: a second run (or a restore) on this database is refused while this one lives.
+        self.account_lock = AccountLock(self.database).acquire()
         self.database.migrate()
         journal, snapshots = Journal(self.database), Snapshots(self.database)
         # What the journal spilled while the database was out (the last run's end) goes in before recovery reads it.
@@ -235,6 +239,7 @@ class PaperSession:
         self.orchestrator.running = True
         feed_task = asyncio.create_task(self._replay(self._events, pipeline, clock, pace), name="feed")
         status_task = asyncio.create_task(self._report_status(), name="status")
+        backup_task = asyncio.create_task(self._back_up_periodically(), name="backup")
         duration = config.paper.duration_seconds
         waiters = {feed_task, asyncio.create_task(self._stop.wait(), name="stop")}
         done, _ = await asyncio.wait(waiters, timeout=duration, return_when=asyncio.FIRST_COMPLETED)
@@ -243,14 +248,15 @@ class PaperSession:
             self.request_stop("end of data")
         elif not done:
             self.request_stop(f"duration of {duration:g} s elapsed")
-        for task in (*waiters, status_task):
+        for task in (*waiters, status_task, backup_task):
             task.cancel()
-        await asyncio.gather(*waiters, status_task, return_exceptions=True)
+        await asyncio.gather(*waiters, status_task, backup_task, return_exceptions=True)
         await self._shutdown(pipeline, bus, bus_task)
         self.orchestrator.running = False
         final = self.status()
         self._write(final)
         self.database.dispose()
+        self.account_lock.release()
         return final
 
     async def _replay(
@@ -287,6 +293,24 @@ class PaperSession:
             await asyncio.sleep(interval)
             if self._on_status is not None:
                 self._on_status(self.status())
+
+    async def _back_up_periodically(self) -> None:
+        """Take a backup every ``persistence.backup_interval_hours``, then apply the retention."""
+        settings = self.config.persistence
+        if settings.backup_interval_hours is None:
+            return
+        manager = backup_manager(self.config)
+        max_age = None if settings.backup_max_age_days is None else timedelta(days=settings.backup_max_age_days)
+        while True:
+            await asyncio.sleep(settings.backup_interval_hours * 3600)
+            try:
+                info = await asyncio.to_thread(manager.create)
+                removed = await asyncio.to_thread(manager.prune, settings.backup_keep, max_age)
+            except (BackupError, OSError) as error:
+                _log.error("scheduled backup failed", error=str(error))
+                continue
+            self.backups.append(info.name)
+            _log.info("backup created", backup=info.name, path=str(info.path), deleted=removed)
 
     async def _shutdown(self, pipeline: Pipeline, bus: EventBus, bus_task: asyncio.Task[None]) -> None:
         now = pipeline.clock.timestamp_ns()
@@ -376,3 +400,14 @@ def _closed(session: int, reason: str) -> SessionEnded:
     """The end of a session that will not be recovered (stamped with the wall clock: no data time yet)."""
     now = time.time_ns()
     return SessionEnded(session=session, reason=reason, finished=True, ts_event=now, ts_init=now)
+
+
+def backup_manager(config: KeelConfig) -> BackupManager:
+    """The `BackupManager` of the account ``config`` runs on: its database, paper venue and backup folder."""
+    output = Path(config.run.output_dir)
+    return BackupManager(
+        config.persistence.url or f"sqlite:///{output / 'keel.db'}",
+        config.persistence.backup_dir or output / "backups",
+        config=config.model_dump(mode="json", exclude={"secrets"}),
+        venue_state_file=output / config.paper.venue_state_file if config.run.mode == "paper" else None,
+    )

@@ -16,7 +16,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -70,6 +70,8 @@ class Database:
         with self.engine.begin() as connection:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
+            if self.backend == "postgresql":
+                _use_timescale(connection)
 
     def table_names(self) -> list[str]:
         """Return the tables that exist."""
@@ -100,6 +102,27 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+def _use_timescale(connection: Connection) -> bool:
+    """Make the equity curve a TimescaleDB hypertable when the server has the extension; return whether it did.
+
+    On plain PostgreSQL nothing changes: the schema is the same tables either way.
+    """
+    available = connection.execute(
+        text("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
+    ).scalar_one_or_none()
+    if available is None:
+        return False
+    connection.execute(text("CREATE EXTENSION IF NOT EXISTS timescaledb"))
+    connection.execute(
+        text(
+            "SELECT create_hypertable('equity_snapshots', 'ts', chunk_time_interval => CAST(:interval AS BIGINT),"
+            " if_not_exists => TRUE, migrate_data => TRUE)"
+        ),
+        {"interval": 86_400_000_000_000},
+    )
+    return True
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

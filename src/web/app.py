@@ -177,7 +177,7 @@ def create_app(
     async def health() -> JSONResponse:
         """Liveness and readiness for container probes (503 when not ready)."""
         status = service.status()
-        ready = bool(status.get("running")) and status.get("health") != "UNHEALTHY"
+        ready = _is_ready(status)
         body = {
             "live": True,
             "ready": ready,
@@ -185,6 +185,18 @@ def create_app(
             "trading_state": status.get("trading_state"),
         }
         return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/health/live")
+    async def health_live() -> dict[str, bool]:
+        """Liveness: the process serves requests (a restart will not help otherwise)."""
+        return {"live": True}
+
+    @app.get("/health/ready")
+    async def health_ready() -> JSONResponse:
+        """Readiness: recovered, reconciled, running and not UNHEALTHY (503 otherwise)."""
+        status = service.status()
+        ready = _is_ready(status)
+        return JSONResponse({"ready": ready, "health": status.get("health")}, status_code=200 if ready else 503)
 
     @app.get("/api/v1/status")
     async def get_status() -> dict[str, Any]:
@@ -310,6 +322,11 @@ def dashboard_snapshot(service: TradingService, *, full_curve: bool) -> dict[str
         "full_curve": full_curve,
         "bus": service.metrics().get("bus", {}),
     }
+
+
+def _is_ready(status: Mapping[str, Any]) -> bool:
+    """Ready once the session runs (after recovery and reconciliation) and health is not UNHEALTHY."""
+    return bool(status.get("running")) and status.get("health") != "UNHEALTHY"
 
 
 def _request_id(request: Request) -> str:

@@ -4,7 +4,12 @@
 Prometheus text format: the bus (depth, high-water mark, conflated and
 dispatched messages, handler errors and latency), orders by status, fills,
 fees, funding, P&L, equity, exposure per symbol, VaR, the trading state
-(one labelled gauge per state), feed staleness and exchange latency.
+(one labelled gauge per state), feed staleness, exchange latency, and the
+mismatches of the last reconciliation. ``keel_exchange_server_time_offset_seconds``
+and ``keel_exchange_rate_limit_usage_ratio`` are exported as families with no
+samples until a live venue adapter reports them (snapshot keys
+``exchange_server_time_offset_seconds`` and ``exchange_rate_limit_usage``,
+a mapping of limit name to the share in use).
 """
 
 from __future__ import annotations
@@ -64,6 +69,28 @@ class _SnapshotCollector:
                 "Last measured exchange round trip.",
                 value=snapshot["exchange_latency_seconds"],
             )
+        yield GaugeMetricFamily(
+            "keel_reconciliation_mismatches",
+            "Positions or balances the venue disagreed with at the last recovery.",
+            value=snapshot.get("reconciliation_mismatches", 0),
+        )
+        yield from _exchange_metrics(snapshot)
+
+
+def _exchange_metrics(snapshot: Mapping[str, Any]) -> Iterator[Metric]:
+    """Families a live venue adapter reports; without one they are exported with no samples."""
+    offset = GaugeMetricFamily(
+        "keel_exchange_server_time_offset_seconds", "Exchange server time minus local time, seconds."
+    )
+    if snapshot.get("exchange_server_time_offset_seconds") is not None:
+        offset.add_metric([], snapshot["exchange_server_time_offset_seconds"])
+    yield offset
+    usage = GaugeMetricFamily(
+        "keel_exchange_rate_limit_usage_ratio", "Share of each exchange rate limit in use, 0 to 1.", labels=["limit"]
+    )
+    for limit, ratio in sorted(snapshot.get("exchange_rate_limit_usage", {}).items()):
+        usage.add_metric([limit], ratio)
+    yield usage
 
 
 def _bus_metrics(bus: Mapping[str, Any]) -> Iterator[Metric]:

@@ -16,6 +16,8 @@ from keel.web import create_app
 
 OPERATIONS = [
     ("GET", "/health"),
+    ("GET", "/health/live"),
+    ("GET", "/health/ready"),
     ("GET", "/api/v1/status"),
     ("GET", "/api/v1/positions"),
     ("GET", "/api/v1/orders"),

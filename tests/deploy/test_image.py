@@ -1,0 +1,236 @@
+"""keel's image, built and run: paper mode on PostgreSQL, operated over HTTP, killed, and recovered."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from docker_harness import BuiltImage, docker
+
+from keel.core.messages import OrderFilled, SubmitOrder
+from keel.persistence import Database, Journal
+
+pytestmark = pytest.mark.docker
+
+TOKEN = "docker-test-token-5f2c9e"
+READY_TIMEOUT_SECONDS = 180.0
+# Mounted at /etc/keel/keel.yaml: two symbols, a fast moving-average cross on equal weights.
+CONFIG_FILE = """
+data:
+  symbols: [BTCUSDT, ETHUSDT]
+strategy:
+  name: moving_average_cross
+  fast_period: 3
+  slow_period: 8
+portfolio:
+  allocator: equal_weight
+  rebalance_threshold: 0.01
+"""
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = READY_TIMEOUT_SECONDS) -> Any:
+    """Poll ``check`` until it returns something truthy; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = check()
+        except httpx.TransportError:
+            result = None
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.25)
+
+
+@dataclass
+class KeelContainer:
+    """keel's image run in paper mode on loopback (host network), its state on a named volume."""
+
+    image: BuiltImage
+    database_url: str
+    config_file: Path
+    volume: str = field(default_factory=lambda: f"keel-test-{uuid.uuid4().hex[:12]}")
+    port: int = field(default_factory=_free_port)
+    names: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def current(self) -> str:
+        return self.names[-1]
+
+    def start(self) -> str:
+        """Start a new container on the volume; return its name."""
+        name = f"{self.volume}-{len(self.names)}"
+        environment = {
+            "KEEL_WEB__HOST": "127.0.0.1",
+            "KEEL_WEB__PORT": str(self.port),
+            "KEEL_API_TOKEN": TOKEN,
+            "KEEL_PERSISTENCE__URL": self.database_url,
+            "KEEL_PAPER__SPEED": "1200",
+            "KEEL_PERSISTENCE__SNAPSHOT_EVERY": "50",
+        }
+        flags = [f"--env={key}={value}" for key, value in environment.items()]
+        docker(
+            "run",
+            "--detach",
+            f"--name={name}",
+            "--network=host",
+            "--read-only",
+            "--tmpfs=/tmp",
+            f"--volume={self.volume}:/var/lib/keel",
+            f"--volume={self.config_file}:/etc/keel/keel.yaml:ro",
+            *flags,
+            self.image.tag,
+        )
+        self.names.append(name)
+        return name
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=10.0)
+
+    def post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        return httpx.post(self.url + path, json=body, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30.0)
+
+    def running_status(self) -> dict[str, Any] | None:
+        """The status once the session runs (recovered and reconciled), else None."""
+        self.raise_if_exited()
+        response = self.get("/api/v1/status")
+        return response.json() if response.status_code == 200 and response.json()["running"] else None
+
+    def raise_if_exited(self) -> None:
+        state = json.loads(docker("inspect", "--format", "{{json .State}}", self.current).stdout)
+        if not state["Running"]:
+            logs = docker("logs", "--tail", "40", self.current, check=False)
+            pytest.fail(f"container {self.current} exited ({state['ExitCode']}): {logs.stdout}{logs.stderr}")
+
+    def logs(self, name: str) -> tuple[str, str]:
+        result = docker("logs", name)
+        return result.stdout, result.stderr
+
+    def remove(self) -> None:
+        for name in self.names:
+            docker("rm", "--force", name, check=False)
+        docker("volume", "rm", "--force", self.volume, check=False)
+
+
+@pytest.fixture
+def keel_container(keel_image: BuiltImage, keel_database: str, tmp_path: Path) -> Iterator[KeelContainer]:
+    config_file = tmp_path / "keel.yaml"
+    config_file.write_text(CONFIG_FILE)
+    config_file.chmod(0o644)
+    container = KeelContainer(keel_image, keel_database, config_file)
+    try:
+        yield container
+    finally:
+        container.remove()
+
+
+def _journaled(database_url: str) -> tuple[list[str], list[str]]:
+    """The client order ids of the journaled order submissions and the trade ids of the journaled fills."""
+    database = Database(database_url)
+    try:
+        journal = Journal(database)
+        submitted = [message.client_order_id for _, message in journal.entries_of(SubmitOrder)]
+        filled = [message.trade_id for _, message in journal.entries_of(OrderFilled)]
+    finally:
+        database.dispose()
+    return submitted, filled
+
+
+def test_the_image_runs_paper_trading_on_postgresql_and_recovers_a_halt_after_docker_kill(
+    keel_container: KeelContainer,
+) -> None:
+    # Arrange: a running container that has traded
+    keel_container.start()
+    wait_for("the first container to become ready", lambda: keel_container.get("/health").status_code == 200)
+    wait_for(
+        "the first fills",
+        lambda: (status := keel_container.running_status()) is not None and status["fills"] >= 2,
+    )
+    metrics = keel_container.get("/metrics")
+    halted = keel_container.post("/api/v1/emergency-stop", {"reason": "docker test"})
+    before = {
+        "status": keel_container.get("/api/v1/status").json(),
+        "orders": keel_container.get("/api/v1/orders").json(),
+        "trades": keel_container.get("/api/v1/trades?limit=10000").json(),
+        "allocations": keel_container.get("/api/v1/allocations").json(),
+    }
+    first = keel_container.current
+
+    # Act: kill it mid-run, start a new container on the same volume and database
+    docker("kill", "--signal=KILL", first)
+    docker("wait", first)
+    keel_container.start()
+    after_status = wait_for("the restarted container's session to run", keel_container.running_status)
+    after_orders = keel_container.get("/api/v1/orders").json()
+    live = keel_container.get("/health/live")
+    backup = docker("exec", keel_container.current, "keel", "backup", "create", check=False)
+    listed = docker("exec", keel_container.current, "keel", "backup", "list", check=False)
+    name = listed.stdout.split()[0] if listed.stdout else ""
+    verified = docker("exec", keel_container.current, "keel", "backup", "verify", name, check=False)
+    restore = docker("exec", keel_container.current, "keel", "backup", "restore", name, check=False)
+    first_stdout, first_stderr = keel_container.logs(first)
+
+    # Assert: the API and metrics served, the halt took
+    assert set(before["allocations"]) == {"BTCUSDT", "ETHUSDT"}
+    assert metrics.status_code == 200
+    assert "keel_trading_state" in metrics.text and "keel_fills_total" in metrics.text
+    assert halted.status_code == 200, halted.text
+    assert before["status"]["trading_state"] == "HALTED"
+    # Recovered: still HALTED, nothing the venue disagrees with, no order lost or duplicated
+    assert after_status["session"]["recovered"] is True
+    assert after_status["session"]["reconciliation"]["mismatches"] == []
+    assert after_status["trading_state"] == "HALTED"
+    assert live.status_code == 200
+    before_ids = [order["client_order_id"] for order in before["orders"]]
+    after_ids = [order["client_order_id"] for order in after_orders]
+    assert len(before_ids) >= 2
+    assert after_ids == before_ids
+    assert after_status["fills"] == before["status"]["fills"]
+    submitted, filled = _journaled(keel_container.database_url)
+    assert submitted == before_ids
+    assert sorted(filled) == sorted(fill["trade_id"] for fill in before["trades"])
+    # pg_dump in the image backs the account up while it runs; a restore is refused while it runs
+    assert backup.returncode == 0, backup.stderr
+    assert verified.returncode == 0, verified.stderr
+    assert restore.returncode == 1
+    assert "holds this account" in restore.stderr
+    # JSON log lines when not on a terminal, and the token never in them
+    log_lines = [line for line in first_stderr.splitlines() if line.strip()]
+    assert log_lines and all(json.loads(line)["level"] for line in log_lines)
+    assert TOKEN not in first_stdout + first_stderr
+
+
+def test_sigterm_stops_the_container_cleanly(keel_container: KeelContainer) -> None:
+    # Arrange
+    name = keel_container.start()
+    wait_for("the container's session to run", keel_container.running_status)
+
+    # Act
+    started = time.monotonic()
+    docker("stop", "--time=30", name)
+    seconds = time.monotonic() - started
+    state = json.loads(docker("inspect", "--format", "{{json .State}}", name).stdout)
+
+    # Assert: exit 0 from keel's own shutdown, well before docker's SIGKILL
+    assert state["ExitCode"] == 0
+    assert not state["OOMKilled"]
+    assert seconds < 30
