@@ -862,6 +862,8 @@ def load_config(
     *,
     environ: Mapping[str, str] | None = None,
     config_dir: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    overrides_source: str = "overrides",
 ) -> KeelConfig:
     """Load, merge and validate the configuration.
 
@@ -879,6 +881,9 @@ def load_config(
         Folder holding ``default.yaml`` and the mode files; defaults to
         ``./config`` when it exists, else the ``config`` folder of the
         source tree.
+    overrides
+        Sections of keys laid over everything else (``{"risk": {"max_leverage": 2}}``),
+        named ``overrides_source`` in errors.
 
     Returns
     -------
@@ -894,7 +899,10 @@ def load_config(
     environ = os.environ if environ is None else environ
     merged: dict[str, Any] = {}
     provenance: _Provenance = {("secrets",): "environment"}
-    for layer, source in _layers(mode, config_file, environ, config_dir):
+    layers = _layers(mode, config_file, environ, config_dir)
+    if overrides:
+        layers.append((dict(overrides), overrides_source))
+    for layer, source in layers:
         _merge(merged, layer, source, provenance)
     try:
         config = KeelConfig.model_validate(merged)

@@ -1,11 +1,10 @@
 """The backtest engine: recorded data through the full pipeline on a simulated clock.
 
-The engine replays :class:`~keel.market_data.feeds.RecordedBarFeed` events one
-timestamp at a time: it advances the simulated clock (firing due timers),
-publishes the event and drains the bus synchronously, so every component
-reacts exactly as it would live, in a deterministic order. The same
-configuration, data and seed give byte-identical ``trades.csv`` and
-``orders.csv``.
+The engine runs a :class:`~keel.integration.replay.RecordedRun`: the
+recorded feed replayed one timestamp at a time through the same pipeline a
+paper or live run wires, every component reacting exactly as it would live,
+in a deterministic order. The same configuration, data and seed give
+byte-identical ``trades.csv``, ``orders.csv`` and ``report.html``.
 
 The simulated venue treats a held position whose funding time passes without
 a recorded rate as an error, so a run without an explicit end stops where the
@@ -17,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -28,20 +27,13 @@ import structlog
 
 from keel.backtest.report import write_report
 from keel.config import KeelConfig, config_to_dict, load_config
-from keel.core.bus import EventBus
-from keel.core.clock import SimulatedClock
-from keel.core.instruments import load_instruments
-from keel.core.messages import BarClosed, Message, reset_message_ids
-from keel.integration.pipeline import Pipeline, build_feed, build_pipeline, require_instruments
+from keel.integration.pipeline import Pipeline
+from keel.integration.replay import ProgressCallback, RecordedRun, funding_coverage_end
 from keel.integration.reports import BARS_PER_YEAR, iso_time, run_metrics, write_run_records
 from keel.market_data.feeds import RecordedBarFeed
-from keel.market_data.loaders import load_funding
 from keel.strategy_engine.base import BaseStrategy
 
 _log = structlog.get_logger("keel.backtest")
-
-ProgressCallback = Callable[[int, int], None]
-"""Called with (events done, events in total)."""
 
 
 @dataclass(slots=True)
@@ -140,23 +132,10 @@ class BacktestEngine:
         """
         config = self._effective_config(symbols, start, end, initial_capital)
         started = time.perf_counter()
-        reset_message_ids()
-        instruments = load_instruments(config.exchange.instruments)
-        require_instruments(config, instruments)
-        feed = build_feed(config)
-        handler_failures: list[str] = []
-        bus = EventBus(
-            config.bus.capacity,
-            on_handler_error=lambda name, message, error: handler_failures.append(f"{name}: {error!r}"),
-        )
-        clock = SimulatedClock(feed.summary.first_ns)
-        pipeline = build_pipeline(config, instruments, bus, clock, strategy=strategy, client_order_namespace="keel")
-        pipeline.start()
-        bus.drain()
-        bars, events = self._replay(feed, pipeline, progress)
-        pipeline.stop()
-        bus.drain()
-        metrics = self._metrics(config, pipeline, bars, events, feed, handler_failures)
+        run = RecordedRun(config, strategy)
+        run.replay(progress)
+        pipeline = run.pipeline
+        metrics = self._metrics(config, pipeline, run.bars, run.events, run.feed, run.handler_failures)
         metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
         return BacktestResult(metrics, pipeline, config)
 
@@ -186,33 +165,6 @@ class BacktestEngine:
             update["exchange"] = self.config.exchange.model_copy(update={"initial_balance": initial_capital})
         return self.config.model_copy(update=update) if update else self.config
 
-    def _replay(self, feed: RecordedBarFeed, pipeline: Pipeline, progress: ProgressCallback | None) -> tuple[int, int]:
-        bus, clock = pipeline.bus, pipeline.clock
-        assert isinstance(clock, SimulatedClock)
-        total = feed.summary.bars + feed.summary.funding_events
-        bars = events = 0
-        pending_bar_ts: int | None = None
-        message: Message
-        for message in feed:
-            ts = message.ts_event
-            if pending_bar_ts is not None and ts != pending_bar_ts:
-                pipeline.record_equity(pending_bar_ts)
-                pending_bar_ts = None
-            clock.advance_to(ts)
-            bus.publish(message)
-            bus.drain()
-            events += 1
-            if message.__class__ is BarClosed:
-                bars += 1
-                pending_bar_ts = ts
-            if progress is not None and events % 10_000 == 0:
-                progress(events, total)
-        if pending_bar_ts is not None:
-            pipeline.record_equity(pending_bar_ts)
-        if progress is not None:
-            progress(events, total)
-        return bars, events
-
     def _metrics(
         self,
         config: KeelConfig,
@@ -240,28 +192,6 @@ class BacktestEngine:
         if handler_failures:
             _log.error("handlers raised during the backtest", count=len(handler_failures), first=handler_failures[0])
         return metrics
-
-
-def funding_coverage_end(config: KeelConfig, symbols: tuple[str, ...]) -> datetime | None:
-    """Return when the funding data of ``symbols`` stops covering a held position (None: no funding at all).
-
-    That is the earliest, over the symbols, of the last recorded settlement
-    plus the symbol's funding interval; a symbol without any recorded funding
-    does not bound it (holding it through a funding time fails loudly instead).
-    """
-    data = config.data
-    if data.funding is None:
-        return None
-    frame = load_funding(data.root / data.funding).frame
-    ends = []
-    for symbol in symbols:
-        times = frame.loc[frame["symbol"] == symbol, "time_ms"]
-        if times.empty:
-            continue
-        hours = config.exchange.funding_interval_hours.get(symbol, 8)
-        last_hour_ms = int(times.max()) // 3_600_000 * 3_600_000
-        ends.append(last_hour_ms + hours * 3_600_000)
-    return datetime.fromtimestamp(min(ends) / 1000, tz=UTC) if ends else None
 
 
 def _to_datetime(value: str | date | datetime) -> datetime:

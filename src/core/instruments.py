@@ -383,6 +383,15 @@ def _check_bounds(instrument: Instrument) -> None:
             raise _InvalidField(high, f"must not be below {low} ({maximum} < {minimum})")
 
 
+BUNDLED_INSTRUMENTS_FILE = Path(__file__).resolve().parents[1].parent / "config" / "instruments.yaml"
+"""The instrument specifications keel ships (``config/instruments.yaml``)."""
+
+
+def bundled_instruments() -> dict[str, Instrument]:
+    """Return the instruments of the bundled specifications file (for components built standalone)."""
+    return load_instruments(BUNDLED_INSTRUMENTS_FILE)
+
+
 def load_instruments(path: str | Path) -> dict[str, Instrument]:
     """Read instruments from a YAML file into a mapping keyed by symbol.
 

@@ -8,18 +8,30 @@ cancels every open order and optionally closes every position with
 reduce-only market orders; ``resume(reason)`` returns to ACTIVE;
 ``update_risk_limits`` changes limits at run time. The web app is written
 against these methods (:class:`keel.web.service.TradingService`).
+
+From Python (a script or a notebook, whose event loop may already run),
+:meth:`TradingOrchestrator.from_config` builds the same system ``keel run``
+(or ``keel backtest``) builds::
+
+    async with TradingOrchestrator.from_config(mode="paper", paper={"speed": 600}) as orchestrator:
+        status = orchestrator.get_system_status()
+        await orchestrator.emergency_stop("Risk limit exceeded")
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import time
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol, Self
 
-from keel.config import KeelConfig
+from keel.config import KeelConfig, load_config
 from keel.core.accounting import ZERO
+from keel.core.errors import ConfigurationError
 from keel.core.fsm import ComponentState, TradingState
 from keel.core.messages import (
     BarClosed,
@@ -39,6 +51,31 @@ from keel.persistence import AuditLog, Settings
 
 class UnknownStrategyError(KeyError):
     """No strategy of that name runs here."""
+
+
+class Runner(Protocol):
+    """What drives a pipeline the orchestrator operates: a paper session or a recorded replay."""
+
+    async def run(self) -> Any:
+        """Run until the data ends or a stop is requested."""
+        ...
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the run to end cleanly."""
+        ...
+
+
+class _Replay:
+    """Runs a :class:`~keel.integration.replay.RecordedRun` off the event loop (a backtest from Python)."""
+
+    def __init__(self, run: Any) -> None:
+        self.recorded = run
+
+    async def run(self) -> None:
+        await asyncio.to_thread(self.recorded.replay)
+
+    def request_stop(self, reason: str) -> None:
+        """A backtest ends with its data; nothing to ask."""
 
 
 class TradingOrchestrator:
@@ -72,6 +109,118 @@ class TradingOrchestrator:
             pipeline.bus.subscribe(kind, self._market_data_seen, name="orchestrator.feed_staleness")
         self._peak = ZERO
         self._seen_points = 0
+        self._runner: Runner | None = None
+        self._task: asyncio.Task[Any] | None = None
+
+    # --- a system from Python -------------------------------------------------------------
+
+    @classmethod
+    def from_config(
+        cls,
+        path_or_dict: str | Path | Mapping[str, Any] | None = None,
+        mode: str = "paper",
+        **overrides: Mapping[str, Any],
+    ) -> TradingOrchestrator:
+        """Build the system the ``keel`` command builds, ready for :meth:`start` (or ``async with``).
+
+        Parameters
+        ----------
+        path_or_dict
+            A YAML file layered over ``config/``, or the same as a mapping of sections.
+        mode
+            ``"paper"`` (the bundled month replayed at ``paper.speed``, the
+            simulated venue, the journal and recovery of ``keel run``),
+            ``"backtest"`` (the recorded data as fast as it goes, as ``keel
+            backtest``) or ``"live"``.
+        **overrides
+            Sections laid over everything else, e.g. ``risk={"max_leverage": 2}``.
+
+        Raises
+        ------
+        ConfigurationError
+            For a bad value, naming where it came from and its key; for ``mode="live"``,
+            which needs the Binance adapter.
+        """
+        if mode == "live":
+            raise ConfigurationError(
+                "from_config arguments",
+                "run.mode",
+                "live trading needs the Binance Futures adapter, which this version does not have yet; use paper",
+            )
+        layers: dict[str, Any] = {}
+        config_file: str | Path | None = None
+        if isinstance(path_or_dict, Mapping):
+            layers = {section: dict(values) for section, values in path_or_dict.items()}
+        else:
+            config_file = path_or_dict
+        for section, values in overrides.items():
+            layers[section] = {**layers.get(section, {}), **dict(values)}
+        config = load_config(mode, config_file, overrides=layers, overrides_source="from_config arguments")
+        if mode == "backtest":
+            return cls._backtest(config)
+        return cls._paper(config)
+
+    @classmethod
+    def _paper(cls, config: KeelConfig) -> TradingOrchestrator:
+        from keel.integration.paper import PaperSession
+
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        session = PaperSession(config, Path(config.run.output_dir) / f"paper-{stamp}")
+        orchestrator = session.orchestrator
+        orchestrator._runner = session
+        return orchestrator
+
+    @classmethod
+    def _backtest(cls, config: KeelConfig) -> TradingOrchestrator:
+        from keel.integration.replay import RecordedRun, bounded_by_funding
+
+        run = RecordedRun(bounded_by_funding(config))
+        orchestrator = cls(run.pipeline, run.config)
+        orchestrator._runner = _Replay(run)
+        return orchestrator
+
+    async def start(self) -> None:
+        """Start the run as a task of the running event loop and return at once.
+
+        Raises
+        ------
+        RuntimeError
+            When this orchestrator was not built by :meth:`from_config` (its pipeline runs
+            elsewhere), or it was started already.
+        """
+        if self._runner is None:
+            raise RuntimeError("this orchestrator operates a pipeline run elsewhere; build one with from_config")
+        if self._task is not None:
+            raise RuntimeError("the run was started already")
+        self._task = asyncio.get_running_loop().create_task(self._runner.run(), name="keel-run")
+        await asyncio.sleep(0)
+        self.running = True
+
+    async def wait(self) -> Any:
+        """Wait for the run to end (its data ends, or a stop) and return its final status."""
+        if self._task is None:
+            raise RuntimeError("the run has not been started")
+        try:
+            return await self._task
+        finally:
+            self.running = False
+
+    async def stop(self, reason: str = "stopped from Python") -> Any:
+        """Ask the run to stop cleanly (open orders canceled, final state written) and wait for it."""
+        if self._task is None:
+            return None
+        if self._runner is not None:
+            self._runner.request_stop(reason)
+        return await self.wait()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        await self.stop()
 
     def _market_data_seen(self, _event: BarClosed | BookUpdated | TradeTick) -> None:
         self._last_market_data = time.monotonic()

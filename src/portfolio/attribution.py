@@ -53,6 +53,7 @@ from typing import Any
 from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_HOUR, Clock, SimulatedClock
 from keel.core.component import Component
+from keel.core.instruments import bundled_instruments
 from keel.core.messages import BarClosed, FundingPaid, OrderFilled, OrderSubmitted, SignalGenerated
 
 CASH = "cash"
@@ -161,9 +162,9 @@ class PerformanceAttributor(Component):
     Parameters
     ----------
     symbols
-        The universe (the benchmark's symbols).
+        The universe (the benchmark's symbols); the bundled instruments' when None.
     initial_capital
-        Starting equity.
+        Starting equity; 10,000 when None.
     period_ns
         Length of an attribution period (epoch-aligned); one day by default.
     benchmark_weights
@@ -174,8 +175,8 @@ class PerformanceAttributor(Component):
 
     def __init__(
         self,
-        symbols: Sequence[str],
-        initial_capital: Decimal | float,
+        symbols: Sequence[str] | None = None,
+        initial_capital: Decimal | float | None = None,
         *,
         period_ns: int = 24 * NANOS_PER_HOUR,
         benchmark_weights: Mapping[str, float] | None = None,
@@ -183,6 +184,8 @@ class PerformanceAttributor(Component):
         clock: Clock | None = None,
     ) -> None:
         super().__init__("portfolio.attribution", bus or EventBus(), clock or SimulatedClock(0))
+        symbols = tuple(bundled_instruments()) if symbols is None else symbols
+        initial_capital = 10_000.0 if initial_capital is None else initial_capital
         if not symbols:
             raise ValueError("attribution needs at least one symbol")
         if period_ns <= 0:

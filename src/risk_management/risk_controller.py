@@ -59,11 +59,11 @@ import numpy as np
 
 from keel.core.accounting import ZERO
 from keel.core.bus import EventBus
-from keel.core.clock import NANOS_PER_SECOND, Clock
+from keel.core.clock import NANOS_PER_SECOND, Clock, SimulatedClock
 from keel.core.component import Component
 from keel.core.error_codes import BinanceErrorCode
 from keel.core.fsm import TRADING_STATE_TRANSITIONS, ComponentState, StateMachine, TradingState
-from keel.core.instruments import Instrument
+from keel.core.instruments import Instrument, bundled_instruments
 from keel.core.intervals import INTERVAL_MS, bars_per_day
 from keel.core.messages import (
     AllocationProposed,
@@ -199,14 +199,22 @@ class VaREstimate:
 class RiskController(Component):
     """Approve and size orders from target weights; watch drawdown, VaR and leverage; hold the trading state.
 
+    Every argument has a default, so the controller can be built with keywords
+    alone, as in the user's UC-1.2 (``RiskController(initial_capital_usdt=100000.0,
+    var_daily_pct=0.02, max_drawdown_pct=0.12, max_leverage=10.0)``): then it has
+    the bundled instruments, a fresh position book and a private bus and clock.
+
     Parameters
     ----------
     instruments
-        Filters of every tradable symbol.
+        Filters of every tradable symbol; the bundled specifications when None.
     positions
-        keel's position book (equity, exposure, marks).
-    max_order_notional, max_position_notional, max_leverage
-        The skeleton's limits; ``limits`` overrides them when given.
+        keel's position book (equity, exposure, marks); a fresh one holding
+        ``initial_capital_usdt`` (10,000 when None) when None.
+    initial_capital_usdt
+        Starting equity of the fresh position book.
+    max_order_notional, max_position_notional, max_leverage, var_daily_pct, max_drawdown_pct
+        Limits laid over ``limits`` (see :class:`~keel.risk_management.limits.RiskLimits`).
     rebalance_threshold
         No order when the change is below this fraction of the target position.
     limits
@@ -230,17 +238,20 @@ class RiskController(Component):
     atr_period
         Bars in the Wilder average true range.
     bus, clock
-        The event bus and the clock.
+        The event bus and the clock; private ones when None.
     """
 
     def __init__(
         self,
-        instruments: Mapping[str, Instrument],
-        positions: PositionManager,
+        instruments: Mapping[str, Instrument] | None = None,
+        positions: PositionManager | None = None,
         *,
+        initial_capital_usdt: float | None = None,
         max_order_notional: Decimal | float | None = None,
         max_position_notional: Decimal | float | None = None,
         max_leverage: float | None = None,
+        var_daily_pct: float | None = None,
+        max_drawdown_pct: float | None = None,
         rebalance_threshold: float = 0.0,
         limits: RiskLimits | None = None,
         sizer: PositionSizer | None = None,
@@ -253,16 +264,30 @@ class RiskController(Component):
         signal_weight: float = 0.8,
         information_coefficient: float = 0.05,
         atr_period: int = 14,
-        bus: EventBus,
-        clock: Clock,
+        bus: EventBus | None = None,
+        clock: Clock | None = None,
     ) -> None:
+        bus = bus if bus is not None else EventBus()
+        clock = clock if clock is not None else SimulatedClock(0)
         super().__init__("risk.controller", bus, clock)
+        if positions is None:
+            capital = Decimal(str(10_000.0 if initial_capital_usdt is None else initial_capital_usdt))
+            positions = PositionManager(capital, bus, clock)
+        elif initial_capital_usdt is not None and Decimal(str(initial_capital_usdt)) != positions.initial_capital:
+            raise ValueError(
+                f"initial_capital_usdt {initial_capital_usdt} differs from the position book's "
+                f"{positions.initial_capital}: give one of them"
+            )
+        standalone = instruments is None
+        instruments = bundled_instruments() if instruments is None else instruments
         if var_method not in VAR_METHODS:
             raise ValueError(f"unknown VaR method {var_method!r}; expected one of {', '.join(VAR_METHODS)}")
         skeleton = {
             "max_order_notional": max_order_notional,
             "max_position_notional": max_position_notional,
             "max_leverage": max_leverage,
+            "var_daily_pct": var_daily_pct,
+            "max_drawdown_pct": max_drawdown_pct,
         }
         base = limits if limits is not None else RiskLimits()
         self.limits = base.updated({k: float(v) for k, v in skeleton.items() if v is not None})
@@ -285,18 +310,11 @@ class RiskController(Component):
         self._last_approval: dict[str, tuple[OrderSide, Decimal, bool]] = {}
         self._rejections: dict[str, _Rejection] = {}
         self._written_off: dict[str, Decimal] = {}
-        universe = tuple(symbols) if symbols is not None else tuple(self._instruments)
-        self._window = ReturnWindow(universe, var_window)
-        self._column = self._window.index
-        self._ewma = EwmaCovariance(len(universe), ewma_decay)
-        self._covariance = np.zeros((len(universe), len(universe)))
-        self._covariance_rows = -1
-        self._means = np.zeros(len(universe))
-        self._volatility = np.zeros(len(universe))
-        # Python-list copies for the per-order arithmetic (numpy scalar indexing costs microseconds).
-        self._mean_list = [0.0] * len(universe)
-        self._volatility_list = [0.0] * len(universe)
-        self._covariance_list: list[list[float]] = [[0.0] * len(universe) for _ in universe]
+        # Built standalone, the controller learns its universe from the first bars it warms up on.
+        self._learns_universe = symbols is None and standalone
+        self._var_window = var_window
+        self._ewma_decay = ewma_decay
+        self._set_universe(tuple(symbols) if symbols is not None else tuple(self._instruments))
         self._marks: dict[str, float] = {}
         self._atr: dict[str, float] = {}
         self._settled_atr: dict[str, float] = {}
@@ -431,12 +449,31 @@ class RiskController(Component):
 
     # --- market data, views, regimes ------------------------------------------------------------
 
+    def _set_universe(self, universe: tuple[str, ...]) -> None:
+        self._window = ReturnWindow(universe, self._var_window)
+        self._column = self._window.index
+        self._ewma = EwmaCovariance(len(universe), self._ewma_decay)
+        self._covariance = np.zeros((len(universe), len(universe)))
+        self._covariance_rows = -1
+        self._means = np.zeros(len(universe))
+        self._volatility = np.zeros(len(universe))
+        # Python-list copies for the per-order arithmetic (numpy scalar indexing costs microseconds).
+        self._mean_list = [0.0] * len(universe)
+        self._volatility_list = [0.0] * len(universe)
+        self._covariance_list: list[list[float]] = [[0.0] * len(universe) for _ in universe]
+
     def warm_up(self, bars: Iterable[BarClosed]) -> int:
         """Take recorded bars from before the run into ATR and the return window; return how many.
 
         Nothing is watched or published: the VaR, covariance and ATR estimates
-        start the run ready instead of after ``min_var_observations`` bars.
+        start the run ready instead of after ``min_var_observations`` bars. A
+        controller built without instruments or symbols takes the symbols of
+        these bars as the universe its VaR covers.
         """
+        if self._learns_universe:
+            bars = list(bars)
+            self._set_universe(tuple(sorted({bar.symbol for bar in bars})))
+            self._learns_universe = False
         count = 0
         for bar in bars:
             if self._bar_ts is not None and bar.ts_event != self._bar_ts:

@@ -119,6 +119,14 @@ class BaseStrategy(ABC):
     warmup_bars: int = 0
     """Bars a symbol needs before the strategy may signal on it."""
 
+    hold_means_flat: ClassVar[bool] = False
+    """Whether a bare HOLD (strength and confidence 0) means "go flat" rather than "no new view".
+
+    False by default: a strategy written as in the user's UC-2.1 answers HOLD
+    on every quiet bar, and reading that as "sell everything" would buy every
+    spike and sell it on the next bar. keel's own strategies set it True.
+    """
+
     def __init__(self, name: str, parameters: Mapping[str, Any] | None = None) -> None:
         self.name = name
         given = dict(parameters or {})
@@ -137,8 +145,14 @@ class BaseStrategy(ABC):
         """Return the view on ``market_data["symbol"]`` at bar ``current_index``.
 
         Read only bars ``<= current_index`` and funding rows settled before
-        that bar's ``timestamp``. None means "my view is unchanged"; a HOLD signal
-        means "flat".
+        that bar's ``timestamp``. What the answer means for the position:
+
+        - BUY / SELL: be long / short, sized by ``strength * confidence``;
+        - a HOLD with some strength or confidence: be flat;
+        - a bare HOLD (strength and confidence 0): no new view, the position
+          stays as the last view left it, unless the class sets
+          :attr:`hold_means_flat` (then: be flat);
+        - None: no new view.
         """
 
     def on_bar(self, bar: BarClosed) -> StrategySignal | None:
@@ -175,6 +189,9 @@ class SymbolState:
 class IncrementalStrategy(BaseStrategy):
     """A strategy whose per-symbol state advances one bar at a time in O(1).
 
+    keel's own strategies derive from it; their HOLD means "flat"
+    (:attr:`BaseStrategy.hold_means_flat`).
+
     Subclasses implement :meth:`new_state` and :meth:`step`. A call for the
     bar right after the last one seen (by ``timestamp``, or by index when the
     data has no timestamps) costs one step; a repeated call returns the
@@ -183,6 +200,8 @@ class IncrementalStrategy(BaseStrategy):
     change returns ``state.last_signal`` itself, so callers can tell "unchanged"
     by identity and no signal is allocated.
     """
+
+    hold_means_flat: ClassVar[bool] = True
 
     def __init__(self, name: str, parameters: Mapping[str, Any] | None = None) -> None:
         super().__init__(name, parameters)

@@ -460,6 +460,8 @@ class StrategyManager:
                 continue
             try:
                 signal = strategy.generate_signal(market_data, index)
+                if signal is not None and _no_new_view(strategy, signal):
+                    signal = None
                 if signal is not None and signal is not views[i]:
                     if not (isinstance(signal, StrategySignal) and signal.symbol == symbol):
                         raise TypeError(
@@ -581,6 +583,17 @@ class StrategyManager:
             take_profit=None if leader is None else leader.take_profit,
             metadata=metadata,
         )
+
+
+def _no_new_view(strategy: BaseStrategy, signal: object) -> bool:
+    """Tell a bare HOLD of a strategy whose HOLD does not mean flat (see ``BaseStrategy.hold_means_flat``)."""
+    return (
+        not strategy.hold_means_flat
+        and isinstance(signal, StrategySignal)
+        and signal.action == "HOLD"
+        and signal.strength == 0.0
+        and signal.confidence == 0.0
+    )
 
 
 def default_strategies() -> list[BaseStrategy]:

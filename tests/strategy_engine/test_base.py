@@ -102,8 +102,9 @@ def test_the_users_strategy_is_backtestable_as_written() -> None:
     runner = results.pipeline.strategy
     assert results["bars_processed"] == 3 * 1440
     assert results["handler_errors"] == 0
-    assert runner.errors == 0 and runner.manager.signals_published > 50
-    assert results["n_trades"] > 0
+    assert runner.errors == 0 and runner.manager.signals_published > 0
+    # Its HOLD on quiet bars is "no new view": it buys spikes and holds, not a round trip per spike.
+    assert 0 < results["n_trades"] < 60
     assert isinstance(results["sharpe_ratio"], float)
 
 

@@ -1,0 +1,133 @@
+"""A pipeline on recorded data, replayed at the speed of the simulated clock: what a backtest runs.
+
+:class:`RecordedRun` wires the configured pipeline over the recorded feed and
+:meth:`RecordedRun.replay` pushes the feed through it one timestamp at a
+time: it advances the simulated clock (firing due timers), publishes the event
+and drains the bus synchronously, so every component reacts exactly as it
+would live, in a deterministic order. ``keel backtest`` (through
+:class:`~keel.backtest.BacktestEngine`) and a backtest-mode
+:class:`~keel.integration.orchestrator.TradingOrchestrator` both run it.
+
+The simulated venue treats a held position whose funding time passes without
+a recorded rate as an error, so a run without an explicit end stops where the
+funding data of its symbols stops (:func:`funding_coverage_end`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from keel.config import KeelConfig
+from keel.core.bus import EventBus
+from keel.core.clock import SimulatedClock
+from keel.core.instruments import load_instruments
+from keel.core.messages import BarClosed, Message, reset_message_ids
+from keel.integration.pipeline import build_feed, build_pipeline, require_instruments
+from keel.market_data.loaders import load_funding
+from keel.strategy_engine.base import BaseStrategy
+
+ProgressCallback = Callable[[int, int], None]
+"""Called with (events done, events in total)."""
+
+
+class RecordedRun:
+    """The configured pipeline wired over the recorded feed, ready to replay.
+
+    Parameters
+    ----------
+    config
+        The configuration (data, strategy, portfolio, risk, execution, venue).
+    strategy
+        A strategy to run instead of the configured one.
+
+    Raises
+    ------
+    ConfigurationError
+        For a symbol without an instrument specification.
+    MalformedDataError
+        If the data files are unreadable or hold no bars in the range.
+    """
+
+    def __init__(self, config: KeelConfig, strategy: BaseStrategy | None = None) -> None:
+        reset_message_ids()
+        instruments = load_instruments(config.exchange.instruments)
+        require_instruments(config, instruments)
+        self.config = config
+        self.feed = build_feed(config)
+        self.handler_failures: list[str] = []
+        bus = EventBus(
+            config.bus.capacity,
+            on_handler_error=lambda name, message, error: self.handler_failures.append(f"{name}: {error!r}"),
+        )
+        self.clock = SimulatedClock(self.feed.summary.first_ns)
+        self.pipeline = build_pipeline(
+            config, instruments, bus, self.clock, strategy=strategy, client_order_namespace="keel"
+        )
+        self.bars = 0
+        self.events = 0
+        self.finished = False
+
+    def replay(self, progress: ProgressCallback | None = None) -> None:
+        """Start the pipeline, replay every recorded event through it, stop it."""
+        pipeline, clock = self.pipeline, self.clock
+        bus = pipeline.bus
+        pipeline.start()
+        bus.drain()
+        total = self.feed.summary.bars + self.feed.summary.funding_events
+        pending_bar_ts: int | None = None
+        message: Message
+        for message in self.feed:
+            ts = message.ts_event
+            if pending_bar_ts is not None and ts != pending_bar_ts:
+                pipeline.record_equity(pending_bar_ts)
+                pending_bar_ts = None
+            clock.advance_to(ts)
+            bus.publish(message)
+            bus.drain()
+            self.events += 1
+            if message.__class__ is BarClosed:
+                self.bars += 1
+                pending_bar_ts = ts
+            if progress is not None and self.events % 10_000 == 0:
+                progress(self.events, total)
+        if pending_bar_ts is not None:
+            pipeline.record_equity(pending_bar_ts)
+        if progress is not None:
+            progress(self.events, total)
+        pipeline.stop()
+        bus.drain()
+        self.finished = True
+
+
+def funding_coverage_end(config: KeelConfig, symbols: tuple[str, ...]) -> datetime | None:
+    """Return when the funding data of ``symbols`` stops covering a held position (None: no funding at all).
+
+    That is the earliest, over the symbols, of the last recorded settlement
+    plus the symbol's funding interval; a symbol without any recorded funding
+    does not bound it (holding it through a funding time fails loudly instead).
+    """
+    data = config.data
+    if data.funding is None:
+        return None
+    frame = load_funding(data.root / data.funding).frame
+    ends = []
+    for symbol in symbols:
+        times = frame.loc[frame["symbol"] == symbol, "time_ms"]
+        if times.empty:
+            continue
+        hours = config.exchange.funding_interval_hours.get(symbol, 8)
+        last_hour_ms = int(times.max()) // 3_600_000 * 3_600_000
+        ends.append(last_hour_ms + hours * 3_600_000)
+    return datetime.fromtimestamp(min(ends) / 1000, tz=UTC) if ends else None
+
+
+def bounded_by_funding(config: KeelConfig) -> KeelConfig:
+    """Return ``config`` with ``data.end`` at the funding data's coverage when no end is set."""
+    data = config.data
+    if data.end is not None:
+        return config
+    covered = funding_coverage_end(config, data.symbols)
+    if covered is None or (data.start is not None and covered <= data.start):
+        return config
+    return config.model_copy(update={"data": data.model_copy(update={"end": covered})})
