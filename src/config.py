@@ -766,6 +766,13 @@ class PersistenceConfig(_Section):
     snapshot_interval_seconds: float = Field(
         900.0, gt=0, allow_inf_nan=False, description="Trading time between two state snapshots (also taken on time)."
     )
+    database_stall_seconds: float = Field(
+        5.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds one database call may go unanswered before the database counts as out (a hang); "
+        "a refused connection counts at once.",
+    )
     journal_buffer: int = Field(
         10_000, ge=1, description="Journaled events held in memory at most; past it they go to the spill file."
     )

@@ -131,6 +131,7 @@ class PaperSession:
             snapshot_every=persistence.snapshot_every,
             snapshot_interval_ns=int(persistence.snapshot_interval_seconds * NANOS_PER_SECOND),
             buffer_capacity=persistence.journal_buffer,
+            stall_timeout_seconds=persistence.database_stall_seconds,
         )
         self.pipeline.orders.set_write_ahead(self.state.write_ahead)
         if self.plan.recover:

@@ -114,6 +114,8 @@ class StateManager(Component):
         Events held in memory at most; past it they go to the spill file.
     durable_timeout_seconds
         How long an order's write-ahead waits for the database before it writes the spill file.
+    stall_timeout_seconds
+        How long one database call may go unanswered before the database counts as out (a hang).
     """
 
     def __init__(
@@ -131,6 +133,7 @@ class StateManager(Component):
         snapshot_interval_ns: int | None = None,
         buffer_capacity: int = 10_000,
         durable_timeout_seconds: float = 0.5,
+        stall_timeout_seconds: float = 5.0,
     ) -> None:
         super().__init__("integration.state", bus, clock)
         if flush_every < 1:
@@ -147,6 +150,7 @@ class StateManager(Component):
         self.snapshot_interval_ns = snapshot_interval_ns
         self.buffer_capacity = buffer_capacity
         self.durable_timeout_seconds = durable_timeout_seconds
+        self.stall_timeout_seconds = stall_timeout_seconds
         self.journaled = 0
         self.snapshots_taken = 0
         self.restored_state: TradingStateChanged | None = None
@@ -171,6 +175,7 @@ class StateManager(Component):
             flush_interval=self.flush_interval_seconds,
             capacity=max(self.buffer_capacity, self.flush_every),
             durable_timeout=self.durable_timeout_seconds,
+            stall_timeout=self.stall_timeout_seconds,
             on_availability=self._availability_changed,
         )
         try:
