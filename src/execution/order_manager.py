@@ -351,6 +351,8 @@ class OrderManager(Component):
         """Replace the records with a :meth:`snapshot` (before the manager starts)."""
         self.orders = {s.client_order_id: Order.from_snapshot(s) for s in bookkeeping.orders}
         self._commands = {c.client_order_id: c for c in bookkeeping.commands}
+        self.unresolved = set()
+        self._resent = {}
         self._account_events = []
         self._fills = []
         self._venue_trade_ids = set()
