@@ -214,15 +214,12 @@ def restore_state(
 def rebuild_records(pipeline: Pipeline, journal: Journal, plan: SessionPlan) -> None:
     """Rebuild the reports' fills (from the restored books), rejections, liquidations and trading states (journal)."""
     recorder = pipeline.recorder
-    recorder.fills = [e for e in pipeline.orders.account_events() if isinstance(e, OrderFilled)]
-    recorder.rejections, recorder.liquidations, recorder.trading_states = [], [], []
-    for _sequence, message in journal.read(plan.first_sequence):
-        if isinstance(message, OrderRejected):
-            recorder.rejections.append(message)
-        elif isinstance(message, PositionLiquidated):
-            recorder.liquidations.append(message)
-        elif isinstance(message, TradingStateChanged):
-            recorder.trading_states.append(message)
+    # In place: the recorder's bus handlers append to these very lists.
+    recorder.fills[:] = [e for e in pipeline.orders.account_events() if isinstance(e, OrderFilled)]
+    session = [message for _sequence, message in journal.read(plan.first_sequence)]
+    recorder.rejections[:] = [m for m in session if isinstance(m, OrderRejected)]
+    recorder.liquidations[:] = [m for m in session if isinstance(m, PositionLiquidated)]
+    recorder.trading_states[:] = [m for m in session if isinstance(m, TradingStateChanged)]
 
 
 def _check_history(history: ReplayedHistory, journaled: list[OrderFilled]) -> None:
