@@ -60,6 +60,7 @@ from keel.core.messages import (
     ReconciliationCompleted,
     SessionEnded,
     SessionStarted,
+    SetTradingState,
     TradingStateChanged,
 )
 from keel.core.ports import BalanceReport, PositionReport
@@ -204,11 +205,27 @@ def restore_state(
         if account_event is not None:
             positions.replay(account_event)
         replayed += 1
+    if history is not None:
+        follow_journaled_trading_state(pipeline, journal)
     rebuild_records(pipeline, journal, plan)
     if history is not None:
         _check_history(history, pipeline.recorder.fills)
     _log.info("state restored", snapshot=latest is not None, replayed=replayed, orders=len(orders.orders))
     return replayed
+
+
+def follow_journaled_trading_state(pipeline: Pipeline, journal: Journal) -> None:
+    """Move the risk controller to the journal's last trading state when the history replay left it elsewhere.
+
+    The replay knows the market but not the operator: a resume (or halt) the
+    session journaled wins over the state the replay's limits reached.
+    """
+    last = journal.latest(TradingStateChanged)
+    if isinstance(last, TradingStateChanged) and last.state is not pipeline.risk.trading_state:
+        now = pipeline.clock.timestamp_ns()
+        reason = f"as journaled before the restart: {last.reason}"
+        pipeline.bus.publish(SetTradingState(state=last.state, reason=reason, ts_event=now, ts_init=now))
+        pipeline.bus.drain()
 
 
 def rebuild_records(pipeline: Pipeline, journal: Journal, plan: SessionPlan) -> None:
