@@ -117,9 +117,10 @@ class PaperSession:
         )
         self.orchestrator.apply_saved_settings()
         self.history: ReplayedHistory | None = None
-        if self.plan.recover and cursor is not None:
-            # Decisions first, on the pipeline's own venue; then the real venue and the journal's books.
-            self.history = replay_history(self.pipeline, events_until(self.feed, cursor))
+        if self.plan.recover:
+            if cursor is not None:
+                # Decisions first, on the pipeline's own venue; then the real venue and the journal's books.
+                self.history = replay_history(self.pipeline, events_until(self.feed, cursor))
             self.venue_store.load_into(self.pipeline.exchange)
             restore_state(self.pipeline, journal, snapshots, self.plan, self.history)
         self.venue_store.attach(self.pipeline.exchange)
