@@ -343,16 +343,20 @@ def test_an_uninterrupted_run_reaches_every_kill_point(tmp_path_factory: pytest.
 # --- restart parity ---------------------------------------------------------------------------------
 
 
-def parity_config(output_dir: Path) -> KeelConfig:
-    """Six hours of BTCUSDT and ETHUSDT after a day of warm-up: the regime-weighted strategy manager (quickened
-    to trade about 40 orders) and the Markowitz optimizer on a 15-minute schedule, replayed as fast as possible."""
+PARITY_SYMBOLS = ("BTCUSDT", "ETHUSDT")
+HEAVY_PARITY_SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT")
+
+
+def parity_config(output_dir: Path, symbols: tuple[str, ...] = PARITY_SYMBOLS, end: str = "06:00") -> KeelConfig:
+    """Hours of real 1m bars (six of BTCUSDT and ETHUSDT by default) after a day of warm-up: the regime-weighted
+    strategy manager (quickened to trade) and the Markowitz optimizer on a 15-minute schedule, as fast as possible."""
     config = load_config("paper", environ={})
     data = config.data.model_validate(
         {
             **config.data.model_dump(),
-            "symbols": ("BTCUSDT", "ETHUSDT"),
+            "symbols": symbols,
             "start": "2025-05-06T00:00:00Z",
-            "end": "2025-05-06T06:00:00Z",
+            "end": f"2025-05-06T{end}:00Z",
         }
     )
     strategy = config.strategy.model_dump()
@@ -408,11 +412,11 @@ def orders_sent_after(output_dir: Path, after_ns: int) -> list[tuple[object, ...
     return sent
 
 
-def quiet_bar_time(run_dir: Path, config: KeelConfig) -> tuple[int, BarClosed]:
-    """Pick a bar time in the run's second hour with positions open and no order open across or sent at it.
+def quiet_bar_times(run_dir: Path, config: KeelConfig) -> list[tuple[int, BarClosed]]:
+    """Return the bar times after the run's first quarter with positions open and no order open across or sent at it.
 
-    Returns the bar time and the last event of it (a restart there is invisible to the venue as well: the
-    clean slate of a restart has nothing to cancel).
+    Each comes with the last event of it. A restart there is invisible to the
+    venue as well: the clean slate of a restart has nothing to cancel.
     """
     with (run_dir / "orders.csv").open() as handle:
         orders = [(int(row["ts_init"]), int(row["ts_last"])) for row in csv.DictReader(handle)]
@@ -425,6 +429,7 @@ def quiet_bar_time(run_dir: Path, config: KeelConfig) -> tuple[int, BarClosed]:
     for event in build_feed(config):
         last_event[event.ts_event] = event
     times = sorted(last_event)
+    quiet_times = []
     for ts in times[len(times) // 4 :]:
         held: dict[str, Decimal] = {}
         for fill_ts, symbol, side, quantity in fills:
@@ -432,21 +437,32 @@ def quiet_bar_time(run_dir: Path, config: KeelConfig) -> tuple[int, BarClosed]:
                 held[symbol] = held.get(symbol, Decimal(0)) + (quantity if side == "BUY" else -quantity)
         quiet = all(last <= ts and first != ts for first, last in orders if first <= ts)
         if quiet and any(held.values()) and isinstance(last_event[ts], BarClosed):
-            return ts, last_event[ts]
-    raise AssertionError("the reference run has no quiet bar time with positions open")
+            quiet_times.append((ts, last_event[ts]))
+    assert quiet_times, "the reference run has no quiet bar time with positions open"
+    return quiet_times
 
 
-_PARITY: dict[str, Any] = {}
+_PARITY: dict[tuple[str, ...], Any] = {}
 
 
-def parity_reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, BarClosed]:
-    """Run the parity configuration once uninterrupted; return its output folder, the restart bar time and event."""
-    if not _PARITY:
+def parity_reference(
+    tmp_path_factory: pytest.TempPathFactory, symbols: tuple[str, ...] = PARITY_SYMBOLS, end: str = "06:00"
+) -> tuple[Path, list[tuple[int, BarClosed]]]:
+    """Run a parity configuration once uninterrupted; return its output folder and its quiet bar times."""
+    if symbols not in _PARITY:
         folder = tmp_path_factory.mktemp("parity-reference")
-        config = parity_config(folder)
+        config = parity_config(folder, symbols, end)
         run_session(config, folder / "run")
-        _PARITY.update(folder=folder, stop=quiet_bar_time(folder / "run", config))
-    return _PARITY["folder"], *_PARITY["stop"]
+        _PARITY[symbols] = (folder, quiet_bar_times(folder / "run", config))
+    return _PARITY[symbols]
+
+
+def kill_between_bar_times(config: KeelConfig, run_dir: Path, restart_ns: int) -> int:
+    """Run a session in a forked child killed as its clock leaves ``restart_ns``; return its exit code."""
+    feed = build_feed(config)
+    # The clock starts at the feed's first time; each later time is one occurrence, the one after restart_ns kills.
+    times = {event.ts_event for event in feed if event.ts_event > feed.summary.first_ns}
+    return crash(config, run_dir, BAR_TIME, sum(1 for ts in times if ts <= restart_ns) + 1)
 
 
 def assert_restart_parity(reference: Path, restarted: Path, session: PaperSession, restart_ns: int) -> None:
@@ -464,7 +480,8 @@ def assert_restart_parity(reference: Path, restarted: Path, session: PaperSessio
 
 def test_restart_parity_after_a_stop(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     # Arrange: the session stops right after the chosen bar time, with positions open
-    reference, restart_ns, last = parity_reference(tmp_path_factory)
+    reference, quiet_times = parity_reference(tmp_path_factory)
+    restart_ns, last = quiet_times[0]
     config = parity_config(tmp_path)
     first = PaperSession(config, tmp_path / "first")
 
@@ -489,13 +506,10 @@ def test_restart_parity_after_a_stop(tmp_path: Path, tmp_path_factory: pytest.Te
 
 def test_restart_parity_after_kill_9(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     # Arrange: the session is killed as it moves on from the chosen bar time (journal writes still buffered lost)
-    reference, restart_ns, _last = parity_reference(tmp_path_factory)
+    reference, quiet_times = parity_reference(tmp_path_factory)
+    restart_ns, _last = quiet_times[0]
     config = parity_config(tmp_path)
-    feed = build_feed(config)
-    # The clock starts at the feed's first time; each later time is one occurrence, the one after restart_ns kills.
-    times = {event.ts_event for event in feed if event.ts_event > feed.summary.first_ns}
-    exit_code = crash(config, tmp_path / "first", BAR_TIME, sum(1 for ts in times if ts <= restart_ns) + 1)
-    assert exit_code == -signal.SIGKILL
+    assert kill_between_bar_times(config, tmp_path / "first", restart_ns) == -signal.SIGKILL
 
     # Act
     second = run_session(config, tmp_path / "second")
@@ -504,4 +518,24 @@ def test_restart_parity_after_kill_9(tmp_path: Path, tmp_path_factory: pytest.Te
     assert second.plan.recover and second.history is not None
     assert second.history.pending_bar_ts == restart_ns
     assert second.reconciliation is not None and second.reconciliation["mismatches"] == []
+    assert_restart_parity(reference, tmp_path, second, restart_ns)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pick", range(5))
+def test_restart_parity_after_kill_9_on_a_day_of_four_symbols(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, pick: int
+) -> None:
+    # Arrange: a day of four symbols, killed at one of five quiet bar times spread over it
+    reference, quiet_times = parity_reference(tmp_path_factory, HEAVY_PARITY_SYMBOLS, "23:59")
+    restart_ns, _last = quiet_times[pick * (len(quiet_times) - 1) // 4]
+    config = parity_config(tmp_path, HEAVY_PARITY_SYMBOLS, "23:59")
+    assert kill_between_bar_times(config, tmp_path / "first", restart_ns) == -signal.SIGKILL
+
+    # Act
+    second = run_session(config, tmp_path / "second")
+
+    # Assert
+    assert second.plan.recover and second.reconciliation is not None
+    assert second.reconciliation["mismatches"] == []
     assert_restart_parity(reference, tmp_path, second, restart_ns)
