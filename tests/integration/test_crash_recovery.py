@@ -393,8 +393,13 @@ PROCESS_METRICS = ("bus_messages_dispatched", "bus_high_water_mark")
 def report_files(run_dir: Path) -> dict[str, Any]:
     """Return what a run reports: its orders, trades and equity curve, and its metrics without the process's."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
+    with (run_dir / "orders.csv").open() as handle:
+        # A venue reports that it closed an order, not why: one closed while the journal's write was lost is
+        # found at the restart without the reason.
+        orders = [{k: v for k, v in row.items() if k != "reason"} for row in csv.DictReader(handle)]
     return {
-        **{name: (run_dir / name).read_text() for name in ("orders.csv", "trades.csv", "equity.csv")},
+        **{name: (run_dir / name).read_text() for name in ("trades.csv", "equity.csv")},
+        "orders.csv": orders,
         "metrics.json": {k: v for k, v in metrics.items() if k not in PROCESS_METRICS},
     }
 
