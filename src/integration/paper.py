@@ -18,8 +18,8 @@ not finish (a stop, a crash, kill -9) recovers it
 (:mod:`keel.integration.recovery`): the session's history replayed up to the
 venue's last market event (so every decision's state is where it was),
 snapshot, journal, reconciliation with the venue, and the feed resumes after
-that event. A start after
-a finished session (its data ended) opens a fresh paper account.
+that event. A start after a finished session (its data ended) opens a fresh
+paper account.
 """
 
 from __future__ import annotations
@@ -185,9 +185,10 @@ class PaperSession:
 
     async def run(self) -> dict[str, Any]:
         """Run until the data ends, the duration elapses or a stop is requested; return the final status."""
-        config, feed, clock, pipeline = self.config, self.feed, self.clock, self.pipeline
+        config, clock, pipeline = self.config, self.clock, self.pipeline
         bus = pipeline.bus
-        pace = LiveClock(origin_ns=feed.summary.first_ns, speed=config.paper.speed)
+        # Paced from where the feed goes on: the data's first time, or after a restart the replayed history's end.
+        pace = LiveClock(origin_ns=clock.timestamp_ns(), speed=config.paper.speed)
         bus_task = asyncio.create_task(bus.run(), name="bus")
         for monitor in self.monitors:
             monitor.start()

@@ -4,7 +4,7 @@ A *session* is one account's run from a fresh start until it has nothing left
 to do (a paper replay: its data ended). The journal marks it with
 ``SessionStarted`` and ``SessionEnded``; a session with no ``SessionEnded``
 that says ``finished`` (an operator's stop, a crash) is recovered by the next
-start, in four steps:
+start, in five steps:
 
 0. **History**: the session's market data up to the restart point (the
    venue's :class:`~keel.api.MarketCursor`) runs through the pipeline, which
@@ -20,8 +20,9 @@ start, in four steps:
    account's fills and funding, the drawdown, the target weights) is loaded.
 2. **Journal**: every journaled event after it is replayed into the order
    records and positions; the reports' fills, rejections, liquidations and
-   trading states are rebuilt from the session's journal. Replay is idempotent (fills by trade id, funding by
-   funding time), so a snapshot taken ahead of its journal sequence is harmless.
+   trading states are rebuilt from the session's journal. Replay is
+   idempotent (fills by trade id, funding by funding time), so a snapshot
+   taken ahead of its journal sequence is harmless.
 3. **Reconciliation** with the venue, which is always right: orders open in
    keel are queried; orders at the venue keel never heard of are adopted;
    fills and funding keel never applied are applied; positions and the

@@ -15,6 +15,7 @@ from keel.core.clock import SimulatedClock
 from keel.core.fsm import TradingState
 from keel.core.instruments import load_instruments
 from keel.core.messages import (
+    BarClosed,
     FundingRateUpdated,
     OrderFilled,
     OrderSubmitted,
@@ -253,3 +254,27 @@ def test_the_replayed_risk_takes_the_trading_state_the_session_journaled(paper_c
 
     # Assert
     assert pipeline.risk.trading_state is TradingState.ACTIVE
+
+
+def test_a_restarted_session_is_paced_from_where_it_resumes(paper_config_in) -> None:
+    # Arrange: two hours replayed, stopped, then restarted at 600x (a bar every 0.1 s) for one second
+    config: KeelConfig = paper_config_in
+    first = PaperSession(config, config.run.output_dir / "first")
+
+    def stop_at_two_hours(bar: BarClosed) -> None:
+        if first.bars == 120:
+            first.request_stop("operator")
+
+    first.pipeline.bus.subscribe(BarClosed, stop_at_two_hours, name="test.stop")
+    asyncio.run(first.run())
+    paced = config.model_copy(
+        update={"paper": config.paper.model_copy(update={"speed": 600.0, "duration_seconds": 1.0})}
+    )
+
+    # Act
+    second = PaperSession(paced, config.run.output_dir / "second")
+    asyncio.run(second.run())
+
+    # Assert: it went on at once (paced from the data's start, its first bar would be two hours = 12 s away)
+    assert second.plan.recover
+    assert second.bars >= 1
