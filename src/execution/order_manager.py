@@ -408,6 +408,8 @@ class OrderManager(Component):
         """Replace the records with a :meth:`snapshot` (before the manager starts)."""
         self.orders = {s.client_order_id: Order.from_snapshot(s) for s in bookkeeping.orders}
         self._commands = {c.client_order_id: c for c in bookkeeping.commands}
+        self.unresolved = set()
+        self._resent = {}
         self._account_events = []
         self._fills = []
         self._venue_trade_ids = set()
@@ -552,18 +554,26 @@ class OrderManager(Component):
         if order.is_closed:
             return
         if report.status is OrderStatus.CANCELED:
-            self._publish_settlement(OrderCanceled, client_order_id, reason="canceled (found at restart)")
+            self._publish_settlement(
+                OrderCanceled, client_order_id, reason="canceled (found at restart)", ts_event=report.ts_last
+            )
         elif report.status is OrderStatus.EXPIRED:
-            self._publish_settlement(OrderExpired, client_order_id, reason="expired (found at restart)")
+            self._publish_settlement(
+                OrderExpired, client_order_id, reason="expired (found at restart)", ts_event=report.ts_last
+            )
         elif report.status is OrderStatus.REJECTED:
             self._publish_settlement(
                 OrderRejected, client_order_id, code=int(BinanceErrorCode.UNKNOWN), reason="rejected (found at restart)"
             )
 
-    def _publish_settlement(self, kind: type[Event], client_order_id: str, **fields: Any) -> None:
+    def _publish_settlement(
+        self, kind: type[Event], client_order_id: str, ts_event: int | None = None, **fields: Any
+    ) -> None:
+        """Apply a closing report found at the venue, at the venue's time of it when known (now otherwise)."""
         now = self.clock.timestamp_ns()
         order = self.orders[client_order_id]
-        self.on_report(kind(client_order_id=client_order_id, symbol=order.symbol, ts_event=now, ts_init=now, **fields))  # type: ignore[call-arg]
+        ts = now if ts_event is None else ts_event
+        self.on_report(kind(client_order_id=client_order_id, symbol=order.symbol, ts_event=ts, ts_init=now, **fields))  # type: ignore[call-arg]
 
     # --- venue refusals -----------------------------------------------------------------
 

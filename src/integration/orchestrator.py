@@ -30,7 +30,6 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 from keel.config import KeelConfig, load_config
-from keel.core.accounting import ZERO
 from keel.core.errors import ConfigurationError
 from keel.core.fsm import ComponentState, TradingState
 from keel.core.messages import (
@@ -107,8 +106,6 @@ class TradingOrchestrator:
         self._last_market_data: float | None = None
         for kind in (BarClosed, BookUpdated, TradeTick):
             pipeline.bus.subscribe(kind, self._market_data_seen, name="orchestrator.feed_staleness")
-        self._peak = ZERO
-        self._seen_points = 0
         self._runner: Runner | None = None
         self._task: asyncio.Task[Any] | None = None
 
@@ -275,14 +272,8 @@ class TradingOrchestrator:
         return [] if self.monitor is None else self.monitor.reasons()
 
     def drawdown(self) -> float:
-        """Return the drawdown of equity from its running peak, as a positive fraction."""
-        points = self.pipeline.recorder.equity
-        for point in points[self._seen_points :]:
-            self._peak = max(self._peak, point.equity)
-        self._seen_points = len(points)
-        equity = self.pipeline.positions.equity()
-        peak = max(self._peak, equity, self.pipeline.positions.initial_capital)
-        return float((peak - equity) / peak) if peak > 0 else 0.0
+        """Return the drawdown of equity from its peak, as a positive fraction (the risk controller's)."""
+        return self.pipeline.risk.drawdown
 
     def positions(self) -> list[dict[str, Any]]:
         """Return every open position with its mark, notional and P&L."""
@@ -339,6 +330,7 @@ class TradingOrchestrator:
             "leverage": float(gross / equity) if equity > 0 else None,
             "max_leverage": limits.max_leverage,
             "drawdown": risk.drawdown,
+            "max_drawdown_seen": risk.max_drawdown,
             "max_drawdown": limits.max_drawdown_pct,
             "var": None if var is None else var.var,
             "cvar": None if var is None else var.cvar,

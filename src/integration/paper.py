@@ -17,9 +17,11 @@ keel journals everything to its database (through a write-behind thread with
 a spill file under ``run.output_dir`` for outages; what a run left in the
 spill file is copied into the database before anything else). A start after a session that did
 not finish (a stop, a crash, kill -9) recovers it
-(:mod:`keel.integration.recovery`): snapshot, journal, reconciliation with the
-venue, and the feed resumes after the venue's last market event. A start after
-a finished session (its data ended) opens a fresh paper account.
+(:mod:`keel.integration.recovery`): the session's history replayed up to the
+venue's last market event (so every decision's state is where it was),
+snapshot, journal, reconciliation with the venue, and the feed resumes after
+that event. A start after a finished session (its data ended) opens a fresh
+paper account.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +46,14 @@ from keel.core.messages import BarClosed, CancelAllOrders, MarketDataEvent, Sess
 from keel.integration.orchestrator import TradingOrchestrator
 from keel.integration.pipeline import Pipeline, build_feed, build_pipeline, require_instruments
 from keel.integration.recovery import (
+    ReplayedHistory,
     SessionPlan,
     capture_state,
     events_after,
+    events_until,
     plan_session,
     reconcile,
+    replay_history,
     restore_state,
 )
 from keel.integration.reports import BARS_PER_YEAR, iso_time, money, run_metrics, write_run_records
@@ -108,16 +113,11 @@ class PaperSession:
         venue_state.parent.mkdir(parents=True, exist_ok=True)
         self.venue_store = VenueStore(venue_state)
         self.plan, cursor = self._plan(config, journal)
-        if cursor is not None:
-            config = _resumed_at(config, cursor)
         self.feed = build_feed(config)
         self.clock = SimulatedClock(self.feed.summary.first_ns)
         self._events: Iterable[MarketDataEvent] = events_after(self.feed, cursor)
         bus = EventBus(config.bus.capacity, on_handler_error=self._handler_failed)
         self.pipeline = build_pipeline(config, instruments, bus, self.clock)
-        if self.plan.recover:
-            self.venue_store.load_into(self.pipeline.exchange)
-        self.venue_store.attach(self.pipeline.exchange)
         persistence = config.persistence
         self.state = StateManager(
             journal,
@@ -133,14 +133,20 @@ class PaperSession:
             buffer_capacity=persistence.journal_buffer,
             stall_timeout_seconds=persistence.database_stall_seconds,
         )
-        self.pipeline.orders.set_write_ahead(self.state.write_ahead)
-        if self.plan.recover:
-            restore_state(self.pipeline, journal, snapshots, self.plan)
         self.monitors = self._monitors(config, bus)
         self.orchestrator = TradingOrchestrator(
             self.pipeline, config, AuditLog(self.database), monitor=self.monitors[0], settings=Settings(self.database)
         )
         self.orchestrator.apply_saved_settings()
+        self.history: ReplayedHistory | None = None
+        if self.plan.recover:
+            if cursor is not None:
+                # Decisions first, on the pipeline's own venue; then the real venue and the journal's books.
+                self.history = replay_history(self.pipeline, events_until(self.feed, cursor))
+            self.venue_store.load_into(self.pipeline.exchange)
+            restore_state(self.pipeline, journal, snapshots, self.plan, self.history)
+        self.venue_store.attach(self.pipeline.exchange)
+        self.pipeline.orders.set_write_ahead(self.state.write_ahead)
 
     def _plan(self, config: KeelConfig, journal: Journal) -> tuple[SessionPlan, MarketCursor | None]:
         """Recover the unfinished session with its venue's cursor, or open a fresh paper account."""
@@ -207,13 +213,15 @@ class PaperSession:
 
     async def run(self) -> dict[str, Any]:
         """Run until the data ends, the duration elapses or a stop is requested; return the final status."""
-        config, feed, clock, pipeline = self.config, self.feed, self.clock, self.pipeline
+        config, clock, pipeline = self.config, self.clock, self.pipeline
         bus = pipeline.bus
-        pace = LiveClock(origin_ns=feed.summary.first_ns, speed=config.paper.speed)
+        # Paced from where the feed goes on: the data's first time, or after a restart the replayed history's end.
+        pace = LiveClock(origin_ns=clock.timestamp_ns(), speed=config.paper.speed)
         bus_task = asyncio.create_task(bus.run(), name="bus")
         for monitor in self.monitors:
             monitor.start()
-        pipeline.start()
+        if self.history is None:
+            pipeline.start()
         self.state.start()
         await bus.join()
         if self.plan.recover:
@@ -238,7 +246,8 @@ class PaperSession:
         )
         await bus.join()
         self.orchestrator.running = True
-        feed_task = asyncio.create_task(self._replay(self._events, pipeline, clock, pace), name="feed")
+        pending_bar_ts = None if self.history is None else self.history.pending_bar_ts
+        feed_task = asyncio.create_task(self._replay(self._events, pipeline, clock, pace, pending_bar_ts), name="feed")
         status_task = asyncio.create_task(self._report_status(), name="status")
         backup_task = asyncio.create_task(self._back_up_periodically(), name="backup")
         duration = config.paper.duration_seconds
@@ -261,11 +270,22 @@ class PaperSession:
         return final
 
     async def _replay(
-        self, feed: Iterable[MarketDataEvent], pipeline: Pipeline, clock: SimulatedClock, pace: LiveClock
+        self,
+        feed: Iterable[MarketDataEvent],
+        pipeline: Pipeline,
+        clock: SimulatedClock,
+        pace: LiveClock,
+        pending_bar_ts: int | None,
     ) -> None:
+        """Feed the events paced by ``pace``; ``pending_bar_ts`` is a bar time whose equity is still to record.
+
+        A stop requested while an event is handled ends the feed before the
+        next one, so a session stops between events, with their reactions done.
+        """
         bus = pipeline.bus
-        pending_bar_ts: int | None = None
         for event in feed:
+            if self._stop.is_set():
+                return
             ts = event.ts_event
             if ts != pending_bar_ts:
                 if pending_bar_ts is not None:
@@ -369,6 +389,8 @@ class PaperSession:
     def _write(self, final: dict[str, Any]) -> None:
         pipeline = self.pipeline
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        metrics = run_metrics(pipeline, BARS_PER_YEAR[self.config.data.bar_interval])
+        (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         state = {
             "status": final,
             "positions": {
@@ -377,7 +399,7 @@ class PaperSession:
             },
             "open_orders": [o.client_order_id for o in pipeline.orders.open_orders()],
             "trading_state": pipeline.risk.trading_state.value,
-            "metrics": run_metrics(pipeline, BARS_PER_YEAR[self.config.data.bar_interval]),
+            "metrics": metrics,
         }
         (self.run_dir / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
         (self.run_dir / "config.json").write_text(
@@ -388,13 +410,6 @@ class PaperSession:
 
     def _handler_failed(self, name: str, message: object, error: BaseException) -> None:
         self.handler_errors += 1
-
-
-def _resumed_at(config: KeelConfig, cursor: MarketCursor) -> KeelConfig:
-    """Return the configuration whose feed starts at the bar the venue's cursor is in."""
-    interval_ns = INTERVAL_MS[config.data.bar_interval] * NANOS_PER_MILLI
-    start = datetime.fromtimestamp((cursor.ts_event - interval_ns) / 1e9, tz=UTC)
-    return config.model_copy(update={"data": config.data.model_copy(update={"start": start})})
 
 
 def _closed(session: int, reason: str) -> SessionEnded:

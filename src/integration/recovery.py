@@ -4,13 +4,25 @@ A *session* is one account's run from a fresh start until it has nothing left
 to do (a paper replay: its data ended). The journal marks it with
 ``SessionStarted`` and ``SessionEnded``; a session with no ``SessionEnded``
 that says ``finished`` (an operator's stop, a crash) is recovered by the next
-start, in four steps:
+start, in five steps:
 
+0. **History**: the session's market data up to the restart point (the
+   venue's :class:`~keel.api.MarketCursor`) runs through the pipeline, which
+   trades it on its own scratch venue exactly as the session did (same data,
+   configuration and seed: same decisions). Everything a decision depends on
+   comes out of it where the session left it: the strategies and their
+   per-position state, the regime detectors, the strategy manager, the
+   optimizer and allocator (previous weights, rebalance schedule, costs),
+   the risk estimates and the drawdown, and the equity curve. Restarts are
+   invisible to the strategy. The scratch venue is then replaced by the real
+   one and the books by the journal's.
 1. **Snapshot**: the newest state snapshot of the session (orders, the
-   account's fills and funding, the drawdown's peak, the target weights) is loaded.
+   account's fills and funding, the drawdown, the target weights) is loaded.
 2. **Journal**: every journaled event after it is replayed into the order
-   records and positions. Replay is idempotent (fills by trade id, funding by
-   funding time), so a snapshot taken ahead of its journal sequence is harmless.
+   records and positions; the reports' fills, rejections, liquidations and
+   trading states are rebuilt from the session's journal. Replay is
+   idempotent (fills by trade id, funding by funding time), so a snapshot
+   taken ahead of its journal sequence is harmless.
 3. **Reconciliation** with the venue, which is always right: orders open in
    keel are queried; orders at the venue keel never heard of are adopted;
    fills and funding keel never applied are applied; positions and the
@@ -19,16 +31,17 @@ start, in four steps:
 4. **Clean slate**: orders still open are canceled (the execution algorithms
    that placed them did not survive the restart); only then does trading resume.
 
-The feed resumes right after the last market event the venue processed (its
-:class:`~keel.api.MarketCursor`); the strategies, the risk estimates and the
-optimizer warm up on the recorded bars before it (``strategy.warmup_bars``).
+The feed resumes right after the last market event the venue processed.
+What the clean slate cancels (orders open at the restart, execution
+algorithms still working) an uninterrupted session would have kept: only a
+restart with nothing open is invisible to the venue as well.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -36,13 +49,20 @@ import msgspec
 import structlog
 
 from keel.api import MarketCursor
+from keel.core.clock import SimulatedClock
 from keel.core.messages import (
     AllocationProposed,
+    BarClosed,
     CancelAllOrders,
     MarketDataEvent,
+    OrderFilled,
+    OrderRejected,
+    PositionLiquidated,
     ReconciliationCompleted,
     SessionEnded,
     SessionStarted,
+    SetTradingState,
+    TradingStateChanged,
 )
 from keel.core.ports import BalanceReport, PositionReport
 from keel.execution.order_manager import OrderBookkeeping
@@ -61,6 +81,7 @@ class RecoveredState(msgspec.Struct, frozen=True, kw_only=True):
 
     bookkeeping: OrderBookkeeping
     peak_equity: float
+    max_drawdown: float = 0.0
     allocations: dict[str, float] = {}
 
 
@@ -97,17 +118,76 @@ def capture_state(pipeline: Pipeline) -> dict[str, Any]:
     state = RecoveredState(
         bookkeeping=pipeline.orders.snapshot(),
         peak_equity=pipeline.risk.peak_equity,
+        max_drawdown=pipeline.risk.max_drawdown,
         allocations=pipeline.allocator.weights(),
     )
     return json.loads(msgspec.json.encode(state))
 
 
-def restore_state(pipeline: Pipeline, journal: Journal, snapshots: Snapshots, plan: SessionPlan) -> int:
-    """Load the session's newest snapshot and replay the journal after it; return the events replayed.
+@dataclass(slots=True)
+class ReplayedHistory:
+    """What :func:`replay_history` ran: bars and events, and the bar time whose equity is not recorded yet."""
 
-    Call before the pipeline starts: nothing is published and no venue is called.
+    bars: int = 0
+    events: int = 0
+    pending_bar_ts: int | None = None
+    fills: list[OrderFilled] = field(default_factory=list)
+
+
+def replay_history(pipeline: Pipeline, history: Iterable[MarketDataEvent]) -> ReplayedHistory:
+    """Start the pipeline and run the session's market history up to the restart point through it.
+
+    The pipeline trades the history on its own venue as the session did, so
+    every decision's state (strategies, regimes, strategy manager, optimizer
+    and allocator, risk estimates, drawdown) and the equity curve end where
+    the session's did. Execution algorithms still working at the end are
+    stopped. Call on a built pipeline whose venue is not the real one's
+    store yet and whose order manager does not write ahead: nothing of the
+    history reaches the journal or the real venue. :func:`restore_state`
+    then puts the real books in place.
+    """
+    bus, clock = pipeline.bus, pipeline.clock
+    assert isinstance(clock, SimulatedClock)
+    replayed = ReplayedHistory()
+    pipeline.start()
+    bus.drain()
+    for event in history:
+        ts = event.ts_event
+        if replayed.pending_bar_ts is not None and ts != replayed.pending_bar_ts:
+            pipeline.record_equity(replayed.pending_bar_ts)
+            replayed.pending_bar_ts = None
+        clock.advance_to(ts)
+        bus.publish(event)
+        bus.drain()
+        replayed.events += 1
+        if event.__class__ is BarClosed:
+            replayed.bars += 1
+            replayed.pending_bar_ts = ts
+    pipeline.router.cancel_parents("restart: the history replay ends here")
+    bus.drain()
+    replayed.fills = list(pipeline.recorder.fills)
+    _log.info("history replayed", bars=replayed.bars, events=replayed.events, fills=len(replayed.fills))
+    return replayed
+
+
+def restore_state(
+    pipeline: Pipeline,
+    journal: Journal,
+    snapshots: Snapshots,
+    plan: SessionPlan,
+    history: ReplayedHistory | None = None,
+) -> int:
+    """Put the session's books back: the newest snapshot, then the journal after it; return the events replayed.
+
+    The order records and positions are rebuilt from nothing (whatever the
+    history replay left in them goes), and so are the reports' fills,
+    rejections, liquidations and trading states, from the session's whole
+    journal. Call before the pipeline's bus runs: nothing is published and no
+    venue is called.
     """
     orders, positions = pipeline.orders, pipeline.positions
+    orders.restore(OrderBookkeeping(orders=[], commands=[], account_events=[]))
+    positions.clear_books()
     after = plan.first_sequence
     latest = snapshots.latest(after_sequence=plan.first_sequence)
     if latest is not None:
@@ -116,7 +196,7 @@ def restore_state(pipeline: Pipeline, journal: Journal, snapshots: Snapshots, pl
         orders.restore(state.bookkeeping)
         for event in state.bookkeeping.account_events:
             positions.replay(event)
-        pipeline.risk.restore_peak_equity(state.peak_equity)
+        pipeline.risk.restore_drawdown(state.peak_equity, state.max_drawdown)
         pipeline.allocator.restore_weights(state.allocations)
     replayed = 0
     for _sequence, message in journal.read(after):
@@ -126,8 +206,49 @@ def restore_state(pipeline: Pipeline, journal: Journal, snapshots: Snapshots, pl
         if account_event is not None:
             positions.replay(account_event)
         replayed += 1
+    if history is not None:
+        follow_journaled_trading_state(pipeline, journal)
+    rebuild_records(pipeline, journal, plan)
+    if history is not None:
+        _check_history(history, pipeline.recorder.fills)
     _log.info("state restored", snapshot=latest is not None, replayed=replayed, orders=len(orders.orders))
     return replayed
+
+
+def follow_journaled_trading_state(pipeline: Pipeline, journal: Journal) -> None:
+    """Move the risk controller to the journal's last trading state when the history replay left it elsewhere.
+
+    The replay knows the market but not the operator: a resume (or halt) the
+    session journaled wins over the state the replay's limits reached.
+    """
+    last = journal.latest(TradingStateChanged)
+    if isinstance(last, TradingStateChanged) and last.state is not pipeline.risk.trading_state:
+        now = pipeline.clock.timestamp_ns()
+        reason = f"as journaled before the restart: {last.reason}"
+        pipeline.bus.publish(SetTradingState(state=last.state, reason=reason, ts_event=now, ts_init=now))
+        pipeline.bus.drain()
+
+
+def rebuild_records(pipeline: Pipeline, journal: Journal, plan: SessionPlan) -> None:
+    """Rebuild the reports' fills (from the restored books), rejections, liquidations and trading states (journal)."""
+    recorder = pipeline.recorder
+    # In place: the recorder's bus handlers append to these very lists.
+    recorder.fills[:] = [e for e in pipeline.orders.account_events() if isinstance(e, OrderFilled)]
+    session = [message for _sequence, message in journal.read(plan.first_sequence)]
+    recorder.rejections[:] = [m for m in session if isinstance(m, OrderRejected)]
+    recorder.liquidations[:] = [m for m in session if isinstance(m, PositionLiquidated)]
+    recorder.trading_states[:] = [m for m in session if isinstance(m, TradingStateChanged)]
+
+
+def _check_history(history: ReplayedHistory, journaled: list[OrderFilled]) -> None:
+    """Warn when the journal's fills are not where the history replay's begin (the replay decided differently)."""
+    replay = [(f.trade_id, f.last_quantity, f.last_price) for f in history.fills[: len(journaled)]]
+    if replay != [(f.trade_id, f.last_quantity, f.last_price) for f in journaled]:
+        _log.warning(
+            "the history replay traded differently from the journal: decisions after the restart may differ",
+            replayed_fills=len(history.fills),
+            journaled_fills=len(journaled),
+        )
 
 
 async def reconcile(pipeline: Pipeline, since_ns: int) -> ReconciliationCompleted:
@@ -183,6 +304,16 @@ def balance_mismatches(positions: PositionManager, venue: BalanceReport) -> list
     if abs(wallet - venue.wallet_balance) <= BALANCE_TOLERANCE:
         return []
     return [f"wallet balance: keel {wallet}, venue {venue.wallet_balance}"]
+
+
+def events_until(feed: Iterable[MarketDataEvent], cursor: MarketCursor) -> Iterator[MarketDataEvent]:
+    """Yield the feed's events up to and including ``cursor`` (those :func:`events_after` skips)."""
+    for event in feed:
+        if event.ts_event > cursor.ts_event:
+            return
+        yield event
+        if event.ts_event == cursor.ts_event and MarketCursor.of(event) == cursor:
+            return
 
 
 def events_after(feed: Iterable[MarketDataEvent], cursor: MarketCursor | None) -> Iterator[MarketDataEvent]:

@@ -2,8 +2,9 @@
 
 Metrics are computed from the equity curve sampled at every bar close:
 simple returns per bar, annualized with ``sqrt(bars per year)`` (crypto
-trades 365 x 24 h). ``max_drawdown`` is a positive fraction of the running
-peak. ``win_rate`` is the share of position-reducing fills that realized a
+trades 365 x 24 h). ``drawdown`` and ``max_drawdown`` (positive fractions of
+the equity peak) are the risk controller's, the system's one drawdown, which
+a restart restores with the rest of the state. ``win_rate`` is the share of position-reducing fills that realized a
 profit (before fees). The CSV files are written with exact decimals and
 integer timestamps, so the same run writes the same bytes.
 """
@@ -227,6 +228,9 @@ def run_metrics(pipeline: Pipeline, bars_per_year: float) -> dict[str, Any]:
             "bus_high_water_mark": pipeline.bus.high_water_mark,
             "trading_state": pipeline.risk.trading_state.value,
             "strategies_excluded": dict(sorted(pipeline.excluded_strategies.items())),
+            # The risk controller's drawdown is the system's one drawdown (restored across restarts).
+            "drawdown": pipeline.risk.drawdown,
+            "max_drawdown": pipeline.risk.max_drawdown,
         }
     )
     return metrics

@@ -102,6 +102,15 @@ class PositionManager(Component):
         self.marks: dict[str, Decimal] = {}
         self.settled_marks: dict[str, Decimal] = {}
         self._mark_ts: int | None = None
+        self.clear_books()
+
+    def clear_books(self) -> None:
+        """Forget every position, fee, funding payment and fill, keeping the marks.
+
+        Recovery calls it before it replays the account's events from the snapshot and the journal.
+        """
+        self.positions = {}
+        self.strategy_positions = {}
         self.fees_paid = ZERO
         self.funding_received = ZERO
         self.fees_by_symbol: dict[str, Decimal] = {}

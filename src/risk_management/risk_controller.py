@@ -328,6 +328,7 @@ class RiskController(Component):
         self._bar_ts: int | None = None
         self._peak_equity = float(positions.initial_capital)
         self.drawdown = 0.0
+        self.max_drawdown = 0.0
         self._published_equity: float | None = None
         self.last_var: VaREstimate | None = None
         self.approved = 0
@@ -536,10 +537,15 @@ class RiskController(Component):
             self._publish_limits("equity moved", ts)
 
     def update_drawdown(self, current_equity: float) -> float:
-        """Track the equity peak; return the drawdown from it as a fraction (0 at a new peak)."""
+        """Track the equity peak; return the drawdown from it as a fraction (0 at a new peak).
+
+        This is the system's one drawdown: the status, the risk view and the
+        run reports read :attr:`drawdown` and :attr:`max_drawdown` (the deepest so far).
+        """
         if current_equity > self._peak_equity:
             self._peak_equity = current_equity
         self.drawdown = 1.0 - current_equity / self._peak_equity if self._peak_equity > 0 else 0.0
+        self.max_drawdown = max(self.max_drawdown, self.drawdown)
         return self.drawdown
 
     def _refresh_estimates(self) -> None:
@@ -683,9 +689,10 @@ class RiskController(Component):
         """Return the highest equity seen (the drawdown's reference)."""
         return self._peak_equity
 
-    def restore_peak_equity(self, peak: float) -> None:
-        """Put back the drawdown's reference after a restart (it never goes down)."""
+    def restore_drawdown(self, peak: float, max_drawdown: float = 0.0) -> None:
+        """Put back the drawdown's reference and its deepest value after a restart (neither goes down)."""
         self._peak_equity = max(self._peak_equity, peak)
+        self.max_drawdown = max(self.max_drawdown, max_drawdown)
 
     def update_limits(self, changes: Mapping[str, Any]) -> RiskLimits:
         """Replace limits by name at run time, as in the user's UC-1.2; publish and apply them now.

@@ -12,18 +12,23 @@ from keel.api import MarketCursor
 from keel.config import KeelConfig, load_config
 from keel.core.bus import EventBus
 from keel.core.clock import SimulatedClock
+from keel.core.fsm import TradingState
+from keel.core.instruments import load_instruments
 from keel.core.messages import (
+    BarClosed,
     FundingRateUpdated,
     OrderFilled,
     OrderSubmitted,
     SessionEnded,
     SessionStarted,
+    SetTradingState,
     SubmitOrder,
+    TradingStateChanged,
 )
 from keel.core.orders import LiquiditySide, OrderSide, OrderType
 from keel.integration.paper import PaperSession
-from keel.integration.pipeline import build_feed
-from keel.integration.recovery import events_after, plan_session
+from keel.integration.pipeline import build_feed, build_pipeline
+from keel.integration.recovery import events_after, follow_journaled_trading_state, plan_session
 from keel.integration.state_manager import StateManager
 from keel.persistence import Database, Journal, Snapshots
 from keel.persistence.write_behind import SpillFile
@@ -233,3 +238,47 @@ def test_a_position_the_venue_does_not_have_halts_trading_after_the_restart(pape
     assert final["reconciliation"]["mismatches"] == ["position BTCUSDT: keel 0.010, venue 0"]
     assert final["trading_state"] == "HALTED"
     assert second.monitors[0].health.value == "UNHEALTHY"
+
+
+def test_the_replayed_risk_takes_the_trading_state_the_session_journaled(paper_config_in) -> None:
+    # Arrange: the history replay halted trading (say, on its drawdown limit); the session's operator had resumed it
+    config: KeelConfig = paper_config_in
+    bus, journal = EventBus(), journal_in(config.run.output_dir)
+    pipeline = build_pipeline(config, load_instruments(config.exchange.instruments), bus, SimulatedClock(0))
+    pipeline.start()
+    bus.publish(SetTradingState(state=TradingState.HALTED, reason="drawdown in the replay", ts_event=1, ts_init=1))
+    bus.drain()
+    resumed = TradingStateChanged(
+        previous=TradingState.HALTED, state=TradingState.ACTIVE, reason="operator resumed", ts_event=1, ts_init=1
+    )
+    journal.append([resumed])
+
+    # Act
+    follow_journaled_trading_state(pipeline, journal)
+
+    # Assert
+    assert pipeline.risk.trading_state is TradingState.ACTIVE
+
+
+def test_a_restarted_session_is_paced_from_where_it_resumes(paper_config_in) -> None:
+    # Arrange: two hours replayed, stopped, then restarted at 600x (a bar every 0.1 s) for one second
+    config: KeelConfig = paper_config_in
+    first = PaperSession(config, config.run.output_dir / "first")
+
+    def stop_at_two_hours(bar: BarClosed) -> None:
+        if first.bars == 120:
+            first.request_stop("operator")
+
+    first.pipeline.bus.subscribe(BarClosed, stop_at_two_hours, name="test.stop")
+    asyncio.run(first.run())
+    paced = config.model_copy(
+        update={"paper": config.paper.model_copy(update={"speed": 600.0, "duration_seconds": 1.0})}
+    )
+
+    # Act
+    second = PaperSession(paced, config.run.output_dir / "second")
+    asyncio.run(second.run())
+
+    # Assert: it went on at once (paced from the data's start, its first bar would be two hours = 12 s away)
+    assert second.plan.recover
+    assert second.bars >= 1

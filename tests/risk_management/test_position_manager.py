@@ -155,6 +155,40 @@ def test_fills_bars_and_funding_book_quantity_entry_pnl_fees_funding_and_equity(
     assert manager.exposure(BTC) == manager.gross_exposure() == Decimal("0.012") * Decimal("95421.1")
 
 
+def test_clearing_the_books_and_replaying_the_same_events_books_the_same_account(real_data) -> None:
+    # Arrange: a booked account (fills, a mark, funding), as recovery finds the books after the history replay
+    book = Book(real_data)
+    bars = real_data.bars(BTC, BAR_COUNT)
+    funding = funding_paid(first_btc_funding(bars), Decimal("0.006"))
+    fills = [fill_at_open(bars[1], OrderSide.BUY, "0.010"), fill_at_open(bars[3], OrderSide.SELL, "0.004")]
+    book.publish(*fills, bars[26], funding)
+    manager = book.manager
+    before = (
+        manager.quantity(BTC),
+        manager.realized_pnl(),
+        manager.fees_paid,
+        manager.funding_received,
+        manager.equity(),
+    )
+
+    # Act
+    manager.clear_books()
+    cleared = (dict(manager.positions), manager.fills, manager.fees_paid, manager.equity(), manager.marks[BTC])
+    for event in (*fills, funding):
+        manager.replay(event)
+
+    # Assert: nothing booked but the marks kept; the same account after the replay
+    assert cleared == ({}, 0, 0, CAPITAL, money(bars[26].close))
+    assert (
+        manager.quantity(BTC),
+        manager.realized_pnl(),
+        manager.fees_paid,
+        manager.funding_received,
+        manager.equity(),
+    ) == before
+    assert manager.fills == 2
+
+
 def test_every_fill_publishes_the_position_change(real_data) -> None:
     # Arrange
     book = Book(real_data)

@@ -708,6 +708,25 @@ def test_drawdown_moves_trading_to_reducing_then_halted_with_reasons() -> None:
     assert desk.risk.drawdown >= 0.02
 
 
+def test_the_drawdown_keeps_its_peak_and_deepest_value_and_a_restore_never_lowers_them() -> None:
+    # Arrange: equity 10,000 -> 11,000 -> 9,900 -> 10,450
+    desk = Desk()
+    risk = desk.risk
+
+    # Act
+    for equity in (10_000.0, 11_000.0, 9_900.0, 10_450.0):
+        risk.update_drawdown(equity)
+
+    # Assert: 5% below the 11,000 peak now, 10% at the deepest
+    assert risk.peak_equity == 11_000.0
+    assert risk.drawdown == pytest.approx(0.05)
+    assert risk.max_drawdown == pytest.approx(0.10)
+    risk.restore_drawdown(peak=10_500.0, max_drawdown=0.02)
+    assert (risk.peak_equity, risk.max_drawdown) == (11_000.0, pytest.approx(0.10))
+    risk.restore_drawdown(peak=12_000.0, max_drawdown=0.2)
+    assert (risk.peak_equity, risk.max_drawdown) == (12_000.0, 0.2)
+
+
 def test_a_var_breach_reduces_and_clears_itself_when_the_limit_is_raised() -> None:
     # Arrange: a 2x BTC position; its daily VaR is far above 0.5% of equity
     desk = Desk(var_window=120, min_var_observations=60, covariance_refresh_bars=1)
