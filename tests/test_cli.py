@@ -117,7 +117,22 @@ def test_data_inspect_of_the_bundled_data_finds_no_problem() -> None:
 
     # Assert
     assert completed.returncode == 0, completed.stderr
-    assert completed.stdout.strip().endswith("0 bad rows, 0 gaps")
+    assert completed.stdout.strip().endswith("0 bad rows, 0 gaps, 0 unreadable")
+
+
+def test_data_inspect_reports_a_file_it_cannot_read_and_goes_on(tmp_path: Path) -> None:
+    # Arrange: a folder of the real BTCUSDT file and one of another format (not gzip)
+    real = REPO / "data/ohlcv/binance_usdm_1m_2025-05/BTCUSDT_1m.csv.gz"
+    (tmp_path / "BTCUSDT_1m.csv.gz").write_bytes(real.read_bytes())
+    (tmp_path / "notes.csv.gz").write_text("this is not gzip")
+
+    # Act
+    completed = keel("data", "inspect", str(tmp_path))
+
+    # Assert
+    assert completed.returncode == 1
+    assert str((tmp_path / "notes.csv.gz").resolve()) in completed.stderr
+    assert "1 files, 43199 rows kept" in completed.stdout and "1 unreadable" in completed.stdout
 
 
 def test_run_recovers_an_unfinished_paper_session_unless_fresh_is_asked_for(tmp_path: Path) -> None:
