@@ -242,16 +242,21 @@ def inspect(paths: tuple[str, ...]) -> None:
     """Print rows, span, symbols, gaps and bad rows of each data file (folders are searched)."""
     from keel.market_data.inspection import inspect_paths, render_report
 
-    try:
-        reports = inspect_paths(paths)
-    except MalformedDataError as error:
-        _fail(f"data error: {error}", EXIT_FAILURE)
+    unreadable: list[tuple[Path, str]] = []
+    reports = inspect_paths(paths, unreadable)
     for report in reports:
         click.echo(render_report(report))
         click.echo("")
+    for path, problem in unreadable:
+        click.echo(f"cannot read {path}: {problem}", err=True)
     bad = sum(len(r.bad_rows) for r in reports)
     gaps = sum(len(r.gaps) for r in reports)
-    click.echo(f"{len(reports)} files, {sum(r.rows_kept for r in reports)} rows kept, {bad} bad rows, {gaps} gaps")
+    click.echo(
+        f"{len(reports)} files, {sum(r.rows_kept for r in reports)} rows kept, {bad} bad rows, {gaps} gaps, "
+        f"{len(unreadable)} unreadable"
+    )
+    if unreadable:
+        sys.exit(EXIT_FAILURE)
 
 
 @data.command("replay-book")

@@ -187,7 +187,7 @@ class RunConfig(_Section):
 class DataConfig(_Section):
     """Recorded market data: bars and funding rates."""
 
-    root: Path = Field(Path("data"), description="Data folder, relative to the working directory.")
+    root: Path = Field(Path("data"), description="Data folder; a relative one is read against the file that names it.")
     bars: str = Field(
         "ohlcv/binance_usdm_1m_2025-05",
         min_length=1,
@@ -622,7 +622,7 @@ class ExchangeConfig(_Section):
     slippage_bps: float = Field(1.0, ge=0, description="Simulated slippage of market orders, basis points.")
     instruments: Path = Field(
         Path("config/instruments.yaml"),
-        description="Instrument specifications file, relative to the working directory.",
+        description="Instrument specifications file; a relative one is read against the file that names it.",
     )
     margin_type: Literal["CROSSED", "ISOLATED"] = Field("CROSSED", description="Margin type set on each symbol.")
     position_mode: Literal["ONE_WAY", "HEDGE"] = Field("ONE_WAY", description="Position mode of the account.")
@@ -638,7 +638,7 @@ class ExchangeConfig(_Section):
     )
     leverage_brackets: Path = Field(
         Path("config/leverage_brackets.yaml"),
-        description="Leverage brackets and liquidation fees file, relative to the working directory.",
+        description="Leverage brackets and liquidation fees file; a relative one is read against the file naming it.",
     )
     funding_interval_hours: dict[Symbol, Annotated[int, Field(ge=1, le=24)]] = Field(
         default_factory=lambda: {"ENAUSDT": 4},
@@ -921,7 +921,38 @@ def load_config(
             "run.mode",
             f"{config.run.mode!r} conflicts with the requested mode {mode!r}",
         )
-    return config
+    return _resolve_paths(config, provenance, _default_config_dir() if config_dir is None else config_dir)
+
+
+_INPUT_PATHS = (("data", "root"), ("exchange", "instruments"), ("exchange", "leverage_brackets"))
+"""Input files and folders: a relative one is read against the file that names it."""
+
+
+def _resolve_paths(config: KeelConfig, provenance: _Provenance, directory: Path) -> KeelConfig:
+    """Make relative input paths absolute: against the YAML file that set them (``config/``'s files: the project).
+
+    A path set by an environment variable, the command line or not at all is
+    read against the project for keel's defaults and the working directory
+    for the rest, so ``keel backtest`` finds the bundled data from any folder.
+    """
+    project = directory.resolve().parent
+    updates: dict[str, dict[str, Path]] = {}
+    for section, key in _INPUT_PATHS:
+        value = Path(getattr(getattr(config, section), key))
+        if value.is_absolute():
+            continue
+        source = provenance.get((section, key))
+        if source is None:
+            base = project
+        elif source.endswith((".yaml", ".yml")) and Path(source).is_file():
+            folder = Path(source).resolve().parent
+            base = project if folder == directory.resolve() else folder
+        else:
+            base = Path.cwd()
+        updates.setdefault(section, {})[key] = (base / value).resolve()
+    if not updates:
+        return config
+    return config.model_copy(update={s: getattr(config, s).model_copy(update=values) for s, values in updates.items()})
 
 
 def _layers(

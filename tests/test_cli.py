@@ -117,7 +117,22 @@ def test_data_inspect_of_the_bundled_data_finds_no_problem() -> None:
 
     # Assert
     assert completed.returncode == 0, completed.stderr
-    assert completed.stdout.strip().endswith("0 bad rows, 0 gaps")
+    assert completed.stdout.strip().endswith("0 bad rows, 0 gaps, 0 unreadable")
+
+
+def test_data_inspect_reports_a_file_it_cannot_read_and_goes_on(tmp_path: Path) -> None:
+    # Arrange: a folder of the real BTCUSDT file and one of another format (not gzip)
+    real = REPO / "data/ohlcv/binance_usdm_1m_2025-05/BTCUSDT_1m.csv.gz"
+    (tmp_path / "BTCUSDT_1m.csv.gz").write_bytes(real.read_bytes())
+    (tmp_path / "notes.csv.gz").write_text("this is not gzip")
+
+    # Act
+    completed = keel("data", "inspect", str(tmp_path))
+
+    # Assert
+    assert completed.returncode == 1
+    assert str((tmp_path / "notes.csv.gz").resolve()) in completed.stderr
+    assert "1 files, 43199 rows kept" in completed.stdout and "1 unreadable" in completed.stdout
 
 
 def test_run_recovers_an_unfinished_paper_session_unless_fresh_is_asked_for(tmp_path: Path) -> None:
@@ -240,3 +255,22 @@ def test_backup_create_list_verify_restore_and_a_corrupted_backup_refused(tmp_pa
     assert len(listed.stdout.strip().splitlines()) == 1
     assert refused.returncode == 1
     assert "config.json does not match its SHA-256" in refused.stderr
+
+
+def test_bars_of_another_interval_than_configured_exit_2_naming_the_file(tmp_path: Path) -> None:
+    # Arrange: the real 1h BTCUSDT file presented as 1m bars
+    folder = tmp_path / "bars"
+    folder.mkdir()
+    real = REPO / "data/ohlcv/binance_usdm_1h_2025-03/BTCUSDT_1h.csv.gz"
+    (folder / "BTCUSDT_1m.csv.gz").write_bytes(real.read_bytes())
+    layer = tmp_path / "layer.yaml"
+    layer.write_text(f"data:\n  root: {tmp_path}\n  bars: bars\n  funding: none\n")
+
+    # Act
+    completed = keel("backtest", "--config", str(layer), "--symbols", "BTCUSDT", "--output", str(tmp_path / "out"))
+
+    # Assert
+    assert completed.returncode == 2
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert str(folder / "BTCUSDT_1m.csv.gz") in lines[0] and "1h apart, not 1m" in lines[0]

@@ -42,8 +42,22 @@ def load_error(mode: str | None = None, config_file: Path | None = None, **envir
 
 def test_defaults_match_the_schema() -> None:
     config = load()
+    schema = KeelConfig()
+    project = CONFIG_DIR.parent
 
-    assert config == KeelConfig()
+    # Input paths of the defaults are read against the project (the defaults live in config/).
+    relative = config.model_copy(
+        update={
+            "data": config.data.model_copy(update={"root": config.data.root.relative_to(project)}),
+            "exchange": config.exchange.model_copy(
+                update={
+                    "instruments": config.exchange.instruments.relative_to(project),
+                    "leverage_brackets": config.exchange.leverage_brackets.relative_to(project),
+                }
+            ),
+        }
+    )
+    assert relative == schema
 
 
 @pytest.mark.parametrize("mode", ["backtest", "paper"])
@@ -334,3 +348,35 @@ def test_every_binance_interval_is_accepted_and_resampling_must_divide_it() -> N
         KeelConfig.model_validate({"data": {"bar_interval": "5m", "resample_from": "3m"}})
     with pytest.raises(ValidationError, match="bar_interval"):
         KeelConfig.model_validate({"data": {"bar_interval": "7m"}})
+
+
+def test_relative_input_paths_are_read_against_the_file_that_names_them(tmp_path: Path) -> None:
+    # Arrange
+    layer = tmp_path / "research" / "layer.yaml"
+    layer.parent.mkdir()
+    layer.write_text("data:\n  root: ../recordings\n")
+
+    # Act
+    mine = load_config("backtest", layer)
+    default = load_config("backtest")
+
+    # Assert
+    assert mine.data.root == (tmp_path / "recordings").resolve()
+    assert default.data.root == (CONFIG_DIR.parent / "data").resolve()
+    assert default.exchange.instruments == (CONFIG_DIR / "instruments.yaml").resolve()
+
+
+def test_backtest_from_another_folder_finds_the_bundled_data(tmp_path: Path) -> None:
+    # Arrange
+    import subprocess
+    import sys
+
+    # Act
+    completed = subprocess.run(
+        [sys.executable, "-m", "keel.cli", "backtest", "--symbols", "BTCUSDT", "--start", "2025-05-05",
+         "--end", "2025-05-06", "--output", str(tmp_path / "out")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+    # Assert
+    assert completed.returncode == 0, completed.stderr

@@ -472,7 +472,7 @@ def convert_archive(sources: Iterable[Path], destination: Path, result: ArchiveR
         result.written.append(_write_csv(target, ("symbol", "time_ms", "funding_rate", "mark_price"), rows))
     if symbols:
         section = {
-            "root": str(destination.resolve()),
+            "root": ".",
             "bars": "ohlcv",
             "bar_interval": intervals[0],
             "symbols": symbols,
@@ -485,7 +485,7 @@ def convert_archive(sources: Iterable[Path], destination: Path, result: ArchiveR
 def write_data_config(destination: Path, section: dict[str, object], result: ArchiveResult) -> Path:
     """Write ``destination/data.yaml``: the config layer ``keel backtest --config`` takes as it is."""
     path = destination / "data.yaml"
-    lines = "# Written by keel data download/import: the data these files hold.\n"
+    lines = "# Written by keel data download/import: the data these files hold (root: this folder).\n"
     path.write_text(lines + yaml.safe_dump({"data": section}, sort_keys=False), encoding="utf-8")
     result.config = path
     return path

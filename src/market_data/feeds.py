@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from keel.core.clock import NANOS_PER_MILLI, LiveClock
-from keel.core.errors import MalformedDataError
+from keel.core.errors import ConfigurationError, MalformedDataError
 from keel.core.intervals import INTERVAL_MS
 from keel.core.messages import (
     BarClosed,
@@ -81,6 +81,31 @@ class DataNotCoveredError(MalformedDataError):
             f"Fetch the missing data with `{command}` and run with --config {target}/data.yaml"
         )
         self.command = command
+
+
+def _check_spacing(path: Path, open_ms: np.ndarray, interval: str, resampling: bool) -> None:
+    """Raise unless the bars of a file are ``interval`` apart (the most common spacing: gaps are allowed).
+
+    Raises
+    ------
+    ConfigurationError
+        Naming the file, the spacing found and the interval configured.
+    """
+    if len(open_ms) < 2:
+        return
+    spacings, counts = np.unique(np.diff(open_ms), return_counts=True)
+    found = int(spacings[np.argmax(counts)])
+    if found == INTERVAL_MS[interval]:
+        return
+    names = {ms: name for name, ms in INTERVAL_MS.items()}
+    found_name = names.get(found, f"{found / 60_000:g} minutes")
+    key = "data.resample_from" if resampling else "data.bar_interval"
+    raise ConfigurationError(
+        str(path.resolve()),
+        key,
+        f"the bars in this file are {found_name} apart, not {interval}: set {key} to {found_name} "
+        "(or point data.bars at files of the interval you want)",
+    )
 
 
 def _day(ns: int) -> str:
@@ -175,6 +200,7 @@ class RecordedBarFeed:
         loaded = load_ohlcv(path, symbol=symbol)
         self.reports.append(loaded.report)
         frame = loaded.frame
+        _check_spacing(path, frame["open_time_ms"].to_numpy(np.int64), source, self.resample_from is not None)
         if self.resample_from is not None:
             frame = resample_ohlcv(frame, INTERVAL_MS[self.resample_from], INTERVAL_MS[self.interval])
         open_ns = frame["open_time_ms"].to_numpy(np.int64) * NANOS_PER_MILLI

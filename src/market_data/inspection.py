@@ -12,12 +12,15 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from keel.core.errors import MalformedDataError
 from keel.market_data.loaders import Gap, LoadReport, load_any
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def inspect_paths(paths: Sequence[str | Path]) -> list[LoadReport]:
+def inspect_paths(
+    paths: Sequence[str | Path], unreadable: list[tuple[Path, str]] | None = None
+) -> list[LoadReport]:
     """Load files and return their load reports.
 
     Parameters
@@ -25,18 +28,29 @@ def inspect_paths(paths: Sequence[str | Path]) -> list[LoadReport]:
     paths
         Files, or folders standing for every ``*.csv.gz`` file below them
         (in sorted order), in the order given.
+    unreadable
+        When given, a file that cannot be read at all is appended here as
+        (absolute path, problem) and the inspection goes on with the next.
 
     Returns
     -------
     list of LoadReport
-        One report per file.
+        One report per file read.
 
     Raises
     ------
     MalformedDataError
-        At the first file that cannot be read at all.
+        At the first file that cannot be read at all, when ``unreadable`` is None.
     """
-    return [load_any(file).report for file in _expand(paths)]
+    reports = []
+    for file in _expand(paths):
+        try:
+            reports.append(load_any(file).report)
+        except MalformedDataError as error:
+            if unreadable is None:
+                raise
+            unreadable.append((file.resolve(), str(error)))
+    return reports
 
 
 def render_report(report: LoadReport, max_listed: int = 5) -> str:

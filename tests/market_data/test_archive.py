@@ -78,7 +78,7 @@ def test_download_verifies_every_checksum_and_converts_to_the_bundled_values(tmp
     recorded = recorded[recorded["time_ms"] < 1751328000000].reset_index(drop=True)
     pd.testing.assert_frame_equal(funding, recorded)
     assert section == {
-        "root": str(tmp_path.resolve()),
+        "root": ".",
         "bars": "ohlcv",
         "bar_interval": "1m",
         "symbols": ["BTCUSDT"],
@@ -148,15 +148,16 @@ def test_data_config_layer_is_written_and_loadable(tmp_path: Path) -> None:
     from keel.config import load_config
 
     result = ArchiveResult()
-    section = {"root": str(tmp_path), "bars": "ohlcv", "bar_interval": "5m", "symbols": ["BTCUSDT"]}
+    section = {"root": ".", "bars": "ohlcv", "bar_interval": "5m", "symbols": ["BTCUSDT"]}
 
     # Act
     path = write_data_config(tmp_path, section, result)
     config = load_config("backtest", str(path))
 
-    # Assert
+    # Assert: the data root is the folder of data.yaml, wherever keel runs from
     assert result.config == path
     assert config.data.bar_interval == "5m" and config.data.symbols == ("BTCUSDT",)
+    assert config.data.root == tmp_path.resolve()
 
 
 def test_convert_refuses_files_not_named_as_the_archive_names_them(tmp_path: Path) -> None:
