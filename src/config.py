@@ -106,6 +106,7 @@ class Secret:
     """
 
     __slots__ = ("_value",)
+    _value: str
 
     def __init__(self, value: str) -> None:
         if not isinstance(value, str) or value == "":

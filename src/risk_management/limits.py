@@ -97,7 +97,7 @@ class RiskLimits:
             if name in _INTEGERS and not number.is_integer():
                 raise ValueError(f"risk limit {name} must be a whole number, got {value!r}")
             values[name] = int(number) if name in _INTEGERS else number
-        return replace(self, **values)
+        return replace(self, **values)  # type: ignore[arg-type]
 
     def as_dict(self) -> dict[str, float]:
         """Return the limits by name."""
