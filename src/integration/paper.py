@@ -101,8 +101,8 @@ class PaperSession:
         bus = EventBus(config.bus.capacity, on_handler_error=self._handler_failed)
         self.pipeline = build_pipeline(config, instruments, bus, self.clock)
         if self.plan.recover:
-            self.venue_store.load_into(self.pipeline.exchange)
-        self.venue_store.attach(self.pipeline.exchange)
+            self.venue_store.load_into(self.pipeline.simulated_exchange())
+        self.venue_store.attach(self.pipeline.simulated_exchange())
         self.state = StateManager(
             journal,
             bus,
@@ -270,12 +270,12 @@ class PaperSession:
         now = pipeline.clock.timestamp_ns()
         open_orders = len(pipeline.orders.open_orders())
         pipeline.router.cancel_parents(f"shutdown: {self.stop_reason}")
-        pipeline.exchange.deliver_in_flight()
+        pipeline.deliver_in_flight()
         await bus.join()
         bus.publish(CancelAllOrders(symbol=None, reason=f"shutdown: {self.stop_reason}", ts_event=now, ts_init=now))
         await bus.join()
         # Shutting down outlasts every request's flight: the cancels (and what they cancel) reach the venue.
-        pipeline.exchange.deliver_in_flight()
+        pipeline.deliver_in_flight()
         await bus.join()
         bus.publish(
             SessionEnded(

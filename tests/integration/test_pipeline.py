@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from decimal import Decimal
 from pathlib import Path
+
+import pytest
 
 from keel.config import load_config
 from keel.core.bus import EventBus
@@ -12,6 +15,7 @@ from keel.core.fsm import ComponentState
 from keel.core.instruments import load_instruments
 from keel.core.messages import BarClosed, FundingRateUpdated, PositionSide, SubmitOrder
 from keel.core.orders import OrderSide, OrderType
+from keel.core.ports import ExchangePort
 from keel.integration.pipeline import build_pipeline
 from keel.market_data.feeds import RecordedBarFeed
 
@@ -110,3 +114,23 @@ def test_the_venues_liquidation_reaches_the_position_book_and_the_recorder() -> 
     assert any(isinstance(e, FundingRateUpdated) for e in events)
     assert pipeline.positions.equity() == pipeline.exchange.balance().margin_balance
     assert pipeline.orders.unknown_reports == 0
+
+
+class _OtherVenue:
+    name = "other"
+
+
+def test_the_pipeline_holds_its_venue_by_the_exchange_port() -> None:
+    # Arrange
+    config = load_config("backtest", environ={})
+    pipeline = build_pipeline(config, load_instruments(config.exchange.instruments), EventBus(), SimulatedClock(0))
+    elsewhere = dataclasses.replace(pipeline, exchange=_OtherVenue())
+
+    # Act
+    simulated = pipeline.simulated_exchange()
+
+    # Assert
+    assert isinstance(pipeline.exchange, ExchangePort)
+    assert simulated is pipeline.exchange
+    with pytest.raises(TypeError, match="the venue other is not the simulated exchange"):
+        elsewhere.simulated_exchange()
