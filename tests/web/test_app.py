@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TOKEN, bearer, running_session
+from conftest import TOKEN, bearer, running_session, session_config
+from keel.integration.paper import PaperSession
+from keel.integration.responses import SystemStatus
 from keel.persistence import AuditLog, Database
+from keel.web import create_app
 
 CONTROL_ROUTES = [
     ("POST", "/api/v1/emergency-stop", {"reason": "test"}),
@@ -184,3 +187,43 @@ def test_metrics_are_prometheus_text(tmp_path: Path) -> None:
     ):
         assert name in text, name
     assert TOKEN not in text
+
+
+def test_openapi_documents_every_control_api_response(tmp_path: Path) -> None:
+    # Arrange
+    session = PaperSession(session_config(tmp_path), tmp_path)
+    app = create_app(session.orchestrator, api_token=TOKEN, audit=session.orchestrator.record_operator_action)
+
+    # Act
+    document = app.openapi()
+
+    # Assert
+    operations = [
+        (path, method, operation)
+        for path, item in document["paths"].items()
+        if path.startswith("/api/v1/")
+        for method, operation in item.items()
+    ]
+    assert len(operations) == 12
+    for path, method, operation in operations:
+        schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
+        assert schema.get("$ref") or schema.get("items") or schema.get("additionalProperties"), (method, path, schema)
+    status = document["paths"]["/api/v1/status"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert status == {"$ref": "#/components/schemas/SystemStatus"}
+    documented = document["components"]["schemas"]["SystemStatus"]["properties"]
+    assert set(documented) == set(SystemStatus.model_fields)
+
+
+def test_responses_read_like_mappings_for_the_use_cases(tmp_path: Path) -> None:
+    # Arrange
+    session = PaperSession(session_config(tmp_path), tmp_path)
+
+    # Act
+    status = session.orchestrator.get_system_status()
+
+    # Assert
+    assert status["health"] == status.health == "HEALTHY"
+    assert status.get("no such field", "absent") == "absent"
+    assert "equity" in status and "no such field" not in status
+    with pytest.raises(KeyError, match="no such field"):
+        status["no such field"]
