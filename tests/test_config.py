@@ -163,6 +163,22 @@ def test_unknown_key_names_the_user_file_and_dotted_key(tmp_path: Path, text: st
         ("bus:\n  capacity: 0\n", "bus.capacity"),
         ("data:\n  start: 2025-05-10\n  end: 2025-05-01\n", "data.end"),
         ("strategy:\n  fast_period: 60\n  slow_period: 20\n", "strategy.fast_period"),
+        (
+            "strategy:\n  parameters:\n    trend_following:\n      fast_period: 101\n",
+            "strategy.parameters.trend_following.fast_period",
+        ),
+        (
+            "strategy:\n  parameters:\n    mean_reversion:\n      entry_z: 4.0\n      stop_z: 3.0\n",
+            "strategy.parameters.mean_reversion.entry_z",
+        ),
+        (
+            "strategy:\n  parameters:\n    range_trading:\n      min_range_width: 0.09\n      max_range_width: 0.05\n",
+            "strategy.parameters.range_trading.min_range_width",
+        ),
+        (
+            "strategy:\n  parameters:\n    funding_arbitrage:\n      holding_intervals: 2.5\n",
+            "strategy.parameters.funding_arbitrage.holding_intervals",
+        ),
     ],
 )
 def test_bad_value_names_the_user_file_and_key(tmp_path: Path, text: str, key: str) -> None:
