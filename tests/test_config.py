@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -13,6 +14,12 @@ from pydantic import ValidationError
 
 from keel.config import KeelConfig, Secret, config_to_dict, load_config
 from keel.core.errors import ConfigurationError
+from keel.strategy_engine import (
+    FundingArbitrageStrategy,
+    MeanReversionStrategy,
+    RangeTradingStrategy,
+    TrendFollowingStrategy,
+)
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 LIVE_KEYS = {
@@ -329,3 +336,31 @@ def test_config_repr_and_dumps_never_contain_secret_values() -> None:
         assert value not in json.dumps(dumped)
     assert dumped["secrets"]["binance_api_key"] == "**********"
     assert dumped["secrets"]["api_token"] is None
+
+
+def test_the_default_file_documents_each_strategy_parameter_from_the_strategy() -> None:
+    # Arrange: the strategies' parameter spaces are the one source of defaults, ranges and descriptions
+    spaces = {
+        "trend_following": TrendFollowingStrategy.parameter_space,
+        "mean_reversion": MeanReversionStrategy.parameter_space,
+        "range_trading": RangeTradingStrategy.parameter_space,
+        "funding_arbitrage": FundingArbitrageStrategy.parameter_space,
+    }
+    lines = (CONFIG_DIR / "default.yaml").read_text().splitlines()
+
+    # Act
+    documented: dict[tuple[str, str], tuple[float, str]] = {}
+    section = None
+    for line in lines:
+        if (header := re.fullmatch(r"    (\w+):.*", line)) is not None:
+            section = header.group(1)
+        elif section in spaces and (entry := re.fullmatch(r"      (\w+): ([^#]+?)  # (.*)", line)) is not None:
+            documented[(section, entry.group(1))] = (float(entry.group(2)), entry.group(3))
+
+    # Assert
+    expected = {(section, name) for section, space in spaces.items() for name in space}
+    assert set(documented) == expected
+    for (section, name), (default, comment) in documented.items():
+        spec = spaces[section][name]
+        assert default == spec.default, (section, name)
+        assert comment.startswith(spec.describe()), (section, name, comment, spec.describe())
