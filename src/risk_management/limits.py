@@ -88,7 +88,7 @@ class RiskLimits:
         unknown = sorted(set(changes) - known)
         if unknown:
             raise ValueError(f"unknown risk limit {', '.join(unknown)}; expected one of {', '.join(sorted(known))}")
-        values: dict[str, float | int] = {}
+        values: dict[str, Any] = {}
         for name, value in changes.items():
             try:
                 number = float(value)
@@ -97,7 +97,7 @@ class RiskLimits:
             if name in _INTEGERS and not number.is_integer():
                 raise ValueError(f"risk limit {name} must be a whole number, got {value!r}")
             values[name] = int(number) if name in _INTEGERS else number
-        return replace(self, **values)  # type: ignore[arg-type]
+        return replace(self, **values)
 
     def as_dict(self) -> dict[str, float]:
         """Return the limits by name."""
