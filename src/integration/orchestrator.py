@@ -34,8 +34,10 @@ from keel.core.orders import Order, OrderSide, OrderType
 from keel.integration.pipeline import Pipeline
 from keel.integration.reports import iso_time
 from keel.integration.responses import (
+    BusActivity,
     EmergencyStopOutcome,
     FillRow,
+    MetricsSnapshot,
     OrderRow,
     PositionRow,
     ResumeOutcome,
@@ -236,7 +238,7 @@ class TradingOrchestrator:
         """Return the most recent equity points as (ms, equity)."""
         return [(p.ts // 1_000_000, float(p.equity)) for p in self.pipeline.recorder.equity[-limit:]]
 
-    def metrics(self) -> dict[str, Any]:
+    def metrics(self) -> MetricsSnapshot:
         """Return the numbers /metrics exports."""
         positions = self.pipeline.positions
         bus = self.pipeline.bus.metrics()
@@ -245,33 +247,33 @@ class TradingOrchestrator:
             statuses[order.status.value] = statuses.get(order.status.value, 0) + 1
         slowest = max((s["p99_ns_upper_bound"] for s in bus.handler_latency_ns.values()), default=0)
         equity = positions.equity()
-        return {
-            "bus": {
-                "depth": bus.depth,
-                "high_water_mark": bus.high_water_mark,
-                "capacity": bus.capacity,
-                "published": bus.published,
-                "dispatched": bus.dispatched,
-                "conflated": bus.conflated,
-                "handler_errors": bus.handler_errors,
-                "handler_latency_ns": bus.handler_latency_ns,
-                "slowest_p99_us": slowest / 1000,
-            },
-            "orders_by_status": statuses,
-            "fills": positions.fills,
-            "fees": float(positions.fees_paid),
-            "funding": float(-positions.funding_received),
-            "equity": float(equity),
-            "pnl": float(equity - positions.initial_capital),
-            "realized_pnl": float(positions.realized_pnl()),
-            "unrealized_pnl": float(positions.unrealized_pnl()),
-            "gross_exposure": float(positions.gross_exposure()),
-            "exposure": {s: float(positions.exposure(s)) for s in sorted(positions.positions)},
-            "var": None if self.pipeline.risk.last_var is None else self.pipeline.risk.last_var.var,
-            "trading_state": self.pipeline.risk.trading_state.value,
-            "feed_staleness_seconds": self.feed_staleness_seconds(),
-            "exchange_latency_seconds": self.pipeline.orders.venue_latency_seconds,
-        }
+        return MetricsSnapshot(
+            bus=BusActivity(
+                depth=bus.depth,
+                high_water_mark=bus.high_water_mark,
+                capacity=bus.capacity,
+                published=bus.published,
+                dispatched=bus.dispatched,
+                conflated=bus.conflated,
+                handler_errors=bus.handler_errors,
+                handler_latency_ns=bus.handler_latency_ns,
+                slowest_p99_us=slowest / 1000,
+            ),
+            orders_by_status=statuses,
+            fills=positions.fills,
+            fees=float(positions.fees_paid),
+            funding=float(-positions.funding_received),
+            equity=float(equity),
+            pnl=float(equity - positions.initial_capital),
+            realized_pnl=float(positions.realized_pnl()),
+            unrealized_pnl=float(positions.unrealized_pnl()),
+            gross_exposure=float(positions.gross_exposure()),
+            exposure={s: float(positions.exposure(s)) for s in sorted(positions.positions)},
+            var=None if self.pipeline.risk.last_var is None else self.pipeline.risk.last_var.var,
+            trading_state=self.pipeline.risk.trading_state.value,
+            feed_staleness_seconds=self.feed_staleness_seconds(),
+            exchange_latency_seconds=self.pipeline.orders.venue_latency_seconds,
+        )
 
     # --- operator commands --------------------------------------------------------------
 

@@ -150,3 +150,37 @@ class StrategySwitch(Response):
 
     name: str
     enabled: bool
+
+
+class BusActivity(Response):
+    """The event bus's queue and throughput counters and its handlers' latency."""
+
+    depth: int
+    high_water_mark: int
+    capacity: int
+    published: int
+    dispatched: int
+    conflated: int
+    handler_errors: int
+    handler_latency_ns: dict[str, dict[str, float]] = Field(description="Latency statistics by handler.")
+    slowest_p99_us: float = Field(description="The slowest handler's 99th-percentile bound, microseconds.")
+
+
+class MetricsSnapshot(Response):
+    """The numbers ``/metrics`` exports (USDT amounts as floats)."""
+
+    bus: BusActivity
+    orders_by_status: dict[str, int]
+    fills: int
+    fees: float
+    funding: float = Field(description="Funding paid (negative: received).")
+    equity: float
+    pnl: float
+    realized_pnl: float
+    unrealized_pnl: float
+    gross_exposure: float
+    exposure: dict[str, float] = Field(description="Absolute position value by symbol.")
+    var: float | None
+    trading_state: str
+    feed_staleness_seconds: float | None = Field(description="Wall-clock seconds since the last market data.")
+    exchange_latency_seconds: float | None

@@ -279,7 +279,7 @@ def create_app(
     @app.get("/metrics")
     async def metrics() -> Response:
         """Prometheus text format."""
-        body, content_type = render_metrics(service.metrics())
+        body, content_type = render_metrics(service.metrics().model_dump())
         return Response(body, media_type=content_type)
 
     @app.get("/dashboard", include_in_schema=False)
@@ -314,7 +314,7 @@ def dashboard_snapshot(service: TradingService, *, full_curve: bool) -> dict[str
         "recent_fills": [row.model_dump(mode="json") for row in service.trades(limit=20)],
         "equity_curve": [list(point) for point in curve],
         "full_curve": full_curve,
-        "bus": service.metrics().get("bus", {}),
+        "bus": service.metrics().bus.model_dump(mode="json"),
     }
 
 

@@ -8,11 +8,12 @@ orchestrator implements it; the web layer never reaches into components.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Protocol
 
 from keel.integration.responses import (
     EmergencyStopOutcome,
     FillRow,
+    MetricsSnapshot,
     OrderRow,
     PositionRow,
     ResumeOutcome,
@@ -50,7 +51,7 @@ class TradingService(Protocol):
     def equity_curve(self, limit: int = 2000) -> list[tuple[int, float]]:
         """Return recent (time in ms, equity) points."""
 
-    def metrics(self) -> dict[str, Any]:
+    def metrics(self) -> MetricsSnapshot:
         """Return the numbers /metrics exports (see keel.web.metrics)."""
 
     async def emergency_stop(self, reason: str, flatten: bool = False) -> EmergencyStopOutcome:
