@@ -5,7 +5,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: run backtest test bench lint clean system-packages image
+.PHONY: run backtest test typecheck bench lint clean system-packages image
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,11 @@ backtest: $(STAMP)
 system-packages:
 	scripts/ensure-system-packages
 
-test: $(STAMP) system-packages
+# mypy first (strict on core, api, risk_management, execution), then the tests.
+typecheck: $(STAMP)
+	scripts/typecheck
+
+test: $(STAMP) system-packages typecheck
 	$(VENV)/bin/pytest $(ARGS)
 
 # The container image (deploy/Dockerfile); IMAGE_ARGS for more, e.g. --build-arg BASE=...
@@ -41,4 +45,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .hypothesis
+	rm -rf $(VENV) runs .pytest_cache .hypothesis .mypy_cache

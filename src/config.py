@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import (
@@ -45,6 +45,7 @@ from pydantic import (
     GetCoreSchemaHandler,
     StringConstraints,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -52,6 +53,11 @@ from pydantic_core import PydanticCustomError, core_schema
 
 from keel.core.errors import ConfigurationError
 from keel.core.intervals import BarInterval, interval_ms
+from keel.strategy_engine.base import BaseStrategy
+from keel.strategy_engine.funding_arbitrage import FundingArbitrageStrategy
+from keel.strategy_engine.mean_reversion import MeanReversionStrategy
+from keel.strategy_engine.range_trading import RangeTradingStrategy
+from keel.strategy_engine.trend_following import TrendFollowingStrategy
 
 __all__ = [
     "BusConfig",
@@ -107,6 +113,7 @@ class Secret:
     """
 
     __slots__ = ("_value",)
+    _value: str
 
     def __init__(self, value: str) -> None:
         if not isinstance(value, str) or value == "":
@@ -307,70 +314,55 @@ def _require_order(low_key: str, low: float, high_key: str, high: float) -> None
         )
 
 
-class TrendFollowingParameters(_Section):
-    """Trend following: Donchian breakouts in the EMA trend's direction, ATR stops."""
+def _ordered(*pairs: tuple[str, str]) -> Any:
+    """Return a model validator requiring each ``(low, high)`` pair of fields in order."""
 
-    fast_period: int = Field(40, ge=5, le=100, description="Bars of the fast EMA.")
-    slow_period: int = Field(160, ge=10, le=500, description="Bars of the slow EMA.")
-    channel_period: int = Field(160, ge=10, le=500, description="Bars of the breakout channel and efficiency ratio.")
-    atr_period: int = Field(60, ge=5, le=200, description="Bars of the average true range.")
-    stop_atr_multiple: float = Field(4.0, ge=0.5, le=10.0, description="Trailing stop distance in ATRs.")
-    take_profit_atr_multiple: float = Field(12.0, ge=1.0, le=30.0, description="Take-profit distance in ATRs.")
-    min_trend_strength: float = Field(0.3, ge=0.0, le=1.0, description="Efficiency ratio needed to enter.")
+    def check(model: BaseModel) -> BaseModel:
+        for low, high in pairs:
+            _require_order(low, getattr(model, low), high, getattr(model, high))
+        return model
 
-    @model_validator(mode="after")
-    def _fast_below_slow(self) -> Self:
-        _require_order("fast_period", self.fast_period, "slow_period", self.slow_period)
-        return self
+    return model_validator(mode="after")(check)
 
 
-class MeanReversionParameters(_Section):
-    """Mean reversion: fade z-score extremes while the efficiency ratio says ranging."""
+def parameter_section(
+    name: str, strategy: type[BaseStrategy], *, ordered: tuple[tuple[str, str], ...] = ()
+) -> type[_Section]:
+    """Return the configuration model of a strategy's parameters, derived from its ``parameter_space``.
 
-    lookback: int = Field(240, ge=10, le=1000, description="Bars of the mean and standard deviation.")
-    entry_z: float = Field(3.5, ge=0.5, le=5.0, description="Z-score magnitude that opens a position.")
-    exit_z: float = Field(0.0, ge=0.0, le=3.0, description="Z-score magnitude under which it is closed.")
-    stop_z: float = Field(6.0, ge=1.0, le=10.0, description="Z-score magnitude that stops it out.")
-    trend_window: int = Field(240, ge=10, le=1000, description="Bars of the efficiency-ratio regime filter.")
-    max_trend_strength: float = Field(0.2, ge=0.01, le=1.0, description="Efficiency ratio above which no entry.")
-
-    @model_validator(mode="after")
-    def _bands_in_order(self) -> Self:
-        _require_order("exit_z", self.exit_z, "entry_z", self.entry_z)
-        _require_order("entry_z", self.entry_z, "stop_z", self.stop_z)
-        return self
-
-
-class RangeTradingParameters(_Section):
-    """Range trading: buy near support and sell near resistance of a detected channel."""
-
-    range_period: int = Field(1440, ge=20, le=2000, description="Bars defining the channel.")
-    entry_band: float = Field(0.1, ge=0.01, le=0.45, description="Fraction of the range from an edge to enter.")
-    min_range_width: float = Field(0.015, ge=0.0005, le=0.1, description="Narrowest channel traded (relative).")
-    max_range_width: float = Field(0.08, ge=0.001, le=0.5, description="Widest channel still called a range.")
-    max_trend_strength: float = Field(0.15, ge=0.01, le=1.0, description="Efficiency ratio above which no range.")
-    stop_buffer: float = Field(0.2, ge=0.0, le=2.0, description="Stop distance beyond the edge, in range widths.")
-
-    @model_validator(mode="after")
-    def _widths_in_order(self) -> Self:
-        _require_order("min_range_width", self.min_range_width, "max_range_width", self.max_range_width)
-        return self
+    Each declared :class:`~keel.strategy_engine.parameters.Parameter` becomes a
+    field of its kind, default, closed range and description; ``ordered`` lists
+    the ``(low, high)`` pairs that must be strictly increasing.
+    """
+    fields: dict[str, Any] = {
+        key: (spec.kind, Field(spec.default, ge=spec.low, le=spec.high, description=spec.description))
+        for key, spec in strategy.parameter_space.items()
+    }
+    validators = {"_in_order": _ordered(*ordered)} if ordered else None
+    summary = (strategy.__doc__ or name).strip().splitlines()[0]
+    section: type[_Section] = create_model(
+        name, __base__=_Section, __doc__=summary, __validators__=validators, __module__=__name__, **fields
+    )
+    return section
 
 
-class FundingArbitrageParameters(_Section):
-    """Funding arbitrage: hold the side that receives funding when the carry pays after fees."""
-
-    holding_intervals: int = Field(15, ge=1, le=90, description="Settlements a position is expected to collect.")
-    rate_half_life: float = Field(3.0, ge=0.5, le=30.0, description="Half-life of the predicted rate, settlements.")
-    min_edge: float = Field(0.0002, ge=0.0, le=0.01, description="Edge after fees needed to enter.")
-    fee_rate: float = Field(0.0005, ge=0.0, le=0.002, description="Fee per side, a fraction of notional.")
-    basis_weight: float = Field(0.5, ge=0.0, le=1.0, description="Share of the basis expected to converge.")
-    entry_window_minutes: int = Field(60, ge=1, le=480, description="Enter only this close to the next settlement.")
-    min_hold_rate: float = Field(0.0, ge=0.0, le=0.001, description="Predicted rate the held side must receive.")
-    stop_loss: float = Field(0.03, ge=0.002, le=0.2, description="Adverse move from entry that closes it.")
-    min_settlements: int = Field(3, ge=1, le=30, description="Settlements seen before the first trade.")
-    funding_interval_hours: int = Field(8, ge=1, le=8, description="Interval assumed until two settlements are seen.")
-    grace_minutes: int = Field(30, ge=1, le=240, description="How late a settlement may be before it is missing.")
+if TYPE_CHECKING:
+    # The sections are built at run time; to the type checker they are configuration sections.
+    TrendFollowingParameters = _Section
+    MeanReversionParameters = _Section
+    RangeTradingParameters = _Section
+    FundingArbitrageParameters = _Section
+else:
+    TrendFollowingParameters = parameter_section(
+        "TrendFollowingParameters", TrendFollowingStrategy, ordered=(("fast_period", "slow_period"),)
+    )
+    MeanReversionParameters = parameter_section(
+        "MeanReversionParameters", MeanReversionStrategy, ordered=(("exit_z", "entry_z"), ("entry_z", "stop_z"))
+    )
+    RangeTradingParameters = parameter_section(
+        "RangeTradingParameters", RangeTradingStrategy, ordered=(("min_range_width", "max_range_width"),)
+    )
+    FundingArbitrageParameters = parameter_section("FundingArbitrageParameters", FundingArbitrageStrategy)
 
 
 class StrategyParameters(_Section):

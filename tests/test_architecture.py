@@ -2,8 +2,8 @@
 
 ``core`` <- ``market_data`` <- ``strategy_engine`` <- ``portfolio`` <-
 ``risk_management`` <- ``execution`` <- ``integration``; adapters (``api``)
-depend on ``core`` and ``market_data``; ``persistence`` and ``config`` on
-``core``; ``backtest``, ``optimization``, ``web`` and ``cli`` sit on top.
+depend on ``core`` and ``market_data``; ``persistence`` on ``core``; ``config`` on
+``core`` and the strategies (their parameter spaces); ``backtest``, ``optimization``, ``web`` and ``cli`` sit on top.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     **{layer: set(CHAIN[: i + 1]) for i, layer in enumerate(CHAIN)},
     "api": {"core", "market_data", "api"},
     "persistence": {"core", "persistence"},
-    "config": {"core", "config"},
+    "config": {"core", "market_data", "strategy_engine", "config"},
     "integration": _INTEGRATION,
     "backtest": {*_INTEGRATION, "backtest"},
     "optimization": {*_INTEGRATION, "backtest", "optimization"},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -13,6 +14,12 @@ from pydantic import ValidationError
 
 from keel.config import KeelConfig, Secret, config_to_dict, load_config
 from keel.core.errors import ConfigurationError
+from keel.strategy_engine import (
+    FundingArbitrageStrategy,
+    MeanReversionStrategy,
+    RangeTradingStrategy,
+    TrendFollowingStrategy,
+)
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 LIVE_KEYS = {
@@ -177,6 +184,22 @@ def test_unknown_key_names_the_user_file_and_dotted_key(tmp_path: Path, text: st
         ("bus:\n  capacity: 0\n", "bus.capacity"),
         ("data:\n  start: 2025-05-10\n  end: 2025-05-01\n", "data.end"),
         ("strategy:\n  fast_period: 60\n  slow_period: 20\n", "strategy.fast_period"),
+        (
+            "strategy:\n  parameters:\n    trend_following:\n      fast_period: 101\n",
+            "strategy.parameters.trend_following.fast_period",
+        ),
+        (
+            "strategy:\n  parameters:\n    mean_reversion:\n      entry_z: 4.0\n      stop_z: 3.0\n",
+            "strategy.parameters.mean_reversion.entry_z",
+        ),
+        (
+            "strategy:\n  parameters:\n    range_trading:\n      min_range_width: 0.09\n      max_range_width: 0.05\n",
+            "strategy.parameters.range_trading.min_range_width",
+        ),
+        (
+            "strategy:\n  parameters:\n    funding_arbitrage:\n      holding_intervals: 2.5\n",
+            "strategy.parameters.funding_arbitrage.holding_intervals",
+        ),
     ],
 )
 def test_bad_value_names_the_user_file_and_key(tmp_path: Path, text: str, key: str) -> None:
@@ -380,3 +403,31 @@ def test_backtest_from_another_folder_finds_the_bundled_data(tmp_path: Path) -> 
 
     # Assert
     assert completed.returncode == 0, completed.stderr
+
+
+def test_the_default_file_documents_each_strategy_parameter_from_the_strategy() -> None:
+    # Arrange: the strategies' parameter spaces are the one source of defaults, ranges and descriptions
+    spaces = {
+        "trend_following": TrendFollowingStrategy.parameter_space,
+        "mean_reversion": MeanReversionStrategy.parameter_space,
+        "range_trading": RangeTradingStrategy.parameter_space,
+        "funding_arbitrage": FundingArbitrageStrategy.parameter_space,
+    }
+    lines = (CONFIG_DIR / "default.yaml").read_text().splitlines()
+
+    # Act
+    documented: dict[tuple[str, str], tuple[float, str]] = {}
+    section = None
+    for line in lines:
+        if (header := re.fullmatch(r"    (\w+):.*", line)) is not None:
+            section = header.group(1)
+        elif section in spaces and (entry := re.fullmatch(r"      (\w+): ([^#]+?)  # (.*)", line)) is not None:
+            documented[(section, entry.group(1))] = (float(entry.group(2)), entry.group(3))
+
+    # Assert
+    expected = {(section, name) for section, space in spaces.items() for name in space}
+    assert set(documented) == expected
+    for (section, name), (default, comment) in documented.items():
+        spec = spaces[section][name]
+        assert default == spec.default, (section, name)
+        assert comment.startswith(spec.describe()), (section, name, comment, spec.describe())

@@ -1327,8 +1327,8 @@ class SimulatedExchange:
             return
         groups: dict[str, list[Liquidation]] = {}
         for liquidation in due:
-            group = liquidation.key[0] if liquidation.margin_type is MarginType.ISOLATED else "cross"
-            groups.setdefault(group, []).append(liquidation)
+            pool = liquidation.key[0] if liquidation.margin_type is MarginType.ISOLATED else "cross"
+            groups.setdefault(pool, []).append(liquidation)
         for group in groups.values():
             for symbol in dict.fromkeys(liquidation.key[0] for liquidation in group):
                 for order in self._working_of(symbol):

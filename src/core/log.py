@@ -122,7 +122,8 @@ def redact_secrets(logger: WrappedLogger, method_name: str, event_dict: EventDic
     EventDict
         The cleaned event.
     """
-    return _redact_mapping(event_dict)
+    redacted: MutableMapping[str, Any] = _redact_mapping(event_dict)
+    return redacted
 
 
 def _redact_mapping(mapping: MutableMapping[str, Any]) -> Any:

@@ -667,7 +667,7 @@ MESSAGE_TYPES: tuple[type[Message], ...] = tuple(dict.fromkeys(_concrete_types(M
 """Every concrete message type defined in this module (the JSON decoder's union)."""
 
 _encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(Union[MESSAGE_TYPES])  # noqa: UP007 - a runtime union of a tuple
+_decoder: msgspec.json.Decoder[Message] = msgspec.json.Decoder(Union[MESSAGE_TYPES])  # noqa: UP007 - a runtime union of a tuple
 
 
 def encode_message(message: Message) -> bytes:

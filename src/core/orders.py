@@ -351,6 +351,7 @@ class Order:
                 f"order {self.client_order_id}: fill {trade_id} of {quantity} exceeds the remaining "
                 f"{self.remaining_quantity}"
             )
+        target: OrderStatus
         if self.status in (OrderStatus.CANCELED, OrderStatus.EXPIRED):
             target = self.status
         elif filled == self.quantity:

@@ -44,6 +44,19 @@ from keel.core.messages import (
 from keel.core.orders import Order, OrderSide, OrderType
 from keel.integration.pipeline import Pipeline
 from keel.integration.reports import iso_time
+from keel.integration.responses import (
+    BusActivity,
+    EmergencyStopOutcome,
+    FillRow,
+    MetricsSnapshot,
+    OrderRow,
+    PositionRow,
+    ResumeOutcome,
+    RiskReport,
+    StrategyRow,
+    StrategySwitch,
+    SystemStatus,
+)
 from keel.integration.system_monitor import SystemMonitor, worst_health
 from keel.persistence import AuditLog, Settings
 
@@ -228,7 +241,7 @@ class TradingOrchestrator:
 
     # --- queries ----------------------------------------------------------------------
 
-    def get_system_status(self) -> dict[str, Any]:
+    def get_system_status(self) -> SystemStatus:
         """Return health, active strategies, equity, P&L, ROI, drawdown, exposure and trading state.
 
         ``session`` says which session runs and, after a restart, what its reconciliation found.
@@ -236,24 +249,24 @@ class TradingOrchestrator:
         positions = self.pipeline.positions
         equity = positions.equity()
         pnl = equity - positions.initial_capital
-        return {
-            "mode": self.config.run.mode,
-            "running": self.running,
-            "time": iso_time(self.pipeline.clock.timestamp_ns()),
-            "health": self.health(),
-            "health_reasons": self.health_reasons(),
-            "components": {c.name: c.state.value for c in self.pipeline.components},
-            "trading_state": self.pipeline.risk.trading_state.value,
-            "active_strategies": self._active_strategies(),
-            "equity": float(equity),
-            "pnl": float(pnl),
-            "current_roi": float(pnl / positions.initial_capital),
-            "drawdown": self.drawdown(),
-            "gross_exposure": float(positions.gross_exposure()),
-            "open_orders": len(self.pipeline.orders.open_orders()),
-            "fills": positions.fills,
-            "session": self.session,
-        }
+        return SystemStatus(
+            mode=self.config.run.mode,
+            running=self.running,
+            time=iso_time(self.pipeline.clock.timestamp_ns()),
+            health=self.health(),
+            health_reasons=self.health_reasons(),
+            components={c.name: c.state.value for c in self.pipeline.components},
+            trading_state=self.pipeline.risk.trading_state.value,
+            active_strategies=self._active_strategies(),
+            equity=float(equity),
+            pnl=float(pnl),
+            current_roi=float(pnl / positions.initial_capital),
+            drawdown=self.drawdown(),
+            gross_exposure=float(positions.gross_exposure()),
+            open_orders=len(self.pipeline.orders.open_orders()),
+            fills=positions.fills,
+            session=self.session,
+        )
 
     status = get_system_status
 
@@ -275,7 +288,7 @@ class TradingOrchestrator:
         """Return the drawdown of equity from its peak, as a positive fraction (the risk controller's)."""
         return self.pipeline.risk.drawdown
 
-    def positions(self) -> list[dict[str, Any]]:
+    def positions(self) -> list[PositionRow]:
         """Return every open position with its mark, notional and P&L."""
         book = self.pipeline.positions
         rows = []
@@ -284,77 +297,77 @@ class TradingOrchestrator:
                 continue
             mark = book.marks[symbol]
             rows.append(
-                {
-                    "symbol": symbol,
-                    "quantity": str(position.quantity),
-                    "entry_price": str(position.entry_price),
-                    "mark_price": str(mark),
-                    "notional": float(position.notional(mark)),
-                    "unrealized_pnl": float(position.unrealized_pnl(mark)),
-                    "realized_pnl": float(position.realized_pnl),
-                }
+                PositionRow(
+                    symbol=symbol,
+                    quantity=str(position.quantity),
+                    entry_price=str(position.entry_price),
+                    mark_price=str(mark),
+                    notional=float(position.notional(mark)),
+                    unrealized_pnl=float(position.unrealized_pnl(mark)),
+                    realized_pnl=float(position.realized_pnl),
+                )
             )
         return rows
 
-    def orders(self, open_only: bool = False) -> list[dict[str, Any]]:
+    def orders(self, open_only: bool = False) -> list[OrderRow]:
         """Return orders in submission order."""
         orders = self.pipeline.orders.open_orders() if open_only else list(self.pipeline.orders.orders.values())
         return [_order_row(order) for order in orders]
 
-    def trades(self, limit: int = 100) -> list[dict[str, Any]]:
+    def trades(self, limit: int = 100) -> list[FillRow]:
         """Return the most recent fills, oldest first."""
         return [
-            {
-                "time": iso_time(fill.ts_event),
-                "trade_id": fill.trade_id,
-                "client_order_id": fill.client_order_id,
-                "symbol": fill.symbol,
-                "side": fill.side.value,
-                "quantity": str(fill.last_quantity),
-                "price": str(fill.last_price),
-                "commission": str(fill.commission),
-                "liquidity_side": fill.liquidity_side.value,
-            }
+            FillRow(
+                time=iso_time(fill.ts_event),
+                trade_id=fill.trade_id,
+                client_order_id=fill.client_order_id,
+                symbol=fill.symbol,
+                side=fill.side.value,
+                quantity=str(fill.last_quantity),
+                price=str(fill.last_price),
+                commission=str(fill.commission),
+                liquidity_side=fill.liquidity_side.value,
+            )
             for fill in self.pipeline.recorder.fills[-limit:]
         ]
 
-    def risk(self) -> dict[str, Any]:
+    def risk(self) -> RiskReport:
         """Return risk use against limits (VaR, leverage, drawdown) and the trading state."""
         risk = self.pipeline.risk
         limits = risk.limits
         equity = self.pipeline.positions.equity()
         gross = self.pipeline.positions.gross_exposure()
         var = risk.last_var
-        return {
-            "trading_state": risk.trading_state.value,
-            "leverage": float(gross / equity) if equity > 0 else None,
-            "max_leverage": limits.max_leverage,
-            "drawdown": risk.drawdown,
-            "max_drawdown_seen": risk.max_drawdown,
-            "max_drawdown": limits.max_drawdown_pct,
-            "var": None if var is None else var.var,
-            "cvar": None if var is None else var.cvar,
-            "var_method": None if var is None else var.method,
-            "var_limit": limits.var_daily_pct * float(equity),
-            "limits": dataclasses.asdict(limits),
-            "orders_approved": risk.approved,
-            "orders_denied": risk.denied,
-        }
+        return RiskReport(
+            trading_state=risk.trading_state.value,
+            leverage=float(gross / equity) if equity > 0 else None,
+            max_leverage=limits.max_leverage,
+            drawdown=risk.drawdown,
+            max_drawdown_seen=risk.max_drawdown,
+            max_drawdown=limits.max_drawdown_pct,
+            var=None if var is None else var.var,
+            cvar=None if var is None else var.cvar,
+            var_method=None if var is None else var.method,
+            var_limit=limits.var_daily_pct * float(equity),
+            limits=dataclasses.asdict(limits),
+            orders_approved=risk.approved,
+            orders_denied=risk.denied,
+        )
 
-    def strategies(self) -> list[dict[str, Any]]:
+    def strategies(self) -> list[StrategyRow]:
         """Return each strategy with its state, whether its signals count, parameters and performance."""
         runner = self.pipeline.strategy
         manager = runner.manager
         status = manager.get_system_status()["strategies"]
         return [
-            {
-                "name": strategy.name,
-                "state": runner.state.value,
-                "enabled": runner.enabled and manager.strategy_enabled(strategy.name),
-                "parameters": dict(strategy.parameters),
-                "performance": status[strategy.name]["performance"],
-                "disabled_symbols": status[strategy.name]["disabled_symbols"],
-            }
+            StrategyRow(
+                name=strategy.name,
+                state=runner.state.value,
+                enabled=runner.enabled and manager.strategy_enabled(strategy.name),
+                parameters=dict(strategy.parameters),
+                performance=status[strategy.name]["performance"],
+                disabled_symbols=status[strategy.name]["disabled_symbols"],
+            )
             for strategy in manager.strategies
         ]
 
@@ -366,7 +379,7 @@ class TradingOrchestrator:
         """Return the most recent equity points as (ms, equity)."""
         return [(p.ts // 1_000_000, float(p.equity)) for p in self.pipeline.recorder.equity[-limit:]]
 
-    def metrics(self) -> dict[str, Any]:
+    def metrics(self) -> MetricsSnapshot:
         """Return the numbers /metrics exports."""
         positions = self.pipeline.positions
         bus = self.pipeline.bus.metrics()
@@ -375,34 +388,34 @@ class TradingOrchestrator:
             statuses[order.status.value] = statuses.get(order.status.value, 0) + 1
         slowest = max((s["p99_ns_upper_bound"] for s in bus.handler_latency_ns.values()), default=0)
         equity = positions.equity()
-        return {
-            "bus": {
-                "depth": bus.depth,
-                "high_water_mark": bus.high_water_mark,
-                "capacity": bus.capacity,
-                "published": bus.published,
-                "dispatched": bus.dispatched,
-                "conflated": bus.conflated,
-                "handler_errors": bus.handler_errors,
-                "handler_latency_ns": bus.handler_latency_ns,
-                "slowest_p99_us": slowest / 1000,
-            },
-            "orders_by_status": statuses,
-            "fills": positions.fills,
-            "fees": float(positions.fees_paid),
-            "funding": float(-positions.funding_received),
-            "equity": float(equity),
-            "pnl": float(equity - positions.initial_capital),
-            "realized_pnl": float(positions.realized_pnl()),
-            "unrealized_pnl": float(positions.unrealized_pnl()),
-            "gross_exposure": float(positions.gross_exposure()),
-            "exposure": {s: float(positions.exposure(s)) for s in sorted(positions.positions)},
-            "var": None if self.pipeline.risk.last_var is None else self.pipeline.risk.last_var.var,
-            "trading_state": self.pipeline.risk.trading_state.value,
-            "feed_staleness_seconds": self.feed_staleness_seconds(),
-            "exchange_latency_seconds": self.pipeline.orders.venue_latency_seconds,
-            "reconciliation_mismatches": len(((self.session or {}).get("reconciliation") or {}).get("mismatches", ())),
-        }
+        return MetricsSnapshot(
+            bus=BusActivity(
+                depth=bus.depth,
+                high_water_mark=bus.high_water_mark,
+                capacity=bus.capacity,
+                published=bus.published,
+                dispatched=bus.dispatched,
+                conflated=bus.conflated,
+                handler_errors=bus.handler_errors,
+                handler_latency_ns=bus.handler_latency_ns,
+                slowest_p99_us=slowest / 1000,
+            ),
+            orders_by_status=statuses,
+            fills=positions.fills,
+            fees=float(positions.fees_paid),
+            funding=float(-positions.funding_received),
+            equity=float(equity),
+            pnl=float(equity - positions.initial_capital),
+            realized_pnl=float(positions.realized_pnl()),
+            unrealized_pnl=float(positions.unrealized_pnl()),
+            gross_exposure=float(positions.gross_exposure()),
+            exposure={s: float(positions.exposure(s)) for s in sorted(positions.positions)},
+            var=None if self.pipeline.risk.last_var is None else self.pipeline.risk.last_var.var,
+            trading_state=self.pipeline.risk.trading_state.value,
+            feed_staleness_seconds=self.feed_staleness_seconds(),
+            exchange_latency_seconds=self.pipeline.orders.venue_latency_seconds,
+            reconciliation_mismatches=len(((self.session or {}).get("reconciliation") or {}).get("mismatches", ())),
+        )
 
     # --- operator commands --------------------------------------------------------------
 
@@ -411,7 +424,7 @@ class TradingOrchestrator:
         if self.audit_log is not None:
             self.audit_log.record(time.time_ns(), actor, action, details, request_id)
 
-    async def emergency_stop(self, reason: str, flatten: bool = False) -> dict[str, Any]:
+    async def emergency_stop(self, reason: str, flatten: bool = False) -> EmergencyStopOutcome:
         """Halt trading, cancel every open order and, with ``flatten``, close every position."""
         bus, now = self.pipeline.bus, self.pipeline.clock.timestamp_ns()
         canceled = len(self.pipeline.orders.open_orders())
@@ -419,12 +432,12 @@ class TradingOrchestrator:
         bus.publish(CancelAllOrders(symbol=None, reason=f"emergency stop: {reason}", ts_event=now, ts_init=now))
         flattening = self._flatten(reason, now) if flatten else []
         await bus.join()
-        return {
-            "trading_state": self.pipeline.risk.trading_state.value,
-            "canceled_orders": canceled,
-            "flatten_orders": flattening,
-            "reason": reason,
-        }
+        return EmergencyStopOutcome(
+            trading_state=self.pipeline.risk.trading_state.value,
+            canceled_orders=canceled,
+            flatten_orders=flattening,
+            reason=reason,
+        )
 
     def _flatten(self, reason: str, now: int) -> list[str]:
         ids = []
@@ -451,14 +464,14 @@ class TradingOrchestrator:
             ids.append(client_order_id)
         return ids
 
-    async def resume(self, reason: str) -> dict[str, Any]:
+    async def resume(self, reason: str) -> ResumeOutcome:
         """Return trading to ACTIVE."""
         now = self.pipeline.clock.timestamp_ns()
         self.pipeline.bus.publish(SetTradingState(state=TradingState.ACTIVE, reason=reason, ts_event=now, ts_init=now))
         await self.pipeline.bus.join()
-        return {"trading_state": self.pipeline.risk.trading_state.value, "reason": reason}
+        return ResumeOutcome(trading_state=self.pipeline.risk.trading_state.value, reason=reason)
 
-    def update_risk_limits(self, limits: Mapping[str, float]) -> dict[str, Any]:
+    def update_risk_limits(self, limits: Mapping[str, float]) -> dict[str, float | int]:
         """Change risk limits now (as the user's UC-1.2 ``risk_controller.update_limits``).
 
         Raises
@@ -466,7 +479,7 @@ class TradingOrchestrator:
         ValueError
             If a limit is unknown or its value invalid; nothing changes then.
         """
-        updated = dataclasses.asdict(self.pipeline.risk.update_limits(limits))
+        updated: dict[str, float | int] = dataclasses.asdict(self.pipeline.risk.update_limits(limits))
         if self.settings is not None:
             self.settings.save_risk_limits({name: updated[name] for name in limits}, "operator", time.time_ns())
         return updated
@@ -484,19 +497,19 @@ class TradingOrchestrator:
             except UnknownStrategyError:
                 continue  # a strategy the current configuration no longer runs
 
-    def start_strategy(self, name: str) -> dict[str, Any]:
+    def start_strategy(self, name: str) -> StrategySwitch:
         """Let a strategy's signals count again (``strategy_manager``: every signal is published again)."""
         return self._set_strategy(name, True)
 
-    def stop_strategy(self, name: str) -> dict[str, Any]:
+    def stop_strategy(self, name: str) -> StrategySwitch:
         """Keep a strategy updating but take it out of the vote (``strategy_manager``: publish no signal)."""
         return self._set_strategy(name, False)
 
-    def _set_strategy(self, name: str, enabled: bool) -> dict[str, Any]:
+    def _set_strategy(self, name: str, enabled: bool) -> StrategySwitch:
         self._switch_strategy(name, enabled)
         if self.settings is not None:
             self.settings.save_strategy(name, "strategy", self._strategy_parameters(name), enabled, time.time_ns())
-        return {"name": name, "enabled": enabled}
+        return StrategySwitch(name=name, enabled=enabled)
 
     def _strategy_parameters(self, name: str) -> dict[str, Any]:
         manager = self.pipeline.strategy.manager
@@ -521,18 +534,18 @@ class TradingOrchestrator:
         return [s.name for s in runner.manager.strategies if runner.manager.strategy_enabled(s.name)]
 
 
-def _order_row(order: Order) -> dict[str, Any]:
-    return {
-        "client_order_id": order.client_order_id,
-        "symbol": order.symbol,
-        "side": order.side.value,
-        "type": order.order_type.value,
-        "quantity": str(order.quantity),
-        "price": None if order.price is None else str(order.price),
-        "status": order.status.value,
-        "filled_quantity": str(order.filled_quantity),
-        "average_price": None if order.average_price is None else str(order.average_price),
-        "reduce_only": order.reduce_only,
-        "strategy": order.strategy,
-        "time": iso_time(order.ts_init),
-    }
+def _order_row(order: Order) -> OrderRow:
+    return OrderRow(
+        client_order_id=order.client_order_id,
+        symbol=order.symbol,
+        side=order.side.value,
+        type=order.order_type.value,
+        quantity=str(order.quantity),
+        price=None if order.price is None else str(order.price),
+        status=order.status.value,
+        filled_quantity=str(order.filled_quantity),
+        average_price=None if order.average_price is None else str(order.average_price),
+        reduce_only=order.reduce_only,
+        strategy=order.strategy,
+        time=iso_time(order.ts_init),
+    )

@@ -143,9 +143,9 @@ class PaperSession:
             if cursor is not None:
                 # Decisions first, on the pipeline's own venue; then the real venue and the journal's books.
                 self.history = replay_history(self.pipeline, events_until(self.feed, cursor))
-            self.venue_store.load_into(self.pipeline.exchange)
+            self.venue_store.load_into(self.pipeline.simulated_exchange())
             restore_state(self.pipeline, journal, snapshots, self.plan, self.history)
-        self.venue_store.attach(self.pipeline.exchange)
+        self.venue_store.attach(self.pipeline.simulated_exchange())
         self.pipeline.orders.set_write_ahead(self.state.write_ahead)
 
     def _plan(self, config: KeelConfig, journal: Journal) -> tuple[SessionPlan, MarketCursor | None]:
@@ -337,12 +337,12 @@ class PaperSession:
         now = pipeline.clock.timestamp_ns()
         open_orders = len(pipeline.orders.open_orders())
         pipeline.router.cancel_parents(f"shutdown: {self.stop_reason}")
-        pipeline.exchange.deliver_in_flight()
+        pipeline.deliver_in_flight()
         await bus.join()
         bus.publish(CancelAllOrders(symbol=None, reason=f"shutdown: {self.stop_reason}", ts_event=now, ts_init=now))
         await bus.join()
         # Shutting down outlasts every request's flight: the cancels (and what they cancel) reach the venue.
-        pipeline.exchange.deliver_in_flight()
+        pipeline.deliver_in_flight()
         await bus.join()
         bus.publish(
             SessionEnded(

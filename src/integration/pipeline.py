@@ -46,7 +46,7 @@ from keel.core.messages import (
     TradingStateChanged,
 )
 from keel.core.orders import ClientOrderIdGenerator
-from keel.core.ports import MarginType, PositionMode
+from keel.core.ports import ExchangePort, MarginType, PositionMode
 from keel.execution.algorithms import ExecutionStyle
 from keel.execution.order_manager import OrderManager
 from keel.execution.router import RouterSettings, SmartOrderRouter
@@ -104,7 +104,7 @@ class Pipeline:
 
     bus: EventBus
     clock: Clock
-    exchange: SimulatedExchange
+    exchange: ExchangePort
     positions: PositionManager
     strategy: StrategyRunner
     allocator: PortfolioOptimizer | EqualWeightAllocator
@@ -130,6 +130,23 @@ class Pipeline:
         """Stop every component in reverse order."""
         for component in reversed(self.components):
             component.stop()
+
+    def simulated_exchange(self) -> SimulatedExchange:
+        """Return the venue as the simulated exchange (paper and backtest runs trade on it).
+
+        Raises
+        ------
+        TypeError
+            If the venue is another one.
+        """
+        if not isinstance(self.exchange, SimulatedExchange):
+            raise TypeError(f"the venue {self.exchange.name} is not the simulated exchange")
+        return self.exchange
+
+    def deliver_in_flight(self) -> None:
+        """Let the venue take every request still on its way (only the simulated venue delays them)."""
+        if isinstance(self.exchange, SimulatedExchange):
+            self.exchange.deliver_in_flight()
 
     def handler_failed(self, handler: str, message: Message, error: BaseException) -> None:
         """Mark the component that owns a failed bus handler degraded."""

@@ -258,7 +258,7 @@ async def reconcile(pipeline: Pipeline, since_ns: int) -> ReconciliationComplete
     """
     bus, venue = pipeline.bus, pipeline.exchange
     # The restart outlasted every request that was on its way: the venue has them all now.
-    venue.deliver_in_flight()
+    pipeline.deliver_in_flight()
     await bus.join()
     result = await pipeline.orders.reconcile(since_ns)
     await bus.join()

@@ -18,9 +18,7 @@ from keel.market_data.loaders import Gap, LoadReport, load_any
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def inspect_paths(
-    paths: Sequence[str | Path], unreadable: list[tuple[Path, str]] | None = None
-) -> list[LoadReport]:
+def inspect_paths(paths: Sequence[str | Path], unreadable: list[tuple[Path, str]] | None = None) -> list[LoadReport]:
     """Load files and return their load reports.
 
     Parameters

@@ -172,10 +172,10 @@ class LiquidityProfiler:
         chosen: list[ExecutionWindow] = []
         taken: set[int] = set()
         for score, start, share, spread in candidates:
-            window = {(start + k) % self.buckets for k in range(width)}
-            if window & taken:
+            hours = {(start + k) % self.buckets for k in range(width)}
+            if hours & taken:
                 continue
-            taken |= window
+            taken |= hours
             begin = start * self.bucket_minutes
             chosen.append(ExecutionWindow(begin, begin + duration_minutes, float(share), float(spread), float(score)))
             if len(chosen) == count:

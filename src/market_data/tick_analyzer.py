@@ -169,8 +169,8 @@ class TickDataAnalyzer:
         self.burst_multiple = burst_multiple
         self.burst_min_trades = burst_min_trades
         self.sweep_levels = sweep_levels
-        self._changes = deque(maxlen=sigma_window)
-        self._bar_changes = deque(maxlen=sigma_window)
+        self._changes: deque[float] = deque(maxlen=sigma_window)
+        self._bar_changes: deque[float] = deque(maxlen=sigma_window)
         # The per-trade windows, burst and sweep live in two buffers updated by a compiled kernel
         # (see keel.market_data._kernels.trade_flow for their layout).
         self._floats = np.zeros(FLOAT_HEADER + 2 * flow_window + 4 * lambda_window + volatility_window)
@@ -302,8 +302,10 @@ def _vpin_series(buy: np.ndarray, volume: np.ndarray, bucket_volume: float, wind
     """VPIN after each observation, by cutting cumulative volume at bucket boundaries."""
     cumulative = np.cumsum(volume)
     cumulative_buy = np.cumsum(buy)
-    edges = np.arange(1, int(cumulative[-1] / bucket_volume * (1 + 1e-12)) + 1) * bucket_volume if len(volume) else []
-    edges = np.asarray(edges, dtype=np.float64)
+    edges = np.asarray(
+        np.arange(1, int(cumulative[-1] / bucket_volume * (1 + 1e-12)) + 1) * bucket_volume if len(volume) else [],
+        dtype=np.float64,
+    )
     # Buy volume up to each edge: interpolate inside the observation that crosses it.
     index = np.searchsorted(cumulative, edges * (1 - 1e-12), side="left")
     before = np.where(index > 0, cumulative[np.maximum(index - 1, 0)], 0.0)

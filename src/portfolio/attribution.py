@@ -48,7 +48,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_HOUR, Clock, SimulatedClock
@@ -58,6 +58,7 @@ from keel.core.messages import BarClosed, FundingPaid, OrderFilled, OrderSubmitt
 
 CASH = "cash"
 Segment = tuple[str, str]
+_Key = TypeVar("_Key", bound=Segment | str)
 """(strategy, symbol)."""
 
 
@@ -122,11 +123,11 @@ class _Costs:
 
 
 def brinson_fachler(
-    weights: Mapping[str, float],
-    returns: Mapping[str, float],
-    benchmark_weights: Mapping[str, float],
-    benchmark_returns: Mapping[str, float],
-) -> dict[str, Effects]:
+    weights: Mapping[_Key, float],
+    returns: Mapping[_Key, float],
+    benchmark_weights: Mapping[_Key, float],
+    benchmark_returns: Mapping[_Key, float],
+) -> dict[_Key, Effects]:
     """Return single-period Brinson-Fachler effects per segment (weights and returns as fractions).
 
     Segments missing on one side count with weight 0 there. The effects sum to
@@ -360,22 +361,22 @@ class PerformanceAttributor(Component):
         return weights
 
     def _period_effects(self, period: PeriodRecord, benchmark: Mapping[Segment, float]) -> dict[Segment | str, Effects]:
-        segment_returns = {}
-        residual = {}
+        segment_returns: dict[Segment | str, float] = {}
+        residual: dict[Segment, float] = {}
         for key, contribution in period.contributions.items():
             weight = period.weights.get(key, 0.0)
             if abs(weight) > 1e-12:
                 segment_returns[key] = contribution / weight
             else:
                 residual[key] = contribution
-        portfolio_weights: dict[Segment | str, float] = dict(period.weights)
+        portfolio_weights: dict[Segment | str, float] = {key: weight for key, weight in period.weights.items()}
         portfolio_weights[CASH] = 1.0 - sum(period.weights.values())
-        benchmark_weights: dict[Segment | str, float] = dict(benchmark)
+        benchmark_weights: dict[Segment | str, float] = {key: weight for key, weight in benchmark.items()}
         benchmark_weights[CASH] = 1.0 - sum(benchmark.values())
         benchmark_returns: dict[Segment | str, float] = {
             key: period.benchmark_returns.get(key[1], 0.0)
             for key in set(portfolio_weights) | set(benchmark)
-            if key != CASH
+            if isinstance(key, tuple)
         }
         benchmark_returns[CASH] = 0.0
         returns: dict[Segment | str, float] = dict(segment_returns)
@@ -507,7 +508,7 @@ class PerformanceAttributor(Component):
                 rows.append(
                     _row(level, strategy, symbol, effects, (costs["fees"], costs["funding"], costs["slippage"]))
                 )
-        for key in sorted(k for k in linked if k != CASH):
+        for key in sorted(k for k in linked if isinstance(k, tuple)):
             book = self._books.get(key, _Book())
             rows.append(_row("segment", key[0], key[1], linked[key], (book.fees, -book.funding, book.slippage)))
         return rows

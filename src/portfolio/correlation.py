@@ -48,7 +48,7 @@ def decompose_risk(weights: np.ndarray, covariance: np.ndarray) -> tuple[float, 
     """Return (volatility, marginal contributions, component contributions) of weights under a covariance."""
     w = np.asarray(weights, dtype=np.float64)
     sigma_w = covariance @ w
-    volatility = float(np.sqrt(max(0.0, w @ sigma_w)))
+    volatility = float(np.sqrt(max(0.0, float(w @ sigma_w))))
     if volatility == 0:
         return 0.0, np.zeros_like(w), np.zeros_like(w)
     marginal = sigma_w / volatility

@@ -585,7 +585,7 @@ class _ParameterMap:
         self._matrix_count = int(indptr[self._variables])
         self._bound_rows = np.asarray(indices[self._matrix_count :])
         self._rows = shape[0]
-        self._quadratic = None if program.P is None else program.reduced_P
+        self._quadratic: Any = None if program.P is None else program.reduced_P
         self.quadratic_template = quadratic
         self.matrix_template = matrix
         # P = 2I on sum_squares' helper variables in every objective here: no parameter reaches it.

@@ -549,10 +549,11 @@ class PortfolioOptimizer(Component):
         ready = [s for s in self.symbols if len(self._closes[s]) > self.min_history]
         if not ready:
             return [], np.empty((0, 0))
-        times = None
+        times: np.ndarray | None = None
         for symbol in ready:
             stamps = np.fromiter((t for t, _ in self._closes[symbol] if t != self._bar_ts), dtype=np.int64)
             times = stamps if times is None else np.intersect1d(times, stamps, assume_unique=True)
+        assert times is not None  # ready is not empty
         columns = []
         for symbol in ready:
             series = self._closes[symbol]

@@ -88,7 +88,7 @@ class RiskLimits:
         unknown = sorted(set(changes) - known)
         if unknown:
             raise ValueError(f"unknown risk limit {', '.join(unknown)}; expected one of {', '.join(sorted(known))}")
-        values: dict[str, float | int] = {}
+        values: dict[str, Any] = {}
         for name, value in changes.items():
             try:
                 number = float(value)

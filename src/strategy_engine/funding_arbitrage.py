@@ -121,7 +121,9 @@ class FundingArbitrageStrategy(IncrementalStrategy):
         "stop_loss": Parameter(float, 0.03, 0.002, 0.2, "adverse move from entry that closes the position"),
         "min_settlements": Parameter(int, 3, 1, 30, "settlements seen before the first trade"),
         "funding_interval_hours": Parameter(int, 8, 1, 8, "funding interval assumed until two settlements are seen"),
-        "grace_minutes": Parameter(int, 30, 1, 240, "how late a settlement may be before it is missing"),
+        "grace_minutes": Parameter(
+            int, 30, 1, 240, "how late a settlement may be before the funding data counts as missing"
+        ),
     }
 
     def __init__(self, name: str = "funding_arbitrage", **parameters: Any) -> None:

@@ -44,7 +44,9 @@ class _Columns:
 
     def __init__(self, dtypes: Mapping[str, type], capacity: int | None) -> None:
         self.capacity = capacity
-        self.arrays = {name: np.empty(_INITIAL_CAPACITY, dtype=dtype) for name, dtype in dtypes.items()}
+        self.arrays: dict[str, np.ndarray] = {
+            name: np.empty(_INITIAL_CAPACITY, dtype=dtype) for name, dtype in dtypes.items()
+        }
         self.start = 0
         self.size = 0
 

@@ -521,10 +521,10 @@ class StrategyManager:
         scores = book.scores
         factor = self._volatility_factor(book.regime)
         # Flat views abstain: the vote is shared by the strategies that hold a position view.
-        voting = sum(w for w, score in zip(weights, scores, strict=True) if score != 0.0)
-        if not voting > 0.0:
+        voting_weight = sum(w for w, score in zip(weights, scores, strict=True) if score != 0.0)
+        if not voting_weight > 0.0:
             return _Combined(0.0, 0.0, 0.0, factor, None, weights, tuple(0.0 for _ in scores))
-        contributions = tuple(w * score / voting for w, score in zip(weights, scores, strict=True))
+        contributions = tuple(w * score / voting_weight for w, score in zip(weights, scores, strict=True))
         net = sum(contributions)
         if net == 0.0 or abs(net) * factor < self.min_signal:
             return _Combined(0.0, 0.0, 0.0, factor, None, weights, contributions)

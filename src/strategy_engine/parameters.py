@@ -43,6 +43,10 @@ class Parameter:
         if not self.low <= self.default <= self.high:
             raise ValueError(f"default {self.default!r} lies outside [{self.low}, {self.high}]")
 
+    def describe(self) -> str:
+        """Return the parameter's one-line documentation: what it does, then its range."""
+        return f"{self.description}, {self.low:g} to {self.high:g}"
+
     def validate(self, owner: str, name: str, value: Any) -> int | float:
         """Return ``value`` as this parameter's type, or raise naming ``owner`` and ``name``.
 

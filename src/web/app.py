@@ -28,6 +28,17 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from keel.integration.orchestrator import UnknownStrategyError
+from keel.integration.responses import (
+    EmergencyStopOutcome,
+    FillRow,
+    OrderRow,
+    PositionRow,
+    ResumeOutcome,
+    RiskReport,
+    StrategyRow,
+    StrategySwitch,
+    SystemStatus,
+)
 from keel.web.metrics import render_metrics
 from keel.web.service import TradingService
 
@@ -199,32 +210,32 @@ def create_app(
         return JSONResponse({"ready": ready, "health": status.get("health")}, status_code=200 if ready else 503)
 
     @app.get("/api/v1/status")
-    async def get_status() -> dict[str, Any]:
+    async def get_status() -> SystemStatus:
         """Health, trading state, equity, P&L, ROI, drawdown, exposure and active strategies."""
         return service.status()
 
     @app.get("/api/v1/positions")
-    async def get_positions() -> list[dict[str, Any]]:
+    async def get_positions() -> list[PositionRow]:
         """Open positions."""
         return service.positions()
 
     @app.get("/api/v1/orders")
-    async def get_orders(open_only: bool = False) -> list[dict[str, Any]]:
+    async def get_orders(open_only: bool = False) -> list[OrderRow]:
         """Orders, newest last (``open_only`` for working orders)."""
         return service.orders(open_only=open_only)
 
     @app.get("/api/v1/trades")
-    async def get_trades(limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> list[dict[str, Any]]:
+    async def get_trades(limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> list[FillRow]:
         """The most recent fills, newest last."""
         return service.trades(limit=limit)
 
     @app.get("/api/v1/risk")
-    async def get_risk() -> dict[str, Any]:
+    async def get_risk() -> RiskReport:
         """Risk use against limits and the trading state."""
         return service.risk()
 
     @app.get("/api/v1/strategies")
-    async def get_strategies() -> list[dict[str, Any]]:
+    async def get_strategies() -> list[StrategyRow]:
         """Strategies with their state and parameters."""
         return service.strategies()
 
@@ -236,14 +247,14 @@ def create_app(
     @app.post("/api/v1/emergency-stop")
     async def emergency_stop(
         request: Request, body: Annotated[EmergencyStopRequest, Body()], actor: Operator
-    ) -> dict[str, Any]:
+    ) -> EmergencyStopOutcome:
         """Halt trading: cancel every open order, trading state HALTED, optionally flatten."""
         outcome = await service.emergency_stop(body.reason, flatten=body.flatten)
         audit(actor, "emergency_stop", {"reason": body.reason, "flatten": body.flatten}, _request_id(request))
         return outcome
 
     @app.post("/api/v1/resume")
-    async def resume(request: Request, body: Annotated[ResumeRequest, Body()], actor: Operator) -> dict[str, Any]:
+    async def resume(request: Request, body: Annotated[ResumeRequest, Body()], actor: Operator) -> ResumeOutcome:
         """Return trading to ACTIVE after a halt."""
         outcome = await service.resume(body.reason)
         audit(actor, "resume", {"reason": body.reason}, _request_id(request))
@@ -252,7 +263,7 @@ def create_app(
     @app.put("/api/v1/risk/limits")
     async def update_limits(
         request: Request, body: Annotated[RiskLimitsUpdate, Body()], actor: Operator
-    ) -> dict[str, Any]:
+    ) -> dict[str, float | int]:
         """Change risk limits at run time."""
         limits = body.model_dump(exclude_none=True)
         try:
@@ -263,18 +274,18 @@ def create_app(
         return outcome
 
     @app.post("/api/v1/strategies/{name}/start")
-    async def start_strategy(request: Request, name: str, actor: Operator) -> dict[str, Any]:
+    async def start_strategy(request: Request, name: str, actor: Operator) -> StrategySwitch:
         """Let a strategy trade again."""
         return _strategy_action(service.start_strategy, name, "start_strategy", request, actor)
 
     @app.post("/api/v1/strategies/{name}/stop")
-    async def stop_strategy(request: Request, name: str, actor: Operator) -> dict[str, Any]:
+    async def stop_strategy(request: Request, name: str, actor: Operator) -> StrategySwitch:
         """Stop a strategy's signals."""
         return _strategy_action(service.stop_strategy, name, "stop_strategy", request, actor)
 
     def _strategy_action(
-        action: Callable[[str], dict[str, Any]], name: str, label: str, request: Request, actor: str
-    ) -> dict[str, Any]:
+        action: Callable[[str], StrategySwitch], name: str, label: str, request: Request, actor: str
+    ) -> StrategySwitch:
         try:
             outcome = action(name)
         except UnknownStrategyError:
@@ -285,7 +296,7 @@ def create_app(
     @app.get("/metrics")
     async def metrics() -> Response:
         """Prometheus text format."""
-        body, content_type = render_metrics(service.metrics())
+        body, content_type = render_metrics(service.metrics().model_dump())
         return Response(body, media_type=content_type)
 
     @app.get("/dashboard", include_in_schema=False)
@@ -312,15 +323,15 @@ def dashboard_snapshot(service: TradingService, *, full_curve: bool) -> dict[str
     curve = service.equity_curve(limit=2000 if full_curve else 1)
     return {
         "type": "snapshot",
-        "status": service.status(),
-        "risk": service.risk(),
-        "positions": service.positions(),
+        "status": service.status().model_dump(mode="json"),
+        "risk": service.risk().model_dump(mode="json"),
+        "positions": [row.model_dump(mode="json") for row in service.positions()],
         "allocations": service.allocations(),
-        "open_orders": service.orders(open_only=True)[-50:],
-        "recent_fills": service.trades(limit=20),
+        "open_orders": [row.model_dump(mode="json") for row in service.orders(open_only=True)[-50:]],
+        "recent_fills": [row.model_dump(mode="json") for row in service.trades(limit=20)],
         "equity_curve": [list(point) for point in curve],
         "full_curve": full_curve,
-        "bus": service.metrics().get("bus", {}),
+        "bus": service.metrics().bus.model_dump(mode="json"),
     }
 
 

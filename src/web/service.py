@@ -8,28 +8,41 @@ orchestrator implements it; the web layer never reaches into components.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Protocol
+
+from keel.integration.responses import (
+    EmergencyStopOutcome,
+    FillRow,
+    MetricsSnapshot,
+    OrderRow,
+    PositionRow,
+    ResumeOutcome,
+    RiskReport,
+    StrategyRow,
+    StrategySwitch,
+    SystemStatus,
+)
 
 
 class TradingService(Protocol):
     """Queries and operator commands of a running system."""
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> SystemStatus:
         """Return health, trading state, equity, P&L, ROI, drawdown, exposure and active strategies."""
 
-    def positions(self) -> list[dict[str, Any]]:
+    def positions(self) -> list[PositionRow]:
         """Return the open positions."""
 
-    def orders(self, open_only: bool = False) -> list[dict[str, Any]]:
+    def orders(self, open_only: bool = False) -> list[OrderRow]:
         """Return orders, newest last."""
 
-    def trades(self, limit: int = 100) -> list[dict[str, Any]]:
+    def trades(self, limit: int = 100) -> list[FillRow]:
         """Return the most recent fills, newest last."""
 
-    def risk(self) -> dict[str, Any]:
+    def risk(self) -> RiskReport:
         """Return risk use against limits (VaR, leverage, drawdown) and the trading state."""
 
-    def strategies(self) -> list[dict[str, Any]]:
+    def strategies(self) -> list[StrategyRow]:
         """Return each strategy with its state and parameters."""
 
     def allocations(self) -> dict[str, float]:
@@ -38,20 +51,20 @@ class TradingService(Protocol):
     def equity_curve(self, limit: int = 2000) -> list[tuple[int, float]]:
         """Return recent (time in ms, equity) points."""
 
-    def metrics(self) -> dict[str, Any]:
+    def metrics(self) -> MetricsSnapshot:
         """Return the numbers /metrics exports (see keel.web.metrics)."""
 
-    async def emergency_stop(self, reason: str, flatten: bool = False) -> dict[str, Any]:
+    async def emergency_stop(self, reason: str, flatten: bool = False) -> EmergencyStopOutcome:
         """Halt trading, cancel every open order, optionally flatten; return the outcome."""
 
-    async def resume(self, reason: str) -> dict[str, Any]:
+    async def resume(self, reason: str) -> ResumeOutcome:
         """Return trading to ACTIVE after a halt."""
 
-    def update_risk_limits(self, limits: Mapping[str, float]) -> dict[str, Any]:
+    def update_risk_limits(self, limits: Mapping[str, float]) -> dict[str, float | int]:
         """Change risk limits at run time (ValueError for an unknown or invalid limit)."""
 
-    def start_strategy(self, name: str) -> dict[str, Any]:
+    def start_strategy(self, name: str) -> StrategySwitch:
         """Let a strategy trade again (``keel.integration.orchestrator.UnknownStrategyError`` if unknown)."""
 
-    def stop_strategy(self, name: str) -> dict[str, Any]:
+    def stop_strategy(self, name: str) -> StrategySwitch:
         """Stop a strategy's signals (``keel.integration.orchestrator.UnknownStrategyError`` if unknown)."""

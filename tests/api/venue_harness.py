@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+import kit
 from keel.api.brackets import LeverageSchedule, load_leverage_schedule
 from keel.api.simulated_exchange import SimulatedExchange
 from keel.core.clock import NANOS_PER_MILLI, SimulatedClock
@@ -32,7 +33,7 @@ from keel.core.messages import (
 )
 from keel.core.orders import OrderSide, OrderType, TimeInForce
 from keel.market_data.feeds import RecordedSessionFeed
-from keel.market_data.loaders import load_funding, load_ohlcv
+from keel.market_data.loaders import load_funding
 
 ROOT = Path(__file__).resolve().parents[2]
 BARS_1M = ROOT / "data" / "ohlcv" / "binance_usdm_1m_2025-05"
@@ -58,25 +59,9 @@ def real_schedule() -> LeverageSchedule:
     return load_leverage_schedule(BRACKETS_FILE)
 
 
-@functools.cache
 def real_bars(symbol: str, count: int = 600) -> tuple[BarClosed, ...]:
     """The first ``count`` real 1m bars of ``symbol``."""
-    frame = load_ohlcv(BARS_1M / f"{symbol}_1m.csv.gz").frame.head(count)
-    return tuple(
-        BarClosed(
-            symbol=symbol,
-            interval="1m",
-            open_time=int(row.open_time_ms) * NANOS_PER_MILLI,
-            open=float(row.open),
-            high=float(row.high),
-            low=float(row.low),
-            close=float(row.close),
-            volume=float(row.volume),
-            ts_event=int(row.open_time_ms) * NANOS_PER_MILLI + MINUTE_NS,
-            ts_init=int(row.open_time_ms) * NANOS_PER_MILLI + MINUTE_NS,
-        )
-        for row in frame.itertuples(index=False)
-    )
+    return kit.real_bars(symbol, count)
 
 
 @functools.cache

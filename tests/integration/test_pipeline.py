@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +27,7 @@ from keel.core.messages import (
     SubmitOrder,
 )
 from keel.core.orders import OrderSide, OrderType
+from keel.core.ports import ExchangePort
 from keel.integration.pipeline import build_pipeline
 from keel.market_data.feeds import RecordedBarFeed
 
@@ -251,3 +254,23 @@ def test_random_targets_through_allocator_risk_and_router_are_never_rejected_by_
         assert pipeline.risk.pending(symbol) == 0
         venue = pipeline.exchange.account.quantity((symbol, PositionSide.BOTH))
         assert pipeline.positions.quantity(symbol) == pipeline.orders.position(symbol) == venue
+
+
+class _OtherVenue:
+    name = "other"
+
+
+def test_the_pipeline_holds_its_venue_by_the_exchange_port() -> None:
+    # Arrange
+    config = load_config("backtest", environ={})
+    pipeline = build_pipeline(config, load_instruments(config.exchange.instruments), EventBus(), SimulatedClock(0))
+    elsewhere = dataclasses.replace(pipeline, exchange=_OtherVenue())
+
+    # Act
+    simulated = pipeline.simulated_exchange()
+
+    # Assert
+    assert isinstance(pipeline.exchange, ExchangePort)
+    assert simulated is pipeline.exchange
+    with pytest.raises(TypeError, match="the venue other is not the simulated exchange"):
+        elsewhere.simulated_exchange()

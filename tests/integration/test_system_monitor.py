@@ -20,7 +20,7 @@ from keel.core.messages import (
 )
 from keel.integration.system_monitor import SystemMonitor
 from keel.market_data.feed_health import FeedHealthMonitor
-from keel.market_data.loaders import load_ohlcv
+from kit import real_bars
 
 BARS = Path(__file__).resolve().parents[2] / "data/ohlcv/binance_usdm_1m_2025-05/BTCUSDT_1m.csv.gz"
 
@@ -45,27 +45,8 @@ class TradingDesk:
             )
 
 
-def real_bars(count: int) -> list[BarClosed]:
-    frame = load_ohlcv(BARS).frame.iloc[:count]
-    return [
-        BarClosed(
-            symbol="BTCUSDT",
-            interval="1m",
-            open_time=int(r.open_time_ms) * 1_000_000,
-            open=r.open,
-            high=r.high,
-            low=r.low,
-            close=r.close,
-            volume=r.volume,
-            ts_event=int(r.open_time_ms) * 1_000_000 + NANOS_PER_MINUTE,
-            ts_init=int(r.open_time_ms) * 1_000_000 + NANOS_PER_MINUTE,
-        )
-        for r in frame.itertuples(index=False)
-    ]
-
-
 def wired() -> tuple[EventBus, SimulatedClock, SystemMonitor, TradingDesk, list[HealthChanged], list[BarClosed]]:
-    bars = real_bars(30)
+    bars = real_bars("BTCUSDT", 30)
     bus = EventBus()
     clock = SimulatedClock(bars[0].open_time)
     desk = TradingDesk(bus)
@@ -291,7 +272,7 @@ def test_unanswered_venue_calls_degrade_health_until_a_clean_interval() -> None:
 
 def test_an_overloaded_bus_that_conflates_market_data_degrades_health_until_it_keeps_up() -> None:
     # Arrange: a bus with room for two market-data messages
-    bars = real_bars(6)
+    bars = real_bars("BTCUSDT", 6)
     bus = EventBus(capacity=2)
     clock = SimulatedClock(bars[0].ts_event)
     monitor = SystemMonitor(bus, clock, check_interval_ns=NANOS_PER_MINUTE)

@@ -11,6 +11,7 @@ import pytest
 from keel.core.clock import NANOS_PER_MILLI
 from keel.core.messages import BarClosed
 from keel.market_data.loaders import load_ohlcv
+from kit import bar_of, real_frame
 
 ROOT = Path(__file__).resolve().parents[2]
 BARS_1M = ROOT / "data" / "ohlcv" / "binance_usdm_1m_2025-05"
@@ -64,30 +65,9 @@ def minute_returns(rows: int) -> pd.DataFrame:
 @functools.cache
 def real_bars(symbols: tuple[str, ...], count: int, start: int = 0) -> tuple[BarClosed, ...]:
     """Real 1m bars of ``symbols`` in time order (one per symbol per minute), from row ``start``."""
-    bars = []
-    frames = {s: load_ohlcv(BARS_1M / f"{s}_1m.csv.gz").frame for s in symbols}
     times = closes_1m().index[start : start + count]
-    for symbol, frame in frames.items():
-        frames[symbol] = frame.set_index("open_time_ms").loc[times]
-    for open_ms in times:
-        for symbol in symbols:
-            row = frames[symbol].loc[open_ms]
-            open_time = int(open_ms) * NANOS_PER_MILLI
-            bars.append(
-                BarClosed(
-                    symbol=symbol,
-                    interval="1m",
-                    open_time=open_time,
-                    open=float(row.open),
-                    high=float(row.high),
-                    low=float(row.low),
-                    close=float(row.close),
-                    volume=float(row.volume),
-                    ts_event=open_time + MINUTE_NS,
-                    ts_init=open_time + MINUTE_NS,
-                )
-            )
-    return tuple(bars)
+    frames = {s: real_frame(s).set_index("open_time_ms", drop=False).loc[times] for s in symbols}
+    return tuple(bar_of(symbol, frames[symbol].loc[open_ms]) for open_ms in times for symbol in symbols)
 
 
 @pytest.fixture(scope="session")

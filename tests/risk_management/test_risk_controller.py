@@ -44,6 +44,7 @@ from keel.risk_management.limits import RiskLimits
 from keel.risk_management.position_manager import PositionManager
 from keel.risk_management.risk_controller import DenialReason, RiskController
 from keel.risk_management.sizing import PositionSizer
+from kit import real_bars
 
 ROOT = Path(__file__).resolve().parents[2]
 BARS_1M = ROOT / "data" / "ohlcv" / "binance_usdm_1m_2025-05"
@@ -547,26 +548,6 @@ def test_a_non_finite_weight_is_denied_and_never_reaches_an_order() -> None:
 # --- limits, VaR, drawdown, rate, and the user's calls ------------------------------------------------
 
 
-@functools.cache
-def real_bars(symbol: str, count: int, start: int = 1) -> tuple[BarClosed, ...]:
-    frame = load_ohlcv(BARS_1M / f"{symbol}_1m.csv.gz").frame.iloc[start : start + count]
-    return tuple(
-        BarClosed(
-            symbol=symbol,
-            interval="1m",
-            open_time=int(r.open_time_ms) * NANOS_PER_MILLI,
-            open=float(r.open),
-            high=float(r.high),
-            low=float(r.low),
-            close=float(r.close),
-            volume=float(r.volume),
-            ts_event=int(r.open_time_ms) * NANOS_PER_MILLI + MINUTE_NS,
-            ts_init=int(r.open_time_ms) * NANOS_PER_MILLI + MINUTE_NS,
-        )
-        for r in frame.itertuples(index=False)
-    )
-
-
 def feed(desk: Desk, count: int, start: int = 1) -> None:
     """Publish ``count`` real minutes of BTCUSDT and ETHUSDT bars (both start at 15:33 UTC), BTC first."""
     for btc, eth in zip(real_bars(BTC, count, start), real_bars(ETH, count, start), strict=True):
@@ -771,7 +752,7 @@ def test_historical_var_is_the_empirical_loss_quantile_of_the_window() -> None:
     # Arrange
     desk = Desk(var_window=300, min_var_observations=60)
     feed(desk, 300)
-    closes = np.array([[b.close for b in real_bars(s, 300)] for s in (BTC, ETH)]).T
+    closes = np.array([[b.close for b in real_bars(s, 300, 1)] for s in (BTC, ETH)]).T
     returns = closes[1:] / closes[:-1] - 1.0
     exposures = np.array([10_000.0, 5_000.0])
     pnl = returns @ exposures
@@ -787,7 +768,7 @@ def test_historical_var_is_the_empirical_loss_quantile_of_the_window() -> None:
 
 def test_kelly_fraction_is_fractional_and_regime_aware() -> None:
     # Arrange: the first 300 real BTCUSDT 1m returns
-    closes = np.array([b.close for b in real_bars(BTC, 301)])
+    closes = np.array([b.close for b in real_bars(BTC, 301, 1)])
     returns = closes[1:] / closes[:-1] - 1.0
     risk = Desk().risk
 

@@ -113,7 +113,7 @@ def test_a_bad_detector_setting_fails_when_the_manager_is_built() -> None:
 
 
 @pytest.mark.parametrize(("strategy", "section"), PAIRS, ids=[p[0].__name__ for p in PAIRS])
-def test_configuration_declares_each_parameter_with_the_strategys_type_range_and_default(
+def test_configuration_sections_are_derived_from_each_strategys_parameter_space(
     strategy: type[BaseStrategy], section: type[BaseModel]
 ) -> None:
     # Arrange

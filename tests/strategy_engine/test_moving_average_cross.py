@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,34 +12,10 @@ from keel.core.bus import EventBus
 from keel.core.clock import SimulatedClock
 from keel.core.fsm import ComponentState
 from keel.core.messages import BarClosed, SignalAction, SignalGenerated, StrategyError
-from keel.market_data.loaders import load_ohlcv
 from keel.strategy_engine import BaseStrategy, MovingAverageCrossStrategy, StrategyRunner, StrategySignal
+from kit import real_bars, with_closes
 
-BARS = Path(__file__).resolve().parents[2] / "data/ohlcv/binance_usdm_1m_2025-05"
 MINUTE_NS = 60_000_000_000
-
-
-def real_bars(symbol: str, count: int, closes: list[float] | None = None) -> list[BarClosed]:
-    frame = load_ohlcv(BARS / f"{symbol}_1m.csv.gz").frame.iloc[:count]
-    bars = []
-    for i, row in enumerate(frame.itertuples(index=False)):
-        close = row.close if closes is None else closes[i]
-        open_ns = int(row.open_time_ms) * 1_000_000
-        bars.append(
-            BarClosed(
-                symbol=symbol,
-                interval="1m",
-                open_time=open_ns,
-                open=row.open,
-                high=max(row.high, close),
-                low=min(row.low, close),
-                close=close,
-                volume=row.volume,
-                ts_event=open_ns + MINUTE_NS,
-                ts_init=open_ns + MINUTE_NS,
-            )
-        )
-    return bars
 
 
 def signals_of(strategy: BaseStrategy, bars: list[BarClosed]) -> list[tuple[int, str]]:
@@ -88,11 +63,11 @@ def test_no_signal_before_warmup() -> None:
 
 def test_lookahead_signals_up_to_t_do_not_depend_on_later_bars() -> None:
     # Arrange: the same real bars, then the tail after t replaced by a perturbed copy
-    bars = real_bars("SOLUSDT", 2000)
+    bars = list(real_bars("SOLUSDT", 2000))
     cut = 1200
     rng = np.random.default_rng(7)
     perturbed_closes = [b.close for b in bars[:cut]] + [b.close * (1 + rng.normal(0, 0.01)) for b in bars[cut:]]
-    perturbed = bars[:cut] + real_bars("SOLUSDT", 2000, perturbed_closes)[cut:]
+    perturbed = bars[:cut] + with_closes(bars, perturbed_closes)[cut:]
 
     # Act
     stopped_at_t = signals_of(MovingAverageCrossStrategy(20, 60), bars[:cut])

@@ -6,9 +6,13 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from fastapi.routing import APIRoute
 
-from conftest import TOKEN, bearer, running_session
+from conftest import TOKEN, bearer, running_session, session_config
+from keel.integration.paper import PaperSession
+from keel.integration.responses import SystemStatus
 from keel.persistence import AuditLog, Database
+from keel.web import create_app
 
 CONTROL_ROUTES = [
     ("POST", "/api/v1/emergency-stop", {"reason": "test"}),
@@ -184,3 +188,55 @@ def test_metrics_are_prometheus_text(tmp_path: Path) -> None:
     ):
         assert name in text, name
     assert TOKEN not in text
+
+
+def _typed(schema: object) -> bool:
+    """Whether a JSON schema names its content: a model, or a list or map of typed values (not ``{}``)."""
+    if not isinstance(schema, dict):
+        return False
+    if "$ref" in schema or ("type" in schema and schema["type"] not in ("object", "array")):
+        return True
+    if "anyOf" in schema:
+        return all(_typed(option) for option in schema["anyOf"])
+    return _typed(schema.get("items")) or _typed(schema.get("additionalProperties"))
+
+
+def test_openapi_documents_every_control_api_response(tmp_path: Path) -> None:
+    # Arrange
+    session = PaperSession(session_config(tmp_path), tmp_path)
+    app = create_app(session.orchestrator, api_token=TOKEN, audit=session.orchestrator.record_operator_action)
+
+    # Act
+    document = app.openapi()
+
+    # Assert
+    routes = [
+        (route.path, method.lower())
+        for route in app.routes
+        if isinstance(route, APIRoute) and route.path.startswith("/api/v1/")
+        for method in route.methods
+    ]
+    assert len(routes) >= 12
+    for path, method in routes:
+        response = document["paths"][path][method]["responses"]["200"]
+        schema = response["content"]["application/json"]["schema"]
+        assert _typed(schema), (method, path, schema)
+    status = document["paths"]["/api/v1/status"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert status == {"$ref": "#/components/schemas/SystemStatus"}
+    documented = document["components"]["schemas"]["SystemStatus"]["properties"]
+    assert set(documented) == set(SystemStatus.model_fields)
+
+
+def test_responses_read_like_mappings_for_the_use_cases(tmp_path: Path) -> None:
+    # Arrange
+    session = PaperSession(session_config(tmp_path), tmp_path)
+
+    # Act
+    status = session.orchestrator.get_system_status()
+
+    # Assert
+    assert status["health"] == status.health == "HEALTHY"
+    assert status.get("no such field", "absent") == "absent"
+    assert "equity" in status and "no such field" not in status
+    with pytest.raises(KeyError, match="no such field"):
+        status["no such field"]
