@@ -258,7 +258,7 @@ def _tca(result: BacktestResult) -> str:
     columns = [c for c in TCA_COLUMNS if c not in ("parent_order_id", "reason")]
     body = [[_cell(row[c]) for c in columns] for row in rows]
     shortfall = [
-        float(row["implementation_shortfall_bps"]) for row in rows if row["implementation_shortfall_bps"] is not None
+        float(bps) for row in rows if isinstance(bps := row["implementation_shortfall_bps"], int | float | Decimal)
     ]
     average = f"{np.mean(shortfall):.2f}" if shortfall else "n/a"
     note = f'<p class="note">Average implementation shortfall against the arrival price: {average} bps.</p>'

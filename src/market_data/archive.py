@@ -448,7 +448,7 @@ def convert_archive(sources: Iterable[Path], destination: Path, result: ArchiveR
     symbols = sorted({symbol for (kind, symbol, _) in groups if kind == "klines"})
     for (kind, symbol, interval), paths in sorted(groups.items(), key=lambda item: (item[0][0], item[0][1])):
         if kind == "klines":
-            header = ("open_time_ms", "open", "high", "low", "close", "volume")
+            header: tuple[str, ...] = ("open_time_ms", "open", "high", "low", "close", "volume")
             target = destination / "ohlcv" / f"{symbol}_{interval}.csv.gz"
             result.written.append(_write_csv(target, header, _klines(paths)))
         elif kind == "agg_trades":

@@ -25,6 +25,7 @@ the operating system or the server if the process dies.
 
 from __future__ import annotations
 
+import builtins
 import fcntl
 import hashlib
 import json
@@ -143,7 +144,9 @@ class AccountLock:
         self._file = handle
 
     def _acquire_advisory(self) -> None:
-        connection = psycopg.connect(_libpq_url(self._database.url), autocommit=True, **_password(self._database.url))
+        connection = psycopg.connect(
+            _libpq_url(self._database.url), autocommit=True, password=_password(self._database.url)
+        )
         locked = connection.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_KEY,)).fetchone()
         if not (locked and locked[0]):
             connection.close()
@@ -332,7 +335,7 @@ class BackupManager:
     def _test_restore_postgresql(self, dump: Path) -> None:
         url = make_url(self.database_url)
         scratch = f"keel_verify_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(_libpq_url(url), autocommit=True, **_password(url)) as admin:
+        with psycopg.connect(_libpq_url(url), autocommit=True, password=_password(url)) as admin:
             admin.execute(f'CREATE DATABASE "{scratch}"')
         try:
             target = url.set(database=scratch)
@@ -354,7 +357,7 @@ class BackupManager:
             finally:
                 scratch_database.dispose()
         finally:
-            with psycopg.connect(_libpq_url(url), autocommit=True, **_password(url)) as admin:
+            with psycopg.connect(_libpq_url(url), autocommit=True, password=_password(url)) as admin:
                 admin.execute(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
 
     # --- restore ----------------------------------------------------------------------
@@ -404,7 +407,7 @@ class BackupManager:
 
     def prune(
         self, keep: int | None = None, max_age: timedelta | None = None, now: datetime | None = None
-    ) -> list[str]:
+    ) -> builtins.list[str]:
         """Delete backups beyond the newest ``keep`` or older than ``max_age``; the newest always stays.
 
         Returns
@@ -469,8 +472,8 @@ def _libpq_url(url: URL) -> str:
     return url.set(drivername="postgresql", password=None).render_as_string(hide_password=False)
 
 
-def _password(url: URL) -> dict[str, str]:
-    return {} if url.password is None else {"password": str(url.password)}
+def _password(url: URL) -> str | None:
+    return None if url.password is None else str(url.password)
 
 
 def _run_tool(command: list[str], url: URL) -> None:

@@ -335,9 +335,9 @@ def dashboard_snapshot(service: TradingService, *, full_curve: bool) -> dict[str
     }
 
 
-def _is_ready(status: Mapping[str, Any]) -> bool:
+def _is_ready(status: SystemStatus) -> bool:
     """Ready once the session runs (after recovery and reconciliation) and health is not UNHEALTHY."""
-    return bool(status.get("running")) and status.get("health") != "UNHEALTHY"
+    return status.running and status.health != "UNHEALTHY"
 
 
 def _request_id(request: Request) -> str:
