@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "api"))
+sys.path[:0] = [str(ROOT / "tests" / "api"), str(ROOT / "tests")]  # the venue harness and the test kit
 
 from venue_harness import real_instruments, real_schedule, real_session  # noqa: E402
 
