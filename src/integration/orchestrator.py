@@ -185,7 +185,7 @@ class TradingOrchestrator:
         from keel.integration.replay import RecordedRun, bounded_by_funding
 
         run = RecordedRun(bounded_by_funding(config))
-        orchestrator = cls(run.pipeline, run.config)
+        orchestrator = cls(run.pipeline, run.config, monitor=run.monitors[0])
         orchestrator._runner = _Replay(run)
         return orchestrator
 

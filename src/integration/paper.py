@@ -39,12 +39,18 @@ import structlog
 from keel.api import MarketCursor, VenueStore
 from keel.config import KeelConfig, config_to_dict
 from keel.core.bus import EventBus
-from keel.core.clock import NANOS_PER_MILLI, NANOS_PER_MINUTE, NANOS_PER_SECOND, LiveClock, SimulatedClock
-from keel.core.fsm import TradingState
+from keel.core.clock import NANOS_PER_SECOND, LiveClock, SimulatedClock
 from keel.core.instruments import load_instruments
 from keel.core.messages import BarClosed, CancelAllOrders, MarketDataEvent, SessionEnded, SessionStarted
 from keel.integration.orchestrator import TradingOrchestrator
-from keel.integration.pipeline import Pipeline, build_feed, build_pipeline, require_instruments
+from keel.integration.pipeline import (
+    Pipeline,
+    build_feed,
+    build_monitors,
+    build_pipeline,
+    log_gaps,
+    require_instruments,
+)
 from keel.integration.recovery import (
     ReplayedHistory,
     SessionPlan,
@@ -58,9 +64,6 @@ from keel.integration.recovery import (
 )
 from keel.integration.reports import BARS_PER_YEAR, iso_time, money, run_metrics, write_run_records
 from keel.integration.state_manager import StateManager
-from keel.integration.system_monitor import SystemMonitor
-from keel.market_data.feed_health import FeedHealthMonitor
-from keel.market_data.feeds import INTERVAL_MS
 from keel.persistence import AuditLog, Database, Journal, Settings, Snapshots
 from keel.persistence.backup import AccountLock, BackupError, BackupManager
 from keel.persistence.write_behind import SpillFile, copy_spill
@@ -114,6 +117,7 @@ class PaperSession:
         self.venue_store = VenueStore(venue_state)
         self.plan, cursor = self._plan(config, journal)
         self.feed = build_feed(config)
+        log_gaps(self.feed)
         self.clock = SimulatedClock(self.feed.summary.first_ns)
         self._events: Iterable[MarketDataEvent] = events_after(self.feed, cursor)
         bus = EventBus(config.bus.capacity, on_handler_error=self._handler_failed)
@@ -133,7 +137,14 @@ class PaperSession:
             buffer_capacity=persistence.journal_buffer,
             stall_timeout_seconds=persistence.database_stall_seconds,
         )
-        self.monitors = self._monitors(config, bus)
+        orders = self.pipeline.orders
+        self.monitors = build_monitors(
+            config,
+            bus,
+            self.clock,
+            venue_failures=lambda: orders.venue_unreachable,
+            database_component=self.state.name,
+        )
         self.orchestrator = TradingOrchestrator(
             self.pipeline, config, AuditLog(self.database), monitor=self.monitors[0], settings=Settings(self.database)
         )
@@ -169,41 +180,6 @@ class PaperSession:
             plan = SessionPlan(session=plan.session + 1, recover=False)
         self.venue_store.reset()
         return plan, None
-
-    def _monitors(self, config: KeelConfig, bus: EventBus) -> tuple[SystemMonitor, FeedHealthMonitor]:
-        """Build the system monitor and the bar-feed watchdog (silence counted in data time)."""
-        interval_ns = INTERVAL_MS[config.data.bar_interval] * NANOS_PER_MILLI
-        settings = config.monitor
-        trip = None if settings.stale_data_state == "none" else TradingState(settings.stale_data_state)
-        mismatch = (
-            None
-            if settings.reconciliation_mismatch_state == "none"
-            else TradingState(settings.reconciliation_mismatch_state)
-        )
-        outage = None if settings.database_outage_state == "none" else TradingState(settings.database_outage_state)
-        orders = self.pipeline.orders
-        system = SystemMonitor(
-            bus,
-            self.clock,
-            stale_data_state=trip,
-            mismatch_state=mismatch,
-            check_interval_ns=interval_ns,
-            venue_failures=lambda: orders.venue_unreachable,
-            database_outage_state=outage,
-            database_component=self.state.name,
-            rejection_limit=settings.rejections_before_alert,
-            rejection_window_ns=round(settings.rejection_window_minutes * NANOS_PER_MINUTE),
-            rejection_state=None if settings.rejection_state == "none" else TradingState(settings.rejection_state),
-        )
-        feeds = FeedHealthMonitor(
-            "market_data.feed_health",
-            bus,
-            self.clock,
-            stale_after_ns=settings.stale_after_bars * interval_ns,
-            check_interval_ns=interval_ns,
-            expected=[(symbol, "kline") for symbol in config.data.symbols],
-        )
-        return system, feeds
 
     def request_stop(self, reason: str) -> None:
         """Ask the session to shut down cleanly (safe to call from a signal handler)."""

@@ -16,10 +16,12 @@ that reports are written from.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+
+import structlog
 
 from keel.api.brackets import load_leverage_schedule
 from keel.api.simulated_exchange import SimulatedExchange
@@ -28,6 +30,7 @@ from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_MILLI, NANOS_PER_MINUTE, Clock, datetime_to_ns
 from keel.core.component import Component
 from keel.core.errors import ConfigurationError, MalformedDataError
+from keel.core.fsm import TradingState
 from keel.core.instruments import Instrument
 from keel.core.messages import (
     BarClosed,
@@ -50,6 +53,8 @@ from keel.core.ports import ExchangePort, MarginType, PositionMode
 from keel.execution.algorithms import ExecutionStyle
 from keel.execution.order_manager import OrderManager
 from keel.execution.router import RouterSettings, SmartOrderRouter
+from keel.integration.system_monitor import SystemMonitor
+from keel.market_data.feed_health import FeedHealthMonitor
 from keel.market_data.feeds import INTERVAL_MS, RecordedBarFeed
 from keel.portfolio import AdaptiveAllocator, EqualWeightAllocator, PerformanceAttributor, PortfolioOptimizer
 from keel.risk_management.limits import RiskLimits
@@ -63,6 +68,8 @@ from keel.strategy_engine import (
     StrategyManager,
     StrategyRunner,
 )
+
+_log = structlog.get_logger("keel.pipeline")
 
 
 @dataclass(slots=True)
@@ -186,6 +193,66 @@ def excluded_strategies(config: KeelConfig) -> dict[str, str]:
         return {}
     reason = "no funding data (data.funding: none): it trades funding rates"
     return {name: reason for name in config.strategy.strategies if name == "funding_arbitrage"}
+
+
+def build_monitors(
+    config: KeelConfig,
+    bus: EventBus,
+    clock: Clock,
+    *,
+    venue_failures: Callable[[], int] | None = None,
+    database_component: str = "integration.state",
+) -> tuple[SystemMonitor, FeedHealthMonitor]:
+    """Build the system monitor and the bar-feed watchdog (silence counted in data time), for every mode.
+
+    A gap in the recorded bars is a silent feed: past ``monitor.stale_after_bars``
+    bar intervals it moves trading to ``monitor.stale_data_state`` and back, in a
+    backtest as in a paper or live run.
+    """
+    interval_ns = INTERVAL_MS[config.data.bar_interval] * NANOS_PER_MILLI
+    settings = config.monitor
+    system = SystemMonitor(
+        bus,
+        clock,
+        stale_data_state=_state_or_none(settings.stale_data_state),
+        mismatch_state=_state_or_none(settings.reconciliation_mismatch_state),
+        check_interval_ns=interval_ns,
+        venue_failures=venue_failures,
+        database_outage_state=_state_or_none(settings.database_outage_state),
+        database_component=database_component,
+        rejection_limit=settings.rejections_before_alert,
+        rejection_window_ns=round(settings.rejection_window_minutes * NANOS_PER_MINUTE),
+        rejection_state=_state_or_none(settings.rejection_state),
+    )
+    feeds = FeedHealthMonitor(
+        "market_data.feed_health",
+        bus,
+        clock,
+        stale_after_ns=settings.stale_after_bars * interval_ns,
+        check_interval_ns=interval_ns,
+        expected=[(symbol, "kline") for symbol in config.data.symbols],
+    )
+    return system, feeds
+
+
+def _state_or_none(name: str) -> TradingState | None:
+    return None if name == "none" else TradingState(name)
+
+
+def log_gaps(feed: RecordedBarFeed, limit: int = 20) -> int:
+    """Log the recorded data's gaps (the first ``limit`` one by one, then their count); return how many."""
+    gaps = [gap for report in feed.reports for gap in report.gaps]
+    for gap in gaps[:limit]:
+        _log.warning(
+            "gap in the recorded data",
+            symbol=gap.symbol,
+            start_ms=gap.start_ms,
+            end_ms=gap.end_ms,
+            missing_bars=gap.missing_bars,
+        )
+    if len(gaps) > limit:
+        _log.warning("more gaps in the recorded data", logged=limit, total=len(gaps))
+    return len(gaps)
 
 
 def build_exchange(

@@ -23,7 +23,7 @@ from keel.core.bus import EventBus
 from keel.core.clock import SimulatedClock
 from keel.core.instruments import load_instruments
 from keel.core.messages import BarClosed, Message, reset_message_ids
-from keel.integration.pipeline import build_feed, build_pipeline, require_instruments
+from keel.integration.pipeline import build_feed, build_monitors, build_pipeline, log_gaps, require_instruments
 from keel.market_data.loaders import load_funding
 from keel.strategy_engine.base import BaseStrategy
 
@@ -55,6 +55,7 @@ class RecordedRun:
         require_instruments(config, instruments)
         self.config = config
         self.feed = build_feed(config)
+        self.gaps = log_gaps(self.feed)
         self.handler_failures: list[str] = []
         bus = EventBus(
             config.bus.capacity,
@@ -64,6 +65,7 @@ class RecordedRun:
         self.pipeline = build_pipeline(
             config, instruments, bus, self.clock, strategy=strategy, client_order_namespace="keel"
         )
+        self.monitors = build_monitors(config, bus, self.clock)
         self.bars = 0
         self.events = 0
         self.finished = False
@@ -72,6 +74,8 @@ class RecordedRun:
         """Start the pipeline, replay every recorded event through it, stop it."""
         pipeline, clock = self.pipeline, self.clock
         bus = pipeline.bus
+        for monitor in self.monitors:
+            monitor.start()
         pipeline.start()
         bus.drain()
         total = self.feed.summary.bars + self.feed.summary.funding_events
@@ -96,6 +100,8 @@ class RecordedRun:
         if progress is not None:
             progress(self.events, total)
         pipeline.stop()
+        for monitor in self.monitors:
+            monitor.stop()
         bus.drain()
         self.finished = True
 

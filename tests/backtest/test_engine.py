@@ -222,3 +222,28 @@ def test_other_intervals_run_natively_or_resampled_from_finer_files(
     # Assert
     assert result["bar_interval"] == interval and result["bars_processed"] == bars
     assert result["handler_errors"] == 0
+
+
+def test_a_gap_in_the_recorded_bars_moves_trading_as_in_paper(tmp_path: Path) -> None:
+    # Arrange: the real BTCUSDT month with 30 bars of 2025-05-05 cut out
+    import gzip
+
+    real = Path(__file__).resolve().parents[2] / "data/ohlcv/binance_usdm_1m_2025-05/BTCUSDT_1m.csv.gz"
+    lines = gzip.decompress(real.read_bytes()).decode().splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("1746446400000"))  # 2025-05-05 12:00
+    del lines[first : first + 30]
+    (tmp_path / "bars").mkdir()
+    (tmp_path / "bars" / "BTCUSDT_1m.csv.gz").write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    config = load_config("backtest")
+    config = config.model_copy(
+        update={"data": config.data.model_copy(update={"root": tmp_path, "bars": "bars", "funding": None})}
+    )
+
+    # Act
+    result = BacktestEngine(config).run(symbols=["BTCUSDT"], start="2025-05-05", end="2025-05-06")
+
+    # Assert
+    states = [(change.state.value, change.reason) for change in result.pipeline.recorder.trading_states]
+    assert result["data_gaps"] == 1
+    assert states[0][0] == "REDUCING" and "stale" in states[0][1]
+    assert states[-1][0] == "ACTIVE"
