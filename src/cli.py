@@ -21,6 +21,7 @@ import click
 from keel.config import KeelConfig, load_config
 from keel.core.errors import ConfigurationError, MalformedDataError, OperatorActionRequiredError
 from keel.core.log import configure_logging
+from keel.optimization.cli import tune
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -262,6 +263,8 @@ def replay_book_command(session_dir: str) -> None:
         _fail(f"data error: {error}", EXIT_FAILURE)
     click.echo(json.dumps(report.to_dict()))
 
+
+main.add_command(tune)
 
 if __name__ == "__main__":
     main()

@@ -49,6 +49,8 @@ _log = structlog.get_logger("keel.optimization")
 # Bars per stored return period: hourly returns of 1m bars keep trial records small.
 _PERIOD_BARS = {"1m": 60, "1h": 1}
 
+_FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+
 TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 
 
@@ -236,6 +238,7 @@ class HyperparameterTuner:
         study.set_user_attr("strategy", canonical_strategy(strategy))
         study.set_user_attr("objective", objective.name)
         study.set_user_attr("max_drawdown", objective.max_drawdown)
+        study.set_user_attr("setup", study_setup(self.config))
         return study
 
     def base_config(self, strategy: str) -> KeelConfig:
@@ -402,6 +405,17 @@ class HyperparameterTuner:
         return start, end
 
 
+def study_setup(config: KeelConfig) -> dict[str, Any]:
+    """Return what a study's trials depend on beyond their parameters: data range and tuning windows."""
+    data = config.data
+    return {
+        "data.symbols": list(data.symbols),
+        "data.start": None if data.start is None else data.start.isoformat(),
+        "data.end": None if data.end is None else data.end.isoformat(),
+        **{f"tuning.{k}": v for k, v in config.tuning.model_dump(exclude={"storage", "cache_url"}).items()},
+    }
+
+
 def walk_forward_table(study: optuna.Study, plan: WalkForwardPlan, objective: Objective) -> list[dict[str, Any]]:
     """Per fold: the trial a walk-forward run would pick on its train score, and that trial's test score."""
     rows = []
@@ -427,14 +441,25 @@ def walk_forward_table(study: optuna.Study, plan: WalkForwardPlan, objective: Ob
 
 
 def count_trials(study: optuna.Study) -> int:
-    """Return the trials of a study that finished or are running (the ones a worker must not repeat)."""
-    states = (
-        optuna.trial.TrialState.COMPLETE,
-        optuna.trial.TrialState.PRUNED,
-        optuna.trial.TrialState.FAIL,
-        optuna.trial.TrialState.RUNNING,
+    """Return the trials a worker must not repeat: finished, running, waiting, or failed with an error.
+
+    A trial failed by Ctrl-C or a crash (no recorded error) does not count, so
+    a resumed study runs it again.
+    """
+    state = optuna.trial.TrialState
+    return sum(
+        t.state in (state.COMPLETE, state.PRUNED, state.RUNNING, state.WAITING)
+        or (t.state is state.FAIL and "error" in t.user_attrs)
+        for t in study.get_trials(deepcopy=False)
     )
-    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def count_finished(study: optuna.Study) -> tuple[int, float | None]:
+    """Return the number of finished trials and the best score so far (None before the first)."""
+    objective = Objective.parse(study.user_attrs.get("objective", "sharpe"))
+    finished = study.get_trials(deepcopy=False, states=_FINISHED)
+    scores = [objective.scalar(tuple(t.values)) for t in finished if t.state is optuna.trial.TrialState.COMPLETE]
+    return len(finished), max(scores) if scores else None
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
