@@ -228,8 +228,7 @@ def report(storage: str | None, study_name: str, output_dir: str, config_file: s
     import optuna
 
     from keel.optimization.report import write_study_outputs
-    from keel.optimization.space import apply_values
-    from keel.optimization.tuner import HyperparameterTuner
+    from keel.optimization.tuner import HyperparameterTuner, config_of_study
 
     config = _config(config_file, (), None, None)
     url = storage or config.tuning.storage
@@ -237,8 +236,7 @@ def report(storage: str | None, study_name: str, output_dir: str, config_file: s
         study = optuna.load_study(study_name=study_name, storage=url)
     except KeyError:
         _fail(f"no study named {study_name!r} in {url}", EXIT_USAGE)
-    setup = {k: v for k, v in study.user_attrs.get("setup", {}).items() if v is not None}
-    tuner = HyperparameterTuner(apply_values(config, setup), storage=url, study_name=study_name)
+    tuner = HyperparameterTuner(config_of_study(study, config), storage=url, study_name=study_name)
     try:
         result = tuner.finish(study)
     except (ValueError, MalformedDataError) as error:

@@ -406,14 +406,14 @@ class HyperparameterTuner:
 
 
 def study_setup(config: KeelConfig) -> dict[str, Any]:
-    """Return what a study's trials depend on beyond their parameters: data range and tuning windows."""
-    data = config.data
-    return {
-        "data.symbols": list(data.symbols),
-        "data.start": None if data.start is None else data.start.isoformat(),
-        "data.end": None if data.end is None else data.end.isoformat(),
-        **{f"tuning.{k}": v for k, v in config.tuning.model_dump(exclude={"storage", "cache_url"}).items()},
-    }
+    """Return the configuration a study's trials start from (secrets left out), to rebuild its report."""
+    return config.model_dump(mode="json", exclude={"secrets"})
+
+
+def config_of_study(study: optuna.Study, fallback: KeelConfig) -> KeelConfig:
+    """Return the configuration stored with a study, or ``fallback`` for a study without one."""
+    setup = study.user_attrs.get("setup")
+    return fallback if setup is None else KeelConfig.model_validate(setup)
 
 
 def walk_forward_table(study: optuna.Study, plan: WalkForwardPlan, objective: Objective) -> list[dict[str, Any]]:
