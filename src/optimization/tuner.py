@@ -83,6 +83,7 @@ class TuningResult:
     equity_in_sample: list[float] = field(default_factory=list)
     equity_holdout: list[float] = field(default_factory=list)
     base_layer: dict[str, Any] = field(default_factory=dict)
+    cache: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """Return the headline numbers, the held-out result first."""
@@ -97,6 +98,7 @@ class TuningResult:
             "trials_complete": self.trials_complete,
             "trials_pruned": self.trials_pruned,
             "trials_failed": self.trials_failed,
+            "cache": self.cache,
         }
 
 
@@ -361,7 +363,7 @@ class HyperparameterTuner:
             best_value=objective.scalar(tuple(winner.values)),
             holdout=_headline(holdout, bars_per_year),
             in_sample=_headline(in_sample, bars_per_year),
-            deflated_sharpe=deflated_sharpe_ratio(returns, sharpes),
+            deflated_sharpe=deflated_sharpe_ratio(returns, sharpes, len(study.trials)),
             pbo=pbo,
             trials_run=len(states),
             trials_complete=len(complete),
@@ -372,6 +374,7 @@ class HyperparameterTuner:
             equity_in_sample=in_sample.equity.tolist(),
             equity_holdout=holdout.equity.tolist(),
             base_layer=_base_layer(base, strategy),
+            cache=self.cache.get_performance_metrics(),
         )
 
     def result_placeholder(self, study: optuna.Study, objective: Objective) -> TuningResult:

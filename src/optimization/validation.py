@@ -107,10 +107,14 @@ def sharpe_per_period(returns: np.ndarray) -> float:
     return float(returns.mean()) / deviation if deviation > 0 else 0.0
 
 
-def expected_max_sharpe(trial_sharpes: np.ndarray) -> float:
-    """Return the Sharpe the best of ``N`` unskilled trials is expected to reach (the DSR's benchmark)."""
-    n = len(trial_sharpes)
-    if n < 2:
+def expected_max_sharpe(trial_sharpes: np.ndarray, trials: int | None = None) -> float:
+    """Return the Sharpe the best of ``trials`` unskilled trials is expected to reach (the DSR's benchmark).
+
+    The spread comes from ``trial_sharpes``; ``trials`` (default: their number)
+    counts every trial run, pruned and failed ones included.
+    """
+    n = len(trial_sharpes) if trials is None else max(trials, len(trial_sharpes))
+    if len(trial_sharpes) < 2:
         return 0.0
     spread = float(np.std(trial_sharpes, ddof=1))
     first = _NORMAL.inv_cdf(1.0 - 1.0 / n)
@@ -118,7 +122,7 @@ def expected_max_sharpe(trial_sharpes: np.ndarray) -> float:
     return spread * ((1.0 - _EULER_GAMMA) * first + _EULER_GAMMA * second)
 
 
-def deflated_sharpe_ratio(returns: np.ndarray, trial_sharpes: np.ndarray) -> float:
+def deflated_sharpe_ratio(returns: np.ndarray, trial_sharpes: np.ndarray, trials: int | None = None) -> float:
     """Return the probability that the selected strategy's true Sharpe exceeds the best of N unskilled trials.
 
     Parameters
@@ -126,7 +130,9 @@ def deflated_sharpe_ratio(returns: np.ndarray, trial_sharpes: np.ndarray) -> flo
     returns
         Per-period returns of the selected trial.
     trial_sharpes
-        Per-period Sharpe ratios of every trial actually run (N is their number).
+        Per-period Sharpe ratios of the trials that completed (their spread).
+    trials
+        Number of trials actually run (N); the number of ``trial_sharpes`` when None.
     """
     count = len(returns)
     if count < 3:
@@ -141,7 +147,7 @@ def deflated_sharpe_ratio(returns: np.ndarray, trial_sharpes: np.ndarray) -> flo
     denominator = 1.0 - skew * sharpe + (kurtosis - 1.0) / 4.0 * sharpe**2
     if denominator <= 0:
         return 0.0
-    statistic = (sharpe - expected_max_sharpe(trial_sharpes)) * math.sqrt(count - 1) / math.sqrt(denominator)
+    statistic = (sharpe - expected_max_sharpe(trial_sharpes, trials)) * math.sqrt(count - 1) / math.sqrt(denominator)
     return _NORMAL.cdf(statistic)
 
 
