@@ -28,17 +28,27 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
-def _parse_space(values: tuple[str, ...]) -> dict[str, tuple[float, float]] | None:
-    """Read ``NAME=LOW:HIGH`` options into a parameter space."""
-    space: dict[str, tuple[float, float]] = {}
+def _parse_space(values: tuple[str, ...]) -> dict[str, Any] | None:
+    """Read ``NAME=LOW:HIGH`` and ``KEY=A,B`` (a choice) options into a parameter space."""
+    space: dict[str, Any] = {}
     for text in values:
         name, _, bounds = text.partition("=")
+        if ":" not in bounds and "," in bounds:
+            space[name.strip()] = [_choice(item.strip()) for item in bounds.split(",")]
+            continue
         low, _, high = bounds.partition(":")
         try:
             space[name.strip()] = (float(low), float(high))
         except ValueError:
             _fail(f"--param {text!r}: expected NAME=LOW:HIGH, e.g. fast_period=5:20", EXIT_USAGE)
     return space or None
+
+
+def _choice(text: str) -> Any:
+    """Read one choice as YAML would (``true``, ``3``, ``0.5`` or a string)."""
+    import yaml
+
+    return yaml.safe_load(text)
 
 
 def _config(config_file: str | None, symbols: tuple[str, ...], start: str | None, end: str | None) -> KeelConfig:
@@ -65,7 +75,9 @@ def _config(config_file: str | None, symbols: tuple[str, ...], start: str | None
 @click.option("--strategy", help="Strategy to tune (trend_following, mean_reversion, range_trading, ...).")
 @click.option("--trials", type=click.IntRange(min=1), default=20, show_default=True, help="Trials in the study.")
 @click.option("--objective", type=click.Choice(OBJECTIVES), default="sharpe", show_default=True)
-@click.option("--param", "params", multiple=True, help="Search NAME=LOW:HIGH only (repeatable); default: all.")
+@click.option(
+    "--param", "params", multiple=True, help="Search NAME=LOW:HIGH or KEY=A,B only (repeatable); default: all."
+)
 @click.option("--storage", help="Optuna storage URL (default tuning.storage: sqlite:///runs/optuna.db).")
 @click.option("--study", "study_name", help="Study name (default {strategy}-{objective}); workers join by name.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Local worker processes.")

@@ -187,8 +187,17 @@ def _importances(study: optuna.Study, objective: Objective) -> str:
     return f"<svg width='{_WIDTH}' height='{20 + 22 * len(importances)}'>{''.join(bars)}</svg>"
 
 
+def _numeric(trials: Sequence[optuna.trial.FrozenTrial], name: str) -> dict[int, float]:
+    """Return each trial's value of ``name`` as a number; choices become their rank among the values seen."""
+    values = {t.number: t.params[name] for t in trials if name in t.params}
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values.values()):
+        return {n: float(v) for n, v in values.items()}
+    ranks = {v: float(i) for i, v in enumerate(sorted({str(v) for v in values.values()}))}
+    return {n: ranks[str(v)] for n, v in values.items()}
+
+
 def _slice(trials: Sequence[optuna.trial.FrozenTrial], scores: dict[int, float], name: str) -> str:
-    points = [(float(t.params[name]), scores[t.number]) for t in trials if name in t.params]
+    points = [(x, scores[n]) for n, x in _numeric(trials, name).items()]
     return _plot(points, name.split(".")[-1], "score", width=360)
 
 
@@ -196,7 +205,8 @@ def _parallel(trials: Sequence[optuna.trial.FrozenTrial], scores: dict[int, floa
     if len(trials) < 2 or not params:
         return ""
     axes = [*params, "score"]
-    columns = {name: [float(t.params.get(name, np.nan)) for t in trials] for name in params}
+    numeric = {name: _numeric(trials, name) for name in params}
+    columns = {name: [numeric[name].get(t.number, np.nan) for t in trials] for name in params}
     columns["score"] = [scores[t.number] for t in trials]
     width = max(_WIDTH, 140 * len(axes))
     step = (width - 2 * _PAD) / (len(axes) - 1)

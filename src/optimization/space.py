@@ -11,7 +11,7 @@ value already drawn for the smaller one, so no sample is ever discarded.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
@@ -41,6 +41,8 @@ class Suggester(Protocol):
     def suggest_int(self, name: str, low: int, high: int, *, log: bool = False) -> int: ...
 
     def suggest_float(self, name: str, low: float, high: float, *, log: bool = False) -> float: ...
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +77,30 @@ class Dimension:
 
 
 @dataclass(frozen=True, slots=True)
+class Choice:
+    """One configuration key searched over a list of values (an allocator, an execution style, a switch).
+
+    Parameters
+    ----------
+    key
+        Dotted configuration key, e.g. ``portfolio.allocator``.
+    choices
+        The values tried (strings, numbers or booleans).
+    """
+
+    key: str
+    choices: tuple[Any, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.choices) < 1 or len(set(self.choices)) != len(self.choices):
+            raise ValueError(f"{self.key}: choices must be distinct and at least one, got {self.choices!r}")
+
+
+@dataclass(frozen=True, slots=True)
 class SearchSpace:
     """The dimensions of a study and the ordering constraints between them."""
 
-    dimensions: tuple[Dimension, ...]
+    dimensions: tuple[Dimension | Choice, ...]
 
     def __post_init__(self) -> None:
         keys = [d.key for d in self.dimensions]
@@ -98,7 +120,7 @@ class SearchSpace:
 
     def ordered_pairs(self) -> list[tuple[Dimension, Dimension]]:
         """Return the (smaller, larger) dimension pairs both present in the space."""
-        by_key = {d.key: d for d in self.dimensions}
+        by_key = {d.key: d for d in self.dimensions if isinstance(d, Dimension)}
         pairs = []
         for smaller_suffix, larger_suffix in ORDERED_KEYS:
             smaller = next((d for k, d in by_key.items() if _is_key(k, smaller_suffix)), None)
@@ -121,6 +143,9 @@ class SearchSpace:
             ceilings.setdefault(smaller.key, []).append(larger.key)
         values: dict[str, int | float] = {}
         for dimension in self._sampling_order():
+            if isinstance(dimension, Choice):
+                values[dimension.key] = suggester.suggest_categorical(dimension.key, list(dimension.choices))
+                continue
             low, high = dimension.low, dimension.high
             for key in floors.get(dimension.key, []):
                 if key in values:
@@ -131,7 +156,7 @@ class SearchSpace:
             values[dimension.key] = _suggest(suggester, dimension, low, high)
         return values
 
-    def _sampling_order(self) -> list[Dimension]:
+    def _sampling_order(self) -> list[Dimension | Choice]:
         """Return the dimensions with every smaller key of a pair before its larger one."""
         ordered = list(self.dimensions)
         for _ in range(len(ordered)):
@@ -178,7 +203,7 @@ def strategy_key(strategy: str, name: str) -> str:
     return f"{_STRATEGY_SECTION}.{strategy}.{name}"
 
 
-def strategy_space(strategy: str, bounds: Mapping[str, tuple[float, float]] | None = None) -> SearchSpace:
+def strategy_space(strategy: str, bounds: Mapping[str, Any] | None = None) -> SearchSpace:
     """Return the search space of a strategy's declared parameters.
 
     Parameters
@@ -186,8 +211,10 @@ def strategy_space(strategy: str, bounds: Mapping[str, tuple[float, float]] | No
     strategy
         Strategy name (``trend_following`` or ``TrendFollowing``).
     bounds
-        Parameters to search with narrower ranges, by parameter name (or full
-        dotted configuration key for keys outside the strategy); when given,
+        Parameters to search with narrower ranges ``(low, high)``, by parameter
+        name (or full dotted configuration key for keys outside the strategy,
+        where a list gives the values to choose from, e.g.
+        ``{"portfolio.allocator": ["markowitz", "equal_weight"]}``); when given,
         only these are searched.
 
     Raises
@@ -205,8 +232,12 @@ def strategy_space(strategy: str, bounds: Mapping[str, tuple[float, float]] | No
                 for name, p in declared.items()
             )
         )
-    dimensions = []
-    for name, (low, high) in bounds.items():
+    dimensions: list[Dimension | Choice] = []
+    for name, bound in bounds.items():
+        if "." in name and isinstance(bound, list):
+            dimensions.append(config_choice(name, bound))
+            continue
+        low, high = bound
         if "." in name:
             dimensions.append(config_dimension(name, low, high))
             continue
@@ -246,6 +277,24 @@ def config_dimension(key: str, low: float, high: float, *, log: bool | None = No
         raise ValueError(f"configuration key {key} is not a number (it holds {value!r})")
     kind = int if isinstance(value, int) else float
     return Dimension(key, kind, kind(low), kind(high), _log_scale(low, high) if log is None else log)
+
+
+def config_choice(key: str, choices: Sequence[Any]) -> Choice:
+    """Return a choice over values of any configuration key; each value is checked by the configuration.
+
+    Raises
+    ------
+    ValueError
+        If the key does not exist or a value is not valid for it.
+    """
+    base = KeelConfig()
+    get_key(base.model_dump(), key)
+    for value in choices:
+        try:
+            apply_values(base, {key: value})
+        except ValueError as error:
+            raise ValueError(f"{key}: {value!r} is not a valid value ({str(error).splitlines()[-1].strip()})") from None
+    return Choice(key, tuple(choices))
 
 
 def get_key(data: Mapping[str, Any], key: str) -> Any:

@@ -157,7 +157,7 @@ class HyperparameterTuner:
     async def start_optimization(
         self,
         strategy_name: str,
-        parameter_space: Mapping[str, tuple[float, float]] | None = None,
+        parameter_space: Mapping[str, Any] | None = None,
         objective: str = "sharpe_ratio",
         trials: int = 20,
     ) -> OptimizationJob:
@@ -184,7 +184,7 @@ class HyperparameterTuner:
         strategy: str,
         objective: str = "sharpe_ratio",
         trials: int = 20,
-        parameter_space: Mapping[str, tuple[float, float]] | None = None,
+        parameter_space: Mapping[str, Any] | None = None,
     ) -> TuningResult:
         """Run a study to the end (in a worker thread) and return its result."""
         return await asyncio.to_thread(self.optimize, strategy, parameter_space, objective, trials)
@@ -196,7 +196,7 @@ class HyperparameterTuner:
     def optimize(
         self,
         strategy: str,
-        parameter_space: Mapping[str, tuple[float, float]] | None = None,
+        parameter_space: Mapping[str, Any] | None = None,
         objective: str = "sharpe_ratio",
         trials: int = 20,
         *,
@@ -301,14 +301,15 @@ class HyperparameterTuner:
                     train = self.evaluate(config, fold.train_start, fold.train_end)
                     test = self.evaluate(config, fold.test_start, fold.test_end)
                     test_values = objective.score(test.equity, bars_per_year)
+                    test_metrics = curve_metrics(test.equity, bars_per_year)
                     tests.append(test_values)
                     returns.extend(returns_of(test.equity[::period]).tolist())
                     folds.append(
                         {
                             "train": objective.scalar(objective.score(train.equity, bars_per_year)),
                             "test": objective.scalar(test_values),
-                            "test_return": test.metrics["total_return"],
-                            "test_drawdown": test.metrics["max_drawdown"],
+                            "test_return": test_metrics["total_return"],
+                            "test_drawdown": test_metrics["max_drawdown"],
                         }
                     )
                     if not objective.is_multi:

@@ -31,6 +31,9 @@ class RandomSuggester:
         self.ranges[name] = (low, high, log)
         return self.random.uniform(low, high)
 
+    def suggest_categorical(self, name: str, choices: list[object]) -> object:
+        return self.random.choice(choices)
+
 
 def test_the_users_space_maps_to_trend_following_keys_with_their_declared_types() -> None:
     # Arrange
@@ -129,3 +132,22 @@ def test_applied_values_land_in_the_configuration_and_nest_into_a_layer() -> Non
 def test_ordered_ranges_that_cannot_be_satisfied_are_refused() -> None:
     with pytest.raises(ValueError, match="leaves no room"):
         SearchSpace((Dimension(FAST, int, 60, 100), Dimension(SLOW, int, 10, 50)))
+
+
+def test_a_configuration_key_with_a_list_is_searched_over_those_values() -> None:
+    # Arrange
+    space = strategy_space(
+        "trend_following", {"fast_period": (5, 20), "portfolio.allocator": ["markowitz", "equal_weight"]}
+    )
+
+    # Act
+    drawn = {space.sample(RandomSuggester(seed))["portfolio.allocator"] for seed in range(20)}
+
+    # Assert
+    assert drawn == {"markowitz", "equal_weight"}
+    assert apply_values(KeelConfig(), {"portfolio.allocator": "equal_weight"}).portfolio.allocator == "equal_weight"
+
+
+def test_a_choice_the_configuration_refuses_is_refused_naming_the_key() -> None:
+    with pytest.raises(ValueError, match=r"portfolio\.allocator: 'kelly' is not a valid value"):
+        strategy_space("trend_following", {"portfolio.allocator": ["markowitz", "kelly"]})
