@@ -157,11 +157,12 @@ def probability_of_backtest_overfitting(performance: np.ndarray, blocks: int = 8
     The periods are split into ``blocks`` equal groups; for every half of them
     taken as in-sample, the best in-sample trial's out-of-sample rank is
     recorded. PBO is the share of splits where that rank falls at or below the
-    median. None when there are fewer than two trials or too few periods.
+    median. None when there are fewer than two trials, too few periods, or all
+    trials earned the same returns (nothing to select between).
     """
     periods, trials = performance.shape
     blocks -= blocks % 2
-    if trials < 2 or blocks < 2 or periods < blocks:
+    if trials < 2 or blocks < 2 or periods < blocks or np.all(performance == performance[:, :1]):
         return None
     groups = np.array_split(np.arange(periods), blocks)
     below = total = 0

@@ -83,3 +83,7 @@ def test_pbo_is_near_one_half_for_pure_noise_and_low_for_a_real_edge() -> None:
 
 def test_pbo_needs_two_trials() -> None:
     assert probability_of_backtest_overfitting(np.zeros((100, 1))) is None
+
+
+def test_pbo_is_undefined_when_every_trial_earned_the_same() -> None:
+    assert probability_of_backtest_overfitting(np.full((100, 4), 0.001)) is None
