@@ -14,7 +14,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,13 +67,14 @@ class _Counters:
 class _LocalStore:
     """An in-process LRU with per-entry expiry."""
 
-    def __init__(self, max_entries: int) -> None:
+    def __init__(self, max_entries: int, clock: Callable[[], float]) -> None:
         self.max_entries = max_entries
+        self._clock = clock
         self._entries: OrderedDict[str, tuple[bytes, float | None]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        now = time.monotonic()
+        now = self._clock()
         found: list[bytes | None] = []
         with self._lock:
             for key in keys:
@@ -87,7 +88,7 @@ class _LocalStore:
         return found
 
     def set_many(self, items: Sequence[tuple[str, bytes]], ttl: float | None) -> None:
-        expiry = None if ttl is None else time.monotonic() + ttl
+        expiry = None if ttl is None else self._clock() + ttl
         with self._lock:
             for key, value in items:
                 self._entries[key] = (value, expiry)
@@ -139,6 +140,8 @@ class CacheManager:
         Prefix of every key (one cache per prefix).
     timeout
         Seconds a Redis call may take before the cache counts it as down.
+    clock
+        Seconds for the in-process entries' expiry (``time.monotonic``).
     """
 
     def __init__(
@@ -148,11 +151,12 @@ class CacheManager:
         *,
         prefix: str = "keel:cache:",
         timeout: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings if settings is not None else CacheSettings()
         self.prefix = prefix
         self.backend = "redis" if redis_url else "memory"
-        self._local = _LocalStore(self.settings.max_entries)
+        self._local = _LocalStore(self.settings.max_entries, clock)
         self._redis = _RedisStore(redis_url, timeout) if redis_url else None
         self._counters = _Counters()
         self._compressor = zstandard.ZstdCompressor(level=3)

@@ -104,3 +104,19 @@ def test_the_backtest_key_changes_with_the_configuration_but_not_with_logging() 
 
     # Assert
     assert same == backtest_key(base) != other
+
+
+def test_in_process_entries_expire_after_their_ttl() -> None:
+    # Arrange
+    now = [0.0]
+    cache = CacheManager(settings=CacheSettings(ttl_seconds=10.0), clock=lambda: now[0])
+    cache.set("k", {"n": 1})
+
+    # Act
+    now[0] = 9.0
+    fresh = cache.get("k")
+    now[0] = 10.5
+    expired = cache.get("k")
+
+    # Assert
+    assert fresh == {"n": 1} and expired is None
