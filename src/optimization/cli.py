@@ -6,6 +6,7 @@ Kept here, next to the tuner, and attached to the ``keel`` command in
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import time
@@ -125,6 +126,7 @@ def _run(config: KeelConfig, options: dict[str, Any]) -> None:
     from keel.optimization.tuner import HyperparameterTuner, count_trials
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     tuner = HyperparameterTuner(config, storage=options["storage"], study_name=options["study_name"])
     space = _parse_space(options["params"])
     strategy, trials = options["strategy"], options["trials"]

@@ -162,3 +162,31 @@ def test_a_study_resumes_and_only_runs_the_missing_trials(storage: Path, shared_
     # Assert
     trials = optuna.load_study(study_name="resumed", storage=tuner.storage_url).trials
     assert [t.number for t in trials] == [0, 1, 2]
+
+
+class InterruptedTuner(HyperparameterTuner):
+    """A tuner whose first backtest is interrupted, as by Ctrl-C."""
+
+    interrupted = False
+
+    def evaluate(self, config: KeelConfig, start: datetime, end: datetime) -> Curve:
+        if not InterruptedTuner.interrupted:
+            InterruptedTuner.interrupted = True
+            raise KeyboardInterrupt
+        return super().evaluate(config, start, end)
+
+
+def test_a_study_interrupted_by_ctrl_c_resumes_and_runs_the_interrupted_trial_again(
+    storage: Path, shared_cache: CacheManager
+) -> None:
+    # Arrange
+    tuner = InterruptedTuner(small_config(storage), cache=shared_cache, study_name="interrupted")
+    with pytest.raises(KeyboardInterrupt):
+        tuner.optimize("trend_following", USER_SPACE, trials=2, finish=False)
+
+    # Act
+    tuner.optimize("trend_following", USER_SPACE, trials=2, finish=False)
+
+    # Assert
+    states = [t.state for t in optuna.load_study(study_name="interrupted", storage=tuner.storage_url).trials]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.COMPLETE]
