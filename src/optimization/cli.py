@@ -160,6 +160,8 @@ def _run(config: KeelConfig, options: dict[str, Any]) -> None:
     result = tuner.finish(study, strategy)
     folder = write_study_outputs(study, result, options["output_dir"])
     click.echo(_summary_line(result))
+    if result.cache.get("health") == "DEGRADED":
+        click.echo(f"warning: the backtest cache ({result.cache['backend']}) was unreachable; trials ran uncached")
     click.echo(f"report written to {folder / 'report.html'}; apply with keel backtest --config {folder / 'best.yaml'}")
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -48,6 +49,9 @@ _log = structlog.get_logger("keel.optimization")
 
 # Bars per stored return period: hourly returns of 1m bars keep trial records small.
 _PERIOD_BARS = {"1m": 60, "1h": 1}
+
+# A backtest resets process-wide message ids, so jobs running in threads of one process take turns.
+_ENGINE_LOCK = threading.Lock()
 
 _FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
@@ -228,7 +232,9 @@ class HyperparameterTuner:
         """Create the study, or load it when one of that name exists in the storage."""
         name = self.study_name or f"{canonical_strategy(strategy)}-{objective.name}"
         storage = open_storage(self.storage_url)
-        sampler = optuna.samplers.TPESampler(seed=self.config.run.seed + seed_offset, multivariate=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            sampler = optuna.samplers.TPESampler(seed=self.config.run.seed + seed_offset, multivariate=True)
         study = optuna.create_study(
             storage=storage,
             study_name=name,
@@ -273,7 +279,8 @@ class HyperparameterTuner:
         cached = self.cache.get(key, "backtest")
         if cached is not None:
             return Curve(np.asarray(cached["equity"], dtype=np.float64), cached["metrics"])
-        result = BacktestEngine(windowed).run()
+        with _ENGINE_LOCK:
+            result = BacktestEngine(windowed).run()
         self.backtests_run += 1
         if result["handler_errors"]:
             raise RuntimeError(f"{result['handler_errors']} handler errors in the backtest {start} to {end}")
