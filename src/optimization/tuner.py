@@ -213,7 +213,8 @@ class HyperparameterTuner:
 
         ``worker_trials`` runs exactly that many trials in this process (the
         share of one of several local workers); otherwise trials run until the
-        study holds ``trials``.
+        study holds ``trials``. With ``finish`` False the held-out re-run and
+        the statistics are left out and only the trial counts are returned.
         """
         target = Objective.parse(objective, self.config.tuning.max_drawdown)
         space = strategy_space(strategy, parameter_space)
@@ -226,7 +227,7 @@ class HyperparameterTuner:
         else:
             while count_trials(study) < trials:
                 study.optimize(run_objective, n_trials=1, catch=catch, callbacks=callbacks)
-        return self.finish(study, strategy) if finish else self.result_placeholder(study, target)
+        return self.finish(study, strategy) if finish else self.counts_only_result(study, target)
 
     def create_study(self, strategy: str, objective: Objective, seed_offset: int = 0) -> optuna.Study:
         """Create the study, or load it when one of that name exists in the storage."""
@@ -385,7 +386,7 @@ class HyperparameterTuner:
             cache=self.cache.get_performance_metrics(),
         )
 
-    def result_placeholder(self, study: optuna.Study, objective: Objective) -> TuningResult:
+    def counts_only_result(self, study: optuna.Study, objective: Objective) -> TuningResult:
         """Return the trial counts of a worker's study without the held-out re-run (workers leave it to the parent)."""
         states = [t.state for t in study.trials]
         return TuningResult(
