@@ -21,6 +21,7 @@ import click
 from keel.config import KeelConfig, load_config
 from keel.core.errors import ConfigurationError, MalformedDataError, OperatorActionRequiredError
 from keel.core.log import configure_logging
+from keel.optimization.cli import tune
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -516,6 +517,8 @@ def backup_restore(mode: str, config_file: str | None, backup_dir: str | None, n
         _fail(f"restore refused: {error}", EXIT_FAILURE)
     click.echo(f"restored {info.name} (journal sequence {info.journal_sequence}); the next keel run recovers from it")
 
+
+main.add_command(tune)
 
 if __name__ == "__main__":
     main()

@@ -791,6 +791,24 @@ class Secrets(_Section):
     api_token: Secret | None = Field(None, description="Bearer token of the control API's state-changing routes.")
 
 
+class TuningConfig(_Section):
+    """Hyperparameter tuning (keel tune): storage, walk-forward windows, pruning, cache."""
+
+    storage: str = Field(
+        "sqlite:///runs/optuna.db", min_length=1, description="Optuna storage URL (SQLite or PostgreSQL)."
+    )
+    train_days: float = Field(3.0, gt=0, description="Length of each walk-forward train window, days.")
+    test_days: float = Field(1.0, gt=0, description="Length of each walk-forward test window, days.")
+    embargo_hours: float = Field(
+        1.0, ge=0, description="Gap left out after each train window and before the held-out window."
+    )
+    holdout_days: float = Field(2.0, gt=0, description="Final window tuning never sees; the winner is re-run on it.")
+    anchored: bool = Field(False, description="Train windows all start at the range start (else they roll).")
+    pruner: Literal["median", "hyperband", "none"] = Field("median", description="Pruner of unpromising trials.")
+    max_drawdown: float = Field(0.2, gt=0, le=1, description="Drawdown cap of the return objective.")
+    cache_url: str | None = Field(None, description="Redis URL of the backtest cache; None keeps it in process.")
+
+
 class KeelConfig(_Section):
     """The whole configuration of one keel process."""
 
@@ -808,6 +826,7 @@ class KeelConfig(_Section):
     web: WebConfig = Field(default_factory=WebConfig, description="Operator web app.")
     persistence: PersistenceConfig = Field(default_factory=PersistenceConfig, description="Storage.")
     monitor: MonitorConfig = Field(default_factory=MonitorConfig, description="System monitor.")
+    tuning: TuningConfig = Field(default_factory=TuningConfig, description="Hyperparameter tuning.")
     secrets: Secrets = Field(default_factory=Secrets, description="Credentials.")
 
     @model_validator(mode="after")

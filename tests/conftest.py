@@ -206,3 +206,26 @@ def postgres_server(_dedicated_postgres: PostgresServer) -> Iterator[PostgresSer
         _dedicated_postgres.resume()
     if not _dedicated_postgres.running:
         _dedicated_postgres.start()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Start a throwaway redis-server on 127.0.0.1 for the session (no persistence); yield its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed; run scripts/ensure-system-packages")
+    port = _free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    server = subprocess.Popen([*command, "--dir", str(folder)], stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None
+    for line in server.stdout:
+        if "Ready to accept connections" in line:
+            break
+    else:
+        raise RuntimeError(f"redis-server exited with code {server.wait()}")
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.terminate()
+        server.wait()

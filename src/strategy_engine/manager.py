@@ -511,6 +511,27 @@ class StrategyManager:
             raise KeyError(name)
         self._stopped[names.index(name)] = not enabled
 
+    def replace_strategy(self, strategy: BaseStrategy) -> BaseStrategy:
+        """Swap in ``strategy`` for the running one of the same name (new parameters); return the old one.
+
+        Call it between bars. The new instance warms up from the kept history
+        on its next bar; until it has a view of its own the strategy's vote is flat.
+
+        Raises
+        ------
+        KeyError
+            If no strategy has that name.
+        """
+        names = [s.name for s in self.strategies]
+        if strategy.name not in names:
+            raise KeyError(strategy.name)
+        index = names.index(strategy.name)
+        previous = self.strategies[index]
+        self.strategies = (*self.strategies[:index], strategy, *self.strategies[index + 1 :])
+        for book in self._books.values():
+            book.views[index] = None
+        return previous
+
     def strategy_enabled(self, name: str) -> bool:
         """Return whether an operator left the strategy's vote on."""
         return not self._stopped[[s.name for s in self.strategies].index(name)]

@@ -325,3 +325,24 @@ def test_duplicate_names_and_bad_market_data_are_refused() -> None:
 
 def _fields(bar: BarClosed) -> dict[str, Any]:
     return {f: getattr(bar, f) for f in BarClosed.__struct_fields__ if f != "id"}
+
+
+def test_a_replaced_strategy_votes_with_its_new_view_and_unknown_names_are_refused() -> None:
+    # Arrange
+    data = funding_within_bars(market_data("BTCUSDT", start=index_at("BTCUSDT", MAY_5), count=50))
+    manager = StrategyManager(
+        [_Fixed("a", "BUY", 1.0, 1.0), _Fixed("b", "BUY", 1.0, 1.0)],
+        None,
+        detector_factory=False,
+    )
+    manager.generate_trading_signals(truncated(data, 40))
+
+    # Act
+    previous = manager.replace_strategy(_Fixed("a", "SELL", 1.0, 1.0))
+    (signal,) = manager.generate_trading_signals(data)
+
+    # Assert
+    assert previous.name == "a" and [s.name for s in manager.strategies] == ["a", "b"]
+    assert signal.action == "HOLD"  # one BUY and one SELL of equal weight cancel
+    with pytest.raises(KeyError):
+        manager.replace_strategy(_Fixed("c", "BUY", 1.0, 1.0))

@@ -1,0 +1,151 @@
+"""Trials per minute of keel tune: 1 worker vs 2 workers on PostgreSQL, and a cached re-run vs a cold one.
+
+Each trial is a full walk-forward set of backtests (train and test window of
+every fold). The worker runs go through ``keel tune --workers N`` (separate
+processes joining one study by name; the time includes process start-up and
+the held-out re-run); the cache runs use one in-process tuner whose second
+study, with the same seed, finds every backtest cached.
+
+Without ``--storage`` a throwaway PostgreSQL server is started on 127.0.0.1.
+The default size is small (1 symbol, 3 days, 4 trials); ``--symbols``,
+``--days`` and ``--trials`` scale it (the issue's study: 10 symbols, a month).
+Prints one JSON line. ``--quick`` runs 2 trials and skips the 2-worker run's repeat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from datetime import date, timedelta
+from pathlib import Path
+
+import optuna
+import yaml
+
+from keel.config import load_config
+from keel.optimization.cache import CacheManager
+from keel.optimization.space import apply_values
+from keel.optimization.tuner import HyperparameterTuner
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACE = {"fast_period": (5, 20), "slow_period": (20, 50), "min_trend_strength": (0.1, 0.5)}
+
+
+@contextmanager
+def throwaway_postgres() -> Iterator[str]:
+    """Start a PostgreSQL server on a free loopback port (as user postgres when run as root); yield its URL."""
+    binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin"))[-1]
+    root = Path(tempfile.mkdtemp(prefix="keel-bench-pg-"))
+    data, sockets = root / "data", root / "sockets"
+    sockets.mkdir()
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        account = pwd.getpwnam("postgres")
+        for path in (root, sockets):
+            os.chown(path, account.pw_uid, account.pw_gid)
+        prefix = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    run = {"check": True, "capture_output": True}
+    subprocess.run([*prefix, str(binaries / "initdb"), "-D", str(data), "-U", "keel", "--auth=trust"], **run)
+    options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off"
+    subprocess.run(
+        [*prefix, str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"],
+        **run,
+    )
+    try:
+        yield f"postgresql+psycopg://keel@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            [*prefix, str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+            check=False,
+            capture_output=True,
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def tune_seconds(
+    storage: str, study: str, workers: int, trials: int, args: argparse.Namespace, config_file: Path
+) -> float:
+    """Run ``keel tune`` and return its wall time."""
+    output = Path(tempfile.mkdtemp(prefix="keel-bench-tune-"))
+    command = [sys.executable, "-m", "keel.cli", "tune", "--strategy", "trend_following", "--trials", str(trials)]
+    command += ["--storage", storage, "--study", study, "--workers", str(workers), "--output", str(output)]
+    command += ["--config", str(config_file), "--symbols", args.symbols, "--start", args.start, "--end", args.end]
+    for name, (low, high) in SPACE.items():
+        command += ["--param", f"{name}={low}:{high}"]
+    started = time.perf_counter()
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+    elapsed = time.perf_counter() - started
+    shutil.rmtree(output, ignore_errors=True)
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="2 trials")
+    parser.add_argument("--storage", help="PostgreSQL URL (default: a throwaway server)")
+    parser.add_argument("--symbols", default="BTCUSDT")
+    parser.add_argument("--days", type=int, default=3)
+    parser.add_argument("--trials", type=int, default=4)
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trials = 2 if args.quick else args.trials
+    args.start = "2025-05-10"
+    args.end = (date(2025, 5, 10) + timedelta(days=args.days)).isoformat()
+    days = float(args.days)
+    layer = {
+        "strategy": {"warmup_bars": 200, "regime": {"enabled": False}},
+        "tuning": {"train_days": days / 3, "test_days": days / 6, "embargo_hours": 1.0, "holdout_days": days / 6},
+    }
+    config_file = Path(tempfile.mkdtemp(prefix="keel-bench-cfg-")) / "bench.yaml"
+    config_file.write_text(yaml.safe_dump(layer))
+    stamp = str(int(time.time()))
+    with nullcontext(args.storage) if args.storage else throwaway_postgres() as storage:
+        one = tune_seconds(storage, f"bench-1-{stamp}", 1, trials, args, config_file)
+        two = tune_seconds(storage, f"bench-2-{stamp}", 2, trials, args, config_file)
+    base = apply_values(
+        load_config("backtest", config_file, config_dir=ROOT / "config"),
+        {"data.symbols": tuple(args.symbols.split(",")), "data.start": args.start, "data.end": args.end},
+    )
+    cache = CacheManager()
+    sqlite = f"sqlite:///{config_file.parent / 'optuna.db'}"
+    timings = []
+    for name in ("cold", "cached"):
+        tuner = HyperparameterTuner(base, storage=sqlite, cache=cache, study_name=f"bench-{name}")
+        started = time.perf_counter()
+        tuner.optimize("trend_following", SPACE, trials=trials, finish=False)
+        timings.append(time.perf_counter() - started)
+    print(
+        json.dumps(
+            {
+                "benchmark": "tuning",
+                "symbols": args.symbols,
+                "days": args.days,
+                "trials": trials,
+                "trials_per_minute_1_worker": round(60 * trials / one, 2),
+                "trials_per_minute_2_workers": round(60 * trials / two, 2),
+                "speedup_2_workers": round(one / two, 2),
+                "cold_seconds": round(timings[0], 2),
+                "cached_seconds": round(timings[1], 2),
+                "cached_speedup": round(timings[0] / max(timings[1], 1e-9), 1),
+                "cache_hit_rate": round(cache.get_performance_metrics()["hit_rate"], 3),
+                "cpu_count": os.cpu_count(),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,262 @@
+"""``keel tune``: run or join a study, several local worker processes, and ``keel tune report``.
+
+Kept here, next to the tuner, and attached to the ``keel`` command in
+:mod:`keel.cli`. Optuna is imported only when a tuning command runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import click
+
+from keel.config import KeelConfig, load_config
+from keel.core.errors import ConfigurationError, MalformedDataError
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+OBJECTIVES = ("sharpe", "sortino", "calmar", "return", "pareto")
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"keel: {message}", err=True)
+    sys.exit(code)
+
+
+def _parse_space(values: tuple[str, ...]) -> dict[str, Any] | None:
+    """Read ``NAME=LOW:HIGH`` and ``KEY=A,B`` (a choice) options into a parameter space."""
+    space: dict[str, Any] = {}
+    for text in values:
+        name, _, bounds = text.partition("=")
+        if ":" not in bounds and "," in bounds:
+            space[name.strip()] = [_choice(item.strip()) for item in bounds.split(",")]
+            continue
+        low, _, high = bounds.partition(":")
+        try:
+            space[name.strip()] = (float(low), float(high))
+        except ValueError:
+            _fail(f"--param {text!r}: expected NAME=LOW:HIGH, e.g. fast_period=5:20", EXIT_USAGE)
+    return space or None
+
+
+def _choice(text: str) -> Any:
+    """Read one choice as YAML would (``true``, ``3``, ``0.5`` or a string)."""
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def _config(config_file: str | None, symbols: tuple[str, ...], start: str | None, end: str | None) -> KeelConfig:
+    from keel.optimization.space import apply_values
+
+    overrides: dict[str, Any] = {}
+    chosen = tuple(s.strip().upper() for value in symbols for s in value.split(",") if s.strip())
+    if chosen:
+        overrides["data.symbols"] = chosen
+    if start:
+        overrides["data.start"] = start
+    if end:
+        overrides["data.end"] = end
+    try:
+        config = load_config("backtest", config_file)
+        return apply_values(config, overrides) if overrides else config
+    except ConfigurationError as error:
+        _fail(f"configuration error: {error}", EXIT_USAGE)
+    except ValueError as error:
+        _fail(f"configuration error: command line: {str(error).splitlines()[0]}", EXIT_USAGE)
+
+
+@click.group(invoke_without_command=True)
+@click.option("--strategy", help="Strategy to tune (trend_following, mean_reversion, range_trading, ...).")
+@click.option("--trials", type=click.IntRange(min=1), default=20, show_default=True, help="Trials in the study.")
+@click.option("--objective", type=click.Choice(OBJECTIVES), default="sharpe", show_default=True)
+@click.option(
+    "--param", "params", multiple=True, help="Search NAME=LOW:HIGH or KEY=A,B only (repeatable); default: all."
+)
+@click.option("--storage", help="Optuna storage URL (default tuning.storage: sqlite:///runs/optuna.db).")
+@click.option("--study", "study_name", help="Study name (default {strategy}-{objective}); workers join by name.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Local worker processes.")
+@click.option("--output", "output_dir", type=click.Path(file_okay=False), help="Folder for report.html, trials.csv.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML file layered over config/.")
+@click.option("--symbols", multiple=True, help="Symbols to trade (comma-separated or repeated).")
+@click.option("--start", help="First bar time, UTC (e.g. 2025-05-10).")
+@click.option("--end", help="End time, exclusive, UTC.")
+@click.option("--worker-index", type=int, default=0, hidden=True)
+@click.option("--worker-trials", type=int, default=None, hidden=True)
+@click.pass_context
+def tune(ctx: click.Context, **options: Any) -> None:
+    """Tune a strategy with Optuna on walk-forward backtests; write report.html, trials.csv, best.yaml.
+
+    Every trial is a full backtest per walk-forward fold; the winner is re-run
+    on a held-out window. Several processes (--workers, or `keel tune` on other
+    machines with the same PostgreSQL --storage and --study) share one study.
+    Interrupted studies resume when the command is run again.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if not options["strategy"]:
+        _fail("keel tune needs --strategy (e.g. --strategy trend_following)", EXIT_USAGE)
+    if options["worker_trials"] is None and not options["output_dir"]:
+        _fail("keel tune needs --output DIR", EXIT_USAGE)
+    config = _config(options["config_file"], options["symbols"], options["start"], options["end"])
+    from keel.core.log import configure_logging
+
+    configure_logging(
+        "WARNING" if options["worker_trials"] is not None else config.logging.level, config.logging.format
+    )
+    try:
+        _run(config, options)
+    except MalformedDataError as error:
+        _fail(f"data error: {error}", EXIT_FAILURE)
+    except ValueError as error:
+        _fail(str(error), EXIT_USAGE)
+
+
+def _run(config: KeelConfig, options: dict[str, Any]) -> None:
+    import optuna
+
+    from keel.optimization.objectives import Objective
+    from keel.optimization.report import write_study_outputs
+    from keel.optimization.tuner import HyperparameterTuner, count_trials
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    tuner = HyperparameterTuner(config, storage=options["storage"], study_name=options["study_name"])
+    space = _parse_space(options["params"])
+    strategy, trials = options["strategy"], options["trials"]
+    if options["worker_trials"] is not None:
+        tuner.optimize(
+            strategy,
+            space,
+            options["objective"],
+            trials,
+            worker_index=options["worker_index"],
+            worker_trials=options["worker_trials"],
+            finish=False,
+        )
+        return
+    objective = Objective.parse(options["objective"], config.tuning.max_drawdown)
+    study = tuner.create_study(strategy, objective)
+    tuner.plan()
+    with _progress_bar(trials, count_trials(study)) as update:
+        if options["workers"] == 1:
+            tuner.optimize(
+                strategy,
+                space,
+                options["objective"],
+                trials,
+                callbacks=[lambda s, _t: update(s)],
+                finish=False,
+            )
+        else:
+            _run_workers(options, trials - count_trials(study), study, update)
+    study = optuna.load_study(study_name=study.study_name, storage=tuner.storage_url)
+    result = tuner.finish(study, strategy)
+    folder = write_study_outputs(study, result, options["output_dir"])
+    click.echo(_summary_line(result))
+    if result.cache.get("health") == "DEGRADED":
+        click.echo(f"warning: the backtest cache ({result.cache['backend']}) was unreachable; trials ran uncached")
+    click.echo(f"report written to {folder / 'report.html'}; apply with keel backtest --config {folder / 'best.yaml'}")
+
+
+def _run_workers(options: dict[str, Any], remaining: int, study: Any, update: Any) -> None:
+    """Start ``--workers`` processes sharing the remaining trials exactly; wait for all of them."""
+    workers = options["workers"]
+    shares = [remaining // workers + (1 if i < remaining % workers else 0) for i in range(workers)]
+    base = [sys.executable, "-m", "keel.cli", "tune", "--strategy", options["strategy"]]
+    base += ["--trials", str(options["trials"]), "--objective", options["objective"], "--study", study.study_name]
+    for flag, key in (("--storage", "storage"), ("--config", "config_file"), ("--start", "start"), ("--end", "end")):
+        if options[key]:
+            base += [flag, str(options[key])]
+    for value in options["symbols"]:
+        base += ["--symbols", value]
+    for value in options["params"]:
+        base += ["--param", value]
+    processes = [
+        subprocess.Popen([*base, "--worker-index", str(i), "--worker-trials", str(share)])
+        for i, share in enumerate(shares)
+        if share > 0
+    ]
+    try:
+        while any(p.poll() is None for p in processes):
+            update(study)
+            time.sleep(1.0)
+    finally:
+        for process in processes:
+            process.wait()
+    update(study)
+    failed = [p.returncode for p in processes if p.returncode]
+    if failed:
+        _fail(f"{len(failed)} tuning workers exited with an error (codes {failed}); see their output", EXIT_FAILURE)
+
+
+@contextmanager
+def _progress_bar(total: int, done: int) -> Iterator[Any]:
+    """Yield ``update(study)``: a rich bar of trials done, best so far and ETA on a terminal."""
+    from keel.optimization.tuner import count_finished
+
+    if not sys.stderr.isatty():
+        yield lambda study: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("tuning"), BarColumn(), MofNCompleteColumn(), TextColumn("best {task.fields[best]}"))
+    with Progress(*columns, TimeRemainingColumn(), transient=True) as bar:
+        task = bar.add_task("tune", total=total, completed=done, best="-")
+
+        def update(study: Any) -> None:
+            finished, best = count_finished(study)
+            bar.update(task, completed=finished, best="-" if best is None else f"{best:.4g}")
+
+        yield update
+
+
+def _summary_line(result: Any) -> str:
+    import json
+
+    return json.dumps(
+        {
+            "study": result.study_name,
+            "holdout_return": result.holdout["total_return"],
+            "holdout_sharpe": result.holdout["sharpe_ratio"],
+            "holdout_max_drawdown": result.holdout["max_drawdown"],
+            "deflated_sharpe": result.deflated_sharpe,
+            "pbo": result.pbo,
+            "trials": result.trials_run,
+            "best_params": result.best_params,
+        }
+    )
+
+
+@tune.command("report")
+@click.option("--storage", help="Optuna storage URL (default tuning.storage).")
+@click.option("--study", "study_name", required=True, help="Name of the stored study.")
+@click.option("--output", "output_dir", required=True, type=click.Path(file_okay=False), help="Folder for the report.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML file layered over config/.")
+def report(storage: str | None, study_name: str, output_dir: str, config_file: str | None) -> None:
+    """Rebuild report.html, trials.csv and best.yaml of a stored study (held-out re-run included)."""
+    import optuna
+
+    from keel.optimization.report import write_study_outputs
+    from keel.optimization.tuner import HyperparameterTuner, config_of_study
+
+    config = _config(config_file, (), None, None)
+    url = storage or config.tuning.storage
+    try:
+        study = optuna.load_study(study_name=study_name, storage=url)
+    except KeyError:
+        _fail(f"no study named {study_name!r} in {url}", EXIT_USAGE)
+    tuner = HyperparameterTuner(config_of_study(study, config), storage=url, study_name=study_name)
+    try:
+        result = tuner.finish(study)
+    except (ValueError, MalformedDataError) as error:
+        _fail(str(error), EXIT_FAILURE)
+    folder = write_study_outputs(study, result, output_dir)
+    click.echo(_summary_line(result))
+    click.echo(f"report written to {folder / 'report.html'}")

@@ -1,0 +1,192 @@
+"""HyperparameterTuner: the user's calls, walk-forward trials through the real backtest engine.
+
+Each study is tiny (one symbol, three days, two folds, three or four trials) and
+they share one in-process cache, so a repeated trial costs no backtest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from pathlib import Path
+
+import optuna
+import pytest
+
+from keel.config import KeelConfig, load_config
+from keel.optimization.cache import CacheManager
+from keel.optimization.space import apply_values
+from keel.optimization.tuner import Curve, HyperparameterTuner
+
+FAST = "strategy.parameters.trend_following.fast_period"
+SLOW = "strategy.parameters.trend_following.slow_period"
+USER_SPACE = {"fast_period": (5, 20), "slow_period": (20, 50), "min_trend_strength": (0.1, 0.5)}
+
+
+def small_config(storage: Path) -> KeelConfig:
+    """Three days of BTCUSDT: two 1-day/12-hour folds and a 12-hour held-out window."""
+    return apply_values(
+        load_config("backtest"),
+        {
+            "data.symbols": ("BTCUSDT",),
+            "data.start": "2025-05-10",
+            "data.end": "2025-05-13",
+            "strategy.regime.enabled": False,
+            "strategy.warmup_bars": 200,
+            "tuning.train_days": 1.0,
+            "tuning.test_days": 0.5,
+            "tuning.embargo_hours": 1.0,
+            "tuning.holdout_days": 0.5,
+            "tuning.storage": f"sqlite:///{storage}",
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def shared_cache() -> CacheManager:
+    return CacheManager()
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("optuna") / "optuna.db"
+
+
+@pytest.fixture(scope="module")
+def user_study(storage: Path, shared_cache: CacheManager) -> tuple[HyperparameterTuner, object]:
+    tuner = HyperparameterTuner(small_config(storage), cache=shared_cache, study_name="user")
+
+    async def run() -> object:
+        job = await tuner.start_optimization(strategy_name="TrendFollowing", parameter_space=USER_SPACE, trials=4)
+        return await job
+
+    return tuner, asyncio.run(run())
+
+
+def test_the_users_start_optimization_call_tunes_trend_following_out_of_sample(user_study) -> None:
+    # Arrange
+    tuner, result = user_study
+    study = optuna.load_study(study_name="user", storage=tuner.storage_url)
+    plan = tuner.plan()
+
+    # Assert
+    assert result.trials_run == 4 and result.trials_complete + result.trials_pruned == 4
+    assert set(result.best_params) == {FAST, SLOW, "strategy.parameters.trend_following.min_trend_strength"}
+    assert result.best_params[FAST] < result.best_params[SLOW]
+    assert datetime.fromisoformat(result.holdout_window[0]) >= plan.folds[-1].test_end
+    assert 0.0 <= result.deflated_sharpe <= 1.0
+    assert len(result.walk_forward) == len(plan.folds) == 2
+    assert result.equity_holdout and result.equity_in_sample
+    complete = [t for t in study.trials if t.state is optuna.trial.TrialState.COMPLETE]
+    assert all(sorted(t.intermediate_values) == [0, 1] for t in complete)
+
+
+def test_each_trial_is_the_real_engines_backtest(user_study) -> None:
+    # Arrange
+    tuner, result = user_study
+    config = apply_values(tuner.base_config("trend_following"), result.best_params)
+    plan = tuner.plan()
+
+    # Act
+    fresh = HyperparameterTuner(config, cache=CacheManager()).evaluate(config, plan.holdout_start, plan.holdout_end)
+
+    # Assert
+    assert isinstance(fresh, Curve)
+    assert fresh.equity.tolist() == result.equity_holdout
+
+
+def test_the_same_seed_gives_the_same_trials_and_costs_no_backtest_the_second_time(
+    user_study, storage: Path, shared_cache: CacheManager
+) -> None:
+    # Arrange
+    first_tuner, _ = user_study
+    again = HyperparameterTuner(small_config(storage), cache=shared_cache, study_name="user-again")
+
+    # Act
+    asyncio.run(again.optimize_strategy_parameters(strategy="TrendFollowing", trials=4, parameter_space=USER_SPACE))
+
+    # Assert
+    first = optuna.load_study(study_name="user", storage=first_tuner.storage_url).trials
+    second = optuna.load_study(study_name="user-again", storage=again.storage_url).trials
+    assert [t.params for t in second] == [t.params for t in first]
+    assert again.backtests_run == 0
+
+
+class ExplodingTuner(HyperparameterTuner):
+    """A tuner whose backtests raise for fast periods above 12, as a broken configuration would."""
+
+    def evaluate(self, config: KeelConfig, start: datetime, end: datetime) -> Curve:
+        if config.strategy.parameters.trend_following.fast_period > 12:
+            raise RuntimeError("simulated venue crashed")
+        return super().evaluate(config, start, end)
+
+
+def test_a_failed_trial_is_recorded_with_its_error_and_the_study_goes_on(
+    storage: Path, shared_cache: CacheManager
+) -> None:
+    # Arrange
+    tuner = ExplodingTuner(small_config(storage), cache=shared_cache, study_name="exploding")
+
+    # Act
+    tuner.optimize("trend_following", {"fast_period": (5, 20), "slow_period": (20, 50)}, trials=4, finish=False)
+
+    # Assert
+    trials = optuna.load_study(study_name="exploding", storage=tuner.storage_url).trials
+    failed = [t for t in trials if t.state is optuna.trial.TrialState.FAIL]
+    assert len(trials) == 4
+    assert failed and all(t.user_attrs["error"] == "RuntimeError: simulated venue crashed" for t in failed)
+    assert all(t.params[FAST] > 12 for t in failed)
+
+
+def test_a_pareto_study_trades_return_against_drawdown(storage: Path, shared_cache: CacheManager) -> None:
+    # Arrange
+    tuner = HyperparameterTuner(small_config(storage), cache=shared_cache, study_name="pareto")
+
+    # Act
+    result = tuner.optimize("trend_following", USER_SPACE, objective="pareto", trials=3)
+
+    # Assert
+    study = optuna.load_study(study_name="pareto", storage=tuner.storage_url)
+    assert len(study.directions) == 2 and study.best_trials
+    assert result.objective == "pareto" and result.trials_complete == 3
+
+
+def test_a_study_resumes_and_only_runs_the_missing_trials(storage: Path, shared_cache: CacheManager) -> None:
+    # Arrange
+    tuner = HyperparameterTuner(small_config(storage), cache=shared_cache, study_name="resumed")
+    tuner.optimize("trend_following", USER_SPACE, trials=2, finish=False)
+
+    # Act
+    tuner.optimize("trend_following", USER_SPACE, trials=3, finish=False)
+
+    # Assert
+    trials = optuna.load_study(study_name="resumed", storage=tuner.storage_url).trials
+    assert [t.number for t in trials] == [0, 1, 2]
+
+
+class InterruptedTuner(HyperparameterTuner):
+    """A tuner whose first backtest is interrupted, as by Ctrl-C."""
+
+    interrupted = False
+
+    def evaluate(self, config: KeelConfig, start: datetime, end: datetime) -> Curve:
+        if not InterruptedTuner.interrupted:
+            InterruptedTuner.interrupted = True
+            raise KeyboardInterrupt
+        return super().evaluate(config, start, end)
+
+
+def test_a_study_interrupted_by_ctrl_c_resumes_and_runs_the_interrupted_trial_again(
+    storage: Path, shared_cache: CacheManager
+) -> None:
+    # Arrange
+    tuner = InterruptedTuner(small_config(storage), cache=shared_cache, study_name="interrupted")
+    with pytest.raises(KeyboardInterrupt):
+        tuner.optimize("trend_following", USER_SPACE, trials=2, finish=False)
+
+    # Act
+    tuner.optimize("trend_following", USER_SPACE, trials=2, finish=False)
+
+    # Assert
+    states = [t.state for t in optuna.load_study(study_name="interrupted", storage=tuner.storage_url).trials]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.COMPLETE]
