@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import structlog
 import zstandard
@@ -110,7 +110,7 @@ class _RedisStore:
         self._client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        return list(self._client.mget(list(keys))) if keys else []
+        return cast(list[bytes | None], self._client.mget(list(keys))) if keys else []
 
     def set_many(self, items: Sequence[tuple[str, bytes]], ttl: float | None) -> None:
         pipeline = self._client.pipeline(transaction=False)
@@ -309,8 +309,10 @@ def data_fingerprint(config: KeelConfig) -> str:
     """Return a hash of the content of every data file a backtest of ``config`` reads."""
     data = config.data
     folder = data.root / data.bars
-    paths: Iterable[Path] = [folder / f"{symbol}_{data.bar_interval}.csv.gz" for symbol in data.symbols]
-    paths = [*paths, data.root / data.funding]
+    source = data.resample_from or data.bar_interval
+    paths: Iterable[Path] = [folder / f"{symbol}_{source}.csv.gz" for symbol in data.symbols]
+    if data.funding is not None:
+        paths = [*paths, data.root / data.funding]
     digest = hashlib.sha256()
     for path in paths:
         digest.update(f"{path.name}:{file_digest(path) if path.is_file() else 'missing'};".encode())

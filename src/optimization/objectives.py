@@ -68,7 +68,7 @@ class Objective:
         """Whether the study is multi-objective (a Pareto front, no single best)."""
         return self.name == "pareto"
 
-    def score(self, equity: np.ndarray, bars_per_year: int) -> tuple[float, ...]:
+    def score(self, equity: np.ndarray, bars_per_year: float) -> tuple[float, ...]:
         """Return the objective value(s) of an equity curve."""
         metrics = curve_metrics(equity, bars_per_year)
         if self.name == "pareto":
@@ -86,7 +86,7 @@ class Objective:
         return total_return / max(drawdown, 1e-4)
 
 
-def curve_metrics(equity: np.ndarray, bars_per_year: int) -> dict[str, float]:
+def curve_metrics(equity: np.ndarray, bars_per_year: float) -> dict[str, float]:
     """Return total return, Sharpe, Sortino, Calmar and max drawdown of an equity curve."""
     metrics = performance_metrics(equity.tolist(), bars_per_year)
     bars = max(len(equity) - 1, 1)

@@ -241,7 +241,7 @@ class HyperparameterTuner:
             study_name=name,
             sampler=sampler,
             pruner=_pruner(self.config.tuning.pruner) if not objective.is_multi else optuna.pruners.NopPruner(),
-            directions=objective.directions,
+            directions=[optuna.study.StudyDirection[direction.upper()] for direction in objective.directions],
             load_if_exists=True,
         )
         study.set_user_attr("strategy", canonical_strategy(strategy))
@@ -503,7 +503,7 @@ def _pruner(name: str) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def _headline(curve: Curve, bars_per_year: int) -> dict[str, float]:
+def _headline(curve: Curve, bars_per_year: float) -> dict[str, float]:
     metrics = curve_metrics(curve.equity, bars_per_year)
     metrics["n_trades"] = curve.metrics.get("n_trades", 0.0)
     return metrics

@@ -77,7 +77,7 @@ def walk_forward(
     if min(train, test, holdout) <= timedelta(0) or embargo < timedelta(0):
         raise ValueError("train, test and holdout must be positive and embargo not negative")
     holdout_start = end - holdout
-    folds = []
+    folds: list[Fold] = []
     train_start, train_end = start, start + train
     while train_end + embargo + test + embargo <= holdout_start:
         test_start = train_end + embargo
