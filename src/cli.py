@@ -21,6 +21,7 @@ import click
 from keel.config import KeelConfig, load_config
 from keel.core.errors import ConfigurationError, MalformedDataError, OperatorActionRequiredError
 from keel.core.log import configure_logging
+from keel.market_data.loaders import BarSpacingError
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -90,6 +91,8 @@ def backtest(
     try:
         with _progress("backtest") as progress:
             result = BacktestEngine(config).run(progress=progress)
+    except BarSpacingError as error:
+        _fail(f"data error: {error}", EXIT_USAGE)
     except MalformedDataError as error:
         _fail(f"data error: {error}", EXIT_FAILURE)
     folder = result.write(output_dir)
@@ -168,6 +171,8 @@ def run(
     run_dir = Path(config.run.output_dir) / f"paper-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
     try:
         session = PaperSession(config, run_dir, on_status=_print_status)
+    except BarSpacingError as error:
+        _fail(f"data error: {error}", EXIT_USAGE)
     except OperatorActionRequiredError as error:
         _fail(str(error), EXIT_FAILURE)
     duration_seconds = config.paper.duration_seconds
@@ -179,6 +184,8 @@ def run(
     )
     try:
         final = asyncio.run(_run_paper(session))
+    except BarSpacingError as error:
+        _fail(f"data error: {error}", EXIT_USAGE)
     except MalformedDataError as error:
         _fail(f"data error: {error}", EXIT_FAILURE)
     _print_status(final)
@@ -236,18 +243,25 @@ def data() -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 def inspect(paths: tuple[str, ...]) -> None:
     """Print rows, span, symbols, gaps and bad rows of each data file (folders are searched)."""
-    from keel.market_data.inspection import inspect_paths, render_report
+    from keel.market_data.inspection import UnreadableFile, inspect_all, render_report
 
-    try:
-        reports = inspect_paths(paths)
-    except MalformedDataError as error:
-        _fail(f"data error: {error}", EXIT_FAILURE)
-    for report in reports:
-        click.echo(render_report(report))
-        click.echo("")
+    results = inspect_all(paths)
+    reports = [result for result in results if not isinstance(result, UnreadableFile)]
+    unreadable = [result for result in results if isinstance(result, UnreadableFile)]
+    for result in results:
+        if isinstance(result, UnreadableFile):
+            click.echo(f"{result.path}\n  unreadable: {result.reason}\n")
+        else:
+            click.echo(render_report(result))
+            click.echo("")
     bad = sum(len(r.bad_rows) for r in reports)
     gaps = sum(len(r.gaps) for r in reports)
-    click.echo(f"{len(reports)} files, {sum(r.rows_kept for r in reports)} rows kept, {bad} bad rows, {gaps} gaps")
+    click.echo(
+        f"{len(reports)} files, {sum(r.rows_kept for r in reports)} rows kept, {bad} bad rows, {gaps} gaps"
+        + (f", {len(unreadable)} unreadable" if unreadable else "")
+    )
+    if unreadable:
+        sys.exit(EXIT_FAILURE)
 
 
 @data.command("replay-book")

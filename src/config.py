@@ -19,9 +19,11 @@ from a file named by ``KEEL_SECRET_FILE`` holding ``NAME=value`` lines with the
 same names; the environment wins over the file. They are held in `Secret`,
 whose ``repr`` is redacted.
 
-Relative paths (``run.output_dir``, ``data.root``, ``exchange.instruments``)
-are kept relative: they are interpreted against the working directory of the
-process that uses them.
+``data.root`` is made absolute against the file that names it: the folder of
+the user's config file, or the project (the folder holding ``config/``) for
+the default files and the built-in default, or the working directory for an
+environment variable. Other relative paths (``run.output_dir``,
+``exchange.instruments``) are interpreted against the working directory.
 
 Every problem is raised as `ConfigurationError` naming the file (or
 environment variable) that set the bad value and its dotted key.
@@ -186,7 +188,7 @@ class RunConfig(_Section):
 class DataConfig(_Section):
     """Recorded market data: bars and funding rates."""
 
-    root: Path = Field(Path("data"), description="Data folder, relative to the working directory.")
+    root: Path = Field(Path("data"), description="Data folder, relative to the config file that names it.")
     bars: str = Field(
         "ohlcv/binance_usdm_1m_2025-05",
         min_length=1,
@@ -832,8 +834,10 @@ def load_config(
     environ = os.environ if environ is None else environ
     merged: dict[str, Any] = {}
     provenance: _Provenance = {("secrets",): "environment"}
-    for layer, source in _layers(mode, config_file, environ, config_dir):
+    directory = _default_config_dir() if config_dir is None else config_dir
+    for layer, source in _layers(mode, config_file, environ, directory):
         _merge(merged, layer, source, provenance)
+    _resolve_data_root(merged, provenance, directory, config_file)
     try:
         config = KeelConfig.model_validate(merged)
     except ValidationError as error:
@@ -870,6 +874,32 @@ def _layers(
     layers += _environment_layers(environ)
     layers += _secret_layers(environ)
     return layers
+
+
+def _resolve_data_root(
+    merged: dict[str, Any], provenance: _Provenance, directory: Path, config_file: str | Path | None
+) -> None:
+    """Make ``data.root`` absolute, against the folder of the file that names it.
+
+    A root from the user's config file is relative to that file's folder; one
+    from ``config/`` (or the built-in default) to the project holding
+    ``config/``; one from the environment to the working directory.
+    """
+    data = merged.setdefault("data", {})
+    if not isinstance(data, dict):
+        return
+    root = data.get("root", "data")
+    if not isinstance(root, str | Path):
+        return
+    source = provenance.get(("data", "root"))
+    if config_file is not None and source == str(config_file):
+        base = Path(config_file).resolve().parent
+    elif source is None or Path(source).parent == directory:
+        base = directory.resolve().parent
+    else:
+        base = Path.cwd()
+    data["root"] = base / Path(root).expanduser()
+    provenance.setdefault(("data", "root"), "the built-in default")
 
 
 def _default_config_dir() -> Path:

@@ -40,7 +40,7 @@ from keel.core.messages import (
     TradeTick,
 )
 from keel.core.orders import OrderSide
-from keel.market_data.loaders import LoadReport, load_funding, load_ohlcv
+from keel.market_data.loaders import LoadReport, check_bar_spacing, load_funding, load_ohlcv
 from keel.market_data.order_book import DiffResult, OrderBook
 from keel.market_data.sessions import load_session
 
@@ -120,12 +120,13 @@ class RecordedBarFeed:
         start_ns: int | None,
         end_ns: int | None,
     ) -> dict[str, np.ndarray]:
-        path = folder / f"{symbol}_{self.interval}.csv.gz"
+        path = (folder / f"{symbol}_{self.interval}.csv.gz").resolve()
         if not path.exists():
             raise MalformedDataError(f"{path}: no {self.interval} bar file for {symbol}")
         loaded = load_ohlcv(path, symbol=symbol)
         self.reports.append(loaded.report)
         frame = loaded.frame
+        check_bar_spacing(path, frame["open_time_ms"].to_numpy(np.int64), self.interval, interval_ns // NANOS_PER_MILLI)
         open_ns = frame["open_time_ms"].to_numpy(np.int64) * NANOS_PER_MILLI
         keep = np.ones(len(open_ns), dtype=bool)
         if start_ns is not None:

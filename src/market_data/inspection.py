@@ -9,12 +9,45 @@ a terminal, such as the output of ``keel data inspect``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from keel.core.errors import MalformedDataError
 from keel.market_data.loaders import Gap, LoadReport, load_any
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableFile:
+    """A file ``inspect_all`` could not read at all, with the reason."""
+
+    path: str
+    reason: str
+
+
+def inspect_all(paths: Sequence[str | Path]) -> list[LoadReport | UnreadableFile]:
+    """Load every file; a file that cannot be read is reported and the rest still loaded.
+
+    Parameters
+    ----------
+    paths
+        Files, or folders standing for every ``*.csv.gz`` file below them
+        (in sorted order), in the order given.
+
+    Returns
+    -------
+    list of LoadReport or UnreadableFile
+        One entry per file, in order.
+    """
+    results: list[LoadReport | UnreadableFile] = []
+    for file in _expand(paths):
+        try:
+            results.append(load_any(file).report)
+        except (MalformedDataError, OSError) as error:
+            results.append(UnreadableFile(str(file.resolve()), str(error)))
+    return results
 
 
 def inspect_paths(paths: Sequence[str | Path]) -> list[LoadReport]:

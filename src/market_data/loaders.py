@@ -333,6 +333,48 @@ _FIXED_FORMATS = {
 # ---------------------------------------------------------------- public API
 
 
+class BarSpacingError(MalformedDataError):
+    """A bar file's bars are spaced differently from the configured bar interval."""
+
+
+def typical_spacing_ms(open_time_ms: np.ndarray) -> int | None:
+    """Return the most common step between consecutive bar open times (None below two bars).
+
+    Parameters
+    ----------
+    open_time_ms
+        Bar open times in increasing order.
+    """
+    steps = np.diff(np.asarray(open_time_ms, dtype=np.int64))
+    steps = steps[steps > 0]
+    if steps.size == 0:
+        return None
+    values, counts = np.unique(steps, return_counts=True)
+    return int(values[np.argmax(counts)])
+
+
+def check_bar_spacing(path: str | Path, open_time_ms: np.ndarray, interval: str, interval_ms: int) -> None:
+    """Raise BarSpacingError when the bars of ``path`` are not ``interval`` apart.
+
+    Raises
+    ------
+    BarSpacingError
+        Naming the file (absolute path), the spacing found and ``data.bar_interval``.
+    """
+    spacing = typical_spacing_ms(open_time_ms)
+    if spacing is not None and spacing != interval_ms:
+        raise BarSpacingError(
+            f"{Path(path).resolve()}: bars are {_describe_ms(spacing)} apart, but data.bar_interval is {interval}"
+        )
+
+
+def _describe_ms(milliseconds: int) -> str:
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if milliseconds % size == 0:
+            return f"{milliseconds // size}{unit}"
+    return f"{milliseconds}ms"
+
+
 def find_gaps(open_time_ms: np.ndarray, interval_ms: int, symbol: str) -> tuple[Gap, ...]:
     """Find the missing bars of one symbol's bar series.
 
