@@ -19,11 +19,11 @@ from a file named by ``KEEL_SECRET_FILE`` holding ``NAME=value`` lines with the
 same names; the environment wins over the file. They are held in `Secret`,
 whose ``repr`` is redacted.
 
-``data.root`` is made absolute against the file that names it: the folder of
-the user's config file, or the project (the folder holding ``config/``) for
-the default files and the built-in default, or the working directory for an
-environment variable. Other relative paths (``run.output_dir``,
-``exchange.instruments``) are interpreted against the working directory.
+``data.root``, ``exchange.instruments`` and ``exchange.leverage_brackets`` are
+made absolute against the file that names them: the folder of the user's
+config file, or the project (the folder holding ``config/``) for the default
+files and the built-in default, or the working directory for an environment
+variable. ``run.output_dir`` is interpreted against the working directory.
 
 Every problem is raised as `ConfigurationError` naming the file (or
 environment variable) that set the bad value and its dotted key.
@@ -837,7 +837,7 @@ def load_config(
     directory = _default_config_dir() if config_dir is None else config_dir
     for layer, source in _layers(mode, config_file, environ, directory):
         _merge(merged, layer, source, provenance)
-    _resolve_data_root(merged, provenance, directory, config_file)
+    _resolve_paths(merged, provenance, directory, config_file)
     try:
         config = KeelConfig.model_validate(merged)
     except ValidationError as error:
@@ -876,30 +876,35 @@ def _layers(
     return layers
 
 
-def _resolve_data_root(
+_FILE_PATH_KEYS: tuple[tuple[str, str, str], ...] = (
+    ("data", "root", "data"),
+    ("exchange", "instruments", "config/instruments.yaml"),
+    ("exchange", "leverage_brackets", "config/leverage_brackets.yaml"),
+)
+
+
+def _resolve_paths(
     merged: dict[str, Any], provenance: _Provenance, directory: Path, config_file: str | Path | None
 ) -> None:
-    """Make ``data.root`` absolute, against the folder of the file that names it.
+    """Make the data and exchange-specification paths absolute, against the file that names them.
 
-    A root from the user's config file is relative to that file's folder; one
+    A path from the user's config file is relative to that file's folder; one
     from ``config/`` (or the built-in default) to the project holding
     ``config/``; one from the environment to the working directory.
     """
-    data = merged.setdefault("data", {})
-    if not isinstance(data, dict):
-        return
-    root = data.get("root", "data")
-    if not isinstance(root, str | Path):
-        return
-    source = provenance.get(("data", "root"))
-    if config_file is not None and source == str(config_file):
-        base = Path(config_file).resolve().parent
-    elif source is None or Path(source).parent == directory:
-        base = directory.resolve().parent
-    else:
-        base = Path.cwd()
-    data["root"] = base / Path(root).expanduser()
-    provenance.setdefault(("data", "root"), "the built-in default")
+    for section, key, default in _FILE_PATH_KEYS:
+        values = merged.setdefault(section, {})
+        if not isinstance(values, dict) or not isinstance(values.get(key, default), str | Path):
+            continue
+        source = provenance.get((section, key))
+        if config_file is not None and source == str(config_file):
+            base = Path(config_file).resolve().parent
+        elif source is None or Path(source).parent == directory:
+            base = directory.resolve().parent
+        else:
+            base = Path.cwd()
+        values[key] = base / Path(values.get(key, default)).expanduser()
+        provenance.setdefault((section, key), "the built-in default")
 
 
 def _default_config_dir() -> Path:

@@ -43,9 +43,20 @@ def load_error(mode: str | None = None, config_file: Path | None = None, **envir
 def test_defaults_match_the_schema() -> None:
     config = load()
 
-    as_given = config.model_copy(update={"data": config.data.model_copy(update={"root": Path("data")})})
+    as_given = config.model_copy(
+        update={
+            "data": config.data.model_copy(update={"root": Path("data")}),
+            "exchange": config.exchange.model_copy(
+                update={
+                    "instruments": Path("config/instruments.yaml"),
+                    "leverage_brackets": Path("config/leverage_brackets.yaml"),
+                }
+            ),
+        }
+    )
     assert as_given == KeelConfig()
     assert config.data.root == CONFIG_DIR.parent / "data"
+    assert config.exchange.instruments == CONFIG_DIR / "instruments.yaml"
 
 
 def test_the_default_data_root_is_the_projects_whatever_the_working_directory(
@@ -59,7 +70,7 @@ def test_the_default_data_root_is_the_projects_whatever_the_working_directory(
 
     # Assert
     assert config.data.root == CONFIG_DIR.parent / "data"
-    assert config.data.root.is_dir()
+    assert config.data.root.is_dir() and config.exchange.instruments.is_file()
 
 
 def test_a_relative_data_root_resolves_against_the_config_file_that_names_it(
