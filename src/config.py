@@ -696,6 +696,9 @@ class WebConfig(_Section):
         0.5, gt=0, le=1, allow_inf_nan=False, description="Seconds between dashboard updates (at most 1)."
     )
     control_requests_per_minute: int = Field(30, ge=1, description="Rate limit of control routes per client.")
+    read_requests_per_second: int = Field(20, ge=1, description="Rate limit of read routes per client.")
+    max_websockets_per_client: int = Field(10, ge=1, description="Dashboard WebSockets one client may hold open.")
+    max_body_bytes: int = Field(16_384, ge=256, description="Largest body a control route accepts (413 above).")
 
 
 class MonitorConfig(_Section):
@@ -708,6 +711,9 @@ class MonitorConfig(_Section):
     reconciliation_mismatch_state: Literal["REDUCING", "HALTED", "none"] = Field(
         "HALTED",
         description="Trading state a reconciliation mismatch with the venue moves to (none: only report it).",
+    )
+    loop_lag_degraded_seconds: float = Field(
+        0.25, gt=0, allow_inf_nan=False, description="Event-loop lag (s) above which health is DEGRADED."
     )
 
 

@@ -36,7 +36,6 @@ from keel.api import MarketCursor, VenueStore
 from keel.config import KeelConfig, config_to_dict
 from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_MILLI, LiveClock, SimulatedClock
-from keel.core.fsm import TradingState
 from keel.core.instruments import load_instruments
 from keel.core.messages import BarClosed, CancelAllOrders, MarketDataEvent, SessionEnded, SessionStarted
 from keel.integration.orchestrator import TradingOrchestrator
@@ -51,8 +50,7 @@ from keel.integration.recovery import (
 )
 from keel.integration.reports import BARS_PER_YEAR, iso_time, money, run_metrics, write_run_records
 from keel.integration.state_manager import StateManager
-from keel.integration.system_monitor import SystemMonitor
-from keel.market_data.feed_health import FeedHealthMonitor
+from keel.integration.system_monitor import LoopLagProbe, build_monitors
 from keel.market_data.feeds import INTERVAL_MS
 from keel.persistence import AuditLog, Database, Journal, Settings, Snapshots
 
@@ -115,7 +113,15 @@ class PaperSession:
         self.pipeline.orders.set_write_ahead(self.state.write_ahead)
         if self.plan.recover:
             restore_state(self.pipeline, journal, snapshots, self.plan)
-        self.monitors = self._monitors(config, bus)
+        orders = self.pipeline.orders
+        self.loop_lag = LoopLagProbe()
+        self.monitors = build_monitors(
+            config,
+            bus,
+            self.clock,
+            venue_failures=lambda: orders.venue_unreachable,
+            loop_lag=lambda: self.loop_lag.lag_seconds,
+        )
         self.orchestrator = TradingOrchestrator(
             self.pipeline, config, AuditLog(self.database), monitor=self.monitors[0], settings=Settings(self.database)
         )
@@ -142,35 +148,6 @@ class PaperSession:
             plan = SessionPlan(session=plan.session + 1, recover=False)
         self.venue_store.reset()
         return plan, None
-
-    def _monitors(self, config: KeelConfig, bus: EventBus) -> tuple[SystemMonitor, FeedHealthMonitor]:
-        """Build the system monitor and the bar-feed watchdog (silence counted in data time)."""
-        interval_ns = INTERVAL_MS[config.data.bar_interval] * NANOS_PER_MILLI
-        settings = config.monitor
-        trip = None if settings.stale_data_state == "none" else TradingState(settings.stale_data_state)
-        mismatch = (
-            None
-            if settings.reconciliation_mismatch_state == "none"
-            else TradingState(settings.reconciliation_mismatch_state)
-        )
-        orders = self.pipeline.orders
-        system = SystemMonitor(
-            bus,
-            self.clock,
-            stale_data_state=trip,
-            mismatch_state=mismatch,
-            check_interval_ns=interval_ns,
-            venue_failures=lambda: orders.venue_unreachable,
-        )
-        feeds = FeedHealthMonitor(
-            "market_data.feed_health",
-            bus,
-            self.clock,
-            stale_after_ns=settings.stale_after_bars * interval_ns,
-            check_interval_ns=interval_ns,
-            expected=[(symbol, "kline") for symbol in config.data.symbols],
-        )
-        return system, feeds
 
     def request_stop(self, reason: str) -> None:
         """Ask the session to shut down cleanly (safe to call from a signal handler)."""
@@ -213,6 +190,7 @@ class PaperSession:
         self.orchestrator.running = True
         feed_task = asyncio.create_task(self._replay(self._events, pipeline, clock, pace), name="feed")
         status_task = asyncio.create_task(self._report_status(), name="status")
+        lag_task = asyncio.create_task(self.loop_lag.run(), name="loop-lag")
         duration = config.paper.duration_seconds
         waiters = {feed_task, asyncio.create_task(self._stop.wait(), name="stop")}
         done, _ = await asyncio.wait(waiters, timeout=duration, return_when=asyncio.FIRST_COMPLETED)
@@ -221,9 +199,9 @@ class PaperSession:
             self.request_stop("end of data")
         elif not done:
             self.request_stop(f"duration of {duration:g} s elapsed")
-        for task in (*waiters, status_task):
+        for task in (*waiters, status_task, lag_task):
             task.cancel()
-        await asyncio.gather(*waiters, status_task, return_exceptions=True)
+        await asyncio.gather(*waiters, status_task, lag_task, return_exceptions=True)
         await self._shutdown(pipeline, bus, bus_task)
         self.orchestrator.running = False
         final = self.status()

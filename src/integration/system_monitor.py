@@ -12,14 +12,24 @@ moves trading to ``stale_data_state`` (REDUCING by default), and back to
 ACTIVE when every feed has recovered, unless something else moved the state
 meanwhile; a reconciliation mismatch with the venue after a restart moves
 trading to ``mismatch_state`` (HALTED by default) until an operator resumes.
+A gap in the bars is a stale feed: logged and handled the same way in
+backtests and paper runs (:func:`build_monitors` builds both the same way).
+An event loop running late by more than ``loop_lag_threshold_seconds``
+(measured by :class:`LoopLagProbe`) or a bus that overflowed its execution
+lane degrades health.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable, Sequence
 
+import structlog
+
+from keel.config import KeelConfig
 from keel.core.bus import EventBus
-from keel.core.clock import Clock, TimeEvent
+from keel.core.clock import NANOS_PER_MILLI, Clock, TimeEvent
 from keel.core.component import Component
 from keel.core.fsm import ComponentState, TradingState
 from keel.core.messages import (
@@ -32,6 +42,10 @@ from keel.core.messages import (
     SystemHealth,
     TradingStateChanged,
 )
+from keel.market_data.feed_health import FeedHealthMonitor
+from keel.market_data.feeds import INTERVAL_MS
+
+_log = structlog.get_logger("keel.monitor")
 
 _SEVERITY = {SystemHealth.HEALTHY: 0, SystemHealth.DEGRADED: 1, SystemHealth.UNHEALTHY: 2}
 
@@ -53,6 +67,11 @@ class SystemMonitor(Component):
     venue_failures
         Returns how many venue calls so far got no answer (timeouts, lost
         connections); None: the venue is not watched.
+    loop_lag
+        Returns how late, in seconds, the event loop has recently run
+        (:attr:`LoopLagProbe.lag_seconds`); None: the loop is not watched.
+    loop_lag_threshold_seconds
+        Lag above which health is DEGRADED.
     """
 
     def __init__(
@@ -64,6 +83,8 @@ class SystemMonitor(Component):
         mismatch_state: TradingState | None = TradingState.HALTED,
         check_interval_ns: int = 60_000_000_000,
         venue_failures: Callable[[], int] | None = None,
+        loop_lag: Callable[[], float] | None = None,
+        loop_lag_threshold_seconds: float = 0.25,
     ) -> None:
         super().__init__("integration.monitor", bus, clock)
         self.stale_data_state = stale_data_state
@@ -78,6 +99,9 @@ class SystemMonitor(Component):
         self._conflated = 0
         self._venue_failures = venue_failures
         self._venue_failures_seen = 0
+        self._overflow = 0
+        self.loop_lag = loop_lag
+        self.loop_lag_threshold_seconds = loop_lag_threshold_seconds
 
     def on_start(self) -> None:
         """Listen to lifecycles, feeds, breaches and trading states; check the bus on a timer."""
@@ -111,10 +135,12 @@ class SystemMonitor(Component):
         """A stale feed degrades health and trips the trading state; its recovery undoes both."""
         key = f"feed {change.symbol}/{change.stream}"
         if change.stale:
+            _log.warning("market data gap: feed stale", feed=key, reason=change.reason)
             self._stale.add(key)
             self._open(key, SystemHealth.DEGRADED, f"{key} stale: {change.reason}")
             self._trip(f"{key} stale")
         else:
+            _log.info("market data resumed", feed=key, reason=change.reason)
             self._stale.discard(key)
             self._close(key)
             if not self._stale:
@@ -171,8 +197,33 @@ class SystemMonitor(Component):
         else:
             self._close("bus backlog")
         self._conflated = conflated
+        self._check_overflow(self.bus.overflow)
+        if self.loop_lag is not None:
+            self.check_loop_lag(self.loop_lag())
         if self._venue_failures is not None:
             self._check_venue(self._venue_failures())
+
+    def check_loop_lag(self, lag_seconds: float) -> None:
+        """Degrade while the event loop runs later than the threshold; clear when it catches up."""
+        if lag_seconds > self.loop_lag_threshold_seconds:
+            self._open(
+                "event loop",
+                SystemHealth.DEGRADED,
+                f"event loop lagging: {lag_seconds:.3f} s late (threshold {self.loop_lag_threshold_seconds:g} s)",
+            )
+        else:
+            self._close("event loop")
+
+    def _check_overflow(self, overflow: int) -> None:
+        if overflow > self._overflow:
+            self._open(
+                "bus overflow",
+                SystemHealth.DEGRADED,
+                f"bus overflowed: {overflow - self._overflow} messages over capacity",
+            )
+        else:
+            self._close("bus overflow")
+        self._overflow = overflow
 
     def _check_venue(self, failures: int) -> None:
         if failures > self._venue_failures_seen:
@@ -215,6 +266,77 @@ class SystemMonitor(Component):
         self.bus.publish(
             HealthChanged(previous=previous, health=worst, reasons=tuple(self.reasons()), ts_event=now, ts_init=now)
         )
+
+
+class LoopLagProbe:
+    """Measure how late the asyncio loop runs: a task sleeps ``interval_seconds`` and times its wake-up.
+
+    :attr:`lag_seconds` is the worst lateness seen in the last ``window``
+    wake-ups, so one slow moment stays visible to a monitor checking less often.
+    """
+
+    def __init__(self, interval_seconds: float = 0.05, window: int = 20) -> None:
+        self.interval_seconds = interval_seconds
+        self._recent: list[float] = []
+        self._window = window
+
+    @property
+    def lag_seconds(self) -> float:
+        """Return the worst recent lateness of the loop, seconds (0 before the first measurement)."""
+        return max(self._recent, default=0.0)
+
+    def record(self, lateness_seconds: float) -> None:
+        """Add one measured lateness (negative values count as 0)."""
+        self._recent.append(max(0.0, lateness_seconds))
+        del self._recent[: -self._window]
+
+    async def run(self) -> None:
+        """Measure until cancelled."""
+        while True:
+            expected = time.monotonic() + self.interval_seconds
+            await asyncio.sleep(self.interval_seconds)
+            self.record(time.monotonic() - expected)
+
+
+def build_monitors(
+    config: KeelConfig,
+    bus: EventBus,
+    clock: Clock,
+    *,
+    venue_failures: Callable[[], int] | None = None,
+    loop_lag: Callable[[], float] | None = None,
+) -> tuple[SystemMonitor, FeedHealthMonitor]:
+    """Build the system monitor and the bar-feed watchdog (silence counted in data time).
+
+    Backtests and paper runs both use it, so a gap in the bars is handled the same way in each.
+    """
+    interval_ns = INTERVAL_MS[config.data.bar_interval] * NANOS_PER_MILLI
+    settings = config.monitor
+    trip = None if settings.stale_data_state == "none" else TradingState(settings.stale_data_state)
+    mismatch = (
+        None
+        if settings.reconciliation_mismatch_state == "none"
+        else TradingState(settings.reconciliation_mismatch_state)
+    )
+    system = SystemMonitor(
+        bus,
+        clock,
+        stale_data_state=trip,
+        mismatch_state=mismatch,
+        check_interval_ns=interval_ns,
+        venue_failures=venue_failures,
+        loop_lag=loop_lag,
+        loop_lag_threshold_seconds=settings.loop_lag_degraded_seconds,
+    )
+    feeds = FeedHealthMonitor(
+        "market_data.feed_health",
+        bus,
+        clock,
+        stale_after_ns=settings.stale_after_bars * interval_ns,
+        check_interval_ns=interval_ns,
+        expected=[(symbol, "kline") for symbol in config.data.symbols],
+    )
+    return system, feeds
 
 
 def worst_health(healths: Sequence[SystemHealth]) -> SystemHealth:

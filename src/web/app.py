@@ -179,18 +179,19 @@ async def _no_body() -> dict[str, Any]:
 
 
 class RateLimiter:
-    """A token bucket per client: ``per_minute`` requests, refilled continuously."""
+    """A token bucket per client: ``per_minute`` requests, refilled continuously, at most ``burst`` at once."""
 
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic, burst: int | None = None) -> None:
         self.per_minute = per_minute
+        self.burst = per_minute if burst is None else burst
         self._clock = clock
         self._buckets: dict[str, tuple[float, float]] = {}
 
     def allow(self, client: str) -> bool:
         """Take one token for ``client``; return False when its bucket is empty."""
         now = self._clock()
-        tokens, last = self._buckets.get(client, (float(self.per_minute), now))
-        tokens = min(float(self.per_minute), tokens + (now - last) * self.per_minute / 60.0)
+        tokens, last = self._buckets.get(client, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.per_minute / 60.0)
         if tokens < 1.0:
             self._buckets[client] = (tokens, now)
             return False
@@ -214,6 +215,8 @@ def create_app(
     dashboard_interval_seconds: float = 0.5,
     control_requests_per_minute: int = 30,
     max_body_bytes: int = 16_384,
+    read_requests_per_second: int | None = None,
+    max_websockets_per_client: int | None = None,
 ) -> FastAPI:
     """Build the web app.
 
@@ -231,9 +234,20 @@ def create_app(
         Rate limit of state-changing routes per client.
     max_body_bytes
         Largest request body a state-changing route accepts (413 above it).
+    read_requests_per_second
+        Rate limit of every other route per client (429 above it); None: unlimited.
+    max_websockets_per_client
+        Dashboard WebSockets one client may hold open (more are closed with
+        code 1013, try again later); None: unlimited.
     """
     app = FastAPI(title="keel", version="0.1.0", description="Control API and live dashboard of keel.")
     limiter = RateLimiter(control_requests_per_minute)
+    readers = (
+        None
+        if read_requests_per_second is None
+        else RateLimiter(read_requests_per_second * 60, burst=read_requests_per_second)
+    )
+    sockets: dict[str, int] = {}
     if api_token is None:
         _log.warning("no API token configured: every state-changing route is refused; set KEEL_API_TOKEN")
     app.add_middleware(ControlGuard, api_token=api_token, audit=audit, max_body_bytes=max_body_bytes)
@@ -242,6 +256,9 @@ def create_app(
     async def request_id(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         given = request.headers.get("X-Request-ID", "")
         request.state.request_id = given if 0 < len(given) <= 64 and given.isprintable() else uuid.uuid4().hex
+        client = request.client.host if request.client else "unknown"
+        if readers is not None and request.method in ("GET", "HEAD") and not readers.allow(client):
+            return _error(429, "rate_limited", f"at most {readers.burst} requests a second", request.state.request_id)
         try:
             response = await call_next(request)
         except Exception as error:
@@ -383,6 +400,11 @@ def create_app(
 
     @app.websocket("/ws/dashboard")
     async def dashboard_feed(socket: WebSocket) -> None:
+        client = socket.client.host if socket.client else "unknown"
+        if max_websockets_per_client is not None and sockets.get(client, 0) >= max_websockets_per_client:
+            await socket.close(code=1013, reason=f"at most {max_websockets_per_client} dashboards per client")
+            return
+        sockets[client] = sockets.get(client, 0) + 1
         await socket.accept()
         try:
             await socket.send_json(dashboard_snapshot(service, full_curve=True))
@@ -391,6 +413,8 @@ def create_app(
                 await socket.send_json(dashboard_snapshot(service, full_curve=False))
         except WebSocketDisconnect:
             return
+        finally:
+            sockets[client] -= 1
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
