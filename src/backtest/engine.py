@@ -33,6 +33,7 @@ from keel.core.instruments import load_instruments
 from keel.core.messages import BarClosed, Message, reset_message_ids
 from keel.integration.pipeline import Pipeline, build_feed, build_pipeline
 from keel.integration.reports import BARS_PER_YEAR, iso_time, run_metrics, write_run_records
+from keel.integration.system_monitor import build_monitors
 from keel.market_data.feeds import RecordedBarFeed
 from keel.market_data.loaders import load_funding
 from keel.strategy_engine.base import BaseStrategy
@@ -148,9 +149,14 @@ class BacktestEngine:
         clock = SimulatedClock(feed.summary.first_ns)
         instruments = load_instruments(config.exchange.instruments)
         pipeline = build_pipeline(config, instruments, bus, clock, strategy=strategy, client_order_namespace="keel")
+        monitors = build_monitors(config, bus, clock)
         pipeline.start()
+        for monitor in monitors:
+            monitor.start()
         bus.drain()
         bars, events = self._replay(feed, pipeline, progress)
+        for monitor in monitors:
+            monitor.stop()
         pipeline.stop()
         bus.drain()
         metrics = self._metrics(config, pipeline, bars, events, feed, handler_failures)
