@@ -73,10 +73,6 @@ class RiskLimitsUpdate(BaseModel):
         return self
 
 
-class BodyTooLarge(Exception):
-    """A request body grew past the control routes' limit while it was read."""
-
-
 class ControlGuard:
     """ASGI middleware that checks the token of a state-changing request before its body is read.
 
@@ -84,7 +80,8 @@ class ControlGuard:
     without the right bearer token is answered 401/403 without reading its
     body, and the failure is audited (at most ``audits_per_minute`` per
     client, so a flood cannot fill the audit log). A body declared or found
-    larger than ``max_body_bytes`` is answered 413.
+    larger than ``max_body_bytes`` is answered 413 as soon as it passes the
+    limit, without reading the rest.
     """
 
     def __init__(
@@ -137,28 +134,28 @@ class ControlGuard:
             self.audit(f"anonymous@{client}", "authentication_failed", details, headers.get("x-request-id", "")[:64])
 
     async def _forward_bounded(self, scope: Any, receive: Any, send: Any, headers: Mapping[str, str]) -> None:
-        received = 0
-        started = False
-
-        async def bounded_receive() -> Any:
-            nonlocal received
+        """Read the (small) body up to the limit, then hand it to the app; 413 past the limit."""
+        body = bytearray()
+        more = True
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise BodyTooLarge
-            return message
-
-        async def tracking_send(message: Any) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, bounded_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
+            if message["type"] != "http.request":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_body_bytes:
                 await _send_error(send, 413, "too_large", f"bodies are limited to {self.max_body_bytes} bytes", headers)
+                return
+        delivered = False
+
+        async def replay() -> Any:
+            nonlocal delivered
+            if delivered:
+                return await receive()
+            delivered = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
 def _is_control(scope: Any) -> bool:
