@@ -232,7 +232,8 @@ def test_failed_attempts_are_audited_at_a_limited_rate(tmp_path: Path) -> None:
     # Assert
     entries = AuditLog(Database(f"sqlite:///{tmp_path / 'keel.db'}")).entries()
     assert [e.action for e in entries] == ["authentication_failed"] * 10
-    assert json.loads(entries[0].details) == {"method": "POST", "path": "/api/v1/emergency-stop", "refused": "forbidden"}
+    refused = {"method": "POST", "path": "/api/v1/emergency-stop", "refused": "forbidden"}
+    assert json.loads(entries[0].details) == refused
 
 
 def test_read_routes_and_dashboards_are_limited_per_client(tmp_path: Path) -> None:
