@@ -108,7 +108,7 @@ def test_load_isolation_replay_keeps_its_pace_under_api_load(tmp_path: Path) -> 
     loaded, counts = asyncio.run(replay_pace(tmp_path / "busy", loaded=True))
 
     # Assert
-    assert counts["status"] >= 200 and counts["dashboard"] >= 50, counts
+    assert counts["status"] >= POLLERS and counts["dashboard"] >= DASHBOARDS, counts
     assert loaded >= 0.9 * unloaded, (loaded, unloaded, counts)
 
 
