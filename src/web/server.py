@@ -67,9 +67,10 @@ class ThreadedServer:
     """
 
     def __init__(self, app: FastAPI, host: str, port: int) -> None:
-        self.server = EmbeddedServer(
-            uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off")
+        config = uvicorn.Config(
+            app, host=host, port=port, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=2
         )
+        self.server = EmbeddedServer(config)
         self._thread = threading.Thread(target=self._serve, name="web", daemon=True)
         self._listening = threading.Event()
         self._error: BaseException | None = None
