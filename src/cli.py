@@ -199,18 +199,27 @@ async def _run_paper(session: Any) -> dict[str, Any]:
     web = session.config.web
     if not web.enabled:
         return await session.run()
-    from keel.web import create_app, start_server, stop_server
+    from keel.web import SnapshotPublisher, SnapshotService, ThreadedServer, create_app
 
     token = session.config.secrets.api_token
-    app = create_app(
+    publisher = SnapshotPublisher(
         session.orchestrator,
+        interval_seconds=min(0.25, web.dashboard_interval_seconds),
+        extra_metrics=lambda: {"event_loop_lag_seconds": session.loop_lag.lag_seconds},
+    )
+    app = create_app(
+        SnapshotService(publisher, asyncio.get_running_loop()),
         api_token=None if token is None else token.reveal(),
         audit=session.orchestrator.record_operator_action,
         dashboard_interval_seconds=web.dashboard_interval_seconds,
         control_requests_per_minute=web.control_requests_per_minute,
+        max_body_bytes=web.max_body_bytes,
+        read_requests_per_second=web.read_requests_per_second,
+        max_websockets_per_client=web.max_websockets_per_client,
     )
+    server = ThreadedServer(app, web.host, web.port)
     try:
-        server, task = await start_server(app, web.host, web.port)
+        server.start()
     except OSError as error:
         _fail(f"cannot serve the web app on {web.host}:{web.port}: {error}; use --port or --no-web", EXIT_FAILURE)
     click.echo(
@@ -218,10 +227,12 @@ async def _run_paper(session: Any) -> dict[str, Any]:
     )
     if token is None:
         click.echo("no API token set (KEEL_API_TOKEN): emergency stop and other control routes are refused")
+    publishing = asyncio.create_task(publisher.run(), name="snapshots")
     try:
         return await session.run()
     finally:
-        await stop_server(server, task)
+        publishing.cancel()
+        await asyncio.to_thread(server.stop)
 
 
 def _print_status(status: dict[str, Any]) -> None:

@@ -19,9 +19,11 @@ from a file named by ``KEEL_SECRET_FILE`` holding ``NAME=value`` lines with the
 same names; the environment wins over the file. They are held in `Secret`,
 whose ``repr`` is redacted.
 
-Relative paths (``run.output_dir``, ``data.root``, ``exchange.instruments``)
-are kept relative: they are interpreted against the working directory of the
-process that uses them.
+``data.root``, ``exchange.instruments`` and ``exchange.leverage_brackets`` are
+made absolute against the file that names them: the folder of the user's
+config file, or the project (the folder holding ``config/``) for the default
+files and the built-in default, or the working directory for an environment
+variable. ``run.output_dir`` is interpreted against the working directory.
 
 Every problem is raised as `ConfigurationError` naming the file (or
 environment variable) that set the bad value and its dotted key.
@@ -714,6 +716,9 @@ class WebConfig(_Section):
         0.5, gt=0, le=1, allow_inf_nan=False, description="Seconds between dashboard updates (at most 1)."
     )
     control_requests_per_minute: int = Field(30, ge=1, description="Rate limit of control routes per client.")
+    read_requests_per_second: int = Field(20, ge=1, description="Rate limit of read routes per client.")
+    max_websockets_per_client: int = Field(10, ge=1, description="Dashboard WebSockets one client may hold open.")
+    max_body_bytes: int = Field(16_384, ge=256, description="Largest body a control route accepts (413 above).")
 
 
 class MonitorConfig(_Section):
@@ -738,6 +743,9 @@ class MonitorConfig(_Section):
     rejection_state: Literal["REDUCING", "HALTED", "none"] = Field(
         "REDUCING",
         description="Trading state repeated venue rejections move to, until an operator resumes (none: only report).",
+    )
+    loop_lag_degraded_seconds: float = Field(
+        0.25, gt=0, allow_inf_nan=False, description="Event-loop lag (s) above which health is DEGRADED."
     )
 
 

@@ -67,6 +67,42 @@ def test_defaults_match_the_schema() -> None:
     assert relative == schema
 
 
+def test_the_default_data_root_is_the_projects_whatever_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Arrange
+    monkeypatch.chdir(tmp_path)
+
+    # Act
+    config = load("backtest")
+
+    # Assert
+    assert config.data.root == CONFIG_DIR.parent / "data"
+    assert config.data.root.is_dir() and config.exchange.instruments.is_file()
+
+
+def test_a_relative_data_root_resolves_against_the_config_file_that_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Arrange
+    folder = tmp_path / "site"
+    folder.mkdir()
+    user = write(folder / "user.yaml", "data:\n  root: ../recorded\n")
+    monkeypatch.chdir(CONFIG_DIR.parent)
+
+    # Act
+    config = load("backtest", user)
+
+    # Assert
+    assert config.data.root.resolve() == tmp_path / "recorded"
+
+
+def test_an_absolute_data_root_is_kept(tmp_path: Path) -> None:
+    user = write(tmp_path / "user.yaml", f"data:\n  root: {tmp_path / 'elsewhere'}\n")
+
+    assert load("backtest", user).data.root == tmp_path / "elsewhere"
+
+
 @pytest.mark.parametrize("mode", ["backtest", "paper"])
 def test_mode_loads_and_sets_run_mode(mode: str) -> None:
     config = load(mode)

@@ -396,6 +396,7 @@ class TradingOrchestrator:
                 published=bus.published,
                 dispatched=bus.dispatched,
                 conflated=bus.conflated,
+                overflow=bus.overflow,
                 handler_errors=bus.handler_errors,
                 handler_latency_ns=bus.handler_latency_ns,
                 slowest_p99_us=slowest / 1000,

@@ -64,6 +64,7 @@ from keel.integration.recovery import (
 )
 from keel.integration.reports import BARS_PER_YEAR, iso_time, money, run_metrics, write_run_records
 from keel.integration.state_manager import StateManager
+from keel.integration.system_monitor import LoopLagProbe
 from keel.persistence import AuditLog, Database, Journal, Settings, Snapshots
 from keel.persistence.backup import AccountLock, BackupError, BackupManager
 from keel.persistence.write_behind import SpillFile, copy_spill
@@ -138,12 +139,14 @@ class PaperSession:
             stall_timeout_seconds=persistence.database_stall_seconds,
         )
         orders = self.pipeline.orders
+        self.loop_lag = LoopLagProbe()
         self.monitors = build_monitors(
             config,
             bus,
             self.clock,
             venue_failures=lambda: orders.venue_unreachable,
             database_component=self.state.name,
+            loop_lag=lambda: self.loop_lag.lag_seconds,
         )
         self.orchestrator = TradingOrchestrator(
             self.pipeline, config, AuditLog(self.database), monitor=self.monitors[0], settings=Settings(self.database)
@@ -226,6 +229,7 @@ class PaperSession:
         feed_task = asyncio.create_task(self._replay(self._events, pipeline, clock, pace, pending_bar_ts), name="feed")
         status_task = asyncio.create_task(self._report_status(), name="status")
         backup_task = asyncio.create_task(self._back_up_periodically(), name="backup")
+        lag_task = asyncio.create_task(self.loop_lag.run(), name="loop-lag")
         duration = config.paper.duration_seconds
         waiters = {feed_task, asyncio.create_task(self._stop.wait(), name="stop")}
         done, _ = await asyncio.wait(waiters, timeout=duration, return_when=asyncio.FIRST_COMPLETED)
@@ -234,9 +238,9 @@ class PaperSession:
             self.request_stop("end of data")
         elif not done:
             self.request_stop(f"duration of {duration:g} s elapsed")
-        for task in (*waiters, status_task, backup_task):
+        for task in (*waiters, status_task, backup_task, lag_task):
             task.cancel()
-        await asyncio.gather(*waiters, status_task, backup_task, return_exceptions=True)
+        await asyncio.gather(*waiters, status_task, backup_task, lag_task, return_exceptions=True)
         await self._shutdown(pipeline, bus, bus_task)
         self.orchestrator.running = False
         final = self.status()

@@ -202,6 +202,7 @@ def build_monitors(
     *,
     venue_failures: Callable[[], int] | None = None,
     database_component: str = "integration.state",
+    loop_lag: Callable[[], float] | None = None,
 ) -> tuple[SystemMonitor, FeedHealthMonitor]:
     """Build the system monitor and the bar-feed watchdog (silence counted in data time), for every mode.
 
@@ -223,6 +224,8 @@ def build_monitors(
         rejection_limit=settings.rejections_before_alert,
         rejection_window_ns=round(settings.rejection_window_minutes * NANOS_PER_MINUTE),
         rejection_state=_state_or_none(settings.rejection_state),
+        loop_lag=loop_lag,
+        loop_lag_threshold_seconds=settings.loop_lag_degraded_seconds,
     )
     feeds = FeedHealthMonitor(
         "market_data.feed_health",

@@ -164,6 +164,7 @@ class BusActivity(Response):
     published: int
     dispatched: int
     conflated: int
+    overflow: int = Field(description="Messages accepted beyond a full bus lane.")
     handler_errors: int
     handler_latency_ns: dict[str, dict[str, float]] = Field(description="Latency statistics by handler.")
     slowest_p99_us: float = Field(description="The slowest handler's 99th-percentile bound, microseconds.")
@@ -188,3 +189,6 @@ class MetricsSnapshot(Response):
     feed_staleness_seconds: float | None = Field(description="Wall-clock seconds since the last market data.")
     exchange_latency_seconds: float | None
     reconciliation_mismatches: int = Field(description="Mismatches the last reconciliation with the venue found.")
+    event_loop_lag_seconds: float | None = Field(
+        None, description="How late the trading loop ran recently, seconds (None: not watched)."
+    )

@@ -22,12 +22,21 @@ not count: the router reprices them) degrade health and move trading to
 ``rejection_state`` (REDUCING by default) until an operator resumes: keel
 sends orders the venue should never reject, so repeated rejections mean its
 view of the account is wrong.
+A gap in the bars is a stale feed: logged and handled the same way in
+backtests and paper runs (:func:`keel.integration.pipeline.build_monitors` builds both the same way).
+An event loop running late by more than ``loop_lag_threshold_seconds``
+(measured by :class:`LoopLagProbe`) or a bus that overflowed its execution
+lane degrades health.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
+
+import structlog
 
 from keel.core.bus import EventBus
 from keel.core.clock import Clock, TimeEvent
@@ -45,6 +54,8 @@ from keel.core.messages import (
     SystemHealth,
     TradingStateChanged,
 )
+
+_log = structlog.get_logger("keel.monitor")
 
 _SEVERITY = {SystemHealth.HEALTHY: 0, SystemHealth.DEGRADED: 1, SystemHealth.UNHEALTHY: 2}
 _ROUTINE_REJECTIONS = frozenset({int(BinanceErrorCode.GTX_ORDER_REJECT)})
@@ -77,6 +88,11 @@ class SystemMonitor(Component):
     rejection_state
         Trading state repeated venue rejections move to (None: report only).
         It stays until an operator resumes.
+    loop_lag
+        Returns how late, in seconds, the event loop has recently run
+        (:attr:`LoopLagProbe.lag_seconds`); None: the loop is not watched.
+    loop_lag_threshold_seconds
+        Lag above which health is DEGRADED.
     """
 
     def __init__(
@@ -93,6 +109,8 @@ class SystemMonitor(Component):
         rejection_limit: int = 3,
         rejection_window_ns: int = 3_600_000_000_000,
         rejection_state: TradingState | None = TradingState.REDUCING,
+        loop_lag: Callable[[], float] | None = None,
+        loop_lag_threshold_seconds: float = 0.25,
     ) -> None:
         super().__init__("integration.monitor", bus, clock)
         self.stale_data_state = stale_data_state
@@ -117,6 +135,9 @@ class SystemMonitor(Component):
         self.rejection_window_ns = rejection_window_ns
         self.rejection_state = rejection_state
         self._rejections: deque[int] = deque()
+        self._overflow = 0
+        self.loop_lag = loop_lag
+        self.loop_lag_threshold_seconds = loop_lag_threshold_seconds
 
     def on_start(self) -> None:
         """Listen to lifecycles, feeds, breaches and trading states; check the bus on a timer."""
@@ -172,10 +193,12 @@ class SystemMonitor(Component):
         """A stale feed degrades health and trips the trading state; its recovery undoes both."""
         key = f"feed {change.symbol}/{change.stream}"
         if change.stale:
+            _log.warning("market data gap: feed stale", feed=key, reason=change.reason)
             self._stale.add(key)
             self._open(key, SystemHealth.DEGRADED, f"{key} stale: {change.reason}")
             self._trip(f"{key} stale")
         else:
+            _log.info("market data resumed", feed=key, reason=change.reason)
             self._stale.discard(key)
             self._close(key)
             if not self._stale:
@@ -257,8 +280,33 @@ class SystemMonitor(Component):
         else:
             self._close("bus backlog")
         self._conflated = conflated
+        self._check_overflow(self.bus.overflow)
+        if self.loop_lag is not None:
+            self.check_loop_lag(self.loop_lag())
         if self._venue_failures is not None:
             self._check_venue(self._venue_failures())
+
+    def check_loop_lag(self, lag_seconds: float) -> None:
+        """Degrade while the event loop runs later than the threshold; clear when it catches up."""
+        if lag_seconds > self.loop_lag_threshold_seconds:
+            self._open(
+                "event loop",
+                SystemHealth.DEGRADED,
+                f"event loop lagging: {lag_seconds:.3f} s late (threshold {self.loop_lag_threshold_seconds:g} s)",
+            )
+        else:
+            self._close("event loop")
+
+    def _check_overflow(self, overflow: int) -> None:
+        if overflow > self._overflow:
+            self._open(
+                "bus overflow",
+                SystemHealth.DEGRADED,
+                f"bus overflowed: {overflow - self._overflow} messages over capacity",
+            )
+        else:
+            self._close("bus overflow")
+        self._overflow = overflow
 
     def _check_venue(self, failures: int) -> None:
         if failures > self._venue_failures_seen:
@@ -308,6 +356,36 @@ class SystemMonitor(Component):
         self.bus.publish(
             HealthChanged(previous=previous, health=worst, reasons=tuple(self.reasons()), ts_event=now, ts_init=now)
         )
+
+
+class LoopLagProbe:
+    """Measure how late the asyncio loop runs: a task sleeps ``interval_seconds`` and times its wake-up.
+
+    :attr:`lag_seconds` is the worst lateness seen in the last ``window``
+    wake-ups, so one slow moment stays visible to a monitor checking less often.
+    """
+
+    def __init__(self, interval_seconds: float = 0.05, window: int = 20) -> None:
+        self.interval_seconds = interval_seconds
+        self._recent: list[float] = []
+        self._window = window
+
+    @property
+    def lag_seconds(self) -> float:
+        """Return the worst recent lateness of the loop, seconds (0 before the first measurement)."""
+        return max(self._recent, default=0.0)
+
+    def record(self, lateness_seconds: float) -> None:
+        """Add one measured lateness (negative values count as 0)."""
+        self._recent.append(max(0.0, lateness_seconds))
+        del self._recent[: -self._window]
+
+    async def run(self) -> None:
+        """Measure until cancelled."""
+        while True:
+            expected = time.monotonic() + self.interval_seconds
+            await asyncio.sleep(self.interval_seconds)
+            self.record(time.monotonic() - expected)
 
 
 def worst_health(healths: Sequence[SystemHealth]) -> SystemHealth:

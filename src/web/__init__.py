@@ -3,18 +3,26 @@
 :func:`create_app` builds the FastAPI app over a running system
 (:class:`TradingService`, implemented by the integration layer's
 :class:`~keel.integration.orchestrator.TradingOrchestrator`);
-:func:`start_server` serves it inside the trading process's event loop. The
+:class:`ThreadedServer` serves it from its own thread over
+:class:`SnapshotService` (snapshots the trading loop publishes with
+:class:`SnapshotPublisher`), so readers never slow trading;
+:func:`start_server` serves it inside the caller's event loop. The
 dashboard page and its chart library (uPlot, MIT, vendored under
 ``static/vendor``) are served by keel itself, so it works offline.
 """
 
 from keel.web.app import create_app, dashboard_snapshot
 from keel.web.metrics import render_metrics
-from keel.web.server import EmbeddedServer, start_server, stop_server
+from keel.web.server import EmbeddedServer, ThreadedServer, start_server, stop_server
 from keel.web.service import TradingService
+from keel.web.snapshots import Snapshot, SnapshotPublisher, SnapshotService
 
 __all__ = [
     "EmbeddedServer",
+    "Snapshot",
+    "SnapshotPublisher",
+    "SnapshotService",
+    "ThreadedServer",
     "TradingService",
     "create_app",
     "dashboard_snapshot",

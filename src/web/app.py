@@ -84,19 +84,122 @@ class RiskLimitsUpdate(BaseModel):
         return self
 
 
-class RateLimiter:
-    """A token bucket per client: ``per_minute`` requests, refilled continuously."""
+class ControlGuard:
+    """ASGI middleware that checks the token of a state-changing request before its body is read.
 
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+    A request to a control route (any method but GET/HEAD under ``/api/v1``)
+    without the right bearer token is answered 401/403 without reading its
+    body, and the failure is audited (at most ``audits_per_minute`` per
+    client, so a flood cannot fill the audit log). A body declared or found
+    larger than ``max_body_bytes`` is answered 413 as soon as it passes the
+    limit, without reading the rest.
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        api_token: str | None,
+        audit: AuditCallback,
+        max_body_bytes: int,
+        audits_per_minute: int = 10,
+    ) -> None:
+        self.app = app
+        self.api_token = api_token
+        self.audit = audit
+        self.max_body_bytes = max_body_bytes
+        self._audit_limiter = RateLimiter(audits_per_minute)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Refuse unauthenticated or oversized control requests; pass the rest on."""
+        if scope["type"] != "http" or not _is_control(scope):
+            await self.app(scope, receive, send)
+            return
+        headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope["headers"]}
+        refusal = self._refusal(headers)
+        if refusal is not None:
+            status, code, message = refusal
+            self._audit_failure(scope, headers, code)
+            await _send_error(send, status, code, message, headers)
+            return
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            await _send_error(send, 413, "too_large", f"bodies are limited to {self.max_body_bytes} bytes", headers)
+            return
+        await self._forward_bounded(scope, receive, send, headers)
+
+    def _refusal(self, headers: Mapping[str, str]) -> tuple[int, str, str] | None:
+        if self.api_token is None:
+            return 403, "forbidden", "state-changing routes are disabled: no API token is configured (KEEL_API_TOKEN)"
+        scheme, _, given = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            return 401, "unauthorized", "send Authorization: Bearer <token>"
+        if not hmac.compare_digest(given.encode(), self.api_token.encode()):
+            return 403, "forbidden", "the token is wrong"
+        return None
+
+    def _audit_failure(self, scope: Any, headers: Mapping[str, str], code: str) -> None:
+        client = scope["client"][0] if scope.get("client") else "unknown"
+        if self._audit_limiter.allow(client):
+            details = {"method": scope["method"], "path": scope["path"], "refused": code}
+            self.audit(f"anonymous@{client}", "authentication_failed", details, headers.get("x-request-id", "")[:64])
+
+    async def _forward_bounded(self, scope: Any, receive: Any, send: Any, headers: Mapping[str, str]) -> None:
+        """Read the (small) body up to the limit, then hand it to the app; 413 past the limit."""
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_body_bytes:
+                await _send_error(send, 413, "too_large", f"bodies are limited to {self.max_body_bytes} bytes", headers)
+                return
+        delivered = False
+
+        async def replay() -> Any:
+            nonlocal delivered
+            if delivered:
+                return await receive()
+            delivered = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def _is_control(scope: Any) -> bool:
+    return scope["method"] not in ("GET", "HEAD", "OPTIONS") and scope["path"].startswith("/api/v1/")
+
+
+async def _send_error(send: Any, status: int, code: str, message: str, headers: Mapping[str, str]) -> None:
+    given = headers.get("x-request-id", "")
+    request_id = given if 0 < len(given) <= 64 and given.isprintable() else uuid.uuid4().hex
+    response = _error(status, code, message, request_id)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    await response({"type": "http"}, _no_body, send)
+
+
+async def _no_body() -> dict[str, Any]:
+    return {"type": "http.disconnect"}
+
+
+class RateLimiter:
+    """A token bucket per client: ``per_minute`` requests, refilled continuously, at most ``burst`` at once."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic, burst: int | None = None) -> None:
         self.per_minute = per_minute
+        self.burst = per_minute if burst is None else burst
         self._clock = clock
         self._buckets: dict[str, tuple[float, float]] = {}
 
     def allow(self, client: str) -> bool:
         """Take one token for ``client``; return False when its bucket is empty."""
         now = self._clock()
-        tokens, last = self._buckets.get(client, (float(self.per_minute), now))
-        tokens = min(float(self.per_minute), tokens + (now - last) * self.per_minute / 60.0)
+        tokens, last = self._buckets.get(client, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.per_minute / 60.0)
         if tokens < 1.0:
             self._buckets[client] = (tokens, now)
             return False
@@ -119,6 +222,9 @@ def create_app(
     audit: AuditCallback,
     dashboard_interval_seconds: float = 0.5,
     control_requests_per_minute: int = 30,
+    max_body_bytes: int = 16_384,
+    read_requests_per_second: int | None = None,
+    max_websockets_per_client: int | None = None,
 ) -> FastAPI:
     """Build the web app.
 
@@ -134,16 +240,33 @@ def create_app(
         How often the dashboard WebSocket pushes a snapshot.
     control_requests_per_minute
         Rate limit of state-changing routes per client.
+    max_body_bytes
+        Largest request body a state-changing route accepts (413 above it).
+    read_requests_per_second
+        Rate limit of every other route per client (429 above it); None: unlimited.
+    max_websockets_per_client
+        Dashboard WebSockets one client may hold open (more are closed with
+        code 1013, try again later); None: unlimited.
     """
     app = FastAPI(title="keel", version="0.1.0", description="Control API and live dashboard of keel.")
     limiter = RateLimiter(control_requests_per_minute)
+    readers = (
+        None
+        if read_requests_per_second is None
+        else RateLimiter(read_requests_per_second * 60, burst=read_requests_per_second)
+    )
+    sockets: dict[str, int] = {}
     if api_token is None:
         _log.warning("no API token configured: every state-changing route is refused; set KEEL_API_TOKEN")
+    app.add_middleware(ControlGuard, api_token=api_token, audit=audit, max_body_bytes=max_body_bytes)
 
     @app.middleware("http")
     async def request_id(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         given = request.headers.get("X-Request-ID", "")
         request.state.request_id = given if 0 < len(given) <= 64 and given.isprintable() else uuid.uuid4().hex
+        client = request.client.host if request.client else "unknown"
+        if readers is not None and request.method in ("GET", "HEAD") and not readers.allow(client):
+            return _error(429, "rate_limited", f"at most {readers.burst} requests a second", request.state.request_id)
         try:
             response = await call_next(request)
         except Exception as error:
@@ -154,7 +277,7 @@ def create_app(
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
-        code = {401: "unauthorized", 403: "forbidden", 404: "not_found", 429: "rate_limited"}.get(
+        code = {401: "unauthorized", 403: "forbidden", 404: "not_found", 413: "too_large", 429: "rate_limited"}.get(
             error.status_code, "error"
         )
         response = _error(error.status_code, code, str(error.detail), _request_id(request))
@@ -168,15 +291,7 @@ def create_app(
         return _error(422, "invalid_request", problems, _request_id(request))
 
     def operator(request: Request) -> str:
-        """Check the bearer token and the rate limit; return the acting client's name."""
-        if api_token is None:
-            raise HTTPException(403, "state-changing routes are disabled: no API token is configured (KEEL_API_TOKEN)")
-        header = request.headers.get("Authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not given:
-            raise HTTPException(401, "send Authorization: Bearer <token>")
-        if not hmac.compare_digest(given.encode(), api_token.encode()):
-            raise HTTPException(403, "the token is wrong")
+        """Apply the rate limit; return the acting client's name (ControlGuard has checked the token)."""
         client = request.client.host if request.client else "unknown"
         if not limiter.allow(client):
             raise HTTPException(429, f"at most {limiter.per_minute} control requests a minute")
@@ -305,6 +420,11 @@ def create_app(
 
     @app.websocket("/ws/dashboard")
     async def dashboard_feed(socket: WebSocket) -> None:
+        client = socket.client.host if socket.client else "unknown"
+        if max_websockets_per_client is not None and sockets.get(client, 0) >= max_websockets_per_client:
+            await socket.close(code=1013, reason=f"at most {max_websockets_per_client} dashboards per client")
+            return
+        sockets[client] = sockets.get(client, 0) + 1
         await socket.accept()
         try:
             await socket.send_json(dashboard_snapshot(service, full_curve=True))
@@ -313,6 +433,8 @@ def create_app(
                 await socket.send_json(dashboard_snapshot(service, full_curve=False))
         except WebSocketDisconnect:
             return
+        finally:
+            sockets[client] -= 1
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

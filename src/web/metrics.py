@@ -2,7 +2,7 @@
 
 :func:`render_metrics` turns :meth:`TradingService.metrics` into the
 Prometheus text format: the bus (depth, high-water mark, conflated and
-dispatched messages, handler errors and latency), orders by status, fills,
+dispatched messages, overflow, handler errors and latency), the event loop's lag, orders by status, fills,
 fees, funding, P&L, equity, exposure per symbol, VaR, the trading state
 (one labelled gauge per state), feed staleness, exchange latency, and the
 mismatches of the last reconciliation. ``keel_exchange_server_time_offset_seconds``
@@ -63,6 +63,12 @@ class _SnapshotCollector:
                 "Seconds since the last market data event.",
                 value=snapshot["feed_staleness_seconds"],
             )
+        if snapshot.get("event_loop_lag_seconds") is not None:
+            yield GaugeMetricFamily(
+                "keel_event_loop_lag_seconds",
+                "Worst recent lateness of the trading event loop.",
+                value=snapshot["event_loop_lag_seconds"],
+            )
         if snapshot.get("exchange_latency_seconds") is not None:
             yield GaugeMetricFamily(
                 "keel_exchange_latency_seconds",
@@ -104,6 +110,7 @@ def _bus_metrics(bus: Mapping[str, Any]) -> Iterator[Metric]:
         ("published", "Messages published on the bus."),
         ("dispatched", "Messages dispatched by the bus."),
         ("conflated", "Market-data messages replaced by a newer one of the same symbol."),
+        ("overflow", "Messages accepted beyond a full bus lane."),
         ("handler_errors", "Handler calls that raised."),
     ):
         yield CounterMetricFamily(f"keel_bus_{key}", help_text, value=bus.get(key, 0))

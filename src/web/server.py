@@ -1,4 +1,4 @@
-"""Serve the web app inside the trading process's own asyncio loop.
+"""Serve the web app: inside the trading loop (:func:`start_server`) or in its own thread (:class:`ThreadedServer`).
 
 uvicorn normally installs its own SIGINT/SIGTERM handlers; here the trading
 process owns the signals (a signal stops the session cleanly, which then stops
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Iterator
 
 import uvicorn
@@ -56,3 +57,56 @@ async def stop_server(server: EmbeddedServer, task: asyncio.Task[None]) -> None:
     """Ask the server to finish its requests and stop; wait for it."""
     server.should_exit = True
     await task
+
+
+class ThreadedServer:
+    """Serve an app from its own thread and event loop, so requests never run on the trading loop.
+
+    Give the app a :class:`~keel.web.snapshots.SnapshotService`: its queries
+    read published snapshots and its commands are handed to the trading loop.
+    """
+
+    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+        config = uvicorn.Config(
+            app, host=host, port=port, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=2
+        )
+        self.server = EmbeddedServer(config)
+        self._thread = threading.Thread(target=self._serve, name="web", daemon=True)
+        self._listening = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def port(self) -> int:
+        """Return the port actually bound."""
+        return self.server.port
+
+    def start(self, timeout_seconds: float = 10.0) -> None:
+        """Start the thread; return once the server listens.
+
+        Raises
+        ------
+        OSError
+            If the server could not listen (for example the port is taken).
+        """
+        self._thread.start()
+        self._listening.wait(timeout_seconds)
+        if not self.server.started:
+            self.stop()
+            raise OSError(f"the web server could not listen on {self.server.config.host}:{self.server.config.port}")
+
+    def stop(self) -> None:
+        """Ask the server to finish its requests and stop; wait for its thread."""
+        self.server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _serve(self) -> None:
+        asyncio.run(self._serve_until_done())
+
+    async def _serve_until_done(self) -> None:
+        task = asyncio.create_task(self.server.serve())
+        while not self.server.started and not task.done():
+            await asyncio.sleep(0.01)
+        self._listening.set()
+        with contextlib.suppress(SystemExit, OSError):
+            await task

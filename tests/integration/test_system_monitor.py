@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
+from hypothesis import given
+from hypothesis import strategies as st
+
+from keel.config import load_config
 from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_MINUTE, SimulatedClock
 from keel.core.fsm import ComponentState, TradingState
@@ -18,7 +23,8 @@ from keel.core.messages import (
     SystemHealth,
     TradingStateChanged,
 )
-from keel.integration.system_monitor import SystemMonitor
+from keel.integration.pipeline import build_monitors
+from keel.integration.system_monitor import LoopLagProbe, SystemMonitor
 from keel.market_data.feed_health import FeedHealthMonitor
 from kit import real_bars
 
@@ -437,3 +443,82 @@ def test_repeated_rejections_move_nothing_when_configured_to_report_only() -> No
     # Assert
     assert monitor.health is SystemHealth.DEGRADED
     assert desk.commands == [] and desk.state is TradingState.ACTIVE
+
+
+def test_a_lagging_event_loop_degrades_health_past_the_threshold_until_it_catches_up() -> None:
+    # Arrange
+    bus = EventBus()
+    clock = SimulatedClock(0)
+    lag = [0.6]
+    monitor = SystemMonitor(
+        bus, clock, check_interval_ns=NANOS_PER_MINUTE, loop_lag=lambda: lag[0], loop_lag_threshold_seconds=0.25
+    )
+    monitor.start()
+    bus.drain()
+
+    # Act
+    clock.advance_to(NANOS_PER_MINUTE)
+    bus.drain()
+    during = (monitor.health, monitor.reasons())
+    lag[0] = 0.01
+    clock.advance_to(2 * NANOS_PER_MINUTE)
+    bus.drain()
+
+    # Assert
+    assert during == (SystemHealth.DEGRADED, ["event loop lagging: 0.600 s late (threshold 0.25 s)"])
+    assert monitor.health is SystemHealth.HEALTHY
+
+
+@given(st.lists(st.floats(min_value=-1.0, max_value=5.0, allow_nan=False), min_size=1, max_size=60))
+def test_the_loop_lag_probe_reports_the_worst_lateness_of_its_window(samples: list[float]) -> None:
+    probe = LoopLagProbe(window=20)
+
+    for sample in samples:
+        probe.record(sample)
+
+    assert probe.lag_seconds == max(0.0, *samples[-20:])
+
+
+def test_a_bus_overflow_degrades_health_until_a_clean_interval() -> None:
+    # Arrange: a market-data lane of one message
+    bars = real_bars("BTCUSDT", 2)
+    bus = EventBus(capacity=1)
+    clock = SimulatedClock(bars[0].ts_event)
+    monitor = SystemMonitor(bus, clock, check_interval_ns=NANOS_PER_MINUTE)
+    monitor.start()
+    bus.drain()
+
+    # Act: a bar of a second symbol arrives while the lane is full (kept, beyond capacity)
+    bus.publish(bars[0])
+    bus.publish(msgspec.structs.replace(bars[0], symbol="ETHUSDT"))
+    clock.advance_to(bars[0].ts_event + NANOS_PER_MINUTE)
+    bus.drain()
+    during = (monitor.health, monitor.reasons())
+    clock.advance_to(bars[0].ts_event + 2 * NANOS_PER_MINUTE)
+    bus.drain()
+
+    # Assert
+    assert bus.overflow == 1
+    assert during == (SystemHealth.DEGRADED, ["bus overflowed: 1 messages over capacity"])
+    assert monitor.health is SystemHealth.HEALTHY
+
+
+def test_a_gap_in_the_bars_trips_the_monitors_backtests_and_paper_share() -> None:
+    # Arrange: the configured monitors over real bars with ten bars cut out
+    bars = real_bars("BTCUSDT", 30)
+    bus = EventBus()
+    clock = SimulatedClock(bars[0].open_time)
+    desk = TradingDesk(bus)
+    config = load_config("backtest", environ={"KEEL_DATA__SYMBOLS": "BTCUSDT"})
+    monitors = build_monitors(config, bus, clock)
+    for monitor in monitors:
+        monitor.start()
+    bus.drain()
+
+    # Act
+    replay(bus, clock, bars[:10] + bars[20:])
+
+    # Assert
+    assert [c.state for c in desk.commands] == [TradingState.REDUCING, TradingState.ACTIVE]
+    assert "stale" in desk.commands[0].reason
+    assert monitors[0].health is SystemHealth.HEALTHY

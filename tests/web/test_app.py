@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
 from conftest import TOKEN, bearer, running_session, session_config
 from keel.integration.paper import PaperSession
@@ -240,3 +244,70 @@ def test_responses_read_like_mappings_for_the_use_cases(tmp_path: Path) -> None:
     assert "equity" in status and "no such field" not in status
     with pytest.raises(KeyError, match="no such field"):
         status["no such field"]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), CONTROL_ROUTES)
+def test_the_token_is_checked_before_the_body_is_read(
+    tmp_path: Path, method: str, path: str, body: dict | None
+) -> None:
+    async def scenario() -> tuple[int, str]:
+        async with running_session(tmp_path, min_bars=1) as (_, client):
+            response = await client.request(
+                method, path, content=b"{not json", headers={"Content-Type": "application/json"}
+            )
+            return response.status_code, response.json()["error"]["code"]
+
+    assert asyncio.run(scenario()) == (401, "unauthorized")
+
+
+def test_a_body_over_the_limit_gets_413_declared_or_streamed(tmp_path: Path) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(40):
+            yield b" " * 1024
+
+    async def scenario() -> tuple[int, int, str]:
+        async with running_session(tmp_path, min_bars=1) as (session, client):
+            declared = await client.post("/api/v1/resume", content=b" " * 20_000, headers=bearer())
+            streamed = await client.post("/api/v1/resume", content=chunks(), headers=bearer())
+            return declared.status_code, streamed.status_code, session.orchestrator.risk()["trading_state"]
+
+    assert asyncio.run(scenario()) == (413, 413, "ACTIVE")
+
+
+def test_failed_attempts_are_audited_at_a_limited_rate(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with running_session(tmp_path, min_bars=1) as (_, client):
+            for _ in range(25):
+                await client.post("/api/v1/emergency-stop", json={"reason": "x"}, headers=bearer("guess"))
+
+    # Act
+    asyncio.run(scenario())
+
+    # Assert
+    entries = AuditLog(Database(f"sqlite:///{tmp_path / 'keel.db'}")).entries()
+    assert [e.action for e in entries] == ["authentication_failed"] * 10
+    refused = {"method": "POST", "path": "/api/v1/emergency-stop", "refused": "forbidden"}
+    assert json.loads(entries[0].details) == refused
+
+
+def test_read_routes_and_dashboards_are_limited_per_client(tmp_path: Path) -> None:
+    session = PaperSession(session_config(tmp_path), tmp_path)
+    app = create_app(
+        session.orchestrator,
+        api_token=TOKEN,
+        audit=session.orchestrator.record_operator_action,
+        read_requests_per_second=5,
+        max_websockets_per_client=1,
+    )
+    client = TestClient(app)
+
+    # Act
+    statuses = [client.get("/api/v1/status").status_code for _ in range(8)]
+    with client.websocket_connect("/ws/dashboard") as first:
+        first.receive_json()
+        with pytest.raises(WebSocketDisconnect) as refused, client.websocket_connect("/ws/dashboard") as second:
+            second.receive_json()
+
+    # Assert
+    assert statuses[:5] == [200] * 5 and 429 in statuses[5:]
+    assert refused.value.code == 1013

@@ -1,0 +1,212 @@
+"""Serve the operator API from snapshots, so readers never run on the trading loop.
+
+The trading loop runs :meth:`SnapshotPublisher.run`: every
+``interval_seconds`` it asks the running system once for everything the read
+routes, the dashboard and ``/metrics`` show, and publishes it as one
+:class:`Snapshot` (replacing a reference is atomic, so a reader sees a whole
+snapshot or the previous one). :class:`SnapshotService` is the
+:class:`~keel.web.service.TradingService` the web app is given when it runs in
+its own thread (:class:`~keel.web.server.ThreadedServer`): its queries read the
+latest snapshot; its operator commands are handed to the trading loop with
+:func:`asyncio.run_coroutine_threadsafe` and waited for, so every state change
+still happens on the trading loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+from keel.integration.responses import (
+    EmergencyStopOutcome,
+    FillRow,
+    MetricsSnapshot,
+    OrderRow,
+    PositionRow,
+    ResumeOutcome,
+    RiskReport,
+    StrategyRow,
+    StrategySwitch,
+    SystemStatus,
+)
+from keel.web.service import TradingService
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+TRADES_KEPT = 1000
+"""Most recent fills a snapshot holds (the most ``/api/v1/trades`` returns when served from snapshots)."""
+
+CURVE_KEPT = 2000
+"""Most recent equity points a snapshot holds."""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything the read routes show, as of ``published_monotonic`` (the models are immutable)."""
+
+    status: SystemStatus
+    positions: tuple[PositionRow, ...]
+    orders: tuple[OrderRow, ...]
+    open_orders: tuple[OrderRow, ...]
+    trades: tuple[FillRow, ...]
+    risk: RiskReport
+    strategies: tuple[StrategyRow, ...]
+    allocations: Mapping[str, float]
+    equity_curve: tuple[tuple[int, float], ...]
+    metrics: MetricsSnapshot
+    published_monotonic: float
+
+
+class SnapshotPublisher:
+    """Take a snapshot of a running system on the trading loop, every ``interval_seconds``.
+
+    Parameters
+    ----------
+    service
+        The running system (called only from the trading loop).
+    interval_seconds
+        Time between two snapshots.
+    extra_metrics
+        Fields of :class:`~keel.integration.responses.MetricsSnapshot` the system does not fill
+        itself (for example the event loop's lag).
+    """
+
+    def __init__(
+        self,
+        service: TradingService,
+        interval_seconds: float = 0.25,
+        extra_metrics: Callable[[], Mapping[str, Any]] | None = None,
+    ) -> None:
+        self.service = service
+        self.interval_seconds = interval_seconds
+        self._extra_metrics = extra_metrics
+        self.latest = self.take()
+
+    def take(self) -> Snapshot:
+        """Ask the system for everything once and return it as a snapshot."""
+        service = self.service
+        metrics = service.metrics()
+        if self._extra_metrics is not None:
+            metrics = metrics.model_copy(update=dict(self._extra_metrics()))
+        return Snapshot(
+            status=service.status(),
+            positions=tuple(service.positions()),
+            orders=tuple(service.orders()),
+            open_orders=tuple(service.orders(open_only=True)),
+            trades=tuple(service.trades(limit=TRADES_KEPT)),
+            risk=service.risk(),
+            strategies=tuple(service.strategies()),
+            allocations=MappingProxyType(dict(service.allocations())),
+            equity_curve=tuple(service.equity_curve(limit=CURVE_KEPT)),
+            metrics=metrics,
+            published_monotonic=time.monotonic(),
+        )
+
+    def publish(self) -> None:
+        """Replace the published snapshot with a new one."""
+        self.latest = self.take()
+
+    async def run(self) -> None:
+        """Publish every ``interval_seconds`` until cancelled."""
+        while True:
+            self.publish()
+            await asyncio.sleep(self.interval_seconds)
+
+
+class SnapshotService:
+    """A :class:`~keel.web.service.TradingService` over published snapshots, for another thread.
+
+    Parameters
+    ----------
+    publisher
+        Publishes the snapshots the queries read.
+    loop
+        The trading loop, where operator commands run.
+    command_timeout_seconds
+        How long a command may wait for the trading loop.
+    """
+
+    def __init__(
+        self, publisher: SnapshotPublisher, loop: asyncio.AbstractEventLoop, command_timeout_seconds: float = 10.0
+    ) -> None:
+        self.publisher = publisher
+        self.loop = loop
+        self.command_timeout_seconds = command_timeout_seconds
+
+    def status(self) -> SystemStatus:
+        """Return the published status."""
+        return self.publisher.latest.status
+
+    def positions(self) -> list[PositionRow]:
+        """Return the published open positions."""
+        return list(self.publisher.latest.positions)
+
+    def orders(self, open_only: bool = False) -> list[OrderRow]:
+        """Return the published orders, newest last."""
+        latest = self.publisher.latest
+        return list(latest.open_orders if open_only else latest.orders)
+
+    def trades(self, limit: int = 100) -> list[FillRow]:
+        """Return the published most recent fills, newest last (at most TRADES_KEPT)."""
+        return list(self.publisher.latest.trades[-limit:])
+
+    def risk(self) -> RiskReport:
+        """Return the published risk use."""
+        return self.publisher.latest.risk
+
+    def strategies(self) -> list[StrategyRow]:
+        """Return the published strategies."""
+        return list(self.publisher.latest.strategies)
+
+    def allocations(self) -> dict[str, float]:
+        """Return the published target weights."""
+        return dict(self.publisher.latest.allocations)
+
+    def equity_curve(self, limit: int = 2000) -> list[tuple[int, float]]:
+        """Return the published most recent equity points."""
+        return list(self.publisher.latest.equity_curve[-limit:])
+
+    def metrics(self) -> MetricsSnapshot:
+        """Return the published metrics."""
+        return self.publisher.latest.metrics
+
+    async def emergency_stop(self, reason: str, flatten: bool = False) -> EmergencyStopOutcome:
+        """Run the emergency stop on the trading loop and wait for its outcome."""
+        return await self._on_trading_loop(self.publisher.service.emergency_stop(reason, flatten=flatten))
+
+    async def resume(self, reason: str) -> ResumeOutcome:
+        """Resume trading on the trading loop and wait for the outcome."""
+        return await self._on_trading_loop(self.publisher.service.resume(reason))
+
+    def update_risk_limits(self, limits: Mapping[str, float]) -> dict[str, float | int]:
+        """Change risk limits on the trading loop (ValueError as the system raises it)."""
+        return self._call(self.publisher.service.update_risk_limits, limits)
+
+    def start_strategy(self, name: str) -> StrategySwitch:
+        """Let a strategy trade again, on the trading loop."""
+        return self._call(self.publisher.service.start_strategy, name)
+
+    def stop_strategy(self, name: str) -> StrategySwitch:
+        """Stop a strategy's signals, on the trading loop."""
+        return self._call(self.publisher.service.stop_strategy, name)
+
+    async def _on_trading_loop(self, command: Coroutine[Any, Any, _R]) -> _R:
+        future = asyncio.run_coroutine_threadsafe(self._then_publish(command), self.loop)
+        return await asyncio.wait_for(asyncio.wrap_future(future), self.command_timeout_seconds)
+
+    async def _then_publish(self, command: Coroutine[Any, Any, _R]) -> _R:
+        outcome = await command
+        self.publisher.publish()
+        return outcome
+
+    def _call(self, action: Callable[[_T], _R], argument: _T) -> _R:
+        async def run() -> _R:
+            return action(argument)
+
+        future = asyncio.run_coroutine_threadsafe(self._then_publish(run()), self.loop)
+        return future.result(self.command_timeout_seconds)
