@@ -164,7 +164,7 @@ def test_five_minute_bars_given_as_one_minute_exit_2_naming_the_file(tmp_path: P
     errors = [line for line in completed.stderr.splitlines() if line.startswith("keel:")]
     assert len(errors) == 1
     assert str(tmp_path / "recorded/ohlcv/mine/BTCUSDT_1m.csv.gz") in errors[0]
-    assert "5m apart" in errors[0] and "data.bar_interval is 1m" in errors[0]
+    assert "5m apart, not 1m" in errors[0] and "data.bar_interval" in errors[0]
 
 
 def test_backtest_from_another_folder_reads_the_data_the_config_file_names(tmp_path: Path) -> None:
