@@ -1,0 +1,198 @@
+"""The Binance USD-M venue behind keel's :class:`~keel.core.ports.ExchangePort`.
+
+The client order id is the idempotency key. A submit whose answer is lost
+(5xx, timeout, dropped connection) is resolved by querying that same id,
+never by sending the order again under a new one: if Binance has it, keel
+carries on with Binance's record; if Binance never saw it, the order was
+not placed and the caller decides (the router resends under the same id).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any
+
+from keel.api.binance.constants import (
+    ALL_OPEN_ORDERS_PATH,
+    BALANCE_PATH,
+    EXCHANGE_INFO_PATH,
+    OPEN_ORDERS_PATH,
+    ORDER_PATH,
+    POSITION_RISK_PATH,
+)
+from keel.api.binance.rest import BinanceRestClient
+from keel.api.binance.schemas import (
+    balance_report,
+    instrument_from,
+    order_params,
+    order_report,
+    position_report,
+)
+from keel.core.error_codes import BinanceErrorCode
+from keel.core.errors import AmbiguousOutcomeError, RequestRejectedError, RetryLaterError
+from keel.core.instruments import Instrument
+from keel.core.messages import Event, OrderAccepted, OrderRejected, SubmitOrder
+from keel.core.ports import BalanceReport, OrderStatusReport, PositionReport, ReportHandler
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class SubmitOutcomeUnknownError(AmbiguousOutcomeError):
+    """Binance could not tell whether an order was placed, even after querying its id."""
+
+
+class BinanceAdapter:
+    """Trades one Binance USD-M account through the signed REST API.
+
+    Parameters
+    ----------
+    client
+        The paced, signing REST client.
+    now_ns
+        The clock stamping reports (``Clock.timestamp_ns``).
+    sleep
+        Waits between resolution queries (simulated in tests).
+    resolve_attempts
+        How many times an ambiguous submit is queried before giving up with
+        :class:`SubmitOutcomeUnknownError`.
+    """
+
+    is_synchronous = False
+
+    def __init__(
+        self,
+        client: BinanceRestClient,
+        now_ns: Callable[[], int],
+        sleep: Sleep,
+        resolve_attempts: int = 5,
+    ) -> None:
+        self._client = client
+        self._now_ns = now_ns
+        self._sleep = sleep
+        self._resolve_attempts = resolve_attempts
+        self._handler: ReportHandler | None = None
+        self._instruments: dict[str, Instrument] = {}
+        self.ambiguous_submits = 0
+
+    def set_report_handler(self, handler: ReportHandler) -> None:
+        """Send every report (accepted, rejected, ...) to ``handler``."""
+        self._handler = handler
+
+    def _report(self, event: Event) -> None:
+        if self._handler is not None:
+            self._handler(event)
+
+    def _accepted(self, report: OrderStatusReport) -> None:
+        now = self._now_ns()
+        self._report(
+            OrderAccepted(
+                client_order_id=report.client_order_id,
+                venue_order_id=report.venue_order_id,
+                symbol=report.symbol,
+                ts_event=report.ts_last,
+                ts_init=now,
+            )
+        )
+
+    async def submit_order(self, command: SubmitOrder) -> None:
+        """Place ``command``; report it accepted or rejected.
+
+        Raises
+        ------
+        RetryLaterError
+            Nothing was sent (paced, banned, 429) or Binance asked for a retry;
+            resending the same command (same client id) is safe.
+        SubmitOutcomeUnknownError
+            The submit was ambiguous and querying its id never settled it.
+        """
+        try:
+            payload = await self._client.request("POST", ORDER_PATH, order_params(command), signed=True)
+        except RequestRejectedError as error:
+            now = self._now_ns()
+            self._report(
+                OrderRejected(
+                    client_order_id=command.client_order_id,
+                    symbol=command.symbol,
+                    code=int(error.code or BinanceErrorCode.UNKNOWN),
+                    reason=str(error),
+                    ts_event=now,
+                    ts_init=now,
+                )
+            )
+            return
+        except AmbiguousOutcomeError:
+            self.ambiguous_submits += 1
+            report = await self._resolve(command)
+            if report is None:
+                raise RetryLaterError(
+                    f"order {command.client_order_id} never reached Binance; resend it under the same id"
+                ) from None
+            self._accepted(report)
+            return
+        self._accepted(order_report(payload))
+
+    async def _resolve(self, command: SubmitOrder) -> OrderStatusReport | None:
+        """Query the ambiguous order's own id until Binance says it has it or not."""
+        for _ in range(self._resolve_attempts):
+            try:
+                return await self.query_order(command.symbol, command.client_order_id)
+            except (RetryLaterError, AmbiguousOutcomeError):
+                await self._sleep(1.0)
+        raise SubmitOutcomeUnknownError(
+            f"order {command.client_order_id}: outcome unknown after {self._resolve_attempts} queries"
+        )
+
+    async def cancel_order(self, symbol: str, client_order_id: str) -> None:
+        """Cancel one order by its client id.
+
+        Raises
+        ------
+        RequestRejectedError
+            With -2011 when Binance has no working order of that id.
+        """
+        params = [("symbol", symbol), ("origClientOrderId", client_order_id)]
+        await self._client.request("DELETE", ORDER_PATH, params, signed=True)
+
+    async def cancel_all_orders(self, symbol: str | None = None) -> None:
+        """Cancel every working order of ``symbol``, or of every symbol holding one."""
+        symbols = [symbol] if symbol is not None else sorted({o.symbol for o in await self.open_orders()})
+        for name in symbols:
+            await self._client.request("DELETE", ALL_OPEN_ORDERS_PATH, [("symbol", name)], signed=True)
+
+    async def query_order(self, symbol: str, client_order_id: str) -> OrderStatusReport | None:
+        """Return Binance's record of an order, None when Binance does not know it (-2013)."""
+        params = [("symbol", symbol), ("origClientOrderId", client_order_id)]
+        try:
+            payload = await self._client.request("GET", ORDER_PATH, params, signed=True)
+        except RequestRejectedError as error:
+            if error.code == BinanceErrorCode.NO_SUCH_ORDER:
+                return None
+            raise
+        return order_report(payload)
+
+    async def open_orders(self, symbol: str | None = None) -> list[OrderStatusReport]:
+        """Return the working orders (of ``symbol``, or all), oldest first."""
+        params = [("symbol", symbol)] if symbol is not None else []
+        payload: list[dict[str, Any]] = await self._client.request("GET", OPEN_ORDERS_PATH, params, signed=True)
+        return sorted((order_report(p) for p in payload), key=lambda r: r.ts_last)
+
+    async def positions(self) -> list[PositionReport]:
+        """Return the non-zero positions."""
+        payload: list[dict[str, Any]] = await self._client.request("GET", POSITION_RISK_PATH, signed=True)
+        return [position_report(p) for p in payload if Decimal(str(p["positionAmt"])) != 0]
+
+    async def balances(self) -> BalanceReport:
+        """Return the USDT account."""
+        return balance_report(await self._client.request("GET", BALANCE_PATH, signed=True))
+
+    async def exchange_info(self) -> dict[str, Instrument]:
+        """Return the perpetual contracts with their filters, as Binance publishes them now."""
+        payload = await self._client.request("GET", EXCHANGE_INFO_PATH)
+        source = f"{self._client.base_url}{EXCHANGE_INFO_PATH}"
+        self._instruments = {
+            s["symbol"]: instrument_from(s, source)
+            for s in payload["symbols"]
+            if s.get("contractType") == "PERPETUAL" and s.get("status") == "TRADING"
+        }
+        return dict(self._instruments)

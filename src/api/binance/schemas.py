@@ -1,0 +1,312 @@
+"""Binance USD-M JSON payloads <-> keel's reports and commands.
+
+Decimals travel as Binance's strings both ways; nothing passes through float.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from keel.api.binance.auth import Param
+from keel.core.clock import NANOS_PER_MILLI
+from keel.core.errors import MalformedDataError
+from keel.core.instruments import Instrument
+from keel.core.messages import MarginType, PositionSide, SubmitOrder, WorkingType
+from keel.core.orders import OrderSide, OrderStatus, OrderType, TimeInForce
+from keel.core.ports import BalanceReport, OrderStatusReport, PositionReport
+
+_STATUS_FROM_BINANCE: dict[str, OrderStatus] = {
+    "NEW": OrderStatus.ACCEPTED,
+    "PARTIALLY_FILLED": OrderStatus.PARTIALLY_FILLED,
+    "FILLED": OrderStatus.FILLED,
+    "CANCELED": OrderStatus.CANCELED,
+    "REJECTED": OrderStatus.REJECTED,
+    "EXPIRED": OrderStatus.EXPIRED,
+    "EXPIRED_IN_MATCH": OrderStatus.EXPIRED,
+}
+STATUS_TO_BINANCE: dict[OrderStatus, str] = {
+    OrderStatus.SUBMITTED: "NEW",
+    OrderStatus.ACCEPTED: "NEW",
+    OrderStatus.PENDING_CANCEL: "NEW",
+    OrderStatus.PARTIALLY_FILLED: "PARTIALLY_FILLED",
+    OrderStatus.FILLED: "FILLED",
+    OrderStatus.CANCELED: "CANCELED",
+    OrderStatus.REJECTED: "REJECTED",
+    OrderStatus.EXPIRED: "EXPIRED",
+}
+
+
+def _field(payload: dict[str, Any], key: str) -> Any:
+    try:
+        return payload[key]
+    except KeyError:
+        raise MalformedDataError(f"Binance payload lacks {key!r}: {sorted(payload)}") from None
+
+
+def _decimal(payload: dict[str, Any], key: str) -> Decimal:
+    return Decimal(str(_field(payload, key)))
+
+
+def _optional_price(payload: dict[str, Any], key: str) -> Decimal | None:
+    value = payload.get(key)
+    if value is None:
+        return None
+    price = Decimal(str(value))
+    return price if price != 0 else None
+
+
+def order_params(command: SubmitOrder) -> list[Param]:
+    """Return the ``POST /fapi/v1/order`` parameters of ``command``, in a fixed order."""
+    params: list[Param] = [
+        ("symbol", command.symbol),
+        ("side", command.side.value),
+        ("type", command.order_type.value),
+        ("newClientOrderId", command.client_order_id),
+        ("positionSide", command.position_side.value),
+    ]
+    if not command.close_position:
+        params.append(("quantity", str(command.quantity)))
+    if command.order_type is OrderType.LIMIT:
+        params.append(("timeInForce", command.time_in_force.value))
+    if command.price is not None:
+        params.append(("price", str(command.price)))
+    if command.stop_price is not None:
+        params.append(("stopPrice", str(command.stop_price)))
+        params.append(("workingType", command.working_type.value))
+    if command.reduce_only:
+        params.append(("reduceOnly", "true"))
+    if command.close_position:
+        params.append(("closePosition", "true"))
+    return params
+
+
+def submit_order_from(params: dict[str, str], ts_ns: int) -> SubmitOrder:
+    """Rebuild the keel command from ``POST /fapi/v1/order`` parameters (the local Binance's side)."""
+    price = params.get("price")
+    stop = params.get("stopPrice")
+    return SubmitOrder(
+        client_order_id=params["newClientOrderId"],
+        symbol=params["symbol"],
+        side=OrderSide(params["side"]),
+        order_type=OrderType(params["type"]),
+        quantity=Decimal(params.get("quantity", "0")),
+        price=Decimal(price) if price is not None else None,
+        time_in_force=TimeInForce(params.get("timeInForce", "GTC")),
+        reduce_only=params.get("reduceOnly") == "true",
+        stop_price=Decimal(stop) if stop is not None else None,
+        position_side=PositionSide(params.get("positionSide", "BOTH")),
+        close_position=params.get("closePosition") == "true",
+        working_type=WorkingType(params.get("workingType", "CONTRACT_PRICE")),
+        ts_event=ts_ns,
+        ts_init=ts_ns,
+    )
+
+
+def order_json(report: OrderStatusReport) -> dict[str, Any]:
+    """Render ``report`` as Binance's order object (the local Binance's side)."""
+    return {
+        "clientOrderId": report.client_order_id,
+        "orderId": int(report.venue_order_id) if report.venue_order_id.isdigit() else report.venue_order_id,
+        "symbol": report.symbol,
+        "side": report.side.value,
+        "type": report.order_type.value,
+        "origType": report.order_type.value,
+        "timeInForce": report.time_in_force.value,
+        "status": STATUS_TO_BINANCE[report.status],
+        "origQty": str(report.quantity),
+        "price": str(report.price or 0),
+        "executedQty": str(report.filled_quantity),
+        "avgPrice": str(report.average_price or 0),
+        "reduceOnly": report.reduce_only,
+        "stopPrice": str(report.stop_price or 0),
+        "positionSide": report.position_side.value,
+        "closePosition": report.close_position,
+        "workingType": report.working_type.value,
+        "updateTime": report.ts_last // NANOS_PER_MILLI,
+    }
+
+
+def order_report(payload: dict[str, Any]) -> OrderStatusReport:
+    """Parse Binance's order object into an :class:`OrderStatusReport`.
+
+    Raises
+    ------
+    MalformedDataError
+        When a field is missing or its status unknown.
+    """
+    status = str(_field(payload, "status"))
+    if status not in _STATUS_FROM_BINANCE:
+        raise MalformedDataError(f"Binance order status {status!r} is unknown")
+    return OrderStatusReport(
+        client_order_id=str(_field(payload, "clientOrderId")),
+        venue_order_id=str(_field(payload, "orderId")),
+        symbol=str(_field(payload, "symbol")),
+        side=OrderSide(_field(payload, "side")),
+        order_type=OrderType(payload.get("origType", _field(payload, "type"))),
+        time_in_force=TimeInForce(payload.get("timeInForce", "GTC")),
+        status=_STATUS_FROM_BINANCE[status],
+        quantity=_decimal(payload, "origQty"),
+        price=_optional_price(payload, "price"),
+        filled_quantity=_decimal(payload, "executedQty"),
+        average_price=_optional_price(payload, "avgPrice"),
+        reduce_only=bool(payload.get("reduceOnly", False)),
+        ts_last=int(_field(payload, "updateTime")) * NANOS_PER_MILLI,
+        stop_price=_optional_price(payload, "stopPrice"),
+        position_side=PositionSide(payload.get("positionSide", "BOTH")),
+        close_position=bool(payload.get("closePosition", False)),
+        working_type=WorkingType(payload.get("workingType", "CONTRACT_PRICE")),
+    )
+
+
+def position_json(report: PositionReport) -> dict[str, Any]:
+    """Render ``report`` as one ``GET /fapi/v2/positionRisk`` entry (the local Binance's side)."""
+    return {
+        "symbol": report.symbol,
+        "positionAmt": str(report.quantity),
+        "entryPrice": str(report.entry_price),
+        "breakEvenPrice": str(report.break_even_price or 0),
+        "markPrice": str(report.mark_price),
+        "unRealizedProfit": str(report.unrealized_pnl),
+        "liquidationPrice": str(report.liquidation_price or 0),
+        "leverage": str(report.leverage),
+        "marginType": "isolated" if report.margin_type is MarginType.ISOLATED else "cross",
+        "isolatedMargin": str(report.isolated_margin),
+        "positionSide": report.position_side.value,
+        "notional": str(report.notional),
+    }
+
+
+def position_report(payload: dict[str, Any]) -> PositionReport:
+    """Parse one ``GET /fapi/v2/positionRisk`` entry."""
+    return PositionReport(
+        symbol=str(_field(payload, "symbol")),
+        quantity=_decimal(payload, "positionAmt"),
+        entry_price=_decimal(payload, "entryPrice"),
+        mark_price=_decimal(payload, "markPrice"),
+        unrealized_pnl=_decimal(payload, "unRealizedProfit"),
+        leverage=int(_field(payload, "leverage")),
+        position_side=PositionSide(payload.get("positionSide", "BOTH")),
+        margin_type=MarginType.ISOLATED if payload.get("marginType") == "isolated" else MarginType.CROSSED,
+        break_even_price=_optional_price(payload, "breakEvenPrice"),
+        liquidation_price=_optional_price(payload, "liquidationPrice"),
+        notional=Decimal(str(payload.get("notional", "0"))),
+        isolated_margin=Decimal(str(payload.get("isolatedMargin", "0"))),
+    )
+
+
+def balance_json(report: BalanceReport) -> dict[str, Any]:
+    """Render ``report`` as the USDT entry of ``GET /fapi/v2/balance`` (the local Binance's side)."""
+    return {
+        "asset": report.asset,
+        "balance": str(report.wallet_balance),
+        "crossWalletBalance": str(report.cross_wallet_balance),
+        "crossUnPnl": str(report.unrealized_pnl),
+        "availableBalance": str(report.available_balance),
+    }
+
+
+def balance_report(payload: list[dict[str, Any]], asset: str = "USDT") -> BalanceReport:
+    """Parse ``GET /fapi/v2/balance`` and return the ``asset`` entry.
+
+    Raises
+    ------
+    MalformedDataError
+        When the answer has no ``asset`` entry.
+    """
+    for entry in payload:
+        if entry.get("asset") == asset:
+            wallet = _decimal(entry, "balance")
+            unrealized = _decimal(entry, "crossUnPnl")
+            return BalanceReport(
+                asset=asset,
+                wallet_balance=wallet,
+                unrealized_pnl=unrealized,
+                margin_balance=wallet + unrealized,
+                available_balance=_decimal(entry, "availableBalance"),
+                cross_wallet_balance=_decimal(entry, "crossWalletBalance"),
+            )
+    raise MalformedDataError(f"Binance balance answer has no {asset} entry")
+
+
+def symbol_json(instrument: Instrument) -> dict[str, Any]:
+    """Render ``instrument`` as one ``exchangeInfo`` symbol with its filters (the local Binance's side)."""
+    return {
+        "symbol": instrument.symbol,
+        "contractType": "PERPETUAL",
+        "status": "TRADING",
+        "baseAsset": instrument.base_asset,
+        "quoteAsset": instrument.quote_asset,
+        "marginAsset": instrument.quote_asset,
+        "pricePrecision": instrument.price_precision,
+        "quantityPrecision": instrument.quantity_precision,
+        "filters": [
+            {
+                "filterType": "PRICE_FILTER",
+                "tickSize": str(instrument.tick_size),
+                "minPrice": str(instrument.min_price),
+                "maxPrice": str(instrument.max_price),
+            },
+            {
+                "filterType": "LOT_SIZE",
+                "stepSize": str(instrument.step_size),
+                "minQty": str(instrument.min_quantity),
+                "maxQty": str(instrument.max_quantity),
+            },
+            {
+                "filterType": "MARKET_LOT_SIZE",
+                "stepSize": str(instrument.market_step_size),
+                "minQty": str(instrument.market_min_quantity),
+                "maxQty": str(instrument.market_max_quantity),
+            },
+            {"filterType": "MIN_NOTIONAL", "notional": str(instrument.min_notional)},
+            {
+                "filterType": "PERCENT_PRICE",
+                "multiplierUp": str(instrument.multiplier_up),
+                "multiplierDown": str(instrument.multiplier_down),
+                "multiplierDecimal": str(instrument.multiplier_decimal),
+            },
+            {"filterType": "MAX_NUM_ORDERS", "limit": instrument.max_open_orders},
+        ],
+    }
+
+
+def instrument_from(symbol: dict[str, Any], source: str) -> Instrument:
+    """Parse one ``exchangeInfo`` symbol's filters into an :class:`Instrument`.
+
+    Raises
+    ------
+    MalformedDataError
+        When a filter keel needs is missing (the message names the symbol and filter).
+    """
+    name = str(_field(symbol, "symbol"))
+    filters = {f["filterType"]: f for f in _field(symbol, "filters")}
+
+    def of(kind: str) -> dict[str, Any]:
+        if kind not in filters:
+            raise MalformedDataError(f"exchangeInfo symbol {name} lacks the {kind} filter")
+        return dict(filters[kind])
+
+    price, lot, market, percent = of("PRICE_FILTER"), of("LOT_SIZE"), of("MARKET_LOT_SIZE"), of("PERCENT_PRICE")
+    return Instrument(
+        symbol=name,
+        base_asset=str(_field(symbol, "baseAsset")),
+        quote_asset=str(_field(symbol, "quoteAsset")),
+        price_precision=int(_field(symbol, "pricePrecision")),
+        quantity_precision=int(_field(symbol, "quantityPrecision")),
+        tick_size=_decimal(price, "tickSize"),
+        min_price=_decimal(price, "minPrice"),
+        max_price=_decimal(price, "maxPrice"),
+        step_size=_decimal(lot, "stepSize"),
+        min_quantity=_decimal(lot, "minQty"),
+        max_quantity=_decimal(lot, "maxQty"),
+        market_step_size=_decimal(market, "stepSize"),
+        market_min_quantity=_decimal(market, "minQty"),
+        market_max_quantity=_decimal(market, "maxQty"),
+        min_notional=_decimal(of("MIN_NOTIONAL"), "notional"),
+        multiplier_up=_decimal(percent, "multiplierUp"),
+        multiplier_down=_decimal(percent, "multiplierDown"),
+        multiplier_decimal=int(_field(percent, "multiplierDecimal")),
+        max_open_orders=int(_field(of("MAX_NUM_ORDERS"), "limit")),
+        source=source,
+    )

@@ -1,0 +1,265 @@
+"""A local Binance USD-M REST venue on 127.0.0.1, matching with keel's SimulatedExchange.
+
+It speaks the documented protocol where keel depends on it: ``X-MBX-APIKEY``
+and HMAC-SHA256 signature checks (-2015, -1022), ``timestamp``/``recvWindow``
+(-1021), the ``X-MBX-USED-WEIGHT-1M`` and ``X-MBX-ORDER-COUNT-*`` headers,
+429 with ``Retry-After`` past the weight limit and 418 for an IP that keeps
+sending while told to wait. Matching, margin and account state are the
+simulated exchange's, so the answers are the ones the simulated venue gives.
+
+Fault injection: ``fail_after_accept`` submits are placed and then answered
+with HTTP 503; ``drop_after_accept`` submits are placed and the connection
+is closed without an answer; ``fail_before_accept`` submits answer 503
+without being placed.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+from keel.api.binance.auth import sign
+from keel.api.binance.constants import (
+    ALL_OPEN_ORDERS_PATH,
+    API_KEY_HEADER,
+    BALANCE_PATH,
+    EXCHANGE_INFO_PATH,
+    OPEN_ORDERS_PATH,
+    ORDER_COUNT_1M_HEADER,
+    ORDER_COUNT_10S_HEADER,
+    ORDER_PATH,
+    POSITION_RISK_PATH,
+    REQUEST_WEIGHT_PER_MINUTE,
+    RETRY_AFTER_HEADER,
+    TIME_PATH,
+    USED_WEIGHT_HEADER,
+    endpoint_weight,
+)
+from keel.api.binance.schemas import (
+    balance_json,
+    order_json,
+    position_json,
+    submit_order_from,
+    symbol_json,
+)
+from keel.api.simulated_exchange import SimulatedExchange
+from keel.core.clock import NANOS_PER_MILLI, SimulatedClock
+from keel.core.error_codes import BinanceErrorCode
+from keel.core.errors import RequestRejectedError
+from keel.core.messages import Event, OrderRejected
+
+Handler = Callable[[web.Request, dict[str, str]], Awaitable[web.Response]]
+_MINUTE_MS = 60_000
+_BAN_SECONDS = 120
+
+
+def _error(code: BinanceErrorCode | int, message: str, status: int = 400) -> web.Response:
+    return web.json_response({"code": int(code), "msg": message}, status=status)
+
+
+class LocalBinance:
+    """The REST side of a local Binance in front of a :class:`SimulatedExchange`.
+
+    Parameters
+    ----------
+    exchange
+        The venue that matches orders and keeps the account.
+    clock
+        The venue's clock (Binance's ``serverTime``).
+    api_key, secret
+        The only credentials it accepts.
+    weight_limit
+        Request weight per minute before 429.
+    """
+
+    def __init__(
+        self,
+        exchange: SimulatedExchange,
+        clock: SimulatedClock,
+        api_key: str,
+        secret: str,
+        weight_limit: int = REQUEST_WEIGHT_PER_MINUTE,
+    ) -> None:
+        self.exchange = exchange
+        self.clock = clock
+        self._api_key = api_key
+        self._secret = secret
+        self.weight_limit = weight_limit
+        self.reports: list[Event] = []
+        exchange.set_report_handler(self.reports.append)
+        self.used_weight = 0
+        self.orders_10s = 0
+        self.orders_1m = 0
+        self._window = -1
+        self._window_10s = -1
+        self._blocked_until_ms = 0
+        self.banned_until_ms = 0
+        self.responses: dict[int, int] = {}
+        self.placed_client_ids: list[str] = []
+        self.fail_before_accept = 0
+        self.fail_after_accept = 0
+        self.drop_after_accept = 0
+        self._runner: web.AppRunner | None = None
+        self.base_url = ""
+
+    def now_ms(self) -> int:
+        """Return the venue's time in ms."""
+        return self.clock.timestamp_ns() // NANOS_PER_MILLI
+
+    async def start(self) -> str:
+        """Listen on 127.0.0.1 (a free port) and return the base URL."""
+        app = web.Application(middlewares=[self._middleware])
+        routes: list[tuple[str, str, Handler]] = [
+            ("GET", TIME_PATH, self._time),
+            ("GET", EXCHANGE_INFO_PATH, self._exchange_info),
+            ("POST", ORDER_PATH, self._new_order),
+            ("GET", ORDER_PATH, self._query_order),
+            ("DELETE", ORDER_PATH, self._cancel_order),
+            ("DELETE", ALL_OPEN_ORDERS_PATH, self._cancel_all),
+            ("GET", OPEN_ORDERS_PATH, self._open_orders),
+            ("GET", POSITION_RISK_PATH, self._positions),
+            ("GET", BALANCE_PATH, self._balance),
+        ]
+        for method, path, handler in routes:
+            app.router.add_route(method, path, self._wrap(handler, signed=path not in (TIME_PATH, EXCHANGE_INFO_PATH)))
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.base_url = f"http://127.0.0.1:{port}"
+        return self.base_url
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @web.middleware
+    async def _middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        response = await handler(request)
+        self.responses[response.status] = self.responses.get(response.status, 0) + 1
+        response.headers[USED_WEIGHT_HEADER] = str(self.used_weight)
+        if request.method == "POST" and request.path == ORDER_PATH:
+            response.headers[ORDER_COUNT_10S_HEADER] = str(self.orders_10s)
+            response.headers[ORDER_COUNT_1M_HEADER] = str(self.orders_1m)
+        return response
+
+    def _limit(self, method: str, path: str) -> web.Response | None:
+        now = self.now_ms()
+        if now < self.banned_until_ms or now < self._blocked_until_ms:
+            # Sending while told to wait gets the IP banned, as Binance does.
+            self.banned_until_ms = max(self.banned_until_ms, now + _BAN_SECONDS * 1000)
+            seconds = (self.banned_until_ms - now + 999) // 1000
+            return web.json_response(
+                {"code": -1003, "msg": "Way too many requests; IP banned."},
+                status=418,
+                headers={RETRY_AFTER_HEADER: str(seconds)},
+            )
+        if now // _MINUTE_MS != self._window:
+            self._window, self.used_weight, self.orders_1m = now // _MINUTE_MS, 0, 0
+        if now // 10_000 != self._window_10s:
+            self._window_10s, self.orders_10s = now // 10_000, 0
+        weight = endpoint_weight(method, path)
+        if self.used_weight + weight > self.weight_limit:
+            seconds = (_MINUTE_MS - now % _MINUTE_MS + 999) // 1000
+            self._blocked_until_ms = now + seconds * 1000
+            return web.json_response(
+                {"code": -1003, "msg": BinanceErrorCode.TOO_MANY_REQUESTS.message.format(self.weight_limit)},
+                status=429,
+                headers={RETRY_AFTER_HEADER: str(seconds)},
+            )
+        self.used_weight += weight
+        return None
+
+    def _authenticate(self, request: web.Request, params: dict[str, str]) -> web.Response | None:
+        if request.headers.get(API_KEY_HEADER) != self._api_key:
+            return _error(BinanceErrorCode.REJECTED_MBX_KEY, BinanceErrorCode.REJECTED_MBX_KEY.message, 401)
+        query = request.query_string
+        body, _, signature = query.rpartition("&signature=")
+        if not body or not hmac.compare_digest(sign(body, self._secret), signature):
+            return _error(BinanceErrorCode.INVALID_SIGNATURE, BinanceErrorCode.INVALID_SIGNATURE.message)
+        timestamp = int(params.get("timestamp", "0"))
+        window = int(params.get("recvWindow", "5000"))
+        now = self.now_ms()
+        if timestamp >= now + 1000 or now - timestamp > window:
+            return _error(BinanceErrorCode.INVALID_TIMESTAMP, BinanceErrorCode.INVALID_TIMESTAMP.message)
+        return None
+
+    def _wrap(self, handler: Handler, signed: bool) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handle(request: web.Request) -> web.Response:
+            if (refusal := self._limit(request.method, request.path)) is not None:
+                return refusal
+            params = dict(parse_qsl(request.query_string, keep_blank_values=True))
+            if signed and (refusal := self._authenticate(request, params)) is not None:
+                return refusal
+            return await handler(request, params)
+
+        return handle
+
+    async def _time(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        return web.json_response({"serverTime": self.now_ms()})
+
+    async def _exchange_info(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        instruments = await self.exchange.exchange_info()
+        symbols = [symbol_json(i) for i in instruments.values()]
+        return web.json_response({"timezone": "UTC", "serverTime": self.now_ms(), "symbols": symbols})
+
+    async def _new_order(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        if self.fail_before_accept > 0:
+            self.fail_before_accept -= 1
+            return _error(BinanceErrorCode.UNKNOWN, "Internal error", 503)
+        self.orders_10s += 1
+        self.orders_1m += 1
+        command = submit_order_from(params, self.clock.timestamp_ns())
+        seen = len(self.reports)
+        self.placed_client_ids.append(command.client_order_id)
+        await self.exchange.submit_order(command)
+        for report in self.reports[seen:]:
+            if isinstance(report, OrderRejected) and report.client_order_id == command.client_order_id:
+                return _error(report.code, report.reason)
+        if self.fail_after_accept > 0:
+            self.fail_after_accept -= 1
+            return _error(BinanceErrorCode.UNKNOWN, "Internal error", 503)
+        if self.drop_after_accept > 0 and request.transport is not None:
+            self.drop_after_accept -= 1
+            request.transport.close()
+        return await self._order_answer(command.symbol, command.client_order_id)
+
+    async def _order_answer(self, symbol: str, client_order_id: str) -> web.Response:
+        report = await self.exchange.query_order(symbol, client_order_id)
+        if report is None:
+            return _error(BinanceErrorCode.NO_SUCH_ORDER, BinanceErrorCode.NO_SUCH_ORDER.message)
+        return web.json_response(order_json(report))
+
+    async def _query_order(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        return await self._order_answer(params.get("symbol", ""), params.get("origClientOrderId", ""))
+
+    async def _cancel_order(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        symbol, client_order_id = params.get("symbol", ""), params.get("origClientOrderId", "")
+        try:
+            await self.exchange.cancel_order(symbol, client_order_id)
+        except RequestRejectedError as error:
+            return _error(error.code or BinanceErrorCode.UNKNOWN, str(error))
+        return await self._order_answer(symbol, client_order_id)
+
+    async def _cancel_all(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        await self.exchange.cancel_all_orders(params.get("symbol"))
+        return web.json_response({"code": 200, "msg": "The operation of cancel all open order is done."})
+
+    async def _open_orders(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        orders = await self.exchange.open_orders(params.get("symbol"))
+        return web.json_response([order_json(o) for o in orders])
+
+    async def _positions(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        return web.json_response([position_json(p) for p in await self.exchange.positions()])
+
+    async def _balance(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        answer: list[dict[str, Any]] = [balance_json(await self.exchange.balances())]
+        return web.json_response(answer)
