@@ -28,6 +28,7 @@ from keel.api.binance.constants import (
     API_KEY_HEADER,
     BALANCE_PATH,
     EXCHANGE_INFO_PATH,
+    LISTEN_KEY_PATH,
     OPEN_ORDERS_PATH,
     ORDER_COUNT_1M_HEADER,
     ORDER_COUNT_10S_HEADER,
@@ -55,6 +56,7 @@ from keel.core.messages import Event, OrderRejected
 Handler = Callable[[web.Request, dict[str, str]], Awaitable[web.Response]]
 _MINUTE_MS = 60_000
 _BAN_SECONDS = 120
+_LISTEN_KEY_LIFE_MS = 60 * _MINUTE_MS
 
 
 def _error(code: BinanceErrorCode | int, message: str, status: int = 400) -> web.Response:
@@ -103,6 +105,10 @@ class LocalBinance:
         self.fail_before_accept = 0
         self.fail_after_accept = 0
         self.drop_after_accept = 0
+        self.listen_key: str | None = None
+        self.listen_key_expires_ms = 0
+        self.listen_keys_made = 0
+        self.listen_key_expiries = 0
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 
@@ -123,9 +129,17 @@ class LocalBinance:
             ("GET", OPEN_ORDERS_PATH, self._open_orders),
             ("GET", POSITION_RISK_PATH, self._positions),
             ("GET", BALANCE_PATH, self._balance),
+            ("POST", LISTEN_KEY_PATH, self._new_listen_key),
+            ("PUT", LISTEN_KEY_PATH, self._keep_listen_key),
+            ("DELETE", LISTEN_KEY_PATH, self._close_listen_key),
         ]
+        public = (TIME_PATH, EXCHANGE_INFO_PATH)
         for method, path, handler in routes:
-            app.router.add_route(method, path, self._wrap(handler, signed=path not in (TIME_PATH, EXCHANGE_INFO_PATH)))
+            app.router.add_route(
+                method,
+                path,
+                self._wrap(handler, signed=path not in (*public, LISTEN_KEY_PATH), keyed=path not in public),
+            )
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -178,9 +192,14 @@ class LocalBinance:
         self.used_weight += weight
         return None
 
-    def _authenticate(self, request: web.Request, params: dict[str, str]) -> web.Response | None:
+    def _check_key(self, request: web.Request) -> web.Response | None:
         if request.headers.get(API_KEY_HEADER) != self._api_key:
             return _error(BinanceErrorCode.REJECTED_MBX_KEY, BinanceErrorCode.REJECTED_MBX_KEY.message, 401)
+        return None
+
+    def _authenticate(self, request: web.Request, params: dict[str, str]) -> web.Response | None:
+        if (refusal := self._check_key(request)) is not None:
+            return refusal
         query = request.query_string
         body, _, signature = query.rpartition("&signature=")
         if not body or not hmac.compare_digest(sign(body, self._secret), signature):
@@ -192,12 +211,14 @@ class LocalBinance:
             return _error(BinanceErrorCode.INVALID_TIMESTAMP, BinanceErrorCode.INVALID_TIMESTAMP.message)
         return None
 
-    def _wrap(self, handler: Handler, signed: bool) -> Callable[[web.Request], Awaitable[web.Response]]:
+    def _wrap(self, handler: Handler, signed: bool, keyed: bool) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handle(request: web.Request) -> web.Response:
             if (refusal := self._limit(request.method, request.path)) is not None:
                 return refusal
             params = dict(parse_qsl(request.query_string, keep_blank_values=True))
             if signed and (refusal := self._authenticate(request, params)) is not None:
+                return refusal
+            if keyed and not signed and (refusal := self._check_key(request)) is not None:
                 return refusal
             return await handler(request, params)
 
@@ -263,3 +284,26 @@ class LocalBinance:
     async def _balance(self, request: web.Request, params: dict[str, str]) -> web.Response:
         answer: list[dict[str, Any]] = [balance_json(await self.exchange.balances())]
         return web.json_response(answer)
+
+    def _listen_key_alive(self) -> bool:
+        if self.listen_key is not None and self.now_ms() > self.listen_key_expires_ms:
+            self.listen_key_expiries += 1
+            self.listen_key = None
+        return self.listen_key is not None
+
+    async def _new_listen_key(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        if not self._listen_key_alive():
+            self.listen_keys_made += 1
+            self.listen_key = sign(str(self.listen_keys_made), self._secret)
+        self.listen_key_expires_ms = self.now_ms() + _LISTEN_KEY_LIFE_MS
+        return web.json_response({"listenKey": self.listen_key})
+
+    async def _keep_listen_key(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        if not self._listen_key_alive():
+            return _error(BinanceErrorCode.INVALID_LISTEN_KEY, BinanceErrorCode.INVALID_LISTEN_KEY.message)
+        self.listen_key_expires_ms = self.now_ms() + _LISTEN_KEY_LIFE_MS
+        return web.json_response({"listenKey": self.listen_key})
+
+    async def _close_listen_key(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        self.listen_key = None
+        return web.json_response({})
