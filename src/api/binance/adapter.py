@@ -17,13 +17,20 @@ from keel.api.binance.constants import (
     ALL_OPEN_ORDERS_PATH,
     BALANCE_PATH,
     EXCHANGE_INFO_PATH,
+    LEVERAGE_BRACKET_PATH,
+    LEVERAGE_PATH,
+    MARGIN_TYPE_PATH,
     OPEN_ORDERS_PATH,
     ORDER_PATH,
+    POSITION_MODE_PATH,
     POSITION_RISK_PATH,
+    SYMBOL_CONFIG_PATH,
 )
 from keel.api.binance.rest import BinanceRestClient
 from keel.api.binance.schemas import (
     balance_report,
+    brackets_from,
+    configuration_from,
     instrument_from,
     order_params,
     order_report,
@@ -33,7 +40,16 @@ from keel.core.error_codes import BinanceErrorCode
 from keel.core.errors import AmbiguousOutcomeError, RequestRejectedError, RetryLaterError
 from keel.core.instruments import Instrument
 from keel.core.messages import Event, OrderAccepted, OrderRejected, SubmitOrder
-from keel.core.ports import BalanceReport, OrderStatusReport, PositionReport, ReportHandler
+from keel.core.ports import (
+    BalanceReport,
+    LeverageBracket,
+    MarginType,
+    OrderStatusReport,
+    PositionMode,
+    PositionReport,
+    ReportHandler,
+    SymbolConfiguration,
+)
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -196,3 +212,44 @@ class BinanceAdapter:
             if s.get("contractType") == "PERPETUAL" and s.get("status") == "TRADING"
         }
         return dict(self._instruments)
+
+    async def leverage_brackets(self, symbol: str | None = None) -> dict[str, tuple[LeverageBracket, ...]]:
+        """Return the notional and leverage brackets of ``symbol`` (or of every symbol)."""
+        params = [("symbol", symbol)] if symbol is not None else []
+        payload = await self._client.request("GET", LEVERAGE_BRACKET_PATH, params, signed=True)
+        entries: list[dict[str, Any]] = payload if isinstance(payload, list) else [payload]
+        return {str(e["symbol"]): brackets_from(e) for e in entries}
+
+    async def set_leverage(self, symbol: str, leverage: int) -> SymbolConfiguration:
+        """Set ``symbol``'s initial leverage and return its configuration."""
+        params = [("symbol", symbol), ("leverage", str(leverage))]
+        await self._client.request("POST", LEVERAGE_PATH, params, signed=True)
+        return await self.symbol_configuration(symbol)
+
+    async def set_margin_type(self, symbol: str, margin_type: MarginType) -> None:
+        """Set ``symbol``'s margin type; Binance's -4046 (already so) is not an error."""
+        params = [("symbol", symbol), ("marginType", margin_type.value)]
+        try:
+            await self._client.request("POST", MARGIN_TYPE_PATH, params, signed=True)
+        except RequestRejectedError as error:
+            if error.code != BinanceErrorCode.NO_NEED_TO_CHANGE_MARGIN_TYPE:
+                raise
+
+    async def set_position_mode(self, mode: PositionMode) -> None:
+        """Switch between one-way and hedge mode; -4059 (already so) is not an error."""
+        params = [("dualSidePosition", "true" if mode is PositionMode.HEDGE else "false")]
+        try:
+            await self._client.request("POST", POSITION_MODE_PATH, params, signed=True)
+        except RequestRejectedError as error:
+            if error.code != BinanceErrorCode.NO_NEED_TO_CHANGE_POSITION_SIDE:
+                raise
+
+    async def position_mode(self) -> PositionMode:
+        """Return the account's position mode."""
+        payload = await self._client.request("GET", POSITION_MODE_PATH, signed=True)
+        return PositionMode.HEDGE if payload["dualSidePosition"] else PositionMode.ONE_WAY
+
+    async def symbol_configuration(self, symbol: str) -> SymbolConfiguration:
+        """Return ``symbol``'s leverage, margin type and largest allowed position."""
+        payload = await self._client.request("GET", SYMBOL_CONFIG_PATH, [("symbol", symbol)], signed=True)
+        return configuration_from(payload[0])

@@ -79,3 +79,10 @@ def endpoint_weight(method: str, path: str) -> int:
         The documented weight, 1 for endpoints not listed.
     """
     return ENDPOINT_WEIGHTS.get((method, path), 1)
+
+
+LEVERAGE_BRACKET_PATH: Final = "/fapi/v1/leverageBracket"
+LEVERAGE_PATH: Final = "/fapi/v1/leverage"
+MARGIN_TYPE_PATH: Final = "/fapi/v1/marginType"
+POSITION_MODE_PATH: Final = "/fapi/v1/positionSide/dual"
+SYMBOL_CONFIG_PATH: Final = "/fapi/v1/symbolConfig"

@@ -14,7 +14,13 @@ from keel.core.errors import MalformedDataError
 from keel.core.instruments import Instrument
 from keel.core.messages import MarginType, PositionSide, SubmitOrder, WorkingType
 from keel.core.orders import OrderSide, OrderStatus, OrderType, TimeInForce
-from keel.core.ports import BalanceReport, OrderStatusReport, PositionReport
+from keel.core.ports import (
+    BalanceReport,
+    LeverageBracket,
+    OrderStatusReport,
+    PositionReport,
+    SymbolConfiguration,
+)
 
 _STATUS_FROM_BINANCE: dict[str, OrderStatus] = {
     "NEW": OrderStatus.ACCEPTED,
@@ -309,4 +315,61 @@ def instrument_from(symbol: dict[str, Any], source: str) -> Instrument:
         multiplier_decimal=int(_field(percent, "multiplierDecimal")),
         max_open_orders=int(_field(of("MAX_NUM_ORDERS"), "limit")),
         source=source,
+    )
+
+
+def brackets_json(symbol: str, brackets: tuple[LeverageBracket, ...]) -> dict[str, Any]:
+    """Render one symbol of ``GET /fapi/v1/leverageBracket`` (the local Binance's side)."""
+    return {
+        "symbol": symbol,
+        "brackets": [
+            {
+                "bracket": b.bracket,
+                "initialLeverage": b.initial_leverage,
+                "notionalCap": str(b.notional_cap) if b.notional_cap is not None else None,
+                "notionalFloor": str(b.notional_floor),
+                "maintMarginRatio": str(b.maintenance_margin_rate),
+                "cum": str(b.maintenance_amount),
+            }
+            for b in brackets
+        ],
+    }
+
+
+def brackets_from(payload: dict[str, Any]) -> tuple[LeverageBracket, ...]:
+    """Parse one symbol of ``GET /fapi/v1/leverageBracket``."""
+    return tuple(
+        LeverageBracket(
+            bracket=int(_field(b, "bracket")),
+            initial_leverage=int(_field(b, "initialLeverage")),
+            notional_floor=_decimal(b, "notionalFloor"),
+            notional_cap=Decimal(str(b["notionalCap"])) if b.get("notionalCap") is not None else None,
+            maintenance_margin_rate=_decimal(b, "maintMarginRatio"),
+            maintenance_amount=_decimal(b, "cum"),
+        )
+        for b in _field(payload, "brackets")
+    )
+
+
+def configuration_json(configuration: SymbolConfiguration) -> dict[str, Any]:
+    """Render one ``GET /fapi/v1/symbolConfig`` entry (the local Binance's side)."""
+    cap = configuration.max_notional
+    return {
+        "symbol": configuration.symbol,
+        "marginType": configuration.margin_type.value,
+        "isAutoAddMargin": "false",
+        "leverage": configuration.leverage,
+        "maxNotionalValue": str(cap) if cap is not None else "INF",
+    }
+
+
+def configuration_from(payload: dict[str, Any]) -> SymbolConfiguration:
+    """Parse one ``GET /fapi/v1/symbolConfig`` entry or a ``POST /fapi/v1/leverage`` answer."""
+    cap = str(payload.get("maxNotionalValue", "INF"))
+    margin = str(payload.get("marginType", "CROSSED")).upper()
+    return SymbolConfiguration(
+        symbol=str(_field(payload, "symbol")),
+        leverage=int(_field(payload, "leverage")),
+        margin_type=MarginType.ISOLATED if margin == "ISOLATED" else MarginType.CROSSED,
+        max_notional=None if cap == "INF" else Decimal(cap),
     )

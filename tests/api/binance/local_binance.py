@@ -28,20 +28,27 @@ from keel.api.binance.constants import (
     API_KEY_HEADER,
     BALANCE_PATH,
     EXCHANGE_INFO_PATH,
+    LEVERAGE_BRACKET_PATH,
+    LEVERAGE_PATH,
     LISTEN_KEY_PATH,
+    MARGIN_TYPE_PATH,
     OPEN_ORDERS_PATH,
     ORDER_COUNT_1M_HEADER,
     ORDER_COUNT_10S_HEADER,
     ORDER_PATH,
+    POSITION_MODE_PATH,
     POSITION_RISK_PATH,
     REQUEST_WEIGHT_PER_MINUTE,
     RETRY_AFTER_HEADER,
+    SYMBOL_CONFIG_PATH,
     TIME_PATH,
     USED_WEIGHT_HEADER,
     endpoint_weight,
 )
 from keel.api.binance.schemas import (
     balance_json,
+    brackets_json,
+    configuration_json,
     order_json,
     position_json,
     submit_order_from,
@@ -51,7 +58,8 @@ from keel.api.simulated_exchange import SimulatedExchange
 from keel.core.clock import NANOS_PER_MILLI, SimulatedClock
 from keel.core.error_codes import BinanceErrorCode
 from keel.core.errors import RequestRejectedError
-from keel.core.messages import Event, OrderRejected
+from keel.core.messages import Event, MarginType, OrderRejected
+from keel.core.ports import PositionMode
 
 Handler = Callable[[web.Request, dict[str, str]], Awaitable[web.Response]]
 _MINUTE_MS = 60_000
@@ -129,6 +137,12 @@ class LocalBinance:
             ("GET", OPEN_ORDERS_PATH, self._open_orders),
             ("GET", POSITION_RISK_PATH, self._positions),
             ("GET", BALANCE_PATH, self._balance),
+            ("GET", LEVERAGE_BRACKET_PATH, self._brackets),
+            ("POST", LEVERAGE_PATH, self._set_leverage),
+            ("POST", MARGIN_TYPE_PATH, self._set_margin_type),
+            ("POST", POSITION_MODE_PATH, self._set_position_mode),
+            ("GET", POSITION_MODE_PATH, self._position_mode),
+            ("GET", SYMBOL_CONFIG_PATH, self._symbol_configuration),
             ("POST", LISTEN_KEY_PATH, self._new_listen_key),
             ("PUT", LISTEN_KEY_PATH, self._keep_listen_key),
             ("DELETE", LISTEN_KEY_PATH, self._close_listen_key),
@@ -307,3 +321,40 @@ class LocalBinance:
     async def _close_listen_key(self, request: web.Request, params: dict[str, str]) -> web.Response:
         self.listen_key = None
         return web.json_response({})
+
+    async def _brackets(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        brackets = await self.exchange.leverage_brackets(params.get("symbol"))
+        return web.json_response([brackets_json(symbol, tiers) for symbol, tiers in brackets.items()])
+
+    async def _rejecting(self, action: Awaitable[Any]) -> web.Response | None:
+        try:
+            await action
+        except RequestRejectedError as error:
+            return _error(error.code or BinanceErrorCode.UNKNOWN, str(error))
+        return None
+
+    async def _set_leverage(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        symbol = params.get("symbol", "")
+        if (refusal := await self._rejecting(self.exchange.set_leverage(symbol, int(params["leverage"])))) is not None:
+            return refusal
+        configuration = await self.exchange.symbol_configuration(symbol)
+        answer = configuration_json(configuration)
+        return web.json_response({k: answer[k] for k in ("symbol", "leverage", "maxNotionalValue")})
+
+    async def _set_margin_type(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        margin = MarginType(params.get("marginType", ""))
+        refusal = await self._rejecting(self.exchange.set_margin_type(params.get("symbol", ""), margin))
+        return refusal or web.json_response({"code": 200, "msg": "success"})
+
+    async def _set_position_mode(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        mode = PositionMode.HEDGE if params.get("dualSidePosition") == "true" else PositionMode.ONE_WAY
+        refusal = await self._rejecting(self.exchange.set_position_mode(mode))
+        return refusal or web.json_response({"code": 200, "msg": "success"})
+
+    async def _position_mode(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        mode = await self.exchange.position_mode()
+        return web.json_response({"dualSidePosition": mode is PositionMode.HEDGE})
+
+    async def _symbol_configuration(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        configuration = await self.exchange.symbol_configuration(params.get("symbol", ""))
+        return web.json_response([configuration_json(configuration)])

@@ -12,6 +12,7 @@ from keel.core.errors import OperatorActionRequiredError, RequestRejectedError
 from keel.core.instruments import load_instruments
 from keel.core.messages import OrderAccepted, OrderRejected, SubmitOrder
 from keel.core.orders import OrderSide, OrderStatus, OrderType, TimeInForce
+from keel.core.ports import MarginType, PositionMode
 
 pytestmark = pytest.mark.asyncio
 
@@ -120,3 +121,25 @@ async def test_wrong_secret_is_refused_with_1022(venue: Venue) -> None:
 
 async def _never(seconds: float) -> None:
     raise AssertionError(f"nothing should wait, asked for {seconds} s")
+
+
+async def test_leverage_margin_type_and_position_mode_round_trip(venue: Venue) -> None:
+    expected_brackets = await venue.server.exchange.leverage_brackets("BTCUSDT")
+
+    configuration = await venue.adapter.set_leverage("BTCUSDT", 10)
+    await venue.adapter.set_margin_type("BTCUSDT", MarginType.ISOLATED)
+    await venue.adapter.set_margin_type("BTCUSDT", MarginType.ISOLATED)
+    await venue.adapter.set_position_mode(PositionMode.HEDGE)
+    brackets = await venue.adapter.leverage_brackets("BTCUSDT")
+
+    assert (configuration.leverage, configuration.margin_type) == (10, MarginType.CROSSED)
+    assert (await venue.adapter.symbol_configuration("BTCUSDT")).margin_type is MarginType.ISOLATED
+    assert await venue.adapter.position_mode() is PositionMode.HEDGE
+    assert brackets == expected_brackets
+
+
+async def test_leverage_above_the_bracket_is_rejected_with_binances_code(venue: Venue) -> None:
+    with pytest.raises(RequestRejectedError) as raised:
+        await venue.adapter.set_leverage("BTCUSDT", 1_000)
+
+    assert raised.value.code == BinanceErrorCode.INVALID_LEVERAGE
