@@ -17,6 +17,8 @@ from keel.api.binance.constants import (
     ALL_OPEN_ORDERS_PATH,
     BALANCE_PATH,
     EXCHANGE_INFO_PATH,
+    FUNDING_RATE_PATH,
+    INCOME_PATH,
     LEVERAGE_BRACKET_PATH,
     LEVERAGE_PATH,
     MARGIN_TYPE_PATH,
@@ -25,21 +27,25 @@ from keel.api.binance.constants import (
     POSITION_MODE_PATH,
     POSITION_RISK_PATH,
     SYMBOL_CONFIG_PATH,
+    USER_TRADES_PATH,
 )
 from keel.api.binance.rest import BinanceRestClient
 from keel.api.binance.schemas import (
     balance_report,
     brackets_from,
     configuration_from,
+    fill_from,
+    funding_from,
     instrument_from,
     order_params,
     order_report,
     position_report,
 )
+from keel.core.clock import NANOS_PER_MILLI
 from keel.core.error_codes import BinanceErrorCode
 from keel.core.errors import AmbiguousOutcomeError, RequestRejectedError, RetryLaterError
 from keel.core.instruments import Instrument
-from keel.core.messages import Event, OrderAccepted, OrderRejected, SubmitOrder
+from keel.core.messages import Event, FundingPaid, OrderAccepted, OrderFilled, OrderRejected, SubmitOrder
 from keel.core.ports import (
     BalanceReport,
     LeverageBracket,
@@ -90,6 +96,7 @@ class BinanceAdapter:
         self._handler: ReportHandler | None = None
         self._instruments: dict[str, Instrument] = {}
         self.ambiguous_submits = 0
+        self._client_ids: dict[tuple[str, str], str] = {}
 
     def set_report_handler(self, handler: ReportHandler) -> None:
         """Send every report (accepted, rejected, ...) to ``handler``."""
@@ -100,6 +107,7 @@ class BinanceAdapter:
             self._handler(event)
 
     def _accepted(self, report: OrderStatusReport) -> None:
+        self._client_ids[report.symbol, report.venue_order_id] = report.client_order_id
         now = self._now_ns()
         self._report(
             OrderAccepted(
@@ -253,3 +261,45 @@ class BinanceAdapter:
         """Return ``symbol``'s leverage, margin type and largest allowed position."""
         payload = await self._client.request("GET", SYMBOL_CONFIG_PATH, [("symbol", symbol)], signed=True)
         return configuration_from(payload[0])
+
+    async def _client_order_id(self, symbol: str, venue_order_id: str) -> str:
+        """Return the client id of a venue order id (Binance's trade list carries only the latter)."""
+        key = (symbol, venue_order_id)
+        if key not in self._client_ids:
+            params = [("symbol", symbol), ("orderId", venue_order_id)]
+            payload = await self._client.request("GET", ORDER_PATH, params, signed=True)
+            self._client_ids[key] = str(payload["clientOrderId"])
+        return self._client_ids[key]
+
+    async def _symbols(self) -> list[str]:
+        if not self._instruments:
+            await self.exchange_info()
+        return sorted(self._instruments)
+
+    async def account_trades(self, symbol: str | None = None, start_ns: int = 0) -> list[OrderFilled]:
+        """Return the account's fills (of ``symbol``, or of every symbol) from ``start_ns`` on, in time order."""
+        fills: list[OrderFilled] = []
+        for name in [symbol] if symbol is not None else await self._symbols():
+            params = [("symbol", name), ("startTime", str(start_ns // NANOS_PER_MILLI))]
+            payload: list[dict[str, Any]] = await self._client.request("GET", USER_TRADES_PATH, params, signed=True)
+            for trade in payload:
+                client_id = await self._client_order_id(name, str(trade["orderId"]))
+                fills.append(fill_from(trade, client_id, self._now_ns()))
+        return sorted(fills, key=lambda f: (f.ts_event, f.symbol, f.trade_id))
+
+    async def funding_payments(self, start_ns: int = 0) -> list[FundingPaid]:
+        """Return the funding payments from ``start_ns`` on, each joined with its settlement's rate and mark."""
+        start = str(start_ns // NANOS_PER_MILLI)
+        params = [("incomeType", "FUNDING_FEE"), ("startTime", start)]
+        incomes: list[dict[str, Any]] = await self._client.request("GET", INCOME_PATH, params, signed=True)
+        rates: dict[tuple[str, int], dict[str, Any]] = {}
+        for name in sorted({str(i["symbol"]) for i in incomes}):
+            settled = await self._client.request("GET", FUNDING_RATE_PATH, [("symbol", name), ("startTime", start)])
+            rates.update({(name, int(r["fundingTime"])): r for r in settled})
+        payments = []
+        for income in incomes:
+            rate = rates.get((str(income["symbol"]), int(income["time"])))
+            if rate is None:
+                raise RetryLaterError(f"no funding settlement published yet for {income['symbol']} at {income['time']}")
+            payments.append(funding_from(income, rate, self._now_ns()))
+        return payments

@@ -12,8 +12,8 @@ from keel.api.binance.auth import Param
 from keel.core.clock import NANOS_PER_MILLI
 from keel.core.errors import MalformedDataError
 from keel.core.instruments import Instrument
-from keel.core.messages import MarginType, PositionSide, SubmitOrder, WorkingType
-from keel.core.orders import OrderSide, OrderStatus, OrderType, TimeInForce
+from keel.core.messages import FundingPaid, MarginType, OrderFilled, PositionSide, SubmitOrder, WorkingType
+from keel.core.orders import LiquiditySide, OrderSide, OrderStatus, OrderType, TimeInForce
 from keel.core.ports import (
     BalanceReport,
     LeverageBracket,
@@ -372,4 +372,63 @@ def configuration_from(payload: dict[str, Any]) -> SymbolConfiguration:
         leverage=int(_field(payload, "leverage")),
         margin_type=MarginType.ISOLATED if margin == "ISOLATED" else MarginType.CROSSED,
         max_notional=None if cap == "INF" else Decimal(cap),
+    )
+
+
+def trade_json(fill: OrderFilled) -> dict[str, Any]:
+    """Render ``fill`` as one ``GET /fapi/v1/userTrades`` entry (the local Binance's side)."""
+    return {
+        "symbol": fill.symbol,
+        "id": int(fill.trade_id) if fill.trade_id.isdigit() else fill.trade_id,
+        "orderId": int(fill.venue_order_id) if fill.venue_order_id.isdigit() else fill.venue_order_id,
+        "side": fill.side.value,
+        "price": str(fill.last_price),
+        "qty": str(fill.last_quantity),
+        "quoteQty": str(fill.last_price * fill.last_quantity),
+        "commission": str(fill.commission),
+        "commissionAsset": "USDT",
+        "maker": fill.liquidity_side is LiquiditySide.MAKER,
+        "buyer": fill.side is OrderSide.BUY,
+        "time": fill.ts_event // NANOS_PER_MILLI,
+    }
+
+
+def fill_from(payload: dict[str, Any], client_order_id: str, now_ns: int) -> OrderFilled:
+    """Parse one ``GET /fapi/v1/userTrades`` entry; Binance omits the client id, the caller supplies it."""
+    return OrderFilled(
+        client_order_id=client_order_id,
+        venue_order_id=str(_field(payload, "orderId")),
+        symbol=str(_field(payload, "symbol")),
+        trade_id=str(_field(payload, "id")),
+        side=OrderSide(_field(payload, "side")),
+        last_quantity=_decimal(payload, "qty"),
+        last_price=_decimal(payload, "price"),
+        commission=_decimal(payload, "commission"),
+        liquidity_side=LiquiditySide.MAKER if payload.get("maker") else LiquiditySide.TAKER,
+        ts_event=int(_field(payload, "time")) * NANOS_PER_MILLI,
+        ts_init=now_ns,
+    )
+
+
+def funding_from(income: dict[str, Any], rate: dict[str, Any], now_ns: int) -> FundingPaid:
+    """Join a ``FUNDING_FEE`` income entry with its ``GET /fapi/v1/fundingRate`` settlement.
+
+    Binance's income entry has only the amount; the settlement gives the rate
+    and mark, and the position is what the amount implies:
+    ``amount = -quantity * mark * rate``.
+    """
+    amount = _decimal(income, "income")
+    funding_rate = _decimal(rate, "fundingRate")
+    mark = _decimal(rate, "markPrice")
+    quantity = -amount / (mark * funding_rate) if funding_rate != 0 and mark != 0 else Decimal(0)
+    ts = int(_field(income, "time")) * NANOS_PER_MILLI
+    return FundingPaid(
+        symbol=str(_field(income, "symbol")),
+        funding_time=int(_field(rate, "fundingTime")) * NANOS_PER_MILLI,
+        rate=funding_rate,
+        mark_price=mark,
+        position_quantity=quantity,
+        amount=amount,
+        ts_event=ts,
+        ts_init=now_ns,
     )

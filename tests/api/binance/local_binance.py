@@ -28,6 +28,8 @@ from keel.api.binance.constants import (
     API_KEY_HEADER,
     BALANCE_PATH,
     EXCHANGE_INFO_PATH,
+    FUNDING_RATE_PATH,
+    INCOME_PATH,
     LEVERAGE_BRACKET_PATH,
     LEVERAGE_PATH,
     LISTEN_KEY_PATH,
@@ -43,6 +45,7 @@ from keel.api.binance.constants import (
     SYMBOL_CONFIG_PATH,
     TIME_PATH,
     USED_WEIGHT_HEADER,
+    USER_TRADES_PATH,
     endpoint_weight,
 )
 from keel.api.binance.schemas import (
@@ -53,12 +56,13 @@ from keel.api.binance.schemas import (
     position_json,
     submit_order_from,
     symbol_json,
+    trade_json,
 )
 from keel.api.simulated_exchange import SimulatedExchange
 from keel.core.clock import NANOS_PER_MILLI, SimulatedClock
 from keel.core.error_codes import BinanceErrorCode
 from keel.core.errors import RequestRejectedError
-from keel.core.messages import Event, MarginType, OrderRejected
+from keel.core.messages import Event, MarginType, OrderAccepted, OrderRejected
 from keel.core.ports import PositionMode
 
 Handler = Callable[[web.Request, dict[str, str]], Awaitable[web.Response]]
@@ -143,11 +147,14 @@ class LocalBinance:
             ("POST", POSITION_MODE_PATH, self._set_position_mode),
             ("GET", POSITION_MODE_PATH, self._position_mode),
             ("GET", SYMBOL_CONFIG_PATH, self._symbol_configuration),
+            ("GET", USER_TRADES_PATH, self._user_trades),
+            ("GET", INCOME_PATH, self._income),
+            ("GET", FUNDING_RATE_PATH, self._funding_rates),
             ("POST", LISTEN_KEY_PATH, self._new_listen_key),
             ("PUT", LISTEN_KEY_PATH, self._keep_listen_key),
             ("DELETE", LISTEN_KEY_PATH, self._close_listen_key),
         ]
-        public = (TIME_PATH, EXCHANGE_INFO_PATH)
+        public = (TIME_PATH, EXCHANGE_INFO_PATH, FUNDING_RATE_PATH)
         for method, path, handler in routes:
             app.router.add_route(
                 method,
@@ -274,7 +281,11 @@ class LocalBinance:
         return web.json_response(order_json(report))
 
     async def _query_order(self, request: web.Request, params: dict[str, str]) -> web.Response:
-        return await self._order_answer(params.get("symbol", ""), params.get("origClientOrderId", ""))
+        client_order_id = params.get("origClientOrderId")
+        if client_order_id is None:
+            by_venue_id = {r.venue_order_id: r.client_order_id for r in self.reports if isinstance(r, OrderAccepted)}
+            client_order_id = by_venue_id.get(params.get("orderId", ""), "")
+        return await self._order_answer(params.get("symbol", ""), client_order_id)
 
     async def _cancel_order(self, request: web.Request, params: dict[str, str]) -> web.Response:
         symbol, client_order_id = params.get("symbol", ""), params.get("origClientOrderId", "")
@@ -358,3 +369,42 @@ class LocalBinance:
     async def _symbol_configuration(self, request: web.Request, params: dict[str, str]) -> web.Response:
         configuration = await self.exchange.symbol_configuration(params.get("symbol", ""))
         return web.json_response([configuration_json(configuration)])
+
+    async def _user_trades(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        start = int(params.get("startTime", "0")) * NANOS_PER_MILLI
+        fills = await self.exchange.account_trades(params.get("symbol"), start)
+        return web.json_response([trade_json(f) for f in fills])
+
+    async def _income(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        start = int(params.get("startTime", "0")) * NANOS_PER_MILLI
+        payments = await self.exchange.funding_payments(start)
+        return web.json_response(
+            [
+                {
+                    "symbol": p.symbol,
+                    "incomeType": "FUNDING_FEE",
+                    "income": str(p.amount),
+                    "asset": "USDT",
+                    "time": p.funding_time // NANOS_PER_MILLI,
+                    "tranId": n,
+                }
+                for n, p in enumerate(payments, 1)
+            ]
+        )
+
+    async def _funding_rates(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        start = int(params.get("startTime", "0")) * NANOS_PER_MILLI
+        symbol = params.get("symbol")
+        # The settlements this venue applied are the published history here.
+        payments = [p for p in await self.exchange.funding_payments(start) if p.symbol == symbol]
+        return web.json_response(
+            [
+                {
+                    "symbol": p.symbol,
+                    "fundingTime": p.funding_time // NANOS_PER_MILLI,
+                    "fundingRate": str(p.rate),
+                    "markPrice": str(p.mark_price),
+                }
+                for p in payments
+            ]
+        )

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
+import msgspec
 import pytest
 
 from conftest import API_KEY, ROOT, SECRET, Text, Venue
@@ -10,9 +12,9 @@ from keel.api.binance.rest import BinanceRestClient, RateLimiter
 from keel.core.error_codes import BinanceErrorCode
 from keel.core.errors import OperatorActionRequiredError, RequestRejectedError
 from keel.core.instruments import load_instruments
-from keel.core.messages import OrderAccepted, OrderRejected, SubmitOrder
+from keel.core.messages import FundingRateUpdated, OrderAccepted, OrderRejected, SubmitOrder
 from keel.core.orders import OrderSide, OrderStatus, OrderType, TimeInForce
-from keel.core.ports import MarginType, PositionMode
+from keel.core.ports import ExchangePort, MarginType, PositionMode
 
 pytestmark = pytest.mark.asyncio
 
@@ -143,3 +145,39 @@ async def test_leverage_above_the_bracket_is_rejected_with_binances_code(venue: 
         await venue.adapter.set_leverage("BTCUSDT", 1_000)
 
     assert raised.value.code == BinanceErrorCode.INVALID_LEVERAGE
+
+
+def _without_stamps(events: list[Any]) -> list[dict[str, Any]]:
+    rows = []
+    for event in events:
+        data = msgspec.to_builtins(event)
+        for key in ("id", "ts_init", "strategy"):
+            data.pop(key, None)
+        rows.append(data)
+    return rows
+
+
+async def test_account_trades_and_funding_payments_are_the_venues(venue: Venue) -> None:
+    await venue.adapter.submit_order(order(venue, "held-1", OrderSide.SELL, "0.200"))
+    venue.feed(venue.bars[1])
+    settle = venue.bars[1].ts_event
+    venue.server.exchange.on_funding(
+        FundingRateUpdated(
+            symbol="BTCUSDT",
+            funding_time=settle,
+            rate=Decimal("0.0001"),
+            mark_price=Decimal("60000"),
+            ts_event=settle,
+            ts_init=settle,
+        )
+    )
+
+    trades = await venue.adapter.account_trades("BTCUSDT")
+    payments = await venue.adapter.funding_payments()
+
+    assert trades and _without_stamps(trades) == _without_stamps(await venue.server.exchange.account_trades("BTCUSDT"))
+    assert payments and _without_stamps(payments) == _without_stamps(await venue.server.exchange.funding_payments())
+
+
+async def test_adapter_is_an_exchange_port(venue: Venue) -> None:
+    assert isinstance(venue.adapter, ExchangePort)
