@@ -80,6 +80,7 @@ class BinanceAdapter:
         :class:`SubmitOutcomeUnknownError`.
     """
 
+    name = "binance"
     is_synchronous = False
 
     def __init__(
