@@ -11,10 +11,13 @@ reconnect's catch-up) delivers it.
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
+
+import websockets
 
 from keel.api.binance.constants import LISTEN_KEY_PATH
 from keel.api.binance.rest import BinanceRestClient
@@ -137,6 +140,10 @@ class UserEventMapper:
         """Whether the fill was already mapped (from the stream or a REST catch-up)."""
         return (symbol, trade_id) in self._fills
 
+    def mark_fill(self, symbol: str, trade_id: int) -> None:
+        """Record a fill learned outside the stream, so the stream's copy is dropped."""
+        self._fills.add((symbol, trade_id))
+
     def map(self, payload: dict[str, Any], now_ns: int) -> list[Event]:
         """Return the keel events of one user-data payload (none for kinds keel does not use)."""
         kind = payload.get("e")
@@ -209,3 +216,109 @@ class UserEventMapper:
             )
             for position in payload["a"].get("P", [])
         ]
+
+
+class UserStream:
+    """Receives the user-data stream, reconnecting and catching up on fills it missed.
+
+    Parameters
+    ----------
+    ws_url
+        The stream base URL; the connection goes to ``{ws_url}/ws/{listenKey}``.
+    keeper
+        Holds the current listenKey.
+    mapper
+        Maps payloads to events, each fill once.
+    handler
+        Receives the keel events.
+    catch_up
+        Returns the account's fills since a time (``ExchangePort.account_trades``);
+        called after every reconnect so fills sent while disconnected still arrive.
+    now_ns
+        The clock stamping events.
+    sleep
+        Waits between reconnect attempts (simulated in tests).
+    seed
+        Seeds the reconnect jitter.
+
+    Notes
+    -----
+    The ``websockets`` library does the protocol (framing, ping/pong, close);
+    keel only adds the reconnect policy and the REST catch-up.
+    """
+
+    def __init__(
+        self,
+        ws_url: str,
+        keeper: ListenKeyKeeper,
+        mapper: UserEventMapper,
+        handler: Callable[[Event], None],
+        catch_up: Callable[[int], Awaitable[list[OrderFilled]]],
+        now_ns: Callable[[], int],
+        sleep: Sleep,
+        seed: int = 0,
+    ) -> None:
+        self._ws_url = ws_url.rstrip("/")
+        self._keeper = keeper
+        self._mapper = mapper
+        self._handler = handler
+        self._catch_up = catch_up
+        self._now_ns = now_ns
+        self._sleep = sleep
+        self._random = random.Random(seed)
+        self.last_fill_ns = 0
+        self.connections = 0
+        self.caught_up_fills = 0
+
+    def __repr__(self) -> str:
+        return f"UserStream(connections={self.connections})"
+
+    def _emit(self, event: Event) -> None:
+        if isinstance(event, OrderFilled):
+            self.last_fill_ns = max(self.last_fill_ns, event.ts_event)
+        self._handler(event)
+
+    def backoff_seconds(self, attempt: int) -> float:
+        """Return the jittered wait before reconnect ``attempt`` (full jitter, capped at 60 s)."""
+        return self._random.uniform(0, min(60.0, 0.5 * 2**attempt))
+
+    async def catch_up(self) -> None:
+        """Map the fills Binance lists since the last one seen; ones already mapped are dropped."""
+        for fill in await self._catch_up(self.last_fill_ns):
+            if not self._mapper.seen_fill(fill.symbol, int(fill.trade_id)):
+                self._mapper.mark_fill(fill.symbol, int(fill.trade_id))
+                self.caught_up_fills += 1
+                self._emit(fill)
+
+    async def run_session(self) -> None:
+        """Connect once, catch up, and receive until the connection ends."""
+        key = self._keeper.listen_key or await self._keeper.create()
+        async with websockets.connect(f"{self._ws_url}/ws/{key}") as connection:
+            self.connections += 1
+            await self.catch_up()
+            try:
+                async for message in connection:
+                    payload = json.loads(message)
+                    if payload.get("e") == "listenKeyExpired":
+                        self._keeper.on_expired_event()
+                        return
+                    for event in self._mapper.map(payload, self._now_ns()):
+                        self._emit(event)
+            except websockets.ConnectionClosed:
+                return
+
+    async def run(self, running: Callable[[], bool]) -> None:
+        """Keep a session open while ``running()``, backing off after failed connects."""
+        attempt = 0
+        while running():
+            try:
+                await self.run_session()
+                attempt = 0
+            except websockets.InvalidStatus:
+                # Binance refuses the upgrade for an expired listenKey: make a new one.
+                self._keeper.on_expired_event()
+                attempt += 1
+                await self._sleep(self.backoff_seconds(attempt))
+            except OSError:
+                attempt += 1
+                await self._sleep(self.backoff_seconds(attempt))

@@ -62,7 +62,7 @@ from keel.api.simulated_exchange import SimulatedExchange
 from keel.core.clock import NANOS_PER_MILLI, SimulatedClock
 from keel.core.error_codes import BinanceErrorCode
 from keel.core.errors import RequestRejectedError
-from keel.core.messages import Event, MarginType, OrderAccepted, OrderRejected
+from keel.core.messages import Event, MarginType, OrderAccepted, OrderCanceled, OrderFilled, OrderRejected
 from keel.core.ports import PositionMode
 
 Handler = Callable[[web.Request, dict[str, str]], Awaitable[web.Response]]
@@ -121,6 +121,9 @@ class LocalBinance:
         self.listen_key_expires_ms = 0
         self.listen_keys_made = 0
         self.listen_key_expiries = 0
+        self.sockets: list[web.WebSocketResponse] = []
+        self._published = 0
+        self.events_sent = 0
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 
@@ -154,6 +157,7 @@ class LocalBinance:
             ("PUT", LISTEN_KEY_PATH, self._keep_listen_key),
             ("DELETE", LISTEN_KEY_PATH, self._close_listen_key),
         ]
+        app.router.add_get("/ws/{listen_key}", self._user_stream)
         public = (TIME_PATH, EXCHANGE_INFO_PATH, FUNDING_RATE_PATH)
         for method, path, handler in routes:
             app.router.add_route(
@@ -179,6 +183,9 @@ class LocalBinance:
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         response = await handler(request)
+        if isinstance(response, web.WebSocketResponse):
+            return response
+        await self.publish()
         self.responses[response.status] = self.responses.get(response.status, 0) + 1
         response.headers[USED_WEIGHT_HEADER] = str(self.used_weight)
         if request.method == "POST" and request.path == ORDER_PATH:
@@ -408,3 +415,54 @@ class LocalBinance:
                 for p in payments
             ]
         )
+
+    async def _user_stream(self, request: web.Request) -> web.StreamResponse:
+        if request.match_info["listen_key"] != self.listen_key or not self._listen_key_alive():
+            return _error(BinanceErrorCode.INVALID_LISTEN_KEY, BinanceErrorCode.INVALID_LISTEN_KEY.message)
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        self.sockets.append(socket)
+        async for _ in socket:
+            pass
+        return socket
+
+    async def drop_streams(self) -> None:
+        """Close every user-data connection; events until the client reconnects are lost."""
+        sockets, self.sockets = self.sockets, []
+        for socket in sockets:
+            await socket.close()
+
+    async def publish(self) -> None:
+        """Send the venue's new reports as user-data events to the connected clients."""
+        reports, self._published = self.reports[self._published :], len(self.reports)
+        for report in reports:
+            payload = await self._user_event(report)
+            for socket in list(self.sockets):
+                if not socket.closed:
+                    await socket.send_json(payload)
+                    self.events_sent += 1
+
+    async def _user_event(self, report: Event) -> dict[str, Any] | None:
+        ts = report.ts_event // NANOS_PER_MILLI
+        if isinstance(report, OrderFilled):
+            status = await self.exchange.query_order(report.symbol, report.client_order_id)
+            done = status is not None and status.filled_quantity == status.quantity
+            order: dict[str, Any] = {
+                "s": report.symbol,
+                "c": report.client_order_id,
+                "S": report.side.value,
+                "x": "TRADE",
+                "X": "FILLED" if done else "PARTIALLY_FILLED",
+                "i": report.venue_order_id,
+                "l": str(report.last_quantity),
+                "L": str(report.last_price),
+                "n": str(report.commission),
+                "t": report.trade_id,
+                "m": report.liquidity_side.value == "MAKER",
+            }
+        elif isinstance(report, OrderAccepted | OrderCanceled):
+            execution = "NEW" if isinstance(report, OrderAccepted) else "CANCELED"
+            order = {"s": report.symbol, "c": report.client_order_id, "x": execution, "X": execution, "i": 0}
+        else:
+            return {"e": "IGNORED", "E": ts}
+        return {"e": "ORDER_TRADE_UPDATE", "E": ts, "T": ts, "o": order}
