@@ -81,3 +81,14 @@ def test_server_clock_refuses_when_round_trip_exceeds_window() -> None:
     clock.record(0, 3_000, 6_000)
 
     assert not clock.is_safe()
+
+
+def test_binance_urls_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from keel.config import load_config
+
+    monkeypatch.setenv("KEEL_BINANCE__REST_URL", "http://127.0.0.1:8081")
+    monkeypatch.setenv("KEEL_BINANCE__TESTNET", "true")
+
+    config = load_config()
+
+    assert config.binance.endpoints() == ("http://127.0.0.1:8081", "wss://stream.binancefuture.com")
