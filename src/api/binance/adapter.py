@@ -44,8 +44,9 @@ from keel.api.binance.schemas import (
 from keel.core.clock import NANOS_PER_MILLI
 from keel.core.error_codes import BinanceErrorCode
 from keel.core.errors import AmbiguousOutcomeError, RequestRejectedError, RetryLaterError
-from keel.core.instruments import Instrument
+from keel.core.instruments import FilterViolation, Instrument
 from keel.core.messages import Event, FundingPaid, OrderAccepted, OrderFilled, OrderRejected, SubmitOrder
+from keel.core.orders import OrderType
 from keel.core.ports import (
     BalanceReport,
     LeverageBracket,
@@ -98,6 +99,8 @@ class BinanceAdapter:
         self._instruments: dict[str, Instrument] = {}
         self.ambiguous_submits = 0
         self._client_ids: dict[tuple[str, str], str] = {}
+        self._marks: dict[str, Decimal] = {}
+        self.refused_locally = 0
 
     def set_report_handler(self, handler: ReportHandler) -> None:
         """Send every report (accepted, rejected, ...) to ``handler``."""
@@ -120,6 +123,27 @@ class BinanceAdapter:
             )
         )
 
+    def set_mark_price(self, symbol: str, mark: Decimal) -> None:
+        """Record ``symbol``'s latest mark price (the PERCENT_PRICE centre and a MARKET order's notional)."""
+        self._marks[symbol] = mark
+
+    def _filter_violation(self, command: SubmitOrder) -> FilterViolation | None:
+        """Check ``command`` against the loaded filters; orders without a reference price pass to Binance."""
+        instrument = self._instruments.get(command.symbol)
+        if instrument is None or command.close_position:
+            return None
+        reference = self._marks.get(command.symbol) or command.stop_price or command.price
+        if reference is None:
+            return None
+        return instrument.check_order(
+            side=command.side.value,
+            price=command.price,
+            quantity=command.quantity,
+            reference_price=reference,
+            market=command.order_type is not OrderType.LIMIT,
+            reduce_only=command.reduce_only,
+        )
+
     async def submit_order(self, command: SubmitOrder) -> None:
         """Place ``command``; report it accepted or rejected.
 
@@ -131,20 +155,15 @@ class BinanceAdapter:
         SubmitOutcomeUnknownError
             The submit was ambiguous and querying its id never settled it.
         """
+        violation = self._filter_violation(command)
+        if violation is not None:
+            self.refused_locally += 1
+            self._rejected(command, violation.code, violation.message)
+            return
         try:
             payload = await self._client.request("POST", ORDER_PATH, order_params(command), signed=True)
         except RequestRejectedError as error:
-            now = self._now_ns()
-            self._report(
-                OrderRejected(
-                    client_order_id=command.client_order_id,
-                    symbol=command.symbol,
-                    code=int(error.code or BinanceErrorCode.UNKNOWN),
-                    reason=str(error),
-                    ts_event=now,
-                    ts_init=now,
-                )
-            )
+            self._rejected(command, int(error.code or BinanceErrorCode.UNKNOWN), str(error))
             return
         except AmbiguousOutcomeError:
             self.ambiguous_submits += 1
@@ -156,6 +175,19 @@ class BinanceAdapter:
             self._accepted(report)
             return
         self._accepted(order_report(payload))
+
+    def _rejected(self, command: SubmitOrder, code: int, reason: str) -> None:
+        now = self._now_ns()
+        self._report(
+            OrderRejected(
+                client_order_id=command.client_order_id,
+                symbol=command.symbol,
+                code=code,
+                reason=reason,
+                ts_event=now,
+                ts_init=now,
+            )
+        )
 
     async def _resolve(self, command: SubmitOrder) -> OrderStatusReport | None:
         """Query the ambiguous order's own id until Binance says it has it or not."""

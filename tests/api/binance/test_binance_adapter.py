@@ -181,3 +181,20 @@ async def test_account_trades_and_funding_payments_are_the_venues(venue: Venue) 
 
 async def test_adapter_is_an_exchange_port(venue: Venue) -> None:
     assert isinstance(venue.adapter, ExchangePort)
+
+
+async def test_filters_are_checked_before_sending(venue: Venue) -> None:
+    await venue.adapter.exchange_info()
+    venue.adapter.set_mark_price("BTCUSDT", Decimal("60000"))
+    sent = venue.client.requests_sent
+
+    await venue.adapter.submit_order(order(venue, "tiny-2", OrderSide.BUY, "0.001", "50000"))
+    await venue.adapter.submit_order(order(venue, "off-tick", OrderSide.BUY, "0.010", "50000.05"))
+
+    rejected = [(r.client_order_id, r.code) for r in venue.reports if isinstance(r, OrderRejected)]
+    assert rejected == [
+        ("tiny-2", BinanceErrorCode.MIN_NOTIONAL),
+        ("off-tick", BinanceErrorCode.PRICE_NOT_INCREASED_BY_TICK_SIZE),
+    ]
+    assert venue.client.requests_sent == sent
+    assert venue.server.placed_client_ids == []
