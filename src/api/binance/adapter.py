@@ -41,6 +41,7 @@ from keel.api.binance.schemas import (
     order_report,
     position_report,
 )
+from keel.api.binance.user_stream import UserEventMapper
 from keel.core.clock import NANOS_PER_MILLI
 from keel.core.error_codes import BinanceErrorCode
 from keel.core.errors import AmbiguousOutcomeError, RequestRejectedError, RetryLaterError
@@ -79,6 +80,9 @@ class BinanceAdapter:
     resolve_attempts
         How many times an ambiguous submit is queried before giving up with
         :class:`SubmitOutcomeUnknownError`.
+    events
+        The user-data stream's mapper, shared so an acceptance seen on REST
+        and on the stream is reported once.
     """
 
     name = "binance"
@@ -90,6 +94,7 @@ class BinanceAdapter:
         now_ns: Callable[[], int],
         sleep: Sleep,
         resolve_attempts: int = 5,
+        events: UserEventMapper | None = None,
     ) -> None:
         self._client = client
         self._now_ns = now_ns
@@ -100,6 +105,7 @@ class BinanceAdapter:
         self.ambiguous_submits = 0
         self._client_ids: dict[tuple[str, str], str] = {}
         self._marks: dict[str, Decimal] = {}
+        self.events = events if events is not None else UserEventMapper()
         self.refused_locally = 0
 
     def set_report_handler(self, handler: ReportHandler) -> None:
@@ -112,6 +118,8 @@ class BinanceAdapter:
 
     def _accepted(self, report: OrderStatusReport) -> None:
         self._client_ids[report.symbol, report.venue_order_id] = report.client_order_id
+        if not self.events.first_state(report.client_order_id, "NEW"):
+            return
         now = self._now_ns()
         self._report(
             OrderAccepted(

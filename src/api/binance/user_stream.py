@@ -140,6 +140,14 @@ class UserEventMapper:
         """Whether the fill was already mapped (from the stream or a REST catch-up)."""
         return (symbol, trade_id) in self._fills
 
+    def first_state(self, client_order_id: str, execution: str) -> bool:
+        """Record an order's state change; False when it was already reported (by REST or the stream)."""
+        key = (client_order_id, execution)
+        if key in self._states:
+            return False
+        self._states.add(key)
+        return True
+
     def mark_fill(self, symbol: str, trade_id: int) -> None:
         """Record a fill learned outside the stream, so the stream's copy is dropped."""
         self._fills.add((symbol, trade_id))

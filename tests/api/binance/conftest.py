@@ -9,10 +9,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest_asyncio
-from local_binance import LocalBinance
 
 from keel.api.binance.adapter import BinanceAdapter
 from keel.api.binance.auth import ServerClock
+from keel.api.binance.local_binance import LocalBinance
 from keel.api.binance.rest import BinanceRestClient, RateLimiter
 from keel.api.brackets import load_leverage_schedule
 from keel.api.simulated_exchange import SimulatedExchange

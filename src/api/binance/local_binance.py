@@ -1,4 +1,6 @@
-"""A local Binance USD-M REST venue on 127.0.0.1, matching with keel's SimulatedExchange.
+"""A local Binance USD-M venue on 127.0.0.1 (REST and user-data WebSocket), matching with keel's SimulatedExchange.
+
+For tests and demos: nothing here talks to the real Binance.
 
 It speaks the documented protocol where keel depends on it: ``X-MBX-APIKEY``
 and HMAC-SHA256 signature checks (-2015, -1022), ``timestamp``/``recvWindow``
@@ -62,7 +64,15 @@ from keel.api.simulated_exchange import SimulatedExchange
 from keel.core.clock import NANOS_PER_MILLI, SimulatedClock
 from keel.core.error_codes import BinanceErrorCode
 from keel.core.errors import RequestRejectedError
-from keel.core.messages import Event, MarginType, OrderAccepted, OrderCanceled, OrderFilled, OrderRejected
+from keel.core.messages import (
+    Event,
+    MarginType,
+    OrderAccepted,
+    OrderCanceled,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+)
 from keel.core.ports import PositionMode
 
 Handler = Callable[[web.Request, dict[str, str]], Awaitable[web.Response]]
@@ -460,8 +470,8 @@ class LocalBinance:
                 "t": report.trade_id,
                 "m": report.liquidity_side.value == "MAKER",
             }
-        elif isinstance(report, OrderAccepted | OrderCanceled):
-            execution = "NEW" if isinstance(report, OrderAccepted) else "CANCELED"
+        elif isinstance(report, OrderAccepted | OrderCanceled | OrderExpired):
+            execution = {OrderAccepted: "NEW", OrderCanceled: "CANCELED", OrderExpired: "EXPIRED"}[type(report)]
             order = {"s": report.symbol, "c": report.client_order_id, "x": execution, "X": execution, "i": 0}
         else:
             return {"e": "IGNORED", "E": ts}
