@@ -14,8 +14,8 @@ from decimal import Decimal
 from typing import Any
 
 from keel.api.binance.constants import (
+    ACCOUNT_PATH,
     ALL_OPEN_ORDERS_PATH,
-    BALANCE_PATH,
     EXCHANGE_INFO_PATH,
     FUNDING_RATE_PATH,
     INCOME_PATH,
@@ -29,7 +29,7 @@ from keel.api.binance.constants import (
     SYMBOL_CONFIG_PATH,
     USER_TRADES_PATH,
 )
-from keel.api.binance.rest import BinanceRestClient
+from keel.api.binance.rest import BinanceRequestError, BinanceRestClient
 from keel.api.binance.schemas import (
     balance_report,
     brackets_from,
@@ -173,7 +173,12 @@ class BinanceAdapter:
         except RequestRejectedError as error:
             self._rejected(command, int(error.code or BinanceErrorCode.UNKNOWN), str(error))
             return
-        except AmbiguousOutcomeError:
+        except AmbiguousOutcomeError as error:
+            if isinstance(error.__cause__, BinanceRequestError) and (
+                error.__cause__.code is BinanceErrorCode.DUPLICATED_CLIENT_ORDER_ID
+            ):
+                await self._resolve_duplicate(command, str(error))
+                return
             self.ambiguous_submits += 1
             report = await self._resolve(command)
             if report is None:
@@ -196,6 +201,20 @@ class BinanceAdapter:
                 ts_init=now,
             )
         )
+
+    async def _resolve_duplicate(self, command: SubmitOrder, reason: str) -> None:
+        """-4116: the id is taken. If by this very order (an earlier send landed), carry on; else reject."""
+        report = await self._resolve(command)
+        same = report is not None and (report.side, report.quantity, report.price, report.order_type) == (
+            command.side,
+            command.quantity,
+            command.price,
+            command.order_type,
+        )
+        if same and report is not None:
+            self._accepted(report)
+        else:
+            self._rejected(command, BinanceErrorCode.DUPLICATED_CLIENT_ORDER_ID, reason)
 
     async def _resolve(self, command: SubmitOrder) -> OrderStatusReport | None:
         """Query the ambiguous order's own id until Binance says it has it or not."""
@@ -249,7 +268,7 @@ class BinanceAdapter:
 
     async def balances(self) -> BalanceReport:
         """Return the USDT account."""
-        return balance_report(await self._client.request("GET", BALANCE_PATH, signed=True))
+        return balance_report(await self._client.request("GET", ACCOUNT_PATH, signed=True))
 
     async def exchange_info(self) -> dict[str, Instrument]:
         """Return the perpetual contracts with their filters, as Binance publishes them now."""
@@ -276,22 +295,26 @@ class BinanceAdapter:
         return await self.symbol_configuration(symbol)
 
     async def set_margin_type(self, symbol: str, margin_type: MarginType) -> None:
-        """Set ``symbol``'s margin type; Binance's -4046 (already so) is not an error."""
+        """Set ``symbol``'s margin type.
+
+        Raises
+        ------
+        RequestRejectedError
+            With -4046 when it already is ``margin_type``, as Binance answers.
+        """
         params = [("symbol", symbol), ("marginType", margin_type.value)]
-        try:
-            await self._client.request("POST", MARGIN_TYPE_PATH, params, signed=True)
-        except RequestRejectedError as error:
-            if error.code != BinanceErrorCode.NO_NEED_TO_CHANGE_MARGIN_TYPE:
-                raise
+        await self._client.request("POST", MARGIN_TYPE_PATH, params, signed=True)
 
     async def set_position_mode(self, mode: PositionMode) -> None:
-        """Switch between one-way and hedge mode; -4059 (already so) is not an error."""
+        """Switch between one-way and hedge mode.
+
+        Raises
+        ------
+        RequestRejectedError
+            With -4059 when the account already is in ``mode``, as Binance answers.
+        """
         params = [("dualSidePosition", "true" if mode is PositionMode.HEDGE else "false")]
-        try:
-            await self._client.request("POST", POSITION_MODE_PATH, params, signed=True)
-        except RequestRejectedError as error:
-            if error.code != BinanceErrorCode.NO_NEED_TO_CHANGE_POSITION_SIDE:
-                raise
+        await self._client.request("POST", POSITION_MODE_PATH, params, signed=True)
 
     async def position_mode(self) -> PositionMode:
         """Return the account's position mode."""

@@ -26,6 +26,7 @@ from aiohttp import web
 
 from keel.api.binance.auth import sign
 from keel.api.binance.constants import (
+    ACCOUNT_PATH,
     ALL_OPEN_ORDERS_PATH,
     API_KEY_HEADER,
     BALANCE_PATH,
@@ -154,6 +155,7 @@ class LocalBinance:
             ("GET", OPEN_ORDERS_PATH, self._open_orders),
             ("GET", POSITION_RISK_PATH, self._positions),
             ("GET", BALANCE_PATH, self._balance),
+            ("GET", ACCOUNT_PATH, self._account),
             ("GET", LEVERAGE_BRACKET_PATH, self._brackets),
             ("POST", LEVERAGE_PATH, self._set_leverage),
             ("POST", MARGIN_TYPE_PATH, self._set_margin_type),
@@ -324,8 +326,19 @@ class LocalBinance:
         return web.json_response([position_json(p) for p in await self.exchange.positions()])
 
     async def _balance(self, request: web.Request, params: dict[str, str]) -> web.Response:
-        answer: list[dict[str, Any]] = [balance_json(await self.exchange.balances())]
-        return web.json_response(answer)
+        report = await self.exchange.balances()
+        entry = {
+            "asset": report.asset,
+            "balance": str(report.wallet_balance),
+            "crossWalletBalance": str(report.cross_wallet_balance),
+            "crossUnPnl": str(report.unrealized_pnl),
+            "availableBalance": str(report.available_balance),
+        }
+        return web.json_response([entry])
+
+    async def _account(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        balance = balance_json(await self.exchange.balances())
+        return web.json_response({"assets": [balance], "positions": []})
 
     def _listen_key_alive(self) -> bool:
         if self.listen_key is not None and self.now_ms() > self.listen_key_expires_ms:

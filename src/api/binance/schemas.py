@@ -180,6 +180,8 @@ def position_json(report: PositionReport) -> dict[str, Any]:
         "isolatedMargin": str(report.isolated_margin),
         "positionSide": report.position_side.value,
         "notional": str(report.notional),
+        "initialMargin": str(report.initial_margin),
+        "maintMargin": str(report.maintenance_margin),
     }
 
 
@@ -198,39 +200,44 @@ def position_report(payload: dict[str, Any]) -> PositionReport:
         liquidation_price=_optional_price(payload, "liquidationPrice"),
         notional=Decimal(str(payload.get("notional", "0"))),
         isolated_margin=Decimal(str(payload.get("isolatedMargin", "0"))),
+        initial_margin=Decimal(str(payload.get("initialMargin", "0"))),
+        maintenance_margin=Decimal(str(payload.get("maintMargin", "0"))),
     )
 
 
 def balance_json(report: BalanceReport) -> dict[str, Any]:
-    """Render ``report`` as the USDT entry of ``GET /fapi/v2/balance`` (the local Binance's side)."""
+    """Render ``report`` as the USDT entry of ``GET /fapi/v2/account``'s ``assets`` (the local Binance's side)."""
     return {
         "asset": report.asset,
-        "balance": str(report.wallet_balance),
+        "walletBalance": str(report.wallet_balance),
+        "unrealizedProfit": str(report.unrealized_pnl),
+        "marginBalance": str(report.margin_balance),
+        "initialMargin": str(report.initial_margin),
+        "maintMargin": str(report.maintenance_margin),
         "crossWalletBalance": str(report.cross_wallet_balance),
-        "crossUnPnl": str(report.unrealized_pnl),
         "availableBalance": str(report.available_balance),
     }
 
 
-def balance_report(payload: list[dict[str, Any]], asset: str = "USDT") -> BalanceReport:
-    """Parse ``GET /fapi/v2/balance`` and return the ``asset`` entry.
+def balance_report(payload: dict[str, Any], asset: str = "USDT") -> BalanceReport:
+    """Parse ``GET /fapi/v2/account`` and return its ``asset`` entry.
 
     Raises
     ------
     MalformedDataError
         When the answer has no ``asset`` entry.
     """
-    for entry in payload:
+    for entry in _field(payload, "assets"):
         if entry.get("asset") == asset:
-            wallet = _decimal(entry, "balance")
-            unrealized = _decimal(entry, "crossUnPnl")
             return BalanceReport(
                 asset=asset,
-                wallet_balance=wallet,
-                unrealized_pnl=unrealized,
-                margin_balance=wallet + unrealized,
+                wallet_balance=_decimal(entry, "walletBalance"),
+                unrealized_pnl=_decimal(entry, "unrealizedProfit"),
+                margin_balance=_decimal(entry, "marginBalance"),
                 available_balance=_decimal(entry, "availableBalance"),
                 cross_wallet_balance=_decimal(entry, "crossWalletBalance"),
+                initial_margin=_decimal(entry, "initialMargin"),
+                maintenance_margin=_decimal(entry, "maintMargin"),
             )
     raise MalformedDataError(f"Binance balance answer has no {asset} entry")
 

@@ -277,6 +277,7 @@ class UserStream:
         self.last_fill_ns = 0
         self.connections = 0
         self.caught_up_fills = 0
+        self.messages = 0
 
     def __repr__(self) -> str:
         return f"UserStream(connections={self.connections})"
@@ -306,6 +307,7 @@ class UserStream:
             await self.catch_up()
             try:
                 async for message in connection:
+                    self.messages += 1
                     payload = json.loads(message)
                     if payload.get("e") == "listenKeyExpired":
                         self._keeper.on_expired_event()

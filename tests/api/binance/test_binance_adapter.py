@@ -130,7 +130,6 @@ async def test_leverage_margin_type_and_position_mode_round_trip(venue: Venue) -
 
     configuration = await venue.adapter.set_leverage("BTCUSDT", 10)
     await venue.adapter.set_margin_type("BTCUSDT", MarginType.ISOLATED)
-    await venue.adapter.set_margin_type("BTCUSDT", MarginType.ISOLATED)
     await venue.adapter.set_position_mode(PositionMode.HEDGE)
     brackets = await venue.adapter.leverage_brackets("BTCUSDT")
 
