@@ -5,8 +5,9 @@ report stream it produced, and a way to let its market move. The suite is
 parametrized over :data:`VENUES`, a list of factories; an adapter joins by
 adding its factory: the Binance adapter joins as ``binance-local-book``, talking
 REST and the user-data WebSocket to a local Binance on 127.0.0.1 whose matching
-is the simulated exchange fed the same recorded book (tests/api/binance_venue.py). Tests that need a recorded funding settlement or
-a market that moves far enough to liquidate run over :data:`VENUES_WITH_HISTORY`.
+is the simulated exchange fed the same recorded book (tests/api/binance_venue.py).
+Tests that need a recorded funding settlement or a market that moves far
+enough to liquidate run over :data:`VENUES_WITH_HISTORY`.
 
 The account history (trade list, funding income) must list exactly the
 fills and funding payments the venue reported.
