@@ -41,6 +41,7 @@ from keel.api.binance.constants import (
     ORDER_COUNT_1M_HEADER,
     ORDER_COUNT_10S_HEADER,
     ORDER_PATH,
+    ORDERS_PER_10_SECONDS,
     POSITION_MODE_PATH,
     POSITION_RISK_PATH,
     REQUEST_WEIGHT_PER_MINUTE,
@@ -114,6 +115,7 @@ class LocalBinance:
         self._api_key = api_key
         self._secret = secret
         self.weight_limit = weight_limit
+        self.order_limit_10s = ORDERS_PER_10_SECONDS
         self.reports: list[Event] = []
         exchange.set_report_handler(self.reports.append)
         self.used_weight = 0
@@ -221,6 +223,14 @@ class LocalBinance:
         if now // 10_000 != self._window_10s:
             self._window_10s, self.orders_10s = now // 10_000, 0
         weight = endpoint_weight(method, path)
+        if method == "POST" and path == ORDER_PATH and self.orders_10s + 1 > self.order_limit_10s:
+            seconds = (10_000 - now % 10_000 + 999) // 1000
+            self._blocked_until_ms = now + seconds * 1000
+            return web.json_response(
+                {"code": -1015, "msg": BinanceErrorCode.TOO_MANY_ORDERS.message},
+                status=429,
+                headers={RETRY_AFTER_HEADER: str(seconds)},
+            )
         if self.used_weight + weight > self.weight_limit:
             seconds = (_MINUTE_MS - now % _MINUTE_MS + 999) // 1000
             self._blocked_until_ms = now + seconds * 1000

@@ -99,3 +99,17 @@ async def test_binance_fault_a_429_is_waited_out_and_a_418_stops_sending(venue: 
     assert venue.server.responses.get(429) == 1 and venue.server.responses.get(418) == 1
     assert venue.client.limiter.banned
     assert venue.client.requests_sent == sent
+
+
+async def test_binance_fault_order_bursts_are_paced_on_the_order_count_headers(venue: Venue) -> None:
+    venue.server.order_limit_10s = 6
+    venue.client.limiter.orders_10s_budget = 5
+    start = venue.clock.timestamp_ns()
+
+    for n in range(12):
+        await venue.adapter.submit_order(resting(venue, n))
+
+    assert venue.server.responses.get(429, 0) == 0
+    assert len(venue.server.placed_client_ids) == 12
+    assert venue.client.limiter.waits >= 2
+    assert venue.clock.timestamp_ns() - start >= 10 * 1_000_000_000
