@@ -32,7 +32,7 @@ def resting(venue: Venue, n: int) -> SubmitOrder:
 
 async def test_binance_fault_ambiguous_submits_are_resolved_by_their_own_id(venue: Venue) -> None:
     # 5xx after placing, connections dropped after placing, and 5xx before placing, interleaved.
-    commands = [resting(venue, n) for n in range(120)]
+    commands = [resting(venue, n) for n in range(1_000)]
     for n, command in enumerate(commands):
         venue.server.fail_after_accept = 1 if n % 3 == 0 else 0
         venue.server.drop_after_accept = 1 if n % 3 == 1 else 0
@@ -50,7 +50,7 @@ async def test_binance_fault_ambiguous_submits_are_resolved_by_their_own_id(venu
     assert set(placed) == {c.client_order_id for c in commands}
     assert max(placed.values()) == 1
     assert sorted(accepted) == sorted(c.client_order_id for c in commands)
-    assert venue.adapter.ambiguous_submits == 120
+    assert venue.adapter.ambiguous_submits == 1_000
 
 
 async def test_binance_fault_three_times_the_weight_budget_draws_no_429(session: aiohttp.ClientSession) -> None:
