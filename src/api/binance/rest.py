@@ -8,10 +8,13 @@ blocks until the ban ends and marks the client banned so the caller can
 reduce risk. Error payloads are parsed into :class:`BinanceErrorCode` and
 raised as the keel error matching the code's :class:`ErrorAction`.
 
-aiohttp (already installed with python-binance) does the HTTP: python-binance's
-own ``AsyncClient`` signs with ``time.time()``, hides the response headers
-keel paces on, and retries nothing keel could audit, so the client is thin
-own code around one ``aiohttp.ClientSession``.
+aiohttp (a python-binance dependency, now listed in keel's own) does the HTTP.
+python-binance's ``AsyncClient`` is not used for REST: it stamps requests with
+the wall clock (so it cannot run on keel's simulated clock in tests), keeps
+only the last response's headers on the client (racy when requests overlap,
+and pacing needs each response's counters), and raises its own exception
+types instead of keel's error enum. The client here is thin own code around
+one ``aiohttp.ClientSession``.
 """
 
 from __future__ import annotations
