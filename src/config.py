@@ -62,6 +62,7 @@ from keel.strategy_engine.range_trading import RangeTradingStrategy
 from keel.strategy_engine.trend_following import TrendFollowingStrategy
 
 __all__ = [
+    "BinanceConfig",
     "BusConfig",
     "DataConfig",
     "ExchangeConfig",
@@ -791,6 +792,28 @@ class PersistenceConfig(_Section):
     backup_dir: Path | None = Field(None, description="Backup folder; none = <run.output_dir>/backups.")
 
 
+class BinanceConfig(_Section):
+    """Where keel reaches Binance USD-M: mainnet, the testnet, a proxy, or a local Binance."""
+
+    testnet: bool = Field(False, description="Use the futures testnet; rest_url and ws_url left unset follow it.")
+    rest_url: str | None = Field(
+        None, description="REST base URL; None = https://fapi.binance.com (testnet: https://testnet.binancefuture.com)."
+    )
+    ws_url: str | None = Field(
+        None,
+        description="WebSocket base URL; None = wss://fstream.binance.com (testnet: wss://stream.binancefuture.com).",
+    )
+    recv_window_ms: int = Field(5000, gt=0, le=60000, description="recvWindow sent with every SIGNED request (ms).")
+
+    def endpoints(self) -> tuple[str, str]:
+        """Return the REST and WebSocket base URLs in effect."""
+        if self.testnet:
+            rest, ws = "https://testnet.binancefuture.com", "wss://stream.binancefuture.com"
+        else:
+            rest, ws = "https://fapi.binance.com", "wss://fstream.binance.com"
+        return self.rest_url or rest, self.ws_url or ws
+
+
 class Secrets(_Section):
     """Credentials; set only from the environment or the secret file."""
 
@@ -835,6 +858,7 @@ class KeelConfig(_Section):
     persistence: PersistenceConfig = Field(default_factory=PersistenceConfig, description="Storage.")
     monitor: MonitorConfig = Field(default_factory=MonitorConfig, description="System monitor.")
     tuning: TuningConfig = Field(default_factory=TuningConfig, description="Hyperparameter tuning.")
+    binance: BinanceConfig = Field(default_factory=BinanceConfig, description="Binance endpoints.")
     secrets: Secrets = Field(default_factory=Secrets, description="Credentials.")
 
     @model_validator(mode="after")

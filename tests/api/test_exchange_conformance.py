@@ -3,9 +3,11 @@
 Every test takes a :class:`Market`: an ExchangePort implementation, the
 report stream it produced, and a way to let its market move. The suite is
 parametrized over :data:`VENUES`, a list of factories; an adapter joins by
-adding its factory (the Binance adapter's will point at the testnet and let
-real time pass in ``step``). Tests that need a recorded funding settlement or
-a market that moves far enough to liquidate run over :data:`VENUES_WITH_HISTORY`.
+adding its factory: the Binance adapter joins as ``binance-local-book``, talking
+REST and the user-data WebSocket to a local Binance on 127.0.0.1 whose matching
+is the simulated exchange fed the same recorded book (tests/api/binance_venue.py).
+Tests that need a recorded funding settlement or a market that moves far
+enough to liquidate run over :data:`VENUES_WITH_HISTORY`.
 
 The account history (trade list, funding income) must list exactly the
 fills and funding payments the venue reported.
@@ -24,6 +26,7 @@ from typing import Any, Protocol, TypeVar
 
 import msgspec
 import pytest
+from binance_venue import BinanceMarket
 from venue_harness import Harness, money, real_bars, real_instruments, real_session, with_funding
 
 from keel.core.error_codes import BinanceErrorCode
@@ -123,7 +126,12 @@ def on_book_with_latency() -> Market:
     return SimulatedMarket(list(real_session()), 25, 400, latency_ns=20_000_000)
 
 
+def on_binance_book() -> Market:
+    return BinanceMarket(list(real_session()), 25, 400, MAX_OPEN_ORDERS)
+
+
 VENUES = [
+    pytest.param(on_binance_book, id="binance-local-book"),
     pytest.param(on_bars, id="simulated-bars"),
     pytest.param(on_book, id="simulated-book"),
     pytest.param(on_book_with_latency, id="simulated-book-latency"),

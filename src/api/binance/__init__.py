@@ -1,0 +1,1 @@
+"""Binance USD-M futures connectivity: signing, the REST client and the adapter."""

@@ -1,0 +1,501 @@
+"""A local Binance USD-M venue on 127.0.0.1 (REST and user-data WebSocket), matching with keel's SimulatedExchange.
+
+For tests and demos: nothing here talks to the real Binance.
+
+It speaks the documented protocol where keel depends on it: ``X-MBX-APIKEY``
+and HMAC-SHA256 signature checks (-2015, -1022), ``timestamp``/``recvWindow``
+(-1021), the ``X-MBX-USED-WEIGHT-1M`` and ``X-MBX-ORDER-COUNT-*`` headers,
+429 with ``Retry-After`` past the weight limit and 418 for an IP that keeps
+sending while told to wait. Matching, margin and account state are the
+simulated exchange's, so the answers are the ones the simulated venue gives.
+
+Fault injection: ``fail_after_accept`` submits are placed and then answered
+with HTTP 503; ``drop_after_accept`` submits are placed and the connection
+is closed without an answer; ``fail_before_accept`` submits answer 503
+without being placed.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+from keel.api.binance.auth import sign
+from keel.api.binance.constants import (
+    ACCOUNT_PATH,
+    ALL_OPEN_ORDERS_PATH,
+    API_KEY_HEADER,
+    BALANCE_PATH,
+    EXCHANGE_INFO_PATH,
+    FUNDING_RATE_PATH,
+    INCOME_PATH,
+    LEVERAGE_BRACKET_PATH,
+    LEVERAGE_PATH,
+    LISTEN_KEY_PATH,
+    MARGIN_TYPE_PATH,
+    OPEN_ORDERS_PATH,
+    ORDER_COUNT_1M_HEADER,
+    ORDER_COUNT_10S_HEADER,
+    ORDER_PATH,
+    ORDERS_PER_10_SECONDS,
+    POSITION_MODE_PATH,
+    POSITION_RISK_PATH,
+    REQUEST_WEIGHT_PER_MINUTE,
+    RETRY_AFTER_HEADER,
+    SYMBOL_CONFIG_PATH,
+    TIME_PATH,
+    USED_WEIGHT_HEADER,
+    USER_TRADES_PATH,
+    endpoint_weight,
+)
+from keel.api.binance.schemas import (
+    balance_json,
+    brackets_json,
+    configuration_json,
+    order_json,
+    position_json,
+    submit_order_from,
+    symbol_json,
+    trade_json,
+)
+from keel.api.simulated_exchange import SimulatedExchange
+from keel.core.clock import NANOS_PER_MILLI, SimulatedClock
+from keel.core.error_codes import BinanceErrorCode
+from keel.core.errors import RequestRejectedError
+from keel.core.messages import (
+    Event,
+    MarginType,
+    OrderAccepted,
+    OrderCanceled,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+)
+from keel.core.ports import PositionMode
+
+Handler = Callable[[web.Request, dict[str, str]], Awaitable[web.Response]]
+_MINUTE_MS = 60_000
+_BAN_SECONDS = 120
+_LISTEN_KEY_LIFE_MS = 60 * _MINUTE_MS
+
+
+def _error(code: BinanceErrorCode | int, message: str, status: int = 400) -> web.Response:
+    return web.json_response({"code": int(code), "msg": message}, status=status)
+
+
+class LocalBinance:
+    """The REST side of a local Binance in front of a :class:`SimulatedExchange`.
+
+    Parameters
+    ----------
+    exchange
+        The venue that matches orders and keeps the account.
+    clock
+        The venue's clock (Binance's ``serverTime``).
+    api_key, secret
+        The only credentials it accepts.
+    weight_limit
+        Request weight per minute before 429.
+    """
+
+    def __init__(
+        self,
+        exchange: SimulatedExchange,
+        clock: SimulatedClock,
+        api_key: str,
+        secret: str,
+        weight_limit: int = REQUEST_WEIGHT_PER_MINUTE,
+    ) -> None:
+        self.exchange = exchange
+        self.clock = clock
+        self._api_key = api_key
+        self._secret = secret
+        self.weight_limit = weight_limit
+        self.order_limit_10s = ORDERS_PER_10_SECONDS
+        self.reports: list[Event] = []
+        exchange.set_report_handler(self.reports.append)
+        self.used_weight = 0
+        self.orders_10s = 0
+        self.orders_1m = 0
+        self._window = -1
+        self._window_10s = -1
+        self._blocked_until_ms = 0
+        self.banned_until_ms = 0
+        self.responses: dict[int, int] = {}
+        self.placed_client_ids: list[str] = []
+        self.fail_before_accept = 0
+        self.fail_after_accept = 0
+        self.drop_after_accept = 0
+        self.listen_key: str | None = None
+        self.listen_key_expires_ms = 0
+        self.listen_keys_made = 0
+        self.listen_key_expiries = 0
+        self.sockets: list[web.WebSocketResponse] = []
+        self._published = 0
+        self.events_sent = 0
+        self._runner: web.AppRunner | None = None
+        self.base_url = ""
+
+    def now_ms(self) -> int:
+        """Return the venue's time in ms."""
+        return self.clock.timestamp_ns() // NANOS_PER_MILLI
+
+    async def start(self) -> str:
+        """Listen on 127.0.0.1 (a free port) and return the base URL."""
+        app = web.Application(middlewares=[self._middleware])
+        routes: list[tuple[str, str, Handler]] = [
+            ("GET", TIME_PATH, self._time),
+            ("GET", EXCHANGE_INFO_PATH, self._exchange_info),
+            ("POST", ORDER_PATH, self._new_order),
+            ("GET", ORDER_PATH, self._query_order),
+            ("DELETE", ORDER_PATH, self._cancel_order),
+            ("DELETE", ALL_OPEN_ORDERS_PATH, self._cancel_all),
+            ("GET", OPEN_ORDERS_PATH, self._open_orders),
+            ("GET", POSITION_RISK_PATH, self._positions),
+            ("GET", BALANCE_PATH, self._balance),
+            ("GET", ACCOUNT_PATH, self._account),
+            ("GET", LEVERAGE_BRACKET_PATH, self._brackets),
+            ("POST", LEVERAGE_PATH, self._set_leverage),
+            ("POST", MARGIN_TYPE_PATH, self._set_margin_type),
+            ("POST", POSITION_MODE_PATH, self._set_position_mode),
+            ("GET", POSITION_MODE_PATH, self._position_mode),
+            ("GET", SYMBOL_CONFIG_PATH, self._symbol_configuration),
+            ("GET", USER_TRADES_PATH, self._user_trades),
+            ("GET", INCOME_PATH, self._income),
+            ("GET", FUNDING_RATE_PATH, self._funding_rates),
+            ("POST", LISTEN_KEY_PATH, self._new_listen_key),
+            ("PUT", LISTEN_KEY_PATH, self._keep_listen_key),
+            ("DELETE", LISTEN_KEY_PATH, self._close_listen_key),
+        ]
+        app.router.add_get("/ws/{listen_key}", self._user_stream)
+        public = (TIME_PATH, EXCHANGE_INFO_PATH, FUNDING_RATE_PATH)
+        for method, path, handler in routes:
+            app.router.add_route(
+                method,
+                path,
+                self._wrap(handler, signed=path not in (*public, LISTEN_KEY_PATH), keyed=path not in public),
+            )
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.base_url = f"http://127.0.0.1:{port}"
+        return self.base_url
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @web.middleware
+    async def _middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        response = await handler(request)
+        if isinstance(response, web.WebSocketResponse):
+            return response
+        await self.publish()
+        self.responses[response.status] = self.responses.get(response.status, 0) + 1
+        response.headers[USED_WEIGHT_HEADER] = str(self.used_weight)
+        if request.method == "POST" and request.path == ORDER_PATH:
+            response.headers[ORDER_COUNT_10S_HEADER] = str(self.orders_10s)
+            response.headers[ORDER_COUNT_1M_HEADER] = str(self.orders_1m)
+        return response
+
+    def _limit(self, method: str, path: str) -> web.Response | None:
+        now = self.now_ms()
+        if now < self.banned_until_ms or now < self._blocked_until_ms:
+            # Sending while told to wait gets the IP banned, as Binance does.
+            self.banned_until_ms = max(self.banned_until_ms, now + _BAN_SECONDS * 1000)
+            seconds = (self.banned_until_ms - now + 999) // 1000
+            return web.json_response(
+                {"code": -1003, "msg": "Way too many requests; IP banned."},
+                status=418,
+                headers={RETRY_AFTER_HEADER: str(seconds)},
+            )
+        if now // _MINUTE_MS != self._window:
+            self._window, self.used_weight, self.orders_1m = now // _MINUTE_MS, 0, 0
+        if now // 10_000 != self._window_10s:
+            self._window_10s, self.orders_10s = now // 10_000, 0
+        weight = endpoint_weight(method, path)
+        if method == "POST" and path == ORDER_PATH and self.orders_10s + 1 > self.order_limit_10s:
+            seconds = (10_000 - now % 10_000 + 999) // 1000
+            self._blocked_until_ms = now + seconds * 1000
+            return web.json_response(
+                {"code": -1015, "msg": BinanceErrorCode.TOO_MANY_ORDERS.message},
+                status=429,
+                headers={RETRY_AFTER_HEADER: str(seconds)},
+            )
+        if self.used_weight + weight > self.weight_limit:
+            seconds = (_MINUTE_MS - now % _MINUTE_MS + 999) // 1000
+            self._blocked_until_ms = now + seconds * 1000
+            return web.json_response(
+                {"code": -1003, "msg": BinanceErrorCode.TOO_MANY_REQUESTS.message.format(self.weight_limit)},
+                status=429,
+                headers={RETRY_AFTER_HEADER: str(seconds)},
+            )
+        self.used_weight += weight
+        return None
+
+    def _check_key(self, request: web.Request) -> web.Response | None:
+        if request.headers.get(API_KEY_HEADER) != self._api_key:
+            return _error(BinanceErrorCode.REJECTED_MBX_KEY, BinanceErrorCode.REJECTED_MBX_KEY.message, 401)
+        return None
+
+    def _authenticate(self, request: web.Request, params: dict[str, str]) -> web.Response | None:
+        if (refusal := self._check_key(request)) is not None:
+            return refusal
+        query = request.query_string
+        body, _, signature = query.rpartition("&signature=")
+        if not body or not hmac.compare_digest(sign(body, self._secret), signature):
+            return _error(BinanceErrorCode.INVALID_SIGNATURE, BinanceErrorCode.INVALID_SIGNATURE.message)
+        timestamp = int(params.get("timestamp", "0"))
+        window = int(params.get("recvWindow", "5000"))
+        now = self.now_ms()
+        if timestamp >= now + 1000 or now - timestamp > window:
+            return _error(BinanceErrorCode.INVALID_TIMESTAMP, BinanceErrorCode.INVALID_TIMESTAMP.message)
+        return None
+
+    def _wrap(self, handler: Handler, signed: bool, keyed: bool) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handle(request: web.Request) -> web.Response:
+            if (refusal := self._limit(request.method, request.path)) is not None:
+                return refusal
+            params = dict(parse_qsl(request.query_string, keep_blank_values=True))
+            if signed and (refusal := self._authenticate(request, params)) is not None:
+                return refusal
+            if keyed and not signed and (refusal := self._check_key(request)) is not None:
+                return refusal
+            return await handler(request, params)
+
+        return handle
+
+    async def _time(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        return web.json_response({"serverTime": self.now_ms()})
+
+    async def _exchange_info(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        instruments = await self.exchange.exchange_info()
+        symbols = [symbol_json(i) for i in instruments.values()]
+        return web.json_response({"timezone": "UTC", "serverTime": self.now_ms(), "symbols": symbols})
+
+    async def _new_order(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        if self.fail_before_accept > 0:
+            self.fail_before_accept -= 1
+            return _error(BinanceErrorCode.UNKNOWN, "Internal error", 503)
+        self.orders_10s += 1
+        self.orders_1m += 1
+        command = submit_order_from(params, self.clock.timestamp_ns())
+        seen = len(self.reports)
+        self.placed_client_ids.append(command.client_order_id)
+        await self.exchange.submit_order(command)
+        for report in self.reports[seen:]:
+            if isinstance(report, OrderRejected) and report.client_order_id == command.client_order_id:
+                return _error(report.code, report.reason)
+        if self.fail_after_accept > 0:
+            self.fail_after_accept -= 1
+            return _error(BinanceErrorCode.UNKNOWN, "Internal error", 503)
+        if self.drop_after_accept > 0 and request.transport is not None:
+            self.drop_after_accept -= 1
+            request.transport.close()
+        return await self._order_answer(command.symbol, command.client_order_id)
+
+    async def _order_answer(self, symbol: str, client_order_id: str) -> web.Response:
+        report = await self.exchange.query_order(symbol, client_order_id)
+        if report is None:
+            return _error(BinanceErrorCode.NO_SUCH_ORDER, BinanceErrorCode.NO_SUCH_ORDER.message)
+        return web.json_response(order_json(report))
+
+    async def _query_order(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        client_order_id = params.get("origClientOrderId")
+        if client_order_id is None:
+            by_venue_id = {r.venue_order_id: r.client_order_id for r in self.reports if isinstance(r, OrderAccepted)}
+            client_order_id = by_venue_id.get(params.get("orderId", ""), "")
+        return await self._order_answer(params.get("symbol", ""), client_order_id)
+
+    async def _cancel_order(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        symbol, client_order_id = params.get("symbol", ""), params.get("origClientOrderId", "")
+        try:
+            await self.exchange.cancel_order(symbol, client_order_id)
+        except RequestRejectedError as error:
+            return _error(error.code or BinanceErrorCode.UNKNOWN, str(error))
+        return await self._order_answer(symbol, client_order_id)
+
+    async def _cancel_all(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        await self.exchange.cancel_all_orders(params.get("symbol"))
+        return web.json_response({"code": 200, "msg": "The operation of cancel all open order is done."})
+
+    async def _open_orders(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        orders = await self.exchange.open_orders(params.get("symbol"))
+        return web.json_response([order_json(o) for o in orders])
+
+    async def _positions(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        return web.json_response([position_json(p) for p in await self.exchange.positions()])
+
+    async def _balance(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        report = await self.exchange.balances()
+        entry = {
+            "asset": report.asset,
+            "balance": str(report.wallet_balance),
+            "crossWalletBalance": str(report.cross_wallet_balance),
+            "crossUnPnl": str(report.unrealized_pnl),
+            "availableBalance": str(report.available_balance),
+        }
+        return web.json_response([entry])
+
+    async def _account(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        balance = balance_json(await self.exchange.balances())
+        return web.json_response({"assets": [balance], "positions": []})
+
+    def _listen_key_alive(self) -> bool:
+        if self.listen_key is not None and self.now_ms() > self.listen_key_expires_ms:
+            self.listen_key_expiries += 1
+            self.listen_key = None
+        return self.listen_key is not None
+
+    async def _new_listen_key(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        if not self._listen_key_alive():
+            self.listen_keys_made += 1
+            self.listen_key = sign(str(self.listen_keys_made), self._secret)
+        self.listen_key_expires_ms = self.now_ms() + _LISTEN_KEY_LIFE_MS
+        return web.json_response({"listenKey": self.listen_key})
+
+    async def _keep_listen_key(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        if not self._listen_key_alive():
+            return _error(BinanceErrorCode.INVALID_LISTEN_KEY, BinanceErrorCode.INVALID_LISTEN_KEY.message)
+        self.listen_key_expires_ms = self.now_ms() + _LISTEN_KEY_LIFE_MS
+        return web.json_response({"listenKey": self.listen_key})
+
+    async def _close_listen_key(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        self.listen_key = None
+        return web.json_response({})
+
+    async def _brackets(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        brackets = await self.exchange.leverage_brackets(params.get("symbol"))
+        return web.json_response([brackets_json(symbol, tiers) for symbol, tiers in brackets.items()])
+
+    async def _rejecting(self, action: Awaitable[Any]) -> web.Response | None:
+        try:
+            await action
+        except RequestRejectedError as error:
+            return _error(error.code or BinanceErrorCode.UNKNOWN, str(error))
+        return None
+
+    async def _set_leverage(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        symbol = params.get("symbol", "")
+        if (refusal := await self._rejecting(self.exchange.set_leverage(symbol, int(params["leverage"])))) is not None:
+            return refusal
+        configuration = await self.exchange.symbol_configuration(symbol)
+        answer = configuration_json(configuration)
+        return web.json_response({k: answer[k] for k in ("symbol", "leverage", "maxNotionalValue")})
+
+    async def _set_margin_type(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        margin = MarginType(params.get("marginType", ""))
+        refusal = await self._rejecting(self.exchange.set_margin_type(params.get("symbol", ""), margin))
+        return refusal or web.json_response({"code": 200, "msg": "success"})
+
+    async def _set_position_mode(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        mode = PositionMode.HEDGE if params.get("dualSidePosition") == "true" else PositionMode.ONE_WAY
+        refusal = await self._rejecting(self.exchange.set_position_mode(mode))
+        return refusal or web.json_response({"code": 200, "msg": "success"})
+
+    async def _position_mode(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        mode = await self.exchange.position_mode()
+        return web.json_response({"dualSidePosition": mode is PositionMode.HEDGE})
+
+    async def _symbol_configuration(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        configuration = await self.exchange.symbol_configuration(params.get("symbol", ""))
+        return web.json_response([configuration_json(configuration)])
+
+    async def _user_trades(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        start = int(params.get("startTime", "0")) * NANOS_PER_MILLI
+        fills = await self.exchange.account_trades(params.get("symbol"), start)
+        return web.json_response([trade_json(f) for f in fills])
+
+    async def _income(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        start = int(params.get("startTime", "0")) * NANOS_PER_MILLI
+        payments = await self.exchange.funding_payments(start)
+        return web.json_response(
+            [
+                {
+                    "symbol": p.symbol,
+                    "incomeType": "FUNDING_FEE",
+                    "income": str(p.amount),
+                    "asset": "USDT",
+                    "time": p.funding_time // NANOS_PER_MILLI,
+                    "tranId": n,
+                }
+                for n, p in enumerate(payments, 1)
+            ]
+        )
+
+    async def _funding_rates(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        start = int(params.get("startTime", "0")) * NANOS_PER_MILLI
+        symbol = params.get("symbol")
+        # The settlements this venue applied are the published history here.
+        payments = [p for p in await self.exchange.funding_payments(start) if p.symbol == symbol]
+        return web.json_response(
+            [
+                {
+                    "symbol": p.symbol,
+                    "fundingTime": p.funding_time // NANOS_PER_MILLI,
+                    "fundingRate": str(p.rate),
+                    "markPrice": str(p.mark_price),
+                }
+                for p in payments
+            ]
+        )
+
+    async def _user_stream(self, request: web.Request) -> web.StreamResponse:
+        if request.match_info["listen_key"] != self.listen_key or not self._listen_key_alive():
+            return _error(BinanceErrorCode.INVALID_LISTEN_KEY, BinanceErrorCode.INVALID_LISTEN_KEY.message)
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        self.sockets.append(socket)
+        async for _ in socket:
+            pass
+        return socket
+
+    async def drop_streams(self) -> None:
+        """Close every user-data connection; events until the client reconnects are lost."""
+        sockets, self.sockets = self.sockets, []
+        for socket in sockets:
+            await socket.close()
+
+    async def publish(self) -> None:
+        """Send the venue's new reports as user-data events to the connected clients."""
+        reports, self._published = self.reports[self._published :], len(self.reports)
+        for report in reports:
+            payload = await self._user_event(report)
+            for socket in list(self.sockets):
+                if not socket.closed:
+                    await socket.send_json(payload)
+                    self.events_sent += 1
+
+    async def _user_event(self, report: Event) -> dict[str, Any] | None:
+        ts = report.ts_event // NANOS_PER_MILLI
+        if isinstance(report, OrderFilled):
+            status = await self.exchange.query_order(report.symbol, report.client_order_id)
+            done = status is not None and status.filled_quantity == status.quantity
+            order: dict[str, Any] = {
+                "s": report.symbol,
+                "c": report.client_order_id,
+                "S": report.side.value,
+                "x": "TRADE",
+                "X": "FILLED" if done else "PARTIALLY_FILLED",
+                "i": report.venue_order_id,
+                "l": str(report.last_quantity),
+                "L": str(report.last_price),
+                "n": str(report.commission),
+                "t": report.trade_id,
+                "m": report.liquidity_side.value == "MAKER",
+            }
+        elif isinstance(report, OrderAccepted | OrderCanceled | OrderExpired):
+            execution = {OrderAccepted: "NEW", OrderCanceled: "CANCELED", OrderExpired: "EXPIRED"}[type(report)]
+            order = {"s": report.symbol, "c": report.client_order_id, "x": execution, "X": execution, "i": 0}
+        else:
+            return {"e": "IGNORED", "E": ts}
+        return {"e": "ORDER_TRADE_UPDATE", "E": ts, "T": ts, "o": order}

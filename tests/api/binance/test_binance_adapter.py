@@ -1,0 +1,199 @@
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+import pytest
+
+from conftest import API_KEY, ROOT, SECRET, Text, Venue
+from keel.api.binance.auth import ServerClock
+from keel.api.binance.rest import BinanceRestClient, RateLimiter
+from keel.core.error_codes import BinanceErrorCode
+from keel.core.errors import OperatorActionRequiredError, RequestRejectedError
+from keel.core.instruments import load_instruments
+from keel.core.messages import FundingRateUpdated, OrderAccepted, OrderRejected, SubmitOrder
+from keel.core.orders import OrderSide, OrderStatus, OrderType, TimeInForce
+from keel.core.ports import ExchangePort, MarginType, PositionMode
+
+pytestmark = pytest.mark.asyncio
+
+
+def order(venue: Venue, client_order_id: str, side: OrderSide, quantity: str, price: str | None = None) -> SubmitOrder:
+    now = venue.clock.timestamp_ns()
+    return SubmitOrder(
+        client_order_id=client_order_id,
+        symbol="BTCUSDT",
+        side=side,
+        order_type=OrderType.LIMIT if price is not None else OrderType.MARKET,
+        quantity=Decimal(quantity),
+        price=Decimal(price) if price is not None else None,
+        time_in_force=TimeInForce.GTC,
+        ts_event=now,
+        ts_init=now,
+    )
+
+
+async def test_limit_order_rests_is_listed_and_cancels(venue: Venue) -> None:
+    command = order(venue, "rest-1", OrderSide.BUY, "0.010", "50000")
+
+    await venue.adapter.submit_order(command)
+    listed = await venue.adapter.open_orders("BTCUSDT")
+    await venue.adapter.cancel_order("BTCUSDT", "rest-1")
+    after = await venue.adapter.query_order("BTCUSDT", "rest-1")
+
+    assert [type(r) for r in venue.reports] == [OrderAccepted]
+    assert [(o.client_order_id, o.status, o.price, o.quantity) for o in listed] == [
+        ("rest-1", OrderStatus.ACCEPTED, Decimal("50000"), Decimal("0.010"))
+    ]
+    assert after is not None and after.status is OrderStatus.CANCELED
+
+
+async def test_market_order_fills_into_the_position_and_balance(venue: Venue) -> None:
+    await venue.adapter.submit_order(order(venue, "take-1", OrderSide.BUY, "0.100"))
+    venue.feed(venue.bars[1])
+
+    positions = await venue.adapter.positions()
+    balance = await venue.adapter.balances()
+    venue_balance = await venue.server.exchange.balances()
+    status = await venue.adapter.query_order("BTCUSDT", "take-1")
+
+    assert status is not None and status.status is OrderStatus.FILLED
+    assert [(p.symbol, p.quantity) for p in positions] == [("BTCUSDT", Decimal("0.100"))]
+    assert balance.wallet_balance == venue_balance.wallet_balance
+    assert balance.available_balance == venue_balance.available_balance
+
+
+async def test_rejection_reports_binances_code(venue: Venue) -> None:
+    await venue.adapter.submit_order(order(venue, "tiny-1", OrderSide.BUY, "0.001", "50000"))
+
+    rejected = [r for r in venue.reports if isinstance(r, OrderRejected)]
+
+    assert [(r.client_order_id, r.code) for r in rejected] == [("tiny-1", BinanceErrorCode.MIN_NOTIONAL)]
+
+
+async def test_cancel_of_unknown_order_is_rejected_with_2011(venue: Venue) -> None:
+    with pytest.raises(RequestRejectedError) as raised:
+        await venue.adapter.cancel_order("BTCUSDT", "never-sent")
+
+    assert raised.value.code == BinanceErrorCode.CANCEL_REJECTED
+
+
+async def test_query_of_unknown_order_is_none(venue: Venue) -> None:
+    assert await venue.adapter.query_order("BTCUSDT", "never-sent") is None
+
+
+async def test_exchange_info_loads_every_filter_into_instruments(venue: Venue) -> None:
+    expected = load_instruments(ROOT / "config" / "instruments.yaml")
+
+    loaded = await venue.adapter.exchange_info()
+
+    strip = {"source", "maker_fee", "taker_fee"}
+    assert loaded.keys() == expected.keys()
+    for symbol, instrument in loaded.items():
+        for field in instrument.__struct_fields__:
+            if field not in strip:
+                assert getattr(instrument, field) == getattr(expected[symbol], field), (symbol, field)
+
+
+async def test_cancel_all_leaves_no_open_order(venue: Venue) -> None:
+    for n in range(3):
+        await venue.adapter.submit_order(order(venue, f"many-{n}", OrderSide.BUY, "0.010", str(50000 + n)))
+
+    await venue.adapter.cancel_all_orders()
+
+    assert await venue.adapter.open_orders() == []
+
+
+async def test_wrong_secret_is_refused_with_1022(venue: Venue) -> None:
+    client = BinanceRestClient(
+        venue.server.base_url,
+        Text(API_KEY),
+        Text(SECRET + "x"),
+        ServerClock(lambda: venue.clock.timestamp_ns() // 1_000_000),
+        RateLimiter(lambda: 0, lambda s: _never(s)),
+        venue.client._session,
+    )
+
+    with pytest.raises((OperatorActionRequiredError, RequestRejectedError)) as raised:
+        await client.request("GET", "/fapi/v2/balance", signed=True)
+
+    assert "-1022" in str(raised.value.__cause__)
+
+
+async def _never(seconds: float) -> None:
+    raise AssertionError(f"nothing should wait, asked for {seconds} s")
+
+
+async def test_leverage_margin_type_and_position_mode_round_trip(venue: Venue) -> None:
+    expected_brackets = await venue.server.exchange.leverage_brackets("BTCUSDT")
+
+    configuration = await venue.adapter.set_leverage("BTCUSDT", 10)
+    await venue.adapter.set_margin_type("BTCUSDT", MarginType.ISOLATED)
+    await venue.adapter.set_position_mode(PositionMode.HEDGE)
+    brackets = await venue.adapter.leverage_brackets("BTCUSDT")
+
+    assert (configuration.leverage, configuration.margin_type) == (10, MarginType.CROSSED)
+    assert (await venue.adapter.symbol_configuration("BTCUSDT")).margin_type is MarginType.ISOLATED
+    assert await venue.adapter.position_mode() is PositionMode.HEDGE
+    assert brackets == expected_brackets
+
+
+async def test_leverage_above_the_bracket_is_rejected_with_binances_code(venue: Venue) -> None:
+    with pytest.raises(RequestRejectedError) as raised:
+        await venue.adapter.set_leverage("BTCUSDT", 1_000)
+
+    assert raised.value.code == BinanceErrorCode.INVALID_LEVERAGE
+
+
+def _without_stamps(events: list[Any]) -> list[dict[str, Any]]:
+    rows = []
+    for event in events:
+        data = msgspec.to_builtins(event)
+        for key in ("id", "ts_init", "strategy"):
+            data.pop(key, None)
+        rows.append(data)
+    return rows
+
+
+async def test_account_trades_and_funding_payments_are_the_venues(venue: Venue) -> None:
+    await venue.adapter.submit_order(order(venue, "held-1", OrderSide.SELL, "0.200"))
+    venue.feed(venue.bars[1])
+    settle = venue.bars[1].ts_event
+    venue.server.exchange.on_funding(
+        FundingRateUpdated(
+            symbol="BTCUSDT",
+            funding_time=settle,
+            rate=Decimal("0.0001"),
+            mark_price=Decimal("60000"),
+            ts_event=settle,
+            ts_init=settle,
+        )
+    )
+
+    trades = await venue.adapter.account_trades("BTCUSDT")
+    payments = await venue.adapter.funding_payments()
+
+    assert trades and _without_stamps(trades) == _without_stamps(await venue.server.exchange.account_trades("BTCUSDT"))
+    assert payments and _without_stamps(payments) == _without_stamps(await venue.server.exchange.funding_payments())
+
+
+async def test_adapter_is_an_exchange_port(venue: Venue) -> None:
+    assert isinstance(venue.adapter, ExchangePort)
+
+
+async def test_filters_are_checked_before_sending(venue: Venue) -> None:
+    await venue.adapter.exchange_info()
+    venue.adapter.set_mark_price("BTCUSDT", Decimal("60000"))
+    sent = venue.client.requests_sent
+
+    await venue.adapter.submit_order(order(venue, "tiny-2", OrderSide.BUY, "0.001", "50000"))
+    await venue.adapter.submit_order(order(venue, "off-tick", OrderSide.BUY, "0.010", "50000.05"))
+
+    rejected = [(r.client_order_id, r.code) for r in venue.reports if isinstance(r, OrderRejected)]
+    assert rejected == [
+        ("tiny-2", BinanceErrorCode.MIN_NOTIONAL),
+        ("off-tick", BinanceErrorCode.PRICE_NOT_INCREASED_BY_TICK_SIZE),
+    ]
+    assert venue.client.requests_sent == sent
+    assert venue.server.placed_client_ids == []
