@@ -87,6 +87,9 @@ def _error(code: BinanceErrorCode | int, message: str, status: int = 400) -> web
     return web.json_response({"code": int(code), "msg": message}, status=status)
 
 
+_EXECUTION_TYPES: dict[type[Event], str] = {OrderAccepted: "NEW", OrderCanceled: "CANCELED", OrderExpired: "EXPIRED"}
+
+
 class LocalBinance:
     """The REST side of a local Binance in front of a :class:`SimulatedExchange`.
 
@@ -494,7 +497,7 @@ class LocalBinance:
                 "m": report.liquidity_side.value == "MAKER",
             }
         elif isinstance(report, OrderAccepted | OrderCanceled | OrderExpired):
-            execution = {OrderAccepted: "NEW", OrderCanceled: "CANCELED", OrderExpired: "EXPIRED"}[type(report)]
+            execution = _EXECUTION_TYPES[type(report)]
             order = {"s": report.symbol, "c": report.client_order_id, "x": execution, "X": execution, "i": 0}
         else:
             return {"e": "IGNORED", "E": ts}
