@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 from keel.market_data import inspect_paths, load_ohlcv, render_report
-from keel.market_data.inspection import UnreadableFile, inspect_all
-from keel.market_data.loaders import LoadReport
 
 
 def test_folder_stands_for_every_gzip_csv_below_it_sorted(data_dir: Path) -> None:
@@ -82,18 +79,3 @@ def test_render_report_lists_the_first_gaps_and_bad_rows(corrupted_bars) -> None
         f"    {file}:21: volume: negative (-5.0)",
         "    ... and 4 more",
     ]
-
-
-def test_a_file_that_cannot_be_read_is_reported_and_the_rest_still_loaded(data_dir: Path, tmp_path: Path) -> None:
-    # Arrange: an unknown format sorted before a real bar file
-    (tmp_path / "AAA_notes.csv.gz").write_bytes(gzip.compress(b"when,what\nmonday,lunch\n"))
-    real = data_dir / "ohlcv/binance_usdm_1m_2025-05/BTCUSDT_1m.csv.gz"
-    (tmp_path / "BTCUSDT_1m.csv.gz").write_bytes(real.read_bytes())
-
-    # Act
-    results = inspect_all([tmp_path])
-
-    # Assert
-    unreadable, report = results
-    assert isinstance(unreadable, UnreadableFile) and unreadable.path == str((tmp_path / "AAA_notes.csv.gz").resolve())
-    assert isinstance(report, LoadReport) and report.rows_kept == load_ohlcv(real).report.rows_kept

@@ -26,7 +26,6 @@ from keel.market_data import (
     load_ohlcv,
     load_trades,
 )
-from keel.market_data.loaders import BarSpacingError, check_bar_spacing, typical_spacing_ms
 
 ONE_MINUTE_MS = 60_000
 EIGHT_HOURS_MS = 8 * 3_600_000
@@ -486,19 +485,3 @@ def test_find_gaps_on_a_regular_series_is_empty() -> None:
     times = np.arange(0, 10 * ONE_MINUTE_MS, ONE_MINUTE_MS)
 
     assert find_gaps(times, ONE_MINUTE_MS, "BTCUSDT") == ()
-
-
-def test_bars_spaced_unlike_the_configured_interval_are_refused_naming_the_file(data_dir: Path) -> None:
-    times = load_ohlcv(data_dir / "ohlcv/binance_usdm_1m_2025-05/BTCUSDT_1m.csv.gz").frame["open_time_ms"].to_numpy()
-
-    with pytest.raises(BarSpacingError) as refused:
-        check_bar_spacing("relative/BTCUSDT_1m.csv.gz", times[::5], "1m", 60_000)
-
-    assert str(Path("relative/BTCUSDT_1m.csv.gz").resolve()) in str(refused.value)
-    assert "5m apart" in str(refused.value)
-    check_bar_spacing("BTCUSDT_1m.csv.gz", times, "1m", 60_000)
-
-
-def test_the_typical_spacing_ignores_gaps() -> None:
-    assert typical_spacing_ms(np.array([0, 60_000, 120_000, 600_000, 660_000])) == 60_000
-    assert typical_spacing_ms(np.array([0])) is None
