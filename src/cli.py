@@ -376,7 +376,9 @@ def _finish_archive(archive: Any, sources: list[Path], folder: Path, result: Any
 
 @data.command("instruments")
 @click.option("--from", "source_file", type=click.Path(exists=True, dir_okay=False), help="Saved exchangeInfo JSON.")
-@click.option("--download", is_flag=True, help="Fetch GET /fapi/v1/exchangeInfo from binance.rest_url (public).")
+@click.option(
+    "--download", is_flag=True, help="Fetch GET /fapi/v1/exchangeInfo from binance.rest_url (public, no keys)."
+)
 @click.option(
     "--brackets", "brackets_file", type=click.Path(exists=True, dir_okay=False), help="Saved leverageBracket JSON."
 )
@@ -441,9 +443,8 @@ def _download_exchange_info(config: KeelConfig) -> tuple[Any, str]:
 
 
 def _rest_url(config: KeelConfig) -> str:
-    binance = getattr(config, "binance", None)
-    url = getattr(binance, "rest_url", None)
-    return str(url) if url else "https://fapi.binance.com"
+    rest, _ = config.binance.endpoints()
+    return rest
 
 
 @main.group()

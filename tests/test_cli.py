@@ -339,3 +339,47 @@ def test_bars_of_another_interval_than_configured_exit_2_naming_the_file(tmp_pat
     lines = completed.stderr.strip().splitlines()
     assert len(lines) == 1
     assert str(folder / "BTCUSDT_1m.csv.gz") in lines[0] and "1h apart, not 1m" in lines[0]
+
+
+def test_data_instruments_downloads_exchange_info_from_the_configured_binance(tmp_path: Path) -> None:
+    # Arrange: the saved exchangeInfo answer served on 127.0.0.1 as Binance serves it
+    import http.server
+    import threading
+
+    body = (REPO / "tests" / "market_data" / "fixtures" / "exchange_info.json").read_bytes()
+
+    class ExchangeInfo(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status = 200 if self.path == "/fapi/v1/exchangeInfo" else 404
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body) if status == 200 else 0))
+            self.end_headers()
+            if status == 200:
+                self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ExchangeInfo)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    instruments = tmp_path / "instruments.yaml"
+    instruments.write_text((REPO / "config" / "instruments.yaml").read_text())
+    layer = tmp_path / "layer.yaml"
+    layer.write_text(f"exchange:\n  instruments: {instruments}\n")
+
+    # Act
+    try:
+        completed = keel(
+            "data", "instruments", "--download", "--symbols", "DOGEUSDT", "--config", str(layer),
+            environment={"KEEL_BINANCE__REST_URL": f"http://127.0.0.1:{server.server_address[1]}"},
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    # Assert
+    assert completed.returncode == 0, completed.stderr
+    from keel.core.instruments import load_instruments
+
+    assert "DOGEUSDT" in load_instruments(instruments)
