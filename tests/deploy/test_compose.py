@@ -76,7 +76,7 @@ def test_docker_compose_accepts_the_compose_file() -> None:
     # Assert
     assert result.returncode == 0, result.stderr
     services = yaml.safe_load(result.stdout)["services"]
-    assert set(services) == {"keel", "postgres", "prometheus", "grafana"}
+    assert set(services) == {"keel", "postgres", "redis", "prometheus", "grafana"}
     assert services["keel"]["read_only"] is True
     ports = [str(port) for service in services.values() for port in service.get("ports", [])]
     assert ports and all(port.startswith("127.0.0.1:") for port in ports)
