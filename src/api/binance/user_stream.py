@@ -23,7 +23,12 @@ from keel.api.binance.constants import LISTEN_KEY_PATH
 from keel.api.binance.rest import BinanceRestClient
 from keel.core.clock import NANOS_PER_MILLI
 from keel.core.error_codes import BinanceErrorCode
-from keel.core.errors import MalformedDataError, RequestRejectedError
+from keel.core.errors import (
+    MalformedDataError,
+    OperatorActionRequiredError,
+    RequestRejectedError,
+    RetryLaterError,
+)
 from keel.core.messages import (
     Event,
     OrderAccepted,
@@ -278,6 +283,8 @@ class UserStream:
         self.connections = 0
         self.caught_up_fills = 0
         self.messages = 0
+        self.failed_catch_ups = 0
+        self.last_error = ""
 
     def __repr__(self) -> str:
         return f"UserStream(connections={self.connections})"
@@ -330,5 +337,12 @@ class UserStream:
                 attempt += 1
                 await self._sleep(self.backoff_seconds(attempt))
             except OSError:
+                attempt += 1
+                await self._sleep(self.backoff_seconds(attempt))
+            except (RetryLaterError, OperatorActionRequiredError, RequestRejectedError) as error:
+                # The REST catch-up after a connect failed (a -1021 re-measures the clock first):
+                # reconnect and catch up again; nothing is lost, the catch-up starts at the last fill seen.
+                self.failed_catch_ups += 1
+                self.last_error = repr(error)
                 attempt += 1
                 await self._sleep(self.backoff_seconds(attempt))
