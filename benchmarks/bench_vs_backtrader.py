@@ -1,0 +1,147 @@
+"""keel's backtest throughput against backtrader's, in the same run on the same bundled bars.
+
+Measures, in one process, interleaved so machine load hits all alike:
+
+- backtrader 1.9 (the ``bench`` extra: ``pip install -e '.[bench]'``) running an
+  SMA(20/60) cross with orders (long above, short below, 95 % of the account)
+  on the bundled BTCUSDT 1m month (42,747 bars), with its default preloaded,
+  vectorized ``runonce`` mode, in bars per second;
+- keel's 1-symbol moving-average cross (20/60) on the same bars through the
+  whole pipeline: feed, bus, simulated venue with funding, strategy, equal
+  weight, the full risk layer (sizing, VaR, leverage, drawdown), router, order
+  manager, positions; bars per second and its ratio to backtrader's
+  (goal: >= 5);
+- keel's default pipeline (10 symbols; four strategies, regimes, Markowitz,
+  risk, router, simulated venue with funding) over ``--pipeline-days`` days of
+  1m bars, in bar events per second, and its ratio to backtrader's 1-symbol
+  bars per second (goal: >= 2).
+
+Times are wall clock of the whole run (keel's include reading the data files;
+backtrader's start from a data frame already in memory). Prints one JSON line.
+``--quick`` runs one day of each, once (a smoke test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from keel.backtest import BacktestEngine
+from keel.config import KeelConfig, load_config
+from keel.market_data.loaders import load_ohlcv
+
+ROOT = Path(__file__).resolve().parents[1]
+BTCUSDT_FILE = ROOT / "data/ohlcv/binance_usdm_1m_2025-05/BTCUSDT_1m.csv.gz"
+MOVING_AVERAGE = {"KEEL_STRATEGY__NAME": "moving_average_cross", "KEEL_PORTFOLIO__ALLOCATOR": "equal_weight"}
+
+
+def backtrader_frame(bars: int | None) -> pd.DataFrame:
+    """The BTCUSDT bars as the data frame backtrader's PandasData reads (a datetime index)."""
+    frame = load_ohlcv(BTCUSDT_FILE).frame
+    frame = frame.iloc[:bars] if bars is not None else frame
+    index = pd.to_datetime(frame["open_time_ms"], unit="ms")
+    return pd.DataFrame(
+        {c: frame[c].to_numpy() for c in ("open", "high", "low", "close", "volume")}, index=index.to_numpy()
+    )
+
+
+def run_backtrader(frame: pd.DataFrame, fast: int, slow: int) -> tuple[float, int]:
+    """Run backtrader's SMA cross with orders; return (bars per second, orders)."""
+    import backtrader as bt
+
+    class SmaCross(bt.Strategy):  # type: ignore[misc]
+        params = (("fast", fast), ("slow", slow))
+
+        def __init__(self) -> None:
+            self.crossover = bt.ind.CrossOver(bt.ind.SMA(period=self.p.fast), bt.ind.SMA(period=self.p.slow))
+            self.orders = 0
+
+        def next(self) -> None:
+            if self.crossover > 0:
+                self.order_target_percent(target=0.95)
+                self.orders += 1
+            elif self.crossover < 0:
+                self.order_target_percent(target=-0.95)
+                self.orders += 1
+
+    started = time.perf_counter()
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(bt.feeds.PandasData(dataname=frame))
+    cerebro.addstrategy(SmaCross)
+    cerebro.broker.setcash(10_000_000.0)
+    cerebro.broker.setcommission(commission=0.0005)
+    strategy = cerebro.run()[0]
+    return len(frame) / (time.perf_counter() - started), strategy.orders
+
+
+def keel_config(environ: dict[str, str]) -> KeelConfig:
+    return load_config("backtest", config_dir=ROOT / "config", environ=environ)
+
+
+def run_keel(config: KeelConfig, symbols: list[str] | None, end: str | None) -> tuple[float, dict[str, Any]]:
+    """Run one keel backtest; return (bar events per second, metrics)."""
+    started = time.perf_counter()
+    result = BacktestEngine(config).run(symbols=symbols, end=end)
+    return result["bars_processed"] / (time.perf_counter() - started), dict(result.metrics)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="one day of each, one repeat")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of the 1-symbol pair (median)")
+    parser.add_argument("--pipeline-days", type=float, default=7.0, help="days of the 10-symbol pipeline run")
+    args = parser.parse_args()
+    repeats = 1 if args.quick else args.repeats
+    moving_average = keel_config(MOVING_AVERAGE)
+    default = keel_config({})
+    first_bar = datetime.fromtimestamp(int(load_ohlcv(BTCUSDT_FILE).frame["open_time_ms"].iloc[0]) / 1000, UTC)
+    single_end = (first_bar + timedelta(days=1)).isoformat() if args.quick else None
+    pipeline_days = 1.0 if args.quick else args.pipeline_days
+    pipeline_end = (first_bar + timedelta(days=pipeline_days)).isoformat()
+
+    backtrader_rates, keel_rates = [], []
+    metrics: dict[str, Any] = {}
+    orders = 0
+    for _ in range(repeats):
+        rate, metrics = run_keel(moving_average, ["BTCUSDT"], single_end)
+        keel_rates.append(rate)
+        frame = backtrader_frame(metrics["bars_processed"])
+        rate, orders = run_backtrader(frame, moving_average.strategy.fast_period, moving_average.strategy.slow_period)
+        backtrader_rates.append(rate)
+    pipeline_rate, pipeline = run_keel(default, None, pipeline_end)
+
+    backtrader_rate = statistics.median(backtrader_rates)
+    keel_rate = statistics.median(keel_rates)
+    print(
+        json.dumps(
+            {
+                "benchmark": "vs_backtrader",
+                "bars": metrics["bars_processed"],
+                "repeats": repeats,
+                "backtrader_sma_cross_bars_per_s": round(backtrader_rate),
+                "backtrader_orders": orders,
+                "keel_ma_cross_bars_per_s": round(keel_rate),
+                "keel_ma_cross_orders": metrics["n_orders"],
+                "keel_ma_cross_vs_backtrader": round(keel_rate / backtrader_rate, 2),
+                "pipeline_symbols": len(pipeline["symbols"]),
+                "pipeline_days": pipeline_days,
+                "pipeline_bar_events": pipeline["bars_processed"],
+                "pipeline_orders": pipeline["n_orders"],
+                "keel_pipeline_bar_events_per_s": round(pipeline_rate),
+                "keel_pipeline_vs_backtrader": round(pipeline_rate / backtrader_rate, 2),
+                "python": sys.version.split()[0],
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
