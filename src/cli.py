@@ -74,11 +74,20 @@ def _symbols(values: tuple[str, ...]) -> tuple[str, ...] | None:
 @click.option("--start", help="First bar time, UTC (e.g. 2025-05-10).")
 @click.option("--end", help="End time, exclusive, UTC.")
 @click.option("--output", "output_dir", required=True, type=click.Path(file_okay=False), help="Folder for results.")
+@click.option(
+    "--profile", is_flag=True, help="Also write where the run spent its time (profile.html, profile.speedscope.json)."
+)
 def backtest(
-    config_file: str | None, symbols: tuple[str, ...], start: str | None, end: str | None, output_dir: str
+    config_file: str | None,
+    symbols: tuple[str, ...],
+    start: str | None,
+    end: str | None,
+    output_dir: str,
+    profile: bool,
 ) -> None:
     """Run a backtest on the recorded data and write metrics.json, equity.csv, trades.csv, orders.csv."""
     from keel.backtest.engine import BacktestEngine
+    from keel.backtest.profile import profiled, write_profile
 
     overrides: dict[str, Any] = {}
     if _symbols(symbols):
@@ -90,12 +99,18 @@ def backtest(
     config = _load("backtest", config_file, overrides)
     try:
         with _progress("backtest") as progress:
-            result = BacktestEngine(config).run(progress=progress)
+            engine = BacktestEngine(config)
+            if profile:
+                result, session = profiled(lambda: engine.run(progress=progress))
+            else:
+                result = engine.run(progress=progress)
     except MalformedDataError as error:
         _fail(f"data error: {error}", EXIT_FAILURE)
     except ConfigurationError as error:
         _fail(f"configuration error: {error}", EXIT_USAGE)
     folder = result.write(output_dir)
+    if profile:
+        write_profile(folder, session)
     keys = ("total_return", "sharpe_ratio", "max_drawdown", "n_trades", "fees_paid", "bars_processed", "wall_seconds")
     click.echo(json.dumps({key: result[key] for key in keys}))
     click.echo(f"results written to {folder}")

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+_isfinite = math.isfinite
+
 
 class ReturnWindow:
     """Rolling aligned per-bar returns of a fixed set of symbols.
@@ -34,36 +36,52 @@ class ReturnWindow:
         self.size = size
         self._rows = np.zeros((size, len(self.symbols)))
         self._count = 0
-        self._last_close = np.full(len(self.symbols), np.nan)
-        self._pending = np.full(len(self.symbols), np.nan)
+        # The pending and last closes are Python lists: a bar touches one cell, and numpy's per-call cost
+        # would dominate; a completed row is computed with the same IEEE operations numpy would use.
+        self._last_close: list[float] = [math.nan] * len(self.symbols)
+        self._pending: list[float] = [math.nan] * len(self.symbols)
+        self._filled = 0
+        self._last_complete = False
         self._pending_ts: int | None = None
         self.rows_added = 0
 
     def add_close(self, symbol: str, ts: int, close: float) -> np.ndarray | None:
         """Record a bar close; return the completed row when this bar starts a new time, else None."""
         column = self.index.get(symbol)
-        if column is None or not math.isfinite(close) or close <= 0:
+        if column is None or not _isfinite(close) or close <= 0:
             return None
         completed = None
         if self._pending_ts is not None and ts != self._pending_ts:
             completed = self._complete()
         self._pending_ts = ts
-        self._pending[column] = close
+        pending = self._pending
+        if pending[column] != pending[column]:  # NaN: the symbol's first bar of this time
+            self._filled += 1
+        pending[column] = close
         return completed
 
     def _complete(self) -> np.ndarray | None:
         closes = self._pending
         previous = self._last_close
-        self._pending = np.full(len(self.symbols), np.nan)
-        filled = ~np.isnan(closes)
+        width = len(closes)
         row = None
-        if filled.all() and not np.isnan(previous).any():
-            row = closes / previous - 1.0
+        if self._filled == width and self._complete_previous(previous):
+            row = np.array([c / p - 1.0 for c, p in zip(closes, previous, strict=True)])
             self._rows[self._count % self.size] = row
             self._count += 1
             self.rows_added += 1
-        self._last_close = np.where(filled, closes, previous)
+            self._last_close = closes
+        else:
+            self._last_close = [p if c != c else c for c, p in zip(closes, previous, strict=True)]
+        self._pending = [math.nan] * width
+        self._filled = 0
         return row
+
+    def _complete_previous(self, previous: list[float]) -> bool:
+        if self._last_complete:
+            return True
+        self._last_complete = all(p == p for p in previous)
+        return self._last_complete
 
     def returns(self) -> np.ndarray:
         """Return the kept rows, oldest first."""

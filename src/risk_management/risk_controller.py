@@ -95,9 +95,11 @@ from keel.risk_management.var import (
     EwmaCovariance,
     historical_var,
     normal_quantile,
+    normal_var,
     parametric_var,
 )
 
+_isfinite = math.isfinite
 _SIGN = {SignalAction.BUY: 1.0, SignalAction.SELL: -1.0, SignalAction.HOLD: 0.0}
 _BARS_PER_DAY = {"1s": 86_400.0} | {name: bars_per_day(name) for name in INTERVAL_MS}
 _CAP_REPUBLISH = 0.05
@@ -294,6 +296,7 @@ class RiskController(Component):
         self.rebalance_threshold = float(rebalance_threshold)
         self.sizer = sizer if sizer is not None else PositionSizer()
         self.var_method = var_method
+        self._keeps_ewma = var_method == "ewma"
         self.min_var_observations = min_var_observations
         self.covariance_refresh_bars = covariance_refresh_bars
         self.signal_weight = signal_weight
@@ -496,12 +499,14 @@ class RiskController(Component):
 
     def _observe(self, bar: BarClosed) -> None:
         self._bars_per_day = _BARS_PER_DAY.get(bar.interval, self._bars_per_day)
-        if not all(math.isfinite(v) for v in (bar.high, bar.low, bar.close)) or bar.close <= 0:
+        close = bar.close
+        if not (_isfinite(bar.high) and _isfinite(bar.low) and _isfinite(close)) or close <= 0:
             return
-        self._marks[bar.symbol] = bar.close
+        self._marks[bar.symbol] = close
         self._update_atr(bar)
-        row = self._window.add_close(bar.symbol, bar.ts_event, bar.close)
-        if row is not None:
+        row = self._window.add_close(bar.symbol, bar.ts_event, close)
+        # The EWMA covariance is kept bar by bar only for the monitor that uses it (see _ewma_covariance).
+        if row is not None and self._keeps_ewma:
             self._ewma.update(row)
 
     def _update_atr(self, bar: BarClosed) -> None:
@@ -532,7 +537,8 @@ class RiskController(Component):
         self._refresh_estimates()
         state = self.portfolio_state(equity)
         violations = self._state_violations(state)
-        self._enforce(violations, ts)
+        if violations or self.trading_state is TradingState.REDUCING:
+            self._enforce(violations, ts)
         if self._published_equity is None or abs(equity / self._published_equity - 1.0) > _CAP_REPUBLISH:
             self._publish_limits("equity moved", ts)
 
@@ -580,21 +586,54 @@ class RiskController(Component):
         if chosen not in VAR_METHODS:
             raise ValueError(f"unknown VaR method {chosen!r}; expected one of {', '.join(VAR_METHODS)}")
         observations = len(self._window)
+        scale = math.sqrt(self._bars_per_day)
+        confidence = self.limits.var_confidence
+        if chosen == "parametric":
+            self._refresh_estimates()
+            var, cvar = self._parametric_var(current.exposures, confidence)
+            return VaREstimate(chosen, var * scale, cvar * scale, observations)
         exposures = np.zeros(len(self._column))
         for symbol, value in current.exposures.items():
             column = self._column.get(symbol)
             if column is not None:
                 exposures[column] = value
-        scale = math.sqrt(self._bars_per_day)
-        confidence = self.limits.var_confidence
         if chosen == "historical":
             var, cvar = historical_var(self._window.returns() @ exposures, confidence) if observations else (0.0, 0.0)
-        elif chosen == "parametric":
-            self._refresh_estimates()
-            var, cvar = parametric_var(exposures, self._covariance, confidence)
         else:
-            var, cvar = parametric_var(exposures, self._ewma.covariance, confidence)
+            var, cvar = parametric_var(exposures, self._ewma_covariance(), confidence)
         return VaREstimate(chosen, var * scale, cvar * scale, observations)
+
+    def _parametric_var(self, exposures: Mapping[str, float], confidence: float) -> tuple[float, float]:
+        """:func:`parametric_var` on the cached covariance, without numpy when at most one symbol is held.
+
+        With one non-zero exposure ``x`` in column ``k``, ``x @ C @ x`` is
+        ``x * C[k][k] * x`` to the bit (every other term is an exact zero), so
+        the watch of a one-symbol book costs no array.
+        """
+        columns = self._column
+        held = [(columns[symbol], value) for symbol, value in exposures.items() if symbol in columns]
+        if len(held) > 1:
+            vector = np.zeros(len(self._column))
+            for column, value in held:
+                vector[column] = value
+            return parametric_var(vector, self._covariance, confidence)
+        variance = 0.0
+        if held:
+            column, value = held[0]
+            variance = value * self._covariance_list[column][column] * value
+        return normal_var(math.sqrt(max(0.0, variance)), confidence)
+
+    def _ewma_covariance(self) -> np.ndarray:
+        """The EWMA covariance: kept bar by bar for an ``ewma`` monitor, else folded over the return window.
+
+        Rows older than the window weigh less than ``decay ** var_window`` (1e-19 at the defaults).
+        """
+        if self._keeps_ewma:
+            return self._ewma.covariance
+        ewma = EwmaCovariance(len(self._column), self._ewma_decay)
+        for row in self._window.returns():
+            ewma.update(row)
+        return ewma.covariance
 
     def check_var_limit(self, portfolio_state: PortfolioState | Mapping[str, Any] | None = None) -> list[RiskViolation]:
         """Return the VaR limit breach of a portfolio state (empty when within it), as in the user's UC-3.2."""

@@ -18,6 +18,7 @@ returns; everything is computed from rows up to the last complete one.
 
 from __future__ import annotations
 
+import functools
 import math
 from statistics import NormalDist
 from typing import Literal
@@ -28,11 +29,23 @@ VaRMethod = Literal["historical", "parametric", "ewma"]
 VAR_METHODS: tuple[str, ...] = ("historical", "parametric", "ewma")
 
 
+@functools.lru_cache(maxsize=64)
 def normal_quantile(confidence: float) -> float:
     """Return the standard normal quantile of ``confidence`` (2.326 at 0.99)."""
     if not 0.5 < confidence < 1.0:
         raise ValueError(f"VaR confidence must lie in (0.5, 1), got {confidence}")
     return NormalDist().inv_cdf(confidence)
+
+
+@functools.lru_cache(maxsize=64)
+def _normal_density_at_quantile(confidence: float) -> float:
+    z = normal_quantile(confidence)
+    return math.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+
+
+def normal_var(sigma: float, confidence: float) -> tuple[float, float]:
+    """Return normal (VaR, CVaR) of a zero-mean loss with standard deviation ``sigma``."""
+    return normal_quantile(confidence) * sigma, sigma * _normal_density_at_quantile(confidence) / (1.0 - confidence)
 
 
 def historical_var(pnl: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -55,10 +68,7 @@ def historical_var(pnl: np.ndarray, confidence: float) -> tuple[float, float]:
 def parametric_var(exposures: np.ndarray, covariance: np.ndarray, confidence: float) -> tuple[float, float]:
     """Return normal (VaR, CVaR) of exposures with a covariance of returns (zero mean)."""
     x = np.asarray(exposures, dtype=np.float64)
-    sigma = math.sqrt(max(0.0, float(x @ covariance @ x)))
-    z = normal_quantile(confidence)
-    density = math.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
-    return z * sigma, sigma * density / (1.0 - confidence)
+    return normal_var(math.sqrt(max(0.0, float(x @ covariance @ x))), confidence)
 
 
 class EwmaCovariance:

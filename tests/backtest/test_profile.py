@@ -1,0 +1,47 @@
+"""`keel backtest --profile`: where the run spent its time, written next to its outputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def backtest(output: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "keel.cli", "backtest", "--symbols", "BTCUSDT", "--start", "2025-05-05"]
+    command += ["--end", "2025-05-06", "--output", str(output), *extra]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def test_profile_flag_writes_the_run_profile_next_to_its_outputs(tmp_path: Path) -> None:
+    # Arrange
+    output = tmp_path / "run"
+
+    # Act
+    completed = backtest(output, "--profile")
+
+    # Assert
+    assert completed.returncode == 0, completed.stderr
+    assert (output / "metrics.json").exists()
+    speedscope = json.loads((output / "profile.speedscope.json").read_text())
+    frames = {frame["name"] for frame in speedscope["shared"]["frames"]}
+    # The samples reach into the engine's own code: the replay, the bus dispatching bars to handlers.
+    assert {"replay", "drain", "on_bar"} <= frames
+    assert speedscope["profiles"][0]["endValue"] > speedscope["profiles"][0]["startValue"]
+    html = (output / "profile.html").read_text()
+    assert html.lstrip().lower().startswith("<!doctype html") and "RecordedRun" in html
+
+
+def test_without_the_flag_no_profile_is_written(tmp_path: Path) -> None:
+    # Arrange
+    output = tmp_path / "run"
+
+    # Act
+    completed = backtest(output)
+
+    # Assert
+    assert completed.returncode == 0, completed.stderr
+    assert not (output / "profile.html").exists() and not (output / "profile.speedscope.json").exists()
