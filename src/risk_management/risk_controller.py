@@ -536,9 +536,8 @@ class RiskController(Component):
         self.update_drawdown(equity)
         self._refresh_estimates()
         state = self.portfolio_state(equity)
-        violations = self._state_violations(state)
-        if violations or self.trading_state is TradingState.REDUCING:
-            self._enforce(violations, ts)
+        if self._enforcement_due(self._within_limits(state)):
+            self._enforce(self._state_violations(state), ts)
         if self._published_equity is None or abs(equity / self._published_equity - 1.0) > _CAP_REPUBLISH:
             self._publish_limits("equity moved", ts)
 
@@ -680,6 +679,34 @@ class RiskController(Component):
                 message = f"drawdown {self.drawdown:.2%} from the equity peak reached the {threshold:.2%} limit"
                 return [RiskViolation(name, self.drawdown, threshold, message)]
         return []
+
+    def _within_limits(self, state: PortfolioState) -> bool:
+        """Whether ``state`` breaks no limit: :meth:`_state_violations` is empty, without building a violation.
+
+        The bar-by-bar watch asks this first; only a breach builds the violations and their messages.
+        """
+        limits = self.limits
+        equity = state.equity
+        within = self.drawdown < limits.halt_drawdown_pct and self.drawdown < limits.max_drawdown_pct
+        if len(self._window) >= self.min_var_observations and equity > 0:
+            # As check_var_limit: the estimate is kept whether or not another limit is broken.
+            estimate = self.estimate_var(state)
+            self.last_var = estimate
+            within = within and estimate.var / equity <= limits.var_daily_pct
+        if not within or equity <= 0:
+            return False
+        exposures = state.exposures.values()
+        gross = sum(abs(v) for v in exposures) / equity
+        return gross <= limits.max_leverage and abs(sum(exposures)) / equity <= limits.max_net_leverage
+
+    def _enforcement_due(self, within_limits: bool) -> bool:
+        """Whether :meth:`_enforce` could move the trading state: an escalation, or a REDUCING that may clear."""
+        state = self.trading_state
+        if within_limits:
+            return state is TradingState.REDUCING
+        if state is TradingState.ACTIVE:
+            return True
+        return state is TradingState.REDUCING and self.drawdown >= self.limits.halt_drawdown_pct
 
     def _state_violations(self, state: PortfolioState) -> list[RiskViolation]:
         return [*self.check_drawdown_limit(), *self.check_var_limit(state), *self.check_leverage_limit(state)]
