@@ -16,6 +16,7 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
     "script",
     [
         "bench_backtest.py",
+        "bench_vs_backtrader.py",
         "bench_bus.py",
         "bench_strategies.py",
         "bench_market_data.py",
