@@ -16,8 +16,10 @@ Measures, in one process, interleaved so machine load hits all alike:
   1m bars, in bar events per second, and its ratio to backtrader's 1-symbol
   bars per second (goal: >= 2).
 
-Times are wall clock of the whole run (keel's include reading the data files;
-backtrader's start from a data frame already in memory). Prints one JSON line.
+Rates are per CPU second of this process (``time.process_time``) over the
+whole run, so other load on a shared machine skews neither side (keel's runs
+include reading the data files; backtrader's start from a data frame already
+in memory). Prints one JSON line.
 ``--quick`` runs one day of each, once (a smoke test).
 """
 
@@ -55,7 +57,7 @@ def backtrader_frame(bars: int | None) -> pd.DataFrame:
 
 
 def run_backtrader(frame: pd.DataFrame, fast: int, slow: int) -> tuple[float, int]:
-    """Run backtrader's SMA cross with orders; return (bars per second, orders)."""
+    """Run backtrader's SMA cross with orders; return (bars per CPU second, orders)."""
     import backtrader as bt
 
     class SmaCross(bt.Strategy):  # type: ignore[misc]
@@ -73,14 +75,14 @@ def run_backtrader(frame: pd.DataFrame, fast: int, slow: int) -> tuple[float, in
                 self.order_target_percent(target=-0.95)
                 self.orders += 1
 
-    started = time.perf_counter()
+    started = time.process_time()
     cerebro = bt.Cerebro(stdstats=False)
     cerebro.adddata(bt.feeds.PandasData(dataname=frame))
     cerebro.addstrategy(SmaCross)
     cerebro.broker.setcash(10_000_000.0)
     cerebro.broker.setcommission(commission=0.0005)
     strategy = cerebro.run()[0]
-    return len(frame) / (time.perf_counter() - started), strategy.orders
+    return len(frame) / (time.process_time() - started), strategy.orders
 
 
 def keel_config(environ: dict[str, str]) -> KeelConfig:
@@ -88,10 +90,10 @@ def keel_config(environ: dict[str, str]) -> KeelConfig:
 
 
 def run_keel(config: KeelConfig, symbols: list[str] | None, end: str | None) -> tuple[float, dict[str, Any]]:
-    """Run one keel backtest; return (bar events per second, metrics)."""
-    started = time.perf_counter()
+    """Run one keel backtest; return (bar events per CPU second, metrics)."""
+    started = time.process_time()
     result = BacktestEngine(config).run(symbols=symbols, end=end)
-    return result["bars_processed"] / (time.perf_counter() - started), dict(result.metrics)
+    return result["bars_processed"] / (time.process_time() - started), dict(result.metrics)
 
 
 def main() -> None:
