@@ -184,13 +184,12 @@ def capture_tape(path: str | Path) -> Tape:
         for line in file:
             _, _, text = line.partition(" ")
             lines.append(json.loads(text))
-    snapshot_at = next((n for n, doc in enumerate(lines) if "lastUpdateId" in doc), None)
+    snapshot = next((doc for doc in lines if "lastUpdateId" in doc), None)
     symbols = {doc["data"]["s"] for doc in lines if doc.get("data", {}).get("e") == "depthUpdate"}
-    if snapshot_at is None or len(symbols) != 1:
+    if snapshot is None or len(symbols) != 1:
         raise ValueError(f"{path}: a capture needs one REST depth snapshot and the depth stream of one symbol")
     symbol = symbols.pop()
     lower = symbol.lower()
-    snapshot = lines[snapshot_at]
     start_ms = int(snapshot["E"])
     messages: list[TapeMessage] = []
     window: list[dict[str, Any]] = []
@@ -203,7 +202,8 @@ def capture_tape(path: str | Path) -> Tape:
             messages.append(TapeMessage(int(merged["E"]), f"{lower}@depth@100ms", merged))
             window.clear()
 
-    for doc in lines[snapshot_at + 1 :]:
+    # Diffs received before the snapshot's answer may already be past it: they are kept by update id.
+    for doc in lines:
         data = doc.get("data")
         if not isinstance(data, dict):
             continue

@@ -48,7 +48,7 @@ import aiohttp
 import structlog
 import websockets
 
-from keel.api.binance.constants import DEPTH_PATH
+from keel.api.binance.constants import DEPTH_PATH, RETRY_AFTER_HEADER
 from keel.core.messages import BarClosed, FundingRateUpdated, MarketDataEvent, MarkPriceUpdated
 from keel.market_data.normalization import BinanceUsdmNormalizer, DepthDiff
 from keel.market_data.order_book import BookSyncState, BookUnavailableError, DiffResult, OrderBook
@@ -394,7 +394,7 @@ class BinanceMarketStream:
 
     def backoff_seconds(self, attempt: int) -> float:
         """Return the jittered wait before reconnect ``attempt`` (full jitter, capped at 30 s)."""
-        return self._random.uniform(0, min(30.0, 0.25 * 2**attempt))
+        return self._random.uniform(0, min(30.0, 0.25 * 2 ** min(attempt, 8)))
 
     async def _fetch_snapshot(self, symbol: str) -> bytes:
         if self._session is None:
@@ -405,7 +405,11 @@ class BinanceMarketStream:
             body = await response.read()
             if response.status != 200:
                 raise aiohttp.ClientResponseError(
-                    response.request_info, (), status=response.status, message=body[:200].decode("utf-8", "replace")
+                    response.request_info,
+                    (),
+                    status=response.status,
+                    message=body[:200].decode("utf-8", "replace"),
+                    headers=response.headers,
                 )
             return body
 
@@ -433,7 +437,7 @@ class BinanceMarketStream:
                     self.statistics.snapshot_failures += 1
                     self.last_error = f"snapshot {symbol}: {error!r}"
                     attempt += 1
-                    await self._sleep(self.backoff_seconds(attempt))
+                    await self._sleep(self._retry_after(error) or self.backoff_seconds(attempt))
                     continue
                 if symbol not in self.state.wanted_snapshots:
                     return  # the connection dropped meanwhile: a later diff asks again
@@ -444,6 +448,13 @@ class BinanceMarketStream:
                     await self._sleep(self.backoff_seconds(attempt))
         finally:
             self._snapshot_tasks.pop(symbol, None)
+
+    @staticmethod
+    def _retry_after(error: BaseException) -> float:
+        """Return the wait a 429 or 418 answer asks for (0 for other failures)."""
+        if isinstance(error, aiohttp.ClientResponseError) and error.status in (418, 429) and error.headers:
+            return float(error.headers.get(RETRY_AFTER_HEADER, "1"))
+        return 0.0
 
     async def _connect(self, streams: Sequence[str]) -> websockets.ClientConnection:
         connection = await websockets.connect(combined_stream_url(self.ws_url, streams), max_queue=None)
