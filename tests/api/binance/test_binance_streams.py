@@ -72,7 +72,9 @@ class Market:
         await eventually(lambda: self.stream.statistics.messages >= before + count - withheld)
 
     async def synced(self) -> None:
-        await eventually(lambda: self.stream.state.books["BTCUSDT"].is_synced and not self.stream.state.wanted_snapshots)
+        await eventually(
+            lambda: self.stream.state.books["BTCUSDT"].is_synced and not self.stream.state.wanted_snapshots
+        )
 
     def books_agree(self) -> bool:
         return self.stream.state.books["BTCUSDT"].top(50) == self.market.state.books["BTCUSDT"].top(50)
