@@ -384,7 +384,7 @@ class BinanceMarketStream:
         return {
             **self.statistics.as_dict(),
             "rejected": dict(self.state.rejected()),
-            "books": {symbol: book.state.value for symbol, book in self.state.books.items()},
+            "book_states": {symbol: book.state.value for symbol, book in self.state.books.items()},
             "last_error": self.last_error,
         }
 
