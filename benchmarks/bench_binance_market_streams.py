@@ -59,7 +59,8 @@ async def receive(url: str, n: int, snapshot: str | None) -> tuple[np.ndarray, n
             else:
                 timings[i] = received - previous
                 previous = received
-    if snapshot is not None and (stream.statistics.malformed or stream.statistics.gaps or stream.state.wanted_snapshots):
+    statistics = stream.statistics
+    if snapshot is not None and (statistics.malformed or statistics.gaps or stream.state.wanted_snapshots):
         raise SystemExit(f"the stream did not stay in sync: {stream.health()}")
     return timings[1:], depth[1:]
 

@@ -52,7 +52,9 @@ def binance_paper_config(tmp_path: Path, base_url: str, symbols: list[str]) -> K
     data = config.data.model_copy(update={"symbols": tuple(symbols)})
     strategy = config.strategy.model_validate({**config.strategy.model_dump(), "parameters": HOURLY})
     binance = config.binance.model_copy(update={"rest_url": base_url, "ws_url": base_url.replace("http", "ws")})
-    paper = config.paper.model_copy(update={"feed": "binance", "status_interval_seconds": 0.05, "duration_seconds": 300})
+    paper = config.paper.model_copy(
+        update={"feed": "binance", "status_interval_seconds": 0.05, "duration_seconds": 300}
+    )
     run = config.run.model_copy(update={"output_dir": tmp_path})
     web = config.web.model_copy(update={"enabled": False})
     return config.model_copy(
