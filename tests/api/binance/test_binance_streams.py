@@ -264,11 +264,15 @@ async def test_malformed_messages_are_counted_and_skipped(market: Market) -> Non
 
 @pytest.mark.asyncio
 async def test_only_closed_klines_become_bars(market: Market) -> None:
-    # Act: the whole capture (5 whole minutes, with open kline updates between)
-    await market.play(len(real_capture().messages))
+    # Arrange: the capture up to its second closed kline (open kline updates between)
+    messages = real_capture().messages
+    end = [n for n, m in enumerate(messages) if "kline" in m.stream and m.payload["k"]["x"]][1] + 1
+
+    # Act
+    await market.play(end)
 
     # Assert
-    klines = [m for m in real_capture().messages if "kline" in m.stream]
+    klines = [m for m in messages[:end] if "kline" in m.stream]
     closed = [m for m in klines if m.payload["k"]["x"]]
     bars = of(market.events, BarClosed)
     assert len(closed) < len(klines)
