@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -146,3 +151,45 @@ async def test_paper_on_the_real_depth_capture_gets_books_trades_and_bars(tmp_pa
         assert server.exchange.cursor == session.pipeline.simulated_exchange().cursor
     finally:
         await server.stop()
+
+
+def test_keel_run_feed_binance_takes_the_stream_urls_from_the_environment(tmp_path: Path) -> None:
+    # Arrange: a local Binance on its own loop, playing two hours of real bars once keel connects
+    symbols = ["BTCUSDT", "ETHUSDT"]
+    tape = bar_tape(
+        ROOT / "data" / "ohlcv" / "binance_usdm_1m_2025-05",
+        symbols,
+        ROOT / "data" / "funding" / "binance_usdm_funding_2025-03_06.csv.gz",
+        ns("2025-05-05T04:00:00"),
+        ns("2025-05-05T06:00:00"),
+    ).starting_from(time.time_ns() // NANOS_PER_MILLI)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    server, market = asyncio.run_coroutine_threadsafe(start_local_binance(tape, symbols), loop).result(60)
+    playing = asyncio.run_coroutine_threadsafe(market.run(), loop)
+    environment = {
+        **os.environ,
+        "KEEL_RUN__OUTPUT_DIR": str(tmp_path),
+        "KEEL_BINANCE__REST_URL": server.base_url,
+        "KEEL_BINANCE__WS_URL": server.base_url.replace("http", "ws"),
+    }
+    command = [sys.executable, "-m", "keel.cli", "run", "--mode", "paper", "--feed", "binance", "--no-web"]
+    command += ["--symbols", ",".join(symbols), "--duration", "12", "--fresh"]
+
+    try:
+        # Act
+        completed = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=180)
+
+        # Assert
+        assert completed.returncode == 0, completed.stderr
+        assert "Binance market streams at ws://127.0.0.1" in completed.stdout
+        state = json.loads(next(tmp_path.glob("paper-*/state.json")).read_text())
+        assert state["status"]["bars"] == 2 * 2 * 60
+        assert state["status"]["market_stream"]["connections"] == 1
+        assert market.finished.is_set()
+    finally:
+        playing.cancel()
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(60)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(60)
