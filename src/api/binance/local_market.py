@@ -25,7 +25,8 @@ Binance's :class:`SimulatedExchange`, so its fills happen at the prices it strea
 Fault injection: :meth:`LocalMarket.drop_mid_message` (the next message is
 cut mid-frame and the TCP connection closed), :attr:`LocalMarket.gap_diffs`
 (depth diffs applied to the local book but not sent: a sequence gap),
-:meth:`LocalMarket.force_disconnect` (Binance's 24-hour close),
+:meth:`LocalMarket.force_disconnect` (Binance's 24-hour close; or at chosen tape
+positions of :meth:`LocalMarket.run` through :attr:`LocalMarket.disconnect_at`),
 :attr:`LocalMarket.delay_seconds` (a pause before each message) and
 :meth:`LocalMarket.inject` (any text, e.g. malformed JSON).
 """
@@ -350,6 +351,7 @@ class LocalMarket:
         self.gap_diffs = 0
         self.diffs_withheld = 0
         self.delay_seconds = 0.0
+        self.disconnect_at: set[int] = set()
         self._drop_next = False
         self._changed = asyncio.Condition()
         self.finished = asyncio.Event()
@@ -436,12 +438,22 @@ class LocalMarket:
         return played
 
     async def run(self, speed: float | None = None, first_clients: int = 1) -> None:
-        """Wait for ``first_clients`` connections, then play the tape (``speed`` times real time; None: at once)."""
+        """Wait for ``first_clients`` connections, then play the tape (``speed`` times real time; None: at once).
+
+        Playing pauses while no client is connected, and closes every connection
+        before the positions in :attr:`disconnect_at`.
+        """
         await self.wait_for_connections(first_clients)
         loop = asyncio.get_running_loop()
         messages = self.tape.messages
         started, origin = loop.time(), messages[self.position].ts_ms if self.position < len(messages) else 0
         while self.position < len(messages):
+            if self.position in self.disconnect_at:
+                self.disconnect_at.discard(self.position)
+                await self.force_disconnect()
+            if not self.subscribers:
+                # A tape pauses while nobody listens, so a reconnecting client misses nothing but the book's diffs.
+                await self.wait_for_connections(first_clients)
             if speed is not None:
                 due = started + (messages[self.position].ts_ms - origin) / 1000 / speed
                 if due > loop.time():

@@ -94,7 +94,8 @@ async def run_until_played(session: PaperSession, market: LocalMarket) -> dict[s
 async def test_paper_on_binance_klines_trades_and_ends_with_keels_positions_equal_to_the_venues(
     tmp_path: Path,
 ) -> None:
-    # Arrange: six hours of real 1m bars (through the 08:00 funding) played as live klines and mark prices
+    # Arrange: six hours of real 1m bars (through the 08:00 funding) played as live klines and mark prices,
+    # the connection closed twice on the way
     symbols = ["BTCUSDT", "ETHUSDT"]
     tape = bar_tape(
         ROOT / "data" / "ohlcv" / "binance_usdm_1m_2025-05",
@@ -104,6 +105,8 @@ async def test_paper_on_binance_klines_trades_and_ends_with_keels_positions_equa
         ns("2025-05-05T10:00:00"),
     ).starting_from(time.time_ns() // NANOS_PER_MILLI)
     server, market = await start_local_binance(tape, symbols)
+    # Binance's 24-hour close, twice, while positions are open and orders work.
+    market.disconnect_at = {900, 1200}
     try:
         session = PaperSession(binance_paper_config(tmp_path, server.base_url, symbols), tmp_path / "run")
 
@@ -120,6 +123,10 @@ async def test_paper_on_binance_klines_trades_and_ends_with_keels_positions_equa
         assert final["fills"] > 0
         assert kept == held
         assert final["market_stream"]["funding_events"] == 2
+        assert final["market_stream"]["reconnects"] == 2
+        first_drop_ns = tape.messages[900].ts_ms * NANOS_PER_MILLI
+        fills = await venue.account_trades()
+        assert any(f.ts_event < first_drop_ns for f in fills) and any(f.ts_event > first_drop_ns for f in fills)
         assert final["market_stream"]["malformed"] == 0
         # The local Binance's venue took the prices it streamed, as keel's paper venue did.
         assert server.exchange.cursor == venue.cursor
