@@ -200,3 +200,42 @@ def test_keel_run_feed_binance_takes_the_stream_urls_from_the_environment(tmp_pa
         asyncio.run_coroutine_threadsafe(server.stop(), loop).result(60)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(60)
+
+
+@pytest.mark.asyncio
+async def test_a_restarted_paper_session_on_binance_streams_recovers_its_account(tmp_path: Path) -> None:
+    # Arrange: six hours of real bars, the first three played to one session, the rest to the next
+    symbols = ["BTCUSDT", "ETHUSDT"]
+    whole = bar_tape(
+        ROOT / "data" / "ohlcv" / "binance_usdm_1m_2025-05",
+        symbols,
+        ROOT / "data" / "funding" / "binance_usdm_funding_2025-03_06.csv.gz",
+        ns("2025-05-05T04:00:00"),
+        ns("2025-05-05T10:00:00"),
+    ).starting_from(time.time_ns() // NANOS_PER_MILLI)
+    half = len(whole.messages) // 2
+    config_of = binance_paper_config
+    server, market = await start_local_binance(Tape(whole.messages[:half]), symbols)
+    try:
+        first = PaperSession(config_of(tmp_path, server.base_url, symbols), tmp_path / "first")
+        ended = await run_until_played(first, market)
+    finally:
+        await server.stop()
+    server, market = await start_local_binance(Tape(whole.messages[half:]), symbols)
+    try:
+        # Act
+        second = PaperSession(config_of(tmp_path, server.base_url, symbols), tmp_path / "second")
+        recovered = {s: p.quantity for s, p in second.pipeline.positions.positions.items() if p.quantity}
+        final = await run_until_played(second, market)
+
+        # Assert
+        held_before = {s: p.quantity for s, p in first.pipeline.positions.positions.items() if p.quantity}
+        assert ended["fills"] > 0 and held_before
+        assert final["recovered"] is True
+        assert recovered == held_before
+        assert final["reconciliation"]["mismatches"] == []
+        venue = second.pipeline.simulated_exchange()
+        kept = {s: p.quantity for s, p in second.pipeline.positions.positions.items() if p.quantity}
+        assert kept == {r.symbol: r.quantity for r in await venue.positions() if r.quantity}
+    finally:
+        await server.stop()
