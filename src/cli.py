@@ -139,6 +139,11 @@ def _progress(label: str) -> Iterator[Any]:
 @click.option("--mode", type=click.Choice(["paper", "live"]), default="paper", show_default=True)
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML file layered over config/.")
 @click.option("--speed", type=float, help="Replay speed of the recorded feed (paper): 60 = one 1m bar per second.")
+@click.option(
+    "--feed",
+    type=click.Choice(["replay", "binance"]),
+    help="Paper market data: the bundled replay (default) or Binance's live streams at binance.ws_url.",
+)
 @click.option("--duration", type=float, help="Stop after this many wall-clock seconds.")
 @click.option("--symbols", multiple=True, help="Symbols to trade (comma-separated or repeated).")
 @click.option("--host", help="Address the web app listens on (default 127.0.0.1).")
@@ -149,6 +154,7 @@ def run(
     mode: str,
     config_file: str | None,
     speed: float | None,
+    feed: str | None,
     duration: float | None,
     symbols: tuple[str, ...],
     host: str | None,
@@ -173,6 +179,8 @@ def run(
         overrides["paper.speed"] = speed
     if duration is not None:
         overrides["paper.duration_seconds"] = duration
+    if feed is not None:
+        overrides["paper.feed"] = feed
     if _symbols(symbols):
         overrides["data.symbols"] = _symbols(symbols)
     config = _load(mode, config_file, overrides)
@@ -193,9 +201,12 @@ def run(
     duration_seconds = config.paper.duration_seconds
     until = "until the data ends" if duration_seconds is None else f"for {duration_seconds:g} s"
     recovering = f"recovering session {session.plan.session}" if session.plan.recover else "fresh paper account"
+    source = f"replay speed {config.paper.speed:g}x"
+    if config.paper.feed == "binance":
+        source = f"Binance market streams at {config.binance.endpoints()[1]}"
+        until = "until stopped" if duration_seconds is None else until
     click.echo(
-        f"keel paper run ({recovering}): {len(config.data.symbols)} symbols, replay speed {config.paper.speed:g}x, "
-        f"{until}; Ctrl-C stops cleanly"
+        f"keel paper run ({recovering}): {len(config.data.symbols)} symbols, {source}, {until}; Ctrl-C stops cleanly"
     )
     try:
         final = asyncio.run(_run_paper(session))

@@ -674,6 +674,11 @@ class ExecutionConfig(_Section):
 class PaperConfig(_Section):
     """Paper trading on replayed data."""
 
+    feed: Literal["replay", "binance"] = Field(
+        "replay",
+        description="Market data: replay = the bundled recording paced by speed; binance = the live public "
+        "market streams at binance.ws_url (depth snapshots from binance.rest_url; no keys).",
+    )
     speed: float = Field(60.0, gt=0, description="Replay speed; 60 replays one 1m bar per second.")
     duration_seconds: float | None = Field(
         None,

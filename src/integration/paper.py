@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -37,10 +37,11 @@ from typing import Any
 import structlog
 
 from keel.api import MarketCursor, VenueStore
+from keel.api.binance.streams import BinanceMarketStream
 from keel.config import KeelConfig, config_to_dict
 from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_SECOND, LiveClock, SimulatedClock
-from keel.core.instruments import load_instruments
+from keel.core.instruments import Instrument, load_instruments
 from keel.core.messages import BarClosed, CancelAllOrders, MarketDataEvent, SessionEnded, SessionStarted
 from keel.integration.orchestrator import TradingOrchestrator
 from keel.integration.pipeline import (
@@ -117,12 +118,21 @@ class PaperSession:
         venue_state.parent.mkdir(parents=True, exist_ok=True)
         self.venue_store = VenueStore(venue_state)
         self.plan, cursor = self._plan(config, journal)
-        self.feed = build_feed(config)
-        log_gaps(self.feed)
-        self.clock = SimulatedClock(self.feed.summary.first_ns)
-        self._events: Iterable[MarketDataEvent] = events_after(self.feed, cursor)
         bus = EventBus(config.bus.capacity, on_handler_error=self._handler_failed)
-        self.pipeline = build_pipeline(config, instruments, bus, self.clock)
+        self.market_stream: BinanceMarketStream | None = None
+        if config.paper.feed == "binance":
+            # The live market: time is the exchange's (from now on); nothing recorded warms up or replays.
+            self.market_stream = build_market_stream(config, instruments)
+            self.clock = SimulatedClock(time.time_ns())
+            self._events: Iterable[MarketDataEvent] = ()
+            data = config.data.model_copy(update={"start": None, "end": None})
+            self.pipeline = build_pipeline(config.model_copy(update={"data": data}), instruments, bus, self.clock)
+        else:
+            self.feed = build_feed(config)
+            log_gaps(self.feed)
+            self.clock = SimulatedClock(self.feed.summary.first_ns)
+            self._events = events_after(self.feed, cursor)
+            self.pipeline = build_pipeline(config, instruments, bus, self.clock)
         persistence = config.persistence
         self.state = StateManager(
             journal,
@@ -154,7 +164,7 @@ class PaperSession:
         self.orchestrator.apply_saved_settings()
         self.history: ReplayedHistory | None = None
         if self.plan.recover:
-            if cursor is not None:
+            if cursor is not None and self.market_stream is None:
                 # Decisions first, on the pipeline's own venue; then the real venue and the journal's books.
                 self.history = replay_history(self.pipeline, events_until(self.feed, cursor))
             self.venue_store.load_into(self.pipeline.simulated_exchange())
@@ -226,7 +236,11 @@ class PaperSession:
         await bus.join()
         self.orchestrator.running = True
         pending_bar_ts = None if self.history is None else self.history.pending_bar_ts
-        feed_task = asyncio.create_task(self._replay(self._events, pipeline, clock, pace, pending_bar_ts), name="feed")
+        if self.market_stream is None:
+            source = self._replay(self._events, pipeline, clock, pace, pending_bar_ts)
+        else:
+            source = self._follow(self.market_stream, pipeline, clock)
+        feed_task = asyncio.create_task(source, name="feed")
         status_task = asyncio.create_task(self._report_status(), name="status")
         backup_task = asyncio.create_task(self._back_up_periodically(), name="backup")
         lag_task = asyncio.create_task(self.loop_lag.run(), name="loop-lag")
@@ -287,6 +301,30 @@ class PaperSession:
         if pending_bar_ts is not None:
             pipeline.record_equity(pending_bar_ts)
         self._feed_done = True
+
+    async def _follow(self, stream: BinanceMarketStream, pipeline: Pipeline, clock: SimulatedClock) -> None:
+        """Feed the live market streams' events as they arrive, each handled before the next.
+
+        The clock follows the exchange's event times (never back: streams of
+        different kinds arrive slightly out of time order).
+        """
+        bus = pipeline.bus
+        pending_bar_ts: int | None = None
+        async for event in stream.events():
+            if self._stop.is_set():
+                return
+            ts = event.ts_event
+            if pending_bar_ts is not None and ts != pending_bar_ts:
+                pipeline.record_equity(pending_bar_ts)
+                pending_bar_ts = None
+            if ts > clock.timestamp_ns():
+                clock.advance_to(ts)
+            await bus.put(event)
+            self.events += 1
+            if event.__class__ is BarClosed:
+                self.bars += 1
+                pending_bar_ts = ts
+            await bus.join()
 
     async def _report_status(self) -> None:
         interval = self.config.paper.status_interval_seconds
@@ -364,6 +402,7 @@ class PaperSession:
             "session": self.plan.session,
             "recovered": self.plan.recover,
             "reconciliation": self.reconciliation,
+            **({} if self.market_stream is None else {"market_stream": self.market_stream.health()}),
         }
 
     def _write(self, final: dict[str, Any]) -> None:
@@ -396,6 +435,13 @@ def _closed(session: int, reason: str) -> SessionEnded:
     """The end of a session that will not be recovered (stamped with the wall clock: no data time yet)."""
     now = time.time_ns()
     return SessionEnded(session=session, reason=reason, finished=True, ts_event=now, ts_init=now)
+
+
+def build_market_stream(config: KeelConfig, instruments: Mapping[str, Instrument]) -> BinanceMarketStream:
+    """The Binance market streams of the configured symbols at ``binance.ws_url`` (klines of ``data.bar_interval``)."""
+    rest_url, ws_url = config.binance.endpoints()
+    symbols = {symbol: instruments[symbol].tick_size for symbol in config.data.symbols}
+    return BinanceMarketStream(ws_url, rest_url, symbols, interval=config.data.bar_interval, seed=config.run.seed)
 
 
 def backup_manager(config: KeelConfig) -> BackupManager:

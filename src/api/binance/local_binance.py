@@ -9,6 +9,9 @@ and HMAC-SHA256 signature checks (-2015, -1022), ``timestamp``/``recvWindow``
 sending while told to wait. Matching, margin and account state are the
 simulated exchange's, so the answers are the ones the simulated venue gives.
 
+With a :class:`~keel.api.binance.local_market.LocalMarket` it also serves the
+market streams (``/stream?streams=...``) and ``GET /fapi/v1/depth``.
+
 Fault injection: ``fail_after_accept`` submits are placed and then answered
 with HTTP 503; ``drop_after_accept`` submits are placed and the connection
 is closed without an answer; ``fail_before_accept`` submits answer 503
@@ -30,6 +33,7 @@ from keel.api.binance.constants import (
     ALL_OPEN_ORDERS_PATH,
     API_KEY_HEADER,
     BALANCE_PATH,
+    DEPTH_PATH,
     EXCHANGE_INFO_PATH,
     FUNDING_RATE_PATH,
     INCOME_PATH,
@@ -52,6 +56,7 @@ from keel.api.binance.constants import (
     USER_TRADES_PATH,
     endpoint_weight,
 )
+from keel.api.binance.local_market import LocalMarket
 from keel.api.binance.schemas import (
     balance_json,
     brackets_json,
@@ -103,6 +108,8 @@ class LocalBinance:
         The only credentials it accepts.
     weight_limit
         Request weight per minute before 429.
+    market
+        The market streams and depth snapshots to serve (None: none).
     """
 
     def __init__(
@@ -112,7 +119,9 @@ class LocalBinance:
         api_key: str,
         secret: str,
         weight_limit: int = REQUEST_WEIGHT_PER_MINUTE,
+        market: LocalMarket | None = None,
     ) -> None:
+        self.market = market
         self.exchange = exchange
         self.clock = clock
         self._api_key = api_key
@@ -175,7 +184,11 @@ class LocalBinance:
             ("DELETE", LISTEN_KEY_PATH, self._close_listen_key),
         ]
         app.router.add_get("/ws/{listen_key}", self._user_stream)
-        public = (TIME_PATH, EXCHANGE_INFO_PATH, FUNDING_RATE_PATH)
+        public: tuple[str, ...] = (TIME_PATH, EXCHANGE_INFO_PATH, FUNDING_RATE_PATH)
+        if self.market is not None:
+            app.router.add_get("/stream", self.market.stream)
+            routes.append(("GET", DEPTH_PATH, self._depth))
+            public = (*public, DEPTH_PATH)
         for method, path, handler in routes:
             app.router.add_route(
                 method,
@@ -279,6 +292,13 @@ class LocalBinance:
 
     async def _time(self, request: web.Request, params: dict[str, str]) -> web.Response:
         return web.json_response({"serverTime": self.now_ms()})
+
+    async def _depth(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        assert self.market is not None  # the route exists only with a market
+        answer = self.market.depth_snapshot(params.get("symbol", ""), int(params.get("limit", "500")))
+        if answer is None:
+            return _error(BinanceErrorCode.BAD_SYMBOL, BinanceErrorCode.BAD_SYMBOL.message)
+        return web.json_response(answer)
 
     async def _exchange_info(self, request: web.Request, params: dict[str, str]) -> web.Response:
         instruments = await self.exchange.exchange_info()
