@@ -4,8 +4,8 @@ Binance closes a listenKey 60 minutes after its last keepalive, so
 :class:`ListenKeyKeeper` extends it every 30-50 minutes (jittered, seeded,
 so many processes do not keep alive in lock step) and makes a new one when
 Binance answers -1125 (the key expired or is unknown). :class:`UserEventMapper`
-turns ``ORDER_TRADE_UPDATE`` and ``ACCOUNT_UPDATE`` payloads into keel
-events, each fill exactly once however often or out of order Binance (or a
+turns ``ORDER_TRADE_UPDATE``, ``ACCOUNT_UPDATE`` and ``MARGIN_CALL`` payloads
+into keel events, each fill exactly once however often or out of order Binance (or a
 reconnect's catch-up) delivers it.
 """
 
@@ -31,13 +31,15 @@ from keel.core.errors import (
 )
 from keel.core.messages import (
     Event,
+    MarginCalled,
     OrderAccepted,
     OrderCanceled,
     OrderExpired,
     OrderFilled,
     PositionChanged,
 )
-from keel.core.orders import LiquiditySide, OrderSide
+from keel.core.orders import LiquiditySide, OrderSide, OrderStatus
+from keel.core.ports import OrderStatusReport
 
 Sleep = Callable[[float], Awaitable[None]]
 KEEPALIVE_MIN_SECONDS = 30 * 60
@@ -157,6 +159,19 @@ class UserEventMapper:
         """Record a fill learned outside the stream, so the stream's copy is dropped."""
         self._fills.add((symbol, trade_id))
 
+    def status_events(self, report: OrderStatusReport, now_ns: int) -> list[Event]:
+        """Return the end of an order Binance lists as canceled or expired (polled over REST), once.
+
+        Fills are not derived from a status: they come from the trade list.
+        """
+        execution = {OrderStatus.CANCELED: "CANCELED", OrderStatus.EXPIRED: "EXPIRED"}.get(report.status)
+        if execution is None or not self.first_state(report.client_order_id, execution):
+            return []
+        self._ended.add(report.client_order_id)
+        kind = OrderCanceled if execution == "CANCELED" else OrderExpired
+        symbol, ts = report.symbol, report.ts_last
+        return [kind(client_order_id=report.client_order_id, symbol=symbol, ts_event=ts, ts_init=now_ns)]
+
     def map(self, payload: dict[str, Any], now_ns: int) -> list[Event]:
         """Return the keel events of one user-data payload (none for kinds keel does not use)."""
         kind = payload.get("e")
@@ -164,6 +179,8 @@ class UserEventMapper:
             return self._order_update(payload, now_ns)
         if kind == "ACCOUNT_UPDATE":
             return self._account_update(payload, now_ns)
+        if kind == "MARGIN_CALL":
+            return [_margin_call(payload, now_ns)]
         return []
 
     def _order_update(self, payload: dict[str, Any], now_ns: int) -> list[Event]:
@@ -231,6 +248,21 @@ class UserEventMapper:
         ]
 
 
+def _margin_call(payload: dict[str, Any], now_ns: int) -> MarginCalled:
+    """Map a ``MARGIN_CALL`` payload: the cross wallet and each position at risk."""
+    wallet = payload.get("cw")
+    positions = tuple(
+        (str(p["s"]), str(p.get("ps", "BOTH")), _decimal(p, "pa"), _decimal(p, "mp"), _decimal(p, "mm"))
+        for p in payload.get("p", [])
+    )
+    return MarginCalled(
+        cross_wallet_balance=None if wallet is None else Decimal(str(wallet)),
+        positions=positions,
+        ts_event=int(payload["E"]) * NANOS_PER_MILLI,
+        ts_init=now_ns,
+    )
+
+
 class UserStream:
     """Receives the user-data stream, reconnecting and catching up on fills it missed.
 
@@ -285,6 +317,7 @@ class UserStream:
         self.messages = 0
         self.failed_catch_ups = 0
         self.last_error = ""
+        self.connected = False
 
     def __repr__(self) -> str:
         return f"UserStream(connections={self.connections})"
@@ -312,6 +345,7 @@ class UserStream:
         async with websockets.connect(f"{self._ws_url}/ws/{key}") as connection:
             self.connections += 1
             await self.catch_up()
+            self.connected = True
             try:
                 async for message in connection:
                     self.messages += 1
@@ -323,6 +357,8 @@ class UserStream:
                         self._emit(event)
             except websockets.ConnectionClosed:
                 return
+            finally:
+                self.connected = False
 
     async def run(self, running: Callable[[], bool]) -> None:
         """Keep a session open while ``running()``, backing off after failed connects."""
