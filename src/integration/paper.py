@@ -169,7 +169,12 @@ class PaperSession:
             loop_lag=lambda: self.loop_lag.lag_seconds,
         )
         self.orchestrator = TradingOrchestrator(
-            self.pipeline, config, AuditLog(self.database), monitor=self.monitors[0], settings=Settings(self.database)
+            self.pipeline,
+            config,
+            AuditLog(self.database),
+            monitor=self.monitors[0],
+            settings=Settings(self.database),
+            venue_metrics=self.venue.venue_metrics,
         )
         self.orchestrator.apply_saved_settings()
         self.history: ReplayedHistory | None = None

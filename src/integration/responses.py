@@ -192,3 +192,9 @@ class MetricsSnapshot(Response):
     event_loop_lag_seconds: float | None = Field(
         None, description="How late the trading loop ran recently, seconds (None: not watched)."
     )
+    exchange_server_time_offset_seconds: float | None = Field(
+        None, description="The live venue's clock minus the local clock, seconds (None: unmeasured or no live venue)."
+    )
+    exchange_rate_limit_usage: dict[str, float] = Field(
+        default_factory=dict, description="Share of each of the live venue's rate limits in use, 0 to 1."
+    )

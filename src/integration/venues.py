@@ -89,6 +89,10 @@ class SessionVenue(Protocol):
         """Release the venue's files (after the final state is written)."""
         ...
 
+    def venue_metrics(self) -> dict[str, object]:
+        """Return what ``/metrics`` shows of the venue's connection (clock offset, rate-limit use)."""
+        ...
+
 
 class SimulatedVenue:
     """The paper venue: the simulated exchange, its state kept in ``paper.venue_state_file``.
@@ -166,6 +170,10 @@ class SimulatedVenue:
     def close(self) -> None:
         """Close the state file."""
         self.store.close()
+
+    def venue_metrics(self) -> dict[str, object]:
+        """Nothing: the simulated venue has no clock offset or rate limits to show."""
+        return {}
 
 
 def closed_session(session: int, reason: str) -> SessionEnded:
