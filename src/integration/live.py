@@ -4,7 +4,8 @@
 under a session's pipeline and runs beside the feed what a real venue
 needs: the user-data stream (its listenKey kept alive) feeding fills and
 order ends to the order manager, the offset to Binance's clock measured at
-the start and every ``binance.time_sync_interval_seconds``, and while the
+the start and every ``binance.time_sync_interval_seconds``, funding
+payments read when the stream announces a settlement, and while the
 stream is down, REST polling of orders and positions behind a circuit
 breaker. Each condition (an IP ban, an unsafe clock, the stream down) is
 published as ``VenueConditionChanged`` when it begins and ends, so the
@@ -191,6 +192,7 @@ class BinanceVenue:
             self._now_ns,
             self._sleep,
             seed=seed,
+            funding=adapter.funding_payments,
         )
         settings = self.config.binance
         breaker = CircuitBreaker(

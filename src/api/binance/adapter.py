@@ -363,7 +363,7 @@ class BinanceAdapter:
         """Return the account's fills (of ``symbol``, or of every symbol) from ``start_ns`` on, in time order."""
         fills: list[OrderFilled] = []
         for name in [symbol] if symbol is not None else await self._symbols():
-            params = [("symbol", name), ("startTime", str(start_ns // NANOS_PER_MILLI))]
+            params = [("symbol", name), ("startTime", str(_first_ms(start_ns)))]
             payload: list[dict[str, Any]] = await self._client.request("GET", USER_TRADES_PATH, params, signed=True)
             for trade in payload:
                 client_id = await self._client_order_id(name, str(trade["orderId"]))
@@ -372,7 +372,7 @@ class BinanceAdapter:
 
     async def funding_payments(self, start_ns: int = 0) -> list[FundingPaid]:
         """Return the funding payments from ``start_ns`` on, each joined with its settlement's rate and mark."""
-        start = str(start_ns // NANOS_PER_MILLI)
+        start = str(_first_ms(start_ns))
         params = [("incomeType", "FUNDING_FEE"), ("startTime", start)]
         incomes: list[dict[str, Any]] = await self._client.request("GET", INCOME_PATH, params, signed=True)
         rates: dict[tuple[str, int], dict[str, Any]] = {}
@@ -386,3 +386,8 @@ class BinanceAdapter:
                 raise RetryLaterError(f"no funding settlement published yet for {income['symbol']} at {income['time']}")
             payments.append(funding_from(income, rate, self._now_ns()))
         return payments
+
+
+def _first_ms(start_ns: int) -> int:
+    """Return the first whole ms at or after ``start_ns`` (Binance's history is stamped in ms)."""
+    return -(-start_ns // NANOS_PER_MILLI)

@@ -73,6 +73,7 @@ from keel.core.messages import (
     BarClosed,
     BookUpdated,
     Event,
+    FundingPaid,
     FundingRateUpdated,
     MarginType,
     MarketDataEvent,
@@ -540,6 +541,11 @@ class LocalBinance:
         elif isinstance(report, OrderAccepted | OrderCanceled | OrderExpired):
             execution = _EXECUTION_TYPES[type(report)]
             order = {"s": report.symbol, "c": report.client_order_id, "x": execution, "X": execution, "i": 0}
+        elif isinstance(report, FundingPaid):
+            # Binance announces a settlement as a balance change only; the rate and mark are on REST.
+            wallet = (await self.exchange.balances()).wallet_balance
+            balance = {"a": "USDT", "wb": str(wallet), "cw": str(wallet), "bc": str(report.amount)}
+            return {"e": "ACCOUNT_UPDATE", "E": ts, "T": ts, "a": {"m": "FUNDING_FEE", "B": [balance], "P": []}}
         else:
             return {"e": "IGNORED", "E": ts}
         return {"e": "ORDER_TRADE_UPDATE", "E": ts, "T": ts, "o": order}

@@ -3,8 +3,8 @@
 While the WebSocket is down, :class:`AccountPoller` asks Binance over REST
 for what the stream would have said: the fills since the last one seen
 (through the stream's own catch-up, so each fill is reported once however
-it arrives), the ends of keel's open orders (canceled, expired) and the
-positions. Every poll costs request weight, so a venue that keeps failing
+it arrives), the funding payments, the ends of keel's open orders
+(canceled, expired) and the positions. Every poll costs request weight, so a venue that keeps failing
 is not hammered: :class:`CircuitBreaker` opens after a number of failed
 polls in a row and lets one trial poll through after a pause.
 """
@@ -136,6 +136,7 @@ class AccountPoller:
 
     async def _poll(self) -> None:
         await self._stream.catch_up()
+        await self._stream.catch_up_funding()
         working = {report.client_order_id for report in await self._adapter.open_orders()}
         for symbol, client_order_id in list(self._open_orders()):
             if client_order_id in working:

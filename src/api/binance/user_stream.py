@@ -31,6 +31,7 @@ from keel.core.errors import (
 )
 from keel.core.messages import (
     Event,
+    FundingPaid,
     MarginCalled,
     OrderAccepted,
     OrderCanceled,
@@ -285,6 +286,12 @@ class UserStream:
         Waits between reconnect attempts (simulated in tests).
     seed
         Seeds the reconnect jitter.
+    funding
+        Returns the account's funding payments since a time
+        (``ExchangePort.funding_payments``). Binance's stream announces a
+        funding settlement only as a balance change (``ACCOUNT_UPDATE`` with
+        reason ``FUNDING_FEE``), without its rate and mark: the payments are
+        read over REST then, and after every reconnect. None: not followed.
 
     Notes
     -----
@@ -302,8 +309,12 @@ class UserStream:
         now_ns: Callable[[], int],
         sleep: Sleep,
         seed: int = 0,
+        funding: Callable[[int], Awaitable[list[FundingPaid]]] | None = None,
     ) -> None:
         self._ws_url = ws_url.rstrip("/")
+        self._funding = funding
+        self._funding_seen: set[tuple[str, int]] = set()
+        self.last_funding_ns = 0
         self._keeper = keeper
         self._mapper = mapper
         self._handler = handler
@@ -339,22 +350,46 @@ class UserStream:
                 self.caught_up_fills += 1
                 self._emit(fill)
 
+    async def catch_up_funding(self) -> None:
+        """Report the funding payments Binance lists since the last one seen, each once."""
+        if self._funding is None:
+            return
+        for payment in await self._funding(self.last_funding_ns):
+            key = (payment.symbol, payment.funding_time)
+            if key in self._funding_seen:
+                continue
+            self._funding_seen.add(key)
+            self.last_funding_ns = max(self.last_funding_ns, payment.funding_time)
+            self._handler(payment)
+
+    async def _receive(self, message: str | bytes) -> bool:
+        """Handle one stream message; return False when the listenKey expired (the session ends)."""
+        payload = json.loads(message)
+        kind = payload.get("e")
+        if kind == "listenKeyExpired":
+            self._keeper.on_expired_event()
+            return False
+        for event in self._mapper.map(payload, self._now_ns()):
+            self._emit(event)
+        if kind == "ACCOUNT_UPDATE" and payload.get("a", {}).get("m") == "FUNDING_FEE":
+            await self.catch_up_funding()
+        return True
+
     async def run_session(self) -> None:
         """Connect once, catch up, and receive until the connection ends."""
         key = self._keeper.listen_key or await self._keeper.create()
         async with websockets.connect(f"{self._ws_url}/ws/{key}") as connection:
             self.connections += 1
             await self.catch_up()
+            await self.catch_up_funding()
             self.connected = True
             try:
                 async for message in connection:
+                    going_on = await self._receive(message)
+                    # Counted once handled (a funding settlement's REST read included).
                     self.messages += 1
-                    payload = json.loads(message)
-                    if payload.get("e") == "listenKeyExpired":
-                        self._keeper.on_expired_event()
+                    if not going_on:
                         return
-                    for event in self._mapper.map(payload, self._now_ns()):
-                        self._emit(event)
             except websockets.ConnectionClosed:
                 return
             finally:
