@@ -174,14 +174,28 @@ class BinanceVenue:
 
     async def connect(self, pipeline: Pipeline) -> None:
         """Open the HTTP session, measure the clock, load the filters, start the stream and the watch."""
-        adapter = self._adapter()
+        await self.open()
+        self.prepare_streams(pipeline)
+        keeper, stream = self.keeper, self.stream
+        assert keeper is not None and stream is not None
+        self._tasks = [
+            asyncio.create_task(self._guard(keeper.maintain(self._is_running), "listenKey"), name="listen-key"),
+            asyncio.create_task(self._guard(stream.run(self._is_running), "user stream"), name="user-stream"),
+            asyncio.create_task(self._watch(), name="venue-watch"),
+        ]
+
+    async def open(self) -> None:
+        """Open the HTTP session, measure the offset to Binance's clock and load the exchange filters."""
         self._http = aiohttp.ClientSession()
         self.client.use_session(self._http)
         self._running = True
         await self._retrying("measure the clock offset", self.client.sync_time)
         self._last_sync_ms = self._local_ms()
-        await self._retrying("load the exchange filters", adapter.exchange_info)
-        seed = self.config.run.seed
+        await self._retrying("load the exchange filters", self._adapter().exchange_info)
+
+    def prepare_streams(self, pipeline: Pipeline) -> None:
+        """Build the user-data stream and its REST poller (:meth:`connect` runs them)."""
+        adapter, seed, settings = self._adapter(), self.config.run.seed, self.config.binance
         self.keeper = ListenKeyKeeper(self.client, self._sleep, seed=seed)
         self.stream = UserStream(
             self.ws_url,
@@ -194,7 +208,6 @@ class BinanceVenue:
             seed=seed,
             funding=adapter.funding_payments,
         )
-        settings = self.config.binance
         breaker = CircuitBreaker(
             self._local_ms, settings.poll_failures_before_pause, round(settings.poll_pause_seconds * 1000)
         )
@@ -207,11 +220,6 @@ class BinanceVenue:
             self._now_ns,
         )
         self._connected_ms = self._local_ms()
-        self._tasks = [
-            asyncio.create_task(self._guard(self.keeper.maintain(self._is_running), "listenKey"), name="listen-key"),
-            asyncio.create_task(self._guard(self.stream.run(self._is_running), "user stream"), name="user-stream"),
-            asyncio.create_task(self._watch(), name="venue-watch"),
-        ]
 
     async def opening_capital(self, pipeline: Pipeline, plan: SessionPlan, journal: Journal) -> Decimal:
         """Return (and book) the session's opening capital: the wallet at its first start, journaled since."""
