@@ -204,6 +204,8 @@ def run(
         final = asyncio.run(_run_paper(session))
     except MalformedDataError as error:
         _fail(f"data error: {error}", EXIT_FAILURE)
+    except OperatorActionRequiredError as error:
+        _fail(f"the venue needs an operator: {error}", EXIT_FAILURE)
     _print_status(final)
     click.echo(f"stopped ({final['stop_reason']}); final state written to {run_dir}")
     if final["handler_errors"]:

@@ -35,11 +35,12 @@ from keel.api import MarketCursor
 from keel.api.binance.adapter import BinanceAdapter
 from keel.api.binance.auth import ServerClock
 from keel.api.binance.polling import AccountPoller, BreakerState, CircuitBreaker
-from keel.api.binance.rest import BinanceRestClient, RateLimiter
+from keel.api.binance.rest import BinanceRequestError, BinanceRestClient, RateLimiter
 from keel.api.binance.user_stream import ListenKeyKeeper, UserStream
 from keel.config import KeelConfig
 from keel.core.clock import NANOS_PER_MILLI, Clock
-from keel.core.errors import ConfigurationError, KeelError
+from keel.core.error_codes import BinanceErrorCode
+from keel.core.errors import ConfigurationError, KeelError, OperatorActionRequiredError
 from keel.core.instruments import Instrument
 from keel.core.messages import (
     Event,
@@ -288,10 +289,22 @@ class BinanceVenue:
             self._pipeline.bus.publish(event)
 
     async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        """Run ``call`` until Binance answers (a network or venue failure waits and tries again)."""
+        """Run ``call`` until Binance answers (a network or venue failure waits and tries again).
+
+        Raises
+        ------
+        OperatorActionRequiredError
+            When Binance refuses the keys (or anything else only an operator can fix).
+        """
         while True:
             try:
                 return await call()
+            except OperatorActionRequiredError as error:
+                cause = error.__cause__
+                if not (isinstance(cause, BinanceRequestError) and cause.code is BinanceErrorCode.INVALID_TIMESTAMP):
+                    raise
+                _log.warning("Binance refused the timestamp; measuring the clock again", call=what)
+                await self._sleep(RECONCILE_RETRY_SECONDS)
             except (KeelError, OSError) as error:
                 _log.warning("Binance did not answer; trying again", call=what, error=str(error))
                 await self.check()

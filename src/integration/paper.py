@@ -215,7 +215,11 @@ class PaperSession:
             venue_task.cancel()
             await asyncio.gather(venue_task, return_exceptions=True)
             return await self._finish(bus, bus_task)
-        venue_task.result()
+        if venue_task.exception() is not None:
+            # The venue needs an operator (its keys were refused): shut down cleanly, then say so.
+            self.request_stop(f"venue: {venue_task.exception()}")
+            await self._finish(bus, bus_task)
+            venue_task.result()
         self.orchestrator.running = True
         pending_bar_ts = None if self.history is None else self.history.pending_bar_ts
         feed_task = asyncio.create_task(self._replay(self._events, pipeline, clock, pace, pending_bar_ts), name="feed")

@@ -22,7 +22,7 @@ from keel.api.binance.local_binance import LocalBinance
 from keel.api.simulated_exchange import SimulatedExchange
 from keel.config import KeelConfig, config_to_dict, load_config
 from keel.core.clock import LiveClock, SimulatedClock
-from keel.core.errors import ConfigurationError
+from keel.core.errors import ConfigurationError, OperatorActionRequiredError
 from keel.core.instruments import load_instruments
 from keel.core.messages import BarClosed, FundingRateUpdated, MarketDataEvent, TradingStateChanged
 from keel.integration import TradingOrchestrator
@@ -37,7 +37,7 @@ SECRET = "live-test-api-secret-77d0e2b4"
 SECRETS = {"KEEL_BINANCE_API_KEY": KEY, "KEEL_BINANCE_API_SECRET": SECRET}
 
 
-def live_config(output_dir: Path, rest_url: str, start: str, end: str) -> KeelConfig:
+def live_config(output_dir: Path, rest_url: str, start: str, end: str, secrets: dict[str, str] = SECRETS) -> KeelConfig:
     """Two symbols of recorded bars replayed fast, a quick strategy, the local Binance's URLs."""
     sections: dict[str, dict[str, Any]] = {
         "live": {"confirm": True},
@@ -48,7 +48,7 @@ def live_config(output_dir: Path, rest_url: str, start: str, end: str) -> KeelCo
         "run": {"output_dir": str(output_dir)},
         "web": {"enabled": False},
     }
-    return load_config("live", environ=dict(SECRETS), overrides=sections)
+    return load_config("live", environ=dict(secrets), overrides=sections)
 
 
 class LocalVenue:
@@ -210,3 +210,26 @@ async def wait_for(condition: Callable[[], bool | Awaitable[bool]], attempts: in
             return
         await asyncio.sleep(0.005)
     raise AssertionError("condition never held")
+
+
+def test_keys_binance_refuses_stop_the_live_session_cleanly_before_it_trades(tmp_path: Path) -> None:
+    async def scenario() -> tuple[BaseException | None, PaperSession]:
+        local, url = await start_local(tmp_path)
+        wrong = {**SECRETS, "KEEL_BINANCE_API_SECRET": "not-the-secret"}
+        config = live_config(tmp_path, url, "2025-05-05T00:00:00Z", "2025-05-05T12:00:00Z", wrong)
+        session = PaperSession(config, tmp_path / "live", venue=BinanceVenue(config))
+        try:
+            await session.run()
+        except OperatorActionRequiredError as error:
+            return error, session
+        finally:
+            await local.server.stop()
+        return None, session
+
+    # Act
+    error, session = asyncio.run(scenario())
+
+    # Assert: refused, nothing traded, the account released for the next run
+    assert error is not None
+    assert session.pipeline.positions.fills == 0 and session.bars == 0
+    assert not session.account_lock.held
