@@ -26,7 +26,8 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
-from typing import TypeVar
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
@@ -64,6 +65,7 @@ Sleep = Callable[[float], Awaitable[None]]
 T = TypeVar("T")
 WATCH_INTERVAL_SECONDS = 1.0
 """How often the venue's conditions (ban, clock, stream) are checked."""
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 RECONCILE_RETRY_SECONDS = 5.0
 """Wait between attempts to reconcile with a venue that does not answer."""
 
@@ -88,18 +90,28 @@ class BinanceVenue:
         The local wall clock in ms (the corrected clock stamps SIGNED requests from it).
     sleep
         Waits between checks and reconnects.
+    live_feed
+        Whether the session's market data is Binance's live market. On the
+        recorded feed replayed in real time, keel would send real orders on
+        old prices: that runs only against a local Binance (a loopback
+        ``binance.rest_url``), as the tests do.
 
     Raises
     ------
     ConfigurationError
-        Without both API keys.
+        Without both API keys, or on the replayed feed against a remote Binance.
     """
 
     mode = "live"
     replays_history = False
 
     def __init__(
-        self, config: KeelConfig, *, local_ms: Callable[[], int] | None = None, sleep: Sleep | None = None
+        self,
+        config: KeelConfig,
+        *,
+        local_ms: Callable[[], int] | None = None,
+        sleep: Sleep | None = None,
+        live_feed: bool = False,
     ) -> None:
         secrets, settings = config.secrets, config.binance
         if secrets.binance_api_key is None or secrets.binance_api_secret is None:
@@ -110,6 +122,13 @@ class BinanceVenue:
             )
         self.config = config
         self.rest_url, self.ws_url = live_endpoints(config)
+        if not live_feed and urlsplit(self.rest_url).hostname not in _LOOPBACK:
+            raise ConfigurationError(
+                "configuration",
+                "binance.rest_url",
+                f"live trading on the replayed recorded feed would send real orders to {self.rest_url} on old "
+                "prices; it runs only against a local Binance on 127.0.0.1 until the live market feed is used",
+            )
         self._local_ms = local_ms if local_ms is not None else _wall_ms
         self._sleep: Sleep = sleep if sleep is not None else asyncio.sleep
         self.server_clock = ServerClock(self._local_ms, settings.recv_window_ms)
@@ -253,9 +272,21 @@ class BinanceVenue:
     def close(self) -> None:
         """Nothing is kept in files: the account's state is Binance's."""
 
-    def venue_metrics(self) -> dict[str, object]:
-        """Return the clock offset (s) and the share of each rate limit in use, for ``/metrics``."""
-        return self._adapter().venue_metrics()
+    def venue_status(self) -> dict[str, Any]:
+        """Return the connection's state: clock offset and uncertainty, rate-limit use, stream or polling, ban."""
+        status: dict[str, Any] = {"venue": "binance", "rest_url": self.rest_url}
+        status.update(self._adapter().venue_metrics())
+        status["clock_uncertainty_ms"] = self.server_clock.uncertainty_ms
+        stream, poller = self.stream, self.poller
+        if stream is None or poller is None:
+            status["user_data"] = "not started"
+        elif stream.connected:
+            status["user_data"] = "stream"
+        else:
+            status["user_data"] = f"polling (circuit breaker {poller.breaker.state.value})"
+        status["banned_until_ms"] = self.limiter.banned_until_ms if self.limiter.banned else None
+        status["conditions"] = dict(self.conditions)
+        return status
 
     # --- beside the feed ------------------------------------------------------------------------
 

@@ -100,8 +100,9 @@ class TradingOrchestrator:
         The run's configuration.
     audit_log, monitor, settings
         Where operator actions are written, the system monitor, the saved settings.
-    venue_metrics
-        Returns a live venue's clock offset and rate-limit use for ``/metrics``.
+    venue_status
+        Returns a live venue's connection state (clock offset, rate-limit use, user-data
+        stream or polling, conditions) for the status, health and ``/metrics``.
     """
 
     def __init__(
@@ -111,10 +112,10 @@ class TradingOrchestrator:
         audit_log: AuditLog | None = None,
         monitor: SystemMonitor | None = None,
         settings: Settings | None = None,
-        venue_metrics: Callable[[], Mapping[str, Any]] | None = None,
+        venue_status: Callable[[], Mapping[str, Any] | None] | None = None,
     ) -> None:
         self.pipeline = pipeline
-        self.venue_metrics = venue_metrics
+        self.venue_status = venue_status
         self.monitor = monitor
         self.config = config
         self.audit_log = audit_log
@@ -269,9 +270,14 @@ class TradingOrchestrator:
             open_orders=len(self.pipeline.orders.open_orders()),
             fills=positions.fills,
             session=self.session,
+            venue=self._venue(),
         )
 
     status = get_system_status
+
+    def _venue(self) -> dict[str, Any] | None:
+        venue = None if self.venue_status is None else self.venue_status()
+        return None if venue is None else dict(venue)
 
     def health(self) -> str:
         """Return HEALTHY, DEGRADED or UNHEALTHY: the monitor's verdict and the components' own states."""
@@ -391,7 +397,7 @@ class TradingOrchestrator:
             statuses[order.status.value] = statuses.get(order.status.value, 0) + 1
         slowest = max((s["p99_ns_upper_bound"] for s in bus.handler_latency_ns.values()), default=0)
         equity = positions.equity()
-        venue: Mapping[str, Any] = {} if self.venue_metrics is None else self.venue_metrics()
+        venue = self._venue() or {}
         return MetricsSnapshot(
             bus=BusActivity(
                 depth=bus.depth,

@@ -174,7 +174,7 @@ class PaperSession:
             AuditLog(self.database),
             monitor=self.monitors[0],
             settings=Settings(self.database),
-            venue_metrics=self.venue.venue_metrics,
+            venue_status=self.venue.venue_status,
         )
         self.orchestrator.apply_saved_settings()
         self.history: ReplayedHistory | None = None

@@ -56,6 +56,11 @@ class SystemStatus(Response):
     session: dict[str, Any] | None = Field(
         description="Which session runs and, after a restart, what its reconciliation found."
     )
+    venue: dict[str, Any] | None = Field(
+        None,
+        description="A live venue's connection: clock offset, rate-limit use, user-data stream or polling, "
+        "ban, open conditions (None: the simulated venue).",
+    )
 
 
 class PositionRow(Response):

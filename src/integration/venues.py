@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -89,8 +89,8 @@ class SessionVenue(Protocol):
         """Release the venue's files (after the final state is written)."""
         ...
 
-    def venue_metrics(self) -> dict[str, object]:
-        """Return what ``/metrics`` shows of the venue's connection (clock offset, rate-limit use)."""
+    def venue_status(self) -> dict[str, Any] | None:
+        """Return the connection's state for status, health and ``/metrics`` (None: nothing to show)."""
         ...
 
 
@@ -171,9 +171,9 @@ class SimulatedVenue:
         """Close the state file."""
         self.store.close()
 
-    def venue_metrics(self) -> dict[str, object]:
-        """Nothing: the simulated venue has no clock offset or rate limits to show."""
-        return {}
+    def venue_status(self) -> dict[str, Any] | None:
+        """Nothing: the simulated venue has no connection, clock offset or rate limits to show."""
+        return None
 
 
 def closed_session(session: int, reason: str) -> SessionEnded:

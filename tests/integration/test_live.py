@@ -142,9 +142,15 @@ def test_live_session_starts_reducing_goes_active_after_reconciliation_trades_an
             first = PaperSession(config, tmp_path / "live-1", venue=BinanceVenue(config))
             local.follow(first)
             states_seen: list[TradingStateChanged] = first.pipeline.recorder.trading_states
-            final_1 = await run_until(
-                first, lambda: first.pipeline.positions.fills >= 4 and bool(keel_positions(first)), "operator"
-            )
+            running_status: list[Any] = []
+
+            def traded() -> bool:
+                done = first.pipeline.positions.fills >= 4 and bool(keel_positions(first))
+                if done:
+                    running_status.append(first.orchestrator.get_system_status())
+                return done
+
+            final_1 = await run_until(first, traded, "operator")
             venue_after_1 = await local.positions()
             last_bar = max(f.ts_event for f in first.pipeline.recorder.fills)
             metrics_text = render_metrics(first.orchestrator.metrics().model_dump())[0].decode()
@@ -168,6 +174,7 @@ def test_live_session_starts_reducing_goes_active_after_reconciliation_trades_an
                 "restored": restored,
                 "last_fill": last_bar,
                 "metrics": metrics_text,
+                "status": running_status[0],
                 "repr": repr(first.venue) + repr(first.venue.client) + repr(config),  # type: ignore[attr-defined]
                 "config": str(config_to_dict(config)),
             }
@@ -191,11 +198,16 @@ def test_live_session_starts_reducing_goes_active_after_reconciliation_trades_an
     assert result["final_2"]["reconciliation"]["mismatches"] == []
     assert keel_positions(second) == result["venue_after_2"] == result["venue_after_1"]
     assert second.pipeline.risk.trading_state.value == "ACTIVE"
+    # The connection is in the status while it runs: the stream, the measured clock, no condition open
+    venue = result["status"].venue
+    assert venue["user_data"] == "stream" and venue["conditions"] == {} and venue["banned_until_ms"] is None
+    assert venue["exchange_server_time_offset_seconds"] is not None
+    assert result["status"].mode == "live" and result["status"].health == "HEALTHY"
     # The clock offset and the rate-limit use are exported
     assert "keel_exchange_server_time_offset_seconds " in result["metrics"]
     assert 'keel_exchange_rate_limit_usage_ratio{limit="request_weight_1m"}' in result["metrics"]
     # Secrets are nowhere: repr, configuration dump, metrics, journal database, run files, process output
-    outputs = [result["repr"], result["config"], result["metrics"]]
+    outputs = [result["repr"], result["config"], result["metrics"], result["status"].model_dump_json()]
     outputs += [path.read_bytes().decode("latin-1") for path in tmp_path.rglob("*") if path.is_file()]
     captured = capfd.readouterr()
     outputs += [captured.out, captured.err]
