@@ -13,6 +13,8 @@ import asyncio
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
@@ -26,9 +28,10 @@ from keel.core.errors import ConfigurationError, OperatorActionRequiredError
 from keel.core.instruments import load_instruments
 from keel.core.messages import BarClosed, FundingRateUpdated, MarketDataEvent, TradingStateChanged
 from keel.integration import TradingOrchestrator
-from keel.integration.live import BinanceVenue
+from keel.integration.live import BinanceVenue, live_endpoints
 from keel.integration.paper import RECONCILING, PaperSession
 from keel.integration.pipeline import build_exchange
+from keel.persistence import Database, Journal
 from keel.web.metrics import render_metrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -245,3 +248,76 @@ def test_keys_binance_refuses_stop_the_live_session_cleanly_before_it_trades(tmp
     assert error is not None
     assert session.pipeline.positions.fills == 0 and session.bars == 0
     assert not session.account_lock.held
+
+
+def test_testnet_and_mainnet_endpoints_of_a_live_run() -> None:
+    # Arrange
+    testnet = load_config("live", environ=dict(SECRETS), overrides={"live": {"confirm": True}})
+    flagged = load_config(
+        "live",
+        environ=dict(SECRETS),
+        overrides={"live": {"confirm": True, "testnet": False}, "binance": {"testnet": True}},
+    )
+    mainnet = load_config("live", environ=dict(SECRETS), overrides={"live": {"confirm": True, "testnet": False}})
+
+    # Act / Assert: live.testnet (config/live.yaml's default) or --testnet (binance.testnet) reach the testnet
+    assert live_endpoints(testnet) == ("https://testnet.binancefuture.com", "wss://stream.binancefuture.com")
+    assert live_endpoints(flagged) == live_endpoints(testnet)
+    assert live_endpoints(mainnet) == ("https://fapi.binance.com", "wss://fstream.binance.com")
+
+
+def test_a_live_run_on_the_replayed_feed_is_refused_against_a_remote_binance() -> None:
+    # Arrange
+    config = load_config("live", environ=dict(SECRETS), overrides={"live": {"confirm": True}})
+
+    # Act / Assert
+    try:
+        BinanceVenue(config)
+    except ConfigurationError as error:
+        assert error.key == "binance.rest_url"
+    else:
+        raise AssertionError("a live venue on the replayed feed was built against the testnet")
+    assert BinanceVenue(config, live_feed=True).rest_url == "https://testnet.binancefuture.com"
+
+
+def test_keel_run_mode_live_against_a_local_binance_goes_active_and_stops_cleanly(tmp_path: Path) -> None:
+    # Arrange: a local Binance served from a thread of its own
+    ready: list[str] = []
+    loop = asyncio.new_event_loop()
+    probe = live_config(tmp_path, "http://127.0.0.1:1", "2025-05-05T00:00:00Z", "2025-05-05T12:00:00Z")
+    local = LocalVenue(probe, 1_746_403_200_000_000_000)
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        ready.append(loop.run_until_complete(local.server.start()))
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    while not ready:
+        time.sleep(0.01)
+    environment = {
+        **os.environ,
+        **SECRETS,
+        "KEEL_RUN__OUTPUT_DIR": str(tmp_path),
+        "KEEL_BINANCE__REST_URL": ready[0],
+        "KEEL_BINANCE__WS_URL": ready[0].replace("http://", "ws://"),
+        "KEEL_DATA__START": "2025-05-05",
+    }
+    command = [sys.executable, "-m", "keel.cli", "run", "--mode", "live", "--i-understand-this-trades-real-money"]
+    command += ["--no-web", "--symbols", "BTCUSDT", "--speed", "600", "--duration", "4"]
+
+    # Act
+    try:
+        result = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=300)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+
+    # Assert: ran, REDUCING until reconciled, then ACTIVE; the keys appear nowhere in its output
+    assert result.returncode == 0, result.stderr
+    assert "keel live run (fresh session)" in result.stdout
+    journal = Journal(Database(f"sqlite:///{tmp_path / 'keel.db'}"))
+    states = [(m.state.value, m.reason) for _, m in journal.entries_of(TradingStateChanged)]  # type: ignore[attr-defined]
+    assert states[:2] == [("REDUCING", RECONCILING), ("ACTIVE", "live: reconciled with the venue")]
+    assert KEY not in result.stdout + result.stderr and SECRET not in result.stdout + result.stderr
