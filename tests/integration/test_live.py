@@ -20,6 +20,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from keel.api.binance.local_binance import LocalBinance
 from keel.api.simulated_exchange import SimulatedExchange
 from keel.config import KeelConfig, config_to_dict, load_config
@@ -321,3 +323,39 @@ def test_keel_run_mode_live_against_a_local_binance_goes_active_and_stops_cleanl
     states = [(m.state.value, m.reason) for _, m in journal.entries_of(TradingStateChanged)]  # type: ignore[attr-defined]
     assert states[:2] == [("REDUCING", RECONCILING), ("ACTIVE", "live: reconciled with the venue")]
     assert KEY not in result.stdout + result.stderr and SECRET not in result.stdout + result.stderr
+
+
+def test_from_config_live_runs_against_a_local_binance_and_answers_for_the_account(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Arrange: the keys in the environment, as keel run reads them
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+
+    async def scenario() -> tuple[Any, Any]:
+        local, url = await start_local(tmp_path)
+        try:
+            sections = live_config(tmp_path, url, "2025-05-05T00:00:00Z", "2025-05-05T12:00:00Z")
+            orchestrator = TradingOrchestrator.from_config(
+                mode="live",
+                live={"confirm": True},
+                binance=sections.binance.model_dump(),
+                data={"symbols": ["BTCUSDT"], "start": "2025-05-05T00:00:00Z", "end": "2025-05-05T12:00:00Z"},
+                run={"output_dir": str(tmp_path)},
+            )
+            async with orchestrator:
+                while not orchestrator.running or orchestrator.session is None:
+                    await asyncio.sleep(0.01)
+                status = orchestrator.get_system_status()
+                metrics = orchestrator.metrics()
+            return status, metrics
+        finally:
+            await local.server.stop()
+
+    # Act
+    status, metrics = asyncio.run(scenario())
+
+    # Assert
+    assert status.mode == "live" and status.trading_state == "ACTIVE"
+    assert status.session is not None and status.session["reconciliation"]["mismatches"] == []
+    assert metrics.exchange_rate_limit_usage["request_weight_1m"] > 0
