@@ -150,6 +150,7 @@ class BinanceVenue:
         self._last_poll_ms: int | None = None
         self._connected_ms = 0
         self._clock: Clock | None = None
+        self._capital: Decimal | None = None
 
     def __repr__(self) -> str:
         return f"BinanceVenue(rest_url={self.rest_url!r}, ws_url={self.ws_url!r})"
@@ -184,7 +185,10 @@ class BinanceVenue:
         plan: SessionPlan,
         history: ReplayedHistory | None,
     ) -> None:
-        """Put keel's books back from snapshot and journal; the venue keeps its own state."""
+        """Put keel's books back from snapshot and journal on the session's opening capital; the venue keeps its own."""
+        self._capital = _journaled_capital(journal, plan)
+        if self._capital is not None:
+            _rebase(pipeline, self._capital)
         restore_state(pipeline, journal, snapshots, plan, history)
 
     def attach(self, pipeline: Pipeline) -> None:
@@ -242,15 +246,16 @@ class BinanceVenue:
         self._connected_ms = self._local_ms()
 
     async def opening_capital(self, pipeline: Pipeline, plan: SessionPlan, journal: Journal) -> Decimal:
-        """Return (and book) the session's opening capital: the wallet at its first start, journaled since."""
-        capital = _journaled_capital(journal, plan) if plan.recover else None
-        if capital is None:
-            balance = await self._retrying("read the account balance", self._adapter().balances)
-            capital = balance.wallet_balance
-            if not plan.recover:
-                pipeline.risk.rebase_capital(float(capital))
-        pipeline.positions.initial_capital = capital
-        return capital
+        """Return (and book) the session's opening capital: the wallet at its first start, journaled since.
+
+        A recovered session's capital was booked by :meth:`restore`; a fresh one's is the wallet now.
+        """
+        if plan.recover and self._capital is not None:
+            return self._capital
+        balance = await self._retrying("read the account balance", self._adapter().balances)
+        if not plan.recover:
+            _rebase(pipeline, balance.wallet_balance)
+        return balance.wallet_balance
 
     async def reconcile(self, pipeline: Pipeline, plan: SessionPlan) -> ReconciliationCompleted:
         """Reconcile with the account (every start), retrying while Binance does not answer."""
@@ -433,6 +438,14 @@ class BinanceVenue:
                 ts_init=now,
             )
         )
+
+
+def _rebase(pipeline: Pipeline, capital: Decimal) -> None:
+    """Book ``capital`` as the account's start: positions' P&L, the drawdown's peak, attribution."""
+    pipeline.positions.initial_capital = capital
+    pipeline.risk.rebase_capital(float(capital))
+    if pipeline.attribution is not None:
+        pipeline.attribution.rebase_capital(float(capital))
 
 
 def _journaled_capital(journal: Journal, plan: SessionPlan) -> Decimal | None:

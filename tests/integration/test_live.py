@@ -39,6 +39,7 @@ from keel.web.metrics import render_metrics
 REPO = Path(__file__).resolve().parents[2]
 KEY = "live-test-api-key-3f9a1c"
 SECRET = "live-test-api-secret-77d0e2b4"
+ACCOUNT_BALANCE = Decimal("25000")
 SECRETS = {"KEEL_BINANCE_API_KEY": KEY, "KEEL_BINANCE_API_SECRET": SECRET}
 
 
@@ -63,7 +64,8 @@ class LocalVenue:
         instruments = load_instruments(config.exchange.instruments)
         self.clock = SimulatedClock(start_ns)
         symbols = {s: instruments[s] for s in config.data.symbols}
-        self.exchange: SimulatedExchange = build_exchange(config, symbols, self.clock, config.exchange.initial_balance)
+        # The account holds another amount than the configured initial balance: keel opens on the account's.
+        self.exchange: SimulatedExchange = build_exchange(config, symbols, self.clock, ACCOUNT_BALANCE)
         self.server = LocalBinance(self.exchange, LiveClock(), KEY, SECRET)
 
     def follow(self, session: PaperSession) -> None:
@@ -203,6 +205,9 @@ def test_live_session_starts_reducing_goes_active_after_reconciliation_trades_an
     assert result["final_2"]["reconciliation"]["mismatches"] == []
     assert keel_positions(second) == result["venue_after_2"] == result["venue_after_1"]
     assert second.pipeline.risk.trading_state.value == "ACTIVE"
+    # The opening capital is the account's wallet at the session's first start, kept across the restart
+    assert first.pipeline.positions.initial_capital == ACCOUNT_BALANCE
+    assert second.pipeline.positions.initial_capital == ACCOUNT_BALANCE
     # The connection is in the status while it runs: the stream, the measured clock, no condition open
     venue = result["status"].venue
     assert venue["user_data"] == "stream" and venue["conditions"] == {} and venue["banned_until_ms"] is None
