@@ -67,6 +67,7 @@ class Live:
     bars: list[BarClosed]
     fills: list[OrderFilled]
     conditions: list[VenueConditionChanged]
+    skew_ms: list[int]
 
     def advance(self, seconds: float) -> None:
         self.clock.advance_to(self.clock.timestamp_ns() + int(seconds * NANOS_PER_SECOND))
@@ -102,7 +103,8 @@ async def live(tmp_path: Path) -> AsyncIterator[Live]:
     async def no_wait(seconds: float) -> None:
         clock.advance_to(clock.timestamp_ns() + int(seconds * NANOS_PER_SECOND))
 
-    venue = BinanceVenue(config, local_ms=lambda: clock.timestamp_ns() // NANOS_PER_MILLI, sleep=no_wait)
+    skew_ms = [0]
+    venue = BinanceVenue(config, local_ms=lambda: clock.timestamp_ns() // NANOS_PER_MILLI + skew_ms[0], sleep=no_wait)
     bus = EventBus()
     adapter = venue.exchange({"BTCUSDT": instruments["BTCUSDT"]}, clock)
     pipeline = build_pipeline(config, instruments, bus, clock, exchange=adapter)
@@ -117,7 +119,7 @@ async def live(tmp_path: Path) -> AsyncIterator[Live]:
     bus.drain()
     await venue.open()
     venue.prepare_streams(pipeline)
-    made = Live(venue, server, pipeline, monitor, clock, bars, fills, conditions)
+    made = Live(venue, server, pipeline, monitor, clock, bars, fills, conditions, skew_ms)
     await made.bar(bars[0])
     yield made
     await venue.disconnect()
@@ -280,3 +282,31 @@ async def test_a_margin_call_on_the_user_stream_reaches_the_bus_and_makes_health
     assert call.cross_wallet_balance == Decimal("3.16812045")
     assert call.positions == (("BTCUSDT", "LONG", Decimal("1.327"), Decimal("187.17127"), Decimal("1.614445")),)
     assert live.monitor.health is SystemHealth.UNHEALTHY
+
+
+@pytest.mark.asyncio
+async def test_the_clock_offset_is_measured_every_interval_and_an_unmeasurable_clock_shows_in_health(
+    live: Live,
+) -> None:
+    # Arrange: the local clock drifts 40 s ahead of Binance's after the start's measurement
+    live.server.refuse_streams = False
+    interval = live.venue.config.binance.time_sync_interval_seconds
+    at_start = live.venue.venue_status()["exchange_server_time_offset_seconds"]
+    live.skew_ms[0] = 40_000
+
+    # Act: one interval later the watch measures again; then Binance stops answering for longer than 5 min
+    live.advance(interval)
+    await live.venue.check()
+    remeasured = live.venue.venue_status()["exchange_server_time_offset_seconds"]
+    await live.server.stop()
+    live.advance(interval)
+    await live.venue.check()
+    live.advance(interval)
+    await live.venue.check()
+    await live.settle()
+
+    # Assert: the drift is followed; an offset too old to sign with is a condition in health
+    assert at_start == 0 and remeasured == -40.0
+    assert "clock" in live.venue.conditions
+    assert any("unsafe to sign" in reason for reason in live.monitor.reasons())
+    assert live.monitor.health is SystemHealth.DEGRADED
