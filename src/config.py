@@ -812,7 +812,7 @@ class BinanceConfig(_Section):
         180.0, gt=0, le=290, description="Seconds between measurements of the offset to Binance's clock (live)."
     )
     poll_interval_seconds: float = Field(
-        5.0, gt=0, description="Seconds between REST polls of orders and positions while the user-data stream is down."
+        10.0, gt=0, description="Seconds between REST polls of orders and positions while the user-data stream is down."
     )
     poll_failures_before_pause: int = Field(
         3, ge=1, description="Failed polls in a row that open the circuit breaker (polling pauses)."
