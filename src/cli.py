@@ -32,10 +32,15 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
-def _load(mode: str, config_file: str | None, overrides: dict[str, Any] | None = None) -> KeelConfig:
-    """Load the configuration; exit 2 with one line naming the file and key on any problem."""
+def _load(
+    mode: str,
+    config_file: str | None,
+    overrides: dict[str, Any] | None = None,
+    sections: dict[str, dict[str, Any]] | None = None,
+) -> KeelConfig:
+    """Load the configuration (``sections`` laid over it before validation); exit 2 with one line on any problem."""
     try:
-        config = load_config(mode, config_file)
+        config = load_config(mode, config_file, overrides=sections, overrides_source="command line")
         if overrides:
             config = _override(config, overrides)
     except ConfigurationError as error:
@@ -150,6 +155,13 @@ def _progress(label: str) -> Iterator[Any]:
 @click.option("--port", type=int, help="Port of the web app (default 8000; 0 picks a free one).")
 @click.option("--no-web", is_flag=True, help="Do not serve the control API and dashboard.")
 @click.option("--fresh", is_flag=True, help="Open a new paper account instead of recovering an unfinished session.")
+@click.option("--testnet", is_flag=True, help="Live: trade on the Binance futures testnet (binance.testnet).")
+@click.option(
+    "--i-understand-this-trades-real-money",
+    "confirmed",
+    is_flag=True,
+    help="Live: confirm that keel places real orders (or live.confirm: true in your configuration).",
+)
 def run(
     mode: str,
     config_file: str | None,
@@ -161,10 +173,14 @@ def run(
     port: int | None,
     no_web: bool,
     fresh: bool,
+    testnet: bool,
+    confirmed: bool,
 ) -> None:
     """Run the trading pipeline in wall-clock time until the data ends, the duration elapses or Ctrl-C.
 
-    An unfinished paper session (stopped or crashed) is recovered and continued unless ``--fresh``.
+    An unfinished session (stopped or crashed) is recovered and continued unless ``--fresh``. ``--mode live``
+    trades the Binance account of KEEL_BINANCE_API_KEY / KEEL_BINANCE_API_SECRET and needs
+    ``--i-understand-this-trades-real-money`` (or ``live.confirm: true``).
     """
     overrides: dict[str, Any] = {}
     if fresh:
@@ -183,39 +199,53 @@ def run(
         overrides["paper.feed"] = feed
     if _symbols(symbols):
         overrides["data.symbols"] = _symbols(symbols)
-    config = _load(mode, config_file, overrides)
-    if mode == "live":
-        _fail(
-            "live trading needs the Binance Futures adapter, which this version does not have yet; use --mode paper",
-            EXIT_USAGE,
-        )
+    sections: dict[str, dict[str, Any]] = {}
+    if confirmed:
+        sections["live"] = {"confirm": True}
+    if testnet:
+        sections["binance"] = {"testnet": True}
+    config = _load(mode, config_file, overrides, sections)
     from keel.integration.paper import PaperSession
 
-    run_dir = Path(config.run.output_dir) / f"paper-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+    run_dir = Path(config.run.output_dir) / f"{mode}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
     try:
-        session = PaperSession(config, run_dir, on_status=_print_status)
+        session = PaperSession(config, run_dir, on_status=_print_status, venue=_venue(config))
     except OperatorActionRequiredError as error:
         _fail(str(error), EXIT_FAILURE)
     except ConfigurationError as error:
         _fail(f"configuration error: {error}", EXIT_USAGE)
     duration_seconds = config.paper.duration_seconds
     until = "until the data ends" if duration_seconds is None else f"for {duration_seconds:g} s"
-    recovering = f"recovering session {session.plan.session}" if session.plan.recover else "fresh paper account"
+    fresh_start = "fresh paper account" if mode == "paper" else "fresh session"
+    recovering = f"recovering session {session.plan.session}" if session.plan.recover else fresh_start
+    where = "" if mode == "paper" else f" on {session.venue!r}, REDUCING until reconciled with the account"
     source = f"replay speed {config.paper.speed:g}x"
     if config.paper.feed == "binance":
-        source = f"Binance market streams at {config.binance.endpoints()[1]}"
+        source = f"Binance market streams at {session.market_stream.ws_url if session.market_stream else ''}"
         until = "until stopped" if duration_seconds is None else until
     click.echo(
-        f"keel paper run ({recovering}): {len(config.data.symbols)} symbols, {source}, {until}; Ctrl-C stops cleanly"
+        f"keel {mode} run ({recovering}){where}: {len(config.data.symbols)} symbols, {source}, {until}; "
+        "Ctrl-C stops cleanly"
     )
     try:
         final = asyncio.run(_run_paper(session))
     except MalformedDataError as error:
         _fail(f"data error: {error}", EXIT_FAILURE)
+    except OperatorActionRequiredError as error:
+        _fail(f"the venue needs an operator: {error}", EXIT_FAILURE)
     _print_status(final)
     click.echo(f"stopped ({final['stop_reason']}); final state written to {run_dir}")
     if final["handler_errors"]:
         _fail(f"{final['handler_errors']} handler errors during the run; see the log", EXIT_FAILURE)
+
+
+def _venue(config: KeelConfig) -> Any:
+    """Return the live run's Binance venue, or None for the paper venue."""
+    if config.run.mode != "live":
+        return None
+    from keel.integration.live import BinanceVenue
+
+    return BinanceVenue(config, live_feed=config.paper.feed == "binance")
 
 
 async def _run_paper(session: Any) -> dict[str, Any]:

@@ -753,6 +753,10 @@ class MonitorConfig(_Section):
     loop_lag_degraded_seconds: float = Field(
         0.25, gt=0, allow_inf_nan=False, description="Event-loop lag (s) above which health is DEGRADED."
     )
+    venue_ban_state: Literal["REDUCING", "HALTED", "none"] = Field(
+        "HALTED",
+        description="Trading state while the venue bans this IP (HTTP 418; none: only report it); restored after.",
+    )
 
 
 class PersistenceConfig(_Section):
@@ -809,6 +813,16 @@ class BinanceConfig(_Section):
         description="WebSocket base URL; None = wss://fstream.binance.com (testnet: wss://stream.binancefuture.com).",
     )
     recv_window_ms: int = Field(5000, gt=0, le=60000, description="recvWindow sent with every SIGNED request (ms).")
+    time_sync_interval_seconds: float = Field(
+        180.0, gt=0, le=290, description="Seconds between measurements of the offset to Binance's clock (live)."
+    )
+    poll_interval_seconds: float = Field(
+        10.0, gt=0, description="Seconds between REST polls of orders and positions while the user-data stream is down."
+    )
+    poll_failures_before_pause: int = Field(
+        3, ge=1, description="Failed polls in a row that open the circuit breaker (polling pauses)."
+    )
+    poll_pause_seconds: float = Field(30.0, gt=0, description="How long an open circuit breaker pauses polling.")
 
     def endpoints(self) -> tuple[str, str]:
         """Return the REST and WebSocket base URLs in effect."""
@@ -873,7 +887,8 @@ class KeelConfig(_Section):
         if not self.live.confirm:
             raise PydanticCustomError(
                 "live_not_confirmed",
-                "live mode needs live.confirm: true (in your configuration file, or KEEL_LIVE__CONFIRM=true)",
+                "live mode trades real money and needs --i-understand-this-trades-real-money "
+                "(or live.confirm: true in your configuration file, or KEEL_LIVE__CONFIRM=true)",
                 {"config_key": "live.confirm"},
             )
         for field, variable in (

@@ -616,6 +616,7 @@ class SessionStarted(Event, frozen=True, kw_only=True, tag=True, gc=False):
     session: int
     mode: str
     recovered: bool
+    initial_capital: Decimal | None = None
 
 
 class SessionEnded(Event, frozen=True, kw_only=True, tag=True, gc=False):
@@ -649,6 +650,35 @@ class ReconciliationCompleted(Event, frozen=True, kw_only=True, tag=True, gc=Fal
     missed_fills: int
     missed_funding: int
     mismatches: tuple[str, ...]
+
+
+class MarginCalled(Event, frozen=True, kw_only=True, tag=True, gc=False):
+    """The venue warned that positions are close to liquidation (Binance's ``MARGIN_CALL``).
+
+    ``positions`` holds, per position at risk, its symbol, side, quantity,
+    mark price and maintenance margin as the venue reported them.
+    """
+
+    lane: ClassVar[Lane] = Lane.CONTROL
+    cross_wallet_balance: Decimal | None
+    positions: tuple[tuple[str, str, Decimal, Decimal, Decimal], ...]
+
+
+class VenueConditionChanged(Event, frozen=True, kw_only=True, tag=True, gc=False):
+    """A condition of the connection to the venue began (``active``) or ended.
+
+    ``condition`` is ``banned`` (the venue refuses this IP until ``until_ns``),
+    ``clock`` (the offset to the venue's clock is unsafe to sign with) or
+    ``user_stream`` (the account's event stream is down: orders and
+    positions are polled over REST instead).
+    """
+
+    lane: ClassVar[Lane] = Lane.CONTROL
+    venue: str
+    condition: str
+    active: bool
+    reason: str
+    until_ns: int | None = None
 
 
 _BASES = (Message, Command, Event, MarketDataEvent)

@@ -24,13 +24,12 @@ import asyncio
 import dataclasses
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
 
 from keel.config import KeelConfig, load_config
-from keel.core.errors import ConfigurationError
 from keel.core.fsm import ComponentState, TradingState
 from keel.core.messages import (
     BarClosed,
@@ -99,6 +98,11 @@ class TradingOrchestrator:
         The wired (and started) components.
     config
         The run's configuration.
+    audit_log, monitor, settings
+        Where operator actions are written, the system monitor, the saved settings.
+    venue_status
+        Returns a live venue's connection state (clock offset, rate-limit use, user-data
+        stream or polling, conditions) for the status, health and ``/metrics``.
     """
 
     def __init__(
@@ -108,8 +112,10 @@ class TradingOrchestrator:
         audit_log: AuditLog | None = None,
         monitor: SystemMonitor | None = None,
         settings: Settings | None = None,
+        venue_status: Callable[[], Mapping[str, Any] | None] | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.venue_status = venue_status
         self.monitor = monitor
         self.config = config
         self.audit_log = audit_log
@@ -141,22 +147,18 @@ class TradingOrchestrator:
             ``"paper"`` (the bundled month replayed at ``paper.speed``, the
             simulated venue, the journal and recovery of ``keel run``),
             ``"backtest"`` (the recorded data as fast as it goes, as ``keel
-            backtest``) or ``"live"``.
+            backtest``) or ``"live"`` (the Binance account of ``binance`` and
+            the keys in the environment, as ``keel run --mode live``: it needs
+            ``live={"confirm": True}`` or ``KEEL_LIVE__CONFIRM=true``).
         **overrides
             Sections laid over everything else, e.g. ``risk={"max_leverage": 2}``.
 
         Raises
         ------
         ConfigurationError
-            For a bad value, naming where it came from and its key; for ``mode="live"``,
-            which needs the Binance adapter.
+            For a bad value, naming where it came from and its key; for ``mode="live"``
+            without the confirmation or the keys.
         """
-        if mode == "live":
-            raise ConfigurationError(
-                "from_config arguments",
-                "run.mode",
-                "live trading needs the Binance Futures adapter, which this version does not have yet; use paper",
-            )
         layers: dict[str, Any] = {}
         config_file: str | Path | None = None
         if isinstance(path_or_dict, Mapping):
@@ -172,10 +174,12 @@ class TradingOrchestrator:
 
     @classmethod
     def _paper(cls, config: KeelConfig) -> TradingOrchestrator:
+        from keel.integration.live import BinanceVenue
         from keel.integration.paper import PaperSession
 
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        session = PaperSession(config, Path(config.run.output_dir) / f"paper-{stamp}")
+        venue = BinanceVenue(config, live_feed=config.paper.feed == "binance") if config.run.mode == "live" else None
+        session = PaperSession(config, Path(config.run.output_dir) / f"{config.run.mode}-{stamp}", venue=venue)
         orchestrator = session.orchestrator
         orchestrator._runner = session
         return orchestrator
@@ -266,9 +270,14 @@ class TradingOrchestrator:
             open_orders=len(self.pipeline.orders.open_orders()),
             fills=positions.fills,
             session=self.session,
+            venue=self._venue(),
         )
 
     status = get_system_status
+
+    def _venue(self) -> dict[str, Any] | None:
+        venue = None if self.venue_status is None else self.venue_status()
+        return None if venue is None else dict(venue)
 
     def health(self) -> str:
         """Return HEALTHY, DEGRADED or UNHEALTHY: the monitor's verdict and the components' own states."""
@@ -388,6 +397,7 @@ class TradingOrchestrator:
             statuses[order.status.value] = statuses.get(order.status.value, 0) + 1
         slowest = max((s["p99_ns_upper_bound"] for s in bus.handler_latency_ns.values()), default=0)
         equity = positions.equity()
+        venue = self._venue() or {}
         return MetricsSnapshot(
             bus=BusActivity(
                 depth=bus.depth,
@@ -416,6 +426,8 @@ class TradingOrchestrator:
             feed_staleness_seconds=self.feed_staleness_seconds(),
             exchange_latency_seconds=self.pipeline.orders.venue_latency_seconds,
             reconciliation_mismatches=len(((self.session or {}).get("reconciliation") or {}).get("mismatches", ())),
+            exchange_server_time_offset_seconds=venue.get("exchange_server_time_offset_seconds"),
+            exchange_rate_limit_usage=venue.get("exchange_rate_limit_usage", {}),
         )
 
     # --- operator commands --------------------------------------------------------------

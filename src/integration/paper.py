@@ -22,6 +22,12 @@ venue's last market event (so every decision's state is where it was),
 snapshot, journal, reconciliation with the venue, and the feed resumes after
 that event. A start after a finished session (its data ended) opens a fresh
 paper account.
+
+The venue is a :class:`~keel.integration.venues.SessionVenue`: the durable
+simulated exchange by default, or Binance for live trading
+(:class:`keel.integration.live.BinanceVenue`), which starts the session
+REDUCING and lets it trade ACTIVE only once reconciliation with the venue
+found nothing it could not explain.
 """
 
 from __future__ import annotations
@@ -36,13 +42,21 @@ from typing import Any
 
 import structlog
 
-from keel.api import MarketCursor, VenueStore
 from keel.api.binance.streams import BinanceMarketStream
 from keel.config import KeelConfig, config_to_dict
 from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_SECOND, LiveClock, SimulatedClock
+from keel.core.fsm import TradingState
 from keel.core.instruments import Instrument, load_instruments
-from keel.core.messages import BarClosed, CancelAllOrders, MarketDataEvent, SessionEnded, SessionStarted
+from keel.core.messages import (
+    BarClosed,
+    CancelAllOrders,
+    MarketDataEvent,
+    ReconciliationCompleted,
+    SessionEnded,
+    SessionStarted,
+    SetTradingState,
+)
 from keel.integration.orchestrator import TradingOrchestrator
 from keel.integration.pipeline import (
     Pipeline,
@@ -54,18 +68,16 @@ from keel.integration.pipeline import (
 )
 from keel.integration.recovery import (
     ReplayedHistory,
-    SessionPlan,
     capture_state,
     events_after,
     events_until,
-    plan_session,
-    reconcile,
     replay_history,
-    restore_state,
 )
 from keel.integration.reports import BARS_PER_YEAR, iso_time, money, run_metrics, write_run_records
 from keel.integration.state_manager import StateManager
 from keel.integration.system_monitor import LoopLagProbe
+from keel.integration.live import live_endpoints
+from keel.integration.venues import SessionVenue, SimulatedVenue
 from keel.persistence import AuditLog, Database, Journal, Settings, Snapshots
 from keel.persistence.backup import AccountLock, BackupError, BackupManager
 from keel.persistence.write_behind import SpillFile, copy_spill
@@ -73,6 +85,7 @@ from keel.persistence.write_behind import SpillFile, copy_spill
 _log = structlog.get_logger("keel.paper")
 
 StatusCallback = Callable[[dict[str, Any]], None]
+RECONCILING = "live: waiting for reconciliation with the venue"
 
 
 class PaperSession:
@@ -86,9 +99,17 @@ class PaperSession:
         Folder the final state and records are written to.
     on_status
         Called with :meth:`status` every ``paper.status_interval_seconds``.
+    venue
+        The venue; the durable simulated exchange when None.
     """
 
-    def __init__(self, config: KeelConfig, run_dir: Path, on_status: StatusCallback | None = None) -> None:
+    def __init__(
+        self,
+        config: KeelConfig,
+        run_dir: Path,
+        on_status: StatusCallback | None = None,
+        venue: SessionVenue | None = None,
+    ) -> None:
         self.config = config
         self.run_dir = run_dir
         self._on_status = on_status
@@ -98,6 +119,7 @@ class PaperSession:
         self.events = 0
         self.handler_errors = 0
         self._feed_done = False
+        self._announced = False
         self.reconciliation: dict[str, Any] | None = None
         self.backups: list[str] = []
         output = Path(config.run.output_dir)
@@ -114,10 +136,9 @@ class PaperSession:
             _log.warning("journal entries spilled by the last run copied into the database", entries=copied)
         instruments = load_instruments(config.exchange.instruments)
         require_instruments(config, instruments)
-        venue_state = output / config.paper.venue_state_file
-        venue_state.parent.mkdir(parents=True, exist_ok=True)
-        self.venue_store = VenueStore(venue_state)
-        self.plan, cursor = self._plan(config, journal)
+        self.venue = SimulatedVenue(config) if venue is None else venue
+        self.journal = journal
+        self.plan, cursor = self.venue.plan(journal, config.paper.resume)
         bus = EventBus(config.bus.capacity, on_handler_error=self._handler_failed)
         self.market_stream: BinanceMarketStream | None = None
         if config.paper.feed == "binance":
@@ -125,14 +146,17 @@ class PaperSession:
             self.market_stream = build_market_stream(config, instruments)
             self.clock = SimulatedClock(time.time_ns())
             self._events: Iterable[MarketDataEvent] = ()
-            data = config.data.model_copy(update={"start": None, "end": None})
-            self.pipeline = build_pipeline(config.model_copy(update={"data": data}), instruments, bus, self.clock)
+            pipeline_config = config.model_copy(
+                update={"data": config.data.model_copy(update={"start": None, "end": None})}
+            )
         else:
+            pipeline_config = config
             self.feed = build_feed(config)
             log_gaps(self.feed)
             self.clock = SimulatedClock(self.feed.summary.first_ns)
             self._events = events_after(self.feed, cursor)
-            self.pipeline = build_pipeline(config, instruments, bus, self.clock)
+        exchange = self.venue.exchange({s: instruments[s] for s in config.data.symbols}, self.clock)
+        self.pipeline = build_pipeline(pipeline_config, instruments, bus, self.clock, exchange=exchange)
         persistence = config.persistence
         self.state = StateManager(
             journal,
@@ -159,40 +183,22 @@ class PaperSession:
             loop_lag=lambda: self.loop_lag.lag_seconds,
         )
         self.orchestrator = TradingOrchestrator(
-            self.pipeline, config, AuditLog(self.database), monitor=self.monitors[0], settings=Settings(self.database)
+            self.pipeline,
+            config,
+            AuditLog(self.database),
+            monitor=self.monitors[0],
+            settings=Settings(self.database),
+            venue_status=self.venue.venue_status,
         )
         self.orchestrator.apply_saved_settings()
         self.history: ReplayedHistory | None = None
         if self.plan.recover:
-            if cursor is not None and self.market_stream is None:
+            if cursor is not None and self.market_stream is None and self.venue.replays_history:
                 # Decisions first, on the pipeline's own venue; then the real venue and the journal's books.
                 self.history = replay_history(self.pipeline, events_until(self.feed, cursor))
-            self.venue_store.load_into(self.pipeline.simulated_exchange())
-            restore_state(self.pipeline, journal, snapshots, self.plan, self.history)
-        self.venue_store.attach(self.pipeline.simulated_exchange())
+            self.venue.restore(self.pipeline, journal, snapshots, self.plan, self.history)
+        self.venue.attach(self.pipeline)
         self.pipeline.orders.set_write_ahead(self.state.write_ahead)
-
-    def _plan(self, config: KeelConfig, journal: Journal) -> tuple[SessionPlan, MarketCursor | None]:
-        """Recover the unfinished session with its venue's cursor, or open a fresh paper account."""
-        plan = plan_session(journal)
-        if plan.recover and not config.paper.resume:
-            _log.warning("a fresh paper account was asked for: the unfinished session is closed", session=plan.session)
-            journal.append([_closed(plan.session, "closed unfinished: a fresh paper account was asked for")])
-            plan = SessionPlan(session=plan.session + 1, recover=False)
-        if plan.recover:
-            saved = self.venue_store.saved_state()
-            if saved is not None:
-                _log.warning("recovering an unfinished paper session", session=plan.session)
-                return plan, saved.cursor
-            _log.warning(
-                "the unfinished session's paper venue state is gone: opening a fresh paper account",
-                session=plan.session,
-                venue_state=str(self.venue_store.path),
-            )
-            journal.append([_closed(plan.session, "closed unfinished: its paper venue state is gone")])
-            plan = SessionPlan(session=plan.session + 1, recover=False)
-        self.venue_store.reset()
-        return plan, None
 
     def request_stop(self, reason: str) -> None:
         """Ask the session to shut down cleanly (safe to call from a signal handler)."""
@@ -213,27 +219,21 @@ class PaperSession:
             pipeline.start()
         self.state.start()
         await bus.join()
-        if self.plan.recover:
-            completed = await reconcile(pipeline, self.plan.start_ts)
-            self.reconciliation = {
-                "adopted_orders": list(completed.adopted_orders),
-                "never_sent_orders": list(completed.never_sent_orders),
-                "missed_fills": completed.missed_fills,
-                "missed_funding": completed.missed_funding,
-                "mismatches": list(completed.mismatches),
-            }
-        self.orchestrator.session = {
-            "number": self.plan.session,
-            "recovered": self.plan.recover,
-            "reconciliation": self.reconciliation,
-        }
-        now = clock.timestamp_ns()
-        bus.publish(
-            SessionStarted(
-                session=self.plan.session, mode="paper", recovered=self.plan.recover, ts_event=now, ts_init=now
-            )
-        )
+        reconciling = self._hold_until_reconciled()
         await bus.join()
+        venue_task = asyncio.create_task(self._open_venue(reconciling), name="venue")
+        stop_task = asyncio.create_task(self._stop.wait(), name="stop-before-trading")
+        await asyncio.wait({venue_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        stop_task.cancel()
+        if not venue_task.done():
+            venue_task.cancel()
+            await asyncio.gather(venue_task, return_exceptions=True)
+            return await self._finish(bus, bus_task)
+        if venue_task.exception() is not None:
+            # The venue needs an operator (its keys were refused): shut down cleanly, then say so.
+            self.request_stop(f"venue: {venue_task.exception()}")
+            await self._finish(bus, bus_task)
+            venue_task.result()
         self.orchestrator.running = True
         pending_bar_ts = None if self.history is None else self.history.pending_bar_ts
         if self.market_stream is None:
@@ -255,13 +255,64 @@ class PaperSession:
         for task in (*waiters, status_task, backup_task, lag_task):
             task.cancel()
         await asyncio.gather(*waiters, status_task, backup_task, lag_task, return_exceptions=True)
-        await self._shutdown(pipeline, bus, bus_task)
+        return await self._finish(bus, bus_task)
+
+    async def _finish(self, bus: EventBus, bus_task: asyncio.Task[None]) -> dict[str, Any]:
+        """Shut down, close the venue, write the final state and release the account."""
+        await self._shutdown(self.pipeline, bus, bus_task)
+        await self.venue.disconnect()
         self.orchestrator.running = False
         final = self.status()
         self._write(final)
         self.database.dispose()
         self.account_lock.release()
         return final
+
+    def _hold_until_reconciled(self) -> bool:
+        """Live: trade REDUCING until the venue is reconciled (unless a restored state is stricter already)."""
+        if self.venue.mode != "live":
+            return False
+        risk, restored = self.pipeline.risk, self.state.restored_state
+        ours = restored is not None and restored.state is TradingState.REDUCING and restored.reason == RECONCILING
+        if risk.trading_state is not TradingState.ACTIVE and not ours:
+            return False
+        now = self.clock.timestamp_ns()
+        hold = SetTradingState(state=TradingState.REDUCING, reason=RECONCILING, ts_event=now, ts_init=now)
+        self.pipeline.bus.publish(hold)
+        return True
+
+    async def _open_venue(self, reconciling: bool) -> None:
+        """Connect the venue, take the opening capital, reconcile, announce the session; ACTIVE when it all agreed."""
+        pipeline, bus, plan = self.pipeline, self.pipeline.bus, self.plan
+        await self.venue.connect(pipeline)
+        capital = await self.venue.opening_capital(pipeline, plan, self.journal)
+        completed = await self.venue.reconcile(pipeline, plan)
+        if completed is not None:
+            self.reconciliation = _reconciliation(completed)
+        self.orchestrator.session = {
+            "number": plan.session,
+            "recovered": plan.recover,
+            "reconciliation": self.reconciliation,
+        }
+        now = self.clock.timestamp_ns()
+        bus.publish(
+            SessionStarted(
+                session=plan.session,
+                mode=self.venue.mode,
+                recovered=plan.recover,
+                initial_capital=capital,
+                ts_event=now,
+                ts_init=now,
+            )
+        )
+        await bus.join()
+        self._announced = True
+        if reconciling and completed is not None and not completed.mismatches:
+            if pipeline.risk.trading_state is TradingState.REDUCING:
+                now = self.clock.timestamp_ns()
+                reason = "live: reconciled with the venue"
+                bus.publish(SetTradingState(state=TradingState.ACTIVE, reason=reason, ts_event=now, ts_init=now))
+            await bus.join()
 
     async def _replay(
         self,
@@ -362,12 +413,18 @@ class PaperSession:
         # Shutting down outlasts every request's flight: the cancels (and what they cancel) reach the venue.
         pipeline.deliver_in_flight()
         await bus.join()
-        bus.publish(
-            SessionEnded(
-                session=self.plan.session, reason=self.stop_reason, finished=self._feed_done, ts_event=now, ts_init=now
+        if self._announced:
+            # A session stopped before it was announced (the venue never connected) did not begin.
+            bus.publish(
+                SessionEnded(
+                    session=self.plan.session,
+                    reason=self.stop_reason,
+                    finished=self._feed_done,
+                    ts_event=now,
+                    ts_init=now,
+                )
             )
-        )
-        await bus.join()
+            await bus.join()
         pipeline.stop()
         await bus.join()
         self.state.stop()
@@ -425,21 +482,25 @@ class PaperSession:
             json.dumps(config_to_dict(self.config), indent=2, sort_keys=True, default=str) + "\n"
         )
         write_run_records(self.run_dir, pipeline)
-        self.venue_store.close()
+        self.venue.close()
 
     def _handler_failed(self, name: str, message: object, error: BaseException) -> None:
         self.handler_errors += 1
 
 
-def _closed(session: int, reason: str) -> SessionEnded:
-    """The end of a session that will not be recovered (stamped with the wall clock: no data time yet)."""
-    now = time.time_ns()
-    return SessionEnded(session=session, reason=reason, finished=True, ts_event=now, ts_init=now)
+def _reconciliation(completed: ReconciliationCompleted) -> dict[str, Any]:
+    return {
+        "adopted_orders": list(completed.adopted_orders),
+        "never_sent_orders": list(completed.never_sent_orders),
+        "missed_fills": completed.missed_fills,
+        "missed_funding": completed.missed_funding,
+        "mismatches": list(completed.mismatches),
+    }
 
 
 def build_market_stream(config: KeelConfig, instruments: Mapping[str, Instrument]) -> BinanceMarketStream:
     """The Binance market streams of the configured symbols at ``binance.ws_url`` (klines of ``data.bar_interval``)."""
-    rest_url, ws_url = config.binance.endpoints()
+    rest_url, ws_url = live_endpoints(config) if config.run.mode == "live" else config.binance.endpoints()
     symbols = {symbol: instruments[symbol].tick_size for symbol in config.data.symbols}
     return BinanceMarketStream(ws_url, rest_url, symbols, interval=config.data.bar_interval, seed=config.run.seed)
 

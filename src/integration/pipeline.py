@@ -226,6 +226,7 @@ def build_monitors(
         rejection_state=_state_or_none(settings.rejection_state),
         loop_lag=loop_lag,
         loop_lag_threshold_seconds=settings.loop_lag_degraded_seconds,
+        venue_ban_state=_state_or_none(settings.venue_ban_state),
     )
     feeds = FeedHealthMonitor(
         "market_data.feed_health",
@@ -451,6 +452,7 @@ def build_pipeline(
     strategy: BaseStrategy | StrategyManager | None = None,
     initial_capital: Decimal | None = None,
     client_order_namespace: str = "keel",
+    exchange: ExchangePort | None = None,
 ) -> Pipeline:
     """Create and wire every component of a run on ``bus`` (not started yet).
 
@@ -468,16 +470,19 @@ def build_pipeline(
         Starting balance; ``exchange.initial_balance`` when None.
     client_order_namespace
         Prefix of every client order id of this run.
+    exchange
+        The venue (a live adapter); None builds the simulated exchange fed by the bus.
     """
     capital = config.exchange.initial_balance if initial_capital is None else initial_capital
     symbols = config.data.symbols
     require_instruments(config, instruments)
-    exchange = build_exchange(config, {s: instruments[s] for s in symbols}, clock, capital)
-    bus.subscribe(BarClosed, exchange.on_bar, name="exchange.simulated.bars")
-    bus.subscribe(BookUpdated, exchange.on_book, name="exchange.simulated.books")
-    bus.subscribe(TradeTick, exchange.on_trade, name="exchange.simulated.trades")
-    bus.subscribe(MarkPriceUpdated, exchange.on_mark_price, name="exchange.simulated.marks")
-    bus.subscribe(FundingRateUpdated, exchange.on_funding, name="exchange.simulated.funding")
+    if exchange is None:
+        exchange = simulated = build_exchange(config, {s: instruments[s] for s in symbols}, clock, capital)
+        bus.subscribe(BarClosed, simulated.on_bar, name="exchange.simulated.bars")
+        bus.subscribe(BookUpdated, simulated.on_book, name="exchange.simulated.books")
+        bus.subscribe(TradeTick, simulated.on_trade, name="exchange.simulated.trades")
+        bus.subscribe(MarkPriceUpdated, simulated.on_mark_price, name="exchange.simulated.marks")
+        bus.subscribe(FundingRateUpdated, simulated.on_funding, name="exchange.simulated.funding")
     positions = PositionManager(capital, bus, clock)
     runner = StrategyRunner(strategy or build_strategy(config), bus, clock)
     allocator = build_allocator(config, bus, clock)

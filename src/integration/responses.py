@@ -56,6 +56,11 @@ class SystemStatus(Response):
     session: dict[str, Any] | None = Field(
         description="Which session runs and, after a restart, what its reconciliation found."
     )
+    venue: dict[str, Any] | None = Field(
+        None,
+        description="A live venue's connection: clock offset, rate-limit use, user-data stream or polling, "
+        "ban, open conditions (None: the simulated venue).",
+    )
 
 
 class PositionRow(Response):
@@ -191,4 +196,10 @@ class MetricsSnapshot(Response):
     reconciliation_mismatches: int = Field(description="Mismatches the last reconciliation with the venue found.")
     event_loop_lag_seconds: float | None = Field(
         None, description="How late the trading loop ran recently, seconds (None: not watched)."
+    )
+    exchange_server_time_offset_seconds: float | None = Field(
+        None, description="The live venue's clock minus the local clock, seconds (None: unmeasured or no live venue)."
+    )
+    exchange_rate_limit_usage: dict[str, float] = Field(
+        default_factory=dict, description="Share of each of the live venue's rate limits in use, 0 to 1."
     )

@@ -24,6 +24,12 @@ sends orders the venue should never reject, so repeated rejections mean its
 view of the account is wrong.
 A gap in the bars is a stale feed: logged and handled the same way in
 backtests and paper runs (:func:`keel.integration.pipeline.build_monitors` builds both the same way).
+A live venue's conditions (``VenueConditionChanged``: an IP ban, an unsafe
+clock offset, the user-data stream down and polled instead) degrade health
+while they last; a ban moves trading to ``venue_ban_state`` (HALTED by
+default) and back to the state it left when the ban ends, unless something
+else moved the state meanwhile. A venue's margin call (``MarginCalled``) is
+unhealthy until an operator resumes.
 An event loop running late by more than ``loop_lag_threshold_seconds``
 (measured by :class:`LoopLagProbe`) or a bus that overflowed its execution
 lane degrades health.
@@ -47,12 +53,14 @@ from keel.core.messages import (
     ComponentStateChanged,
     FeedHealthChanged,
     HealthChanged,
+    MarginCalled,
     OrderRejected,
     ReconciliationCompleted,
     RiskBreached,
     SetTradingState,
     SystemHealth,
     TradingStateChanged,
+    VenueConditionChanged,
 )
 
 _log = structlog.get_logger("keel.monitor")
@@ -93,6 +101,9 @@ class SystemMonitor(Component):
         (:attr:`LoopLagProbe.lag_seconds`); None: the loop is not watched.
     loop_lag_threshold_seconds
         Lag above which health is DEGRADED.
+    venue_ban_state
+        Trading state while the venue bans this IP (None: report only);
+        the state it left returns when the ban ends.
     """
 
     def __init__(
@@ -111,6 +122,7 @@ class SystemMonitor(Component):
         rejection_state: TradingState | None = TradingState.REDUCING,
         loop_lag: Callable[[], float] | None = None,
         loop_lag_threshold_seconds: float = 0.25,
+        venue_ban_state: TradingState | None = TradingState.HALTED,
     ) -> None:
         super().__init__("integration.monitor", bus, clock)
         self.stale_data_state = stale_data_state
@@ -138,6 +150,8 @@ class SystemMonitor(Component):
         self._overflow = 0
         self.loop_lag = loop_lag
         self.loop_lag_threshold_seconds = loop_lag_threshold_seconds
+        self.venue_ban_state = venue_ban_state
+        self._ban_return: TradingState | None = None
 
     def on_start(self) -> None:
         """Listen to lifecycles, feeds, breaches and trading states; check the bus on a timer."""
@@ -147,6 +161,8 @@ class SystemMonitor(Component):
         self.bus.subscribe(TradingStateChanged, self.on_trading_state, name=self.name)
         self.bus.subscribe(ReconciliationCompleted, self.on_reconciliation, name=self.name)
         self.bus.subscribe(OrderRejected, self.on_rejection, name=self.name)
+        self.bus.subscribe(VenueConditionChanged, self.on_venue_condition, name=self.name)
+        self.bus.subscribe(MarginCalled, self.on_margin_call, name=self.name)
         self.clock.set_timer(f"{self.name}.bus", self.check_interval_ns, self.check_bus)
 
     def on_stop(self) -> None:
@@ -244,18 +260,47 @@ class SystemMonitor(Component):
             self._tripped = False  # a feed's recovery must not undo this move: only an operator does
             self._set_state(target, f"monitor: {reason}")
 
+    def on_venue_condition(self, change: VenueConditionChanged) -> None:
+        """A venue condition degrades health while it lasts; a ban also moves the trading state until it ends."""
+        key = f"venue {change.condition}"
+        if change.active:
+            self._open(key, SystemHealth.DEGRADED, f"{change.venue}: {change.reason}")
+        else:
+            self._close(key)
+        if change.condition != "banned":
+            return
+        if change.active:
+            target, current = self.venue_ban_state, self._trading_state
+            if target is None or current is target or current is TradingState.HALTED or self._ban_return is not None:
+                return
+            self._ban_return = current
+            self._set_state(target, f"monitor: venue ban: {change.reason}")
+        elif self._ban_return is not None:
+            back, self._ban_return = self._ban_return, None
+            self._set_state(back, f"monitor: venue ban ended: {change.reason}")
+
+    def on_margin_call(self, call: MarginCalled) -> None:
+        """A margin call is unhealthy until an operator resumes (positions are close to liquidation)."""
+        symbols = ", ".join(f"{symbol} {side} {quantity}" for symbol, side, quantity, _, _ in call.positions)
+        _log.error("margin call from the venue", positions=symbols, wallet=str(call.cross_wallet_balance))
+        self._open("margin call", SystemHealth.UNHEALTHY, f"margin call: {symbols or 'no position listed'}")
+
     def on_trading_state(self, change: TradingStateChanged) -> None:
         """Follow the trading state; a move the monitor did not make ends its trip; ACTIVE clears acknowledged problems.
 
-        An operator's resume to ACTIVE closes risk breaches, reconciliation mismatches and repeated rejections.
+        An operator's resume to ACTIVE closes risk breaches, reconciliation mismatches, repeated rejections
+        and margin calls.
         """
         self._trading_state = change.state
         if self._tripped and not change.reason.startswith("monitor:"):
             self._tripped = False
         if self._database_return is not None and not change.reason.startswith("monitor: database"):
             self._database_return = None
+        if self._ban_return is not None and not change.reason.startswith("monitor: venue ban"):
+            self._ban_return = None
         if change.state is TradingState.ACTIVE:
-            for key in [k for k in self._problems if k.startswith("risk ") or k in ("reconciliation", _REJECTIONS)]:
+            acknowledged = ("reconciliation", _REJECTIONS, "margin call")
+            for key in [k for k in self._problems if k.startswith("risk ") or k in acknowledged]:
                 self._close(key)
             self._rejections.clear()
 

@@ -212,6 +212,11 @@ class PerformanceAttributor(Component):
         self._samples = 0
         self._sample_ts: int | None = None
 
+    def rebase_capital(self, capital: float) -> None:
+        """Start from ``capital``: a live account's opening balance, set before anything trades."""
+        self.initial_capital = float(capital)
+        self._start_equity = self.initial_capital
+
     # --- events ---------------------------------------------------------------------------
 
     def on_start(self) -> None:

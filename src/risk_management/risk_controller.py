@@ -760,6 +760,10 @@ class RiskController(Component):
         self._peak_equity = max(self._peak_equity, peak)
         self.max_drawdown = max(self.max_drawdown, max_drawdown)
 
+    def rebase_capital(self, capital: float) -> None:
+        """Measure the drawdown from ``capital``: a live account's opening balance, set before anything trades."""
+        self._peak_equity = capital
+
     def update_limits(self, changes: Mapping[str, Any]) -> RiskLimits:
         """Replace limits by name at run time, as in the user's UC-1.2; publish and apply them now.
 

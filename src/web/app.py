@@ -309,6 +309,8 @@ def create_app(
             "ready": ready,
             "health": status.get("health"),
             "trading_state": status.get("trading_state"),
+            "reasons": status.get("health_reasons", []),
+            "venue": status.get("venue"),
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 

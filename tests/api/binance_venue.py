@@ -94,9 +94,11 @@ class BinanceMarket:
             catch_up,
             clock.timestamp_ns,
             sleep,
+            funding=self.adapter.funding_payments,
         )
         self._stream_task = asyncio.ensure_future(self._stream.run(lambda: True))
-        while not self.server.sockets:
+        # Connected once its REST catch-up is done: no bar moves the clock while a request is in flight.
+        while not self._stream.connected:
             await asyncio.sleep(0.001)
 
     async def _drain(self) -> None:

@@ -6,8 +6,11 @@ parametrized over :data:`VENUES`, a list of factories; an adapter joins by
 adding its factory: the Binance adapter joins as ``binance-local-book``, talking
 REST and the user-data WebSocket to a local Binance on 127.0.0.1 whose matching
 is the simulated exchange fed the same recorded book (tests/api/binance_venue.py).
-Tests that need a recorded funding settlement or a market that moves far
-enough to liquidate run over :data:`VENUES_WITH_HISTORY`.
+Tests that need a recorded funding settlement run over :data:`VENUES_WITH_FUNDING`
+(the Binance adapter included, as ``binance-local-bars``); those that need a
+market that moves far enough to liquidate over :data:`VENUES_WITH_HISTORY`
+(the port has no liquidation history for the Binance adapter to list, and
+Binance reports a liquidation only as an ``autoclose-`` fill).
 
 The account history (trade list, funding income) must list exactly the
 fills and funding payments the venue reported.
@@ -130,6 +133,10 @@ def on_binance_book() -> Market:
     return BinanceMarket(list(real_session()), 25, 400, MAX_OPEN_ORDERS)
 
 
+def on_binance_bars() -> Market:
+    return BinanceMarket(with_funding(real_bars(BTC, 900)), 1, 3, MAX_OPEN_ORDERS, participation_rate=Decimal("0.02"))
+
+
 VENUES = [
     pytest.param(on_binance_book, id="binance-local-book"),
     pytest.param(on_bars, id="simulated-bars"),
@@ -137,6 +144,9 @@ VENUES = [
     pytest.param(on_book_with_latency, id="simulated-book-latency"),
 ]
 VENUES_WITH_HISTORY = [pytest.param(on_bars, id="simulated-bars")]
+# Binance's user-data stream announces a settlement as a balance change; the adapter reads the payment
+# (income joined with the settlement's rate and mark) over REST and reports it.
+VENUES_WITH_FUNDING = [*VENUES_WITH_HISTORY, pytest.param(on_binance_bars, id="binance-local-bars")]
 
 MarketFactory = Callable[[], Market]
 
@@ -606,7 +616,7 @@ def test_conformance_account_trades_are_the_fills_reported(make: MarketFactory) 
     assert trade_records(later) == trade_records([f for f in reported if f.ts_event >= since])
 
 
-@pytest.mark.parametrize("make", VENUES)
+@pytest.mark.parametrize("make", [*VENUES, VENUES_WITH_FUNDING[-1]])
 def test_conformance_funding_payments_are_the_funding_reported(make: MarketFactory) -> None:
     # Arrange: a long held until a settlement (where the recording reaches one) or for 600 steps
     market = make()
@@ -658,7 +668,7 @@ def test_conformance_leverage_margin_type_and_position_mode(make: MarketFactory)
 # --- funding and liquidation ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("make", VENUES_WITH_HISTORY)
+@pytest.mark.parametrize("make", VENUES_WITH_FUNDING)
 def test_conformance_funding_is_paid_at_the_recorded_rate_and_mark(make: MarketFactory) -> None:
     # Arrange
     market = make()

@@ -27,6 +27,7 @@ from keel.core.messages import (
     HealthChanged,
     Lane,
     LiquidationReported,
+    MarginCalled,
     MarginType,
     MarketRegime,
     MarkPriceUpdated,
@@ -59,6 +60,7 @@ from keel.core.messages import (
     SystemHealth,
     TradeTick,
     TradingStateChanged,
+    VenueConditionChanged,
     decode_message,
     encode_message,
     next_message_id,
@@ -391,6 +393,14 @@ def _examples() -> dict[type[Message], Message]:
             mismatches=(),
             **common,
         ),
+        MarginCalled: MarginCalled(
+            cross_wallet_balance=Decimal("1000.5"),
+            positions=(("BTCUSDT", "LONG", Decimal("0.5"), Decimal("84000.1"), Decimal("210.0")),),
+            **common,
+        ),
+        VenueConditionChanged: VenueConditionChanged(
+            venue="binance", condition="banned", active=True, reason="HTTP 418", until_ns=2_000, **common
+        ),
     }
 
 
@@ -406,6 +416,8 @@ CONTROL = {
     SessionStarted,
     SessionEnded,
     ReconciliationCompleted,
+    MarginCalled,
+    VenueConditionChanged,
 }
 MARKET_DATA = {
     BarClosed,

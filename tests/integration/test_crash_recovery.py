@@ -56,6 +56,7 @@ from keel.core.orders import OrderStatus
 from keel.integration.paper import PaperSession
 from keel.integration.pipeline import build_feed
 from keel.integration.recovery import balance_mismatches
+from keel.integration.venues import SimulatedVenue
 from keel.persistence import Database, Journal
 
 KILL_POINTS = (
@@ -134,7 +135,8 @@ class Killer:
 def instrument(session: PaperSession, killer: Killer) -> None:
     """Put the killer's points into a built session (test-side wrappers; keel's code is unchanged)."""
     state, orders, journal = session.state, session.pipeline.orders, session.state.journal
-    exchange, store = session.pipeline.exchange, session.venue_store
+    assert isinstance(session.venue, SimulatedVenue)
+    exchange, store = session.pipeline.exchange, session.venue.store
 
     def write_ahead(command: SubmitOrder) -> None:
         killer.reached("before_write_ahead")

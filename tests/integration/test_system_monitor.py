@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import msgspec
@@ -16,12 +17,14 @@ from keel.core.messages import (
     BarClosed,
     ComponentStateChanged,
     HealthChanged,
+    MarginCalled,
     OrderRejected,
     ReconciliationCompleted,
     RiskBreached,
     SetTradingState,
     SystemHealth,
     TradingStateChanged,
+    VenueConditionChanged,
 )
 from keel.integration.pipeline import build_monitors
 from keel.integration.system_monitor import LoopLagProbe, SystemMonitor
@@ -522,3 +525,89 @@ def test_a_gap_in_the_bars_trips_the_monitors_backtests_and_paper_share() -> Non
     assert [c.state for c in desk.commands] == [TradingState.REDUCING, TradingState.ACTIVE]
     assert "stale" in desk.commands[0].reason
     assert monitors[0].health is SystemHealth.HEALTHY
+
+
+def venue_condition(condition: str, active: bool, reason: str) -> VenueConditionChanged:
+    return VenueConditionChanged(
+        venue="binance", condition=condition, active=active, reason=reason, ts_event=0, ts_init=0
+    )
+
+
+def test_a_venue_ban_halts_trading_shows_in_health_and_returns_to_the_state_it_left_when_it_ends() -> None:
+    # Arrange: trading REDUCING already (a risk limit), the default ban state HALTED
+    bus, _clock, monitor, desk, _changes, _bars = wired()
+    bus.publish(SetTradingState(state=TradingState.REDUCING, reason="risk", ts_event=0, ts_init=0))
+    bus.drain()
+
+    # Act
+    bus.publish(venue_condition("banned", True, "Binance banned this IP (HTTP 418)"))
+    bus.drain()
+    during = (desk.state, monitor.health, monitor.reasons())
+    bus.publish(venue_condition("banned", False, "banned: back to normal"))
+    bus.drain()
+
+    # Assert
+    assert during[0] is TradingState.HALTED and during[1] is SystemHealth.DEGRADED
+    assert during[2] == ["binance: Binance banned this IP (HTTP 418)"]
+    assert desk.state is TradingState.REDUCING
+    assert monitor.health is SystemHealth.HEALTHY
+
+
+def test_a_venue_ban_moves_to_the_configured_state_and_leaves_an_operator_halt_alone() -> None:
+    # Arrange
+    bus = EventBus()
+    desk = TradingDesk(bus)
+    SystemMonitor(bus, SimulatedClock(0), venue_ban_state=TradingState.REDUCING).start()
+    bus.drain()
+
+    # Act: a ban, then an operator halt during it, then the ban ends
+    bus.publish(venue_condition("banned", True, "HTTP 418"))
+    bus.drain()
+    during = desk.state
+    bus.publish(SetTradingState(state=TradingState.HALTED, reason="operator", ts_event=0, ts_init=0))
+    bus.drain()
+    bus.publish(venue_condition("banned", False, "over"))
+    bus.drain()
+
+    # Assert: REDUCING during the ban; the operator's halt stays after it
+    assert during is TradingState.REDUCING
+    assert desk.state is TradingState.HALTED
+
+
+def test_a_user_stream_down_degrades_health_without_moving_trading() -> None:
+    # Arrange
+    bus, _clock, monitor, desk, _changes, _bars = wired()
+
+    # Act
+    bus.publish(venue_condition("user_stream", True, "user-data stream down: polling orders and positions"))
+    bus.drain()
+    during = monitor.health
+    bus.publish(venue_condition("user_stream", False, "user_stream: back to normal"))
+    bus.drain()
+
+    # Assert
+    assert during is SystemHealth.DEGRADED and monitor.health is SystemHealth.HEALTHY
+    assert desk.state is TradingState.ACTIVE and desk.commands == []
+
+
+def test_a_margin_call_is_unhealthy_until_an_operator_resumes() -> None:
+    # Arrange
+    bus, _clock, monitor, _desk, _changes, _bars = wired()
+    call = MarginCalled(
+        cross_wallet_balance=Decimal("12.5"),
+        positions=(("ETHUSDT", "LONG", Decimal("1.3"), Decimal("187.1"), Decimal("1.6")),),
+        ts_event=0,
+        ts_init=0,
+    )
+
+    # Act
+    bus.publish(call)
+    bus.drain()
+    during = (monitor.health, monitor.reasons())
+    bus.publish(SetTradingState(state=TradingState.HALTED, reason="operator", ts_event=0, ts_init=0))
+    bus.publish(SetTradingState(state=TradingState.ACTIVE, reason="operator resumed", ts_event=0, ts_init=0))
+    bus.drain()
+
+    # Assert
+    assert during[0] is SystemHealth.UNHEALTHY and during[1] == ["margin call: ETHUSDT LONG 1.3"]
+    assert monitor.health is SystemHealth.HEALTHY

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from keel.backtest import BacktestEngine
-from keel.core.errors import MalformedDataError
+from keel.core.errors import ConfigurationError, MalformedDataError
 from keel.core.messages import BarClosed
 from keel.integration import TradingOrchestrator
 from keel.market_data.loaders import load_ohlcv
@@ -136,9 +136,9 @@ def test_uc_1_1_a_backtest_system_from_python_and_inside_a_running_loop() -> Non
     assert status["running"] is False
 
 
-def test_uc_1_1_live_from_python_is_refused_until_the_adapter_exists() -> None:
-    # Act / Assert
-    with pytest.raises(Exception, match="Binance Futures adapter"):
+def test_uc_1_1_live_from_python_needs_the_confirmation() -> None:
+    # Act / Assert: the same rule as keel run --mode live (tests/integration/test_live.py runs it on a local Binance)
+    with pytest.raises(ConfigurationError, match="i-understand-this-trades-real-money"):
         TradingOrchestrator.from_config(mode="live")
 
 

@@ -83,6 +83,10 @@ class BinanceAdapter:
     events
         The user-data stream's mapper, shared so an acceptance seen on REST
         and on the stream is reported once.
+    symbols
+        The symbols keel trades: the account history of every symbol
+        (``account_trades(None)``) is read for these only (None: every
+        perpetual contract, one request each).
     """
 
     name = "binance"
@@ -95,6 +99,7 @@ class BinanceAdapter:
         sleep: Sleep,
         resolve_attempts: int = 5,
         events: UserEventMapper | None = None,
+        symbols: tuple[str, ...] | None = None,
     ) -> None:
         self._client = client
         self._now_ns = now_ns
@@ -107,14 +112,26 @@ class BinanceAdapter:
         self._marks: dict[str, Decimal] = {}
         self.events = events if events is not None else UserEventMapper()
         self.refused_locally = 0
+        self._symbols_traded = symbols
 
     def set_report_handler(self, handler: ReportHandler) -> None:
         """Send every report (accepted, rejected, ...) to ``handler``."""
         self._handler = handler
 
-    def _report(self, event: Event) -> None:
+    def report(self, event: Event) -> None:
+        """Hand ``event`` (from REST or the user-data stream) to the report handler."""
         if self._handler is not None:
             self._handler(event)
+
+    _report = report
+
+    def venue_metrics(self) -> dict[str, object]:
+        """Return the offset to Binance's clock (s) and the share of each rate limit in use, 0 to 1."""
+        clock, limiter = self._client.clock, self._client.limiter
+        return {
+            "exchange_server_time_offset_seconds": None if clock.uncertainty_ms is None else clock.offset_ms / 1000,
+            "exchange_rate_limit_usage": limiter.usage(),
+        }
 
     def _accepted(self, report: OrderStatusReport) -> None:
         self._client_ids[report.symbol, report.venue_order_id] = report.client_order_id
@@ -336,6 +353,8 @@ class BinanceAdapter:
         return self._client_ids[key]
 
     async def _symbols(self) -> list[str]:
+        if self._symbols_traded is not None:
+            return sorted(self._symbols_traded)
         if not self._instruments:
             await self.exchange_info()
         return sorted(self._instruments)
@@ -344,7 +363,7 @@ class BinanceAdapter:
         """Return the account's fills (of ``symbol``, or of every symbol) from ``start_ns`` on, in time order."""
         fills: list[OrderFilled] = []
         for name in [symbol] if symbol is not None else await self._symbols():
-            params = [("symbol", name), ("startTime", str(start_ns // NANOS_PER_MILLI))]
+            params = [("symbol", name), ("startTime", str(_first_ms(start_ns)))]
             payload: list[dict[str, Any]] = await self._client.request("GET", USER_TRADES_PATH, params, signed=True)
             for trade in payload:
                 client_id = await self._client_order_id(name, str(trade["orderId"]))
@@ -353,7 +372,7 @@ class BinanceAdapter:
 
     async def funding_payments(self, start_ns: int = 0) -> list[FundingPaid]:
         """Return the funding payments from ``start_ns`` on, each joined with its settlement's rate and mark."""
-        start = str(start_ns // NANOS_PER_MILLI)
+        start = str(_first_ms(start_ns))
         params = [("incomeType", "FUNDING_FEE"), ("startTime", start)]
         incomes: list[dict[str, Any]] = await self._client.request("GET", INCOME_PATH, params, signed=True)
         rates: dict[tuple[str, int], dict[str, Any]] = {}
@@ -367,3 +386,8 @@ class BinanceAdapter:
                 raise RetryLaterError(f"no funding settlement published yet for {income['symbol']} at {income['time']}")
             payments.append(funding_from(income, rate, self._now_ns()))
         return payments
+
+
+def _first_ms(start_ns: int) -> int:
+    """Return the first whole ms at or after ``start_ns`` (Binance's history is stamped in ms)."""
+    return -(-start_ns // NANOS_PER_MILLI)

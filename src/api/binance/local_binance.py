@@ -15,11 +15,14 @@ market streams (``/stream?streams=...``) and ``GET /fapi/v1/depth``.
 Fault injection: ``fail_after_accept`` submits are placed and then answered
 with HTTP 503; ``drop_after_accept`` submits are placed and the connection
 is closed without an answer; ``fail_before_accept`` submits answer 503
-without being placed.
+without being placed; ``refuse_streams`` refuses user-data connections
+(the stream is down); :meth:`push_event` sends any user-data payload (a
+``MARGIN_CALL``); ``banned_until_ms`` bans the IP (HTTP 418).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -68,17 +71,24 @@ from keel.api.binance.schemas import (
     trade_json,
 )
 from keel.api.simulated_exchange import SimulatedExchange
-from keel.core.clock import NANOS_PER_MILLI, SimulatedClock
+from keel.core.clock import NANOS_PER_MILLI, Clock
 from keel.core.error_codes import BinanceErrorCode
 from keel.core.errors import RequestRejectedError
 from keel.core.messages import (
+    BarClosed,
+    BookUpdated,
     Event,
+    FundingPaid,
+    FundingRateUpdated,
     MarginType,
+    MarketDataEvent,
+    MarkPriceUpdated,
     OrderAccepted,
     OrderCanceled,
     OrderExpired,
     OrderFilled,
     OrderRejected,
+    TradeTick,
 )
 from keel.core.ports import PositionMode
 
@@ -103,7 +113,8 @@ class LocalBinance:
     exchange
         The venue that matches orders and keeps the account.
     clock
-        The venue's clock (Binance's ``serverTime``).
+        The venue's clock (Binance's ``serverTime``, the signature windows
+        and the rate-limit windows); the exchange matches on its own.
     api_key, secret
         The only credentials it accepts.
     weight_limit
@@ -115,7 +126,7 @@ class LocalBinance:
     def __init__(
         self,
         exchange: SimulatedExchange,
-        clock: SimulatedClock,
+        clock: Clock,
         api_key: str,
         secret: str,
         weight_limit: int = REQUEST_WEIGHT_PER_MINUTE,
@@ -147,8 +158,11 @@ class LocalBinance:
         self.listen_keys_made = 0
         self.listen_key_expiries = 0
         self.sockets: list[web.WebSocketResponse] = []
+        self.refuse_streams = False
         self._published = 0
         self.events_sent = 0
+        self._publishing = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 
@@ -473,6 +487,8 @@ class LocalBinance:
         )
 
     async def _user_stream(self, request: web.Request) -> web.StreamResponse:
+        if self.refuse_streams:
+            return _error(BinanceErrorCode.UNKNOWN, "Service unavailable", 503)
         if request.match_info["listen_key"] != self.listen_key or not self._listen_key_alive():
             return _error(BinanceErrorCode.INVALID_LISTEN_KEY, BinanceErrorCode.INVALID_LISTEN_KEY.message)
         socket = web.WebSocketResponse()
@@ -488,15 +504,41 @@ class LocalBinance:
         for socket in sockets:
             await socket.close()
 
+    async def push_event(self, payload: dict[str, Any]) -> None:
+        """Send one user-data payload as it is to every connected client."""
+        for socket in list(self.sockets):
+            if not socket.closed:
+                await socket.send_json(payload)
+                self.events_sent += 1
+
+    def on_market_event(self, event: MarketDataEvent) -> None:
+        """Let the venue see a market event (as Binance sees the market), then publish what it caused."""
+        exchange = self.exchange
+        if isinstance(event, BarClosed):
+            exchange.on_bar(event)
+        elif isinstance(event, BookUpdated):
+            exchange.on_book(event)
+        elif isinstance(event, TradeTick):
+            exchange.on_trade(event)
+        elif isinstance(event, MarkPriceUpdated):
+            exchange.on_mark_price(event)
+        elif isinstance(event, FundingRateUpdated):
+            exchange.on_funding(event)
+        if len(self.reports) > self._published:
+            task = asyncio.get_running_loop().create_task(self.publish())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
     async def publish(self) -> None:
-        """Send the venue's new reports as user-data events to the connected clients."""
-        reports, self._published = self.reports[self._published :], len(self.reports)
-        for report in reports:
-            payload = await self._user_event(report)
-            for socket in list(self.sockets):
-                if not socket.closed:
-                    await socket.send_json(payload)
-                    self.events_sent += 1
+        """Send the venue's new reports as user-data events to the connected clients, in the venue's order."""
+        async with self._publishing:
+            reports, self._published = self.reports[self._published :], len(self.reports)
+            for report in reports:
+                payload = await self._user_event(report)
+                for socket in list(self.sockets):
+                    if not socket.closed:
+                        await socket.send_json(payload)
+                        self.events_sent += 1
 
     async def _user_event(self, report: Event) -> dict[str, Any] | None:
         ts = report.ts_event // NANOS_PER_MILLI
@@ -519,6 +561,11 @@ class LocalBinance:
         elif isinstance(report, OrderAccepted | OrderCanceled | OrderExpired):
             execution = _EXECUTION_TYPES[type(report)]
             order = {"s": report.symbol, "c": report.client_order_id, "x": execution, "X": execution, "i": 0}
+        elif isinstance(report, FundingPaid):
+            # Binance announces a settlement as a balance change only; the rate and mark are on REST.
+            wallet = (await self.exchange.balances()).wallet_balance
+            balance = {"a": "USDT", "wb": str(wallet), "cw": str(wallet), "bc": str(report.amount)}
+            return {"e": "ACCOUNT_UPDATE", "E": ts, "T": ts, "a": {"m": "FUNDING_FEE", "B": [balance], "P": []}}
         else:
             return {"e": "IGNORED", "E": ts}
         return {"e": "ORDER_TRADE_UPDATE", "E": ts, "T": ts, "o": order}

@@ -161,6 +161,15 @@ class RateLimiter:
         if (count := headers.get(ORDER_COUNT_1M_HEADER)) is not None:
             self.orders_1m = int(count)
 
+    def usage(self) -> dict[str, float]:
+        """Return the share of each of Binance's limits in use in the current windows, 0 to 1."""
+        self._roll_windows(self._now_ms())
+        return {
+            "request_weight_1m": self.used_weight / REQUEST_WEIGHT_PER_MINUTE,
+            "orders_10s": self.orders_10s / ORDERS_PER_10_SECONDS,
+            "orders_1m": self.orders_1m / ORDERS_PER_MINUTE,
+        }
+
     def block(self, seconds: float, banned: bool) -> None:
         """Stop sending for ``seconds``: after a 429, or a 418 ban when ``banned``."""
         until = self._now_ms() + int(seconds * 1000)
@@ -212,7 +221,8 @@ class BinanceRestClient:
     limiter
         The pacing state shared by every request on this IP.
     session
-        The aiohttp session (the caller owns and closes it).
+        The aiohttp session (the caller owns and closes it); None until
+        :meth:`use_session` gives one (a session needs a running event loop).
     timeout_seconds
         The per-request timeout; a timed-out order request is ambiguous.
     """
@@ -224,7 +234,7 @@ class BinanceRestClient:
         secret: RevealsSecret | None,
         clock: ServerClock,
         limiter: RateLimiter,
-        session: aiohttp.ClientSession,
+        session: aiohttp.ClientSession | None,
         timeout_seconds: float = 10.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -238,6 +248,10 @@ class BinanceRestClient:
 
     def __repr__(self) -> str:
         return f"BinanceRestClient(base_url={self.base_url!r})"
+
+    def use_session(self, session: aiohttp.ClientSession | None) -> None:
+        """Send requests through ``session`` from now on (None: no requests until another is given)."""
+        self._session = session
 
     async def sync_time(self) -> None:
         """Measure the offset to Binance's clock with ``GET /fapi/v1/time``."""
@@ -269,6 +283,8 @@ class BinanceRestClient:
         RequestRejectedError, OperatorActionRequiredError
             Binance refused the request definitively or needs a human.
         """
+        if self._session is None:
+            raise RetryLaterError(f"{method} {path}: the REST client has no open session")
         await self.limiter.acquire(endpoint_weight(method, path), (method, path) in ORDER_PLACING)
         if signed:
             if self._secret is None:

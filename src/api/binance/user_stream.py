@@ -4,8 +4,8 @@ Binance closes a listenKey 60 minutes after its last keepalive, so
 :class:`ListenKeyKeeper` extends it every 30-50 minutes (jittered, seeded,
 so many processes do not keep alive in lock step) and makes a new one when
 Binance answers -1125 (the key expired or is unknown). :class:`UserEventMapper`
-turns ``ORDER_TRADE_UPDATE`` and ``ACCOUNT_UPDATE`` payloads into keel
-events, each fill exactly once however often or out of order Binance (or a
+turns ``ORDER_TRADE_UPDATE``, ``ACCOUNT_UPDATE`` and ``MARGIN_CALL`` payloads
+into keel events, each fill exactly once however often or out of order Binance (or a
 reconnect's catch-up) delivers it.
 """
 
@@ -31,13 +31,16 @@ from keel.core.errors import (
 )
 from keel.core.messages import (
     Event,
+    FundingPaid,
+    MarginCalled,
     OrderAccepted,
     OrderCanceled,
     OrderExpired,
     OrderFilled,
     PositionChanged,
 )
-from keel.core.orders import LiquiditySide, OrderSide
+from keel.core.orders import LiquiditySide, OrderSide, OrderStatus
+from keel.core.ports import OrderStatusReport
 
 Sleep = Callable[[float], Awaitable[None]]
 KEEPALIVE_MIN_SECONDS = 30 * 60
@@ -157,6 +160,19 @@ class UserEventMapper:
         """Record a fill learned outside the stream, so the stream's copy is dropped."""
         self._fills.add((symbol, trade_id))
 
+    def status_events(self, report: OrderStatusReport, now_ns: int) -> list[Event]:
+        """Return the end of an order Binance lists as canceled or expired (polled over REST), once.
+
+        Fills are not derived from a status: they come from the trade list.
+        """
+        execution = {OrderStatus.CANCELED: "CANCELED", OrderStatus.EXPIRED: "EXPIRED"}.get(report.status)
+        if execution is None or not self.first_state(report.client_order_id, execution):
+            return []
+        self._ended.add(report.client_order_id)
+        kind = OrderCanceled if execution == "CANCELED" else OrderExpired
+        symbol, ts = report.symbol, report.ts_last
+        return [kind(client_order_id=report.client_order_id, symbol=symbol, ts_event=ts, ts_init=now_ns)]
+
     def map(self, payload: dict[str, Any], now_ns: int) -> list[Event]:
         """Return the keel events of one user-data payload (none for kinds keel does not use)."""
         kind = payload.get("e")
@@ -164,6 +180,8 @@ class UserEventMapper:
             return self._order_update(payload, now_ns)
         if kind == "ACCOUNT_UPDATE":
             return self._account_update(payload, now_ns)
+        if kind == "MARGIN_CALL":
+            return [_margin_call(payload, now_ns)]
         return []
 
     def _order_update(self, payload: dict[str, Any], now_ns: int) -> list[Event]:
@@ -231,6 +249,21 @@ class UserEventMapper:
         ]
 
 
+def _margin_call(payload: dict[str, Any], now_ns: int) -> MarginCalled:
+    """Map a ``MARGIN_CALL`` payload: the cross wallet and each position at risk."""
+    wallet = payload.get("cw")
+    positions = tuple(
+        (str(p["s"]), str(p.get("ps", "BOTH")), _decimal(p, "pa"), _decimal(p, "mp"), _decimal(p, "mm"))
+        for p in payload.get("p", [])
+    )
+    return MarginCalled(
+        cross_wallet_balance=None if wallet is None else Decimal(str(wallet)),
+        positions=positions,
+        ts_event=int(payload["E"]) * NANOS_PER_MILLI,
+        ts_init=now_ns,
+    )
+
+
 class UserStream:
     """Receives the user-data stream, reconnecting and catching up on fills it missed.
 
@@ -253,6 +286,12 @@ class UserStream:
         Waits between reconnect attempts (simulated in tests).
     seed
         Seeds the reconnect jitter.
+    funding
+        Returns the account's funding payments since a time
+        (``ExchangePort.funding_payments``). Binance's stream announces a
+        funding settlement only as a balance change (``ACCOUNT_UPDATE`` with
+        reason ``FUNDING_FEE``), without its rate and mark: the payments are
+        read over REST then, and after every reconnect. None: not followed.
 
     Notes
     -----
@@ -270,8 +309,12 @@ class UserStream:
         now_ns: Callable[[], int],
         sleep: Sleep,
         seed: int = 0,
+        funding: Callable[[int], Awaitable[list[FundingPaid]]] | None = None,
     ) -> None:
         self._ws_url = ws_url.rstrip("/")
+        self._funding = funding
+        self._funding_seen: set[tuple[str, int]] = set()
+        self.last_funding_ns = 0
         self._keeper = keeper
         self._mapper = mapper
         self._handler = handler
@@ -285,6 +328,7 @@ class UserStream:
         self.messages = 0
         self.failed_catch_ups = 0
         self.last_error = ""
+        self.connected = False
 
     def __repr__(self) -> str:
         return f"UserStream(connections={self.connections})"
@@ -306,23 +350,50 @@ class UserStream:
                 self.caught_up_fills += 1
                 self._emit(fill)
 
+    async def catch_up_funding(self) -> None:
+        """Report the funding payments Binance lists since the last one seen, each once."""
+        if self._funding is None:
+            return
+        for payment in await self._funding(self.last_funding_ns):
+            key = (payment.symbol, payment.funding_time)
+            if key in self._funding_seen:
+                continue
+            self._funding_seen.add(key)
+            self.last_funding_ns = max(self.last_funding_ns, payment.funding_time)
+            self._handler(payment)
+
+    async def _receive(self, message: str | bytes) -> bool:
+        """Handle one stream message; return False when the listenKey expired (the session ends)."""
+        payload = json.loads(message)
+        kind = payload.get("e")
+        if kind == "listenKeyExpired":
+            self._keeper.on_expired_event()
+            return False
+        for event in self._mapper.map(payload, self._now_ns()):
+            self._emit(event)
+        if kind == "ACCOUNT_UPDATE" and payload.get("a", {}).get("m") == "FUNDING_FEE":
+            await self.catch_up_funding()
+        return True
+
     async def run_session(self) -> None:
         """Connect once, catch up, and receive until the connection ends."""
         key = self._keeper.listen_key or await self._keeper.create()
         async with websockets.connect(f"{self._ws_url}/ws/{key}") as connection:
             self.connections += 1
             await self.catch_up()
+            await self.catch_up_funding()
+            self.connected = True
             try:
                 async for message in connection:
+                    going_on = await self._receive(message)
+                    # Counted once handled (a funding settlement's REST read included).
                     self.messages += 1
-                    payload = json.loads(message)
-                    if payload.get("e") == "listenKeyExpired":
-                        self._keeper.on_expired_event()
+                    if not going_on:
                         return
-                    for event in self._mapper.map(payload, self._now_ns()):
-                        self._emit(event)
             except websockets.ConnectionClosed:
                 return
+            finally:
+                self.connected = False
 
     async def run(self, running: Callable[[], bool]) -> None:
         """Keep a session open while ``running()``, backing off after failed connects."""

@@ -1,0 +1,182 @@
+"""The venue a session trades on: the durable simulated exchange (paper) or Binance (live).
+
+A :class:`~keel.integration.paper.PaperSession` runs the same pipeline,
+journal, recovery, dashboard and control API whatever its venue; what
+differs is behind :class:`SessionVenue`: how a start decides between a
+fresh session and recovering the last one, which exchange the pipeline
+trades on, how the venue's own state comes back after a restart, what runs
+beside the feed while the session trades (streams, clock, polling), and
+when the session reconciles with the venue.
+
+:class:`SimulatedVenue` is the paper venue: a :class:`~keel.api.SimulatedExchange`
+whose state outlives the process in ``paper.venue_state_file``, recovered
+with the session's market history. The live venue is
+:class:`keel.integration.live.BinanceVenue`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+
+from keel.api import MarketCursor, VenueStore
+from keel.config import KeelConfig
+from keel.core.clock import Clock
+from keel.core.instruments import Instrument
+from keel.core.messages import ReconciliationCompleted, SessionEnded
+from keel.core.ports import ExchangePort
+from keel.integration.pipeline import Pipeline
+from keel.integration.recovery import ReplayedHistory, SessionPlan, plan_session, reconcile, restore_state
+from keel.persistence import Journal, Snapshots
+
+_log = structlog.get_logger("keel.venue")
+
+
+class SessionVenue(Protocol):
+    """What a session needs of its venue."""
+
+    mode: str
+    """The run mode the session's ``SessionStarted`` names: ``paper`` or ``live``."""
+
+    replays_history: bool
+    """Whether a recovery replays the session's market history through the pipeline first."""
+
+    def plan(self, journal: Journal, resume: bool) -> tuple[SessionPlan, MarketCursor | None]:
+        """Decide between recovering the unfinished session (and where its feed resumes) and a fresh one."""
+        ...
+
+    def exchange(self, instruments: Mapping[str, Instrument], clock: Clock) -> ExchangePort | None:
+        """Return the exchange the pipeline trades on; None for the simulated one the pipeline builds."""
+        ...
+
+    def restore(
+        self,
+        pipeline: Pipeline,
+        journal: Journal,
+        snapshots: Snapshots,
+        plan: SessionPlan,
+        history: ReplayedHistory | None,
+    ) -> None:
+        """Put the venue's and keel's books back after a restart (before the bus runs)."""
+        ...
+
+    def attach(self, pipeline: Pipeline) -> None:
+        """Follow the pipeline's venue from now on (the paper venue commits its state to its file)."""
+        ...
+
+    async def connect(self, pipeline: Pipeline) -> None:
+        """Open what runs beside the feed (streams, clock, polling); the bus runs."""
+        ...
+
+    async def opening_capital(self, pipeline: Pipeline, plan: SessionPlan, journal: Journal) -> Decimal | None:
+        """Return the account's capital at the session's start when the venue sets it (None: the configured one)."""
+        ...
+
+    async def reconcile(self, pipeline: Pipeline, plan: SessionPlan) -> ReconciliationCompleted | None:
+        """Reconcile keel's books with the venue when the session needs it; None when it does not."""
+        ...
+
+    async def disconnect(self) -> None:
+        """Close what :meth:`connect` opened."""
+        ...
+
+    def close(self) -> None:
+        """Release the venue's files (after the final state is written)."""
+        ...
+
+    def venue_status(self) -> dict[str, Any] | None:
+        """Return the connection's state for status, health and ``/metrics`` (None: nothing to show)."""
+        ...
+
+
+class SimulatedVenue:
+    """The paper venue: the simulated exchange, its state kept in ``paper.venue_state_file``.
+
+    Parameters
+    ----------
+    config
+        The configuration (``run.output_dir``, ``paper.venue_state_file``).
+    """
+
+    mode = "paper"
+    replays_history = True
+
+    def __init__(self, config: KeelConfig) -> None:
+        path = Path(config.run.output_dir) / config.paper.venue_state_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.store = VenueStore(path)
+
+    def plan(self, journal: Journal, resume: bool) -> tuple[SessionPlan, MarketCursor | None]:
+        """Recover the unfinished session with its venue's cursor, or open a fresh paper account."""
+        plan = plan_session(journal)
+        if plan.recover and not resume:
+            _log.warning("a fresh paper account was asked for: the unfinished session is closed", session=plan.session)
+            journal.append([closed_session(plan.session, "closed unfinished: a fresh paper account was asked for")])
+            plan = SessionPlan(session=plan.session + 1, recover=False)
+        if plan.recover:
+            saved = self.store.saved_state()
+            if saved is not None:
+                _log.warning("recovering an unfinished paper session", session=plan.session)
+                return plan, saved.cursor
+            _log.warning(
+                "the unfinished session's paper venue state is gone: opening a fresh paper account",
+                session=plan.session,
+                venue_state=str(self.store.path),
+            )
+            journal.append([closed_session(plan.session, "closed unfinished: its paper venue state is gone")])
+            plan = SessionPlan(session=plan.session + 1, recover=False)
+        self.store.reset()
+        return plan, None
+
+    def exchange(self, instruments: Mapping[str, Instrument], clock: Clock) -> ExchangePort | None:
+        """Let the pipeline build the simulated exchange."""
+        return None
+
+    def restore(
+        self,
+        pipeline: Pipeline,
+        journal: Journal,
+        snapshots: Snapshots,
+        plan: SessionPlan,
+        history: ReplayedHistory | None,
+    ) -> None:
+        """Load the stored venue into the pipeline's exchange, then keel's books from snapshot and journal."""
+        self.store.load_into(pipeline.simulated_exchange())
+        restore_state(pipeline, journal, snapshots, plan, history)
+
+    def attach(self, pipeline: Pipeline) -> None:
+        """Commit every venue transaction to the state file from now on."""
+        self.store.attach(pipeline.simulated_exchange())
+
+    async def connect(self, pipeline: Pipeline) -> None:
+        """Nothing runs beside the feed: the simulated venue is driven by the bus."""
+
+    async def opening_capital(self, pipeline: Pipeline, plan: SessionPlan, journal: Journal) -> Decimal | None:
+        """The configured ``exchange.initial_balance``."""
+        return None
+
+    async def reconcile(self, pipeline: Pipeline, plan: SessionPlan) -> ReconciliationCompleted | None:
+        """Reconcile a recovered session (a fresh paper account has nothing to reconcile)."""
+        return await reconcile(pipeline, plan.start_ts) if plan.recover else None
+
+    async def disconnect(self) -> None:
+        """Nothing to close before the final state is written."""
+
+    def close(self) -> None:
+        """Close the state file."""
+        self.store.close()
+
+    def venue_status(self) -> dict[str, Any] | None:
+        """Nothing: the simulated venue has no connection, clock offset or rate limits to show."""
+        return None
+
+
+def closed_session(session: int, reason: str) -> SessionEnded:
+    """The end of a session that will not be recovered (stamped with the wall clock: no data time yet)."""
+    now = time.time_ns()
+    return SessionEnded(session=session, reason=reason, finished=True, ts_event=now, ts_init=now)

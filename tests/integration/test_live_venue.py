@@ -1,0 +1,312 @@
+"""The live venue's watch against a local Binance, on one simulated clock: a 418 ban, REST polling, margin calls.
+
+keel's pipeline trades through the Binance adapter; the local Binance's
+simulated exchange is fed the recorded bars keel's bus carries. Nothing
+sleeps: the clock is simulated and each check of the venue is called
+directly, as its watch loop calls it every second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from keel.api.binance.local_binance import LocalBinance
+from keel.api.binance.polling import BreakerState
+from keel.config import KeelConfig, load_config
+from keel.core.bus import EventBus
+from keel.core.clock import NANOS_PER_MILLI, NANOS_PER_SECOND, SimulatedClock
+from keel.core.errors import RetryLaterError
+from keel.core.fsm import TradingState
+from keel.core.instruments import load_instruments
+from keel.core.messages import (
+    BarClosed,
+    MarginCalled,
+    OrderFilled,
+    SubmitOrder,
+    SystemHealth,
+    VenueConditionChanged,
+)
+from keel.core.orders import OrderSide, OrderType
+from keel.integration.live import BinanceVenue
+from keel.integration.pipeline import Pipeline, build_exchange, build_monitors, build_pipeline
+from keel.integration.system_monitor import SystemMonitor
+from kit import real_bars
+
+KEY, SECRET = "venue-test-key", "venue-test-secret"
+
+
+def venue_config(rest_url: str, **binance: Any) -> KeelConfig:
+    sections: dict[str, dict[str, Any]] = {
+        "live": {"confirm": True},
+        "binance": {"rest_url": rest_url, "ws_url": rest_url.replace("http://", "ws://"), **binance},
+        "data": {"symbols": ["BTCUSDT"]},
+        "strategy": {"warmup_bars": 0},
+    }
+    environ = {"KEEL_BINANCE_API_KEY": KEY, "KEEL_BINANCE_API_SECRET": SECRET}
+    return load_config("live", environ=environ, overrides=sections)
+
+
+@dataclass
+class Live:
+    """keel's pipeline on a BinanceVenue, a local Binance, one simulated clock and the bus's events."""
+
+    venue: BinanceVenue
+    server: LocalBinance
+    pipeline: Pipeline
+    monitor: SystemMonitor
+    clock: SimulatedClock
+    bars: list[BarClosed]
+    fills: list[OrderFilled]
+    conditions: list[VenueConditionChanged]
+    skew_ms: list[int]
+
+    def advance(self, seconds: float) -> None:
+        self.clock.advance_to(self.clock.timestamp_ns() + int(seconds * NANOS_PER_SECOND))
+
+    async def bar(self, bar: BarClosed) -> None:
+        """Both keel and the local venue see the bar; the bus and the venue's calls settle."""
+        self.clock.advance_to(max(self.clock.timestamp_ns(), bar.ts_event))
+        self.pipeline.bus.publish(bar)
+        self.server.on_market_event(bar)
+        await self.settle()
+
+    async def settle(self) -> None:
+        for _ in range(50):
+            self.pipeline.bus.drain()
+            await asyncio.sleep(0)
+        await self.server.publish()
+        for _ in range(50):
+            self.pipeline.bus.drain()
+            await asyncio.sleep(0.001)
+
+
+@pytest_asyncio.fixture
+async def live(tmp_path: Path) -> AsyncIterator[Live]:
+    bars = real_bars("BTCUSDT", 60)
+    clock = SimulatedClock(bars[0].open_time)
+    probe = venue_config("http://127.0.0.1:1", poll_interval_seconds=5.0, poll_failures_before_pause=2)
+    instruments = load_instruments(probe.exchange.instruments)
+    exchange = build_exchange(probe, {"BTCUSDT": instruments["BTCUSDT"]}, clock, Decimal("100000"))
+    server = LocalBinance(exchange, clock, KEY, SECRET)
+    url = await server.start()
+    config = venue_config(url, poll_interval_seconds=5.0, poll_failures_before_pause=2, poll_pause_seconds=30.0)
+
+    async def no_wait(seconds: float) -> None:
+        clock.advance_to(clock.timestamp_ns() + int(seconds * NANOS_PER_SECOND))
+
+    skew_ms = [0]
+    venue = BinanceVenue(config, local_ms=lambda: clock.timestamp_ns() // NANOS_PER_MILLI + skew_ms[0], sleep=no_wait)
+    bus = EventBus()
+    adapter = venue.exchange({"BTCUSDT": instruments["BTCUSDT"]}, clock)
+    pipeline = build_pipeline(config, instruments, bus, clock, exchange=adapter)
+    monitor, _feeds = build_monitors(config, bus, clock)
+    fills: list[OrderFilled] = []
+    conditions: list[VenueConditionChanged] = []
+    bus.subscribe(OrderFilled, fills.append, name="test.fills")
+    bus.subscribe(VenueConditionChanged, conditions.append, name="test.conditions")
+    venue.attach(pipeline)
+    pipeline.start()
+    monitor.start()
+    bus.drain()
+    await venue.open()
+    venue.prepare_streams(pipeline)
+    made = Live(venue, server, pipeline, monitor, clock, bars, fills, conditions, skew_ms)
+    await made.bar(bars[0])
+    yield made
+    await venue.disconnect()
+    await server.drop_streams()
+    await server.stop()
+
+
+def market_order(live: Live, side: OrderSide, quantity: str, number: int) -> SubmitOrder:
+    now = live.clock.timestamp_ns()
+    return SubmitOrder(
+        client_order_id=f"keel-live-{number}",
+        symbol="BTCUSDT",
+        side=side,
+        order_type=OrderType.MARKET,
+        quantity=Decimal(quantity),
+        ts_event=now,
+        ts_init=now,
+    )
+
+
+async def until(live: Live, condition: Callable[[], bool], attempts: int = 400) -> None:
+    for _ in range(attempts):
+        if condition():
+            return
+        await live.settle()
+    raise AssertionError("the condition never held")
+
+
+@pytest.mark.asyncio
+async def test_a_418_ban_halts_trading_with_the_reason_in_health_and_trading_returns_when_it_ends(live: Live) -> None:
+    # Arrange: Binance bans the IP for 120 s; keel learns it from the next answer (HTTP 418)
+    live.server.banned_until_ms = live.clock.timestamp_ns() // NANOS_PER_MILLI + 120_000
+    with pytest.raises(RetryLaterError):
+        await live.venue.adapter.positions()  # type: ignore[union-attr]
+
+    # Act
+    await live.venue.check()
+    await live.settle()
+    during = (live.pipeline.risk.trading_state, live.monitor.health, live.monitor.reasons())
+    live.advance(121)
+    await live.venue.check()
+    await live.settle()
+
+    # Assert
+    assert during[0] is TradingState.HALTED and during[1] is SystemHealth.DEGRADED
+    assert any("HTTP 418" in reason for reason in during[2])
+    assert live.pipeline.risk.trading_state is TradingState.ACTIVE
+    bans = [c.active for c in live.conditions if c.condition == "banned"]
+    assert bans == [True, False]
+    assert live.venue.limiter.banned is False
+
+
+@pytest.mark.asyncio
+async def test_with_the_user_stream_down_orders_and_fills_are_polled_once_each_and_the_stream_takes_over_again(
+    live: Live,
+) -> None:
+    # Arrange: the stream never connected and Binance refuses it; keel sends orders that fill
+    live.server.refuse_streams = True
+    stream = live.venue.stream
+    assert stream is not None
+    bus = live.pipeline.bus
+    for number, side in enumerate((OrderSide.BUY, OrderSide.BUY, OrderSide.SELL), 1):
+        bus.publish(market_order(live, side, "0.010", number))
+        await live.settle()
+
+    # Act: bars fill the orders; every 5 s of the clock the watch polls (the stream stays down)
+    for bar in live.bars[1:6]:
+        await live.bar(bar)
+        live.advance(5)
+        await live.venue.check()
+        await live.settle()
+    polled = (len(live.fills), live.venue.conditions.get("user_stream", ""), live.monitor.health)
+    # The stream comes back: it catches up from the last fill and takes over
+    live.server.refuse_streams = False
+    session = asyncio.ensure_future(stream.run_session())
+    await until(live, lambda: stream.connected)
+    await live.venue.check()
+    bus.publish(market_order(live, OrderSide.SELL, "0.010", 4))
+    await live.settle()
+    for bar in live.bars[6:9]:
+        await live.bar(bar)
+    await until(live, lambda: len(live.fills) >= 4)
+    await live.venue.check()
+    await live.settle()
+    await live.server.drop_streams()
+    await session
+
+    # Assert: every venue trade reached keel exactly once, by polling while down and by the stream after
+    venue_trades = await live.server.exchange.account_trades("BTCUSDT")
+    assert polled[0] == 3 and "polling orders and positions over REST" in polled[1]
+    assert polled[2] is SystemHealth.DEGRADED
+    assert Counter(f.trade_id for f in live.fills) == Counter(t.trade_id for t in venue_trades)
+    assert live.pipeline.orders.duplicate_fills == 0
+    assert live.venue.poller is not None and live.venue.poller.polls >= 1
+    assert [(c.condition, c.active) for c in live.conditions] == [("user_stream", True), ("user_stream", False)]
+    assert live.pipeline.orders.position("BTCUSDT") == Decimal("0.000")
+    assert live.monitor.health is SystemHealth.HEALTHY
+
+
+@pytest.mark.asyncio
+async def test_the_poller_pauses_behind_its_circuit_breaker_while_binance_fails_and_tries_again_later(
+    live: Live,
+) -> None:
+    # Arrange: the stream is down and every REST answer is a 5xx
+    live.server.refuse_streams = True
+    poller = live.venue.poller
+    assert poller is not None
+    await live.server.stop()
+
+    # Act: two failed polls open the breaker; during its 30 s pause no poll is tried
+    for _ in range(4):
+        live.advance(5)
+        await live.venue.check()
+        await live.settle()
+    paused = (poller.breaker.state, poller.failed_polls, live.venue.conditions.get("user_stream", ""))
+    live.advance(30)
+    trial_allowed = poller.breaker.allows()
+
+    # Assert
+    assert paused[0] is BreakerState.OPEN and paused[1] == 2
+    assert "circuit breaker" in paused[2]
+    assert trial_allowed
+
+
+@pytest.mark.asyncio
+async def test_a_margin_call_on_the_user_stream_reaches_the_bus_and_makes_health_unhealthy(live: Live) -> None:
+    # Arrange
+    stream = live.venue.stream
+    assert stream is not None
+    calls: list[MarginCalled] = []
+    live.pipeline.bus.subscribe(MarginCalled, calls.append, name="test.margin_calls")
+    session = asyncio.ensure_future(stream.run_session())
+    await until(live, lambda: stream.connected)
+    payload = {
+        "e": "MARGIN_CALL",
+        "E": live.clock.timestamp_ns() // NANOS_PER_MILLI,
+        "cw": "3.16812045",
+        "p": [
+            {
+                "s": "BTCUSDT",
+                "ps": "LONG",
+                "pa": "1.327",
+                "mt": "CROSSED",
+                "iw": "0",
+                "mp": "187.17127",
+                "up": "-1.166074",
+                "mm": "1.614445",
+            }
+        ],
+    }
+
+    # Act
+    await live.server.push_event(payload)
+    await until(live, lambda: bool(calls))
+    await live.server.drop_streams()
+    await session
+
+    # Assert
+    (call,) = calls
+    assert call.cross_wallet_balance == Decimal("3.16812045")
+    assert call.positions == (("BTCUSDT", "LONG", Decimal("1.327"), Decimal("187.17127"), Decimal("1.614445")),)
+    assert live.monitor.health is SystemHealth.UNHEALTHY
+
+
+@pytest.mark.asyncio
+async def test_the_clock_offset_is_measured_every_interval_and_an_unmeasurable_clock_shows_in_health(
+    live: Live,
+) -> None:
+    # Arrange: the local clock drifts 40 s ahead of Binance's after the start's measurement
+    live.server.refuse_streams = False
+    interval = live.venue.config.binance.time_sync_interval_seconds
+    at_start = live.venue.venue_status()["exchange_server_time_offset_seconds"]
+    live.skew_ms[0] = 40_000
+
+    # Act: one interval later the watch measures again; then Binance stops answering for longer than 5 min
+    live.advance(interval)
+    await live.venue.check()
+    remeasured = live.venue.venue_status()["exchange_server_time_offset_seconds"]
+    await live.server.stop()
+    live.advance(interval)
+    await live.venue.check()
+    live.advance(interval)
+    await live.venue.check()
+    await live.settle()
+
+    # Assert: the drift is followed; an offset too old to sign with is a condition in health
+    assert at_start == 0 and remeasured == -40.0
+    assert "clock" in live.venue.conditions
+    assert any("unsafe to sign" in reason for reason in live.monitor.reasons())
+    assert live.monitor.health is SystemHealth.DEGRADED
