@@ -57,6 +57,7 @@ from keel.core.messages import (
     SessionStarted,
     SetTradingState,
 )
+from keel.integration.live import live_endpoints
 from keel.integration.orchestrator import TradingOrchestrator
 from keel.integration.pipeline import (
     Pipeline,
@@ -76,7 +77,6 @@ from keel.integration.recovery import (
 from keel.integration.reports import BARS_PER_YEAR, iso_time, money, run_metrics, write_run_records
 from keel.integration.state_manager import StateManager
 from keel.integration.system_monitor import LoopLagProbe
-from keel.integration.live import live_endpoints
 from keel.integration.venues import SessionVenue, SimulatedVenue
 from keel.persistence import AuditLog, Database, Journal, Settings, Snapshots
 from keel.persistence.backup import AccountLock, BackupError, BackupManager
