@@ -505,19 +505,21 @@ def _require_positive(name: str, value: Decimal) -> None:
 
 def _round_to_grid(value: Decimal, origin: Decimal, step: Decimal, rounding: Rounding) -> Decimal:
     """Return the grid point ``origin + k * step`` next to ``value`` in direction ``rounding``."""
-    with localcontext(_EXACT):
-        # divmod truncates toward zero; the remainder carries the sign of value - origin.
-        steps, remainder = divmod(value - origin, step)
-        if rounding is Rounding.DOWN and remainder < 0:
-            steps -= 1
-        elif rounding is Rounding.UP and remainder > 0:
-            steps += 1
-        elif rounding is Rounding.NEAREST:
-            if remainder >= 0 and 2 * remainder >= step:
-                steps += 1
-            elif remainder < 0 and -2 * remainder > step:
-                steps -= 1
-        return origin + steps * step
+    # The exact context's own methods, not localcontext(): this runs for every order and child order.
+    exact = _EXACT
+    # divmod truncates toward zero; the remainder carries the sign of value - origin.
+    steps, remainder = exact.divmod(exact.subtract(value, origin), step)
+    if rounding is Rounding.DOWN and remainder < 0:
+        steps = exact.subtract(steps, 1)
+    elif rounding is Rounding.UP and remainder > 0:
+        steps = exact.add(steps, 1)
+    elif rounding is Rounding.NEAREST:
+        twice = exact.multiply(2, remainder)
+        if remainder >= 0 and twice >= step:
+            steps = exact.add(steps, 1)
+        elif remainder < 0 and exact.minus(twice) > step:
+            steps = exact.subtract(steps, 1)
+    return exact.add(origin, exact.multiply(steps, step))
 
 
 def _on_grid(value: Decimal, origin: Decimal, step: Decimal) -> bool:

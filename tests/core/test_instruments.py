@@ -7,7 +7,7 @@ and step sizes are checked against the recorded market data in data/.
 from __future__ import annotations
 
 import math
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -641,3 +641,20 @@ def test_load_instruments_refuses_a_file_that_is_not_yaml(tmp_path: Path) -> Non
     # Act / Assert
     with pytest.raises(ConfigurationError, match="YAML"):
         load_instruments(path)
+
+
+@given(st.data())
+def test_rounding_is_exact_whatever_the_callers_decimal_context(data: st.DataObject) -> None:
+    # Arrange
+    instrument = data.draw(instruments)
+    price = data.draw(prices_in_range(instrument))
+    rounding = data.draw(st.sampled_from(list(Rounding)))
+    expected = instrument.round_price(price, rounding)
+
+    # Act
+    with localcontext(Context(prec=2)):
+        rounded = instrument.round_price(price, rounding)
+
+    # Assert
+    assert str(rounded) == str(expected)
+    assert abs(rounded - price) < instrument.tick_size

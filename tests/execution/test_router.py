@@ -9,6 +9,8 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keel.api.simulated_exchange import SimulatedExchange
 from keel.core.bus import EventBus
@@ -27,7 +29,7 @@ from keel.core.messages import (
 from keel.core.orders import ClientOrderIdGenerator, LiquiditySide, OrderSide
 from keel.execution.algorithms import ExecutionStyle, Slice, twap_schedule
 from keel.execution.order_manager import OrderManager
-from keel.execution.router import RouterSettings, SmartOrderRouter
+from keel.execution.router import ParentOrder, RouterSettings, SmartOrderRouter
 from keel.execution.tca import Execution, implementation_shortfall
 from keel.market_data.liquidity import LiquidityProfiler
 
@@ -380,3 +382,48 @@ def test_a_reduce_only_parent_pointing_the_way_the_position_goes_sends_nothing()
     ]
     assert len(reasons) == 2 and all(r.startswith("nothing left to reduce") for r in reasons)
     assert all(o.status.value != "REJECTED" for o in desk.orders.orders.values())
+
+
+def plain_target(parent: ParentOrder, now: int) -> Decimal:
+    """The schedule's target by a walk over every step (what ParentOrder.target resumes incrementally)."""
+    fraction = 0.0
+    for step in parent.schedule:
+        if parent.start_ns + (step.ts - parent.start_ns) * parent.stretch > now:
+            break
+        fraction = step.fraction
+    return parent.quantity if fraction >= 1.0 else parent.quantity * Decimal(repr(fraction))
+
+
+def a_parent(schedule: list[Slice], quantity: Decimal) -> ParentOrder:
+    start = schedule[0].ts
+    return ParentOrder(
+        parent_order_id="P-1", symbol=BTC, side=OrderSide.BUY, quantity=quantity, reduce_only=False,
+        strategy="test", style=ExecutionStyle.TWAP, passive=False, schedule=schedule, start_ns=start,
+        arrival_price=Decimal("60000"), protection_price=Decimal("60060"), passive_deadline=start,
+        end_ns=schedule[-1].ts, urgency=0.5, estimated_impact_bps=None,
+    )  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    slices=st.integers(1, 40),
+    seed=st.integers(0, 1000),
+    quantity=st.decimals(min_value="0.001", max_value="100", places=3),
+    moves=st.lists(st.tuples(st.integers(-50, 400), st.booleans()), min_size=1, max_size=60),
+)
+def test_parent_target_resumed_between_calls_equals_a_walk_over_the_whole_schedule(slices, seed, quantity, moves):
+    # Arrange: a jittered TWAP schedule; clock steps (mostly forward, sometimes back) and a mid-way stretch
+    schedule = twap_schedule(1_000_000_000, 300_000_000_000, slices, seed=seed, size_jitter=0.2, time_jitter=0.4)
+    parent = a_parent(schedule, quantity)
+    now = schedule[0].ts - 5_000_000_000
+
+    for step_seconds, stretch in moves:
+        now += step_seconds * 1_000_000_000 // 10
+        if stretch:
+            parent.stretch = 2.0
+
+        # Act
+        target = parent.target(now)
+
+        # Assert
+        assert target == plain_target(parent, now)
