@@ -50,10 +50,20 @@ Objective = Literal["max_sharpe", "min_volatility", "mean_variance", "efficient_
 OBJECTIVES: tuple[str, ...] = ("max_sharpe", "min_volatility", "mean_variance", "efficient_return", "efficient_risk")
 _TARGETED = frozenset({"efficient_return", "efficient_risk"})
 _ACCEPTED = frozenset({"Solved", "AlmostSolved"})
+_INFEASIBLE = frozenset({"PrimalInfeasible", "DualInfeasible", "AlmostPrimalInfeasible", "AlmostDualInfeasible"})
+_CVXPY_INFEASIBLE = frozenset({cp.INFEASIBLE, cp.UNBOUNDED, cp.INFEASIBLE_INACCURATE, cp.UNBOUNDED_INACCURATE})
+FEASIBILITY_TOLERANCE = 1e-6
+"""How far (in weight) an alternative solver's or the minimum-variance weights may stray outside a constraint."""
+MINIMUM_VARIANCE_SHRINKAGE = 0.1
+"""The minimum-variance fallback's shrinkage of the covariance towards its average variance times the identity."""
 
 
 class SolverFailedError(RuntimeError):
     """The solver found no usable weights; keep the previous weights and look at the reason."""
+
+
+class InfeasibleProblemError(SolverFailedError):
+    """The problem itself has no solution (no weights meet the constraints, or none earns): no solver helps."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +191,8 @@ class Solution:
     weights: np.ndarray
     status: str
     iterations: int
+    method: str = "compiled"
+    failures: tuple[str, ...] = ()
 
 
 def structure_key(n_assets: int, objective: str, constraints: PortfolioConstraints) -> tuple[object, ...]:
@@ -249,9 +261,20 @@ class MarkowitzProblem:
         One of :data:`OBJECTIVES`.
     constraints
         Decides which constraints exist (their values are set per solve).
+    max_iterations, alternative_max_iterations
+        Clarabel's and the alternative solver's iteration limits (their
+        defaults when None); reaching one is a solver failure.
     """
 
-    def __init__(self, n_assets: int, objective: str, constraints: PortfolioConstraints) -> None:
+    def __init__(
+        self,
+        n_assets: int,
+        objective: str,
+        constraints: PortfolioConstraints,
+        *,
+        max_iterations: int | None = None,
+        alternative_max_iterations: int | None = None,
+    ) -> None:
         if objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
         if n_assets < 1:
@@ -263,6 +286,8 @@ class MarkowitzProblem:
             )
         self.n_assets = n_assets
         self.objective = objective
+        self.max_iterations = max_iterations
+        self.alternative_max_iterations = alternative_max_iterations
         self.key = structure_key(n_assets, objective, constraints)
         self._has_costs = constraints.transaction_cost > 0
         self._params: dict[str, cp.Parameter] = {}
@@ -381,7 +406,7 @@ class MarkowitzProblem:
         if mu.shape != (n,) or not np.isfinite(mu).all():
             raise SolverFailedError(f"expected returns must be {n} finite numbers")
         if self.objective == "max_sharpe" and not mu.any():
-            raise SolverFailedError("every expected return is zero: max_sharpe has no direction")
+            raise InfeasibleProblemError("every expected return is zero: max_sharpe has no direction")
         factor = covariance_factor(inputs.covariance)
         if factor.shape != (n, n):
             raise SolverFailedError(f"covariance must be {n} x {n}, got {factor.shape}")
@@ -414,20 +439,184 @@ class MarkowitzProblem:
         values.update({name: value for name, value in optional.items() if name in self._params})
         return {name: np.asarray(value, dtype=np.float64) for name, value in values.items()}
 
-    def _solve_with_cvxpy(self) -> Solution:
+    def solve_alternative(self, inputs: ProblemInputs, constraints: PortfolioConstraints) -> Solution:
+        """Solve the same problem with another solver (OSQP, or SCS when a cone constraint needs it).
+
+        The weights are accepted only within :data:`FEASIBILITY_TOLERANCE` of
+        every constraint.
+
+        Raises
+        ------
+        SolverFailedError
+            If the inputs are unusable, the solver fails or its weights break a constraint.
+        """
+        values = self._values(inputs, constraints)
+        for name, value in values.items():
+            self._params[name].value = value
+        if self.objective == "efficient_risk":
+            options: dict[str, Any] = {"solver": cp.SCS, "eps_abs": 1e-9, "eps_rel": 1e-9}
+        else:
+            options = {"solver": cp.OSQP, "eps_abs": 1e-10, "eps_rel": 1e-10, "polish": True}
+        if self.alternative_max_iterations is not None:
+            options["max_iters" if options["solver"] == cp.SCS else "max_iter"] = self.alternative_max_iterations
+        solution = self._solve_with_cvxpy(options)
+        violation = constraint_violation(solution.weights, inputs, constraints)
+        if violation:
+            raise SolverFailedError(f"{options['solver']}'s weights break a constraint: {violation}")
+        return replace(solution, method="alternative")
+
+    def _solve_with_cvxpy(self, options: Mapping[str, Any] | None = None) -> Solution:
+        if options is None:
+            options = {"solver": cp.CLARABEL}
+            if self.max_iterations is not None:
+                options["max_iter"] = self.max_iterations
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                self._problem.solve(solver=cp.CLARABEL)
+                self._problem.solve(**options)
             except cp.error.SolverError as error:
-                raise SolverFailedError(f"Clarabel failed: {error}") from error
+                raise SolverFailedError(f"{options['solver']} failed: {error}") from error
         status = self._problem.status
         if status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
-            raise SolverFailedError(f"the problem is {status}")
+            failure = InfeasibleProblemError if status in _CVXPY_INFEASIBLE else SolverFailedError
+            raise failure(f"the problem is {status}")
+        if self._weights.value is None or (self._scale_variable is not None and self._scale_variable.value is None):
+            raise SolverFailedError(f"{options['solver']} returned no weights")
         y = np.asarray(self._weights.value, dtype=np.float64)
         k = None if self._scale_variable is None else float(self._scale_variable.value)
         iterations = self._problem.solver_stats.num_iters or 0
         return Solution(_unscale(y, k), "Solved" if status == cp.OPTIMAL else "AlmostSolved", int(iterations))
+
+
+def solve_with_fallbacks(
+    problem: MarkowitzProblem, inputs: ProblemInputs, constraints: PortfolioConstraints
+) -> Solution:
+    """Solve, falling back on a solver failure: the compiled problem, another solver, minimum variance.
+
+    The compiled problem (its Clarabel solver kept between solves) first; on
+    a solver failure the same problem with another solver
+    (:meth:`MarkowitzProblem.solve_alternative`); then the shrunk
+    minimum-variance weights (:func:`minimum_variance_weights`, status
+    ``"MinimumVariance"``). ``Solution.method`` says which step gave the
+    weights and ``Solution.failures`` why the earlier ones did not.
+
+    Raises
+    ------
+    InfeasibleProblemError
+        At once, if the problem has no solution: the caller holds its weights.
+    SolverFailedError
+        If every step failed (the caller holds its weights); the message lists each failure.
+    """
+    failures: list[str] = []
+    for step in (problem.solve, problem.solve_alternative):
+        try:
+            solution = step(inputs, constraints)
+        except InfeasibleProblemError:
+            raise
+        except SolverFailedError as error:
+            failures.append(str(error))
+            continue
+        return replace(solution, failures=tuple(failures))
+    try:
+        weights = minimum_variance_weights(inputs, constraints)
+    except SolverFailedError as error:
+        failures.append(str(error))
+        raise SolverFailedError("; ".join(failures)) from error
+    return Solution(weights, "MinimumVariance", 0, method="minimum_variance", failures=tuple(failures))
+
+
+def minimum_variance_weights(inputs: ProblemInputs, constraints: PortfolioConstraints) -> np.ndarray:
+    """Return the minimum-variance weights of a shrunk covariance, moved onto the bounds and the net exposure.
+
+    The covariance is shrunk by :data:`MINIMUM_VARIANCE_SHRINKAGE` towards
+    its average variance times the identity (so it is well conditioned), its
+    fully invested minimum-variance portfolio scaled to the net exposure
+    (the fixed one, else the exposure bound nearest zero) and projected onto
+    the per-asset bounds keeping that sum. No solver is involved.
+
+    Raises
+    ------
+    SolverFailedError
+        For a covariance that is not finite or has no variance, bounds that
+        cannot hold the net exposure, or weights that break the gross
+        leverage or turnover limit.
+    """
+    matrix = np.asarray(inputs.covariance, dtype=np.float64)
+    n = len(matrix)
+    if matrix.shape != (n, n) or not np.isfinite(matrix).all():
+        raise SolverFailedError("minimum variance: covariance holds NaN or infinite values")
+    matrix = 0.5 * (matrix + matrix.T)
+    scale = float(np.mean(np.diag(matrix)))
+    if not scale > 0:
+        raise SolverFailedError("minimum variance: covariance has no positive variance")
+    shrunk = (1.0 - MINIMUM_VARIANCE_SHRINKAGE) * matrix + MINIMUM_VARIANCE_SHRINKAGE * scale * np.eye(n)
+    try:
+        direction = np.linalg.solve(shrunk, np.ones(n))
+    except np.linalg.LinAlgError as error:
+        raise SolverFailedError(f"minimum variance: {error}") from error
+    net = _net_target(constraints)
+    total = float(direction.sum())
+    start = direction / total * net if abs(total) > 0 and np.isfinite(total) else np.full(n, net / n)
+    lower, upper = np.asarray(inputs.lower, dtype=np.float64), np.asarray(inputs.upper, dtype=np.float64)
+    weights = _project(start, lower, upper, net)
+    violation = constraint_violation(weights, inputs, constraints)
+    if violation:
+        raise SolverFailedError(f"minimum variance: {violation}")
+    return weights
+
+
+def constraint_violation(weights: np.ndarray, inputs: ProblemInputs, constraints: PortfolioConstraints) -> str:
+    """Return which constraint ``weights`` break by more than :data:`FEASIBILITY_TOLERANCE` ("" for none)."""
+    tolerance = FEASIBILITY_TOLERANCE
+    if not np.isfinite(weights).all():
+        return "weights are not finite"
+    if (weights < np.asarray(inputs.lower) - tolerance).any() or (weights > np.asarray(inputs.upper) + tolerance).any():
+        return "a weight lies outside its bounds"
+    total = float(weights.sum())
+    if constraints.net_exposure is not None and abs(total - constraints.net_exposure) > tolerance:
+        return f"net exposure {total:.6g} is not {constraints.net_exposure}"
+    if constraints.net_exposure_bounds is not None:
+        low, high = constraints.net_exposure_bounds
+        if not low - tolerance <= total <= high + tolerance:
+            return f"net exposure {total:.6g} lies outside [{low}, {high}]"
+    gross = float(np.abs(weights).sum())
+    if constraints.gross_leverage is not None and gross > constraints.gross_leverage + tolerance:
+        return f"gross leverage {gross:.6g} is above {constraints.gross_leverage}"
+    traded = float(np.abs(weights - np.asarray(inputs.current_weights)).sum())
+    if constraints.turnover is not None and traded > constraints.turnover + tolerance:
+        return f"turnover {traded:.6g} is above {constraints.turnover}"
+    return ""
+
+
+def _net_target(constraints: PortfolioConstraints) -> float:
+    if constraints.net_exposure is not None:
+        return constraints.net_exposure
+    if constraints.net_exposure_bounds is not None:
+        low, high = constraints.net_exposure_bounds
+        return min(max(0.0, low), high)
+    return 0.0
+
+
+def _project(start: np.ndarray, lower: np.ndarray, upper: np.ndarray, net: float) -> np.ndarray:
+    """Return ``clip(start - tau, lower, upper)`` with ``tau`` found so that the weights sum to ``net``.
+
+    Raises
+    ------
+    SolverFailedError
+        If the bounds cannot hold ``net``.
+    """
+    if float(lower.sum()) > net + FEASIBILITY_TOLERANCE or float(upper.sum()) < net - FEASIBILITY_TOLERANCE:
+        raise SolverFailedError(f"minimum variance: the weight bounds cannot sum to the net exposure {net}")
+    # The sum falls as tau rises: bisect between a tau that clips everything to upper and one to lower.
+    low_tau = float(np.min(start - upper)) - 1.0
+    high_tau = float(np.max(start - lower)) + 1.0
+    for _ in range(200):
+        tau = 0.5 * (low_tau + high_tau)
+        if float(np.clip(start - tau, lower, upper).sum()) > net:
+            low_tau = tau
+        else:
+            high_tau = tau
+    return np.asarray(np.clip(start - 0.5 * (low_tau + high_tau), lower, upper), dtype=np.float64)
 
 
 def _unscale(y: np.ndarray, k: float | None) -> np.ndarray:
@@ -436,7 +625,7 @@ def _unscale(y: np.ndarray, k: float | None) -> np.ndarray:
     elif k > 1e-12:
         weights = y / k
     else:
-        raise SolverFailedError(f"max_sharpe's scale variable is {k}: no portfolio with a positive net return")
+        raise InfeasibleProblemError(f"max_sharpe's scale variable is {k}: no portfolio with a positive net return")
     if not np.isfinite(weights).all():
         raise SolverFailedError("the solver returned non-finite weights")
     return weights
@@ -451,7 +640,9 @@ class _DirectPath:
     re-running the reduction chain's bookkeeping.
     """
 
-    def __init__(self, program: Any, y_slice: slice, k_index: int | None, dims: Any) -> None:
+    def __init__(
+        self, program: Any, y_slice: slice, k_index: int | None, dims: Any, max_iterations: int | None = None
+    ) -> None:
         self._program = program
         self._y = y_slice
         self._k = k_index
@@ -461,6 +652,8 @@ class _DirectPath:
         self._settings = clarabel.DefaultSettings()
         self._settings.verbose = False
         self._settings.presolve_enable = False
+        if max_iterations is not None:
+            self._settings.max_iter = max_iterations
         self._map: _ParameterMap | None = None
 
     @classmethod
@@ -483,7 +676,7 @@ class _DirectPath:
             return None
         start = offsets[problem._weights.id]
         k = None if problem._scale_variable is None else offsets[problem._scale_variable.id]
-        path = cls(data["param_prob"], slice(start, start + problem.n_assets), k, dims)
+        path = cls(data["param_prob"], slice(start, start + problem.n_assets), k, dims, problem.max_iterations)
         values = {parameter.id: np.asarray(parameter.value) for parameter in problem._params.values()}
         path._map = _ParameterMap.build(path._program, values, path._apply(values))
         try:
@@ -503,7 +696,8 @@ class _DirectPath:
         status = str(result.status)
         if status not in _ACCEPTED:
             self._solver = None
-            raise SolverFailedError(f"Clarabel stopped with status {status}")
+            failure = InfeasibleProblemError if status in _INFEASIBLE else SolverFailedError
+            raise failure(f"Clarabel stopped with status {status}")
         x = np.asarray(result.x)
         k = None if self._k is None else float(x[self._k])
         return Solution(_unscale(x[self._y], k), status, int(result.iterations))
