@@ -453,3 +453,25 @@ def test_minimum_variance_refuses_bounds_that_cannot_hold_the_net_exposure(may_h
     # Act / Assert
     with pytest.raises(SolverFailedError, match="cannot sum to the net exposure"):
         minimum_variance_weights(inputs(may_hourly, rules), rules)
+
+
+@pytest.mark.parametrize("objective", ["max_sharpe", "min_volatility", "mean_variance", "efficient_return"])
+def test_the_quadratic_form_re_solves_to_the_factor_forms_weights(may_hourly: pd.DataFrame, objective: str) -> None:
+    # Arrange: costs and a turnover limit; first solve on one window, re-solves on two others
+    rules = PortfolioConstraints(max_weight=0.3, transaction_cost=0.0006, turnover=1.5)
+    target = float(may_hourly.mean().mean()) if objective == "efficient_return" else None
+    problems = [MarkowitzProblem(10, objective, rules, quadratic_form=form) for form in (True, False)]
+    for problem in problems:
+        problem.solve(inputs(may_hourly.head(300), rules, current=np.full(10, 0.1), cost=0.0006, target=target), rules)
+
+    # Act
+    solved = [
+        [problem.solve(inputs(window, rules, current=np.full(10, 0.1), cost=0.0006, target=target), rules).weights
+         for window in (may_hourly.head(200), may_hourly.head(600))]
+        for problem in problems
+    ]  # fmt: skip
+
+    # Assert
+    assert type(problems[0]._direct).__name__ == "_QuadraticPath"
+    assert type(problems[1]._direct).__name__ == "_DirectPath"
+    np.testing.assert_allclose(solved[0], solved[1], atol=1e-7)
