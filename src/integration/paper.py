@@ -27,6 +27,7 @@ paper account.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -225,6 +226,7 @@ class PaperSession:
         )
         await bus.join()
         self.orchestrator.running = True
+        _freeze_startup_objects()
         pending_bar_ts = None if self.history is None else self.history.pending_bar_ts
         feed_task = asyncio.create_task(self._replay(self._events, pipeline, clock, pace, pending_bar_ts), name="feed")
         status_task = asyncio.create_task(self._report_status(), name="status")
@@ -390,6 +392,17 @@ class PaperSession:
 
     def _handler_failed(self, name: str, message: object, error: BaseException) -> None:
         self.handler_errors += 1
+
+
+def _freeze_startup_objects() -> None:
+    """Move everything set-up and warm-up created out of the garbage collector's reach.
+
+    Those objects (modules, recorded data, compiled problems, warmed-up
+    indicators) live for the whole session; left in the collector's
+    generations, every full collection walks them all while the loop waits.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _closed(session: int, reason: str) -> SessionEnded:
