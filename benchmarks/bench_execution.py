@@ -3,8 +3,9 @@
 A book update enters the bus; the time until a child order reaches the
 ExchangePort (``submit_order``) is measured for every update that produced
 one, while TWAP and passive parents are worked through the simulated
-exchange. Reference measured in the same run: the plain path without the
-router (an ``OrderApproved`` straight through the OrderManager to the port).
+exchange. Reference measured in the same run, one sample right after each
+routed one: the plain path without the router (an ``OrderApproved`` straight
+through the OrderManager to the port, on a desk of its own).
 
 Two figures per percentile: ``tick_to_order`` is keel's own path (the time the
 simulated exchange spends taking the same book update, its trades and the
@@ -97,8 +98,35 @@ def _desk(route: bool) -> tuple[EventBus, SimulatedClock, TimedVenue, OrderManag
     return bus, clock, venue, orders, router
 
 
-def tick_to_order(limit: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return the latencies (ns) of book updates that sent a child order: keel's own path, and with the venue's."""
+class Reference:
+    """The plain path on its own desk: an approval straight through the OrderManager to the port."""
+
+    def __init__(self) -> None:
+        self.bus, _clock, self.venue, _, _ = _desk(route=False)
+        book = next(e for e in real_session() if isinstance(e, BookUpdated))
+        self.bus.publish(book)
+        self.bus.drain()
+        self.latencies: list[int] = []
+
+    def sample(self) -> None:
+        """Time one approval to the port."""
+        side = OrderSide.BUY if len(self.latencies) % 2 == 0 else OrderSide.SELL
+        approval = OrderApproved(
+            symbol="BTCUSDT", side=side, quantity=Decimal("0.002"), order_type=OrderType.MARKET, price=None,
+            reduce_only=False, strategy="bench", ts_event=0, ts_init=0,
+        )  # fmt: skip
+        begin = _now()
+        self.bus.publish(approval)
+        self.bus.drain()
+        self.latencies.append(self.venue.arrivals[-1] - begin)
+
+
+def tick_to_order(limit: int, reference: Reference) -> tuple[np.ndarray, np.ndarray]:
+    """Return the latencies (ns) of book updates that sent a child order: keel's own path, and with the venue's.
+
+    Right after each, ``reference`` times one plain submit, so both see the
+    same moment of the machine.
+    """
     bus, clock, venue, _, router = _desk(route=True)
     assert router is not None
     own: list[int] = []
@@ -124,31 +152,11 @@ def tick_to_order(limit: int) -> tuple[np.ndarray, np.ndarray]:
         if isinstance(event, BookUpdated) and len(venue.arrivals) > count:
             whole.append(venue.arrivals[count] - begin)
             own.append(whole[-1] - venue.venue_ns)
+            reference.sample()
+    while len(reference.latencies) < 100:
+        reference.sample()
     gc.unfreeze()
     return np.array(own, dtype=float), np.array(whole, dtype=float)
-
-
-def reference(samples: int) -> np.ndarray:
-    """Return the latencies (ns) of the plain path: an approval straight through the OrderManager."""
-    bus, _clock, venue, _, _ = _desk(route=False)
-    book = next(e for e in real_session() if isinstance(e, BookUpdated))
-    bus.publish(book)
-    bus.drain()
-    gc.collect()
-    gc.freeze()
-    latencies = []
-    for k in range(samples):
-        side = OrderSide.BUY if k % 2 == 0 else OrderSide.SELL
-        approval = OrderApproved(
-            symbol="BTCUSDT", side=side, quantity=Decimal("0.002"), order_type=OrderType.MARKET, price=None,
-            reduce_only=False, strategy="bench", ts_event=0, ts_init=0,
-        )  # fmt: skip
-        begin = _now()
-        bus.publish(approval)
-        bus.drain()
-        latencies.append(venue.arrivals[-1] - begin)
-    gc.unfreeze()
-    return np.array(latencies, dtype=float)
 
 
 def main() -> None:
@@ -164,9 +172,10 @@ def main() -> None:
         _now = time.thread_time_ns
     events = len(real_session())
     limit = events // 10 if args.quick else events
-    own, whole = tick_to_order(limit)
+    reference = Reference()
+    own, whole = tick_to_order(limit, reference)
     routed, with_venue = own / 1_000, whole / 1_000
-    plain = reference(max(len(routed), 100)) / 1_000
+    plain = np.array(reference.latencies, dtype=float) / 1_000
     p50, p99 = float(np.percentile(plain, 50)), float(np.percentile(plain, 99))
     print(
         json.dumps(
