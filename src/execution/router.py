@@ -26,7 +26,7 @@ frequency only.
 from __future__ import annotations
 
 import itertools
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -181,6 +181,11 @@ class SmartOrderRouter(Component):
         microstructure snapshot's estimate is used when None.
     styles
         The style of each strategy's approvals (``settings.default_style`` for the others).
+    history
+        How many finished parents' analyses (:attr:`completed`) and child ids
+        (for :meth:`parent_of`) are kept, newest first out last: a router
+        working for months holds a bounded history, and a finished parent
+        itself is let go.
     """
 
     def __init__(
@@ -195,8 +200,11 @@ class SmartOrderRouter(Component):
         profiler: LiquidityProfiler | None = None,
         impact_model: MarketImpactModel | None = None,
         styles: Mapping[str, ExecutionStyle] | None = None,
+        history: int = 100_000,
     ) -> None:
         super().__init__("execution.router", bus, clock)
+        if history < 1:
+            raise ValueError(f"execution: the router's history must keep at least 1 parent, got {history}")
         self.orders = orders
         self.instruments = dict(instruments)
         self.settings = settings
@@ -205,7 +213,7 @@ class SmartOrderRouter(Component):
         self.impact_model = impact_model
         self.styles = dict(styles or {})
         self.parents: dict[str, ParentOrder] = {}
-        self.completed: list[ExecutionCompleted] = []
+        self.completed: deque[ExecutionCompleted] = deque(maxlen=history)
         self.throttled = 0
         self._books: dict[str, BookUpdated] = {}
         self._touches: dict[str, tuple[BookUpdated, tuple[Decimal, Decimal]]] = {}
@@ -213,6 +221,8 @@ class SmartOrderRouter(Component):
         self._closes: dict[str, Decimal] = {}
         self._snapshots: dict[str, MicrostructureSnapshot] = {}
         self._parent_of: dict[str, ParentOrder] = {}
+        self._finished_children: OrderedDict[str, str] = OrderedDict()
+        self._history = history
         self._sent: deque[int] = deque()
         self._parent_ids = itertools.count(1)
 
@@ -296,9 +306,13 @@ class SmartOrderRouter(Component):
         return len(stopped)
 
     def parent_of(self, client_order_id: str) -> str | None:
-        """Return the id of the parent a child order belongs to (None for an order the router did not send)."""
+        """Return the id of the parent a child order belongs to.
+
+        None for an order the router did not send, or one of a parent that
+        finished more than ``history`` children ago.
+        """
         parent = self._parent_of.get(client_order_id)
-        return None if parent is None else parent.parent_order_id
+        return self._finished_children.get(client_order_id) if parent is None else parent.parent_order_id
 
     # --- bus handlers --------------------------------------------------------------------------
 
@@ -659,10 +673,20 @@ class SmartOrderRouter(Component):
                 CancelOrder(client_order_id=parent.live_child, symbol=parent.symbol, ts_event=now, ts_init=now)
             )
         del self.parents[parent.parent_order_id]
+        self._forget_children(parent)
         self.slippage.finish(parent.parent_order_id)
         completed = self._analysis(parent, reason)
         self.completed.append(completed)
         self.bus.publish(completed)
+
+    def _forget_children(self, parent: ParentOrder) -> None:
+        """Keep only the ids of a finished parent's children (the oldest beyond ``history`` dropped)."""
+        finished = self._finished_children
+        for child in parent.children:
+            self._parent_of.pop(child, None)
+            finished[child] = parent.parent_order_id
+        while len(finished) > self._history:
+            finished.popitem(last=False)
 
     def _analysis(self, parent: ParentOrder, reason: str) -> ExecutionCompleted:
         bid, ask = self._touch(parent.symbol)

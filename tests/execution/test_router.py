@@ -47,7 +47,9 @@ def session() -> tuple[MarketDataEvent, ...]:
 class Desk:
     """Simulated venue, order manager and router on one bus, driven by the real session."""
 
-    def __init__(self, settings: RouterSettings, profiler: LiquidityProfiler | None = None) -> None:
+    def __init__(
+        self, settings: RouterSettings, profiler: LiquidityProfiler | None = None, history: int = 100_000
+    ) -> None:
         events = session()
         self.clock = SimulatedClock(events[0].ts_event)
         self.bus = EventBus()
@@ -59,7 +61,7 @@ class Desk:
         self.orders = OrderManager(self.exchange, ClientOrderIdGenerator("keel"), self.bus, self.clock,
                                    route_approvals=False)  # fmt: skip
         self.router = SmartOrderRouter(
-            self.orders, real_instruments(), settings, self.bus, self.clock, profiler=profiler
+            self.orders, real_instruments(), settings, self.bus, self.clock, profiler=profiler, history=history
         )
         self.fills: list[OrderFilled] = []
         self.bus.subscribe(OrderFilled, self.fills.append, name="test.fills")
@@ -427,3 +429,25 @@ def test_parent_target_resumed_between_calls_equals_a_walk_over_the_whole_schedu
 
         # Assert
         assert target == plain_target(parent, now)
+
+
+def test_a_router_keeps_a_bounded_history_of_finished_parents_and_lets_them_go():
+    # Arrange: a history of 3; six aggressive parents worked to the end on the real session
+    desk = Desk(RouterSettings(), history=3)
+    start = first_book_index()
+    desk.play(0, start + 1)
+    parents = []
+
+    # Act
+    for k in range(6):
+        side = OrderSide.BUY if k % 2 == 0 else OrderSide.SELL
+        parents.append(desk.router.execute_aggressive(BTC, side, Decimal("0.010")))
+        desk.play(start + 1 + 20 * k, start + 21 + 20 * k)
+
+    # Assert
+    assert not desk.router.parents
+    assert [c.parent_order_id for c in desk.router.completed] == [p.parent_order_id for p in parents[-3:]]
+    assert len(desk.router._finished_children) == 3
+    assert not desk.router._parent_of
+    assert desk.router.parent_of(parents[-1].children[-1]) == parents[-1].parent_order_id
+    assert desk.router.parent_of(parents[0].children[0]) is None
