@@ -17,7 +17,7 @@ for a MARKET order's price) unless the order is reduce-only.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from decimal import Context, Decimal, localcontext
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Context, Decimal, InvalidOperation, localcontext
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -503,21 +503,51 @@ def _require_positive(name: str, value: Decimal) -> None:
         raise ValueError(f"{name} must be positive, got {value}")
 
 
+_QUANTIZE = {Rounding.DOWN: ROUND_FLOOR, Rounding.UP: ROUND_CEILING, Rounding.NEAREST: ROUND_HALF_UP}
+_DECIMAL_GRIDS: dict[tuple[Decimal, Decimal], bool] = {}
+
+
+def _is_decimal_grid(origin: Decimal, step: Decimal) -> bool:
+    """Tell whether the grid ``origin + k * step`` is every multiple of a power of ten written like ``origin``.
+
+    Then rounding onto it is one ``quantize`` (Binance's filters are such
+    grids: a step of 0.001 from a minimum of 0.001), with the same digits as
+    ``origin + k * step``.
+    """
+    if not origin.same_quantum(step):  # not in the cache's key: 0.10 and 0.100 are one dictionary key
+        return False
+    key = (origin, step)
+    known = _DECIMAL_GRIDS.get(key)
+    if known is None:
+        sign, digits, exponent = step.as_tuple()
+        known = sign == 0 and digits == (1,) and isinstance(exponent, int) and _on_grid(origin, Decimal(0), step)
+        if len(_DECIMAL_GRIDS) < 10_000:
+            _DECIMAL_GRIDS[key] = known
+    return known
+
+
 def _round_to_grid(value: Decimal, origin: Decimal, step: Decimal, rounding: Rounding) -> Decimal:
     """Return the grid point ``origin + k * step`` next to ``value`` in direction ``rounding``."""
-    with localcontext(_EXACT):
-        # divmod truncates toward zero; the remainder carries the sign of value - origin.
-        steps, remainder = divmod(value - origin, step)
-        if rounding is Rounding.DOWN and remainder < 0:
-            steps -= 1
-        elif rounding is Rounding.UP and remainder > 0:
-            steps += 1
-        elif rounding is Rounding.NEAREST:
-            if remainder >= 0 and 2 * remainder >= step:
-                steps += 1
-            elif remainder < 0 and -2 * remainder > step:
-                steps -= 1
-        return origin + steps * step
+    if value > 0 and _is_decimal_grid(origin, step):
+        try:
+            return value.quantize(step, rounding=_QUANTIZE[rounding], context=_EXACT)
+        except InvalidOperation:  # more digits than the exact context holds: the general way says why
+            pass
+    # The exact context's own methods, not localcontext(): this runs for every order and child order.
+    exact = _EXACT
+    # divmod truncates toward zero; the remainder carries the sign of value - origin.
+    steps, remainder = exact.divmod(exact.subtract(value, origin), step)
+    if rounding is Rounding.DOWN and remainder < 0:
+        steps = exact.subtract(steps, 1)
+    elif rounding is Rounding.UP and remainder > 0:
+        steps = exact.add(steps, 1)
+    elif rounding is Rounding.NEAREST:
+        twice = exact.multiply(2, remainder)
+        if remainder >= 0 and twice >= step:
+            steps = exact.add(steps, 1)
+        elif remainder < 0 and exact.minus(twice) > step:
+            steps = exact.subtract(steps, 1)
+    return exact.add(origin, exact.multiply(steps, step))
 
 
 def _on_grid(value: Decimal, origin: Decimal, step: Decimal) -> bool:

@@ -26,7 +26,7 @@ frequency only.
 from __future__ import annotations
 
 import itertools
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -62,6 +62,7 @@ from keel.market_data.impact import MarketImpactModel
 from keel.market_data.liquidity import LiquidityProfiler
 
 NANOS_PER_SECOND = 1_000_000_000
+_NOTHING = Decimal(0)
 _MINUTES_PER_DAY = 1440
 
 
@@ -121,6 +122,20 @@ class ParentOrder:
     fills: list[Execution] = field(default_factory=list)
     print_notional: float = 0.0
     print_volume: float = 0.0
+    # Each step's cumulative quantity, converted once when the parent is made,
+    # and where target() left off: the number of steps due by _due_ns under
+    # _due_stretch. Time only moves forward, so each call resumes the scan
+    # instead of walking the whole schedule on every book update.
+    _step_targets: list[Decimal] = field(default_factory=list, init=False, repr=False, compare=False)
+    _steps_due: int = field(default=0, init=False, repr=False, compare=False)
+    _due_ns: int | None = field(default=None, init=False, repr=False, compare=False)
+    _due_stretch: float = field(default=1.0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        quantity = self.quantity
+        self._step_targets = [
+            quantity if step.fraction >= 1.0 else quantity * Decimal(repr(step.fraction)) for step in self.schedule
+        ]
 
     @property
     def remaining(self) -> Decimal:
@@ -128,13 +143,20 @@ class ParentOrder:
         return self.quantity - self.filled
 
     def target(self, now: int) -> Decimal:
-        """Return the cumulative quantity the schedule wants traded by ``now`` (schedule times stretched)."""
-        fraction = 0.0
-        for step in self.schedule:
-            if self.start_ns + (step.ts - self.start_ns) * self.stretch > now:
-                break
-            fraction = step.fraction
-        return self.quantity if fraction >= 1.0 else self.quantity * Decimal(repr(fraction))
+        """Return the cumulative quantity the schedule wants traded by ``now`` (schedule times stretched).
+
+        That is the fraction of the last step of the schedule's leading run of
+        steps due by ``now``, zero before the first.
+        """
+        if self._due_ns is None or now < self._due_ns or self.stretch != self._due_stretch:
+            self._steps_due, self._due_stretch = 0, self.stretch
+        self._due_ns = now
+        schedule, start, stretch = self.schedule, self.start_ns, self.stretch
+        due = self._steps_due
+        while due < len(schedule) and start + (schedule[due].ts - start) * stretch <= now:
+            due += 1
+        self._steps_due = due
+        return self._step_targets[due - 1] if due else _NOTHING
 
 
 class SmartOrderRouter(Component):
@@ -159,6 +181,11 @@ class SmartOrderRouter(Component):
         microstructure snapshot's estimate is used when None.
     styles
         The style of each strategy's approvals (``settings.default_style`` for the others).
+    history
+        How many finished parents' analyses (:attr:`completed`) and child ids
+        (for :meth:`parent_of`) are kept, newest first out last: a router
+        working for months holds a bounded history, and a finished parent
+        itself is let go.
     """
 
     def __init__(
@@ -173,8 +200,11 @@ class SmartOrderRouter(Component):
         profiler: LiquidityProfiler | None = None,
         impact_model: MarketImpactModel | None = None,
         styles: Mapping[str, ExecutionStyle] | None = None,
+        history: int = 100_000,
     ) -> None:
         super().__init__("execution.router", bus, clock)
+        if history < 1:
+            raise ValueError(f"execution: the router's history must keep at least 1 parent, got {history}")
         self.orders = orders
         self.instruments = dict(instruments)
         self.settings = settings
@@ -183,12 +213,16 @@ class SmartOrderRouter(Component):
         self.impact_model = impact_model
         self.styles = dict(styles or {})
         self.parents: dict[str, ParentOrder] = {}
-        self.completed: list[ExecutionCompleted] = []
+        self.completed: deque[ExecutionCompleted] = deque(maxlen=history)
         self.throttled = 0
         self._books: dict[str, BookUpdated] = {}
+        self._touches: dict[str, tuple[BookUpdated, tuple[Decimal, Decimal]]] = {}
+        self._inside_prices: dict[tuple[str, bool], tuple[Decimal, Decimal, Decimal]] = {}
         self._closes: dict[str, Decimal] = {}
         self._snapshots: dict[str, MicrostructureSnapshot] = {}
         self._parent_of: dict[str, ParentOrder] = {}
+        self._finished_children: OrderedDict[str, str] = OrderedDict()
+        self._history = history
         self._sent: deque[int] = deque()
         self._parent_ids = itertools.count(1)
 
@@ -272,9 +306,13 @@ class SmartOrderRouter(Component):
         return len(stopped)
 
     def parent_of(self, client_order_id: str) -> str | None:
-        """Return the id of the parent a child order belongs to (None for an order the router did not send)."""
+        """Return the id of the parent a child order belongs to.
+
+        None for an order the router did not send, or one of a parent that
+        finished more than ``history`` children ago.
+        """
         parent = self._parent_of.get(client_order_id)
-        return None if parent is None else parent.parent_order_id
+        return self._finished_children.get(client_order_id) if parent is None else parent.parent_order_id
 
     # --- bus handlers --------------------------------------------------------------------------
 
@@ -386,29 +424,32 @@ class SmartOrderRouter(Component):
             return
         if now < parent.paused_until:
             return
-        quantity = self._child_quantity(parent, instrument, now)
-        if quantity is None:
+        child = self._child_quantity(parent, instrument, now)
+        if child is None:
             return
-        self._send_child(parent, instrument, quantity, now)
+        self._send_child(parent, *child, now)
 
-    def _child_quantity(self, parent: ParentOrder, instrument: Instrument, now: int) -> Decimal | None:
-        deficit = min(parent.target(now), parent.quantity) - parent.filled
+    def _child_quantity(self, parent: ParentOrder, instrument: Instrument, now: int) -> tuple[Decimal, Decimal] | None:
+        """Return the next child's quantity and price, None when none is due or possible."""
+        target = parent.target(now)
+        deficit = min(target, parent.quantity) - parent.filled
         if deficit <= 0:
             return None
         price = self._child_price(parent, instrument)
         if price is None:
             return None
         quantity = instrument.round_quantity(deficit)
-        minimum = instrument.round_quantity(instrument.min_notional / price) + instrument.step_size
         if quantity * price < instrument.min_notional:
+            minimum = instrument.round_quantity(instrument.min_notional / price) + instrument.step_size
             quantity = min(minimum, instrument.round_quantity(parent.remaining))
         if quantity <= 0 or (quantity * price < instrument.min_notional and not parent.reduce_only):
-            if parent.target(now) >= parent.quantity:
+            if target >= parent.quantity:
                 self._finish(parent, "remainder below the minimum notional")
             return None
         if parent.reduce_only:
-            return self._reducible(parent, instrument, quantity)
-        return quantity
+            reducible = self._reducible(parent, instrument, quantity)
+            return None if reducible is None else (reducible, price)
+        return quantity, price
 
     def _reducible(self, parent: ParentOrder, instrument: Instrument, quantity: Decimal) -> Decimal | None:
         """Clip a reduce-only child to what the venue's position still leaves to reduce; finish the parent at none.
@@ -439,20 +480,25 @@ class SmartOrderRouter(Component):
             touch = ask if buy else bid
             beyond = touch > parent.protection_price if buy else touch < parent.protection_price
             return None if beyond else parent.protection_price
+        key = (parent.symbol, buy)
+        cached = self._inside_prices.get(key)
+        if cached is not None and cached[0] == bid and cached[1] == ask:
+            return cached[2]
         inside = bid + instrument.tick_size if buy else ask - instrument.tick_size
         if not bid < inside < ask:
             inside = bid if buy else ask
-        return instrument.round_price(inside, Rounding.DOWN if buy else Rounding.UP)
+        price = instrument.round_price(inside, Rounding.DOWN if buy else Rounding.UP)
+        # Most book updates leave the touch where it was: every passive parent of the side reuses the price.
+        self._inside_prices[key] = (bid, ask, price)
+        return price
 
-    def _send_child(self, parent: ParentOrder, instrument: Instrument, quantity: Decimal, now: int) -> None:
+    def _send_child(self, parent: ParentOrder, quantity: Decimal, price: Decimal, now: int) -> None:
         window_start = now - 10 * NANOS_PER_SECOND
         while self._sent and self._sent[0] <= window_start:
             self._sent.popleft()
         if len(self._sent) >= self.settings.max_orders_per_10s:
             self.throttled += 1
             return
-        price = self._child_price(parent, instrument)
-        assert price is not None
         client_order_id = self.orders.next_client_order_id()
         parent.live_child = client_order_id
         parent.cancel_sent = False
@@ -627,10 +673,20 @@ class SmartOrderRouter(Component):
                 CancelOrder(client_order_id=parent.live_child, symbol=parent.symbol, ts_event=now, ts_init=now)
             )
         del self.parents[parent.parent_order_id]
+        self._forget_children(parent)
         self.slippage.finish(parent.parent_order_id)
         completed = self._analysis(parent, reason)
         self.completed.append(completed)
         self.bus.publish(completed)
+
+    def _forget_children(self, parent: ParentOrder) -> None:
+        """Keep only the ids of a finished parent's children (the oldest beyond ``history`` dropped)."""
+        finished = self._finished_children
+        for child in parent.children:
+            self._parent_of.pop(child, None)
+            finished[child] = parent.parent_order_id
+        while len(finished) > self._history:
+            finished.popitem(last=False)
 
     def _analysis(self, parent: ParentOrder, reason: str) -> ExecutionCompleted:
         bid, ask = self._touch(parent.symbol)
@@ -671,10 +727,16 @@ class SmartOrderRouter(Component):
     def _touch(self, symbol: str) -> tuple[Decimal, Decimal]:
         """Return the best bid and ask: the recorded book's, else the last bar close as both."""
         book = self._books.get(symbol)
-        if book is not None:
-            return _decimal(book.bids[0][0]), _decimal(book.asks[0][0])
-        close = self._closes[symbol]
-        return close, close
+        if book is None:
+            close = self._closes[symbol]
+            return close, close
+        # Every parent of the symbol asks for the same touch on each book update: convert it once.
+        cached = self._touches.get(symbol)
+        if cached is not None and cached[0] is book:
+            return cached[1]
+        touch = _decimal(book.bids[0][0]), _decimal(book.asks[0][0])
+        self._touches[symbol] = (book, touch)
+        return touch
 
 
 def _decimal(value: float) -> Decimal:

@@ -33,6 +33,7 @@ found nothing it could not explain.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -235,6 +236,7 @@ class PaperSession:
             await self._finish(bus, bus_task)
             venue_task.result()
         self.orchestrator.running = True
+        _freeze_startup_objects()
         pending_bar_ts = None if self.history is None else self.history.pending_bar_ts
         if self.market_stream is None:
             source = self._replay(self._events, pipeline, clock, pace, pending_bar_ts)
@@ -503,6 +505,17 @@ def build_market_stream(config: KeelConfig, instruments: Mapping[str, Instrument
     rest_url, ws_url = live_endpoints(config) if config.run.mode == "live" else config.binance.endpoints()
     symbols = {symbol: instruments[symbol].tick_size for symbol in config.data.symbols}
     return BinanceMarketStream(ws_url, rest_url, symbols, interval=config.data.bar_interval, seed=config.run.seed)
+
+
+def _freeze_startup_objects() -> None:
+    """Move everything set-up and warm-up created out of the garbage collector's reach.
+
+    Those objects (modules, recorded data, compiled problems, warmed-up
+    indicators) live for the whole session; left in the collector's
+    generations, every full collection walks them all while the loop waits.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def backup_manager(config: KeelConfig) -> BackupManager:

@@ -7,9 +7,11 @@ As an estimator, ``fit(returns)`` estimates the covariance (sample,
 Ledoit-Wolf or EWMA) and expected returns (history blended with the
 strategies' views), solves the configured objective under the configured
 constraints with a compiled :class:`~keel.portfolio.markowitz.MarkowitzProblem`
-(one per shape, re-solved with new numbers) and stores ``weights_``. When the
-solver fails it keeps the previous weights (or the current ones, or none) and
-records why in ``fallback_reason_``. ``await optimize_weights(returns_data=df,
+(one per shape, re-solved with new numbers) and stores ``weights_``. It never
+fails: when the solver fails it tries another solver, then the shrunk
+minimum-variance weights, and when those fail too, or the problem has no
+solution at all, it keeps the previous weights (or the current ones, or none);
+``fallback_reason_`` records why. ``await optimize_weights(returns_data=df,
 constraints={...}, objective=...)`` is the same as an awaitable returning an
 :class:`OptimizationResult` whose ``weights`` maps each column to its weight.
 
@@ -67,7 +69,9 @@ from keel.portfolio.markowitz import (
     MarkowitzProblem,
     PortfolioConstraints,
     ProblemInputs,
+    Solution,
     SolverFailedError,
+    solve_with_fallbacks,
     structure_key,
 )
 
@@ -80,7 +84,8 @@ class OptimizationResult:
 
     ``expected_return``, ``volatility`` and ``sharpe_ratio`` are per bar of the
     input returns; ``status`` is ``"optimal"`` or ``"fallback"`` (then
-    ``fallback_reason`` says why and ``weights`` are the previous ones).
+    ``fallback_reason`` says why, and ``weights`` are the shrunk
+    minimum-variance ones when the reason ends so, the previous ones otherwise).
     """
 
     weights: dict[str, float]
@@ -240,7 +245,10 @@ class PortfolioOptimizer(Component):
         -------
         PortfolioOptimizer
             self, with ``weights_``, ``assets_``, ``expected_returns_``,
-            ``covariance_``, ``status_``, ``fallback_reason_`` and ``solve_seconds_``.
+            ``covariance_``, ``status_``, ``fallback_reason_``, ``method_``
+            (``"compiled"``, ``"alternative"``, ``"minimum_variance"`` or
+            ``"held"``: which step of the fallback chain gave the weights) and
+            ``solve_seconds_``.
         """
         assets = [str(c) for c in returns.columns] if isinstance(returns, pd.DataFrame) else None
         array = validate_returns(np.asarray(returns, dtype=np.float64))
@@ -259,12 +267,19 @@ class PortfolioOptimizer(Component):
         previous = self._previous_weights(assets, current)
         started = time.perf_counter()
         try:
-            weights = self._solve(chosen, rules, mu, covariance, lower, upper, current, assets)
-            self.status_, self.fallback_reason_ = "optimal", ""
+            solution = self._solve(chosen, rules, mu, covariance, lower, upper, current, assets)
         except SolverFailedError as error:
-            weights = previous
+            weights, self.method_ = previous, "held"
             self.status_, self.fallback_reason_ = "fallback", str(error)
             self.fallbacks += 1
+        else:
+            weights, self.method_ = solution.weights, solution.method
+            if solution.method == "minimum_variance":
+                reason = "; ".join(solution.failures)
+                self.status_, self.fallback_reason_ = "fallback", f"{reason}: shrunk minimum-variance weights"
+                self.fallbacks += 1
+            else:
+                self.status_, self.fallback_reason_ = "optimal", ""
         self.solve_seconds_ = time.perf_counter() - started
         self.assets_ = assets
         self.objective_ = chosen
@@ -312,7 +327,7 @@ class PortfolioOptimizer(Component):
         upper: np.ndarray,
         current: np.ndarray,
         assets: list[str],
-    ) -> np.ndarray:
+    ) -> Solution:
         key = structure_key(len(mu), objective, rules)
         problem = self._problems.get(key)
         if problem is None:
@@ -330,7 +345,7 @@ class PortfolioOptimizer(Component):
             target=target,
         )
         self.solves += 1
-        return problem.solve(inputs, rules).weights
+        return solve_with_fallbacks(problem, inputs, rules)
 
     def _cost_vector(self, assumed: float, assets: list[str]) -> np.ndarray:
         """Return each asset's linear cost: the assumption, scaled by what execution measured for it."""

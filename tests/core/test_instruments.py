@@ -7,7 +7,7 @@ and step sizes are checked against the recorded market data in data/.
 from __future__ import annotations
 
 import math
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -641,3 +641,72 @@ def test_load_instruments_refuses_a_file_that_is_not_yaml(tmp_path: Path) -> Non
     # Act / Assert
     with pytest.raises(ConfigurationError, match="YAML"):
         load_instruments(path)
+
+
+@given(st.data())
+def test_rounding_is_exact_whatever_the_callers_decimal_context(data: st.DataObject) -> None:
+    # Arrange
+    instrument = data.draw(instruments)
+    price = data.draw(prices_in_range(instrument))
+    rounding = data.draw(st.sampled_from(list(Rounding)))
+    expected = instrument.round_price(price, rounding)
+
+    # Act
+    with localcontext(Context(prec=2)):
+        rounded = instrument.round_price(price, rounding)
+
+    # Assert
+    assert str(rounded) == str(expected)
+    assert abs(rounded - price) < instrument.tick_size
+
+
+def general_grid_rounding(value: Decimal, origin: Decimal, step: Decimal, rounding: Rounding) -> Decimal:
+    """The grid rounding written out step by step (what the one-quantize shortcut must reproduce digit for digit)."""
+    with localcontext(Context(prec=60)):
+        steps, remainder = divmod(value - origin, step)
+        up = remainder > 0 if rounding is Rounding.UP else remainder >= 0 and 2 * remainder >= step
+        down = remainder < 0 if rounding is Rounding.DOWN else remainder < 0 and -2 * remainder > step
+        if rounding is not Rounding.DOWN and up:
+            steps += 1
+        elif rounding is not Rounding.UP and down:
+            steps -= 1
+        return origin + steps * step
+
+
+@given(
+    exponent=st.integers(-8, 2),
+    origin_steps=st.integers(0, 1000),
+    value=st.decimals(min_value="0.00000001", max_value="1000000", places=12),
+    rounding=st.sampled_from(list(Rounding)),
+    origin_exponent_shift=st.integers(0, 1),
+)
+def test_rounding_onto_a_power_of_ten_grid_gives_the_same_digits_as_the_general_rounding(
+    exponent: int, origin_steps: int, value: Decimal, rounding: Rounding, origin_exponent_shift: int
+) -> None:
+    # Arrange: a grid of multiples of 10^exponent from a minimum written with that exponent (or one more digit)
+    step = Decimal(1).scaleb(exponent)
+    origin = (origin_steps * step).quantize(Decimal(1).scaleb(exponent - origin_exponent_shift)) or step
+    instrument = INSTRUMENTS["BTCUSDT"]
+    grid = msgspec.structs.replace(instrument, min_price=origin, tick_size=step, max_price=Decimal("1e9"))
+
+    # Act
+    rounded = grid.round_price(value, rounding) if value >= origin else None
+
+    # Assert
+    if rounded is not None:
+        assert str(rounded) == str(general_grid_rounding(value, origin, step, rounding))
+
+
+def test_a_minimum_written_with_more_digits_than_its_step_keeps_them_after_an_equal_grid_was_rounded() -> None:
+    # Arrange: two grids equal in value, 0.10 and 0.100 from a step of 0.01
+    instrument = INSTRUMENTS["BTCUSDT"]
+    short = msgspec.structs.replace(instrument, min_price=Decimal("0.10"), tick_size=Decimal("0.01"))
+    long = msgspec.structs.replace(instrument, min_price=Decimal("0.100"), tick_size=Decimal("0.01"))
+
+    # Act
+    first = short.round_price(Decimal("123.455"), Rounding.DOWN)
+    second = long.round_price(Decimal("123.455"), Rounding.DOWN)
+
+    # Assert
+    assert str(first) == "123.45"
+    assert str(second) == "123.450"

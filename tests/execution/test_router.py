@@ -9,6 +9,8 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keel.api.simulated_exchange import SimulatedExchange
 from keel.core.bus import EventBus
@@ -27,7 +29,7 @@ from keel.core.messages import (
 from keel.core.orders import ClientOrderIdGenerator, LiquiditySide, OrderSide
 from keel.execution.algorithms import ExecutionStyle, Slice, twap_schedule
 from keel.execution.order_manager import OrderManager
-from keel.execution.router import RouterSettings, SmartOrderRouter
+from keel.execution.router import ParentOrder, RouterSettings, SmartOrderRouter
 from keel.execution.tca import Execution, implementation_shortfall
 from keel.market_data.liquidity import LiquidityProfiler
 
@@ -45,7 +47,9 @@ def session() -> tuple[MarketDataEvent, ...]:
 class Desk:
     """Simulated venue, order manager and router on one bus, driven by the real session."""
 
-    def __init__(self, settings: RouterSettings, profiler: LiquidityProfiler | None = None) -> None:
+    def __init__(
+        self, settings: RouterSettings, profiler: LiquidityProfiler | None = None, history: int = 100_000
+    ) -> None:
         events = session()
         self.clock = SimulatedClock(events[0].ts_event)
         self.bus = EventBus()
@@ -57,7 +61,7 @@ class Desk:
         self.orders = OrderManager(self.exchange, ClientOrderIdGenerator("keel"), self.bus, self.clock,
                                    route_approvals=False)  # fmt: skip
         self.router = SmartOrderRouter(
-            self.orders, real_instruments(), settings, self.bus, self.clock, profiler=profiler
+            self.orders, real_instruments(), settings, self.bus, self.clock, profiler=profiler, history=history
         )
         self.fills: list[OrderFilled] = []
         self.bus.subscribe(OrderFilled, self.fills.append, name="test.fills")
@@ -380,3 +384,70 @@ def test_a_reduce_only_parent_pointing_the_way_the_position_goes_sends_nothing()
     ]
     assert len(reasons) == 2 and all(r.startswith("nothing left to reduce") for r in reasons)
     assert all(o.status.value != "REJECTED" for o in desk.orders.orders.values())
+
+
+def plain_target(parent: ParentOrder, now: int) -> Decimal:
+    """The schedule's target by a walk over every step (what ParentOrder.target resumes incrementally)."""
+    fraction = 0.0
+    for step in parent.schedule:
+        if parent.start_ns + (step.ts - parent.start_ns) * parent.stretch > now:
+            break
+        fraction = step.fraction
+    return parent.quantity if fraction >= 1.0 else parent.quantity * Decimal(repr(fraction))
+
+
+def a_parent(schedule: list[Slice], quantity: Decimal) -> ParentOrder:
+    start = schedule[0].ts
+    return ParentOrder(
+        parent_order_id="P-1", symbol=BTC, side=OrderSide.BUY, quantity=quantity, reduce_only=False,
+        strategy="test", style=ExecutionStyle.TWAP, passive=False, schedule=schedule, start_ns=start,
+        arrival_price=Decimal("60000"), protection_price=Decimal("60060"), passive_deadline=start,
+        end_ns=schedule[-1].ts, urgency=0.5, estimated_impact_bps=None,
+    )  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    slices=st.integers(1, 40),
+    seed=st.integers(0, 1000),
+    quantity=st.decimals(min_value="0.001", max_value="100", places=3),
+    moves=st.lists(st.tuples(st.integers(-50, 400), st.booleans()), min_size=1, max_size=60),
+)
+def test_parent_target_resumed_between_calls_equals_a_walk_over_the_whole_schedule(slices, seed, quantity, moves):
+    # Arrange: a jittered TWAP schedule; clock steps (mostly forward, sometimes back) and a mid-way stretch
+    schedule = twap_schedule(1_000_000_000, 300_000_000_000, slices, seed=seed, size_jitter=0.2, time_jitter=0.4)
+    parent = a_parent(schedule, quantity)
+    now = schedule[0].ts - 5_000_000_000
+
+    for step_seconds, stretch in moves:
+        now += step_seconds * 1_000_000_000 // 10
+        if stretch:
+            parent.stretch = 2.0
+
+        # Act
+        target = parent.target(now)
+
+        # Assert
+        assert target == plain_target(parent, now)
+
+
+def test_a_router_keeps_a_bounded_history_of_finished_parents_and_lets_them_go():
+    # Arrange: a history of 3; six aggressive parents worked to the end on the real session
+    desk = Desk(RouterSettings(), history=3)
+    start = first_book_index()
+    desk.play(0, start + 1)
+    parents = []
+
+    # Act
+    for k in range(6):
+        side = OrderSide.BUY if k % 2 == 0 else OrderSide.SELL
+        parents.append(desk.router.execute_aggressive(BTC, side, Decimal("0.010")))
+        desk.play(start + 1 + 20 * k, start + 21 + 20 * k)
+
+    # Assert
+    assert not desk.router.parents
+    assert [c.parent_order_id for c in desk.router.completed] == [p.parent_order_id for p in parents[-3:]]
+    assert len(desk.router._finished_children) == 3
+    assert not desk.router._parent_of
+    assert desk.router.parent_of(parents[-1].children[-1]) == parents[-1].parent_order_id
+    assert desk.router.parent_of(parents[0].children[0]) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import signal
@@ -161,3 +162,19 @@ def test_what_a_run_left_in_the_spill_file_is_in_the_journal_before_the_next_sta
     assert session.state.last_trading_state() == halted
     database.dispose()
     session.database.dispose()
+
+
+def test_a_paper_session_freezes_its_set_up_objects_out_of_the_garbage_collector(tmp_path: Path) -> None:
+    # Arrange
+    gc.unfreeze()
+    session = PaperSession(paper_config(tmp_path, speed=36_000.0), tmp_path / "run")
+
+    # Act
+    try:
+        asyncio.run(session.run())
+        frozen = gc.get_freeze_count()
+    finally:
+        gc.unfreeze()
+
+    # Assert
+    assert frozen > 10_000

@@ -17,11 +17,16 @@ from pypfopt import EfficientFrontier
 from scipy.optimize import minimize
 
 from keel.portfolio.markowitz import (
+    MINIMUM_VARIANCE_SHRINKAGE,
+    InfeasibleProblemError,
     MarkowitzProblem,
     PortfolioConstraints,
     ProblemInputs,
     SolverFailedError,
+    constraint_violation,
     covariance_factor,
+    minimum_variance_weights,
+    solve_with_fallbacks,
 )
 
 TOLERANCE = 1e-4
@@ -313,3 +318,160 @@ def test_two_hundred_assets_from_lagged_real_returns_solve(make_minute_returns) 
     assert n == 200
     assert solution.weights.sum() == pytest.approx(1.0, abs=1e-7)
     assert solution.weights.max() <= 0.05 + 1e-8
+
+
+# --- the fallback chain ---------------------------------------------------------------------------
+
+
+COSTLY = PortfolioConstraints(max_weight=0.3, transaction_cost=0.0006)
+
+
+def test_a_solver_error_falls_back_to_the_alternative_solver_with_the_same_weights(may_hourly: pd.DataFrame) -> None:
+    # Arrange: Clarabel stopped after 2 iterations (an interior-point method needs about 10)
+    data = inputs(may_hourly, COSTLY, current=np.full(10, 0.1), cost=0.0006)
+    reference = MarkowitzProblem(10, "max_sharpe", COSTLY).solve(data, COSTLY)
+    starved = MarkowitzProblem(10, "max_sharpe", COSTLY, max_iterations=2)
+
+    # Act
+    solution = solve_with_fallbacks(starved, data, COSTLY)
+
+    # Assert
+    assert solution.method == "alternative"
+    assert len(solution.failures) == 1
+    np.testing.assert_allclose(solution.weights, reference.weights, atol=1e-6)
+
+
+def test_a_failed_compiled_re_solve_also_falls_back(may_hourly: pd.DataFrame) -> None:
+    # Arrange: a compiled problem whose direct path runs out of iterations after its first solve
+    data = inputs(may_hourly, COSTLY, current=np.full(10, 0.1), cost=0.0006)
+    problem = MarkowitzProblem(10, "max_sharpe", COSTLY)
+    first = solve_with_fallbacks(problem, data, COSTLY)
+    assert problem._direct is not None
+    problem._direct._settings.max_iter = 2
+    problem._direct._solver = None
+
+    # Act
+    again = solve_with_fallbacks(problem, data, COSTLY)
+
+    # Assert
+    assert first.method == "compiled"
+    assert again.method == "alternative" and "MaxIterations" in again.failures[0]
+    np.testing.assert_allclose(again.weights, first.weights, atol=1e-6)
+
+
+def test_when_both_solvers_fail_the_shrunk_minimum_variance_weights_are_used(may_hourly: pd.DataFrame) -> None:
+    # Arrange
+    data = inputs(may_hourly, COSTLY, current=np.full(10, 0.1), cost=0.0006)
+    starved = MarkowitzProblem(10, "max_sharpe", COSTLY, max_iterations=2, alternative_max_iterations=2)
+
+    # Act
+    solution = solve_with_fallbacks(starved, data, COSTLY)
+
+    # Assert
+    assert solution.method == "minimum_variance"
+    assert len(solution.failures) == 2
+    assert constraint_violation(solution.weights, data, COSTLY) == ""
+    np.testing.assert_allclose(solution.weights, minimum_variance_weights(data, COSTLY))
+
+
+def test_minimum_variance_weights_are_the_closed_form_when_no_bound_binds(may_hourly: pd.DataFrame) -> None:
+    # Arrange: bounds far away, so only the sum of weights constrains them
+    rules = PortfolioConstraints(min_weight=-5.0, max_weight=5.0)
+    data = inputs(may_hourly, rules)
+    covariance = may_hourly.cov().to_numpy()
+    average = np.mean(np.diag(covariance))
+    shrunk = (1 - MINIMUM_VARIANCE_SHRINKAGE) * covariance + MINIMUM_VARIANCE_SHRINKAGE * average * np.eye(10)
+    direction = np.linalg.solve(shrunk, np.ones(10))
+
+    # Act
+    weights = minimum_variance_weights(data, rules)
+
+    # Assert
+    np.testing.assert_allclose(weights, direction / direction.sum(), atol=1e-9)
+
+
+def test_minimum_variance_weights_keep_the_bounds_and_the_net_exposure(may_hourly: pd.DataFrame) -> None:
+    # Arrange: a 12% cap binds on the low-volatility symbols
+    rules = PortfolioConstraints(max_weight=0.12)
+    data = inputs(may_hourly, rules)
+
+    # Act
+    weights = minimum_variance_weights(data, rules)
+
+    # Assert
+    assert weights.sum() == pytest.approx(1.0, abs=1e-9)
+    assert weights.min() >= 0 and weights.max() <= 0.12 + 1e-12
+    assert np.isclose(weights, 0.12).any()
+
+
+def test_an_ill_conditioned_covariance_still_gives_weights_within_the_constraints(may_hourly: pd.DataFrame) -> None:
+    # Arrange: BTC twice (the copy off by 1e-9 of noise) and a symbol with a billionth of the variance
+    panel = may_hourly.to_numpy().copy()
+    panel = np.column_stack([panel, panel[:, 0] + 1e-9 * np.sin(np.arange(len(panel)))])
+    panel[:, 3] = panel[:, 3] * 1e-5 + 1e-4
+    n = panel.shape[1]
+    rules = PortfolioConstraints(max_weight=0.3, transaction_cost=0.0006)
+    data = ProblemInputs(
+        panel.mean(axis=0), np.cov(panel, rowvar=False), np.zeros(n), np.full(n, 0.3), np.full(n, 1 / n),
+        np.full(n, 0.0006),
+    )  # fmt: skip
+
+    # Act
+    solution = solve_with_fallbacks(MarkowitzProblem(n, "max_sharpe", rules), data, rules)
+
+    # Assert
+    assert np.linalg.cond(data.covariance) > 1e10
+    assert constraint_violation(solution.weights, data, rules) == ""
+
+
+def test_an_infeasible_problem_is_not_handed_to_the_fallbacks(march_hourly: pd.DataFrame) -> None:
+    # Arrange: no long-only mix with 5% floors earns anything in March 2025
+    rules = PortfolioConstraints(min_weight=0.05, max_weight=0.6)
+
+    # Act / Assert
+    with pytest.raises(InfeasibleProblemError, match=r"(?i)infeasible"):
+        solve_with_fallbacks(MarkowitzProblem(9, "max_sharpe", rules), inputs(march_hourly, rules), rules)
+
+
+def test_when_every_step_fails_the_error_names_each_failure(may_hourly: pd.DataFrame) -> None:
+    # Arrange
+    data = inputs(may_hourly, COSTLY, cost=0.0006)
+    broken = ProblemInputs(
+        data.expected_returns, np.where(np.eye(10) > 0, np.nan, data.covariance), data.lower, data.upper,
+        data.current_weights, data.costs,
+    )  # fmt: skip
+
+    # Act / Assert
+    with pytest.raises(SolverFailedError, match=r"NaN.*; .*NaN.*; minimum variance: .*NaN"):
+        solve_with_fallbacks(MarkowitzProblem(10, "max_sharpe", COSTLY), broken, COSTLY)
+
+
+def test_minimum_variance_refuses_bounds_that_cannot_hold_the_net_exposure(may_hourly: pd.DataFrame) -> None:
+    # Arrange: ten assets capped at 5% cannot sum to one
+    rules = PortfolioConstraints(max_weight=0.05)
+
+    # Act / Assert
+    with pytest.raises(SolverFailedError, match="cannot sum to the net exposure"):
+        minimum_variance_weights(inputs(may_hourly, rules), rules)
+
+
+@pytest.mark.parametrize("objective", ["max_sharpe", "min_volatility", "mean_variance", "efficient_return"])
+def test_the_quadratic_form_re_solves_to_the_factor_forms_weights(may_hourly: pd.DataFrame, objective: str) -> None:
+    # Arrange: costs and a turnover limit; first solve on one window, re-solves on two others
+    rules = PortfolioConstraints(max_weight=0.3, transaction_cost=0.0006, turnover=1.5)
+    target = float(may_hourly.mean().mean()) if objective == "efficient_return" else None
+    problems = [MarkowitzProblem(10, objective, rules, quadratic_form=form) for form in (True, False)]
+    for problem in problems:
+        problem.solve(inputs(may_hourly.head(300), rules, current=np.full(10, 0.1), cost=0.0006, target=target), rules)
+
+    # Act
+    solved = [
+        [problem.solve(inputs(window, rules, current=np.full(10, 0.1), cost=0.0006, target=target), rules).weights
+         for window in (may_hourly.head(200), may_hourly.head(600))]
+        for problem in problems
+    ]  # fmt: skip
+
+    # Assert
+    assert type(problems[0]._direct).__name__ == "_QuadraticPath"
+    assert type(problems[1]._direct).__name__ == "_DirectPath"
+    np.testing.assert_allclose(solved[0], solved[1], atol=1e-7)

@@ -89,6 +89,29 @@ def test_solver_failure_keeps_the_previous_weights_and_says_why(
     assert "nfeasible" in optimizer.fallback_reason_
     np.testing.assert_array_equal(optimizer.weights_, previous)
     assert optimizer.fallbacks == 1
+    assert optimizer.method_ == "held"
+
+
+def test_a_solver_failure_falls_back_along_the_chain_and_says_which_step_gave_the_weights(
+    may_hourly: pd.DataFrame,
+) -> None:
+    # Arrange: both solvers starved of iterations on the optimizer's compiled problem
+    optimizer = PortfolioOptimizer(constraints={"max_weight": 0.3, "transaction_cost": 0.0006}, covariance="sample")
+    optimizer.fit(may_hourly)
+    for problem in optimizer._problems.values():
+        problem.max_iterations = problem.alternative_max_iterations = 2
+        if problem._direct is not None:
+            problem._direct._settings.max_iter = 2
+            problem._direct._solver = None
+
+    # Act
+    optimizer.fit(may_hourly)
+
+    # Assert
+    assert optimizer.status_ == "fallback" and optimizer.method_ == "minimum_variance"
+    assert optimizer.fallback_reason_.endswith("shrunk minimum-variance weights")
+    assert optimizer.weights_.sum() == pytest.approx(1.0, abs=1e-9)
+    assert optimizer.weights_.max() <= 0.3 + 1e-12
 
 
 def test_returns_with_nan_are_refused_with_a_clear_error(may_hourly: pd.DataFrame) -> None:

@@ -1,0 +1,137 @@
+"""Memory and event-loop lag of a paper run: the 10 default symbols, 24 hours of bundled 1m bars, replayed flat out.
+
+The paper configuration (``config/paper.yaml``: database journal, state
+snapshots, the simulated venue with its state file, the whole pipeline) runs
+``--hours`` of data (default 24, from 2025-05-06) at a replay speed so high
+that no event waits for the wall clock. While it runs, the process's resident
+set size (``/proc/self/statm``) is sampled with the bars replayed so far, and
+every lateness the paper session's own :class:`~keel.integration.system_monitor.LoopLagProbe`
+measures (the figure ``keel_event_loop_lag_seconds`` exports) is kept.
+
+Reference measured in the same run: the RSS after the session was set up
+and before the first bar, and the loop lag of the same probe on the idle
+loop before the replay starts. Prints one JSON line: RSS peak and growth
+over the second half of the bars (goal <= 2 %), peak (goal <= 300 MB), loop
+lag p99 (goal <= 5 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+from keel.config import KeelConfig, load_config
+from keel.integration.paper import PaperSession
+from keel.integration.system_monitor import LoopLagProbe
+
+START = datetime(2025, 5, 6, tzinfo=UTC)
+SAMPLE_SECONDS = 0.02
+IDLE_SECONDS = 1.0
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_bytes() -> int:
+    """Return the resident set size of this process."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * PAGE
+
+
+class RecordingProbe(LoopLagProbe):
+    """The paper session's loop-lag probe, keeping every lateness it measures."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lateness: list[float] = []
+
+    def record(self, lateness_seconds: float) -> None:
+        super().record(lateness_seconds)
+        self.lateness.append(max(0.0, lateness_seconds))
+
+
+def paper_config(output_dir: Path, hours: float) -> KeelConfig:
+    """The paper configuration over ``hours`` of the 10 default symbols, replayed as fast as it goes."""
+    config = load_config("paper", environ={})
+    end = START + timedelta(hours=hours)
+    data = config.data.model_validate({**config.data.model_dump(), "start": START.isoformat(), "end": end.isoformat()})
+    run = config.run.model_copy(update={"output_dir": output_dir})
+    paper = config.paper.model_copy(update={"speed": 1e9, "status_interval_seconds": 3600.0})
+    return config.model_copy(update={"data": data, "paper": paper, "run": run})
+
+
+async def measure(session: PaperSession) -> tuple[list[tuple[int, int]], list[float], list[float]]:
+    """Run the session; return (bars, RSS) samples, the idle loop's lateness and the run's lateness."""
+    idle = RecordingProbe()
+    idle_task = asyncio.create_task(idle.run())
+    await asyncio.sleep(IDLE_SECONDS)
+    idle_task.cancel()
+    probe = RecordingProbe()
+    session.loop_lag = probe
+    samples: list[tuple[int, int]] = [(0, rss_bytes())]
+    run = asyncio.create_task(session.run())
+    while not run.done():
+        samples.append((session.bars, rss_bytes()))
+        await asyncio.sleep(SAMPLE_SECONDS)
+    await run
+    return samples, idle.lateness, probe.lateness
+
+
+def summarize(samples: list[tuple[int, int]], total_bars: int) -> dict[str, float]:
+    """Return the RSS figures: after set-up, peak, at the half-way bar, at the last bar, growth over the second half."""
+    mb = 1024 * 1024
+    running = [(bars, rss) for bars, rss in samples if bars > 0]
+    half = next(rss for bars, rss in running if bars >= total_bars // 2)
+    last = max(running)[1]
+    return {
+        "rss_after_setup_mb": round(samples[0][1] / mb, 1),
+        "rss_peak_mb": round(max(rss for _, rss in samples) / mb, 1),
+        "rss_half_way_mb": round(half / mb, 1),
+        "rss_end_mb": round(last / mb, 1),
+        "rss_growth_second_half_percent": round((last - half) / half * 100, 2),
+    }
+
+
+def main() -> None:
+    """Run the benchmark and print one JSON line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hours", type=float, default=24.0, help="hours of bars to replay (default 24)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="keel-paper-memory-") as folder:
+        config = paper_config(Path(folder), args.hours)
+        session = PaperSession(config, Path(folder) / "run")
+        gc.collect()
+        started = time.perf_counter()
+        samples, idle, lateness = asyncio.run(measure(session))
+        seconds = time.perf_counter() - started - IDLE_SECONDS
+    bars = session.bars
+    result = {
+        "benchmark": "paper_memory",
+        "symbols": len(config.data.symbols),
+        "hours": args.hours,
+        "bars": bars,
+        "events": session.events,
+        "seconds": round(seconds, 1),
+        **summarize(samples, bars),
+        "loop_lag_p99_ms": round(float(np.percentile(lateness, 99)) * 1e3, 2) if lateness else None,
+        "loop_lag_max_ms": round(max(lateness) * 1e3, 2) if lateness else None,
+        "loop_lag_samples": len(lateness),
+        "reference_idle_loop_lag_p99_ms": round(float(np.percentile(idle, 99)) * 1e3, 2) if idle else None,
+        "goal_rss_mb": 300,
+        "goal_rss_growth_percent": 2,
+        "goal_loop_lag_p99_ms": 5,
+    }
+    print(json.dumps(result))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
