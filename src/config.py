@@ -720,6 +720,9 @@ class WebConfig(_Section):
     read_requests_per_second: int = Field(20, ge=1, description="Rate limit of read routes per client.")
     max_websockets_per_client: int = Field(10, ge=1, description="Dashboard WebSockets one client may hold open.")
     max_body_bytes: int = Field(16_384, ge=256, description="Largest body a control route accepts (413 above).")
+    status_cache_url: str | None = Field(
+        None, description="Redis URL the latest status is published to for API readers elsewhere; None: not published."
+    )
 
 
 class MonitorConfig(_Section):

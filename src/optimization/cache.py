@@ -411,3 +411,72 @@ def config_hash(config: KeelConfig) -> str:
 def backtest_key(config: KeelConfig) -> str:
     """Return the cache key of a backtest: data fingerprint and configuration hash."""
     return f"{data_fingerprint(config)[:32]}:{config_hash(config)[:32]}"
+
+
+class StatusCache:
+    """The latest system status in a cache, for API readers in other processes, written off the trading loop.
+
+    :meth:`offer` only hands the status to a writer thread (no I/O on the
+    caller's loop); the thread writes the newest status it has, so a slow or
+    unreachable Redis never delays trading and never builds a backlog. While
+    the cache is unreachable, :meth:`problem` says why (for the system
+    monitor's health) and readers find the last status written, or nothing
+    once its TTL ran out.
+
+    Parameters
+    ----------
+    cache
+        Where the status is written (namespace ``status``, key ``latest``).
+    """
+
+    def __init__(self, cache: CacheManager) -> None:
+        self.cache = cache
+        self._pending: dict[str, Any] | None = None
+        self._offered = 0
+        self._written = 0
+        self._closed = False
+        self._condition = threading.Condition()
+        self._thread = threading.Thread(target=self._write_newest, name="status-cache", daemon=True)
+        self._thread.start()
+
+    def offer(self, status: Mapping[str, Any]) -> None:
+        """Hand ``status`` (JSON-able) to the writer thread; replaces one not yet written."""
+        with self._condition:
+            self._pending = dict(status)
+            self._offered += 1
+            self._condition.notify_all()
+
+    def flush(self, timeout_seconds: float = 5.0) -> bool:
+        """Wait until everything offered so far was written (or failed); return False on timeout."""
+        with self._condition:
+            target = self._offered
+            return self._condition.wait_for(lambda: self._written >= target, timeout_seconds)
+
+    def latest(self) -> Any | None:
+        """Return the last status written (what an API reader sees), or None."""
+        return self.cache.get("latest", "status")
+
+    def problem(self) -> str | None:
+        """Return why the cache cannot be written (None while it can)."""
+        if self.cache.health == HEALTHY:
+            return None
+        return f"status cache ({self.cache.backend}) unreachable, status not published: {self.cache.last_error}"
+
+    def close(self) -> None:
+        """Write what is pending, then stop the writer thread."""
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()
+        self._thread.join()
+
+    def _write_newest(self) -> None:
+        while True:
+            with self._condition:
+                self._condition.wait_for(lambda: self._pending is not None or self._closed)
+                if self._pending is None:
+                    return
+                status, sequence, self._pending = self._pending, self._offered, None
+            self.cache.set("latest", status, "status")
+            with self._condition:
+                self._written = sequence
+                self._condition.notify_all()

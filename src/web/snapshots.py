@@ -74,6 +74,9 @@ class SnapshotPublisher:
     extra_metrics
         Fields of :class:`~keel.integration.responses.MetricsSnapshot` the system does not fill
         itself (for example the event loop's lag).
+    on_publish
+        Called with every published snapshot, on the trading loop (so it must
+        not block: hand the snapshot on, as :class:`~keel.optimization.cache.StatusCache` does).
     """
 
     def __init__(
@@ -81,10 +84,12 @@ class SnapshotPublisher:
         service: TradingService,
         interval_seconds: float = 0.25,
         extra_metrics: Callable[[], Mapping[str, Any]] | None = None,
+        on_publish: Callable[[Snapshot], None] | None = None,
     ) -> None:
         self.service = service
         self.interval_seconds = interval_seconds
         self._extra_metrics = extra_metrics
+        self._on_publish = on_publish
         self.latest = self.take()
 
     def take(self) -> Snapshot:
@@ -110,6 +115,8 @@ class SnapshotPublisher:
     def publish(self) -> None:
         """Replace the published snapshot with a new one."""
         self.latest = self.take()
+        if self._on_publish is not None:
+            self._on_publish(self.latest)
 
     async def run(self) -> None:
         """Publish every ``interval_seconds`` until cancelled."""

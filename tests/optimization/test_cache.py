@@ -9,10 +9,21 @@ import pytest
 import redis
 
 from keel.config import KeelConfig, load_config
-from keel.core.messages import Message, reset_message_ids
+from keel.core.bus import EventBus
+from keel.core.clock import NANOS_PER_MINUTE, SimulatedClock
+from keel.core.messages import Message, SystemHealth, reset_message_ids
 from keel.integration.pipeline import build_feed
+from keel.integration.system_monitor import SystemMonitor
 from keel.market_data.feeds import use_prepared_data
-from keel.optimization.cache import DEGRADED, HEALTHY, CacheManager, CacheSettings, PreparedDataCache, backtest_key
+from keel.optimization.cache import (
+    DEGRADED,
+    HEALTHY,
+    CacheManager,
+    CacheSettings,
+    PreparedDataCache,
+    StatusCache,
+    backtest_key,
+)
 from keel.optimization.space import apply_values
 
 RESULT = {"equity": [10000.0 + i for i in range(2000)], "metrics": {"sharpe_ratio": 1.5}}
@@ -188,3 +199,51 @@ def test_prepared_arrays_are_read_only() -> None:
     # Act / Assert
     with pytest.raises(ValueError, match="read-only"):
         held.arrays["close"][0] = 0.0
+
+
+def test_the_newest_status_offered_is_what_a_reader_on_the_same_redis_finds(redis_url: str) -> None:
+    # Arrange
+    publisher = StatusCache(CacheManager(redis_url, prefix="test:status:"))
+    reader = StatusCache(CacheManager(redis_url, prefix="test:status:"))
+
+    # Act
+    publisher.offer({"health": "HEALTHY", "equity": 10_000.0})
+    publisher.offer({"health": "HEALTHY", "equity": 10_012.5})
+    written = publisher.flush()
+    publisher.close()
+
+    # Assert
+    assert written and reader.latest() == {"health": "HEALTHY", "equity": 10_012.5}
+    reader.close()
+
+
+def test_redis_down_degrades_system_health_with_the_reason_and_clears_when_it_is_back(redis_server) -> None:
+    # Arrange: a system monitor watching the status cache, on a simulated clock
+    bus, clock = EventBus(), SimulatedClock(0)
+    monitor = SystemMonitor(bus, clock, check_interval_ns=NANOS_PER_MINUTE)
+    status = StatusCache(CacheManager(redis_server.url, prefix="test:down:", timeout=0.5))
+    monitor.watch_dependency("status cache", status.problem)
+    monitor.start()
+    bus.drain()
+    status.offer({"equity": 1.0})
+    status.flush()
+
+    # Act: Redis goes away while the system runs
+    redis_server.stop()
+    status.offer({"equity": 2.0})
+    status.flush()
+    clock.advance_to(NANOS_PER_MINUTE)
+    bus.drain()
+    during = (monitor.health, monitor.reasons())
+    redis_server.start()
+    status.offer({"equity": 3.0})
+    status.flush()
+    clock.advance_to(2 * NANOS_PER_MINUTE)
+    bus.drain()
+
+    # Assert
+    assert during[0] is SystemHealth.DEGRADED
+    assert during[1][0].startswith("status cache (redis) unreachable, status not published: ConnectionError")
+    assert monitor.health is SystemHealth.HEALTHY
+    assert status.latest() == {"equity": 3.0}
+    status.close()
