@@ -126,7 +126,9 @@ def tune_seconds(
         command += ["--param", f"{name}={low}:{high}"]
     cpu = children_cpu_seconds()
     started = time.perf_counter()
-    subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"keel tune --workers {workers} failed ({done.returncode}): {done.stderr[-3000:]}")
     elapsed = time.perf_counter() - started
     cpu = children_cpu_seconds() - cpu
     shutil.rmtree(output, ignore_errors=True)
