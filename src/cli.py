@@ -239,12 +239,14 @@ def _status_cache(session: Any) -> Any:
 
 def _serve(session: Any, publisher: Any) -> Any:
     """Serve the web app from its own thread over ``publisher``'s snapshots; return the server."""
-    from keel.web import SnapshotService, ThreadedServer, create_app
+    from keel.optimization.config_optimizer import ConfigOptimizer
+    from keel.web import ConfigChangesOnLoop, SnapshotService, ThreadedServer, create_app
 
     web = session.config.web
+    loop = asyncio.get_running_loop()
     token = session.config.secrets.api_token
     app = create_app(
-        SnapshotService(publisher, asyncio.get_running_loop()),
+        SnapshotService(publisher, loop),
         api_token=None if token is None else token.reveal(),
         audit=session.orchestrator.record_operator_action,
         dashboard_interval_seconds=web.dashboard_interval_seconds,
@@ -252,6 +254,7 @@ def _serve(session: Any, publisher: Any) -> Any:
         max_body_bytes=web.max_body_bytes,
         read_requests_per_second=web.read_requests_per_second,
         max_websockets_per_client=web.max_websockets_per_client,
+        config_changes=ConfigChangesOnLoop(ConfigOptimizer(session.orchestrator), loop),
     )
     server = ThreadedServer(app, web.host, web.port)
     try:

@@ -6,11 +6,13 @@ Kept here, next to the tuner, and attached to the ``keel`` command in
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -208,8 +210,6 @@ def _progress_bar(total: int, done: int) -> Iterator[Any]:
 
 
 def _summary_line(result: Any) -> str:
-    import json
-
     return json.dumps(
         {
             "study": result.study_name,
@@ -250,3 +250,79 @@ def report(storage: str | None, study_name: str, output_dir: str, config_file: s
     folder = write_study_outputs(study, result, output_dir)
     click.echo(_summary_line(result))
     click.echo(f"report written to {folder / 'report.html'}")
+
+
+@tune.command("apply")
+@click.argument("best_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True, help="Control API of the running session.")
+@click.option(
+    "--split",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="Start an A/B split: the tuned parameters get this share of the capital, the running ones the rest.",
+)
+def apply(best_file: str, url: str, split: float | None) -> None:
+    """Send a tuned layer (DIR/best.yaml) to a running paper or live session; it applies at the next bar.
+
+    The token comes from KEEL_API_TOKEN. Only what can change at run time is
+    sent (strategy parameters, risk limits); the strategy selection of the
+    layer is left out. Roll back with POST /api/v1/config/rollback.
+    """
+    import os
+
+    values = run_time_values(best_file)
+    token = os.environ.get("KEEL_API_TOKEN")
+    if not token:
+        _fail("keel tune apply needs the session's API token in KEEL_API_TOKEN", EXIT_USAGE)
+    staged = _post(f"{url.rstrip('/')}/api/v1/config/apply", {"values": values, "split": split}, token)
+    what = f"an A/B split ({split:.0%} of the capital to the tuned parameters)" if split else "the tuned parameters"
+    click.echo(f"staged change {staged['change_id']}: {what}, applied at the next bar boundary")
+    click.echo(json.dumps(staged["values"], sort_keys=True))
+
+
+def run_time_values(best_file: str) -> dict[str, Any]:
+    """Return the dotted keys of a tuned layer that a running system can change (the strategy selection left out)."""
+    import yaml
+
+    try:
+        layer = yaml.safe_load(Path(best_file).read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        _fail(f"{best_file}: not YAML: {error}", EXIT_USAGE)
+    if not isinstance(layer, dict):
+        _fail(f"{best_file}: expected a configuration layer (a mapping)", EXIT_USAGE)
+    values = {key: value for key, value in _flatten(layer) if key not in ("strategy.name", "strategy.strategies")}
+    if not values:
+        _fail(f"{best_file}: no tuned values to apply", EXIT_USAGE)
+    return values
+
+
+def _flatten(layer: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in layer.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _post(url: str, body: dict[str, Any], token: str) -> dict[str, Any]:
+    """POST JSON with the bearer token; return the JSON answer, or fail with the API's error message."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answer: dict[str, Any] = json.loads(response.read())
+            return answer
+    except urllib.error.HTTPError as error:
+        try:
+            message = json.loads(error.read())["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = error.reason
+        _fail(f"{url} refused the change ({error.code}): {message}", EXIT_FAILURE)
+    except urllib.error.URLError as error:
+        _fail(f"cannot reach {url}: {error.reason}; is the session running with its web app?", EXIT_FAILURE)
