@@ -24,7 +24,7 @@ import asyncio
 import dataclasses
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -116,6 +116,8 @@ class TradingOrchestrator:
         self.settings = settings
         self.session: dict[str, Any] | None = None
         self.running = False
+        # The process's resource figures for /metrics (set by a session running a PerformanceEnhancer).
+        self.process_metrics: Callable[[], dict[str, float]] | None = None
         self._last_market_data: float | None = None
         for kind in (BarClosed, BookUpdated, TradeTick):
             pipeline.bus.subscribe(kind, self._market_data_seen, name="orchestrator.feed_staleness")
@@ -416,6 +418,7 @@ class TradingOrchestrator:
             feed_staleness_seconds=self.feed_staleness_seconds(),
             exchange_latency_seconds=self.pipeline.orders.venue_latency_seconds,
             reconciliation_mismatches=len(((self.session or {}).get("reconciliation") or {}).get("mismatches", ())),
+            process=None if self.process_metrics is None else self.process_metrics(),
         )
 
     # --- operator commands --------------------------------------------------------------

@@ -43,6 +43,7 @@ from keel.core.clock import NANOS_PER_SECOND, LiveClock, SimulatedClock
 from keel.core.instruments import load_instruments
 from keel.core.messages import BarClosed, CancelAllOrders, MarketDataEvent, SessionEnded, SessionStarted
 from keel.integration.orchestrator import TradingOrchestrator
+from keel.integration.performance import PerformanceBounds, PerformanceEnhancer
 from keel.integration.pipeline import (
     Pipeline,
     build_feed,
@@ -153,6 +154,7 @@ class PaperSession:
         )
         self.orchestrator.apply_saved_settings()
         self.history: ReplayedHistory | None = None
+        self.performance: PerformanceEnhancer | None = None
         if self.plan.recover:
             if cursor is not None:
                 # Decisions first, on the pipeline's own venue; then the real venue and the journal's books.
@@ -230,6 +232,7 @@ class PaperSession:
         status_task = asyncio.create_task(self._report_status(), name="status")
         backup_task = asyncio.create_task(self._back_up_periodically(), name="backup")
         lag_task = asyncio.create_task(self.loop_lag.run(), name="loop-lag")
+        performance_task = asyncio.create_task(self._watch_performance(), name="performance")
         duration = config.paper.duration_seconds
         waiters = {feed_task, asyncio.create_task(self._stop.wait(), name="stop")}
         done, _ = await asyncio.wait(waiters, timeout=duration, return_when=asyncio.FIRST_COMPLETED)
@@ -238,9 +241,9 @@ class PaperSession:
             self.request_stop("end of data")
         elif not done:
             self.request_stop(f"duration of {duration:g} s elapsed")
-        for task in (*waiters, status_task, backup_task, lag_task):
+        for task in (*waiters, status_task, backup_task, lag_task, performance_task):
             task.cancel()
-        await asyncio.gather(*waiters, status_task, backup_task, lag_task, return_exceptions=True)
+        await asyncio.gather(*waiters, status_task, backup_task, lag_task, performance_task, return_exceptions=True)
         await self._shutdown(pipeline, bus, bus_task)
         self.orchestrator.running = False
         final = self.status()
@@ -287,6 +290,26 @@ class PaperSession:
         if pending_bar_ts is not None:
             pipeline.record_equity(pending_bar_ts)
         self._feed_done = True
+
+    async def _watch_performance(self) -> None:
+        """Measure the process for /metrics and tune its knobs within the ``performance`` bounds, unless off."""
+        settings = self.config.performance
+        if not settings.enabled:
+            return
+        bounds = PerformanceBounds(
+            max_bus_capacity=settings.max_bus_capacity,
+            max_snapshot_every=settings.max_snapshot_every,
+            max_gc_threshold=settings.max_gc_threshold,
+            lag_threshold_ms=settings.lag_threshold_ms,
+            gc_share_threshold=settings.gc_share_threshold,
+        )
+        self.performance = PerformanceEnhancer(self.pipeline.bus, self.state, bounds)
+        self.orchestrator.process_metrics = self.performance.resource_metrics
+        try:
+            await self.performance.run(settings.interval_seconds, auto_tune=settings.auto_tune)
+        finally:
+            self.orchestrator.process_metrics = None
+            self.performance.close()
 
     async def _report_status(self) -> None:
         interval = self.config.paper.status_interval_seconds

@@ -192,3 +192,7 @@ class MetricsSnapshot(Response):
     event_loop_lag_seconds: float | None = Field(
         None, description="How late the trading loop ran recently, seconds (None: not watched)."
     )
+    process: dict[str, float] | None = Field(
+        None,
+        description="CPU, memory, GC and knob figures of the PerformanceEnhancer (None: not running).",
+    )

@@ -403,7 +403,9 @@ def data_fingerprint(config: KeelConfig) -> str:
 
 def config_hash(config: KeelConfig) -> str:
     """Return a hash of everything in ``config`` that can change a backtest (secrets, logging, web excluded)."""
-    dumped = config.model_dump(mode="json", exclude={"secrets", "logging", "web", "monitor", "paper", "live"})
+    dumped = config.model_dump(
+        mode="json", exclude={"secrets", "logging", "web", "monitor", "paper", "live", "performance"}
+    )
     dumped["run"].pop("output_dir", None)
     return hashlib.sha256(json.dumps(dumped, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -6,6 +6,7 @@ Kept here, next to the tuner, and attached to the ``keel`` command in
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import multiprocessing
@@ -165,8 +166,11 @@ def _run_workers(tuner: Any, job: tuple[Any, ...], workers: int, remaining: int,
         for index, share in enumerate(shares)
         if share > 0
     ]
+    # Objects the parent holds are left out of the workers' collections, so collecting does not copy their pages.
+    gc.freeze()
     for process in processes:
         process.start()
+    gc.unfreeze()
     try:
         with _progress_bar(job[3], done) as update:
             alive = processes
