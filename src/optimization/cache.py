@@ -352,7 +352,8 @@ def encode_prepared(prepared: PreparedFile) -> bytes:
     """Return a prepared file as bytes: its arrays as ``.npz`` (no pickles) and its report as JSON."""
     report = json.dumps(dataclasses.asdict(prepared.report)).encode()
     buffer = io.BytesIO()
-    np.savez(buffer, **prepared.arrays, _report=np.frombuffer(report, dtype=np.uint8))
+    save: Callable[..., None] = np.savez  # numpy's stubs take any keyword for its allow_pickle flag
+    save(buffer, **prepared.arrays, _report=np.frombuffer(report, dtype=np.uint8))
     return buffer.getvalue()
 
 

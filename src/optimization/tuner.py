@@ -491,7 +491,7 @@ def count_finished(study: optuna.Study) -> tuple[int, float | None]:
     return len(finished), max(scores) if scores else None
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
+def open_storage(url: str) -> optuna.storages.RDBStorage:
     """Open Optuna RDB storage with heartbeats, so trials of a crashed worker are failed and retried.
 
     A SQLite file's folder is created when missing.
