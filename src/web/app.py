@@ -101,6 +101,18 @@ class ConfigChangeRequest(BaseModel):
     )
 
 
+class StagedConfigChange(BaseModel):
+    """A configuration change as queued: it applies (and is journaled) at the next bar boundary."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    change_id: int
+    action: str = Field(description="apply_tuned_config, start_ab_split, rollback_tuned_config or conclude_ab_split_*.")
+    values: dict[str, Any] = Field(description="The dotted keys and the values they get.")
+    previous: dict[str, Any] = Field(description="The values they replace.")
+    split: float | None = Field(description="The new parameters' share of the capital in an A/B split.")
+    applied_at_ns: int | None = Field(description="The bar time it applied at; None while queued.")
+
+
 class SplitConclusion(BaseModel):
     """Body of POST /api/v1/config/split/conclude."""
 
@@ -445,36 +457,35 @@ def create_app(
     @app.post("/api/v1/config/apply")
     async def apply_config(
         request: Request, body: Annotated[ConfigChangeRequest, Body()], actor: Operator
-    ) -> dict[str, Any]:
+    ) -> StagedConfigChange:
         """Stage tuned values (or an A/B split of capital) for the next bar boundary; journaled when applied."""
         change = _config_change(lambda changes: changes.stage(body.values, split=body.split))
         audit(actor, "stage_tuned_config", {"values": body.values, "split": body.split}, _request_id(request))
         return change
 
     @app.post("/api/v1/config/rollback")
-    async def rollback_config(request: Request, actor: Operator) -> dict[str, Any]:
+    async def rollback_config(request: Request, actor: Operator) -> StagedConfigChange:
         """Stage the values the last applied change (or the running A/B split) replaced."""
         change = _config_change(lambda changes: changes.rollback())
-        audit(actor, "stage_config_rollback", {"change_id": change["change_id"]}, _request_id(request))
+        audit(actor, "stage_config_rollback", {"change_id": change.change_id}, _request_id(request))
         return change
 
     @app.post("/api/v1/config/split/conclude")
     async def conclude_split(
         request: Request, body: Annotated[SplitConclusion, Body()], actor: Operator
-    ) -> dict[str, Any]:
+    ) -> StagedConfigChange:
         """End the running A/B split at the next bar boundary, keeping the new or the old parameters."""
         change = _config_change(lambda changes: changes.conclude_split(body.keep))
         audit(actor, "stage_split_conclusion", {"keep": body.keep}, _request_id(request))
         return change
 
-    def _config_change(call: Callable[[ConfigChanges], Any]) -> dict[str, Any]:
+    def _config_change(call: Callable[[ConfigChanges], Any]) -> StagedConfigChange:
         if config_changes is None:
             raise HTTPException(503, "configuration changes are not available in this run")
         try:
-            staged: dict[str, Any] = call(config_changes).as_dict()
+            return StagedConfigChange(**call(config_changes).as_dict())
         except ValueError as error:
             raise HTTPException(422, str(error)) from None
-        return staged
 
     @app.get("/metrics")
     async def metrics() -> Response:
