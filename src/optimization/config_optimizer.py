@@ -187,8 +187,11 @@ class ConfigOptimizer:
         if split is not None:
             self._check_split(values, split)
             action = _SPLIT
-        candidate = apply_values(self.config, values)
-        self._strategies_for(candidate, values)
+        try:
+            candidate = apply_values(self.config, values)
+            self._strategies_for(candidate, values)
+        except (TypeError, KeyError) as error:
+            raise ValueError(f"invalid tuned values: {error}") from error
         risk = self._risk_changes(values)
         self.orchestrator.pipeline.risk.limits.updated(risk)
         change = ConfigChange(self._next_id, values, self._current(values), action, split)
