@@ -1,10 +1,19 @@
 """Trials per minute of keel tune: 1 worker vs 2 workers on PostgreSQL, and a cached re-run vs a cold one.
 
 Each trial is a full walk-forward set of backtests (train and test window of
-every fold). The worker runs go through ``keel tune --workers N`` (separate
-processes joining one study by name; the time includes process start-up and
-the held-out re-run); the cache runs use one in-process tuner whose second
-study, with the same seed, finds every backtest cached.
+every fold). The worker runs go through ``keel tune --workers N`` (worker
+processes joining one study by name), both in this one run so they see the
+same machine load. Two rates are given per run: ``trials_per_minute_*`` over
+the study's trial phase (first trial started to last trial finished, from the
+storage: what more trials cost) and ``end_to_end_*`` over the whole command
+(imports, data loading, the held-out re-run and the report included). Pruning
+is off so both runs do the same work. ``cpu_seconds_*`` is the CPU time of
+each command with its workers: equal CPU for equal trials means the work
+split without overhead, and the wall-time speedup is then bounded by the cores
+the machine had free, which ``free_core_speedup`` measures just before the
+runs (two processes burning CPU against one: 2.0 on an idle two-core
+machine, less when other work shares it). The cache runs use one in-process tuner
+whose second study, with the same seed, finds every backtest cached.
 
 Without ``--storage`` a throwaway PostgreSQL server is started on 127.0.0.1.
 The default size is small (1 symbol, 3 days, 4 trials); ``--symbols``,
@@ -16,8 +25,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import pwd
+import resource
 import shutil
 import socket
 import subprocess
@@ -75,21 +86,55 @@ def throwaway_postgres() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def _burn() -> None:
+    total = 0
+    for i in range(4_000_000):
+        total += i * i
+
+
+def free_core_speedup() -> float:
+    """Return how much faster two CPU-bound processes finish their work than one does it twice."""
+    context = multiprocessing.get_context("fork")
+
+    def wall(count: int) -> float:
+        processes = [context.Process(target=_burn) for _ in range(count)]
+        started = time.perf_counter()
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join()
+        return time.perf_counter() - started
+
+    return round(2 * wall(1) / wall(2), 2)
+
+
+def children_cpu_seconds() -> float:
+    """Return the CPU time (user and system) of every finished child process so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def tune_seconds(
     storage: str, study: str, workers: int, trials: int, args: argparse.Namespace, config_file: Path
-) -> float:
-    """Run ``keel tune`` and return its wall time."""
+) -> tuple[float, float, float]:
+    """Run ``keel tune``; return its wall time, the span of its study's trials and its CPU time."""
     output = Path(tempfile.mkdtemp(prefix="keel-bench-tune-"))
     command = [sys.executable, "-m", "keel.cli", "tune", "--strategy", "trend_following", "--trials", str(trials)]
     command += ["--storage", storage, "--study", study, "--workers", str(workers), "--output", str(output)]
     command += ["--config", str(config_file), "--symbols", args.symbols, "--start", args.start, "--end", args.end]
     for name, (low, high) in SPACE.items():
         command += ["--param", f"{name}={low}:{high}"]
+    cpu = children_cpu_seconds()
     started = time.perf_counter()
-    subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"keel tune --workers {workers} failed ({done.returncode}): {done.stderr[-3000:]}")
     elapsed = time.perf_counter() - started
+    cpu = children_cpu_seconds() - cpu
     shutil.rmtree(output, ignore_errors=True)
-    return elapsed
+    finished = optuna.load_study(study_name=study, storage=storage).trials
+    span = max(t.datetime_complete for t in finished) - min(t.datetime_start for t in finished)
+    return elapsed, span.total_seconds(), cpu
 
 
 def main() -> None:
@@ -107,14 +152,21 @@ def main() -> None:
     days = float(args.days)
     layer = {
         "strategy": {"warmup_bars": 200, "regime": {"enabled": False}},
-        "tuning": {"train_days": days / 3, "test_days": days / 6, "embargo_hours": 1.0, "holdout_days": days / 6},
+        "tuning": {
+            "train_days": days / 3,
+            "test_days": days / 6,
+            "embargo_hours": 1.0,
+            "holdout_days": days / 6,
+            "pruner": "none",
+        },
     }
     config_file = Path(tempfile.mkdtemp(prefix="keel-bench-cfg-")) / "bench.yaml"
     config_file.write_text(yaml.safe_dump(layer))
     stamp = str(int(time.time()))
     with nullcontext(args.storage) if args.storage else throwaway_postgres() as storage:
-        one = tune_seconds(storage, f"bench-1-{stamp}", 1, trials, args, config_file)
-        two = tune_seconds(storage, f"bench-2-{stamp}", 2, trials, args, config_file)
+        free_cores = free_core_speedup()
+        one, one_trials, one_cpu = tune_seconds(storage, f"bench-1-{stamp}", 1, trials, args, config_file)
+        two, two_trials, two_cpu = tune_seconds(storage, f"bench-2-{stamp}", 2, trials, args, config_file)
     base = apply_values(
         load_config("backtest", config_file, config_dir=ROOT / "config"),
         {"data.symbols": tuple(args.symbols.split(",")), "data.start": args.start, "data.end": args.end},
@@ -134,9 +186,15 @@ def main() -> None:
                 "symbols": args.symbols,
                 "days": args.days,
                 "trials": trials,
-                "trials_per_minute_1_worker": round(60 * trials / one, 2),
-                "trials_per_minute_2_workers": round(60 * trials / two, 2),
-                "speedup_2_workers": round(one / two, 2),
+                "trials_per_minute_1_worker": round(60 * trials / one_trials, 2),
+                "trials_per_minute_2_workers": round(60 * trials / two_trials, 2),
+                "speedup_2_workers": round(one_trials / two_trials, 2),
+                "end_to_end_seconds_1_worker": round(one, 2),
+                "end_to_end_seconds_2_workers": round(two, 2),
+                "end_to_end_speedup_2_workers": round(one / two, 2),
+                "cpu_seconds_1_worker": round(one_cpu, 1),
+                "cpu_seconds_2_workers": round(two_cpu, 1),
+                "free_core_speedup": free_cores,
                 "cold_seconds": round(timings[0], 2),
                 "cached_seconds": round(timings[1], 2),
                 "cached_speedup": round(timings[0] / max(timings[1], 1e-9), 1),

@@ -25,6 +25,8 @@ from keel.optimization.cli import tune
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+STATUS_TTL_SECONDS = 60.0
+"""How long a status published to the status cache stays readable (a dead process's status then disappears)."""
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -253,18 +255,54 @@ async def _run_paper(session: Any) -> dict[str, Any]:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, session.request_stop, f"signal {signal.Signals(signum).name}")
     web = session.config.web
-    if not web.enabled:
+    if not web.enabled and web.status_cache_url is None:
         return await session.run()
-    from keel.web import SnapshotPublisher, SnapshotService, ThreadedServer, create_app
+    from keel.web import SnapshotPublisher
 
-    token = session.config.secrets.api_token
+    status_cache = _status_cache(session)
     publisher = SnapshotPublisher(
         session.orchestrator,
         interval_seconds=min(0.25, web.dashboard_interval_seconds),
         extra_metrics=lambda: {"event_loop_lag_seconds": session.loop_lag.lag_seconds},
+        on_publish=None if status_cache is None else lambda s: status_cache.offer(s.status.model_dump(mode="json")),
     )
+    server = None
+    if web.enabled:
+        server = _serve(session, publisher)
+    publishing = asyncio.create_task(publisher.run(), name="snapshots")
+    try:
+        return await session.run()
+    finally:
+        publishing.cancel()
+        if server is not None:
+            await asyncio.to_thread(server.stop)
+        if status_cache is not None:
+            await asyncio.to_thread(status_cache.close)
+
+
+def _status_cache(session: Any) -> Any:
+    """The Redis status cache of ``web.status_cache_url``, watched by the system monitor (None when not set)."""
+    url = session.config.web.status_cache_url
+    if url is None:
+        return None
+    from keel.optimization.cache import CacheManager, CacheSettings, StatusCache
+
+    status_cache = StatusCache(CacheManager(url, CacheSettings(ttl_seconds=STATUS_TTL_SECONDS)))
+    session.monitors[0].watch_dependency("status cache", status_cache.problem)
+    click.echo(f"publishing the status to {url} for API readers")
+    return status_cache
+
+
+def _serve(session: Any, publisher: Any) -> Any:
+    """Serve the web app from its own thread over ``publisher``'s snapshots; return the server."""
+    from keel.optimization.config_optimizer import ConfigOptimizer
+    from keel.web import ConfigChangesOnLoop, SnapshotService, ThreadedServer, create_app
+
+    web = session.config.web
+    loop = asyncio.get_running_loop()
+    token = session.config.secrets.api_token
     app = create_app(
-        SnapshotService(publisher, asyncio.get_running_loop()),
+        SnapshotService(publisher, loop),
         api_token=None if token is None else token.reveal(),
         audit=session.orchestrator.record_operator_action,
         dashboard_interval_seconds=web.dashboard_interval_seconds,
@@ -272,6 +310,7 @@ async def _run_paper(session: Any) -> dict[str, Any]:
         max_body_bytes=web.max_body_bytes,
         read_requests_per_second=web.read_requests_per_second,
         max_websockets_per_client=web.max_websockets_per_client,
+        config_changes=ConfigChangesOnLoop(ConfigOptimizer(session.orchestrator), loop),
     )
     server = ThreadedServer(app, web.host, web.port)
     try:
@@ -283,12 +322,7 @@ async def _run_paper(session: Any) -> dict[str, Any]:
     )
     if token is None:
         click.echo("no API token set (KEEL_API_TOKEN): emergency stop and other control routes are refused")
-    publishing = asyncio.create_task(publisher.run(), name="snapshots")
-    try:
-        return await session.run()
-    finally:
-        publishing.cancel()
-        await asyncio.to_thread(server.stop)
+    return server
 
 
 def _print_status(status: dict[str, Any]) -> None:

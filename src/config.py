@@ -725,6 +725,9 @@ class WebConfig(_Section):
     read_requests_per_second: int = Field(20, ge=1, description="Rate limit of read routes per client.")
     max_websockets_per_client: int = Field(10, ge=1, description="Dashboard WebSockets one client may hold open.")
     max_body_bytes: int = Field(16_384, ge=256, description="Largest body a control route accepts (413 above).")
+    status_cache_url: str | None = Field(
+        None, description="Redis URL the latest status is published to for API readers elsewhere; None: not published."
+    )
 
 
 class MonitorConfig(_Section):
@@ -841,6 +844,23 @@ class Secrets(_Section):
     api_token: Secret | None = Field(None, description="Bearer token of the control API's state-changing routes.")
 
 
+class PerformanceConfig(_Section):
+    """The PerformanceEnhancer of paper and live runs: process metrics on /metrics and bounded knob tuning."""
+
+    enabled: bool = Field(True, description="Measure CPU, memory, event-loop lag, GC and the bus (false: off).")
+    auto_tune: bool = Field(True, description="Move the knobs (bus capacity, snapshot interval, GC threshold).")
+    interval_seconds: float = Field(30.0, gt=0, allow_inf_nan=False, description="Seconds between two tunings.")
+    max_bus_capacity: int = Field(100_000, ge=1, description="Largest bus capacity the tuning may set.")
+    max_snapshot_every: int = Field(20_000, ge=1, description="Most journaled events between snapshots it may set.")
+    max_gc_threshold: int = Field(50_000, ge=1, description="Largest generation-0 GC threshold it may set.")
+    lag_threshold_ms: float = Field(
+        50.0, gt=0, allow_inf_nan=False, description="Loop lag (ms) that stretches snapshots."
+    )
+    gc_share_threshold: float = Field(
+        0.05, ge=0, le=1, description="Share of the time in GC above which the GC threshold is raised."
+    )
+
+
 class TuningConfig(_Section):
     """Hyperparameter tuning (keel tune): storage, walk-forward windows, pruning, cache."""
 
@@ -872,6 +892,9 @@ class KeelConfig(_Section):
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig, description="Order execution.")
     paper: PaperConfig = Field(default_factory=PaperConfig, description="Paper trading.")
     live: LiveConfig = Field(default_factory=LiveConfig, description="Live trading.")
+    performance: PerformanceConfig = Field(
+        default_factory=PerformanceConfig, description="Process metrics and bounded performance tuning."
+    )
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
     web: WebConfig = Field(default_factory=WebConfig, description="Operator web app.")
     persistence: PersistenceConfig = Field(default_factory=PersistenceConfig, description="Storage.")

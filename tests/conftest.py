@@ -208,24 +208,57 @@ def postgres_server(_dedicated_postgres: PostgresServer) -> Iterator[PostgresSer
         _dedicated_postgres.start()
 
 
+class RedisServer:
+    """A throwaway redis-server on 127.0.0.1 (no persistence) that a test may stop and start on the same port."""
+
+    def __init__(self, folder: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed; run scripts/ensure-system-packages")
+        self.port = _free_port()
+        self._command = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self._command += ["--dir", str(folder)]
+        self._process: subprocess.Popen[str] | None = None
+
+    @property
+    def url(self) -> str:
+        """The URL of database 0."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        self._process = subprocess.Popen(self._command, stdout=subprocess.PIPE, text=True)
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            if "Ready to accept connections" in line:
+                return
+        raise RuntimeError(f"redis-server exited with code {self._process.wait()}")
+
+    def stop(self) -> None:
+        """Stop the server and wait until it is gone."""
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait()
+            self._process = None
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Start a throwaway redis-server on 127.0.0.1 for the session (no persistence); yield its URL."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not installed; run scripts/ensure-system-packages")
-    port = _free_port()
-    folder = tmp_path_factory.mktemp("redis")
-    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    server = subprocess.Popen([*command, "--dir", str(folder)], stdout=subprocess.PIPE, text=True)
-    assert server.stdout is not None
-    for line in server.stdout:
-        if "Ready to accept connections" in line:
-            break
-    else:
-        raise RuntimeError(f"redis-server exited with code {server.wait()}")
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
     try:
-        yield f"redis://127.0.0.1:{port}/0"
+        yield server.url
     finally:
-        server.terminate()
-        server.wait()
+        server.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, running, that the test may stop and start again."""
+    server = RedisServer(tmp_path_factory.mktemp("redis-controlled"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -383,3 +383,26 @@ def test_data_instruments_downloads_exchange_info_from_the_configured_binance(tm
     from keel.core.instruments import load_instruments
 
     assert "DOGEUSDT" in load_instruments(instruments)
+
+
+def test_a_paper_run_publishes_its_status_to_the_status_cache_for_readers_elsewhere(
+    tmp_path: Path, redis_url: str
+) -> None:
+    # Arrange
+    from keel.optimization.cache import CacheManager, StatusCache
+
+    environment = {"KEEL_RUN__OUTPUT_DIR": str(tmp_path), "KEEL_WEB__STATUS_CACHE_URL": redis_url}
+
+    # Act
+    completed = keel(
+        "run", "--mode", "paper", "--no-web", "--speed", "1000000", "--duration", "2", "--symbols", "BTCUSDT",
+        environment=environment,
+    )  # fmt: skip
+
+    # Assert
+    assert completed.returncode == 0, completed.stderr
+    reader = StatusCache(CacheManager(redis_url))
+    published = reader.latest()
+    reader.close()
+    assert published["mode"] == "paper" and published["health"] in ("HEALTHY", "DEGRADED")
+    assert published["active_strategies"]

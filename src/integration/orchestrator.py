@@ -122,6 +122,8 @@ class TradingOrchestrator:
         self.settings = settings
         self.session: dict[str, Any] | None = None
         self.running = False
+        # The process's resource figures for /metrics (set by a session running a PerformanceEnhancer).
+        self.process_metrics: Callable[[], dict[str, float]] | None = None
         self._last_market_data: float | None = None
         for kind in (BarClosed, BookUpdated, TradeTick):
             pipeline.bus.subscribe(kind, self._market_data_seen, name="orchestrator.feed_staleness")
@@ -428,6 +430,7 @@ class TradingOrchestrator:
             reconciliation_mismatches=len(((self.session or {}).get("reconciliation") or {}).get("mismatches", ())),
             exchange_server_time_offset_seconds=venue.get("exchange_server_time_offset_seconds"),
             exchange_rate_limit_usage=venue.get("exchange_rate_limit_usage", {}),
+            process=None if self.process_metrics is None else self.process_metrics(),
         )
 
     # --- operator commands --------------------------------------------------------------

@@ -60,6 +60,7 @@ from keel.core.messages import (
 )
 from keel.integration.live import live_endpoints
 from keel.integration.orchestrator import TradingOrchestrator
+from keel.integration.performance import PerformanceBounds, PerformanceEnhancer
 from keel.integration.pipeline import (
     Pipeline,
     build_feed,
@@ -193,6 +194,7 @@ class PaperSession:
         )
         self.orchestrator.apply_saved_settings()
         self.history: ReplayedHistory | None = None
+        self.performance: PerformanceEnhancer | None = None
         if self.plan.recover:
             if cursor is not None and self.market_stream is None and self.venue.replays_history:
                 # Decisions first, on the pipeline's own venue; then the real venue and the journal's books.
@@ -246,6 +248,7 @@ class PaperSession:
         status_task = asyncio.create_task(self._report_status(), name="status")
         backup_task = asyncio.create_task(self._back_up_periodically(), name="backup")
         lag_task = asyncio.create_task(self.loop_lag.run(), name="loop-lag")
+        performance_task = asyncio.create_task(self._watch_performance(), name="performance")
         duration = config.paper.duration_seconds
         waiters = {feed_task, asyncio.create_task(self._stop.wait(), name="stop")}
         done, _ = await asyncio.wait(waiters, timeout=duration, return_when=asyncio.FIRST_COMPLETED)
@@ -254,9 +257,9 @@ class PaperSession:
             self.request_stop("end of data")
         elif not done:
             self.request_stop(f"duration of {duration:g} s elapsed")
-        for task in (*waiters, status_task, backup_task, lag_task):
+        for task in (*waiters, status_task, backup_task, lag_task, performance_task):
             task.cancel()
-        await asyncio.gather(*waiters, status_task, backup_task, lag_task, return_exceptions=True)
+        await asyncio.gather(*waiters, status_task, backup_task, lag_task, performance_task, return_exceptions=True)
         return await self._finish(bus, bus_task)
 
     async def _finish(self, bus: EventBus, bus_task: asyncio.Task[None]) -> dict[str, Any]:
@@ -378,6 +381,26 @@ class PaperSession:
                 self.bars += 1
                 pending_bar_ts = ts
             await bus.join()
+
+    async def _watch_performance(self) -> None:
+        """Measure the process for /metrics and tune its knobs within the ``performance`` bounds, unless off."""
+        settings = self.config.performance
+        if not settings.enabled:
+            return
+        bounds = PerformanceBounds(
+            max_bus_capacity=settings.max_bus_capacity,
+            max_snapshot_every=settings.max_snapshot_every,
+            max_gc_threshold=settings.max_gc_threshold,
+            lag_threshold_ms=settings.lag_threshold_ms,
+            gc_share_threshold=settings.gc_share_threshold,
+        )
+        self.performance = PerformanceEnhancer(self.pipeline.bus, self.state, bounds)
+        self.orchestrator.process_metrics = self.performance.resource_metrics
+        try:
+            await self.performance.run(settings.interval_seconds, auto_tune=settings.auto_tune)
+        finally:
+            self.orchestrator.process_metrics = None
+            self.performance.close()
 
     async def _report_status(self) -> None:
         interval = self.config.paper.status_interval_seconds

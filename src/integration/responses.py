@@ -203,3 +203,7 @@ class MetricsSnapshot(Response):
     exchange_rate_limit_usage: dict[str, float] = Field(
         default_factory=dict, description="Share of each of the live venue's rate limits in use, 0 to 1."
     )
+    process: dict[str, float] | None = Field(
+        None,
+        description="CPU, memory, GC and knob figures of the PerformanceEnhancer (None: not running).",
+    )

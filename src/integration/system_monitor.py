@@ -32,7 +32,9 @@ else moved the state meanwhile. A venue's margin call (``MarginCalled``) is
 unhealthy until an operator resumes.
 An event loop running late by more than ``loop_lag_threshold_seconds``
 (measured by :class:`LoopLagProbe`) or a bus that overflowed its execution
-lane degrades health.
+lane degrades health. So does an optional service the system works without
+(a Redis cache) while it is unreachable: :meth:`SystemMonitor.watch_dependency`
+names it and how to ask it for its problem.
 """
 
 from __future__ import annotations
@@ -152,6 +154,7 @@ class SystemMonitor(Component):
         self.loop_lag_threshold_seconds = loop_lag_threshold_seconds
         self.venue_ban_state = venue_ban_state
         self._ban_return: TradingState | None = None
+        self._dependencies: dict[str, Callable[[], str | None]] = {}
 
     def on_start(self) -> None:
         """Listen to lifecycles, feeds, breaches and trading states; check the bus on a timer."""
@@ -305,7 +308,7 @@ class SystemMonitor(Component):
             self._rejections.clear()
 
     def check_bus(self, _event: TimeEvent | None = None) -> None:
-        """Degrade while handlers raise, market data is conflated or venue calls go unanswered.
+        """Degrade while handlers raise, market data is conflated, venue calls go unanswered or a dependency is out.
 
         Each problem clears after an interval without it.
         """
@@ -330,6 +333,24 @@ class SystemMonitor(Component):
             self.check_loop_lag(self.loop_lag())
         if self._venue_failures is not None:
             self._check_venue(self._venue_failures())
+        self.check_dependencies()
+
+    def watch_dependency(self, name: str, problem: Callable[[], str | None]) -> None:
+        """Degrade health while ``problem()`` returns a reason (checked with the bus); clear when it returns None.
+
+        ``problem`` must be cheap and safe to call from the trading loop: it
+        reads what another thread recorded, it does not probe the service.
+        """
+        self._dependencies[name] = problem
+
+    def check_dependencies(self) -> None:
+        """Open or close the problem of every watched dependency."""
+        for name, problem in self._dependencies.items():
+            reason = problem()
+            if reason is None:
+                self._close(f"dependency {name}")
+            else:
+                self._open(f"dependency {name}", SystemHealth.DEGRADED, reason)
 
     def check_loop_lag(self, lag_seconds: float) -> None:
         """Degrade while the event loop runs later than the threshold; clear when it catches up."""

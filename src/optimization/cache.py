@@ -1,15 +1,21 @@
-"""CacheManager: backtest results keyed by data fingerprint and configuration hash.
+"""CacheManager: backtest results, prepared data arrays and the latest system status.
 
-With a Redis URL the cache is shared by every tuning worker (and survives
-them); without one an in-process LRU serves the embedded default. Values are
-JSON; above a size threshold they are zstd-compressed. When Redis is
+Backtest results are keyed by data fingerprint and configuration hash;
+prepared data (:class:`PreparedDataCache`: bar and funding files parsed and
+validated into arrays) by file content, so tuning workers parse each file at
+most once between them. With a Redis URL the cache is shared by every tuning
+worker and API reader (and survives them); without one an in-process LRU
+serves the embedded default. Values are JSON or bytes; above a size
+threshold they are zstd-compressed. When Redis is
 unreachable the cache stops caching (every get misses, every set is dropped),
 the caller keeps working, and :attr:`CacheManager.health` says ``DEGRADED``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import io
 import json
 import threading
 import time
@@ -19,15 +25,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import structlog
 import zstandard
 
 from keel.config import KeelConfig
+from keel.market_data.feeds import PreparedFile
+from keel.market_data.loaders import BadRow, Gap, LoadReport
 
 _log = structlog.get_logger("keel.optimization.cache")
 
 _RAW = b"j"
 _COMPRESSED = b"z"
+_BYTES = b"b"
+_COMPRESSED_BYTES = b"y"
 HEALTHY = "HEALTHY"
 DEGRADED = "DEGRADED"
 
@@ -169,7 +180,7 @@ class CacheManager:
         return self.get_many([key], namespace)[0]
 
     def set(self, key: str, value: Any, namespace: str = "default") -> None:
-        """Cache ``value`` (JSON-able) under ``key``."""
+        """Cache ``value`` (JSON-able, or bytes) under ``key``."""
         self.set_many({key: value}, namespace)
 
     def get_many(self, keys: Sequence[str], namespace: str = "default") -> list[Any | None]:
@@ -276,19 +287,91 @@ class CacheManager:
         row[1] += misses
 
     def _encode(self, value: Any) -> bytes:
-        raw = json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+        binary = isinstance(value, bytes)
+        raw = value if binary else json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
         self._counters.bytes_raw += len(raw)
-        blob = (
-            _COMPRESSED + self._compressor.compress(raw)
-            if len(raw) > self.settings.compress_above_bytes
-            else _RAW + raw
-        )
+        if len(raw) > self.settings.compress_above_bytes:
+            blob = (_COMPRESSED_BYTES if binary else _COMPRESSED) + self._compressor.compress(raw)
+        else:
+            blob = (_BYTES if binary else _RAW) + raw
         self._counters.bytes_stored += len(blob)
         return blob
 
     def _decode(self, blob: bytes) -> Any:
         tag, body = blob[:1], blob[1:]
-        return json.loads(self._decompressor.decompress(body) if tag == _COMPRESSED else body)
+        if tag in (_COMPRESSED, _COMPRESSED_BYTES):
+            body = self._decompressor.decompress(body)
+        return body if tag in (_BYTES, _COMPRESSED_BYTES) else json.loads(body)
+
+
+class PreparedDataCache:
+    """Prepared data files held once per process and shared between processes through a :class:`CacheManager`.
+
+    A :class:`~keel.market_data.feeds.PreparedDataStore`: install it with
+    :func:`~keel.market_data.feeds.use_prepared_data` and every feed built
+    meanwhile takes its files' arrays from here. A file is looked up in this
+    process first, then in the cache (Redis: what another worker prepared),
+    and only then parsed; the key is the file's content hash, so an edited
+    file is parsed again. The arrays are read-only: every feed shares them.
+
+    Parameters
+    ----------
+    cache
+        Where prepared files are shared (namespace ``prepared``).
+    """
+
+    def __init__(self, cache: CacheManager) -> None:
+        self.cache = cache
+        self._held: dict[str, PreparedFile] = {}
+        self._lock = threading.Lock()
+        self.files_parsed = 0
+        self.files_from_cache = 0
+
+    def prepared(self, path: Path, variant: str, prepare: Callable[[], PreparedFile]) -> PreparedFile:
+        """Return the prepared ``variant`` of the file at ``path``, parsing it only if no one has yet."""
+        key = f"{file_digest(path)[:32]}:{variant}"
+        with self._lock:
+            held = self._held.get(key)
+            if held is not None:
+                return held
+            blob = self.cache.get(key, "prepared")
+            if blob is not None:
+                held = decode_prepared(blob)
+                self.files_from_cache += 1
+            else:
+                held = prepare()
+                self.files_parsed += 1
+                self.cache.set(key, encode_prepared(held), "prepared")
+            for array in held.arrays.values():
+                array.setflags(write=False)
+            self._held[key] = held
+            return held
+
+
+def encode_prepared(prepared: PreparedFile) -> bytes:
+    """Return a prepared file as bytes: its arrays as ``.npz`` (no pickles) and its report as JSON."""
+    report = json.dumps(dataclasses.asdict(prepared.report)).encode()
+    buffer = io.BytesIO()
+    save: Callable[..., None] = np.savez  # numpy's stubs take any keyword for its allow_pickle flag
+    save(buffer, **prepared.arrays, _report=np.frombuffer(report, dtype=np.uint8))
+    return buffer.getvalue()
+
+
+def decode_prepared(blob: bytes) -> PreparedFile:
+    """Read what :func:`encode_prepared` wrote."""
+    with np.load(io.BytesIO(blob), allow_pickle=False) as stored:
+        arrays = {name: stored[name] for name in stored.files if name != "_report"}
+        fields = json.loads(stored["_report"].tobytes())
+    report = LoadReport(
+        **{
+            **fields,
+            "bad_rows": tuple(BadRow(**row) for row in fields["bad_rows"]),
+            "gaps": tuple(Gap(**gap) for gap in fields["gaps"]),
+            "symbols": tuple(fields["symbols"]),
+            "empty_optional_fields": tuple((name, count) for name, count in fields["empty_optional_fields"]),
+        }
+    )
+    return PreparedFile(arrays, report)
 
 
 _FILE_HASHES: dict[tuple[str, int, int], str] = {}
@@ -321,7 +404,9 @@ def data_fingerprint(config: KeelConfig) -> str:
 
 def config_hash(config: KeelConfig) -> str:
     """Return a hash of everything in ``config`` that can change a backtest (secrets, logging, web excluded)."""
-    dumped = config.model_dump(mode="json", exclude={"secrets", "logging", "web", "monitor", "paper", "live"})
+    dumped = config.model_dump(
+        mode="json", exclude={"secrets", "logging", "web", "monitor", "paper", "live", "performance"}
+    )
     dumped["run"].pop("output_dir", None)
     return hashlib.sha256(json.dumps(dumped, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -329,3 +414,72 @@ def config_hash(config: KeelConfig) -> str:
 def backtest_key(config: KeelConfig) -> str:
     """Return the cache key of a backtest: data fingerprint and configuration hash."""
     return f"{data_fingerprint(config)[:32]}:{config_hash(config)[:32]}"
+
+
+class StatusCache:
+    """The latest system status in a cache, for API readers in other processes, written off the trading loop.
+
+    :meth:`offer` only hands the status to a writer thread (no I/O on the
+    caller's loop); the thread writes the newest status it has, so a slow or
+    unreachable Redis never delays trading and never builds a backlog. While
+    the cache is unreachable, :meth:`problem` says why (for the system
+    monitor's health) and readers find the last status written, or nothing
+    once its TTL ran out.
+
+    Parameters
+    ----------
+    cache
+        Where the status is written (namespace ``status``, key ``latest``).
+    """
+
+    def __init__(self, cache: CacheManager) -> None:
+        self.cache = cache
+        self._pending: dict[str, Any] | None = None
+        self._offered = 0
+        self._written = 0
+        self._closed = False
+        self._condition = threading.Condition()
+        self._thread = threading.Thread(target=self._write_newest, name="status-cache", daemon=True)
+        self._thread.start()
+
+    def offer(self, status: Mapping[str, Any]) -> None:
+        """Hand ``status`` (JSON-able) to the writer thread; replaces one not yet written."""
+        with self._condition:
+            self._pending = dict(status)
+            self._offered += 1
+            self._condition.notify_all()
+
+    def flush(self, timeout_seconds: float = 5.0) -> bool:
+        """Wait until everything offered so far was written (or failed); return False on timeout."""
+        with self._condition:
+            target = self._offered
+            return self._condition.wait_for(lambda: self._written >= target, timeout_seconds)
+
+    def latest(self) -> Any | None:
+        """Return the last status written (what an API reader sees), or None."""
+        return self.cache.get("latest", "status")
+
+    def problem(self) -> str | None:
+        """Return why the cache cannot be written (None while it can)."""
+        if self.cache.health == HEALTHY:
+            return None
+        return f"status cache ({self.cache.backend}) unreachable, status not published: {self.cache.last_error}"
+
+    def close(self) -> None:
+        """Write what is pending, then stop the writer thread."""
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()
+        self._thread.join()
+
+    def _write_newest(self) -> None:
+        while True:
+            with self._condition:
+                self._condition.wait_for(lambda: self._pending is not None or self._closed)
+                if self._pending is None:
+                    return
+                status, sequence, self._pending = self._pending, self._offered, None
+            self.cache.set("latest", status, "status")
+            with self._condition:
+                self._written = sequence
+                self._condition.notify_all()

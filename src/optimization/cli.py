@@ -6,12 +6,14 @@ Kept here, next to the tuner, and attached to the ``keel`` command in
 
 from __future__ import annotations
 
+import gc
+import json
 import logging
-import subprocess
+import multiprocessing
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -22,6 +24,7 @@ from keel.core.errors import ConfigurationError, MalformedDataError
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 OBJECTIVES = ("sharpe", "sortino", "calmar", "return", "pareto")
+_POLL_SECONDS = 2.0
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -87,8 +90,6 @@ def _config(config_file: str | None, symbols: tuple[str, ...], start: str | None
 @click.option("--symbols", multiple=True, help="Symbols to trade (comma-separated or repeated).")
 @click.option("--start", help="First bar time, UTC (e.g. 2025-05-10).")
 @click.option("--end", help="End time, exclusive, UTC.")
-@click.option("--worker-index", type=int, default=0, hidden=True)
-@click.option("--worker-trials", type=int, default=None, hidden=True)
 @click.pass_context
 def tune(ctx: click.Context, **options: Any) -> None:
     """Tune a strategy with Optuna on walk-forward backtests; write report.html, trials.csv, best.yaml.
@@ -102,14 +103,12 @@ def tune(ctx: click.Context, **options: Any) -> None:
         return
     if not options["strategy"]:
         _fail("keel tune needs --strategy (e.g. --strategy trend_following)", EXIT_USAGE)
-    if options["worker_trials"] is None and not options["output_dir"]:
+    if not options["output_dir"]:
         _fail("keel tune needs --output DIR", EXIT_USAGE)
     config = _config(options["config_file"], options["symbols"], options["start"], options["end"])
     from keel.core.log import configure_logging
 
-    configure_logging(
-        "WARNING" if options["worker_trials"] is not None else config.logging.level, config.logging.format
-    )
+    configure_logging(config.logging.level, config.logging.format)
     try:
         _run(config, options)
     except MalformedDataError as error:
@@ -123,39 +122,27 @@ def _run(config: KeelConfig, options: dict[str, Any]) -> None:
 
     from keel.optimization.objectives import Objective
     from keel.optimization.report import write_study_outputs
-    from keel.optimization.tuner import HyperparameterTuner, count_trials
+    from keel.optimization.tuner import HyperparameterTuner, count_trials, open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     tuner = HyperparameterTuner(config, storage=options["storage"], study_name=options["study_name"])
     space = _parse_space(options["params"])
     strategy, trials = options["strategy"], options["trials"]
-    if options["worker_trials"] is not None:
-        tuner.optimize(
-            strategy,
-            space,
-            options["objective"],
-            trials,
-            worker_index=options["worker_index"],
-            worker_trials=options["worker_trials"],
-            finish=False,
-        )
-        return
     objective = Objective.parse(options["objective"], config.tuning.max_drawdown)
-    study = tuner.create_study(strategy, objective)
+    storage = open_storage(tuner.storage_url)
+    study = tuner.create_study(strategy, objective, storage=storage)
     tuner.plan()
-    with _progress_bar(trials, count_trials(study)) as update:
-        if options["workers"] == 1:
-            tuner.optimize(
-                strategy,
-                space,
-                options["objective"],
-                trials,
-                callbacks=[lambda s, _t: update(s)],
-                finish=False,
-            )
-        else:
-            _run_workers(options, trials - count_trials(study), study, update)
+    tuner.preload()
+    job = (strategy, space, options["objective"], trials)
+    if options["workers"] == 1:
+        with _progress_bar(trials, count_trials(study)) as update:
+            tuner.optimize(*job, callbacks=[lambda s, _t: update(s)], finish=False)
+    else:
+        done = count_trials(study)
+        # The workers are forked from here: no open database connection, no thread may be inherited.
+        storage.engine.dispose()
+        _run_workers(tuner, job, options["workers"], trials - done, study, done)
     study = optuna.load_study(study_name=study.study_name, storage=tuner.storage_url)
     result = tuner.finish(study, strategy)
     folder = write_study_outputs(study, result, options["output_dir"])
@@ -165,35 +152,44 @@ def _run(config: KeelConfig, options: dict[str, Any]) -> None:
     click.echo(f"report written to {folder / 'report.html'}; apply with keel backtest --config {folder / 'best.yaml'}")
 
 
-def _run_workers(options: dict[str, Any], remaining: int, study: Any, update: Any) -> None:
-    """Start ``--workers`` processes sharing the remaining trials exactly; wait for all of them."""
-    workers = options["workers"]
+def _run_workers(tuner: Any, job: tuple[Any, ...], workers: int, remaining: int, study: Any, done: int) -> None:
+    """Fork ``workers`` processes sharing the remaining trials exactly; wait for them, the parent idle.
+
+    Forked from a parent that has imported everything and loaded the data,
+    a worker starts at once and its trials share the parent's prepared arrays
+    (copy-on-write) instead of importing and parsing again.
+    """
     shares = [remaining // workers + (1 if i < remaining % workers else 0) for i in range(workers)]
-    base = [sys.executable, "-m", "keel.cli", "tune", "--strategy", options["strategy"]]
-    base += ["--trials", str(options["trials"]), "--objective", options["objective"], "--study", study.study_name]
-    for flag, key in (("--storage", "storage"), ("--config", "config_file"), ("--start", "start"), ("--end", "end")):
-        if options[key]:
-            base += [flag, str(options[key])]
-    for value in options["symbols"]:
-        base += ["--symbols", value]
-    for value in options["params"]:
-        base += ["--param", value]
+    context = multiprocessing.get_context("fork")
     processes = [
-        subprocess.Popen([*base, "--worker-index", str(i), "--worker-trials", str(share)])
-        for i, share in enumerate(shares)
+        context.Process(target=_work, args=(tuner, job, index, share), name=f"keel-tune-{index}")
+        for index, share in enumerate(shares)
         if share > 0
     ]
+    # Objects the parent holds are left out of the workers' collections, so collecting does not copy their pages.
+    gc.freeze()
+    for process in processes:
+        process.start()
+    gc.unfreeze()
     try:
-        while any(p.poll() is None for p in processes):
-            update(study)
-            time.sleep(1.0)
+        with _progress_bar(job[3], done) as update:
+            alive = processes
+            while alive:
+                alive[0].join(_POLL_SECONDS)
+                update(study)
+                alive = [process for process in processes if process.is_alive()]
     finally:
         for process in processes:
-            process.wait()
-    update(study)
-    failed = [p.returncode for p in processes if p.returncode]
+            process.join()
+    failed = [process.exitcode for process in processes if process.exitcode]
     if failed:
         _fail(f"{len(failed)} tuning workers exited with an error (codes {failed}); see their output", EXIT_FAILURE)
+
+
+def _work(tuner: Any, job: tuple[Any, ...], index: int, share: int) -> None:
+    """One worker process: run exactly ``share`` trials of the study (the held-out re-run is the parent's)."""
+    strategy, space, objective, trials = job
+    tuner.optimize(strategy, space, objective, trials, worker_index=index, worker_trials=share, finish=False)
 
 
 @contextmanager
@@ -218,8 +214,6 @@ def _progress_bar(total: int, done: int) -> Iterator[Any]:
 
 
 def _summary_line(result: Any) -> str:
-    import json
-
     return json.dumps(
         {
             "study": result.study_name,
@@ -260,3 +254,79 @@ def report(storage: str | None, study_name: str, output_dir: str, config_file: s
     folder = write_study_outputs(study, result, output_dir)
     click.echo(_summary_line(result))
     click.echo(f"report written to {folder / 'report.html'}")
+
+
+@tune.command("apply")
+@click.argument("best_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True, help="Control API of the running session.")
+@click.option(
+    "--split",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="Start an A/B split: the tuned parameters get this share of the capital, the running ones the rest.",
+)
+def apply(best_file: str, url: str, split: float | None) -> None:
+    """Send a tuned layer (DIR/best.yaml) to a running paper or live session; it applies at the next bar.
+
+    The token comes from KEEL_API_TOKEN. Only what can change at run time is
+    sent (strategy parameters, risk limits); the strategy selection of the
+    layer is left out. Roll back with POST /api/v1/config/rollback.
+    """
+    import os
+
+    values = run_time_values(best_file)
+    token = os.environ.get("KEEL_API_TOKEN")
+    if not token:
+        _fail("keel tune apply needs the session's API token in KEEL_API_TOKEN", EXIT_USAGE)
+    staged = _post(f"{url.rstrip('/')}/api/v1/config/apply", {"values": values, "split": split}, token)
+    what = f"an A/B split ({split:.0%} of the capital to the tuned parameters)" if split else "the tuned parameters"
+    click.echo(f"staged change {staged['change_id']}: {what}, applied at the next bar boundary")
+    click.echo(json.dumps(staged["values"], sort_keys=True))
+
+
+def run_time_values(best_file: str) -> dict[str, Any]:
+    """Return the dotted keys of a tuned layer that a running system can change (the strategy selection left out)."""
+    import yaml
+
+    try:
+        layer = yaml.safe_load(Path(best_file).read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        _fail(f"{best_file}: not YAML: {error}", EXIT_USAGE)
+    if not isinstance(layer, dict):
+        _fail(f"{best_file}: expected a configuration layer (a mapping)", EXIT_USAGE)
+    values = {key: value for key, value in _flatten(layer) if key not in ("strategy.name", "strategy.strategies")}
+    if not values:
+        _fail(f"{best_file}: no tuned values to apply", EXIT_USAGE)
+    return values
+
+
+def _flatten(layer: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in layer.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _post(url: str, body: dict[str, Any], token: str) -> dict[str, Any]:
+    """POST JSON with the bearer token; return the JSON answer, or fail with the API's error message."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answer: dict[str, Any] = json.loads(response.read())
+            return answer
+    except urllib.error.HTTPError as error:
+        try:
+            message = json.loads(error.read())["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = error.reason
+        _fail(f"{url} refused the change ({error.code}): {message}", EXIT_FAILURE)
+    except urllib.error.URLError as error:
+        _fail(f"cannot reach {url}: {error.reason}; is the session running with its web app?", EXIT_FAILURE)

@@ -33,7 +33,8 @@ from keel.backtest.engine import BacktestEngine, funding_coverage_end
 from keel.config import KeelConfig, load_config
 from keel.integration.pipeline import build_feed
 from keel.integration.reports import BARS_PER_YEAR
-from keel.optimization.cache import CacheManager, CacheSettings, backtest_key
+from keel.market_data.feeds import use_prepared_data
+from keel.optimization.cache import CacheManager, CacheSettings, PreparedDataCache, backtest_key
 from keel.optimization.objectives import Objective, curve_metrics
 from keel.optimization.space import SearchSpace, apply_values, canonical_strategy, strategy_space
 from keel.optimization.validation import (
@@ -154,6 +155,7 @@ class HyperparameterTuner:
         self.config = config if config is not None else load_config("backtest")
         self.storage_url = storage or self.config.tuning.storage
         self.cache = cache if cache is not None else CacheManager(self.config.tuning.cache_url, CacheSettings())
+        self.prepared = PreparedDataCache(self.cache)
         self.study_name = study_name
         self.backtests_run = 0
         self._plan: WalkForwardPlan | None = None
@@ -229,10 +231,16 @@ class HyperparameterTuner:
                 study.optimize(run_objective, n_trials=1, catch=catch, callbacks=callbacks)
         return self.finish(study, strategy) if finish else self.counts_only_result(study, target)
 
-    def create_study(self, strategy: str, objective: Objective, seed_offset: int = 0) -> optuna.Study:
-        """Create the study, or load it when one of that name exists in the storage."""
+    def create_study(
+        self,
+        strategy: str,
+        objective: Objective,
+        seed_offset: int = 0,
+        storage: optuna.storages.BaseStorage | None = None,
+    ) -> optuna.Study:
+        """Create the study, or load it when one of that name exists in the storage (``storage_url`` when None)."""
         name = self.study_name or f"{canonical_strategy(strategy)}-{objective.name}"
-        storage = open_storage(self.storage_url)
+        storage = storage if storage is not None else open_storage(self.storage_url)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             sampler = optuna.samplers.TPESampler(seed=self.config.run.seed + seed_offset, multivariate=True)
@@ -257,6 +265,14 @@ class HyperparameterTuner:
             return apply_values(self.config, {"strategy.name": section})
         return apply_values(self.config, {"strategy.name": "strategy_manager", "strategy.strategies": (section,)})
 
+    def preload(self) -> None:
+        """Parse the configured data files once (or take them from the cache), so every trial starts from arrays.
+
+        Worker processes forked afterwards share what was loaded.
+        """
+        with use_prepared_data(self.prepared):
+            build_feed(self.config)
+
     def plan(self) -> WalkForwardPlan:
         """Return the walk-forward folds and held-out window of the configured data range."""
         if self._plan is None:
@@ -280,7 +296,7 @@ class HyperparameterTuner:
         cached = self.cache.get(key, "backtest")
         if cached is not None:
             return Curve(np.asarray(cached["equity"], dtype=np.float64), cached["metrics"])
-        with _ENGINE_LOCK:
+        with _ENGINE_LOCK, use_prepared_data(self.prepared):
             result = BacktestEngine(windowed).run()
         self.backtests_run += 1
         if result["handler_errors"]:
@@ -410,7 +426,8 @@ class HyperparameterTuner:
         data = self.config.data
         start, end = data.start, data.end
         if start is None or end is None:
-            summary = build_feed(self.config).summary
+            with use_prepared_data(self.prepared):
+                summary = build_feed(self.config).summary
             start = start or _from_ns(summary.first_ns)
             covered = funding_coverage_end(self.config, data.symbols)
             end = end or min(x for x in (covered, _from_ns(summary.last_ns + 60_000_000_000)) if x is not None)
@@ -474,7 +491,7 @@ def count_finished(study: optuna.Study) -> tuple[int, float | None]:
     return len(finished), max(scores) if scores else None
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
+def open_storage(url: str) -> optuna.storages.RDBStorage:
     """Open Optuna RDB storage with heartbeats, so trials of a crashed worker are failed and retried.
 
     A SQLite file's folder is created when missing.

@@ -14,10 +14,12 @@ dashboard page and its chart library (uPlot, MIT, vendored under
 from keel.web.app import create_app, dashboard_snapshot
 from keel.web.metrics import render_metrics
 from keel.web.server import EmbeddedServer, ThreadedServer, start_server, stop_server
-from keel.web.service import TradingService
-from keel.web.snapshots import Snapshot, SnapshotPublisher, SnapshotService
+from keel.web.service import ConfigChanges, TradingService
+from keel.web.snapshots import ConfigChangesOnLoop, Snapshot, SnapshotPublisher, SnapshotService
 
 __all__ = [
+    "ConfigChanges",
+    "ConfigChangesOnLoop",
     "EmbeddedServer",
     "Snapshot",
     "SnapshotPublisher",

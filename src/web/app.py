@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import structlog
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
@@ -40,7 +40,7 @@ from keel.integration.responses import (
     SystemStatus,
 )
 from keel.web.metrics import render_metrics
-from keel.web.service import TradingService
+from keel.web.service import ConfigChanges, TradingService
 
 _log = structlog.get_logger("keel.web")
 
@@ -82,6 +82,42 @@ class RiskLimitsUpdate(BaseModel):
         if not self.model_dump(exclude_none=True):
             raise ValueError("name at least one limit to change")
         return self
+
+
+class ConfigChangeRequest(BaseModel):
+    """Body of POST /api/v1/config/apply: tuned values, applied at the next bar boundary."""
+
+    model_config = ConfigDict(extra="forbid")
+    values: dict[str, bool | int | float | str] = Field(
+        min_length=1,
+        description="Dotted keys (strategy.parameters.<strategy>.<name>, risk.<limit>) and their new values.",
+    )
+    split: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        allow_inf_nan=False,
+        description="Run the new strategy parameters with this share of the capital beside the old ones (A/B).",
+    )
+
+
+class StagedConfigChange(BaseModel):
+    """A configuration change as queued: it applies (and is journaled) at the next bar boundary."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    change_id: int
+    action: str = Field(description="apply_tuned_config, start_ab_split, rollback_tuned_config or conclude_ab_split_*.")
+    values: dict[str, Any] = Field(description="The dotted keys and the values they get.")
+    previous: dict[str, Any] = Field(description="The values they replace.")
+    split: float | None = Field(description="The new parameters' share of the capital in an A/B split.")
+    applied_at_ns: int | None = Field(description="The bar time it applied at; None while queued.")
+
+
+class SplitConclusion(BaseModel):
+    """Body of POST /api/v1/config/split/conclude."""
+
+    model_config = ConfigDict(extra="forbid")
+    keep: Literal["new", "old"] = Field(description="The parameters that keep all the capital.")
 
 
 class ControlGuard:
@@ -225,6 +261,7 @@ def create_app(
     max_body_bytes: int = 16_384,
     read_requests_per_second: int | None = None,
     max_websockets_per_client: int | None = None,
+    config_changes: ConfigChanges | None = None,
 ) -> FastAPI:
     """Build the web app.
 
@@ -247,6 +284,9 @@ def create_app(
     max_websockets_per_client
         Dashboard WebSockets one client may hold open (more are closed with
         code 1013, try again later); None: unlimited.
+    config_changes
+        Applies tuned configuration at bar boundaries (the ``/api/v1/config``
+        routes); None: those routes answer 503.
     """
     app = FastAPI(title="keel", version="0.1.0", description="Control API and live dashboard of keel.")
     limiter = RateLimiter(control_requests_per_minute)
@@ -277,9 +317,15 @@ def create_app(
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
-        code = {401: "unauthorized", 403: "forbidden", 404: "not_found", 413: "too_large", 429: "rate_limited"}.get(
-            error.status_code, "error"
-        )
+        code = {
+            401: "unauthorized",
+            403: "forbidden",
+            404: "not_found",
+            413: "too_large",
+            422: "invalid_request",
+            429: "rate_limited",
+            503: "unavailable",
+        }.get(error.status_code, "error")
         response = _error(error.status_code, code, str(error.detail), _request_id(request))
         if error.status_code == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
@@ -409,6 +455,39 @@ def create_app(
             raise HTTPException(404, f"no strategy named {name!r}") from None
         audit(actor, label, {"strategy": name}, _request_id(request))
         return outcome
+
+    @app.post("/api/v1/config/apply")
+    async def apply_config(
+        request: Request, body: Annotated[ConfigChangeRequest, Body()], actor: Operator
+    ) -> StagedConfigChange:
+        """Stage tuned values (or an A/B split of capital) for the next bar boundary; journaled when applied."""
+        change = _config_change(lambda changes: changes.stage(body.values, split=body.split))
+        audit(actor, "stage_tuned_config", {"values": body.values, "split": body.split}, _request_id(request))
+        return change
+
+    @app.post("/api/v1/config/rollback")
+    async def rollback_config(request: Request, actor: Operator) -> StagedConfigChange:
+        """Stage the values the last applied change (or the running A/B split) replaced."""
+        change = _config_change(lambda changes: changes.rollback())
+        audit(actor, "stage_config_rollback", {"change_id": change.change_id}, _request_id(request))
+        return change
+
+    @app.post("/api/v1/config/split/conclude")
+    async def conclude_split(
+        request: Request, body: Annotated[SplitConclusion, Body()], actor: Operator
+    ) -> StagedConfigChange:
+        """End the running A/B split at the next bar boundary, keeping the new or the old parameters."""
+        change = _config_change(lambda changes: changes.conclude_split(body.keep))
+        audit(actor, "stage_split_conclusion", {"keep": body.keep}, _request_id(request))
+        return change
+
+    def _config_change(call: Callable[[ConfigChanges], Any]) -> StagedConfigChange:
+        if config_changes is None:
+            raise HTTPException(503, "configuration changes are not available in this run")
+        try:
+            return StagedConfigChange(**call(config_changes).as_dict())
+        except ValueError as error:
+            raise HTTPException(422, str(error)) from None
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -5,7 +5,9 @@ Prometheus text format: the bus (depth, high-water mark, conflated and
 dispatched messages, overflow, handler errors and latency), the event loop's lag, orders by status, fills,
 fees, funding, P&L, equity, exposure per symbol, VaR, the trading state
 (one labelled gauge per state), feed staleness, exchange latency, and the
-mismatches of the last reconciliation. ``keel_exchange_server_time_offset_seconds``
+mismatches of the last reconciliation, and, while a PerformanceEnhancer runs,
+the process's CPU, resident memory, garbage collections and tuned knobs
+(``keel_process_*``, ``keel_gc_*``, ``keel_state_snapshot_every``). ``keel_exchange_server_time_offset_seconds``
 and ``keel_exchange_rate_limit_usage_ratio`` are exported as families with no
 samples until a live venue adapter reports them (snapshot keys
 ``exchange_server_time_offset_seconds`` and ``exchange_rate_limit_usage``,
@@ -63,11 +65,12 @@ class _SnapshotCollector:
                 "Seconds since the last market data event.",
                 value=snapshot["feed_staleness_seconds"],
             )
-        if snapshot.get("event_loop_lag_seconds") is not None:
+        lag = snapshot.get("event_loop_lag_seconds")
+        if lag is None:
+            lag = (snapshot.get("process") or {}).get("event_loop_lag_seconds")
+        if lag is not None:
             yield GaugeMetricFamily(
-                "keel_event_loop_lag_seconds",
-                "Worst recent lateness of the trading event loop.",
-                value=snapshot["event_loop_lag_seconds"],
+                "keel_event_loop_lag_seconds", "Worst recent lateness of the trading event loop.", value=lag
             )
         if snapshot.get("exchange_latency_seconds") is not None:
             yield GaugeMetricFamily(
@@ -81,6 +84,34 @@ class _SnapshotCollector:
             value=snapshot.get("reconciliation_mismatches", 0),
         )
         yield from _exchange_metrics(snapshot)
+        yield from _process_metrics(snapshot.get("process") or {})
+
+
+_PROCESS_GAUGES = (
+    ("cpu_percent", "keel_process_cpu_percent", "CPU used by the process since the last reading, percent of one core."),
+    ("resident_memory_bytes", "keel_process_resident_memory_bytes", "Resident memory of the process."),
+    ("max_resident_memory_bytes", "keel_process_max_resident_memory_bytes", "Peak resident memory of the process."),
+    ("gc_time_share", "keel_gc_time_share", "Share of the time spent in garbage collection since the last tuning."),
+    ("gc_threshold", "keel_gc_threshold", "Generation-0 threshold of the garbage collector (a tuned knob)."),
+    ("snapshot_every", "keel_state_snapshot_every", "Journaled events between state snapshots (a tuned knob)."),
+)
+
+
+def _process_metrics(process: Mapping[str, float]) -> Iterator[Metric]:
+    """The PerformanceEnhancer's figures; nothing when it does not run."""
+    if not process:
+        return
+    for key, name, help_text in _PROCESS_GAUGES:
+        if key in process:
+            yield GaugeMetricFamily(name, help_text, value=process[key])
+    collections = CounterMetricFamily(
+        "keel_gc_collections", "Garbage collections by generation.", labels=["generation"]
+    )
+    for generation in range(3):
+        key = f"gc_collections_{generation}"
+        if key in process:
+            collections.add_metric([str(generation)], process[key])
+    yield collections
 
 
 def _exchange_metrics(snapshot: Mapping[str, Any]) -> Iterator[Metric]:

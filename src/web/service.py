@@ -8,7 +8,7 @@ orchestrator implements it; the web layer never reaches into components.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 from keel.integration.responses import (
     EmergencyStopOutcome,
@@ -68,3 +68,23 @@ class TradingService(Protocol):
 
     def stop_strategy(self, name: str) -> StrategySwitch:
         """Stop a strategy's signals (``keel.integration.orchestrator.UnknownStrategyError`` if unknown)."""
+
+
+class StagedChange(Protocol):
+    """A configuration change queued for (or applied at) a bar boundary."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the change as JSON-able data."""
+
+
+class ConfigChanges(Protocol):
+    """Tuned configuration applied to a running system (:class:`keel.optimization.ConfigOptimizer`)."""
+
+    def stage(self, values: Mapping[str, Any], action: str = ..., *, split: float | None = None) -> StagedChange:
+        """Validate and queue ``values`` (an A/B split when ``split``); ValueError when refused."""
+
+    def rollback(self) -> StagedChange:
+        """Queue the values the last applied change replaced; ValueError when there is none."""
+
+    def conclude_split(self, keep: Literal["new", "old"]) -> StagedChange:
+        """Queue the end of the running A/B split; ValueError when none runs."""

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from keel.integration.responses import (
     EmergencyStopOutcome,
@@ -33,7 +33,7 @@ from keel.integration.responses import (
     StrategySwitch,
     SystemStatus,
 )
-from keel.web.service import TradingService
+from keel.web.service import ConfigChanges, StagedChange, TradingService
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -74,6 +74,9 @@ class SnapshotPublisher:
     extra_metrics
         Fields of :class:`~keel.integration.responses.MetricsSnapshot` the system does not fill
         itself (for example the event loop's lag).
+    on_publish
+        Called with every published snapshot, on the trading loop (so it must
+        not block: hand the snapshot on, as :class:`~keel.optimization.cache.StatusCache` does).
     """
 
     def __init__(
@@ -81,10 +84,12 @@ class SnapshotPublisher:
         service: TradingService,
         interval_seconds: float = 0.25,
         extra_metrics: Callable[[], Mapping[str, Any]] | None = None,
+        on_publish: Callable[[Snapshot], None] | None = None,
     ) -> None:
         self.service = service
         self.interval_seconds = interval_seconds
         self._extra_metrics = extra_metrics
+        self._on_publish = on_publish
         self.latest = self.take()
 
     def take(self) -> Snapshot:
@@ -110,6 +115,8 @@ class SnapshotPublisher:
     def publish(self) -> None:
         """Replace the published snapshot with a new one."""
         self.latest = self.take()
+        if self._on_publish is not None:
+            self._on_publish(self.latest)
 
     async def run(self) -> None:
         """Publish every ``interval_seconds`` until cancelled."""
@@ -210,3 +217,42 @@ class SnapshotService:
 
         future = asyncio.run_coroutine_threadsafe(self._then_publish(run()), self.loop)
         return future.result(self.command_timeout_seconds)
+
+
+class ConfigChangesOnLoop:
+    """:class:`~keel.web.service.ConfigChanges` for another thread: every call runs on the trading loop.
+
+    Parameters
+    ----------
+    changes
+        The running system's configuration optimizer (called only on ``loop``).
+    loop
+        The trading loop.
+    timeout_seconds
+        How long a call may wait for the trading loop.
+    """
+
+    def __init__(self, changes: ConfigChanges, loop: asyncio.AbstractEventLoop, timeout_seconds: float = 10.0) -> None:
+        self.changes = changes
+        self.loop = loop
+        self.timeout_seconds = timeout_seconds
+
+    def stage(
+        self, values: Mapping[str, Any], action: str = "apply_tuned_config", *, split: float | None = None
+    ) -> StagedChange:
+        """Stage ``values`` on the trading loop."""
+        return self._on_loop(lambda: self.changes.stage(values, action, split=split))
+
+    def rollback(self) -> StagedChange:
+        """Stage the rollback on the trading loop."""
+        return self._on_loop(self.changes.rollback)
+
+    def conclude_split(self, keep: Literal["new", "old"]) -> StagedChange:
+        """Stage the end of the A/B split on the trading loop."""
+        return self._on_loop(lambda: self.changes.conclude_split(keep))
+
+    def _on_loop(self, call: Callable[[], StagedChange]) -> StagedChange:
+        async def run() -> StagedChange:
+            return call()
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(self.timeout_seconds)

@@ -611,3 +611,26 @@ def test_a_margin_call_is_unhealthy_until_an_operator_resumes() -> None:
     # Assert
     assert during[0] is SystemHealth.UNHEALTHY and during[1] == ["margin call: ETHUSDT LONG 1.3"]
     assert monitor.health is SystemHealth.HEALTHY
+
+
+def test_a_watched_dependency_degrades_health_with_its_reason_until_it_is_back() -> None:
+    # Arrange
+    bus = EventBus()
+    clock = SimulatedClock(0)
+    problem: list[str | None] = ["status cache (redis) unreachable: ConnectionError"]
+    monitor = SystemMonitor(bus, clock, check_interval_ns=NANOS_PER_MINUTE)
+    monitor.watch_dependency("status cache", lambda: problem[0])
+    monitor.start()
+    bus.drain()
+
+    # Act
+    clock.advance_to(NANOS_PER_MINUTE)
+    bus.drain()
+    during = (monitor.health, monitor.reasons())
+    problem[0] = None
+    clock.advance_to(2 * NANOS_PER_MINUTE)
+    bus.drain()
+
+    # Assert
+    assert during == (SystemHealth.DEGRADED, ["status cache (redis) unreachable: ConnectionError"])
+    assert monitor.health is SystemHealth.HEALTHY

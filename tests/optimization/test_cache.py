@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 
 import pytest
 import redis
 
-from keel.config import KeelConfig
-from keel.optimization.cache import DEGRADED, HEALTHY, CacheManager, CacheSettings, backtest_key
+from keel.config import KeelConfig, load_config
+from keel.core.bus import EventBus
+from keel.core.clock import NANOS_PER_MINUTE, SimulatedClock
+from keel.core.messages import Message, SystemHealth, reset_message_ids
+from keel.integration.pipeline import build_feed
+from keel.integration.system_monitor import SystemMonitor
+from keel.market_data.feeds import use_prepared_data
+from keel.optimization.cache import (
+    DEGRADED,
+    HEALTHY,
+    CacheManager,
+    CacheSettings,
+    PreparedDataCache,
+    StatusCache,
+    backtest_key,
+)
 from keel.optimization.space import apply_values
 
 RESULT = {"equity": [10000.0 + i for i in range(2000)], "metrics": {"sharpe_ratio": 1.5}}
@@ -120,3 +135,115 @@ def test_in_process_entries_expire_after_their_ttl() -> None:
 
     # Assert
     assert fresh == {"n": 1} and expired is None
+
+
+def replayed(feed: Iterable[Message]) -> list[Message]:
+    """The feed's events, numbered from the first message id as a backtest numbers them."""
+    reset_message_ids()
+    return list(feed)
+
+
+def one_day_feed_config() -> KeelConfig:
+    return apply_values(
+        load_config("backtest"),
+        {"data.symbols": ("BTCUSDT", "ETHUSDT"), "data.start": "2025-05-10", "data.end": "2025-05-11"},
+    )
+
+
+def test_feeds_built_over_prepared_data_parse_each_file_once_and_replay_the_same_events() -> None:
+    # Arrange
+    config = one_day_feed_config()
+    expected = replayed(build_feed(config))
+    prepared = PreparedDataCache(CacheManager())
+
+    # Act
+    with use_prepared_data(prepared):
+        first = build_feed(config)
+        second = build_feed(apply_values(config, {"data.start": "2025-05-10T12:00"}))
+
+    # Assert
+    assert replayed(first) == expected
+    assert prepared.files_parsed == 3  # two bar files and the funding file
+    later = [(e.ts_event, type(e)) for e in expected if e.ts_event > second.summary.first_ns]
+    assert [(e.ts_event, type(e)) for e in replayed(second)] == later
+    assert [r.rows_kept for r in first.reports] == [r.rows_kept for r in build_feed(config).reports]
+
+
+def test_a_second_worker_takes_the_prepared_arrays_from_redis_without_parsing(redis_url: str) -> None:
+    # Arrange
+    config = one_day_feed_config()
+    first_worker = PreparedDataCache(CacheManager(redis_url, prefix="test:prepared:"))
+    with use_prepared_data(first_worker):
+        expected = build_feed(config)
+    second_worker = PreparedDataCache(CacheManager(redis_url, prefix="test:prepared:"))
+
+    # Act
+    with use_prepared_data(second_worker):
+        shared = build_feed(config)
+
+    # Assert
+    assert (second_worker.files_parsed, second_worker.files_from_cache) == (0, 3)
+    assert replayed(shared) == replayed(expected)
+    assert shared.reports == expected.reports
+
+
+def test_prepared_arrays_are_read_only() -> None:
+    # Arrange
+    config = one_day_feed_config()
+    prepared = PreparedDataCache(CacheManager())
+    with use_prepared_data(prepared):
+        build_feed(config)
+    path = config.data.root / config.data.bars / "BTCUSDT_1m.csv.gz"
+    held = prepared.prepared(path, "bars:BTCUSDT:1m:1m", lambda: pytest.fail("parsed again"))
+
+    # Act / Assert
+    with pytest.raises(ValueError, match="read-only"):
+        held.arrays["close"][0] = 0.0
+
+
+def test_the_newest_status_offered_is_what_a_reader_on_the_same_redis_finds(redis_url: str) -> None:
+    # Arrange
+    publisher = StatusCache(CacheManager(redis_url, prefix="test:status:"))
+    reader = StatusCache(CacheManager(redis_url, prefix="test:status:"))
+
+    # Act
+    publisher.offer({"health": "HEALTHY", "equity": 10_000.0})
+    publisher.offer({"health": "HEALTHY", "equity": 10_012.5})
+    written = publisher.flush()
+    publisher.close()
+
+    # Assert
+    assert written and reader.latest() == {"health": "HEALTHY", "equity": 10_012.5}
+    reader.close()
+
+
+def test_redis_down_degrades_system_health_with_the_reason_and_clears_when_it_is_back(redis_server) -> None:
+    # Arrange: a system monitor watching the status cache, on a simulated clock
+    bus, clock = EventBus(), SimulatedClock(0)
+    monitor = SystemMonitor(bus, clock, check_interval_ns=NANOS_PER_MINUTE)
+    status = StatusCache(CacheManager(redis_server.url, prefix="test:down:", timeout=0.5))
+    monitor.watch_dependency("status cache", status.problem)
+    monitor.start()
+    bus.drain()
+    status.offer({"equity": 1.0})
+    status.flush()
+
+    # Act: Redis goes away while the system runs
+    redis_server.stop()
+    status.offer({"equity": 2.0})
+    status.flush()
+    clock.advance_to(NANOS_PER_MINUTE)
+    bus.drain()
+    during = (monitor.health, monitor.reasons())
+    redis_server.start()
+    status.offer({"equity": 3.0})
+    status.flush()
+    clock.advance_to(2 * NANOS_PER_MINUTE)
+    bus.drain()
+
+    # Assert
+    assert during[0] is SystemHealth.DEGRADED
+    assert during[1][0].startswith("status cache (redis) unreachable, status not published: ConnectionError")
+    assert monitor.health is SystemHealth.HEALTHY
+    assert status.latest() == {"equity": 3.0}
+    status.close()

@@ -5,11 +5,17 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 
+from keel.config import KeelConfig, load_config
 from keel.core.bus import EventBus
+from keel.integration.paper import PaperSession
 from keel.optimization.performance import PerformanceBounds, PerformanceEnhancer
+from keel.optimization.space import apply_values
+from keel.web import create_app
 
 
 class ManualClock:
@@ -112,3 +118,76 @@ def test_collections_taking_much_of_the_time_raise_the_gc_threshold(restored_gc)
     # Assert
     assert [(c.knob, c.old, c.new) for c in changes] == [("gc.threshold0", 700, 1000)]
     assert gc.get_threshold() == (1000, 10, 10)
+
+
+def paper_config(run_dir: Path, **performance: object) -> KeelConfig:
+    """One day of BTCUSDT replayed fast, with the given ``performance`` settings."""
+    return apply_values(
+        load_config("paper", environ={}),
+        {
+            "data.symbols": ("BTCUSDT",),
+            "data.start": "2025-05-05",
+            "data.end": "2025-05-06",
+            "strategy.name": "moving_average_cross",
+            "paper.speed": 300.0,
+            "paper.status_interval_seconds": 3600.0,
+            "run.output_dir": str(run_dir),
+            **{f"performance.{key}": value for key, value in performance.items()},
+        },
+    )
+
+
+async def metrics_while_tuning(session: PaperSession, rounds: int) -> str:
+    """Run the session until its enhancer tuned ``rounds`` times; return /metrics as then served."""
+    app = create_app(session.orchestrator, api_token=None, audit=lambda *_: None)
+    running = asyncio.create_task(session.run())
+    while (session.performance is None or session.performance.rounds < rounds) and not running.done():
+        await asyncio.sleep(0.01)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://keel.test") as client:
+        body = (await client.get("/metrics")).text
+    session.request_stop("test finished")
+    await running
+    return body
+
+
+def test_a_paper_session_tunes_within_its_configured_bounds_and_exports_the_figures(
+    tmp_path: Path, restored_gc
+) -> None:
+    # Arrange: any time in collections calls for a higher threshold, bounded at twice the current one
+    gc.set_threshold(700, 10, 10)
+    config = paper_config(
+        tmp_path, interval_seconds=0.05, gc_share_threshold=0.0, max_gc_threshold=1400, lag_threshold_ms=60_000.0
+    )
+    session = PaperSession(config, tmp_path / "run")
+
+    # Act
+    body = asyncio.run(metrics_while_tuning(session, rounds=5))
+
+    # Assert
+    assert session.performance is not None
+    assert [(c.knob, c.old, c.new) for c in session.performance.changes] == [("gc.threshold0", 700, 1400)]
+    assert gc.get_threshold()[0] == 1400
+    assert "keel_process_resident_memory_bytes" in body and 'keel_gc_collections_total{generation="0"}' in body
+    assert "keel_gc_threshold" in body and "keel_state_snapshot_every" in body
+
+
+def test_the_enhancer_is_off_when_the_configuration_says_so(tmp_path: Path) -> None:
+    # Arrange
+    session = PaperSession(paper_config(tmp_path, enabled=False), tmp_path / "run")
+
+    async def run_briefly() -> str:
+        app = create_app(session.orchestrator, api_token=None, audit=lambda *_: None)
+        running = asyncio.create_task(session.run())
+        while session.bars < 50 and not running.done():
+            await asyncio.sleep(0.01)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://keel.test") as client:
+            body = (await client.get("/metrics")).text
+        session.request_stop("test finished")
+        await running
+        return body
+
+    # Act
+    body = asyncio.run(run_briefly())
+
+    # Assert
+    assert session.performance is None and "keel_process_" not in body

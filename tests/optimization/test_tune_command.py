@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +11,11 @@ from pathlib import Path
 import optuna
 import yaml
 
-from keel.config import load_config
+from keel.config import KeelConfig, load_config
+from keel.integration.paper import PaperSession
+from keel.optimization.config_optimizer import CapitalSplit, ConfigOptimizer
+from keel.optimization.space import apply_values
+from keel.web import ConfigChangesOnLoop, SnapshotPublisher, SnapshotService, ThreadedServer, create_app
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = {
@@ -68,3 +74,84 @@ def test_a_missing_strategy_is_a_usage_error() -> None:
 
     # Assert
     assert done.returncode == 2 and "--strategy" in done.stderr
+
+
+def tunable_paper_config(run_dir: Path) -> KeelConfig:
+    """A paper session over one day of BTCUSDT running trend following alone, state under ``run_dir``."""
+    return apply_values(
+        load_config("paper", environ={}),
+        {
+            "data.symbols": ("BTCUSDT",),
+            "data.start": "2025-05-05",
+            "data.end": "2025-05-06",
+            "strategy.name": "strategy_manager",
+            "strategy.strategies": ("trend_following",),
+            "strategy.regime.enabled": False,
+            "paper.speed": 300.0,
+            "paper.status_interval_seconds": 3600.0,
+            "run.output_dir": str(run_dir),
+        },
+    )
+
+
+def test_tune_apply_sends_best_yaml_to_a_running_session_as_an_ab_split(tmp_path: Path) -> None:
+    # Arrange: a running paper session served on 127.0.0.1, and a tuned layer
+    best = tmp_path / "best.yaml"
+    layer = {"strategy": {"name": "strategy_manager", "strategies": ["trend_following"]}}
+    layer["strategy"]["parameters"] = {"trend_following": {"fast_period": 11, "slow_period": 90}}
+    best.write_text(yaml.safe_dump(layer))
+
+    async def scenario() -> tuple[int, str, object]:
+        session = PaperSession(tunable_paper_config(tmp_path / "account"), tmp_path / "run")
+        loop = asyncio.get_running_loop()
+        optimizer = ConfigOptimizer(session.orchestrator)
+        publisher = SnapshotPublisher(session.orchestrator)
+        app = create_app(
+            SnapshotService(publisher, loop),
+            api_token="apply-token-0123456789",
+            audit=session.orchestrator.record_operator_action,
+            config_changes=ConfigChangesOnLoop(optimizer, loop),
+        )
+        server = ThreadedServer(app, "127.0.0.1", 0)
+        server.start()
+        running = asyncio.create_task(session.run())
+        try:
+            # Act
+            command = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "keel.cli", "tune", "apply", str(best), "--split", "0.4",
+                "--url", f"http://127.0.0.1:{server.port}",
+                env={**os.environ, "KEEL_API_TOKEN": "apply-token-0123456789"},
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            output, errors = await command.communicate()
+            while not optimizer.history and not running.done():
+                await asyncio.sleep(0.01)
+            manager = session.pipeline.strategy.manager
+            return command.returncode, (output + errors).decode(), manager.strategies[0]
+        finally:
+            session.request_stop("test finished")
+            await running
+            await asyncio.to_thread(server.stop)
+
+    returncode, output, running = asyncio.run(scenario())
+
+    # Assert
+    assert returncode == 0, output
+    assert isinstance(running, CapitalSplit) and running.share == 0.4
+    assert (running.new.parameters["fast_period"], running.new.parameters["slow_period"]) == (11, 90)
+
+
+def test_tune_apply_without_a_token_is_a_usage_error(tmp_path: Path) -> None:
+    # Arrange
+    best = tmp_path / "best.yaml"
+    best.write_text(yaml.safe_dump({"risk": {"max_leverage": 2.0}}))
+
+    # Act
+    done = subprocess.run(
+        [sys.executable, "-m", "keel.cli", "tune", "apply", str(best)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "KEEL_API_TOKEN"},
+    )  # fmt: skip
+
+    # Assert
+    assert done.returncode == 2 and "KEEL_API_TOKEN" in done.stderr

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
@@ -15,6 +17,8 @@ from starlette.websockets import WebSocketDisconnect
 from conftest import TOKEN, bearer, running_session, session_config
 from keel.integration.paper import PaperSession
 from keel.integration.responses import SystemStatus
+from keel.optimization.config_optimizer import ConfigOptimizer
+from keel.optimization.space import apply_values
 from keel.persistence import AuditLog, Database
 from keel.web import create_app
 
@@ -24,6 +28,7 @@ CONTROL_ROUTES = [
     ("PUT", "/api/v1/risk/limits", {"max_leverage": 2.0}),
     ("POST", "/api/v1/strategies/ma_cross/start", None),
     ("POST", "/api/v1/strategies/ma_cross/stop", None),
+    ("POST", "/api/v1/config/apply", {"values": {"risk.max_leverage": 2.0}}),
 ]
 
 
@@ -311,3 +316,84 @@ def test_read_routes_and_dashboards_are_limited_per_client(tmp_path: Path) -> No
     # Assert
     assert statuses[:5] == [200] * 5 and 429 in statuses[5:]
     assert refused.value.code == 1013
+
+
+FAST = "strategy.parameters.trend_following.fast_period"
+
+
+@asynccontextmanager
+async def tunable_session(run_dir: Path) -> AsyncIterator[tuple[ConfigOptimizer, httpx.AsyncClient]]:
+    """A paper session running trend following, with the configuration routes over its ConfigOptimizer."""
+    config = apply_values(
+        session_config(run_dir, speed=300.0),
+        {
+            "strategy.name": "strategy_manager",
+            "strategy.strategies": ("trend_following",),
+            "strategy.regime.enabled": False,
+        },
+    )
+    session = PaperSession(config, run_dir)
+    optimizer = ConfigOptimizer(session.orchestrator)
+    app = create_app(
+        session.orchestrator,
+        api_token=TOKEN,
+        audit=session.orchestrator.record_operator_action,
+        config_changes=optimizer,
+    )
+    task = asyncio.create_task(session.run())
+    while session.bars < 2 and not task.done():
+        await asyncio.sleep(0.01)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://keel.test") as client:
+        try:
+            yield optimizer, client
+        finally:
+            session.request_stop("test finished")
+            await task
+
+
+async def applied(optimizer: ConfigOptimizer, count: int) -> None:
+    """Wait until ``count`` changes were applied at bar boundaries."""
+    while len(optimizer.history) < count:
+        await asyncio.sleep(0.01)
+
+
+def test_tuned_values_are_staged_as_an_ab_split_then_concluded_through_the_api_and_audited(tmp_path: Path) -> None:
+    async def scenario() -> tuple[dict, dict, int, dict]:
+        async with tunable_session(tmp_path) as (optimizer, client):
+            split = await client.post(
+                "/api/v1/config/apply", json={"values": {FAST: 12}, "split": 0.3}, headers=bearer()
+            )
+            await applied(optimizer, 1)
+            conclude = await client.post("/api/v1/config/split/conclude", json={"keep": "new"}, headers=bearer())
+            await applied(optimizer, 2)
+            refused = await client.post(
+                "/api/v1/config/apply", json={"values": {"data.symbols": "X"}}, headers=bearer()
+            )
+            strategies = (await client.get("/api/v1/strategies")).json()
+            return split.json(), conclude.json(), refused.status_code, strategies[0]
+
+    # Act
+    split, conclude, refused, strategy = asyncio.run(scenario())
+
+    # Assert
+    assert (split["action"], split["split"], split["values"]) == ("start_ab_split", 0.3, {FAST: 12})
+    assert conclude["action"] == "conclude_ab_split_new"
+    assert refused == 422
+    assert strategy["parameters"]["fast_period"] == 12
+    database = Database(f"sqlite:///{tmp_path / 'keel.db'}")
+    actions = [(e.action, e.actor.split("@")[0]) for e in AuditLog(database).entries()]
+    assert actions == [
+        ("stage_tuned_config", "operator"),
+        ("start_ab_split", "config_optimizer"),
+        ("stage_split_conclusion", "operator"),
+        ("conclude_ab_split_new", "config_optimizer"),
+    ]
+
+
+def test_configuration_routes_answer_503_when_the_run_has_no_optimizer(tmp_path: Path) -> None:
+    async def scenario() -> tuple[int, str]:
+        async with running_session(tmp_path, min_bars=1) as (_, client):
+            response = await client.post("/api/v1/config/rollback", headers=bearer())
+            return response.status_code, response.json()["error"]["code"]
+
+    assert asyncio.run(scenario()) == (503, "unavailable")

@@ -12,6 +12,7 @@ from schemathesis.schemas import BaseSchema
 
 from conftest import TOKEN, session_config
 from keel.integration.paper import PaperSession
+from keel.optimization.config_optimizer import ConfigOptimizer
 from keel.web import create_app
 
 OPERATIONS = [
@@ -30,6 +31,9 @@ OPERATIONS = [
     ("PUT", "/api/v1/risk/limits"),
     ("POST", "/api/v1/strategies/{name}/start"),
     ("POST", "/api/v1/strategies/{name}/stop"),
+    ("POST", "/api/v1/config/apply"),
+    ("POST", "/api/v1/config/rollback"),
+    ("POST", "/api/v1/config/split/conclude"),
     ("GET", "/metrics"),
 ]
 
@@ -46,6 +50,7 @@ def schema(tmp_path_factory: pytest.TempPathFactory) -> BaseSchema:
         api_token=TOKEN,
         audit=session.orchestrator.record_operator_action,
         control_requests_per_minute=1_000_000,
+        config_changes=ConfigOptimizer(session.orchestrator),
     )
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
