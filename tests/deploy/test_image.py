@@ -16,6 +16,7 @@ import pytest
 from docker_harness import BuiltImage, docker
 
 from keel.core.messages import OrderFilled, SubmitOrder
+from keel.optimization.cache import CacheManager, StatusCache
 from keel.persistence import Database, Journal
 
 pytestmark = pytest.mark.docker
@@ -63,6 +64,7 @@ class KeelContainer:
 
     image: BuiltImage
     database_url: str
+    redis_url: str
     config_file: Path
     volume: str = field(default_factory=lambda: f"keel-test-{uuid.uuid4().hex[:12]}")
     port: int = field(default_factory=_free_port)
@@ -84,6 +86,7 @@ class KeelContainer:
             "KEEL_WEB__PORT": str(self.port),
             "KEEL_API_TOKEN": TOKEN,
             "KEEL_PERSISTENCE__URL": self.database_url,
+            "KEEL_WEB__STATUS_CACHE_URL": self.redis_url,
             "KEEL_PAPER__SPEED": "1200",
             "KEEL_PERSISTENCE__SNAPSHOT_EVERY": "50",
         }
@@ -132,15 +135,26 @@ class KeelContainer:
 
 
 @pytest.fixture
-def keel_container(keel_image: BuiltImage, keel_database: str, tmp_path: Path) -> Iterator[KeelContainer]:
+def keel_container(
+    keel_image: BuiltImage, keel_database: str, redis_url: str, tmp_path: Path
+) -> Iterator[KeelContainer]:
     config_file = tmp_path / "keel.yaml"
     config_file.write_text(CONFIG_FILE)
     config_file.chmod(0o644)
-    container = KeelContainer(keel_image, keel_database, config_file)
+    container = KeelContainer(keel_image, keel_database, redis_url, config_file)
     try:
         yield container
     finally:
         container.remove()
+
+
+def _published_status(redis_url: str) -> Any:
+    """The latest status the container published to Redis for API readers elsewhere (None if none)."""
+    reader = StatusCache(CacheManager(redis_url))
+    try:
+        return reader.latest()
+    finally:
+        reader.close()
 
 
 def _journaled(database_url: str) -> tuple[list[str], list[str]]:
@@ -180,6 +194,15 @@ def test_the_image_runs_paper_trading_on_postgresql_and_recovers_a_halt_after_do
     docker("wait", first)
     keel_container.start()
     after_status = wait_for("the restarted container's session to run", keel_container.running_status)
+    published = wait_for(
+        "the restarted container's status in Redis",
+        lambda: (
+            (status := _published_status(keel_container.redis_url)) is not None
+            and status["session"] is not None
+            and status["session"]["recovered"]
+            and status
+        ),
+    )
     after_orders = keel_container.get("/api/v1/orders").json()
     live = keel_container.get("/health/live")
     backup = docker("exec", keel_container.current, "keel", "backup", "create", check=False)
@@ -200,6 +223,8 @@ def test_the_image_runs_paper_trading_on_postgresql_and_recovers_a_halt_after_do
     assert after_status["session"]["reconciliation"]["mismatches"] == []
     assert after_status["trading_state"] == "HALTED"
     assert live.status_code == 200
+    # The status reached Redis for readers in other processes (the status cache of web.status_cache_url)
+    assert published["trading_state"] == "HALTED" and published["mode"] == "paper"
     before_ids = [order["client_order_id"] for order in before["orders"]]
     after_ids = [order["client_order_id"] for order in after_orders]
     assert len(before_ids) >= 2
