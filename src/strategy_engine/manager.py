@@ -64,18 +64,64 @@ RegimeWeights = Mapping[str, Mapping[str, float]]
 """Regime value (``trending`` ... ``low_volatility``, ``unknown``) -> strategy name -> weight."""
 
 DEFAULT_REGIME_WEIGHTS: dict[str, dict[str, float]] = {
-    "trending": {"trend_following": 0.55, "mean_reversion": 0.05, "range_trading": 0.05, "funding_arbitrage": 0.35},
-    "mean_reverting": {"trend_following": 0.05, "mean_reversion": 0.45, "range_trading": 0.3, "funding_arbitrage": 0.2},
+    "trending": {
+        "trend_following": 0.55,
+        "mean_reversion": 0.05,
+        "range_trading": 0.05,
+        "funding_arbitrage": 0.35,
+        "grid_trading": 0.05,
+        "hyper_rsi": 0.4,
+        "volatility_breakout": 0.2,
+        "scheduled_dca": 0.2,
+    },
+    "mean_reverting": {
+        "trend_following": 0.05,
+        "mean_reversion": 0.45,
+        "range_trading": 0.3,
+        "funding_arbitrage": 0.2,
+        "grid_trading": 0.4,
+        "hyper_rsi": 0.1,
+        "volatility_breakout": 0.05,
+        "scheduled_dca": 0.2,
+    },
     "high_volatility": {
         "trend_following": 0.35,
         "mean_reversion": 0.1,
         "range_trading": 0.05,
         "funding_arbitrage": 0.5,
+        "grid_trading": 0.05,
+        "hyper_rsi": 0.2,
+        "volatility_breakout": 0.3,
+        "scheduled_dca": 0.1,
     },
-    "low_volatility": {"trend_following": 0.1, "mean_reversion": 0.3, "range_trading": 0.4, "funding_arbitrage": 0.2},
-    "unknown": {"trend_following": 0.25, "mean_reversion": 0.25, "range_trading": 0.25, "funding_arbitrage": 0.25},
+    "low_volatility": {
+        "trend_following": 0.1,
+        "mean_reversion": 0.3,
+        "range_trading": 0.4,
+        "funding_arbitrage": 0.2,
+        "grid_trading": 0.4,
+        "hyper_rsi": 0.1,
+        "volatility_breakout": 0.4,
+        "scheduled_dca": 0.2,
+    },
+    "unknown": dict.fromkeys(
+        (
+            "trend_following",
+            "mean_reversion",
+            "range_trading",
+            "funding_arbitrage",
+            "grid_trading",
+            "hyper_rsi",
+            "volatility_breakout",
+            "scheduled_dca",
+        ),
+        0.25,
+    ),
 }
 """The default regime -> strategy matrix (also in ``config/default.yaml``)."""
+
+OPTIONAL_STRATEGIES = frozenset(("grid_trading", "hyper_rsi", "volatility_breakout", "scheduled_dca"))
+"""Strategies outside the default four: a matrix may name them when they do not run (their column is dropped)."""
 
 REGIME_ROWS = (*(r.value for r in REGIMES), MarketRegime.UNKNOWN.value)
 """The rows a regime matrix must have."""
@@ -639,7 +685,7 @@ def _checked_weights(weights: RegimeWeights | None, names: Sequence[str]) -> dic
         )
     checked = {}
     for row in REGIME_ROWS:
-        entries = dict(weights[row])
+        entries = {n: w for n, w in weights[row].items() if n in names or n not in OPTIONAL_STRATEGIES}
         unknown = sorted(set(entries) - set(names))
         if unknown:
             raise ValueError(f"regime weights row {row} names unknown strategies {', '.join(unknown)}")
