@@ -519,6 +519,15 @@ StrategyName = Literal[
 ]
 
 
+class StrategyGateConfig(_Section):
+    """A strategy's backtest gate: what its backtest over the last days of data must show before it may trade."""
+
+    min_sharpe: float | None = Field(None, description="Smallest annualized Sharpe ratio; null: not checked.")
+    max_drawdown: float | None = Field(None, ge=0.0, description="Largest drawdown, a fraction; null: not checked.")
+    min_trades: int = Field(0, ge=0, description="Fewest positions opened in the window.")
+    window_days: float = Field(30.0, gt=0.0, description="Days of the most recent data the backtest covers.")
+
+
 class StrategyConfig(_Section):
     """What trades: the strategy manager with its strategies, regime matrix and detector, or the MA cross."""
 
@@ -547,6 +556,11 @@ class StrategyConfig(_Section):
         description="Recorded bars before data.start the strategies, the risk estimates and the optimizer see "
         "(untraded) to start warm.",
     )
+    gates: dict[StrategyName, StrategyGateConfig] = Field(
+        default_factory=dict,
+        description="Backtest gates by strategy (paper and live): a strategy failing its gate is kept out of the vote.",
+    )
+    gate_recheck_minutes: float = Field(1440.0, gt=0.0, description="Minutes between re-evaluations of the gates.")
 
     @field_validator("strategies", mode="before")
     @classmethod

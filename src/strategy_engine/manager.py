@@ -268,6 +268,7 @@ class StrategyManager:
         self.max_consecutive_errors = max_consecutive_errors
         self.fee_rate = fee_rate
         self._stopped = [False] * len(self.strategies)
+        self._gates: list[str | None] = [None] * len(self.strategies)
         self.history_bars = history_bars
         self.performance = {n: StrategyPerformance() for n in (*names, name)}
         self._performances = [self.performance[n] for n in names]
@@ -367,6 +368,7 @@ class StrategyManager:
                 s.name: {
                     "type": type(s).__name__,
                     "enabled": not self._stopped[i],
+                    "gate": self._gates[i],
                     "parameters": dict(s.parameters),
                     "disabled_symbols": disabled[i],
                     "performance": self.performance[s.name].as_dict(),
@@ -578,12 +580,35 @@ class StrategyManager:
             book.views[index] = None
         return previous
 
+    def set_strategy_gate(self, name: str, reason: str | None) -> None:
+        """Keep a strategy out of the vote while a gate holds it (``reason``), or let it back in (None).
+
+        Separate from :meth:`set_strategy_enabled`: an operator's switch and the
+        backtest gate each hold a strategy on their own account.
+
+        Raises
+        ------
+        KeyError
+            If no strategy has that name.
+        """
+        names = [s.name for s in self.strategies]
+        if name not in names:
+            raise KeyError(name)
+        self._gates[names.index(name)] = reason
+
+    def strategy_gate(self, name: str) -> str | None:
+        """Return why a gate keeps the strategy out of the vote (None: it does not)."""
+        return self._gates[[s.name for s in self.strategies].index(name)]
+
     def strategy_enabled(self, name: str) -> bool:
         """Return whether an operator left the strategy's vote on."""
         return not self._stopped[[s.name for s in self.strategies].index(name)]
 
     def _combine(self, book: _SymbolBook) -> _Combined:
-        voting = [on and not stopped for on, stopped in zip(book.enabled, self._stopped, strict=True)]
+        voting = [
+            on and not stopped and gate is None
+            for on, stopped, gate in zip(book.enabled, self._stopped, self._gates, strict=True)
+        ]
         weights = self._weight_vector(book.regime, voting)
         scores = book.scores
         factor = self._volatility_factor(book.regime)
