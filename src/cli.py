@@ -228,11 +228,31 @@ async def _run_paper(session: Any) -> dict[str, Any]:
     if token is None:
         click.echo("no API token set (KEEL_API_TOKEN): emergency stop and other control routes are refused")
     publishing = asyncio.create_task(publisher.run(), name="snapshots")
+    telegram = _start_telegram(session, SnapshotService(publisher, asyncio.get_running_loop()))
     try:
         return await session.run()
     finally:
         publishing.cancel()
+        if telegram is not None:
+            await asyncio.to_thread(telegram.stop)
         await asyncio.to_thread(server.stop)
+
+
+def _start_telegram(session: Any, operations: Any) -> Any:
+    """Start Telegram notifications and commands when configured (None when not)."""
+    settings = session.config.telegram
+    if not settings.enabled:
+        return None
+    token = session.config.secrets.telegram_token
+    if token is None or not settings.chat_ids:
+        _fail("telegram.enabled needs KEEL_TELEGRAM_TOKEN and at least one telegram.chat_ids entry", EXIT_USAGE)
+    from keel.notifications import start_telegram
+
+    pipeline = session.pipeline
+    audit = session.orchestrator.record_operator_action
+    _, thread = start_telegram(settings, token, pipeline.bus, pipeline.clock, operations, audit)
+    click.echo(f"telegram: notifying and obeying chats {', '.join(map(str, settings.chat_ids))}")
+    return thread
 
 
 def _print_status(status: dict[str, Any]) -> None:

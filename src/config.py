@@ -82,6 +82,7 @@ __all__ = [
     "Secret",
     "Secrets",
     "StrategyConfig",
+    "TelegramConfig",
     "WebConfig",
     "config_to_dict",
     "load_config",
@@ -95,6 +96,7 @@ SECRET_VARIABLES = {
     "KEEL_BINANCE_API_KEY": "binance_api_key",
     "KEEL_BINANCE_API_SECRET": "binance_api_secret",
     "KEEL_API_TOKEN": "api_token",
+    "KEEL_TELEGRAM_TOKEN": "telegram_token",
 }
 _ENV_PREFIX = "KEEL_"
 _ENV_SEPARATOR = "__"
@@ -898,6 +900,7 @@ class Secrets(_Section):
     binance_api_key: Secret | None = Field(None, description="Binance API key.")
     binance_api_secret: Secret | None = Field(None, description="Binance API secret.")
     api_token: Secret | None = Field(None, description="Bearer token of the control API's state-changing routes.")
+    telegram_token: Secret | None = Field(None, description="Telegram bot token.")
 
 
 class TuningConfig(_Section):
@@ -918,6 +921,18 @@ class TuningConfig(_Section):
     cache_url: str | None = Field(None, description="Redis URL of the backtest cache; None keeps it in process.")
 
 
+class TelegramConfig(_Section):
+    """Telegram notifications and commands (paper and live runs); the token comes from KEEL_TELEGRAM_TOKEN."""
+
+    enabled: bool = Field(False, description="Send notifications to and obey commands from the chats below.")
+    chat_ids: tuple[int, ...] = Field((), description="Chats notified and obeyed; every other chat is refused.")
+    base_url: str = Field("https://api.telegram.org/bot", min_length=1, description="Bot API URL up to the token.")
+    min_interval_seconds: float = Field(3.0, gt=0, description="Seconds between two messages (the batching window).")
+    timeout_seconds: float = Field(10.0, gt=0, description="Seconds a Bot API call may take.")
+    outbox_capacity: int = Field(1000, ge=1, description="Notifications queued at most; more are dropped and counted.")
+    daily_pnl_hour_utc: int = Field(0, ge=0, le=23, description="Hour (UTC) of the daily P&L summary.")
+
+
 class KeelConfig(_Section):
     """The whole configuration of one keel process."""
 
@@ -933,6 +948,7 @@ class KeelConfig(_Section):
     live: LiveConfig = Field(default_factory=LiveConfig, description="Live trading.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
     web: WebConfig = Field(default_factory=WebConfig, description="Operator web app.")
+    telegram: TelegramConfig = Field(default_factory=TelegramConfig, description="Telegram notifications and commands.")
     persistence: PersistenceConfig = Field(default_factory=PersistenceConfig, description="Storage.")
     monitor: MonitorConfig = Field(default_factory=MonitorConfig, description="System monitor.")
     tuning: TuningConfig = Field(default_factory=TuningConfig, description="Hyperparameter tuning.")

@@ -7,6 +7,6 @@ dependency and its network calls stay out of the server and out of the
 trading loop.
 """
 
-from keel.notifications.telegram import Outbox, TelegramBot, TelegramNotifier
+from keel.notifications.telegram import Outbox, TelegramBot, TelegramNotifier, TelegramThread, start_telegram
 
-__all__ = ["Outbox", "TelegramBot", "TelegramNotifier"]
+__all__ = ["Outbox", "TelegramBot", "TelegramNotifier", "TelegramThread", "start_telegram"]

@@ -16,7 +16,7 @@ Two halves that never block the trading loop:
   command, obeyed or refused, goes to the same audit callback as the HTTP
   control API (actor ``telegram:<chat id>``).
 
-The bot token is a secret: it is held in a :class:`pydantic.SecretStr`,
+The bot token is a secret: it is held in a :class:`~keel.config.Secret`,
 never in a repr, and the HTTP client's request log (which prints URLs, and
 the Bot API puts the token in the URL) is silenced.
 """
@@ -35,11 +35,11 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 import structlog
-from pydantic import SecretStr
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.error import RetryAfter, TelegramError, TimedOut
 from telegram.request import HTTPXRequest
 
+from keel.config import Secret, TelegramConfig
 from keel.core.bus import EventBus
 from keel.core.clock import Clock, TimeEvent
 from keel.core.messages import (
@@ -231,7 +231,7 @@ class TelegramBot:
     Parameters
     ----------
     token
-        The bot token (a secret: kept in a ``SecretStr``).
+        The bot token (a :class:`~keel.config.Secret`: its repr never shows it).
     chat_ids
         The chats notifications go to and whose commands are obeyed.
     outbox
@@ -252,7 +252,7 @@ class TelegramBot:
 
     def __init__(
         self,
-        token: SecretStr,
+        token: Secret,
         chat_ids: Iterable[int],
         outbox: Outbox,
         operations: Operations,
@@ -283,7 +283,7 @@ class TelegramBot:
     def _client(self) -> Bot:
         if self._bot is None:
             request = HTTPXRequest(read_timeout=self.timeout, write_timeout=self.timeout, connect_timeout=self.timeout)
-            self._bot = Bot(self._token.get_secret_value(), base_url=self.base_url, request=request,
+            self._bot = Bot(self._token.reveal(), base_url=self.base_url, request=request,
                             get_updates_request=HTTPXRequest(read_timeout=self.timeout + 1.0))  # fmt: skip
         return self._bot
 
@@ -294,11 +294,13 @@ class TelegramBot:
             self._bot = None
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Send and poll until ``stop`` is set."""
+        """Send and poll until ``stop`` is set (the long poll is the batching window; a failure waits one)."""
         while not stop.is_set():
+            failures = self.statistics.timeouts + self.statistics.errors
             await self.flush()
-            await self.poll(timeout=int(self.min_interval))
-            await self.sleep(0.0)
+            await self.poll(timeout=max(1, int(self.min_interval)))
+            if self.statistics.timeouts + self.statistics.errors > failures:
+                await self.sleep(self.min_interval)
 
     async def flush(self) -> bool:
         """Send one batch of the outbox to every chat; return whether all of it went out.
@@ -416,3 +418,81 @@ def _retry_seconds(error: RetryAfter) -> float:
         warnings.simplefilter("ignore")
         value = error.retry_after
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+class TelegramThread:
+    """Run a :class:`TelegramBot` on an event loop of its own thread, so Telegram never waits on trading or back.
+
+    Parameters
+    ----------
+    bot
+        The bot to run.
+    """
+
+    def __init__(self, bot: TelegramBot) -> None:
+        self.bot = bot
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="telegram", daemon=True)
+
+    def start(self) -> None:
+        """Start the thread and wait until its loop runs."""
+        self._thread.start()
+        self._ready.wait()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Ask the bot to finish its current call and end; wait for the thread."""
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout if timeout is not None else self.bot.timeout + self.bot.min_interval + 5.0)
+
+    def _main(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._ready.set()
+        try:
+            await self.bot.run(self._stop)
+        finally:
+            await self.bot.flush()
+            await self.bot.close()
+
+
+def start_telegram(
+    settings: TelegramConfig,
+    token: Secret,
+    bus: EventBus,
+    clock: Clock,
+    operations: Operations,
+    audit: AuditCallback,
+) -> tuple[TelegramNotifier, TelegramThread]:
+    """Wire the notifier on the trading bus and start the bot on its own thread.
+
+    ``operations`` must be safe to call from another thread (the web layer's
+    ``SnapshotService`` is: it reads published snapshots and runs commands on
+    the trading loop).
+    """
+    outbox = Outbox(settings.outbox_capacity)
+
+    def daily() -> str:
+        s = operations.status()
+        return f"daily P&L {s.pnl:.2f} USDT, ROI {s.current_roi:.4%}, equity {s.equity:.2f}, drawdown {s.drawdown:.4%}"
+
+    notifier = TelegramNotifier(outbox, bus, clock, daily, daily_at_ns=settings.daily_pnl_hour_utc * 3_600_000_000_000)
+    notifier.start()
+    bot = TelegramBot(
+        token,
+        settings.chat_ids,
+        outbox,
+        operations,
+        audit,
+        base_url=settings.base_url,
+        min_interval=settings.min_interval_seconds,
+        timeout=settings.timeout_seconds,
+    )
+    thread = TelegramThread(bot)
+    thread.start()
+    return notifier, thread

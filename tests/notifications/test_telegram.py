@@ -11,14 +11,14 @@ from decimal import Decimal
 from typing import Any
 
 from aiohttp import web
-from pydantic import SecretStr
 
+from keel.config import Secret, TelegramConfig
 from keel.core.bus import EventBus
 from keel.core.clock import SimulatedClock
 from keel.core.fsm import TradingState
 from keel.core.messages import LiquiditySide, OrderFilled, TradingStateChanged
 from keel.core.orders import OrderSide
-from keel.notifications import Outbox, TelegramBot, TelegramNotifier
+from keel.notifications import Outbox, TelegramBot, TelegramNotifier, start_telegram
 
 TOKEN = "123456:SECRET-token-never-shown"
 ALLOWED = 1001
@@ -36,6 +36,7 @@ class FakeBotApi:
         self.poll_hangs = False
         self.paths: list[str] = []
         self.release = asyncio.Event()
+        self.received = asyncio.Event()
 
     async def handle(self, request: web.Request) -> web.Response:
         self.paths.append(request.path)
@@ -61,6 +62,7 @@ class FakeBotApi:
             return web.json_response({"ok": False, "error_code": 503, "description": "gone"}, status=503)
         chat = int(form["chat_id"])
         self.sent.append({"chat": chat, "text": form["text"], "markup": form.get("reply_markup")})
+        self.received.set()
         return ok(
             {"message_id": len(self.sent), "date": 0, "chat": {"id": chat, "type": "private"}, "text": form["text"]}
         )
@@ -181,7 +183,7 @@ def make_bot(
 ) -> tuple[TelegramBot, Sleeper]:
     sleeper = Sleeper()
     bot = TelegramBot(
-        SecretStr(TOKEN),
+        Secret(TOKEN),
         [ALLOWED],
         outbox,
         desk,
@@ -333,6 +335,30 @@ def test_the_daily_summary_fires_on_the_clock() -> None:
 
     # Assert
     assert outbox.take_batch() == "P&L today +12.00\nP&L today +12.00"
+
+
+def test_a_run_wires_the_notifier_on_the_bus_and_the_bot_on_its_own_thread() -> None:
+    # Arrange
+    bus, clock = EventBus(), SimulatedClock(1_746_403_200_000_000_000)
+
+    async def scenario() -> tuple:
+        async with fake_api() as (api, url):
+            settings = TelegramConfig(enabled=True, chat_ids=(ALLOWED,), base_url=url, min_interval_seconds=1.0)
+            notifier, thread = start_telegram(settings, Secret(TOKEN), bus, clock, Desk(), lambda *args: None)
+            bus.publish(fill(0))
+            bus.drain()
+            await asyncio.wait_for(api.received.wait(), 10)
+            await asyncio.to_thread(thread.stop)
+            return api, thread, notifier
+
+    # Act
+    api, thread, notifier = run(scenario)
+
+    # Assert
+    assert api.sent[0] == {"chat": ALLOWED, "text": "fill BTCUSDT BUY 0.001 @ 95000.0", "markup": None}
+    assert not thread._thread.is_alive()
+    assert len(notifier.outbox) == 0
+    assert all(TOKEN in path for path in api.paths) and TOKEN not in repr(thread.bot)
 
 
 def fill(i: int) -> OrderFilled:
