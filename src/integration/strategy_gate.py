@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 from collections import deque
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -61,6 +62,10 @@ class StrategyGatekeeper(Component):
         Fee per unit of exposure change in the backtests.
     bar_interval_ns
         Length of a bar; with the longest window it bounds the bars kept.
+    background
+        Run the re-evaluations on a worker thread (their verdicts apply at the
+        first bar after they finish) so a long backtest does not hold up the
+        trading loop; the first evaluation, before trading, always runs inline.
     """
 
     def __init__(
@@ -75,6 +80,7 @@ class StrategyGatekeeper(Component):
         recheck_ns: int = 1440 * NANOS_PER_MINUTE,
         fee_rate: float = 0.0005,
         bar_interval_ns: int = NANOS_PER_MINUTE,
+        background: bool = False,
     ) -> None:
         super().__init__("strategy_gate", bus, clock)
         running = {s.name for s in manager.strategies}
@@ -88,6 +94,9 @@ class StrategyGatekeeper(Component):
         self._capacity = int(longest * DAY_NS / bar_interval_ns) + warmup + 2
         self._bars: dict[str, deque[BarClosed]] = {}
         self.verdicts: dict[str, GateVerdict] = {}
+        self.background = background
+        self.pending: Future[list[tuple[str, GateVerdict]]] | None = None
+        self._pool: ThreadPoolExecutor | None = None
         for name in self.rules:
             manager.set_strategy_gate(name, PENDING)
         now = clock.timestamp_ns()
@@ -104,7 +113,9 @@ class StrategyGatekeeper(Component):
         self.clock.set_timer(f"{self.name}.recheck", self.recheck_ns, self.on_recheck)
 
     def on_bar(self, bar: BarClosed) -> None:
-        """Keep a closed bar for the next backtest (out-of-order bars are skipped)."""
+        """Keep a closed bar for the next backtest (out-of-order bars are skipped); apply finished verdicts."""
+        if self.pending is not None:
+            self.apply_finished()
         bars = self._bars.get(bar.symbol)
         if bars is None:
             bars = self._bars[bar.symbol] = deque(maxlen=self._capacity)
@@ -112,20 +123,55 @@ class StrategyGatekeeper(Component):
             bars.append(bar)
 
     def on_recheck(self, _event: TimeEvent) -> None:
-        """Re-evaluate every gate on the timer."""
-        self.evaluate_all()
+        """Re-evaluate every gate on the timer (on a worker thread with ``background``)."""
+        if not self.background:
+            self.evaluate_all()
+            return
+        if self.pending is not None and not self.pending.done():
+            return  # the last re-evaluation is still running
+        data = self._market_data()
+        self.pending = self._executor().submit(self._judge_all, data)
+
+    def apply_finished(self) -> bool:
+        """Apply a finished background re-evaluation's verdicts (on the trading loop); return whether there was one."""
+        pending = self.pending
+        if pending is None or not pending.done():
+            return False
+        self.pending = None
+        for name, verdict in pending.result():
+            self._apply(name, self.rules[name], verdict)
+        return True
 
     def evaluate_all(self) -> list[GateVerdict]:
         """Backtest every gated strategy on the bars kept; let it vote or hold it; publish each verdict."""
-        data = self._market_data()
         verdicts = []
-        for name, rule in self.rules.items():
-            parameters = self.parameters[name]
-            make = functools.partial(StrategyFactory.create_strategy, name, parameters)
-            verdict = evaluate_gate(make, data, rule, fee_rate=self.fee_rate)
-            self._apply(name, rule, verdict)
+        for name, verdict in self._judge_all(self._market_data()):
+            self._apply(name, self.rules[name], verdict)
             verdicts.append(verdict)
         return verdicts
+
+    def on_stop(self) -> None:
+        """Stop the worker thread (a re-evaluation still running is abandoned)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="strategy-gate")
+        return self._pool
+
+    def _judge_all(self, data: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, GateVerdict]]:
+        judged = []
+        for name, rule in self.rules.items():
+            make = functools.partial(StrategyFactory.create_strategy, name, self.parameters[name])
+            try:
+                verdict = evaluate_gate(make, data, rule, fee_rate=self.fee_rate)
+            except Exception as error:  # a strategy that cannot be backtested here does not trade
+                reason = f"backtest gate could not run: {type(error).__name__}: {error}"
+                verdict = GateVerdict(name, False, reason, None, 0.0, 0, 0, None, None)
+            judged.append((name, verdict))
+        return judged
 
     def _apply(self, name: str, rule: GateRule, verdict: GateVerdict) -> None:
         previous = self.verdicts.get(name)
@@ -203,4 +249,5 @@ def build_gatekeeper(config: KeelConfig, manager: StrategyManager, bus: EventBus
         recheck_ns=int(settings.gate_recheck_minutes * NANOS_PER_MINUTE),
         fee_rate=0.0005 if fee is None else float(fee),
         bar_interval_ns=interval_ns,
+        background=config.run.mode == "live",
     )

@@ -10,13 +10,16 @@ from keel.core.messages import SignalGenerated, StrategyGateEvaluated
 from keel.integration.orchestrator import TradingOrchestrator
 from keel.integration.pipeline import Pipeline, build_pipeline, funding_file
 from keel.integration.state_manager import JOURNALED
-from keel.integration.strategy_gate import PENDING
+from keel.integration.strategy_gate import PENDING, StrategyGatekeeper
 from keel.market_data.feeds import RecordedBarFeed
+from keel.strategy_engine import ScheduledDcaStrategy, StrategyManager, VolatilityBreakoutStrategy
+from keel.strategy_engine.gate import GateRule
 
 BTC = "BTCUSDT"
 # 2025-05-08 00:00 UTC: three recorded days before it seed the gate's backtest.
 START_NS = 1_746_662_400_000 * NANOS_PER_MILLI
 DAY_NS = 1440 * NANOS_PER_MINUTE
+DATA_BARS = load_config("paper", environ={}).data.root / "ohlcv/binance_usdm_1m_2025-05"
 
 
 def gated_pipeline(gates: dict) -> tuple[Pipeline, SimulatedClock, list[StrategyGateEvaluated], list[SignalGenerated]]:
@@ -132,3 +135,40 @@ def test_a_backtest_run_has_no_gate_and_pending_is_the_state_before_a_verdict() 
     assert pipeline.gatekeeper is None
     assert pipeline.strategy.manager.strategy_gate("mean_reversion") is None
     assert PENDING == "backtest gate not evaluated yet"
+
+
+def test_a_background_recheck_applies_its_verdict_at_the_first_bar_after_it_finished() -> None:
+    # Arrange: a live-style gatekeeper over a manager of one gated strategy
+    feed = list(RecordedBarFeed(DATA_BARS, (BTC,), "1m", None, START_NS - 2 * DAY_NS, START_NS + DAY_NS))
+    seed = [b for b in feed if b.ts_event <= START_NS]
+    later = [b for b in feed if b.ts_event > START_NS]
+    bus, clock = EventBus(), SimulatedClock(START_NS)
+    manager = StrategyManager([VolatilityBreakoutStrategy(), ScheduledDcaStrategy()], detector_factory=False)
+    verdicts: list[StrategyGateEvaluated] = []
+    bus.subscribe(StrategyGateEvaluated, verdicts.append)
+    rule = GateRule(min_sharpe=100.0, window_days=2.0)
+    gatekeeper = StrategyGatekeeper(
+        manager, {"volatility_breakout": rule}, {}, bus, clock, seed=seed, recheck_ns=DAY_NS // 4, background=True
+    )
+    gatekeeper.start()
+    bus.drain()
+
+    # Act: up to the first recheck, wait for its backtest, then one more bar
+    recheck = START_NS + DAY_NS // 4
+    for bar in [b for b in later if b.ts_event <= recheck]:
+        clock.advance_to(bar.ts_event)
+        gatekeeper.on_bar(bar)
+    bus.drain()
+    before = len(verdicts)
+    finished = gatekeeper.pending.result(timeout=60)
+    following = next(b for b in later if b.ts_event > recheck)
+    clock.advance_to(following.ts_event)
+    gatekeeper.on_bar(following)
+    bus.drain()
+    gatekeeper.stop()
+
+    # Assert
+    assert before == 1 and len(verdicts) == 2
+    assert verdicts[1].ts_event == following.ts_event
+    assert [v for _, v in finished][0].reason == manager.strategy_gate("volatility_breakout")
+    assert not verdicts[1].passed
