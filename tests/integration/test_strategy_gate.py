@@ -170,5 +170,5 @@ def test_a_background_recheck_applies_its_verdict_at_the_first_bar_after_it_fini
     # Assert
     assert before == 1 and len(verdicts) == 2
     assert verdicts[1].ts_event == following.ts_event
-    assert [v for _, v in finished][0].reason == manager.strategy_gate("volatility_breakout")
+    assert finished[0][1].reason == manager.strategy_gate("volatility_breakout")
     assert not verdicts[1].passed
