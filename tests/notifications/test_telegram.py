@@ -16,7 +16,14 @@ from keel.config import Secret, TelegramConfig
 from keel.core.bus import EventBus
 from keel.core.clock import SimulatedClock
 from keel.core.fsm import TradingState
-from keel.core.messages import LiquiditySide, OrderFilled, TradingStateChanged
+from keel.core.messages import (
+    HealthChanged,
+    LiquiditySide,
+    OrderFilled,
+    ReconciliationCompleted,
+    SystemHealth,
+    TradingStateChanged,
+)
 from keel.core.orders import OrderSide
 from keel.notifications import Outbox, TelegramBot, TelegramNotifier, start_telegram
 
@@ -375,3 +382,33 @@ def fill(i: int) -> OrderFilled:
         ts_event=i,
         ts_init=i,
     )
+
+
+def test_health_alerts_and_reconciliation_findings_are_queued_an_agreeing_venue_is_not() -> None:
+    # Arrange
+    bus, clock, outbox = EventBus(), SimulatedClock(1_746_403_200_000_000_000), Outbox()
+    TelegramNotifier(outbox, bus, clock, lambda: "").start()
+
+    # Act
+    bus.publish(HealthChanged(previous=SystemHealth.HEALTHY, health=SystemHealth.DEGRADED,
+                              reasons=("feed BTCUSDT/kline stale", "bus 90% full"), ts_event=1, ts_init=1))  # fmt: skip
+    for mismatches, missed in (((), 0), (("BTCUSDT position 0.010 vs venue 0.020",), 2)):
+        bus.publish(
+            ReconciliationCompleted(
+                adopted_orders=(),
+                resolved_orders=(),
+                never_sent_orders=(),
+                missed_fills=missed,
+                missed_funding=0,
+                mismatches=mismatches,
+                ts_event=2,
+                ts_init=2,
+            )
+        )
+    bus.drain()
+
+    # Assert
+    assert outbox.take_batch().split("\n") == [
+        "health HEALTHY -> DEGRADED feed BTCUSDT/kline stale; bus 90% full",
+        "reconciliation: mismatch: BTCUSDT position 0.010 vs venue 0.020; 2 missed fills",
+    ]
