@@ -72,6 +72,9 @@ HELP = (
 )
 
 
+_COMMANDS = frozenset(("/status", "/positions", "/pnl", "/orders", "/stop", "/resume", "/help"))
+
+
 class Operations(Protocol):
     """What the bot reads and commands: the web layer's ``TradingService`` has all of it."""
 
@@ -295,9 +298,13 @@ class TelegramBot:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Send and poll until ``stop`` is set (the long poll is the batching window; a failure waits one)."""
+        loop = asyncio.get_running_loop()
+        next_send = loop.time()
         while not stop.is_set():
             failures = self.statistics.timeouts + self.statistics.errors
-            await self.flush()
+            if loop.time() >= next_send:
+                await self.flush()
+                next_send = loop.time() + self.min_interval
             await self.poll(timeout=max(1, int(self.min_interval)))
             if self.statistics.timeouts + self.statistics.errors > failures:
                 await self.sleep(self.min_interval)
@@ -368,7 +375,8 @@ class TelegramBot:
             self.audit(f"telegram:{chat}", "telegram_refused", {"command": command[:32]}, request_id)
             return
         self.statistics.obeyed += 1
-        self.audit(f"telegram:{chat}", f"telegram_{command.lstrip('/') or 'empty'}", {}, request_id)
+        action = command.lstrip("/")[:32] if command in _COMMANDS else "help"
+        self.audit(f"telegram:{chat}", f"telegram_{action}", {}, request_id)
         reply, markup = await self._answer(chat, command, message.text)
         await self._client().send_message(chat, reply, reply_markup=markup)
 
