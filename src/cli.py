@@ -255,9 +255,9 @@ async def _run_paper(session: Any) -> dict[str, Any]:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, session.request_stop, f"signal {signal.Signals(signum).name}")
     web = session.config.web
-    if not web.enabled and web.status_cache_url is None:
+    if not web.enabled and web.status_cache_url is None and not session.config.telegram.enabled:
         return await session.run()
-    from keel.web import SnapshotPublisher
+    from keel.web import SnapshotPublisher, SnapshotService
 
     status_cache = _status_cache(session)
     publisher = SnapshotPublisher(
@@ -270,10 +270,13 @@ async def _run_paper(session: Any) -> dict[str, Any]:
     if web.enabled:
         server = _serve(session, publisher)
     publishing = asyncio.create_task(publisher.run(), name="snapshots")
+    telegram = _start_telegram(session, SnapshotService(publisher, loop))
     try:
         return await session.run()
     finally:
         publishing.cancel()
+        if telegram is not None:
+            await asyncio.to_thread(telegram.stop)
         if server is not None:
             await asyncio.to_thread(server.stop)
         if status_cache is not None:
@@ -323,6 +326,23 @@ def _serve(session: Any, publisher: Any) -> Any:
     if token is None:
         click.echo("no API token set (KEEL_API_TOKEN): emergency stop and other control routes are refused")
     return server
+
+
+def _start_telegram(session: Any, operations: Any) -> Any:
+    """Start Telegram notifications and commands when configured (None when not)."""
+    settings = session.config.telegram
+    if not settings.enabled:
+        return None
+    token = session.config.secrets.telegram_token
+    if token is None or not settings.chat_ids:
+        _fail("telegram.enabled needs KEEL_TELEGRAM_TOKEN and at least one telegram.chat_ids entry", EXIT_USAGE)
+    from keel.notifications import start_telegram
+
+    pipeline = session.pipeline
+    audit = session.orchestrator.record_operator_action
+    _, thread = start_telegram(settings, token, pipeline.bus, pipeline.clock, operations, audit)
+    click.echo(f"telegram: notifying and obeying chats {', '.join(map(str, settings.chat_ids))}")
+    return thread
 
 
 def _print_status(status: dict[str, Any]) -> None:

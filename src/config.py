@@ -57,9 +57,13 @@ from keel.core.errors import ConfigurationError
 from keel.core.intervals import BarInterval, interval_ms
 from keel.strategy_engine.base import BaseStrategy
 from keel.strategy_engine.funding_arbitrage import FundingArbitrageStrategy
+from keel.strategy_engine.grid_trading import GridTradingStrategy
+from keel.strategy_engine.hyper_rsi import HyperRsiStrategy
 from keel.strategy_engine.mean_reversion import MeanReversionStrategy
 from keel.strategy_engine.range_trading import RangeTradingStrategy
+from keel.strategy_engine.scheduled_dca import ScheduledDcaStrategy
 from keel.strategy_engine.trend_following import TrendFollowingStrategy
+from keel.strategy_engine.volatility_breakout import VolatilityBreakoutStrategy
 
 __all__ = [
     "BinanceConfig",
@@ -78,6 +82,7 @@ __all__ = [
     "Secret",
     "Secrets",
     "StrategyConfig",
+    "TelegramConfig",
     "WebConfig",
     "config_to_dict",
     "load_config",
@@ -91,6 +96,7 @@ SECRET_VARIABLES = {
     "KEEL_BINANCE_API_KEY": "binance_api_key",
     "KEEL_BINANCE_API_SECRET": "binance_api_secret",
     "KEEL_API_TOKEN": "api_token",
+    "KEEL_TELEGRAM_TOKEN": "telegram_token",
 }
 _ENV_PREFIX = "KEEL_"
 _ENV_SEPARATOR = "__"
@@ -329,18 +335,24 @@ def _ordered(*pairs: tuple[str, str]) -> Any:
 
 
 def parameter_section(
-    name: str, strategy: type[BaseStrategy], *, ordered: tuple[tuple[str, str], ...] = ()
+    name: str,
+    strategy: type[BaseStrategy],
+    *,
+    ordered: tuple[tuple[str, str], ...] = (),
+    extra: Mapping[str, Any] | None = None,
 ) -> type[_Section]:
     """Return the configuration model of a strategy's parameters, derived from its ``parameter_space``.
 
     Each declared :class:`~keel.strategy_engine.parameters.Parameter` becomes a
     field of its kind, default, closed range and description; ``ordered`` lists
-    the ``(low, high)`` pairs that must be strictly increasing.
+    the ``(low, high)`` pairs that must be strictly increasing; ``extra``
+    adds fields that are not tunable numbers (name -> (type, Field)).
     """
     fields: dict[str, Any] = {
         key: (spec.kind, Field(spec.default, ge=spec.low, le=spec.high, description=spec.description))
         for key, spec in strategy.parameter_space.items()
     }
+    fields.update(extra or {})
     validators = {"_in_order": _ordered(*ordered)} if ordered else None
     summary = (strategy.__doc__ or name).strip().splitlines()[0]
     section: type[_Section] = create_model(
@@ -355,6 +367,10 @@ if TYPE_CHECKING:
     MeanReversionParameters = _Section
     RangeTradingParameters = _Section
     FundingArbitrageParameters = _Section
+    GridTradingParameters = _Section
+    HyperRsiParameters = _Section
+    VolatilityBreakoutParameters = _Section
+    ScheduledDcaParameters = _Section
 else:
     TrendFollowingParameters = parameter_section(
         "TrendFollowingParameters", TrendFollowingStrategy, ordered=(("fast_period", "slow_period"),)
@@ -366,6 +382,18 @@ else:
         "RangeTradingParameters", RangeTradingStrategy, ordered=(("min_range_width", "max_range_width"),)
     )
     FundingArbitrageParameters = parameter_section("FundingArbitrageParameters", FundingArbitrageStrategy)
+    GridTradingParameters = parameter_section("GridTradingParameters", GridTradingStrategy)
+    HyperRsiParameters = parameter_section(
+        "HyperRsiParameters", HyperRsiStrategy, ordered=(("first_take_profit_atr", "second_take_profit_atr"),)
+    )
+    VolatilityBreakoutParameters = parameter_section(
+        "VolatilityBreakoutParameters", VolatilityBreakoutStrategy, ordered=(("range_period", "baseline_period"),)
+    )
+    ScheduledDcaParameters = parameter_section(
+        "ScheduledDcaParameters",
+        ScheduledDcaStrategy,
+        extra={"cron": (str | None, Field(None, description="Crontab schedule (UTC) replacing interval_minutes."))},
+    )
 
 
 class StrategyParameters(_Section):
@@ -381,6 +409,12 @@ class StrategyParameters(_Section):
     funding_arbitrage: FundingArbitrageParameters = Field(
         default_factory=FundingArbitrageParameters, description="Funding arbitrage."
     )
+    grid_trading: GridTradingParameters = Field(default_factory=GridTradingParameters, description="Grid trading.")
+    hyper_rsi: HyperRsiParameters = Field(default_factory=HyperRsiParameters, description="HYPERRSI.")
+    volatility_breakout: VolatilityBreakoutParameters = Field(
+        default_factory=VolatilityBreakoutParameters, description="Volatility breakout."
+    )
+    scheduled_dca: ScheduledDcaParameters = Field(default_factory=ScheduledDcaParameters, description="Scheduled DCA.")
 
 
 class StrategyWeights(_Section):
@@ -390,6 +424,10 @@ class StrategyWeights(_Section):
     mean_reversion: float = Field(0.25, ge=0.0, description="Weight of mean reversion.")
     range_trading: float = Field(0.25, ge=0.0, description="Weight of range trading.")
     funding_arbitrage: float = Field(0.25, ge=0.0, description="Weight of funding arbitrage.")
+    grid_trading: float = Field(0.1, ge=0.0, description="Weight of grid trading (when it runs).")
+    hyper_rsi: float = Field(0.1, ge=0.0, description="Weight of HYPERRSI (when it runs).")
+    volatility_breakout: float = Field(0.1, ge=0.0, description="Weight of the volatility breakout (when it runs).")
+    scheduled_dca: float = Field(0.1, ge=0.0, description="Weight of scheduled DCA (when it runs).")
 
     @model_validator(mode="after")
     def _some_weight(self) -> Self:
@@ -402,26 +440,45 @@ class StrategyWeights(_Section):
         return self
 
 
-def _weights(trend: float, reversion: float, range_: float, funding: float) -> Callable[[], StrategyWeights]:
-    """Return a default factory of one row of the regime weight matrix."""
+def _weights(
+    trend: float, reversion: float, range_: float, funding: float, *extra: float
+) -> Callable[[], StrategyWeights]:
+    """Return a default factory of one row of the regime weight matrix.
+
+    ``extra`` are the weights of grid trading, HYPERRSI, the volatility
+    breakout and scheduled DCA, which weigh only in runs that add them.
+    """
+    grid, rsi, breakout, dca = extra
     return lambda: StrategyWeights(
-        trend_following=trend, mean_reversion=reversion, range_trading=range_, funding_arbitrage=funding
+        trend_following=trend,
+        mean_reversion=reversion,
+        range_trading=range_,
+        funding_arbitrage=funding,
+        grid_trading=grid,
+        hyper_rsi=rsi,
+        volatility_breakout=breakout,
+        scheduled_dca=dca,
     )
 
 
 class RegimeWeights(_Section):
     """The regime -> strategy weight matrix; ``unknown`` applies before the detector's first fit."""
 
-    trending: StrategyWeights = Field(default_factory=_weights(0.55, 0.05, 0.05, 0.35), description="Trending.")
+    trending: StrategyWeights = Field(
+        default_factory=_weights(0.55, 0.05, 0.05, 0.35, 0.05, 0.4, 0.2, 0.2), description="Trending."
+    )
     mean_reverting: StrategyWeights = Field(
-        default_factory=_weights(0.05, 0.45, 0.3, 0.2), description="Mean-reverting."
+        default_factory=_weights(0.05, 0.45, 0.3, 0.2, 0.4, 0.1, 0.05, 0.2), description="Mean-reverting."
     )
     high_volatility: StrategyWeights = Field(
-        default_factory=_weights(0.35, 0.1, 0.05, 0.5), description="High volatility."
+        default_factory=_weights(0.35, 0.1, 0.05, 0.5, 0.05, 0.2, 0.3, 0.1), description="High volatility."
     )
-    low_volatility: StrategyWeights = Field(default_factory=_weights(0.1, 0.3, 0.4, 0.2), description="Low volatility.")
+    low_volatility: StrategyWeights = Field(
+        default_factory=_weights(0.1, 0.3, 0.4, 0.2, 0.4, 0.1, 0.4, 0.2), description="Low volatility."
+    )
     unknown: StrategyWeights = Field(
-        default_factory=_weights(0.25, 0.25, 0.25, 0.25), description="Before the detector's first fit."
+        default_factory=_weights(0.25, 0.25, 0.25, 0.25, 0.25, 0.25, 0.25, 0.25),
+        description="Before the detector's first fit.",
     )
 
 
@@ -452,7 +509,25 @@ class RegimeDetectorConfig(_Section):
         return self
 
 
-StrategyName = Literal["trend_following", "mean_reversion", "range_trading", "funding_arbitrage"]
+StrategyName = Literal[
+    "trend_following",
+    "mean_reversion",
+    "range_trading",
+    "funding_arbitrage",
+    "grid_trading",
+    "hyper_rsi",
+    "volatility_breakout",
+    "scheduled_dca",
+]
+
+
+class StrategyGateConfig(_Section):
+    """A strategy's backtest gate: what its backtest over the last days of data must show before it may trade."""
+
+    min_sharpe: float | None = Field(None, description="Smallest annualized Sharpe ratio; null: not checked.")
+    max_drawdown: float | None = Field(None, ge=0.0, description="Largest drawdown, a fraction; null: not checked.")
+    min_trades: int = Field(0, ge=0, description="Fewest positions opened in the window.")
+    window_days: float = Field(30.0, gt=0.0, description="Days of the most recent data the backtest covers.")
 
 
 class StrategyConfig(_Section):
@@ -483,6 +558,11 @@ class StrategyConfig(_Section):
         description="Recorded bars before data.start the strategies, the risk estimates and the optimizer see "
         "(untraded) to start warm.",
     )
+    gates: dict[StrategyName, StrategyGateConfig] = Field(
+        default_factory=dict,
+        description="Backtest gates by strategy (paper and live): a strategy failing its gate is kept out of the vote.",
+    )
+    gate_recheck_minutes: float = Field(1440.0, gt=0.0, description="Minutes between re-evaluations of the gates.")
 
     @field_validator("strategies", mode="before")
     @classmethod
@@ -842,6 +922,7 @@ class Secrets(_Section):
     binance_api_key: Secret | None = Field(None, description="Binance API key.")
     binance_api_secret: Secret | None = Field(None, description="Binance API secret.")
     api_token: Secret | None = Field(None, description="Bearer token of the control API's state-changing routes.")
+    telegram_token: Secret | None = Field(None, description="Telegram bot token.")
 
 
 class PerformanceConfig(_Section):
@@ -879,6 +960,18 @@ class TuningConfig(_Section):
     cache_url: str | None = Field(None, description="Redis URL of the backtest cache; None keeps it in process.")
 
 
+class TelegramConfig(_Section):
+    """Telegram notifications and commands (paper and live runs); the token comes from KEEL_TELEGRAM_TOKEN."""
+
+    enabled: bool = Field(False, description="Send notifications to and obey commands from the chats below.")
+    chat_ids: tuple[int, ...] = Field((), description="Chats notified and obeyed; every other chat is refused.")
+    base_url: str = Field("https://api.telegram.org/bot", min_length=1, description="Bot API URL up to the token.")
+    min_interval_seconds: float = Field(3.0, gt=0, description="Seconds between two messages (the batching window).")
+    timeout_seconds: float = Field(10.0, gt=0, description="Seconds a Bot API call may take.")
+    outbox_capacity: int = Field(1000, ge=1, description="Notifications queued at most; more are dropped and counted.")
+    daily_pnl_hour_utc: int = Field(0, ge=0, le=23, description="Hour (UTC) of the daily P&L summary.")
+
+
 class KeelConfig(_Section):
     """The whole configuration of one keel process."""
 
@@ -897,6 +990,7 @@ class KeelConfig(_Section):
     )
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
     web: WebConfig = Field(default_factory=WebConfig, description="Operator web app.")
+    telegram: TelegramConfig = Field(default_factory=TelegramConfig, description="Telegram notifications and commands.")
     persistence: PersistenceConfig = Field(default_factory=PersistenceConfig, description="Storage.")
     monitor: MonitorConfig = Field(default_factory=MonitorConfig, description="System monitor.")
     tuning: TuningConfig = Field(default_factory=TuningConfig, description="Hyperparameter tuning.")

@@ -3,7 +3,8 @@
 ``core`` <- ``market_data`` <- ``strategy_engine`` <- ``portfolio`` <-
 ``risk_management`` <- ``execution`` <- ``integration``; adapters (``api``)
 depend on ``core`` and ``market_data``; ``persistence`` on ``core``; ``config`` on
-``core`` and the strategies (their parameter spaces); ``backtest``, ``optimization``, ``web`` and ``cli`` sit on top.
+``core`` and the strategies (their parameter spaces); ``backtest``, ``optimization``, ``web``,
+``notifications`` and ``cli`` sit on top.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ ALLOWED: dict[str, set[str]] = {
     "backtest": {*_INTEGRATION, "backtest"},
     "optimization": {*_INTEGRATION, "backtest", "optimization"},
     "web": {*_INTEGRATION, "backtest", "optimization", "web"},
-    "cli": {*_INTEGRATION, "backtest", "optimization", "web", "cli"},
+    "notifications": {*_INTEGRATION, "notifications"},
+    "cli": {*_INTEGRATION, "backtest", "optimization", "web", "notifications", "cli"},
     "__init__": set(),
 }
 

@@ -16,9 +16,13 @@ from keel.config import KeelConfig, Secret, config_to_dict, load_config
 from keel.core.errors import ConfigurationError
 from keel.strategy_engine import (
     FundingArbitrageStrategy,
+    GridTradingStrategy,
+    HyperRsiStrategy,
     MeanReversionStrategy,
     RangeTradingStrategy,
+    ScheduledDcaStrategy,
     TrendFollowingStrategy,
+    VolatilityBreakoutStrategy,
 )
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
@@ -448,6 +452,10 @@ def test_the_default_file_documents_each_strategy_parameter_from_the_strategy() 
         "mean_reversion": MeanReversionStrategy.parameter_space,
         "range_trading": RangeTradingStrategy.parameter_space,
         "funding_arbitrage": FundingArbitrageStrategy.parameter_space,
+        "grid_trading": GridTradingStrategy.parameter_space,
+        "hyper_rsi": HyperRsiStrategy.parameter_space,
+        "volatility_breakout": VolatilityBreakoutStrategy.parameter_space,
+        "scheduled_dca": ScheduledDcaStrategy.parameter_space,
     }
     lines = (CONFIG_DIR / "default.yaml").read_text().splitlines()
 

@@ -286,6 +286,23 @@ class StrategyError(Event, frozen=True, kw_only=True, tag=True, gc=False):
     disabled: bool = False
 
 
+class StrategyGateEvaluated(Event, frozen=True, kw_only=True, tag=True, gc=False):
+    """A strategy's backtest gate was checked: ``passed`` lets its signals count, else ``reason`` says why not.
+
+    ``sharpe`` (annualized, None when undefined), ``max_drawdown`` and
+    ``trades`` are the backtest's over the last ``window_days`` of data.
+    """
+
+    lane: ClassVar[Lane] = Lane.CONTROL
+    strategy: str
+    passed: bool
+    reason: str | None = None
+    sharpe: float | None = None
+    max_drawdown: float = 0.0
+    trades: int = 0
+    window_days: float = 30.0
+
+
 class CorrelationJumped(Event, frozen=True, kw_only=True, tag=True, gc=False):
     """The recent correlation of two symbols moved away from its longer-run value by more than the threshold."""
 

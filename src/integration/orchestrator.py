@@ -378,6 +378,7 @@ class TradingOrchestrator:
                 parameters=dict(strategy.parameters),
                 performance=status[strategy.name]["performance"],
                 disabled_symbols=status[strategy.name]["disabled_symbols"],
+                gate=status[strategy.name]["gate"],
             )
             for strategy in manager.strategies
         ]

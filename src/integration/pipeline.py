@@ -53,6 +53,7 @@ from keel.core.ports import ExchangePort, MarginType, PositionMode
 from keel.execution.algorithms import ExecutionStyle
 from keel.execution.order_manager import OrderManager
 from keel.execution.router import RouterSettings, SmartOrderRouter
+from keel.integration.strategy_gate import build_gatekeeper
 from keel.integration.system_monitor import SystemMonitor
 from keel.market_data.feed_health import FeedHealthMonitor
 from keel.market_data.feeds import INTERVAL_MS, RecordedBarFeed
@@ -121,11 +122,20 @@ class Pipeline:
     recorder: RunRecorder
     attribution: PerformanceAttributor | None = None
     excluded_strategies: dict[str, str] = field(default_factory=dict)
+    gatekeeper: Component | None = None
 
     @property
     def components(self) -> tuple[Component, ...]:
         """Return the components in start order."""
-        core = (self.positions, self.strategy, self.allocator, self.risk, self.router, self.orders)
+        core: tuple[Component, ...] = (
+            self.positions,
+            self.strategy,
+            self.allocator,
+            self.risk,
+            self.router,
+            self.orders,
+        )
+        core = core if self.gatekeeper is None else (self.gatekeeper, *core)
         return core if self.attribution is None else (*core, self.attribution)
 
     def start(self) -> None:
@@ -499,6 +509,8 @@ def build_pipeline(
     pipeline = Pipeline(bus, clock, exchange, positions, runner, allocator, risk, router, orders, recorder, attribution)
     if strategy is None:
         pipeline.excluded_strategies = excluded_strategies(config)
+    if config.strategy.gates and config.run.mode != "backtest":
+        pipeline.gatekeeper = build_gatekeeper(config, runner.manager, bus, clock)
     warmup = build_warmup_feed(config)
     if warmup is not None:
         warm_up(pipeline, list(warmup))

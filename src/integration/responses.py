@@ -135,6 +135,7 @@ class StrategyRow(Response):
     parameters: dict[str, Any]
     performance: dict[str, Any]
     disabled_symbols: list[str]
+    gate: str | None = Field(None, description="Why the backtest gate keeps the strategy out (None: it does not).")
 
 
 class EmergencyStopOutcome(Response):

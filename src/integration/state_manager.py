@@ -58,6 +58,7 @@ from keel.core.messages import (
     SessionEnded,
     SessionStarted,
     SetTradingState,
+    StrategyGateEvaluated,
     SubmitOrder,
     TradingStateChanged,
 )
@@ -82,6 +83,7 @@ JOURNALED = (
     SessionStarted,
     SessionEnded,
     ReconciliationCompleted,
+    StrategyGateEvaluated,
 )
 """The events that change trading state, and so are journaled."""
 

@@ -6,7 +6,9 @@ history strategies read (:class:`MarketData`), incremental indicators, the
 :class:`NoLookAheadRegimeDetector` (HMM regimes and GARCH volatility filtered
 bar by bar), the four production strategies (:class:`TrendFollowingStrategy`,
 :class:`MeanReversionStrategy`, :class:`RangeTradingStrategy`,
-:class:`FundingArbitrageStrategy`), the skeleton's
+:class:`FundingArbitrageStrategy`), four more a run can add
+(:class:`GridTradingStrategy`, :class:`HyperRsiStrategy`,
+:class:`VolatilityBreakoutStrategy`, :class:`ScheduledDcaStrategy`), the skeleton's
 :class:`MovingAverageCrossStrategy` kept as an example, the
 :class:`StrategyManager` that weights them by regime, the
 :class:`StrategyFactory` and the bus component :class:`StrategyRunner`.
@@ -16,7 +18,9 @@ from keel.core.messages import MarketRegime
 from keel.strategy_engine.base import BaseStrategy, IncrementalStrategy, StrategySignal, SymbolState
 from keel.strategy_engine.factory import StrategyFactory
 from keel.strategy_engine.funding_arbitrage import FundingArbitrageStrategy, MissingFundingDataError
+from keel.strategy_engine.grid_trading import GridTradingStrategy
 from keel.strategy_engine.history import MarketData, SymbolHistory
+from keel.strategy_engine.hyper_rsi import HyperRsiStrategy
 from keel.strategy_engine.manager import (
     DEFAULT_REGIME_WEIGHTS,
     ManagerUpdate,
@@ -37,7 +41,9 @@ from keel.strategy_engine.regime import (
     RegimeState,
 )
 from keel.strategy_engine.runner import StrategyRunner
+from keel.strategy_engine.scheduled_dca import ScheduledDcaStrategy
 from keel.strategy_engine.trend_following import TrendFollowingStrategy
+from keel.strategy_engine.volatility_breakout import VolatilityBreakoutStrategy
 
 __all__ = [
     "DEFAULT_REGIME_WEIGHTS",
@@ -46,6 +52,8 @@ __all__ = [
     "FundingArbitrageStrategy",
     "Garch11Filter",
     "GaussianHmmFilter",
+    "GridTradingStrategy",
+    "HyperRsiStrategy",
     "IncrementalStrategy",
     "ManagerUpdate",
     "MarketData",
@@ -57,6 +65,7 @@ __all__ = [
     "Parameter",
     "RangeTradingStrategy",
     "RegimeState",
+    "ScheduledDcaStrategy",
     "StrategyFactory",
     "StrategyFailure",
     "StrategyManager",
@@ -66,5 +75,6 @@ __all__ = [
     "SymbolHistory",
     "SymbolState",
     "TrendFollowingStrategy",
+    "VolatilityBreakoutStrategy",
     "default_strategies",
 ]

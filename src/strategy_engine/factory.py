@@ -16,12 +16,16 @@ from typing import Any, ClassVar
 
 from keel.strategy_engine.base import BaseStrategy
 from keel.strategy_engine.funding_arbitrage import FundingArbitrageStrategy
+from keel.strategy_engine.grid_trading import GridTradingStrategy
+from keel.strategy_engine.hyper_rsi import HyperRsiStrategy
 from keel.strategy_engine.manager import StrategyManager
 from keel.strategy_engine.mean_reversion import MeanReversionStrategy
 from keel.strategy_engine.moving_average_cross import MovingAverageCrossStrategy
 from keel.strategy_engine.range_trading import RangeTradingStrategy
 from keel.strategy_engine.regime import NoLookAheadRegimeDetector
+from keel.strategy_engine.scheduled_dca import ScheduledDcaStrategy
 from keel.strategy_engine.trend_following import TrendFollowingStrategy
+from keel.strategy_engine.volatility_breakout import VolatilityBreakoutStrategy
 
 _MANAGER_SETTINGS = {
     "min_signal",
@@ -45,6 +49,10 @@ class StrategyFactory:
         "range_trading": RangeTradingStrategy,
         "funding_arbitrage": FundingArbitrageStrategy,
         "moving_average_cross": MovingAverageCrossStrategy,
+        "grid_trading": GridTradingStrategy,
+        "hyper_rsi": HyperRsiStrategy,
+        "volatility_breakout": VolatilityBreakoutStrategy,
+        "scheduled_dca": ScheduledDcaStrategy,
     }
 
     @classmethod

@@ -276,3 +276,53 @@ class RollingMeanSquare:
         if len(self._squares) > self.period:
             self._total -= self._squares.popleft()
         return self.value
+
+
+class RelativeStrengthIndex:
+    """Wilder's relative strength index: average gains over average losses of closes, on 0 to 100.
+
+    The first ``period`` changes are averaged plainly, later ones by Wilder
+    smoothing (``alpha = 1 / period``), as in Wilder's book and TA-Lib.
+
+    Parameters
+    ----------
+    period
+        Changes averaged (>= 1); ``ready`` after ``period`` changes.
+    """
+
+    __slots__ = ("_gain", "_loss", "_previous", "count", "period", "value")
+
+    def __init__(self, period: int) -> None:
+        if period < 1:
+            raise ValueError(f"RSI period must be >= 1, got {period}")
+        self.period = period
+        self.count = 0
+        self.value = math.nan
+        self._previous = math.nan
+        self._gain = 0.0
+        self._loss = 0.0
+
+    @property
+    def ready(self) -> bool:
+        """Return whether ``period`` changes have been seen."""
+        return self.count >= self.period
+
+    def update(self, close: float) -> float:
+        """Add a close; return the RSI (NaN until ready)."""
+        previous, self._previous = self._previous, close
+        if math.isnan(previous):
+            return self.value
+        change = close - previous
+        gain, loss = max(change, 0.0), max(-change, 0.0)
+        self.count += 1
+        if self.count <= self.period:
+            self._gain += gain / self.period
+            self._loss += loss / self.period
+            if self.count < self.period:
+                return self.value
+        else:
+            self._gain += (gain - self._gain) / self.period
+            self._loss += (loss - self._loss) / self.period
+        total = self._gain + self._loss
+        self.value = 50.0 if total <= 0.0 else 100.0 * self._gain / total
+        return self.value

@@ -64,18 +64,64 @@ RegimeWeights = Mapping[str, Mapping[str, float]]
 """Regime value (``trending`` ... ``low_volatility``, ``unknown``) -> strategy name -> weight."""
 
 DEFAULT_REGIME_WEIGHTS: dict[str, dict[str, float]] = {
-    "trending": {"trend_following": 0.55, "mean_reversion": 0.05, "range_trading": 0.05, "funding_arbitrage": 0.35},
-    "mean_reverting": {"trend_following": 0.05, "mean_reversion": 0.45, "range_trading": 0.3, "funding_arbitrage": 0.2},
+    "trending": {
+        "trend_following": 0.55,
+        "mean_reversion": 0.05,
+        "range_trading": 0.05,
+        "funding_arbitrage": 0.35,
+        "grid_trading": 0.05,
+        "hyper_rsi": 0.4,
+        "volatility_breakout": 0.2,
+        "scheduled_dca": 0.2,
+    },
+    "mean_reverting": {
+        "trend_following": 0.05,
+        "mean_reversion": 0.45,
+        "range_trading": 0.3,
+        "funding_arbitrage": 0.2,
+        "grid_trading": 0.4,
+        "hyper_rsi": 0.1,
+        "volatility_breakout": 0.05,
+        "scheduled_dca": 0.2,
+    },
     "high_volatility": {
         "trend_following": 0.35,
         "mean_reversion": 0.1,
         "range_trading": 0.05,
         "funding_arbitrage": 0.5,
+        "grid_trading": 0.05,
+        "hyper_rsi": 0.2,
+        "volatility_breakout": 0.3,
+        "scheduled_dca": 0.1,
     },
-    "low_volatility": {"trend_following": 0.1, "mean_reversion": 0.3, "range_trading": 0.4, "funding_arbitrage": 0.2},
-    "unknown": {"trend_following": 0.25, "mean_reversion": 0.25, "range_trading": 0.25, "funding_arbitrage": 0.25},
+    "low_volatility": {
+        "trend_following": 0.1,
+        "mean_reversion": 0.3,
+        "range_trading": 0.4,
+        "funding_arbitrage": 0.2,
+        "grid_trading": 0.4,
+        "hyper_rsi": 0.1,
+        "volatility_breakout": 0.4,
+        "scheduled_dca": 0.2,
+    },
+    "unknown": dict.fromkeys(
+        (
+            "trend_following",
+            "mean_reversion",
+            "range_trading",
+            "funding_arbitrage",
+            "grid_trading",
+            "hyper_rsi",
+            "volatility_breakout",
+            "scheduled_dca",
+        ),
+        0.25,
+    ),
 }
 """The default regime -> strategy matrix (also in ``config/default.yaml``)."""
+
+OPTIONAL_STRATEGIES = frozenset(("grid_trading", "hyper_rsi", "volatility_breakout", "scheduled_dca"))
+"""Strategies outside the default four: a matrix may name them when they do not run (their column is dropped)."""
 
 REGIME_ROWS = (*(r.value for r in REGIMES), MarketRegime.UNKNOWN.value)
 """The rows a regime matrix must have."""
@@ -222,6 +268,7 @@ class StrategyManager:
         self.max_consecutive_errors = max_consecutive_errors
         self.fee_rate = fee_rate
         self._stopped = [False] * len(self.strategies)
+        self._gates: list[str | None] = [None] * len(self.strategies)
         self.history_bars = history_bars
         self.performance = {n: StrategyPerformance() for n in (*names, name)}
         self._performances = [self.performance[n] for n in names]
@@ -321,6 +368,7 @@ class StrategyManager:
                 s.name: {
                     "type": type(s).__name__,
                     "enabled": not self._stopped[i],
+                    "gate": self._gates[i],
                     "parameters": dict(s.parameters),
                     "disabled_symbols": disabled[i],
                     "performance": self.performance[s.name].as_dict(),
@@ -532,12 +580,35 @@ class StrategyManager:
             book.views[index] = None
         return previous
 
+    def set_strategy_gate(self, name: str, reason: str | None) -> None:
+        """Keep a strategy out of the vote while a gate holds it (``reason``), or let it back in (None).
+
+        Separate from :meth:`set_strategy_enabled`: an operator's switch and the
+        backtest gate each hold a strategy on their own account.
+
+        Raises
+        ------
+        KeyError
+            If no strategy has that name.
+        """
+        names = [s.name for s in self.strategies]
+        if name not in names:
+            raise KeyError(name)
+        self._gates[names.index(name)] = reason
+
+    def strategy_gate(self, name: str) -> str | None:
+        """Return why a gate keeps the strategy out of the vote (None: it does not)."""
+        return self._gates[[s.name for s in self.strategies].index(name)]
+
     def strategy_enabled(self, name: str) -> bool:
         """Return whether an operator left the strategy's vote on."""
         return not self._stopped[[s.name for s in self.strategies].index(name)]
 
     def _combine(self, book: _SymbolBook) -> _Combined:
-        voting = [on and not stopped for on, stopped in zip(book.enabled, self._stopped, strict=True)]
+        voting = [
+            on and not stopped and gate is None
+            for on, stopped, gate in zip(book.enabled, self._stopped, self._gates, strict=True)
+        ]
         weights = self._weight_vector(book.regime, voting)
         scores = book.scores
         factor = self._volatility_factor(book.regime)
@@ -639,7 +710,7 @@ def _checked_weights(weights: RegimeWeights | None, names: Sequence[str]) -> dic
         )
     checked = {}
     for row in REGIME_ROWS:
-        entries = dict(weights[row])
+        entries = {n: w for n, w in weights[row].items() if n in names or n not in OPTIONAL_STRATEGIES}
         unknown = sorted(set(entries) - set(names))
         if unknown:
             raise ValueError(f"regime weights row {row} names unknown strategies {', '.join(unknown)}")

@@ -93,6 +93,10 @@ function render(message) {
     (f) => Number(f.commission).toFixed(4),
   ]);
 
+  rows($("strategy-rows"), message.strategies || [], [
+    (g) => g.name, (g) => (g.enabled && !g.gate ? "count" : "held"), (g) => g.gate ?? "passed or none",
+  ]);
+
   const b = message.bus;
   $("bus").innerHTML = [
     ["depth", b.depth], ["high-water mark", b.high_water_mark], ["capacity", b.capacity],

@@ -1,0 +1,506 @@
+"""Telegram: notifications out of a bounded outbox, operator commands in, every command audited.
+
+Two halves that never block the trading loop:
+
+- :class:`TelegramNotifier` turns bus events (fills, trading-state changes,
+  health changes, reconciliation findings) and a daily P&L summary into
+  lines in an :class:`Outbox`. Putting a line is O(1) and never waits: past
+  the outbox's capacity a line is dropped and counted;
+- :class:`TelegramBot` runs on its own asyncio loop (its own thread in a
+  run): it sends the outbox as one batched message at most every
+  ``min_interval`` seconds (a burst of fills is one message), waits out a
+  429's ``retry_after``, keeps the batch for the next try after a timeout,
+  and long-polls for commands: ``/status``, ``/positions``, ``/pnl``,
+  ``/orders``, ``/stop`` (asks for confirmation with an inline button),
+  ``/resume``, ``/help``. Only the configured chat ids are obeyed; every
+  command, obeyed or refused, goes to the same audit callback as the HTTP
+  control API (actor ``telegram:<chat id>``).
+
+The bot token is a secret: it is held in a :class:`~keel.config.Secret`,
+never in a repr, and the HTTP client's request log (which prints URLs, and
+the Bot API puts the token in the URL) is silenced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import threading
+import warnings
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Protocol
+
+import structlog
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram.error import RetryAfter, TelegramError, TimedOut
+from telegram.request import HTTPXRequest
+
+from keel.config import Secret, TelegramConfig
+from keel.core.bus import EventBus
+from keel.core.clock import Clock, TimeEvent
+from keel.core.messages import (
+    HealthChanged,
+    OrderFilled,
+    ReconciliationCompleted,
+    TradingStateChanged,
+)
+
+_log = structlog.get_logger("keel.telegram")
+
+# The Bot API carries the token in every URL; httpx logs each URL at INFO.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+AuditCallback = Callable[[str, str, Mapping[str, Any], str], None]
+"""Called with (actor, action, details, request id), like the HTTP control API's audit."""
+
+MAX_MESSAGE_CHARS = 4096
+"""Telegram's limit on one message's text."""
+
+HELP = (
+    "/status - health, trading state, equity, P&L\n"
+    "/positions - open positions\n"
+    "/pnl - P&L, ROI and drawdown\n"
+    "/orders - open orders\n"
+    "/stop - emergency stop (asks for confirmation)\n"
+    "/resume - resume trading after a stop\n"
+    "/help - this list"
+)
+
+
+_COMMANDS = frozenset(("/status", "/positions", "/pnl", "/orders", "/stop", "/resume", "/help"))
+
+
+class Operations(Protocol):
+    """What the bot reads and commands: the web layer's ``TradingService`` has all of it."""
+
+    def status(self) -> Any:
+        """Return the system status."""
+
+    def positions(self) -> list[Any]:
+        """Return the open positions."""
+
+    def orders(self, open_only: bool = False) -> list[Any]:
+        """Return the orders."""
+
+    def emergency_stop(self, reason: str, flatten: bool = False) -> Awaitable[Any]:
+        """Stop trading."""
+
+    def resume(self, reason: str) -> Awaitable[Any]:
+        """Resume trading."""
+
+
+class Outbox:
+    """A bounded, thread-safe queue of notification lines; beyond ``capacity`` lines are dropped and counted.
+
+    Parameters
+    ----------
+    capacity
+        Lines held at most.
+    """
+
+    def __init__(self, capacity: int = 1000) -> None:
+        if capacity < 1:
+            raise ValueError(f"outbox capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self.dropped = 0
+        self._lines: deque[str] = deque()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def put(self, line: str) -> bool:
+        """Queue a line; return False (and count it) when the outbox is full."""
+        with self._lock:
+            if len(self._lines) >= self.capacity:
+                self.dropped += 1
+                return False
+            self._lines.append(line)
+            return True
+
+    def take_batch(self, max_chars: int = MAX_MESSAGE_CHARS) -> str | None:
+        """Remove and return as many whole lines as fit one message (None when empty)."""
+        with self._lock:
+            if not self._lines:
+                return None
+            taken: list[str] = []
+            size = 0
+            while self._lines and (not taken or size + 1 + len(self._lines[0]) <= max_chars):
+                line = self._lines.popleft()[:max_chars]
+                taken.append(line)
+                size += len(line) + 1
+            return "\n".join(taken)
+
+    def put_back(self, batch: str) -> None:
+        """Return an unsent batch to the front (lines beyond capacity are dropped and counted)."""
+        with self._lock:
+            for line in reversed(batch.split("\n")):
+                if len(self._lines) >= self.capacity:
+                    self.dropped += 1
+                    continue
+                self._lines.appendleft(line)
+
+
+class TelegramNotifier:
+    """Turn bus events into outbox lines, and post a P&L summary every day.
+
+    Parameters
+    ----------
+    outbox
+        Where the lines go.
+    bus, clock
+        The event bus and the clock.
+    pnl
+        Returns the day's summary line (e.g. from the status: equity, P&L, ROI).
+    daily_at_ns
+        Time of day (ns after midnight UTC) of the summary.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        bus: EventBus,
+        clock: Clock,
+        pnl: Callable[[], str],
+        *,
+        daily_at_ns: int = 0,
+    ) -> None:
+        self.outbox = outbox
+        self.bus = bus
+        self.clock = clock
+        self.pnl = pnl
+        self.daily_at_ns = daily_at_ns
+
+    def start(self) -> None:
+        """Subscribe to the events and set the daily timer."""
+        self.bus.subscribe(OrderFilled, self.on_fill, name="telegram.fills")
+        self.bus.subscribe(TradingStateChanged, self.on_trading_state, name="telegram.trading_state")
+        self.bus.subscribe(HealthChanged, self.on_health, name="telegram.health")
+        self.bus.subscribe(ReconciliationCompleted, self.on_reconciliation, name="telegram.reconciliation")
+        day = 86_400_000_000_000
+        now = self.clock.timestamp_ns()
+        first = now - now % day + self.daily_at_ns
+        self.clock.set_timer("telegram.daily_pnl", day, self.on_daily, start_ns=first if first > now else first + day)
+
+    def on_fill(self, fill: OrderFilled) -> None:
+        """Queue a fill."""
+        self.outbox.put(f"fill {fill.symbol} {fill.side.value} {fill.last_quantity} @ {fill.last_price}")
+
+    def on_trading_state(self, change: TradingStateChanged) -> None:
+        """Queue a trading-state change."""
+        self.outbox.put(f"trading {change.previous.value} -> {change.state.value}: {change.reason}")
+
+    def on_health(self, change: HealthChanged) -> None:
+        """Queue a health change."""
+        reasons = "; ".join(change.reasons)
+        self.outbox.put(f"health {change.previous.value} -> {change.health.value} {reasons}".rstrip())
+
+    def on_reconciliation(self, report: ReconciliationCompleted) -> None:
+        """Queue what a reconciliation found (nothing when the venue agreed)."""
+        found = [
+            *(f"mismatch: {m}" for m in report.mismatches),
+            *([f"{report.missed_fills} missed fills"] if report.missed_fills else []),
+            *([f"{len(report.adopted_orders)} orders adopted"] if report.adopted_orders else []),
+        ]
+        if found:
+            self.outbox.put("reconciliation: " + "; ".join(found))
+
+    def on_daily(self, _event: TimeEvent) -> None:
+        """Queue the daily P&L summary."""
+        self.outbox.put(self.pnl())
+
+
+@dataclass
+class BotStatistics:
+    """What the bot did: messages sent, 429s waited out, timeouts, commands obeyed and refused."""
+
+    sent: int = 0
+    rate_limited: int = 0
+    timeouts: int = 0
+    errors: int = 0
+    obeyed: int = 0
+    refused: int = 0
+    waits: list[float] = field(default_factory=list)
+
+
+class TelegramBot:
+    """Send the outbox to the configured chats and obey their commands.
+
+    Parameters
+    ----------
+    token
+        The bot token (a :class:`~keel.config.Secret`: its repr never shows it).
+    chat_ids
+        The chats notifications go to and whose commands are obeyed.
+    outbox
+        The notifications to send.
+    operations
+        What the commands read and do.
+    audit
+        The control API's audit callback.
+    base_url
+        The Bot API's URL up to the token (``https://api.telegram.org/bot``).
+    min_interval
+        Seconds between two sends (the batching window).
+    timeout
+        Seconds a Bot API call may take.
+    sleep
+        How to wait (``asyncio.sleep``; tests pass a recorder).
+    """
+
+    def __init__(
+        self,
+        token: Secret,
+        chat_ids: Iterable[int],
+        outbox: Outbox,
+        operations: Operations,
+        audit: AuditCallback,
+        *,
+        base_url: str = "https://api.telegram.org/bot",
+        min_interval: float = 3.0,
+        timeout: float = 10.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._token = token
+        self.chat_ids = frozenset(chat_ids)
+        self.outbox = outbox
+        self.operations = operations
+        self.audit = audit
+        self.base_url = base_url
+        self.min_interval = min_interval
+        self.timeout = timeout
+        self.sleep = sleep
+        self.statistics = BotStatistics()
+        self._offset: int | None = None
+        self._pending_stops: dict[str, int] = {}
+        self._bot: Bot | None = None
+
+    def __repr__(self) -> str:
+        return f"TelegramBot(chats={sorted(self.chat_ids)}, base_url={self.base_url!r}, token=**********)"
+
+    def _client(self) -> Bot:
+        if self._bot is None:
+            request = HTTPXRequest(read_timeout=self.timeout, write_timeout=self.timeout, connect_timeout=self.timeout)
+            self._bot = Bot(self._token.reveal(), base_url=self.base_url, request=request,
+                            get_updates_request=HTTPXRequest(read_timeout=self.timeout + 1.0))  # fmt: skip
+        return self._bot
+
+    async def close(self) -> None:
+        """Close the HTTP client."""
+        if self._bot is not None:
+            await self._bot.shutdown()
+            self._bot = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Send and poll until ``stop`` is set (the long poll is the batching window; a failure waits one)."""
+        loop = asyncio.get_running_loop()
+        next_send = loop.time()
+        while not stop.is_set():
+            failures = self.statistics.timeouts + self.statistics.errors
+            if loop.time() >= next_send:
+                await self.flush()
+                next_send = loop.time() + self.min_interval
+            await self.poll(timeout=max(1, int(self.min_interval)))
+            if self.statistics.timeouts + self.statistics.errors > failures:
+                await self.sleep(self.min_interval)
+
+    async def flush(self) -> bool:
+        """Send one batch of the outbox to every chat; return whether all of it went out.
+
+        A 429 waits its ``retry_after`` and tries once more; a timeout or another
+        error puts the batch back for the next call.
+        """
+        batch = self.outbox.take_batch()
+        if batch is None:
+            return True
+        for attempt in range(2):
+            try:
+                for chat in sorted(self.chat_ids):
+                    await self._client().send_message(chat, batch)
+                self.statistics.sent += 1
+                return True
+            except RetryAfter as error:
+                self.statistics.rate_limited += 1
+                wait = _retry_seconds(error)
+                self.statistics.waits.append(wait)
+                if attempt == 0:
+                    await self.sleep(wait)
+            except TimedOut:
+                self.statistics.timeouts += 1
+                break
+            except TelegramError as error:
+                self.statistics.errors += 1
+                _log.warning("telegram send failed", error=type(error).__name__)
+                break
+        self.outbox.put_back(batch)
+        return False
+
+    async def poll(self, timeout: int = 0) -> int:
+        """Fetch and handle the pending updates; return how many there were (0 after a timeout)."""
+        try:
+            updates = await self._client().get_updates(offset=self._offset, timeout=timeout)
+        except TimedOut:
+            self.statistics.timeouts += 1
+            return 0
+        except TelegramError as error:
+            self.statistics.errors += 1
+            _log.warning("telegram poll failed", error=type(error).__name__)
+            return 0
+        for update in updates:
+            self._offset = update.update_id + 1
+            await self.handle(update)
+        return len(updates)
+
+    async def handle(self, update: Update) -> None:
+        """Obey a command or a confirmation from an allowed chat; refuse (and audit) any other."""
+        if update.callback_query is not None:
+            query = update.callback_query
+            chat = query.message.chat.id if query.message is not None else query.from_user.id
+            await self._confirm(chat, query.data or "", str(update.update_id))
+            await query.answer()
+            return
+        message = update.message
+        if message is None or not message.text:
+            return
+        chat = message.chat.id
+        command = message.text.split()[0].split("@")[0].lower()
+        request_id = f"telegram-{update.update_id}"
+        if chat not in self.chat_ids:
+            self.statistics.refused += 1
+            self.audit(f"telegram:{chat}", "telegram_refused", {"command": command[:32]}, request_id)
+            return
+        self.statistics.obeyed += 1
+        action = command.lstrip("/")[:32] if command in _COMMANDS else "help"
+        self.audit(f"telegram:{chat}", f"telegram_{action}", {}, request_id)
+        reply, markup = await self._answer(chat, command, message.text)
+        await self._client().send_message(chat, reply, reply_markup=markup)
+
+    async def _answer(self, chat: int, command: str, text: str) -> tuple[str, InlineKeyboardMarkup | None]:
+        ops = self.operations
+        if command == "/status":
+            s = ops.status()
+            return (f"health {s.health}, trading {s.trading_state}, equity {s.equity:.2f}, P&L {s.pnl:.2f}"), None
+        if command == "/pnl":
+            s = ops.status()
+            return f"P&L {s.pnl:.2f}, ROI {s.current_roi:.4%}, drawdown {s.drawdown:.4%}", None
+        if command == "/positions":
+            rows = ops.positions()
+            return ("\n".join(f"{p.symbol} {p.quantity} notional {p.notional}" for p in rows) or "no positions"), None
+        if command == "/orders":
+            rows = ops.orders(open_only=True)
+            lines = (f"{o.client_order_id} {o.symbol} {o.side} {o.quantity} @ {o.price or 'market'}" for o in rows)
+            return ("\n".join(lines) or "no open orders"), None
+        if command == "/stop":
+            nonce = secrets.token_hex(8)
+            self._pending_stops[nonce] = chat
+            button = InlineKeyboardButton("Confirm emergency stop", callback_data=f"stop:{nonce}")
+            return "Emergency stop: cancel every open order and halt trading?", InlineKeyboardMarkup([[button]])
+        if command == "/resume":
+            reason = text.partition(" ")[2].strip() or "telegram resume"
+            outcome = await ops.resume(reason)
+            return f"resumed: trading {getattr(outcome, 'trading_state', outcome)}", None
+        return HELP, None
+
+    async def _confirm(self, chat: int, data: str, update_id: str) -> None:
+        request_id = f"telegram-{update_id}"
+        nonce = data.removeprefix("stop:")
+        if chat not in self.chat_ids or self._pending_stops.pop(nonce, None) != chat:
+            self.statistics.refused += 1
+            self.audit(f"telegram:{chat}", "telegram_refused", {"command": "stop_confirm"}, request_id)
+            return
+        self.statistics.obeyed += 1
+        reason = "telegram emergency stop"
+        self.audit(f"telegram:{chat}", "emergency_stop", {"reason": reason, "flatten": False}, request_id)
+        outcome = await self.operations.emergency_stop(reason)
+        await self._client().send_message(chat, f"stopped: trading {getattr(outcome, 'trading_state', outcome)}")
+
+
+def _retry_seconds(error: RetryAfter) -> float:
+    with warnings.catch_warnings():
+        # python-telegram-bot warns that the attribute will become a timedelta; both are handled.
+        warnings.simplefilter("ignore")
+        value = error.retry_after
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+class TelegramThread:
+    """Run a :class:`TelegramBot` on an event loop of its own thread, so Telegram never waits on trading or back.
+
+    Parameters
+    ----------
+    bot
+        The bot to run.
+    """
+
+    def __init__(self, bot: TelegramBot) -> None:
+        self.bot = bot
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="telegram", daemon=True)
+
+    def start(self) -> None:
+        """Start the thread and wait until its loop runs."""
+        self._thread.start()
+        self._ready.wait()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Ask the bot to finish its current call and end; wait for the thread."""
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout if timeout is not None else self.bot.timeout + self.bot.min_interval + 5.0)
+
+    def _main(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._ready.set()
+        try:
+            await self.bot.run(self._stop)
+        finally:
+            await self.bot.flush()
+            await self.bot.close()
+
+
+def start_telegram(
+    settings: TelegramConfig,
+    token: Secret,
+    bus: EventBus,
+    clock: Clock,
+    operations: Operations,
+    audit: AuditCallback,
+) -> tuple[TelegramNotifier, TelegramThread]:
+    """Wire the notifier on the trading bus and start the bot on its own thread.
+
+    ``operations`` must be safe to call from another thread (the web layer's
+    ``SnapshotService`` is: it reads published snapshots and runs commands on
+    the trading loop).
+    """
+    outbox = Outbox(settings.outbox_capacity)
+
+    def daily() -> str:
+        s = operations.status()
+        return f"daily P&L {s.pnl:.2f} USDT, ROI {s.current_roi:.4%}, equity {s.equity:.2f}, drawdown {s.drawdown:.4%}"
+
+    notifier = TelegramNotifier(outbox, bus, clock, daily, daily_at_ns=settings.daily_pnl_hour_utc * 3_600_000_000_000)
+    notifier.start()
+    bot = TelegramBot(
+        token,
+        settings.chat_ids,
+        outbox,
+        operations,
+        audit,
+        base_url=settings.base_url,
+        min_interval=settings.min_interval_seconds,
+        timeout=settings.timeout_seconds,
+    )
+    thread = TelegramThread(bot)
+    thread.start()
+    return notifier, thread

@@ -1,0 +1,174 @@
+"""The backtest gate on a paper pipeline: judged before trading, held out of the vote, re-judged on the clock."""
+
+from __future__ import annotations
+
+from keel.config import load_config
+from keel.core.bus import EventBus
+from keel.core.clock import NANOS_PER_MILLI, NANOS_PER_MINUTE, SimulatedClock
+from keel.core.instruments import load_instruments
+from keel.core.messages import SignalGenerated, StrategyGateEvaluated
+from keel.integration.orchestrator import TradingOrchestrator
+from keel.integration.pipeline import Pipeline, build_pipeline, funding_file
+from keel.integration.state_manager import JOURNALED
+from keel.integration.strategy_gate import PENDING, StrategyGatekeeper
+from keel.market_data.feeds import RecordedBarFeed
+from keel.strategy_engine import ScheduledDcaStrategy, StrategyManager, VolatilityBreakoutStrategy
+from keel.strategy_engine.gate import GateRule
+
+BTC = "BTCUSDT"
+# 2025-05-08 00:00 UTC: three recorded days before it seed the gate's backtest.
+START_NS = 1_746_662_400_000 * NANOS_PER_MILLI
+DAY_NS = 1440 * NANOS_PER_MINUTE
+DATA_BARS = load_config("paper", environ={}).data.root / "ohlcv/binance_usdm_1m_2025-05"
+
+
+def gated_pipeline(gates: dict) -> tuple[Pipeline, SimulatedClock, list[StrategyGateEvaluated], list[SignalGenerated]]:
+    base = load_config("paper", environ={})
+    config = base.model_copy(
+        update={
+            "data": base.data.model_copy(update={"symbols": (BTC,), "start": None, "end": None}),
+            "strategy": base.strategy.model_copy(
+                update={
+                    "strategies": ("volatility_breakout", "scheduled_dca"),
+                    "warmup_bars": 0,
+                    "gates": base.strategy.model_validate({"gates": gates}).gates,
+                    "gate_recheck_minutes": 720.0,
+                    "regime": base.strategy.regime.model_copy(update={"enabled": False}),
+                }
+            ),
+        }
+    )
+    clock = SimulatedClock(START_NS)
+    bus = EventBus()
+    verdicts: list[StrategyGateEvaluated] = []
+    signals: list[SignalGenerated] = []
+    bus.subscribe(StrategyGateEvaluated, verdicts.append)
+    bus.subscribe(SignalGenerated, signals.append)
+    pipeline = build_pipeline(config, load_instruments(config.exchange.instruments), bus, clock)
+    pipeline.start()
+    bus.drain()
+    return pipeline, clock, verdicts, signals, config
+
+
+def replay(pipeline: Pipeline, clock: SimulatedClock, config, days: float) -> None:
+    data = config.data
+    end = START_NS + int(days * DAY_NS)
+    for event in RecordedBarFeed(data.root / data.bars, (BTC,), "1m", funding_file(config), START_NS, end):
+        clock.advance_to(event.ts_event)
+        pipeline.bus.publish(event)
+        pipeline.bus.drain()
+
+
+def test_a_failing_strategy_is_held_with_its_reason_in_the_status_and_journal_before_any_bar() -> None:
+    # Arrange / Act
+    pipeline, _clock, verdicts, _signals, config = gated_pipeline(
+        {"volatility_breakout": {"min_sharpe": 100.0, "min_trades": 1, "window_days": 3}}
+    )
+    rows = {row.name: row for row in TradingOrchestrator(pipeline, config).strategies()}
+
+    # Assert
+    assert [v.strategy for v in verdicts] == ["volatility_breakout"]
+    verdict = verdicts[0]
+    assert not verdict.passed and verdict.trades > 0
+    assert verdict.reason.startswith("backtest gate over the last 3 days failed: Sharpe ")
+    assert rows["volatility_breakout"].gate == verdict.reason
+    assert rows["scheduled_dca"].gate is None
+    assert StrategyGateEvaluated in JOURNALED
+
+
+def test_a_held_strategy_has_no_say_in_the_signals() -> None:
+    # Arrange
+    pipeline, clock, verdicts, signals, config = gated_pipeline({"volatility_breakout": {"min_sharpe": 100.0}})
+
+    # Act
+    replay(pipeline, clock, config, 1.0)
+
+    # Assert
+    manager = pipeline.strategy.manager
+    assert len(verdicts) == 3 and not any(v.passed for v in verdicts)
+    assert manager.strategy_gate("volatility_breakout") == verdicts[-1].reason
+    assert manager.performance["volatility_breakout"].exposure_changes > 0  # it kept following the market
+    assert signals
+    for signal in signals:
+        assert signal.contributions.get("volatility_breakout", 0.0) == 0.0
+    assert any(s.contributions.get("scheduled_dca", 0.0) > 0 for s in signals)
+
+
+def test_the_gate_is_judged_again_on_the_clock_with_the_bars_the_run_saw() -> None:
+    # Arrange: a rule the three seeded days pass
+    pipeline, clock, verdicts, _signals, config = gated_pipeline(
+        {"volatility_breakout": {"min_trades": 1, "window_days": 3}}
+    )
+    first = verdicts[0]
+
+    # Act: a day of bars, two re-evaluations
+    replay(pipeline, clock, config, 1.0)
+
+    # Assert
+    assert first.passed and pipeline.strategy.manager.strategy_gate("volatility_breakout") is None
+    assert len(verdicts) == 3
+    assert [v.ts_event for v in verdicts[1:]] == [START_NS + DAY_NS // 2, START_NS + DAY_NS]
+    assert verdicts[1:] != [first, first]
+
+
+def test_a_backtest_run_has_no_gate_and_pending_is_the_state_before_a_verdict() -> None:
+    # Arrange
+    base = load_config("backtest", environ={})
+    config = base.model_copy(
+        update={
+            "data": base.data.model_copy(update={"symbols": (BTC,), "start": None, "end": None}),
+            "strategy": base.strategy.model_copy(
+                update={
+                    "warmup_bars": 0,
+                    "gates": base.strategy.model_validate({"gates": {"mean_reversion": {}}}).gates,
+                }
+            ),
+        }
+    )
+
+    # Act
+    pipeline = build_pipeline(
+        config, load_instruments(config.exchange.instruments), EventBus(), SimulatedClock(START_NS)
+    )
+
+    # Assert
+    assert pipeline.gatekeeper is None
+    assert pipeline.strategy.manager.strategy_gate("mean_reversion") is None
+    assert PENDING == "backtest gate not evaluated yet"
+
+
+def test_a_background_recheck_applies_its_verdict_at_the_first_bar_after_it_finished() -> None:
+    # Arrange: a live-style gatekeeper over a manager of one gated strategy
+    feed = list(RecordedBarFeed(DATA_BARS, (BTC,), "1m", None, START_NS - 2 * DAY_NS, START_NS + DAY_NS))
+    seed = [b for b in feed if b.ts_event <= START_NS]
+    later = [b for b in feed if b.ts_event > START_NS]
+    bus, clock = EventBus(), SimulatedClock(START_NS)
+    manager = StrategyManager([VolatilityBreakoutStrategy(), ScheduledDcaStrategy()], detector_factory=False)
+    verdicts: list[StrategyGateEvaluated] = []
+    bus.subscribe(StrategyGateEvaluated, verdicts.append)
+    rule = GateRule(min_sharpe=100.0, window_days=2.0)
+    gatekeeper = StrategyGatekeeper(
+        manager, {"volatility_breakout": rule}, {}, bus, clock, seed=seed, recheck_ns=DAY_NS // 4, background=True
+    )
+    gatekeeper.start()
+    bus.drain()
+
+    # Act: up to the first recheck, wait for its backtest, then one more bar
+    recheck = START_NS + DAY_NS // 4
+    for bar in [b for b in later if b.ts_event <= recheck]:
+        clock.advance_to(bar.ts_event)
+        gatekeeper.on_bar(bar)
+    bus.drain()
+    before = len(verdicts)
+    finished = gatekeeper.pending.result(timeout=60)
+    following = next(b for b in later if b.ts_event > recheck)
+    clock.advance_to(following.ts_event)
+    gatekeeper.on_bar(following)
+    bus.drain()
+    gatekeeper.stop()
+
+    # Assert
+    assert before == 1 and len(verdicts) == 2
+    assert verdicts[1].ts_event == following.ts_event
+    assert finished[0][1].reason == manager.strategy_gate("volatility_breakout")
+    assert not verdicts[1].passed

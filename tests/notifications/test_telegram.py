@@ -1,0 +1,414 @@
+"""Telegram against a fake Bot API on 127.0.0.1: commands from allowed and foreign chats, 429, timeouts, batching."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from aiohttp import web
+
+from keel.config import Secret, TelegramConfig
+from keel.core.bus import EventBus
+from keel.core.clock import SimulatedClock
+from keel.core.fsm import TradingState
+from keel.core.messages import (
+    HealthChanged,
+    LiquiditySide,
+    OrderFilled,
+    ReconciliationCompleted,
+    SystemHealth,
+    TradingStateChanged,
+)
+from keel.core.orders import OrderSide
+from keel.notifications import Outbox, TelegramBot, TelegramNotifier, start_telegram
+
+TOKEN = "123456:SECRET-token-never-shown"
+ALLOWED = 1001
+FOREIGN = 6666
+
+
+class FakeBotApi:
+    """The Bot API methods the bot calls, on 127.0.0.1; ``send_mode`` is ok, 429 (once) or hang."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.answered: list[str] = []
+        self.updates: list[dict[str, Any]] = []
+        self.send_mode = "ok"
+        self.poll_hangs = False
+        self.paths: list[str] = []
+        self.release = asyncio.Event()
+        self.received = asyncio.Event()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.paths.append(request.path)
+        token, method = request.match_info["token"], request.match_info["method"]
+        if token != TOKEN:
+            return web.json_response({"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401)
+        form = dict(await request.post()) if request.can_read_body else {}
+        if not form and request.can_read_body:
+            form = await request.json()
+        return await getattr(self, method)(form)
+
+    async def getMe(self, form: dict[str, Any]) -> web.Response:
+        return ok({"id": 1, "is_bot": True, "first_name": "keel", "username": "keel_bot"})
+
+    async def sendMessage(self, form: dict[str, Any]) -> web.Response:
+        if self.send_mode == "429":
+            self.send_mode = "ok"
+            body = {"ok": False, "error_code": 429, "description": "Too Many Requests: retry after 7",
+                    "parameters": {"retry_after": 7}}  # fmt: skip
+            return web.json_response(body, status=429)
+        if self.send_mode == "hang":
+            await self.release.wait()
+            return web.json_response({"ok": False, "error_code": 503, "description": "gone"}, status=503)
+        chat = int(form["chat_id"])
+        self.sent.append({"chat": chat, "text": form["text"], "markup": form.get("reply_markup")})
+        self.received.set()
+        return ok(
+            {"message_id": len(self.sent), "date": 0, "chat": {"id": chat, "type": "private"}, "text": form["text"]}
+        )
+
+    async def getUpdates(self, form: dict[str, Any]) -> web.Response:
+        if self.poll_hangs:
+            await self.release.wait()
+            return ok([])
+        offset = int(form.get("offset") or 0)
+        pending = [u for u in self.updates if u["update_id"] >= offset]
+        return ok(pending)
+
+    async def answerCallbackQuery(self, form: dict[str, Any]) -> web.Response:
+        self.answered.append(form["callback_query_id"])
+        return ok(True)
+
+
+def ok(result: Any) -> web.Response:
+    return web.json_response({"ok": True, "result": result})
+
+
+@asynccontextmanager
+async def fake_api() -> AsyncIterator[tuple[FakeBotApi, str]]:
+    api = FakeBotApi()
+    app = web.Application()
+    app.router.add_post("/bot{token}/{method}", api.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield api, f"http://127.0.0.1:{port}/bot"
+    finally:
+        api.release.set()
+        await runner.cleanup()
+
+
+@dataclass
+class Status:
+    health: str = "HEALTHY"
+    trading_state: str = "ACTIVE"
+    equity: float = 10_250.5
+    pnl: float = 250.5
+    current_roi: float = 0.02505
+    drawdown: float = 0.001
+
+
+@dataclass
+class Position:
+    symbol: str
+    quantity: str
+    notional: str
+
+
+@dataclass
+class Outcome:
+    trading_state: str
+
+
+@dataclass
+class Desk:
+    """The operations the bot commands, recording what it was asked."""
+
+    stops: list[str] = field(default_factory=list)
+    resumes: list[str] = field(default_factory=list)
+
+    def status(self) -> Status:
+        return Status()
+
+    def positions(self) -> list[Position]:
+        return [Position("BTCUSDT", "0.010", "1030.00")]
+
+    def orders(self, open_only: bool = False) -> list[Any]:
+        return []
+
+    async def emergency_stop(self, reason: str, flatten: bool = False) -> Outcome:
+        self.stops.append(reason)
+        return Outcome("HALTED")
+
+    async def resume(self, reason: str) -> Outcome:
+        self.resumes.append(reason)
+        return Outcome("ACTIVE")
+
+
+def message(update_id: int, chat: int, text: str) -> dict[str, Any]:
+    return {
+        "update_id": update_id,
+        "message": {"message_id": update_id, "date": 0, "chat": {"id": chat, "type": "private"}, "text": text},
+    }
+
+
+def callback(update_id: int, chat: int, data: str) -> dict[str, Any]:
+    return {
+        "update_id": update_id,
+        "callback_query": {
+            "id": f"cb{update_id}",
+            "from": {"id": chat, "is_bot": False, "first_name": "op"},
+            "chat_instance": "x",
+            "data": data,
+            "message": {"message_id": 1, "date": 0, "chat": {"id": chat, "type": "private"}, "text": "?"},
+        },
+    }
+
+
+class Sleeper:
+    """Records the waits the bot asks for instead of waiting."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+def make_bot(
+    base_url: str, outbox: Outbox, desk: Desk, audit: list, timeout: float = 5.0
+) -> tuple[TelegramBot, Sleeper]:
+    sleeper = Sleeper()
+    bot = TelegramBot(
+        Secret(TOKEN),
+        [ALLOWED],
+        outbox,
+        desk,
+        lambda actor, action, details, request_id: audit.append((actor, action, dict(details), request_id)),
+        base_url=base_url,
+        min_interval=1.0,
+        timeout=timeout,
+        sleep=sleeper,
+    )
+    return bot, sleeper
+
+
+def run(scenario: Callable[[], Any]) -> Any:
+    return asyncio.run(scenario())
+
+
+def test_commands_from_the_allowed_chat_are_obeyed_and_audited_a_foreign_chats_refused() -> None:
+    async def scenario() -> tuple:
+        async with fake_api() as (api, url):
+            desk, audit = Desk(), []
+            bot, _ = make_bot(url, Outbox(), desk, audit)
+            api.updates = [
+                message(1, ALLOWED, "/status"),
+                message(2, FOREIGN, "/stop"),
+                message(3, FOREIGN, "/resume"),
+                message(4, ALLOWED, "/positions"),
+                message(5, ALLOWED, "/resume after the fix"),
+            ]
+            handled = await bot.poll()
+            again = await bot.poll()
+            await bot.close()
+            return api, desk, audit, bot, handled, again
+
+    # Act
+    api, desk, audit, bot, handled, again = run(scenario)
+
+    # Assert
+    assert (handled, again) == (5, 0)
+    assert [s["chat"] for s in api.sent] == [ALLOWED, ALLOWED, ALLOWED]
+    assert api.sent[0]["text"] == "health HEALTHY, trading ACTIVE, equity 10250.50, P&L 250.50"
+    assert api.sent[1]["text"] == "BTCUSDT 0.010 notional 1030.00"
+    assert desk.resumes == ["after the fix"] and desk.stops == []
+    assert [(a[0], a[1]) for a in audit] == [
+        ("telegram:1001", "telegram_status"),
+        ("telegram:6666", "telegram_refused"),
+        ("telegram:6666", "telegram_refused"),
+        ("telegram:1001", "telegram_positions"),
+        ("telegram:1001", "telegram_resume"),
+    ]
+    assert (bot.statistics.obeyed, bot.statistics.refused) == (3, 2)
+    assert TOKEN not in repr(bot) and TOKEN not in json.dumps(audit)
+
+
+def test_stop_asks_for_confirmation_and_only_the_button_of_that_chat_stops() -> None:
+    async def scenario() -> tuple:
+        async with fake_api() as (api, url):
+            desk, audit = Desk(), []
+            bot, _ = make_bot(url, Outbox(), desk, audit)
+            api.updates = [message(1, ALLOWED, "/stop")]
+            await bot.poll()
+            asked = list(desk.stops)
+            data = json.loads(api.sent[0]["markup"])["inline_keyboard"][0][0]["callback_data"]
+            api.updates = [callback(2, FOREIGN, data), callback(3, ALLOWED, "stop:forged"), callback(4, ALLOWED, data)]
+            await bot.poll()
+            await bot.close()
+            return api, desk, audit, asked
+
+    # Act
+    api, desk, audit, asked = run(scenario)
+
+    # Assert
+    assert asked == []
+    assert desk.stops == ["telegram emergency stop"]
+    assert [a[1] for a in audit] == ["telegram_stop", "telegram_refused", "telegram_refused", "emergency_stop"]
+    assert api.sent[-1]["text"] == "stopped: trading HALTED"
+    assert api.answered == ["cb2", "cb3", "cb4"]
+
+
+def test_a_burst_of_fills_is_one_message_and_a_429_waits_its_retry_after() -> None:
+    # Arrange
+    bus, clock, outbox = EventBus(), SimulatedClock(1_746_403_200_000_000_000), Outbox(capacity=100)
+    TelegramNotifier(outbox, bus, clock, lambda: "daily P&L").start()
+    for i in range(5):
+        bus.publish(fill(i))
+    bus.publish(TradingStateChanged(previous=TradingState.ACTIVE, state=TradingState.HALTED, reason="drawdown",
+                                    ts_event=1, ts_init=1))  # fmt: skip
+    bus.drain()
+
+    async def scenario() -> tuple:
+        async with fake_api() as (api, url):
+            bot, sleeper = make_bot(url, outbox, Desk(), [])
+            api.send_mode = "429"
+            sent = await bot.flush()
+            await bot.close()
+            return api, bot, sleeper, sent
+
+    # Act
+    api, bot, sleeper, sent = run(scenario)
+
+    # Assert
+    assert sent and len(api.sent) == 1
+    assert api.sent[0]["text"].split("\n") == [  # the control lane is delivered first
+        "trading ACTIVE -> HALTED: drawdown",
+        *(f"fill BTCUSDT BUY 0.00{i + 1} @ 95000.{i}" for i in range(5)),
+    ]
+    assert sleeper.waits == [7.0] and bot.statistics.rate_limited == 1
+    assert len(outbox) == 0
+
+
+def test_a_hung_api_times_out_keeps_the_batch_and_never_blocks_the_bus() -> None:
+    # Arrange
+    bus, clock, outbox = EventBus(), SimulatedClock(1_746_403_200_000_000_000), Outbox(capacity=3)
+    TelegramNotifier(outbox, bus, clock, lambda: "daily P&L").start()
+
+    async def scenario() -> tuple:
+        async with fake_api() as (api, url):
+            bot, _ = make_bot(url, outbox, Desk(), [], timeout=0.2)
+            api.send_mode = "hang"
+            api.poll_hangs = True
+            for i in range(2):
+                bus.publish(fill(i))
+            bus.drain()
+            sent = await bot.flush()
+            polled = await bot.poll(timeout=0)
+            for i in range(2, 6):  # the trading loop goes on while Telegram hangs
+                bus.publish(fill(i))
+            bus.drain()
+            await bot.close()
+            return bot, sent, polled
+
+    # Act
+    bot, sent, polled = run(scenario)
+
+    # Assert
+    assert not sent and polled == 0
+    assert bot.statistics.timeouts == 2
+    assert len(outbox) == 3 and outbox.dropped == 3
+    assert outbox.take_batch().split("\n")[0] == "fill BTCUSDT BUY 0.001 @ 95000.0"
+
+
+def test_the_daily_summary_fires_on_the_clock() -> None:
+    # Arrange
+    day = 86_400_000_000_000
+    bus, clock, outbox = EventBus(), SimulatedClock(1_746_403_200_000_000_000 + 3_600_000_000_000), Outbox()
+    TelegramNotifier(outbox, bus, clock, lambda: "P&L today +12.00", daily_at_ns=0).start()
+
+    # Act
+    clock.advance_to(1_746_403_200_000_000_000 + 2 * day)
+
+    # Assert
+    assert outbox.take_batch() == "P&L today +12.00\nP&L today +12.00"
+
+
+def test_a_run_wires_the_notifier_on_the_bus_and_the_bot_on_its_own_thread() -> None:
+    # Arrange
+    bus, clock = EventBus(), SimulatedClock(1_746_403_200_000_000_000)
+
+    async def scenario() -> tuple:
+        async with fake_api() as (api, url):
+            settings = TelegramConfig(enabled=True, chat_ids=(ALLOWED,), base_url=url, min_interval_seconds=1.0)
+            notifier, thread = start_telegram(settings, Secret(TOKEN), bus, clock, Desk(), lambda *args: None)
+            bus.publish(fill(0))
+            bus.drain()
+            await asyncio.wait_for(api.received.wait(), 10)
+            await asyncio.to_thread(thread.stop)
+            return api, thread, notifier
+
+    # Act
+    api, thread, notifier = run(scenario)
+
+    # Assert
+    assert api.sent[0] == {"chat": ALLOWED, "text": "fill BTCUSDT BUY 0.001 @ 95000.0", "markup": None}
+    assert not thread._thread.is_alive()
+    assert len(notifier.outbox) == 0
+    assert all(TOKEN in path for path in api.paths) and TOKEN not in repr(thread.bot)
+
+
+def fill(i: int) -> OrderFilled:
+    return OrderFilled(
+        client_order_id=f"keel-{i}",
+        venue_order_id=str(i),
+        symbol="BTCUSDT",
+        trade_id=str(i),
+        side=OrderSide.BUY,
+        last_quantity=Decimal(f"0.00{i + 1}"),
+        last_price=Decimal(f"95000.{i}"),
+        commission=Decimal("0.01"),
+        liquidity_side=LiquiditySide.TAKER,
+        ts_event=i,
+        ts_init=i,
+    )
+
+
+def test_health_alerts_and_reconciliation_findings_are_queued_an_agreeing_venue_is_not() -> None:
+    # Arrange
+    bus, clock, outbox = EventBus(), SimulatedClock(1_746_403_200_000_000_000), Outbox()
+    TelegramNotifier(outbox, bus, clock, lambda: "").start()
+
+    # Act
+    bus.publish(HealthChanged(previous=SystemHealth.HEALTHY, health=SystemHealth.DEGRADED,
+                              reasons=("feed BTCUSDT/kline stale", "bus 90% full"), ts_event=1, ts_init=1))  # fmt: skip
+    for mismatches, missed in (((), 0), (("BTCUSDT position 0.010 vs venue 0.020",), 2)):
+        bus.publish(
+            ReconciliationCompleted(
+                adopted_orders=(),
+                resolved_orders=(),
+                never_sent_orders=(),
+                missed_fills=missed,
+                missed_funding=0,
+                mismatches=mismatches,
+                ts_event=2,
+                ts_init=2,
+            )
+        )
+    bus.drain()
+
+    # Assert
+    assert outbox.take_batch().split("\n") == [
+        "health HEALTHY -> DEGRADED feed BTCUSDT/kline stale; bus 90% full",
+        "reconciliation: mismatch: BTCUSDT position 0.010 vs venue 0.020; 2 missed fills",
+    ]

@@ -1,0 +1,87 @@
+"""Scheduled DCA on real bars: buys at the schedule's fire times, take-profit on the average cost, no look-ahead."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from strategy_data import MAY_5, MINUTE_NS, assert_no_lookahead, index_at, market_data, signals
+
+from keel.strategy_engine import ScheduledDcaStrategy
+
+HOUR_NS = 60 * MINUTE_NS
+
+
+@pytest.fixture(scope="module")
+def week() -> dict:
+    return market_data("SOLUSDT", start=index_at("SOLUSDT", MAY_5), count=7 * 1440)
+
+
+def slices(views: list) -> list[int]:
+    return [0 if v is None or v.action == "HOLD" else v.metadata["slices"] for v in views]
+
+
+def test_interval_buys_land_on_the_epoch_aligned_fire_times(week: dict) -> None:
+    # Arrange: every 4 hours, never reaching the take-profit
+    strategy = ScheduledDcaStrategy(interval_minutes=240, max_buys=100, take_profit=1.0)
+
+    # Act
+    held = slices(signals(strategy, week))
+
+    # Assert
+    buys = [i for i in range(1, len(held)) if held[i] > held[i - 1]]
+    assert len(buys) == 7 * 6
+    for i in buys:
+        assert week["timestamp"][i] % (4 * HOUR_NS) == 0
+
+
+def test_a_cron_schedule_replaces_the_interval(week: dict) -> None:
+    # Arrange: 09:30 UTC every day
+    strategy = ScheduledDcaStrategy(cron="30 9 * * *", max_buys=100, take_profit=1.0)
+
+    # Act
+    held = slices(signals(strategy, week))
+
+    # Assert
+    buys = [i for i in range(1, len(held)) if held[i] > held[i - 1]]
+    assert [(week["timestamp"][i] // MINUTE_NS) % 1440 for i in buys] == [9 * 60 + 30] * 7
+    with pytest.raises(ValueError, match="cron 'every day' is not a crontab expression"):
+        ScheduledDcaStrategy(cron="every day")
+
+
+def test_take_profit_sells_everything_at_the_average_cost_target(week: dict) -> None:
+    # Arrange
+    strategy = ScheduledDcaStrategy(interval_minutes=60, max_buys=12, take_profit=0.01)
+
+    # Act
+    views = signals(strategy, week)
+    held = slices(views)
+
+    # Assert
+    exits = [i for i in range(1, len(held)) if held[i - 1] > 0 and held[i] <= 1 and held[i] < held[i - 1]]
+    assert len(exits) >= 3
+    for i in exits:
+        before = views[i - 1]
+        assert week["high"][i] >= before.take_profit
+        assert before.take_profit == pytest.approx(before.metadata["average_cost"] * 1.01)
+    assert max(held) == 12
+    positions = [v for v in views if v is not None and v.action == "BUY"]
+    assert all(v.strength == pytest.approx(v.metadata["slices"] / 12) for v in positions)
+
+
+def test_the_average_cost_is_the_harmonic_mean_of_equal_notional_buys(week: dict) -> None:
+    # Arrange
+    strategy = ScheduledDcaStrategy(interval_minutes=240, max_buys=100, take_profit=1.0)
+
+    # Act
+    views = signals(strategy, week)
+    held = slices(views)
+
+    # Assert
+    buys = [i for i in range(1, len(held)) if held[i] > held[i - 1]]
+    prices = week["close"][buys]
+    assert views[-1].metadata["average_cost"] == pytest.approx(len(prices) / np.sum(1.0 / prices))
+
+
+def test_lookahead_scheduled_dca_up_to_t_ignores_later_bars() -> None:
+    data = market_data("BTCUSDT", start=index_at("BTCUSDT", MAY_5), count=3000)
+    assert_no_lookahead(lambda: ScheduledDcaStrategy(interval_minutes=60, take_profit=0.005), data, cut=2000)
