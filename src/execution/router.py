@@ -603,6 +603,8 @@ class SmartOrderRouter(Component):
         parent_order_id = f"P-{next(self._parent_ids)}"
         schedule = self._schedule(chosen, now, horizon, parent_order_id)
         timed = chosen in (ExecutionStyle.TWAP, ExecutionStyle.VWAP)
+        # On bars a taker fallback fills at the next bar's open: the parent lives at least two bars past its limit.
+        bar_ns = self._bar_ns.get(symbol, 0)
         return ParentOrder(
             parent_order_id=parent_order_id,
             symbol=symbol,
@@ -617,7 +619,7 @@ class SmartOrderRouter(Component):
             arrival_price=(bid + ask) / 2,
             protection_price=protection,
             passive_deadline=now + passive_limit,
-            end_ns=schedule[-1].ts + passive_limit + (horizon if timed else passive_limit),
+            end_ns=schedule[-1].ts + passive_limit + (horizon if timed else max(passive_limit, 2 * bar_ns)),
             urgency=urgency,
             estimated_impact_bps=impact,
         )
