@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -29,7 +30,7 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "today": TODAY,
     **{
         f"{style.lower()}-h{horizon}": {
-            "portfolio": {"no_trade_band": True, "holding_period_bars": horizon, "min_order_weight": 0.01},
+            "portfolio": {"no_trade_band": True, "edge_horizon_bars": horizon, "min_order_weight": 0.01},
             "execution": {"default_style": style},
         }
         for style in ("AGGRESSIVE", "PASSIVE")
@@ -73,7 +74,7 @@ def run(name: str, overrides: dict[str, Any], start: str, end: str, output: Path
 def walk_forward(windows: list[str], output: Path, symbols: list[str] | None, names: list[str]) -> dict[str, Any]:
     """Run every candidate on every window; choose on the past windows, judge on the next one."""
     results: dict[tuple[str, int], dict[str, Any]] = {}
-    for index, (start, end) in enumerate(zip(windows, windows[1:], strict=False)):
+    for index, (start, end) in enumerate(itertools.pairwise(windows)):
         for name in names:
             row = run(name, CANDIDATES[name], start, end, output, symbols)
             results[name, index] = row

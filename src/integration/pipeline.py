@@ -444,7 +444,7 @@ def build_risk(
         rebalance_threshold=config.portfolio.rebalance_threshold,
         costs=costs if config.portfolio.no_trade_band else None,
         min_order_weight=config.portfolio.min_order_weight,
-        holding_bars=config.portfolio.holding_period_bars,
+        holding_bars=config.portfolio.edge_horizon_bars,
         limits=limits,
         sizer=sizer,
         symbols=config.data.symbols,
