@@ -34,7 +34,7 @@ CANDIDATES: dict[str, dict[str, Any]] = {
             "execution": {"default_style": style},
         }
         for style in ("AGGRESSIVE", "PASSIVE")
-        for horizon in (240, 960)
+        for horizon in (30, 60, 120, 240)
     },
 }
 

@@ -555,14 +555,14 @@ class PortfolioConfig(_Section):
     )
     no_trade_band: bool = Field(
         True,
-        description="Add exposure only when the view's expected return over holding_period_bars covers the "
+        description="Add exposure only when the view's expected return over edge_horizon_bars covers the "
         "cost model's round trip.",
     )
     edge_horizon_bars: int = Field(
-        240, ge=1, description="Bars the no-trade band expects a view's edge to last (its benefit horizon)."
+        60, ge=1, description="Bars the no-trade band expects a view's edge to last (its benefit horizon)."
     )
     min_order_weight: float = Field(
-        0.0, ge=0, lt=1, description="Smallest order worth sending but a close, a fraction of equity."
+        0.01, ge=0, lt=1, description="Smallest order worth sending but a close, a fraction of equity."
     )
     impact_coefficient: float = Field(
         1.0, ge=0, description="Square-root-law impact coefficient of the cost model (sigma x sqrt(participation))."
