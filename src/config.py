@@ -627,9 +627,25 @@ class PortfolioConfig(_Section):
     long_short: bool = Field(True, description="Allow short weights.")
     net_exposure_limit: float = Field(1.0, ge=0, le=10, description="Largest absolute sum of weights.")
     turnover_limit: float | None = Field(None, gt=0, description="Largest sum of weight changes per rebalance.")
-    transaction_cost: float = Field(0.0006, ge=0, lt=0.1, description="Cost of trading one unit of weight (fraction).")
+    transaction_cost: float = Field(
+        0.0006, ge=0, lt=0.1, description="> 0 switches on the optimizer's cost penalty (the cost model's costs)."
+    )
     holding_period_bars: int = Field(
         30, ge=1, description="Bars a position is expected to be held; the cost is spread over them."
+    )
+    no_trade_band: bool = Field(
+        True,
+        description="Add exposure only when the view's expected return over edge_horizon_bars covers the "
+        "cost model's round trip.",
+    )
+    edge_horizon_bars: int = Field(
+        60, ge=1, description="Bars the no-trade band expects a view's edge to last (its benefit horizon)."
+    )
+    min_order_weight: float = Field(
+        0.01, ge=0, lt=1, description="Smallest order worth sending but a close, a fraction of equity."
+    )
+    impact_coefficient: float = Field(
+        1.0, ge=0, description="Square-root-law impact coefficient of the cost model (sigma x sqrt(participation))."
     )
     lookback_bars: int = Field(1440, ge=10, description="Bars of history the optimizer estimates from.")
     min_history_bars: int = Field(60, ge=10, description="Bars a symbol needs before it gets a weight.")
@@ -707,6 +723,12 @@ class ExchangeConfig(_Section):
         le=1,
         description="Largest share of a bar's volume the account may trade in it; None = no cap.",
     )
+    touch_fill_probability: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="Chance a bar that only touches a resting limit fills it (trading through always fills).",
+    )
     latency_ms: float = Field(0.0, ge=0, description="Time a request takes to reach the simulated venue, ms.")
     latency_jitter_ms: float = Field(
         0.0, ge=0, description="Extra random latency, uniform in [0, this] ms, drawn from run.seed."
@@ -749,6 +771,9 @@ class ExecutionConfig(_Section):
     urgency: float = Field(0.5, ge=0, le=1, description="Default urgency of ADAPTIVE parents, 0 (patient) to 1.")
     pause_seconds: float = Field(10.0, gt=0, description="How long a slippage limit pauses a parent, seconds.")
     slow_down_factor: float = Field(2.0, ge=1, description="How much a slippage limit stretches a schedule.")
+    passive_adverse_bps: float = Field(
+        10.0, gt=0, description="Move of the touch against a PASSIVE parent that makes it take, basis points."
+    )
 
 
 class PaperConfig(_Section):

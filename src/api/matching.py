@@ -8,8 +8,12 @@ closing when it was sent):
   stop) is priced at the bar's open moved against the taker by the slippage
   and rounded to the tick away from it; a marketable LIMIT never pays more
   than its limit;
-- a resting LIMIT order fills as a maker at its own price only when the bar
+- a resting LIMIT order fills as a maker at its own price when the bar
   trades *through* it (low strictly below a buy, high strictly above a sell);
+  a bar that only touches it (low equal to a buy, high equal to a sell)
+  fills it with the touch-fill probability (the queue ahead of it may have
+  taken all that traded there), drawn deterministically from the seed, the
+  order and the bar;
 - a stop triggering on the last price triggers inside the bar when its range
   reaches the stop, and fills at the stop (or at the open when the bar opened
   beyond it) moved by the slippage;
@@ -29,6 +33,7 @@ Book (``BookUpdated`` top levels and ``TradeTick`` prints):
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from decimal import Decimal
 
@@ -99,6 +104,17 @@ def bar_trigger_reference(
 def traded_through(side: OrderSide, limit: Decimal, high: Decimal, low: Decimal) -> bool:
     """Return whether a bar traded strictly through a resting limit price."""
     return low < limit if side is OrderSide.BUY else high > limit
+
+
+def touched(side: OrderSide, limit: Decimal, high: Decimal, low: Decimal) -> bool:
+    """Return whether a bar's extreme on the order's side is exactly the resting limit price."""
+    return low == limit if side is OrderSide.BUY else high == limit
+
+
+def touch_draw(seed: int, client_order_id: str, bar_open_ns: int) -> float:
+    """Return a uniform draw in [0, 1) fixed by the seed, the order and the bar (the same in every run)."""
+    digest = hashlib.blake2b(f"{seed}:{client_order_id}:{bar_open_ns}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
 
 
 def walk_book(

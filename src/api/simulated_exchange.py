@@ -75,6 +75,8 @@ from keel.api.matching import (
     queue_after_trade,
     slipped_price,
     stop_triggered,
+    touch_draw,
+    touched,
     traded_through,
     walk_book,
 )
@@ -312,7 +314,13 @@ class SimulatedExchange:
         Time a request takes to reach the venue: ``latency_ns`` plus a uniform
         random draw in ``[0, latency_jitter_ns]``.
     seed
-        Seed of the latency jitter.
+        Seed of the latency jitter and of the touch fills.
+    touch_fill_probability
+        Queue haircut of resting limit orders against bars: a bar that trades
+        through the price fills the order (up to the participation cap); a bar
+        that only touches it (low equal to a buy's price, high equal to a
+        sell's) fills it with this probability, drawn deterministically from
+        the seed, the order and the bar. 0: only trading through fills.
     funding_interval_hours
         Funding interval of symbols that do not settle every 8 hours (ENAUSDT: 4).
     expect_funding
@@ -346,6 +354,7 @@ class SimulatedExchange:
         latency_ns: int = 0,
         latency_jitter_ns: int = 0,
         seed: int = 0,
+        touch_fill_probability: float = 0.0,
         funding_interval_hours: Mapping[str, int] | None = None,
         expect_funding: bool = True,
     ) -> None:
@@ -353,6 +362,10 @@ class SimulatedExchange:
             raise ValueError(f"latency must not be negative, got {latency_ns} + {latency_jitter_ns} ns")
         if participation_rate is not None and not 0 < participation_rate <= 1:
             raise ValueError(f"participation_rate must lie in (0, 1], got {participation_rate}")
+        if not 0.0 <= touch_fill_probability <= 1.0:
+            raise ValueError(f"touch_fill_probability must lie in [0, 1], got {touch_fill_probability}")
+        self._touch_fill_probability = touch_fill_probability
+        self._seed = seed
         self._instruments = dict(instruments)
         self._clock = clock
         self._schedule = schedule if schedule is not None else load_leverage_schedule()
@@ -1133,7 +1146,10 @@ class SimulatedExchange:
         order.marketable = False
         if is_time_in_force(order, TimeInForce.IOC, TimeInForce.FOK):
             return None
-        if traded_through(order.side, limit, high, low):
+        if traded_through(order.side, limit, high, low) or (
+            touched(order.side, limit, high, low)
+            and touch_draw(self._seed, order.client_order_id, bar.open_time) < self._touch_fill_probability
+        ):
             return _Fill(capped(order.remaining_quantity, budget), limit, LiquiditySide.MAKER)
         return None
 

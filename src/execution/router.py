@@ -16,11 +16,15 @@ its transaction-cost analysis as ``ExecutionCompleted``.
 
 A symbol without recorded books (a bar-driven backtest or paper run) is priced
 from its last bar close, used as both bid and ask, and its parents are worked
-at every bar. Bars carry no book, so on them only AGGRESSIVE children (an IOC
-limit at the protection price, filled at the next bar's open when that open
-lies within the band) fill promptly; PASSIVE and ADAPTIVE children would rest
-until a bar trades through them, and TWAP/VWAP slices are worked at bar
-frequency only.
+at every bar. An AGGRESSIVE child (an IOC limit at the protection price) fills
+at the next bar's open when that open lies within the band. A PASSIVE child
+posts post-only at the estimated touch (the close less the cost model's
+half-spread for a buy, at least a tick away) and rests unrepriced, for the
+venue's bar fill model to fill when a later bar trades through it, until the
+passive time limit or an adverse move of ``passive_adverse_bps`` from arrival
+turns the parent into a taker. With a cost model, a PASSIVE parent whose fee
+and spread saving does not pay for the risk of waiting takes at once.
+TWAP/VWAP slices are worked at bar frequency only.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from decimal import Decimal
 from keel.core.bus import EventBus
 from keel.core.clock import Clock
 from keel.core.component import Component
+from keel.core.costs import CostModel
 from keel.core.error_codes import BinanceErrorCode
 from keel.core.fsm import TradingState
 from keel.core.instruments import Instrument, Rounding
@@ -81,6 +86,7 @@ class RouterSettings:
     urgency: float = 0.5
     pause_seconds: float = 10.0
     slow_down_factor: float = 2.0
+    passive_adverse_bps: float = 10.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -90,6 +96,8 @@ class RouterSettings:
             raise ValueError("execution: protection_bps > 0, max_orders_per_10s >= 1 and slow_down_factor >= 1 needed")
         if not 0 <= self.urgency <= 1:
             raise ValueError(f"execution: urgency must lie in [0, 1], got {self.urgency}")
+        if not self.passive_adverse_bps > 0:
+            raise ValueError(f"execution: passive_adverse_bps must be > 0, got {self.passive_adverse_bps}")
 
 
 @dataclass(slots=True)
@@ -186,6 +194,8 @@ class SmartOrderRouter(Component):
         (for :meth:`parent_of`) are kept, newest first out last: a router
         working for months holds a bounded history, and a finished parent
         itself is let go.
+    costs
+        The shared cost model: the half-spread of bar-priced posts and whether posting pays.
     """
 
     def __init__(
@@ -201,10 +211,12 @@ class SmartOrderRouter(Component):
         impact_model: MarketImpactModel | None = None,
         styles: Mapping[str, ExecutionStyle] | None = None,
         history: int = 100_000,
+        costs: CostModel | None = None,
     ) -> None:
         super().__init__("execution.router", bus, clock)
         if history < 1:
             raise ValueError(f"execution: the router's history must keep at least 1 parent, got {history}")
+        self.costs = costs
         self.orders = orders
         self.instruments = dict(instruments)
         self.settings = settings
@@ -219,6 +231,7 @@ class SmartOrderRouter(Component):
         self._touches: dict[str, tuple[BookUpdated, tuple[Decimal, Decimal]]] = {}
         self._inside_prices: dict[tuple[str, bool], tuple[Decimal, Decimal, Decimal]] = {}
         self._closes: dict[str, Decimal] = {}
+        self._bar_ns: dict[str, int] = {}
         self._snapshots: dict[str, MicrostructureSnapshot] = {}
         self._parent_of: dict[str, ParentOrder] = {}
         self._finished_children: OrderedDict[str, str] = OrderedDict()
@@ -355,6 +368,7 @@ class SmartOrderRouter(Component):
         if bar.symbol in self._books:
             return
         self._closes[bar.symbol] = _decimal(bar.close)
+        self._bar_ns[bar.symbol] = max(1, bar.ts_event - bar.open_time)
         now = self.clock.timestamp_ns()
         for parent in list(self.parents.values()):
             if parent.symbol == bar.symbol:
@@ -403,6 +417,9 @@ class SmartOrderRouter(Component):
         if isinstance(report, OrderRejected) and report.code != BinanceErrorCode.GTX_ORDER_REJECT:
             self._finish(parent, f"child rejected: {report.code} {report.reason}")
             return
+        if isinstance(report, OrderRejected) and parent.symbol not in self._books:
+            # On bars the touch does not move until the next bar: posting again would be rejected again.
+            self._set_passive(parent, False)
         self._work(parent, self.clock.timestamp_ns())
 
     # --- working a parent ----------------------------------------------------------------------
@@ -417,17 +434,32 @@ class SmartOrderRouter(Component):
         if now >= parent.end_ns and parent.live_child is None:
             self._finish(parent, "horizon ended")
             return
-        if parent.passive and now >= parent.passive_deadline:
+        if parent.passive and (now >= parent.passive_deadline or self._moved_away(parent)):
             self._set_passive(parent, False)
         if parent.live_child is not None:
             self._maybe_reprice(parent)
             return
-        if now < parent.paused_until:
+        if now < parent.paused_until or not self._live(parent.symbol):
             return
         child = self._child_quantity(parent, instrument, now)
         if child is None:
             return
         self._send_child(parent, *child, now)
+
+    def _live(self, symbol: str) -> bool:
+        """Return whether children of the symbol may go out.
+
+        Once bars of the run arrive, a symbol priced only from warm-up closes
+        waits for its own first bar: the venue has no price for it before.
+        """
+        return symbol in self._books or symbol in self._bar_ns or not self._bar_ns
+
+    def _moved_away(self, parent: ParentOrder) -> bool:
+        """Return whether the touch left the arrival price against the parent by more than the adverse band."""
+        bid, ask = self._touch(parent.symbol)
+        touch = ask if parent.side is OrderSide.BUY else bid
+        move = (touch - parent.arrival_price) / parent.arrival_price * parent.side.sign * BPS
+        return move > Decimal(repr(self.settings.passive_adverse_bps))
 
     def _child_quantity(self, parent: ParentOrder, instrument: Instrument, now: int) -> tuple[Decimal, Decimal] | None:
         """Return the next child's quantity and price, None when none is due or possible."""
@@ -480,6 +512,8 @@ class SmartOrderRouter(Component):
             touch = ask if buy else bid
             beyond = touch > parent.protection_price if buy else touch < parent.protection_price
             return None if beyond else parent.protection_price
+        if parent.symbol not in self._books:
+            return self._bar_post_price(parent.symbol, buy, bid, instrument)
         key = (parent.symbol, buy)
         cached = self._inside_prices.get(key)
         if cached is not None and cached[0] == bid and cached[1] == ask:
@@ -491,6 +525,14 @@ class SmartOrderRouter(Component):
         # Most book updates leave the touch where it was: every passive parent of the side reuses the price.
         self._inside_prices[key] = (bid, ask, price)
         return price
+
+    def _bar_post_price(self, symbol: str, buy: bool, close: Decimal, instrument: Instrument) -> Decimal:
+        """Return the estimated touch of a bar-priced symbol: the close less the half-spread, at least a tick off."""
+        half = Decimal(repr(self.costs.half_spread(symbol))) if self.costs is not None else Decimal(0)
+        tick = instrument.tick_size
+        if buy:
+            return min(instrument.round_price(close * (1 - half), Rounding.DOWN), close - tick)
+        return max(instrument.round_price(close * (1 + half), Rounding.UP), close + tick)
 
     def _send_child(self, parent: ParentOrder, quantity: Decimal, price: Decimal, now: int) -> None:
         window_start = now - 10 * NANOS_PER_SECOND
@@ -527,6 +569,8 @@ class SmartOrderRouter(Component):
         child = self.orders.orders.get(parent.live_child or "")
         if child is None or parent.cancel_sent or child.time_in_force is not TimeInForce.GTX:
             return
+        if parent.passive and parent.symbol not in self._books:
+            return  # a post on bars rests where it is until the time limit or an adverse move
         wanted = self._child_price(parent, self.instruments[parent.symbol]) if parent.passive else None
         if wanted != child.price:
             parent.cancel_sent = True
@@ -598,11 +642,15 @@ class SmartOrderRouter(Component):
         chosen = style
         if style is ExecutionStyle.ADAPTIVE:
             chosen = choose_style(urgency, side.sign, self._market_state(symbol, impact))
+        if chosen is ExecutionStyle.PASSIVE and not self._maker_pays(symbol, quantity * (bid + ask) / 2):
+            chosen = ExecutionStyle.AGGRESSIVE
         horizon = round(settings.twap_horizon_seconds * NANOS_PER_SECOND)
         passive_limit = round(settings.passive_time_limit_seconds * NANOS_PER_SECOND)
         parent_order_id = f"P-{next(self._parent_ids)}"
         schedule = self._schedule(chosen, now, horizon, parent_order_id)
         timed = chosen in (ExecutionStyle.TWAP, ExecutionStyle.VWAP)
+        # On bars a taker fallback fills at the next bar's open: the parent lives at least two bars past its limit.
+        bar_ns = self._bar_ns.get(symbol, 0)
         return ParentOrder(
             parent_order_id=parent_order_id,
             symbol=symbol,
@@ -617,10 +665,20 @@ class SmartOrderRouter(Component):
             arrival_price=(bid + ask) / 2,
             protection_price=protection,
             passive_deadline=now + passive_limit,
-            end_ns=schedule[-1].ts + passive_limit + (horizon if timed else passive_limit),
+            end_ns=schedule[-1].ts + passive_limit + (horizon if timed else max(passive_limit, 2 * bar_ns)),
             urgency=urgency,
             estimated_impact_bps=impact,
         )
+
+    def _maker_pays(self, symbol: str, notional: Decimal) -> bool:
+        """Return whether the cost model says posting beats taking over the passive time limit (True without one)."""
+        if self.costs is None:
+            return True
+        bar_ns = self._bar_ns.get(symbol)
+        wait = self.settings.passive_time_limit_seconds * NANOS_PER_SECOND
+        # On bars a post waits at least the next bar.
+        wait_bars = 1.0 if bar_ns is None else max(1.0, wait / bar_ns)
+        return self.costs.maker_pays(symbol, float(notional), wait_bars)
 
     def _schedule(self, style: ExecutionStyle, now: int, horizon: int, parent_order_id: str) -> list[Slice]:
         settings = self.settings

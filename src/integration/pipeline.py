@@ -29,6 +29,7 @@ from keel.config import KeelConfig
 from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_MILLI, NANOS_PER_MINUTE, Clock, datetime_to_ns
 from keel.core.component import Component
+from keel.core.costs import CostModel, CostSettings
 from keel.core.errors import ConfigurationError, MalformedDataError
 from keel.core.fsm import TradingState
 from keel.core.instruments import Instrument
@@ -121,6 +122,7 @@ class Pipeline:
     orders: OrderManager
     recorder: RunRecorder
     attribution: PerformanceAttributor | None = None
+    costs: CostModel | None = None
     excluded_strategies: dict[str, str] = field(default_factory=dict)
     gatekeeper: Component | None = None
 
@@ -289,6 +291,7 @@ def build_exchange(
         latency_ns=round(settings.latency_ms * NANOS_PER_MILLI),
         latency_jitter_ns=round(settings.latency_jitter_ms * NANOS_PER_MILLI),
         seed=config.run.seed,
+        touch_fill_probability=settings.touch_fill_probability,
         funding_interval_hours=settings.funding_interval_hours,
         expect_funding=config.data.funding is not None,
     )
@@ -350,7 +353,28 @@ def build_strategy(config: KeelConfig) -> BaseStrategy | StrategyManager:
     return StrategyFactory.create_manager(manager_settings, fee_rate=None if fee is None else float(fee))
 
 
-def build_allocator(config: KeelConfig, bus: EventBus, clock: Clock) -> PortfolioOptimizer | EqualWeightAllocator:
+def build_cost_model(config: KeelConfig, instruments: Mapping[str, Instrument]) -> CostModel:
+    """Build the cost model the allocator, the risk layer and the router share.
+
+    Fees are the venue's (``exchange`` overrides or each instrument's), the
+    bar half-spread is the venue's bar slippage, and the maker share starts
+    at 1 when the default style posts.
+    """
+    exchange = config.exchange
+    passive = config.execution.default_style == "PASSIVE"
+    settings = CostSettings(
+        maker_fee=None if exchange.maker_fee is None else float(exchange.maker_fee),
+        taker_fee=None if exchange.taker_fee is None else float(exchange.taker_fee),
+        slippage_bps=exchange.slippage_bps,
+        impact_coefficient=config.portfolio.impact_coefficient,
+        maker_share=1.0 if passive else 0.0,
+    )
+    return CostModel(instruments, settings)
+
+
+def build_allocator(
+    config: KeelConfig, bus: EventBus, clock: Clock, costs: CostModel | None = None
+) -> PortfolioOptimizer | EqualWeightAllocator:
     """Build the configured allocator: the Markowitz optimizer, or the skeleton's equal weights."""
     settings = config.portfolio
     interval = settings.rebalance_interval_minutes * NANOS_PER_MINUTE
@@ -379,7 +403,9 @@ def build_allocator(config: KeelConfig, bus: EventBus, clock: Clock) -> Portfoli
         halflife=settings.covariance_halflife_bars,
         signal_weight=settings.signal_weight,
         information_coefficient=settings.information_coefficient,
-        cost_assumption=settings.transaction_cost,
+        cost_assumption=None if costs is not None else settings.transaction_cost,
+        costs=costs,
+        holding_bars=settings.holding_period_bars,
         symbols=symbols,
         lookback=settings.lookback_bars,
         min_history=settings.min_history_bars,
@@ -394,7 +420,12 @@ def build_allocator(config: KeelConfig, bus: EventBus, clock: Clock) -> Portfoli
 
 
 def build_risk(
-    config: KeelConfig, instruments: Mapping[str, Instrument], positions: PositionManager, bus: EventBus, clock: Clock
+    config: KeelConfig,
+    instruments: Mapping[str, Instrument],
+    positions: PositionManager,
+    bus: EventBus,
+    clock: Clock,
+    costs: CostModel | None = None,
 ) -> RiskController:
     """Build the risk controller with the configured limits and sizer."""
     risk = config.risk
@@ -422,6 +453,9 @@ def build_risk(
         instruments,
         positions,
         rebalance_threshold=config.portfolio.rebalance_threshold,
+        costs=costs if config.portfolio.no_trade_band else None,
+        min_order_weight=config.portfolio.min_order_weight,
+        holding_bars=config.portfolio.edge_horizon_bars,
         limits=limits,
         sizer=sizer,
         symbols=config.data.symbols,
@@ -449,6 +483,7 @@ def build_router_settings(config: KeelConfig) -> RouterSettings:
         urgency=settings.urgency,
         pause_seconds=settings.pause_seconds,
         slow_down_factor=settings.slow_down_factor,
+        passive_adverse_bps=settings.passive_adverse_bps,
         seed=config.run.seed,
     )
 
@@ -493,20 +528,32 @@ def build_pipeline(
         bus.subscribe(TradeTick, simulated.on_trade, name="exchange.simulated.trades")
         bus.subscribe(MarkPriceUpdated, simulated.on_mark_price, name="exchange.simulated.marks")
         bus.subscribe(FundingRateUpdated, simulated.on_funding, name="exchange.simulated.funding")
+    costs = build_cost_model(config, {s: instruments[s] for s in symbols})
+    bus.subscribe(BarClosed, costs.on_bar, name="costs.bars")
+    bus.subscribe(BookUpdated, costs.on_book, name="costs.books")
+    bus.subscribe(FundingRateUpdated, costs.on_funding, name="costs.funding")
+    bus.subscribe(OrderFilled, costs.on_fill, name="costs.fills")
     positions = PositionManager(capital, bus, clock)
     runner = StrategyRunner(strategy or build_strategy(config), bus, clock)
-    allocator = build_allocator(config, bus, clock)
-    risk = build_risk(config, instruments, positions, bus, clock)
+    allocator = build_allocator(config, bus, clock, costs)
+    risk = build_risk(config, instruments, positions, bus, clock, costs)
     orders = OrderManager(exchange, ClientOrderIdGenerator(client_order_namespace), bus, clock, route_approvals=False)
     styles = {name: ExecutionStyle(style) for name, style in config.execution.styles.items()}
     router = SmartOrderRouter(
-        orders, {s: instruments[s] for s in symbols}, build_router_settings(config), bus, clock, styles=styles
+        orders,
+        {s: instruments[s] for s in symbols},
+        build_router_settings(config),
+        bus,
+        clock,
+        styles=styles,
+        costs=costs,
     )
     recorder = RunRecorder()
     recorder.attach(bus)
     period = config.portfolio.attribution_period_hours * 60 * NANOS_PER_MINUTE
     attribution = PerformanceAttributor(symbols, capital, period_ns=period, bus=bus, clock=clock)
     pipeline = Pipeline(bus, clock, exchange, positions, runner, allocator, risk, router, orders, recorder, attribution)
+    pipeline.costs = costs
     if strategy is None:
         pipeline.excluded_strategies = excluded_strategies(config)
     if config.strategy.gates and config.run.mode != "backtest":
@@ -533,3 +580,5 @@ def warm_up(pipeline: Pipeline, history: Sequence[MarketDataEvent]) -> None:
     pipeline.router.warm_up(bars)
     for bar in bars:
         pipeline.positions.on_bar(bar)
+        if pipeline.costs is not None:
+            pipeline.costs.on_bar(bar)

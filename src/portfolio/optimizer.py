@@ -43,6 +43,7 @@ import pandas as pd
 from keel.core.bus import EventBus
 from keel.core.clock import Clock, SimulatedClock, TimeEvent
 from keel.core.component import Component
+from keel.core.costs import CostModel
 from keel.core.fsm import TradingState
 from keel.core.messages import (
     AllocationProposed,
@@ -135,6 +136,15 @@ class PortfolioOptimizer(Component):
         What :meth:`reduce_risk_exposure` multiplies the targets by.
     allocator
         Shares of the strategies in the views; a default one when None.
+    cost_assumption, cost_feedback_weight
+        Without ``costs``: the assumed one-way cost that ``transaction_cost``
+        stands for, scaled per symbol by the measured implementation shortfall
+        (EWMA with this weight).
+    costs, holding_bars
+        The shared cost model: with it (and a positive ``transaction_cost``
+        constraint, which then only switches the penalty on) each asset's cost
+        per unit of weight traded is the model's expected one-way cost spread
+        over ``holding_bars``.
     bus, clock
         The event bus and clock; private ones when used as a plain estimator.
     """
@@ -161,6 +171,8 @@ class PortfolioOptimizer(Component):
         allocator: AdaptiveAllocator | None = None,
         cost_assumption: float | None = None,
         cost_feedback_weight: float = 0.2,
+        costs: CostModel | None = None,
+        holding_bars: float = 30.0,
         bus: EventBus | None = None,
         clock: Clock | None = None,
     ) -> None:
@@ -200,6 +212,10 @@ class PortfolioOptimizer(Component):
         self.cost_assumption = cost_assumption
         self.cost_feedback_weight = cost_feedback_weight
         self.measured_costs_: dict[str, float] = {}
+        if not holding_bars > 0:
+            raise ValueError(f"holding_bars must be positive, got {holding_bars}")
+        self.costs = costs
+        self.holding_bars = holding_bars
         self._problems: dict[tuple[object, ...], MarkowitzProblem] = {}
         self._closes: dict[str, deque[tuple[int, float]]] = {s: deque(maxlen=lookback + 1) for s in self.symbols}
         self._views: dict[str, dict[str, float]] = {}
@@ -348,7 +364,9 @@ class PortfolioOptimizer(Component):
         return solve_with_fallbacks(problem, inputs, rules)
 
     def _cost_vector(self, assumed: float, assets: list[str]) -> np.ndarray:
-        """Return each asset's linear cost: the assumption, scaled by what execution measured for it."""
+        """Return each asset's linear cost: the cost model's, else the assumption scaled by what execution measured."""
+        if self.costs is not None and assumed > 0:
+            return np.array([self.costs.cost_rate(asset) / self.holding_bars for asset in assets])
         if self.cost_assumption is None:
             return np.full(len(assets), assumed)
         scale = [self.measured_costs_.get(asset, self.cost_assumption) / self.cost_assumption for asset in assets]

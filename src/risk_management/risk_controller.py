@@ -61,6 +61,7 @@ from keel.core.accounting import ZERO
 from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_SECOND, Clock, SimulatedClock
 from keel.core.component import Component
+from keel.core.costs import CostModel
 from keel.core.error_codes import BinanceErrorCode
 from keel.core.fsm import TRADING_STATE_TRANSITIONS, ComponentState, StateMachine, TradingState
 from keel.core.instruments import Instrument, bundled_instruments
@@ -219,6 +220,13 @@ class RiskController(Component):
         Limits laid over ``limits`` (see :class:`~keel.risk_management.limits.RiskLimits`).
     rebalance_threshold
         No order when the change is below this fraction of the target position.
+    costs
+        The shared cost model; with it, exposure is added only when the view's
+        expected return over ``holding_bars`` covers the round trip (else a
+        flip goes flat and an addition is skipped), and no order but a close is
+        smaller than ``min_order_weight`` of equity. None: no cost rule.
+    min_order_weight, holding_bars
+        The cost rule's smallest order (a fraction of equity) and horizon (bars).
     limits
         Every limit (see :class:`~keel.risk_management.limits.RiskLimits`).
     sizer
@@ -255,6 +263,9 @@ class RiskController(Component):
         var_daily_pct: float | None = None,
         max_drawdown_pct: float | None = None,
         rebalance_threshold: float = 0.0,
+        costs: CostModel | None = None,
+        min_order_weight: float = 0.0,
+        holding_bars: float = 30.0,
         limits: RiskLimits | None = None,
         sizer: PositionSizer | None = None,
         symbols: Sequence[str] | None = None,
@@ -294,6 +305,9 @@ class RiskController(Component):
         base = limits if limits is not None else RiskLimits()
         self.limits = base.updated({k: float(v) for k, v in skeleton.items() if v is not None})
         self.rebalance_threshold = float(rebalance_threshold)
+        self.costs = costs
+        self.min_order_weight = min_order_weight
+        self.holding_bars = holding_bars
         self.sizer = sizer if sizer is not None else PositionSizer()
         self.var_method = var_method
         self._keeps_ewma = var_method == "ewma"
@@ -921,6 +935,8 @@ class RiskController(Component):
         booked = self._booked(symbol, instrument, context, ts)
         held = context.held.get(symbol, 0.0)
         target = self._target_quantity(symbol, weight, equity, price)
+        if self.costs is not None:
+            target = self._worth_its_cost(self.costs, symbol, target, held, price, equity)
         delta = target - held
         if delta == 0 or abs(delta) < self.rebalance_threshold * abs(target):
             return
@@ -956,6 +972,26 @@ class RiskController(Component):
             return
         context.apply(self, symbol, held, after, price, 0.0 if reduce_only else self._opening(side, size, booked))
         self._approve(symbol, side, quantity, reduce_only, ts)
+
+    def _worth_its_cost(
+        self, costs: CostModel, symbol: str, target: float, held: float, price: float, equity: float
+    ) -> float:
+        """Return the target the cost model pays for (the no-trade band and the smallest order).
+
+        Added exposure must earn its round trip over the horizon at the view's
+        edge, else a flip stops at flat and an addition is not made; a change
+        smaller than the smallest order is not made unless it closes.
+        """
+        smallest = costs.min_order_notional(symbol, equity, self.min_order_weight)
+        same_side = held != 0 and (held > 0) == (target > 0)
+        adds = target != 0 and (not same_side or abs(target) > abs(held))
+        if not adds:
+            return held if target != 0 and abs(target - held) * price < smallest else target
+        added = (abs(target) - abs(held) if same_side else abs(target)) * price
+        edge = self._edge(symbol, 1.0 if target > 0 else -1.0)
+        if added < smallest or not costs.worth_trading(symbol, added, edge, self.holding_bars):
+            return held if same_side else 0.0
+        return target
 
     def _booked(self, symbol: str, instrument: Instrument, context: _Allocation, ts: int) -> Decimal:
         """Return the position booked in ``symbol``; dust below the lot size is written off (reported once).

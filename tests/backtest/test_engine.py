@@ -19,10 +19,12 @@ from keel.execution.tca import TCA_COLUMNS
 from keel.strategy_engine import MovingAverageCrossStrategy
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+# These tests check what a run writes, so they need fills in a few days of three symbols: the cost rule off.
+TRADING = {"portfolio": {"no_trade_band": False}}
 
 
 def run_small(tmp_path: Path, name: str) -> Path:
-    engine = BacktestEngine(load_config("backtest"))
+    engine = BacktestEngine(load_config("backtest", overrides=TRADING))
     result = engine.run(symbols=SYMBOLS, start="2025-05-05", end="2025-05-08")
     return result.write(tmp_path / name)
 
@@ -100,7 +102,7 @@ def test_fees_in_metrics_equal_the_sum_of_fill_commissions(tmp_path: Path) -> No
 
 def test_tca_csv_has_one_row_per_parent_with_the_fees_of_its_fills(tmp_path: Path) -> None:
     # Arrange
-    engine = BacktestEngine(load_config("backtest"))
+    engine = BacktestEngine(load_config("backtest", overrides=TRADING))
     result = engine.run(symbols=SYMBOLS, start="2025-05-05", end="2025-05-08")
 
     # Act
@@ -189,7 +191,7 @@ def test_without_an_end_a_run_stops_where_the_funding_data_of_its_symbols_stops(
 
 def test_data_without_funding_runs_with_zero_funding_and_keeps_funding_arbitrage_out() -> None:
     # Arrange
-    config = load_config("backtest")
+    config = load_config("backtest", overrides=TRADING)
     config = config.model_copy(update={"data": config.data.model_copy(update={"funding": None})})
 
     # Act

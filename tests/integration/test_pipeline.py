@@ -169,6 +169,7 @@ def _property_config(gross_exposure: float, leverage: int, max_leverage: float, 
                     "gross_exposure": gross_exposure,
                     "rebalance_threshold": 0.0,
                     "rebalance_interval_minutes": 1,
+                    "no_trade_band": False,  # every random target is ordered: the cost rule would skip most
                 }
             ),
             "risk": base.risk.model_copy(update={"max_leverage": max_leverage, "max_net_leverage": max_leverage}),
@@ -198,7 +199,7 @@ def _bar(symbol: str, open_time: int, open_: float, close: float, volume: float)
     gross_exposure=st.sampled_from([0.002, 0.01, 0.05, 0.5, 2.0, 4.0]),
     leverage=st.sampled_from([1, 2, 5, 20]),
     max_leverage=st.sampled_from([1.0, 3.0, 6.0]),
-    style=st.sampled_from(["AGGRESSIVE", "TWAP"]),
+    style=st.sampled_from(["AGGRESSIVE", "TWAP", "PASSIVE"]),
 )
 def test_random_targets_through_allocator_risk_and_router_are_never_rejected_by_the_venue(
     steps: list[tuple[list[float], float, list[tuple[str, SignalAction]]]],

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_MILLI, SimulatedClock
+from keel.core.costs import CostModel, CostSettings
 from keel.core.fsm import TradingState
 from keel.core.instruments import Instrument, load_instruments
 from keel.core.messages import (
@@ -1124,3 +1125,57 @@ def test_a_zero_target_closes_a_position_of_thousands_of_steps_exactly() -> None
     # Assert
     (closing,) = desk.approved
     assert (closing.side, closing.quantity, closing.reduce_only) == (OrderSide.SELL, Decimal("348.2"), True)
+
+
+# --- the cost rule: no-trade band and smallest order ----------------------------------------------------
+
+
+def free_costs() -> CostModel:
+    return CostModel(instruments(), CostSettings(maker_fee=0.0, taker_fee=0.0, slippage_bps=0.0))
+
+
+def test_exposure_without_an_edge_that_pays_its_round_trip_is_not_added() -> None:
+    # Arrange: no view and no return history yet, so no edge; trading costs the instruments' fees
+    costly = Desk(costs=CostModel(instruments()), holding_bars=240)
+    free = Desk(costs=free_costs(), holding_bars=240)
+
+    # Act
+    costly.propose(BTCUSDT=0.5)
+    free.propose(BTCUSDT=0.5)
+
+    # Assert
+    assert costly.approved == [] and costly.denied == []
+    (approved,) = free.approved
+    assert approved.quantity == Decimal("0.052")
+
+
+def test_a_flip_the_cost_model_does_not_pay_for_stops_at_flat() -> None:
+    # Arrange: long ETH, then a view to be short that earns nothing over its costs
+    desk = Desk(costs=free_costs())
+    desk.propose(ETHUSDT=0.5)
+    desk.fill_approved()
+    desk.risk.costs = CostModel(instruments())
+
+    # Act
+    desk.propose(ETHUSDT=-0.5)
+
+    # Assert: one sell of exactly the long, reduce-only
+    opening, closing = desk.approved
+    assert closing.side is OrderSide.SELL
+    assert closing.quantity == opening.quantity
+    assert closing.reduce_only is True
+
+
+def test_orders_smaller_than_the_smallest_worth_sending_are_not_sent_unless_they_close() -> None:
+    # Arrange: the smallest order is 10 % of the 10,000 equity
+    desk = Desk(costs=free_costs(), min_order_weight=0.1)
+
+    # Act / Assert: 500 USDT is too small to open; 5,000 opens; a 500 USDT trim is skipped; flat closes
+    desk.propose(BTCUSDT=0.05)
+    assert desk.approved == []
+    desk.propose(BTCUSDT=0.5)
+    desk.fill_approved()
+    desk.propose(BTCUSDT=0.45)
+    desk.propose(BTCUSDT=0.0)
+    opening, closing = desk.approved
+    assert closing.side is OrderSide.SELL and closing.quantity == opening.quantity

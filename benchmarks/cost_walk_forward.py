@@ -1,0 +1,115 @@
+"""Walk-forward choice of the cost defaults (no-trade horizon, execution style) on the recorded bars.
+
+Each candidate is a set of configuration overrides. Every candidate runs on
+every fold window; the candidate chosen for a test window is the one with the
+best net P&L on the windows before it (the first window is training only), so
+no choice sees the window it is judged on. Prints one JSON line per run, the
+walk-forward table, and writes ``walk_forward.json`` under ``--output``.
+
+    .venv/bin/python benchmarks/cost_walk_forward.py --output runs/costs \\
+        --windows 2025-05-05,2025-05-12,2025-05-19,2025-05-26,2025-06-02
+
+``--summarize DIR`` prints the before/after figures of finished ``keel backtest`` folders instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from keel.backtest import BacktestEngine
+from keel.config import load_config
+
+TODAY = {"portfolio": {"no_trade_band": False}, "execution": {"default_style": "AGGRESSIVE"}}
+CANDIDATES: dict[str, dict[str, Any]] = {
+    "today": TODAY,
+    **{
+        f"{style.lower()}-h{horizon}": {
+            "portfolio": {"no_trade_band": True, "edge_horizon_bars": horizon, "min_order_weight": 0.01},
+            "execution": {"default_style": style},
+        }
+        for style in ("AGGRESSIVE", "PASSIVE")
+        for horizon in (30, 60, 120, 240)
+    },
+}
+
+
+def summarize(folder: Path) -> dict[str, Any]:
+    """Return fills, traded notional, maker share, fees, funding, gross and net P&L of a finished run folder."""
+    metrics = json.loads((folder / "metrics.json").read_text())
+    with (folder / "trades.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    notional = sum(float(r["quantity"]) * float(r["price"]) for r in rows)
+    maker = sum(float(r["quantity"]) * float(r["price"]) for r in rows if r["liquidity_side"] == "MAKER")
+    fees = float(metrics["fees_paid"])
+    funding = float(metrics["funding_paid"])
+    net = float(metrics["final_equity"]) - float(metrics["initial_capital"])
+    return {
+        "fills": len(rows),
+        "notional": round(notional, 1),
+        "maker_share": round(maker / notional, 3) if notional else 0.0,
+        "fees": round(fees, 2),
+        "funding_paid": round(funding, 2),
+        "gross": round(net + fees + funding, 2),
+        "net": round(net, 2),
+        "wall_seconds": metrics["wall_seconds"],
+    }
+
+
+def run(name: str, overrides: dict[str, Any], start: str, end: str, output: Path, symbols: list[str] | None) -> dict:
+    """Run one backtest of a candidate on one window and return its summary."""
+    folder = output / f"{name}_{start}_{end}"
+    if not (folder / "metrics.json").exists():
+        config = load_config("backtest", overrides=overrides)
+        result = BacktestEngine(config).run(symbols=symbols, start=start, end=end)
+        result.write(folder)
+    return {"candidate": name, "start": start, "end": end, **summarize(folder)}
+
+
+def walk_forward(windows: list[str], output: Path, symbols: list[str] | None, names: list[str]) -> dict[str, Any]:
+    """Run every candidate on every window; choose on the past windows, judge on the next one."""
+    results: dict[tuple[str, int], dict[str, Any]] = {}
+    for index, (start, end) in enumerate(itertools.pairwise(windows)):
+        for name in names:
+            row = run(name, CANDIDATES[name], start, end, output, symbols)
+            results[name, index] = row
+            print(json.dumps(row), flush=True)
+    table = []
+    for test in range(1, len(windows) - 1):
+        chosen = max(names, key=lambda n: (sum(results[n, k]["net"] for k in range(test)), n))
+        table.append({"test_window": windows[test], "chosen": chosen, **results[chosen, test]})
+    return {"runs": list(results.values()), "walk_forward": table}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the arguments and run the walk-forward or summarize finished folders."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", type=Path, default=Path("runs/costs"))
+    parser.add_argument("--windows", default="2025-05-05,2025-05-12,2025-05-19,2025-05-26,2025-06-02")
+    parser.add_argument("--symbols", default=None)
+    parser.add_argument("--candidates", default=",".join(CANDIDATES))
+    parser.add_argument("--summarize", type=Path, nargs="*")
+    args = parser.parse_args(argv)
+    if args.summarize:
+        for folder in args.summarize:
+            print(json.dumps({"run": str(folder), **summarize(folder)}))
+        return
+    symbols = args.symbols.split(",") if args.symbols else None
+    names = args.candidates.split(",")
+    unknown = [n for n in names if n not in CANDIDATES]
+    if unknown:
+        sys.exit(f"unknown candidate(s) {', '.join(unknown)}; known: {', '.join(CANDIDATES)}")
+    report = walk_forward(args.windows.split(","), args.output, symbols, names)
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "walk_forward.json").write_text(json.dumps(report, indent=1))
+    for row in report["walk_forward"]:
+        print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()
