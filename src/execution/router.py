@@ -18,8 +18,9 @@ A symbol without recorded books (a bar-driven backtest or paper run) is priced
 from its last bar close, used as both bid and ask, and its parents are worked
 at every bar. Bars carry no book, so on them only AGGRESSIVE children (an IOC
 limit at the protection price, filled at the next bar's open when that open
-lies within the band) fill promptly; PASSIVE and ADAPTIVE children would rest
-until a bar trades through them, and TWAP/VWAP slices are worked at bar
+lies within the band) fill promptly; PASSIVE and ADAPTIVE children post a
+tick away from the close (at it they would take) and rest until a bar trades
+through them, and TWAP/VWAP slices are worked at bar
 frequency only.
 """
 
@@ -119,6 +120,7 @@ class ParentOrder:
     stretch: float = 1.0
     children: list[str] = field(default_factory=list)
     fills: list[Execution] = field(default_factory=list)
+    trade_ids: set[str] = field(default_factory=set)
     print_notional: float = 0.0
     print_volume: float = 0.0
 
@@ -271,6 +273,32 @@ class SmartOrderRouter(Component):
             self._finish(parent, reason)
         return len(stopped)
 
+    def resume(self) -> set[str]:
+        """Settle every parent with the order manager's records after a restart; return the children still working.
+
+        The parents are those the history replay left working, the records the
+        journal's and the venue's (reconciled). A parent goes on where it was
+        when its booked fills are its children's fills in the records (a fill
+        both the replay and the reconciliation reported counts once, by trade
+        id); its live child stays working when the records hold it open, and
+        is released (the parent sends the next one as it would have) when they
+        hold it closed or never recorded it. A parent whose fills disagree with
+        the records stopped being the session's: it is finished, its live child
+        canceled.
+        """
+        now = self.clock.timestamp_ns()
+        for parent in list(self.parents.values()):
+            recorded = {fill.trade_id for child in parent.children for fill in self.orders.fills(child)}
+            if recorded != parent.trade_ids:
+                self._finish(parent, "restart: the replayed fills differ from the venue's")
+                continue
+            live = parent.live_child
+            if live is not None and (live not in self.orders.orders or self.orders.orders[live].is_closed):
+                parent.live_child = None
+                parent.cancel_sent = False
+            self._work(parent, now)
+        return {p.live_child for p in self.parents.values() if p.live_child is not None}
+
     def parent_of(self, client_order_id: str) -> str | None:
         """Return the id of the parent a child order belongs to (None for an order the router did not send)."""
         parent = self._parent_of.get(client_order_id)
@@ -340,8 +368,9 @@ class SmartOrderRouter(Component):
     def on_fill(self, fill: OrderFilled) -> None:
         """Book a child fill on its parent, then check the slippage limits."""
         parent = self._parent_of.get(fill.client_order_id)
-        if parent is None or parent.parent_order_id not in self.parents:
+        if parent is None or parent.parent_order_id not in self.parents or fill.trade_id in parent.trade_ids:
             return
+        parent.trade_ids.add(fill.trade_id)
         bid, ask = self._touch(parent.symbol)
         mid = (bid + ask) / 2
         parent.filled += fill.last_quantity
@@ -439,9 +468,12 @@ class SmartOrderRouter(Component):
             touch = ask if buy else bid
             beyond = touch > parent.protection_price if buy else touch < parent.protection_price
             return None if beyond else parent.protection_price
-        inside = bid + instrument.tick_size if buy else ask - instrument.tick_size
+        tick = instrument.tick_size
+        inside = bid + tick if buy else ask - tick
         if not bid < inside < ask:
             inside = bid if buy else ask
+        if bid == ask:  # a bar's close as both sides: an order at it would take, so it posts a tick away
+            inside = bid - tick if buy else ask + tick
         return instrument.round_price(inside, Rounding.DOWN if buy else Rounding.UP)
 
     def _send_child(self, parent: ParentOrder, instrument: Instrument, quantity: Decimal, now: int) -> None:
