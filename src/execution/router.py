@@ -282,7 +282,8 @@ class SmartOrderRouter(Component):
         both the replay and the reconciliation reported counts once, by trade
         id); its live child stays working when the records hold it open, and
         is released (the parent sends the next one as it would have) when they
-        hold it closed or never recorded it. A parent whose fills disagree with
+        hold it closed or never recorded it, and canceled again when the
+        parent had asked for its cancel. A parent whose fills disagree with
         the records stopped being the session's: it is finished, its live child
         canceled.
         """
@@ -296,6 +297,9 @@ class SmartOrderRouter(Component):
             if live is not None and (live not in self.orders.orders or self.orders.orders[live].is_closed):
                 parent.live_child = None
                 parent.cancel_sent = False
+            elif live is not None and parent.cancel_sent:
+                # Its cancel never landed (the restart outlasted every request in flight): ask again.
+                self.bus.publish(CancelOrder(client_order_id=live, symbol=parent.symbol, ts_event=now, ts_init=now))
             self._work(parent, now)
         return {p.live_child for p in self.parents.values() if p.live_child is not None}
 
