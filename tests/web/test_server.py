@@ -29,12 +29,16 @@ import asyncio, json, sys, time
 import httpx, websockets
 
 base, pollers, dashboards, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-counts = {"status": 0, "dashboard": 0}
+counts = {"status": 0, "dashboard": 0, "errors": 0}
 
 async def poll(client, until):
     while time.monotonic() < until:
-        if (await client.get(base + "/api/v1/status")).status_code == 200:
-            counts["status"] += 1
+        try:
+            answered = (await client.get(base + "/api/v1/status")).status_code == 200
+        except httpx.TransportError:  # a keep-alive connection the server closed as it was reused: ask again
+            counts["errors"] += 1
+            continue
+        counts["status"] += answered
 
 async def watch(until):
     async with websockets.connect(base.replace("http", "ws") + "/ws/dashboard", max_size=None) as socket:
@@ -103,7 +107,7 @@ async def replay_pace(
         first_bars, started = session.bars, time.monotonic()
         await asyncio.sleep(seconds - 1.0)
         pace = (session.bars - first_bars) / (time.monotonic() - started)
-        counts = {"status": 0, "dashboard": 0}
+        counts = {"status": 0, "dashboard": 0, "errors": 0}
         if load is not None:
             output, _ = await load.communicate()
             counts = json.loads(output)
@@ -127,6 +131,7 @@ def measure_load_isolation(tmp_path: Path, seconds: float, days: int = 1) -> tup
             "pace_kept": round(loaded / unloaded, 3),
             "status_responses": counts["status"],
             "dashboard_frames": counts["dashboard"],
+            "status_transport_errors": counts["errors"],
         }
     }
     print(json.dumps(measurement))
