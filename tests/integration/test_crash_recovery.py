@@ -8,7 +8,8 @@ it), right after keel applied a venue report, right after a journal write,
 or right after a state snapshot (the stress run also kills the restarted
 runs early, during or just after their reconciliation), or between two bar
 times (``bar_time``). The ``restart_parity`` tests stop or kill a session
-between two bar times, restart it, and compare everything it did from there on
+between two bar times (with nothing working, or while PASSIVE children rest
+at the venue and TWAP schedules are half done), restart it, and compare everything it did from there on
 and its final reports with an uninterrupted run's. The venue's state lives in its own file, as
 a real venue's would. The test then restarts the session in this process; it
 recovers (snapshot, journal, reconciliation) and runs to the end of the data.
@@ -652,4 +653,26 @@ def test_restart_parity_with_orders_open_after_kill_9(
     assert second.plan.recover and working_parents > 0
     assert open_at_restart or style != "PASSIVE", "a resting PASSIVE child must be open at the restart"
     assert second.reconciliation is not None and second.reconciliation["mismatches"] == []
+    assert_restart_parity(reference, tmp_path, second, restart_ns)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pick", range(6))
+@pytest.mark.parametrize("style", WORKING_STYLES)
+def test_restart_parity_with_orders_open_after_kill_9_at_bar_times_spread_over_the_run(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, style: str, pick: int
+) -> None:
+    # Arrange: killed at one of six bar times the reference run left with parents working, spread over its first
+    # three quarters (later ones may leave no order to send after the restart)
+    reference, working_times = parity_reference(tmp_path_factory, style=style)
+    restart_ns, _last = working_times[pick * (len(working_times) - 1) * 3 // 20]
+    config = parity_config(tmp_path, style=style)
+    assert kill_between_bar_times(config, tmp_path / "first", restart_ns) == -signal.SIGKILL
+
+    # Act
+    second = run_session(config, tmp_path / "second")
+
+    # Assert
+    assert second.plan.recover and second.reconciliation is not None
+    assert second.reconciliation["mismatches"] == []
     assert_restart_parity(reference, tmp_path, second, restart_ns)
