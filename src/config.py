@@ -794,6 +794,13 @@ class PaperConfig(_Section):
     resume: bool = Field(
         True, description="Recover an unfinished session (stopped or crashed) at start; false opens a new account."
     )
+    cancel_orders_on_stop: bool = Field(
+        False,
+        description=(
+            "Cancel the working orders when a session stops before its data ends; false leaves them (and their "
+            "execution algorithms) working at the paper venue, which pauses with keel, for the restart to go on with."
+        ),
+    )
     venue_state_file: str = Field(
         "paper-venue.db",
         min_length=1,

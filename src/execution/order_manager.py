@@ -300,7 +300,8 @@ class OrderManager(Component):
         if order is None or order.is_closed:
             _log.warning("cancel of an unknown or closed order ignored", client_order_id=command.client_order_id)
             return
-        order.request_cancel(self.clock.timestamp_ns())
+        if order.status is not OrderStatus.PENDING_CANCEL:  # a cancel asked again (after a restart) is sent again
+            order.request_cancel(self.clock.timestamp_ns())
         self._call(
             self.exchange.cancel_order(order.symbol, order.client_order_id),
             f"cancel {order.client_order_id}",

@@ -128,6 +128,7 @@ class ParentOrder:
     stretch: float = 1.0
     children: list[str] = field(default_factory=list)
     fills: list[Execution] = field(default_factory=list)
+    trade_ids: set[str] = field(default_factory=set)
     print_notional: float = 0.0
     print_volume: float = 0.0
     # Each step's cumulative quantity, converted once when the parent is made,
@@ -318,6 +319,36 @@ class SmartOrderRouter(Component):
             self._finish(parent, reason)
         return len(stopped)
 
+    def resume(self) -> set[str]:
+        """Settle every parent with the order manager's records after a restart; return the children still working.
+
+        The parents are those the history replay left working, the records the
+        journal's and the venue's (reconciled). A parent goes on where it was
+        when its booked fills are its children's fills in the records (a fill
+        both the replay and the reconciliation reported counts once, by trade
+        id); its live child stays working when the records hold it open, and
+        is released (the parent sends the next one as it would have) when they
+        hold it closed or never recorded it, and canceled again when the
+        parent had asked for its cancel. A parent whose fills disagree with
+        the records stopped being the session's: it is finished, its live child
+        canceled.
+        """
+        now = self.clock.timestamp_ns()
+        for parent in list(self.parents.values()):
+            recorded = {fill.trade_id for child in parent.children for fill in self.orders.fills(child)}
+            if recorded != parent.trade_ids:
+                self._finish(parent, "restart: the replayed fills differ from the venue's")
+                continue
+            live = parent.live_child
+            if live is not None and (live not in self.orders.orders or self.orders.orders[live].is_closed):
+                parent.live_child = None
+                parent.cancel_sent = False
+            elif live is not None and parent.cancel_sent:
+                # Its cancel never landed (the restart outlasted every request in flight): ask again.
+                self.bus.publish(CancelOrder(client_order_id=live, symbol=parent.symbol, ts_event=now, ts_init=now))
+            self._work(parent, now)
+        return {p.live_child for p in self.parents.values() if p.live_child is not None}
+
     def parent_of(self, client_order_id: str) -> str | None:
         """Return the id of the parent a child order belongs to.
 
@@ -392,8 +423,9 @@ class SmartOrderRouter(Component):
     def on_fill(self, fill: OrderFilled) -> None:
         """Book a child fill on its parent, then check the slippage limits."""
         parent = self._parent_of.get(fill.client_order_id)
-        if parent is None or parent.parent_order_id not in self.parents:
+        if parent is None or parent.parent_order_id not in self.parents or fill.trade_id in parent.trade_ids:
             return
+        parent.trade_ids.add(fill.trade_id)
         bid, ask = self._touch(parent.symbol)
         mid = (bid + ask) / 2
         parent.filled += fill.last_quantity

@@ -8,8 +8,11 @@ the data's time, advanced by the feed as each event is due, so their timers
 (the rebalance schedule) fire between the same events as in a backtest and a
 replay places the same orders as the backtest of the same data. It stops when the data ends, the duration
 elapses or :meth:`PaperSession.request_stop` is called (the CLI wires SIGINT
-and SIGTERM to it), and then shuts down cleanly: open orders canceled, the
-bus drained, components stopped, and the final state written.
+and SIGTERM to it), and then shuts down cleanly: the bus drained, components
+stopped, and the final state written. At the end of the data open orders are
+canceled; a stop before it leaves them working at the paper venue (which
+pauses with keel) for the restart to go on with, unless
+``paper.cancel_orders_on_stop`` cancels them.
 
 The paper account outlives the process, like a real venue's: the simulated
 venue commits its state to its own file (``paper.venue_state_file``) and
@@ -430,11 +433,16 @@ class PaperSession:
     async def _shutdown(self, pipeline: Pipeline, bus: EventBus, bus_task: asyncio.Task[None]) -> None:
         now = pipeline.clock.timestamp_ns()
         open_orders = len(pipeline.orders.open_orders())
-        pipeline.router.cancel_parents(f"shutdown: {self.stop_reason}")
+        # A stop before the data ends is a pause: the paper venue stops with keel, and the restart goes on working.
+        cancel = self._feed_done or self.config.paper.cancel_orders_on_stop
+        if cancel:
+            pipeline.router.cancel_parents(f"shutdown: {self.stop_reason}")
         pipeline.deliver_in_flight()
         await bus.join()
-        bus.publish(CancelAllOrders(symbol=None, reason=f"shutdown: {self.stop_reason}", ts_event=now, ts_init=now))
-        await bus.join()
+        if cancel:
+            reason = f"shutdown: {self.stop_reason}"
+            bus.publish(CancelAllOrders(symbol=None, reason=reason, ts_event=now, ts_init=now))
+            await bus.join()
         # Shutting down outlasts every request's flight: the cancels (and what they cancel) reach the venue.
         pipeline.deliver_in_flight()
         await bus.join()
@@ -458,7 +466,7 @@ class PaperSession:
         await bus.join()
         bus.stop()
         await bus_task
-        _log.info("paper session stopped", reason=self.stop_reason, canceled_orders=open_orders)
+        _log.info("paper session stopped", reason=self.stop_reason, open_orders=open_orders, canceled=cancel)
 
     def status(self) -> dict[str, Any]:
         """Return a snapshot: time, progress, equity, P&L, orders, bus and trading state."""

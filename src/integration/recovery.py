@@ -28,13 +28,21 @@ start, in five steps:
    fills and funding keel never applied are applied; positions and the
    wallet balance are compared. What cannot be explained is a *mismatch*: the
    ``ReconciliationCompleted`` event lists it and the system monitor halts trading.
-4. **Clean slate**: orders still open are canceled (the execution algorithms
-   that placed them did not survive the restart); only then does trading resume.
+4. **Working orders**: the execution algorithms the history replay left
+   working (each parent's schedule, fills and live child, where the session
+   had them) are settled with the reconciled records
+   (:meth:`~keel.execution.router.SmartOrderRouter.resume`) and go on; the
+   venue's open orders they work are kept, any other open order (one placed
+   by hand, or of a parent that did not survive) is canceled. Only then does
+   trading resume.
 
-The feed resumes right after the last market event the venue processed.
-What the clean slate cancels (orders open at the restart, execution
-algorithms still working) an uninterrupted session would have kept: only a
-restart with nothing open is invisible to the venue as well.
+The feed resumes right after the last market event the venue processed, so
+a restart, with or without orders working at the venue, is invisible to the
+venue as well. Where it is not, by construction: an order the session wrote
+ahead but never sent (killed between the two) is rejected as never sent and
+its parent ends (the next decision trades again), and a child the session
+decided but never wrote ahead is decided again, under the next client order
+id.
 """
 
 from __future__ import annotations
@@ -53,7 +61,7 @@ from keel.core.clock import SimulatedClock
 from keel.core.messages import (
     AllocationProposed,
     BarClosed,
-    CancelAllOrders,
+    CancelOrder,
     MarketDataEvent,
     OrderFilled,
     OrderRejected,
@@ -144,7 +152,8 @@ def replay_history(pipeline: Pipeline, history: Iterable[MarketDataEvent]) -> Re
     stopped. Call on a built pipeline whose venue is not the real one's
     store yet and whose order manager does not write ahead: nothing of the
     history reaches the journal or the real venue. :func:`restore_state`
-    then puts the real books in place.
+    then puts the real books in place. The execution algorithms still working
+    at the end stay working: :func:`reconcile` settles them with the venue.
     """
     bus, clock = pipeline.bus, pipeline.clock
     assert isinstance(clock, SimulatedClock)
@@ -163,8 +172,6 @@ def replay_history(pipeline: Pipeline, history: Iterable[MarketDataEvent]) -> Re
         if event.__class__ is BarClosed:
             replayed.bars += 1
             replayed.pending_bar_ts = ts
-    pipeline.router.cancel_parents("restart: the history replay ends here")
-    bus.drain()
     replayed.fills = list(pipeline.recorder.fills)
     _log.info("history replayed", bars=replayed.bars, events=replayed.events, fills=len(replayed.fills))
     return replayed
@@ -252,7 +259,11 @@ def _check_history(history: ReplayedHistory, journaled: list[OrderFilled]) -> No
 
 
 async def reconcile(pipeline: Pipeline, since_ns: int) -> ReconciliationCompleted:
-    """Settle the restored state with the venue, publish ``ReconciliationCompleted`` and cancel leftovers.
+    """Settle the restored state with the venue, publish ``ReconciliationCompleted``, resume the working orders.
+
+    The parents the history replay left working go on with their children
+    (:meth:`~keel.execution.router.SmartOrderRouter.resume`); every other
+    order open at the venue is canceled.
 
     The bus must be running: settled reports reach the positions and the journal through it.
     """
@@ -279,8 +290,13 @@ async def reconcile(pipeline: Pipeline, since_ns: int) -> ReconciliationComplete
         ts_init=now,
     )
     bus.publish(completed)
-    if pipeline.orders.open_orders():
-        bus.publish(CancelAllOrders(symbol=None, reason="recovered after a restart", ts_event=now, ts_init=now))
+    # A mismatch halts trading here, and a halt stops every parent: only then is it known which go on.
+    await bus.join()
+    working = pipeline.router.resume()
+    for order in pipeline.orders.open_orders():
+        if order.client_order_id not in working:
+            cancel = CancelOrder(client_order_id=order.client_order_id, symbol=order.symbol, ts_event=now, ts_init=now)
+            bus.publish(cancel)
     await bus.join()
     log = _log.warning if mismatches else _log.info
     log("reconciled with the venue", **{k: v for k, v in msgspec.structs.asdict(completed).items() if k != "id"})

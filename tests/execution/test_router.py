@@ -17,6 +17,7 @@ from keel.core.bus import EventBus
 from keel.core.clock import SimulatedClock
 from keel.core.fsm import TradingState
 from keel.core.messages import (
+    BarClosed,
     BookUpdated,
     ExecutionCompleted,
     MarketDataEvent,
@@ -451,3 +452,68 @@ def test_a_router_keeps_a_bounded_history_of_finished_parents_and_lets_them_go()
     assert not desk.router._parent_of
     assert desk.router.parent_of(parents[-1].children[-1]) == parents[-1].parent_order_id
     assert desk.router.parent_of(parents[0].children[0]) is None
+
+
+def bar_desk() -> tuple[SimulatedClock, EventBus, SimulatedExchange, OrderManager, SmartOrderRouter]:
+    """A bar-driven desk (no books), passive for ten bars: the venue sees each bar before the router."""
+    clock = SimulatedClock(0)
+    bus = EventBus()
+    exchange = SimulatedExchange(
+        real_instruments(), clock, initial_balance=Decimal("1000000"), schedule=real_schedule()
+    )
+    bus.subscribe(BarClosed, exchange.on_bar, name="exchange.bars")
+    orders = OrderManager(exchange, ClientOrderIdGenerator("keel"), bus, clock, route_approvals=False)
+    settings = RouterSettings(passive_time_limit_seconds=600.0)
+    router = SmartOrderRouter(orders, real_instruments(), settings, bus, clock)
+    orders.start()
+    router.start()
+    return clock, bus, exchange, orders, router
+
+
+def play_bars(clock: SimulatedClock, bus: EventBus, bars: tuple[BarClosed, ...]) -> None:
+    for bar in bars:
+        clock.advance_to(bar.ts_event)
+        bus.publish(bar)
+        bus.drain()
+
+
+def test_a_passive_child_on_bars_posts_a_tick_away_from_the_close_and_rests():
+    # Arrange: a bar-driven router that has seen 30 real bars (the close is both its bid and its ask)
+    clock, bus, _exchange, orders, router = bar_desk()
+    bars = real_bars(BTC, 31)
+    play_bars(clock, bus, bars[:30])
+
+    # Act
+    parent = router.execute_passive(BTC, OrderSide.BUY, Decimal("0.010"))
+    bus.drain()
+
+    # Assert: posted below the close (at it, it would take and the venue would reject it), and resting
+    (child,) = [orders.orders[c] for c in parent.children]
+    tick = real_instruments()[BTC].tick_size
+    assert child.price == Decimal(repr(bars[29].close)) - tick
+    assert child.status.value == "ACCEPTED"
+    assert router.resume() == {child.client_order_id}
+
+
+def test_resume_counts_a_fill_reported_again_once_and_releases_a_closed_child():
+    # Arrange: a passive parent worked over real bars until a child filled and the next one works
+    clock, bus, _exchange, orders, router = bar_desk()
+    bars = real_bars(BTC, 120)
+    play_bars(clock, bus, bars[:30])
+    parent = router.execute_passive(BTC, OrderSide.BUY, Decimal("0.020"))
+    bus.drain()
+    played = 30
+    while not orders.fills() and played < 120:
+        play_bars(clock, bus, bars[played : played + 1])
+        played += 1
+    fill = orders.fills()[0]
+    filled = parent.filled
+
+    # Act: the same fill reported again (as a reconciliation after a restart would find it), then resume
+    router.on_fill(fill)
+    working = router.resume()
+
+    # Assert: counted once; what is working is the parent's open live child, if it has one
+    assert filled > 0 and parent.filled == filled
+    live = [c for c in parent.children if not orders.orders[c].is_closed]
+    assert working == set(live) == ({parent.live_child} if parent.live_child else set())

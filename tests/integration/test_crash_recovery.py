@@ -8,7 +8,8 @@ it), right after keel applied a venue report, right after a journal write,
 or right after a state snapshot (the stress run also kills the restarted
 runs early, during or just after their reconciliation), or between two bar
 times (``bar_time``). The ``restart_parity`` tests stop or kill a session
-between two bar times, restart it, and compare everything it did from there on
+between two bar times (with nothing working, or while PASSIVE children rest
+at the venue and TWAP schedules are half done), restart it, and compare everything it did from there on
 and its final reports with an uninterrupted run's. The venue's state lives in its own file, as
 a real venue's would. The test then restarts the session in this process; it
 recovers (snapshot, journal, reconciliation) and runs to the end of the data.
@@ -348,9 +349,16 @@ PARITY_SYMBOLS = ("BTCUSDT", "ETHUSDT")
 HEAVY_PARITY_SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT")
 
 
-def parity_config(output_dir: Path, symbols: tuple[str, ...] = PARITY_SYMBOLS, end: str = "06:00") -> KeelConfig:
+PASSIVE_LIMIT_SECONDS = 600.0
+"""How long a PASSIVE parent posts before it takes: ten 1m bars, so its children rest across bar times."""
+
+
+def parity_config(
+    output_dir: Path, symbols: tuple[str, ...] = PARITY_SYMBOLS, end: str = "06:00", style: str = "AGGRESSIVE"
+) -> KeelConfig:
     """Hours of real 1m bars (six of BTCUSDT and ETHUSDT by default) after a day of warm-up: the regime-weighted
-    strategy manager (quickened to trade) and the Markowitz optimizer on a 15-minute schedule, as fast as possible."""
+    strategy manager (quickened to trade) and the Markowitz optimizer on a 15-minute schedule, as fast as possible,
+    its orders worked in ``style`` (PASSIVE posts for ten bars)."""
     config = load_config("paper", environ={})
     data = config.data.model_validate(
         {
@@ -379,6 +387,9 @@ def parity_config(output_dir: Path, symbols: tuple[str, ...] = PARITY_SYMBOLS, e
                     "risk_aversion": 1.0,
                     "information_coefficient": 0.5,
                 }
+            ),
+            "execution": config.execution.model_copy(
+                update={"default_style": style, "passive_time_limit_seconds": PASSIVE_LIMIT_SECONDS}
             ),
             "paper": config.paper.model_copy(update={"speed": 1.0e9, "status_interval_seconds": 3600.0}),
             "persistence": config.persistence.model_copy(update={"snapshot_every": 40, "journal_flush_every": 25}),
@@ -448,19 +459,62 @@ def quiet_bar_times(run_dir: Path, config: KeelConfig) -> list[tuple[int, BarClo
     return quiet_times
 
 
-_PARITY: dict[tuple[str, ...], Any] = {}
+def run_recording_working_times(config: KeelConfig, run_dir: Path) -> list[tuple[int, BarClosed]]:
+    """Run a session uninterrupted; return the bar times after its first quarter it left with parents working.
+
+    Each comes with the last event of it. A parent working as the clock leaves
+    a bar time (a PASSIVE child resting at the venue, a TWAP schedule half
+    done) is what a restart there must go on with.
+    """
+    session = PaperSession(config, run_dir)
+    clock, router = session.clock, session.pipeline.router
+    advance_to = clock.advance_to
+    working: set[int] = set()
+
+    def leave(ts: int) -> None:
+        if ts > clock.timestamp_ns() and router.parents:
+            working.add(clock.timestamp_ns())
+        advance_to(ts)
+
+    clock.advance_to = leave  # type: ignore[method-assign]
+    asyncio.run(session.run())
+    last_event: dict[int, Any] = {}
+    for event in build_feed(config):
+        last_event[event.ts_event] = event
+    times = sorted(last_event)
+    found = [
+        (ts, last_event[ts])
+        for ts in times[len(times) // 4 :]
+        if ts in working and isinstance(last_event[ts], BarClosed)
+    ]
+    assert found, "the reference run has no bar time it left with a parent working"
+    return found
+
+
+_PARITY: dict[tuple[object, ...], Any] = {}
 
 
 def parity_reference(
-    tmp_path_factory: pytest.TempPathFactory, symbols: tuple[str, ...] = PARITY_SYMBOLS, end: str = "06:00"
+    tmp_path_factory: pytest.TempPathFactory,
+    symbols: tuple[str, ...] = PARITY_SYMBOLS,
+    end: str = "06:00",
+    style: str = "AGGRESSIVE",
 ) -> tuple[Path, list[tuple[int, BarClosed]]]:
-    """Run a parity configuration once uninterrupted; return its output folder and its quiet bar times."""
-    if symbols not in _PARITY:
+    """Run a parity configuration once uninterrupted; return its output folder and its restart bar times.
+
+    Those are its quiet bar times (nothing open across them) for AGGRESSIVE, the
+    bar times it left with parents working for the other styles.
+    """
+    key = (symbols, end, style)
+    if key not in _PARITY:
         folder = tmp_path_factory.mktemp("parity-reference")
-        config = parity_config(folder, symbols, end)
-        run_session(config, folder / "run")
-        _PARITY[symbols] = (folder, quiet_bar_times(folder / "run", config))
-    return _PARITY[symbols]
+        config = parity_config(folder, symbols, end, style)
+        if style == "AGGRESSIVE":
+            run_session(config, folder / "run")
+            _PARITY[key] = (folder, quiet_bar_times(folder / "run", config))
+        else:
+            _PARITY[key] = (folder, run_recording_working_times(config, folder / "run"))
+    return _PARITY[key]
 
 
 def kill_between_bar_times(config: KeelConfig, run_dir: Path, restart_ns: int) -> int:
@@ -536,6 +590,85 @@ def test_restart_parity_after_kill_9_on_a_day_of_four_symbols(
     reference, quiet_times = parity_reference(tmp_path_factory, HEAVY_PARITY_SYMBOLS, "23:59")
     restart_ns, _last = quiet_times[pick * (len(quiet_times) - 1) // 4]
     config = parity_config(tmp_path, HEAVY_PARITY_SYMBOLS, "23:59")
+    assert kill_between_bar_times(config, tmp_path / "first", restart_ns) == -signal.SIGKILL
+
+    # Act
+    second = run_session(config, tmp_path / "second")
+
+    # Assert
+    assert second.plan.recover and second.reconciliation is not None
+    assert second.reconciliation["mismatches"] == []
+    assert_restart_parity(reference, tmp_path, second, restart_ns)
+
+
+WORKING_STYLES = ("PASSIVE", "TWAP")
+
+
+@pytest.mark.parametrize("style", WORKING_STYLES)
+def test_restart_parity_with_orders_open_after_a_stop(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, style: str
+) -> None:
+    # Arrange: the session stops right after a bar time the reference run left with parents working
+    reference, working_times = parity_reference(tmp_path_factory, style=style)
+    restart_ns, last = working_times[len(working_times) // 2]
+    config = parity_config(tmp_path, style=style)
+    first = PaperSession(config, tmp_path / "first")
+
+    def stop_after(bar: BarClosed) -> None:
+        if bar.ts_event == restart_ns and bar.symbol == last.symbol:
+            first.request_stop("operator")
+
+    first.pipeline.bus.subscribe(BarClosed, stop_after, name="test.stop")
+    stopped = asyncio.run(first.run())
+    assert stopped["open_orders"] == len(first.pipeline.orders.open_orders())
+
+    # Act
+    second = PaperSession(config, tmp_path / "second")
+    open_at_restart = {o.client_order_id for o in second.pipeline.orders.open_orders()}
+    working_parents = len(second.pipeline.router.parents)
+    final = asyncio.run(second.run())
+
+    # Assert: the parents (and the children open at the restart) went on, and everything after is the same
+    assert second.plan.recover and working_parents > 0
+    assert open_at_restart or style != "PASSIVE", "a resting PASSIVE child must be open at the restart"
+    assert final["reconciliation"]["mismatches"] == []
+    assert_restart_parity(reference, tmp_path, second, restart_ns)
+
+
+@pytest.mark.parametrize("style", WORKING_STYLES)
+def test_restart_parity_with_orders_open_after_kill_9(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, style: str
+) -> None:
+    # Arrange: killed as the session moves on from a bar time the reference run left with parents working
+    reference, working_times = parity_reference(tmp_path_factory, style=style)
+    restart_ns, _last = working_times[len(working_times) // 3]
+    config = parity_config(tmp_path, style=style)
+    assert kill_between_bar_times(config, tmp_path / "first", restart_ns) == -signal.SIGKILL
+
+    # Act
+    second = PaperSession(config, tmp_path / "second")
+    open_at_restart = {o.client_order_id for o in second.pipeline.orders.open_orders()}
+    working_parents = len(second.pipeline.router.parents)
+    asyncio.run(second.run())
+
+    # Assert
+    assert second.plan.recover and working_parents > 0
+    assert open_at_restart or style != "PASSIVE", "a resting PASSIVE child must be open at the restart"
+    assert second.reconciliation is not None and second.reconciliation["mismatches"] == []
+    assert_restart_parity(reference, tmp_path, second, restart_ns)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pick", range(6))
+@pytest.mark.parametrize("style", WORKING_STYLES)
+def test_restart_parity_with_orders_open_after_kill_9_at_bar_times_spread_over_the_run(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, style: str, pick: int
+) -> None:
+    # Arrange: killed at one of six bar times the reference run left with parents working, spread over its first
+    # three quarters (later ones may leave no order to send after the restart)
+    reference, working_times = parity_reference(tmp_path_factory, style=style)
+    restart_ns, _last = working_times[pick * (len(working_times) - 1) * 3 // 20]
+    config = parity_config(tmp_path, style=style)
     assert kill_between_bar_times(config, tmp_path / "first", restart_ns) == -signal.SIGKILL
 
     # Act

@@ -79,8 +79,8 @@ def test_paper_and_backtest_place_the_same_orders(tmp_path: Path) -> None:
 
 
 def test_stop_request_cancels_open_orders_and_stops_cleanly(tmp_path: Path) -> None:
-    # Arrange: slow enough that the data cannot end before the stop
-    config = paper_config(tmp_path, speed=600.0)
+    # Arrange: slow enough that the data cannot end before the stop; a stop that cancels what works
+    config = paper_config(tmp_path, speed=600.0, cancel_orders_on_stop=True)
     session = PaperSession(config, tmp_path / "run")
 
     async def run_then_stop() -> dict[str, object]:
@@ -101,7 +101,12 @@ def test_stop_request_cancels_open_orders_and_stops_cleanly(tmp_path: Path) -> N
 
 def test_keel_run_stops_cleanly_on_sigint(tmp_path: Path) -> None:
     # Arrange
-    environment = {**os.environ, "KEEL_RUN__OUTPUT_DIR": str(tmp_path), "KEEL_PAPER__STATUS_INTERVAL_SECONDS": "0.2"}
+    environment = {
+        **os.environ,
+        "KEEL_RUN__OUTPUT_DIR": str(tmp_path),
+        "KEEL_PAPER__STATUS_INTERVAL_SECONDS": "0.2",
+        "KEEL_PAPER__CANCEL_ORDERS_ON_STOP": "true",
+    }
     command = [
         sys.executable,
         "-m",
