@@ -1,9 +1,11 @@
 """Speed work changes no order: backtests on a pinned configuration reproduce golden orders and trades.
 
 The golden fingerprints (``golden_orders.json``) were recorded from main's
-engine before any optimization, with the configuration pinned in
+engine before the speed work, with the configuration pinned in
 ``pinned_config/`` (a copy of the defaults of that day, so later changes to
-keel's defaults do not move them). A fingerprint is the SHA-256 of the run's
+keel's defaults do not move them). They were re-recorded once, on purpose,
+when the shared cost model (no-trade band, smallest order, maker posts on
+bars) changed the trading; every speed change since keeps them. A fingerprint is the SHA-256 of the run's
 ``orders.csv`` and ``trades.csv`` bytes, with their row counts.
 
 Re-record only when a change of trading behaviour is intended::
