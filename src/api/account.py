@@ -41,6 +41,9 @@ from keel.core.ports import LeverageBracket, MarginType, PositionMode, PositionS
 
 PositionKey = tuple[str, PositionSide]
 
+_FLOAT_SAFETY = 1e-9
+"""How far (relative to the amounts involved) a float margin estimate must clear its threshold to be trusted."""
+
 
 class VenuePosition:
     """One position at the venue with the margin and cost basis Binance keeps for it."""
@@ -135,6 +138,9 @@ class Account:
         self.margin_types = dict.fromkeys(symbols, margin_type)
         self.marks: dict[str, Decimal] = {}
         self.positions: dict[PositionKey, VenuePosition] = {}
+        self._float_bracket_cache: dict[
+            str, tuple[tuple[LeverageBracket, ...], tuple[float | None, tuple[tuple[float, float], ...]]]
+        ] = {}
         self.fees_paid = ZERO
         self.funding_received = ZERO
         self.liquidation_fees = ZERO
@@ -301,6 +307,10 @@ class Account:
 
     def due_liquidations(self) -> list[Liquidation]:
         """Return the positions whose margin has reached their maintenance margin, in a fixed order."""
+        return [] if self.clearly_solvent() else self.due_liquidations_exactly()
+
+    def due_liquidations_exactly(self) -> list[Liquidation]:
+        """Return :meth:`due_liquidations` from the Decimal margins alone (the reference of the float pre-check)."""
         due: list[Liquidation] = []
         cross = []
         for venue_position in self.open_positions():
@@ -317,6 +327,65 @@ class Account:
             if self.cross_margin_balance() <= maintenance:
                 due.extend(self._liquidation(p, MarginType.CROSSED) for p in cross)
         return due
+
+    def clearly_solvent(self) -> bool:
+        """Return True when a float estimate puts every margin far above its maintenance margin.
+
+        The estimate bounds each maintenance margin from above by the largest
+        ``notional * rate - amount`` over the symbol's brackets and trusts a
+        difference only beyond a relative ``1e-9`` of the amounts involved;
+        False means "not sure": :meth:`due_liquidations` then decides in Decimal.
+        """
+        marks = self.marks
+        cross_balance = float(self.cross_wallet)
+        cross_maintenance = 0.0
+        cross_scale = abs(cross_balance)
+        for venue_position in self.positions.values():
+            position = venue_position.position
+            quantity = position.quantity
+            if not quantity:
+                continue
+            symbol = venue_position.key[0]
+            mark = marks.get(symbol)
+            if mark is None:
+                continue
+            lines = self._float_brackets(symbol)
+            if lines is None:
+                return False
+            caps, rates_amounts = lines
+            mark_price = float(mark)
+            signed = float(quantity)
+            notional = abs(signed) * mark_price
+            if caps is not None and notional >= caps * (1.0 - _FLOAT_SAFETY):
+                return False
+            maintenance = max(notional * rate - amount for rate, amount in rates_amounts)
+            unrealized = signed * (mark_price - float(position.entry_price))
+            if self.margin_types[symbol] is MarginType.ISOLATED:
+                margin = float(venue_position.isolated_wallet) + unrealized
+                scale = abs(margin) + abs(maintenance) + notional + 1.0
+                if margin - maintenance <= _FLOAT_SAFETY * scale:
+                    return False
+            else:
+                cross_balance += unrealized
+                cross_maintenance += maintenance
+                cross_scale += abs(unrealized) + abs(maintenance) + notional
+        return cross_balance - cross_maintenance > _FLOAT_SAFETY * (cross_scale + 1.0)
+
+    def _float_brackets(self, symbol: str) -> tuple[float | None, tuple[tuple[float, float], ...]] | None:
+        """Return the last bracket's cap and every bracket's (rate, amount) of ``symbol`` in floats (cached)."""
+        brackets = self.schedule.brackets(symbol)
+        cached = self._float_bracket_cache.get(symbol)
+        if cached is not None and cached[0] is brackets:
+            return cached[1]
+        if not brackets:
+            return None
+        cap = brackets[-1].notional_cap
+        lines = (
+            None if cap is None else float(cap),
+            tuple((float(b.maintenance_margin_rate), float(b.maintenance_amount)) for b in brackets),
+        )
+        self._float_bracket_cache[symbol] = (brackets, lines)
+        return lines
 
     def _liquidation(self, venue_position: VenuePosition, margin_type: MarginType) -> Liquidation:
         return Liquidation(
