@@ -109,6 +109,7 @@ class SymbolHistory:
         # The two newest bars as Python tuples: strategies read them on every bar.
         self._newest: tuple[int, float, float, float, float, float] | None = None
         self._second_newest: tuple[int, float, float, float, float, float] | None = None
+        self._view: MarketData | None = None
 
     def __len__(self) -> int:
         return len(self._bars)
@@ -127,8 +128,11 @@ class SymbolHistory:
         self.last_funding_time = funding_time
 
     def view(self) -> MarketData:
-        """Return a read-only ``market_data`` view of everything received so far."""
-        return MarketData(self)
+        """Return a read-only ``market_data`` view of everything received so far (a live view, made once)."""
+        view = self._view
+        if view is None:
+            view = self._view = MarketData(self)
+        return view
 
     def bar(self, index: int) -> tuple[int, float, float, float, float, float]:
         """Return (timestamp, open, high, low, close, volume) of the index-th kept bar as Python numbers."""

@@ -138,6 +138,7 @@ class _SymbolBook:
     enabled: list[bool]
     regime: RegimeState = UNKNOWN_STATE
     combined: _Combined = _FLAT
+    combine_inputs: tuple[object, ...] | None = None
     published_action: str | None = None
     published_score: float = 0.0
     last_close: float | None = None
@@ -225,6 +226,7 @@ class StrategyManager:
         self.history_bars = history_bars
         self.performance = {n: StrategyPerformance() for n in (*names, name)}
         self._performances = [self.performance[n] for n in names]
+        self._performance = self.performance[name]
         self._regime_columns = [tuple(self.regime_weights[r.value][n] for r in REGIMES) for n in names]
         self._unknown_weights = [self.regime_weights[MarketRegime.UNKNOWN.value][n] for n in names]
         self._books: dict[str, _SymbolBook] = {}
@@ -339,6 +341,7 @@ class StrategyManager:
         """Start every performance record afresh (after a warm-up on history)."""
         self.performance = {n: StrategyPerformance() for n in self.performance}
         self._performances = [self.performance[s.name] for s in self.strategies]
+        self._performance = self.performance[self.name]
         self.signals_published = 0
 
     def enable_all(self) -> list[tuple[str, str]]:
@@ -435,8 +438,8 @@ class StrategyManager:
             score = 0.0 if view is None else view.score
             performance.record(book.scores[i], bar_return, score, fee_rate)
             book.scores[i] = score
-        combined = self._combine(book)
-        self.performance[self.name].record(book.combined.score, bar_return, combined.score, fee_rate)
+        combined = self._combined(book)
+        self._performance.record(book.combined.score, bar_return, combined.score, fee_rate)
         book.combined = combined
         signal = self._news(book, symbol) if news_only else None
         if signal is None and not failures and regime_change is None:
@@ -535,6 +538,24 @@ class StrategyManager:
     def strategy_enabled(self, name: str) -> bool:
         """Return whether an operator left the strategy's vote on."""
         return not self._stopped[[s.name for s in self.strategies].index(name)]
+
+    def _combined(self, book: _SymbolBook) -> _Combined:
+        """Return the combined view, recomputed only when something it depends on changed since the last bar."""
+        inputs = (
+            book.regime,
+            *book.views,
+            *book.enabled,
+            *self._stopped,
+            self.min_signal,
+            self.volatility_scaling,
+        )
+        previous = book.combine_inputs
+        if previous is not None and len(previous) == len(inputs) and all(
+            a is b for a, b in zip(previous, inputs, strict=True)
+        ):
+            return book.combined
+        book.combine_inputs = inputs
+        return self._combine(book)
 
     def _combine(self, book: _SymbolBook) -> _Combined:
         voting = [on and not stopped for on, stopped in zip(book.enabled, self._stopped, strict=True)]
@@ -657,7 +678,8 @@ def _valid_bar(
 ) -> bool:
     if last_ts is not None and ts <= last_ts:
         return False
-    if not all(math.isfinite(v) for v in (open_, high, low, close, volume)):
+    isfinite = math.isfinite
+    if not (isfinite(open_) and isfinite(high) and isfinite(low) and isfinite(close) and isfinite(volume)):
         return False
     return 0.0 < low <= min(open_, close) and max(open_, close) <= high and volume >= 0.0
 
