@@ -121,6 +121,7 @@ class PositionManager(Component):
         self.events: list[PositionEvent] = []
         self.lifecycle_counts: Counter[PositionLifecycle] = Counter()
         self.fills = 0
+        self._equity_cache: tuple[list[object], Decimal] | None = None
 
     def on_start(self) -> None:
         """Subscribe to fills, funding, bars and mark prices."""
@@ -222,6 +223,25 @@ class PositionManager(Component):
 
     def equity(self, marks: Mapping[str, Decimal] | None = None) -> Decimal:
         """Return capital + realized + unrealized - fees + funding, at the last marks (or at ``marks``)."""
+        if marks is not None:
+            return self._equity(marks)
+        key = self._book_key()
+        cached = self._equity_cache
+        if cached is not None and _same_objects(cached[0], key):
+            return cached[1]
+        value = self._equity(None)
+        self._equity_cache = (key, value)
+        return value
+
+    def _book_key(self) -> list[object]:
+        """Every object the equity at the last marks is made of: the same objects (all immutable), the same equity."""
+        marks = self.marks
+        key: list[object] = [self.initial_capital, self.fees_paid, self.funding_received]
+        for symbol, position in self.positions.items():
+            key += (position, position.quantity, position.entry_price, position.realized_pnl, marks.get(symbol))
+        return key
+
+    def _equity(self, marks: Mapping[str, Decimal] | None) -> Decimal:
         return (
             self.initial_capital
             + self.realized_pnl()
@@ -269,3 +289,8 @@ class PositionManager(Component):
             parts[2] += self.fees_by_strategy.get(key, ZERO)
             parts[3] += self.funding_by_strategy.get(key, ZERO)
         return {strategy: PnL(*parts) for strategy, parts in totals.items()}
+
+
+def _same_objects(first: list[object], second: list[object]) -> bool:
+    """Tell whether two lists hold the very same objects, in order."""
+    return len(first) == len(second) and all(a is b for a, b in zip(first, second, strict=True))
