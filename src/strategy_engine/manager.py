@@ -49,7 +49,7 @@ import numpy as np
 import structlog
 
 from keel.core.messages import BarClosed, FundingRateUpdated, MarketRegime
-from keel.strategy_engine.base import BaseStrategy, StrategySignal, clip01
+from keel.strategy_engine.base import BaseStrategy, IncrementalStrategy, StrategySignal, clip01
 from keel.strategy_engine.funding_arbitrage import FundingArbitrageStrategy
 from keel.strategy_engine.history import BAR_COLUMNS, FUNDING_COLUMNS, SymbolHistory, bar_at
 from keel.strategy_engine.mean_reversion import MeanReversionStrategy
@@ -243,8 +243,11 @@ class StrategyManager:
         if not _valid_bar(bar.ts_event, *values, history.last_timestamp):
             book.rejected_bars += 1
             return NO_UPDATE
+        previous_key = history.last_timestamp
         history.append_bar(bar.ts_event, *values)
-        return self._process(book, bar.symbol, history.view(), len(history) - 1, bar.ts_event, bar.close, True)
+        index = len(history) - 1
+        known_bar = (history.bar(index), previous_key)
+        return self._process(book, bar.symbol, history.view(), index, bar.ts_event, bar.close, True, known_bar)
 
     def on_funding(self, event: FundingRateUpdated) -> None:
         """Record a settled funding rate of a symbol (a non-finite or out-of-order one is counted and skipped)."""
@@ -425,13 +428,14 @@ class StrategyManager:
         ts: int,
         close: float,
         news_only: bool,
+        known_bar: tuple[tuple[int, float, float, float, float, float], int | None] | None = None,
     ) -> ManagerUpdate:
         book.bars += 1
         regime_change = self._update_regime(book, close)
         previous_close = book.last_close
         bar_return = 0.0 if previous_close is None else close / previous_close - 1.0
         book.last_close = close
-        failures = self._run_strategies(book, symbol, market_data, index, ts)
+        failures = self._run_strategies(book, symbol, market_data, index, ts, known_bar)
         fee_rate = self.fee_rate
         for i, performance in enumerate(self._performances):
             view = book.views[i]
@@ -454,7 +458,13 @@ class StrategyManager:
         return (previous, book.regime) if book.regime.regime is not previous else None
 
     def _run_strategies(
-        self, book: _SymbolBook, symbol: str, market_data: Mapping[str, Any], index: int, ts: int
+        self,
+        book: _SymbolBook,
+        symbol: str,
+        market_data: Mapping[str, Any],
+        index: int,
+        ts: int,
+        known_bar: tuple[tuple[int, float, float, float, float, float], int | None] | None,
     ) -> list[StrategyFailure]:
         failures = []
         views = book.views
@@ -462,7 +472,10 @@ class StrategyManager:
             if not book.enabled[i]:
                 continue
             try:
-                signal = strategy.generate_signal(market_data, index)
+                if known_bar is not None and isinstance(strategy, IncrementalStrategy):
+                    signal = strategy.signal_after(symbol, market_data, index, *known_bar)
+                else:
+                    signal = strategy.generate_signal(market_data, index)
                 if signal is not None and _no_new_view(strategy, signal):
                     signal = None
                 if signal is not None and signal is not views[i]:
@@ -550,8 +563,10 @@ class StrategyManager:
             self.volatility_scaling,
         )
         previous = book.combine_inputs
-        if previous is not None and len(previous) == len(inputs) and all(
-            a is b for a, b in zip(previous, inputs, strict=True)
+        if (
+            previous is not None
+            and len(previous) == len(inputs)
+            and all(a is b for a, b in zip(previous, inputs, strict=True))
         ):
             return book.combined
         book.combine_inputs = inputs
