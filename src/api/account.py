@@ -25,6 +25,7 @@ Auto-deleveraging (ADL) is not modelled: a liquidation always finds a counterpar
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -43,6 +44,8 @@ PositionKey = tuple[str, PositionSide]
 
 _FLOAT_SAFETY = 1e-9
 """How far (relative to the amounts involved) a float margin estimate must clear its threshold to be trusted."""
+_FLOATS_KEPT = 256
+"""Float conversions remembered by :meth:`Account._as_float` before it starts over."""
 
 
 class VenuePosition:
@@ -138,6 +141,7 @@ class Account:
         self.margin_types = dict.fromkeys(symbols, margin_type)
         self.marks: dict[str, Decimal] = {}
         self.positions: dict[PositionKey, VenuePosition] = {}
+        self._floats: dict[int, tuple[Decimal, float]] = {}
         self._float_bracket_cache: dict[
             str, tuple[tuple[LeverageBracket, ...], tuple[float | None, tuple[tuple[float, float], ...]]]
         ] = {}
@@ -337,7 +341,8 @@ class Account:
         False means "not sure": :meth:`due_liquidations` then decides in Decimal.
         """
         marks = self.marks
-        cross_balance = float(self.cross_wallet)
+        as_float = self._as_float
+        cross_balance = as_float(self.cross_wallet)
         cross_maintenance = 0.0
         cross_scale = abs(cross_balance)
         for venue_position in self.positions.values():
@@ -352,16 +357,20 @@ class Account:
             lines = self._float_brackets(symbol)
             if lines is None:
                 return False
-            caps, rates_amounts = lines
+            cap, rates_amounts = lines
             mark_price = float(mark)
-            signed = float(quantity)
+            signed = as_float(quantity)
             notional = abs(signed) * mark_price
-            if caps is not None and notional >= caps * (1.0 - _FLOAT_SAFETY):
+            if cap is not None and notional >= cap * (1.0 - _FLOAT_SAFETY):
                 return False
-            maintenance = max(notional * rate - amount for rate, amount in rates_amounts)
-            unrealized = signed * (mark_price - float(position.entry_price))
+            maintenance = -math.inf
+            for rate, amount in rates_amounts:
+                line = notional * rate - amount
+                if line > maintenance:
+                    maintenance = line
+            unrealized = signed * (mark_price - as_float(position.entry_price))
             if self.margin_types[symbol] is MarginType.ISOLATED:
-                margin = float(venue_position.isolated_wallet) + unrealized
+                margin = as_float(venue_position.isolated_wallet) + unrealized
                 scale = abs(margin) + abs(maintenance) + notional + 1.0
                 if margin - maintenance <= _FLOAT_SAFETY * scale:
                     return False
@@ -370,6 +379,18 @@ class Account:
                 cross_maintenance += maintenance
                 cross_scale += abs(unrealized) + abs(maintenance) + notional
         return cross_balance - cross_maintenance > _FLOAT_SAFETY * (cross_scale + 1.0)
+
+    def _as_float(self, value: Decimal) -> float:
+        """Return ``float(value)``, remembered for the few Decimals that stay put between fills (wallets, positions)."""
+        floats = self._floats
+        known = floats.get(id(value))
+        if known is not None and known[0] is value:
+            return known[1]
+        if len(floats) >= _FLOATS_KEPT:
+            floats.clear()
+        converted = float(value)
+        floats[id(value)] = (value, converted)
+        return converted
 
     def _float_brackets(self, symbol: str) -> tuple[float | None, tuple[tuple[float, float], ...]] | None:
         """Return the last bracket's cap and every bracket's (rate, amount) of ``symbol`` in floats (cached)."""

@@ -99,9 +99,12 @@ class PositionManager(Component):
         self.initial_capital = initial_capital
         self.positions: dict[str, Position] = {}
         self.strategy_positions: dict[tuple[str, str], Position] = {}
+        # Written only here (bars, mark prices, fills): each write revises the cached equity.
         self.marks: dict[str, Decimal] = {}
         self.settled_marks: dict[str, Decimal] = {}
         self._mark_ts: int | None = None
+        self._revision = 0
+        self._equity_cache: tuple[int, Decimal] | None = None
         self.clear_books()
 
     def clear_books(self) -> None:
@@ -121,7 +124,11 @@ class PositionManager(Component):
         self.events: list[PositionEvent] = []
         self.lifecycle_counts: Counter[PositionLifecycle] = Counter()
         self.fills = 0
-        self._equity_cache: tuple[list[object], Decimal] | None = None
+        self._revise()
+
+    def _revise(self) -> None:
+        """Note a change of the book or its marks (the cached equity no longer holds)."""
+        self._revision += 1
 
     def on_start(self) -> None:
         """Subscribe to fills, funding, bars and mark prices."""
@@ -136,6 +143,7 @@ class PositionManager(Component):
             self.settled_marks = dict(self.marks)
             self._mark_ts = bar.ts_event
         self.marks[bar.symbol] = Decimal(repr(bar.close))
+        self._revise()
 
     def reference_marks(self) -> dict[str, Decimal]:
         """Return the marks of the last completed bar time (the current mark for a symbol without one).
@@ -150,6 +158,7 @@ class PositionManager(Component):
         """Mark the symbol to the venue's mark price."""
         if update.mark_price.is_finite() and update.mark_price > 0:
             self.marks[update.symbol] = update.mark_price
+            self._revise()
 
     def on_fill(self, fill: OrderFilled) -> None:
         """Apply a fill to its position and its strategy's sub-book; publish the change."""
@@ -193,11 +202,13 @@ class PositionManager(Component):
         self.fees_by_strategy[key] = self.fees_by_strategy.get(key, ZERO) + fill.commission
         self.fills += 1
         self.marks.setdefault(fill.symbol, fill.last_price)
+        self._revise()
         return position
 
     def on_funding(self, payment: FundingPaid) -> None:
         """Book a funding payment, split across the symbol's strategy sub-books by their quantities."""
         self.funding_received += payment.amount
+        self._revise()
         self.funding_by_symbol[payment.symbol] = self.funding_by_symbol.get(payment.symbol, ZERO) + payment.amount
         books = [(key, p) for key, p in self.strategy_positions.items() if key[1] == payment.symbol and p.quantity != 0]
         total = sum((p.quantity for _, p in books), ZERO)
@@ -225,21 +236,12 @@ class PositionManager(Component):
         """Return capital + realized + unrealized - fees + funding, at the last marks (or at ``marks``)."""
         if marks is not None:
             return self._equity(marks)
-        key = self._book_key()
         cached = self._equity_cache
-        if cached is not None and _same_objects(cached[0], key):
+        if cached is not None and cached[0] == self._revision:
             return cached[1]
         value = self._equity(None)
-        self._equity_cache = (key, value)
+        self._equity_cache = (self._revision, value)
         return value
-
-    def _book_key(self) -> list[object]:
-        """Every object the equity at the last marks is made of: the same objects (all immutable), the same equity."""
-        marks = self.marks
-        key: list[object] = [self.initial_capital, self.fees_paid, self.funding_received]
-        for symbol, position in self.positions.items():
-            key += (position, position.quantity, position.entry_price, position.realized_pnl, marks.get(symbol))
-        return key
 
     def _equity(self, marks: Mapping[str, Decimal] | None) -> Decimal:
         return (
@@ -289,8 +291,3 @@ class PositionManager(Component):
             parts[2] += self.fees_by_strategy.get(key, ZERO)
             parts[3] += self.funding_by_strategy.get(key, ZERO)
         return {strategy: PnL(*parts) for strategy, parts in totals.items()}
-
-
-def _same_objects(first: list[object], second: list[object]) -> bool:
-    """Tell whether two lists hold the very same objects, in order."""
-    return len(first) == len(second) and all(a is b for a, b in zip(first, second, strict=True))
