@@ -160,7 +160,10 @@ class Account:
 
     def holds(self, symbol: str) -> bool:
         """Return whether any position of ``symbol`` is open."""
-        return any(p.quantity != 0 and p.key[0] == symbol for p in self.positions.values())
+        for venue_position in self.positions.values():
+            if venue_position.key[0] == symbol and venue_position.position.quantity:
+                return True
+        return False
 
     def quantity(self, key: PositionKey) -> Decimal:
         """Return the signed quantity of a position (zero when there is none)."""
