@@ -41,6 +41,7 @@ arrays grow) and the bus (:meth:`StrategyManager.on_bar`, through
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -563,11 +564,7 @@ class StrategyManager:
             self.volatility_scaling,
         )
         previous = book.combine_inputs
-        if (
-            previous is not None
-            and len(previous) == len(inputs)
-            and all(a is b for a, b in zip(previous, inputs, strict=True))
-        ):
+        if previous is not None and len(previous) == len(inputs) and all(map(operator.is_, previous, inputs)):
             return book.combined
         book.combine_inputs = inputs
         return self._combine(book)
