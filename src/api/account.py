@@ -142,6 +142,7 @@ class Account:
         self.marks: dict[str, Decimal] = {}
         self.positions: dict[PositionKey, VenuePosition] = {}
         self._floats: dict[int, tuple[Decimal, float]] = {}
+        self._mark_floats: dict[str, tuple[Decimal, float]] = {}
         self._float_bracket_cache: dict[
             str, tuple[tuple[LeverageBracket, ...], tuple[float | None, tuple[tuple[float, float], ...]]]
         ] = {}
@@ -344,6 +345,7 @@ class Account:
         False means "not sure": :meth:`due_liquidations` then decides in Decimal.
         """
         marks = self.marks
+        mark_floats = self._mark_floats
         as_float = self._as_float
         cross_balance = as_float(self.cross_wallet)
         cross_maintenance = 0.0
@@ -361,7 +363,8 @@ class Account:
             if lines is None:
                 return False
             cap, rates_amounts = lines
-            mark_price = float(mark)
+            known = mark_floats.get(symbol)
+            mark_price = known[1] if known is not None and known[0] is mark else float(mark)
             signed = as_float(quantity)
             notional = abs(signed) * mark_price
             if cap is not None and notional >= cap * (1.0 - _FLOAT_SAFETY):
@@ -382,6 +385,10 @@ class Account:
                 cross_maintenance += maintenance
                 cross_scale += abs(unrealized) + abs(maintenance) + notional
         return cross_balance - cross_maintenance > _FLOAT_SAFETY * (cross_scale + 1.0)
+
+    def note_mark_float(self, symbol: str, mark: Decimal, value: float) -> None:
+        """Remember that ``mark`` of ``symbol`` is ``Decimal(repr(value))``: the pre-check then reads ``value``."""
+        self._mark_floats[symbol] = (mark, value)
 
     def _as_float(self, value: Decimal) -> float:
         """Return ``float(value)``, remembered for the few Decimals that stay put between fills (wallets, positions)."""

@@ -208,9 +208,12 @@ def test_float_pre_check_never_clears_an_account_the_exact_check_would_liquidate
     # Act
     cleared = book.clearly_solvent()
     exact = book.due_liquidations_exactly()
+    book.note_mark_float(BTC, book.marks[BTC], float(book.marks[BTC]))  # as the venue does for a bar's close
+    cleared_with_noted_mark = book.clearly_solvent()
 
     # Assert
     assert not (cleared and exact)
+    assert cleared_with_noted_mark == cleared
     assert book.due_liquidations() == exact
 
 
