@@ -44,7 +44,7 @@ import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import structlog
@@ -228,6 +228,7 @@ class StrategyManager:
         self.performance = {n: StrategyPerformance() for n in (*names, name)}
         self._performances = [self.performance[n] for n in names]
         self._performance = self.performance[name]
+        self._incremental = [isinstance(s, IncrementalStrategy) for s in self.strategies]
         self._regime_columns = [tuple(self.regime_weights[r.value][n] for r in REGIMES) for n in names]
         self._unknown_weights = [self.regime_weights[MarketRegime.UNKNOWN.value][n] for n in names]
         self._books: dict[str, _SymbolBook] = {}
@@ -473,8 +474,9 @@ class StrategyManager:
             if not book.enabled[i]:
                 continue
             try:
-                if known_bar is not None and isinstance(strategy, IncrementalStrategy):
-                    signal = strategy.signal_after(symbol, market_data, index, *known_bar)
+                if known_bar is not None and self._incremental[i]:
+                    # _incremental[i] holds isinstance(strategy, IncrementalStrategy), asked once.
+                    signal = cast(IncrementalStrategy, strategy).signal_after(symbol, market_data, index, *known_bar)
                 else:
                     signal = strategy.generate_signal(market_data, index)
                 if signal is not None and _no_new_view(strategy, signal):
@@ -545,6 +547,7 @@ class StrategyManager:
         index = names.index(strategy.name)
         previous = self.strategies[index]
         self.strategies = (*self.strategies[:index], strategy, *self.strategies[index + 1 :])
+        self._incremental[index] = isinstance(strategy, IncrementalStrategy)
         for book in self._books.values():
             book.views[index] = None
         return previous
@@ -555,6 +558,11 @@ class StrategyManager:
 
     def _combined(self, book: _SymbolBook) -> _Combined:
         """Return the combined view, recomputed only when something it depends on changed since the last bar."""
+        previous = book.combine_inputs
+        if previous is not None and previous[0] is not book.regime:
+            # A new regime view (every bar once the detector is fitted): no need to compare the rest.
+            book.combine_inputs = (book.regime,)
+            return self._combine(book)
         inputs = (
             book.regime,
             *book.views,
@@ -563,7 +571,6 @@ class StrategyManager:
             self.min_signal,
             self.volatility_scaling,
         )
-        previous = book.combine_inputs
         if previous is not None and len(previous) == len(inputs) and all(map(operator.is_, previous, inputs)):
             return book.combined
         book.combine_inputs = inputs
