@@ -25,6 +25,7 @@ Auto-deleveraging (ADL) is not modelled: a liquidation always finds a counterpar
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -40,6 +41,11 @@ from keel.core.messages import FundingPaid, OrderFilled, next_message_id
 from keel.core.ports import LeverageBracket, MarginType, PositionMode, PositionSide
 
 PositionKey = tuple[str, PositionSide]
+
+_FLOAT_SAFETY = 1e-9
+"""How far (relative to the amounts involved) a float margin estimate must clear its threshold to be trusted."""
+_FLOATS_KEPT = 256
+"""Float conversions remembered by :meth:`Account._as_float` before it starts over."""
 
 
 class VenuePosition:
@@ -135,6 +141,11 @@ class Account:
         self.margin_types = dict.fromkeys(symbols, margin_type)
         self.marks: dict[str, Decimal] = {}
         self.positions: dict[PositionKey, VenuePosition] = {}
+        self._floats: dict[int, tuple[Decimal, float]] = {}
+        self._mark_floats: dict[str, tuple[Decimal, float]] = {}
+        self._float_bracket_cache: dict[
+            str, tuple[tuple[LeverageBracket, ...], tuple[float | None, tuple[tuple[float, float], ...]]]
+        ] = {}
         self.fees_paid = ZERO
         self.funding_received = ZERO
         self.liquidation_fees = ZERO
@@ -150,7 +161,10 @@ class Account:
 
     def holds(self, symbol: str) -> bool:
         """Return whether any position of ``symbol`` is open."""
-        return any(p.quantity != 0 and p.key[0] == symbol for p in self.positions.values())
+        for venue_position in self.positions.values():
+            if venue_position.key[0] == symbol and venue_position.position.quantity:
+                return True
+        return False
 
     def quantity(self, key: PositionKey) -> Decimal:
         """Return the signed quantity of a position (zero when there is none)."""
@@ -301,6 +315,10 @@ class Account:
 
     def due_liquidations(self) -> list[Liquidation]:
         """Return the positions whose margin has reached their maintenance margin, in a fixed order."""
+        return [] if self.clearly_solvent() else self.due_liquidations_exactly()
+
+    def due_liquidations_exactly(self) -> list[Liquidation]:
+        """Return :meth:`due_liquidations` from the Decimal margins alone (the reference of the float pre-check)."""
         due: list[Liquidation] = []
         cross = []
         for venue_position in self.open_positions():
@@ -317,6 +335,88 @@ class Account:
             if self.cross_margin_balance() <= maintenance:
                 due.extend(self._liquidation(p, MarginType.CROSSED) for p in cross)
         return due
+
+    def clearly_solvent(self) -> bool:
+        """Return True when a float estimate puts every margin far above its maintenance margin.
+
+        The estimate bounds each maintenance margin from above by the largest
+        ``notional * rate - amount`` over the symbol's brackets and trusts a
+        difference only beyond a relative ``1e-9`` of the amounts involved;
+        False means "not sure": :meth:`due_liquidations` then decides in Decimal.
+        """
+        marks = self.marks
+        mark_floats = self._mark_floats
+        as_float = self._as_float
+        cross_balance = as_float(self.cross_wallet)
+        cross_maintenance = 0.0
+        cross_scale = abs(cross_balance)
+        for venue_position in self.positions.values():
+            position = venue_position.position
+            quantity = position.quantity
+            if not quantity:
+                continue
+            symbol = venue_position.key[0]
+            mark = marks.get(symbol)
+            if mark is None:
+                continue
+            lines = self._float_brackets(symbol)
+            if lines is None:
+                return False
+            cap, rates_amounts = lines
+            known = mark_floats.get(symbol)
+            mark_price = known[1] if known is not None and known[0] is mark else float(mark)
+            signed = as_float(quantity)
+            notional = abs(signed) * mark_price
+            if cap is not None and notional >= cap * (1.0 - _FLOAT_SAFETY):
+                return False
+            maintenance = -math.inf
+            for rate, amount in rates_amounts:
+                line = notional * rate - amount
+                if line > maintenance:
+                    maintenance = line
+            unrealized = signed * (mark_price - as_float(position.entry_price))
+            if self.margin_types[symbol] is MarginType.ISOLATED:
+                margin = as_float(venue_position.isolated_wallet) + unrealized
+                scale = abs(margin) + abs(maintenance) + notional + 1.0
+                if margin - maintenance <= _FLOAT_SAFETY * scale:
+                    return False
+            else:
+                cross_balance += unrealized
+                cross_maintenance += maintenance
+                cross_scale += abs(unrealized) + abs(maintenance) + notional
+        return cross_balance - cross_maintenance > _FLOAT_SAFETY * (cross_scale + 1.0)
+
+    def note_mark_float(self, symbol: str, mark: Decimal, value: float) -> None:
+        """Remember that ``mark`` of ``symbol`` is ``Decimal(repr(value))``: the pre-check then reads ``value``."""
+        self._mark_floats[symbol] = (mark, value)
+
+    def _as_float(self, value: Decimal) -> float:
+        """Return ``float(value)``, remembered for the few Decimals that stay put between fills (wallets, positions)."""
+        floats = self._floats
+        known = floats.get(id(value))
+        if known is not None and known[0] is value:
+            return known[1]
+        if len(floats) >= _FLOATS_KEPT:
+            floats.clear()
+        converted = float(value)
+        floats[id(value)] = (value, converted)
+        return converted
+
+    def _float_brackets(self, symbol: str) -> tuple[float | None, tuple[tuple[float, float], ...]] | None:
+        """Return the last bracket's cap and every bracket's (rate, amount) of ``symbol`` in floats (cached)."""
+        brackets = self.schedule.brackets(symbol)
+        cached = self._float_bracket_cache.get(symbol)
+        if cached is not None and cached[0] is brackets:
+            return cached[1]
+        if not brackets:
+            return None
+        cap = brackets[-1].notional_cap
+        lines = (
+            None if cap is None else float(cap),
+            tuple((float(b.maintenance_margin_rate), float(b.maintenance_amount)) for b in brackets),
+        )
+        self._float_bracket_cache[symbol] = (brackets, lines)
+        return lines
 
     def _liquidation(self, venue_position: VenuePosition, margin_type: MarginType) -> Liquidation:
         return Liquidation(

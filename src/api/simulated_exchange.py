@@ -492,7 +492,9 @@ class SimulatedExchange:
             self._match_bar(bar)
             self._last_price[symbol] = decimal_of(bar.close)
             if symbol not in self._marked_by_stream:
-                self._set_mark(symbol, decimal_of(bar.close), bar.ts_event)
+                mark = decimal_of(bar.close)
+                self.account.note_mark_float(symbol, mark, bar.close)
+                self._set_mark(symbol, mark, bar.ts_event)
         self._check_funding_schedule(bar.ts_event, symbol)
 
     @_transaction

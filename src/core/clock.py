@@ -52,7 +52,7 @@ def next_aligned(ts: int, interval_ns: int, offset_ns: int = 0) -> int:
     return ts - (ts - offset_ns) % interval_ns + interval_ns
 
 
-@dataclass(order=True, slots=True)
+@dataclass(slots=True)
 class _Timer:
     fire_at: int
     sequence: int
@@ -61,6 +61,10 @@ class _Timer:
     callback: TimerCallback = field(compare=False)
     stop_at: int | None = field(compare=False, default=None)
     canceled: bool = field(compare=False, default=False)
+
+    def __lt__(self, other: _Timer) -> bool:
+        # The heap's order: by time, then by registration (what order=True gave, without building tuples).
+        return self.fire_at < other.fire_at or (self.fire_at == other.fire_at and self.sequence < other.sequence)
 
 
 class Clock(ABC):

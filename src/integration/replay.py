@@ -40,6 +40,9 @@ class RecordedRun:
         The configuration (data, strategy, portfolio, risk, execution, venue).
     strategy
         A strategy to run instead of the configured one.
+    measure_latency
+        Time every bus handler call (the status's handler latencies); a
+        backtest, which reads none, runs without.
 
     Raises
     ------
@@ -49,7 +52,9 @@ class RecordedRun:
         If the data files are unreadable or hold no bars in the range.
     """
 
-    def __init__(self, config: KeelConfig, strategy: BaseStrategy | None = None) -> None:
+    def __init__(
+        self, config: KeelConfig, strategy: BaseStrategy | None = None, *, measure_latency: bool = True
+    ) -> None:
         reset_message_ids()
         instruments = load_instruments(config.exchange.instruments)
         require_instruments(config, instruments)
@@ -60,6 +65,7 @@ class RecordedRun:
         bus = EventBus(
             config.bus.capacity,
             on_handler_error=lambda name, message, error: self.handler_failures.append(f"{name}: {error!r}"),
+            measure_latency=measure_latency,
         )
         self.clock = SimulatedClock(self.feed.summary.first_ns)
         self.pipeline = build_pipeline(

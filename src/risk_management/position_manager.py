@@ -99,9 +99,12 @@ class PositionManager(Component):
         self.initial_capital = initial_capital
         self.positions: dict[str, Position] = {}
         self.strategy_positions: dict[tuple[str, str], Position] = {}
+        # Written only here (bars, mark prices, fills): each write revises the cached equity.
         self.marks: dict[str, Decimal] = {}
         self.settled_marks: dict[str, Decimal] = {}
         self._mark_ts: int | None = None
+        self._revision = 0
+        self._equity_cache: tuple[int, Decimal] | None = None
         self.clear_books()
 
     def clear_books(self) -> None:
@@ -121,6 +124,11 @@ class PositionManager(Component):
         self.events: list[PositionEvent] = []
         self.lifecycle_counts: Counter[PositionLifecycle] = Counter()
         self.fills = 0
+        self._revise()
+
+    def _revise(self) -> None:
+        """Note a change of the book or its marks (the cached equity no longer holds)."""
+        self._revision += 1
 
     def on_start(self) -> None:
         """Subscribe to fills, funding, bars and mark prices."""
@@ -135,6 +143,7 @@ class PositionManager(Component):
             self.settled_marks = dict(self.marks)
             self._mark_ts = bar.ts_event
         self.marks[bar.symbol] = Decimal(repr(bar.close))
+        self._revise()
 
     def reference_marks(self) -> dict[str, Decimal]:
         """Return the marks of the last completed bar time (the current mark for a symbol without one).
@@ -149,6 +158,7 @@ class PositionManager(Component):
         """Mark the symbol to the venue's mark price."""
         if update.mark_price.is_finite() and update.mark_price > 0:
             self.marks[update.symbol] = update.mark_price
+            self._revise()
 
     def on_fill(self, fill: OrderFilled) -> None:
         """Apply a fill to its position and its strategy's sub-book; publish the change."""
@@ -192,11 +202,13 @@ class PositionManager(Component):
         self.fees_by_strategy[key] = self.fees_by_strategy.get(key, ZERO) + fill.commission
         self.fills += 1
         self.marks.setdefault(fill.symbol, fill.last_price)
+        self._revise()
         return position
 
     def on_funding(self, payment: FundingPaid) -> None:
         """Book a funding payment, split across the symbol's strategy sub-books by their quantities."""
         self.funding_received += payment.amount
+        self._revise()
         self.funding_by_symbol[payment.symbol] = self.funding_by_symbol.get(payment.symbol, ZERO) + payment.amount
         books = [(key, p) for key, p in self.strategy_positions.items() if key[1] == payment.symbol and p.quantity != 0]
         total = sum((p.quantity for _, p in books), ZERO)
@@ -222,6 +234,16 @@ class PositionManager(Component):
 
     def equity(self, marks: Mapping[str, Decimal] | None = None) -> Decimal:
         """Return capital + realized + unrealized - fees + funding, at the last marks (or at ``marks``)."""
+        if marks is not None:
+            return self._equity(marks)
+        cached = self._equity_cache
+        if cached is not None and cached[0] == self._revision:
+            return cached[1]
+        value = self._equity(None)
+        self._equity_cache = (self._revision, value)
+        return value
+
+    def _equity(self, marks: Mapping[str, Decimal] | None) -> Decimal:
         return (
             self.initial_capital
             + self.realized_pnl()

@@ -236,6 +236,34 @@ class IncrementalStrategy(BaseStrategy):
             self._states[symbol] = state
         return self._advance(state, market_data, current_index, bar)
 
+    def signal_after(
+        self,
+        symbol: str,
+        market_data: Mapping[str, Any],
+        current_index: int,
+        bar: tuple[int, float, float, float, float, float],
+        previous_key: int | None,
+    ) -> StrategySignal | None:
+        """Return :meth:`generate_signal` for a caller that already holds the bar and its predecessor's key.
+
+        ``bar`` is ``bar_at(market_data, current_index)`` and ``previous_key``
+        the key of bar ``current_index - 1`` (None for the first bar); when
+        the symbol's state stopped at that key the bar costs one step, with no
+        look-up of the data; otherwise it is :meth:`generate_signal` itself.
+        """
+        state = self._states.get(symbol)
+        if (
+            state is not None
+            and state.bars
+            and current_index > 0
+            and previous_key is not None
+            and state.last_key == previous_key
+            and bar[0] > previous_key
+            and type(self).generate_signal is IncrementalStrategy.generate_signal
+        ):
+            return self._advance(state, market_data, current_index, bar)
+        return self.generate_signal(market_data, current_index)
+
     def reset(self, symbol: str | None = None) -> None:
         """Forget the state of one symbol (or of all)."""
         if symbol is None:

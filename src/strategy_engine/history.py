@@ -40,13 +40,16 @@ _INITIAL_CAPACITY = 256
 class _Columns:
     """Named numpy columns appended row by row, optionally keeping only the last ``capacity`` rows."""
 
-    __slots__ = ("arrays", "capacity", "size", "start")
+    __slots__ = ("allocated", "arrays", "capacity", "ordered", "size", "start")
 
     def __init__(self, dtypes: Mapping[str, type], capacity: int | None) -> None:
         self.capacity = capacity
         self.arrays: dict[str, np.ndarray] = {
             name: np.empty(_INITIAL_CAPACITY, dtype=dtype) for name, dtype in dtypes.items()
         }
+        # The arrays in column order and their length, for the per-bar append.
+        self.ordered = list(self.arrays.values())
+        self.allocated = _INITIAL_CAPACITY
         self.start = 0
         self.size = 0
 
@@ -54,11 +57,10 @@ class _Columns:
         return self.size - self.start
 
     def append(self, values: tuple[Any, ...]) -> None:
-        arrays = self.arrays
-        if self.size == len(next(iter(arrays.values()))):
+        if self.size == self.allocated:
             self._make_room()
         position = self.size
-        for array, value in zip(arrays.values(), values, strict=True):
+        for array, value in zip(self.ordered, values, strict=True):
             array[position] = value
         self.size = position + 1
         if self.capacity is not None and self.size - self.start > self.capacity:
@@ -73,6 +75,8 @@ class _Columns:
             fresh = np.empty(new_length, dtype=array.dtype)
             fresh[:kept] = array[self.start : self.size]
             self.arrays[name] = fresh
+        self.ordered = list(self.arrays.values())
+        self.allocated = new_length
         self.start, self.size = 0, kept
 
     def column(self, name: str) -> np.ndarray:
@@ -109,6 +113,7 @@ class SymbolHistory:
         # The two newest bars as Python tuples: strategies read them on every bar.
         self._newest: tuple[int, float, float, float, float, float] | None = None
         self._second_newest: tuple[int, float, float, float, float, float] | None = None
+        self._view: MarketData | None = None
 
     def __len__(self) -> int:
         return len(self._bars)
@@ -127,8 +132,11 @@ class SymbolHistory:
         self.last_funding_time = funding_time
 
     def view(self) -> MarketData:
-        """Return a read-only ``market_data`` view of everything received so far."""
-        return MarketData(self)
+        """Return a read-only ``market_data`` view of everything received so far (a live view, made once)."""
+        view = self._view
+        if view is None:
+            view = self._view = MarketData(self)
+        return view
 
     def bar(self, index: int) -> tuple[int, float, float, float, float, float]:
         """Return (timestamp, open, high, low, close, volume) of the index-th kept bar as Python numbers."""

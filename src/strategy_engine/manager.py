@@ -41,15 +41,16 @@ arrays grow) and the bus (:meth:`StrategyManager.on_bar`, through
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import structlog
 
 from keel.core.messages import BarClosed, FundingRateUpdated, MarketRegime
-from keel.strategy_engine.base import BaseStrategy, StrategySignal, clip01
+from keel.strategy_engine.base import BaseStrategy, IncrementalStrategy, StrategySignal, clip01
 from keel.strategy_engine.funding_arbitrage import FundingArbitrageStrategy
 from keel.strategy_engine.history import BAR_COLUMNS, FUNDING_COLUMNS, SymbolHistory, bar_at
 from keel.strategy_engine.mean_reversion import MeanReversionStrategy
@@ -184,6 +185,7 @@ class _SymbolBook:
     enabled: list[bool]
     regime: RegimeState = UNKNOWN_STATE
     combined: _Combined = _FLAT
+    combine_inputs: tuple[object, ...] | None = None
     published_action: str | None = None
     published_score: float = 0.0
     last_close: float | None = None
@@ -272,6 +274,8 @@ class StrategyManager:
         self.history_bars = history_bars
         self.performance = {n: StrategyPerformance() for n in (*names, name)}
         self._performances = [self.performance[n] for n in names]
+        self._performance = self.performance[name]
+        self._incremental = [isinstance(s, IncrementalStrategy) for s in self.strategies]
         self._regime_columns = [tuple(self.regime_weights[r.value][n] for r in REGIMES) for n in names]
         self._unknown_weights = [self.regime_weights[MarketRegime.UNKNOWN.value][n] for n in names]
         self._books: dict[str, _SymbolBook] = {}
@@ -288,8 +292,11 @@ class StrategyManager:
         if not _valid_bar(bar.ts_event, *values, history.last_timestamp):
             book.rejected_bars += 1
             return NO_UPDATE
+        previous_key = history.last_timestamp
         history.append_bar(bar.ts_event, *values)
-        return self._process(book, bar.symbol, history.view(), len(history) - 1, bar.ts_event, bar.close, True)
+        index = len(history) - 1
+        known_bar = (history.bar(index), previous_key)
+        return self._process(book, bar.symbol, history.view(), index, bar.ts_event, bar.close, True, known_bar)
 
     def on_funding(self, event: FundingRateUpdated) -> None:
         """Record a settled funding rate of a symbol (a non-finite or out-of-order one is counted and skipped)."""
@@ -387,6 +394,7 @@ class StrategyManager:
         """Start every performance record afresh (after a warm-up on history)."""
         self.performance = {n: StrategyPerformance() for n in self.performance}
         self._performances = [self.performance[s.name] for s in self.strategies]
+        self._performance = self.performance[self.name]
         self.signals_published = 0
 
     def enable_all(self) -> list[tuple[str, str]]:
@@ -470,21 +478,22 @@ class StrategyManager:
         ts: int,
         close: float,
         news_only: bool,
+        known_bar: tuple[tuple[int, float, float, float, float, float], int | None] | None = None,
     ) -> ManagerUpdate:
         book.bars += 1
         regime_change = self._update_regime(book, close)
         previous_close = book.last_close
         bar_return = 0.0 if previous_close is None else close / previous_close - 1.0
         book.last_close = close
-        failures = self._run_strategies(book, symbol, market_data, index, ts)
+        failures = self._run_strategies(book, symbol, market_data, index, ts, known_bar)
         fee_rate = self.fee_rate
         for i, performance in enumerate(self._performances):
             view = book.views[i]
             score = 0.0 if view is None else view.score
             performance.record(book.scores[i], bar_return, score, fee_rate)
             book.scores[i] = score
-        combined = self._combine(book)
-        self.performance[self.name].record(book.combined.score, bar_return, combined.score, fee_rate)
+        combined = self._combined(book)
+        self._performance.record(book.combined.score, bar_return, combined.score, fee_rate)
         book.combined = combined
         signal = self._news(book, symbol) if news_only else None
         if signal is None and not failures and regime_change is None:
@@ -499,7 +508,13 @@ class StrategyManager:
         return (previous, book.regime) if book.regime.regime is not previous else None
 
     def _run_strategies(
-        self, book: _SymbolBook, symbol: str, market_data: Mapping[str, Any], index: int, ts: int
+        self,
+        book: _SymbolBook,
+        symbol: str,
+        market_data: Mapping[str, Any],
+        index: int,
+        ts: int,
+        known_bar: tuple[tuple[int, float, float, float, float, float], int | None] | None,
     ) -> list[StrategyFailure]:
         failures = []
         views = book.views
@@ -507,7 +522,11 @@ class StrategyManager:
             if not book.enabled[i]:
                 continue
             try:
-                signal = strategy.generate_signal(market_data, index)
+                if known_bar is not None and self._incremental[i]:
+                    # _incremental[i] holds isinstance(strategy, IncrementalStrategy), asked once.
+                    signal = cast(IncrementalStrategy, strategy).signal_after(symbol, market_data, index, *known_bar)
+                else:
+                    signal = strategy.generate_signal(market_data, index)
                 if signal is not None and _no_new_view(strategy, signal):
                     signal = None
                 if signal is not None and signal is not views[i]:
@@ -576,6 +595,7 @@ class StrategyManager:
         index = names.index(strategy.name)
         previous = self.strategies[index]
         self.strategies = (*self.strategies[:index], strategy, *self.strategies[index + 1 :])
+        self._incremental[index] = isinstance(strategy, IncrementalStrategy)
         for book in self._books.values():
             book.views[index] = None
         return previous
@@ -603,6 +623,26 @@ class StrategyManager:
     def strategy_enabled(self, name: str) -> bool:
         """Return whether an operator left the strategy's vote on."""
         return not self._stopped[[s.name for s in self.strategies].index(name)]
+
+    def _combined(self, book: _SymbolBook) -> _Combined:
+        """Return the combined view, recomputed only when something it depends on changed since the last bar."""
+        previous = book.combine_inputs
+        if previous is not None and previous[0] is not book.regime:
+            # A new regime view (every bar once the detector is fitted): no need to compare the rest.
+            book.combine_inputs = (book.regime,)
+            return self._combine(book)
+        inputs = (
+            book.regime,
+            *book.views,
+            *book.enabled,
+            *self._stopped,
+            self.min_signal,
+            self.volatility_scaling,
+        )
+        if previous is not None and len(previous) == len(inputs) and all(map(operator.is_, previous, inputs)):
+            return book.combined
+        book.combine_inputs = inputs
+        return self._combine(book)
 
     def _combine(self, book: _SymbolBook) -> _Combined:
         voting = [
@@ -728,7 +768,8 @@ def _valid_bar(
 ) -> bool:
     if last_ts is not None and ts <= last_ts:
         return False
-    if not all(math.isfinite(v) for v in (open_, high, low, close, volume)):
+    isfinite = math.isfinite
+    if not (isfinite(open_) and isfinite(high) and isfinite(low) and isfinite(close) and isfinite(volume)):
         return False
     return 0.0 < low <= min(open_, close) and max(open_, close) <= high and volume >= 0.0
 

@@ -34,6 +34,10 @@ class StrategyPerformance:
 
     def record(self, held: float, bar_return: float, new: float, fee_rate: float) -> None:
         """Add one bar: the exposure ``held`` over it earned ``bar_return``; then it changed to ``new``."""
+        if held == 0.0 and new == 0.0:
+            # Flat throughout: no result, no fee, totals unchanged.
+            self.bars += 1
+            return
         pnl = held * bar_return
         if held != 0.0:
             self.exposed_bars += 1

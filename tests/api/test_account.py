@@ -181,3 +181,51 @@ def test_liquidation_record_keeps_the_mark() -> None:
     assert book.due_liquidations() == [
         Liquidation(key=BOTH, margin_type=MarginType.ISOLATED, quantity=Decimal("0.2"), mark_price=Decimal("94253.0"))
     ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    margin_type=st.sampled_from([MarginType.CROSSED, MarginType.ISOLATED]),
+    leverage=st.integers(1, 125),
+    quantity=st.decimals(Decimal("-3"), Decimal("3"), places=3).filter(lambda q: q != 0),
+    # The mark as a multiple of the liquidation price: around it, or anywhere between.
+    offset=st.one_of(
+        st.decimals(Decimal("0.999999"), Decimal("1.000001"), places=8),
+        st.decimals(Decimal("0.2"), Decimal("3"), places=4),
+    ),
+)
+def test_float_pre_check_never_clears_an_account_the_exact_check_would_liquidate(
+    margin_type: MarginType, leverage: int, quantity: Decimal, offset: Decimal
+) -> None:
+    # Arrange: a real entry, the mark near the position's own liquidation price
+    book = Account([BTC], real_schedule(), Decimal("10000"), 125, margin_type, PositionMode.ONE_WAY)
+    book.leverage[BTC] = leverage
+    book.apply_fill(BOTH, quantity, money(BARS[1].open), Decimal("0.05"))
+    book.marks[BTC] = money(BARS[1].open)
+    liquidation = book.liquidation_price(book.positions[BOTH])
+    book.marks[BTC] = (money(BARS[1].open) if liquidation is None or liquidation <= 0 else liquidation) * offset
+
+    # Act
+    cleared = book.clearly_solvent()
+    exact = book.due_liquidations_exactly()
+    book.note_mark_float(BTC, book.marks[BTC], float(book.marks[BTC]))  # as the venue does for a bar's close
+    cleared_with_noted_mark = book.clearly_solvent()
+
+    # Assert
+    assert not (cleared and exact)
+    assert cleared_with_noted_mark == cleared
+    assert book.due_liquidations() == exact
+
+
+def test_float_pre_check_clears_a_healthy_account() -> None:
+    # Arrange: 0.2 BTC at 5x, marked to a later real close far from its liquidation price
+    book = account(MarginType.CROSSED, leverage=5)
+    book.apply_fill(BOTH, Decimal("0.2"), money(BARS[1].open), Decimal("0"))
+    book.marks[BTC] = money(BARS[500].close)
+
+    # Act
+    cleared = book.clearly_solvent()
+
+    # Assert
+    assert cleared
+    assert book.due_liquidations_exactly() == []

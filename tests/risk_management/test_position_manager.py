@@ -531,3 +531,29 @@ def test_strategy_books_add_up_to_the_net_book(
     assert sum((q.quantity for q in manager.strategy_positions.values()), Decimal(0)) == manager.quantity(BTC)
     by_symbol = sum((p.total for p in manager.pnl_by_symbol().values()), Decimal(0))
     assert abs(manager.equity() - manager.initial_capital - by_symbol) < Decimal("1e-18")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(st.tuples(st.sampled_from(["fill", "bar", "funding", "ask"]), st.integers(-9, 9)), max_size=30))
+def test_equity_asked_between_events_is_always_the_equity_of_the_book_then(real_data, steps) -> None:
+    # Arrange: real BTCUSDT bars; fills, marks and funding in a random order, equity asked between them
+    book = Book(real_data)
+    bars = real_data.bars(BTC, BAR_COUNT)
+    funding = first_btc_funding(bars)
+    observed, expected = [], []
+
+    # Act
+    for index, (kind, size) in enumerate(steps):
+        bar = bars[index + 1]
+        if kind == "fill" and size != 0:
+            book.publish(fill_at_open(bar, OrderSide.BUY if size > 0 else OrderSide.SELL, f"0.00{abs(size)}"))
+        elif kind == "bar":
+            book.publish(bar)
+        elif kind == "funding":
+            book.publish(funding_paid(funding, book.manager.quantity(BTC)))
+        manager = book.manager
+        observed.append(manager.equity())
+        expected.append(manager.equity(dict(manager.marks)))
+
+    # Assert: the cached equity at the last marks is the equity computed afresh at the same marks
+    assert observed == expected

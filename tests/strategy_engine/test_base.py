@@ -13,6 +13,7 @@ from strategy_data import MAY_5, events, feed, index_at, market_data
 from keel.backtest import BacktestEngine
 from keel.core.messages import SignalAction
 from keel.strategy_engine import BaseStrategy, StrategySignal, TrendFollowingStrategy
+from keel.strategy_engine.history import bar_at
 
 
 class VolatilityBreakoutStrategy(BaseStrategy):
@@ -135,3 +136,26 @@ def test_a_repeated_call_returns_the_same_view_object() -> None:
 
     # Assert
     assert again is first
+
+
+def test_signal_after_a_known_bar_is_generate_signal_bar_by_bar_and_after_a_gap() -> None:
+    # Arrange: real BTCUSDT bars; one trend follower asked the usual way, one with the bar and its predecessor's key
+    data = market_data("BTCUSDT", count=1500)
+    usual, told = TrendFollowingStrategy(), TrendFollowingStrategy()
+    keys = data["timestamp"]
+    # Bar 900 is skipped: the bar after it does not follow the state, so it is rebuilt from the data.
+    indexes = [i for i in range(len(keys)) if i != 900]
+
+    # Act
+    expected = [usual.generate_signal(data, i) for i in indexes]
+    observed = []
+    for i in indexes:
+        bar = bar_at(data, i)
+        previous_key = int(keys[i - 1]) if i > 0 else None
+        observed.append(told.signal_after("BTCUSDT", data, i, bar, previous_key))
+
+    # Assert
+    assert sum(s is not None for s in expected) > 10
+    assert [None if s is None else (s.action, s.strength, s.confidence, s.metadata) for s in observed] == [
+        None if s is None else (s.action, s.strength, s.confidence, s.metadata) for s in expected
+    ]

@@ -346,3 +346,31 @@ def test_a_replaced_strategy_votes_with_its_new_view_and_unknown_names_are_refus
     assert signal.action == "HOLD"  # one BUY and one SELL of equal weight cancel
     with pytest.raises(KeyError):
         manager.replace_strategy(_Fixed("c", "BUY", 1.0, 1.0))
+
+
+def test_the_kept_combined_view_is_the_one_recombined_from_scratch_on_every_bar() -> None:
+    # Arrange: two real-data crosses, one of them stopped by the operator for a while, min_signal moved once
+    manager = StrategyManager(
+        [MovingAverageCrossStrategy(5, 20, name="fast"), MovingAverageCrossStrategy(20, 60, name="slow")],
+        detector_factory=False,
+        min_signal=0.0,
+    )
+    stream = [e for e in events("BTCUSDT", count=900) if isinstance(e, BarClosed)]
+    kept, recombined = [], []
+
+    # Act
+    for index, bar in enumerate(stream):
+        if index == 300:
+            manager.set_strategy_enabled("slow", False)
+        if index == 500:
+            manager.set_strategy_enabled("slow", True)
+        if index == 700:
+            manager.min_signal = 0.6
+        manager.on_bar(bar)
+        book = manager._books["BTCUSDT"]
+        kept.append(book.combined)
+        recombined.append(manager._combine(book))
+
+    # Assert
+    assert kept == recombined
+    assert len({c.score for c in kept}) > 2
