@@ -44,12 +44,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import structlog
 
+from keel.api.binance.klines import fetch_warmup
 from keel.api.binance.streams import BinanceMarketStream
 from keel.config import KeelConfig, config_to_dict
 from keel.core.bus import EventBus
-from keel.core.clock import NANOS_PER_SECOND, LiveClock, SimulatedClock
+from keel.core.clock import NANOS_PER_MILLI, NANOS_PER_SECOND, LiveClock, SimulatedClock
 from keel.core.fsm import TradingState
 from keel.core.instruments import Instrument, load_instruments
 from keel.core.messages import (
@@ -71,6 +73,7 @@ from keel.integration.pipeline import (
     build_pipeline,
     log_gaps,
     require_instruments,
+    warm_up,
 )
 from keel.integration.recovery import (
     ReplayedHistory,
@@ -147,7 +150,7 @@ class PaperSession:
         bus = EventBus(config.bus.capacity, on_handler_error=self._handler_failed)
         self.market_stream: BinanceMarketStream | None = None
         if config.paper.feed == "binance":
-            # The live market: time is the exchange's (from now on); nothing recorded warms up or replays.
+            # The live market: time is the exchange's (from now on); Binance's last closed klines warm it up.
             self.market_stream = build_market_stream(config, instruments)
             self.clock = SimulatedClock(time.time_ns())
             self._events: Iterable[MarketDataEvent] = ()
@@ -197,6 +200,8 @@ class PaperSession:
         )
         self.orchestrator.apply_saved_settings()
         self.history: ReplayedHistory | None = None
+        self.warmup: dict[str, Any] = {}
+        self._warm_until: dict[str, int] = {}
         self.performance: PerformanceEnhancer | None = None
         if self.plan.recover:
             if cursor is not None and self.market_stream is None and self.venue.replays_history:
@@ -221,6 +226,8 @@ class PaperSession:
         bus_task = asyncio.create_task(bus.run(), name="bus")
         for monitor in self.monitors:
             monitor.start()
+        if self.market_stream is not None:
+            await self._warm_up_on_binance()
         if self.history is None:
             pipeline.start()
         self.state.start()
@@ -288,6 +295,33 @@ class PaperSession:
         hold = SetTradingState(state=TradingState.REDUCING, reason=RECONCILING, ts_event=now, ts_init=now)
         self.pipeline.bus.publish(hold)
         return True
+
+    async def _warm_up_on_binance(self) -> None:
+        """Warm the pipeline up (untraded) on Binance's last ``strategy.warmup_bars`` closed klines before now.
+
+        Unreachable klines leave the strategies to warm up on live bars (logged, and in the status).
+        """
+        config = self.config
+        count = config.strategy.warmup_bars
+        stream = self.market_stream
+        assert stream is not None
+        end_ms = self.clock.timestamp_ns() // NANOS_PER_MILLI
+        error = ""
+        try:
+            fetched = await fetch_warmup(stream.rest_url, config.data.symbols, config.data.bar_interval, count, end_ms)
+        except (aiohttp.ClientError, OSError, TimeoutError) as failure:
+            fetched, error = {}, repr(failure)
+            _log.warning("no warm-up klines from Binance: the strategies warm up on live bars", error=error)
+        bars = sorted((bar for history in fetched.values() for bar in history.bars), key=lambda b: b.ts_event)
+        warm_up(self.pipeline, bars)
+        self._warm_until = {symbol: h.bars[-1].ts_event for symbol, h in fetched.items() if h.bars}
+        self.warmup = {
+            "bars": len(bars),
+            "malformed": sum(h.malformed for h in fetched.values()),
+            "requests": sum(h.requests for h in fetched.values()),
+            "overlap_dropped": 0,
+            "error": error,
+        }
 
     async def _open_venue(self, reconciling: bool) -> None:
         """Connect the venue, take the opening capital, reconcile, announce the session; ACTIVE when it all agreed."""
@@ -373,6 +407,9 @@ class PaperSession:
             if self._stop.is_set():
                 return
             ts = event.ts_event
+            if isinstance(event, BarClosed) and ts <= self._warm_until.get(event.symbol, -1):
+                self.warmup["overlap_dropped"] += 1  # the warm-up had it already
+                continue
             if pending_bar_ts is not None and ts != pending_bar_ts:
                 pipeline.record_equity(pending_bar_ts)
                 pending_bar_ts = None
@@ -493,6 +530,7 @@ class PaperSession:
             "recovered": self.plan.recover,
             "reconciliation": self.reconciliation,
             **({} if self.market_stream is None else {"market_stream": self.market_stream.health()}),
+            **({"warmup": self.warmup} if self.warmup else {}),
         }
 
     def _write(self, final: dict[str, Any]) -> None:

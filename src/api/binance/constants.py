@@ -40,6 +40,8 @@ ACCOUNT_PATH: Final = "/fapi/v2/account"
 USER_TRADES_PATH: Final = "/fapi/v1/userTrades"
 INCOME_PATH: Final = "/fapi/v1/income"
 LISTEN_KEY_PATH: Final = "/fapi/v1/listenKey"
+KLINES_PATH: Final = "/fapi/v1/klines"
+MAX_KLINES_PER_REQUEST: Final = 1_500
 
 # Request weight of each endpoint as Binance documents it; paths not listed weigh 1.
 ENDPOINT_WEIGHTS: Final[dict[tuple[str, str], int]] = {
@@ -87,3 +89,20 @@ MARGIN_TYPE_PATH: Final = "/fapi/v1/marginType"
 POSITION_MODE_PATH: Final = "/fapi/v1/positionSide/dual"
 SYMBOL_CONFIG_PATH: Final = "/fapi/v1/symbolConfig"
 FUNDING_RATE_PATH: Final = "/fapi/v1/fundingRate"
+
+
+def klines_weight(limit: int) -> int:
+    """Return the request weight of ``GET /fapi/v1/klines`` with ``limit`` (Binance charges by the limit).
+
+    Parameters
+    ----------
+    limit
+        Klines asked for (1 to 1500).
+    """
+    if limit < 100:
+        return 1
+    if limit < 500:
+        return 2
+    if limit <= 1_000:
+        return 5
+    return 10

@@ -10,7 +10,8 @@ sending while told to wait. Matching, margin and account state are the
 simulated exchange's, so the answers are the ones the simulated venue gives.
 
 With a :class:`~keel.api.binance.local_market.LocalMarket` it also serves the
-market streams (``/stream?streams=...``) and ``GET /fapi/v1/depth``.
+market streams (``/stream?streams=...``), ``GET /fapi/v1/depth`` and ``GET /fapi/v1/klines``
+(weighing by its ``limit``, as Binance does).
 
 Fault injection: ``fail_after_accept`` submits are placed and then answered
 with HTTP 503; ``drop_after_accept`` submits are placed and the connection
@@ -40,10 +41,12 @@ from keel.api.binance.constants import (
     EXCHANGE_INFO_PATH,
     FUNDING_RATE_PATH,
     INCOME_PATH,
+    KLINES_PATH,
     LEVERAGE_BRACKET_PATH,
     LEVERAGE_PATH,
     LISTEN_KEY_PATH,
     MARGIN_TYPE_PATH,
+    MAX_KLINES_PER_REQUEST,
     OPEN_ORDERS_PATH,
     ORDER_COUNT_1M_HEADER,
     ORDER_COUNT_10S_HEADER,
@@ -58,6 +61,7 @@ from keel.api.binance.constants import (
     USED_WEIGHT_HEADER,
     USER_TRADES_PATH,
     endpoint_weight,
+    klines_weight,
 )
 from keel.api.binance.local_market import LocalMarket
 from keel.api.binance.schemas import (
@@ -96,6 +100,12 @@ Handler = Callable[[web.Request, dict[str, str]], Awaitable[web.Response]]
 _MINUTE_MS = 60_000
 _BAN_SECONDS = 120
 _LISTEN_KEY_LIFE_MS = 60 * _MINUTE_MS
+
+
+def _integer(params: dict[str, str], name: str, default: int) -> int:
+    """Return an integer parameter (``default`` when absent or not an integer: Binance would refuse it)."""
+    value = params.get(name)
+    return int(value) if value is not None and value.lstrip("-").isdigit() else default
 
 
 def _error(code: BinanceErrorCode | int, message: str, status: int = 400) -> web.Response:
@@ -202,7 +212,8 @@ class LocalBinance:
         if self.market is not None:
             app.router.add_get("/stream", self.market.stream)
             routes.append(("GET", DEPTH_PATH, self._depth))
-            public = (*public, DEPTH_PATH)
+            routes.append(("GET", KLINES_PATH, self._klines))
+            public = (*public, DEPTH_PATH, KLINES_PATH)
         for method, path, handler in routes:
             app.router.add_route(
                 method,
@@ -237,7 +248,7 @@ class LocalBinance:
             response.headers[ORDER_COUNT_1M_HEADER] = str(self.orders_1m)
         return response
 
-    def _limit(self, method: str, path: str) -> web.Response | None:
+    def _limit(self, method: str, path: str, params: dict[str, str]) -> web.Response | None:
         now = self.now_ms()
         if now < self.banned_until_ms or now < self._blocked_until_ms:
             # Sending while told to wait gets the IP banned, as Binance does.
@@ -253,6 +264,8 @@ class LocalBinance:
         if now // 10_000 != self._window_10s:
             self._window_10s, self.orders_10s = now // 10_000, 0
         weight = endpoint_weight(method, path)
+        if path == KLINES_PATH:
+            weight = klines_weight(_integer(params, "limit", 500))
         if method == "POST" and path == ORDER_PATH and self.orders_10s + 1 > self.order_limit_10s:
             seconds = (10_000 - now % 10_000 + 999) // 1000
             self._blocked_until_ms = now + seconds * 1000
@@ -293,9 +306,9 @@ class LocalBinance:
 
     def _wrap(self, handler: Handler, signed: bool, keyed: bool) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handle(request: web.Request) -> web.Response:
-            if (refusal := self._limit(request.method, request.path)) is not None:
-                return refusal
             params = dict(parse_qsl(request.query_string, keep_blank_values=True))
+            if (refusal := self._limit(request.method, request.path, params)) is not None:
+                return refusal
             if signed and (refusal := self._authenticate(request, params)) is not None:
                 return refusal
             if keyed and not signed and (refusal := self._check_key(request)) is not None:
@@ -313,6 +326,23 @@ class LocalBinance:
         if answer is None:
             return _error(BinanceErrorCode.BAD_SYMBOL, BinanceErrorCode.BAD_SYMBOL.message)
         return web.json_response(answer)
+
+    async def _klines(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        assert self.market is not None  # the route exists only with a market
+        limit = _integer(params, "limit", 500)
+        if not 1 <= limit <= MAX_KLINES_PER_REQUEST:
+            return _error(-1130, f"Data sent for parameter 'limit' is not valid: {limit}.")
+        start, end = params.get("startTime"), params.get("endTime")
+        rows = self.market.klines(
+            params.get("symbol", ""),
+            params.get("interval", ""),
+            limit,
+            None if start is None else _integer(params, "startTime", 0),
+            None if end is None else _integer(params, "endTime", 0),
+        )
+        if rows is None:
+            return _error(BinanceErrorCode.BAD_SYMBOL, BinanceErrorCode.BAD_SYMBOL.message)
+        return web.json_response(rows)
 
     async def _exchange_info(self, request: web.Request, params: dict[str, str]) -> web.Response:
         instruments = await self.exchange.exchange_info()

@@ -3,7 +3,9 @@
 A :class:`LocalMarket` plays a tape of Binance payloads to the WebSocket
 clients of ``/stream?streams=a/b/c`` (at most 200 streams per connection, as
 Binance allows) and answers ``GET /fapi/v1/depth`` from its own order book,
-which follows the diffs it has played. Two tapes:
+which follows the diffs it has played, and ``GET /fapi/v1/klines`` from the
+closed klines of the tape before its position (:meth:`LocalMarket.start_at`
+makes the start of a tape history: served as klines, never played). Two tapes:
 
 * :func:`capture_tape`: the real raw capture ``data/orderbook/raw/*.jsonl.gz``
   (depth at 0 ms, trades, ``bookTicker``), starting at its REST snapshot. The
@@ -293,6 +295,12 @@ def bar_tape(
     return Tape([message for _, _, message in keyed])
 
 
+def _kline_row(kline: dict[str, Any]) -> list[Any]:
+    """Return a stream kline as a row of Binance's REST klines answer."""
+    prices = [kline[name] for name in ("o", "h", "l", "c")]
+    return [kline["t"], *prices, kline["v"], kline["T"], "0", kline.get("n", 0), "0", "0", "0"]
+
+
 def _mark_price(symbol: str, ts_ms: int, price: str, rate: str, next_funding_ms: int) -> dict[str, Any]:
     return {
         "e": "markPriceUpdate",
@@ -413,6 +421,31 @@ class LocalMarket:
             "bids": [[str(price), str(quantity)] for price, quantity in bids],
             "asks": [[str(price), str(quantity)] for price, quantity in asks],
         }
+
+    def start_at(self, position: int) -> None:
+        """Play from tape ``position`` on: the messages before it are the market's past, served only as klines."""
+        self.position = position
+
+    def klines(
+        self, symbol: str, interval: str, limit: int, start_ms: int | None, end_ms: int | None
+    ) -> list[list[Any]] | None:
+        """Return the REST klines answer of ``symbol`` from the closed klines before the tape position.
+
+        As Binance: klines opened from ``start_ms`` to ``end_ms``, the first
+        ``limit`` of them with a start time, else the last ``limit``. None: not on the tape.
+        """
+        if symbol not in self.state.books:
+            return None
+        stream = f"{symbol.lower()}@kline_{interval}"
+        rows = []
+        for message in self.tape.messages[: self.position]:
+            kline = message.payload.get("k")
+            if message.stream != stream or not isinstance(kline, dict) or not kline.get("x"):
+                continue
+            opened = kline["t"]
+            if (start_ms is None or opened >= start_ms) and (end_ms is None or opened <= end_ms):
+                rows.append(_kline_row(kline))
+        return rows[:limit] if start_ms is not None else rows[-limit:]
 
     async def wait_for_connections(self, count: int) -> None:
         """Return once ``count`` clients are connected."""

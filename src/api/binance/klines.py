@@ -1,0 +1,210 @@
+"""Closed klines before now over REST (``GET /fapi/v1/klines``): the history live strategies warm up on.
+
+:func:`fetch_klines` walks back from ``end_ms`` in pages of at most 1500
+klines (Binance's maximum), each page's ``endTime`` just before the oldest
+open time of the previous one, until it has ``count`` closed klines or
+Binance has no older ones. A kline is closed when its close time is before
+``end_ms``: the kline still open at ``end_ms`` (Binance's last row) is left
+out. Every row is parsed as the kline stream's closed kline by keel's own
+:class:`~keel.market_data.normalization.BinanceUsdmNormalizer`, so a REST bar
+and a stream bar are checked alike; rows it rejects are counted and skipped.
+A 429 or 418 answer is waited out as its ``Retry-After`` says, then asked again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import msgspec
+import structlog
+
+from keel.api.binance.constants import KLINES_PATH, MAX_KLINES_PER_REQUEST, RETRY_AFTER_HEADER
+from keel.api.binance.streams import Sleep
+from keel.core.messages import BarClosed
+from keel.market_data.normalization import BinanceUsdmNormalizer
+
+_log = structlog.get_logger("keel.api.binance.klines")
+
+_ROW_FIELDS = 7  # open time, open, high, low, close, volume, close time (Binance sends 12)
+_REPEATS = frozenset({"duplicate", "out_of_order"})
+
+
+@dataclass(slots=True)
+class KlineHistory:
+    """The closed klines of one symbol, oldest first, and what fetching them took.
+
+    ``malformed`` counts rows rejected as bad data; ``rejected`` the rejections by reason.
+    """
+
+    symbol: str
+    bars: list[BarClosed] = field(default_factory=list)
+    requests: int = 0
+    malformed: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+
+
+async def fetch_klines(
+    session: aiohttp.ClientSession,
+    rest_url: str,
+    symbol: str,
+    interval: str,
+    count: int,
+    end_ms: int,
+    *,
+    sleep: Sleep = asyncio.sleep,
+    max_attempts: int = 5,
+    now_ns: Callable[[], int] = time.time_ns,
+) -> KlineHistory:
+    """Return the last ``count`` klines of ``symbol`` that closed before ``end_ms`` (ms since the epoch).
+
+    Parameters
+    ----------
+    session
+        The HTTP session.
+    rest_url
+        Binance's REST base URL (``binance.rest_url``, or a local Binance).
+    symbol, interval
+        The symbol and kline interval (``data.bar_interval``).
+    count
+        Klines wanted; fewer come back when Binance has no older ones.
+    end_ms
+        Now: only klines whose close time is before it are taken.
+    sleep
+        Waits out a 429 or 418 answer.
+    max_attempts
+        Requests of one page before giving up on 429 / 418 answers.
+    now_ns
+        The clock stamping the bars' ``ts_init``.
+
+    Raises
+    ------
+    aiohttp.ClientResponseError
+        For an error answer (or a 429 / 418 still there after ``max_attempts``).
+    """
+    history = KlineHistory(symbol)
+    rows: list[Any] = []
+    closed = 0
+    before_ms = end_ms - 1
+    while closed < count:
+        limit = min(MAX_KLINES_PER_REQUEST, count - closed + 1)
+        page = await _page(session, rest_url, symbol, interval, limit, before_ms, sleep, max_attempts)
+        history.requests += 1
+        rows.extend(page)
+        opens = [row[0] for row in page if _open_time(row) is not None]
+        closed += sum(1 for row in page if _closes_before(row, end_ms))
+        if len(page) < limit or not opens or min(opens) > before_ms:
+            break
+        before_ms = min(opens) - 1
+    _parse(history, rows, interval, end_ms, now_ns())
+    history.bars = history.bars[-count:] if count else []
+    return history
+
+
+async def _page(
+    session: aiohttp.ClientSession,
+    rest_url: str,
+    symbol: str,
+    interval: str,
+    limit: int,
+    end_ms: int,
+    sleep: Sleep,
+    max_attempts: int,
+) -> list[Any]:
+    """Return one page of raw kline rows (a body that is no JSON list is one malformed row)."""
+    url = f"{rest_url.rstrip('/')}{KLINES_PATH}"
+    params = {"symbol": symbol, "interval": interval, "limit": str(limit), "endTime": str(end_ms)}
+    for attempt in range(1, max_attempts + 1):
+        async with session.get(url, params=params) as response:
+            body = await response.read()
+            if response.status in (418, 429) and attempt < max_attempts:
+                wait = float(response.headers.get(RETRY_AFTER_HEADER, "1"))
+                _log.warning("klines request refused: waiting", symbol=symbol, status=response.status, seconds=wait)
+                await sleep(wait)
+                continue
+            if response.status != 200:
+                raise aiohttp.ClientResponseError(
+                    response.request_info,
+                    (),
+                    status=response.status,
+                    message=body[:200].decode("utf-8", "replace"),
+                    headers=response.headers,
+                )
+        try:
+            document = msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            return [body]
+        return document if isinstance(document, list) else [document]
+    raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
+
+
+def _open_time(row: Any) -> int | None:
+    if isinstance(row, list) and row and isinstance(row[0], int) and not isinstance(row[0], bool):
+        return row[0]
+    return None
+
+
+def _closes_before(row: Any, end_ms: int) -> bool:
+    close = row[6] if isinstance(row, list) and len(row) >= _ROW_FIELDS else None
+    return isinstance(close, int) and close < end_ms
+
+
+def _parse(history: KlineHistory, rows: Sequence[Any], interval: str, end_ms: int, ts_init: int) -> None:
+    """Parse ``rows`` oldest first as closed stream klines; the open one is skipped, bad ones counted."""
+    normalizer = BinanceUsdmNormalizer({})
+    keyed = sorted(rows, key=lambda row: (_open_time(row) is not None, _open_time(row) or 0))
+    for row in keyed:
+        if not isinstance(row, list) or len(row) < _ROW_FIELDS:
+            history.malformed += 1
+            history.rejected["bad_row"] += 1
+            continue
+        close = row[6]
+        if isinstance(close, int) and close >= end_ms:
+            continue  # still open at end_ms
+        document = {
+            "e": "kline",
+            "s": history.symbol,
+            "k": {
+                "t": row[0],
+                "T": close,
+                "i": interval,
+                "o": row[1],
+                "h": row[2],
+                "l": row[3],
+                "c": row[4],
+                "v": row[5],
+                "x": True,
+            },
+        }
+        rejected = normalizer.rejected.copy()
+        bar = normalizer.parse(msgspec.json.encode(document), ts_init)
+        if isinstance(bar, BarClosed):
+            history.bars.append(bar)
+            continue
+        reasons = normalizer.rejected - rejected
+        history.rejected.update(reasons)
+        if not set(reasons) <= _REPEATS:
+            history.malformed += 1
+
+
+async def fetch_warmup(
+    rest_url: str,
+    symbols: Sequence[str],
+    interval: str,
+    count: int,
+    end_ms: int,
+    session: aiohttp.ClientSession | None = None,
+) -> dict[str, KlineHistory]:
+    """Return the last ``count`` closed klines before ``end_ms`` of every symbol (one session for all)."""
+    own = session is None
+    http = aiohttp.ClientSession() if session is None else session
+    try:
+        return {symbol: await fetch_klines(http, rest_url, symbol, interval, count, end_ms) for symbol in symbols}
+    finally:
+        if own:
+            await http.close()
