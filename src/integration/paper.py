@@ -201,7 +201,7 @@ class PaperSession:
         self.orchestrator.apply_saved_settings()
         self.history: ReplayedHistory | None = None
         self.warmup: dict[str, Any] = {}
-        self._warm_until: dict[str, int] = {}
+        self.warmed_until: dict[str, int] = {}
         self.performance: PerformanceEnhancer | None = None
         if self.plan.recover:
             if cursor is not None and self.market_stream is None and self.venue.replays_history:
@@ -314,7 +314,7 @@ class PaperSession:
             _log.warning("no warm-up klines from Binance: the strategies warm up on live bars", error=error)
         bars = sorted((bar for history in fetched.values() for bar in history.bars), key=lambda b: b.ts_event)
         warm_up(self.pipeline, bars)
-        self._warm_until = {symbol: h.bars[-1].ts_event for symbol, h in fetched.items() if h.bars}
+        self.warmed_until = {symbol: h.bars[-1].ts_event for symbol, h in fetched.items() if h.bars}
         self.warmup = {
             "bars": len(bars),
             "malformed": sum(h.malformed for h in fetched.values()),
@@ -407,7 +407,7 @@ class PaperSession:
             if self._stop.is_set():
                 return
             ts = event.ts_event
-            if isinstance(event, BarClosed) and ts <= self._warm_until.get(event.symbol, -1):
+            if isinstance(event, BarClosed) and ts <= self.warmed_until.get(event.symbol, -1):
                 self.warmup["overlap_dropped"] += 1  # the warm-up had it already
                 continue
             if pending_bar_ts is not None and ts != pending_bar_ts:

@@ -88,21 +88,21 @@ async def fetch_klines(
         For an error answer (or a 429 / 418 still there after ``max_attempts``).
     """
     history = KlineHistory(symbol)
-    rows: list[Any] = []
-    closed = 0
+    pages: list[list[BarClosed]] = []
+    taken = 0
     before_ms = end_ms - 1
-    while closed < count:
-        limit = min(MAX_KLINES_PER_REQUEST, count - closed + 1)
+    while taken < count:
+        limit = min(MAX_KLINES_PER_REQUEST, count - taken + 1)  # one more: the kline still open
         page = await _page(session, rest_url, symbol, interval, limit, before_ms, sleep, max_attempts)
         history.requests += 1
-        rows.extend(page)
-        opens = [row[0] for row in page if _open_time(row) is not None]
-        closed += sum(1 for row in page if _closes_before(row, end_ms))
+        bars = _parse(history, page, interval, end_ms, now_ns())
+        pages.append(bars)
+        taken += len(bars)
+        opens = [opened for opened in map(_open_time, page) if opened is not None]
         if len(page) < limit or not opens or min(opens) > before_ms:
-            break
+            break  # Binance has no older klines
         before_ms = min(opens) - 1
-    _parse(history, rows, interval, end_ms, now_ns())
-    history.bars = history.bars[-count:] if count else []
+    history.bars = [bar for bars in reversed(pages) for bar in bars][-count:] if count else []
     return history
 
 
@@ -149,14 +149,10 @@ def _open_time(row: Any) -> int | None:
     return None
 
 
-def _closes_before(row: Any, end_ms: int) -> bool:
-    close = row[6] if isinstance(row, list) and len(row) >= _ROW_FIELDS else None
-    return isinstance(close, int) and close < end_ms
-
-
-def _parse(history: KlineHistory, rows: Sequence[Any], interval: str, end_ms: int, ts_init: int) -> None:
-    """Parse ``rows`` oldest first as closed stream klines; the open one is skipped, bad ones counted."""
+def _parse(history: KlineHistory, rows: Sequence[Any], interval: str, end_ms: int, ts_init: int) -> list[BarClosed]:
+    """Return one page's closed klines oldest first; the open one is skipped, bad rows counted in ``history``."""
     normalizer = BinanceUsdmNormalizer({})
+    bars: list[BarClosed] = []
     keyed = sorted(rows, key=lambda row: (_open_time(row) is not None, _open_time(row) or 0))
     for row in keyed:
         if not isinstance(row, list) or len(row) < _ROW_FIELDS:
@@ -184,12 +180,13 @@ def _parse(history: KlineHistory, rows: Sequence[Any], interval: str, end_ms: in
         rejected = normalizer.rejected.copy()
         bar = normalizer.parse(msgspec.json.encode(document), ts_init)
         if isinstance(bar, BarClosed):
-            history.bars.append(bar)
+            bars.append(bar)
             continue
         reasons = normalizer.rejected - rejected
         history.rejected.update(reasons)
         if not set(reasons) <= _REPEATS:
             history.malformed += 1
+    return bars
 
 
 async def fetch_warmup(
