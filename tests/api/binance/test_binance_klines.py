@@ -171,7 +171,8 @@ async def test_paper_on_binance_streams_is_warm_at_the_first_live_bar_without_lo
 
         def on_bar(bar: BarClosed) -> None:
             if bar.symbol not in first_live:
-                first_live[bar.symbol] = manager.get_system_status()["symbols"][bar.symbol]["bars"]
+                book = manager.get_system_status()["symbols"].get(bar.symbol, {})
+                first_live[bar.symbol] = book.get("bars", 0)
 
         session.pipeline.bus.subscribe(BarClosed, on_bar, name="test.first-live-bar")
         session.pipeline.bus.subscribe(SignalGenerated, signals.append, name="test.signals")
