@@ -136,6 +136,36 @@ async def test_fetch_klines_counts_and_skips_malformed_rows(http: aiohttp.Client
         await server.stop()
 
 
+@pytest.mark.asyncio
+async def test_fetch_klines_waits_out_a_429_as_retry_after_says_and_gets_every_page(
+    http: aiohttp.ClientSession,
+) -> None:
+    # Arrange: a weight budget that takes the first page (weight 10) but not the second (weight 5) in one minute
+    tape = btc_tape()
+    server, _market = await start_local_binance(tape, ["BTCUSDT"], 2100)
+    server.weight_limit = 12
+    clock = server.clock
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        assert isinstance(clock, SimulatedClock)
+        clock.advance_to(clock.timestamp_ns() + int(seconds * 1_000_000_000))
+
+    try:
+        # Act
+        history = await fetch_klines(
+            http, server.base_url, "BTCUSDT", "1m", 2000, tape.messages[2100].ts_ms - 1, sleep=sleep
+        )
+
+        # Assert
+        assert len(history.bars) == 2000 and history.requests == 2
+        assert server.responses.get(429) == 1 and 418 not in server.responses
+        assert len(waits) == 1 and 0 < waits[0] <= 60
+    finally:
+        await server.stop()
+
+
 def paper_config(tmp_path: Path, base_url: str, symbols: list[str], warmup_bars: int) -> KeelConfig:
     config = load_config("paper", environ={})
     data = config.data.model_copy(update={"symbols": tuple(symbols)})
