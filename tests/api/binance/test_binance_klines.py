@@ -227,6 +227,32 @@ async def test_paper_on_binance_streams_is_warm_at_the_first_live_bar_without_lo
         await server.stop()
 
 
+@pytest.mark.asyncio
+async def test_paper_on_binance_streams_without_warm_up_klines_starts_cold_and_says_why(tmp_path: Path) -> None:
+    # Arrange: the streams are served, but the REST URL answers no klines (a venue without market data)
+    symbols = ["BTCUSDT"]
+    tape = bar_tape(BARS, symbols, None, ns("2025-05-05T00:00:00"), ns("2025-05-05T00:30:00"))
+    tape = tape.starting_from(time.time_ns() // NANOS_PER_MILLI)
+    server, market = await start_local_binance(tape, symbols, 0)
+    bare = LocalBinance(server.exchange, server.clock, "key", "secret")
+    await bare.start()
+    try:
+        config = paper_config(tmp_path, server.base_url, symbols, 180)
+        config = config.model_copy(update={"binance": config.binance.model_copy(update={"rest_url": bare.base_url})})
+        session = PaperSession(config, tmp_path / "run")
+
+        # Act
+        final = await run_until_played(session, market)
+
+        # Assert
+        assert final["warmup"]["bars"] == 0 and "404" in final["warmup"]["error"]
+        assert session.warmed_until == {}
+        assert final["bars"] == 30 and final["handler_errors"] == 0
+    finally:
+        await bare.stop()
+        await server.stop()
+
+
 async def run_until_played(session: PaperSession, market: LocalMarket) -> dict[str, Any]:
     """Run the session while the local Binance plays its tape; stop once keel handled all of it."""
     expected = len(market.tape.messages) - market.position
