@@ -127,7 +127,8 @@ class ScheduledDcaStrategy(IncrementalStrategy):
             changed = True
         if ts >= state.next_fire:
             state.next_fire = self.next_fire_after(ts)
-            if (state.slices + 1) * p["notional_usdt"] <= p["budget_usdt"]:
+            # The tolerance keeps a budget of exactly n notionals from losing its last buy to rounding.
+            if (state.slices + 1) * p["notional_usdt"] <= p["budget_usdt"] * (1.0 + 1e-9):
                 state.slices += 1
                 state.inverse_sum += 1.0 / close
                 changed = True
