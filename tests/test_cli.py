@@ -406,3 +406,41 @@ def test_a_paper_run_publishes_its_status_to_the_status_cache_for_readers_elsewh
     reader.close()
     assert published["mode"] == "paper" and published["health"] in ("HEALTHY", "DEGRADED")
     assert published["active_strategies"]
+
+
+def test_a_paper_run_without_the_web_app_notifies_fills_and_answers_status_on_telegram(tmp_path: Path) -> None:
+    # Arrange: a fake Bot API on 127.0.0.1 holding a /status from the allowed chat and one from a foreign chat;
+    # scheduled DCA buys within the first simulated hours
+    import asyncio
+
+    from kit.fake_bot_api import ALLOWED, FOREIGN, TOKEN, fake_api, message
+
+    async def scenario() -> tuple[list[dict[str, object]], str, str, int]:
+        async with fake_api() as (api, url):
+            api.updates = [message(1, ALLOWED, "/status"), message(2, FOREIGN, "/status")]
+            layer = tmp_path / "telegram.yaml"
+            layer.write_text(
+                f"telegram:\n  enabled: true\n  chat_ids: [{ALLOWED}]\n  base_url: {url}\n  min_interval_seconds: 0.2\n"
+                "strategy:\n  strategies: [scheduled_dca]\n"
+            )
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "keel.cli", "run", "--mode", "paper", "--no-web", "--speed", "1000000",
+                "--duration", "10", "--symbols", "BTCUSDT,ETHUSDT", "--config", str(layer),
+                cwd=REPO, env={**os.environ, "KEEL_RUN__OUTPUT_DIR": str(tmp_path), "KEEL_TELEGRAM_TOKEN": TOKEN},
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=300)
+            return api.sent, stdout.decode(), stderr.decode(), process.returncode or 0
+
+    # Act
+    sent, stdout, stderr, returncode = asyncio.run(scenario())
+
+    # Assert
+    assert returncode == 0, stderr
+    assert f"telegram: notifying and obeying chats {ALLOWED}" in stdout
+    assert {m["chat"] for m in sent} == {ALLOWED}  # the foreign chat's /status got no answer
+    texts = [str(m["text"]) for m in sent]
+    assert any(t.startswith("health ") and ", equity " in t for t in texts)
+    fills = [line for t in texts for line in t.splitlines() if line.startswith("fill ")]
+    assert fills and all(line.split()[1] in ("BTCUSDT", "ETHUSDT") for line in fills), texts
+    assert TOKEN not in stdout and TOKEN not in stderr

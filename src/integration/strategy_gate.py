@@ -66,6 +66,7 @@ class StrategyGatekeeper(Component):
         Run the re-evaluations on a worker thread (their verdicts apply at the
         first bar after they finish) so a long backtest does not hold up the
         trading loop; the first evaluation, before trading, always runs inline.
+        Paper and live runs use it (a backtest builds no gatekeeper).
     """
 
     def __init__(
@@ -249,5 +250,5 @@ def build_gatekeeper(config: KeelConfig, manager: StrategyManager, bus: EventBus
         recheck_ns=int(settings.gate_recheck_minutes * NANOS_PER_MINUTE),
         fee_rate=0.0005 if fee is None else float(fee),
         bar_interval_ns=interval_ns,
-        background=config.run.mode == "live",
+        background=config.run.mode in ("paper", "live"),
     )

@@ -1,4 +1,4 @@
-"""Scheduled DCA: add a fixed slice on a schedule, take profit on the average cost.
+"""Scheduled DCA: buy a fixed USDT notional on a schedule, take profit on the average cost.
 
 Logic, per symbol and bar (after ``warmup_bars``):
 
@@ -9,13 +9,16 @@ Logic, per symbol and bar (after ``warmup_bars``):
   a backtest of it is reproducible: the first bar closing at or after a fire
   time buys once (fire times skipped by a gap in the data buy once, not once
   each);
-- buying: each fire adds one slice of ``1 / max_buys`` of the strategy's
-  full size, until ``max_buys`` slices are held. Every slice is the same
-  notional, so the average cost is the harmonic mean of the buy prices;
+- buying: each fire buys ``notional_usdt`` USDT, while the USDT held after
+  it stays within ``budget_usdt``. Every buy is the same notional, so the
+  average cost is the harmonic mean of the buy prices;
 - take-profit: a bar's high at or above ``average cost * (1 + take_profit)``
   sells everything; the next cycle starts at the next fire;
-- the view: BUY with strength ``slices / max_buys`` and confidence 1 while
-  holding, HOLD when flat.
+- the view: BUY with strength ``slices * notional_usdt / budget_usdt`` (the
+  USDT bought over the USDT the strategy's full-strength view stands for: the
+  allocator sizes a view as a share of the strategy's budget, so this is how
+  a fixed notional becomes a target weight) and confidence 1 while holding,
+  HOLD when flat.
 """
 
 from __future__ import annotations
@@ -75,7 +78,8 @@ class ScheduledDcaStrategy(IncrementalStrategy):
 
     parameter_space: ClassVar[Mapping[str, Parameter]] = {
         "interval_minutes": Parameter(int, 240, 1, 43_200, "minutes between buys (aligned to the Unix epoch)"),
-        "max_buys": Parameter(int, 10, 1, 1000, "slices a full position holds; each buy adds one"),
+        "notional_usdt": Parameter(float, 1000.0, 1.0, 1e7, "USDT bought at each fire"),
+        "budget_usdt": Parameter(float, 10_000.0, 1.0, 1e9, "USDT the full-strength view stands for; buys stop there"),
         "take_profit": Parameter(float, 0.02, 0.001, 1.0, "gain over the average cost that sells everything"),
     }
 
@@ -123,7 +127,8 @@ class ScheduledDcaStrategy(IncrementalStrategy):
             changed = True
         if ts >= state.next_fire:
             state.next_fire = self.next_fire_after(ts)
-            if state.slices < p["max_buys"]:
+            # The tolerance keeps a budget of exactly n notionals from losing its last buy to rounding.
+            if (state.slices + 1) * p["notional_usdt"] <= p["budget_usdt"] * (1.0 + 1e-9):
                 state.slices += 1
                 state.inverse_sum += 1.0 / close
                 changed = True
@@ -135,10 +140,15 @@ class ScheduledDcaStrategy(IncrementalStrategy):
         return StrategySignal(
             market_data["symbol"],
             "BUY",
-            state.slices / p["max_buys"],
+            min(1.0, state.slices * p["notional_usdt"] / p["budget_usdt"]),
             1.0,
             take_profit=self._target(state),
-            metadata={"slices": state.slices, "average_cost": average, "next_buy": state.next_fire},
+            metadata={
+                "slices": state.slices,
+                "bought_usdt": state.slices * p["notional_usdt"],
+                "average_cost": average,
+                "next_buy": state.next_fire,
+            },
         )
 
     def _target(self, state: _DcaState) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from keel.config import load_config
 from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_MILLI, NANOS_PER_MINUTE, SimulatedClock
@@ -82,10 +84,11 @@ def test_a_held_strategy_has_no_say_in_the_signals() -> None:
 
     # Act
     replay(pipeline, clock, config, 1.0)
+    pipeline.stop()
 
-    # Assert
+    # Assert: held by the first verdict and by every recheck that landed during the day
     manager = pipeline.strategy.manager
-    assert len(verdicts) == 3 and not any(v.passed for v in verdicts)
+    assert verdicts and not any(v.passed for v in verdicts)
     assert manager.strategy_gate("volatility_breakout") == verdicts[-1].reason
     assert manager.performance["volatility_breakout"].exposure_changes > 0  # it kept following the market
     assert signals
@@ -94,21 +97,41 @@ def test_a_held_strategy_has_no_say_in_the_signals() -> None:
     assert any(s.contributions.get("scheduled_dca", 0.0) > 0 for s in signals)
 
 
-def test_the_gate_is_judged_again_on_the_clock_with_the_bars_the_run_saw() -> None:
+def test_a_paper_run_judges_the_gate_again_off_the_trading_loop_and_applies_the_verdict_at_the_next_bar() -> None:
     # Arrange: a rule the three seeded days pass
     pipeline, clock, verdicts, _signals, config = gated_pipeline(
         {"volatility_breakout": {"min_trades": 1, "window_days": 3}}
     )
     first = verdicts[0]
+    recheck = START_NS + DAY_NS // 2
+    bars = list(RecordedBarFeed(config.data.root / config.data.bars, (BTC,), "1m", None, START_NS, START_NS + DAY_NS))
 
-    # Act: a day of bars, two re-evaluations
-    replay(pipeline, clock, config, 1.0)
+    # Act: half a day of bars; the recheck timer fires; the loop goes on while the backtest runs elsewhere
+    for bar in [b for b in bars if b.ts_event < recheck]:
+        clock.advance_to(bar.ts_event)
+        pipeline.bus.publish(bar)
+        pipeline.bus.drain()
+    clock.advance_to(recheck)
+    pipeline.bus.drain()
+    at_recheck = len(verdicts)
+    pending = pipeline.gatekeeper.pending
+    workers = {thread.name for thread in threading.enumerate()}
+    judged = pending.result(timeout=120)
+    following = [b for b in bars if b.ts_event >= recheck][:2]
+    for bar in following:
+        clock.advance_to(bar.ts_event)
+        pipeline.bus.publish(bar)
+        pipeline.bus.drain()
+    pipeline.stop()
 
-    # Assert
+    # Assert: nothing was judged on the loop at the timer; the verdict landed with the next bar
     assert first.passed and pipeline.strategy.manager.strategy_gate("volatility_breakout") is None
-    assert len(verdicts) == 3
-    assert [v.ts_event for v in verdicts[1:]] == [START_NS + DAY_NS // 2, START_NS + DAY_NS]
-    assert verdicts[1:] != [first, first]
+    assert at_recheck == 1 and pending is not None
+    assert any(name.startswith("strategy-gate") for name in workers)
+    assert len(verdicts) == 2
+    assert verdicts[1].ts_event == following[0].ts_event
+    assert (verdicts[1].passed, verdicts[1].reason) == (judged[0][1].passed, judged[0][1].reason)
+    assert verdicts[1] != first
 
 
 def test_a_backtest_run_has_no_gate_and_pending_is_the_state_before_a_verdict() -> None:

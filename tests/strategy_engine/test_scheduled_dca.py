@@ -22,7 +22,7 @@ def slices(views: list) -> list[int]:
 
 def test_interval_buys_land_on_the_epoch_aligned_fire_times(week: dict) -> None:
     # Arrange: every 4 hours, never reaching the take-profit
-    strategy = ScheduledDcaStrategy(interval_minutes=240, max_buys=100, take_profit=1.0)
+    strategy = ScheduledDcaStrategy(interval_minutes=240, notional_usdt=100.0, budget_usdt=1e6, take_profit=1.0)
 
     # Act
     held = slices(signals(strategy, week))
@@ -36,7 +36,7 @@ def test_interval_buys_land_on_the_epoch_aligned_fire_times(week: dict) -> None:
 
 def test_a_cron_schedule_replaces_the_interval(week: dict) -> None:
     # Arrange: 09:30 UTC every day
-    strategy = ScheduledDcaStrategy(cron="30 9 * * *", max_buys=100, take_profit=1.0)
+    strategy = ScheduledDcaStrategy(cron="30 9 * * *", notional_usdt=100.0, budget_usdt=1e6, take_profit=1.0)
 
     # Act
     held = slices(signals(strategy, week))
@@ -50,7 +50,7 @@ def test_a_cron_schedule_replaces_the_interval(week: dict) -> None:
 
 def test_take_profit_sells_everything_at_the_average_cost_target(week: dict) -> None:
     # Arrange
-    strategy = ScheduledDcaStrategy(interval_minutes=60, max_buys=12, take_profit=0.01)
+    strategy = ScheduledDcaStrategy(interval_minutes=60, notional_usdt=500.0, budget_usdt=6000.0, take_profit=0.01)
 
     # Act
     views = signals(strategy, week)
@@ -65,12 +65,25 @@ def test_take_profit_sells_everything_at_the_average_cost_target(week: dict) -> 
         assert before.take_profit == pytest.approx(before.metadata["average_cost"] * 1.01)
     assert max(held) == 12
     positions = [v for v in views if v is not None and v.action == "BUY"]
-    assert all(v.strength == pytest.approx(v.metadata["slices"] / 12) for v in positions)
+    assert all(v.strength == pytest.approx(v.metadata["slices"] * 500.0 / 6000.0) for v in positions)
+
+
+def test_each_buy_adds_the_fixed_notional_until_the_budget_is_reached(week: dict) -> None:
+    # Arrange: 250 USDT every hour, 1000 USDT budget, never reaching the take-profit
+    strategy = ScheduledDcaStrategy(interval_minutes=60, notional_usdt=250.0, budget_usdt=1000.0, take_profit=1.0)
+
+    # Act
+    views = [v for v in signals(strategy, week) if v is not None and v.action == "BUY"]
+
+    # Assert: strengths step by 250 / 1000 and stop at the budget
+    assert sorted({v.strength for v in views}) == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert {v.metadata["bought_usdt"] for v in views} == {250.0, 500.0, 750.0, 1000.0}
+    assert views[-1].metadata["slices"] == 4
 
 
 def test_the_average_cost_is_the_harmonic_mean_of_equal_notional_buys(week: dict) -> None:
     # Arrange
-    strategy = ScheduledDcaStrategy(interval_minutes=240, max_buys=100, take_profit=1.0)
+    strategy = ScheduledDcaStrategy(interval_minutes=240, notional_usdt=100.0, budget_usdt=1e6, take_profit=1.0)
 
     # Act
     views = signals(strategy, week)
@@ -84,4 +97,6 @@ def test_the_average_cost_is_the_harmonic_mean_of_equal_notional_buys(week: dict
 
 def test_lookahead_scheduled_dca_up_to_t_ignores_later_bars() -> None:
     data = market_data("BTCUSDT", start=index_at("BTCUSDT", MAY_5), count=3000)
-    assert_no_lookahead(lambda: ScheduledDcaStrategy(interval_minutes=60, take_profit=0.005), data, cut=2000)
+    assert_no_lookahead(
+        lambda: ScheduledDcaStrategy(interval_minutes=60, notional_usdt=300.0, take_profit=0.005), data, cut=2000
+    )
