@@ -56,6 +56,7 @@ from keel.core.messages import (
     SignalGenerated,
     SlippageLimitBreached,
     StrategyError,
+    StrategyGateEvaluated,
     SubmitOrder,
     SystemHealth,
     TradeTick,
@@ -401,6 +402,16 @@ def _examples() -> dict[type[Message], Message]:
         VenueConditionChanged: VenueConditionChanged(
             venue="binance", condition="banned", active=True, reason="HTTP 418", until_ns=2_000, **common
         ),
+        StrategyGateEvaluated: StrategyGateEvaluated(
+            strategy="hyper_rsi",
+            passed=False,
+            reason="Sharpe 0.4 below 1.0",
+            sharpe=0.4,
+            max_drawdown=0.03,
+            trades=12,
+            window_days=30.0,
+            **common,
+        ),
     }
 
 
@@ -418,6 +429,7 @@ CONTROL = {
     ReconciliationCompleted,
     MarginCalled,
     VenueConditionChanged,
+    StrategyGateEvaluated,
 }
 MARKET_DATA = {
     BarClosed,
