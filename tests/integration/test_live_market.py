@@ -9,28 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from keel.api.binance.local_binance import LocalBinance
-from keel.api.binance.local_market import LocalMarket, bar_tape
-from keel.api.brackets import load_leverage_schedule
-from keel.api.simulated_exchange import SimulatedExchange
+from keel.api.binance.local_market import Tape, bar_tape
 from keel.config import KeelConfig, load_config
-from keel.core.clock import NANOS_PER_MILLI, LiveClock, SimulatedClock
-from keel.core.instruments import load_instruments
+from keel.core.clock import NANOS_PER_MILLI, LiveClock
 from keel.integration.live import BinanceVenue
 from keel.integration.paper import RECONCILING, PaperSession
+from kit.local_binance import ROOT, ns, run_until_played, start_local_binance
 
-ROOT = Path(__file__).resolve().parents[2]
 KEY, SECRET = "live-market-test-key-51c2", "live-market-test-secret-9ad4e7"
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
-
-
-def ns(text: str) -> int:
-    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()) * 1_000_000_000
 
 
 def live_market_config(tmp_path: Path, base_url: str) -> KeelConfig:
@@ -48,55 +39,24 @@ def live_market_config(tmp_path: Path, base_url: str) -> KeelConfig:
     )
 
 
-async def start_local_binance() -> tuple[LocalBinance, LocalMarket]:
-    tape = bar_tape(
+def live_tape() -> Tape:
+    """Six hours of real 1m bars (through the 08:00 funding) as live klines and mark prices, shifted to now."""
+    return bar_tape(
         ROOT / "data" / "ohlcv" / "binance_usdm_1m_2025-05",
         SYMBOLS,
         ROOT / "data" / "funding" / "binance_usdm_funding_2025-03_06.csv.gz",
         ns("2025-05-05T04:00:00"),
         ns("2025-05-05T10:00:00"),
     ).starting_from(time.time_ns() // NANOS_PER_MILLI)
-    instruments = load_instruments(ROOT / "config" / "instruments.yaml")
-    clock = SimulatedClock(tape.messages[0].ts_ms * NANOS_PER_MILLI)
-    exchange = SimulatedExchange(
-        instruments,
-        clock,
-        initial_balance=Decimal("50000"),
-        schedule=load_leverage_schedule(ROOT / "config" / "leverage_brackets.yaml"),
-    )
-    market = LocalMarket(tape, {s: instruments[s].tick_size for s in SYMBOLS}, exchange, clock)
-    # Its venue follows the tape's time; requests are checked against the wall clock, as Binance does.
-    server = LocalBinance(exchange, LiveClock(), KEY, SECRET, market=market)
-    await server.start()
-    return server, market
-
-
-async def run_until_played(session: PaperSession, market: LocalMarket) -> dict[str, Any]:
-    expected = len(market.tape.messages)
-
-    def stop_when_done(_status: dict[str, Any]) -> None:
-        stream = session.market_stream
-        if (
-            market.finished.is_set()
-            and stream is not None
-            and stream.statistics.messages >= expected
-            and session.events == stream.statistics.events
-        ):
-            session.request_stop("tape played")
-
-    session._on_status = stop_when_done
-    playing = asyncio.create_task(market.run())
-    try:
-        return await session.run()
-    finally:
-        playing.cancel()
-        await asyncio.gather(playing, return_exceptions=True)
 
 
 def test_live_on_the_market_streams_trades_the_account_and_ends_with_its_positions(tmp_path: Path) -> None:
     # Arrange
     async def scenario() -> dict[str, Any]:
-        server, market = await start_local_binance()
+        # The venue follows the tape's time; signed requests are checked against the wall clock, as Binance does.
+        server, market = await start_local_binance(
+            live_tape(), SYMBOLS, key=KEY, secret=SECRET, balance=Decimal("50000"), request_clock=LiveClock()
+        )
         try:
             config = live_market_config(tmp_path, server.base_url)
             session = PaperSession(config, tmp_path / "live", venue=BinanceVenue(config, live_feed=True))

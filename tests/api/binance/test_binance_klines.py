@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -17,43 +13,19 @@ import pytest_asyncio
 from keel.api.binance.constants import klines_weight
 from keel.api.binance.klines import fetch_klines
 from keel.api.binance.local_binance import LocalBinance
-from keel.api.binance.local_market import LocalMarket, Tape, TapeMessage, bar_tape
-from keel.api.brackets import load_leverage_schedule
-from keel.api.simulated_exchange import SimulatedExchange
+from keel.api.binance.local_market import Tape, TapeMessage, bar_tape
 from keel.config import KeelConfig, load_config
 from keel.core.clock import NANOS_PER_MILLI, SimulatedClock
-from keel.core.instruments import load_instruments
 from keel.core.messages import BarClosed, SignalGenerated
 from keel.integration.paper import PaperSession
+from kit.local_binance import ROOT, ns, run_until_played, start_local_binance
 
-ROOT = Path(__file__).resolve().parents[3]
 BARS = ROOT / "data" / "ohlcv" / "binance_usdm_1m_2025-05"
 HOURLY = {
     "trend_following": {"fast_period": 20, "slow_period": 80, "channel_period": 60, "atr_period": 30},
     "mean_reversion": {"lookback": 60, "entry_z": 2.0, "exit_z": 0.5, "stop_z": 4.0, "trend_window": 120},
     "range_trading": {"range_period": 120, "entry_band": 0.15, "min_range_width": 0.004},
 }
-
-
-def ns(text: str) -> int:
-    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()) * 1_000_000_000
-
-
-async def start_local_binance(tape: Tape, symbols: list[str], position: int) -> tuple[LocalBinance, LocalMarket]:
-    """A local Binance playing ``tape`` from ``position``: the klines before it are the market's past."""
-    instruments = load_instruments(ROOT / "config" / "instruments.yaml")
-    clock = SimulatedClock(tape.messages[position].ts_ms * NANOS_PER_MILLI)
-    exchange = SimulatedExchange(
-        instruments,
-        clock,
-        initial_balance=Decimal("100000"),
-        schedule=load_leverage_schedule(ROOT / "config" / "leverage_brackets.yaml"),
-    )
-    market = LocalMarket(tape, {s: instruments[s].tick_size for s in symbols}, exchange, clock)
-    market.start_at(position)
-    server = LocalBinance(exchange, clock, "key", "secret", market=market)
-    await server.start()
-    return server, market
 
 
 @pytest_asyncio.fixture
@@ -73,7 +45,7 @@ async def test_fetch_klines_pages_back_1500_at_a_time_and_returns_the_last_close
 ) -> None:
     # Arrange: 2,100 bars of the market's past; 2,000 wanted (two pages)
     tape = btc_tape()
-    server, _market = await start_local_binance(tape, ["BTCUSDT"], 2100)
+    server, _market = await start_local_binance(tape, ["BTCUSDT"], position=2100)
     end_ms = tape.messages[2100].ts_ms - 1
     try:
         # Act
@@ -96,7 +68,7 @@ async def test_fetch_klines_pages_back_1500_at_a_time_and_returns_the_last_close
 async def test_fetch_klines_leaves_out_the_kline_still_open_at_now(http: aiohttp.ClientSession) -> None:
     # Arrange: "now" is half-way through the last kline the local Binance has
     tape = btc_tape()
-    server, _market = await start_local_binance(tape, ["BTCUSDT"], 2100)
+    server, _market = await start_local_binance(tape, ["BTCUSDT"], position=2100)
     end_ms = tape.messages[2099].ts_ms - 30_000
     try:
         # Act
@@ -121,7 +93,7 @@ async def test_fetch_klines_counts_and_skips_malformed_rows(http: aiohttp.Client
         payload = {**message.payload, "k": {**message.payload["k"], **change}}
         messages[index] = TapeMessage(message.ts_ms, message.stream, payload)
     tape = Tape(messages)
-    server, _market = await start_local_binance(tape, ["BTCUSDT"], 299)
+    server, _market = await start_local_binance(tape, ["BTCUSDT"], position=299)
     try:
         # Act
         history = await fetch_klines(http, server.base_url, "BTCUSDT", "1m", 50, tape.messages[299].ts_ms - 1)
@@ -142,7 +114,7 @@ async def test_fetch_klines_waits_out_a_429_as_retry_after_says_and_gets_every_p
 ) -> None:
     # Arrange: a weight budget that takes the first page (weight 10) but not the second (weight 5) in one minute
     tape = btc_tape()
-    server, _market = await start_local_binance(tape, ["BTCUSDT"], 2100)
+    server, _market = await start_local_binance(tape, ["BTCUSDT"], position=2100)
     server.weight_limit = 12
     clock = server.clock
     waits: list[float] = []
@@ -194,7 +166,7 @@ async def test_paper_on_binance_streams_is_warm_at_the_first_live_bar_without_lo
     first_live_ns = shifted[position].ts_ms * NANOS_PER_MILLI
     # The stream sends each symbol's last warm-up kline again (it closed while keel was fetching).
     tape = Tape([*shifted[:position], *shifted[position - 2 : position], *shifted[position:]])
-    server, market = await start_local_binance(tape, symbols, position)
+    server, market = await start_local_binance(tape, symbols, position=position)
     first_live: dict[str, int] = {}
     signals: list[SignalGenerated] = []
     try:
@@ -233,7 +205,7 @@ async def test_paper_on_binance_streams_without_warm_up_klines_starts_cold_and_s
     symbols = ["BTCUSDT"]
     tape = bar_tape(BARS, symbols, None, ns("2025-05-05T00:00:00"), ns("2025-05-05T00:30:00"))
     tape = tape.starting_from(time.time_ns() // NANOS_PER_MILLI)
-    server, market = await start_local_binance(tape, symbols, 0)
+    server, market = await start_local_binance(tape, symbols)
     bare = LocalBinance(server.exchange, server.clock, "key", "secret")
     await bare.start()
     try:
@@ -251,26 +223,3 @@ async def test_paper_on_binance_streams_without_warm_up_klines_starts_cold_and_s
     finally:
         await bare.stop()
         await server.stop()
-
-
-async def run_until_played(session: PaperSession, market: LocalMarket) -> dict[str, Any]:
-    """Run the session while the local Binance plays its tape; stop once keel handled all of it."""
-    expected = len(market.tape.messages) - market.position
-
-    def stop_when_done(status: dict[str, Any]) -> None:
-        stream = session.market_stream
-        if (
-            market.finished.is_set()
-            and stream is not None
-            and stream.statistics.messages >= expected
-            and session.events + session.warmup.get("overlap_dropped", 0) == stream.statistics.events
-        ):
-            session.request_stop("tape played")
-
-    session._on_status = stop_when_done
-    playing = asyncio.create_task(market.run())
-    try:
-        return await session.run()
-    finally:
-        playing.cancel()
-        await asyncio.gather(playing, return_exceptions=True)

@@ -9,47 +9,21 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from keel.api.binance.local_binance import LocalBinance
-from keel.api.binance.local_market import LocalMarket, Tape, bar_tape, capture_tape
-from keel.api.brackets import load_leverage_schedule
-from keel.api.simulated_exchange import SimulatedExchange
+from keel.api.binance.local_market import Tape, bar_tape, capture_tape
 from keel.config import KeelConfig, load_config
-from keel.core.clock import NANOS_PER_MILLI, SimulatedClock
-from keel.core.instruments import load_instruments
+from keel.core.clock import NANOS_PER_MILLI
 from keel.integration.paper import PaperSession
+from kit.local_binance import ROOT, ns, run_until_played, start_local_binance
 
-ROOT = Path(__file__).resolve().parents[3]
 HOURLY = {
     "trend_following": {"fast_period": 20, "slow_period": 80, "channel_period": 60, "atr_period": 30},
     "mean_reversion": {"lookback": 60, "entry_z": 2.0, "exit_z": 0.5, "stop_z": 4.0, "trend_window": 120},
     "range_trading": {"range_period": 120, "entry_band": 0.15, "min_range_width": 0.004},
 }
-
-
-def ns(text: str) -> int:
-    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()) * 1_000_000_000
-
-
-async def start_local_binance(tape: Tape, symbols: list[str]) -> tuple[LocalBinance, LocalMarket]:
-    instruments = load_instruments(ROOT / "config" / "instruments.yaml")
-    clock = SimulatedClock(tape.messages[0].ts_ms * NANOS_PER_MILLI)
-    exchange = SimulatedExchange(
-        instruments,
-        clock,
-        initial_balance=Decimal("100000"),
-        schedule=load_leverage_schedule(ROOT / "config" / "leverage_brackets.yaml"),
-    )
-    market = LocalMarket(tape, {s: instruments[s].tick_size for s in symbols}, exchange, clock)
-    server = LocalBinance(exchange, clock, "key", "secret", market=market)
-    await server.start()
-    return server, market
 
 
 def binance_paper_config(tmp_path: Path, base_url: str, symbols: list[str]) -> KeelConfig:
@@ -65,29 +39,6 @@ def binance_paper_config(tmp_path: Path, base_url: str, symbols: list[str]) -> K
     return config.model_copy(
         update={"data": data, "strategy": strategy, "binance": binance, "paper": paper, "run": run, "web": web}
     )
-
-
-async def run_until_played(session: PaperSession, market: LocalMarket) -> dict[str, Any]:
-    """Run the session while the local Binance plays its tape; stop once keel handled all of it."""
-    expected = len(market.tape.messages)
-
-    def stop_when_done(status: dict[str, Any]) -> None:
-        stream = session.market_stream
-        if (
-            market.finished.is_set()
-            and stream is not None
-            and stream.statistics.messages >= expected
-            and session.events == stream.statistics.events
-        ):
-            session.request_stop("tape played")
-
-    session._on_status = stop_when_done
-    playing = asyncio.create_task(market.run())
-    try:
-        return await session.run()
-    finally:
-        playing.cancel()
-        await asyncio.gather(playing, return_exceptions=True)
 
 
 @pytest.mark.asyncio
