@@ -582,16 +582,18 @@ class PortfolioOptimizer(Component):
         ready = [s for s in self.symbols if len(self._closes[s]) > self.min_history]
         if not ready:
             return [], np.empty((0, 0))
-        times: np.ndarray | None = None
-        for symbol in ready:
-            stamps = np.fromiter((t for t, _ in self._closes[symbol] if t != self._bar_ts), dtype=np.int64)
-            times = stamps if times is None else np.intersect1d(times, stamps, assume_unique=True)
-        assert times is not None  # ready is not empty
+        # Each symbol's bar times rise strictly, so its closes at the common times are found by binary search.
+        stamps = [
+            np.fromiter((t for t, _ in self._closes[s]), dtype=np.int64, count=len(self._closes[s])) for s in ready
+        ]
+        times = stamps[0][stamps[0] != self._bar_ts]
+        for symbol_stamps in stamps[1:]:
+            times = np.intersect1d(times, symbol_stamps, assume_unique=True)
         columns = []
-        for symbol in ready:
+        for symbol, symbol_stamps in zip(ready, stamps, strict=True):
             series = self._closes[symbol]
-            lookup = dict(series)
-            columns.append(np.array([lookup[t] for t in times], dtype=np.float64))
+            values = np.fromiter((c for _, c in series), dtype=np.float64, count=len(series))
+            columns.append(values[np.searchsorted(symbol_stamps, times)])
         closes = np.column_stack(columns)
         if len(closes) < self.min_history:
             return [], np.empty((0, 0))
