@@ -43,6 +43,9 @@ class RecordedRun:
     measure_latency
         Time every bus handler call (the status's handler latencies); a
         backtest, which reads none, runs without.
+    reset_ids
+        Restart the process's message ids (reproducible ids); a backtest run
+        inside a trading process (the backtest gate) keeps them going.
 
     Raises
     ------
@@ -53,9 +56,15 @@ class RecordedRun:
     """
 
     def __init__(
-        self, config: KeelConfig, strategy: BaseStrategy | None = None, *, measure_latency: bool = True
+        self,
+        config: KeelConfig,
+        strategy: BaseStrategy | None = None,
+        *,
+        measure_latency: bool = True,
+        reset_ids: bool = True,
     ) -> None:
-        reset_message_ids()
+        if reset_ids:
+            reset_message_ids()
         instruments = load_instruments(config.exchange.instruments)
         require_instruments(config, instruments)
         self.config = config

@@ -2,42 +2,124 @@
 
 :class:`StrategyGatekeeper` holds every strategy that has a gate rule out of
 the strategy manager's vote until its backtest over the last
-``window_days`` of data passes (:func:`~keel.strategy_engine.gate.evaluate_gate`),
-checks again every ``recheck_ns`` of the clock's time, and publishes each
-verdict as a ``StrategyGateEvaluated`` event, which the state manager
-journals. The reason a strategy is held is in the manager's status, so the
-status API and the dashboard show it.
+``window_days`` of data passes, checks again every ``recheck_ns`` of the
+clock's time, and publishes each verdict as a ``StrategyGateEvaluated``
+event, which the state manager journals. The reason a strategy is held is in
+the manager's status, so the status API and the dashboard show it.
 
-The data it backtests on are the recorded bars before the start (the seed)
-followed by the bars the run has seen, never a bar after the clock's now.
+The backtest is the full one, the same :class:`~keel.integration.replay.RecordedRun`
+``keel backtest`` runs (simulated venue with its fees, slippage and funding,
+risk, allocator, router): the run's configuration with that strategy alone
+(:func:`gate_config`), over the recorded bars of the window that ends at the
+clock's now (and no later than the funding data reaches), so a verdict never
+reads a bar after now. Its ``sharpe_ratio``, ``max_drawdown`` and
+``n_trades`` are judged by the rule. Results are cached by the data files'
+fingerprint and the configuration's hash, so a recheck that would backtest the
+same window on the same files again costs nothing.
 """
 
 from __future__ import annotations
 
-import functools
-from collections import deque
-from collections.abc import Iterable, Mapping
+import hashlib
+import json
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from datetime import UTC, datetime
 
-import numpy as np
 import structlog
 
 from keel.config import KeelConfig
 from keel.core.bus import EventBus
-from keel.core.clock import NANOS_PER_MILLI, NANOS_PER_MINUTE, Clock, TimeEvent
+from keel.core.clock import NANOS_PER_MINUTE, Clock, TimeEvent, datetime_to_ns
 from keel.core.component import Component
-from keel.core.errors import MalformedDataError
 from keel.core.messages import BarClosed, StrategyGateEvaluated
-from keel.market_data.feeds import INTERVAL_MS, RecordedBarFeed
-from keel.strategy_engine.factory import StrategyFactory
-from keel.strategy_engine.gate import DAY_NS, GateRule, GateVerdict, evaluate_gate
+from keel.integration.reports import BARS_PER_YEAR, run_metrics
+from keel.strategy_engine.gate import DAY_NS, GateRule, GateVerdict, judge
 from keel.strategy_engine.manager import StrategyManager
 
 _log = structlog.get_logger("keel.gate")
 
 PENDING = "backtest gate not evaluated yet"
 """The reason a gated strategy is held before its first verdict."""
+
+CACHE_ENTRIES = 64
+"""Verdicts a gatekeeper remembers (the oldest is forgotten first)."""
+
+
+def gate_config(config: KeelConfig, strategy: str, rule: GateRule, now_ns: int) -> KeelConfig:
+    """Return the configuration of a strategy's gate backtest: the run's, with that strategy alone, over the window.
+
+    The window is the last ``rule.window_days`` before ``now_ns``, ending
+    earlier where the funding data stops (the simulated venue needs a rate at
+    every funding time a position is held through). ``keel backtest`` of this
+    configuration gives the gate's figures.
+    """
+    from keel.integration.replay import funding_coverage_end  # replay wires the pipeline, which builds gatekeepers
+
+    end_ns = now_ns
+    covered = funding_coverage_end(config, config.data.symbols)
+    if covered is not None:
+        end_ns = min(end_ns, datetime_to_ns(covered))
+    start_ns = end_ns - int(rule.window_days * DAY_NS)
+    data = config.data.model_copy(update={"start": _datetime(start_ns), "end": _datetime(end_ns)})
+    settings = config.strategy.model_copy(update={"name": "strategy_manager", "strategies": (strategy,), "gates": {}})
+    run = config.run.model_copy(update={"mode": "backtest"})
+    return config.model_copy(update={"data": data, "strategy": settings, "run": run})
+
+
+def data_fingerprint(config: KeelConfig) -> str:
+    """Return a fingerprint of the bar and funding files a backtest of ``config`` may read (name, size, mtime)."""
+    data = config.data
+    paths = [path for symbol in data.symbols for path in sorted((data.root / data.bars).glob(f"{symbol}_*"))]
+    if data.funding is not None:
+        paths.append(data.root / data.funding)
+    digest = hashlib.sha256()
+    for path in paths:
+        status = path.stat() if path.is_file() else None
+        marker = "missing" if status is None else f"{status.st_size}:{status.st_mtime_ns}"
+        digest.update(f"{path}:{marker};".encode())
+    return digest.hexdigest()
+
+
+def config_hash(config: KeelConfig) -> str:
+    """Return a hash of ``config`` (secrets excluded)."""
+    dumped = config.model_dump(mode="json", exclude={"secrets"})
+    return hashlib.sha256(json.dumps(dumped, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def backtest_gate(config: KeelConfig, strategy: str, rule: GateRule, now_ns: int) -> GateVerdict:
+    """Backtest ``strategy`` alone over the window before ``now_ns`` (:func:`gate_config`); judge it by ``rule``.
+
+    A backtest that cannot run (no bars in the window, a strategy the data
+    cannot serve) fails the gate with the error as its reason.
+    """
+    from keel.integration.replay import RecordedRun  # replay wires the pipeline, which builds gatekeepers
+
+    backtest = gate_config(config, strategy, rule, now_ns)
+    try:
+        # Inside a trading process: the process's message ids go on (the journal's ids stay unique).
+        run = RecordedRun(backtest, measure_latency=False, reset_ids=False)
+        run.replay()
+    except Exception as error:  # a strategy that cannot be backtested here does not trade
+        reason = f"backtest could not run: {type(error).__name__}: {error}"
+        return judge(strategy, rule, None, 0.0, 0, failure=reason)
+    metrics = run_metrics(run.pipeline, BARS_PER_YEAR[backtest.data.bar_interval])
+    if run.handler_failures:
+        failure = f"backtest had {len(run.handler_failures)} handler errors, the first: {run.handler_failures[0]}"
+    else:
+        failure = None
+    summary = run.feed.summary
+    return judge(
+        strategy,
+        rule,
+        float(metrics["sharpe_ratio"]),
+        float(metrics["max_drawdown"]),
+        int(metrics["n_trades"]),
+        bars=run.bars,
+        window_start=summary.first_ns,
+        window_end=summary.last_ns,
+        failure=failure,
+    )
 
 
 class StrategyGatekeeper(Component):
@@ -49,19 +131,12 @@ class StrategyGatekeeper(Component):
         The running strategy manager.
     rules
         Strategy name -> its gate rule (strategies the manager does not run are ignored).
-    parameters
-        Strategy name -> the parameters its backtest is built with.
+    config
+        The run's configuration (what each gate backtest starts from).
     bus, clock
         The event bus and the clock.
-    seed
-        Recorded bars from before the start (any order; bars after the
-        clock's now are ignored).
     recheck_ns
         Clock time between re-evaluations.
-    fee_rate
-        Fee per unit of exposure change in the backtests.
-    bar_interval_ns
-        Length of a bar; with the longest window it bounds the bars kept.
     background
         Run the re-evaluations on a worker thread (their verdicts apply at the
         first bar after they finish) so a long backtest does not hold up the
@@ -73,37 +148,27 @@ class StrategyGatekeeper(Component):
         self,
         manager: StrategyManager,
         rules: Mapping[str, GateRule],
-        parameters: Mapping[str, Mapping[str, Any]],
+        config: KeelConfig,
         bus: EventBus,
         clock: Clock,
         *,
-        seed: Iterable[BarClosed] = (),
         recheck_ns: int = 1440 * NANOS_PER_MINUTE,
-        fee_rate: float = 0.0005,
-        bar_interval_ns: int = NANOS_PER_MINUTE,
         background: bool = False,
     ) -> None:
         super().__init__("strategy_gate", bus, clock)
         running = {s.name for s in manager.strategies}
         self.manager = manager
         self.rules = {name: rule for name, rule in sorted(rules.items()) if name in running}
-        self.parameters = {name: dict(parameters.get(name, {})) for name in self.rules}
+        self.config = config
         self.recheck_ns = recheck_ns
-        self.fee_rate = fee_rate
-        longest = max((rule.window_days for rule in self.rules.values()), default=0.0)
-        warmup = max((StrategyFactory.create_strategy(n, p).warmup_bars for n, p in self.parameters.items()), default=0)
-        self._capacity = int(longest * DAY_NS / bar_interval_ns) + warmup + 2
-        self._bars: dict[str, deque[BarClosed]] = {}
         self.verdicts: dict[str, GateVerdict] = {}
         self.background = background
         self.pending: Future[list[tuple[str, GateVerdict]]] | None = None
+        self.cache: dict[str, GateVerdict] = {}
+        self.backtests_run = 0
         self._pool: ThreadPoolExecutor | None = None
         for name in self.rules:
             manager.set_strategy_gate(name, PENDING)
-        now = clock.timestamp_ns()
-        for bar in sorted(seed, key=lambda b: (b.symbol, b.ts_event)):
-            if bar.ts_event <= now:
-                self.on_bar(bar)
 
     def on_start(self) -> None:
         """Judge every gated strategy before the first bar trades; re-judge on the timer."""
@@ -113,15 +178,10 @@ class StrategyGatekeeper(Component):
         self.evaluate_all()
         self.clock.set_timer(f"{self.name}.recheck", self.recheck_ns, self.on_recheck)
 
-    def on_bar(self, bar: BarClosed) -> None:
-        """Keep a closed bar for the next backtest (out-of-order bars are skipped); apply finished verdicts."""
+    def on_bar(self, _bar: BarClosed) -> None:
+        """Apply a finished background re-evaluation's verdicts at the first bar after it finished."""
         if self.pending is not None:
             self.apply_finished()
-        bars = self._bars.get(bar.symbol)
-        if bars is None:
-            bars = self._bars[bar.symbol] = deque(maxlen=self._capacity)
-        if not bars or bar.ts_event > bars[-1].ts_event:
-            bars.append(bar)
 
     def on_recheck(self, _event: TimeEvent) -> None:
         """Re-evaluate every gate on the timer (on a worker thread with ``background``)."""
@@ -130,8 +190,7 @@ class StrategyGatekeeper(Component):
             return
         if self.pending is not None and not self.pending.done():
             return  # the last re-evaluation is still running
-        data = self._market_data()
-        self.pending = self._executor().submit(self._judge_all, data)
+        self.pending = self._executor().submit(self._judge_all, self.clock.timestamp_ns())
 
     def apply_finished(self) -> bool:
         """Apply a finished background re-evaluation's verdicts (on the trading loop); return whether there was one."""
@@ -144,15 +203,16 @@ class StrategyGatekeeper(Component):
         return True
 
     def evaluate_all(self) -> list[GateVerdict]:
-        """Backtest every gated strategy on the bars kept; let it vote or hold it; publish each verdict."""
+        """Backtest every gated strategy up to now; let it vote or hold it; publish each verdict."""
         verdicts = []
-        for name, verdict in self._judge_all(self._market_data()):
+        for name, verdict in self._judge_all(self.clock.timestamp_ns()):
             self._apply(name, self.rules[name], verdict)
             verdicts.append(verdict)
         return verdicts
 
     def on_stop(self) -> None:
         """Stop the worker thread (a re-evaluation still running is abandoned)."""
+        self.clock.cancel_timer(f"{self.name}.recheck")
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
@@ -162,17 +222,20 @@ class StrategyGatekeeper(Component):
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="strategy-gate")
         return self._pool
 
-    def _judge_all(self, data: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, GateVerdict]]:
-        judged = []
-        for name, rule in self.rules.items():
-            make = functools.partial(StrategyFactory.create_strategy, name, self.parameters[name])
-            try:
-                verdict = evaluate_gate(make, data, rule, fee_rate=self.fee_rate)
-            except Exception as error:  # a strategy that cannot be backtested here does not trade
-                reason = f"backtest gate could not run: {type(error).__name__}: {error}"
-                verdict = GateVerdict(name, False, reason, None, 0.0, 0, 0, None, None)
-            judged.append((name, verdict))
-        return judged
+    def _judge_all(self, now_ns: int) -> list[tuple[str, GateVerdict]]:
+        return [(name, self._judge(name, rule, now_ns)) for name, rule in self.rules.items()]
+
+    def _judge(self, name: str, rule: GateRule, now_ns: int) -> GateVerdict:
+        backtest = gate_config(self.config, name, rule, now_ns)
+        key = f"{data_fingerprint(backtest)}:{config_hash(backtest)}:{rule}"
+        verdict = self.cache.get(key)
+        if verdict is None:
+            verdict = backtest_gate(self.config, name, rule, now_ns)
+            self.backtests_run += 1
+            if len(self.cache) >= CACHE_ENTRIES:
+                del self.cache[next(iter(self.cache))]
+            self.cache[key] = verdict
+        return verdict
 
     def _apply(self, name: str, rule: GateRule, verdict: GateVerdict) -> None:
         previous = self.verdicts.get(name)
@@ -194,61 +257,24 @@ class StrategyGatekeeper(Component):
             )
         )
 
-    def _market_data(self) -> dict[str, dict[str, Any]]:
-        data = {}
-        for symbol, bars in sorted(self._bars.items()):
-            if not bars:
-                continue
-            data[symbol] = {
-                "symbol": symbol,
-                "timestamp": np.array([b.ts_event for b in bars], dtype=np.int64),
-                "open": np.array([b.open for b in bars], dtype=float),
-                "high": np.array([b.high for b in bars], dtype=float),
-                "low": np.array([b.low for b in bars], dtype=float),
-                "close": np.array([b.close for b in bars], dtype=float),
-                "volume": np.array([b.volume for b in bars], dtype=float),
-            }
-        return data
+
+def _datetime(ts: int) -> datetime:
+    return datetime.fromtimestamp(ts // 1_000_000_000, tz=UTC).replace(microsecond=(ts // 1000) % 1_000_000)
 
 
 def build_gatekeeper(config: KeelConfig, manager: StrategyManager, bus: EventBus, clock: Clock) -> StrategyGatekeeper:
-    """Build the gatekeeper of ``strategy.gates``, seeded with the recorded bars of the window before now.
-
-    The seed is what the configured bar data holds of the longest window
-    (plus warm-up) before the clock's now; a recording that does not reach
-    back so far gives a shorter backtest.
-    """
+    """Build the gatekeeper of ``strategy.gates`` (background re-evaluations in paper and live runs)."""
     settings = config.strategy
     rules: dict[str, GateRule] = {
         name: GateRule(gate.min_sharpe, gate.max_drawdown, gate.min_trades, gate.window_days)
         for name, gate in settings.gates.items()
     }
-    parameters: dict[str, dict[str, Any]] = {name: getattr(settings.parameters, name).model_dump() for name in rules}
-    data = config.data
-    interval_ns = INTERVAL_MS[data.bar_interval] * NANOS_PER_MILLI
-    now = clock.timestamp_ns()
-    longest = max((rule.window_days for rule in rules.values()), default=0.0)
-    start = now - int(longest * DAY_NS) - (settings.warmup_bars + 1) * interval_ns
-    seed: list[BarClosed] = []
-    if rules:
-        try:
-            feed = RecordedBarFeed(
-                data.root / data.bars, data.symbols, data.bar_interval, None, start, now,
-                resample_from=data.resample_from,
-            )  # fmt: skip
-            seed = [event for event in feed if isinstance(event, BarClosed)]
-        except MalformedDataError:
-            seed = []  # nothing recorded before now: the gate judges on the bars the run sees
-    fee = config.exchange.taker_fee
     return StrategyGatekeeper(
         manager,
         rules,
-        parameters,
+        config,
         bus,
         clock,
-        seed=seed,
         recheck_ns=int(settings.gate_recheck_minutes * NANOS_PER_MINUTE),
-        fee_rate=0.0005 if fee is None else float(fee),
-        bar_interval_ns=interval_ns,
         background=config.run.mode in ("paper", "live"),
     )

@@ -1,10 +1,12 @@
-"""The backtest gate on a paper pipeline: judged before trading, held out of the vote, re-judged on the clock."""
+"""The backtest gate on a paper pipeline: the full backtest of the window, judged before trading, held out of the
+vote, re-judged on the clock."""
 
 from __future__ import annotations
 
 import threading
 
-from keel.config import load_config
+from keel.backtest import BacktestEngine
+from keel.config import KeelConfig, load_config
 from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_MILLI, NANOS_PER_MINUTE, SimulatedClock
 from keel.core.instruments import load_instruments
@@ -12,7 +14,7 @@ from keel.core.messages import SignalGenerated, StrategyGateEvaluated
 from keel.integration.orchestrator import TradingOrchestrator
 from keel.integration.pipeline import Pipeline, build_pipeline, funding_file
 from keel.integration.state_manager import JOURNALED
-from keel.integration.strategy_gate import PENDING, StrategyGatekeeper
+from keel.integration.strategy_gate import PENDING, StrategyGatekeeper, backtest_gate, gate_config
 from keel.market_data.feeds import RecordedBarFeed
 from keel.strategy_engine import ScheduledDcaStrategy, StrategyManager, VolatilityBreakoutStrategy
 from keel.strategy_engine.gate import GateRule
@@ -24,11 +26,13 @@ DAY_NS = 1440 * NANOS_PER_MINUTE
 DATA_BARS = load_config("paper", environ={}).data.root / "ohlcv/binance_usdm_1m_2025-05"
 
 
-def gated_pipeline(gates: dict) -> tuple[Pipeline, SimulatedClock, list[StrategyGateEvaluated], list[SignalGenerated]]:
+def paper_config(gates: dict) -> KeelConfig:
+    """BTC only, no warm-up, no regime detection; the no-trade band off (three days are short to pay a round trip)."""
     base = load_config("paper", environ={})
-    config = base.model_copy(
+    return base.model_copy(
         update={
             "data": base.data.model_copy(update={"symbols": (BTC,), "start": None, "end": None}),
+            "portfolio": base.portfolio.model_copy(update={"no_trade_band": False}),
             "strategy": base.strategy.model_copy(
                 update={
                     "strategies": ("volatility_breakout", "scheduled_dca"),
@@ -40,6 +44,10 @@ def gated_pipeline(gates: dict) -> tuple[Pipeline, SimulatedClock, list[Strategy
             ),
         }
     )
+
+
+def gated_pipeline(gates: dict) -> tuple[Pipeline, SimulatedClock, list[StrategyGateEvaluated], list[SignalGenerated]]:
+    config = paper_config(gates)
     clock = SimulatedClock(START_NS)
     bus = EventBus()
     verdicts: list[StrategyGateEvaluated] = []
@@ -162,16 +170,15 @@ def test_a_backtest_run_has_no_gate_and_pending_is_the_state_before_a_verdict() 
 
 def test_a_background_recheck_applies_its_verdict_at_the_first_bar_after_it_finished() -> None:
     # Arrange: a live-style gatekeeper over a manager of one gated strategy
-    feed = list(RecordedBarFeed(DATA_BARS, (BTC,), "1m", None, START_NS - 2 * DAY_NS, START_NS + DAY_NS))
-    seed = [b for b in feed if b.ts_event <= START_NS]
-    later = [b for b in feed if b.ts_event > START_NS]
+    config = paper_config({})
+    later = list(RecordedBarFeed(DATA_BARS, (BTC,), "1m", None, START_NS, START_NS + DAY_NS))
     bus, clock = EventBus(), SimulatedClock(START_NS)
     manager = StrategyManager([VolatilityBreakoutStrategy(), ScheduledDcaStrategy()], detector_factory=False)
     verdicts: list[StrategyGateEvaluated] = []
     bus.subscribe(StrategyGateEvaluated, verdicts.append)
     rule = GateRule(min_sharpe=100.0, window_days=2.0)
     gatekeeper = StrategyGatekeeper(
-        manager, {"volatility_breakout": rule}, {}, bus, clock, seed=seed, recheck_ns=DAY_NS // 4, background=True
+        manager, {"volatility_breakout": rule}, config, bus, clock, recheck_ns=DAY_NS // 4, background=True
     )
     gatekeeper.start()
     bus.drain()
@@ -194,4 +201,57 @@ def test_a_background_recheck_applies_its_verdict_at_the_first_bar_after_it_fini
     assert before == 1 and len(verdicts) == 2
     assert verdicts[1].ts_event == following.ts_event
     assert finished[0][1].reason == manager.strategy_gate("volatility_breakout")
+    assert finished[0][1].window_end == recheck
     assert not verdicts[1].passed
+
+
+def test_the_verdict_has_the_figures_of_keel_backtest_of_the_strategy_alone_over_the_window() -> None:
+    # Arrange
+    config = paper_config({})
+    rule = GateRule(min_trades=1, window_days=3.0)
+    now = START_NS + 7 * NANOS_PER_MINUTE + 1
+
+    # Act
+    verdict = backtest_gate(config, "volatility_breakout", rule, now)
+    backtest = BacktestEngine(gate_config(config, "volatility_breakout", rule, now)).run()
+
+    # Assert: the same run, the last closed bar at or before now, nothing after it
+    assert backtest["symbols"] == [BTC]
+    assert [s.name for s in backtest.pipeline.strategy.manager.strategies] == ["volatility_breakout"]
+    assert verdict.passed and verdict.trades == backtest["n_trades"] > 0
+    assert verdict.sharpe == backtest["sharpe_ratio"] != 0.0
+    assert verdict.max_drawdown == backtest["max_drawdown"] > 0.0
+    assert verdict.bars == backtest["bars_processed"] == 3 * 1440
+    assert verdict.window_end == START_NS + 7 * NANOS_PER_MINUTE
+    assert backtest["funding_data"] != "none" and backtest["fees_paid"] > 0.0
+
+
+def test_a_strategy_the_data_cannot_serve_fails_its_gate_with_the_reason() -> None:
+    # Arrange: a window wholly before the recording
+    config = paper_config({})
+
+    # Act
+    verdict = backtest_gate(config, "volatility_breakout", GateRule(window_days=1.0), START_NS - 30 * DAY_NS)
+
+    # Assert
+    assert not verdict.passed
+    assert verdict.reason.startswith("backtest gate over the last 1 days failed: backtest could not run: ")
+
+
+def test_a_recheck_of_the_same_window_on_the_same_files_comes_from_the_cache() -> None:
+    # Arrange
+    config = paper_config({})
+    bus, clock = EventBus(), SimulatedClock(START_NS)
+    manager = StrategyManager([VolatilityBreakoutStrategy()], detector_factory=False)
+    gatekeeper = StrategyGatekeeper(manager, {"volatility_breakout": GateRule(window_days=1.0)}, config, bus, clock)
+
+    # Act
+    first = gatekeeper.evaluate_all()
+    again = gatekeeper.evaluate_all()
+    clock.advance_to(START_NS + 60 * NANOS_PER_MINUTE)
+    later = gatekeeper.evaluate_all()
+
+    # Assert
+    assert gatekeeper.backtests_run == 2
+    assert again == first and later != first
+    assert later[0].window_end == START_NS + 60 * NANOS_PER_MINUTE
