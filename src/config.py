@@ -392,7 +392,13 @@ else:
     ScheduledDcaParameters = parameter_section(
         "ScheduledDcaParameters",
         ScheduledDcaStrategy,
-        extra={"cron": (str | None, Field(None, description="Crontab schedule (UTC) replacing interval_minutes."))},
+        extra={
+            "cron": (str | None, Field(None, description="Crontab schedule (UTC) replacing interval_minutes.")),
+            "misfire_grace_seconds": (
+                float,
+                Field(300.0, ge=0.0, description="How late a wall-clock fire may still buy (paper and live)."),
+            ),
+        },
     )
 
 

@@ -303,6 +303,31 @@ class StrategyGateEvaluated(Event, frozen=True, kw_only=True, tag=True, gc=False
     window_days: float = 30.0
 
 
+class ScheduleFired(Event, frozen=True, kw_only=True, tag=True, gc=False):
+    """A strategy's schedule fired on the wall clock: its buy is due at the first bar closing at or after ``fire_time``.
+
+    ``coalesced`` counts the earlier fire times folded into this one (missed
+    while the process was down or the loop stalled; the misfire policy).
+    """
+
+    strategy: str
+    fire_time: int
+    coalesced: int = 0
+
+
+class ScheduleMisfired(Event, frozen=True, kw_only=True, tag=True, gc=False):
+    """Fire times of a strategy's schedule were missed by more than the misfire grace: skipped, nothing bought.
+
+    ``missed`` fire times from ``first_missed`` to ``last_missed`` (ns since the epoch).
+    """
+
+    strategy: str
+    first_missed: int
+    last_missed: int
+    missed: int
+    grace_seconds: float
+
+
 class CorrelationJumped(Event, frozen=True, kw_only=True, tag=True, gc=False):
     """The recent correlation of two symbols moved away from its longer-run value by more than the threshold."""
 

@@ -83,6 +83,7 @@ from keel.integration.recovery import (
     replay_history,
 )
 from keel.integration.reports import BARS_PER_YEAR, iso_time, money, run_metrics, write_run_records
+from keel.integration.schedules import build_scheduler
 from keel.integration.state_manager import StateManager
 from keel.integration.system_monitor import LoopLagProbe
 from keel.integration.venues import SessionVenue, SimulatedVenue
@@ -165,6 +166,10 @@ class PaperSession:
             self._events = events_after(self.feed, cursor)
         exchange = self.venue.exchange({s: instruments[s] for s in config.data.symbols}, self.clock)
         self.pipeline = build_pipeline(pipeline_config, instruments, bus, self.clock, exchange=exchange)
+        # On the live market scheduled strategies fire on the wall clock (a replay keeps the bars' clock).
+        self.scheduler = None
+        if self.market_stream is not None:
+            self.scheduler = build_scheduler(self.pipeline, journal if self.plan.recover else None)
         persistence = config.persistence
         self.state = StateManager(
             journal,
@@ -248,6 +253,8 @@ class PaperSession:
             await self._finish(bus, bus_task)
             venue_task.result()
         self.orchestrator.running = True
+        if self.scheduler is not None:
+            self.scheduler.start()
         _freeze_startup_objects()
         pending_bar_ts = None if self.history is None else self.history.pending_bar_ts
         if self.market_stream is None:
@@ -495,6 +502,8 @@ class PaperSession:
                 )
             )
             await bus.join()
+        if self.scheduler is not None:
+            self.scheduler.stop()
         pipeline.stop()
         await bus.join()
         self.state.stop()

@@ -55,6 +55,8 @@ from keel.core.messages import (
     PositionLiquidated,
     ReconciliationCompleted,
     RiskLimitsUpdated,
+    ScheduleFired,
+    ScheduleMisfired,
     SessionEnded,
     SessionStarted,
     SetTradingState,
@@ -84,6 +86,8 @@ JOURNALED = (
     SessionEnded,
     ReconciliationCompleted,
     StrategyGateEvaluated,
+    ScheduleFired,
+    ScheduleMisfired,
 )
 """The events that change trading state, and so are journaled."""
 

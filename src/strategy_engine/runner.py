@@ -7,7 +7,8 @@ which it wraps in a manager of one with no regime detection) from
 produced: ``SignalGenerated`` when the combined view is news,
 ``StrategyError`` for every strategy exception (the runner is marked
 degraded, the engine goes on) and ``RegimeChanged`` when a symbol's most
-likely regime changes.
+likely regime changes. A ``ScheduleFired`` of a wall-clock scheduler reaches
+the scheduled strategy it names, which buys at its next bar.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from keel.core.messages import (
     FundingRateUpdated,
     Message,
     RegimeChanged,
+    ScheduleFired,
     SignalAction,
     SignalGenerated,
     StrategyError,
 )
 from keel.strategy_engine.base import BaseStrategy
 from keel.strategy_engine.manager import ManagerUpdate, StrategyManager
+from keel.strategy_engine.scheduled_dca import ScheduledDcaStrategy
 
 
 class StrategyRunner(Component):
@@ -104,9 +107,16 @@ class StrategyRunner(Component):
         return bars
 
     def on_start(self) -> None:
-        """Subscribe to closed bars and settled funding rates."""
+        """Subscribe to closed bars, settled funding rates and fired schedules."""
         self.bus.subscribe(BarClosed, self.on_bar, name=self.name)
         self.bus.subscribe(FundingRateUpdated, self.manager.on_funding, name=f"{self.name}.funding")
+        self.bus.subscribe(ScheduleFired, self.on_schedule_fired, name=f"{self.name}.schedules")
+
+    def on_schedule_fired(self, event: ScheduleFired) -> None:
+        """Hand a wall-clock fire to the scheduled strategy it names (its buy comes with the next bar)."""
+        for strategy in self.manager.strategies:
+            if strategy.name == event.strategy and isinstance(strategy, ScheduledDcaStrategy):
+                strategy.record_fire(event.fire_time)
 
     def on_bar(self, bar: BarClosed) -> None:
         """Run the strategies on one bar and publish what it produced (no signals while disabled)."""

@@ -2,13 +2,20 @@
 
 Logic, per symbol and bar (after ``warmup_bars``):
 
-- schedule: an APScheduler trigger, an interval of ``interval_minutes``
-  aligned to the Unix epoch (1440: every day at 00:00 UTC), or a crontab
-  expression given as ``cron`` (UTC). It is evaluated on the bars' clock
-  (the close time of each bar), the same way in backtest, paper and live, so
-  a backtest of it is reproducible: the first bar closing at or after a fire
-  time buys once (fire times skipped by a gap in the data buy once, not once
-  each);
+- schedule: a :class:`~keel.strategy_engine.schedule.Schedule`, an interval
+  of ``interval_minutes`` aligned to the Unix epoch (1440: every day at 00:00
+  UTC), or a crontab expression given as ``cron`` (UTC). A fire buys at the
+  first bar closing at or after its fire time; fire times skipped by a gap
+  in the data buy once, not once each. Where the fire times come from:
+
+  - backtests and the replayed paper feed: the schedule's APScheduler
+    trigger computes them on the bars' (simulated) clock, so a backtest of
+    it is reproducible;
+  - paper on the live market and live (after :meth:`ScheduledDcaStrategy.follow_wall_clock`):
+    an APScheduler scheduler fires the same trigger on the wall clock and
+    the ``ScheduleFired`` events it publishes reach the strategy
+    (:meth:`ScheduledDcaStrategy.record_fire`); bars up to the switch (the
+    warm-up) still use the bars' clock;
 - buying: each fire buys ``notional_usdt`` USDT, while the USDT held after
   it stays within ``budget_usdt``. Every buy is the same notional, so the
   average cost is the harmonic mean of the buy prices;
@@ -23,39 +30,26 @@ Logic, per symbol and bar (after ``warmup_bars``):
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, ClassVar
-
-from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 
 from keel.strategy_engine.base import IncrementalStrategy, StrategySignal, SymbolState, hold
 from keel.strategy_engine.parameters import Parameter
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_NEXT = timedelta(microseconds=1)
+from keel.strategy_engine.schedule import Schedule
 
 
 class _DcaState(SymbolState):
-    __slots__ = ("inverse_sum", "next_fire", "slices")
+    __slots__ = ("inverse_sum", "last_fire", "next_fire", "slices")
 
     def __init__(self) -> None:
         super().__init__()
         self.next_fire: int | None = None
+        self.last_fire: int | None = None
         self.slices = 0
         self.inverse_sum = 0.0
-
-
-def _to_ns(moment: datetime) -> int:
-    delta = moment - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
-
-
-def _to_datetime(ts: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=ts // 1000)
 
 
 class ScheduledDcaStrategy(IncrementalStrategy):
@@ -67,6 +61,11 @@ class ScheduledDcaStrategy(IncrementalStrategy):
         The strategy's name.
     cron
         A crontab expression (five fields, UTC) that replaces ``interval_minutes``.
+    misfire_grace_seconds
+        How late a wall-clock fire may still buy (the schedule's misfire policy).
+    schedule
+        A schedule that replaces ``interval_minutes`` and ``cron`` (any
+        interval, e.g. seconds in a test of the wall-clock scheduler).
     **parameters
         Values for :attr:`parameter_space` (the rest take their defaults).
 
@@ -83,24 +82,37 @@ class ScheduledDcaStrategy(IncrementalStrategy):
         "take_profit": Parameter(float, 0.02, 0.001, 1.0, "gain over the average cost that sells everything"),
     }
 
-    def __init__(self, name: str = "scheduled_dca", cron: str | None = None, **parameters: Any) -> None:
+    def __init__(
+        self,
+        name: str = "scheduled_dca",
+        cron: str | None = None,
+        misfire_grace_seconds: float = 300.0,
+        schedule: Schedule | None = None,
+        **parameters: Any,
+    ) -> None:
         super().__init__(name, parameters)
         self.cron = cron
-        self.trigger: BaseTrigger
-        if cron is None:
-            self.trigger = IntervalTrigger(minutes=self.parameters["interval_minutes"], start_date=_EPOCH, timezone=UTC)
-        else:
-            try:
-                self.trigger = CronTrigger.from_crontab(cron, timezone=UTC)
-            except ValueError as error:
-                raise ValueError(f"{name} cron {cron!r} is not a crontab expression: {error}") from None
+        if schedule is None:
+            interval = timedelta(minutes=self.parameters["interval_minutes"])
+            schedule = Schedule(interval, cron, misfire_grace_seconds=misfire_grace_seconds, owner=name)
+        self.schedule = schedule
+        self.trigger = schedule.trigger
+        self.wall_clock_from: int | None = None
+        self.fires: list[int] = []
         self.warmup_bars = 1
 
     def next_fire_after(self, ts: int) -> int:
         """Return the first fire time of the schedule strictly after ``ts`` (nanoseconds since the epoch)."""
-        moment = self.trigger.get_next_fire_time(None, _to_datetime(ts) + _NEXT)
-        assert moment is not None
-        return _to_ns(moment)
+        return self.schedule.next_fire_after(ts)
+
+    def follow_wall_clock(self, since: int) -> None:
+        """Take fire times from :meth:`record_fire` (a wall-clock scheduler) for bars closing after ``since``."""
+        self.wall_clock_from = since
+
+    def record_fire(self, fire_time: int) -> None:
+        """Record a fire of the wall-clock scheduler: each symbol buys at its first bar closing at or after it."""
+        if not self.fires or fire_time > self.fires[-1]:
+            self.fires.append(fire_time)
 
     def new_state(self) -> _DcaState:
         """Return a flat state without a schedule yet."""
@@ -117,21 +129,18 @@ class ScheduledDcaStrategy(IncrementalStrategy):
         assert isinstance(state, _DcaState)
         ts, _, high, _, close, _ = bar
         p = self.parameters
-        if state.next_fire is None:
-            state.next_fire = self.next_fire_after(ts - 1)
         view = state.last_signal
         changed = False
         if state.slices and high >= self._target(state):
             state.slices = 0
             state.inverse_sum = 0.0
             changed = True
-        if ts >= state.next_fire:
-            state.next_fire = self.next_fire_after(ts)
-            # The tolerance keeps a budget of exactly n notionals from losing its last buy to rounding.
-            if (state.slices + 1) * p["notional_usdt"] <= p["budget_usdt"] * (1.0 + 1e-9):
-                state.slices += 1
-                state.inverse_sum += 1.0 / close
-                changed = True
+        due = self._fire_due(state, ts)
+        # The tolerance keeps a budget of exactly n notionals from losing its last buy to rounding.
+        if due and (state.slices + 1) * p["notional_usdt"] <= p["budget_usdt"] * (1.0 + 1e-9):
+            state.slices += 1
+            state.inverse_sum += 1.0 / close
+            changed = True
         if not changed and view is not None:
             return view
         if state.slices == 0:
@@ -150,6 +159,23 @@ class ScheduledDcaStrategy(IncrementalStrategy):
                 "next_buy": state.next_fire,
             },
         )
+
+    def _fire_due(self, state: _DcaState, ts: int) -> bool:
+        """Return whether a fire not bought yet is due at the bar closing at ``ts`` (and mark it bought)."""
+        if state.next_fire is None:
+            state.next_fire = self.next_fire_after(ts - 1)
+        fire: int | None = ts
+        if self.wall_clock_from is None or ts <= self.wall_clock_from:
+            due = ts >= state.next_fire
+        else:
+            latest = bisect.bisect_right(self.fires, ts) - 1
+            fire = self.fires[latest] if latest >= 0 else None
+            due = fire is not None and (state.last_fire is None or fire > state.last_fire)
+        if ts >= state.next_fire:
+            state.next_fire = self.next_fire_after(ts)
+        if due:
+            state.last_fire = fire
+        return due
 
     def _target(self, state: _DcaState) -> float:
         average = state.slices / state.inverse_sum

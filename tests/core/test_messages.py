@@ -49,6 +49,8 @@ from keel.core.messages import (
     RegimeChanged,
     RiskBreached,
     RiskLimitsUpdated,
+    ScheduleFired,
+    ScheduleMisfired,
     SessionEnded,
     SessionStarted,
     SetTradingState,
@@ -410,6 +412,17 @@ def _examples() -> dict[type[Message], Message]:
             max_drawdown=0.03,
             trades=12,
             window_days=30.0,
+            **common,
+        ),
+        ScheduleFired: ScheduleFired(
+            strategy="scheduled_dca", fire_time=1_746_662_400_000_000_000, coalesced=2, **common
+        ),
+        ScheduleMisfired: ScheduleMisfired(
+            strategy="scheduled_dca",
+            first_missed=1_746_662_400_000_000_000,
+            last_missed=1_746_691_200_000_000_000,
+            missed=3,
+            grace_seconds=300.0,
             **common,
         ),
     }
