@@ -169,7 +169,8 @@ class PaperSession:
         # On the live market scheduled strategies fire on the wall clock (a replay keeps the bars' clock).
         self.scheduler = None
         if self.market_stream is not None:
-            self.scheduler = build_scheduler(self.pipeline, journal if self.plan.recover else None)
+            resumed = journal if self.plan.recover else None
+            self.scheduler = build_scheduler(self.pipeline, resumed, self.plan.first_sequence)
         persistence = config.persistence
         self.state = StateManager(
             journal,

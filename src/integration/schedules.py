@@ -155,11 +155,14 @@ class StrategyScheduler(Component):
         self.fire_due(event.job_id, self.now())
 
 
-def build_scheduler(pipeline: Pipeline, journal: Journal | None = None) -> StrategyScheduler | None:
+def build_scheduler(
+    pipeline: Pipeline, journal: Journal | None = None, since_sequence: int = 0
+) -> StrategyScheduler | None:
     """Build the wall-clock scheduler of the pipeline's scheduled strategies (None: it runs none).
 
     Each scheduled strategy takes its fire times from the scheduler for bars
-    after the last fire ``journal`` holds (a resumed session's), or after now
+    after the last fire ``journal`` holds from ``since_sequence`` on (a
+    resumed session's), or after now
     (the warm-up bars before it keep the bars' clock), so fires missed while
     keel was down follow the misfire policy instead of the warm-up's replay.
     """
@@ -167,7 +170,10 @@ def build_scheduler(pipeline: Pipeline, journal: Journal | None = None) -> Strat
     if not scheduled:
         return None
     journaled: dict[str, int] = {}
-    for _, entry in [] if journal is None else journal.entries_of(ScheduleFired) + journal.entries_of(ScheduleMisfired):
+    entries = [] if journal is None else journal.entries_of(ScheduleFired) + journal.entries_of(ScheduleMisfired)
+    for sequence, entry in entries:
+        if sequence < since_sequence:
+            continue
         if isinstance(entry, ScheduleFired):
             fire = entry.fire_time
         elif isinstance(entry, ScheduleMisfired):

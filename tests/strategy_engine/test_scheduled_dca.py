@@ -100,3 +100,49 @@ def test_lookahead_scheduled_dca_up_to_t_ignores_later_bars() -> None:
     assert_no_lookahead(
         lambda: ScheduledDcaStrategy(interval_minutes=60, notional_usdt=300.0, take_profit=0.005), data, cut=2000
     )
+
+
+def buy_times(views: list, data: dict) -> list[int]:
+    held = slices(views)
+    return [int(data["timestamp"][i]) for i in range(1, len(held)) if held[i] > held[i - 1]]
+
+
+def test_on_the_wall_clock_the_fires_received_buy_at_the_first_bar_closing_at_or_after_them(week: dict) -> None:
+    # Arrange: the bars' clock up to 06:00; after it fires come from the scheduler, one late, two coalesced
+    day = {
+        k: (v[:1440] if k in ("timestamp", "open", "high", "low", "close", "volume") else v) for k, v in week.items()
+    }
+    midnight = int(day["timestamp"][0]) - MINUTE_NS
+    strategy = ScheduledDcaStrategy(interval_minutes=240, notional_usdt=100.0, budget_usdt=1e6, take_profit=1.0)
+    switch = midnight + 6 * HOUR_NS
+    strategy.follow_wall_clock(switch)
+    on_time, late = midnight + 8 * HOUR_NS, midnight + 12 * HOUR_NS + 30_000_000_000
+    first_coalesced, second_coalesced = midnight + 15 * HOUR_NS + 10 * 10**9, midnight + 15 * HOUR_NS + 40 * 10**9
+    for fire in (switch - 2 * HOUR_NS, on_time, late, first_coalesced, second_coalesced):
+        strategy.record_fire(fire)
+
+    # Act
+    views = signals(strategy, day)
+
+    # Assert: 04:00 on the bars' clock; then each fire at its bar (the late one and the two with no bar between
+    # them at the next close, once); none at 12:00, 16:00, 20:00 (the scheduler did not fire then)
+    next_close = midnight + 15 * HOUR_NS + MINUTE_NS
+    assert buy_times(views, day) == [midnight + 4 * HOUR_NS, on_time, late + 30_000_000_000, next_close]
+
+
+def test_a_fire_received_after_its_bar_buys_at_the_next_bar(week: dict) -> None:
+    # Arrange: the scheduler fires at 08:00, but the bar closing at 08:00 was handled before the fire arrived
+    strategy = ScheduledDcaStrategy(interval_minutes=240, notional_usdt=100.0, budget_usdt=1e6, take_profit=1.0)
+    ts = [int(t) for t in week["timestamp"]]
+    strategy.follow_wall_clock(ts[0])
+    fire = ts[0] + 8 * HOUR_NS
+    at_fire = ts.index(fire)
+    early = [strategy.generate_signal(week, i) for i in range(at_fire + 1)]
+
+    # Act
+    strategy.record_fire(fire)
+    late = [strategy.generate_signal(week, i) for i in range(at_fire + 1, at_fire + 3)]
+
+    # Assert
+    assert slices(early) == [0] * (at_fire + 1)
+    assert slices(late) == [1, 1]

@@ -1,0 +1,158 @@
+"""Scheduled strategies on the wall clock: APScheduler fires onto the bus, the misfire policy, journaled fires."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from keel.config import load_config
+from keel.core.bus import EventBus
+from keel.core.clock import NANOS_PER_MINUTE, SimulatedClock
+from keel.core.instruments import load_instruments
+from keel.core.messages import Message, ScheduleFired, ScheduleMisfired
+from keel.integration.pipeline import build_pipeline
+from keel.integration.schedules import StrategyScheduler, build_scheduler
+from keel.integration.state_manager import JOURNALED
+from keel.persistence import Database, Journal
+from keel.strategy_engine import ScheduledDcaStrategy
+from keel.strategy_engine.schedule import Schedule, to_ns
+
+QUARTER = 15 * NANOS_PER_MINUTE
+# 2025-05-08 00:00 UTC, a fire time of every schedule below.
+T0 = to_ns(datetime(2025, 5, 8, tzinfo=UTC))
+
+
+def scheduler_at(now: list[int], last_fire: int) -> tuple[StrategyScheduler, list[Message]]:
+    bus = EventBus()
+    published: list[Message] = []
+    bus.subscribe(ScheduleFired, published.append)
+    bus.subscribe(ScheduleMisfired, published.append)
+    schedule = Schedule(timedelta(minutes=15), misfire_grace_seconds=300.0)
+    scheduler = StrategyScheduler(
+        {"scheduled_dca": schedule},
+        bus,
+        SimulatedClock(T0),
+        last_fires={"scheduled_dca": last_fire},
+        now=lambda: now[0],
+    )
+    return scheduler, published
+
+
+def test_a_fire_due_within_the_grace_is_published_with_the_missed_ones_coalesced_into_it() -> None:
+    # Arrange: four fire times passed since the last one acted on; the latest is two minutes old
+    now = [T0 + 4 * QUARTER + 2 * NANOS_PER_MINUTE]
+    scheduler, published = scheduler_at(now, T0)
+
+    # Act
+    fired = scheduler.fire_due("scheduled_dca", now[0])
+    again = scheduler.fire_due("scheduled_dca", now[0])
+    scheduler.bus.drain()
+
+    # Assert
+    assert published == [fired]
+    assert fired == ScheduleFired(
+        strategy="scheduled_dca", fire_time=T0 + 4 * QUARTER, coalesced=3, ts_event=now[0], ts_init=now[0], id=fired.id
+    )
+    assert again is None
+    assert ScheduleFired in JOURNALED and ScheduleMisfired in JOURNALED
+
+
+def test_fires_missed_by_more_than_the_grace_are_skipped_and_reported() -> None:
+    # Arrange: the latest missed fire is ten minutes old (grace: five)
+    now = [T0 + 4 * QUARTER + 10 * NANOS_PER_MINUTE]
+    scheduler, published = scheduler_at(now, T0)
+
+    # Act
+    missed = scheduler.fire_due("scheduled_dca", now[0])
+    now[0] = T0 + 5 * QUARTER + 1
+    next_one = scheduler.fire_due("scheduled_dca", now[0])
+    scheduler.bus.drain()
+
+    # Assert: nothing bought for the four missed; the next fire on time goes on
+    assert isinstance(missed, ScheduleMisfired)
+    assert (missed.missed, missed.first_missed, missed.last_missed, missed.grace_seconds) == (
+        4,
+        T0 + QUARTER,
+        T0 + 4 * QUARTER,
+        300.0,
+    )
+    assert isinstance(next_one, ScheduleFired) and (next_one.fire_time, next_one.coalesced) == (T0 + 5 * QUARTER, 0)
+    assert published == [missed, next_one]
+
+
+@pytest.mark.asyncio
+async def test_the_apscheduler_scheduler_fires_a_short_interval_on_the_wall_clock_onto_the_bus() -> None:
+    # Arrange: every 50 ms; the bus runs on the loop like a paper session's
+    bus = EventBus()
+    fired = asyncio.Event()
+    received: list[ScheduleFired] = []
+
+    def on_fire(event: ScheduleFired) -> None:
+        received.append(event)
+        fired.set()
+
+    bus.subscribe(ScheduleFired, on_fire)
+    running = asyncio.create_task(bus.run())
+    schedule = Schedule(timedelta(milliseconds=50))
+    scheduler = StrategyScheduler({"scheduled_dca": schedule}, bus, SimulatedClock(T0))
+
+    # Act
+    scheduler.start()
+    planned = scheduler.next_fire_time("scheduled_dca")
+    await asyncio.wait_for(fired.wait(), timeout=5)
+    scheduler.stop()
+    bus.stop()
+    await running
+
+    # Assert: the job's run times are the trigger's; the fire is on the 50 ms grid, at or after the planned run
+    first = received[0]
+    assert planned is not None and planned % 50_000_000 == 0
+    assert first.fire_time % 50_000_000 == 0 and first.fire_time >= planned
+    assert first.ts_event >= first.fire_time
+    assert scheduler.scheduler is None
+
+
+def test_a_resumed_session_takes_the_last_journaled_fire_and_the_strategy_follows_the_wall_clock_after_it(
+    tmp_path: Path,
+) -> None:
+    # Arrange: a journal of the session so far; a paper pipeline running scheduled DCA
+    database = Database(f"sqlite:///{tmp_path / 'keel.db'}")
+    database.migrate()
+    journal = Journal(database)
+    journal.append(
+        [
+            ScheduleFired(strategy="scheduled_dca", fire_time=T0, ts_event=T0, ts_init=T0),
+            ScheduleMisfired(
+                strategy="scheduled_dca",
+                first_missed=T0 + QUARTER,
+                last_missed=T0 + 2 * QUARTER,
+                missed=2,
+                grace_seconds=300.0,
+                ts_event=T0,
+                ts_init=T0,
+            ),
+        ]
+    )
+    base = load_config("paper", environ={})
+    config = base.model_copy(
+        update={
+            "data": base.data.model_copy(update={"symbols": ("BTCUSDT",), "start": None, "end": None}),
+            "strategy": base.strategy.model_copy(update={"strategies": ("scheduled_dca",), "warmup_bars": 0}),
+        }
+    )
+    pipeline = build_pipeline(config, load_instruments(config.exchange.instruments), EventBus(), SimulatedClock(T0))
+
+    # Act
+    scheduler = build_scheduler(pipeline, journal)
+    fresh = build_scheduler(pipeline, journal, since_sequence=3)
+
+    # Assert
+    dca = pipeline.strategy.manager.strategies[0]
+    assert isinstance(dca, ScheduledDcaStrategy)
+    assert scheduler is not None and scheduler.last_fires == {"scheduled_dca": T0 + 2 * QUARTER}
+    assert scheduler.schedules["scheduled_dca"] is dca.schedule
+    assert fresh is not None and fresh.last_fires["scheduled_dca"] > T0 + 2 * QUARTER
+    assert dca.wall_clock_from == fresh.last_fires["scheduled_dca"]
