@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from keel.api.binance.local_market import bar_tape
 from keel.config import load_config
 from keel.core.bus import EventBus
-from keel.core.clock import NANOS_PER_MINUTE, SimulatedClock
+from keel.core.clock import NANOS_PER_MILLI, NANOS_PER_MINUTE, SimulatedClock
 from keel.core.instruments import load_instruments
-from keel.core.messages import Message, ScheduleFired, ScheduleMisfired
+from keel.core.messages import BarClosed, Message, ScheduleFired, ScheduleMisfired, SignalAction, SignalGenerated
+from keel.integration.paper import PaperSession
 from keel.integration.pipeline import build_pipeline
 from keel.integration.schedules import StrategyScheduler, build_scheduler
 from keel.integration.state_manager import JOURNALED
 from keel.persistence import Database, Journal
 from keel.strategy_engine import ScheduledDcaStrategy
 from keel.strategy_engine.schedule import Schedule, to_ns
+from kit.local_binance import ROOT, ns, start_local_binance
 
 QUARTER = 15 * NANOS_PER_MINUTE
 # 2025-05-08 00:00 UTC, a fire time of every schedule below.
@@ -156,3 +160,82 @@ def test_a_resumed_session_takes_the_last_journaled_fire_and_the_strategy_follow
     assert scheduler.schedules["scheduled_dca"] is dca.schedule
     assert fresh is not None and fresh.last_fires["scheduled_dca"] > T0 + 2 * QUARTER
     assert dca.wall_clock_from == fresh.last_fires["scheduled_dca"]
+
+
+@pytest.mark.asyncio
+async def test_a_paper_run_on_the_live_market_buys_on_the_wall_clock_schedule_through_the_pipeline(
+    tmp_path: Path,
+) -> None:
+    # Arrange: the local Binance streams real 1m klines (shifted to now, one per 40 ms); scheduled DCA alone,
+    # its schedule every 100 ms of the wall clock
+    symbols = ["BTCUSDT"]
+    tape = bar_tape(
+        ROOT / "data" / "ohlcv" / "binance_usdm_1m_2025-05",
+        symbols,
+        ROOT / "data" / "funding" / "binance_usdm_funding_2025-03_06.csv.gz",
+        ns("2025-05-05T04:00:00"),
+        ns("2025-05-05T04:20:00"),
+    ).starting_from(time.time_ns() // NANOS_PER_MILLI)
+    server, market = await start_local_binance(tape, symbols)
+    try:
+        base = load_config("paper", environ={})
+        config = base.model_copy(
+            update={
+                "data": base.data.model_copy(update={"symbols": tuple(symbols)}),
+                "strategy": base.strategy.model_validate(
+                    {
+                        **base.strategy.model_dump(),
+                        "strategies": ["scheduled_dca"],
+                        "warmup_bars": 0,
+                        "regime": {"enabled": False},
+                        "parameters": {"scheduled_dca": {"notional_usdt": 2000.0, "budget_usdt": 10000.0}},
+                    }
+                ),
+                "portfolio": base.portfolio.model_copy(
+                    update={"no_trade_band": False, "allocator": "equal_weight", "rebalance_interval_minutes": 1}
+                ),
+                "binance": base.binance.model_copy(
+                    update={"rest_url": server.base_url, "ws_url": server.base_url.replace("http", "ws")}
+                ),
+                "paper": base.paper.model_copy(
+                    update={"feed": "binance", "status_interval_seconds": 0.05, "duration_seconds": 60}
+                ),
+                "run": base.run.model_copy(update={"output_dir": tmp_path}),
+                "web": base.web.model_copy(update={"enabled": False}),
+            }
+        )
+        session = PaperSession(config, tmp_path / "run")
+        dca = session.pipeline.strategy.manager.strategies[0]
+        assert isinstance(dca, ScheduledDcaStrategy) and session.scheduler is not None
+        fast = Schedule(timedelta(milliseconds=100))
+        dca.schedule = session.scheduler.schedules["scheduled_dca"] = fast
+        signals: list[SignalGenerated] = []
+        session.pipeline.bus.subscribe(SignalGenerated, signals.append)
+        bars: list[BarClosed] = []
+        session.pipeline.bus.subscribe(BarClosed, bars.append)
+
+        def stop_when_played(_status: dict) -> None:
+            if market.finished.is_set() and session.bars == len(bars) >= 20:
+                session.request_stop("tape played")
+
+        session._on_status = stop_when_played
+        playing = asyncio.create_task(market.run(speed=1500.0))
+        try:
+            # Act
+            final = await session.run()
+        finally:
+            playing.cancel()
+            await asyncio.gather(playing, return_exceptions=True)
+        journal = Journal(Database(f"sqlite:///{tmp_path / 'keel.db'}"))
+        journaled = [entry for _, entry in journal.entries_of(ScheduleFired)]
+    finally:
+        await server.stop()
+
+    # Assert: fires on the 100 ms grid, journaled; the strategy bought at bars after fires; orders went out
+    fired = session.scheduler.fired
+    assert final["handler_errors"] == 0 and fired
+    assert journaled == fired
+    assert all(event.fire_time % 100_000_000 == 0 for event in fired)
+    buys = [s for s in signals if s.action is SignalAction.BUY and s.contributions.get("scheduled_dca", 0.0) > 0]
+    assert buys and buys[0].ts_event >= fired[0].fire_time
+    assert final["fills"] > 0
