@@ -31,6 +31,11 @@ simulated exchange by default, or Binance for live trading
 (:class:`keel.integration.live.BinanceVenue`), which starts the session
 REDUCING and lets it trade ACTIVE only once reconciliation with the venue
 found nothing it could not explain.
+
+On the live market (``paper.feed: binance``, and so live) scheduled
+strategies fire on the wall clock: an APScheduler scheduler
+(:mod:`keel.integration.schedules`) starts with trading and stops first at
+shutdown; on the replayed feed they keep the bars' clock, like a backtest.
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ from keel.strategy_engine.regime import (
     RegimeState,
 )
 from keel.strategy_engine.runner import StrategyRunner
+from keel.strategy_engine.schedule import Schedule
 from keel.strategy_engine.scheduled_dca import ScheduledDcaStrategy
 from keel.strategy_engine.trend_following import TrendFollowingStrategy
 from keel.strategy_engine.volatility_breakout import VolatilityBreakoutStrategy
@@ -65,6 +66,7 @@ __all__ = [
     "Parameter",
     "RangeTradingStrategy",
     "RegimeState",
+    "Schedule",
     "ScheduledDcaStrategy",
     "StrategyFactory",
     "StrategyFailure",
