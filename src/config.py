@@ -396,7 +396,7 @@ else:
             "cron": (str | None, Field(None, description="Crontab schedule (UTC) replacing interval_minutes.")),
             "misfire_grace_seconds": (
                 float,
-                Field(300.0, ge=0.0, description="How late a wall-clock fire may still buy (paper and live)."),
+                Field(300.0, ge=1.0, description="Seconds late a wall-clock fire may still buy (paper and live)."),
             ),
         },
     )

@@ -91,8 +91,8 @@ class Schedule:
         misfire_grace_seconds: float = 300.0,
         owner: str = "schedule",
     ) -> None:
-        if not misfire_grace_seconds >= 0:
-            raise ValueError(f"{owner} misfire_grace_seconds must be >= 0, got {misfire_grace_seconds!r}")
+        if not misfire_grace_seconds > 0:
+            raise ValueError(f"{owner} misfire_grace_seconds must be > 0, got {misfire_grace_seconds!r}")
         self.cron = cron
         self.interval = interval
         self.misfire_grace_seconds = float(misfire_grace_seconds)

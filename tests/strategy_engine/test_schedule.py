@@ -96,5 +96,5 @@ def test_schedules_refuse_nonsense() -> None:
         Schedule(cron="daily", owner="dca")
     with pytest.raises(ValueError, match="interval must be positive"):
         Schedule(timedelta(0))
-    with pytest.raises(ValueError, match="misfire_grace_seconds must be >= 0"):
-        Schedule(misfire_grace_seconds=-1.0)
+    with pytest.raises(ValueError, match="misfire_grace_seconds must be > 0"):
+        Schedule(misfire_grace_seconds=0.0)
