@@ -96,9 +96,9 @@ class ScheduledDcaStrategy(IncrementalStrategy):
             interval = timedelta(minutes=self.parameters["interval_minutes"])
             schedule = Schedule(interval, cron, misfire_grace_seconds=misfire_grace_seconds, owner=name)
         self.schedule = schedule
-        self.trigger = schedule.trigger
         self.wall_clock_from: int | None = None
         self.fires: list[int] = []
+        self.fires_kept = 10_000
         self.warmup_bars = 1
 
     def next_fire_after(self, ts: int) -> int:
@@ -110,9 +110,14 @@ class ScheduledDcaStrategy(IncrementalStrategy):
         self.wall_clock_from = since
 
     def record_fire(self, fire_time: int) -> None:
-        """Record a fire of the wall-clock scheduler: each symbol buys at its first bar closing at or after it."""
+        """Record a fire of the wall-clock scheduler: each symbol buys at its first bar closing at or after it.
+
+        The last :attr:`fires_kept` fires are kept (older ones were bought long ago).
+        """
         if not self.fires or fire_time > self.fires[-1]:
             self.fires.append(fire_time)
+            if len(self.fires) > self.fires_kept:
+                del self.fires[: -self.fires_kept]
 
     def new_state(self) -> _DcaState:
         """Return a flat state without a schedule yet."""
