@@ -30,10 +30,11 @@ import structlog
 
 from keel.config import KeelConfig
 from keel.core.bus import EventBus
-from keel.core.clock import NANOS_PER_MINUTE, Clock, TimeEvent, datetime_to_ns
+from keel.core.clock import NANOS_PER_MILLI, NANOS_PER_MINUTE, Clock, TimeEvent, datetime_to_ns
 from keel.core.component import Component
 from keel.core.messages import BarClosed, StrategyGateEvaluated
 from keel.integration.reports import BARS_PER_YEAR, run_metrics
+from keel.market_data.feeds import INTERVAL_MS
 from keel.strategy_engine.gate import DAY_NS, GateRule, GateVerdict, judge
 from keel.strategy_engine.manager import StrategyManager
 
@@ -49,14 +50,15 @@ CACHE_ENTRIES = 64
 def gate_config(config: KeelConfig, strategy: str, rule: GateRule, now_ns: int) -> KeelConfig:
     """Return the configuration of a strategy's gate backtest: the run's, with that strategy alone, over the window.
 
-    The window is the last ``rule.window_days`` before ``now_ns``, ending
-    earlier where the funding data stops (the simulated venue needs a rate at
+    The window is the last ``rule.window_days`` up to the last bar close at
+    or before ``now_ns``, ending earlier where the funding data stops (the simulated venue needs a rate at
     every funding time a position is held through). ``keel backtest`` of this
     configuration gives the gate's figures.
     """
     from keel.integration.replay import funding_coverage_end  # replay wires the pipeline, which builds gatekeepers
 
-    end_ns = now_ns
+    interval_ns = INTERVAL_MS[config.data.bar_interval] * NANOS_PER_MILLI
+    end_ns = now_ns // interval_ns * interval_ns  # the last bar closed by now closes on the grid
     covered = funding_coverage_end(config, config.data.symbols)
     if covered is not None:
         end_ns = min(end_ns, datetime_to_ns(covered))

@@ -245,8 +245,9 @@ def test_a_recheck_of_the_same_window_on_the_same_files_comes_from_the_cache() -
     manager = StrategyManager([VolatilityBreakoutStrategy()], detector_factory=False)
     gatekeeper = StrategyGatekeeper(manager, {"volatility_breakout": GateRule(window_days=1.0)}, config, bus, clock)
 
-    # Act
+    # Act: again within the same bar, then an hour later
     first = gatekeeper.evaluate_all()
+    clock.advance_to(START_NS + 30 * 1_000_000_000)
     again = gatekeeper.evaluate_all()
     clock.advance_to(START_NS + 60 * NANOS_PER_MINUTE)
     later = gatekeeper.evaluate_all()
