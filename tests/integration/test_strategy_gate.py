@@ -3,7 +3,12 @@ vote, re-judged on the clock."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 from keel.backtest import BacktestEngine
 from keel.config import KeelConfig, load_config
@@ -23,6 +28,7 @@ BTC = "BTCUSDT"
 # 2025-05-08 00:00 UTC: three recorded days before it seed the gate's backtest.
 START_NS = 1_746_662_400_000 * NANOS_PER_MILLI
 DAY_NS = 1440 * NANOS_PER_MINUTE
+REPO = Path(__file__).resolve().parents[2]
 DATA_BARS = load_config("paper", environ={}).data.root / "ohlcv/binance_usdm_1m_2025-05"
 
 
@@ -256,3 +262,36 @@ def test_a_recheck_of_the_same_window_on_the_same_files_comes_from_the_cache() -
     assert gatekeeper.backtests_run == 2
     assert again == first and later != first
     assert later[0].window_end == START_NS + 60 * NANOS_PER_MINUTE
+
+
+def test_the_gate_of_a_paper_run_prints_what_keel_backtest_prints_for_the_strategy_over_the_window(
+    tmp_path: Path,
+) -> None:
+    # Arrange: one configuration layer for the paper run and the command line
+    layer = tmp_path / "layer.yaml"
+    layer.write_text(
+        "data:\n  symbols: [BTCUSDT]\n"
+        "portfolio:\n  no_trade_band: false\n"
+        "strategy:\n  strategies: [volatility_breakout, scheduled_dca]\n  warmup_bars: 0\n"
+        "  regime:\n    enabled: false\n"
+    )
+    paper = load_config("paper", layer, environ={})
+    rule = GateRule(window_days=3.0)
+    command = [sys.executable, "-m", "keel.cli", "backtest", "--config", str(layer), "--output", str(tmp_path / "out"),
+               "--start", "2025-05-05", "--end", "2025-05-08"]  # fmt: skip
+    environment = {**os.environ, "KEEL_STRATEGY__STRATEGIES": "volatility_breakout"}
+
+    # Act
+    verdict = backtest_gate(paper, "volatility_breakout", rule, START_NS)
+    completed = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=300)
+
+    # Assert
+    assert completed.returncode == 0, completed.stderr
+    printed = json.loads(completed.stdout.splitlines()[0])
+    assert (verdict.sharpe, verdict.max_drawdown, verdict.trades, verdict.bars) == (
+        printed["sharpe_ratio"],
+        printed["max_drawdown"],
+        printed["n_trades"],
+        printed["bars_processed"],
+    )
+    assert verdict.trades > 0
