@@ -23,6 +23,7 @@ same policy. APScheduler's own job options say the same (``coalesce=True``,
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import UTC
 
@@ -40,6 +41,9 @@ from keel.strategy_engine.schedule import Schedule, to_datetime
 from keel.strategy_engine.scheduled_dca import ScheduledDcaStrategy
 
 _log = structlog.get_logger("keel.schedules")
+
+KEPT = 1000
+"""Fires and misfires a scheduler keeps in memory."""
 
 
 class StrategyScheduler(Component):
@@ -73,8 +77,9 @@ class StrategyScheduler(Component):
         self.last_fires: dict[str, int | None] = {name: (last_fires or {}).get(name) for name in self.schedules}
         self.now = now
         self.scheduler: AsyncIOScheduler | None = None
-        self.fired: list[ScheduleFired] = []
-        self.misfired: list[ScheduleMisfired] = []
+        # The latest fires and misfires, for the status (the journal has them all).
+        self.fired: deque[ScheduleFired] = deque(maxlen=KEPT)
+        self.misfired: deque[ScheduleMisfired] = deque(maxlen=KEPT)
 
     def on_start(self) -> None:
         """Apply the misfire policy to the fires missed before the start; schedule every strategy's next fires.

@@ -232,7 +232,7 @@ async def test_a_paper_run_on_the_live_market_buys_on_the_wall_clock_schedule_th
         await server.stop()
 
     # Assert: fires on the 100 ms grid, journaled; the strategy bought at bars after fires; orders went out
-    fired = session.scheduler.fired
+    fired = list(session.scheduler.fired)
     assert final["handler_errors"] == 0 and fired
     assert journaled == fired
     assert all(event.fire_time % 100_000_000 == 0 for event in fired)
