@@ -623,6 +623,11 @@ class RiskController(Component):
         the watch of a one-symbol book costs no array.
         """
         columns = self._column
+        if len(exposures) == 1:
+            ((symbol, value),) = exposures.items()
+            column = columns.get(symbol)
+            variance = 0.0 if column is None else value * self._covariance_list[column][column] * value
+            return normal_var(math.sqrt(max(0.0, variance)), confidence)
         held = [(columns[symbol], value) for symbol, value in exposures.items() if symbol in columns]
         if len(held) > 1:
             vector = np.zeros(len(self._column))
