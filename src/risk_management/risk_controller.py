@@ -707,9 +707,10 @@ class RiskController(Component):
         equity = state.equity
         drawdown = self.drawdown
         within = drawdown < limits.halt_drawdown_pct and drawdown < limits.max_drawdown_pct
-        if equity > 0 and len(self._window) >= self.min_var_observations:
+        observations = len(self._window)
+        if equity > 0 and observations >= self.min_var_observations:
             # As check_var_limit: the estimate is kept whether or not another limit is broken.
-            estimate = self._watched_var(state)
+            estimate = self._watched_var(state, observations)
             self.last_var = estimate
             within = within and estimate.var / equity <= limits.var_daily_pct
         if not within or equity <= 0:
@@ -724,8 +725,8 @@ class RiskController(Component):
         gross = sum(abs(v) for v in values) / equity
         return gross <= limits.max_leverage and abs(sum(values)) / equity <= limits.max_net_leverage
 
-    def _watched_var(self, state: PortfolioState) -> VaREstimate:
-        """:meth:`estimate_var` of the watch: its parametric branch without the argument checks.
+    def _watched_var(self, state: PortfolioState, observations: int) -> VaREstimate:
+        """:meth:`estimate_var` of the watch (``observations`` rows in the window): its parametric branch, unchecked.
 
         The watch refreshed the cached estimates just before, so the result is
         the one :meth:`estimate_var` returns.
@@ -735,7 +736,7 @@ class RiskController(Component):
         self._refresh_estimates()
         var, cvar = self._parametric_var(state.exposures, self.limits.var_confidence)
         scale = math.sqrt(self._bars_per_day)
-        return VaREstimate("parametric", var * scale, cvar * scale, len(self._window))
+        return VaREstimate("parametric", var * scale, cvar * scale, observations)
 
     def _enforcement_due(self, within_limits: bool) -> bool:
         """Whether :meth:`_enforce` could move the trading state: an escalation, or a REDUCING that may clear."""
