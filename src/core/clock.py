@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import count
 
+import msgspec
+
 NANOS_PER_SECOND = 1_000_000_000
 NANOS_PER_MILLI = 1_000_000
 NANOS_PER_MINUTE = 60 * NANOS_PER_SECOND
@@ -31,9 +33,12 @@ def datetime_to_ns(value: datetime) -> int:
     return int(value.timestamp()) * NANOS_PER_SECOND + value.microsecond * 1_000
 
 
-@dataclass(frozen=True, slots=True)
-class TimeEvent:
-    """A timer fired: ``name`` is the timer's, ``ts`` the scheduled time (ns)."""
+class TimeEvent(msgspec.Struct, frozen=True):
+    """A timer fired: ``name`` is the timer's, ``ts`` the scheduled time (ns).
+
+    A frozen msgspec struct: one is built per firing, and its constructor is
+    a few times cheaper than a frozen dataclass's.
+    """
 
     name: str
     ts: int
