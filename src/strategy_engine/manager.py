@@ -774,7 +774,7 @@ def _valid_bar(
     isfinite = math.isfinite
     if not (isfinite(open_) and isfinite(high) and isfinite(low) and isfinite(close) and isfinite(volume)):
         return False
-    return 0.0 < low <= min(open_, close) and max(open_, close) <= high and volume >= 0.0
+    return 0.0 < low <= open_ <= high and low <= close <= high and volume >= 0.0
 
 
 def _check_arrays(symbol: str, data: Mapping[str, Any]) -> int:
