@@ -487,14 +487,16 @@ class SimulatedExchange:
         self._cursor = MarketCursor(bar.ts_event, "bar", symbol)
         if symbol not in self._instruments:
             return
-        self._deliver(bar.ts_event)
+        if self._in_flight:
+            self._deliver(bar.ts_event)
         if symbol not in self._books:
-            self._match_bar(bar)
-            self._last_price[symbol] = decimal_of(bar.close)
+            if self._working:
+                self._match_bar(bar)
+            close = decimal_of(bar.close)
+            self._last_price[symbol] = close
             if symbol not in self._marked_by_stream:
-                mark = decimal_of(bar.close)
-                self.account.note_mark_float(symbol, mark, bar.close)
-                self._set_mark(symbol, mark, bar.ts_event)
+                self.account.note_mark_float(symbol, close, bar.close)
+                self._set_mark(symbol, close, bar.ts_event)
         self._check_funding_schedule(bar.ts_event, symbol)
 
     @_transaction
@@ -1104,10 +1106,13 @@ class SimulatedExchange:
 
     def _match_bar(self, bar: BarClosed) -> None:
         symbol = bar.symbol
+        orders = self._working_of(symbol)
+        if not orders:
+            return
         instrument = self._instruments[symbol]
         budget = participation_budget(bar.volume, self._participation, instrument.step_size)
         prices = _BarPrices(decimal_of(bar.open), decimal_of(bar.high), decimal_of(bar.low))
-        for order in self._working_of(symbol):
+        for order in orders:
             if order.active_ts > bar.open_time or not order.is_working:
                 continue
             order.bars_seen += 1
@@ -1334,7 +1339,8 @@ class SimulatedExchange:
 
     def _set_mark(self, symbol: str, mark: Decimal, ts: int) -> None:
         self.account.marks[symbol] = mark
-        self._trigger_on_mark(symbol, mark, ts)
+        if self._working:
+            self._trigger_on_mark(symbol, mark, ts)
         # Only a held symbol's mark moves any margin balance.
         if self.account.holds(symbol):
             self._liquidate_due(ts)
@@ -1416,6 +1422,11 @@ class SimulatedExchange:
 
     def _check_funding_schedule(self, now: int, only: str | None) -> None:
         """Raise if a held position's funding time passed without a settlement (of symbol ``only``, or any)."""
+        if only is not None:
+            # Only ``only`` can be reported: the per-bar check costs one look-up.
+            due_of_only = self._next_funding.get(only)
+            if due_of_only is None or now <= due_of_only + FUNDING_GRACE_NS:
+                return
         for symbol, due in sorted(self._next_funding.items()):
             if (only is None or symbol == only) and now > due + FUNDING_GRACE_NS:
                 # Reported once: the schedule moves on to the next settlement.

@@ -244,13 +244,14 @@ class PositionManager(Component):
         return value
 
     def _equity(self, marks: Mapping[str, Decimal] | None) -> Decimal:
-        return (
-            self.initial_capital
-            + self.realized_pnl()
-            + self.unrealized_pnl(marks)
-            - self.fees_paid
-            + self.funding_received
-        )
+        # realized_pnl() and unrealized_pnl() in one pass, each summed in the same order from ZERO (the same Decimals).
+        prices = self.marks if marks is None else marks
+        realized = unrealized = ZERO
+        for symbol, position in self.positions.items():
+            realized += position.realized_pnl
+            if position.quantity != 0:
+                unrealized += position.quantity * (prices[symbol] - position.entry_price)
+        return self.initial_capital + realized + unrealized - self.fees_paid + self.funding_received
 
     def gross_exposure(self) -> Decimal:
         """Return the sum of absolute position values at the last marks."""

@@ -50,11 +50,12 @@ import math
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from keel.core.accounting import ZERO
@@ -151,12 +152,15 @@ class _Rejection:
     booked: Decimal
 
 
-@dataclass(frozen=True, slots=True)
-class PortfolioState:
-    """Equity and signed notional exposure per symbol (negative is short), in USDT."""
+class PortfolioState(msgspec.Struct, frozen=True):
+    """Equity and signed notional exposure per symbol (negative is short), in USDT.
+
+    A frozen msgspec struct (the watch builds one per bar; its constructor is
+    a few times cheaper than a frozen dataclass's).
+    """
 
     equity: float
-    exposures: dict[str, float] = field(default_factory=dict)
+    exposures: dict[str, float] = {}
 
     @classmethod
     def coerce(cls, value: PortfolioState | Mapping[str, Any]) -> PortfolioState:
@@ -189,9 +193,8 @@ class RiskViolation:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
-class VaREstimate:
-    """Daily VaR and CVaR of a portfolio in USDT, by one method, from ``observations`` bars."""
+class VaREstimate(msgspec.Struct, frozen=True):
+    """Daily VaR and CVaR of a portfolio in USDT, by one method, from ``observations`` bars (one per watched bar)."""
 
     method: str
     var: float
@@ -561,15 +564,17 @@ class RiskController(Component):
         This is the system's one drawdown: the status, the risk view and the
         run reports read :attr:`drawdown` and :attr:`max_drawdown` (the deepest so far).
         """
-        if current_equity > self._peak_equity:
-            self._peak_equity = current_equity
-        self.drawdown = 1.0 - current_equity / self._peak_equity if self._peak_equity > 0 else 0.0
-        self.max_drawdown = max(self.max_drawdown, self.drawdown)
-        return self.drawdown
+        peak = self._peak_equity
+        if current_equity > peak:
+            peak = self._peak_equity = current_equity
+        drawdown = self.drawdown = 1.0 - current_equity / peak if peak > 0 else 0.0
+        if drawdown > self.max_drawdown:
+            self.max_drawdown = drawdown
+        return drawdown
 
     def _refresh_estimates(self) -> None:
         rows = self._window.rows_added
-        if len(self._window) < 2 or rows - self._covariance_rows < self.covariance_refresh_bars:
+        if rows - self._covariance_rows < self.covariance_refresh_bars or len(self._window) < 2:
             return
         returns = self._window.returns()
         self._covariance = np.atleast_2d(np.cov(returns, rowvar=False))
@@ -583,11 +588,8 @@ class RiskController(Component):
     def portfolio_state(self, equity: float | None = None) -> PortfolioState:
         """Return equity and signed exposure per symbol at the last marks."""
         book = self._positions
-        exposures = {
-            s: float(p.quantity * book.marks[s])
-            for s, p in book.positions.items()
-            if p.quantity != 0 and s in book.marks
-        }
+        marks = book.marks
+        exposures = {s: float(p.quantity * marks[s]) for s, p in book.positions.items() if p.quantity and s in marks}
         return PortfolioState(float(book.equity()) if equity is None else equity, exposures)
 
     def estimate_var(
@@ -624,6 +626,11 @@ class RiskController(Component):
         the watch of a one-symbol book costs no array.
         """
         columns = self._column
+        if len(exposures) == 1:
+            ((symbol, value),) = exposures.items()
+            column = columns.get(symbol)
+            variance = 0.0 if column is None else value * self._covariance_list[column][column] * value
+            return normal_var(math.sqrt(max(0.0, variance)), confidence)
         held = [(columns[symbol], value) for symbol, value in exposures.items() if symbol in columns]
         if len(held) > 1:
             vector = np.zeros(len(self._column))
@@ -701,17 +708,38 @@ class RiskController(Component):
         """
         limits = self.limits
         equity = state.equity
-        within = self.drawdown < limits.halt_drawdown_pct and self.drawdown < limits.max_drawdown_pct
-        if len(self._window) >= self.min_var_observations and equity > 0:
+        drawdown = self.drawdown
+        within = drawdown < limits.halt_drawdown_pct and drawdown < limits.max_drawdown_pct
+        observations = len(self._window)
+        if equity > 0 and observations >= self.min_var_observations:
             # As check_var_limit: the estimate is kept whether or not another limit is broken.
-            estimate = self.estimate_var(state)
+            estimate = self._watched_var(state, observations)
             self.last_var = estimate
             within = within and estimate.var / equity <= limits.var_daily_pct
         if not within or equity <= 0:
             return False
-        exposures = state.exposures.values()
-        gross = sum(abs(v) for v in exposures) / equity
-        return gross <= limits.max_leverage and abs(sum(exposures)) / equity <= limits.max_net_leverage
+        exposures = state.exposures
+        if len(exposures) == 1:
+            # One exposure: the sums below are that exposure itself, to the bit.
+            (single,) = exposures.values()
+            gross = abs(single) / equity
+            return gross <= limits.max_leverage and gross <= limits.max_net_leverage
+        values = exposures.values()
+        gross = sum(abs(v) for v in values) / equity
+        return gross <= limits.max_leverage and abs(sum(values)) / equity <= limits.max_net_leverage
+
+    def _watched_var(self, state: PortfolioState, observations: int) -> VaREstimate:
+        """:meth:`estimate_var` of the watch (``observations`` rows in the window): its parametric branch, unchecked.
+
+        The watch refreshed the cached estimates just before, so the result is
+        the one :meth:`estimate_var` returns.
+        """
+        if self.var_method != "parametric":
+            return self.estimate_var(state)
+        self._refresh_estimates()
+        var, cvar = self._parametric_var(state.exposures, self.limits.var_confidence)
+        scale = math.sqrt(self._bars_per_day)
+        return VaREstimate("parametric", var * scale, cvar * scale, observations)
 
     def _enforcement_due(self, within_limits: bool) -> bool:
         """Whether :meth:`_enforce` could move the trading state: an escalation, or a REDUCING that may clear."""

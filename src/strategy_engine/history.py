@@ -35,21 +35,30 @@ FUNDING_COLUMNS = ("funding_time", "funding_rate", "mark_price")
 MARKET_DATA_KEYS = ("symbol", *BAR_COLUMNS, *FUNDING_COLUMNS)
 
 _INITIAL_CAPACITY = 256
+_BLOCK_ROWS = 64
 
 
 class _Columns:
-    """Named numpy columns appended row by row, optionally keeping only the last ``capacity`` rows."""
+    """Named numpy columns appended row by row, optionally keeping only the last ``capacity`` rows.
 
-    __slots__ = ("allocated", "arrays", "capacity", "ordered", "size", "start")
+    Rows are held as tuples and written into the arrays in blocks (every
+    ``_BLOCK_ROWS`` rows, or when a column is read): one numpy write per
+    column per block instead of one per value, and no write at all for rows
+    the capacity drops before anyone reads them.
+    """
+
+    __slots__ = ("allocated", "arrays", "capacity", "ordered", "pending", "size", "start")
 
     def __init__(self, dtypes: Mapping[str, type], capacity: int | None) -> None:
         self.capacity = capacity
         self.arrays: dict[str, np.ndarray] = {
             name: np.empty(_INITIAL_CAPACITY, dtype=dtype) for name, dtype in dtypes.items()
         }
-        # The arrays in column order and their length, for the per-bar append.
+        # The arrays in column order, for the block writes.
         self.ordered = list(self.arrays.values())
         self.allocated = _INITIAL_CAPACITY
+        # Positions are physical: rows start..size are kept, the last len(pending) of them not written yet.
+        self.pending: list[tuple[Any, ...]] = []
         self.start = 0
         self.size = 0
 
@@ -57,14 +66,40 @@ class _Columns:
         return self.size - self.start
 
     def append(self, values: tuple[Any, ...]) -> None:
-        if self.size == self.allocated:
-            self._make_room()
-        position = self.size
-        for array, value in zip(self.ordered, values, strict=True):
-            array[position] = value
-        self.size = position + 1
+        pending = self.pending
+        pending.append(values)
+        self.size += 1
         if self.capacity is not None and self.size - self.start > self.capacity:
             self.start = self.size - self.capacity
+        if len(pending) >= _BLOCK_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the pending rows into the arrays (those the capacity already dropped are skipped)."""
+        pending = self.pending
+        if not pending:
+            return
+        self.pending = []
+        written = self.size - len(pending)
+        index = self.start - written
+        if index > 0:
+            # Every written row and the first ``index`` pending ones are dropped already: start over at 0.
+            self.start = position = 0
+        else:
+            index = 0
+            position = written
+        while index < len(pending):
+            if position == self.allocated:
+                self.size = position
+                self._make_room()
+                position = self.size
+            block = pending[index : index + self.allocated - position]
+            end = position + len(block)
+            for column, array in enumerate(self.ordered):
+                array[position:end] = [row[column] for row in block]
+            position = end
+            index += len(block)
+        self.size = position
 
     def _make_room(self) -> None:
         kept = self.size - self.start
@@ -80,6 +115,7 @@ class _Columns:
         self.start, self.size = 0, kept
 
     def column(self, name: str) -> np.ndarray:
+        self.flush()
         view = self.arrays[name][self.start : self.size]
         view.flags.writeable = False
         return view
@@ -148,6 +184,7 @@ class SymbolHistory:
             return self._second_newest
         if not 0 <= index < count:
             raise IndexError(f"bar index {index} outside the {count} bars of {self.symbol}")
+        bars.flush()
         position = bars.start + index
         arrays = bars.arrays
         return (

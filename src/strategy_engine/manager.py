@@ -285,18 +285,21 @@ class StrategyManager:
 
     def on_bar(self, bar: BarClosed) -> ManagerUpdate:
         """Process one closed bar of any symbol; return what it produced."""
-        book = self._book(bar.symbol, event_driven=True)
+        symbol = bar.symbol
+        book = self._books.get(symbol)
+        if book is None or book.history is None:
+            book = self._book(symbol, event_driven=True)
         history = book.history
         assert history is not None
-        values = (bar.open, bar.high, bar.low, bar.close, bar.volume)
-        if not _valid_bar(bar.ts_event, *values, history.last_timestamp):
+        ts, close = bar.ts_event, bar.close
+        previous_key = history.last_timestamp
+        if not _valid_bar(ts, bar.open, bar.high, bar.low, close, bar.volume, previous_key):
             book.rejected_bars += 1
             return NO_UPDATE
-        previous_key = history.last_timestamp
-        history.append_bar(bar.ts_event, *values)
+        history.append_bar(ts, bar.open, bar.high, bar.low, close, bar.volume)
         index = len(history) - 1
         known_bar = (history.bar(index), previous_key)
-        return self._process(book, bar.symbol, history.view(), index, bar.ts_event, bar.close, True, known_bar)
+        return self._process(book, symbol, history.view(), index, ts, close, True, known_bar)
 
     def on_funding(self, event: FundingRateUpdated) -> None:
         """Record a settled funding rate of a symbol (a non-finite or out-of-order one is counted and skipped)."""
@@ -481,7 +484,7 @@ class StrategyManager:
         known_bar: tuple[tuple[int, float, float, float, float, float], int | None] | None = None,
     ) -> ManagerUpdate:
         book.bars += 1
-        regime_change = self._update_regime(book, close)
+        regime_change = None if book.detector is None else self._update_regime(book, close)
         previous_close = book.last_close
         bar_return = 0.0 if previous_close is None else close / previous_close - 1.0
         book.last_close = close
@@ -771,7 +774,7 @@ def _valid_bar(
     isfinite = math.isfinite
     if not (isfinite(open_) and isfinite(high) and isfinite(low) and isfinite(close) and isfinite(volume)):
         return False
-    return 0.0 < low <= min(open_, close) and max(open_, close) <= high and volume >= 0.0
+    return 0.0 < low <= open_ <= high and low <= close <= high and volume >= 0.0
 
 
 def _check_arrays(symbol: str, data: Mapping[str, Any]) -> int:

@@ -26,13 +26,18 @@ class _RollingMean:
         self.total = 0.0
 
     def update(self, value: float) -> float | None:
-        self.values.append(value)
-        self.total += value
-        if len(self.values) > self.window:
-            self.total -= self.values.popleft()
-        if len(self.values) < self.window:
+        values = self.values
+        values.append(value)
+        total = self.total + value
+        count = len(values)
+        window = self.window
+        if count > window:
+            total -= values.popleft()
+            count = window
+        self.total = total
+        if count < window:
             return None
-        return self.total / self.window
+        return total / window
 
 
 class _CrossState(SymbolState):

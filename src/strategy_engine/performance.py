@@ -51,10 +51,14 @@ class StrategyPerformance:
             self.fees += cost
             pnl -= cost
         self.bars += 1
-        self.total_return += pnl
+        total = self.total_return = self.total_return + pnl
         self._sum_squares += pnl * pnl
-        self.peak = max(self.peak, self.total_return)
-        self.max_drawdown = max(self.max_drawdown, self.peak - self.total_return)
+        # max() by hand (the same comparisons): this runs for every strategy on every bar.
+        if total > self.peak:
+            self.peak = total
+        drawdown = self.peak - total
+        if drawdown > self.max_drawdown:
+            self.max_drawdown = drawdown
 
     @property
     def hit_rate(self) -> float | None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from strategy_data import MINUTE_NS, market_data
 
 from keel.strategy_engine.history import MARKET_DATA_KEYS, SymbolHistory, bar_at
@@ -90,3 +92,32 @@ def test_bar_at_reads_a_plain_dict_and_uses_the_index_without_timestamps() -> No
     with pytest.raises(IndexError):
         bar_at(closes_only, 5)
     assert data["timestamp"][1] - data["timestamp"][0] == MINUTE_NS
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    capacity=st.one_of(st.none(), st.integers(min_value=1, max_value=300)),
+    reads=st.lists(st.integers(min_value=1, max_value=700), min_size=1, max_size=6),
+)
+def test_columns_read_at_any_time_equal_a_plain_list_of_the_kept_bars(capacity: int | None, reads: list[int]) -> None:
+    # Arrange: rows are written into the arrays in blocks; reads between blocks must see every row
+    data = market_data("BTCUSDT", count=sum(reads))
+    history = SymbolHistory("BTCUSDT", capacity)
+    plain: list[tuple[int, float, float, float, float, float]] = []
+    done = 0
+
+    for count in reads:
+        # Act
+        for i in range(done, done + count):
+            row = bar_at(data, i)
+            history.append_bar(*row)
+            plain.append(row)
+        done += count
+        kept = plain if capacity is None else plain[-capacity:]
+        view = history.view()
+
+        # Assert
+        assert len(history) == len(kept)
+        for k, key in enumerate(("timestamp", "open", "high", "low", "close", "volume")):
+            assert view[key].tolist() == [row[k] for row in kept]
+        assert [history.bar(i) for i in range(len(kept))] == kept
