@@ -261,8 +261,9 @@ class PortfolioOptimizer(Component):
         PortfolioOptimizer
             self, with ``weights_``, ``assets_``, ``expected_returns_``,
             ``covariance_``, ``status_``, ``fallback_reason_``, ``method_``
-            (``"compiled"``, ``"alternative"``, ``"minimum_variance"`` or
-            ``"held"``: which step of the fallback chain gave the weights) and
+            (``"compiled"`` or ``"interior_point"``, ``"alternative"``,
+            ``"minimum_variance"`` or ``"held"``: which step of the fallback
+            chain gave the weights) and
             ``solve_seconds_``.
         """
         assets = [str(c) for c in returns.columns] if isinstance(returns, pd.DataFrame) else None
