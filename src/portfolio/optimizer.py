@@ -460,17 +460,20 @@ class PortfolioOptimizer(Component):
     def on_bar(self, bar: BarClosed) -> None:
         """Keep the close; credit each strategy with the bar's return on its view."""
         closes = self._closes.get(bar.symbol)
-        if closes is None or not math.isfinite(bar.close) or bar.close <= 0:
+        close, ts = bar.close, bar.ts_event
+        if closes is None or not math.isfinite(close) or close <= 0:
             return
-        if self._bar_ts is not None and bar.ts_event != self._bar_ts:
-            self._close_strategy_bar()
-        self._bar_ts = bar.ts_event
-        if closes.last_close is not None:
-            change = bar.close / closes.last_close - 1.0
+        if ts != self._bar_ts:
+            if self._bar_ts is not None:
+                self._close_strategy_bar()
+            self._bar_ts = ts
+        last = closes.last_close
+        if last is not None and self._views:
+            change = close / last - 1.0
+            symbol, strategy_bar = bar.symbol, self._strategy_bar
             for strategy, views in self._views.items():
-                view = views.get(bar.symbol, 0.0)
-                self._strategy_bar[strategy] = self._strategy_bar.get(strategy, 0.0) + view * change
-        closes.append(bar.ts_event, bar.close)
+                strategy_bar[strategy] = strategy_bar.get(strategy, 0.0) + views.get(symbol, 0.0) * change
+        closes.append(ts, close)
 
     def _close_strategy_bar(self) -> None:
         if self._views:
@@ -584,10 +587,12 @@ class PortfolioOptimizer(Component):
             return [], np.empty((0, 0))
         # Each symbol's bar times rise strictly, so its closes at the common times are found by binary search.
         windows = [self._closes[s] for s in ready]
-        times = windows[0].times()
-        times = times[times != self._bar_ts]
+        first = windows[0].times()
+        times = first[first != self._bar_ts]
         for window in windows[1:]:
-            times = np.intersect1d(times, window.times(), assume_unique=True)
+            other = window.times()
+            if not np.array_equal(other, first):  # mostly every symbol holds the same bar times
+                times = np.intersect1d(times, other, assume_unique=True)
         closes = np.column_stack([window.closes()[np.searchsorted(window.times(), times)] for window in windows])
         if len(closes) < self.min_history:
             return [], np.empty((0, 0))
