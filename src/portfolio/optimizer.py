@@ -590,9 +590,7 @@ class PortfolioOptimizer(Component):
         first = windows[0].times()
         times = first[first != self._bar_ts]
         for window in windows[1:]:
-            other = window.times()
-            if not np.array_equal(other, first):  # mostly every symbol holds the same bar times
-                times = np.intersect1d(times, other, assume_unique=True)
+            times = _common_times(times, window.times())
         closes = np.column_stack([window.closes()[np.searchsorted(window.times(), times)] for window in windows])
         if len(closes) < self.min_history:
             return [], np.empty((0, 0))
@@ -648,6 +646,12 @@ class _CloseWindow:
     def closes(self) -> np.ndarray:
         """Return the closes in the window, oldest first (a view)."""
         return self._closes[self._start : self._end]
+
+
+def _common_times(times: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """Return the ``times`` also in ``other`` (both strictly rising): ``np.intersect1d`` by binary search."""
+    positions = np.minimum(np.searchsorted(other, times), len(other) - 1)
+    return times[other[positions] == times]
 
 
 def _vector(values: Sequence[float] | np.ndarray | None, n: int, default: float, name: str) -> np.ndarray:
