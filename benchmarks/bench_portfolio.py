@@ -26,10 +26,13 @@ tighter reference.
 
 ``costs_n200``: max Sharpe with linear trading costs (0.0006 per unit of
 weight traded, from the previous solve's weights) at N = 200, each window
-re-solved by keel's compiled problem (the variance as a quadratic form) and,
-as the reference in the same run, by the factor form it replaced; medians of
-the thread's CPU time (robust to other processes on a shared machine), the
-goal is 25 ms.
+re-solved by keel's default (the structured dense interior-point path,
+``keel.portfolio.interior_point``) and, as references in the same run, by the
+compiled Clarabel problem with the variance as a quadratic form (what keel used
+before) and in the factor form; medians of the thread's CPU time (robust to
+other processes on a shared machine; keel's slowest too), the goal is 25 ms,
+with the largest weight difference from each reference and how many re-solves
+failed.
 ``--quick`` runs 3 solves per size.
 """
 
@@ -48,7 +51,13 @@ import pandas as pd
 from scipy.optimize import minimize
 
 from keel.market_data.loaders import load_ohlcv
-from keel.portfolio.markowitz import MarkowitzProblem, PortfolioConstraints, ProblemInputs
+from keel.portfolio.markowitz import (
+    MarkowitzProblem,
+    PortfolioConstraints,
+    ProblemInputs,
+    SolverFailedError,
+    solve_with_fallbacks,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SYMBOLS = (
@@ -204,12 +213,15 @@ def run_costs(returns: np.ndarray, solves: int, n: int = 200) -> dict[str, float
     cap, cost = CAPS[n], 0.0006
     rules = PortfolioConstraints(max_weight=cap, transaction_cost=cost)
     problems = {
-        form: MarkowitzProblem(n, "max_sharpe", rules, quadratic_form=form == "keel")
-        for form in ("keel", "factor_form")
+        "keel": MarkowitzProblem(n, "max_sharpe", rules),
+        "clarabel": MarkowitzProblem(n, "max_sharpe", rules, interior_point=False),
+        "factor_form": MarkowitzProblem(n, "max_sharpe", rules, quadratic_form=False, interior_point=False),
     }
+    methods: set[str] = set()
     times: dict[str, list[float]] = {form: [] for form in problems}
+    failures = dict.fromkeys(problems, 0)
     current = np.full(n, 1.0 / n)
-    difference = 0.0
+    differences = {"clarabel": 0.0, "factor_form": 0.0}
     end = (n // len(SYMBOLS) - 1) * DAY + WINDOW
     warmed = False
     while len(times["keel"]) < solves and end <= len(returns):
@@ -226,18 +238,33 @@ def run_costs(returns: np.ndarray, solves: int, n: int = 200) -> dict[str, float
         weights = {}
         for form, problem in problems.items():
             started = time.thread_time()
-            weights[form] = problem.solve(inputs, rules).weights
+            try:
+                solution = solve_with_fallbacks(problem, inputs, rules)
+            except SolverFailedError:
+                failures[form] += 1
+                continue
             times[form].append((time.thread_time() - started) * 1e3)
-        difference = max(difference, float(np.max(np.abs(weights["keel"] - weights["factor_form"]))))
-        current = weights["keel"]
-    keel, factor = statistics.median(times["keel"]), statistics.median(times["factor_form"])
+            weights[form] = solution.weights
+            if form == "keel":
+                methods.add(solution.method)
+        for form in differences:
+            if "keel" in weights and form in weights:
+                differences[form] = max(differences[form], float(np.max(np.abs(weights["keel"] - weights[form]))))
+        current = weights.get("keel", current)
+    keel, clarabel, factor = (statistics.median(times[form]) for form in problems)
     return {
         "keel_cpu_ms": _round(keel),
+        "keel_cpu_ms_max": _round(max(times["keel"])),
+        "keel_methods": sorted(methods),
+        "clarabel_cpu_ms": _round(clarabel),
         "factor_form_cpu_ms": _round(factor),
+        "speedup_vs_clarabel": _round(clarabel / keel),
         "speedup_vs_factor_form": _round(factor / keel),
         "goal_ms": 25,
         "solves": len(times["keel"]),
-        "max_weight_difference_vs_factor_form": difference,
+        "failures": failures,
+        "max_weight_difference_vs_clarabel": differences["clarabel"],
+        "max_weight_difference_vs_factor_form": differences["factor_form"],
     }
 
 

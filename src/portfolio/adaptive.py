@@ -15,8 +15,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
-import numpy as np
-
 
 def project_onto_bounds(raw: Mapping[str, float], floor: float, cap: float) -> dict[str, float]:
     """Return shares proportional to ``raw`` (negatives count as 0), each in [floor, cap], summing to one.
@@ -31,22 +29,36 @@ def project_onto_bounds(raw: Mapping[str, float], floor: float, cap: float) -> d
         return {}
     n = len(names)
     low, high = min(floor, 1.0 / n), max(cap, 1.0 / n)
-    values = np.array([max(0.0, raw[name]) if math.isfinite(raw[name]) else 0.0 for name in names])
-    if values.sum() <= 0:
+    values = [max(0.0, raw[name]) if math.isfinite(raw[name]) else 0.0 for name in names]
+    if _total(values) <= 0:
         return dict.fromkeys(names, 1.0 / n)
     # A tiny common part lets strategies at zero rise above the floor when the others are capped.
-    values = values / values.max() + 1e-12
+    top = max(values)
+    values = [value / top + 1e-12 for value in values]
     small, large = 0.0, 1.0
-    while np.clip(large * values, low, high).sum() < 1.0:
+    while _total(_clipped(large, values, low, high)) < 1.0:
         large *= 2.0
     for _ in range(64):
         middle = 0.5 * (small + large)
-        if np.clip(middle * values, low, high).sum() < 1.0:
+        if _total(_clipped(middle, values, low, high)) < 1.0:
             small = middle
         else:
             large = middle
-    shares = np.clip(large * values, low, high)
-    return {name: float(share) for name, share in zip(names, shares / shares.sum(), strict=True)}
+    shares = _clipped(large, values, low, high)
+    total = _total(shares)
+    return {name: share / total for name, share in zip(names, shares, strict=True)}
+
+
+def _clipped(scale: float, values: list[float], low: float, high: float) -> list[float]:
+    return [min(max(scale * value, low), high) for value in values]
+
+
+def _total(values: list[float]) -> float:
+    """Return the sum in order (as numpy sums a handful of values; Python 3.12's ``sum`` compensates)."""
+    total = 0.0
+    for value in values:
+        total += value
+    return total
 
 
 class AdaptiveAllocator:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -217,7 +216,7 @@ class PortfolioOptimizer(Component):
         self.costs = costs
         self.holding_bars = holding_bars
         self._problems: dict[tuple[object, ...], MarkowitzProblem] = {}
-        self._closes: dict[str, deque[tuple[int, float]]] = {s: deque(maxlen=lookback + 1) for s in self.symbols}
+        self._closes: dict[str, _CloseWindow] = {s: _CloseWindow(lookback + 1) for s in self.symbols}
         self._views: dict[str, dict[str, float]] = {}
         self._direction: dict[str, float] = {}
         self._caps: dict[str, float] = {}
@@ -262,8 +261,9 @@ class PortfolioOptimizer(Component):
         PortfolioOptimizer
             self, with ``weights_``, ``assets_``, ``expected_returns_``,
             ``covariance_``, ``status_``, ``fallback_reason_``, ``method_``
-            (``"compiled"``, ``"alternative"``, ``"minimum_variance"`` or
-            ``"held"``: which step of the fallback chain gave the weights) and
+            (``"compiled"`` or ``"interior_point"``, ``"alternative"``,
+            ``"minimum_variance"`` or ``"held"``: which step of the fallback
+            chain gave the weights) and
             ``solve_seconds_``.
         """
         assets = [str(c) for c in returns.columns] if isinstance(returns, pd.DataFrame) else None
@@ -452,7 +452,7 @@ class PortfolioOptimizer(Component):
         for bar in bars:
             closes = self._closes.get(bar.symbol)
             if closes is not None and math.isfinite(bar.close) and bar.close > 0:
-                closes.append((bar.ts_event, bar.close))
+                closes.append(bar.ts_event, bar.close)
                 self._bar_ts = bar.ts_event
                 count += 1
         return count
@@ -460,17 +460,20 @@ class PortfolioOptimizer(Component):
     def on_bar(self, bar: BarClosed) -> None:
         """Keep the close; credit each strategy with the bar's return on its view."""
         closes = self._closes.get(bar.symbol)
-        if closes is None or not math.isfinite(bar.close) or bar.close <= 0:
+        close, ts = bar.close, bar.ts_event
+        if closes is None or not math.isfinite(close) or close <= 0:
             return
-        if self._bar_ts is not None and bar.ts_event != self._bar_ts:
-            self._close_strategy_bar()
-        self._bar_ts = bar.ts_event
-        if closes:
-            change = bar.close / closes[-1][1] - 1.0
+        if ts != self._bar_ts:
+            if self._bar_ts is not None:
+                self._close_strategy_bar()
+            self._bar_ts = ts
+        last = closes.last_close
+        if last is not None and self._views:
+            change = close / last - 1.0
+            symbol, strategy_bar = bar.symbol, self._strategy_bar
             for strategy, views in self._views.items():
-                view = views.get(bar.symbol, 0.0)
-                self._strategy_bar[strategy] = self._strategy_bar.get(strategy, 0.0) + view * change
-        closes.append((bar.ts_event, bar.close))
+                strategy_bar[strategy] = strategy_bar.get(strategy, 0.0) + views.get(symbol, 0.0) * change
+        closes.append(ts, close)
 
     def _close_strategy_bar(self) -> None:
         if self._views:
@@ -583,18 +586,12 @@ class PortfolioOptimizer(Component):
         if not ready:
             return [], np.empty((0, 0))
         # Each symbol's bar times rise strictly, so its closes at the common times are found by binary search.
-        stamps = [
-            np.fromiter((t for t, _ in self._closes[s]), dtype=np.int64, count=len(self._closes[s])) for s in ready
-        ]
-        times = stamps[0][stamps[0] != self._bar_ts]
-        for symbol_stamps in stamps[1:]:
-            times = np.intersect1d(times, symbol_stamps, assume_unique=True)
-        columns = []
-        for symbol, symbol_stamps in zip(ready, stamps, strict=True):
-            series = self._closes[symbol]
-            values = np.fromiter((c for _, c in series), dtype=np.float64, count=len(series))
-            columns.append(values[np.searchsorted(symbol_stamps, times)])
-        closes = np.column_stack(columns)
+        windows = [self._closes[s] for s in ready]
+        first = windows[0].times()
+        times = first[first != self._bar_ts]
+        for window in windows[1:]:
+            times = _common_times(times, window.times())
+        closes = np.column_stack([window.closes()[np.searchsorted(window.times(), times)] for window in windows])
         if len(closes) < self.min_history:
             return [], np.empty((0, 0))
         return ready, closes
@@ -606,6 +603,55 @@ class PortfolioOptimizer(Component):
         self.bus.publish(
             AllocationProposed(weights=dict(targets), reason=reason, ts_event=ts, ts_init=self.clock.timestamp_ns())
         )
+
+
+class _CloseWindow:
+    """The last ``size`` (bar time, close) pairs of one symbol, as two numpy arrays (append amortized O(1)).
+
+    The arrays hold twice the window; when the end is reached the window is
+    copied back to the front, so reading it is a slice, never a conversion.
+    """
+
+    __slots__ = ("_closes", "_end", "_start", "_times", "last_close", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._times = np.empty(2 * size, dtype=np.int64)
+        self._closes = np.empty(2 * size, dtype=np.float64)
+        self._start = self._end = 0
+        self.last_close: float | None = None
+
+    def __len__(self) -> int:
+        return self._end - self._start
+
+    def append(self, ts: int, close: float) -> None:
+        """Add a bar's close, dropping the oldest once the window is full."""
+        end = self._end
+        if end == len(self._times):
+            kept = self.size - 1
+            self._times[:kept] = self._times[end - kept : end]
+            self._closes[:kept] = self._closes[end - kept : end]
+            self._start, end = 0, kept
+        self._times[end] = ts
+        self._closes[end] = close
+        self._end = end + 1
+        if self._end - self._start > self.size:
+            self._start += 1
+        self.last_close = close
+
+    def times(self) -> np.ndarray:
+        """Return the bar times in the window, oldest first (a view)."""
+        return self._times[self._start : self._end]
+
+    def closes(self) -> np.ndarray:
+        """Return the closes in the window, oldest first (a view)."""
+        return self._closes[self._start : self._end]
+
+
+def _common_times(times: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """Return the ``times`` also in ``other`` (both strictly rising): ``np.intersect1d`` by binary search."""
+    positions = np.minimum(np.searchsorted(other, times), len(other) - 1)
+    return times[other[positions] == times]
 
 
 def _vector(values: Sequence[float] | np.ndarray | None, n: int, default: float, name: str) -> np.ndarray:

@@ -206,6 +206,7 @@ class IncrementalStrategy(BaseStrategy):
     def __init__(self, name: str, parameters: Mapping[str, Any] | None = None) -> None:
         super().__init__(name, parameters)
         self._states: dict[str, SymbolState] = {}
+        self._steps_after_known_bar = type(self).generate_signal is IncrementalStrategy.generate_signal
 
     @abstractmethod
     def new_state(self) -> SymbolState:
@@ -254,14 +255,19 @@ class IncrementalStrategy(BaseStrategy):
         state = self._states.get(symbol)
         if (
             state is not None
-            and state.bars
-            and current_index > 0
             and previous_key is not None
             and state.last_key == previous_key
+            and state.bars
+            and current_index > 0
             and bar[0] > previous_key
-            and type(self).generate_signal is IncrementalStrategy.generate_signal
+            and self._steps_after_known_bar
         ):
-            return self._advance(state, market_data, current_index, bar)
+            # _advance, inlined: this runs for every strategy, symbol and bar.
+            state.bars += 1
+            state.last_key = bar[0]
+            signal = self.step(state, market_data, current_index, bar)
+            state.last_signal = signal
+            return signal
         return self.generate_signal(market_data, current_index)
 
     def reset(self, symbol: str | None = None) -> None:

@@ -129,7 +129,11 @@ class FundingArbitrageStrategy(IncrementalStrategy):
     def __init__(self, name: str = "funding_arbitrage", **parameters: Any) -> None:
         super().__init__(name, parameters)
         self.warmup_bars = 1
-        self._decay = 0.5 ** (1.0 / self.parameters["rate_half_life"])
+        p = self.parameters
+        self._decay = 0.5 ** (1.0 / p["rate_half_life"])
+        self._grace = p["grace_minutes"] * _NANOS_PER_MINUTE
+        self._min_hold_rate = p["min_hold_rate"]
+        self._min_edge = p["min_edge"]
 
     def new_state(self) -> _FundingState:
         """Return an empty funding history for a new symbol."""
@@ -144,24 +148,36 @@ class FundingArbitrageStrategy(IncrementalStrategy):
     ) -> StrategySignal | None:
         """Take the settlements up to this bar, check none is missing, and return the view after it."""
         assert isinstance(state, _FundingState)
-        timestamp, _, _, _, close, _ = bar
-        symbol = market_data["symbol"]
-        settled = self._take_settlements(state, market_data, symbol, timestamp)
-        self._check_not_overdue(state, symbol, timestamp)
+        timestamp, close = bar[0], bar[4]
+        settled = self._take_settlements(state, market_data, timestamp)
+        last_funding_time = state.last_funding_time
+        next_funding = None if last_funding_time is None else last_funding_time + self._interval(state)
+        # Before the symbol's first settlement the bars wait for its funding data.
+        if last_funding_time is not None and next_funding is not None and timestamp > next_funding + self._grace:
+            raise MissingFundingDataError(
+                f"the funding rate of {market_data['symbol']} due at {_iso(next_funding)} is missing "
+                f"(last settled {_iso(last_funding_time)}, now {_iso(timestamp)})"
+            )
         state.previous_close = close
         direction = state.direction
-        if settled and direction != 0 and -direction * state.predicted < self.parameters["min_hold_rate"]:
+        if settled and direction != 0 and -direction * state.predicted < self._min_hold_rate:
             state.direction = 0
         if state.direction != 0 and (close - state.stop) * state.direction <= 0.0:
             state.direction = 0
             state.stopped_out = True
-        next_funding = self._next_funding_time(state)
-        edge = self._edge(state)
-        if direction == 0 and self._entry_due(state, timestamp, next_funding, edge):
-            self._enter(state, close)
+        edge = None
+        if direction == 0 and self._entry_window_open(state, timestamp, next_funding):
+            # The edge is computed only here and for a new view: both after the exits above, and entering
+            # takes the side _edge assumes when flat, so it is the same number either way.
+            edge = self._edge(state)
+            if edge >= self._min_edge:
+                self._enter(state, close)
         view = state.last_signal
         if view is not None and not settled and state.direction == direction:
             return view
+        if edge is None:
+            edge = self._edge(state)
+        symbol = market_data["symbol"]
         metadata = {
             "predicted_rate": state.predicted,
             "basis": state.basis,
@@ -181,7 +197,7 @@ class FundingArbitrageStrategy(IncrementalStrategy):
             metadata=metadata,
         )
 
-    def _take_settlements(self, state: _FundingState, market_data: Mapping[str, Any], symbol: str, now: int) -> bool:
+    def _take_settlements(self, state: _FundingState, market_data: Mapping[str, Any], now: int) -> bool:
         if isinstance(market_data, MarketData) and market_data.last_funding_time == state.last_funding_time:
             # A live history holds only settled rows: nothing new since the last bar.
             return False
@@ -189,7 +205,7 @@ class FundingArbitrageStrategy(IncrementalStrategy):
         rates = market_data.get("funding_rate")
         if times is None or rates is None:
             raise MissingFundingDataError(
-                f"{self.name} needs funding_time and funding_rate in the market data of {symbol}"
+                f"{self.name} needs funding_time and funding_rate in the market data of {market_data['symbol']}"
             )
         marks = market_data.get("mark_price")
         # A settlement is known from the bar after it: at a bar closing exactly at the funding time the
@@ -221,36 +237,21 @@ class FundingArbitrageStrategy(IncrementalStrategy):
             return state.interval
         return self.parameters["funding_interval_hours"] * _NANOS_PER_HOUR
 
-    def _next_funding_time(self, state: _FundingState) -> int | None:
-        if state.last_funding_time is None:
-            return None
-        return state.last_funding_time + self._interval(state)
-
-    def _check_not_overdue(self, state: _FundingState, symbol: str, now: int) -> None:
-        grace = self.parameters["grace_minutes"] * _NANOS_PER_MINUTE
-        if state.last_funding_time is None:
-            return  # the symbol's funding data has not started: wait for it
-        due = state.last_funding_time + self._interval(state)
-        if now > due + grace:
-            raise MissingFundingDataError(
-                f"the funding rate of {symbol} due at {_iso(due)} is missing "
-                f"(last settled {_iso(state.last_funding_time)}, now {_iso(now)})"
-            )
-
     def _edge(self, state: _FundingState) -> float:
         p = self.parameters
         direction = state.direction or (-1 if state.predicted > 0 else 1)
         carry = -direction * state.predicted * p["holding_intervals"]
         return carry + p["basis_weight"] * (-direction * state.basis) - 2.0 * p["fee_rate"]
 
-    def _entry_due(self, state: _FundingState, now: int, next_funding: int | None, edge: float) -> bool:
+    def _entry_window_open(self, state: _FundingState, now: int, next_funding: int | None) -> bool:
+        """Return whether a flat position may enter now, the edge aside."""
         p = self.parameters
         if next_funding is None or state.settlements < p["min_settlements"] or state.predicted == 0.0:
             return False
         if state.stopped_out:
             return False
         minutes_left = (next_funding - now) / _NANOS_PER_MINUTE
-        return 0 < minutes_left <= p["entry_window_minutes"] and edge >= p["min_edge"]
+        return 0 < minutes_left <= p["entry_window_minutes"]
 
     def _enter(self, state: _FundingState, close: float) -> None:
         direction = -1 if state.predicted > 0 else 1

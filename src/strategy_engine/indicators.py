@@ -204,14 +204,13 @@ class EfficiencyRatio:
         Steps in the window (>= 1); ``ready`` after ``period + 1`` values.
     """
 
-    __slots__ = ("_moves", "_path", "_values", "period", "value")
+    __slots__ = ("_path", "_values", "period", "value")
 
     def __init__(self, period: int) -> None:
         if period < 1:
             raise ValueError(f"efficiency ratio period must be >= 1, got {period}")
         self.period = period
         self._values: deque[float] = deque()
-        self._moves: deque[float] = deque()
         self._path = 0.0
         self.value = math.nan
 
@@ -222,15 +221,14 @@ class EfficiencyRatio:
 
     def update(self, value: float) -> float:
         """Add a value; return the ratio (NaN until ready)."""
-        values, moves = self._values, self._moves
+        values = self._values
         if values:
-            move = abs(value - values[-1])
-            moves.append(move)
-            self._path += move
+            self._path += abs(value - values[-1])
         values.append(value)
         if len(values) > self.period + 1:
-            values.popleft()
-            self._path -= moves.popleft()
+            oldest = values.popleft()
+            # The move leaving the window, recomputed: the same subtraction gives the same float.
+            self._path -= abs(values[0] - oldest)
         if len(values) <= self.period:
             return self.value
         path = self._path

@@ -82,3 +82,41 @@ def test_lookahead_shares_up_to_t_ignore_later_bars(make_minute_returns) -> None
     # Assert
     assert at_t[0] == stopped.weights_ == at_t[1]
     assert full.weights_ != changed.weights_
+
+
+def numpy_projection(raw: dict[str, float], floor: float, cap: float) -> dict[str, float]:
+    """The plain numpy reference of :func:`project_onto_bounds` (what it computed before it ran on floats)."""
+    names = sorted(raw)
+    n = len(names)
+    low, high = min(floor, 1.0 / n), max(cap, 1.0 / n)
+    values = np.array([max(0.0, raw[name]) if np.isfinite(raw[name]) else 0.0 for name in names])
+    if values.sum() <= 0:
+        return dict.fromkeys(names, 1.0 / n)
+    values = values / values.max() + 1e-12
+    small, large = 0.0, 1.0
+    while np.clip(large * values, low, high).sum() < 1.0:
+        large *= 2.0
+    for _ in range(64):
+        middle = 0.5 * (small + large)
+        if np.clip(middle * values, low, high).sum() < 1.0:
+            small = middle
+        else:
+            large = middle
+    shares = np.clip(large * values, low, high)
+    return {name: float(share) for name, share in zip(names, shares / shares.sum(), strict=True)}
+
+
+@given(
+    st.lists(st.floats(-3.0, 3.0) | st.just(0.0) | st.just(float("nan")), min_size=1, max_size=7),
+    st.floats(0.0, 0.3),
+    st.floats(0.3, 1.0),
+)
+def test_the_projection_equals_its_numpy_reference_to_the_bit(scores: list[float], floor: float, cap: float) -> None:
+    # Arrange
+    raw = {f"strategy_{i}": score for i, score in enumerate(scores)}
+
+    # Act
+    shares = project_onto_bounds(raw, floor, cap)
+
+    # Assert
+    assert shares == numpy_projection(raw, floor, cap)

@@ -29,6 +29,19 @@ def test_sample_and_ledoit_wolf_match_numpy_and_scikit_learn(make_minute_returns
     np.testing.assert_allclose(shrunk, LedoitWolf().fit(returns).covariance_)
 
 
+@pytest.mark.parametrize(("rows", "columns", "step"), [(1440, 10, 1), (600, 10, 60), (1440, 3, 1), (1440, 1, 1)])
+def test_ledoit_wolf_equals_scikit_learn_to_the_bit(make_minute_returns, rows: int, columns: int, step: int) -> None:
+    # Arrange: real 1m returns (and hourly sums of them), some columns only
+    minutes = make_minute_returns(rows * step).to_numpy()[:, :columns]
+    returns = minutes.reshape(rows, step, columns).sum(axis=1)
+
+    # Act
+    shrunk = estimate_covariance(returns, "ledoit_wolf")
+
+    # Assert
+    np.testing.assert_array_equal(shrunk, np.atleast_2d(LedoitWolf().fit(returns).covariance_))
+
+
 def test_ewma_covariance_matches_a_plain_weighted_sum(make_minute_returns) -> None:
     # Arrange
     returns = make_minute_returns(600).to_numpy()

@@ -9,6 +9,8 @@ import msgspec
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from keel.core.bus import EventBus
 from keel.core.clock import SimulatedClock
@@ -25,6 +27,7 @@ from keel.core.messages import (
 )
 from keel.core.orders import OrderSide
 from keel.portfolio import PortfolioOptimizer
+from keel.portfolio.optimizer import _common_times
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 
@@ -355,3 +358,15 @@ def test_measured_execution_costs_feed_back_into_the_cost_assumption(may_hourly:
     assert informed.measured_costs_ == {"BCHUSDT": pytest.approx(0.01)}
     assert plain[bch] == pytest.approx(0.4, abs=1e-4)
     assert costly[bch] == pytest.approx(0.0, abs=1e-4)
+
+
+@given(st.sets(st.integers(0, 400), min_size=1), st.sets(st.integers(0, 400), min_size=1))
+def test_common_bar_times_by_binary_search_equal_numpys_intersection(first: set[int], second: set[int]) -> None:
+    # Arrange: two symbols' strictly rising bar times
+    times, other = np.array(sorted(first), dtype=np.int64), np.array(sorted(second), dtype=np.int64)
+
+    # Act
+    common = _common_times(times, other)
+
+    # Assert
+    np.testing.assert_array_equal(common, np.intersect1d(times, other, assume_unique=True))
