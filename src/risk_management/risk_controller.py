@@ -70,6 +70,8 @@ from keel.core.messages import (
     AllocationProposed,
     BarClosed,
     ExecutionCompleted,
+    LadderProposed,
+    LevelOrderProposed,
     MarketRegime,
     OrderApproved,
     OrderCanceled,
@@ -84,10 +86,12 @@ from keel.core.messages import (
     SetTradingState,
     SignalAction,
     SignalGenerated,
+    TargetQuantityProposed,
     TradingStateChanged,
 )
 from keel.core.orders import OrderSide, OrderType
 from keel.portfolio.returns import ReturnWindow
+from keel.risk_management.ladders import LadderRisk
 from keel.risk_management.limits import RiskLimits
 from keel.risk_management.position_manager import PositionManager
 from keel.risk_management.sizing import PositionSizer, SizeLimits, StepGrid, kelly_fraction
@@ -128,6 +132,8 @@ class DenialReason(Enum):
     INSUFFICIENT_MARGIN = "INSUFFICIENT_MARGIN"
     VENUE_REJECTED = "VENUE_REJECTED"
     DUST_WRITTEN_OFF = "DUST_WRITTEN_OFF"
+    INVENTORY_CAP = "INVENTORY_CAP"
+    POSITION_LIMIT = "POSITION_LIMIT"
 
 
 @dataclass(slots=True)
@@ -352,6 +358,11 @@ class RiskController(Component):
         self.denied = 0
         self.breaches = 0
         self.approval_seconds = 0.0
+        # Positions strategies hold by themselves (target quantities, ladders), set aside from the weights.
+        self.ladders = LadderRisk(self)
+        self._own_targets: dict[str, dict[str, float]] = {}
+        self._held_targets: dict[str, float] = {}
+        self._weights: dict[str, float] = {}
 
     # --- read-only views ----------------------------------------------------------------
 
@@ -414,6 +425,13 @@ class RiskController(Component):
         for closed in (OrderCanceled, OrderExpired, OrderRejected):
             self.bus.subscribe(closed, self.on_closed, name=f"{self.name}.pending")
         self.bus.register(SetTradingState, self.on_set_trading_state, name=self.name)
+        self.bus.subscribe(TargetQuantityProposed, self.on_target_quantity, name=f"{self.name}.targets")
+        self.bus.subscribe(LadderProposed, self.on_ladder, name=f"{self.name}.ladders")
+        self.bus.subscribe(LevelOrderProposed, self.ladders.on_proposal, name=f"{self.name}.ladders")
+        self.bus.subscribe(OrderSubmitted, self.ladders.on_submitted, name=f"{self.name}.ladders")
+        self.bus.subscribe(OrderFilled, self.ladders.on_filled, name=f"{self.name}.ladders")
+        for closed in (OrderCanceled, OrderExpired, OrderRejected):
+            self.bus.subscribe(closed, self.ladders.on_closed, name=f"{self.name}.ladders")
         self._publish_limits("start", self.clock.timestamp_ns())
 
     # --- pending orders ----------------------------------------------------------------------
@@ -900,6 +918,7 @@ class RiskController(Component):
             return
         previous = self._trading_state.move(state)
         self._state_owner = owner
+        self.ladders.on_trading_state(state)
         self.bus.publish(
             TradingStateChanged(
                 previous=previous, state=state, reason=reason, ts_event=ts, ts_init=self.clock.timestamp_ns()
@@ -911,12 +930,72 @@ class RiskController(Component):
     def on_allocation(self, allocation: AllocationProposed) -> None:
         """Size an order towards every symbol's target weight, in the allocation's order."""
         started = time.perf_counter()
+        self._weights.update(allocation.weights)
         context = _Allocation.of(self)
         for symbol, weight in allocation.weights.items():
             self._rebalance(symbol, weight, context, allocation.ts_event)
         self.approval_seconds += time.perf_counter() - started
 
-    def _rebalance(self, symbol: str, weight: float, context: _Allocation, ts: int) -> None:
+    def on_target_quantity(self, proposal: TargetQuantityProposed) -> None:
+        """Order the change of a strategy's own position at once (the weights' part stays where it is).
+
+        The strategies' own positions in a symbol add up to at most the
+        per-position notional at the proposal's price; what is cut is
+        reported as an ``OrderDenied`` (``POSITION_LIMIT``), as is an order
+        the other checks refuse. What the strategies hold by themselves is
+        what was approved of their changes (on the step grid), so the next
+        change makes up the rounding of the last.
+        """
+        symbol = proposal.symbol
+        if not math.isfinite(proposal.quantity):
+            return
+        self._own_targets.setdefault(symbol, {})[proposal.strategy] = proposal.quantity
+        wanted = sum(self._own_targets[symbol].values())
+        price = proposal.reference_price
+        limit = self.limits.max_position_notional / price if price > 0 else math.inf
+        held = max(-limit, min(limit, wanted))
+        if held != wanted:
+            side = OrderSide.BUY if wanted > 0 else OrderSide.SELL
+            cut = Decimal(repr(abs(wanted - held)))
+            detail = f"strategies' own position {wanted:g} cut to {held:g}: the per-position notional limit"
+            self._deny(symbol, side, cut, DenialReason.POSITION_LIMIT, detail, proposal.ts_event)
+        change = held - self._held_targets.get(symbol, 0.0)
+        if change != 0.0:
+            approved = self.approved
+            self._rebalance(
+                symbol, 0.0, _Allocation.of(self), proposal.ts_event, shift=change, strategy=proposal.strategy
+            )
+            if self.approved > approved:
+                # What the strategy holds by itself is what was approved of it: a refused buy is not sold later.
+                side, quantity, _ = self._last_approval[symbol]
+                self._held_targets[symbol] = self._held_targets.get(symbol, 0.0) + side.sign * float(quantity)
+
+    def on_ladder(self, ladder: LadderProposed) -> None:
+        """Start or end a strategy's ladder; what an ended ladder filled is released (closed unless a view holds it)."""
+        before = self.ladders.reserved(ladder.symbol)
+        self.ladders.on_ladder(ladder)
+        change = self.ladders.reserved(ladder.symbol) - before
+        if change != 0.0:
+            context = _Allocation.of(self)
+            self._rebalance(ladder.symbol, 0.0, context, ladder.ts_event, shift=change, strategy=ladder.strategy)
+
+    def _own_position(self, symbol: str) -> float:
+        """Return the signed quantity strategies hold by themselves in ``symbol`` (target quantities and ladders)."""
+        return self._held_targets.get(symbol, 0.0) + self.ladders.reserved(symbol)
+
+    def _rebalance(
+        self,
+        symbol: str,
+        weight: float,
+        context: _Allocation,
+        ts: int,
+        shift: float | None = None,
+        strategy: str | None = None,
+    ) -> None:
+        """Order ``symbol`` towards its weight plus the strategies' own positions, or by ``shift`` alone.
+
+        ``strategy`` names the strategy a shift's order is booked to (None: the leading view's).
+        """
         instrument = self._instruments.get(symbol)
         if instrument is None:
             self._deny(symbol, OrderSide.BUY, ZERO, DenialReason.UNKNOWN_INSTRUMENT, f"{symbol} has no instrument", ts)
@@ -934,12 +1013,13 @@ class RiskController(Component):
             return
         booked = self._booked(symbol, instrument, context, ts)
         held = context.held.get(symbol, 0.0)
-        target = self._target_quantity(symbol, weight, equity, price)
-        if self.costs is not None:
-            target = self._worth_its_cost(self.costs, symbol, target, held, price, equity)
-        delta = target - held
-        if delta == 0 or abs(delta) < self.rebalance_threshold * abs(target):
-            return
+        if shift is None:
+            target = self._weight_target(symbol, weight, equity, price, held)
+            delta = target - held
+            if delta == 0 or abs(delta) < self.rebalance_threshold * abs(target):
+                return
+        else:
+            delta = shift
         side = OrderSide.BUY if delta > 0 else OrderSide.SELL
         wanted = min(abs(delta), self.limits.max_order_notional / price)
         grid = self._grids.get(symbol)
@@ -971,7 +1051,15 @@ class RiskController(Component):
             self._deny(symbol, side, quantity, *refusal, ts)
             return
         context.apply(self, symbol, held, after, price, 0.0 if reduce_only else self._opening(side, size, booked))
-        self._approve(symbol, side, quantity, reduce_only, ts)
+        self._approve(symbol, side, quantity, reduce_only, ts, strategy)
+
+    def _weight_target(self, symbol: str, weight: float, equity: float, price: float, held: float) -> float:
+        """Return the target position: the weight's (clipped, worth its cost) plus the strategies' own."""
+        own = self._own_position(symbol)
+        target = self._target_quantity(symbol, weight, equity, price)
+        if self.costs is not None:
+            target = self._worth_its_cost(self.costs, symbol, target, held - own if own else held, price, equity)
+        return target + own if own else target
 
     def _worth_its_cost(
         self, costs: CostModel, symbol: str, target: float, held: float, price: float, equity: float
@@ -1114,7 +1202,9 @@ class RiskController(Component):
             approvals.popleft()
         return len(approvals) >= self.limits.max_orders_per_window
 
-    def _approve(self, symbol: str, side: OrderSide, quantity: Decimal, reduce_only: bool, ts: int) -> None:
+    def _approve(
+        self, symbol: str, side: OrderSide, quantity: Decimal, reduce_only: bool, ts: int, strategy: str | None = None
+    ) -> None:
         self.approved += 1
         self._approvals.append(ts)
         approved = OrderApproved(
@@ -1124,7 +1214,7 @@ class RiskController(Component):
             order_type=OrderType.MARKET,
             price=None,
             reduce_only=reduce_only,
-            strategy=self._strategy_of(symbol),
+            strategy=self._strategy_of(symbol) if strategy is None else strategy,
             ts_event=ts,
             ts_init=self.clock.timestamp_ns(),
         )

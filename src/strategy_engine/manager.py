@@ -147,6 +147,8 @@ class ManagerUpdate:
     signal: StrategySignal | None = None
     failures: tuple[StrategyFailure, ...] = ()
     regime_change: tuple[MarketRegime, RegimeState] | None = None
+    intents: tuple[tuple[str, StrategySignal], ...] = ()
+    """New standing intents (a target quantity, a ladder) of each voting strategy, by strategy name."""
 
 
 NO_UPDATE = ManagerUpdate()
@@ -181,6 +183,7 @@ class _SymbolBook:
     detector: NoLookAheadRegimeDetector | None
     views: list[StrategySignal | None]
     scores: list[float]
+    intents: list[tuple[object, ...] | None]
     consecutive_errors: list[int]
     enabled: list[bool]
     regime: RegimeState = UNKNOWN_STATE
@@ -416,6 +419,7 @@ class StrategyManager:
         """Make every symbol's next combined signal news, whatever it is (after a pause)."""
         for book in self._books.values():
             book.published_action = _REPUBLISH
+            book.intents = [None] * len(self.strategies)
 
     @property
     def parameters(self) -> dict[str, dict[str, Any]]:
@@ -465,6 +469,7 @@ class StrategyManager:
             detector=self._detector_factory() if self._detector_factory else None,
             views=[None] * count,
             scores=[0.0] * count,
+            intents=[None] * count,
             consecutive_errors=[0] * count,
             enabled=[True] * count,
         )
@@ -496,9 +501,23 @@ class StrategyManager:
         self._performance.record(book.combined.score, bar_return, combined.score, fee_rate)
         book.combined = combined
         signal = self._news(book, symbol) if news_only else None
-        if signal is None and not failures and regime_change is None:
+        intents = self._new_intents(book) if news_only else ()
+        if signal is None and not failures and regime_change is None and not intents:
             return NO_UPDATE
-        return ManagerUpdate(signal, tuple(failures), regime_change)
+        return ManagerUpdate(signal, tuple(failures), regime_change, intents)
+
+    def _new_intents(self, book: _SymbolBook) -> tuple[tuple[str, StrategySignal], ...]:
+        """Return the voting strategies' target quantities and ladders that changed since they were last returned."""
+        found: list[tuple[str, StrategySignal]] = []
+        for i, view in enumerate(book.views):
+            if view is None or (view.target_quantity is None and view.ladder is None):
+                continue
+            intent = (view.target_quantity, view.ladder)
+            if intent == book.intents[i] or self._stopped[i] or self._gates[i] is not None:
+                continue
+            book.intents[i] = intent
+            found.append((self.strategies[i].name, view))
+        return tuple(found)
 
     def _update_regime(self, book: _SymbolBook, close: float) -> tuple[MarketRegime, RegimeState] | None:
         if book.detector is None:
