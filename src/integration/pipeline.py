@@ -52,7 +52,7 @@ from keel.core.messages import (
 from keel.core.orders import ClientOrderIdGenerator
 from keel.core.ports import ExchangePort, MarginType, PositionMode
 from keel.execution.algorithms import ExecutionStyle
-from keel.execution.ladders import LadderExecutor
+from keel.execution.ladder_executor import LadderExecutor
 from keel.execution.order_manager import OrderManager
 from keel.execution.router import RouterSettings, SmartOrderRouter
 from keel.integration.strategy_gate import build_gatekeeper

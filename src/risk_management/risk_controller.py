@@ -91,7 +91,7 @@ from keel.core.messages import (
 )
 from keel.core.orders import OrderSide, OrderType
 from keel.portfolio.returns import ReturnWindow
-from keel.risk_management.ladders import LadderRisk
+from keel.risk_management.ladder_risk import LadderRisk
 from keel.risk_management.limits import RiskLimits
 from keel.risk_management.position_manager import PositionManager
 from keel.risk_management.sizing import PositionSizer, SizeLimits, StepGrid, kelly_fraction

@@ -73,11 +73,14 @@ class LadderLedger:
     ----------
     ladder_id
         The id of the ``LadderProposed`` it keeps.
+    symbol
+        Its instrument.
     max_inventory_levels
         Filled levels it may hold either way.
     """
 
     ladder_id: int
+    symbol: str
     max_inventory_levels: int
     inventory_levels: float = 0.0
     inventory: Decimal = ZERO
@@ -146,7 +149,24 @@ class LadderRisk:
         for (_, key_symbol), ledger in self.ledgers.items():
             if key_symbol == symbol:
                 total += ledger.reserved()
+        for ledger in self._retired:
+            if ledger.symbol == symbol:
+                total += ledger.reserved()
         return float(total)
+
+    def unsent(self, symbol: str, side: OrderSide) -> Decimal:
+        """Return the quantity of ``symbol`` approved on ``side`` for ladders and not sent yet."""
+        sign = side.sign
+        return sum(
+            (
+                o.quantity
+                for ledger in self._all()
+                if ledger.symbol == symbol
+                for o in ledger.unsent.values()
+                if o.sign == sign
+            ),
+            ZERO,
+        )
 
     def on_ladder(self, ladder: LadderProposed) -> None:
         """Start a ladder, or end the one it replaces (its fills are released, its working orders still count)."""
@@ -158,7 +178,7 @@ class LadderRisk:
             if previous.working:
                 self._retired.append(previous)
         if ladder.prices:
-            self.ledgers[key] = LadderLedger(ladder.id, ladder.max_inventory_levels)
+            self.ledgers[key] = LadderLedger(ladder.id, ladder.symbol, ladder.max_inventory_levels)
 
     def on_submitted(self, submitted: OrderSubmitted) -> None:
         """Track a level order the execution layer sent."""
@@ -246,7 +266,9 @@ class LadderRisk:
         state = risk.trading_state
         if state is TradingState.HALTED:
             return DenialReason.TRADING_HALTED, "trading is halted"
-        if state is TradingState.REDUCING and quantity > risk._reducible(symbol, side, booked):
+        if state is TradingState.REDUCING and quantity > risk._reducible(symbol, side, booked) - self.unsent(
+            symbol, side
+        ):
             return DenialReason.REDUCE_ONLY_STATE, "only orders that reduce the position while REDUCING"
         notional = size * float(price)
         if size <= 0.0 or notional < grid.min_notional_float:
@@ -261,7 +283,8 @@ class LadderRisk:
             )
         context = _Allocation.of(risk)
         mark = context.prices.get(symbol, float(price))
-        held = context.held.get(symbol, float(booked))
+        # The worst case: every order on its way fills, this one's and the approvals not sent yet included.
+        held = context.held.get(symbol, float(booked)) + float(self.unsent(symbol, side)) * side.sign
         after = held + size * side.sign
         if abs(after) * mark > risk.limits.max_position_notional and abs(after) > abs(held):
             return (

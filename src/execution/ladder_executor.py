@@ -191,8 +191,11 @@ class LadderExecutor(Component):
             return
         given_up = fill.client_order_id in ladder.canceling
         self._forget(ladder, fill.client_order_id)
-        if given_up or self.ladders.get((ladder.strategy, ladder.symbol)) is not ladder:
-            return  # a fill that beat its cancel: the level was given up, nothing to re-arm
+        if given_up:
+            self._after_cancels(ladder, fill.ts_event)  # a fill that beat its cancel: the level was given up
+            return
+        if self.ladders.get((ladder.strategy, ladder.symbol)) is not ladder:
+            return
         level = resting.level
         ladder.sides[level] = None
         ladder.anchor = level
@@ -208,10 +211,13 @@ class LadderExecutor(Component):
         if ladder is None:
             return
         resting = ladder.orders.get(event.client_order_id)
+        given_up = event.client_order_id in ladder.canceling
         self._forget(ladder, event.client_order_id)
         if resting is not None and isinstance(event, OrderRejected) and event.code == _WOULD_TAKE:
             self.would_take += 1
             ladder.waiting.add(resting.level)
+        elif given_up:
+            self._after_cancels(ladder, event.ts_event)
 
     def on_bar(self, bar: BarClosed) -> None:
         """Propose again the levels whose post-only order would have taken, once the close is on their passive side."""
@@ -234,9 +240,18 @@ class LadderExecutor(Component):
 
     # --- helpers ---------------------------------------------------------------------------------
 
+    def _after_cancels(self, ladder: LadderState, ts: int) -> None:
+        """Place the levels again once the last of the ladder's canceled orders is gone."""
+        if not ladder.canceling and self.ladders.get((ladder.strategy, ladder.symbol)) is ladder:
+            self._top_up(ladder, ts)
+
     def _top_up(self, ladder: LadderState, ts: int) -> None:
-        """Propose, nearest the anchor first, every level that wants an order and has none, within the cap."""
-        if self._trading_state is TradingState.HALTED:
+        """Propose, nearest the anchor first, every level that wants an order and has none, within the cap.
+
+        Nothing is proposed while HALTED or while orders the ladder gave up are
+        still being canceled (the risk layer still counts them).
+        """
+        if self._trading_state is TradingState.HALTED or ladder.canceling:
             return
         taken = set(ladder.level_orders()) | set(ladder.proposed) | ladder.waiting
         for side in (OrderSide.BUY, OrderSide.SELL):
