@@ -238,6 +238,26 @@ class LadderExecutor(Component):
             if change.state is not TradingState.HALTED:
                 self._top_up(ladder, change.ts_event)
 
+    def resume(self) -> set[str]:
+        """Settle the ladders the history replay left with the order manager's records after a restart.
+
+        Returns the client order ids of the level orders still open (they go
+        on working); a level whose order the records hold closed is placed
+        again.
+        """
+        now = self.clock.timestamp_ns()
+        working: set[str] = set()
+        for ladder in self.ladders.values():
+            for client_order_id in [*ladder.orders, *ladder.canceling]:
+                order = self.orders.orders.get(client_order_id)
+                if order is None or order.is_closed:
+                    self._forget(ladder, client_order_id)
+                elif client_order_id in ladder.orders:
+                    working.add(client_order_id)
+            ladder.proposed.clear()
+            self._top_up(ladder, now)
+        return working
+
     # --- helpers ---------------------------------------------------------------------------------
 
     def _after_cancels(self, ladder: LadderState, ts: int) -> None:
