@@ -37,7 +37,7 @@ from keel.core.messages import (
 )
 from keel.core.orders import ClientOrderIdGenerator, LiquiditySide, OrderSide, OrderStatus, OrderType, TimeInForce
 from keel.execution.ladder_executor import LadderExecutor
-from keel.execution.order_manager import OrderManager
+from keel.execution.order_manager import OrderBookkeeping, OrderManager
 from keel.risk_management.position_manager import PositionManager
 from keel.risk_management.risk_controller import DenialReason, RiskController
 from kit import ROOT, real_bars
@@ -261,3 +261,23 @@ def test_an_ended_ladder_cancels_its_orders_and_the_risk_layer_closes_what_it_fi
     assert desk.orders.open_orders() == []
     (close,) = desk.approvals
     assert (close.side, close.quantity, close.strategy) == (OrderSide.SELL, Decimal("0.010"), "grid_trading")
+
+
+def test_after_a_restart_the_level_orders_the_records_hold_open_go_on_and_the_others_are_placed_again() -> None:
+    # Arrange: four levels resting; the records then lose all but the first two (a restart's restored books)
+    desk = GridDesk()
+    desk.feed(0, 0)
+    desk.ladder()
+    first, second, *_ = desk.orders.orders
+    snapshot = desk.orders.snapshot()
+    kept = [o for o in snapshot.orders if o.client_order_id in (first, second)]
+    desk.orders.restore(OrderBookkeeping(orders=kept, commands=[], account_events=[]))
+    proposals_before = len(desk.proposals)
+
+    # Act
+    working = desk.ladders.resume()
+    desk.bus.drain()
+
+    # Assert
+    assert working == {first, second}
+    assert len(desk.proposals) - proposals_before == 2
