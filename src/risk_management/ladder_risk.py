@@ -94,7 +94,9 @@ class LadderLedger:
         return self.max_inventory_levels - sign * self.inventory_levels - on_the_way
 
     def approve(self, approval_id: int, level: int, sign: int, quantity: Decimal) -> None:
-        """Count an approved level order as on its way."""
+        """Count an approved level order as on its way, in place of an earlier approval of the level never sent."""
+        for earlier in [i for i, order in self.unsent.items() if order.level == level]:
+            del self.unsent[earlier]
         self.unsent[approval_id] = _LevelOrder(level, sign, quantity)
 
     def submit(self, approval_id: int, client_order_id: str) -> bool:

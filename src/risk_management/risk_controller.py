@@ -27,6 +27,14 @@ pending until its child orders reach the venue or its parent order ends
 (``ExecutionCompleted``), so what a parent never sent is not counted for ever.
 Every refusal is an ``OrderDenied`` event with a :class:`DenialReason` code.
 
+Some strategies trade fixed amounts instead of views: a strategy's own
+position (``TargetQuantityProposed``, a scheduled buy's quantity) is ordered
+as it changes, through the same checks, and a ladder's level orders (a grid)
+are approved by :class:`~keel.risk_management.ladder_risk.LadderRisk`. What
+they hold (the approved part of the targets, the ladders' fills and working
+orders) is added to the weight-driven target, so a rebalance never trades
+against it.
+
 It also watches the portfolio once per bar time: equity and its drawdown
 from the peak, daily VaR and CVaR (historical, parametric or EWMA) and
 leverage. A breach publishes ``RiskBreached`` and moves the trading state

@@ -48,7 +48,8 @@ operations = st.lists(
 def test_approving_only_within_the_room_never_takes_the_inventory_beyond_the_cap(
     ops: list[tuple[str, int, int]], cap: int
 ) -> None:
-    # Arrange: every level order is 5 steps of 0.001; fills take 1 to 5 steps of the oldest working order
+    # Arrange: every level order (each at its own level) is 5 steps of 0.001; fills take 1 to 5 steps of the
+    # oldest working order
     ledger = LadderLedger(1, BTC, cap)
     step = Decimal("0.001")
     fills = Decimal(0)
@@ -57,7 +58,8 @@ def test_approving_only_within_the_room_never_takes_the_inventory_beyond_the_cap
     # Act / Assert after every operation
     for kind, sign, steps in ops:
         if kind == "approve" and ledger.room(sign) >= 1.0:
-            ledger.approve(next(next_id), level=0, sign=sign, quantity=5 * step)
+            approval = next(next_id)
+            ledger.approve(approval, level=approval, sign=sign, quantity=5 * step)
         elif kind == "submit" and ledger.unsent:
             approval = next(iter(ledger.unsent))
             ledger.submit(approval, f"order-{approval}")
@@ -212,3 +214,15 @@ def test_a_proposal_for_an_ended_ladder_gets_no_answer() -> None:
 
     # Assert
     assert desk.approved == [] and desk.denied == []
+
+
+def test_a_new_approval_of_a_level_replaces_the_one_never_sent() -> None:
+    # Arrange
+    ledger = LadderLedger(1, BTC, 2)
+    ledger.approve(10, level=1, sign=1, quantity=Decimal("0.005"))
+
+    # Act: the execution layer dropped approval 10 and proposed the level again
+    ledger.approve(11, level=1, sign=1, quantity=Decimal("0.005"))
+
+    # Assert: one level on its way, not two
+    assert ledger.room(1) == 1.0
