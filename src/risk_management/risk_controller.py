@@ -966,7 +966,7 @@ class RiskController(Component):
             side = OrderSide.BUY if wanted > 0 else OrderSide.SELL
             cut = Decimal(repr(abs(wanted - held)))
             detail = f"strategies' own position {wanted:g} cut to {held:g}: the per-position notional limit"
-            self._deny(symbol, side, cut, DenialReason.POSITION_LIMIT, detail, proposal.ts_event)
+            self._deny(symbol, side, cut, DenialReason.POSITION_LIMIT, detail, proposal.ts_event, proposal.strategy)
         change = held - self._held_targets.get(symbol, 0.0)
         if change != 0.0:
             approved = self.approved
@@ -1006,18 +1006,28 @@ class RiskController(Component):
         """
         instrument = self._instruments.get(symbol)
         if instrument is None:
-            self._deny(symbol, OrderSide.BUY, ZERO, DenialReason.UNKNOWN_INSTRUMENT, f"{symbol} has no instrument", ts)
+            self._deny(
+                symbol,
+                OrderSide.BUY,
+                ZERO,
+                DenialReason.UNKNOWN_INSTRUMENT,
+                f"{symbol} has no instrument",
+                ts,
+                strategy,
+            )
             return
         if not math.isfinite(weight):
-            self._deny(symbol, OrderSide.BUY, ZERO, DenialReason.INVALID_TARGET, f"target weight is {weight}", ts)
+            self._deny(
+                symbol, OrderSide.BUY, ZERO, DenialReason.INVALID_TARGET, f"target weight is {weight}", ts, strategy
+            )
             return
         price = context.prices.get(symbol)
         if price is None:
-            self._deny(symbol, OrderSide.BUY, ZERO, DenialReason.NO_PRICE, f"no price for {symbol} yet", ts)
+            self._deny(symbol, OrderSide.BUY, ZERO, DenialReason.NO_PRICE, f"no price for {symbol} yet", ts, strategy)
             return
         equity = context.equity
         if equity <= 0:
-            self._deny(symbol, OrderSide.BUY, ZERO, DenialReason.NO_EQUITY, f"equity is {equity}", ts)
+            self._deny(symbol, OrderSide.BUY, ZERO, DenialReason.NO_EQUITY, f"equity is {equity}", ts, strategy)
             return
         booked = self._booked(symbol, instrument, context, ts)
         held = context.held.get(symbol, 0.0)
@@ -1048,7 +1058,7 @@ class RiskController(Component):
                 f"notional {size * price:.2f} below the minimum {grid.min_notional}: the {booked} left of the "
                 f"position is closed reduce-only instead"
             )
-            self._deny(symbol, side, quantity, DenialReason.BELOW_MIN_NOTIONAL, detail, ts)
+            self._deny(symbol, side, quantity, DenialReason.BELOW_MIN_NOTIONAL, detail, ts, strategy)
             quantity, size, reduce_only = room, float(room), True
         after = held + size if delta > 0 else held - size
         reduces = abs(after) < abs(held) and (after == 0 or (after > 0) == (held > 0))
@@ -1056,7 +1066,7 @@ class RiskController(Component):
             grid, symbol, size * price, reduces, reduce_only, context, held, after, price, ts
         )
         if refusal is not None:
-            self._deny(symbol, side, quantity, *refusal, ts)
+            self._deny(symbol, side, quantity, *refusal, ts, strategy)
             return
         context.apply(self, symbol, held, after, price, 0.0 if reduce_only else self._opening(side, size, booked))
         self._approve(symbol, side, quantity, reduce_only, ts, strategy)
@@ -1235,7 +1245,14 @@ class RiskController(Component):
         return self._leaders.get(symbol, "portfolio")
 
     def _deny(
-        self, symbol: str, side: OrderSide, quantity: Decimal, reason: DenialReason, detail: str, ts: int
+        self,
+        symbol: str,
+        side: OrderSide,
+        quantity: Decimal,
+        reason: DenialReason,
+        detail: str,
+        ts: int,
+        strategy: str | None = None,
     ) -> None:
         self.denied += 1
         self.bus.publish(
@@ -1245,7 +1262,7 @@ class RiskController(Component):
                 quantity=quantity,
                 reason_code=reason.value,
                 reason=detail,
-                strategy=self._strategy_of(symbol),
+                strategy=self._strategy_of(symbol) if strategy is None else strategy,
                 ts_event=ts,
                 ts_init=self.clock.timestamp_ns(),
             )

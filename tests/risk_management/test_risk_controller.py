@@ -1244,7 +1244,9 @@ def test_a_target_of_zero_sells_exactly_what_was_approved_and_a_refused_buy_is_n
     own(desk, 0.0)
 
     # Assert
-    assert [d.reason_code for d in desk.denied] == [DenialReason.REDUCE_ONLY_STATE.value]
+    assert [(d.reason_code, d.strategy) for d in desk.denied] == [
+        (DenialReason.REDUCE_ONLY_STATE.value, "scheduled_dca")
+    ]
     assert [(a.side, a.quantity) for a in desk.approved] == [
         (OrderSide.BUY, Decimal("0.010")),
         (OrderSide.SELL, Decimal("0.010")),
@@ -1260,6 +1262,6 @@ def test_own_positions_beyond_the_position_limit_are_cut_with_the_reason() -> No
 
     # Assert
     (denied,) = desk.denied
-    assert denied.reason_code == DenialReason.POSITION_LIMIT.value
+    assert (denied.reason_code, denied.strategy) == (DenialReason.POSITION_LIMIT.value, "scheduled_dca")
     (approved,) = desk.approved
     assert approved.quantity == floor_to(Decimal(2000) / mark(BTC), "0.001")
