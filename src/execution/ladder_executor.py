@@ -10,8 +10,8 @@ empty and the opposite side is armed one level away (a filled buy arms a
 sell one level up, a filled sell a buy one level down), and every side
 refills nearest-first up to the ladder's inventory cap (its filled levels
 plus its working orders). A post-only order the venue refused because it
-would have taken (-5022) is proposed again on the next bar whose close lies
-on its passive side.
+would have taken (rejected with -5022, or expired on arrival) is proposed
+again on the next bar whose close lies on its passive side.
 
 A ladder with no prices ends the one before it: its orders are canceled
 (the risk layer closes what it filled). HALTED cancels every ladder order
@@ -213,7 +213,9 @@ class LadderExecutor(Component):
         resting = ladder.orders.get(event.client_order_id)
         given_up = event.client_order_id in ladder.canceling
         self._forget(ladder, event.client_order_id)
-        if resting is not None and isinstance(event, OrderRejected) and event.code == _WOULD_TAKE:
+        # A post-only order that would take is rejected (-5022) or, on some venues, expired on arrival.
+        would_take = isinstance(event, OrderExpired) or (isinstance(event, OrderRejected) and event.code == _WOULD_TAKE)
+        if resting is not None and would_take:
             self.would_take += 1
             ladder.waiting.add(resting.level)
         elif given_up:

@@ -30,6 +30,7 @@ from keel.core.messages import (
     LevelOrderProposed,
     OrderApproved,
     OrderDenied,
+    OrderExpired,
     OrderFilled,
     OrderRejected,
     OrderSubmitted,
@@ -281,3 +282,22 @@ def test_after_a_restart_the_level_orders_the_records_hold_open_go_on_and_the_ot
     # Assert
     assert working == {first, second}
     assert len(desk.proposals) - proposals_before == 2
+
+
+def test_a_level_order_the_venue_expires_on_arrival_waits_for_the_next_passive_close_like_a_rejection() -> None:
+    # Arrange: the two-level ladder's sell rests at 95600 after bar 0
+    desk = GridDesk()
+    desk.feed(0, 0)
+    desk.ladder(prices=(95400.0, 95600.0), sides=(None, OrderSide.SELL))
+    (client_order_id,) = desk.orders.orders
+    now = desk.clock.timestamp_ns()
+
+    # Act: a venue that expires a post-only order that would take reports it so
+    desk.bus.publish(OrderExpired(client_order_id=client_order_id, symbol=BTC, reason="GTX", ts_event=now, ts_init=now))
+    desk.bus.drain()
+    proposals = len(desk.proposals)
+    desk.feed(1, 1)
+
+    # Assert
+    assert desk.ladders.would_take == 1
+    assert len(desk.proposals) == proposals + 1 and desk.proposals[-1].level == 1
