@@ -370,7 +370,6 @@ class RiskController(Component):
         self.ladders = LadderRisk(self)
         self._own_targets: dict[str, dict[str, float]] = {}
         self._held_targets: dict[str, float] = {}
-        self._weights: dict[str, float] = {}
 
     # --- read-only views ----------------------------------------------------------------
 
@@ -938,7 +937,6 @@ class RiskController(Component):
     def on_allocation(self, allocation: AllocationProposed) -> None:
         """Size an order towards every symbol's target weight, in the allocation's order."""
         started = time.perf_counter()
-        self._weights.update(allocation.weights)
         context = _Allocation.of(self)
         for symbol, weight in allocation.weights.items():
             self._rebalance(symbol, weight, context, allocation.ts_event)
@@ -961,13 +959,13 @@ class RiskController(Component):
         wanted = sum(self._own_targets[symbol].values())
         price = proposal.reference_price
         limit = self.limits.max_position_notional / price if price > 0 else math.inf
-        held = max(-limit, min(limit, wanted))
-        if held != wanted:
+        allowed = max(-limit, min(limit, wanted))
+        if allowed != wanted:
             side = OrderSide.BUY if wanted > 0 else OrderSide.SELL
-            cut = Decimal(repr(abs(wanted - held)))
-            detail = f"strategies' own position {wanted:g} cut to {held:g}: the per-position notional limit"
+            cut = Decimal(repr(abs(wanted - allowed)))
+            detail = f"strategies' own position {wanted:g} cut to {allowed:g}: the per-position notional limit"
             self._deny(symbol, side, cut, DenialReason.POSITION_LIMIT, detail, proposal.ts_event, proposal.strategy)
-        change = held - self._held_targets.get(symbol, 0.0)
+        change = allowed - self._held_targets.get(symbol, 0.0)
         if change != 0.0:
             approved = self.approved
             self._rebalance(
