@@ -247,6 +247,43 @@ class Rebalance(Command, frozen=True, kw_only=True, tag=True, gc=False):
     reason: str
 
 
+class TargetQuantityProposed(Event, frozen=True, kw_only=True, tag=True, gc=False):
+    """A strategy's own position in ``symbol``, in base units (negative is short), held outside the weights.
+
+    A strategy that trades a fixed amount (a scheduled buy of a fixed
+    notional) proposes the position it holds instead of a view: the allocator
+    leaves it as it is and the risk layer adds it to the symbol's target
+    position, approving (or cutting, with an ``OrderDenied`` naming why) the
+    change. ``reference_price`` is the close the quantity was computed at.
+    """
+
+    strategy: str
+    symbol: str
+    quantity: float
+    reference_price: float
+    reason: str
+
+
+class LadderProposed(Event, frozen=True, kw_only=True, tag=True, gc=False):
+    """A strategy wants one resting post-only limit order per price level of ``symbol`` (a grid).
+
+    ``sides[i]`` is the side of the order at ``prices[i]`` (None: no order at
+    that level, the one nearest the price when the ladder is built); every
+    level's order is worth ``level_notional`` USDT; the ladder's filled
+    levels may not exceed ``max_inventory_levels`` either way. Empty
+    ``prices`` end the ladder: its orders are canceled and what it holds is
+    released to the symbol's target position (flattened when no view holds it).
+    """
+
+    strategy: str
+    symbol: str
+    prices: tuple[float, ...]
+    sides: tuple[OrderSide | None, ...]
+    level_notional: float
+    max_inventory_levels: int
+    reason: str
+
+
 class MarketRegime(Enum):
     """The state of a market as the regime detector labels it (UNKNOWN before its first fit)."""
 
@@ -362,6 +399,39 @@ class OrderDenied(Event, frozen=True, kw_only=True, tag=True, gc=False):
     reason_code: str
     reason: str
     strategy: str
+
+
+class LevelOrderProposed(Event, frozen=True, kw_only=True, tag=True, gc=False):
+    """The execution layer wants to rest a ladder's order at level ``level`` (placing it, or re-arming it after a fill).
+
+    ``ladder_id`` is the id of the ``LadderProposed`` the level belongs to.
+    """
+
+    strategy: str
+    symbol: str
+    ladder_id: int
+    level: int
+    side: OrderSide
+    price: float
+    notional: float
+
+
+class LevelOrderApproved(Event, frozen=True, kw_only=True, tag=True, gc=False):
+    """The risk layer approved and sized a ladder's post-only limit order at one level.
+
+    ``price`` is on the instrument's tick grid (a buy rounded down, a sell
+    up) and ``quantity`` on its step grid; ``proposal_id`` is the id of the
+    ``LevelOrderProposed`` it answers.
+    """
+
+    strategy: str
+    symbol: str
+    ladder_id: int
+    level: int
+    side: OrderSide
+    price: Decimal
+    quantity: Decimal
+    proposal_id: int
 
 
 class SetTradingState(Command, frozen=True, kw_only=True, tag=True, gc=False):

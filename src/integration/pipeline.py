@@ -52,6 +52,7 @@ from keel.core.messages import (
 from keel.core.orders import ClientOrderIdGenerator
 from keel.core.ports import ExchangePort, MarginType, PositionMode
 from keel.execution.algorithms import ExecutionStyle
+from keel.execution.ladder_executor import LadderExecutor
 from keel.execution.order_manager import OrderManager
 from keel.execution.router import RouterSettings, SmartOrderRouter
 from keel.integration.strategy_gate import build_gatekeeper
@@ -125,6 +126,7 @@ class Pipeline:
     costs: CostModel | None = None
     excluded_strategies: dict[str, str] = field(default_factory=dict)
     gatekeeper: Component | None = None
+    ladders: LadderExecutor | None = None
 
     @property
     def components(self) -> tuple[Component, ...]:
@@ -138,6 +140,7 @@ class Pipeline:
             self.orders,
         )
         core = core if self.gatekeeper is None else (self.gatekeeper, *core)
+        core = core if self.ladders is None else (*core, self.ladders)
         return core if self.attribution is None else (*core, self.attribution)
 
     def start(self) -> None:
@@ -554,6 +557,7 @@ def build_pipeline(
     attribution = PerformanceAttributor(symbols, capital, period_ns=period, bus=bus, clock=clock)
     pipeline = Pipeline(bus, clock, exchange, positions, runner, allocator, risk, router, orders, recorder, attribution)
     pipeline.costs = costs
+    pipeline.ladders = LadderExecutor(orders, bus, clock)
     if strategy is None:
         pipeline.excluded_strategies = excluded_strategies(config)
     if config.strategy.gates and config.run.mode != "backtest":

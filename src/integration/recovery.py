@@ -31,7 +31,8 @@ start, in five steps:
 4. **Working orders**: the execution algorithms the history replay left
    working (each parent's schedule, fills and live child, where the session
    had them) are settled with the reconciled records
-   (:meth:`~keel.execution.router.SmartOrderRouter.resume`) and go on; the
+   (:meth:`~keel.execution.router.SmartOrderRouter.resume`) and go on, as do
+   the ladders' level orders (:meth:`~keel.execution.ladder_executor.LadderExecutor.resume`); the
    venue's open orders they work are kept, any other open order (one placed
    by hand, or of a parent that did not survive) is canceled. Only then does
    trading resume.
@@ -293,6 +294,8 @@ async def reconcile(pipeline: Pipeline, since_ns: int) -> ReconciliationComplete
     # A mismatch halts trading here, and a halt stops every parent: only then is it known which go on.
     await bus.join()
     working = pipeline.router.resume()
+    if pipeline.ladders is not None:
+        working |= pipeline.ladders.resume()
     for order in pipeline.orders.open_orders():
         if order.client_order_id not in working:
             cancel = CancelOrder(client_order_id=order.client_order_id, symbol=order.symbol, ts_event=now, ts_init=now)

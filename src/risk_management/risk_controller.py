@@ -27,6 +27,14 @@ pending until its child orders reach the venue or its parent order ends
 (``ExecutionCompleted``), so what a parent never sent is not counted for ever.
 Every refusal is an ``OrderDenied`` event with a :class:`DenialReason` code.
 
+Some strategies trade fixed amounts instead of views: a strategy's own
+position (``TargetQuantityProposed``, a scheduled buy's quantity) is ordered
+as it changes, through the same checks, and a ladder's level orders (a grid)
+are approved by :class:`~keel.risk_management.ladder_risk.LadderRisk`. What
+they hold (the approved part of the targets, the ladders' fills and working
+orders) is added to the weight-driven target, so a rebalance never trades
+against it.
+
 It also watches the portfolio once per bar time: equity and its drawdown
 from the peak, daily VaR and CVaR (historical, parametric or EWMA) and
 leverage. A breach publishes ``RiskBreached`` and moves the trading state
@@ -71,6 +79,8 @@ from keel.core.messages import (
     AllocationProposed,
     BarClosed,
     ExecutionCompleted,
+    LadderProposed,
+    LevelOrderProposed,
     MarketRegime,
     OrderApproved,
     OrderCanceled,
@@ -85,10 +95,12 @@ from keel.core.messages import (
     SetTradingState,
     SignalAction,
     SignalGenerated,
+    TargetQuantityProposed,
     TradingStateChanged,
 )
 from keel.core.orders import OrderSide, OrderType
 from keel.portfolio.returns import ReturnWindow
+from keel.risk_management.ladder_risk import LadderRisk
 from keel.risk_management.limits import RiskLimits
 from keel.risk_management.position_manager import PositionManager
 from keel.risk_management.sizing import PositionSizer, SizeLimits, StepGrid, kelly_fraction
@@ -129,6 +141,8 @@ class DenialReason(Enum):
     INSUFFICIENT_MARGIN = "INSUFFICIENT_MARGIN"
     VENUE_REJECTED = "VENUE_REJECTED"
     DUST_WRITTEN_OFF = "DUST_WRITTEN_OFF"
+    INVENTORY_CAP = "INVENTORY_CAP"
+    POSITION_LIMIT = "POSITION_LIMIT"
 
 
 @dataclass(slots=True)
@@ -355,6 +369,10 @@ class RiskController(Component):
         self.denied = 0
         self.breaches = 0
         self.approval_seconds = 0.0
+        # Positions strategies hold by themselves (target quantities, ladders), set aside from the weights.
+        self.ladders = LadderRisk(self)
+        self._own_targets: dict[str, dict[str, float]] = {}
+        self._held_targets: dict[str, float] = {}
 
     # --- read-only views ----------------------------------------------------------------
 
@@ -417,6 +435,13 @@ class RiskController(Component):
         for closed in (OrderCanceled, OrderExpired, OrderRejected):
             self.bus.subscribe(closed, self.on_closed, name=f"{self.name}.pending")
         self.bus.register(SetTradingState, self.on_set_trading_state, name=self.name)
+        self.bus.subscribe(TargetQuantityProposed, self.on_target_quantity, name=f"{self.name}.targets")
+        self.bus.subscribe(LadderProposed, self.on_ladder, name=f"{self.name}.ladders")
+        self.bus.subscribe(LevelOrderProposed, self.ladders.on_proposal, name=f"{self.name}.ladders")
+        self.bus.subscribe(OrderSubmitted, self.ladders.on_submitted, name=f"{self.name}.ladders")
+        self.bus.subscribe(OrderFilled, self.ladders.on_filled, name=f"{self.name}.ladders")
+        for closed in (OrderCanceled, OrderExpired, OrderRejected):
+            self.bus.subscribe(closed, self.ladders.on_closed, name=f"{self.name}.ladders")
         self._publish_limits("start", self.clock.timestamp_ns())
 
     # --- pending orders ----------------------------------------------------------------------
@@ -928,6 +953,7 @@ class RiskController(Component):
             return
         previous = self._trading_state.move(state)
         self._state_owner = owner
+        self.ladders.on_trading_state(state)
         self.bus.publish(
             TradingStateChanged(
                 previous=previous, state=state, reason=reason, ts_event=ts, ts_init=self.clock.timestamp_ns()
@@ -944,30 +970,100 @@ class RiskController(Component):
             self._rebalance(symbol, weight, context, allocation.ts_event)
         self.approval_seconds += time.perf_counter() - started
 
-    def _rebalance(self, symbol: str, weight: float, context: _Allocation, ts: int) -> None:
+    def on_target_quantity(self, proposal: TargetQuantityProposed) -> None:
+        """Order the change of a strategy's own position at once (the weights' part stays where it is).
+
+        The strategies' own positions in a symbol add up to at most the
+        per-position notional at the proposal's price; what is cut is
+        reported as an ``OrderDenied`` (``POSITION_LIMIT``), as is an order
+        the other checks refuse. What the strategies hold by themselves is
+        what was approved of their changes (on the step grid), so the next
+        change makes up the rounding of the last.
+        """
+        symbol = proposal.symbol
+        if not math.isfinite(proposal.quantity):
+            return
+        self._own_targets.setdefault(symbol, {})[proposal.strategy] = proposal.quantity
+        wanted = sum(self._own_targets[symbol].values())
+        price = proposal.reference_price
+        limit = self.limits.max_position_notional / price if price > 0 else math.inf
+        allowed = max(-limit, min(limit, wanted))
+        if allowed != wanted:
+            side = OrderSide.BUY if wanted > 0 else OrderSide.SELL
+            cut = Decimal(repr(abs(wanted - allowed)))
+            detail = f"strategies' own position {wanted:g} cut to {allowed:g}: the per-position notional limit"
+            self._deny(symbol, side, cut, DenialReason.POSITION_LIMIT, detail, proposal.ts_event, proposal.strategy)
+        change = allowed - self._held_targets.get(symbol, 0.0)
+        if change != 0.0:
+            approved = self.approved
+            self._rebalance(
+                symbol, 0.0, _Allocation.of(self), proposal.ts_event, shift=change, strategy=proposal.strategy
+            )
+            if self.approved > approved:
+                # What the strategy holds by itself is what was approved of it: a refused buy is not sold later.
+                side, quantity, _ = self._last_approval[symbol]
+                self._held_targets[symbol] = self._held_targets.get(symbol, 0.0) + side.sign * float(quantity)
+
+    def on_ladder(self, ladder: LadderProposed) -> None:
+        """Start or end a strategy's ladder; what an ended ladder filled is released (closed unless a view holds it)."""
+        before = self.ladders.reserved(ladder.symbol)
+        self.ladders.on_ladder(ladder)
+        change = self.ladders.reserved(ladder.symbol) - before
+        if change != 0.0:
+            context = _Allocation.of(self)
+            self._rebalance(ladder.symbol, 0.0, context, ladder.ts_event, shift=change, strategy=ladder.strategy)
+
+    def _own_position(self, symbol: str) -> float:
+        """Return the signed quantity strategies hold by themselves in ``symbol`` (target quantities and ladders)."""
+        return self._held_targets.get(symbol, 0.0) + self.ladders.reserved(symbol)
+
+    def _rebalance(
+        self,
+        symbol: str,
+        weight: float,
+        context: _Allocation,
+        ts: int,
+        shift: float | None = None,
+        strategy: str | None = None,
+    ) -> None:
+        """Order ``symbol`` towards its weight plus the strategies' own positions, or by ``shift`` alone.
+
+        ``strategy`` names the strategy a shift's order is booked to (None: the leading view's).
+        """
         instrument = self._instruments.get(symbol)
         if instrument is None:
-            self._deny(symbol, OrderSide.BUY, ZERO, DenialReason.UNKNOWN_INSTRUMENT, f"{symbol} has no instrument", ts)
+            self._deny(
+                symbol,
+                OrderSide.BUY,
+                ZERO,
+                DenialReason.UNKNOWN_INSTRUMENT,
+                f"{symbol} has no instrument",
+                ts,
+                strategy,
+            )
             return
         if not math.isfinite(weight):
-            self._deny(symbol, OrderSide.BUY, ZERO, DenialReason.INVALID_TARGET, f"target weight is {weight}", ts)
+            self._deny(
+                symbol, OrderSide.BUY, ZERO, DenialReason.INVALID_TARGET, f"target weight is {weight}", ts, strategy
+            )
             return
         price = context.prices.get(symbol)
         if price is None:
-            self._deny(symbol, OrderSide.BUY, ZERO, DenialReason.NO_PRICE, f"no price for {symbol} yet", ts)
+            self._deny(symbol, OrderSide.BUY, ZERO, DenialReason.NO_PRICE, f"no price for {symbol} yet", ts, strategy)
             return
         equity = context.equity
         if equity <= 0:
-            self._deny(symbol, OrderSide.BUY, ZERO, DenialReason.NO_EQUITY, f"equity is {equity}", ts)
+            self._deny(symbol, OrderSide.BUY, ZERO, DenialReason.NO_EQUITY, f"equity is {equity}", ts, strategy)
             return
         booked = self._booked(symbol, instrument, context, ts)
         held = context.held.get(symbol, 0.0)
-        target = self._target_quantity(symbol, weight, equity, price)
-        if self.costs is not None:
-            target = self._worth_its_cost(self.costs, symbol, target, held, price, equity)
-        delta = target - held
-        if delta == 0 or abs(delta) < self.rebalance_threshold * abs(target):
-            return
+        if shift is None:
+            target = self._weight_target(symbol, weight, equity, price, held)
+            delta = target - held
+            if delta == 0 or abs(delta) < self.rebalance_threshold * abs(target):
+                return
+        else:
+            delta = shift
         side = OrderSide.BUY if delta > 0 else OrderSide.SELL
         wanted = min(abs(delta), self.limits.max_order_notional / price)
         grid = self._grids.get(symbol)
@@ -988,7 +1084,7 @@ class RiskController(Component):
                 f"notional {size * price:.2f} below the minimum {grid.min_notional}: the {booked} left of the "
                 f"position is closed reduce-only instead"
             )
-            self._deny(symbol, side, quantity, DenialReason.BELOW_MIN_NOTIONAL, detail, ts)
+            self._deny(symbol, side, quantity, DenialReason.BELOW_MIN_NOTIONAL, detail, ts, strategy)
             quantity, size, reduce_only = room, float(room), True
         after = held + size if delta > 0 else held - size
         reduces = abs(after) < abs(held) and (after == 0 or (after > 0) == (held > 0))
@@ -996,10 +1092,18 @@ class RiskController(Component):
             grid, symbol, size * price, reduces, reduce_only, context, held, after, price, ts
         )
         if refusal is not None:
-            self._deny(symbol, side, quantity, *refusal, ts)
+            self._deny(symbol, side, quantity, *refusal, ts, strategy)
             return
         context.apply(self, symbol, held, after, price, 0.0 if reduce_only else self._opening(side, size, booked))
-        self._approve(symbol, side, quantity, reduce_only, ts)
+        self._approve(symbol, side, quantity, reduce_only, ts, strategy)
+
+    def _weight_target(self, symbol: str, weight: float, equity: float, price: float, held: float) -> float:
+        """Return the target position: the weight's (clipped, worth its cost) plus the strategies' own."""
+        own = self._own_position(symbol)
+        target = self._target_quantity(symbol, weight, equity, price)
+        if self.costs is not None:
+            target = self._worth_its_cost(self.costs, symbol, target, held - own if own else held, price, equity)
+        return target + own if own else target
 
     def _worth_its_cost(
         self, costs: CostModel, symbol: str, target: float, held: float, price: float, equity: float
@@ -1142,7 +1246,9 @@ class RiskController(Component):
             approvals.popleft()
         return len(approvals) >= self.limits.max_orders_per_window
 
-    def _approve(self, symbol: str, side: OrderSide, quantity: Decimal, reduce_only: bool, ts: int) -> None:
+    def _approve(
+        self, symbol: str, side: OrderSide, quantity: Decimal, reduce_only: bool, ts: int, strategy: str | None = None
+    ) -> None:
         self.approved += 1
         self._approvals.append(ts)
         approved = OrderApproved(
@@ -1152,7 +1258,7 @@ class RiskController(Component):
             order_type=OrderType.MARKET,
             price=None,
             reduce_only=reduce_only,
-            strategy=self._strategy_of(symbol),
+            strategy=self._strategy_of(symbol) if strategy is None else strategy,
             ts_event=ts,
             ts_init=self.clock.timestamp_ns(),
         )
@@ -1165,7 +1271,14 @@ class RiskController(Component):
         return self._leaders.get(symbol, "portfolio")
 
     def _deny(
-        self, symbol: str, side: OrderSide, quantity: Decimal, reason: DenialReason, detail: str, ts: int
+        self,
+        symbol: str,
+        side: OrderSide,
+        quantity: Decimal,
+        reason: DenialReason,
+        detail: str,
+        ts: int,
+        strategy: str | None = None,
     ) -> None:
         self.denied += 1
         self.bus.publish(
@@ -1175,7 +1288,7 @@ class RiskController(Component):
                 quantity=quantity,
                 reason_code=reason.value,
                 reason=detail,
-                strategy=self._strategy_of(symbol),
+                strategy=self._strategy_of(symbol) if strategy is None else strategy,
                 ts_event=ts,
                 ts_init=self.clock.timestamp_ns(),
             )

@@ -15,7 +15,7 @@ bar by bar), the four production strategies (:class:`TrendFollowingStrategy`,
 """
 
 from keel.core.messages import MarketRegime
-from keel.strategy_engine.base import BaseStrategy, IncrementalStrategy, StrategySignal, SymbolState
+from keel.strategy_engine.base import BaseStrategy, IncrementalStrategy, Ladder, StrategySignal, SymbolState
 from keel.strategy_engine.factory import StrategyFactory
 from keel.strategy_engine.funding_arbitrage import FundingArbitrageStrategy, MissingFundingDataError
 from keel.strategy_engine.grid_trading import GridTradingStrategy
@@ -56,6 +56,7 @@ __all__ = [
     "GridTradingStrategy",
     "HyperRsiStrategy",
     "IncrementalStrategy",
+    "Ladder",
     "ManagerUpdate",
     "MarketData",
     "MarketRegime",

@@ -39,6 +39,56 @@ _DIRECTIONS = {"BUY": 1, "SELL": -1, "HOLD": 0}
 
 
 @dataclass(frozen=True, slots=True)
+class Ladder:
+    """Resting post-only limit orders a strategy wants, one per price level (a grid).
+
+    Parameters
+    ----------
+    prices
+        Level prices, increasing; empty ends the ladder (its orders are canceled).
+    sides
+        ``"BUY"``, ``"SELL"`` or None (no order at that level) per price.
+    level_notional
+        USDT each level's order is worth.
+    max_inventory_levels
+        Filled levels the ladder may hold either way.
+
+    Raises
+    ------
+    ValueError
+        If the prices are not positive, finite and increasing, a side is
+        unknown, the lengths differ, or the notional or cap is not positive.
+    """
+
+    prices: tuple[float, ...]
+    sides: tuple[str | None, ...]
+    level_notional: float
+    max_inventory_levels: int
+
+    def __post_init__(self) -> None:
+        if len(self.prices) != len(self.sides):
+            raise ValueError(
+                f"a ladder needs one side per price, got {len(self.prices)} prices, {len(self.sides)} sides"
+            )
+        if any(not (math.isfinite(p) and p > 0.0) for p in self.prices) or any(
+            b <= a for a, b in zip(self.prices, self.prices[1:], strict=False)
+        ):
+            raise ValueError(f"ladder prices must be positive, finite and increasing, got {self.prices!r}")
+        if any(side not in ("BUY", "SELL", None) for side in self.sides):
+            raise ValueError(f"ladder sides must be BUY, SELL or None, got {self.sides!r}")
+        if not (math.isfinite(self.level_notional) and self.level_notional > 0.0) or self.max_inventory_levels < 1:
+            raise ValueError(
+                f"a ladder needs a positive level notional and inventory cap, got "
+                f"{self.level_notional!r} and {self.max_inventory_levels!r}"
+            )
+
+    @classmethod
+    def ended(cls, level_notional: float, max_inventory_levels: int) -> Ladder:
+        """Return the ladder with no levels: its orders are canceled, what it holds released."""
+        return cls((), (), level_notional, max_inventory_levels)
+
+
+@dataclass(frozen=True, slots=True)
 class StrategySignal:
     """A strategy's view on one symbol.
 
@@ -56,6 +106,12 @@ class StrategySignal:
         Optional positive price levels.
     metadata
         Free-form details for reports.
+    target_quantity
+        The position (base units, negative is short) the strategy holds by
+        itself, outside the weights: the allocator leaves it as it is and the
+        risk layer adds it to the symbol's target (None: none).
+    ladder
+        Resting post-only orders the strategy wants, one per price level (None: none).
     """
 
     symbol: str
@@ -65,6 +121,8 @@ class StrategySignal:
     stop_loss: float | None = None
     take_profit: float | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    target_quantity: float | None = None
+    ladder: Ladder | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.action, SignalAction):
@@ -80,6 +138,8 @@ class StrategySignal:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0.0):
                 raise ValueError(f"signal {name} must be a positive finite price or None, got {value!r}")
+        if self.target_quantity is not None and not math.isfinite(self.target_quantity):
+            raise ValueError(f"signal target_quantity must be finite or None, got {self.target_quantity!r}")
 
     @property
     def direction(self) -> int:

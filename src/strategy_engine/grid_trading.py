@@ -1,50 +1,48 @@
-"""Grid trading: buy each level down and sell each level up between two bounds, inventory capped.
+"""Grid trading: one resting post-only order per price level between two bounds, inventory capped.
 
 Logic, per symbol and bar (after ``warmup_bars``):
 
 - bounds: when the grid is (re)built, the lowest low ``L`` and highest high
   ``H`` of the previous ``range_period`` bars, if ``(H - L) / mid`` is at
-  least ``min_range_width``; ``levels`` + 1 prices from ``L`` to ``H``,
-  equally spaced (``geometric`` 0) or in equal ratios (``geometric`` 1);
-- the grid's resting orders: a buy at the level below the current one and a
-  sell at the level above it (the grid starts at the level nearest the
-  close, flat). A bar's low reaching the buy level fills it: the inventory
-  grows by one level, the level becomes the current one and both orders
-  re-arm around it; a bar's high reaching the sell level does the opposite
-  (a short inventory below zero: the grid is neutral). Within one bar the
-  side nearer its open is filled first, at most until the inventory cap
-  ``max_inventory_levels`` is reached;
+  least ``min_range_width`` and the close lies between them; ``levels`` + 1
+  prices from ``L`` to ``H``, equally spaced (``geometric`` 0) or in equal
+  ratios (``geometric`` 1);
+- the grid's orders: a :class:`~keel.strategy_engine.base.Ladder` of a buy
+  at every level below the one nearest the close and a sell at every level
+  above it, each worth ``level_notional`` USDT, with at most
+  ``max_inventory_levels`` filled levels either way (a neutral grid: sells
+  above a flat grid open a short). The strategy states the ladder; the
+  execution layer rests the orders through the risk layer (post-only),
+  re-arms a level when its order fills (the opposite side one level away)
+  and keeps the inventory cap, so the grid's inventory is what really
+  filled;
 - leaving the range: a close more than ``stop_buffer`` level spacings beyond
-  a bound ends the grid and flattens it; with ``rebalance`` 1 a new grid is
-  built around the new range on the next bar, with 0 the strategy stays flat;
-- the view: BUY (SELL) with strength ``inventory / max_inventory_levels``
-  while the inventory is long (short), HOLD when flat; confidence 1. Its
-  metadata names the resting buy and sell prices (the post-only orders an
-  execution that rests per-level orders would keep).
+  a bound ends the ladder (its orders are canceled and what it filled is
+  flattened); with ``rebalance`` 1 a new grid is built around the new range
+  on the next bar, with 0 the strategy stays out;
+- the view: HOLD (the grid takes no weight of its own: its position is the
+  ladder's fills), with the ladder attached when it is built or ended.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 
-from keel.strategy_engine.base import IncrementalStrategy, StrategySignal, SymbolState, hold
+from keel.strategy_engine.base import IncrementalStrategy, Ladder, StrategySignal, SymbolState
 from keel.strategy_engine.indicators import RollingExtremes
 from keel.strategy_engine.parameters import Parameter
 
 
 class _GridState(SymbolState):
-    __slots__ = ("channel", "current", "inventory", "levels", "stopped")
+    __slots__ = ("channel", "levels", "stopped")
 
     def __init__(self, period: int) -> None:
         super().__init__()
         self.channel = RollingExtremes(period)
         self.levels: tuple[float, ...] = ()
-        self.current = 0
-        self.inventory = 0
         self.stopped = False
 
 
@@ -78,10 +76,11 @@ class GridTradingStrategy(IncrementalStrategy):
         "range_period": Parameter(int, 720, 20, 5000, "bars whose lowest low and highest high bound the grid"),
         "levels": Parameter(int, 10, 2, 200, "grid intervals between the bounds"),
         "geometric": Parameter(int, 0, 0, 1, "1: levels in equal ratios, 0: in equal steps"),
+        "level_notional": Parameter(float, 500.0, 10.0, 1e7, "USDT each level's resting order is worth"),
         "max_inventory_levels": Parameter(int, 5, 1, 200, "filled levels the inventory may hold either way"),
         "min_range_width": Parameter(float, 0.01, 0.0005, 0.5, "narrowest range a grid is built on, relative"),
         "stop_buffer": Parameter(float, 1.0, 0.0, 20.0, "level spacings beyond a bound that end the grid"),
-        "rebalance": Parameter(int, 1, 0, 1, "1: rebuild the grid after price left it, 0: stay flat"),
+        "rebalance": Parameter(int, 1, 0, 1, "1: rebuild the grid after price left it, 0: stay out"),
     }
 
     def __init__(self, name: str = "grid_trading", **parameters: Any) -> None:
@@ -99,52 +98,42 @@ class GridTradingStrategy(IncrementalStrategy):
         index: int,
         bar: tuple[int, float, float, float, float, float],
     ) -> StrategySignal | None:
-        """Fill the levels the bar reached, or build or end the grid; return the view after it."""
+        """Build the grid, or end it when the close left its range; return the view after it."""
         assert isinstance(state, _GridState)
-        _, open_, high, low, close, _ = bar
+        _, _, high, low, close, _ = bar
         lower, upper, ready = state.channel.lowest, state.channel.highest, state.channel.ready
         state.channel.update(high, low)
         if state.bars < self.warmup_bars or not ready:
             return None
         view = state.last_signal
-        before = (state.inventory, len(state.levels))
+        symbol = market_data["symbol"]
         if state.levels:
-            self._fill(state, open_, high, low)
             if self._left_range(state, close):
                 state.levels = ()
-                state.inventory = 0
                 state.stopped = not self.parameters["rebalance"]
+                return self._ended(symbol)
         elif not state.stopped:
-            self._build(state, lower, upper, close)
-        if view is not None and (state.inventory, len(state.levels)) == before:
-            return view
-        return self._view(state, market_data["symbol"])
+            built = self._build(state, symbol, lower, upper, close)
+            if built is not None:
+                return built
+        return view
 
-    def _build(self, state: _GridState, lower: float, upper: float, close: float) -> None:
+    def _build(self, state: _GridState, symbol: str, lower: float, upper: float, close: float) -> StrategySignal | None:
         p = self.parameters
         if not (lower > 0.0 and (upper - lower) / ((upper + lower) / 2.0) >= p["min_range_width"]):
-            return
+            return None
         if not lower < close < upper:
-            return
-        state.levels = grid_levels(lower, upper, p["levels"], bool(p["geometric"]))
-        state.current = int(np.argmin([abs(level - close) for level in state.levels]))
-        state.inventory = 0
+            return None
+        levels = state.levels = grid_levels(lower, upper, p["levels"], bool(p["geometric"]))
+        current = int(np.argmin([abs(level - close) for level in levels]))
+        sides = tuple("BUY" if i < current else "SELL" if i > current else None for i in range(len(levels)))
+        ladder = Ladder(levels, sides, p["level_notional"], p["max_inventory_levels"])
+        return _hold(symbol, ladder, grid_active=True, lower=levels[0], upper=levels[-1], reason="grid built")
 
-    def _fill(self, state: _GridState, open_: float, high: float, low: float) -> None:
-        down_first = open_ - low <= high - open_
-        for side in (1, -1) if down_first else (-1, 1):
-            self._fill_side(state, side, low if side > 0 else high)
-
-    def _fill_side(self, state: _GridState, side: int, reach: float) -> None:
-        """Fill buy levels (``side`` 1) down to ``reach`` or sell levels (-1) up to it, within the cap."""
-        cap = self.parameters["max_inventory_levels"]
-        levels = state.levels
-        while abs(state.inventory + side) <= cap:
-            nxt = state.current - side
-            if not 0 <= nxt < len(levels) or side * (reach - levels[nxt]) > 0.0:
-                return
-            state.current = nxt
-            state.inventory += side
+    def _ended(self, symbol: str) -> StrategySignal:
+        p = self.parameters
+        ladder = Ladder.ended(p["level_notional"], p["max_inventory_levels"])
+        return _hold(symbol, ladder, grid_active=False, reason="price left the grid")
 
     def _left_range(self, state: _GridState, close: float) -> bool:
         levels = state.levels
@@ -153,29 +142,7 @@ class GridTradingStrategy(IncrementalStrategy):
         high_gap = levels[-1] - levels[-2]
         return close < levels[0] - buffer * low_gap or close > levels[-1] + buffer * high_gap
 
-    def _view(self, state: _GridState, symbol: str) -> StrategySignal:
-        levels = state.levels
-        if not levels or state.inventory == 0:
-            return hold(symbol, grid_active=bool(levels))
-        cap = self.parameters["max_inventory_levels"]
-        spacing_low = levels[1] - levels[0]
-        spacing_high = levels[-1] - levels[-2]
-        buffer = self.parameters["stop_buffer"]
-        long = state.inventory > 0
-        stop = levels[0] - buffer * spacing_low if long else levels[-1] + buffer * spacing_high
-        buy = levels[state.current - 1] if state.current > 0 and state.inventory < cap else None
-        sell = levels[state.current + 1] if state.current + 1 < len(levels) and state.inventory > -cap else None
-        return StrategySignal(
-            symbol,
-            "BUY" if long else "SELL",
-            abs(state.inventory) / cap,
-            1.0,
-            stop_loss=stop if stop > 0.0 and math.isfinite(stop) else None,
-            metadata={
-                "inventory_levels": state.inventory,
-                "lower": levels[0],
-                "upper": levels[-1],
-                "resting_buy": buy,
-                "resting_sell": sell,
-            },
-        )
+
+def _hold(symbol: str, ladder: Ladder | None, **metadata: Any) -> StrategySignal:
+    """Return a flat view (the grid holds no weight), carrying the ladder when it changed."""
+    return StrategySignal(symbol, "HOLD", 0.0, 0.0, metadata=metadata, ladder=ladder)

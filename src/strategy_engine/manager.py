@@ -147,6 +147,8 @@ class ManagerUpdate:
     signal: StrategySignal | None = None
     failures: tuple[StrategyFailure, ...] = ()
     regime_change: tuple[MarketRegime, RegimeState] | None = None
+    intents: tuple[tuple[str, StrategySignal], ...] = ()
+    """New standing intents (a target quantity, a ladder) of each voting strategy, by strategy name."""
 
 
 NO_UPDATE = ManagerUpdate()
@@ -181,8 +183,10 @@ class _SymbolBook:
     detector: NoLookAheadRegimeDetector | None
     views: list[StrategySignal | None]
     scores: list[float]
+    intents: list[tuple[object, ...] | None]
     consecutive_errors: list[int]
     enabled: list[bool]
+    intents_pending: bool = False
     regime: RegimeState = UNKNOWN_STATE
     combined: _Combined = _FLAT
     combine_inputs: tuple[object, ...] | None = None
@@ -419,6 +423,8 @@ class StrategyManager:
         """Make every symbol's next combined signal news, whatever it is (after a pause)."""
         for book in self._books.values():
             book.published_action = _REPUBLISH
+            book.intents = [None] * len(self.strategies)
+            book.intents_pending = True
 
     @property
     def parameters(self) -> dict[str, dict[str, Any]]:
@@ -468,6 +474,7 @@ class StrategyManager:
             detector=self._detector_factory() if self._detector_factory else None,
             views=[None] * count,
             scores=[0.0] * count,
+            intents=[None] * count,
             consecutive_errors=[0] * count,
             enabled=[True] * count,
         )
@@ -499,9 +506,24 @@ class StrategyManager:
         self._performance.record(book.combined.score, bar_return, combined.score, fee_rate)
         book.combined = combined
         signal = self._news(book, symbol) if news_only else None
-        if signal is None and not failures and regime_change is None:
+        intents = self._new_intents(book) if news_only and book.intents_pending else ()
+        if signal is None and not failures and regime_change is None and not intents:
             return NO_UPDATE
-        return ManagerUpdate(signal, tuple(failures), regime_change)
+        return ManagerUpdate(signal, tuple(failures), regime_change, intents)
+
+    def _new_intents(self, book: _SymbolBook) -> tuple[tuple[str, StrategySignal], ...]:
+        """Return the voting strategies' target quantities and ladders that changed since they were last returned."""
+        book.intents_pending = False
+        found: list[tuple[str, StrategySignal]] = []
+        for i, view in enumerate(book.views):
+            if view is None or (view.target_quantity is None and view.ladder is None):
+                continue
+            intent = (view.target_quantity, view.ladder)
+            if intent == book.intents[i] or self._stopped[i] or self._gates[i] is not None:
+                continue
+            book.intents[i] = intent
+            found.append((self.strategies[i].name, view))
+        return tuple(found)
 
     def _update_regime(self, book: _SymbolBook, close: float) -> tuple[MarketRegime, RegimeState] | None:
         if book.detector is None:
@@ -538,6 +560,8 @@ class StrategyManager:
                             f"generate_signal must return a StrategySignal of {symbol} or None, got {signal!r}"
                         )
                     views[i] = signal
+                    if signal.target_quantity is not None or signal.ladder is not None:
+                        book.intents_pending = True
             except Exception as error:
                 failures.append(self._failed(i, book, symbol, ts, error))
                 continue
@@ -580,6 +604,7 @@ class StrategyManager:
         if name not in names:
             raise KeyError(name)
         self._stopped[names.index(name)] = not enabled
+        self._recheck_intents()
 
     def replace_strategy(self, strategy: BaseStrategy) -> BaseStrategy:
         """Swap in ``strategy`` for the running one of the same name (new parameters); return the old one.
@@ -618,6 +643,12 @@ class StrategyManager:
         if name not in names:
             raise KeyError(name)
         self._gates[names.index(name)] = reason
+        self._recheck_intents()
+
+    def _recheck_intents(self) -> None:
+        """Look at every symbol's standing intents again at its next bar (a strategy's vote was let in or held)."""
+        for book in self._books.values():
+            book.intents_pending = True
 
     def strategy_gate(self, name: str) -> str | None:
         """Return why a gate keeps the strategy out of the vote (None: it does not)."""

@@ -5,7 +5,9 @@
 which it wraps in a manager of one with no regime detection) from
 ``BarClosed`` and ``FundingRateUpdated`` events and publishes what each bar
 produced: ``SignalGenerated`` when the combined view is news,
-``StrategyError`` for every strategy exception (the runner is marked
+``TargetQuantityProposed`` and ``LadderProposed`` when a strategy's standing
+intent (a position it holds by itself, resting orders per price level)
+changes, ``StrategyError`` for every strategy exception (the runner is marked
 degraded, the engine goes on) and ``RegimeChanged`` when a symbol's most
 likely regime changes. A ``ScheduleFired`` of a wall-clock scheduler reaches
 the scheduled strategy it names, which buys at its next bar.
@@ -21,13 +23,16 @@ from keel.core.component import Component
 from keel.core.messages import (
     BarClosed,
     FundingRateUpdated,
+    LadderProposed,
     Message,
     RegimeChanged,
     ScheduleFired,
     SignalAction,
     SignalGenerated,
     StrategyError,
+    TargetQuantityProposed,
 )
+from keel.core.orders import OrderSide
 from keel.strategy_engine.base import BaseStrategy
 from keel.strategy_engine.manager import ManagerUpdate, StrategyManager
 from keel.strategy_engine.scheduled_dca import ScheduledDcaStrategy
@@ -125,6 +130,8 @@ class StrategyRunner(Component):
             self._publish_failures(update)
         if update.regime_change is not None:
             self._publish_regime_change(bar, update)
+        if update.intents and self.enabled:
+            self._publish_intents(bar, update)
         signal = update.signal
         if signal is None or not self.enabled:
             return
@@ -142,6 +149,39 @@ class StrategyRunner(Component):
                 ts_init=self.clock.timestamp_ns(),
             )
         )
+
+    def _publish_intents(self, bar: BarClosed, update: ManagerUpdate) -> None:
+        """Publish each strategy's new target quantity (``TargetQuantityProposed``) and ladder (``LadderProposed``)."""
+        now = self.clock.timestamp_ns()
+        for name, signal in update.intents:
+            reason = str(signal.metadata.get("reason", "strategy"))
+            if signal.target_quantity is not None:
+                self.bus.publish(
+                    TargetQuantityProposed(
+                        strategy=name,
+                        symbol=signal.symbol,
+                        quantity=signal.target_quantity,
+                        reference_price=bar.close,
+                        reason=reason,
+                        ts_event=bar.ts_event,
+                        ts_init=now,
+                    )
+                )
+            ladder = signal.ladder
+            if ladder is not None:
+                self.bus.publish(
+                    LadderProposed(
+                        strategy=name,
+                        symbol=signal.symbol,
+                        prices=ladder.prices,
+                        sides=tuple(None if side is None else OrderSide(side) for side in ladder.sides),
+                        level_notional=ladder.level_notional,
+                        max_inventory_levels=ladder.max_inventory_levels,
+                        reason=reason,
+                        ts_event=bar.ts_event,
+                        ts_init=now,
+                    )
+                )
 
     def _publish_failures(self, update: ManagerUpdate) -> None:
         now = self.clock.timestamp_ns()

@@ -16,16 +16,16 @@ Logic, per symbol and bar (after ``warmup_bars``):
     the ``ScheduleFired`` events it publishes reach the strategy
     (:meth:`ScheduledDcaStrategy.record_fire`); bars up to the switch (the
     warm-up) still use the bars' clock;
-- buying: each fire buys ``notional_usdt`` USDT, while the USDT held after
-  it stays within ``budget_usdt``. Every buy is the same notional, so the
-  average cost is the harmonic mean of the buy prices;
+- buying: each fire buys ``notional_usdt`` USDT (``notional_usdt / close``
+  of the base asset), while the USDT bought stays within ``budget_usdt``.
+  Every buy is the same notional, so the average cost is the harmonic mean
+  of the buy prices;
 - take-profit: a bar's high at or above ``average cost * (1 + take_profit)``
   sells everything; the next cycle starts at the next fire;
-- the view: BUY with strength ``slices * notional_usdt / budget_usdt`` (the
-  USDT bought over the USDT the strategy's full-strength view stands for: the
-  allocator sizes a view as a share of the strategy's budget, so this is how
-  a fixed notional becomes a target weight) and confidence 1 while holding,
-  HOLD when flat.
+- the view: HOLD (no weight of its own) with a ``target_quantity``, the
+  base quantity its buys add up to (0 after a take-profit): the allocator
+  leaves it as it is and the risk layer orders the change, so each fire buys
+  ``notional_usdt`` at the fire's close (within the instrument's lot step).
 """
 
 from __future__ import annotations
@@ -36,13 +36,13 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, ClassVar
 
-from keel.strategy_engine.base import IncrementalStrategy, StrategySignal, SymbolState, hold
+from keel.strategy_engine.base import IncrementalStrategy, StrategySignal, SymbolState
 from keel.strategy_engine.parameters import Parameter
 from keel.strategy_engine.schedule import Schedule
 
 
 class _DcaState(SymbolState):
-    __slots__ = ("inverse_sum", "last_fire", "next_fire", "slices")
+    __slots__ = ("inverse_sum", "last_fire", "next_fire", "quantity", "slices")
 
     def __init__(self) -> None:
         super().__init__()
@@ -50,6 +50,7 @@ class _DcaState(SymbolState):
         self.last_fire: int | None = None
         self.slices = 0
         self.inverse_sum = 0.0
+        self.quantity = 0.0
 
 
 class ScheduledDcaStrategy(IncrementalStrategy):
@@ -78,7 +79,7 @@ class ScheduledDcaStrategy(IncrementalStrategy):
     parameter_space: ClassVar[Mapping[str, Parameter]] = {
         "interval_minutes": Parameter(int, 240, 1, 43_200, "minutes between buys (aligned to the Unix epoch)"),
         "notional_usdt": Parameter(float, 1000.0, 1.0, 1e7, "USDT bought at each fire"),
-        "budget_usdt": Parameter(float, 10_000.0, 1.0, 1e9, "USDT the full-strength view stands for; buys stop there"),
+        "budget_usdt": Parameter(float, 10_000.0, 1.0, 1e9, "USDT the buys may add up to; they stop there"),
         "take_profit": Parameter(float, 0.02, 0.001, 1.0, "gain over the average cost that sells everything"),
     }
 
@@ -136,32 +137,41 @@ class ScheduledDcaStrategy(IncrementalStrategy):
         p = self.parameters
         view = state.last_signal
         changed = False
+        reason = "scheduled buy"
         if state.slices and high >= self._target(state):
             state.slices = 0
             state.inverse_sum = 0.0
+            state.quantity = 0.0
             changed = True
+            reason = "take-profit"
         due = self._fire_due(state, ts)
         # The tolerance keeps a budget of exactly n notionals from losing its last buy to rounding.
         if due and (state.slices + 1) * p["notional_usdt"] <= p["budget_usdt"] * (1.0 + 1e-9):
             state.slices += 1
             state.inverse_sum += 1.0 / close
+            state.quantity += p["notional_usdt"] / close
             changed = True
+            reason = "scheduled buy"
         if not changed and view is not None:
             return view
+        symbol = market_data["symbol"]
         if state.slices == 0:
-            return hold(market_data["symbol"], next_buy=state.next_fire)
-        average = state.slices / state.inverse_sum
+            return StrategySignal(
+                symbol, "HOLD", 0.0, 0.0, target_quantity=0.0, metadata={"next_buy": state.next_fire, "reason": reason}
+            )
         return StrategySignal(
-            market_data["symbol"],
-            "BUY",
-            min(1.0, state.slices * p["notional_usdt"] / p["budget_usdt"]),
-            1.0,
+            symbol,
+            "HOLD",
+            0.0,
+            0.0,
             take_profit=self._target(state),
+            target_quantity=state.quantity,
             metadata={
                 "slices": state.slices,
                 "bought_usdt": state.slices * p["notional_usdt"],
-                "average_cost": average,
+                "average_cost": state.slices / state.inverse_sum,
                 "next_buy": state.next_fire,
+                "reason": reason,
             },
         )
 

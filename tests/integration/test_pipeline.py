@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,17 +19,25 @@ from keel.core.fsm import ComponentState, TradingState
 from keel.core.instruments import load_instruments
 from keel.core.messages import (
     BarClosed,
+    ExecutionCompleted,
     FundingRateUpdated,
+    LadderProposed,
+    LevelOrderApproved,
+    Message,
+    OrderApproved,
+    OrderFilled,
     OrderRejected,
     PositionSide,
     SetTradingState,
     SignalAction,
     SignalGenerated,
     SubmitOrder,
+    TargetQuantityProposed,
 )
-from keel.core.orders import OrderSide, OrderType
+from keel.core.orders import LiquiditySide, OrderSide, OrderType, TimeInForce
 from keel.core.ports import ExchangePort
 from keel.integration.pipeline import build_pipeline
+from keel.integration.replay import RecordedRun
 from keel.market_data.feeds import RecordedBarFeed
 
 
@@ -275,3 +284,90 @@ def test_the_pipeline_holds_its_venue_by_the_exchange_port() -> None:
     assert simulated is pipeline.exchange
     with pytest.raises(TypeError, match="the venue other is not the simulated exchange"):
         elsewhere.simulated_exchange()
+
+
+# --- strategies that trade fixed amounts: a grid's ladder, scheduled buys --------------------------------------
+
+
+def replay_recording(overrides: dict[str, Any], *kinds: type[Message]) -> tuple[RecordedRun, dict[type, list[Any]]]:
+    """Run a backtest of ``overrides`` through the whole pipeline, recording the messages of ``kinds``."""
+    run = RecordedRun(load_config("backtest", overrides=overrides, environ={}), None, measure_latency=False)
+    seen: dict[type, list[Any]] = {kind: [] for kind in kinds}
+    for kind in kinds:
+        run.pipeline.bus.subscribe(kind, seen[kind].append, name=f"test.{kind.__name__}")
+    run.replay(None)
+    return run, seen
+
+
+def test_a_grid_rests_post_only_limits_at_its_level_prices_fills_them_as_maker_and_re_arms_within_its_cap() -> None:
+    # Arrange: two days of BTCUSDT on 1m bars, a grid of 8 levels of 500 USDT capped at 3, alone
+    grid = {"range_period": 240, "levels": 8, "max_inventory_levels": 3, "min_range_width": 0.004}
+    overrides = {
+        "data": {"symbols": ["BTCUSDT"], "start": "2025-05-10", "end": "2025-05-12"},
+        "strategy": {"strategies": ["grid_trading"], "parameters": {"grid_trading": grid}},
+    }
+    inventory: list[float] = []
+
+    # Act
+    run = RecordedRun(load_config("backtest", overrides=overrides, environ={}), None, measure_latency=False)
+    bus = run.pipeline.bus
+    ladders: list[LadderProposed] = []
+    approvals: list[LevelOrderApproved] = []
+    bus.subscribe(LadderProposed, ladders.append, name="test.ladders")
+    bus.subscribe(LevelOrderApproved, approvals.append, name="test.approvals")
+    ledgers = run.pipeline.risk.ladders.ledgers
+    bus.subscribe(
+        OrderFilled, lambda _: inventory.extend(abs(x.inventory_levels) for x in ledgers.values()), name="test.cap"
+    )
+    run.replay(None)
+
+    # Assert: every approval is at its ladder's level price on the tick grid, on the passive side of it
+    tick = Decimal("0.10")
+    by_id = {ladder.id: ladder for ladder in ladders}
+    for approved in approvals:
+        level_price = Decimal(repr(by_id[approved.ladder_id].prices[approved.level]))
+        assert Decimal(0) <= (level_price - approved.price) * approved.side.sign < tick
+    # the order manager saw post-only limits at those prices, filled as a maker at them
+    orders = run.pipeline.orders
+    grid_orders = [o for o in orders.orders.values() if o.time_in_force is TimeInForce.GTX]
+    approved_prices = {(a.side, a.price) for a in approvals}
+    assert len(grid_orders) == len(approvals) > 20
+    assert all(o.order_type is OrderType.LIMIT and (o.side, o.price) in approved_prices for o in grid_orders)
+    grid_fills = [f for f in orders.fills() if orders.orders[f.client_order_id].time_in_force is TimeInForce.GTX]
+    assert all(f.liquidity_side is LiquiditySide.MAKER for f in grid_fills)
+    assert all(f.last_price == orders.orders[f.client_order_id].price for f in grid_fills)
+    assert run.pipeline.ladders is not None and run.pipeline.ladders.rearmed >= 10
+    assert inventory and max(inventory) <= 3 + 1e-9
+
+
+def test_each_scheduled_buy_fills_its_fixed_notional_within_one_lot_step_until_the_budget_stops_it() -> None:
+    # Arrange: 1000 USDT every 4 hours on two symbols for two days (12 fires each), a budget of 3 buys
+    dca = {"interval_minutes": 240, "notional_usdt": 1000.0, "budget_usdt": 3000.0, "take_profit": 1.0}
+    overrides = {
+        "data": {"symbols": ["BTCUSDT", "ETHUSDT"], "start": "2025-05-10", "end": "2025-05-12"},
+        "strategy": {"strategies": ["scheduled_dca"], "warmup_bars": 0, "parameters": {"scheduled_dca": dca}},
+        "portfolio": {"allocator": "equal_weight"},
+    }
+
+    # Act
+    run, seen = replay_recording(overrides, TargetQuantityProposed, OrderApproved, ExecutionCompleted)
+
+    # Assert: three buys per symbol, each its own parent order, filled in full
+    fires = {a.id: a for a in seen[OrderApproved]}
+    completed = [c for c in seen[ExecutionCompleted] if c.strategy == "scheduled_dca"]
+    assert sorted(c.symbol for c in completed) == ["BTCUSDT"] * 3 + ["ETHUSDT"] * 3
+    instruments = load_instruments(run.config.exchange.instruments)
+    targets = {(t.symbol, t.ts_event): t for t in seen[TargetQuantityProposed]}
+    for parent in completed:
+        approved = fires[parent.approval_id]  # type: ignore[index]
+        close = Decimal(repr(targets[(parent.symbol, approved.ts_event)].reference_price))
+        step = instruments[parent.symbol].market_step_size
+        assert parent.side is OrderSide.BUY and parent.filled_quantity == approved.quantity
+        # the quantity is the notional at the fire's close within one step; the fill's notional moves with the price
+        assert abs(parent.filled_quantity * close - 1000) <= step * close
+        assert parent.average_price is not None
+        fill_notional = parent.filled_quantity * parent.average_price
+        assert abs(fill_notional - 1000) <= step * parent.average_price + parent.filled_quantity * abs(
+            parent.average_price - close
+        )
+    assert {t.reason for t in seen[TargetQuantityProposed] if t.quantity > 0} == {"scheduled buy"}

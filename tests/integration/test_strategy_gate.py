@@ -41,7 +41,7 @@ def paper_config(gates: dict) -> KeelConfig:
             "portfolio": base.portfolio.model_copy(update={"no_trade_band": False}),
             "strategy": base.strategy.model_copy(
                 update={
-                    "strategies": ("volatility_breakout", "scheduled_dca"),
+                    "strategies": ("volatility_breakout", "mean_reversion"),
                     "warmup_bars": 0,
                     "gates": base.strategy.model_validate({"gates": gates}).gates,
                     "gate_recheck_minutes": 720.0,
@@ -88,7 +88,7 @@ def test_a_failing_strategy_is_held_with_its_reason_in_the_status_and_journal_be
     assert not verdict.passed and verdict.trades > 0
     assert verdict.reason.startswith("backtest gate over the last 3 days failed: Sharpe ")
     assert rows["volatility_breakout"].gate == verdict.reason
-    assert rows["scheduled_dca"].gate is None
+    assert rows["mean_reversion"].gate is None
     assert StrategyGateEvaluated in JOURNALED
 
 
@@ -108,7 +108,7 @@ def test_a_held_strategy_has_no_say_in_the_signals() -> None:
     assert signals
     for signal in signals:
         assert signal.contributions.get("volatility_breakout", 0.0) == 0.0
-    assert any(s.contributions.get("scheduled_dca", 0.0) > 0 for s in signals)
+    assert any(s.contributions.get("mean_reversion", 0.0) != 0 for s in signals)
 
 
 def test_a_paper_run_judges_the_gate_again_off_the_trading_loop_and_applies_the_verdict_at_the_next_bar() -> None:

@@ -37,6 +37,7 @@ from keel.core.messages import (
     SetTradingState,
     SignalAction,
     SignalGenerated,
+    TargetQuantityProposed,
     TradingStateChanged,
 )
 from keel.core.orders import LiquiditySide, OrderSide, OrderType
@@ -1179,3 +1180,88 @@ def test_orders_smaller_than_the_smallest_worth_sending_are_not_sent_unless_they
     desk.propose(BTCUSDT=0.0)
     opening, closing = desk.approved
     assert closing.side is OrderSide.SELL and closing.quantity == opening.quantity
+
+
+# --- strategies' own positions (target quantities) ----------------------------------------------------------
+
+
+def own(desk: Desk, quantity: float, strategy: str = "scheduled_dca") -> None:
+    now = desk.clock.timestamp_ns()
+    desk.bus.publish(
+        TargetQuantityProposed(
+            strategy=strategy,
+            symbol=BTC,
+            quantity=quantity,
+            reference_price=float(mark(BTC)),
+            reason="test",
+            ts_event=now,
+            ts_init=now,
+        )
+    )
+    desk.bus.drain()
+
+
+def test_a_target_quantity_orders_its_change_at_once_booked_to_its_strategy() -> None:
+    # Arrange: 1000 USDT of BTC at 95502.7 is 0.01047 BTC
+    desk = Desk()
+
+    # Act
+    own(desk, 1000.0 / float(mark(BTC)))
+
+    # Assert: rounded down to the step, within one step of the notional
+    (approved,) = desk.approved
+    assert (approved.side, approved.quantity, approved.strategy) == (OrderSide.BUY, Decimal("0.010"), "scheduled_dca")
+    assert abs(approved.quantity * mark(BTC) - 1000) <= Decimal("0.001") * mark(BTC)
+
+
+def test_the_weights_leave_a_strategys_own_position_alone_and_its_next_change_makes_up_the_rounding() -> None:
+    # Arrange: one slice of 0.01047 BTC bought as 0.010
+    desk = Desk()
+    own(desk, 0.01047)
+    desk.fill_approved()
+
+    # Act: a flat allocation, then a second slice (0.02094 in all)
+    desk.propose(BTCUSDT=0.0)
+    own(desk, 0.02094)
+
+    # Assert: the flat weight sold nothing; the second buy is 0.010 + 0.00094 of rounding -> 0.010 (0.02094 - 0.010)
+    assert [(a.side, a.quantity) for a in desk.approved] == [
+        (OrderSide.BUY, Decimal("0.010")),
+        (OrderSide.BUY, Decimal("0.010")),
+    ]
+
+
+def test_a_target_of_zero_sells_exactly_what_was_approved_and_a_refused_buy_is_never_sold() -> None:
+    # Arrange: one buy approved and filled, a second refused while REDUCING
+    desk = Desk()
+    own(desk, 0.01047)
+    desk.fill_approved()
+    desk.set_state(TradingState.REDUCING)
+    own(desk, 0.02094)
+    desk.set_state(TradingState.ACTIVE)
+
+    # Act: the take-profit
+    own(desk, 0.0)
+
+    # Assert
+    assert [(d.reason_code, d.strategy) for d in desk.denied] == [
+        (DenialReason.REDUCE_ONLY_STATE.value, "scheduled_dca")
+    ]
+    assert [(a.side, a.quantity) for a in desk.approved] == [
+        (OrderSide.BUY, Decimal("0.010")),
+        (OrderSide.SELL, Decimal("0.010")),
+    ]
+
+
+def test_own_positions_beyond_the_position_limit_are_cut_with_the_reason() -> None:
+    # Arrange: 2000 USDT of room at most
+    desk = Desk(max_position_notional=Decimal("2000"))
+
+    # Act: 0.05 BTC is about 4775 USDT
+    own(desk, 0.05)
+
+    # Assert
+    (denied,) = desk.denied
+    assert (denied.reason_code, denied.strategy) == (DenialReason.POSITION_LIMIT.value, "scheduled_dca")
+    (approved,) = desk.approved
+    assert approved.quantity == floor_to(Decimal(2000) / mark(BTC), "0.001")

@@ -1,4 +1,7 @@
-"""Grid trading on real bars: levels, fills that re-arm, the inventory cap, leaving the range, no look-ahead."""
+"""Grid trading on real bars: levels, the ladder of resting orders it states, leaving the range, no look-ahead.
+
+The ladder's orders, their fills and re-arming are the execution layer's (tests/execution/test_ladder_executor.py).
+"""
 
 from __future__ import annotations
 
@@ -37,56 +40,57 @@ def test_levels_are_equal_steps_or_equal_ratios_between_the_bounds() -> None:
         grid_levels(200.0, 100.0, 4, geometric=False)
 
 
-def test_each_inventory_change_is_a_fill_of_the_resting_level_the_bar_reached(week: dict, views: list) -> None:
-    # Arrange
-    held = [(i, v) for i, v in enumerate(views) if v is not None]
+def ladders(views: list) -> list[tuple[int, object]]:
+    """Return (bar, ladder) for every bar whose view carries a new ladder."""
+    found, last = [], None
+    for i, view in enumerate(views):
+        if view is not None and view.ladder is not None and view is not last:
+            found.append((i, view.ladder))
+        last = view
+    return found
 
+
+def test_a_grid_is_a_ladder_of_buys_below_and_sells_above_the_level_nearest_the_close(week: dict, views: list) -> None:
     # Act
-    steps = []
-    for (_, before), (i, after) in itertools.pairwise(held):
-        old = before.metadata.get("inventory_levels", 0)
-        new = after.metadata.get("inventory_levels", 0)
-        if new != old and after.metadata.get("lower") == before.metadata.get("lower") and before.action != "HOLD":
-            steps.append((i, old, new, before))
+    built = [(i, ladder) for i, ladder in ladders(views) if ladder.prices]
 
-    # Assert
-    assert len(steps) >= 20
-    for i, old, new, before in steps:
-        if new > old:
-            assert week["low"][i] <= before.metadata["resting_buy"]
-        else:
-            assert week["high"][i] >= before.metadata["resting_sell"]
+    # Assert: one order per level, none at the level nearest the close, every level worth the same notional
+    assert built
+    for i, ladder in built:
+        close = week["close"][i]
+        empty = ladder.sides.index(None)
+        assert abs(ladder.prices[empty] - close) == min(abs(p - close) for p in ladder.prices)
+        assert set(ladder.sides[:empty]) <= {"BUY"} and set(ladder.sides[empty + 1 :]) <= {"SELL"}
+        assert ladder.sides.count(None) == 1
+        assert (ladder.level_notional, ladder.max_inventory_levels) == (500.0, 3)
+        assert len(ladder.prices) == PARAMETERS["levels"] + 1
 
 
-def test_inventory_never_exceeds_the_cap_and_strength_is_its_share(views: list) -> None:
-    # Act
-    positions = [v for v in views if v is not None and v.action != "HOLD"]
-
-    # Assert
-    assert {abs(v.metadata["inventory_levels"]) for v in positions} == {1, 2, 3}
-    for v in positions:
-        assert v.strength == pytest.approx(abs(v.metadata["inventory_levels"]) / 3)
-        assert (v.action == "BUY") == (v.metadata["inventory_levels"] > 0)
-        if abs(v.metadata["inventory_levels"]) == 3:
-            side = "resting_buy" if v.action == "BUY" else "resting_sell"
-            assert v.metadata[side] is None
+def test_the_grid_holds_no_weight_of_its_own(views: list) -> None:
+    # Assert: its position is what its ladder fills, so every view is flat
+    assert {(v.action, v.strength, v.confidence) for v in views if v is not None} == {("HOLD", 0.0, 0.0)}
 
 
-def test_a_close_beyond_the_grid_flattens_it_and_without_rebalance_it_stays_flat(week: dict) -> None:
+def test_a_close_beyond_the_grid_ends_the_ladder_and_without_rebalance_it_stays_out(week: dict) -> None:
     # Arrange: a narrow grid that the week's moves leave
     narrow = {**PARAMETERS, "range_period": 60, "stop_buffer": 0.0}
 
     # Act
-    rebuilt = signals(GridTradingStrategy(**narrow), week)
-    stopped = signals(GridTradingStrategy(**narrow, rebalance=0), week)
+    rebuilt = ladders(signals(GridTradingStrategy(**narrow), week))
+    stopped = ladders(signals(GridTradingStrategy(**narrow, rebalance=0), week))
 
-    # Assert
-    bounds = {(v.metadata["lower"], v.metadata["upper"]) for v in rebuilt if v is not None and v.action != "HOLD"}
-    assert len(bounds) > 3
-    active = [v is not None and (v.action != "HOLD" or v.metadata["grid_active"]) for v in stopped]
-    first_exit = next(i for i in range(1, len(active)) if active[i - 1] and not active[i])
-    assert not any(active[first_exit:])
-    assert stopped[first_exit].action == "HOLD"
+    # Assert: with rebalance a grid follows each end; without it the first end is the last ladder
+    ends = [i for i, ladder in rebuilt if not ladder.prices]
+    assert len(ends) > 3
+    for end, (i, ladder) in itertools.pairwise(rebuilt):
+        if not end[1].prices:
+            assert ladder.prices and i > end[0]
+    for i, ladder in rebuilt:
+        if not ladder.prices:
+            previous = next(lad for j, lad in reversed(rebuilt) if j < i)
+            close = week["close"][i]
+            assert close < previous.prices[0] or close > previous.prices[-1]
+    assert [bool(ladder.prices) for _, ladder in stopped] == [True, False]
 
 
 def test_lookahead_grid_trading_up_to_t_ignores_later_bars() -> None:

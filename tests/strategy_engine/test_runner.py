@@ -13,14 +13,18 @@ from keel.core.fsm import ComponentState
 from keel.core.messages import (
     BarClosed,
     FundingRateUpdated,
+    LadderProposed,
     Message,
     RegimeChanged,
     SignalGenerated,
     StrategyError,
+    TargetQuantityProposed,
 )
 from keel.strategy_engine import (
     BaseStrategy,
+    GridTradingStrategy,
     NoLookAheadRegimeDetector,
+    ScheduledDcaStrategy,
     StrategyManager,
     StrategyRunner,
     StrategySignal,
@@ -32,7 +36,7 @@ def run_on_bus(manager: StrategyManager, stream: list[Any]) -> tuple[StrategyRun
     clock = SimulatedClock(stream[0].ts_event - 60_000_000_000)
     runner = StrategyRunner(manager, bus, clock)
     published: list[Message] = []
-    for kind in (SignalGenerated, RegimeChanged, StrategyError):
+    for kind in (SignalGenerated, RegimeChanged, StrategyError, TargetQuantityProposed, LadderProposed):
         bus.subscribe(kind, published.append)
     runner.start()
     bus.drain()
@@ -186,3 +190,34 @@ def test_errors_during_the_warm_up_never_keep_a_strategy_off_for_the_run() -> No
     assert runner.errors == 3  # switched off during the warm-up after three in a row...
     assert status["strategies"]["late_data"]["disabled_symbols"] == []  # ...and back on for the run
     assert status["active_strategies"] == 1
+
+
+def test_standing_intents_are_published_per_strategy_when_they_change_and_held_while_the_strategy_is_stopped() -> None:
+    # Arrange: a grid and a DCA (every 4 hours) beside each other on two days of SOLUSDT
+    data = market_data("SOLUSDT", start=index_at("SOLUSDT", MAY_5), count=2 * 1440)
+    grid = GridTradingStrategy(range_period=240, levels=8, max_inventory_levels=3, min_range_width=0.004)
+    dca = ScheduledDcaStrategy(interval_minutes=240, notional_usdt=100.0, budget_usdt=1e6, take_profit=1.0)
+    manager = StrategyManager([grid, dca], detector_factory=False)
+    stream = events("SOLUSDT", data=data)
+
+    # Act: the DCA's vote is held for the second day
+    runner, first_day = run_on_bus(manager, stream[:1440])
+    manager.set_strategy_enabled("scheduled_dca", False)
+    bus, clock = runner.bus, runner.clock
+    second_day: list[Message] = []
+    for kind in (TargetQuantityProposed, LadderProposed):
+        bus.subscribe(kind, second_day.append)
+    for event in stream[1440:]:
+        clock.advance_to(event.ts_event)
+        bus.publish(event)
+        bus.drain()
+
+    # Assert: the grid's ladders and the DCA's growing target, each once per change, under their own names
+    targets = [m for m in first_day if isinstance(m, TargetQuantityProposed)]
+    ladders = [m for m in first_day if isinstance(m, LadderProposed)]
+    assert {m.strategy for m in targets} == {"scheduled_dca"} and {m.strategy for m in ladders} == {"grid_trading"}
+    quantities = [m.quantity for m in targets]
+    assert quantities == sorted(quantities) and len(set(quantities)) == len(quantities) >= 5
+    assert all(a.prices != b.prices for a, b in itertools.pairwise(ladders))
+    assert ladders and all(len(m.prices) == len(m.sides) for m in ladders)
+    assert not any(isinstance(m, TargetQuantityProposed) for m in second_day)

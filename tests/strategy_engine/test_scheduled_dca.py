@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from strategy_data import MAY_5, MINUTE_NS, assert_no_lookahead, index_at, market_data, signals
@@ -17,7 +19,7 @@ def week() -> dict:
 
 
 def slices(views: list) -> list[int]:
-    return [0 if v is None or v.action == "HOLD" else v.metadata["slices"] for v in views]
+    return [0 if v is None else v.metadata.get("slices", 0) for v in views]
 
 
 def test_interval_buys_land_on_the_epoch_aligned_fire_times(week: dict) -> None:
@@ -64,21 +66,30 @@ def test_take_profit_sells_everything_at_the_average_cost_target(week: dict) -> 
         assert week["high"][i] >= before.take_profit
         assert before.take_profit == pytest.approx(before.metadata["average_cost"] * 1.01)
     assert max(held) == 12
-    positions = [v for v in views if v is not None and v.action == "BUY"]
-    assert all(v.strength == pytest.approx(v.metadata["slices"] * 500.0 / 6000.0) for v in positions)
+    assert all(views[i].target_quantity == 0.0 for i in exits if held[i] == 0)
 
 
-def test_each_buy_adds_the_fixed_notional_until_the_budget_is_reached(week: dict) -> None:
+def test_each_buy_adds_the_fixed_notional_at_the_close_until_the_budget_is_reached(week: dict) -> None:
     # Arrange: 250 USDT every hour, 1000 USDT budget, never reaching the take-profit
     strategy = ScheduledDcaStrategy(interval_minutes=60, notional_usdt=250.0, budget_usdt=1000.0, take_profit=1.0)
 
     # Act
-    views = [v for v in signals(strategy, week) if v is not None and v.action == "BUY"]
+    views = signals(strategy, week)
+    targets = [(i, v.target_quantity) for i, v in enumerate(views) if v is not None]
+    buys = [(i, q - p) for (_, p), (i, q) in itertools.pairwise(targets) if q != p]
 
-    # Assert: strengths step by 250 / 1000 and stop at the budget
-    assert sorted({v.strength for v in views}) == pytest.approx([0.25, 0.5, 0.75, 1.0])
-    assert {v.metadata["bought_usdt"] for v in views} == {250.0, 500.0, 750.0, 1000.0}
-    assert views[-1].metadata["slices"] == 4
+    # Assert: each target step is 250 USDT at the fire's close; four steps, then the budget stops it
+    assert len(buys) == 4
+    for i, added in buys:
+        assert added * week["close"][i] == pytest.approx(250.0)
+    assert {v.metadata["bought_usdt"] for v in views if v is not None and "bought_usdt" in v.metadata} == {
+        250.0,
+        500.0,
+        750.0,
+        1000.0,
+    }
+    # no weight of its own: the allocator leaves the target quantity as it is
+    assert {(v.action, v.strength) for v in views if v is not None} == {("HOLD", 0.0)}
 
 
 def test_the_average_cost_is_the_harmonic_mean_of_equal_notional_buys(week: dict) -> None:
