@@ -14,7 +14,7 @@ from keel.config import load_config
 from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_MILLI, NANOS_PER_MINUTE, SimulatedClock
 from keel.core.instruments import load_instruments
-from keel.core.messages import BarClosed, Message, ScheduleFired, ScheduleMisfired, SignalAction, SignalGenerated
+from keel.core.messages import BarClosed, Message, ScheduleFired, ScheduleMisfired, TargetQuantityProposed
 from keel.integration.paper import PaperSession
 from keel.integration.pipeline import build_pipeline
 from keel.integration.schedules import StrategyScheduler, build_scheduler
@@ -209,8 +209,8 @@ async def test_a_paper_run_on_the_live_market_buys_on_the_wall_clock_schedule_th
         assert isinstance(dca, ScheduledDcaStrategy) and session.scheduler is not None
         fast = Schedule(timedelta(milliseconds=100))
         dca.schedule = session.scheduler.schedules["scheduled_dca"] = fast
-        signals: list[SignalGenerated] = []
-        session.pipeline.bus.subscribe(SignalGenerated, signals.append)
+        targets: list[TargetQuantityProposed] = []
+        session.pipeline.bus.subscribe(TargetQuantityProposed, targets.append)
         bars: list[BarClosed] = []
         session.pipeline.bus.subscribe(BarClosed, bars.append)
 
@@ -236,6 +236,6 @@ async def test_a_paper_run_on_the_live_market_buys_on_the_wall_clock_schedule_th
     assert final["handler_errors"] == 0 and fired
     assert journaled == fired
     assert all(event.fire_time % 100_000_000 == 0 for event in fired)
-    buys = [s for s in signals if s.action is SignalAction.BUY and s.contributions.get("scheduled_dca", 0.0) > 0]
+    buys = [t for t in targets if t.strategy == "scheduled_dca" and t.quantity > 0]
     assert buys and buys[0].ts_event >= fired[0].fire_time
     assert final["fills"] > 0
