@@ -24,7 +24,9 @@ Every ordinary order must fit the venue's initial margin at the account's
 leverage, and the order the venue last rejected is not approved again while
 the position it was rejected against has not moved. An approval counts as
 pending until its child orders reach the venue or its parent order ends
-(``ExecutionCompleted``), so what a parent never sent is not counted for ever.
+(``ExecutionCompleted``), so what a parent never sent is not counted for ever;
+what a child leaves unfilled (an IOC's leftover, a canceled resting order) is
+pending again while its parent may still send it.
 Every refusal is an ``OrderDenied`` event with a :class:`DenialReason` code.
 
 Some strategies trade fixed amounts instead of views: a strategy's own
@@ -341,6 +343,7 @@ class RiskController(Component):
         # signed unfilled remainder of every working order, by client id.
         self._intents: dict[int, _Intent] = {}
         self._working: dict[str, tuple[str, Decimal]] = {}
+        self._approval_of: dict[str, int] = {}
         self._last_approval: dict[str, tuple[OrderSide, Decimal, bool]] = {}
         self._rejections: dict[str, _Rejection] = {}
         self._written_off: dict[str, Decimal] = {}
@@ -449,16 +452,16 @@ class RiskController(Component):
     def on_submitted(self, submitted: OrderSubmitted) -> None:
         """Move an approved quantity from unsent to a working order.
 
-        A child sent again for what an earlier child left unfilled takes
-        nothing more from its approval: the unsent part never goes below zero.
+        The approval stays known (with nothing unsent) until its parent
+        ends, so what a child leaves unfilled can count as pending again; the
+        unsent part never goes below zero.
         """
         signed = submitted.quantity * submitted.side.sign
         self._working[submitted.client_order_id] = (submitted.symbol, signed)
         intent = self._intents.get(submitted.approval_id) if submitted.approval_id is not None else None
         if intent is not None:
-            intent.unsent -= submitted.quantity
-            if intent.unsent <= 0:
-                del self._intents[submitted.approval_id]  # type: ignore[arg-type]
+            self._approval_of[submitted.client_order_id] = submitted.approval_id  # type: ignore[assignment]
+            intent.unsent = max(intent.unsent - submitted.quantity, ZERO)
 
     def on_execution(self, completed: ExecutionCompleted) -> None:
         """A parent order finished: what it did not send of its approval is no longer on its way."""
@@ -474,12 +477,20 @@ class RiskController(Component):
         remaining -= fill.last_quantity * fill.side.sign
         if remaining == 0:
             del self._working[fill.client_order_id]
+            self._approval_of.pop(fill.client_order_id, None)
         else:
             self._working[fill.client_order_id] = (symbol, remaining)
 
     def on_closed(self, event: OrderCanceled | OrderExpired | OrderRejected) -> None:
-        """Release what a canceled, expired or rejected order will no longer fill; remember a venue rejection."""
+        """Release what a canceled, expired or rejected order will no longer fill; remember a venue rejection.
+
+        While the order's parent is working, what the order left unfilled goes
+        back to its approval's unsent part: the parent may send it again.
+        """
         working = self._working.pop(event.client_order_id, None)
+        intent = self._intents.get(self._approval_of.pop(event.client_order_id, -1))
+        if intent is not None and working is not None:
+            intent.unsent += abs(working[1])
         if isinstance(event, OrderRejected) and working is not None and event.code != _POST_ONLY_REJECTED:
             self._remember_rejection(event, *working)
 

@@ -29,6 +29,7 @@ from keel.core.messages import (
     OrderApproved,
     OrderCanceled,
     OrderDenied,
+    OrderExpired,
     OrderFilled,
     OrderRejected,
     OrderSubmitted,
@@ -150,18 +151,20 @@ class Desk:
         *,
         submitted: bool = False,
         approval_id: int | None = None,
+        client_order_id: str | None = None,
     ) -> None:
         """Book a fill at the symbol's mark, commission-free, so equity stays at the capital.
 
         With ``submitted``, first publish the OrderSubmitted the order manager sends for the approved order
-        ``approval_id``.
+        ``approval_id``. ``client_order_id`` fills an order already submitted under that id.
         """
         now = self.clock.timestamp_ns()
         trade = str(next(self._trade_ids))
+        order_id = client_order_id or f"fill-{trade}"
         if submitted:
             self.bus.publish(
                 OrderSubmitted(
-                    client_order_id=f"fill-{trade}",
+                    client_order_id=order_id,
                     symbol=symbol,
                     side=side,
                     quantity=quantity,
@@ -172,7 +175,7 @@ class Desk:
             )
         self.bus.publish(
             OrderFilled(
-                client_order_id=f"fill-{trade}",
+                client_order_id=order_id,
                 venue_order_id=trade,
                 symbol=symbol,
                 trade_id=trade,
@@ -505,34 +508,49 @@ def test_a_second_allocation_before_the_fill_does_not_order_again() -> None:
     assert desk.risk.pending(BTC) == 0
 
 
-def test_a_canceled_order_releases_its_pending_quantity() -> None:
+def test_a_canceled_child_stays_pending_while_its_parent_works_and_is_released_when_the_parent_ends() -> None:
     # Arrange
     desk = Desk()
     desk.propose(BTCUSDT=0.5)
     (approved,) = desk.approved
-    now = desk.clock.timestamp_ns()
-    desk.bus.publish(
-        OrderSubmitted(
-            client_order_id="keel-1",
-            symbol=BTC,
-            side=approved.side,
-            quantity=approved.quantity,
-            approval_id=approved.id,
-            ts_event=now,
-            ts_init=now,
-        )
-    )
-    desk.bus.drain()
+    submit(desk, approved, "keel-1")
     assert desk.risk.pending(BTC) == approved.quantity
+    now = desk.clock.timestamp_ns()
 
-    # Act
+    # Act: the child is canceled (its parent may send it again), then the parent ends
     desk.bus.publish(OrderCanceled(client_order_id="keel-1", symbol=BTC, ts_event=now, ts_init=now))
     desk.bus.drain()
     desk.propose(BTCUSDT=0.5)
+    pending_while_working = desk.risk.pending(BTC)
+    approvals_while_working = len(desk.approved)
+    completed(desk, approved, Decimal(0))
+    desk.propose(BTCUSDT=0.5)
 
-    # Assert
-    assert desk.risk.pending(BTC) == approved.quantity
+    # Assert: no second approval while the parent could still send the first; one after it ended
+    assert pending_while_working == approved.quantity and approvals_while_working == 1
     assert len(desk.approved) == 2
+    assert desk.risk.pending(BTC) == approved.quantity
+
+
+def test_an_expired_child_leftover_is_not_approved_twice_while_its_parent_retries() -> None:
+    # Arrange: an IOC child fills 0.100 of the approval and its leftover expires
+    desk = Desk()
+    desk.propose(ETHUSDT=0.5)
+    (approved,) = desk.approved
+    submit(desk, approved, "keel-1")
+    desk.fill(ETH, OrderSide.BUY, Decimal("0.100"), client_order_id="keel-1")
+    now = desk.clock.timestamp_ns()
+    desk.bus.publish(
+        OrderExpired(client_order_id="keel-1", symbol=ETH, reason="IOC leftover", ts_event=now, ts_init=now)
+    )
+    desk.bus.drain()
+
+    # Act: the allocation is proposed again before the parent sends the leftover
+    desk.propose(ETHUSDT=0.5)
+
+    # Assert: the leftover is still on its way, so nothing more is approved
+    assert desk.risk.pending(ETH) == approved.quantity - Decimal("0.100")
+    assert len(desk.approved) == 1
 
 
 def test_a_non_finite_weight_is_denied_and_never_reaches_an_order() -> None:
@@ -1088,6 +1106,7 @@ def test_the_order_the_venue_rejected_is_not_approved_again_against_the_same_pos
                       ts_event=now, ts_init=now)
     )  # fmt: skip
     desk.bus.drain()
+    completed(desk, first, Decimal(0))
 
     # Act: the same target, then the same target once the position moved
     desk.propose(ETHUSDT=0.5)
