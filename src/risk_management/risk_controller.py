@@ -149,11 +149,22 @@ class DenialReason(Enum):
 
 @dataclass(slots=True)
 class _Intent:
-    """An approved order's quantity not yet sent to the venue (its router sends it as child orders)."""
+    """An approved order while its parent works: what the parent may still send (its router sends child orders).
+
+    ``live`` is the unfilled remainder of its children at the venue and
+    ``filled`` what they filled; the rest of ``quantity`` is unsent.
+    """
 
     symbol: str
     sign: int
-    unsent: Decimal
+    quantity: Decimal
+    live: Decimal = ZERO
+    filled: Decimal = ZERO
+
+    @property
+    def unsent(self) -> Decimal:
+        """Return the approved quantity neither filled nor on the venue (never below zero)."""
+        return max(self.quantity - self.filled - self.live, ZERO)
 
 
 @dataclass(frozen=True, slots=True)
@@ -452,16 +463,16 @@ class RiskController(Component):
     def on_submitted(self, submitted: OrderSubmitted) -> None:
         """Move an approved quantity from unsent to a working order.
 
-        The approval stays known (with nothing unsent) until its parent
-        ends, so what a child leaves unfilled can count as pending again; the
-        unsent part never goes below zero.
+        The approval stays known until its parent ends, so what a child leaves
+        unfilled counts as unsent again (the parent may send it again), and a
+        child sent for that takes nothing more from the approval.
         """
         signed = submitted.quantity * submitted.side.sign
         self._working[submitted.client_order_id] = (submitted.symbol, signed)
         intent = self._intents.get(submitted.approval_id) if submitted.approval_id is not None else None
         if intent is not None:
             self._approval_of[submitted.client_order_id] = submitted.approval_id  # type: ignore[assignment]
-            intent.unsent = max(intent.unsent - submitted.quantity, ZERO)
+            intent.live += submitted.quantity
 
     def on_execution(self, completed: ExecutionCompleted) -> None:
         """A parent order finished: what it did not send of its approval is no longer on its way."""
@@ -475,6 +486,10 @@ class RiskController(Component):
             return
         symbol, remaining = working
         remaining -= fill.last_quantity * fill.side.sign
+        intent = self._intents.get(self._approval_of.get(fill.client_order_id, -1))
+        if intent is not None:
+            intent.live -= fill.last_quantity
+            intent.filled += fill.last_quantity
         if remaining == 0:
             del self._working[fill.client_order_id]
             self._approval_of.pop(fill.client_order_id, None)
@@ -484,13 +499,13 @@ class RiskController(Component):
     def on_closed(self, event: OrderCanceled | OrderExpired | OrderRejected) -> None:
         """Release what a canceled, expired or rejected order will no longer fill; remember a venue rejection.
 
-        While the order's parent is working, what the order left unfilled goes
-        back to its approval's unsent part: the parent may send it again.
+        While the order's parent works, what the order left unfilled is
+        unsent again: the parent may send it again.
         """
         working = self._working.pop(event.client_order_id, None)
         intent = self._intents.get(self._approval_of.pop(event.client_order_id, -1))
         if intent is not None and working is not None:
-            intent.unsent += abs(working[1])
+            intent.live -= abs(working[1])
         if isinstance(event, OrderRejected) and working is not None and event.code != _POST_ONLY_REJECTED:
             self._remember_rejection(event, *working)
 
