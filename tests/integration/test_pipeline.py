@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from keel.config import KeelConfig, load_config
@@ -209,6 +209,19 @@ def _bar(symbol: str, open_time: int, open_: float, close: float, volume: float)
     leverage=st.sampled_from([1, 2, 5, 20]),
     max_leverage=st.sampled_from([1.0, 3.0, 6.0]),
     style=st.sampled_from(["AGGRESSIVE", "TWAP", "PASSIVE"]),
+)
+@example(  # an IOC leftover once approved again beside its parent's retry: a doubled buy the margin refused
+    steps=[
+        ([0.0, 0.0, 0.0], 0.5, [("ETHUSDT", SignalAction.BUY)]),
+        ([0.0, 0.015625, 0.0], 0.5, []),
+        ([0.0, -0.015625, 0.0], 0.5, []),
+        ([0.0, 0.0, 0.0], 0.5, []),
+        ([0.0, 0.0, 0.0], 0.5, []),
+    ],
+    gross_exposure=2.0,
+    leverage=1,
+    max_leverage=1.0,
+    style="AGGRESSIVE",
 )
 def test_random_targets_through_allocator_risk_and_router_are_never_rejected_by_the_venue(
     steps: list[tuple[list[float], float, list[tuple[str, SignalAction]]]],
