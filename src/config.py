@@ -641,6 +641,11 @@ class PortfolioConfig(_Section):
     edge_horizon_bars: int = Field(
         60, ge=1, description="Bars the no-trade band expects a view's edge to last (its benefit horizon)."
     )
+    hold_band: bool = Field(
+        False,
+        description="Keep a position the targets would close until the view turns against it enough that "
+        "closing pays its one-way cost over edge_horizon_bars (the exit side of the no-trade band).",
+    )
     min_order_weight: float = Field(
         0.01, ge=0, lt=1, description="Smallest order worth sending but a close, a fraction of equity."
     )

@@ -456,6 +456,7 @@ def build_risk(
         costs=costs if config.portfolio.no_trade_band else None,
         min_order_weight=config.portfolio.min_order_weight,
         holding_bars=config.portfolio.edge_horizon_bars,
+        hold_band=config.portfolio.hold_band,
         limits=limits,
         sizer=sizer,
         symbols=config.data.symbols,
