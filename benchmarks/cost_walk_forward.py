@@ -18,6 +18,7 @@ import argparse
 import csv
 import itertools
 import json
+import multiprocessing
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,16 +27,50 @@ from keel.backtest import BacktestEngine
 from keel.config import load_config
 
 TODAY = {"portfolio": {"no_trade_band": False}, "execution": {"default_style": "AGGRESSIVE"}}
+
+
+def candidate(
+    horizon: int = 60,
+    threshold: float = 0.1,
+    smallest: float = 0.01,
+    hold: bool = False,
+    passive: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """Return the overrides of one candidate: band horizon, resize threshold, smallest order, hold band, execution.
+
+    ``passive`` is ``(passive_time_limit_seconds, passive_adverse_bps)`` of PASSIVE execution; None: AGGRESSIVE.
+    """
+    execution: dict[str, Any] = {"default_style": "AGGRESSIVE"}
+    if passive is not None:
+        execution = {
+            "default_style": "PASSIVE",
+            "passive_time_limit_seconds": passive[0],
+            "passive_adverse_bps": passive[1],
+        }
+    portfolio = {
+        "no_trade_band": True,
+        "edge_horizon_bars": horizon,
+        "rebalance_threshold": threshold,
+        "min_order_weight": smallest,
+        "hold_band": hold,
+    }
+    return {"portfolio": portfolio, "execution": execution}
+
+
 CANDIDATES: dict[str, dict[str, Any]] = {
     "today": TODAY,
-    **{
-        f"{style.lower()}-h{horizon}": {
-            "portfolio": {"no_trade_band": True, "edge_horizon_bars": horizon, "min_order_weight": 0.01},
-            "execution": {"default_style": style},
-        }
-        for style in ("AGGRESSIVE", "PASSIVE")
-        for horizon in (30, 60, 120, 240)
-    },
+    "h60": candidate(),
+    "h120": candidate(horizon=120),
+    "h60-hold": candidate(hold=True),
+    "h60-r25": candidate(threshold=0.25),
+    "h60-r50": candidate(threshold=0.5),
+    "h60-r50-m3": candidate(threshold=0.5, smallest=0.03),
+    "h120-r50": candidate(horizon=120, threshold=0.5),
+    "h60-p60a10": candidate(passive=(60.0, 10.0)),
+    "h60-p180a20": candidate(passive=(180.0, 20.0)),
+    "h60-r50-p60a10": candidate(threshold=0.5, passive=(60.0, 10.0)),
+    "h60-r50-p180a20": candidate(threshold=0.5, passive=(180.0, 20.0)),
+    "h60-r50-p600a30": candidate(threshold=0.5, passive=(600.0, 30.0)),
 }
 
 
@@ -71,13 +106,21 @@ def run(name: str, overrides: dict[str, Any], start: str, end: str, output: Path
     return {"candidate": name, "start": start, "end": end, **summarize(folder)}
 
 
-def walk_forward(windows: list[str], output: Path, symbols: list[str] | None, names: list[str]) -> dict[str, Any]:
+def _run_job(job: tuple[str, str, str, Path, list[str] | None]) -> dict[str, Any]:
+    name, start, end, output, symbols = job
+    return run(name, CANDIDATES[name], start, end, output, symbols)
+
+
+def walk_forward(
+    windows: list[str], output: Path, symbols: list[str] | None, names: list[str], jobs: int = 1
+) -> dict[str, Any]:
     """Run every candidate on every window; choose on the past windows, judge on the next one."""
+    spans = list(itertools.pairwise(windows))
+    work = [(name, start, end, output, symbols) for start, end in spans for name in names]
     results: dict[tuple[str, int], dict[str, Any]] = {}
-    for index, (start, end) in enumerate(itertools.pairwise(windows)):
-        for name in names:
-            row = run(name, CANDIDATES[name], start, end, output, symbols)
-            results[name, index] = row
+    with multiprocessing.get_context("spawn").Pool(jobs) as pool:
+        for row in pool.imap(_run_job, work):
+            results[row["candidate"], spans.index((row["start"], row["end"]))] = row
             print(json.dumps(row), flush=True)
     table = []
     for test in range(1, len(windows) - 1):
@@ -94,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--symbols", default=None)
     parser.add_argument("--candidates", default=",".join(CANDIDATES))
     parser.add_argument("--summarize", type=Path, nargs="*")
+    parser.add_argument("--jobs", type=int, default=1, help="backtests run at once")
     args = parser.parse_args(argv)
     if args.summarize:
         for folder in args.summarize:
@@ -104,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [n for n in names if n not in CANDIDATES]
     if unknown:
         sys.exit(f"unknown candidate(s) {', '.join(unknown)}; known: {', '.join(CANDIDATES)}")
-    report = walk_forward(args.windows.split(","), args.output, symbols, names)
+    report = walk_forward(args.windows.split(","), args.output, symbols, names, args.jobs)
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "walk_forward.json").write_text(json.dumps(report, indent=1))
     for row in report["walk_forward"]:

@@ -16,7 +16,9 @@ of ``market_data``) and, per symbol and bar:
 - computes the edge of a new position on the receiving side
   (``direction = -sign(predicted)``) over ``holding_intervals`` settlements:
   ``|predicted| * holding_intervals + basis_weight * (-direction * basis)
-  - 2 * fee_rate``;
+  - round trip``, the round trip being ``2 * fee_rate``, or the shared cost
+  model's expected round trip of the symbol (fees, spread, the expected maker
+  share) when the run gives one (:meth:`use_costs`);
 - enters only when the edge is at least ``min_edge`` and the next settlement
   is due within ``entry_window_minutes`` (the position is on when it settles
   and price risk is carried for as short a time as possible before the first
@@ -112,7 +114,9 @@ class FundingArbitrageStrategy(IncrementalStrategy):
         "holding_intervals": Parameter(int, 15, 1, 90, "settlements a position is expected to collect"),
         "rate_half_life": Parameter(float, 3.0, 0.5, 30.0, "half-life of the predicted rate's average, in settlements"),
         "min_edge": Parameter(float, 0.0002, 0.0, 0.01, "edge after fees needed to enter, a fraction of notional"),
-        "fee_rate": Parameter(float, 0.0005, 0.0, 0.002, "fee per side, a fraction of notional"),
+        "fee_rate": Parameter(
+            float, 0.0005, 0.0, 0.002, "fee per side, a fraction of notional (unless the run's cost model prices it)"
+        ),
         "basis_weight": Parameter(
             float, 0.5, 0.0, 1.0, "share of the basis expected to converge in the position's favour"
         ),
@@ -156,7 +160,8 @@ class FundingArbitrageStrategy(IncrementalStrategy):
             state.direction = 0
             state.stopped_out = True
         next_funding = self._next_funding_time(state)
-        edge = self._edge(state)
+        round_trip = self._round_trip(symbol)
+        edge = self._edge(state, round_trip)
         if direction == 0 and self._entry_due(state, timestamp, next_funding, edge):
             self._enter(state, close)
         view = state.last_signal
@@ -175,7 +180,7 @@ class FundingArbitrageStrategy(IncrementalStrategy):
         return StrategySignal(
             symbol,
             "BUY" if state.direction > 0 else "SELL",
-            self._strength(edge),
+            self._strength(edge, round_trip),
             self._consistency(state),
             stop_loss=state.stop,
             metadata=metadata,
@@ -237,11 +242,17 @@ class FundingArbitrageStrategy(IncrementalStrategy):
                 f"(last settled {_iso(state.last_funding_time)}, now {_iso(now)})"
             )
 
-    def _edge(self, state: _FundingState) -> float:
+    def _round_trip(self, symbol: str) -> float:
+        """Return the cost of opening and closing a position: the shared cost model's, else twice ``fee_rate``."""
+        if self.costs is None:
+            return 2.0 * self.parameters["fee_rate"]
+        return self.costs.round_trip(symbol)
+
+    def _edge(self, state: _FundingState, round_trip: float) -> float:
         p = self.parameters
         direction = state.direction or (-1 if state.predicted > 0 else 1)
         carry = -direction * state.predicted * p["holding_intervals"]
-        return carry + p["basis_weight"] * (-direction * state.basis) - 2.0 * p["fee_rate"]
+        return carry + p["basis_weight"] * (-direction * state.basis) - round_trip
 
     def _entry_due(self, state: _FundingState, now: int, next_funding: int | None, edge: float) -> bool:
         p = self.parameters
@@ -260,9 +271,9 @@ class FundingArbitrageStrategy(IncrementalStrategy):
         state.direction = direction
         state.stop = stop
 
-    def _strength(self, edge: float) -> float:
-        fees = 2.0 * self.parameters["fee_rate"]
-        return clip01(edge / fees) if fees > 0 else float(edge > 0)
+    @staticmethod
+    def _strength(edge: float, round_trip: float) -> float:
+        return clip01(edge / round_trip) if round_trip > 0 else float(edge > 0)
 
     @staticmethod
     def _consistency(state: _FundingState) -> float:
