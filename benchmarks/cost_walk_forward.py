@@ -60,17 +60,19 @@ def candidate(
 CANDIDATES: dict[str, dict[str, Any]] = {
     "today": TODAY,
     "h60": candidate(),
-    "h120": candidate(horizon=120),
-    "h60-hold": candidate(hold=True),
-    "h60-r25": candidate(threshold=0.25),
+    "h50": candidate(horizon=50),
+    "h45": candidate(horizon=45),
+    "h40": candidate(horizon=40),
     "h60-r50": candidate(threshold=0.5),
-    "h60-r50-m3": candidate(threshold=0.5, smallest=0.03),
-    "h120-r50": candidate(horizon=120, threshold=0.5),
+    "h45-r50": candidate(horizon=45, threshold=0.5),
+    "h45-r50-m3": candidate(horizon=45, threshold=0.5, smallest=0.03),
+    "h60-hold": candidate(hold=True),
     "h60-p60a10": candidate(passive=(60.0, 10.0)),
     "h60-p180a20": candidate(passive=(180.0, 20.0)),
-    "h60-r50-p60a10": candidate(threshold=0.5, passive=(60.0, 10.0)),
-    "h60-r50-p180a20": candidate(threshold=0.5, passive=(180.0, 20.0)),
-    "h60-r50-p600a30": candidate(threshold=0.5, passive=(600.0, 30.0)),
+    "h45-p60a10": candidate(horizon=45, passive=(60.0, 10.0)),
+    "h45-p180a20": candidate(horizon=45, passive=(180.0, 20.0)),
+    "h45-p600a30": candidate(horizon=45, passive=(600.0, 30.0)),
+    "h45-r50-p180a20": candidate(horizon=45, threshold=0.5, passive=(180.0, 20.0)),
 }
 
 

@@ -380,7 +380,16 @@ def build_allocator(
     interval = settings.rebalance_interval_minutes * NANOS_PER_MINUTE
     symbols = config.data.symbols
     if settings.allocator == "equal_weight":
-        return EqualWeightAllocator(symbols, settings.gross_exposure, bus, clock, rebalance_interval_ns=interval)
+        return EqualWeightAllocator(
+            symbols,
+            settings.gross_exposure,
+            bus,
+            clock,
+            rebalance_interval_ns=interval,
+            costs=costs if settings.shared_costs else None,
+            information_coefficient=settings.information_coefficient,
+            holding_bars=settings.edge_horizon_bars,
+        )
     constraints = {
         "long_short": settings.long_short,
         "max_weight": settings.max_weight,
@@ -536,7 +545,8 @@ def build_pipeline(
     bus.subscribe(OrderFilled, costs.on_fill, name="costs.fills")
     positions = PositionManager(capital, bus, clock)
     traded = strategy or build_strategy(config)
-    traded.use_costs(costs)
+    if config.portfolio.shared_costs:
+        traded.use_costs(costs)
     runner = StrategyRunner(traded, bus, clock)
     allocator = build_allocator(config, bus, clock, costs)
     risk = build_risk(config, instruments, positions, bus, clock, costs)

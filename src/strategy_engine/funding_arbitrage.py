@@ -114,9 +114,7 @@ class FundingArbitrageStrategy(IncrementalStrategy):
         "holding_intervals": Parameter(int, 15, 1, 90, "settlements a position is expected to collect"),
         "rate_half_life": Parameter(float, 3.0, 0.5, 30.0, "half-life of the predicted rate's average, in settlements"),
         "min_edge": Parameter(float, 0.0002, 0.0, 0.01, "edge after fees needed to enter, a fraction of notional"),
-        "fee_rate": Parameter(
-            float, 0.0005, 0.0, 0.002, "fee per side, a fraction of notional (unless the run's cost model prices it)"
-        ),
+        "fee_rate": Parameter(float, 0.0005, 0.0, 0.002, "fee per side, a fraction of notional"),
         "basis_weight": Parameter(
             float, 0.5, 0.0, 1.0, "share of the basis expected to converge in the position's favour"
         ),
