@@ -275,3 +275,25 @@ def test_the_pipeline_holds_its_venue_by_the_exchange_port() -> None:
     assert simulated is pipeline.exchange
     with pytest.raises(TypeError, match="the venue other is not the simulated exchange"):
         elsewhere.simulated_exchange()
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_the_shared_cost_model_prices_funding_arbitrage_and_the_equal_weight_views_when_switched_on(
+    shared: bool,
+) -> None:
+    # Arrange
+    overrides = {
+        "portfolio": {"allocator": "equal_weight", "shared_costs": shared},
+        "strategy": {"warmup_bars": 0},
+    }
+    config = load_config("backtest", environ={}, overrides=overrides)
+
+    # Act
+    pipeline = build_pipeline(config, load_instruments(config.exchange.instruments), EventBus(), SimulatedClock(0))
+
+    # Assert
+    assert pipeline.costs is not None
+    expected = pipeline.costs if shared else None
+    funding = next(s for s in pipeline.strategy.strategy.strategies if s.name == "funding_arbitrage")
+    assert funding.costs is expected
+    assert pipeline.allocator.costs is expected
