@@ -65,14 +65,13 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "h40": candidate(horizon=40),
     "h60-r50": candidate(threshold=0.5),
     "h45-r50": candidate(horizon=45, threshold=0.5),
-    "h45-r50-m3": candidate(horizon=45, threshold=0.5, smallest=0.03),
     "h60-hold": candidate(hold=True),
     "h60-p60a10": candidate(passive=(60.0, 10.0)),
-    "h60-p180a20": candidate(passive=(180.0, 20.0)),
+    "h50-p60a10": candidate(horizon=50, passive=(60.0, 10.0)),
     "h45-p60a10": candidate(horizon=45, passive=(60.0, 10.0)),
-    "h45-p180a20": candidate(horizon=45, passive=(180.0, 20.0)),
+    "h40-p60a10": candidate(horizon=40, passive=(60.0, 10.0)),
+    "h45-p120a20": candidate(horizon=45, passive=(120.0, 20.0)),
     "h45-p600a30": candidate(horizon=45, passive=(600.0, 30.0)),
-    "h45-r50-p180a20": candidate(horizon=45, threshold=0.5, passive=(180.0, 20.0)),
 }
 
 

@@ -356,18 +356,18 @@ def build_strategy(config: KeelConfig) -> BaseStrategy | StrategyManager:
 def build_cost_model(config: KeelConfig, instruments: Mapping[str, Instrument]) -> CostModel:
     """Build the cost model the allocator, the risk layer and the router share.
 
-    Fees are the venue's (``exchange`` overrides or each instrument's), the
-    bar half-spread is the venue's bar slippage, and the maker share starts
-    at 1 when the default style posts.
+    Fees are the venue's (``exchange`` overrides or each instrument's) and
+    the bar half-spread is the venue's bar slippage. The expected maker share
+    starts at 0 whatever the style and follows the fills: a post that does not
+    fill (or that the router does not send because waiting does not pay) ends
+    as a taker, so the no-trade band counts on maker fees only once fills show them.
     """
     exchange = config.exchange
-    passive = config.execution.default_style == "PASSIVE"
     settings = CostSettings(
         maker_fee=None if exchange.maker_fee is None else float(exchange.maker_fee),
         taker_fee=None if exchange.taker_fee is None else float(exchange.taker_fee),
         slippage_bps=exchange.slippage_bps,
         impact_coefficient=config.portfolio.impact_coefficient,
-        maker_share=1.0 if passive else 0.0,
     )
     return CostModel(instruments, settings)
 
