@@ -1,12 +1,14 @@
-"""Walk-forward choice of the cost defaults (no-trade horizon, execution style) on the recorded bars.
+"""Walk-forward choice of the cost defaults (no-trade horizon, resize band, execution) on the recorded bars.
 
 Each candidate is a set of configuration overrides. Every candidate runs on
 every fold window; the candidate chosen for a test window is the one with the
 best net P&L on the windows before it (the first window is training only), so
-no choice sees the window it is judged on. Prints one JSON line per run, the
+no choice sees the window it is judged on. ``--budget 3`` makes the choice
+among the candidates that traded at most a third of ``today``'s notional on
+those windows (the issue's turnover goal). Prints one JSON line per run, the
 walk-forward table, and writes ``walk_forward.json`` under ``--output``.
 
-    .venv/bin/python benchmarks/cost_walk_forward.py --output runs/costs \\
+    .venv/bin/python benchmarks/cost_walk_forward.py --output runs/costs --jobs 2 --budget 3 \\
         --windows 2025-05-05,2025-05-12,2025-05-19,2025-05-26,2025-06-02
 
 ``--summarize DIR`` prints the before/after figures of finished ``keel backtest`` folders instead.
@@ -113,9 +115,19 @@ def _run_job(job: tuple[str, str, str, Path, list[str] | None]) -> dict[str, Any
 
 
 def walk_forward(
-    windows: list[str], output: Path, symbols: list[str] | None, names: list[str], jobs: int = 1
+    windows: list[str],
+    output: Path,
+    symbols: list[str] | None,
+    names: list[str],
+    jobs: int = 1,
+    budget: float | None = None,
 ) -> dict[str, Any]:
-    """Run every candidate on every window; choose on the past windows, judge on the next one."""
+    """Run every candidate on every window; choose on the past windows, judge on the next one.
+
+    The choice is the best net P&L over the past windows; with ``budget`` it is
+    made among the candidates that traded at most ``1 / budget`` of the
+    ``today`` candidate's notional over those windows (the turnover goal).
+    """
     spans = list(itertools.pairwise(windows))
     work = [(name, start, end, output, symbols) for start, end in spans for name in names]
     results: dict[tuple[str, int], dict[str, Any]] = {}
@@ -124,9 +136,24 @@ def walk_forward(
             results[row["candidate"], spans.index((row["start"], row["end"]))] = row
             print(json.dumps(row), flush=True)
     table = []
-    for test in range(1, len(windows) - 1):
-        chosen = max(names, key=lambda n: (sum(results[n, k]["net"] for k in range(test)), n))
-        table.append({"test_window": windows[test], "chosen": chosen, **results[chosen, test]})
+    for test in range(1, len(spans)):
+        eligible = names
+        if budget is not None:
+            allowed = sum(results["today", k]["notional"] for k in range(test)) / budget
+            eligible = [n for n in names if sum(results[n, k]["notional"] for k in range(test)) <= allowed]
+        chosen = max(eligible, key=lambda n: (sum(results[n, k]["net"] for k in range(test)), n))
+        baseline = results["today", test] if "today" in names else {}
+        table.append(
+            {
+                "test_window": windows[test],
+                "chosen_on": f"{windows[0]}..{windows[test]}",
+                "chosen": chosen,
+                **results[chosen, test],
+                "today_notional": baseline.get("notional"),
+                "today_gross": baseline.get("gross"),
+                "today_net": baseline.get("net"),
+            }
+        )
     return {"runs": list(results.values()), "walk_forward": table}
 
 
@@ -139,6 +166,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--candidates", default=",".join(CANDIDATES))
     parser.add_argument("--summarize", type=Path, nargs="*")
     parser.add_argument("--jobs", type=int, default=1, help="backtests run at once")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="choose among candidates trading at most 1/BUDGET of today's notional",
+    )
     args = parser.parse_args(argv)
     if args.summarize:
         for folder in args.summarize:
@@ -149,7 +182,9 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [n for n in names if n not in CANDIDATES]
     if unknown:
         sys.exit(f"unknown candidate(s) {', '.join(unknown)}; known: {', '.join(CANDIDATES)}")
-    report = walk_forward(args.windows.split(","), args.output, symbols, names, args.jobs)
+    if args.budget is not None and "today" not in names:
+        sys.exit("--budget needs the today candidate")
+    report = walk_forward(args.windows.split(","), args.output, symbols, names, args.jobs, args.budget)
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "walk_forward.json").write_text(json.dumps(report, indent=1))
     for row in report["walk_forward"]:
