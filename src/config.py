@@ -602,7 +602,7 @@ class PortfolioConfig(_Section):
 
     gross_exposure: float = Field(1.0, gt=0, le=10, description="Sum of absolute target notionals over equity.")
     rebalance_threshold: float = Field(
-        0.5,
+        0.1,
         ge=0,
         lt=1,
         description="Fraction of target notional below which no order is sent.",
@@ -639,7 +639,7 @@ class PortfolioConfig(_Section):
         "cost model's round trip.",
     )
     edge_horizon_bars: int = Field(
-        45, ge=1, description="Bars the no-trade band expects a view's edge to last (its benefit horizon)."
+        60, ge=1, description="Bars the no-trade band expects a view's edge to last (its benefit horizon)."
     )
     shared_costs: bool = Field(
         True,

@@ -34,7 +34,7 @@ def test_the_strategy_guide_runs_as_written_and_is_no_fee_bonfire(
 
     # Assert
     results = namespace["results"]
-    assert capsys.readouterr().out.strip().endswith("1.00% 1.77 1.21%")
-    assert results["n_trades"] == 62 and round(results["fees_paid"], 2) == 12.54
+    assert capsys.readouterr().out.strip().endswith("0.58% 1.04 1.16%")
+    assert results["n_trades"] == 93 and round(results["fees_paid"], 2) == 14.83
     assert results["fees_paid"] < 0.01 * 10_000
     assert (tmp_path / "donchian" / "report.html").exists()
