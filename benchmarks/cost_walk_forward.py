@@ -1,12 +1,14 @@
-"""Walk-forward choice of the cost defaults (no-trade horizon, execution style) on the recorded bars.
+"""Walk-forward choice of the cost defaults (no-trade horizon, resize band, execution) on the recorded bars.
 
 Each candidate is a set of configuration overrides. Every candidate runs on
 every fold window; the candidate chosen for a test window is the one with the
 best net P&L on the windows before it (the first window is training only), so
-no choice sees the window it is judged on. Prints one JSON line per run, the
+no choice sees the window it is judged on. ``--budget 3`` makes the choice
+among the candidates that traded at most a third of ``today``'s notional on
+those windows (the issue's turnover goal). Prints one JSON line per run, the
 walk-forward table, and writes ``walk_forward.json`` under ``--output``.
 
-    .venv/bin/python benchmarks/cost_walk_forward.py --output runs/costs \\
+    .venv/bin/python benchmarks/cost_walk_forward.py --output runs/costs --jobs 2 --budget 3 \\
         --windows 2025-05-05,2025-05-12,2025-05-19,2025-05-26,2025-06-02
 
 ``--summarize DIR`` prints the before/after figures of finished ``keel backtest`` folders instead.
@@ -18,6 +20,7 @@ import argparse
 import csv
 import itertools
 import json
+import multiprocessing
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,16 +29,51 @@ from keel.backtest import BacktestEngine
 from keel.config import load_config
 
 TODAY = {"portfolio": {"no_trade_band": False}, "execution": {"default_style": "AGGRESSIVE"}}
+
+
+def candidate(
+    horizon: int = 60,
+    threshold: float = 0.1,
+    smallest: float = 0.01,
+    hold: bool = False,
+    passive: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """Return the overrides of one candidate: band horizon, resize threshold, smallest order, hold band, execution.
+
+    ``passive`` is ``(passive_time_limit_seconds, passive_adverse_bps)`` of PASSIVE execution; None: AGGRESSIVE.
+    """
+    execution: dict[str, Any] = {"default_style": "AGGRESSIVE"}
+    if passive is not None:
+        execution = {
+            "default_style": "PASSIVE",
+            "passive_time_limit_seconds": passive[0],
+            "passive_adverse_bps": passive[1],
+        }
+    portfolio = {
+        "no_trade_band": True,
+        "edge_horizon_bars": horizon,
+        "rebalance_threshold": threshold,
+        "min_order_weight": smallest,
+        "hold_band": hold,
+    }
+    return {"portfolio": portfolio, "execution": execution}
+
+
 CANDIDATES: dict[str, dict[str, Any]] = {
     "today": TODAY,
-    **{
-        f"{style.lower()}-h{horizon}": {
-            "portfolio": {"no_trade_band": True, "edge_horizon_bars": horizon, "min_order_weight": 0.01},
-            "execution": {"default_style": style},
-        }
-        for style in ("AGGRESSIVE", "PASSIVE")
-        for horizon in (30, 60, 120, 240)
-    },
+    "h60": candidate(),
+    "h50": candidate(horizon=50),
+    "h45": candidate(horizon=45),
+    "h40": candidate(horizon=40),
+    "h60-r50": candidate(threshold=0.5),
+    "h45-r50": candidate(horizon=45, threshold=0.5),
+    "h60-hold": candidate(hold=True),
+    "h60-p60a10": candidate(passive=(60.0, 10.0)),
+    "h50-p60a10": candidate(horizon=50, passive=(60.0, 10.0)),
+    "h45-p60a10": candidate(horizon=45, passive=(60.0, 10.0)),
+    "h40-p60a10": candidate(horizon=40, passive=(60.0, 10.0)),
+    "h45-p120a20": candidate(horizon=45, passive=(120.0, 20.0)),
+    "h45-p600a30": candidate(horizon=45, passive=(600.0, 30.0)),
 }
 
 
@@ -71,18 +109,51 @@ def run(name: str, overrides: dict[str, Any], start: str, end: str, output: Path
     return {"candidate": name, "start": start, "end": end, **summarize(folder)}
 
 
-def walk_forward(windows: list[str], output: Path, symbols: list[str] | None, names: list[str]) -> dict[str, Any]:
-    """Run every candidate on every window; choose on the past windows, judge on the next one."""
+def _run_job(job: tuple[str, str, str, Path, list[str] | None]) -> dict[str, Any]:
+    name, start, end, output, symbols = job
+    return run(name, CANDIDATES[name], start, end, output, symbols)
+
+
+def walk_forward(
+    windows: list[str],
+    output: Path,
+    symbols: list[str] | None,
+    names: list[str],
+    jobs: int = 1,
+    budget: float | None = None,
+) -> dict[str, Any]:
+    """Run every candidate on every window; choose on the past windows, judge on the next one.
+
+    The choice is the best net P&L over the past windows; with ``budget`` it is
+    made among the candidates that traded at most ``1 / budget`` of the
+    ``today`` candidate's notional over those windows (the turnover goal).
+    """
+    spans = list(itertools.pairwise(windows))
+    work = [(name, start, end, output, symbols) for start, end in spans for name in names]
     results: dict[tuple[str, int], dict[str, Any]] = {}
-    for index, (start, end) in enumerate(itertools.pairwise(windows)):
-        for name in names:
-            row = run(name, CANDIDATES[name], start, end, output, symbols)
-            results[name, index] = row
+    with multiprocessing.get_context("spawn").Pool(jobs) as pool:
+        for row in pool.imap(_run_job, work):
+            results[row["candidate"], spans.index((row["start"], row["end"]))] = row
             print(json.dumps(row), flush=True)
     table = []
-    for test in range(1, len(windows) - 1):
-        chosen = max(names, key=lambda n: (sum(results[n, k]["net"] for k in range(test)), n))
-        table.append({"test_window": windows[test], "chosen": chosen, **results[chosen, test]})
+    for test in range(1, len(spans)):
+        eligible = names
+        if budget is not None:
+            allowed = sum(results["today", k]["notional"] for k in range(test)) / budget
+            eligible = [n for n in names if sum(results[n, k]["notional"] for k in range(test)) <= allowed]
+        chosen = max(eligible, key=lambda n: (sum(results[n, k]["net"] for k in range(test)), n))
+        baseline = results["today", test] if "today" in names else {}
+        table.append(
+            {
+                "test_window": windows[test],
+                "chosen_on": f"{windows[0]}..{windows[test]}",
+                "chosen": chosen,
+                **results[chosen, test],
+                "today_notional": baseline.get("notional"),
+                "today_gross": baseline.get("gross"),
+                "today_net": baseline.get("net"),
+            }
+        )
     return {"runs": list(results.values()), "walk_forward": table}
 
 
@@ -94,6 +165,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--symbols", default=None)
     parser.add_argument("--candidates", default=",".join(CANDIDATES))
     parser.add_argument("--summarize", type=Path, nargs="*")
+    parser.add_argument("--jobs", type=int, default=1, help="backtests run at once")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="choose among candidates trading at most 1/BUDGET of today's notional",
+    )
     args = parser.parse_args(argv)
     if args.summarize:
         for folder in args.summarize:
@@ -104,7 +182,9 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [n for n in names if n not in CANDIDATES]
     if unknown:
         sys.exit(f"unknown candidate(s) {', '.join(unknown)}; known: {', '.join(CANDIDATES)}")
-    report = walk_forward(args.windows.split(","), args.output, symbols, names)
+    if args.budget is not None and "today" not in names:
+        sys.exit("--budget needs the today candidate")
+    report = walk_forward(args.windows.split(","), args.output, symbols, names, args.jobs, args.budget)
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "walk_forward.json").write_text(json.dumps(report, indent=1))
     for row in report["walk_forward"]:

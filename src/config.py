@@ -647,6 +647,16 @@ class PortfolioConfig(_Section):
     edge_horizon_bars: int = Field(
         60, ge=1, description="Bars the no-trade band expects a view's edge to last (its benefit horizon)."
     )
+    shared_costs: bool = Field(
+        True,
+        description="funding_arbitrage's fees and the equal-weight allocator's views are priced by the shared "
+        "cost model (else funding_arbitrage's fee_rate, and every BUY or SELL taken).",
+    )
+    hold_band: bool = Field(
+        False,
+        description="Keep a position the targets would close until the view turns against it enough that "
+        "closing pays its one-way cost over edge_horizon_bars (the exit side of the no-trade band).",
+    )
     min_order_weight: float = Field(
         0.01, ge=0, lt=1, description="Smallest order worth sending but a close, a fraction of equity."
     )

@@ -14,7 +14,9 @@
 A maker fill pays the maker fee and no spread or impact; a taker fill pays the
 taker fee, half the spread and the impact. From these it derives the no-trade
 rule (:meth:`CostModel.worth_trading`: trade only when the expected benefit
-over the horizon covers the round trip) and the smallest order worth sending
+over the horizon covers the round trip), its exit side
+(:meth:`CostModel.worth_closing`: close only when the expected loss avoided
+covers one way) and the smallest order worth sending
 (:meth:`CostModel.min_order_notional`). Everything it holds came from data
 observed at or before the time it is asked.
 """
@@ -231,6 +233,18 @@ class CostModel:
         if not (math.isfinite(edge_per_bar) and horizon_bars > 0):
             return False
         return edge_per_bar * horizon_bars >= self.round_trip(symbol, notional)
+
+    def worth_closing(self, symbol: str, notional: float, edge_per_bar: float, horizon_bars: float) -> bool:
+        """Return whether closing a position whose expected return is ``edge_per_bar`` beats keeping it.
+
+        The close avoids the expected loss ``-edge_per_bar x horizon_bars`` (a
+        fraction of the notional held) and pays one way of ``notional``: with
+        :meth:`worth_trading` (which asks for the round trip to open) this is a
+        hysteresis band, a position opens on twice the edge that closes it.
+        """
+        if not (math.isfinite(edge_per_bar) and horizon_bars > 0):
+            return True
+        return -edge_per_bar * horizon_bars >= self.cost_rate(symbol, notional)
 
     def maker_pays(self, symbol: str, notional: float, wait_bars: float) -> bool:
         """Return whether posting beats taking: the fee and spread saved exceed the risk of waiting.

@@ -359,18 +359,18 @@ def build_strategy(config: KeelConfig) -> BaseStrategy | StrategyManager:
 def build_cost_model(config: KeelConfig, instruments: Mapping[str, Instrument]) -> CostModel:
     """Build the cost model the allocator, the risk layer and the router share.
 
-    Fees are the venue's (``exchange`` overrides or each instrument's), the
-    bar half-spread is the venue's bar slippage, and the maker share starts
-    at 1 when the default style posts.
+    Fees are the venue's (``exchange`` overrides or each instrument's) and
+    the bar half-spread is the venue's bar slippage. The expected maker share
+    starts at 0 whatever the style and follows the fills: a post that does not
+    fill (or that the router does not send because waiting does not pay) ends
+    as a taker, so the no-trade band counts on maker fees only once fills show them.
     """
     exchange = config.exchange
-    passive = config.execution.default_style == "PASSIVE"
     settings = CostSettings(
         maker_fee=None if exchange.maker_fee is None else float(exchange.maker_fee),
         taker_fee=None if exchange.taker_fee is None else float(exchange.taker_fee),
         slippage_bps=exchange.slippage_bps,
         impact_coefficient=config.portfolio.impact_coefficient,
-        maker_share=1.0 if passive else 0.0,
     )
     return CostModel(instruments, settings)
 
@@ -383,7 +383,16 @@ def build_allocator(
     interval = settings.rebalance_interval_minutes * NANOS_PER_MINUTE
     symbols = config.data.symbols
     if settings.allocator == "equal_weight":
-        return EqualWeightAllocator(symbols, settings.gross_exposure, bus, clock, rebalance_interval_ns=interval)
+        return EqualWeightAllocator(
+            symbols,
+            settings.gross_exposure,
+            bus,
+            clock,
+            rebalance_interval_ns=interval,
+            costs=costs if settings.shared_costs else None,
+            information_coefficient=settings.information_coefficient,
+            holding_bars=settings.edge_horizon_bars,
+        )
     constraints = {
         "long_short": settings.long_short,
         "max_weight": settings.max_weight,
@@ -459,6 +468,7 @@ def build_risk(
         costs=costs if config.portfolio.no_trade_band else None,
         min_order_weight=config.portfolio.min_order_weight,
         holding_bars=config.portfolio.edge_horizon_bars,
+        hold_band=config.portfolio.hold_band,
         limits=limits,
         sizer=sizer,
         symbols=config.data.symbols,
@@ -537,7 +547,10 @@ def build_pipeline(
     bus.subscribe(FundingRateUpdated, costs.on_funding, name="costs.funding")
     bus.subscribe(OrderFilled, costs.on_fill, name="costs.fills")
     positions = PositionManager(capital, bus, clock)
-    runner = StrategyRunner(strategy or build_strategy(config), bus, clock)
+    traded = strategy or build_strategy(config)
+    if config.portfolio.shared_costs:
+        traded.use_costs(costs)
+    runner = StrategyRunner(traded, bus, clock)
     allocator = build_allocator(config, bus, clock, costs)
     risk = build_risk(config, instruments, positions, bus, clock, costs)
     orders = OrderManager(exchange, ClientOrderIdGenerator(client_order_namespace), bus, clock, route_approvals=False)

@@ -6,6 +6,11 @@ short when SELL, flat before its first signal or on HOLD. A new allocation is
 proposed whenever a signal changes a symbol's direction, and on the rebalance
 schedule (a clock timer), so positions that drifted with prices are brought
 back to their targets.
+
+With the shared cost model a signal takes its direction only when the edge
+it implies (``information_coefficient x`` the model's per-bar volatility ``x
+strength x confidence``, as the optimizer reads a view) over ``holding_bars``
+covers the model's round trip of the symbol; a weaker one counts as flat.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from keel.core.bus import EventBus
 from keel.core.clock import Clock, TimeEvent
 from keel.core.component import Component
+from keel.core.costs import CostModel
 from keel.core.messages import AllocationProposed, Rebalance, SignalAction, SignalGenerated
 
 _DIRECTION = {SignalAction.BUY: 1, SignalAction.SELL: -1, SignalAction.HOLD: 0}
@@ -31,6 +37,10 @@ class EqualWeightAllocator(Component):
         Sum of absolute weights when every symbol has a direction (1.0 = 1x equity).
     rebalance_interval_ns
         Time between scheduled rebalances, aligned to the epoch; 0 for none.
+    costs
+        The shared cost model; None: every BUY or SELL is taken.
+    information_coefficient, holding_bars
+        How a view becomes an edge per bar, and the bars it is expected to last.
     bus, clock
         The event bus and the clock.
     """
@@ -43,6 +53,9 @@ class EqualWeightAllocator(Component):
         clock: Clock,
         *,
         rebalance_interval_ns: int = 0,
+        costs: CostModel | None = None,
+        information_coefficient: float = 0.05,
+        holding_bars: float = 60.0,
     ) -> None:
         super().__init__("portfolio.equal_weight", bus, clock)
         if not symbols:
@@ -52,6 +65,9 @@ class EqualWeightAllocator(Component):
         self.symbols = tuple(symbols)
         self.weight = gross_exposure / len(self.symbols)
         self.rebalance_interval_ns = rebalance_interval_ns
+        self.costs = costs
+        self.information_coefficient = information_coefficient
+        self.holding_bars = holding_bars
         self._direction = dict.fromkeys(self.symbols, 0)
 
     def on_start(self) -> None:
@@ -77,10 +93,18 @@ class EqualWeightAllocator(Component):
         if signal.symbol not in self._direction:
             return
         direction = _DIRECTION[signal.action]
+        if direction != 0 and self.costs is not None and not self._pays(self.costs, signal):
+            direction = 0
         if self._direction[signal.symbol] == direction:
             return
         self._direction[signal.symbol] = direction
         self._propose(f"{signal.strategy} {signal.action.value} {signal.symbol}", signal.ts_event)
+
+    def _pays(self, costs: CostModel, signal: SignalGenerated) -> bool:
+        """Return whether the view's edge over the holding period covers the round trip (impact left to risk)."""
+        score = signal.strength * signal.confidence
+        edge = self.information_coefficient * costs.volatility(signal.symbol) * score
+        return costs.worth_trading(signal.symbol, 0.0, edge, self.holding_bars)
 
     def _propose(self, reason: str, ts: int) -> None:
         self.bus.publish(

@@ -257,6 +257,12 @@ class RiskController(Component):
         smaller than ``min_order_weight`` of equity. None: no cost rule.
     min_order_weight, holding_bars
         The cost rule's smallest order (a fraction of equity) and horizon (bars).
+    hold_band
+        With ``costs``, the exit side of the band: while ACTIVE a position the
+        targets would close (or flip without paying for the new side) is kept
+        until the view turns against it by enough that closing pays its one-way
+        cost over ``holding_bars`` (:meth:`~keel.core.costs.CostModel.worth_closing`);
+        never beyond ``max_position_notional``.
     limits
         Every limit (see :class:`~keel.risk_management.limits.RiskLimits`).
     sizer
@@ -296,6 +302,7 @@ class RiskController(Component):
         costs: CostModel | None = None,
         min_order_weight: float = 0.0,
         holding_bars: float = 30.0,
+        hold_band: bool = False,
         limits: RiskLimits | None = None,
         sizer: PositionSizer | None = None,
         symbols: Sequence[str] | None = None,
@@ -338,6 +345,7 @@ class RiskController(Component):
         self.costs = costs
         self.min_order_weight = min_order_weight
         self.holding_bars = holding_bars
+        self.hold_band = hold_band
         self.sizer = sizer if sizer is not None else PositionSizer()
         self.var_method = var_method
         self._keeps_ewma = var_method == "ewma"
@@ -1138,18 +1146,32 @@ class RiskController(Component):
 
         Added exposure must earn its round trip over the horizon at the view's
         edge, else a flip stops at flat and an addition is not made; a change
-        smaller than the smallest order is not made unless it closes.
+        smaller than the smallest order is not made unless it closes. With the
+        hold band, a close (or the closing half of such a flip) must pay its
+        one-way cost too, else the position is kept.
         """
         smallest = costs.min_order_notional(symbol, equity, self.min_order_weight)
         same_side = held != 0 and (held > 0) == (target > 0)
         adds = target != 0 and (not same_side or abs(target) > abs(held))
         if not adds:
-            return held if target != 0 and abs(target - held) * price < smallest else target
+            if target == 0:
+                return self._closed_or_kept(costs, symbol, held, price)
+            return held if abs(target - held) * price < smallest else target
         added = (abs(target) - abs(held) if same_side else abs(target)) * price
         edge = self._edge(symbol, 1.0 if target > 0 else -1.0)
         if added < smallest or not costs.worth_trading(symbol, added, edge, self.holding_bars):
-            return held if same_side else 0.0
+            return held if same_side else self._closed_or_kept(costs, symbol, held, price)
         return target
+
+    def _closed_or_kept(self, costs: CostModel, symbol: str, held: float, price: float) -> float:
+        """Return 0 (close ``held``), or ``held`` when the hold band says closing does not pay yet."""
+        if held == 0 or not self.hold_band or self.trading_state is not TradingState.ACTIVE:
+            return 0.0
+        notional = abs(held) * price
+        if notional > self.limits.max_position_notional:
+            return 0.0
+        edge = self._edge(symbol, 1.0 if held > 0 else -1.0)
+        return 0.0 if costs.worth_closing(symbol, notional, edge, self.holding_bars) else held
 
     def _booked(self, symbol: str, instrument: Instrument, context: _Allocation, ts: int) -> Decimal:
         """Return the position booked in ``symbol``; dust below the lot size is written off (reported once).

@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from keel.core.costs import CostModel
 from keel.core.messages import BarClosed, FundingRateUpdated, SignalAction
 from keel.strategy_engine.history import SymbolHistory, bar_at
 from keel.strategy_engine.parameters import Parameter, validate_parameters
@@ -186,6 +187,13 @@ class BaseStrategy(ABC):
     on every quiet bar, and reading that as "sell everything" would buy every
     spike and sell it on the next bar. keel's own strategies set it True.
     """
+
+    costs: CostModel | None = None
+    """The shared cost model, for strategies that weigh an edge against trading costs (None: their own)."""
+
+    def use_costs(self, costs: CostModel | None) -> None:
+        """Price trades with the run's shared cost model (None: the strategy's own fee parameters)."""
+        self.costs = costs
 
     def __init__(self, name: str, parameters: Mapping[str, Any] | None = None) -> None:
         self.name = name

@@ -16,7 +16,9 @@ of ``market_data``) and, per symbol and bar:
 - computes the edge of a new position on the receiving side
   (``direction = -sign(predicted)``) over ``holding_intervals`` settlements:
   ``|predicted| * holding_intervals + basis_weight * (-direction * basis)
-  - 2 * fee_rate``;
+  - round trip``, the round trip being ``2 * fee_rate``, or the shared cost
+  model's expected round trip of the symbol (fees, spread, the expected maker
+  share) when the run gives one (:meth:`use_costs`);
 - enters only when the edge is at least ``min_edge`` and the next settlement
   is due within ``entry_window_minutes`` (the position is on when it settles
   and price risk is carried for as short a time as possible before the first
@@ -166,18 +168,19 @@ class FundingArbitrageStrategy(IncrementalStrategy):
             state.direction = 0
             state.stopped_out = True
         edge = None
+        symbol = market_data["symbol"]
+        round_trip = self._round_trip(symbol)
         if direction == 0 and self._entry_window_open(state, timestamp, next_funding):
             # The edge is computed only here and for a new view: both after the exits above, and entering
             # takes the side _edge assumes when flat, so it is the same number either way.
-            edge = self._edge(state)
+            edge = self._edge(state, round_trip)
             if edge >= self._min_edge:
                 self._enter(state, close)
         view = state.last_signal
         if view is not None and not settled and state.direction == direction:
             return view
         if edge is None:
-            edge = self._edge(state)
-        symbol = market_data["symbol"]
+            edge = self._edge(state, round_trip)
         metadata = {
             "predicted_rate": state.predicted,
             "basis": state.basis,
@@ -191,7 +194,7 @@ class FundingArbitrageStrategy(IncrementalStrategy):
         return StrategySignal(
             symbol,
             "BUY" if state.direction > 0 else "SELL",
-            self._strength(edge),
+            self._strength(edge, round_trip),
             self._consistency(state),
             stop_loss=state.stop,
             metadata=metadata,
@@ -237,11 +240,17 @@ class FundingArbitrageStrategy(IncrementalStrategy):
             return state.interval
         return self.parameters["funding_interval_hours"] * _NANOS_PER_HOUR
 
-    def _edge(self, state: _FundingState) -> float:
+    def _round_trip(self, symbol: str) -> float:
+        """Return the cost of opening and closing a position: the shared cost model's, else twice ``fee_rate``."""
+        if self.costs is None:
+            return 2.0 * self.parameters["fee_rate"]
+        return self.costs.round_trip(symbol)
+
+    def _edge(self, state: _FundingState, round_trip: float) -> float:
         p = self.parameters
         direction = state.direction or (-1 if state.predicted > 0 else 1)
         carry = -direction * state.predicted * p["holding_intervals"]
-        return carry + p["basis_weight"] * (-direction * state.basis) - 2.0 * p["fee_rate"]
+        return carry + p["basis_weight"] * (-direction * state.basis) - round_trip
 
     def _entry_window_open(self, state: _FundingState, now: int, next_funding: int | None) -> bool:
         """Return whether a flat position may enter now, the edge aside."""
@@ -261,9 +270,9 @@ class FundingArbitrageStrategy(IncrementalStrategy):
         state.direction = direction
         state.stop = stop
 
-    def _strength(self, edge: float) -> float:
-        fees = 2.0 * self.parameters["fee_rate"]
-        return clip01(edge / fees) if fees > 0 else float(edge > 0)
+    @staticmethod
+    def _strength(edge: float, round_trip: float) -> float:
+        return clip01(edge / round_trip) if round_trip > 0 else float(edge > 0)
 
     @staticmethod
     def _consistency(state: _FundingState) -> float:

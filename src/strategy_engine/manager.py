@@ -49,6 +49,7 @@ from typing import Any, NamedTuple, cast
 import numpy as np
 import structlog
 
+from keel.core.costs import CostModel
 from keel.core.messages import BarClosed, FundingRateUpdated, MarketRegime
 from keel.strategy_engine.base import BaseStrategy, IncrementalStrategy, StrategySignal, clip01
 from keel.strategy_engine.funding_arbitrage import FundingArbitrageStrategy
@@ -273,6 +274,7 @@ class StrategyManager:
         self.volatility_scaling = volatility_scaling
         self.max_consecutive_errors = max_consecutive_errors
         self.fee_rate = fee_rate
+        self.costs: CostModel | None = None
         self._stopped = [False] * len(self.strategies)
         self._gates: list[str | None] = [None] * len(self.strategies)
         self.history_bars = history_bars
@@ -606,6 +608,12 @@ class StrategyManager:
         self._stopped[names.index(name)] = not enabled
         self._recheck_intents()
 
+    def use_costs(self, costs: CostModel | None) -> None:
+        """Give every strategy (and any swapped in later) the run's shared cost model."""
+        self.costs = costs
+        for strategy in self.strategies:
+            strategy.use_costs(costs)
+
     def replace_strategy(self, strategy: BaseStrategy) -> BaseStrategy:
         """Swap in ``strategy`` for the running one of the same name (new parameters); return the old one.
 
@@ -622,6 +630,8 @@ class StrategyManager:
             raise KeyError(strategy.name)
         index = names.index(strategy.name)
         previous = self.strategies[index]
+        if self.costs is not None:
+            strategy.use_costs(self.costs)
         self.strategies = (*self.strategies[:index], strategy, *self.strategies[index + 1 :])
         self._incremental[index] = isinstance(strategy, IncrementalStrategy)
         for book in self._books.values():

@@ -133,6 +133,19 @@ def test_a_trade_is_worth_it_only_when_the_edge_over_the_horizon_covers_the_roun
     assert not costs.worth_trading(BTC, 1000.0, edge_per_bar=math.nan, horizon_bars=120)
 
 
+def test_a_close_is_worth_it_when_the_loss_avoided_over_the_horizon_covers_one_way():
+    # Arrange: 6 bp one way (5 bp taker fee, 1 bp half-spread), no impact; opening takes twice the edge
+    costs = model(maker_fee=0.0002, taker_fee=0.0005, impact_coefficient=0.0)
+    costs.observe_bar(BTC, 100_000.0, 10.0)
+
+    # Act / Assert: a view turned against the position by 5e-6 per bar pays a close over 121 bars
+    assert costs.worth_closing(BTC, 1000.0, edge_per_bar=-5e-6, horizon_bars=121)
+    assert not costs.worth_closing(BTC, 1000.0, edge_per_bar=-5e-6, horizon_bars=119)
+    assert not costs.worth_closing(BTC, 1000.0, edge_per_bar=0.0, horizon_bars=120)
+    assert not costs.worth_trading(BTC, 1000.0, edge_per_bar=5e-6, horizon_bars=120)
+    assert costs.worth_closing(BTC, 1000.0, edge_per_bar=math.nan, horizon_bars=120)
+
+
 def test_posting_pays_while_the_fee_and_spread_saved_exceed_the_risk_of_waiting():
     # Arrange: 4 bp saved (6 bp taker, 2 bp maker); a quiet and a wild market
     quiet, wild = model(maker_fee=0.0002, taker_fee=0.0005), model(maker_fee=0.0002, taker_fee=0.0005)

@@ -384,3 +384,25 @@ def test_each_scheduled_buy_fills_its_fixed_notional_within_one_lot_step_until_t
             parent.average_price - close
         )
     assert {t.reason for t in seen[TargetQuantityProposed] if t.quantity > 0} == {"scheduled buy"}
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_the_shared_cost_model_prices_funding_arbitrage_and_the_equal_weight_views_when_switched_on(
+    shared: bool,
+) -> None:
+    # Arrange
+    overrides = {
+        "portfolio": {"allocator": "equal_weight", "shared_costs": shared},
+        "strategy": {"warmup_bars": 0},
+    }
+    config = load_config("backtest", environ={}, overrides=overrides)
+
+    # Act
+    pipeline = build_pipeline(config, load_instruments(config.exchange.instruments), EventBus(), SimulatedClock(0))
+
+    # Assert
+    assert pipeline.costs is not None
+    expected = pipeline.costs if shared else None
+    funding = next(s for s in pipeline.strategy.strategy.strategies if s.name == "funding_arbitrage")
+    assert funding.costs is expected
+    assert pipeline.allocator.costs is expected

@@ -1186,6 +1186,46 @@ def test_a_flip_the_cost_model_does_not_pay_for_stops_at_flat() -> None:
     assert closing.reduce_only is True
 
 
+def test_the_hold_band_keeps_a_position_until_closing_pays_its_cost() -> None:
+    # Arrange: long ETH bought for free; then trading costs the instruments' fees, and no view has an edge
+    desk = Desk(costs=free_costs(), hold_band=True)
+    desk.propose(ETHUSDT=0.5)
+    desk.fill_approved()
+    desk.risk.costs = CostModel(instruments())
+
+    # Act: a flat target, then a short one that does not pay for itself
+    desk.propose(ETHUSDT=0.0)
+    desk.propose(ETHUSDT=-0.5)
+
+    # Assert: the long is kept
+    (opening,) = desk.approved
+    assert desk.denied == []
+
+    # Act: closing costs nothing now
+    desk.risk.costs = free_costs()
+    desk.propose(ETHUSDT=0.0)
+
+    # Assert: it closes
+    _, closing = desk.approved
+    assert (closing.side, closing.quantity, closing.reduce_only) == (OrderSide.SELL, opening.quantity, True)
+
+
+def test_the_hold_band_lets_a_reducing_desk_close() -> None:
+    # Arrange: a long the cost model would keep, and the risk layer reducing
+    desk = Desk(costs=free_costs(), hold_band=True)
+    desk.propose(ETHUSDT=0.5)
+    desk.fill_approved()
+    desk.risk.costs = CostModel(instruments())
+    desk.set_state(TradingState.REDUCING)
+
+    # Act
+    desk.propose(ETHUSDT=0.0)
+
+    # Assert
+    opening, closing = desk.approved
+    assert (closing.side, closing.quantity) == (OrderSide.SELL, opening.quantity)
+
+
 def test_orders_smaller_than_the_smallest_worth_sending_are_not_sent_unless_they_close() -> None:
     # Arrange: the smallest order is 10 % of the 10,000 equity
     desk = Desk(costs=free_costs(), min_order_weight=0.1)

@@ -17,6 +17,8 @@ from strategy_data import (
     transitions,
 )
 
+from keel.core.costs import CostModel, CostSettings
+from keel.core.instruments import bundled_instruments
 from keel.strategy_engine import FundingArbitrageStrategy, MissingFundingDataError
 
 HOUR_NS = 60 * MINUTE_NS
@@ -69,6 +71,29 @@ def test_entries_take_the_receiving_side_shortly_before_a_settlement_when_the_ed
         assert views[i].metadata["edge"] == pytest.approx(edge, rel=1e-9)
         assert views[i].metadata["predicted_rate"] == pytest.approx(predicted, rel=1e-12)
         assert views[i].stop_loss == pytest.approx(sol["close"][i] * (1 - direction * p["stop_loss"]))
+
+
+def test_the_shared_cost_model_prices_the_round_trip_when_the_run_gives_one(sol: dict) -> None:
+    # Arrange: a cost model of 5.5 bp taker fee and no spread: an 11 bp round trip instead of 10 bp
+    p = FundingArbitrageStrategy.default_parameters()
+    costly = FundingArbitrageStrategy()
+    costly.use_costs(CostModel(bundled_instruments(), CostSettings(taker_fee=0.00055, slippage_bps=0.0)))
+
+    # Act
+    own = signals(FundingArbitrageStrategy(), sol)
+    priced = signals(costly, sol)
+
+    # Assert: the edge is net of the model's round trip, and fewer entries pay it
+    entries = [i for i, old, _ in transitions(priced) if old == "HOLD"]
+    assert 0 < len(entries) < len([i for i, old, _ in transitions(own) if old == "HOLD"])
+    for i in entries:
+        now = int(sol["timestamp"][i])
+        predicted = predicted_rate(sol, now, p["rate_half_life"])
+        direction = -1 if predicted > 0 else 1
+        basis = basis_at_last_settlement(sol, now)
+        edge = abs(predicted) * p["holding_intervals"] + p["basis_weight"] * -direction * basis - 0.0011
+        assert priced[i].metadata["edge"] == pytest.approx(edge, rel=1e-9)
+        assert priced[i].strength == pytest.approx(min(1.0, edge / 0.0011))
 
 
 def test_a_negative_funding_rate_makes_it_go_long() -> None:

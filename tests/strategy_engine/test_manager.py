@@ -20,6 +20,8 @@ from strategy_data import (
     truncated,
 )
 
+from keel.core.costs import CostModel
+from keel.core.instruments import bundled_instruments
 from keel.core.messages import BarClosed, FundingRateUpdated, MarketRegime
 from keel.strategy_engine import (
     DEFAULT_REGIME_WEIGHTS,
@@ -346,6 +348,21 @@ def test_a_replaced_strategy_votes_with_its_new_view_and_unknown_names_are_refus
     assert signal.action == "HOLD"  # one BUY and one SELL of equal weight cancel
     with pytest.raises(KeyError):
         manager.replace_strategy(_Fixed("c", "BUY", 1.0, 1.0))
+
+
+def test_the_run_cost_model_reaches_every_strategy_and_any_swapped_in_later() -> None:
+    # Arrange
+    manager = StrategyManager(
+        [_Fixed("a", "BUY", 1.0, 1.0), _Fixed("b", "BUY", 1.0, 1.0)], None, detector_factory=False
+    )
+    costs = CostModel(bundled_instruments())
+
+    # Act
+    manager.use_costs(costs)
+    manager.replace_strategy(_Fixed("a", "SELL", 1.0, 1.0))
+
+    # Assert
+    assert [s.costs for s in manager.strategies] == [costs, costs]
 
 
 def test_the_kept_combined_view_is_the_one_recombined_from_scratch_on_every_bar() -> None:
