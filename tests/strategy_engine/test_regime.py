@@ -19,8 +19,11 @@ from keel.strategy_engine.regime import (
     Garch11Filter,
     GaussianHmmFilter,
     NoLookAheadRegimeDetector,
+    RegimeFit,
+    RegimeFitRequest,
     RegimeState,
     assignment_score,
+    fit_regime_models,
     label_states,
     match_states,
     reorder,
@@ -231,13 +234,18 @@ def test_lookahead_regime_outputs_up_to_t_do_not_depend_on_later_bars() -> None:
     assert perturbed[cut + 1 :] != full[cut + 1 :]
 
 
-class _FailingRefit(NoLookAheadRegimeDetector):
-    """A detector whose second HMM fit fails, as a singular EM step would."""
+def _singular_refit(request: RegimeFitRequest) -> RegimeFit:
+    """The real fit, except that a refit's HMM fails as a singular EM step would."""
+    fit = fit_regime_models(request)
+    if request.previous_hmm is None:
+        return fit
+    return fit._replace(hmm=None, probabilities=None, hmm_error="HMM fit: covariance became singular")
 
-    def _hmm_fitted_on(self, features: np.ndarray, previous: GaussianHMM | None) -> GaussianHMM:
-        if previous is not None:
-            raise ValueError("covariance became singular")
-        return super()._hmm_fitted_on(features, previous)
+
+class _FailingRefit(NoLookAheadRegimeDetector):
+    """A detector whose second HMM fit fails."""
+
+    fit_function = staticmethod(_singular_refit)
 
 
 def test_a_failed_refit_keeps_the_previous_model_and_filters_on() -> None:
