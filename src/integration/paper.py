@@ -38,8 +38,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import multiprocessing
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -89,6 +91,7 @@ from keel.integration.venues import SessionVenue, SimulatedVenue
 from keel.persistence import AuditLog, Database, Journal, Settings, Snapshots
 from keel.persistence.backup import AccountLock, BackupError, BackupManager
 from keel.persistence.write_behind import SpillFile, copy_spill
+from keel.strategy_engine.regime import load_fit_libraries
 
 _log = structlog.get_logger("keel.paper")
 
@@ -210,6 +213,7 @@ class PaperSession:
             self.venue.restore(self.pipeline, journal, snapshots, self.plan, self.history)
         self.venue.attach(self.pipeline)
         self.pipeline.orders.set_write_ahead(self.state.write_ahead)
+        self.fit_worker: ProcessPoolExecutor | None = None
 
     def request_stop(self, reason: str) -> None:
         """Ask the session to shut down cleanly (safe to call from a signal handler)."""
@@ -223,6 +227,7 @@ class PaperSession:
         bus = pipeline.bus
         # Paced from where the feed goes on: the data's first time, or after a restart the replayed history's end.
         pace = LiveClock(origin_ns=clock.timestamp_ns(), speed=config.paper.speed)
+        self._start_fit_worker()
         bus_task = asyncio.create_task(bus.run(), name="bus")
         for monitor in self.monitors:
             monitor.start()
@@ -275,6 +280,9 @@ class PaperSession:
     async def _finish(self, bus: EventBus, bus_task: asyncio.Task[None]) -> dict[str, Any]:
         """Shut down, close the venue, write the final state and release the account."""
         await self._shutdown(self.pipeline, bus, bus_task)
+        if self.fit_worker is not None:
+            await asyncio.to_thread(self.fit_worker.shutdown, True, cancel_futures=True)
+            self.fit_worker = None
         await self.venue.disconnect()
         self.orchestrator.running = False
         final = self.status()
@@ -282,6 +290,26 @@ class PaperSession:
         self.database.dispose()
         self.account_lock.release()
         return final
+
+    def _start_fit_worker(self) -> None:
+        """Move the regime refits to a worker process, off the event loop, when they are used a bar or more later.
+
+        A refit used on the bar it started at (``fit_delay_bars`` 0) has to run
+        inline. The worker imports the fitting libraries at once, while the
+        session starts; this process never loads them.
+        """
+        strategy = self.config.strategy
+        if strategy.name != "strategy_manager" or not strategy.regime.enabled or strategy.regime.fit_delay_bars < 1:
+            return
+        self.fit_worker = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        self.fit_worker.submit(load_fit_libraries)
+        self.pipeline.strategy.manager.use_fit_executor(self.fit_worker)
+
+    async def _regime_fit_ready(self, symbol: str) -> None:
+        """Wait, off the event loop, for the regime refit the next bar of ``symbol`` applies."""
+        fit = self.pipeline.strategy.manager.fit_due_next(symbol)
+        if fit is not None and not fit.done():
+            await asyncio.wait([asyncio.wrap_future(fit)])
 
     def _hold_until_reconciled(self) -> bool:
         """Live: trade REDUCING until the venue is reconciled (unless a restored state is stricter already)."""
@@ -382,6 +410,8 @@ class PaperSession:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 clock.advance_to(ts)
+            if event.__class__ is BarClosed:
+                await self._regime_fit_ready(event.symbol)
             await bus.put(event)
             self.events += 1
             if event.__class__ is BarClosed:
@@ -415,6 +445,8 @@ class PaperSession:
                 pending_bar_ts = None
             if ts > clock.timestamp_ns():
                 clock.advance_to(ts)
+            if isinstance(event, BarClosed):
+                await self._regime_fit_ready(event.symbol)
             await bus.put(event)
             self.events += 1
             if event.__class__ is BarClosed:
