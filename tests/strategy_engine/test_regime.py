@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import multiprocessing
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +29,7 @@ from keel.strategy_engine.regime import (
     label_states,
     match_states,
     reorder,
+    use_regime_fit_store,
 )
 
 SMALL = {"min_fit_bars": 600, "fit_window": 900, "refit_interval": 400}
@@ -306,3 +309,94 @@ def _copy(model: GaussianHMM) -> GaussianHMM:
     twin.means_ = model.means_.copy()
     twin.covars_ = model._covars_.copy()
     return twin
+
+
+def delayed_walk(closes: np.ndarray, delay: int, executor: Executor | None = None) -> Walk:
+    detector = NoLookAheadRegimeDetector(fit_delay_bars=delay, **SMALL)
+    detector.use_executor(executor)
+    result = Walk(closes, detector, [], [], [], [], [], [])
+    for i, close in enumerate(closes.tolist()):
+        result.states.append(detector.update(close))
+        if detector.fits_ > len(result.fit_bars):
+            result.fit_bars.extend([i] * (detector.fits_ - len(result.fit_bars)))
+    return result
+
+
+def test_a_delayed_refit_changes_only_the_bars_between_its_start_and_its_use(btc_walk: Walk) -> None:
+    # Arrange
+    delay = 7
+    closes = btc_walk.closes
+    inline = walk(closes, relabel_margin=float("inf"), **SMALL)
+    first_fit = inline.fit_bars[0]
+
+    # Act
+    delayed = walk(closes, relabel_margin=float("inf"), fit_delay_bars=delay, **SMALL)
+
+    # Assert: before the first fit is used the regime is unknown; after each fit's use the views are
+    # the inline ones exactly (the new model is brought forward over the bars it was late)
+    fit_starts = sorted(set(inline.fit_bars))
+    late = {bar for start in fit_starts for bar in range(start, start + delay)}
+    assert all(s.regime is MarketRegime.UNKNOWN for s in delayed.states[: first_fit + delay])
+    assert [s for i, s in enumerate(delayed.states) if i not in late] == [
+        s for i, s in enumerate(inline.states) if i not in late
+    ]
+    assert any(delayed.states[i] != inline.states[i] for i in late if i > first_fit + delay)
+    assert delayed.detector.fits_ == inline.detector.fits_
+
+
+@pytest.mark.parametrize("worker", ["thread", "process"])
+def test_where_a_delayed_refit_runs_never_changes_the_views(worker: str) -> None:
+    # Arrange
+    closes = bar_frame("ETHUSDT")["close"].to_numpy()[:2000]
+    inline = delayed_walk(closes, delay=2)
+    if worker == "thread":
+        executor: Executor = ThreadPoolExecutor(max_workers=1)
+    else:
+        executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+
+    # Act
+    with executor:
+        elsewhere = delayed_walk(closes, delay=2, executor=executor)
+
+    # Assert
+    assert len(inline.fit_bars) >= 4
+    assert elsewhere.states == inline.states
+    assert elsewhere.fit_bars == inline.fit_bars
+
+
+class _CountingStore:
+    """A regime fit store in a dict, counting what it was asked."""
+
+    def __init__(self) -> None:
+        self.fits: dict[str, RegimeFit] = {}
+        self.hits = 0
+
+    def get(self, key: str) -> RegimeFit | None:
+        fit = self.fits.get(key)
+        self.hits += fit is not None
+        return fit
+
+    def put(self, key: str, fit: RegimeFit) -> None:
+        self.fits[key] = fit
+
+
+def test_a_fit_store_serves_the_second_detector_the_same_fits() -> None:
+    # Arrange
+    closes = bar_frame("BTCUSDT")["close"].to_numpy()[:2000]
+    plain = walk(closes, **SMALL)
+    store = _CountingStore()
+
+    # Act
+    with use_regime_fit_store(store):
+        first = walk(closes, **SMALL)
+        second = walk(closes, **SMALL)
+
+    # Assert
+    assert first.states == plain.states == second.states
+    assert first.detector.fits_from_store_ == 0
+    assert second.detector.fits_from_store_ == len(store.fits) == store.hits >= 3
+
+
+def test_a_refit_delay_must_be_below_the_refit_interval() -> None:
+    with pytest.raises(ValueError, match="fit_delay_bars"):
+        NoLookAheadRegimeDetector(fit_delay_bars=400, **SMALL)
