@@ -96,6 +96,10 @@ from keel.strategy_engine.regime import load_fit_libraries
 _log = structlog.get_logger("keel.paper")
 
 StatusCallback = Callable[[dict[str, Any]], None]
+FINISHED_ORDERS_KEPT = 10_000
+"""Finished orders a session keeps in memory (and in its orders.csv); the journal has them all."""
+EQUITY_POINTS_KEPT = 10_080
+"""Equity points (a week of 1m bars) a session keeps in memory; older ones go to ``equity-spill.csv``."""
 RECONCILING = "live: waiting for reconciliation with the venue"
 
 
@@ -168,6 +172,9 @@ class PaperSession:
             self._events = events_after(self.feed, cursor)
         exchange = self.venue.exchange({s: instruments[s] for s in config.data.symbols}, self.clock)
         self.pipeline = build_pipeline(pipeline_config, instruments, bus, self.clock, exchange=exchange)
+        # A long run keeps memory flat: old finished orders are dropped, the old equity curve goes to disk.
+        self.pipeline.orders.finished_orders_kept = FINISHED_ORDERS_KEPT
+        self.pipeline.recorder.spill_equity(run_dir / "equity-spill.csv", EQUITY_POINTS_KEPT)
         persistence = config.persistence
         self.state = StateManager(
             journal,

@@ -28,7 +28,7 @@ from keel.core.messages import (
 )
 from keel.core.orders import OrderSide, OrderType
 from keel.core.ports import ExchangePort
-from keel.integration.pipeline import build_pipeline
+from keel.integration.pipeline import EquityPoint, RunRecorder, build_pipeline
 from keel.market_data.feeds import RecordedBarFeed
 
 
@@ -275,3 +275,19 @@ def test_the_pipeline_holds_its_venue_by_the_exchange_port() -> None:
     assert simulated is pipeline.exchange
     with pytest.raises(TypeError, match="the venue other is not the simulated exchange"):
         elsewhere.simulated_exchange()
+
+
+def test_a_spilled_equity_curve_keeps_its_tail_in_memory_and_gives_back_every_point(tmp_path: Path) -> None:
+    # Arrange
+    recorder = RunRecorder()
+    recorder.spill_equity(tmp_path / "equity-spill.csv", kept=3)
+    points = [EquityPoint(ts, Decimal("10000") + Decimal(ts) / 7, Decimal(ts)) for ts in range(1, 11)]
+
+    # Act
+    for point in points:
+        recorder.record_equity(point)
+
+    # Assert
+    assert len(recorder.equity) < 6 and recorder.equity[-1] == points[-1]
+    assert recorder.equity_spilled + len(recorder.equity) == 10
+    assert list(recorder.equity_curve()) == points
