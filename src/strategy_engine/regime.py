@@ -55,12 +55,13 @@ import math
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, Future
+from concurrent.futures import BrokenExecutor, Executor, Future
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import numpy as np
+import structlog
 
 from keel.core.messages import MarketRegime
 from keel.strategy_engine.indicators import EfficiencyRatio, RollingMeanSquare
@@ -84,6 +85,7 @@ _VARIANCE_FLOOR = 1e-20
 # hmmlearn logs every EM step that loses likelihood or leaves a state unvisited; the detector
 # checks the fitted model itself and records a failed fit with its reason instead.
 _HMMLEARN_LOG = logging.getLogger("hmmlearn.base")
+_log = structlog.get_logger("keel.strategy.regime")
 
 
 class RegimeState(NamedTuple):
@@ -566,6 +568,7 @@ def _fit_garch(request: RegimeFitRequest) -> tuple[tuple[float, float, float] | 
 class _PendingFit(NamedTuple):
     """A refit under way: applied at feature row ``apply_at``."""
 
+    request: RegimeFitRequest
     future: Future[RegimeFit]
     apply_at: int
     window_start: int
@@ -634,6 +637,8 @@ class NoLookAheadRegimeDetector:
         Successful fits and failed fit attempts (HMM and GARCH counted apart).
     fits_from_store_ : int
         Refits taken from the installed :class:`RegimeFitStore` instead of fitted.
+    worker_failures_ : int
+        Times the executor failed (a worker process died); the refit then ran inline, as do the later ones.
     relabels_ : int
         Refits whose states were renamed by the rule rather than matched.
     last_fit_error_ : str
@@ -712,6 +717,7 @@ class NoLookAheadRegimeDetector:
         self.fits_ = 0
         self.fit_failures_ = 0
         self.fits_from_store_ = 0
+        self.worker_failures_ = 0
         self.relabels_ = 0
         self.last_fit_error_ = ""
 
@@ -808,15 +814,31 @@ class NoLookAheadRegimeDetector:
         elif self._executor is None:
             future = _completed(self.fit_function, request)
         else:
-            future = self._executor.submit(self.fit_function, request)
+            future = self._submit(self._executor, request)
         window_start = self.observations_ - len(request.features)
         apply_at = self.observations_ + self.fit_delay_bars
-        self._pending = _PendingFit(future, apply_at, window_start, key, stored is not None)
+        self._pending = _PendingFit(request, future, apply_at, window_start, key, stored is not None)
+
+    def _submit(self, executor: Executor, request: RegimeFitRequest) -> Future[RegimeFit]:
+        try:
+            return executor.submit(self.fit_function, request)
+        except (BrokenExecutor, RuntimeError) as error:
+            return self._inline_after(error, request)
+
+    def _inline_after(self, error: BaseException, request: RegimeFitRequest) -> Future[RegimeFit]:
+        """Fit inline from now on: the worker is gone (the same fit, so the same decisions)."""
+        self._executor = None
+        self.worker_failures_ += 1
+        _log.warning("regime fit worker failed: fitting inline", error=repr(error))
+        return _completed(self.fit_function, request)
 
     def _apply(self, pending: _PendingFit) -> None:
         """Apply a refit (waiting for it if it is not done) and bring it forward to the current row."""
         self._pending = None
-        fit = pending.future.result()
+        try:
+            fit = pending.future.result()
+        except BrokenExecutor as error:
+            fit = self._inline_after(error, pending.request).result()
         if pending.cached:
             self.fits_from_store_ += 1
         elif pending.key is not None and self._store is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
+import os
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -400,3 +401,32 @@ def test_a_fit_store_serves_the_second_detector_the_same_fits() -> None:
 def test_a_refit_delay_must_be_below_the_refit_interval() -> None:
     with pytest.raises(ValueError, match="fit_delay_bars"):
         NoLookAheadRegimeDetector(fit_delay_bars=400, **SMALL)
+
+
+def _fit_that_kills_its_worker(request: RegimeFitRequest) -> RegimeFit:
+    """The real fit in the test's own process; in a worker process it dies as a killed worker would."""
+    if multiprocessing.parent_process() is not None:
+        os._exit(1)
+    return fit_regime_models(request)
+
+
+class _DyingWorker(NoLookAheadRegimeDetector):
+    """A detector whose worker process dies at its first refit."""
+
+    fit_function = staticmethod(_fit_that_kills_its_worker)
+
+
+def test_a_dead_fit_worker_leaves_the_refits_inline_with_the_same_views() -> None:
+    # Arrange
+    closes = bar_frame("ETHUSDT")["close"].to_numpy()[:2000]
+    inline = delayed_walk(closes, delay=2)
+    detector = _DyingWorker(fit_delay_bars=2, **SMALL)
+
+    # Act
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as executor:
+        detector.use_executor(executor)
+        states = [detector.update(close) for close in closes.tolist()]
+
+    # Assert
+    assert states == inline.states
+    assert detector.worker_failures_ == 1
