@@ -62,6 +62,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import numpy as np
 import structlog
+from numpy.typing import ArrayLike
 
 from keel.core.messages import MarketRegime
 from keel.strategy_engine.indicators import EfficiencyRatio, RollingMeanSquare
@@ -150,10 +151,10 @@ class GaussianHmmFilter:
 
     def __init__(
         self,
-        startprob: Sequence[float],
-        transmat: Sequence[Sequence[float]],
-        means: Sequence[Sequence[float]],
-        variances: Sequence[Sequence[float]],
+        startprob: ArrayLike,
+        transmat: ArrayLike,
+        means: ArrayLike,
+        variances: ArrayLike,
         *,
         fast: bool = True,
     ) -> None:
@@ -189,6 +190,11 @@ class GaussianHmmFilter:
         if model.covariance_type != "diag":
             raise ValueError(f"the filter needs diagonal covariances, got {model.covariance_type!r}")
         return cls(model.startprob_, model.transmat_, model.means_, model._covars_, fast=fast)
+
+    @classmethod
+    def from_parameters(cls, parameters: HmmParameters, *, fast: bool = True) -> GaussianHmmFilter:
+        """Build the filter of fitted HMM parameters."""
+        return cls(parameters.startprob, parameters.transmat, parameters.means, parameters.covars, fast=fast)
 
     def reset(self) -> None:
         """Forget the past: the next update starts from the initial distribution."""
@@ -854,7 +860,7 @@ class NoLookAheadRegimeDetector:
             self.fit_window_start_ = pending.window_start
             self.fits_ += 1
             self.relabels_ += fit.relabeled
-            fresh = GaussianHmmFilter(*fit.hmm)
+            fresh = GaussianHmmFilter.from_parameters(fit.hmm)
             fresh.probabilities = list(fit.probabilities or ())
             for row in list(self._features)[len(self._features) - late :] if late else ():
                 fresh.update(row)
