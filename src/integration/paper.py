@@ -44,13 +44,12 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import structlog
 
 from keel.api.binance.klines import fetch_warmup
-from keel.api.binance.streams import BinanceMarketStream
 from keel.config import KeelConfig, config_to_dict
 from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_MILLI, NANOS_PER_SECOND, LiveClock, SimulatedClock
@@ -92,6 +91,9 @@ from keel.persistence import AuditLog, Database, Journal, Settings, Snapshots
 from keel.persistence.backup import AccountLock, BackupError, BackupManager
 from keel.persistence.write_behind import SpillFile, copy_spill
 from keel.strategy_engine.regime import load_fit_libraries
+
+if TYPE_CHECKING:
+    from keel.api.binance.streams import BinanceMarketStream
 
 _log = structlog.get_logger("keel.paper")
 
@@ -610,6 +612,9 @@ def _reconciliation(completed: ReconciliationCompleted) -> dict[str, Any]:
 
 def build_market_stream(config: KeelConfig, instruments: Mapping[str, Instrument]) -> BinanceMarketStream:
     """The Binance market streams of the configured symbols at ``binance.ws_url`` (klines of ``data.bar_interval``)."""
+    # Imported here: the streams' order book loads numba, which the replayed feed never needs.
+    from keel.api.binance.streams import BinanceMarketStream
+
     rest_url, ws_url = live_endpoints(config) if config.run.mode == "live" else config.binance.endpoints()
     symbols = {symbol: instruments[symbol].tick_size for symbol in config.data.symbols}
     return BinanceMarketStream(ws_url, rest_url, symbols, interval=config.data.bar_interval, seed=config.run.seed)
