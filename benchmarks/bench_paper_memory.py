@@ -54,8 +54,7 @@ def rss_bytes(pid: int | str = "self") -> int:
 def worker_rss_bytes(session: PaperSession) -> int:
     """Return the resident set size of the session's regime fit worker processes (0 without one)."""
     worker = session.fit_worker
-    processes = getattr(worker, "_processes", None) or {}
-    return sum(rss_bytes(pid) for pid in list(processes))
+    return 0 if worker is None else rss_bytes(worker.pid)
 
 
 class RecordingProbe(LoopLagProbe):

@@ -38,10 +38,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import multiprocessing
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ProcessPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -90,6 +88,7 @@ from keel.integration.venues import SessionVenue, SimulatedVenue
 from keel.persistence import AuditLog, Database, Journal, Settings, Snapshots
 from keel.persistence.backup import AccountLock, BackupError, BackupManager
 from keel.persistence.write_behind import SpillFile, copy_spill
+from keel.strategy_engine.fit_worker import FitWorker
 from keel.strategy_engine.regime import load_fit_libraries
 
 if TYPE_CHECKING:
@@ -222,7 +221,7 @@ class PaperSession:
             self.venue.restore(self.pipeline, journal, snapshots, self.plan, self.history)
         self.venue.attach(self.pipeline)
         self.pipeline.orders.set_write_ahead(self.state.write_ahead)
-        self.fit_worker: ProcessPoolExecutor | None = None
+        self.fit_worker: FitWorker | None = None
 
     def request_stop(self, reason: str) -> None:
         """Ask the session to shut down cleanly (safe to call from a signal handler)."""
@@ -304,13 +303,13 @@ class PaperSession:
         """Move the regime refits to a worker process, off the event loop, when they are used a bar or more later.
 
         A refit used on the bar it started at (``fit_delay_bars`` 0) has to run
-        inline. The worker imports the fitting libraries at once, while the
-        session starts; this process never loads them.
+        inline. The worker imports the fitting libraries (and nothing else of
+        keel's) at once, while the session starts; this process never loads them.
         """
         strategy = self.config.strategy
         if strategy.name != "strategy_manager" or not strategy.regime.enabled or strategy.regime.fit_delay_bars < 1:
             return
-        self.fit_worker = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        self.fit_worker = FitWorker()
         self.fit_worker.submit(load_fit_libraries)
         self.pipeline.strategy.manager.use_fit_executor(self.fit_worker)
 

@@ -17,6 +17,7 @@ from scipy.special import logsumexp
 from strategy_data import bar_frame
 
 from keel.core.messages import MarketRegime
+from keel.strategy_engine.fit_worker import FitWorker
 from keel.strategy_engine.regime import (
     REGIMES,
     Garch11Filter,
@@ -345,15 +346,18 @@ def test_a_delayed_refit_changes_only_the_bars_between_its_start_and_its_use(btc
     assert delayed.detector.fits_ == inline.detector.fits_
 
 
-@pytest.mark.parametrize("worker", ["thread", "process"])
+@pytest.mark.parametrize("worker", ["thread", "process_pool", "fit_worker"])
 def test_where_a_delayed_refit_runs_never_changes_the_views(worker: str) -> None:
     # Arrange
     closes = bar_frame("ETHUSDT")["close"].to_numpy()[:2000]
     inline = delayed_walk(closes, delay=2)
+    executor: Executor
     if worker == "thread":
-        executor: Executor = ThreadPoolExecutor(max_workers=1)
-    else:
+        executor = ThreadPoolExecutor(max_workers=1)
+    elif worker == "process_pool":
         executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    else:
+        executor = FitWorker()
 
     # Act
     with executor:
@@ -405,7 +409,7 @@ def test_a_refit_delay_must_be_below_the_refit_interval() -> None:
 
 def _fit_that_kills_its_worker(request: RegimeFitRequest) -> RegimeFit:
     """The real fit in the test's own process; in a worker process it dies as a killed worker would."""
-    if multiprocessing.parent_process() is not None:
+    if os.getpid() != int(os.environ["KEEL_TEST_FITTING_PID"]):
         os._exit(1)
     return fit_regime_models(request)
 
@@ -416,14 +420,15 @@ class _DyingWorker(NoLookAheadRegimeDetector):
     fit_function = staticmethod(_fit_that_kills_its_worker)
 
 
-def test_a_dead_fit_worker_leaves_the_refits_inline_with_the_same_views() -> None:
+def test_a_dead_fit_worker_leaves_the_refits_inline_with_the_same_views(monkeypatch: pytest.MonkeyPatch) -> None:
     # Arrange
     closes = bar_frame("ETHUSDT")["close"].to_numpy()[:2000]
     inline = delayed_walk(closes, delay=2)
     detector = _DyingWorker(fit_delay_bars=2, **SMALL)
+    monkeypatch.setenv("KEEL_TEST_FITTING_PID", str(os.getpid()))
 
     # Act
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as executor:
+    with FitWorker() as executor:
         detector.use_executor(executor)
         states = [detector.update(close) for close in closes.tolist()]
 
