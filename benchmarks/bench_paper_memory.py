@@ -12,7 +12,9 @@ Reference measured in the same run: the RSS after the session was set up
 and before the first bar, and the loop lag of the same probe on the idle
 loop before the replay starts. Prints one JSON line: RSS peak and growth
 over the second half of the bars (goal <= 2 %), peak (goal <= 300 MB), loop
-lag p99 (goal <= 5 ms).
+lag p99 (goal <= 5 ms). ``rss_fit_worker_peak_mb`` is the regime fit worker
+process's own resident set (the refits run there, off the event loop; it is
+not part of the RSS figures above).
 """
 
 from __future__ import annotations
@@ -40,10 +42,19 @@ IDLE_SECONDS = 1.0
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def rss_bytes() -> int:
-    """Return the resident set size of this process."""
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * PAGE
+def rss_bytes(pid: int | str = "self") -> int:
+    """Return the resident set size of this process (or of process ``pid``; 0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/statm") as statm:
+            return int(statm.read().split()[1]) * PAGE
+    except FileNotFoundError:
+        return 0
+
+
+def worker_rss_bytes(session: PaperSession) -> int:
+    """Return the resident set size of the session's regime fit worker processes (0 without one)."""
+    worker = session.fit_worker
+    return 0 if worker is None else rss_bytes(worker.pid)
 
 
 class RecordingProbe(LoopLagProbe):
@@ -68,8 +79,8 @@ def paper_config(output_dir: Path, hours: float) -> KeelConfig:
     return config.model_copy(update={"data": data, "paper": paper, "run": run})
 
 
-async def measure(session: PaperSession) -> tuple[list[tuple[int, int]], list[float], list[float]]:
-    """Run the session; return (bars, RSS) samples, the idle loop's lateness and the run's lateness."""
+async def measure(session: PaperSession) -> tuple[list[tuple[int, int]], list[float], list[float], int]:
+    """Run the session; return (bars, RSS) samples, the idle loop's lateness, the run's lateness, the worker's peak."""
     idle = RecordingProbe()
     idle_task = asyncio.create_task(idle.run())
     await asyncio.sleep(IDLE_SECONDS)
@@ -77,12 +88,14 @@ async def measure(session: PaperSession) -> tuple[list[tuple[int, int]], list[fl
     probe = RecordingProbe()
     session.loop_lag = probe
     samples: list[tuple[int, int]] = [(0, rss_bytes())]
+    worker_peak = 0
     run = asyncio.create_task(session.run())
     while not run.done():
         samples.append((session.bars, rss_bytes()))
+        worker_peak = max(worker_peak, worker_rss_bytes(session))
         await asyncio.sleep(SAMPLE_SECONDS)
     await run
-    return samples, idle.lateness, probe.lateness
+    return samples, idle.lateness, probe.lateness, worker_peak
 
 
 def summarize(samples: list[tuple[int, int]], total_bars: int) -> dict[str, float]:
@@ -110,7 +123,7 @@ def main() -> None:
         session = PaperSession(config, Path(folder) / "run")
         gc.collect()
         started = time.perf_counter()
-        samples, idle, lateness = asyncio.run(measure(session))
+        samples, idle, lateness, worker_peak = asyncio.run(measure(session))
         seconds = time.perf_counter() - started - IDLE_SECONDS
     bars = session.bars
     result = {
@@ -121,6 +134,7 @@ def main() -> None:
         "events": session.events,
         "seconds": round(seconds, 1),
         **summarize(samples, bars),
+        "rss_fit_worker_peak_mb": round(worker_peak / (1024 * 1024), 1),
         "loop_lag_p99_ms": round(float(np.percentile(lateness, 99)) * 1e3, 2) if lateness else None,
         "loop_lag_max_ms": round(max(lateness) * 1e3, 2) if lateness else None,
         "loop_lag_samples": len(lateness),

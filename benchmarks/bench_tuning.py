@@ -15,6 +15,12 @@ runs (two processes burning CPU against one: 2.0 on an idle two-core
 machine, less when other work shares it). The cache runs use one in-process tuner
 whose second study, with the same seed, finds every backtest cached.
 
+The regime runs turn the regime detector on (its defaults) and run the same
+study twice in fresh tuners that share nothing but their regime fit cache: the
+second makes the same backtests with every refit read from the cache
+(``regime_cold_cpu_seconds`` vs ``regime_cached_cpu_seconds``, CPU time of
+this process). ``--skip-workers`` leaves out the PostgreSQL worker runs.
+
 Without ``--storage`` a throwaway PostgreSQL server is started on 127.0.0.1.
 The default size is small (1 symbol, 3 days, 4 trials); ``--symbols``,
 ``--days`` and ``--trials`` scale it (the issue's study: 10 symbols, a month).
@@ -43,10 +49,11 @@ from pathlib import Path
 import optuna
 import yaml
 
-from keel.config import load_config
+from keel.config import KeelConfig, load_config
 from keel.optimization.cache import CacheManager
 from keel.optimization.space import apply_values
 from keel.optimization.tuner import HyperparameterTuner
+from keel.strategy_engine.regime import load_fit_libraries
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = {"fast_period": (5, 20), "slow_period": (20, 50), "min_trend_strength": (0.1, 0.5)}
@@ -137,6 +144,47 @@ def tune_seconds(
     return elapsed, span.total_seconds(), cpu
 
 
+def worker_runs(args: argparse.Namespace, trials: int, config_file: Path, stamp: str) -> dict[str, float]:
+    """Run the study with 1 and with 2 ``keel tune`` workers on PostgreSQL; return their rates."""
+    with nullcontext(args.storage) if args.storage else throwaway_postgres() as storage:
+        free_cores = free_core_speedup()
+        one, one_trials, one_cpu = tune_seconds(storage, f"bench-1-{stamp}", 1, trials, args, config_file)
+        two, two_trials, two_cpu = tune_seconds(storage, f"bench-2-{stamp}", 2, trials, args, config_file)
+    return {
+        "trials_per_minute_1_worker": round(60 * trials / one_trials, 2),
+        "trials_per_minute_2_workers": round(60 * trials / two_trials, 2),
+        "speedup_2_workers": round(one_trials / two_trials, 2),
+        "end_to_end_seconds_1_worker": round(one, 2),
+        "end_to_end_seconds_2_workers": round(two, 2),
+        "end_to_end_speedup_2_workers": round(one / two, 2),
+        "cpu_seconds_1_worker": round(one_cpu, 1),
+        "cpu_seconds_2_workers": round(two_cpu, 1),
+        "free_core_speedup": free_cores,
+    }
+
+
+def regime_runs(base: KeelConfig, storage: str, trials: int) -> dict[str, float]:
+    """Run a regime-on study cold, then again in a fresh tuner sharing only the regime fit cache."""
+    config = apply_values(base, {"strategy.regime.enabled": True, "strategy.warmup_bars": 1440})
+    cold = HyperparameterTuner(config, storage=storage, cache=CacheManager(), study_name="bench-regime-cold")
+    warm = HyperparameterTuner(config, storage=storage, cache=CacheManager(), study_name="bench-regime-cached")
+    warm.regime_fits = cold.regime_fits
+    load_fit_libraries()  # imported before the clock starts: the cold run is charged its fits, not the imports
+    seconds = []
+    for tuner in (cold, warm):
+        started = time.process_time()
+        tuner.optimize("trend_following", SPACE, trials=trials, finish=False)
+        seconds.append(time.process_time() - started)
+    fits = cold.regime_fits.metrics()
+    return {
+        "regime_cold_cpu_seconds": round(seconds[0], 2),
+        "regime_cached_cpu_seconds": round(seconds[1], 2),
+        "regime_cached_speedup": round(seconds[0] / max(seconds[1], 1e-9), 2),
+        "regime_fits_made": fits["misses"],
+        "regime_fits_read": fits["hits"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="2 trials")
@@ -144,6 +192,7 @@ def main() -> None:
     parser.add_argument("--symbols", default="BTCUSDT")
     parser.add_argument("--days", type=int, default=3)
     parser.add_argument("--trials", type=int, default=4)
+    parser.add_argument("--skip-workers", action="store_true", help="only the in-process cache runs")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     trials = 2 if args.quick else args.trials
@@ -163,10 +212,9 @@ def main() -> None:
     config_file = Path(tempfile.mkdtemp(prefix="keel-bench-cfg-")) / "bench.yaml"
     config_file.write_text(yaml.safe_dump(layer))
     stamp = str(int(time.time()))
-    with nullcontext(args.storage) if args.storage else throwaway_postgres() as storage:
-        free_cores = free_core_speedup()
-        one, one_trials, one_cpu = tune_seconds(storage, f"bench-1-{stamp}", 1, trials, args, config_file)
-        two, two_trials, two_cpu = tune_seconds(storage, f"bench-2-{stamp}", 2, trials, args, config_file)
+    workers: dict[str, float] = {}
+    if not args.skip_workers:
+        workers = worker_runs(args, trials, config_file, stamp)
     base = apply_values(
         load_config("backtest", config_file, config_dir=ROOT / "config"),
         {"data.symbols": tuple(args.symbols.split(",")), "data.start": args.start, "data.end": args.end},
@@ -179,6 +227,7 @@ def main() -> None:
         started = time.perf_counter()
         tuner.optimize("trend_following", SPACE, trials=trials, finish=False)
         timings.append(time.perf_counter() - started)
+    regime = regime_runs(base, sqlite, trials)
     print(
         json.dumps(
             {
@@ -186,15 +235,8 @@ def main() -> None:
                 "symbols": args.symbols,
                 "days": args.days,
                 "trials": trials,
-                "trials_per_minute_1_worker": round(60 * trials / one_trials, 2),
-                "trials_per_minute_2_workers": round(60 * trials / two_trials, 2),
-                "speedup_2_workers": round(one_trials / two_trials, 2),
-                "end_to_end_seconds_1_worker": round(one, 2),
-                "end_to_end_seconds_2_workers": round(two, 2),
-                "end_to_end_speedup_2_workers": round(one / two, 2),
-                "cpu_seconds_1_worker": round(one_cpu, 1),
-                "cpu_seconds_2_workers": round(two_cpu, 1),
-                "free_core_speedup": free_cores,
+                **workers,
+                **regime,
                 "cold_seconds": round(timings[0], 2),
                 "cached_seconds": round(timings[1], 2),
                 "cached_speedup": round(timings[0] / max(timings[1], 1e-9), 1),

@@ -503,6 +503,12 @@ class RegimeDetectorConfig(_Section):
     min_covar: float = Field(1.0e-5, gt=0, description="Floor of the HMM's variances.")
     return_scale: float = Field(10000.0, gt=0, description="Return multiplier before the GARCH fit (bps).")
     relabel_margin: float = Field(1.0, ge=0, description="How much better the naming rule must fit to rename.")
+    fit_delay_bars: int = Field(
+        0,
+        ge=0,
+        description="Bars from a refit's start to its use (0: the same bar). Paper and live fit in a worker "
+        "process meanwhile, off the event loop; below refit_interval.",
+    )
 
     @model_validator(mode="after")
     def _window_holds_a_fit(self) -> Self:

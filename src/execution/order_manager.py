@@ -116,6 +116,15 @@ class OrderManager(Component):
     resolve_interval_ns
         How long (clock time) after an unanswered query the venue is asked
         again about the orders whose submit outcome is still unknown.
+
+    Attributes
+    ----------
+    finished_orders_kept : int or None
+        How many finished orders (filled, canceled, rejected, expired) stay in
+        :attr:`orders` besides the open ones; older ones are forgotten, with
+        their commands (the journal keeps them). None keeps every order (backtests).
+    orders_forgotten : int
+        Finished orders forgotten so far.
     """
 
     def __init__(
@@ -133,6 +142,9 @@ class OrderManager(Component):
         self.exchange = exchange
         self._ids = client_order_ids
         self.orders: dict[str, Order] = {}
+        self.finished_orders_kept: int | None = None
+        self.orders_forgotten = 0
+        self._sweep_at = 0
         self.duplicate_fills = 0
         self.unknown_reports = 0
         self.venue_errors = 0
@@ -292,7 +304,18 @@ class OrderManager(Component):
         self._commands[order.client_order_id] = command
         self._ids.observe(order.client_order_id)
         order.submit(ts)
+        if self.finished_orders_kept is not None and len(self.orders) > self._sweep_at:
+            self._forget_finished(self.finished_orders_kept)
         return order
+
+    def _forget_finished(self, kept: int) -> None:
+        """Forget the oldest finished orders beyond ``kept`` (open ones stay); sweep again ``kept`` orders later."""
+        finished = [client_order_id for client_order_id, order in self.orders.items() if order.is_closed]
+        for client_order_id in finished[: max(0, len(finished) - kept)]:
+            del self.orders[client_order_id]
+            self._commands.pop(client_order_id, None)
+            self.orders_forgotten += 1
+        self._sweep_at = len(self.orders) + max(kept, 1)
 
     def on_cancel(self, command: CancelOrder) -> None:
         """Send a cancel for a working order."""

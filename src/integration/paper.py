@@ -47,13 +47,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import structlog
 
 from keel.api.binance.klines import fetch_warmup
-from keel.api.binance.streams import BinanceMarketStream
 from keel.config import KeelConfig, config_to_dict
 from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_MILLI, NANOS_PER_SECOND, LiveClock, SimulatedClock
@@ -95,10 +94,19 @@ from keel.integration.venues import SessionVenue, SimulatedVenue
 from keel.persistence import AuditLog, Database, Journal, Settings, Snapshots
 from keel.persistence.backup import AccountLock, BackupError, BackupManager
 from keel.persistence.write_behind import SpillFile, copy_spill
+from keel.strategy_engine.fit_worker import FitWorker
+from keel.strategy_engine.regime import load_fit_libraries
+
+if TYPE_CHECKING:
+    from keel.api.binance.streams import BinanceMarketStream
 
 _log = structlog.get_logger("keel.paper")
 
 StatusCallback = Callable[[dict[str, Any]], None]
+FINISHED_ORDERS_KEPT = 10_000
+"""Finished orders a session keeps in memory (and in its orders.csv); the journal has them all."""
+EQUITY_POINTS_KEPT = 10_080
+"""Equity points (a week of 1m bars) a session keeps in memory; older ones go to ``equity-spill.csv``."""
 RECONCILING = "live: waiting for reconciliation with the venue"
 
 
@@ -176,6 +184,9 @@ class PaperSession:
         if self.market_stream is not None:
             resumed = journal if self.plan.recover else None
             self.scheduler = build_scheduler(self.pipeline, resumed, self.plan.first_sequence)
+        # A long run keeps memory flat: old finished orders are dropped, the old equity curve goes to disk.
+        self.pipeline.orders.finished_orders_kept = FINISHED_ORDERS_KEPT
+        self.pipeline.recorder.spill_equity(run_dir / "equity-spill.csv", EQUITY_POINTS_KEPT)
         persistence = config.persistence
         self.state = StateManager(
             journal,
@@ -221,6 +232,7 @@ class PaperSession:
             self.venue.restore(self.pipeline, journal, snapshots, self.plan, self.history)
         self.venue.attach(self.pipeline)
         self.pipeline.orders.set_write_ahead(self.state.write_ahead)
+        self.fit_worker: FitWorker | None = None
 
     def request_stop(self, reason: str) -> None:
         """Ask the session to shut down cleanly (safe to call from a signal handler)."""
@@ -234,6 +246,7 @@ class PaperSession:
         bus = pipeline.bus
         # Paced from where the feed goes on: the data's first time, or after a restart the replayed history's end.
         pace = LiveClock(origin_ns=clock.timestamp_ns(), speed=config.paper.speed)
+        self._start_fit_worker()
         bus_task = asyncio.create_task(bus.run(), name="bus")
         for monitor in self.monitors:
             monitor.start()
@@ -288,6 +301,9 @@ class PaperSession:
     async def _finish(self, bus: EventBus, bus_task: asyncio.Task[None]) -> dict[str, Any]:
         """Shut down, close the venue, write the final state and release the account."""
         await self._shutdown(self.pipeline, bus, bus_task)
+        if self.fit_worker is not None:
+            await asyncio.to_thread(self.fit_worker.shutdown, True, cancel_futures=True)
+            self.fit_worker = None
         await self.venue.disconnect()
         self.orchestrator.running = False
         final = self.status()
@@ -295,6 +311,26 @@ class PaperSession:
         self.database.dispose()
         self.account_lock.release()
         return final
+
+    def _start_fit_worker(self) -> None:
+        """Move the regime refits to a worker process, off the event loop, when they are used a bar or more later.
+
+        A refit used on the bar it started at (``fit_delay_bars`` 0) has to run
+        inline. The worker imports the fitting libraries (and nothing else of
+        keel's) at once, while the session starts; this process never loads them.
+        """
+        strategy = self.config.strategy
+        if strategy.name != "strategy_manager" or not strategy.regime.enabled or strategy.regime.fit_delay_bars < 1:
+            return
+        self.fit_worker = FitWorker()
+        self.fit_worker.submit(load_fit_libraries)
+        self.pipeline.strategy.manager.use_fit_executor(self.fit_worker)
+
+    async def _regime_fit_ready(self, symbol: str) -> None:
+        """Wait, off the event loop, for the regime refit the next bar of ``symbol`` applies."""
+        fit = self.pipeline.strategy.manager.fit_due_next(symbol)
+        if fit is not None and not fit.done():
+            await asyncio.wait([asyncio.wrap_future(fit)])
 
     def _hold_until_reconciled(self) -> bool:
         """Live: trade REDUCING until the venue is reconciled (unless a restored state is stricter already)."""
@@ -395,6 +431,8 @@ class PaperSession:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 clock.advance_to(ts)
+            if event.__class__ is BarClosed:
+                await self._regime_fit_ready(event.symbol)
             await bus.put(event)
             self.events += 1
             if event.__class__ is BarClosed:
@@ -428,6 +466,8 @@ class PaperSession:
                 pending_bar_ts = None
             if ts > clock.timestamp_ns():
                 clock.advance_to(ts)
+            if isinstance(event, BarClosed):
+                await self._regime_fit_ready(event.symbol)
             await bus.put(event)
             self.events += 1
             if event.__class__ is BarClosed:
@@ -586,6 +626,9 @@ def _reconciliation(completed: ReconciliationCompleted) -> dict[str, Any]:
 
 def build_market_stream(config: KeelConfig, instruments: Mapping[str, Instrument]) -> BinanceMarketStream:
     """The Binance market streams of the configured symbols at ``binance.ws_url`` (klines of ``data.bar_interval``)."""
+    # Imported here: the streams' order book loads numba, which the replayed feed never needs.
+    from keel.api.binance.streams import BinanceMarketStream
+
     rest_url, ws_url = live_endpoints(config) if config.run.mode == "live" else config.binance.endpoints()
     symbols = {symbol: instruments[symbol].tick_size for symbol in config.data.symbols}
     return BinanceMarketStream(ws_url, rest_url, symbols, interval=config.data.bar_interval, seed=config.run.seed)

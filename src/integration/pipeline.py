@@ -16,7 +16,7 @@ that reports are written from.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -96,6 +96,36 @@ class RunRecorder:
     executions: list[ExecutionCompleted] = field(default_factory=list)
     regimes: list[RegimeChanged] = field(default_factory=list)
     equity: list[EquityPoint] = field(default_factory=list)
+    equity_spill: Path | None = None
+    equity_kept: int = 10_000
+    equity_spilled: int = 0
+
+    def record_equity(self, point: EquityPoint) -> None:
+        """Append a point to the curve; with :attr:`equity_spill` the older points move to that file."""
+        self.equity.append(point)
+        if self.equity_spill is not None and len(self.equity) >= 2 * self.equity_kept:
+            moved = self.equity[: -self.equity_kept]
+            with self.equity_spill.open("a", encoding="utf-8") as spill:
+                spill.writelines(f"{p.ts},{p.equity},{p.gross_exposure}\n" for p in moved)
+            del self.equity[: -self.equity_kept]
+            self.equity_spilled += len(moved)
+
+    def spill_equity(self, path: Path, kept: int = 10_000) -> None:
+        """Keep the last ``kept`` or more points of the curve in memory, the older ones in ``path``."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("", encoding="utf-8")
+        self.equity_spill = path
+        self.equity_kept = max(kept, 1)
+        self.equity_spilled = 0
+
+    def equity_curve(self) -> Iterator[EquityPoint]:
+        """Yield the whole curve, the spilled points first."""
+        if self.equity_spill is not None and self.equity_spilled:
+            with self.equity_spill.open(encoding="utf-8") as spill:
+                for line in spill:
+                    ts, equity, gross = line.rstrip("\n").split(",")
+                    yield EquityPoint(int(ts), Decimal(equity), Decimal(gross))
+        yield from self.equity
 
     def attach(self, bus: EventBus) -> None:
         """Subscribe to the events it records."""
@@ -179,7 +209,7 @@ class Pipeline:
 
     def record_equity(self, ts: int) -> None:
         """Append the current equity and gross exposure to the curve."""
-        self.recorder.equity.append(EquityPoint(ts, self.positions.equity(), self.positions.gross_exposure()))
+        self.recorder.record_equity(EquityPoint(ts, self.positions.equity(), self.positions.gross_exposure()))
 
 
 def build_feed(config: KeelConfig) -> RecordedBarFeed:

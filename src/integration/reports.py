@@ -158,7 +158,10 @@ def write_run_records(folder: Path, pipeline: Pipeline) -> None:
     write_csv(
         folder / "equity.csv",
         ("ts_ms", "time_utc", "equity", "gross_exposure"),
-        ((p.ts // NANOS_PER_MILLI, iso_time(p.ts), money(p.equity), money(p.gross_exposure)) for p in recorder.equity),
+        (
+            (p.ts // NANOS_PER_MILLI, iso_time(p.ts), money(p.equity), money(p.gross_exposure))
+            for p in recorder.equity_curve()
+        ),
     )
     write_csv(
         folder / "trades.csv",
@@ -206,14 +209,15 @@ def run_metrics(pipeline: Pipeline, bars_per_year: float) -> dict[str, Any]:
     """Return the performance, trading and cost metrics of a run so far."""
     positions = pipeline.positions
     orders = pipeline.orders.orders.values()
-    metrics: dict[str, Any] = performance_metrics([float(p.equity) for p in pipeline.recorder.equity], bars_per_year)
+    curve = [float(p.equity) for p in pipeline.recorder.equity_curve()]
+    metrics: dict[str, Any] = performance_metrics(curve, bars_per_year)
     metrics.update(
         {
             "initial_capital": float(positions.initial_capital),
             "final_equity": float(positions.equity()),
             "win_rate": win_rate(positions.closing_pnls),
             "n_trades": positions.fills,
-            "n_orders": len(pipeline.orders.orders),
+            "n_orders": len(pipeline.orders.orders) + pipeline.orders.orders_forgotten,
             "n_orders_rejected": sum(1 for o in orders if o.status is OrderStatus.REJECTED),
             "n_orders_denied": len(pipeline.recorder.denials),
             "orders_denied_by_reason": dict(sorted(Counter(d.reason_code for d in pipeline.recorder.denials).items())),

@@ -21,9 +21,10 @@
   publishes their ``MicrostructureSnapshot``.
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from keel.market_data.bars import DollarBarAggregator, TimeBarAggregator, VolumeBarAggregator
-from keel.market_data.book_analyzer import BookMetrics, OrderBookAnalyzer
-from keel.market_data.book_replay import BookReplayReport, replay_book
 from keel.market_data.feed_health import FeedHealthMonitor
 from keel.market_data.feeds import (
     FeedSummary,
@@ -60,12 +61,46 @@ from keel.market_data.loaders import (
     load_ohlcv,
     load_trades,
 )
-from keel.market_data.microstructure import MicrostructureEngine, SymbolAnalyzers
 from keel.market_data.normalization import BinanceUsdmNormalizer, DepthDiff, DepthSnapshot
-from keel.market_data.order_book import BookSyncState, BookUnavailableError, DiffResult, OrderBook, TopOfBook
 from keel.market_data.sessions import RecordedSession, load_session
-from keel.market_data.stream_handler import MarketStreamHandler
-from keel.market_data.tick_analyzer import TickDataAnalyzer, TradeFlowMetrics
+
+if TYPE_CHECKING:
+    from keel.market_data.book_analyzer import BookMetrics, OrderBookAnalyzer
+    from keel.market_data.book_replay import BookReplayReport, replay_book
+    from keel.market_data.microstructure import MicrostructureEngine, SymbolAnalyzers
+    from keel.market_data.order_book import BookSyncState, BookUnavailableError, DiffResult, OrderBook, TopOfBook
+    from keel.market_data.stream_handler import MarketStreamHandler
+    from keel.market_data.tick_analyzer import TickDataAnalyzer, TradeFlowMetrics
+
+# The order book and the analyzers load numba for their compiled kernels: they are imported on first
+# use, so a bar-only process (a backtest, a paper replay, a tuning worker) never loads it.
+_LAZY: dict[str, str] = {
+    "BookMetrics": "book_analyzer",
+    "OrderBookAnalyzer": "book_analyzer",
+    "BookReplayReport": "book_replay",
+    "replay_book": "book_replay",
+    "MicrostructureEngine": "microstructure",
+    "SymbolAnalyzers": "microstructure",
+    "BookSyncState": "order_book",
+    "BookUnavailableError": "order_book",
+    "DiffResult": "order_book",
+    "OrderBook": "order_book",
+    "TopOfBook": "order_book",
+    "MarketStreamHandler": "stream_handler",
+    "TickDataAnalyzer": "tick_analyzer",
+    "TradeFlowMetrics": "tick_analyzer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a lazily loaded name's module on first use."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "KINDS",

@@ -53,7 +53,6 @@ from keel.core.messages import (
 from keel.core.orders import OrderSide
 from keel.market_data.bars import resample_ohlcv
 from keel.market_data.loaders import LoadReport, load_funding, load_ohlcv
-from keel.market_data.order_book import DiffResult, OrderBook
 from keel.market_data.sessions import load_session
 
 _BAR, _FUNDING = 0, 1
@@ -423,6 +422,9 @@ class RecordedSessionFeed:
         self.symbol = self.session.symbol
         self.depth = depth
         self.reports = self.session.reports
+        # Imported here: the order book's compiled kernels load numba, which bar-only runs never need.
+        from keel.market_data.order_book import OrderBook
+
         self.book = OrderBook(self.symbol, self.session.tick_size)
         self._counts = dict.fromkeys(("book_events", "crossed", "malformed", "tickers", "trades", "marks"), 0)
         self._kinds, self._positions, self._times = self._schedule()
@@ -479,6 +481,8 @@ class RecordedSessionFeed:
 
     def __iter__(self) -> Iterator[MarketDataEvent]:
         """Yield the session's events in exchange-time order (a fresh book each time)."""
+        from keel.market_data.order_book import DiffResult, OrderBook
+
         session = self.session
         self.book = book = OrderBook(self.symbol, session.tick_size)
         counts = self._counts = dict.fromkeys(self._counts, 0)

@@ -1,6 +1,9 @@
 """CacheManager: backtest results, prepared data arrays and the latest system status.
 
 Backtest results are keyed by data fingerprint and configuration hash;
+regime refits (:class:`RegimeFitCache`) by a digest of everything a refit
+depends on (the window's data, the previous fit, the detector's settings, never
+a strategy parameter), so the trials of a study fit each window once;
 prepared data (:class:`PreparedDataCache`: bar and funding files parsed and
 validated into arrays) by file content, so tuning workers parse each file at
 most once between them. With a Redis URL the cache is shared by every tuning
@@ -32,6 +35,7 @@ import zstandard
 from keel.config import KeelConfig
 from keel.market_data.feeds import PreparedFile
 from keel.market_data.loaders import BadRow, Gap, LoadReport
+from keel.strategy_engine.regime import HmmParameters, RegimeFit
 
 _log = structlog.get_logger("keel.optimization.cache")
 
@@ -346,6 +350,97 @@ class PreparedDataCache:
                 array.setflags(write=False)
             self._held[key] = held
             return held
+
+
+class RegimeFitCache:
+    """Regime refits shared by tuning trials: a :class:`~keel.strategy_engine.regime.RegimeFitStore`.
+
+    Install it with :func:`~keel.strategy_engine.regime.use_regime_fit_store`
+    and the detectors built meanwhile take a refit whose inputs were fitted
+    before from here instead of fitting again; the result is the same fit, so
+    the trial's decisions are too. Fits are held in this process (an LRU of
+    ``max_entries``) and, when the cache is Redis, shared with every worker
+    (namespace ``regime``). The in-process LRU of a Redis-less cache is left to
+    the backtest results: a study makes thousands of fits, which would evict them.
+
+    Parameters
+    ----------
+    cache
+        The shared cache.
+    max_entries
+        Fits held in this process.
+    """
+
+    def __init__(self, cache: CacheManager, max_entries: int = 4096) -> None:
+        self.cache = cache
+        self.max_entries = max_entries
+        self._held: OrderedDict[str, RegimeFit] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: str) -> RegimeFit | None:
+        """Return the refit stored under ``key``, or None."""
+        with self._lock:
+            fit = self._held.get(key)
+            if fit is not None:
+                self._held.move_to_end(key)
+                self.hits += 1
+                return fit
+        value = self.cache.get(key, "regime") if self.cache.backend == "redis" else None
+        with self._lock:
+            if value is None:
+                self.misses += 1
+                return None
+            fit = decode_regime_fit(value)
+            self._hold(key, fit)
+            self.hits += 1
+            return fit
+
+    def put(self, key: str, fit: RegimeFit) -> None:
+        """Store ``fit`` under ``key``."""
+        with self._lock:
+            self._hold(key, fit)
+        if self.cache.backend == "redis":
+            self.cache.set(key, encode_regime_fit(fit), "regime")
+
+    def metrics(self) -> dict[str, int]:
+        """Return hits, misses and the fits held in this process."""
+        return {"hits": self.hits, "misses": self.misses, "held": len(self._held)}
+
+    def _hold(self, key: str, fit: RegimeFit) -> None:
+        self._held[key] = fit
+        self._held.move_to_end(key)
+        while len(self._held) > self.max_entries:
+            self._held.popitem(last=False)
+
+
+def encode_regime_fit(fit: RegimeFit) -> dict[str, Any]:
+    """Return a refit as JSON-able values (floats round-trip exactly)."""
+    return {
+        "hmm": None if fit.hmm is None else [array.tolist() for array in fit.hmm],
+        "probabilities": None if fit.probabilities is None else list(fit.probabilities),
+        "relabeled": fit.relabeled,
+        "hmm_error": fit.hmm_error,
+        "garch": None if fit.garch is None else list(fit.garch),
+        "garch_variance": fit.garch_variance,
+        "garch_error": fit.garch_error,
+    }
+
+
+def decode_regime_fit(value: Mapping[str, Any]) -> RegimeFit:
+    """Return the refit :func:`encode_regime_fit` encoded."""
+    hmm = value["hmm"]
+    garch = value["garch"]
+    return RegimeFit(
+        None if hmm is None else HmmParameters(*(np.asarray(array, dtype=np.float64) for array in hmm)),
+        None if value["probabilities"] is None else tuple(value["probabilities"]),
+        bool(value["relabeled"]),
+        value["hmm_error"],
+        None if garch is None else (float(garch[0]), float(garch[1]), float(garch[2])),
+        value["garch_variance"],
+        value["garch_error"],
+    )
 
 
 def encode_prepared(prepared: PreparedFile) -> bytes:

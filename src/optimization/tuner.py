@@ -34,7 +34,7 @@ from keel.config import KeelConfig, load_config
 from keel.integration.pipeline import build_feed
 from keel.integration.reports import BARS_PER_YEAR
 from keel.market_data.feeds import use_prepared_data
-from keel.optimization.cache import CacheManager, CacheSettings, PreparedDataCache, backtest_key
+from keel.optimization.cache import CacheManager, CacheSettings, PreparedDataCache, RegimeFitCache, backtest_key
 from keel.optimization.objectives import Objective, curve_metrics
 from keel.optimization.space import SearchSpace, apply_values, canonical_strategy, strategy_space
 from keel.optimization.validation import (
@@ -45,6 +45,7 @@ from keel.optimization.validation import (
     sharpe_per_period,
     walk_forward,
 )
+from keel.strategy_engine.regime import use_regime_fit_store
 
 _log = structlog.get_logger("keel.optimization")
 
@@ -156,6 +157,7 @@ class HyperparameterTuner:
         self.storage_url = storage or self.config.tuning.storage
         self.cache = cache if cache is not None else CacheManager(self.config.tuning.cache_url, CacheSettings())
         self.prepared = PreparedDataCache(self.cache)
+        self.regime_fits = RegimeFitCache(self.cache)
         self.study_name = study_name
         self.backtests_run = 0
         self._plan: WalkForwardPlan | None = None
@@ -296,7 +298,7 @@ class HyperparameterTuner:
         cached = self.cache.get(key, "backtest")
         if cached is not None:
             return Curve(np.asarray(cached["equity"], dtype=np.float64), cached["metrics"])
-        with _ENGINE_LOCK, use_prepared_data(self.prepared):
+        with _ENGINE_LOCK, use_prepared_data(self.prepared), use_regime_fit_store(self.regime_fits):
             result = BacktestEngine(windowed).run()
         self.backtests_run += 1
         if result["handler_errors"]:
@@ -399,7 +401,7 @@ class HyperparameterTuner:
             equity_in_sample=in_sample.equity.tolist(),
             equity_holdout=holdout.equity.tolist(),
             base_layer=_base_layer(base, strategy),
-            cache=self.cache.get_performance_metrics(),
+            cache={**self.cache.get_performance_metrics(), "regime_fits": self.regime_fits.metrics()},
         )
 
     def counts_only_result(self, study: optuna.Study, objective: Objective) -> TuningResult:

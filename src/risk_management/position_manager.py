@@ -20,7 +20,7 @@ flat), INCREASE, REDUCE, CLOSE (back to flat) or FLIP (through zero).
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -31,6 +31,9 @@ from keel.core.bus import EventBus
 from keel.core.clock import Clock
 from keel.core.component import Component
 from keel.core.messages import BarClosed, FundingPaid, MarkPriceUpdated, OrderFilled, PositionChanged
+
+EVENTS_KEPT = 10_000
+"""Position lifecycle events :attr:`PositionManager.events` keeps (the latest ones)."""
 
 
 class PositionLifecycle(Enum):
@@ -121,7 +124,8 @@ class PositionManager(Component):
         self.fees_by_strategy: dict[tuple[str, str], Decimal] = {}
         self.funding_by_strategy: dict[tuple[str, str], Decimal] = {}
         self.closing_pnls: list[Decimal] = []
-        self.events: list[PositionEvent] = []
+        # The latest lifecycle steps only: a long paper run must not grow without bound (the counts stay whole).
+        self.events: deque[PositionEvent] = deque(maxlen=EVENTS_KEPT)
         self.lifecycle_counts: Counter[PositionLifecycle] = Counter()
         self.fills = 0
         self._revise()

@@ -43,6 +43,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any, NamedTuple, cast
 
@@ -57,7 +58,7 @@ from keel.strategy_engine.history import BAR_COLUMNS, FUNDING_COLUMNS, SymbolHis
 from keel.strategy_engine.mean_reversion import MeanReversionStrategy
 from keel.strategy_engine.performance import StrategyPerformance
 from keel.strategy_engine.range_trading import RangeTradingStrategy
-from keel.strategy_engine.regime import REGIMES, UNKNOWN_STATE, NoLookAheadRegimeDetector, RegimeState
+from keel.strategy_engine.regime import REGIMES, UNKNOWN_STATE, NoLookAheadRegimeDetector, RegimeFit, RegimeState
 from keel.strategy_engine.trend_following import TrendFollowingStrategy
 
 _log = structlog.get_logger("keel.strategy")
@@ -286,6 +287,7 @@ class StrategyManager:
         self._unknown_weights = [self.regime_weights[MarketRegime.UNKNOWN.value][n] for n in names]
         self._books: dict[str, _SymbolBook] = {}
         self.signals_published = 0
+        self._fit_executor: Executor | None = None
 
     # --- the event-driven path ----------------------------------------------------
 
@@ -433,6 +435,18 @@ class StrategyManager:
         """Return each strategy's parameters by strategy name."""
         return {s.name: dict(s.parameters) for s in self.strategies}
 
+    def use_fit_executor(self, executor: Executor | None) -> None:
+        """Run every symbol's regime refits in ``executor`` (None: inline); decisions do not depend on it."""
+        self._fit_executor = executor
+        for book in self._books.values():
+            if book.detector is not None:
+                book.detector.use_executor(executor)
+
+    def fit_due_next(self, symbol: str) -> Future[RegimeFit] | None:
+        """Return the regime refit the symbol's next bar applies (to wait for off the event loop), or None."""
+        book = self._books.get(symbol)
+        return None if book is None or book.detector is None else book.detector.fit_due_next()
+
     def regime(self, symbol: str) -> RegimeState:
         """Return the latest regime view of a symbol (UNKNOWN before its first fit)."""
         book = self._books.get(symbol)
@@ -471,9 +485,12 @@ class StrategyManager:
 
     def _new_book(self, symbol: str, *, event_driven: bool) -> _SymbolBook:
         count = len(self.strategies)
+        detector = self._detector_factory() if self._detector_factory else None
+        if detector is not None and self._fit_executor is not None:
+            detector.use_executor(self._fit_executor)
         return _SymbolBook(
             history=SymbolHistory(symbol, self.history_bars) if event_driven else None,
-            detector=self._detector_factory() if self._detector_factory else None,
+            detector=detector,
             views=[None] * count,
             scores=[0.0] * count,
             intents=[None] * count,

@@ -30,25 +30,45 @@ The refit schedule counts bars, so a run stopped at t and a run that goes on
 make identical decisions up to t. A failed fit (an exception, non-finite or
 degenerate parameters, an unconverged or non-stationary GARCH) keeps the
 previous model and is counted with its reason.
+
+A fit is a pure function of its :class:`RegimeFitRequest` (the window's
+features and returns, the previous fit, the settings):
+:func:`fit_regime_models`. The fit started at feature row ``n`` is applied at
+row ``n + fit_delay_bars``; until then the previous model filters on, and at
+that row the new model's filter and variance are advanced through the rows
+after ``n``. With the default delay 0 it is applied on the bar it started at
+(the backtests' semantics). A delay of at least 1 lets paper and live runs
+fit in a worker (:meth:`NoLookAheadRegimeDetector.use_executor`) off the
+event loop; where the fit ran never changes a result, because the model is
+applied at the same bar whether the worker finished early or had to be waited
+for. hmmlearn, arch and scipy are imported by the fit itself, so a process
+that never fits (or fits in a worker process) never loads them. Fits can be
+shared through a :class:`RegimeFitStore` installed with
+:func:`use_regime_fit_store` (tuning trials on the same data fit once).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import warnings
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import BrokenExecutor, Executor, Future
 from contextlib import contextmanager
-from typing import NamedTuple
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import numpy as np
-from arch import arch_model
-from hmmlearn.hmm import GaussianHMM
-from scipy.optimize import linear_sum_assignment
+import structlog
+from numpy.typing import ArrayLike
 
 from keel.core.messages import MarketRegime
 from keel.strategy_engine.indicators import EfficiencyRatio, RollingMeanSquare
+
+if TYPE_CHECKING:
+    from hmmlearn.hmm import GaussianHMM
 
 REGIMES: tuple[MarketRegime, ...] = (
     MarketRegime.TRENDING,
@@ -66,6 +86,7 @@ _VARIANCE_FLOOR = 1e-20
 # hmmlearn logs every EM step that loses likelihood or leaves a state unvisited; the detector
 # checks the fitted model itself and records a failed fit with its reason instead.
 _HMMLEARN_LOG = logging.getLogger("hmmlearn.base")
+_log = structlog.get_logger("keel.strategy.regime")
 
 
 class RegimeState(NamedTuple):
@@ -130,10 +151,10 @@ class GaussianHmmFilter:
 
     def __init__(
         self,
-        startprob: Sequence[float],
-        transmat: Sequence[Sequence[float]],
-        means: Sequence[Sequence[float]],
-        variances: Sequence[Sequence[float]],
+        startprob: ArrayLike,
+        transmat: ArrayLike,
+        means: ArrayLike,
+        variances: ArrayLike,
         *,
         fast: bool = True,
     ) -> None:
@@ -169,6 +190,11 @@ class GaussianHmmFilter:
         if model.covariance_type != "diag":
             raise ValueError(f"the filter needs diagonal covariances, got {model.covariance_type!r}")
         return cls(model.startprob_, model.transmat_, model.means_, model._covars_, fast=fast)
+
+    @classmethod
+    def from_parameters(cls, parameters: HmmParameters, *, fast: bool = True) -> GaussianHmmFilter:
+        """Build the filter of fitted HMM parameters."""
+        return cls(parameters.startprob, parameters.transmat, parameters.means, parameters.covars, fast=fast)
 
     def reset(self) -> None:
         """Forget the past: the next update starts from the initial distribution."""
@@ -304,6 +330,8 @@ def label_states(means: np.ndarray) -> list[int]:
     The Hungarian method picks the one-to-one assignment with the highest total
     :func:`label_scores`.
     """
+    from scipy.optimize import linear_sum_assignment
+
     labels, states = linear_sum_assignment(-label_scores(means))
     return [int(s) for _, s in sorted(zip(labels, states, strict=True))]
 
@@ -320,6 +348,8 @@ def match_states(previous_means: np.ndarray, previous_variances: np.ndarray, mea
     Distances are squared differences of means divided by the previous fit's
     average within-state variance of each feature.
     """
+    from scipy.optimize import linear_sum_assignment
+
     scale = previous_variances.mean(axis=0)
     difference = previous_means[:, None, :] - means[None, :, :]
     cost = (difference * difference / scale).sum(axis=2)
@@ -339,6 +369,226 @@ def reorder(model: GaussianHMM, order: Sequence[int]) -> GaussianHMM:
     model.means_ = means
     model.covars_ = covars
     return model
+
+
+class HmmParameters(NamedTuple):
+    """A fitted diagonal Gaussian HMM, its states in :data:`REGIMES` order (arrays: startprob, K x K, K x D, K x D)."""
+
+    startprob: np.ndarray
+    transmat: np.ndarray
+    means: np.ndarray
+    covars: np.ndarray
+
+    @classmethod
+    def of(cls, model: GaussianHMM) -> HmmParameters:
+        """Return the parameters of a fitted hmmlearn ``GaussianHMM`` with diagonal covariances."""
+        return cls(model.startprob_, model.transmat_, model.means_, model._covars_)
+
+    def model(self, min_covar: float = 1e-5) -> GaussianHMM:
+        """Return an hmmlearn ``GaussianHMM`` holding these parameters."""
+        from hmmlearn.hmm import GaussianHMM
+
+        model = GaussianHMM(n_components=len(self.startprob), covariance_type="diag", min_covar=min_covar)
+        model.startprob_ = self.startprob.copy()
+        model.transmat_ = self.transmat.copy()
+        model.means_ = self.means.copy()
+        model.covars_ = self.covars.copy()
+        model.n_features = self.means.shape[1]
+        return model
+
+
+class RegimeFitRequest(NamedTuple):
+    """Everything one refit depends on: the window's features and returns, the previous fit, the settings.
+
+    Parameters
+    ----------
+    features
+        The window's feature rows (T x 2: efficiency, log volatility).
+    returns
+        The window's scaled returns (T).
+    previous_hmm, previous_garch
+        The last successful fits (warm starts), or None.
+    n_iter, tol, min_covar, relabel_margin
+        EM iterations, tolerance, variance floor; the renaming margin.
+    """
+
+    features: np.ndarray
+    returns: np.ndarray
+    previous_hmm: HmmParameters | None
+    previous_garch: tuple[float, float, float] | None
+    n_iter: int
+    tol: float
+    min_covar: float
+    relabel_margin: float
+
+    def key(self) -> str:
+        """Return a digest of every input: equal digests, equal fits."""
+        digest = hashlib.blake2b(digest_size=20, person=_FIT_KEY_VERSION)
+        digest.update(repr((self.n_iter, self.tol, self.min_covar, self.relabel_margin)).encode())
+        digest.update(repr((self.features.shape, self.returns.shape, self.previous_garch)).encode())
+        for array in (self.features, self.returns, *(self.previous_hmm or ())):
+            digest.update(np.ascontiguousarray(array, dtype=np.float64).tobytes())
+        return digest.hexdigest()
+
+
+class RegimeFit(NamedTuple):
+    """The outcome of one refit (a failed half carries its reason and leaves the previous model in place).
+
+    Parameters
+    ----------
+    hmm
+        The fitted HMM, states in :data:`REGIMES` order, or None if its fit failed.
+    probabilities
+        Filtered probabilities at the window's last row under ``hmm``.
+    relabeled
+        The states were renamed by the rule rather than matched to the previous fit's.
+    hmm_error
+        Why the HMM fit failed ("" if it did not).
+    garch
+        The fitted GARCH (omega, alpha, beta), scaled units, or None if its fit failed.
+    garch_variance
+        Its variance of the return after the window's last one.
+    garch_error
+        Why the GARCH fit failed ("" if it did not).
+    """
+
+    hmm: HmmParameters | None
+    probabilities: tuple[float, ...] | None
+    relabeled: bool
+    hmm_error: str
+    garch: tuple[float, float, float] | None
+    garch_variance: float | None
+    garch_error: str
+
+
+class RegimeFitStore(Protocol):
+    """Keeps refits by :meth:`RegimeFitRequest.key`, so equal requests are fitted once."""
+
+    def get(self, key: str) -> RegimeFit | None:
+        """Return the fit stored under ``key``, or None."""
+        ...
+
+    def put(self, key: str, fit: RegimeFit) -> None:
+        """Store ``fit`` under ``key``."""
+        ...
+
+
+_FIT_KEY_VERSION = b"keel-regime-1"
+_FIT_STORE: ContextVar[RegimeFitStore | None] = ContextVar("keel_regime_fits", default=None)
+
+
+@contextmanager
+def use_regime_fit_store(store: RegimeFitStore | None) -> Iterator[None]:
+    """Let the detectors built inside the block take their refits from ``store`` (and put new ones in it)."""
+    token = _FIT_STORE.set(store)
+    try:
+        yield
+    finally:
+        _FIT_STORE.reset(token)
+
+
+def fit_regime_models(request: RegimeFitRequest) -> RegimeFit:
+    """Fit the HMM and the GARCH of one refit (a pure function: it runs inline, in a thread or in a process)."""
+    hmm, probabilities, relabeled, hmm_error = _fit_hmm(request)
+    garch, garch_variance, garch_error = _fit_garch(request)
+    return RegimeFit(hmm, probabilities, relabeled, hmm_error, garch, garch_variance, garch_error)
+
+
+def load_fit_libraries() -> None:
+    """Import what a fit uses (a worker process calls it once at start, so the first fit does not wait for it)."""
+    import arch  # noqa: F401
+    import hmmlearn.hmm  # noqa: F401
+    import scipy.optimize  # noqa: F401
+
+
+def _fit_hmm(request: RegimeFitRequest) -> tuple[HmmParameters | None, tuple[float, ...] | None, bool, str]:
+    features = request.features
+    try:
+        model, relabeled = _hmm_fitted_on(request)
+    except (ValueError, np.linalg.LinAlgError, FloatingPointError) as error:
+        return None, None, False, f"HMM fit: {error}"
+    # The filtered probability at the window's end is the smoothed one at its last row.
+    probabilities = tuple(model.predict_proba(features)[-1].tolist())
+    return HmmParameters.of(model), probabilities, relabeled, ""
+
+
+def _hmm_fitted_on(request: RegimeFitRequest) -> tuple[GaussianHMM, bool]:
+    from hmmlearn.hmm import GaussianHMM
+
+    features, previous = request.features, request.previous_hmm
+    model = GaussianHMM(
+        n_components=N_STATES,
+        covariance_type="diag",
+        n_iter=request.n_iter,
+        tol=request.tol,
+        min_covar=request.min_covar,
+        params="stmc",
+        init_params="",
+        implementation="log",
+    )
+    if previous is None:
+        _initialize_by_quadrants(model, features, request.min_covar)
+    else:
+        model.startprob_ = previous.startprob.copy()
+        model.transmat_ = previous.transmat.copy()
+        model.means_ = previous.means.copy()
+        model.covars_ = previous.covars.copy()
+    with warnings.catch_warnings(), np.errstate(all="ignore"), _quiet(_HMMLEARN_LOG):
+        warnings.simplefilter("ignore")
+        model.fit(features)
+    _check_model(model)
+    order = label_states(model.means_)
+    relabeled = False
+    if previous is not None:
+        matched = match_states(previous.means, previous.covars, model.means_)
+        if assignment_score(model.means_, order) - assignment_score(model.means_, matched) > request.relabel_margin:
+            relabeled = True
+        else:
+            order = matched
+    return reorder(model, order), relabeled
+
+
+def _fit_garch(request: RegimeFitRequest) -> tuple[tuple[float, float, float] | None, float | None, str]:
+    from arch import arch_model
+
+    returns = request.returns
+    starting = None if request.previous_garch is None else np.array(request.previous_garch)
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            result = arch_model(returns, mean="Zero", vol="GARCH", p=1, q=1, dist="normal", rescale=False).fit(
+                disp="off", show_warning=False, starting_values=starting
+            )
+    except (ValueError, np.linalg.LinAlgError) as error:
+        return None, None, f"GARCH fit: {error}"
+    omega, alpha, beta = (float(v) for v in result.params.to_numpy())
+    last_variance = float(result.conditional_volatility[-1]) ** 2
+    if result.convergence_flag != 0:
+        return None, None, f"GARCH fit did not converge (flag {result.convergence_flag})"
+    if not (math.isfinite(omega + alpha + beta + last_variance) and omega > 0 and alpha + beta < 1.0):
+        return None, None, f"GARCH fit is not stationary: omega={omega}, alpha={alpha}, beta={beta}"
+    garch = Garch11Filter(omega, alpha, beta, last_variance)
+    return (omega, alpha, beta), garch.update(float(returns[-1])), ""
+
+
+class _PendingFit(NamedTuple):
+    """A refit under way: applied at feature row ``apply_at``."""
+
+    request: RegimeFitRequest
+    future: Future[RegimeFit]
+    apply_at: int
+    window_start: int
+    key: str | None
+    cached: bool
+
+
+def _completed(function: Callable[[RegimeFitRequest], RegimeFit], request: RegimeFitRequest) -> Future[RegimeFit]:
+    future: Future[RegimeFit] = Future()
+    try:
+        future.set_result(function(request))
+    except Exception as error:
+        future.set_exception(error)
+    return future
 
 
 class NoLookAheadRegimeDetector:
@@ -368,11 +618,17 @@ class NoLookAheadRegimeDetector:
         A refit keeps the names matched from the previous fit unless naming its
         states afresh by the rule scores this much higher (in standardized
         units; 0 renames by the rule at every fit, ``inf`` never does).
+    fit_delay_bars
+        Feature rows between the row a fit starts at and the row it is applied
+        at (0: the same row; below ``refit_interval``). A worker set by
+        :meth:`use_executor` fits meanwhile.
 
     Attributes
     ----------
     hmm_ : GaussianHMM or None
         The current HMM, its states in :data:`REGIMES` order.
+    hmm_parameters_ : HmmParameters or None
+        The same parameters as arrays.
     garch_params_ : tuple of float or None
         The current GARCH (omega, alpha, beta), in scaled units.
     state_ : RegimeState
@@ -385,11 +641,17 @@ class NoLookAheadRegimeDetector:
         Index (in feature rows) of the first row of the last successful HMM fit.
     fits_, fit_failures_ : int
         Successful fits and failed fit attempts (HMM and GARCH counted apart).
+    fits_from_store_ : int
+        Refits taken from the installed :class:`RegimeFitStore` instead of fitted.
+    worker_failures_ : int
+        Times the executor failed (a worker process died); the refit then ran inline, as do the later ones.
     relabels_ : int
         Refits whose states were renamed by the rule rather than matched.
     last_fit_error_ : str
         Why the latest failed fit failed ("" if none did).
     """
+
+    fit_function: Callable[[RegimeFitRequest], RegimeFit] = staticmethod(fit_regime_models)
 
     def __init__(
         self,
@@ -404,6 +666,7 @@ class NoLookAheadRegimeDetector:
         min_covar: float = 1e-5,
         return_scale: float = 1e4,
         relabel_margin: float = 1.0,
+        fit_delay_bars: int = 0,
     ) -> None:
         for name, value, low in (
             ("trend_window", trend_window, 2),
@@ -412,11 +675,16 @@ class NoLookAheadRegimeDetector:
             ("refit_interval", refit_interval, 1),
             ("n_iter", n_iter, 1),
             ("refit_n_iter", refit_n_iter, 1),
+            ("fit_delay_bars", fit_delay_bars, 0),
         ):
             if value < low:
                 raise ValueError(f"regime detector {name} must be >= {low}, got {value}")
         if fit_window < min_fit_bars:
             raise ValueError(f"regime detector fit_window ({fit_window}) must be >= min_fit_bars ({min_fit_bars})")
+        if fit_delay_bars and fit_delay_bars >= refit_interval:
+            raise ValueError(
+                f"regime detector fit_delay_bars ({fit_delay_bars}) must be below refit_interval ({refit_interval})"
+            )
         for name, number in (("tol", tol), ("min_covar", min_covar), ("return_scale", return_scale)):
             if not (math.isfinite(number) and number > 0):
                 raise ValueError(f"regime detector {name} must be positive and finite, got {number}")
@@ -433,6 +701,7 @@ class NoLookAheadRegimeDetector:
         self.min_covar = min_covar
         self.return_scale = return_scale
         self.relabel_margin = relabel_margin
+        self.fit_delay_bars = fit_delay_bars
         self._efficiency = EfficiencyRatio(trend_window)
         self._realized = RollingMeanSquare(volatility_window)
         self._features: deque[tuple[float, float]] = deque(maxlen=fit_window)
@@ -441,7 +710,11 @@ class NoLookAheadRegimeDetector:
         self._filter: GaussianHmmFilter | None = None
         self._garch: Garch11Filter | None = None
         self._last_fit_at: int | None = None
-        self.hmm_: GaussianHMM | None = None
+        self._pending: _PendingFit | None = None
+        self._executor: Executor | None = None
+        self._store = _FIT_STORE.get()
+        self._hmm_model: GaussianHMM | None = None
+        self.hmm_parameters_: HmmParameters | None = None
         self.garch_params_: tuple[float, float, float] | None = None
         self.state_: RegimeState = UNKNOWN_STATE
         self.last_observation_: tuple[float, float] | None = None
@@ -449,6 +722,8 @@ class NoLookAheadRegimeDetector:
         self.fit_window_start_: int | None = None
         self.fits_ = 0
         self.fit_failures_ = 0
+        self.fits_from_store_ = 0
+        self.worker_failures_ = 0
         self.relabels_ = 0
         self.last_fit_error_ = ""
 
@@ -456,6 +731,24 @@ class NoLookAheadRegimeDetector:
     def warmup_bars(self) -> int:
         """Return the bars needed before the first fit."""
         return max(self.trend_window, self.volatility_window) + self.min_fit_bars
+
+    @property
+    def hmm_(self) -> GaussianHMM | None:
+        """Return the current HMM as an hmmlearn ``GaussianHMM`` (built on first use after each fit)."""
+        if self._hmm_model is None and self.hmm_parameters_ is not None:
+            self._hmm_model = self.hmm_parameters_.model(self.min_covar)
+        return self._hmm_model
+
+    def use_executor(self, executor: Executor | None) -> None:
+        """Fit in ``executor`` from the next refit on (None: inline); results do not depend on it."""
+        self._executor = executor
+
+    def fit_due_next(self) -> Future[RegimeFit] | None:
+        """Return the refit the next feature row applies (wait for it off the loop), or None."""
+        pending = self._pending
+        if pending is None or self.observations_ + 1 < pending.apply_at:
+            return None
+        return pending.future
 
     def fit(self, closes: Sequence[float]) -> NoLookAheadRegimeDetector:
         """Walk forward through ``closes`` (each bar seeing only its past) and return self."""
@@ -493,6 +786,8 @@ class NoLookAheadRegimeDetector:
         self.observations_ += 1
         if self._fit_due():
             self._refit()
+        if self._pending is not None and self.observations_ >= self._pending.apply_at:
+            self._apply(self._pending)
         elif self._filter is not None:
             self._filter.update(observation)
         return self._publish()
@@ -503,82 +798,82 @@ class NoLookAheadRegimeDetector:
         return self._last_fit_at is None or self.observations_ - self._last_fit_at >= self.refit_interval
 
     def _refit(self) -> None:
+        """Start the refit due at this row: from the store, inline, or in the executor."""
         self._last_fit_at = self.observations_
-        features = np.array(self._features)
-        self._fit_hmm(features)
-        self._fit_garch(np.array(self._returns))
-
-    def _fit_hmm(self, features: np.ndarray) -> None:
-        previous = self.hmm_
-        try:
-            model = self._hmm_fitted_on(features, previous)
-        except (ValueError, np.linalg.LinAlgError, FloatingPointError) as error:
-            self._fit_failed(f"HMM fit: {error}")
-            if self._filter is not None:
-                self._filter.update(features[-1].tolist())
-            return
-        self.hmm_ = model
-        self.fit_window_start_ = self.observations_ - len(features)
-        self.fits_ += 1
-        fresh = GaussianHmmFilter.from_model(model)
-        # The filtered probability at the window's end is the smoothed one at its last row.
-        fresh.probabilities = model.predict_proba(features)[-1].tolist()
-        self._filter = fresh
-
-    def _hmm_fitted_on(self, features: np.ndarray, previous: GaussianHMM | None) -> GaussianHMM:
-        model = GaussianHMM(
-            n_components=N_STATES,
-            covariance_type="diag",
-            n_iter=self.n_iter if previous is None else self.refit_n_iter,
-            tol=self.tol,
-            min_covar=self.min_covar,
-            params="stmc",
-            init_params="",
-            implementation="log",
+        previous = self.hmm_parameters_
+        request = RegimeFitRequest(
+            np.array(self._features),
+            np.array(self._returns),
+            previous,
+            self.garch_params_,
+            self.n_iter if previous is None else self.refit_n_iter,
+            self.tol,
+            self.min_covar,
+            self.relabel_margin,
         )
-        if previous is None:
-            _initialize_by_quadrants(model, features, self.min_covar)
+        store = self._store
+        key = None if store is None else request.key()
+        stored = None if store is None or key is None else store.get(key)
+        if stored is not None:
+            future: Future[RegimeFit] = Future()
+            future.set_result(stored)
+        elif self._executor is None:
+            future = _completed(self.fit_function, request)
         else:
-            model.startprob_ = previous.startprob_.copy()
-            model.transmat_ = previous.transmat_.copy()
-            model.means_ = previous.means_.copy()
-            model.covars_ = previous._covars_.copy()
-        with warnings.catch_warnings(), np.errstate(all="ignore"), _quiet(_HMMLEARN_LOG):
-            warnings.simplefilter("ignore")
-            model.fit(features)
-        _check_model(model)
-        order = label_states(model.means_)
-        if previous is not None:
-            matched = match_states(previous.means_, previous._covars_, model.means_)
-            if assignment_score(model.means_, order) - assignment_score(model.means_, matched) > self.relabel_margin:
-                self.relabels_ += 1
-            else:
-                order = matched
-        return reorder(model, order)
+            future = self._submit(self._executor, request)
+        window_start = self.observations_ - len(request.features)
+        apply_at = self.observations_ + self.fit_delay_bars
+        self._pending = _PendingFit(request, future, apply_at, window_start, key, stored is not None)
 
-    def _fit_garch(self, returns: np.ndarray) -> None:
-        starting = None if self.garch_params_ is None else np.array(self.garch_params_)
+    def _submit(self, executor: Executor, request: RegimeFitRequest) -> Future[RegimeFit]:
         try:
-            with warnings.catch_warnings(), np.errstate(all="ignore"):
-                warnings.simplefilter("ignore")
-                result = arch_model(returns, mean="Zero", vol="GARCH", p=1, q=1, dist="normal", rescale=False).fit(
-                    disp="off", show_warning=False, starting_values=starting
-                )
-        except (ValueError, np.linalg.LinAlgError) as error:
-            self._fit_failed(f"GARCH fit: {error}")
+            return executor.submit(self.fit_function, request)
+        except (BrokenExecutor, RuntimeError) as error:
+            return self._inline_after(error, request)
+
+    def _inline_after(self, error: BaseException, request: RegimeFitRequest) -> Future[RegimeFit]:
+        """Fit inline from now on: the worker is gone (the same fit, so the same decisions)."""
+        self._executor = None
+        self.worker_failures_ += 1
+        _log.warning("regime fit worker failed: fitting inline", error=repr(error))
+        return _completed(self.fit_function, request)
+
+    def _apply(self, pending: _PendingFit) -> None:
+        """Apply a refit (waiting for it if it is not done) and bring it forward to the current row."""
+        self._pending = None
+        try:
+            fit = pending.future.result()
+        except BrokenExecutor as error:
+            fit = self._inline_after(error, pending.request).result()
+        if pending.cached:
+            self.fits_from_store_ += 1
+        elif pending.key is not None and self._store is not None:
+            self._store.put(pending.key, fit)
+        late = self.observations_ - (pending.apply_at - self.fit_delay_bars)
+        if fit.hmm is None:
+            self._fit_failed(fit.hmm_error)
+            if self._filter is not None:
+                self._filter.update(self._features[-1])
+        else:
+            self.hmm_parameters_ = fit.hmm
+            self._hmm_model = None
+            self.fit_window_start_ = pending.window_start
+            self.fits_ += 1
+            self.relabels_ += fit.relabeled
+            fresh = GaussianHmmFilter.from_parameters(fit.hmm)
+            fresh.probabilities = list(fit.probabilities or ())
+            for row in list(self._features)[len(self._features) - late :] if late else ():
+                fresh.update(row)
+            self._filter = fresh
+        if fit.garch is None:
+            self._fit_failed(fit.garch_error)
             return
-        omega, alpha, beta = (float(v) for v in result.params.to_numpy())
-        last_variance = float(result.conditional_volatility[-1]) ** 2
-        if result.convergence_flag != 0:
-            self._fit_failed(f"GARCH fit did not converge (flag {result.convergence_flag})")
-            return
-        if not (math.isfinite(omega + alpha + beta + last_variance) and omega > 0 and alpha + beta < 1.0):
-            self._fit_failed(f"GARCH fit is not stationary: omega={omega}, alpha={alpha}, beta={beta}")
-            return
-        garch = Garch11Filter(omega, alpha, beta, last_variance)
-        garch.update(float(returns[-1]))
+        assert fit.garch_variance is not None
+        garch = Garch11Filter(*fit.garch, fit.garch_variance)
+        for residual in list(self._returns)[len(self._returns) - late :] if late else ():
+            garch.update(residual)
         self._garch = garch
-        self.garch_params_ = (omega, alpha, beta)
+        self.garch_params_ = fit.garch
         self.fits_ += 1
 
     def _fit_failed(self, reason: str) -> None:

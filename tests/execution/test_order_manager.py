@@ -932,3 +932,21 @@ def test_every_failure_on_the_submit_path_ends_sent_rejected_or_unresolved(real_
 
     # Act
     check()
+
+
+def test_finished_orders_beyond_the_kept_number_are_forgotten_and_open_ones_stay(simulated_desk) -> None:
+    # Arrange: six resting limit orders, the last five canceled; two finished orders are kept
+    desk = simulated_desk()
+    desk.orders.finished_orders_kept = 2
+    for _ in range(6):
+        desk.publish(approved("0.002", price="94000.0"))
+    for number in range(2, 7):
+        desk.publish(desk.command(CancelOrder, client_order_id=f"keel-{number}", symbol=BTC))
+
+    # Act
+    desk.publish(approved("0.002", price="94000.0"))
+
+    # Assert: the three oldest finished orders are gone, the open one and the two newest finished stay
+    assert list(desk.orders.orders) == ["keel-1", "keel-5", "keel-6", "keel-7"]
+    assert desk.orders.orders_forgotten == 3
+    assert [o.client_order_id for o in desk.orders.open_orders()] == ["keel-1", "keel-7"]

@@ -185,3 +185,19 @@ def test_a_paper_session_freezes_its_set_up_objects_out_of_the_garbage_collector
 
     # Assert
     assert frozen > 10_000
+
+
+def test_a_paper_process_loads_neither_the_regime_fitting_libraries_nor_numba() -> None:
+    # Arrange: a fresh interpreter, as `keel run` starts
+    probe = (
+        "import sys, json, keel.integration.paper, keel.backtest, keel.market_data as m;"
+        "loaded = sorted(x for x in ('arch', 'hmmlearn', 'statsmodels', 'numba') if x in sys.modules);"
+        "book = m.OrderBook.__name__;"
+        "print(json.dumps([loaded, book, 'numba' in sys.modules]))"
+    )
+
+    # Act
+    completed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
+
+    # Assert: nothing heavy at start; the order book (and numba with it) on first use
+    assert json.loads(completed.stdout) == [[], "OrderBook", True]

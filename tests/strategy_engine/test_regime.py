@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import multiprocessing
+import os
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,16 +17,21 @@ from scipy.special import logsumexp
 from strategy_data import bar_frame
 
 from keel.core.messages import MarketRegime
+from keel.strategy_engine.fit_worker import FitWorker
 from keel.strategy_engine.regime import (
     REGIMES,
     Garch11Filter,
     GaussianHmmFilter,
     NoLookAheadRegimeDetector,
+    RegimeFit,
+    RegimeFitRequest,
     RegimeState,
     assignment_score,
+    fit_regime_models,
     label_states,
     match_states,
     reorder,
+    use_regime_fit_store,
 )
 
 SMALL = {"min_fit_bars": 600, "fit_window": 900, "refit_interval": 400}
@@ -231,13 +239,18 @@ def test_lookahead_regime_outputs_up_to_t_do_not_depend_on_later_bars() -> None:
     assert perturbed[cut + 1 :] != full[cut + 1 :]
 
 
-class _FailingRefit(NoLookAheadRegimeDetector):
-    """A detector whose second HMM fit fails, as a singular EM step would."""
+def _singular_refit(request: RegimeFitRequest) -> RegimeFit:
+    """The real fit, except that a refit's HMM fails as a singular EM step would."""
+    fit = fit_regime_models(request)
+    if request.previous_hmm is None:
+        return fit
+    return fit._replace(hmm=None, probabilities=None, hmm_error="HMM fit: covariance became singular")
 
-    def _hmm_fitted_on(self, features: np.ndarray, previous: GaussianHMM | None) -> GaussianHMM:
-        if previous is not None:
-            raise ValueError("covariance became singular")
-        return super()._hmm_fitted_on(features, previous)
+
+class _FailingRefit(NoLookAheadRegimeDetector):
+    """A detector whose second HMM fit fails."""
+
+    fit_function = staticmethod(_singular_refit)
 
 
 def test_a_failed_refit_keeps_the_previous_model_and_filters_on() -> None:
@@ -298,3 +311,127 @@ def _copy(model: GaussianHMM) -> GaussianHMM:
     twin.means_ = model.means_.copy()
     twin.covars_ = model._covars_.copy()
     return twin
+
+
+def delayed_walk(closes: np.ndarray, delay: int, executor: Executor | None = None) -> Walk:
+    detector = NoLookAheadRegimeDetector(fit_delay_bars=delay, **SMALL)
+    detector.use_executor(executor)
+    result = Walk(closes, detector, [], [], [], [], [], [])
+    for i, close in enumerate(closes.tolist()):
+        result.states.append(detector.update(close))
+        if detector.fits_ > len(result.fit_bars):
+            result.fit_bars.extend([i] * (detector.fits_ - len(result.fit_bars)))
+    return result
+
+
+def test_a_delayed_refit_changes_only_the_bars_between_its_start_and_its_use(btc_walk: Walk) -> None:
+    # Arrange
+    delay = 7
+    closes = btc_walk.closes
+    inline = walk(closes, relabel_margin=float("inf"), **SMALL)
+    first_fit = inline.fit_bars[0]
+
+    # Act
+    delayed = walk(closes, relabel_margin=float("inf"), fit_delay_bars=delay, **SMALL)
+
+    # Assert: before the first fit is used the regime is unknown; after each fit's use the views are
+    # the inline ones exactly (the new model is brought forward over the bars it was late)
+    fit_starts = sorted(set(inline.fit_bars))
+    late = {bar for start in fit_starts for bar in range(start, start + delay)}
+    assert all(s.regime is MarketRegime.UNKNOWN for s in delayed.states[: first_fit + delay])
+    assert [s for i, s in enumerate(delayed.states) if i not in late] == [
+        s for i, s in enumerate(inline.states) if i not in late
+    ]
+    assert any(delayed.states[i] != inline.states[i] for i in late if i > first_fit + delay)
+    assert delayed.detector.fits_ == inline.detector.fits_
+
+
+@pytest.mark.parametrize("worker", ["thread", "process_pool", "fit_worker"])
+def test_where_a_delayed_refit_runs_never_changes_the_views(worker: str) -> None:
+    # Arrange
+    closes = bar_frame("ETHUSDT")["close"].to_numpy()[:2000]
+    inline = delayed_walk(closes, delay=2)
+    executor: Executor
+    if worker == "thread":
+        executor = ThreadPoolExecutor(max_workers=1)
+    elif worker == "process_pool":
+        executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    else:
+        executor = FitWorker()
+
+    # Act
+    with executor:
+        elsewhere = delayed_walk(closes, delay=2, executor=executor)
+
+    # Assert
+    assert len(inline.fit_bars) >= 4
+    assert elsewhere.states == inline.states
+    assert elsewhere.fit_bars == inline.fit_bars
+
+
+class _CountingStore:
+    """A regime fit store in a dict, counting what it was asked."""
+
+    def __init__(self) -> None:
+        self.fits: dict[str, RegimeFit] = {}
+        self.hits = 0
+
+    def get(self, key: str) -> RegimeFit | None:
+        fit = self.fits.get(key)
+        self.hits += fit is not None
+        return fit
+
+    def put(self, key: str, fit: RegimeFit) -> None:
+        self.fits[key] = fit
+
+
+def test_a_fit_store_serves_the_second_detector_the_same_fits() -> None:
+    # Arrange
+    closes = bar_frame("BTCUSDT")["close"].to_numpy()[:2000]
+    plain = walk(closes, **SMALL)
+    store = _CountingStore()
+
+    # Act
+    with use_regime_fit_store(store):
+        first = walk(closes, **SMALL)
+        second = walk(closes, **SMALL)
+
+    # Assert
+    assert first.states == plain.states == second.states
+    assert first.detector.fits_from_store_ == 0
+    assert second.detector.fits_from_store_ == len(store.fits) == store.hits >= 3
+
+
+def test_a_refit_delay_must_be_below_the_refit_interval() -> None:
+    with pytest.raises(ValueError, match="fit_delay_bars"):
+        NoLookAheadRegimeDetector(fit_delay_bars=400, **SMALL)
+
+
+def _fit_that_kills_its_worker(request: RegimeFitRequest) -> RegimeFit:
+    """The real fit in the test's own process; in a worker process it dies as a killed worker would."""
+    if os.getpid() != int(os.environ["KEEL_TEST_FITTING_PID"]):
+        os._exit(1)
+    return fit_regime_models(request)
+
+
+class _DyingWorker(NoLookAheadRegimeDetector):
+    """A detector whose worker process dies at its first refit."""
+
+    fit_function = staticmethod(_fit_that_kills_its_worker)
+
+
+def test_a_dead_fit_worker_leaves_the_refits_inline_with_the_same_views(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Arrange
+    closes = bar_frame("ETHUSDT")["close"].to_numpy()[:2000]
+    inline = delayed_walk(closes, delay=2)
+    detector = _DyingWorker(fit_delay_bars=2, **SMALL)
+    monkeypatch.setenv("KEEL_TEST_FITTING_PID", str(os.getpid()))
+
+    # Act
+    with FitWorker() as executor:
+        detector.use_executor(executor)
+        states = [detector.update(close) for close in closes.tolist()]
+
+    # Assert
+    assert states == inline.states
+    assert detector.worker_failures_ == 1

@@ -18,16 +18,19 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import msgspec
 import structlog
 
 from keel.api.binance.constants import KLINES_PATH, MAX_KLINES_PER_REQUEST, RETRY_AFTER_HEADER
-from keel.api.binance.streams import Sleep
 from keel.core.messages import BarClosed
 from keel.market_data.normalization import BinanceUsdmNormalizer
+
+if TYPE_CHECKING:
+    # Only the type: the streams module loads the order book (and numba), which fetching klines never needs.
+    from keel.api.binance.streams import Sleep
 
 _log = structlog.get_logger("keel.api.binance.klines")
 

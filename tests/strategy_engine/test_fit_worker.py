@@ -1,0 +1,48 @@
+"""The lean worker process regime refits run in: results in order, errors carried back, a clean end."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import pytest
+
+from keel.strategy_engine.fit_worker import FitWorker
+
+
+def loaded_modules() -> list[str]:
+    """Return the modules the calling process has imported."""
+    return sorted(sys.modules)
+
+
+def test_results_and_errors_come_back_from_the_child_process() -> None:
+    # Arrange
+    with FitWorker() as worker:
+        # Act
+        results = [worker.submit(math.factorial, n) for n in range(8)]
+        failed = worker.submit(math.sqrt, -1.0)
+        modules = worker.submit(loaded_modules)
+        unsendable = worker.submit(len, sys.modules)
+
+        # Assert
+        assert [future.result(timeout=60) for future in results] == [math.factorial(n) for n in range(8)]
+        with pytest.raises(ValueError, match="math domain error"):
+            failed.result(timeout=60)
+        loaded = modules.result(timeout=60)
+        with pytest.raises(TypeError, match="pickle"):
+            unsendable.result(timeout=60)
+    assert "keel.strategy_engine.regime" in loaded
+    assert not {"keel.integration", "keel.cli", "numba", "arch"} & set(loaded)
+
+
+def test_after_shutdown_nothing_more_is_accepted() -> None:
+    # Arrange
+    worker = FitWorker()
+
+    # Act
+    worker.shutdown()
+
+    # Assert
+    assert worker._process.returncode == 0
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        worker.submit(math.factorial, 3)
