@@ -3,9 +3,11 @@
 The golden fingerprints (``golden_orders.json``) were recorded from main's
 engine before the speed work, with the configuration pinned in
 ``pinned_config/`` (a copy of the defaults of that day, so later changes to
-keel's defaults do not move them). They were re-recorded once, on purpose,
+keel's defaults do not move them). They were re-recorded on purpose twice:
 when the shared cost model (no-trade band, smallest order, maker posts on
-bars) changed the trading; every speed change since keeps them. A fingerprint is the SHA-256 of the run's
+bars) changed the trading, and when the risk layer stopped approving a child
+order's unfilled leftover a second time beside its parent's retry (450 -> 441
+orders over the month); every speed change since keeps them. A fingerprint is the SHA-256 of the run's
 ``orders.csv`` and ``trades.csv`` bytes, with their row counts.
 
 Re-record only when a change of trading behaviour is intended::
