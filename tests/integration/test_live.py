@@ -332,6 +332,16 @@ def test_keel_run_mode_live_against_a_local_binance_goes_active_and_stops_cleanl
     assert KEY not in result.stdout + result.stderr and SECRET not in result.stdout + result.stderr
 
 
+async def opened(orchestrator: TradingOrchestrator) -> None:
+    """Return once the live session is announced and reconciliation has moved it out of REDUCING."""
+    while (
+        not orchestrator.running
+        or orchestrator.session is None
+        or orchestrator.get_system_status().trading_state == "REDUCING"
+    ):
+        await asyncio.sleep(0.01)
+
+
 def test_from_config_live_runs_against_a_local_binance_and_answers_for_the_account(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -352,8 +362,8 @@ def test_from_config_live_runs_against_a_local_binance_and_answers_for_the_accou
                 paper={"feed": "replay"},
             )
             async with orchestrator:
-                while not orchestrator.running or orchestrator.session is None:
-                    await asyncio.sleep(0.01)
+                # The session is announced before reconciliation's verdict moves it out of REDUCING.
+                await asyncio.wait_for(opened(orchestrator), timeout=60)
                 status = orchestrator.get_system_status()
                 metrics = orchestrator.metrics()
             return status, metrics
