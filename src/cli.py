@@ -275,6 +275,7 @@ async def _run_paper(session: Any) -> dict[str, Any]:
         return await session.run()
     finally:
         publishing.cancel()
+        publisher.publish()  # the last word readers get: the stopped run's final status
         if telegram is not None:
             await asyncio.to_thread(telegram.stop)
         if server is not None:

@@ -399,13 +399,14 @@ def test_a_paper_run_publishes_its_status_to_the_status_cache_for_readers_elsewh
         environment=environment,
     )  # fmt: skip
 
-    # Assert
+    # Assert: the last status readers get is the stopped run's final one
     assert completed.returncode == 0, completed.stderr
     reader = StatusCache(CacheManager(redis_url))
     published = reader.latest()
     reader.close()
     assert published["mode"] == "paper" and published["health"] in ("HEALTHY", "DEGRADED")
-    assert published["active_strategies"]
+    assert published["running"] is False and published["session"]["number"] == 1
+    assert set(published["components"].values()) == {"STOPPED"}
 
 
 def test_a_paper_run_without_the_web_app_notifies_fills_and_answers_status_on_telegram(tmp_path: Path) -> None:

@@ -301,11 +301,12 @@ class PaperSession:
     async def _finish(self, bus: EventBus, bus_task: asyncio.Task[None]) -> dict[str, Any]:
         """Shut down, close the venue, write the final state and release the account."""
         await self._shutdown(self.pipeline, bus, bus_task)
+        # Not running from here: a status read while the worker and the venue close sees stopped components.
+        self.orchestrator.running = False
         if self.fit_worker is not None:
             await asyncio.to_thread(self.fit_worker.shutdown, True, cancel_futures=True)
             self.fit_worker = None
         await self.venue.disconnect()
-        self.orchestrator.running = False
         final = self.status()
         self._write(final)
         self.database.dispose()
