@@ -130,6 +130,7 @@ class EventBus:
             raise ValueError(f"bus capacity must be >= 1, got {capacity}")
         self.capacity = capacity
         self._error_listeners: list[HandlerErrorCallback] = [] if on_handler_error is None else [on_handler_error]
+        self._overload_listeners: list[Callable[[], None]] = []
         self._measure = measure_latency
         self._batch_size = batch_size
         # Execution and market data share one deque, so publish order between
@@ -184,6 +185,14 @@ class EventBus:
     def add_handler_error_listener(self, listener: HandlerErrorCallback) -> None:
         """Also call ``listener(handler name, message, error)`` when a handler raises."""
         self._error_listeners.append(listener)
+
+    def add_overload_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` whenever :attr:`conflated` or :attr:`overflow` grows (the bus is overloaded)."""
+        self._overload_listeners.append(listener)
+
+    def _overloaded(self) -> None:
+        for listener in self._overload_listeners:
+            listener()
 
     # --- publishing ----------------------------------------------------------------
 
@@ -250,15 +259,18 @@ class EventBus:
             if queued.__class__ is kind and queued.symbol == symbol:  # type: ignore[attr-defined]
                 queue[index] = message
                 self.conflated += 1
+                self._overloaded()
                 return True
         # No pending message of this key: keep it, so no symbol ever loses its
         # latest value. The lane then exceeds capacity by at most one per key.
         self.overflow += 1
+        self._overloaded()
         return False
 
     def _make_room(self, message: Message) -> None:
         if self._dispatching:
             self.overflow += 1
+            self._overloaded()
         elif self._running:
             raise BusFullError(
                 f"execution lane full ({self.capacity}) publishing {type(message).__name__} "
