@@ -68,6 +68,7 @@ class _Timer:
     stop_at: int | None = field(compare=False, default=None)
     canceled: bool = field(compare=False, default=False)
     first_at: int = field(compare=False, default=0)
+    skip_to: int | None = field(compare=False, default=None)
 
 
 class Clock(ABC):
@@ -79,6 +80,7 @@ class Clock(ABC):
     def __init__(self) -> None:
         self._timers: dict[str, _Timer] = {}
         self._sequence = count()
+        self._firing: _Timer | None = None
 
     @abstractmethod
     def timestamp_ns(self) -> int:
@@ -145,6 +147,9 @@ class Clock(ABC):
                 fire_at += interval
         if fire_at == timer.fire_at:
             return
+        if timer is self._firing:
+            timer.skip_to = fire_at  # _fire schedules it there when the callback returns
+            return
         timer.canceled = True
         self._unschedule(timer)
         if timer.stop_at is not None and fire_at > timer.stop_at:
@@ -181,9 +186,20 @@ class Clock(ABC):
         if last:
             # Free the name first so the callback may set a timer of the same name.
             self._timers.pop(timer.name, None)
-        timer.callback(TimeEvent(timer.name, timer.fire_at))
+        self._firing = timer
+        try:
+            timer.callback(TimeEvent(timer.name, timer.fire_at))
+        finally:
+            self._firing = None
         if last or timer.canceled:
             return None
+        skip_to = timer.skip_to
+        if skip_to is not None:
+            timer.skip_to = None
+            if timer.stop_at is not None and skip_to > timer.stop_at:
+                self._timers.pop(timer.name, None)
+                return None
+            upcoming = skip_to
         timer.fire_at = upcoming
         return timer
 

@@ -319,6 +319,22 @@ def test_skipping_past_the_stop_ends_the_timer_and_unknown_names_or_alerts_are_l
     assert clock.timer_names() == []
 
 
+def test_a_timer_skipping_past_its_stop_from_its_own_callback_ends() -> None:
+    clock = SimulatedClock()
+    firings = Firings(clock)
+
+    def check(event: TimeEvent) -> None:
+        firings(event)
+        clock.skip_timer_until(event.name, 45)
+
+    clock.set_timer("check", 10, check, start_ns=10, stop_ns=40)
+
+    clock.advance_to(100)
+
+    assert firings.times() == [10]
+    assert clock.timer_names() == []
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     start=st.integers(0, 50),
