@@ -82,6 +82,23 @@ class HandlerStats:
         return 0
 
 
+class _Route:
+    """The handlers of one message type, and how many messages went through them uncounted per handler."""
+
+    __slots__ = ("calls", "handlers")
+
+    def __init__(self, handlers: tuple[HandlerStats, ...]) -> None:
+        self.handlers = handlers
+        self.calls = 0
+
+    def flush(self) -> None:
+        """Add the messages routed since the last flush to each handler's unmeasured calls."""
+        calls, self.calls = self.calls, 0
+        if calls:
+            for stats in self.handlers:
+                stats.unmeasured_calls += calls
+
+
 @dataclass(frozen=True, slots=True)
 class BusMetrics:
     """A snapshot of the bus counters."""
@@ -130,6 +147,7 @@ class EventBus:
             raise ValueError(f"bus capacity must be >= 1, got {capacity}")
         self.capacity = capacity
         self._error_listeners: list[HandlerErrorCallback] = [] if on_handler_error is None else [on_handler_error]
+        self._overload_listeners: list[Callable[[], None]] = []
         self._measure = measure_latency
         self._batch_size = batch_size
         # Execution and market data share one deque, so publish order between
@@ -141,7 +159,9 @@ class EventBus:
         self._subscribers: dict[type, list[HandlerStats]] = {}
         self._commands: dict[type, HandlerStats] = {}
         self._all: list[HandlerStats] = []
-        self._routes: dict[type, tuple[HandlerStats, ...]] = {}
+        self._routes: dict[type, _Route] = {}
+        # Routes whose message counts are not yet in their handlers' unmeasured calls (see _flush_routes).
+        self._counted_routes: list[_Route] = []
         self._dispatching = False
         self._running = False
         self._stop_requested = False
@@ -165,11 +185,13 @@ class EventBus:
             raise TypeError(f"{message_type.__name__} is a command: use register()")
         stats = HandlerStats(name or _handler_name(handler), handler)
         self._subscribers.setdefault(message_type, []).append(stats)
+        self._flush_routes()
         self._routes.clear()
 
     def subscribe_all(self, handler: Handler, name: str | None = None) -> None:
         """Call ``handler`` for every message, after the type's own handlers (journal, monitor)."""
         self._all.append(HandlerStats(name or _handler_name(handler), handler))
+        self._flush_routes()
         self._routes.clear()
 
     def register(self, command_type: type[Message], handler: Handler, name: str | None = None) -> None:
@@ -179,11 +201,20 @@ class EventBus:
         if command_type in self._commands:
             raise ValueError(f"{command_type.__name__} already has a handler ({self._commands[command_type].name})")
         self._commands[command_type] = HandlerStats(name or _handler_name(handler), handler)
+        self._flush_routes()
         self._routes.clear()
 
     def add_handler_error_listener(self, listener: HandlerErrorCallback) -> None:
         """Also call ``listener(handler name, message, error)`` when a handler raises."""
         self._error_listeners.append(listener)
+
+    def add_overload_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` whenever :attr:`conflated` or :attr:`overflow` grows (the bus is overloaded)."""
+        self._overload_listeners.append(listener)
+
+    def _overloaded(self) -> None:
+        for listener in self._overload_listeners:
+            listener()
 
     # --- publishing ----------------------------------------------------------------
 
@@ -250,15 +281,18 @@ class EventBus:
             if queued.__class__ is kind and queued.symbol == symbol:  # type: ignore[attr-defined]
                 queue[index] = message
                 self.conflated += 1
+                self._overloaded()
                 return True
         # No pending message of this key: keep it, so no symbol ever loses its
         # latest value. The lane then exceeds capacity by at most one per key.
         self.overflow += 1
+        self._overloaded()
         return False
 
     def _make_room(self, message: Message) -> None:
         if self._dispatching:
             self.overflow += 1
+            self._overloaded()
         elif self._running:
             raise BusFullError(
                 f"execution lane full ({self.capacity}) publishing {type(message).__name__} "
@@ -303,12 +337,12 @@ class EventBus:
                 route = routes.get(message.__class__)
                 if route is None:
                     route = self._resolve(message)
-                for stats in route:
-                    try:
-                        stats.handler(message)
-                    except Exception as error:
-                        self._handler_failed(stats, message, error)
-                    if measure:
+                if measure:
+                    for stats in route.handlers:
+                        try:
+                            stats.handler(message)
+                        except Exception as error:
+                            self._handler_failed(stats, message, error)
                         now = clock()
                         elapsed = now - last
                         last = now
@@ -316,8 +350,14 @@ class EventBus:
                         stats.histogram[elapsed.bit_length()] += 1
                         if elapsed > stats.max_ns:
                             stats.max_ns = elapsed
-                    else:
-                        stats.unmeasured_calls += 1
+                else:
+                    # One count per message, spread over its handlers when read (handler_stats).
+                    route.calls += 1
+                    for stats in route.handlers:
+                        try:
+                            stats.handler(message)
+                        except Exception as error:
+                            self._handler_failed(stats, message, error)
         finally:
             self._dispatching = False
             self.dispatched += dispatched
@@ -325,19 +365,27 @@ class EventBus:
             self._release_waiters()
         return dispatched
 
-    def _resolve(self, message: Message) -> tuple[HandlerStats, ...]:
+    def _resolve(self, message: Message) -> _Route:
         kind = message.__class__
         if kind.is_command:
             own = self._commands.get(kind)
             if own is None:
                 self.unhandled_commands += 1
                 _log.error("command has no handler", command=kind.__name__, message_id=message.id)
-                return tuple(self._all)
-            route = (own, *self._all)
+                unhandled = _Route(tuple(self._all))
+                self._counted_routes.append(unhandled)
+                return unhandled
+            route = _Route((own, *self._all))
         else:
-            route = (*self._subscribers.get(kind, ()), *self._all)
+            route = _Route((*self._subscribers.get(kind, ()), *self._all))
         self._routes[kind] = route
+        self._counted_routes.append(route)
         return route
+
+    def _flush_routes(self) -> None:
+        for route in self._counted_routes:
+            route.flush()
+        self._counted_routes = list(self._routes.values())
 
     def _handler_failed(self, stats: HandlerStats, message: Message, error: Exception) -> None:
         stats.errors += 1
@@ -410,6 +458,7 @@ class EventBus:
 
     def handler_stats(self) -> list[HandlerStats]:
         """Return every subscription's counters, in subscription order."""
+        self._flush_routes()
         stats = [s for handlers in self._subscribers.values() for s in handlers]
         return [*stats, *self._commands.values(), *self._all]
 

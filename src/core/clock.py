@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -66,6 +67,8 @@ class _Timer:
     callback: TimerCallback = field(compare=False)
     stop_at: int | None = field(compare=False, default=None)
     canceled: bool = field(compare=False, default=False)
+    first_at: int = field(compare=False, default=0)
+    skip_to: int | None = field(compare=False, default=None)
 
 
 class Clock(ABC):
@@ -77,6 +80,7 @@ class Clock(ABC):
     def __init__(self) -> None:
         self._timers: dict[str, _Timer] = {}
         self._sequence = count()
+        self._firing: _Timer | None = None
 
     @abstractmethod
     def timestamp_ns(self) -> int:
@@ -102,7 +106,7 @@ class Clock(ABC):
         if interval_ns <= 0:
             raise ValueError(f"timer {name!r}: interval must be positive, got {interval_ns}")
         first = next_aligned(self.timestamp_ns(), interval_ns) if start_ns is None else start_ns
-        timer = _Timer(first, next(self._sequence), name, interval_ns, callback, stop_ns)
+        timer = _Timer(first, next(self._sequence), name, interval_ns, callback, stop_ns, first_at=first)
         self._timers[name] = timer
         self._schedule(timer)
 
@@ -120,6 +124,41 @@ class Clock(ABC):
         if timer is not None:
             timer.canceled = True
 
+    def skip_timer_until(self, name: str, until_ns: int) -> None:
+        """Skip the firings of the periodic timer ``name`` before ``until_ns``; unknown names are ignored.
+
+        The timer next fires at the first time of its schedule at or after
+        ``until_ns`` that the clock has not passed yet, in its place among
+        timers due at the same time. A later call replaces the bound: an
+        earlier ``until_ns`` brings skipped firings back (``until_ns`` now
+        resumes the schedule). A component whose check cannot find anything
+        before a known time (or before something it is told about) skips the
+        firings in between, which then cost nothing.
+        """
+        timer = self._timers.get(name)
+        if timer is None or timer.interval_ns == 0:
+            return
+        interval = timer.interval_ns
+        fire_at = timer.fire_at - (timer.fire_at - max(until_ns, timer.first_at)) // interval * interval
+        if self._passed(fire_at, timer.sequence):
+            now = self.timestamp_ns()
+            fire_at += -((fire_at - now) // interval) * interval
+            if self._passed(fire_at, timer.sequence):
+                fire_at += interval
+        if fire_at == timer.fire_at:
+            return
+        if timer is self._firing:
+            timer.skip_to = fire_at  # _fire schedules it there when the callback returns
+            return
+        timer.canceled = True
+        self._unschedule(timer)
+        if timer.stop_at is not None and fire_at > timer.stop_at:
+            del self._timers[name]
+            return
+        moved = _Timer(fire_at, timer.sequence, name, interval, timer.callback, timer.stop_at, first_at=timer.first_at)
+        self._timers[name] = moved
+        self._schedule(moved)
+
     def timer_names(self) -> list[str]:
         """Return the names of the active timers."""
         return sorted(self._timers)
@@ -127,6 +166,14 @@ class Clock(ABC):
     @abstractmethod
     def _schedule(self, timer: _Timer) -> None:
         """Arrange for ``timer`` to fire at ``timer.fire_at``."""
+
+    @abstractmethod
+    def _unschedule(self, timer: _Timer) -> None:
+        """Drop what :meth:`_schedule` arranged for ``timer``, just canceled."""
+
+    def _passed(self, fire_at: int, sequence: int) -> bool:
+        """Return whether the clock is past the firing of timer ``sequence`` at ``fire_at``."""
+        return fire_at <= self.timestamp_ns()
 
     def _fire(self, timer: _Timer) -> _Timer | None:
         """Run a timer's callback; return its next occurrence, if any.
@@ -139,9 +186,20 @@ class Clock(ABC):
         if last:
             # Free the name first so the callback may set a timer of the same name.
             self._timers.pop(timer.name, None)
-        timer.callback(TimeEvent(timer.name, timer.fire_at))
+        self._firing = timer
+        try:
+            timer.callback(TimeEvent(timer.name, timer.fire_at))
+        finally:
+            self._firing = None
         if last or timer.canceled:
             return None
+        skip_to = timer.skip_to
+        if skip_to is not None:
+            timer.skip_to = None
+            if timer.stop_at is not None and skip_to > timer.stop_at:
+                self._timers.pop(timer.name, None)
+                return None
+            upcoming = skip_to
         timer.fire_at = upcoming
         return timer
 
@@ -160,6 +218,8 @@ class SimulatedClock(Clock):
         self._now = start_ns
         # (fire_at, sequence, timer): the heap compares tuples in C, never calling _Timer.__lt__.
         self._heap: list[tuple[int, int, _Timer]] = []
+        # The (fire_at, sequence) the clock has fired up to: every timer due at or before it has fired.
+        self._position: tuple[int, float] = (start_ns - 1, math.inf)
 
     def timestamp_ns(self) -> int:
         """Return the simulated time."""
@@ -182,11 +242,13 @@ class SimulatedClock(Clock):
             # A timer set in the past fires now: the clock never goes back.
             if timer.fire_at > self._now:
                 self._now = timer.fire_at
+            self._position = (timer.fire_at, timer.sequence)
             upcoming = self._fire(timer)
             fired += 1
             if upcoming is not None:
                 heapq.heappush(heap, (upcoming.fire_at, upcoming.sequence, upcoming))
         self._now = ts
+        self._position = (ts, math.inf)
         return fired
 
     def next_timer_ns(self) -> int | None:
@@ -197,6 +259,12 @@ class SimulatedClock(Clock):
 
     def _schedule(self, timer: _Timer) -> None:
         heapq.heappush(self._heap, (timer.fire_at, timer.sequence, timer))
+
+    def _unschedule(self, timer: _Timer) -> None:
+        """Nothing to drop: :meth:`advance_to` discards canceled timers when their time comes."""
+
+    def _passed(self, fire_at: int, sequence: int) -> bool:
+        return (fire_at, sequence) <= self._position
 
 
 class LiveClock(Clock):
@@ -238,6 +306,11 @@ class LiveClock(Clock):
         """Stop a timer and its pending loop callback."""
         super().cancel_timer(name)
         handle = self._handles.pop(name, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _unschedule(self, timer: _Timer) -> None:
+        handle = self._handles.pop(timer.name, None)
         if handle is not None:
             handle.cancel()
 

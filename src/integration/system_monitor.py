@@ -30,6 +30,11 @@ while they last; a ban moves trading to ``venue_ban_state`` (HALTED by
 default) and back to the state it left when the ban ends, unless something
 else moved the state meanwhile. A venue's margin call (``MarginCalled``) is
 unhealthy until an operator resumes.
+The bus check runs every ``check_interval_ns`` while it can find something:
+when nothing is watched but the bus and the bus has no open problem, its
+firings are skipped until a handler raises or the bus overloads (then it
+resumes on its schedule), so a backtest pays nothing for it per bar while
+every outcome stays the same.
 An event loop running late by more than ``loop_lag_threshold_seconds``
 (measured by :class:`LoopLagProbe`) or a bus that overflowed its execution
 lane degrades health. So does an optional service the system works without
@@ -40,6 +45,7 @@ names it and how to ask it for its problem.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -70,6 +76,7 @@ _log = structlog.get_logger("keel.monitor")
 _SEVERITY = {SystemHealth.HEALTHY: 0, SystemHealth.DEGRADED: 1, SystemHealth.UNHEALTHY: 2}
 _ROUTINE_REJECTIONS = frozenset({int(BinanceErrorCode.GTX_ORDER_REJECT)})
 _REJECTIONS = "venue rejections"
+_NEVER = sys.maxsize
 
 
 class SystemMonitor(Component):
@@ -155,6 +162,10 @@ class SystemMonitor(Component):
         self.venue_ban_state = venue_ban_state
         self._ban_return: TradingState | None = None
         self._dependencies: dict[str, Callable[[], str | None]] = {}
+        self._check_timer = f"{self.name}.bus"
+        self._check_idle = False
+        bus.add_handler_error_listener(lambda _name, _message, _error: self._resume_check())
+        bus.add_overload_listener(self._resume_check)
 
     def on_start(self) -> None:
         """Listen to lifecycles, feeds, breaches and trading states; check the bus on a timer."""
@@ -166,11 +177,12 @@ class SystemMonitor(Component):
         self.bus.subscribe(OrderRejected, self.on_rejection, name=self.name)
         self.bus.subscribe(VenueConditionChanged, self.on_venue_condition, name=self.name)
         self.bus.subscribe(MarginCalled, self.on_margin_call, name=self.name)
-        self.clock.set_timer(f"{self.name}.bus", self.check_interval_ns, self.check_bus)
+        self.clock.set_timer(self._check_timer, self.check_interval_ns, self.check_bus)
 
     def on_stop(self) -> None:
         """Stop the bus check."""
-        self.clock.cancel_timer(f"{self.name}.bus")
+        self.clock.cancel_timer(self._check_timer)
+        self._check_idle = False
 
     def reasons(self) -> list[str]:
         """Return every open problem, worst first."""
@@ -334,6 +346,22 @@ class SystemMonitor(Component):
         if self._venue_failures is not None:
             self._check_venue(self._venue_failures())
         self.check_dependencies()
+        if _event is not None and self._nothing_to_check():
+            # Until a handler raises or the bus overloads, every check would find what this one found.
+            self._check_idle = True
+            self.clock.skip_timer_until(self._check_timer, _NEVER)
+
+    def _nothing_to_check(self) -> bool:
+        if self.loop_lag is not None or self._venue_failures is not None or self._dependencies:
+            return False
+        problems = self._problems
+        return "bus" not in problems and "bus backlog" not in problems and "bus overflow" not in problems
+
+    def _resume_check(self) -> None:
+        """Bring the bus check back on its schedule (its next firing the clock has not passed)."""
+        if self._check_idle:
+            self._check_idle = False
+            self.clock.skip_timer_until(self._check_timer, self.clock.timestamp_ns())
 
     def watch_dependency(self, name: str, problem: Callable[[], str | None]) -> None:
         """Degrade health while ``problem()`` returns a reason (checked with the bus); clear when it returns None.
@@ -342,6 +370,7 @@ class SystemMonitor(Component):
         reads what another thread recorded, it does not probe the service.
         """
         self._dependencies[name] = problem
+        self._resume_check()
 
     def check_dependencies(self) -> None:
         """Open or close the problem of every watched dependency."""

@@ -57,6 +57,7 @@ from keel.core.instruments import bundled_instruments
 from keel.core.messages import BarClosed, FundingPaid, OrderFilled, OrderSubmitted, SignalGenerated
 
 CASH = "cash"
+_isfinite = math.isfinite
 Segment = tuple[str, str]
 _Key = TypeVar("_Key", bound=Segment | str)
 """(strategy, symbol)."""
@@ -229,19 +230,23 @@ class PerformanceAttributor(Component):
 
     def on_bar(self, bar: BarClosed) -> None:
         """Mark the symbol; sample exposures once per bar time; close the period when it ends."""
-        if not math.isfinite(bar.close) or bar.close <= 0:
+        close = bar.close
+        if not _isfinite(close) or close <= 0:
             return
         ts = bar.ts_event
-        if self._sample_ts is not None and ts != self._sample_ts:
-            self._sample()
-            if self._period_start is not None and ts >= self._period_start + self.period_ns:
-                self._close_period(self._sample_ts)
+        if ts != self._sample_ts:
+            if self._sample_ts is not None:
+                self._sample()
+                if self._period_start is not None and ts >= self._period_start + self.period_ns:
+                    self._close_period(self._sample_ts)
+                    self._period_start = ts - (ts % self.period_ns)
+            if self._period_start is None:
                 self._period_start = ts - (ts % self.period_ns)
-        if self._period_start is None:
-            self._period_start = ts - (ts % self.period_ns)
-        self._sample_ts = ts
-        self._marks[bar.symbol] = bar.close
-        self._start_marks.setdefault(bar.symbol, bar.close)
+            self._sample_ts = ts
+        symbol = bar.symbol
+        self._marks[symbol] = close
+        if symbol not in self._start_marks:
+            self._start_marks[symbol] = close
 
     def on_submitted(self, submitted: OrderSubmitted) -> None:
         """Remember the mark at the decision, for slippage."""
@@ -303,11 +308,11 @@ class PerformanceAttributor(Component):
         return self.initial_capital + sum(b.value(self._marks.get(s, 0.0)) for (_, s), b in self._books.items())
 
     def _sample(self) -> None:
-        for (strategy, symbol), book in self._books.items():
-            if book.quantity != 0:
-                key = (strategy, symbol)
-                exposure = abs(book.quantity) * self._marks.get(symbol, 0.0)
-                self._exposure_sums[key] = self._exposure_sums.get(key, 0.0) + exposure
+        marks, sums = self._marks, self._exposure_sums
+        for key, book in self._books.items():
+            quantity = book.quantity
+            if quantity != 0:
+                sums[key] = sums.get(key, 0.0) + abs(quantity) * marks.get(key[1], 0.0)
         self._samples += 1
 
     def _close_period(self, end: int) -> None:

@@ -65,9 +65,15 @@ class ReturnWindow:
         previous = self._last_close
         width = len(closes)
         row = None
-        if self._filled == width and self._complete_previous(previous):
-            row = np.array([c / p - 1.0 for c, p in zip(closes, previous, strict=True)])
-            self._rows[self._count % self.size] = row
+        if self._filled == width and (self._last_complete or self._complete_previous(previous)):
+            rows = self._rows
+            slot = self._count % self.size
+            # The ring buffer takes Python floats, one cell per symbol: numpy's per-call cost would dominate.
+            if width == 1:
+                rows[slot, 0] = closes[0] / previous[0] - 1.0
+            else:
+                rows[slot] = [c / p - 1.0 for c, p in zip(closes, previous, strict=True)]
+            row = rows[slot].copy()
             self._count += 1
             self.rows_added += 1
             self._last_close = closes

@@ -259,7 +259,14 @@ class PositionManager(Component):
 
     def gross_exposure(self) -> Decimal:
         """Return the sum of absolute position values at the last marks."""
-        return sum((p.notional(self.marks[s]) for s, p in self.positions.items() if p.quantity != 0), ZERO)
+        # Position.notional inlined (per bar in a backtest): the same Decimals, summed in the same order from ZERO.
+        marks = self.marks
+        total = ZERO
+        for symbol, position in self.positions.items():
+            quantity = position.quantity
+            if quantity:
+                total += abs(quantity) * marks[symbol]
+        return total
 
     def exposure(self, symbol: str) -> Decimal:
         """Return the absolute value of the position in ``symbol``."""

@@ -709,6 +709,34 @@ def test_unmeasured_handlers_still_count_calls() -> None:
     assert latency["mean_ns"] == 0.0
 
 
+@settings(max_examples=100, deadline=None)
+@given(script=st.lists(st.sampled_from(["submit", "fill", "bar", "subscribe", "subscribe_all", "read"]), max_size=40))
+def test_unmeasured_call_counts_equal_the_measured_ones_across_new_subscriptions(script: list[str]) -> None:
+    # Arrange: the same script on a measured and an unmeasured bus (the unmeasured one counts per message type)
+    buses = [recording_bus(measure_latency=True)[0], recording_bus(measure_latency=False)[0]]
+
+    # Act
+    for step, action in enumerate(script):
+        for bus in buses:
+            if action == "submit":
+                bus.publish(submitted(step))
+            elif action == "fill":
+                bus.publish(filled(step))
+            elif action == "bar":
+                bus.publish(bar("BTCUSDT", step))
+            elif action == "subscribe":
+                bus.subscribe(OrderSubmitted, lambda _: None, name=f"late-{step}")
+            elif action == "subscribe_all":
+                bus.subscribe_all(lambda _: None, name=f"all-{step}")
+            else:
+                bus.metrics()
+            bus.drain()
+
+    # Assert
+    measured, unmeasured = ({name: v["calls"] for name, v in b.metrics().handler_latency_ns.items()} for b in buses)
+    assert unmeasured == measured
+
+
 def test_capacity_below_one_is_rejected() -> None:
     with pytest.raises(ValueError):
         EventBus(0)

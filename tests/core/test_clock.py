@@ -240,6 +240,135 @@ def test_a_callback_can_schedule_a_new_timer_that_fires_in_the_same_advance() ->
     assert firings.log == [("first", 10, 10), ("second", 15, 15)]
 
 
+def test_a_skipped_timer_resumes_on_its_schedule_in_its_place_among_timers_due_together() -> None:
+    clock = SimulatedClock()
+    firings = Firings(clock)
+    clock.set_timer("check", 10, firings, start_ns=10)
+    clock.set_timer("rebalance", 10, firings, start_ns=10)
+
+    clock.advance_to(10)
+    clock.skip_timer_until("check", 35)
+    fired = clock.advance_to(60)
+
+    assert fired == 5 + 3
+    assert firings.times("check") == [10, 40, 50, 60]
+    assert firings.names()[-2:] == ["check", "rebalance"]
+
+
+def test_a_timer_skipping_from_its_own_callback_next_fires_at_or_after_the_bound() -> None:
+    clock = SimulatedClock()
+    firings = Firings(clock)
+
+    def check(event: TimeEvent) -> None:
+        firings(event)
+        clock.skip_timer_until(event.name, event.ts + 25)
+
+    clock.set_timer("check", 10, check, start_ns=10)
+
+    clock.advance_to(100)
+
+    assert firings.times() == [10, 40, 70, 100]
+
+
+def test_an_earlier_bound_brings_skipped_firings_back_but_never_one_the_clock_has_passed() -> None:
+    clock = SimulatedClock()
+    firings = Firings(clock)
+    clock.set_timer("check", 10, firings, start_ns=10)
+    clock.skip_timer_until("check", 1_000_000)
+    clock.advance_to(50)
+
+    clock.skip_timer_until("check", 0)  # the firing at 50 has passed: the next is at 60
+    clock.advance_to(70)
+
+    assert firings.times() == [60, 70]
+
+
+def test_resuming_from_an_earlier_timer_due_at_the_same_time_fires_the_timer_at_that_time() -> None:
+    # A timer registered before "check" resumes it while both are due at 30: "check" has not passed 30 yet.
+    clock = SimulatedClock()
+    firings = Firings(clock)
+
+    def resume(event: TimeEvent) -> None:
+        firings(event)
+        if event.ts == 30:
+            clock.skip_timer_until("check", event.ts)
+
+    clock.set_timer("first", 10, resume, start_ns=10)
+    clock.set_timer("check", 10, firings, start_ns=10)
+    clock.advance_to(10)
+    clock.skip_timer_until("check", 1_000_000)
+
+    clock.advance_to(40)
+
+    assert firings.log[-4:] == [("first", 30, 30), ("check", 30, 30), ("first", 40, 40), ("check", 40, 40)]
+    assert firings.times("check") == [10, 30, 40]
+
+
+def test_skipping_past_the_stop_ends_the_timer_and_unknown_names_or_alerts_are_left_alone() -> None:
+    clock = SimulatedClock()
+    firings = Firings(clock)
+    clock.set_timer("rebalance", 10, firings, start_ns=10, stop_ns=40)
+    clock.set_alert("once", 15, firings)
+
+    clock.skip_timer_until("rebalance", 45)
+    clock.skip_timer_until("once", 100)
+    clock.skip_timer_until("unknown", 100)
+    clock.advance_to(100)
+
+    assert firings.log == [("once", 15, 15)]
+    assert clock.timer_names() == []
+
+
+def test_a_timer_skipping_past_its_stop_from_its_own_callback_ends() -> None:
+    clock = SimulatedClock()
+    firings = Firings(clock)
+
+    def check(event: TimeEvent) -> None:
+        firings(event)
+        clock.skip_timer_until(event.name, 45)
+
+    clock.set_timer("check", 10, check, start_ns=10, stop_ns=40)
+
+    clock.advance_to(100)
+
+    assert firings.times() == [10]
+    assert clock.timer_names() == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    start=st.integers(0, 50),
+    interval=st.integers(1, 20),
+    skips=st.lists(st.tuples(st.integers(0, 400), st.integers(0, 600)), max_size=6),
+)
+def test_a_timer_fires_exactly_at_its_schedule_times_past_each_bound_it_was_given(
+    start: int, interval: int, skips: list[tuple[int, int]]
+) -> None:
+    # Reference: the firings of the plain schedule, each dropped when a bound in force at that moment excludes it.
+    clock = SimulatedClock()
+    firings = Firings(clock)
+    clock.set_timer("t", interval, firings, start_ns=start)
+    bound = 0
+    expected: list[int] = []
+    schedule = iter(range(start, 10**9, interval))
+    due = next(schedule)
+    for at, until in sorted(skips):
+        while due <= at:
+            if due >= bound:
+                expected.append(due)
+            due = next(schedule)
+        clock.advance_to(at)
+        clock.skip_timer_until("t", until)
+        bound = until
+    clock.advance_to(1_000)
+    while due <= 1_000:
+        if due >= bound:
+            expected.append(due)
+        due = next(schedule)
+
+    assert firings.times() == expected
+
+
 # --- grid alignment -------------------------------------------------------------------------------
 
 
@@ -414,3 +543,28 @@ def test_a_canceled_live_clock_alert_never_fires() -> None:
         return fired
 
     assert asyncio.run(scenario()) == ["later"]
+
+
+def test_a_live_clock_timer_skips_its_firings_before_the_bound() -> None:
+    async def scenario() -> tuple[list[int], int]:
+        clock = LiveClock(origin_ns=utc_ns(2025, 3, 1), speed=1e6)
+        done = asyncio.Event()
+        times: list[int] = []
+        interval = 24 * NANOS_PER_HOUR  # 86 ms of wall time: the callback runs well before the next firing
+
+        def on_tick(event: TimeEvent) -> None:
+            times.append(event.ts)
+            if len(times) == 1:
+                clock.skip_timer_until(event.name, event.ts + 3 * interval)
+            if len(times) == 3:
+                clock.cancel_timer(event.name)
+                done.set()
+
+        start = clock.timestamp_ns() + interval
+        clock.set_timer("tick", interval, on_tick, start_ns=start)
+        await asyncio.wait_for(done.wait(), TIMEOUT_SECONDS)
+        return times, start
+
+    times, start = asyncio.run(scenario())
+
+    assert times == [start, start + 3 * 24 * NANOS_PER_HOUR, start + 4 * 24 * NANOS_PER_HOUR]

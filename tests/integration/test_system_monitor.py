@@ -634,3 +634,37 @@ def test_a_watched_dependency_degrades_health_with_its_reason_until_it_is_back()
     # Assert
     assert during == (SystemHealth.DEGRADED, ["status cache (redis) unreachable: ConnectionError"])
     assert monitor.health is SystemHealth.HEALTHY
+
+
+def test_a_quiet_bus_costs_no_checks_and_a_handler_error_resumes_them_on_schedule() -> None:
+    # Arrange: only the system monitor, checking every minute; a handler fails on the eleventh bar only
+    bars = real_bars("BTCUSDT", 30)
+    bus = EventBus()
+    clock = SimulatedClock(bars[0].open_time)
+    monitor = SystemMonitor(bus, clock, check_interval_ns=NANOS_PER_MINUTE)
+    changes: list[HealthChanged] = []
+    bus.subscribe(HealthChanged, changes.append)
+    monitor.start()
+    bus.drain()
+    failing = bars[10].ts_event
+
+    def flaky(bar: BarClosed) -> None:
+        if bar.ts_event == failing:
+            raise ArithmeticError("bug")
+
+    bus.subscribe(BarClosed, flaky, name="flaky")
+
+    # Act
+    fired = []
+    for bar in bars:
+        fired.append(clock.advance_to(bar.ts_event))
+        bus.publish(bar)
+        bus.drain()
+
+    # Assert: one check finds the bus quiet; the error is found at the next minute and cleared the one after
+    assert sum(fired[:11]) == 1
+    assert [(c.health, c.ts_event) for c in changes] == [
+        (SystemHealth.DEGRADED, failing + NANOS_PER_MINUTE),
+        (SystemHealth.HEALTHY, failing + 2 * NANOS_PER_MINUTE),
+    ]
+    assert sum(fired[13:]) == 0
