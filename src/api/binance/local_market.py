@@ -447,6 +447,25 @@ class LocalMarket:
                 rows.append(_kline_row(kline))
         return rows[:limit] if start_ms is not None else rows[-limit:]
 
+    def funding_rates(self, symbol: str, start_ms: int | None, end_ms: int | None) -> list[dict[str, Any]]:
+        """Return the market's funding settlements of ``symbol`` from ``start_ms`` to ``end_ms``, oldest first.
+
+        A settlement is the funding time of a played mark-price message that
+        the tape has passed, with the rate and mark price of the last
+        mark-price message before it (what Binance settles).
+        """
+        stream = f"{symbol.lower()}@markPrice@1s"
+        now = self.now_ms
+        last: dict[int, tuple[str, str]] = {}
+        for message in self.tape.messages[: self.position]:
+            if message.stream == stream and message.ts_ms < int(message.payload["T"]) <= now:
+                last[int(message.payload["T"])] = (str(message.payload["r"]), str(message.payload["p"]))
+        return [
+            {"symbol": symbol, "fundingTime": time_ms, "fundingRate": rate, "markPrice": mark}
+            for time_ms, (rate, mark) in sorted(last.items())
+            if (start_ms is None or time_ms >= start_ms) and (end_ms is None or time_ms <= end_ms)
+        ]
+
     async def wait_for_connections(self, count: int) -> None:
         """Return once ``count`` clients are connected."""
         async with self._changed:
