@@ -36,14 +36,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
+import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
 
+from keel.api.binance.constants import REQUEST_WEIGHT_PER_MINUTE
 from keel.api.binance.market_history import BARS_FOLDER, FUNDING_FILE, MarketHistory
+from keel.api.binance.rest import RateLimiter
 from keel.config import KeelConfig
 from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_MILLI, NANOS_PER_MINUTE, Clock, TimeEvent, datetime_to_ns
@@ -335,6 +341,21 @@ class StrategyGatekeeper(Component):
 
 def _datetime(ts: int) -> datetime:
     return datetime.fromtimestamp(ts // 1_000_000_000, tz=UTC).replace(microsecond=(ts // 1000) % 1_000_000)
+
+
+def market_history(config: KeelConfig, rest_url: str) -> MarketHistory:
+    """Return the gate's cache of Binance's market at ``rest_url``: under ``run.output_dir``, one folder per host.
+
+    Its requests take at most half of Binance's request weight per minute
+    (paced on the used-weight Binance reports for the IP, which the trading
+    client's requests count in).
+    """
+    host = re.sub(r"[^A-Za-z0-9.-]", "_", urlsplit(rest_url).netloc) or "binance"
+    limiter = RateLimiter(
+        lambda: time.time_ns() // NANOS_PER_MILLI, asyncio.sleep, weight_budget=REQUEST_WEIGHT_PER_MINUTE // 2
+    )
+    folder = Path(config.run.output_dir) / "market_history" / host
+    return MarketHistory(rest_url, folder, config.data.symbols, config.data.bar_interval, limiter=limiter)
 
 
 def build_gatekeeper(config: KeelConfig, manager: StrategyManager, bus: EventBus, clock: Clock) -> StrategyGatekeeper:

@@ -137,7 +137,7 @@ class MarketHistory:
                     (b.open_time // NANOS_PER_MILLI, b.open, b.high, b.low, b.close, b.volume) for b in history.bars
                 ]
                 settlements[symbol] = await fetch_funding_rates(
-                    session, self.rest_url, symbol, after, end_ms - 1, limiter=self.limiter
+                    session, self.rest_url, symbol, after, end_ms, limiter=self.limiter
                 )
                 requests += history.requests + 1
                 coverage[symbol] = (start_ms if after == start_ms else covered[0], end_ms)  # type: ignore[index]
