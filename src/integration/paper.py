@@ -215,6 +215,8 @@ class PaperSession:
             venue_status=self.venue.venue_status,
         )
         self.orchestrator.apply_saved_settings()
+        if self.scheduler is not None:
+            self.orchestrator.scheduled_fire = self.scheduler.next_fire_time
         self.history: ReplayedHistory | None = None
         self.warmup: dict[str, Any] = {}
         self.warmed_until: dict[str, int] = {}
