@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 
 import aiohttp
@@ -17,6 +18,7 @@ from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_MILLI, NANOS_PER_MINUTE, SimulatedClock
 from keel.core.instruments import load_instruments
 from keel.core.messages import SignalGenerated, StrategyGateEvaluated
+from keel.integration.paper import PaperSession
 from keel.integration.pipeline import build_pipeline, funding_file
 from keel.integration.strategy_gate import (
     PENDING,
@@ -26,6 +28,7 @@ from keel.integration.strategy_gate import (
     history_config,
 )
 from keel.market_data.feeds import RecordedBarFeed
+from keel.persistence import Database, Journal
 from keel.strategy_engine import StrategyManager, VolatilityBreakoutStrategy
 from keel.strategy_engine.gate import GateRule
 from kit.local_binance import start_local_binance
@@ -212,3 +215,60 @@ async def test_the_other_strategies_trade_while_the_first_live_evaluation_runs(t
     assert len(verdicts) == 1 and not verdicts[0].passed
     assert verdicts[0].reason.startswith("backtest gate over the last 1 days failed: Sharpe ")
     assert pipeline.strategy.manager.strategy_gate("volatility_breakout") == verdicts[0].reason
+
+
+@pytest.mark.asyncio
+async def test_a_paper_run_on_the_live_market_gates_on_binances_last_bars(tmp_path: Path) -> None:
+    # Arrange: an hour of real BTC bars (and the funding settlement at its end) shifted to now; 45 minutes are past
+    config = paper_config(tmp_path, {"volatility_breakout": {"window_days": 0.02}})
+    data = config.data
+    whole = bar_tape(data.root / data.bars, [BTC], funding_file(config), START_NS - 3_600 * 10**9, START_NS)
+    position = 2 * 45  # a kline and a mark price per minute
+    tape = whole.shifted((time.time_ns() // NANOS_PER_MILLI - whole.messages[position - 1].ts_ms) // 60_000 * 60_000)
+    server, market = await start_local_binance(tape, [BTC], position=position)
+    config = config.model_copy(
+        update={
+            "binance": config.binance.model_copy(
+                update={"rest_url": server.base_url, "ws_url": server.base_url.replace("http", "ws")}
+            ),
+            "paper": config.paper.model_copy(
+                update={"feed": "binance", "status_interval_seconds": 0.05, "duration_seconds": 120}
+            ),
+            "web": config.web.model_copy(update={"enabled": False}),
+        }
+    )
+    try:
+        session = PaperSession(config, tmp_path / "run")
+        verdicts: list[StrategyGateEvaluated] = []
+        session.pipeline.bus.subscribe(StrategyGateEvaluated, verdicts.append)
+
+        def stop_when_judged(_status: dict) -> None:
+            if verdicts and market.finished.is_set():
+                session.request_stop("judged and played")
+
+        session._on_status = stop_when_judged
+        playing = asyncio.create_task(market.run(speed=600.0))
+        try:
+            # Act
+            await session.run()
+        finally:
+            playing.cancel()
+            await asyncio.gather(playing, return_exceptions=True)
+        journal = Journal(Database(f"sqlite:///{tmp_path / 'keel.db'}"))
+        journaled = [entry for _, entry in journal.entries_of(StrategyGateEvaluated)]
+    finally:
+        await server.stop()
+
+    # Assert: judged on the local Binance's last bars before the start (28 of the 45), cached under the output folder
+    gatekeeper = session.pipeline.gatekeeper
+    assert isinstance(gatekeeper, StrategyGatekeeper) and gatekeeper.history is not None
+    verdict = verdicts[0]
+    past_end = tape.messages[position - 1].ts_ms * NANOS_PER_MILLI
+    assert verdict.passed, verdict.reason
+    judged = gatekeeper.verdicts["volatility_breakout"]
+    assert judged.bars == 28 and judged.window_end <= past_end + 60 * 10**9
+    assert journaled[0].passed and journaled[0].strategy == "volatility_breakout"
+    assert gatekeeper.history.folder.parent == tmp_path / "market_history"
+    cached = RecordedBarFeed(gatekeeper.history.folder / "ohlcv", (BTC,), "1m")
+    assert cached.summary.last_ns <= past_end + 60 * 10**9
+    assert cached.summary.bars >= 28
