@@ -140,7 +140,7 @@ class MarketHistory:
                     session, self.rest_url, symbol, after, end_ms, limiter=self.limiter
                 )
                 requests += history.requests + 1
-                coverage[symbol] = (start_ms if after == start_ms else covered[0], end_ms)  # type: ignore[index]
+                coverage[symbol] = (start_ms if covered is None or after == start_ms else covered[0], end_ms)
         self._write_bars(bars, start_ms)
         self._write_funding(settlements, start_ms)
         self._write_coverage(coverage, start_ms)
