@@ -34,6 +34,7 @@ bar, so a replay stays deterministic: the same verdict before the same bars.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import re
@@ -247,9 +248,16 @@ class StrategyGatekeeper(Component):
     def _submit(self) -> None:
         """Start judging every gate on the worker thread (verdicts at the next bar, or at once with a loop)."""
         self.pending = self._executor().submit(self._judge_all, self.clock.timestamp_ns())
+        if self._loop is not None:
+            self.pending.add_done_callback(self._wake_loop)
+
+    def _wake_loop(self, _done: Future[list[tuple[str, GateVerdict]]]) -> None:
+        # On the worker thread: the verdicts are applied on the trading loop (unless it has closed since).
         loop = self._loop
-        if loop is not None:
-            self.pending.add_done_callback(lambda _done: loop.call_soon_threadsafe(self.apply_finished))
+        if loop is not None and not loop.is_closed():
+            # RuntimeError: it closed between the check and the call (the session is over).
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self.apply_finished)
 
     def apply_finished(self) -> bool:
         """Apply a finished background re-evaluation's verdicts (on the trading loop); return whether there was one."""
