@@ -45,7 +45,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import aiohttp
 import structlog
 
 from keel.api.binance.constants import REQUEST_WEIGHT_PER_MINUTE
@@ -200,7 +199,6 @@ class StrategyGatekeeper(Component):
         self.cache: dict[str, GateVerdict] = {}
         self.backtests_run = 0
         self.history: MarketHistory | None = None
-        self.history_error: str | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         for name in self.rules:
@@ -307,11 +305,10 @@ class StrategyGatekeeper(Component):
         start_ns = end_ns - int(max(rule.window_days for rule in self.rules.values()) * DAY_NS)
         try:
             history.refresh(start_ns, end_ns)
-        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as error:
-            self.history_error = f"market data from Binance could not be fetched: {type(error).__name__}: {error}"
-            _log.warning("strategy gate: no market history", rest_url=history.rest_url, error=self.history_error)
-            return self.history_error
-        self.history_error = None
+        except Exception as error:  # unreachable, refused, banned (418), bad rows: no strategy passes on it
+            failure = f"market data from Binance could not be fetched: {type(error).__name__}: {error}"
+            _log.warning("strategy gate: no market history", rest_url=history.rest_url, error=failure)
+            return failure
         return None
 
     def _judge(self, config: KeelConfig, name: str, rule: GateRule, now_ns: int) -> GateVerdict:
