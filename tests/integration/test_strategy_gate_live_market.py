@@ -90,7 +90,7 @@ async def test_the_gate_on_binances_market_has_the_figures_of_keel_backtest_over
     fetched = BacktestEngine(gate_config(history_config(config, history), "volatility_breakout", rule, START_NS)).run()
     recorded = backtest_gate(config, "volatility_breakout", rule, START_NS)
 
-    # Assert: the figures of keel backtest over the cached files
+    # Assert: the figures of keel backtest over the cached files, and of the gate over the recording
     verdict = verdicts[0]
     assert verdict.passed and verdict.trades > 0 and requests > 0
     assert (verdict.sharpe, verdict.max_drawdown, verdict.trades, verdict.bars) == (
@@ -99,8 +99,9 @@ async def test_the_gate_on_binances_market_has_the_figures_of_keel_backtest_over
         fetched["n_trades"],
         fetched["bars_processed"],
     )
-    # The recording's bars and trades; the local Binance settles funding at the mark price it last streamed.
-    assert (verdict.trades, verdict.bars, verdict.window_start) == (
+    assert (verdict.sharpe, verdict.max_drawdown, verdict.trades, verdict.bars, verdict.window_start) == (
+        recorded.sharpe,
+        recorded.max_drawdown,
         recorded.trades,
         recorded.bars,
         recorded.window_start,

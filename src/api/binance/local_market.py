@@ -289,7 +289,9 @@ def bar_tape(
             mark = _mark_price(event.symbol, due[0] - 1000, due[2], due[1], due[0])
             keyed.append((due[0] - 1000, 1, TapeMessage(due[0] - 1000, f"{lower}@markPrice@1s", mark)))
         if upcoming is not None:
-            mark = _mark_price(event.symbol, close_ms, repr(event.close), upcoming[1], upcoming[0])
+            # In the second before a settlement the mark is the settlement's (the last one streamed before it).
+            price = upcoming[2] if close_ms >= upcoming[0] - 1000 else repr(event.close)
+            mark = _mark_price(event.symbol, close_ms, price, upcoming[1], upcoming[0])
             keyed.append((close_ms, 1, TapeMessage(close_ms, f"{lower}@markPrice@1s", mark)))
     keyed.sort(key=lambda item: (item[0], item[1]))
     return Tape([message for _, _, message in keyed])
