@@ -58,6 +58,8 @@ from keel.integration.responses import (
 )
 from keel.integration.system_monitor import SystemMonitor, worst_health
 from keel.persistence import AuditLog, Settings
+from keel.strategy_engine.base import BaseStrategy
+from keel.strategy_engine.scheduled_dca import ScheduledDcaStrategy
 
 
 class UnknownStrategyError(KeyError):
@@ -124,6 +126,8 @@ class TradingOrchestrator:
         self.running = False
         # The process's resource figures for /metrics (set by a session running a PerformanceEnhancer).
         self.process_metrics: Callable[[], dict[str, float]] | None = None
+        # When a wall-clock scheduler fires a strategy next (set by a session running one; else the bars' clock).
+        self.scheduled_fire: Callable[[str], int | None] | None = None
         self._last_market_data: float | None = None
         for kind in (BarClosed, BookUpdated, TradeTick):
             pipeline.bus.subscribe(kind, self._market_data_seen, name="orchestrator.feed_staleness")
@@ -379,9 +383,19 @@ class TradingOrchestrator:
                 performance=status[strategy.name]["performance"],
                 disabled_symbols=status[strategy.name]["disabled_symbols"],
                 gate=status[strategy.name]["gate"],
+                next_fire=self._next_fire(strategy),
             )
             for strategy in manager.strategies
         ]
+
+    def _next_fire(self, strategy: BaseStrategy) -> str | None:
+        """Return when a scheduled strategy fires next: the wall-clock scheduler's job, else its schedule after now."""
+        if not isinstance(strategy, ScheduledDcaStrategy):
+            return None
+        if self.scheduled_fire is not None:
+            fire = self.scheduled_fire(strategy.name)
+            return None if fire is None else iso_time(fire)
+        return iso_time(strategy.next_fire_after(self.pipeline.clock.timestamp_ns()))
 
     def allocations(self) -> dict[str, float]:
         """Return the target weights."""

@@ -89,6 +89,7 @@ from keel.integration.recovery import (
 from keel.integration.reports import BARS_PER_YEAR, iso_time, money, run_metrics, write_run_records
 from keel.integration.schedules import build_scheduler
 from keel.integration.state_manager import StateManager
+from keel.integration.strategy_gate import StrategyGatekeeper, market_history
 from keel.integration.system_monitor import LoopLagProbe
 from keel.integration.venues import SessionVenue, SimulatedVenue
 from keel.persistence import AuditLog, Database, Journal, Settings, Snapshots
@@ -179,6 +180,10 @@ class PaperSession:
             self._events = events_after(self.feed, cursor)
         exchange = self.venue.exchange({s: instruments[s] for s in config.data.symbols}, self.clock)
         self.pipeline = build_pipeline(pipeline_config, instruments, bus, self.clock, exchange=exchange)
+        gatekeeper = self.pipeline.gatekeeper
+        if self.market_stream is not None and isinstance(gatekeeper, StrategyGatekeeper):
+            # The gate backtests Binance's last days, judged off the loop while the other strategies trade.
+            gatekeeper.use_market_history(market_history(config, self.market_stream.rest_url))
         # On the live market scheduled strategies fire on the wall clock (a replay keeps the bars' clock).
         self.scheduler = None
         if self.market_stream is not None:
@@ -221,6 +226,8 @@ class PaperSession:
             venue_status=self.venue.venue_status,
         )
         self.orchestrator.apply_saved_settings()
+        if self.scheduler is not None:
+            self.orchestrator.scheduled_fire = self.scheduler.next_fire_time
         self.history: ReplayedHistory | None = None
         self.warmup: dict[str, Any] = {}
         self.warmed_until: dict[str, int] = {}

@@ -136,6 +136,9 @@ class StrategyRow(Response):
     performance: dict[str, Any]
     disabled_symbols: list[str]
     gate: str | None = Field(None, description="Why the backtest gate keeps the strategy out (None: it does not).")
+    next_fire: str | None = Field(
+        None, description="When a scheduled strategy's schedule fires next, ISO 8601 UTC (None: not scheduled)."
+    )
 
 
 class EmergencyStopOutcome(Response):

@@ -16,18 +16,40 @@ reads a bar after now. Its ``sharpe_ratio``, ``max_drawdown`` and
 ``n_trades`` are judged by the rule. Results are cached by the data files'
 fingerprint and the configuration's hash, so a recheck that would backtest the
 same window on the same files again costs nothing.
+
+On the live market (``paper.feed: binance``, and so live) the last days of
+data are Binance's, not the recording's: with :meth:`StrategyGatekeeper.use_market_history`
+each evaluation first brings a :class:`~keel.api.binance.market_history.MarketHistory`
+cache up to date (the window's klines of the run's interval and the funding
+settlements, fetched over REST, only what the cache lacks) and backtests on
+those files (:func:`history_config`). A fetch that fails fails every gate
+with the reason; it never lets a strategy through. There the first
+evaluation runs on the worker thread too, so the other strategies trade
+while it runs (a gated strategy stays held, :data:`PENDING`, until its
+verdict, which is applied on the trading loop as soon as it is ready). The
+replayed paper feed keeps the first evaluation inline, before the first
+bar, so a replay stays deterministic: the same verdict before the same bars.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
+import re
+import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import structlog
 
+from keel.api.binance.constants import REQUEST_WEIGHT_PER_MINUTE
+from keel.api.binance.market_history import BARS_FOLDER, FUNDING_FILE, MarketHistory
+from keel.api.binance.rest import RateLimiter
 from keel.config import KeelConfig
 from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_MILLI, NANOS_PER_MINUTE, Clock, TimeEvent, datetime_to_ns
@@ -67,6 +89,14 @@ def gate_config(config: KeelConfig, strategy: str, rule: GateRule, now_ns: int) 
     settings = config.strategy.model_copy(update={"name": "strategy_manager", "strategies": (strategy,), "gates": {}})
     run = config.run.model_copy(update={"mode": "backtest"})
     return config.model_copy(update={"data": data, "strategy": settings, "run": run})
+
+
+def history_config(config: KeelConfig, history: MarketHistory) -> KeelConfig:
+    """Return ``config`` reading its bars and funding from the ``history`` cache instead of the recording."""
+    data = config.data.model_copy(
+        update={"root": history.folder, "bars": BARS_FOLDER, "funding": FUNDING_FILE, "resample_from": None}
+    )
+    return config.model_copy(update={"data": data})
 
 
 def data_fingerprint(config: KeelConfig) -> str:
@@ -168,16 +198,35 @@ class StrategyGatekeeper(Component):
         self.pending: Future[list[tuple[str, GateVerdict]]] | None = None
         self.cache: dict[str, GateVerdict] = {}
         self.backtests_run = 0
+        self.history: MarketHistory | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         for name in self.rules:
             manager.set_strategy_gate(name, PENDING)
 
+    def use_market_history(self, history: MarketHistory) -> None:
+        """Backtest on Binance's recent market (cached by ``history``); judge the first time off the trading loop.
+
+        Call before :meth:`start`. Every evaluation runs on the worker thread
+        and its verdicts apply on the trading loop as soon as they are ready
+        (the loop running at start; else at the first bar after).
+        """
+        self.history = history
+        self.background = True
+
     def on_start(self) -> None:
-        """Judge every gated strategy before the first bar trades; re-judge on the timer."""
+        """Judge every gated strategy before trading (live market: while the others trade); re-judge on the timer."""
         if not self.rules:
             return
         self.bus.subscribe(BarClosed, self.on_bar, name=f"{self.name}.bars")
-        self.evaluate_all()
+        if self.history is None:
+            self.evaluate_all()
+        else:
+            try:
+                self._loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self._loop = None
+            self._submit()
         self.clock.set_timer(f"{self.name}.recheck", self.recheck_ns, self.on_recheck)
 
     def on_bar(self, _bar: BarClosed) -> None:
@@ -192,7 +241,21 @@ class StrategyGatekeeper(Component):
             return
         if self.pending is not None and not self.pending.done():
             return  # the last re-evaluation is still running
+        self._submit()
+
+    def _submit(self) -> None:
+        """Start judging every gate on the worker thread (verdicts at the next bar, or at once with a loop)."""
         self.pending = self._executor().submit(self._judge_all, self.clock.timestamp_ns())
+        if self._loop is not None:
+            self.pending.add_done_callback(self._wake_loop)
+
+    def _wake_loop(self, _done: Future[list[tuple[str, GateVerdict]]]) -> None:
+        # On the worker thread: the verdicts are applied on the trading loop (unless it has closed since).
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            # RuntimeError: it closed between the check and the call (the session is over).
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self.apply_finished)
 
     def apply_finished(self) -> bool:
         """Apply a finished background re-evaluation's verdicts (on the trading loop); return whether there was one."""
@@ -225,14 +288,35 @@ class StrategyGatekeeper(Component):
         return self._pool
 
     def _judge_all(self, now_ns: int) -> list[tuple[str, GateVerdict]]:
-        return [(name, self._judge(name, rule, now_ns)) for name, rule in self.rules.items()]
+        config = self.config
+        if self.history is not None:
+            failure = self._refresh_history(now_ns)
+            if failure is not None:
+                return [(name, judge(name, rule, None, 0.0, 0, failure=failure)) for name, rule in self.rules.items()]
+            config = history_config(config, self.history)
+        return [(name, self._judge(config, name, rule, now_ns)) for name, rule in self.rules.items()]
 
-    def _judge(self, name: str, rule: GateRule, now_ns: int) -> GateVerdict:
-        backtest = gate_config(self.config, name, rule, now_ns)
+    def _refresh_history(self, now_ns: int) -> str | None:
+        """Fetch what the cache lacks of the longest window up to now; return why that failed (None: it did not)."""
+        history = self.history
+        assert history is not None
+        interval_ns = INTERVAL_MS[self.config.data.bar_interval] * NANOS_PER_MILLI
+        end_ns = now_ns // interval_ns * interval_ns
+        start_ns = end_ns - int(max(rule.window_days for rule in self.rules.values()) * DAY_NS)
+        try:
+            history.refresh(start_ns, end_ns)
+        except Exception as error:  # unreachable, refused, banned (418), bad rows: no strategy passes on it
+            failure = f"market data from Binance could not be fetched: {type(error).__name__}: {error}"
+            _log.warning("strategy gate: no market history", rest_url=history.rest_url, error=failure)
+            return failure
+        return None
+
+    def _judge(self, config: KeelConfig, name: str, rule: GateRule, now_ns: int) -> GateVerdict:
+        backtest = gate_config(config, name, rule, now_ns)
         key = f"{data_fingerprint(backtest)}:{config_hash(backtest)}:{rule}"
         verdict = self.cache.get(key)
         if verdict is None:
-            verdict = backtest_gate(self.config, name, rule, now_ns)
+            verdict = backtest_gate(config, name, rule, now_ns)
             self.backtests_run += 1
             if len(self.cache) >= CACHE_ENTRIES:
                 del self.cache[next(iter(self.cache))]
@@ -262,6 +346,21 @@ class StrategyGatekeeper(Component):
 
 def _datetime(ts: int) -> datetime:
     return datetime.fromtimestamp(ts // 1_000_000_000, tz=UTC).replace(microsecond=(ts // 1000) % 1_000_000)
+
+
+def market_history(config: KeelConfig, rest_url: str) -> MarketHistory:
+    """Return the gate's cache of Binance's market at ``rest_url``: under ``run.output_dir``, one folder per host.
+
+    Its requests take at most half of Binance's request weight per minute
+    (paced on the used-weight Binance reports for the IP, which the trading
+    client's requests count in).
+    """
+    host = re.sub(r"[^A-Za-z0-9.-]", "_", urlsplit(rest_url).netloc) or "binance"
+    limiter = RateLimiter(
+        lambda: time.time_ns() // NANOS_PER_MILLI, asyncio.sleep, weight_budget=REQUEST_WEIGHT_PER_MINUTE // 2
+    )
+    folder = Path(config.run.output_dir) / "market_history" / host
+    return MarketHistory(rest_url, folder, config.data.symbols, config.data.bar_interval, limiter=limiter)
 
 
 def build_gatekeeper(config: KeelConfig, manager: StrategyManager, bus: EventBus, clock: Clock) -> StrategyGatekeeper:

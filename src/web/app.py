@@ -533,7 +533,8 @@ def dashboard_snapshot(service: TradingService, *, full_curve: bool) -> dict[str
         "open_orders": [row.model_dump(mode="json") for row in service.orders(open_only=True)[-50:]],
         "recent_fills": [row.model_dump(mode="json") for row in service.trades(limit=20)],
         "strategies": [
-            row.model_dump(mode="json", include={"name", "enabled", "gate"}) for row in service.strategies()
+            row.model_dump(mode="json", include={"name", "enabled", "gate", "next_fire"})
+            for row in service.strategies()
         ],
         "equity_curve": [list(point) for point in curve],
         "full_curve": full_curve,

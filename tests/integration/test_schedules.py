@@ -10,13 +10,15 @@ from pathlib import Path
 import pytest
 
 from keel.api.binance.local_market import bar_tape
-from keel.config import load_config
+from keel.config import KeelConfig, load_config
 from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_MILLI, NANOS_PER_MINUTE, SimulatedClock
 from keel.core.instruments import load_instruments
 from keel.core.messages import BarClosed, Message, ScheduleFired, ScheduleMisfired, TargetQuantityProposed
+from keel.integration.orchestrator import TradingOrchestrator
 from keel.integration.paper import PaperSession
 from keel.integration.pipeline import build_pipeline
+from keel.integration.reports import iso_time
 from keel.integration.schedules import StrategyScheduler, build_scheduler
 from keel.integration.state_manager import JOURNALED
 from keel.persistence import Database, Journal
@@ -239,3 +241,56 @@ async def test_a_paper_run_on_the_live_market_buys_on_the_wall_clock_schedule_th
     buys = [t for t in targets if t.strategy == "scheduled_dca" and t.quantity > 0]
     assert buys and buys[0].ts_event >= fired[0].fire_time
     assert final["fills"] > 0
+
+
+def dca_pipeline_config() -> KeelConfig:
+    base = load_config("paper", environ={})
+    return base.model_copy(
+        update={
+            "data": base.data.model_copy(update={"symbols": ("BTCUSDT",), "start": None, "end": None}),
+            "strategy": base.strategy.model_copy(
+                update={"strategies": ("scheduled_dca", "volatility_breakout"), "warmup_bars": 0}
+            ),
+        }
+    )
+
+
+def test_the_status_shows_when_a_scheduled_strategy_fires_next_on_the_bars_clock() -> None:
+    # Arrange: a minute after a fire; DCA every 240 minutes (the default)
+    config = dca_pipeline_config()
+    clock = SimulatedClock(T0 + NANOS_PER_MINUTE)
+    pipeline = build_pipeline(config, load_instruments(config.exchange.instruments), EventBus(), clock)
+    orchestrator = TradingOrchestrator(pipeline, config)
+
+    # Act
+    rows = {row.name: row for row in orchestrator.strategies()}
+    clock.advance_to(T0 + 240 * NANOS_PER_MINUTE)
+    at_fire = {row.name: row for row in orchestrator.strategies()}
+
+    # Assert
+    assert rows["scheduled_dca"].next_fire == "2025-05-08T04:00:00Z"
+    assert at_fire["scheduled_dca"].next_fire == "2025-05-08T08:00:00Z"
+    assert rows["volatility_breakout"].next_fire is None
+
+
+@pytest.mark.asyncio
+async def test_on_the_wall_clock_the_status_shows_the_schedulers_next_run() -> None:
+    # Arrange: the wall-clock scheduler of the pipeline's DCA, running on the loop
+    config = dca_pipeline_config()
+    pipeline = build_pipeline(config, load_instruments(config.exchange.instruments), EventBus(), SimulatedClock(T0))
+    scheduler = build_scheduler(pipeline)
+    assert scheduler is not None
+    orchestrator = TradingOrchestrator(pipeline, config)
+    orchestrator.scheduled_fire = scheduler.next_fire_time
+
+    # Act
+    before = orchestrator.strategies()[0].next_fire
+    scheduler.start()
+    planned = scheduler.next_fire_time("scheduled_dca")
+    row = orchestrator.strategies()[0]
+    scheduler.stop()
+
+    # Assert: the scheduler's job time (on the 4-hour grid of the wall clock), not the bars' clock
+    assert before is None
+    assert planned is not None and planned > time.time_ns() - 1 and planned % (240 * NANOS_PER_MINUTE) == 0
+    assert row.name == "scheduled_dca" and row.next_fire == iso_time(planned)

@@ -89,6 +89,7 @@ MARGIN_TYPE_PATH: Final = "/fapi/v1/marginType"
 POSITION_MODE_PATH: Final = "/fapi/v1/positionSide/dual"
 SYMBOL_CONFIG_PATH: Final = "/fapi/v1/symbolConfig"
 FUNDING_RATE_PATH: Final = "/fapi/v1/fundingRate"
+MAX_FUNDING_RATES_PER_REQUEST: Final = 1_000
 
 
 def klines_weight(limit: int) -> int:

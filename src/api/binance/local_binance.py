@@ -500,21 +500,24 @@ class LocalBinance:
         )
 
     async def _funding_rates(self, request: web.Request, params: dict[str, str]) -> web.Response:
-        start = int(params.get("startTime", "0")) * NANOS_PER_MILLI
-        symbol = params.get("symbol")
-        # The settlements this venue applied are the published history here.
-        payments = [p for p in await self.exchange.funding_payments(start) if p.symbol == symbol]
-        return web.json_response(
-            [
-                {
+        start_ms = int(params.get("startTime", "0"))
+        end_ms = int(params.get("endTime", str(2**62)))
+        symbol = params.get("symbol", "")
+        # The market's published history (with a market), and the settlements this venue applied.
+        settled: dict[int, dict[str, Any]] = {}
+        if self.market is not None:
+            settled.update((row["fundingTime"], row) for row in self.market.funding_rates(symbol, start_ms, end_ms))
+        for p in await self.exchange.funding_payments(start_ms * NANOS_PER_MILLI):
+            if p.symbol == symbol and p.funding_time // NANOS_PER_MILLI <= end_ms:
+                settled[p.funding_time // NANOS_PER_MILLI] = {
                     "symbol": p.symbol,
                     "fundingTime": p.funding_time // NANOS_PER_MILLI,
                     "fundingRate": str(p.rate),
                     "markPrice": str(p.mark_price),
                 }
-                for p in payments
-            ]
-        )
+        rows = [settled[time_ms] for time_ms in sorted(settled)]
+        limit = params.get("limit")
+        return web.json_response(rows if limit is None else rows[: int(limit)])
 
     async def _user_stream(self, request: web.Request) -> web.StreamResponse:
         if self.refuse_streams:

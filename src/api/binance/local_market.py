@@ -289,7 +289,9 @@ def bar_tape(
             mark = _mark_price(event.symbol, due[0] - 1000, due[2], due[1], due[0])
             keyed.append((due[0] - 1000, 1, TapeMessage(due[0] - 1000, f"{lower}@markPrice@1s", mark)))
         if upcoming is not None:
-            mark = _mark_price(event.symbol, close_ms, repr(event.close), upcoming[1], upcoming[0])
+            # In the second before a settlement the mark is the settlement's (the last one streamed before it).
+            price = upcoming[2] if close_ms >= upcoming[0] - 1000 else repr(event.close)
+            mark = _mark_price(event.symbol, close_ms, price, upcoming[1], upcoming[0])
             keyed.append((close_ms, 1, TapeMessage(close_ms, f"{lower}@markPrice@1s", mark)))
     keyed.sort(key=lambda item: (item[0], item[1]))
     return Tape([message for _, _, message in keyed])
@@ -446,6 +448,25 @@ class LocalMarket:
             if (start_ms is None or opened >= start_ms) and (end_ms is None or opened <= end_ms):
                 rows.append(_kline_row(kline))
         return rows[:limit] if start_ms is not None else rows[-limit:]
+
+    def funding_rates(self, symbol: str, start_ms: int | None, end_ms: int | None) -> list[dict[str, Any]]:
+        """Return the market's funding settlements of ``symbol`` from ``start_ms`` to ``end_ms``, oldest first.
+
+        A settlement is the funding time of a played mark-price message that
+        the tape has passed, with the rate and mark price of the last
+        mark-price message before it (what Binance settles).
+        """
+        stream = f"{symbol.lower()}@markPrice@1s"
+        now = self.now_ms
+        last: dict[int, tuple[str, str]] = {}
+        for message in self.tape.messages[: self.position]:
+            if message.stream == stream and message.ts_ms < int(message.payload["T"]) <= now:
+                last[int(message.payload["T"])] = (str(message.payload["r"]), str(message.payload["p"]))
+        return [
+            {"symbol": symbol, "fundingTime": time_ms, "fundingRate": rate, "markPrice": mark}
+            for time_ms, (rate, mark) in sorted(last.items())
+            if (start_ms is None or time_ms >= start_ms) and (end_ms is None or time_ms <= end_ms)
+        ]
 
     async def wait_for_connections(self, count: int) -> None:
         """Return once ``count`` clients are connected."""

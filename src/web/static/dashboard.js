@@ -95,6 +95,7 @@ function render(message) {
 
   rows($("strategy-rows"), message.strategies || [], [
     (g) => g.name, (g) => (g.enabled && !g.gate ? "count" : "held"), (g) => g.gate ?? "passed or none",
+    (g) => g.next_fire ?? "–",
   ]);
 
   const b = message.bus;
