@@ -17,7 +17,7 @@ from keel.config import KeelConfig, load_config
 from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_MILLI, NANOS_PER_MINUTE, SimulatedClock
 from keel.core.instruments import load_instruments
-from keel.core.messages import SignalGenerated, StrategyGateEvaluated
+from keel.core.messages import SignalGenerated, StrategyGateEvaluated, TargetQuantityProposed
 from keel.integration.paper import PaperSession
 from keel.integration.pipeline import build_pipeline, funding_file
 from keel.integration.strategy_gate import (
@@ -180,8 +180,10 @@ async def test_the_other_strategies_trade_while_the_first_live_evaluation_runs(t
     bus, clock = EventBus(), SimulatedClock(START_NS)
     verdicts: list[StrategyGateEvaluated] = []
     signals: list[SignalGenerated] = []
+    targets: list[TargetQuantityProposed] = []
     bus.subscribe(StrategyGateEvaluated, verdicts.append)
     bus.subscribe(SignalGenerated, signals.append)
+    bus.subscribe(TargetQuantityProposed, targets.append)
     pipeline = build_pipeline(config, load_instruments(config.exchange.instruments), bus, clock)
     gatekeeper = pipeline.gatekeeper
     assert isinstance(gatekeeper, StrategyGatekeeper)
@@ -199,6 +201,7 @@ async def test_the_other_strategies_trade_while_the_first_live_evaluation_runs(t
             bus.drain()
         held = pipeline.strategy.manager.strategy_gate("volatility_breakout")
         during = list(signals)
+        bought_during = [t for t in targets if t.strategy == "scheduled_dca" and t.quantity > 0]
         released.set()
         pending = gatekeeper.pending
         assert pending is not None
@@ -211,7 +214,7 @@ async def test_the_other_strategies_trade_while_the_first_live_evaluation_runs(t
 
     # Assert: held until the verdict, which landed without waiting for a bar
     assert held == PENDING
-    assert any(s.contributions.get("scheduled_dca", 0.0) > 0 for s in during)
+    assert bought_during
     assert all(s.contributions.get("volatility_breakout", 0.0) == 0.0 for s in during)
     assert len(verdicts) == 1 and not verdicts[0].passed
     assert verdicts[0].reason.startswith("backtest gate over the last 1 days failed: Sharpe ")
