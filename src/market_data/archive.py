@@ -402,10 +402,13 @@ def _agg_trades(paths: Iterable[Path]) -> list[tuple[int, str, str, str, str]]:
     return [trades[trade_id] for trade_id in sorted(trades)]
 
 
-def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> Path:
+def write_gzip_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> Path:
+    """Write a gzip CSV in keel's data format atomically (a ``.part`` file renamed); return ``path``.
+
+    The gzip header's mtime is 0, so equal rows give equal bytes.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_name(path.name + ".part")
-    # mtime=0 keeps the gzip bytes identical for identical rows.
     with (
         part.open("wb") as raw,
         gzip.GzipFile(filename=path.name.removesuffix(".gz"), fileobj=raw, mode="wb", mtime=0) as zipped,
@@ -450,11 +453,11 @@ def convert_archive(sources: Iterable[Path], destination: Path, result: ArchiveR
         if kind == "klines":
             header: tuple[str, ...] = ("open_time_ms", "open", "high", "low", "close", "volume")
             target = destination / "ohlcv" / f"{symbol}_{interval}.csv.gz"
-            result.written.append(_write_csv(target, header, _klines(paths)))
+            result.written.append(write_gzip_csv(target, header, _klines(paths)))
         elif kind == "agg_trades":
             header = ("time_ms", "price", "qty", "is_buyer_maker", "agg_trade_id")
             target = destination / "trades" / f"{symbol}_agg_trades.csv.gz"
-            result.written.append(_write_csv(target, header, _agg_trades(paths)))
+            result.written.append(write_gzip_csv(target, header, _agg_trades(paths)))
     funding_symbols = sorted({symbol for (kind, symbol, _) in groups if kind == "funding"})
     if funding_symbols:
         rows = []
@@ -469,7 +472,7 @@ def convert_archive(sources: Iterable[Path], destination: Path, result: ArchiveR
             for time, rate in _funding(groups[("funding", symbol, None)], symbol):
                 rows.append((symbol, time, rate, marks.get(time - time % 3_600_000, "")))
         target = destination / "funding" / "funding.csv.gz"
-        result.written.append(_write_csv(target, ("symbol", "time_ms", "funding_rate", "mark_price"), rows))
+        result.written.append(write_gzip_csv(target, ("symbol", "time_ms", "funding_rate", "mark_price"), rows))
     if symbols:
         section = {
             "root": ".",

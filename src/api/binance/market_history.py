@@ -17,9 +17,6 @@ bars in any other keel file.
 from __future__ import annotations
 
 import asyncio
-import csv
-import gzip
-import io
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -31,6 +28,7 @@ import aiohttp
 from keel.api.binance.klines import FundingSettlement, fetch_funding_rates, fetch_kline_window
 from keel.api.binance.rest import RateLimiter
 from keel.core.clock import NANOS_PER_MILLI
+from keel.market_data.archive import write_gzip_csv
 from keel.market_data.feeds import INTERVAL_MS
 from keel.market_data.loaders import load_funding, load_ohlcv
 
@@ -175,7 +173,7 @@ class MarketHistory:
                 kept = {int(row[0]): (int(row[0]), *row[1:]) for row in zip(*columns, strict=True)}
             kept.update((row[0], row) for row in rows)
             ordered = [kept[opened] for opened in sorted(kept) if opened >= start_ms]
-            _write_csv(path, _OHLCV_HEADER, [(row[0], *map(repr, row[1:])) for row in ordered])
+            write_gzip_csv(path, _OHLCV_HEADER, [(row[0], *map(repr, row[1:])) for row in ordered])
 
     def _write_funding(self, fetched: dict[str, list[FundingSettlement]], start_ms: int) -> None:
         kept: dict[tuple[str, int], tuple[str, int, str, str]] = {}
@@ -189,21 +187,4 @@ class MarketHistory:
         for settlements in fetched.values():
             kept.update(((s.symbol, s.time_ms), (s.symbol, s.time_ms, s.rate, s.mark_price)) for s in settlements)
         rows = [kept[key] for key in sorted(kept, key=lambda key: (key[1], key[0])) if key[1] >= start_ms]
-        _write_csv(self.funding_path, _FUNDING_HEADER, rows)
-
-
-def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    """Write a gzip CSV atomically (a ``.part`` file renamed), with mtime 0 so equal rows give equal bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(path.name + ".part")
-    with (
-        part.open("wb") as raw,
-        gzip.GzipFile(filename=path.name.removesuffix(".gz"), fileobj=raw, mode="wb", mtime=0) as zipped,
-    ):
-        text = io.TextIOWrapper(zipped, encoding="utf-8", newline="")
-        writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
-        text.flush()
-        text.detach()
-    part.replace(path)
+        write_gzip_csv(self.funding_path, _FUNDING_HEADER, rows)
