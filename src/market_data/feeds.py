@@ -111,8 +111,9 @@ class DataNotCoveredError(MalformedDataError):
             if recorded
             else "the files there hold no bars"
         )
-        first = datetime.fromtimestamp((start_ns or 0) // 1_000_000_000, tz=UTC)
         last = datetime.fromtimestamp(((end_ns or start_ns or 0) - 1) // 1_000_000_000, tz=UTC)
+        # An open start asks for no particular month: suggest the month the run ends in.
+        first = datetime.fromtimestamp(start_ns // 1_000_000_000, tz=UTC) if start_ns is not None else last
         target = f"data/binance-{first:%Y-%m}"
         command = (
             f"keel data download --symbols {','.join(symbols)} --interval {interval} --start {first:%Y-%m} "

@@ -249,3 +249,17 @@ def test_a_gap_in_the_recorded_bars_moves_trading_as_in_paper(tmp_path: Path) ->
     assert result["data_gaps"] == 1
     assert states[0][0] == "REDUCING" and "stale" in states[0][1]
     assert states[-1][0] == "ACTIVE"
+
+
+def test_an_open_start_before_the_data_suggests_the_month_the_run_ends_in() -> None:
+    # Arrange: no start, an end before the bundled month begins
+    config = load_config("backtest")
+
+    # Act
+    with pytest.raises(MalformedDataError) as raised:
+        BacktestEngine(config).run(symbols=["BTCUSDT"], end="2025-05-04T00:00:00+00:00")
+
+    # Assert
+    message = str(raised.value)
+    assert "from the start to 2025-05-04 00:00" in message
+    assert "--start 2025-05 --end 2025-05 --to data/binance-2025-05" in message
