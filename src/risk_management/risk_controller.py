@@ -567,31 +567,34 @@ class RiskController(Component):
 
     def on_bar(self, bar: BarClosed) -> None:
         """Update ATR and the return window; once per bar time, watch equity, drawdown, VaR and leverage."""
-        if self._bar_ts is not None and bar.ts_event != self._bar_ts:
-            self._watch(self._bar_ts)
-            self._settled_atr = dict(self._atr)
-        self._bar_ts = bar.ts_event
+        ts = bar.ts_event
+        watched = self._bar_ts
+        if watched is not None and ts != watched:
+            self._watch(watched)
+            self._settled_atr = self._atr.copy()
+        self._bar_ts = ts
         self._observe(bar)
 
     def _observe(self, bar: BarClosed) -> None:
         self._bars_per_day = _BARS_PER_DAY.get(bar.interval, self._bars_per_day)
-        close = bar.close
-        if not (_isfinite(bar.high) and _isfinite(bar.low) and _isfinite(close)) or close <= 0:
+        close, high, low = bar.close, bar.high, bar.low
+        if not (_isfinite(high) and _isfinite(low) and _isfinite(close)) or close <= 0:
             return
-        self._marks[bar.symbol] = close
-        self._update_atr(bar)
-        row = self._window.add_close(bar.symbol, bar.ts_event, close)
-        # The EWMA covariance is kept bar by bar only for the monitor that uses it (see _ewma_covariance).
-        if row is not None and self._keeps_ewma:
-            self._ewma.update(row)
-
-    def _update_atr(self, bar: BarClosed) -> None:
-        previous = self._previous_close.get(bar.symbol)
-        high, low = bar.high, bar.low
+        symbol = bar.symbol
+        self._marks[symbol] = close
+        # The ATR update, inlined (once per bar): the true range's exponential average over atr_period bars.
+        previous = self._previous_close.get(symbol)
         true_range = high - low if previous is None else max(high, previous) - min(low, previous)
-        atr = self._atr.get(bar.symbol)
-        self._atr[bar.symbol] = true_range if atr is None else atr + (true_range - atr) / self.atr_period
-        self._previous_close[bar.symbol] = bar.close
+        atr = self._atr.get(symbol)
+        self._atr[symbol] = true_range if atr is None else atr + (true_range - atr) / self.atr_period
+        self._previous_close[symbol] = close
+        # The EWMA covariance is kept bar by bar only for the monitor that uses it (see _ewma_covariance).
+        if self._keeps_ewma:
+            row = self._window.add_close(symbol, bar.ts_event, close)
+            if row is not None:
+                self._ewma.update(row)
+        else:
+            self._window.record_close(symbol, bar.ts_event, close)
 
     def on_signal(self, signal: SignalGenerated) -> None:
         """Keep the strategy's view on the symbol (signed strength x confidence)."""
@@ -612,9 +615,12 @@ class RiskController(Component):
         self.update_drawdown(equity)
         self._refresh_estimates()
         state = self.portfolio_state(equity)
-        if self._enforcement_due(self._within_limits(state)):
+        within = self._within_limits(state)
+        # _enforcement_due, inlined: with every limit kept, only a REDUCING state may move.
+        if (self._trading_state.state is TradingState.REDUCING or not within) and self._enforcement_due(within):
             self._enforce(self._state_violations(state), ts)
-        if self._published_equity is None or abs(equity / self._published_equity - 1.0) > _CAP_REPUBLISH:
+        published = self._published_equity
+        if published is None or abs(equity / published - 1.0) > _CAP_REPUBLISH:
             self._publish_limits("equity moved", ts)
 
     def update_drawdown(self, current_equity: float) -> float:
@@ -790,12 +796,12 @@ class RiskController(Component):
     def _watched_var(self, state: PortfolioState, observations: int) -> VaREstimate:
         """:meth:`estimate_var` of the watch (``observations`` rows in the window): its parametric branch, unchecked.
 
-        The watch refreshed the cached estimates just before, so the result is
-        the one :meth:`estimate_var` returns.
+        The watch refreshed the cached estimates just before (its only caller,
+        :meth:`_within_limits`, runs after that refresh), so the result is the
+        one :meth:`estimate_var` returns.
         """
         if self.var_method != "parametric":
             return self.estimate_var(state)
-        self._refresh_estimates()
         var, cvar = self._parametric_var(state.exposures, self.limits.var_confidence)
         scale = math.sqrt(self._bars_per_day)
         return VaREstimate("parametric", var * scale, cvar * scale, observations)
