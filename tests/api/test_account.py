@@ -245,12 +245,7 @@ ETH_BARS = real_bars(ETH)
     start=st.integers(0, 299),
     # Each mark's move from the one the bound was found at: tiny, small, or anywhere up to the liquidation.
     moves=st.tuples(
-        *[
-            st.one_of(
-                st.floats(-1e-6, 1e-6), st.floats(-0.01, 0.01), st.floats(-0.9, 2.0), st.sampled_from([0.0])
-            )
-        ]
-        * 2
+        *[st.one_of(st.floats(-1e-6, 1e-6), st.floats(-0.01, 0.01), st.floats(-0.9, 2.0), st.sampled_from([0.0]))] * 2
     ),
 )
 def test_solvency_bound_clears_only_what_the_float_pre_check_and_the_exact_check_clear(
