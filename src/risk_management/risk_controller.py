@@ -111,7 +111,7 @@ from keel.risk_management.var import (
     EwmaCovariance,
     historical_var,
     normal_quantile,
-    normal_var,
+    normal_tail_density,
     parametric_var,
 )
 
@@ -382,6 +382,7 @@ class RiskController(Component):
         self._bars_per_day = 1440.0
         self._approvals: deque[int] = deque()
         self._bar_ts: int | None = None
+        self._normal_factors: dict[float, tuple[float, float]] = {}
         self._peak_equity = float(positions.initial_capital)
         self.drawdown = 0.0
         self.max_drawdown = 0.0
@@ -691,22 +692,28 @@ class RiskController(Component):
         the watch of a one-symbol book costs no array.
         """
         columns = self._column
+        variance = 0.0
         if len(exposures) == 1:
             ((symbol, value),) = exposures.items()
             column = columns.get(symbol)
-            variance = 0.0 if column is None else value * self._covariance_list[column][column] * value
-            return normal_var(math.sqrt(max(0.0, variance)), confidence)
-        held = [(columns[symbol], value) for symbol, value in exposures.items() if symbol in columns]
-        if len(held) > 1:
-            vector = np.zeros(len(self._column))
-            for column, value in held:
-                vector[column] = value
-            return parametric_var(vector, self._covariance, confidence)
-        variance = 0.0
-        if held:
-            column, value = held[0]
-            variance = value * self._covariance_list[column][column] * value
-        return normal_var(math.sqrt(max(0.0, variance)), confidence)
+            if column is not None:
+                variance = value * self._covariance_list[column][column] * value
+        elif exposures:
+            held = [(columns[symbol], value) for symbol, value in exposures.items() if symbol in columns]
+            if len(held) > 1:
+                vector = np.zeros(len(self._column))
+                for column, value in held:
+                    vector[column] = value
+                return parametric_var(vector, self._covariance, confidence)
+            if held:
+                column, value = held[0]
+                variance = value * self._covariance_list[column][column] * value
+        # normal_var's arithmetic, with its two constants looked up once per confidence.
+        factors = self._normal_factors.get(confidence)
+        if factors is None:
+            factors = self._normal_factors[confidence] = (normal_quantile(confidence), normal_tail_density(confidence))
+        sigma = math.sqrt(max(0.0, variance))
+        return factors[0] * sigma, sigma * factors[1] / (1.0 - confidence)
 
     def _ewma_covariance(self) -> np.ndarray:
         """The EWMA covariance: kept bar by bar for an ``ewma`` monitor, else folded over the return window.

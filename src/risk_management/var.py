@@ -38,14 +38,15 @@ def normal_quantile(confidence: float) -> float:
 
 
 @functools.lru_cache(maxsize=64)
-def _normal_density_at_quantile(confidence: float) -> float:
+def normal_tail_density(confidence: float) -> float:
+    """Return the standard normal density at the quantile of ``confidence`` (CVaR is ``sigma x it / (1 - c)``)."""
     z = normal_quantile(confidence)
     return math.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
 
 
 def normal_var(sigma: float, confidence: float) -> tuple[float, float]:
     """Return normal (VaR, CVaR) of a zero-mean loss with standard deviation ``sigma``."""
-    return normal_quantile(confidence) * sigma, sigma * _normal_density_at_quantile(confidence) / (1.0 - confidence)
+    return normal_quantile(confidence) * sigma, sigma * normal_tail_density(confidence) / (1.0 - confidence)
 
 
 def historical_var(pnl: np.ndarray, confidence: float) -> tuple[float, float]:

@@ -87,3 +87,14 @@ def test_parametric_var_without_numpy_is_numpys_to_the_bit(symbol: str, value: f
 
     # Assert
     assert shortcut == parametric_var(vector, risk._covariance, 0.99)
+
+
+def test_parametric_var_of_a_flat_book_is_numpys() -> None:
+    # Arrange
+    risk = warmed_controller()
+
+    # Act
+    shortcut = risk._parametric_var({}, 0.99)
+
+    # Assert
+    assert shortcut == parametric_var(np.zeros(len(SYMBOLS)), risk._covariance, 0.99) == (0.0, 0.0)
