@@ -113,6 +113,7 @@ from keel.risk_management.var import (
     normal_quantile,
     normal_tail_density,
     parametric_var,
+    sample_covariance,
 )
 
 _isfinite = math.isfinite
@@ -643,8 +644,8 @@ class RiskController(Component):
         if rows - self._covariance_rows < self.covariance_refresh_bars or len(self._window) < 2:
             return
         returns = self._window.returns()
-        self._covariance = np.atleast_2d(np.cov(returns, rowvar=False))
         self._means = returns.mean(axis=0)
+        self._covariance = sample_covariance(returns)
         self._volatility = np.sqrt(np.clip(np.diag(self._covariance), 0.0, None))
         self._mean_list = self._means.tolist()
         self._volatility_list = self._volatility.tolist()

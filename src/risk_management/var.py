@@ -66,6 +66,21 @@ def historical_var(pnl: np.ndarray, confidence: float) -> tuple[float, float]:
     return var, cvar
 
 
+def sample_covariance(returns: np.ndarray) -> np.ndarray:
+    """Return ``np.atleast_2d(np.cov(returns, rowvar=False))`` to the bit, without np.cov's argument handling.
+
+    ``returns`` (rows of observations, at least two) is overwritten: the
+    caller passes a copy it no longer needs. The arithmetic is np.cov's for
+    unweighted observations: the column means, the centred columns' product,
+    times ``1 / (n - 1)``.
+    """
+    centred = returns.T
+    centred -= centred.mean(axis=1)[:, None]
+    covariance = np.dot(centred, centred.T.conj())
+    covariance *= np.true_divide(1, centred.shape[1] - 1)
+    return covariance
+
+
 def parametric_var(exposures: np.ndarray, covariance: np.ndarray, confidence: float) -> tuple[float, float]:
     """Return normal (VaR, CVaR) of exposures with a covariance of returns (zero mean)."""
     x = np.asarray(exposures, dtype=np.float64)
