@@ -106,7 +106,8 @@ class PositionManager(Component):
         self.marks: dict[str, Decimal] = {}
         self.settled_marks: dict[str, Decimal] = {}
         self._mark_ts: int | None = None
-        self._revision = 0
+        # Grows whenever the equity or a held symbol's exposure may have changed (a fill, funding, a held mark).
+        self.revision = 0
         self._equity_cache: tuple[int, Decimal] | None = None
         self.clear_books()
 
@@ -132,7 +133,7 @@ class PositionManager(Component):
 
     def _revise(self) -> None:
         """Note a change of the book or its marks (the cached equity no longer holds)."""
-        self._revision += 1
+        self.revision += 1
 
     def on_start(self) -> None:
         """Subscribe to fills, funding, bars and mark prices."""
@@ -245,10 +246,10 @@ class PositionManager(Component):
         if marks is not None:
             return self._equity(marks)
         cached = self._equity_cache
-        if cached is not None and cached[0] == self._revision:
+        if cached is not None and cached[0] == self.revision:
             return cached[1]
         value = self._equity(None)
-        self._equity_cache = (self._revision, value)
+        self._equity_cache = (self.revision, value)
         return value
 
     def _equity(self, marks: Mapping[str, Decimal] | None) -> Decimal:

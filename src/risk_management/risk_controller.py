@@ -383,6 +383,7 @@ class RiskController(Component):
         self._bars_per_day = 1440.0
         self._approvals: deque[int] = deque()
         self._bar_ts: int | None = None
+        self._watched_inputs: tuple[Any, ...] | None = None
         self._normal_factors: dict[float, tuple[float, float]] = {}
         self._peak_equity = float(positions.initial_capital)
         self.drawdown = 0.0
@@ -613,9 +614,45 @@ class RiskController(Component):
     # --- portfolio monitor ----------------------------------------------------------------------
 
     def _watch(self, ts: int) -> None:
+        self._refresh_estimates()  # first, on its own schedule: a skipped watch must not move a refresh
+        inputs = self._watch_inputs()
+        if inputs == self._watched_inputs:
+            return  # the watch of the same inputs changes nothing (see _watch_inputs)
+        self._watch_anew(ts)
+        self._watched_inputs = self._watch_inputs()
+
+    def _watch_inputs(self) -> tuple[Any, ...]:
+        """Return everything the watch reads; the watch is idempotent, so it may skip a bar that changed none of it.
+
+        The book's revision covers the equity and every held exposure (a flat
+        symbol's mark moves neither), the window's length and its cached
+        covariance (every row, for the other VaR methods) the VaR inputs, and
+        the rest the limits, the drawdown, the trading state and what the watch
+        itself last set. Once the window is full, most bars of a flat book
+        change nothing here.
+        """
+        window = self._window
+        return (
+            self._positions.revision,
+            len(window),
+            # The parametric VaR reads the window through the cached covariance only.
+            self._covariance_rows if self.var_method == "parametric" else window.rows_added,
+            self.limits,
+            self.var_method,
+            self.min_var_observations,
+            self._bars_per_day,
+            self.drawdown,
+            self._peak_equity,
+            self._trading_state.state,
+            self._state_owner,
+            self._published_equity,
+            self.last_var,
+        )
+
+    def _watch_anew(self, ts: int) -> None:
+        """Watch equity, drawdown, VaR and leverage at the current marks; enforce and publish what they call for."""
         equity = float(self._positions.equity())
         self.update_drawdown(equity)
-        self._refresh_estimates()
         state = self.portfolio_state(equity)
         within = self._within_limits(state)
         # _enforcement_due, inlined: with every limit kept, only a REDUCING state may move.
