@@ -109,6 +109,7 @@ class PositionManager(Component):
         # Grows whenever the equity or a held symbol's exposure may have changed (a fill, funding, a held mark).
         self.revision = 0
         self._equity_cache: tuple[int, Decimal] | None = None
+        self._gross_cache: tuple[int, Decimal] | None = None
         self.clear_books()
 
     def clear_books(self) -> None:
@@ -264,6 +265,9 @@ class PositionManager(Component):
 
     def gross_exposure(self) -> Decimal:
         """Return the sum of absolute position values at the last marks."""
+        cached = self._gross_cache
+        if cached is not None and cached[0] == self.revision:
+            return cached[1]
         # Position.notional inlined (per bar in a backtest): the same Decimals, summed in the same order from ZERO.
         marks = self.marks
         total = ZERO
@@ -271,6 +275,7 @@ class PositionManager(Component):
             quantity = position.quantity
             if quantity:
                 total += abs(quantity) * marks[symbol]
+        self._gross_cache = (self.revision, total)
         return total
 
     def exposure(self, symbol: str) -> Decimal:
