@@ -615,8 +615,9 @@ class RiskController(Component):
 
     def _watch(self, ts: int) -> None:
         self._refresh_estimates()  # first, on its own schedule: a skipped watch must not move a refresh
-        inputs = self._watch_inputs()
-        if inputs == self._watched_inputs:
+        watched = self._watched_inputs
+        # The book's revision first: it moves on every bar of a held position, and then nothing else is compared.
+        if watched is not None and watched[0] == self._positions.revision and watched == self._watch_inputs():
             return  # the watch of the same inputs changes nothing (see _watch_inputs)
         self._watch_anew(ts)
         self._watched_inputs = self._watch_inputs()
