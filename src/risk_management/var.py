@@ -76,7 +76,7 @@ def sample_covariance(returns: np.ndarray) -> np.ndarray:
     """
     centred = returns.T
     centred -= centred.mean(axis=1)[:, None]
-    covariance = np.dot(centred, centred.T.conj())
+    covariance: np.ndarray = np.dot(centred, centred.T.conj())
     covariance *= np.true_divide(1, centred.shape[1] - 1)
     return covariance
 
