@@ -408,7 +408,7 @@ class Account:
         if solvent:
             slack = min(slack, _bound_slack(cross_balance - cross_maintenance, cross_scale + 1.0))
             if slack > 0:
-                self._solvency_bound = _SolvencyBound(self.cross_wallet, tuple(entries), slack / 2)
+                self._solvency_bound = _SolvencyBound(self.cross_wallet, self.schedule, tuple(entries), slack / 2)
         return solvent
 
     def note_mark_float(self, symbol: str, mark: Decimal, value: float) -> None:
@@ -676,8 +676,9 @@ class _BoundEntry:
 class _SolvencyBound:
     """Where a True of the float pre-check still holds without recomputing it.
 
-    It holds while the cross wallet and every open position (quantity, entry,
-    isolated wallet, margin type, brackets) are the very objects they were,
+    It holds while the cross wallet, the bracket schedule and every open
+    position (quantity, entry, isolated wallet, margin type) are the very
+    objects they were,
     no position opened or closed, no mark reached its last bracket's cap, and
     the marks moved, weighted by each position's :attr:`_BoundEntry.weight`,
     by at most ``budget`` in total: half the smallest slack the pre-check
@@ -686,12 +687,14 @@ class _SolvencyBound:
     """
 
     cross_wallet: Decimal
+    schedule: LeverageSchedule
     entries: tuple[_BoundEntry, ...]
     budget: float
 
     def holds(self, account: Account) -> bool:
         """Return whether ``account`` at its current marks is still within the bound."""
-        if account.cross_wallet is not self.cross_wallet:
+        # A schedule's brackets never change (the bracket lines of each entry hold while the schedule does).
+        if account.cross_wallet is not self.cross_wallet or account.schedule is not self.schedule:
             return False
         entries = self.entries
         count = len(entries)
@@ -714,7 +717,6 @@ class _SolvencyBound:
                 or entry.entry_price is not position.entry_price
                 or entry.isolated_wallet is not venue_position.isolated_wallet
                 or entry.margin_type is not margin_types[symbol]
-                or entry.lines is not account._float_brackets(symbol)
             ):
                 return False
             mark = marks.get(symbol)
