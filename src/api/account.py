@@ -143,6 +143,7 @@ class Account:
         self.positions: dict[PositionKey, VenuePosition] = {}
         self._floats: dict[int, tuple[Decimal, float]] = {}
         self._mark_floats: dict[str, tuple[Decimal, float]] = {}
+        self._solvency_bound: _SolvencyBound | None = None
         self._float_bracket_cache: dict[
             str, tuple[tuple[LeverageBracket, ...], tuple[float | None, tuple[tuple[float, float], ...]]]
         ] = {}
@@ -343,7 +344,22 @@ class Account:
         ``notional * rate - amount`` over the symbol's brackets and trusts a
         difference only beyond a relative ``1e-9`` of the amounts involved;
         False means "not sure": :meth:`due_liquidations` then decides in Decimal.
+
+        While the wallets, positions, margin types and brackets stay as they
+        were at the last True of :meth:`clearly_solvent_from_marks`, a move of
+        the marks small enough that no margin can have lost half its slack
+        since then is True without recomputing (:class:`_SolvencyBound`).
         """
+        bound = self._solvency_bound
+        if bound is not None and bound.holds(self):
+            return True
+        return self.clearly_solvent_from_marks()
+
+    def clearly_solvent_from_marks(self) -> bool:
+        """Return :meth:`clearly_solvent` computed from every mark (its reference); keep where a True still holds."""
+        self._solvency_bound = None
+        entries: list[_BoundEntry] = []
+        slack = math.inf
         marks = self.marks
         mark_floats = self._mark_floats
         as_float = self._as_float
@@ -358,6 +374,7 @@ class Account:
             symbol = venue_position.key[0]
             mark = marks.get(symbol)
             if mark is None:
+                slack = -math.inf  # no bound: the mark's arrival must be checked
                 continue
             lines = self._float_brackets(symbol)
             if lines is None:
@@ -375,16 +392,24 @@ class Account:
                 if line > maintenance:
                     maintenance = line
             unrealized = signed * (mark_price - as_float(position.entry_price))
-            if self.margin_types[symbol] is MarginType.ISOLATED:
+            margin_type = self.margin_types[symbol]
+            entries.append(_BoundEntry.of(venue_position, margin_type, lines, mark_price))
+            if margin_type is MarginType.ISOLATED:
                 margin = as_float(venue_position.isolated_wallet) + unrealized
                 scale = abs(margin) + abs(maintenance) + notional + 1.0
                 if margin - maintenance <= _FLOAT_SAFETY * scale:
                     return False
+                slack = min(slack, _bound_slack(margin - maintenance, scale))
             else:
                 cross_balance += unrealized
                 cross_maintenance += maintenance
                 cross_scale += abs(unrealized) + abs(maintenance) + notional
-        return cross_balance - cross_maintenance > _FLOAT_SAFETY * (cross_scale + 1.0)
+        solvent = cross_balance - cross_maintenance > _FLOAT_SAFETY * (cross_scale + 1.0)
+        if solvent:
+            slack = min(slack, _bound_slack(cross_balance - cross_maintenance, cross_scale + 1.0))
+            if slack > 0:
+                self._solvency_bound = _SolvencyBound(self.cross_wallet, self.schedule, tuple(entries), slack / 2)
+        return solvent
 
     def note_mark_float(self, symbol: str, mark: Decimal, value: float) -> None:
         """Remember that ``mark`` of ``symbol`` is ``Decimal(repr(value))``: the pre-check then reads ``value``."""
@@ -402,7 +427,7 @@ class Account:
         floats[id(value)] = (value, converted)
         return converted
 
-    def _float_brackets(self, symbol: str) -> tuple[float | None, tuple[tuple[float, float], ...]] | None:
+    def _float_brackets(self, symbol: str) -> FloatBrackets | None:
         """Return the last bracket's cap and every bracket's (rate, amount) of ``symbol`` in floats (cached)."""
         brackets = self.schedule.brackets(symbol)
         cached = self._float_bracket_cache.get(symbol)
@@ -593,6 +618,116 @@ class AccountHistory:
         """Mark the whole history as committed."""
         self._committed_trades = len(self.trades)
         self._committed_funding = len(self.funding)
+
+
+FloatBrackets = tuple[float | None, tuple[tuple[float, float], ...]]
+"""A symbol's last bracket cap and every bracket's (rate, amount), in floats."""
+
+
+def _bound_slack(difference: float, scale: float) -> float:
+    """Return how far a margin's float ``difference`` over its maintenance may fall before the pre-check doubts it.
+
+    The pre-check trusts a difference above ``1e-9 x scale``; the bound keeps
+    as much again for the float error of the estimate itself.
+    """
+    return difference - 2.0 * _FLOAT_SAFETY * scale
+
+
+@dataclass(frozen=True, slots=True)
+class _BoundEntry:
+    """One open position as the pre-check saw it: what it depends on, its mark then, and how fast its margin moves."""
+
+    venue_position: VenuePosition
+    quantity: Decimal
+    entry_price: Decimal
+    isolated_wallet: Decimal
+    margin_type: MarginType
+    lines: FloatBrackets
+    mark: float
+    # An upper bound of how much the pre-check's margin minus maintenance (less its safety) moves per unit
+    # of mark: the P&L moves |q|, the maintenance at most |q| x the largest rate, the safety scale 1e-9 of both.
+    weight: float
+    # The highest mark below the last bracket's cap (beyond it the pre-check is never sure).
+    highest_mark: float
+
+    @classmethod
+    def of(
+        cls, venue_position: VenuePosition, margin_type: MarginType, lines: FloatBrackets, mark: float
+    ) -> _BoundEntry:
+        position = venue_position.position
+        size = abs(float(position.quantity))
+        cap, rates_amounts = lines
+        steepest = max((abs(rate) for rate, _ in rates_amounts), default=0.0)
+        highest = math.inf if cap is None else cap * (1.0 - _FLOAT_SAFETY) / size * (1.0 - 1e-12)
+        return cls(
+            venue_position,
+            position.quantity,
+            position.entry_price,
+            venue_position.isolated_wallet,
+            margin_type,
+            lines,
+            mark,
+            2.0 * size * (1.0 + steepest),
+            highest,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _SolvencyBound:
+    """Where a True of the float pre-check still holds without recomputing it.
+
+    It holds while the cross wallet, the bracket schedule and every open
+    position (quantity, entry, isolated wallet, margin type) are the very
+    objects they were,
+    no position opened or closed, no mark reached its last bracket's cap, and
+    the marks moved, weighted by each position's :attr:`_BoundEntry.weight`,
+    by at most ``budget`` in total: half the smallest slack the pre-check
+    found above its own safety margin, so the margins it would compute now are
+    still above theirs.
+    """
+
+    cross_wallet: Decimal
+    schedule: LeverageSchedule
+    entries: tuple[_BoundEntry, ...]
+    budget: float
+
+    def holds(self, account: Account) -> bool:
+        """Return whether ``account`` at its current marks is still within the bound."""
+        # A schedule's brackets never change (the bracket lines of each entry hold while the schedule does).
+        if account.cross_wallet is not self.cross_wallet or account.schedule is not self.schedule:
+            return False
+        entries = self.entries
+        count = len(entries)
+        marks, mark_floats, margin_types = account.marks, account._mark_floats, account.margin_types
+        held = 0
+        moved = 0.0
+        for venue_position in account.positions.values():
+            position = venue_position.position
+            quantity = position.quantity
+            if not quantity:
+                continue
+            if held == count:
+                return False
+            entry = entries[held]
+            held += 1
+            symbol = venue_position.key[0]
+            if (
+                entry.venue_position is not venue_position
+                or entry.quantity is not quantity
+                or entry.entry_price is not position.entry_price
+                or entry.isolated_wallet is not venue_position.isolated_wallet
+                or entry.margin_type is not margin_types[symbol]
+            ):
+                return False
+            mark = marks.get(symbol)
+            if mark is None:
+                return False
+            known = mark_floats.get(symbol)
+            price = known[1] if known is not None and known[0] is mark else float(mark)
+            if not price < entry.highest_mark:
+                return False
+            moved += entry.weight * abs(price - entry.mark)
+        return held == count and moved <= self.budget
 
 
 def _leg(venue_position: VenuePosition, brackets: Sequence[LeverageBracket]) -> Leg:

@@ -497,7 +497,10 @@ class SimulatedExchange:
             if symbol not in self._marked_by_stream:
                 self.account.note_mark_float(symbol, close, bar.close)
                 self._set_mark(symbol, close, bar.ts_event)
-        self._check_funding_schedule(bar.ts_event, symbol)
+        # _check_funding_schedule's own first test, here: on almost every bar no funding time of the symbol is overdue.
+        due = self._next_funding.get(symbol)
+        if due is not None and bar.ts_event > due + FUNDING_GRACE_NS:
+            self._check_funding_schedule(bar.ts_event, symbol)
 
     @_transaction
     def on_book(self, book: BookUpdated) -> None:

@@ -119,7 +119,7 @@ class CostModel:
         """Take a closed bar: the price, the per-bar variance and the dollar volume averages."""
         if not (math.isfinite(close) and close > 0 and math.isfinite(volume) and volume >= 0):
             return
-        market = self._markets.setdefault(symbol, _Market())
+        market = self._market(symbol)
         decay = self._decay
         if market.price > 0:
             change = math.log(close / market.price)
@@ -133,7 +133,7 @@ class CostModel:
         """Take the top of the book: its half-spread replaces the bar assumption."""
         if not (math.isfinite(bid) and math.isfinite(ask) and 0 < bid <= ask):
             return
-        market = self._markets.setdefault(symbol, _Market())
+        market = self._market(symbol)
         mid = (bid + ask) / 2
         market.book_half_spread = (ask - bid) / 2 / mid
         market.price = mid
@@ -141,7 +141,14 @@ class CostModel:
     def observe_funding(self, symbol: str, rate: float) -> None:
         """Take the latest funding rate (per settlement)."""
         if math.isfinite(rate):
-            self._markets.setdefault(symbol, _Market()).funding_rate = rate
+            self._market(symbol).funding_rate = rate
+
+    def _market(self, symbol: str) -> _Market:
+        """Return what is known of ``symbol``'s market (a new record the first time: none is built per bar)."""
+        market = self._markets.get(symbol)
+        if market is None:
+            market = self._markets[symbol] = _Market()
+        return market
 
     def on_bar(self, bar: BarClosed) -> None:
         """Bus handler of :meth:`observe_bar`."""

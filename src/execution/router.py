@@ -231,7 +231,8 @@ class SmartOrderRouter(Component):
         self._books: dict[str, BookUpdated] = {}
         self._touches: dict[str, tuple[BookUpdated, tuple[Decimal, Decimal]]] = {}
         self._inside_prices: dict[tuple[str, bool], tuple[Decimal, Decimal, Decimal]] = {}
-        self._closes: dict[str, Decimal] = {}
+        # The last bar close of each symbol without a book, as the float the bar carried (made a Decimal when read).
+        self._closes: dict[str, float] = {}
         self._bar_ns: dict[str, int] = {}
         self._snapshots: dict[str, MicrostructureSnapshot] = {}
         self._parent_of: dict[str, ParentOrder] = {}
@@ -388,7 +389,7 @@ class SmartOrderRouter(Component):
         count = 0
         for bar in bars:
             if bar.symbol not in self._books:
-                self._closes[bar.symbol] = _decimal(bar.close)
+                self._closes[bar.symbol] = bar.close
             if self.profiler is not None:
                 self.profiler.on_bar(bar)
             count += 1
@@ -396,13 +397,16 @@ class SmartOrderRouter(Component):
 
     def on_bar(self, bar: BarClosed) -> None:
         """Take the close of a symbol without recorded books as its price and work its parents."""
-        if bar.symbol in self._books:
+        symbol = bar.symbol
+        if symbol in self._books:
             return
-        self._closes[bar.symbol] = _decimal(bar.close)
-        self._bar_ns[bar.symbol] = max(1, bar.ts_event - bar.open_time)
+        self._closes[symbol] = bar.close
+        self._bar_ns[symbol] = max(1, bar.ts_event - bar.open_time)
+        if not self.parents:
+            return
         now = self.clock.timestamp_ns()
         for parent in list(self.parents.values()):
-            if parent.symbol == bar.symbol:
+            if parent.symbol == symbol:
                 self._work(parent, now)
 
     def on_trade(self, trade: TradeTick) -> None:
@@ -818,7 +822,7 @@ class SmartOrderRouter(Component):
         """Return the best bid and ask: the recorded book's, else the last bar close as both."""
         book = self._books.get(symbol)
         if book is None:
-            close = self._closes[symbol]
+            close = _decimal(self._closes[symbol])
             return close, close
         # Every parent of the symbol asks for the same touch on each book update: convert it once.
         cached = self._touches.get(symbol)

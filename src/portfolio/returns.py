@@ -47,10 +47,16 @@ class ReturnWindow:
 
     def add_close(self, symbol: str, ts: int, close: float) -> np.ndarray | None:
         """Record a bar close; return the completed row when this bar starts a new time, else None."""
+        if self.record_close(symbol, ts, close):
+            return self._rows[(self._count - 1) % self.size].copy()
+        return None
+
+    def record_close(self, symbol: str, ts: int, close: float) -> bool:
+        """Record a bar close as :meth:`add_close` does; return whether it completed a row (without copying it)."""
         column = self.index.get(symbol)
         if column is None or not _isfinite(close) or close <= 0:
-            return None
-        completed = None
+            return False
+        completed = False
         if self._pending_ts is not None and ts != self._pending_ts:
             completed = self._complete()
         self._pending_ts = ts
@@ -60,11 +66,11 @@ class ReturnWindow:
         pending[column] = close
         return completed
 
-    def _complete(self) -> np.ndarray | None:
+    def _complete(self) -> bool:
         closes = self._pending
         previous = self._last_close
         width = len(closes)
-        row = None
+        completed = False
         if self._filled == width and (self._last_complete or self._complete_previous(previous)):
             rows = self._rows
             slot = self._count % self.size
@@ -73,15 +79,15 @@ class ReturnWindow:
                 rows[slot, 0] = closes[0] / previous[0] - 1.0
             else:
                 rows[slot] = [c / p - 1.0 for c, p in zip(closes, previous, strict=True)]
-            row = rows[slot].copy()
             self._count += 1
             self.rows_added += 1
             self._last_close = closes
+            completed = True
         else:
             self._last_close = [p if c != c else c for c, p in zip(closes, previous, strict=True)]
         self._pending = [math.nan] * width
         self._filled = 0
-        return row
+        return completed
 
     def _complete_previous(self, previous: list[float]) -> bool:
         if self._last_complete:

@@ -106,8 +106,10 @@ class PositionManager(Component):
         self.marks: dict[str, Decimal] = {}
         self.settled_marks: dict[str, Decimal] = {}
         self._mark_ts: int | None = None
-        self._revision = 0
+        # Grows whenever the equity or a held symbol's exposure may have changed (a fill, funding, a held mark).
+        self.revision = 0
         self._equity_cache: tuple[int, Decimal] | None = None
+        self._gross_cache: tuple[int, Decimal] | None = None
         self.clear_books()
 
     def clear_books(self) -> None:
@@ -132,7 +134,7 @@ class PositionManager(Component):
 
     def _revise(self) -> None:
         """Note a change of the book or its marks (the cached equity no longer holds)."""
-        self._revision += 1
+        self.revision += 1
 
     def on_start(self) -> None:
         """Subscribe to fills, funding, bars and mark prices."""
@@ -146,8 +148,12 @@ class PositionManager(Component):
         if bar.ts_event != self._mark_ts:
             self.settled_marks = dict(self.marks)
             self._mark_ts = bar.ts_event
-        self.marks[bar.symbol] = Decimal(repr(bar.close))
-        self._revise()
+        symbol = bar.symbol
+        self.marks[symbol] = Decimal(repr(bar.close))
+        # The equity reads the marks of held symbols only: a flat symbol's new mark leaves the cached one valid.
+        position = self.positions.get(symbol)
+        if position is not None and position.quantity:
+            self._revise()
 
     def reference_marks(self) -> dict[str, Decimal]:
         """Return the marks of the last completed bar time (the current mark for a symbol without one).
@@ -241,10 +247,10 @@ class PositionManager(Component):
         if marks is not None:
             return self._equity(marks)
         cached = self._equity_cache
-        if cached is not None and cached[0] == self._revision:
+        if cached is not None and cached[0] == self.revision:
             return cached[1]
         value = self._equity(None)
-        self._equity_cache = (self._revision, value)
+        self._equity_cache = (self.revision, value)
         return value
 
     def _equity(self, marks: Mapping[str, Decimal] | None) -> Decimal:
@@ -259,6 +265,9 @@ class PositionManager(Component):
 
     def gross_exposure(self) -> Decimal:
         """Return the sum of absolute position values at the last marks."""
+        cached = self._gross_cache
+        if cached is not None and cached[0] == self.revision:
+            return cached[1]
         # Position.notional inlined (per bar in a backtest): the same Decimals, summed in the same order from ZERO.
         marks = self.marks
         total = ZERO
@@ -266,6 +275,7 @@ class PositionManager(Component):
             quantity = position.quantity
             if quantity:
                 total += abs(quantity) * marks[symbol]
+        self._gross_cache = (self.revision, total)
         return total
 
     def exposure(self, symbol: str) -> Decimal:

@@ -111,8 +111,9 @@ from keel.risk_management.var import (
     EwmaCovariance,
     historical_var,
     normal_quantile,
-    normal_var,
+    normal_tail_density,
     parametric_var,
+    sample_covariance,
 )
 
 _isfinite = math.isfinite
@@ -382,6 +383,8 @@ class RiskController(Component):
         self._bars_per_day = 1440.0
         self._approvals: deque[int] = deque()
         self._bar_ts: int | None = None
+        self._watched_inputs: tuple[Any, ...] | None = None
+        self._normal_factors: dict[float, tuple[float, float]] = {}
         self._peak_equity = float(positions.initial_capital)
         self.drawdown = 0.0
         self.max_drawdown = 0.0
@@ -567,31 +570,34 @@ class RiskController(Component):
 
     def on_bar(self, bar: BarClosed) -> None:
         """Update ATR and the return window; once per bar time, watch equity, drawdown, VaR and leverage."""
-        if self._bar_ts is not None and bar.ts_event != self._bar_ts:
-            self._watch(self._bar_ts)
-            self._settled_atr = dict(self._atr)
-        self._bar_ts = bar.ts_event
+        ts = bar.ts_event
+        watched = self._bar_ts
+        if watched is not None and ts != watched:
+            self._watch(watched)
+            self._settled_atr = self._atr.copy()
+        self._bar_ts = ts
         self._observe(bar)
 
     def _observe(self, bar: BarClosed) -> None:
         self._bars_per_day = _BARS_PER_DAY.get(bar.interval, self._bars_per_day)
-        close = bar.close
-        if not (_isfinite(bar.high) and _isfinite(bar.low) and _isfinite(close)) or close <= 0:
+        close, high, low = bar.close, bar.high, bar.low
+        if not (_isfinite(high) and _isfinite(low) and _isfinite(close)) or close <= 0:
             return
-        self._marks[bar.symbol] = close
-        self._update_atr(bar)
-        row = self._window.add_close(bar.symbol, bar.ts_event, close)
-        # The EWMA covariance is kept bar by bar only for the monitor that uses it (see _ewma_covariance).
-        if row is not None and self._keeps_ewma:
-            self._ewma.update(row)
-
-    def _update_atr(self, bar: BarClosed) -> None:
-        previous = self._previous_close.get(bar.symbol)
-        high, low = bar.high, bar.low
+        symbol = bar.symbol
+        self._marks[symbol] = close
+        # The ATR update, inlined (once per bar): the true range's exponential average over atr_period bars.
+        previous = self._previous_close.get(symbol)
         true_range = high - low if previous is None else max(high, previous) - min(low, previous)
-        atr = self._atr.get(bar.symbol)
-        self._atr[bar.symbol] = true_range if atr is None else atr + (true_range - atr) / self.atr_period
-        self._previous_close[bar.symbol] = bar.close
+        atr = self._atr.get(symbol)
+        self._atr[symbol] = true_range if atr is None else atr + (true_range - atr) / self.atr_period
+        self._previous_close[symbol] = close
+        # The EWMA covariance is kept bar by bar only for the monitor that uses it (see _ewma_covariance).
+        if self._keeps_ewma:
+            row = self._window.add_close(symbol, bar.ts_event, close)
+            if row is not None:
+                self._ewma.update(row)
+        else:
+            self._window.record_close(symbol, bar.ts_event, close)
 
     def on_signal(self, signal: SignalGenerated) -> None:
         """Keep the strategy's view on the symbol (signed strength x confidence)."""
@@ -608,13 +614,53 @@ class RiskController(Component):
     # --- portfolio monitor ----------------------------------------------------------------------
 
     def _watch(self, ts: int) -> None:
+        self._refresh_estimates()  # first, on its own schedule: a skipped watch must not move a refresh
+        watched = self._watched_inputs
+        # The book's revision first: it moves on every bar of a held position, and then nothing else is compared.
+        if watched is not None and watched[0] == self._positions.revision and watched == self._watch_inputs():
+            return  # the watch of the same inputs changes nothing (see _watch_inputs)
+        self._watch_anew(ts)
+        self._watched_inputs = self._watch_inputs()
+
+    def _watch_inputs(self) -> tuple[Any, ...]:
+        """Return everything the watch reads; the watch is idempotent, so it may skip a bar that changed none of it.
+
+        The book's revision covers the equity and every held exposure (a flat
+        symbol's mark moves neither), the window's length and its cached
+        covariance (every row, for the other VaR methods) the VaR inputs, and
+        the rest the limits, the drawdown, the trading state and what the watch
+        itself last set. Once the window is full, most bars of a flat book
+        change nothing here.
+        """
+        window = self._window
+        return (
+            self._positions.revision,
+            len(window),
+            # The parametric VaR reads the window through the cached covariance only.
+            self._covariance_rows if self.var_method == "parametric" else window.rows_added,
+            self.limits,
+            self.var_method,
+            self.min_var_observations,
+            self._bars_per_day,
+            self.drawdown,
+            self._peak_equity,
+            self._trading_state.state,
+            self._state_owner,
+            self._published_equity,
+            self.last_var,
+        )
+
+    def _watch_anew(self, ts: int) -> None:
+        """Watch equity, drawdown, VaR and leverage at the current marks; enforce and publish what they call for."""
         equity = float(self._positions.equity())
         self.update_drawdown(equity)
-        self._refresh_estimates()
         state = self.portfolio_state(equity)
-        if self._enforcement_due(self._within_limits(state)):
+        within = self._within_limits(state)
+        # _enforcement_due, inlined: with every limit kept, only a REDUCING state may move.
+        if (self._trading_state.state is TradingState.REDUCING or not within) and self._enforcement_due(within):
             self._enforce(self._state_violations(state), ts)
-        if self._published_equity is None or abs(equity / self._published_equity - 1.0) > _CAP_REPUBLISH:
+        published = self._published_equity
+        if published is None or abs(equity / published - 1.0) > _CAP_REPUBLISH:
             self._publish_limits("equity moved", ts)
 
     def update_drawdown(self, current_equity: float) -> float:
@@ -636,8 +682,8 @@ class RiskController(Component):
         if rows - self._covariance_rows < self.covariance_refresh_bars or len(self._window) < 2:
             return
         returns = self._window.returns()
-        self._covariance = np.atleast_2d(np.cov(returns, rowvar=False))
         self._means = returns.mean(axis=0)
+        self._covariance = sample_covariance(returns)
         self._volatility = np.sqrt(np.clip(np.diag(self._covariance), 0.0, None))
         self._mean_list = self._means.tolist()
         self._volatility_list = self._volatility.tolist()
@@ -685,22 +731,28 @@ class RiskController(Component):
         the watch of a one-symbol book costs no array.
         """
         columns = self._column
+        variance = 0.0
         if len(exposures) == 1:
             ((symbol, value),) = exposures.items()
             column = columns.get(symbol)
-            variance = 0.0 if column is None else value * self._covariance_list[column][column] * value
-            return normal_var(math.sqrt(max(0.0, variance)), confidence)
-        held = [(columns[symbol], value) for symbol, value in exposures.items() if symbol in columns]
-        if len(held) > 1:
-            vector = np.zeros(len(self._column))
-            for column, value in held:
-                vector[column] = value
-            return parametric_var(vector, self._covariance, confidence)
-        variance = 0.0
-        if held:
-            column, value = held[0]
-            variance = value * self._covariance_list[column][column] * value
-        return normal_var(math.sqrt(max(0.0, variance)), confidence)
+            if column is not None:
+                variance = value * self._covariance_list[column][column] * value
+        elif exposures:
+            held = [(columns[symbol], value) for symbol, value in exposures.items() if symbol in columns]
+            if len(held) > 1:
+                vector = np.zeros(len(self._column))
+                for column, value in held:
+                    vector[column] = value
+                return parametric_var(vector, self._covariance, confidence)
+            if held:
+                column, value = held[0]
+                variance = value * self._covariance_list[column][column] * value
+        # normal_var's arithmetic, with its two constants looked up once per confidence.
+        factors = self._normal_factors.get(confidence)
+        if factors is None:
+            factors = self._normal_factors[confidence] = (normal_quantile(confidence), normal_tail_density(confidence))
+        sigma = math.sqrt(max(0.0, variance))
+        return factors[0] * sigma, sigma * factors[1] / (1.0 - confidence)
 
     def _ewma_covariance(self) -> np.ndarray:
         """The EWMA covariance: kept bar by bar for an ``ewma`` monitor, else folded over the return window.
@@ -790,12 +842,12 @@ class RiskController(Component):
     def _watched_var(self, state: PortfolioState, observations: int) -> VaREstimate:
         """:meth:`estimate_var` of the watch (``observations`` rows in the window): its parametric branch, unchecked.
 
-        The watch refreshed the cached estimates just before, so the result is
-        the one :meth:`estimate_var` returns.
+        The watch refreshed the cached estimates just before (its only caller,
+        :meth:`_within_limits`, runs after that refresh), so the result is the
+        one :meth:`estimate_var` returns.
         """
         if self.var_method != "parametric":
             return self.estimate_var(state)
-        self._refresh_estimates()
         var, cvar = self._parametric_var(state.exposures, self.limits.var_confidence)
         scale = math.sqrt(self._bars_per_day)
         return VaREstimate("parametric", var * scale, cvar * scale, observations)

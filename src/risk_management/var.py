@@ -38,14 +38,15 @@ def normal_quantile(confidence: float) -> float:
 
 
 @functools.lru_cache(maxsize=64)
-def _normal_density_at_quantile(confidence: float) -> float:
+def normal_tail_density(confidence: float) -> float:
+    """Return the standard normal density at the quantile of ``confidence`` (CVaR is ``sigma x it / (1 - c)``)."""
     z = normal_quantile(confidence)
     return math.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
 
 
 def normal_var(sigma: float, confidence: float) -> tuple[float, float]:
     """Return normal (VaR, CVaR) of a zero-mean loss with standard deviation ``sigma``."""
-    return normal_quantile(confidence) * sigma, sigma * _normal_density_at_quantile(confidence) / (1.0 - confidence)
+    return normal_quantile(confidence) * sigma, sigma * normal_tail_density(confidence) / (1.0 - confidence)
 
 
 def historical_var(pnl: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -63,6 +64,21 @@ def historical_var(pnl: np.ndarray, confidence: float) -> tuple[float, float]:
     var = max(0.0, -float(worst.max()))
     cvar = max(0.0, -float(worst.mean()))
     return var, cvar
+
+
+def sample_covariance(returns: np.ndarray) -> np.ndarray:
+    """Return ``np.atleast_2d(np.cov(returns, rowvar=False))`` to the bit, without np.cov's argument handling.
+
+    ``returns`` (rows of observations, at least two) is overwritten: the
+    caller passes a copy it no longer needs. The arithmetic is np.cov's for
+    unweighted observations: the column means, the centred columns' product,
+    times ``1 / (n - 1)``.
+    """
+    centred = returns.T
+    centred -= centred.mean(axis=1)[:, None]
+    covariance: np.ndarray = np.dot(centred, centred.T.conj())
+    covariance *= np.true_divide(1, centred.shape[1] - 1)
+    return covariance
 
 
 def parametric_var(exposures: np.ndarray, covariance: np.ndarray, confidence: float) -> tuple[float, float]:

@@ -229,3 +229,92 @@ def test_float_pre_check_clears_a_healthy_account() -> None:
     # Assert
     assert cleared
     assert book.due_liquidations_exactly() == []
+
+
+ETH = "ETHUSDT"
+ETH_BOTH = (ETH, PositionSide.BOTH)
+ETH_BARS = real_bars(ETH)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    margin_types=st.tuples(*[st.sampled_from([MarginType.CROSSED, MarginType.ISOLATED])] * 2),
+    leverage=st.integers(1, 50),
+    btc=st.decimals(Decimal("-3"), Decimal("3"), places=3),
+    eth=st.decimals(Decimal("-40"), Decimal("40"), places=2),
+    start=st.integers(0, 299),
+    # Each mark's move from the one the bound was found at: tiny, small, or anywhere up to the liquidation.
+    moves=st.tuples(
+        *[st.one_of(st.floats(-1e-6, 1e-6), st.floats(-0.01, 0.01), st.floats(-0.9, 2.0), st.sampled_from([0.0]))] * 2
+    ),
+)
+def test_solvency_bound_clears_only_what_the_float_pre_check_and_the_exact_check_clear(
+    margin_types: tuple[MarginType, MarginType],
+    leverage: int,
+    btc: Decimal,
+    eth: Decimal,
+    start: int,
+    moves: tuple[float, float],
+) -> None:
+    # Arrange: up to two real-priced positions, solvent at the marks the bound is found at
+    book = Account([BTC, ETH], real_schedule(), Decimal("10000"), 50, MarginType.CROSSED, PositionMode.ONE_WAY)
+    for (symbol, key, bars, quantity), margin_type in zip(
+        ((BTC, BOTH, BARS, btc), (ETH, ETH_BOTH, ETH_BARS, eth)), margin_types, strict=True
+    ):
+        book.margin_types[symbol] = margin_type
+        book.leverage[symbol] = leverage
+        if quantity != 0:
+            book.apply_fill(key, quantity, money(bars[start].open), Decimal("0.05"))
+        book.marks[symbol] = money(bars[start].close)
+    found = book.clearly_solvent_from_marks()
+
+    # Act: the marks move (a bar's close, noted as the venue notes it)
+    for symbol, bars, move in ((BTC, BARS, moves[0]), (ETH, ETH_BARS, moves[1])):
+        close = bars[start].close * (1.0 + move)
+        book.marks[symbol] = money(close)
+        book.note_mark_float(symbol, book.marks[symbol], close)
+    bound = book._solvency_bound
+    by_bound = bound is not None and bound.holds(book)
+    cleared = book.clearly_solvent()
+
+    # Assert: the bound never clears what the full pre-check or the exact Decimal check would not
+    if by_bound:
+        assert found and cleared
+    if cleared:
+        assert book.clearly_solvent_from_marks()
+        assert book.due_liquidations_exactly() == []
+    assert book.due_liquidations() == book.due_liquidations_exactly()
+
+
+def test_solvency_bound_clears_a_healthy_account_after_a_bar_sized_move_without_recomputing() -> None:
+    # Arrange: 0.2 BTC at 5x, found solvent at a real close
+    book = account(MarginType.CROSSED, leverage=5)
+    book.apply_fill(BOTH, Decimal("0.2"), money(BARS[1].open), Decimal("0"))
+    book.marks[BTC] = money(BARS[1].close)
+    assert book.clearly_solvent_from_marks()
+    bound = book._solvency_bound
+
+    # Act: the next real close
+    book.marks[BTC] = money(BARS[2].close)
+    book.note_mark_float(BTC, book.marks[BTC], BARS[2].close)
+    cleared = book.clearly_solvent()
+
+    # Assert: cleared by the bound kept at the first close (not found again)
+    assert cleared
+    assert bound is not None and book._solvency_bound is bound
+    assert book.due_liquidations_exactly() == []
+
+
+def test_solvency_bound_no_longer_holds_once_the_position_changes() -> None:
+    # Arrange
+    book = account(MarginType.CROSSED, leverage=5)
+    book.apply_fill(BOTH, Decimal("0.2"), money(BARS[1].open), Decimal("0"))
+    book.marks[BTC] = money(BARS[1].close)
+    assert book.clearly_solvent_from_marks()
+    bound = book._solvency_bound
+
+    # Act: the position grows at the same mark
+    book.apply_fill(BOTH, Decimal("0.1"), money(BARS[1].close), Decimal("0"))
+
+    # Assert
+    assert bound is not None and not bound.holds(book)

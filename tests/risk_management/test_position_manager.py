@@ -535,7 +535,7 @@ def test_strategy_books_add_up_to_the_net_book(
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=st.lists(st.tuples(st.sampled_from(["fill", "bar", "funding", "ask"]), st.integers(-9, 9)), max_size=30))
-def test_equity_asked_between_events_is_always_the_equity_of_the_book_then(real_data, steps) -> None:
+def test_equity_and_exposure_asked_between_events_are_always_those_of_the_book_then(real_data, steps) -> None:
     # Arrange: real BTCUSDT bars; fills, marks and funding in a random order, equity asked between them
     book = Book(real_data)
     bars = real_data.bars(BTC, BAR_COUNT)
@@ -552,8 +552,11 @@ def test_equity_asked_between_events_is_always_the_equity_of_the_book_then(real_
         elif kind == "funding":
             book.publish(funding_paid(funding, book.manager.quantity(BTC)))
         manager = book.manager
-        observed.append(manager.equity())
-        expected.append(manager.equity(dict(manager.marks)))
+        gross = sum(
+            (abs(p.quantity) * manager.marks[s] for s, p in manager.positions.items() if p.quantity), Decimal(0)
+        )
+        observed.append((manager.equity(), manager.gross_exposure()))
+        expected.append((manager.equity(dict(manager.marks)), gross))
 
-    # Assert: the cached equity at the last marks is the equity computed afresh at the same marks
+    # Assert: the cached equity and gross exposure at the last marks are those computed afresh at the same marks
     assert observed == expected
