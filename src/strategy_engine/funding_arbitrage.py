@@ -169,16 +169,20 @@ class FundingArbitrageStrategy(IncrementalStrategy):
             state.stopped_out = True
         edge = None
         symbol = market_data["symbol"]
-        round_trip = self._round_trip(symbol)
+        round_trip = None
         if direction == 0 and self._entry_window_open(state, timestamp, next_funding):
             # The edge is computed only here and for a new view: both after the exits above, and entering
             # takes the side _edge assumes when flat, so it is the same number either way.
+            round_trip = self._round_trip(symbol)
             edge = self._edge(state, round_trip)
             if edge >= self._min_edge:
                 self._enter(state, close)
         view = state.last_signal
         if view is not None and not settled and state.direction == direction:
             return view
+        if round_trip is None:
+            # The cost model only reads its state here, so asking it late gives the same number.
+            round_trip = self._round_trip(symbol)
         if edge is None:
             edge = self._edge(state, round_trip)
         metadata = {
