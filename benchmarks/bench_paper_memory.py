@@ -9,8 +9,9 @@ every lateness the paper session's own :class:`~keel.integration.system_monitor.
 measures (the figure ``keel_event_loop_lag_seconds`` exports, a wake-up every
 50 ms) is kept. A 24-hour replay takes a few seconds, so that probe sees only
 a hundred or so wake-ups and its p99 is the second-worst of them; a second
-probe on the same loop wakes every 10 ms (``loop_lag_10ms_*``), five times the
-samples, for a p99 that is an estimate rather than an outlier.
+probe on the same loop, started and stopped with the session's (from the start
+of trading to the end of the data), wakes every 10 ms (``loop_lag_10ms_*``):
+five times the samples, for a p99 that is an estimate rather than an outlier.
 
 Reference measured in the same run: the RSS after the session was set up
 and before the first bar, and the loop lag of the 10 ms probe on the idle
@@ -74,6 +75,21 @@ class RecordingProbe(LoopLagProbe):
         self.lateness.append(max(0.0, lateness_seconds))
 
 
+class SessionProbe(RecordingProbe):
+    """The session's probe, running a finer one beside it: both measure exactly while the session trades."""
+
+    def __init__(self, companion: RecordingProbe) -> None:
+        super().__init__()
+        self.companion = companion
+
+    async def run(self) -> None:
+        companion = asyncio.create_task(self.companion.run())
+        try:
+            await super().run()
+        finally:
+            companion.cancel()
+
+
 def paper_config(output_dir: Path, hours: float) -> KeelConfig:
     """The paper configuration over ``hours`` of the 10 default symbols, replayed as fast as it goes."""
     config = load_config("paper", environ={})
@@ -92,10 +108,9 @@ async def measure(
     idle_task = asyncio.create_task(idle.run())
     await asyncio.sleep(IDLE_SECONDS)
     idle_task.cancel()
-    probe = RecordingProbe()
-    session.loop_lag = probe
     fine = RecordingProbe(FINE_LAG_SECONDS)
-    fine_task = asyncio.create_task(fine.run())
+    probe = SessionProbe(fine)
+    session.loop_lag = probe
     samples: list[tuple[int, int]] = [(0, rss_bytes())]
     worker_peak = 0
     run = asyncio.create_task(session.run())
@@ -104,7 +119,6 @@ async def measure(
         worker_peak = max(worker_peak, worker_rss_bytes(session))
         await asyncio.sleep(SAMPLE_SECONDS)
     await run
-    fine_task.cancel()
     return samples, idle.lateness, probe, fine, worker_peak
 
 

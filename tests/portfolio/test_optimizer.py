@@ -205,6 +205,37 @@ def test_a_warmed_up_optimizer_proposes_what_one_fed_the_same_bars_live_proposes
     assert [p.weights for p in warmed.proposals] == [p.weights for p in live.proposals] != []
 
 
+def test_warm_up_compiles_the_problem_without_solving_for_weights(make_bars) -> None:
+    # Arrange
+    desk = Desk()
+
+    # Act
+    desk.optimizer.warm_up(make_bars(SYMBOLS, 120))
+
+    # Assert: the compile (the costly first solve) is done, no weights were kept or proposed
+    assert desk.optimizer.compiled_sizes == (len(SYMBOLS),)
+    assert desk.optimizer.solves == 0
+    assert not hasattr(desk.optimizer, "weights_")
+    assert desk.proposals == []
+
+
+def test_the_problem_is_compiled_once_history_is_enough_and_then_only_re_solved(make_bars) -> None:
+    # Arrange
+    desk = Desk()
+    desk.feed(make_bars(SYMBOLS, 20))
+    before = desk.optimizer.compiled_sizes
+
+    # Act
+    desk.feed(make_bars(SYMBOLS, 100, start=20))
+    desk.signal("ETHUSDT", SignalAction.BUY)
+    desk.signal("ETHUSDT", SignalAction.SELL)
+
+    # Assert
+    assert before == ()
+    assert desk.optimizer.compiled_sizes == (len(SYMBOLS),)
+    assert desk.optimizer.solves == 2
+
+
 def test_risk_caps_and_leverage_limit_bound_the_proposal(make_bars) -> None:
     # Arrange
     desk = Desk()
