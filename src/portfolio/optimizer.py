@@ -425,28 +425,19 @@ class PortfolioOptimizer(Component):
         little history, or the solver failed).
         """
         assets, closes = self._panel()
-        if not assets:
+        if len(closes) < 3:
             return False
         array = np.asfortranarray(closes[1:] / closes[:-1] - 1.0)
-        rules = self._risk_constraints()
-        covariance = estimate_covariance(array, self.covariance, halflife=self.halflife)
-        n = len(assets)
-        bounds = np.full(n, math.inf)
-        lower, upper = np.maximum(rules.lower_bound, -bounds), np.minimum(rules.max_weight, bounds)
-        inputs = self._problem_inputs(
-            self.objective,
-            rules,
-            mean_returns(array, halflife=self.mean_halflife),
-            covariance,
-            lower,
-            upper,
-            np.zeros(n),
-            assets,
-        )
+        rules, n = self._risk_constraints(), len(assets)
+        lower = np.full(n, rules.lower_bound)
+        upper = np.full(n, rules.max_weight)
         try:
+            covariance = estimate_covariance(array, self.covariance, halflife=self.halflife)
+            mu = mean_returns(array, halflife=self.mean_halflife)
+            inputs = self._problem_inputs(self.objective, rules, mu, covariance, lower, upper, np.zeros(n), assets)
             self._problem(self.objective, rules, n).solve(inputs, rules)
-        except SolverFailedError:
-            return False
+        except (SolverFailedError, ValueError):
+            return False  # the first rebalance compiles it then, and its fallback chain deals with the failure
         return True
 
     def _cost_vector(self, assumed: float, assets: list[str]) -> np.ndarray:
@@ -676,10 +667,15 @@ class PortfolioOptimizer(Component):
         # Each symbol's bar times rise strictly, so its closes at the common times are found by binary search.
         windows = [self._closes[s] for s in ready]
         first = windows[0].times()
-        times = first[first != self._bar_ts]
-        for window in windows[1:]:
-            times = _common_times(times, window.times())
-        closes = np.column_stack([window.closes()[np.searchsorted(window.times(), times)] for window in windows])
+        kept = first != self._bar_ts
+        if all(np.array_equal(window.times(), first) for window in windows[1:]):
+            # The usual case, every symbol on the same bar times: no search needed.
+            closes = np.column_stack([window.closes()[kept] for window in windows])
+        else:
+            times = first[kept]
+            for window in windows[1:]:
+                times = _common_times(times, window.times())
+            closes = np.column_stack([window.closes()[np.searchsorted(window.times(), times)] for window in windows])
         if len(closes) < self.min_history:
             return [], np.empty((0, 0))
         return ready, closes
