@@ -417,8 +417,9 @@ class PortfolioOptimizer(Component):
 
         A problem's first solve canonicalizes it through cvxpy and checks the
         faster paths against it (a hundred milliseconds and more, once per
-        shape). The optimizer calls this when a symbol reaches
-        ``min_history`` bars, so in a paper or live session that warmed up
+        shape). The optimizer calls this at the first bar time after the
+        number of symbols with enough history changed, so in a paper or live
+        session that warmed up
         the cost falls on set-up (:meth:`warm_up`), not on the first rebalance
         on the event loop. The weights, their status and the solve count are
         left as they were. Return whether a problem was compiled (False: too
