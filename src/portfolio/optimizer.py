@@ -419,11 +419,10 @@ class PortfolioOptimizer(Component):
         faster paths against it (a hundred milliseconds and more, once per
         shape). The optimizer calls this at the first bar time after the
         number of symbols with enough history changed, so in a paper or live
-        session that warmed up
-        the cost falls on set-up (:meth:`warm_up`), not on the first rebalance
-        on the event loop. The weights, their status and the solve count are
-        left as they were. Return whether a problem was compiled (False: too
-        little history, or the solver failed).
+        session that warmed up the cost falls on set-up (:meth:`warm_up`),
+        not on the first rebalance on the event loop. The weights, their
+        status and the solve count are left as they were. Return whether a
+        problem was compiled (False: too little history, or the solver failed).
         """
         assets, closes = self._panel()
         if len(closes) < 3:
