@@ -216,6 +216,7 @@ class PortfolioOptimizer(Component):
         self.costs = costs
         self.holding_bars = holding_bars
         self._problems: dict[tuple[object, ...], MarkowitzProblem] = {}
+        self._compiled_for = 0
         self._closes: dict[str, _CloseWindow] = {s: _CloseWindow(lookback + 1) for s in self.symbols}
         self._views: dict[str, dict[str, float]] = {}
         self._direction: dict[str, float] = {}
@@ -268,8 +269,21 @@ class PortfolioOptimizer(Component):
         """
         assets = [str(c) for c in returns.columns] if isinstance(returns, pd.DataFrame) else None
         array = validate_returns(np.asarray(returns, dtype=np.float64))
+        assets = assets or [f"asset_{i}" for i in range(array.shape[1])]
+        return self._fit_array(array, assets, expected_returns, current_weights, caps, constraints, objective)
+
+    def _fit_array(
+        self,
+        array: np.ndarray,
+        assets: list[str],
+        expected_returns: Sequence[float] | np.ndarray | None,
+        current_weights: Sequence[float] | np.ndarray | None,
+        caps: Sequence[float] | np.ndarray | None,
+        constraints: PortfolioConstraints | None,
+        objective: str | None,
+    ) -> PortfolioOptimizer:
+        """:meth:`fit` on validated returns with their asset names (no frame built on the bus's path)."""
         n = array.shape[1]
-        assets = assets or [f"asset_{i}" for i in range(n)]
         chosen = objective or self.objective
         if chosen not in OBJECTIVES:
             raise ValueError(f"unknown objective {chosen!r}; expected one of {', '.join(OBJECTIVES)}")
@@ -344,13 +358,33 @@ class PortfolioOptimizer(Component):
         current: np.ndarray,
         assets: list[str],
     ) -> Solution:
-        key = structure_key(len(mu), objective, rules)
+        problem = self._problem(objective, rules, len(mu))
+        inputs = self._problem_inputs(objective, rules, mu, covariance, lower, upper, current, assets)
+        self.solves += 1
+        return solve_with_fallbacks(problem, inputs, rules)
+
+    def _problem(self, objective: str, rules: PortfolioConstraints, n_assets: int) -> MarkowitzProblem:
+        """Return the compiled problem of this shape (made on first use and kept)."""
+        key = structure_key(n_assets, objective, rules)
         problem = self._problems.get(key)
         if problem is None:
-            problem = self._problems[key] = MarkowitzProblem(len(mu), objective, rules)
+            problem = self._problems[key] = MarkowitzProblem(n_assets, objective, rules)
+        return problem
+
+    def _problem_inputs(
+        self,
+        objective: str,
+        rules: PortfolioConstraints,
+        mu: np.ndarray,
+        covariance: np.ndarray,
+        lower: np.ndarray,
+        upper: np.ndarray,
+        current: np.ndarray,
+        assets: list[str],
+    ) -> ProblemInputs:
         shift = self.risk_free_rate if objective == "max_sharpe" else 0.0
         target = self.target_return if objective == "efficient_return" else self.target_volatility
-        inputs = ProblemInputs(
+        return ProblemInputs(
             expected_returns=mu - shift,
             covariance=covariance,
             lower=lower,
@@ -360,8 +394,51 @@ class PortfolioOptimizer(Component):
             risk_aversion=self.risk_aversion,
             target=target,
         )
-        self.solves += 1
-        return solve_with_fallbacks(problem, inputs, rules)
+
+    @property
+    def compiled_sizes(self) -> tuple[int, ...]:
+        """Return the numbers of assets of the problems compiled so far (solved at least once), ascending."""
+        return tuple(sorted(problem.n_assets for problem in self._problems.values() if problem.solves))
+
+    def _compile_for_new_history(self) -> None:
+        """At a new bar time: compile the problem when the number of symbols with enough history changed.
+
+        Checked at the same point of the bars whether they arrive live or in
+        :meth:`warm_up`, so a warmed-up optimizer solves exactly as one fed
+        the same bars on the bus.
+        """
+        ready = sum(len(closes) > self.min_history for closes in self._closes.values())
+        if ready != self._compiled_for:
+            self._compiled_for = ready
+            self.compile_problem()
+
+    def compile_problem(self) -> bool:
+        """Compile the problem of the symbols that have enough history now, without proposing or keeping weights.
+
+        A problem's first solve canonicalizes it through cvxpy and checks the
+        faster paths against it (a hundred milliseconds and more, once per
+        shape). The optimizer calls this at the first bar time after the
+        number of symbols with enough history changed, so in a paper or live
+        session that warmed up the cost falls on set-up (:meth:`warm_up`),
+        not on the first rebalance on the event loop. The weights, their
+        status and the solve count are left as they were. Return whether a
+        problem was compiled (False: too little history, or the solver failed).
+        """
+        assets, closes = self._panel()
+        if len(closes) < 3:
+            return False
+        array = np.asfortranarray(closes[1:] / closes[:-1] - 1.0)
+        rules, n = self._risk_constraints(), len(assets)
+        lower = np.full(n, rules.lower_bound)
+        upper = np.full(n, rules.max_weight)
+        try:
+            covariance = estimate_covariance(array, self.covariance, halflife=self.halflife)
+            mu = mean_returns(array, halflife=self.mean_halflife)
+            inputs = self._problem_inputs(self.objective, rules, mu, covariance, lower, upper, np.zeros(n), assets)
+            self._problem(self.objective, rules, n).solve(inputs, rules)
+        except (SolverFailedError, ValueError):
+            return False  # the first rebalance compiles it then, and its fallback chain deals with the failure
+        return True
 
     def _cost_vector(self, assumed: float, assets: list[str]) -> np.ndarray:
         """Return each asset's linear cost: the cost model's, else the assumption scaled by what execution measured."""
@@ -446,12 +523,16 @@ class PortfolioOptimizer(Component):
     def warm_up(self, bars: Iterable[BarClosed]) -> int:
         """Keep the closes of recorded bars from before the run (nothing is proposed); return how many.
 
-        The first allocation of the run then estimates from a full history.
+        The first allocation of the run then estimates from a full history,
+        and the problem of the symbols warmed up is compiled here
+        (:meth:`compile_problem`), not on the run's first rebalance.
         """
         count = 0
         for bar in bars:
             closes = self._closes.get(bar.symbol)
             if closes is not None and math.isfinite(bar.close) and bar.close > 0:
+                if bar.ts_event != self._bar_ts:
+                    self._compile_for_new_history()
                 closes.append(bar.ts_event, bar.close)
                 self._bar_ts = bar.ts_event
                 count += 1
@@ -466,6 +547,7 @@ class PortfolioOptimizer(Component):
         if ts != self._bar_ts:
             if self._bar_ts is not None:
                 self._close_strategy_bar()
+            self._compile_for_new_history()
             self._bar_ts = ts
         last = closes.last_close
         if last is not None and self._views:
@@ -558,12 +640,9 @@ class PortfolioOptimizer(Component):
         marks = dict(zip(assets, closes[-1], strict=True))
         current = [self._quantities.get(s, 0.0) * marks[s] / equity if equity else 0.0 for s in assets]
         caps = [self._caps.get(s, math.inf) for s in assets]
-        self.fit(
-            pd.DataFrame(returns, columns=assets),
-            current_weights=current,
-            caps=caps,
-            constraints=self._risk_constraints(),
-        )
+        # Column-major, as a frame's values are: fit() on a frame sums the same floats in the same order.
+        array = validate_returns(np.asfortranarray(returns))
+        self._fit_array(array, assets, None, current, caps, self._risk_constraints(), None)
         targets = dict.fromkeys(self.symbols, 0.0)
         targets.update({s: float(w) for s, w in zip(assets, self.weights_, strict=True)})
         return targets
@@ -588,10 +667,15 @@ class PortfolioOptimizer(Component):
         # Each symbol's bar times rise strictly, so its closes at the common times are found by binary search.
         windows = [self._closes[s] for s in ready]
         first = windows[0].times()
-        times = first[first != self._bar_ts]
-        for window in windows[1:]:
-            times = _common_times(times, window.times())
-        closes = np.column_stack([window.closes()[np.searchsorted(window.times(), times)] for window in windows])
+        kept = first != self._bar_ts
+        if all(np.array_equal(window.times(), first) for window in windows[1:]):
+            # The usual case, every symbol on the same bar times: no search needed.
+            closes = np.column_stack([window.closes()[kept] for window in windows])
+        else:
+            times = first[kept]
+            for window in windows[1:]:
+                times = _common_times(times, window.times())
+            closes = np.column_stack([window.closes()[np.searchsorted(window.times(), times)] for window in windows])
         if len(closes) < self.min_history:
             return [], np.empty((0, 0))
         return ready, closes

@@ -19,6 +19,7 @@ from keel.core.messages import SessionEnded, SessionStarted, TradingStateChanged
 from keel.integration.paper import PaperSession
 from keel.persistence import Database, Journal
 from keel.persistence.write_behind import SpillFile
+from keel.portfolio import PortfolioOptimizer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -185,6 +186,22 @@ def test_a_paper_session_freezes_its_set_up_objects_out_of_the_garbage_collector
 
     # Assert
     assert frozen > 10_000
+
+
+def test_a_paper_session_compiles_the_optimizers_problem_while_it_warms_up_not_on_the_loop(tmp_path: Path) -> None:
+    # Arrange
+    config = paper_config(tmp_path, speed=36_000.0)
+
+    # Act: set-up only (the warm-up bars replayed), no bar traded yet
+    session = PaperSession(config, tmp_path / "run")
+
+    # Assert: the costly first solve is done, no rebalance was solved
+    optimizer = session.pipeline.allocator
+    assert isinstance(optimizer, PortfolioOptimizer)
+    assert optimizer.compiled_sizes == (len(config.data.symbols),)
+    assert optimizer.solves == 0
+    session.database.dispose()
+    session.account_lock.release()
 
 
 def test_a_paper_process_loads_neither_the_regime_fitting_libraries_nor_numba() -> None:

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keel.core.bus import EventBus
-from keel.core.clock import SimulatedClock
+from keel.core.clock import NANOS_PER_SECOND, SimulatedClock
 from keel.core.fsm import TradingState
 from keel.core.messages import (
     AllocationProposed,
@@ -205,6 +205,37 @@ def test_a_warmed_up_optimizer_proposes_what_one_fed_the_same_bars_live_proposes
     assert [p.weights for p in warmed.proposals] == [p.weights for p in live.proposals] != []
 
 
+def test_warm_up_compiles_the_problem_without_solving_for_weights(make_bars) -> None:
+    # Arrange
+    desk = Desk()
+
+    # Act
+    desk.optimizer.warm_up(make_bars(SYMBOLS, 120))
+
+    # Assert: the compile (the costly first solve) is done, no weights were kept or proposed
+    assert desk.optimizer.compiled_sizes == (len(SYMBOLS),)
+    assert desk.optimizer.solves == 0
+    assert not hasattr(desk.optimizer, "weights_")
+    assert desk.proposals == []
+
+
+def test_the_problem_is_compiled_once_history_is_enough_and_then_only_re_solved(make_bars) -> None:
+    # Arrange
+    desk = Desk()
+    desk.feed(make_bars(SYMBOLS, 20))
+    before = desk.optimizer.compiled_sizes
+
+    # Act
+    desk.feed(make_bars(SYMBOLS, 100, start=20))
+    desk.signal("ETHUSDT", SignalAction.BUY)
+    desk.signal("ETHUSDT", SignalAction.SELL)
+
+    # Assert
+    assert before == ()
+    assert desk.optimizer.compiled_sizes == (len(SYMBOLS),)
+    assert desk.optimizer.solves == 2
+
+
 def test_risk_caps_and_leverage_limit_bound_the_proposal(make_bars) -> None:
     # Arrange
     desk = Desk()
@@ -370,3 +401,55 @@ def test_common_bar_times_by_binary_search_equal_numpys_intersection(first: set[
 
     # Assert
     np.testing.assert_array_equal(common, np.intersect1d(times, other, assume_unique=True))
+
+
+@given(
+    st.lists(
+        st.sets(st.integers(min_value=0, max_value=60), min_size=0, max_size=61),
+        min_size=2,
+        max_size=3,
+    ),
+    st.booleans(),
+)
+def test_the_panel_holds_the_closes_at_the_common_completed_bar_times(
+    per_symbol: list[set[int]], same_times: bool
+) -> None:
+    # Arrange: symbols on the same bar times (the usual case) or on their own
+    symbols = tuple(f"S{i}USDT" for i in range(len(per_symbol)))
+    if same_times:
+        per_symbol = [per_symbol[0]] * len(per_symbol)
+    optimizer = PortfolioOptimizer(symbols=symbols, min_history=2, lookback=100)
+    bars = sorted((ts, i) for i, times in enumerate(per_symbol) for ts in times)
+    for ts, i in bars:
+        optimizer.on_bar(bar_of_close(symbols[i], ts, 100.0 + 10 * i + ts / 100))
+
+    # Act
+    assets, closes = optimizer._panel()
+
+    # Assert: the times all ready symbols share, the latest bar time left out
+    ready = [s for s, times in zip(symbols, per_symbol, strict=True) if len(times) > 2]
+    common = sorted(set.intersection(*(per_symbol[symbols.index(s)] for s in ready)) - {bars[-1][0]}) if ready else []
+    if not ready or len(common) < 2:
+        assert (assets, closes.size) == ([], 0)
+        return
+    expected = np.array([[100.0 + 10 * symbols.index(s) + ts / 100 for s in ready] for ts in common])
+    assert assets == ready
+    np.testing.assert_array_equal(closes, expected)
+
+
+def bar_of_close(symbol: str, minute: int, close: float) -> BarClosed:
+    """A 1m bar of ``symbol`` closing at ``close`` in minute ``minute``."""
+    open_time = minute * 60 * NANOS_PER_SECOND
+    end = open_time + 60 * NANOS_PER_SECOND
+    return BarClosed(
+        symbol=symbol,
+        interval="1m",
+        open_time=open_time,
+        open=close,
+        high=close,
+        low=close,
+        close=close,
+        volume=1.0,
+        ts_event=end,
+        ts_init=end,
+    )
