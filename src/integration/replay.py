@@ -92,8 +92,14 @@ class RecordedRun:
         The objects that exist before the replay (the loaded data, the
         configuration, the built pipeline) are kept out of the garbage
         collector's scans while it runs (``gc.freeze``): otherwise every full
-        collection walks them again. They are handed back afterwards.
+        collection walks them again. They are handed back afterwards. A
+        process that froze its own objects already (a paper or live session
+        running a strategy's backtest gate, a forked tuning worker) keeps its
+        freeze as it is: unfreezing would hand its long-lived objects back too.
         """
+        if gc.get_freeze_count() > 0:
+            self._replay(progress)
+            return
         gc.freeze()
         try:
             self._replay(progress)
