@@ -157,14 +157,16 @@ def _run_workers(tuner: Any, job: tuple[Any, ...], workers: int, remaining: int,
 
     Forked from a parent that has imported everything and loaded the data,
     a worker starts at once and its trials share the parent's prepared arrays
-    (copy-on-write) instead of importing and parsing again.
+    (copy-on-write) instead of importing and parsing again. The workers draw
+    trials from one shared count (:class:`TrialClaims`): a worker whose trials
+    ran faster takes the next one instead of idling while another works
+    through a fixed share.
     """
-    shares = [remaining // workers + (1 if i < remaining % workers else 0) for i in range(workers)]
     context = multiprocessing.get_context("fork")
+    claims = TrialClaims(context, remaining)
     processes = [
-        context.Process(target=_work, args=(tuner, job, index, share), name=f"keel-tune-{index}")
-        for index, share in enumerate(shares)
-        if share > 0
+        context.Process(target=_work, args=(tuner, job, index, claims), name=f"keel-tune-{index}")
+        for index in range(min(workers, remaining))
     ]
     # Objects the parent holds are left out of the workers' collections, so collecting does not copy their pages.
     gc.freeze()
@@ -186,10 +188,25 @@ def _run_workers(tuner: Any, job: tuple[Any, ...], workers: int, remaining: int,
         _fail(f"{len(failed)} tuning workers exited with an error (codes {failed}); see their output", EXIT_FAILURE)
 
 
-def _work(tuner: Any, job: tuple[Any, ...], index: int, share: int) -> None:
-    """One worker process: run exactly ``share`` trials of the study (the held-out re-run is the parent's)."""
+class TrialClaims:
+    """The trials left for a set of local workers: each claim takes one, under a lock, until none is left."""
+
+    def __init__(self, context: Any, trials: int) -> None:
+        self._left = context.Value("i", trials)
+
+    def __call__(self) -> bool:
+        """Take one trial; return False when all are taken."""
+        with self._left.get_lock():
+            if self._left.value <= 0:
+                return False
+            self._left.value -= 1
+            return True
+
+
+def _work(tuner: Any, job: tuple[Any, ...], index: int, claims: TrialClaims) -> None:
+    """One worker process: run trials of the study while ``claims`` has some (the held-out re-run is the parent's)."""
     strategy, space, objective, trials = job
-    tuner.optimize(strategy, space, objective, trials, worker_index=index, worker_trials=share, finish=False)
+    tuner.optimize(strategy, space, objective, trials, worker_index=index, claim=claims, finish=False)
 
 
 @contextmanager

@@ -210,15 +210,19 @@ class HyperparameterTuner:
         *,
         worker_index: int = 0,
         worker_trials: int | None = None,
+        claim: Callable[[], bool] | None = None,
         callbacks: list[TrialCallback] | None = None,
         finish: bool = True,
     ) -> TuningResult:
         """Run (or resume) a study until it holds ``trials`` trials; return its result.
 
         ``worker_trials`` runs exactly that many trials in this process (the
-        share of one of several local workers); otherwise trials run until the
-        study holds ``trials``. With ``finish`` False the held-out re-run and
-        the statistics are left out and only the trial counts are returned.
+        share of one of several local workers); ``claim`` is asked before each
+        trial and trials run while it says yes (local workers drawing from one
+        shared count, so one that finishes early takes the next trial);
+        otherwise trials run until the study holds ``trials``. With ``finish``
+        False the held-out re-run and the statistics are left out and only the
+        trial counts are returned.
         """
         target = Objective.parse(objective, self.config.tuning.max_drawdown)
         space = strategy_space(strategy, parameter_space)
@@ -226,7 +230,10 @@ class HyperparameterTuner:
         base = self.base_config(strategy)
         run_objective = self._trial_function(base, space, target)
         catch = (Exception,)
-        if worker_trials is not None:
+        if claim is not None:
+            while claim():
+                study.optimize(run_objective, n_trials=1, catch=catch, callbacks=callbacks)
+        elif worker_trials is not None:
             study.optimize(run_objective, n_trials=worker_trials, catch=catch, callbacks=callbacks)
         else:
             while count_trials(study) < trials:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import optuna
 import yaml
 
 from keel.config import KeelConfig, load_config
 from keel.integration.paper import PaperSession
+from keel.optimization.cli import TrialClaims
 from keel.optimization.config_optimizer import CapitalSplit, ConfigOptimizer
 from keel.optimization.space import apply_values
 from keel.web import ConfigChangesOnLoop, SnapshotPublisher, SnapshotService, ThreadedServer, create_app
@@ -155,3 +158,28 @@ def test_tune_apply_without_a_token_is_a_usage_error(tmp_path: Path) -> None:
 
     # Assert
     assert done.returncode == 2 and "KEEL_API_TOKEN" in done.stderr
+
+
+def _claim_all(claims: TrialClaims, taken: Any) -> None:
+    while claims():
+        with taken.get_lock():
+            taken.value += 1
+
+
+def test_forked_workers_drawing_from_one_count_take_every_trial_exactly_once() -> None:
+    # Arrange: three processes racing for 200 trials
+    context = multiprocessing.get_context("fork")
+    claims = TrialClaims(context, 200)
+    taken = context.Value("i", 0)
+    workers = [context.Process(target=_claim_all, args=(claims, taken)) for _ in range(3)]
+
+    # Act
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+    # Assert
+    assert [w.exitcode for w in workers] == [0, 0, 0]
+    assert taken.value == 200
+    assert claims() is False
