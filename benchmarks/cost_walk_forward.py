@@ -37,10 +37,13 @@ def candidate(
     smallest: float = 0.01,
     hold: bool = False,
     passive: tuple[float, float] | None = None,
+    cadence: int = 1,
+    persistence: int = 1,
 ) -> dict[str, Any]:
     """Return the overrides of one candidate: band horizon, resize threshold, smallest order, hold band, execution.
 
     ``passive`` is ``(passive_time_limit_seconds, passive_adverse_bps)`` of PASSIVE execution; None: AGGRESSIVE.
+    ``cadence`` and ``persistence`` are the optimizer's decision interval and signal persistence, bars.
     """
     execution: dict[str, Any] = {"default_style": "AGGRESSIVE"}
     if passive is not None:
@@ -55,6 +58,8 @@ def candidate(
         "rebalance_threshold": threshold,
         "min_order_weight": smallest,
         "hold_band": hold,
+        "decision_interval_bars": cadence,
+        "signal_persistence_bars": persistence,
     }
     return {"portfolio": portfolio, "execution": execution}
 
@@ -74,6 +79,13 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "h40-p60a10": candidate(horizon=40, passive=(60.0, 10.0)),
     "h45-p120a20": candidate(horizon=45, passive=(120.0, 20.0)),
     "h45-p600a30": candidate(horizon=45, passive=(600.0, 30.0)),
+    "h60-k5": candidate(cadence=5),
+    "h60-k15": candidate(cadence=15),
+    "h60-k60": candidate(cadence=60),
+    "h60-m5": candidate(persistence=5),
+    "h60-m15": candidate(persistence=15),
+    "h60-k15-m15": candidate(cadence=15, persistence=15),
+    "h40-m15": candidate(horizon=40, persistence=15),
 }
 
 
