@@ -39,11 +39,13 @@ def candidate(
     passive: tuple[float, float] | None = None,
     cadence: int = 1,
     persistence: int = 1,
+    step: float = 0.0,
 ) -> dict[str, Any]:
     """Return the overrides of one candidate: band horizon, resize threshold, smallest order, hold band, execution.
 
     ``passive`` is ``(passive_time_limit_seconds, passive_adverse_bps)`` of PASSIVE execution; None: AGGRESSIVE.
-    ``cadence`` and ``persistence`` are the optimizer's decision interval and signal persistence, bars.
+    ``cadence`` and ``persistence`` are the optimizer's decision interval and signal persistence, bars;
+    ``step`` its target-weight grid.
     """
     execution: dict[str, Any] = {"default_style": "AGGRESSIVE"}
     if passive is not None:
@@ -60,6 +62,7 @@ def candidate(
         "hold_band": hold,
         "decision_interval_bars": cadence,
         "signal_persistence_bars": persistence,
+        "weight_step": step,
     }
     return {"portfolio": portfolio, "execution": execution}
 
@@ -86,6 +89,10 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "h60-m15": candidate(persistence=15),
     "h60-k15-m15": candidate(cadence=15, persistence=15),
     "h40-m15": candidate(horizon=40, persistence=15),
+    "h60-k5-m5": candidate(cadence=5, persistence=5),
+    "h60-k10": candidate(cadence=10),
+    "h60-g05": candidate(step=0.05),
+    "h60-k5-g05": candidate(cadence=5, step=0.05),
 }
 
 

@@ -674,6 +674,12 @@ class PortfolioConfig(_Section):
         ge=1,
         description="markowitz: bars a changed view direction must hold before the weights move (1: at once).",
     )
+    weight_step: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="markowitz: target weights are cut toward zero to a multiple of this (0: none).",
+    )
     min_order_weight: float = Field(
         0.01, ge=0, lt=1, description="Smallest order worth sending but a close, a fraction of equity."
     )

@@ -455,6 +455,7 @@ def build_allocator(
         reduce_factor=settings.reduce_factor,
         decision_interval_bars=settings.decision_interval_bars,
         signal_persistence_bars=settings.signal_persistence_bars,
+        weight_step=settings.weight_step,
         allocator=AdaptiveAllocator(
             halflife=settings.strategy_halflife_bars, floor=settings.strategy_floor, cap=settings.strategy_cap
         ),

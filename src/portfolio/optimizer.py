@@ -140,6 +140,10 @@ class PortfolioOptimizer(Component):
     signal_persistence_bars
         Bar times a changed direction must hold (seen at each new bar time)
         before it is acted on; a change that reverts earlier is dropped.
+    weight_step
+        The optimized weights are cut toward zero to a multiple of this (so
+        no bound is crossed and small re-optimizations leave them alone); 0
+        for none.
     allocator
         Shares of the strategies in the views; a default one when None.
     cost_assumption, cost_feedback_weight
@@ -176,6 +180,7 @@ class PortfolioOptimizer(Component):
         reduce_factor: float = 0.5,
         decision_interval_bars: int = 1,
         signal_persistence_bars: int = 1,
+        weight_step: float = 0.0,
         allocator: AdaptiveAllocator | None = None,
         cost_assumption: float | None = None,
         cost_feedback_weight: float = 0.2,
@@ -218,6 +223,9 @@ class PortfolioOptimizer(Component):
                 f"got {decision_interval_bars} and {signal_persistence_bars}"
             )
         self.decision_interval_bars = decision_interval_bars
+        if not 0.0 <= weight_step < 1.0:
+            raise ValueError(f"weight_step must lie in [0, 1), got {weight_step}")
+        self.weight_step = weight_step
         self.signal_persistence_bars = signal_persistence_bars
         self._bar_count = 0
         # Symbol -> (changed direction, bar count when it was first seen) awaiting the decision time.
@@ -614,8 +622,12 @@ class PortfolioOptimizer(Component):
             caps=caps,
             constraints=self._risk_constraints(),
         )
+        weights = self.weights_
+        if self.weight_step > 0:
+            # The small epsilon keeps a weight that is a multiple up to rounding on its multiple.
+            weights = np.trunc(weights / self.weight_step + np.sign(weights) * 1e-9) * self.weight_step
         targets = dict.fromkeys(self.symbols, 0.0)
-        targets.update({s: float(w) for s, w in zip(assets, self.weights_, strict=True)})
+        targets.update({s: float(w) for s, w in zip(assets, weights, strict=True)})
         return targets
 
     def _risk_constraints(self) -> PortfolioConstraints:

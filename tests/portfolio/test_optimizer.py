@@ -474,3 +474,22 @@ def test_a_deferred_decision_at_t_uses_no_bar_of_t_or_later(make_bars, knobs: di
 def test_decision_knobs_below_one_are_refused() -> None:
     with pytest.raises(ValueError, match="decision_interval_bars"):
         PortfolioOptimizer(symbols=SYMBOLS, decision_interval_bars=0)
+
+
+def test_a_weight_step_cuts_the_proposed_weights_toward_zero_to_its_grid(make_bars) -> None:
+    # Arrange
+    bars = make_bars(SYMBOLS, 120)
+    plain, stepped = Desk(), Desk(weight_step=0.05)
+
+    # Act
+    for desk in (plain, stepped):
+        desk.feed(bars)
+        desk.signal("ETHUSDT", SignalAction.BUY)
+
+    # Assert
+    free, cut = plain.proposals[0].weights, stepped.proposals[0].weights
+    assert any(abs(w) % 0.05 > 1e-6 for w in free.values()), "the plain weights should be off the grid"
+    for symbol, weight in cut.items():
+        assert abs(weight / 0.05 - round(weight / 0.05)) < 1e-9
+        assert abs(weight) <= abs(free[symbol]) + 1e-12
+        assert abs(free[symbol]) - abs(weight) < 0.05 + 1e-9
