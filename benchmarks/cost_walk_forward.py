@@ -93,6 +93,9 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "h60-k10": candidate(cadence=10),
     "h60-g05": candidate(step=0.05),
     "h60-k5-g05": candidate(cadence=5, step=0.05),
+    "h45-r50-k15": candidate(horizon=45, threshold=0.5, cadence=15),
+    "h45-r50-m15": candidate(horizon=45, threshold=0.5, persistence=15),
+    "h45-r50-k60": candidate(horizon=45, threshold=0.5, cadence=60),
 }
 
 
@@ -145,7 +148,8 @@ def walk_forward(
 
     The choice is the best net P&L over the past windows; with ``budget`` it is
     made among the candidates that traded at most ``1 / budget`` of the
-    ``today`` candidate's notional over those windows (the turnover goal).
+    ``today`` candidate's notional over those windows (the turnover goal);
+    ``chosen`` is None when no candidate kept to it.
     """
     spans = list(itertools.pairwise(windows))
     work = [(name, start, end, output, symbols) for start, end in spans for name in names]
@@ -160,14 +164,14 @@ def walk_forward(
         if budget is not None:
             allowed = sum(results["today", k]["notional"] for k in range(test)) / budget
             eligible = [n for n in names if sum(results[n, k]["notional"] for k in range(test)) <= allowed]
-        chosen = max(eligible, key=lambda n: (sum(results[n, k]["net"] for k in range(test)), n))
         baseline = results["today", test] if "today" in names else {}
+        chosen = max(eligible, key=lambda n: (sum(results[n, k]["net"] for k in range(test)), n), default=None)
         table.append(
             {
                 "test_window": windows[test],
                 "chosen_on": f"{windows[0]}..{windows[test]}",
                 "chosen": chosen,
-                **results[chosen, test],
+                **(results[chosen, test] if chosen is not None else {}),
                 "today_notional": baseline.get("notional"),
                 "today_gross": baseline.get("gross"),
                 "today_net": baseline.get("net"),
