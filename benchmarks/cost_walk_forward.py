@@ -37,10 +37,15 @@ def candidate(
     smallest: float = 0.01,
     hold: bool = False,
     passive: tuple[float, float] | None = None,
+    cadence: int = 1,
+    persistence: int = 1,
+    step: float = 0.0,
 ) -> dict[str, Any]:
     """Return the overrides of one candidate: band horizon, resize threshold, smallest order, hold band, execution.
 
     ``passive`` is ``(passive_time_limit_seconds, passive_adverse_bps)`` of PASSIVE execution; None: AGGRESSIVE.
+    ``cadence`` and ``persistence`` are the optimizer's decision interval and signal persistence, bars;
+    ``step`` its target-weight grid.
     """
     execution: dict[str, Any] = {"default_style": "AGGRESSIVE"}
     if passive is not None:
@@ -55,6 +60,9 @@ def candidate(
         "rebalance_threshold": threshold,
         "min_order_weight": smallest,
         "hold_band": hold,
+        "decision_interval_bars": cadence,
+        "signal_persistence_bars": persistence,
+        "weight_step": step,
     }
     return {"portfolio": portfolio, "execution": execution}
 
@@ -74,6 +82,20 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "h40-p60a10": candidate(horizon=40, passive=(60.0, 10.0)),
     "h45-p120a20": candidate(horizon=45, passive=(120.0, 20.0)),
     "h45-p600a30": candidate(horizon=45, passive=(600.0, 30.0)),
+    "h60-k5": candidate(cadence=5),
+    "h60-k15": candidate(cadence=15),
+    "h60-k60": candidate(cadence=60),
+    "h60-m5": candidate(persistence=5),
+    "h60-m15": candidate(persistence=15),
+    "h60-k15-m15": candidate(cadence=15, persistence=15),
+    "h40-m15": candidate(horizon=40, persistence=15),
+    "h60-k5-m5": candidate(cadence=5, persistence=5),
+    "h60-k10": candidate(cadence=10),
+    "h60-g05": candidate(step=0.05),
+    "h60-k5-g05": candidate(cadence=5, step=0.05),
+    "h45-r50-k15": candidate(horizon=45, threshold=0.5, cadence=15),
+    "h45-r50-m15": candidate(horizon=45, threshold=0.5, persistence=15),
+    "h45-r50-k60": candidate(horizon=45, threshold=0.5, cadence=60),
 }
 
 
@@ -126,7 +148,8 @@ def walk_forward(
 
     The choice is the best net P&L over the past windows; with ``budget`` it is
     made among the candidates that traded at most ``1 / budget`` of the
-    ``today`` candidate's notional over those windows (the turnover goal).
+    ``today`` candidate's notional over those windows (the turnover goal);
+    ``chosen`` is None when no candidate kept to it.
     """
     spans = list(itertools.pairwise(windows))
     work = [(name, start, end, output, symbols) for start, end in spans for name in names]
@@ -141,14 +164,14 @@ def walk_forward(
         if budget is not None:
             allowed = sum(results["today", k]["notional"] for k in range(test)) / budget
             eligible = [n for n in names if sum(results[n, k]["notional"] for k in range(test)) <= allowed]
-        chosen = max(eligible, key=lambda n: (sum(results[n, k]["net"] for k in range(test)), n))
         baseline = results["today", test] if "today" in names else {}
+        chosen = max(eligible, key=lambda n: (sum(results[n, k]["net"] for k in range(test)), n), default=None)
         table.append(
             {
                 "test_window": windows[test],
                 "chosen_on": f"{windows[0]}..{windows[test]}",
                 "chosen": chosen,
-                **results[chosen, test],
+                **(results[chosen, test] if chosen is not None else {}),
                 "today_notional": baseline.get("notional"),
                 "today_gross": baseline.get("gross"),
                 "today_net": baseline.get("net"),

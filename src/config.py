@@ -663,6 +663,23 @@ class PortfolioConfig(_Section):
         description="Keep a position the targets would close until the view turns against it enough that "
         "closing pays its one-way cost over edge_horizon_bars (the exit side of the no-trade band).",
     )
+    decision_interval_bars: int = Field(
+        1,
+        ge=1,
+        description="markowitz: act on a change of a symbol's view direction only every this many bars "
+        "(1: on the signal itself).",
+    )
+    signal_persistence_bars: int = Field(
+        1,
+        ge=1,
+        description="markowitz: bars a changed view direction must hold before the weights move (1: at once).",
+    )
+    weight_step: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="markowitz: target weights are cut toward zero to a multiple of this (0: none).",
+    )
     min_order_weight: float = Field(
         0.01, ge=0, lt=1, description="Smallest order worth sending but a close, a fraction of equity."
     )

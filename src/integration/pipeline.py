@@ -453,6 +453,9 @@ def build_allocator(
         min_history=settings.min_history_bars,
         rebalance_interval_ns=interval,
         reduce_factor=settings.reduce_factor,
+        decision_interval_bars=settings.decision_interval_bars,
+        signal_persistence_bars=settings.signal_persistence_bars,
+        weight_step=settings.weight_step,
         allocator=AdaptiveAllocator(
             halflife=settings.strategy_halflife_bars, floor=settings.strategy_floor, cap=settings.strategy_cap
         ),

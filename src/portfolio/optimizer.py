@@ -133,6 +133,17 @@ class PortfolioOptimizer(Component):
         Time between scheduled rebalances (epoch-aligned); 0 for none.
     reduce_factor
         What :meth:`reduce_risk_exposure` multiplies the targets by.
+    decision_interval_bars
+        A change of a symbol's combined view direction is acted on only at
+        every this many bar times (counted from the first bar of the run); 1
+        acts on the signal itself.
+    signal_persistence_bars
+        Bar times a changed direction must hold (seen at each new bar time)
+        before it is acted on; a change that reverts earlier is dropped.
+    weight_step
+        The optimized weights are cut toward zero to a multiple of this (so
+        no bound is crossed and small re-optimizations leave them alone); 0
+        for none.
     allocator
         Shares of the strategies in the views; a default one when None.
     cost_assumption, cost_feedback_weight
@@ -167,6 +178,9 @@ class PortfolioOptimizer(Component):
         min_history: int = 60,
         rebalance_interval_ns: int = 0,
         reduce_factor: float = 0.5,
+        decision_interval_bars: int = 1,
+        signal_persistence_bars: int = 1,
+        weight_step: float = 0.0,
         allocator: AdaptiveAllocator | None = None,
         cost_assumption: float | None = None,
         cost_feedback_weight: float = 0.2,
@@ -203,6 +217,19 @@ class PortfolioOptimizer(Component):
         self.min_history = min_history
         self.rebalance_interval_ns = rebalance_interval_ns
         self.reduce_factor = reduce_factor
+        if decision_interval_bars < 1 or signal_persistence_bars < 1:
+            raise ValueError(
+                "decision_interval_bars and signal_persistence_bars must be at least 1, "
+                f"got {decision_interval_bars} and {signal_persistence_bars}"
+            )
+        self.decision_interval_bars = decision_interval_bars
+        if not 0.0 <= weight_step < 1.0:
+            raise ValueError(f"weight_step must lie in [0, 1), got {weight_step}")
+        self.weight_step = weight_step
+        self.signal_persistence_bars = signal_persistence_bars
+        self._bar_count = 0
+        # Symbol -> (changed direction, bar count when it was first seen) awaiting the decision time.
+        self._pending: dict[str, tuple[float, int]] = {}
         self.allocator = allocator if allocator is not None else AdaptiveAllocator()
         if cost_assumption is not None and not cost_assumption > 0:
             raise ValueError(f"cost_assumption must be positive, got {cost_assumption}")
@@ -547,8 +574,11 @@ class PortfolioOptimizer(Component):
         if ts != self._bar_ts:
             if self._bar_ts is not None:
                 self._close_strategy_bar()
+                self._bar_count += 1
             self._compile_for_new_history()
             self._bar_ts = ts
+            if self._pending:
+                self._decide_pending(ts)
         last = closes.last_close
         if last is not None and self._views:
             change = close / last - 1.0
@@ -576,12 +606,40 @@ class PortfolioOptimizer(Component):
         combined = signal_scores(self._views, self.allocator.weights_, [signal.symbol])[0]
         direction = float(np.sign(combined))
         if self._direction.get(signal.symbol, 0.0) == direction:
+            self._pending.pop(signal.symbol, None)
+            return
+        if self.decision_interval_bars > 1 or self.signal_persistence_bars > 1:
+            seen = self._pending.get(signal.symbol)
+            if seen is None or seen[0] != direction:
+                self._pending[signal.symbol] = (direction, self._bar_count)
             return
         targets = self._optimized_targets()
         # Only a proposal consumes the change: a signal before enough history is seen again later.
         if targets:
             self._direction[signal.symbol] = direction
         self._propose(targets, f"{signal.strategy} {signal.action.value} {signal.symbol}", signal.ts_event)
+
+    def _decide_pending(self, ts: int) -> None:
+        """At a new bar time, act on the direction changes that held long enough, if it is a decision time.
+
+        Only the views and closes of earlier bar times are used: the new bar
+        time's own bars and signals have not been seen yet.
+        """
+        if self._bar_count % self.decision_interval_bars:
+            return
+        ready = [
+            symbol
+            for symbol, (_, first) in self._pending.items()
+            if self._bar_count - first >= self.signal_persistence_bars
+        ]
+        if not ready:
+            return
+        targets = self._optimized_targets()
+        if not targets:
+            return
+        for symbol in ready:
+            self._direction[symbol] = self._pending.pop(symbol)[0]
+        self._propose(targets, f"view change {','.join(sorted(ready))}", ts)
 
     def on_position(self, change: PositionChanged) -> None:
         """Keep the position quantity for the current weights."""
@@ -643,8 +701,14 @@ class PortfolioOptimizer(Component):
         # Column-major, as a frame's values are: fit() on a frame sums the same floats in the same order.
         array = validate_returns(np.asfortranarray(returns))
         self._fit_array(array, assets, None, current, caps, self._risk_constraints(), None)
+        weights = self.weights_
+        if self.weight_step > 0:
+            # The small epsilon keeps a weight that is a multiple up to rounding on its multiple; where it
+            # would lift a weight a hair above the solver's (a cap the solve reached), the solver's stands.
+            cut = np.trunc(weights / self.weight_step + np.sign(weights) * 1e-9) * self.weight_step
+            weights = np.where(np.abs(cut) > np.abs(weights), weights, cut)
         targets = dict.fromkeys(self.symbols, 0.0)
-        targets.update({s: float(w) for s, w in zip(assets, self.weights_, strict=True)})
+        targets.update({s: float(w) for s, w in zip(assets, weights, strict=True)})
         return targets
 
     def _risk_constraints(self) -> PortfolioConstraints:

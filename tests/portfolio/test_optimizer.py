@@ -453,3 +453,126 @@ def bar_of_close(symbol: str, minute: int, close: float) -> BarClosed:
         ts_event=end,
         ts_init=end,
     )
+
+
+# --- decision cadence and signal persistence ----------------------------------------------
+
+
+def by_time(bars: tuple[BarClosed, ...]) -> list[tuple[BarClosed, ...]]:
+    """Group bars by bar time, in time order."""
+    groups: dict[int, list[BarClosed]] = {}
+    for bar in bars:
+        groups.setdefault(bar.ts_event, []).append(bar)
+    return [tuple(group) for group in groups.values()]
+
+
+def test_a_decision_interval_acts_on_a_view_change_only_at_the_next_decision_bar(make_bars) -> None:
+    # Arrange: bar times 0..121 fed; the view changes at bar time 121, the next multiple of 5 is 125
+    times = by_time(make_bars(SYMBOLS, 130))
+    desk = Desk(decision_interval_bars=5)
+    for group in times[:122]:
+        desk.feed(group)
+
+    # Act
+    desk.signal("ETHUSDT", SignalAction.BUY)
+    proposed_after = []
+    for index, group in enumerate(times[122:], start=122):
+        desk.feed(group)
+        proposed_after.append((index, len(desk.proposals)))
+
+    # Assert
+    assert next(index for index, count in proposed_after if count) == 125
+    assert len(desk.proposals) == 1
+    assert desk.proposals[0].ts_event == times[125][0].ts_event
+    assert desk.proposals[0].weights["ETHUSDT"] > 0
+
+
+def test_a_view_change_that_reverts_before_the_decision_bar_trades_nothing(make_bars) -> None:
+    # Arrange
+    times = by_time(make_bars(SYMBOLS, 130))
+    desk = Desk(decision_interval_bars=5)
+    for group in times[:121]:
+        desk.feed(group)
+
+    # Act: BUY, then HOLD (no view) before bar time 125
+    desk.signal("ETHUSDT", SignalAction.BUY)
+    desk.feed(times[121])
+    desk.signal("ETHUSDT", SignalAction.HOLD)
+    for group in times[122:]:
+        desk.feed(group)
+
+    # Assert
+    assert desk.proposals == []
+
+
+def test_signal_persistence_waits_until_the_changed_view_held_for_the_bars(make_bars) -> None:
+    # Arrange
+    times = by_time(make_bars(SYMBOLS, 130))
+    held, flipped = Desk(signal_persistence_bars=3), Desk(signal_persistence_bars=3)
+    for desk in (held, flipped):
+        for group in times[:120]:
+            desk.feed(group)
+        desk.signal("ETHUSDT", SignalAction.BUY)
+
+    # Act: one desk keeps the view, the other turns it back after one bar
+    held.feed(times[120])
+    held.feed(times[121])
+    count_before = len(held.proposals)
+    held.feed(times[122])
+    flipped.feed(times[120])
+    flipped.signal("ETHUSDT", SignalAction.HOLD)
+    for group in times[121:]:
+        flipped.feed(group)
+
+    # Assert
+    assert count_before == 0
+    assert [p.ts_event for p in held.proposals] == [times[122][0].ts_event]
+    assert flipped.proposals == []
+
+
+@pytest.mark.parametrize("knobs", [{"decision_interval_bars": 5}, {"signal_persistence_bars": 3}])
+def test_a_deferred_decision_at_t_uses_no_bar_of_t_or_later(make_bars, knobs: dict[str, int]) -> None:
+    # Arrange: two runs differ only in the closes from the decision bar time on
+    times = by_time(make_bars(SYMBOLS, 140))
+    decision = 125
+    perturbed = times[:decision] + [
+        tuple(msgspec.structs.replace(b, close=b.close * (1.05 if i % 2 else 0.95)) for b in group)
+        for i, group in enumerate(times[decision:])
+    ]
+    runs = []
+    for series in (times, perturbed):
+        desk = Desk(risk_aversion=20_000.0, **knobs)
+        for group in series[:122]:
+            desk.feed(group)
+        desk.signal("ETHUSDT", SignalAction.BUY)
+        for group in series[122:]:
+            desk.feed(group)
+        runs.append([(p.ts_event, p.weights) for p in desk.proposals])
+
+    # Assert: the same decision, made at a bar time no later than the perturbation
+    assert runs[0] == runs[1] != []
+    assert runs[0][0][0] <= times[decision][0].ts_event
+
+
+def test_decision_knobs_below_one_are_refused() -> None:
+    with pytest.raises(ValueError, match="decision_interval_bars"):
+        PortfolioOptimizer(symbols=SYMBOLS, decision_interval_bars=0)
+
+
+def test_a_weight_step_cuts_the_proposed_weights_toward_zero_to_its_grid(make_bars) -> None:
+    # Arrange
+    bars = make_bars(SYMBOLS, 120)
+    plain, stepped = Desk(), Desk(weight_step=0.05)
+
+    # Act
+    for desk in (plain, stepped):
+        desk.feed(bars)
+        desk.signal("ETHUSDT", SignalAction.BUY)
+
+    # Assert
+    free, cut = plain.proposals[0].weights, stepped.proposals[0].weights
+    assert any(abs(w) % 0.05 > 1e-6 for w in free.values()), "the plain weights should be off the grid"
+    for symbol, weight in cut.items():
+        assert abs(weight / 0.05 - round(weight / 0.05)) < 1e-9
+        assert abs(weight) <= abs(free[symbol]) + 1e-12
+        assert abs(free[symbol]) - abs(weight) < 0.05 + 1e-9
