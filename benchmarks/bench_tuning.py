@@ -7,7 +7,8 @@ same machine load. Two rates are given per run: ``trials_per_minute_*`` over
 the study's trial phase (first trial started to last trial finished, from the
 storage: what more trials cost) and ``end_to_end_*`` over the whole command
 (imports, data loading, the held-out re-run and the report included). Pruning
-is off so both runs do the same work. ``cpu_seconds_*`` is the CPU time of
+is off, and the 2-worker study runs the 1-worker study's parameter sets (queued
+in it), so both runs do the same work. ``cpu_seconds_*`` is the CPU time of
 each command with its workers: equal CPU for equal trials means the work
 split without overhead, and the wall-time speedup is then bounded by the cores
 the machine had free, which ``free_core_speedup`` measures just before the
@@ -144,11 +145,24 @@ def tune_seconds(
     return elapsed, span.total_seconds(), cpu
 
 
+def queue_same_trials(storage: str, source: str, target: str) -> None:
+    """Queue the parameters of ``source``'s trials in a new study ``target``, so both runs do the same backtests.
+
+    A trial's cost depends on its parameters (how often the strategy trades);
+    without this the two studies' samplers would draw different trials and the
+    rate ratio would partly measure which parameters each happened to draw.
+    """
+    study = optuna.create_study(study_name=target, storage=storage, direction="maximize")
+    for trial in optuna.load_study(study_name=source, storage=storage).trials:
+        study.enqueue_trial(trial.params)
+
+
 def worker_runs(args: argparse.Namespace, trials: int, config_file: Path, stamp: str) -> dict[str, float]:
     """Run the study with 1 and with 2 ``keel tune`` workers on PostgreSQL; return their rates."""
     with nullcontext(args.storage) if args.storage else throwaway_postgres() as storage:
         free_cores = free_core_speedup()
         one, one_trials, one_cpu = tune_seconds(storage, f"bench-1-{stamp}", 1, trials, args, config_file)
+        queue_same_trials(storage, f"bench-1-{stamp}", f"bench-2-{stamp}")
         two, two_trials, two_cpu = tune_seconds(storage, f"bench-2-{stamp}", 2, trials, args, config_file)
     return {
         "trials_per_minute_1_worker": round(60 * trials / one_trials, 2),

@@ -479,15 +479,15 @@ def walk_forward_table(study: optuna.Study, plan: WalkForwardPlan, objective: Ob
 
 
 def count_trials(study: optuna.Study) -> int:
-    """Return the trials a worker must not repeat: finished, running, waiting, or failed with an error.
+    """Return the trials a worker must not repeat: finished, running, or failed with an error.
 
     A trial failed by Ctrl-C or a crash (no recorded error) does not count, so
-    a resumed study runs it again.
+    a resumed study runs it again; nor does a queued (waiting) trial, which the
+    next trial started runs.
     """
     state = optuna.trial.TrialState
     return sum(
-        t.state in (state.COMPLETE, state.PRUNED, state.RUNNING, state.WAITING)
-        or (t.state is state.FAIL and "error" in t.user_attrs)
+        t.state in (state.COMPLETE, state.PRUNED, state.RUNNING) or (t.state is state.FAIL and "error" in t.user_attrs)
         for t in study.get_trials(deepcopy=False)
     )
 

@@ -15,11 +15,13 @@ import pytest
 
 from keel.config import KeelConfig, load_config
 from keel.optimization.cache import CacheManager
+from keel.optimization.objectives import Objective
 from keel.optimization.space import apply_values
-from keel.optimization.tuner import Curve, HyperparameterTuner
+from keel.optimization.tuner import Curve, HyperparameterTuner, count_trials
 
 FAST = "strategy.parameters.trend_following.fast_period"
 SLOW = "strategy.parameters.trend_following.slow_period"
+STRENGTH = "strategy.parameters.trend_following.min_trend_strength"
 USER_SPACE = {"fast_period": (5, 20), "slow_period": (20, 50), "min_trend_strength": (0.1, 0.5)}
 
 
@@ -162,6 +164,39 @@ def test_a_study_resumes_and_only_runs_the_missing_trials(storage: Path, shared_
     # Assert
     trials = optuna.load_study(study_name="resumed", storage=tuner.storage_url).trials
     assert [t.number for t in trials] == [0, 1, 2]
+
+
+def test_enqueued_trials_are_run_as_part_of_the_study_not_counted_as_done(
+    storage: Path, shared_cache: CacheManager
+) -> None:
+    # Arrange: the study exists with two parameter sets queued in it
+    tuner = HyperparameterTuner(small_config(storage), cache=shared_cache, study_name="queued")
+    study = tuner.create_study("trend_following", Objective.parse("sharpe_ratio"))
+    queued = [{FAST: 7, SLOW: 30, STRENGTH: 0.2}, {FAST: 12, SLOW: 45, STRENGTH: 0.4}]
+    for params in queued:
+        study.enqueue_trial(params)
+
+    # Act
+    tuner.optimize("trend_following", USER_SPACE, trials=3, finish=False)
+
+    # Assert: three trials, the queued ones first and with their parameters
+    trials = optuna.load_study(study_name="queued", storage=tuner.storage_url).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    assert [{k: t.params[k] for k in queued[0]} for t in trials[:2]] == queued
+
+
+def test_queued_trials_are_still_to_run_so_workers_share_them() -> None:
+    # Arrange: one finished trial and two queued
+    study = optuna.create_study()
+    study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=1.0))
+    study.enqueue_trial({FAST: 7})
+    study.enqueue_trial({FAST: 12})
+
+    # Act
+    done = count_trials(study)
+
+    # Assert: the local workers of `keel tune --workers N` are given the queued trials to run
+    assert done == 1
 
 
 class InterruptedTuner(HyperparameterTuner):
