@@ -137,6 +137,7 @@ class PaperSession:
         self.run_dir = run_dir
         self._on_status = on_status
         self._stop = asyncio.Event()
+        self._froze_startup_objects = False
         self.stop_reason = ""
         self.bars = 0
         self.events = 0
@@ -281,7 +282,7 @@ class PaperSession:
         self.orchestrator.running = True
         if self.scheduler is not None:
             self.scheduler.start()
-        _freeze_startup_objects()
+        self._froze_startup_objects = _freeze_startup_objects()
         pending_bar_ts = None if self.history is None else self.history.pending_bar_ts
         if self.market_stream is None:
             source = self._replay(self._events, pipeline, clock, pace, pending_bar_ts)
@@ -318,6 +319,10 @@ class PaperSession:
         self._write(final)
         self.database.dispose()
         self.account_lock.release()
+        if self._froze_startup_objects:
+            # A process that goes on (another session, a test run) gets its collector's view back.
+            gc.unfreeze()
+            self._froze_startup_objects = False
         return final
 
     def _start_fit_worker(self) -> None:
@@ -642,15 +647,19 @@ def build_market_stream(config: KeelConfig, instruments: Mapping[str, Instrument
     return BinanceMarketStream(ws_url, rest_url, symbols, interval=config.data.bar_interval, seed=config.run.seed)
 
 
-def _freeze_startup_objects() -> None:
-    """Move everything set-up and warm-up created out of the garbage collector's reach.
+def _freeze_startup_objects() -> bool:
+    """Move everything set-up and warm-up created out of the garbage collector's reach; return whether it did.
 
     Those objects (modules, recorded data, compiled problems, warmed-up
     indicators) live for the whole session; left in the collector's
     generations, every full collection walks them all while the loop waits.
+    A process that froze its objects already keeps its freeze as it is.
     """
+    if gc.get_freeze_count() > 0:
+        return False
     gc.collect()
     gc.freeze()
+    return True
 
 
 def backup_manager(config: KeelConfig) -> BackupManager:

@@ -148,12 +148,8 @@ class PositionManager(Component):
         if bar.ts_event != self._mark_ts:
             self.settled_marks = dict(self.marks)
             self._mark_ts = bar.ts_event
-        symbol = bar.symbol
-        self.marks[symbol] = Decimal(repr(bar.close))
-        # The equity reads the marks of held symbols only: a flat symbol's new mark leaves the cached one valid.
-        position = self.positions.get(symbol)
-        if position is not None and position.quantity:
-            self._revise()
+        self.marks[bar.symbol] = Decimal(repr(bar.close))
+        self._revise()
 
     def reference_marks(self) -> dict[str, Decimal]:
         """Return the marks of the last completed bar time (the current mark for a symbol without one).

@@ -15,7 +15,7 @@ from pathlib import Path
 from keel.backtest import BacktestEngine
 from keel.config import KeelConfig, load_config
 from keel.core.fsm import TradingState
-from keel.core.messages import SessionEnded, SessionStarted, TradingStateChanged
+from keel.core.messages import BarClosed, SessionEnded, SessionStarted, TradingStateChanged
 from keel.integration.paper import PaperSession
 from keel.persistence import Database, Journal
 from keel.persistence.write_behind import SpillFile
@@ -172,20 +172,30 @@ def test_what_a_run_left_in_the_spill_file_is_in_the_journal_before_the_next_sta
     session.database.dispose()
 
 
-def test_a_paper_session_freezes_its_set_up_objects_out_of_the_garbage_collector(tmp_path: Path) -> None:
+def test_a_paper_session_freezes_its_set_up_objects_while_it_trades_and_hands_them_back_when_it_ends(
+    tmp_path: Path,
+) -> None:
     # Arrange
     gc.unfreeze()
     session = PaperSession(paper_config(tmp_path, speed=36_000.0), tmp_path / "run")
+    frozen_while_trading: list[int] = []
+
+    def count_frozen(bar: BarClosed) -> None:
+        if not frozen_while_trading:  # counting walks every frozen object: once is enough
+            frozen_while_trading.append(gc.get_freeze_count())
+
+    session.pipeline.bus.subscribe(BarClosed, count_frozen, name="test.gc")
 
     # Act
     try:
         asyncio.run(session.run())
-        frozen = gc.get_freeze_count()
+        frozen_after = gc.get_freeze_count()
     finally:
         gc.unfreeze()
 
     # Assert
-    assert frozen > 10_000
+    assert frozen_while_trading[0] > 10_000
+    assert frozen_after == 0
 
 
 def test_a_paper_session_compiles_the_optimizers_problem_while_it_warms_up_not_on_the_loop(tmp_path: Path) -> None:

@@ -137,11 +137,17 @@ def paper_config(run_dir: Path, **performance: object) -> KeelConfig:
     )
 
 
-async def metrics_while_tuning(session: PaperSession, rounds: int) -> str:
-    """Run the session until its enhancer tuned ``rounds`` times; return /metrics as then served."""
+async def metrics_while_tuning(session: PaperSession, rounds: int, churn: bool = False) -> str:
+    """Run the session until its enhancer tuned ``rounds`` times; return /metrics as then served.
+
+    ``churn`` makes the loop allocate container objects meanwhile, so collections run during the rounds
+    whatever the session itself allocates.
+    """
     app = create_app(session.orchestrator, api_token=None, audit=lambda *_: None)
     running = asyncio.create_task(session.run())
     while (session.performance is None or session.performance.rounds < rounds) and not running.done():
+        if churn:
+            _ = [[index] for index in range(5_000)]
         await asyncio.sleep(0.01)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://keel.test") as client:
         body = (await client.get("/metrics")).text
@@ -153,7 +159,8 @@ async def metrics_while_tuning(session: PaperSession, rounds: int) -> str:
 def test_a_paper_session_tunes_within_its_configured_bounds_and_exports_the_figures(
     tmp_path: Path, restored_gc
 ) -> None:
-    # Arrange: any time in collections calls for a higher threshold, bounded at twice the current one
+    # Arrange: any time in collections calls for a higher threshold, bounded at twice the current one; the
+    # test allocates meanwhile, so collections happen in the rounds however little the session allocates
     gc.set_threshold(700, 10, 10)
     config = paper_config(
         tmp_path, interval_seconds=0.05, gc_share_threshold=0.0, max_gc_threshold=1400, lag_threshold_ms=60_000.0
@@ -161,7 +168,7 @@ def test_a_paper_session_tunes_within_its_configured_bounds_and_exports_the_figu
     session = PaperSession(config, tmp_path / "run")
 
     # Act
-    body = asyncio.run(metrics_while_tuning(session, rounds=5))
+    body = asyncio.run(metrics_while_tuning(session, rounds=5, churn=True))
 
     # Assert
     assert session.performance is not None
