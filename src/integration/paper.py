@@ -648,18 +648,18 @@ def build_market_stream(config: KeelConfig, instruments: Mapping[str, Instrument
 
 
 def _freeze_startup_objects() -> bool:
-    """Move everything set-up and warm-up created out of the garbage collector's reach; return whether it did.
+    """Move everything set-up and warm-up created out of the garbage collector's reach.
 
     Those objects (modules, recorded data, compiled problems, warmed-up
     indicators) live for the whole session; left in the collector's
     generations, every full collection walks them all while the loop waits.
-    A process that froze its objects already keeps its freeze as it is.
+    Return whether nothing was frozen before: only then may the session's end
+    unfreeze (a freeze the process made earlier stays as it was).
     """
-    if gc.get_freeze_count() > 0:
-        return False
+    first = gc.get_freeze_count() == 0
     gc.collect()
     gc.freeze()
-    return True
+    return first
 
 
 def backup_manager(config: KeelConfig) -> BackupManager:
