@@ -252,8 +252,6 @@ class PaperSession:
         """Run until the data ends, the duration elapses or a stop is requested; return the final status."""
         config, clock, pipeline = self.config, self.clock, self.pipeline
         bus = pipeline.bus
-        # Paced from where the feed goes on: the data's first time, or after a restart the replayed history's end.
-        pace = LiveClock(origin_ns=clock.timestamp_ns(), speed=config.paper.speed)
         self._start_fit_worker()
         bus_task = asyncio.create_task(bus.run(), name="bus")
         for monitor in self.monitors:
@@ -285,6 +283,9 @@ class PaperSession:
         self._froze_startup_objects = _freeze_startup_objects()
         pending_bar_ts = None if self.history is None else self.history.pending_bar_ts
         if self.market_stream is None:
+            # Paced from where the feed goes on (the data's first time, or after a restart the replayed
+            # history's end) and from now: the set-up's time is not made up by racing through the first bars.
+            pace = LiveClock(origin_ns=clock.timestamp_ns(), speed=config.paper.speed)
             source = self._replay(self._events, pipeline, clock, pace, pending_bar_ts)
         else:
             source = self._follow(self.market_stream, pipeline, clock)
