@@ -99,7 +99,7 @@ class PositionManager(Component):
 
     def __init__(self, initial_capital: Decimal, bus: EventBus, clock: Clock) -> None:
         super().__init__("risk.positions", bus, clock)
-        self.initial_capital = initial_capital
+        self._initial_capital = initial_capital
         self.positions: dict[str, Position] = {}
         self.strategy_positions: dict[tuple[str, str], Position] = {}
         # Written only here (bars, mark prices, fills): each write revises the cached equity.
@@ -130,6 +130,17 @@ class PositionManager(Component):
         self.events: deque[PositionEvent] = deque(maxlen=EVENTS_KEPT)
         self.lifecycle_counts: Counter[PositionLifecycle] = Counter()
         self.fills = 0
+        self._revise()
+
+    @property
+    def initial_capital(self) -> Decimal:
+        """Return the starting equity in USDT."""
+        return self._initial_capital
+
+    @initial_capital.setter
+    def initial_capital(self, capital: Decimal) -> None:
+        """Book ``capital`` as the start (a live account's opening balance); the equity follows at once."""
+        self._initial_capital = capital
         self._revise()
 
     def _revise(self) -> None:
@@ -257,7 +268,7 @@ class PositionManager(Component):
             realized += position.realized_pnl
             if position.quantity != 0:
                 unrealized += position.quantity * (prices[symbol] - position.entry_price)
-        return self.initial_capital + realized + unrealized - self.fees_paid + self.funding_received
+        return self._initial_capital + realized + unrealized - self.fees_paid + self.funding_received
 
     def gross_exposure(self) -> Decimal:
         """Return the sum of absolute position values at the last marks."""

@@ -534,9 +534,14 @@ def test_strategy_books_add_up_to_the_net_book(
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(steps=st.lists(st.tuples(st.sampled_from(["fill", "bar", "funding", "ask"]), st.integers(-9, 9)), max_size=30))
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from(["fill", "bar", "funding", "capital", "ask"]), st.integers(-9, 9)), max_size=30
+    )
+)
 def test_equity_and_exposure_asked_between_events_are_always_those_of_the_book_then(real_data, steps) -> None:
-    # Arrange: real BTCUSDT bars; fills, marks and funding in a random order, equity asked between them
+    # Arrange: real BTCUSDT bars; fills, marks, funding and a rebased capital (a live account's opening balance)
+    # in a random order, equity asked between them
     book = Book(real_data)
     bars = real_data.bars(BTC, BAR_COUNT)
     funding = first_btc_funding(bars)
@@ -551,6 +556,8 @@ def test_equity_and_exposure_asked_between_events_are_always_those_of_the_book_t
             book.publish(bar)
         elif kind == "funding":
             book.publish(funding_paid(funding, book.manager.quantity(BTC)))
+        elif kind == "capital":
+            book.manager.initial_capital = CAPITAL + size
         manager = book.manager
         gross = sum(
             (abs(p.quantity) * manager.marks[s] for s, p in manager.positions.items() if p.quantity), Decimal(0)
