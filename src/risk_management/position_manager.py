@@ -159,8 +159,12 @@ class PositionManager(Component):
         if bar.ts_event != self._mark_ts:
             self.settled_marks = dict(self.marks)
             self._mark_ts = bar.ts_event
-        self.marks[bar.symbol] = Decimal(repr(bar.close))
-        self._revise()
+        symbol = bar.symbol
+        self.marks[symbol] = Decimal(repr(bar.close))
+        position = self.positions.get(symbol)
+        if position is not None and position.quantity:
+            # A flat symbol's mark moves neither the equity nor any exposure.
+            self._revise()
 
     def reference_marks(self) -> dict[str, Decimal]:
         """Return the marks of the last completed bar time (the current mark for a symbol without one).
