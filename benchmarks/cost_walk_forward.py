@@ -96,6 +96,15 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "h45-r50-k15": candidate(horizon=45, threshold=0.5, cadence=15),
     "h45-r50-m15": candidate(horizon=45, threshold=0.5, persistence=15),
     "h45-r50-k60": candidate(horizon=45, threshold=0.5, cadence=60),
+    # Slower signals: the shipped cost defaults, with a higher bar for a combined view to be a BUY or SELL (s)
+    # and a larger score change before a view with the same action is news (p).
+    "default": {},
+    "s15": {"strategy": {"min_signal": 0.15}},
+    "s30": {"strategy": {"min_signal": 0.3}},
+    "p25": {"strategy": {"publish_step": 0.25}},
+    "p50": {"strategy": {"publish_step": 0.5}},
+    "s15-p25": {"strategy": {"min_signal": 0.15, "publish_step": 0.25}},
+    "s30-p50": {"strategy": {"min_signal": 0.3, "publish_step": 0.5}},
 }
 
 
