@@ -102,7 +102,7 @@ class PositionManager(Component):
         self._initial_capital = initial_capital
         self.positions: dict[str, Position] = {}
         self.strategy_positions: dict[tuple[str, str], Position] = {}
-        # Written only here (bars, mark prices, fills): each write revises the cached equity.
+        # Written only here (bars, mark prices, fills); a write that can move the equity revises the book.
         self.marks: dict[str, Decimal] = {}
         self.settled_marks: dict[str, Decimal] = {}
         self._mark_ts: int | None = None
