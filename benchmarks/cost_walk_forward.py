@@ -28,7 +28,10 @@ from typing import Any
 from keel.backtest import BacktestEngine
 from keel.config import load_config
 
-TODAY = {"portfolio": {"no_trade_band": False}, "execution": {"default_style": "AGGRESSIVE"}}
+# The optimizer's defaults before this walk-forward chose risk aversion 300 and no scheduled rebalance;
+# every candidate measured on them pins them, so its figures stay reproducible.
+PREVIOUS = {"risk_aversion": 100.0, "rebalance_interval_minutes": 480}
+TODAY = {"portfolio": {"no_trade_band": False, **PREVIOUS}, "execution": {"default_style": "AGGRESSIVE"}}
 
 
 def candidate(
@@ -55,6 +58,7 @@ def candidate(
             "passive_adverse_bps": passive[1],
         }
     portfolio = {
+        **PREVIOUS,
         "no_trade_band": True,
         "edge_horizon_bars": horizon,
         "rebalance_threshold": threshold,
@@ -96,15 +100,33 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "h45-r50-k15": candidate(horizon=45, threshold=0.5, cadence=15),
     "h45-r50-m15": candidate(horizon=45, threshold=0.5, persistence=15),
     "h45-r50-k60": candidate(horizon=45, threshold=0.5, cadence=60),
-    # Slower signals: the shipped cost defaults, with a higher bar for a combined view to be a BUY or SELL (s)
+    # Slower signals: the previous defaults, with a higher bar for a combined view to be a BUY or SELL (s)
     # and a larger score change before a view with the same action is news (p).
+    "previous": {"portfolio": PREVIOUS},
+    "s15": {"strategy": {"min_signal": 0.15}, "portfolio": PREVIOUS},
+    "s30": {"strategy": {"min_signal": 0.3}, "portfolio": PREVIOUS},
+    "p25": {"strategy": {"publish_step": 0.25}, "portfolio": PREVIOUS},
+    "p50": {"strategy": {"publish_step": 0.5}, "portfolio": PREVIOUS},
+    "s15-p25": {"strategy": {"min_signal": 0.15, "publish_step": 0.25}, "portfolio": PREVIOUS},
+    "s30-p50": {"strategy": {"min_signal": 0.3, "publish_step": 0.5}, "portfolio": PREVIOUS},
+    # The optimizer's own trade-off, on the previous defaults: a shorter holding period charges each
+    # weight change more of its cost per bar (hp), a turnover cap per re-optimization (t), a higher
+    # risk aversion (ra: smaller weights, so a weight change must earn more against the same cost),
+    # and fewer (ri1440) or no (ri0) scheduled re-optimizations of every weight.
+    "hp10": {"portfolio": {**PREVIOUS, "holding_period_bars": 10}},
+    "hp3": {"portfolio": {**PREVIOUS, "holding_period_bars": 3}},
+    "t20": {"portfolio": {**PREVIOUS, "turnover_limit": 0.2}},
+    "t10": {"portfolio": {**PREVIOUS, "turnover_limit": 0.1}},
+    "ra200": {"portfolio": {**PREVIOUS, "risk_aversion": 200.0}},
+    "ra300": {"portfolio": {**PREVIOUS, "risk_aversion": 300.0}},
+    "ra500": {"portfolio": {**PREVIOUS, "risk_aversion": 500.0}},
+    "ra1000": {"portfolio": {**PREVIOUS, "risk_aversion": 1000.0}},
+    "ri0": {"portfolio": {**PREVIOUS, "rebalance_interval_minutes": 0}},
+    "ri1440": {"portfolio": {**PREVIOUS, "rebalance_interval_minutes": 1440}},
+    "hp10-ri0": {"portfolio": {**PREVIOUS, "holding_period_bars": 10, "rebalance_interval_minutes": 0}},
+    # The walk-forward's choice under the 3x turnover budget, shipped as the defaults.
+    "ra300-ri0": {"portfolio": {**PREVIOUS, "risk_aversion": 300.0, "rebalance_interval_minutes": 0}},
     "default": {},
-    "s15": {"strategy": {"min_signal": 0.15}},
-    "s30": {"strategy": {"min_signal": 0.3}},
-    "p25": {"strategy": {"publish_step": 0.25}},
-    "p50": {"strategy": {"publish_step": 0.5}},
-    "s15-p25": {"strategy": {"min_signal": 0.15, "publish_step": 0.25}},
-    "s30-p50": {"strategy": {"min_signal": 0.3, "publish_step": 0.5}},
 }
 
 

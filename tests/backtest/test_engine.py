@@ -19,8 +19,9 @@ from keel.execution.tca import TCA_COLUMNS
 from keel.strategy_engine import MovingAverageCrossStrategy
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
-# These tests check what a run writes, so they need fills in a few days of three symbols: the cost rule off.
-TRADING = {"portfolio": {"no_trade_band": False}}
+# These tests check what a run writes, so they need fills in a few days of three symbols: the cost rule off,
+# and the optimizer's larger weights and 8-hourly re-optimizations of before benchmarks/cost_walk_forward.py.
+TRADING = {"portfolio": {"no_trade_band": False, "risk_aversion": 100.0, "rebalance_interval_minutes": 480}}
 
 
 def run_small(tmp_path: Path, name: str) -> Path:

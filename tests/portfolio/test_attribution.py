@@ -24,10 +24,14 @@ from keel.portfolio.attribution import PerformanceAttributor, brinson_fachler, c
 def run() -> BacktestResult:
     """Three days of the 3-symbol backtest on the bundled data (optimizer, risk and attribution wired).
 
-    Three days are too short for most views to pay the cost model's round trip: the no-trade band is off so
+    Three days are too short for most views to pay the cost model's round trip: the no-trade band is off, and
+    the optimizer has its larger weights and 8-hourly re-optimizations of before the cost walk-forward, so
     that the attribution has trades to explain.
     """
-    config = load_config("backtest", overrides={"portfolio": {"no_trade_band": False}})
+    config = load_config(
+        "backtest",
+        overrides={"portfolio": {"no_trade_band": False, "risk_aversion": 100.0, "rebalance_interval_minutes": 480}},
+    )
     return BacktestEngine(config).run(symbols=["BTCUSDT", "ETHUSDT", "SOLUSDT"], start="2025-05-05", end="2025-05-08")
 
 
