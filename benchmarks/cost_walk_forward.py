@@ -124,8 +124,19 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "ri0": {"portfolio": {**PREVIOUS, "rebalance_interval_minutes": 0}},
     "ri1440": {"portfolio": {**PREVIOUS, "rebalance_interval_minutes": 1440}},
     "hp10-ri0": {"portfolio": {**PREVIOUS, "holding_period_bars": 10, "rebalance_interval_minutes": 0}},
-    # The walk-forward's choice under the 3x turnover budget, shipped as the defaults.
+    # Both together, and their neighbours. Under the 3x turnover budget the walk-forward chose ra250-ri0 on
+    # the weeks before the last test week and on all four weeks: the shipped defaults.
+    "ra150-ri0": {"portfolio": {**PREVIOUS, "risk_aversion": 150.0, "rebalance_interval_minutes": 0}},
+    "ra200-ri0": {"portfolio": {**PREVIOUS, "risk_aversion": 200.0, "rebalance_interval_minutes": 0}},
+    "ra250-ri0": {"portfolio": {**PREVIOUS, "risk_aversion": 250.0, "rebalance_interval_minutes": 0}},
     "ra300-ri0": {"portfolio": {**PREVIOUS, "risk_aversion": 300.0, "rebalance_interval_minutes": 0}},
+    "ra300-ri0-p60a10": {
+        "portfolio": {**PREVIOUS, "risk_aversion": 300.0, "rebalance_interval_minutes": 0},
+        "execution": {"default_style": "PASSIVE", "passive_time_limit_seconds": 60.0, "passive_adverse_bps": 10.0},
+    },
+    "ra300-ri0-h45": {
+        "portfolio": {**PREVIOUS, "risk_aversion": 300.0, "rebalance_interval_minutes": 0, "edge_horizon_bars": 45}
+    },
     "default": {},
 }
 

@@ -632,7 +632,7 @@ class PortfolioConfig(_Section):
     )
     covariance: Literal["sample", "ledoit_wolf", "ewma"] = Field("ledoit_wolf", description="Covariance estimator.")
     covariance_halflife_bars: float = Field(240.0, gt=0, description="Half-life of the EWMA covariance, bars.")
-    risk_aversion: float = Field(300.0, gt=0, description="mean_variance risk aversion (per-bar units).")
+    risk_aversion: float = Field(250.0, gt=0, description="mean_variance risk aversion (per-bar units).")
     target_return: float | None = Field(None, description="efficient_return target, per-bar return.")
     target_volatility: float | None = Field(None, gt=0, description="efficient_risk target, per-bar volatility.")
     max_weight: float = Field(0.3, gt=0, le=10, description="Largest absolute weight of one symbol.")

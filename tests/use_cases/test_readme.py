@@ -34,7 +34,7 @@ def test_the_strategy_guide_runs_as_written_and_is_no_fee_bonfire(
 
     # Assert
     results = namespace["results"]
-    assert capsys.readouterr().out.strip().endswith("0.11% 0.53 0.77%")
-    assert results["n_trades"] == 44 and round(results["fees_paid"], 2) == 4.03
+    assert capsys.readouterr().out.strip().endswith("0.12% 0.50 0.97%")
+    assert results["n_trades"] == 46 and round(results["fees_paid"], 2) == 4.97
     assert results["fees_paid"] < 0.01 * 10_000
     assert (tmp_path / "donchian" / "report.html").exists()
