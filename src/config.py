@@ -198,6 +198,11 @@ class RunConfig(_Section):
         Path("runs"),
         description="Folder for run results, relative to the working directory.",
     )
+    regime_fit_worker: bool = Field(
+        True,
+        description="Backtests make the regime refits ahead of the replay in a worker process: the same fits and "
+        "orders, less wall time with a spare core (false: in the replay).",
+    )
 
 
 class DataConfig(_Section):

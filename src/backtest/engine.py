@@ -133,7 +133,7 @@ class BacktestEngine:
         config = self._effective_config(symbols, start, end, initial_capital)
         started = time.perf_counter()
         # Nothing reads the handler latencies of a backtest: no clock read per handler call.
-        run = RecordedRun(config, strategy, measure_latency=False)
+        run = RecordedRun(config, strategy, measure_latency=False, fit_worker=config.run.regime_fit_worker)
         run.replay(progress)
         pipeline = run.pipeline
         metrics = self._metrics(config, pipeline, run.bars, run.events, run.feed, run.handler_failures)

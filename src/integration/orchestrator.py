@@ -194,7 +194,7 @@ class TradingOrchestrator:
     def _backtest(cls, config: KeelConfig) -> TradingOrchestrator:
         from keel.integration.replay import RecordedRun, bounded_by_funding
 
-        run = RecordedRun(bounded_by_funding(config))
+        run = RecordedRun(bounded_by_funding(config), fit_worker=config.run.regime_fit_worker)
         orchestrator = cls(run.pipeline, run.config, monitor=run.monitors[0])
         orchestrator._runner = _Replay(run)
         return orchestrator

@@ -157,6 +157,7 @@ class Pipeline:
     excluded_strategies: dict[str, str] = field(default_factory=dict)
     gatekeeper: Component | None = None
     ladders: LadderExecutor | None = None
+    warmup: RecordedBarFeed | None = None
 
     @property
     def components(self) -> tuple[Component, ...]:
@@ -608,9 +609,9 @@ def build_pipeline(
         pipeline.excluded_strategies = excluded_strategies(config)
     if config.strategy.gates and config.run.mode != "backtest":
         pipeline.gatekeeper = build_gatekeeper(config, runner.manager, bus, clock)
-    warmup = build_warmup_feed(config)
-    if warmup is not None:
-        warm_up(pipeline, list(warmup))
+    pipeline.warmup = build_warmup_feed(config)
+    if pipeline.warmup is not None:
+        warm_up(pipeline, list(pipeline.warmup))
     bus.add_handler_error_listener(pipeline.handler_failed)
     return pipeline
 

@@ -299,6 +299,22 @@ class RecordedBarFeed:
                 rows.append((ts, index[symbol], float(rate), float(mark)))
         return rows
 
+    def symbol_bars(self, symbol: str) -> tuple[np.ndarray, np.ndarray]:
+        """Return one symbol's bars in the order the feed yields them: close times (ns) and OHLCV rows.
+
+        Raises
+        ------
+        KeyError
+            If the feed does not replay ``symbol``.
+        """
+        if symbol not in self.symbols:
+            raise KeyError(symbol)
+        bars = self._bars
+        rows = np.flatnonzero(bars["symbol"] == self.symbols.index(symbol))
+        rows = rows[np.argsort(bars["close_ns"][rows], kind="stable")]
+        ohlcv = np.column_stack([bars[name][rows] for name in ("open", "high", "low", "close", "volume")])
+        return bars["close_ns"][rows], ohlcv
+
     def __iter__(self) -> Iterator[MarketDataEvent]:
         """Yield every event in exchange-time order."""
         bars = self._bars

@@ -62,6 +62,11 @@ class FitWorker(Executor):
         """Return the child's process id."""
         return self._process.pid
 
+    @property
+    def broken(self) -> bool:
+        """Return whether the child ended (every submit now fails)."""
+        return self._broken is not None
+
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
         """Send ``fn(*args)`` to the child (``fn`` a module-level function); return its future."""
         if kwargs:

@@ -38,6 +38,20 @@ _INITIAL_CAPACITY = 256
 _BLOCK_ROWS = 64
 
 
+def valid_bar(ts: int, open_: float, high: float, low: float, close: float, volume: float, last_ts: int | None) -> bool:
+    """Return whether a bar may enter a symbol's history after the bar closed at ``last_ts``.
+
+    It must close later, have finite prices and volume, a positive low, open
+    and close within its low and high, and a volume of at least zero.
+    """
+    if last_ts is not None and ts <= last_ts:
+        return False
+    isfinite = math.isfinite
+    if not (isfinite(open_) and isfinite(high) and isfinite(low) and isfinite(close) and isfinite(volume)):
+        return False
+    return 0.0 < low <= open_ <= high and low <= close <= high and volume >= 0.0
+
+
 class _Columns:
     """Named numpy columns appended row by row, optionally keeping only the last ``capacity`` rows.
 

@@ -54,11 +54,18 @@ from keel.core.costs import CostModel
 from keel.core.messages import BarClosed, FundingRateUpdated, MarketRegime
 from keel.strategy_engine.base import BaseStrategy, IncrementalStrategy, StrategySignal, clip01
 from keel.strategy_engine.funding_arbitrage import FundingArbitrageStrategy
-from keel.strategy_engine.history import BAR_COLUMNS, FUNDING_COLUMNS, SymbolHistory, bar_at
+from keel.strategy_engine.history import BAR_COLUMNS, FUNDING_COLUMNS, SymbolHistory, bar_at, valid_bar
 from keel.strategy_engine.mean_reversion import MeanReversionStrategy
 from keel.strategy_engine.performance import StrategyPerformance
 from keel.strategy_engine.range_trading import RangeTradingStrategy
-from keel.strategy_engine.regime import REGIMES, UNKNOWN_STATE, NoLookAheadRegimeDetector, RegimeFit, RegimeState
+from keel.strategy_engine.regime import (
+    REGIMES,
+    UNKNOWN_STATE,
+    NoLookAheadRegimeDetector,
+    RegimeFit,
+    RegimeFitStore,
+    RegimeState,
+)
 from keel.strategy_engine.trend_following import TrendFollowingStrategy
 
 _log = structlog.get_logger("keel.strategy")
@@ -288,6 +295,7 @@ class StrategyManager:
         self._books: dict[str, _SymbolBook] = {}
         self.signals_published = 0
         self._fit_executor: Executor | None = None
+        self._fit_store: RegimeFitStore | None = None
 
     # --- the event-driven path ----------------------------------------------------
 
@@ -301,7 +309,7 @@ class StrategyManager:
         assert history is not None
         ts, close = bar.ts_event, bar.close
         previous_key = history.last_timestamp
-        if not _valid_bar(ts, bar.open, bar.high, bar.low, close, bar.volume, previous_key):
+        if not valid_bar(ts, bar.open, bar.high, bar.low, close, bar.volume, previous_key):
             book.rejected_bars += 1
             return NO_UPDATE
         history.append_bar(ts, bar.open, bar.high, bar.low, close, bar.volume)
@@ -435,12 +443,24 @@ class StrategyManager:
         """Return each strategy's parameters by strategy name."""
         return {s.name: dict(s.parameters) for s in self.strategies}
 
+    @property
+    def detector_factory(self) -> Callable[[], NoLookAheadRegimeDetector] | None:
+        """Return what builds each symbol's regime detector (None: the manager detects no regimes)."""
+        return self._detector_factory
+
     def use_fit_executor(self, executor: Executor | None) -> None:
         """Run every symbol's regime refits in ``executor`` (None: inline); decisions do not depend on it."""
         self._fit_executor = executor
         for book in self._books.values():
             if book.detector is not None:
                 book.detector.use_executor(executor)
+
+    def use_fit_store(self, store: RegimeFitStore | None) -> None:
+        """Take every symbol's regime refits from ``store`` (None: each detector fits its own); no decision changes."""
+        self._fit_store = store
+        for book in self._books.values():
+            if book.detector is not None:
+                book.detector.use_fit_store(store)
 
     def fit_due_next(self, symbol: str) -> Future[RegimeFit] | None:
         """Return the regime refit the symbol's next bar applies (to wait for off the event loop), or None."""
@@ -488,6 +508,8 @@ class StrategyManager:
         detector = self._detector_factory() if self._detector_factory else None
         if detector is not None and self._fit_executor is not None:
             detector.use_executor(self._fit_executor)
+        if detector is not None and self._fit_store is not None:
+            detector.use_fit_store(self._fit_store)
         return _SymbolBook(
             history=SymbolHistory(symbol, self.history_bars) if event_driven else None,
             detector=detector,
@@ -822,17 +844,6 @@ def _checked_weights(weights: RegimeWeights | None, names: Sequence[str]) -> dic
             raise ValueError(f"regime weights row {row} must give some strategy a positive weight")
         checked[row] = {name: float(entries.get(name, 0.0)) for name in names}
     return checked
-
-
-def _valid_bar(
-    ts: int, open_: float, high: float, low: float, close: float, volume: float, last_ts: int | None
-) -> bool:
-    if last_ts is not None and ts <= last_ts:
-        return False
-    isfinite = math.isfinite
-    if not (isfinite(open_) and isfinite(high) and isfinite(low) and isfinite(close) and isfinite(volume)):
-        return False
-    return 0.0 < low <= open_ <= high and low <= close <= high and volume >= 0.0
 
 
 def _check_arrays(symbol: str, data: Mapping[str, Any]) -> int:

@@ -487,6 +487,11 @@ def use_regime_fit_store(store: RegimeFitStore | None) -> Iterator[None]:
         _FIT_STORE.reset(token)
 
 
+def installed_regime_fit_store() -> RegimeFitStore | None:
+    """Return the store that detectors built now would use (None: they fit everything themselves)."""
+    return _FIT_STORE.get()
+
+
 def fit_regime_models(request: RegimeFitRequest) -> RegimeFit:
     """Fit the HMM and the GARCH of one refit (a pure function: it runs inline, in a thread or in a process)."""
     hmm, probabilities, relabeled, hmm_error = _fit_hmm(request)
@@ -738,6 +743,10 @@ class NoLookAheadRegimeDetector:
         if self._hmm_model is None and self.hmm_parameters_ is not None:
             self._hmm_model = self.hmm_parameters_.model(self.min_covar)
         return self._hmm_model
+
+    def use_fit_store(self, store: RegimeFitStore | None) -> None:
+        """Take refits from ``store`` from the next refit on (None: fit every one); results do not depend on it."""
+        self._store = store
 
     def use_executor(self, executor: Executor | None) -> None:
         """Fit in ``executor`` from the next refit on (None: inline); results do not depend on it."""

@@ -9,6 +9,7 @@ from typing import Any
 from keel.config import load_config
 from keel.core.messages import BarClosed
 from keel.integration.replay import RecordedRun
+from keel.strategy_engine.regime import RegimeFit, use_regime_fit_store
 
 
 class _Cycle:
@@ -69,3 +70,64 @@ def test_a_replay_inside_a_process_that_froze_its_objects_leaves_that_freeze_alo
         assert 0.9 * frozen_before < gc.get_freeze_count() <= frozen_before
     finally:
         gc.unfreeze()
+
+
+THREE_DAYS = {
+    "data": {"symbols": ["BTCUSDT", "ETHUSDT", "SOLUSDT"], "start": "2025-05-05", "end": "2025-05-08"},
+    "portfolio": {"no_trade_band": "off", "risk_aversion": 100.0, "rebalance_interval_minutes": 480},
+}
+
+
+def replayed(fit_worker: bool) -> RecordedRun:
+    """Replay three days of three symbols through the default pipeline (it trades them; the regimes refit)."""
+    run = RecordedRun(load_config("backtest", overrides=THREE_DAYS, environ={}), None, fit_worker=fit_worker)
+    run.replay(None)
+    return run
+
+
+def trading_record(run: RecordedRun) -> tuple[object, ...]:
+    """Return what the run did: its fills, rejections, regime changes and equity curve."""
+    recorder = run.pipeline.recorder
+    return recorder.fills, recorder.rejections, recorder.regimes, list(recorder.equity_curve())
+
+
+def test_regime_refits_made_in_the_worker_process_change_nothing_the_replay_does() -> None:
+    # Arrange
+    inline = replayed(fit_worker=False)
+
+    # Act
+    prefetching = replayed(fit_worker=True)
+
+    # Assert: every refit came from the worker, and every order, position and mark is the same
+    store = prefetching.fit_prefetch
+    assert inline.fit_prefetch is None
+    assert store is not None
+    assert store.hits >= 6
+    assert store.misses == 0
+    assert len(inline.pipeline.recorder.fills) > 0
+    assert len(inline.pipeline.recorder.regimes) > 0
+    assert trading_record(prefetching) == trading_record(inline)
+
+
+class _NoFits:
+    """A regime fit store that has nothing."""
+
+    def get(self, key: str) -> RegimeFit | None:
+        return None
+
+    def put(self, key: str, fit: RegimeFit) -> None:
+        """Keep nothing."""
+
+
+def test_a_replay_under_a_shared_fit_store_leaves_the_worker_alone() -> None:
+    # Arrange
+    overrides = {"data": {"symbols": ["BTCUSDT"], "start": "2025-05-10", "end": "2025-05-10T06:00:00"}}
+    run = RecordedRun(load_config("backtest", overrides=overrides, environ={}), None, fit_worker=True)
+
+    # Act
+    with use_regime_fit_store(_NoFits()):
+        run.replay(None)
+
+    # Assert
+    assert run.bars > 300
+    assert run.fit_prefetch is None

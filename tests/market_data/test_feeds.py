@@ -49,6 +49,21 @@ def test_events_come_in_time_order_with_deterministic_ties() -> None:
     assert sum(isinstance(e, BarClosed) for e in events) == 2 * 24 * 60
 
 
+def test_a_symbols_bars_are_the_ones_the_feed_yields_for_it_in_the_same_order() -> None:
+    # Arrange
+    feed = RecordedBarFeed(BARS, ["ETHUSDT", "BTCUSDT"], "1m", FUNDING, start_ns=START, end_ns=START + DAY_NS)
+    yielded = [e for e in feed if isinstance(e, BarClosed) and e.symbol == "BTCUSDT"]
+
+    # Act
+    ts, ohlcv = feed.symbol_bars("BTCUSDT")
+
+    # Assert
+    assert ts.tolist() == [e.ts_event for e in yielded]
+    assert ohlcv.tolist() == [[e.open, e.high, e.low, e.close, e.volume] for e in yielded]
+    with pytest.raises(KeyError):
+        feed.symbol_bars("SOLUSDT")
+
+
 def test_bars_carry_the_recorded_values_with_close_time_as_event_time() -> None:
     # Arrange
     frame = load_ohlcv(BARS / "BTCUSDT_1m.csv.gz").frame
