@@ -14,7 +14,12 @@ Measures, in one process, interleaved so machine load hits all alike:
 - keel's default pipeline (10 symbols; four strategies, regimes, Markowitz,
   risk, router, simulated venue with funding) over ``--pipeline-days`` days of
   1m bars, in bar events per second, and its ratio to backtrader's 1-symbol
-  bars per second (goal: >= 2).
+  bars per second (goal: >= 2): once with every regime refit in the replay
+  (per CPU second, as below), and once as ``keel backtest`` runs it, the
+  refits made ahead in the worker process, per wall-clock second against
+  backtrader's wall-clock rate (``keel_pipeline_wall_*``), with the CPU
+  seconds of both processes beside it (``keel_pipeline_fit_worker_cpu_s``
+  is the worker's share).
 
 Rates are per CPU second of this process (``time.process_time``) over the
 whole run, so other load on a shared machine skews neither side (keel's runs
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -61,8 +67,8 @@ def backtrader_frame(bars: int | None) -> pd.DataFrame:
     )
 
 
-def run_backtrader(frame: pd.DataFrame, fast: int, slow: int) -> tuple[float, int]:
-    """Run backtrader's SMA cross with orders; return (bars per CPU second, orders)."""
+def run_backtrader(frame: pd.DataFrame, fast: int, slow: int) -> tuple[float, float, int]:
+    """Run backtrader's SMA cross with orders; return (bars per CPU second, per wall second, orders)."""
     import backtrader as bt
 
     class SmaCross(bt.Strategy):  # type: ignore[misc]
@@ -80,14 +86,15 @@ def run_backtrader(frame: pd.DataFrame, fast: int, slow: int) -> tuple[float, in
                 self.order_target_percent(target=-0.95)
                 self.orders += 1
 
-    started = time.process_time()
+    started, wall = time.process_time(), time.perf_counter()
     cerebro = bt.Cerebro(stdstats=False)
     cerebro.adddata(bt.feeds.PandasData(dataname=frame))
     cerebro.addstrategy(SmaCross)
     cerebro.broker.setcash(10_000_000.0)
     cerebro.broker.setcommission(commission=0.0005)
     strategy = cerebro.run()[0]
-    return len(frame) / (time.process_time() - started), strategy.orders
+    cpu, wall = time.process_time() - started, time.perf_counter() - wall
+    return len(frame) / cpu, len(frame) / wall, strategy.orders
 
 
 def keel_config(environ: dict[str, str]) -> KeelConfig:
@@ -99,6 +106,32 @@ def run_keel(config: KeelConfig, symbols: list[str] | None, end: str | None) -> 
     started = time.process_time()
     result = BacktestEngine(config).run(symbols=symbols, end=end)
     return result["bars_processed"] / (time.process_time() - started), dict(result.metrics)
+
+
+def run_keel_wall(config: KeelConfig, end: str) -> tuple[float, float, float, dict[str, Any]]:
+    """Run the pipeline as ``keel backtest`` does.
+
+    Returns bar events per wall second, the CPU seconds of this process and of the fit worker, and the metrics.
+    """
+    started, wall, worker = time.process_time(), time.perf_counter(), children_cpu_seconds()
+    result = BacktestEngine(config).run(end=end)
+    seconds = time.perf_counter() - wall
+    cpu = time.process_time() - started
+    return result["bars_processed"] / seconds, cpu, children_cpu_seconds() - worker, dict(result.metrics)
+
+
+def children_cpu_seconds() -> float:
+    """Return the CPU seconds the running child processes of this one have used (the fit worker), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid():
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def main() -> None:
@@ -114,23 +147,32 @@ def main() -> None:
     repeats = 1 if args.quick else args.repeats
     moving_average = keel_config(MOVING_AVERAGE)
     default = keel_config({})
+    inline_fits = keel_config({"KEEL_RUN__REGIME_FIT_WORKER": "false"})
     first_bar = datetime.fromtimestamp(int(load_ohlcv(BTCUSDT_FILE).frame["open_time_ms"].iloc[0]) / 1000, UTC)
     single_end = (first_bar + timedelta(days=1)).isoformat() if args.quick else None
     pipeline_days = 1.0 if args.quick else args.pipeline_days
     pipeline_end = (first_bar + timedelta(days=pipeline_days)).isoformat()
 
-    backtrader_rates, keel_rates = [], []
+    backtrader_rates, backtrader_wall_rates, keel_rates = [], [], []
     metrics: dict[str, Any] = {}
     orders = 0
     for _ in range(repeats):
         rate, metrics = run_keel(moving_average, ["BTCUSDT"], single_end)
         keel_rates.append(rate)
         frame = backtrader_frame(metrics["bars_processed"])
-        rate, orders = run_backtrader(frame, moving_average.strategy.fast_period, moving_average.strategy.slow_period)
+        rate, wall_rate, orders = run_backtrader(
+            frame, moving_average.strategy.fast_period, moving_average.strategy.slow_period
+        )
         backtrader_rates.append(rate)
-    pipeline_rate, pipeline = run_keel(default, None, pipeline_end)
+        backtrader_wall_rates.append(wall_rate)
+    pipeline_rate, pipeline = run_keel(inline_fits, None, pipeline_end)
+    run_keel_wall(default, (first_bar + timedelta(days=1)).isoformat())  # the worker starts and loads its libraries
+    wall_rate, wall_cpu, worker_cpu, walled = run_keel_wall(default, pipeline_end)
+    if walled["n_orders"] != pipeline["n_orders"] or walled["total_return"] != pipeline["total_return"]:
+        raise SystemExit("the pipeline traded differently with its refits in the worker process")
 
     backtrader_rate = statistics.median(backtrader_rates)
+    backtrader_wall_rate = statistics.median(backtrader_wall_rates)
     keel_rate = statistics.median(keel_rates)
     print(
         json.dumps(
@@ -149,6 +191,11 @@ def main() -> None:
                 "pipeline_orders": pipeline["n_orders"],
                 "keel_pipeline_bar_events_per_s": round(pipeline_rate),
                 "keel_pipeline_vs_backtrader": round(pipeline_rate / backtrader_rate, 2),
+                "backtrader_sma_cross_wall_bars_per_s": round(backtrader_wall_rate),
+                "keel_pipeline_wall_bar_events_per_s": round(wall_rate),
+                "keel_pipeline_wall_vs_backtrader_wall": round(wall_rate / backtrader_wall_rate, 2),
+                "keel_pipeline_wall_cpu_s": round(wall_cpu, 2),
+                "keel_pipeline_fit_worker_cpu_s": round(worker_cpu, 2),
                 "keel_fit_libraries_import_cpu_s": round(import_seconds, 2),
                 "python": sys.version.split()[0],
             }

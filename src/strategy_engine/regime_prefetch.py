@@ -139,10 +139,15 @@ class PrefetchedRegimeFits:
     def put(self, key: str, fit: RegimeFit) -> None:
         """Keep nothing: a fit the replay made itself is not asked for again."""
 
-    @property
-    def finished(self) -> bool:
-        """Return whether the worker has nothing of this replay's left to do (it may serve another)."""
-        return not self.failed and (not self._slices or self._slices[-1][1].done())
+    def finish(self) -> bool:
+        """Wait for the worker to end this replay's slices; return whether it can serve another replay."""
+        while self._slices:
+            _, future = self._slices.popleft()
+            try:
+                future.result()
+            except Exception as error:
+                self._stop(repr(error))
+        return not self.failed
 
     def _stop(self, reason: str) -> None:
         self.failed = reason
@@ -162,8 +167,9 @@ def prefetched_regime_fits(
 ) -> Iterator[PrefetchedRegimeFits | None]:
     """Start a :class:`PrefetchedRegimeFits` for the block (give it to the detectors), or nothing.
 
-    The worker process is kept for the next replay of this process (it loads
-    the fitting libraries once), unless this one left it work to do. Nothing
+    After the block the worker finishes this replay's slices and is kept for
+    the next replay of this process (it loads the fitting libraries once); a
+    block left by an exception ends it instead. Nothing
     is started (the block gets None) when there is no detector, the factory
     cannot be sent to a worker process, or another replay is using the worker.
     """
@@ -171,14 +177,14 @@ def prefetched_regime_fits(
     if worker is None or factory is None:
         yield None
         return
-    finished = False
+    reusable = False
     try:
         store = PrefetchedRegimeFits(worker, factory, symbols, bars, interval_ns, now)
         yield store
-        finished = store.finished
+        reusable = store.finish()
         _log.info("regime fit prefetch", fits_prefetched=store.hits, fits_missed=store.misses, failed=store.failed)
     finally:
-        _give_back(worker, keep=finished)
+        _give_back(worker, keep=reusable)
 
 
 class _SharedWorker:

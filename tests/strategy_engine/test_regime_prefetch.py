@@ -89,7 +89,6 @@ def test_the_prefetched_refits_are_the_ones_the_replay_would_make() -> None:
     assert inline.refits >= 6
     assert store.hits == replay.refits_from_store == inline.refits
     assert store.misses == 0
-    assert store.finished
 
 
 def test_a_symbol_whose_bars_differ_from_the_workers_fits_itself_and_the_others_still_come_from_the_worker() -> None:
