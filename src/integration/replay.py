@@ -139,6 +139,9 @@ class RecordedRun:
             factory, feed.symbols, self._detector_bars, interval_ns, self.clock.timestamp_ns
         ) as store:
             self.fit_prefetch = store
+            if store is None:
+                self._replay_events(progress)
+                return
             manager.use_fit_store(store)
             try:
                 self._replay_events(progress)

@@ -44,7 +44,10 @@ applied at the same bar whether the worker finished early or had to be waited
 for. hmmlearn, arch and scipy are imported by the fit itself, so a process
 that never fits (or fits in a worker process) never loads them. Fits can be
 shared through a :class:`RegimeFitStore` installed with
-:func:`use_regime_fit_store` (tuning trials on the same data fit once).
+:func:`use_regime_fit_store` (tuning trials on the same data fit once) or
+given to one detector (:meth:`NoLookAheadRegimeDetector.use_fit_store`): a
+backtest's detectors take theirs from a worker process that made them ahead
+of the replay (:mod:`keel.strategy_engine.regime_prefetch`).
 """
 
 from __future__ import annotations

@@ -110,24 +110,32 @@ def test_regime_refits_made_in_the_worker_process_change_nothing_the_replay_does
 
 
 class _NoFits:
-    """A regime fit store that has nothing."""
+    """A regime fit store that has nothing, counting what it was asked."""
+
+    def __init__(self) -> None:
+        self.asked = 0
 
     def get(self, key: str) -> RegimeFit | None:
+        self.asked += 1
         return None
 
     def put(self, key: str, fit: RegimeFit) -> None:
         """Keep nothing."""
 
 
-def test_a_replay_under_a_shared_fit_store_leaves_the_worker_alone() -> None:
-    # Arrange
-    overrides = {"data": {"symbols": ["BTCUSDT"], "start": "2025-05-10", "end": "2025-05-10T06:00:00"}}
-    run = RecordedRun(load_config("backtest", overrides=overrides, environ={}), None, fit_worker=True)
+def test_a_replay_under_a_shared_fit_store_asks_that_store_and_leaves_the_worker_alone() -> None:
+    # Arrange: a day of BTCUSDT and a detector that refits several times in it
+    overrides = {
+        "data": {"symbols": ["BTCUSDT"], "start": "2025-05-10", "end": "2025-05-11"},
+        "strategy": {"regime": {"min_fit_bars": 600, "fit_window": 900, "refit_interval": 400}},
+    }
+    shared = _NoFits()
+    with use_regime_fit_store(shared):
+        run = RecordedRun(load_config("backtest", overrides=overrides, environ={}), None, fit_worker=True)
 
-    # Act
-    with use_regime_fit_store(_NoFits()):
+        # Act
         run.replay(None)
 
     # Assert
-    assert run.bars > 300
     assert run.fit_prefetch is None
+    assert shared.asked >= 2
