@@ -34,6 +34,16 @@ PREVIOUS = {"risk_aversion": 100.0, "rebalance_interval_minutes": 480}
 TODAY = {"portfolio": {"no_trade_band": False, **PREVIOUS}, "execution": {"default_style": "AGGRESSIVE"}}
 
 
+def slower_trend(factor: int) -> dict[str, int]:
+    """Return trend following's default windows ``factor`` times as long (the fast EMA at most its bound, 100)."""
+    return {
+        "fast_period": min(40 * factor, 100),
+        "slow_period": 160 * factor,
+        "channel_period": 160 * factor,
+        "atr_period": 60 * factor,
+    }
+
+
 def candidate(
     horizon: int = 60,
     threshold: float = 0.1,
@@ -138,6 +148,18 @@ CANDIDATES: dict[str, dict[str, Any]] = {
         "portfolio": {**PREVIOUS, "risk_aversion": 300.0, "rebalance_interval_minutes": 0, "edge_horizon_bars": 45}
     },
     "default": {},
+    # Slower signals on the shipped defaults: the strategies' windows two and three times as long.
+    "tf2": {"strategy": {"parameters": {"trend_following": slower_trend(2)}}},
+    "tf3": {"strategy": {"parameters": {"trend_following": slower_trend(3)}}},
+    "mr2": {"strategy": {"parameters": {"mean_reversion": {"lookback": 480, "trend_window": 480}}}},
+    "tf2-mr2": {
+        "strategy": {
+            "parameters": {
+                "trend_following": slower_trend(2),
+                "mean_reversion": {"lookback": 480, "trend_window": 480},
+            }
+        }
+    },
 }
 
 

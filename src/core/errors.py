@@ -7,9 +7,28 @@ came from. Venue-specific detail such as a Binance error code travels as data.
 
 from __future__ import annotations
 
+import functools
+from typing import Any, Self
+
 
 class KeelError(Exception):
-    """Base class of every error keel raises on purpose."""
+    """Base class of every error keel raises on purpose.
+
+    Every one crosses a process boundary whole (a tuning worker's, a fit
+    worker's): it pickles as the call that built it, whatever arguments its
+    class's constructor takes.
+    """
+
+    _arguments: tuple[tuple[Any, ...], dict[str, Any]]
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        error = super().__new__(cls, *args)
+        error._arguments = (args, kwargs)
+        return error
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        args, kwargs = self._arguments
+        return (functools.partial(type(self), **kwargs) if kwargs else type(self)), args
 
 
 class RetryLaterError(KeelError):

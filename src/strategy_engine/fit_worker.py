@@ -159,12 +159,19 @@ def serve(requests_fd: int, results_fd: int) -> None:
             try:
                 outcome = pickle.dumps((ident, True, function(*args)))
             except Exception as error:
-                try:
-                    outcome = pickle.dumps((ident, False, error))
-                except Exception:
-                    outcome = pickle.dumps((ident, False, RuntimeError(repr(error))))
+                outcome = _failure(ident, error)
             results.write(outcome)
             results.flush()
+
+
+def _failure(ident: int, error: Exception) -> bytes:
+    """Return the pickled failure of a request: the error itself if the parent can load it, else its repr."""
+    try:
+        outcome = pickle.dumps((ident, False, error))
+        pickle.loads(outcome)  # an error class whose constructor cannot be called again would break the stream
+    except Exception:
+        outcome = pickle.dumps((ident, False, RuntimeError(repr(error))))
+    return outcome
 
 
 if __name__ == "__main__":

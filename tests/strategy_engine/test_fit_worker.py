@@ -46,3 +46,27 @@ def test_after_shutdown_nothing_more_is_accepted() -> None:
     assert worker._process.returncode == 0
     with pytest.raises(RuntimeError, match="after shutdown"):
         worker.submit(math.factorial, 3)
+
+
+class _StubbornError(Exception):
+    """An error whose constructor cannot be called again from its message alone (it does not pickle back)."""
+
+    def __init__(self, what: str, why: str) -> None:
+        super().__init__(f"{what}: {why}")
+
+
+def _raise_stubborn() -> None:
+    raise _StubbornError("fit", "no convergence")
+
+
+def test_an_error_that_cannot_be_rebuilt_comes_back_as_its_repr_and_the_worker_goes_on() -> None:
+    # Arrange
+    with FitWorker() as worker:
+        # Act
+        failed = worker.submit(_raise_stubborn)
+        after = worker.submit(math.factorial, 5)
+
+        # Assert
+        with pytest.raises(RuntimeError, match="_StubbornError.*no convergence"):
+            failed.result(timeout=60)
+        assert after.result(timeout=60) == 120
