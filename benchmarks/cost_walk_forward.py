@@ -28,8 +28,9 @@ from typing import Any
 from keel.backtest import BacktestEngine
 from keel.config import load_config
 
-# The optimizer's defaults before this walk-forward chose risk aversion 300 and no scheduled rebalance;
-# every candidate measured on them pins them, so its figures stay reproducible.
+# The optimizer's defaults before this walk-forward chose risk aversion 250 and no scheduled rebalance;
+# every candidate measured on them pins them, so its figures stay reproducible (trend following's windows
+# likewise: pinned_trend).
 PREVIOUS = {"risk_aversion": 100.0, "rebalance_interval_minutes": 480}
 TODAY = {"portfolio": {"no_trade_band": False, **PREVIOUS}, "execution": {"default_style": "AGGRESSIVE"}}
 
@@ -81,7 +82,7 @@ def candidate(
     return {"portfolio": portfolio, "execution": execution}
 
 
-CANDIDATES: dict[str, dict[str, Any]] = {
+_MEASURED: dict[str, dict[str, Any]] = {
     "today": TODAY,
     "h60": candidate(),
     "h50": candidate(horizon=50),
@@ -148,7 +149,8 @@ CANDIDATES: dict[str, dict[str, Any]] = {
         "portfolio": {**PREVIOUS, "risk_aversion": 300.0, "rebalance_interval_minutes": 0, "edge_horizon_bars": 45}
     },
     "default": {},
-    # Slower signals on the shipped defaults: the strategies' windows two and three times as long.
+    # Slower signals on the optimizer's new defaults: the strategies' windows two and three times as long
+    # (tf2 is the shipped default since; "default" equals it).
     "tf2": {"strategy": {"parameters": {"trend_following": slower_trend(2)}}},
     "tf3": {"strategy": {"parameters": {"trend_following": slower_trend(3)}}},
     "mr2": {"strategy": {"parameters": {"mean_reversion": {"lookback": 480, "trend_window": 480}}}},
@@ -160,6 +162,25 @@ CANDIDATES: dict[str, dict[str, Any]] = {
             }
         }
     },
+}
+
+
+def pinned_trend(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Return a candidate's overrides with trend following's windows from before the walk-forward doubled them.
+
+    Every candidate measured on those windows keeps them, so its figures stay
+    reproducible; one that sets trend following's windows itself keeps its own.
+    """
+    strategy = overrides.get("strategy", {})
+    parameters = strategy.get("parameters", {})
+    if "trend_following" in parameters:
+        return overrides
+    parameters = {**parameters, "trend_following": slower_trend(1)}
+    return {**overrides, "strategy": {**strategy, "parameters": parameters}}
+
+
+CANDIDATES = {
+    name: overrides if name == "default" else pinned_trend(overrides) for name, overrides in _MEASURED.items()
 }
 
 

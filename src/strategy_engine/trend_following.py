@@ -75,10 +75,10 @@ class TrendFollowingStrategy(IncrementalStrategy):
     """
 
     parameter_space: ClassVar[Mapping[str, Parameter]] = {
-        "fast_period": Parameter(int, 40, 5, 100, "bars of the fast EMA"),
-        "slow_period": Parameter(int, 160, 10, 500, "bars of the slow EMA"),
-        "channel_period": Parameter(int, 160, 10, 500, "bars of the breakout channel and of the efficiency ratio"),
-        "atr_period": Parameter(int, 60, 5, 200, "bars of the average true range"),
+        "fast_period": Parameter(int, 80, 5, 100, "bars of the fast EMA"),
+        "slow_period": Parameter(int, 320, 10, 500, "bars of the slow EMA"),
+        "channel_period": Parameter(int, 320, 10, 500, "bars of the breakout channel and of the efficiency ratio"),
+        "atr_period": Parameter(int, 120, 5, 200, "bars of the average true range"),
         "stop_atr_multiple": Parameter(float, 4.0, 0.5, 10.0, "trailing stop distance in ATRs"),
         "take_profit_atr_multiple": Parameter(float, 12.0, 1.0, 30.0, "take-profit distance from entry in ATRs"),
         "min_trend_strength": Parameter(float, 0.3, 0.0, 1.0, "efficiency ratio needed to enter"),
