@@ -31,8 +31,17 @@ SECTIONS = (
 
 @functools.cache
 def week() -> BacktestResult:
-    """A week of the default pipeline on three bundled symbols, the cost rule off so that it trades."""
-    return BacktestEngine(load_config("backtest", overrides={"portfolio": {"no_trade_band": False}})).run(
+    """A week of the default pipeline on three bundled symbols, the cost rule off and trend following's
+    windows of before they were doubled, so that it trades and each strategy has fills."""
+    overrides = {
+        "portfolio": {"no_trade_band": False},
+        "strategy": {
+            "parameters": {
+                "trend_following": {"fast_period": 40, "slow_period": 160, "channel_period": 160, "atr_period": 60}
+            }
+        },
+    }
+    return BacktestEngine(load_config("backtest", overrides=overrides)).run(
         symbols=["BTCUSDT", "ETHUSDT", "SOLUSDT"], start="2025-05-05", end="2025-05-12"
     )
 

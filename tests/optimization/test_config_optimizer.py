@@ -21,8 +21,10 @@ from keel.optimization.space import apply_values
 from keel.persistence.database import Database
 from keel.persistence.repositories import AuditLog
 from keel.strategy_engine.base import BaseStrategy, StrategySignal
+from keel.strategy_engine.trend_following import TrendFollowingStrategy
 
 FAST = "strategy.parameters.trend_following.fast_period"
+DEFAULT_FAST = TrendFollowingStrategy.parameter_space["fast_period"].default
 SLOW = "strategy.parameters.trend_following.slow_period"
 
 
@@ -79,12 +81,12 @@ def test_a_staged_change_waits_for_the_next_bar_and_is_audited(system: RunningSy
     system.next_bar()
 
     # Assert
-    assert before["fast_period"] == 40
+    assert before["fast_period"] == DEFAULT_FAST
     assert system.trend_parameters()["fast_period"] == 10 and system.trend_parameters()["slow_period"] == 30
     assert system.pipeline.risk.limits.max_leverage == 2.0
     entry = AuditLog(system.database).entries()[-1]
     details = json.loads(entry.details)
-    assert entry.action == "apply_tuned_config" and details["previous"][FAST] == 40
+    assert entry.action == "apply_tuned_config" and details["previous"][FAST] == DEFAULT_FAST
     assert change.applied_at_ns == system.clock.timestamp_ns()
     system.next_bar()
     assert system.pipeline.strategy.errors == 0  # the new instance warmed up from the kept history
@@ -101,7 +103,7 @@ def test_rollback_puts_the_previous_values_back_at_the_next_bar(system: RunningS
     system.next_bar()
 
     # Assert
-    assert system.trend_parameters()["fast_period"] == 40
+    assert system.trend_parameters()["fast_period"] == DEFAULT_FAST
     assert system.pipeline.risk.limits.max_leverage == 3.0
     assert [e.action for e in AuditLog(system.database).entries()][-2:] == [
         "apply_tuned_config",
@@ -154,11 +156,15 @@ def test_an_ab_split_runs_both_parameter_sets_with_their_capital_shares_and_is_j
     # Assert
     running = next(s for s in system.pipeline.strategy.manager.strategies if s.name == "trend_following")
     assert isinstance(running, CapitalSplit) and running.share == 0.25
-    assert running.old.parameters["fast_period"] == 40 and running.new.parameters["fast_period"] == 10
+    assert running.old.parameters["fast_period"] == DEFAULT_FAST and running.new.parameters["fast_period"] == 10
     entry = AuditLog(system.database).entries()[-1]
     details = json.loads(entry.details)
-    assert entry.action == "start_ab_split" and details["new_share"] == 0.25 and details["previous"][FAST] == 40
-    assert optimizer.split is change and optimizer.config.strategy.parameters.trend_following.fast_period == 40
+    assert (
+        entry.action == "start_ab_split" and details["new_share"] == 0.25 and details["previous"][FAST] == DEFAULT_FAST
+    )
+    assert (
+        optimizer.split is change and optimizer.config.strategy.parameters.trend_following.fast_period == DEFAULT_FAST
+    )
     assert system.pipeline.strategy.errors == 0
 
 
@@ -189,7 +195,7 @@ def test_rolling_back_a_split_returns_the_old_parameters_to_all_the_capital(syst
     system.next_bar()
 
     # Assert
-    assert system.trend_parameters()["fast_period"] == 40
+    assert system.trend_parameters()["fast_period"] == DEFAULT_FAST
     assert not isinstance(
         next(s for s in system.pipeline.strategy.manager.strategies if s.name == "trend_following"), CapitalSplit
     )

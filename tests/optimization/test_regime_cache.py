@@ -23,6 +23,7 @@ def regime_config(storage: Path) -> KeelConfig:
             "data.symbols": ("BTCUSDT", "ETHUSDT"),
             "data.start": "2025-05-10",
             "data.end": "2025-05-12",
+            "strategy.parameters.trend_following.fast_period": 20,
             "strategy.parameters.trend_following.slow_period": 80,
             "strategy.parameters.mean_reversion.lookback": 60,
             "strategy.parameters.range_trading.range_period": 120,

@@ -67,6 +67,6 @@ def test_an_error_that_cannot_be_rebuilt_comes_back_as_its_repr_and_the_worker_g
         after = worker.submit(math.factorial, 5)
 
         # Assert
-        with pytest.raises(RuntimeError, match="_StubbornError.*no convergence"):
+        with pytest.raises(RuntimeError, match=r"_StubbornError.*no convergence"):
             failed.result(timeout=60)
         assert after.result(timeout=60) == 120

@@ -28,11 +28,14 @@ from keel.strategy_engine import (
     REGIMES,
     BaseStrategy,
     FundingArbitrageStrategy,
+    MeanReversionStrategy,
     MissingFundingDataError,
     MovingAverageCrossStrategy,
     NoLookAheadRegimeDetector,
+    RangeTradingStrategy,
     StrategyManager,
     StrategySignal,
+    TrendFollowingStrategy,
 )
 
 SMALL_DETECTOR = {"min_fit_bars": 600, "fit_window": 900, "refit_interval": 400}
@@ -68,9 +71,19 @@ def three_days(symbol: str) -> dict[str, Any]:
     return funding_within_bars(market_data(symbol, start=index_at(symbol, MAY_5), count=3 * 1440))
 
 
+# Trend following's windows from before they were doubled: short enough to change its view in three days.
+QUICKER_TREND = {"fast_period": 40, "slow_period": 160, "channel_period": 160, "atr_period": 60}
+
+
 @pytest.fixture(scope="module")
 def run() -> tuple[StrategyManager, list[StrategySignal]]:
-    manager = StrategyManager(detector_factory=small_detector)
+    strategies = [
+        TrendFollowingStrategy(**QUICKER_TREND),
+        MeanReversionStrategy(),
+        RangeTradingStrategy(),
+        FundingArbitrageStrategy(),
+    ]
+    manager = StrategyManager(strategies, DEFAULT_REGIME_WEIGHTS, detector_factory=small_detector)
     signals = manager.generate_trading_signals({s: three_days(s) for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT")})
     return manager, signals
 
