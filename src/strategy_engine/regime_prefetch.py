@@ -169,9 +169,9 @@ def prefetched_regime_fits(
 
     After the block the worker finishes this replay's slices and is kept for
     the next replay of this process (it loads the fitting libraries once); a
-    block left by an exception ends it instead. Nothing
-    is started (the block gets None) when there is no detector, the factory
-    cannot be sent to a worker process, or another replay is using the worker.
+    block left by an exception ends it instead. Nothing is started (the block
+    gets None) when there is no detector, the factory cannot be sent to a
+    worker process, or another replay is using the worker.
     """
     worker = _take_worker() if factory is not None and _sendable(factory) else None
     if worker is None or factory is None:
