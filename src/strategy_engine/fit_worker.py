@@ -96,6 +96,12 @@ class FitWorker(Executor):
             self._process.wait()
             self._reader.join()
 
+    def terminate(self) -> None:
+        """End the child at once, dropping what it was doing and what was sent; every pending future fails."""
+        with contextlib.suppress(ProcessLookupError):
+            self._process.kill()
+        self.shutdown(wait=True, cancel_futures=True)
+
     def _write(self) -> None:
         pipe = self._requests
         try:

@@ -119,6 +119,11 @@ class PrefetchedRegimeFits:
                     future = self._worker.submit(fits_along, symbol, factory, ts[low:high], ohlcv[low:high])
                     self._slices.append((start, future))
 
+    @property
+    def worker_pid(self) -> int:
+        """Return the worker process's id."""
+        return self._worker.pid
+
     def get(self, key: str) -> RegimeFit | None:
         """Return the worker's fit of ``key`` (waiting for the slices up to now), or None: fit it yourself."""
         fits = self._fits
@@ -225,14 +230,14 @@ def _usable_worker() -> FitWorker:
 
 
 def _give_back(worker: FitWorker, *, keep: bool) -> None:
-    """Take the worker back; end it when the replay left it work (a new one starts next time)."""
+    """Take the worker back; end it at once unless it can serve another replay (a new one starts next time)."""
     with _SharedWorker.lock:
         _SharedWorker.lent = False
         if keep and _SharedWorker.worker is worker:
             return
         if _SharedWorker.worker is worker:
             _SharedWorker.worker = None
-    worker.shutdown(wait=False, cancel_futures=True)
+    worker.terminate()  # not left to work through a failed replay's slices on the machine's other core
 
 
 @atexit.register

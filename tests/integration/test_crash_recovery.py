@@ -106,6 +106,9 @@ def crash_config(output_dir: Path, *, latency_ms: float, database_url: str | Non
                 update={"rebalance_interval_minutes": 15, "rebalance_threshold": 0.02}
             ),
             "run": config.run.model_copy(update={"output_dir": output_dir}),
+            # The knob tuning reads the wall clock (loop lag every 30 s): on a loaded machine it would stretch the
+            # snapshots of one run and not of another, and the kill points are counted on a reference run.
+            "performance": config.performance.model_copy(update={"auto_tune": False}),
         }
     )
 
@@ -394,6 +397,9 @@ def parity_config(
             "paper": config.paper.model_copy(update={"speed": 1.0e9, "status_interval_seconds": 3600.0}),
             "persistence": config.persistence.model_copy(update={"snapshot_every": 40, "journal_flush_every": 25}),
             "run": config.run.model_copy(update={"output_dir": output_dir}),
+            # The knob tuning reads the wall clock (loop lag every 30 s): on a loaded machine it would stretch the
+            # snapshots of one run and not of another, and the kill points are counted on a reference run.
+            "performance": config.performance.model_copy(update={"auto_tune": False}),
         }
     )
 

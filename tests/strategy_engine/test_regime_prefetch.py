@@ -171,3 +171,18 @@ def test_one_replay_at_a_time_uses_the_worker() -> None:
     assert outer_store is not None
     assert inner_store is None
     assert later_store is not None
+
+
+def test_a_replay_left_by_an_error_ends_the_worker_at_once() -> None:
+    # Arrange
+    replay = Replay(SMALL_DETECTOR)
+
+    # Act
+    with pytest.raises(RuntimeError, match="the replay failed"), prefetched(replay) as store:
+        assert store is not None
+        pid = store.worker_pid
+        raise RuntimeError("the replay failed")
+
+    # Assert: the process is gone (reaped), not left working through the slices it was sent
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
