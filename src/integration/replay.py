@@ -53,9 +53,10 @@ class RecordedRun:
         Restart the process's message ids (reproducible ids); a backtest run
         inside a trading process (the backtest gate) keeps them going.
     fit_worker
-        Make the regime refits ahead of the replay in a worker process
-        (:mod:`keel.strategy_engine.regime_prefetch`): the same fits and
-        orders, less wall time with a spare core. Not when a regime fit store
+        Make the regime refits, each bar's regime view and the bar-only
+        strategies' views ahead of the replay in a worker process
+        (:mod:`keel.strategy_engine.regime_prefetch`): the same fits, views
+        and orders, less wall time with a spare core. Not when a regime fit store
         is installed already (tuning trials share theirs).
 
     Attributes
@@ -135,17 +136,20 @@ class RecordedRun:
             factory = None
         feed = self.feed
         interval_ns = INTERVAL_MS[feed.interval] * NANOS_PER_MILLI
+        strategies = manager.bar_only_strategies() if factory is not None else []
         with prefetched_regime_fits(
-            factory, feed.symbols, self._detector_bars, interval_ns, self.clock.timestamp_ns
+            factory, feed.symbols, self._detector_bars, interval_ns, self.clock.timestamp_ns, strategies
         ) as store:
             self.fit_prefetch = store
             if store is None:
                 self._replay_events(progress)
                 return
             manager.use_fit_store(store)
+            manager.use_bar_views(store)
             try:
                 self._replay_events(progress)
             finally:
+                manager.use_bar_views(None)
                 manager.use_fit_store(None)
 
     def _detector_bars(self, symbol: str) -> tuple[np.ndarray, np.ndarray]:

@@ -25,6 +25,7 @@ before the strategy may signal on it.
 
 from __future__ import annotations
 
+import copy
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -271,6 +272,16 @@ class IncrementalStrategy(BaseStrategy):
 
     hold_means_flat: ClassVar[bool] = True
 
+    reads_bar_only: ClassVar[bool] = False
+    """Whether :meth:`step` reads nothing but ``bar`` and ``market_data["symbol"]``.
+
+    Not the index, other columns, funding rows or the shared cost model.
+    Then the views depend on the symbol's bars alone, and a backtest may
+    compute them ahead in a worker process (see
+    :mod:`keel.strategy_engine.regime_prefetch`). A subclass whose step reads
+    more must set it False.
+    """
+
     def __init__(self, name: str, parameters: Mapping[str, Any] | None = None) -> None:
         super().__init__(name, parameters)
         self._states: dict[str, SymbolState] = {}
@@ -337,6 +348,26 @@ class IncrementalStrategy(BaseStrategy):
             state.last_signal = signal
             return signal
         return self.generate_signal(market_data, current_index)
+
+    def advance_bar(self, symbol: str, bar: tuple[int, float, float, float, float, float]) -> StrategySignal | None:
+        """Step the symbol's state by ``bar`` (key and OHLCV) alone; return the signal on it.
+
+        Only for a strategy whose :attr:`reads_bar_only` holds: its step is
+        given ``{"symbol": symbol}`` as the market data. The same bars through
+        this method or through :meth:`signal_after` give the same signals.
+        """
+        state = self._states.get(symbol)
+        if state is None:
+            state = self._states[symbol] = self.new_state()
+        return self._advance(state, {"symbol": symbol}, state.bars, bar)
+
+    def blank_copy(self) -> IncrementalStrategy:
+        """Return a copy of this strategy (class, name, parameters) with no symbol state and no shared cost model."""
+        clone = copy.copy(self)
+        clone._states = {}
+        clone._histories = {}
+        clone.costs = None
+        return clone
 
     def reset(self, symbol: str | None = None) -> None:
         """Forget the state of one symbol (or of all)."""

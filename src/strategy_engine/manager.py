@@ -45,7 +45,7 @@ import operator
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from typing import Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import numpy as np
 import structlog
@@ -67,6 +67,9 @@ from keel.strategy_engine.regime import (
     RegimeState,
 )
 from keel.strategy_engine.trend_following import TrendFollowingStrategy
+
+if TYPE_CHECKING:
+    from keel.strategy_engine.regime_prefetch import PrefetchedRegimeFits, SymbolBarViews
 
 _log = structlog.get_logger("keel.strategy")
 
@@ -207,6 +210,8 @@ class _SymbolBook:
     bars: int = 0
     rejected_bars: int = 0
     rejected_funding: int = 0
+    bar_views: SymbolBarViews | None = None
+    prefetched: list[bool] | None = None
 
 
 class StrategyManager:
@@ -296,6 +301,7 @@ class StrategyManager:
         self.signals_published = 0
         self._fit_executor: Executor | None = None
         self._fit_store: RegimeFitStore | None = None
+        self._bar_view_store: PrefetchedRegimeFits | None = None
 
     # --- the event-driven path ----------------------------------------------------
 
@@ -462,6 +468,67 @@ class StrategyManager:
             if book.detector is not None:
                 book.detector.use_fit_store(store)
 
+    def bar_only_strategies(self) -> list[tuple[int, IncrementalStrategy]]:
+        """Return (index, blank copy) of each strategy whose views depend on its symbol's bars alone.
+
+        Those are the incremental strategies that read the bar only
+        (:attr:`~keel.strategy_engine.base.IncrementalStrategy.reads_bar_only`),
+        whose HOLD means flat and whose ``generate_signal`` is the incremental one.
+        """
+        return [
+            (i, strategy.blank_copy())
+            for i, strategy in enumerate(self.strategies)
+            if isinstance(strategy, IncrementalStrategy)
+            and strategy.reads_bar_only
+            and strategy.hold_means_flat
+            and type(strategy).generate_signal is IncrementalStrategy.generate_signal
+        ]
+
+    def use_bar_views(self, store: PrefetchedRegimeFits | None) -> None:
+        """Take each symbol's regime views and bar-only strategies' views from ``store``; no decision changes.
+
+        The store's worker makes them from the same bars with the same code.
+        Where its views stop (a worker failure, or the store is taken away
+        with None), the symbol's detector and those strategies are brought up
+        to date from the recorded bars at its next bar and run here again.
+        """
+        self._bar_view_store = store
+        for symbol, book in self._books.items():
+            if book.history is None:
+                continue
+            if store is not None:
+                self._attach_bar_views(book, symbol, store)
+            elif book.bar_views is not None:
+                book.bar_views.stop()
+
+    def _attach_bar_views(self, book: _SymbolBook, symbol: str, store: PrefetchedRegimeFits) -> None:
+        views = store.symbol_views(symbol)
+        if views is None:
+            return
+        sent = set(views.strategies)
+        book.prefetched = [i in sent and book.enabled[i] for i in range(len(self.strategies))]
+        for i, prefetched in enumerate(book.prefetched):
+            if prefetched:
+                book.consecutive_errors[i] = 0
+        book.bar_views = views
+
+    def _leave_bar_views(self, book: _SymbolBook, symbol: str, through: int | None) -> None:
+        """Bring the symbol's detector and prefetched strategies through bar ``through``; run them here from now.
+
+        ``through`` is the close time of the last bar the manager took.
+        """
+        views, prefetched = book.bar_views, book.prefetched
+        assert views is not None and prefetched is not None
+        book.bar_views = book.prefetched = None
+        detector = self._new_detector() if views.states_sent and book.detector is not None else None
+        strategies = [s for i, s in enumerate(self.strategies) if prefetched[i]]
+        for strategy in strategies:
+            assert isinstance(strategy, IncrementalStrategy)
+        views.catch_up(through, detector, cast(list[IncrementalStrategy], strategies))
+        if detector is not None:
+            book.detector = detector
+        _log.info("bar views stopped: running here", symbol=symbol, through=through, views_taken=views.taken)
+
     def fit_due_next(self, symbol: str) -> Future[RegimeFit] | None:
         """Return the regime refit the symbol's next bar applies (to wait for off the event loop), or None."""
         book = self._books.get(symbol)
@@ -501,18 +568,23 @@ class StrategyManager:
         # A symbol fed by events and then by arrays (or the reverse) starts over.
         if book is None or (book.history is not None) != event_driven:
             book = self._books[symbol] = self._new_book(symbol, event_driven=event_driven)
+            if event_driven and self._bar_view_store is not None:
+                self._attach_bar_views(book, symbol, self._bar_view_store)
         return book
 
-    def _new_book(self, symbol: str, *, event_driven: bool) -> _SymbolBook:
-        count = len(self.strategies)
+    def _new_detector(self) -> NoLookAheadRegimeDetector | None:
         detector = self._detector_factory() if self._detector_factory else None
         if detector is not None and self._fit_executor is not None:
             detector.use_executor(self._fit_executor)
         if detector is not None and self._fit_store is not None:
             detector.use_fit_store(self._fit_store)
+        return detector
+
+    def _new_book(self, symbol: str, *, event_driven: bool) -> _SymbolBook:
+        count = len(self.strategies)
         return _SymbolBook(
             history=SymbolHistory(symbol, self.history_bars) if event_driven else None,
-            detector=detector,
+            detector=self._new_detector(),
             views=[None] * count,
             scores=[0.0] * count,
             intents=[None] * count,
@@ -532,11 +604,22 @@ class StrategyManager:
         known_bar: tuple[tuple[int, float, float, float, float, float], int | None] | None = None,
     ) -> ManagerUpdate:
         book.bars += 1
-        regime_change = None if book.detector is None else self._update_regime(book, close)
+        views = book.bar_views
+        taken = None if views is None or known_bar is None else views.take(ts, known_bar[1])
+        if taken is None:
+            if views is not None:
+                self._leave_bar_views(book, symbol, None if known_bar is None else known_bar[1])
+            regime_change = None if book.detector is None else self._update_regime(book, close)
+            failures = self._run_strategies(book, symbol, market_data, index, ts, known_bar)
+        else:
+            state, changes = taken
+            regime_change = self._update_regime(book, close) if state is None else self._new_regime(book, state)
+            failures = self._run_strategies(book, symbol, market_data, index, ts, known_bar, book.prefetched)
+            if changes:
+                self._take_views(book, changes)
         previous_close = book.last_close
         bar_return = 0.0 if previous_close is None else close / previous_close - 1.0
         book.last_close = close
-        failures = self._run_strategies(book, symbol, market_data, index, ts, known_bar)
         fee_rate = self.fee_rate
         for i, performance in enumerate(self._performances):
             view = book.views[i]
@@ -573,6 +656,25 @@ class StrategyManager:
         book.regime = book.detector.update(close)
         return (previous, book.regime) if book.regime.regime is not previous else None
 
+    @staticmethod
+    def _new_regime(book: _SymbolBook, state: RegimeState) -> tuple[MarketRegime, RegimeState] | None:
+        """:meth:`_update_regime` with the detector's view made elsewhere."""
+        previous = book.regime.regime
+        book.regime = state
+        return (previous, state) if state.regime is not previous else None
+
+    @staticmethod
+    def _take_views(book: _SymbolBook, changes: Sequence[tuple[int, StrategySignal]]) -> None:
+        """Take the prefetched strategies' new views of a bar, as :meth:`_run_strategies` takes them."""
+        prefetched = book.prefetched
+        assert prefetched is not None
+        views = book.views
+        for i, signal in changes:
+            if prefetched[i]:
+                views[i] = signal
+                if signal.target_quantity is not None or signal.ladder is not None:
+                    book.intents_pending = True
+
     def _run_strategies(
         self,
         book: _SymbolBook,
@@ -581,11 +683,13 @@ class StrategyManager:
         index: int,
         ts: int,
         known_bar: tuple[tuple[int, float, float, float, float, float], int | None] | None,
+        skip: Sequence[bool] | None = None,
     ) -> list[StrategyFailure]:
+        """Run each enabled strategy on the bar (but those ``skip`` marks); return their failures."""
         failures = []
         views = book.views
         for i, strategy in enumerate(self.strategies):
-            if not book.enabled[i]:
+            if not book.enabled[i] or (skip is not None and skip[i]):
                 continue
             try:
                 if known_bar is not None and self._incremental[i]:
@@ -675,6 +779,8 @@ class StrategyManager:
         self._incremental[index] = isinstance(strategy, IncrementalStrategy)
         for book in self._books.values():
             book.views[index] = None
+            if book.prefetched is not None:
+                book.prefetched[index] = False
         return previous
 
     def set_strategy_gate(self, name: str, reason: str | None) -> None:

@@ -57,6 +57,8 @@ class MeanReversionStrategy(IncrementalStrategy):
         Values for :attr:`parameter_space`; ``exit_z < entry_z < stop_z`` is required.
     """
 
+    reads_bar_only: ClassVar[bool] = True
+
     parameter_space: ClassVar[Mapping[str, Parameter]] = {
         "lookback": Parameter(int, 240, 10, 1000, "bars of the mean and standard deviation"),
         "entry_z": Parameter(float, 3.5, 0.5, 5.0, "z-score magnitude that opens a position"),

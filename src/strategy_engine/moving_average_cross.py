@@ -63,6 +63,8 @@ class MovingAverageCrossStrategy(IncrementalStrategy):
         The strategy's name.
     """
 
+    reads_bar_only: ClassVar[bool] = True
+
     parameter_space: ClassVar[Mapping[str, Parameter]] = {
         "fast_period": Parameter(int, 20, 1, 1000, "bars in the fast simple moving average"),
         "slow_period": Parameter(int, 60, 2, 5000, "bars in the slow simple moving average"),

@@ -61,6 +61,8 @@ class RangeTradingStrategy(IncrementalStrategy):
         Values for :attr:`parameter_space`; ``min_range_width < max_range_width`` is required.
     """
 
+    reads_bar_only: ClassVar[bool] = True
+
     parameter_space: ClassVar[Mapping[str, Parameter]] = {
         "range_period": Parameter(int, 1440, 20, 2000, "bars defining the channel and its efficiency ratio"),
         "entry_band": Parameter(float, 0.1, 0.01, 0.45, "fraction of the range from an edge where entries happen"),

@@ -17,6 +17,18 @@ and the replay's detector fits it itself, so the results never depend on the
 worker; only the wall time does. The worker never waits for the replay, and
 the replay waits for the worker only when it needs a fit from a slice the
 worker has not finished.
+
+The worker also sends what else depends on a symbol's bars alone, so the
+replay does not compute it again: each bar's regime view (when the replay's
+detector uses a refit on the bar it starts at, ``fit_delay_bars`` 0, as in
+backtests) and the views of the strategies that read nothing but the bar
+(:attr:`~keel.strategy_engine.base.IncrementalStrategy.reads_bar_only`),
+as :class:`SymbolBarViews`. The worker computes them with the replay's own
+code on the same bars, so they are the views the replay would have made. A
+symbol whose views stop coming (the worker died, a strategy raised, the bars
+differ) has its detector and those strategies brought up to date from the
+recorded bars (:meth:`SymbolBarViews.catch_up`) and runs them in the replay
+from that bar on.
 """
 
 from __future__ import annotations
@@ -29,15 +41,18 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import BrokenExecutor, Future
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import numpy as np
 import structlog
 
+from keel.strategy_engine.base import IncrementalStrategy, StrategySignal
 from keel.strategy_engine.fit_worker import FitWorker
 from keel.strategy_engine.history import valid_bar
 from keel.strategy_engine.regime import (
     NoLookAheadRegimeDetector,
     RegimeFit,
+    RegimeState,
     load_fit_libraries,
     use_regime_fit_store,
 )
@@ -51,9 +66,41 @@ BarSource = Callable[[str], tuple[np.ndarray, np.ndarray]]
 SLICE_BARS = 360
 """Bars of time in each slice sent to the worker (6 hours of 1m bars)."""
 
+ViewChanges = tuple[tuple[int, StrategySignal], ...]
+"""(strategy index, its new view) for each strategy whose view changed on a bar."""
+
+
+class SymbolSlice(NamedTuple):
+    """What the worker made of one symbol's bars in one slice of time.
+
+    Attributes
+    ----------
+    symbol
+        The symbol.
+    fits
+        The refits made, by request key.
+    keys
+        The close times of the bars it took (the valid ones), in order.
+    states
+        The regime view after each of those bars (None: not sent, the
+        replay's detector runs itself).
+    views
+        The strategies' view changes, by position in ``keys``.
+    stopped
+        Whether the worker stopped following the symbol after these bars (a
+        strategy raised on the next one): the replay takes over from there.
+    """
+
+    symbol: str
+    fits: list[tuple[str, RegimeFit]]
+    keys: list[int]
+    states: list[RegimeState] | None
+    views: dict[int, ViewChanges]
+    stopped: bool
+
 
 class PrefetchedRegimeFits:
-    """A regime fit store a worker process fills ahead of the replay.
+    """A regime fit store a worker process fills ahead of the replay, with the bars' views.
 
     Parameters
     ----------
@@ -71,6 +118,9 @@ class PrefetchedRegimeFits:
     now
         The replay's clock (ns): a fit asked for at ``now`` can only come from
         a slice that starts at or before it.
+    strategies
+        The strategies whose views the worker makes, as (index in the
+        manager, a blank copy); each must read the bar only.
     slice_bars
         Bars of time per slice.
 
@@ -78,6 +128,9 @@ class PrefetchedRegimeFits:
     ----------
     hits, misses : int
         Fits taken from the worker, and fits asked for that it did not have.
+    sends_states : bool
+        Whether the worker sends each bar's regime view (the detector uses a
+        refit on the bar it starts at).
     failed : str
         Why the worker stopped being used ("" while it works).
     """
@@ -90,38 +143,46 @@ class PrefetchedRegimeFits:
         bars: BarSource,
         interval_ns: int,
         now: Callable[[], int],
+        strategies: Sequence[tuple[int, IncrementalStrategy]] = (),
         slice_bars: int = SLICE_BARS,
     ) -> None:
         self._now = now
+        self._factory = factory
+        self._bars = bars
         self._fits: dict[str, RegimeFit] = {}
-        self._slices: deque[tuple[int, Future[list[tuple[str, RegimeFit]]]]] = deque()
+        self._slices: deque[tuple[int, Future[SymbolSlice]]] = deque()
+        self._pending: dict[str, deque[SymbolSlice]] = {symbol: deque() for symbol in symbols}
+        self.strategies = tuple(strategies)
+        self._symbol_views: list[SymbolBarViews] = []
+        self.sends_states = factory().fit_delay_bars == 0
         self.hits = 0
         self.misses = 0
         self.failed = ""
         self._worker = worker
         try:
-            self._send(factory, symbols, bars, interval_ns * slice_bars)
+            self._send(symbols, interval_ns * slice_bars)
         except (BrokenExecutor, RuntimeError) as error:
             self._stop(repr(error))
 
-    def _send(self, factory: DetectorFactory, symbols: Sequence[str], bars: BarSource, slice_ns: int) -> None:
+    def _send(self, symbols: Sequence[str], slice_ns: int) -> None:
         """Queue every symbol's bars, slice by slice in time, each slice's symbols in feed order."""
-        columns = {symbol: bars(symbol) for symbol in symbols}
+        columns = {symbol: self._bars(symbol) for symbol in symbols}
         first = min((int(ts[0]) for ts, _ in columns.values() if len(ts)), default=None)
         last = max((int(ts[-1]) for ts, _ in columns.values() if len(ts)), default=None)
         if first is None or last is None:
             return
         self._worker.submit(forget_detectors)
+        follow = (self._factory, self.strategies, self.sends_states)
         for start in range(first, last + 1, slice_ns):
             for symbol, (ts, ohlcv) in columns.items():
                 low, high = np.searchsorted(ts, [start, start + slice_ns])
                 if high > low:
-                    future = self._worker.submit(fits_along, symbol, factory, ts[low:high], ohlcv[low:high])
+                    future = self._worker.submit(follow_bars, symbol, *follow, ts[low:high], ohlcv[low:high])
                     self._slices.append((start, future))
 
     @property
     def worker_pid(self) -> int:
-        """Return the worker process's id."""
+        """Return the worker's process id."""
         return self._worker.pid
 
     def get(self, key: str) -> RegimeFit | None:
@@ -129,11 +190,7 @@ class PrefetchedRegimeFits:
         fits = self._fits
         now = self._now()
         while key not in fits and self._slices and self._slices[0][0] <= now:
-            _, future = self._slices.popleft()
-            try:
-                fits.update(future.result())
-            except Exception as error:  # the worker died or a slice failed: the replay fits the rest itself
-                self._stop(repr(error))
+            self._take_slice()
         fit = fits.pop(key, None)
         if fit is None:
             self.misses += 1
@@ -143,6 +200,51 @@ class PrefetchedRegimeFits:
 
     def put(self, key: str, fit: RegimeFit) -> None:
         """Keep nothing: a fit the replay made itself is not asked for again."""
+
+    def symbol_views(self, symbol: str) -> SymbolBarViews | None:
+        """Return the bar views of ``symbol`` the worker sends (None: it sends none)."""
+        if symbol not in self._pending or not (self.sends_states or self.strategies):
+            return None
+        views = SymbolBarViews(self, symbol)
+        self._symbol_views.append(views)
+        return views
+
+    @property
+    def views_taken(self) -> int:
+        """Return how many bars' views the replay took from the worker."""
+        return sum(views.taken for views in self._symbol_views)
+
+    def next_slice(self, symbol: str) -> SymbolSlice | None:
+        """Return the symbol's next slice, waiting for the worker (None: there is no more, or the worker failed)."""
+        pending = self._pending[symbol]
+        while not pending and self._slices:
+            self._take_slice()
+        return pending.popleft() if pending else None
+
+    def _take_slice(self) -> None:
+        _, future = self._slices.popleft()
+        try:
+            made = future.result()
+        except Exception as error:  # the worker died or a slice failed: the replay does the rest itself
+            self._stop(repr(error))
+            return
+        self._fits.update(made.fits)
+        self._pending[made.symbol].append(made)
+
+    def catch_up(
+        self,
+        symbol: str,
+        through: int | None,
+        detector: NoLookAheadRegimeDetector | None,
+        strategies: Sequence[IncrementalStrategy],
+    ) -> None:
+        """Feed a fresh detector and the strategies (their symbol state reset) the symbol's bars up to ``through``."""
+        for strategy in strategies:
+            strategy.reset(symbol)
+        ts, ohlcv = self._bars(symbol)
+        end = 0 if through is None else int(np.searchsorted(ts, through, side="right"))
+        follower = _Follower(detector, [(0, strategy) for strategy in strategies], send_states=False, catching_up=True)
+        follower.advance(symbol, ts[:end], ohlcv[:end])
 
     def finish(self) -> bool:
         """Wait for the worker to end this replay's slices; return whether it can serve another replay."""
@@ -162,6 +264,91 @@ class PrefetchedRegimeFits:
         _log.warning("regime fit prefetch stopped: fitting in the replay", error=reason)
 
 
+class SymbolBarViews:
+    """One symbol's regime views and strategy view changes from the worker, taken bar by bar.
+
+    Parameters
+    ----------
+    store
+        The store the worker fills.
+    symbol
+        The symbol.
+    """
+
+    def __init__(self, store: PrefetchedRegimeFits, symbol: str) -> None:
+        self.store = store
+        self.symbol = symbol
+        self.states_sent = store.sends_states
+        self.strategies = tuple(index for index, _ in store.strategies)
+        self._keys: list[int] = []
+        self._states: list[RegimeState] | None = None
+        self._views: dict[int, ViewChanges] = {}
+        self._position = 0
+        self._started = False
+        self._before: int | None = None
+        self._stopped = False
+        self.taken = 0
+
+    def take(self, key: int, previous_key: int | None) -> tuple[RegimeState | None, ViewChanges] | None:
+        """Return the regime view and the view changes after the bar closing at ``key`` (ns).
+
+        ``previous_key`` is the close time of the bar the replay took before
+        it (None: none). None when the worker has no views for that bar (it
+        failed, stopped following the symbol, or saw other bars): then
+        :meth:`catch_up` through ``previous_key`` and run the detector and the
+        strategies in the replay. The first bar asked for may come after bars
+        the worker saw (the warm-up's, which the replay ran itself), the last
+        of them ``previous_key``; every later one must be the worker's next bar.
+        """
+        position = self._position
+        keys = self._keys
+        while True:
+            if position < len(keys):
+                found = keys[position]
+                if found == key and (self._started or previous_key == self._before):
+                    self._position = position + 1
+                    self._started = True
+                    self.taken += 1
+                    states = self._states
+                    return None if states is None else states[position], self._views.get(position, ())
+                if found >= key or self._started:
+                    return None
+                self._before = found
+                position += 1
+                continue
+            if self._stopped or not self._load_next():
+                return None
+            position, keys = 0, self._keys
+
+    def _load_next(self) -> bool:
+        made = self.store.next_slice(self.symbol)
+        if made is None:
+            return False
+        self._keys, self._states, self._views = made.keys, made.states, made.views
+        self._position = 0
+        self._stopped = made.stopped
+        return True
+
+    def catch_up(
+        self,
+        through: int | None,
+        detector: NoLookAheadRegimeDetector | None,
+        strategies: Sequence[IncrementalStrategy],
+    ) -> None:
+        """Bring a fresh detector and the strategies through the bar closing at ``through`` from the recorded bars.
+
+        ``through`` is the last bar the replay took (None: none); up to there,
+        the worker's bars and the replay's were the same.
+        """
+        self.store.catch_up(self.symbol, through, detector, strategies)
+
+    def stop(self) -> None:
+        """Give no more views: the next :meth:`take` returns None."""
+        self._stopped = True
+        self._keys = []
+        self._position = 0
+
+
 @contextmanager
 def prefetched_regime_fits(
     factory: DetectorFactory | None,
@@ -169,14 +356,18 @@ def prefetched_regime_fits(
     bars: BarSource,
     interval_ns: int,
     now: Callable[[], int],
+    strategies: Sequence[tuple[int, IncrementalStrategy]] = (),
 ) -> Iterator[PrefetchedRegimeFits | None]:
-    """Start a :class:`PrefetchedRegimeFits` for the block (give it to the detectors), or nothing.
+    """Start a :class:`PrefetchedRegimeFits` for the block (give it to the strategy manager), or nothing.
 
-    After the block the worker finishes this replay's slices and is kept for
-    the next replay of this process (it loads the fitting libraries once); a
-    block left by an exception ends it instead. Nothing is started (the block
-    gets None) when there is no detector, the factory cannot be sent to a
-    worker process, or another replay is using the worker.
+    ``strategies`` are the (index, blank copy) of the strategies whose views
+    the worker should make too; one that cannot be sent to a worker process
+    is left to the replay. After the block the worker finishes this replay's
+    slices and is kept for the next replay of this process (it loads the
+    fitting libraries once); a block left by an exception ends it instead.
+    Nothing is started (the block gets None) when there is no detector, the
+    factory cannot be sent to a worker process, or another replay is using
+    the worker.
     """
     worker = _take_worker() if factory is not None and _sendable(factory) else None
     if worker is None or factory is None:
@@ -184,10 +375,17 @@ def prefetched_regime_fits(
         return
     reusable = False
     try:
-        store = PrefetchedRegimeFits(worker, factory, symbols, bars, interval_ns, now)
+        sent = [(index, strategy) for index, strategy in strategies if _sendable(strategy)]
+        store = PrefetchedRegimeFits(worker, factory, symbols, bars, interval_ns, now, sent)
         yield store
         reusable = store.finish()
-        _log.info("regime fit prefetch", fits_prefetched=store.hits, fits_missed=store.misses, failed=store.failed)
+        _log.info(
+            "regime fit prefetch",
+            fits_prefetched=store.hits,
+            fits_missed=store.misses,
+            bar_views_taken=store.views_taken,
+            failed=store.failed,
+        )
     finally:
         _give_back(worker, keep=reusable)
 
@@ -248,9 +446,9 @@ def _end_worker() -> None:
         worker.shutdown(wait=True, cancel_futures=True)
 
 
-def _sendable(factory: DetectorFactory) -> bool:
+def _sendable(thing: object) -> bool:
     try:
-        pickle.dumps(factory)
+        pickle.dumps(thing)
     except Exception:
         return False
     return True
@@ -270,40 +468,112 @@ class _RecordedFits:
 
 
 class _Follower:
-    """One symbol's detector in the worker, fed the bars the replay's detector is fed."""
+    """One symbol's detector and bar-only strategies, fed the bars the replay's are fed.
 
-    def __init__(self, factory: DetectorFactory) -> None:
-        self.recorded = _RecordedFits()
-        with use_regime_fit_store(self.recorded):
-            self.detector = factory()
-        # Applied at once, each fit is recorded in the slice it started in; where it is applied does not change it.
-        self.detector.fit_delay_bars = 0
+    Bar by bar as the replay's strategy manager runs them: the bar's
+    validity, the detector, then each strategy; a strategy's view counts as
+    changed when it is a new signal, as the manager counts it. Following
+    ahead, it stops before a bar on which a strategy raises (the replay
+    meets that bar itself); ``catching_up`` (the replay's own strategies
+    brought up to a bar they passed) it goes on, as the manager did.
+    """
+
+    def __init__(
+        self,
+        detector: NoLookAheadRegimeDetector | None,
+        strategies: Sequence[tuple[int, IncrementalStrategy]],
+        *,
+        send_states: bool,
+        catching_up: bool = False,
+    ) -> None:
+        self.detector = detector
+        self.catching_up = catching_up
+        self.strategies = tuple(strategies)
+        self.send_states = send_states
+        self.views: list[StrategySignal | None] = [None] * len(self.strategies)
         self.last_ts: int | None = None
+        self.stopped = False
 
-    def advance(self, ts: np.ndarray, ohlcv: np.ndarray) -> list[tuple[str, RegimeFit]]:
-        detector = self.detector
+    def advance(
+        self, symbol: str, ts: np.ndarray, ohlcv: np.ndarray
+    ) -> tuple[list[int], list[RegimeState] | None, dict[int, ViewChanges]]:
+        """Take the bars; return the valid bars' keys, regime views (if sent) and view changes by position.
+
+        Stops (:attr:`stopped`) before a bar on which a strategy raises.
+        """
+        detector, strategies, views = self.detector, self.strategies, self.views
+        keys: list[int] = []
+        states: list[RegimeState] | None = [] if self.send_states else None
+        changes: dict[int, ViewChanges] = {}
         last_ts = self.last_ts
         for t, (open_, high, low, close, volume) in zip(ts.tolist(), ohlcv.tolist(), strict=True):
-            if valid_bar(t, open_, high, low, close, volume, last_ts):
-                last_ts = t
-                detector.update(close)
+            if self.stopped or not valid_bar(t, open_, high, low, close, volume, last_ts):
+                continue
+            state = None if detector is None else detector.update(close)
+            bar = (t, open_, high, low, close, volume)
+            changed: ViewChanges = ()
+            for k, (index, strategy) in enumerate(strategies):
+                try:
+                    signal = strategy.advance_bar(symbol, bar)
+                except Exception:
+                    if self.catching_up:
+                        continue
+                    self.stopped = True
+                    break
+                if signal is not None and signal is not views[k]:
+                    if not (isinstance(signal, StrategySignal) and signal.symbol == symbol):
+                        if self.catching_up:
+                            continue
+                        self.stopped = True  # the replay raises the manager's error on this bar itself
+                        break
+                    views[k] = signal
+                    changed = (*changed, (index, signal))
+            if self.stopped:
+                break
+            last_ts = t
+            if changed:
+                changes[len(keys)] = changed
+            keys.append(t)
+            if states is not None:
+                assert state is not None  # states are sent only with a detector
+                states.append(state)
         self.last_ts = last_ts
-        made, self.recorded.made = self.recorded.made, []
-        return made
+        return keys, states, changes
 
 
 _FOLLOWERS: dict[str, _Follower] = {}
-"""The worker process's detectors by symbol, of the replay it serves."""
+"""The worker process's detectors and strategies by symbol, of the replay it serves."""
+
+_RECORDED: dict[str, _RecordedFits] = {}
+"""The fits each symbol's detector in the worker made and has not sent yet."""
 
 
 def forget_detectors() -> None:
-    """Run in the worker: drop the detectors of the previous replay."""
+    """Run in the worker: drop the detectors and strategies of the previous replay."""
     _FOLLOWERS.clear()
+    _RECORDED.clear()
 
 
-def fits_along(symbol: str, factory: DetectorFactory, ts: np.ndarray, ohlcv: np.ndarray) -> list[tuple[str, RegimeFit]]:
-    """Run in the worker: advance ``symbol``'s detector through a slice of bars; return the fits it made."""
+def follow_bars(
+    symbol: str,
+    factory: DetectorFactory,
+    strategies: Sequence[tuple[int, IncrementalStrategy]],
+    send_states: bool,
+    ts: np.ndarray,
+    ohlcv: np.ndarray,
+) -> SymbolSlice:
+    """Run in the worker: advance ``symbol``'s detector and strategies through a slice of bars; return their output."""
     follower = _FOLLOWERS.get(symbol)
     if follower is None:
-        follower = _FOLLOWERS[symbol] = _Follower(factory)
-    return follower.advance(ts, ohlcv)
+        recorded = _RecordedFits()
+        with use_regime_fit_store(recorded):
+            detector = factory()
+        # Applied at once, each fit is recorded in the slice it started in; where it is applied does not change it.
+        detector.fit_delay_bars = 0
+        blank = [(index, strategy.blank_copy()) for index, strategy in strategies]
+        follower = _FOLLOWERS[symbol] = _Follower(detector, blank, send_states=send_states)
+        _RECORDED[symbol] = recorded
+    keys, states, views = follower.advance(symbol, ts, ohlcv)
+    recorded = _RECORDED[symbol]
+    made, recorded.made = recorded.made, []
+    return SymbolSlice(symbol, made, keys, states, views, follower.stopped)

@@ -74,6 +74,8 @@ class TrendFollowingStrategy(IncrementalStrategy):
         ``fast_period`` must be below ``slow_period``.
     """
 
+    reads_bar_only: ClassVar[bool] = True
+
     parameter_space: ClassVar[Mapping[str, Parameter]] = {
         "fast_period": Parameter(int, 80, 5, 100, "bars of the fast EMA"),
         "slow_period": Parameter(int, 320, 10, 500, "bars of the slow EMA"),

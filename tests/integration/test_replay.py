@@ -91,19 +91,21 @@ def trading_record(run: RecordedRun) -> tuple[object, ...]:
     return recorder.fills, recorder.rejections, recorder.regimes, list(recorder.equity_curve())
 
 
-def test_regime_refits_made_in_the_worker_process_change_nothing_the_replay_does() -> None:
+def test_regime_refits_and_views_made_in_the_worker_process_change_nothing_the_replay_does() -> None:
     # Arrange
     inline = replayed(fit_worker=False)
 
     # Act
     prefetching = replayed(fit_worker=True)
 
-    # Assert: every refit came from the worker, and every order, position and mark is the same
+    # Assert: every bar's regime and bar-only strategy views came from the worker (so the replay fitted nothing),
+    # and every order, position and mark is the same
     store = prefetching.fit_prefetch
     assert inline.fit_prefetch is None
     assert store is not None
-    assert store.hits >= 6
+    assert store.views_taken == prefetching.bars
     assert store.misses == 0
+    assert len(store.strategies) == 3
     assert len(inline.pipeline.recorder.fills) > 0
     assert len(inline.pipeline.recorder.regimes) > 0
     assert trading_record(prefetching) == trading_record(inline)
