@@ -174,8 +174,11 @@ class _Combined(NamedTuple):
     confidence: float
     factor: float
     leader: int | None
-    weights: tuple[float, ...]
+    weights: tuple[float, ...] | None
+    """The strategies' regime weights (None: worked out from ``regime`` and ``voting`` when a signal needs them)."""
     contributions: tuple[float, ...]
+    regime: RegimeState = UNKNOWN_STATE
+    voting: tuple[bool, ...] = ()
 
     @property
     def action(self) -> str:
@@ -212,6 +215,8 @@ class _SymbolBook:
     rejected_funding: int = 0
     bar_views: SymbolBarViews | None = None
     prefetched: list[bool] | None = None
+    voting: tuple[bool, ...] | None = None
+    """Which strategies vote (enabled, not stopped, not gated); None: to be worked out again."""
 
 
 class StrategyManager:
@@ -295,6 +300,7 @@ class StrategyManager:
         self._performances = [self.performance[n] for n in names]
         self._performance = self.performance[name]
         self._incremental = [isinstance(s, IncrementalStrategy) for s in self.strategies]
+        self._no_contributions = (0.0,) * len(self.strategies)
         self._regime_columns = [tuple(self.regime_weights[r.value][n] for r in REGIMES) for n in names]
         self._unknown_weights = [self.regime_weights[MarketRegime.UNKNOWN.value][n] for n in names]
         self._books: dict[str, _SymbolBook] = {}
@@ -434,6 +440,7 @@ class StrategyManager:
                 if not book.enabled[i]:
                     enabled.append((strategy.name, symbol))
                 book.enabled[i] = True
+                book.voting = None
                 book.consecutive_errors[i] = 0
         return enabled
 
@@ -720,6 +727,7 @@ class StrategyManager:
         disabled = book.consecutive_errors[i] >= self.max_consecutive_errors
         if disabled:
             book.enabled[i] = False
+            book.voting = None
             book.views[i] = None
         _log.error("strategy raised", strategy=name, symbol=symbol, ts=ts, error=repr(error), disabled=disabled)
         return StrategyFailure(name, symbol, type(error).__name__, str(error), disabled, ts)
@@ -735,7 +743,7 @@ class StrategyManager:
                 for (w0, w1, w2, w3), on in zip(self._regime_columns, enabled, strict=True)
             ]
         total = sum(raw)
-        return tuple(w / total for w in raw) if total > 0.0 else tuple(0.0 for _ in raw)
+        return tuple([w / total for w in raw]) if total > 0.0 else (0.0,) * len(raw)
 
     def set_strategy_enabled(self, name: str, enabled: bool) -> None:
         """Let an operator stop (or restart) one strategy's vote; it keeps updating while stopped.
@@ -750,6 +758,7 @@ class StrategyManager:
             raise KeyError(name)
         self._stopped[names.index(name)] = not enabled
         self._recheck_intents()
+        self._recount_votes()
 
     def use_costs(self, costs: CostModel | None) -> None:
         """Give every strategy (and any swapped in later) the run's shared cost model."""
@@ -799,6 +808,12 @@ class StrategyManager:
             raise KeyError(name)
         self._gates[names.index(name)] = reason
         self._recheck_intents()
+        self._recount_votes()
+
+    def _recount_votes(self) -> None:
+        """Work out every symbol's voting strategies again at its next combination."""
+        for book in self._books.values():
+            book.voting = None
 
     def _recheck_intents(self) -> None:
         """Look at every symbol's standing intents again at its next bar (a strategy's vote was let in or held)."""
@@ -834,18 +849,28 @@ class StrategyManager:
         return self._combine(book)
 
     def _combine(self, book: _SymbolBook) -> _Combined:
-        voting = [
-            on and not stopped and gate is None
-            for on, stopped, gate in zip(book.enabled, self._stopped, self._gates, strict=True)
-        ]
-        weights = self._weight_vector(book.regime, voting)
+        voting = book.voting
+        if voting is None:
+            voting = book.voting = tuple(
+                on and not stopped and gate is None
+                for on, stopped, gate in zip(book.enabled, self._stopped, self._gates, strict=True)
+            )
         scores = book.scores
-        factor = self._volatility_factor(book.regime)
+        regime = book.regime
+        factor = self._volatility_factor(regime)
+        if not any(scores):
+            # Every view flat (most bars): no vote to weigh, and the weights are worked out only for a signal.
+            return _Combined(0.0, 0.0, 0.0, factor, None, None, self._no_contributions, regime, voting)
+        weights = self._weight_vector(regime, voting)
         # Flat views abstain: the vote is shared by the strategies that hold a position view.
-        voting_weight = sum(w for w, score in zip(weights, scores, strict=True) if score != 0.0)
+        # (Plain loops, not sum() of generators: this runs every bar, and adds in the same order.)
+        voting_weight = 0.0
+        for w, score in zip(weights, scores, strict=True):
+            if score != 0.0:
+                voting_weight += w
         if not voting_weight > 0.0:
-            return _Combined(0.0, 0.0, 0.0, factor, None, weights, tuple(0.0 for _ in scores))
-        contributions = tuple(w * score / voting_weight for w, score in zip(weights, scores, strict=True))
+            return _Combined(0.0, 0.0, 0.0, factor, None, weights, self._no_contributions)
+        contributions = tuple([w * score / voting_weight for w, score in zip(weights, scores, strict=True)])
         net = sum(contributions)
         if net == 0.0 or abs(net) * factor < self.min_signal:
             return _Combined(0.0, 0.0, 0.0, factor, None, weights, contributions)
@@ -887,10 +912,13 @@ class StrategyManager:
     def _signal(self, book: _SymbolBook, symbol: str) -> StrategySignal:
         combined = book.combined
         names = [s.name for s in self.strategies]
+        weights = combined.weights
+        if weights is None:
+            weights = self._weight_vector(combined.regime, combined.voting)
         metadata = {
             "regime": book.regime.regime.value,
             "regime_probabilities": book.regime.as_dict(),
-            "weights": dict(zip(names, combined.weights, strict=True)),
+            "weights": dict(zip(names, weights, strict=True)),
             "contributions": dict(zip(names, combined.contributions, strict=True)),
             "volatility_factor": combined.factor,
         }
