@@ -349,17 +349,19 @@ class IncrementalStrategy(BaseStrategy):
             return signal
         return self.generate_signal(market_data, current_index)
 
-    def advance_bar(self, symbol: str, bar: tuple[int, float, float, float, float, float]) -> StrategySignal | None:
-        """Step the symbol's state by ``bar`` (key and OHLCV) alone; return the signal on it.
+    def symbol_state(self, symbol: str) -> SymbolState:
+        """Return the symbol's state (a fresh one if it has none).
 
-        Only for a strategy whose :attr:`reads_bar_only` holds: its step is
-        given ``{"symbol": symbol}`` as the market data. The same bars through
-        this method or through :meth:`signal_after` give the same signals.
+        For a strategy whose :attr:`reads_bar_only` holds, stepping this state
+        bar by bar with :meth:`step` (counting ``bars``, keeping ``last_key``
+        and ``last_signal`` as :meth:`signal_after` does), with
+        ``{"symbol": symbol}`` as the market data, gives the signals
+        :meth:`signal_after` gives.
         """
         state = self._states.get(symbol)
         if state is None:
             state = self._states[symbol] = self.new_state()
-        return self._advance(state, {"symbol": symbol}, state.bars, bar)
+        return state
 
     def blank_copy(self) -> IncrementalStrategy:
         """Return a copy of this strategy (class, name, parameters) with no symbol state and no shared cost model."""

@@ -229,19 +229,30 @@ class GaussianHmmFilter:
         return self._normalize(alphas, previous)
 
     def _update_unrolled(self, observation: Sequence[float], previous: list[float]) -> list[float]:
+        """:meth:`update` for 4 states and 2 features, written out: the same operations in the same order."""
         x0, x1 = observation
-        log_likelihoods = [
-            log_norm - (x0 - m0) * (x0 - m0) * h0 - (x1 - m1) * (x1 - m1) * h1
-            for log_norm, m0, h0, m1, h1 in self._unrolled  # type: ignore[union-attr]
-        ]
-        top = max(log_likelihoods)
+        (n0, m00, h00, m01, h01), (n1, m10, h10, m11, h11), (n2, m20, h20, m21, h21), (n3, m30, h30, m31, h31) = (
+            self._unrolled  # type: ignore[misc]
+        )
+        d0, d1, d2, d3 = x0 - m00, x0 - m10, x0 - m20, x0 - m30
+        e0, e1, e2, e3 = x1 - m01, x1 - m11, x1 - m21, x1 - m31
+        l0 = n0 - d0 * d0 * h00 - e0 * e0 * h01
+        l1 = n1 - d1 * d1 * h10 - e1 * e1 * h11
+        l2 = n2 - d2 * d2 * h20 - e2 * e2 * h21
+        l3 = n3 - d3 * d3 * h30 - e3 * e3 * h31
+        top = max(l0, l1, l2, l3)
         p0, p1, p2, p3 = previous
+        c0, c1, c2, c3 = self._columns
         exp = math.exp
-        alphas = [
-            exp(value - top) * (p0 * a0 + p1 * a1 + p2 * a2 + p3 * a3)
-            for value, (a0, a1, a2, a3) in zip(log_likelihoods, self._columns, strict=True)
-        ]
-        return self._normalize(alphas, previous)
+        a0 = exp(l0 - top) * (p0 * c0[0] + p1 * c0[1] + p2 * c0[2] + p3 * c0[3])
+        a1 = exp(l1 - top) * (p0 * c1[0] + p1 * c1[1] + p2 * c1[2] + p3 * c1[3])
+        a2 = exp(l2 - top) * (p0 * c2[0] + p1 * c2[1] + p2 * c2[2] + p3 * c2[3])
+        a3 = exp(l3 - top) * (p0 * c3[0] + p1 * c3[1] + p2 * c3[2] + p3 * c3[3])
+        total = a0 + a1 + a2 + a3
+        if not total > 0.0 or math.isinf(total):
+            return self._normalize([a0, a1, a2, a3], previous)
+        self.probabilities = probabilities = [a0 / total, a1 / total, a2 / total, a3 / total]
+        return probabilities
 
     def _normalize(self, alphas: list[float], previous: list[float] | None) -> list[float]:
         total = sum(alphas)

@@ -66,6 +66,12 @@ BarSource = Callable[[str], tuple[np.ndarray, np.ndarray]]
 SLICE_BARS = 360
 """Bars of time in each slice sent to the worker (6 hours of 1m bars)."""
 
+FIRST_SLICE_BARS = 8
+"""Bars of time in the first slice; the next ones double up to :data:`SLICE_BARS`.
+
+The replay needs every symbol's first slice at once: small first slices let it start without waiting.
+"""
+
 ViewChanges = tuple[tuple[int, StrategySignal], ...]
 """(strategy index, its new view) for each strategy whose view changed on a bar."""
 
@@ -160,11 +166,11 @@ class PrefetchedRegimeFits:
         self.failed = ""
         self._worker = worker
         try:
-            self._send(symbols, interval_ns * slice_bars)
+            self._send(symbols, interval_ns, slice_bars)
         except (BrokenExecutor, RuntimeError) as error:
             self._stop(repr(error))
 
-    def _send(self, symbols: Sequence[str], slice_ns: int) -> None:
+    def _send(self, symbols: Sequence[str], interval_ns: int, slice_bars: int) -> None:
         """Queue every symbol's bars, slice by slice in time, each slice's symbols in feed order."""
         columns = {symbol: self._bars(symbol) for symbol in symbols}
         first = min((int(ts[0]) for ts, _ in columns.values() if len(ts)), default=None)
@@ -172,13 +178,18 @@ class PrefetchedRegimeFits:
         if first is None or last is None:
             return
         self._worker.submit(forget_detectors)
-        follow = (self._factory, self.strategies, self.sends_states)
-        for start in range(first, last + 1, slice_ns):
-            for symbol, (ts, ohlcv) in columns.items():
-                low, high = np.searchsorted(ts, [start, start + slice_ns])
+        # The bars go once, ahead; then each slice is a small request (a large one would queue behind
+        # this process's other threads for the interpreter lock while the worker waits for it).
+        for symbol, (ts, ohlcv) in columns.items():
+            self._worker.submit(start_following, symbol, self._factory, self.strategies, self.sends_states, ts, ohlcv)
+        start, bars = first, min(FIRST_SLICE_BARS, slice_bars)
+        while start <= last:
+            end = start + bars * interval_ns
+            for symbol, (ts, _) in columns.items():
+                low, high = (int(i) for i in np.searchsorted(ts, [start, end]))
                 if high > low:
-                    future = self._worker.submit(follow_bars, symbol, *follow, ts[low:high], ohlcv[low:high])
-                    self._slices.append((start, future))
+                    self._slices.append((start, self._worker.submit(follow_bars, symbol, low, high)))
+            start, bars = end, min(2 * bars, slice_bars)
 
     @property
     def worker_pid(self) -> int:
@@ -501,7 +512,10 @@ class _Follower:
 
         Stops (:attr:`stopped`) before a bar on which a strategy raises.
         """
-        detector, strategies, views = self.detector, self.strategies, self.views
+        detector, views = self.detector, self.views
+        # IncrementalStrategy.signal_after's step, inlined: this runs for every strategy, symbol and bar.
+        market = {"symbol": symbol}
+        steps = [(index, strategy.step, strategy.symbol_state(symbol)) for index, strategy in self.strategies]
         keys: list[int] = []
         states: list[RegimeState] | None = [] if self.send_states else None
         changes: dict[int, ViewChanges] = {}
@@ -512,9 +526,11 @@ class _Follower:
             state = None if detector is None else detector.update(close)
             bar = (t, open_, high, low, close, volume)
             changed: ViewChanges = ()
-            for k, (index, strategy) in enumerate(strategies):
+            for k, (index, step, strategy_state) in enumerate(steps):
                 try:
-                    signal = strategy.advance_bar(symbol, bar)
+                    strategy_state.bars += 1
+                    strategy_state.last_key = t
+                    signal = strategy_state.last_signal = step(strategy_state, market, strategy_state.bars - 1, bar)
                 except Exception:
                     if self.catching_up:
                         continue
@@ -547,33 +563,42 @@ _FOLLOWERS: dict[str, _Follower] = {}
 _RECORDED: dict[str, _RecordedFits] = {}
 """The fits each symbol's detector in the worker made and has not sent yet."""
 
+_BARS: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+"""Each symbol's bars (close times and OHLCV rows) of the replay the worker serves."""
+
 
 def forget_detectors() -> None:
-    """Run in the worker: drop the detectors and strategies of the previous replay."""
+    """Run in the worker: drop the bars, detectors and strategies of the previous replay."""
     _FOLLOWERS.clear()
     _RECORDED.clear()
+    _BARS.clear()
 
 
-def follow_bars(
+def start_following(
     symbol: str,
     factory: DetectorFactory,
     strategies: Sequence[tuple[int, IncrementalStrategy]],
     send_states: bool,
     ts: np.ndarray,
     ohlcv: np.ndarray,
-) -> SymbolSlice:
-    """Run in the worker: advance ``symbol``'s detector and strategies through a slice of bars; return their output."""
-    follower = _FOLLOWERS.get(symbol)
-    if follower is None:
-        recorded = _RecordedFits()
-        with use_regime_fit_store(recorded):
-            detector = factory()
-        # Applied at once, each fit is recorded in the slice it started in; where it is applied does not change it.
-        detector.fit_delay_bars = 0
-        blank = [(index, strategy.blank_copy()) for index, strategy in strategies]
-        follower = _FOLLOWERS[symbol] = _Follower(detector, blank, send_states=send_states)
-        _RECORDED[symbol] = recorded
-    keys, states, views = follower.advance(symbol, ts, ohlcv)
+) -> None:
+    """Run in the worker: keep ``symbol``'s bars and build its detector and strategies, to follow them."""
+    recorded = _RecordedFits()
+    with use_regime_fit_store(recorded):
+        detector = factory()
+    # Applied at once, each fit is recorded in the slice it started in; where it is applied does not change it.
+    detector.fit_delay_bars = 0
+    blank = [(index, strategy.blank_copy()) for index, strategy in strategies]
+    _FOLLOWERS[symbol] = _Follower(detector, blank, send_states=send_states)
+    _RECORDED[symbol] = recorded
+    _BARS[symbol] = (ts, ohlcv)
+
+
+def follow_bars(symbol: str, low: int, high: int) -> SymbolSlice:
+    """Run in the worker: advance ``symbol``'s detector and strategies through bars ``low:high``; return the output."""
+    ts, ohlcv = _BARS[symbol]
+    follower = _FOLLOWERS[symbol]
+    keys, states, views = follower.advance(symbol, ts[low:high], ohlcv[low:high])
     recorded = _RECORDED[symbol]
     made, recorded.made = recorded.made, []
     return SymbolSlice(symbol, made, keys, states, views, follower.stopped)
