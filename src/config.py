@@ -200,8 +200,8 @@ class RunConfig(_Section):
     )
     regime_fit_worker: bool = Field(
         True,
-        description="Backtests make the regime refits ahead of the replay in a worker process: the same fits and "
-        "orders, less wall time with a spare core (false: in the replay).",
+        description="Backtests run the regime detectors and the bar-only strategies ahead of the replay in a "
+        "worker process: the same views and orders, less wall time with a spare core (false: in the replay).",
     )
 
 
