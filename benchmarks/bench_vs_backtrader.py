@@ -14,9 +14,10 @@ Measures, in one process, interleaved so machine load hits all alike:
 - keel's default pipeline (10 symbols; four strategies, regimes, Markowitz,
   risk, router, simulated venue with funding) over ``--pipeline-days`` days of
   1m bars, in bar events per second, and its ratio to backtrader's 1-symbol
-  bars per second (goal: >= 2): once with every regime refit in the replay
+  bars per second (goal: >= 2): once with everything computed in the replay
   (per CPU second, as below), and once as ``keel backtest`` runs it, the
-  refits made ahead in the worker process, per wall-clock second against
+  regime detectors (refits and per-bar views) and the bar-only strategies
+  run ahead in the worker process, per wall-clock second against
   backtrader's wall-clock rate (``keel_pipeline_wall_*``), with the CPU
   seconds of both processes beside it (``keel_pipeline_fit_worker_cpu_s``
   is the worker's share).
@@ -169,7 +170,7 @@ def main() -> None:
     run_keel_wall(default, (first_bar + timedelta(days=1)).isoformat())  # the worker starts and loads its libraries
     wall_rate, wall_cpu, worker_cpu, walled = run_keel_wall(default, pipeline_end)
     if walled["n_orders"] != pipeline["n_orders"] or walled["total_return"] != pipeline["total_return"]:
-        raise SystemExit("the pipeline traded differently with its refits in the worker process")
+        raise SystemExit("the pipeline traded differently with its detectors and strategies in the worker process")
 
     backtrader_rate = statistics.median(backtrader_rates)
     backtrader_wall_rate = statistics.median(backtrader_wall_rates)
