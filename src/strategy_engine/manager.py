@@ -628,11 +628,16 @@ class StrategyManager:
         bar_return = 0.0 if previous_close is None else close / previous_close - 1.0
         book.last_close = close
         fee_rate = self.fee_rate
-        for i, performance in enumerate(self._performances):
-            view = book.views[i]
+        scores = book.scores
+        for i, view in enumerate(book.views):
             score = 0.0 if view is None else view.score
-            performance.record(book.scores[i], bar_return, score, fee_rate)
-            book.scores[i] = score
+            held = scores[i]
+            if held == 0.0 and score == 0.0:
+                # StrategyPerformance.record's flat-throughout case, inlined: most strategies are flat most bars.
+                self._performances[i].bars += 1
+            else:
+                self._performances[i].record(held, bar_return, score, fee_rate)
+            scores[i] = score
         combined = self._combined(book)
         self._performance.record(book.combined.score, bar_return, combined.score, fee_rate)
         book.combined = combined
