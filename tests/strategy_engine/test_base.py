@@ -13,7 +13,11 @@ from strategy_data import MAY_5, events, feed, index_at, market_data
 from keel.backtest import BacktestEngine
 from keel.core.messages import SignalAction
 from keel.strategy_engine import BaseStrategy, StrategySignal, TrendFollowingStrategy
+from keel.strategy_engine.base import IncrementalStrategy
 from keel.strategy_engine.history import bar_at
+from keel.strategy_engine.mean_reversion import MeanReversionStrategy
+from keel.strategy_engine.moving_average_cross import MovingAverageCrossStrategy
+from keel.strategy_engine.range_trading import RangeTradingStrategy
 
 
 class VolatilityBreakoutStrategy(BaseStrategy):
@@ -155,6 +159,42 @@ def test_signal_after_a_known_bar_is_generate_signal_bar_by_bar_and_after_a_gap(
         observed.append(told.signal_after("BTCUSDT", data, i, bar, previous_key))
 
     # Assert
+    assert sum(s is not None for s in expected) > 10
+    assert [None if s is None else (s.action, s.strength, s.confidence, s.metadata) for s in observed] == [
+        None if s is None else (s.action, s.strength, s.confidence, s.metadata) for s in expected
+    ]
+
+
+BAR_ONLY = [
+    TrendFollowingStrategy(fast_period=20, slow_period=80, channel_period=60, atr_period=30),
+    MeanReversionStrategy(),
+    RangeTradingStrategy(),
+    MovingAverageCrossStrategy(),
+]
+
+
+@pytest.mark.parametrize("strategy", BAR_ONLY, ids=lambda s: type(s).__name__)
+def test_a_bar_only_strategy_stepped_on_the_bar_alone_signals_as_on_the_whole_market_data(
+    strategy: IncrementalStrategy,
+) -> None:
+    # Arrange: real ETHUSDT bars; a blank copy stepped with nothing but the bar and the symbol
+    data = market_data("ETHUSDT", count=2000)
+    blank = strategy.blank_copy()
+    state = blank.symbol_state("ETHUSDT")
+    bare = {"symbol": "ETHUSDT"}
+
+    # Act
+    expected = [strategy.generate_signal(data, i) for i in range(2000)]
+    observed = []
+    for i in range(2000):
+        bar = bar_at(data, i)
+        state.bars += 1
+        state.last_key = bar[0]
+        state.last_signal = blank.step(state, bare, i, bar)
+        observed.append(state.last_signal)
+
+    # Assert
+    assert strategy.reads_bar_only and blank.parameters == strategy.parameters
     assert sum(s is not None for s in expected) > 10
     assert [None if s is None else (s.action, s.strength, s.confidence, s.metadata) for s in observed] == [
         None if s is None else (s.action, s.strength, s.confidence, s.metadata) for s in expected
