@@ -1,4 +1,4 @@
-"""Regime refits of a backtest made ahead of the replay, in a worker process.
+"""Regime refits and bar-only views of a backtest made ahead of the replay, in a worker process.
 
 A refit depends only on one symbol's closes and on that symbol's previous
 refit, not on anything the rest of the pipeline does, and a detector finds
