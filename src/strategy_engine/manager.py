@@ -197,6 +197,8 @@ class _SymbolBook:
     history: SymbolHistory | None
     detector: NoLookAheadRegimeDetector | None
     views: list[StrategySignal | None]
+    view_scores: list[float]
+    """Each view's score (0 for none), kept with the view: it is read every bar."""
     scores: list[float]
     intents: list[tuple[object, ...] | None]
     consecutive_errors: list[int]
@@ -593,6 +595,7 @@ class StrategyManager:
             history=SymbolHistory(symbol, self.history_bars) if event_driven else None,
             detector=self._new_detector(),
             views=[None] * count,
+            view_scores=[0.0] * count,
             scores=[0.0] * count,
             intents=[None] * count,
             consecutive_errors=[0] * count,
@@ -629,8 +632,7 @@ class StrategyManager:
         book.last_close = close
         fee_rate = self.fee_rate
         scores = book.scores
-        for i, view in enumerate(book.views):
-            score = 0.0 if view is None else view.score
+        for i, score in enumerate(book.view_scores):
             held = scores[i]
             if held == 0.0 and score == 0.0:
                 # StrategyPerformance.record's flat-throughout case, inlined: most strategies are flat most bars.
@@ -684,6 +686,7 @@ class StrategyManager:
         for i, signal in changes:
             if prefetched[i]:
                 views[i] = signal
+                book.view_scores[i] = signal.score
                 if signal.target_quantity is not None or signal.ladder is not None:
                     book.intents_pending = True
 
@@ -717,6 +720,7 @@ class StrategyManager:
                             f"generate_signal must return a StrategySignal of {symbol} or None, got {signal!r}"
                         )
                     views[i] = signal
+                    book.view_scores[i] = signal.score
                     if signal.target_quantity is not None or signal.ladder is not None:
                         book.intents_pending = True
             except Exception as error:
@@ -734,6 +738,7 @@ class StrategyManager:
             book.enabled[i] = False
             book.voting = None
             book.views[i] = None
+            book.view_scores[i] = 0.0
         _log.error("strategy raised", strategy=name, symbol=symbol, ts=ts, error=repr(error), disabled=disabled)
         return StrategyFailure(name, symbol, type(error).__name__, str(error), disabled, ts)
 
@@ -793,6 +798,7 @@ class StrategyManager:
         self._incremental[index] = isinstance(strategy, IncrementalStrategy)
         for book in self._books.values():
             book.views[index] = None
+            book.view_scores[index] = 0.0
             if book.prefetched is not None:
                 book.prefetched[index] = False
         return previous
