@@ -217,6 +217,9 @@ class _SymbolBook:
     rejected_funding: int = 0
     bar_views: SymbolBarViews | None = None
     prefetched: list[bool] | None = None
+    """Which strategies' views come from :attr:`bar_views` (None: all run here)."""
+    run_here: tuple[int, ...] = ()
+    """While views come from :attr:`bar_views`: the strategies that still run here."""
     voting: tuple[bool, ...] | None = None
     """Which strategies vote (enabled, not stopped, not gated); None: to be worked out again."""
 
@@ -516,6 +519,7 @@ class StrategyManager:
             return
         sent = set(views.strategies)
         book.prefetched = [i in sent and book.enabled[i] for i in range(len(self.strategies))]
+        book.run_here = tuple(i for i, prefetched in enumerate(book.prefetched) if not prefetched)
         for i, prefetched in enumerate(book.prefetched):
             if prefetched:
                 book.consecutive_errors[i] = 0
@@ -624,7 +628,7 @@ class StrategyManager:
         else:
             state, changes = taken
             regime_change = self._update_regime(book, close) if state is None else self._new_regime(book, state)
-            failures = self._run_strategies(book, symbol, market_data, index, ts, known_bar, book.prefetched)
+            failures = self._run_strategies(book, symbol, market_data, index, ts, known_bar, book.run_here)
             if changes:
                 self._take_views(book, changes)
         previous_close = book.last_close
@@ -698,14 +702,16 @@ class StrategyManager:
         index: int,
         ts: int,
         known_bar: tuple[tuple[int, float, float, float, float, float], int | None] | None,
-        skip: Sequence[bool] | None = None,
+        only: Sequence[int] | None = None,
     ) -> list[StrategyFailure]:
-        """Run each enabled strategy on the bar (but those ``skip`` marks); return their failures."""
+        """Run each enabled strategy (of those ``only`` lists, by index) on the bar; return their failures."""
         failures = []
         views = book.views
-        for i, strategy in enumerate(self.strategies):
-            if not book.enabled[i] or (skip is not None and skip[i]):
+        strategies = self.strategies
+        for i in range(len(strategies)) if only is None else only:
+            if not book.enabled[i]:
                 continue
+            strategy = strategies[i]
             try:
                 if known_bar is not None and self._incremental[i]:
                     # _incremental[i] holds isinstance(strategy, IncrementalStrategy), asked once.
@@ -801,6 +807,7 @@ class StrategyManager:
             book.view_scores[index] = 0.0
             if book.prefetched is not None:
                 book.prefetched[index] = False
+                book.run_here = tuple(i for i, prefetched in enumerate(book.prefetched) if not prefetched)
         return previous
 
     def set_strategy_gate(self, name: str, reason: str | None) -> None:

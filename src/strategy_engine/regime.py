@@ -728,6 +728,8 @@ class NoLookAheadRegimeDetector:
         self._previous_log_close: float | None = None
         self._filter: GaussianHmmFilter | None = None
         self._garch: Garch11Filter | None = None
+        self._windows_full = False
+        self._long_run_variance: float | None = None
         self._last_fit_at: int | None = None
         self._pending: _PendingFit | None = None
         self._executor: Executor | None = None
@@ -801,8 +803,11 @@ class NoLookAheadRegimeDetector:
         if self._garch is not None:
             self._garch.update(scaled)
         realized = self._realized.update(log_return)
-        if not (self._efficiency.ready and self._realized.ready):
-            return self._publish()
+        if not self._windows_full:
+            # Both windows stay full once they are: asked until then only.
+            if not (self._efficiency.ready and self._realized.ready):
+                return self._publish()
+            self._windows_full = True
         observation = (efficiency, 0.5 * math.log(max(realized, _VARIANCE_FLOOR)))
         self.last_observation_ = observation
         self._features.append(observation)
@@ -896,6 +901,7 @@ class NoLookAheadRegimeDetector:
         for residual in list(self._returns)[len(self._returns) - late :] if late else ():
             garch.update(residual)
         self._garch = garch
+        self._long_run_variance = garch.long_run_variance / (self.return_scale * self.return_scale)
         self.garch_params_ = fit.garch
         self.fits_ += 1
 
@@ -907,9 +913,8 @@ class NoLookAheadRegimeDetector:
         variance = long_run = None
         garch = self._garch
         if garch is not None:
-            scale = self.return_scale * self.return_scale
-            variance = garch.variance / scale
-            long_run = garch.long_run_variance / scale
+            variance = garch.variance / (self.return_scale * self.return_scale)
+            long_run = self._long_run_variance  # the filter's, divided when it was fitted
         hmm_filter = self._filter
         if hmm_filter is None or hmm_filter.probabilities is None:
             self.state_ = RegimeState(MarketRegime.UNKNOWN, None, variance, long_run)

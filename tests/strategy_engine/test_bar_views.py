@@ -73,7 +73,12 @@ class Session:
         self.now = 0
 
     def run(
-        self, *, worker: bool, skip: tuple[str, int] | None = None, leave_at: int | None = None
+        self,
+        *,
+        worker: bool,
+        skip: tuple[str, int] | None = None,
+        leave_at: int | None = None,
+        replace_at: int | None = None,
     ) -> tuple[list[ManagerUpdate], PrefetchedRegimeFits | None]:
         manager = self.manager
         strategies = manager.bar_only_strategies()
@@ -87,6 +92,8 @@ class Session:
                 self.now = event.ts_event
                 if count == leave_at:
                     manager.use_bar_views(None)
+                if count == replace_at:
+                    manager.replace_strategy(TrendFollowingStrategy(**{**FAST_TREND, "stop_atr_multiple": 3.0}))
                 if not isinstance(event, BarClosed):
                     manager.on_funding(event)
                 elif (event.symbol, event.ts_event) != skip:
@@ -128,6 +135,19 @@ def test_views_taken_away_mid_run_are_caught_up_from_the_recorded_bars(inline: l
     assert store is not None
     assert 2000 < store.views_taken < 2600
     assert updates == inline
+
+
+def test_a_strategy_replaced_mid_run_runs_in_the_manager_and_the_others_still_come_from_the_worker() -> None:
+    # Arrange
+    expected, _ = Session().run(worker=False, replace_at=2500)
+
+    # Act
+    updates, store = Session().run(worker=True, replace_at=2500)
+
+    # Assert
+    assert store is not None
+    assert store.views_taken == BARS * len(SYMBOLS)
+    assert updates == expected
 
 
 def test_a_bar_the_worker_saw_but_the_manager_did_not_hands_that_symbol_back_to_the_manager() -> None:
