@@ -128,12 +128,15 @@ class PrefetchedRegimeFits:
         The strategies whose views the worker makes, as (index in the
         manager, a blank copy); each must read the bar only.
     slice_bars
-        Bars of time per slice.
+        Bars of time per slice (the first slice has :data:`FIRST_SLICE_BARS`,
+        each next one twice as many, up to this).
 
     Attributes
     ----------
     hits, misses : int
         Fits taken from the worker, and fits asked for that it did not have.
+    strategies : tuple of (int, IncrementalStrategy)
+        The strategies whose views the worker makes.
     sends_states : bool
         Whether the worker sends each bar's regime view (the detector uses a
         refit on the bar it starts at).
