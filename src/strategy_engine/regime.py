@@ -516,26 +516,28 @@ def fit_regime_models(request: RegimeFitRequest) -> RegimeFit:
 def load_fit_libraries() -> None:
     """Import what a fit uses (a worker process calls it once at start, so the first fit does not wait for it)."""
     import arch  # noqa: F401
-    import hmmlearn.hmm  # noqa: F401
     import scipy.optimize  # noqa: F401
+
+    import keel.strategy_engine.hmm_estimation  # noqa: F401  (hmmlearn)
 
 
 def _fit_hmm(request: RegimeFitRequest) -> tuple[HmmParameters | None, tuple[float, ...] | None, bool, str]:
-    features = request.features
+    from keel.strategy_engine.hmm_estimation import last_state_probabilities
+
     try:
         model, relabeled = _hmm_fitted_on(request)
     except (ValueError, np.linalg.LinAlgError, FloatingPointError) as error:
         return None, None, False, f"HMM fit: {error}"
     # The filtered probability at the window's end is the smoothed one at its last row.
-    probabilities = tuple(model.predict_proba(features)[-1].tolist())
+    probabilities = last_state_probabilities(model, request.features)
     return HmmParameters.of(model), probabilities, relabeled, ""
 
 
 def _hmm_fitted_on(request: RegimeFitRequest) -> tuple[GaussianHMM, bool]:
-    from hmmlearn.hmm import GaussianHMM
+    from keel.strategy_engine.hmm_estimation import GaussianHmmEstimator
 
     features, previous = request.features, request.previous_hmm
-    model = GaussianHMM(
+    model = GaussianHmmEstimator(
         n_components=N_STATES,
         covariance_type="diag",
         n_iter=request.n_iter,
