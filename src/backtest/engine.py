@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import structlog
 
@@ -30,7 +30,12 @@ from keel.config import KeelConfig, config_to_dict, load_config
 from keel.integration.pipeline import Pipeline
 from keel.integration.replay import ProgressCallback, RecordedRun, funding_coverage_end
 from keel.integration.reports import BARS_PER_YEAR, iso_time, run_metrics, write_run_records
-from keel.market_data.feeds import RecordedBarFeed
+from keel.market_data.feeds import (
+    RecentPreparedFiles,
+    RecordedBarFeed,
+    installed_prepared_data,
+    use_prepared_data,
+)
 from keel.strategy_engine.base import BaseStrategy
 
 _log = structlog.get_logger("keel.backtest")
@@ -73,7 +78,16 @@ class BacktestEngine:
     ----------
     config
         The configuration; ``load_config("backtest")`` when None.
+
+    Attributes
+    ----------
+    prepared_files : RecentPreparedFiles
+        The data files parsed by this process's backtests, shared by every
+        engine: a file unchanged since is not parsed again (unless a tuning
+        study installed its own store, which is used instead).
     """
+
+    prepared_files: ClassVar[RecentPreparedFiles] = RecentPreparedFiles()
 
     def __init__(self, config: KeelConfig | None = None) -> None:
         self.config = config if config is not None else load_config("backtest")
@@ -132,9 +146,10 @@ class BacktestEngine:
         """
         config = self._effective_config(symbols, start, end, initial_capital)
         started = time.perf_counter()
-        # Nothing reads the handler latencies of a backtest: no clock read per handler call.
-        run = RecordedRun(config, strategy, measure_latency=False, fit_worker=config.run.regime_fit_worker)
-        run.replay(progress)
+        with use_prepared_data(installed_prepared_data() or self.prepared_files):
+            # Nothing reads the handler latencies of a backtest: no clock read per handler call.
+            run = RecordedRun(config, strategy, measure_latency=False, fit_worker=config.run.regime_fit_worker)
+            run.replay(progress)
         pipeline = run.pipeline
         metrics = self._metrics(config, pipeline, run.bars, run.events, run.feed, run.handler_failures)
         metrics["wall_seconds"] = round(time.perf_counter() - started, 3)

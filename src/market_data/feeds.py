@@ -21,13 +21,17 @@ Parsing and validating a month of bars of ten symbols takes about a second;
 a process that builds many feeds over the same files (a tuning worker running
 hundreds of backtests) installs a :class:`PreparedDataStore` with
 :func:`use_prepared_data`, and the feeds then ask it for each file's prepared
-arrays instead of reading the file again.
+arrays instead of reading the file again. :class:`RecentPreparedFiles` is
+such a store within one process: the backtest engine keeps one, so the
+backtests of a notebook or a script read each file once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import heapq
+import threading
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -85,6 +89,59 @@ def use_prepared_data(store: PreparedDataStore | None) -> Iterator[None]:
         yield
     finally:
         _STORE.reset(token)
+
+
+def installed_prepared_data() -> PreparedDataStore | None:
+    """Return the store that feeds built now take their files from (None: they parse every file)."""
+    return _STORE.get()
+
+
+class RecentPreparedFiles:
+    """Prepared files held in this process for the next feed over the same files (a :class:`PreparedDataStore`).
+
+    A file is known by its resolved path, inode, size and modification and
+    change times, so a file written or replaced since is parsed again. The least recently used files go
+    first once the held arrays pass ``max_bytes``. The arrays are read-only:
+    every feed over the file shares them.
+
+    Parameters
+    ----------
+    max_bytes
+        Array bytes held at most (a month of 1m bars of one symbol is about 2 MB).
+    """
+
+    def __init__(self, max_bytes: int = 128 * 2**20) -> None:
+        self.max_bytes = max_bytes
+        self._held: OrderedDict[tuple[str, int, int, int, int, str], PreparedFile] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.files_parsed = 0
+        self.files_reused = 0
+
+    def prepared(self, path: Path, variant: str, prepare: Callable[[], PreparedFile]) -> PreparedFile:
+        """Return the prepared ``variant`` of the file at ``path``, parsing it unless it is held unchanged."""
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, variant)
+        with self._lock:
+            held = self._held.get(key)
+            if held is not None:
+                self._held.move_to_end(key)
+                self.files_reused += 1
+                return held
+            held = prepare()
+            self.files_parsed += 1
+            for array in held.arrays.values():
+                array.setflags(write=False)
+            self._held[key] = held
+            self._bytes += _array_bytes(held)
+            while self._bytes > self.max_bytes and len(self._held) > 1:
+                _, dropped = self._held.popitem(last=False)
+                self._bytes -= _array_bytes(dropped)
+            return held
+
+
+def _array_bytes(prepared: PreparedFile) -> int:
+    return sum(array.nbytes for array in prepared.arrays.values())
 
 
 def _prepared(path: Path, variant: str, prepare: Callable[[], PreparedFile]) -> PreparedFile:

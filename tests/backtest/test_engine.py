@@ -30,6 +30,22 @@ def run_small(tmp_path: Path, name: str) -> Path:
     return result.write(tmp_path / name)
 
 
+def test_backtests_in_one_process_parse_each_data_file_once() -> None:
+    # Arrange
+    engine = BacktestEngine(load_config("backtest", overrides=TRADING))
+    engine.run(symbols=["BTCUSDT"], start="2025-05-05", end="2025-05-06")
+    held = BacktestEngine.prepared_files
+    parsed, reused = held.files_parsed, held.files_reused
+
+    # Act
+    result = engine.run(symbols=["BTCUSDT"], start="2025-05-06", end="2025-05-07")
+
+    # Assert
+    assert result["bars_processed"] > 0
+    assert held.files_parsed == parsed
+    assert held.files_reused >= reused + 2  # the bars and the funding
+
+
 def test_two_runs_write_byte_identical_trades_and_orders(tmp_path: Path) -> None:
     # Arrange / Act
     first = run_small(tmp_path, "first")

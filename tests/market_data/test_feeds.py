@@ -23,7 +23,14 @@ from keel.core.messages import (
     TradeTick,
 )
 from keel.core.orders import OrderSide
-from keel.market_data.feeds import MergedFeed, RecordedBarFeed, RecordedSessionFeed, paced
+from keel.market_data.feeds import (
+    MergedFeed,
+    RecentPreparedFiles,
+    RecordedBarFeed,
+    RecordedSessionFeed,
+    paced,
+    use_prepared_data,
+)
 from keel.market_data.loaders import load_funding, load_ohlcv, load_trades
 
 DATA = Path(__file__).resolve().parents[2] / "data"
@@ -106,6 +113,79 @@ def test_funding_events_hold_the_recorded_rate_and_mark_as_decimals() -> None:
         assert event.rate == Decimal(repr(row["funding_rate"]))
         assert event.mark_price == Decimal(repr(row["mark_price"]))
         assert event.funding_time == row["time_ms"] * 1_000_000
+
+
+def two_day_events(symbols: list[str], bars: Path = BARS) -> list[tuple[str, dict[str, object]]]:
+    """The events of two days, each as its kind and fields (its id aside: every message gets a new one)."""
+    feed = RecordedBarFeed(bars, symbols, "1m", FUNDING, start_ns=START, end_ns=START + 2 * DAY_NS)
+    return [(type(e).__name__, {k: v for k, v in msgspec.structs.asdict(e).items() if k != "id"}) for e in feed]
+
+
+def test_feeds_over_held_files_parse_each_once_and_yield_the_same_events() -> None:
+    # Arrange
+    held = RecentPreparedFiles()
+    parsed = two_day_events(["BTCUSDT", "ETHUSDT"])
+
+    # Act
+    with use_prepared_data(held):
+        first = two_day_events(["BTCUSDT", "ETHUSDT"])
+        second = two_day_events(["ETHUSDT"])
+
+    # Assert
+    assert first == parsed
+    assert second == [e for e in parsed if e[1]["symbol"] == "ETHUSDT"]
+    assert (held.files_parsed, held.files_reused) == (3, 2)  # two bar files and the funding file; then two again
+
+
+def test_a_held_file_written_again_is_parsed_again(tmp_path: Path) -> None:
+    # Arrange
+    bars = tmp_path / "bars"
+    bars.mkdir()
+    copy = bars / "BTCUSDT_1m.csv.gz"
+    copy.write_bytes((BARS / "BTCUSDT_1m.csv.gz").read_bytes())
+    held = RecentPreparedFiles()
+    with use_prepared_data(held):
+        before = two_day_events(["BTCUSDT"], bars)
+
+    # Act
+    copy.write_bytes((BARS / "ETHUSDT_1m.csv.gz").read_bytes())  # another symbol's prices under the same name
+    with use_prepared_data(held):
+        after = two_day_events(["BTCUSDT"], bars)
+
+    # Assert
+    assert held.files_parsed == 3
+    closes = [[e["close"] for kind, e in events if kind == "BarClosed"] for events in (before, after)]
+    assert closes[0] != closes[1]
+
+
+def test_the_least_recently_used_file_goes_first_past_the_byte_limit() -> None:
+    # Arrange: room for about one month of one symbol's bars
+    held = RecentPreparedFiles(max_bytes=3 * 2**20)
+    with use_prepared_data(held):
+        two_day_events(["BTCUSDT"])
+        two_day_events(["ETHUSDT"])
+
+        # Act
+        two_day_events(["ETHUSDT"])
+        two_day_events(["BTCUSDT"])
+
+    # Assert: ETHUSDT and the small funding file were held; BTCUSDT was dropped for ETHUSDT and parsed again
+    assert (held.files_parsed, held.files_reused) == (4, 4)
+
+
+def test_held_arrays_are_read_only() -> None:
+    # Arrange
+    held = RecentPreparedFiles()
+    with use_prepared_data(held):
+        feed = RecordedBarFeed(BARS, ["BTCUSDT"], "1m", FUNDING, start_ns=START, end_ns=START + DAY_NS)
+
+    # Act
+    prepared = held.prepared(BARS / "BTCUSDT_1m.csv.gz", "bars:BTCUSDT:1m:1m", lambda: pytest.fail("parsed again"))
+
+    # Assert
+    assert len(list(feed)) > 0
+    with pytest.raises(ValueError, match="read-only"):
+        prepared.arrays["close"][0] = 0.0
 
 
 def test_a_missing_symbol_file_is_a_clear_error() -> None:
