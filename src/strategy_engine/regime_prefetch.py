@@ -46,10 +46,12 @@ from typing import NamedTuple
 import numpy as np
 import structlog
 
+from keel.core.messages import MarketRegime
 from keel.strategy_engine.base import IncrementalStrategy, StrategySignal
 from keel.strategy_engine.fit_worker import FitWorker
 from keel.strategy_engine.history import valid_bar
 from keel.strategy_engine.regime import (
+    N_STATES,
     NoLookAheadRegimeDetector,
     RegimeFit,
     RegimeState,
@@ -76,6 +78,52 @@ ViewChanges = tuple[tuple[int, StrategySignal], ...]
 """(strategy index, its new view) for each strategy whose view changed on a bar."""
 
 
+_REGIMES_BY_CODE = tuple(MarketRegime)
+_REGIME_CODES = {regime: float(code) for code, regime in enumerate(_REGIMES_BY_CODE)}
+_NO_PROBABILITIES = (0.0,) * N_STATES
+
+
+def encode_states(states: Sequence[RegimeState]) -> np.ndarray:
+    """Pack regime views into rows of ``4 + N_STATES`` floats, far cheaper to send between processes than tuples.
+
+    A row holds the regime's code, which optional fields are present (1:
+    probabilities, 2: variance, 4: long-run variance), the probabilities,
+    the variance and the long-run variance (0.0 where absent).
+    :func:`decode_state` gives the view back, every float to the bit.
+    """
+    flat: list[float] = []
+    extend, codes = flat.extend, _REGIME_CODES
+    for regime, probabilities, variance, long_run in states:
+        present = 0.0
+        if probabilities is None:
+            probabilities = _NO_PROBABILITIES
+        elif len(probabilities) == N_STATES:
+            present = 1.0
+        else:
+            raise ValueError(f"a regime view holds {N_STATES} probabilities, got {probabilities!r}")
+        if variance is None:
+            variance = 0.0
+        else:
+            present += 2.0
+        if long_run is None:
+            long_run = 0.0
+        else:
+            present += 4.0
+        extend((codes[regime], present, *probabilities, variance, long_run))
+    return np.array(flat, dtype=np.float64).reshape(len(states), 4 + N_STATES)
+
+
+def decode_state(row: Sequence[float]) -> RegimeState:
+    """Return the regime view of one row of :func:`encode_states` (a row of its ``tolist()``)."""
+    present = int(row[1])
+    return RegimeState(
+        _REGIMES_BY_CODE[int(row[0])],
+        tuple(row[2 : 2 + N_STATES]) if present & 1 else None,
+        row[2 + N_STATES] if present & 2 else None,
+        row[3 + N_STATES] if present & 4 else None,
+    )
+
+
 class SymbolSlice(NamedTuple):
     """What the worker made of one symbol's bars in one slice of time.
 
@@ -88,8 +136,8 @@ class SymbolSlice(NamedTuple):
     keys
         The close times of the bars it took (the valid ones), in order.
     states
-        The regime view after each of those bars (None: not sent, the
-        replay's detector runs itself).
+        The regime view after each of those bars, one row each of
+        :func:`encode_states` (None: not sent, the replay's detector runs itself).
     views
         The strategies' view changes, by position in ``keys``.
     stopped
@@ -100,7 +148,7 @@ class SymbolSlice(NamedTuple):
     symbol: str
     fits: list[tuple[str, RegimeFit]]
     keys: list[int]
-    states: list[RegimeState] | None
+    states: np.ndarray | None
     views: dict[int, ViewChanges]
     stopped: bool
 
@@ -295,7 +343,7 @@ class SymbolBarViews:
         self.states_sent = store.sends_states
         self.strategies = tuple(index for index, _ in store.strategies)
         self._keys: list[int] = []
-        self._states: list[RegimeState] | None = None
+        self._states: list[list[float]] | None = None
         self._views: dict[int, ViewChanges] = {}
         self._position = 0
         self._started = False
@@ -324,7 +372,7 @@ class SymbolBarViews:
                     self._started = True
                     self.taken += 1
                     states = self._states
-                    return None if states is None else states[position], self._views.get(position, ())
+                    return None if states is None else decode_state(states[position]), self._views.get(position, ())
                 if found >= key or self._started:
                     return None
                 self._before = found
@@ -338,7 +386,8 @@ class SymbolBarViews:
         made = self.store.next_slice(self.symbol)
         if made is None:
             return False
-        self._keys, self._states, self._views = made.keys, made.states, made.views
+        self._keys, self._views = made.keys, made.views
+        self._states = None if made.states is None else made.states.tolist()
         self._position = 0
         self._stopped = made.stopped
         return True
@@ -604,4 +653,5 @@ def follow_bars(symbol: str, low: int, high: int) -> SymbolSlice:
     keys, states, views = follower.advance(symbol, ts[low:high], ohlcv[low:high])
     recorded = _RECORDED[symbol]
     made, recorded.made = recorded.made, []
-    return SymbolSlice(symbol, made, keys, states, views, follower.stopped)
+    encoded = None if states is None else encode_states(states)
+    return SymbolSlice(symbol, made, keys, encoded, views, follower.stopped)

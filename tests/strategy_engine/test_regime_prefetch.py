@@ -9,16 +9,25 @@ from contextlib import AbstractContextManager
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from strategy_data import MINUTE_NS, MS_NS, bar_frame
 
+from keel.core.messages import MarketRegime
 from keel.strategy_engine.regime import (
+    N_STATES,
     NoLookAheadRegimeDetector,
     RegimeFit,
     RegimeFitRequest,
     RegimeState,
     fit_regime_models,
 )
-from keel.strategy_engine.regime_prefetch import PrefetchedRegimeFits, prefetched_regime_fits
+from keel.strategy_engine.regime_prefetch import (
+    PrefetchedRegimeFits,
+    decode_state,
+    encode_states,
+    prefetched_regime_fits,
+)
 
 SMALL = {"min_fit_bars": 600, "fit_window": 900, "refit_interval": 400}
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
@@ -186,3 +195,32 @@ def test_a_replay_left_by_an_error_ends_the_worker_at_once() -> None:
     # Assert: the process is gone (reaped), not left working through the slices it was sent
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+@given(
+    st.sampled_from(list(MarketRegime)),
+    st.none() | st.tuples(*[st.floats(allow_nan=True, allow_infinity=True)] * N_STATES),
+    st.none() | st.floats(allow_nan=True, allow_infinity=True),
+    st.none() | st.floats(allow_nan=True, allow_infinity=True),
+)
+def test_a_regime_view_sent_as_a_row_comes_back_to_the_bit(
+    regime: MarketRegime,
+    probabilities: tuple[float, ...] | None,
+    variance: float | None,
+    long_run: float | None,
+) -> None:
+    # Arrange
+    state = RegimeState(regime, probabilities, variance, long_run)
+
+    # Act
+    (row,) = encode_states([state]).tolist()
+    back = decode_state(row)
+
+    # Assert: repr tells NaN, -0.0 and None apart
+    assert repr(back) == repr(state)
+    assert type(back) is RegimeState
+
+
+def test_a_regime_view_with_another_number_of_probabilities_is_refused() -> None:
+    with pytest.raises(ValueError, match="probabilities"):
+        encode_states([RegimeState(MarketRegime.TRENDING, (0.5, 0.5), None, None)])
