@@ -63,6 +63,7 @@ from keel.strategy_engine.parameters import Parameter
 
 _NANOS_PER_MINUTE = 60_000_000_000
 _NANOS_PER_HOUR = 60 * _NANOS_PER_MINUTE
+_NEVER = 2**63 - 1
 
 
 class MissingFundingDataError(MalformedDataError):
@@ -78,6 +79,7 @@ class _FundingState(SymbolState):
         "malformed_rows",
         "predicted",
         "previous_close",
+        "quiet_before",
         "settlements",
         "signs",
         "stop",
@@ -97,6 +99,7 @@ class _FundingState(SymbolState):
         self.direction = 0
         self.stop = math.nan
         self.stopped_out = False
+        self.quiet_before = 0
 
 
 class FundingArbitrageStrategy(IncrementalStrategy):
@@ -152,6 +155,23 @@ class FundingArbitrageStrategy(IncrementalStrategy):
         assert isinstance(state, _FundingState)
         timestamp, close = bar[0], bar[4]
         settled = self._take_settlements(state, market_data, timestamp)
+        direction = state.direction
+        if (
+            not settled
+            and timestamp < state.quiet_before
+            and (direction == 0 or (close - state.stop) * direction > 0.0)
+        ):
+            # No settlement, before the grace (and, flat, before the entry window), the stop not hit: the whole
+            # step below would change nothing else.
+            state.previous_close = close
+            return state.last_signal
+        signal = self._full_step(state, market_data, timestamp, close, settled)
+        state.quiet_before = self._quiet_before(state, signal)
+        return signal
+
+    def _full_step(
+        self, state: _FundingState, market_data: Mapping[str, Any], timestamp: int, close: float, settled: bool
+    ) -> StrategySignal | None:
         last_funding_time = state.last_funding_time
         next_funding = None if last_funding_time is None else last_funding_time + self._interval(state)
         # Before the symbol's first settlement the bars wait for its funding data.
@@ -203,6 +223,30 @@ class FundingArbitrageStrategy(IncrementalStrategy):
             stop_loss=state.stop,
             metadata=metadata,
         )
+
+    def _quiet_before(self, state: _FundingState, signal: StrategySignal | None) -> int:
+        """Return the bar time before which a step returns ``signal`` again (0: none) unless something happens.
+
+        What would: a new settlement, or the stop of a held position. Until
+        the grace of the next settlement is over, and for a flat position
+        until a minute before the entry window opens.
+        """
+        if signal is None:
+            return 0
+        last_funding_time = state.last_funding_time
+        if last_funding_time is None:
+            return _NEVER  # before the first settlement no window opens and nothing can be late
+        next_funding = last_funding_time + self._interval(state)
+        late = next_funding + self._grace
+        p = self.parameters
+        if (
+            state.direction != 0
+            or state.settlements < p["min_settlements"]
+            or state.predicted == 0.0
+            or state.stopped_out
+        ):
+            return late  # held, or the window stays shut until the next settlement
+        return min(late, next_funding - (p["entry_window_minutes"] + 1) * _NANOS_PER_MINUTE)
 
     def _take_settlements(self, state: _FundingState, market_data: Mapping[str, Any], now: int) -> bool:
         if isinstance(market_data, MarketData) and market_data.last_funding_time == state.last_funding_time:

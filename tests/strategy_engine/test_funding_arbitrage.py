@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,7 +20,8 @@ from strategy_data import (
 
 from keel.core.costs import CostModel, CostSettings
 from keel.core.instruments import bundled_instruments
-from keel.strategy_engine import FundingArbitrageStrategy, MissingFundingDataError
+from keel.strategy_engine import FundingArbitrageStrategy, MissingFundingDataError, StrategySignal
+from keel.strategy_engine.funding_arbitrage import _FundingState
 
 HOUR_NS = 60 * MINUTE_NS
 
@@ -172,3 +174,64 @@ def test_a_non_finite_rate_is_counted_and_skipped_and_a_missing_mark_gives_no_ba
 def test_lookahead_funding_arbitrage_up_to_t_ignores_later_bars_and_settlements() -> None:
     data = funding_within_bars(market_data("SOLUSDT", start=index_at("SOLUSDT", MAY_5), count=6 * 1440))
     assert_no_lookahead(FundingArbitrageStrategy, data, cut=4 * 1440)
+
+
+class EveryStepInFull(FundingArbitrageStrategy):
+    """The strategy without its quiet-bar shortcut: every bar runs the whole step (the reference)."""
+
+    def _quiet_before(self, state: _FundingState, signal: StrategySignal | None) -> int:
+        return 0
+
+
+class CountingFullSteps(FundingArbitrageStrategy):
+    """The strategy as shipped, counting the bars that ran the whole step and the stops they hit."""
+
+    def __init__(self, **parameters: Any) -> None:
+        super().__init__(**parameters)
+        self.full_steps = 0
+        self.stops = 0
+
+    def _full_step(self, state: _FundingState, *args: Any) -> StrategySignal | None:
+        stopped_out = state.stopped_out
+        self.full_steps += 1
+        signal = super()._full_step(state, *args)
+        self.stops += state.stopped_out and not stopped_out
+        return signal
+
+
+@pytest.mark.parametrize("stop_loss", [0.03, 0.003])
+@pytest.mark.parametrize("symbol", ["SOLUSDT", "BCHUSDT", "AVAXUSDT"])
+def test_quiet_bars_give_the_signals_every_full_step_gives(symbol: str, stop_loss: float) -> None:
+    # Arrange: ten real days of entries, exits and settlements (and stops, with the tight one)
+    data = market_data(symbol, start=index_at(symbol, MAY_5), count=10 * 1440)
+    reference, shipped = EveryStepInFull(stop_loss=stop_loss), CountingFullSteps(stop_loss=stop_loss)
+
+    # Act
+    expected = signals(reference, data)
+    got = signals(shipped, data)
+
+    # Assert
+    assert got == expected
+    assert len(transitions(got)) >= 2
+    assert shipped.full_steps < len(got) / 3  # most bars took the shortcut
+    assert shipped.stops > 0 or stop_loss > 0.01
+
+
+def test_a_missing_settlement_raises_on_the_same_bar_after_quiet_bars(sol: dict) -> None:
+    # Arrange: drop the 16:00 settlement of 2025-05-07
+    due = int(datetime(2025, 5, 7, 16, tzinfo=UTC).timestamp()) * 1_000_000_000
+    keep = np.abs(sol["funding_time"] - due) > MINUTE_NS
+    gappy = {**sol, **{k: sol[k][keep] for k in ("funding_time", "funding_rate", "mark_price")}}
+    failures = []
+
+    # Act
+    for strategy in (EveryStepInFull(), CountingFullSteps()):
+        for i in range(len(gappy["close"])):
+            try:
+                strategy.generate_signal(gappy, i)
+            except MissingFundingDataError:
+                failures.append(i)
+                break
+
+    # Assert
+    assert len(failures) == 2 and failures[0] == failures[1]
