@@ -23,9 +23,12 @@ Measures, in one process, interleaved so machine load hits all alike:
   is the worker's share).
 
 Rates are per CPU second of this process (``time.process_time``) over the
-whole run, so other load on a shared machine skews neither side (keel's runs
-include reading the data files; backtrader's start from a data frame already
-in memory). Libraries are imported before either side's clock starts:
+whole run, so other load on a shared machine skews neither side. Backtrader's
+runs start from a data frame already in memory; keel's backtests of one
+process parse each data file once (``BacktestEngine.prepared_files``, as a
+notebook's or a tuning job's do), so the first 1-symbol run and the in-replay
+pipeline run (the other nine symbols) include parsing, the median 1-symbol
+rate and the worker run do not. Libraries are imported before either side's clock starts:
 backtrader's ``import backtrader``, and the regime fit libraries keel imports
 lazily on its first refit (arch pulls in statsmodels and numba, about 1.4 s of
 CPU once per process); ``keel_fit_libraries_import_cpu_s`` reports that
