@@ -41,6 +41,7 @@ from keel.core.messages import FundingPaid, OrderFilled, next_message_id
 from keel.core.ports import LeverageBracket, MarginType, PositionMode, PositionSide
 
 PositionKey = tuple[str, PositionSide]
+_POSITION_SIDES = tuple(PositionSide)
 
 _FLOAT_SAFETY = 1e-9
 """How far (relative to the amounts involved) a float margin estimate must clear its threshold to be trusted."""
@@ -162,8 +163,10 @@ class Account:
 
     def holds(self, symbol: str) -> bool:
         """Return whether any position of ``symbol`` is open."""
-        for venue_position in self.positions.values():
-            if venue_position.key[0] == symbol and venue_position.position.quantity:
+        positions = self.positions
+        for side in _POSITION_SIDES:
+            venue_position = positions.get((symbol, side))
+            if venue_position is not None and venue_position.position.quantity:
                 return True
         return False
 

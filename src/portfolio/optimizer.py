@@ -434,6 +434,8 @@ class PortfolioOptimizer(Component):
         :meth:`warm_up`, so a warmed-up optimizer solves exactly as one fed
         the same bars on the bus.
         """
+        if self._compiled_for == len(self._closes):
+            return  # every symbol has enough history, and a window never shrinks
         ready = sum(len(closes) > self.min_history for closes in self._closes.values())
         if ready != self._compiled_for:
             self._compiled_for = ready
