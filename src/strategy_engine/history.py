@@ -168,13 +168,16 @@ class SymbolHistory:
     def __len__(self) -> int:
         return len(self._bars)
 
-    def append_bar(self, timestamp: int, open_: float, high: float, low: float, close: float, volume: float) -> None:
-        """Append a closed bar (``timestamp`` is its close time, ns)."""
+    def append_bar(
+        self, timestamp: int, open_: float, high: float, low: float, close: float, volume: float
+    ) -> tuple[int, float, float, float, float, float]:
+        """Append a closed bar (``timestamp`` is its close time, ns); return it as :meth:`bar` does."""
         row = (timestamp, open_, high, low, close, volume)
         self._bars.append(row)
         self.last_timestamp = timestamp
         self._second_newest = self._newest
         self._newest = row
+        return row
 
     def append_funding(self, funding_time: int, rate: float, mark_price: float | None) -> None:
         """Append a settled funding rate (``mark_price`` None when not recorded)."""

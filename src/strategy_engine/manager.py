@@ -324,15 +324,13 @@ class StrategyManager:
             book = self._book(symbol, event_driven=True)
         history = book.history
         assert history is not None
-        ts, close = bar.ts_event, bar.close
+        ts, open_, high, low, close, volume = bar.ts_event, bar.open, bar.high, bar.low, bar.close, bar.volume
         previous_key = history.last_timestamp
-        if not valid_bar(ts, bar.open, bar.high, bar.low, close, bar.volume, previous_key):
+        if not valid_bar(ts, open_, high, low, close, volume, previous_key):
             book.rejected_bars += 1
             return NO_UPDATE
-        history.append_bar(ts, bar.open, bar.high, bar.low, close, bar.volume)
-        index = len(history) - 1
-        known_bar = (history.bar(index), previous_key)
-        return self._process(book, symbol, history.view(), index, ts, close, True, known_bar)
+        row = history.append_bar(ts, open_, high, low, close, volume)
+        return self._process(book, symbol, history.view(), len(history) - 1, ts, close, True, (row, previous_key))
 
     def on_funding(self, event: FundingRateUpdated) -> None:
         """Record a settled funding rate of a symbol (a non-finite or out-of-order one is counted and skipped)."""
@@ -635,17 +633,26 @@ class StrategyManager:
         bar_return = 0.0 if previous_close is None else close / previous_close - 1.0
         book.last_close = close
         fee_rate = self.fee_rate
-        scores = book.scores
-        for i, score in enumerate(book.view_scores):
-            held = scores[i]
+        scores, view_scores = book.scores, book.view_scores
+        for performance, held, score in zip(self._performances, scores, view_scores, strict=True):
             if held == 0.0 and score == 0.0:
                 # StrategyPerformance.record's flat-throughout case, inlined: most strategies are flat most bars.
-                self._performances[i].bars += 1
+                performance.bars += 1
             else:
-                self._performances[i].record(held, bar_return, score, fee_rate)
-            scores[i] = score
-        combined = self._combined(book)
-        self._performance.record(book.combined.score, bar_return, combined.score, fee_rate)
+                performance.record(held, bar_return, score, fee_rate)
+        scores[:] = view_scores
+        previous = book.combine_inputs
+        if previous is not None and previous[0] is not book.regime:
+            # _combined's first case, inlined: a new regime view (every bar once the detector is fitted).
+            book.combine_inputs = (book.regime,)
+            combined = self._combine(book)
+        else:
+            combined = self._combined(book)
+        held_score, score = book.combined.score, combined.score
+        if held_score == 0.0 and score == 0.0:
+            self._performance.bars += 1
+        else:
+            self._performance.record(held_score, bar_return, score, fee_rate)
         book.combined = combined
         signal = self._news(book, symbol) if news_only else None
         intents = self._new_intents(book) if news_only and book.intents_pending else ()
@@ -718,9 +725,8 @@ class StrategyManager:
                     signal = cast(IncrementalStrategy, strategy).signal_after(symbol, market_data, index, *known_bar)
                 else:
                     signal = strategy.generate_signal(market_data, index)
-                if signal is not None and _no_new_view(strategy, signal):
-                    signal = None
-                if signal is not None and signal is not views[i]:
+                # An unchanged view (the same object) needs no look: nothing below would take it.
+                if signal is not None and signal is not views[i] and not _no_new_view(strategy, signal):
                     if not (isinstance(signal, StrategySignal) and signal.symbol == symbol):
                         raise TypeError(
                             f"generate_signal must return a StrategySignal of {symbol} or None, got {signal!r}"
@@ -875,7 +881,12 @@ class StrategyManager:
             )
         scores = book.scores
         regime = book.regime
-        factor = self._volatility_factor(regime)
+        # The volatility factor: long-run over forecast volatility, capped at 1 (1 without a GARCH view).
+        variance, long_run = regime.variance, regime.long_run_variance
+        if not self.volatility_scaling or variance is None or long_run is None or not variance > 0.0:
+            factor = 1.0
+        else:
+            factor = min(1.0, math.sqrt(long_run / variance))
         if not any(scores):
             # Every view flat (most bars): no vote to weigh, and the weights are worked out only for a signal.
             return _Combined(0.0, 0.0, 0.0, factor, None, None, self._no_contributions, regime, voting)
@@ -905,13 +916,6 @@ class StrategyManager:
         strength = clip01(abs(net) / confidence)
         confidence = clip01(confidence * factor)
         return _Combined(sign * strength * confidence, strength, confidence, factor, leader, weights, contributions)
-
-    def _volatility_factor(self, regime: RegimeState) -> float:
-        if not self.volatility_scaling or regime.variance is None or regime.long_run_variance is None:
-            return 1.0
-        if not regime.variance > 0.0:
-            return 1.0
-        return min(1.0, math.sqrt(regime.long_run_variance / regime.variance))
 
     def _news(self, book: _SymbolBook, symbol: str) -> StrategySignal | None:
         combined = book.combined
