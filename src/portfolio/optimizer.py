@@ -734,14 +734,23 @@ class PortfolioOptimizer(Component):
         windows = [self._closes[s] for s in ready]
         first = windows[0].times()
         kept = first != self._bar_ts
-        if all(np.array_equal(window.times(), first) for window in windows[1:]):
+        like_first = [True, *(np.array_equal(window.times(), first) for window in windows[1:])]
+        if all(like_first):
             # The usual case, every symbol on the same bar times: no search needed.
             closes = np.column_stack([window.closes()[kept] for window in windows])
         else:
+            # Only the windows whose times differ from the first one's narrow the common times or need a search.
             times = first[kept]
-            for window in windows[1:]:
-                times = _common_times(times, window.times())
-            closes = np.column_stack([window.closes()[np.searchsorted(window.times(), times)] for window in windows])
+            for window, same in zip(windows, like_first, strict=True):
+                if not same:
+                    times = _common_times(times, window.times())
+            at_first = np.searchsorted(first, times)
+            closes = np.column_stack(
+                [
+                    window.closes()[at_first if same else np.searchsorted(window.times(), times)]
+                    for window, same in zip(windows, like_first, strict=True)
+                ]
+            )
         if len(closes) < self.min_history:
             return [], np.empty((0, 0))
         return ready, closes

@@ -407,17 +407,19 @@ def test_common_bar_times_by_binary_search_equal_numpys_intersection(first: set[
     st.lists(
         st.sets(st.integers(min_value=0, max_value=60), min_size=0, max_size=61),
         min_size=2,
-        max_size=3,
+        max_size=4,
     ),
-    st.booleans(),
+    st.sampled_from(["all", "some", "none"]),
 )
 def test_the_panel_holds_the_closes_at_the_common_completed_bar_times(
-    per_symbol: list[set[int]], same_times: bool
+    per_symbol: list[set[int]], sharing: str
 ) -> None:
-    # Arrange: symbols on the same bar times (the usual case) or on their own
+    # Arrange: every symbol on the same bar times (the usual case), some of them (the others with gaps), or none
     symbols = tuple(f"S{i}USDT" for i in range(len(per_symbol)))
-    if same_times:
+    if sharing == "all":
         per_symbol = [per_symbol[0]] * len(per_symbol)
+    elif sharing == "some":
+        per_symbol = [per_symbol[0], per_symbol[0], *per_symbol[2:]]
     optimizer = PortfolioOptimizer(symbols=symbols, min_history=2, lookback=100)
     bars = sorted((ts, i) for i, times in enumerate(per_symbol) for ts in times)
     for ts, i in bars:
