@@ -411,9 +411,7 @@ def test_common_bar_times_by_binary_search_equal_numpys_intersection(first: set[
     ),
     st.sampled_from(["all", "some", "none"]),
 )
-def test_the_panel_holds_the_closes_at_the_common_completed_bar_times(
-    per_symbol: list[set[int]], sharing: str
-) -> None:
+def test_the_panel_holds_the_closes_at_the_common_completed_bar_times(per_symbol: list[set[int]], sharing: str) -> None:
     # Arrange: every symbol on the same bar times (the usual case), some of them (the others with gaps), or none
     symbols = tuple(f"S{i}USDT" for i in range(len(per_symbol)))
     if sharing == "all":
