@@ -533,11 +533,17 @@ def _fit_hmm(request: RegimeFitRequest) -> tuple[HmmParameters | None, tuple[flo
     return HmmParameters.of(model), probabilities, relabeled, ""
 
 
-def _hmm_fitted_on(request: RegimeFitRequest) -> tuple[GaussianHMM, bool]:
-    from keel.strategy_engine.hmm_estimation import GaussianHmmEstimator
+def started_hmm(request: RegimeFitRequest, model_class: type[GaussianHMM] | None = None) -> GaussianHMM:
+    """Return a refit's HMM before EM: its settings, started from the previous fit or the feature quadrants.
 
-    features, previous = request.features, request.previous_hmm
-    model = GaussianHmmEstimator(
+    ``model_class`` is :class:`~keel.strategy_engine.hmm_estimation.GaussianHmmEstimator`
+    (what a refit uses) when None; hmmlearn's own ``GaussianHMM`` gives the same fit.
+    """
+    if model_class is None:
+        from keel.strategy_engine.hmm_estimation import GaussianHmmEstimator
+
+        model_class = GaussianHmmEstimator
+    model = model_class(
         n_components=N_STATES,
         covariance_type="diag",
         n_iter=request.n_iter,
@@ -547,13 +553,20 @@ def _hmm_fitted_on(request: RegimeFitRequest) -> tuple[GaussianHMM, bool]:
         init_params="",
         implementation="log",
     )
+    previous = request.previous_hmm
     if previous is None:
-        _initialize_by_quadrants(model, features, request.min_covar)
+        _initialize_by_quadrants(model, request.features, request.min_covar)
     else:
         model.startprob_ = previous.startprob.copy()
         model.transmat_ = previous.transmat.copy()
         model.means_ = previous.means.copy()
         model.covars_ = previous.covars.copy()
+    return model
+
+
+def _hmm_fitted_on(request: RegimeFitRequest) -> tuple[GaussianHMM, bool]:
+    features, previous = request.features, request.previous_hmm
+    model = started_hmm(request)
     with warnings.catch_warnings(), np.errstate(all="ignore"), _quiet(_HMMLEARN_LOG):
         warnings.simplefilter("ignore")
         model.fit(features)

@@ -17,8 +17,8 @@ from keel.strategy_engine.regime import (
     NoLookAheadRegimeDetector,
     RegimeFit,
     RegimeFitRequest,
-    _initialize_by_quadrants,
     fit_regime_models,
+    started_hmm,
 )
 
 
@@ -42,29 +42,8 @@ def requests() -> list[RegimeFitRequest]:
     return made
 
 
-def started(model: GaussianHMM, request: RegimeFitRequest) -> GaussianHMM:
-    """Set the model's starting parameters as a refit does: the previous fit, else the feature quadrants."""
-    previous = request.previous_hmm
-    if previous is None:
-        _initialize_by_quadrants(model, request.features, request.min_covar)
-    else:
-        model.startprob_, model.transmat_ = previous.startprob.copy(), previous.transmat.copy()
-        model.means_, model.covars_ = previous.means.copy(), previous.covars.copy()
-    return model
-
-
 def fitted(model_class: type[GaussianHMM], request: RegimeFitRequest) -> GaussianHMM:
-    model = model_class(
-        n_components=N_STATES,
-        covariance_type="diag",
-        n_iter=request.n_iter,
-        tol=request.tol,
-        min_covar=request.min_covar,
-        params="stmc",
-        init_params="",
-        implementation="log",
-    )
-    return started(model, request).fit(request.features)
+    return started_hmm(request, model_class).fit(request.features)
 
 
 def test_refits_equal_stock_hmmlearn_to_the_bit(requests: list[RegimeFitRequest]) -> None:
