@@ -515,9 +515,9 @@ def fit_regime_models(request: RegimeFitRequest) -> RegimeFit:
 
 def load_fit_libraries() -> None:
     """Import what a fit uses (a worker process calls it once at start, so the first fit does not wait for it)."""
-    import arch  # noqa: F401
     import scipy.optimize  # noqa: F401
 
+    import keel.strategy_engine.garch_estimation  # arch
     import keel.strategy_engine.hmm_estimation  # noqa: F401  (hmmlearn)
 
 
@@ -583,16 +583,14 @@ def _hmm_fitted_on(request: RegimeFitRequest) -> tuple[GaussianHMM, bool]:
 
 
 def _fit_garch(request: RegimeFitRequest) -> tuple[tuple[float, float, float] | None, float | None, str]:
-    from arch import arch_model
+    from keel.strategy_engine.garch_estimation import fit_zero_mean_garch
 
     returns = request.returns
     starting = None if request.previous_garch is None else np.array(request.previous_garch)
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
-            result = arch_model(returns, mean="Zero", vol="GARCH", p=1, q=1, dist="normal", rescale=False).fit(
-                disp="off", show_warning=False, starting_values=starting
-            )
+            result = fit_zero_mean_garch(returns, starting)
     except (ValueError, np.linalg.LinAlgError) as error:
         return None, None, f"GARCH fit: {error}"
     omega, alpha, beta = (float(v) for v in result.params.to_numpy())
