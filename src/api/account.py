@@ -41,7 +41,6 @@ from keel.core.messages import FundingPaid, OrderFilled, next_message_id
 from keel.core.ports import LeverageBracket, MarginType, PositionMode, PositionSide
 
 PositionKey = tuple[str, PositionSide]
-_POSITION_SIDES = tuple(PositionSide)
 
 _FLOAT_SAFETY = 1e-9
 """How far (relative to the amounts involved) a float margin estimate must clear its threshold to be trusted."""
@@ -142,6 +141,7 @@ class Account:
         self.margin_types = dict.fromkeys(symbols, margin_type)
         self.marks: dict[str, Decimal] = {}
         self.positions: dict[PositionKey, VenuePosition] = {}
+        self._positions_of: dict[str, list[VenuePosition]] = {}
         self._floats: dict[int, tuple[Decimal, float]] = {}
         self._mark_floats: dict[str, tuple[Decimal, float]] = {}
         self._solvency_bound: _SolvencyBound | None = None
@@ -163,10 +163,9 @@ class Account:
 
     def holds(self, symbol: str) -> bool:
         """Return whether any position of ``symbol`` is open."""
-        positions = self.positions
-        for side in _POSITION_SIDES:
-            venue_position = positions.get((symbol, side))
-            if venue_position is not None and venue_position.position.quantity:
+        # Asked on every bar: by symbol, because a (symbol, side) key's hash calls the enum's Python __hash__.
+        for venue_position in self._positions_of.get(symbol, ()):  # noqa: SIM110  (a loop: no generator per bar)
+            if venue_position.position.quantity:
                 return True
         return False
 
@@ -175,9 +174,16 @@ class Account:
         venue_position = self.positions.get(key)
         return ZERO if venue_position is None else venue_position.quantity
 
+    def _add_position(self, venue_position: VenuePosition) -> VenuePosition:
+        self.positions[venue_position.key] = venue_position
+        self._positions_of.setdefault(venue_position.key[0], []).append(venue_position)
+        return venue_position
+
     def apply_fill(self, key: PositionKey, signed_quantity: Decimal, price: Decimal, commission: Decimal) -> Decimal:
         """Book a fill on a position: margin moves, cost basis, commission; return the realized P&L."""
-        venue_position = self.positions.setdefault(key, VenuePosition(key))
+        venue_position = self.positions.get(key)
+        if venue_position is None:
+            venue_position = self._add_position(VenuePosition(key))
         held = venue_position.quantity
         closing = ZERO
         if held != 0 and (held > 0) != (signed_quantity > 0):
@@ -554,6 +560,7 @@ class Account:
         self.margin_types = dict(state.margin_types)
         self.marks = dict(state.marks)
         self.positions = {}
+        self._positions_of = {}
         for saved in state.positions:
             venue_position = VenuePosition((saved.symbol, saved.position_side))
             venue_position.position.quantity = saved.quantity
@@ -561,7 +568,7 @@ class Account:
             venue_position.position.realized_pnl = saved.realized_pnl
             venue_position.isolated_wallet = saved.isolated_wallet
             venue_position.cost = saved.cost
-            self.positions[venue_position.key] = venue_position
+            self._add_position(venue_position)
         self.fees_paid = state.fees_paid
         self.funding_received = state.funding_received
         self.liquidation_fees = state.liquidation_fees

@@ -138,6 +138,38 @@ def test_state_round_trips_through_restore() -> None:
     assert copy.liquidation_price(copy.positions[BOTH]) == book.liquidation_price(book.positions[BOTH])
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    fills=st.lists(
+        st.tuples(
+            st.sampled_from(["BTCUSDT", "ETHUSDT"]),
+            st.sampled_from([PositionSide.LONG, PositionSide.SHORT]),
+            st.integers(min_value=-3, max_value=3).filter(bool),
+        ),
+        max_size=20,
+    )
+)
+def test_holds_tells_a_symbol_with_an_open_position_in_hedge_mode_and_after_restore(
+    fills: list[tuple[str, PositionSide, int]],
+) -> None:
+    # Arrange: hedge-mode fills that open, close and flip either side of two symbols
+    symbols = ["BTCUSDT", "ETHUSDT"]
+    book = Account(symbols, real_schedule(), Decimal("1000000"), 10, MarginType.CROSSED, PositionMode.HEDGE)
+    price = money(BARS[1].open)
+    for symbol, side, lots in fills:
+        book.apply_fill((symbol, side), Decimal(lots) / 100, price, Decimal("0"))
+    restored = Account(symbols, real_schedule(), Decimal("1000000"), 10, MarginType.CROSSED, PositionMode.HEDGE)
+
+    # Act
+    restored.restore(book.state())
+
+    # Assert
+    for symbol in symbols:
+        expected = any(p.quantity != 0 for key, p in book.positions.items() if key[0] == symbol)
+        assert book.holds(symbol) is expected
+        assert restored.holds(symbol) is expected
+
+
 @settings(max_examples=80, deadline=None)
 @given(
     fills=st.lists(
