@@ -766,6 +766,15 @@ class NoLookAheadRegimeDetector:
         """Return the bars needed before the first fit."""
         return max(self.trend_window, self.volatility_window) + self.min_fit_bars
 
+    def refit_closes(self, closes: int) -> range:
+        """Return the indices of the closes a fresh detector fed ``closes`` valid closes starts its refits at.
+
+        The first refit comes with close ``warmup_bars - 1`` (0-based), then
+        one every ``refit_interval`` closes. A close the detector refuses (not
+        a positive finite price) moves the later ones.
+        """
+        return range(self.warmup_bars - 1, closes, self.refit_interval)
+
     @property
     def hmm_(self) -> GaussianHMM | None:
         """Return the current HMM as an hmmlearn ``GaussianHMM`` (built on first use after each fit)."""

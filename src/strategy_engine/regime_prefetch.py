@@ -211,36 +211,53 @@ class PrefetchedRegimeFits:
         self._pending: dict[str, deque[SymbolSlice]] = {symbol: deque() for symbol in symbols}
         self.strategies = tuple(strategies)
         self._symbol_views: list[SymbolBarViews] = []
-        self.sends_states = factory().fit_delay_bars == 0
+        detector = factory()
+        self.sends_states = detector.fit_delay_bars == 0
         self.hits = 0
         self.misses = 0
         self.failed = ""
         self._worker = worker
         try:
-            self._send(symbols, interval_ns, slice_bars)
+            self._send(symbols, interval_ns, slice_bars, detector)
         except (BrokenExecutor, RuntimeError) as error:
             self._stop(repr(error))
 
-    def _send(self, symbols: Sequence[str], interval_ns: int, slice_bars: int) -> None:
-        """Queue every symbol's bars, slice by slice in time, each slice's symbols in feed order."""
+    def _send(
+        self, symbols: Sequence[str], interval_ns: int, slice_bars: int, detector: NoLookAheadRegimeDetector
+    ) -> None:
+        """Queue every symbol's bars, slice by slice in time, each slice's symbols in feed order.
+
+        A slice ends where a refit is due (the symbols' refits mostly fall on
+        the same bar): the replay then takes the bars before it while the
+        worker fits, instead of waiting for the fit from the slice's start.
+        After a refit the slices start small again, so the replay gets the
+        first views after it soon.
+        """
         columns = {symbol: self._bars(symbol) for symbol in symbols}
         first = min((int(ts[0]) for ts, _ in columns.values() if len(ts)), default=None)
         last = max((int(ts[-1]) for ts, _ in columns.values() if len(ts)), default=None)
         if first is None or last is None:
             return
+        refits = sorted({int(ts[i]) for ts, _ in columns.values() for i in detector.refit_closes(len(ts))})
         self._worker.submit(forget_detectors)
         # The bars go once, ahead; then each slice is a small request (a large one would queue behind
         # this process's other threads for the interpreter lock while the worker waits for it).
         for symbol, (ts, ohlcv) in columns.items():
             self._worker.submit(start_following, symbol, self._factory, self.strategies, self.sends_states, ts, ohlcv)
         start, bars = first, min(FIRST_SLICE_BARS, slice_bars)
+        next_refit = 0
         while start <= last:
             end = start + bars * interval_ns
+            while next_refit < len(refits) and refits[next_refit] <= start:
+                next_refit += 1
+            cut = next_refit < len(refits) and refits[next_refit] < end
+            if cut:
+                end = refits[next_refit]
             for symbol, (ts, _) in columns.items():
                 low, high = (int(i) for i in np.searchsorted(ts, [start, end]))
                 if high > low:
                     self._slices.append((start, self._worker.submit(follow_bars, symbol, low, high)))
-            start, bars = end, min(2 * bars, slice_bars)
+            start, bars = end, min(FIRST_SLICE_BARS, slice_bars) if cut else min(2 * bars, slice_bars)
 
     @property
     def worker_pid(self) -> int:

@@ -253,6 +253,28 @@ class _FailingRefit(NoLookAheadRegimeDetector):
     fit_function = staticmethod(_singular_refit)
 
 
+def test_refits_start_at_the_closes_refit_closes_names() -> None:
+    # Arrange: the fit function notes the close each refit was asked on
+    closes = bar_frame("BTCUSDT")["close"].to_numpy()[:3000].tolist()
+    detector = NoLookAheadRegimeDetector(**SMALL)
+    asked_on: list[int] = []
+    current = 0
+
+    def noted(request: RegimeFitRequest) -> RegimeFit:
+        asked_on.append(current)
+        return fit_regime_models(request)
+
+    detector.fit_function = noted
+
+    # Act
+    for current, close in enumerate(closes):  # noqa: B007  (noted reads it)
+        detector.update(close)
+
+    # Assert
+    assert len(asked_on) >= 4
+    assert asked_on == list(detector.refit_closes(len(closes)))
+
+
 def test_a_failed_refit_keeps_the_previous_model_and_filters_on() -> None:
     # Arrange
     closes = bar_frame("BTCUSDT")["close"].to_numpy()[:1600]

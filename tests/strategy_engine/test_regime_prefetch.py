@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 from collections.abc import Callable
+from concurrent.futures import Future
 from contextlib import AbstractContextManager
 
 import numpy as np
@@ -23,6 +25,7 @@ from keel.strategy_engine.regime import (
     fit_regime_models,
 )
 from keel.strategy_engine.regime_prefetch import (
+    FIRST_SLICE_BARS,
     PrefetchedRegimeFits,
     decode_state,
     encode_states,
@@ -224,3 +227,33 @@ def test_a_regime_view_sent_as_a_row_comes_back_to_the_bit(
 def test_a_regime_view_with_another_number_of_probabilities_is_refused() -> None:
     with pytest.raises(ValueError, match="probabilities"):
         encode_states([RegimeState(MarketRegime.TRENDING, (0.5, 0.5), None, None)])
+
+
+class _RecordingWorker:
+    """Stands in for the fit worker: notes what is sent, answers nothing."""
+
+    def __init__(self) -> None:
+        self.slices: dict[str, list[tuple[int, int]]] = {symbol: [] for symbol in SYMBOLS}
+
+    def submit(self, function: Callable[..., object], *args: object) -> Future[object]:
+        if function.__name__ == "follow_bars":
+            symbol, low, high = args
+            self.slices[str(symbol)].append((int(low), int(high)))  # type: ignore[call-overload]
+        return Future()
+
+
+def test_slices_cover_every_bar_once_and_end_where_a_refit_is_due() -> None:
+    # Arrange
+    worker = _RecordingWorker()
+    refits = list(SMALL_DETECTOR().refit_closes(BARS))
+
+    # Act
+    PrefetchedRegimeFits(worker, SMALL_DETECTOR, SYMBOLS, recorded_bars, MINUTE_NS, lambda: 0)  # type: ignore[arg-type]
+
+    # Assert: in order, no gap, no overlap; each refit is the first bar of a slice, which starts small
+    assert len(refits) >= 3
+    for slices in worker.slices.values():
+        assert slices[0][0] == 0 and slices[-1][1] == BARS
+        assert all(previous[1] == following[0] for previous, following in itertools.pairwise(slices))
+        starts = {low: high - low for low, high in slices}
+        assert all(starts.get(refit) == FIRST_SLICE_BARS for refit in refits)
