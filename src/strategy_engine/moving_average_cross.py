@@ -4,7 +4,9 @@ The walking skeleton's strategy, kept as the smallest example of an
 :class:`~keel.strategy_engine.base.IncrementalStrategy`. Both means are simple
 moving averages of closes, kept per symbol in O(1) per bar; a signal is
 emitted only when the sign of ``fast - slow`` changes after warm-up (None
-otherwise: the view is unchanged).
+otherwise: the view is unchanged). Means equal up to the running sums'
+rounding are a tie, never a cross: a flat stretch of closes (a short window on
+a quiet market) would otherwise flip on rounding noise.
 """
 
 from __future__ import annotations
@@ -16,37 +18,20 @@ from typing import Any, ClassVar
 from keel.strategy_engine.base import IncrementalStrategy, StrategySignal, SymbolState
 from keel.strategy_engine.parameters import Parameter
 
-
-class _RollingMean:
-    __slots__ = ("total", "values", "window")
-
-    def __init__(self, window: int) -> None:
-        self.window = window
-        self.values: deque[float] = deque()
-        self.total = 0.0
-
-    def update(self, value: float) -> float | None:
-        values = self.values
-        values.append(value)
-        total = self.total + value
-        count = len(values)
-        window = self.window
-        if count > window:
-            total -= values.popleft()
-            count = window
-        self.total = total
-        if count < window:
-            return None
-        return total / window
+_TIE = 1e-10
+"""Means closer than this (relative) are equal: the running sums carry rounding (~1e-16 a bar), prices ticks (~1e-6)."""
 
 
 class _CrossState(SymbolState):
-    __slots__ = ("direction", "fast", "slow")
+    """The last ``slow_period`` closes (the fast window is their newest part) and both windows' sums."""
 
-    def __init__(self, fast_period: int, slow_period: int) -> None:
+    __slots__ = ("closes", "direction", "fast_total", "slow_total")
+
+    def __init__(self) -> None:
         super().__init__()
-        self.fast = _RollingMean(fast_period)
-        self.slow = _RollingMean(slow_period)
+        self.closes: deque[float] = deque()
+        self.fast_total = 0.0
+        self.slow_total = 0.0
         self.direction = 0
 
 
@@ -82,7 +67,7 @@ class MovingAverageCrossStrategy(IncrementalStrategy):
 
     def new_state(self) -> _CrossState:
         """Return empty means for a new symbol."""
-        return _CrossState(self.fast_period, self.slow_period)
+        return _CrossState()
 
     def step(
         self,
@@ -94,15 +79,30 @@ class MovingAverageCrossStrategy(IncrementalStrategy):
         """Update the means; signal when the cross direction changes."""
         assert isinstance(state, _CrossState)
         close = bar[4]
-        fast_mean = state.fast.update(close)
-        slow_mean = state.slow.update(close)
-        if fast_mean is None or slow_mean is None or fast_mean == slow_mean:
+        closes = state.closes
+        closes.append(close)
+        fast, slow = self.fast_period, self.slow_period
+        # Each sum adds the new close and takes off the one leaving its window: O(1) a bar, one deque for both.
+        fast_total = state.fast_total + close
+        slow_total = state.slow_total + close
+        count = len(closes)
+        if count > fast:
+            fast_total -= closes[-fast - 1]
+        if count > slow:
+            slow_total -= closes.popleft()
+            count = slow
+        state.fast_total, state.slow_total = fast_total, slow_total
+        if count < slow:
             return None
-        direction = 1 if fast_mean > slow_mean else -1
+        fast_mean, slow_mean = fast_total / fast, slow_total / slow
+        change = (fast_mean - slow_mean) / slow_mean
+        if abs(change) <= _TIE:
+            return None
+        direction = 1 if change > 0.0 else -1
         if state.direction == direction:
             return None
         state.direction = direction
-        spread = abs(fast_mean - slow_mean) / slow_mean
+        spread = abs(change)
         return StrategySignal(
             symbol=market_data["symbol"],
             action="BUY" if direction > 0 else "SELL",

@@ -27,22 +27,23 @@ def signals_of(strategy: BaseStrategy, bars: list[BarClosed]) -> list[tuple[int,
     return out
 
 
-def test_signals_follow_the_sign_of_fast_minus_slow_computed_in_batch() -> None:
+@pytest.mark.parametrize(("fast_period", "slow_period"), [(20, 60), (1, 2), (7, 8), (3, 250)])
+def test_signals_follow_the_sign_of_fast_minus_slow_computed_in_batch(fast_period: int, slow_period: int) -> None:
     # Arrange
     bars = real_bars("BTCUSDT", 3000)
     closes = np.array([b.close for b in bars])
-    fast = np.convolve(closes, np.ones(20) / 20, mode="valid")[40:]
-    slow = np.convolve(closes, np.ones(60) / 60, mode="valid")
+    fast = np.convolve(closes, np.ones(fast_period) / fast_period, mode="valid")[slow_period - fast_period :]
+    slow = np.convolve(closes, np.ones(slow_period) / slow_period, mode="valid")
     direction = np.sign(fast - slow)
     expected = []
     previous = 0
     for i, d in enumerate(direction):
         if d != 0 and d != previous:
-            expected.append((bars[i + 59].ts_event, "BUY" if d > 0 else "SELL"))
+            expected.append((bars[i + slow_period - 1].ts_event, "BUY" if d > 0 else "SELL"))
             previous = d
 
     # Act
-    actual = signals_of(MovingAverageCrossStrategy(20, 60), bars)
+    actual = signals_of(MovingAverageCrossStrategy(fast_period, slow_period), bars)
 
     # Assert
     assert len(actual) > 10
@@ -59,6 +60,22 @@ def test_no_signal_before_warmup() -> None:
     # Assert
     assert actual == []
     assert strategy.warmup_bars == 30
+
+
+def test_equal_means_are_a_tie_not_a_cross() -> None:
+    # Arrange: each real close held for two bars, so on every second bar the 1-bar and 2-bar means are equal
+    bars = list(real_bars("BTCUSDT", 3000))
+    closes = [bars[i // 2].close for i in range(len(bars))]
+    repeated = with_closes(bars, closes)
+    strategy = MovingAverageCrossStrategy(1, 2)
+
+    # Act
+    signals = signals_of(strategy, repeated)
+
+    # Assert: the running sums' rounding never makes a cross of a tie
+    repeat_times = {bar.ts_event for i, bar in enumerate(repeated) if i % 2 == 1}
+    assert len(signals) > 10
+    assert [ts for ts, _ in signals if ts in repeat_times] == []
 
 
 def test_lookahead_signals_up_to_t_do_not_depend_on_later_bars() -> None:
