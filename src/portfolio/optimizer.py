@@ -730,8 +730,17 @@ class PortfolioOptimizer(Component):
         ready = [s for s in self.symbols if len(self._closes[s]) > self.min_history]
         if not ready:
             return [], np.empty((0, 0))
-        # Each symbol's bar times rise strictly, so its closes at the common times are found by binary search.
         windows = [self._closes[s] for s in ready]
+        closes = _closes_on_one_grid(windows, self._bar_ts)
+        if closes is None:
+            closes = self._closes_by_search(windows)
+        if len(closes) < self.min_history:
+            return [], np.empty((0, 0))
+        return ready, closes
+
+    def _closes_by_search(self, windows: list[_CloseWindow]) -> np.ndarray:
+        """The closes of ``windows`` at their common completed bar times, for windows of any bar times."""
+        # Each symbol's bar times rise strictly, so its closes at the common times are found by binary search.
         first = windows[0].times()
         kept = first != self._bar_ts
         like_first = [True, *(np.array_equal(window.times(), first) for window in windows[1:])]
@@ -751,9 +760,7 @@ class PortfolioOptimizer(Component):
                     for window, same in zip(windows, like_first, strict=True)
                 ]
             )
-        if len(closes) < self.min_history:
-            return [], np.empty((0, 0))
-        return ready, closes
+        return closes
 
     def _propose(self, targets: dict[str, float], reason: str, ts: int) -> None:
         if not targets:
@@ -805,6 +812,47 @@ class _CloseWindow:
     def closes(self) -> np.ndarray:
         """Return the closes in the window, oldest first (a view)."""
         return self._closes[self._start : self._end]
+
+
+def _closes_on_one_grid(windows: Sequence[_CloseWindow], latest: int | None) -> np.ndarray | None:
+    """The closes of ``windows`` at their common bar times before ``latest``, when each window is a gapless run.
+
+    The usual case: every window steps by the same interval on the same grid,
+    with no bar missing, and they differ at most in where they start and end
+    (a symbol whose bar of the latest time has not arrived yet ends one bar
+    earlier). Then the common times are one run and each window's part of it
+    a slice. None when any window has a gap, another step or grid, or bars
+    after ``latest``: :meth:`PortfolioOptimizer._closes_by_search` takes those.
+    """
+    first = windows[0].times()
+    if len(first) < 2:
+        return None
+    step = int(first[1] - first[0])
+    origin = int(first[0])
+    start, end = origin, int(first[-1])
+    for window in windows:
+        times = window.times()
+        count = len(times)
+        if count < 2:
+            return None
+        low, high = int(times[0]), int(times[-1])
+        # Strictly rising times spanning exactly count - 1 steps, every step the same: a gapless run.
+        if (low - origin) % step or high - low != (count - 1) * step or not (np.diff(times) == step).all():
+            return None
+        start, end = max(start, low), min(end, high)
+    if latest is not None:
+        if end > latest:
+            return None
+        if end == latest:
+            end -= step  # the latest bar time's bars may still be arriving
+    if end < start:
+        return np.empty((0, len(windows)))
+    rows = (end - start) // step + 1
+    columns = []
+    for window in windows:
+        offset = (start - int(window.times()[0])) // step
+        columns.append(window.closes()[offset : offset + rows])
+    return np.column_stack(columns)
 
 
 def _common_times(times: np.ndarray, other: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ from keel.core.messages import (
 )
 from keel.core.orders import OrderSide
 from keel.portfolio import PortfolioOptimizer
-from keel.portfolio.optimizer import _common_times
+from keel.portfolio.optimizer import _closes_on_one_grid, _common_times
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 
@@ -435,6 +435,42 @@ def test_the_panel_holds_the_closes_at_the_common_completed_bar_times(per_symbol
     expected = np.array([[100.0 + 10 * symbols.index(s) + ts / 100 for s in ready] for ts in common])
     assert assets == ready
     np.testing.assert_array_equal(closes, expected)
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 30), st.integers(0, 40)), min_size=2, max_size=4),
+    st.sampled_from([None, "gap", "off the grid"]),
+)
+def test_the_panel_of_gapless_runs_equals_the_searched_one(runs: list[tuple[int, int]], defect: str | None) -> None:
+    # Arrange: each symbol's bars a gapless run of minutes (different starts and ends), or one with a defect
+    symbols = tuple(f"S{i}USDT" for i in range(len(runs)))
+    per_symbol = [list(range(start, start + length)) for start, length in runs]
+    if defect == "gap" and len(per_symbol[-1]) > 2:
+        del per_symbol[-1][1]
+    optimizer = PortfolioOptimizer(symbols=symbols, min_history=2, lookback=100)
+    bars = sorted((ts, i) for i, times in enumerate(per_symbol) for ts in times)
+    for ts, i in bars:
+        bar = bar_of_close(symbols[i], ts, 100.0 + 10 * i + ts / 100)
+        if defect == "off the grid" and i == 0:
+            bar = msgspec.structs.replace(bar, ts_event=bar.ts_event + NANOS_PER_SECOND)
+        optimizer.on_bar(bar)
+    ready = [s for s in symbols if len(optimizer._closes[s]) > 2]
+    windows = [optimizer._closes[s] for s in ready]
+    defective = (defect == "gap" and symbols[-1] in ready and len(per_symbol[-1]) < runs[-1][1]) or (
+        defect == "off the grid" and symbols[0] in ready and len(ready) > 1
+    )
+
+    # Act
+    sliced = _closes_on_one_grid(windows, optimizer._bar_ts) if windows else None
+
+    # Assert: gapless runs on one grid are sliced, to the bit what the binary search finds; any defect is searched
+    if not windows or defective:
+        assert sliced is None
+        return
+    searched = optimizer._closes_by_search(windows)
+    assert sliced is not None
+    assert sliced.shape == searched.shape
+    assert sliced.tobytes() == searched.tobytes()
 
 
 def bar_of_close(symbol: str, minute: int, close: float) -> BarClosed:
