@@ -776,9 +776,22 @@ class _CloseWindow:
 
     The arrays hold twice the window; when the end is reached the window is
     copied back to the front, so reading it is a slice, never a conversion.
+    It also follows where the latest run of equal steps between bar times
+    began, so :meth:`step` tells a gapless window in O(1).
     """
 
-    __slots__ = ("_closes", "_end", "_start", "_times", "last_close", "size")
+    __slots__ = (
+        "_appended",
+        "_closes",
+        "_end",
+        "_last_ts",
+        "_run_from",
+        "_start",
+        "_step",
+        "_times",
+        "last_close",
+        "size",
+    )
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -786,12 +799,24 @@ class _CloseWindow:
         self._closes = np.empty(2 * size, dtype=np.float64)
         self._start = self._end = 0
         self.last_close: float | None = None
+        self._appended = 0
+        self._last_ts = 0
+        self._step = 0
+        self._run_from = 0
+        """The number of the bar (counted over every append) where the run of steps equal to ``_step`` starts."""
 
     def __len__(self) -> int:
         return self._end - self._start
 
     def append(self, ts: int, close: float) -> None:
         """Add a bar's close, dropping the oldest once the window is full."""
+        if self._appended:
+            step = ts - self._last_ts
+            if step != self._step:
+                self._step = step
+                self._run_from = self._appended - 1
+        self._appended += 1
+        self._last_ts = ts
         end = self._end
         if end == len(self._times):
             kept = self.size - 1
@@ -804,6 +829,21 @@ class _CloseWindow:
         if self._end - self._start > self.size:
             self._start += 1
         self.last_close = close
+
+    def step(self) -> int | None:
+        """Return the step between every two neighbouring bar times of the window (None: fewer than two, or unequal)."""
+        count = self._end - self._start
+        if count < 2 or self._run_from > self._appended - count:
+            return None
+        return self._step
+
+    def first_time(self) -> int:
+        """Return the oldest bar time in the window (the window must not be empty)."""
+        return int(self._times[self._start])
+
+    def last_time(self) -> int:
+        """Return the newest bar time in the window (the window must not be empty)."""
+        return self._last_ts
 
     def times(self) -> np.ndarray:
         """Return the bar times in the window, oldest first (a view)."""
@@ -824,22 +864,18 @@ def _closes_on_one_grid(windows: Sequence[_CloseWindow], latest: int | None) -> 
     a slice. None when any window has a gap, another step or grid, or bars
     after ``latest``: :meth:`PortfolioOptimizer._closes_by_search` takes those.
     """
-    first = windows[0].times()
-    if len(first) < 2:
+    step = windows[0].step()
+    if step is None or step <= 0:
         return None
-    step = int(first[1] - first[0])
-    origin = int(first[0])
-    start, end = origin, int(first[-1])
+    origin = windows[0].first_time()
+    start, end = origin, windows[0].last_time()
+    firsts = []
     for window in windows:
-        times = window.times()
-        count = len(times)
-        if count < 2:
+        low = window.first_time()
+        if window.step() != step or (low - origin) % step:
             return None
-        low, high = int(times[0]), int(times[-1])
-        # Strictly rising times spanning exactly count - 1 steps, every step the same: a gapless run.
-        if (low - origin) % step or high - low != (count - 1) * step or not (np.diff(times) == step).all():
-            return None
-        start, end = max(start, low), min(end, high)
+        firsts.append(low)
+        start, end = max(start, low), min(end, window.last_time())
     if latest is not None:
         if end > latest:
             return None
@@ -849,8 +885,8 @@ def _closes_on_one_grid(windows: Sequence[_CloseWindow], latest: int | None) -> 
         return np.empty((0, len(windows)))
     rows = (end - start) // step + 1
     columns = []
-    for window in windows:
-        offset = (start - int(window.times()[0])) // step
+    for window, low in zip(windows, firsts, strict=True):
+        offset = (start - low) // step
         columns.append(window.closes()[offset : offset + rows])
     return np.column_stack(columns)
 

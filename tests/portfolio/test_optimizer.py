@@ -27,7 +27,7 @@ from keel.core.messages import (
 )
 from keel.core.orders import OrderSide
 from keel.portfolio import PortfolioOptimizer
-from keel.portfolio.optimizer import _closes_on_one_grid, _common_times
+from keel.portfolio.optimizer import _closes_on_one_grid, _CloseWindow, _common_times
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 
@@ -471,6 +471,23 @@ def test_the_panel_of_gapless_runs_equals_the_searched_one(runs: list[tuple[int,
     assert sliced is not None
     assert sliced.shape == searched.shape
     assert sliced.tobytes() == searched.tobytes()
+
+
+@given(st.lists(st.sampled_from([60, 60, 60, 120, 30]), max_size=40), st.integers(2, 12))
+def test_a_close_window_knows_when_its_bar_times_step_evenly(steps: list[int], size: int) -> None:
+    # Arrange: bar times 60 s apart with some other steps among them, kept in a window of ``size``
+    window = _CloseWindow(size)
+    times = np.cumsum([0, *steps])
+
+    for ts in times.tolist():
+        # Act
+        window.append(ts, 1.0)
+
+        # Assert: after every bar, the step the window reports is its times' one step, if they have one
+        differences = set(np.diff(window.times()).tolist())
+        expected = differences.pop() if len(differences) == 1 else None
+        assert window.step() == expected
+        assert (window.first_time(), window.last_time()) == (window.times()[0], window.times()[-1])
 
 
 def bar_of_close(symbol: str, minute: int, close: float) -> BarClosed:
