@@ -5,8 +5,9 @@ The walking skeleton's strategy, kept as the smallest example of an
 moving averages of closes, kept per symbol in O(1) per bar; a signal is
 emitted only when the sign of ``fast - slow`` changes after warm-up (None
 otherwise: the view is unchanged). Means equal up to the running sums'
-rounding are a tie, never a cross: a flat stretch of closes (a short window on
-a quiet market) would otherwise flip on rounding noise.
+rounding are a tie, never a cross: with short windows on a quiet market
+(repeated closes make the means equal) the view would otherwise flip on
+rounding noise.
 """
 
 from __future__ import annotations
