@@ -835,9 +835,12 @@ class StrategyManager:
         self._recount_votes()
 
     def _recount_votes(self) -> None:
-        """Work out every symbol's voting strategies again at its next combination."""
+        """Work out every symbol's voting strategies, and so its combined view, again at its next bar."""
         for book in self._books.values():
             book.voting = None
+            # A gate is not among the inputs _combined compares: without this, the kept view would stand until
+            # some other input moved.
+            book.combine_inputs = None
 
     def _recheck_intents(self) -> None:
         """Look at every symbol's standing intents again at its next bar (a strategy's vote was let in or held)."""

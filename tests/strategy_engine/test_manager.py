@@ -379,7 +379,8 @@ def test_the_run_cost_model_reaches_every_strategy_and_any_swapped_in_later() ->
 
 
 def test_the_kept_combined_view_is_the_one_recombined_from_scratch_on_every_bar() -> None:
-    # Arrange: two real-data crosses, one of them stopped by the operator for a while, min_signal moved once
+    # Arrange: two real-data crosses, one of them stopped by the operator for a while and held by a gate for
+    # another, min_signal moved once
     manager = StrategyManager(
         [MovingAverageCrossStrategy(5, 20, name="fast"), MovingAverageCrossStrategy(20, 60, name="slow")],
         detector_factory=False,
@@ -394,6 +395,10 @@ def test_the_kept_combined_view_is_the_one_recombined_from_scratch_on_every_bar(
             manager.set_strategy_enabled("slow", False)
         if index == 500:
             manager.set_strategy_enabled("slow", True)
+        if index == 550:
+            manager.set_strategy_gate("slow", "failed its backtest")
+        if index == 650:
+            manager.set_strategy_gate("slow", None)
         if index == 700:
             manager.min_signal = 0.6
         manager.on_bar(bar)
