@@ -168,13 +168,15 @@ class DataNotCoveredError(MalformedDataError):
             if recorded
             else "the files there hold no bars"
         )
-        last = datetime.fromtimestamp(((end_ns or start_ns or 0) - 1) // 1_000_000_000, tz=UTC)
-        # An open start asks for no particular month: suggest the month the run ends in.
-        first = datetime.fromtimestamp(start_ns // 1_000_000_000, tz=UTC) if start_ns is not None else last
-        target = f"data/binance-{first:%Y-%m}"
+        # The months to fetch: from the start's to the end's (the end is exclusive). An open bound asks
+        # for no particular month: the other bound's month stands for it; with neither, the user fills them in.
+        first = _month(start_ns) if start_ns is not None else None
+        last = _month(end_ns - 1) if end_ns is not None else None
+        first, last = first or last or "YYYY-MM", last or first or "YYYY-MM"
+        target = f"data/binance-{first}"
         command = (
-            f"keel data download --symbols {','.join(symbols)} --interval {interval} --start {first:%Y-%m} "
-            f"--end {last:%Y-%m} --to {target}"
+            f"keel data download --symbols {','.join(symbols)} --interval {interval} --start {first} "
+            f"--end {last} --to {target}"
         )
         super().__init__(
             f"no {interval} bars of {', '.join(symbols)} from {start} to {end} in {folder.resolve()}: {covered}. "
@@ -210,6 +212,10 @@ def _check_spacing(path: Path, open_ms: np.ndarray, interval: str, resampling: b
 
 def _day(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _month(ns: int) -> str:
+    return datetime.fromtimestamp(ns // 1_000_000_000, tz=UTC).strftime("%Y-%m")
 
 
 def _prepare_funding(path: Path) -> PreparedFile:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
@@ -24,6 +25,7 @@ from keel.core.messages import (
 )
 from keel.core.orders import OrderSide
 from keel.market_data.feeds import (
+    DataNotCoveredError,
     MergedFeed,
     RecentPreparedFiles,
     RecordedBarFeed,
@@ -198,6 +200,46 @@ def test_a_range_without_bars_is_a_clear_error() -> None:
     # Act / Assert
     with pytest.raises(MalformedDataError, match="the files there cover 2025-05-04 15:33 to 2025-06-03 15:32"):
         RecordedBarFeed(BARS, ["BTCUSDT"], "1m", start_ns=0, end_ns=MINUTE_NS)
+
+
+JAN_2025 = 1735689600 * 1_000_000_000  # 2025-01-01T00:00:00Z, before the bundled bars
+JAN_2030 = 1893456000 * 1_000_000_000  # 2030-01-01T00:00:00Z, after them
+MAR_2030 = 1898553600 * 1_000_000_000  # 2030-03-01T00:00:00Z
+
+
+@pytest.mark.parametrize(
+    ("start_ns", "end_ns", "months"),
+    [
+        (JAN_2030, MAR_2030, "--start 2030-01 --end 2030-02 --to data/binance-2030-01"),
+        (JAN_2030, None, "--start 2030-01 --end 2030-01 --to data/binance-2030-01"),
+        (None, JAN_2025, "--start 2024-12 --end 2024-12 --to data/binance-2024-12"),
+    ],
+    ids=["both bounds", "open end", "open start"],
+)
+def test_a_range_without_bars_says_which_months_to_download(
+    start_ns: int | None, end_ns: int | None, months: str
+) -> None:
+    # Act
+    with pytest.raises(DataNotCoveredError) as raised:
+        RecordedBarFeed(BARS, ["BTCUSDT"], "1m", start_ns=start_ns, end_ns=end_ns)
+
+    # Assert: the months run from the start's to the last one before the (exclusive) end, never backwards
+    assert raised.value.command == f"keel data download --symbols BTCUSDT --interval 1m {months}"
+
+
+def test_files_without_bars_ask_for_the_months(tmp_path: Path) -> None:
+    # Arrange: a bar file with its header only
+    with gzip.open(BARS / "BTCUSDT_1m.csv.gz", "rt") as recorded:
+        header = recorded.readline()
+    with gzip.open(tmp_path / "BTCUSDT_1m.csv.gz", "wt") as empty:
+        empty.write(header)
+
+    # Act
+    with pytest.raises(DataNotCoveredError) as raised:
+        RecordedBarFeed(tmp_path, ["BTCUSDT"], "1m")
+
+    # Assert
+    assert "--start YYYY-MM --end YYYY-MM" in raised.value.command
 
 
 # --- recorded order-book sessions ----------------------------------------------------------------
