@@ -192,13 +192,26 @@ class PortfolioState(msgspec.Struct, frozen=True):
 
     @classmethod
     def coerce(cls, value: PortfolioState | Mapping[str, Any]) -> PortfolioState:
-        """Accept a PortfolioState or a mapping ``{'equity': ..., 'positions': {symbol: notional}}``."""
+        """Accept a PortfolioState or a mapping ``{'equity': ..., 'positions': {symbol: notional}}``.
+
+        Raises
+        ------
+        ValueError
+            If the mapping has no equity, or the equity or a notional is not a finite number (a NaN would
+            pass every limit).
+        """
         if isinstance(value, PortfolioState):
             return value
         if "equity" not in value:
             raise ValueError("a portfolio state needs 'equity' and 'positions' (signed notional per symbol)")
-        exposures = value.get("positions", value.get("exposures", {}))
-        return cls(float(value["equity"]), {str(s): float(v) for s, v in exposures.items()})
+        equity = float(value["equity"])
+        exposures = {str(s): float(v) for s, v in value.get("positions", value.get("exposures", {})).items()}
+        if not math.isfinite(equity):
+            raise ValueError(f"a portfolio state's equity must be a finite number, got {equity}")
+        for symbol, notional in exposures.items():
+            if not math.isfinite(notional):
+                raise ValueError(f"a portfolio state's notional of {symbol} must be a finite number, got {notional}")
+        return cls(equity, exposures)
 
     @property
     def gross(self) -> float:
@@ -668,7 +681,14 @@ class RiskController(Component):
 
         This is the system's one drawdown: the status, the risk view and the
         run reports read :attr:`drawdown` and :attr:`max_drawdown` (the deepest so far).
+
+        Raises
+        ------
+        ValueError
+            If ``current_equity`` is not finite (an infinite one would become the peak for good).
         """
+        if not _isfinite(current_equity):
+            raise ValueError(f"equity must be a finite number, got {current_equity}: the drawdown is left as it was")
         peak = self._peak_equity
         if current_equity > peak:
             peak = self._peak_equity = current_equity

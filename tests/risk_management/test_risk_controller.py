@@ -728,6 +728,40 @@ def test_the_drawdown_keeps_its_peak_and_deepest_value_and_a_restore_never_lower
     assert (risk.peak_equity, risk.max_drawdown) == (12_000.0, 0.2)
 
 
+@pytest.mark.parametrize("equity", [float("nan"), float("inf"), float("-inf")])
+def test_a_non_finite_equity_is_refused_and_leaves_the_drawdown_as_it_was(equity: float) -> None:
+    # Arrange: 10% below an 11,000 peak
+    risk = Desk().risk
+    risk.update_drawdown(11_000.0)
+    risk.update_drawdown(9_900.0)
+
+    # Act / Assert: an infinite equity would have become the peak for good, a NaN the drawdown
+    with pytest.raises(ValueError, match="equity must be a finite number"):
+        risk.update_drawdown(equity)
+    assert (risk.peak_equity, risk.drawdown, risk.max_drawdown) == (11_000.0, pytest.approx(0.1), pytest.approx(0.1))
+
+
+@pytest.mark.parametrize(
+    ("portfolio_state", "named"),
+    [
+        ({"equity": float("nan"), "positions": {BTC: 1_000.0}}, "equity"),
+        ({"equity": 10_000.0, "positions": {BTC: 1_000.0, ETH: float("inf")}}, f"notional of {ETH}"),
+        ({"equity": 10_000.0, "exposures": {BTC: float("nan")}}, f"notional of {BTC}"),
+    ],
+    ids=["NaN equity", "infinite notional", "NaN exposure"],
+)
+def test_a_portfolio_state_with_a_non_finite_number_is_refused_by_name(
+    portfolio_state: dict[str, object], named: str
+) -> None:
+    # Arrange: NaN compares false with every limit, so it would pass them all
+    risk = Desk().risk
+
+    # Act / Assert
+    for check in (risk.check_var_limit, risk.check_leverage_limit, risk.estimate_var):
+        with pytest.raises(ValueError, match=f"{named} must be a finite number"):
+            check(portfolio_state)
+
+
 def test_a_var_breach_reduces_and_clears_itself_when_the_limit_is_raised() -> None:
     # Arrange: a 2x BTC position; its daily VaR is far above 0.5% of equity
     desk = Desk(var_window=120, min_var_observations=60, covariance_refresh_bars=1)
