@@ -604,8 +604,11 @@ def solve_with_fallbacks(
     for step in (problem.solve, problem.solve_alternative):
         try:
             solution = step(inputs, constraints)
-        except InfeasibleProblemError:
-            raise
+        except InfeasibleProblemError as error:
+            reason = infeasibility_reason(problem.objective, inputs, constraints)
+            if reason is None:
+                raise
+            raise InfeasibleProblemError(f"{error}: {reason}") from error
         except SolverFailedError as error:
             failures.append(str(error))
             continue
@@ -616,6 +619,68 @@ def solve_with_fallbacks(
         failures.append(str(error))
         raise SolverFailedError("; ".join(failures)) from error
     return Solution(weights, "MinimumVariance", 0, method="minimum_variance", failures=tuple(failures))
+
+
+def infeasibility_reason(objective: str, inputs: ProblemInputs, constraints: PortfolioConstraints) -> str | None:
+    """Say which constraints leave a problem without a solution, when it is one of the plain cases (else None).
+
+    The cases: per-asset bounds that cannot sum to the net exposure (or into
+    its bounds), bounds that need more gross leverage than allowed, a target
+    return above what the bounds allow, and ``max_sharpe`` when no weights
+    within the bounds have a positive expected return (before costs).
+    """
+    lower, upper = np.asarray(inputs.lower, dtype=np.float64), np.asarray(inputs.upper, dtype=np.float64)
+    n, tolerance = len(lower), FEASIBILITY_TOLERANCE
+    low_sum, high_sum = float(lower.sum()), float(upper.sum())
+    if constraints.net_exposure is not None:
+        net_low = net_high = constraints.net_exposure
+    elif constraints.net_exposure_bounds is not None:
+        net_low, net_high = constraints.net_exposure_bounds
+    else:
+        net_low, net_high = -math.inf, math.inf
+    if low_sum > net_high + tolerance:
+        return f"the {n} weights' lower bounds (min_weight) sum to {low_sum:g}, above the net exposure {net_high:g}"
+    if high_sum < net_low - tolerance:
+        return (
+            f"the {n} weights' upper bounds (max_weight, tightened by the risk layer's caps) sum to {high_sum:g}, "
+            f"below the net exposure {net_low:g}"
+        )
+    # Every weight's nearest value to zero, and the net exposure's, bound the gross leverage from below.
+    least_gross = max(
+        float(np.where((lower <= 0) & (upper >= 0), 0.0, np.minimum(abs(lower), abs(upper))).sum()),
+        0.0 if net_low <= 0.0 <= net_high else min(abs(net_low), abs(net_high)),
+    )
+    if constraints.gross_leverage is not None and least_gross > constraints.gross_leverage + tolerance:
+        return (
+            f"the weight bounds and the net exposure need a gross leverage of at least {least_gross:g}, "
+            f"above the limit {constraints.gross_leverage:g}"
+        )
+    best = _best_return(np.asarray(inputs.expected_returns, dtype=np.float64), lower, upper, net_low, net_high)
+    if objective == "max_sharpe" and best <= 0.0:
+        return (
+            f"no weights within the bounds have a positive expected return (the best is {best:.3g} a bar), "
+            "so max_sharpe has none to maximize: min_volatility and mean_variance have a solution"
+        )
+    if objective == "efficient_return" and inputs.target is not None and best < inputs.target - tolerance:
+        return f"the target return {inputs.target:.3g} a bar is above the best the bounds allow, {best:.3g}"
+    return None
+
+
+def _best_return(mu: np.ndarray, lower: np.ndarray, upper: np.ndarray, least: float, most: float) -> float:
+    """Return the largest ``mu @ w`` with ``lower <= w <= upper`` and ``least <= sum(w) <= most``.
+
+    From the lower bounds, the best assets are filled first: those that earn up to ``most``, the rest only as
+    far as ``least`` needs. Other constraints only lower it: it bounds the best of the whole problem.
+    """
+    weights = lower.copy()
+    total = float(lower.sum())
+    for i in np.argsort(-mu, kind="stable"):
+        room = float(upper[i] - lower[i])
+        added = min(room, (most if mu[i] > 0.0 else least) - total)
+        if added > 0.0:
+            weights[i] += added
+            total += added
+    return float(mu @ weights)
 
 
 def minimum_variance_weights(inputs: ProblemInputs, constraints: PortfolioConstraints) -> np.ndarray:

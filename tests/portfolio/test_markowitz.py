@@ -8,6 +8,7 @@ infeasible problems.
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -430,6 +431,48 @@ def test_an_infeasible_problem_is_not_handed_to_the_fallbacks(march_hourly: pd.D
 
     # Act / Assert
     with pytest.raises(InfeasibleProblemError, match=r"(?i)infeasible"):
+        solve_with_fallbacks(MarkowitzProblem(9, "max_sharpe", rules), inputs(march_hourly, rules), rules)
+
+
+@pytest.mark.parametrize(
+    ("objective", "rules", "target", "reason"),
+    [
+        (
+            "min_volatility",
+            PortfolioConstraints(min_weight=0.2, max_weight=0.6),
+            None,
+            "the 10 weights' lower bounds (min_weight) sum to 2, above the net exposure 1",
+        ),
+        (
+            "min_volatility",
+            PortfolioConstraints(max_weight=0.05),
+            None,
+            "upper bounds (max_weight, tightened by the risk layer's caps) sum to 0.5, below the net exposure 1",
+        ),
+        (
+            "min_volatility",
+            PortfolioConstraints(long_short=True, max_weight=0.5, gross_leverage=0.8),
+            None,
+            "need a gross leverage of at least 1, above the limit 0.8",
+        ),
+        ("efficient_return", PortfolioConstraints(max_weight=0.6), 1.0, "the target return 1 a bar is above the best"),
+    ],
+    ids=["floors above the net exposure", "caps below it", "gross below the net", "target out of reach"],
+)
+def test_an_infeasible_problem_says_which_constraints_leave_no_solution(
+    may_hourly: pd.DataFrame, objective: str, rules: PortfolioConstraints, target: float | None, reason: str
+) -> None:
+    # Act / Assert
+    with pytest.raises(InfeasibleProblemError, match=re.escape(reason)):
+        solve_with_fallbacks(MarkowitzProblem(10, objective, rules), inputs(may_hourly, rules, target=target), rules)
+
+
+def test_max_sharpe_without_a_positive_return_says_so(march_hourly: pd.DataFrame) -> None:
+    # Arrange: in March 2025 every symbol but BNB lost; with 5% floors no long-only mix earns anything
+    rules = PortfolioConstraints(min_weight=0.05, max_weight=0.6)
+
+    # Act / Assert
+    with pytest.raises(InfeasibleProblemError, match="no weights within the bounds have a positive expected return"):
         solve_with_fallbacks(MarkowitzProblem(9, "max_sharpe", rules), inputs(march_hourly, rules), rules)
 
 

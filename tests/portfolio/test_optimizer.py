@@ -51,6 +51,23 @@ def test_optimize_weights_as_the_user_calls_it(may_hourly: pd.DataFrame) -> None
     assert result.sharpe_ratio > 0 and result.volatility > 0
 
 
+def test_optimize_weights_with_constraints_nothing_meets_says_why_and_holds_its_weights(
+    may_hourly: pd.DataFrame,
+) -> None:
+    # Arrange: ten floors of 20% cannot sum to a fully invested 100%
+    optimizer = PortfolioOptimizer()
+
+    # Act
+    result = asyncio.run(
+        optimizer.optimize_weights(returns_data=may_hourly, constraints={"min_weight": 0.2}, objective="max_sharpe")
+    )
+
+    # Assert: nothing held yet, so no weights
+    assert result.status == "fallback"
+    assert "lower bounds (min_weight) sum to 2, above the net exposure 1" in result.fallback_reason
+    assert set(result.weights.values()) == {0.0}
+
+
 def test_fit_returns_self_with_learned_attributes(may_hourly: pd.DataFrame) -> None:
     # Arrange
     optimizer = PortfolioOptimizer(objective="min_volatility", covariance="sample")
