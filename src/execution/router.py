@@ -260,8 +260,8 @@ class SmartOrderRouter(Component):
     def execute(
         self,
         symbol: str,
-        side: OrderSide,
-        quantity: Decimal,
+        side: OrderSide | str,
+        quantity: Decimal | int | str,
         style: ExecutionStyle,
         *,
         reduce_only: bool = False,
@@ -274,14 +274,20 @@ class SmartOrderRouter(Component):
         ``approval_id`` is the id of the ``OrderApproved`` it works (its child
         orders and its ``ExecutionCompleted`` carry it).
 
+        ``side`` may be given by its name (``"BUY"``), ``quantity`` as a
+        Decimal, an int or a decimal string.
+
         Raises
         ------
+        TypeError
+            For a float quantity (binary floats are not exact amounts: pass ``Decimal("0.01")``).
         ValueError
-            For an unknown symbol, a non-positive quantity, neither a book nor a
-            bar yet for the symbol, or VWAP without a liquidity profile.
+            For an unknown symbol or side, a non-positive quantity, neither a book
+            nor a bar yet for the symbol, or VWAP without a liquidity profile.
         """
         if symbol not in self.instruments:
             raise ValueError(f"no instrument specification for {symbol}")
+        side, quantity = _order_side(side), _order_quantity(quantity)
         if not quantity.is_finite() or quantity <= 0:
             raise ValueError(f"parent quantity must be positive, got {quantity}")
         if symbol not in self._books and symbol not in self._closes:
@@ -293,23 +299,33 @@ class SmartOrderRouter(Component):
         self._work(parent, self.clock.timestamp_ns())
         return parent
 
-    def execute_aggressive(self, symbol: str, side: OrderSide, quantity: Decimal, **options: object) -> ParentOrder:
+    def execute_aggressive(
+        self, symbol: str, side: OrderSide | str, quantity: Decimal | int | str, **options: object
+    ) -> ParentOrder:
         """Take liquidity now with marketable limits at the protection price."""
         return self.execute(symbol, side, quantity, ExecutionStyle.AGGRESSIVE, **options)  # type: ignore[arg-type]
 
-    def execute_passive(self, symbol: str, side: OrderSide, quantity: Decimal, **options: object) -> ParentOrder:
+    def execute_passive(
+        self, symbol: str, side: OrderSide | str, quantity: Decimal | int | str, **options: object
+    ) -> ParentOrder:
         """Post at or inside the touch; take the rest after the passive time limit."""
         return self.execute(symbol, side, quantity, ExecutionStyle.PASSIVE, **options)  # type: ignore[arg-type]
 
-    def execute_twap(self, symbol: str, side: OrderSide, quantity: Decimal, **options: object) -> ParentOrder:
+    def execute_twap(
+        self, symbol: str, side: OrderSide | str, quantity: Decimal | int | str, **options: object
+    ) -> ParentOrder:
         """Trade in randomized equal slices over the TWAP horizon."""
         return self.execute(symbol, side, quantity, ExecutionStyle.TWAP, **options)  # type: ignore[arg-type]
 
-    def execute_vwap(self, symbol: str, side: OrderSide, quantity: Decimal, **options: object) -> ParentOrder:
+    def execute_vwap(
+        self, symbol: str, side: OrderSide | str, quantity: Decimal | int | str, **options: object
+    ) -> ParentOrder:
         """Trade along the liquidity profile's volume curve over the horizon."""
         return self.execute(symbol, side, quantity, ExecutionStyle.VWAP, **options)  # type: ignore[arg-type]
 
-    def execute_adaptive(self, symbol: str, side: OrderSide, quantity: Decimal, **options: object) -> ParentOrder:
+    def execute_adaptive(
+        self, symbol: str, side: OrderSide | str, quantity: Decimal | int | str, **options: object
+    ) -> ParentOrder:
         """Let the market state choose the style, and keep adjusting it."""
         return self.execute(symbol, side, quantity, ExecutionStyle.ADAPTIVE, **options)  # type: ignore[arg-type]
 
@@ -835,3 +851,27 @@ class SmartOrderRouter(Component):
 
 def _decimal(value: float) -> Decimal:
     return Decimal(repr(value))
+
+
+def _order_side(side: OrderSide | str) -> OrderSide:
+    """Return ``side`` as an OrderSide, from itself or its name."""
+    if isinstance(side, OrderSide):
+        return side
+    try:
+        return OrderSide(side)
+    except ValueError:
+        raise ValueError(f"order side must be BUY or SELL, got {side!r}") from None
+
+
+def _order_quantity(quantity: Decimal | int | str) -> Decimal:
+    """Return ``quantity`` as an exact Decimal (a float is refused: its binary value is not the amount meant)."""
+    if isinstance(quantity, Decimal):
+        return quantity
+    if isinstance(quantity, float):
+        raise TypeError(f"order quantity must be exact: pass Decimal({str(quantity)!r}), not the float {quantity!r}")
+    if isinstance(quantity, bool) or not isinstance(quantity, int | str):
+        raise TypeError(f"order quantity must be a Decimal, an int or a decimal string, got {type(quantity).__name__}")
+    try:
+        return Decimal(quantity)
+    except ArithmeticError:
+        raise ValueError(f"order quantity {quantity!r} is not a number") from None

@@ -168,6 +168,57 @@ def test_a_router_warmed_up_on_recorded_bars_prices_children_before_the_first_li
     assert close < child.price <= close * Decimal("1.001")
 
 
+def warmed_router() -> tuple[SmartOrderRouter, OrderManager, EventBus]:
+    """A router over the simulated venue with 30 real BTCUSDT bars seen."""
+    bus = EventBus()
+    clock = SimulatedClock(0)
+    exchange = SimulatedExchange(
+        real_instruments(), clock, initial_balance=Decimal("1000000"), schedule=real_schedule()
+    )
+    orders = OrderManager(exchange, ClientOrderIdGenerator("keel"), bus, clock, route_approvals=False)
+    router = SmartOrderRouter(orders, real_instruments(), RouterSettings(), bus, clock)
+    orders.start()
+    router.start()
+    history = real_bars(BTC, 30)
+    clock.advance_to(history[-1].ts_event)
+    router.warm_up(history)
+    return router, orders, bus
+
+
+def test_a_parent_order_takes_its_side_by_name_and_its_quantity_as_int_or_decimal_string():
+    # Arrange
+    router, orders, bus = warmed_router()
+
+    # Act
+    parents = [router.execute_aggressive(BTC, "BUY", "0.010"), router.execute_aggressive(BTC, "SELL", 1)]
+    bus.drain()
+
+    # Assert
+    assert [(p.side, p.quantity) for p in parents] == [(OrderSide.BUY, Decimal("0.010")), (OrderSide.SELL, 1)]
+    assert len(orders.orders) == 2
+
+
+@pytest.mark.parametrize(
+    ("side", "quantity", "error", "message"),
+    [
+        (OrderSide.BUY, 0.01, TypeError, r"pass Decimal\('0\.01'\), not the float 0\.01"),
+        ("HOLD", Decimal("0.01"), ValueError, "order side must be BUY or SELL, got 'HOLD'"),
+        (OrderSide.BUY, "a lot", ValueError, "order quantity 'a lot' is not a number"),
+        (OrderSide.BUY, Decimal("NaN"), ValueError, "parent quantity must be positive, got NaN"),
+        (OrderSide.BUY, True, TypeError, "got bool"),
+    ],
+    ids=["float quantity", "unknown side", "not a number", "NaN", "bool"],
+)
+def test_a_parent_order_with_a_bad_side_or_quantity_is_refused_by_name(side, quantity, error, message):
+    # Arrange
+    router, orders, _ = warmed_router()
+
+    # Act / Assert
+    with pytest.raises(error, match=message):
+        router.execute_aggressive(BTC, side, quantity)
+    assert not router.parents and not orders.orders
+
+
 def test_twap_schedule_is_seeded_sums_to_one_and_stays_within_bounds():
     # Arrange
     start, horizon = 1_000, 80_000_000_000
