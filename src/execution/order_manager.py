@@ -57,9 +57,19 @@ from keel.core.messages import (
     OrderRejected,
     OrderSubmitted,
     PositionLiquidated,
+    PositionSide,
     SubmitOrder,
+    WorkingType,
 )
-from keel.core.orders import ClientOrderIdGenerator, Order, OrderSide, OrderSnapshot, OrderStatus, OrderType
+from keel.core.orders import (
+    ClientOrderIdGenerator,
+    Order,
+    OrderSide,
+    OrderSnapshot,
+    OrderStatus,
+    OrderType,
+    TimeInForce,
+)
 from keel.core.ports import ExchangePort, OrderStatusReport
 
 _log = structlog.get_logger("keel.execution")
@@ -255,11 +265,31 @@ class OrderManager(Component):
         )
 
     def on_submit(self, command: SubmitOrder) -> None:
-        """Record the order, mark it submitted, then send it."""
+        """Record the order, mark it submitted, then send it.
+
+        A command that cannot be an order (a field of the wrong type, a
+        quantity or price that is not a positive Decimal) is not recorded nor
+        sent: an ``OrderRejected`` says why, with the venue's code for it.
+        """
         if command.client_order_id in self.orders:
             _log.warning("duplicate submit ignored", client_order_id=command.client_order_id)
             return
         now = self.clock.timestamp_ns()
+        problem = malformed_order(command)
+        if problem is not None:
+            code, reason = problem
+            _log.error("order not sent: malformed", client_order_id=command.client_order_id, reason=reason)
+            self.bus.publish(
+                OrderRejected(
+                    client_order_id=command.client_order_id,
+                    symbol=command.symbol,
+                    code=int(code),
+                    reason=f"not sent: {reason}",
+                    ts_event=now,
+                    ts_init=now,
+                )
+            )
+            return
         order = self._record(command, now)
         if self._write_ahead is not None:
             try:
@@ -736,3 +766,37 @@ def _run_to_completion(call: Coroutine[Any, Any, None]) -> None:
         return
     call.close()
     raise RuntimeError("a synchronous venue's coroutine suspended; declare is_synchronous = False")
+
+
+_ENUM_FIELDS = (
+    ("side", OrderSide, BinanceErrorCode.INVALID_SIDE),
+    ("order_type", OrderType, BinanceErrorCode.INVALID_ORDER_TYPE),
+    ("time_in_force", TimeInForce, BinanceErrorCode.INVALID_TIF),
+    ("position_side", PositionSide, BinanceErrorCode.MANDATORY_PARAM_EMPTY_OR_MALFORMED),
+    ("working_type", WorkingType, BinanceErrorCode.MANDATORY_PARAM_EMPTY_OR_MALFORMED),
+)
+
+
+def malformed_order(command: SubmitOrder) -> tuple[BinanceErrorCode, str] | None:
+    """Return why ``command`` cannot be an order (the venue's code for it and a sentence), or None.
+
+    Commands are not type-checked when built, so a caller's ``"BUY"`` or
+    float quantity would otherwise reach the venue.
+    """
+    for name, kind, code in _ENUM_FIELDS:
+        value = getattr(command, name)
+        if not isinstance(value, kind):
+            members = ", ".join(member.name for member in kind)
+            return code, f"{name} must be {kind.__name__}.<member> (one of {members}), got {value!r}"
+    for name in ("quantity", "price", "stop_price"):
+        value = getattr(command, name)
+        if value is None and name != "quantity":
+            continue
+        if not isinstance(value, Decimal) or not value.is_finite() or value <= 0:
+            return (
+                BinanceErrorCode.MANDATORY_PARAM_EMPTY_OR_MALFORMED,
+                f"{name} must be a positive Decimal, got {value!r}",
+            )
+    if command.order_type is OrderType.LIMIT and command.price is None:
+        return BinanceErrorCode.MANDATORY_PARAM_EMPTY_OR_MALFORMED, "a LIMIT order needs a price"
+    return None

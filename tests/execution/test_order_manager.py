@@ -31,6 +31,7 @@ from keel.core.messages import (
     OrderApproved,
     OrderCanceled,
     OrderFilled,
+    OrderRejected,
     OrderSubmitted,
     SubmitOrder,
 )
@@ -302,6 +303,58 @@ def test_a_repeated_submit_command_is_not_sent_twice(fake_desk) -> None:
     # Assert
     assert [c.client_order_id for c in venue.submitted] == ["manual-1"]
     assert len(desk.of_type(OrderSubmitted)) == 1
+
+
+@pytest.mark.parametrize(
+    ("fields", "code", "reason"),
+    [
+        (
+            {"quantity": 0.002},
+            BinanceErrorCode.MANDATORY_PARAM_EMPTY_OR_MALFORMED,
+            "quantity must be a positive Decimal",
+        ),
+        ({"quantity": Decimal("NaN")}, BinanceErrorCode.MANDATORY_PARAM_EMPTY_OR_MALFORMED, "got Decimal('NaN')"),
+        ({"quantity": Decimal("-0.002")}, BinanceErrorCode.MANDATORY_PARAM_EMPTY_OR_MALFORMED, "quantity must be"),
+        (
+            {"side": "BUY"},
+            BinanceErrorCode.INVALID_SIDE,
+            "side must be OrderSide.<member> (one of BUY, SELL), got 'BUY'",
+        ),
+        ({"order_type": "LIMIT"}, BinanceErrorCode.INVALID_ORDER_TYPE, "order_type must be OrderType.<member>"),
+        (
+            {"order_type": OrderType.LIMIT, "price": float("nan")},
+            BinanceErrorCode.MANDATORY_PARAM_EMPTY_OR_MALFORMED,
+            "price must be a positive Decimal, got nan",
+        ),
+        ({"order_type": OrderType.LIMIT}, BinanceErrorCode.MANDATORY_PARAM_EMPTY_OR_MALFORMED, "needs a price"),
+    ],
+    ids=[
+        "float quantity",
+        "NaN quantity",
+        "negative quantity",
+        "side by name",
+        "type by name",
+        "NaN price",
+        "no price",
+    ],
+)
+def test_a_submit_command_that_cannot_be_an_order_is_rejected_with_why_and_never_sent(
+    fake_desk, fields: dict[str, Any], code: BinanceErrorCode, reason: str
+) -> None:
+    # Arrange: commands are not type-checked when built
+    desk, venue = fake_desk()
+    terms = {"side": OrderSide.BUY, "order_type": OrderType.MARKET, "quantity": Decimal("0.002"), **fields}
+    command = desk.command(SubmitOrder, client_order_id="manual-1", symbol=BTC, **terms)
+
+    # Act
+    desk.publish(command)
+
+    # Assert
+    (rejected,) = desk.of_type(OrderRejected)
+    assert (rejected.client_order_id, rejected.code) == ("manual-1", int(code))
+    assert rejected.reason.startswith("not sent: ") and reason in rejected.reason
+    assert venue.submitted == [] and "manual-1" not in desk.orders.orders
+    assert desk.of_type(OrderSubmitted) == [] and desk.bus.handler_errors == 0
 
 
 # --- venue reports --------------------------------------------------------------------------------------
