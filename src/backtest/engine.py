@@ -143,7 +143,11 @@ class BacktestEngine:
         ------
         MalformedDataError
             If the data files are unreadable or hold no bars in the range.
+        ValueError
+            If ``initial_capital`` is not a positive finite number.
         """
+        if initial_capital is not None and (not initial_capital.is_finite() or initial_capital <= 0):
+            raise ValueError(f"initial_capital must be a positive finite number, got {initial_capital}")
         config = self._effective_config(symbols, start, end, initial_capital)
         started = time.perf_counter()
         with use_prepared_data(installed_prepared_data() or self.prepared_files):

@@ -99,7 +99,7 @@ class PositionManager(Component):
 
     def __init__(self, initial_capital: Decimal, bus: EventBus, clock: Clock) -> None:
         super().__init__("risk.positions", bus, clock)
-        self._initial_capital = initial_capital
+        self._initial_capital = _checked_capital(initial_capital)
         self.positions: dict[str, Position] = {}
         self.strategy_positions: dict[tuple[str, str], Position] = {}
         # Written only here (bars, mark prices, fills); a write that can move the equity revises the book.
@@ -140,7 +140,7 @@ class PositionManager(Component):
     @initial_capital.setter
     def initial_capital(self, capital: Decimal) -> None:
         """Book ``capital`` as the start (a live account's opening balance); the equity follows at once."""
-        self._initial_capital = capital
+        self._initial_capital = _checked_capital(capital)
         self._revise()
 
     def _revise(self) -> None:
@@ -324,3 +324,13 @@ class PositionManager(Component):
             parts[2] += self.fees_by_strategy.get(key, ZERO)
             parts[3] += self.funding_by_strategy.get(key, ZERO)
         return {strategy: PnL(*parts) for strategy, parts in totals.items()}
+
+
+def _checked_capital(capital: Decimal) -> Decimal:
+    """Return ``capital`` if it is a finite Decimal (a NaN would make every equity NaN, a float inexact).
+
+    Not necessarily positive: it is also a live account's opening balance, whatever the venue reports.
+    """
+    if not isinstance(capital, Decimal) or not capital.is_finite():
+        raise ValueError(f"initial capital must be a finite Decimal, got {capital!r}")
+    return capital

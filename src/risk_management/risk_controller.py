@@ -336,6 +336,8 @@ class RiskController(Component):
         super().__init__("risk.controller", bus, clock)
         if positions is None:
             capital = Decimal(str(10_000.0 if initial_capital_usdt is None else initial_capital_usdt))
+            if not capital.is_finite() or capital <= 0:
+                raise ValueError(f"initial_capital_usdt must be a positive finite number, got {initial_capital_usdt}")
             positions = PositionManager(capital, bus, clock)
         elif initial_capital_usdt is not None and Decimal(str(initial_capital_usdt)) != positions.initial_capital:
             raise ValueError(

@@ -166,6 +166,13 @@ def test_run_backtest_as_the_user_calls_it() -> None:
     assert results["bars_processed"] == 24 * 60
 
 
+@pytest.mark.parametrize("capital", [float("nan"), -100.0, 0.0])
+def test_a_starting_capital_that_is_not_a_positive_number_is_refused_by_name(capital: float) -> None:
+    # Act / Assert: a NaN capital gave a NaN return, a negative one a run that never traded, both silently
+    with pytest.raises(ValueError, match="initial_capital must be a positive finite number"):
+        asyncio.run(BacktestEngine().run_backtest(end_date="2025-05-06", initial_capital=capital))
+
+
 def test_dates_outside_the_data_say_which_data_is_missing_and_how_to_fetch_it() -> None:
     # Arrange: UC-2.2 as the review writes it, on dates keel does not bundle
     engine = BacktestEngine()

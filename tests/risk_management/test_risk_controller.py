@@ -728,6 +728,26 @@ def test_the_drawdown_keeps_its_peak_and_deepest_value_and_a_restore_never_lower
     assert (risk.peak_equity, risk.max_drawdown) == (12_000.0, 0.2)
 
 
+@pytest.mark.parametrize("capital", [float("nan"), float("inf"), -5.0, 0.0])
+def test_a_risk_controller_refuses_a_starting_capital_that_is_not_a_positive_number(capital: float) -> None:
+    # Act / Assert: a NaN capital made every equity NaN, a negative one a book that could not trade
+    with pytest.raises(ValueError, match="initial_capital_usdt must be a positive finite number"):
+        RiskController(initial_capital_usdt=capital)
+
+
+@pytest.mark.parametrize("capital", [Decimal("NaN"), Decimal("Infinity"), 10_000.0])
+def test_a_position_book_refuses_a_capital_that_is_not_a_finite_decimal(capital: object) -> None:
+    # Arrange
+    book = PositionManager(CAPITAL, EventBus(), SimulatedClock(0))
+
+    # Act / Assert: at construction and when a live account's opening balance is booked
+    with pytest.raises(ValueError, match="initial capital must be a finite Decimal"):
+        PositionManager(capital, EventBus(), SimulatedClock(0))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="initial capital must be a finite Decimal"):
+        book.initial_capital = capital  # type: ignore[assignment]
+    assert book.initial_capital == CAPITAL
+
+
 @pytest.mark.parametrize("equity", [float("nan"), float("inf"), float("-inf")])
 def test_a_non_finite_equity_is_refused_and_leaves_the_drawdown_as_it_was(equity: float) -> None:
     # Arrange: 10% below an 11,000 peak
