@@ -365,8 +365,9 @@ class StrategyManager:
         ------
         ValueError
             If a symbol's data is empty, misses ``close``, has columns of
-            different lengths, or a non-finite or non-positive price (named
-            with its column and index).
+            different lengths, a non-finite or non-positive price, timestamps
+            that do not rise bar by bar, or an open or close outside its bar's
+            low and high (named with its column and index).
         """
         per_symbol = {market_data["symbol"]: market_data} if "symbol" in market_data else dict(market_data)
         signals = []
@@ -1022,7 +1023,33 @@ def _check_arrays(symbol: str, data: Mapping[str, Any]) -> int:
                 raise ValueError(
                     f"market data of {symbol}: {key}[{bad[0]}] = {values[bad[0]]!r} is not a positive finite price"
                 )
+    _check_bar_order(symbol, data)
     funding_lengths = {key: len(data[key]) for key in FUNDING_COLUMNS if key in data}
     if len(set(funding_lengths.values())) > 1:
         raise ValueError(f"market data of {symbol}: funding columns have different lengths {funding_lengths}")
     return length
+
+
+def _check_bar_order(symbol: str, data: Mapping[str, Any]) -> None:
+    """Raise unless timestamps rise bar by bar and each bar's open and close lie within its low and high."""
+    if "timestamp" in data:
+        steps = np.diff(np.asarray(data["timestamp"], dtype=np.int64))
+        back = np.flatnonzero(steps <= 0)
+        if back.size:
+            i = int(back[0]) + 1
+            raise ValueError(
+                f"market data of {symbol}: timestamp[{i}] = {data['timestamp'][i]} does not follow "
+                f"timestamp[{i - 1}] = {data['timestamp'][i - 1]}: bars must come in time order, each once"
+            )
+    if "high" in data and "low" in data:
+        high, low = np.asarray(data["high"], dtype=float), np.asarray(data["low"], dtype=float)
+        for key in ("open", "close"):
+            if key in data:
+                values = np.asarray(data[key], dtype=float)
+                outside = np.flatnonzero((values < low) | (values > high))
+                if outside.size:
+                    i = int(outside[0])
+                    raise ValueError(
+                        f"market data of {symbol}: {key}[{i}] = {float(values[i])!r} is outside the bar's "
+                        f"low {float(low[i])!r} and high {float(high[i])!r}"
+                    )

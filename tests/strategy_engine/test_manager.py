@@ -338,6 +338,34 @@ def test_duplicate_names_and_bad_market_data_are_refused() -> None:
         StrategyManager().generate_trading_signals({**data, "high": data["high"][:9]})
 
 
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (
+            lambda d: {"timestamp": d["timestamp"][[0, 1, 2, 4, 3, 5, 6, 7, 8, 9]]},
+            r"timestamp\[4\] = .* does not follow",
+        ),
+        (
+            lambda d: {"timestamp": d["timestamp"][[0, 1, 2, 2, 4, 5, 6, 7, 8, 9]]},
+            r"timestamp\[3\] = .* does not follow",
+        ),
+        (lambda d: {"high": d["low"] * 0.999}, r"open\[0\] = .* is outside the bar's low .* and high"),
+        (
+            lambda d: {"close": np.where(np.arange(10) == 6, d["high"] * 1.01, d["close"])},
+            r"close\[6\] = .* is outside",
+        ),
+    ],
+    ids=["out of order", "repeated", "high below low", "close above high"],
+)
+def test_market_data_out_of_time_order_or_outside_its_range_is_refused_by_index(change: Any, match: str) -> None:
+    # Arrange: ten real bars, one thing wrong with them
+    data = market_data("BTCUSDT", count=10)
+
+    # Act / Assert: disordered bars would be read as a price path they are not
+    with pytest.raises(ValueError, match=match):
+        StrategyManager().generate_trading_signals({**data, **change(data)})
+
+
 def _fields(bar: BarClosed) -> dict[str, Any]:
     return {f: getattr(bar, f) for f in BarClosed.__struct_fields__ if f != "id"}
 
