@@ -26,6 +26,7 @@ the operating system or the server if the process dies.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -123,6 +124,11 @@ class AccountLock:
             self._file.close()
             self._file = None
         if self._connection is not None:
+            # Unlock before closing: the server drops a closed session's locks only when its backend has
+            # exited, after close() returns, and a lock taken at once (a restart, a restore) would be refused.
+            # (On a broken connection the backend is gone or going, and the lock with it.)
+            with contextlib.suppress(psycopg.Error):
+                self._connection.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
             self._connection.close()
             self._connection = None
 

@@ -7,6 +7,7 @@ import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -145,6 +146,40 @@ def test_a_backup_missing_a_file_is_refused(database: Database, tmp_path: Path) 
     # Act / Assert
     with pytest.raises(BackupError, match=r"snapshot\.json is missing"):
         manager.restore(info.name)
+
+
+class _RecordingConnection:
+    """A PostgreSQL connection that notes what is done with it, in order."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self.done: list[str] = []
+
+    def execute(self, query: str, params: Any = None) -> Any:
+        self.done.append(query)
+        return self.connection.execute(query, params)
+
+    def close(self) -> None:
+        self.done.append("close")
+        self.connection.close()
+
+
+def test_a_released_account_lock_can_be_taken_again_at_once(database: Database) -> None:
+    # Arrange: a run stops and the next (a restart, a restore) starts straight away
+    lock = AccountLock(database).acquire()
+    recording = None
+    if database.backend != "sqlite":
+        recording = lock._connection = _RecordingConnection(lock._connection)
+
+    # Act
+    lock.release()
+    again = AccountLock(database).acquire()
+    again.release()
+
+    # Assert: PostgreSQL frees a closed session's lock only once its backend has exited, after the close
+    # returned: the lock is given back first, so a lock taken at once is never refused
+    if recording is not None:
+        assert recording.done == ["SELECT pg_advisory_unlock(%s)", "close"]
 
 
 def test_restore_is_refused_while_a_run_holds_the_account(database: Database, tmp_path: Path) -> None:
