@@ -182,8 +182,16 @@ class HyperparameterTuner:
             ``sharpe_ratio``, ``sortino``, ``calmar``, ``return`` or ``pareto``.
         trials
             Trials the study should hold when it ends (a resumed study runs only the rest).
+
+        Raises
+        ------
+        ValueError
+            At once, for an unknown strategy or objective or a parameter space
+            the strategy does not have (an unknown name, a range outside its
+            declared one or upside down).
         """
         name = self.name_for(strategy_name, objective)
+        strategy_space(strategy_name, parameter_space)
         task = asyncio.create_task(asyncio.to_thread(self.optimize, strategy_name, parameter_space, objective, trials))
         return OptimizationJob(name, task)
 

@@ -83,6 +83,30 @@ def test_the_users_start_optimization_call_tunes_trend_following_out_of_sample(u
     assert all(sorted(t.intermediate_values) == [0, 1] for t in complete)
 
 
+@pytest.mark.parametrize(
+    ("space", "match"),
+    [
+        ({"fast_prd": (5, 20)}, "trend_following has no parameter fast_prd"),
+        ({"fast_period": (20, 5)}, "low 20 is above high 5"),
+        ({"fast_period": (5, 5000)}, r"range \(5, 5000\) leaves \[5, 100\]"),
+    ],
+    ids=["unknown name", "upside down", "outside the declared range"],
+)
+def test_start_optimization_refuses_a_space_the_strategy_does_not_have_before_starting(
+    tmp_path: Path, space: dict[str, tuple[int, int]], match: str
+) -> None:
+    # Arrange
+    tuner = HyperparameterTuner(small_config(tmp_path / "optuna.db"), cache=CacheManager())
+
+    async def start() -> None:
+        await tuner.start_optimization(strategy_name="TrendFollowing", parameter_space=space, trials=4)
+
+    # Act / Assert: the error comes from the call, not from awaiting the job later; no study was created
+    with pytest.raises(ValueError, match=match):
+        asyncio.run(start())
+    assert not (tmp_path / "optuna.db").exists() or not optuna.get_all_study_names(tuner.storage_url)
+
+
 def test_each_trial_is_the_real_engines_backtest(user_study) -> None:
     # Arrange
     tuner, result = user_study
