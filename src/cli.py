@@ -607,7 +607,11 @@ def backup_create(
 @_backup_options
 def backup_list(mode: str, config_file: str | None, backup_dir: str | None) -> None:
     """List the backups, oldest first."""
-    for info in _backup_manager(mode, config_file, backup_dir).list():
+    manager = _backup_manager(mode, config_file, backup_dir)
+    backups = manager.list()
+    if not backups:
+        click.echo(f"no backups in {manager.backup_dir}", err=True)
+    for info in backups:
         size = sum(int(f["bytes"]) for f in info.files.values())
         created = info.created_at.isoformat()
         click.echo(f"{info.name}  {created}  {info.backend}  journal {info.journal_sequence}  {size} B")

@@ -307,6 +307,7 @@ def test_backup_create_list_verify_restore_and_a_corrupted_backup_refused(tmp_pa
     keel("run", "--mode", "paper", "--no-web", "--speed", "1000000", "--duration", "1", environment=environment)
 
     # Act
+    none_yet = keel("backup", "list", environment=environment)
     created = keel("backup", "create", "--keep", "1", environment=environment)
     listed = keel("backup", "list", environment=environment)
     name = listed.stdout.split()[0]
@@ -317,6 +318,8 @@ def test_backup_create_list_verify_restore_and_a_corrupted_backup_refused(tmp_pa
 
     # Assert
     assert created.returncode == listed.returncode == verified.returncode == restored.returncode == 0, created.stderr
+    assert none_yet.returncode == 0 and none_yet.stdout == ""
+    assert none_yet.stderr.strip() == f"no backups in {tmp_path / 'backups'}"
     assert len(listed.stdout.strip().splitlines()) == 1
     assert refused.returncode == 1
     assert "config.json does not match its SHA-256" in refused.stderr
