@@ -15,6 +15,7 @@ last ``short_window`` rows with that of the whole window, and publishes
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -172,7 +173,13 @@ class CorrelationAnalyzer(Component):
         return pd.DataFrame(correlation, index=frame.columns, columns=frame.columns)
 
     def decompose_portfolio_risk(self, weights: Mapping[str, float] | None = None) -> RiskDecomposition:
-        """Split the portfolio's per-bar volatility by asset (last proposed weights when None)."""
+        """Split the portfolio's per-bar volatility by asset (last proposed weights when None).
+
+        Raises
+        ------
+        ValueError
+            If a weight names an asset without returns or is not a finite number.
+        """
         frame = self.returns_frame()
         array = validate_returns(frame.to_numpy())
         chosen = self._weights if weights is None else dict(weights)
@@ -180,6 +187,9 @@ class CorrelationAnalyzer(Component):
         unknown = sorted(set(chosen) - set(names))
         if unknown:
             raise ValueError(f"weights name assets without returns: {', '.join(unknown)}")
+        for name, weight in chosen.items():
+            if not math.isfinite(weight):
+                raise ValueError(f"the weight of {name} must be a finite number, got {weight}")
         vector = np.array([chosen.get(name, 0.0) for name in names])
         covariance = estimate_covariance(array, self.covariance)
         volatility, marginal, component = decompose_risk(vector, covariance)

@@ -54,6 +54,16 @@ def test_weights_naming_unknown_assets_are_refused(may_hourly: pd.DataFrame) -> 
         CorrelationAnalyzer().fit(may_hourly).decompose_portfolio_risk({"DOGEUSDT": 1.0})
 
 
+@pytest.mark.parametrize("weight", [float("nan"), float("inf")])
+def test_a_weight_that_is_not_a_finite_number_is_refused_by_name(may_hourly: pd.DataFrame, weight: float) -> None:
+    # Arrange: a NaN weight gave a portfolio of no risk at all
+    analyzer = CorrelationAnalyzer().fit(may_hourly)
+
+    # Act / Assert
+    with pytest.raises(ValueError, match=f"the weight of BTCUSDT must be a finite number, got {weight}"):
+        analyzer.decompose_portfolio_risk({"BTCUSDT": weight, "ETHUSDT": 0.5})
+
+
 def run_analyzer(bars: tuple[BarClosed, ...]) -> tuple[CorrelationAnalyzer, list[CorrelationJumped]]:
     bus = EventBus()
     clock = SimulatedClock(0)
