@@ -32,6 +32,8 @@ from keel.core.instruments import Instrument
 from keel.core.messages import MarketRegime
 from keel.risk_management.var import normal_quantile
 
+_isfinite = math.isfinite
+
 _MIN_VOLATILITY = 1e-12
 """A per-bar volatility below this is no estimate (and its square underflows): no limit from it."""
 
@@ -224,7 +226,15 @@ class PositionSizer:
             Bars in a day (1440 for 1m bars).
         regime
             The symbol's market regime.
+
+        Raises
+        ------
+        ValueError
+            If equity, expected return, volatility, ATR or bars per day is not a
+            finite number, volatility or ATR is negative, or bars per day is not
+            positive (an estimate that is NaN would switch its limits off).
         """
+        _check_inputs(equity, expected_return, volatility, atr, bars_per_day)
         if not equity > 0:
             return SizeLimits.of(0.0, 0.0, 0.0, 0.0)
         daily = math.sqrt(bars_per_day)
@@ -265,7 +275,15 @@ class PositionSizer:
 
         ``daily`` is ``sqrt(bars per day)``, ``multiplier`` the regime's Kelly
         multiplier; a test checks it equals ``limits(...).notional``.
+
+        Raises
+        ------
+        ValueError
+            As :meth:`limits` does.
         """
+        finite = _isfinite(equity) and _isfinite(expected_return) and _isfinite(volatility) and _isfinite(atr)
+        if not (finite and _isfinite(daily) and daily > 0) or volatility < 0 or atr < 0:
+            _check_inputs(equity, expected_return, volatility, atr, daily * daily)
         if not equity > 0:
             return 0.0
         cap = self.leverage * equity
@@ -306,6 +324,8 @@ class PositionSizer:
         notional = limits.notional
         if not price > 0 or not math.isfinite(price):
             return SizeDecision(Decimal(0), limits, "no usable price")
+        if not equity > 0:
+            return SizeDecision(Decimal(0), limits, "no equity to size from")
         if not math.isfinite(notional):
             return SizeDecision(Decimal(0), limits, "no volatility or ATR estimate yet")
         quantity = floor_to_step(notional / price, instrument)
@@ -314,3 +334,21 @@ class PositionSizer:
         if quantity * Decimal(repr(price)) < instrument.min_notional:
             return SizeDecision(Decimal(0), limits, f"{limits.binding} size is below the minimum notional")
         return SizeDecision(quantity, limits, f"limited by {limits.binding}")
+
+
+def _check_inputs(equity: float, expected_return: float, volatility: float, atr: float, bars_per_day: float) -> None:
+    """Raise unless the sizing inputs are usable numbers (0 volatility or ATR is "no estimate yet")."""
+    named = {
+        "equity": equity,
+        "expected_return": expected_return,
+        "volatility": volatility,
+        "atr": atr,
+        "bars_per_day": bars_per_day,
+    }
+    for name, value in named.items():
+        if not math.isfinite(value):
+            raise ValueError(f"position sizing needs a finite {name}, got {value}")
+    if volatility < 0 or atr < 0:
+        raise ValueError(f"volatility and ATR cannot be negative, got {volatility} and {atr}")
+    if not bars_per_day > 0:
+        raise ValueError(f"bars_per_day must be positive, got {bars_per_day}")

@@ -79,6 +79,46 @@ def test_size_is_the_smallest_limit_rounded_down_to_the_step() -> None:
     assert decision.reason == f"limited by {limits.binding}"
 
 
+REAL_INPUTS = {"equity": 10_000.0, "expected_return": 2e-5, "volatility": 5e-4, "atr": 40.0, "bars_per_day": 1440.0}
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "match"),
+    [
+        ("volatility", math.nan, "position sizing needs a finite volatility, got nan"),
+        ("atr", math.nan, "position sizing needs a finite atr, got nan"),
+        ("equity", math.inf, "position sizing needs a finite equity, got inf"),
+        ("expected_return", math.nan, "position sizing needs a finite expected_return, got nan"),
+        ("volatility", -5e-4, "volatility and ATR cannot be negative"),
+        ("bars_per_day", 0.0, "bars_per_day must be positive, got 0.0"),
+    ],
+)
+def test_an_input_that_is_not_a_usable_number_is_refused_by_name(name: str, value: float, match: str) -> None:
+    # Arrange: a NaN volatility read as "no estimate yet" and switched the Kelly, VaR and liquidation limits off
+    inputs = {**REAL_INPUTS, name: value}
+
+    sizer = PositionSizer()
+    daily = math.sqrt(inputs["bars_per_day"]) if inputs["bars_per_day"] > 0 else 0.0
+
+    # Act / Assert: the pre-trade hot path refuses them as well
+    with pytest.raises(ValueError, match=match):
+        sizer.size(instruments()["BTCUSDT"], price=closes("BTCUSDT")[0], **inputs)
+    with pytest.raises(ValueError, match=match):
+        sizer.max_notional(
+            inputs["equity"], inputs["expected_return"], inputs["volatility"], inputs["atr"], 95_000.0, daily, 1.0
+        )
+
+
+def test_no_equity_sizes_nothing_and_says_so() -> None:
+    # Act
+    decision = PositionSizer().size(
+        instruments()["BTCUSDT"], price=closes("BTCUSDT")[0], **{**REAL_INPUTS, "equity": 0.0}
+    )
+
+    # Assert
+    assert (decision.quantity, decision.reason) == (0, "no equity to size from")
+
+
 def test_regime_shrinks_kelly_and_no_edge_sizes_nothing() -> None:
     # Arrange
     sizer = PositionSizer()
