@@ -63,6 +63,8 @@ _TIMES_CAPACITY = 1024
 
 _SQRT2 = math.sqrt(2.0)
 
+_isfinite = math.isfinite
+
 
 class TradeFlowMetrics(NamedTuple):
     """Trade-flow state after one trade (None until a window has filled)."""
@@ -182,6 +184,7 @@ class TickDataAnalyzer:
         self._last_price = math.nan
         self._last_bar_close: float | None = None
         self.last: TradeFlowMetrics | None = None
+        self.malformed_bars = 0
 
     @property
     def vpin(self) -> float | None:
@@ -194,7 +197,15 @@ class TickDataAnalyzer:
         return self.update(trade.ts_event, trade.price, trade.quantity, trade.aggressor_side is OrderSide.SELL)
 
     def update(self, ts: int, price: float, quantity: float, seller_aggressor: bool) -> TradeFlowMetrics:
-        """Update with one trade given as plain values (see :meth:`on_trade`)."""
+        """Update with one trade given as plain values (see :meth:`on_trade`).
+
+        Raises
+        ------
+        ValueError
+            If the price or the quantity is not a positive finite number (nothing is updated).
+        """
+        if not (_isfinite(price) and price > 0.0 and _isfinite(quantity) and quantity > 0.0):
+            raise ValueError(f"a trade needs a positive finite price and quantity, got {price!r} and {quantity!r}")
         previous = self._last_price
         if self._aggressor:
             buy = 0.0 if seller_aggressor else quantity
@@ -244,7 +255,14 @@ class TickDataAnalyzer:
         return int(ints[TIMES_COUNT]) >= self.burst_multiple * mean_per_window
 
     def on_bar(self, bar: BarClosed) -> float | None:
-        """Add a bar's volume to the bar VPIN (bulk classification); return the bar VPIN."""
+        """Add a bar's volume to the bar VPIN (bulk classification); return the bar VPIN.
+
+        A bar without a positive finite close and a finite volume of at least
+        zero is counted in :attr:`malformed_bars` and left out.
+        """
+        if not (_isfinite(bar.close) and bar.close > 0.0 and _isfinite(bar.volume) and bar.volume >= 0.0):
+            self.malformed_bars += 1
+            return self.bar_buckets.vpin
         previous = self._last_bar_close
         change = 0.0 if previous is None else bar.close - previous
         if previous is not None:
@@ -268,7 +286,20 @@ class TickDataAnalyzer:
 
         The frame is classified like the streaming analyzer and does not
         touch this analyzer's state.
+
+        Raises
+        ------
+        ValueError
+            Naming the first row whose price or quantity is not a positive finite number.
         """
+        for column in ("price", "qty"):
+            values = tick_data[column].to_numpy(np.float64)
+            bad = np.flatnonzero(~(np.isfinite(values) & (values > 0.0)))
+            if bad.size:
+                row = tick_data.index[bad[0]]
+                raise ValueError(
+                    f"tick data row {row}: {column} {float(values[bad[0]])!r} is not a positive finite number"
+                )
         metrics = tick_metrics_batch(
             tick_data["time_ms"].to_numpy(np.int64) * 1_000_000,
             tick_data["price"].to_numpy(np.float64),

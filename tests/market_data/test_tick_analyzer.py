@@ -82,6 +82,57 @@ def test_calculate_vpin_on_a_frame_equals_the_streaming_value(btc_trades: list[T
     assert batch_value == pytest.approx(streamed, rel=1e-9)
 
 
+@pytest.mark.parametrize(("column", "value"), [("qty", np.nan), ("price", -5.0), ("price", np.inf), ("qty", 0.0)])
+def test_calculate_vpin_names_the_first_trade_without_a_positive_finite_price_or_quantity(
+    column: str, value: float
+) -> None:
+    # Arrange: the real tape with one row spoilt
+    frame = pd.read_csv(TRADES)
+    frame.loc[100, column] = value
+
+    # Act / Assert: a NaN quantity raised "cannot convert float NaN to integer", a negative price was used
+    with pytest.raises(ValueError, match=f"tick data row 100: {column} {value!r} is not a positive finite number"):
+        TickDataAnalyzer(bucket_volume=5.0).calculate_vpin(frame)
+
+
+def test_a_trade_without_a_positive_finite_price_or_quantity_is_refused_and_changes_nothing(
+    btc_trades: list[TradeTick],
+) -> None:
+    # Arrange
+    analyzer = TickDataAnalyzer(bucket_volume=5.0, vpin_buckets=20)
+    before = [analyzer.on_trade(trade) for trade in btc_trades[:500]][-1]
+    trade = btc_trades[500]
+
+    # Act / Assert
+    for price, quantity in ((trade.price, np.nan), (np.nan, trade.quantity), (-trade.price, trade.quantity)):
+        with pytest.raises(ValueError, match="a trade needs a positive finite price and quantity"):
+            analyzer.update(trade.ts_event, price, quantity, trade.aggressor_side is OrderSide.SELL)
+    assert analyzer.last == before
+    assert analyzer.on_trade(trade) == _streamed(btc_trades[:501], bucket_volume=5.0, vpin_buckets=20)[-1]
+
+
+def test_a_malformed_bar_is_counted_and_left_out_of_the_bar_vpin() -> None:
+    # Arrange: real bars, one of them with a NaN close in between
+    bars = [
+        m
+        for m in RecordedBarFeed(DATA / "ohlcv/binance_usdm_1m_2025-05", ["BTCUSDT"], "1m")
+        if isinstance(m, BarClosed)
+    ]
+    clean, spoilt = TickDataAnalyzer(bucket_volume=50.0), TickDataAnalyzer(bucket_volume=50.0)
+    broken = bars[300].__class__(**{**{f: getattr(bars[300], f) for f in bars[300].__struct_fields__}, "close": np.nan})
+
+    # Act
+    for index, bar in enumerate(bars[:2000]):
+        clean.on_bar(bar)
+        if index == 300:
+            spoilt.on_bar(broken)
+        spoilt.on_bar(bar)
+
+    # Assert
+    assert spoilt.malformed_bars == 1 and clean.malformed_bars == 0
+    assert spoilt.bar_buckets.vpin == clean.bar_buckets.vpin is not None
+
+
 def test_lookahead_values_up_to_a_trade_ignore_later_trades(btc_trades: list[TradeTick]) -> None:
     # Arrange: stop at trade 8000, or go on with later trades' sizes and sides perturbed
     cut = 8_000
