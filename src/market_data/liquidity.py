@@ -75,6 +75,7 @@ class LiquidityProfiler:
         self._previous: tuple[int, float, float] | None = None
         self._cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._score: np.ndarray | None = None
+        self.malformed_bars = 0
 
     @property
     def buckets(self) -> int:
@@ -90,7 +91,18 @@ class LiquidityProfiler:
         self.update(bar.open_time, bar.high, bar.low, bar.volume)
 
     def update(self, open_time: int, high: float, low: float, volume: float) -> None:
-        """Add one bar given as plain values (see :meth:`on_bar`)."""
+        """Add one bar given as plain values (see :meth:`on_bar`).
+
+        A bar whose high and low are not positive finite prices (low at most
+        high) or whose volume is not a finite number of at least zero is
+        counted in :attr:`malformed_bars` and left out: one NaN would spoil its
+        time of day for good.
+        """
+        if not (
+            math.isfinite(high) and math.isfinite(low) and 0.0 < low <= high and math.isfinite(volume) and volume >= 0.0
+        ):
+            self.malformed_bars += 1
+            return
         bucket = self.bucket_of(open_time)
         self._cache = self._score = None
         self._volume[bucket] += volume

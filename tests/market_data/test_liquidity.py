@@ -39,6 +39,31 @@ def test_streaming_profile_equals_the_pandas_reference(bars: pd.DataFrame) -> No
     assert (streamed["bars"] == 900).sum() >= 40
 
 
+@pytest.mark.parametrize(("column", "value"), [("volume", np.nan), ("high", np.inf), ("low", -1.0)])
+def test_a_malformed_bar_is_counted_and_left_out_of_the_profile(bars: pd.DataFrame, column: str, value: float) -> None:
+    # Arrange: a day of real bars, and a copy of one of them spoilt, fed just before it
+    day = bars.iloc[:1440]
+    clean, spoilt = _profiler(day), LiquidityProfiler(bucket_minutes=30)
+    row = day.iloc[700]
+    bad = {"open_time": int(row["open_time_ms"]) * 1_000_000, "high": row["high"], "low": row["low"]}
+    bad["volume"] = row["volume"]
+    bad[column] = value
+
+    # Act
+    for index, (open_ms, high, low, volume) in enumerate(
+        zip(
+            day["open_time_ms"].tolist(), day["high"].tolist(), day["low"].tolist(), day["volume"].tolist(), strict=True
+        )
+    ):
+        if index == 700:
+            spoilt.update(**bad)
+        spoilt.update(open_ms * 1_000_000, high, low, volume)
+
+    # Assert: a NaN volume made its half hour's share NaN for good
+    assert (spoilt.malformed_bars, clean.malformed_bars) == (1, 0)
+    pd.testing.assert_frame_equal(spoilt.profile(), clean.profile())
+
+
 def test_the_real_profile_peaks_when_us_markets_open(bars: pd.DataFrame) -> None:
     # Act
     profile = _profiler(bars).profile()
