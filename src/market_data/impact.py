@@ -65,6 +65,8 @@ OBSERVATION_COLUMNS = (
     "permanent_bps",
     "temporary_bps",
 )
+_CALIBRATION_COLUMNS = ("quantity", "depth", "spread_bps", "immediate_bps", "permanent_bps")
+"""The observation columns :meth:`MarketImpactModel.fit` reads."""
 
 
 class ImpactObservation(NamedTuple):
@@ -363,8 +365,15 @@ class MarketImpactModel(BaseEstimator):
         Raises
         ------
         ValueError
-            With fewer than ``2 * n_splits`` usable observations.
+            If a column of :data:`OBSERVATION_COLUMNS` the calibration reads is
+            missing, or with fewer than ``2 * n_splits`` usable observations.
         """
+        missing = [c for c in _CALIBRATION_COLUMNS if c not in observations.columns]
+        if missing:
+            raise ValueError(
+                f"impact observations miss the columns {', '.join(missing)}; "
+                f"expected those of OBSERVATION_COLUMNS ({', '.join(OBSERVATION_COLUMNS)})"
+            )
         usable = observations[(observations["depth"] > 0) & np.isfinite(observations["immediate_bps"])]
         if len(usable) < 2 * self.n_splits:
             raise ValueError(f"impact calibration needs at least {2 * self.n_splits} observations, got {len(usable)}")

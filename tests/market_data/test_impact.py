@@ -128,6 +128,8 @@ def test_estimating_before_fitting_or_with_bad_inputs_is_refused(observations: p
         model.estimate_market_impact(0.0, {"spread_bps": 0.02, "depth": 5.0})
     with pytest.raises(ValueError, match="at least 10"):
         MarketImpactModel().fit(observations.head(5))
+    with pytest.raises(ValueError, match="impact observations miss the columns depth, permanent_bps"):
+        MarketImpactModel().fit(observations.drop(columns=["depth", "permanent_bps"]))
 
 
 def test_the_power_law_regressor_follows_the_scikit_learn_contract() -> None:
