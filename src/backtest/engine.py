@@ -98,7 +98,7 @@ class BacktestEngine:
         start_date: str | date | datetime | None = None,
         end_date: str | date | datetime | None = None,
         initial_capital: float | Decimal | None = None,
-        symbols: list[str] | None = None,
+        symbols: list[str] | str | None = None,
     ) -> BacktestResult:
         """Run a backtest and return its result (a mapping of metrics).
 
@@ -118,7 +118,7 @@ class BacktestEngine:
         self,
         strategy: BaseStrategy | None = None,
         *,
-        symbols: list[str] | None = None,
+        symbols: list[str] | str | None = None,
         start: str | date | datetime | None = None,
         end: str | date | datetime | None = None,
         initial_capital: Decimal | None = None,
@@ -131,7 +131,8 @@ class BacktestEngine:
         strategy
             The strategy; the configured one when None.
         symbols
-            Symbols to trade; ``data.symbols`` when None.
+            Symbols to trade (a list, or one string of comma-separated
+            symbols); ``data.symbols`` when None.
         start, end
             UTC bounds (end exclusive); ``data.start`` / ``data.end`` when None.
         initial_capital
@@ -161,12 +162,14 @@ class BacktestEngine:
 
     def _effective_config(
         self,
-        symbols: list[str] | None,
+        symbols: list[str] | str | None,
         start: str | date | datetime | None,
         end: str | date | datetime | None,
         initial_capital: Decimal | None,
     ) -> KeelConfig:
         data: dict[str, Any] = {}
+        if isinstance(symbols, str):  # "BTCUSDT" or "BTCUSDT,ETHUSDT", as on the command line; not its letters
+            symbols = [symbol.strip() for symbol in symbols.split(",")]
         if symbols is not None:
             data["symbols"] = tuple(symbols)
         if start is not None:

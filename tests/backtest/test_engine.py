@@ -166,6 +166,18 @@ def test_run_backtest_as_the_user_calls_it() -> None:
     assert results["bars_processed"] == 24 * 60
 
 
+def test_symbols_given_as_one_string_are_symbols_not_letters() -> None:
+    # Arrange: "BTCUSDT" was read as the symbols B, T, C, ... ("duplicate symbols: T")
+    engine = BacktestEngine()
+
+    # Act
+    one = engine.run(symbols="BTCUSDT", end="2025-05-05T06:00:00")
+    two = engine.run(symbols="BTCUSDT, ETHUSDT", end="2025-05-05T06:00:00")
+
+    # Assert
+    assert one["symbols"] == ["BTCUSDT"] and two["symbols"] == ["BTCUSDT", "ETHUSDT"]
+
+
 @pytest.mark.parametrize("capital", [float("nan"), -100.0, 0.0])
 def test_a_starting_capital_that_is_not_a_positive_number_is_refused_by_name(capital: float) -> None:
     # Act / Assert: a NaN capital gave a NaN return, a negative one a run that never traded, both silently
