@@ -173,9 +173,9 @@ class BacktestEngine:
         if symbols is not None:
             data["symbols"] = tuple(symbols)
         if start is not None:
-            data["start"] = _to_datetime(start)
+            data["start"] = _to_datetime(start, "start")
         if end is not None:
-            data["end"] = _to_datetime(end)
+            data["end"] = _to_datetime(end, "end")
         elif self.config.data.end is None:
             covered = funding_coverage_end(self.config, data.get("symbols", self.config.data.symbols))
             first = data.get("start", self.config.data.start)
@@ -217,10 +217,15 @@ class BacktestEngine:
         return metrics
 
 
-def _to_datetime(value: str | date | datetime) -> datetime:
+def _to_datetime(value: str | date | datetime, name: str) -> datetime:
     if isinstance(value, datetime):
         return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
     if isinstance(value, date):
         return datetime(value.year, value.month, value.day, tzinfo=UTC)
-    parsed = datetime.fromisoformat(value)
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f"{name} {value!r} is not an ISO 8601 date or time: write e.g. 2025-05-10 or 2025-05-10T06:00"
+        ) from None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)

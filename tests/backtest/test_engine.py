@@ -166,6 +166,12 @@ def test_run_backtest_as_the_user_calls_it() -> None:
     assert results["bars_processed"] == 24 * 60
 
 
+def test_a_date_that_is_not_iso_8601_is_refused_naming_the_argument() -> None:
+    # Act / Assert
+    with pytest.raises(ValueError, match=r"end '10/05/2025' is not an ISO 8601 date or time: write e\.g\. 2025-05-10"):
+        BacktestEngine().run(symbols=["BTCUSDT"], end="10/05/2025")
+
+
 def test_symbols_given_as_one_string_are_symbols_not_letters() -> None:
     # Arrange: "BTCUSDT" was read as the symbols B, T, C, ... ("duplicate symbols: T")
     engine = BacktestEngine()
