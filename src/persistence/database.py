@@ -18,9 +18,10 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from keel.core.errors import ConfigurationError, RetryLaterError
+from keel.core.errors import ConfigurationError, OperatorActionRequiredError, RetryLaterError
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -64,14 +65,31 @@ class Database:
         return {}
 
     def migrate(self) -> None:
-        """Upgrade the schema to the newest migration (a no-op when already there)."""
+        """Upgrade the schema to the newest migration (a no-op when already there).
+
+        Raises
+        ------
+        OperatorActionRequiredError
+            If the database is there but cannot be read as one (a damaged or
+            foreign file): the message says how to go on.
+        """
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
-        with self.engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
-            if self.backend == "postgresql":
-                _use_timescale(connection)
+        try:
+            with self.engine.begin() as connection:
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+                if self.backend == "postgresql":
+                    _use_timescale(connection)
+        except OperationalError:
+            raise  # a server out of reach or a locked file: not damage
+        except DatabaseError as error:
+            raise OperatorActionRequiredError(
+                f"the database {self.url.render_as_string(hide_password=True)} cannot be read ({error.orig}): "
+                "if it is damaged, restore a backup "
+                "(keel backup list, keel backup restore NAME), or move it away (a SQLite file with its -wal and "
+                "-shm files) to start a fresh account, losing its journal and audit log"
+            ) from error
 
     def table_names(self) -> list[str]:
         """Return the tables that exist."""

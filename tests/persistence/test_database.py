@@ -1,11 +1,14 @@
-"""The schema on plain PostgreSQL: TimescaleDB's hypertable only where the extension exists."""
+"""The database: the schema on plain PostgreSQL (a hypertable only with TimescaleDB), a damaged file."""
 
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
+import pytest
 from sqlalchemy import create_engine, text
 
+from keel.core.errors import OperatorActionRequiredError
 from keel.persistence import Database
 
 
@@ -33,3 +36,16 @@ def test_plain_postgresql_migrates_to_plain_tables(postgres_url: str) -> None:
     assert available == 0
     assert installed == 0
     assert {"journal", "state_snapshots", "equity_snapshots", "orders", "fills"} <= set(tables)
+
+
+def test_a_damaged_database_file_stops_with_what_to_do_and_is_left_as_it_was(tmp_path: Path) -> None:
+    # Arrange: not a database at all (a crash mid-copy, a wrong file)
+    path = tmp_path / "keel.db"
+    path.write_bytes(b"garbage")
+
+    # Act / Assert: it raised sqlalchemy's DatabaseError from a pragma, as a traceback
+    with pytest.raises(
+        OperatorActionRequiredError, match=r"cannot be read \(file is not a database\).*keel backup restore"
+    ):
+        Database(f"sqlite:///{path}").migrate()
+    assert path.read_bytes() == b"garbage"
