@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 import click
 
 from keel.config import KeelConfig, load_config
-from keel.core.errors import ConfigurationError, MalformedDataError, OperatorActionRequiredError
+from keel.core.errors import ConfigurationError, MalformedDataError, OperatorActionRequiredError, RetryLaterError
 from keel.core.log import configure_logging
 from keel.optimization.cli import tune
 
@@ -212,7 +212,7 @@ def run(
     run_dir = Path(config.run.output_dir) / f"{mode}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
     try:
         session = PaperSession(config, run_dir, on_status=_print_status, venue=_venue(config))
-    except OperatorActionRequiredError as error:
+    except (OperatorActionRequiredError, RetryLaterError) as error:
         _fail(str(error), EXIT_FAILURE)
     except ConfigurationError as error:
         _fail(f"configuration error: {error}", EXIT_USAGE)
@@ -640,7 +640,7 @@ def backup_restore(mode: str, config_file: str | None, backup_dir: str | None, n
 
     try:
         info = _backup_manager(mode, config_file, backup_dir).restore(name)
-    except (BackupError, AccountInUseError) as error:
+    except (BackupError, AccountInUseError, RetryLaterError) as error:
         _fail(f"restore refused: {error}", EXIT_FAILURE)
     click.echo(f"restored {info.name} (journal sequence {info.journal_sequence}); the next keel run recovers from it")
 

@@ -45,7 +45,7 @@ from typing import Any, TextIO
 import psycopg
 from sqlalchemy.engine import URL, make_url
 
-from keel.core.errors import KeelError, OperatorActionRequiredError
+from keel.core.errors import KeelError, OperatorActionRequiredError, RetryLaterError
 from keel.persistence.database import Database
 from keel.persistence.repositories import Journal, Snapshots
 
@@ -95,6 +95,8 @@ class AccountLock:
     ------
     AccountInUseError
         From `acquire` when another process holds the lock.
+    RetryLaterError
+        From `acquire` when the PostgreSQL server cannot be reached.
     """
 
     def __init__(self, database: Database) -> None:
@@ -150,9 +152,15 @@ class AccountLock:
         self._file = handle
 
     def _acquire_advisory(self) -> None:
-        connection = psycopg.connect(
-            _libpq_url(self._database.url), autocommit=True, password=_password(self._database.url)
-        )
+        try:
+            connection = psycopg.connect(
+                _libpq_url(self._database.url), autocommit=True, password=_password(self._database.url)
+            )
+        except psycopg.OperationalError as error:
+            raise RetryLaterError(
+                f"cannot reach the database {self._database.url.render_as_string(hide_password=True)} "
+                f"({str(error).splitlines()[0]}): start its server, or point persistence.url at one that runs"
+            ) from None
         locked = connection.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_KEY,)).fetchone()
         if not (locked and locked[0]):
             connection.close()

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from keel.config import KeelConfig, load_config
+from keel.core.errors import RetryLaterError
 from keel.integration.paper import PaperSession, backup_manager
 from keel.persistence import Database, Journal, Snapshots
 from keel.persistence.backup import AccountInUseError, AccountLock, BackupError, BackupManager
@@ -180,6 +181,18 @@ def test_a_released_account_lock_can_be_taken_again_at_once(database: Database) 
     # returned: the lock is given back first, so a lock taken at once is never refused
     if recording is not None:
         assert recording.done == ["SELECT pg_advisory_unlock(%s)", "close"]
+
+
+def test_an_account_lock_on_a_server_out_of_reach_says_so_without_the_password() -> None:
+    # Arrange: nothing listens on port 1
+    database = Database("postgresql+psycopg://keel:s3cret@127.0.0.1:1/keel")
+
+    # Act / Assert: it raised psycopg's OperationalError, as a traceback at the start of a run
+    with pytest.raises(
+        RetryLaterError, match=r"cannot reach the database postgresql\+psycopg://keel:\*\*\*@"
+    ) as raised:
+        AccountLock(database).acquire()
+    assert "s3cret" not in str(raised.value)
 
 
 def test_restore_is_refused_while_a_run_holds_the_account(database: Database, tmp_path: Path) -> None:
