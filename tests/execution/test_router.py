@@ -142,8 +142,8 @@ def test_a_halt_stops_every_parent_and_no_child_follows():
     assert desk.orders.open_orders() == []
 
 
-def test_a_router_warmed_up_on_recorded_bars_prices_children_before_the_first_live_bar():
-    # Arrange: a bar-driven router (no books) that has seen only history
+def bar_router() -> tuple[SmartOrderRouter, OrderManager, EventBus, list[BarClosed]]:
+    """A bar-driven router (no books) on the simulated venue, its clock at the last of 30 real BTCUSDT bars."""
     clock = SimulatedClock(0)
     bus = EventBus()
     exchange = SimulatedExchange(
@@ -155,6 +155,19 @@ def test_a_router_warmed_up_on_recorded_bars_prices_children_before_the_first_li
     router.start()
     history = real_bars(BTC, 30)
     clock.advance_to(history[-1].ts_event)
+    return router, orders, bus, history
+
+
+def warmed_router() -> tuple[SmartOrderRouter, OrderManager, EventBus]:
+    """:func:`bar_router` once it has seen its bars."""
+    router, orders, bus, history = bar_router()
+    router.warm_up(history)
+    return router, orders, bus
+
+
+def test_a_router_warmed_up_on_recorded_bars_prices_children_before_the_first_live_bar():
+    # Arrange: a bar-driven router that has seen only history
+    router, orders, bus, history = bar_router()
 
     # Act
     warmed = router.warm_up(history)
@@ -166,23 +179,6 @@ def test_a_router_warmed_up_on_recorded_bars_prices_children_before_the_first_li
     close = Decimal(repr(history[-1].close))
     assert warmed == 30
     assert close < child.price <= close * Decimal("1.001")
-
-
-def warmed_router() -> tuple[SmartOrderRouter, OrderManager, EventBus]:
-    """A router over the simulated venue with 30 real BTCUSDT bars seen."""
-    bus = EventBus()
-    clock = SimulatedClock(0)
-    exchange = SimulatedExchange(
-        real_instruments(), clock, initial_balance=Decimal("1000000"), schedule=real_schedule()
-    )
-    orders = OrderManager(exchange, ClientOrderIdGenerator("keel"), bus, clock, route_approvals=False)
-    router = SmartOrderRouter(orders, real_instruments(), RouterSettings(), bus, clock)
-    orders.start()
-    router.start()
-    history = real_bars(BTC, 30)
-    clock.advance_to(history[-1].ts_event)
-    router.warm_up(history)
-    return router, orders, bus
 
 
 def test_a_parent_order_takes_its_side_by_name_and_its_quantity_as_int_or_decimal_string():
