@@ -127,6 +127,8 @@ class StrategySignal:
     ladder: Ladder | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.symbol, str) or not self.symbol:
+            raise ValueError(f"signal symbol must be a symbol's name, got {self.symbol!r}")
         if isinstance(self.action, SignalAction):
             object.__setattr__(self, "action", self.action.value)
         if self.action not in _DIRECTIONS:

@@ -60,6 +60,8 @@ def test_signal_fields_are_validated() -> None:
         StrategySignal("BTCUSDT", "SELL", 0.5, 0.5, stop_loss=-1.0)
     with pytest.raises(ValueError, match="take_profit"):
         StrategySignal("BTCUSDT", "SELL", 0.5, 0.5, take_profit=math.inf)
+    with pytest.raises(ValueError, match="signal symbol must be a symbol's name, got ''"):
+        StrategySignal("", "BUY", 0.5, 0.5)
 
 
 def test_signal_accepts_the_enum_and_scores_direction_strength_confidence() -> None:
