@@ -458,6 +458,14 @@ def import_command(paths: tuple[str, ...], destination: str) -> None:
     _finish_archive(archive, sources, Path(destination), archive.ArchiveResult())
 
 
+def _bad_rows_written(written: list[Path]) -> dict[Path, int]:
+    """Return the malformed rows of each written data file that has some (the loaders' own check)."""
+    from keel.market_data.inspection import inspect_paths
+
+    reports = inspect_paths([path for path in written if path.name.endswith(".csv.gz")], [])
+    return {Path(report.path): len(report.bad_rows) for report in reports if report.bad_rows}
+
+
 def _finish_archive(archive: Any, sources: list[Path], folder: Path, result: Any) -> None:
     """Convert fetched or given archive files, write data.yaml, print what happened."""
     try:
@@ -470,12 +478,19 @@ def _finish_archive(archive: Any, sources: list[Path], folder: Path, result: Any
         click.echo(f"missing in the archive (a gap in the data): {path}", err=True)
     for path, reason in result.failed:
         click.echo(f"refused {path}: {reason}", err=True)
+    bad_rows = _bad_rows_written(result.written)
+    for path, count in bad_rows.items():
+        click.echo(
+            f"{path}: {count} malformed rows, written as they were (keel skips them; keel data inspect lists them)",
+            err=True,
+        )
     summary = {
         "downloaded": len(result.downloaded),
         "reused": len(result.reused),
         "missing": len(result.missing),
         "failed": len(result.failed),
         "written": [str(path) for path in result.written],
+        "bad_rows": sum(bad_rows.values()),
         "config": str(result.config) if result.config else None,
     }
     click.echo(json.dumps(summary))

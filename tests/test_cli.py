@@ -271,6 +271,26 @@ def test_data_import_converts_archive_files_a_user_already_has(tmp_path: Path) -
     assert "bar_interval: 1m" in (tmp_path / "out" / "data.yaml").read_text()
 
 
+def test_data_import_reports_the_malformed_rows_it_wrote(tmp_path: Path) -> None:
+    # Arrange: ten real BTCUSDT minutes in Binance's archive layout, one volume unreadable, one open missing
+    with gzip.open(REPO / "data/ohlcv/binance_usdm_1m_2025-05/BTCUSDT_1m.csv.gz", "rt") as recorded:
+        rows = [line.strip().split(",") for line in recorded.readlines()[1:11]]
+    lines = [f"{t},{o},{h},{lo},{c},{v},{int(t) + 59_999},0,0,0,0,0" for t, o, h, lo, c, v in rows]
+    lines[3] = lines[3].replace(f",{rows[3][5]},", ",abc,", 1)
+    lines[5] = lines[5].replace(f",{rows[5][1]},", ",,", 1)
+    source = tmp_path / "BTCUSDT-1m-2025-05.csv"
+    source.write_text("\n".join(lines) + "\n")
+
+    # Act
+    completed = keel("data", "import", str(source), "--to", str(tmp_path / "out"))
+
+    # Assert: said, and kept as they were (the loaders count and skip them)
+    assert completed.returncode == 0, completed.stderr
+    summary = json.loads(completed.stdout.splitlines()[0])
+    assert summary["bad_rows"] == 2
+    assert "BTCUSDT_1m.csv.gz: 2 malformed rows, written as they were" in completed.stderr
+
+
 def test_an_unknown_symbol_exits_2_naming_the_instruments_file_and_the_command(tmp_path: Path) -> None:
     # Act
     completed = keel("backtest", "--symbols", "DOGEUSDT", "--output", str(tmp_path))
