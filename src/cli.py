@@ -351,7 +351,18 @@ def _print_status(status: dict[str, Any]) -> None:
         f"[{status['time']}] bars {status['bars']:>7} | equity {status['equity']} | P&L {status['pnl']} | "
         f"orders {status['orders']} (open {status['open_orders']}) | fills {status['fills']} | "
         f"bus depth {status['bus_depth']} (max {status['bus_high_water_mark']}) | {status['trading_state']}"
+        f"{_stream_status(status.get('market_stream'))}"
     )
+
+
+def _stream_status(stream: dict[str, Any] | None) -> str:
+    """Return the status line's part on Binance's market streams ("" for a replayed feed)."""
+    if stream is None:
+        return ""
+    part = f" | streams {stream['messages']} messages, {stream['reconnects']} reconnects"
+    if stream["connections"] == 0 and stream["last_error"]:
+        part += f", not connected: {stream['last_error']}"
+    return part
 
 
 @main.group()

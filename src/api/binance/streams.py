@@ -496,7 +496,15 @@ class BinanceMarketStream:
                 self.last_error = repr(error) if error is not None else "closed by the server"
                 self.state.reset(symbols)
                 attempt += 1
-                await self._sleep(self.backoff_seconds(attempt))
+                wait = self.backoff_seconds(attempt)
+                _log.warning(
+                    "market stream connection lost or refused: reconnecting",
+                    symbols=len(symbols),
+                    attempt=attempt,
+                    retry_in_seconds=round(wait, 2),
+                    error=self.last_error,
+                )
+                await self._sleep(wait)
         finally:
             if connection is not None:
                 await connection.close()

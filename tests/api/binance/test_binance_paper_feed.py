@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -142,6 +143,7 @@ def test_keel_run_feed_binance_takes_the_stream_urls_from_the_environment(tmp_pa
         # Assert
         assert completed.returncode == 0, completed.stderr
         assert "Binance market streams at ws://127.0.0.1" in completed.stdout
+        assert re.search(r"\| streams \d+ messages, 0 reconnects$", completed.stdout, re.MULTILINE)
         state = json.loads(next(tmp_path.glob("paper-*/state.json")).read_text())
         assert state["status"]["bars"] == 2 * 2 * 60
         assert state["status"]["market_stream"]["connections"] == 1
@@ -151,6 +153,26 @@ def test_keel_run_feed_binance_takes_the_stream_urls_from_the_environment(tmp_pa
         asyncio.run_coroutine_threadsafe(server.stop(), loop).result(60)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(60)
+
+
+def test_keel_run_on_binance_streams_it_cannot_reach_says_so_in_its_status_line(tmp_path: Path) -> None:
+    # Arrange: nothing listens on port 1
+    environment = {
+        **os.environ,
+        "KEEL_RUN__OUTPUT_DIR": str(tmp_path),
+        "KEEL_BINANCE__REST_URL": "http://127.0.0.1:1",
+        "KEEL_BINANCE__WS_URL": "ws://127.0.0.1:1",
+        "KEEL_PAPER__STATUS_INTERVAL_SECONDS": "1",
+    }
+    command = [sys.executable, "-m", "keel.cli", "run", "--mode", "paper", "--feed", "binance", "--no-web"]
+    command += ["--symbols", "BTCUSDT", "--duration", "4", "--fresh"]
+
+    # Act
+    completed = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=120)
+
+    # Assert: the status line said only ACTIVE with no bars, the reconnects went unseen
+    assert completed.returncode == 0, completed.stderr
+    assert re.search(r"\| streams 0 messages, [1-9]\d* reconnects, not connected: ", completed.stdout)
 
 
 @pytest.mark.asyncio
