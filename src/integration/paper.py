@@ -266,9 +266,13 @@ class PaperSession:
         await bus.join()
         venue_task = asyncio.create_task(self._open_venue(reconciling), name="venue")
         stop_task = asyncio.create_task(self._stop.wait(), name="stop-before-trading")
-        await asyncio.wait({venue_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        duration = config.paper.duration_seconds
+        # A venue that does not answer (Binance out of reach) is waited for at most the run's duration too.
+        await asyncio.wait({venue_task, stop_task}, timeout=duration, return_when=asyncio.FIRST_COMPLETED)
         stop_task.cancel()
         if not venue_task.done():
+            if not self._stop.is_set():
+                self.request_stop(f"duration of {duration:g} s elapsed before the venue opened")
             venue_task.cancel()
             await asyncio.gather(venue_task, return_exceptions=True)
             return await self._finish(bus, bus_task)
@@ -294,7 +298,6 @@ class PaperSession:
         backup_task = asyncio.create_task(self._back_up_periodically(), name="backup")
         lag_task = asyncio.create_task(self.loop_lag.run(), name="loop-lag")
         performance_task = asyncio.create_task(self._watch_performance(), name="performance")
-        duration = config.paper.duration_seconds
         waiters = {feed_task, asyncio.create_task(self._stop.wait(), name="stop")}
         done, _ = await asyncio.wait(waiters, timeout=duration, return_when=asyncio.FIRST_COMPLETED)
         if feed_task in done:

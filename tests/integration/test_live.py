@@ -332,6 +332,26 @@ def test_keel_run_mode_live_against_a_local_binance_goes_active_and_stops_cleanl
     assert KEY not in result.stdout + result.stderr and SECRET not in result.stdout + result.stderr
 
 
+def test_a_live_run_whose_binance_does_not_answer_stops_when_its_duration_elapses(tmp_path: Path) -> None:
+    # Arrange: nothing listens on port 1; keel keeps trying to reach it
+    environment = {
+        **os.environ,
+        **SECRETS,
+        "KEEL_RUN__OUTPUT_DIR": str(tmp_path),
+        "KEEL_BINANCE__REST_URL": "http://127.0.0.1:1",
+        "KEEL_BINANCE__WS_URL": "ws://127.0.0.1:1",
+    }
+    command = [sys.executable, "-m", "keel.cli", "run", "--mode", "live", "--i-understand-this-trades-real-money"]
+    command += ["--no-web", "--feed", "replay", "--symbols", "BTCUSDT", "--duration", "2"]
+
+    # Act
+    result = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=120)
+
+    # Assert: it waited for the venue until a signal came, whatever the duration
+    assert result.returncode == 0, result.stderr
+    assert "stopped (duration of 2 s elapsed before the venue opened)" in result.stdout
+
+
 async def opened(orchestrator: TradingOrchestrator) -> None:
     """Return once the live session is announced and reconciliation has moved it out of REDUCING."""
     while (
