@@ -186,12 +186,13 @@ class HyperparameterTuner:
         Raises
         ------
         ValueError
-            At once, for an unknown strategy or objective or a parameter space
+            At once, for an unknown strategy or objective, a parameter space
             the strategy does not have (an unknown name, a range outside its
-            declared one or upside down).
+            declared one or upside down), or fewer than one trial.
         """
         name = self.name_for(strategy_name, objective)
         strategy_space(strategy_name, parameter_space)
+        _check_trials(trials)
         task = asyncio.create_task(asyncio.to_thread(self.optimize, strategy_name, parameter_space, objective, trials))
         return OptimizationJob(name, task)
 
@@ -234,6 +235,7 @@ class HyperparameterTuner:
         """
         target = Objective.parse(objective, self.config.tuning.max_drawdown)
         space = strategy_space(strategy, parameter_space)
+        _check_trials(trials)
         study = self.create_study(strategy, target, seed_offset=worker_index)
         base = self.base_config(strategy)
         run_objective = self._trial_function(base, space, target)
@@ -548,3 +550,9 @@ def _base_layer(base: KeelConfig, strategy: str) -> dict[str, Any]:
     if section == "moving_average_cross":
         return {"strategy": {"name": section}}
     return {"strategy": {"name": "strategy_manager", "strategies": list(base.strategy.strategies)}}
+
+
+def _check_trials(trials: int) -> None:
+    """Raise unless ``trials`` is a whole number of at least one (a study of none has no result)."""
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise ValueError(f"trials must be a whole number of at least 1, got {trials!r}")

@@ -107,6 +107,20 @@ def test_start_optimization_refuses_a_space_the_strategy_does_not_have_before_st
     assert not (tmp_path / "optuna.db").exists() or not optuna.get_all_study_names(tuner.storage_url)
 
 
+@pytest.mark.parametrize("trials", [0, -3])
+def test_start_optimization_refuses_fewer_than_one_trial_before_starting(tmp_path: Path, trials: int) -> None:
+    # Arrange
+    tuner = HyperparameterTuner(small_config(tmp_path / "optuna.db"), cache=CacheManager())
+
+    async def start() -> None:
+        await tuner.start_optimization(strategy_name="TrendFollowing", trials=trials)
+
+    # Act / Assert: a job of no trials was started, and created its study, with no result to give
+    with pytest.raises(ValueError, match=f"trials must be a whole number of at least 1, got {trials}"):
+        asyncio.run(start())
+    assert not (tmp_path / "optuna.db").exists()
+
+
 def test_each_trial_is_the_real_engines_backtest(user_study) -> None:
     # Arrange
     tuner, result = user_study
