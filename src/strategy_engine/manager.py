@@ -45,9 +45,11 @@ import operator
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import numpy as np
+import pandas as pd
 import structlog
 
 from keel.core.costs import CostModel
@@ -375,6 +377,9 @@ class StrategyManager:
             if not isinstance(data, Mapping) or data.get("symbol", symbol) != symbol:
                 raise ValueError(f"market data of {symbol} must be a mapping whose symbol is {symbol}")
             view = {**data, "symbol": symbol}
+            for column in _TIME_COLUMNS:
+                if column in view:
+                    view[column] = _as_nanoseconds(view[column])
             length = _check_arrays(symbol, view)
             book = self._book(symbol, event_driven=False)
             start = self._resume_index(book, view, length)
@@ -1028,6 +1033,19 @@ def _check_arrays(symbol: str, data: Mapping[str, Any]) -> int:
     if len(set(funding_lengths.values())) > 1:
         raise ValueError(f"market data of {symbol}: funding columns have different lengths {funding_lengths}")
     return length
+
+
+_TIME_COLUMNS = ("timestamp", "funding_time")
+
+
+def _as_nanoseconds(values: Any) -> Any:
+    """Return a time column of dates as int64 nanoseconds since the epoch (naive dates are UTC); else as it is."""
+    array = np.asarray(values)
+    if np.issubdtype(array.dtype, np.datetime64):
+        return array.astype("datetime64[ns]").astype(np.int64)
+    if array.dtype == object and len(array) and isinstance(array[0], datetime):
+        return pd.to_datetime(array, utc=True).as_unit("ns").asi8
+    return values
 
 
 def _check_bar_order(symbol: str, data: Mapping[str, Any]) -> None:

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from strategy_data import (
     MAY_5,
@@ -364,6 +365,29 @@ def test_market_data_out_of_time_order_or_outside_its_range_is_refused_by_index(
     # Act / Assert: disordered bars would be read as a price path they are not
     with pytest.raises(ValueError, match=match):
         StrategyManager().generate_trading_signals({**data, **change(data)})
+
+
+@pytest.mark.parametrize(
+    "as_dates",
+    [
+        lambda ns: pd.to_datetime(ns),
+        lambda ns: pd.to_datetime(ns).to_numpy(),
+        lambda ns: list(pd.to_datetime(ns).to_pydatetime()),
+        lambda ns: pd.to_datetime(ns, utc=True).tz_convert("Asia/Seoul"),
+    ],
+    ids=["pandas", "datetime64", "datetime", "zoned"],
+)
+def test_times_given_as_dates_are_the_same_instants_as_nanoseconds(as_dates: Any) -> None:
+    # Arrange: two days of real bars and their funding; dates raised "int() argument must be ... not 'Timestamp'"
+    data = market_data("BTCUSDT", count=2880)
+    dated = {**data, "timestamp": as_dates(data["timestamp"]), "funding_time": as_dates(data["funding_time"])}
+
+    # Act
+    expected = StrategyManager().generate_trading_signals(data)
+    got = StrategyManager().generate_trading_signals(dated)
+
+    # Assert
+    assert got == expected
 
 
 def _fields(bar: BarClosed) -> dict[str, Any]:
