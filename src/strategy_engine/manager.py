@@ -359,8 +359,9 @@ class StrategyManager:
             One symbol's data (a mapping with ``symbol``, ``close`` and
             optionally ``timestamp``, ``open``, ``high``, ``low``, ``volume``,
             ``funding_time``, ``funding_rate``, ``mark_price`` as arrays), or a
-            mapping of symbol -> such data. Each bar is processed once, in
-            order; a later call whose arrays extend the earlier ones
+            mapping of symbol -> such data. Times are nanoseconds since the
+            epoch, or dates (naive ones are UTC). Each bar is processed once,
+            in order; a later call whose arrays extend the earlier ones
             processes only the new bars.
 
         Raises
