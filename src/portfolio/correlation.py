@@ -26,7 +26,7 @@ from keel.core.bus import EventBus
 from keel.core.clock import Clock, SimulatedClock
 from keel.core.component import Component
 from keel.core.messages import AllocationProposed, BarClosed, CorrelationJumped
-from keel.portfolio.estimators import estimate_covariance, validate_returns
+from keel.portfolio.estimators import estimate_covariance, refuse_prices, validate_returns
 from keel.portfolio.returns import ReturnWindow
 
 
@@ -127,7 +127,7 @@ class CorrelationAnalyzer(Component):
 
     def fit(self, returns: pd.DataFrame) -> CorrelationAnalyzer:
         """Analyze a frame of returns (one column per asset) instead of the bus's bars."""
-        validate_returns(returns.to_numpy())
+        refuse_prices(validate_returns(returns.to_numpy()))
         self._frame = returns.tail(self.window).copy()
         return self
 

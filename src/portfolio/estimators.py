@@ -24,6 +24,10 @@ CovarianceMethod = Literal["sample", "ledoit_wolf", "ewma"]
 COVARIANCE_METHODS: tuple[str, ...] = ("sample", "ledoit_wolf", "ewma")
 
 
+_LARGEST_TYPICAL_RETURN = 0.5
+"""A median absolute return above this (50 % a bar) is a table of prices, not of returns."""
+
+
 def validate_returns(returns: np.ndarray, *, minimum_rows: int = 2) -> np.ndarray:
     """Return ``returns`` as a finite float64 ``(T, N)`` array, or raise naming the problem.
 
@@ -45,6 +49,25 @@ def validate_returns(returns: np.ndarray, *, minimum_rows: int = 2) -> np.ndarra
         bad = int(np.count_nonzero(~np.isfinite(array)))
         raise ValueError(f"returns hold {bad} NaN or infinite values; drop or fill those bars first")
     return array
+
+
+def refuse_prices(returns: np.ndarray) -> None:
+    """Raise if a user's table of returns is one of prices (its median absolute value is above 0.5).
+
+    Asked where returns come in from outside (a user's ``fit``), not on the
+    bus's path, whose returns it makes itself.
+
+    Raises
+    ------
+    ValueError
+        Saying how to turn prices into returns.
+    """
+    typical = float(np.median(np.abs(returns)))
+    if typical > _LARGEST_TYPICAL_RETURN:
+        raise ValueError(
+            f"returns look like prices (their median size is {typical:g}): pass returns, "
+            "e.g. prices.pct_change().dropna()"
+        )
 
 
 def ewma_weights(rows: int, halflife: float) -> np.ndarray:

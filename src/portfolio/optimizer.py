@@ -61,6 +61,7 @@ from keel.portfolio.estimators import (
     blend_expected_returns,
     estimate_covariance,
     mean_returns,
+    refuse_prices,
     signal_scores,
     validate_returns,
 )
@@ -295,7 +296,11 @@ class PortfolioOptimizer(Component):
             ``solve_seconds_``.
         """
         assets = [str(c) for c in returns.columns] if isinstance(returns, pd.DataFrame) else None
+        if assets is not None and len(set(assets)) < len(assets):
+            twice = sorted({asset for asset in assets if assets.count(asset) > 1})
+            raise ValueError(f"returns name an asset twice: {', '.join(twice)}")
         array = validate_returns(np.asarray(returns, dtype=np.float64))
+        refuse_prices(array)
         assets = assets or [f"asset_{i}" for i in range(array.shape[1])]
         return self._fit_array(array, assets, expected_returns, current_weights, caps, constraints, objective)
 
@@ -354,8 +359,10 @@ class PortfolioOptimizer(Component):
     ) -> np.ndarray:
         if given is not None:
             mu = np.asarray(given, dtype=np.float64)
-            if mu.shape != (len(assets),) or not np.isfinite(mu).all():
-                raise ValueError(f"expected_returns must be {len(assets)} finite numbers, got shape {mu.shape}")
+            if mu.shape != (len(assets),):
+                raise ValueError(f"expected_returns must be {len(assets)} numbers, one per asset, got shape {mu.shape}")
+            if not np.isfinite(mu).all():
+                raise ValueError(f"expected_returns must be finite numbers, got {mu.tolist()}")
             return mu
         historical = mean_returns(array, halflife=self.mean_halflife)
         scores = signal_scores(self._views, getattr(self.allocator, "weights_", {}), assets)

@@ -54,6 +54,12 @@ def test_weights_naming_unknown_assets_are_refused(may_hourly: pd.DataFrame) -> 
         CorrelationAnalyzer().fit(may_hourly).decompose_portfolio_risk({"DOGEUSDT": 1.0})
 
 
+def test_prices_are_refused_for_returns(may_hourly: pd.DataFrame) -> None:
+    # Act / Assert
+    with pytest.raises(ValueError, match="returns look like prices"):
+        CorrelationAnalyzer().fit(100_000.0 * (1.0 + may_hourly).cumprod())
+
+
 @pytest.mark.parametrize("weight", [float("nan"), float("inf")])
 def test_a_weight_that_is_not_a_finite_number_is_refused_by_name(may_hourly: pd.DataFrame, weight: float) -> None:
     # Arrange: a NaN weight gave a portfolio of no risk at all

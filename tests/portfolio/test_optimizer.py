@@ -68,6 +68,24 @@ def test_optimize_weights_with_constraints_nothing_meets_says_why_and_holds_its_
     assert set(result.weights.values()) == {0.0}
 
 
+def test_prices_duplicate_assets_and_bad_expected_returns_are_refused_by_what_is_wrong(
+    may_hourly: pd.DataFrame,
+) -> None:
+    # Arrange: the same real returns, and the prices they came from
+    prices = 100_000.0 * (1.0 + may_hourly).cumprod()
+    optimizer = PortfolioOptimizer()
+
+    # Act / Assert: prices gave "optimal" weights, a repeated column a weight that was overwritten
+    with pytest.raises(ValueError, match=r"returns look like prices .*prices\.pct_change\(\)\.dropna\(\)"):
+        optimizer.fit(prices)
+    with pytest.raises(ValueError, match="returns name an asset twice: BTCUSDT"):
+        optimizer.fit(pd.concat([may_hourly, may_hourly[["BTCUSDT"]]], axis=1))
+    with pytest.raises(ValueError, match=r"expected_returns must be finite numbers, got \[nan"):
+        optimizer.fit(may_hourly, expected_returns=[np.nan] * 10)
+    with pytest.raises(ValueError, match=r"expected_returns must be 10 numbers, one per asset, got shape \(1,\)"):
+        optimizer.fit(may_hourly, expected_returns=[0.1])
+
+
 def test_fit_returns_self_with_learned_attributes(may_hourly: pd.DataFrame) -> None:
     # Arrange
     optimizer = PortfolioOptimizer(objective="min_volatility", covariance="sample")
