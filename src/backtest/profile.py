@@ -6,9 +6,11 @@ overhead) and writes two views of the same samples into the run's folder:
 
 - ``profile.html``: a self-contained page (no network) with the call tree,
   heaviest first;
-- ``profile.speedscope.json``: the samples in speedscope's format, for
+- ``profile.speedscope.json``: every sample in speedscope's format, for
   https://www.speedscope.app or the ``speedscope`` command (flame graphs,
-  time order).
+  time order). Nothing is filtered out: a backtest's time is spread over many
+  short calls (a strategy's step on each bar), and pyinstrument's default
+  filter, which drops every call under 1 % of the run, would drop them all.
 """
 
 from __future__ import annotations
@@ -43,5 +45,5 @@ def write_profile(folder: Path, session: Session) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     html, speedscope = (folder / name for name in PROFILE_FILES)
     html.write_text(HTMLRenderer().render(session), encoding="utf-8")
-    speedscope.write_text(SpeedscopeRenderer().render(session), encoding="utf-8")
+    speedscope.write_text(SpeedscopeRenderer(show_all=True).render(session), encoding="utf-8")
     return [html, speedscope]
