@@ -1124,7 +1124,7 @@ def load_config(
     config_file: str | Path | None = None,
     *,
     environ: Mapping[str, str] | None = None,
-    config_dir: Path | None = None,
+    config_dir: str | Path | None = None,
     overrides: Mapping[str, Any] | None = None,
     overrides_source: str = "overrides",
 ) -> KeelConfig:
@@ -1143,7 +1143,7 @@ def load_config(
     config_dir
         Folder holding ``default.yaml`` and the mode files; defaults to
         ``./config`` when it exists, else the ``config`` folder of the
-        source tree.
+        source tree. A folder given that does not exist is an error.
     overrides
         Sections of keys laid over everything else (``{"risk": {"max_leverage": 2}}``),
         named ``overrides_source`` in errors.
@@ -1162,7 +1162,8 @@ def load_config(
     environ = os.environ if environ is None else environ
     merged: dict[str, Any] = {}
     provenance: _Provenance = {("secrets",): "environment"}
-    layers = _layers(mode, config_file, environ, config_dir)
+    directory = _config_folder(config_dir)
+    layers = _layers(mode, config_file, environ, directory)
     if overrides:
         layers.append((dict(overrides), overrides_source))
     for layer, source in layers:
@@ -1177,7 +1178,17 @@ def load_config(
             "run.mode",
             f"{config.run.mode!r} conflicts with the requested mode {mode!r}",
         )
-    return _resolve_paths(config, provenance, _default_config_dir() if config_dir is None else config_dir)
+    return _resolve_paths(config, provenance, directory)
+
+
+def _config_folder(config_dir: str | Path | None) -> Path:
+    """Return the folder of the configuration files; one given must exist (a typo would load none of them)."""
+    if config_dir is None:
+        return _default_config_dir()
+    directory = Path(config_dir)
+    if not directory.is_dir():
+        raise ConfigurationError(str(directory), _FILE_KEY, "not a folder: give the folder holding default.yaml")
+    return directory
 
 
 _INPUT_PATHS = (("data", "root"), ("exchange", "instruments"), ("exchange", "leverage_brackets"))
@@ -1215,10 +1226,9 @@ def _layers(
     mode: str | None,
     config_file: str | Path | None,
     environ: Mapping[str, str],
-    config_dir: Path | None,
+    directory: Path,
 ) -> list[tuple[dict[str, Any], str]]:
     """Return every layer, lowest priority first, with its source name."""
-    directory = _default_config_dir() if config_dir is None else config_dir
     layers = _optional_file_layer(directory / "default.yaml")
     if mode is not None:
         if mode not in MODES:

@@ -475,3 +475,26 @@ def test_the_default_file_documents_each_strategy_parameter_from_the_strategy() 
         spec = spaces[section][name]
         assert default == spec.default, (section, name)
         assert comment.startswith(spec.describe()), (section, name, comment, spec.describe())
+
+
+# The folder of configuration files
+
+
+def test_config_dir_may_be_given_as_a_string() -> None:
+    # Act
+    from_string = load_config("backtest", environ={}, config_dir=str(CONFIG_DIR))
+
+    # Assert
+    assert from_string == load_config("backtest", environ={}, config_dir=CONFIG_DIR)
+
+
+def test_a_config_dir_that_is_not_a_folder_stops_at_start_naming_it(tmp_path: Path) -> None:
+    # Arrange: a typo would otherwise load none of the files and run on the built-in defaults.
+    missing = tmp_path / "conifg"
+
+    # Act
+    with pytest.raises(ConfigurationError) as caught:
+        load_config("backtest", environ={}, config_dir=missing)
+
+    # Assert
+    assert caught.value.file == str(missing) and "not a folder" in caught.value.problem
