@@ -217,6 +217,7 @@ class PaperSession:
             venue_failures=lambda: orders.venue_unreachable,
             database_component=self.state.name,
             loop_lag=lambda: self.loop_lag.lag_seconds,
+            components=self.pipeline.components,
         )
         self.orchestrator = TradingOrchestrator(
             self.pipeline,

@@ -249,12 +249,14 @@ def build_monitors(
     venue_failures: Callable[[], int] | None = None,
     database_component: str = "integration.state",
     loop_lag: Callable[[], float] | None = None,
+    components: Sequence[Component] = (),
 ) -> tuple[SystemMonitor, FeedHealthMonitor]:
     """Build the system monitor and the bar-feed watchdog (silence counted in data time), for every mode.
 
     A gap in the recorded bars is a silent feed: past ``monitor.stale_after_bars``
     bar intervals it moves trading to ``monitor.stale_data_state`` and back, in a
-    backtest as in a paper or live run.
+    backtest as in a paper or live run. ``components`` are those the system
+    monitor's automatic recovery may return from DEGRADED to RUNNING.
     """
     interval_ns = INTERVAL_MS[config.data.bar_interval] * NANOS_PER_MILLI
     settings = config.monitor
@@ -273,6 +275,7 @@ def build_monitors(
         loop_lag=loop_lag,
         loop_lag_threshold_seconds=settings.loop_lag_degraded_seconds,
         venue_ban_state=_state_or_none(settings.venue_ban_state),
+        components=components,
     )
     feeds = FeedHealthMonitor(
         "market_data.feed_health",

@@ -102,7 +102,7 @@ class RecordedRun:
         self.pipeline = build_pipeline(
             config, instruments, bus, self.clock, strategy=strategy, client_order_namespace="keel"
         )
-        self.monitors = build_monitors(config, bus, self.clock)
+        self.monitors = build_monitors(config, bus, self.clock, components=self.pipeline.components)
         self.fit_worker = fit_worker
         self.fit_prefetch: PrefetchedRegimeFits | None = None
         self.bars = 0

@@ -211,3 +211,28 @@ class MetricsSnapshot(Response):
         None,
         description="CPU, memory, GC and knob figures of the PerformanceEnhancer (None: not running).",
     )
+
+
+class HealthCheck(Response):
+    """The system's health, checked when asked (UC-4.1's ``monitor.check_system_health()``)."""
+
+    status: str = Field(description="HEALTHY, DEGRADED or UNHEALTHY.")
+    reasons: list[str] = Field(description="The open problems, worst first.")
+    degraded_components: list[str] = Field(description="Components running in a DEGRADED state, by name.")
+    trading_state: str = Field(description="ACTIVE, REDUCING or HALTED.")
+    time: str = Field(description="The run's clock at the check, ISO 8601 UTC.")
+
+
+class RecoveryOutcome(Response):
+    """What an automatic recovery cleared and what is left (UC-4.1's ``monitor.trigger_auto_recovery()``)."""
+
+    previous_status: str = Field(description="The health before the recovery.")
+    status: str = Field(description="The health after it.")
+    recovered_components: list[str] = Field(description="Components returned from DEGRADED to RUNNING.")
+    cleared: list[str] = Field(description="Problems no longer open.")
+    remaining: list[str] = Field(description="Problems still open: ongoing conditions, or ones for an operator.")
+    operator_required: list[str] = Field(
+        description="Of those, the ones only an operator's resume clears (risk breaches, reconciliation "
+        "mismatches, repeated rejections, margin calls)."
+    )
+    trading_state: str = Field(description="ACTIVE, REDUCING or HALTED; a recovery never changes it.")

@@ -40,6 +40,16 @@ An event loop running late by more than ``loop_lag_threshold_seconds``
 lane degrades health. So does an optional service the system works without
 (a Redis cache) while it is unreachable: :meth:`SystemMonitor.watch_dependency`
 names it and how to ask it for its problem.
+
+On request (UC-4.1), :meth:`SystemMonitor.check_system_health` runs every
+check at once and returns the verdict, and
+:meth:`SystemMonitor.trigger_auto_recovery` clears what is past: it returns
+the components a handler's exception left DEGRADED to RUNNING and takes the
+handler errors, conflation and overflow seen so far as seen. It never changes
+the trading state and clears nothing that is still going on (a stale feed, a
+database or venue outage) or that only an operator's resume clears (risk
+breaches, reconciliation mismatches, repeated rejections, margin calls): it
+lists those.
 """
 
 from __future__ import annotations
@@ -70,12 +80,16 @@ from keel.core.messages import (
     TradingStateChanged,
     VenueConditionChanged,
 )
+from keel.integration.reports import iso_time
+from keel.integration.responses import HealthCheck, RecoveryOutcome
 
 _log = structlog.get_logger("keel.monitor")
 
 _SEVERITY = {SystemHealth.HEALTHY: 0, SystemHealth.DEGRADED: 1, SystemHealth.UNHEALTHY: 2}
 _ROUTINE_REJECTIONS = frozenset({int(BinanceErrorCode.GTX_ORDER_REJECT)})
 _REJECTIONS = "venue rejections"
+_OPERATOR_CLEARS = ("reconciliation", _REJECTIONS, "margin call")
+"""Problems an operator's resume to ACTIVE closes (with every ``risk ...`` breach)."""
 _NEVER = sys.maxsize
 
 
@@ -113,6 +127,10 @@ class SystemMonitor(Component):
     venue_ban_state
         Trading state while the venue bans this IP (None: report only);
         the state it left returns when the ban ends.
+    components
+        The components :meth:`trigger_auto_recovery` may return from
+        DEGRADED to RUNNING (the ``database_component`` never: it recovers
+        by itself when the database answers again).
     """
 
     def __init__(
@@ -132,8 +150,10 @@ class SystemMonitor(Component):
         loop_lag: Callable[[], float] | None = None,
         loop_lag_threshold_seconds: float = 0.25,
         venue_ban_state: TradingState | None = TradingState.HALTED,
+        components: Sequence[Component] = (),
     ) -> None:
         super().__init__("integration.monitor", bus, clock)
+        self.components = tuple(components)
         self.stale_data_state = stale_data_state
         self.mismatch_state = mismatch_state
         self.check_interval_ns = check_interval_ns
@@ -183,6 +203,68 @@ class SystemMonitor(Component):
         """Stop the bus check."""
         self.clock.cancel_timer(self._check_timer)
         self._check_idle = False
+
+    async def check_system_health(self) -> HealthCheck:
+        """Run every check now and return the verdict, its reasons and the degraded components (UC-4.1).
+
+        Returns
+        -------
+        HealthCheck
+            ``status`` (HEALTHY, DEGRADED or UNHEALTHY), ``reasons`` (worst
+            first), ``degraded_components``, ``trading_state`` and ``time``.
+        """
+        self.check_bus()
+        await self.bus.join()
+        return HealthCheck(
+            status=self.health.value,
+            reasons=self.reasons(),
+            degraded_components=[c.name for c in self.components if c.state is ComponentState.DEGRADED],
+            trading_state=self._trading_state.value,
+            time=iso_time(self.clock.timestamp_ns()),
+        )
+
+    async def trigger_auto_recovery(self) -> RecoveryOutcome:
+        """Clear what is past and report what is left (UC-4.1); the trading state never changes.
+
+        The components a handler's or a strategy's exception left DEGRADED go
+        back to RUNNING (a new exception degrades them again), and the bus's
+        handler errors, conflation and overflow seen so far count as seen.
+        Ongoing conditions (a stale feed, a database or venue outage, a
+        lagging event loop) stay open until they end, and the problems only an
+        operator's resume clears stay open and are listed in
+        ``operator_required``.
+
+        Returns
+        -------
+        RecoveryOutcome
+            The health before and after, the recovered components, the
+            problems cleared, those remaining and those for an operator.
+        """
+        self.check_bus()
+        await self.bus.join()
+        previous, before = self.health, self.reasons()
+        recovered = []
+        for component in self.components:
+            if component.state is ComponentState.DEGRADED and component.name != self.database_component:
+                component.recover("automatic recovery: the fault is past")
+                recovered.append(component.name)
+        await self.bus.join()
+        self.check_bus()  # what the first check counted is seen: only what happened since stays open
+        await self.bus.join()
+        remaining = self.reasons()
+        operator = [
+            reason for key, (_, reason) in self._problems.items() if key.startswith("risk ") or key in _OPERATOR_CLEARS
+        ]
+        _log.info("automatic recovery", recovered=recovered, remaining=len(remaining), health=self.health.value)
+        return RecoveryOutcome(
+            previous_status=previous.value,
+            status=self.health.value,
+            recovered_components=recovered,
+            cleared=[reason for reason in before if reason not in remaining],
+            remaining=remaining,
+            operator_required=[reason for reason in remaining if reason in operator],
+            trading_state=self._trading_state.value,
+        )
 
     def reasons(self) -> list[str]:
         """Return every open problem, worst first."""
@@ -314,8 +396,7 @@ class SystemMonitor(Component):
         if self._ban_return is not None and not change.reason.startswith("monitor: venue ban"):
             self._ban_return = None
         if change.state is TradingState.ACTIVE:
-            acknowledged = ("reconciliation", _REJECTIONS, "margin call")
-            for key in [k for k in self._problems if k.startswith("risk ") or k in acknowledged]:
+            for key in [k for k in self._problems if k.startswith("risk ") or k in _OPERATOR_CLEARS]:
                 self._close(key)
             self._rejections.clear()
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from hypothesis import given
@@ -29,6 +32,8 @@ from keel.core.messages import (
 from keel.integration.pipeline import build_monitors
 from keel.integration.system_monitor import LoopLagProbe, SystemMonitor
 from keel.market_data.feed_health import FeedHealthMonitor
+from keel.strategy_engine.base import BaseStrategy, StrategySignal
+from keel.strategy_engine.runner import StrategyRunner
 from kit import real_bars
 
 BARS = Path(__file__).resolve().parents[2] / "data/ohlcv/binance_usdm_1m_2025-05/BTCUSDT_1m.csv.gz"
@@ -668,3 +673,116 @@ def test_a_quiet_bus_costs_no_checks_and_a_handler_error_resumes_them_on_schedul
         (SystemHealth.HEALTHY, failing + 2 * NANOS_PER_MINUTE),
     ]
     assert sum(fired[13:]) == 0
+
+
+# --- UC-4.1: health checked on request, and the automatic recovery ----------------------------
+
+
+class FailingOnce(BaseStrategy):
+    """A strategy that raises on its first bar only (no view afterwards)."""
+
+    def __init__(self) -> None:
+        super().__init__("failing_once")
+        self.calls = 0
+
+    def generate_signal(self, market_data: Mapping[str, Any], current_index: int) -> StrategySignal | None:
+        self.calls += 1
+        if self.calls == 1:
+            raise ZeroDivisionError("first bar")
+        return None
+
+
+def with_a_failing_strategy(
+    **settings: Any,
+) -> tuple[EventBus, SimulatedClock, SystemMonitor, StrategyRunner, TradingDesk, list[BarClosed]]:
+    bars = real_bars("BTCUSDT", 30)
+    bus = EventBus()
+    clock = SimulatedClock(bars[0].open_time)
+    desk = TradingDesk(bus)
+    runner = StrategyRunner(FailingOnce(), bus, clock)
+    monitor = SystemMonitor(bus, clock, check_interval_ns=NANOS_PER_MINUTE, components=[runner], **settings)
+    runner.start()
+    monitor.start()
+    bus.drain()
+    return bus, clock, monitor, runner, desk, bars
+
+
+def test_a_health_check_on_request_names_the_degraded_component() -> None:
+    # Arrange
+    bus, clock, monitor, runner, _desk, bars = with_a_failing_strategy()
+    replay(bus, clock, bars[:5])
+
+    # Act
+    health_status = asyncio.run(monitor.check_system_health())
+
+    # Assert
+    assert health_status["status"] == "DEGRADED"
+    assert health_status["degraded_components"] == [runner.name]
+    assert health_status["reasons"][0].startswith(f"{runner.name} degraded: strategy failing_once raised")
+    assert health_status["trading_state"] == "ACTIVE"
+
+
+def test_the_automatic_recovery_returns_a_component_whose_fault_is_past_to_running() -> None:
+    # Arrange: the review's UC-4.1, as written
+    bus, clock, monitor, runner, desk, bars = with_a_failing_strategy()
+    replay(bus, clock, bars[:5])
+
+    async def administrator() -> tuple[Any, Any]:
+        health_status = await monitor.check_system_health()
+        if health_status["status"] == "DEGRADED":
+            return health_status, await monitor.trigger_auto_recovery()
+        return health_status, None
+
+    # Act
+    before, outcome = asyncio.run(administrator())
+    replay(bus, clock, bars[5:10])
+
+    # Assert
+    assert outcome is not None
+    assert outcome["previous_status"] == "DEGRADED" and outcome["status"] == "HEALTHY"
+    assert outcome["recovered_components"] == [runner.name]
+    assert outcome["cleared"] == before["reasons"] and outcome["remaining"] == []
+    assert runner.state is ComponentState.RUNNING and monitor.health is SystemHealth.HEALTHY
+    assert desk.commands == []
+
+
+def test_the_automatic_recovery_leaves_what_only_an_operator_clears_and_never_moves_trading() -> None:
+    # Arrange: a strategy fault and a drawdown breach that halted trading
+    bus, clock, monitor, runner, desk, bars = with_a_failing_strategy()
+    replay(bus, clock, bars[:5])
+    bus.publish(SetTradingState(state=TradingState.HALTED, reason="risk: drawdown", ts_event=0, ts_init=0))
+    bus.publish(
+        RiskBreached(
+            limit="halt_drawdown_pct",
+            value=0.21,
+            threshold=0.2,
+            state=TradingState.HALTED,
+            reason="drawdown 21% from the equity peak",
+            ts_event=0,
+            ts_init=0,
+        )
+    )
+    bus.drain()
+
+    # Act
+    outcome = asyncio.run(monitor.trigger_auto_recovery())
+
+    # Assert
+    assert outcome.recovered_components == [runner.name] and outcome.status == "DEGRADED"
+    assert len(outcome.remaining) == 1 and outcome.operator_required == outcome.remaining
+    assert outcome.remaining[0].startswith("risk limit halt_drawdown_pct breached")
+    assert outcome.trading_state == "HALTED" and desk.state is TradingState.HALTED
+    assert [c.state for c in desk.commands] == [TradingState.HALTED]
+
+
+def test_the_automatic_recovery_leaves_the_journal_to_recover_when_the_database_is_back() -> None:
+    # Arrange: the journal's component is degraded by a database outage that is still going on
+    bus, clock, monitor, runner, _desk, bars = with_a_failing_strategy(database_component="strategy.failing_once")
+    replay(bus, clock, bars[:5])
+
+    # Act
+    outcome = asyncio.run(monitor.trigger_auto_recovery())
+
+    # Assert
+    assert outcome.recovered_components == [] and runner.state is ComponentState.DEGRADED
+    assert outcome.status == "DEGRADED" and outcome.cleared == []

@@ -136,6 +136,53 @@ def test_uc_1_1_a_backtest_system_from_python_and_inside_a_running_loop() -> Non
     assert status["running"] is False
 
 
+def test_uc_4_1_health_checked_on_request_and_the_automatic_recovery(tmp_path: Path) -> None:
+    # Arrange: a running paper system in which a handler raised once (the pipeline degrades its component)
+    orchestrator = TradingOrchestrator.from_config(
+        mode="paper",
+        run={"output_dir": str(tmp_path)},
+        data={"symbols": ["BTCUSDT"]},
+        paper={"speed": 100_000, "status_interval_seconds": 3600},
+        web={"enabled": False},
+    )
+    monitor = orchestrator.monitor
+    assert monitor is not None
+
+    async def administrator() -> tuple[Any, Any, str]:
+        async with orchestrator:
+            while orchestrator.pipeline.recorder.equity == []:
+                await asyncio.sleep(0.01)
+            bar = BarClosed(
+                symbol="BTCUSDT",
+                interval="1m",
+                open_time=0,
+                open=1.0,
+                high=1.0,
+                low=1.0,
+                close=1.0,
+                volume=0.0,
+                ts_event=60_000_000_000,
+                ts_init=60_000_000_000,
+            )
+            orchestrator.pipeline.handler_failed("risk.controller.monitor", bar, ZeroDivisionError("a bug"))
+            health_status = await monitor.check_system_health()
+            recovery = None
+            if health_status["status"] == "DEGRADED":
+                recovery = await monitor.trigger_auto_recovery()
+            components = orchestrator.get_system_status()["components"]["risk.controller"]
+        return health_status, recovery, components
+
+    # Act
+    health_status, recovery, risk_state = asyncio.run(administrator())
+
+    # Assert
+    assert "risk.controller" in health_status["degraded_components"]
+    assert recovery is not None and "risk.controller" in recovery["recovered_components"]
+    assert not any(reason.startswith("risk.controller degraded") for reason in recovery["remaining"])
+    assert risk_state == "RUNNING"
+    assert recovery["trading_state"] == health_status["trading_state"]
+
+
 def test_uc_1_1_live_from_python_needs_the_confirmation() -> None:
     # Act / Assert: the same rule as keel run --mode live (tests/integration/test_live.py runs it on a local Binance)
     with pytest.raises(ConfigurationError, match="i-understand-this-trades-real-money"):
