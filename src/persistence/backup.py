@@ -244,7 +244,10 @@ class BackupManager:
 
     def _dump_database(self, database: Database, folder: Path) -> str:
         if database.backend == "sqlite":
-            _sqlite_copy(Path(str(database.url.database)), folder / "database.sqlite")
+            source = Path(str(database.url.database))
+            if not source.is_file():
+                raise BackupError(f"no database at {source}: nothing to back up yet (a paper or live run creates it)")
+            _sqlite_copy(source, folder / "database.sqlite")
             return "database.sqlite"
         target = folder / "database.dump"
         _run_tool(

@@ -165,6 +165,20 @@ class _RecordingConnection:
         self.connection.close()
 
 
+def test_a_backup_before_any_run_says_there_is_no_database_yet(tmp_path: Path) -> None:
+    # Arrange: a fresh folder, no run has created the account's database
+    missing = tmp_path / "runs" / "keel.db"
+    manager = BackupManager(f"sqlite:///{missing}", tmp_path / "backups")
+
+    # Act
+    with pytest.raises(BackupError) as caught:
+        manager.create()
+
+    # Assert: named, and neither a backup nor a half-written one is left behind
+    assert str(missing) in str(caught.value) and "nothing to back up" in str(caught.value)
+    assert list((tmp_path / "backups").iterdir()) == [] and not missing.exists()
+
+
 def test_a_released_account_lock_can_be_taken_again_at_once(database: Database) -> None:
     # Arrange: a run stops and the next (a restart, a restore) starts straight away
     lock = AccountLock(database).acquire()
