@@ -50,6 +50,7 @@ from keel.integration.responses import (
     MetricsSnapshot,
     OrderRow,
     PositionRow,
+    RecoveryOutcome,
     ResumeOutcome,
     RiskReport,
     StrategyRow,
@@ -501,6 +502,18 @@ class TradingOrchestrator:
         self.pipeline.bus.publish(SetTradingState(state=TradingState.ACTIVE, reason=reason, ts_event=now, ts_init=now))
         await self.pipeline.bus.join()
         return ResumeOutcome(trading_state=self.pipeline.risk.trading_state.value, reason=reason)
+
+    async def recover(self, reason: str) -> RecoveryOutcome:
+        """Clear the faults that are past, as the system monitor's :meth:`~SystemMonitor.trigger_auto_recovery`.
+
+        Raises
+        ------
+        RuntimeError
+            If the system runs without a monitor (nothing keeps its problems).
+        """
+        if self.monitor is None:
+            raise RuntimeError("this system runs without a system monitor: there is nothing to recover")
+        return await self.monitor.trigger_auto_recovery(reason)
 
     def update_risk_limits(self, limits: Mapping[str, float]) -> dict[str, float | int]:
         """Change risk limits now (as the user's UC-1.2 ``risk_controller.update_limits``).

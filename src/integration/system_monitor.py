@@ -223,7 +223,7 @@ class SystemMonitor(Component):
             time=iso_time(self.clock.timestamp_ns()),
         )
 
-    async def trigger_auto_recovery(self) -> RecoveryOutcome:
+    async def trigger_auto_recovery(self, reason: str = "automatic recovery") -> RecoveryOutcome:
         """Clear what is past and report what is left (UC-4.1); the trading state never changes.
 
         The components a handler's or a strategy's exception left DEGRADED go
@@ -233,6 +233,11 @@ class SystemMonitor(Component):
         lagging event loop) stay open until they end, and the problems only an
         operator's resume clears stay open and are listed in
         ``operator_required``.
+
+        Parameters
+        ----------
+        reason
+            Why, kept with each recovered component's state change.
 
         Returns
         -------
@@ -246,7 +251,7 @@ class SystemMonitor(Component):
         recovered = []
         for component in self.components:
             if component.state is ComponentState.DEGRADED and component.name != self.database_component:
-                component.recover("automatic recovery: the fault is past")
+                component.recover(f"{reason}: the fault is past")
                 recovered.append(component.name)
         await self.bus.join()
         self.check_bus()  # what the first check counted is seen: only what happened since stays open
@@ -255,7 +260,7 @@ class SystemMonitor(Component):
         operator = [
             reason for key, (_, reason) in self._problems.items() if key.startswith("risk ") or key in _OPERATOR_CLEARS
         ]
-        _log.info("automatic recovery", recovered=recovered, remaining=len(remaining), health=self.health.value)
+        _log.info("automatic recovery", reason=reason, recovered=recovered, remaining=remaining)
         return RecoveryOutcome(
             previous_status=previous.value,
             status=self.health.value,

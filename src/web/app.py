@@ -33,6 +33,7 @@ from keel.integration.responses import (
     FillRow,
     OrderRow,
     PositionRow,
+    RecoveryOutcome,
     ResumeOutcome,
     RiskReport,
     StrategyRow,
@@ -63,6 +64,13 @@ class ResumeRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     reason: str = Field(min_length=1, max_length=500, description="Why trading may resume.")
+
+
+class RecoveryRequest(BaseModel):
+    """Body of POST /api/v1/recover."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=500, description="Why the faults may be taken as past.")
 
 
 class RiskLimitsUpdate(BaseModel):
@@ -421,6 +429,13 @@ def create_app(
         """Return trading to ACTIVE after a halt."""
         outcome = await service.resume(body.reason)
         audit(actor, "resume", {"reason": body.reason}, _request_id(request))
+        return outcome
+
+    @app.post("/api/v1/recover")
+    async def recover(request: Request, body: Annotated[RecoveryRequest, Body()], actor: Operator) -> RecoveryOutcome:
+        """Return the components a past fault left DEGRADED to RUNNING; list what stays open (trading unchanged)."""
+        outcome = await service.recover(body.reason)
+        audit(actor, "recover", {"reason": body.reason}, _request_id(request))
         return outcome
 
     @app.put("/api/v1/risk/limits")

@@ -16,6 +16,7 @@ from keel.integration.responses import (
     MetricsSnapshot,
     OrderRow,
     PositionRow,
+    RecoveryOutcome,
     ResumeOutcome,
     RiskReport,
     StrategyRow,
@@ -59,6 +60,9 @@ class TradingService(Protocol):
 
     async def resume(self, reason: str) -> ResumeOutcome:
         """Return trading to ACTIVE after a halt."""
+
+    async def recover(self, reason: str) -> RecoveryOutcome:
+        """Return the components a past fault left DEGRADED to RUNNING; say what is left open."""
 
     def update_risk_limits(self, limits: Mapping[str, float]) -> dict[str, float | int]:
         """Change risk limits at run time (ValueError for an unknown or invalid limit)."""

@@ -27,6 +27,7 @@ from keel.integration.responses import (
     MetricsSnapshot,
     OrderRow,
     PositionRow,
+    RecoveryOutcome,
     ResumeOutcome,
     RiskReport,
     StrategyRow,
@@ -189,6 +190,10 @@ class SnapshotService:
     async def resume(self, reason: str) -> ResumeOutcome:
         """Resume trading on the trading loop and wait for the outcome."""
         return await self._on_trading_loop(self.publisher.service.resume(reason))
+
+    async def recover(self, reason: str) -> RecoveryOutcome:
+        """Run the automatic recovery on the trading loop and wait for the outcome."""
+        return await self._on_trading_loop(self.publisher.service.recover(reason))
 
     def update_risk_limits(self, limits: Mapping[str, float]) -> dict[str, float | int]:
         """Change risk limits on the trading loop (ValueError as the system raises it)."""

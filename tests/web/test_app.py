@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from conftest import TOKEN, bearer, running_session, session_config
+from keel.core.messages import BarClosed
 from keel.integration.paper import PaperSession
 from keel.integration.responses import SystemStatus
 from keel.optimization.config_optimizer import ConfigOptimizer
@@ -25,6 +26,7 @@ from keel.web import create_app
 CONTROL_ROUTES = [
     ("POST", "/api/v1/emergency-stop", {"reason": "test"}),
     ("POST", "/api/v1/resume", {"reason": "test"}),
+    ("POST", "/api/v1/recover", {"reason": "test"}),
     ("PUT", "/api/v1/risk/limits", {"max_leverage": 2.0}),
     ("POST", "/api/v1/strategies/ma_cross/start", None),
     ("POST", "/api/v1/strategies/ma_cross/stop", None),
@@ -125,6 +127,46 @@ def test_emergency_stop_halts_cancels_and_is_audited_then_resume(tmp_path: Path)
     database = Database(f"sqlite:///{tmp_path / 'keel.db'}")
     actions = [(e.action, e.actor.split("@")[0]) for e in AuditLog(database).entries()]
     assert actions == [("emergency_stop", "operator"), ("resume", "operator")]
+
+
+def test_recover_returns_a_component_a_past_fault_degraded_to_running_and_is_audited(tmp_path: Path) -> None:
+    # Arrange: a handler of the risk controller raised once (the bus marks its component degraded)
+    async def scenario() -> tuple[dict, dict, dict]:
+        async with running_session(tmp_path, min_bars=50) as (session, client):
+            bar = BarClosed(
+                symbol="BTCUSDT",
+                interval="1m",
+                open_time=0,
+                open=1.0,
+                high=1.0,
+                low=1.0,
+                close=1.0,
+                volume=0.0,
+                ts_event=60_000_000_000,
+                ts_init=60_000_000_000,
+            )
+            session.pipeline.handler_failed("risk.controller.monitor", bar, ZeroDivisionError("a bug"))
+            await asyncio.sleep(0.3)
+            degraded = (await client.get("/api/v1/status")).json()
+
+            # Act
+            outcome = await client.post("/api/v1/recover", json={"reason": "fixed the bug"}, headers=bearer())
+            await asyncio.sleep(0.3)
+            after = (await client.get("/api/v1/status")).json()
+            return degraded, outcome.json(), after
+
+    degraded, outcome, after = asyncio.run(scenario())
+
+    # Assert
+    assert degraded["components"]["risk.controller"] == "DEGRADED"
+    assert "risk.controller" in outcome["recovered_components"]
+    assert outcome["trading_state"] == degraded["trading_state"]
+    assert after["components"]["risk.controller"] == "RUNNING"
+    assert not any(reason.startswith("risk.controller degraded") for reason in after["health_reasons"])
+    database = Database(f"sqlite:///{tmp_path / 'keel.db'}")
+    assert [(e.action, json.loads(e.details)) for e in AuditLog(database).entries()] == [
+        ("recover", {"reason": "fixed the bug"})
+    ]
 
 
 def test_risk_limits_are_validated_and_applied(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ OPERATIONS = [
     ("GET", "/api/v1/allocations"),
     ("POST", "/api/v1/emergency-stop"),
     ("POST", "/api/v1/resume"),
+    ("POST", "/api/v1/recover"),
     ("PUT", "/api/v1/risk/limits"),
     ("POST", "/api/v1/strategies/{name}/start"),
     ("POST", "/api/v1/strategies/{name}/stop"),
