@@ -28,6 +28,7 @@ from keel.core.messages import PositionLiquidated
 from keel.core.orders import Order, OrderStatus
 from keel.execution.tca import TCA_COLUMNS, tca_row
 from keel.portfolio.attribution import ATTRIBUTION_COLUMNS
+from keel.portfolio.equal_weight import EqualWeightAllocator
 
 if TYPE_CHECKING:
     from keel.integration.pipeline import Pipeline
@@ -205,6 +206,19 @@ def liquidation_metrics(liquidations: Sequence[PositionLiquidated]) -> dict[str,
     }
 
 
+def views_not_worth_costs(pipeline: Pipeline) -> int:
+    """Return how often a view's exposure was not taken because its edge did not pay its trading costs.
+
+    The equal-weight allocator takes such a signal as flat; the risk layer
+    leaves a target's added exposure out (``portfolio.no_trade_band``, the
+    smallest order). Signals published with no order sent and no denial are
+    usually these.
+    """
+    allocator = pipeline.allocator
+    skipped = allocator.views_not_worth_costs if isinstance(allocator, EqualWeightAllocator) else 0
+    return skipped + pipeline.risk.views_not_worth_costs
+
+
 def run_metrics(pipeline: Pipeline, bars_per_year: float) -> dict[str, Any]:
     """Return the performance, trading and cost metrics of a run so far."""
     positions = pipeline.positions
@@ -221,6 +235,8 @@ def run_metrics(pipeline: Pipeline, bars_per_year: float) -> dict[str, Any]:
             "n_orders_rejected": sum(1 for o in orders if o.status is OrderStatus.REJECTED),
             "n_orders_denied": len(pipeline.recorder.denials),
             "orders_denied_by_reason": dict(sorted(Counter(d.reason_code for d in pipeline.recorder.denials).items())),
+            "signals_published": pipeline.strategy.manager.signals_published,
+            "views_not_worth_costs": views_not_worth_costs(pipeline),
             "fees_paid": float(positions.fees_paid),
             "funding_paid": float(-positions.funding_received),
             "fees_by_symbol": {s: float(v) for s, v in sorted(positions.fees_by_symbol.items())},

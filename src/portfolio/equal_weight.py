@@ -43,6 +43,11 @@ class EqualWeightAllocator(Component):
         How a view becomes an edge per bar, and the bars it is expected to last.
     bus, clock
         The event bus and the clock.
+
+    Attributes
+    ----------
+    views_not_worth_costs : int
+        BUY and SELL signals taken as flat because their edge did not pay the round trip.
     """
 
     def __init__(
@@ -69,6 +74,7 @@ class EqualWeightAllocator(Component):
         self.information_coefficient = information_coefficient
         self.holding_bars = holding_bars
         self._direction = dict.fromkeys(self.symbols, 0)
+        self.views_not_worth_costs = 0
 
     def on_start(self) -> None:
         """Subscribe to signals and rebalance commands; start the rebalance timer."""
@@ -94,6 +100,7 @@ class EqualWeightAllocator(Component):
             return
         direction = _DIRECTION[signal.action]
         if direction != 0 and self.costs is not None and not self._pays(self.costs, signal):
+            self.views_not_worth_costs += 1
             direction = 0
         if self._direction[signal.symbol] == direction:
             return

@@ -408,6 +408,8 @@ class RiskController(Component):
         self.approved = 0
         self.denied = 0
         self.breaches = 0
+        # Exposure a target asked for and the cost model did not pay for (the no-trade band, the smallest order).
+        self.views_not_worth_costs = 0
         self.approval_seconds = 0.0
         # Positions strategies hold by themselves (target quantities, ladders), set aside from the weights.
         self.ladders = LadderRisk(self)
@@ -1234,6 +1236,7 @@ class RiskController(Component):
         added = (abs(target) - abs(held) if same_side else abs(target)) * price
         edge = self._edge(symbol, 1.0 if target > 0 else -1.0)
         if added < smallest or not costs.worth_trading(symbol, added, edge, self.holding_bars):
+            self.views_not_worth_costs += 1
             return held if same_side else self._closed_or_kept(costs, symbol, held, price)
         return target
 

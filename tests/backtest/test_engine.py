@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +18,7 @@ from keel.backtest.engine import funding_coverage_end
 from keel.config import load_config
 from keel.core.errors import MalformedDataError
 from keel.execution.tca import TCA_COLUMNS
-from keel.strategy_engine import MovingAverageCrossStrategy
+from keel.strategy_engine import BaseStrategy, MovingAverageCrossStrategy, StrategySignal
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
 # These tests check what a run writes, so they need fills in a few days of three symbols: the cost rule off,
@@ -81,6 +83,8 @@ def test_metrics_json_has_the_documented_keys(tmp_path: Path) -> None:
         "liquidations",
         "liquidations_by_symbol",
         "liquidation_fees",
+        "signals_published",
+        "views_not_worth_costs",
     ):
         assert key in metrics, key
     assert metrics["liquidations"] == 0 and metrics["liquidations_by_symbol"] == {}
@@ -89,6 +93,29 @@ def test_metrics_json_has_the_documented_keys(tmp_path: Path) -> None:
     assert metrics["handler_errors"] == 0
     assert metrics["n_trades"] > 0 and metrics["fees_paid"] > 0
     assert 0.0 <= metrics["max_drawdown"] < 1.0
+
+
+class AlwaysLong(BaseStrategy):
+    """A user's strategy: a half-confident BUY on every bar."""
+
+    def __init__(self) -> None:
+        super().__init__("always_long")
+
+    def generate_signal(self, market_data: Mapping[str, Any], current_index: int) -> StrategySignal | None:
+        return StrategySignal(market_data["symbol"], "BUY", strength=1.0, confidence=0.5)
+
+
+@pytest.mark.parametrize("allocator", ["markowitz", "equal_weight"])
+def test_a_view_too_weak_for_its_costs_is_counted_so_no_orders_are_explained(allocator: str) -> None:
+    # Arrange: on one-minute BTC bars a half-confident view's edge does not pay a taker round trip
+    engine = BacktestEngine(load_config("backtest", overrides={"portfolio": {"allocator": allocator}}))
+
+    # Act
+    result = engine.run(AlwaysLong(), symbols=["BTCUSDT"], start="2025-05-05", end="2025-05-08")
+
+    # Assert
+    assert result["n_orders"] == 0 and result["n_orders_denied"] == 0
+    assert result["signals_published"] == 1 and result["views_not_worth_costs"] >= 1
 
 
 def test_equity_curve_matches_the_final_metrics(tmp_path: Path) -> None:

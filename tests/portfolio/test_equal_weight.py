@@ -75,7 +75,8 @@ def test_with_the_cost_model_a_view_too_weak_to_pay_its_round_trip_counts_as_fla
         costs.observe_bar("BTCUSDT", 100.0 if k % 2 else 101.0, 1e9)
     proposals: list[AllocationProposed] = []
     bus.subscribe(AllocationProposed, proposals.append)
-    EqualWeightAllocator(["BTCUSDT", "ETHUSDT"], 1.0, bus, clock, costs=costs, holding_bars=60).start()
+    allocator = EqualWeightAllocator(["BTCUSDT", "ETHUSDT"], 1.0, bus, clock, costs=costs, holding_bars=60)
+    allocator.start()
 
     # Act: a 2 % view (0.06 % over 60 bars), then a full one, on BTC; a full one on ETH, whose volatility is unknown
     for strength, symbol in ((0.02, "BTCUSDT"), (1.0, "BTCUSDT"), (1.0, "ETHUSDT")):
@@ -87,5 +88,6 @@ def test_with_the_cost_model_a_view_too_weak_to_pay_its_round_trip_counts_as_fla
         )  # fmt: skip
     bus.drain()
 
-    # Assert: only the full BTC view takes a direction
+    # Assert: only the full BTC view takes a direction; the two others are counted
     assert [p.weights for p in proposals] == [{"BTCUSDT": -0.5, "ETHUSDT": 0.0}]
+    assert allocator.views_not_worth_costs == 2
