@@ -28,7 +28,6 @@ from keel.core.messages import PositionLiquidated
 from keel.core.orders import Order, OrderStatus
 from keel.execution.tca import TCA_COLUMNS, tca_row
 from keel.portfolio.attribution import ATTRIBUTION_COLUMNS
-from keel.portfolio.equal_weight import EqualWeightAllocator
 
 if TYPE_CHECKING:
     from keel.integration.pipeline import Pipeline
@@ -209,14 +208,13 @@ def liquidation_metrics(liquidations: Sequence[PositionLiquidated]) -> dict[str,
 def views_not_worth_costs(pipeline: Pipeline) -> int:
     """Return how often a view's exposure was not taken because its edge did not pay its trading costs.
 
-    The equal-weight allocator takes such a signal as flat; the risk layer
-    leaves a target's added exposure out (``portfolio.no_trade_band``, the
+    The equal-weight allocator takes such a signal as flat, the optimizer's
+    cost-penalized solve gives it no weight, the risk layer leaves a target's
+    added exposure out (``portfolio.no_trade_band``, the
     smallest order). Signals published with no order sent and no denial are
     usually these.
     """
-    allocator = pipeline.allocator
-    skipped = allocator.views_not_worth_costs if isinstance(allocator, EqualWeightAllocator) else 0
-    return skipped + pipeline.risk.views_not_worth_costs
+    return pipeline.allocator.views_not_worth_costs + pipeline.risk.views_not_worth_costs
 
 
 def run_metrics(pipeline: Pipeline, bars_per_year: float) -> dict[str, Any]:

@@ -77,6 +77,8 @@ from keel.portfolio.markowitz import (
 )
 
 _SIGN = {SignalAction.BUY: 1.0, SignalAction.SELL: -1.0, SignalAction.HOLD: 0.0}
+_NO_WEIGHT = 1e-6
+"""A weight under this (a millionth of equity) is none: the solver's zero up to its tolerance."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +160,12 @@ class PortfolioOptimizer(Component):
         over ``holding_bars``.
     bus, clock
         The event bus and clock; private ones when used as a plain estimator.
+
+    Attributes
+    ----------
+    views_not_worth_costs : int
+        Direction changes of a symbol's view that the cost-penalized solve
+        gave no weight (under a millionth of equity).
     """
 
     def __init__(
@@ -248,6 +256,7 @@ class PortfolioOptimizer(Component):
         self._closes: dict[str, _CloseWindow] = {s: _CloseWindow(lookback + 1) for s in self.symbols}
         self._views: dict[str, dict[str, float]] = {}
         self._direction: dict[str, float] = {}
+        self.views_not_worth_costs = 0
         self._caps: dict[str, float] = {}
         self._limits: dict[str, float] = {}
         self._equity: float | None = None
@@ -626,6 +635,7 @@ class PortfolioOptimizer(Component):
         # Only a proposal consumes the change: a signal before enough history is seen again later.
         if targets:
             self._direction[signal.symbol] = direction
+            self._count_unweighted(targets, {signal.symbol: direction})
         self._propose(targets, f"{signal.strategy} {signal.action.value} {signal.symbol}", signal.ts_event)
 
     def _decide_pending(self, ts: int) -> None:
@@ -648,7 +658,16 @@ class PortfolioOptimizer(Component):
             return
         for symbol in ready:
             self._direction[symbol] = self._pending.pop(symbol)[0]
+        self._count_unweighted(targets, {symbol: self._direction[symbol] for symbol in ready})
         self._propose(targets, f"view change {','.join(sorted(ready))}", ts)
+
+    def _count_unweighted(self, targets: Mapping[str, float], directions: Mapping[str, float]) -> None:
+        """Count the new non-zero directions the solve gave no weight, when it priced trading costs."""
+        if self.costs is None and self.cost_assumption is None:
+            return
+        for symbol, direction in directions.items():
+            if direction != 0.0 and abs(targets.get(symbol, 0.0)) < _NO_WEIGHT:
+                self.views_not_worth_costs += 1
 
     def on_position(self, change: PositionChanged) -> None:
         """Keep the position quantity for the current weights."""

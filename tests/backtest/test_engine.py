@@ -105,10 +105,17 @@ class AlwaysLong(BaseStrategy):
         return StrategySignal(market_data["symbol"], "BUY", strength=1.0, confidence=0.5)
 
 
-@pytest.mark.parametrize("allocator", ["markowitz", "equal_weight"])
-def test_a_view_too_weak_for_its_costs_is_counted_so_no_orders_are_explained(allocator: str) -> None:
+@pytest.mark.parametrize(
+    "portfolio",
+    [
+        {"allocator": "markowitz"},
+        {"allocator": "markowitz", "no_trade_band": False},  # the optimizer's solve alone
+        {"allocator": "equal_weight"},
+    ],
+)
+def test_a_view_too_weak_for_its_costs_is_counted_so_no_orders_are_explained(portfolio: dict[str, Any]) -> None:
     # Arrange: on one-minute BTC bars a half-confident view's edge does not pay a taker round trip
-    engine = BacktestEngine(load_config("backtest", overrides={"portfolio": {"allocator": allocator}}))
+    engine = BacktestEngine(load_config("backtest", overrides={"portfolio": portfolio}))
 
     # Act
     result = engine.run(AlwaysLong(), symbols=["BTCUSDT"], start="2025-05-05", end="2025-05-08")
