@@ -121,6 +121,15 @@ def backtest(
     keys = ("total_return", "sharpe_ratio", "max_drawdown", "n_trades", "fees_paid", "bars_processed", "wall_seconds")
     click.echo(json.dumps({key: result[key] for key in keys}))
     click.echo(f"results written to {folder}")
+    if result["strategy_errors"]:
+        disabled = "; ".join(
+            f"{name} off for {', '.join(symbols)}" for name, symbols in result["strategies_disabled"].items()
+        )
+        click.echo(
+            f"keel: the strategies raised {result['strategy_errors']} times ({disabled or 'none switched off'}); "
+            "see the log",
+            err=True,
+        )
     if result["handler_errors"]:
         _fail(f"{result['handler_errors']} handler errors during the backtest; see the log", EXIT_FAILURE)
 

@@ -9,6 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from click.testing import CliRunner
+
+from keel.cli import main
+from keel.strategy_engine import TrendFollowingStrategy
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -468,3 +474,24 @@ def test_a_paper_run_without_the_web_app_notifies_fills_and_answers_status_on_te
     fills = [line for t in texts for line in t.splitlines() if line.startswith("fill ")]
     assert fills and all(line.split()[1] in ("BTCUSDT", "ETHUSDT") for line in fills), texts
     assert TOKEN not in stdout and TOKEN not in stderr
+
+
+def test_a_backtest_whose_strategy_raised_says_so_and_where_it_was_switched_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Arrange: a bug in the trend-following strategy, run in this process (the fit worker would not have it)
+    def step(*_: object) -> None:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(TrendFollowingStrategy, "step", step)
+    environment = {"KEEL_STRATEGY__STRATEGIES": "trend_following", "KEEL_RUN__REGIME_FIT_WORKER": "false"}
+    arguments = ["backtest", "--symbols", "BTCUSDT", "--start", "2025-05-05", "--end", "2025-05-06"]
+
+    # Act
+    completed = CliRunner().invoke(main, [*arguments, "--output", str(tmp_path / "out")], env=environment)
+
+    # Assert: ten errors in a row switch it off, in the warm-up on the day before and again in the run
+    assert completed.exit_code == 0, completed.output
+    assert "the strategies raised 20 times (trend_following off for BTCUSDT)" in completed.stderr
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["strategies_disabled"] == {"trend_following": ["BTCUSDT"]}

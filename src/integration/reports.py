@@ -217,6 +217,12 @@ def views_not_worth_costs(pipeline: Pipeline) -> int:
     return pipeline.allocator.views_not_worth_costs + pipeline.risk.views_not_worth_costs
 
 
+def strategies_disabled(pipeline: Pipeline) -> dict[str, list[str]]:
+    """Return, by strategy, the symbols it was switched off for after raising too often in a row."""
+    strategies = pipeline.strategy.manager.get_system_status()["strategies"]
+    return {name: info["disabled_symbols"] for name, info in sorted(strategies.items()) if info["disabled_symbols"]}
+
+
 def run_metrics(pipeline: Pipeline, bars_per_year: float) -> dict[str, Any]:
     """Return the performance, trading and cost metrics of a run so far."""
     positions = pipeline.positions
@@ -246,6 +252,8 @@ def run_metrics(pipeline: Pipeline, bars_per_year: float) -> dict[str, Any]:
             "bus_high_water_mark": pipeline.bus.high_water_mark,
             "trading_state": pipeline.risk.trading_state.value,
             "strategies_excluded": dict(sorted(pipeline.excluded_strategies.items())),
+            "strategy_errors": pipeline.strategy.errors,
+            "strategies_disabled": strategies_disabled(pipeline),
             # The risk controller's drawdown is the system's one drawdown (restored across restarts).
             "drawdown": pipeline.risk.drawdown,
             "max_drawdown": pipeline.risk.max_drawdown,

@@ -125,6 +125,29 @@ def test_a_view_too_weak_for_its_costs_is_counted_so_no_orders_are_explained(por
     assert result["signals_published"] == 1 and result["views_not_worth_costs"] >= 1
 
 
+class ReturnsADict(BaseStrategy):
+    """A user's strategy answering with a mapping instead of a StrategySignal."""
+
+    def __init__(self) -> None:
+        super().__init__("returns_a_dict")
+
+    def generate_signal(self, market_data: Mapping[str, Any], current_index: int) -> Any:
+        return {"symbol": market_data["symbol"], "action": "BUY"}
+
+
+def test_a_strategy_that_raises_is_counted_with_the_symbols_it_was_switched_off_for() -> None:
+    # Arrange
+    engine = BacktestEngine(load_config("backtest"))
+
+    # Act
+    result = engine.run(ReturnsADict(), symbols=["BTCUSDT", "ETHUSDT"], start="2025-05-05", end="2025-05-06")
+
+    # Assert: ten errors in a row switch it off for a symbol, in the warm-up on the day before and again in the run
+    assert result["strategy_errors"] == 2 * 2 * 10
+    assert result["strategies_disabled"] == {"returns_a_dict": ["BTCUSDT", "ETHUSDT"]}
+    assert result["handler_errors"] == 0 and result["n_orders"] == 0
+
+
 def test_equity_curve_matches_the_final_metrics(tmp_path: Path) -> None:
     # Arrange / Act
     folder = run_small(tmp_path, "run")
