@@ -147,6 +147,8 @@ def _run(config: KeelConfig, options: dict[str, Any]) -> None:
     result = tuner.finish(study, strategy)
     folder = write_study_outputs(study, result, options["output_dir"])
     click.echo(_summary_line(result))
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if result.cache.get("health") == "DEGRADED":
         click.echo(f"warning: the backtest cache ({result.cache['backend']}) was unreachable; trials ran uncached")
     click.echo(f"report written to {folder / 'report.html'}; apply with keel backtest --config {folder / 'best.yaml'}")
@@ -270,6 +272,8 @@ def report(storage: str | None, study_name: str, output_dir: str, config_file: s
         _fail(str(error), EXIT_FAILURE)
     folder = write_study_outputs(study, result, output_dir)
     click.echo(_summary_line(result))
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
     click.echo(f"report written to {folder / 'report.html'}")
 
 

@@ -112,7 +112,7 @@ _CSS = (
     "body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}"
     "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
     "svg{background:#fafafa;border:1px solid #ddd;margin:4px}.lead{font-size:1.2em;background:#eef6ee;padding:1em}"
-    "text{font-size:11px}"
+    "text{font-size:11px}.warning{font-size:1.1em;background:#fbeaea;border-left:4px solid #c33;padding:.6em 1em}"
 )
 
 
@@ -126,15 +126,17 @@ def _headline(result: TuningResult) -> str:
     params = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in sorted(result.best_params.items())
     )
+    warnings = "".join(f"<p class='warning'><b>Warning:</b> {html.escape(w)}</p>" for w in result.warnings)
     return (
-        f"<div class='lead'><b>Held-out window {html.escape(result.holdout_window[0])} to "
+        f"{warnings}<div class='lead'><b>Held-out window {html.escape(result.holdout_window[0])} to "
         f"{html.escape(result.holdout_window[1])} (never seen in tuning):</b> return {h.get('total_return', 0):.4%}, "
         f"Sharpe {h.get('sharpe_ratio', 0):.3f}, Sortino {h.get('sortino_ratio', 0):.3f}, "
         f"Calmar {h.get('calmar_ratio', 0):.3f}, max drawdown {h.get('max_drawdown', 0):.4%}, "
         f"trades {int(h.get('n_trades', 0))}.<br>Deflated Sharpe ratio {result.deflated_sharpe:.3f} "
         f"(over {result.trials_run} trials run) · PBO {pbo} · objective {html.escape(result.objective)} "
         f"(out-of-sample score of the winner {result.best_value:.4f}) · trials: {result.trials_complete} complete, "
-        f"{result.trials_pruned} pruned, {result.trials_failed} failed.</div>"
+        f"{result.trials_pruned} pruned, {result.trials_failed} failed, "
+        f"{result.trials_without_trades} without a trade.</div>"
         f"<h2>Winner's parameters</h2><table>{params}</table>"
     )
 

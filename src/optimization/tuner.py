@@ -90,6 +90,8 @@ class TuningResult:
     equity_holdout: list[float] = field(default_factory=list)
     base_layer: dict[str, Any] = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict)
+    trials_without_trades: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """Return the headline numbers, the held-out result first."""
@@ -104,6 +106,8 @@ class TuningResult:
             "trials_complete": self.trials_complete,
             "trials_pruned": self.trials_pruned,
             "trials_failed": self.trials_failed,
+            "trials_without_trades": self.trials_without_trades,
+            "warnings": self.warnings,
             "cache": self.cache,
         }
 
@@ -340,9 +344,11 @@ class HyperparameterTuner:
                 folds: list[dict[str, Any]] = []
                 tests: list[tuple[float, ...]] = []
                 returns: list[float] = []
+                trades = 0
                 for fold in plan.folds:
                     train = self.evaluate(config, fold.train_start, fold.train_end)
                     test = self.evaluate(config, fold.test_start, fold.test_end)
+                    trades += int(train.metrics["n_trades"] + test.metrics["n_trades"])
                     test_values = objective.score(test.equity, bars_per_year)
                     test_metrics = curve_metrics(test.equity, bars_per_year)
                     tests.append(test_values)
@@ -359,8 +365,10 @@ class HyperparameterTuner:
                         trial.report(float(np.mean([t[0] for t in tests])), fold.index)
                         if trial.should_prune():
                             trial.set_user_attr("folds", folds)
+                            trial.set_user_attr("trades", trades)
                             raise optuna.TrialPruned(f"pruned after fold {fold.index}")
                 trial.set_user_attr("folds", folds)
+                trial.set_user_attr("trades", trades)
                 trial.set_user_attr("oos_returns", [round(r, 10) for r in returns])
             except optuna.TrialPruned:
                 raise
@@ -400,6 +408,7 @@ class HyperparameterTuner:
         lengths = {len(r) for r in matrix}
         pbo = probability_of_backtest_overfitting(np.asarray(matrix).T) if len(lengths) == 1 else None
         states = [t.state for t in study.trials]
+        idle = sum(1 for t in complete if t.user_attrs.get("trades") == 0)
         return TuningResult(
             study_name=study.study_name,
             objective=objective.name,
@@ -419,6 +428,8 @@ class HyperparameterTuner:
             equity_holdout=holdout.equity.tolist(),
             base_layer=_base_layer(base, strategy),
             cache={**self.cache.get_performance_metrics(), "regime_fits": self.regime_fits.metrics()},
+            trials_without_trades=idle,
+            warnings=_idle_warnings(idle, len(complete)),
         )
 
     def counts_only_result(self, study: optuna.Study, objective: Objective) -> TuningResult:
@@ -537,6 +548,18 @@ def _pruner(name: str) -> optuna.pruners.BasePruner:
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1)
     return optuna.pruners.NopPruner()
+
+
+def _idle_warnings(idle: int, complete: int) -> list[str]:
+    """Say when no completed trial traded: their scores are all alike and the winner is arbitrary."""
+    if idle == 0 or idle < complete:
+        return []
+    return [
+        f"none of the {complete} completed trials traded in any walk-forward window: every score is that of an "
+        "idle account, so the winner's parameters are arbitrary. Tune over a longer range (--start, --end), "
+        "or backtest the strategy and read views_not_worth_costs in its metrics.json: its views may not pay "
+        "their trading costs."
+    ]
 
 
 def _headline(curve: Curve, bars_per_year: float) -> dict[str, float]:

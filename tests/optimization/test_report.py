@@ -95,3 +95,27 @@ def test_the_outputs_lead_with_the_held_out_result_and_best_yaml_is_a_config_lay
     tuned = load_config("backtest", folder / "best.yaml")
     assert tuned.portfolio.allocator == result.best_params["portfolio.allocator"]
     assert result.best_params[FAST] >= 15  # the synthetic edge grows with the fast period
+
+
+class IdleTuner(SyntheticTuner):
+    """Each backtest is an account that never traded."""
+
+    def evaluate(self, config: KeelConfig, start: datetime, end: datetime) -> Curve:
+        bars = int((end - start).total_seconds() // 60)
+        return Curve(np.full(bars + 1, 10_000.0), {"total_return": 0.0, "n_trades": 0.0})
+
+
+def test_the_report_leads_with_the_warning_when_no_trial_traded(tmp_path: Path) -> None:
+    # Arrange
+    config = synthetic_tuner(tmp_path, "none").config
+    tuner = IdleTuner(config, cache=CacheManager(), study_name="idle")
+    result = tuner.optimize("trend_following", {"fast_period": (5, 20)}, trials=3)
+    study = optuna.load_study(study_name="idle", storage=tuner.storage_url)
+
+    # Act
+    folder = write_study_outputs(study, result, tmp_path / "out")
+
+    # Assert
+    html = (folder / "report.html").read_text()
+    assert html.index("Warning:") < html.index("Held-out window")
+    assert "the winner&#x27;s parameters are arbitrary" in html and "3 without a trade" in html

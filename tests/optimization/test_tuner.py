@@ -26,7 +26,7 @@ USER_SPACE = {"fast_period": (5, 20), "slow_period": (20, 50), "min_trend_streng
 
 
 def small_config(storage: Path) -> KeelConfig:
-    """Three days of BTCUSDT: two 1-day/12-hour folds and a 12-hour held-out window."""
+    """Three days of BTCUSDT: two 1-day/12-hour folds and a 12-hour held-out window; trend following trades."""
     return apply_values(
         load_config("backtest"),
         {
@@ -35,6 +35,10 @@ def small_config(storage: Path) -> KeelConfig:
             "data.end": "2025-05-13",
             "strategy.regime.enabled": False,
             "strategy.warmup_bars": 200,
+            # A short channel and no cost band, so the trend follower trades within the one-day folds
+            # (with its default channel of 320 bars it does not enter in these days at all).
+            "strategy.parameters.trend_following.channel_period": 20,
+            "portfolio.no_trade_band": False,
             "tuning.train_days": 1.0,
             "tuning.test_days": 0.5,
             "tuning.embargo_hours": 1.0,
@@ -263,3 +267,30 @@ def test_a_study_interrupted_by_ctrl_c_resumes_and_runs_the_interrupted_trial_ag
     # Assert
     states = [t.state for t in optuna.load_study(study_name="interrupted", storage=tuner.storage_url).trials]
     assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.COMPLETE]
+
+
+def test_a_study_in_which_no_trial_traded_warns_that_its_winner_is_arbitrary(tmp_path: Path) -> None:
+    # Arrange: the strategy's default channel of 320 bars, which gives no entry in these three days
+    config = apply_values(
+        small_config(tmp_path / "optuna.db"), {"strategy.parameters.trend_following.channel_period": 320}
+    )
+    tuner = HyperparameterTuner(config, cache=CacheManager(), study_name="idle")
+
+    # Act
+    result = tuner.optimize("trend_following", {FAST: (5, 20)}, "sharpe", 2)
+
+    # Assert
+    assert result.trials_without_trades == result.trials_complete == 2
+    assert len(result.warnings) == 1 and "the winner's parameters are arbitrary" in result.warnings[0]
+    assert result.summary()["warnings"] == result.warnings
+
+
+def test_a_study_whose_trials_traded_has_no_warning(user_study) -> None:
+    # Arrange
+    _, result = user_study
+
+    # Act
+    summary = result.summary()
+
+    # Assert
+    assert result.trials_without_trades < result.trials_complete and summary["warnings"] == []
