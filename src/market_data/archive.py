@@ -361,45 +361,61 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _milliseconds(text: str, path: Path) -> int:
+def _milliseconds(text: str) -> int | None:
+    """Return a time in milliseconds (microseconds are scaled down), None when it is not an integer."""
     try:
         value = int(text)
-    except ValueError as error:
-        raise ArchiveError(f"{path}: time {text!r} is not an integer") from error
+    except ValueError:
+        return None
     return value // 1000 if value >= _MICROSECONDS_FROM else value
 
 
-def _klines(paths: Iterable[Path]) -> list[tuple[int, str, str, str, str, str]]:
-    bars: dict[int, tuple[int, str, str, str, str, str]] = {}
+def _klines(paths: Iterable[Path]) -> list[tuple[object, ...]]:
+    """Return the bars in time order (the last row of a time wins), then the malformed rows as they were.
+
+    A row without six fields or with a time that is not an integer is kept,
+    not dropped: the loader counts it and skips it, ``keel data inspect`` lists it.
+    """
+    bars: dict[int, tuple[object, ...]] = {}
+    malformed: list[tuple[object, ...]] = []
     for path in paths:
         for row in _rows(path):
-            if len(row) < 6:
-                raise ArchiveError(f"{path}: a kline row has {len(row)} fields, expected at least 6")
-            time = _milliseconds(row[0], path)
+            time = _milliseconds(row[0]) if len(row) >= 6 else None
+            if time is None:
+                malformed.append(tuple(row[:6]))
+                continue
             bars[time] = (time, row[1], row[2], row[3], row[4], row[5])
-    return [bars[time] for time in sorted(bars)]
+    return [bars[time] for time in sorted(bars)] + malformed
 
 
-def _funding(paths: Iterable[Path], symbol: str) -> list[tuple[int, str]]:
+def _funding(paths: Iterable[Path]) -> tuple[list[tuple[int, str]], list[tuple[str, str]]]:
+    """Return the settled rates in time order and the malformed rows' (time, rate) as they were."""
     rates: dict[int, str] = {}
+    malformed: list[tuple[str, str]] = []
     for path in paths:
         for row in _rows(path):
-            if len(row) < 3:
-                raise ArchiveError(f"{path}: a funding row has {len(row)} fields, expected 3")
-            rates[_milliseconds(row[0], path)] = row[2]
-    return sorted(rates.items())
+            time = _milliseconds(row[0]) if len(row) >= 3 else None
+            if time is None:
+                malformed.append((row[0], row[2] if len(row) >= 3 else ""))
+                continue
+            rates[time] = row[2]
+    return sorted(rates.items()), malformed
 
 
-def _agg_trades(paths: Iterable[Path]) -> list[tuple[int, str, str, str, str]]:
-    trades: dict[int, tuple[int, str, str, str, str]] = {}
+def _agg_trades(paths: Iterable[Path]) -> list[tuple[object, ...]]:
+    """Return the trades in id order, then the malformed rows (keel's columns, as they were)."""
+    trades: dict[int, tuple[object, ...]] = {}
+    malformed: list[tuple[object, ...]] = []
     for path in paths:
         for row in _rows(path):
-            if len(row) < 7:
-                raise ArchiveError(f"{path}: an aggTrades row has {len(row)} fields, expected 7")
-            trade_id = int(row[0])
+            trade_id = _milliseconds(row[0]) if len(row) >= 7 else None
+            time = _milliseconds(row[5]) if trade_id is not None else None
+            if trade_id is None or time is None:
+                malformed.append(tuple(row[5:6] + row[1:3] + row[6:7] + row[:1]))
+                continue
             maker = "True" if row[6].strip().lower() == "true" else "False"
-            trades[trade_id] = (_milliseconds(row[5], path), row[1], row[2], maker, row[0])
-    return [trades[trade_id] for trade_id in sorted(trades)]
+            trades[int(row[0])] = (time, row[1], row[2], maker, row[0])
+    return [trades[trade_id] for trade_id in sorted(trades)] + malformed
 
 
 def write_gzip_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> Path:
@@ -460,7 +476,7 @@ def convert_archive(sources: Iterable[Path], destination: Path, result: ArchiveR
             result.written.append(write_gzip_csv(target, header, _agg_trades(paths)))
     funding_symbols = sorted({symbol for (kind, symbol, _) in groups if kind == "funding"})
     if funding_symbols:
-        rows = []
+        rows: list[tuple[object, ...]] = []
         for symbol in funding_symbols:
             mark_files = [
                 path
@@ -469,8 +485,10 @@ def convert_archive(sources: Iterable[Path], destination: Path, result: ArchiveR
                 for path in paths
             ]
             marks = {bar[0]: bar[1] for bar in _klines(mark_files)}
-            for time, rate in _funding(groups[("funding", symbol, None)], symbol):
+            settled, malformed = _funding(groups[("funding", symbol, None)])
+            for time, rate in settled:
                 rows.append((symbol, time, rate, marks.get(time - time % 3_600_000, "")))
+            rows.extend((symbol, time, rate, "") for time, rate in malformed)
         target = destination / "funding" / "funding.csv.gz"
         result.written.append(write_gzip_csv(target, ("symbol", "time_ms", "funding_rate", "mark_price"), rows))
     if symbols:

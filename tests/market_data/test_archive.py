@@ -20,7 +20,7 @@ from keel.market_data.archive import (
     mirror_files,
     write_data_config,
 )
-from keel.market_data.loaders import load_funding, load_ohlcv
+from keel.market_data.loaders import load_funding, load_ohlcv, load_trades
 
 MAY, JUNE = date(2025, 5, 1), date(2025, 6, 1)
 LATER = date(2025, 7, 15)
@@ -178,3 +178,45 @@ def test_mirror_files_lists_the_zips_of_a_download(tmp_path: Path) -> None:
     # Act / Assert
     assert mirror_files(tmp_path / "archive") == sorted(zips)
     assert archive_module.KINDS == ("klines", "funding", "mark_price", "agg_trades")
+
+
+def test_convert_keeps_rows_whose_time_is_unreadable_for_the_loaders_to_count_and_skip(tmp_path: Path) -> None:
+    # Arrange: real minutes in the archive's layout; one time garbled, one row cut short; a funding time garbled
+    recorded = load_ohlcv(BARS_1M).frame.head(10)
+    lines = [
+        f"{t},{o},{h},{lo},{c},{v},{t + 59_999},0,0,0,0,0" for t, o, h, lo, c, v in recorded.itertuples(index=False)
+    ]
+    lines[3] = "garbage" + lines[3][lines[3].index(",") :]
+    lines[6] = lines[6].split(",", 2)[0] + ",95000.0"
+    klines = tmp_path / "BTCUSDT-1m-2025-05.csv"
+    klines.write_text("\n".join(lines) + "\n")
+    funding = tmp_path / "BTCUSDT-fundingRate-2025-05.csv"
+    funding.write_text("calc_time,funding_interval_hours,last_funding_rate\n1746403200000,8,0.0001\nsoon,8,0.0002\n")
+
+    # Act
+    section = convert_archive([klines, funding], tmp_path / "out", ArchiveResult())
+
+    # Assert: nothing aborted, every good row kept, the two bad ones counted by the loader
+    bars = load_ohlcv(tmp_path / "out" / "ohlcv" / "BTCUSDT_1m.csv.gz")
+    assert section["symbols"] == ["BTCUSDT"]
+    assert len(bars.frame) == 8 and len(bars.report.bad_rows) == 2
+    rates = load_funding(tmp_path / "out" / "funding" / "funding.csv.gz")
+    assert len(rates.frame) == 1 and len(rates.report.bad_rows) == 1
+
+
+def test_convert_keeps_an_aggregate_trade_whose_id_is_unreadable_for_the_loader_to_skip(tmp_path: Path) -> None:
+    # Arrange: three aggregate trades in the archive's layout, the second with a garbled id
+    source = tmp_path / "BTCUSDT-aggTrades-2024-08.csv"
+    source.write_text(
+        "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker\n"
+        "1,56000.1,0.010,1,1,1723075200000,true\n"
+        "x2,56000.2,0.020,2,2,1723075200100,false\n"
+        "3,56000.0,0.030,3,4,1723075200200,true\n"
+    )
+
+    # Act
+    convert_archive([source], tmp_path / "out", ArchiveResult())
+
+    # Assert
+    trades = load_trades(tmp_path / "out" / "trades" / "BTCUSDT_agg_trades.csv.gz")
+    assert len(trades.frame) == 2 and len(trades.report.bad_rows) == 1
