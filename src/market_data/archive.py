@@ -375,16 +375,28 @@ def _klines(paths: Iterable[Path]) -> list[tuple[object, ...]]:
 
     A row without six fields or with a time that is not an integer is kept,
     not dropped: the loader counts it and skips it, ``keel data inspect`` lists it.
+
+    Raises
+    ------
+    ArchiveError
+        When no row of a file is a kline: the file is in another layout.
     """
     bars: dict[int, tuple[object, ...]] = {}
     malformed: list[tuple[object, ...]] = []
     for path in paths:
+        good, first_bad = 0, len(malformed)
         for row in _rows(path):
             time = _milliseconds(row[0]) if len(row) >= 6 else None
             if time is None:
                 malformed.append(tuple(row[:6]))
                 continue
             bars[time] = (time, row[1], row[2], row[3], row[4], row[5])
+            good += 1
+        if not good and len(malformed) > first_bad:
+            raise ArchiveError(
+                f"{path}: no row is a kline in Binance's archive layout (open time in milliseconds, open, high, "
+                f"low, close, volume, ...); the first reads {','.join(map(str, malformed[first_bad]))!r}"
+            )
     return [bars[time] for time in sorted(bars)] + malformed
 
 

@@ -220,3 +220,15 @@ def test_convert_keeps_an_aggregate_trade_whose_id_is_unreadable_for_the_loader_
     # Assert
     trades = load_trades(tmp_path / "out" / "trades" / "BTCUSDT_agg_trades.csv.gz")
     assert len(trades.frame) == 2 and len(trades.report.bad_rows) == 1
+
+
+def test_convert_refuses_a_csv_of_another_layout_naming_the_one_it_needs(tmp_path: Path) -> None:
+    # Arrange: a user's own export, times as dates
+    source = tmp_path / "BTCUSDT-5m-2025-05.csv"
+    source.write_text(
+        "timestamp,open,high,low,close,volume\n2025-05-04 15:30:00+00:00,95505.4,95505.5,95478.0,95478.1,44.8\n"
+    )
+
+    # Act / Assert
+    with pytest.raises(ArchiveError, match="no row is a kline in Binance's archive layout"):
+        convert_archive([source], tmp_path / "out", ArchiveResult())
