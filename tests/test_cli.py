@@ -495,3 +495,16 @@ def test_a_backtest_whose_strategy_raised_says_so_and_where_it_was_switched_off(
     assert "the strategies raised 20 times (trend_following off for BTCUSDT)" in completed.stderr
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["strategies_disabled"] == {"trend_following": ["BTCUSDT"]}
+
+
+def test_a_bad_command_line_value_exits_2_naming_the_key_not_every_option(tmp_path: Path) -> None:
+    # Act
+    completed = keel(
+        "backtest", "--symbols", "BTCUSDT", "--start", "2025-05-10", "--end", "2025-05-09", "--output", str(tmp_path)
+    )
+
+    # Assert: one line, the key at fault and why, no validator internals
+    assert completed.returncode == 2
+    (line,) = completed.stderr.strip().splitlines()
+    assert line.startswith("keel: configuration error: command line: data.end: end (2025-05-09")
+    assert "input_value" not in line and "data.symbols" not in line

@@ -56,23 +56,18 @@ def _choice(text: str) -> Any:
 
 
 def _config(config_file: str | None, symbols: tuple[str, ...], start: str | None, end: str | None) -> KeelConfig:
-    from keel.optimization.space import apply_values
-
-    overrides: dict[str, Any] = {}
+    data: dict[str, Any] = {}
     chosen = tuple(s.strip().upper() for value in symbols for s in value.split(",") if s.strip())
     if chosen:
-        overrides["data.symbols"] = chosen
+        data["symbols"] = chosen
     if start:
-        overrides["data.start"] = start
+        data["start"] = start
     if end:
-        overrides["data.end"] = end
+        data["end"] = end
     try:
-        config = load_config("backtest", config_file)
-        return apply_values(config, overrides) if overrides else config
+        return load_config("backtest", config_file, overrides={"data": data}, overrides_source="command line")
     except ConfigurationError as error:
         _fail(f"configuration error: {error}", EXIT_USAGE)
-    except ValueError as error:
-        _fail(f"configuration error: command line: {str(error).splitlines()[0]}", EXIT_USAGE)
 
 
 @click.group(invoke_without_command=True)

@@ -186,3 +186,14 @@ def test_forked_workers_drawing_from_one_count_take_every_trial_exactly_once() -
     assert [w.exitcode for w in workers] == [0, 0, 0]
     assert taken.value == 200
     assert claims() is False
+
+
+def test_a_bad_command_line_range_is_a_usage_error_naming_the_key() -> None:
+    # Act
+    done = keel(
+        "tune", "--strategy", "trend_following", "--start", "2025-05-10", "--end", "2025-05-09", "--output", "x"
+    )
+
+    # Assert: it said "1 validation error for KeelConfig" and nothing else
+    assert done.returncode == 2
+    assert "command line: data.end: end (2025-05-09T00:00:00+00:00) must be after start" in done.stderr
