@@ -90,6 +90,8 @@ class RiskLimits:
             raise ValueError(f"unknown risk limit {', '.join(unknown)}; expected one of {', '.join(sorted(known))}")
         values: dict[str, Any] = {}
         for name, value in changes.items():
+            if isinstance(value, bool):
+                raise ValueError(f"risk limit {name} must be a number, got {value!r}")
             try:
                 number = float(value)
             except (TypeError, ValueError):

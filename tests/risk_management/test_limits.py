@@ -31,6 +31,7 @@ def test_updated_replaces_named_limits_and_keeps_the_rest() -> None:
         ({"var_confidence": 0.3}, "var_confidence"),
         ({"max_order_notional": float("inf")}, "positive finite"),
         ({"halt_drawdown_pct": 0.1}, "halt_drawdown_pct"),
+        ({"max_leverage": True}, "max_leverage must be a number, got True"),
     ],
 )
 def test_bad_limits_are_refused_naming_them(changes: dict, message: str) -> None:
