@@ -74,9 +74,10 @@ class RecoveryRequest(BaseModel):
 
 
 class RiskLimitsUpdate(BaseModel):
-    """Body of PUT /api/v1/risk/limits: the limits to change (at least one)."""
+    """Body of PUT /api/v1/risk/limits: the limits to change (at least one), as JSON numbers."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Strict: JSON true would otherwise be a limit of 1, and "3" a number.
+    model_config = ConfigDict(extra="forbid", strict=True)
     max_leverage: float | None = Field(None, gt=0, le=125, allow_inf_nan=False)
     max_net_leverage: float | None = Field(None, gt=0, le=125, allow_inf_nan=False)
     max_drawdown_pct: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)

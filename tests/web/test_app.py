@@ -173,7 +173,8 @@ def test_risk_limits_are_validated_and_applied(tmp_path: Path) -> None:
     async def scenario() -> list[tuple[int, dict]]:
         async with running_session(tmp_path, min_bars=1) as (_, client):
             results = []
-            for body in ({"max_leverage": 2.5}, {"max_leverage": -1}, {"max_leverage": "a lot"}, {}, {"leverage": 2}):
+            bodies = ({"max_leverage": 2.5}, {"max_leverage": -1}, {"max_leverage": "a lot"}, {}, {"leverage": 2})
+            for body in (*bodies, {"max_leverage": True}, {"max_leverage": "3"}):
                 response = await client.put("/api/v1/risk/limits", json=body, headers=bearer())
                 results.append((response.status_code, response.json()))
             results.append((200, (await client.get("/api/v1/risk")).json()))
@@ -183,10 +184,11 @@ def test_risk_limits_are_validated_and_applied(tmp_path: Path) -> None:
     results = asyncio.run(scenario())
 
     # Assert
+    # Assert: JSON true is not a leverage of 1, nor is a string a number
     assert results[0][0] == 200 and results[0][1]["max_leverage"] == 2.5
-    assert [code for code, _ in results[1:5]] == [422, 422, 422, 422]
-    assert all(body["error"]["code"] == "invalid_request" for _, body in results[1:5])
-    assert results[5][1]["max_leverage"] == 2.5
+    assert [code for code, _ in results[1:7]] == [422] * 6
+    assert all(body["error"]["code"] == "invalid_request" for _, body in results[1:7])
+    assert results[7][1]["max_leverage"] == 2.5
 
 
 def test_strategies_stop_and_start_and_unknown_is_404(tmp_path: Path) -> None:
