@@ -37,7 +37,8 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
+from types import NoneType, UnionType
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -47,6 +48,7 @@ from pydantic import (
     GetCoreSchemaHandler,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     create_model,
     field_validator,
     model_validator,
@@ -183,10 +185,29 @@ DEFAULT_SYMBOLS = (
 )
 
 
+def _numeric(annotation: Any) -> bool:
+    """Whether a field holds a number only (``int``, ``float``, ``Decimal``, optionally None)."""
+    if get_origin(annotation) is Annotated:
+        return _numeric(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, UnionType):
+        kinds = [kind for kind in get_args(annotation) if kind is not NoneType]
+        return bool(kinds) and all(_numeric(kind) for kind in kinds)
+    return annotation in (int, float, Decimal)
+
+
 class _Section(BaseModel):
-    """Base of every configuration model: frozen, strict about keys, finite numbers."""
+    """Base of every configuration model: frozen, strict about keys, finite numbers, no booleans for numbers."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """Refuse true and false where a number goes: pydantic would read them as 1 and 0."""
+        field = None if info.field_name is None else cls.model_fields[info.field_name]
+        if isinstance(value, bool) and field is not None and _numeric(field.annotation):
+            raise PydanticCustomError("boolean_number", "expected a number, not a boolean")
+        return value
 
 
 class RunConfig(_Section):

@@ -498,3 +498,30 @@ def test_a_config_dir_that_is_not_a_folder_stops_at_start_naming_it(tmp_path: Pa
 
     # Assert
     assert caught.value.file == str(missing) and "not a folder" in caught.value.problem
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("risk:\n  max_leverage: true\n", "risk.max_leverage"),
+        ("strategy:\n  parameters:\n    trend_following:\n      fast_period: yes\n", "fast_period"),
+    ],
+)
+def test_a_boolean_where_a_number_goes_stops_at_start(tmp_path: Path, text: str, key: str) -> None:
+    # Arrange: YAML reads true and yes as booleans; as numbers they would be 1
+    config_file = write(tmp_path / "mine.yaml", text)
+
+    # Act
+    error = load_error("backtest", config_file)
+
+    # Assert
+    assert error.file == str(config_file) and error.key.endswith(key)
+    assert error.problem.startswith("expected a number, not a boolean")
+
+
+def test_booleans_still_set_switches() -> None:
+    # Act
+    config = load("backtest", KEEL_RUN__REGIME_FIT_WORKER="false")
+
+    # Assert
+    assert config.run.regime_fit_worker is False
