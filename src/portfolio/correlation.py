@@ -127,7 +127,7 @@ class CorrelationAnalyzer(Component):
 
     def fit(self, returns: pd.DataFrame) -> CorrelationAnalyzer:
         """Analyze a frame of returns (one column per asset) instead of the bus's bars."""
-        refuse_prices(validate_returns(returns.to_numpy()))
+        refuse_prices(validate_returns(returns.to_numpy(), names=[str(c) for c in returns.columns]))
         self._frame = returns.tail(self.window).copy()
         return self
 

@@ -28,8 +28,11 @@ _LARGEST_TYPICAL_RETURN = 0.5
 """A median absolute return above this (50 % a bar) is a table of prices, not of returns."""
 
 
-def validate_returns(returns: np.ndarray, *, minimum_rows: int = 2) -> np.ndarray:
+def validate_returns(returns: np.ndarray, *, minimum_rows: int = 2, names: Sequence[str] | None = None) -> np.ndarray:
     """Return ``returns`` as a finite float64 ``(T, N)`` array, or raise naming the problem.
+
+    ``names`` (the columns' assets) lets a NaN or infinity be named by its
+    column; without them the columns are numbered.
 
     Raises
     ------
@@ -45,9 +48,16 @@ def validate_returns(returns: np.ndarray, *, minimum_rows: int = 2) -> np.ndarra
         raise ValueError("returns have no asset column")
     if rows < minimum_rows:
         raise ValueError(f"returns need at least {minimum_rows} rows, got {rows}")
-    if not np.isfinite(array).all():
-        bad = int(np.count_nonzero(~np.isfinite(array)))
-        raise ValueError(f"returns hold {bad} NaN or infinite values; drop or fill those bars first")
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad = int(np.count_nonzero(~finite))
+        labels = list(names) if names is not None else [f"column {k}" for k in range(columns)]
+        where = ", ".join(
+            f"{labels[k]}: {int(np.count_nonzero(~finite[:, k]))} from row {int(np.argmin(finite[:, k]))}"
+            for k in range(columns)
+            if not finite[:, k].all()
+        )
+        raise ValueError(f"returns hold {bad} NaN or infinite values ({where}); drop or fill those bars first")
     return array
 
 

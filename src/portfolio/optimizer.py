@@ -308,7 +308,7 @@ class PortfolioOptimizer(Component):
         if assets is not None and len(set(assets)) < len(assets):
             twice = sorted({asset for asset in assets if assets.count(asset) > 1})
             raise ValueError(f"returns name an asset twice: {', '.join(twice)}")
-        array = validate_returns(np.asarray(returns, dtype=np.float64))
+        array = validate_returns(np.asarray(returns, dtype=np.float64), names=assets)
         refuse_prices(array)
         assets = assets or [f"asset_{i}" for i in range(array.shape[1])]
         return self._fit_array(array, assets, expected_returns, current_weights, caps, constraints, objective)

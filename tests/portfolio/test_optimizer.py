@@ -157,8 +157,8 @@ def test_returns_with_nan_are_refused_with_a_clear_error(may_hourly: pd.DataFram
     broken = may_hourly.copy()
     broken.iloc[5, 2] = np.nan
 
-    # Act / Assert
-    with pytest.raises(ValueError, match="NaN or infinite"):
+    # Act / Assert: the asset and the first bad row are named
+    with pytest.raises(ValueError, match=rf"NaN or infinite values \({broken.columns[2]}: 1 from row 5\)"):
         PortfolioOptimizer().fit(broken)
     with pytest.raises(ValueError, match="unknown objective"):
         PortfolioOptimizer(objective="max_return")
