@@ -1430,6 +1430,16 @@ def _merge(
             provenance[key_path] = source
 
 
+def describe_validation_error(error: ValidationError) -> str:
+    """Return the first problem of a configuration's validation on one line: ``dotted.key: what is wrong``."""
+    detail = error.errors(include_url=False)[0]
+    path = tuple(_key_path(detail["loc"]))
+    named = (detail.get("ctx") or {}).get("config_key")
+    if named is None:
+        return f"{'.'.join(path)}: {_describe(detail, path)}"
+    return f"{'.'.join(path + tuple(named.split('.')))}: {detail['msg']}"
+
+
 def _to_configuration_error(error: ValidationError, provenance: _Provenance) -> ConfigurationError:
     """Describe the first validation error with the source that caused it."""
     detail = error.errors(include_url=False)[0]

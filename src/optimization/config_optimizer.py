@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Literal
 from keel.config import KeelConfig
 from keel.core.messages import BarClosed
 from keel.integration.orchestrator import TradingOrchestrator
-from keel.optimization.space import apply_values
+from keel.optimization.space import apply_values, get_key
 from keel.strategy_engine.base import BaseStrategy, StrategySignal, clip01, hold
 from keel.strategy_engine.factory import StrategyFactory
 
@@ -248,7 +248,9 @@ class ConfigOptimizer:
         limits = {f.name for f in dataclasses.fields(self.orchestrator.pipeline.risk.limits)}
         limits &= set(self.config.risk.model_dump())
         running = {s.name for s in self._manager().strategies}
+        configuration = self.config.model_dump()
         for key in values:
+            get_key(configuration, key)
             if key.startswith(_RISK_PREFIX) and key.removeprefix(_RISK_PREFIX) in limits:
                 continue
             if key.startswith(_STRATEGY_PREFIX) and key.split(".")[2] in running:

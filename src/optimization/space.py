@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
-from keel.config import KeelConfig
+from pydantic import ValidationError
+
+from keel.config import KeelConfig, describe_validation_error
 from keel.strategy_engine.factory import StrategyFactory
 
 _STRATEGY_SECTION = "strategy.parameters"
@@ -323,7 +325,10 @@ def apply_values(config: KeelConfig, values: Mapping[str, Any]) -> KeelConfig:
         for part in parents:
             node = node[part]
         node[last] = value
-    return KeelConfig.model_validate(data)
+    try:
+        return KeelConfig.model_validate(data)
+    except ValidationError as error:
+        raise ValueError(describe_validation_error(error)) from None
 
 
 def nest(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -120,7 +120,13 @@ def test_invalid_or_restart_only_changes_are_refused_and_nothing_is_queued(syste
         optimizer.stage({FAST: 60, SLOW: 50})
     with pytest.raises(ValueError, match="needs a restart"):
         optimizer.stage({"data.symbols": ("ETHUSDT",)})
+    with pytest.raises(ValueError, match=r"^unknown configuration key risk\.nope$"):
+        optimizer.stage({"risk.nope": 1})
+    with pytest.raises(ValueError) as out_of_range:
+        optimizer.stage({FAST: 500})
     assert optimizer.pending == []
+    # One line naming the key, the rule and the value: no validator internals
+    assert str(out_of_range.value) == f"{FAST}: Input should be less than or equal to 100, got 500"
 
 
 def test_apply_returns_once_a_bar_boundary_applied_it(system: RunningSystem) -> None:
