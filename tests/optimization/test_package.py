@@ -7,14 +7,14 @@ import sys
 
 import pytest
 
+from keel.optimization import cache, config_optimizer, performance, tuner
+
 
 def test_the_public_names_import_from_the_package() -> None:
     # Act
     from keel.optimization import CacheManager, ConfigOptimizer, HyperparameterTuner, PerformanceEnhancer
 
     # Assert
-    from keel.optimization import cache, config_optimizer, performance, tuner
-
     assert CacheManager is cache.CacheManager and ConfigOptimizer is config_optimizer.ConfigOptimizer
     assert HyperparameterTuner is tuner.HyperparameterTuner
     assert PerformanceEnhancer is performance.PerformanceEnhancer
