@@ -11,6 +11,7 @@ value already drawn for the smaller one, so no sample is ever discarded.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -239,7 +240,7 @@ def strategy_space(strategy: str, bounds: Mapping[str, Any] | None = None) -> Se
         if "." in name and isinstance(bound, list):
             dimensions.append(config_choice(name, bound))
             continue
-        low, high = bound
+        low, high = _range(name, bound)
         if "." in name:
             dimensions.append(config_dimension(name, low, high))
             continue
@@ -255,6 +256,21 @@ def strategy_space(strategy: str, bounds: Mapping[str, Any] | None = None) -> Se
             Dimension(strategy_key(section, name), spec.kind, kind_low, kind_high, _log_scale(kind_low, kind_high))
         )
     return SearchSpace(tuple(dimensions))
+
+
+def _range(name: str, bound: Any) -> tuple[int | float, int | float]:
+    """Return a searched range ``(low, high)``, or raise naming the parameter and what was given."""
+    numbers = (
+        isinstance(bound, tuple | list)
+        and len(bound) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in bound)
+    )
+    if not numbers:
+        raise ValueError(f"{name}: a range is (low, high) of two finite numbers, got {bound!r}")
+    low, high = bound
+    if low > high:
+        raise ValueError(f"{name}: low {low} is above high {high}")
+    return low, high
 
 
 def canonical_strategy(strategy: str) -> str:

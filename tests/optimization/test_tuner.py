@@ -93,11 +93,14 @@ def test_the_users_start_optimization_call_tunes_trend_following_out_of_sample(u
         ({"fast_prd": (5, 20)}, "trend_following has no parameter fast_prd"),
         ({"fast_period": (20, 5)}, "low 20 is above high 5"),
         ({"fast_period": (5, 5000)}, r"range \(5, 5000\) leaves \[5, 100\]"),
+        ({"fast_period": 10}, r"fast_period: a range is \(low, high\) of two finite numbers, got 10"),
+        ({"fast_period": ("a", 20)}, r"got \('a', 20\)"),
+        ({"min_trend_strength": (0.1, float("nan"))}, r"got \(0.1, nan\)"),
     ],
-    ids=["unknown name", "upside down", "outside the declared range"],
+    ids=["unknown name", "upside down", "outside the declared range", "a number", "a word", "NaN"],
 )
 def test_start_optimization_refuses_a_space_the_strategy_does_not_have_before_starting(
-    tmp_path: Path, space: dict[str, tuple[int, int]], match: str
+    tmp_path: Path, space: dict[str, object], match: str
 ) -> None:
     # Arrange
     tuner = HyperparameterTuner(small_config(tmp_path / "optuna.db"), cache=CacheManager())
