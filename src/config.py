@@ -1278,6 +1278,26 @@ def _optional_file_layer(path: Path) -> list[tuple[dict[str, Any], str]]:
     return [(_read_yaml(path), str(path))] if path.is_file() else []
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (the later would silently replace it)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str | int | float) and key in first_lines:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"{key!r} is given twice in one mapping (first at line {first_lines[key]}); "
+                    "the later would silently replace the earlier",
+                    key_node.start_mark,
+                )
+            if isinstance(key, str | int | float):
+                first_lines[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     """Read one configuration file: a mapping of sections, no secrets."""
     source = str(path)
@@ -1286,7 +1306,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except OSError as error:
         raise ConfigurationError(source, _FILE_KEY, f"cannot read: {error.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:
         raise ConfigurationError(source, _FILE_KEY, _describe_yaml_error(error)) from None
     if data is None:

@@ -525,3 +525,16 @@ def test_booleans_still_set_switches() -> None:
 
     # Assert
     assert config.run.regime_fit_worker is False
+
+
+def test_a_section_given_twice_in_one_file_stops_at_start_naming_both_lines(tmp_path: Path) -> None:
+    # Arrange: the second risk block would silently drop the first one's drawdown limit
+    config_file = write(tmp_path / "mine.yaml", "risk:\n  max_drawdown_pct: 0.1\nrisk:\n  max_leverage: 2\n")
+
+    # Act
+    error = load_error("backtest", config_file)
+
+    # Assert
+    assert error.file == str(config_file)
+    assert error.problem.startswith("'risk' is given twice in one mapping (first at line 1)")
+    assert error.problem.endswith("at line 3, column 1")
