@@ -110,6 +110,14 @@ def _header(metrics: Mapping[str, Any], result: BacktestResult) -> str:
         notes.append(f"{name} was kept out: {reason}.")
     if metrics.get("handler_errors"):
         notes.append(f"{metrics['handler_errors']} handler errors during the run: see the log.")
+    if metrics.get("strategy_errors"):
+        off = "; ".join(f"{name} off for {', '.join(s)}" for name, s in metrics.get("strategies_disabled", {}).items())
+        notes.append(f"The strategies raised {metrics['strategy_errors']} times ({off or 'none switched off'}).")
+    if metrics.get("views_not_worth_costs") and not metrics.get("n_orders"):
+        notes.append(
+            f"No order: {metrics['views_not_worth_costs']} times a view's edge did not pay its trading costs "
+            "(see the README's Trading costs)."
+        )
     subtitle = (
         f"{metrics.get('start', '')} to {metrics.get('end', '')}, {config.data.bar_interval} bars, "
         f"capital {metrics.get('initial_capital', 0.0):,.2f} USDT, {metrics.get('bars_processed', 0)} bars, "

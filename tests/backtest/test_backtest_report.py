@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import sync_playwright
@@ -13,6 +15,7 @@ from keel.backtest import BacktestEngine
 from keel.backtest.engine import BacktestResult
 from keel.backtest.report import render_report
 from keel.config import load_config
+from keel.strategy_engine import BaseStrategy, StrategySignal
 
 REPO = Path(__file__).resolve().parents[2]
 SECTIONS = (
@@ -92,3 +95,39 @@ def test_report_opens_offline_and_every_section_renders(tmp_path: Path) -> None:
     assert regime_bars >= 3
     assert trade_rows == len(week().pipeline.recorder.fills) > 0
     assert "trend_following" in strategies
+
+
+class _AlwaysLong(BaseStrategy):
+    def __init__(self) -> None:
+        super().__init__("always_long")
+
+    def generate_signal(self, market_data: Mapping[str, Any], current_index: int) -> StrategySignal | None:
+        return StrategySignal(market_data["symbol"], "BUY", strength=1.0, confidence=0.5)
+
+
+class _Raising(BaseStrategy):
+    def __init__(self) -> None:
+        super().__init__("raising")
+
+    def generate_signal(self, market_data: Mapping[str, Any], current_index: int) -> StrategySignal | None:
+        raise ZeroDivisionError("a bug")
+
+
+@pytest.mark.parametrize(
+    ("strategy", "note"),
+    [
+        (_AlwaysLong, "No order: "),
+        (_Raising, "The strategies raised 20 times (raising off for BTCUSDT)."),
+    ],
+)
+def test_a_run_without_orders_says_why_at_the_top(strategy: type[BaseStrategy], note: str) -> None:
+    # Arrange
+    engine = BacktestEngine(load_config("backtest"))
+    result = engine.run(strategy(), symbols=["BTCUSDT"], start="2025-05-05", end="2025-05-06")
+
+    # Act
+    html = render_report(result)
+
+    # Assert: among the notes under the headline cards
+    assert f'<p class="note">{note}' in html
+    assert html.index(f'<p class="note">{note}') < html.index("<h2>")
