@@ -303,6 +303,8 @@ class BackupManager:
         """
         folder = self.backup_dir / name
         manifest_path = folder / MANIFEST
+        if not folder.is_dir():
+            raise BackupError(f"no backup named {name} in {self.backup_dir}: keel backup list shows the backups there")
         if not manifest_path.is_file():
             raise BackupError(f"{folder}: no {MANIFEST}; not a complete keel backup")
         try:

@@ -179,6 +179,21 @@ def test_a_backup_before_any_run_says_there_is_no_database_yet(tmp_path: Path) -
     assert list((tmp_path / "backups").iterdir()) == [] and not missing.exists()
 
 
+def test_a_backup_name_that_is_not_there_says_so_and_where_it_looked(tmp_path: Path) -> None:
+    # Arrange
+    manager = BackupManager(f"sqlite:///{tmp_path / 'keel.db'}", tmp_path / "backups")
+
+    # Act
+    with pytest.raises(BackupError) as caught:
+        manager.read("keel-2025")
+
+    # Assert
+    assert (
+        str(caught.value)
+        == f"no backup named keel-2025 in {tmp_path / 'backups'}: keel backup list shows the backups there"
+    )
+
+
 def test_a_released_account_lock_can_be_taken_again_at_once(database: Database) -> None:
     # Arrange: a run stops and the next (a restart, a restore) starts straight away
     lock = AccountLock(database).acquire()
