@@ -1115,6 +1115,20 @@ class KeelConfig(_Section):
                     "live mode needs {variable} in the environment or in the file named by KEEL_SECRET_FILE",
                     {"config_key": f"secrets.{field}", "variable": variable},
                 )
+        binance = self.binance
+        if (binance.rest_url is None) != (binance.ws_url is None):
+            given, missing = ("rest_url", "ws_url") if binance.ws_url is None else ("ws_url", "rest_url")
+            raise PydanticCustomError(
+                "live_half_endpoints",
+                "live mode with binance.{given} set needs binance.{missing} set too: left unset it would be the "
+                "{network}'s, so orders and market data could come from different Binances",
+                {
+                    "config_key": f"binance.{missing}",
+                    "given": given,
+                    "missing": missing,
+                    "network": "testnet" if self.live.testnet or binance.testnet else "mainnet",
+                },
+            )
         return self
 
 

@@ -139,6 +139,39 @@ def test_live_confirmed_with_keys_loads(tmp_path: Path) -> None:
     assert config.live.testnet is True
 
 
+@pytest.mark.parametrize(
+    ("binance", "missing"),
+    [
+        ("rest_url: https://fapi.binance.com", "binance.ws_url"),
+        ("ws_url: wss://fstream.binance.com", "binance.rest_url"),
+    ],
+)
+def test_live_with_one_binance_url_set_names_the_other(tmp_path: Path, binance: str, missing: str) -> None:
+    # Arrange: the other would be the testnet's (live.testnet), so orders and prices could come from two Binances
+    user = write(tmp_path / "user.yaml", f"live:\n  confirm: true\nbinance:\n  {binance}\n")
+
+    # Act
+    error = load_error("live", user, **LIVE_KEYS)
+
+    # Assert
+    assert error.key == missing and error.file == str(user)
+    assert "different Binances" in error.problem and "testnet's" in error.problem
+
+
+def test_live_with_both_binance_urls_set_loads(tmp_path: Path) -> None:
+    # Arrange: a local Binance, or a proxy of both
+    user = write(
+        tmp_path / "user.yaml",
+        "live:\n  confirm: true\nbinance:\n  rest_url: http://127.0.0.1:1\n  ws_url: ws://127.0.0.1:1\n",
+    )
+
+    # Act
+    config = load("live", user, **LIVE_KEYS)
+
+    # Assert
+    assert config.binance.rest_url == "http://127.0.0.1:1"
+
+
 def test_unknown_mode_is_rejected() -> None:
     error = load_error("bogus")
 
