@@ -37,6 +37,8 @@ def _parse_space(values: tuple[str, ...]) -> dict[str, Any] | None:
     space: dict[str, Any] = {}
     for text in values:
         name, _, bounds = text.partition("=")
+        if name.strip() in space:
+            _fail(f"--param {name.strip()} is given twice: give each name once", EXIT_USAGE)
         if ":" not in bounds and "," in bounds:
             space[name.strip()] = [_choice(item.strip()) for item in bounds.split(",")]
             continue

@@ -288,13 +288,23 @@ def config_dimension(key: str, low: float, high: float, *, log: bool | None = No
     Raises
     ------
     ValueError
-        If the key does not exist in the configuration or is not a number.
+        If the key does not exist in the configuration or is not a number, the
+        range is not finite, an integer key gets fractional ends, or an end is
+        not a valid value of the key.
     """
-    value = get_key(KeelConfig().model_dump(), key)
+    base = KeelConfig()
+    value = get_key(base.model_dump(), key)
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
         raise ValueError(f"configuration key {key} is not a number (it holds {value!r})")
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError(f"{key}: range ({low}, {high}) is not finite")
     kind = int if isinstance(value, int) else float
-    return Dimension(key, kind, kind(low), kind(high), _log_scale(low, high) if log is None else log)
+    if kind is int and not (float(low).is_integer() and float(high).is_integer()):
+        raise ValueError(f"{key} is an integer; got range ({low}, {high})")
+    kind_low, kind_high = kind(low), kind(high)
+    for end in (kind_low, kind_high):
+        _check_value(base, key, end)
+    return Dimension(key, kind, kind_low, kind_high, _log_scale(low, high) if log is None else log)
 
 
 def config_choice(key: str, choices: Sequence[Any]) -> Choice:
@@ -308,11 +318,17 @@ def config_choice(key: str, choices: Sequence[Any]) -> Choice:
     base = KeelConfig()
     get_key(base.model_dump(), key)
     for value in choices:
-        try:
-            apply_values(base, {key: value})
-        except ValueError as error:
-            raise ValueError(f"{key}: {value!r} is not a valid value ({str(error).splitlines()[-1].strip()})") from None
+        _check_value(base, key, value)
     return Choice(key, tuple(choices))
+
+
+def _check_value(base: KeelConfig, key: str, value: Any) -> None:
+    """Raise naming the key and the configuration's reason when ``value`` is not valid for it."""
+    try:
+        apply_values(base, {key: value})
+    except ValueError as error:
+        reason = str(error).removeprefix(f"{key}: ")
+        raise ValueError(f"{key}: {value!r} is not a valid value ({reason})") from None
 
 
 def get_key(data: Mapping[str, Any], key: str) -> Any:

@@ -151,3 +151,21 @@ def test_a_configuration_key_with_a_list_is_searched_over_those_values() -> None
 def test_a_choice_the_configuration_refuses_is_refused_naming_the_key() -> None:
     with pytest.raises(ValueError, match=r"portfolio\.allocator: 'kelly' is not a valid value"):
         strategy_space("trend_following", {"portfolio.allocator": ["markowitz", "kelly"]})
+
+
+def test_a_range_of_a_numeric_key_the_configuration_refuses_is_refused_naming_the_key() -> None:
+    # Act / Assert: a study would otherwise run trials with a negative leverage limit
+    with pytest.raises(ValueError, match=r"risk\.max_leverage: -5\.0 is not a valid value \(Input should be greater"):
+        strategy_space("trend_following", {"risk.max_leverage": (-5.0, 5.0)})
+
+
+def test_a_fractional_range_of_an_integer_key_is_refused_rather_than_truncated() -> None:
+    # Act / Assert
+    with pytest.raises(ValueError, match=r"bus\.capacity is an integer; got range \(100\.5, 2000\.7\)"):
+        config_dimension("bus.capacity", 100.5, 2000.7)
+
+
+def test_a_range_of_a_numeric_key_that_is_not_finite_is_refused() -> None:
+    # Act / Assert
+    with pytest.raises(ValueError, match="is not finite"):
+        config_dimension("risk.max_leverage", 1.0, float("inf"))

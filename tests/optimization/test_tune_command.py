@@ -197,3 +197,14 @@ def test_a_bad_command_line_range_is_a_usage_error_naming_the_key() -> None:
     # Assert: it said "1 validation error for KeelConfig" and nothing else
     assert done.returncode == 2
     assert "command line: data.end: end (2025-05-09T00:00:00+00:00) must be after start" in done.stderr
+
+
+def test_a_parameter_given_twice_is_a_usage_error(tmp_path: Path) -> None:
+    # Act: the first range would be dropped without a word
+    done = keel(
+        "tune", "--strategy", "trend_following", "--param", "fast_period=5:10", "--param", "fast_period=20:30",
+        "--output", str(tmp_path / "out"),
+    )  # fmt: skip
+
+    # Assert
+    assert done.returncode == 2 and "--param fast_period is given twice" in done.stderr
