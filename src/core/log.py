@@ -75,6 +75,8 @@ def configure_logging(
     is_terminal = stream.isatty()
     use_json = format == "json" or (format == "auto" and not is_terminal)
     _install_handler(_formatter(use_json, colors=is_terminal), stream, level)
+    # alembic narrates its set-up at INFO on every start (plugins, dialect, DDL mode); keel logs the migration itself.
+    logging.getLogger("alembic").setLevel(level if level == "DEBUG" else "WARNING")
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,

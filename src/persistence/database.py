@@ -16,14 +16,18 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from keel.core.errors import ConfigurationError, OperatorActionRequiredError, RetryLaterError
+from keel.core.log import get_logger
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+_log = get_logger(__name__)
 
 CONNECT_TIMEOUT_SECONDS = 2
 """How long a PostgreSQL connection attempt may take before it counts as failed."""
@@ -78,7 +82,11 @@ class Database:
         try:
             with self.engine.begin() as connection:
                 config.attributes["connection"] = connection
+                before = MigrationContext.configure(connection).get_current_revision()
                 command.upgrade(config, "head")
+                after = MigrationContext.configure(connection).get_current_revision()
+                if after != before:
+                    _log.info("database schema migrated", from_revision=before, to_revision=after)
                 if self.backend == "postgresql":
                     _use_timescale(connection)
         except OperationalError:

@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from sqlalchemy import create_engine, text
 
 from keel.core.errors import OperatorActionRequiredError
+from keel.core.log import configure_logging
 from keel.persistence import Database
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    alembic_level = logging.getLogger("alembic").level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.getLogger("alembic").setLevel(alembic_level)
+    structlog.reset_defaults()
 
 
 def test_plain_postgresql_migrates_to_plain_tables(postgres_url: str) -> None:
@@ -49,3 +67,23 @@ def test_a_damaged_database_file_stops_with_what_to_do_and_is_left_as_it_was(tmp
     ):
         Database(f"sqlite:///{path}").migrate()
     assert path.read_bytes() == b"garbage"
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_a_migration_logs_one_keel_event_with_the_revisions_and_none_of_alembics_internals(tmp_path: Path) -> None:
+    # Arrange
+    stream = io.StringIO()
+    configure_logging(format="json", stream=stream)
+    database = Database(f"sqlite:///{tmp_path / 'keel.db'}")
+
+    # Act
+    database.migrate()
+    database.migrate()
+    database.dispose()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+
+    # Assert
+    assert [line["logger"] for line in lines if str(line["logger"]).startswith("alembic")] == []
+    (migrated,) = [line for line in lines if line["logger"] == "keel.persistence.database"]
+    assert migrated["from_revision"] is None
+    assert migrated["to_revision"] == "0001"
