@@ -152,6 +152,11 @@ def _is_sensitive_key(key: object) -> bool:
     return any(part in lowered for part in SENSITIVE_KEY_PARTS)
 
 
+def _drop_color_message(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    event_dict.pop("color_message", None)
+    return event_dict
+
+
 def _shared_processors() -> list[Processor]:
     """Return the processors both structlog and standard-library events pass."""
     return [
@@ -178,7 +183,8 @@ def _formatter(use_json: bool, colors: bool) -> structlog.stdlib.ProcessorFormat
         )
         exception_processors = []
     return structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *_shared_processors()],
+        # uvicorn adds a copy of each message with terminal color codes as an extra: keep only the plain one.
+        foreign_pre_chain=[structlog.stdlib.ExtraAdder(), _drop_color_message, *_shared_processors()],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             *exception_processors,

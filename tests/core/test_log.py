@@ -139,3 +139,17 @@ def test_redact_secrets_replaces_sensitive_values_and_keeps_none() -> None:
         "params": [{"Password": REDACTED}, REDACTED],
         "quantity": 3,
     }
+
+
+def test_uvicorns_colored_copy_of_a_message_is_not_written() -> None:
+    stream = io.StringIO()
+    configure_logging(format="json", stream=stream)
+
+    logging.getLogger("uvicorn.error").info(
+        "Started server process [%d]", 42, extra={"color_message": "Started server process [\x1b[36m%d\x1b[0m]"}
+    )
+
+    (line,) = json_lines(stream)
+    assert "color_message" not in line
+    assert "\x1b" not in stream.getvalue() and "\\u001b" not in stream.getvalue()
+    assert line["event"] == "Started server process [42]"
