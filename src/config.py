@@ -56,6 +56,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError, core_schema
 
 from keel.core.errors import ConfigurationError
+from keel.core.instruments import LARGEST_LEVERAGE
 from keel.core.intervals import BarInterval, interval_ms
 from keel.strategy_engine.base import BaseStrategy
 from keel.strategy_engine.funding_arbitrage import FundingArbitrageStrategy
@@ -727,11 +728,15 @@ class RiskConfig(_Section):
     """Pre-trade risk limits."""
 
     max_order_notional: Decimal = Field(Decimal(50000), gt=0, description="Largest notional of one order (USDT).")
-    max_leverage: float = Field(3.0, gt=0, description="Largest gross notional over equity.")
+    max_leverage: float = Field(
+        3.0, gt=0, le=LARGEST_LEVERAGE, description="Largest gross notional over equity (Binance's largest is 125)."
+    )
     max_position_notional: Decimal = Field(
         Decimal(100000), gt=0, description="Largest notional of one position (USDT)."
     )
-    max_net_leverage: float = Field(3.0, gt=0, description="Largest absolute net notional over equity.")
+    max_net_leverage: float = Field(
+        3.0, gt=0, le=LARGEST_LEVERAGE, description="Largest absolute net notional over equity."
+    )
     var_daily_pct: float = Field(0.05, gt=0, le=1, description="Largest daily VaR as a fraction of equity.")
     var_confidence: float = Field(0.99, gt=0.5, lt=1, description="VaR confidence level.")
     var_method: Literal["historical", "parametric", "ewma"] = Field(
@@ -762,7 +767,7 @@ class ExchangeConfig(_Section):
     """The simulated exchange and account settings."""
 
     initial_balance: Decimal = Field(Decimal(10000), gt=0, description="Starting wallet balance (USDT).")
-    leverage: int = Field(5, ge=1, le=125, description="Leverage set on each symbol.")
+    leverage: int = Field(5, ge=1, le=LARGEST_LEVERAGE, description="Leverage set on each symbol.")
     maker_fee: Decimal | None = Field(
         None,
         ge=Decimal("-0.01"),

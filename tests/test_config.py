@@ -571,3 +571,15 @@ def test_a_section_given_twice_in_one_file_stops_at_start_naming_both_lines(tmp_
     assert error.file == str(config_file)
     assert error.problem.startswith("'risk' is given twice in one mapping (first at line 1)")
     assert error.problem.endswith("at line 3, column 1")
+
+
+@pytest.mark.parametrize("key", ["max_leverage", "max_net_leverage"])
+def test_a_leverage_limit_above_binances_largest_stops_at_start_naming_the_key(tmp_path: Path, key: str) -> None:
+    # Arrange
+    user = write(tmp_path / "user.yaml", f"risk:\n  {key}: 200\n")
+
+    # Act
+    error = load_error("backtest", config_file=user)
+
+    # Assert
+    assert f"risk.{key}" in str(error) and "125" in str(error)

@@ -28,6 +28,9 @@ import yaml
 from keel.core.error_codes import BinanceErrorCode
 from keel.core.errors import ConfigurationError
 
+LARGEST_LEVERAGE = 125
+"""Binance's largest leverage on any USD-M perpetual: no account's exposure over equity can go beyond it."""
+
 # Wide enough that subtracting, dividing into whole steps and multiplying back
 # never round for any price or quantity an exchange can express.
 _EXACT = Context(prec=60)

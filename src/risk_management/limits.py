@@ -14,8 +14,11 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from keel.core.instruments import LARGEST_LEVERAGE
+
 _FRACTIONS = frozenset({"var_daily_pct", "max_drawdown_pct", "halt_drawdown_pct", "var_recovery_fraction"})
 _INTEGERS = frozenset({"max_orders_per_window"})
+_LEVERAGES = frozenset({"max_leverage", "max_net_leverage"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,11 @@ class RiskLimits:
                 raise ValueError(f"risk limit {field.name} must be a positive finite number, got {value!r}")
             if field.name in _FRACTIONS and value > 1:
                 raise ValueError(f"risk limit {field.name} is a fraction and must be at most 1, got {value}")
+            if field.name in _LEVERAGES and value > LARGEST_LEVERAGE:
+                raise ValueError(
+                    f"risk limit {field.name} must be at most {LARGEST_LEVERAGE} (Binance's largest leverage), "
+                    f"got {value}"
+                )
             if field.name in _INTEGERS and int(value) != value:
                 raise ValueError(f"risk limit {field.name} must be a whole number, got {value}")
         if not 0.5 < self.var_confidence < 1:

@@ -27,6 +27,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from keel.core.instruments import LARGEST_LEVERAGE
 from keel.integration.orchestrator import UnknownStrategyError
 from keel.integration.responses import (
     EmergencyStopOutcome,
@@ -78,8 +79,8 @@ class RiskLimitsUpdate(BaseModel):
 
     # Strict: JSON true would otherwise be a limit of 1, and "3" a number.
     model_config = ConfigDict(extra="forbid", strict=True)
-    max_leverage: float | None = Field(None, gt=0, le=125, allow_inf_nan=False)
-    max_net_leverage: float | None = Field(None, gt=0, le=125, allow_inf_nan=False)
+    max_leverage: float | None = Field(None, gt=0, le=LARGEST_LEVERAGE, allow_inf_nan=False)
+    max_net_leverage: float | None = Field(None, gt=0, le=LARGEST_LEVERAGE, allow_inf_nan=False)
     max_drawdown_pct: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
     halt_drawdown_pct: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
     var_daily_pct: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)

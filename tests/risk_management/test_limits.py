@@ -32,6 +32,8 @@ def test_updated_replaces_named_limits_and_keeps_the_rest() -> None:
         ({"max_order_notional": float("inf")}, "positive finite"),
         ({"halt_drawdown_pct": 0.1}, "halt_drawdown_pct"),
         ({"max_leverage": True}, "max_leverage must be a number, got True"),
+        ({"max_leverage": 200}, "max_leverage .* at most 125"),
+        ({"max_net_leverage": 126.0}, "max_net_leverage .* at most 125"),
     ],
 )
 def test_bad_limits_are_refused_naming_them(changes: dict, message: str) -> None:
