@@ -113,6 +113,14 @@ def _header(metrics: Mapping[str, Any], result: BacktestResult) -> str:
     if metrics.get("strategy_errors"):
         off = "; ".join(f"{name} off for {', '.join(s)}" for name, s in metrics.get("strategies_disabled", {}).items())
         notes.append(f"The strategies raised {metrics['strategy_errors']} times ({off or 'none switched off'}).")
+    if metrics.get("views_before_history") and not metrics.get("n_orders"):
+        bars = metrics.get("bars_processed", 0) // max(len(metrics.get("symbols", [])), 1)
+        notes.append(
+            f"No order: {metrics['views_before_history']} view changes came before any symbol had "
+            f"portfolio.min_history_bars ({config.portfolio.min_history_bars}) bars, which the optimizer needs "
+            f"to weigh it; the run had about {bars} bars a symbol: run a longer span or shorter bars, "
+            "or lower portfolio.min_history_bars."
+        )
     if metrics.get("views_not_worth_costs") and not metrics.get("n_orders"):
         notes.append(
             f"No order: {metrics['views_not_worth_costs']} times a view's edge did not pay its trading costs "

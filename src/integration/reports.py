@@ -217,6 +217,16 @@ def views_not_worth_costs(pipeline: Pipeline) -> int:
     return pipeline.allocator.views_not_worth_costs + pipeline.risk.views_not_worth_costs
 
 
+def views_before_history(pipeline: Pipeline) -> int:
+    """Return how many view changes came while the optimizer had too little history to weigh any symbol.
+
+    The Markowitz optimizer solves only for symbols with
+    ``portfolio.min_history_bars`` bars; until one has them it proposes no
+    weights (the equal-weight allocator needs no history: 0).
+    """
+    return getattr(pipeline.allocator, "views_before_history", 0)
+
+
 def strategies_disabled(pipeline: Pipeline) -> dict[str, list[str]]:
     """Return, by strategy, the symbols it was switched off for after raising too often in a row."""
     strategies = pipeline.strategy.manager.get_system_status()["strategies"]
@@ -241,6 +251,7 @@ def run_metrics(pipeline: Pipeline, bars_per_year: float) -> dict[str, Any]:
             "orders_denied_by_reason": dict(sorted(Counter(d.reason_code for d in pipeline.recorder.denials).items())),
             "signals_published": pipeline.strategy.manager.signals_published,
             "views_not_worth_costs": views_not_worth_costs(pipeline),
+            "views_before_history": views_before_history(pipeline),
             "fees_paid": float(positions.fees_paid),
             "funding_paid": float(-positions.funding_received),
             "fees_by_symbol": {s: float(v) for s, v in sorted(positions.fees_by_symbol.items())},

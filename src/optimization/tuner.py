@@ -557,8 +557,8 @@ def _idle_warnings(idle: int, complete: int) -> list[str]:
     return [
         f"none of the {complete} completed trials traded in any walk-forward window: every score is that of an "
         "idle account, so the winner's parameters are arbitrary. Tune over a longer range (--start, --end), "
-        "or backtest the strategy and read views_not_worth_costs in its metrics.json: its views may not pay "
-        "their trading costs."
+        "or backtest the strategy and read views_not_worth_costs and views_before_history in its metrics.json: "
+        "its views may not pay their trading costs, or come before the optimizer has enough history."
     ]
 
 

@@ -166,6 +166,9 @@ class PortfolioOptimizer(Component):
     views_not_worth_costs : int
         Direction changes of a symbol's view that the cost-penalized solve
         gave no weight (under a millionth of equity).
+    views_before_history : int
+        Direction changes of a symbol's view that came while no symbol had
+        ``min_history`` bars, so no weights could be solved (each counted once).
     """
 
     def __init__(
@@ -257,6 +260,9 @@ class PortfolioOptimizer(Component):
         self._views: dict[str, dict[str, float]] = {}
         self._direction: dict[str, float] = {}
         self.views_not_worth_costs = 0
+        self.views_before_history = 0
+        # The direction last counted in views_before_history, by symbol (emptied once the weights can be solved).
+        self._waiting: dict[str, float] = {}
         self._caps: dict[str, float] = {}
         self._limits: dict[str, float] = {}
         self._equity: float | None = None
@@ -636,6 +642,8 @@ class PortfolioOptimizer(Component):
         if targets:
             self._direction[signal.symbol] = direction
             self._count_unweighted(targets, {signal.symbol: direction})
+        else:
+            self._count_waiting({signal.symbol: direction})
         self._propose(targets, f"{signal.strategy} {signal.action.value} {signal.symbol}", signal.ts_event)
 
     def _decide_pending(self, ts: int) -> None:
@@ -655,11 +663,19 @@ class PortfolioOptimizer(Component):
             return
         targets = self._optimized_targets()
         if not targets:
+            self._count_waiting({symbol: self._pending[symbol][0] for symbol in ready})
             return
         for symbol in ready:
             self._direction[symbol] = self._pending.pop(symbol)[0]
         self._count_unweighted(targets, {symbol: self._direction[symbol] for symbol in ready})
         self._propose(targets, f"view change {','.join(sorted(ready))}", ts)
+
+    def _count_waiting(self, directions: Mapping[str, float]) -> None:
+        """Count the direction changes no weights could be solved for yet (too little history), once each."""
+        for symbol, direction in directions.items():
+            if self._waiting.get(symbol) != direction:
+                self._waiting[symbol] = direction
+                self.views_before_history += 1
 
     def _count_unweighted(self, targets: Mapping[str, float], directions: Mapping[str, float]) -> None:
         """Count the new non-zero directions the solve gave no weight, when it priced trading costs."""

@@ -131,3 +131,17 @@ def test_a_run_without_orders_says_why_at_the_top(strategy: type[BaseStrategy], 
     # Assert: among the notes under the headline cards
     assert f'<p class="note">{note}' in html
     assert html.index(f'<p class="note">{note}') < html.index("<h2>")
+
+
+def test_a_run_too_short_for_the_optimizers_history_says_so_at_the_top() -> None:
+    # Arrange
+    config = load_config("backtest", overrides={"data": {"bar_interval": "1d", "resample_from": "1m"}})
+    result = BacktestEngine(config).run(symbols=["BTCUSDT", "ETHUSDT"])
+
+    # Act
+    html = render_report(result)
+
+    # Assert
+    note = '<p class="note">No order: '
+    assert note in html and "portfolio.min_history_bars (60)" in html
+    assert html.index(note) < html.index("<h2>")

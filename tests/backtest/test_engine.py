@@ -362,3 +362,16 @@ def test_an_open_start_before_the_data_suggests_the_month_the_run_ends_in() -> N
     message = str(raised.value)
     assert "from the start to 2025-05-04 00:00" in message
     assert "--start 2025-05 --end 2025-05 --to data/binance-2025-05" in message
+
+
+def test_views_before_the_optimizer_has_enough_history_are_counted_so_no_orders_are_explained() -> None:
+    # Arrange: a month of daily bars, fewer than the 60 a symbol needs before the optimizer weighs it
+    config = load_config("backtest", overrides={"data": {"bar_interval": "1d", "resample_from": "1m"}})
+
+    # Act
+    result = BacktestEngine(config).run(symbols=["BTCUSDT", "ETHUSDT"])
+
+    # Assert
+    assert result["n_orders"] == 0 and result["n_orders_denied"] == 0
+    assert result["signals_published"] > 0
+    assert result["views_before_history"] > 0

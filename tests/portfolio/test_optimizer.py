@@ -664,3 +664,37 @@ def test_a_weight_step_cuts_the_proposed_weights_toward_zero_to_its_grid(make_ba
         assert abs(weight / 0.05 - round(weight / 0.05)) < 1e-9
         assert abs(weight) <= abs(free[symbol]) + 1e-12
         assert abs(free[symbol]) - abs(weight) < 0.05 + 1e-9
+
+
+@pytest.mark.parametrize("knobs", [{}, {"signal_persistence_bars": 3}])
+def test_view_changes_before_any_symbol_has_enough_history_are_counted_once_each(
+    make_bars, knobs: dict[str, int]
+) -> None:
+    # Arrange: 20 bar times, the optimizer needs 30
+    times = by_time(make_bars(SYMBOLS, 20))
+    desk = Desk(**knobs)
+    for group in times[:10]:
+        desk.feed(group)
+
+    # Act
+    desk.signal("ETHUSDT", SignalAction.BUY)
+    desk.signal("SOLUSDT", SignalAction.SELL)
+    for group in times[10:]:
+        desk.feed(group)
+
+    # Assert
+    assert desk.proposals == []
+    assert desk.optimizer.views_before_history == 2
+
+
+def test_view_changes_with_enough_history_are_not_counted_as_waiting(make_bars) -> None:
+    # Arrange
+    desk = Desk()
+    desk.feed(make_bars(SYMBOLS, 120))
+
+    # Act
+    desk.signal("ETHUSDT", SignalAction.BUY)
+
+    # Assert
+    assert len(desk.proposals) == 1
+    assert desk.optimizer.views_before_history == 0
