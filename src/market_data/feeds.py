@@ -314,7 +314,7 @@ class RecordedBarFeed:
         source = self.resample_from or self.interval
         path = folder / f"{symbol}_{source}.csv.gz"
         if not path.exists():
-            raise MalformedDataError(f"{path.resolve()}: no {source} bar file for {symbol}")
+            raise MalformedDataError(_missing_bar_file(folder, symbol, source))
         loaded = _prepared(path, f"bars:{symbol}:{source}:{self.interval}", lambda: self._prepare_bars(path, symbol))
         self.reports.append(loaded.report)
         columns = loaded.arrays
@@ -713,3 +713,24 @@ async def paced(events: Iterable[MarketDataEvent], clock: LiveClock) -> AsyncIte
         if delay > 0:
             await asyncio.sleep(delay)
         yield event
+
+
+def _missing_bar_file(folder: Path, symbol: str, interval: str) -> str:
+    """Say that ``folder`` has no bar file of ``symbol`` at ``interval``, and what it has instead."""
+    held = sorted(folder.glob("*_*.csv.gz")) if folder.is_dir() else []
+    by_interval: dict[str, list[str]] = {}
+    for file in held:
+        name, _, rest = file.name.partition("_")
+        by_interval.setdefault(rest.removesuffix(".csv.gz"), []).append(name)
+    message = f"{folder.resolve()}: no {interval} bar file for {symbol} ({symbol}_{interval}.csv.gz)"
+    if interval in by_interval:
+        return (
+            f"{message}; the folder has {interval} bars of {', '.join(by_interval[interval])}: "
+            "set data.symbols (or --symbols) to those, or add the file (keel data download or keel data import)"
+        )
+    if by_interval:
+        return (
+            f"{message}; the folder has no {interval} bar files, only {', '.join(sorted(by_interval))} "
+            f"(data.resample_from builds {interval} bars from a finer interval)"
+        )
+    return f"{message}; the folder holds no bar files"

@@ -190,10 +190,24 @@ def test_held_arrays_are_read_only() -> None:
         prepared.arrays["close"][0] = 0.0
 
 
-def test_a_missing_symbol_file_is_a_clear_error() -> None:
-    # Act / Assert
-    with pytest.raises(MalformedDataError, match="DOGEUSDT"):
-        RecordedBarFeed(BARS, ["DOGEUSDT"], "1m")
+def test_a_missing_symbol_file_is_a_clear_error_naming_the_symbols_the_folder_has() -> None:
+    # Act
+    with pytest.raises(MalformedDataError) as caught:
+        RecordedBarFeed(BARS, ["BTCUSDT", "DOGEUSDT"], "1m")
+
+    # Assert
+    message = str(caught.value)
+    assert "DOGEUSDT_1m.csv.gz" in message
+    assert "AVAXUSDT, BCHUSDT, BNBUSDT, BTCUSDT" in message and "data.symbols" in message
+
+
+def test_a_folder_without_files_of_the_interval_says_which_intervals_it_has() -> None:
+    # Act
+    with pytest.raises(MalformedDataError) as caught:
+        RecordedBarFeed(BARS, ["BTCUSDT"], "1h")
+
+    # Assert
+    assert "no 1h bar files" in str(caught.value) and "1m" in str(caught.value)
 
 
 def test_a_range_without_bars_is_a_clear_error() -> None:
