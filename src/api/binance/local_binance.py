@@ -16,7 +16,8 @@ market streams (``/stream?streams=...``), ``GET /fapi/v1/depth`` and ``GET /fapi
 Fault injection: ``fail_after_accept`` submits are placed and then answered
 with HTTP 503; ``drop_after_accept`` submits are placed and the connection
 is closed without an answer; ``fail_before_accept`` submits answer 503
-without being placed; ``refuse_streams`` refuses user-data connections
+without being placed; ``refuse_submits`` (``(code, msg)`` pairs, in turn) answers
+submits HTTP 400 with that error without placing them; ``refuse_streams`` refuses user-data connections
 (the stream is down); :meth:`push_event` sends any user-data payload (a
 ``MARGIN_CALL``); ``banned_until_ms`` bans the IP (HTTP 418).
 """
@@ -161,6 +162,7 @@ class LocalBinance:
         self.responses: dict[int, int] = {}
         self.placed_client_ids: list[str] = []
         self.fail_before_accept = 0
+        self.refuse_submits: list[tuple[int, str]] = []
         self.fail_after_accept = 0
         self.drop_after_accept = 0
         self.listen_key: str | None = None
@@ -353,6 +355,8 @@ class LocalBinance:
         if self.fail_before_accept > 0:
             self.fail_before_accept -= 1
             return _error(BinanceErrorCode.UNKNOWN, "Internal error", 503)
+        if self.refuse_submits:
+            return _error(*self.refuse_submits.pop(0))
         self.orders_10s += 1
         self.orders_1m += 1
         command = submit_order_from(params, self.clock.timestamp_ns())

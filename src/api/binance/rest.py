@@ -186,6 +186,17 @@ _ERRORS_BY_ACTION: dict[ErrorAction, type[KeelError]] = {
 }
 
 
+def _action(code: BinanceErrorCode, raw_code: int, status: int) -> ErrorAction:
+    """Return how to react: the code's action; a 4xx refusal with a code keel does not model is definitive.
+
+    Binance answers 4xx for a request it refused (the sender's issue) and 5xx when the outcome is
+    unknown, so only a 4xx with Binance's own -1000, or no code at all, stays ambiguous.
+    """
+    if code is BinanceErrorCode.UNKNOWN and raw_code != BinanceErrorCode.UNKNOWN and status < 500:
+        return ErrorAction.REJECTED
+    return code.action
+
+
 def error_for(status: int, payload: Any) -> KeelError:
     """Return the keel error for Binance's error response ``payload`` with HTTP ``status``.
 
@@ -200,7 +211,7 @@ def error_for(status: int, payload: Any) -> KeelError:
     message = str(payload.get("msg", "")) if isinstance(payload, dict) else str(payload)
     code = parse_error_code(raw_code)
     cause = BinanceRequestError(code, raw_code, message, status)
-    kind = _ERRORS_BY_ACTION[code.action]
+    kind = _ERRORS_BY_ACTION[_action(code, raw_code, status)]
     error: KeelError
     error = RequestRejectedError(str(cause), raw_code) if kind is RequestRejectedError else kind(str(cause))
     error.__cause__ = cause

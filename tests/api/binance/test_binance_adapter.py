@@ -72,6 +72,25 @@ async def test_rejection_reports_binances_code(venue: Venue) -> None:
     assert [(r.client_order_id, r.code) for r in rejected] == [("tiny-1", BinanceErrorCode.MIN_NOTIONAL)]
 
 
+async def test_a_refusal_with_a_code_keel_does_not_model_is_reported_rejected_with_binances_code_and_message(
+    venue: Venue,
+) -> None:
+    # Arrange: Binance refuses the submit (HTTP 400) with a code that is not in keel's enum
+    venue.server.refuse_submits = [(-4140, "Invalid symbol status for opening position.")]
+    command = order(venue, "unmodeled-1", OrderSide.BUY, "0.010", "50000")
+
+    # Act
+    await venue.adapter.submit_order(command)
+
+    # Assert: one rejection carrying Binance's code and message; nothing was resent or left unresolved
+    rejected = [(r.client_order_id, r.code) for r in venue.reports if isinstance(r, OrderRejected)]
+    reasons = [r.reason for r in venue.reports if isinstance(r, OrderRejected)]
+    assert rejected == [("unmodeled-1", -4140)]
+    assert "Invalid symbol status for opening position." in reasons[0]
+    assert venue.adapter.ambiguous_submits == 0
+    assert venue.server.placed_client_ids == []
+
+
 async def test_cancel_of_unknown_order_is_rejected_with_2011(venue: Venue) -> None:
     with pytest.raises(RequestRejectedError) as raised:
         await venue.adapter.cancel_order("BTCUSDT", "never-sent")
