@@ -209,13 +209,30 @@ class BinanceVenue:
         ]
 
     async def open(self) -> None:
-        """Open the HTTP session, measure the offset to Binance's clock and load the exchange filters."""
+        """Open the HTTP session, measure the offset to Binance's clock and load the exchange filters.
+
+        Raises
+        ------
+        OperatorActionRequiredError
+            When Binance refuses the keys, or does not list a symbol of ``data.symbols``.
+        """
         self._http = aiohttp.ClientSession()
         self.client.use_session(self._http)
         self._running = True
         await self._retrying("measure the clock offset", self.client.sync_time)
         self._last_sync_ms = self._local_ms()
-        await self._retrying("load the exchange filters", self._adapter().exchange_info)
+        listed = await self._retrying("load the exchange filters", self._adapter().exchange_info)
+        self._check_listed(listed)
+
+    def _check_listed(self, listed: Mapping[str, Instrument]) -> None:
+        """Refuse to trade symbols Binance does not list as trading perpetual contracts (no stream, no order)."""
+        missing = [symbol for symbol in self.symbols if symbol not in listed]
+        if missing:
+            raise OperatorActionRequiredError(
+                f"Binance at {self.rest_url} does not list {', '.join(missing)} as a trading perpetual contract "
+                "(a testnet lists fewer symbols; a delisted or settling one is not trading): remove it from "
+                "data.symbols (--symbols) or trade it where it is listed"
+            )
 
     def prepare_streams(self, pipeline: Pipeline) -> None:
         """Build the user-data stream and its REST poller (:meth:`connect` runs them)."""

@@ -24,7 +24,7 @@ from keel.api.binance.polling import BreakerState
 from keel.config import KeelConfig, load_config
 from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_MILLI, NANOS_PER_SECOND, SimulatedClock
-from keel.core.errors import RetryLaterError
+from keel.core.errors import OperatorActionRequiredError, RetryLaterError
 from keel.core.fsm import TradingState
 from keel.core.instruments import load_instruments
 from keel.core.messages import (
@@ -310,3 +310,31 @@ async def test_the_clock_offset_is_measured_every_interval_and_an_unmeasurable_c
     assert "clock" in live.venue.conditions
     assert any("unsafe to sign" in reason for reason in live.monitor.reasons())
     assert live.monitor.health is SystemHealth.DEGRADED
+
+
+@pytest.mark.asyncio
+async def test_a_symbol_binance_does_not_list_stops_the_start_naming_it(tmp_path: Path) -> None:
+    # Arrange: keel is to trade BTCUSDT and ETHUSDT; this Binance lists BTCUSDT only
+    bars = real_bars("BTCUSDT", 1)
+    clock = SimulatedClock(bars[0].open_time)
+    probe = venue_config("http://127.0.0.1:1")
+    instruments = load_instruments(probe.exchange.instruments)
+    exchange = build_exchange(probe, {"BTCUSDT": instruments["BTCUSDT"]}, clock, Decimal("100000"))
+    server = LocalBinance(exchange, clock, KEY, SECRET)
+    url = await server.start()
+    config = venue_config(url).model_copy(
+        update={"data": probe.data.model_copy(update={"symbols": ["BTCUSDT", "ETHUSDT"]})}
+    )
+    venue = BinanceVenue(config, local_ms=lambda: clock.timestamp_ns() // NANOS_PER_MILLI)
+    venue.exchange({s: instruments[s] for s in ("BTCUSDT", "ETHUSDT")}, clock)
+
+    # Act
+    try:
+        with pytest.raises(OperatorActionRequiredError) as raised:
+            await venue.open()
+    finally:
+        await venue.disconnect()
+        await server.stop()
+
+    # Assert: the start stops before trading, naming the symbol Binance does not list
+    assert "ETHUSDT" in str(raised.value) and "BTCUSDT" not in str(raised.value)
