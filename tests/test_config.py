@@ -158,6 +158,37 @@ def test_live_with_one_binance_url_set_names_the_other(tmp_path: Path, binance: 
     assert "different Binances" in error.problem and "testnet's" in error.problem
 
 
+def test_live_with_mainnet_rest_and_testnet_streams_names_the_streams_url(tmp_path: Path) -> None:
+    # Arrange: orders would go to mainnet, priced from the testnet's market
+    user = write(
+        tmp_path / "user.yaml",
+        "live:\n  confirm: true\n  testnet: false\nbinance:\n  rest_url: https://fapi.binance.com\n"
+        "  ws_url: wss://stream.binancefuture.com\n",
+    )
+
+    # Act
+    error = load_error("live", user, **LIVE_KEYS)
+
+    # Assert
+    assert error.key == "binance.ws_url" and error.file == str(user)
+    assert "mainnet" in error.problem and "testnet" in error.problem
+
+
+def test_live_on_the_testnet_with_mainnet_urls_names_the_testnet_switch(tmp_path: Path) -> None:
+    # Arrange: live.testnet (config/live.yaml's default, or --testnet) asks for the testnet; the URLs are mainnet's
+    user = write(
+        tmp_path / "user.yaml",
+        "live:\n  confirm: true\nbinance:\n  rest_url: https://fapi.binance.com\n  ws_url: wss://fstream.binance.com\n",
+    )
+
+    # Act
+    error = load_error("live", user, **LIVE_KEYS)
+
+    # Assert
+    assert error.key == "live.testnet"
+    assert "mainnet" in error.problem
+
+
 def test_live_with_both_binance_urls_set_loads(tmp_path: Path) -> None:
     # Arrange: a local Binance, or a proxy of both
     user = write(
