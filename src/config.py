@@ -1005,6 +1005,21 @@ class BinanceConfig(_Section):
     )
     poll_pause_seconds: float = Field(30.0, gt=0, description="How long an open circuit breaker pauses polling.")
 
+    @field_validator("rest_url", "ws_url")
+    @classmethod
+    def _url_with_scheme_and_host(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """Refuse a URL keel could not connect to: a REST URL is http(s)://host, a stream URL ws(s)://host."""
+        schemes = ("http", "https") if info.field_name == "rest_url" else ("ws", "wss")
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in schemes or not parts.hostname:
+                raise PydanticCustomError(
+                    "binance_url",
+                    "needs {first}:// or {second}:// and a host (for example {first}://127.0.0.1:8080)",
+                    {"first": schemes[0], "second": schemes[1]},
+                )
+        return value
+
     def endpoints(self) -> tuple[str, str]:
         """Return the REST and WebSocket base URLs in effect."""
         if self.testnet:

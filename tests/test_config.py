@@ -189,6 +189,25 @@ def test_live_on_the_testnet_with_mainnet_urls_names_the_testnet_switch(tmp_path
     assert "mainnet" in error.problem
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "key"),
+    [
+        ("KEEL_BINANCE__REST_URL", "127.0.0.1:8080", "binance.rest_url"),
+        ("KEEL_BINANCE__REST_URL", "wss://fstream.binance.com", "binance.rest_url"),
+        ("KEEL_BINANCE__WS_URL", "fstream.binance.com", "binance.ws_url"),
+        ("KEEL_BINANCE__WS_URL", "https://fstream.binance.com", "binance.ws_url"),
+    ],
+)
+def test_a_binance_url_without_its_scheme_or_host_names_the_key(variable: str, value: str, key: str) -> None:
+    # Arrange: the run reached the first request and raised aiohttp's or websockets' traceback
+
+    # Act
+    error = load_error("paper", **{variable: value})
+
+    # Assert
+    assert error.key == key and error.file == f"environment variable {variable}"
+
+
 def test_live_with_both_binance_urls_set_loads(tmp_path: Path) -> None:
     # Arrange: a local Binance, or a proxy of both
     user = write(
