@@ -1514,7 +1514,10 @@ def _merge(
     provenance[path] = source
     for key, value in layer.items():
         key_path = (*path, str(key))
-        if isinstance(value, dict) and isinstance(target.get(key), dict):
+        if isinstance(value, dict):
+            # A section new to ``target`` is merged key by key too, so each of its keys has its source.
+            if not isinstance(target.get(key), dict):
+                target[key] = {}
             _merge(target[key], value, source, provenance, key_path)
         else:
             target[key] = value

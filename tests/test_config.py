@@ -208,6 +208,18 @@ def test_a_binance_url_without_its_scheme_or_host_names_the_key(variable: str, v
     assert error.key == key and error.file == f"environment variable {variable}"
 
 
+def test_a_bad_key_of_a_section_no_file_sets_is_blamed_on_its_own_variable() -> None:
+    # Arrange: no file has a binance section; two variables set two of its keys, the first one bad
+    environ = {"KEEL_BINANCE__REST_URL": "127.0.0.1:8080", "KEEL_BINANCE__WS_URL": "ws://127.0.0.1:8080"}
+
+    # Act
+    error = load_error("paper", **environ)
+
+    # Assert: the variable that set binance.rest_url is named, not the last one to touch the section
+    assert error.key == "binance.rest_url"
+    assert error.file == "environment variable KEEL_BINANCE__REST_URL"
+
+
 def test_live_with_both_binance_urls_set_loads(tmp_path: Path) -> None:
     # Arrange: a local Binance, or a proxy of both
     user = write(
