@@ -266,9 +266,18 @@ class BinanceRestClient:
 
     async def sync_time(self) -> None:
         """Measure the offset to Binance's clock with ``GET /fapi/v1/time``."""
+        self._open_session("GET", TIME_PATH)
+        await self.limiter.acquire(endpoint_weight("GET", TIME_PATH), False)
+        # Read after the pacing wait: only the round trip bounds the measurement's error.
         sent = self.clock.local_ms()
-        payload = await self.request("GET", TIME_PATH)
+        payload = await self._send("GET", TIME_PATH, (), signed=False)
         self.clock.record(sent, int(payload["serverTime"]), self.clock.local_ms())
+
+    def _open_session(self, method: str, path: str) -> aiohttp.ClientSession:
+        """Return the session requests go through; RetryLaterError without one (none given yet, or closed)."""
+        if self._session is None:
+            raise RetryLaterError(f"{method} {path}: the REST client has no open session")
+        return self._session
 
     async def request(self, method: str, path: str, params: Iterable[Param] = (), *, signed: bool = False) -> Any:
         """Send one request and return its decoded JSON body.
@@ -294,9 +303,12 @@ class BinanceRestClient:
         RequestRejectedError, OperatorActionRequiredError
             Binance refused the request definitively or needs a human.
         """
-        if self._session is None:
-            raise RetryLaterError(f"{method} {path}: the REST client has no open session")
+        self._open_session(method, path)
         await self.limiter.acquire(endpoint_weight(method, path), (method, path) in ORDER_PLACING)
+        return await self._send(method, path, params, signed=signed)
+
+    async def _send(self, method: str, path: str, params: Iterable[Param], *, signed: bool) -> Any:
+        """Sign (measuring the clock first when it must), send one request the limiter admitted, decode it."""
         if signed:
             if self._secret is None:
                 raise OperatorActionRequiredError(f"{method} {path} needs API keys and none are configured")
@@ -309,8 +321,9 @@ class BinanceRestClient:
         url = f"{self.base_url}{path}" + (f"?{query}" if query else "")
         writes = method != "GET"
         self.requests_sent += 1
+        session = self._open_session(method, path)
         try:
-            async with self._session.request(method, url, headers=headers, timeout=self._timeout) as response:
+            async with session.request(method, url, headers=headers, timeout=self._timeout) as response:
                 self.limiter.observe(response.headers)
                 return await self._decode(response, writes)
         except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
