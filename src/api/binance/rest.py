@@ -308,11 +308,11 @@ class BinanceRestClient:
         return await self._send(method, path, params, signed=signed)
 
     async def _send(self, method: str, path: str, params: Iterable[Param], *, signed: bool) -> Any:
-        """Sign (measuring the clock first when it must), send one request the limiter admitted, decode it."""
+        """Sign (measuring the clock first unless it is safe to sign with), send one admitted request, decode it."""
         if signed:
             if self._secret is None:
                 raise OperatorActionRequiredError(f"{method} {path} needs API keys and none are configured")
-            if self.clock.needs_measurement():
+            if not self.clock.is_safe():  # unmeasured, stale, or its round trip was too slow: measure again
                 await self.sync_time()
             query = signed_query(params, self._secret, self.clock.timestamp_ms(), self.clock.recv_window_ms)
         else:

@@ -134,3 +134,18 @@ async def test_a_clock_measurement_paced_by_the_weight_budget_does_not_count_the
         assert venue.client.clock.is_safe()
     finally:
         await venue.server.stop()
+
+
+async def test_a_signed_request_after_a_too_uncertain_measurement_measures_again_and_goes_out(venue: Venue) -> None:
+    # Arrange: the last measurement's round trip took 8 s, too uncertain to sign with a 5 s recvWindow
+    clock = venue.client.clock
+    now = clock.local_ms()
+    clock.record(now - 8_000, now - 4_000, now)
+    assert not clock.is_safe()
+
+    # Act
+    balance = await venue.adapter.balances()
+
+    # Assert: measured again at once rather than refused until the next scheduled measurement
+    assert balance.wallet_balance == Decimal("100000")
+    assert clock.uncertainty_ms == 0
