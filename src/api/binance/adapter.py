@@ -22,6 +22,7 @@ from keel.api.binance.constants import (
     LEVERAGE_BRACKET_PATH,
     LEVERAGE_PATH,
     MARGIN_TYPE_PATH,
+    MAX_TRADES_PER_REQUEST,
     OPEN_ORDERS_PATH,
     ORDER_PATH,
     POSITION_MODE_PATH,
@@ -363,12 +364,22 @@ class BinanceAdapter:
         """Return the account's fills (of ``symbol``, or of every symbol) from ``start_ns`` on, in time order."""
         fills: list[OrderFilled] = []
         for name in [symbol] if symbol is not None else await self._symbols():
-            params = [("symbol", name), ("startTime", str(_first_ms(start_ns)))]
-            payload: list[dict[str, Any]] = await self._client.request("GET", USER_TRADES_PATH, params, signed=True)
-            for trade in payload:
+            for trade in await self._trades_of(name, start_ns):
                 client_id = await self._client_order_id(name, str(trade["orderId"]))
                 fills.append(fill_from(trade, client_id, self._now_ns()))
         return sorted(fills, key=lambda f: (f.ts_event, f.symbol, f.trade_id))
+
+    async def _trades_of(self, symbol: str, start_ns: int) -> list[dict[str, Any]]:
+        """Return ``symbol``'s trades from ``start_ns`` on, page after page (an answer holds 1,000 at most)."""
+        limit = ("limit", str(MAX_TRADES_PER_REQUEST))
+        params = [("symbol", symbol), ("startTime", str(_first_ms(start_ns))), limit]
+        trades: list[dict[str, Any]] = []
+        while True:
+            page: list[dict[str, Any]] = await self._client.request("GET", USER_TRADES_PATH, params, signed=True)
+            trades += page
+            if len(page) < MAX_TRADES_PER_REQUEST:
+                return trades
+            params = [("symbol", symbol), ("fromId", str(int(page[-1]["id"]) + 1)), limit]
 
     async def funding_payments(self, start_ns: int = 0) -> list[FundingPaid]:
         """Return the funding payments from ``start_ns`` on, each joined with its settlement's rate and mark."""

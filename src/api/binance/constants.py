@@ -38,6 +38,8 @@ POSITION_RISK_PATH: Final = "/fapi/v2/positionRisk"
 BALANCE_PATH: Final = "/fapi/v2/balance"
 ACCOUNT_PATH: Final = "/fapi/v2/account"
 USER_TRADES_PATH: Final = "/fapi/v1/userTrades"
+MAX_TRADES_PER_REQUEST: Final = 1_000
+"""The most trades one ``GET /fapi/v1/userTrades`` returns (its ``limit``; 500 when not sent)."""
 INCOME_PATH: Final = "/fapi/v1/income"
 LISTEN_KEY_PATH: Final = "/fapi/v1/listenKey"
 KLINES_PATH: Final = "/fapi/v1/klines"

@@ -48,6 +48,7 @@ from keel.api.binance.constants import (
     LISTEN_KEY_PATH,
     MARGIN_TYPE_PATH,
     MAX_KLINES_PER_REQUEST,
+    MAX_TRADES_PER_REQUEST,
     OPEN_ORDERS_PATH,
     ORDER_COUNT_1M_HEADER,
     ORDER_COUNT_10S_HEADER,
@@ -482,9 +483,16 @@ class LocalBinance:
         return web.json_response([configuration_json(configuration)])
 
     async def _user_trades(self, request: web.Request, params: dict[str, str]) -> web.Response:
-        start = int(params.get("startTime", "0")) * NANOS_PER_MILLI
-        fills = await self.exchange.account_trades(params.get("symbol"), start)
-        return web.json_response([trade_json(f) for f in fills])
+        # Binance's page: ``limit`` trades at most (default 500, at most 1000), from ``fromId`` or ``startTime``.
+        limit = min(_integer(params, "limit", 500), MAX_TRADES_PER_REQUEST)
+        if "fromId" in params:
+            first = _integer(params, "fromId", 0)
+            fills = [f for f in await self.exchange.account_trades(params.get("symbol"), 0) if int(f.trade_id) >= first]
+        else:
+            start = _integer(params, "startTime", 0) * NANOS_PER_MILLI
+            fills = await self.exchange.account_trades(params.get("symbol"), start)
+        page = sorted(fills, key=lambda f: int(f.trade_id))[:limit]
+        return web.json_response([trade_json(f) for f in page])
 
     async def _income(self, request: web.Request, params: dict[str, str]) -> web.Response:
         start = int(params.get("startTime", "0")) * NANOS_PER_MILLI

@@ -6,7 +6,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from conftest import API_KEY, ROOT, SECRET, Text, Venue
+from conftest import API_KEY, ROOT, SECRET, Text, Venue, real_bars
 from keel.api.binance.auth import ServerClock
 from keel.api.binance.rest import BinanceRestClient, RateLimiter
 from keel.core.error_codes import BinanceErrorCode
@@ -216,3 +216,21 @@ async def test_filters_are_checked_before_sending(venue: Venue) -> None:
     ]
     assert venue.client.requests_sent == sent
     assert venue.server.placed_client_ids == []
+
+
+async def test_account_trades_pages_through_more_fills_than_one_answer_of_binance_holds(venue: Venue) -> None:
+    # Arrange: 1,200 fills, over Binance's 500 trades an answer holds by default and its 1,000 at most
+    start = venue.clock.timestamp_ns()
+    bars = real_bars("BTCUSDT", 10)
+    for n, bar in enumerate(bars[1:9]):
+        for m in range(150):
+            side = OrderSide.BUY if m % 2 else OrderSide.SELL
+            await venue.server.exchange.submit_order(order(venue, f"many-{n}-{m}", side, "0.002"))
+        venue.feed(bar)
+
+    # Act
+    fills = await venue.adapter.account_trades("BTCUSDT", start)
+
+    # Assert: every fill, each once
+    assert len(fills) == 1_200
+    assert len({f.trade_id for f in fills}) == 1_200
