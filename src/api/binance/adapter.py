@@ -10,6 +10,7 @@ not placed and the caller decides (the router resends under the same id).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -22,6 +23,8 @@ from keel.api.binance.constants import (
     LEVERAGE_BRACKET_PATH,
     LEVERAGE_PATH,
     MARGIN_TYPE_PATH,
+    MAX_FUNDING_RATES_PER_REQUEST,
+    MAX_INCOME_PER_REQUEST,
     MAX_TRADES_PER_REQUEST,
     OPEN_ORDERS_PATH,
     ORDER_PATH,
@@ -383,12 +386,11 @@ class BinanceAdapter:
 
     async def funding_payments(self, start_ns: int = 0) -> list[FundingPaid]:
         """Return the funding payments from ``start_ns`` on, each joined with its settlement's rate and mark."""
-        start = str(_first_ms(start_ns))
-        params = [("incomeType", "FUNDING_FEE"), ("startTime", start)]
-        incomes: list[dict[str, Any]] = await self._client.request("GET", INCOME_PATH, params, signed=True)
+        start = _first_ms(start_ns)
+        incomes = await self._history(_INCOME, [("incomeType", "FUNDING_FEE")], start)
         rates: dict[tuple[str, int], dict[str, Any]] = {}
         for name in sorted({str(i["symbol"]) for i in incomes}):
-            settled = await self._client.request("GET", FUNDING_RATE_PATH, [("symbol", name), ("startTime", start)])
+            settled = await self._history(_FUNDING_RATES, [("symbol", name)], start)
             rates.update({(name, int(r["fundingTime"])): r for r in settled})
         payments = []
         for income in incomes:
@@ -397,6 +399,38 @@ class BinanceAdapter:
                 raise RetryLaterError(f"no funding settlement published yet for {income['symbol']} at {income['time']}")
             payments.append(funding_from(income, rate, self._now_ns()))
         return payments
+
+    async def _history(self, page: _Page, params: list[tuple[str, str]], start_ms: int) -> list[dict[str, Any]]:
+        """Return an oldest-first history's rows from ``start_ms`` on, page after page of ``page.limit`` rows.
+
+        A page goes on from the last row's time; rows of that ms already read are told apart by ``page.key``.
+        """
+        rows: list[dict[str, Any]] = []
+        seen: set[object] = set()
+        while True:
+            query = [*params, ("startTime", str(start_ms)), ("limit", str(page.limit))]
+            answer: list[dict[str, Any]] = await self._client.request("GET", page.path, query, signed=page.signed)
+            new = [row for row in answer if row[page.key] not in seen]
+            rows += new
+            seen.update(row[page.key] for row in new)
+            if len(answer) < page.limit or not new:
+                return rows
+            start_ms = int(answer[-1][page.time_key])
+
+
+@dataclass(frozen=True, slots=True)
+class _Page:
+    """How one of Binance's time-ordered histories pages: its path, page size, row time and row identity."""
+
+    path: str
+    limit: int
+    time_key: str
+    key: str
+    signed: bool
+
+
+_INCOME = _Page(INCOME_PATH, MAX_INCOME_PER_REQUEST, "time", "tranId", signed=True)
+_FUNDING_RATES = _Page(FUNDING_RATE_PATH, MAX_FUNDING_RATES_PER_REQUEST, "fundingTime", "fundingTime", signed=False)
 
 
 def _first_ms(start_ns: int) -> int:

@@ -41,6 +41,8 @@ USER_TRADES_PATH: Final = "/fapi/v1/userTrades"
 MAX_TRADES_PER_REQUEST: Final = 1_000
 """The most trades one ``GET /fapi/v1/userTrades`` returns (its ``limit``; 500 when not sent)."""
 INCOME_PATH: Final = "/fapi/v1/income"
+MAX_INCOME_PER_REQUEST: Final = 1_000
+"""The most rows one ``GET /fapi/v1/income`` returns (its ``limit``; 100 when not sent)."""
 LISTEN_KEY_PATH: Final = "/fapi/v1/listenKey"
 KLINES_PATH: Final = "/fapi/v1/klines"
 MAX_KLINES_PER_REQUEST: Final = 1_500

@@ -47,6 +47,8 @@ from keel.api.binance.constants import (
     LEVERAGE_PATH,
     LISTEN_KEY_PATH,
     MARGIN_TYPE_PATH,
+    MAX_FUNDING_RATES_PER_REQUEST,
+    MAX_INCOME_PER_REQUEST,
     MAX_KLINES_PER_REQUEST,
     MAX_TRADES_PER_REQUEST,
     OPEN_ORDERS_PATH,
@@ -495,8 +497,10 @@ class LocalBinance:
         return web.json_response([trade_json(f) for f in page])
 
     async def _income(self, request: web.Request, params: dict[str, str]) -> web.Response:
-        start = int(params.get("startTime", "0")) * NANOS_PER_MILLI
+        # Binance's page: ``limit`` rows at most (default 100, at most 1000) from ``startTime``, oldest first.
+        start = _integer(params, "startTime", 0) * NANOS_PER_MILLI
         payments = await self.exchange.funding_payments(start)
+        limit = min(_integer(params, "limit", 100), MAX_INCOME_PER_REQUEST)
         return web.json_response(
             [
                 {
@@ -508,7 +512,7 @@ class LocalBinance:
                     "tranId": n,
                 }
                 for n, p in enumerate(payments, 1)
-            ]
+            ][:limit]
         )
 
     async def _funding_rates(self, request: web.Request, params: dict[str, str]) -> web.Response:
@@ -528,8 +532,8 @@ class LocalBinance:
                     "markPrice": str(p.mark_price),
                 }
         rows = [settled[time_ms] for time_ms in sorted(settled)]
-        limit = params.get("limit")
-        return web.json_response(rows if limit is None else rows[: int(limit)])
+        limit = min(_integer(params, "limit", 100), MAX_FUNDING_RATES_PER_REQUEST)  # Binance's default and most
+        return web.json_response(rows[:limit])
 
     async def _user_stream(self, request: web.Request) -> web.StreamResponse:
         if self.refuse_streams:

@@ -15,6 +15,7 @@ from keel.core.instruments import load_instruments
 from keel.core.messages import FundingRateUpdated, OrderAccepted, OrderRejected, SubmitOrder
 from keel.core.orders import OrderSide, OrderStatus, OrderType, TimeInForce
 from keel.core.ports import ExchangePort, MarginType, PositionMode
+from keel.market_data.loaders import load_funding
 
 pytestmark = pytest.mark.asyncio
 
@@ -234,3 +235,41 @@ async def test_account_trades_pages_through_more_fills_than_one_answer_of_binanc
     # Assert: every fill, each once
     assert len(fills) == 1_200
     assert len({f.trade_id for f in fills}) == 1_200
+
+
+async def test_funding_payments_page_through_more_settlements_than_one_answer_of_binance_holds(venue: Venue) -> None:
+    # Arrange: BTCUSDT and ETHUSDT held through the recorded settlements after they opened: over the 100 rows
+    # Binance's income answer holds by default
+    start = venue.clock.timestamp_ns()
+    eth = real_bars("ETHUSDT", 2)
+    venue.server.exchange.on_bar(eth[0])
+    for symbol, quantity in (("BTCUSDT", "0.010"), ("ETHUSDT", "0.100")):
+        short = order(venue, f"held-{symbol}", OrderSide.SELL, quantity)
+        await venue.adapter.submit_order(msgspec.structs.replace(short, symbol=symbol))
+    venue.feed(venue.bars[1])
+    venue.server.exchange.on_bar(eth[1])
+    recorded = load_funding(ROOT / "data" / "funding" / "binance_usdm_funding_2025-03_06.csv.gz").frame
+    held = recorded[recorded.symbol.isin(["BTCUSDT", "ETHUSDT"]) & (recorded.time_ms * 1_000_000 > start)]
+    for row in held.sort_values(["time_ms", "symbol"]).itertuples(index=False):
+        settle = int(row.time_ms) * 1_000_000
+        venue.clock.advance_to(settle)
+        venue.server.exchange.on_funding(
+            FundingRateUpdated(
+                symbol=row.symbol,
+                funding_time=settle,
+                rate=Decimal(str(row.funding_rate)),
+                mark_price=Decimal(str(row.mark_price)),
+                ts_event=settle,
+                ts_init=settle,
+            )
+        )
+    settled = await venue.server.exchange.funding_payments(start)
+
+    # Act
+    payments = await venue.adapter.funding_payments(start)
+
+    # Assert: every settlement, each once, with its own rate
+    assert len(settled) > 100
+    assert [(p.symbol, p.funding_time, p.rate, p.amount) for p in payments] == [
+        (p.symbol, p.funding_time, p.rate, p.amount) for p in settled
+    ]
