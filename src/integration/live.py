@@ -388,6 +388,7 @@ class BinanceVenue:
                 _log.warning("measuring the offset to Binance's clock failed", error=str(error))
         self._check_clock()
         self._check_ban()
+        self._check_keys()
         await self._check_stream(now)
 
     def _check_clock(self) -> None:
@@ -409,6 +410,16 @@ class BinanceVenue:
             seconds = (limiter.banned_until_ms - self._venue_ms()) / 1000
             reason = f"Binance banned this IP (HTTP 418): nothing is sent for {seconds:.0f} s"
         self._condition("banned", reason, until_ns if reason else None)
+
+    def _check_keys(self) -> None:
+        refusal = self.client.key_refusal
+        reason = ""
+        if refusal:
+            reason = (
+                f"Binance refuses the API keys ({refusal}): check KEEL_BINANCE_API_KEY and KEEL_BINANCE_API_SECRET, "
+                "the key's futures permission and its IP whitelist"
+            )
+        self._condition("keys", reason)
 
     async def _check_stream(self, now: int) -> None:
         stream, poller = self.stream, self.poller

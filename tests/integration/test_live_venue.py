@@ -338,3 +338,26 @@ async def test_a_symbol_binance_does_not_list_stops_the_start_naming_it(tmp_path
 
     # Assert: the start stops before trading, naming the symbol Binance does not list
     assert "ETHUSDT" in str(raised.value) and "BTCUSDT" not in str(raised.value)
+
+
+@pytest.mark.asyncio
+async def test_keys_binance_stops_accepting_mid_run_show_in_health_until_it_accepts_them_again(live: Live) -> None:
+    # Arrange: the key is revoked (or the IP taken off its whitelist) while keel runs
+    live.server._api_key = "revoked"
+    with pytest.raises(OperatorActionRequiredError):
+        await live.venue.adapter.positions()  # type: ignore[union-attr]
+
+    # Act
+    await live.venue.check()
+    await live.settle()
+    during = (live.monitor.health, live.monitor.reasons())
+    live.server._api_key = KEY
+    await live.venue.adapter.positions()  # type: ignore[union-attr]
+    await live.venue.check()
+    await live.settle()
+
+    # Assert: health named the refusal and what to check while it lasted
+    assert during[0] is SystemHealth.DEGRADED
+    assert any("-2015" in reason and "KEEL_BINANCE_API_KEY" in reason for reason in during[1])
+    assert [c.active for c in live.conditions if c.condition == "keys"] == [True, False]
+    assert "keys" not in live.venue.conditions

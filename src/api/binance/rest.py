@@ -218,6 +218,22 @@ def error_for(status: int, payload: Any) -> KeelError:
     return error
 
 
+_KEY_REFUSALS = frozenset(
+    {
+        BinanceErrorCode.UNAUTHORIZED,
+        BinanceErrorCode.INVALID_SIGNATURE,
+        BinanceErrorCode.BAD_API_KEY_FMT,
+        BinanceErrorCode.REJECTED_MBX_KEY,
+    }
+)
+
+
+def _refuses_keys(error: KeelError) -> bool:
+    """Whether ``error`` is Binance refusing the API key or its signature (not the clock: -1021 is measured again)."""
+    cause = error.__cause__
+    return isinstance(cause, BinanceRequestError) and cause.code in _KEY_REFUSALS
+
+
 class BinanceRestClient:
     """Sends public and SIGNED requests to a Binance USD-M REST base URL.
 
@@ -256,6 +272,8 @@ class BinanceRestClient:
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self.requests_sent = 0
+        # Binance's refusal of the keys on the last signed request (-2015, -2014, -1022, -1002); empty once one passes.
+        self.key_refusal = ""
 
     def __repr__(self) -> str:
         return f"BinanceRestClient(base_url={self.base_url!r})"
@@ -325,11 +343,18 @@ class BinanceRestClient:
         try:
             async with session.request(method, url, headers=headers, timeout=self._timeout) as response:
                 self.limiter.observe(response.headers)
-                return await self._decode(response, writes)
+                payload = await self._decode(response, writes)
+        except KeelError as error:
+            if signed and _refuses_keys(error):
+                self.key_refusal = str(error)
+            raise
         except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             if writes:
                 raise AmbiguousOutcomeError(f"{method} {path}: no answer ({type(exc).__name__})") from exc
             raise RetryLaterError(f"{method} {path}: no answer ({type(exc).__name__})") from exc
+        if signed:
+            self.key_refusal = ""
+        return payload
 
     async def _decode(self, response: aiohttp.ClientResponse, writes: bool) -> Any:
         status = response.status
