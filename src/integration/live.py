@@ -36,7 +36,7 @@ from keel.api import MarketCursor
 from keel.api.binance.adapter import BinanceAdapter
 from keel.api.binance.auth import ServerClock
 from keel.api.binance.polling import AccountPoller, BreakerState, CircuitBreaker
-from keel.api.binance.rest import BinanceRequestError, BinanceRestClient, RateLimiter
+from keel.api.binance.rest import BinanceRequestError, BinanceRestClient, RateLimiter, refuses_keys
 from keel.api.binance.user_stream import ListenKeyKeeper, UserStream
 from keel.config import KeelConfig
 from keel.core.clock import NANOS_PER_MILLI, Clock
@@ -354,6 +354,8 @@ class BinanceVenue:
                 return await call()
             except OperatorActionRequiredError as error:
                 cause = error.__cause__
+                if refuses_keys(error):
+                    raise OperatorActionRequiredError(self._keys_refused(str(error))) from error
                 if not (isinstance(cause, BinanceRequestError) and cause.code is BinanceErrorCode.INVALID_TIMESTAMP):
                     raise
                 _log.warning("Binance refused the timestamp; measuring the clock again", call=what)
@@ -413,13 +415,15 @@ class BinanceVenue:
 
     def _check_keys(self) -> None:
         refusal = self.client.key_refusal
-        reason = ""
-        if refusal:
-            reason = (
-                f"Binance refuses the API keys ({refusal}): check KEEL_BINANCE_API_KEY and KEEL_BINANCE_API_SECRET, "
-                "the key's futures permission and its IP whitelist"
-            )
-        self._condition("keys", reason)
+        self._condition("keys", self._keys_refused(refusal) if refusal else "")
+
+    def _keys_refused(self, refusal: str) -> str:
+        """Say that Binance refuses the keys, and what to check."""
+        return (
+            f"Binance at {self.rest_url} refuses the API keys ({refusal}): check that KEEL_BINANCE_API_KEY and "
+            "KEEL_BINANCE_API_SECRET are a key of that Binance's account (testnet keys are not mainnet's), with "
+            "futures trading enabled and this host's IP on its whitelist if it has one"
+        )
 
     async def _check_stream(self, now: int) -> None:
         stream, poller = self.stream, self.poller

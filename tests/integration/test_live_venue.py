@@ -38,6 +38,7 @@ from keel.core.messages import (
 from keel.core.orders import OrderSide, OrderType
 from keel.integration.live import BinanceVenue
 from keel.integration.pipeline import Pipeline, build_exchange, build_monitors, build_pipeline
+from keel.integration.recovery import SessionPlan
 from keel.integration.system_monitor import SystemMonitor
 from kit import real_bars
 
@@ -361,3 +362,19 @@ async def test_keys_binance_stops_accepting_mid_run_show_in_health_until_it_acce
     assert any("-2015" in reason and "KEEL_BINANCE_API_KEY" in reason for reason in during[1])
     assert [c.active for c in live.conditions if c.condition == "keys"] == [True, False]
     assert "keys" not in live.venue.conditions
+
+
+@pytest.mark.asyncio
+async def test_keys_binance_refuses_at_the_start_stop_it_saying_which_variables_to_check(live: Live) -> None:
+    # Arrange: keys of another account (the testnet's keys on mainnet, the usual mix-up)
+    live.server._api_key = "another-account"
+
+    # Act
+    with pytest.raises(OperatorActionRequiredError) as raised:
+        await live.venue.opening_capital(live.pipeline, SessionPlan(session=1, recover=False), None)  # type: ignore[arg-type]
+
+    # Assert: Binance's refusal, and what to check
+    message = str(raised.value)
+    assert "-2015" in message
+    assert "KEEL_BINANCE_API_KEY" in message and "KEEL_BINANCE_API_SECRET" in message
+    assert live.venue.rest_url in message

@@ -228,8 +228,14 @@ _KEY_REFUSALS = frozenset(
 )
 
 
-def _refuses_keys(error: KeelError) -> bool:
-    """Whether ``error`` is Binance refusing the API key or its signature (not the clock: -1021 is measured again)."""
+def refuses_keys(error: KeelError) -> bool:
+    """Whether ``error`` is Binance refusing the API key or its signature (not the clock: -1021 is measured again).
+
+    Parameters
+    ----------
+    error
+        An error :meth:`BinanceRestClient.request` raised.
+    """
     cause = error.__cause__
     return isinstance(cause, BinanceRequestError) and cause.code in _KEY_REFUSALS
 
@@ -345,7 +351,7 @@ class BinanceRestClient:
                 self.limiter.observe(response.headers)
                 payload = await self._decode(response, writes)
         except KeelError as error:
-            if signed and _refuses_keys(error):
+            if signed and refuses_keys(error):
                 self.key_refusal = str(error)
             raise
         except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
