@@ -29,13 +29,14 @@ from keel.core.fsm import TradingState
 from keel.core.instruments import load_instruments
 from keel.core.messages import (
     BarClosed,
+    CancelOrder,
     MarginCalled,
     OrderFilled,
     SubmitOrder,
     SystemHealth,
     VenueConditionChanged,
 )
-from keel.core.orders import OrderSide, OrderType
+from keel.core.orders import OrderSide, OrderStatus, OrderType, TimeInForce
 from keel.integration.live import BinanceVenue
 from keel.integration.pipeline import Pipeline, build_exchange, build_monitors, build_pipeline
 from keel.integration.recovery import SessionPlan
@@ -378,3 +379,39 @@ async def test_keys_binance_refuses_at_the_start_stop_it_saying_which_variables_
     assert "-2015" in message
     assert "KEEL_BINANCE_API_KEY" in message and "KEEL_BINANCE_API_SECRET" in message
     assert live.venue.rest_url in message
+
+
+@pytest.mark.asyncio
+async def test_a_cancel_binance_did_not_answer_is_sent_again_until_the_order_is_canceled(live: Live) -> None:
+    # Arrange: a BUY resting far below the market, and a cancel Binance answers with HTTP 503 without canceling
+    now = live.clock.timestamp_ns()
+    resting = SubmitOrder(
+        client_order_id="keel-live-rest",
+        symbol="BTCUSDT",
+        side=OrderSide.BUY,
+        order_type=OrderType.LIMIT,
+        quantity=Decimal("0.010"),
+        price=Decimal("50000"),
+        time_in_force=TimeInForce.GTC,
+        ts_event=now,
+        ts_init=now,
+    )
+    live.pipeline.bus.publish(resting)
+    await live.settle()
+    live.server.fail_cancels = 1
+    live.pipeline.bus.publish(
+        CancelOrder(client_order_id="keel-live-rest", symbol="BTCUSDT", ts_event=now, ts_init=now)
+    )
+    await live.settle()
+
+    # Act: the order manager's resolve timer fires; then the watch polls the account (the stream is not up here)
+    live.advance(6)
+    live.pipeline.orders.resolve_unresolved()
+    await live.settle()
+    await live.venue.check()
+    await live.settle()
+
+    # Assert: the cancel went again; the order is canceled at Binance and in keel
+    at_venue = await live.server.exchange.query_order("BTCUSDT", "keel-live-rest")
+    assert at_venue is not None and at_venue.status is OrderStatus.CANCELED
+    assert live.pipeline.orders.orders["keel-live-rest"].status is OrderStatus.CANCELED

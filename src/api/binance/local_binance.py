@@ -17,7 +17,8 @@ Fault injection: ``fail_after_accept`` submits are placed and then answered
 with HTTP 503; ``drop_after_accept`` submits are placed and the connection
 is closed without an answer; ``fail_before_accept`` submits answer 503
 without being placed; ``refuse_submits`` (``(code, msg)`` pairs, in turn) answers
-submits HTTP 400 with that error without placing them; ``refuse_streams`` refuses user-data connections
+submits HTTP 400 with that error without placing them; ``fail_cancels`` cancels answer
+503 without canceling; ``refuse_streams`` refuses user-data connections
 (the stream is down); :meth:`push_event` sends any user-data payload (a
 ``MARGIN_CALL``); ``banned_until_ms`` bans the IP (HTTP 418).
 """
@@ -166,6 +167,7 @@ class LocalBinance:
         self.placed_client_ids: list[str] = []
         self.fail_before_accept = 0
         self.refuse_submits: list[tuple[int, str]] = []
+        self.fail_cancels = 0
         self.fail_after_accept = 0
         self.drop_after_accept = 0
         self.listen_key: str | None = None
@@ -391,6 +393,9 @@ class LocalBinance:
         return await self._order_answer(params.get("symbol", ""), client_order_id)
 
     async def _cancel_order(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        if self.fail_cancels > 0:
+            self.fail_cancels -= 1
+            return _error(BinanceErrorCode.UNKNOWN, "Internal error", 503)
         symbol, client_order_id = params.get("symbol", ""), params.get("origClientOrderId", "")
         try:
             await self.exchange.cancel_order(symbol, client_order_id)
