@@ -31,6 +31,8 @@ from keel.api.binance.constants import (
     POSITION_MODE_PATH,
     POSITION_RISK_PATH,
     SYMBOL_CONFIG_PATH,
+    TRADE_HISTORY_MS,
+    TRADE_WINDOW_MS,
     USER_TRADES_PATH,
 )
 from keel.api.binance.rest import BinanceRequestError, BinanceRestClient
@@ -373,16 +375,34 @@ class BinanceAdapter:
         return sorted(fills, key=lambda f: (f.ts_event, f.symbol, f.trade_id))
 
     async def _trades_of(self, symbol: str, start_ns: int) -> list[dict[str, Any]]:
-        """Return ``symbol``'s trades from ``start_ns`` on, page after page (an answer holds 1,000 at most)."""
-        limit = ("limit", str(MAX_TRADES_PER_REQUEST))
-        params = [("symbol", symbol), ("startTime", str(_first_ms(start_ns))), limit]
+        """Return ``symbol``'s trades from ``start_ns`` to now, read 7 days a window (Binance's longest span).
+
+        Binance keeps 6 months of trades: an earlier start is read from 6 months ago.
+        """
+        trades: list[dict[str, Any]] = []
+        seen: set[object] = set()
+        now_ms = self._now_ns() // NANOS_PER_MILLI
+        window_start = max(_first_ms(start_ns), now_ms - TRADE_HISTORY_MS)
+        while True:
+            window_end = min(window_start + TRADE_WINDOW_MS - 1, max(now_ms, window_start))
+            trades += await self._window_trades(symbol, window_start, window_end, seen)
+            if window_end >= now_ms:
+                return trades
+            window_start = window_end + 1
+
+    async def _window_trades(self, symbol: str, start_ms: int, end_ms: int, seen: set[object]) -> list[dict[str, Any]]:
+        """Return the trades of one window not in ``seen``, 1,000 a page; a full page goes on from its last time."""
         trades: list[dict[str, Any]] = []
         while True:
+            params = [("symbol", symbol), ("startTime", str(start_ms)), ("endTime", str(end_ms))]
+            params.append(("limit", str(MAX_TRADES_PER_REQUEST)))
             page: list[dict[str, Any]] = await self._client.request("GET", USER_TRADES_PATH, params, signed=True)
-            trades += page
-            if len(page) < MAX_TRADES_PER_REQUEST:
+            new = [trade for trade in page if trade["id"] not in seen]
+            trades += new
+            seen.update(trade["id"] for trade in new)
+            if len(page) < MAX_TRADES_PER_REQUEST or not new:
                 return trades
-            params = [("symbol", symbol), ("fromId", str(int(page[-1]["id"]) + 1)), limit]
+            start_ms = int(page[-1]["time"])
 
     async def funding_payments(self, start_ns: int = 0) -> list[FundingPaid]:
         """Return the funding payments from ``start_ns`` on, each joined with its settlement's rate and mark."""

@@ -105,6 +105,7 @@ Handler = Callable[[web.Request, dict[str, str]], Awaitable[web.Response]]
 _MINUTE_MS = 60_000
 _BAN_SECONDS = 120
 _LISTEN_KEY_LIFE_MS = 60 * _MINUTE_MS
+_WEEK_MS = 7 * 24 * 60 * _MINUTE_MS
 
 
 def _integer(params: dict[str, str], name: str, default: int) -> int:
@@ -490,14 +491,15 @@ class LocalBinance:
         return web.json_response([configuration_json(configuration)])
 
     async def _user_trades(self, request: web.Request, params: dict[str, str]) -> web.Response:
-        # Binance's page: ``limit`` trades at most (default 500, at most 1000), from ``fromId`` or ``startTime``.
+        # Binance's page: ``limit`` trades at most (default 500, at most 1000) of 7 days at most: from
+        # ``startTime`` (to ``endTime``, or 7 days on), or the 7 days to ``endTime`` (or now).
         limit = min(_integer(params, "limit", 500), MAX_TRADES_PER_REQUEST)
-        if "fromId" in params:
-            first = _integer(params, "fromId", 0)
-            fills = [f for f in await self.exchange.account_trades(params.get("symbol"), 0) if int(f.trade_id) >= first]
-        else:
-            start = _integer(params, "startTime", 0) * NANOS_PER_MILLI
-            fills = await self.exchange.account_trades(params.get("symbol"), start)
+        start = _integer(params, "startTime", _integer(params, "endTime", self.now_ms()) - _WEEK_MS)
+        end = _integer(params, "endTime", start + _WEEK_MS)
+        if end - start > _WEEK_MS:
+            return _error(-1127, "More than 7 days between startTime and endTime.")
+        history = await self.exchange.account_trades(params.get("symbol"), start * NANOS_PER_MILLI)
+        fills = [f for f in history if f.ts_event // NANOS_PER_MILLI <= end]
         page = sorted(fills, key=lambda f: int(f.trade_id))[:limit]
         return web.json_response([trade_json(f) for f in page])
 

@@ -339,7 +339,8 @@ class UserStream:
         self._now_ns = now_ns
         self._sleep = sleep
         self._random = random.Random(seed)
-        self.last_fill_ns = 0
+        # Catch-ups read from here until a fill is seen: fills before the stream existed are reconciliation's.
+        self.last_fill_ns = now_ns()
         self.connections = 0
         self.caught_up_fills = 0
         self.messages = 0

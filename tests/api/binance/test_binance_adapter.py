@@ -273,3 +273,20 @@ async def test_funding_payments_page_through_more_settlements_than_one_answer_of
     assert [(p.symbol, p.funding_time, p.rate, p.amount) for p in payments] == [
         (p.symbol, p.funding_time, p.rate, p.amount) for p in settled
     ]
+
+
+async def test_account_trades_reach_fills_more_than_seven_days_after_the_start(venue: Venue) -> None:
+    # Arrange: a round trip at the start and one nine days later (Binance lists trades 7 days from startTime at most)
+    start = venue.clock.timestamp_ns()
+    bars = real_bars("BTCUSDT", 9 * 1_440 + 2)
+    for name, at in (("early", bars[1]), ("late", bars[-1])):
+        venue.feed(bars[bars.index(at) - 1])
+        await venue.adapter.submit_order(order(venue, f"{name}-buy", OrderSide.BUY, "0.002"))
+        await venue.adapter.submit_order(order(venue, f"{name}-sell", OrderSide.SELL, "0.002"))
+        venue.feed(at)
+
+    # Act
+    fills = await venue.adapter.account_trades("BTCUSDT", start)
+
+    # Assert
+    assert [f.client_order_id for f in fills] == ["early-buy", "early-sell", "late-buy", "late-sell"]
