@@ -18,7 +18,8 @@ with HTTP 503; ``drop_after_accept`` submits are placed and the connection
 is closed without an answer; ``fail_before_accept`` submits answer 503
 without being placed; ``refuse_submits`` (``(code, msg)`` pairs, in turn) answers
 submits HTTP 400 with that error without placing them; ``fail_cancels`` cancels answer
-503 without canceling; ``refuse_streams`` refuses user-data connections
+503 without canceling; ``drop_handshakes`` user-data connections are closed in the
+handshake, before any answer; ``refuse_streams`` refuses user-data connections
 (the stream is down); :meth:`push_event` sends any user-data payload (a
 ``MARGIN_CALL``); ``banned_until_ms`` bans the IP (HTTP 418).
 """
@@ -169,6 +170,7 @@ class LocalBinance:
         self.fail_before_accept = 0
         self.refuse_submits: list[tuple[int, str]] = []
         self.fail_cancels = 0
+        self.drop_handshakes = 0
         self.fail_after_accept = 0
         self.drop_after_accept = 0
         self.listen_key: str | None = None
@@ -543,6 +545,10 @@ class LocalBinance:
         return web.json_response(rows[:limit])
 
     async def _user_stream(self, request: web.Request) -> web.StreamResponse:
+        if self.drop_handshakes > 0 and request.transport is not None:
+            self.drop_handshakes -= 1
+            request.transport.close()
+            return web.Response()
         if self.refuse_streams:
             return _error(BinanceErrorCode.UNKNOWN, "Service unavailable", 503)
         if request.match_info["listen_key"] != self.listen_key or not self._listen_key_alive():

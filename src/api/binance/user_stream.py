@@ -425,7 +425,8 @@ class UserStream:
                 self._keeper.on_expired_event()
                 attempt += 1
                 await self._sleep(self.backoff_seconds(attempt))
-            except OSError:
+            except (OSError, websockets.InvalidHandshake):
+                # Unreachable, or the connection dropped in the handshake (no answer to the upgrade).
                 attempt += 1
                 await self._sleep(self.backoff_seconds(attempt))
             except (RetryLaterError, OperatorActionRequiredError, RequestRejectedError) as error:
