@@ -39,6 +39,7 @@ from decimal import Decimal
 from pathlib import Path
 from types import NoneType, UnionType
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -1009,6 +1010,21 @@ class BinanceConfig(_Section):
     )
     poll_pause_seconds: float = Field(30.0, gt=0, description="How long an open circuit breaker pauses polling.")
 
+    @field_validator("rest_url", "ws_url")
+    @classmethod
+    def _url_with_scheme_and_host(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """Refuse a URL keel could not connect to: a REST URL is http(s)://host, a stream URL ws(s)://host."""
+        schemes = ("http", "https") if info.field_name == "rest_url" else ("ws", "wss")
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in schemes or not parts.hostname:
+                raise PydanticCustomError(
+                    "binance_url",
+                    "needs {first}:// or {second}:// and a host (for example {first}://127.0.0.1:8080)",
+                    {"first": schemes[0], "second": schemes[1]},
+                )
+        return value
+
     def endpoints(self) -> tuple[str, str]:
         """Return the REST and WebSocket base URLs in effect."""
         if self.testnet:
@@ -1016,6 +1032,26 @@ class BinanceConfig(_Section):
         else:
             rest, ws = "https://fapi.binance.com", "wss://fstream.binance.com"
         return self.rest_url or rest, self.ws_url or ws
+
+
+_BINANCE_NETWORKS = {
+    "fapi.binance.com": "mainnet",
+    "fstream.binance.com": "mainnet",
+    "testnet.binancefuture.com": "testnet",
+    "stream.binancefuture.com": "testnet",
+    "fstream.binancefuture.com": "testnet",
+}
+
+
+def binance_network(url: str) -> str | None:
+    """Return ``mainnet`` or ``testnet`` for a Binance USD-M endpoint, None for another host (a proxy, a local one).
+
+    Parameters
+    ----------
+    url
+        A REST or WebSocket base URL.
+    """
+    return _BINANCE_NETWORKS.get(urlsplit(url).hostname or "")
 
 
 class Secrets(_Section):
@@ -1133,6 +1169,27 @@ class KeelConfig(_Section):
                     "missing": missing,
                     "network": "testnet" if self.live.testnet or binance.testnet else "mainnet",
                 },
+            )
+        return self._live_endpoints_on_one_network()
+
+    def _live_endpoints_on_one_network(self) -> Self:
+        """Refuse Binance endpoints of two networks, or of mainnet while the testnet is asked for (or the reverse)."""
+        binance, testnet = self.binance, self.live.testnet or self.binance.testnet
+        rest, ws = (binance_network(url) if url is not None else None for url in (binance.rest_url, binance.ws_url))
+        if rest is not None and ws is not None and rest != ws:
+            raise PydanticCustomError(
+                "live_mixed_networks",
+                "binance.rest_url is Binance's {rest} and binance.ws_url its {ws}: orders would go to one and be "
+                "priced from the other's market; point both at the same network",
+                {"config_key": "binance.ws_url", "rest": rest, "ws": ws},
+            )
+        wanted = "testnet" if testnet else "mainnet"
+        if (network := rest or ws) is not None and network != wanted:
+            raise PydanticCustomError(
+                "live_network_not_asked_for",
+                "live.testnet is {testnet} (or --testnet) but binance.rest_url and ws_url are Binance's {network}: "
+                "set live.testnet to match the network you mean to trade on, or change the URLs",
+                {"config_key": "live.testnet", "testnet": str(testnet).lower(), "network": network},
             )
         return self
 
@@ -1462,7 +1519,10 @@ def _merge(
     provenance[path] = source
     for key, value in layer.items():
         key_path = (*path, str(key))
-        if isinstance(value, dict) and isinstance(target.get(key), dict):
+        if isinstance(value, dict):
+            # A section new to ``target`` is merged key by key too, so each of its keys has its source.
+            if not isinstance(target.get(key), dict):
+                target[key] = {}
             _merge(target[key], value, source, provenance, key_path)
         else:
             target[key] = value

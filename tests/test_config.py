@@ -158,6 +158,68 @@ def test_live_with_one_binance_url_set_names_the_other(tmp_path: Path, binance: 
     assert "different Binances" in error.problem and "testnet's" in error.problem
 
 
+def test_live_with_mainnet_rest_and_testnet_streams_names_the_streams_url(tmp_path: Path) -> None:
+    # Arrange: orders would go to mainnet, priced from the testnet's market
+    user = write(
+        tmp_path / "user.yaml",
+        "live:\n  confirm: true\n  testnet: false\nbinance:\n  rest_url: https://fapi.binance.com\n"
+        "  ws_url: wss://stream.binancefuture.com\n",
+    )
+
+    # Act
+    error = load_error("live", user, **LIVE_KEYS)
+
+    # Assert
+    assert error.key == "binance.ws_url" and error.file == str(user)
+    assert "mainnet" in error.problem and "testnet" in error.problem
+
+
+def test_live_on_the_testnet_with_mainnet_urls_names_the_testnet_switch(tmp_path: Path) -> None:
+    # Arrange: live.testnet (config/live.yaml's default, or --testnet) asks for the testnet; the URLs are mainnet's
+    user = write(
+        tmp_path / "user.yaml",
+        "live:\n  confirm: true\nbinance:\n  rest_url: https://fapi.binance.com\n  ws_url: wss://fstream.binance.com\n",
+    )
+
+    # Act
+    error = load_error("live", user, **LIVE_KEYS)
+
+    # Assert
+    assert error.key == "live.testnet"
+    assert "mainnet" in error.problem
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "key"),
+    [
+        ("KEEL_BINANCE__REST_URL", "127.0.0.1:8080", "binance.rest_url"),
+        ("KEEL_BINANCE__REST_URL", "wss://fstream.binance.com", "binance.rest_url"),
+        ("KEEL_BINANCE__WS_URL", "fstream.binance.com", "binance.ws_url"),
+        ("KEEL_BINANCE__WS_URL", "https://fstream.binance.com", "binance.ws_url"),
+    ],
+)
+def test_a_binance_url_without_its_scheme_or_host_names_the_key(variable: str, value: str, key: str) -> None:
+    # Arrange: the run reached the first request and raised aiohttp's or websockets' traceback
+
+    # Act
+    error = load_error("paper", **{variable: value})
+
+    # Assert
+    assert error.key == key and error.file == f"environment variable {variable}"
+
+
+def test_a_bad_key_of_a_section_no_file_sets_is_blamed_on_its_own_variable() -> None:
+    # Arrange: no file has a binance section; two variables set two of its keys, the first one bad
+    environ = {"KEEL_BINANCE__REST_URL": "127.0.0.1:8080", "KEEL_BINANCE__WS_URL": "ws://127.0.0.1:8080"}
+
+    # Act
+    error = load_error("paper", **environ)
+
+    # Assert: the variable that set binance.rest_url is named, not the last one to touch the section
+    assert error.key == "binance.rest_url"
+    assert error.file == "environment variable KEEL_BINANCE__REST_URL"
+
+
 def test_live_with_both_binance_urls_set_loads(tmp_path: Path) -> None:
     # Arrange: a local Binance, or a proxy of both
     user = write(

@@ -14,7 +14,9 @@ which the venue's duplicate-id check makes safe. Until the venue answers, the
 order is in :attr:`OrderManager.unresolved`, asked about again every
 ``resolve_interval_ns``. So every submit ends sent, rejected with a reason,
 or unresolved and asked about; an order that cannot be written ahead is
-rejected unsent. Account events that are not about
+rejected unsent. A cancel that fails without the venue's refusal is sent
+again at the same interval while the order waits for it (in
+:attr:`OrderManager.uncanceled`). Account events that are not about
 keel's own orders (the venue's liquidation orders and ``PositionLiquidated``,
 funding) are published as they come.
 
@@ -163,6 +165,7 @@ class OrderManager(Component):
         self.venue_reports = 0
         self.resends = 0
         self.unresolved: set[str] = set()
+        self.uncanceled: set[str] = set()
         self._route_approvals = route_approvals
         self._max_resends = max_resends
         self._resolve_interval_ns = resolve_interval_ns
@@ -236,13 +239,18 @@ class OrderManager(Component):
         )
 
     def resolve_unresolved(self) -> None:
-        """Query the venue again about every order whose submit outcome is still unknown."""
+        """Query the venue again about every order whose submit outcome is still unknown; send failed cancels again."""
         for client_order_id in sorted(self.unresolved):
             order = self.orders[client_order_id]
             if order.is_closed:
                 self.unresolved.discard(client_order_id)
             else:
                 self._resolve(order)
+        for client_order_id in sorted(self.uncanceled):
+            self.uncanceled.discard(client_order_id)
+            order = self.orders[client_order_id]
+            if order.status is OrderStatus.PENDING_CANCEL:
+                self._send_cancel(order)
 
     # --- commands ---------------------------------------------------------------------------
 
@@ -355,6 +363,9 @@ class OrderManager(Component):
             return
         if order.status is not OrderStatus.PENDING_CANCEL:  # a cancel asked again (after a restart) is sent again
             order.request_cancel(self.clock.timestamp_ns())
+        self._send_cancel(order)
+
+    def _send_cancel(self, order: Order) -> None:
         self._call(
             self.exchange.cancel_order(order.symbol, order.client_order_id),
             f"cancel {order.client_order_id}",
@@ -463,6 +474,7 @@ class OrderManager(Component):
         self.orders = {s.client_order_id: Order.from_snapshot(s) for s in bookkeeping.orders}
         self._commands = {c.client_order_id: c for c in bookkeeping.commands}
         self.unresolved = set()
+        self.uncanceled = set()
         self._resent = {}
         self._account_events = []
         self._fills = []
@@ -719,9 +731,18 @@ class OrderManager(Component):
             order.expire(now, "expired (found by query)")
 
     def _cancel_refused(self, order: Order, error: BaseException) -> None:
-        """A refused cancel puts the order back to working (unless a report closed it meanwhile)."""
-        if isinstance(error, RequestRejectedError) and order.status is OrderStatus.PENDING_CANCEL:
+        """A refused cancel puts the order back to working (unless a report closed it meanwhile).
+
+        Any other failure (no answer, a 5xx, a wait asked for) may have left the order working at the
+        venue: the cancel is sent again at the next resolve interval while the order still waits for it.
+        """
+        if order.status is not OrderStatus.PENDING_CANCEL:
+            return
+        if isinstance(error, RequestRejectedError):
             order.cancel_refused(str(error), self.clock.timestamp_ns())
+            return
+        self.uncanceled.add(order.client_order_id)
+        self._arm_resolve_timer()
 
     # --- running venue calls ---------------------------------------------------------
 

@@ -36,7 +36,7 @@ from keel.api import MarketCursor
 from keel.api.binance.adapter import BinanceAdapter
 from keel.api.binance.auth import ServerClock
 from keel.api.binance.polling import AccountPoller, BreakerState, CircuitBreaker
-from keel.api.binance.rest import BinanceRequestError, BinanceRestClient, RateLimiter
+from keel.api.binance.rest import BinanceRequestError, BinanceRestClient, RateLimiter, refuses_keys
 from keel.api.binance.user_stream import ListenKeyKeeper, UserStream
 from keel.config import KeelConfig
 from keel.core.clock import NANOS_PER_MILLI, Clock
@@ -209,13 +209,30 @@ class BinanceVenue:
         ]
 
     async def open(self) -> None:
-        """Open the HTTP session, measure the offset to Binance's clock and load the exchange filters."""
+        """Open the HTTP session, measure the offset to Binance's clock and load the exchange filters.
+
+        Raises
+        ------
+        OperatorActionRequiredError
+            When Binance refuses the keys, or does not list a symbol of ``data.symbols``.
+        """
         self._http = aiohttp.ClientSession()
         self.client.use_session(self._http)
         self._running = True
         await self._retrying("measure the clock offset", self.client.sync_time)
         self._last_sync_ms = self._local_ms()
-        await self._retrying("load the exchange filters", self._adapter().exchange_info)
+        listed = await self._retrying("load the exchange filters", self._adapter().exchange_info)
+        self._check_listed(listed)
+
+    def _check_listed(self, listed: Mapping[str, Instrument]) -> None:
+        """Refuse to trade symbols Binance does not list as trading perpetual contracts (no stream, no order)."""
+        missing = [symbol for symbol in self.symbols if symbol not in listed]
+        if missing:
+            raise OperatorActionRequiredError(
+                f"Binance at {self.rest_url} does not list {', '.join(missing)} as a trading perpetual contract "
+                "(a testnet lists fewer symbols; a delisted or settling one is not trading): remove it from "
+                "data.symbols (--symbols) or trade it where it is listed"
+            )
 
     def prepare_streams(self, pipeline: Pipeline) -> None:
         """Build the user-data stream and its REST poller (:meth:`connect` runs them)."""
@@ -337,6 +354,8 @@ class BinanceVenue:
                 return await call()
             except OperatorActionRequiredError as error:
                 cause = error.__cause__
+                if refuses_keys(error):
+                    raise OperatorActionRequiredError(self._keys_refused(str(error))) from error
                 if not (isinstance(cause, BinanceRequestError) and cause.code is BinanceErrorCode.INVALID_TIMESTAMP):
                     raise
                 _log.warning("Binance refused the timestamp; measuring the clock again", call=what)
@@ -371,6 +390,7 @@ class BinanceVenue:
                 _log.warning("measuring the offset to Binance's clock failed", error=str(error))
         self._check_clock()
         self._check_ban()
+        self._check_keys()
         await self._check_stream(now)
 
     def _check_clock(self) -> None:
@@ -392,6 +412,18 @@ class BinanceVenue:
             seconds = (limiter.banned_until_ms - self._venue_ms()) / 1000
             reason = f"Binance banned this IP (HTTP 418): nothing is sent for {seconds:.0f} s"
         self._condition("banned", reason, until_ns if reason else None)
+
+    def _check_keys(self) -> None:
+        refusal = self.client.key_refusal
+        self._condition("keys", self._keys_refused(refusal) if refusal else "")
+
+    def _keys_refused(self, refusal: str) -> str:
+        """Say that Binance refuses the keys, and what to check."""
+        return (
+            f"Binance at {self.rest_url} refuses the API keys ({refusal}): check that KEEL_BINANCE_API_KEY and "
+            "KEEL_BINANCE_API_SECRET are a key of that Binance's account (testnet keys are not mainnet's), with "
+            "futures trading enabled and this host's IP on its whitelist if it has one"
+        )
 
     async def _check_stream(self, now: int) -> None:
         stream, poller = self.stream, self.poller

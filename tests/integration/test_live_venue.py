@@ -24,20 +24,22 @@ from keel.api.binance.polling import BreakerState
 from keel.config import KeelConfig, load_config
 from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_MILLI, NANOS_PER_SECOND, SimulatedClock
-from keel.core.errors import RetryLaterError
+from keel.core.errors import OperatorActionRequiredError, RetryLaterError
 from keel.core.fsm import TradingState
 from keel.core.instruments import load_instruments
 from keel.core.messages import (
     BarClosed,
+    CancelOrder,
     MarginCalled,
     OrderFilled,
     SubmitOrder,
     SystemHealth,
     VenueConditionChanged,
 )
-from keel.core.orders import OrderSide, OrderType
+from keel.core.orders import OrderSide, OrderStatus, OrderType, TimeInForce
 from keel.integration.live import BinanceVenue
 from keel.integration.pipeline import Pipeline, build_exchange, build_monitors, build_pipeline
+from keel.integration.recovery import SessionPlan
 from keel.integration.system_monitor import SystemMonitor
 from kit import real_bars
 
@@ -310,3 +312,106 @@ async def test_the_clock_offset_is_measured_every_interval_and_an_unmeasurable_c
     assert "clock" in live.venue.conditions
     assert any("unsafe to sign" in reason for reason in live.monitor.reasons())
     assert live.monitor.health is SystemHealth.DEGRADED
+
+
+@pytest.mark.asyncio
+async def test_a_symbol_binance_does_not_list_stops_the_start_naming_it(tmp_path: Path) -> None:
+    # Arrange: keel is to trade BTCUSDT and ETHUSDT; this Binance lists BTCUSDT only
+    bars = real_bars("BTCUSDT", 1)
+    clock = SimulatedClock(bars[0].open_time)
+    probe = venue_config("http://127.0.0.1:1")
+    instruments = load_instruments(probe.exchange.instruments)
+    exchange = build_exchange(probe, {"BTCUSDT": instruments["BTCUSDT"]}, clock, Decimal("100000"))
+    server = LocalBinance(exchange, clock, KEY, SECRET)
+    url = await server.start()
+    config = venue_config(url).model_copy(
+        update={"data": probe.data.model_copy(update={"symbols": ["BTCUSDT", "ETHUSDT"]})}
+    )
+    venue = BinanceVenue(config, local_ms=lambda: clock.timestamp_ns() // NANOS_PER_MILLI)
+    venue.exchange({s: instruments[s] for s in ("BTCUSDT", "ETHUSDT")}, clock)
+
+    # Act
+    try:
+        with pytest.raises(OperatorActionRequiredError) as raised:
+            await venue.open()
+    finally:
+        await venue.disconnect()
+        await server.stop()
+
+    # Assert: the start stops before trading, naming the symbol Binance does not list
+    assert "ETHUSDT" in str(raised.value) and "BTCUSDT" not in str(raised.value)
+
+
+@pytest.mark.asyncio
+async def test_keys_binance_stops_accepting_mid_run_show_in_health_until_it_accepts_them_again(live: Live) -> None:
+    # Arrange: the key is revoked (or the IP taken off its whitelist) while keel runs
+    live.server._api_key = "revoked"
+    with pytest.raises(OperatorActionRequiredError):
+        await live.venue.adapter.positions()  # type: ignore[union-attr]
+
+    # Act
+    await live.venue.check()
+    await live.settle()
+    during = (live.monitor.health, live.monitor.reasons())
+    live.server._api_key = KEY
+    await live.venue.adapter.positions()  # type: ignore[union-attr]
+    await live.venue.check()
+    await live.settle()
+
+    # Assert: health named the refusal and what to check while it lasted
+    assert during[0] is SystemHealth.DEGRADED
+    assert any("-2015" in reason and "KEEL_BINANCE_API_KEY" in reason for reason in during[1])
+    assert [c.active for c in live.conditions if c.condition == "keys"] == [True, False]
+    assert "keys" not in live.venue.conditions
+
+
+@pytest.mark.asyncio
+async def test_keys_binance_refuses_at_the_start_stop_it_saying_which_variables_to_check(live: Live) -> None:
+    # Arrange: keys of another account (the testnet's keys on mainnet, the usual mix-up)
+    live.server._api_key = "another-account"
+
+    # Act
+    with pytest.raises(OperatorActionRequiredError) as raised:
+        await live.venue.opening_capital(live.pipeline, SessionPlan(session=1, recover=False), None)  # type: ignore[arg-type]
+
+    # Assert: Binance's refusal, and what to check
+    message = str(raised.value)
+    assert "-2015" in message
+    assert "KEEL_BINANCE_API_KEY" in message and "KEEL_BINANCE_API_SECRET" in message
+    assert live.venue.rest_url in message
+
+
+@pytest.mark.asyncio
+async def test_a_cancel_binance_did_not_answer_is_sent_again_until_the_order_is_canceled(live: Live) -> None:
+    # Arrange: a BUY resting far below the market, and a cancel Binance answers with HTTP 503 without canceling
+    now = live.clock.timestamp_ns()
+    resting = SubmitOrder(
+        client_order_id="keel-live-rest",
+        symbol="BTCUSDT",
+        side=OrderSide.BUY,
+        order_type=OrderType.LIMIT,
+        quantity=Decimal("0.010"),
+        price=Decimal("50000"),
+        time_in_force=TimeInForce.GTC,
+        ts_event=now,
+        ts_init=now,
+    )
+    live.pipeline.bus.publish(resting)
+    await live.settle()
+    live.server.fail_cancels = 1
+    live.pipeline.bus.publish(
+        CancelOrder(client_order_id="keel-live-rest", symbol="BTCUSDT", ts_event=now, ts_init=now)
+    )
+    await live.settle()
+
+    # Act: the order manager's resolve timer fires; then the watch polls the account (the stream is not up here)
+    live.advance(6)
+    live.pipeline.orders.resolve_unresolved()
+    await live.settle()
+    await live.venue.check()
+    await live.settle()
+
+    # Assert: the cancel went again; the order is canceled at Binance and in keel
+    at_venue = await live.server.exchange.query_order("BTCUSDT", "keel-live-rest")
+    assert at_venue is not None and at_venue.status is OrderStatus.CANCELED
+    assert live.pipeline.orders.orders["keel-live-rest"].status is OrderStatus.CANCELED

@@ -10,6 +10,7 @@ not placed and the caller decides (the router resends under the same id).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -22,11 +23,16 @@ from keel.api.binance.constants import (
     LEVERAGE_BRACKET_PATH,
     LEVERAGE_PATH,
     MARGIN_TYPE_PATH,
+    MAX_FUNDING_RATES_PER_REQUEST,
+    MAX_INCOME_PER_REQUEST,
+    MAX_TRADES_PER_REQUEST,
     OPEN_ORDERS_PATH,
     ORDER_PATH,
     POSITION_MODE_PATH,
     POSITION_RISK_PATH,
     SYMBOL_CONFIG_PATH,
+    TRADE_HISTORY_MS,
+    TRADE_WINDOW_MS,
     USER_TRADES_PATH,
 )
 from keel.api.binance.rest import BinanceRequestError, BinanceRestClient
@@ -363,21 +369,48 @@ class BinanceAdapter:
         """Return the account's fills (of ``symbol``, or of every symbol) from ``start_ns`` on, in time order."""
         fills: list[OrderFilled] = []
         for name in [symbol] if symbol is not None else await self._symbols():
-            params = [("symbol", name), ("startTime", str(_first_ms(start_ns)))]
-            payload: list[dict[str, Any]] = await self._client.request("GET", USER_TRADES_PATH, params, signed=True)
-            for trade in payload:
+            for trade in await self._trades_of(name, start_ns):
                 client_id = await self._client_order_id(name, str(trade["orderId"]))
                 fills.append(fill_from(trade, client_id, self._now_ns()))
         return sorted(fills, key=lambda f: (f.ts_event, f.symbol, f.trade_id))
 
+    async def _trades_of(self, symbol: str, start_ns: int) -> list[dict[str, Any]]:
+        """Return ``symbol``'s trades from ``start_ns`` to now, read 7 days a window (Binance's longest span).
+
+        Binance keeps 6 months of trades: an earlier start is read from 6 months ago.
+        """
+        trades: list[dict[str, Any]] = []
+        seen: set[object] = set()
+        now_ms = self._now_ns() // NANOS_PER_MILLI
+        window_start = max(_first_ms(start_ns), now_ms - TRADE_HISTORY_MS)
+        while True:
+            window_end = min(window_start + TRADE_WINDOW_MS - 1, max(now_ms, window_start))
+            trades += await self._window_trades(symbol, window_start, window_end, seen)
+            if window_end >= now_ms:
+                return trades
+            window_start = window_end + 1
+
+    async def _window_trades(self, symbol: str, start_ms: int, end_ms: int, seen: set[object]) -> list[dict[str, Any]]:
+        """Return the trades of one window not in ``seen``, 1,000 a page; a full page goes on from its last time."""
+        trades: list[dict[str, Any]] = []
+        while True:
+            params = [("symbol", symbol), ("startTime", str(start_ms)), ("endTime", str(end_ms))]
+            params.append(("limit", str(MAX_TRADES_PER_REQUEST)))
+            page: list[dict[str, Any]] = await self._client.request("GET", USER_TRADES_PATH, params, signed=True)
+            new = [trade for trade in page if trade["id"] not in seen]
+            trades += new
+            seen.update(trade["id"] for trade in new)
+            if len(page) < MAX_TRADES_PER_REQUEST or not new:
+                return trades
+            start_ms = int(page[-1]["time"])
+
     async def funding_payments(self, start_ns: int = 0) -> list[FundingPaid]:
         """Return the funding payments from ``start_ns`` on, each joined with its settlement's rate and mark."""
-        start = str(_first_ms(start_ns))
-        params = [("incomeType", "FUNDING_FEE"), ("startTime", start)]
-        incomes: list[dict[str, Any]] = await self._client.request("GET", INCOME_PATH, params, signed=True)
+        start = _first_ms(start_ns)
+        incomes = await self._history(_INCOME, [("incomeType", "FUNDING_FEE")], start)
         rates: dict[tuple[str, int], dict[str, Any]] = {}
         for name in sorted({str(i["symbol"]) for i in incomes}):
-            settled = await self._client.request("GET", FUNDING_RATE_PATH, [("symbol", name), ("startTime", start)])
+            settled = await self._history(_FUNDING_RATES, [("symbol", name)], start)
             rates.update({(name, int(r["fundingTime"])): r for r in settled})
         payments = []
         for income in incomes:
@@ -386,6 +419,38 @@ class BinanceAdapter:
                 raise RetryLaterError(f"no funding settlement published yet for {income['symbol']} at {income['time']}")
             payments.append(funding_from(income, rate, self._now_ns()))
         return payments
+
+    async def _history(self, page: _Page, params: list[tuple[str, str]], start_ms: int) -> list[dict[str, Any]]:
+        """Return an oldest-first history's rows from ``start_ms`` on, page after page of ``page.limit`` rows.
+
+        A page goes on from the last row's time; rows of that ms already read are told apart by ``page.key``.
+        """
+        rows: list[dict[str, Any]] = []
+        seen: set[object] = set()
+        while True:
+            query = [*params, ("startTime", str(start_ms)), ("limit", str(page.limit))]
+            answer: list[dict[str, Any]] = await self._client.request("GET", page.path, query, signed=page.signed)
+            new = [row for row in answer if row[page.key] not in seen]
+            rows += new
+            seen.update(row[page.key] for row in new)
+            if len(answer) < page.limit or not new:
+                return rows
+            start_ms = int(answer[-1][page.time_key])
+
+
+@dataclass(frozen=True, slots=True)
+class _Page:
+    """How one of Binance's time-ordered histories pages: its path, page size, row time and row identity."""
+
+    path: str
+    limit: int
+    time_key: str
+    key: str
+    signed: bool
+
+
+_INCOME = _Page(INCOME_PATH, MAX_INCOME_PER_REQUEST, "time", "tranId", signed=True)
+_FUNDING_RATES = _Page(FUNDING_RATE_PATH, MAX_FUNDING_RATES_PER_REQUEST, "fundingTime", "fundingTime", signed=False)
 
 
 def _first_ms(start_ns: int) -> int:

@@ -38,7 +38,15 @@ POSITION_RISK_PATH: Final = "/fapi/v2/positionRisk"
 BALANCE_PATH: Final = "/fapi/v2/balance"
 ACCOUNT_PATH: Final = "/fapi/v2/account"
 USER_TRADES_PATH: Final = "/fapi/v1/userTrades"
+MAX_TRADES_PER_REQUEST: Final = 1_000
+"""The most trades one ``GET /fapi/v1/userTrades`` returns (its ``limit``; 500 when not sent)."""
+TRADE_WINDOW_MS: Final = 7 * 24 * 3_600_000
+"""The longest span one ``GET /fapi/v1/userTrades`` lists (7 days from ``startTime``)."""
+TRADE_HISTORY_MS: Final = 183 * 24 * 3_600_000
+"""How far back ``GET /fapi/v1/userTrades`` reaches (6 months)."""
 INCOME_PATH: Final = "/fapi/v1/income"
+MAX_INCOME_PER_REQUEST: Final = 1_000
+"""The most rows one ``GET /fapi/v1/income`` returns (its ``limit``; 100 when not sent)."""
 LISTEN_KEY_PATH: Final = "/fapi/v1/listenKey"
 KLINES_PATH: Final = "/fapi/v1/klines"
 MAX_KLINES_PER_REQUEST: Final = 1_500

@@ -16,7 +16,10 @@ market streams (``/stream?streams=...``), ``GET /fapi/v1/depth`` and ``GET /fapi
 Fault injection: ``fail_after_accept`` submits are placed and then answered
 with HTTP 503; ``drop_after_accept`` submits are placed and the connection
 is closed without an answer; ``fail_before_accept`` submits answer 503
-without being placed; ``refuse_streams`` refuses user-data connections
+without being placed; ``refuse_submits`` (``(code, msg)`` pairs, in turn) answers
+submits HTTP 400 with that error without placing them; ``fail_cancels`` cancels answer
+503 without canceling; ``drop_handshakes`` user-data connections are closed in the
+handshake, before any answer; ``refuse_streams`` refuses user-data connections
 (the stream is down); :meth:`push_event` sends any user-data payload (a
 ``MARGIN_CALL``); ``banned_until_ms`` bans the IP (HTTP 418).
 """
@@ -46,7 +49,10 @@ from keel.api.binance.constants import (
     LEVERAGE_PATH,
     LISTEN_KEY_PATH,
     MARGIN_TYPE_PATH,
+    MAX_FUNDING_RATES_PER_REQUEST,
+    MAX_INCOME_PER_REQUEST,
     MAX_KLINES_PER_REQUEST,
+    MAX_TRADES_PER_REQUEST,
     OPEN_ORDERS_PATH,
     ORDER_COUNT_1M_HEADER,
     ORDER_COUNT_10S_HEADER,
@@ -100,6 +106,7 @@ Handler = Callable[[web.Request, dict[str, str]], Awaitable[web.Response]]
 _MINUTE_MS = 60_000
 _BAN_SECONDS = 120
 _LISTEN_KEY_LIFE_MS = 60 * _MINUTE_MS
+_WEEK_MS = 7 * 24 * 60 * _MINUTE_MS
 
 
 def _integer(params: dict[str, str], name: str, default: int) -> int:
@@ -161,6 +168,9 @@ class LocalBinance:
         self.responses: dict[int, int] = {}
         self.placed_client_ids: list[str] = []
         self.fail_before_accept = 0
+        self.refuse_submits: list[tuple[int, str]] = []
+        self.fail_cancels = 0
+        self.drop_handshakes = 0
         self.fail_after_accept = 0
         self.drop_after_accept = 0
         self.listen_key: str | None = None
@@ -353,6 +363,8 @@ class LocalBinance:
         if self.fail_before_accept > 0:
             self.fail_before_accept -= 1
             return _error(BinanceErrorCode.UNKNOWN, "Internal error", 503)
+        if self.refuse_submits:
+            return _error(*self.refuse_submits.pop(0))
         self.orders_10s += 1
         self.orders_1m += 1
         command = submit_order_from(params, self.clock.timestamp_ns())
@@ -384,6 +396,9 @@ class LocalBinance:
         return await self._order_answer(params.get("symbol", ""), client_order_id)
 
     async def _cancel_order(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        if self.fail_cancels > 0:
+            self.fail_cancels -= 1
+            return _error(BinanceErrorCode.UNKNOWN, "Internal error", 503)
         symbol, client_order_id = params.get("symbol", ""), params.get("origClientOrderId", "")
         try:
             await self.exchange.cancel_order(symbol, client_order_id)
@@ -478,13 +493,23 @@ class LocalBinance:
         return web.json_response([configuration_json(configuration)])
 
     async def _user_trades(self, request: web.Request, params: dict[str, str]) -> web.Response:
-        start = int(params.get("startTime", "0")) * NANOS_PER_MILLI
-        fills = await self.exchange.account_trades(params.get("symbol"), start)
-        return web.json_response([trade_json(f) for f in fills])
+        # Binance's page: ``limit`` trades at most (default 500, at most 1000) of 7 days at most: from
+        # ``startTime`` (to ``endTime``, or 7 days on), or the 7 days to ``endTime`` (or now).
+        limit = min(_integer(params, "limit", 500), MAX_TRADES_PER_REQUEST)
+        start = _integer(params, "startTime", _integer(params, "endTime", self.now_ms()) - _WEEK_MS)
+        end = _integer(params, "endTime", start + _WEEK_MS)
+        if end - start > _WEEK_MS:
+            return _error(-1127, "More than 7 days between startTime and endTime.")
+        history = await self.exchange.account_trades(params.get("symbol"), start * NANOS_PER_MILLI)
+        fills = [f for f in history if f.ts_event // NANOS_PER_MILLI <= end]
+        page = sorted(fills, key=lambda f: int(f.trade_id))[:limit]
+        return web.json_response([trade_json(f) for f in page])
 
     async def _income(self, request: web.Request, params: dict[str, str]) -> web.Response:
-        start = int(params.get("startTime", "0")) * NANOS_PER_MILLI
+        # Binance's page: ``limit`` rows at most (default 100, at most 1000) from ``startTime``, oldest first.
+        start = _integer(params, "startTime", 0) * NANOS_PER_MILLI
         payments = await self.exchange.funding_payments(start)
+        limit = min(_integer(params, "limit", 100), MAX_INCOME_PER_REQUEST)
         return web.json_response(
             [
                 {
@@ -496,7 +521,7 @@ class LocalBinance:
                     "tranId": n,
                 }
                 for n, p in enumerate(payments, 1)
-            ]
+            ][:limit]
         )
 
     async def _funding_rates(self, request: web.Request, params: dict[str, str]) -> web.Response:
@@ -516,10 +541,14 @@ class LocalBinance:
                     "markPrice": str(p.mark_price),
                 }
         rows = [settled[time_ms] for time_ms in sorted(settled)]
-        limit = params.get("limit")
-        return web.json_response(rows if limit is None else rows[: int(limit)])
+        limit = min(_integer(params, "limit", 100), MAX_FUNDING_RATES_PER_REQUEST)  # Binance's default and most
+        return web.json_response(rows[:limit])
 
     async def _user_stream(self, request: web.Request) -> web.StreamResponse:
+        if self.drop_handshakes > 0 and request.transport is not None:
+            self.drop_handshakes -= 1
+            request.transport.close()
+            return web.Response()
         if self.refuse_streams:
             return _error(BinanceErrorCode.UNKNOWN, "Service unavailable", 503)
         if request.match_info["listen_key"] != self.listen_key or not self._listen_key_alive():

@@ -362,6 +362,7 @@ class LocalMarket:
         self.diffs_withheld = 0
         self.delay_seconds = 0.0
         self.disconnect_at: set[int] = set()
+        self.drop_handshakes = 0
         self._drop_next = False
         self._changed = asyncio.Condition()
         self.finished = asyncio.Event()
@@ -388,6 +389,10 @@ class LocalMarket:
     async def stream(self, request: web.Request) -> web.StreamResponse:
         """Serve ``/stream?streams=a/b/c``: refuse more than 200 streams, else play to the client until it leaves."""
         names = [name for name in request.query.get("streams", "").split("/") if name]
+        if self.drop_handshakes > 0 and request.transport is not None:
+            self.drop_handshakes -= 1  # closed in the handshake, before any answer
+            request.transport.close()
+            return web.Response()
         if not names or len(names) > MAX_STREAMS_PER_CONNECTION:
             self.refused_connections += 1
             return web.json_response(

@@ -186,6 +186,17 @@ _ERRORS_BY_ACTION: dict[ErrorAction, type[KeelError]] = {
 }
 
 
+def _action(code: BinanceErrorCode, raw_code: int, status: int) -> ErrorAction:
+    """Return how to react: the code's action; a 4xx refusal with a code keel does not model is definitive.
+
+    Binance answers 4xx for a request it refused (the sender's issue) and 5xx when the outcome is
+    unknown, so only a 4xx with Binance's own -1000, or no code at all, stays ambiguous.
+    """
+    if code is BinanceErrorCode.UNKNOWN and raw_code != BinanceErrorCode.UNKNOWN and status < 500:
+        return ErrorAction.REJECTED
+    return code.action
+
+
 def error_for(status: int, payload: Any) -> KeelError:
     """Return the keel error for Binance's error response ``payload`` with HTTP ``status``.
 
@@ -200,11 +211,33 @@ def error_for(status: int, payload: Any) -> KeelError:
     message = str(payload.get("msg", "")) if isinstance(payload, dict) else str(payload)
     code = parse_error_code(raw_code)
     cause = BinanceRequestError(code, raw_code, message, status)
-    kind = _ERRORS_BY_ACTION[code.action]
+    kind = _ERRORS_BY_ACTION[_action(code, raw_code, status)]
     error: KeelError
     error = RequestRejectedError(str(cause), raw_code) if kind is RequestRejectedError else kind(str(cause))
     error.__cause__ = cause
     return error
+
+
+_KEY_REFUSALS = frozenset(
+    {
+        BinanceErrorCode.UNAUTHORIZED,
+        BinanceErrorCode.INVALID_SIGNATURE,
+        BinanceErrorCode.BAD_API_KEY_FMT,
+        BinanceErrorCode.REJECTED_MBX_KEY,
+    }
+)
+
+
+def refuses_keys(error: KeelError) -> bool:
+    """Whether ``error`` is Binance refusing the API key or its signature (not the clock: -1021 is measured again).
+
+    Parameters
+    ----------
+    error
+        An error :meth:`BinanceRestClient.request` raised.
+    """
+    cause = error.__cause__
+    return isinstance(cause, BinanceRequestError) and cause.code in _KEY_REFUSALS
 
 
 class BinanceRestClient:
@@ -245,6 +278,8 @@ class BinanceRestClient:
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self.requests_sent = 0
+        # Binance's refusal of the keys on the last signed request (-2015, -2014, -1022, -1002); empty once one passes.
+        self.key_refusal = ""
 
     def __repr__(self) -> str:
         return f"BinanceRestClient(base_url={self.base_url!r})"
@@ -255,9 +290,18 @@ class BinanceRestClient:
 
     async def sync_time(self) -> None:
         """Measure the offset to Binance's clock with ``GET /fapi/v1/time``."""
+        self._open_session("GET", TIME_PATH)
+        await self.limiter.acquire(endpoint_weight("GET", TIME_PATH), False)
+        # Read after the pacing wait: only the round trip bounds the measurement's error.
         sent = self.clock.local_ms()
-        payload = await self.request("GET", TIME_PATH)
+        payload = await self._send("GET", TIME_PATH, (), signed=False)
         self.clock.record(sent, int(payload["serverTime"]), self.clock.local_ms())
+
+    def _open_session(self, method: str, path: str) -> aiohttp.ClientSession:
+        """Return the session requests go through; RetryLaterError without one (none given yet, or closed)."""
+        if self._session is None:
+            raise RetryLaterError(f"{method} {path}: the REST client has no open session")
+        return self._session
 
     async def request(self, method: str, path: str, params: Iterable[Param] = (), *, signed: bool = False) -> Any:
         """Send one request and return its decoded JSON body.
@@ -283,13 +327,16 @@ class BinanceRestClient:
         RequestRejectedError, OperatorActionRequiredError
             Binance refused the request definitively or needs a human.
         """
-        if self._session is None:
-            raise RetryLaterError(f"{method} {path}: the REST client has no open session")
+        self._open_session(method, path)
         await self.limiter.acquire(endpoint_weight(method, path), (method, path) in ORDER_PLACING)
+        return await self._send(method, path, params, signed=signed)
+
+    async def _send(self, method: str, path: str, params: Iterable[Param], *, signed: bool) -> Any:
+        """Sign (measuring the clock first unless it is safe to sign with), send one admitted request, decode it."""
         if signed:
             if self._secret is None:
                 raise OperatorActionRequiredError(f"{method} {path} needs API keys and none are configured")
-            if self.clock.needs_measurement():
+            if not self.clock.is_safe():  # unmeasured, stale, or its round trip was too slow: measure again
                 await self.sync_time()
             query = signed_query(params, self._secret, self.clock.timestamp_ms(), self.clock.recv_window_ms)
         else:
@@ -298,14 +345,22 @@ class BinanceRestClient:
         url = f"{self.base_url}{path}" + (f"?{query}" if query else "")
         writes = method != "GET"
         self.requests_sent += 1
+        session = self._open_session(method, path)
         try:
-            async with self._session.request(method, url, headers=headers, timeout=self._timeout) as response:
+            async with session.request(method, url, headers=headers, timeout=self._timeout) as response:
                 self.limiter.observe(response.headers)
-                return await self._decode(response, writes)
+                payload = await self._decode(response, writes)
+        except KeelError as error:
+            if signed and refuses_keys(error):
+                self.key_refusal = str(error)
+            raise
         except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             if writes:
                 raise AmbiguousOutcomeError(f"{method} {path}: no answer ({type(exc).__name__})") from exc
             raise RetryLaterError(f"{method} {path}: no answer ({type(exc).__name__})") from exc
+        if signed:
+            self.key_refusal = ""
+        return payload
 
     async def _decode(self, response: aiohttp.ClientResponse, writes: bool) -> Any:
         status = response.status

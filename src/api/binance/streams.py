@@ -489,7 +489,8 @@ class BinanceMarketStream:
                         connection = replacement
                         continue
                     error: BaseException | None = None
-                except (websockets.ConnectionClosed, websockets.InvalidStatus, OSError, TimeoutError) as failure:
+                # InvalidHandshake: refused (InvalidStatus), or the connection dropped before answering the upgrade.
+                except (websockets.ConnectionClosed, websockets.InvalidHandshake, OSError, TimeoutError) as failure:
                     error = failure
                 connection = None
                 self.statistics.reconnects += 1

@@ -24,6 +24,7 @@ from keel.api.binance.rest import BinanceRestClient
 from keel.core.clock import NANOS_PER_MILLI
 from keel.core.error_codes import BinanceErrorCode
 from keel.core.errors import (
+    AmbiguousOutcomeError,
     MalformedDataError,
     OperatorActionRequiredError,
     RequestRejectedError,
@@ -45,6 +46,8 @@ from keel.core.ports import OrderStatusReport
 Sleep = Callable[[float], Awaitable[None]]
 KEEPALIVE_MIN_SECONDS = 30 * 60
 KEEPALIVE_MAX_SECONDS = 50 * 60
+KEEPALIVE_RETRY_SECONDS = 60.0
+"""Wait before trying again a listenKey call Binance did not take and gave no Retry-After for."""
 
 
 class ListenKeyKeeper:
@@ -76,6 +79,7 @@ class ListenKeyKeeper:
         self.listen_key: str | None = None
         self.keepalives = 0
         self.recreations = 0
+        self.failures = 0
 
     def __repr__(self) -> str:
         # The listenKey grants read access to the account's events: never shown.
@@ -111,12 +115,25 @@ class ListenKeyKeeper:
         return self._random.uniform(KEEPALIVE_MIN_SECONDS, KEEPALIVE_MAX_SECONDS)
 
     async def maintain(self, running: Callable[[], bool]) -> None:
-        """Create the key, then keep it alive while ``running()`` is true."""
-        await self.create()
+        """Create the key, then keep it alive while ``running()`` is true.
+
+        A call Binance did not take (a 429 or 418, a 5xx, no answer) is tried again after its
+        ``Retry-After`` (or :data:`KEEPALIVE_RETRY_SECONDS`), so one failure does not end the upkeep.
+        """
+        await self._until_taken(self.create, running)
         while running():
             await self._sleep(self.next_interval_seconds())
-            if running():
-                await self.keep_alive()
+            await self._until_taken(self.keep_alive, running)
+
+    async def _until_taken(self, call: Callable[[], Awaitable[object]], running: Callable[[], bool]) -> None:
+        while running():
+            try:
+                await call()
+                return
+            except (RetryLaterError, AmbiguousOutcomeError) as error:
+                self.failures += 1
+                retry_after = error.retry_after_seconds if isinstance(error, RetryLaterError) else None
+                await self._sleep(retry_after or KEEPALIVE_RETRY_SECONDS)
 
     def on_expired_event(self) -> None:
         """Forget the key after a ``listenKeyExpired`` event; the next keepalive makes a new one."""
@@ -322,7 +339,8 @@ class UserStream:
         self._now_ns = now_ns
         self._sleep = sleep
         self._random = random.Random(seed)
-        self.last_fill_ns = 0
+        # Catch-ups read from here until a fill is seen: fills before the stream existed are reconciliation's.
+        self.last_fill_ns = now_ns()
         self.connections = 0
         self.caught_up_fills = 0
         self.messages = 0
@@ -407,7 +425,8 @@ class UserStream:
                 self._keeper.on_expired_event()
                 attempt += 1
                 await self._sleep(self.backoff_seconds(attempt))
-            except OSError:
+            except (OSError, websockets.InvalidHandshake):
+                # Unreachable, or the connection dropped in the handshake (no answer to the upgrade).
                 attempt += 1
                 await self._sleep(self.backoff_seconds(attempt))
             except (RetryLaterError, OperatorActionRequiredError, RequestRejectedError) as error:

@@ -6,7 +6,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from conftest import API_KEY, ROOT, SECRET, Text, Venue
+from conftest import API_KEY, ROOT, SECRET, Text, Venue, real_bars
 from keel.api.binance.auth import ServerClock
 from keel.api.binance.rest import BinanceRestClient, RateLimiter
 from keel.core.error_codes import BinanceErrorCode
@@ -15,6 +15,7 @@ from keel.core.instruments import load_instruments
 from keel.core.messages import FundingRateUpdated, OrderAccepted, OrderRejected, SubmitOrder
 from keel.core.orders import OrderSide, OrderStatus, OrderType, TimeInForce
 from keel.core.ports import ExchangePort, MarginType, PositionMode
+from keel.market_data.loaders import load_funding
 
 pytestmark = pytest.mark.asyncio
 
@@ -70,6 +71,25 @@ async def test_rejection_reports_binances_code(venue: Venue) -> None:
     rejected = [r for r in venue.reports if isinstance(r, OrderRejected)]
 
     assert [(r.client_order_id, r.code) for r in rejected] == [("tiny-1", BinanceErrorCode.MIN_NOTIONAL)]
+
+
+async def test_a_refusal_with_a_code_keel_does_not_model_is_reported_rejected_with_binances_code_and_message(
+    venue: Venue,
+) -> None:
+    # Arrange: Binance refuses the submit (HTTP 400) with a code that is not in keel's enum
+    venue.server.refuse_submits = [(-4140, "Invalid symbol status for opening position.")]
+    command = order(venue, "unmodeled-1", OrderSide.BUY, "0.010", "50000")
+
+    # Act
+    await venue.adapter.submit_order(command)
+
+    # Assert: one rejection carrying Binance's code and message; nothing was resent or left unresolved
+    rejected = [(r.client_order_id, r.code) for r in venue.reports if isinstance(r, OrderRejected)]
+    reasons = [r.reason for r in venue.reports if isinstance(r, OrderRejected)]
+    assert rejected == [("unmodeled-1", -4140)]
+    assert "Invalid symbol status for opening position." in reasons[0]
+    assert venue.adapter.ambiguous_submits == 0
+    assert venue.server.placed_client_ids == []
 
 
 async def test_cancel_of_unknown_order_is_rejected_with_2011(venue: Venue) -> None:
@@ -197,3 +217,76 @@ async def test_filters_are_checked_before_sending(venue: Venue) -> None:
     ]
     assert venue.client.requests_sent == sent
     assert venue.server.placed_client_ids == []
+
+
+async def test_account_trades_pages_through_more_fills_than_one_answer_of_binance_holds(venue: Venue) -> None:
+    # Arrange: 1,200 fills, over Binance's 500 trades an answer holds by default and its 1,000 at most
+    start = venue.clock.timestamp_ns()
+    bars = real_bars("BTCUSDT", 10)
+    for n, bar in enumerate(bars[1:9]):
+        for m in range(150):
+            side = OrderSide.BUY if m % 2 else OrderSide.SELL
+            await venue.server.exchange.submit_order(order(venue, f"many-{n}-{m}", side, "0.002"))
+        venue.feed(bar)
+
+    # Act
+    fills = await venue.adapter.account_trades("BTCUSDT", start)
+
+    # Assert: every fill, each once
+    assert len(fills) == 1_200
+    assert len({f.trade_id for f in fills}) == 1_200
+
+
+async def test_funding_payments_page_through_more_settlements_than_one_answer_of_binance_holds(venue: Venue) -> None:
+    # Arrange: BTCUSDT and ETHUSDT held through the recorded settlements after they opened: over the 100 rows
+    # Binance's income answer holds by default
+    start = venue.clock.timestamp_ns()
+    eth = real_bars("ETHUSDT", 2)
+    venue.server.exchange.on_bar(eth[0])
+    for symbol, quantity in (("BTCUSDT", "0.010"), ("ETHUSDT", "0.100")):
+        short = order(venue, f"held-{symbol}", OrderSide.SELL, quantity)
+        await venue.adapter.submit_order(msgspec.structs.replace(short, symbol=symbol))
+    venue.feed(venue.bars[1])
+    venue.server.exchange.on_bar(eth[1])
+    recorded = load_funding(ROOT / "data" / "funding" / "binance_usdm_funding_2025-03_06.csv.gz").frame
+    held = recorded[recorded.symbol.isin(["BTCUSDT", "ETHUSDT"]) & (recorded.time_ms * 1_000_000 > start)]
+    for row in held.sort_values(["time_ms", "symbol"]).itertuples(index=False):
+        settle = int(row.time_ms) * 1_000_000
+        venue.clock.advance_to(settle)
+        venue.server.exchange.on_funding(
+            FundingRateUpdated(
+                symbol=row.symbol,
+                funding_time=settle,
+                rate=Decimal(str(row.funding_rate)),
+                mark_price=Decimal(str(row.mark_price)),
+                ts_event=settle,
+                ts_init=settle,
+            )
+        )
+    settled = await venue.server.exchange.funding_payments(start)
+
+    # Act
+    payments = await venue.adapter.funding_payments(start)
+
+    # Assert: every settlement, each once, with its own rate
+    assert len(settled) > 100
+    assert [(p.symbol, p.funding_time, p.rate, p.amount) for p in payments] == [
+        (p.symbol, p.funding_time, p.rate, p.amount) for p in settled
+    ]
+
+
+async def test_account_trades_reach_fills_more_than_seven_days_after_the_start(venue: Venue) -> None:
+    # Arrange: a round trip at the start and one nine days later (Binance lists trades 7 days from startTime at most)
+    start = venue.clock.timestamp_ns()
+    bars = real_bars("BTCUSDT", 9 * 1_440 + 2)
+    for name, at in (("early", bars[1]), ("late", bars[-1])):
+        venue.feed(bars[bars.index(at) - 1])
+        await venue.adapter.submit_order(order(venue, f"{name}-buy", OrderSide.BUY, "0.002"))
+        await venue.adapter.submit_order(order(venue, f"{name}-sell", OrderSide.SELL, "0.002"))
+        venue.feed(at)
+
+    # Act
+    fills = await venue.adapter.account_trades("BTCUSDT", start)
+
+    # Assert
+    assert [f.client_order_id for f in fills] == ["early-buy", "early-sell", "late-buy", "late-sell"]

@@ -113,3 +113,39 @@ async def test_binance_fault_order_bursts_are_paced_on_the_order_count_headers(v
     assert len(venue.server.placed_client_ids) == 12
     assert venue.client.limiter.waits >= 2
     assert venue.clock.timestamp_ns() - start >= 10 * 1_000_000_000
+
+
+async def test_a_clock_measurement_paced_by_the_weight_budget_does_not_count_the_wait_as_round_trip(
+    session: aiohttp.ClientSession,
+) -> None:
+    # Arrange: the minute's weight budget is used up, so the time request waits for the next window
+    venue = await make_venue(session, client_budget=16)
+    try:
+        for _ in range(3):  # the first measurement weighs 1, GET /fapi/v2/balance 5
+            await venue.client.request("GET", BALANCE_PATH, signed=True)
+        assert venue.client.limiter.waits == 0
+
+        # Act
+        await venue.client.sync_time()
+
+        # Assert: the pacing wait happened, and the measurement is as exact as the round trip (none here)
+        assert venue.client.limiter.waits == 1
+        assert venue.client.clock.uncertainty_ms == 0
+        assert venue.client.clock.is_safe()
+    finally:
+        await venue.server.stop()
+
+
+async def test_a_signed_request_after_a_too_uncertain_measurement_measures_again_and_goes_out(venue: Venue) -> None:
+    # Arrange: the last measurement's round trip took 8 s, too uncertain to sign with a 5 s recvWindow
+    clock = venue.client.clock
+    now = clock.local_ms()
+    clock.record(now - 8_000, now - 4_000, now)
+    assert not clock.is_safe()
+
+    # Act
+    balance = await venue.adapter.balances()
+
+    # Assert: measured again at once rather than refused until the next scheduled measurement
+    assert balance.wallet_balance == Decimal("100000")
+    assert clock.uncertainty_ms == 0

@@ -192,6 +192,25 @@ async def test_a_connection_dropped_mid_message_reconnects_and_the_book_and_trad
 
 
 @pytest.mark.asyncio
+async def test_a_connection_dropped_in_the_handshake_is_tried_again() -> None:
+    # Arrange: Binance closes the first two connections before answering the upgrade
+    made = await make_market()
+    made.market.drop_handshakes = 2
+    try:
+        # Act
+        await asyncio.wait_for(made.connect(), timeout=20)
+        await made.play(2000)
+        await made.synced()
+
+        # Assert: connected on the third attempt, and the book follows the venue's
+        assert made.stream.statistics.reconnects == 2
+        assert made.stream.statistics.connections == 1
+        assert made.books_agree()
+    finally:
+        await made.close()
+
+
+@pytest.mark.asyncio
 async def test_the_24h_close_by_the_server_is_a_reconnect_and_a_resync(market: Market) -> None:
     # Arrange
     await market.play(2000)

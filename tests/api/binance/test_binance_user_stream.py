@@ -47,6 +47,31 @@ async def test_expired_listen_key_is_recreated_and_announced(venue: Venue) -> No
     assert first != venue.server.listen_key
 
 
+@pytest.mark.asyncio
+async def test_a_keepalive_binance_did_not_take_is_tried_again_and_the_key_outlives_its_hour(venue: Venue) -> None:
+    # Arrange: Binance bans the IP (HTTP 418, 120 s) just before the first keepalive goes out
+    start = venue.clock.timestamp_ns()
+    advance = _advance(venue)
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        await advance(seconds)
+        if len(waits) == 1:
+            venue.server.banned_until_ms = venue.clock.timestamp_ns() // 1_000_000 + 1
+
+    keeper = ListenKeyKeeper(venue.client, sleep, seed=7)
+
+    # Act: three hours of upkeep
+    await keeper.maintain(lambda: venue.clock.timestamp_ns() - start < 3 * HOUR_NS)
+
+    # Assert: the upkeep went on after the refused keepalive; the key never expired
+    assert venue.server.responses.get(418, 0) == 1
+    assert keeper.keepalives >= 3 * 3_600 // KEEPALIVE_MAX_SECONDS
+    assert venue.server.listen_key_expiries == 0
+    assert keeper.listen_key == venue.server.listen_key
+
+
 def _trade(client_id: str, trade_id: int, quantity: str, status: str, ts: int) -> dict[str, Any]:
     return {
         "e": "ORDER_TRADE_UPDATE",

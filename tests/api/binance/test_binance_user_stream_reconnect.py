@@ -84,3 +84,35 @@ async def test_binance_fault_reconnects_with_fills_in_flight_miss_and_repeat_no_
     assert max(got.values()) == 1
     assert stream.connections == reconnects + 1
     assert stream.caught_up_fills > 0
+
+
+@pytest.mark.asyncio
+async def test_a_connection_dropped_in_the_handshake_is_tried_again(venue: Venue) -> None:
+    # Arrange: Binance closes the first two connections before answering the upgrade
+    venue.server.drop_handshakes = 2
+    keeper = ListenKeyKeeper(venue.client, venue.adapter._sleep)
+
+    async def catch_up(since_ns: int) -> list[OrderFilled]:
+        return await venue.adapter.account_trades("BTCUSDT", since_ns)
+
+    stream = UserStream(
+        venue.server.base_url.replace("http://", "ws://"),
+        keeper,
+        UserEventMapper(),
+        lambda _event: None,
+        catch_up,
+        venue.clock.timestamp_ns,
+        venue.adapter._sleep,
+    )
+    running = True
+
+    # Act
+    task = asyncio.create_task(stream.run(lambda: running))
+    await _until(lambda: stream.connected or task.done())
+    running = False
+    await venue.server.drop_streams()
+    await asyncio.wait_for(task, timeout=20)
+
+    # Assert: the stream connected on the third attempt; the run did not end on the dropped handshakes
+    assert stream.connections == 1
+    assert venue.server.drop_handshakes == 0
