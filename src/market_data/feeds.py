@@ -722,7 +722,9 @@ def _missing_bar_file(folder: Path, symbol: str, interval: str) -> str:
     for file in held:
         name, _, rest = file.name.partition("_")
         by_interval.setdefault(rest.removesuffix(".csv.gz"), []).append(name)
-    message = f"{folder.resolve()}: no {interval} bar file for {symbol} ({symbol}_{interval}.csv.gz)"
+    message = f"{(folder / f'{symbol}_{interval}.csv.gz').resolve()}: no {interval} bar file for {symbol}"
+    if not folder.is_dir():
+        return f"{message}; there is no folder {folder.resolve()}"
     if interval in by_interval:
         return (
             f"{message}; the folder has {interval} bars of {', '.join(by_interval[interval])}: "
