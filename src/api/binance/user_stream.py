@@ -117,8 +117,8 @@ class ListenKeyKeeper:
     async def maintain(self, running: Callable[[], bool]) -> None:
         """Create the key, then keep it alive while ``running()`` is true.
 
-        A call Binance did not take (a 429 or 418, a 5xx, no answer) is tried again after its
-        ``Retry-After`` (or :data:`KEEPALIVE_RETRY_SECONDS`), so one failure does not end the upkeep.
+        A call Binance did not take (a 429 or 418, a 5xx, no answer, keys it refuses) is tried again
+        after its ``Retry-After`` (or :data:`KEEPALIVE_RETRY_SECONDS`), so no failure ends the upkeep.
         """
         await self._until_taken(self.create, running)
         while running():
@@ -130,7 +130,8 @@ class ListenKeyKeeper:
             try:
                 await call()
                 return
-            except (RetryLaterError, AmbiguousOutcomeError) as error:
+            # Keys Binance refuses (revoked, IP whitelist) may pass again: health shows the refusal meanwhile.
+            except (RetryLaterError, AmbiguousOutcomeError, OperatorActionRequiredError) as error:
                 self.failures += 1
                 retry_after = error.retry_after_seconds if isinstance(error, RetryLaterError) else None
                 await self._sleep(retry_after or KEEPALIVE_RETRY_SECONDS)

@@ -72,6 +72,33 @@ async def test_a_keepalive_binance_did_not_take_is_tried_again_and_the_key_outli
     assert keeper.listen_key == venue.server.listen_key
 
 
+@pytest.mark.asyncio
+async def test_a_keepalive_refused_for_the_keys_is_tried_again_until_the_keys_pass_again(venue: Venue) -> None:
+    # Arrange: the keys stop passing (revoked, IP whitelist) before the first keepalive, and pass an hour later
+    start = venue.clock.timestamp_ns()
+    advance = _advance(venue)
+    key = venue.server._api_key
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        await advance(seconds)
+        if len(waits) == 1:
+            venue.server._api_key = "revoked"
+        elif venue.clock.timestamp_ns() - start > HOUR_NS:
+            venue.server._api_key = key
+
+    keeper = ListenKeyKeeper(venue.client, sleep, seed=7)
+
+    # Act: three hours of upkeep
+    await keeper.maintain(lambda: venue.clock.timestamp_ns() - start < 3 * HOUR_NS)
+
+    # Assert: the upkeep outlived the refusals and keeps the key it holds alive
+    assert keeper.failures > 0
+    assert keeper.listen_key == venue.server.listen_key
+    assert venue.server._listen_key_alive()
+
+
 def _trade(client_id: str, trade_id: int, quantity: str, status: str, ts: int) -> dict[str, Any]:
     return {
         "e": "ORDER_TRADE_UPDATE",
