@@ -674,6 +674,44 @@ def backup_restore(mode: str, config_file: str | None, backup_dir: str | None, n
     click.echo(f"restored {info.name} (journal sequence {info.journal_sequence}); the next keel run recovers from it")
 
 
+@main.command()
+@click.argument("service_name")
+@click.option("--version", "version", required=True, help="The image tag to run (of the service's repository).")
+@click.option(
+    "--strategy",
+    type=click.Choice(["rolling", "recreate"]),
+    default="rolling",
+    show_default=True,
+    help="Both replace the one container in place (a service trades one account).",
+)
+@click.option("--image", help="A whole image reference to run instead of <repository>:<version>.")
+@click.option("--ready-timeout", type=click.FloatRange(min=1), default=300.0, show_default=True, help="Seconds.")
+@click.option("--stop-grace", type=click.FloatRange(min=0), default=60.0, show_default=True, help="Seconds.")
+def deploy(
+    service_name: str, version: str, strategy: str, image: str | None, ready_timeout: float, stop_grace: float
+) -> None:
+    """Run VERSION of the service's container; roll back to the running one if it does not become healthy.
+
+    Prints the result as JSON. Exit code 0: deployed or unchanged; 1: rolled
+    back, or failed (then neither version runs); 2: refused, nothing changed.
+    """
+    from keel.operations import DeploymentError, DeploymentTools
+    from keel.operations.containers import ContainerEngineError
+
+    tools = DeploymentTools(ready_timeout_seconds=ready_timeout, stop_grace_seconds=stop_grace)
+    try:
+        result = asyncio.run(tools.deploy_service(service_name, version, strategy, image))
+    except ValueError as error:
+        _fail(f"usage error: {error}", EXIT_USAGE)
+    except DeploymentError as error:
+        _fail(f"deployment refused: {error}", EXIT_USAGE)
+    except ContainerEngineError as error:
+        _fail(f"deployment failed: {error}", EXIT_FAILURE)
+    click.echo(result.model_dump_json())
+    if result.status not in ("deployed", "unchanged"):
+        sys.exit(EXIT_FAILURE)
+
+
 main.add_command(tune)
 
 if __name__ == "__main__":

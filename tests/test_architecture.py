@@ -4,7 +4,7 @@
 ``risk_management`` <- ``execution`` <- ``integration``; adapters (``api``)
 depend on ``core`` and ``market_data``; ``persistence`` on ``core``; ``config`` on
 ``core`` and the strategies (their parameter spaces); ``backtest``, ``optimization``, ``web``,
-``notifications`` and ``cli`` sit on top.
+``notifications``, ``operations`` and ``cli`` sit on top.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ ALLOWED: dict[str, set[str]] = {
     "optimization": {*_INTEGRATION, "backtest", "optimization"},
     "web": {*_INTEGRATION, "backtest", "optimization", "web"},
     "notifications": {*_INTEGRATION, "notifications"},
-    "cli": {*_INTEGRATION, "backtest", "optimization", "web", "notifications", "cli"},
+    "operations": {"core", "integration", "operations"},
+    "cli": {*_INTEGRATION, "backtest", "optimization", "web", "notifications", "operations", "cli"},
     "__init__": set(),
 }
 

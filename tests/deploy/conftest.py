@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -16,6 +17,7 @@ from docker_harness import (
     ensure_daemon,
     ensure_keel_image,
 )
+from keel_container import CONFIG_FILE, KeelContainer
 
 
 @pytest.fixture(scope="session")
@@ -59,3 +61,18 @@ def keel_database(postgres_url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(plain, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def keel_container(
+    keel_image: BuiltImage, keel_database: str, redis_url: str, tmp_path: Path
+) -> Iterator[KeelContainer]:
+    """keel's image set up to run paper trading on a fresh database; its containers and volume removed after."""
+    config_file = tmp_path / "keel.yaml"
+    config_file.write_text(CONFIG_FILE)
+    config_file.chmod(0o644)
+    container = KeelContainer(keel_image, keel_database, redis_url, config_file)
+    try:
+        yield container
+    finally:
+        container.remove()
