@@ -15,7 +15,10 @@ FOREIGN = 6666
 
 
 class FakeBotApi:
-    """The Bot API methods the bot calls, on 127.0.0.1; ``send_mode`` is ok, 429 (once) or hang."""
+    """The Bot API methods the bot calls, on 127.0.0.1; ``send_mode`` is ok, 429 (once) or hang.
+
+    ``failing_chats`` maps a chat to how many of its next sendMessage calls fail with a 502 Bad Gateway.
+    """
 
     def __init__(self) -> None:
         self.sent: list[dict[str, Any]] = []
@@ -23,6 +26,7 @@ class FakeBotApi:
         self.updates: list[dict[str, Any]] = []
         self.send_mode = "ok"
         self.poll_hangs = False
+        self.failing_chats: dict[int, int] = {}
         self.paths: list[str] = []
         self.release = asyncio.Event()
         self.received = asyncio.Event()
@@ -50,6 +54,9 @@ class FakeBotApi:
             await self.release.wait()
             return web.json_response({"ok": False, "error_code": 503, "description": "gone"}, status=503)
         chat = int(form["chat_id"])
+        if self.failing_chats.get(chat, 0) > 0:
+            self.failing_chats[chat] -= 1
+            return web.json_response({"ok": False, "error_code": 502, "description": "Bad Gateway"}, status=502)
         self.sent.append({"chat": chat, "text": form["text"], "markup": form.get("reply_markup")})
         self.received.set()
         return ok(

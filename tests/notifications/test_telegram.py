@@ -54,8 +54,11 @@ class Desk:
 
     stops: list[str] = field(default_factory=list)
     resumes: list[str] = field(default_factory=list)
+    status_fails: bool = False
 
     def status(self) -> Status:
+        if self.status_fails:
+            raise RuntimeError("no snapshot yet")
         return Status()
 
     def positions(self) -> list[Position]:
@@ -165,6 +168,50 @@ def test_stop_asks_for_confirmation_and_only_the_button_of_that_chat_stops() -> 
     assert [a[1] for a in audit] == ["telegram_stop", "telegram_refused", "telegram_refused", "emergency_stop"]
     assert api.sent[-1]["text"] == "stopped: trading HALTED"
     assert api.answered == ["cb2", "cb3", "cb4"]
+
+
+def test_a_rate_limited_reply_waits_its_retry_after_and_polling_goes_on() -> None:
+    async def scenario() -> tuple:
+        async with fake_api() as (api, url):
+            bot, sleeper = make_bot(url, Outbox(), Desk(), [])
+            api.send_mode = "429"
+            api.updates = [message(1, ALLOWED, "/status")]
+            handled = await bot.poll()
+            again = await bot.poll()
+            await bot.close()
+            return api, bot, sleeper, handled, again
+
+    # Act
+    api, bot, sleeper, handled, again = run(scenario)
+
+    # Assert
+    assert (handled, again) == (1, 0)
+    assert [s["text"] for s in api.sent] == ["health HEALTHY, trading ACTIVE, equity 10250.50, P&L 250.50"]
+    assert sleeper.waits == [7.0] and bot.statistics.rate_limited == 1
+
+
+def test_a_failing_command_or_reply_is_counted_and_the_next_updates_are_still_handled() -> None:
+    async def scenario() -> tuple:
+        async with fake_api() as (api, url):
+            bot, _ = make_bot(url, Outbox(), Desk(status_fails=True), [])
+            api.failing_chats = {ALLOWED: 1}
+            api.updates = [
+                message(1, ALLOWED, "/help"),
+                message(2, ALLOWED, "/status"),
+                message(3, ALLOWED, "/positions"),
+            ]
+            handled = await bot.poll()
+            again = await bot.poll()
+            await bot.close()
+            return api, bot, handled, again
+
+    # Act
+    api, bot, handled, again = run(scenario)
+
+    # Assert
+    assert (handled, again) == (3, 0)  # the failed updates are not fetched again
+    assert [s["text"] for s in api.sent] == ["command failed: RuntimeError", "BTCUSDT 0.010 notional 1030.00"]
+    assert (bot.statistics.failed_replies, bot.statistics.failed_commands) == (1, 1)
 
 
 def test_a_burst_of_fills_is_one_message_and_a_429_waits_its_retry_after() -> None:
