@@ -8,15 +8,16 @@ Two halves that never block the trading loop:
   the outbox's capacity a line is dropped and counted;
 - :class:`TelegramBot` runs on its own asyncio loop (its own thread in a
   run): it sends the outbox as one batched message at most every
-  ``min_interval`` seconds (a burst of fills is one message), waits out a
-  429's ``retry_after``, keeps the batch for the next try after a timeout,
-  and long-polls for commands: ``/status``, ``/positions``, ``/pnl``,
-  ``/orders``, ``/stop`` (asks for confirmation with an inline button),
-  ``/resume``, ``/help``. Only the configured chat ids are obeyed; every
-  command, obeyed or refused, goes to the same audit callback as the HTTP
-  control API (actor ``telegram:<chat id>``). A command that fails, or a
-  reply that does not go through, is counted and logged and the polling goes
-  on: the failed update is not fetched again.
+  ``min_interval`` seconds (a burst of fills is one message), waits out each
+  429's ``retry_after`` (up to a bound), keeps the batch for the next try
+  after a timeout or a 429 past that bound, and long-polls for commands:
+  ``/status``, ``/positions``, ``/pnl``, ``/orders``, ``/stop`` (asks for
+  confirmation with an inline button), ``/resume``, ``/help``. Only the
+  configured chat ids are obeyed; every command, obeyed or refused, goes to
+  the same audit callback as the HTTP control API (actor
+  ``telegram:<chat id>``). A command that fails, or a reply that does not go
+  through, is counted and logged and the polling goes on: the failed update
+  is not fetched again.
 
 The bot token is a secret: it is held in a :class:`~keel.config.Secret`,
 never in a repr, and the HTTP client's request log (which prints URLs, and
@@ -332,33 +333,19 @@ class TelegramBot:
     async def flush(self) -> bool:
         """Send one batch of the outbox to every chat; return whether all of it went out.
 
-        A 429 waits its ``retry_after`` and tries once more; a timeout or another
-        error puts the batch back for the next call.
+        Each 429 waits its ``retry_after`` (within ``max_attempts`` and ``max_wait``);
+        a timeout, another error or a 429 past those bounds puts the batch back for
+        the next call.
         """
         batch = self.outbox.take_batch()
         if batch is None:
             return True
-        for attempt in range(2):
-            try:
-                for chat in sorted(self.chat_ids):
-                    await self._client().send_message(chat, batch)
-                self.statistics.sent += 1
-                return True
-            except RetryAfter as error:
-                self.statistics.rate_limited += 1
-                wait = _retry_seconds(error)
-                self.statistics.waits.append(wait)
-                if attempt == 0:
-                    await self.sleep(wait)
-            except TimedOut:
-                self.statistics.timeouts += 1
-                break
-            except TelegramError as error:
-                self.statistics.errors += 1
-                _log.warning("telegram send failed", error=type(error).__name__)
-                break
-        self.outbox.put_back(batch)
-        return False
+        for chat in sorted(self.chat_ids):
+            if not await self._deliver(partial(self._client().send_message, chat, batch)):
+                self.outbox.put_back(batch)
+                return False
+        self.statistics.sent += 1
+        return True
 
     async def poll(self, timeout: int = 0) -> int:
         """Fetch and handle the pending updates; return how many there were (0 after a timeout)."""

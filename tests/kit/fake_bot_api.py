@@ -17,6 +17,7 @@ FOREIGN = 6666
 class FakeBotApi:
     """The Bot API methods the bot calls, on 127.0.0.1; ``send_mode`` is ok, 429 (once) or hang.
 
+    ``rate_limits`` is how many of the next sendMessage calls get a 429 (retry after 7 seconds);
     ``failing_chats`` maps a chat to how many of its next sendMessage calls fail with a 502 Bad Gateway.
     """
 
@@ -26,6 +27,7 @@ class FakeBotApi:
         self.updates: list[dict[str, Any]] = []
         self.send_mode = "ok"
         self.poll_hangs = False
+        self.rate_limits = 0
         self.failing_chats: dict[int, int] = {}
         self.paths: list[str] = []
         self.release = asyncio.Event()
@@ -47,6 +49,9 @@ class FakeBotApi:
     async def sendMessage(self, form: dict[str, Any]) -> web.Response:
         if self.send_mode == "429":
             self.send_mode = "ok"
+            self.rate_limits += 1
+        if self.rate_limits > 0:
+            self.rate_limits -= 1
             body = {"ok": False, "error_code": 429, "description": "Too Many Requests: retry after 7",
                     "parameters": {"retry_after": 7}}  # fmt: skip
             return web.json_response(body, status=429)

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import pytest
+
 from keel.config import Secret, TelegramConfig
 from keel.core.bus import EventBus
 from keel.core.clock import SimulatedClock
@@ -87,7 +89,7 @@ class Sleeper:
 
 
 def make_bot(
-    base_url: str, outbox: Outbox, desk: Desk, audit: list, timeout: float = 5.0
+    base_url: str, outbox: Outbox, desk: Desk, audit: list, timeout: float = 5.0, **options: Any
 ) -> tuple[TelegramBot, Sleeper]:
     sleeper = Sleeper()
     bot = TelegramBot(
@@ -100,6 +102,7 @@ def make_bot(
         min_interval=1.0,
         timeout=timeout,
         sleep=sleeper,
+        **options,
     )
     return bot, sleeper
 
@@ -243,6 +246,60 @@ def test_a_burst_of_fills_is_one_message_and_a_429_waits_its_retry_after() -> No
     ]
     assert sleeper.waits == [7.0] and bot.statistics.rate_limited == 1
     assert len(outbox) == 0
+
+
+def test_a_flush_waits_out_every_429_in_a_row() -> None:
+    # Arrange
+    outbox = Outbox()
+    outbox.put("fill BTCUSDT BUY 0.001 @ 95000.0")
+
+    async def scenario() -> tuple:
+        async with fake_api() as (api, url):
+            bot, sleeper = make_bot(url, outbox, Desk(), [])
+            api.rate_limits = 3
+            sent = await bot.flush()
+            await bot.close()
+            return api, bot, sleeper, sent
+
+    # Act
+    api, bot, sleeper, sent = run(scenario)
+
+    # Assert
+    assert sent and [s["text"] for s in api.sent] == ["fill BTCUSDT BUY 0.001 @ 95000.0"]
+    assert sleeper.waits == [7.0, 7.0, 7.0] and bot.statistics.rate_limited == 3
+    assert len(outbox) == 0
+
+
+@pytest.mark.parametrize(
+    ("max_attempts", "max_wait", "waits"),
+    [(3, 60.0, [7.0, 7.0]), (5, 10.0, [7.0])],
+    ids=["attempts", "total-wait"],
+)
+def test_a_flush_still_rate_limited_past_its_bound_keeps_the_batch_for_the_next(
+    max_attempts: int, max_wait: float, waits: list[float]
+) -> None:
+    # Arrange
+    outbox = Outbox()
+    outbox.put("fill BTCUSDT BUY 0.001 @ 95000.0")
+
+    async def scenario() -> tuple:
+        async with fake_api() as (api, url):
+            bot, sleeper = make_bot(url, outbox, Desk(), [], max_attempts=max_attempts, max_wait=max_wait)
+            api.rate_limits = 100
+            first = await bot.flush()
+            sent_first = list(api.sent)
+            api.rate_limits = 0
+            second = await bot.flush()
+            await bot.close()
+            return api, bot, sleeper, first, sent_first, second
+
+    # Act
+    api, bot, sleeper, first, sent_first, second = run(scenario)
+
+    # Assert
+    assert not first and sent_first == []
+    assert sleeper.waits == waits and bot.statistics.rate_limit_give_ups == 1
+    assert second and [s["text"] for s in api.sent] == ["fill BTCUSDT BUY 0.001 @ 95000.0"]
 
 
 def test_a_hung_api_times_out_keeps_the_batch_and_never_blocks_the_bus() -> None:
