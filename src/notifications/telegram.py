@@ -9,8 +9,9 @@ Two halves that never block the trading loop:
 - :class:`TelegramBot` runs on its own asyncio loop (its own thread in a
   run): it sends the outbox as one batched message at most every
   ``min_interval`` seconds (a burst of fills is one message), waits out each
-  429's ``retry_after`` (up to a bound), keeps the batch for the next try
-  after a timeout or a 429 past that bound, and long-polls for commands:
+  429's ``retry_after`` (up to a bound), keeps the batch for the next try to
+  the chats it did not reach after a timeout, an error or a 429 past that
+  bound, and long-polls for commands:
   ``/status``, ``/positions``, ``/pnl``, ``/orders``, ``/stop`` (asks for
   confirmation with an inline button), ``/resume``, ``/help``. Only the
   configured chat ids are obeyed; every command, obeyed or refused, goes to
@@ -139,15 +140,6 @@ class Outbox:
                 taken.append(line)
                 size += len(line) + 1
             return "\n".join(taken)
-
-    def put_back(self, batch: str) -> None:
-        """Return an unsent batch to the front (lines beyond capacity are dropped and counted)."""
-        with self._lock:
-            for line in reversed(batch.split("\n")):
-                if len(self._lines) >= self.capacity:
-                    self.dropped += 1
-                    continue
-                self._lines.appendleft(line)
 
 
 class TelegramNotifier:
@@ -298,6 +290,8 @@ class TelegramBot:
         self.sleep = sleep
         self.statistics = BotStatistics()
         self._offset: int | None = None
+        self._batch: str | None = None
+        self._unsent: set[int] = set()
         self._pending_stops: dict[str, int] = {}
         self._bot: Bot | None = None
 
@@ -331,19 +325,24 @@ class TelegramBot:
                 await self.sleep(self.min_interval)
 
     async def flush(self) -> bool:
-        """Send one batch of the outbox to every chat; return whether all of it went out.
+        """Send one batch of the outbox to every chat; return whether every chat has it.
 
-        Each 429 waits its ``retry_after`` (within ``max_attempts`` and ``max_wait``);
-        a timeout, another error or a 429 past those bounds puts the batch back for
-        the next call.
+        Each 429 waits its ``retry_after`` (within ``max_attempts`` and ``max_wait``).
+        Each chat is tracked on its own: the chats a batch did not reach (a timeout,
+        another error, a 429 past those bounds) get it on the next call, before
+        anything new is taken from the outbox; the chats it reached do not get it again.
         """
-        batch = self.outbox.take_batch()
-        if batch is None:
+        if self._batch is None:
+            self._batch = self.outbox.take_batch()
+            self._unsent = set(self.chat_ids)
+        if self._batch is None:
             return True
-        for chat in sorted(self.chat_ids):
-            if not await self._deliver(partial(self._client().send_message, chat, batch)):
-                self.outbox.put_back(batch)
-                return False
+        for chat in sorted(self._unsent):
+            if await self._deliver(partial(self._client().send_message, chat, self._batch)):
+                self._unsent.discard(chat)
+        if self._unsent:
+            return False
+        self._batch = None
         self.statistics.sent += 1
         return True
 

@@ -27,6 +27,9 @@ from keel.core.orders import OrderSide
 from keel.notifications import Outbox, TelegramBot, TelegramNotifier, start_telegram
 from kit.fake_bot_api import ALLOWED, FOREIGN, TOKEN, callback, fake_api, message
 
+SECOND = 1002
+"""Another allowed chat, for the notifications to several chats."""
+
 
 @dataclass
 class Status:
@@ -89,12 +92,18 @@ class Sleeper:
 
 
 def make_bot(
-    base_url: str, outbox: Outbox, desk: Desk, audit: list, timeout: float = 5.0, **options: Any
+    base_url: str,
+    outbox: Outbox,
+    desk: Desk,
+    audit: list,
+    timeout: float = 5.0,
+    chats: tuple[int, ...] = (ALLOWED,),
+    **options: Any,
 ) -> tuple[TelegramBot, Sleeper]:
     sleeper = Sleeper()
     bot = TelegramBot(
         Secret(TOKEN),
-        [ALLOWED],
+        chats,
         outbox,
         desk,
         lambda actor, action, details, request_id: audit.append((actor, action, dict(details), request_id)),
@@ -302,6 +311,36 @@ def test_a_flush_still_rate_limited_past_its_bound_keeps_the_batch_for_the_next(
     assert second and [s["text"] for s in api.sent] == ["fill BTCUSDT BUY 0.001 @ 95000.0"]
 
 
+def test_a_batch_a_chat_missed_is_sent_again_to_that_chat_only() -> None:
+    # Arrange
+    outbox = Outbox()
+    outbox.put("fill BTCUSDT BUY 0.001 @ 95000.0")
+
+    async def scenario() -> tuple:
+        async with fake_api() as (api, url):
+            bot, _ = make_bot(url, outbox, Desk(), [], chats=(ALLOWED, SECOND))
+            api.failing_chats = {SECOND: 1}
+            first = await bot.flush()
+            outbox.put("fill BTCUSDT BUY 0.002 @ 95000.1")
+            second = await bot.flush()
+            third = await bot.flush()
+            await bot.close()
+            return api, bot, (first, second, third)
+
+    # Act
+    api, bot, flushed = run(scenario)
+
+    # Assert
+    assert flushed == (False, True, True)
+    assert [(s["chat"], s["text"]) for s in api.sent] == [
+        (ALLOWED, "fill BTCUSDT BUY 0.001 @ 95000.0"),
+        (SECOND, "fill BTCUSDT BUY 0.001 @ 95000.0"),
+        (ALLOWED, "fill BTCUSDT BUY 0.002 @ 95000.1"),
+        (SECOND, "fill BTCUSDT BUY 0.002 @ 95000.1"),
+    ]
+    assert bot.statistics.sent == 2 and len(outbox) == 0
+
+
 def test_a_hung_api_times_out_keeps_the_batch_and_never_blocks_the_bus() -> None:
     # Arrange
     bus, clock, outbox = EventBus(), SimulatedClock(1_746_403_200_000_000_000), Outbox(capacity=3)
@@ -320,17 +359,22 @@ def test_a_hung_api_times_out_keeps_the_batch_and_never_blocks_the_bus() -> None
             for i in range(2, 6):  # the trading loop goes on while Telegram hangs
                 bus.publish(fill(i))
             bus.drain()
+            api.send_mode = "ok"
+            resent = await bot.flush()
             await bot.close()
-            return bot, sent, polled
+            return api, bot, sent, polled, resent
 
     # Act
-    bot, sent, polled = run(scenario)
+    api, bot, sent, polled, resent = run(scenario)
 
     # Assert
     assert not sent and polled == 0
     assert bot.statistics.timeouts == 2
-    assert len(outbox) == 3 and outbox.dropped == 3
-    assert outbox.take_batch().split("\n")[0] == "fill BTCUSDT BUY 0.001 @ 95000.0"
+    assert len(outbox) == 3 and outbox.dropped == 1  # the kept batch is held by the bot, not in the outbox
+    assert resent and api.sent[0]["text"].split("\n") == [
+        "fill BTCUSDT BUY 0.001 @ 95000.0",
+        "fill BTCUSDT BUY 0.002 @ 95000.1",
+    ]
 
 
 def test_the_daily_summary_fires_on_the_clock() -> None:
