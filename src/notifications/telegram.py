@@ -8,13 +8,17 @@ Two halves that never block the trading loop:
   the outbox's capacity a line is dropped and counted;
 - :class:`TelegramBot` runs on its own asyncio loop (its own thread in a
   run): it sends the outbox as one batched message at most every
-  ``min_interval`` seconds (a burst of fills is one message), waits out a
-  429's ``retry_after``, keeps the batch for the next try after a timeout,
-  and long-polls for commands: ``/status``, ``/positions``, ``/pnl``,
-  ``/orders``, ``/stop`` (asks for confirmation with an inline button),
-  ``/resume``, ``/help``. Only the configured chat ids are obeyed; every
-  command, obeyed or refused, goes to the same audit callback as the HTTP
-  control API (actor ``telegram:<chat id>``).
+  ``min_interval`` seconds (a burst of fills is one message), waits out each
+  429's ``retry_after`` (up to a bound), keeps the batch for the next try to
+  the chats it did not reach after a timeout, an error or a 429 past that
+  bound, and long-polls for commands:
+  ``/status``, ``/positions``, ``/pnl``, ``/orders``, ``/stop`` (asks for
+  confirmation with an inline button), ``/resume``, ``/help``. Only the
+  configured chat ids are obeyed; every command, obeyed or refused, goes to
+  the same audit callback as the HTTP control API (actor
+  ``telegram:<chat id>``). A command that fails, or a reply that does not go
+  through, is counted and logged and the polling goes on: the failed update
+  is not fetched again.
 
 The bot token is a secret: it is held in a :class:`~keel.config.Secret`,
 never in a repr, and the HTTP client's request log (which prints URLs, and
@@ -32,6 +36,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from typing import Any, Protocol
 
 import structlog
@@ -136,15 +141,6 @@ class Outbox:
                 size += len(line) + 1
             return "\n".join(taken)
 
-    def put_back(self, batch: str) -> None:
-        """Return an unsent batch to the front (lines beyond capacity are dropped and counted)."""
-        with self._lock:
-            for line in reversed(batch.split("\n")):
-                if len(self._lines) >= self.capacity:
-                    self.dropped += 1
-                    continue
-                self._lines.appendleft(line)
-
 
 class TelegramNotifier:
     """Turn bus events into outbox lines, and post a P&L summary every day.
@@ -217,14 +213,21 @@ class TelegramNotifier:
 
 @dataclass
 class BotStatistics:
-    """What the bot did: messages sent, 429s waited out, timeouts, commands obeyed and refused."""
+    """What the bot did: messages sent, 429s and the waits for them, timeouts, commands obeyed and refused.
+
+    ``rate_limit_give_ups`` counts calls given up on while Telegram still answered 429,
+    ``failed_commands`` commands that raised, ``failed_replies`` replies that did not go through.
+    """
 
     sent: int = 0
     rate_limited: int = 0
+    rate_limit_give_ups: int = 0
     timeouts: int = 0
     errors: int = 0
     obeyed: int = 0
     refused: int = 0
+    failed_commands: int = 0
+    failed_replies: int = 0
     waits: list[float] = field(default_factory=list)
 
 
@@ -249,6 +252,10 @@ class TelegramBot:
         Seconds between two sends (the batching window).
     timeout
         Seconds a Bot API call may take.
+    max_attempts
+        Tries of one Bot API call that Telegram answers with 429.
+    max_wait
+        Seconds one Bot API call may wait out 429s in all (no command is read meanwhile).
     sleep
         How to wait (``asyncio.sleep``; tests pass a recorder).
     """
@@ -264,8 +271,12 @@ class TelegramBot:
         base_url: str = "https://api.telegram.org/bot",
         min_interval: float = 3.0,
         timeout: float = 10.0,
+        max_attempts: int = 5,
+        max_wait: float = 30.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
         self._token = token
         self.chat_ids = frozenset(chat_ids)
         self.outbox = outbox
@@ -274,9 +285,13 @@ class TelegramBot:
         self.base_url = base_url
         self.min_interval = min_interval
         self.timeout = timeout
+        self.max_attempts = max_attempts
+        self.max_wait = max_wait
         self.sleep = sleep
         self.statistics = BotStatistics()
         self._offset: int | None = None
+        self._batch: str | None = None
+        self._unsent: set[int] = set()
         self._pending_stops: dict[str, int] = {}
         self._bot: Bot | None = None
 
@@ -310,35 +325,26 @@ class TelegramBot:
                 await self.sleep(self.min_interval)
 
     async def flush(self) -> bool:
-        """Send one batch of the outbox to every chat; return whether all of it went out.
+        """Send one batch of the outbox to every chat; return whether every chat has it.
 
-        A 429 waits its ``retry_after`` and tries once more; a timeout or another
-        error puts the batch back for the next call.
+        Each 429 waits its ``retry_after`` (within ``max_attempts`` and ``max_wait``).
+        Each chat is tracked on its own: the chats a batch did not reach (a timeout,
+        another error, a 429 past those bounds) get it on the next call, before
+        anything new is taken from the outbox; the chats it reached do not get it again.
         """
-        batch = self.outbox.take_batch()
-        if batch is None:
+        if self._batch is None:
+            self._batch = self.outbox.take_batch()
+            self._unsent = set(self.chat_ids)
+        if self._batch is None:
             return True
-        for attempt in range(2):
-            try:
-                for chat in sorted(self.chat_ids):
-                    await self._client().send_message(chat, batch)
-                self.statistics.sent += 1
-                return True
-            except RetryAfter as error:
-                self.statistics.rate_limited += 1
-                wait = _retry_seconds(error)
-                self.statistics.waits.append(wait)
-                if attempt == 0:
-                    await self.sleep(wait)
-            except TimedOut:
-                self.statistics.timeouts += 1
-                break
-            except TelegramError as error:
-                self.statistics.errors += 1
-                _log.warning("telegram send failed", error=type(error).__name__)
-                break
-        self.outbox.put_back(batch)
-        return False
+        for chat in sorted(self._unsent):
+            if await self._deliver(partial(self._client().send_message, chat, self._batch)):
+                self._unsent.discard(chat)
+        if self._unsent:
+            return False
+        self._batch = None
+        self.statistics.sent += 1
+        return True
 
     async def poll(self, timeout: int = 0) -> int:
         """Fetch and handle the pending updates; return how many there were (0 after a timeout)."""
@@ -352,17 +358,32 @@ class TelegramBot:
             _log.warning("telegram poll failed", error=type(error).__name__)
             return 0
         for update in updates:
-            self._offset = update.update_id + 1
-            await self.handle(update)
+            self._offset = update.update_id + 1  # before handling: an update that fails is not fetched again
+            await self._handle_safely(update)
         return len(updates)
 
+    async def _handle_safely(self, update: Update) -> None:
+        """Handle an update; a failure is counted, logged and told to an allowed chat, never raised."""
+        try:
+            await self.handle(update)
+        except Exception as error:  # one failing command must not end the polling thread
+            self.statistics.failed_commands += 1
+            _log.warning("telegram command failed", update_id=update.update_id, exc_info=True)
+            chat = update.effective_chat
+            if chat is not None and chat.id in self.chat_ids:
+                await self._send_reply(chat.id, f"command failed: {type(error).__name__}")
+
     async def handle(self, update: Update) -> None:
-        """Obey a command or a confirmation from an allowed chat; refuse (and audit) any other."""
+        """Obey a command or a confirmation from an allowed chat; refuse (and audit) any other.
+
+        A reply that does not go through is counted in ``statistics.failed_replies``;
+        a failing command raises.
+        """
         if update.callback_query is not None:
             query = update.callback_query
             chat = query.message.chat.id if query.message is not None else query.from_user.id
+            await self._reply(query.answer)
             await self._confirm(chat, query.data or "", str(update.update_id))
-            await query.answer()
             return
         message = update.message
         if message is None or not message.text:
@@ -378,7 +399,44 @@ class TelegramBot:
         action = command.lstrip("/")[:32] if command in _COMMANDS else "help"
         self.audit(f"telegram:{chat}", f"telegram_{action}", {}, request_id)
         reply, markup = await self._answer(chat, command, message.text)
-        await self._client().send_message(chat, reply, reply_markup=markup)
+        await self._send_reply(chat, reply, markup)
+
+    async def _send_reply(self, chat: int, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
+        await self._reply(partial(self._client().send_message, chat, text, reply_markup=markup))
+
+    async def _reply(self, call: Callable[[], Awaitable[object]]) -> None:
+        if not await self._deliver(call):
+            self.statistics.failed_replies += 1
+
+    async def _deliver(self, call: Callable[[], Awaitable[object]]) -> bool:
+        """Make a Bot API call, waiting out each 429's ``retry_after``; return whether it went through.
+
+        After ``max_attempts`` 429s, or when the next wait would take the waits past
+        ``max_wait``, it gives up (counted); a timeout or another error gives up at once.
+        """
+        waited = 0.0
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                await call()
+                return True
+            except RetryAfter as error:
+                self.statistics.rate_limited += 1
+                wait = _retry_seconds(error)
+            except TimedOut:
+                self.statistics.timeouts += 1
+                return False
+            except TelegramError as error:
+                self.statistics.errors += 1
+                _log.warning("telegram call failed", error=type(error).__name__)
+                return False
+            if attempt == self.max_attempts or waited + wait > self.max_wait:
+                break
+            waited += wait
+            self.statistics.waits.append(wait)
+            await self.sleep(wait)
+        self.statistics.rate_limit_give_ups += 1
+        _log.warning("telegram still rate limited, given up for now", attempts=attempt, waited=waited)
+        return False
 
     async def _answer(self, chat: int, command: str, text: str) -> tuple[str, InlineKeyboardMarkup | None]:
         ops = self.operations
@@ -417,7 +475,7 @@ class TelegramBot:
         reason = "telegram emergency stop"
         self.audit(f"telegram:{chat}", "emergency_stop", {"reason": reason, "flatten": False}, request_id)
         outcome = await self.operations.emergency_stop(reason)
-        await self._client().send_message(chat, f"stopped: trading {getattr(outcome, 'trading_state', outcome)}")
+        await self._send_reply(chat, f"stopped: trading {getattr(outcome, 'trading_state', outcome)}")
 
 
 def _retry_seconds(error: RetryAfter) -> float:

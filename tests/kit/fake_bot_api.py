@@ -15,7 +15,11 @@ FOREIGN = 6666
 
 
 class FakeBotApi:
-    """The Bot API methods the bot calls, on 127.0.0.1; ``send_mode`` is ok, 429 (once) or hang."""
+    """The Bot API methods the bot calls, on 127.0.0.1; ``send_mode`` is ok, 429 (once) or hang.
+
+    ``rate_limits`` is how many of the next sendMessage calls get a 429 (retry after 7 seconds);
+    ``failing_chats`` maps a chat to how many of its next sendMessage calls fail with a 502 Bad Gateway.
+    """
 
     def __init__(self) -> None:
         self.sent: list[dict[str, Any]] = []
@@ -23,6 +27,8 @@ class FakeBotApi:
         self.updates: list[dict[str, Any]] = []
         self.send_mode = "ok"
         self.poll_hangs = False
+        self.rate_limits = 0
+        self.failing_chats: dict[int, int] = {}
         self.paths: list[str] = []
         self.release = asyncio.Event()
         self.received = asyncio.Event()
@@ -43,6 +49,9 @@ class FakeBotApi:
     async def sendMessage(self, form: dict[str, Any]) -> web.Response:
         if self.send_mode == "429":
             self.send_mode = "ok"
+            self.rate_limits += 1
+        if self.rate_limits > 0:
+            self.rate_limits -= 1
             body = {"ok": False, "error_code": 429, "description": "Too Many Requests: retry after 7",
                     "parameters": {"retry_after": 7}}  # fmt: skip
             return web.json_response(body, status=429)
@@ -50,6 +59,9 @@ class FakeBotApi:
             await self.release.wait()
             return web.json_response({"ok": False, "error_code": 503, "description": "gone"}, status=503)
         chat = int(form["chat_id"])
+        if self.failing_chats.get(chat, 0) > 0:
+            self.failing_chats[chat] -= 1
+            return web.json_response({"ok": False, "error_code": 502, "description": "Bad Gateway"}, status=502)
         self.sent.append({"chat": chat, "text": form["text"], "markup": form.get("reply_markup")})
         self.received.set()
         return ok(

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import pytest
+
 from keel.config import Secret, TelegramConfig
 from keel.core.bus import EventBus
 from keel.core.clock import SimulatedClock
@@ -24,6 +26,9 @@ from keel.core.messages import (
 from keel.core.orders import OrderSide
 from keel.notifications import Outbox, TelegramBot, TelegramNotifier, start_telegram
 from kit.fake_bot_api import ALLOWED, FOREIGN, TOKEN, callback, fake_api, message
+
+SECOND = 1002
+"""Another allowed chat, for the notifications to several chats."""
 
 
 @dataclass
@@ -54,8 +59,11 @@ class Desk:
 
     stops: list[str] = field(default_factory=list)
     resumes: list[str] = field(default_factory=list)
+    status_fails: bool = False
 
     def status(self) -> Status:
+        if self.status_fails:
+            raise RuntimeError("no snapshot yet")
         return Status()
 
     def positions(self) -> list[Position]:
@@ -84,12 +92,18 @@ class Sleeper:
 
 
 def make_bot(
-    base_url: str, outbox: Outbox, desk: Desk, audit: list, timeout: float = 5.0
+    base_url: str,
+    outbox: Outbox,
+    desk: Desk,
+    audit: list,
+    timeout: float = 5.0,
+    chats: tuple[int, ...] = (ALLOWED,),
+    **options: Any,
 ) -> tuple[TelegramBot, Sleeper]:
     sleeper = Sleeper()
     bot = TelegramBot(
         Secret(TOKEN),
-        [ALLOWED],
+        chats,
         outbox,
         desk,
         lambda actor, action, details, request_id: audit.append((actor, action, dict(details), request_id)),
@@ -97,6 +111,7 @@ def make_bot(
         min_interval=1.0,
         timeout=timeout,
         sleep=sleeper,
+        **options,
     )
     return bot, sleeper
 
@@ -167,6 +182,50 @@ def test_stop_asks_for_confirmation_and_only_the_button_of_that_chat_stops() -> 
     assert api.answered == ["cb2", "cb3", "cb4"]
 
 
+def test_a_rate_limited_reply_waits_its_retry_after_and_polling_goes_on() -> None:
+    async def scenario() -> tuple:
+        async with fake_api() as (api, url):
+            bot, sleeper = make_bot(url, Outbox(), Desk(), [])
+            api.send_mode = "429"
+            api.updates = [message(1, ALLOWED, "/status")]
+            handled = await bot.poll()
+            again = await bot.poll()
+            await bot.close()
+            return api, bot, sleeper, handled, again
+
+    # Act
+    api, bot, sleeper, handled, again = run(scenario)
+
+    # Assert
+    assert (handled, again) == (1, 0)
+    assert [s["text"] for s in api.sent] == ["health HEALTHY, trading ACTIVE, equity 10250.50, P&L 250.50"]
+    assert sleeper.waits == [7.0] and bot.statistics.rate_limited == 1
+
+
+def test_a_failing_command_or_reply_is_counted_and_the_next_updates_are_still_handled() -> None:
+    async def scenario() -> tuple:
+        async with fake_api() as (api, url):
+            bot, _ = make_bot(url, Outbox(), Desk(status_fails=True), [])
+            api.failing_chats = {ALLOWED: 1}
+            api.updates = [
+                message(1, ALLOWED, "/help"),
+                message(2, ALLOWED, "/status"),
+                message(3, ALLOWED, "/positions"),
+            ]
+            handled = await bot.poll()
+            again = await bot.poll()
+            await bot.close()
+            return api, bot, handled, again
+
+    # Act
+    api, bot, handled, again = run(scenario)
+
+    # Assert
+    assert (handled, again) == (3, 0)  # the failed updates are not fetched again
+    assert [s["text"] for s in api.sent] == ["command failed: RuntimeError", "BTCUSDT 0.010 notional 1030.00"]
+    assert (bot.statistics.failed_replies, bot.statistics.failed_commands) == (1, 1)
+
+
 def test_a_burst_of_fills_is_one_message_and_a_429_waits_its_retry_after() -> None:
     # Arrange
     bus, clock, outbox = EventBus(), SimulatedClock(1_746_403_200_000_000_000), Outbox(capacity=100)
@@ -198,6 +257,90 @@ def test_a_burst_of_fills_is_one_message_and_a_429_waits_its_retry_after() -> No
     assert len(outbox) == 0
 
 
+def test_a_flush_waits_out_every_429_in_a_row() -> None:
+    # Arrange
+    outbox = Outbox()
+    outbox.put("fill BTCUSDT BUY 0.001 @ 95000.0")
+
+    async def scenario() -> tuple:
+        async with fake_api() as (api, url):
+            bot, sleeper = make_bot(url, outbox, Desk(), [])
+            api.rate_limits = 3
+            sent = await bot.flush()
+            await bot.close()
+            return api, bot, sleeper, sent
+
+    # Act
+    api, bot, sleeper, sent = run(scenario)
+
+    # Assert
+    assert sent and [s["text"] for s in api.sent] == ["fill BTCUSDT BUY 0.001 @ 95000.0"]
+    assert sleeper.waits == [7.0, 7.0, 7.0] and bot.statistics.rate_limited == 3
+    assert len(outbox) == 0
+
+
+@pytest.mark.parametrize(
+    ("max_attempts", "max_wait", "waits"),
+    [(3, 60.0, [7.0, 7.0]), (5, 10.0, [7.0])],
+    ids=["attempts", "total-wait"],
+)
+def test_a_flush_still_rate_limited_past_its_bound_keeps_the_batch_for_the_next(
+    max_attempts: int, max_wait: float, waits: list[float]
+) -> None:
+    # Arrange
+    outbox = Outbox()
+    outbox.put("fill BTCUSDT BUY 0.001 @ 95000.0")
+
+    async def scenario() -> tuple:
+        async with fake_api() as (api, url):
+            bot, sleeper = make_bot(url, outbox, Desk(), [], max_attempts=max_attempts, max_wait=max_wait)
+            api.rate_limits = 100
+            first = await bot.flush()
+            sent_first = list(api.sent)
+            api.rate_limits = 0
+            second = await bot.flush()
+            await bot.close()
+            return api, bot, sleeper, first, sent_first, second
+
+    # Act
+    api, bot, sleeper, first, sent_first, second = run(scenario)
+
+    # Assert
+    assert not first and sent_first == []
+    assert sleeper.waits == waits and bot.statistics.rate_limit_give_ups == 1
+    assert second and [s["text"] for s in api.sent] == ["fill BTCUSDT BUY 0.001 @ 95000.0"]
+
+
+def test_a_batch_a_chat_missed_is_sent_again_to_that_chat_only() -> None:
+    # Arrange
+    outbox = Outbox()
+    outbox.put("fill BTCUSDT BUY 0.001 @ 95000.0")
+
+    async def scenario() -> tuple:
+        async with fake_api() as (api, url):
+            bot, _ = make_bot(url, outbox, Desk(), [], chats=(ALLOWED, SECOND))
+            api.failing_chats = {SECOND: 1}
+            first = await bot.flush()
+            outbox.put("fill BTCUSDT BUY 0.002 @ 95000.1")
+            second = await bot.flush()
+            third = await bot.flush()
+            await bot.close()
+            return api, bot, (first, second, third)
+
+    # Act
+    api, bot, flushed = run(scenario)
+
+    # Assert
+    assert flushed == (False, True, True)
+    assert [(s["chat"], s["text"]) for s in api.sent] == [
+        (ALLOWED, "fill BTCUSDT BUY 0.001 @ 95000.0"),
+        (SECOND, "fill BTCUSDT BUY 0.001 @ 95000.0"),
+        (ALLOWED, "fill BTCUSDT BUY 0.002 @ 95000.1"),
+        (SECOND, "fill BTCUSDT BUY 0.002 @ 95000.1"),
+    ]
+    assert bot.statistics.sent == 2 and len(outbox) == 0
+
+
 def test_a_hung_api_times_out_keeps_the_batch_and_never_blocks_the_bus() -> None:
     # Arrange
     bus, clock, outbox = EventBus(), SimulatedClock(1_746_403_200_000_000_000), Outbox(capacity=3)
@@ -216,17 +359,22 @@ def test_a_hung_api_times_out_keeps_the_batch_and_never_blocks_the_bus() -> None
             for i in range(2, 6):  # the trading loop goes on while Telegram hangs
                 bus.publish(fill(i))
             bus.drain()
+            api.send_mode = "ok"
+            resent = await bot.flush()
             await bot.close()
-            return bot, sent, polled
+            return api, bot, sent, polled, resent
 
     # Act
-    bot, sent, polled = run(scenario)
+    api, bot, sent, polled, resent = run(scenario)
 
     # Assert
     assert not sent and polled == 0
     assert bot.statistics.timeouts == 2
-    assert len(outbox) == 3 and outbox.dropped == 3
-    assert outbox.take_batch().split("\n")[0] == "fill BTCUSDT BUY 0.001 @ 95000.0"
+    assert len(outbox) == 3 and outbox.dropped == 1  # the kept batch is held by the bot, not in the outbox
+    assert resent and api.sent[0]["text"].split("\n") == [
+        "fill BTCUSDT BUY 0.001 @ 95000.0",
+        "fill BTCUSDT BUY 0.002 @ 95000.1",
+    ]
 
 
 def test_the_daily_summary_fires_on_the_clock() -> None:
