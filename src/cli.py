@@ -679,10 +679,9 @@ def backup_restore(mode: str, config_file: str | None, backup_dir: str | None, n
 @click.option("--version", "version", required=True, help="The image tag to run (of the service's repository).")
 @click.option(
     "--strategy",
-    type=click.Choice(["rolling", "recreate"]),
     default="rolling",
     show_default=True,
-    help="Both replace the one container in place (a service trades one account).",
+    help="rolling or recreate: both replace the one container in place (a service trades one account).",
 )
 @click.option("--image", help="A whole image reference to run instead of <repository>:<version>.")
 @click.option("--ready-timeout", type=click.FloatRange(min=1), default=300.0, show_default=True, help="Seconds.")
@@ -690,7 +689,7 @@ def backup_restore(mode: str, config_file: str | None, backup_dir: str | None, n
 def deploy(
     service_name: str, version: str, strategy: str, image: str | None, ready_timeout: float, stop_grace: float
 ) -> None:
-    """Run VERSION of the service's container; roll back to the running one if it does not become healthy.
+    """Replace SERVICE_NAME's container by one of --version; roll back if it does not become healthy.
 
     Prints the result as JSON. Exit code 0: deployed or unchanged; 1: rolled
     back, or failed (then neither version runs); 2: refused, nothing changed.
