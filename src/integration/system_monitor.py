@@ -223,6 +223,10 @@ class SystemMonitor(Component):
             time=iso_time(self.clock.timestamp_ns()),
         )
 
+    async def get_system_health(self) -> HealthCheck:
+        """Return :meth:`check_system_health` (the review's section 4.6 calls it by this name)."""
+        return await self.check_system_health()
+
     async def trigger_auto_recovery(self, reason: str = "automatic recovery") -> RecoveryOutcome:
         """Clear what is past and report what is left (UC-4.1); the trading state never changes.
 

@@ -722,6 +722,19 @@ def test_a_health_check_on_request_names_the_degraded_component() -> None:
     assert health_status["trading_state"] == "ACTIVE"
 
 
+def test_the_health_check_answers_by_the_reviews_other_name_too() -> None:
+    # Arrange: section 4.6 of the review writes ``system_health = await monitor.get_system_health()``
+    bus, clock, monitor, runner, _desk, bars = with_a_failing_strategy()
+    replay(bus, clock, bars[:5])
+
+    # Act
+    system_health = asyncio.run(monitor.get_system_health())
+
+    # Assert
+    assert system_health == asyncio.run(monitor.check_system_health())
+    assert system_health["status"] == "DEGRADED" and system_health["degraded_components"] == [runner.name]
+
+
 def test_the_automatic_recovery_returns_a_component_whose_fault_is_past_to_running() -> None:
     # Arrange: the review's UC-4.1, as written
     bus, clock, monitor, runner, desk, bars = with_a_failing_strategy()
