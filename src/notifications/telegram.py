@@ -11,7 +11,7 @@ Two halves that never block the trading loop:
   ``min_interval`` seconds (a burst of fills is one message), waits out each
   429's ``retry_after`` (up to a bound), keeps the batch for the next try to
   the chats it did not reach after a timeout, an error or a 429 past that
-  bound, and long-polls for commands:
+  bound, and long-polls for commands (a 429 there waits its ``retry_after`` too):
   ``/status``, ``/positions``, ``/pnl``, ``/orders``, ``/stop`` (asks for
   confirmation with an inline button), ``/resume``, ``/help``. Only the
   configured chat ids are obeyed; every command, obeyed or refused, goes to
@@ -347,9 +347,16 @@ class TelegramBot:
         return True
 
     async def poll(self, timeout: int = 0) -> int:
-        """Fetch and handle the pending updates; return how many there were (0 after a timeout)."""
+        """Fetch and handle the pending updates; return how many there were (0 after a failure).
+
+        A 429 waits its ``retry_after`` before returning.
+        """
         try:
             updates = await self._client().get_updates(offset=self._offset, timeout=timeout)
+        except RetryAfter as error:
+            self.statistics.rate_limited += 1
+            await self._wait(_retry_seconds(error))
+            return 0
         except TimedOut:
             self.statistics.timeouts += 1
             return 0
@@ -432,11 +439,14 @@ class TelegramBot:
             if attempt == self.max_attempts or waited + wait > self.max_wait:
                 break
             waited += wait
-            self.statistics.waits.append(wait)
-            await self.sleep(wait)
+            await self._wait(wait)
         self.statistics.rate_limit_give_ups += 1
         _log.warning("telegram still rate limited, given up for now", attempts=attempt, waited=waited)
         return False
+
+    async def _wait(self, seconds: float) -> None:
+        self.statistics.waits.append(seconds)
+        await self.sleep(seconds)
 
     async def _answer(self, chat: int, command: str, text: str) -> tuple[str, InlineKeyboardMarkup | None]:
         ops = self.operations

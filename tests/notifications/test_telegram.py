@@ -82,13 +82,16 @@ class Desk:
 
 
 class Sleeper:
-    """Records the waits the bot asks for instead of waiting."""
+    """Records the waits the bot asks for instead of waiting; sets ``stop`` (when given) at the first."""
 
     def __init__(self) -> None:
         self.waits: list[float] = []
+        self.stop: asyncio.Event | None = None
 
     async def __call__(self, seconds: float) -> None:
         self.waits.append(seconds)
+        if self.stop is not None:
+            self.stop.set()
 
 
 def make_bot(
@@ -200,6 +203,24 @@ def test_a_rate_limited_reply_waits_its_retry_after_and_polling_goes_on() -> Non
     assert (handled, again) == (1, 0)
     assert [s["text"] for s in api.sent] == ["health HEALTHY, trading ACTIVE, equity 10250.50, P&L 250.50"]
     assert sleeper.waits == [7.0] and bot.statistics.rate_limited == 1
+
+
+def test_a_rate_limited_poll_waits_its_retry_after_not_the_batching_window() -> None:
+    async def scenario() -> tuple:
+        async with fake_api() as (api, url):
+            bot, sleeper = make_bot(url, Outbox(), Desk(), [])
+            api.poll_rate_limits = 1
+            sleeper.stop = asyncio.Event()
+            await bot.run(sleeper.stop)
+            await bot.close()
+            return bot, sleeper
+
+    # Act
+    bot, sleeper = run(scenario)
+
+    # Assert
+    assert sleeper.waits == [7.0]
+    assert (bot.statistics.rate_limited, bot.statistics.errors) == (1, 0)
 
 
 def test_a_failing_command_or_reply_is_counted_and_the_next_updates_are_still_handled() -> None:
