@@ -19,6 +19,8 @@ class FakeBotApi:
 
     ``rate_limits`` is how many of the next sendMessage calls get a 429 (retry after 7 seconds);
     ``failing_chats`` maps a chat to how many of its next sendMessage calls fail with a 502 Bad Gateway;
+    ``blocked_chats`` answer sendMessage 403 Forbidden (the bot was blocked), ``missing_chats``
+    400 chat not found, each refusal recorded in ``refused``;
     ``poll_rate_limits`` is how many of the next getUpdates calls get a 429 (retry after 7 seconds).
     """
 
@@ -30,6 +32,9 @@ class FakeBotApi:
         self.poll_hangs = False
         self.rate_limits = 0
         self.failing_chats: dict[int, int] = {}
+        self.blocked_chats: set[int] = set()
+        self.missing_chats: set[int] = set()
+        self.refused: list[int] = []
         self.poll_rate_limits = 0
         self.paths: list[str] = []
         self.release = asyncio.Event()
@@ -59,6 +64,9 @@ class FakeBotApi:
             await self.release.wait()
             return web.json_response({"ok": False, "error_code": 503, "description": "gone"}, status=503)
         chat = int(form["chat_id"])
+        if chat in self.blocked_chats or chat in self.missing_chats:
+            self.refused.append(chat)
+            return refusal(chat in self.blocked_chats)
         if self.failing_chats.get(chat, 0) > 0:
             self.failing_chats[chat] -= 1
             return web.json_response({"ok": False, "error_code": 502, "description": "Bad Gateway"}, status=502)
@@ -86,6 +94,13 @@ class FakeBotApi:
 
 def ok(result: Any) -> web.Response:
     return web.json_response({"ok": True, "result": result})
+
+
+def refusal(blocked: bool) -> web.Response:
+    code, description = (
+        (403, "Forbidden: bot was blocked by the user") if blocked else (400, "Bad Request: chat not found")
+    )
+    return web.json_response({"ok": False, "error_code": code, "description": description}, status=code)
 
 
 def too_many_requests() -> web.Response:

@@ -94,6 +94,16 @@ class Sleeper:
             self.stop.set()
 
 
+class FakeTime:
+    """The bot's clock: seconds the test sets."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def __call__(self) -> float:
+        return self.seconds
+
+
 def make_bot(
     base_url: str,
     outbox: Outbox,
@@ -353,13 +363,43 @@ def test_a_batch_a_chat_missed_is_sent_again_to_that_chat_only() -> None:
 
     # Assert
     assert flushed == (False, True, True)
-    assert [(s["chat"], s["text"]) for s in api.sent] == [
-        (ALLOWED, "fill BTCUSDT BUY 0.001 @ 95000.0"),
-        (SECOND, "fill BTCUSDT BUY 0.001 @ 95000.0"),
-        (ALLOWED, "fill BTCUSDT BUY 0.002 @ 95000.1"),
-        (SECOND, "fill BTCUSDT BUY 0.002 @ 95000.1"),
-    ]
-    assert bot.statistics.sent == 2 and len(outbox) == 0
+    for chat in (ALLOWED, SECOND):
+        assert [s["text"] for s in api.sent if s["chat"] == chat] == [
+            "fill BTCUSDT BUY 0.001 @ 95000.0",
+            "fill BTCUSDT BUY 0.002 @ 95000.1",
+        ]
+    assert bot.statistics.sent == 4 and len(outbox) == 0
+
+
+@pytest.mark.parametrize("refusing", ["blocked_chats", "missing_chats"], ids=["403-blocked", "400-chat-not-found"])
+def test_a_chat_that_refuses_the_bot_is_retried_slowly_and_the_other_chats_get_every_line(refusing: str) -> None:
+    # Arrange
+    outbox, time = Outbox(capacity=2), FakeTime()
+
+    async def scenario() -> tuple:
+        async with fake_api() as (api, url):
+            bot, _ = make_bot(url, outbox, Desk(), [], chats=(ALLOWED, SECOND), now=time, unreachable_retry=300.0)
+            setattr(api, refusing, {SECOND})
+            flushed = []
+            for i in range(5):
+                outbox.put(f"line {i}")
+                flushed.append(await bot.flush())
+                time.seconds += 60.0
+            refused = list(api.refused)
+            setattr(api, refusing, set())  # the chat takes the bot back; its slow retry is due at 300 s
+            flushed += [await bot.flush(), await bot.flush()]
+            await bot.close()
+            return api, bot, flushed, refused
+
+    # Act
+    api, bot, flushed, refused = run(scenario)
+
+    # Assert
+    assert flushed == [False] * 5 + [True, True]
+    assert [s["text"] for s in api.sent if s["chat"] == ALLOWED] == [f"line {i}" for i in range(5)]
+    assert refused == [SECOND]  # tried once, not at every flush
+    assert [s["text"] for s in api.sent if s["chat"] == SECOND] == ["line 0", "line 3\nline 4"]
+    assert (bot.statistics.unreachable, bot.statistics.dropped, outbox.dropped) == (1, 2, 0)
 
 
 def test_a_hung_api_times_out_keeps_the_batch_and_never_blocks_the_bus() -> None:
@@ -380,18 +420,19 @@ def test_a_hung_api_times_out_keeps_the_batch_and_never_blocks_the_bus() -> None
             for i in range(2, 6):  # the trading loop goes on while Telegram hangs
                 bus.publish(fill(i))
             bus.drain()
+            held = len(outbox)
             api.send_mode = "ok"
             resent = await bot.flush()
             await bot.close()
-            return api, bot, sent, polled, resent
+            return api, bot, sent, polled, held, resent
 
     # Act
-    api, bot, sent, polled, resent = run(scenario)
+    api, bot, sent, polled, held, resent = run(scenario)
 
     # Assert
     assert not sent and polled == 0
     assert bot.statistics.timeouts == 2
-    assert len(outbox) == 3 and outbox.dropped == 1  # the kept batch is held by the bot, not in the outbox
+    assert held == 3 and outbox.dropped == 1  # the kept batch is held by the bot, not in the outbox
     assert resent and api.sent[0]["text"].split("\n") == [
         "fill BTCUSDT BUY 0.001 @ 95000.0",
         "fill BTCUSDT BUY 0.002 @ 95000.1",
@@ -408,7 +449,7 @@ def test_the_daily_summary_fires_on_the_clock() -> None:
     clock.advance_to(1_746_403_200_000_000_000 + 2 * day)
 
     # Assert
-    assert outbox.take_batch() == "P&L today +12.00\nP&L today +12.00"
+    assert outbox.take_all() == ["P&L today +12.00", "P&L today +12.00"]
 
 
 def test_a_run_wires_the_notifier_on_the_bus_and_the_bot_on_its_own_thread() -> None:
@@ -475,7 +516,7 @@ def test_health_alerts_and_reconciliation_findings_are_queued_an_agreeing_venue_
     bus.drain()
 
     # Assert
-    assert outbox.take_batch().split("\n") == [
+    assert outbox.take_all() == [
         "health HEALTHY -> DEGRADED feed BTCUSDT/kline stale; bus 90% full",
         "reconciliation: mismatch: BTCUSDT position 0.010 vs venue 0.020; 2 missed fills",
     ]
