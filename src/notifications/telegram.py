@@ -641,6 +641,8 @@ def start_telegram(
         base_url=settings.base_url,
         min_interval=settings.min_interval_seconds,
         timeout=settings.timeout_seconds,
+        max_attempts=settings.max_attempts,
+        max_wait=settings.max_wait_seconds,
     )
     thread = TelegramThread(bot)
     thread.start()

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from keel.config import Secret, TelegramConfig
+from keel.config import Secret, TelegramConfig, load_config
 from keel.core.bus import EventBus
 from keel.core.clock import SimulatedClock
+from keel.core.errors import ConfigurationError
 from keel.core.fsm import TradingState
 from keel.core.messages import (
     HealthChanged,
@@ -474,6 +475,52 @@ def test_a_run_wires_the_notifier_on_the_bus_and_the_bot_on_its_own_thread() -> 
     assert not thread._thread.is_alive()
     assert len(notifier.outbox) == 0
     assert all(TOKEN in path for path in api.paths) and TOKEN not in repr(thread.bot)
+
+
+@pytest.mark.parametrize(("max_attempts", "max_wait_seconds"), [(1, 30.0), (5, 1.0)], ids=["attempts", "total-wait"])
+def test_a_run_takes_its_429_limits_from_the_configuration(max_attempts: int, max_wait_seconds: float) -> None:
+    # Arrange
+    bus, clock = EventBus(), SimulatedClock(1_746_403_200_000_000_000)
+
+    async def scenario() -> tuple:
+        async with fake_api() as (api, url):
+            settings = TelegramConfig(enabled=True, chat_ids=(ALLOWED,), base_url=url, min_interval_seconds=0.2,
+                                      max_attempts=max_attempts, max_wait_seconds=max_wait_seconds)  # fmt: skip
+            api.rate_limits = 1
+            _, thread = start_telegram(settings, Secret(TOKEN), bus, clock, Desk(), lambda *args: None)
+            bus.publish(fill(0))
+            bus.drain()
+            await asyncio.wait_for(api.received.wait(), 10)
+            await asyncio.to_thread(thread.stop)
+            return api, thread.bot
+
+    # Act
+    api, bot = run(scenario)
+
+    # Assert: the one 429 is given up on at once (no 7 s wait), the next send goes through
+    assert bot.statistics.rate_limit_give_ups == 1 and bot.statistics.waits == []
+    assert [s["text"] for s in api.sent] == ["fill BTCUSDT BUY 0.001 @ 95000.0"]
+
+
+def test_the_429_limits_are_read_from_the_configuration_files_and_environment() -> None:
+    # Act
+    config = load_config(environ={"KEEL_TELEGRAM__MAX_ATTEMPTS": "2", "KEEL_TELEGRAM__MAX_WAIT_SECONDS": "12.5"})
+
+    # Assert
+    assert (config.telegram.max_attempts, config.telegram.max_wait_seconds) == (2, 12.5)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("MAX_ATTEMPTS", "0"), ("MAX_ATTEMPTS", "1.5"), ("MAX_WAIT_SECONDS", "0"), ("MAX_WAIT_SECONDS", "-3")],
+)
+def test_a_bad_429_limit_stops_the_start_naming_its_key(variable: str, value: str) -> None:
+    # Act
+    with pytest.raises(ConfigurationError) as caught:
+        load_config(environ={f"KEEL_TELEGRAM__{variable}": value})
+
+    # Assert
+    assert caught.value.key == f"telegram.{variable.lower()}"
 
 
 def fill(i: int) -> OrderFilled:
