@@ -1106,6 +1106,12 @@ class TelegramConfig(_Section):
     base_url: str = Field("https://api.telegram.org/bot", min_length=1, description="Bot API URL up to the token.")
     min_interval_seconds: float = Field(3.0, gt=0, description="Seconds between two messages (the batching window).")
     timeout_seconds: float = Field(10.0, gt=0, description="Seconds a Bot API call may take.")
+    max_attempts: int = Field(
+        5, ge=1, description="Tries of one Bot API call Telegram answers 429 (Too Many Requests)."
+    )
+    max_wait_seconds: float = Field(
+        30.0, gt=0, description="Seconds one Bot API call may wait out 429s in all; then it is tried at the next send."
+    )
     outbox_capacity: int = Field(1000, ge=1, description="Notifications queued at most; more are dropped and counted.")
     daily_pnl_hour_utc: int = Field(0, ge=0, le=23, description="Hour (UTC) of the daily P&L summary.")
 

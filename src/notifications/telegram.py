@@ -7,11 +7,13 @@ Two halves that never block the trading loop:
   lines in an :class:`Outbox`. Putting a line is O(1) and never waits: past
   the outbox's capacity a line is dropped and counted;
 - :class:`TelegramBot` runs on its own asyncio loop (its own thread in a
-  run): it sends the outbox as one batched message at most every
-  ``min_interval`` seconds (a burst of fills is one message), waits out each
-  429's ``retry_after`` (up to a bound), keeps the batch for the next try to
-  the chats it did not reach after a timeout, an error or a 429 past that
-  bound, and long-polls for commands:
+  run): it sends each chat its own backlog of the outbox, one batched message
+  at most every ``min_interval`` seconds (a burst of fills is one message),
+  waits out each 429's ``retry_after`` (up to a bound), keeps a message for
+  the next try to a chat it did not reach after a timeout, an error or a 429
+  past that bound (the other chats go on), tries a chat that refuses the bot
+  (403, 400 chat not found) only every few minutes, and long-polls for
+  commands (a 429 there waits its ``retry_after`` too):
   ``/status``, ``/positions``, ``/pnl``, ``/orders``, ``/stop`` (asks for
   confirmation with an inline button), ``/resume``, ``/help``. Only the
   configured chat ids are obeyed; every command, obeyed or refused, goes to
@@ -31,17 +33,19 @@ import asyncio
 import logging
 import secrets
 import threading
+import time
 import warnings
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from enum import Enum
 from functools import partial
 from typing import Any, Protocol
 
 import structlog
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Update
-from telegram.error import RetryAfter, TelegramError, TimedOut
+from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError, TimedOut
 from telegram.request import HTTPXRequest
 
 from keel.config import Secret, TelegramConfig
@@ -128,18 +132,25 @@ class Outbox:
             self._lines.append(line)
             return True
 
-    def take_batch(self, max_chars: int = MAX_MESSAGE_CHARS) -> str | None:
-        """Remove and return as many whole lines as fit one message (None when empty)."""
+    def take_all(self) -> list[str]:
+        """Remove and return every queued line, oldest first."""
         with self._lock:
-            if not self._lines:
-                return None
-            taken: list[str] = []
-            size = 0
-            while self._lines and (not taken or size + 1 + len(self._lines[0]) <= max_chars):
-                line = self._lines.popleft()[:max_chars]
-                taken.append(line)
-                size += len(line) + 1
-            return "\n".join(taken)
+            lines = list(self._lines)
+            self._lines.clear()
+            return lines
+
+
+def _take_message(lines: deque[str], max_chars: int = MAX_MESSAGE_CHARS) -> str | None:
+    """Remove and return as many whole lines as fit one message (None when there are none)."""
+    if not lines:
+        return None
+    taken: list[str] = []
+    size = 0
+    while lines and (not taken or size + 1 + len(lines[0]) <= max_chars):
+        line = lines.popleft()[:max_chars]
+        taken.append(line)
+        size += len(line) + 1
+    return "\n".join(taken)
 
 
 class TelegramNotifier:
@@ -215,11 +226,16 @@ class TelegramNotifier:
 class BotStatistics:
     """What the bot did: messages sent, 429s and the waits for them, timeouts, commands obeyed and refused.
 
-    ``rate_limit_give_ups`` counts calls given up on while Telegram still answered 429,
+    ``sent`` counts notification messages delivered (one per chat),
+    ``rate_limit_give_ups`` calls given up on while Telegram still answered 429,
+    ``unreachable`` the times a chat was found refusing the bot (403, or 400 chat not found),
+    ``dropped`` the lines a chat lost because its backlog outgrew the outbox's capacity,
     ``failed_commands`` commands that raised, ``failed_replies`` replies that did not go through.
     """
 
     sent: int = 0
+    unreachable: int = 0
+    dropped: int = 0
     rate_limited: int = 0
     rate_limit_give_ups: int = 0
     timeouts: int = 0
@@ -229,6 +245,22 @@ class BotStatistics:
     failed_commands: int = 0
     failed_replies: int = 0
     waits: list[float] = field(default_factory=list)
+
+
+class _Delivery(Enum):
+    SENT = "sent"
+    FAILED = "failed"
+    UNREACHABLE = "unreachable"
+
+
+@dataclass
+class _ChatLane:
+    """One chat's notifications: its backlog, the message it has yet to get, when a refusing chat is tried again."""
+
+    backlog: deque[str]
+    message: str | None = None
+    retry_at: float | None = None
+    """None while the chat takes messages."""
 
 
 class TelegramBot:
@@ -256,8 +288,12 @@ class TelegramBot:
         Tries of one Bot API call that Telegram answers with 429.
     max_wait
         Seconds one Bot API call may wait out 429s in all (no command is read meanwhile).
+    unreachable_retry
+        Seconds between two tries of a chat that refuses the bot (403, or 400 chat not found).
     sleep
         How to wait (``asyncio.sleep``; tests pass a recorder).
+    now
+        The bot's clock in seconds (``time.monotonic``; tests pass their own).
     """
 
     def __init__(
@@ -273,7 +309,9 @@ class TelegramBot:
         timeout: float = 10.0,
         max_attempts: int = 5,
         max_wait: float = 30.0,
+        unreachable_retry: float = 300.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        now: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
@@ -287,11 +325,12 @@ class TelegramBot:
         self.timeout = timeout
         self.max_attempts = max_attempts
         self.max_wait = max_wait
+        self.unreachable_retry = unreachable_retry
         self.sleep = sleep
+        self.now = now
         self.statistics = BotStatistics()
         self._offset: int | None = None
-        self._batch: str | None = None
-        self._unsent: set[int] = set()
+        self._lanes = {chat: _ChatLane(deque(maxlen=outbox.capacity)) for chat in sorted(self.chat_ids)}
         self._pending_stops: dict[str, int] = {}
         self._bot: Bot | None = None
 
@@ -325,31 +364,64 @@ class TelegramBot:
                 await self.sleep(self.min_interval)
 
     async def flush(self) -> bool:
-        """Send one batch of the outbox to every chat; return whether every chat has it.
+        """Move the outbox to every chat's backlog and send each chat its next message; return whether all went.
 
-        Each 429 waits its ``retry_after`` (within ``max_attempts`` and ``max_wait``).
-        Each chat is tracked on its own: the chats a batch did not reach (a timeout,
-        another error, a 429 past those bounds) get it on the next call, before
-        anything new is taken from the outbox; the chats it reached do not get it again.
+        Each chat is delivered on its own, in order: a message a chat did not get
+        (a timeout, another error, a 429 past ``max_attempts`` or ``max_wait``) is
+        its next one, and the other chats go on meanwhile. A chat that refuses the
+        bot (403, or 400 chat not found) is tried again every ``unreachable_retry``
+        seconds only. A backlog holds at most the outbox's capacity: beyond it a
+        chat's oldest lines are dropped and counted.
         """
-        if self._batch is None:
-            self._batch = self.outbox.take_batch()
-            self._unsent = set(self.chat_ids)
-        if self._batch is None:
+        lines = self.outbox.take_all()
+        delivered = True
+        for chat, lane in self._lanes.items():
+            self._queue(lane, lines)
+            delivered = await self._send_next(chat, lane) and delivered
+        return delivered
+
+    def _queue(self, lane: _ChatLane, lines: list[str]) -> None:
+        self.statistics.dropped += max(0, len(lane.backlog) + len(lines) - self.outbox.capacity)
+        lane.backlog.extend(lines)  # the backlog's maxlen drops the oldest
+
+    async def _send_next(self, chat: int, lane: _ChatLane) -> bool:
+        """Send a chat its next message; return whether it went (or there was none)."""
+        if lane.message is None:
+            lane.message = _take_message(lane.backlog)
+        if lane.message is None:
             return True
-        for chat in sorted(self._unsent):
-            if await self._deliver(partial(self._client().send_message, chat, self._batch)):
-                self._unsent.discard(chat)
-        if self._unsent:
+        if lane.retry_at is not None and self.now() < lane.retry_at:
             return False
-        self._batch = None
+        delivery = await self._deliver(partial(self._client().send_message, chat, lane.message))
+        if delivery is _Delivery.UNREACHABLE:
+            self._set_aside(chat, lane)
+        if delivery is not _Delivery.SENT:
+            return False
+        if lane.retry_at is not None:
+            _log.info("telegram chat reachable again", chat_id=chat)
+            lane.retry_at = None
+        lane.message = None
         self.statistics.sent += 1
         return True
 
+    def _set_aside(self, chat: int, lane: _ChatLane) -> None:
+        if lane.retry_at is None:
+            self.statistics.unreachable += 1
+            _log.warning("telegram chat refuses the bot, tried again slowly", chat_id=chat,
+                         retry_seconds=self.unreachable_retry)  # fmt: skip
+        lane.retry_at = self.now() + self.unreachable_retry
+
     async def poll(self, timeout: int = 0) -> int:
-        """Fetch and handle the pending updates; return how many there were (0 after a timeout)."""
+        """Fetch and handle the pending updates; return how many there were (0 after a failure).
+
+        A 429 waits its ``retry_after`` before returning.
+        """
         try:
             updates = await self._client().get_updates(offset=self._offset, timeout=timeout)
+        except RetryAfter as error:
+            self.statistics.rate_limited += 1
+            await self._wait(_retry_seconds(error))
+            return 0
         except TimedOut:
             self.statistics.timeouts += 1
             return 0
@@ -405,38 +477,49 @@ class TelegramBot:
         await self._reply(partial(self._client().send_message, chat, text, reply_markup=markup))
 
     async def _reply(self, call: Callable[[], Awaitable[object]]) -> None:
-        if not await self._deliver(call):
+        if await self._deliver(call) is not _Delivery.SENT:
             self.statistics.failed_replies += 1
 
-    async def _deliver(self, call: Callable[[], Awaitable[object]]) -> bool:
-        """Make a Bot API call, waiting out each 429's ``retry_after``; return whether it went through.
+    async def _deliver(self, call: Callable[[], Awaitable[object]]) -> _Delivery:
+        """Make a Bot API call, waiting out each 429's ``retry_after``; return how it went.
 
         After ``max_attempts`` 429s, or when the next wait would take the waits past
         ``max_wait``, it gives up (counted); a timeout or another error gives up at once.
+        A chat that refuses the bot is left to the caller to count.
         """
         waited = 0.0
         for attempt in range(1, self.max_attempts + 1):
             try:
                 await call()
-                return True
+                return _Delivery.SENT
             except RetryAfter as error:
                 self.statistics.rate_limited += 1
                 wait = _retry_seconds(error)
             except TimedOut:
                 self.statistics.timeouts += 1
-                return False
+                return _Delivery.FAILED
             except TelegramError as error:
-                self.statistics.errors += 1
-                _log.warning("telegram call failed", error=type(error).__name__)
-                return False
+                return self._failure(error)
             if attempt == self.max_attempts or waited + wait > self.max_wait:
                 break
             waited += wait
-            self.statistics.waits.append(wait)
-            await self.sleep(wait)
+            await self._wait(wait)
         self.statistics.rate_limit_give_ups += 1
         _log.warning("telegram still rate limited, given up for now", attempts=attempt, waited=waited)
-        return False
+        return _Delivery.FAILED
+
+    def _failure(self, error: TelegramError) -> _Delivery:
+        if isinstance(error, Forbidden) or (
+            isinstance(error, BadRequest) and "chat not found" in error.message.lower()
+        ):
+            return _Delivery.UNREACHABLE
+        self.statistics.errors += 1
+        _log.warning("telegram call failed", error=type(error).__name__)
+        return _Delivery.FAILED
+
+    async def _wait(self, seconds: float) -> None:
+        self.statistics.waits.append(seconds)
+        await self.sleep(seconds)
 
     async def _answer(self, chat: int, command: str, text: str) -> tuple[str, InlineKeyboardMarkup | None]:
         ops = self.operations
@@ -558,6 +641,8 @@ def start_telegram(
         base_url=settings.base_url,
         min_interval=settings.min_interval_seconds,
         timeout=settings.timeout_seconds,
+        max_attempts=settings.max_attempts,
+        max_wait=settings.max_wait_seconds,
     )
     thread = TelegramThread(bot)
     thread.start()

@@ -18,7 +18,10 @@ class FakeBotApi:
     """The Bot API methods the bot calls, on 127.0.0.1; ``send_mode`` is ok, 429 (once) or hang.
 
     ``rate_limits`` is how many of the next sendMessage calls get a 429 (retry after 7 seconds);
-    ``failing_chats`` maps a chat to how many of its next sendMessage calls fail with a 502 Bad Gateway.
+    ``failing_chats`` maps a chat to how many of its next sendMessage calls fail with a 502 Bad Gateway;
+    ``blocked_chats`` answer sendMessage 403 Forbidden (the bot was blocked), ``missing_chats``
+    400 chat not found, each refusal recorded in ``refused``;
+    ``poll_rate_limits`` is how many of the next getUpdates calls get a 429 (retry after 7 seconds).
     """
 
     def __init__(self) -> None:
@@ -29,6 +32,10 @@ class FakeBotApi:
         self.poll_hangs = False
         self.rate_limits = 0
         self.failing_chats: dict[int, int] = {}
+        self.blocked_chats: set[int] = set()
+        self.missing_chats: set[int] = set()
+        self.refused: list[int] = []
+        self.poll_rate_limits = 0
         self.paths: list[str] = []
         self.release = asyncio.Event()
         self.received = asyncio.Event()
@@ -52,13 +59,14 @@ class FakeBotApi:
             self.rate_limits += 1
         if self.rate_limits > 0:
             self.rate_limits -= 1
-            body = {"ok": False, "error_code": 429, "description": "Too Many Requests: retry after 7",
-                    "parameters": {"retry_after": 7}}  # fmt: skip
-            return web.json_response(body, status=429)
+            return too_many_requests()
         if self.send_mode == "hang":
             await self.release.wait()
             return web.json_response({"ok": False, "error_code": 503, "description": "gone"}, status=503)
         chat = int(form["chat_id"])
+        if chat in self.blocked_chats or chat in self.missing_chats:
+            self.refused.append(chat)
+            return refusal(chat in self.blocked_chats)
         if self.failing_chats.get(chat, 0) > 0:
             self.failing_chats[chat] -= 1
             return web.json_response({"ok": False, "error_code": 502, "description": "Bad Gateway"}, status=502)
@@ -69,6 +77,9 @@ class FakeBotApi:
         )
 
     async def getUpdates(self, form: dict[str, Any]) -> web.Response:
+        if self.poll_rate_limits > 0:
+            self.poll_rate_limits -= 1
+            return too_many_requests()
         if self.poll_hangs:
             await self.release.wait()
             return ok([])
@@ -83,6 +94,19 @@ class FakeBotApi:
 
 def ok(result: Any) -> web.Response:
     return web.json_response({"ok": True, "result": result})
+
+
+def refusal(blocked: bool) -> web.Response:
+    code, description = (
+        (403, "Forbidden: bot was blocked by the user") if blocked else (400, "Bad Request: chat not found")
+    )
+    return web.json_response({"ok": False, "error_code": code, "description": description}, status=code)
+
+
+def too_many_requests() -> web.Response:
+    body = {"ok": False, "error_code": 429, "description": "Too Many Requests: retry after 7",
+            "parameters": {"retry_after": 7}}  # fmt: skip
+    return web.json_response(body, status=429)
 
 
 @asynccontextmanager

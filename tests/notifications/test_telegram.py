@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from keel.config import Secret, TelegramConfig
+from keel.config import Secret, TelegramConfig, load_config
 from keel.core.bus import EventBus
 from keel.core.clock import SimulatedClock
+from keel.core.errors import ConfigurationError
 from keel.core.fsm import TradingState
 from keel.core.messages import (
     HealthChanged,
@@ -82,13 +83,26 @@ class Desk:
 
 
 class Sleeper:
-    """Records the waits the bot asks for instead of waiting."""
+    """Records the waits the bot asks for instead of waiting; sets ``stop`` (when given) at the first."""
 
     def __init__(self) -> None:
         self.waits: list[float] = []
+        self.stop: asyncio.Event | None = None
 
     async def __call__(self, seconds: float) -> None:
         self.waits.append(seconds)
+        if self.stop is not None:
+            self.stop.set()
+
+
+class FakeTime:
+    """The bot's clock: seconds the test sets."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def __call__(self) -> float:
+        return self.seconds
 
 
 def make_bot(
@@ -200,6 +214,24 @@ def test_a_rate_limited_reply_waits_its_retry_after_and_polling_goes_on() -> Non
     assert (handled, again) == (1, 0)
     assert [s["text"] for s in api.sent] == ["health HEALTHY, trading ACTIVE, equity 10250.50, P&L 250.50"]
     assert sleeper.waits == [7.0] and bot.statistics.rate_limited == 1
+
+
+def test_a_rate_limited_poll_waits_its_retry_after_not_the_batching_window() -> None:
+    async def scenario() -> tuple:
+        async with fake_api() as (api, url):
+            bot, sleeper = make_bot(url, Outbox(), Desk(), [])
+            api.poll_rate_limits = 1
+            sleeper.stop = asyncio.Event()
+            await bot.run(sleeper.stop)
+            await bot.close()
+            return bot, sleeper
+
+    # Act
+    bot, sleeper = run(scenario)
+
+    # Assert
+    assert sleeper.waits == [7.0]
+    assert (bot.statistics.rate_limited, bot.statistics.errors) == (1, 0)
 
 
 def test_a_failing_command_or_reply_is_counted_and_the_next_updates_are_still_handled() -> None:
@@ -332,13 +364,43 @@ def test_a_batch_a_chat_missed_is_sent_again_to_that_chat_only() -> None:
 
     # Assert
     assert flushed == (False, True, True)
-    assert [(s["chat"], s["text"]) for s in api.sent] == [
-        (ALLOWED, "fill BTCUSDT BUY 0.001 @ 95000.0"),
-        (SECOND, "fill BTCUSDT BUY 0.001 @ 95000.0"),
-        (ALLOWED, "fill BTCUSDT BUY 0.002 @ 95000.1"),
-        (SECOND, "fill BTCUSDT BUY 0.002 @ 95000.1"),
-    ]
-    assert bot.statistics.sent == 2 and len(outbox) == 0
+    for chat in (ALLOWED, SECOND):
+        assert [s["text"] for s in api.sent if s["chat"] == chat] == [
+            "fill BTCUSDT BUY 0.001 @ 95000.0",
+            "fill BTCUSDT BUY 0.002 @ 95000.1",
+        ]
+    assert bot.statistics.sent == 4 and len(outbox) == 0
+
+
+@pytest.mark.parametrize("refusing", ["blocked_chats", "missing_chats"], ids=["403-blocked", "400-chat-not-found"])
+def test_a_chat_that_refuses_the_bot_is_retried_slowly_and_the_other_chats_get_every_line(refusing: str) -> None:
+    # Arrange
+    outbox, time = Outbox(capacity=2), FakeTime()
+
+    async def scenario() -> tuple:
+        async with fake_api() as (api, url):
+            bot, _ = make_bot(url, outbox, Desk(), [], chats=(ALLOWED, SECOND), now=time, unreachable_retry=300.0)
+            setattr(api, refusing, {SECOND})
+            flushed = []
+            for i in range(5):
+                outbox.put(f"line {i}")
+                flushed.append(await bot.flush())
+                time.seconds += 60.0
+            refused = list(api.refused)
+            setattr(api, refusing, set())  # the chat takes the bot back; its slow retry is due at 300 s
+            flushed += [await bot.flush(), await bot.flush()]
+            await bot.close()
+            return api, bot, flushed, refused
+
+    # Act
+    api, bot, flushed, refused = run(scenario)
+
+    # Assert
+    assert flushed == [False] * 5 + [True, True]
+    assert [s["text"] for s in api.sent if s["chat"] == ALLOWED] == [f"line {i}" for i in range(5)]
+    assert refused == [SECOND]  # tried once, not at every flush
+    assert [s["text"] for s in api.sent if s["chat"] == SECOND] == ["line 0", "line 3\nline 4"]
+    assert (bot.statistics.unreachable, bot.statistics.dropped, outbox.dropped) == (1, 2, 0)
 
 
 def test_a_hung_api_times_out_keeps_the_batch_and_never_blocks_the_bus() -> None:
@@ -359,18 +421,19 @@ def test_a_hung_api_times_out_keeps_the_batch_and_never_blocks_the_bus() -> None
             for i in range(2, 6):  # the trading loop goes on while Telegram hangs
                 bus.publish(fill(i))
             bus.drain()
+            held = len(outbox)
             api.send_mode = "ok"
             resent = await bot.flush()
             await bot.close()
-            return api, bot, sent, polled, resent
+            return api, bot, sent, polled, held, resent
 
     # Act
-    api, bot, sent, polled, resent = run(scenario)
+    api, bot, sent, polled, held, resent = run(scenario)
 
     # Assert
     assert not sent and polled == 0
     assert bot.statistics.timeouts == 2
-    assert len(outbox) == 3 and outbox.dropped == 1  # the kept batch is held by the bot, not in the outbox
+    assert held == 3 and outbox.dropped == 1  # the kept batch is held by the bot, not in the outbox
     assert resent and api.sent[0]["text"].split("\n") == [
         "fill BTCUSDT BUY 0.001 @ 95000.0",
         "fill BTCUSDT BUY 0.002 @ 95000.1",
@@ -387,7 +450,7 @@ def test_the_daily_summary_fires_on_the_clock() -> None:
     clock.advance_to(1_746_403_200_000_000_000 + 2 * day)
 
     # Assert
-    assert outbox.take_batch() == "P&L today +12.00\nP&L today +12.00"
+    assert outbox.take_all() == ["P&L today +12.00", "P&L today +12.00"]
 
 
 def test_a_run_wires_the_notifier_on_the_bus_and_the_bot_on_its_own_thread() -> None:
@@ -412,6 +475,52 @@ def test_a_run_wires_the_notifier_on_the_bus_and_the_bot_on_its_own_thread() -> 
     assert not thread._thread.is_alive()
     assert len(notifier.outbox) == 0
     assert all(TOKEN in path for path in api.paths) and TOKEN not in repr(thread.bot)
+
+
+@pytest.mark.parametrize(("max_attempts", "max_wait_seconds"), [(1, 30.0), (5, 1.0)], ids=["attempts", "total-wait"])
+def test_a_run_takes_its_429_limits_from_the_configuration(max_attempts: int, max_wait_seconds: float) -> None:
+    # Arrange
+    bus, clock = EventBus(), SimulatedClock(1_746_403_200_000_000_000)
+
+    async def scenario() -> tuple:
+        async with fake_api() as (api, url):
+            settings = TelegramConfig(enabled=True, chat_ids=(ALLOWED,), base_url=url, min_interval_seconds=0.2,
+                                      max_attempts=max_attempts, max_wait_seconds=max_wait_seconds)  # fmt: skip
+            api.rate_limits = 1
+            _, thread = start_telegram(settings, Secret(TOKEN), bus, clock, Desk(), lambda *args: None)
+            bus.publish(fill(0))
+            bus.drain()
+            await asyncio.wait_for(api.received.wait(), 10)
+            await asyncio.to_thread(thread.stop)
+            return api, thread.bot
+
+    # Act
+    api, bot = run(scenario)
+
+    # Assert: the one 429 is given up on at once (no 7 s wait), the next send goes through
+    assert bot.statistics.rate_limit_give_ups == 1 and bot.statistics.waits == []
+    assert [s["text"] for s in api.sent] == ["fill BTCUSDT BUY 0.001 @ 95000.0"]
+
+
+def test_the_429_limits_are_read_from_the_configuration_files_and_environment() -> None:
+    # Act
+    config = load_config(environ={"KEEL_TELEGRAM__MAX_ATTEMPTS": "2", "KEEL_TELEGRAM__MAX_WAIT_SECONDS": "12.5"})
+
+    # Assert
+    assert (config.telegram.max_attempts, config.telegram.max_wait_seconds) == (2, 12.5)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("MAX_ATTEMPTS", "0"), ("MAX_ATTEMPTS", "1.5"), ("MAX_WAIT_SECONDS", "0"), ("MAX_WAIT_SECONDS", "-3")],
+)
+def test_a_bad_429_limit_stops_the_start_naming_its_key(variable: str, value: str) -> None:
+    # Act
+    with pytest.raises(ConfigurationError) as caught:
+        load_config(environ={f"KEEL_TELEGRAM__{variable}": value})
+
+    # Assert
+    assert caught.value.key == f"telegram.{variable.lower()}"
 
 
 def fill(i: int) -> OrderFilled:
@@ -454,7 +563,7 @@ def test_health_alerts_and_reconciliation_findings_are_queued_an_agreeing_venue_
     bus.drain()
 
     # Assert
-    assert outbox.take_batch().split("\n") == [
+    assert outbox.take_all() == [
         "health HEALTHY -> DEGRADED feed BTCUSDT/kline stale; bus 90% full",
         "reconciliation: mismatch: BTCUSDT position 0.010 vs venue 0.020; 2 missed fills",
     ]
