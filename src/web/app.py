@@ -26,6 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from keel.core.instruments import LARGEST_LEVERAGE
 from keel.integration.orchestrator import UnknownStrategyError
@@ -325,18 +326,21 @@ def create_app(
         response.headers["X-Request-ID"] = request.state.request_id
         return response
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+    # Starlette's HTTPException (FastAPI's is a subclass): routing raises it for an unknown path or a wrong method.
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         code = {
             401: "unauthorized",
             403: "forbidden",
             404: "not_found",
+            405: "method_not_allowed",
             413: "too_large",
             422: "invalid_request",
             429: "rate_limited",
             503: "unavailable",
         }.get(error.status_code, "error")
         response = _error(error.status_code, code, str(error.detail), _request_id(request))
+        response.headers.update(error.headers or {})  # the Allow header of a 405
         if error.status_code == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
         return response

@@ -441,3 +441,23 @@ def test_configuration_routes_answer_503_when_the_run_has_no_optimizer(tmp_path:
             return response.status_code, response.json()["error"]["code"]
 
     assert asyncio.run(scenario()) == (503, "unavailable")
+
+
+def test_an_unknown_path_and_a_wrong_method_answer_the_api_error_format(tmp_path: Path) -> None:
+    # Arrange
+    session = PaperSession(session_config(tmp_path), tmp_path)
+    app = create_app(session.orchestrator, api_token=TOKEN, audit=session.orchestrator.record_operator_action)
+    client = TestClient(app)
+
+    # Act
+    unknown = client.get("/api/v1/no-such-route", headers={"X-Request-ID": "missing-1"})
+    wrong_method = client.delete("/api/v1/status", headers={**bearer(), "X-Request-ID": "wrong-1"})
+    session.database.dispose()
+
+    # Assert
+    assert unknown.status_code == 404
+    assert unknown.json()["error"] == {"code": "not_found", "message": "Not Found", "request_id": "missing-1"}
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"]["code"] == "method_not_allowed"
+    assert wrong_method.json()["error"]["request_id"] == "wrong-1"
+    assert wrong_method.headers["Allow"] == "GET"
