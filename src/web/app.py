@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import structlog
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
@@ -43,11 +43,13 @@ from keel.integration.responses import (
     SystemStatus,
 )
 from keel.web.metrics import render_metrics
-from keel.web.service import ConfigChanges, TradingService
+from keel.web.service import CommandNotConfirmed, ConfigChanges, TradingService
 
 _log = structlog.get_logger("keel.web")
 
 STATIC = Path(__file__).resolve().parent / "static"
+
+_R = TypeVar("_R")
 
 AuditCallback = Callable[[str, str, Mapping[str, Any], str], None]
 """Called with (actor, action, details, request id) for every operator action."""
@@ -338,6 +340,7 @@ def create_app(
             422: "invalid_request",
             429: "rate_limited",
             503: "unavailable",
+            504: "not_confirmed",
         }.get(error.status_code, "error")
         response = _error(error.status_code, code, str(error.detail), _request_id(request))
         response.headers.update(error.headers or {})  # the Allow header of a 405
@@ -426,23 +429,20 @@ def create_app(
         request: Request, body: Annotated[EmergencyStopRequest, Body()], actor: Operator
     ) -> EmergencyStopOutcome:
         """Halt trading: cancel every open order, trading state HALTED, optionally flatten."""
-        outcome = await service.emergency_stop(body.reason, flatten=body.flatten)
-        audit(actor, "emergency_stop", {"reason": body.reason, "flatten": body.flatten}, _request_id(request))
-        return outcome
+        details = {"reason": body.reason, "flatten": body.flatten}
+        return await _command(
+            "emergency_stop", details, service.emergency_stop(body.reason, flatten=body.flatten), request, actor
+        )
 
     @app.post("/api/v1/resume")
     async def resume(request: Request, body: Annotated[ResumeRequest, Body()], actor: Operator) -> ResumeOutcome:
         """Return trading to ACTIVE after a halt."""
-        outcome = await service.resume(body.reason)
-        audit(actor, "resume", {"reason": body.reason}, _request_id(request))
-        return outcome
+        return await _command("resume", {"reason": body.reason}, service.resume(body.reason), request, actor)
 
     @app.post("/api/v1/recover")
     async def recover(request: Request, body: Annotated[RecoveryRequest, Body()], actor: Operator) -> RecoveryOutcome:
         """Return the components a past fault left DEGRADED to RUNNING; list what stays open (trading unchanged)."""
-        outcome = await service.recover(body.reason)
-        audit(actor, "recover", {"reason": body.reason}, _request_id(request))
-        return outcome
+        return await _command("recover", {"reason": body.reason}, service.recover(body.reason), request, actor)
 
     @app.put("/api/v1/risk/limits")
     async def update_limits(
@@ -451,30 +451,39 @@ def create_app(
         """Change risk limits at run time."""
         limits = body.model_dump(exclude_none=True)
         try:
-            outcome = service.update_risk_limits(limits)
+            return await _command("update_risk_limits", limits, service.update_risk_limits(limits), request, actor)
         except ValueError as error:
             raise HTTPException(422, str(error)) from None
-        audit(actor, "update_risk_limits", limits, _request_id(request))
-        return outcome
 
     @app.post("/api/v1/strategies/{name}/start")
     async def start_strategy(request: Request, name: str, actor: Operator) -> StrategySwitch:
         """Let a strategy trade again."""
-        return _strategy_action(service.start_strategy, name, "start_strategy", request, actor)
+        return await _strategy_action(service.start_strategy, name, "start_strategy", request, actor)
 
     @app.post("/api/v1/strategies/{name}/stop")
     async def stop_strategy(request: Request, name: str, actor: Operator) -> StrategySwitch:
         """Stop a strategy's signals."""
-        return _strategy_action(service.stop_strategy, name, "stop_strategy", request, actor)
+        return await _strategy_action(service.stop_strategy, name, "stop_strategy", request, actor)
 
-    def _strategy_action(
-        action: Callable[[str], StrategySwitch], name: str, label: str, request: Request, actor: str
+    async def _strategy_action(
+        action: Callable[[str], Awaitable[StrategySwitch]], name: str, label: str, request: Request, actor: str
     ) -> StrategySwitch:
         try:
-            outcome = action(name)
+            return await _command(label, {"strategy": name}, action(name), request, actor)
         except UnknownStrategyError:
             raise HTTPException(404, f"no strategy named {name!r}") from None
-        audit(actor, label, {"strategy": name}, _request_id(request))
+
+    async def _command(
+        action: str, details: Mapping[str, Any], command: Awaitable[_R], request: Request, actor: str
+    ) -> _R:
+        """Await an operator command and audit it; one the trading loop does not confirm in time answers 504."""
+        try:
+            outcome = await command
+        except CommandNotConfirmed as error:
+            audit(actor, action, {**details, "outcome": "timed out"}, _request_id(request))
+            advice = "check GET /api/v1/status for whether it took effect before sending it again"
+            raise HTTPException(504, f"{error}: {advice}") from None
+        audit(actor, action, details, _request_id(request))
         return outcome
 
     @app.post("/api/v1/config/apply")

@@ -8,8 +8,10 @@ snapshot or the previous one). :class:`SnapshotService` is the
 :class:`~keel.web.service.TradingService` the web app is given when it runs in
 its own thread (:class:`~keel.web.server.ThreadedServer`): its queries read the
 latest snapshot; its operator commands are handed to the trading loop with
-:func:`asyncio.run_coroutine_threadsafe` and waited for, so every state change
-still happens on the trading loop.
+:func:`asyncio.run_coroutine_threadsafe` and awaited (the web loop goes on
+serving meanwhile), so every state change still happens on the trading loop.
+A command the trading loop does not confirm within the timeout raises
+:class:`~keel.web.service.CommandNotConfirmed` and still runs.
 """
 
 from __future__ import annotations
@@ -34,9 +36,8 @@ from keel.integration.responses import (
     StrategySwitch,
     SystemStatus,
 )
-from keel.web.service import ConfigChanges, StagedChange, TradingService
+from keel.web.service import CommandNotConfirmed, ConfigChanges, StagedChange, TradingService
 
-_T = TypeVar("_T")
 _R = TypeVar("_R")
 
 TRADES_KEPT = 1000
@@ -185,43 +186,48 @@ class SnapshotService:
 
     async def emergency_stop(self, reason: str, flatten: bool = False) -> EmergencyStopOutcome:
         """Run the emergency stop on the trading loop and wait for its outcome."""
-        return await self._on_trading_loop(self.publisher.service.emergency_stop(reason, flatten=flatten))
+        command = self.publisher.service.emergency_stop(reason, flatten=flatten)
+        return await self._on_trading_loop("emergency_stop", command)
 
     async def resume(self, reason: str) -> ResumeOutcome:
         """Resume trading on the trading loop and wait for the outcome."""
-        return await self._on_trading_loop(self.publisher.service.resume(reason))
+        return await self._on_trading_loop("resume", self.publisher.service.resume(reason))
 
     async def recover(self, reason: str) -> RecoveryOutcome:
         """Run the automatic recovery on the trading loop and wait for the outcome."""
-        return await self._on_trading_loop(self.publisher.service.recover(reason))
+        return await self._on_trading_loop("recover", self.publisher.service.recover(reason))
 
-    def update_risk_limits(self, limits: Mapping[str, float]) -> dict[str, float | int]:
+    async def update_risk_limits(self, limits: Mapping[str, float]) -> dict[str, float | int]:
         """Change risk limits on the trading loop (ValueError as the system raises it)."""
-        return self._call(self.publisher.service.update_risk_limits, limits)
+        return await self._on_trading_loop("update_risk_limits", self.publisher.service.update_risk_limits(limits))
 
-    def start_strategy(self, name: str) -> StrategySwitch:
+    async def start_strategy(self, name: str) -> StrategySwitch:
         """Let a strategy trade again, on the trading loop."""
-        return self._call(self.publisher.service.start_strategy, name)
+        return await self._on_trading_loop("start_strategy", self.publisher.service.start_strategy(name))
 
-    def stop_strategy(self, name: str) -> StrategySwitch:
+    async def stop_strategy(self, name: str) -> StrategySwitch:
         """Stop a strategy's signals, on the trading loop."""
-        return self._call(self.publisher.service.stop_strategy, name)
+        return await self._on_trading_loop("stop_strategy", self.publisher.service.stop_strategy(name))
 
-    async def _on_trading_loop(self, command: Coroutine[Any, Any, _R]) -> _R:
+    async def _on_trading_loop(self, name: str, command: Coroutine[Any, Any, _R]) -> _R:
+        """Hand ``command`` to the trading loop and await its outcome without blocking the caller's loop.
+
+        Raises
+        ------
+        CommandNotConfirmed
+            If the outcome does not come within ``command_timeout_seconds``; the
+            command is not canceled (a timed-out emergency stop still stops).
+        """
         future = asyncio.run_coroutine_threadsafe(self._then_publish(command), self.loop)
-        return await asyncio.wait_for(asyncio.wrap_future(future), self.command_timeout_seconds)
+        try:  # shielded: wait_for's timeout would otherwise cancel the command on the trading loop
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), self.command_timeout_seconds)
+        except TimeoutError:
+            raise CommandNotConfirmed(name, self.command_timeout_seconds) from None
 
     async def _then_publish(self, command: Coroutine[Any, Any, _R]) -> _R:
         outcome = await command
         self.publisher.publish()
         return outcome
-
-    def _call(self, action: Callable[[_T], _R], argument: _T) -> _R:
-        async def run() -> _R:
-            return action(argument)
-
-        future = asyncio.run_coroutine_threadsafe(self._then_publish(run()), self.loop)
-        return future.result(self.command_timeout_seconds)
 
 
 class ConfigChangesOnLoop:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fakes import AuditRecord, FakePublisher, FakeTradingSystem, run_what_was_handed_to
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
@@ -21,7 +22,7 @@ from keel.integration.responses import SystemStatus
 from keel.optimization.config_optimizer import ConfigOptimizer
 from keel.optimization.space import apply_values
 from keel.persistence import AuditLog, Database
-from keel.web import create_app
+from keel.web import SnapshotService, create_app
 
 CONTROL_ROUTES = [
     ("POST", "/api/v1/emergency-stop", {"reason": "test"}),
@@ -461,3 +462,46 @@ def test_an_unknown_path_and_a_wrong_method_answer_the_api_error_format(tmp_path
     assert wrong_method.json()["error"]["code"] == "method_not_allowed"
     assert wrong_method.json()["error"]["request_id"] == "wrong-1"
     assert wrong_method.headers["Allow"] == "GET"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "action", "details"),
+    [
+        (
+            "POST",
+            "/api/v1/emergency-stop",
+            {"reason": "stuck"},
+            "emergency_stop",
+            {"reason": "stuck", "flatten": False},
+        ),
+        ("POST", "/api/v1/resume", {"reason": "checked"}, "resume", {"reason": "checked"}),
+        ("PUT", "/api/v1/risk/limits", {"max_leverage": 2.0}, "update_risk_limits", {"max_leverage": 2.0}),
+        ("POST", "/api/v1/strategies/ma_cross/stop", None, "stop_strategy", {"strategy": "ma_cross"}),
+    ],
+)
+def test_a_command_the_trading_loop_does_not_confirm_in_time_answers_504_is_audited_and_still_runs(
+    method: str, path: str, body: dict | None, action: str, details: dict
+) -> None:
+    # Arrange: the web app in its own loop, over a trading loop that does not run while the command waits
+    system = FakeTradingSystem()
+    stuck = asyncio.new_event_loop()
+    audit = AuditRecord()
+    service = SnapshotService(FakePublisher(system), stuck, command_timeout_seconds=0.05)  # type: ignore[arg-type]
+    app = create_app(service, api_token=TOKEN, audit=audit)
+
+    async def scenario() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://keel.test") as client:
+            return await client.request(method, path, json=body, headers={**bearer(), "X-Request-ID": "req-7"})
+
+    # Act
+    response = asyncio.run(scenario())
+    run_what_was_handed_to(stuck)
+
+    # Assert
+    assert response.status_code == 504
+    error = response.json()["error"]
+    assert error["code"] == "not_confirmed"
+    assert "sent to the trading loop but not confirmed" in error["message"]
+    assert "GET /api/v1/status" in error["message"]
+    assert [entry[1:] for entry in audit.entries] == [(action, {**details, "outcome": "timed out"}, "req-7")]
+    assert [name for name, _ in system.commands] == [action]
