@@ -407,6 +407,10 @@ class TradingOrchestrator:
         """Return the most recent equity points as (ms, equity)."""
         return [(p.ts // 1_000_000, float(p.equity)) for p in self.pipeline.recorder.equity[-limit:]]
 
+    def snapshot_time(self) -> None:
+        """Return None: every query reads the running system as it is asked."""
+        return None
+
     def metrics(self) -> MetricsSnapshot:
         """Return the numbers /metrics exports."""
         positions = self.pipeline.positions

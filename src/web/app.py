@@ -275,6 +275,8 @@ def create_app(
     read_requests_per_second: int | None = None,
     max_websockets_per_client: int | None = None,
     config_changes: ConfigChanges | None = None,
+    max_snapshot_age_seconds: float = 10.0,
+    clock: Callable[[], float] = time.monotonic,
 ) -> FastAPI:
     """Build the web app.
 
@@ -300,6 +302,12 @@ def create_app(
     config_changes
         Applies tuned configuration at bar boundaries (the ``/api/v1/config``
         routes); None: those routes answer 503.
+    max_snapshot_age_seconds
+        Oldest the data shown may be (see ``TradingService.snapshot_time``):
+        older, the trading loop has stopped publishing, so the app is not ready
+        and the dashboard says the data is stale.
+    clock
+        The app's monotonic clock, which snapshot ages are measured on.
     """
     app = FastAPI(title="keel", version="0.1.0", description="Control API and live dashboard of keel.")
     limiter = RateLimiter(control_requests_per_minute)
@@ -362,18 +370,42 @@ def create_app(
 
     Operator = Annotated[str, Depends(operator)]
 
+    def snapshot_age() -> float | None:
+        """Seconds since the data shown was taken, on the app's clock (None: read as asked)."""
+        taken = service.snapshot_time()
+        return None if taken is None else round(clock() - taken, 3)
+
+    def staleness(age: float | None) -> list[str]:
+        """Why the data shown is too old, as a reason or none."""
+        if age is None or age <= max_snapshot_age_seconds:
+            return []
+        limit = max_snapshot_age_seconds
+        return [
+            f"the latest snapshot is {age:.1f} s old (at most {limit:g} s): the trading loop has stopped publishing"
+        ]
+
+    def unready_reasons(status: SystemStatus, age: float | None) -> list[str]:
+        """Why the app is not ready (empty: ready)."""
+        reasons = []
+        if not status.running:
+            reasons.append("the session is not running (still recovering or reconciling, or stopped)")
+        if status.health == "UNHEALTHY":
+            reasons.append("health is UNHEALTHY")
+        return reasons + staleness(age)
+
     @app.get("/health")
     async def health() -> JSONResponse:
         """Liveness and readiness for container probes (503 when not ready)."""
-        status = service.status()
-        ready = _is_ready(status)
+        status, age = service.status(), snapshot_age()
+        ready = not unready_reasons(status, age)
         body = {
             "live": True,
             "ready": ready,
             "health": status.get("health"),
             "trading_state": status.get("trading_state"),
-            "reasons": status.get("health_reasons", []),
+            "reasons": [*status.get("health_reasons", []), *staleness(age)],
             "venue": status.get("venue"),
+            "snapshot_age_seconds": age,
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
@@ -384,10 +416,11 @@ def create_app(
 
     @app.get("/health/ready")
     async def health_ready() -> JSONResponse:
-        """Readiness: recovered, reconciled, running and not UNHEALTHY (503 otherwise)."""
-        status = service.status()
-        ready = _is_ready(status)
-        return JSONResponse({"ready": ready, "health": status.get("health")}, status_code=200 if ready else 503)
+        """Readiness: recovered, reconciled, running, not UNHEALTHY and a recent snapshot (503 otherwise)."""
+        status, age = service.status(), snapshot_age()
+        reasons = unready_reasons(status, age)
+        body = {"ready": not reasons, "health": status.get("health"), "snapshot_age_seconds": age, "reasons": reasons}
+        return JSONResponse(body, status_code=503 if reasons else 200)
 
     @app.get("/api/v1/status")
     async def get_status() -> SystemStatus:
@@ -538,24 +571,49 @@ def create_app(
         sockets[client] = sockets.get(client, 0) + 1
         await socket.accept()
         try:
-            await socket.send_json(dashboard_snapshot(service, full_curve=True))
+            await socket.send_json(dashboard_message(full_curve=True))
             while True:
                 await asyncio.sleep(dashboard_interval_seconds)
-                await socket.send_json(dashboard_snapshot(service, full_curve=False))
+                await socket.send_json(dashboard_message(full_curve=False))
         except WebSocketDisconnect:
             return
         finally:
             sockets[client] -= 1
 
+    def dashboard_message(*, full_curve: bool) -> dict[str, Any]:
+        age = snapshot_age()
+        return dashboard_snapshot(
+            service,
+            full_curve=full_curve,
+            snapshot_age_seconds=age,
+            stale=bool(staleness(age)),
+        )
+
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 
 
-def dashboard_snapshot(service: TradingService, *, full_curve: bool) -> dict[str, Any]:
-    """Build one dashboard message: everything the page shows."""
+def dashboard_snapshot(
+    service: TradingService, *, full_curve: bool, snapshot_age_seconds: float | None = None, stale: bool = False
+) -> dict[str, Any]:
+    """Build one dashboard message: everything the page shows.
+
+    Parameters
+    ----------
+    service
+        The running system.
+    full_curve
+        Send the whole equity curve (the first message) rather than its last point.
+    snapshot_age_seconds
+        How old the data is (None: read as asked).
+    stale
+        Whether the data is older than the app accepts (the page shows it).
+    """
     curve = service.equity_curve(limit=2000 if full_curve else 1)
     return {
         "type": "snapshot",
+        "snapshot_age_seconds": snapshot_age_seconds,
+        "stale": stale,
         "status": service.status().model_dump(mode="json"),
         "risk": service.risk().model_dump(mode="json"),
         "positions": [row.model_dump(mode="json") for row in service.positions()],
@@ -570,11 +628,6 @@ def dashboard_snapshot(service: TradingService, *, full_curve: bool) -> dict[str
         "full_curve": full_curve,
         "bus": service.metrics().bus.model_dump(mode="json"),
     }
-
-
-def _is_ready(status: SystemStatus) -> bool:
-    """Ready once the session runs (after recovery and reconciliation) and health is not UNHEALTHY."""
-    return status.running and status.health != "UNHEALTHY"
 
 
 def _request_id(request: Request) -> str:

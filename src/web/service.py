@@ -57,6 +57,9 @@ class TradingService(Protocol):
     def metrics(self) -> MetricsSnapshot:
         """Return the numbers /metrics exports (see keel.web.metrics)."""
 
+    def snapshot_time(self) -> float | None:
+        """Return when the data the queries answer was taken (:func:`time.monotonic`); None: taken as asked."""
+
     async def emergency_stop(self, reason: str, flatten: bool = False) -> EmergencyStopOutcome:
         """Halt trading, cancel every open order, optionally flatten; return the outcome."""
 

@@ -184,6 +184,10 @@ class SnapshotService:
         """Return the published metrics."""
         return self.publisher.latest.metrics
 
+    def snapshot_time(self) -> float:
+        """Return when the published snapshot was taken (:func:`time.monotonic`)."""
+        return self.publisher.latest.published_monotonic
+
     async def emergency_stop(self, reason: str, flatten: bool = False) -> EmergencyStopOutcome:
         """Run the emergency stop on the trading loop and wait for its outcome."""
         command = self.publisher.service.emergency_stop(reason, flatten=flatten)

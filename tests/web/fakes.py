@@ -66,3 +66,16 @@ def run_what_was_handed_to(loop: asyncio.AbstractEventLoop) -> None:
 
     loop.run_until_complete(drain())
     loop.close()
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told to."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
