@@ -43,7 +43,7 @@ from keel.integration.responses import (
     SystemStatus,
 )
 from keel.web.metrics import render_metrics
-from keel.web.service import CommandNotConfirmed, ConfigChanges, TradingService
+from keel.web.service import CommandNotConfirmed, ConfigCommands, StagedChange, TradingService
 
 _log = structlog.get_logger("keel.web")
 
@@ -274,7 +274,7 @@ def create_app(
     max_body_bytes: int = 16_384,
     read_requests_per_second: int | None = None,
     max_websockets_per_client: int | None = None,
-    config_changes: ConfigChanges | None = None,
+    config_changes: ConfigCommands | None = None,
     max_snapshot_age_seconds: float = 10.0,
     clock: Callable[[], float] = time.monotonic,
 ) -> FastAPI:
@@ -507,16 +507,23 @@ def create_app(
             raise HTTPException(404, f"no strategy named {name!r}") from None
 
     async def _command(
-        action: str, details: Mapping[str, Any], command: Awaitable[_R], request: Request, actor: str
+        action: str,
+        details: Mapping[str, Any],
+        command: Awaitable[_R],
+        request: Request,
+        actor: str,
+        outcome_details: Callable[[_R], Mapping[str, Any]] = lambda _: {},
     ) -> _R:
         """Await an operator command and audit it; one the trading loop does not confirm in time answers 504."""
         try:
             outcome = await command
         except CommandNotConfirmed as error:
             audit(actor, action, {**details, "outcome": "timed out"}, _request_id(request))
-            advice = "check GET /api/v1/status for whether it took effect before sending it again"
+            advice = (
+                "check GET /api/v1/status (or /risk, /strategies) for whether it took effect before sending it again"
+            )
             raise HTTPException(504, f"{error}: {advice}") from None
-        audit(actor, action, details, _request_id(request))
+        audit(actor, action, {**details, **outcome_details(outcome)}, _request_id(request))
         return outcome
 
     @app.post("/api/v1/config/apply")
@@ -524,33 +531,46 @@ def create_app(
         request: Request, body: Annotated[ConfigChangeRequest, Body()], actor: Operator
     ) -> StagedConfigChange:
         """Stage tuned values (or an A/B split of capital) for the next bar boundary; journaled when applied."""
-        change = _config_change(lambda changes: changes.stage(body.values, split=body.split))
-        audit(actor, "stage_tuned_config", {"values": body.values, "split": body.split}, _request_id(request))
-        return change
+        return await _config_change(
+            "stage_tuned_config",
+            {"values": body.values, "split": body.split},
+            lambda changes: changes.stage(body.values, split=body.split),
+            request,
+            actor,
+        )
 
     @app.post("/api/v1/config/rollback")
     async def rollback_config(request: Request, actor: Operator) -> StagedConfigChange:
         """Stage the values the last applied change (or the running A/B split) replaced."""
-        change = _config_change(lambda changes: changes.rollback())
-        audit(actor, "stage_config_rollback", {"change_id": change.change_id}, _request_id(request))
-        return change
+        return await _config_change("stage_config_rollback", {}, lambda changes: changes.rollback(), request, actor)
 
     @app.post("/api/v1/config/split/conclude")
     async def conclude_split(
         request: Request, body: Annotated[SplitConclusion, Body()], actor: Operator
     ) -> StagedConfigChange:
         """End the running A/B split at the next bar boundary, keeping the new or the old parameters."""
-        change = _config_change(lambda changes: changes.conclude_split(body.keep))
-        audit(actor, "stage_split_conclusion", {"keep": body.keep}, _request_id(request))
-        return change
+        return await _config_change(
+            "stage_split_conclusion",
+            {"keep": body.keep},
+            lambda changes: changes.conclude_split(body.keep),
+            request,
+            actor,
+        )
 
-    def _config_change(call: Callable[[ConfigChanges], Any]) -> StagedConfigChange:
+    async def _config_change(
+        action: str,
+        details: Mapping[str, Any],
+        call: Callable[[ConfigCommands], Awaitable[StagedChange]],
+        request: Request,
+        actor: str,
+    ) -> StagedConfigChange:
         if config_changes is None:
             raise HTTPException(503, "configuration changes are not available in this run")
         try:
-            return StagedConfigChange(**call(config_changes).as_dict())
+            change = await _command(action, details, call(config_changes), request, actor, _change_id)
         except ValueError as error:
             raise HTTPException(422, str(error)) from None
+        return StagedConfigChange(**change.as_dict())
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -628,6 +648,10 @@ def dashboard_snapshot(
         "full_curve": full_curve,
         "bus": service.metrics().bus.model_dump(mode="json"),
     }
+
+
+def _change_id(change: StagedChange) -> dict[str, Any]:
+    return {"change_id": change.as_dict()["change_id"]}
 
 
 def _request_id(request: Request) -> str:

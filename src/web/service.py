@@ -119,3 +119,16 @@ class ConfigChanges(Protocol):
 
     def conclude_split(self, keep: Literal["new", "old"]) -> StagedChange:
         """Queue the end of the running A/B split; ValueError when none runs."""
+
+
+class ConfigCommands(Protocol):
+    """The operator's :class:`ConfigChanges`, awaited (:class:`keel.web.snapshots.ConfigChangesOnLoop`)."""
+
+    async def stage(self, values: Mapping[str, Any], action: str = ..., *, split: float | None = None) -> StagedChange:
+        """Validate and queue ``values`` (an A/B split when ``split``); ValueError when refused."""
+
+    async def rollback(self) -> StagedChange:
+        """Queue the values the last applied change replaced; ValueError when there is none."""
+
+    async def conclude_split(self, keep: Literal["new", "old"]) -> StagedChange:
+        """Queue the end of the running A/B split; ValueError when none runs."""

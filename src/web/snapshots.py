@@ -214,19 +214,7 @@ class SnapshotService:
         return await self._on_trading_loop("stop_strategy", self.publisher.service.stop_strategy(name))
 
     async def _on_trading_loop(self, name: str, command: Coroutine[Any, Any, _R]) -> _R:
-        """Hand ``command`` to the trading loop and await its outcome without blocking the caller's loop.
-
-        Raises
-        ------
-        CommandNotConfirmed
-            If the outcome does not come within ``command_timeout_seconds``; the
-            command is not canceled (a timed-out emergency stop still stops).
-        """
-        future = asyncio.run_coroutine_threadsafe(self._then_publish(command), self.loop)
-        try:  # shielded: wait_for's timeout would otherwise cancel the command on the trading loop
-            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), self.command_timeout_seconds)
-        except TimeoutError:
-            raise CommandNotConfirmed(name, self.command_timeout_seconds) from None
+        return await _await_on(name, self._then_publish(command), self.loop, self.command_timeout_seconds)
 
     async def _then_publish(self, command: Coroutine[Any, Any, _R]) -> _R:
         outcome = await command
@@ -235,7 +223,10 @@ class SnapshotService:
 
 
 class ConfigChangesOnLoop:
-    """:class:`~keel.web.service.ConfigChanges` for another thread: every call runs on the trading loop.
+    """:class:`~keel.web.service.ConfigCommands` for another thread: every call runs on the trading loop.
+
+    A call the trading loop does not confirm within ``timeout_seconds`` raises
+    :class:`~keel.web.service.CommandNotConfirmed` and still runs.
 
     Parameters
     ----------
@@ -252,22 +243,40 @@ class ConfigChangesOnLoop:
         self.loop = loop
         self.timeout_seconds = timeout_seconds
 
-    def stage(
+    async def stage(
         self, values: Mapping[str, Any], action: str = "apply_tuned_config", *, split: float | None = None
     ) -> StagedChange:
         """Stage ``values`` on the trading loop."""
-        return self._on_loop(lambda: self.changes.stage(values, action, split=split))
+        return await self._on_loop("the configuration change", lambda: self.changes.stage(values, action, split=split))
 
-    def rollback(self) -> StagedChange:
+    async def rollback(self) -> StagedChange:
         """Stage the rollback on the trading loop."""
-        return self._on_loop(self.changes.rollback)
+        return await self._on_loop("the configuration rollback", self.changes.rollback)
 
-    def conclude_split(self, keep: Literal["new", "old"]) -> StagedChange:
+    async def conclude_split(self, keep: Literal["new", "old"]) -> StagedChange:
         """Stage the end of the A/B split on the trading loop."""
-        return self._on_loop(lambda: self.changes.conclude_split(keep))
+        return await self._on_loop("the end of the A/B split", lambda: self.changes.conclude_split(keep))
 
-    def _on_loop(self, call: Callable[[], StagedChange]) -> StagedChange:
+    async def _on_loop(self, name: str, call: Callable[[], StagedChange]) -> StagedChange:
         async def run() -> StagedChange:
             return call()
 
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(self.timeout_seconds)
+        return await _await_on(name, run(), self.loop, self.timeout_seconds)
+
+
+async def _await_on(
+    name: str, command: Coroutine[Any, Any, _R], loop: asyncio.AbstractEventLoop, timeout_seconds: float
+) -> _R:
+    """Hand ``command`` to ``loop`` (another thread's) and await its outcome without blocking the caller's loop.
+
+    Raises
+    ------
+    CommandNotConfirmed
+        If the outcome does not come within ``timeout_seconds``; the command is
+        not canceled (a timed-out emergency stop still stops).
+    """
+    future = asyncio.run_coroutine_threadsafe(command, loop)
+    try:  # shielded: wait_for's timeout would otherwise cancel the command on the trading loop
+        return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout_seconds)
+    except TimeoutError:
+        raise CommandNotConfirmed(name, timeout_seconds) from None

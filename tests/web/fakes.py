@@ -79,3 +79,58 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+class FakeStagedChange:
+    """A staged configuration change as the optimizer returns it."""
+
+    def __init__(self, change_id: int, values: Mapping[str, Any]) -> None:
+        self.change_id = change_id
+        self.values = dict(values)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "change_id": self.change_id,
+            "action": "apply_tuned_config",
+            "values": self.values,
+            "previous": {},
+            "split": None,
+            "applied_at_ns": None,
+        }
+
+
+class FakeConfigChanges:
+    """The optimizer's :class:`~keel.web.service.ConfigChanges`, recording what is staged in ``staged``."""
+
+    def __init__(self) -> None:
+        self.staged: list[dict[str, Any]] = []
+
+    def stage(
+        self, values: Mapping[str, Any], action: str = "apply_tuned_config", *, split: float | None = None
+    ) -> FakeStagedChange:
+        self.staged.append(dict(values))
+        return FakeStagedChange(len(self.staged), values)
+
+    def rollback(self) -> FakeStagedChange:
+        return self.stage({})
+
+    def conclude_split(self, keep: str) -> FakeStagedChange:
+        return self.stage({})
+
+
+class AwaitedConfigChanges:
+    """:class:`~keel.web.service.ConfigChanges` called right away, as the awaited commands the app takes (one loop)."""
+
+    def __init__(self, changes: Any) -> None:
+        self.changes = changes
+
+    async def stage(
+        self, values: Mapping[str, Any], action: str = "apply_tuned_config", *, split: float | None = None
+    ) -> Any:
+        return self.changes.stage(values, action, split=split)
+
+    async def rollback(self) -> Any:
+        return self.changes.rollback()
+
+    async def conclude_split(self, keep: str) -> Any:
+        return self.changes.conclude_split(keep)

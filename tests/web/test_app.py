@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fakes import AuditRecord, FakePublisher, FakeTradingSystem, run_what_was_handed_to
+from fakes import AuditRecord, FakeConfigChanges, FakePublisher, FakeTradingSystem, run_what_was_handed_to
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
@@ -22,7 +22,7 @@ from keel.integration.responses import SystemStatus
 from keel.optimization.config_optimizer import ConfigOptimizer
 from keel.optimization.space import apply_values
 from keel.persistence import AuditLog, Database
-from keel.web import SnapshotService, create_app
+from keel.web import ConfigChangesOnLoop, SnapshotService, create_app
 
 CONTROL_ROUTES = [
     ("POST", "/api/v1/emergency-stop", {"reason": "test"}),
@@ -383,7 +383,7 @@ async def tunable_session(run_dir: Path) -> AsyncIterator[tuple[ConfigOptimizer,
         session.orchestrator,
         api_token=TOKEN,
         audit=session.orchestrator.record_operator_action,
-        config_changes=optimizer,
+        config_changes=ConfigChangesOnLoop(optimizer, asyncio.get_running_loop()),
     )
     task = asyncio.create_task(session.run())
     while session.bars < 2 and not task.done():
@@ -505,3 +505,33 @@ def test_a_command_the_trading_loop_does_not_confirm_in_time_answers_504_is_audi
     assert "GET /api/v1/status" in error["message"]
     assert [entry[1:] for entry in audit.entries] == [(action, {**details, "outcome": "timed out"}, "req-7")]
     assert [name for name, _ in system.commands] == [action]
+
+
+def test_a_config_change_the_trading_loop_does_not_confirm_in_time_answers_504_is_audited_and_still_runs() -> None:
+    # Arrange: the web app in its own loop, over a trading loop that does not run while the change waits
+    changes = FakeConfigChanges()
+    stuck = asyncio.new_event_loop()
+    audit = AuditRecord()
+    app = create_app(
+        SnapshotService(FakePublisher(FakeTradingSystem()), stuck),  # type: ignore[arg-type]
+        api_token=TOKEN,
+        audit=audit,
+        config_changes=ConfigChangesOnLoop(changes, stuck, timeout_seconds=0.05),
+    )
+    values = {"risk.max_leverage": 2.0}
+
+    async def scenario() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://keel.test") as client:
+            return await client.post("/api/v1/config/apply", json={"values": values}, headers=bearer())
+
+    # Act
+    response = asyncio.run(scenario())
+    run_what_was_handed_to(stuck)
+
+    # Assert
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "not_confirmed"
+    assert [entry[1:3] for entry in audit.entries] == [
+        ("stage_tuned_config", {"values": values, "split": None, "outcome": "timed out"})
+    ]
+    assert changes.staged == [values]

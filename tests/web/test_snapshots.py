@@ -7,9 +7,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from fakes import FakePublisher, FakeTradingSystem, run_what_was_handed_to
+from fakes import FakeConfigChanges, FakePublisher, FakeTradingSystem, run_what_was_handed_to
 
-from keel.web import SnapshotService
+from keel.web import ConfigChangesOnLoop, SnapshotService
 from keel.web.service import CommandNotConfirmed
 
 COMMANDS: list[tuple[Callable[[SnapshotService], Awaitable[Any]], tuple[str, Any]]] = [
@@ -68,3 +68,30 @@ def test_a_confirmed_command_returns_the_trading_loops_outcome() -> None:
     # Assert
     assert outcome == {"max_leverage": 2.0}
     assert publisher.published == 1
+
+
+def test_a_config_change_the_trading_loop_does_not_confirm_in_time_leaves_the_web_loop_free_and_still_runs() -> None:
+    # Arrange: a trading loop that does not run while the change waits (a stuck loop)
+    changes = FakeConfigChanges()
+    stuck = asyncio.new_event_loop()
+    on_loop = ConfigChangesOnLoop(changes, stuck, timeout_seconds=0.05)
+    served: list[str] = []
+
+    async def stage() -> None:
+        with pytest.raises(CommandNotConfirmed):
+            await on_loop.stage({"risk.max_leverage": 2.0})
+        served.append("change answered")
+
+    async def another_request() -> None:
+        served.append("another request")
+
+    async def web_loop() -> None:
+        await asyncio.gather(stage(), another_request())
+
+    # Act
+    asyncio.run(web_loop())
+    run_what_was_handed_to(stuck)
+
+    # Assert
+    assert served == ["another request", "change answered"]
+    assert changes.staged == [{"risk.max_leverage": 2.0}]
