@@ -317,6 +317,7 @@ def _serve(session: Any, publisher: Any) -> Any:
         max_body_bytes=web.max_body_bytes,
         read_requests_per_second=web.read_requests_per_second,
         max_websockets_per_client=web.max_websockets_per_client,
+        max_snapshot_age_seconds=web.max_snapshot_age_seconds,
         config_changes=ConfigChangesOnLoop(ConfigOptimizer(session.orchestrator), loop),
     )
     server = ThreadedServer(app, web.host, web.port)

@@ -908,6 +908,13 @@ class WebConfig(_Section):
     read_requests_per_second: int = Field(20, ge=1, description="Rate limit of read routes per client.")
     max_websockets_per_client: int = Field(10, ge=1, description="Dashboard WebSockets one client may hold open.")
     max_body_bytes: int = Field(16_384, ge=256, description="Largest body a control route accepts (413 above).")
+    max_snapshot_age_seconds: float = Field(
+        10.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Oldest the trading loop's latest snapshot may be: older, /health/ready answers 503 and the "
+        "dashboard shows its data as stale.",
+    )
     status_cache_url: str | None = Field(
         None, description="Redis URL the latest status is published to for API readers elsewhere; None: not published."
     )

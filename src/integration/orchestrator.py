@@ -6,7 +6,8 @@ risk use, allocations, the equity curve, metrics) and carries out operator
 commands over the bus: ``emergency_stop(reason, flatten)`` halts trading,
 cancels every open order and optionally closes every position with
 reduce-only market orders; ``resume(reason)`` returns to ACTIVE;
-``update_risk_limits`` changes limits at run time. The web app is written
+``update_risk_limits`` changes limits at run time (``set_risk_limits`` from
+code already on the trading loop). The web app is written
 against these methods (:class:`keel.web.service.TradingService`).
 
 From Python (a script or a notebook, whose event loop may already run),
@@ -406,6 +407,10 @@ class TradingOrchestrator:
         """Return the most recent equity points as (ms, equity)."""
         return [(p.ts // 1_000_000, float(p.equity)) for p in self.pipeline.recorder.equity[-limit:]]
 
+    def snapshot_time(self) -> None:
+        """Return None: every query reads the running system as it is asked."""
+        return None
+
     def metrics(self) -> MetricsSnapshot:
         """Return the numbers /metrics exports."""
         positions = self.pipeline.positions
@@ -515,7 +520,11 @@ class TradingOrchestrator:
             raise RuntimeError("this system runs without a system monitor: there is nothing to recover")
         return await self.monitor.trigger_auto_recovery(reason)
 
-    def update_risk_limits(self, limits: Mapping[str, float]) -> dict[str, float | int]:
+    async def update_risk_limits(self, limits: Mapping[str, float]) -> dict[str, float | int]:
+        """Change risk limits now, as an operator command (see :meth:`set_risk_limits`)."""
+        return self.set_risk_limits(limits)
+
+    def set_risk_limits(self, limits: Mapping[str, float]) -> dict[str, float | int]:
         """Change risk limits now (as the user's UC-1.2 ``risk_controller.update_limits``).
 
         Raises
@@ -541,11 +550,11 @@ class TradingOrchestrator:
             except UnknownStrategyError:
                 continue  # a strategy the current configuration no longer runs
 
-    def start_strategy(self, name: str) -> StrategySwitch:
+    async def start_strategy(self, name: str) -> StrategySwitch:
         """Let a strategy's signals count again (``strategy_manager``: every signal is published again)."""
         return self._set_strategy(name, True)
 
-    def stop_strategy(self, name: str) -> StrategySwitch:
+    async def stop_strategy(self, name: str) -> StrategySwitch:
         """Keep a strategy updating but take it out of the vote (``strategy_manager``: publish no signal)."""
         return self._set_strategy(name, False)
 

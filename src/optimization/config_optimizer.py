@@ -292,7 +292,7 @@ class ConfigOptimizer:
             self._manager().replace_strategy(self._arranged(strategy, change.split))
         risk = self._risk_changes(change.values)
         if risk:
-            self.orchestrator.update_risk_limits(risk)
+            self.orchestrator.set_risk_limits(risk)
         if change.split is None:
             self.config = candidate
         self.split = change if change.split is not None else None

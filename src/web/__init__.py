@@ -14,12 +14,14 @@ dashboard page and its chart library (uPlot, MIT, vendored under
 from keel.web.app import create_app, dashboard_snapshot
 from keel.web.metrics import render_metrics
 from keel.web.server import EmbeddedServer, ThreadedServer, start_server, stop_server
-from keel.web.service import ConfigChanges, TradingService
+from keel.web.service import CommandNotConfirmed, ConfigChanges, ConfigCommands, TradingService
 from keel.web.snapshots import ConfigChangesOnLoop, Snapshot, SnapshotPublisher, SnapshotService
 
 __all__ = [
+    "CommandNotConfirmed",
     "ConfigChanges",
     "ConfigChangesOnLoop",
+    "ConfigCommands",
     "EmbeddedServer",
     "Snapshot",
     "SnapshotPublisher",

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import structlog
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
@@ -26,6 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from keel.core.instruments import LARGEST_LEVERAGE
 from keel.integration.orchestrator import UnknownStrategyError
@@ -42,11 +43,13 @@ from keel.integration.responses import (
     SystemStatus,
 )
 from keel.web.metrics import render_metrics
-from keel.web.service import ConfigChanges, TradingService
+from keel.web.service import CommandNotConfirmed, ConfigCommands, StagedChange, TradingService
 
 _log = structlog.get_logger("keel.web")
 
 STATIC = Path(__file__).resolve().parent / "static"
+
+_R = TypeVar("_R")
 
 AuditCallback = Callable[[str, str, Mapping[str, Any], str], None]
 """Called with (actor, action, details, request id) for every operator action."""
@@ -271,7 +274,9 @@ def create_app(
     max_body_bytes: int = 16_384,
     read_requests_per_second: int | None = None,
     max_websockets_per_client: int | None = None,
-    config_changes: ConfigChanges | None = None,
+    config_changes: ConfigCommands | None = None,
+    max_snapshot_age_seconds: float = 10.0,
+    clock: Callable[[], float] = time.monotonic,
 ) -> FastAPI:
     """Build the web app.
 
@@ -297,6 +302,12 @@ def create_app(
     config_changes
         Applies tuned configuration at bar boundaries (the ``/api/v1/config``
         routes); None: those routes answer 503.
+    max_snapshot_age_seconds
+        Oldest the data shown may be (see ``TradingService.snapshot_time``):
+        older, the trading loop has stopped publishing, so the app is not ready
+        and the dashboard says the data is stale.
+    clock
+        The app's monotonic clock, which snapshot ages are measured on.
     """
     app = FastAPI(title="keel", version="0.1.0", description="Control API and live dashboard of keel.")
     limiter = RateLimiter(control_requests_per_minute)
@@ -325,18 +336,22 @@ def create_app(
         response.headers["X-Request-ID"] = request.state.request_id
         return response
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+    # Starlette's HTTPException (FastAPI's is a subclass): routing raises it for an unknown path or a wrong method.
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         code = {
             401: "unauthorized",
             403: "forbidden",
             404: "not_found",
+            405: "method_not_allowed",
             413: "too_large",
             422: "invalid_request",
             429: "rate_limited",
             503: "unavailable",
+            504: "not_confirmed",
         }.get(error.status_code, "error")
         response = _error(error.status_code, code, str(error.detail), _request_id(request))
+        response.headers.update(error.headers or {})  # the Allow header of a 405
         if error.status_code == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
         return response
@@ -355,18 +370,42 @@ def create_app(
 
     Operator = Annotated[str, Depends(operator)]
 
+    def snapshot_age() -> float | None:
+        """Seconds since the data shown was taken, on the app's clock (None: read as asked)."""
+        taken = service.snapshot_time()
+        return None if taken is None else round(clock() - taken, 3)
+
+    def staleness(age: float | None) -> list[str]:
+        """Why the data shown is too old, as a reason or none."""
+        if age is None or age <= max_snapshot_age_seconds:
+            return []
+        limit = max_snapshot_age_seconds
+        return [
+            f"the latest snapshot is {age:.1f} s old (at most {limit:g} s): the trading loop has stopped publishing"
+        ]
+
+    def unready_reasons(status: SystemStatus, age: float | None) -> list[str]:
+        """Why the app is not ready (empty: ready)."""
+        reasons = []
+        if not status.running:
+            reasons.append("the session is not running (still recovering or reconciling, or stopped)")
+        if status.health == "UNHEALTHY":
+            reasons.append("health is UNHEALTHY")
+        return reasons + staleness(age)
+
     @app.get("/health")
     async def health() -> JSONResponse:
         """Liveness and readiness for container probes (503 when not ready)."""
-        status = service.status()
-        ready = _is_ready(status)
+        status, age = service.status(), snapshot_age()
+        ready = not unready_reasons(status, age)
         body = {
             "live": True,
             "ready": ready,
             "health": status.get("health"),
             "trading_state": status.get("trading_state"),
-            "reasons": status.get("health_reasons", []),
+            "reasons": [*status.get("health_reasons", []), *staleness(age)],
             "venue": status.get("venue"),
+            "snapshot_age_seconds": age,
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
@@ -377,10 +416,11 @@ def create_app(
 
     @app.get("/health/ready")
     async def health_ready() -> JSONResponse:
-        """Readiness: recovered, reconciled, running and not UNHEALTHY (503 otherwise)."""
-        status = service.status()
-        ready = _is_ready(status)
-        return JSONResponse({"ready": ready, "health": status.get("health")}, status_code=200 if ready else 503)
+        """Readiness: recovered, reconciled, running, not UNHEALTHY and a recent snapshot (503 otherwise)."""
+        status, age = service.status(), snapshot_age()
+        reasons = unready_reasons(status, age)
+        body = {"ready": not reasons, "health": status.get("health"), "snapshot_age_seconds": age, "reasons": reasons}
+        return JSONResponse(body, status_code=503 if reasons else 200)
 
     @app.get("/api/v1/status")
     async def get_status() -> SystemStatus:
@@ -422,23 +462,20 @@ def create_app(
         request: Request, body: Annotated[EmergencyStopRequest, Body()], actor: Operator
     ) -> EmergencyStopOutcome:
         """Halt trading: cancel every open order, trading state HALTED, optionally flatten."""
-        outcome = await service.emergency_stop(body.reason, flatten=body.flatten)
-        audit(actor, "emergency_stop", {"reason": body.reason, "flatten": body.flatten}, _request_id(request))
-        return outcome
+        details = {"reason": body.reason, "flatten": body.flatten}
+        return await _command(
+            "emergency_stop", details, service.emergency_stop(body.reason, flatten=body.flatten), request, actor
+        )
 
     @app.post("/api/v1/resume")
     async def resume(request: Request, body: Annotated[ResumeRequest, Body()], actor: Operator) -> ResumeOutcome:
         """Return trading to ACTIVE after a halt."""
-        outcome = await service.resume(body.reason)
-        audit(actor, "resume", {"reason": body.reason}, _request_id(request))
-        return outcome
+        return await _command("resume", {"reason": body.reason}, service.resume(body.reason), request, actor)
 
     @app.post("/api/v1/recover")
     async def recover(request: Request, body: Annotated[RecoveryRequest, Body()], actor: Operator) -> RecoveryOutcome:
         """Return the components a past fault left DEGRADED to RUNNING; list what stays open (trading unchanged)."""
-        outcome = await service.recover(body.reason)
-        audit(actor, "recover", {"reason": body.reason}, _request_id(request))
-        return outcome
+        return await _command("recover", {"reason": body.reason}, service.recover(body.reason), request, actor)
 
     @app.put("/api/v1/risk/limits")
     async def update_limits(
@@ -447,30 +484,46 @@ def create_app(
         """Change risk limits at run time."""
         limits = body.model_dump(exclude_none=True)
         try:
-            outcome = service.update_risk_limits(limits)
+            return await _command("update_risk_limits", limits, service.update_risk_limits(limits), request, actor)
         except ValueError as error:
             raise HTTPException(422, str(error)) from None
-        audit(actor, "update_risk_limits", limits, _request_id(request))
-        return outcome
 
     @app.post("/api/v1/strategies/{name}/start")
     async def start_strategy(request: Request, name: str, actor: Operator) -> StrategySwitch:
         """Let a strategy trade again."""
-        return _strategy_action(service.start_strategy, name, "start_strategy", request, actor)
+        return await _strategy_action(service.start_strategy, name, "start_strategy", request, actor)
 
     @app.post("/api/v1/strategies/{name}/stop")
     async def stop_strategy(request: Request, name: str, actor: Operator) -> StrategySwitch:
         """Stop a strategy's signals."""
-        return _strategy_action(service.stop_strategy, name, "stop_strategy", request, actor)
+        return await _strategy_action(service.stop_strategy, name, "stop_strategy", request, actor)
 
-    def _strategy_action(
-        action: Callable[[str], StrategySwitch], name: str, label: str, request: Request, actor: str
+    async def _strategy_action(
+        action: Callable[[str], Awaitable[StrategySwitch]], name: str, label: str, request: Request, actor: str
     ) -> StrategySwitch:
         try:
-            outcome = action(name)
+            return await _command(label, {"strategy": name}, action(name), request, actor)
         except UnknownStrategyError:
             raise HTTPException(404, f"no strategy named {name!r}") from None
-        audit(actor, label, {"strategy": name}, _request_id(request))
+
+    async def _command(
+        action: str,
+        details: Mapping[str, Any],
+        command: Awaitable[_R],
+        request: Request,
+        actor: str,
+        outcome_details: Callable[[_R], Mapping[str, Any]] = lambda _: {},
+    ) -> _R:
+        """Await an operator command and audit it; one the trading loop does not confirm in time answers 504."""
+        try:
+            outcome = await command
+        except CommandNotConfirmed as error:
+            audit(actor, action, {**details, "outcome": "timed out"}, _request_id(request))
+            advice = (
+                "check GET /api/v1/status (or /risk, /strategies) for whether it took effect before sending it again"
+            )
+            raise HTTPException(504, f"{error}: {advice}") from None
+        audit(actor, action, {**details, **outcome_details(outcome)}, _request_id(request))
         return outcome
 
     @app.post("/api/v1/config/apply")
@@ -478,33 +531,46 @@ def create_app(
         request: Request, body: Annotated[ConfigChangeRequest, Body()], actor: Operator
     ) -> StagedConfigChange:
         """Stage tuned values (or an A/B split of capital) for the next bar boundary; journaled when applied."""
-        change = _config_change(lambda changes: changes.stage(body.values, split=body.split))
-        audit(actor, "stage_tuned_config", {"values": body.values, "split": body.split}, _request_id(request))
-        return change
+        return await _config_change(
+            "stage_tuned_config",
+            {"values": body.values, "split": body.split},
+            lambda changes: changes.stage(body.values, split=body.split),
+            request,
+            actor,
+        )
 
     @app.post("/api/v1/config/rollback")
     async def rollback_config(request: Request, actor: Operator) -> StagedConfigChange:
         """Stage the values the last applied change (or the running A/B split) replaced."""
-        change = _config_change(lambda changes: changes.rollback())
-        audit(actor, "stage_config_rollback", {"change_id": change.change_id}, _request_id(request))
-        return change
+        return await _config_change("stage_config_rollback", {}, lambda changes: changes.rollback(), request, actor)
 
     @app.post("/api/v1/config/split/conclude")
     async def conclude_split(
         request: Request, body: Annotated[SplitConclusion, Body()], actor: Operator
     ) -> StagedConfigChange:
         """End the running A/B split at the next bar boundary, keeping the new or the old parameters."""
-        change = _config_change(lambda changes: changes.conclude_split(body.keep))
-        audit(actor, "stage_split_conclusion", {"keep": body.keep}, _request_id(request))
-        return change
+        return await _config_change(
+            "stage_split_conclusion",
+            {"keep": body.keep},
+            lambda changes: changes.conclude_split(body.keep),
+            request,
+            actor,
+        )
 
-    def _config_change(call: Callable[[ConfigChanges], Any]) -> StagedConfigChange:
+    async def _config_change(
+        action: str,
+        details: Mapping[str, Any],
+        call: Callable[[ConfigCommands], Awaitable[StagedChange]],
+        request: Request,
+        actor: str,
+    ) -> StagedConfigChange:
         if config_changes is None:
             raise HTTPException(503, "configuration changes are not available in this run")
         try:
-            return StagedConfigChange(**call(config_changes).as_dict())
+            change = await _command(action, details, call(config_changes), request, actor, _change_id)
         except ValueError as error:
             raise HTTPException(422, str(error)) from None
+        return StagedConfigChange(**change.as_dict())
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -525,24 +591,49 @@ def create_app(
         sockets[client] = sockets.get(client, 0) + 1
         await socket.accept()
         try:
-            await socket.send_json(dashboard_snapshot(service, full_curve=True))
+            await socket.send_json(dashboard_message(full_curve=True))
             while True:
                 await asyncio.sleep(dashboard_interval_seconds)
-                await socket.send_json(dashboard_snapshot(service, full_curve=False))
+                await socket.send_json(dashboard_message(full_curve=False))
         except WebSocketDisconnect:
             return
         finally:
             sockets[client] -= 1
 
+    def dashboard_message(*, full_curve: bool) -> dict[str, Any]:
+        age = snapshot_age()
+        return dashboard_snapshot(
+            service,
+            full_curve=full_curve,
+            snapshot_age_seconds=age,
+            stale=bool(staleness(age)),
+        )
+
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 
 
-def dashboard_snapshot(service: TradingService, *, full_curve: bool) -> dict[str, Any]:
-    """Build one dashboard message: everything the page shows."""
+def dashboard_snapshot(
+    service: TradingService, *, full_curve: bool, snapshot_age_seconds: float | None = None, stale: bool = False
+) -> dict[str, Any]:
+    """Build one dashboard message: everything the page shows.
+
+    Parameters
+    ----------
+    service
+        The running system.
+    full_curve
+        Send the whole equity curve (the first message) rather than its last point.
+    snapshot_age_seconds
+        How old the data is (None: read as asked).
+    stale
+        Whether the data is older than the app accepts (the page shows it).
+    """
     curve = service.equity_curve(limit=2000 if full_curve else 1)
     return {
         "type": "snapshot",
+        "snapshot_age_seconds": snapshot_age_seconds,
+        "stale": stale,
         "status": service.status().model_dump(mode="json"),
         "risk": service.risk().model_dump(mode="json"),
         "positions": [row.model_dump(mode="json") for row in service.positions()],
@@ -559,9 +650,8 @@ def dashboard_snapshot(service: TradingService, *, full_curve: bool) -> dict[str
     }
 
 
-def _is_ready(status: SystemStatus) -> bool:
-    """Ready once the session runs (after recovery and reconciliation) and health is not UNHEALTHY."""
-    return status.running and status.health != "UNHEALTHY"
+def _change_id(change: StagedChange) -> dict[str, Any]:
+    return {"change_id": change.as_dict()["change_id"]}
 
 
 def _request_id(request: Request) -> str:

@@ -3,6 +3,8 @@
 :class:`TradingService` is the interface the REST routes, the dashboard
 WebSocket and ``/metrics`` are written against. The integration layer's
 orchestrator implements it; the web layer never reaches into components.
+Every operator command is a coroutine, so the web app awaits it without
+blocking its own loop when the command runs on another (the trading) loop.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ class TradingService(Protocol):
     def metrics(self) -> MetricsSnapshot:
         """Return the numbers /metrics exports (see keel.web.metrics)."""
 
+    def snapshot_time(self) -> float | None:
+        """Return when the data the queries answer was taken (:func:`time.monotonic`); None: taken as asked."""
+
     async def emergency_stop(self, reason: str, flatten: bool = False) -> EmergencyStopOutcome:
         """Halt trading, cancel every open order, optionally flatten; return the outcome."""
 
@@ -64,14 +69,36 @@ class TradingService(Protocol):
     async def recover(self, reason: str) -> RecoveryOutcome:
         """Return the components a past fault left DEGRADED to RUNNING; say what is left open."""
 
-    def update_risk_limits(self, limits: Mapping[str, float]) -> dict[str, float | int]:
+    async def update_risk_limits(self, limits: Mapping[str, float]) -> dict[str, float | int]:
         """Change risk limits at run time (ValueError for an unknown or invalid limit)."""
 
-    def start_strategy(self, name: str) -> StrategySwitch:
+    async def start_strategy(self, name: str) -> StrategySwitch:
         """Let a strategy trade again (``keel.integration.orchestrator.UnknownStrategyError`` if unknown)."""
 
-    def stop_strategy(self, name: str) -> StrategySwitch:
+    async def stop_strategy(self, name: str) -> StrategySwitch:
         """Stop a strategy's signals (``keel.integration.orchestrator.UnknownStrategyError`` if unknown)."""
+
+
+class CommandNotConfirmed(TimeoutError):
+    """An operator command was handed to the trading loop, which did not confirm it in time.
+
+    The command is not withdrawn: it runs when the trading loop gets to it.
+
+    Parameters
+    ----------
+    command
+        The command's name (``emergency_stop``, ``update_risk_limits``...).
+    timeout_seconds
+        How long its outcome was waited for.
+    """
+
+    def __init__(self, command: str, timeout_seconds: float) -> None:
+        super().__init__(
+            f"{command} was sent to the trading loop but not confirmed within {timeout_seconds:g} s; "
+            "it runs when the loop gets to it"
+        )
+        self.command = command
+        self.timeout_seconds = timeout_seconds
 
 
 class StagedChange(Protocol):
@@ -91,4 +118,17 @@ class ConfigChanges(Protocol):
         """Queue the values the last applied change replaced; ValueError when there is none."""
 
     def conclude_split(self, keep: Literal["new", "old"]) -> StagedChange:
+        """Queue the end of the running A/B split; ValueError when none runs."""
+
+
+class ConfigCommands(Protocol):
+    """The operator's :class:`ConfigChanges`, awaited (:class:`keel.web.snapshots.ConfigChangesOnLoop`)."""
+
+    async def stage(self, values: Mapping[str, Any], action: str = ..., *, split: float | None = None) -> StagedChange:
+        """Validate and queue ``values`` (an A/B split when ``split``); ValueError when refused."""
+
+    async def rollback(self) -> StagedChange:
+        """Queue the values the last applied change replaced; ValueError when there is none."""
+
+    async def conclude_split(self, keep: Literal["new", "old"]) -> StagedChange:
         """Queue the end of the running A/B split; ValueError when none runs."""

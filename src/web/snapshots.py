@@ -8,8 +8,10 @@ snapshot or the previous one). :class:`SnapshotService` is the
 :class:`~keel.web.service.TradingService` the web app is given when it runs in
 its own thread (:class:`~keel.web.server.ThreadedServer`): its queries read the
 latest snapshot; its operator commands are handed to the trading loop with
-:func:`asyncio.run_coroutine_threadsafe` and waited for, so every state change
-still happens on the trading loop.
+:func:`asyncio.run_coroutine_threadsafe` and awaited (the web loop goes on
+serving meanwhile), so every state change still happens on the trading loop.
+A command the trading loop does not confirm within the timeout raises
+:class:`~keel.web.service.CommandNotConfirmed` and still runs.
 """
 
 from __future__ import annotations
@@ -34,9 +36,8 @@ from keel.integration.responses import (
     StrategySwitch,
     SystemStatus,
 )
-from keel.web.service import ConfigChanges, StagedChange, TradingService
+from keel.web.service import CommandNotConfirmed, ConfigChanges, StagedChange, TradingService
 
-_T = TypeVar("_T")
 _R = TypeVar("_R")
 
 TRADES_KEPT = 1000
@@ -183,49 +184,49 @@ class SnapshotService:
         """Return the published metrics."""
         return self.publisher.latest.metrics
 
+    def snapshot_time(self) -> float:
+        """Return when the published snapshot was taken (:func:`time.monotonic`)."""
+        return self.publisher.latest.published_monotonic
+
     async def emergency_stop(self, reason: str, flatten: bool = False) -> EmergencyStopOutcome:
         """Run the emergency stop on the trading loop and wait for its outcome."""
-        return await self._on_trading_loop(self.publisher.service.emergency_stop(reason, flatten=flatten))
+        command = self.publisher.service.emergency_stop(reason, flatten=flatten)
+        return await self._on_trading_loop("emergency_stop", command)
 
     async def resume(self, reason: str) -> ResumeOutcome:
         """Resume trading on the trading loop and wait for the outcome."""
-        return await self._on_trading_loop(self.publisher.service.resume(reason))
+        return await self._on_trading_loop("resume", self.publisher.service.resume(reason))
 
     async def recover(self, reason: str) -> RecoveryOutcome:
         """Run the automatic recovery on the trading loop and wait for the outcome."""
-        return await self._on_trading_loop(self.publisher.service.recover(reason))
+        return await self._on_trading_loop("recover", self.publisher.service.recover(reason))
 
-    def update_risk_limits(self, limits: Mapping[str, float]) -> dict[str, float | int]:
+    async def update_risk_limits(self, limits: Mapping[str, float]) -> dict[str, float | int]:
         """Change risk limits on the trading loop (ValueError as the system raises it)."""
-        return self._call(self.publisher.service.update_risk_limits, limits)
+        return await self._on_trading_loop("update_risk_limits", self.publisher.service.update_risk_limits(limits))
 
-    def start_strategy(self, name: str) -> StrategySwitch:
+    async def start_strategy(self, name: str) -> StrategySwitch:
         """Let a strategy trade again, on the trading loop."""
-        return self._call(self.publisher.service.start_strategy, name)
+        return await self._on_trading_loop("start_strategy", self.publisher.service.start_strategy(name))
 
-    def stop_strategy(self, name: str) -> StrategySwitch:
+    async def stop_strategy(self, name: str) -> StrategySwitch:
         """Stop a strategy's signals, on the trading loop."""
-        return self._call(self.publisher.service.stop_strategy, name)
+        return await self._on_trading_loop("stop_strategy", self.publisher.service.stop_strategy(name))
 
-    async def _on_trading_loop(self, command: Coroutine[Any, Any, _R]) -> _R:
-        future = asyncio.run_coroutine_threadsafe(self._then_publish(command), self.loop)
-        return await asyncio.wait_for(asyncio.wrap_future(future), self.command_timeout_seconds)
+    async def _on_trading_loop(self, name: str, command: Coroutine[Any, Any, _R]) -> _R:
+        return await _await_on(name, self._then_publish(command), self.loop, self.command_timeout_seconds)
 
     async def _then_publish(self, command: Coroutine[Any, Any, _R]) -> _R:
         outcome = await command
         self.publisher.publish()
         return outcome
 
-    def _call(self, action: Callable[[_T], _R], argument: _T) -> _R:
-        async def run() -> _R:
-            return action(argument)
-
-        future = asyncio.run_coroutine_threadsafe(self._then_publish(run()), self.loop)
-        return future.result(self.command_timeout_seconds)
-
 
 class ConfigChangesOnLoop:
-    """:class:`~keel.web.service.ConfigChanges` for another thread: every call runs on the trading loop.
+    """:class:`~keel.web.service.ConfigCommands` for another thread: every call runs on the trading loop.
+
+    A call the trading loop does not confirm within ``timeout_seconds`` raises
+    :class:`~keel.web.service.CommandNotConfirmed` and still runs.
 
     Parameters
     ----------
@@ -242,22 +243,40 @@ class ConfigChangesOnLoop:
         self.loop = loop
         self.timeout_seconds = timeout_seconds
 
-    def stage(
+    async def stage(
         self, values: Mapping[str, Any], action: str = "apply_tuned_config", *, split: float | None = None
     ) -> StagedChange:
         """Stage ``values`` on the trading loop."""
-        return self._on_loop(lambda: self.changes.stage(values, action, split=split))
+        return await self._on_loop("the configuration change", lambda: self.changes.stage(values, action, split=split))
 
-    def rollback(self) -> StagedChange:
+    async def rollback(self) -> StagedChange:
         """Stage the rollback on the trading loop."""
-        return self._on_loop(self.changes.rollback)
+        return await self._on_loop("the configuration rollback", self.changes.rollback)
 
-    def conclude_split(self, keep: Literal["new", "old"]) -> StagedChange:
+    async def conclude_split(self, keep: Literal["new", "old"]) -> StagedChange:
         """Stage the end of the A/B split on the trading loop."""
-        return self._on_loop(lambda: self.changes.conclude_split(keep))
+        return await self._on_loop("the end of the A/B split", lambda: self.changes.conclude_split(keep))
 
-    def _on_loop(self, call: Callable[[], StagedChange]) -> StagedChange:
+    async def _on_loop(self, name: str, call: Callable[[], StagedChange]) -> StagedChange:
         async def run() -> StagedChange:
             return call()
 
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(self.timeout_seconds)
+        return await _await_on(name, run(), self.loop, self.timeout_seconds)
+
+
+async def _await_on(
+    name: str, command: Coroutine[Any, Any, _R], loop: asyncio.AbstractEventLoop, timeout_seconds: float
+) -> _R:
+    """Hand ``command`` to ``loop`` (another thread's) and await its outcome without blocking the caller's loop.
+
+    Raises
+    ------
+    CommandNotConfirmed
+        If the outcome does not come within ``timeout_seconds``; the command is
+        not canceled (a timed-out emergency stop still stops).
+    """
+    future = asyncio.run_coroutine_threadsafe(command, loop)
+    try:  # shielded: wait_for's timeout would otherwise cancel the command on the trading loop
+        return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout_seconds)
+    except TimeoutError:
+        raise CommandNotConfirmed(name, timeout_seconds) from None

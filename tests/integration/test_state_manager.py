@@ -92,9 +92,13 @@ def test_operator_limits_and_strategy_switches_survive_a_restart(tmp_path: Path)
     # Arrange: an operator tightens leverage and stops a strategy, then the process stops
     first = PaperSession(config_in(tmp_path), tmp_path / "first")
     name = first.orchestrator.strategies()[0]["name"]
-    first.orchestrator.update_risk_limits({"max_leverage": 1.5})
-    first.orchestrator.stop_strategy(name)
-    asyncio.run(first.run())
+
+    async def operate_then_run() -> None:
+        await first.orchestrator.update_risk_limits({"max_leverage": 1.5})
+        await first.orchestrator.stop_strategy(name)
+        await first.run()
+
+    asyncio.run(operate_then_run())
 
     # Act
     second = PaperSession(config_in(tmp_path), tmp_path / "second")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fakes import AuditRecord, FakeConfigChanges, FakePublisher, FakeTradingSystem, run_what_was_handed_to
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
@@ -21,7 +22,7 @@ from keel.integration.responses import SystemStatus
 from keel.optimization.config_optimizer import ConfigOptimizer
 from keel.optimization.space import apply_values
 from keel.persistence import AuditLog, Database
-from keel.web import create_app
+from keel.web import ConfigChangesOnLoop, SnapshotService, create_app
 
 CONTROL_ROUTES = [
     ("POST", "/api/v1/emergency-stop", {"reason": "test"}),
@@ -382,7 +383,7 @@ async def tunable_session(run_dir: Path) -> AsyncIterator[tuple[ConfigOptimizer,
         session.orchestrator,
         api_token=TOKEN,
         audit=session.orchestrator.record_operator_action,
-        config_changes=optimizer,
+        config_changes=ConfigChangesOnLoop(optimizer, asyncio.get_running_loop()),
     )
     task = asyncio.create_task(session.run())
     while session.bars < 2 and not task.done():
@@ -441,3 +442,96 @@ def test_configuration_routes_answer_503_when_the_run_has_no_optimizer(tmp_path:
             return response.status_code, response.json()["error"]["code"]
 
     assert asyncio.run(scenario()) == (503, "unavailable")
+
+
+def test_an_unknown_path_and_a_wrong_method_answer_the_api_error_format(tmp_path: Path) -> None:
+    # Arrange
+    session = PaperSession(session_config(tmp_path), tmp_path)
+    app = create_app(session.orchestrator, api_token=TOKEN, audit=session.orchestrator.record_operator_action)
+    client = TestClient(app)
+
+    # Act
+    unknown = client.get("/api/v1/no-such-route", headers={"X-Request-ID": "missing-1"})
+    wrong_method = client.delete("/api/v1/status", headers={**bearer(), "X-Request-ID": "wrong-1"})
+    session.database.dispose()
+
+    # Assert
+    assert unknown.status_code == 404
+    assert unknown.json()["error"] == {"code": "not_found", "message": "Not Found", "request_id": "missing-1"}
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"]["code"] == "method_not_allowed"
+    assert wrong_method.json()["error"]["request_id"] == "wrong-1"
+    assert wrong_method.headers["Allow"] == "GET"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "action", "details"),
+    [
+        (
+            "POST",
+            "/api/v1/emergency-stop",
+            {"reason": "stuck"},
+            "emergency_stop",
+            {"reason": "stuck", "flatten": False},
+        ),
+        ("POST", "/api/v1/resume", {"reason": "checked"}, "resume", {"reason": "checked"}),
+        ("PUT", "/api/v1/risk/limits", {"max_leverage": 2.0}, "update_risk_limits", {"max_leverage": 2.0}),
+        ("POST", "/api/v1/strategies/ma_cross/stop", None, "stop_strategy", {"strategy": "ma_cross"}),
+    ],
+)
+def test_a_command_the_trading_loop_does_not_confirm_in_time_answers_504_is_audited_and_still_runs(
+    method: str, path: str, body: dict | None, action: str, details: dict
+) -> None:
+    # Arrange: the web app in its own loop, over a trading loop that does not run while the command waits
+    system = FakeTradingSystem()
+    stuck = asyncio.new_event_loop()
+    audit = AuditRecord()
+    service = SnapshotService(FakePublisher(system), stuck, command_timeout_seconds=0.05)  # type: ignore[arg-type]
+    app = create_app(service, api_token=TOKEN, audit=audit)
+
+    async def scenario() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://keel.test") as client:
+            return await client.request(method, path, json=body, headers={**bearer(), "X-Request-ID": "req-7"})
+
+    # Act
+    response = asyncio.run(scenario())
+    run_what_was_handed_to(stuck)
+
+    # Assert
+    assert response.status_code == 504
+    error = response.json()["error"]
+    assert error["code"] == "not_confirmed"
+    assert "sent to the trading loop but not confirmed" in error["message"]
+    assert "GET /api/v1/status" in error["message"]
+    assert [entry[1:] for entry in audit.entries] == [(action, {**details, "outcome": "timed out"}, "req-7")]
+    assert [name for name, _ in system.commands] == [action]
+
+
+def test_a_config_change_the_trading_loop_does_not_confirm_in_time_answers_504_is_audited_and_still_runs() -> None:
+    # Arrange: the web app in its own loop, over a trading loop that does not run while the change waits
+    changes = FakeConfigChanges()
+    stuck = asyncio.new_event_loop()
+    audit = AuditRecord()
+    app = create_app(
+        SnapshotService(FakePublisher(FakeTradingSystem()), stuck),  # type: ignore[arg-type]
+        api_token=TOKEN,
+        audit=audit,
+        config_changes=ConfigChangesOnLoop(changes, stuck, timeout_seconds=0.05),
+    )
+    values = {"risk.max_leverage": 2.0}
+
+    async def scenario() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://keel.test") as client:
+            return await client.post("/api/v1/config/apply", json={"values": values}, headers=bearer())
+
+    # Act
+    response = asyncio.run(scenario())
+    run_what_was_handed_to(stuck)
+
+    # Assert
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "not_confirmed"
+    assert [entry[1:3] for entry in audit.entries] == [
+        ("stage_tuned_config", {"values": values, "split": None, "outcome": "timed out"})
+    ]
+    assert changes.staged == [values]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -11,9 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
+from fakes import FakeClock
 from playwright.sync_api import expect, sync_playwright
 
-from conftest import TOKEN
+from conftest import TOKEN, session_config
+from keel.integration.paper import PaperSession
+from keel.web import SnapshotPublisher, SnapshotService, ThreadedServer, create_app
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "runs" / "screenshots"
@@ -104,3 +108,35 @@ def test_dashboard_shows_live_equity_and_the_emergency_stop_halts_trading(tmp_pa
         process.communicate(timeout=60)
     assert process.returncode == 0
     assert (SCREENSHOTS / "dashboard-halted.png").stat().st_size > 10_000
+
+
+def test_dashboard_shows_its_data_is_stale_when_the_latest_snapshot_is_too_old(tmp_path: Path) -> None:
+    # Arrange: a snapshot 30 s old on the app's clock (a trading loop that stopped publishing)
+    session = PaperSession(session_config(tmp_path), tmp_path)
+    publisher = SnapshotPublisher(session.orchestrator)
+    trading_loop = asyncio.new_event_loop()
+    app = create_app(
+        SnapshotService(publisher, trading_loop),
+        api_token=TOKEN,
+        audit=lambda *_: None,
+        max_snapshot_age_seconds=10.0,
+        clock=FakeClock(publisher.latest.published_monotonic + 30.0),
+    )
+    server = ThreadedServer(app, "127.0.0.1", 0)
+    server.start()
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
+            page = browser.new_page()
+
+            # Act
+            page.goto(f"http://127.0.0.1:{server.port}/dashboard")
+
+            # Assert
+            expect(page.locator("#stale")).to_be_visible(timeout=20_000)
+            expect(page.locator("#stale")).to_have_text("stale: data 30 s old")
+            browser.close()
+    finally:
+        server.stop()
+        trading_loop.close()
+        session.database.dispose()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import schemathesis
+from fakes import AwaitedConfigChanges
 from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 from schemathesis.schemas import BaseSchema
@@ -51,7 +52,7 @@ def schema(tmp_path_factory: pytest.TempPathFactory) -> BaseSchema:
         api_token=TOKEN,
         audit=session.orchestrator.record_operator_action,
         control_requests_per_minute=1_000_000,
-        config_changes=ConfigOptimizer(session.orchestrator),
+        config_changes=AwaitedConfigChanges(ConfigOptimizer(session.orchestrator)),
     )
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 

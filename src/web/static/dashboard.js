@@ -62,6 +62,8 @@ function sessionText(session) {
 
 function render(message) {
   const s = message.status;
+  $("stale").hidden = !message.stale;
+  $("stale").textContent = message.stale ? `stale: data ${Math.round(message.snapshot_age_seconds)} s old` : "";
   setBadge($("health"), s.health);
   setBadge($("trading-state"), s.trading_state);
   $("clock").textContent = s.time || "";
