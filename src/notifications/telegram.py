@@ -443,7 +443,7 @@ class TelegramBot:
             _log.warning("telegram command failed", update_id=update.update_id, exc_info=True)
             chat = update.effective_chat
             if chat is not None and chat.id in self.chat_ids:
-                await self._send_reply(chat.id, f"command failed: {type(error).__name__}")
+                await self._send_reply(chat.id, _failure_reply(error))
 
     async def handle(self, update: Update) -> None:
         """Obey a command or a confirmation from an allowed chat; refuse (and audit) any other.
@@ -559,6 +559,14 @@ class TelegramBot:
         self.audit(f"telegram:{chat}", "emergency_stop", {"reason": reason, "flatten": False}, request_id)
         outcome = await self.operations.emergency_stop(reason)
         await self._send_reply(chat, f"stopped: trading {getattr(outcome, 'trading_state', outcome)}")
+
+
+def _failure_reply(error: Exception) -> str:
+    """What an allowed chat is told of a failed command."""
+    if isinstance(error, TimeoutError):
+        # The web service's CommandNotConfirmed: the command was handed to the trading loop and still runs.
+        return f"{error}: check /status before sending it again"
+    return f"command failed: {type(error).__name__}"
 
 
 def _retry_seconds(error: RetryAfter) -> float:

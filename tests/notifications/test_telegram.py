@@ -61,6 +61,7 @@ class Desk:
     stops: list[str] = field(default_factory=list)
     resumes: list[str] = field(default_factory=list)
     status_fails: bool = False
+    unconfirmed: bool = False
 
     def status(self) -> Status:
         if self.status_fails:
@@ -75,6 +76,9 @@ class Desk:
 
     async def emergency_stop(self, reason: str, flatten: bool = False) -> Outcome:
         self.stops.append(reason)
+        if self.unconfirmed:
+            # As the web service's CommandNotConfirmed: handed to a trading loop that did not answer in time.
+            raise TimeoutError("emergency_stop was sent to the trading loop but not confirmed within 10 s")
         return Outcome("HALTED")
 
     async def resume(self, reason: str) -> Outcome:
@@ -194,6 +198,30 @@ def test_stop_asks_for_confirmation_and_only_the_button_of_that_chat_stops() -> 
     assert [a[1] for a in audit] == ["telegram_stop", "telegram_refused", "telegram_refused", "emergency_stop"]
     assert api.sent[-1]["text"] == "stopped: trading HALTED"
     assert api.answered == ["cb2", "cb3", "cb4"]
+
+
+def test_a_stop_the_trading_loop_does_not_confirm_in_time_says_so_and_what_to_check() -> None:
+    async def scenario() -> tuple:
+        async with fake_api() as (api, url):
+            desk = Desk(unconfirmed=True)
+            bot, _ = make_bot(url, Outbox(), desk, [])
+            api.updates = [message(1, ALLOWED, "/stop")]
+            await bot.poll()
+            data = json.loads(api.sent[0]["markup"])["inline_keyboard"][0][0]["callback_data"]
+            api.updates = [callback(2, ALLOWED, data)]
+            await bot.poll()
+            await bot.close()
+            return api, desk
+
+    # Act
+    api, desk = run(scenario)
+
+    # Assert
+    assert desk.stops == ["telegram emergency stop"]
+    assert api.sent[-1]["text"] == (
+        "emergency_stop was sent to the trading loop but not confirmed within 10 s: "
+        "check /status before sending it again"
+    )
 
 
 def test_a_rate_limited_reply_waits_its_retry_after_and_polling_goes_on() -> None:
