@@ -26,6 +26,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -151,6 +152,7 @@ class BinanceVenue:
         self._connected_ms = 0
         self._clock: Clock | None = None
         self._capital: Decimal | None = None
+        self._instruments: dict[str, Instrument] = {}
 
     def __repr__(self) -> str:
         return f"BinanceVenue(rest_url={self.rest_url!r}, ws_url={self.ws_url!r})"
@@ -174,6 +176,7 @@ class BinanceVenue:
     def exchange(self, instruments: Mapping[str, Instrument], clock: Clock) -> ExchangePort:
         """Return the Binance adapter (its reports stamped by the session's clock)."""
         self._clock = clock
+        self._instruments = dict(instruments)
         self.adapter = BinanceAdapter(self.client, clock.timestamp_ns, self._sleep, symbols=self.symbols)
         return self.adapter
 
@@ -209,30 +212,26 @@ class BinanceVenue:
         ]
 
     async def open(self) -> None:
-        """Open the HTTP session, measure the offset to Binance's clock and load the exchange filters.
+        """Open the HTTP session, measure the offset to Binance's clock and check the exchange filters.
 
         Raises
         ------
         OperatorActionRequiredError
-            When Binance refuses the keys, or does not list a symbol of ``data.symbols``.
+            When Binance refuses the keys.
+        InstrumentsDifferError
+            When Binance does not trade a symbol of ``data.symbols``, or
+            publishes a filter of it otherwise than ``exchange.instruments``.
         """
         self._http = aiohttp.ClientSession()
         self.client.use_session(self._http)
         self._running = True
         await self._retrying("measure the clock offset", self.client.sync_time)
         self._last_sync_ms = self._local_ms()
-        listed = await self._retrying("load the exchange filters", self._adapter().exchange_info)
-        self._check_listed(listed)
-
-    def _check_listed(self, listed: Mapping[str, Instrument]) -> None:
-        """Refuse to trade symbols Binance does not list as trading perpetual contracts (no stream, no order)."""
-        missing = [symbol for symbol in self.symbols if symbol not in listed]
-        if missing:
-            raise OperatorActionRequiredError(
-                f"Binance at {self.rest_url} does not list {', '.join(missing)} as a trading perpetual contract "
-                "(a testnet lists fewer symbols; a delisted or settling one is not trading): remove it from "
-                "data.symbols (--symbols) or trade it where it is listed"
-            )
+        adapter, instruments_file = self._adapter(), str(Path(self.config.exchange.instruments).resolve())
+        await self._retrying(
+            "check the instruments against Binance's filters",
+            lambda: adapter.check_instruments(self._instruments, instruments_file),
+        )
 
     def prepare_streams(self, pipeline: Pipeline) -> None:
         """Build the user-data stream and its REST poller (:meth:`connect` runs them)."""

@@ -16,6 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import pytest_asyncio
 
@@ -26,7 +27,7 @@ from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_MILLI, NANOS_PER_SECOND, SimulatedClock
 from keel.core.errors import OperatorActionRequiredError, RetryLaterError
 from keel.core.fsm import TradingState
-from keel.core.instruments import load_instruments
+from keel.core.instruments import Instrument, load_instruments
 from keel.core.messages import (
     BarClosed,
     CancelOrder,
@@ -340,6 +341,69 @@ async def test_a_symbol_binance_does_not_list_stops_the_start_naming_it(tmp_path
 
     # Assert: the start stops before trading, naming the symbol Binance does not list
     assert "ETHUSDT" in str(raised.value) and "BTCUSDT" not in str(raised.value)
+
+
+async def open_against(binance_btc: Instrument, status: str = "TRADING") -> str:
+    """Open a venue trading the configured BTCUSDT on a local Binance publishing ``binance_btc``; return its refusal."""
+    clock = SimulatedClock(real_bars("BTCUSDT", 1)[0].open_time)
+    probe = venue_config("http://127.0.0.1:1")
+    configured = load_instruments(probe.exchange.instruments)["BTCUSDT"]
+    exchange = build_exchange(probe, {"BTCUSDT": binance_btc}, clock, Decimal("100000"))
+    server = LocalBinance(exchange, clock, KEY, SECRET)
+    server.symbol_status["BTCUSDT"] = status
+    venue = BinanceVenue(venue_config(await server.start()), local_ms=lambda: clock.timestamp_ns() // NANOS_PER_MILLI)
+    venue.exchange({"BTCUSDT": configured}, clock)
+    try:
+        with pytest.raises(OperatorActionRequiredError) as raised:
+            await venue.open()
+    finally:
+        await venue.disconnect()
+        await server.stop()
+    return str(raised.value)
+
+
+@pytest.mark.asyncio
+async def test_a_filter_binance_publishes_otherwise_stops_the_start_naming_it_both_values_and_the_refresh() -> None:
+    # Arrange: Binance moved BTCUSDT's tick size and minimum notional since the instruments file was written
+    configured = load_instruments(venue_config("http://127.0.0.1:1").exchange.instruments)["BTCUSDT"]
+    assert (configured.tick_size, configured.min_notional) == (Decimal("0.10"), Decimal("100"))
+    binance_btc = msgspec.structs.replace(configured, tick_size=Decimal("0.5"), min_notional=Decimal("50"))
+
+    # Act
+    message = await open_against(binance_btc)
+
+    # Assert: symbol, filter, configured and Binance's values, and the command that refreshes the file
+    assert "BTCUSDT tick_size (PRICE_FILTER.tickSize): configured 0.10, Binance 0.5" in message
+    assert "BTCUSDT min_notional (MIN_NOTIONAL.notional): configured 100, Binance 50" in message
+    assert "keel data instruments --download --symbols BTCUSDT" in message
+    assert "step_size" not in message
+
+
+@pytest.mark.asyncio
+async def test_filters_equal_as_decimals_but_written_otherwise_do_not_stop_the_start(live: Live) -> None:
+    # Arrange: the fixture's Binance publishes the configured filters; Binance writes 0.1 where the file has 0.10
+    configured = load_instruments(venue_config("http://127.0.0.1:1").exchange.instruments)["BTCUSDT"]
+    rewritten = msgspec.structs.replace(configured, tick_size=Decimal("0.1"), max_quantity=Decimal("1000.000"))
+    exchange = build_exchange(live.venue.config, {"BTCUSDT": rewritten}, live.clock, Decimal("100000"))
+    live.server.exchange = exchange
+
+    # Act
+    await live.venue.open()
+
+    # Assert: the venue opened on the same filters
+    assert live.venue.adapter is not None
+
+
+@pytest.mark.asyncio
+async def test_a_symbol_binance_lists_but_does_not_trade_stops_the_start_naming_it_and_its_status() -> None:
+    # Arrange: Binance lists BTCUSDT with the configured filters, settling (delisting)
+    configured = load_instruments(venue_config("http://127.0.0.1:1").exchange.instruments)["BTCUSDT"]
+
+    # Act
+    message = await open_against(configured, status="SETTLING")
+
+    # Assert
+    assert "BTCUSDT" in message and "SETTLING" in message
 
 
 @pytest.mark.asyncio

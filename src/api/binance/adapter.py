@@ -9,7 +9,7 @@ not placed and the caller decides (the router resends under the same id).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -35,6 +35,7 @@ from keel.api.binance.constants import (
     TRADE_WINDOW_MS,
     USER_TRADES_PATH,
 )
+from keel.api.binance.instrument_check import check_instruments
 from keel.api.binance.rest import BinanceRequestError, BinanceRestClient
 from keel.api.binance.schemas import (
     balance_report,
@@ -295,7 +296,23 @@ class BinanceAdapter:
 
     async def exchange_info(self) -> dict[str, Instrument]:
         """Return the perpetual contracts with their filters, as Binance publishes them now."""
+        return self._load_filters(await self._client.request("GET", EXCHANGE_INFO_PATH))
+
+    async def check_instruments(self, configured: Mapping[str, Instrument], instruments_file: str) -> None:
+        """Load Binance's filters (checked against orders from now on), refusing them unless they are ``configured``.
+
+        Raises
+        ------
+        InstrumentsDifferError
+            When Binance does not trade a configured symbol, or publishes a
+            filter of it otherwise; the message says how to refresh the file.
+        """
         payload = await self._client.request("GET", EXCHANGE_INFO_PATH)
+        self._load_filters(payload)
+        check_instruments(configured, payload, self._client.base_url, instruments_file)
+
+    def _load_filters(self, payload: dict[str, Any]) -> dict[str, Instrument]:
+        """Keep the trading perpetual contracts of an exchangeInfo answer; return them."""
         source = f"{self._client.base_url}{EXCHANGE_INFO_PATH}"
         self._instruments = {
             s["symbol"]: instrument_from(s, source)

@@ -20,8 +20,9 @@ without being placed; ``refuse_submits`` (``(code, msg)`` pairs, in turn) answer
 submits HTTP 400 with that error without placing them; ``fail_cancels`` cancels answer
 503 without canceling; ``drop_handshakes`` user-data connections are closed in the
 handshake, before any answer; ``refuse_streams`` refuses user-data connections
-(the stream is down); :meth:`push_event` sends any user-data payload (a
-``MARGIN_CALL``); ``banned_until_ms`` bans the IP (HTTP 418).
+(the stream is down); ``symbol_status`` lists a symbol in exchangeInfo with
+another status than ``TRADING`` (``SETTLING``, ``BREAK``); :meth:`push_event`
+sends any user-data payload (a ``MARGIN_CALL``); ``banned_until_ms`` bans the IP (HTTP 418).
 """
 
 from __future__ import annotations
@@ -179,6 +180,7 @@ class LocalBinance:
         self.listen_key_expiries = 0
         self.sockets: list[web.WebSocketResponse] = []
         self.refuse_streams = False
+        self.symbol_status: dict[str, str] = {}
         self._published = 0
         self.events_sent = 0
         self._publishing = asyncio.Lock()
@@ -356,7 +358,7 @@ class LocalBinance:
 
     async def _exchange_info(self, request: web.Request, params: dict[str, str]) -> web.Response:
         instruments = await self.exchange.exchange_info()
-        symbols = [symbol_json(i) for i in instruments.values()]
+        symbols = [symbol_json(i, self.symbol_status.get(i.symbol, "TRADING")) for i in instruments.values()]
         return web.json_response({"timezone": "UTC", "serverTime": self.now_ms(), "symbols": symbols})
 
     async def _new_order(self, request: web.Request, params: dict[str, str]) -> web.Response:
