@@ -42,7 +42,7 @@ from keel.api.binance.user_stream import ListenKeyKeeper, UserStream
 from keel.config import KeelConfig
 from keel.core.clock import NANOS_PER_MILLI, Clock
 from keel.core.error_codes import BinanceErrorCode
-from keel.core.errors import ConfigurationError, KeelError, OperatorActionRequiredError
+from keel.core.errors import ConfigurationError, KeelError, OperatorActionRequiredError, RequestRejectedError
 from keel.core.instruments import Instrument
 from keel.core.messages import (
     Event,
@@ -341,12 +341,19 @@ class BinanceVenue:
             self._pipeline.bus.publish(event)
 
     async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        """Run ``call`` until Binance answers (a network or venue failure waits and tries again).
+        """Run ``call`` until it succeeds, waiting and trying again after any failure but a definitive one.
+
+        Tried again: no answer, HTTP 5xx, 429 or 418, a transient code
+        (-1001), an unknown outcome (-1000), Binance's refusal of the
+        timestamp (the clock is measured again), what Binance has not
+        published yet, and keel's own errors on the way.
 
         Raises
         ------
         OperatorActionRequiredError
-            When Binance refuses the keys (or anything else only an operator can fix).
+            When Binance refuses the keys, or the request itself (a definitive
+            refusal: sending it again fails the same way), or anything else
+            only an operator can fix.
         """
         while True:
             try:
@@ -359,8 +366,13 @@ class BinanceVenue:
                     raise
                 _log.warning("Binance refused the timestamp; measuring the clock again", call=what)
                 await self._sleep(RECONCILE_RETRY_SECONDS)
+            except RequestRejectedError as error:
+                raise OperatorActionRequiredError(
+                    f"Binance at {self.rest_url} refused to {what} ({error}); sending the same request again would "
+                    "be refused the same way: fix what Binance names (the account, the configuration) and start again"
+                ) from error
             except (KeelError, OSError) as error:
-                _log.warning("Binance did not answer; trying again", call=what, error=str(error))
+                _log.warning(f"could not {what}; trying again", **_failure(error))
                 await self.check()
                 await self._sleep(RECONCILE_RETRY_SECONDS)
 
@@ -485,6 +497,14 @@ def _journaled_capital(journal: Journal, plan: SessionPlan) -> Decimal | None:
         if isinstance(message, SessionStarted) and message.session == plan.session:
             return message.initial_capital
     return None
+
+
+def _failure(error: BaseException) -> dict[str, object]:
+    """Say what happened to a call: its error's kind, with Binance's HTTP status and code when Binance answered."""
+    cause = error.__cause__
+    if isinstance(cause, BinanceRequestError):
+        return {"kind": type(error).__name__, "status": cause.status, "code": cause.raw_code, "error": str(error)}
+    return {"kind": type(error).__name__, "error": str(error)}
 
 
 def _wall_ms() -> int:

@@ -20,12 +20,13 @@ import msgspec
 import pytest
 import pytest_asyncio
 
+from keel.api.binance.constants import ACCOUNT_PATH
 from keel.api.binance.local_binance import LocalBinance
 from keel.api.binance.polling import BreakerState
 from keel.config import KeelConfig, load_config
 from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_MILLI, NANOS_PER_SECOND, SimulatedClock
-from keel.core.errors import OperatorActionRequiredError, RetryLaterError
+from keel.core.errors import OperatorActionRequiredError, RequestRejectedError, RetryLaterError
 from keel.core.fsm import TradingState
 from keel.core.instruments import Instrument, load_instruments
 from keel.core.messages import (
@@ -443,6 +444,39 @@ async def test_keys_binance_refuses_at_the_start_stop_it_saying_which_variables_
     assert "-2015" in message
     assert "KEEL_BINANCE_API_KEY" in message and "KEEL_BINANCE_API_SECRET" in message
     assert live.venue.rest_url in message
+
+
+@pytest.mark.asyncio
+async def test_a_start_binance_answers_with_a_5xx_a_transient_code_or_an_unknown_outcome_is_tried_again(
+    live: Live,
+) -> None:
+    # Arrange: the account read is answered HTTP 503, then -1001 (disconnected), then -1000 (outcome unknown)
+    live.server.answer_errors[ACCOUNT_PATH] = [
+        (503, -1000, "Service Unavailable"),
+        (400, -1001, "Internal error; unable to process your request. Please try again."),
+        (400, -1000, "An unknown error occurred while processing the request."),
+    ]
+
+    # Act
+    capital = await live.venue.opening_capital(live.pipeline, SessionPlan(session=1, recover=False), None)  # type: ignore[arg-type]
+
+    # Assert: tried again past each failure until Binance answered with the account
+    assert capital == Decimal("100000")
+    assert live.server.answer_errors[ACCOUNT_PATH] == []
+
+
+@pytest.mark.asyncio
+async def test_a_start_binance_refuses_definitively_stops_without_asking_again(live: Live) -> None:
+    # Arrange: the account read is refused (-1102); the same request would be refused the same way
+    live.server.answer_errors[ACCOUNT_PATH] = [(400, -1102, "Mandatory parameter 'timestamp' was not sent.")]
+
+    # Act
+    with pytest.raises(OperatorActionRequiredError) as raised:
+        await live.venue.opening_capital(live.pipeline, SessionPlan(session=1, recover=False), None)  # type: ignore[arg-type]
+
+    # Assert: stopped on Binance's refusal, which it carries with its code
+    refusal = raised.value.__cause__
+    assert isinstance(refusal, RequestRejectedError) and refusal.code == -1102
 
 
 @pytest.mark.asyncio

@@ -21,8 +21,10 @@ submits HTTP 400 with that error without placing them; ``fail_cancels`` cancels 
 503 without canceling; ``drop_handshakes`` user-data connections are closed in the
 handshake, before any answer; ``refuse_streams`` refuses user-data connections
 (the stream is down); ``symbol_status`` lists a symbol in exchangeInfo with
-another status than ``TRADING`` (``SETTLING``, ``BREAK``); :meth:`push_event`
-sends any user-data payload (a ``MARGIN_CALL``); ``banned_until_ms`` bans the IP (HTTP 418).
+another status than ``TRADING`` (``SETTLING``, ``BREAK``); ``answer_errors``
+(``(HTTP status, code, msg)`` triples by path, in turn) answers requests to
+that path with that error without handling them; :meth:`push_event` sends any
+user-data payload (a ``MARGIN_CALL``); ``banned_until_ms`` bans the IP (HTTP 418).
 """
 
 from __future__ import annotations
@@ -181,6 +183,7 @@ class LocalBinance:
         self.sockets: list[web.WebSocketResponse] = []
         self.refuse_streams = False
         self.symbol_status: dict[str, str] = {}
+        self.answer_errors: dict[str, list[tuple[int, int, str]]] = {}
         self._published = 0
         self.events_sent = 0
         self._publishing = asyncio.Lock()
@@ -325,6 +328,9 @@ class LocalBinance:
                 return refusal
             if keyed and not signed and (refusal := self._check_key(request)) is not None:
                 return refusal
+            if self.answer_errors.get(request.path):
+                status, code, message = self.answer_errors[request.path].pop(0)
+                return _error(code, message, status)
             return await handler(request, params)
 
         return handle
