@@ -514,23 +514,25 @@ class LocalBinance:
         return web.json_response([trade_json(f) for f in page])
 
     async def _income(self, request: web.Request, params: dict[str, str]) -> web.Response:
-        # Binance's page: ``limit`` rows at most (default 100, at most 1000) from ``startTime``, oldest first.
-        start = _integer(params, "startTime", 0) * NANOS_PER_MILLI
-        payments = await self.exchange.funding_payments(start)
+        # Binance's page: ``limit`` rows at most (default 100, at most 1000), oldest first, from ``startTime`` to
+        # ``endTime``; without either, the last 7 days. Binance documents nothing for one end alone: here the
+        # other is 7 days from it, as for userTrades.
+        start_ms = _integer(params, "startTime", _integer(params, "endTime", self.now_ms()) - _WEEK_MS)
+        end_ms = _integer(params, "endTime", start_ms + _WEEK_MS)
         limit = min(_integer(params, "limit", 100), MAX_INCOME_PER_REQUEST)
-        return web.json_response(
-            [
-                {
-                    "symbol": p.symbol,
-                    "incomeType": "FUNDING_FEE",
-                    "income": str(p.amount),
-                    "asset": "USDT",
-                    "time": p.funding_time // NANOS_PER_MILLI,
-                    "tranId": n,
-                }
-                for n, p in enumerate(payments, 1)
-            ][:limit]
-        )
+        rows = [
+            {
+                "symbol": p.symbol,
+                "incomeType": "FUNDING_FEE",
+                "income": str(p.amount),
+                "asset": "USDT",
+                "time": p.funding_time // NANOS_PER_MILLI,
+                "tranId": n,  # numbered over the whole history: a row keeps its id in every window
+            }
+            for n, p in enumerate(await self.exchange.funding_payments(), 1)
+            if start_ms <= p.funding_time // NANOS_PER_MILLI <= end_ms
+        ]
+        return web.json_response(rows[:limit])
 
     async def _funding_rates(self, request: web.Request, params: dict[str, str]) -> web.Response:
         start_ms = int(params.get("startTime", "0"))
