@@ -26,6 +26,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -41,7 +42,7 @@ from keel.api.binance.user_stream import ListenKeyKeeper, UserStream
 from keel.config import KeelConfig
 from keel.core.clock import NANOS_PER_MILLI, Clock
 from keel.core.error_codes import BinanceErrorCode
-from keel.core.errors import ConfigurationError, KeelError, OperatorActionRequiredError
+from keel.core.errors import ConfigurationError, KeelError, OperatorActionRequiredError, RequestRejectedError
 from keel.core.instruments import Instrument
 from keel.core.messages import (
     Event,
@@ -151,6 +152,7 @@ class BinanceVenue:
         self._connected_ms = 0
         self._clock: Clock | None = None
         self._capital: Decimal | None = None
+        self._instruments: dict[str, Instrument] = {}
 
     def __repr__(self) -> str:
         return f"BinanceVenue(rest_url={self.rest_url!r}, ws_url={self.ws_url!r})"
@@ -174,6 +176,7 @@ class BinanceVenue:
     def exchange(self, instruments: Mapping[str, Instrument], clock: Clock) -> ExchangePort:
         """Return the Binance adapter (its reports stamped by the session's clock)."""
         self._clock = clock
+        self._instruments = dict(instruments)
         self.adapter = BinanceAdapter(self.client, clock.timestamp_ns, self._sleep, symbols=self.symbols)
         return self.adapter
 
@@ -209,30 +212,26 @@ class BinanceVenue:
         ]
 
     async def open(self) -> None:
-        """Open the HTTP session, measure the offset to Binance's clock and load the exchange filters.
+        """Open the HTTP session, measure the offset to Binance's clock and check the exchange filters.
 
         Raises
         ------
         OperatorActionRequiredError
-            When Binance refuses the keys, or does not list a symbol of ``data.symbols``.
+            When Binance refuses the keys.
+        InstrumentsDifferError
+            When Binance does not trade a symbol of ``data.symbols``, or
+            publishes a filter of it otherwise than ``exchange.instruments``.
         """
         self._http = aiohttp.ClientSession()
         self.client.use_session(self._http)
         self._running = True
         await self._retrying("measure the clock offset", self.client.sync_time)
         self._last_sync_ms = self._local_ms()
-        listed = await self._retrying("load the exchange filters", self._adapter().exchange_info)
-        self._check_listed(listed)
-
-    def _check_listed(self, listed: Mapping[str, Instrument]) -> None:
-        """Refuse to trade symbols Binance does not list as trading perpetual contracts (no stream, no order)."""
-        missing = [symbol for symbol in self.symbols if symbol not in listed]
-        if missing:
-            raise OperatorActionRequiredError(
-                f"Binance at {self.rest_url} does not list {', '.join(missing)} as a trading perpetual contract "
-                "(a testnet lists fewer symbols; a delisted or settling one is not trading): remove it from "
-                "data.symbols (--symbols) or trade it where it is listed"
-            )
+        adapter, instruments_file = self._adapter(), str(Path(self.config.exchange.instruments).resolve())
+        await self._retrying(
+            "check the instruments against Binance's filters",
+            lambda: adapter.check_instruments(self._instruments, instruments_file),
+        )
 
     def prepare_streams(self, pipeline: Pipeline) -> None:
         """Build the user-data stream and its REST poller (:meth:`connect` runs them)."""
@@ -342,12 +341,19 @@ class BinanceVenue:
             self._pipeline.bus.publish(event)
 
     async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        """Run ``call`` until Binance answers (a network or venue failure waits and tries again).
+        """Run ``call`` until it succeeds, waiting and trying again after any failure but a definitive one.
+
+        Tried again: no answer, HTTP 5xx, 429 or 418, a transient code
+        (-1001), an unknown outcome (-1000), Binance's refusal of the
+        timestamp (the clock is measured again), what Binance has not
+        published yet, and keel's own errors on the way.
 
         Raises
         ------
         OperatorActionRequiredError
-            When Binance refuses the keys (or anything else only an operator can fix).
+            When Binance refuses the keys, or the request itself (a definitive
+            refusal: sending it again fails the same way), or anything else
+            only an operator can fix.
         """
         while True:
             try:
@@ -360,8 +366,13 @@ class BinanceVenue:
                     raise
                 _log.warning("Binance refused the timestamp; measuring the clock again", call=what)
                 await self._sleep(RECONCILE_RETRY_SECONDS)
+            except RequestRejectedError as error:
+                raise OperatorActionRequiredError(
+                    f"Binance at {self.rest_url} refused to {what} ({error}); sending the same request again would "
+                    "be refused the same way: fix what Binance names (the account, the configuration) and start again"
+                ) from error
             except (KeelError, OSError) as error:
-                _log.warning("Binance did not answer; trying again", call=what, error=str(error))
+                _log.warning(f"could not {what}; trying again", **_failure(error))
                 await self.check()
                 await self._sleep(RECONCILE_RETRY_SECONDS)
 
@@ -486,6 +497,14 @@ def _journaled_capital(journal: Journal, plan: SessionPlan) -> Decimal | None:
         if isinstance(message, SessionStarted) and message.session == plan.session:
             return message.initial_capital
     return None
+
+
+def _failure(error: BaseException) -> dict[str, object]:
+    """Say what happened to a call: its error's kind, with Binance's HTTP status and code when Binance answered."""
+    cause = error.__cause__
+    if isinstance(cause, BinanceRequestError):
+        return {"kind": type(error).__name__, "status": cause.status, "code": cause.raw_code, "error": str(error)}
+    return {"kind": type(error).__name__, "error": str(error)}
 
 
 def _wall_ms() -> int:

@@ -16,17 +16,24 @@ with the session's market history. The live venue is
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
+import aiohttp
 import structlog
 
 from keel.api import MarketCursor, VenueStore
+from keel.api.binance.auth import ServerClock
+from keel.api.binance.constants import EXCHANGE_INFO_PATH
+from keel.api.binance.instrument_check import check_instruments
+from keel.api.binance.rest import BinanceRestClient, RateLimiter
 from keel.config import KeelConfig
-from keel.core.clock import Clock
+from keel.core.clock import NANOS_PER_MILLI, Clock
+from keel.core.errors import RetryLaterError
 from keel.core.instruments import Instrument
 from keel.core.messages import ReconciliationCompleted, SessionEnded
 from keel.core.ports import ExchangePort
@@ -35,6 +42,34 @@ from keel.integration.recovery import ReplayedHistory, SessionPlan, plan_session
 from keel.persistence import Journal, Snapshots
 
 _log = structlog.get_logger("keel.venue")
+
+
+async def check_binance_instruments(config: KeelConfig, instruments: Mapping[str, Instrument]) -> None:
+    """Compare ``instruments`` with Binance's exchangeInfo at ``binance.rest_url``.
+
+    A Binance out of reach is logged and the paper run goes on unchecked:
+    its market streams are out of reach too, and the paper venue sends
+    nothing to Binance.
+
+    Raises
+    ------
+    InstrumentsDifferError
+        When Binance does not trade one of them, or publishes a filter of it otherwise.
+    """
+    rest_url = config.binance.endpoints()[0]
+    clock = ServerClock(_wall_ms, config.binance.recv_window_ms)
+    async with aiohttp.ClientSession() as session:
+        client = BinanceRestClient(rest_url, None, None, clock, RateLimiter(_wall_ms, asyncio.sleep), session)
+        try:
+            answer = await client.request("GET", EXCHANGE_INFO_PATH)
+        except RetryLaterError as error:
+            _log.warning("Binance's filters not checked: exchangeInfo did not come", error=str(error))
+            return
+    check_instruments(instruments, answer, client.base_url, str(Path(config.exchange.instruments).resolve()))
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // NANOS_PER_MILLI
 
 
 class SessionVenue(Protocol):
@@ -110,6 +145,8 @@ class SimulatedVenue:
         path = Path(config.run.output_dir) / config.paper.venue_state_file
         path.parent.mkdir(parents=True, exist_ok=True)
         self.store = VenueStore(path)
+        self._config = config
+        self._instruments: dict[str, Instrument] = {}
 
     def plan(self, journal: Journal, resume: bool) -> tuple[SessionPlan, MarketCursor | None]:
         """Recover the unfinished session with its venue's cursor, or open a fresh paper account."""
@@ -134,7 +171,8 @@ class SimulatedVenue:
         return plan, None
 
     def exchange(self, instruments: Mapping[str, Instrument], clock: Clock) -> ExchangePort | None:
-        """Let the pipeline build the simulated exchange."""
+        """Let the pipeline build the simulated exchange (on ``instruments``, checked by :meth:`connect`)."""
+        self._instruments = dict(instruments)
         return None
 
     def restore(
@@ -154,7 +192,16 @@ class SimulatedVenue:
         self.store.attach(pipeline.simulated_exchange())
 
     async def connect(self, pipeline: Pipeline) -> None:
-        """Nothing runs beside the feed: the simulated venue is driven by the bus."""
+        """On Binance's live market, check the instruments against Binance's filters; nothing runs beside the feed.
+
+        Raises
+        ------
+        InstrumentsDifferError
+            When Binance does not trade a symbol of ``data.symbols``, or
+            publishes a filter of it otherwise than ``exchange.instruments``.
+        """
+        if self._config.paper.feed == "binance":
+            await check_binance_instruments(self._config, self._instruments)
 
     async def opening_capital(self, pipeline: Pipeline, plan: SessionPlan, journal: Journal) -> Decimal | None:
         """The configured ``exchange.initial_balance``."""

@@ -16,17 +16,19 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import pytest_asyncio
 
+from keel.api.binance.constants import ACCOUNT_PATH
 from keel.api.binance.local_binance import LocalBinance
 from keel.api.binance.polling import BreakerState
 from keel.config import KeelConfig, load_config
 from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_MILLI, NANOS_PER_SECOND, SimulatedClock
-from keel.core.errors import OperatorActionRequiredError, RetryLaterError
+from keel.core.errors import OperatorActionRequiredError, RequestRejectedError, RetryLaterError
 from keel.core.fsm import TradingState
-from keel.core.instruments import load_instruments
+from keel.core.instruments import Instrument, load_instruments
 from keel.core.messages import (
     BarClosed,
     CancelOrder,
@@ -342,6 +344,69 @@ async def test_a_symbol_binance_does_not_list_stops_the_start_naming_it(tmp_path
     assert "ETHUSDT" in str(raised.value) and "BTCUSDT" not in str(raised.value)
 
 
+async def open_against(binance_btc: Instrument, status: str = "TRADING") -> str:
+    """Open a venue trading the configured BTCUSDT on a local Binance publishing ``binance_btc``; return its refusal."""
+    clock = SimulatedClock(real_bars("BTCUSDT", 1)[0].open_time)
+    probe = venue_config("http://127.0.0.1:1")
+    configured = load_instruments(probe.exchange.instruments)["BTCUSDT"]
+    exchange = build_exchange(probe, {"BTCUSDT": binance_btc}, clock, Decimal("100000"))
+    server = LocalBinance(exchange, clock, KEY, SECRET)
+    server.symbol_status["BTCUSDT"] = status
+    venue = BinanceVenue(venue_config(await server.start()), local_ms=lambda: clock.timestamp_ns() // NANOS_PER_MILLI)
+    venue.exchange({"BTCUSDT": configured}, clock)
+    try:
+        with pytest.raises(OperatorActionRequiredError) as raised:
+            await venue.open()
+    finally:
+        await venue.disconnect()
+        await server.stop()
+    return str(raised.value)
+
+
+@pytest.mark.asyncio
+async def test_a_filter_binance_publishes_otherwise_stops_the_start_naming_it_both_values_and_the_refresh() -> None:
+    # Arrange: Binance moved BTCUSDT's tick size and minimum notional since the instruments file was written
+    configured = load_instruments(venue_config("http://127.0.0.1:1").exchange.instruments)["BTCUSDT"]
+    assert (configured.tick_size, configured.min_notional) == (Decimal("0.10"), Decimal("100"))
+    binance_btc = msgspec.structs.replace(configured, tick_size=Decimal("0.5"), min_notional=Decimal("50"))
+
+    # Act
+    message = await open_against(binance_btc)
+
+    # Assert: symbol, filter, configured and Binance's values, and the command that refreshes the file
+    assert "BTCUSDT tick_size (PRICE_FILTER.tickSize): configured 0.10, Binance 0.5" in message
+    assert "BTCUSDT min_notional (MIN_NOTIONAL.notional): configured 100, Binance 50" in message
+    assert "keel data instruments --download --symbols BTCUSDT" in message
+    assert "step_size" not in message
+
+
+@pytest.mark.asyncio
+async def test_filters_equal_as_decimals_but_written_otherwise_do_not_stop_the_start(live: Live) -> None:
+    # Arrange: the fixture's Binance publishes the configured filters; Binance writes 0.1 where the file has 0.10
+    configured = load_instruments(venue_config("http://127.0.0.1:1").exchange.instruments)["BTCUSDT"]
+    rewritten = msgspec.structs.replace(configured, tick_size=Decimal("0.1"), max_quantity=Decimal("1000.000"))
+    exchange = build_exchange(live.venue.config, {"BTCUSDT": rewritten}, live.clock, Decimal("100000"))
+    live.server.exchange = exchange
+
+    # Act
+    await live.venue.open()
+
+    # Assert: the venue opened on the same filters
+    assert live.venue.adapter is not None
+
+
+@pytest.mark.asyncio
+async def test_a_symbol_binance_lists_but_does_not_trade_stops_the_start_naming_it_and_its_status() -> None:
+    # Arrange: Binance lists BTCUSDT with the configured filters, settling (delisting)
+    configured = load_instruments(venue_config("http://127.0.0.1:1").exchange.instruments)["BTCUSDT"]
+
+    # Act
+    message = await open_against(configured, status="SETTLING")
+
+    # Assert
+    assert "BTCUSDT" in message and "SETTLING" in message
+
+
 @pytest.mark.asyncio
 async def test_keys_binance_stops_accepting_mid_run_show_in_health_until_it_accepts_them_again(live: Live) -> None:
     # Arrange: the key is revoked (or the IP taken off its whitelist) while keel runs
@@ -379,6 +444,39 @@ async def test_keys_binance_refuses_at_the_start_stop_it_saying_which_variables_
     assert "-2015" in message
     assert "KEEL_BINANCE_API_KEY" in message and "KEEL_BINANCE_API_SECRET" in message
     assert live.venue.rest_url in message
+
+
+@pytest.mark.asyncio
+async def test_a_start_binance_answers_with_a_5xx_a_transient_code_or_an_unknown_outcome_is_tried_again(
+    live: Live,
+) -> None:
+    # Arrange: the account read is answered HTTP 503, then -1001 (disconnected), then -1000 (outcome unknown)
+    live.server.answer_errors[ACCOUNT_PATH] = [
+        (503, -1000, "Service Unavailable"),
+        (400, -1001, "Internal error; unable to process your request. Please try again."),
+        (400, -1000, "An unknown error occurred while processing the request."),
+    ]
+
+    # Act
+    capital = await live.venue.opening_capital(live.pipeline, SessionPlan(session=1, recover=False), None)  # type: ignore[arg-type]
+
+    # Assert: tried again past each failure until Binance answered with the account
+    assert capital == Decimal("100000")
+    assert live.server.answer_errors[ACCOUNT_PATH] == []
+
+
+@pytest.mark.asyncio
+async def test_a_start_binance_refuses_definitively_stops_without_asking_again(live: Live) -> None:
+    # Arrange: the account read is refused (-1102); the same request would be refused the same way
+    live.server.answer_errors[ACCOUNT_PATH] = [(400, -1102, "Mandatory parameter 'timestamp' was not sent.")]
+
+    # Act
+    with pytest.raises(OperatorActionRequiredError) as raised:
+        await live.venue.opening_capital(live.pipeline, SessionPlan(session=1, recover=False), None)  # type: ignore[arg-type]
+
+    # Assert: stopped on Binance's refusal, which it carries with its code
+    refusal = raised.value.__cause__
+    assert isinstance(refusal, RequestRejectedError) and refusal.code == -1102
 
 
 @pytest.mark.asyncio

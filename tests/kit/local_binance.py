@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -13,7 +14,7 @@ from keel.api.binance.local_market import LocalMarket, Tape
 from keel.api.brackets import load_leverage_schedule
 from keel.api.simulated_exchange import SimulatedExchange
 from keel.core.clock import NANOS_PER_MILLI, Clock, SimulatedClock
-from keel.core.instruments import load_instruments
+from keel.core.instruments import Instrument, load_instruments
 from keel.integration.paper import PaperSession
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,14 +34,16 @@ async def start_local_binance(
     secret: str = "secret",
     balance: Decimal = Decimal("100000"),
     request_clock: Clock | None = None,
+    instruments: Mapping[str, Instrument] | None = None,
 ) -> tuple[LocalBinance, LocalMarket]:
     """Start a local Binance playing ``tape`` from ``position`` (the klines before it are the market's past).
 
     Its venue follows the tape's time; signed requests are checked against
     ``request_clock`` (the tape's time when None; a live session needs the
-    wall clock, as Binance checks it).
+    wall clock, as Binance checks it). It trades and publishes ``instruments``
+    (the bundled ones when None).
     """
-    instruments = load_instruments(ROOT / "config" / "instruments.yaml")
+    instruments = instruments or load_instruments(ROOT / "config" / "instruments.yaml")
     clock = SimulatedClock(tape.messages[position].ts_ms * NANOS_PER_MILLI)
     exchange = SimulatedExchange(
         instruments,

@@ -9,7 +9,7 @@ not placed and the caller decides (the router resends under the same id).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -19,6 +19,7 @@ from keel.api.binance.constants import (
     ALL_OPEN_ORDERS_PATH,
     EXCHANGE_INFO_PATH,
     FUNDING_RATE_PATH,
+    INCOME_HISTORY_MS,
     INCOME_PATH,
     LEVERAGE_BRACKET_PATH,
     LEVERAGE_PATH,
@@ -35,6 +36,7 @@ from keel.api.binance.constants import (
     TRADE_WINDOW_MS,
     USER_TRADES_PATH,
 )
+from keel.api.binance.instrument_check import check_instruments
 from keel.api.binance.rest import BinanceRequestError, BinanceRestClient
 from keel.api.binance.schemas import (
     balance_report,
@@ -295,7 +297,23 @@ class BinanceAdapter:
 
     async def exchange_info(self) -> dict[str, Instrument]:
         """Return the perpetual contracts with their filters, as Binance publishes them now."""
+        return self._load_filters(await self._client.request("GET", EXCHANGE_INFO_PATH))
+
+    async def check_instruments(self, configured: Mapping[str, Instrument], instruments_file: str) -> None:
+        """Load Binance's filters (checked against orders from now on), refusing them unless they are ``configured``.
+
+        Raises
+        ------
+        InstrumentsDifferError
+            When Binance does not trade a configured symbol, or publishes a
+            filter of it otherwise; the message says how to refresh the file.
+        """
         payload = await self._client.request("GET", EXCHANGE_INFO_PATH)
+        self._load_filters(payload)
+        check_instruments(configured, payload, self._client.base_url, instruments_file)
+
+    def _load_filters(self, payload: dict[str, Any]) -> dict[str, Instrument]:
+        """Keep the trading perpetual contracts of an exchangeInfo answer; return them."""
         source = f"{self._client.base_url}{EXCHANGE_INFO_PATH}"
         self._instruments = {
             s["symbol"]: instrument_from(s, source)
@@ -405,12 +423,22 @@ class BinanceAdapter:
             start_ms = int(page[-1]["time"])
 
     async def funding_payments(self, start_ns: int = 0) -> list[FundingPaid]:
-        """Return the funding payments from ``start_ns`` on, each joined with its settlement's rate and mark."""
-        start = _first_ms(start_ns)
-        incomes = await self._history(_INCOME, [("incomeType", "FUNDING_FEE")], start)
+        """Return the funding payments from ``start_ns`` to now, each joined with its settlement's rate and mark.
+
+        Both ends of the window are sent, the end being Binance's time now
+        (the session's clock may trail it): without them Binance lists the
+        last 7 days only. It keeps 3 months of income: an earlier start is
+        read from 3 months ago.
+        """
+        clock = self._client.clock
+        now_ms = clock.local_ms() + clock.offset_ms
+        start = max(_first_ms(start_ns), now_ms - INCOME_HISTORY_MS)
+        if start > now_ms:
+            return []
+        incomes = await self._history(_INCOME, [("incomeType", "FUNDING_FEE")], start, now_ms)
         rates: dict[tuple[str, int], dict[str, Any]] = {}
         for name in sorted({str(i["symbol"]) for i in incomes}):
-            settled = await self._history(_FUNDING_RATES, [("symbol", name)], start)
+            settled = await self._history(_FUNDING_RATES, [("symbol", name)], start, now_ms)
             rates.update({(name, int(r["fundingTime"])): r for r in settled})
         payments = []
         for income in incomes:
@@ -420,15 +448,17 @@ class BinanceAdapter:
             payments.append(funding_from(income, rate, self._now_ns()))
         return payments
 
-    async def _history(self, page: _Page, params: list[tuple[str, str]], start_ms: int) -> list[dict[str, Any]]:
-        """Return an oldest-first history's rows from ``start_ms`` on, page after page of ``page.limit`` rows.
+    async def _history(
+        self, page: _Page, params: list[tuple[str, str]], start_ms: int, end_ms: int
+    ) -> list[dict[str, Any]]:
+        """Return an oldest-first history's rows from ``start_ms`` to ``end_ms``, ``page.limit`` rows a page.
 
         A page goes on from the last row's time; rows of that ms already read are told apart by ``page.key``.
         """
         rows: list[dict[str, Any]] = []
         seen: set[object] = set()
         while True:
-            query = [*params, ("startTime", str(start_ms)), ("limit", str(page.limit))]
+            query = [*params, ("startTime", str(start_ms)), ("endTime", str(end_ms)), ("limit", str(page.limit))]
             answer: list[dict[str, Any]] = await self._client.request("GET", page.path, query, signed=page.signed)
             new = [row for row in answer if row[page.key] not in seen]
             rows += new

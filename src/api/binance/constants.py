@@ -47,6 +47,8 @@ TRADE_HISTORY_MS: Final = 183 * 24 * 3_600_000
 INCOME_PATH: Final = "/fapi/v1/income"
 MAX_INCOME_PER_REQUEST: Final = 1_000
 """The most rows one ``GET /fapi/v1/income`` returns (its ``limit``; 100 when not sent)."""
+INCOME_HISTORY_MS: Final = 93 * 24 * 3_600_000
+"""How far back ``GET /fapi/v1/income`` reaches (3 months; without startTime and endTime, 7 days only)."""
 LISTEN_KEY_PATH: Final = "/fapi/v1/listenKey"
 KLINES_PATH: Final = "/fapi/v1/klines"
 MAX_KLINES_PER_REQUEST: Final = 1_500

@@ -20,8 +20,11 @@ without being placed; ``refuse_submits`` (``(code, msg)`` pairs, in turn) answer
 submits HTTP 400 with that error without placing them; ``fail_cancels`` cancels answer
 503 without canceling; ``drop_handshakes`` user-data connections are closed in the
 handshake, before any answer; ``refuse_streams`` refuses user-data connections
-(the stream is down); :meth:`push_event` sends any user-data payload (a
-``MARGIN_CALL``); ``banned_until_ms`` bans the IP (HTTP 418).
+(the stream is down); ``symbol_status`` lists a symbol in exchangeInfo with
+another status than ``TRADING`` (``SETTLING``, ``BREAK``); ``answer_errors``
+(``(HTTP status, code, msg)`` triples by path, in turn) answers requests to
+that path with that error without handling them; :meth:`push_event` sends any
+user-data payload (a ``MARGIN_CALL``); ``banned_until_ms`` bans the IP (HTTP 418).
 """
 
 from __future__ import annotations
@@ -179,6 +182,8 @@ class LocalBinance:
         self.listen_key_expiries = 0
         self.sockets: list[web.WebSocketResponse] = []
         self.refuse_streams = False
+        self.symbol_status: dict[str, str] = {}
+        self.answer_errors: dict[str, list[tuple[int, int, str]]] = {}
         self._published = 0
         self.events_sent = 0
         self._publishing = asyncio.Lock()
@@ -323,6 +328,9 @@ class LocalBinance:
                 return refusal
             if keyed and not signed and (refusal := self._check_key(request)) is not None:
                 return refusal
+            if self.answer_errors.get(request.path):
+                status, code, message = self.answer_errors[request.path].pop(0)
+                return _error(code, message, status)
             return await handler(request, params)
 
         return handle
@@ -356,7 +364,7 @@ class LocalBinance:
 
     async def _exchange_info(self, request: web.Request, params: dict[str, str]) -> web.Response:
         instruments = await self.exchange.exchange_info()
-        symbols = [symbol_json(i) for i in instruments.values()]
+        symbols = [symbol_json(i, self.symbol_status.get(i.symbol, "TRADING")) for i in instruments.values()]
         return web.json_response({"timezone": "UTC", "serverTime": self.now_ms(), "symbols": symbols})
 
     async def _new_order(self, request: web.Request, params: dict[str, str]) -> web.Response:
@@ -506,23 +514,25 @@ class LocalBinance:
         return web.json_response([trade_json(f) for f in page])
 
     async def _income(self, request: web.Request, params: dict[str, str]) -> web.Response:
-        # Binance's page: ``limit`` rows at most (default 100, at most 1000) from ``startTime``, oldest first.
-        start = _integer(params, "startTime", 0) * NANOS_PER_MILLI
-        payments = await self.exchange.funding_payments(start)
+        # Binance's page: ``limit`` rows at most (default 100, at most 1000), oldest first, from ``startTime`` to
+        # ``endTime``; without either, the last 7 days. Binance documents nothing for one end alone: here the
+        # other is 7 days from it, as for userTrades.
+        start_ms = _integer(params, "startTime", _integer(params, "endTime", self.now_ms()) - _WEEK_MS)
+        end_ms = _integer(params, "endTime", start_ms + _WEEK_MS)
         limit = min(_integer(params, "limit", 100), MAX_INCOME_PER_REQUEST)
-        return web.json_response(
-            [
-                {
-                    "symbol": p.symbol,
-                    "incomeType": "FUNDING_FEE",
-                    "income": str(p.amount),
-                    "asset": "USDT",
-                    "time": p.funding_time // NANOS_PER_MILLI,
-                    "tranId": n,
-                }
-                for n, p in enumerate(payments, 1)
-            ][:limit]
-        )
+        rows = [
+            {
+                "symbol": p.symbol,
+                "incomeType": "FUNDING_FEE",
+                "income": str(p.amount),
+                "asset": "USDT",
+                "time": p.funding_time // NANOS_PER_MILLI,
+                "tranId": n,  # numbered over the whole history: a row keeps its id in every window
+            }
+            for n, p in enumerate(await self.exchange.funding_payments(), 1)
+            if start_ms <= p.funding_time // NANOS_PER_MILLI <= end_ms
+        ]
+        return web.json_response(rows[:limit])
 
     async def _funding_rates(self, request: web.Request, params: dict[str, str]) -> web.Response:
         start_ms = int(params.get("startTime", "0"))

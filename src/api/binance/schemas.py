@@ -242,12 +242,12 @@ def balance_report(payload: dict[str, Any], asset: str = "USDT") -> BalanceRepor
     raise MalformedDataError(f"Binance balance answer has no {asset} entry")
 
 
-def symbol_json(instrument: Instrument) -> dict[str, Any]:
-    """Render ``instrument`` as one ``exchangeInfo`` symbol with its filters (the local Binance's side)."""
+def symbol_json(instrument: Instrument, status: str = "TRADING") -> dict[str, Any]:
+    """Render ``instrument`` as one ``exchangeInfo`` symbol, filters and ``status`` (the local Binance's side)."""
     return {
         "symbol": instrument.symbol,
         "contractType": "PERPETUAL",
-        "status": "TRADING",
+        "status": status,
         "baseAsset": instrument.base_asset,
         "quoteAsset": instrument.quote_asset,
         "marginAsset": instrument.quote_asset,

@@ -290,3 +290,31 @@ async def test_account_trades_reach_fills_more_than_seven_days_after_the_start(v
 
     # Assert
     assert [f.client_order_id for f in fills] == ["early-buy", "early-sell", "late-buy", "late-sell"]
+
+
+async def test_funding_payments_reach_settlements_more_than_seven_days_after_the_start(venue: Venue) -> None:
+    # Arrange: a short held through a settlement every 8 hours for nine days (Binance lists income 7 days at most
+    # unless told where the window ends)
+    start = venue.clock.timestamp_ns()
+    await venue.adapter.submit_order(order(venue, "held", OrderSide.SELL, "0.010"))
+    venue.feed(venue.bars[1])
+    first = venue.bars[1].ts_event
+    settlements = [first + n * 8 * 3_600 * 1_000_000_000 for n in range(27)]
+    for settle in settlements:
+        venue.clock.advance_to(settle)
+        venue.server.exchange.on_funding(
+            FundingRateUpdated(
+                symbol="BTCUSDT",
+                funding_time=settle,
+                rate=Decimal("0.0001"),
+                mark_price=Decimal("60000"),
+                ts_event=settle,
+                ts_init=settle,
+            )
+        )
+
+    # Act
+    payments = await venue.adapter.funding_payments(start)
+
+    # Assert: every settlement from the start to now, each once
+    assert [p.funding_time for p in payments] == settlements

@@ -10,13 +10,17 @@ import subprocess
 import sys
 import threading
 import time
+from decimal import Decimal
 from pathlib import Path
 
+import msgspec
 import pytest
 
+from keel.api.binance.instrument_check import InstrumentsDifferError
 from keel.api.binance.local_market import Tape, bar_tape, capture_tape
 from keel.config import KeelConfig, load_config
 from keel.core.clock import NANOS_PER_MILLI
+from keel.core.instruments import load_instruments
 from keel.integration.paper import PaperSession
 from kit.local_binance import ROOT, ns, run_until_played, start_local_binance
 
@@ -212,3 +216,39 @@ async def test_a_restarted_paper_session_on_binance_streams_recovers_its_account
         assert kept == {r.symbol: r.quantity for r in await venue.positions() if r.quantity}
     finally:
         await server.stop()
+
+
+@pytest.mark.asyncio
+async def test_paper_on_binance_whose_filters_differ_from_the_configured_ones_stops_before_trading(
+    tmp_path: Path,
+) -> None:
+    # Arrange: this Binance publishes BTCUSDT's min notional and MARKET maximum otherwise than config/instruments.yaml
+    configured = load_instruments(ROOT / "config" / "instruments.yaml")
+    assert (configured["BTCUSDT"].min_notional, configured["BTCUSDT"].market_max_quantity) == (100, 1000)
+    changed = msgspec.structs.replace(
+        configured["BTCUSDT"], min_notional=Decimal("5"), market_max_quantity=Decimal("120")
+    )
+    tape = bar_tape(
+        ROOT / "data" / "ohlcv" / "binance_usdm_1m_2025-05",
+        ["BTCUSDT"],
+        ROOT / "data" / "funding" / "binance_usdm_funding_2025-03_06.csv.gz",
+        ns("2025-05-05T04:00:00"),
+        ns("2025-05-05T04:10:00"),
+    ).starting_from(time.time_ns() // NANOS_PER_MILLI)
+    server, _market = await start_local_binance(tape, ["BTCUSDT"], instruments={**configured, "BTCUSDT": changed})
+    session = PaperSession(binance_paper_config(tmp_path, server.base_url, ["BTCUSDT"]), tmp_path / "run")
+
+    # Act
+    try:
+        with pytest.raises(InstrumentsDifferError) as raised:
+            await session.run()
+    finally:
+        await server.stop()
+
+    # Assert: nothing traded; the error names both filters with both values and the refresh command
+    message = str(raised.value)
+    assert "BTCUSDT min_notional (MIN_NOTIONAL.notional): configured 100, Binance 5" in message
+    assert "BTCUSDT market_max_quantity (MARKET_LOT_SIZE.maxQty): configured 1000, Binance 120" in message
+    assert "keel data instruments --download --symbols BTCUSDT" in message
+    assert session.pipeline.positions.fills == 0 and session.bars == 0
+    assert not session.account_lock.held
