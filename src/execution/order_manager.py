@@ -603,7 +603,9 @@ class OrderManager(Component):
         order = self.orders[client_order_id]
         result.resolved_orders.append(client_order_id)
         if report is None:
-            if not order.is_closed:
+            if order.is_closed:
+                return
+            if order.status is OrderStatus.SUBMITTED:
                 result.never_sent_orders.append(client_order_id)
                 self._publish_settlement(
                     OrderRejected,
@@ -611,6 +613,18 @@ class OrderManager(Component):
                     code=int(BinanceErrorCode.NO_SUCH_ORDER),
                     reason="the venue does not know the order after a restart: it was never sent",
                 )
+                return
+            # The venue had acknowledged it: it ended there while keel was down and was dropped since
+            # (Binance keeps canceled or expired orders without fills queryable for 3 days only).
+            if order.filled_quantity:
+                result.mismatches.append(
+                    f"order {client_order_id}: filled {order.filled_quantity}, but the venue no longer knows it"
+                )
+            self._publish_settlement(
+                OrderCanceled,
+                client_order_id,
+                reason="the venue no longer knows this acknowledged order after a restart: it ended there",
+            )
             return
         if report.filled_quantity != order.filled_quantity:
             result.mismatches.append(

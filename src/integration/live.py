@@ -42,7 +42,13 @@ from keel.api.binance.user_stream import ListenKeyKeeper, UserStream
 from keel.config import KeelConfig
 from keel.core.clock import NANOS_PER_MILLI, Clock
 from keel.core.error_codes import BinanceErrorCode
-from keel.core.errors import ConfigurationError, KeelError, OperatorActionRequiredError, RequestRejectedError
+from keel.core.errors import (
+    ConfigurationError,
+    InvalidTransitionError,
+    KeelError,
+    OperatorActionRequiredError,
+    RequestRejectedError,
+)
 from keel.core.instruments import Instrument
 from keel.core.messages import (
     Event,
@@ -346,7 +352,8 @@ class BinanceVenue:
         Tried again: no answer, HTTP 5xx, 429 or 418, a transient code
         (-1001), an unknown outcome (-1000), Binance's refusal of the
         timestamp (the clock is measured again), what Binance has not
-        published yet, and keel's own errors on the way.
+        published yet, and keel's own errors on the way but an impossible
+        state change (raised: a retry would apply half-done work twice).
 
         Raises
         ------
@@ -371,6 +378,8 @@ class BinanceVenue:
                     f"Binance at {self.rest_url} refused to {what} ({error}); sending the same request again would "
                     "be refused the same way: fix what Binance names (the account, the configuration) and start again"
                 ) from error
+            except InvalidTransitionError:
+                raise  # keel's own state went wrong: trying again would apply half-done work twice
             except (KeelError, OSError) as error:
                 _log.warning(f"could not {what}; trying again", **_failure(error))
                 await self.check()

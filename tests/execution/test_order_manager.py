@@ -538,6 +538,29 @@ def test_a_submit_refused_by_the_venue_leaves_no_open_order(fake_desk) -> None:
     assert desk.orders.open_orders() == []
 
 
+def test_reconciliation_closes_an_accepted_order_the_venue_no_longer_knows_as_canceled(simulated_desk) -> None:
+    # Arrange: the journal saw the venue accept a resting order; the venue has no record of it any more
+    # (Binance drops canceled or expired orders without fills from its order queries after 3 days).
+    desk = simulated_desk()
+    resting = desk.command(
+        SubmitOrder, client_order_id="keel-7", symbol=ETH, side=OrderSide.BUY, order_type=OrderType.LIMIT,
+        quantity=Decimal("0.01"), price=Decimal("1000.00"),
+    )  # fmt: skip
+    desk.orders.replay(resting)
+    desk.orders.replay(desk.command(OrderAccepted, client_order_id="keel-7", venue_order_id="9001", symbol=ETH))
+
+    # Act
+    result = _run_now(desk.orders.reconcile(0))
+    desk.bus.drain()
+
+    # Assert
+    order = desk.orders.orders["keel-7"]
+    assert order.status is OrderStatus.CANCELED and order.filled_quantity == 0
+    assert "keel-7" in result.resolved_orders and result.never_sent_orders == []
+    canceled = [m for m in desk.seen if isinstance(m, OrderCanceled)]
+    assert [c.client_order_id for c in canceled] == ["keel-7"] and "no longer knows" in canceled[0].reason
+
+
 def _run_now(coroutine: Any) -> Any:
     """Drive a never-suspending coroutine of the simulated venue to its result."""
     try:
