@@ -27,6 +27,7 @@ DOCKER_TIMEOUT_SECONDS = 120.0
 
 _DEFAULT_SHM_BYTES = 64 * 1024 * 1024
 _DEFAULT_IPC_MODES = ("", "private", "shareable")
+COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
 _NOT_CARRIED = ("Devices", "DeviceRequests", "Ulimits", "VolumesFrom", "Links", "Sysctls", "GroupAdd")
 """HostConfig lists a deployment cannot carry: a container using any of them is refused."""
 
@@ -55,6 +56,8 @@ class ContainerSpec:
         The operator's overrides of the image's (None: the image's own).
     unsupported
         Settings of the container a new one cannot be given (refused by a deployment).
+    compose_project
+        The docker compose project that manages the container (None: none does).
     """
 
     name: str
@@ -86,6 +89,7 @@ class ContainerSpec:
     stop_signal: str | None = None
     stop_timeout_seconds: int | None = None
     unsupported: tuple[str, ...] = ()
+    compose_project: str | None = None
 
     @property
     def repository(self) -> str:
@@ -337,6 +341,7 @@ def spec_from_inspect(container: dict[str, Any], image: dict[str, Any]) -> Conta
         stop_signal=_changed(config.get("StopSignal"), own.get("StopSignal")),
         stop_timeout_seconds=config.get("StopTimeout"),
         unsupported=_unsupported(container),
+        compose_project=(config.get("Labels") or {}).get(COMPOSE_PROJECT_LABEL),
     )
 
 

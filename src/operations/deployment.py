@@ -161,6 +161,12 @@ class DeploymentTools:
                 f"no container named {service_name} on this Docker host: start the service first "
                 "(docker run, or docker-compose -f deploy/docker-compose.yml up -d), then deploy new versions"
             )
+        if current.compose_project is not None:
+            raise DeploymentError(
+                f"{service_name} is managed by docker compose (project {current.compose_project}): a container made "
+                "beside compose would be replaced by its next 'up'; set the image in deploy/docker-compose.yml "
+                f"and run docker-compose -f deploy/docker-compose.yml up -d; {service_name} was not changed"
+            )
         if current.unsupported:
             raise DeploymentError(
                 f"{service_name} uses settings a new container would not get ({'; '.join(current.unsupported)}): "

@@ -298,6 +298,15 @@ async def test_a_stopped_previous_container_of_an_earlier_deployment_is_removed_
             "v2.1.0",
             "HostConfig.Devices",
         ),
+        (
+            lambda engine: setattr(
+                engine.containers[SERVICE],
+                "spec",
+                replace(engine.containers[SERVICE].spec, compose_project="deploy"),
+            ),
+            "v2.1.0",
+            "managed by docker compose (project deploy)",
+        ),
     ],
 )
 async def test_a_deployment_that_cannot_start_is_refused_and_changes_nothing(
