@@ -17,6 +17,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import structlog
+
 from keel.api.binance.constants import REST_URL, TESTNET_REST_URL, TESTNET_WS_URL, WS_URL
 from keel.api.binance.streams import BinanceMarketStream
 from keel.core.errors import RetryLaterError
@@ -24,6 +26,8 @@ from keel.core.instruments import BUNDLED_INSTRUMENTS_FILE, Instrument, load_ins
 from keel.core.messages import BookUpdated, MarketDataEvent
 
 EventHandler = Callable[[MarketDataEvent], None]
+
+_log = structlog.get_logger(__name__)
 
 
 class BinanceWebSocket:
@@ -45,7 +49,9 @@ class BinanceWebSocket:
         The interval of the bars each symbol's stream closes.
     on_event
         Receives every event of every followed symbol, in order (trades,
-        bars, books, mark prices), besides the latest book kept here.
+        bars, books, mark prices), besides the latest book kept here. An
+        exception it raises is logged and counted (:attr:`callback_errors`);
+        the stream goes on.
 
     Examples
     --------
@@ -76,6 +82,7 @@ class BinanceWebSocket:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._books: dict[str, BookUpdated] = {}
         self._first_book: dict[str, asyncio.Event] = {}
+        self.callback_errors = 0
 
     def __repr__(self) -> str:
         return f"BinanceWebSocket({self.ws_url}, following {sorted(self._streams)})"
@@ -137,7 +144,13 @@ class BinanceWebSocket:
                 self._books[symbol] = event
                 first.set()
             if self._on_event is not None:
-                self._on_event(event)
+                try:
+                    self._on_event(event)
+                except Exception:  # a failing callback must not end the symbol's stream
+                    self.callback_errors += 1
+                    _log.error(
+                        "on_event raised; the stream goes on", symbol=symbol, kind=type(event).__name__, exc_info=True
+                    )
 
         return handle
 

@@ -58,6 +58,33 @@ async def test_connect_orderbook_returns_the_synced_book_and_keeps_it_current(bi
 
 
 @pytest.mark.asyncio
+async def test_a_callback_that_raises_is_counted_and_the_book_keeps_coming(binance: Binance) -> None:
+    # Arrange
+    def fails_on_trades(event: MarketDataEvent) -> None:
+        if isinstance(event, TradeTick):
+            raise ValueError("the user's handler fails")
+
+    websocket = BinanceWebSocket(binance.url.replace("http", "ws"), binance.url, on_event=fails_on_trades)
+
+    # Act
+    connecting = asyncio.ensure_future(websocket.connect_orderbook("BTCUSDT"))
+    await binance.market.wait_for_connections(1)
+    await play_until(binance, connecting)
+    first = await connecting
+    await binance.market.play(3000)
+    for _ in range(1000):
+        if websocket.order_book("BTCUSDT").update_id == binance.market.state.books["BTCUSDT"].last_update_id:
+            break
+        await asyncio.sleep(0)
+    latest = websocket.order_book("BTCUSDT")
+    await websocket.close()
+
+    # Assert
+    assert websocket.callback_errors > 0
+    assert latest.update_id == binance.market.state.books["BTCUSDT"].last_update_id > first.update_id
+
+
+@pytest.mark.asyncio
 async def test_an_unreachable_binance_is_a_retry_later_error_and_nothing_stays_followed() -> None:
     # Arrange: a port nothing listens on
     with socket.socket() as probe:
