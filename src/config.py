@@ -724,6 +724,27 @@ class PortfolioConfig(_Section):
     strategy_cap: float = Field(0.6, gt=0, le=1, description="Largest share of a strategy in the views.")
     attribution_period_hours: int = Field(24, ge=1, description="Length of an attribution period, hours.")
 
+    @model_validator(mode="after")
+    def _history_within_lookback(self) -> Self:
+        if self.min_history_bars > self.lookback_bars + 1:
+            raise PydanticCustomError(
+                "history_beyond_lookback",
+                "min_history_bars ({history}) must be at most lookback_bars + 1 ({most}): the optimizer keeps "
+                "lookback_bars bars, so no symbol would ever get a weight; lower it or raise lookback_bars",
+                {"config_key": "min_history_bars", "history": self.min_history_bars, "most": self.lookback_bars + 1},
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _floor_below_cap(self) -> Self:
+        if self.strategy_floor > self.strategy_cap:
+            raise PydanticCustomError(
+                "floor_above_cap",
+                "strategy_floor ({floor}) must not be above strategy_cap ({cap})",
+                {"config_key": "strategy_floor", "floor": self.strategy_floor, "cap": self.strategy_cap},
+            )
+        return self
+
 
 class RiskConfig(_Section):
     """Pre-trade risk limits."""

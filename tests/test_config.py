@@ -335,6 +335,9 @@ def test_unknown_key_names_the_user_file_and_dotted_key(tmp_path: Path, text: st
             "strategy:\n  parameters:\n    funding_arbitrage:\n      holding_intervals: 2.5\n",
             "strategy.parameters.funding_arbitrage.holding_intervals",
         ),
+        ("portfolio:\n  lookback_bars: 10\n", "portfolio.min_history_bars"),
+        ("portfolio:\n  min_history_bars: 5000\n", "portfolio.min_history_bars"),
+        ("portfolio:\n  strategy_floor: 0.7\n", "portfolio.strategy_floor"),
     ],
 )
 def test_bad_value_names_the_user_file_and_key(tmp_path: Path, text: str, key: str) -> None:
