@@ -75,6 +75,20 @@ def correlation_from_covariance(covariance: np.ndarray) -> np.ndarray:
     return correlation
 
 
+_FRAME_TO_FIT = "{argument} was given a frame of returns: call fit(returns) first, then the analysis without it"
+
+
+def _rows(window: object) -> int:
+    """Return ``window`` as a positive number of rows, or raise naming what was given."""
+    if isinstance(window, pd.DataFrame):
+        raise TypeError(_FRAME_TO_FIT.format(argument="window (a number of rows)"))
+    if isinstance(window, bool) or not isinstance(window, int | np.integer):
+        raise TypeError(f"window must be a whole number of rows, got {window!r}")
+    if window < 1:
+        raise ValueError(f"window must be at least 1 row, got {window}")
+    return int(window)
+
+
 class CorrelationAnalyzer(Component):
     """Rolling correlations, risk decomposition and correlation-jump alerts.
 
@@ -157,17 +171,30 @@ class CorrelationAnalyzer(Component):
             return pd.DataFrame()
         return pd.DataFrame(self._returns.returns(), columns=list(self.symbols))
 
+    def _analyzed_returns(self) -> pd.DataFrame:
+        """Return :meth:`returns_frame`, or raise saying how to give the analyzer returns when it has none."""
+        frame = self.returns_frame()
+        if frame.columns.empty:
+            raise ValueError(
+                "no returns to analyze yet: call fit(returns) with a frame of returns (one column per asset), "
+                "or build the analyzer with symbols and start it on the bus so it collects their bars"
+            )
+        return frame
+
     def calculate_correlation_matrix(self, window: int | None = None) -> pd.DataFrame:
         """Return the correlation matrix of the last ``window`` rows (all kept rows when None).
 
         Raises
         ------
+        TypeError
+            If ``window`` is not a whole number (a frame of returns goes to :meth:`fit`).
         ValueError
-            With fewer than 2 rows of returns.
+            With no returns yet, fewer than 2 rows of them, or a ``window`` below 1.
         """
-        frame = self.returns_frame()
-        if window is not None:
-            frame = frame.tail(window)
+        rows = None if window is None else _rows(window)
+        frame = self._analyzed_returns()
+        if rows is not None:
+            frame = frame.tail(rows)
         array = validate_returns(frame.to_numpy())
         correlation = correlation_from_covariance(np.atleast_2d(np.cov(array, rowvar=False)))
         return pd.DataFrame(correlation, index=frame.columns, columns=frame.columns)
@@ -177,10 +204,14 @@ class CorrelationAnalyzer(Component):
 
         Raises
         ------
+        TypeError
+            If ``weights`` is a frame of returns (those go to :meth:`fit`).
         ValueError
-            If a weight names an asset without returns or is not a finite number.
+            With no returns yet, or if a weight names an asset without returns or is not a finite number.
         """
-        frame = self.returns_frame()
+        if isinstance(weights, pd.DataFrame):
+            raise TypeError(_FRAME_TO_FIT.format(argument="weights (a mapping of asset to weight)"))
+        frame = self._analyzed_returns()
         array = validate_returns(frame.to_numpy())
         chosen = self._weights if weights is None else dict(weights)
         names = [str(c) for c in frame.columns]

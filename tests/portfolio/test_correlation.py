@@ -128,3 +128,35 @@ def test_lookahead_alerts_up_to_t_ignore_later_bars(make_bars) -> None:
 
     assert content(full, t) == content(stopped) == content(changed, t)
     assert not whole.calculate_correlation_matrix().equals(other.calculate_correlation_matrix())
+
+
+def test_an_analyzer_with_no_returns_says_how_to_give_it_some() -> None:
+    # Arrange
+    analyzer = CorrelationAnalyzer()
+
+    # Act / Assert
+    with pytest.raises(ValueError, match=r"fit\(returns\)"):
+        analyzer.calculate_correlation_matrix()
+    with pytest.raises(ValueError, match=r"fit\(returns\)"):
+        analyzer.decompose_portfolio_risk()
+
+
+def test_a_returns_frame_passed_to_the_uc_calls_is_refused_with_the_call_to_make(may_hourly: pd.DataFrame) -> None:
+    # Arrange
+    analyzer = CorrelationAnalyzer()
+
+    # Act / Assert
+    with pytest.raises(TypeError, match=r"fit\(returns\)"):
+        analyzer.calculate_correlation_matrix(may_hourly)
+    with pytest.raises(TypeError, match=r"fit\(returns\)"):
+        analyzer.decompose_portfolio_risk(may_hourly)
+
+
+@pytest.mark.parametrize("window", [0, -5, 2.5, True])
+def test_a_window_that_is_not_a_positive_whole_number_is_refused(may_hourly: pd.DataFrame, window: object) -> None:
+    # Arrange
+    analyzer = CorrelationAnalyzer().fit(may_hourly)
+
+    # Act / Assert
+    with pytest.raises((TypeError, ValueError), match="window"):
+        analyzer.calculate_correlation_matrix(window)  # type: ignore[arg-type]
