@@ -80,6 +80,32 @@ class InfeasibleProblemError(SolverFailedError):
     """The problem itself has no solution (no weights meet the constraints, or none earns): no solver helps."""
 
 
+_OPTIONAL_NUMBERS = frozenset({"min_weight", "gross_leverage", "net_exposure", "turnover"})
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool | np.bool_)
+
+
+def _check_types(constraints: PortfolioConstraints) -> None:
+    """Raise naming the first constraint whose value is not of its type (a string ``"0.05"``, ``True`` as a weight)."""
+    for field in fields(constraints):
+        name, value = field.name, getattr(constraints, field.name)
+        if name == "long_short":
+            good, wanted = isinstance(value, bool | np.bool_), "true or false"
+        elif name == "net_exposure_bounds":
+            good = value is None or (
+                isinstance(value, tuple) and len(value) == 2 and all(_is_number(end) for end in value)
+            )
+            wanted = "None or a (lowest, highest) pair of numbers"
+        elif name in _OPTIONAL_NUMBERS:
+            good, wanted = value is None or _is_number(value), "None or a number"
+        else:
+            good, wanted = _is_number(value), "a number"
+        if not good:
+            raise ValueError(f"constraint {name} must be {wanted}, got {value!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class PortfolioConstraints:
     """Limits on the weights (signed fractions of equity).
@@ -116,6 +142,7 @@ class PortfolioConstraints:
     transaction_cost: float = 0.0
 
     def __post_init__(self) -> None:
+        _check_types(self)
         for field in fields(self):
             value = getattr(self, field.name)
             numbers = value if isinstance(value, tuple) else (value,)
@@ -151,7 +178,7 @@ class PortfolioConstraints:
         Raises
         ------
         ValueError
-            For an unknown key, naming the known ones.
+            For an unknown key, naming the known ones, or a value of the wrong type or out of range, naming it.
         """
         start = cls() if base is None else base
         if not values:

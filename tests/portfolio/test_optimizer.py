@@ -51,6 +51,27 @@ def test_optimize_weights_as_the_user_calls_it(may_hourly: pd.DataFrame) -> None
     assert result.sharpe_ratio > 0 and result.volatility > 0
 
 
+@pytest.mark.parametrize(
+    ("constraints", "key"),
+    [
+        ({"min_weight": "0.05"}, "min_weight"),
+        ({"max_weight": "0.6"}, "max_weight"),
+        ({"long_short": "no"}, "long_short"),
+        ({"max_weight": True}, "max_weight"),
+        ({"net_exposure_bounds": (0.0, "1")}, "net_exposure_bounds"),
+    ],
+)
+def test_optimize_weights_refuses_a_constraint_of_the_wrong_type_naming_it(
+    may_hourly: pd.DataFrame, constraints: dict[str, object], key: str
+) -> None:
+    # Arrange
+    optimizer = PortfolioOptimizer()
+
+    # Act / Assert
+    with pytest.raises(ValueError, match=f"constraint {key}"):
+        asyncio.run(optimizer.optimize_weights(returns_data=may_hourly, constraints=constraints))
+
+
 def test_optimize_weights_with_constraints_nothing_meets_says_why_and_holds_its_weights(
     may_hourly: pd.DataFrame,
 ) -> None:
