@@ -514,9 +514,16 @@ def create_app(
         actor: str,
         outcome_details: Callable[[_R], Mapping[str, Any]] = lambda _: {},
     ) -> _R:
-        """Await an operator command and audit it; one the trading loop does not confirm in time answers 504."""
+        """Await an operator command and audit it; one the trading loop does not confirm in time answers 504.
+
+        A command the system refuses (its ``ValueError``, answered 422 by the route) is audited with
+        ``"outcome": "refused"`` and the reason, then raised again.
+        """
         try:
             outcome = await command
+        except ValueError as error:
+            audit(actor, action, {**details, "outcome": "refused", "error": str(error)}, _request_id(request))
+            raise
         except CommandNotConfirmed as error:
             audit(actor, action, {**details, "outcome": "timed out"}, _request_id(request))
             advice = (

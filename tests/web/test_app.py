@@ -192,6 +192,26 @@ def test_risk_limits_are_validated_and_applied(tmp_path: Path) -> None:
     assert results[7][1]["max_leverage"] == 2.5
 
 
+def test_a_risk_limit_change_the_controller_refuses_is_audited_as_refused(tmp_path: Path) -> None:
+    async def scenario() -> tuple[int, dict]:
+        async with running_session(tmp_path, min_bars=1) as (_, client):
+            # Arrange: the default halt_drawdown_pct is 0.35, so reducing at 0.5 conflicts with it
+            body = {"max_drawdown_pct": 0.5}
+
+            # Act
+            response = await client.put("/api/v1/risk/limits", json=body, headers=bearer())
+            return response.status_code, (await client.get("/api/v1/risk")).json()
+
+    status, risk = asyncio.run(scenario())
+
+    # Assert
+    assert status == 422
+    assert risk["limits"]["max_drawdown_pct"] == 0.25
+    entries = AuditLog(Database(f"sqlite:///{tmp_path / 'keel.db'}")).entries()
+    details = [json.loads(e.details) for e in entries if e.action == "update_risk_limits"]
+    assert [(d["max_drawdown_pct"], d["outcome"]) for d in details] == [(0.5, "refused")]
+
+
 def test_strategies_stop_and_start_and_unknown_is_404(tmp_path: Path) -> None:
     async def scenario() -> list[int | bool]:
         async with running_session(tmp_path, min_bars=1) as (_, client):
@@ -426,13 +446,16 @@ def test_tuned_values_are_staged_as_an_ab_split_then_concluded_through_the_api_a
     assert refused == 422
     assert strategy["parameters"]["fast_period"] == 12
     database = Database(f"sqlite:///{tmp_path / 'keel.db'}")
-    actions = [(e.action, e.actor.split("@")[0]) for e in AuditLog(database).entries()]
+    entries = AuditLog(database).entries()
+    outcomes = [json.loads(e.details).get("outcome") for e in entries]
+    actions = [(e.action, e.actor.split("@")[0]) for e, outcome in zip(entries, outcomes, strict=True) if not outcome]
     assert actions == [
         ("stage_tuned_config", "operator"),
         ("start_ab_split", "config_optimizer"),
         ("stage_split_conclusion", "operator"),
         ("conclude_ab_split_new", "config_optimizer"),
     ]
+    assert [e.action for e, outcome in zip(entries, outcomes, strict=True) if outcome] == ["stage_tuned_config"]
 
 
 def test_configuration_routes_answer_503_when_the_run_has_no_optimizer(tmp_path: Path) -> None:
