@@ -791,8 +791,48 @@ class RiskController(Component):
         return ewma.covariance
 
     def check_var_limit(self, portfolio_state: PortfolioState | Mapping[str, Any] | None = None) -> list[RiskViolation]:
-        """Return the VaR limit breach of a portfolio state (empty when within it), as in the user's UC-3.2."""
+        """Return the VaR limit breach of a portfolio state (empty when within it), as in the user's UC-3.2.
+
+        Parameters
+        ----------
+        portfolio_state
+            ``{'equity': ..., 'positions': {symbol: signed notional}}`` or a
+            :class:`PortfolioState`; the controller's own book when None.
+
+        Returns
+        -------
+        list of RiskViolation
+            The ``var_daily_pct`` breach, or nothing when VaR is within the limit.
+
+        Raises
+        ------
+        ValueError
+            When the VaR cannot be estimated, rather than report no breach: the
+            controller holds fewer than ``min_var_observations`` bars of returns
+            (give it recorded bars with :meth:`warm_up`), or the state holds a
+            symbol the controller has no returns for.
+        """
         state = self.portfolio_state() if portfolio_state is None else PortfolioState.coerce(portfolio_state)
+        self._require_var_inputs(state)
+        return self._var_violations(state)
+
+    def _require_var_inputs(self, state: PortfolioState) -> None:
+        """Raise saying what is missing when the VaR of ``state`` cannot be estimated."""
+        held = len(self._window)
+        if held < self.min_var_observations:
+            raise ValueError(
+                f"the VaR needs {self.min_var_observations} bars of returns and the controller has {held}: "
+                "give it recorded bars first with warm_up(bars), or check once it has run that long"
+            )
+        unknown = sorted(symbol for symbol, value in state.exposures.items() if value and symbol not in self._column)
+        if unknown:
+            raise ValueError(
+                f"the controller has no returns for {', '.join(unknown)} (it follows {', '.join(self._column)}): "
+                "warm it up with bars of those symbols, or leave them out of the portfolio state"
+            )
+
+    def _var_violations(self, state: PortfolioState) -> list[RiskViolation]:
+        """:meth:`check_var_limit` for the monitor: nothing to report while the VaR cannot be estimated yet."""
         if len(self._window) < self.min_var_observations or state.equity <= 0:
             return []
         estimate = self.estimate_var(state)
@@ -886,7 +926,7 @@ class RiskController(Component):
         return state is TradingState.REDUCING and self.drawdown >= self.limits.halt_drawdown_pct
 
     def _state_violations(self, state: PortfolioState) -> list[RiskViolation]:
-        return [*self.check_drawdown_limit(), *self.check_var_limit(state), *self.check_leverage_limit(state)]
+        return [*self.check_drawdown_limit(), *self._var_violations(state), *self.check_leverage_limit(state)]
 
     def _enforce(self, violations: list[RiskViolation], ts: int) -> None:
         """Move the trading state for breaches; clear an automatic REDUCING once nothing is breached."""

@@ -822,6 +822,28 @@ def test_check_var_limit_with_a_portfolio_state_as_the_user_calls_it() -> None:
         assert estimate.observations == 299
 
 
+def test_check_var_limit_without_enough_return_history_says_so_instead_of_passing() -> None:
+    # Arrange: a controller that has seen 10 bars, fewer than the 60 its VaR needs
+    desk = Desk(var_window=300, min_var_observations=60, covariance_refresh_bars=1)
+    feed(desk, 10)
+    portfolio_state = {"equity": 10_000.0, "positions": {BTC: 400_000.0}}
+
+    # Act / Assert
+    with pytest.raises(ValueError, match=r"warm_up"):
+        desk.risk.check_var_limit(portfolio_state)
+
+
+def test_check_var_limit_refuses_a_position_in_a_symbol_it_has_no_returns_for() -> None:
+    # Arrange: the controller follows BTCUSDT and ETHUSDT; the state also holds SOLUSDT
+    desk = Desk(var_window=300, min_var_observations=60, covariance_refresh_bars=1)
+    feed(desk, 300)
+    portfolio_state = {"equity": 10_000.0, "positions": {BTC: 500.0, "SOLUSDT": 400_000.0}}
+
+    # Act / Assert
+    with pytest.raises(ValueError, match="SOLUSDT"):
+        desk.risk.check_var_limit(portfolio_state)
+
+
 def test_historical_var_is_the_empirical_loss_quantile_of_the_window() -> None:
     # Arrange
     desk = Desk(var_window=300, min_var_observations=60)
