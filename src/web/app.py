@@ -89,6 +89,10 @@ class RiskLimitsUpdate(BaseModel):
     var_daily_pct: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
     max_order_notional: float | None = Field(None, gt=0, le=1e12, allow_inf_nan=False)
     max_position_notional: float | None = Field(None, gt=0, le=1e12, allow_inf_nan=False)
+    var_confidence: float | None = Field(None, gt=0.5, lt=1, allow_inf_nan=False)
+    var_recovery_fraction: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
+    max_orders_per_window: int | None = Field(None, ge=1)
+    rate_window_seconds: float | None = Field(None, gt=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _one_at_least(self) -> "RiskLimitsUpdate":

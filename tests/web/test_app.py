@@ -192,6 +192,28 @@ def test_risk_limits_are_validated_and_applied(tmp_path: Path) -> None:
     assert results[7][1]["max_leverage"] == 2.5
 
 
+def test_every_limit_update_limits_takes_can_be_changed_over_http(tmp_path: Path) -> None:
+    # Arrange: the limits a Python caller changes with risk_controller.update_limits that the route lacked
+    body = {
+        "var_confidence": 0.95,
+        "var_recovery_fraction": 0.5,
+        "max_orders_per_window": 30,
+        "rate_window_seconds": 30.0,
+    }
+
+    async def scenario() -> tuple[int, dict]:
+        async with running_session(tmp_path, min_bars=1) as (_, client):
+            # Act
+            response = await client.put("/api/v1/risk/limits", json=body, headers=bearer())
+            return response.status_code, (await client.get("/api/v1/risk")).json()
+
+    status, risk = asyncio.run(scenario())
+
+    # Assert
+    assert status == 200
+    assert {name: risk["limits"][name] for name in body} == body
+
+
 def test_a_risk_limit_change_the_controller_refuses_is_audited_as_refused(tmp_path: Path) -> None:
     async def scenario() -> tuple[int, dict]:
         async with running_session(tmp_path, min_bars=1) as (_, client):
