@@ -724,8 +724,20 @@ class RiskController(Component):
     def estimate_var(
         self, state: PortfolioState | Mapping[str, Any] | None = None, method: str | None = None
     ) -> VaREstimate:
-        """Return the daily VaR and CVaR of a portfolio state (the current one when None)."""
+        """Return the daily VaR and CVaR of a portfolio state (the current one when None).
+
+        Raises
+        ------
+        ValueError
+            For an unknown method, or a state holding a symbol the controller has
+            no returns for (its risk would count as none).
+        """
         current = self.portfolio_state() if state is None else PortfolioState.coerce(state)
+        self._require_known_symbols(current)
+        return self._estimate_var(current, method)
+
+    def _estimate_var(self, current: PortfolioState, method: str | None = None) -> VaREstimate:
+        """:meth:`estimate_var` of a coerced state whose symbols are the controller's."""
         chosen = method or self.var_method
         if chosen not in VAR_METHODS:
             raise ValueError(f"unknown VaR method {chosen!r}; expected one of {', '.join(VAR_METHODS)}")
@@ -824,6 +836,10 @@ class RiskController(Component):
                 f"the VaR needs {self.min_var_observations} bars of returns and the controller has {held}: "
                 "give it recorded bars first with warm_up(bars), or check once it has run that long"
             )
+        self._require_known_symbols(state)
+
+    def _require_known_symbols(self, state: PortfolioState) -> None:
+        """Raise naming the symbols ``state`` holds that the controller has no returns for."""
         unknown = sorted(symbol for symbol, value in state.exposures.items() if value and symbol not in self._column)
         if unknown:
             raise ValueError(
@@ -835,7 +851,7 @@ class RiskController(Component):
         """:meth:`check_var_limit` for the monitor: nothing to report while the VaR cannot be estimated yet."""
         if len(self._window) < self.min_var_observations or state.equity <= 0:
             return []
-        estimate = self.estimate_var(state)
+        estimate = self._estimate_var(state)
         self.last_var = estimate
         share = estimate.var / state.equity
         limit = self.limits.var_daily_pct
@@ -911,7 +927,7 @@ class RiskController(Component):
         one :meth:`estimate_var` returns.
         """
         if self.var_method != "parametric":
-            return self.estimate_var(state)
+            return self._estimate_var(state)
         var, cvar = self._parametric_var(state.exposures, self.limits.var_confidence)
         scale = math.sqrt(self._bars_per_day)
         return VaREstimate("parametric", var * scale, cvar * scale, observations)

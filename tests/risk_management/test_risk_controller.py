@@ -844,6 +844,18 @@ def test_check_var_limit_refuses_a_position_in_a_symbol_it_has_no_returns_for() 
         desk.risk.check_var_limit(portfolio_state)
 
 
+@pytest.mark.parametrize("method", ["historical", "parametric", "ewma"])
+def test_estimate_var_refuses_a_position_in_a_symbol_it_has_no_returns_for(method: str) -> None:
+    # Arrange: the controller follows BTCUSDT and ETHUSDT; the state also holds SOLUSDT
+    desk = Desk(var_window=300, min_var_observations=60, covariance_refresh_bars=1)
+    feed(desk, 300)
+    portfolio_state = {"equity": 10_000.0, "positions": {BTC: 500.0, "SOLUSDT": 400_000.0}}
+
+    # Act / Assert
+    with pytest.raises(ValueError, match="SOLUSDT"):
+        desk.risk.estimate_var(portfolio_state, method)
+
+
 def test_historical_var_is_the_empirical_loss_quantile_of_the_window() -> None:
     # Arrange
     desk = Desk(var_window=300, min_var_observations=60)
