@@ -117,6 +117,16 @@ from keel.risk_management.var import (
 )
 
 _isfinite = math.isfinite
+
+
+def _is_finite_number(value: object) -> bool:
+    """Return whether ``value`` is a finite real number (False for a string or None instead of a TypeError)."""
+    try:
+        return _isfinite(value)  # type: ignore[arg-type]
+    except TypeError:
+        return False
+
+
 _SIGN = {SignalAction.BUY: 1.0, SignalAction.SELL: -1.0, SignalAction.HOLD: 0.0}
 _BARS_PER_DAY = {"1s": 86_400.0} | {name: bars_per_day(name) for name in INTERVAL_MS}
 _CAP_REPUBLISH = 0.05
@@ -689,10 +699,11 @@ class RiskController(Component):
         Raises
         ------
         ValueError
-            If ``current_equity`` is not finite (an infinite one would become the peak for good).
+            If ``current_equity`` is not a finite number (an infinite one would become the peak
+            for good; ``True`` would count as an equity of 1, a string or None is no equity).
         """
-        if not _isfinite(current_equity):
-            raise ValueError(f"equity must be a finite number, got {current_equity}: the drawdown is left as it was")
+        if current_equity.__class__ is bool or not _is_finite_number(current_equity):
+            raise ValueError(f"equity must be a finite number, got {current_equity!r}: the drawdown is left as it was")
         peak = self._peak_equity
         if current_equity > peak:
             peak = self._peak_equity = current_equity

@@ -748,7 +748,7 @@ def test_a_position_book_refuses_a_capital_that_is_not_a_finite_decimal(capital:
     assert book.initial_capital == CAPITAL
 
 
-@pytest.mark.parametrize("equity", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("equity", [float("nan"), float("inf"), float("-inf"), True, "9500", None])
 def test_a_non_finite_equity_is_refused_and_leaves_the_drawdown_as_it_was(equity: float) -> None:
     # Arrange: 10% below an 11,000 peak
     risk = Desk().risk
