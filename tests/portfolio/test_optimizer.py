@@ -72,6 +72,15 @@ def test_optimize_weights_refuses_a_constraint_of_the_wrong_type_naming_it(
         asyncio.run(optimizer.optimize_weights(returns_data=may_hourly, constraints=constraints))
 
 
+def test_optimize_weights_names_a_column_that_holds_no_numbers(may_hourly: pd.DataFrame) -> None:
+    # Arrange: a notes column left in the frame of returns
+    returns_data = may_hourly.assign(note="rebalanced")
+
+    # Act / Assert
+    with pytest.raises(ValueError, match="note"):
+        asyncio.run(PortfolioOptimizer().optimize_weights(returns_data=returns_data))
+
+
 def test_optimize_weights_with_constraints_nothing_meets_says_why_and_holds_its_weights(
     may_hourly: pd.DataFrame,
 ) -> None:
