@@ -26,7 +26,7 @@ from keel.core.bus import EventBus
 from keel.core.clock import Clock, SimulatedClock
 from keel.core.component import Component
 from keel.core.messages import AllocationProposed, BarClosed, CorrelationJumped
-from keel.portfolio.estimators import estimate_covariance, refuse_prices, validate_returns
+from keel.portfolio.estimators import estimate_covariance, refuse_prices, require_numeric_columns, validate_returns
 from keel.portfolio.returns import ReturnWindow
 
 
@@ -140,7 +140,20 @@ class CorrelationAnalyzer(Component):
         self._last_ts = 0
 
     def fit(self, returns: pd.DataFrame) -> CorrelationAnalyzer:
-        """Analyze a frame of returns (one column per asset) instead of the bus's bars."""
+        """Analyze a frame of returns (one column per asset) instead of the bus's bars.
+
+        Raises
+        ------
+        TypeError
+            If ``returns`` is not a pandas DataFrame.
+        ValueError
+            If a column holds no numbers, or the returns hold NaN or infinity or look like prices.
+        """
+        if not isinstance(returns, pd.DataFrame):
+            raise TypeError(
+                f"returns must be a pandas DataFrame of returns, one column per asset, got {type(returns).__name__}"
+            )
+        require_numeric_columns(returns)
         refuse_prices(validate_returns(returns.to_numpy(), names=[str(c) for c in returns.columns]))
         self._frame = returns.tail(self.window).copy()
         return self

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 
 CovarianceMethod = Literal["sample", "ledoit_wolf", "ewma"]
 COVARIANCE_METHODS: tuple[str, ...] = ("sample", "ledoit_wolf", "ewma")
@@ -215,3 +216,31 @@ def blend_expected_returns(
         raise ValueError(f"signal weight must lie in [0, 1], got {signal_weight}")
     implied = information_coefficient * volatilities * scores
     return (1.0 - signal_weight) * historical + signal_weight * implied
+
+
+def _converts_to_floats(column: pd.Series) -> bool:
+    try:
+        np.asarray(column, dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def require_numeric_columns(returns: pd.DataFrame) -> None:
+    """Raise naming the columns of ``returns`` that do not hold numbers.
+
+    Raises
+    ------
+    ValueError
+        Naming every column that neither has a numeric dtype nor converts to floats.
+    """
+    others = [
+        str(name)
+        for name, column in returns.items()
+        if not pd.api.types.is_numeric_dtype(column.dtype) and not _converts_to_floats(column)
+    ]
+    if others:
+        raise ValueError(
+            f"returns columns {', '.join(others)} do not hold numbers: pass one column of returns per asset "
+            "(drop the others, e.g. returns.drop(columns=[...]))"
+        )

@@ -62,6 +62,7 @@ from keel.portfolio.estimators import (
     estimate_covariance,
     mean_returns,
     refuse_prices,
+    require_numeric_columns,
     signal_scores,
     validate_returns,
 )
@@ -99,28 +100,6 @@ class OptimizationResult:
     status: str
     fallback_reason: str
     solve_seconds: float
-
-
-def _converts_to_floats(column: pd.Series) -> bool:
-    try:
-        np.asarray(column, dtype=np.float64)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def _require_numeric_columns(returns: pd.DataFrame) -> None:
-    """Raise naming the columns of ``returns`` that do not hold numbers."""
-    others = [
-        str(name)
-        for name, column in returns.items()
-        if not pd.api.types.is_numeric_dtype(column.dtype) and not _converts_to_floats(column)
-    ]
-    if others:
-        raise ValueError(
-            f"returns columns {', '.join(others)} do not hold numbers: pass one column of returns per asset "
-            "(drop the others, e.g. returns.drop(columns=[...]))"
-        )
 
 
 class PortfolioOptimizer(Component):
@@ -337,7 +316,7 @@ class PortfolioOptimizer(Component):
             twice = sorted({asset for asset in assets if assets.count(asset) > 1})
             raise ValueError(f"returns name an asset twice: {', '.join(twice)}")
         if isinstance(returns, pd.DataFrame):
-            _require_numeric_columns(returns)
+            require_numeric_columns(returns)
         array = validate_returns(np.asarray(returns, dtype=np.float64), names=assets)
         refuse_prices(array)
         assets = assets or [f"asset_{i}" for i in range(array.shape[1])]

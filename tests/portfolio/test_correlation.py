@@ -160,3 +160,14 @@ def test_a_window_that_is_not_a_positive_whole_number_is_refused(may_hourly: pd.
     # Act / Assert
     with pytest.raises((TypeError, ValueError), match="window"):
         analyzer.calculate_correlation_matrix(window)  # type: ignore[arg-type]
+
+
+def test_fit_refuses_what_is_not_a_frame_of_numeric_returns(may_hourly: pd.DataFrame) -> None:
+    # Arrange
+    analyzer = CorrelationAnalyzer()
+
+    # Act / Assert
+    with pytest.raises(TypeError, match="DataFrame"):
+        analyzer.fit(may_hourly.to_numpy())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="note"):
+        analyzer.fit(may_hourly.assign(note="rebalanced"))
