@@ -509,9 +509,9 @@ def convert_archive(sources: Iterable[Path], destination: Path, result: ArchiveR
             "bars": "ohlcv",
             "bar_interval": intervals[0],
             "symbols": symbols,
+            # Without this key the default's bundled funding file would be looked for under this folder.
+            "funding": "funding/funding.csv.gz" if funding_symbols else "none",
         }
-        if funding_symbols:
-            section["funding"] = "funding/funding.csv.gz"
     return section
 
 

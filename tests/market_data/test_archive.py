@@ -160,6 +160,30 @@ def test_data_config_layer_is_written_and_loadable(tmp_path: Path) -> None:
     assert config.data.root == tmp_path.resolve()
 
 
+def test_a_klines_only_import_writes_a_layer_that_backtests_as_written(tmp_path: Path) -> None:
+    # Arrange: a day of real BTCUSDT minutes in the archive's layout, and no funding file
+    recorded = load_ohlcv(BARS_1M).frame.head(1440)
+    lines = [
+        f"{t},{o},{h},{lo},{c},{v},{t + 59_999},0,0,0,0,0" for t, o, h, lo, c, v in recorded.itertuples(index=False)
+    ]
+    klines = tmp_path / "BTCUSDT-1m-2025-05.csv"
+    klines.write_text("\n".join(lines) + "\n")
+    result = ArchiveResult()
+    section = convert_archive([klines], tmp_path / "out", result)
+    path = write_data_config(tmp_path / "out", section, result)
+
+    # Act: the command `keel data import` prints
+    from keel.backtest import BacktestEngine
+    from keel.config import load_config
+
+    config = load_config("backtest", str(path), overrides={"strategy": {"warmup_bars": 0}})
+    metrics = BacktestEngine(config).run().metrics
+
+    # Assert: candles without funding records, not the bundled funding file looked for under the import
+    assert config.data.funding is None
+    assert metrics["funding_data"] == "none" and metrics["bars_processed"] == 1440
+
+
 def test_convert_refuses_files_not_named_as_the_archive_names_them(tmp_path: Path) -> None:
     # Arrange
     stray = tmp_path / "prices.zip"
