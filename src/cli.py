@@ -124,6 +124,8 @@ def backtest(
             "see the log",
             err=True,
         )
+    for name, reason in result["strategies_not_ready"].items():
+        click.echo(f"keel: {name} never formed a view: it {reason} (its periods are in bars)", err=True)
     if result["handler_errors"]:
         _fail(f"{result['handler_errors']} handler errors during the backtest; see the log", EXIT_FAILURE)
 

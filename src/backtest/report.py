@@ -108,6 +108,11 @@ def _header(metrics: Mapping[str, Any], result: BacktestResult) -> str:
         notes.append("No funding data (data.funding: none): funding is zero in this run.")
     for name, reason in sorted(metrics.get("strategies_excluded", {}).items()):
         notes.append(f"{name} was kept out: {reason}.")
+    for name, reason in sorted(metrics.get("strategies_not_ready", {}).items()):
+        notes.append(
+            f"{name} never formed a view: it {reason} ({config.data.bar_interval} bars; its periods are in bars): "
+            "run a longer span, shorter bars or more warm-up (strategy.warmup_bars), or shorten its periods."
+        )
     if metrics.get("handler_errors"):
         notes.append(f"{metrics['handler_errors']} handler errors during the run: see the log.")
     if metrics.get("strategy_errors"):

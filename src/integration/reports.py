@@ -265,6 +265,7 @@ def run_metrics(pipeline: Pipeline, bars_per_year: float) -> dict[str, Any]:
             "strategies_excluded": dict(sorted(pipeline.excluded_strategies.items())),
             "strategy_errors": pipeline.strategy.errors,
             "strategies_disabled": strategies_disabled(pipeline),
+            "strategies_not_ready": pipeline.strategy.manager.unready_strategies(),
             # The risk controller's drawdown is the system's one drawdown (restored across restarts).
             "drawdown": pipeline.risk.drawdown,
             "max_drawdown": pipeline.risk.max_drawdown,

@@ -431,6 +431,21 @@ class StrategyManager:
             "signals_published": self.signals_published,
         }
 
+    def unready_strategies(self) -> dict[str, str]:
+        """Return, by strategy, why it never formed a view: no symbol gave it the bars its warm-up needs.
+
+        The bars counted are those the manager took (a warm-up's included).
+        Empty when every strategy had enough bars of some symbol, or no bar came yet.
+        """
+        most = max((book.bars for book in self._books.values()), default=0)
+        if not most:
+            return {}
+        return {
+            strategy.name: f"needs {strategy.warmup_bars} bars of a symbol, the run gave at most {most}"
+            for strategy in self.strategies
+            if strategy.warmup_bars > most
+        }
+
     def reset_performance(self) -> None:
         """Start every performance record afresh (after a warm-up on history)."""
         self.performance = {n: StrategyPerformance() for n in self.performance}

@@ -145,3 +145,19 @@ def test_a_run_too_short_for_the_optimizers_history_says_so_at_the_top() -> None
     note = '<p class="note">No order: '
     assert note in html and "portfolio.min_history_bars (60)" in html
     assert html.index(note) < html.index("<h2>")
+
+
+def test_a_strategy_the_run_gave_too_few_bars_is_named_at_the_top() -> None:
+    # Arrange: two weeks of hourly bars without warm-up, shorter than range_trading's 1441-bar channel
+    config = load_config(
+        "backtest",
+        overrides={"data": {"bar_interval": "1h", "resample_from": "1m"}, "strategy": {"warmup_bars": 0}},
+    )
+    result = BacktestEngine(config).run(symbols=["BTCUSDT"], start="2025-05-05", end="2025-05-19")
+
+    # Act
+    html = render_report(result)
+
+    # Assert
+    note = '<p class="note">range_trading never formed a view: it needs 1441 bars of a symbol, the run gave at most 336'
+    assert note in html and html.index(note) < html.index("<h2>")

@@ -375,3 +375,18 @@ def test_views_before_the_optimizer_has_enough_history_are_counted_so_no_orders_
     assert result["n_orders"] == 0 and result["n_orders_denied"] == 0
     assert result["signals_published"] > 0
     assert result["views_before_history"] > 0
+
+
+def test_strategies_no_symbol_gave_enough_bars_are_named_with_what_they_need() -> None:
+    # Arrange: two weeks of hourly bars, no warm-up: 336 bars a symbol, fewer than range_trading's 1441
+    config = load_config(
+        "backtest",
+        overrides={"data": {"bar_interval": "1h", "resample_from": "1m"}, "strategy": {"warmup_bars": 0}},
+    )
+
+    # Act
+    result = BacktestEngine(config).run(symbols=["BTCUSDT"], start="2025-05-05", end="2025-05-19")
+
+    # Assert: only the strategy whose warm-up is longer than the run, with its need
+    assert result["bars_processed"] == 336
+    assert result["strategies_not_ready"] == {"range_trading": "needs 1441 bars of a symbol, the run gave at most 336"}
