@@ -26,7 +26,9 @@ files and the built-in default, or the working directory for an environment
 variable. ``run.output_dir`` is interpreted against the working directory.
 
 Every problem is raised as `ConfigurationError` naming the file (or
-environment variable) that set the bad value and its dotted key.
+environment variable) that set the bad value and its dotted key; that includes
+a Markowitz-only portfolio key (``MARKOWITZ_ONLY_KEYS``) set with an allocator
+other than markowitz, which would ignore it.
 """
 
 from __future__ import annotations
@@ -637,8 +639,40 @@ class StrategyConfig(_Section):
         return self
 
 
+MARKOWITZ_ONLY_KEYS = frozenset(
+    {
+        "objective",
+        "covariance",
+        "covariance_halflife_bars",
+        "risk_aversion",
+        "target_return",
+        "target_volatility",
+        "max_weight",
+        "long_short",
+        "net_exposure_limit",
+        "turnover_limit",
+        "transaction_cost",
+        "holding_period_bars",
+        "decision_interval_bars",
+        "signal_persistence_bars",
+        "weight_step",
+        "lookback_bars",
+        "min_history_bars",
+        "reduce_factor",
+        "strategy_halflife_bars",
+        "strategy_floor",
+        "strategy_cap",
+    }
+)
+"""The portfolio keys only the markowitz allocator reads; any other allocator would silently ignore them."""
+
+
 class PortfolioConfig(_Section):
-    """Turning signals into target positions."""
+    """Turning signals into target positions.
+
+    The keys of :data:`MARKOWITZ_ONLY_KEYS` apply to ``allocator: markowitz``
+    only: :func:`load_config` refuses one set with another allocator.
+    """
 
     gross_exposure: float = Field(1.0, gt=0, le=10, description="Sum of absolute target notionals over equity.")
     rebalance_threshold: float = Field(
@@ -1309,7 +1343,38 @@ def load_config(
             "run.mode",
             f"{config.run.mode!r} conflicts with the requested mode {mode!r}",
         )
+    _refuse_ignored_markowitz_keys(config.portfolio, provenance, _default_files(directory, mode))
     return _resolve_paths(config, provenance, directory)
+
+
+def _default_files(directory: Path, mode: str | None) -> set[str]:
+    """Return the sources of the configuration folder's files, which hold the defaults: default.yaml, the mode's."""
+    files = {str(directory / "default.yaml")}
+    if mode is not None:
+        files.add(str(directory / f"{mode}.yaml"))
+    return files
+
+
+def _refuse_ignored_markowitz_keys(portfolio: PortfolioConfig, provenance: _Provenance, documenting: set[str]) -> None:
+    """Refuse a Markowitz-only key set explicitly while another allocator runs: it would be silently ignored.
+
+    Only keys the user gave count (``model_fields_set``, from a source other
+    than ``documenting``: the configuration folder's default and mode files,
+    which hold every key's default for whichever allocator is chosen).
+    """
+    if portfolio.allocator == "markowitz":
+        return
+    for key in sorted(MARKOWITZ_ONLY_KEYS & portfolio.model_fields_set):
+        source = _source_of(("portfolio", key), provenance)
+        if source in documenting:
+            continue
+        raise ConfigurationError(
+            source,
+            f"portfolio.{key}",
+            f"applies to the markowitz allocator only, but portfolio.allocator is {portfolio.allocator!r} "
+            f"(from {_source_of(('portfolio', 'allocator'), provenance)}), which ignores it; remove the key, "
+            "or set portfolio.allocator to markowitz",
+        )
 
 
 def _config_folder(config_dir: str | Path | None) -> Path:

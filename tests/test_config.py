@@ -392,6 +392,54 @@ def test_error_message_is_one_line_with_file_and_key(tmp_path: Path) -> None:
     assert "risk.max_levrage" in message
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("risk_aversion", "5.0"), ("objective", "max_sharpe"), ("covariance", "ewma"), ("covariance_halflife_bars", "60")],
+)
+def test_a_markowitz_only_key_set_with_another_allocator_stops_at_start_naming_the_file_and_key(
+    tmp_path: Path, key: str, value: str
+) -> None:
+    # Arrange: the equal-weight allocator silently ignored these
+    user = write(tmp_path / "user.yaml", f"portfolio:\n  allocator: equal_weight\n  {key}: {value}\n")
+
+    # Act
+    error = load_error(config_file=user)
+
+    # Assert
+    assert (error.file, error.key) == (str(user), f"portfolio.{key}")
+    assert "applies to the markowitz allocator only" in error.problem
+
+
+def test_a_markowitz_only_environment_override_with_equal_weights_in_the_file_names_the_variable(
+    tmp_path: Path,
+) -> None:
+    # Arrange
+    user = write(tmp_path / "user.yaml", "portfolio:\n  allocator: equal_weight\n")
+
+    # Act
+    error = load_error(config_file=user, KEEL_PORTFOLIO__RISK_AVERSION="10")
+
+    # Assert
+    assert (error.file, error.key) == ("environment variable KEEL_PORTFOLIO__RISK_AVERSION", "portfolio.risk_aversion")
+
+
+def test_equal_weights_load_over_the_default_files_that_document_every_markowitz_key(tmp_path: Path) -> None:
+    # Arrange: config/default.yaml sets every key; a folder of defaults may set Markowitz values of its own
+    folder = tmp_path / "config"
+    folder.mkdir()
+    write(folder / "default.yaml", (CONFIG_DIR / "default.yaml").read_text(encoding="utf-8"))
+    write(folder / "backtest.yaml", "portfolio:\n  risk_aversion: 100.0\n")
+    user = write(tmp_path / "user.yaml", "portfolio:\n  allocator: equal_weight\n  rebalance_threshold: 0.01\n")
+
+    # Act
+    from_environment = load(KEEL_PORTFOLIO__ALLOCATOR="equal_weight")
+    from_file = load_config("backtest", user, environ={}, config_dir=folder)
+
+    # Assert
+    assert from_environment.portfolio.allocator == from_file.portfolio.allocator == "equal_weight"
+    assert from_file.portfolio.risk_aversion == 100.0
+
+
 # Secrets
 
 

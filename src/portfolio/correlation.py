@@ -135,7 +135,7 @@ class CorrelationAnalyzer(Component):
         self.covariance = covariance
         self._returns = ReturnWindow(self.symbols, window) if self.symbols else None
         self._frame: pd.DataFrame | None = None
-        self._weights: dict[str, float] = {}
+        self._weights: dict[str, float] | None = None
         self.alerts: list[CorrelationJumped] = []
         self._last_ts = 0
 
@@ -220,13 +220,16 @@ class CorrelationAnalyzer(Component):
         TypeError
             If ``weights`` is a frame of returns (those go to :meth:`fit`).
         ValueError
-            With no returns yet, or if a weight names an asset without returns or is not a finite number.
+            With no returns yet; with no ``weights`` before any allocation was
+            proposed (there is no portfolio to decompose, not one of zero
+            risk); or if a weight names an asset without returns or is not a
+            finite number.
         """
         if isinstance(weights, pd.DataFrame):
             raise TypeError(_FRAME_TO_FIT.format(argument="weights (a mapping of asset to weight)"))
         frame = self._analyzed_returns()
         array = validate_returns(frame.to_numpy())
-        chosen = self._weights if weights is None else dict(weights)
+        chosen = self._allocation() if weights is None else dict(weights)
         names = [str(c) for c in frame.columns]
         unknown = sorted(set(chosen) - set(names))
         if unknown:
@@ -245,6 +248,17 @@ class CorrelationAnalyzer(Component):
             share=dict(zip(names, share.tolist(), strict=True)),
             diversification_ratio=diversification_ratio(vector, covariance),
         )
+
+    def _allocation(self) -> dict[str, float]:
+        """Return the last proposed weights, or raise saying how to get some when none was proposed yet."""
+        if self._weights is None:
+            raise ValueError(
+                "no allocation yet to decompose: the analyzer takes the weights of the last AllocationProposed on "
+                "its bus and none came; start it on the bus with the allocator and run or rebalance first "
+                "(portfolio_optimizer.rebalance_portfolio()), or pass the weights: "
+                "decompose_portfolio_risk({'BTCUSDT': 0.6, 'ETHUSDT': 0.4})"
+            )
+        return self._weights
 
     def check_jumps(self, ts: int) -> list[CorrelationJumped]:
         """Compare recent and whole-window correlations; publish and return the jumps."""

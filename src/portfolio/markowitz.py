@@ -150,7 +150,10 @@ class PortfolioConstraints:
                 if isinstance(number, float | int) and not isinstance(number, bool) and not math.isfinite(number):
                     raise ValueError(f"constraint {field.name} must be finite, got {value}")
         if self.lower_bound > self.max_weight:
-            raise ValueError(f"min_weight {self.lower_bound} is above max_weight {self.max_weight}")
+            raise ValueError(
+                f"min_weight {self.lower_bound} is above max_weight {self.max_weight}: no weight can lie between "
+                "them; lower min_weight or raise max_weight"
+            )
         for name in ("gross_leverage", "turnover"):
             value = getattr(self, name)
             if value is not None and value <= 0:
@@ -659,12 +662,7 @@ def infeasibility_reason(objective: str, inputs: ProblemInputs, constraints: Por
     lower, upper = np.asarray(inputs.lower, dtype=np.float64), np.asarray(inputs.upper, dtype=np.float64)
     n, tolerance = len(lower), FEASIBILITY_TOLERANCE
     low_sum, high_sum = float(lower.sum()), float(upper.sum())
-    if constraints.net_exposure is not None:
-        net_low = net_high = constraints.net_exposure
-    elif constraints.net_exposure_bounds is not None:
-        net_low, net_high = constraints.net_exposure_bounds
-    else:
-        net_low, net_high = -math.inf, math.inf
+    net_low, net_high = _net_range(constraints)
     if low_sum > net_high + tolerance:
         return f"the {n} weights' lower bounds (min_weight) sum to {low_sum:g}, above the net exposure {net_high:g}"
     if high_sum < net_low - tolerance:
@@ -691,6 +689,72 @@ def infeasibility_reason(objective: str, inputs: ProblemInputs, constraints: Por
     if objective == "efficient_return" and inputs.target is not None and best < inputs.target - tolerance:
         return f"the target return {inputs.target:.3g} a bar is above the best the bounds allow, {best:.3g}"
     return None
+
+
+def bounds_conflict(n_assets: int, constraints: PortfolioConstraints) -> str | None:
+    """Say which constraints no ``n_assets`` weights can meet together, and what to relax (None when some can).
+
+    Pure arithmetic, before any solve: every weight lies in ``[lower_bound,
+    max_weight]``, so the weights sum to between ``n_assets`` times each
+    bound, which must reach the net exposure (``net_exposure``, the sum of
+    the weights: 1 is fully invested; else ``net_exposure_bounds``), and the
+    bounds and net exposure need a least gross leverage, which must not pass
+    ``gross_leverage``.
+
+    Parameters
+    ----------
+    n_assets
+        The number of weights.
+    constraints
+        The constraints on them.
+
+    Returns
+    -------
+    str or None
+        The conflict and the constraint to relax by how much, or None.
+    """
+    n, tolerance = n_assets, FEASIBILITY_TOLERANCE
+    low, high = constraints.lower_bound, constraints.max_weight
+    net_low, net_high = _net_range(constraints)
+    fixed = constraints.net_exposure is not None
+    if n * low > net_high + tolerance:
+        net = (
+            f"net exposure {net_high:g} (net_exposure, the sum of the weights)"
+            if fixed
+            else f"highest net exposure {net_high:g} (net_exposure_bounds)"
+        )
+        return (
+            f"min_weight {low:g} x {n} assets = {n * low:g} is above the {net}: lower min_weight to at most "
+            f"{net_high / n:g}, or raise {'net_exposure' if fixed else 'net_exposure_bounds'}"
+        )
+    if n * high < net_low - tolerance:
+        net = (
+            f"net exposure {net_low:g} (net_exposure, the sum of the weights)"
+            if fixed
+            else f"lowest net exposure {net_low:g} (net_exposure_bounds)"
+        )
+        return (
+            f"max_weight {high:g} x {n} assets = {n * high:g} is below the {net}: raise max_weight to at least "
+            f"{net_low / n:g}, or lower {'net_exposure' if fixed else 'net_exposure_bounds'}"
+        )
+    nearest_zero = 0.0 if low <= 0.0 <= high else min(abs(low), abs(high))
+    least_gross = max(n * nearest_zero, 0.0 if net_low <= 0.0 <= net_high else min(abs(net_low), abs(net_high)))
+    if constraints.gross_leverage is not None and least_gross > constraints.gross_leverage + tolerance:
+        return (
+            f"min_weight {low:g}, max_weight {high:g} and the net exposure need a gross leverage of at least "
+            f"{least_gross:g}, above gross_leverage {constraints.gross_leverage:g}: raise gross_leverage to at least "
+            f"{least_gross:g}, or bring the net exposure and the weight bounds nearer zero"
+        )
+    return None
+
+
+def _net_range(constraints: PortfolioConstraints) -> tuple[float, float]:
+    """Return the lowest and highest sum of the weights the constraints allow."""
+    if constraints.net_exposure is not None:
+        return constraints.net_exposure, constraints.net_exposure
+    if constraints.net_exposure_bounds is not None:
+        return constraints.net_exposure_bounds
+    return -math.inf, math.inf
 
 
 def _best_return(mu: np.ndarray, lower: np.ndarray, upper: np.ndarray, least: float, most: float) -> float:

@@ -13,7 +13,9 @@ minimum-variance weights, and when those fail too, or the problem has no
 solution at all, it keeps the previous weights (or the current ones, or none);
 ``fallback_reason_`` records why. ``await optimize_weights(returns_data=df,
 constraints={...}, objective=...)`` is the same as an awaitable returning an
-:class:`OptimizationResult` whose ``weights`` maps each column to its weight.
+:class:`OptimizationResult` whose ``weights`` maps each column to its weight,
+except that constraints no weights can meet are a ValueError saying what to
+relax, not held weights.
 
 As a component on the bus it keeps a rolling window of bar closes per symbol,
 the latest view of every strategy on every symbol (``SignalGenerated``:
@@ -68,11 +70,13 @@ from keel.portfolio.estimators import (
 )
 from keel.portfolio.markowitz import (
     OBJECTIVES,
+    InfeasibleProblemError,
     MarkowitzProblem,
     PortfolioConstraints,
     ProblemInputs,
     Solution,
     SolverFailedError,
+    bounds_conflict,
     solve_with_fallbacks,
     structure_key,
 )
@@ -311,15 +315,7 @@ class PortfolioOptimizer(Component):
             chain gave the weights) and
             ``solve_seconds_``.
         """
-        assets = [str(c) for c in returns.columns] if isinstance(returns, pd.DataFrame) else None
-        if assets is not None and len(set(assets)) < len(assets):
-            twice = sorted({asset for asset in assets if assets.count(asset) > 1})
-            raise ValueError(f"returns name an asset twice: {', '.join(twice)}")
-        if isinstance(returns, pd.DataFrame):
-            require_numeric_columns(returns)
-        array = validate_returns(np.asarray(returns, dtype=np.float64), names=assets)
-        refuse_prices(array)
-        assets = assets or [f"asset_{i}" for i in range(array.shape[1])]
+        array, assets = _returns_array(returns)
         return self._fit_array(array, assets, expected_returns, current_weights, caps, constraints, objective)
 
     def _fit_array(
@@ -331,8 +327,13 @@ class PortfolioOptimizer(Component):
         caps: Sequence[float] | np.ndarray | None,
         constraints: PortfolioConstraints | None,
         objective: str | None,
+        *,
+        refuse_infeasible: bool = False,
     ) -> PortfolioOptimizer:
-        """:meth:`fit` on validated returns with their asset names (no frame built on the bus's path)."""
+        """:meth:`fit` on validated returns with their asset names (no frame built on the bus's path).
+
+        With ``refuse_infeasible`` a problem without a solution raises ValueError, leaving the fit as it was.
+        """
         n = array.shape[1]
         chosen = objective or self.objective
         if chosen not in OBJECTIVES:
@@ -349,6 +350,11 @@ class PortfolioOptimizer(Component):
         try:
             solution = self._solve(chosen, rules, mu, covariance, lower, upper, current, assets)
         except SolverFailedError as error:
+            if refuse_infeasible and isinstance(error, InfeasibleProblemError):
+                raise ValueError(
+                    f"no weights meet the constraints with objective {chosen} on these returns ({error}): relax "
+                    "min_weight, max_weight, gross_leverage, turnover or the net exposure, or choose another objective"
+                ) from error
             weights, self.method_ = previous, "held"
             self.status_, self.fallback_reason_ = "fallback", str(error)
             self.fallbacks += 1
@@ -542,7 +548,22 @@ class PortfolioOptimizer(Component):
 
         ``constraints`` is a mapping of :class:`PortfolioConstraints` fields
         (``{'min_weight': 0.05, 'max_weight': 0.6}``) laid over the configured
-        constraints, or a full :class:`PortfolioConstraints`.
+        constraints, or a full :class:`PortfolioConstraints`. Unlike the
+        pipeline's rebalance, it answers constraints nothing can meet with an
+        error, not with held (or all-zero) weights.
+
+        Raises
+        ------
+        TypeError
+            If ``returns_data`` is not a DataFrame.
+        ValueError
+            For a constraint of the wrong type or range; for constraints no
+            weights can meet together (``min_weight`` x assets above the net
+            exposure, ``max_weight`` x assets below it, ``min_weight`` above
+            ``max_weight``, a gross leverage below what they need), naming
+            them and what to relax, before any solve; or when the solver finds
+            no weights meeting the constraints on these returns. The
+            optimizer's last fit is kept then.
         """
         if not isinstance(returns_data, pd.DataFrame):
             raise TypeError(f"returns_data must be a pandas DataFrame of returns, got {type(returns_data).__name__}")
@@ -551,7 +572,12 @@ class PortfolioOptimizer(Component):
             if isinstance(constraints, PortfolioConstraints)
             else PortfolioConstraints.from_mapping(constraints, self.constraints)
         )
-        return self.fit(returns_data, expected_returns, constraints=rules, objective=objective).result()
+        array, assets = _returns_array(returns_data)
+        conflict = bounds_conflict(len(assets), rules)
+        if conflict is not None:
+            raise ValueError(f"the constraints cannot all hold: {conflict}")
+        self._fit_array(array, assets, expected_returns, None, None, rules, objective, refuse_infeasible=True)
+        return self.result()
 
     # --- component ------------------------------------------------------------------------
 
@@ -940,6 +966,19 @@ def _common_times(times: np.ndarray, other: np.ndarray) -> np.ndarray:
     """Return the ``times`` also in ``other`` (both strictly rising): ``np.intersect1d`` by binary search."""
     positions = np.minimum(np.searchsorted(other, times), len(other) - 1)
     return times[other[positions] == times]
+
+
+def _returns_array(returns: pd.DataFrame | np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Return validated per-bar returns and their asset names (``asset_i`` for an array's columns)."""
+    assets = [str(c) for c in returns.columns] if isinstance(returns, pd.DataFrame) else None
+    if assets is not None and len(set(assets)) < len(assets):
+        twice = sorted({asset for asset in assets if assets.count(asset) > 1})
+        raise ValueError(f"returns name an asset twice: {', '.join(twice)}")
+    if isinstance(returns, pd.DataFrame):
+        require_numeric_columns(returns)
+    array = validate_returns(np.asarray(returns, dtype=np.float64), names=assets)
+    refuse_prices(array)
+    return array, assets or [f"asset_{i}" for i in range(array.shape[1])]
 
 
 def _vector(values: Sequence[float] | np.ndarray | None, n: int, default: float, name: str) -> np.ndarray:

@@ -10,8 +10,10 @@ does (the user's UC-1.2); an unknown name or a value out of range is a
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
+from decimal import Decimal
 from typing import Any
 
 from keel.core.instruments import LARGEST_LEVERAGE
@@ -90,7 +92,9 @@ class RiskLimits:
         Raises
         ------
         ValueError
-            For an unknown name or a bad value, naming it.
+            For an unknown name, or a value that is not a finite number in
+            range (a string such as ``"3"``, a boolean or None included),
+            naming it; the limits are left as they were.
         """
         known = {field.name for field in fields(self)}
         unknown = sorted(set(changes) - known)
@@ -98,12 +102,9 @@ class RiskLimits:
             raise ValueError(f"unknown risk limit {', '.join(unknown)}; expected one of {', '.join(sorted(known))}")
         values: dict[str, Any] = {}
         for name, value in changes.items():
-            if isinstance(value, bool):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real | Decimal):
                 raise ValueError(f"risk limit {name} must be a number, got {value!r}")
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"risk limit {name} must be a number, got {value!r}") from None
+            number = float(value)
             if name in _INTEGERS and not number.is_integer():
                 raise ValueError(f"risk limit {name} must be a whole number, got {value!r}")
             values[name] = int(number) if name in _INTEGERS else number

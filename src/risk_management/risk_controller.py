@@ -1014,7 +1014,9 @@ class RiskController(Component):
         Raises
         ------
         ValueError
-            For an unknown limit name or a bad value (nothing changes then).
+            For an unknown limit name or a value that is not a finite number in
+            range, such as the string ``"3"``, a boolean or None, naming the limit
+            and the value (no limit changes then, nor is anything published).
         """
         self.limits = self.limits.updated(changes)
         self._sizer_refresh()

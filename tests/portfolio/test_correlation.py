@@ -141,6 +141,31 @@ def test_an_analyzer_with_no_returns_says_how_to_give_it_some() -> None:
         analyzer.decompose_portfolio_risk()
 
 
+def test_a_decomposition_before_any_allocation_is_refused_saying_what_to_do(may_hourly: pd.DataFrame) -> None:
+    # Arrange: returns but no allocation yet; it answered a volatility of 0 on every asset
+    analyzer = CorrelationAnalyzer().fit(may_hourly)
+
+    # Act / Assert
+    with pytest.raises(ValueError, match=r"no allocation yet.*rebalance.*or pass the weights"):
+        analyzer.decompose_portfolio_risk()
+
+
+def test_a_decomposition_after_an_allocation_on_the_bus_uses_its_weights(may_hourly: pd.DataFrame) -> None:
+    # Arrange
+    bus = EventBus()
+    analyzer = CorrelationAnalyzer(bus=bus).fit(may_hourly)
+    analyzer.start()
+    weights = {"BTCUSDT": 0.6, "ETHUSDT": 0.4}
+
+    # Act
+    bus.publish(AllocationProposed(weights=weights, reason="rebalance", ts_event=1, ts_init=1))
+    bus.drain()
+
+    # Assert
+    assert analyzer.decompose_portfolio_risk() == analyzer.decompose_portfolio_risk(weights)
+    assert analyzer.decompose_portfolio_risk().volatility > 0
+
+
 def test_a_returns_frame_passed_to_the_uc_calls_is_refused_with_the_call_to_make(may_hourly: pd.DataFrame) -> None:
     # Arrange
     analyzer = CorrelationAnalyzer()

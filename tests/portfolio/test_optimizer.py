@@ -81,21 +81,61 @@ def test_optimize_weights_names_a_column_that_holds_no_numbers(may_hourly: pd.Da
         asyncio.run(PortfolioOptimizer().optimize_weights(returns_data=returns_data))
 
 
-def test_optimize_weights_with_constraints_nothing_meets_says_why_and_holds_its_weights(
-    may_hourly: pd.DataFrame,
+@pytest.mark.parametrize(
+    ("constraints", "objective", "conflict"),
+    [
+        ({"min_weight": 0.2}, "max_sharpe", r"min_weight 0\.2 x 10 assets = 2 is above the net exposure 1 .*"
+         r"lower min_weight to at most 0\.1"),
+        ({"max_weight": 0.05}, "min_volatility", r"max_weight 0\.05 x 10 assets = 0\.5 is below the net exposure 1 .*"
+         r"raise max_weight to at least 0\.1"),
+        ({"min_weight": 0.5, "max_weight": 0.4}, "max_sharpe", r"min_weight 0\.5 is above max_weight 0\.4.*"
+         r"lower min_weight or raise max_weight"),
+        ({"gross_leverage": 0.5}, "min_volatility", r"gross leverage of at least 1, above gross_leverage 0\.5.*"
+         r"raise gross_leverage to at least 1"),
+        ({"long_short": True, "max_weight": 0.1, "net_exposure": None, "net_exposure_bounds": (2.0, 3.0)},
+         "mean_variance", r"max_weight 0\.1 x 10 assets = 1 is below the lowest net exposure 2 .*raise max_weight"),
+    ],
+    ids=["floors above fully invested", "caps below fully invested", "floor above cap", "gross below net",
+         "caps below the net bounds"],
+)  # fmt: skip
+def test_optimize_weights_with_constraints_nothing_meets_refuses_them_naming_what_to_relax(
+    may_hourly: pd.DataFrame, constraints: dict[str, object], objective: str, conflict: str
 ) -> None:
-    # Arrange: ten floors of 20% cannot sum to a fully invested 100%
+    # Arrange: all-zero "fallback" weights were returned for these, as if they were an answer
     optimizer = PortfolioOptimizer()
 
+    # Act / Assert
+    with pytest.raises(ValueError, match=conflict):
+        asyncio.run(optimizer.optimize_weights(returns_data=may_hourly, constraints=constraints, objective=objective))
+    assert optimizer.fallbacks == 0 and optimizer.solves == 0
+
+
+def test_optimize_weights_refuses_what_the_solver_finds_infeasible_and_keeps_its_weights(
+    may_hourly: pd.DataFrame, march_hourly: pd.DataFrame
+) -> None:
+    # Arrange: bounds that can hold, but in March 2025 no long-only mix with 5% floors earns anything
+    columns = list(march_hourly.columns.intersection(may_hourly.columns))
+    optimizer = PortfolioOptimizer(constraints={"min_weight": 0.05, "max_weight": 0.6})
+    before = asyncio.run(optimizer.optimize_weights(returns_data=may_hourly[columns], objective="max_sharpe"))
+
+    # Act / Assert
+    with pytest.raises(ValueError, match=r"no weights within the bounds have a positive expected return.*relax"):
+        asyncio.run(optimizer.optimize_weights(returns_data=march_hourly[columns], objective="max_sharpe"))
+    assert optimizer.result() == before
+    assert optimizer.fallbacks == 0
+
+
+def test_fit_with_constraints_nothing_meets_holds_its_weights_and_says_why(may_hourly: pd.DataFrame) -> None:
+    # Arrange: the pipeline's path; ten floors of 20% cannot sum to a fully invested 100%
+    optimizer = PortfolioOptimizer(constraints={"min_weight": 0.2})
+
     # Act
-    result = asyncio.run(
-        optimizer.optimize_weights(returns_data=may_hourly, constraints={"min_weight": 0.2}, objective="max_sharpe")
-    )
+    optimizer.fit(may_hourly, objective="max_sharpe")
 
     # Assert: nothing held yet, so no weights
-    assert result.status == "fallback"
-    assert "lower bounds (min_weight) sum to 2, above the net exposure 1" in result.fallback_reason
-    assert set(result.weights.values()) == {0.0}
+    assert optimizer.status_ == "fallback" and optimizer.method_ == "held"
+    assert "lower bounds (min_weight) sum to 2, above the net exposure 1" in optimizer.fallback_reason_
+    assert set(optimizer.weights_.tolist()) == {0.0}
 
 
 def test_prices_duplicate_assets_and_bad_expected_returns_are_refused_by_what_is_wrong(
@@ -350,6 +390,21 @@ def test_rebalance_reduce_and_the_reducing_state_as_the_user_calls_them(make_bar
     assert reduced == {s: w * 0.5 for s, w in targets.items()}
     assert desk.proposals[-1].weights == {s: w * 0.25 for s, w in targets.items()}
     assert desk.proposals[-1].reason.startswith("reduce risk")
+
+
+def test_the_pipelines_rebalance_with_constraints_nothing_meets_still_proposes_and_never_fails(make_bars) -> None:
+    # Arrange: three floors of 50% cannot sum to a fully invested 100%; optimize_weights refuses these
+    desk = Desk(objective="min_volatility", constraints={"min_weight": 0.5})
+    desk.feed(make_bars(SYMBOLS, 120))
+
+    # Act
+    result = asyncio.run(desk.optimizer.rebalance_portfolio())
+    desk.bus.drain()
+
+    # Assert: nothing held yet, so no weights, and the reason says why
+    assert result is not None and result.status == "fallback"
+    assert "lower bounds (min_weight) sum to 1.5, above the net exposure 1" in result.fallback_reason
+    assert desk.proposals[-1].weights == dict.fromkeys(SYMBOLS, 0.0)
 
 
 def test_scheduled_rebalance_proposes_on_the_timer(make_bars) -> None:

@@ -32,6 +32,8 @@ def test_updated_replaces_named_limits_and_keeps_the_rest() -> None:
         ({"max_order_notional": float("inf")}, "positive finite"),
         ({"halt_drawdown_pct": 0.1}, "halt_drawdown_pct"),
         ({"max_leverage": True}, "max_leverage must be a number, got True"),
+        ({"max_leverage": "3"}, "max_leverage must be a number, got '3'"),
+        ({"max_orders_per_window": "30"}, "max_orders_per_window must be a number, got '30'"),
         ({"max_leverage": 200}, "max_leverage .* at most 125"),
         ({"max_net_leverage": 126.0}, "max_net_leverage .* at most 125"),
     ],

@@ -8,6 +8,7 @@ positions are given to it as ``OrderFilled`` events at those marks.
 from __future__ import annotations
 
 import functools
+import re
 from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
 
@@ -638,6 +639,21 @@ def test_update_limits_refuses_bad_limits_and_keeps_the_old_ones(changes: dict, 
     with pytest.raises(ValueError, match=message):
         desk.risk.update_limits(changes)
     assert desk.risk.limits is before
+
+
+@pytest.mark.parametrize("value", ["3", "1e1", b"3", None, True, float("nan"), float("inf")], ids=repr)
+def test_update_limits_refuses_a_value_that_is_not_a_finite_number_and_changes_no_limit(value: object) -> None:
+    # Arrange: the string "3" became a leverage of 3 here while the control API refused it
+    desk = Desk()
+    before = desk.risk.limits
+    updates = collect(desk, RiskLimitsUpdated)
+
+    # Act / Assert
+    with pytest.raises(ValueError, match=rf"risk limit max_leverage must be a .*number, got {re.escape(repr(value))}"):
+        desk.risk.update_limits({"max_drawdown_pct": 0.1, "max_leverage": value})
+    desk.bus.drain()
+    assert desk.risk.limits is before
+    assert updates == []
 
 
 def test_var_limit_denies_an_order_that_raises_daily_var_above_it() -> None:

@@ -234,19 +234,21 @@ def test_uc_1_2_and_3_2_a_risk_controller_built_from_keywords_alone() -> None:
 
 
 def test_uc_3_2_correlation_and_risk_decomposition_then_reduce_exposure() -> None:
-    # Arrange
+    # Arrange: no allocation on a bus here, so the decomposition is of the weights an optimization gave
     correlation_analyzer = CorrelationAnalyzer(list(SYMBOLS)).fit(hourly_returns())
     portfolio_optimizer = PortfolioOptimizer()
+    allocation = asyncio.run(portfolio_optimizer.optimize_weights(returns_data=hourly_returns())).weights
 
     # Act
     correlation_matrix = correlation_analyzer.calculate_correlation_matrix()
-    risk_decomposition = correlation_analyzer.decompose_portfolio_risk()
+    risk_decomposition = correlation_analyzer.decompose_portfolio_risk(allocation)
     reduced = asyncio.run(portfolio_optimizer.reduce_risk_exposure())
 
     # Assert
     assert list(correlation_matrix.columns) == list(SYMBOLS)
     assert np.allclose(np.diag(correlation_matrix.to_numpy()), 1.0)
-    assert risk_decomposition is not None
+    assert risk_decomposition.volatility > 0
+    assert sum(risk_decomposition.component.values()) == pytest.approx(risk_decomposition.volatility)
     assert reduced == {}
 
 
