@@ -884,7 +884,11 @@ class PaperConfig(_Section):
     )
     status_interval_seconds: float = Field(5.0, gt=0, description="Seconds between status lines.")
     resume: bool = Field(
-        True, description="Recover an unfinished session (stopped or crashed) at start; false opens a new account."
+        True,
+        description=(
+            "Recover an unfinished session (stopped or crashed) at start; false opens a new account with the "
+            "configured risk limits (the ones operators set at run time are forgotten)."
+        ),
     )
     cancel_orders_on_stop: bool = Field(
         False,
