@@ -9,7 +9,8 @@ Two halves that never block the trading loop:
 - :class:`TelegramBot` runs on its own asyncio loop (its own thread in a
   run): it sends each chat its own backlog of the outbox, one batched message
   at most every ``min_interval`` seconds (a burst of fills is one message),
-  waits out each 429's ``retry_after`` (up to a bound), keeps a message for
+  waits out each 429's ``retry_after`` (up to a bound; the wait holds only
+  the chat answered 429, the others are sent to meanwhile), keeps a message for
   the next try to a chat it did not reach after a timeout, an error or a 429
   past that bound (the other chats go on), tries a chat that refuses the bot
   (403, 400 chat not found) only every few minutes, and long-polls for
@@ -366,19 +367,19 @@ class TelegramBot:
     async def flush(self) -> bool:
         """Move the outbox to every chat's backlog and send each chat its next message; return whether all went.
 
-        Each chat is delivered on its own, in order: a message a chat did not get
-        (a timeout, another error, a 429 past ``max_attempts`` or ``max_wait``) is
-        its next one, and the other chats go on meanwhile. A chat that refuses the
+        Each chat is delivered on its own, in order, and all at once: a chat waiting
+        out a 429 holds only itself (the other chats get this flush's message
+        meanwhile), and a message a chat did not get (a timeout, another error, a 429
+        past ``max_attempts`` or ``max_wait``) is its next one. A chat that refuses the
         bot (403, or 400 chat not found) is tried again every ``unreachable_retry``
         seconds only. A backlog holds at most the outbox's capacity: beyond it a
         chat's oldest lines are dropped and counted.
         """
         lines = self.outbox.take_all()
-        delivered = True
-        for chat, lane in self._lanes.items():
+        for lane in self._lanes.values():
             self._queue(lane, lines)
-            delivered = await self._send_next(chat, lane) and delivered
-        return delivered
+        sent = await asyncio.gather(*(self._send_next(chat, lane) for chat, lane in self._lanes.items()))
+        return all(sent)
 
     def _queue(self, lane: _ChatLane, lines: list[str]) -> None:
         self.statistics.dropped += max(0, len(lane.backlog) + len(lines) - self.outbox.capacity)

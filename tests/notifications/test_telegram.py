@@ -99,6 +99,18 @@ class Sleeper:
             self.stop.set()
 
 
+class HeldSleeper(Sleeper):
+    """Records the waits the bot asks for and holds each until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        await self.release.wait()
+
+
 class FakeTime:
     """The bot's clock: seconds the test sets."""
 
@@ -116,9 +128,10 @@ def make_bot(
     audit: list,
     timeout: float = 5.0,
     chats: tuple[int, ...] = (ALLOWED,),
+    sleeper: Sleeper | None = None,
     **options: Any,
 ) -> tuple[TelegramBot, Sleeper]:
-    sleeper = Sleeper()
+    sleeper = Sleeper() if sleeper is None else sleeper
     bot = TelegramBot(
         Secret(TOKEN),
         chats,
@@ -369,6 +382,33 @@ def test_a_flush_still_rate_limited_past_its_bound_keeps_the_batch_for_the_next(
     assert not first and sent_first == []
     assert sleeper.waits == waits and bot.statistics.rate_limit_give_ups == 1
     assert second and [s["text"] for s in api.sent] == ["fill BTCUSDT BUY 0.001 @ 95000.0"]
+
+
+def test_a_chat_waiting_out_a_429_holds_only_itself_the_other_chats_get_the_same_flush() -> None:
+    # Arrange: the first chat is answered 429 (retry after 7 s); its wait is held until the test releases it
+    outbox = Outbox()
+    outbox.put("fill BTCUSDT BUY 0.001 @ 95000.0")
+
+    async def scenario() -> tuple:
+        async with fake_api() as (api, url):
+            sleeper = HeldSleeper()
+            bot, _ = make_bot(url, outbox, Desk(), [], chats=(ALLOWED, SECOND), sleeper=sleeper)
+            api.rate_limited_chats = {ALLOWED: 1}
+            flushing = asyncio.create_task(bot.flush())
+            await asyncio.wait_for(api.received.wait(), timeout=10)
+            during_the_wait = [(s["chat"], s["text"]) for s in api.sent]
+            sleeper.release.set()
+            flushed = await flushing
+            await bot.close()
+            return api, sleeper, during_the_wait, flushed
+
+    # Act
+    api, sleeper, during_the_wait, flushed = run(scenario)
+
+    # Assert: the second chat got the line while the first waited; the first got it once its wait ended
+    assert during_the_wait == [(SECOND, "fill BTCUSDT BUY 0.001 @ 95000.0")]
+    assert sleeper.waits == [7.0]
+    assert flushed and [s["chat"] for s in api.sent] == [SECOND, ALLOWED]
 
 
 def test_a_batch_a_chat_missed_is_sent_again_to_that_chat_only() -> None:
