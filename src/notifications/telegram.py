@@ -13,7 +13,7 @@ Two halves that never block the trading loop:
   the chat answered 429, the others are sent to meanwhile), keeps a message for
   the next try to a chat it did not reach after a timeout, an error or a 429
   past that bound (the other chats go on), tries a chat that refuses the bot
-  (403, 400 chat not found) only every few minutes, and long-polls for
+  (403, 400 chat not found) only every ``unreachable_retry`` seconds, and long-polls for
   commands (a 429 there waits its ``retry_after`` too):
   ``/status``, ``/positions``, ``/pnl``, ``/orders``, ``/stop`` (asks for
   confirmation with an inline button), ``/resume``, ``/help``. Only the
@@ -290,11 +290,18 @@ class TelegramBot:
     max_wait
         Seconds one Bot API call may wait out 429s in all (no command is read meanwhile).
     unreachable_retry
-        Seconds between two tries of a chat that refuses the bot (403, or 400 chat not found).
+        Seconds between two tries of a chat that refuses the bot (403, or 400 chat not found);
+        ``telegram.unreachable_retry_seconds`` in a run.
     sleep
         How to wait (``asyncio.sleep``; tests pass a recorder).
     now
         The bot's clock in seconds (``time.monotonic``; tests pass their own).
+
+    Raises
+    ------
+    ValueError
+        If ``max_attempts`` is below 1 or ``unreachable_retry`` is not a positive
+        number of seconds: pass values the configuration would accept.
     """
 
     def __init__(
@@ -316,6 +323,8 @@ class TelegramBot:
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+        if unreachable_retry <= 0:
+            raise ValueError(f"unreachable_retry must be > 0 seconds, got {unreachable_retry}")
         self._token = token
         self.chat_ids = frozenset(chat_ids)
         self.outbox = outbox
@@ -652,6 +661,7 @@ def start_telegram(
         timeout=settings.timeout_seconds,
         max_attempts=settings.max_attempts,
         max_wait=settings.max_wait_seconds,
+        unreachable_retry=settings.unreachable_retry_seconds,
     )
     thread = TelegramThread(bot)
     thread.start()

@@ -591,6 +591,39 @@ def test_a_bad_429_limit_stops_the_start_naming_its_key(variable: str, value: st
     assert caught.value.key == f"telegram.{variable.lower()}"
 
 
+def test_a_run_tries_a_refusing_chat_again_at_the_configured_interval() -> None:
+    # Arrange
+    bus, clock = EventBus(), SimulatedClock(1_746_403_200_000_000_000)
+    config = load_config(environ={"KEEL_TELEGRAM__UNREACHABLE_RETRY_SECONDS": "45"})
+    settings = config.telegram.model_copy(
+        update={"enabled": True, "chat_ids": (ALLOWED,), "base_url": "http://127.0.0.1:1/bot"}
+    )
+
+    # Act
+    _, thread = start_telegram(settings, Secret(TOKEN), bus, clock, Desk(), lambda *args: None)
+    thread.stop()
+
+    # Assert
+    assert thread.bot.unreachable_retry == 45.0
+    assert load_config(environ={}).telegram.unreachable_retry_seconds == 300.0
+
+
+@pytest.mark.parametrize("value", ["0", "-60", "soon"])
+def test_a_bad_unreachable_retry_interval_stops_the_start_naming_its_key(value: str) -> None:
+    # Act
+    with pytest.raises(ConfigurationError) as caught:
+        load_config(environ={"KEEL_TELEGRAM__UNREACHABLE_RETRY_SECONDS": value})
+
+    # Assert
+    assert caught.value.key == "telegram.unreachable_retry_seconds"
+
+
+def test_a_bot_refuses_an_unreachable_retry_interval_that_is_not_positive() -> None:
+    # Act / Assert
+    with pytest.raises(ValueError, match="unreachable_retry"):
+        make_bot("http://127.0.0.1:1/bot", Outbox(), Desk(), [], unreachable_retry=0.0)
+
+
 def fill(i: int) -> OrderFilled:
     return OrderFilled(
         client_order_id=f"keel-{i}",
