@@ -299,6 +299,82 @@ def test_a_failing_command_or_reply_is_counted_and_the_next_updates_are_still_ha
     assert (bot.statistics.failed_replies, bot.statistics.failed_commands) == (1, 1)
 
 
+def test_a_reply_that_does_not_go_through_is_queued_for_its_chat_and_sent_with_the_next_flush() -> None:
+    # Arrange: the chat's next send fails (502), the one after goes through
+    outbox = Outbox()
+
+    async def scenario() -> tuple:
+        async with fake_api() as (api, url):
+            bot, _ = make_bot(url, outbox, Desk(), [])
+            api.failing_chats = {ALLOWED: 1}
+            api.updates = [message(1, ALLOWED, "/positions")]
+            await bot.poll()
+            sent_at_once = list(api.sent)
+            outbox.put("fill BTCUSDT BUY 0.001 @ 95000.0")
+            flushed = await bot.flush()
+            await bot.close()
+            return api, bot, sent_at_once, flushed
+
+    # Act
+    api, bot, sent_at_once, flushed = run(scenario)
+
+    # Assert: nothing lost; the reply comes first, marked late, then the notification
+    assert sent_at_once == [] and flushed
+    assert [s["text"] for s in api.sent] == [
+        "late reply: BTCUSDT 0.010 notional 1030.00\nfill BTCUSDT BUY 0.001 @ 95000.0"
+    ]
+    assert (bot.statistics.failed_replies, bot.statistics.undeliverable_replies) == (1, 0)
+
+
+def test_a_stop_prompt_that_does_not_go_through_is_queued_asking_to_send_stop_again() -> None:
+    # Arrange: the confirmation prompt's send fails (502); its button cannot follow it in a batched message
+    async def scenario() -> tuple:
+        async with fake_api() as (api, url):
+            desk = Desk()
+            bot, _ = make_bot(url, Outbox(), desk, [])
+            api.failing_chats = {ALLOWED: 1}
+            api.updates = [message(1, ALLOWED, "/stop")]
+            await bot.poll()
+            await bot.flush()
+            await bot.close()
+            return api, desk
+
+    # Act
+    api, desk = run(scenario)
+
+    # Assert
+    (late,) = api.sent
+    assert late["text"].startswith("late reply: Emergency stop:") and "send the command again" in late["text"]
+    assert late["markup"] is None and desk.stops == []
+
+
+@pytest.mark.parametrize("refusing", ["blocked_chats", "missing_chats"], ids=["403-blocked", "400-chat-not-found"])
+def test_a_reply_to_a_chat_that_refuses_the_bot_is_counted_as_undeliverable_and_the_chat_set_aside(
+    refusing: str,
+) -> None:
+    # Arrange
+    outbox, time = Outbox(), FakeTime()
+
+    async def scenario() -> tuple:
+        async with fake_api() as (api, url):
+            bot, _ = make_bot(url, outbox, Desk(), [], now=time, unreachable_retry=300.0)
+            setattr(api, refusing, {ALLOWED})
+            api.updates = [message(1, ALLOWED, "/status")]
+            await bot.poll()
+            outbox.put("fill BTCUSDT BUY 0.001 @ 95000.0")
+            flushed = await bot.flush()
+            await bot.close()
+            return api, bot, flushed
+
+    # Act
+    api, bot, flushed = run(scenario)
+
+    # Assert: the bot's statistics say a reply could not be delivered; the chat is tried again slowly, not hammered
+    assert bot.statistics.undeliverable_replies == 1 and bot.statistics.failed_replies == 1
+    assert bot.statistics.unreachable == 1
+    assert api.refused == [ALLOWED] and not flushed
+
+
 def test_a_burst_of_fills_is_one_message_and_a_429_waits_its_retry_after() -> None:
     # Arrange
     bus, clock, outbox = EventBus(), SimulatedClock(1_746_403_200_000_000_000), Outbox(capacity=100)
