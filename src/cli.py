@@ -161,7 +161,11 @@ def _progress(label: str) -> Iterator[Any]:
 @click.option("--host", help="Address the web app listens on (default 127.0.0.1).")
 @click.option("--port", type=int, help="Port of the web app (default 8000; 0 picks a free one).")
 @click.option("--no-web", is_flag=True, help="Do not serve the control API and dashboard.")
-@click.option("--fresh", is_flag=True, help="Open a new paper account instead of recovering an unfinished session.")
+@click.option(
+    "--fresh",
+    is_flag=True,
+    help="Open a new paper account, with the configured risk limits, instead of recovering an unfinished session.",
+)
 @click.option("--testnet", is_flag=True, help="Live: trade on the Binance futures testnet (binance.testnet).")
 @click.option(
     "--i-understand-this-trades-real-money",

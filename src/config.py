@@ -918,7 +918,11 @@ class PaperConfig(_Section):
     )
     status_interval_seconds: float = Field(5.0, gt=0, description="Seconds between status lines.")
     resume: bool = Field(
-        True, description="Recover an unfinished session (stopped or crashed) at start; false opens a new account."
+        True,
+        description=(
+            "Recover an unfinished session (stopped or crashed) at start; false opens a new account with the "
+            "configured risk limits (the ones operators set at run time are forgotten)."
+        ),
     )
     cancel_orders_on_stop: bool = Field(
         False,
@@ -1173,6 +1177,11 @@ class TelegramConfig(_Section):
     )
     max_wait_seconds: float = Field(
         30.0, gt=0, description="Seconds one Bot API call may wait out 429s in all; then it is tried at the next send."
+    )
+    unreachable_retry_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds between two tries of a chat that refuses the bot (403 blocked, 400 chat not found).",
     )
     outbox_capacity: int = Field(1000, ge=1, description="Notifications queued at most; more are dropped and counted.")
     daily_pnl_hour_utc: int = Field(0, ge=0, le=23, description="Hour (UTC) of the daily P&L summary.")

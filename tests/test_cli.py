@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -508,3 +509,43 @@ def test_a_bad_command_line_value_exits_2_naming_the_key_not_every_option(tmp_pa
     (line,) = completed.stderr.strip().splitlines()
     assert line.startswith("keel: configuration error: command line: data.end: end (2025-05-09")
     assert "input_value" not in line and "data.symbols" not in line
+
+
+def test_a_fresh_run_starts_from_the_configured_risk_limits_not_the_last_sessions_operator_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Arrange: sessions run in this process through the CLI; the first one's operator lowers max_leverage,
+    # as PUT /api/v1/risk/limits does
+    from keel.config import load_config
+    from keel.integration import paper
+
+    configured = load_config().risk.max_leverage
+    started_with: list[float] = []
+    operator_limits: dict[str, float] = {}
+
+    class OperatedSession(paper.PaperSession):
+        def __init__(self, *arguments: Any, **options: Any) -> None:
+            super().__init__(*arguments, **options)
+            started_with.append(self.pipeline.risk.limits.max_leverage)
+            if operator_limits:
+                self.orchestrator.set_risk_limits(operator_limits)
+
+    monkeypatch.setattr(paper, "PaperSession", OperatedSession)
+    environment = {"KEEL_RUN__OUTPUT_DIR": str(tmp_path), "KEEL_RUN__REGIME_FIT_WORKER": "false"}
+    options = ["run", "--mode", "paper", "--no-web", "--speed", "1000000", "--duration", "1", "--symbols", "BTCUSDT"]
+
+    def run(*extra: str) -> None:
+        completed = CliRunner().invoke(main, [*options, *extra], env=environment)
+        assert completed.exit_code == 0, completed.output
+
+    operator_limits["max_leverage"] = configured / 2
+    run()
+    operator_limits.clear()
+
+    # Act
+    run()  # recovers the session: the operator's limit is the session's
+    run("--fresh")
+    run()  # recovers the fresh session
+
+    # Assert
+    assert started_with == [configured, configured / 2, configured, configured]

@@ -219,12 +219,15 @@ class PaperSession:
             loop_lag=lambda: self.loop_lag.lag_seconds,
             components=self.pipeline.components,
         )
+        settings = Settings(self.database)
+        if not config.paper.resume:
+            _forget_operator_limits(settings)
         self.orchestrator = TradingOrchestrator(
             self.pipeline,
             config,
             AuditLog(self.database),
             monitor=self.monitors[0],
-            settings=Settings(self.database),
+            settings=settings,
             venue_status=self.venue.venue_status,
         )
         self.orchestrator.apply_saved_settings()
@@ -630,6 +633,16 @@ class PaperSession:
 
     def _handler_failed(self, name: str, message: object, error: BaseException) -> None:
         self.handler_errors += 1
+
+
+def _forget_operator_limits(settings: Settings) -> None:
+    """Start a fresh session from the configured risk limits: the last session's operator limits are forgotten."""
+    forgotten = settings.clear_risk_limits()
+    if forgotten:
+        _log.warning(
+            "a fresh session was asked for: the risk limits operators set are forgotten, the configured ones apply",
+            forgotten={name: str(value) for name, value in sorted(forgotten.items())},
+        )
 
 
 def _reconciliation(completed: ReconciliationCompleted) -> dict[str, Any]:

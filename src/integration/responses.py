@@ -59,7 +59,8 @@ class SystemStatus(Response):
     venue: dict[str, Any] | None = Field(
         None,
         description="A live venue's connection: clock offset, rate-limit use, user-data stream or polling, "
-        "ban, open conditions (None: the simulated venue).",
+        "ban, open conditions; for the simulated venue on Binance's market, instruments_checked false and "
+        "instruments_unchecked_reason when exchangeInfo did not answer at the start (None: nothing to show).",
     )
 
 

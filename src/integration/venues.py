@@ -44,12 +44,18 @@ from keel.persistence import Journal, Snapshots
 _log = structlog.get_logger("keel.venue")
 
 
-async def check_binance_instruments(config: KeelConfig, instruments: Mapping[str, Instrument]) -> None:
+async def check_binance_instruments(config: KeelConfig, instruments: Mapping[str, Instrument]) -> str | None:
     """Compare ``instruments`` with Binance's exchangeInfo at ``binance.rest_url``.
 
     A Binance out of reach is logged and the paper run goes on unchecked:
     its market streams are out of reach too, and the paper venue sends
     nothing to Binance.
+
+    Returns
+    -------
+    str | None
+        Why the instruments were not checked (exchangeInfo did not answer);
+        None when they were.
 
     Raises
     ------
@@ -63,9 +69,11 @@ async def check_binance_instruments(config: KeelConfig, instruments: Mapping[str
         try:
             answer = await client.request("GET", EXCHANGE_INFO_PATH)
         except RetryLaterError as error:
-            _log.warning("Binance's filters not checked: exchangeInfo did not come", error=str(error))
-            return
+            reason = f"Binance's exchangeInfo at {client.base_url}{EXCHANGE_INFO_PATH} did not answer ({error})"
+            _log.warning("paper trading on instruments not checked against Binance's filters", reason=reason)
+            return reason
     check_instruments(instruments, answer, client.base_url, str(Path(config.exchange.instruments).resolve()))
+    return None
 
 
 def _wall_ms() -> int:
@@ -147,6 +155,7 @@ class SimulatedVenue:
         self.store = VenueStore(path)
         self._config = config
         self._instruments: dict[str, Instrument] = {}
+        self._unchecked: str | None = None
 
     def plan(self, journal: Journal, resume: bool) -> tuple[SessionPlan, MarketCursor | None]:
         """Recover the unfinished session with its venue's cursor, or open a fresh paper account."""
@@ -194,6 +203,8 @@ class SimulatedVenue:
     async def connect(self, pipeline: Pipeline) -> None:
         """On Binance's live market, check the instruments against Binance's filters; nothing runs beside the feed.
 
+        When exchangeInfo does not answer the session goes on; :meth:`venue_status` says why they are unchecked.
+
         Raises
         ------
         InstrumentsDifferError
@@ -201,7 +212,7 @@ class SimulatedVenue:
             publishes a filter of it otherwise than ``exchange.instruments``.
         """
         if self._config.paper.feed == "binance":
-            await check_binance_instruments(self._config, self._instruments)
+            self._unchecked = await check_binance_instruments(self._config, self._instruments)
 
     async def opening_capital(self, pipeline: Pipeline, plan: SessionPlan, journal: Journal) -> Decimal | None:
         """The configured ``exchange.initial_balance``."""
@@ -219,8 +230,13 @@ class SimulatedVenue:
         self.store.close()
 
     def venue_status(self) -> dict[str, Any] | None:
-        """Nothing: the simulated venue has no connection, clock offset or rate limits to show."""
-        return None
+        """Return why the instruments are not checked against Binance's filters; None when there is nothing to show.
+
+        The simulated venue has no connection, clock offset or rate limits to show.
+        """
+        if self._unchecked is None:
+            return None
+        return {"venue": "paper", "instruments_checked": False, "instruments_unchecked_reason": self._unchecked}
 
 
 def closed_session(session: int, reason: str) -> SessionEnded:

@@ -9,18 +9,21 @@ Two halves that never block the trading loop:
 - :class:`TelegramBot` runs on its own asyncio loop (its own thread in a
   run): it sends each chat its own backlog of the outbox, one batched message
   at most every ``min_interval`` seconds (a burst of fills is one message),
-  waits out each 429's ``retry_after`` (up to a bound), keeps a message for
+  waits out each 429's ``retry_after`` (up to a bound; the wait holds only
+  the chat answered 429, the others are sent to meanwhile), keeps a message for
   the next try to a chat it did not reach after a timeout, an error or a 429
   past that bound (the other chats go on), tries a chat that refuses the bot
-  (403, 400 chat not found) only every few minutes, and long-polls for
+  (403, 400 chat not found) only every ``unreachable_retry`` seconds, and long-polls for
   commands (a 429 there waits its ``retry_after`` too):
   ``/status``, ``/positions``, ``/pnl``, ``/orders``, ``/stop`` (asks for
   confirmation with an inline button), ``/resume``, ``/help``. Only the
   configured chat ids are obeyed; every command, obeyed or refused, goes to
   the same audit callback as the HTTP control API (actor
-  ``telegram:<chat id>``). A command that fails, or a reply that does not go
-  through, is counted and logged and the polling goes on: the failed update
-  is not fetched again.
+  ``telegram:<chat id>``). A command that fails is counted, logged and
+  answered ``command failed``, and the polling goes on: the failed update is
+  not fetched again. A reply that does not go through is counted and queued
+  for its chat like a notification (``late reply: ...``); one to a chat that
+  refuses the bot is lost, counted (``undeliverable_replies``) and logged.
 
 The bot token is a secret: it is held in a :class:`~keel.config.Secret`,
 never in a repr, and the HTTP client's request log (which prints URLs, and
@@ -230,7 +233,9 @@ class BotStatistics:
     ``rate_limit_give_ups`` calls given up on while Telegram still answered 429,
     ``unreachable`` the times a chat was found refusing the bot (403, or 400 chat not found),
     ``dropped`` the lines a chat lost because its backlog outgrew the outbox's capacity,
-    ``failed_commands`` commands that raised, ``failed_replies`` replies that did not go through.
+    ``failed_commands`` commands that raised, ``failed_replies`` replies that did not go through at once
+    (a reply is then queued for its chat like a notification, marked ``late reply:``), and
+    ``undeliverable_replies`` the replies lost because their chat refuses the bot.
     """
 
     sent: int = 0
@@ -244,6 +249,7 @@ class BotStatistics:
     refused: int = 0
     failed_commands: int = 0
     failed_replies: int = 0
+    undeliverable_replies: int = 0
     waits: list[float] = field(default_factory=list)
 
 
@@ -289,11 +295,18 @@ class TelegramBot:
     max_wait
         Seconds one Bot API call may wait out 429s in all (no command is read meanwhile).
     unreachable_retry
-        Seconds between two tries of a chat that refuses the bot (403, or 400 chat not found).
+        Seconds between two tries of a chat that refuses the bot (403, or 400 chat not found);
+        ``telegram.unreachable_retry_seconds`` in a run.
     sleep
         How to wait (``asyncio.sleep``; tests pass a recorder).
     now
         The bot's clock in seconds (``time.monotonic``; tests pass their own).
+
+    Raises
+    ------
+    ValueError
+        If ``max_attempts`` is below 1 or ``unreachable_retry`` is not a positive
+        number of seconds: pass values the configuration would accept.
     """
 
     def __init__(
@@ -315,6 +328,8 @@ class TelegramBot:
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+        if unreachable_retry <= 0:
+            raise ValueError(f"unreachable_retry must be > 0 seconds, got {unreachable_retry}")
         self._token = token
         self.chat_ids = frozenset(chat_ids)
         self.outbox = outbox
@@ -366,19 +381,19 @@ class TelegramBot:
     async def flush(self) -> bool:
         """Move the outbox to every chat's backlog and send each chat its next message; return whether all went.
 
-        Each chat is delivered on its own, in order: a message a chat did not get
-        (a timeout, another error, a 429 past ``max_attempts`` or ``max_wait``) is
-        its next one, and the other chats go on meanwhile. A chat that refuses the
+        Each chat is delivered on its own, in order, and all at once: a chat waiting
+        out a 429 holds only itself (the other chats get this flush's message
+        meanwhile), and a message a chat did not get (a timeout, another error, a 429
+        past ``max_attempts`` or ``max_wait``) is its next one. A chat that refuses the
         bot (403, or 400 chat not found) is tried again every ``unreachable_retry``
         seconds only. A backlog holds at most the outbox's capacity: beyond it a
         chat's oldest lines are dropped and counted.
         """
         lines = self.outbox.take_all()
-        delivered = True
-        for chat, lane in self._lanes.items():
+        for lane in self._lanes.values():
             self._queue(lane, lines)
-            delivered = await self._send_next(chat, lane) and delivered
-        return delivered
+        sent = await asyncio.gather(*(self._send_next(chat, lane) for chat, lane in self._lanes.items()))
+        return all(sent)
 
     def _queue(self, lane: _ChatLane, lines: list[str]) -> None:
         self.statistics.dropped += max(0, len(lane.backlog) + len(lines) - self.outbox.capacity)
@@ -448,13 +463,14 @@ class TelegramBot:
     async def handle(self, update: Update) -> None:
         """Obey a command or a confirmation from an allowed chat; refuse (and audit) any other.
 
-        A reply that does not go through is counted in ``statistics.failed_replies``;
-        a failing command raises.
+        A reply that does not go through is counted in ``statistics.failed_replies`` and
+        queued for its chat like a notification; one to a chat that refuses the bot is
+        lost and counted in ``statistics.undeliverable_replies`` too. A failing command raises.
         """
         if update.callback_query is not None:
             query = update.callback_query
             chat = query.message.chat.id if query.message is not None else query.from_user.id
-            await self._reply(query.answer)
+            await self._answer_query(query.answer)
             await self._confirm(chat, query.data or "", str(update.update_id))
             return
         message = update.message
@@ -474,9 +490,21 @@ class TelegramBot:
         await self._send_reply(chat, reply, markup)
 
     async def _send_reply(self, chat: int, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
-        await self._reply(partial(self._client().send_message, chat, text, reply_markup=markup))
+        """Send a reply; one that does not go through is queued for the chat, or counted lost if the chat refuses."""
+        delivery = await self._deliver(partial(self._client().send_message, chat, text, reply_markup=markup))
+        if delivery is _Delivery.SENT:
+            return
+        self.statistics.failed_replies += 1
+        lane = self._lanes[chat]
+        if delivery is _Delivery.UNREACHABLE:
+            self.statistics.undeliverable_replies += 1
+            _log.warning("telegram reply lost: the chat refuses the bot", chat_id=chat)
+            self._set_aside(chat, lane)
+            return
+        self._queue(lane, [_late_reply(text, markup)])
 
-    async def _reply(self, call: Callable[[], Awaitable[object]]) -> None:
+    async def _answer_query(self, call: Callable[[], Awaitable[object]]) -> None:
+        """Answer a button press; an answer that does not go through is counted (Telegram lets it expire)."""
         if await self._deliver(call) is not _Delivery.SENT:
             self.statistics.failed_replies += 1
 
@@ -559,6 +587,13 @@ class TelegramBot:
         self.audit(f"telegram:{chat}", "emergency_stop", {"reason": reason, "flatten": False}, request_id)
         outcome = await self.operations.emergency_stop(reason)
         await self._send_reply(chat, f"stopped: trading {getattr(outcome, 'trading_state', outcome)}")
+
+
+def _late_reply(text: str, markup: InlineKeyboardMarkup | None) -> str:
+    """The line a reply that did not go through is queued as (a button cannot follow it into a batch)."""
+    if markup is None:
+        return f"late reply: {text}"
+    return f"late reply: {text} (its button could not be sent: send the command again)"
 
 
 def _failure_reply(error: Exception) -> str:
@@ -651,6 +686,7 @@ def start_telegram(
         timeout=settings.timeout_seconds,
         max_attempts=settings.max_attempts,
         max_wait=settings.max_wait_seconds,
+        unreachable_retry=settings.unreachable_retry_seconds,
     )
     thread = TelegramThread(bot)
     thread.start()

@@ -268,6 +268,14 @@ class Settings:
         with self._database.session() as session:
             return {r.name: Decimal(r.value) for r in session.scalars(select(RiskLimitRecord))}
 
+    def clear_risk_limits(self) -> dict[str, Decimal]:
+        """Forget every stored risk limit (the configured ones apply again); return those forgotten by name."""
+        with self._database.session() as session:
+            records = list(session.scalars(select(RiskLimitRecord)))
+            for record in records:
+                session.delete(record)
+            return {r.name: Decimal(r.value) for r in records}
+
 
 class AuditLog:
     """Who did what, when: every operator action."""

@@ -20,7 +20,7 @@ import msgspec
 import pytest
 import pytest_asyncio
 
-from keel.api.binance.constants import ACCOUNT_PATH
+from keel.api.binance.constants import ACCOUNT_PATH, EXCHANGE_INFO_PATH
 from keel.api.binance.local_binance import LocalBinance
 from keel.api.binance.polling import BreakerState
 from keel.config import KeelConfig, load_config
@@ -342,6 +342,38 @@ async def test_a_symbol_binance_does_not_list_stops_the_start_naming_it(tmp_path
 
     # Assert: the start stops before trading, naming the symbol Binance does not list
     assert "ETHUSDT" in str(raised.value) and "BTCUSDT" not in str(raised.value)
+
+
+@pytest.mark.asyncio
+async def test_a_start_whose_exchange_info_does_not_answer_is_refused_saying_to_start_again() -> None:
+    # Arrange: this Binance measures the clock but answers its exchangeInfo with HTTP 503 once
+    clock = SimulatedClock(real_bars("BTCUSDT", 1)[0].open_time)
+    probe = venue_config("http://127.0.0.1:1")
+    instruments = load_instruments(probe.exchange.instruments)
+    exchange = build_exchange(probe, {"BTCUSDT": instruments["BTCUSDT"]}, clock, Decimal("100000"))
+    server = LocalBinance(exchange, clock, KEY, SECRET)
+    server.answer_errors[EXCHANGE_INFO_PATH] = [(503, -1000, "Service Unavailable")]
+
+    async def no_wait(seconds: float) -> None:
+        clock.advance_to(clock.timestamp_ns() + int(seconds * NANOS_PER_SECOND))
+
+    venue = BinanceVenue(
+        venue_config(await server.start()), local_ms=lambda: clock.timestamp_ns() // NANOS_PER_MILLI, sleep=no_wait
+    )
+    venue.exchange({"BTCUSDT": instruments["BTCUSDT"]}, clock)
+
+    # Act
+    try:
+        with pytest.raises(OperatorActionRequiredError) as raised:
+            await venue.open()
+    finally:
+        await venue.disconnect()
+        await server.stop()
+
+    # Assert: refused at the first failure (not trading on unchecked filters), naming exchangeInfo and what to do
+    message = str(raised.value)
+    assert "exchangeInfo" in message and "HTTP 503" in message and venue.rest_url in message
+    assert "start again" in message
 
 
 async def open_against(binance_btc: Instrument, status: str = "TRADING") -> str:

@@ -18,6 +18,7 @@ class FakeBotApi:
     """The Bot API methods the bot calls, on 127.0.0.1; ``send_mode`` is ok, 429 (once) or hang.
 
     ``rate_limits`` is how many of the next sendMessage calls get a 429 (retry after 7 seconds);
+    ``rate_limited_chats`` maps a chat to how many of its next sendMessage calls get that 429;
     ``failing_chats`` maps a chat to how many of its next sendMessage calls fail with a 502 Bad Gateway;
     ``blocked_chats`` answer sendMessage 403 Forbidden (the bot was blocked), ``missing_chats``
     400 chat not found, each refusal recorded in ``refused``;
@@ -31,6 +32,7 @@ class FakeBotApi:
         self.send_mode = "ok"
         self.poll_hangs = False
         self.rate_limits = 0
+        self.rate_limited_chats: dict[int, int] = {}
         self.failing_chats: dict[int, int] = {}
         self.blocked_chats: set[int] = set()
         self.missing_chats: set[int] = set()
@@ -64,6 +66,9 @@ class FakeBotApi:
             await self.release.wait()
             return web.json_response({"ok": False, "error_code": 503, "description": "gone"}, status=503)
         chat = int(form["chat_id"])
+        if self.rate_limited_chats.get(chat, 0) > 0:
+            self.rate_limited_chats[chat] -= 1
+            return too_many_requests()
         if chat in self.blocked_chats or chat in self.missing_chats:
             self.refused.append(chat)
             return refusal(chat in self.blocked_chats)

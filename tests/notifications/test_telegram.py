@@ -99,6 +99,18 @@ class Sleeper:
             self.stop.set()
 
 
+class HeldSleeper(Sleeper):
+    """Records the waits the bot asks for and holds each until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        await self.release.wait()
+
+
 class FakeTime:
     """The bot's clock: seconds the test sets."""
 
@@ -116,9 +128,10 @@ def make_bot(
     audit: list,
     timeout: float = 5.0,
     chats: tuple[int, ...] = (ALLOWED,),
+    sleeper: Sleeper | None = None,
     **options: Any,
 ) -> tuple[TelegramBot, Sleeper]:
-    sleeper = Sleeper()
+    sleeper = Sleeper() if sleeper is None else sleeper
     bot = TelegramBot(
         Secret(TOKEN),
         chats,
@@ -286,6 +299,82 @@ def test_a_failing_command_or_reply_is_counted_and_the_next_updates_are_still_ha
     assert (bot.statistics.failed_replies, bot.statistics.failed_commands) == (1, 1)
 
 
+def test_a_reply_that_does_not_go_through_is_queued_for_its_chat_and_sent_with_the_next_flush() -> None:
+    # Arrange: the chat's next send fails (502), the one after goes through
+    outbox = Outbox()
+
+    async def scenario() -> tuple:
+        async with fake_api() as (api, url):
+            bot, _ = make_bot(url, outbox, Desk(), [])
+            api.failing_chats = {ALLOWED: 1}
+            api.updates = [message(1, ALLOWED, "/positions")]
+            await bot.poll()
+            sent_at_once = list(api.sent)
+            outbox.put("fill BTCUSDT BUY 0.001 @ 95000.0")
+            flushed = await bot.flush()
+            await bot.close()
+            return api, bot, sent_at_once, flushed
+
+    # Act
+    api, bot, sent_at_once, flushed = run(scenario)
+
+    # Assert: nothing lost; the reply comes first, marked late, then the notification
+    assert sent_at_once == [] and flushed
+    assert [s["text"] for s in api.sent] == [
+        "late reply: BTCUSDT 0.010 notional 1030.00\nfill BTCUSDT BUY 0.001 @ 95000.0"
+    ]
+    assert (bot.statistics.failed_replies, bot.statistics.undeliverable_replies) == (1, 0)
+
+
+def test_a_stop_prompt_that_does_not_go_through_is_queued_asking_to_send_stop_again() -> None:
+    # Arrange: the confirmation prompt's send fails (502); its button cannot follow it in a batched message
+    async def scenario() -> tuple:
+        async with fake_api() as (api, url):
+            desk = Desk()
+            bot, _ = make_bot(url, Outbox(), desk, [])
+            api.failing_chats = {ALLOWED: 1}
+            api.updates = [message(1, ALLOWED, "/stop")]
+            await bot.poll()
+            await bot.flush()
+            await bot.close()
+            return api, desk
+
+    # Act
+    api, desk = run(scenario)
+
+    # Assert
+    (late,) = api.sent
+    assert late["text"].startswith("late reply: Emergency stop:") and "send the command again" in late["text"]
+    assert late["markup"] is None and desk.stops == []
+
+
+@pytest.mark.parametrize("refusing", ["blocked_chats", "missing_chats"], ids=["403-blocked", "400-chat-not-found"])
+def test_a_reply_to_a_chat_that_refuses_the_bot_is_counted_as_undeliverable_and_the_chat_set_aside(
+    refusing: str,
+) -> None:
+    # Arrange
+    outbox, time = Outbox(), FakeTime()
+
+    async def scenario() -> tuple:
+        async with fake_api() as (api, url):
+            bot, _ = make_bot(url, outbox, Desk(), [], now=time, unreachable_retry=300.0)
+            setattr(api, refusing, {ALLOWED})
+            api.updates = [message(1, ALLOWED, "/status")]
+            await bot.poll()
+            outbox.put("fill BTCUSDT BUY 0.001 @ 95000.0")
+            flushed = await bot.flush()
+            await bot.close()
+            return api, bot, flushed
+
+    # Act
+    api, bot, flushed = run(scenario)
+
+    # Assert: the bot's statistics say a reply could not be delivered; the chat is tried again slowly, not hammered
+    assert bot.statistics.undeliverable_replies == 1 and bot.statistics.failed_replies == 1
+    assert bot.statistics.unreachable == 1
+    assert api.refused == [ALLOWED] and not flushed
+
+
 def test_a_burst_of_fills_is_one_message_and_a_429_waits_its_retry_after() -> None:
     # Arrange
     bus, clock, outbox = EventBus(), SimulatedClock(1_746_403_200_000_000_000), Outbox(capacity=100)
@@ -369,6 +458,33 @@ def test_a_flush_still_rate_limited_past_its_bound_keeps_the_batch_for_the_next(
     assert not first and sent_first == []
     assert sleeper.waits == waits and bot.statistics.rate_limit_give_ups == 1
     assert second and [s["text"] for s in api.sent] == ["fill BTCUSDT BUY 0.001 @ 95000.0"]
+
+
+def test_a_chat_waiting_out_a_429_holds_only_itself_the_other_chats_get_the_same_flush() -> None:
+    # Arrange: the first chat is answered 429 (retry after 7 s); its wait is held until the test releases it
+    outbox = Outbox()
+    outbox.put("fill BTCUSDT BUY 0.001 @ 95000.0")
+
+    async def scenario() -> tuple:
+        async with fake_api() as (api, url):
+            sleeper = HeldSleeper()
+            bot, _ = make_bot(url, outbox, Desk(), [], chats=(ALLOWED, SECOND), sleeper=sleeper)
+            api.rate_limited_chats = {ALLOWED: 1}
+            flushing = asyncio.create_task(bot.flush())
+            await asyncio.wait_for(api.received.wait(), timeout=10)
+            during_the_wait = [(s["chat"], s["text"]) for s in api.sent]
+            sleeper.release.set()
+            flushed = await flushing
+            await bot.close()
+            return api, sleeper, during_the_wait, flushed
+
+    # Act
+    api, sleeper, during_the_wait, flushed = run(scenario)
+
+    # Assert: the second chat got the line while the first waited; the first got it once its wait ended
+    assert during_the_wait == [(SECOND, "fill BTCUSDT BUY 0.001 @ 95000.0")]
+    assert sleeper.waits == [7.0]
+    assert flushed and [s["chat"] for s in api.sent] == [SECOND, ALLOWED]
 
 
 def test_a_batch_a_chat_missed_is_sent_again_to_that_chat_only() -> None:
@@ -549,6 +665,39 @@ def test_a_bad_429_limit_stops_the_start_naming_its_key(variable: str, value: st
 
     # Assert
     assert caught.value.key == f"telegram.{variable.lower()}"
+
+
+def test_a_run_tries_a_refusing_chat_again_at_the_configured_interval() -> None:
+    # Arrange
+    bus, clock = EventBus(), SimulatedClock(1_746_403_200_000_000_000)
+    config = load_config(environ={"KEEL_TELEGRAM__UNREACHABLE_RETRY_SECONDS": "45"})
+    settings = config.telegram.model_copy(
+        update={"enabled": True, "chat_ids": (ALLOWED,), "base_url": "http://127.0.0.1:1/bot"}
+    )
+
+    # Act
+    _, thread = start_telegram(settings, Secret(TOKEN), bus, clock, Desk(), lambda *args: None)
+    thread.stop()
+
+    # Assert
+    assert thread.bot.unreachable_retry == 45.0
+    assert load_config(environ={}).telegram.unreachable_retry_seconds == 300.0
+
+
+@pytest.mark.parametrize("value", ["0", "-60", "soon"])
+def test_a_bad_unreachable_retry_interval_stops_the_start_naming_its_key(value: str) -> None:
+    # Act
+    with pytest.raises(ConfigurationError) as caught:
+        load_config(environ={"KEEL_TELEGRAM__UNREACHABLE_RETRY_SECONDS": value})
+
+    # Assert
+    assert caught.value.key == "telegram.unreachable_retry_seconds"
+
+
+def test_a_bot_refuses_an_unreachable_retry_interval_that_is_not_positive() -> None:
+    # Act / Assert
+    with pytest.raises(ValueError, match="unreachable_retry"):
+        make_bot("http://127.0.0.1:1/bot", Outbox(), Desk(), [], unreachable_retry=0.0)
 
 
 def fill(i: int) -> OrderFilled:

@@ -209,6 +209,19 @@ def test_positions_equity_snapshots_settings_and_audit(database: Database) -> No
     assert (entry.actor, entry.action, entry.request_id) == ("operator", "emergency_stop", "req-1")
 
 
+def test_clearing_the_risk_limits_forgets_them_and_returns_what_was_forgotten(database: Database) -> None:
+    # Arrange
+    settings_ = Settings(database)
+    settings_.save_risk_limits({"max_leverage": Decimal("1.5")}, "operator", 14)
+
+    # Act
+    forgotten = settings_.clear_risk_limits()
+
+    # Assert
+    assert forgotten == {"max_leverage": Decimal("1.5")}
+    assert settings_.risk_limits() == {}
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     values=st.lists(

@@ -16,6 +16,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from keel.api.binance.constants import EXCHANGE_INFO_PATH
 from keel.api.binance.instrument_check import InstrumentsDifferError
 from keel.api.binance.local_market import Tape, bar_tape, capture_tape
 from keel.config import KeelConfig, load_config
@@ -252,3 +253,33 @@ async def test_paper_on_binance_whose_filters_differ_from_the_configured_ones_st
     assert "keel data instruments --download --symbols BTCUSDT" in message
     assert session.pipeline.positions.fills == 0 and session.bars == 0
     assert not session.account_lock.held
+
+
+@pytest.mark.asyncio
+async def test_paper_on_binance_whose_exchange_info_does_not_answer_trades_and_reports_the_instruments_unchecked(
+    tmp_path: Path,
+) -> None:
+    # Arrange: ten minutes of bars; this Binance answers its exchangeInfo with HTTP 503 at the start
+    tape = bar_tape(
+        ROOT / "data" / "ohlcv" / "binance_usdm_1m_2025-05",
+        ["BTCUSDT"],
+        ROOT / "data" / "funding" / "binance_usdm_funding_2025-03_06.csv.gz",
+        ns("2025-05-05T04:00:00"),
+        ns("2025-05-05T04:10:00"),
+    ).starting_from(time.time_ns() // NANOS_PER_MILLI)
+    server, market = await start_local_binance(tape, ["BTCUSDT"])
+    server.answer_errors[EXCHANGE_INFO_PATH] = [(503, -1000, "Service Unavailable")]
+    session = PaperSession(binance_paper_config(tmp_path, server.base_url, ["BTCUSDT"]), tmp_path / "run")
+
+    # Act
+    try:
+        final = await run_until_played(session, market)
+    finally:
+        await server.stop()
+
+    # Assert: the session ran the whole tape; its status says the instruments were not checked, and why
+    assert final["stop_reason"] == "tape played" and final["bars"] == 10
+    venue = session.orchestrator.get_system_status().venue
+    assert venue is not None and venue["instruments_checked"] is False
+    assert "HTTP 503" in venue["instruments_unchecked_reason"]
+    assert server.answer_errors[EXCHANGE_INFO_PATH] == []
