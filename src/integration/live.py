@@ -36,7 +36,6 @@ import structlog
 from keel.api import MarketCursor
 from keel.api.binance.adapter import BinanceAdapter
 from keel.api.binance.auth import ServerClock
-from keel.api.binance.instrument_check import unreachable_exchange_info
 from keel.api.binance.polling import AccountPoller, BreakerState, CircuitBreaker
 from keel.api.binance.rest import BinanceRequestError, BinanceRestClient, RateLimiter, refuses_keys
 from keel.api.binance.user_stream import ListenKeyKeeper, UserStream
@@ -49,7 +48,6 @@ from keel.core.errors import (
     KeelError,
     OperatorActionRequiredError,
     RequestRejectedError,
-    RetryLaterError,
 )
 from keel.core.instruments import Instrument
 from keel.core.messages import (
@@ -229,9 +227,6 @@ class BinanceVenue:
         InstrumentsDifferError
             When Binance does not trade a symbol of ``data.symbols``, or
             publishes a filter of it otherwise than ``exchange.instruments``.
-        ExchangeInfoUnreachableError
-            When Binance's exchangeInfo does not answer (keel does not trade on
-            unchecked filters): start again once Binance answers.
         """
         self._http = aiohttp.ClientSession()
         self.client.use_session(self._http)
@@ -241,15 +236,8 @@ class BinanceVenue:
         adapter, instruments_file = self._adapter(), str(Path(self.config.exchange.instruments).resolve())
         await self._retrying(
             "check the instruments against Binance's filters",
-            lambda: self._check_instruments(adapter, instruments_file),
+            lambda: adapter.check_instruments(self._instruments, instruments_file),
         )
-
-    async def _check_instruments(self, adapter: BinanceAdapter, instruments_file: str) -> None:
-        """Check the instruments against Binance's exchangeInfo; refuse the start when it does not answer."""
-        try:
-            await adapter.check_instruments(self._instruments, instruments_file)
-        except RetryLaterError as error:
-            raise unreachable_exchange_info(self.rest_url, error) from error
 
     def prepare_streams(self, pipeline: Pipeline) -> None:
         """Build the user-data stream and its REST poller (:meth:`connect` runs them)."""

@@ -6,9 +6,9 @@ minimum notional), keel's orders land on the wrong grid and Binance refuses
 them (-1111, -4164, ...). A paper or live run on Binance's market therefore
 compares each traded symbol's filters with the ones Binance publishes now,
 exactly as Decimals, and does not start while one differs, or while a
-symbol is missing or not trading. A live run does not start either while
-exchangeInfo does not answer (:class:`ExchangeInfoUnreachableError`); a paper
-run goes on and reports its instruments unchecked.
+symbol is missing or not trading. While exchangeInfo does not answer, a
+live start waits for it; a paper run goes on and reports its instruments
+unchecked.
 """
 
 from __future__ import annotations
@@ -46,19 +46,6 @@ COMPARED_FILTERS: tuple[tuple[str, str], ...] = (
 
 class InstrumentsDifferError(OperatorActionRequiredError):
     """The configured instruments are not Binance's: refresh the file (the message says how) or drop the symbol."""
-
-
-class ExchangeInfoUnreachableError(OperatorActionRequiredError):
-    """Binance's exchangeInfo did not answer at a live start: start again once Binance answers."""
-
-
-def unreachable_exchange_info(rest_url: str, error: Exception) -> ExchangeInfoUnreachableError:
-    """Return the refusal of a live start whose exchangeInfo request at ``rest_url`` failed with ``error``."""
-    return ExchangeInfoUnreachableError(
-        f"Binance's exchangeInfo at {rest_url}{EXCHANGE_INFO_PATH} could not be reached ({error}), so the configured "
-        "instruments could not be checked against Binance's filters and keel does not trade live on unchecked "
-        "filters: start again once Binance answers"
-    )
 
 
 def instrument_differences(
