@@ -66,7 +66,7 @@ class ExecutionAlgorithms:
         """
         pace = _read(market_analysis, "market_analysis", "execute_dynamic_twap")
         terms = order_terms(order)
-        if len(pace) == 2:
+        if "urgency" in pace and "horizon_seconds" in pace:
             raise ValueError("market_analysis: give urgency or horizon_seconds, not both (urgency sets the horizon)")
         urgency = pace.get("urgency", terms.urgency)
         horizon = pace.get("horizon_seconds")

@@ -183,13 +183,16 @@ class ParentOrder:
         Raises
         ------
         RuntimeError
-            If the router stopped while the parent still worked (a restarted session goes on with it).
+            If the router stopped (its run ended or was stopped) while the parent still worked.
         """
         if self.completion is not None:
             return self.completion
         loop = asyncio.get_running_loop()
         if self._waiter is None or self._waiter.get_loop() is not loop:
             self._waiter = loop.create_future()
+        # Finished meanwhile on a thread of its own (settle sets the completion, then looks for a waiter).
+        if self.completion is not None:
+            return self.completion
         return (yield from self._waiter.__await__())
 
     def settle(self, outcome: ExecutionCompleted | RuntimeError) -> None:

@@ -16,7 +16,8 @@ import pytest
 from keel.api.simulated_exchange import SimulatedExchange
 from keel.core.bus import EventBus
 from keel.core.clock import SimulatedClock
-from keel.core.messages import BarClosed, ExecutionCompleted, SubmitOrder
+from keel.core.fsm import TradingState
+from keel.core.messages import BarClosed, ExecutionCompleted, SubmitOrder, TradingStateChanged
 from keel.core.orders import ClientOrderIdGenerator, OrderSide, OrderType, TimeInForce
 from keel.execution.order_manager import OrderManager
 from keel.execution.router import ParentOrder, RouterSettings, SmartOrderRouter
@@ -202,6 +203,29 @@ def test_awaiting_a_working_parent_returns_its_analysis_once_it_finished():
     assert working
     assert (result.symbol, result.side, result.filled_quantity) == (BTC, OrderSide.SELL, Decimal(1))
     assert result.parent_order_id == desk.router.completed[-1].parent_order_id
+
+
+def test_awaiting_a_parent_the_risk_layer_halts_returns_its_analysis_with_the_reason():
+    # Arrange: a post that bar 1 does not reach yet
+    desk = OrderDesk(RouterSettings(passive_time_limit_seconds=3600))
+
+    async def operator() -> ExecutionCompleted:
+        waiting = asyncio.ensure_future(
+            desk.router.execute_passive({"symbol": BTC, "side": "BUY", "quantity": "0.010"})
+        )
+        await asyncio.sleep(0)
+        halt = TradingStateChanged(
+            previous=TradingState.ACTIVE, state=TradingState.HALTED, reason="drawdown", ts_event=0, ts_init=0
+        )
+        desk.bus.publish(halt)
+        desk.bus.drain()
+        return await waiting
+
+    # Act
+    result = asyncio.run(operator())
+
+    # Assert
+    assert result.reason == "trading halted: drawdown" and result.style == "PASSIVE"
 
 
 def test_a_parent_finished_on_another_thread_wakes_its_awaiter_on_the_loop():
