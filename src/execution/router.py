@@ -12,7 +12,8 @@ clipped, when it is sent, to the venue's position less the open reduce-only
 orders on its side, and a parent with nothing left to reduce ends. The
 :class:`~keel.execution.slippage.SlippageController` slows, restrains or pauses
 a parent whose fills stray from its arrival price; a finished parent publishes
-its transaction-cost analysis as ``ExecutionCompleted``.
+its transaction-cost analysis as ``ExecutionCompleted``, which awaiting the
+:class:`ParentOrder` returns (``result = await router.execute_aggressive(order)``).
 
 A symbol without recorded books (a bar-driven backtest or paper run) is priced
 from its last bar close, used as both bid and ask, and its parents are worked
@@ -29,11 +30,15 @@ TWAP/VWAP slices are worked at bar frequency only.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import math
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from numbers import Real
+from typing import Any
 
 from keel.core.bus import EventBus
 from keel.core.clock import Clock
@@ -53,10 +58,12 @@ from keel.core.messages import (
     OrderExpired,
     OrderFilled,
     OrderRejected,
+    PositionSide,
     SlippageLimitBreached,
     SubmitOrder,
     TradeTick,
     TradingStateChanged,
+    WorkingType,
 )
 from keel.core.orders import OrderSide, OrderType, TimeInForce
 from keel.execution.algorithms import ExecutionStyle, MarketState, Slice, choose_style, twap_schedule, vwap_schedule
@@ -131,6 +138,7 @@ class ParentOrder:
     trade_ids: set[str] = field(default_factory=set)
     print_notional: float = 0.0
     print_volume: float = 0.0
+    completion: ExecutionCompleted | None = None
     # Each step's cumulative quantity, converted once when the parent is made,
     # and where target() left off: the number of steps due by _due_ns under
     # _due_stretch. Time only moves forward, so each call resumes the scan
@@ -139,6 +147,8 @@ class ParentOrder:
     _steps_due: int = field(default=0, init=False, repr=False, compare=False)
     _due_ns: int | None = field(default=None, init=False, repr=False, compare=False)
     _due_stretch: float = field(default=1.0, init=False, repr=False, compare=False)
+    # The future an ``await parent`` waits on: made by the first awaiter, on its loop (none for a parent nobody awaits).
+    _waiter: asyncio.Future[ExecutionCompleted] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         quantity = self.quantity
@@ -166,6 +176,167 @@ class ParentOrder:
             due += 1
         self._steps_due = due
         return self._step_targets[due - 1] if due else _NOTHING
+
+    def __await__(self) -> Generator[Any, None, ExecutionCompleted]:
+        """Wait until the parent finishes (at once if it has) and return its ``ExecutionCompleted``.
+
+        Raises
+        ------
+        RuntimeError
+            If the router stopped (its run ended or was stopped) while the parent still worked.
+        """
+        if self.completion is not None:
+            return self.completion
+        loop = asyncio.get_running_loop()
+        if self._waiter is None or self._waiter.get_loop() is not loop:
+            self._waiter = loop.create_future()
+        # Finished meanwhile on a thread of its own (settle sets the completion, then looks for a waiter).
+        if self.completion is not None:
+            return self.completion
+        return (yield from self._waiter.__await__())
+
+    def settle(self, outcome: ExecutionCompleted | RuntimeError) -> None:
+        """Hand the parent's analysis (or why it will not come) to whoever awaits it, from any thread."""
+        if isinstance(outcome, ExecutionCompleted):
+            self.completion = outcome
+        waiter = self._waiter
+        if waiter is None or waiter.done() or waiter.get_loop().is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is waiter.get_loop():
+            _resolve(waiter, outcome)
+        else:
+            waiter.get_loop().call_soon_threadsafe(_resolve, waiter, outcome)
+
+
+def _resolve(waiter: asyncio.Future[ExecutionCompleted], outcome: ExecutionCompleted | RuntimeError) -> None:
+    if waiter.done():
+        return
+    if isinstance(outcome, ExecutionCompleted):
+        waiter.set_result(outcome)
+    else:
+        waiter.set_exception(outcome)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderTerms:
+    """What a user's order asks the router for (see :func:`order_terms`)."""
+
+    symbol: str
+    side: OrderSide
+    quantity: Decimal
+    reduce_only: bool = False
+    strategy: str = "manual"
+    urgency: float | None = None
+
+
+_ORDER_FIELDS = ("symbol", "side", "quantity", "reduce_only", "strategy", "urgency")
+# What the router decides for itself: a SubmitOrder given to it keeps each as its default.
+_ROUTER_DECIDES: dict[str, object] = {
+    "price": None,
+    "time_in_force": TimeInForce.GTC,
+    "stop_price": None,
+    "position_side": PositionSide.BOTH,
+    "close_position": False,
+    "working_type": WorkingType.CONTRACT_PRICE,
+    "approval_id": None,
+}
+
+
+def order_terms(order: SubmitOrder | Mapping[str, object]) -> OrderTerms:
+    """Return what a user's order asks for: its symbol, side, exact quantity, reduce-only flag, strategy, urgency.
+
+    Parameters
+    ----------
+    order
+        A MARKET :class:`~keel.core.messages.SubmitOrder` (its ``client_order_id``
+        is not used: the router numbers its own child orders), or a mapping with
+        ``symbol``, ``side`` (BUY/SELL), ``quantity`` (Decimal, int or decimal
+        string) and optionally ``reduce_only`` (bool), ``strategy`` (str,
+        ``"manual"`` by default) and ``urgency`` (in [0, 1]).
+
+    Raises
+    ------
+    TypeError
+        For an order of another type, a float quantity (pass ``Decimal("0.01")``) or a field of the wrong type.
+    ValueError
+        For unknown or missing mapping keys (named), an unknown side, an urgency
+        outside [0, 1], or a SubmitOrder with a price, time in force or other
+        field the router sets itself (named).
+    """
+    if isinstance(order, SubmitOrder):
+        return _submit_terms(order)
+    if not isinstance(order, Mapping):
+        raise TypeError(
+            f"an order is a SubmitOrder or a mapping with symbol, side and quantity, got {type(order).__name__}"
+        )
+    unknown = sorted(str(key) for key in order if key not in _ORDER_FIELDS)
+    missing = [name for name in _ORDER_FIELDS[:3] if order.get(name) is None]
+    if unknown or missing:
+        raise ValueError(
+            f"an order for the router has symbol, side, quantity and optionally reduce_only, strategy, urgency; "
+            f"unknown keys {unknown}, missing {missing}"
+        )
+    symbol, side = order["symbol"], order["side"]
+    reduce_only, strategy = order.get("reduce_only", False), order.get("strategy", "manual")
+    if not isinstance(symbol, str) or not isinstance(side, str | OrderSide):
+        raise TypeError(f"an order's symbol and side are strings, got {symbol!r} and {side!r}")
+    if not isinstance(reduce_only, bool) or not isinstance(strategy, str):
+        raise TypeError(
+            f"an order's reduce_only is True or False and its strategy a string, got {reduce_only!r}, {strategy!r}"
+        )
+    urgency = order.get("urgency")
+    return OrderTerms(
+        symbol=symbol.upper(),
+        side=_order_side(side.upper() if isinstance(side, str) else side),
+        quantity=_order_quantity(order["quantity"]),  # type: ignore[arg-type]
+        reduce_only=reduce_only,
+        strategy=strategy,
+        urgency=None if urgency is None else checked_urgency(urgency),
+    )
+
+
+def _submit_terms(order: SubmitOrder) -> OrderTerms:
+    """Return the terms of a SubmitOrder, refusing one with a field the router would have to ignore."""
+    ignored = [name for name, default in _ROUTER_DECIDES.items() if getattr(order, name) != default]
+    if order.order_type is not OrderType.MARKET:
+        ignored.insert(0, "order_type")
+    if ignored:
+        raise ValueError(
+            f"the router sets {', '.join(ignored)} of its child orders itself: give it a MARKET SubmitOrder "
+            f"without them (or a mapping with symbol, side and quantity)"
+        )
+    return OrderTerms(order.symbol, order.side, _order_quantity(order.quantity), order.reduce_only, order.strategy)
+
+
+def checked_urgency(urgency: object) -> float:
+    """Return ``urgency`` as a float after checking it is a finite number in [0, 1].
+
+    Raises
+    ------
+    ValueError
+        For anything else (a boolean, a string, NaN, a number outside [0, 1]).
+    """
+    if isinstance(urgency, bool) or not isinstance(urgency, Real | Decimal) or not 0 <= float(urgency) <= 1:
+        raise ValueError(f"urgency must be a number in [0, 1] (0 patient, 1 immediate), got {urgency!r}")
+    return float(urgency)
+
+
+def checked_horizon(horizon_seconds: object) -> float:
+    """Return a schedule horizon as a float after checking it is a finite number of seconds > 0.
+
+    Raises
+    ------
+    ValueError
+        For anything else (a boolean, a string, NaN, infinity, zero or less).
+    """
+    valid = not isinstance(horizon_seconds, bool) and isinstance(horizon_seconds, Real | Decimal)
+    if not valid or not math.isfinite(float(horizon_seconds)) or float(horizon_seconds) <= 0:  # type: ignore[arg-type]
+        raise ValueError(f"horizon_seconds must be a finite number of seconds > 0, got {horizon_seconds!r}")
+    return float(horizon_seconds)  # type: ignore[arg-type]
 
 
 class SmartOrderRouter(Component):
@@ -255,6 +426,16 @@ class SmartOrderRouter(Component):
         if self.profiler is not None:
             self.bus.subscribe(BarClosed, self.profiler.on_bar, name=f"{self.name}.profile")
 
+    def on_stop(self) -> None:
+        """Tell whoever awaits a parent still working that its analysis will not come from this router."""
+        for parent in self.parents.values():
+            parent.settle(
+                RuntimeError(
+                    f"the router stopped while parent {parent.parent_order_id} still worked ({parent.filled} of "
+                    f"{parent.quantity} {parent.symbol} filled): its ExecutionCompleted will not come from this run"
+                )
+            )
+
     # --- the user's API ------------------------------------------------------------------------
 
     def execute(
@@ -268,11 +449,15 @@ class SmartOrderRouter(Component):
         strategy: str = "manual",
         urgency: float | None = None,
         approval_id: int | None = None,
+        horizon_seconds: float | None = None,
     ) -> ParentOrder:
-        """Start working a parent order in ``style`` and return it.
+        """Start working a parent order in ``style`` and return it (``await`` it for its ``ExecutionCompleted``).
 
         ``approval_id`` is the id of the ``OrderApproved`` it works (its child
-        orders and its ``ExecutionCompleted`` carry it).
+        orders and its ``ExecutionCompleted`` carry it). ``urgency`` (in [0, 1],
+        ``settings.urgency`` when None) is what ADAPTIVE decides with;
+        ``horizon_seconds`` replaces ``settings.twap_horizon_seconds`` as the
+        span of this parent's TWAP or VWAP schedule.
 
         ``side`` may be given by its name (``"BUY"``), ``quantity`` as a
         Decimal, an int or a decimal string.
@@ -282,17 +467,21 @@ class SmartOrderRouter(Component):
         TypeError
             For a float quantity (binary floats are not exact amounts: pass ``Decimal("0.01")``).
         ValueError
-            For an unknown symbol or side, a non-positive quantity, neither a book
-            nor a bar yet for the symbol, or VWAP without a liquidity profile.
+            For an unknown symbol or side, a non-positive quantity, an urgency
+            outside [0, 1], a horizon that is not a positive number of seconds,
+            neither a book nor a bar yet for the symbol, or VWAP without a
+            liquidity profile.
         """
         if symbol not in self.instruments:
             raise ValueError(f"no instrument specification for {symbol}")
         side, quantity = _order_side(side), _order_quantity(quantity)
         if not quantity.is_finite() or quantity <= 0:
             raise ValueError(f"parent quantity must be positive, got {quantity}")
+        urgency = None if urgency is None else checked_urgency(urgency)
+        horizon = self.settings.twap_horizon_seconds if horizon_seconds is None else checked_horizon(horizon_seconds)
         if symbol not in self._books and symbol not in self._closes:
             raise ValueError(f"no order book of {symbol} yet, nor a bar: the router needs one to price child orders")
-        parent = self._new_parent(symbol, side, quantity, style, reduce_only, strategy, urgency)
+        parent = self._new_parent(symbol, side, quantity, style, reduce_only, strategy, urgency, horizon)
         parent.approval_id = approval_id
         self.parents[parent.parent_order_id] = parent
         self.slippage.start(parent.parent_order_id, side.sign, parent.arrival_price)
@@ -300,34 +489,80 @@ class SmartOrderRouter(Component):
         return parent
 
     def execute_aggressive(
-        self, symbol: str, side: OrderSide | str, quantity: Decimal | int | str, **options: object
+        self,
+        symbol: str | SubmitOrder | Mapping[str, object],
+        side: OrderSide | str | None = None,
+        quantity: Decimal | int | str | None = None,
+        **options: Any,
     ) -> ParentOrder:
-        """Take liquidity now with marketable limits at the protection price."""
-        return self.execute(symbol, side, quantity, ExecutionStyle.AGGRESSIVE, **options)  # type: ignore[arg-type]
+        """Take liquidity now with marketable limits at the protection price.
+
+        Called with ``symbol, side, quantity`` and :meth:`execute`'s options, or
+        with one order (a SubmitOrder or a mapping, see :func:`order_terms`):
+        ``result = await router.execute_aggressive(order)``.
+        """
+        return self._execute_in(ExecutionStyle.AGGRESSIVE, symbol, side, quantity, options)
 
     def execute_passive(
-        self, symbol: str, side: OrderSide | str, quantity: Decimal | int | str, **options: object
+        self,
+        symbol: str | SubmitOrder | Mapping[str, object],
+        side: OrderSide | str | None = None,
+        quantity: Decimal | int | str | None = None,
+        **options: Any,
     ) -> ParentOrder:
-        """Post at or inside the touch; take the rest after the passive time limit."""
-        return self.execute(symbol, side, quantity, ExecutionStyle.PASSIVE, **options)  # type: ignore[arg-type]
+        """Post at or inside the touch; take the rest after the passive time limit (one order, or as the others)."""
+        return self._execute_in(ExecutionStyle.PASSIVE, symbol, side, quantity, options)
 
     def execute_twap(
-        self, symbol: str, side: OrderSide | str, quantity: Decimal | int | str, **options: object
+        self,
+        symbol: str | SubmitOrder | Mapping[str, object],
+        side: OrderSide | str | None = None,
+        quantity: Decimal | int | str | None = None,
+        **options: Any,
     ) -> ParentOrder:
-        """Trade in randomized equal slices over the TWAP horizon."""
-        return self.execute(symbol, side, quantity, ExecutionStyle.TWAP, **options)  # type: ignore[arg-type]
+        """Trade in randomized equal slices over the TWAP horizon (one order, or as the others)."""
+        return self._execute_in(ExecutionStyle.TWAP, symbol, side, quantity, options)
 
     def execute_vwap(
-        self, symbol: str, side: OrderSide | str, quantity: Decimal | int | str, **options: object
+        self,
+        symbol: str | SubmitOrder | Mapping[str, object],
+        side: OrderSide | str | None = None,
+        quantity: Decimal | int | str | None = None,
+        **options: Any,
     ) -> ParentOrder:
-        """Trade along the liquidity profile's volume curve over the horizon."""
-        return self.execute(symbol, side, quantity, ExecutionStyle.VWAP, **options)  # type: ignore[arg-type]
+        """Trade along the liquidity profile's volume curve over the horizon (one order, or as the others)."""
+        return self._execute_in(ExecutionStyle.VWAP, symbol, side, quantity, options)
 
     def execute_adaptive(
-        self, symbol: str, side: OrderSide | str, quantity: Decimal | int | str, **options: object
+        self,
+        symbol: str | SubmitOrder | Mapping[str, object],
+        side: OrderSide | str | None = None,
+        quantity: Decimal | int | str | None = None,
+        **options: Any,
     ) -> ParentOrder:
-        """Let the market state choose the style, and keep adjusting it."""
-        return self.execute(symbol, side, quantity, ExecutionStyle.ADAPTIVE, **options)  # type: ignore[arg-type]
+        """Let the market state choose the style, and keep adjusting it (one order, or as the others)."""
+        return self._execute_in(ExecutionStyle.ADAPTIVE, symbol, side, quantity, options)
+
+    def _execute_in(
+        self,
+        style: ExecutionStyle,
+        symbol: str | SubmitOrder | Mapping[str, object],
+        side: OrderSide | str | None,
+        quantity: Decimal | int | str | None,
+        options: dict[str, Any],
+    ) -> ParentOrder:
+        """Start a parent from ``symbol, side, quantity, **options`` or from one order alone."""
+        if isinstance(symbol, str):
+            if side is None or quantity is None:
+                raise TypeError(f"give symbol, side and quantity, or one order; got only the symbol {symbol!r}")
+            return self.execute(symbol, side, quantity, style, **options)
+        if side is not None or quantity is not None or options:
+            raise TypeError("an order comes alone: put its side, quantity, reduce_only, strategy and urgency in it")
+        terms = order_terms(symbol)
+        return self.execute(
+            terms.symbol, terms.side, terms.quantity, style, reduce_only=terms.reduce_only, strategy=terms.strategy,
+            urgency=terms.urgency,
+        )  # fmt: skip
 
     def cancel_parents(self, reason: str, symbol: str | None = None) -> int:
         """Stop working every parent (of ``symbol``): no more children, live ones canceled; return how many."""
@@ -680,6 +915,7 @@ class SmartOrderRouter(Component):
         reduce_only: bool,
         strategy: str,
         urgency: float | None,
+        horizon_seconds: float,
     ) -> ParentOrder:
         settings, now = self.settings, self.clock.timestamp_ns()
         urgency = settings.urgency if urgency is None else urgency
@@ -696,7 +932,7 @@ class SmartOrderRouter(Component):
             chosen = choose_style(urgency, side.sign, self._market_state(symbol, impact))
         if chosen is ExecutionStyle.PASSIVE and not self._maker_pays(symbol, quantity * (bid + ask) / 2):
             chosen = ExecutionStyle.AGGRESSIVE
-        horizon = round(settings.twap_horizon_seconds * NANOS_PER_SECOND)
+        horizon = round(horizon_seconds * NANOS_PER_SECOND)
         passive_limit = round(settings.passive_time_limit_seconds * NANOS_PER_SECOND)
         parent_order_id = f"P-{next(self._parent_ids)}"
         schedule = self._schedule(chosen, now, horizon, parent_order_id)
@@ -743,7 +979,7 @@ class SmartOrderRouter(Component):
         if style is ExecutionStyle.VWAP:
             if self.profiler is None:
                 raise ValueError("VWAP needs a liquidity profile: give the router a LiquidityProfiler fed 1m bars")
-            minutes = max(1, round(settings.twap_horizon_seconds / 60))
+            minutes = max(1, round(horizon / (60 * NANOS_PER_SECOND)))
             start_minute = (now // (60 * NANOS_PER_SECOND)) % _MINUTES_PER_DAY
             return vwap_schedule(now, self.profiler.volume_schedule(int(start_minute), minutes))
         return [Slice(now, 1.0)]
@@ -787,6 +1023,7 @@ class SmartOrderRouter(Component):
         self.slippage.finish(parent.parent_order_id)
         completed = self._analysis(parent, reason)
         self.completed.append(completed)
+        parent.settle(completed)
         self.bus.publish(completed)
 
     def _forget_children(self, parent: ParentOrder) -> None:

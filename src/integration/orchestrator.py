@@ -17,12 +17,19 @@ From Python (a script or a notebook, whose event loop may already run),
     async with TradingOrchestrator.from_config(mode="paper", paper={"speed": 600}) as orchestrator:
         status = orchestrator.get_system_status()
         await orchestrator.emergency_stop("Risk limit exceeded")
+
+and trades by hand through its execution engine (``orchestrator.router``, the
+smart order router, and ``orchestrator.algorithms``)::
+
+    result = await orchestrator.router.execute_aggressive({"symbol": "BTCUSDT", "side": "BUY", "quantity": "0.01"})
+    result = await orchestrator.algorithms.execute_dynamic_twap(order, {"urgency": 0.8})
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -42,6 +49,8 @@ from keel.core.messages import (
     TradeTick,
 )
 from keel.core.orders import Order, OrderSide, OrderType
+from keel.execution.execution_algorithms import ExecutionAlgorithms
+from keel.execution.router import SmartOrderRouter
 from keel.integration.pipeline import Pipeline
 from keel.integration.reports import iso_time
 from keel.integration.responses import (
@@ -243,6 +252,24 @@ class TradingOrchestrator:
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
         await self.stop()
+
+    @property
+    def router(self) -> SmartOrderRouter:
+        """Return the run's smart order router: ``await router.execute_aggressive(order)`` trades by hand.
+
+        Its parents are the operator's (strategy ``"manual"`` unless the order
+        names one): they go to the venue without a risk approval, as every
+        order placed by hand, and the risk layer counts their working orders
+        and fills; a halt ends them. Trade through it on a paper or live run,
+        whose pipeline works on the caller's event loop: a backtest's replays
+        on a worker thread, which the router does not share.
+        """
+        return self.pipeline.router
+
+    @functools.cached_property
+    def algorithms(self) -> ExecutionAlgorithms:
+        """Return the execution algorithms over :attr:`router` (``execute_dynamic_twap``, ``execute_adaptive``)."""
+        return ExecutionAlgorithms(self.pipeline.router)
 
     def _market_data_seen(self, _event: BarClosed | BookUpdated | TradeTick) -> None:
         self._last_market_data = time.monotonic()

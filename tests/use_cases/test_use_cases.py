@@ -7,6 +7,7 @@ the data is the bundled recording.
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 
 from keel.backtest import BacktestEngine
 from keel.core.errors import ConfigurationError, MalformedDataError
-from keel.core.messages import BarClosed
+from keel.core.messages import BarClosed, ExecutionCompleted
 from keel.integration import TradingOrchestrator
 from keel.market_data.loaders import load_ohlcv
 from keel.portfolio import CorrelationAnalyzer, PerformanceAttributor, PortfolioOptimizer
@@ -181,6 +182,59 @@ def test_uc_4_1_health_checked_on_request_and_the_automatic_recovery(tmp_path: P
     assert not any(reason.startswith("risk.controller degraded") for reason in recovery["remaining"])
     assert risk_state == "RUNNING"
     assert recovery["trading_state"] == health_status["trading_state"]
+
+
+def test_4_4_the_execution_engine_calls_as_written_on_a_running_paper_system(tmp_path: Path) -> None:
+    # Arrange: a running paper system on the bundled month, and the review's four execution calls
+    orchestrator = TradingOrchestrator.from_config(
+        mode="paper",
+        run={"output_dir": str(tmp_path)},
+        data={"symbols": ["BTCUSDT", "ETHUSDT"]},
+        paper={"speed": 100_000, "status_interval_seconds": 3600},
+        web={"enabled": False},
+    )
+
+    async def trader() -> list[ExecutionCompleted]:
+        async with orchestrator:
+            while orchestrator.pipeline.recorder.equity == []:
+                await asyncio.sleep(0.01)
+            router, algorithms = orchestrator.router, orchestrator.algorithms
+            results = []
+            order = {"symbol": "ETHUSDT", "side": "BUY", "quantity": "0.50"}
+            result = await router.execute_aggressive(order)
+            results.append(result)
+            order = {"symbol": "ETHUSDT", "side": "SELL", "quantity": "0.20"}
+            result = await router.execute_passive(order)
+            results.append(result)
+            order = {"symbol": "ETHUSDT", "side": "BUY", "quantity": "0.30"}
+            market_analysis = {"urgency": 0.8}
+            result = await algorithms.execute_dynamic_twap(order, market_analysis)
+            results.append(result)
+            order = {"symbol": "ETHUSDT", "side": "SELL", "quantity": "0.10"}
+            market_signals = {"urgency": 0.9}
+            result = await algorithms.execute_adaptive(order, market_signals)
+            results.append(result)
+        return results
+
+    # Act
+    results = asyncio.run(asyncio.wait_for(trader(), timeout=300))
+
+    # Assert: each finished with its analysis, filled
+    expected = [("AGGRESSIVE", "BUY", "0.50"), ("PASSIVE", "SELL", "0.20"), ("TWAP", "BUY", "0.30"),
+                ("ADAPTIVE", "SELL", "0.10")]  # fmt: skip
+    for result, (style, side, quantity) in zip(results, expected, strict=True):
+        assert isinstance(result, ExecutionCompleted)
+        assert (result.style, result.symbol, result.side.value, result.quantity) == (
+            style, "ETHUSDT", side, Decimal(quantity)
+        )  # fmt: skip
+        assert result.filled_quantity > 0
+    # ... placed by hand as every router order of the operator's: no risk approval, the fills in the risk
+    # layer's position book under the strategy "manual"
+    assert all(result.approval_id is None and result.strategy == "manual" for result in results)
+    net = sum((r.filled_quantity * r.side.sign for r in results), Decimal(0))
+    assert orchestrator.pipeline.positions.strategy_positions[("manual", "ETHUSDT")].quantity == net
+    manual = [row for row in orchestrator.orders() if row["strategy"] == "manual"]
+    assert len(manual) == sum(result.child_orders for result in results)
 
 
 def test_uc_1_1_live_from_python_needs_the_confirmation() -> None:
