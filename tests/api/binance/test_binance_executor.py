@@ -59,7 +59,11 @@ async def test_a_paper_limit_order_rests_until_canceled_and_a_bad_one_is_rejecte
 ) -> None:
     # Arrange
     executor = await executor_on(binance)
-    far_below = Decimal(str(executor.websocket.order_book("BTCUSDT").bids[0][0])) / 2
+    # Half the best bid, on BTCUSDT's price grid (half of a bid ending in an odd tenth is off it, and rejected).
+    tick = executor.instruments["BTCUSDT"].tick_size
+    far_below = (
+        Decimal(str(executor.websocket.order_book("BTCUSDT").bids[0][0])) / 2 / tick
+    ).to_integral_value() * tick
 
     # Act
     resting = await executor.submit_order(
