@@ -67,6 +67,10 @@ class RequestRejectedError(KeelError):
         self.code = code
 
 
+class RiskRefusedError(KeelError):
+    """The risk layer refused an order placed by hand: change the order, or the limit or state it names, then resend."""
+
+
 class AmbiguousOutcomeError(KeelError):
     """The request may or may not have taken effect: query before acting again."""
 

@@ -34,7 +34,7 @@ import asyncio
 import itertools
 import math
 from collections import OrderedDict, deque
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from numbers import Real
@@ -393,6 +393,8 @@ class SmartOrderRouter(Component):
         self.instruments = dict(instruments)
         self.settings = settings
         self.slippage = slippage or SlippageController()
+        self.manual_order_check: Callable[[str, OrderSide, Decimal, bool, str], None] | None = None
+        """The risk layer's check of a parent placed by hand (no ``approval_id``); it raises to refuse one."""
         self.profiler = profiler
         self.impact_model = impact_model
         self.styles = dict(styles or {})
@@ -471,6 +473,10 @@ class SmartOrderRouter(Component):
             outside [0, 1], a horizon that is not a positive number of seconds,
             neither a book nor a bar yet for the symbol, or VWAP without a
             liquidity profile.
+        RiskRefusedError
+            For a parent placed by hand (no ``approval_id``) that the risk
+            layer's :attr:`manual_order_check` refuses: the trading state or a
+            limit forbids it. Nothing is sent.
         """
         if symbol not in self.instruments:
             raise ValueError(f"no instrument specification for {symbol}")
@@ -481,6 +487,8 @@ class SmartOrderRouter(Component):
         horizon = self.settings.twap_horizon_seconds if horizon_seconds is None else checked_horizon(horizon_seconds)
         if symbol not in self._books and symbol not in self._closes:
             raise ValueError(f"no order book of {symbol} yet, nor a bar: the router needs one to price child orders")
+        if approval_id is None and self.manual_order_check is not None:
+            self.manual_order_check(symbol, side, quantity, reduce_only, strategy)
         parent = self._new_parent(symbol, side, quantity, style, reduce_only, strategy, urgency, horizon)
         parent.approval_id = approval_id
         self.parents[parent.parent_order_id] = parent

@@ -258,8 +258,9 @@ class TradingOrchestrator:
         """Return the run's smart order router: ``await router.execute_aggressive(order)`` trades by hand.
 
         Its parents are the operator's (strategy ``"manual"`` unless the order
-        names one): they go to the venue without a risk approval, as every
-        order placed by hand, and the risk layer counts their working orders
+        names one): they are not sized as the strategies' are, but the risk
+        layer refuses one the trading state or a limit forbids before anything
+        is sent (``RiskRefusedError``), and counts their working orders
         and fills; a halt ends them. Trade through it on a paper or live run,
         whose pipeline works on the caller's event loop: a backtest's replays
         on a worker thread, which the router does not share.

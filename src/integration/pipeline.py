@@ -601,6 +601,7 @@ def build_pipeline(
         styles=styles,
         costs=costs,
     )
+    router.manual_order_check = risk.check_manual_order
     recorder = RunRecorder()
     recorder.attach(bus)
     period = config.portfolio.attribution_period_hours * 60 * NANOS_PER_MINUTE

@@ -74,6 +74,7 @@ from keel.core.clock import NANOS_PER_SECOND, Clock, SimulatedClock
 from keel.core.component import Component
 from keel.core.costs import CostModel
 from keel.core.error_codes import BinanceErrorCode
+from keel.core.errors import RiskRefusedError
 from keel.core.fsm import TRADING_STATE_TRANSITIONS, ComponentState, StateMachine, TradingState
 from keel.core.instruments import Instrument, bundled_instruments
 from keel.core.intervals import INTERVAL_MS, bars_per_day
@@ -156,6 +157,7 @@ class DenialReason(Enum):
     DUST_WRITTEN_OFF = "DUST_WRITTEN_OFF"
     INVENTORY_CAP = "INVENTORY_CAP"
     POSITION_LIMIT = "POSITION_LIMIT"
+    ORDER_NOTIONAL = "ORDER_NOTIONAL"
 
 
 @dataclass(slots=True)
@@ -1428,6 +1430,69 @@ class RiskController(Component):
         if reduces:
             return None
         return context.exposure_refusal(self, symbol, held, after, price)
+
+    def check_manual_order(
+        self, symbol: str, side: OrderSide, quantity: Decimal, reduce_only: bool, strategy: str = "manual"
+    ) -> None:
+        """Refuse an order placed by hand that the trading state or a risk limit forbids.
+
+        Orders placed by hand (the router's ``execute_*``) are not sized as
+        the strategies' are, but they meet the same rules: while HALTED only a
+        ``reduce_only`` order goes out, while REDUCING only one that shrinks a
+        position; an order that does not shrink one keeps within
+        ``max_order_notional`` and ``max_position_notional`` and, after it, the
+        margin, gross and net leverage and VaR limits. A refusal is reported as
+        an ``OrderDenied`` under ``strategy``.
+
+        Raises
+        ------
+        RiskRefusedError
+            Naming the rule and the numbers; nothing is sent.
+        """
+        ts = self.clock.timestamp_ns()
+        refusal = self._manual_refusal(symbol, side, quantity, reduce_only)
+        if refusal is None:
+            return
+        reason, detail = refusal
+        self._deny(symbol, side, quantity, reason, detail, ts, strategy)
+        raise RiskRefusedError(
+            f"{side.value} {quantity} {symbol} refused by the risk layer ({reason.value}): {detail}; change the "
+            "order, or the limit or trading state it names, and send it again"
+        )
+
+    def _manual_refusal(
+        self, symbol: str, side: OrderSide, quantity: Decimal, reduce_only: bool
+    ) -> tuple[DenialReason, str] | None:
+        context = _Allocation.of(self)
+        held = context.held.get(symbol, 0.0)
+        after = held + side.sign * float(quantity)
+        reduces = abs(after) < abs(held) and (after == 0 or (after > 0) == (held > 0))
+        state = self.trading_state
+        if state is TradingState.HALTED and not reduce_only:
+            return DenialReason.TRADING_HALTED, "trading is halted: only a reduce_only order goes out until it resumes"
+        if state is TradingState.REDUCING and not (reduce_only or reduces):
+            return DenialReason.REDUCE_ONLY_STATE, "only orders that shrink a position go out while REDUCING"
+        if reduce_only or reduces:
+            return None
+        price = context.prices.get(symbol)
+        if price is None:
+            return DenialReason.NO_PRICE, f"no price for {symbol} yet"
+        if context.equity <= 0:
+            return DenialReason.NO_EQUITY, f"equity is {context.equity}"
+        limits = self.limits
+        notional = float(quantity) * price
+        if notional > limits.max_order_notional:
+            return (
+                DenialReason.ORDER_NOTIONAL,
+                f"order notional {notional:.2f} above the per-order limit {limits.max_order_notional:g}",
+            )
+        if abs(after) * price > limits.max_position_notional:
+            return (
+                DenialReason.POSITION_LIMIT,
+                f"position notional {abs(after) * price:.2f} would exceed the limit {limits.max_position_notional:g}",
+            )
+        margin = context.margin_refusal(self, symbol, self._opening_of(symbol, held, after, context))
+        return margin or context.exposure_refusal(self, symbol, held, after, price)
 
     def _opening_of(self, symbol: str, held: float, after: float, context: _Allocation) -> float:
         side = OrderSide.BUY if after > held else OrderSide.SELL

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal
 
+import pytest
+
 from keel.config import load_config
 from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_MILLI, NANOS_PER_MINUTE, SimulatedClock
+from keel.core.errors import RiskRefusedError
 from keel.core.instruments import load_instruments
 from keel.core.messages import BarClosed, OrderRejected, PositionSide, SubmitOrder
 from keel.core.orders import OrderSide, OrderType, TimeInForce
@@ -100,3 +103,30 @@ def test_an_emergency_flatten_closes_the_venue_position_not_the_orders_still_wor
     assert rejected == []
     assert pipeline.positions.quantity(BTC) == 0 == pipeline.exchange.account.quantity((BTC, PositionSide.BOTH))
     assert pipeline.orders.open_orders() == []
+
+
+def test_an_order_by_hand_after_an_emergency_stop_is_refused_unless_it_only_reduces() -> None:
+    # Arrange: long 0.010 BTC bought by hand through the run's router, then an emergency stop
+    pipeline, clock = quiet_pipeline()
+    orchestrator = TradingOrchestrator(pipeline, load_config("backtest", environ={}))
+    router = orchestrator.router
+    play(pipeline, clock, bar(0, 95_000.0))
+    router.execute_aggressive({"symbol": BTC, "side": "BUY", "quantity": "0.010"})
+    play(pipeline, clock, bar(1, 95_000.0))  # the venue takes the child
+    play(pipeline, clock, bar(2, 95_000.0))  # and fills it at this bar's open
+    assert pipeline.positions.quantity(BTC) == Decimal("0.010")
+    asyncio.run(orchestrator.emergency_stop("test"))
+    sent = len(pipeline.orders.orders)
+
+    # Act
+    with pytest.raises(RiskRefusedError) as raised:
+        router.execute_aggressive({"symbol": BTC, "side": "BUY", "quantity": "0.010"})
+    router.execute_aggressive({"symbol": BTC, "side": "SELL", "quantity": "0.010", "reduce_only": True})
+    play(pipeline, clock, bar(3, 95_000.0))
+    play(pipeline, clock, bar(4, 95_000.0))
+
+    # Assert: the buy never reached the venue, the reduce-only sell closed the position
+    assert "TRADING_HALTED" in str(raised.value)
+    assert len(pipeline.orders.orders) == sent + 1
+    assert pipeline.positions.quantity(BTC) == 0
+    assert [d.reason_code for d in pipeline.recorder.denials] == ["TRADING_HALTED"]

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_MILLI, SimulatedClock
 from keel.core.costs import CostModel, CostSettings
+from keel.core.errors import RiskRefusedError
 from keel.core.fsm import TradingState
 from keel.core.instruments import Instrument, load_instruments
 from keel.core.messages import (
@@ -1428,3 +1429,81 @@ def test_own_positions_beyond_the_position_limit_are_cut_with_the_reason() -> No
     assert (denied.reason_code, denied.strategy) == (DenialReason.POSITION_LIMIT.value, "scheduled_dca")
     (approved,) = desk.approved
     assert approved.quantity == floor_to(Decimal(2000) / mark(BTC), "0.001")
+
+
+# --- orders placed by hand ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state", "side", "quantity", "reduce_only", "reason"),
+    [
+        (TradingState.HALTED, OrderSide.BUY, "0.010", False, DenialReason.TRADING_HALTED),
+        (TradingState.HALTED, OrderSide.SELL, "0.010", False, DenialReason.TRADING_HALTED),  # shrinks, not reduce_only
+        (TradingState.REDUCING, OrderSide.BUY, "0.010", False, DenialReason.REDUCE_ONLY_STATE),
+        (TradingState.REDUCING, OrderSide.SELL, "0.050", False, DenialReason.REDUCE_ONLY_STATE),  # flips short
+    ],
+)
+def test_an_order_by_hand_the_trading_state_forbids_is_refused_and_reported(
+    state: TradingState, side: OrderSide, quantity: str, reduce_only: bool, reason: DenialReason
+) -> None:
+    # Arrange: long 0.031 BTC
+    desk = Desk()
+    desk.fill(BTC, OrderSide.BUY, Decimal("0.031"))
+    desk.set_state(state)
+
+    # Act
+    with pytest.raises(RiskRefusedError) as raised:
+        desk.risk.check_manual_order(BTC, side, Decimal(quantity), reduce_only)
+    desk.bus.drain()
+
+    # Assert: the caller is told why; the denial is on the bus under "manual"
+    assert reason.value in str(raised.value)
+    (denied,) = desk.denied
+    assert (denied.reason_code, denied.strategy, denied.quantity) == (reason.value, "manual", Decimal(quantity))
+
+
+@pytest.mark.parametrize(
+    ("state", "side", "quantity", "reduce_only"),
+    [
+        (TradingState.ACTIVE, OrderSide.BUY, "0.010", False),
+        (TradingState.HALTED, OrderSide.SELL, "0.031", True),  # closing by hand after an emergency stop
+        (TradingState.REDUCING, OrderSide.SELL, "0.010", False),  # shrinks the long
+    ],
+)
+def test_an_order_by_hand_within_the_rules_passes(
+    state: TradingState, side: OrderSide, quantity: str, reduce_only: bool
+) -> None:
+    # Arrange
+    desk = Desk()
+    desk.fill(BTC, OrderSide.BUY, Decimal("0.031"))
+    desk.set_state(state)
+
+    # Act
+    desk.risk.check_manual_order(BTC, side, Decimal(quantity), reduce_only)
+    desk.bus.drain()
+
+    # Assert
+    assert desk.denied == []
+
+
+@pytest.mark.parametrize(
+    ("limits", "quantity", "reason"),
+    [
+        ({"max_order_notional": Decimal("1000")}, "0.020", DenialReason.ORDER_NOTIONAL),
+        ({"max_position_notional": Decimal("3000")}, "0.010", DenialReason.POSITION_LIMIT),
+        ({"max_leverage": 0.5}, "0.040", DenialReason.MAX_LEVERAGE),
+    ],
+)
+def test_an_order_by_hand_beyond_a_limit_is_refused_naming_it(
+    limits: dict[str, object], quantity: str, reason: DenialReason
+) -> None:
+    # Arrange: long 0.031 BTC (about 3,200 USDT at the first bar's close) on 10,000 USDT
+    desk = Desk(**limits)  # type: ignore[arg-type]
+    desk.fill(BTC, OrderSide.BUY, Decimal("0.031"))
+
+    # Act
+    with pytest.raises(RiskRefusedError) as raised:
+        desk.risk.check_manual_order(BTC, OrderSide.BUY, Decimal(quantity), False)
+
+    # Assert
+    assert reason.value in str(raised.value)

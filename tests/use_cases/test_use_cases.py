@@ -228,7 +228,7 @@ def test_4_4_the_execution_engine_calls_as_written_on_a_running_paper_system(tmp
             style, "ETHUSDT", side, Decimal(quantity)
         )  # fmt: skip
         assert result.filled_quantity > 0
-    # ... placed by hand as every router order of the operator's: no risk approval, the fills in the risk
+    # ... placed by hand (checked by the risk layer, not sized by it): no approval id, the fills in the risk
     # layer's position book under the strategy "manual"
     assert all(result.approval_id is None and result.strategy == "manual" for result in results)
     net = sum((r.filled_quantity * r.side.sign for r in results), Decimal(0))
