@@ -354,8 +354,9 @@ class SmartOrderRouter(Component):
         The event bus and the clock.
     slippage
         The slippage controller (default limits when None).
-    profiler
-        The liquidity profile VWAP schedules come from (fed 1m bars); needed for VWAP.
+    profilers
+        Each symbol's liquidity profile, which its VWAP schedules follow (fed
+        its bars here); VWAP of a symbol without one raises ValueError.
     impact_model
         A fitted impact model for the ADAPTIVE decision and the TCA's estimate; the
         microstructure snapshot's estimate is used when None.
@@ -379,7 +380,7 @@ class SmartOrderRouter(Component):
         clock: Clock,
         *,
         slippage: SlippageController | None = None,
-        profiler: LiquidityProfiler | None = None,
+        profilers: Mapping[str, LiquidityProfiler] | None = None,
         impact_model: MarketImpactModel | None = None,
         styles: Mapping[str, ExecutionStyle] | None = None,
         history: int = 100_000,
@@ -395,7 +396,7 @@ class SmartOrderRouter(Component):
         self.slippage = slippage or SlippageController()
         self.manual_order_check: Callable[[str, OrderSide, Decimal, bool, str], None] | None = None
         """The risk layer's check of a parent placed by hand (no ``approval_id``); it raises to refuse one."""
-        self.profiler = profiler
+        self.profilers = dict(profilers or {})
         self.impact_model = impact_model
         self.styles = dict(styles or {})
         self.parents: dict[str, ParentOrder] = {}
@@ -425,8 +426,8 @@ class SmartOrderRouter(Component):
         for closed in (OrderCanceled, OrderExpired, OrderRejected):
             self.bus.subscribe(closed, self.on_child_closed, name=f"{self.name}.{closed.__name__}")
         self.bus.subscribe(TradingStateChanged, self.on_trading_state, name=f"{self.name}.trading_state")
-        if self.profiler is not None:
-            self.bus.subscribe(BarClosed, self.profiler.on_bar, name=f"{self.name}.profile")
+        if self.profilers:
+            self.bus.subscribe(BarClosed, self._profile, name=f"{self.name}.profile")
 
     def on_stop(self) -> None:
         """Tell whoever awaits a parent still working that its analysis will not come from this router."""
@@ -649,10 +650,15 @@ class SmartOrderRouter(Component):
         for bar in bars:
             if bar.symbol not in self._books:
                 self._closes[bar.symbol] = bar.close
-            if self.profiler is not None:
-                self.profiler.on_bar(bar)
+            self._profile(bar)
             count += 1
         return count
+
+    def _profile(self, bar: BarClosed) -> None:
+        """Add a bar to its symbol's liquidity profile (VWAP schedules follow it)."""
+        profiler = self.profilers.get(bar.symbol)
+        if profiler is not None:
+            profiler.on_bar(bar)
 
     def on_bar(self, bar: BarClosed) -> None:
         """Take the close of a symbol without recorded books as its price and work its parents."""
@@ -943,7 +949,7 @@ class SmartOrderRouter(Component):
         horizon = round(horizon_seconds * NANOS_PER_SECOND)
         passive_limit = round(settings.passive_time_limit_seconds * NANOS_PER_SECOND)
         parent_order_id = f"P-{next(self._parent_ids)}"
-        schedule = self._schedule(chosen, now, horizon, parent_order_id)
+        schedule = self._schedule(chosen, symbol, now, horizon, parent_order_id)
         timed = chosen in (ExecutionStyle.TWAP, ExecutionStyle.VWAP)
         # On bars a taker fallback fills at the next bar's open: the parent lives at least two bars past its limit.
         bar_ns = self._bar_ns.get(symbol, 0)
@@ -976,7 +982,9 @@ class SmartOrderRouter(Component):
         wait_bars = 1.0 if bar_ns is None else max(1.0, wait / bar_ns)
         return self.costs.maker_pays(symbol, float(notional), wait_bars)
 
-    def _schedule(self, style: ExecutionStyle, now: int, horizon: int, parent_order_id: str) -> list[Slice]:
+    def _schedule(
+        self, style: ExecutionStyle, symbol: str, now: int, horizon: int, parent_order_id: str
+    ) -> list[Slice]:
         settings = self.settings
         if style is ExecutionStyle.TWAP:
             seed = settings.seed * 1_000_003 + int(parent_order_id[2:])
@@ -985,11 +993,15 @@ class SmartOrderRouter(Component):
                 time_jitter=settings.time_jitter,
             )  # fmt: skip
         if style is ExecutionStyle.VWAP:
-            if self.profiler is None:
-                raise ValueError("VWAP needs a liquidity profile: give the router a LiquidityProfiler fed 1m bars")
+            profiler = self.profilers.get(symbol)
+            if profiler is None:
+                raise ValueError(
+                    f"VWAP needs a liquidity profile of {symbol}: a run gives its router one per symbol when a "
+                    "strategy's style is VWAP (execution.default_style or execution.styles)"
+                )
             minutes = max(1, round(horizon / (60 * NANOS_PER_SECOND)))
             start_minute = (now // (60 * NANOS_PER_SECOND)) % _MINUTES_PER_DAY
-            return vwap_schedule(now, self.profiler.volume_schedule(int(start_minute), minutes))
+            return vwap_schedule(now, profiler.volume_schedule(int(start_minute), minutes))
         return [Slice(now, 1.0)]
 
     def _impact_bps(self, symbol: str, quantity: float, side: OrderSide) -> float | None:

@@ -59,6 +59,7 @@ from keel.integration.strategy_gate import build_gatekeeper
 from keel.integration.system_monitor import SystemMonitor
 from keel.market_data.feed_health import FeedHealthMonitor
 from keel.market_data.feeds import INTERVAL_MS, RecordedBarFeed
+from keel.market_data.liquidity import MINUTES_PER_DAY, LiquidityProfiler
 from keel.portfolio import AdaptiveAllocator, EqualWeightAllocator, PerformanceAttributor, PortfolioOptimizer
 from keel.risk_management.limits import RiskLimits
 from keel.risk_management.position_manager import PositionManager
@@ -600,6 +601,7 @@ def build_pipeline(
         clock,
         styles=styles,
         costs=costs,
+        profilers=vwap_profilers(config, symbols),
     )
     router.manual_order_check = risk.check_manual_order
     recorder = RunRecorder()
@@ -618,6 +620,20 @@ def build_pipeline(
         warm_up(pipeline, list(pipeline.warmup))
     bus.add_handler_error_listener(pipeline.handler_failed)
     return pipeline
+
+
+def vwap_profilers(config: KeelConfig, symbols: Sequence[str]) -> dict[str, LiquidityProfiler] | None:
+    """Return a liquidity profile per symbol for the router's VWAP schedules, when a strategy's style is VWAP.
+
+    None otherwise: a profile costs every bar an update. Its buckets are
+    half an hour, or one bar of longer bars (a day at most).
+    """
+    execution = config.execution
+    if "VWAP" not in (execution.default_style, *execution.styles.values()):
+        return None
+    bar_minutes = INTERVAL_MS[config.data.bar_interval] // 60_000
+    bucket = min(MINUTES_PER_DAY, max(30, bar_minutes))
+    return {symbol: LiquidityProfiler(bucket_minutes=bucket, bar_minutes=bar_minutes) for symbol in symbols}
 
 
 def warm_up(pipeline: Pipeline, history: Sequence[MarketDataEvent]) -> None:

@@ -390,3 +390,23 @@ def test_strategies_no_symbol_gave_enough_bars_are_named_with_what_they_need() -
     # Assert: only the strategy whose warm-up is longer than the run, with its need
     assert result["bars_processed"] == 336
     assert result["strategies_not_ready"] == {"range_trading": "needs 1441 bars of a symbol, the run gave at most 336"}
+
+
+def test_a_vwap_style_works_its_orders_along_each_symbols_volume_profile() -> None:
+    # Arrange: every strategy's orders worked as VWAP, on hourly bars resampled from the bundled minutes
+    config = load_config(
+        "backtest",
+        overrides={
+            "data": {"bar_interval": "1h", "resample_from": "1m"},
+            "execution": {"default_style": "VWAP", "twap_horizon_seconds": 7200},
+            "strategy": {"warmup_bars": 0},
+        },
+    )
+
+    # Act
+    result = BacktestEngine(config).run(symbols=["BTCUSDT", "ETHUSDT"])
+
+    # Assert: the orders were worked and filled as VWAP parents, with no handler error
+    assert result["handler_errors"] == 0
+    assert result["n_trades"] > 0
+    assert {parent.style for parent in result.pipeline.router.completed} == {"VWAP"}

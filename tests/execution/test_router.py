@@ -62,7 +62,13 @@ class Desk:
         self.orders = OrderManager(self.exchange, ClientOrderIdGenerator("keel"), self.bus, self.clock,
                                    route_approvals=False)  # fmt: skip
         self.router = SmartOrderRouter(
-            self.orders, real_instruments(), settings, self.bus, self.clock, profiler=profiler, history=history
+            self.orders,
+            real_instruments(),
+            settings,
+            self.bus,
+            self.clock,
+            profilers=None if profiler is None else {BTC: profiler},
+            history=history,
         )
         self.fills: list[OrderFilled] = []
         self.bus.subscribe(OrderFilled, self.fills.append, name="test.fills")
@@ -564,3 +570,20 @@ def test_resume_counts_a_fill_reported_again_once_and_releases_a_closed_child():
     assert filled > 0 and parent.filled == filled
     live = [c for c in parent.children if not orders.orders[c].is_closed]
     assert working == set(live) == ({parent.live_child} if parent.live_child else set())
+
+
+def test_vwap_of_a_symbol_without_a_liquidity_profile_is_refused_naming_it_and_nothing_is_sent() -> None:
+    # Arrange: a router given the profile of another symbol only
+    profiler = LiquidityProfiler(bucket_minutes=1)
+    for bar in real_bars(BTC, 120):
+        profiler.on_bar(bar)
+    desk = Desk(RouterSettings(), profiler=profiler)
+    desk.router.profilers = {"ETHUSDT": desk.router.profilers.pop(BTC)}
+    desk.play(0, first_book_index() + 1)
+
+    # Act
+    with pytest.raises(ValueError, match=f"VWAP needs a liquidity profile of {BTC}"):
+        desk.router.execute_vwap(BTC, OrderSide.BUY, Decimal("0.010"))
+
+    # Assert
+    assert desk.router.parents == {} and desk.orders.orders == {}
