@@ -881,7 +881,9 @@ class ExecutionConfig(_Section):
         "children fill promptly on bar data.",
     )
     styles: dict[str, ExecutionStyleName] = Field(
-        default_factory=dict, description="Execution style of each strategy's approvals, by strategy name."
+        default_factory=dict,
+        description="Execution style by the strategy name orders carry: the manager's (its combined view), a strategy "
+        "placing its own orders (scheduled_dca), portfolio or manual; another name stops the run at start.",
     )
     twap_horizon_seconds: float = Field(300.0, gt=0, description="Horizon of TWAP and VWAP parents, seconds.")
     twap_slices: int = Field(10, ge=1, description="Slices of a TWAP parent.")

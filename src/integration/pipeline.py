@@ -391,6 +391,34 @@ def build_strategy(config: KeelConfig) -> BaseStrategy | StrategyManager:
     return StrategyFactory.create_manager(manager_settings, fee_rate=None if fee is None else float(fee))
 
 
+def check_execution_styles(config: KeelConfig, traded: BaseStrategy | StrategyManager) -> None:
+    """Refuse an ``execution.styles`` key that names no strategy whose orders carry its name in this run.
+
+    The orders of a manager's combined view carry the manager's name (its
+    voting strategies' names never reach the router); a strategy that places
+    its own orders (``places_own_orders``), ``portfolio`` (a weight with no
+    view behind it) and ``manual`` (orders placed by hand) carry their own.
+
+    Raises
+    ------
+    ConfigurationError
+        Naming the key and the names orders carry.
+    """
+    members = traded.strategies if isinstance(traded, StrategyManager) else ()
+    carried = {traded.name, "portfolio", "manual", *(s.name for s in members if s.places_own_orders)}
+    for key in config.execution.styles:
+        if key in carried:
+            continue
+        if key in {s.name for s in members}:
+            detail = (
+                f"{key} votes in {traded.name}'s combined view, whose orders carry {traded.name}: set "
+                f"execution.styles.{traded.name} instead"
+            )
+        else:
+            detail = f"no order carries the strategy {key!r} in this run; orders carry one of {sorted(carried)}"
+        raise ConfigurationError("configuration", f"execution.styles.{key}", detail)
+
+
 def build_cost_model(config: KeelConfig, instruments: Mapping[str, Instrument]) -> CostModel:
     """Build the cost model the allocator, the risk layer and the router share.
 
@@ -586,6 +614,7 @@ def build_pipeline(
     bus.subscribe(OrderFilled, costs.on_fill, name="costs.fills")
     positions = PositionManager(capital, bus, clock)
     traded = strategy or build_strategy(config)
+    check_execution_styles(config, traded)
     if config.portfolio.shared_costs:
         traded.use_costs(costs)
     runner = StrategyRunner(traded, bus, clock)

@@ -191,6 +191,14 @@ class BaseStrategy(ABC):
     spike and sell it on the next bar. keel's own strategies set it True.
     """
 
+    places_own_orders: ClassVar[bool] = False
+    """Whether its target quantities become orders of its own (their approvals carry its name).
+
+    False for a strategy that only votes in a manager's combined view: the
+    orders of that view carry the manager's name. ``execution.styles`` names
+    the strategies whose orders carry their names.
+    """
+
     costs: CostModel | None = None
     """The shared cost model, for strategies that weigh an edge against trading costs (None: their own)."""
 

@@ -76,6 +76,8 @@ class ScheduledDcaStrategy(IncrementalStrategy):
         If ``cron`` is not a valid crontab expression (named in the message).
     """
 
+    places_own_orders: ClassVar[bool] = True
+
     parameter_space: ClassVar[Mapping[str, Parameter]] = {
         "interval_minutes": Parameter(int, 240, 1, 43_200, "minutes between buys (aligned to the Unix epoch)"),
         "notional_usdt": Parameter(float, 1000.0, 1.0, 1e7, "USDT bought at each fire"),

@@ -15,6 +15,7 @@ from keel.config import KeelConfig, load_config
 from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_MILLI, NANOS_PER_MINUTE, SimulatedClock
 from keel.core.error_codes import BinanceErrorCode
+from keel.core.errors import ConfigurationError
 from keel.core.fsm import ComponentState, TradingState
 from keel.core.instruments import load_instruments
 from keel.core.messages import (
@@ -422,3 +423,42 @@ def test_a_spilled_equity_curve_keeps_its_tail_in_memory_and_gives_back_every_po
     assert len(recorder.equity) < 6 and recorder.equity[-1] == points[-1]
     assert recorder.equity_spilled + len(recorder.equity) == 10
     assert list(recorder.equity_curve()) == points
+
+
+@pytest.mark.parametrize(
+    ("styles", "message"),
+    [
+        ({"trend_folowing": "TWAP"}, "no order carries the strategy 'trend_folowing'"),
+        ({"trend_following": "TWAP"}, "set execution.styles.strategy_manager instead"),
+    ],
+)
+def test_an_execution_style_for_a_strategy_whose_orders_do_not_carry_its_name_stops_the_build(
+    styles: dict[str, str], message: str
+) -> None:
+    # Arrange: a typo, and a strategy that only votes in the manager's combined view
+    config = load_config("backtest", overrides={"execution": {"styles": styles}})
+
+    # Act
+    with pytest.raises(ConfigurationError) as raised:
+        build_pipeline(config, load_instruments(config.exchange.instruments), EventBus(), SimulatedClock(0))
+
+    # Assert: the key and what to set instead
+    assert f"execution.styles.{next(iter(styles))}" in str(raised.value) and message in str(raised.value)
+
+
+def test_execution_styles_may_name_the_manager_a_strategy_with_orders_of_its_own_and_the_operator() -> None:
+    # Arrange
+    styles = {"strategy_manager": "TWAP", "scheduled_dca": "PASSIVE", "manual": "AGGRESSIVE", "portfolio": "TWAP"}
+    config = load_config(
+        "backtest",
+        overrides={
+            "execution": {"styles": styles},
+            "strategy": {"strategies": ["trend_following", "scheduled_dca"]},
+        },
+    )
+
+    # Act
+    pipeline = build_pipeline(config, load_instruments(config.exchange.instruments), EventBus(), SimulatedClock(0))
+
+    # Assert
+    assert {name: style.value for name, style in pipeline.router.styles.items()} == styles
