@@ -770,6 +770,18 @@ class PortfolioConfig(_Section):
         return self
 
     @model_validator(mode="after")
+    def _targeted_objective_has_its_target(self) -> Self:
+        needed = {"efficient_return": "target_return", "efficient_risk": "target_volatility"}.get(self.objective)
+        if needed is not None and getattr(self, needed) is None:
+            raise PydanticCustomError(
+                "objective_without_target",
+                "objective {objective} needs {key}: without it every solve fails and no symbol ever gets a weight; "
+                "set {key} (per bar) or choose another objective",
+                {"config_key": needed, "objective": self.objective, "key": needed},
+            )
+        return self
+
+    @model_validator(mode="after")
     def _floor_below_cap(self) -> Self:
         if self.strategy_floor > self.strategy_cap:
             raise PydanticCustomError(

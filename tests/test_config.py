@@ -338,6 +338,8 @@ def test_unknown_key_names_the_user_file_and_dotted_key(tmp_path: Path, text: st
         ("portfolio:\n  lookback_bars: 10\n", "portfolio.min_history_bars"),
         ("portfolio:\n  min_history_bars: 5000\n", "portfolio.min_history_bars"),
         ("portfolio:\n  strategy_floor: 0.7\n", "portfolio.strategy_floor"),
+        ("portfolio:\n  objective: efficient_return\n", "portfolio.target_return"),
+        ("portfolio:\n  objective: efficient_risk\n", "portfolio.target_volatility"),
     ],
 )
 def test_bad_value_names_the_user_file_and_key(tmp_path: Path, text: str, key: str) -> None:
