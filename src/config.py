@@ -854,7 +854,11 @@ class ExchangeConfig(_Section):
         description="Instrument specifications file; a relative one is read against the file that names it.",
     )
     margin_type: Literal["CROSSED", "ISOLATED"] = Field("CROSSED", description="Margin type set on each symbol.")
-    position_mode: Literal["ONE_WAY", "HEDGE"] = Field("ONE_WAY", description="Position mode of the account.")
+    position_mode: Literal["ONE_WAY", "HEDGE"] = Field(
+        "ONE_WAY",
+        description="Position mode of the account; keel trades one net position per symbol, so ONE_WAY (HEDGE is "
+        "refused at start).",
+    )
     participation_rate: Decimal | None = Field(
         Decimal("0.1"),
         gt=0,
@@ -879,6 +883,17 @@ class ExchangeConfig(_Section):
         default_factory=lambda: {"ENAUSDT": 4},
         description="Funding interval of the symbols that do not settle every 8 hours.",
     )
+
+    @model_validator(mode="after")
+    def _one_way_positions(self) -> Self:
+        if self.position_mode == "HEDGE":
+            raise PydanticCustomError(
+                "hedge_mode",
+                "keel holds one net position per symbol and sends its orders without a position side, which an "
+                "account in HEDGE mode rejects (Binance -4061): use ONE_WAY",
+                {"config_key": "position_mode"},
+            )
+        return self
 
 
 ExecutionStyleName = Literal["AGGRESSIVE", "PASSIVE", "TWAP", "VWAP", "ADAPTIVE"]

@@ -340,6 +340,7 @@ def test_unknown_key_names_the_user_file_and_dotted_key(tmp_path: Path, text: st
         ("portfolio:\n  strategy_floor: 0.7\n", "portfolio.strategy_floor"),
         ("portfolio:\n  objective: efficient_return\n", "portfolio.target_return"),
         ("portfolio:\n  objective: efficient_risk\n", "portfolio.target_volatility"),
+        ("exchange:\n  position_mode: HEDGE\n", "exchange.position_mode"),
     ],
 )
 def test_bad_value_names_the_user_file_and_key(tmp_path: Path, text: str, key: str) -> None:
