@@ -60,7 +60,7 @@ from keel.core.messages import (
     SessionStarted,
     VenueConditionChanged,
 )
-from keel.core.ports import ExchangePort
+from keel.core.ports import ExchangePort, MarginType, PositionMode
 from keel.integration.pipeline import Pipeline
 from keel.integration.recovery import ReplayedHistory, SessionPlan, plan_session, reconcile, restore_state
 from keel.integration.venues import closed_session
@@ -218,12 +218,13 @@ class BinanceVenue:
         ]
 
     async def open(self) -> None:
-        """Open the HTTP session, measure the offset to Binance's clock and check the exchange filters.
+        """Open the HTTP session, measure Binance's clock, check the filters and set the symbols' account settings.
 
         Raises
         ------
         OperatorActionRequiredError
-            When Binance refuses the keys.
+            When Binance refuses the keys, the account is in hedge mode, or Binance refuses to set a
+            symbol's margin type (an open position or order of it: -4047, -4048).
         InstrumentsDifferError
             When Binance does not trade a symbol of ``data.symbols``, or
             publishes a filter of it otherwise than ``exchange.instruments``.
@@ -238,6 +239,38 @@ class BinanceVenue:
             "check the instruments against Binance's filters",
             lambda: adapter.check_instruments(self._instruments, instruments_file),
         )
+        await self._retrying("set each symbol's margin type and leverage", lambda: self._apply_settings(adapter))
+
+    async def _apply_settings(self, adapter: BinanceAdapter) -> None:
+        """Refuse a hedge-mode account; set each symbol's margin type and leverage to the configured ones.
+
+        Raises
+        ------
+        OperatorActionRequiredError
+            When the account is in hedge mode: keel's orders carry no position
+            side, which Binance rejects there (-4061).
+        """
+        if await adapter.position_mode() is PositionMode.HEDGE:
+            raise OperatorActionRequiredError(
+                f"the Binance account at {self.rest_url} is in hedge mode; keel holds one net position per symbol "
+                "and its orders carry no position side, which Binance rejects in hedge mode (-4061): switch the "
+                "account to one-way mode (Binance allows it with no open position or order) and start again"
+            )
+        settings = self.config.exchange
+        margin_type = MarginType(settings.margin_type)
+        for symbol in sorted(self._instruments):
+            current = await adapter.symbol_configuration(symbol)
+            if current.margin_type is not margin_type:
+                await adapter.set_margin_type(symbol, margin_type)
+            if current.leverage != settings.leverage:
+                await adapter.set_leverage(symbol, settings.leverage)
+            if current.margin_type is not margin_type or current.leverage != settings.leverage:
+                _log.warning(
+                    "symbol's account settings changed to the configured ones",
+                    symbol=symbol,
+                    margin_type=f"{current.margin_type.value} -> {margin_type.value}",
+                    leverage=f"{current.leverage} -> {settings.leverage}",
+                )
 
     def prepare_streams(self, pipeline: Pipeline) -> None:
         """Build the user-data stream and its REST poller (:meth:`connect` runs them)."""

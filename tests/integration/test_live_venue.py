@@ -39,6 +39,7 @@ from keel.core.messages import (
     VenueConditionChanged,
 )
 from keel.core.orders import OrderSide, OrderStatus, OrderType, TimeInForce
+from keel.core.ports import MarginType, PositionMode
 from keel.integration.live import BinanceVenue
 from keel.integration.pipeline import Pipeline, build_exchange, build_monitors, build_pipeline
 from keel.integration.recovery import SessionPlan
@@ -546,3 +547,54 @@ async def test_a_cancel_binance_did_not_answer_is_sent_again_until_the_order_is_
     at_venue = await live.server.exchange.query_order("BTCUSDT", "keel-live-rest")
     assert at_venue is not None and at_venue.status is OrderStatus.CANCELED
     assert live.pipeline.orders.orders["keel-live-rest"].status is OrderStatus.CANCELED
+
+
+async def open_on_account(prepare: Callable[[Any], Any]) -> tuple[Any, BaseException | None]:
+    """Open a venue trading BTCUSDT on a local Binance whose account ``prepare`` set up; return it and any refusal."""
+    clock = SimulatedClock(real_bars("BTCUSDT", 1)[0].open_time)
+    probe = venue_config("http://127.0.0.1:1")
+    instruments = load_instruments(probe.exchange.instruments)
+    exchange = build_exchange(probe, {"BTCUSDT": instruments["BTCUSDT"]}, clock, Decimal("100000"))
+    await prepare(exchange)
+    server = LocalBinance(exchange, clock, KEY, SECRET)
+    venue = BinanceVenue(venue_config(await server.start()), local_ms=lambda: clock.timestamp_ns() // NANOS_PER_MILLI)
+    venue.exchange({"BTCUSDT": instruments["BTCUSDT"]}, clock)
+    refusal = None
+    try:
+        await venue.open()
+    except OperatorActionRequiredError as error:
+        refusal = error
+    finally:
+        await venue.disconnect()
+        await server.stop()
+    return exchange, refusal
+
+
+@pytest.mark.asyncio
+async def test_a_start_sets_each_symbols_margin_type_and_leverage_to_the_configured_ones() -> None:
+    # Arrange: the account trades BTCUSDT isolated at 2x; keel is configured for cross margin at 5x
+    async def isolated_at_2x(exchange: Any) -> None:
+        await exchange.set_margin_type("BTCUSDT", MarginType.ISOLATED)
+        await exchange.set_leverage("BTCUSDT", 2)
+
+    # Act
+    exchange, refusal = await open_on_account(isolated_at_2x)
+
+    # Assert
+    assert refusal is None
+    configuration = await exchange.symbol_configuration("BTCUSDT")
+    assert (configuration.margin_type, configuration.leverage) == (MarginType.CROSSED, 5)
+
+
+@pytest.mark.asyncio
+async def test_a_start_on_a_hedge_mode_account_is_refused_saying_to_switch_to_one_way() -> None:
+    # Arrange
+    async def hedge(exchange: Any) -> None:
+        await exchange.set_position_mode(PositionMode.HEDGE)
+
+    # Act
+    exchange, refusal = await open_on_account(hedge)
+
+    # Assert: refused, and the account's mode left as the operator set it
+    assert refusal is not None and "hedge mode" in str(refusal) and "one-way" in str(refusal)
+    assert await exchange.position_mode() is PositionMode.HEDGE
