@@ -1441,8 +1441,9 @@ class RiskController(Component):
         ``reduce_only`` order goes out, while REDUCING only one that shrinks a
         position; an order that does not shrink one keeps within
         ``max_order_notional`` and ``max_position_notional`` and, after it, the
-        margin, gross and net leverage and VaR limits. A refusal is reported as
-        an ``OrderDenied`` under ``strategy``.
+        margin, gross and net leverage and VaR limits; each order passed counts
+        toward the orders-per-window limit, as an approval does. A refusal is
+        reported as an ``OrderDenied`` under ``strategy``.
 
         Raises
         ------
@@ -1451,7 +1452,14 @@ class RiskController(Component):
         """
         ts = self.clock.timestamp_ns()
         refusal = self._manual_refusal(symbol, side, quantity, reduce_only)
+        if refusal is None and self._rate_limited(ts):
+            limits = self.limits
+            refusal = (
+                DenialReason.ORDER_RATE_LIMIT,
+                f"{limits.max_orders_per_window} orders approved in the last {limits.rate_window_seconds:g} s",
+            )
         if refusal is None:
+            self._approvals.append(ts)
             return
         reason, detail = refusal
         self._deny(symbol, side, quantity, reason, detail, ts, strategy)

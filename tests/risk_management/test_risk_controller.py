@@ -1507,3 +1507,21 @@ def test_an_order_by_hand_beyond_a_limit_is_refused_naming_it(
 
     # Assert
     assert reason.value in str(raised.value)
+
+
+def test_orders_by_hand_count_toward_the_orders_per_window_limit_with_the_approvals() -> None:
+    # Arrange: two orders a minute at most
+    desk = Desk(limits=RiskLimits(max_orders_per_window=2, rate_window_seconds=60))
+    small = Decimal("0.002")
+
+    # Act: two orders by hand pass, the third and the next allocation are refused
+    desk.risk.check_manual_order(BTC, OrderSide.BUY, small, False)
+    desk.risk.check_manual_order(ETH, OrderSide.BUY, small, False)
+    with pytest.raises(RiskRefusedError) as raised:
+        desk.risk.check_manual_order(BTC, OrderSide.BUY, small, False)
+    desk.propose(BTCUSDT=0.2)
+
+    # Assert
+    assert DenialReason.ORDER_RATE_LIMIT.value in str(raised.value)
+    assert [d.reason_code for d in desk.denied] == [DenialReason.ORDER_RATE_LIMIT.value] * 2
+    assert desk.approved == []
