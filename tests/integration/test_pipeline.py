@@ -462,3 +462,20 @@ def test_execution_styles_may_name_the_manager_a_strategy_with_orders_of_its_own
 
     # Assert
     assert {name: style.value for name, style in pipeline.router.styles.items()} == styles
+
+
+def test_execution_styles_may_name_what_orders_carry_in_other_runs_of_the_file() -> None:
+    # Arrange: the moving-average cross alone (as a tuning trial runs it) with styles written for the manager's runs
+    config = load_config(
+        "backtest",
+        overrides={
+            "execution": {"styles": {"strategy_manager": "TWAP", "scheduled_dca": "PASSIVE"}},
+            "strategy": {"name": "moving_average_cross"},
+        },
+    )
+
+    # Act
+    pipeline = build_pipeline(config, load_instruments(config.exchange.instruments), EventBus(), SimulatedClock(0))
+
+    # Assert: built, the styles kept for whichever strategy carries them
+    assert set(pipeline.router.styles) == {"strategy_manager", "scheduled_dca"}
