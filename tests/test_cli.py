@@ -14,6 +14,10 @@ import pytest
 from click.testing import CliRunner
 
 from keel.cli import main
+from keel.config import load_config
+from keel.core.errors import OperatorActionRequiredError
+from keel.integration.venues import SimulatedVenue
+from keel.persistence import Database, Journal
 from keel.strategy_engine import TrendFollowingStrategy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -226,6 +230,24 @@ def test_run_recovers_an_unfinished_paper_session_unless_fresh_is_asked_for(tmp_
     assert other_symbol.returncode == 1
     assert "paper-venue.db does not fit this venue" in other_symbol.stderr
     assert "keel run --fresh" in other_symbol.stderr
+
+
+def test_a_recovery_on_other_symbols_is_refused_when_the_session_is_planned_before_any_replay(tmp_path: Path) -> None:
+    # Arrange: a paper run on BTCUSDT stopped by its duration, its venue stored
+    environment = {"KEEL_RUN__OUTPUT_DIR": str(tmp_path)}
+    options = ("run", "--mode", "paper", "--no-web", "--speed", "1000000", "--duration", "1", "--symbols", "BTCUSDT")
+    assert keel(*options, environment=environment).returncode == 0
+    config = load_config(
+        "paper", environ={}, overrides={"run": {"output_dir": str(tmp_path)}, "data": {"symbols": ["ETHUSDT"]}}
+    )
+    journal = Journal(Database(f"sqlite:///{tmp_path / 'keel.db'}"))
+
+    # Act: the first step of a start, before the history replay and the restore
+    with pytest.raises(OperatorActionRequiredError) as raised:
+        SimulatedVenue(config).plan(journal, resume=True)
+
+    # Assert
+    assert "trading ['BTCUSDT'], this one trades ['ETHUSDT']" in str(raised.value)
 
 
 def test_data_download_writes_keel_data_and_a_config_layer_backtest_runs_as_it_is(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ damaged file is refused with a clear error.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -152,12 +152,27 @@ class VenueStore:
         try:
             exchange.restore(msgspec.json.encode(state))
         except ValueError as error:
-            raise OperatorActionRequiredError(
-                f"the paper venue stored in {self.path} does not fit this venue ({error}): configure the same "
-                "instruments, or open a new paper account with `keel run --fresh` (its orders, positions and "
-                "balance are lost)"
-            ) from error
+            raise self._misfit(str(error)) from error
         return True
+
+    def check_symbols(self, state: VenueState, symbols: Iterable[str]) -> None:
+        """Refuse, before anything is restored, a stored venue trading other symbols than ``symbols``.
+
+        Raises
+        ------
+        OperatorActionRequiredError
+            Naming both symbol sets and the two ways on.
+        """
+        theirs, ours = sorted(state.account.leverage), sorted(symbols)
+        if theirs != ours:
+            raise self._misfit(f"the snapshot is of a venue trading {theirs}, this one trades {ours}")
+
+    def _misfit(self, detail: str) -> OperatorActionRequiredError:
+        return OperatorActionRequiredError(
+            f"the paper venue stored in {self.path} does not fit this venue ({detail}): configure the same "
+            "instruments, or open a new paper account with `keel run --fresh` (its orders, positions and "
+            "balance are lost)"
+        )
 
     def saved_state(self) -> VenueState | None:
         """Return the stored venue's global state (its cursor, account...) without its orders; None when empty.

@@ -167,6 +167,7 @@ class SimulatedVenue:
         if plan.recover:
             saved = self.store.saved_state()
             if saved is not None:
+                self.store.check_symbols(saved, self._config.data.symbols)
                 _log.warning("recovering an unfinished paper session", session=plan.session)
                 return plan, saved.cursor
             _log.warning(
