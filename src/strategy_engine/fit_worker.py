@@ -125,7 +125,7 @@ class FitWorker(Executor):
             while True:
                 try:
                     ident, ok, value = pickle.load(pipe)
-                except (EOFError, OSError, pickle.UnpicklingError) as error:
+                except Exception as error:  # the stream cannot be read on: every pending future must fail, not wait
                     self._fail(error)
                     return
                 with self._lock:

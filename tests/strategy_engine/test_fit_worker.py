@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
+from concurrent.futures import BrokenExecutor
 
 import pytest
 
@@ -70,3 +72,33 @@ def test_an_error_that_cannot_be_rebuilt_comes_back_as_its_repr_and_the_worker_g
         with pytest.raises(RuntimeError, match=r"_StubbornError.*no convergence"):
             failed.result(timeout=60)
         assert after.result(timeout=60) == 120
+
+
+def _rebuild_in(pid: int) -> object:
+    if pid != os.getpid():
+        raise ValueError("this object cannot be rebuilt in another process")
+    return object()
+
+
+class _ProcessBound:
+    """A result that pickles in the child but cannot be unpickled in the parent."""
+
+    def __reduce__(self) -> tuple[object, tuple[int]]:
+        return _rebuild_in, (os.getpid(),)
+
+
+def _process_bound() -> _ProcessBound:
+    return _ProcessBound()
+
+
+def test_a_result_the_parent_cannot_unpickle_breaks_the_worker_instead_of_leaving_its_futures_waiting() -> None:
+    # Arrange
+    with FitWorker() as worker:
+        # Act
+        unreadable = worker.submit(_process_bound)
+
+        # Assert
+        with pytest.raises(BrokenExecutor, match="cannot be rebuilt"):
+            unreadable.result(timeout=20)
+        with pytest.raises(BrokenExecutor):
+            worker.submit(math.factorial, 5)
