@@ -6,3 +6,8 @@ Layers (one package each, imports point left): ``core`` <- ``market_data`` <-
 """
 
 __version__ = "0.1.0"
+
+from keel.compiled_modules import choose_copies
+
+COMPILED: bool = choose_copies()
+"""Whether the per-bar modules run compiled (see :mod:`keel.compiled_modules`)."""
