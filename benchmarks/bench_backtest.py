@@ -27,6 +27,7 @@ import time
 from collections import deque
 from pathlib import Path
 
+import keel
 from keel.backtest import BacktestEngine
 from keel.config import KeelConfig, load_config
 from keel.integration.replay import RecordedRun
@@ -119,6 +120,7 @@ def main() -> None:
                 "pipeline_cost_ratio": round(reference / keel_rate, 1),
                 "per_bar_us": per_bar,
                 "outside_handlers_us": outside,
+                "keel_compiled": keel.COMPILED,
                 "python": sys.version.split()[0],
             }
         )

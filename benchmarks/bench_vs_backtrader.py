@@ -32,7 +32,8 @@ rate and the worker run do not. Libraries are imported before either side's cloc
 backtrader's ``import backtrader``, and the regime fit libraries keel imports
 lazily on its first refit (arch pulls in statsmodels and numba, about 1.4 s of
 CPU once per process); ``keel_fit_libraries_import_cpu_s`` reports that
-one-time cost. Prints one JSON line.
+one-time cost. ``keel_compiled`` says whether keel's per-bar modules ran
+compiled (see ``keel.compiled_modules``). Prints one JSON line.
 ``--quick`` runs one day of each, once (a smoke test).
 """
 
@@ -50,6 +51,7 @@ from typing import Any
 
 import pandas as pd
 
+import keel
 from keel.backtest import BacktestEngine
 from keel.config import KeelConfig, load_config
 from keel.core.log import configure_logging
@@ -209,6 +211,7 @@ def main() -> None:
                 "keel_pipeline_wall_cpu_s": round(wall_cpu, 2),
                 "keel_pipeline_fit_worker_cpu_s": round(worker_cpu, 2),
                 "keel_fit_libraries_import_cpu_s": round(import_seconds, 2),
+                "keel_compiled": keel.COMPILED,
                 "python": sys.version.split()[0],
             }
         )
