@@ -4,7 +4,8 @@
 ``risk_management`` <- ``execution`` <- ``integration``; adapters (``api``)
 depend on ``core`` and ``market_data``; ``persistence`` on ``core``; ``config`` on
 ``core`` and the strategies (their parameter spaces); ``backtest``, ``optimization``, ``web``,
-``notifications``, ``operations`` and ``cli`` sit on top.
+``notifications``, ``operations`` and ``cli`` sit on top. ``compiled_modules``
+imports no layer; the package's ``__init__`` imports only it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ ALLOWED: dict[str, set[str]] = {
     "notifications": {*_INTEGRATION, "notifications"},
     "operations": {"core", "integration", "operations"},
     "cli": {*_INTEGRATION, "backtest", "optimization", "web", "notifications", "operations", "cli"},
-    "__init__": set(),
+    # The package root chooses compiled or source copies of the per-bar modules before any layer is imported.
+    "compiled_modules": set(),
+    "__init__": {"compiled_modules"},
 }
 
 
