@@ -34,6 +34,7 @@ from typing import Any
 MODULES: tuple[str, ...] = (
     "core.bus",
     "core.costs",
+    "strategy_engine.indicators",
     "strategy_engine.performance",
     "strategy_engine.manager",
     "strategy_engine.runner",
