@@ -1,4 +1,5 @@
-# keel: set-up and the two everyday commands. Only python3 (>= 3.11) is needed;
+# keel: set-up and the two everyday commands. Only python3 (>= 3.11) is needed
+# (and a C compiler for the compiled modules, else keel runs as pure Python);
 # everything else is installed from the package registries into .venv.
 PYTHON ?= python3
 VENV := .venv
@@ -32,7 +33,7 @@ run: $(STAMP) $(COMPILED)
 backtest: $(STAMP) $(COMPILED)
 	$(VENV)/bin/keel backtest --output runs/backtest $(ARGS)
 
-# Debian packages the tests run for real (PostgreSQL server, Chromium).
+# Debian packages the tests run for real (PostgreSQL server, Chromium, ...) and gcc.
 system-packages:
 	scripts/ensure-system-packages
 
@@ -40,7 +41,8 @@ system-packages:
 typecheck: $(STAMP)
 	scripts/typecheck
 
-test: $(STAMP) $(COMPILED) system-packages typecheck
+# The system packages (a C compiler among them) before the compiled modules.
+test: $(STAMP) system-packages $(COMPILED) typecheck
 	$(VENV)/bin/pytest $(ARGS)
 
 # The container image (deploy/Dockerfile); IMAGE_ARGS for more, e.g. --build-arg BASE=...
