@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.machinery
 import json
 import os
 import subprocess
@@ -35,7 +36,7 @@ def package_copy(root: Path, *, compiled: bool) -> Path:
         target.write_bytes(source_path(module).read_bytes())
     if compiled:
         first = source_path(MODULES[0], root)
-        first.with_name(first.stem + ".cpython-311-x86_64-linux-gnu.so").write_bytes(b"")
+        first.with_name(first.stem + importlib.machinery.EXTENSION_SUFFIXES[0]).write_bytes(b"")
     return root
 
 
