@@ -51,11 +51,15 @@ MODULES: tuple[str, ...] = (
 Left out on purpose, as mypyc changes what they promise: ``strategy_engine.base``
 (users subclass its strategy and state classes in Python, with ``__slots__``,
 and its signals are pickled to the fit worker: mypyc's classes allow neither),
-``strategy_engine.history`` (``isinstance(a_dict, MarketData)`` came out True),
+``strategy_engine.history`` (a compiled subclass of an ABC shares its base's
+registry: ``isinstance(a_dict, MarketData)`` came out True, as ``Mapping`` knows ``dict``),
 and ``execution.router`` (its public calls check their arguments and name what
 is wrong; compiled, a float quantity stopped at mypyc's own type check with
-"int object expected; got float"). A module added here must pass the whole
-suite compiled.
+"int object expected; got float"; ``risk_management.risk_controller`` likewise
+took ``update_drawdown(True)`` as 1.0 instead of refusing it). Modules that
+define msgspec structs cannot be compiled (mypyc drops ``frozen`` and
+``kw_only``), nor ``market_data.feeds`` (async generators). A module added here
+must pass the whole suite compiled.
 """
 
 MANIFEST = "compiled_sources.json"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import abc
+import importlib
 import importlib.machinery
 import json
 import os
@@ -121,6 +123,22 @@ def test_pure_python_is_chosen_on_request_and_without_copies(tmp_path: Path) -> 
     # Assert
     assert on_request is False and len(requested) == 1
     assert no_copies is False and absent == []
+
+
+def test_no_compiled_class_shares_the_registry_of_an_abstract_base() -> None:
+    # Arrange: a class mypyc compiles on an ABC has no _abc_impl of its own, so isinstance asks its base's registry
+    classes = [
+        cls
+        for module in MODULES
+        for cls in vars(importlib.import_module(f"keel.{module}")).values()
+        if isinstance(cls, abc.ABCMeta) and cls.__module__ == f"keel.{module}"
+    ]
+
+    # Act
+    shared = [cls.__qualname__ for cls in classes if "_abc_impl" not in cls.__dict__]
+
+    # Assert
+    assert shared == []
 
 
 @pytest.mark.skipif(
