@@ -24,6 +24,8 @@ SOURCES = ROOT / "src"
 MANIFEST = SOURCES / "compiled_sources.json"
 # mypyc names a module after its path: the sources are compiled through a `keel` link to src/.
 LINKED = Path("build/mypyc-sources")
+# pip asks for the metadata in a run of its own: mypyc's type check and C generation (~45 s) wait for the build.
+METADATA_ONLY = {"egg_info", "dist_info"}
 
 
 def compiled_modules() -> list[str]:
@@ -38,6 +40,8 @@ def compiled_modules() -> list[str]:
 
 def extensions() -> list[Extension]:
     """Return the mypyc extensions, or none when compiling is off or impossible (keel then runs as Python)."""
+    if METADATA_ONLY & set(sys.argv[1:]):
+        return []
     MANIFEST.unlink(missing_ok=True)
     if os.environ.get("KEEL_COMPILE", "1") == "0":
         return []
