@@ -276,8 +276,10 @@ class StrategyGatekeeper(Component):
         return verdicts
 
     def on_stop(self) -> None:
-        """Stop the worker thread (a re-evaluation still running is abandoned)."""
+        """Stop the worker thread; a re-evaluation still running is abandoned (its verdicts are never applied)."""
         self.clock.cancel_timer(f"{self.name}.recheck")
+        self.pending = None
+        self._loop = None
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None

@@ -166,6 +166,43 @@ async def test_a_failed_fetch_fails_the_gate_with_the_reason(tmp_path: Path) -> 
 
 
 @pytest.mark.asyncio
+async def test_an_evaluation_that_finishes_after_the_stop_is_never_applied(tmp_path: Path) -> None:
+    # Arrange: a live-market gatekeeper whose fetch waits until the test lets it go (then finds no Binance)
+    config = paper_config(tmp_path)
+    released = threading.Event()
+
+    def session() -> aiohttp.ClientSession:
+        released.wait(timeout=120)
+        return aiohttp.ClientSession()
+
+    bus = EventBus()
+    verdicts: list[StrategyGateEvaluated] = []
+    bus.subscribe(StrategyGateEvaluated, verdicts.append)
+    manager = StrategyManager([VolatilityBreakoutStrategy()], detector_factory=False)
+    gatekeeper = StrategyGatekeeper(
+        manager, {"volatility_breakout": GateRule(window_days=1.0)}, config, bus, SimulatedClock(START_NS)
+    )
+    gatekeeper.use_market_history(
+        MarketHistory("http://127.0.0.1:9", tmp_path / "cache", (BTC,), "1m", session_factory=session)
+    )
+    gatekeeper.start()
+    pending = gatekeeper.pending
+    assert pending is not None
+
+    # Act: stopped while judging; the evaluation then finishes and the loop runs its callbacks
+    gatekeeper.stop()
+    released.set()
+    await asyncio.wrap_future(pending)
+    await asyncio.sleep(0)
+    bus.drain()
+
+    # Assert: the abandoned verdict reached neither the strategy nor the bus
+    assert pending.result()[0][1].reason is not None
+    assert gatekeeper.verdicts == {} and verdicts == []
+    assert manager.strategy_gate("volatility_breakout") == PENDING
+
+
+@pytest.mark.asyncio
 async def test_the_other_strategies_trade_while_the_first_live_evaluation_runs(tmp_path: Path) -> None:
     # Arrange: a paper pipeline on the live market; the gate's fetch waits until the test lets it go
     config = paper_config(tmp_path, {"volatility_breakout": {"min_sharpe": 100.0, "window_days": 1}})
@@ -265,10 +302,11 @@ async def test_a_paper_run_on_the_live_market_gates_on_binances_last_bars(tmp_pa
 
     # Assert: judged on the local Binance's last bars before the start (28 of the 45), cached under the output folder.
     # The start is the wall clock's: a minute may turn between shifting the tape and starting, so the window ends
-    # at the last past bar or at the first one played after it, never after the minute the verdict came in.
+    # at the last past bar or at the first one played after it, never after the minute the verdict came in. Started
+    # shortly before midnight UTC, the played minutes reach the daily recheck: the last verdict is the one compared.
     gatekeeper = session.pipeline.gatekeeper
     assert isinstance(gatekeeper, StrategyGatekeeper) and gatekeeper.history is not None
-    verdict = verdicts[0]
+    verdict = verdicts[-1]
     past_end = tape.messages[position - 1].ts_ms * NANOS_PER_MILLI
     minute = 60 * 10**9
     judged_by = verdict.ts_event // minute * minute
