@@ -39,6 +39,7 @@ MODULES: tuple[str, ...] = (
     "strategy_engine.manager",
     "strategy_engine.runner",
     "risk_management.position_manager",
+    "risk_management.risk_controller",
     "api.matching",
     "portfolio.returns",
     "portfolio.attribution",

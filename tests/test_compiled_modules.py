@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import enum
 import importlib
 import importlib.machinery
 import json
@@ -139,6 +140,33 @@ def test_no_compiled_class_shares_the_registry_of_an_abstract_base() -> None:
 
     # Assert
     assert shared == []
+
+
+def test_every_public_class_of_a_compiled_module_takes_python_subclasses() -> None:
+    # Arrange: users subclass the components (a risk check of their own, a bus that records); mypyc refuses an
+    # interpreted subclass of a compiled class unless the class allows it (mypyc_attr)
+    classes = [
+        cls
+        for module in MODULES
+        for name, cls in vars(importlib.import_module(f"keel.{module}")).items()
+        if isinstance(cls, type)
+        and cls.__module__ == f"keel.{module}"
+        and not name.startswith("_")
+        and not issubclass(cls, enum.Enum)
+    ]
+    refused = []
+
+    # Act
+    for cls in classes:
+        subclass = type(f"Custom{cls.__name__}", (cls,), {})
+        try:
+            subclass.__new__(subclass)
+        except TypeError as error:
+            refused.append(f"{cls.__module__}.{cls.__qualname__}: {error}")
+
+    # Assert
+    assert len(classes) > 20
+    assert refused == []
 
 
 @pytest.mark.skipif(

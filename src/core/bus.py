@@ -30,6 +30,7 @@ from time import perf_counter_ns
 from typing import Any
 
 import structlog
+from mypy_extensions import mypyc_attr
 
 from keel.core.errors import RetryLaterError
 from keel.core.messages import Lane, Message
@@ -47,6 +48,7 @@ _EXECUTION = Lane.EXECUTION
 _MARKET_DATA = Lane.MARKET_DATA
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class HandlerStats:
     """One subscription and its counters."""
 
@@ -99,6 +101,7 @@ class _Route:
                 stats.unmeasured_calls += calls
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(frozen=True, slots=True)
 class BusMetrics:
     """A snapshot of the bus counters."""
@@ -116,10 +119,12 @@ class BusMetrics:
     handler_latency_ns: dict[str, dict[str, float]]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class BusFullError(RetryLaterError):
     """The execution lane is full: await :meth:`EventBus.put`, which waits for room."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class EventBus:
     """Route commands to one handler and events to every subscriber, over three lanes.
 

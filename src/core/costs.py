@@ -27,6 +27,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from mypy_extensions import mypyc_attr
+
 from keel.core.instruments import Instrument
 from keel.core.messages import BarClosed, BookUpdated, FundingRateUpdated, OrderFilled
 from keel.core.orders import LiquiditySide
@@ -35,6 +37,7 @@ BPS = 1e-4
 MAX_PARTICIPATION = 100.0
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(frozen=True, slots=True)
 class CostSettings:
     """Parameters of the cost model.
@@ -94,6 +97,7 @@ class _Market:
     bars: int = 0
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class CostModel:
     """Expected cost of trading a notional of a symbol, as a fraction of the notional.
 

@@ -25,6 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from mypy_extensions import mypyc_attr
+
 from keel.core.bus import EventBus
 from keel.core.clock import Clock
 from keel.core.component import Component
@@ -60,6 +62,7 @@ class _Resting:
     filled: Decimal = Decimal(0)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(slots=True)
 class LadderState:
     """One ladder as the executor works it: the side wanted at each level and the orders resting there."""
@@ -91,6 +94,7 @@ class LadderState:
         return self.max_inventory_levels - sign * self.inventory_levels - on_the_way
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class LadderExecutor(Component):
     """Rest one post-only limit order per ladder level through the risk layer and the order manager.
 

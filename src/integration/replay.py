@@ -20,6 +20,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import numpy as np
+from mypy_extensions import mypyc_attr
 
 from keel.config import KeelConfig
 from keel.core.bus import EventBus
@@ -37,6 +38,7 @@ ProgressCallback = Callable[[int, int], None]
 """Called with (events done, events in total)."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class RecordedRun:
     """The configured pipeline wired over the recorded feed, ready to replay.
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from mypy_extensions import mypyc_attr
+
 from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_SECOND, Clock, TimeEvent
 from keel.core.component import Component
@@ -41,6 +43,7 @@ STREAMS: dict[type[MarketDataEvent], str] = {
 """The stream name each watched event type counts for."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class FeedHealthMonitor(Component):
     """Publish ``FeedHealthChanged`` when a stream goes stale or recovers (see module doc).
 

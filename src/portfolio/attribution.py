@@ -50,6 +50,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, TypeVar
 
+from mypy_extensions import mypyc_attr
+
 from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_HOUR, Clock, SimulatedClock
 from keel.core.component import Component
@@ -77,6 +79,7 @@ class _Book:
         return self.quantity * mark + self.cash - self.fees + self.funding
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(slots=True)
 class PeriodRecord:
     """One closed period: starting equity, segments' weights and contributions, benchmark returns."""
@@ -94,6 +97,7 @@ class PeriodRecord:
         return sum(self.contributions.values())
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(slots=True)
 class Effects:
     """Allocation, selection and interaction effects (linked returns)."""
@@ -158,6 +162,7 @@ def carino_coefficient(portfolio: float, benchmark: float) -> float:
     return (math.log1p(portfolio) - math.log1p(benchmark)) / (portfolio - benchmark)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class PerformanceAttributor(Component):
     """Attribute a run's performance to allocation, selection and interaction, by symbol and strategy.
 

@@ -13,10 +13,12 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from mypy_extensions import mypyc_attr
 
 _isfinite = math.isfinite
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class ReturnWindow:
     """Rolling aligned per-bar returns of a fixed set of symbols.
 

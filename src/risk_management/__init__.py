@@ -15,14 +15,9 @@
 """
 
 from keel.risk_management.limits import RiskLimits
+from keel.risk_management.measures import PortfolioState, RiskViolation, VaREstimate
 from keel.risk_management.position_manager import PnL, PositionLifecycle, PositionManager
-from keel.risk_management.risk_controller import (
-    DenialReason,
-    PortfolioState,
-    RiskController,
-    RiskViolation,
-    VaREstimate,
-)
+from keel.risk_management.risk_controller import DenialReason, RiskController
 from keel.risk_management.sizing import PositionSizer, SizeDecision, SizeLimits, StepGrid, kelly_fraction
 from keel.risk_management.var import EwmaCovariance, historical_var, parametric_var
 

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
 
+from mypy_extensions import mypyc_attr
+
 from keel.core.accounting import ZERO, Position
 from keel.core.bus import EventBus
 from keel.core.clock import Clock
@@ -57,6 +59,7 @@ def classify(before: Decimal, after: Decimal) -> PositionLifecycle:
     return PositionLifecycle.INCREASE if abs(after) > abs(before) else PositionLifecycle.REDUCE
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(frozen=True, slots=True)
 class PositionEvent:
     """One fill's effect on a net position."""
@@ -71,6 +74,7 @@ class PositionEvent:
     realized_pnl: Decimal
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(frozen=True, slots=True)
 class PnL:
     """P&L of a symbol or a strategy: realized, unrealized at the marks, fees paid, funding received."""
@@ -86,6 +90,7 @@ class PnL:
         return self.realized + self.unrealized - self.fees + self.funding
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class PositionManager(Component):
     """Track positions, realized and unrealized P&L, fees, funding and equity.
 

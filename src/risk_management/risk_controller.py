@@ -63,10 +63,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
-from typing import Any
+from typing import Any, SupportsFloat, cast
 
-import msgspec
 import numpy as np
+from mypy_extensions import mypyc_attr
 
 from keel.core.accounting import ZERO
 from keel.core.bus import EventBus
@@ -105,6 +105,7 @@ from keel.core.orders import OrderSide, OrderType
 from keel.portfolio.returns import ReturnWindow
 from keel.risk_management.ladder_risk import LadderRisk
 from keel.risk_management.limits import RiskLimits
+from keel.risk_management.measures import PortfolioState, RiskViolation, VaREstimate
 from keel.risk_management.position_manager import PositionManager
 from keel.risk_management.sizing import PositionSizer, SizeLimits, StepGrid, kelly_fraction
 from keel.risk_management.var import (
@@ -192,69 +193,7 @@ class _Rejection:
     booked: Decimal
 
 
-class PortfolioState(msgspec.Struct, frozen=True):
-    """Equity and signed notional exposure per symbol (negative is short), in USDT.
-
-    A frozen msgspec struct (the watch builds one per bar; its constructor is
-    a few times cheaper than a frozen dataclass's).
-    """
-
-    equity: float
-    exposures: dict[str, float] = {}
-
-    @classmethod
-    def coerce(cls, value: PortfolioState | Mapping[str, Any]) -> PortfolioState:
-        """Accept a PortfolioState or a mapping ``{'equity': ..., 'positions': {symbol: notional}}``.
-
-        Raises
-        ------
-        ValueError
-            If the mapping has no equity, or the equity or a notional is not a finite number (a NaN would
-            pass every limit).
-        """
-        if isinstance(value, PortfolioState):
-            return value
-        if "equity" not in value:
-            raise ValueError("a portfolio state needs 'equity' and 'positions' (signed notional per symbol)")
-        equity = float(value["equity"])
-        exposures = {str(s): float(v) for s, v in value.get("positions", value.get("exposures", {})).items()}
-        if not math.isfinite(equity):
-            raise ValueError(f"a portfolio state's equity must be a finite number, got {equity}")
-        for symbol, notional in exposures.items():
-            if not math.isfinite(notional):
-                raise ValueError(f"a portfolio state's notional of {symbol} must be a finite number, got {notional}")
-        return cls(equity, exposures)
-
-    @property
-    def gross(self) -> float:
-        """Return the sum of absolute exposures."""
-        return sum(abs(v) for v in self.exposures.values())
-
-    @property
-    def net(self) -> float:
-        """Return longs minus shorts."""
-        return sum(self.exposures.values())
-
-
-@dataclass(frozen=True, slots=True)
-class RiskViolation:
-    """A limit a portfolio state breaks: its name, the measured value, the threshold, and a sentence."""
-
-    limit: str
-    value: float
-    threshold: float
-    message: str
-
-
-class VaREstimate(msgspec.Struct, frozen=True):
-    """Daily VaR and CVaR of a portfolio in USDT, by one method, from ``observations`` bars (one per watched bar)."""
-
-    method: str
-    var: float
-    cvar: float
-    observations: int
-
-
+@mypyc_attr(allow_interpreted_subclasses=True)
 class RiskController(Component):
     """Approve and size orders from target weights; watch drawdown, VaR and leverage; hold the trading state.
 
@@ -682,7 +621,7 @@ class RiskController(Component):
     def _watch_anew(self, ts: int) -> None:
         """Watch equity, drawdown, VaR and leverage at the current marks; enforce and publish what they call for."""
         equity = float(self._positions.equity())
-        self.update_drawdown(equity)
+        self._update_drawdown(equity)
         state = self.portfolio_state(equity)
         within = self._within_limits(state)
         # _enforcement_due, inlined: with every limit kept, only a REDUCING state may move.
@@ -692,7 +631,7 @@ class RiskController(Component):
         if published is None or abs(equity / published - 1.0) > _CAP_REPUBLISH:
             self._publish_limits("equity moved", ts)
 
-    def update_drawdown(self, current_equity: float) -> float:
+    def update_drawdown(self, current_equity: object) -> float:
         """Track the equity peak; return the drawdown from it as a fraction (0 at a new peak).
 
         This is the system's one drawdown: the status, the risk view and the
@@ -704,8 +643,13 @@ class RiskController(Component):
             If ``current_equity`` is not a finite number (an infinite one would become the peak
             for good; ``True`` would count as an equity of 1, a string or None is no equity).
         """
+        # Typed object, not float: compiled, a float parameter would take True as 1.0 before this check.
         if current_equity.__class__ is bool or not _is_finite_number(current_equity):
             raise ValueError(f"equity must be a finite number, got {current_equity!r}: the drawdown is left as it was")
+        return self._update_drawdown(float(cast(SupportsFloat, current_equity)))
+
+    def _update_drawdown(self, current_equity: float) -> float:
+        """:meth:`update_drawdown` of an equity known to be a finite float (the watch's own)."""
         peak = self._peak_equity
         if current_equity > peak:
             peak = self._peak_equity = current_equity

@@ -11,7 +11,10 @@ from __future__ import annotations
 import math
 from collections import deque
 
+from mypy_extensions import mypyc_attr
 
+
+@mypyc_attr(allow_interpreted_subclasses=True)
 class ExponentialMovingAverage:
     """An exponential moving average with ``alpha = 2 / (period + 1)``, seeded with the first value.
 
@@ -46,6 +49,7 @@ class ExponentialMovingAverage:
         return self.value
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class AverageTrueRange:
     """Wilder's average true range: the mean of the first ``period`` true ranges, then Wilder smoothing.
 
@@ -89,6 +93,7 @@ class AverageTrueRange:
         return self.value
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class RollingExtremes:
     """The highest high and lowest low of the last ``period`` bars (monotonic deques, amortized O(1)).
 
@@ -141,6 +146,7 @@ class RollingExtremes:
             lows.popleft()
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class RollingMoments:
     """Mean and population standard deviation of the last ``period`` values (windowed Welford).
 
@@ -192,6 +198,7 @@ class RollingMoments:
             self._sum_squares -= delta * (old - self.mean)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class EfficiencyRatio:
     """Kaufman's efficiency ratio over ``period`` steps: ``|x_t - x_{t-period}| / sum |x_i - x_{i-1}|``.
 
@@ -237,6 +244,7 @@ class EfficiencyRatio:
         return self.value
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class RollingMeanSquare:
     """The mean of the squares of the last ``period`` values (realized variance of returns).
 
@@ -276,6 +284,7 @@ class RollingMeanSquare:
         return self.value
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class RelativeStrengthIndex:
     """Wilder's relative strength index: average gains over average losses of closes, on 0 to 100.
 

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 import numpy as np
 import pandas as pd
 import structlog
+from mypy_extensions import mypyc_attr
 
 from keel.core.costs import CostModel
 from keel.core.messages import BarClosed, FundingRateUpdated, MarketRegime
@@ -142,6 +143,7 @@ REGIME_ROWS = (*(r.value for r in REGIMES), MarketRegime.UNKNOWN.value)
 """The rows a regime matrix must have."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(frozen=True, slots=True)
 class StrategyFailure:
     """A strategy raised on a bar of a symbol (``disabled``: it was switched off for that symbol)."""
@@ -154,6 +156,7 @@ class StrategyFailure:
     ts: int
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(frozen=True, slots=True)
 class ManagerUpdate:
     """What one bar produced: the combined signal when it is news, failures, a regime change."""
@@ -226,6 +229,7 @@ class _SymbolBook:
     """Which strategies vote (enabled, not stopped, not gated); None: to be worked out again."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class StrategyManager:
     """Run strategies on every symbol and combine their views by regime.
 

@@ -15,7 +15,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from mypy_extensions import mypyc_attr
 
+
+@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(slots=True)
 class StrategyPerformance:
     """Running totals of one strategy's marked-to-market views, over all symbols."""

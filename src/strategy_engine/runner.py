@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from mypy_extensions import mypyc_attr
+
 from keel.core.bus import EventBus
 from keel.core.clock import Clock
 from keel.core.component import Component
@@ -38,6 +40,7 @@ from keel.strategy_engine.manager import ManagerUpdate, StrategyManager
 from keel.strategy_engine.scheduled_dca import ScheduledDcaStrategy
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class StrategyRunner(Component):
     """Run a strategy manager (or one strategy) on the bus.
 

@@ -22,8 +22,9 @@ from keel.core.clock import SimulatedClock
 from keel.core.instruments import Instrument, load_instruments
 from keel.core.messages import Message, OrderFilled, RiskBreached, RiskLimitsUpdated, TradingStateChanged
 from keel.core.orders import LiquiditySide, OrderSide
+from keel.risk_management.measures import PortfolioState
 from keel.risk_management.position_manager import PositionManager
-from keel.risk_management.risk_controller import PortfolioState, RiskController
+from keel.risk_management.risk_controller import RiskController
 from keel.risk_management.var import parametric_var
 from kit import real_bars
 
