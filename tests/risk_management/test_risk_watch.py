@@ -164,6 +164,27 @@ class _Watched:
         )
 
 
+def test_a_python_subclass_overriding_the_watch_is_what_the_bars_call() -> None:
+    # Arrange: compiled (keel.compiled_modules), the controller's own calls must still reach a Python override;
+    # the reference watch of the test below depends on it
+    watched_at: list[int] = []
+
+    class Recording(RiskController):
+        def _watch(self, ts: int) -> None:
+            watched_at.append(ts)
+            super()._watch(ts)
+
+    watched = _Watched(Recording, 0.05)
+    bars = real_bars("BTCUSDT", 5)
+
+    # Act
+    for bar in bars:
+        watched.step(bar)
+
+    # Assert: each bar time is watched once the next one arrives
+    assert watched_at == [bar.ts_event for bar in bars[:-1]]
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     start=st.integers(0, 2000),
