@@ -35,6 +35,7 @@ MODULES: tuple[str, ...] = (
     "core.bus",
     "core.costs",
     "strategy_engine.indicators",
+    "strategy_engine.symbol_history",
     "strategy_engine.performance",
     "strategy_engine.manager",
     "strategy_engine.runner",
@@ -53,14 +54,19 @@ Left out on purpose, as mypyc changes what they promise: ``strategy_engine.base`
 (users subclass its strategy and state classes in Python, with ``__slots__``,
 and its signals are pickled to the fit worker: mypyc's classes allow neither),
 ``strategy_engine.history`` (a compiled subclass of an ABC shares its base's
-registry: ``isinstance(a_dict, MarketData)`` came out True, as ``Mapping`` knows ``dict``),
+registry: ``isinstance(a_dict, MarketData)`` came out True, as ``Mapping`` knows ``dict``;
+the columns behind that view are compiled, in ``strategy_engine.symbol_history``),
 and ``execution.router`` (its public calls check their arguments and name what
 is wrong; compiled, a float quantity stopped at mypyc's own type check with
-"int object expected; got float"; ``risk_management.risk_controller`` likewise
-took ``update_drawdown(True)`` as 1.0 instead of refusing it). Modules that
-define msgspec structs cannot be compiled (mypyc drops ``frozen`` and
-``kw_only``), nor ``market_data.feeds`` (async generators). A module added here
-must pass the whole suite compiled.
+"int object expected; got float"). Modules that define msgspec structs cannot
+be compiled (mypyc drops ``frozen`` and ``kw_only``: the risk watch's structs
+live in ``risk_management.measures`` so that ``risk_controller`` can be), nor
+``market_data.feeds`` (async generators). A public call of a compiled module
+that validates its arguments takes them as ``object`` (mypyc would convert
+``True`` to ``1.0`` for a ``float`` parameter before the check). Every public
+class of a compiled module carries ``mypyc_attr(allow_interpreted_subclasses=True)``:
+users subclass them in Python. A module added here must pass the whole suite
+compiled.
 """
 
 MANIFEST = "compiled_sources.json"

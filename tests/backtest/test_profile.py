@@ -48,7 +48,7 @@ def test_the_flame_graph_keeps_every_sample_of_the_strategies_bar_by_bar(tmp_pat
     assert completed.returncode == 0, completed.stderr
     speedscope = json.loads((output / "profile.speedscope.json").read_text())
     files = {(frame["name"], Path(frame.get("file") or "").name) for frame in speedscope["shared"]["frames"]}
-    assert {("step", "trend_following.py"), ("step", "mean_reversion.py"), ("_observe", "risk_controller.py")} <= files
+    assert {("step", "trend_following.py"), ("step", "mean_reversion.py"), ("signal_after", "base.py")} <= files
 
 
 def test_without_the_flag_no_profile_is_written(tmp_path: Path) -> None:
