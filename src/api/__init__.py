@@ -18,14 +18,8 @@ comes with live trading. Auto-deleveraging is not modelled.
 from keel.api.account import Account
 from keel.api.brackets import LeverageSchedule, bracket_for, load_leverage_schedule, maintenance_margin, max_notional
 from keel.api.margin import Leg, break_even_price, liquidation_price
-from keel.api.simulated_exchange import (
-    LIQUIDATION_PREFIX,
-    ExchangeState,
-    MarketCursor,
-    SimulatedExchange,
-    VenueCommit,
-    VenueState,
-)
+from keel.api.simulated_exchange import LIQUIDATION_PREFIX, SimulatedExchange
+from keel.api.venue_state import ExchangeState, MarketCursor, VenueCommit, VenueState
 from keel.api.venue_store import VenueStore
 
 __all__ = [

@@ -26,13 +26,13 @@ It implements :class:`~keel.core.ports.ExchangePort` with Binance's semantics:
   and seed give the same reports;
 - it keeps the account's fills and funding payments (Binance's trade list and
   funding income) and the last market event it processed (its
-  :class:`MarketCursor`).
+  :class:`~keel.api.venue_state.MarketCursor`).
 
 Every public operation that changes the venue (a market event,
 :meth:`~SimulatedExchange.advance_to`, a request, a setting) is one
 transaction: its reports are held back until it is over, then the commit
 handler (:meth:`SimulatedExchange.set_commit_handler`) gets what it changed as
-a :class:`VenueCommit`, and only then are the reports delivered, in order. A
+a :class:`~keel.api.venue_state.VenueCommit`, and only then are the reports delivered, in order. A
 durable store (:class:`keel.api.venue_store.VenueStore`) therefore never lags
 behind what a client was told, as with a real venue whose state survives its
 client's crash. A report handler that calls back into the venue starts a
@@ -57,11 +57,12 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Concatenate, Literal, NamedTuple, ParamSpec, TypeVar
+from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
 
 import msgspec
+from mypy_extensions import mypyc_attr
 
-from keel.api.account import Account, AccountHistory, AccountState, Liquidation, PositionKey, VenuePosition
+from keel.api.account import Account, AccountHistory, Liquidation, PositionKey, VenuePosition
 from keel.api.brackets import LeverageSchedule, load_leverage_schedule
 from keel.api.matching import (
     BPS,
@@ -81,6 +82,14 @@ from keel.api.matching import (
     walk_book,
 )
 from keel.api.venue_orders import OrderState, VenueOrder, is_time_in_force, reduces_only, triggers_on_mark
+from keel.api.venue_state import (
+    CommitHandler,
+    ExchangeState,
+    InFlightRequest,
+    MarketCursor,
+    VenueCommit,
+    VenueState,
+)
 from keel.core.accounting import ZERO
 from keel.core.clock import NANOS_PER_HOUR, NANOS_PER_MINUTE, Clock
 from keel.core.error_codes import BinanceErrorCode
@@ -92,7 +101,6 @@ from keel.core.messages import (
     Event,
     FundingPaid,
     FundingRateUpdated,
-    MarketDataEvent,
     MarkPriceUpdated,
     OrderAccepted,
     OrderCanceled,
@@ -126,111 +134,10 @@ FUNDING_GRACE_NS = NANOS_PER_MINUTE
 DEFAULT_FUNDING_INTERVAL_HOURS = 8
 
 Rejection = tuple[BinanceErrorCode, str]
-MarketEventKind = Literal["bar", "book", "trade", "mark_price", "funding"]
+
+
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-class _Request(msgspec.Struct, frozen=True, kw_only=True):
-    """A request on its way to the venue."""
-
-    arrival: int
-    sent: int
-    kind: Literal["submit", "cancel", "cancel_all"]
-    command: SubmitOrder | None = None
-    symbol: str | None = None
-    client_order_id: str | None = None
-
-
-class MarketCursor(msgspec.Struct, frozen=True):
-    """The last market event a venue processed; a restarted paper run resumes its recorded feed after it.
-
-    ``kind`` is ``"bar"``, ``"book"``, ``"trade"``, ``"mark_price"`` or ``"funding"``.
-    """
-
-    ts_event: int
-    kind: MarketEventKind
-    symbol: str
-
-    @classmethod
-    def of(cls, event: MarketDataEvent) -> MarketCursor:
-        """Return the cursor a venue records when it processes ``event``.
-
-        Raises
-        ------
-        ValueError
-            For an event the venue does not take (not a bar, book, print, mark price or funding rate).
-        """
-        kind = _CURSOR_KINDS.get(type(event))
-        if kind is None:
-            raise ValueError(f"the simulated exchange takes no {type(event).__name__} events")
-        return cls(event.ts_event, kind, event.symbol)
-
-
-_CURSOR_KINDS: dict[type[MarketDataEvent], MarketEventKind] = {
-    BarClosed: "bar",
-    BookUpdated: "book",
-    TradeTick: "trade",
-    MarkPriceUpdated: "mark_price",
-    FundingRateUpdated: "funding",
-}
-
-
-class VenueState(msgspec.Struct, frozen=True, kw_only=True):
-    """The venue's state apart from its order records and account history (every commit carries it whole)."""
-
-    account: AccountState
-    working: list[str]
-    in_flight: list[_Request]
-    last_prices: dict[str, Decimal]
-    marked_by_stream: list[str]
-    books: dict[str, BookUpdated]
-    consumed: list[tuple[str, OrderSide, Decimal, Decimal]]
-    next_funding: dict[str, int]
-    last_arrival: int
-    next_ids: dict[str, int]
-    random_state: list[object]
-    cursor: MarketCursor | None = None
-
-
-class ExchangeState(VenueState, frozen=True, kw_only=True):
-    """Everything a :class:`SimulatedExchange` holds, as written by :meth:`SimulatedExchange.snapshot`.
-
-    ``trades`` and ``funding`` are the account history (empty in snapshots
-    written before the venue kept it).
-    """
-
-    orders: list[OrderState]
-    trades: list[OrderFilled] = []
-    funding: list[FundingPaid] = []
-
-
-class VenueCommit(msgspec.Struct, frozen=True, kw_only=True):
-    """What one venue transaction changed, for a durable store.
-
-    Attributes
-    ----------
-    state
-        The venue's whole state apart from its orders and history.
-    orders
-        The orders the transaction closed and every working order, oldest
-        first. A closed order never changes again, so a store that upserts
-        these holds every order.
-    trades, funding
-        The account fills and funding payments the transaction added.
-    baseline
-        True when the commit holds the whole venue (every order, the whole
-        history): the store replaces what it held with it.
-    """
-
-    state: VenueState
-    orders: list[OrderState]
-    trades: list[OrderFilled]
-    funding: list[FundingPaid]
-    baseline: bool = False
-
-
-CommitHandler = Callable[[VenueCommit], None]
 
 
 class _BarPrices(NamedTuple):
@@ -286,6 +193,7 @@ def _async_transaction(
     return run
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class SimulatedExchange:
     """Binance USD-M semantics over recorded bars, books, prints, mark prices and funding.
 
@@ -389,7 +297,7 @@ class SimulatedExchange:
         self._handler: ReportHandler | None = None
         self._orders: dict[str, VenueOrder] = {}
         self._working: dict[str, VenueOrder] = {}
-        self._in_flight: list[_Request] = []
+        self._in_flight: list[InFlightRequest] = []
         self._last_arrival = 0
         self._last_price: dict[str, Decimal] = {}
         self._marked_by_stream: set[str] = set()
@@ -610,7 +518,7 @@ class SimulatedExchange:
     @_transaction
     def submit(self, command: SubmitOrder) -> None:
         """Synchronous body of :meth:`submit_order`."""
-        self._send(_Request(arrival=0, sent=0, kind="submit", command=command))
+        self._send(InFlightRequest(arrival=0, sent=0, kind="submit", command=command))
 
     @_async_transaction
     async def cancel_order(self, symbol: str, client_order_id: str) -> None:
@@ -631,12 +539,12 @@ class SimulatedExchange:
                 f"cancel {client_order_id} on {symbol}: {BinanceErrorCode.CANCEL_REJECTED.message}",
                 BinanceErrorCode.CANCEL_REJECTED,
             )
-        self._send(_Request(arrival=0, sent=0, kind="cancel", symbol=symbol, client_order_id=client_order_id))
+        self._send(InFlightRequest(arrival=0, sent=0, kind="cancel", symbol=symbol, client_order_id=client_order_id))
 
     @_async_transaction
     async def cancel_all_orders(self, symbol: str | None = None) -> None:
         """Cancel every working order of ``symbol`` (or of every symbol)."""
-        self._send(_Request(arrival=0, sent=0, kind="cancel_all", symbol=symbol))
+        self._send(InFlightRequest(arrival=0, sent=0, kind="cancel_all", symbol=symbol))
 
     async def query_order(self, symbol: str, client_order_id: str) -> OrderStatusReport | None:
         """Return the venue's record of an order, None if it never reached the venue or was rejected."""
@@ -906,7 +814,7 @@ class SimulatedExchange:
         while self._in_flight and self._in_flight[0].arrival <= ts:
             self._arrive(self._in_flight.pop(0))
 
-    def _send(self, request: _Request) -> None:
+    def _send(self, request: InFlightRequest) -> None:
         now = self._clock.timestamp_ns()
         delay = self._latency
         if self._jitter:
@@ -921,7 +829,7 @@ class SimulatedExchange:
         else:
             self._in_flight.append(stamped)
 
-    def _arrive(self, request: _Request) -> None:
+    def _arrive(self, request: InFlightRequest) -> None:
         if request.kind == "submit":
             assert request.command is not None
             self._accept_or_reject(request.command, request.arrival)

@@ -3,7 +3,7 @@
 A real venue keeps its orders, positions and balances when a client crashes;
 the simulated one does the same through a :class:`VenueStore`. Attached to a
 :class:`~keel.api.simulated_exchange.SimulatedExchange`, the store writes every
-venue transaction (a :class:`~keel.api.simulated_exchange.VenueCommit`) in one
+venue transaction (a :class:`~keel.api.venue_state.VenueCommit`) in one
 SQLite transaction before the venue delivers the transaction's reports, so
 after a crash the store holds everything a client was told, and possibly a
 transaction more whose reports the client never saw, exactly as a client of a
@@ -17,7 +17,7 @@ transactions (the WAL is not synced on every commit): that is out of scope for
 a paper account.
 
 Layout: table ``venue`` holds one row, the venue's state apart from its orders
-and history (:class:`~keel.api.simulated_exchange.VenueState` as JSON) but
+and history (:class:`~keel.api.venue_state.VenueState` as JSON) but
 without its random generator state: ``random_state`` holds that in a row of
 its own, rewritten only when it changed (it is most of the venue's state and
 changes only with latency jitter). ``orders`` holds one row per order keyed by
@@ -36,8 +36,9 @@ from pathlib import Path
 
 import msgspec
 
-from keel.api.simulated_exchange import ExchangeState, SimulatedExchange, VenueCommit, VenueState
+from keel.api.simulated_exchange import SimulatedExchange
 from keel.api.venue_orders import OrderState
+from keel.api.venue_state import ExchangeState, VenueCommit, VenueState
 from keel.core.errors import OperatorActionRequiredError
 from keel.core.messages import FundingPaid, OrderFilled
 

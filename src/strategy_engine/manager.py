@@ -212,6 +212,7 @@ class _SymbolBook:
     regime: RegimeState = UNKNOWN_STATE
     combined: _Combined = _FLAT
     combine_inputs: tuple[object, ...] | None = None
+    combine_settings: tuple[float, bool] | None = None
     published_action: str | None = None
     published_score: float = 0.0
     last_close: float | None = None
@@ -888,17 +889,18 @@ class StrategyManager:
             # A new regime view (every bar once the detector is fitted): no need to compare the rest.
             book.combine_inputs = (book.regime,)
             return self._combine(book)
-        inputs = (
-            book.regime,
-            *book.views,
-            *book.enabled,
-            *self._stopped,
-            self.min_signal,
-            self.volatility_scaling,
-        )
-        if previous is not None and len(previous) == len(inputs) and all(map(operator.is_, previous, inputs)):
+        inputs = (book.regime, *book.views, *book.enabled, *self._stopped)
+        # The settings by value: compiled, every read of a float attribute is a new object.
+        settings = (self.min_signal, self.volatility_scaling)
+        if (
+            previous is not None
+            and settings == book.combine_settings
+            and len(previous) == len(inputs)
+            and all(map(operator.is_, previous, inputs))
+        ):
             return book.combined
         book.combine_inputs = inputs
+        book.combine_settings = settings
         return self._combine(book)
 
     def _combine(self, book: _SymbolBook) -> _Combined:

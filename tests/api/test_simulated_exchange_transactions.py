@@ -12,7 +12,7 @@ import msgspec
 import pytest
 from venue_harness import Harness, HarnessFactory, money, real_bars, real_session, strip_ids, with_funding
 
-from keel.api.simulated_exchange import MarketCursor, VenueCommit
+from keel.api.venue_state import MarketCursor, VenueCommit
 from keel.core.error_codes import BinanceErrorCode
 from keel.core.errors import RequestRejectedError
 from keel.core.messages import (

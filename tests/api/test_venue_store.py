@@ -33,7 +33,7 @@ from venue_harness import (
 )
 
 from keel.api import VenueStore
-from keel.api.simulated_exchange import MarketCursor, VenueCommit
+from keel.api.venue_state import MarketCursor, VenueCommit
 from keel.core.errors import OperatorActionRequiredError
 from keel.core.messages import BarClosed, BookUpdated, FundingPaid, MarketDataEvent, OrderCanceled, OrderFilled
 from keel.core.orders import OrderSide, OrderType, TimeInForce

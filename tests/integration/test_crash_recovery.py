@@ -39,7 +39,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from keel.api import MarketCursor
-from keel.api.simulated_exchange import ExchangeState
+from keel.api.venue_state import ExchangeState
 from keel.config import KeelConfig, load_config
 from keel.core.error_codes import BinanceErrorCode
 from keel.core.messages import (

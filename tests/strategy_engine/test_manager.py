@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -461,3 +462,36 @@ def test_the_kept_combined_view_is_the_one_recombined_from_scratch_on_every_bar(
     # Assert
     assert kept == recombined
     assert len({c.score for c in kept}) > 2
+
+
+class _CountingManager(StrategyManager):
+    """A manager that counts how often it works out a combined view from scratch."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.combines = 0
+
+    def _combine(self, book: Any) -> Any:
+        self.combines += 1
+        return super()._combine(book)
+
+
+def test_a_bar_that_changes_no_input_of_the_combined_view_reuses_it() -> None:
+    # Arrange: a real-data cross, which holds one view for tens of bars between crosses, with a non-zero
+    # min_signal (compiled, each read of a float attribute is a new object: compared by identity, it was
+    # always new, and the view was recombined on every bar)
+    manager = _CountingManager(
+        [MovingAverageCrossStrategy(5, 20, name="fast")], detector_factory=False, min_signal=0.05
+    )
+    stream = [e for e in events("BTCUSDT", count=900) if isinstance(e, BarClosed)]
+    views_held = []
+
+    # Act
+    for bar in stream:
+        manager.on_bar(bar)
+        views_held.append(manager._books["BTCUSDT"].views[0])
+
+    # Assert: one combination for the first bar, then one for each bar whose view is a new one
+    new_views = sum(1 for before, after in itertools.pairwise(views_held) if after is not before)
+    assert 10 < new_views < 200
+    assert manager.combines == 1 + new_views
