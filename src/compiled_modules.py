@@ -48,6 +48,7 @@ MODULES: tuple[str, ...] = (
     "market_data.feed_health",
     "execution.ladder_executor",
     "api.simulated_exchange",
+    "core.clock",
 )
 """The compiled modules, relative to the ``keel`` package.
 
@@ -62,7 +63,8 @@ is wrong; compiled, a float quantity stopped at mypyc's own type check with
 "int object expected; got float"). Modules that define msgspec structs cannot
 be compiled (mypyc drops ``frozen`` and ``kw_only``: the risk watch's structs
 live in ``risk_management.measures`` so that ``risk_controller`` can be, and the
-simulated venue's in ``api.venue_state``), nor
+simulated venue's in ``api.venue_state``, the clock's ``TimeEvent`` in
+``core.time_events``), nor
 ``market_data.feeds`` (async generators). A public call of a compiled module
 that validates its arguments takes them as ``object`` (mypyc would convert
 ``True`` to ``1.0`` for a ``float`` parameter before the check). Every public

@@ -381,7 +381,6 @@ class SimulatedExchange:
         if self._in_flight:
             self._deliver(self._in_flight[-1].arrival)
 
-    @_transaction
     def on_bar(self, bar: BarClosed) -> None:
         """Match the symbol's orders against a new bar, then mark to its close.
 
@@ -391,6 +390,20 @@ class SimulatedExchange:
             If a held position of the symbol passed a funding time without a
             recorded funding rate (checked after the bar is processed).
         """
+        # @_transaction, spelled out: compiled, the decorator's generic call (its packed arguments) is a measurable
+        # share of every bar.
+        if self._depth:
+            self._on_bar(bar)
+            return
+        self._depth = 1
+        try:
+            self._on_bar(bar)
+        finally:
+            self._depth = 0
+            if self._commit_handler is not None or self._pending:
+                self._end_transaction()
+
+    def _on_bar(self, bar: BarClosed) -> None:
         symbol = bar.symbol
         self._cursor = MarketCursor(bar.ts_event, "bar", symbol)
         if symbol not in self._instruments:

@@ -9,7 +9,7 @@ builds on these names.
 
 from keel.core.accounting import Position
 from keel.core.bus import BusFullError, BusMetrics, EventBus
-from keel.core.clock import Clock, LiveClock, SimulatedClock, TimeEvent, datetime_to_ns, next_aligned
+from keel.core.clock import Clock, LiveClock, SimulatedClock, datetime_to_ns, next_aligned
 from keel.core.component import Component
 from keel.core.error_codes import BinanceErrorCode, ErrorAction, parse_error_code
 from keel.core.errors import (
@@ -94,6 +94,7 @@ from keel.core.ports import (
     PositionReport,
     SymbolConfiguration,
 )
+from keel.core.time_events import TimeEvent
 
 __all__ = [
     "AllocationProposed",

@@ -13,13 +13,15 @@ import asyncio
 import heapq
 import math
 import time
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import count
 
-import msgspec
+from mypy_extensions import mypyc_attr
+
+from keel.core.time_events import TimeEvent
 
 NANOS_PER_SECOND = 1_000_000_000
 NANOS_PER_MILLI = 1_000_000
@@ -32,17 +34,6 @@ def datetime_to_ns(value: datetime) -> int:
     if value.tzinfo is None:
         raise ValueError(f"{value} has no time zone; keel times are UTC")
     return int(value.timestamp()) * NANOS_PER_SECOND + value.microsecond * 1_000
-
-
-class TimeEvent(msgspec.Struct, frozen=True):
-    """A timer fired: ``name`` is the timer's, ``ts`` the scheduled time (ns).
-
-    A frozen msgspec struct: one is built per firing, and its constructor is
-    a few times cheaper than a frozen dataclass's.
-    """
-
-    name: str
-    ts: int
 
 
 TimerCallback = Callable[[TimeEvent], None]
@@ -71,10 +62,13 @@ class _Timer:
     skip_to: int | None = field(compare=False, default=None)
 
 
-class Clock(ABC):
+@mypyc_attr(allow_interpreted_subclasses=True)
+class Clock:
     """Base clock: the current time and named timers.
 
-    Subclasses supply :meth:`timestamp_ns` and how timers get scheduled.
+    Subclasses supply :meth:`timestamp_ns` and how timers get scheduled (the
+    type checker holds them to it). Not an ``ABC``: compiled, a class on an ABC
+    shares its base's ``isinstance`` registry (see :mod:`keel.compiled_modules`).
     """
 
     def __init__(self) -> None:
@@ -204,6 +198,7 @@ class Clock(ABC):
         return timer
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class SimulatedClock(Clock):
     """A clock that only moves when told to (backtests and tests).
 
@@ -267,6 +262,7 @@ class SimulatedClock(Clock):
         return (fire_at, sequence) <= self._position
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class LiveClock(Clock):
     """Wall-clock time, optionally shifted and sped up to replay recorded data.
 

@@ -41,7 +41,7 @@ import structlog
 
 from keel.core.accounting import ZERO
 from keel.core.bus import EventBus
-from keel.core.clock import Clock, TimeEvent
+from keel.core.clock import Clock
 from keel.core.component import Component
 from keel.core.error_codes import BinanceErrorCode
 from keel.core.errors import AmbiguousOutcomeError, RequestRejectedError, RetryLaterError
@@ -73,6 +73,7 @@ from keel.core.orders import (
     TimeInForce,
 )
 from keel.core.ports import ExchangePort, OrderStatusReport
+from keel.core.time_events import TimeEvent
 
 _log = structlog.get_logger("keel.execution")
 

@@ -37,7 +37,7 @@ from typing import Any
 import structlog
 
 from keel.core.bus import EventBus
-from keel.core.clock import Clock, TimeEvent
+from keel.core.clock import Clock
 from keel.core.component import Component
 from keel.core.fsm import TradingState
 from keel.core.messages import (
@@ -64,6 +64,7 @@ from keel.core.messages import (
     SubmitOrder,
     TradingStateChanged,
 )
+from keel.core.time_events import TimeEvent
 from keel.persistence import Journal, Snapshots
 from keel.persistence.write_behind import JournalWriter, SpillFile
 

@@ -52,9 +52,10 @@ from keel.api.binance.market_history import BARS_FOLDER, FUNDING_FILE, MarketHis
 from keel.api.binance.rest import RateLimiter
 from keel.config import KeelConfig
 from keel.core.bus import EventBus
-from keel.core.clock import NANOS_PER_MILLI, NANOS_PER_MINUTE, Clock, TimeEvent, datetime_to_ns
+from keel.core.clock import NANOS_PER_MILLI, NANOS_PER_MINUTE, Clock, datetime_to_ns
 from keel.core.component import Component
 from keel.core.messages import BarClosed, StrategyGateEvaluated
+from keel.core.time_events import TimeEvent
 from keel.integration.reports import BARS_PER_YEAR, run_metrics
 from keel.market_data.feeds import INTERVAL_MS
 from keel.strategy_engine.gate import DAY_NS, GateRule, GateVerdict, judge

@@ -63,7 +63,7 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from keel.core.bus import EventBus
-from keel.core.clock import Clock, TimeEvent
+from keel.core.clock import Clock
 from keel.core.component import Component
 from keel.core.error_codes import BinanceErrorCode
 from keel.core.fsm import ComponentState, TradingState
@@ -80,6 +80,7 @@ from keel.core.messages import (
     TradingStateChanged,
     VenueConditionChanged,
 )
+from keel.core.time_events import TimeEvent
 from keel.integration.reports import iso_time
 from keel.integration.responses import HealthCheck, RecoveryOutcome
 

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from mypy_extensions import mypyc_attr
 
 from keel.core.bus import EventBus
-from keel.core.clock import NANOS_PER_SECOND, Clock, TimeEvent
+from keel.core.clock import NANOS_PER_SECOND, Clock
 from keel.core.component import Component
 from keel.core.messages import (
     BarClosed,
@@ -31,6 +31,7 @@ from keel.core.messages import (
     MarkPriceUpdated,
     TradeTick,
 )
+from keel.core.time_events import TimeEvent
 
 STREAMS: dict[type[MarketDataEvent], str] = {
     BookUpdated: "depth",

@@ -53,13 +53,14 @@ from telegram.request import HTTPXRequest
 
 from keel.config import Secret, TelegramConfig
 from keel.core.bus import EventBus
-from keel.core.clock import Clock, TimeEvent
+from keel.core.clock import Clock
 from keel.core.messages import (
     HealthChanged,
     OrderFilled,
     ReconciliationCompleted,
     TradingStateChanged,
 )
+from keel.core.time_events import TimeEvent
 
 _log = structlog.get_logger("keel.telegram")
 

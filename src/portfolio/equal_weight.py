@@ -18,10 +18,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from keel.core.bus import EventBus
-from keel.core.clock import Clock, TimeEvent
+from keel.core.clock import Clock
 from keel.core.component import Component
 from keel.core.costs import CostModel
 from keel.core.messages import AllocationProposed, Rebalance, SignalAction, SignalGenerated
+from keel.core.time_events import TimeEvent
 
 _DIRECTION = {SignalAction.BUY: 1, SignalAction.SELL: -1, SignalAction.HOLD: 0}
 

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from keel.core.bus import EventBus
-from keel.core.clock import Clock, SimulatedClock, TimeEvent
+from keel.core.clock import Clock, SimulatedClock
 from keel.core.component import Component
 from keel.core.costs import CostModel
 from keel.core.fsm import TradingState
@@ -57,6 +57,7 @@ from keel.core.messages import (
     SignalGenerated,
     TradingStateChanged,
 )
+from keel.core.time_events import TimeEvent
 from keel.portfolio.adaptive import AdaptiveAllocator
 from keel.portfolio.estimators import (
     COVARIANCE_METHODS,

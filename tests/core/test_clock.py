@@ -25,9 +25,9 @@ from keel.core.clock import (
     Clock,
     LiveClock,
     SimulatedClock,
-    TimeEvent,
     next_aligned,
 )
+from keel.core.time_events import TimeEvent
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TIMEOUT_SECONDS = 10.0
