@@ -149,9 +149,9 @@ class BacktestEngine:
         """
         if initial_capital is not None and (not initial_capital.is_finite() or initial_capital <= 0):
             raise ValueError(f"initial_capital must be a positive finite number, got {initial_capital}")
-        config = self._effective_config(symbols, start, end, initial_capital)
-        started = time.perf_counter()
         with use_prepared_data(installed_prepared_data() or self.prepared_files):
+            config = self._effective_config(symbols, start, end, initial_capital)
+            started = time.perf_counter()
             # Nothing reads the handler latencies of a backtest: no clock read per handler call.
             run = RecordedRun(config, strategy, measure_latency=False, fit_worker=config.run.regime_fit_worker)
             run.replay(progress)

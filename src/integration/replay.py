@@ -29,7 +29,7 @@ from keel.core.instruments import load_instruments
 from keel.core.intervals import INTERVAL_MS
 from keel.core.messages import BarClosed, Message, reset_message_ids
 from keel.integration.pipeline import build_feed, build_monitors, build_pipeline, log_gaps, require_instruments
-from keel.market_data.loaders import load_funding
+from keel.market_data.feeds import prepared_funding
 from keel.strategy_engine.base import BaseStrategy
 from keel.strategy_engine.regime import installed_regime_fit_store
 from keel.strategy_engine.regime_prefetch import PrefetchedRegimeFits, prefetched_regime_fits, start_prefetch_worker
@@ -208,11 +208,11 @@ def funding_coverage_end(config: KeelConfig, symbols: tuple[str, ...]) -> dateti
     data = config.data
     if data.funding is None:
         return None
-    frame = load_funding(data.root / data.funding).frame
+    columns = prepared_funding(data.root / data.funding).arrays
     ends = []
     for symbol in symbols:
-        times = frame.loc[frame["symbol"] == symbol, "time_ms"]
-        if times.empty:
+        times = columns["time_ms"][columns["symbol"] == symbol]
+        if times.size == 0:
             continue
         hours = config.exchange.funding_interval_hours.get(symbol, 8)
         last_hour_ms = int(times.max()) // 3_600_000 * 3_600_000

@@ -218,6 +218,15 @@ def _month(ns: int) -> str:
     return datetime.fromtimestamp(ns // 1_000_000_000, tz=UTC).strftime("%Y-%m")
 
 
+def prepared_funding(path: Path) -> PreparedFile:
+    """Return a funding-rate file's columns (``symbol``, ``time_ms``, ``funding_rate``, ``mark_price``).
+
+    From the installed :class:`PreparedDataStore` when there is one (parsed
+    once per process), else parsed now.
+    """
+    return _prepared(path, "funding", lambda: _prepare_funding(path))
+
+
 def _prepare_funding(path: Path) -> PreparedFile:
     loaded = load_funding(path)
     frame = loaded.frame
@@ -345,7 +354,7 @@ class RecordedBarFeed:
         return PreparedFile(arrays, loaded.report)
 
     def _load_funding(self, path: str | Path, first_ns: int, last_ns: int) -> list[tuple[int, int, float, float]]:
-        loaded = _prepared(Path(path), "funding", lambda: _prepare_funding(Path(path)))
+        loaded = prepared_funding(Path(path))
         self.reports.append(loaded.report)
         columns = loaded.arrays
         index = {symbol: i for i, symbol in enumerate(self.symbols)}

@@ -18,6 +18,7 @@ from keel.backtest.engine import funding_coverage_end
 from keel.config import load_config
 from keel.core.errors import MalformedDataError
 from keel.execution.tca import TCA_COLUMNS
+from keel.market_data.feeds import use_prepared_data
 from keel.strategy_engine import BaseStrategy, MovingAverageCrossStrategy, StrategySignal
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
@@ -286,6 +287,31 @@ def test_without_an_end_a_run_stops_where_the_funding_data_of_its_symbols_stops(
     assert eth == datetime(2025, 6, 15, 8, tzinfo=UTC)
     assert ena == datetime(2025, 6, 3, 12, tzinfo=UTC)
     assert funding_coverage_end(config, ("DOGEUSDT",)) is None
+
+
+class _AskedStore:
+    """A prepared-data store that records what it is asked for and prepares every file anew."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str]] = []
+
+    def prepared(self, path: Path, variant: str, prepare: Any) -> Any:
+        self.asked.append((path.name, variant))
+        return prepare()
+
+
+def test_the_funding_coverage_is_read_through_the_installed_prepared_data() -> None:
+    # Arrange: a run without an end asks for the coverage at its start, inside the engine's prepared files
+    config = load_config("backtest")
+    store = _AskedStore()
+
+    # Act
+    with use_prepared_data(store):
+        covered = funding_coverage_end(config, ("BTCUSDT",))
+
+    # Assert
+    assert covered == funding_coverage_end(config, ("BTCUSDT",)) == datetime(2025, 6, 3, 8, tzinfo=UTC)
+    assert store.asked == [(Path(config.data.funding).name, "funding")]
 
 
 def test_data_without_funding_runs_with_zero_funding_and_keeps_funding_arbitrage_out() -> None:
