@@ -30,6 +30,7 @@ import random
 import signal
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from sqlalchemy import create_engine, text
 from keel.api import MarketCursor
 from keel.api.venue_state import ExchangeState
 from keel.config import KeelConfig, load_config
+from keel.core.clock import SimulatedClock
 from keel.core.error_codes import BinanceErrorCode
 from keel.core.messages import (
     BarClosed,
@@ -54,6 +56,7 @@ from keel.core.messages import (
     SubmitOrder,
 )
 from keel.core.orders import OrderStatus
+from keel.integration import paper
 from keel.integration.paper import PaperSession
 from keel.integration.pipeline import build_feed
 from keel.integration.recovery import balance_mismatches
@@ -136,6 +139,32 @@ class Killer:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+class _ObservedClock(SimulatedClock):
+    """A simulated clock that first tells ``before_advance`` of every time it is moved to.
+
+    The compiled clock's methods cannot be replaced on an instance: a Python subclass observes it instead.
+    """
+
+    def __init__(self, start_ns: int = 0) -> None:
+        super().__init__(start_ns)
+        self.before_advance: Callable[[int], None] | None = None
+
+    def advance_to(self, ts: int) -> int:
+        if self.before_advance is not None:
+            self.before_advance(ts)
+        return super().advance_to(ts)
+
+
+def observed_session(config: KeelConfig, run_dir: Path) -> PaperSession:
+    """Build a paper session whose clock is an :class:`_ObservedClock`."""
+    built = paper.SimulatedClock
+    paper.SimulatedClock = _ObservedClock  # type: ignore[misc]
+    try:
+        return PaperSession(config, run_dir)
+    finally:
+        paper.SimulatedClock = built  # type: ignore[misc]
+
+
 def instrument(session: PaperSession, killer: Killer) -> None:
     """Put the killer's points into a built session (test-side wrappers; keel's code is unchanged)."""
     state, orders, journal = session.state, session.pipeline.orders, session.state.journal
@@ -174,14 +203,13 @@ def instrument(session: PaperSession, killer: Killer) -> None:
 
     exchange.set_commit_handler(venue_commit)
     clock = session.clock
-    advance_to = clock.advance_to
+    assert isinstance(clock, _ObservedClock)
 
     def next_bar_time(ts: int) -> None:
         if ts > clock.timestamp_ns():
             killer.reached(BAR_TIME)
-        advance_to(ts)
 
-    clock.advance_to = next_bar_time  # type: ignore[method-assign]
+    clock.before_advance = next_bar_time
     bus = session.pipeline.bus
     for kind in REPORTS:
         bus.subscribe(kind, lambda _report: killer.reached("report"), name="test.killer")
@@ -189,7 +217,7 @@ def instrument(session: PaperSession, killer: Killer) -> None:
 
 
 def run_session(config: KeelConfig, run_dir: Path, killer: Killer | None = None) -> PaperSession:
-    session = PaperSession(config, run_dir)
+    session = observed_session(config, run_dir)
     if killer is not None:
         instrument(session, killer)
     asyncio.run(session.run())
@@ -477,17 +505,16 @@ def run_recording_working_times(config: KeelConfig, run_dir: Path) -> list[tuple
     a bar time (a PASSIVE child resting at the venue, a TWAP schedule half
     done) is what a restart there must go on with.
     """
-    session = PaperSession(config, run_dir)
+    session = observed_session(config, run_dir)
     clock, router = session.clock, session.pipeline.router
-    advance_to = clock.advance_to
+    assert isinstance(clock, _ObservedClock)
     working: set[int] = set()
 
     def leave(ts: int) -> None:
         if ts > clock.timestamp_ns() and router.parents:
             working.add(clock.timestamp_ns())
-        advance_to(ts)
 
-    clock.advance_to = leave  # type: ignore[method-assign]
+    clock.before_advance = leave
     asyncio.run(session.run())
     last_event: dict[int, Any] = {}
     for event in build_feed(config):
