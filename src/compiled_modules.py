@@ -32,6 +32,7 @@ from types import ModuleType
 from typing import Any
 
 MODULES: tuple[str, ...] = (
+    "core.floats",
     "core.bus",
     "core.costs",
     "strategy_engine.indicators",
@@ -47,6 +48,7 @@ MODULES: tuple[str, ...] = (
     "integration.replay",
     "market_data.feed_health",
     "execution.ladder_executor",
+    "api.account",
     "api.simulated_exchange",
     "core.clock",
 )
@@ -63,7 +65,7 @@ is wrong; compiled, a float quantity stopped at mypyc's own type check with
 "int object expected; got float"). Modules that define msgspec structs cannot
 be compiled (mypyc drops ``frozen`` and ``kw_only``: the risk watch's structs
 live in ``risk_management.measures`` so that ``risk_controller`` can be, and the
-simulated venue's in ``api.venue_state``, the clock's ``TimeEvent`` in
+simulated venue's and its account's in ``api.venue_state``, the clock's ``TimeEvent`` in
 ``core.time_events``), nor
 ``market_data.feeds`` (async generators). A public call of a compiled module
 that validates its arguments takes them as ``object`` (mypyc would convert

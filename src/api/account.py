@@ -31,9 +31,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 import msgspec
+from mypy_extensions import mypyc_attr
 
 from keel.api.brackets import LeverageSchedule, maintenance_margin, max_notional
 from keel.api.margin import Leg, break_even_price, liquidation_price
+from keel.api.venue_state import AccountState, PositionState
 from keel.core.accounting import ZERO, Position
 from keel.core.error_codes import BinanceErrorCode
 from keel.core.errors import MalformedDataError, RequestRejectedError
@@ -48,10 +50,9 @@ _FLOATS_KEPT = 256
 """Float conversions remembered by :meth:`Account._as_float` before it starts over."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class VenuePosition:
     """One position at the venue with the margin and cost basis Binance keeps for it."""
-
-    __slots__ = ("cost", "isolated_wallet", "key", "position")
 
     def __init__(self, key: PositionKey) -> None:
         self.key = key
@@ -69,7 +70,8 @@ class VenuePosition:
         return self.position.unrealized_pnl(mark)
 
 
-@dataclass(frozen=True, slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
+@dataclass(frozen=True)
 class Liquidation:
     """A position the account must liquidate now, and what closing it at the mark does."""
 
@@ -79,33 +81,7 @@ class Liquidation:
     mark_price: Decimal
 
 
-class PositionState(msgspec.Struct, frozen=True, kw_only=True):
-    """A position in an account snapshot."""
-
-    symbol: str
-    position_side: PositionSide
-    quantity: Decimal
-    entry_price: Decimal
-    realized_pnl: Decimal
-    isolated_wallet: Decimal
-    cost: Decimal
-
-
-class AccountState(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything an :class:`Account` holds, for snapshot and restore."""
-
-    cross_wallet: Decimal
-    position_mode: PositionMode
-    leverage: dict[str, int]
-    margin_types: dict[str, MarginType]
-    marks: dict[str, Decimal]
-    positions: list[PositionState]
-    fees_paid: Decimal
-    funding_received: Decimal
-    liquidation_fees: Decimal
-    insurance_fund_covered: Decimal
-
-
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Account:
     """A USD-M account in USDT: cross wallet, isolated wallets, positions and settings.
 
@@ -575,6 +551,7 @@ class Account:
         self.insurance_fund_covered = state.insurance_fund_covered
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class AccountHistory:
     """The account's fills and funding payments in the order they happened, and which are not committed yet.
 
@@ -591,8 +568,6 @@ class AccountHistory:
     trades, funding
         The history so far (from a snapshot), all of it committed.
     """
-
-    __slots__ = ("_committed_funding", "_committed_trades", "funding", "trades")
 
     def __init__(self, trades: Sequence[OrderFilled] = (), funding: Sequence[FundingPaid] = ()) -> None:
         self.trades = list(trades)
@@ -643,7 +618,7 @@ def _bound_slack(difference: float, scale: float) -> float:
     return difference - 2.0 * _FLOAT_SAFETY * scale
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class _BoundEntry:
     """One open position as the pre-check saw it: what it depends on, its mark then, and how fast its margin moves."""
 
@@ -682,7 +657,7 @@ class _BoundEntry:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class _SolvencyBound:
     """Where a True of the float pre-check still holds without recomputing it.
 

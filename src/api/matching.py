@@ -37,6 +37,7 @@ import hashlib
 from collections.abc import Sequence
 from decimal import Decimal
 
+from keel.core.floats import decimal_of
 from keel.core.instruments import Instrument, Rounding
 from keel.core.orders import OrderSide, OrderType
 
@@ -44,11 +45,6 @@ ZERO = Decimal(0)
 BPS = Decimal("0.0001")
 
 Level = tuple[float, float]
-
-
-def decimal_of(value: float) -> Decimal:
-    """Return the shortest decimal that reads back as ``value`` (market data arrives as floats)."""
-    return Decimal(repr(value))
 
 
 def slipped_price(side: OrderSide, reference: Decimal, slippage: Decimal, instrument: Instrument) -> Decimal:

@@ -57,7 +57,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
+from typing import Any, Concatenate, Final, NamedTuple, ParamSpec, TypeVar
 
 import msgspec
 from mypy_extensions import mypyc_attr
@@ -69,7 +69,6 @@ from keel.api.matching import (
     bar_trigger_reference,
     capped,
     crosses,
-    decimal_of,
     displayed_quantity,
     fillable,
     participation_budget,
@@ -94,6 +93,7 @@ from keel.core.accounting import ZERO
 from keel.core.clock import NANOS_PER_HOUR, NANOS_PER_MINUTE, Clock
 from keel.core.error_codes import BinanceErrorCode
 from keel.core.errors import MalformedDataError, RequestRejectedError
+from keel.core.floats import decimal_of
 from keel.core.instruments import Instrument
 from keel.core.messages import (
     BarClosed,
@@ -128,7 +128,7 @@ from keel.core.ports import (
 LIQUIDATION_PREFIX = "autoclose-"
 """Client order id prefix of the venue's liquidation orders (Binance's)."""
 
-FUNDING_GRACE_NS = NANOS_PER_MINUTE
+FUNDING_GRACE_NS: Final = NANOS_PER_MINUTE
 """How long after a funding time its recorded rate may arrive (Binance's fundingTime is a few ms late)."""
 
 DEFAULT_FUNDING_INTERVAL_HOURS = 8

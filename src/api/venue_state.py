@@ -1,8 +1,8 @@
 """The simulated venue's state as data: its market cursor, requests in flight, snapshots and commits.
 
 These are msgspec structs (a durable store writes them) kept apart from
-:mod:`keel.api.simulated_exchange`, which is compiled (see
-:mod:`keel.compiled_modules`); that module re-exports them.
+:mod:`keel.api.simulated_exchange` and :mod:`keel.api.account`, which are
+compiled (see :mod:`keel.compiled_modules`); they re-export them.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from typing import Literal
 
 import msgspec
 
-from keel.api.account import AccountState
 from keel.api.venue_orders import OrderState
 from keel.core.messages import (
     BarClosed,
@@ -27,8 +26,36 @@ from keel.core.messages import (
     TradeTick,
 )
 from keel.core.orders import OrderSide
+from keel.core.ports import MarginType, PositionMode, PositionSide
 
 MarketEventKind = Literal["bar", "book", "trade", "mark_price", "funding"]
+
+
+class PositionState(msgspec.Struct, frozen=True, kw_only=True):
+    """A position in an account snapshot."""
+
+    symbol: str
+    position_side: PositionSide
+    quantity: Decimal
+    entry_price: Decimal
+    realized_pnl: Decimal
+    isolated_wallet: Decimal
+    cost: Decimal
+
+
+class AccountState(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything an :class:`Account` holds, for snapshot and restore."""
+
+    cross_wallet: Decimal
+    position_mode: PositionMode
+    leverage: dict[str, int]
+    margin_types: dict[str, MarginType]
+    marks: dict[str, Decimal]
+    positions: list[PositionState]
+    fees_paid: Decimal
+    funding_received: Decimal
+    liquidation_fees: Decimal
+    insurance_fund_covered: Decimal
 
 
 class InFlightRequest(msgspec.Struct, frozen=True, kw_only=True):

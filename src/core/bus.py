@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter_ns
-from typing import Any
+from typing import Any, Final
 
 import structlog
 from mypy_extensions import mypyc_attr
@@ -43,9 +43,9 @@ _log = structlog.get_logger("keel.bus")
 LATENCY_BUCKETS = 64
 """Handler latency histogram: bucket ``b`` counts calls that took < 2**b ns."""
 
-_CONTROL = Lane.CONTROL
-_EXECUTION = Lane.EXECUTION
-_MARKET_DATA = Lane.MARKET_DATA
+_CONTROL: Final = Lane.CONTROL
+_EXECUTION: Final = Lane.EXECUTION
+_MARKET_DATA: Final = Lane.MARKET_DATA
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)

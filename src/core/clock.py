@@ -18,15 +18,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import count
+from typing import Final
 
 from mypy_extensions import mypyc_attr
 
 from keel.core.time_events import TimeEvent
 
-NANOS_PER_SECOND = 1_000_000_000
-NANOS_PER_MILLI = 1_000_000
-NANOS_PER_MINUTE = 60 * NANOS_PER_SECOND
-NANOS_PER_HOUR = 60 * NANOS_PER_MINUTE
+NANOS_PER_SECOND: Final = 1_000_000_000
+NANOS_PER_MILLI: Final = 1_000_000
+NANOS_PER_MINUTE: Final = 60 * NANOS_PER_SECOND
+NANOS_PER_HOUR: Final = 60 * NANOS_PER_MINUTE
 
 
 def datetime_to_ns(value: datetime) -> int:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from mypy_extensions import mypyc_attr
 
+from keel.core.floats import finite
 from keel.core.instruments import Instrument
 from keel.core.messages import BarClosed, BookUpdated, FundingRateUpdated, OrderFilled
 from keel.core.orders import LiquiditySide
@@ -113,15 +114,15 @@ class CostModel:
         self.settings = settings if settings is not None else CostSettings()
         self._instruments = dict(instruments)
         self._markets: dict[str, _Market] = {}
-        self._decay = 0.5 ** (1.0 / self.settings.halflife_bars)
-        self._fill_decay = 0.5 ** (1.0 / self.settings.halflife_fills)
+        self._decay: float = 0.5 ** (1.0 / self.settings.halflife_bars)
+        self._fill_decay: float = 0.5 ** (1.0 / self.settings.halflife_fills)
         self.maker_share = self.settings.maker_share
 
     # --- observations -------------------------------------------------------------------------
 
     def observe_bar(self, symbol: str, close: float, volume: float) -> None:
         """Take a closed bar: the price, the per-bar variance and the dollar volume averages."""
-        if not (math.isfinite(close) and close > 0 and math.isfinite(volume) and volume >= 0):
+        if not (finite(close) and close > 0 and finite(volume) and volume >= 0):
             return
         market = self._market(symbol)
         decay = self._decay
@@ -135,7 +136,7 @@ class CostModel:
 
     def observe_book(self, symbol: str, bid: float, ask: float) -> None:
         """Take the top of the book: its half-spread replaces the bar assumption."""
-        if not (math.isfinite(bid) and math.isfinite(ask) and 0 < bid <= ask):
+        if not (finite(bid) and finite(ask) and 0 < bid <= ask):
             return
         market = self._market(symbol)
         mid = (bid + ask) / 2
@@ -144,7 +145,7 @@ class CostModel:
 
     def observe_funding(self, symbol: str, rate: float) -> None:
         """Take the latest funding rate (per settlement)."""
-        if math.isfinite(rate):
+        if finite(rate):
             self._market(symbol).funding_rate = rate
 
     def _market(self, symbol: str) -> _Market:

@@ -55,11 +55,11 @@ from mypy_extensions import mypyc_attr
 from keel.core.bus import EventBus
 from keel.core.clock import NANOS_PER_HOUR, Clock, SimulatedClock
 from keel.core.component import Component
+from keel.core.floats import finite
 from keel.core.instruments import bundled_instruments
 from keel.core.messages import BarClosed, FundingPaid, OrderFilled, OrderSubmitted, SignalGenerated
 
 CASH = "cash"
-_isfinite = math.isfinite
 Segment = tuple[str, str]
 _Key = TypeVar("_Key", bound=Segment | str)
 """(strategy, symbol)."""
@@ -236,7 +236,7 @@ class PerformanceAttributor(Component):
     def on_bar(self, bar: BarClosed) -> None:
         """Mark the symbol; sample exposures once per bar time; close the period when it ends."""
         close = bar.close
-        if not _isfinite(close) or close <= 0:
+        if not finite(close) or close <= 0:
             return
         ts = bar.ts_event
         if ts != self._sample_ts:

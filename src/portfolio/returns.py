@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 from mypy_extensions import mypyc_attr
 
-_isfinite = math.isfinite
+from keel.core.floats import finite
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)
@@ -56,7 +56,7 @@ class ReturnWindow:
     def record_close(self, symbol: str, ts: int, close: float) -> bool:
         """Record a bar close as :meth:`add_close` does; return whether it completed a row (without copying it)."""
         column = self.index.get(symbol)
-        if column is None or not _isfinite(close) or close <= 0:
+        if column is None or not finite(close) or close <= 0:
             return False
         completed = False
         if self._pending_ts is not None and ts != self._pending_ts:

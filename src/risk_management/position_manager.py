@@ -32,6 +32,7 @@ from keel.core.accounting import ZERO, Position
 from keel.core.bus import EventBus
 from keel.core.clock import Clock
 from keel.core.component import Component
+from keel.core.floats import decimal_of
 from keel.core.messages import BarClosed, FundingPaid, MarkPriceUpdated, OrderFilled, PositionChanged
 
 EVENTS_KEPT = 10_000
@@ -165,7 +166,7 @@ class PositionManager(Component):
             self.settled_marks = dict(self.marks)
             self._mark_ts = bar.ts_event
         symbol = bar.symbol
-        self.marks[symbol] = Decimal(repr(bar.close))
+        self.marks[symbol] = decimal_of(bar.close)
         position = self.positions.get(symbol)
         if position is not None and position.quantity:
             # A flat symbol's mark moves neither the equity nor any exposure.

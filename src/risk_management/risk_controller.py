@@ -63,7 +63,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
-from typing import Any, SupportsFloat, cast
+from typing import Any, Final, SupportsFloat, cast
 
 import numpy as np
 from mypy_extensions import mypyc_attr
@@ -75,6 +75,7 @@ from keel.core.component import Component
 from keel.core.costs import CostModel
 from keel.core.error_codes import BinanceErrorCode
 from keel.core.errors import RiskRefusedError
+from keel.core.floats import finite
 from keel.core.fsm import TRADING_STATE_TRANSITIONS, ComponentState, StateMachine, TradingState
 from keel.core.instruments import Instrument, bundled_instruments
 from keel.core.intervals import INTERVAL_MS, bars_per_day
@@ -130,8 +131,8 @@ def _is_finite_number(value: object) -> bool:
 
 
 _SIGN = {SignalAction.BUY: 1.0, SignalAction.SELL: -1.0, SignalAction.HOLD: 0.0}
-_BARS_PER_DAY = {"1s": 86_400.0} | {name: bars_per_day(name) for name in INTERVAL_MS}
-_CAP_REPUBLISH = 0.05
+_BARS_PER_DAY: Final = {"1s": 86_400.0} | {name: bars_per_day(name) for name in INTERVAL_MS}
+_CAP_REPUBLISH: Final = 0.05
 _AUTOMATIC = "risk"
 _POST_ONLY_REJECTED = int(BinanceErrorCode.GTX_ORDER_REJECT)
 # Share of equity the initial margin of positions and orders may take: the rest covers fees and the
@@ -549,7 +550,7 @@ class RiskController(Component):
     def _observe(self, bar: BarClosed) -> None:
         self._bars_per_day = _BARS_PER_DAY.get(bar.interval, self._bars_per_day)
         close, high, low = bar.close, bar.high, bar.low
-        if not (_isfinite(high) and _isfinite(low) and _isfinite(close)) or close <= 0:
+        if not (finite(high) and finite(low) and finite(close)) or close <= 0:
             return
         symbol = bar.symbol
         self._marks[symbol] = close

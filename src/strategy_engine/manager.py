@@ -41,12 +41,11 @@ arrays grow) and the bus (:meth:`StrategyManager.on_bar`, through
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, cast
 
 import numpy as np
 import pandas as pd
@@ -69,6 +68,7 @@ from keel.strategy_engine.regime import (
     RegimeFitStore,
     RegimeState,
 )
+from keel.strategy_engine.symbol_history import BarRow
 from keel.strategy_engine.trend_following import TrendFollowingStrategy
 
 if TYPE_CHECKING:
@@ -168,7 +168,7 @@ class ManagerUpdate:
     """New standing intents (a target quantity, a ladder) of each voting strategy, by strategy name."""
 
 
-NO_UPDATE = ManagerUpdate()
+NO_UPDATE: Final = ManagerUpdate()
 
 
 class _Combined(NamedTuple):
@@ -640,7 +640,7 @@ class StrategyManager:
         ts: int,
         close: float,
         news_only: bool,
-        known_bar: tuple[tuple[int, float, float, float, float, float], int | None] | None = None,
+        known_bar: tuple[BarRow, int | None] | None = None,
     ) -> ManagerUpdate:
         book.bars += 1
         views = book.bar_views
@@ -661,12 +661,15 @@ class StrategyManager:
         book.last_close = close
         fee_rate = self.fee_rate
         scores, view_scores = book.scores, book.view_scores
-        for performance, held, score in zip(self._performances, scores, view_scores, strict=True):
+        performances = self._performances
+        # By index, not zip(..., strict=True): compiled, that zip is a generic call on every bar.
+        for i in range(len(performances)):
+            held, score = scores[i], view_scores[i]
             if held == 0.0 and score == 0.0:
                 # StrategyPerformance.record's flat-throughout case, inlined: most strategies are flat most bars.
-                performance.bars += 1
+                performances[i].bars += 1
             else:
-                performance.record(held, bar_return, score, fee_rate)
+                performances[i].record(held, bar_return, score, fee_rate)
         scores[:] = view_scores
         previous = book.combine_inputs
         if previous is not None and previous[0] is not book.regime:
@@ -735,7 +738,7 @@ class StrategyManager:
         market_data: Mapping[str, Any],
         index: int,
         ts: int,
-        known_bar: tuple[tuple[int, float, float, float, float, float], int | None] | None,
+        known_bar: tuple[BarRow, int | None] | None,
         only: Sequence[int] | None = None,
     ) -> list[StrategyFailure]:
         """Run each enabled strategy (of those ``only`` lists, by index) on the bar; return their failures."""
@@ -749,7 +752,10 @@ class StrategyManager:
             try:
                 if known_bar is not None and self._incremental[i]:
                     # _incremental[i] holds isinstance(strategy, IncrementalStrategy), asked once.
-                    signal = cast(IncrementalStrategy, strategy).signal_after(symbol, market_data, index, *known_bar)
+                    row, previous_key = known_bar
+                    signal = cast(IncrementalStrategy, strategy).signal_after(
+                        symbol, market_data, index, row, previous_key
+                    )
                 else:
                     signal = strategy.generate_signal(market_data, index)
                 # An unchanged view (the same object) needs no look: nothing below would take it.
@@ -892,12 +898,7 @@ class StrategyManager:
         inputs = (book.regime, *book.views, *book.enabled, *self._stopped)
         # The settings by value: compiled, every read of a float attribute is a new object.
         settings = (self.min_signal, self.volatility_scaling)
-        if (
-            previous is not None
-            and settings == book.combine_settings
-            and len(previous) == len(inputs)
-            and all(map(operator.is_, previous, inputs))
-        ):
+        if previous is not None and settings == book.combine_settings and _same_objects(previous, inputs):
             return book.combined
         book.combine_inputs = inputs
         book.combine_settings = settings
@@ -1058,6 +1059,13 @@ def _check_arrays(symbol: str, data: Mapping[str, Any]) -> int:
 
 
 _TIME_COLUMNS = ("timestamp", "funding_time")
+
+
+def _same_objects(first: tuple[Any, ...], second: tuple[Any, ...]) -> bool:
+    """Return whether the tuples hold the very same objects, in order (compiled, a loop: no generic call)."""
+    if len(first) != len(second):
+        return False
+    return all(first[i] is second[i] for i in range(len(first)))
 
 
 def _as_nanoseconds(values: Any) -> Any:

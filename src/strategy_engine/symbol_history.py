@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 from mypy_extensions import mypyc_attr
+
+from keel.core.floats import finite
 
 if TYPE_CHECKING:
     from keel.strategy_engine.history import MarketData
@@ -24,8 +26,16 @@ BAR_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 FUNDING_COLUMNS = ("funding_time", "funding_rate", "mark_price")
 MARKET_DATA_KEYS = ("symbol", *BAR_COLUMNS, *FUNDING_COLUMNS)
 
+BarRow = tuple[Any, ...]
+"""A bar as ``(close time ns, open, high, low, close, volume)``, as strategies' ``step`` receives it.
+
+Declared ``tuple[Any, ...]``, not by field: compiled, a tuple of typed fields is
+unboxed, and made again as a Python tuple (a new float object per field) at
+every hand-over to a list, an attribute or a Python call; this one is made once.
+"""
+
 _INITIAL_CAPACITY = 256
-_BLOCK_ROWS = 64
+_BLOCK_ROWS: Final = 64
 
 
 def valid_bar(ts: int, open_: float, high: float, low: float, close: float, volume: float, last_ts: int | None) -> bool:
@@ -36,8 +46,7 @@ def valid_bar(ts: int, open_: float, high: float, low: float, close: float, volu
     """
     if last_ts is not None and ts <= last_ts:
         return False
-    isfinite = math.isfinite
-    if not (isfinite(open_) and isfinite(high) and isfinite(low) and isfinite(close) and isfinite(volume)):
+    if not (finite(open_) and finite(high) and finite(low) and finite(close) and finite(volume)):
         return False
     return 0.0 < low <= open_ <= high and low <= close <= high and volume >= 0.0
 
@@ -152,18 +161,16 @@ class SymbolHistory:
         self.last_timestamp: int | None = None
         self.last_funding_time: int | None = None
         # The two newest bars as Python tuples: strategies read them on every bar.
-        self._newest: tuple[int, float, float, float, float, float] | None = None
-        self._second_newest: tuple[int, float, float, float, float, float] | None = None
+        self._newest: BarRow | None = None
+        self._second_newest: BarRow | None = None
         self._view: MarketData | None = None
 
     def __len__(self) -> int:
         return len(self._bars)
 
-    def append_bar(
-        self, timestamp: int, open_: float, high: float, low: float, close: float, volume: float
-    ) -> tuple[int, float, float, float, float, float]:
+    def append_bar(self, timestamp: int, open_: float, high: float, low: float, close: float, volume: float) -> BarRow:
         """Append a closed bar (``timestamp`` is its close time, ns); return it as :meth:`bar` does."""
-        row = (timestamp, open_, high, low, close, volume)
+        row: BarRow = (timestamp, open_, high, low, close, volume)
         self._bars.append(row)
         self.last_timestamp = timestamp
         self._second_newest = self._newest
@@ -184,7 +191,7 @@ class SymbolHistory:
             view = self._view = MarketData(self)
         return view
 
-    def bar(self, index: int) -> tuple[int, float, float, float, float, float]:
+    def bar(self, index: int) -> BarRow:
         """Return (timestamp, open, high, low, close, volume) of the index-th kept bar as Python numbers."""
         bars = self._bars
         count = len(bars)
