@@ -350,7 +350,7 @@ class RiskController(Component):
         self._bars_per_day = 1440.0
         self._approvals: deque[int] = deque()
         self._bar_ts: int | None = None
-        self._watched_inputs: tuple[Any, ...] | None = None
+        self._watched_inputs: _WatchInputs | None = None
         self._normal_factors: dict[float, tuple[float, float]] = {}
         self._peak_equity = float(positions.initial_capital)
         self.drawdown = 0.0
@@ -586,12 +586,16 @@ class RiskController(Component):
         self._refresh_estimates()  # first, on its own schedule: a skipped watch must not move a refresh
         watched = self._watched_inputs
         # The book's revision first: it moves on every bar of a held position, and then nothing else is compared.
-        if watched is not None and watched[0] == self._positions.revision and watched == self._watch_inputs():
+        if (
+            watched is not None
+            and watched.revision == self._positions.revision
+            and watched.matches(self._watch_inputs())
+        ):
             return  # the watch of the same inputs changes nothing (see _watch_inputs)
         self._watch_anew(ts)
         self._watched_inputs = self._watch_inputs()
 
-    def _watch_inputs(self) -> tuple[Any, ...]:
+    def _watch_inputs(self) -> _WatchInputs:
         """Return everything the watch reads; the watch is idempotent, so it may skip a bar that changed none of it.
 
         The book's revision covers the equity and every held exposure (a flat
@@ -602,7 +606,7 @@ class RiskController(Component):
         change nothing here.
         """
         window = self._window
-        return (
+        return _WatchInputs(
             self._positions.revision,
             len(window),
             # The parametric VaR reads the window through the cached covariance only.
@@ -666,7 +670,7 @@ class RiskController(Component):
         returns = self._window.returns()
         self._means = returns.mean(axis=0)
         self._covariance = sample_covariance(returns)
-        self._volatility = np.sqrt(np.clip(np.diag(self._covariance), 0.0, None))
+        self._volatility = np.sqrt(np.maximum(np.diag(self._covariance), 0.0))
         self._mean_list = self._means.tolist()
         self._volatility_list = self._volatility.tolist()
         self._covariance_list = self._covariance.tolist()
@@ -1504,6 +1508,62 @@ class RiskController(Component):
                 ts_event=ts,
                 ts_init=self.clock.timestamp_ns(),
             )
+        )
+
+
+class _WatchInputs:
+    """What one risk watch read (see ``RiskController._watch_inputs``).
+
+    Typed fields rather than a tuple: compiled, a tuple would box each number
+    on every bar. :meth:`matches` is the tuple's ``==``: identity, then equality.
+    """
+
+    def __init__(
+        self,
+        revision: int,
+        observations: int,
+        var_rows: int,
+        limits: RiskLimits,
+        var_method: str,
+        min_var_observations: int,
+        bars_per_day: float,
+        drawdown: float,
+        peak_equity: float,
+        trading_state: TradingState,
+        state_owner: str,
+        published_equity: float | None,
+        last_var: VaREstimate | None,
+    ) -> None:
+        self.revision = revision
+        self.observations = observations
+        self.var_rows = var_rows
+        self.limits = limits
+        self.var_method = var_method
+        self.min_var_observations = min_var_observations
+        self.bars_per_day = bars_per_day
+        self.drawdown = drawdown
+        self.peak_equity = peak_equity
+        self.trading_state = trading_state
+        self.state_owner = state_owner
+        self.published_equity = published_equity
+        self.last_var = last_var
+
+    def matches(self, other: _WatchInputs) -> bool:
+        """Return whether ``other`` read the same inputs."""
+        return (
+            self.revision == other.revision
+            and self.observations == other.observations
+            and self.var_rows == other.var_rows
+            and (self.limits is other.limits or self.limits == other.limits)
+            and self.var_method == other.var_method
+            and self.min_var_observations == other.min_var_observations
+            and self.bars_per_day == other.bars_per_day
+            and self.drawdown == other.drawdown
+            and self.peak_equity == other.peak_equity
+            and self.trading_state is other.trading_state
+            and self.state_owner == other.state_owner
+            and self.published_equity == other.published_equity
+            and (self.last_var is other.last_var or self.last_var == other.last_var)
         )
 
 

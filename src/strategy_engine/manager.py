@@ -895,13 +895,18 @@ class StrategyManager:
             # A new regime view (every bar once the detector is fitted): no need to compare the rest.
             book.combine_inputs = (book.regime,)
             return self._combine(book)
-        inputs = (book.regime, *book.views, *book.enabled, *self._stopped)
         # The settings by value: compiled, every read of a float attribute is a new object.
-        settings = (self.min_signal, self.volatility_scaling)
-        if previous is not None and settings == book.combine_settings and _same_objects(previous, inputs):
+        kept = book.combine_settings
+        if (
+            previous is not None
+            and kept is not None
+            and kept[0] == self.min_signal
+            and kept[1] == self.volatility_scaling
+            and _same_inputs(previous, book.regime, book.views, book.enabled, self._stopped)
+        ):
             return book.combined
-        book.combine_inputs = inputs
-        book.combine_settings = settings
+        book.combine_inputs = (book.regime, *book.views, *book.enabled, *self._stopped)
+        book.combine_settings = (self.min_signal, self.volatility_scaling)
         return self._combine(book)
 
     def _combine(self, book: _SymbolBook) -> _Combined:
@@ -1061,11 +1066,26 @@ def _check_arrays(symbol: str, data: Mapping[str, Any]) -> int:
 _TIME_COLUMNS = ("timestamp", "funding_time")
 
 
-def _same_objects(first: tuple[Any, ...], second: tuple[Any, ...]) -> bool:
-    """Return whether the tuples hold the very same objects, in order (compiled, a loop: no generic call)."""
-    if len(first) != len(second):
+def _same_inputs(
+    previous: tuple[object, ...],
+    regime: object,
+    views: Sequence[object],
+    enabled: Sequence[object],
+    stopped: Sequence[object],
+) -> bool:
+    """Return whether ``previous`` holds ``(regime, *views, *enabled, *stopped)``, the very objects, in order.
+
+    Compared in place: building that tuple on every bar only to compare it would be most of the work.
+    """
+    if len(previous) != 1 + len(views) + len(enabled) + len(stopped) or previous[0] is not regime:
         return False
-    return all(first[i] is second[i] for i in range(len(first)))
+    position = 1
+    for group in (views, enabled, stopped):
+        for item in group:
+            if previous[position] is not item:
+                return False
+            position += 1
+    return True
 
 
 def _as_nanoseconds(values: Any) -> Any:
