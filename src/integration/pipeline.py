@@ -16,7 +16,7 @@ that reports are written from.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -36,18 +36,12 @@ from keel.core.instruments import Instrument
 from keel.core.messages import (
     BarClosed,
     BookUpdated,
-    ExecutionCompleted,
     FundingRateUpdated,
     MarketDataEvent,
     MarkPriceUpdated,
     Message,
-    OrderDenied,
     OrderFilled,
-    OrderRejected,
-    PositionLiquidated,
-    RegimeChanged,
     TradeTick,
-    TradingStateChanged,
 )
 from keel.core.orders import ClientOrderIdGenerator
 from keel.core.ports import ExchangePort, MarginType, PositionMode
@@ -55,6 +49,7 @@ from keel.execution.algorithms import ExecutionStyle
 from keel.execution.ladder_executor import LadderExecutor
 from keel.execution.order_manager import OrderManager
 from keel.execution.router import RouterSettings, SmartOrderRouter
+from keel.integration.run_recorder import RunRecorder
 from keel.integration.strategy_gate import build_gatekeeper
 from keel.integration.system_monitor import SystemMonitor
 from keel.market_data.feed_health import FeedHealthMonitor
@@ -74,69 +69,6 @@ from keel.strategy_engine import (
 )
 
 _log = structlog.get_logger("keel.pipeline")
-
-
-@dataclass(slots=True)
-class EquityPoint:
-    """Equity and exposure at one bar close."""
-
-    ts: int
-    equity: Decimal
-    gross_exposure: Decimal
-
-
-@dataclass(slots=True)
-class RunRecorder:
-    """Keep what a run report needs: fills, rejections, denials, liquidations, executions, equity."""
-
-    fills: list[OrderFilled] = field(default_factory=list)
-    rejections: list[OrderRejected] = field(default_factory=list)
-    denials: list[OrderDenied] = field(default_factory=list)
-    trading_states: list[TradingStateChanged] = field(default_factory=list)
-    liquidations: list[PositionLiquidated] = field(default_factory=list)
-    executions: list[ExecutionCompleted] = field(default_factory=list)
-    regimes: list[RegimeChanged] = field(default_factory=list)
-    equity: list[EquityPoint] = field(default_factory=list)
-    equity_spill: Path | None = None
-    equity_kept: int = 10_000
-    equity_spilled: int = 0
-
-    def record_equity(self, point: EquityPoint) -> None:
-        """Append a point to the curve; with :attr:`equity_spill` the older points move to that file."""
-        self.equity.append(point)
-        if self.equity_spill is not None and len(self.equity) >= 2 * self.equity_kept:
-            moved = self.equity[: -self.equity_kept]
-            with self.equity_spill.open("a", encoding="utf-8") as spill:
-                spill.writelines(f"{p.ts},{p.equity},{p.gross_exposure}\n" for p in moved)
-            del self.equity[: -self.equity_kept]
-            self.equity_spilled += len(moved)
-
-    def spill_equity(self, path: Path, kept: int = 10_000) -> None:
-        """Keep the last ``kept`` or more points of the curve in memory, the older ones in ``path``."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("", encoding="utf-8")
-        self.equity_spill = path
-        self.equity_kept = max(kept, 1)
-        self.equity_spilled = 0
-
-    def equity_curve(self) -> Iterator[EquityPoint]:
-        """Yield the whole curve, the spilled points first."""
-        if self.equity_spill is not None and self.equity_spilled:
-            with self.equity_spill.open(encoding="utf-8") as spill:
-                for line in spill:
-                    ts, equity, gross = line.rstrip("\n").split(",")
-                    yield EquityPoint(int(ts), Decimal(equity), Decimal(gross))
-        yield from self.equity
-
-    def attach(self, bus: EventBus) -> None:
-        """Subscribe to the events it records."""
-        bus.subscribe(OrderFilled, self.fills.append, name="recorder.fills")
-        bus.subscribe(OrderRejected, self.rejections.append, name="recorder.rejections")
-        bus.subscribe(OrderDenied, self.denials.append, name="recorder.denials")
-        bus.subscribe(TradingStateChanged, self.trading_states.append, name="recorder.trading_state")
-        bus.subscribe(PositionLiquidated, self.liquidations.append, name="recorder.liquidations")
-        bus.subscribe(ExecutionCompleted, self.executions.append, name="recorder.executions")
-        bus.subscribe(RegimeChanged, self.regimes.append, name="recorder.regimes")
 
 
 @dataclass(slots=True)
@@ -211,7 +143,7 @@ class Pipeline:
 
     def record_equity(self, ts: int) -> None:
         """Append the current equity and gross exposure to the curve."""
-        self.recorder.record_equity(EquityPoint(ts, self.positions.equity(), self.positions.gross_exposure()))
+        self.recorder.record_equity_of(self.positions, ts)
 
 
 def build_feed(config: KeelConfig) -> RecordedBarFeed:

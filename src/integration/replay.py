@@ -165,7 +165,7 @@ class RecordedRun:
 
     def _replay_events(self, progress: ProgressCallback | None) -> None:
         pipeline, clock = self.pipeline, self.clock
-        bus = pipeline.bus
+        bus, recorder, positions = pipeline.bus, pipeline.recorder, pipeline.positions
         for monitor in self.monitors:
             monitor.start()
         pipeline.start()
@@ -176,7 +176,7 @@ class RecordedRun:
         for message in self.feed:
             ts = message.ts_event
             if pending_bar_ts is not None and ts != pending_bar_ts:
-                pipeline.record_equity(pending_bar_ts)
+                recorder.record_equity_of(positions, pending_bar_ts)
                 pending_bar_ts = None
             clock.advance_to(ts)
             bus.publish(message)
@@ -188,7 +188,7 @@ class RecordedRun:
             if progress is not None and self.events % 10_000 == 0:
                 progress(self.events, total)
         if pending_bar_ts is not None:
-            pipeline.record_equity(pending_bar_ts)
+            recorder.record_equity_of(positions, pending_bar_ts)
         if progress is not None:
             progress(self.events, total)
         pipeline.stop()

@@ -95,10 +95,15 @@ class FeedHealthMonitor(Component):
         self.clock.cancel_timer(f"{self.name}.check")
 
     def _seen_handler(self, stream: str):  # type: ignore[no-untyped-def]
+        keys: dict[str, tuple[str, str]] = {}  # one key per symbol, made once: this runs for every message
+
         def seen(event: MarketDataEvent) -> None:
-            key = (event.symbol, stream)
+            symbol = event.symbol
+            key = keys.get(symbol)
+            if key is None:
+                key = keys[symbol] = (symbol, stream)
             now = self.clock.timestamp_ns()
-            if key in self.stale:
+            if self.stale and key in self.stale:
                 self.stale.discard(key)
                 silent = now - self.last_seen.get(key, now)
                 self._publish(key, False, silent, f"{stream} resumed after {silent / NANOS_PER_SECOND:.1f} s")

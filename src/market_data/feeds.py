@@ -47,7 +47,6 @@ from keel.core.clock import NANOS_PER_MILLI, LiveClock
 from keel.core.errors import ConfigurationError, MalformedDataError
 from keel.core.intervals import INTERVAL_MS
 from keel.core.messages import (
-    BarClosed,
     BookTickerUpdated,
     FundingRateUpdated,
     MarketDataEvent,
@@ -57,9 +56,8 @@ from keel.core.messages import (
 from keel.core.orders import OrderSide
 from keel.market_data.bars import resample_ohlcv
 from keel.market_data.loaders import LoadReport, load_funding, load_ohlcv
+from keel.market_data.recorded_events import BAR, FUNDING, merged_events
 from keel.market_data.sessions import load_session
-
-_BAR, _FUNDING = 0, 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,48 +386,27 @@ class RecordedBarFeed:
         return bars["close_ns"][rows], ohlcv
 
     def __iter__(self) -> Iterator[MarketDataEvent]:
-        """Yield every event in exchange-time order."""
+        """Return the events, in exchange-time order."""
         bars = self._bars
         funding_ts = np.array([row[0] for row in self._funding], dtype=np.int64)
         funding_symbol = np.array([row[1] for row in self._funding], dtype=np.int64)
         times = np.concatenate([bars["close_ns"], funding_ts])
-        kinds = np.concatenate([np.full(len(bars["close_ns"]), _BAR), np.full(len(funding_ts), _FUNDING)])
+        kinds = np.concatenate([np.full(len(bars["close_ns"]), BAR), np.full(len(funding_ts), FUNDING)])
         symbols = np.concatenate([bars["symbol"], funding_symbol])
         positions = np.concatenate([np.arange(len(bars["close_ns"])), np.arange(len(funding_ts))])
         order = np.lexsort((symbols, kinds, times))
-        names = self.symbols
-        interval = self.interval
         columns = [
-            bars[name].tolist()
-            for name in (
-                "open_ns",
-                "close_ns",
-                "open",
-                "high",
-                "low",
-                "close",
-                "volume",
-            )
+            bars[name].tolist() for name in ("open_ns", "close_ns", "open", "high", "low", "close", "volume", "symbol")
         ]
-        open_ns, close_ns, opens, highs, lows, closes, volumes = columns
-        bar_symbols = bars["symbol"].tolist()
-        for kind, position in zip(kinds[order].tolist(), positions[order].tolist(), strict=True):
-            if kind == _BAR:
-                ts = close_ns[position]
-                yield BarClosed(
-                    symbol=names[bar_symbols[position]],
-                    interval=interval,
-                    open_time=open_ns[position],
-                    open=opens[position],
-                    high=highs[position],
-                    low=lows[position],
-                    close=closes[position],
-                    volume=volumes[position],
-                    ts_event=ts,
-                    ts_init=ts,
-                )
-            else:
-                yield self._funding_event(self._funding[position])
+        funding = self._funding
+        return merged_events(
+            kinds[order].tolist(),
+            positions[order].tolist(),
+            columns,
+            self.symbols,
+            self.interval,
+            lambda position: self._funding_event(funding[position]),
+        )
 
     def _funding_event(self, row: tuple[int, int, float, float]) -> FundingRateUpdated:
         ts, symbol, rate, mark = row

@@ -85,9 +85,13 @@ class ReturnWindow:
             self.rows_added += 1
             self._last_close = closes
             completed = True
+            # The previous closes' list is free: it takes the next time's closes (no new list a bar).
+            for i in range(width):
+                previous[i] = math.nan
+            self._pending = previous
         else:
             self._last_close = [p if c != c else c for c, p in zip(closes, previous, strict=True)]
-        self._pending = [math.nan] * width
+            self._pending = [math.nan] * width
         self._filled = 0
         return completed
 

@@ -1068,24 +1068,27 @@ _TIME_COLUMNS = ("timestamp", "funding_time")
 
 def _same_inputs(
     previous: tuple[object, ...],
-    regime: object,
-    views: Sequence[object],
-    enabled: Sequence[object],
-    stopped: Sequence[object],
+    regime: RegimeState,
+    views: list[StrategySignal | None],
+    enabled: list[bool],
+    stopped: list[bool],
 ) -> bool:
     """Return whether ``previous`` holds ``(regime, *views, *enabled, *stopped)``, the very objects, in order.
 
     Compared in place: building that tuple on every bar only to compare it would be most of the work.
+    (The lists are typed: compiled, a loop over a list is native, over a ``Sequence`` generic.)
     """
-    if len(previous) != 1 + len(views) + len(enabled) + len(stopped) or previous[0] is not regime:
+    count = len(views)
+    if len(previous) != 1 + count + len(enabled) + len(stopped) or previous[0] is not regime:
         return False
-    position = 1
-    for group in (views, enabled, stopped):
-        for item in group:
-            if previous[position] is not item:
-                return False
-            position += 1
-    return True
+    for i in range(count):
+        if previous[1 + i] is not views[i]:
+            return False
+    for i in range(len(enabled)):
+        if previous[1 + count + i] is not enabled[i]:
+            return False
+    offset = 1 + count + len(enabled)
+    return all(previous[offset + i] is stopped[i] for i in range(len(stopped)))
 
 
 def _as_nanoseconds(values: Any) -> Any:

@@ -37,7 +37,7 @@ from keel.core.messages import (
 )
 from keel.core.orders import LiquiditySide, OrderSide, OrderType, TimeInForce
 from keel.core.ports import ExchangePort
-from keel.integration.pipeline import EquityPoint, RunRecorder, build_pipeline
+from keel.integration.pipeline import build_pipeline
 from keel.integration.replay import RecordedRun
 from keel.market_data.feeds import RecordedBarFeed
 
@@ -407,22 +407,6 @@ def test_the_shared_cost_model_prices_funding_arbitrage_and_the_equal_weight_vie
     funding = next(s for s in pipeline.strategy.strategy.strategies if s.name == "funding_arbitrage")
     assert funding.costs is expected
     assert pipeline.allocator.costs is expected
-
-
-def test_a_spilled_equity_curve_keeps_its_tail_in_memory_and_gives_back_every_point(tmp_path: Path) -> None:
-    # Arrange
-    recorder = RunRecorder()
-    recorder.spill_equity(tmp_path / "equity-spill.csv", kept=3)
-    points = [EquityPoint(ts, Decimal("10000") + Decimal(ts) / 7, Decimal(ts)) for ts in range(1, 11)]
-
-    # Act
-    for point in points:
-        recorder.record_equity(point)
-
-    # Assert
-    assert len(recorder.equity) < 6 and recorder.equity[-1] == points[-1]
-    assert recorder.equity_spilled + len(recorder.equity) == 10
-    assert list(recorder.equity_curve()) == points
 
 
 @pytest.mark.parametrize(
