@@ -307,6 +307,10 @@ class SimulatedExchange:
         self._expect_funding = expect_funding
         self._next_ids = {"venue": 1, "trade": 1, "liquidation": 1}
         self._cursor: MarketCursor | None = None
+        # The cursor of a bar, kept as its parts and made into a MarketCursor only when read (bars are most events).
+        self._bar_cursor_ts = 0
+        self._bar_cursor_symbol = ""
+        self._cursor_is_bar = False
         self._history = AccountHistory()
         self._commit_handler: CommitHandler | None = None
         self._committed: tuple[VenueState, list[OrderState]] | None = None
@@ -336,6 +340,8 @@ class SimulatedExchange:
     @property
     def cursor(self) -> MarketCursor | None:
         """Return the last market event the venue processed (None before the first)."""
+        if self._cursor_is_bar:
+            return MarketCursor(self._bar_cursor_ts, "bar", self._bar_cursor_symbol)
         return self._cursor
 
     # --- market data ------------------------------------------------------------------------------
@@ -405,7 +411,9 @@ class SimulatedExchange:
 
     def _on_bar(self, bar: BarClosed) -> None:
         symbol = bar.symbol
-        self._cursor = MarketCursor(bar.ts_event, "bar", symbol)
+        self._bar_cursor_ts = bar.ts_event
+        self._bar_cursor_symbol = symbol
+        self._cursor_is_bar = True
         if symbol not in self._instruments:
             return
         if self._in_flight:
@@ -427,6 +435,7 @@ class SimulatedExchange:
     def on_book(self, book: BookUpdated) -> None:
         """Take a new top of the recorded book: queues, mark (mid), waiting takers."""
         symbol = book.symbol
+        self._cursor_is_bar = False
         self._cursor = MarketCursor(book.ts_event, "book", symbol)
         if symbol not in self._instruments or not book.bids or not book.asks:
             return
@@ -449,6 +458,7 @@ class SimulatedExchange:
     def on_trade(self, trade: TradeTick) -> None:
         """Take a print: last price, last-price triggers, and fills of resting orders it reached."""
         symbol = trade.symbol
+        self._cursor_is_bar = False
         self._cursor = MarketCursor(trade.ts_event, "trade", symbol)
         if symbol not in self._instruments:
             return
@@ -474,6 +484,7 @@ class SimulatedExchange:
     @_transaction
     def on_mark_price(self, event: MarkPriceUpdated) -> None:
         """Take a recorded mark price; from now on it alone marks the symbol."""
+        self._cursor_is_bar = False
         self._cursor = MarketCursor(event.ts_event, "mark_price", event.symbol)
         if event.symbol not in self._instruments:
             return
@@ -492,6 +503,7 @@ class SimulatedExchange:
             If a position is open and the recorded mark price is missing.
         """
         symbol = event.symbol
+        self._cursor_is_bar = False
         self._cursor = MarketCursor(event.ts_event, "funding", symbol)
         if symbol not in self._instruments:
             return
@@ -732,6 +744,7 @@ class SimulatedExchange:
         self._random.setstate((version, tuple(internal), gauss))  # type: ignore[arg-type]
         self._random_state = None
         self._cursor = state.cursor
+        self._cursor_is_bar = False
         self._history = AccountHistory(state.trades, state.funding)
         self._retired.clear()
         self._pending.clear()
@@ -761,7 +774,7 @@ class SimulatedExchange:
             last_arrival=self._last_arrival,
             next_ids=dict(self._next_ids),
             random_state=self._random_state,
-            cursor=self._cursor,
+            cursor=self.cursor,
         )
 
     # --- transactions -----------------------------------------------------------------------------

@@ -74,6 +74,8 @@ class _Book:
     fees: float = 0.0
     funding: float = 0.0
     slippage: float = 0.0
+    exposure_sum: float = 0.0
+    """The absolute exposure summed over the bar times sampled in the open period."""
 
     def value(self, mark: float) -> float:
         return self.quantity * mark + self.cash - self.fees + self.funding
@@ -214,7 +216,6 @@ class PerformanceAttributor(Component):
         self._start_marks: dict[str, float] = {}
         self._start_values: dict[Segment, float] = {}
         self._start_equity = self.initial_capital
-        self._exposure_sums: dict[Segment, float] = {}
         self._samples = 0
         self._sample_ts: int | None = None
 
@@ -313,11 +314,11 @@ class PerformanceAttributor(Component):
         return self.initial_capital + sum(b.value(self._marks.get(s, 0.0)) for (_, s), b in self._books.items())
 
     def _sample(self) -> None:
-        marks, sums = self._marks, self._exposure_sums
+        marks = self._marks
         for key, book in self._books.items():
             quantity = book.quantity
             if quantity != 0:
-                sums[key] = sums.get(key, 0.0) + abs(quantity) * marks.get(key[1], 0.0)
+                book.exposure_sum += abs(quantity) * marks.get(key[1], 0.0)
         self._samples += 1
 
     def _close_period(self, end: int) -> None:
@@ -327,7 +328,8 @@ class PerformanceAttributor(Component):
         self._start_marks = dict(self._marks)
         self._start_values = {k: b.value(self._marks.get(k[1], 0.0)) for k, b in self._books.items()}
         self._start_equity = self.equity()
-        self._exposure_sums = {}
+        for book in self._books.values():
+            book.exposure_sum = 0.0
         self._samples = 0
 
     def _record(self, end: int) -> PeriodRecord | None:
@@ -338,7 +340,7 @@ class PerformanceAttributor(Component):
         weights = {}
         for key, book in self._books.items():
             change = book.value(self._marks.get(key[1], 0.0)) - self._start_values.get(key, 0.0)
-            average = self._exposure_sums.get(key, 0.0) / self._samples
+            average = book.exposure_sum / self._samples
             if change or average:
                 contributions[key] = change / equity
                 weights[key] = average / equity
@@ -353,10 +355,13 @@ class PerformanceAttributor(Component):
         """Return the closed periods and the open one so far."""
         periods = list(self.periods)
         if self._sample_ts is not None:
-            saved = (dict(self._exposure_sums), self._samples)
+            books, samples = list(self._books.values()), self._samples
+            sums = [book.exposure_sum for book in books]
             self._sample()
             current = self._record(self._sample_ts)
-            self._exposure_sums, self._samples = saved
+            for book, kept in zip(books, sums, strict=True):
+                book.exposure_sum = kept
+            self._samples = samples
             if current is not None:
                 periods.append(current)
         return periods

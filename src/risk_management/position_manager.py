@@ -110,7 +110,8 @@ class PositionManager(Component):
         self.strategy_positions: dict[tuple[str, str], Position] = {}
         # Written only here (bars, mark prices, fills); a write that can move the equity revises the book.
         self.marks: dict[str, Decimal] = {}
-        self.settled_marks: dict[str, Decimal] = {}
+        # The marks of the last completed bar time, as the marks overwritten since (the others are still those).
+        self._overwritten_marks: dict[str, Decimal] = {}
         self._mark_ts: int | None = None
         # Grows whenever the equity or a held symbol's exposure may have changed (a fill, funding, a held mark).
         self.revision = 0
@@ -163,10 +164,10 @@ class PositionManager(Component):
     def on_bar(self, bar: BarClosed) -> None:
         """Mark the symbol to the bar's close; the first bar of a new time settles the previous marks."""
         if bar.ts_event != self._mark_ts:
-            self.settled_marks = dict(self.marks)
+            self._overwritten_marks.clear()
             self._mark_ts = bar.ts_event
         symbol = bar.symbol
-        self.marks[symbol] = decimal_of(bar.close)
+        self._set_mark(symbol, decimal_of(bar.close))
         position = self.positions.get(symbol)
         if position is not None and position.quantity:
             # A flat symbol's mark moves neither the equity nor any exposure.
@@ -179,12 +180,20 @@ class PositionManager(Component):
         the bars of one time may all arrive before anything reacts to the
         first; decisions priced at these marks do not depend on that order.
         """
-        return {symbol: self.settled_marks.get(symbol, mark) for symbol, mark in self.marks.items()}
+        overwritten = self._overwritten_marks
+        return {symbol: overwritten.get(symbol, mark) for symbol, mark in self.marks.items()}
+
+    def _set_mark(self, symbol: str, mark: Decimal) -> None:
+        marks = self.marks
+        previous = marks.get(symbol)
+        if previous is not None and symbol not in self._overwritten_marks:
+            self._overwritten_marks[symbol] = previous
+        marks[symbol] = mark
 
     def on_mark_price(self, update: MarkPriceUpdated) -> None:
         """Mark the symbol to the venue's mark price."""
         if update.mark_price.is_finite() and update.mark_price > 0:
-            self.marks[update.symbol] = update.mark_price
+            self._set_mark(update.symbol, update.mark_price)
             self._revise()
 
     def on_fill(self, fill: OrderFilled) -> None:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from keel.api.simulated_exchange import SimulatedExchange
 from keel.core.bus import EventBus
-from keel.core.clock import NANOS_PER_MILLI, SimulatedClock
+from keel.core.clock import NANOS_PER_MILLI, NANOS_PER_SECOND, SimulatedClock
 from keel.core.messages import (
     BarClosed,
     FundingPaid,
@@ -567,3 +567,49 @@ def test_equity_and_exposure_asked_between_events_are_always_those_of_the_book_t
 
     # Assert: the cached equity and gross exposure at the last marks are those computed afresh at the same marks
     assert observed == expected
+
+
+def mark_price(symbol: str, price: Decimal, ts: int) -> MarkPriceUpdated:
+    return MarkPriceUpdated(
+        symbol=symbol,
+        mark_price=price,
+        index_price=price,
+        estimated_settle_price=price,
+        funding_rate=Decimal("0.0001"),
+        next_funding_time=ts,
+        ts_event=ts,
+        ts_init=ts,
+    )
+
+
+def test_reference_marks_are_the_last_completed_bar_times_and_a_new_symbols_own(real_data) -> None:
+    # Arrange: BTC and ETH marked at the first bar time
+    book = Book(real_data)
+    btc, eth, sol = (real_data.bars(symbol, 2) for symbol in (BTC, "ETHUSDT", "SOLUSDT"))
+    book.publish(btc[0], eth[0])
+
+    # Act: the next time's BTC bar, a mark price of ETH, then a first SOL bar
+    book.publish(btc[1], mark_price("ETHUSDT", Decimal("1234.5"), btc[1].ts_event), sol[1])
+
+    # Assert
+    assert book.manager.marks == {
+        BTC: money(btc[1].close),
+        "ETHUSDT": Decimal("1234.5"),
+        "SOLUSDT": money(sol[1].close),
+    }
+    assert book.manager.reference_marks() == {
+        BTC: money(btc[0].close),
+        "ETHUSDT": money(eth[0].close),
+        "SOLUSDT": money(sol[1].close),
+    }
+
+    # Act: the time after settles every mark
+    later = btc[1].ts_event + 60 * NANOS_PER_SECOND
+    book.publish(msgspec.structs.replace(btc[1], ts_event=later, ts_init=later))
+
+    # Assert
+    assert book.manager.reference_marks() == {
+        BTC: money(btc[1].close),
+        "ETHUSDT": Decimal("1234.5"),
+        "SOLUSDT": money(sol[1].close),
+    }
