@@ -410,26 +410,28 @@ class SimulatedExchange:
                 self._end_transaction()
 
     def _on_bar(self, bar: BarClosed) -> None:
-        symbol = bar.symbol
-        self._bar_cursor_ts = bar.ts_event
+        # Each field read once: a message's field is a generic attribute lookup from compiled code.
+        symbol, ts = bar.symbol, bar.ts_event
+        self._bar_cursor_ts = ts
         self._bar_cursor_symbol = symbol
         self._cursor_is_bar = True
         if symbol not in self._instruments:
             return
         if self._in_flight:
-            self._deliver(bar.ts_event)
+            self._deliver(ts)
         if symbol not in self._books:
             if self._working:
                 self._match_bar(bar)
-            close = decimal_of(bar.close)
+            price = bar.close
+            close = decimal_of(price)
             self._last_price[symbol] = close
             if symbol not in self._marked_by_stream:
-                self.account.note_mark_float(symbol, close, bar.close)
-                self._set_mark(symbol, close, bar.ts_event)
+                self.account.note_mark_float(symbol, close, price)
+                self._set_mark(symbol, close, ts)
         # _check_funding_schedule's own first test, here: on almost every bar no funding time of the symbol is overdue.
         due = self._next_funding.get(symbol)
-        if due is not None and bar.ts_event > due + FUNDING_GRACE_NS:
-            self._check_funding_schedule(bar.ts_event, symbol)
+        if due is not None and ts > due + FUNDING_GRACE_NS:
+            self._check_funding_schedule(ts, symbol)
 
     @_transaction
     def on_book(self, book: BookUpdated) -> None:

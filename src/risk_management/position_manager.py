@@ -163,9 +163,10 @@ class PositionManager(Component):
 
     def on_bar(self, bar: BarClosed) -> None:
         """Mark the symbol to the bar's close; the first bar of a new time settles the previous marks."""
-        if bar.ts_event != self._mark_ts:
+        ts = bar.ts_event
+        if ts != self._mark_ts:
             self._overwritten_marks.clear()
-            self._mark_ts = bar.ts_event
+            self._mark_ts = ts
         symbol = bar.symbol
         self._set_mark(symbol, decimal_of(bar.close))
         position = self.positions.get(symbol)

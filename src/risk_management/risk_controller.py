@@ -341,7 +341,8 @@ class RiskController(Component):
         self._set_universe(tuple(symbols) if symbols is not None else tuple(self._instruments))
         self._marks: dict[str, float] = {}
         self._atr: dict[str, float] = {}
-        self._settled_atr: dict[str, float] = {}
+        # The ATRs of the last completed bar time, as those overwritten since (the others are still those).
+        self._overwritten_atr: dict[str, float] = {}
         self._previous_close: dict[str, float] = {}
         self._views: dict[str, dict[str, float]] = {}
         self._leaders: dict[str, str] = {}
@@ -529,12 +530,12 @@ class RiskController(Component):
         count = 0
         for bar in bars:
             if self._bar_ts is not None and bar.ts_event != self._bar_ts:
-                self._settled_atr = dict(self._atr)
+                self._overwritten_atr.clear()
             self._bar_ts = bar.ts_event
-            self._observe(bar)
+            self._observe(bar, bar.ts_event)
             count += 1
         self._bar_ts = None
-        self._settled_atr = dict(self._atr)
+        self._overwritten_atr.clear()
         return count
 
     def on_bar(self, bar: BarClosed) -> None:
@@ -543,11 +544,11 @@ class RiskController(Component):
         watched = self._bar_ts
         if watched is not None and ts != watched:
             self._watch(watched)
-            self._settled_atr = self._atr.copy()
+            self._overwritten_atr.clear()
         self._bar_ts = ts
-        self._observe(bar)
+        self._observe(bar, ts)
 
-    def _observe(self, bar: BarClosed) -> None:
+    def _observe(self, bar: BarClosed, ts: int) -> None:
         self._bars_per_day = _BARS_PER_DAY.get(bar.interval, self._bars_per_day)
         close, high, low = bar.close, bar.high, bar.low
         if not (finite(high) and finite(low) and finite(close)) or close <= 0:
@@ -558,15 +559,17 @@ class RiskController(Component):
         previous = self._previous_close.get(symbol)
         true_range = high - low if previous is None else max(high, previous) - min(low, previous)
         atr = self._atr.get(symbol)
+        if atr is not None and symbol not in self._overwritten_atr:
+            self._overwritten_atr[symbol] = atr
         self._atr[symbol] = true_range if atr is None else atr + (true_range - atr) / self.atr_period
         self._previous_close[symbol] = close
         # The EWMA covariance is kept bar by bar only for the monitor that uses it (see _ewma_covariance).
         if self._keeps_ewma:
-            row = self._window.add_close(symbol, bar.ts_event, close)
+            row = self._window.add_close(symbol, ts, close)
             if row is not None:
                 self._ewma.update(row)
         else:
-            self._window.record_close(symbol, bar.ts_event, close)
+            self._window.record_close(symbol, ts, close)
 
     def on_signal(self, signal: SignalGenerated) -> None:
         """Keep the strategy's view on the symbol (signed strength x confidence)."""
@@ -1065,7 +1068,7 @@ class RiskController(Component):
             equity=equity,
             expected_return=expected,
             volatility=volatility,
-            atr=self._settled_atr.get(symbol, self._atr.get(symbol, 0.0)),
+            atr=self._overwritten_atr.get(symbol, self._atr.get(symbol, 0.0)),
             price=price,
             bars_per_day=self._bars_per_day,
             regime=self._regimes.get(symbol, MarketRegime.UNKNOWN),
@@ -1332,7 +1335,7 @@ class RiskController(Component):
                 equity,
                 self._edge(symbol, 1.0 if target > 0 else -1.0),
                 self._volatility_list[column] if column is not None else 0.0,
-                self._settled_atr.get(symbol, self._atr.get(symbol, 0.0)),
+                self._overwritten_atr.get(symbol, self._atr.get(symbol, 0.0)),
                 price,
                 math.sqrt(self._bars_per_day),
                 self.sizer.multiplier(self._regimes.get(symbol, MarketRegime.UNKNOWN)),
