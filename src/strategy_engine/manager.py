@@ -45,7 +45,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import numpy as np
 import pandas as pd
@@ -171,19 +171,49 @@ class ManagerUpdate:
 NO_UPDATE: Final = ManagerUpdate()
 
 
-class _Combined(NamedTuple):
-    """The combined view of a symbol after a bar (made every bar; a signal is built from it on demand)."""
+class _Combined:
+    """The combined view of a symbol after a bar (a signal is built from it on demand).
 
-    score: float
-    strength: float
-    confidence: float
-    factor: float
-    leader: int | None
-    weights: tuple[float, ...] | None
-    """The strategies' regime weights (None: worked out from ``regime`` and ``voting`` when a signal needs them)."""
-    contributions: tuple[float, ...]
-    regime: RegimeState = UNKNOWN_STATE
-    voting: tuple[bool, ...] = ()
+    A plain class, not a named tuple: compiled, its fields are read natively on every bar.
+    ``weights`` are the strategies' regime weights (None: worked out from
+    ``regime`` and ``voting`` when a signal needs them).
+    """
+
+    def __init__(
+        self,
+        score: float,
+        strength: float,
+        confidence: float,
+        factor: float,
+        leader: int | None,
+        weights: tuple[float, ...] | None,
+        contributions: tuple[float, ...],
+        regime: RegimeState = UNKNOWN_STATE,
+        voting: tuple[bool, ...] = (),
+    ) -> None:
+        self.score = score
+        self.strength = strength
+        self.confidence = confidence
+        self.factor = factor
+        self.leader = leader
+        self.weights = weights
+        self.contributions = contributions
+        self.regime = regime
+        self.voting = voting
+
+    def as_tuple(self) -> tuple[object, ...]:
+        """Return the fields in order."""
+        return (
+            self.score,
+            self.strength,
+            self.confidence,
+            self.factor,
+            self.leader,
+            self.weights,
+            self.contributions,
+            self.regime,
+            self.voting,
+        )
 
     @property
     def action(self) -> str:
@@ -662,7 +692,7 @@ class StrategyManager:
         fee_rate = self.fee_rate
         scores, view_scores = book.scores, book.view_scores
         performances = self._performances
-        # By index, not zip(..., strict=True): compiled, that zip is a generic call on every bar.
+        # By index, not zip(..., strict=True) and a slice copy: compiled, those are generic calls on every bar.
         for i in range(len(performances)):
             held, score = scores[i], view_scores[i]
             if held == 0.0 and score == 0.0:
@@ -670,7 +700,7 @@ class StrategyManager:
                 performances[i].bars += 1
             else:
                 performances[i].record(held, bar_return, score, fee_rate)
-        scores[:] = view_scores
+            scores[i] = score
         previous = book.combine_inputs
         if previous is not None and previous[0] is not book.regime:
             # _combined's first case, inlined: a new regime view (every bar once the detector is fitted).
