@@ -10,8 +10,8 @@ the smart order router, which works them as child orders through the order
 manager; every venue report goes to the order manager, which also publishes
 the account events no order of keel's caused (the venue's liquidations and
 their ``autoclose-`` fills, funding).
-:class:`RunRecorder` keeps the fills, denials, liquidations and equity curve
-that reports are written from.
+A :class:`~keel.integration.run_recorder.RunRecorder` keeps the fills,
+denials, liquidations and equity curve that reports are written from.
 """
 
 from __future__ import annotations
